@@ -1,0 +1,205 @@
+// Package store keeps everything certserver knows: certificates with their
+// private keys, the names under management with their renewal state, ACME
+// accounts and pending HTTP-01 challenge tokens.
+//
+// Store is the contract. Badger (badger.go) is the implementation every
+// sidecar uses for its local copy; a shared engine for fleets (PostgreSQL)
+// is meant to be a second implementation of the same interface.
+//
+// Every name handed to a Store must already be normalized with
+// hostname.Normalize or hostname.NormalizePattern: the store compares names
+// byte for byte and does not normalize again.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (possibly wrapped) when a record does not exist.
+// Callers test for it with errors.Is.
+var ErrNotFound = errors.New("not found")
+
+// ErrInvalid is wrapped by errors about a record that cannot be stored
+// because a field is missing or malformed. Nothing is written when it is
+// returned.
+var ErrInvalid = errors.New("invalid record")
+
+// Store is the persistent state of one certserver.
+//
+// Implementations are safe for concurrent use by many goroutines. Every
+// method that takes a context stops waiting when it is done. Writes are
+// atomic: a record and its indexes change together or not at all, and a
+// write that returned nil survives a crash of the process.
+type Store interface {
+	// PutCertificate stores c under c.ID, replacing any record with that ID,
+	// and points every name in c.Names at it. Names that the replaced record
+	// held and c does not are unlinked. When another record already serves
+	// one of c.Names, the name is re-pointed at c (the newest write wins).
+	// c.ID, c.Names, c.ChainPEM and c.KeyPEM must be set (ErrInvalid).
+	PutCertificate(ctx context.Context, c *Certificate) error
+
+	// GetCertificate returns the record stored under id, or ErrNotFound.
+	GetCertificate(ctx context.Context, id string) (*Certificate, error)
+
+	// LookupCertificate returns the certificate that serves name, a
+	// normalized host name (never a wildcard pattern): the record linked to
+	// name itself, else the one linked to the wildcard one label up
+	// ("a.example.com" -> "*.example.com"; never deeper, never "*.com"), else
+	// ErrNotFound. This is the certificate endpoint's path and must be fast.
+	LookupCertificate(ctx context.Context, name string) (*Certificate, error)
+
+	// DeleteCertificate removes the record stored under id and unlinks the
+	// names that pointed at it. Deleting a missing record returns ErrNotFound.
+	DeleteCertificate(ctx context.Context, id string) error
+
+	// ListCertificates returns up to limit records in ID order, starting
+	// after the ID after ("" starts at the beginning).
+	ListCertificates(ctx context.Context, after string, limit int) ([]*Certificate, error)
+
+	// PutDomain creates or replaces the management record of d.Name and moves
+	// its entry in the due index to d.NextAttempt (a zero NextAttempt takes
+	// it out of the index).
+	PutDomain(ctx context.Context, d *Domain) error
+
+	// AddDomains creates a record for every domain in ds whose name is not
+	// yet managed, in large batched transactions, and leaves existing ones
+	// untouched. It returns how many were added and how many existed.
+	AddDomains(ctx context.Context, ds []*Domain) (added, existing int, err error)
+
+	// GetDomain returns the management record of name, or ErrNotFound.
+	GetDomain(ctx context.Context, name string) (*Domain, error)
+
+	// DeleteDomain removes the management record of name and its due entry.
+	// It does not touch certificates. A missing record returns ErrNotFound.
+	DeleteDomain(ctx context.Context, name string) error
+
+	// ListDomains returns up to limit domain records in name order, starting
+	// after the name after ("" starts at the beginning).
+	ListDomains(ctx context.Context, after string, limit int) ([]*Domain, error)
+
+	// Due returns up to limit entries of the due index whose time is at or
+	// before `before`, earliest first (ties in name order). Its cost grows
+	// with the entries returned, not with the size of the store.
+	Due(ctx context.Context, before time.Time, limit int) ([]DueEntry, error)
+
+	// PutAccount creates or replaces the ACME account stored under a.ID.
+	PutAccount(ctx context.Context, a *Account) error
+
+	// GetAccount returns the account stored under id, or ErrNotFound.
+	GetAccount(ctx context.Context, id string) (*Account, error)
+
+	// PutChallenge stores the key authorization of an HTTP-01 token
+	// (RFC 8555 section 8.3) until expires, after which it reads as missing.
+	PutChallenge(ctx context.Context, token, keyAuth string, expires time.Time) error
+
+	// GetChallenge returns the key authorization of token, or ErrNotFound.
+	GetChallenge(ctx context.Context, token string) (string, error)
+
+	// DeleteChallenge removes token. Removing a missing token is not an error.
+	DeleteChallenge(ctx context.Context, token string) error
+
+	// Close flushes and releases the store. No method may be called after it.
+	Close() error
+}
+
+// Certificate is one certificate chain with its private key and what is
+// known about it. The PEM fields hold secrets: never log a Certificate whole.
+type Certificate struct {
+	// ID is the record's key: the first name of the certificate (its
+	// primary name, a normalized host name or wildcard pattern).
+	ID string `json:"id"`
+	// Names are the normalized names the certificate serves, from its SANs
+	// (or its CN when it has no DNS SANs), ID first.
+	Names []string `json:"names"`
+	// ChainPEM is the leaf followed by its intermediates, PEM encoded.
+	ChainPEM []byte `json:"chain_pem"`
+	// KeyPEM is the leaf's private key, PEM encoded.
+	KeyPEM []byte `json:"key_pem"`
+	// NotBefore and NotAfter are the leaf's validity period.
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	// Issuer is the leaf issuer's distinguished name.
+	Issuer string `json:"issuer"`
+	// Serial is the leaf's serial number in lowercase hex.
+	Serial string `json:"serial"`
+	// KeyType describes the key: "ecdsa-p256", "ecdsa-p384", "rsa2048", ….
+	KeyType string `json:"key_type"`
+	// Source says where the certificate came from: "import", "certbot" or
+	// "acme".
+	Source string `json:"source"`
+	// Origin details Source: a file path, a certbot lineage directory, or an
+	// ACME directory URL.
+	Origin string `json:"origin,omitempty"`
+	// RenewAt is when the certificate should be replaced; zero when nobody
+	// renews it (an imported certificate whose names are not managed).
+	RenewAt time.Time `json:"renew_at,omitzero"`
+	// StoredAt is when the record was written.
+	StoredAt time.Time `json:"stored_at"`
+}
+
+// State is where a managed name stands in its life cycle.
+type State string
+
+// The states of a managed name.
+const (
+	StatePending  State = "pending"  // added, no certificate yet, waiting for its first order
+	StateIssuing  State = "issuing"  // first order under way
+	StateValid    State = "valid"    // holds a certificate, next renewal scheduled
+	StateRenewing State = "renewing" // renewal order under way
+	StateFailing  State = "failing"  // last attempt failed; retried at NextAttempt
+	StateRemoved  State = "removed"  // no longer managed; kept for the record
+)
+
+// Domain is the management record of one name: what certserver is doing
+// about its certificate.
+type Domain struct {
+	// Name is the normalized host name or wildcard pattern; the record's key.
+	Name string `json:"name"`
+	// State is the current life-cycle state.
+	State State `json:"state"`
+	// Profile is the ACME profile to request; "" means the configured default.
+	Profile string `json:"profile,omitempty"`
+	// CertID is the ID of the certificate that serves the name, if any.
+	CertID string `json:"cert_id,omitempty"`
+	// NextAttempt is when the renewer next looks at the name; it is the
+	// name's position in the due index. Zero means never.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// Failures counts consecutive failed attempts; a success resets it.
+	Failures int `json:"failures,omitempty"`
+	// LastError is the last failure in the CA's own words ("" after success).
+	LastError string `json:"last_error,omitempty"`
+	// FailingSince is when the current run of failures began.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// Source says how the name came under management: "cli", "api",
+	// "on-demand", "import".
+	Source string `json:"source,omitempty"`
+	// AddedAt and UpdatedAt are when the record was created and last written.
+	AddedAt   time.Time `json:"added_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// DueEntry is one entry of the due index: a managed name and when it is due.
+type DueEntry struct {
+	Name string
+	At   time.Time
+}
+
+// Account is an ACME account (RFC 8555 section 7.1.2) with its key. KeyPEM
+// is a secret: never log an Account whole.
+type Account struct {
+	// ID identifies the account locally: derived from the CA directory URL
+	// and the contact e-mail by the renewer.
+	ID string `json:"id"`
+	// Directory is the CA's ACME directory URL.
+	Directory string `json:"directory"`
+	// Email is the contact address given at registration ("" for none).
+	Email string `json:"email,omitempty"`
+	// URL is the account URL the CA returned (the "kid").
+	URL string `json:"url"`
+	// KeyPEM is the account's private key, PEM encoded.
+	KeyPEM []byte `json:"key_pem"`
+	// CreatedAt is when the account was registered.
+	CreatedAt time.Time `json:"created_at"`
+}

@@ -1,0 +1,28 @@
+# certserver developer commands. The README explains each.
+
+GO ?= go
+
+.PHONY: build demo test bench fuzz clean
+
+## build: compile the certserver binary into bin/
+build:
+	$(GO) build -o bin/certserver ./cmd/certserver
+
+## demo: run the local demo (Pebble CA + certserver + nginx on loopback)
+demo:
+	scripts/demo.sh
+
+## test: install missing test dependencies, then run every check and test
+test:
+	scripts/test.sh
+
+## bench: run the benchmarks and print their figures
+bench:
+	scripts/bench.sh
+
+## fuzz: run the host name fuzzer for a minute
+fuzz:
+	$(GO) test ./store/hostname -run '^$$' -fuzz FuzzNormalize -fuzztime 60s
+
+clean:
+	rm -rf bin

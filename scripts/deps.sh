@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what certserver's tests and demo need when it is missing:
+#   - Debian packages: nginx-light, the ngx_lua module, lua-resty-core,
+#     lua-resty-lrucache, luacheck (lua-check)
+#   - Pebble, the ACME test CA, at the pinned version
+# Safe to run again: it only installs what is not there yet.
+# Needs root (or sudo) for apt-get; Pebble goes to $(go env GOPATH)/bin.
+set -euo pipefail
+
+PEBBLE_VERSION=v2.10.1
+APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check)
+
+say() { printf 'deps: %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { say "need root or sudo to install ${missing[*]}"; exit 1; }
+    sudo=sudo
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts nginx on port 80 when it is installed; the tests and the
+  # demo run their own instances, so the system one is stopped again.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    $sudo systemctl stop nginx || true
+  fi
+fi
+
+gobin="$(go env GOBIN)"
+[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+pebble="$gobin/pebble"
+# Pebble prints "dev" as its version; the module version is in the binary.
+if [ ! -x "$pebble" ] || ! go version -m "$pebble" 2>/dev/null | grep -qE "^\s+mod\s+github.com/letsencrypt/pebble/v2\s+${PEBBLE_VERSION}\b"; then
+  say "installing pebble $PEBBLE_VERSION into $gobin"
+  GOFLAGS=-mod=mod go install "github.com/letsencrypt/pebble/v2/cmd/pebble@${PEBBLE_VERSION}"
+fi
+echo "$pebble"

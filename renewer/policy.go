@@ -1,0 +1,263 @@
+package renewer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/certserver/certserver/store/hostname"
+)
+
+// PolicyConfig says which names a handshake may bring under management
+// (on-demand issuance). A name must pass every check that is configured; with
+// none configured, on-demand issuance is off and every name is refused.
+type PolicyConfig struct {
+	// Allow lists the names on-demand issuance may serve. "shop.example.com"
+	// matches that name only; "*.example.com" matches every name below
+	// example.com at any depth, but not example.com itself. Empty: no
+	// allow-list check.
+	Allow []string
+	// Targets are the IP addresses and host names that a name's A/AAAA
+	// records or CNAME chain must point at (seed 003's allow_domain check):
+	// the name passes when any address or CNAME target is listed. Empty: no
+	// DNS check.
+	Targets []string
+	// AskURL, when set, is asked with GET AskURL?domain=NAME; a 200 answer
+	// allows the name and anything else refuses it.
+	AskURL string
+	// AskTimeout bounds one ask request. Default 2 seconds.
+	AskTimeout time.Duration
+	// AllowTTL is how long an allowing decision is remembered. Default 10
+	// minutes.
+	AllowTTL time.Duration
+	// DenyTTL is how long a refusing decision is remembered. Default 1 minute.
+	DenyTTL time.Duration
+	// MaxCached bounds the decisions remembered. Default 100,000.
+	MaxCached int
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// Decision is the outcome of a policy check.
+type Decision struct {
+	Allow  bool
+	Reason string // why the name was refused, or "" when allowed
+}
+
+// Policy decides whether a name without a certificate may be issued one on
+// demand. Decisions are cached. It is safe for concurrent use.
+type Policy struct {
+	cfg      PolicyConfig
+	exact    map[string]bool
+	suffixes []string // ".example.com" for "*.example.com"
+	targets  map[string]bool
+	addrs    map[netip.Addr]bool
+	resolver *Resolver
+	client   *http.Client
+	log      *slog.Logger
+
+	group singleflight.Group
+	mu    sync.Mutex
+	cache map[string]cachedDecision
+}
+
+type cachedDecision struct {
+	Decision
+	until time.Time
+}
+
+// NewPolicy validates cfg and returns its Policy. resolver is required when
+// cfg.Targets is set.
+func NewPolicy(cfg PolicyConfig, resolver *Resolver, logger *slog.Logger) (*Policy, error) {
+	if logger == nil {
+		return nil, errors.New("new policy: nil logger")
+	}
+	if cfg.AskTimeout <= 0 {
+		cfg.AskTimeout = 2 * time.Second
+	}
+	if cfg.AllowTTL <= 0 {
+		cfg.AllowTTL = 10 * time.Minute
+	}
+	if cfg.DenyTTL <= 0 {
+		cfg.DenyTTL = time.Minute
+	}
+	if cfg.MaxCached <= 0 {
+		cfg.MaxCached = 100_000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	p := &Policy{
+		cfg:      cfg,
+		exact:    map[string]bool{},
+		targets:  map[string]bool{},
+		addrs:    map[netip.Addr]bool{},
+		resolver: resolver,
+		client:   &http.Client{Timeout: cfg.AskTimeout},
+		log:      logger,
+		cache:    map[string]cachedDecision{},
+	}
+	for _, pat := range cfg.Allow {
+		n, err := hostname.NormalizePattern(pat)
+		if err != nil {
+			return nil, fmt.Errorf("on-demand allow list: %w", err)
+		}
+		if hostname.IsWildcard(n) {
+			p.suffixes = append(p.suffixes, n[1:])
+		} else {
+			p.exact[n] = true
+		}
+	}
+	for _, t := range cfg.Targets {
+		if a, err := netip.ParseAddr(t); err == nil {
+			p.addrs[a.Unmap()] = true
+			continue
+		}
+		n, err := hostname.Normalize(t)
+		if err != nil {
+			return nil, fmt.Errorf("on-demand targets: %q is neither an IP address nor a host name: %w", t, err)
+		}
+		p.targets[n] = true
+	}
+	if len(cfg.Targets) > 0 && resolver == nil {
+		return nil, errors.New("new policy: targets are set but there is no resolver")
+	}
+	if cfg.AskURL != "" {
+		u, err := url.Parse(cfg.AskURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("on-demand ask URL %q: want an http or https URL", cfg.AskURL)
+		}
+	}
+	return p, nil
+}
+
+// Enabled reports whether any check is configured, that is whether on-demand
+// issuance is on at all.
+func (p *Policy) Enabled() bool {
+	return len(p.cfg.Allow) > 0 || len(p.cfg.Targets) > 0 || p.cfg.AskURL != ""
+}
+
+// Check decides whether name, a normalized host name, may be issued a
+// certificate on demand. Concurrent checks of one name share one evaluation;
+// decisions are remembered for AllowTTL or DenyTTL. A check that cannot be
+// completed (DNS timeout, ask URL down) refuses the name for DenyTTL.
+func (p *Policy) Check(ctx context.Context, name string) Decision {
+	if !p.Enabled() {
+		return Decision{Reason: "on-demand issuance is not configured"}
+	}
+	now := p.cfg.Now()
+	p.mu.Lock()
+	c, ok := p.cache[name]
+	p.mu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.Decision
+	}
+	v, _, _ := p.group.Do(name, func() (any, error) {
+		d := p.evaluate(ctx, name)
+		ttl := p.cfg.DenyTTL
+		if d.Allow {
+			ttl = p.cfg.AllowTTL
+		}
+		p.remember(name, cachedDecision{Decision: d, until: p.cfg.Now().Add(ttl)})
+		return d, nil
+	})
+	return v.(Decision)
+}
+
+func (p *Policy) remember(name string, c cachedDecision) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.cache) >= p.cfg.MaxCached {
+		now := p.cfg.Now()
+		for k, v := range p.cache {
+			if !now.Before(v.until) {
+				delete(p.cache, k)
+			}
+		}
+		// Still full of live decisions: forget an arbitrary tenth.
+		for k := range p.cache {
+			if len(p.cache) < p.cfg.MaxCached*9/10 {
+				break
+			}
+			delete(p.cache, k)
+		}
+	}
+	p.cache[name] = c
+}
+
+func (p *Policy) evaluate(ctx context.Context, name string) Decision {
+	if len(p.cfg.Allow) > 0 && !p.listed(name) {
+		return Decision{Reason: "not in the on-demand allow list"}
+	}
+	if len(p.cfg.Targets) > 0 {
+		if d := p.pointsAtUs(ctx, name); !d.Allow {
+			return d
+		}
+	}
+	if p.cfg.AskURL != "" {
+		return p.ask(ctx, name)
+	}
+	return Decision{Allow: true}
+}
+
+func (p *Policy) listed(name string) bool {
+	if p.exact[name] {
+		return true
+	}
+	for _, s := range p.suffixes {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) pointsAtUs(ctx context.Context, name string) Decision {
+	ans, err := p.resolver.Lookup(ctx, name)
+	if err != nil {
+		return Decision{Reason: "DNS check failed: " + err.Error()}
+	}
+	for _, a := range ans.Addrs {
+		if p.addrs[a] {
+			return Decision{Allow: true}
+		}
+	}
+	for _, c := range ans.CNAMEs {
+		if p.targets[c] {
+			return Decision{Allow: true}
+		}
+	}
+	return Decision{Reason: fmt.Sprintf("DNS does not point at the configured targets (addresses %v, CNAMEs %v)", ans.Addrs, ans.CNAMEs)}
+}
+
+func (p *Policy) ask(ctx context.Context, name string) Decision {
+	u, _ := url.Parse(p.cfg.AskURL) // validated in NewPolicy
+	q := u.Query()
+	q.Set("domain", name)
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return Decision{Reason: "ask URL: " + err.Error()}
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		p.log.Warn("on-demand ask URL failed", "name", name, "error", err)
+		return Decision{Reason: "ask URL failed: " + err.Error()}
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return Decision{Reason: fmt.Sprintf("ask URL answered %d", resp.StatusCode)}
+	}
+	return Decision{Allow: true}
+}

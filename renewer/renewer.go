@@ -1,0 +1,268 @@
+// Package renewer obtains and renews certificates over ACME. The due index
+// of the store drives all of its work: a dispatcher takes the names that are
+// due, earliest first, and hands them to a bounded pool of workers, each of
+// which re-reads the name's record, orders a certificate and writes the
+// outcome back with the name's next due time. Names asked for by a
+// handshake (on demand) or by an operator go ahead of the index.
+package renewer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/certserver/certserver/store"
+)
+
+// Order is one certificate the renewer asks its Issuer for.
+type Order struct {
+	// Name is the normalized name the certificate is for.
+	Name string
+	// Profile is the ACME profile to request ("" for the CA's default).
+	Profile string
+	// Replaces is the certificate being renewed, nil for a first order.
+	Replaces *store.Certificate
+}
+
+// Issuer obtains a certificate for one order from a CA. It returns the new
+// certificate record (not yet stored) or an error; an error that implements
+// Permanent() bool or RetryAfter() time.Duration tells the renewer how to
+// retry. Implementations must be safe for concurrent use.
+type Issuer interface {
+	Obtain(ctx context.Context, o Order) (*store.Certificate, error)
+}
+
+// Config tunes a Renewer. Zero fields take the defaults stated.
+type Config struct {
+	// Workers is how many orders run at once. Default 4.
+	Workers int
+	// OrderTimeout bounds one order from start to stored certificate.
+	// Default 5 minutes.
+	OrderTimeout time.Duration
+	// IdleWait is the longest the dispatcher sleeps when nothing is due
+	// before it reads the due index again. Default 1 minute.
+	IdleWait time.Duration
+	// DefaultProfile is the ACME profile for names that name none ("" asks
+	// the CA for its default).
+	DefaultProfile string
+	// UrgentQueue bounds the names waiting to go ahead of the index (on
+	// demand, renew now). Default 1,024; further requests are dropped and
+	// logged.
+	UrgentQueue int
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+	// Seed seeds the jitter. Default: random.
+	Seed uint64
+}
+
+// Renewer schedules and runs certificate orders. Its methods are safe for
+// concurrent use; Run is called once.
+type Renewer struct {
+	cfg    Config
+	store  store.Store
+	issuer Issuer
+	log    *slog.Logger
+
+	wake   chan struct{}
+	urgent chan string
+
+	mu       sync.Mutex
+	inflight map[string]bool
+	rnd      *rand.Rand // guarded by mu
+}
+
+// New returns a Renewer that keeps its state in st and orders certificates
+// from issuer.
+func New(cfg Config, st store.Store, issuer Issuer, logger *slog.Logger) (*Renewer, error) {
+	switch {
+	case st == nil:
+		return nil, errors.New("new renewer: nil store")
+	case issuer == nil:
+		return nil, errors.New("new renewer: nil issuer")
+	case logger == nil:
+		return nil, errors.New("new renewer: nil logger")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.OrderTimeout <= 0 {
+		cfg.OrderTimeout = 5 * time.Minute
+	}
+	if cfg.IdleWait <= 0 {
+		cfg.IdleWait = time.Minute
+	}
+	if cfg.UrgentQueue <= 0 {
+		cfg.UrgentQueue = 1024
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = rand.Uint64()
+	}
+	return &Renewer{
+		cfg:      cfg,
+		store:    st,
+		issuer:   issuer,
+		log:      logger.With("subsystem", "renewer"),
+		wake:     make(chan struct{}, 1),
+		urgent:   make(chan string, cfg.UrgentQueue),
+		inflight: map[string]bool{},
+		rnd:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+	}, nil
+}
+
+// Wake makes the dispatcher read the due index now, for example after names
+// were added. It never blocks.
+func (r *Renewer) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Prioritize puts name ahead of the due index: it is looked at as soon as a
+// worker is free. It never blocks; when the queue is full the request is
+// dropped (the name keeps its place in the index) and false is returned.
+func (r *Renewer) Prioritize(name string) bool {
+	select {
+	case r.urgent <- name:
+		r.Wake()
+		return true
+	default:
+		r.log.Warn("urgent queue full, name left to the due index", "name", name)
+		return false
+	}
+}
+
+// Run dispatches due work until ctx is done, then waits for the orders under
+// way to stop and returns ctx's error.
+func (r *Renewer) Run(ctx context.Context) error {
+	slots := make(chan struct{}, r.cfg.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		name, urgent, err := r.next(ctx)
+		if err != nil {
+			<-slots
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			defer r.release(name)
+			r.process(ctx, name, urgent)
+		}()
+	}
+}
+
+// next blocks until a name is ready to be worked on and marks it in flight.
+// Urgent names come first, then the due index, earliest first.
+func (r *Renewer) next(ctx context.Context) (name string, urgent bool, err error) {
+	for {
+		select {
+		case n := <-r.urgent:
+			if r.claim(n) {
+				return n, true, nil
+			}
+			continue
+		default:
+		}
+		n, wait, err := r.nextDue(ctx)
+		if err != nil {
+			r.log.Error("read due index", "error", err)
+			wait = time.Second
+		} else if n != "" {
+			return n, false, nil
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case n := <-r.urgent:
+			timer.Stop()
+			if r.claim(n) {
+				return n, true, nil
+			}
+		case <-r.wake:
+			timer.Stop()
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return "", false, ctx.Err()
+		}
+	}
+}
+
+// nextDue returns the earliest due name not already in flight, or "" and
+// how long to wait until the next entry is due.
+//
+// A name keeps its due time while a worker has it, so the names in flight
+// are among the first busy+1 entries and reading that many always finds a
+// free one if there is one. It also means that an order cut off by a crash
+// leaves its name due, and the next start picks it up again.
+func (r *Renewer) nextDue(ctx context.Context) (string, time.Duration, error) {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	busy := len(r.inflight)
+	r.mu.Unlock()
+	due, err := r.store.Due(ctx, now, busy+1)
+	if err != nil {
+		return "", 0, err
+	}
+	for _, e := range due {
+		if r.claim(e.Name) {
+			return e.Name, 0, nil
+		}
+	}
+	wait := r.cfg.IdleWait
+	if len(due) == 0 {
+		later, err := r.store.Due(ctx, now.Add(wait), 1)
+		if err != nil {
+			return "", 0, err
+		}
+		if len(later) == 1 {
+			wait = max(later[0].At.Sub(now), 10*time.Millisecond)
+		}
+	} else {
+		// Everything due is in flight: look again when a worker finishes.
+		wait = r.cfg.IdleWait
+	}
+	return "", wait, nil
+}
+
+func (r *Renewer) claim(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inflight[name] {
+		return false
+	}
+	r.inflight[name] = true
+	return true
+}
+
+func (r *Renewer) release(name string) {
+	r.mu.Lock()
+	delete(r.inflight, name)
+	r.mu.Unlock()
+	r.Wake()
+}
+
+func (r *Renewer) jitterRand(f func(*rand.Rand) time.Duration) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return f(r.rnd)
+}
+
+func (r *Renewer) timeRand(f func(*rand.Rand) time.Time) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return f(r.rnd)
+}

@@ -1,0 +1,155 @@
+package renewer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"github.com/certserver/certserver/store"
+)
+
+// permanent is implemented by errors that retrying soon cannot fix (the CA
+// refused the name, DNS says it does not exist, CAA forbids the CA).
+type permanent interface{ Permanent() bool }
+
+// retryAfter is implemented by errors that say when to try again (a CA's
+// rateLimited problem with Retry-After).
+type retryAfter interface{ RetryAfter() time.Duration }
+
+// process works on one name the dispatcher handed over: it re-reads the
+// name's record (another worker, an operator or a restart may have changed
+// it), orders a certificate when one is needed and writes the outcome back.
+// urgent names are worked on even if their next attempt is still ahead.
+func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("worker panic", "name", name, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	log := r.log.With("name", name)
+	now := r.cfg.Now()
+	d, err := r.store.GetDomain(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		log.Error("read domain", "error", err)
+		return
+	}
+	if d.State == store.StateRemoved || d.NextAttempt.IsZero() && !urgent {
+		return
+	}
+	if d.NextAttempt.After(now) && !urgent {
+		return // rescheduled since the dispatcher read the index
+	}
+	cur := r.current(ctx, d)
+	if cur != nil && !urgent && cur.RenewAt.After(now) {
+		// Nothing to do yet: the certificate is good until its renewal time.
+		d.State, d.NextAttempt = store.StateValid, cur.RenewAt
+		r.save(ctx, log, d)
+		return
+	}
+
+	d.State = store.StateIssuing
+	if cur != nil {
+		d.State = store.StateRenewing
+	}
+	d.UpdatedAt = now
+	if !r.save(ctx, log, d) {
+		return
+	}
+	profile := d.Profile
+	if profile == "" {
+		profile = r.cfg.DefaultProfile
+	}
+	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
+	start := time.Now()
+	cert, err := r.issuer.Obtain(octx, Order{Name: name, Profile: profile, Replaces: cur})
+	cancel()
+	if err == nil {
+		err = r.store.PutCertificate(ctx, r.scheduled(cert))
+	}
+	if ctx.Err() != nil {
+		// Shutting down: leave the name due so the next start resumes it.
+		return
+	}
+	now = r.cfg.Now()
+	if err != nil {
+		r.failed(ctx, log, d, cur, err, now)
+		return
+	}
+	d.State = store.StateValid
+	d.CertID = cert.ID
+	d.NextAttempt = cert.RenewAt
+	d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
+	d.UpdatedAt = now
+	r.save(ctx, log, d)
+	log.Info("certificate obtained", "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
+		"renew_at", cert.RenewAt.UTC(), "took", time.Since(start).Round(time.Millisecond))
+}
+
+// current returns the certificate that now serves d, or nil when there is
+// none or it has expired.
+func (r *Renewer) current(ctx context.Context, d *store.Domain) *store.Certificate {
+	if d.CertID == "" {
+		return nil
+	}
+	c, err := r.store.GetCertificate(ctx, d.CertID)
+	if err != nil || !c.NotAfter.After(r.cfg.Now()) {
+		return nil
+	}
+	return c
+}
+
+// scheduled sets the renewal time of a newly obtained certificate, unless
+// the issuer already chose one (from the CA's renewal information).
+func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
+	if c.RenewAt.IsZero() {
+		c.RenewAt = r.timeRand(func(rnd *rand.Rand) time.Time { return RenewalTime(c.NotBefore, c.NotAfter, rnd) })
+	}
+	c.StoredAt = r.cfg.Now()
+	return c
+}
+
+// failed records a failed order and schedules the next attempt: after the
+// backoff for the count of consecutive failures, or later when the CA said
+// when to come back.
+func (r *Renewer) failed(ctx context.Context, log *slog.Logger, d *store.Domain, cur *store.Certificate, err error, now time.Time) {
+	d.Failures++
+	if d.FailingSince.IsZero() {
+		d.FailingSince = now
+	}
+	d.State = store.StateFailing
+	d.LastError = err.Error()
+	wait := r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
+	var ra retryAfter
+	if errors.As(err, &ra) && ra.RetryAfter() > wait {
+		wait = ra.RetryAfter()
+	}
+	d.NextAttempt = now.Add(wait)
+	d.UpdatedAt = now
+	r.save(ctx, log, d)
+	var p permanent
+	kind := "transient"
+	if errors.As(err, &p) && p.Permanent() {
+		kind = "permanent"
+	}
+	attrs := []any{"error", err, "kind", kind, "failures", d.Failures, "next_attempt", d.NextAttempt.UTC()}
+	if cur != nil {
+		attrs = append(attrs, "serving_until", cur.NotAfter.UTC())
+	}
+	log.Warn("order failed", attrs...)
+}
+
+// save writes d, logging a failure; it reports whether the write succeeded.
+func (r *Renewer) save(ctx context.Context, log *slog.Logger, d *store.Domain) bool {
+	if err := r.store.PutDomain(ctx, d); err != nil {
+		log.Error("write domain", "error", fmt.Errorf("put domain: %w", err))
+		return false
+	}
+	return true
+}

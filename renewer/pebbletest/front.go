@@ -1,0 +1,253 @@
+package pebbletest
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Order is one newOrder request (RFC 8555 section 7.4) seen by the front.
+type Order struct {
+	// Names are the values of the order's identifiers.
+	Names []string
+	// Profile is the profile the order asked for ("" for none).
+	Profile string
+	// Replaces is the ARI CertID of the certificate the order replaces
+	// (RFC 9773 section 5), "" for none.
+	Replaces string
+	// Status is the HTTP status of the answer (201 when Pebble created the
+	// order), 0 while it is under way.
+	Status int
+}
+
+// Fault is an answer the front gives instead of passing a request on.
+type Fault struct {
+	// Status is the HTTP status. Default 503.
+	Status int
+	// Type is an ACME problem type ("urn:ietf:params:acme:error:
+	// rateLimited"); "" answers Detail as text/plain, like a load balancer
+	// in front of a CA that is down.
+	Type string
+	// Detail is the problem's detail, or the text/plain body.
+	Detail string
+	// RetryAfter is the Retry-After header, "" for none.
+	RetryAfter string
+}
+
+// front is a reverse proxy in front of Pebble's ACME API. Pebble builds
+// every URL it hands out from the request's Host, which the front keeps, so
+// clients that start at the front's directory stay on the front.
+type front struct {
+	url          string
+	newOrderPath string
+	proxy        *httputil.ReverseProxy
+
+	mu     sync.Mutex
+	seen   []Order
+	faults []Fault
+}
+
+// startFront starts the front on a free loopback port, serving HTTPS with
+// the listener certificate, and stops it in t.Cleanup.
+func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath string) (*front, error) {
+	target, err := url.Parse(pebbleURL)
+	if err != nil {
+		return nil, err
+	}
+	newOrder, err := newOrderPath(newClient(ca.pool), pebbleURL+"/dir")
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = logFile.Close() })
+	f := &front{newOrderPath: newOrder}
+	f.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12},
+			MaxIdleConnsPerHost: 16,
+		},
+		ErrorLog: log.New(logFile, "pebbletest front: ", log.LstdFlags),
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{
+		Handler:           f,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.tlsCert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          f.proxy.ErrorLog,
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	f.url = "https://" + ln.Addr().String()
+	return f, nil
+}
+
+// newOrderPath reads the path of the newOrder resource from a directory.
+func newOrderPath(c *http.Client, dirURL string) (string, error) {
+	resp, err := c.Get(dirURL)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var dir struct {
+		NewOrder string `json:"newOrder"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&dir); err != nil {
+		return "", fmt.Errorf("read directory %s: %w", dirURL, err)
+	}
+	u, err := url.Parse(dir.NewOrder)
+	if err != nil || u.Path == "" {
+		return "", fmt.Errorf("directory %s: bad newOrder %q", dirURL, dir.NewOrder)
+	}
+	return u.Path, nil
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != f.newOrderPath {
+		f.proxy.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+
+	f.mu.Lock()
+	i := len(f.seen)
+	f.seen = append(f.seen, parseNewOrder(body))
+	var fault *Fault
+	if len(f.faults) > 0 {
+		fault = &f.faults[0]
+		f.faults = f.faults[1:]
+	}
+	f.mu.Unlock()
+
+	var status int
+	if fault != nil {
+		status = fault.write(w)
+	} else {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		f.proxy.ServeHTTP(rec, r)
+		status = rec.status
+	}
+	f.mu.Lock()
+	f.seen[i].Status = status
+	f.mu.Unlock()
+}
+
+func (f *front) orders() []Order {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Order, len(f.seen))
+	for i, o := range f.seen {
+		o.Names = append([]string(nil), o.Names...)
+		out[i] = o
+	}
+	return out
+}
+
+func (f *front) addFaults(n int, fault Fault) {
+	if fault.Status == 0 {
+		fault.Status = http.StatusServiceUnavailable
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.faults = append(f.faults, fault)
+	}
+}
+
+// write sends the fault and returns its status.
+func (fault *Fault) write(w http.ResponseWriter) int {
+	if fault.RetryAfter != "" {
+		w.Header().Set("Retry-After", fault.RetryAfter)
+	}
+	if fault.Type == "" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(fault.Status)
+		_, _ = io.WriteString(w, fault.Detail)
+		return fault.Status
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(fault.Status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"type":   fault.Type,
+		"detail": fault.Detail,
+		"status": fault.Status,
+	})
+	return fault.Status
+}
+
+// parseNewOrder reads the identifiers, profile and replaces fields of a
+// newOrder request: a JWS in flattened JSON serialization (RFC 8555
+// section 6.2) whose payload is the order. The signature is not checked
+// (Pebble does that). What cannot be read is left empty.
+func parseNewOrder(body []byte) Order {
+	var jws struct {
+		Payload string `json:"payload"`
+	}
+	var o Order
+	if json.Unmarshal(body, &jws) != nil {
+		return o
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
+	if err != nil {
+		return o
+	}
+	var req struct {
+		Identifiers []struct {
+			Value string `json:"value"`
+		} `json:"identifiers"`
+		Profile  string `json:"profile"`
+		Replaces string `json:"replaces"`
+	}
+	if json.Unmarshal(payload, &req) != nil {
+		return o
+	}
+	for _, id := range req.Identifiers {
+		o.Names = append(o.Names, id.Value)
+	}
+	o.Profile, o.Replaces = req.Profile, req.Replaces
+	return o
+}
+
+// statusRecorder remembers the status a handler writes.
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wroteHeader && code >= http.StatusOK {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,633 @@
+// Package pebbletest runs Pebble, the ACME test CA, for integration tests:
+// a real pebble process on loopback with ports picked at run time, its own
+// DNS server (dnstest) that points test names wherever the test wants, and
+// a counting front in front of its ACME API so that tests can assert how
+// many orders reached the CA.
+//
+// Tests never skip for want of Pebble: Start fails the test and says how to
+// install it (`make test` does).
+//
+// Typical use:
+//
+//	port := pebbletest.StartResponder(t, lookupKeyAuth) // nginx's port 80
+//	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: port})
+//	ca.DNS.SetA("www.example.test", netip.MustParseAddr("127.0.0.1"))
+//	// … point the ACME client at ca.DirectoryURL with ca.HTTPClient() …
+//	err := ca.VerifyChain(t, chainPEM, "www.example.test")
+package pebbletest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"debug/buildinfo"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"go/build"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/renewer/dnstest"
+)
+
+// Version is the Pebble release the harness is written for.
+const Version = "v2.10.1"
+
+// Install is the command that installs Pebble at Version.
+const Install = "go install github.com/letsencrypt/pebble/v2/cmd/pebble@" + Version
+
+// ShortLivedValidity is the validity of the "shortlived" profile of
+// DefaultProfiles.
+const ShortLivedValidity = 5 * time.Minute
+
+// startTimeout bounds how long Start waits for Pebble to answer.
+const startTimeout = 30 * time.Second
+
+// Profile is a certificate profile Pebble offers (draft-ietf-acme-profiles).
+type Profile struct {
+	Description string
+	// Validity is the lifetime of the certificates issued under the
+	// profile, whole seconds. Pebble's NotAfter is NotBefore+Validity-1s.
+	Validity time.Duration
+}
+
+// DefaultProfiles returns the profiles Start offers unless told otherwise:
+// "default", 90 days, and "shortlived", ShortLivedValidity.
+func DefaultProfiles() map[string]Profile {
+	return map[string]Profile{
+		"default":    {Description: "90-day certificates", Validity: 90 * 24 * time.Hour},
+		"shortlived": {Description: "certificates valid for minutes", Validity: ShortLivedValidity},
+	}
+}
+
+// Options configures Start. The zero value is ready to use.
+type Options struct {
+	// HTTPPort is the port Pebble connects to on a name's address to
+	// validate HTTP-01 challenges: the test's substitute for nginx's port
+	// 80. Start the responder first (StartResponder, or the sidecar's
+	// challenge endpoint) and pass its port. Default 0: Start picks a free
+	// port, found in Server.HTTPPort, that the test must then listen on.
+	HTTPPort int
+	// TLSPort is the port Pebble connects to for TLS-ALPN-01. Default 0: a
+	// free port nobody listens on.
+	TLSPort int
+	// DNS is the server Pebble resolves names with. Default nil: Start
+	// starts a dnstest.Server where every name is NXDOMAIN until the test
+	// sets records (Server.DNS).
+	DNS *dnstest.Server
+	// Profiles are the profiles Pebble offers; the one named "default" is
+	// used for orders that name none. Default DefaultProfiles().
+	Profiles map[string]Profile
+	// BlockedDomains are refused by Pebble's policy with a
+	// rejectedIdentifier problem, names below them too. Default none.
+	BlockedDomains []string
+	// AlternateRoots is the number of alternate root hierarchies
+	// (PEBBLE_ALTERNATE_ROOTS). Default 0.
+	AlternateRoots int
+	// ChainLength is the number of intermediates in a chain
+	// (PEBBLE_CHAIN_LENGTH). Default 0: Pebble's own default, one.
+	ChainLength int
+	// AuthzReuse is the percentage of orders in which Pebble reuses an
+	// account's valid authorization instead of asking for a new challenge
+	// (PEBBLE_AUTHZREUSE). Default 0, so every order is validated; Pebble
+	// on its own reuses half of them.
+	AuthzReuse int
+}
+
+// Server is a running Pebble. Its methods are safe for concurrent use.
+type Server struct {
+	// DirectoryURL is the ACME directory, served through the counting
+	// front: "https://127.0.0.1:PORT/dir".
+	DirectoryURL string
+	// ManagementURL is the base of Pebble's management API
+	// ("https://127.0.0.1:PORT"): /roots/0, /intermediates/0, ….
+	ManagementURL string
+	// HTTPPort and TLSPort are the ports Pebble validates HTTP-01 and
+	// TLS-ALPN-01 challenges on.
+	HTTPPort int
+	TLSPort  int
+	// DNS is the DNS server Pebble resolves names with.
+	DNS *dnstest.Server
+
+	tlsPool        *x509.CertPool
+	logPath        string
+	alternateRoots int
+	front          *front
+
+	rootsMu sync.Mutex
+	roots   *x509.CertPool // cached by Roots
+}
+
+// Start starts Pebble and stops it in t.Cleanup. It fails the test when the
+// pebble binary is missing (naming what is missing and how to install it)
+// or Pebble does not come up; it never skips.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	bin, err := FindBinary()
+	if err != nil {
+		t.Fatalf("pebbletest: %v", err)
+	}
+	if v := BinaryVersion(bin); v != "" && v != Version && v != "(devel)" {
+		t.Logf("pebbletest: %s is pebble %s; the harness is written for %s (%s)", bin, v, Version, Install)
+	}
+	if opts.DNS == nil {
+		opts.DNS = dnstest.Start(t, dnstest.Options{})
+	}
+	if opts.Profiles == nil {
+		opts.Profiles = DefaultProfiles()
+	}
+	dir := t.TempDir()
+	ca, err := newListenerCerts(dir)
+	if err != nil {
+		t.Fatalf("pebbletest: listener certificate: %v", err)
+	}
+
+	s := &Server{DNS: opts.DNS, tlsPool: ca.pool, logPath: filepath.Join(dir, "pebble.log"), alternateRoots: opts.AlternateRoots}
+	var p *process
+	for attempt := 1; ; attempt++ {
+		p, err = s.launch(bin, dir, ca, opts)
+		if err == nil {
+			break
+		}
+		// Ports are picked by listening on :0 and closing; another process
+		// may take one before Pebble binds it. Try again with new ports.
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatalf("pebbletest: %v\n%s", err, s.logTail(40))
+		}
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("pebbletest: last lines of the Pebble log (%s):\n%s", s.logPath, s.logTail(60))
+		}
+	})
+
+	f, err := startFront(t, p.acmeURL, ca, s.logPath)
+	if err != nil {
+		t.Fatalf("pebbletest: front: %v", err)
+	}
+	s.front = f
+	s.DirectoryURL = f.url + "/dir"
+	s.ManagementURL = p.mgmtURL
+	return s
+}
+
+// errPortTaken is returned by launch when Pebble could not bind a port.
+var errPortTaken = errors.New("port taken")
+
+// launch writes Pebble's configuration with fresh ports, starts it and
+// waits until its directory answers.
+func (s *Server) launch(bin, dir string, ca *listenerCerts, opts Options) (*process, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	s.HTTPPort, s.TLSPort = opts.HTTPPort, opts.TLSPort
+	if s.HTTPPort == 0 || s.TLSPort == 0 {
+		more, err := freePorts(2)
+		if err != nil {
+			return nil, err
+		}
+		if s.HTTPPort == 0 {
+			s.HTTPPort = more[0]
+		}
+		if s.TLSPort == 0 {
+			s.TLSPort = more[1]
+		}
+	}
+	cfgPath := filepath.Join(dir, "pebble-config.json")
+	acmeAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	mgmtAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
+	if err := writeConfig(cfgPath, acmeAddr, mgmtAddr, ca, s.HTTPPort, s.TLSPort, opts); err != nil {
+		return nil, err
+	}
+
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-config", cfgPath, "-dnsserver", s.DNS.Addr(), "-strict=false")
+	cmd.Dir = dir
+	cmd.Env = pebbleEnv(opts)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	setParentDeathSignal(cmd)
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &process{
+		cmd:     cmd,
+		exited:  make(chan struct{}),
+		acmeURL: "https://" + acmeAddr,
+		mgmtURL: "https://" + mgmtAddr,
+	}
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(p.exited)
+	}()
+
+	client := newClient(ca.pool)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if ready(client, p.acmeURL+"/dir") && ready(client, p.mgmtURL+"/roots/0") {
+			return p, nil
+		}
+		select {
+		case <-p.exited:
+			if strings.Contains(s.logTail(20), "address already in use") {
+				return nil, fmt.Errorf("pebble exited: %w", errPortTaken)
+			}
+			return nil, fmt.Errorf("pebble exited before answering (%s)", cmd.ProcessState)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("pebble did not answer on %s within %s", p.acmeURL, startTimeout)
+		}
+	}
+}
+
+func ready(c *http.Client, url string) bool {
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// process is a running pebble.
+type process struct {
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	acmeURL string
+	mgmtURL string
+}
+
+func (p *process) stop() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// pebbleEnv is the environment of the pebble process: the test's own minus
+// every PEBBLE_ variable (a developer's PEBBLE_VA_ALWAYS_VALID must not
+// make tests pass), plus no sleeps before validation and no rejected nonces.
+func pebbleEnv(opts Options) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PEBBLE_") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env,
+		"PEBBLE_VA_NOSLEEP=1",
+		"PEBBLE_WFE_NONCEREJECT=0",
+		"PEBBLE_AUTHZREUSE="+strconv.Itoa(opts.AuthzReuse),
+		"PEBBLE_ALTERNATE_ROOTS="+strconv.Itoa(opts.AlternateRoots),
+	)
+	if opts.ChainLength > 0 {
+		env = append(env, "PEBBLE_CHAIN_LENGTH="+strconv.Itoa(opts.ChainLength))
+	}
+	return env
+}
+
+// writeConfig writes Pebble's JSON configuration (cmd/pebble/main.go's
+// config struct).
+func writeConfig(path, acmeAddr, mgmtAddr string, ca *listenerCerts, httpPort, tlsPort int, opts Options) error {
+	type profile struct {
+		Description    string `json:"description"`
+		ValidityPeriod uint64 `json:"validityPeriod"`
+	}
+	profiles := make(map[string]profile, len(opts.Profiles))
+	for name, p := range opts.Profiles {
+		secs := uint64(p.Validity / time.Second)
+		if secs == 0 {
+			return fmt.Errorf("profile %q: validity %s is under a second", name, p.Validity)
+		}
+		profiles[name] = profile{Description: p.Description, ValidityPeriod: secs}
+	}
+	blocked := opts.BlockedDomains
+	if blocked == nil {
+		blocked = []string{}
+	}
+	cfg := map[string]any{"pebble": map[string]any{
+		"listenAddress":                  acmeAddr,
+		"managementListenAddress":        mgmtAddr,
+		"certificate":                    ca.certPath,
+		"privateKey":                     ca.keyPath,
+		"httpPort":                       httpPort,
+		"tlsPort":                        tlsPort,
+		"ocspResponderURL":               "",
+		"externalAccountBindingRequired": false,
+		"domainBlocklist":                blocked,
+		// Whole seconds are all Retry-After can say; 1 keeps lego's polls
+		// short (without the header it waits 5 seconds).
+		"retryAfter":   map[string]int{"authz": 1, "order": 1},
+		"keyAlgorithm": "ecdsa",
+		"profiles":     profiles,
+	}}
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+// FindBinary returns the path of the pebble executable: $PEBBLE_BIN when
+// set, else the first pebble found in $PATH, $GOBIN, $GOPATH/bin (default
+// ~/go/bin) and /tmp/gobin. The error names every place looked at and the
+// command that installs Pebble.
+func FindBinary() (string, error) {
+	if p := os.Getenv("PEBBLE_BIN"); p != "" {
+		if isExecutable(p) {
+			return p, nil
+		}
+		return "", fmt.Errorf("PEBBLE_BIN=%s is not an executable file; install Pebble with: %s", p, Install)
+	}
+	looked := []string{"$PATH"}
+	if p, err := exec.LookPath("pebble"); err == nil {
+		return p, nil
+	}
+	var dirs []string
+	if gobin := os.Getenv("GOBIN"); gobin != "" {
+		dirs = append(dirs, gobin)
+	}
+	for _, gopath := range filepath.SplitList(build.Default.GOPATH) {
+		dirs = append(dirs, filepath.Join(gopath, "bin"))
+	}
+	dirs = append(dirs, "/tmp/gobin")
+	for _, d := range dirs {
+		p := filepath.Join(d, "pebble")
+		if isExecutable(p) {
+			return p, nil
+		}
+		looked = append(looked, d)
+	}
+	return "", fmt.Errorf("pebble %s not found (looked in $PEBBLE_BIN, %s); install it with: %s",
+		Version, strings.Join(looked, ", "), Install)
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// BinaryVersion returns the module version the pebble binary at path was
+// built from ("v2.10.1"), or "" when the binary does not say.
+func BinaryVersion(path string) string {
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return info.Main.Version
+}
+
+// freePorts returns n distinct TCP ports that were free on 127.0.0.1 a
+// moment ago.
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// CertPool returns a pool trusting the certificate Pebble and its front
+// serve their HTTPS with (not the certificates Pebble issues: see Roots).
+func (s *Server) CertPool() *x509.CertPool { return s.tlsPool.Clone() }
+
+// HTTPClient returns a new client that trusts Pebble's HTTPS listeners.
+func (s *Server) HTTPClient() *http.Client { return newClient(s.tlsPool) }
+
+func newClient(pool *x509.CertPool) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+			MaxIdleConnsPerHost: 8,
+		},
+	}
+}
+
+// Roots returns a pool of the roots Pebble issues under: /roots/0 and the
+// alternate roots, from the management API. Pebble makes new roots every
+// time it starts; they do not change while it runs, so the pool is fetched
+// once. It fails the test when the management API does not answer.
+func (s *Server) Roots(t testing.TB) *x509.CertPool {
+	t.Helper()
+	s.rootsMu.Lock()
+	defer s.rootsMu.Unlock()
+	if s.roots == nil {
+		certs, err := s.fetchCerts("roots")
+		if err != nil {
+			t.Fatalf("pebbletest: %v", err)
+		}
+		pool := x509.NewCertPool()
+		for _, c := range certs {
+			pool.AddCert(c)
+		}
+		s.roots = pool
+	}
+	return s.roots.Clone()
+}
+
+// Intermediates returns Pebble's intermediates (/intermediates/0 and the
+// alternates). Chains longer than one intermediate (Options.ChainLength)
+// have more that the management API does not show.
+func (s *Server) Intermediates(t testing.TB) []*x509.Certificate {
+	t.Helper()
+	certs, err := s.fetchCerts("intermediates")
+	if err != nil {
+		t.Fatalf("pebbletest: %v", err)
+	}
+	return certs
+}
+
+func (s *Server) fetchCerts(kind string) ([]*x509.Certificate, error) {
+	client := s.HTTPClient()
+	var certs []*x509.Certificate
+	for i := 0; i <= s.alternateRoots; i++ {
+		url := fmt.Sprintf("%s/%s/%d", s.ManagementURL, kind, i)
+		resp, err := client.Get(url)
+		if err != nil {
+			return nil, fmt.Errorf("get %s: %w", url, err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		_ = resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("get %s: %w", url, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("get %s: status %s", url, resp.Status)
+		}
+		parsed, err := parsePEMCerts(body)
+		if err != nil || len(parsed) == 0 {
+			return nil, fmt.Errorf("get %s: no certificate in the answer (%v)", url, err)
+		}
+		certs = append(certs, parsed...)
+	}
+	return certs, nil
+}
+
+// VerifyChain checks that chainPEM (leaf first, then intermediates, as
+// served to TLS clients) verifies for name against Pebble's roots at the
+// current time, for server authentication. It returns the verification
+// error; it fails the test only when the roots cannot be fetched.
+func (s *Server) VerifyChain(t testing.TB, chainPEM []byte, name string) error {
+	t.Helper()
+	certs, err := parsePEMCerts(chainPEM)
+	if err != nil {
+		return err
+	}
+	return s.VerifyCerts(t, certs, name)
+}
+
+// VerifyCerts is VerifyChain for parsed certificates, such as
+// tls.ConnectionState.PeerCertificates.
+func (s *Server) VerifyCerts(t testing.TB, certs []*x509.Certificate, name string) error {
+	t.Helper()
+	if len(certs) == 0 {
+		return errors.New("empty chain")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{
+		DNSName:       name,
+		Roots:         s.Roots(t),
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	return err
+}
+
+func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+// Log returns what Pebble has written to its standard output and error.
+func (s *Server) Log() string {
+	data, _ := os.ReadFile(s.logPath)
+	return string(data)
+}
+
+// logTail returns the last n lines of Pebble's log.
+func (s *Server) logTail(n int) string {
+	data, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Orders returns the newOrder requests that reached the front so far, in
+// the order they arrived, including those answered with an injected Fault.
+func (s *Server) Orders() []Order { return s.front.orders() }
+
+// OrderCount returns how many newOrder requests reached the front: each
+// one is an ACME order the client tried to create. A request is counted
+// before it is passed on, so the count is exact as soon as the client has
+// its answer.
+func (s *Server) OrderCount() int { return len(s.front.orders()) }
+
+// OrdersFor returns how many newOrder requests named name among their
+// identifiers.
+func (s *Server) OrdersFor(name string) int {
+	n := 0
+	for _, o := range s.front.orders() {
+		for _, id := range o.Names {
+			if strings.EqualFold(id, name) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// FailNewOrders makes the front answer the next n newOrder requests with f
+// instead of passing them to Pebble, to test how clients handle a CA that
+// rate-limits or fails.
+func (s *Server) FailNewOrders(n int, f Fault) { s.front.addFaults(n, f) }
+
+// StartResponder serves HTTP-01 challenge responses on a free loopback port
+// until the test ends and returns the port (pass it as Options.HTTPPort).
+// GET /.well-known/acme-challenge/TOKEN answers keyAuth(ctx, TOKEN) as
+// text/plain, or 404 when it returns an error.
+func StartResponder(t testing.TB, keyAuth func(ctx context.Context, token string) (string, error)) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("pebbletest: responder: %v", err)
+	}
+	const prefix = "/.well-known/acme-challenge/"
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+prefix+"{token}", func(w http.ResponseWriter, r *http.Request) {
+		ka, err := keyAuth(r.Context(), r.PathValue("token"))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, ka)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}

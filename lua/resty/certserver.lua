@@ -32,11 +32,12 @@
 --    shared copy is kept `max_stale` seconds longer, to be served while the
 --    sidecar cannot be reached.
 --  * 404: no certificate for the name. nginx's own ssl_certificate (the
---    fallback) is served and the answer is remembered `negative_ttl` seconds.
+--    fallback) is served and the answer is remembered for its max-age, at
+--    most `negative_ttl` seconds.
 --    A 404 is authoritative: it replaces a cached certificate for the name,
 --    so a removed certificate stops being served within that certificate's
 --    max-age.
---  * 400: the sidecar refuses the name; as 404, remembered `invalid_ttl`.
+--  * 400: the sidecar refuses the name; as 404, at most `invalid_ttl`.
 --  * no answer, a timeout, another status or a malformed response: the
 --    cached certificate is served even past its max-age (up to `max_stale`),
 --    else the fallback. Requests are not retried for `error_ttl` seconds:
@@ -127,9 +128,10 @@ local defaults = {
     lock_dict = "certserver_locks",
     -- parsed certificates kept per worker
     lru_size = 10000,
-    -- how long a 404 (no certificate yet) is remembered
+    -- how long a 404 (no certificate yet) is remembered at most; a shorter
+    -- max-age from the sidecar wins
     negative_ttl = 5,
-    -- how long a 400 (a name the sidecar refuses) is remembered
+    -- the same for a 400 (a name the sidecar refuses)
     invalid_ttl = 300,
     -- how long to stop asking after the sidecar failed
     error_ttl = 2,
@@ -474,9 +476,9 @@ local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
 
 
 -- Sends the request for name on sock and reads the response. Returns
--- status, body, max_age, keepalive; or nil, err, retryable where retryable
--- means nothing at all was received (a pooled connection the sidecar had
--- closed).
+-- status, body, max_age (nil without one), keepalive; or nil, err,
+-- retryable where retryable means nothing at all was received (a pooled
+-- connection the sidecar had closed).
 local function exchange(sock, name)
     local ok, err = sock:send(REQUEST_HEAD .. name .. REQUEST_TAIL)
     if not ok then
@@ -493,7 +495,7 @@ local function exchange(sock, name)
         return nil, "malformed status line"
     end
 
-    local length, max_age, keepalive = nil, DEFAULT_MAX_AGE, true
+    local length, max_age, keepalive
     local complete = false
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
@@ -510,7 +512,7 @@ local function exchange(sock, name)
             if k == "content-length" then
                 length = tonumber(str_match(v, "^%d+$"))
             elseif k == "cache-control" then
-                max_age = tonumber(str_match(v, "max%-age=(%d+)")) or max_age
+                max_age = tonumber(str_match(v, "max%-age=(%d+)"))
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
@@ -535,11 +537,12 @@ local function exchange(sock, name)
             return nil, "read body: " .. err
         end
     end
-    return status, body, max_age, keepalive
+    return status, body, max_age, keepalive ~= false
 end
 
 
--- Asks the sidecar for name. Returns status, body, max_age; or nil, err.
+-- Asks the sidecar for name. Returns status, body, max_age (or nil); or
+-- nil, err.
 local function fetch(name)
     if sock_path and not socket_file_exists(sock_path) then
         return nil, "no socket file " .. sock_path
@@ -586,6 +589,7 @@ local function refresh(name, cur)
     local now = ngx_now()
 
     if status == 200 then
+        max_age = max_age or DEFAULT_MAX_AGE
         local version = ngx_md5(body)
         local chain, key = parse(body, version)
         if not chain then
@@ -613,6 +617,9 @@ local function refresh(name, cur)
         local ttl = negative_ttl
         if status == 400 then
             ttl = invalid_ttl
+        end
+        if max_age and max_age < ttl then
+            ttl = max_age
         end
         local entry = new_entry(now + ttl, NEGATIVE)
         if ttl > 0 then

@@ -1,0 +1,419 @@
+// Package nginxtest starts a real nginx for a test, configured with the
+// project's own include snippets from nginx/ and the Lua module from lua/.
+//
+// Start writes an nginx.conf into the test's temporary directory that
+// includes nginx/certserver-ssl.conf and nginx/certserver-acme.conf by path
+// and a copy of nginx/certserver-http.conf in which only the three
+// installation-specific values (the Lua path, the sidecar socket and the
+// ACME upstream address) are replaced. Ports are picked at run time on
+// 127.0.0.1. nginx runs with a master and two workers, in the foreground,
+// and is stopped when the test ends.
+//
+// A missing nginx, lua module or lua-resty-core fails the test with what to
+// install; it never skips.
+package nginxtest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ModulesDir is where Debian's libnginx-mod-http-lua and
+// libnginx-mod-http-ndk put their dynamic modules.
+const ModulesDir = "/usr/lib/nginx/modules"
+
+const installHint = "install them with: apt-get install nginx-light " +
+	"libnginx-mod-http-lua lua-resty-core lua-resty-lrucache " +
+	"(make test does this)"
+
+// The installation-specific values in nginx/certserver-http.conf that Start
+// replaces. Each must appear exactly once in the snippet.
+const (
+	snippetLuaPath = `"/usr/share/certserver/lua/?.lua;;"`
+	snippetSocket  = `"unix:/run/certserver/certs.sock"`
+	snippetACME    = `server 127.0.0.1:9402;`
+)
+
+// Options configures Start.
+type Options struct {
+	// Sidecar is the sidecar's certificate endpoint in the Lua module's
+	// socket syntax: "unix:/path/certs.sock" or "127.0.0.1:PORT".
+	// Required.
+	Sidecar string
+
+	// ACME is the host:port of the sidecar's HTTP-01 challenge listener
+	// that the port-80 server proxies /.well-known/acme-challenge/ to.
+	// Default: a loopback port nothing listens on.
+	ACME string
+
+	// FallbackCert and FallbackKey are PEM files nginx serves itself (its
+	// ssl_certificate) when certserver has no certificate. Required.
+	FallbackCert, FallbackKey string
+
+	// StaticCert and StaticKey, when set, add a second TLS server that
+	// serves this certificate through a plain ssl_certificate, without the
+	// Lua hook, on StaticHTTPSAddr. For comparisons in benchmarks.
+	StaticCert, StaticKey string
+
+	// Workers is the number of worker processes. Default: 2.
+	Workers int
+}
+
+// Nginx is a running nginx master started by Start. Its methods are safe for
+// concurrent use.
+type Nginx struct {
+	dir        string
+	errLog     string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	exitErr    error
+	workers    int
+	httpsAddr  string
+	httpAddr   string
+	staticAddr string
+}
+
+// Start writes the configuration, starts nginx and waits until its ports
+// accept connections. nginx is stopped (SIGQUIT, then SIGKILL after 10s)
+// in t.Cleanup. Any failure fails the test.
+func Start(t testing.TB, opts Options) *Nginx {
+	t.Helper()
+	bin := Binary(t)
+	if opts.Sidecar == "" || opts.FallbackCert == "" || opts.FallbackKey == "" {
+		t.Fatalf("nginxtest: Options.Sidecar, FallbackCert and FallbackKey are required")
+	}
+	if (opts.StaticCert == "") != (opts.StaticKey == "") {
+		t.Fatalf("nginxtest: set both Options.StaticCert and StaticKey, or neither")
+	}
+	if opts.Workers == 0 {
+		opts.Workers = 2
+	}
+	if opts.ACME == "" {
+		opts.ACME = freeAddr(t)
+	}
+	nginxDir := SnippetDir(t)
+
+	dir := t.TempDir()
+	for _, d := range []string{"logs", "tmp"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatalf("nginxtest: %v", err)
+		}
+	}
+	n := &Nginx{
+		dir:       dir,
+		errLog:    filepath.Join(dir, "logs", "error.log"),
+		exited:    make(chan struct{}),
+		workers:   opts.Workers,
+		httpsAddr: freeAddr(t),
+		httpAddr:  freeAddr(t),
+	}
+	if opts.StaticCert != "" {
+		n.staticAddr = freeAddr(t)
+	}
+
+	httpSnippet := HTTPSnippet(t, dir, opts.Sidecar, opts.ACME)
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(n.config(opts, httpSnippet, nginxDir)), 0o644); err != nil {
+		t.Fatalf("nginxtest: %v", err)
+	}
+
+	stderr, err := os.Create(filepath.Join(dir, "logs", "stderr.log"))
+	if err != nil {
+		t.Fatalf("nginxtest: %v", err)
+	}
+	defer stderr.Close()
+	n.cmd = exec.Command(bin, "-p", dir+"/", "-c", conf, "-e", n.errLog)
+	n.cmd.Stdout = stderr
+	n.cmd.Stderr = stderr
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("nginxtest: start %s: %v", bin, err)
+	}
+	go func() {
+		n.exitErr = n.cmd.Wait()
+		close(n.exited)
+	}()
+	t.Cleanup(n.stop)
+
+	addrs := []string{n.httpsAddr, n.httpAddr}
+	if n.staticAddr != "" {
+		addrs = append(addrs, n.staticAddr)
+	}
+	if err := n.waitListening(addrs, 10*time.Second); err != nil {
+		t.Fatalf("nginxtest: nginx did not come up: %v\nconfig %s\nerror log:\n%s", err, conf, n.ErrorLog())
+	}
+	return n
+}
+
+func (n *Nginx) config(opts Options, httpSnippet, nginxDir string) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("daemon off;")
+	p("master_process on;")
+	p("worker_processes %d;", opts.Workers)
+	if os.Geteuid() == 0 {
+		// Workers would run as nobody, which cannot reach a sidecar
+		// socket in a test's private temporary directory.
+		p("user root;")
+	}
+	p("pid %s;", filepath.Join(n.dir, "logs", "nginx.pid"))
+	p("error_log %s notice;", n.errLog)
+	p("load_module %s;", filepath.Join(ModulesDir, "ndk_http_module.so"))
+	p("load_module %s;", filepath.Join(ModulesDir, "ngx_http_lua_module.so"))
+	p("events { worker_connections 1024; }")
+	p("http {")
+	p("    access_log off;")
+	for _, d := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		p("    %s_temp_path %s;", d, filepath.Join(n.dir, "tmp", d))
+	}
+	p("    include %s;", httpSnippet)
+	p("    server {")
+	p("        listen %s ssl;", n.httpsAddr)
+	p("        ssl_certificate %s;", opts.FallbackCert)
+	p("        ssl_certificate_key %s;", opts.FallbackKey)
+	p("        include %s;", filepath.Join(nginxDir, "certserver-ssl.conf"))
+	p("        location / { return 200 \"lua\\n\"; }")
+	p("    }")
+	p("    server {")
+	p("        listen %s;", n.httpAddr)
+	p("        include %s;", filepath.Join(nginxDir, "certserver-acme.conf"))
+	p("        location / { return 404; }")
+	p("    }")
+	if opts.StaticCert != "" {
+		p("    server {")
+		p("        listen %s ssl;", n.staticAddr)
+		p("        ssl_certificate %s;", opts.StaticCert)
+		p("        ssl_certificate_key %s;", opts.StaticKey)
+		p("        location / { return 200 \"static\\n\"; }")
+		p("    }")
+	}
+	p("}")
+	return b.String()
+}
+
+// HTTPSnippet writes the project's nginx/certserver-http.conf into dir
+// with its installation-specific values replaced: the Lua path by this
+// source tree's lua/ directory, the sidecar socket by sidecar (in the Lua
+// module's syntax, "unix:/path" or "127.0.0.1:PORT") and the ACME upstream
+// by acme ("host:port"). It returns the path of the copy, to include in
+// http {}. It fails the test if the snippet no longer holds each value
+// exactly once.
+func HTTPSnippet(t testing.TB, dir, sidecar, acme string) string {
+	t.Helper()
+	nginxDir := SnippetDir(t)
+	src := filepath.Join(nginxDir, "certserver-http.conf")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatalf("nginxtest: %v", err)
+	}
+	s := string(b)
+	luaDir := filepath.Join(filepath.Dir(nginxDir), "lua")
+	for _, r := range []struct{ old, new string }{
+		{snippetLuaPath, strconv.Quote(filepath.Join(luaDir, "?.lua") + ";;")},
+		{snippetSocket, strconv.Quote(sidecar)},
+		{snippetACME, "server " + acme + ";"},
+	} {
+		if c := strings.Count(s, r.old); c != 1 {
+			t.Fatalf("nginxtest: %s holds %s %d times, want once; update nginxtest with the snippet", src, r.old, c)
+		}
+		s = strings.Replace(s, r.old, r.new, 1)
+	}
+	dst := filepath.Join(dir, "certserver-http.conf")
+	if err := os.WriteFile(dst, []byte(s), 0o644); err != nil {
+		t.Fatalf("nginxtest: %v", err)
+	}
+	return dst
+}
+
+// Binary returns the path of the nginx binary, failing the test with
+// install instructions when nginx, the lua module, the NDK, lua-resty-core
+// or lua-resty-lrucache is missing.
+func Binary(t testing.TB) string {
+	t.Helper()
+	var missing []string
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+			bin = "/usr/sbin/nginx"
+		} else {
+			missing = append(missing, "the nginx binary (package nginx-light)")
+		}
+	}
+	for _, f := range []struct{ path, what string }{
+		{filepath.Join(ModulesDir, "ndk_http_module.so"), "libnginx-mod-http-ndk"},
+		{filepath.Join(ModulesDir, "ngx_http_lua_module.so"), "libnginx-mod-http-lua"},
+		{"/usr/share/lua/5.1/ngx/ssl.lua", "lua-resty-core"},
+		{"/usr/share/lua/5.1/resty/lrucache.lua", "lua-resty-lrucache"},
+	} {
+		if _, err := os.Stat(f.path); err != nil {
+			missing = append(missing, f.path+" (package "+f.what+")")
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("nginxtest: missing %s; %s", strings.Join(missing, ", "), installHint)
+	}
+	return bin
+}
+
+// SnippetDir returns the source tree's nginx/ directory, which holds the
+// snippets (its sibling lua/ holds the Lua module).
+func SnippetDir(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatalf("nginxtest: cannot locate the source tree")
+	}
+	nginxDir := filepath.Dir(filepath.Dir(file))
+	for _, f := range []string{
+		filepath.Join(nginxDir, "certserver-http.conf"),
+		filepath.Join(filepath.Dir(nginxDir), "lua", "resty", "certserver.lua"),
+	} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("nginxtest: the source tree is not where it was built (-trimpath?): %v", err)
+		}
+	}
+	return nginxDir
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("nginxtest: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func (n *Nginx) waitListening(addrs []string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, a := range addrs {
+		for {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-n.exited:
+				return fmt.Errorf("nginx exited: %v", n.exitErr)
+			default:
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s does not accept connections: %v", a, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func (n *Nginx) stop() {
+	pid := n.cmd.Process.Pid
+	select {
+	case <-n.exited:
+	default:
+		_ = syscall.Kill(pid, syscall.SIGQUIT)
+		select {
+		case <-n.exited:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	// Workers left behind by a master that died or hung.
+	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		fmt.Fprintf(os.Stderr, "nginxtest: kill nginx process group %d: %v\n", pid, err)
+	}
+	<-n.exited
+}
+
+// HTTPSAddr is the host:port of the TLS server that has nginx's fallback
+// certificate and the certserver Lua hook.
+func (n *Nginx) HTTPSAddr() string { return n.httpsAddr }
+
+// HTTPAddr is the host:port of the plain-HTTP server with the ACME
+// challenge snippet.
+func (n *Nginx) HTTPAddr() string { return n.httpAddr }
+
+// StaticHTTPSAddr is the host:port of the TLS server that serves
+// Options.StaticCert without Lua, or "" when there is none.
+func (n *Nginx) StaticHTTPSAddr() string { return n.staticAddr }
+
+// PID is the process ID of the nginx master.
+func (n *Nginx) PID() int { return n.cmd.Process.Pid }
+
+// Dir is the nginx prefix directory holding nginx.conf and logs/.
+func (n *Nginx) Dir() string { return n.dir }
+
+// ErrorLog returns the error log as written so far.
+func (n *Nginx) ErrorLog() string {
+	b, err := os.ReadFile(n.errLog)
+	if err != nil {
+		return fmt.Sprintf("(cannot read %s: %v)", n.errLog, err)
+	}
+	return string(b)
+}
+
+// Reloads counts the configuration reloads (SIGHUP) the master has logged.
+func (n *Nginx) Reloads() int {
+	return strings.Count(n.ErrorLog(), "reconfiguring")
+}
+
+// Reload makes nginx re-read its configuration (SIGHUP) and waits until
+// the new workers have started.
+func (n *Nginx) Reload(t testing.TB) {
+	t.Helper()
+	reloads := n.Reloads()
+	started := strings.Count(n.ErrorLog(), "start worker process ")
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("nginxtest: reload: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log := n.ErrorLog()
+		if n.Reloads() > reloads && strings.Count(log, "start worker process ") >= started+n.workers {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginxtest: reload did not finish within 10s; error log:\n%s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// badLogMarks are what AssertCleanErrorLog rejects: nginx's severe levels,
+// Lua errors, and the module's report of an error it caught.
+var badLogMarks = []string{
+	"[alert]",
+	"[crit]",
+	"[emerg]",
+	"runtime error",
+	"lua entry thread aborted",
+	"stack traceback",
+	"certserver: internal error",
+}
+
+// AssertCleanErrorLog fails t for every error log line that shows an nginx
+// alert, crit or emerg, or a Lua error. Ordinary [error] lines, such as the
+// module reporting a stopped sidecar, pass.
+func (n *Nginx) AssertCleanErrorLog(t testing.TB) {
+	t.Helper()
+	for _, line := range strings.Split(n.ErrorLog(), "\n") {
+		for _, m := range badLogMarks {
+			if strings.Contains(line, m) {
+				t.Errorf("nginx error log: %s", line)
+				break
+			}
+		}
+	}
+}

@@ -1,0 +1,273 @@
+package nginx_test
+
+import (
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/nginx/nginxtest"
+)
+
+// fakeSidecar speaks the certificate endpoint's contract from a table of
+// answers, so that these tests can make it misbehave in ways the real
+// sidecar never does (garbage, mismatched keys, 5xx, slowness). The
+// integration test uses the real one.
+type fakeSidecar struct {
+	sock string
+
+	mu      sync.Mutex
+	answers map[string]answer
+	hits    map[string]int
+}
+
+// answer is what the fake sidecar says for one name. Names without one get
+// 404 with max-age 10.
+type answer struct {
+	status int
+	body   []byte
+	maxAge int // seconds; -1 sends no Cache-Control
+	delay  time.Duration
+}
+
+func certAnswer(l leaf, maxAge int) answer {
+	return answer{status: 200, body: append(append([]byte{}, l.chainPEM...), l.keyPEM...), maxAge: maxAge}
+}
+
+func startFakeSidecar(t *testing.T) *fakeSidecar {
+	t.Helper()
+	f := &fakeSidecar{
+		sock:    filepath.Join(shortTempDir(t), "certs.sock"),
+		answers: map[string]answer{},
+		hits:    map[string]int{},
+	}
+	l, err := net.Listen("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: f}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return f
+}
+
+func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name, ok := strings.CutPrefix(r.URL.Path, "/v1/certs/")
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	f.mu.Lock()
+	f.hits[name]++
+	a, ok := f.answers[name]
+	f.mu.Unlock()
+	if !ok {
+		a = answer{status: 404, maxAge: 10}
+	}
+	time.Sleep(a.delay)
+	if a.maxAge >= 0 {
+		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(a.maxAge))
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
+	w.WriteHeader(a.status)
+	w.Write(a.body)
+}
+
+func (f *fakeSidecar) set(name string, a answer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[name] = a
+}
+
+func (f *fakeSidecar) hitsFor(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hits[name]
+}
+
+func (f *fakeSidecar) totalHits() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, h := range f.hits {
+		n += h
+	}
+	return n
+}
+
+// TestLuaModule drives lua/resty/certserver.lua in a real nginx against a
+// fake sidecar: caching, one request per name, negative answers, names it
+// refuses to ask about, and answers it must survive.
+func TestLuaModule(t *testing.T) {
+	ca := newTestCA(t)
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar:      "unix:" + side.sock,
+		FallbackCert: fbCert,
+		FallbackKey:  fbKey,
+	})
+	addr := ngx.HTTPSAddr()
+
+	serves := func(t *testing.T, sni string, want *big.Int) {
+		t.Helper()
+		if got := servedSerial(t, addr, sni); got.Cmp(want) != 0 {
+			t.Fatalf("%q served serial %v, want %v (fallback is %v)", sni, got, want, fallback.serial)
+		}
+	}
+
+	t.Run("fetches a name once and serves it from the caches", func(t *testing.T) {
+		l := ca.issue(t, "cached.test")
+		side.set("cached.test", certAnswer(l, 60))
+		for range 20 {
+			if _, err := handshake(addr, "cached.test", ca.pool); err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+		}
+		serves(t, "cached.test", l.serial)
+		if h := side.hitsFor("cached.test"); h != 1 {
+			t.Errorf("sidecar asked %d times, want 1", h)
+		}
+	})
+
+	t.Run("normalizes case and a trailing dot", func(t *testing.T) {
+		l := ca.issue(t, "mixed.test")
+		side.set("mixed.test", certAnswer(l, 60))
+		serves(t, "MiXed.TEST.", l.serial)
+		serves(t, "mixed.test", l.serial)
+		if h := side.hitsFor("mixed.test"); h != 1 {
+			t.Errorf("sidecar asked %d times for mixed.test, want 1", h)
+		}
+	})
+
+	t.Run("concurrent first handshakes make one request", func(t *testing.T) {
+		l := ca.issue(t, "burst.test")
+		a := certAnswer(l, 60)
+		a.delay = 300 * time.Millisecond
+		side.set("burst.test", a)
+		var wg sync.WaitGroup
+		errs := make(chan error, 16)
+		for range 16 {
+			wg.Go(func() {
+				errs <- expectSerial(addr, "burst.test", l.serial)()
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		if h := side.hitsFor("burst.test"); h != 1 {
+			t.Errorf("sidecar asked %d times, want 1", h)
+		}
+	})
+
+	t.Run("negative answers serve the fallback and are remembered", func(t *testing.T) {
+		for _, tc := range []struct {
+			desc string
+			name string
+			a    answer
+		}{
+			{desc: "404", name: "none.test", a: answer{status: 404, maxAge: 10}},
+			{desc: "400", name: "refused.test", a: answer{status: 400, maxAge: 600}},
+		} {
+			t.Run(tc.desc, func(t *testing.T) {
+				side.set(tc.name, tc.a)
+				for range 10 {
+					serves(t, tc.name, fallback.serial)
+				}
+				if h := side.hitsFor(tc.name); h != 1 {
+					t.Errorf("sidecar asked %d times, want 1", h)
+				}
+			})
+		}
+	})
+
+	t.Run("malformed names are not asked about", func(t *testing.T) {
+		before := side.totalHits()
+		for _, sni := range []string{"under_score.test", "a..b.test", ".lead.test", "sp ace.test", strings.Repeat("a", 250) + ".test"} {
+			serves(t, sni, fallback.serial)
+		}
+		if h := side.totalHits() - before; h != 0 {
+			t.Errorf("sidecar asked %d times, want 0", h)
+		}
+	})
+
+	t.Run("bad answers serve the fallback", func(t *testing.T) {
+		l1, l2 := ca.issue(t, "mismatch.test"), ca.issue(t, "mismatch.test")
+		for _, tc := range []struct {
+			desc string
+			name string
+			a    answer
+		}{
+			{desc: "garbage body", name: "garbage.test", a: answer{status: 200, body: []byte("not a certificate\n"), maxAge: 60}},
+			{desc: "key of another certificate", name: "mismatch.test", a: answer{status: 200, body: append(append([]byte{}, l1.chainPEM...), l2.keyPEM...), maxAge: 60}},
+			{desc: "chain without key", name: "nokey.test", a: answer{status: 200, body: l1.chainPEM, maxAge: 60}},
+			{desc: "server error", name: "broken.test", a: answer{status: 500, body: []byte("internal error\n"), maxAge: -1}},
+		} {
+			t.Run(tc.desc, func(t *testing.T) {
+				side.set(tc.name, tc.a)
+				for range 5 {
+					serves(t, tc.name, fallback.serial)
+				}
+				// error_ttl (2s) holds off further requests for the name.
+				if h := side.hitsFor(tc.name); h != 1 {
+					t.Errorf("sidecar asked %d times, want 1", h)
+				}
+			})
+		}
+	})
+
+	t.Run("a renewed certificate replaces the cached one after max-age", func(t *testing.T) {
+		old, renewed := ca.issue(t, "renew.test"), ca.issue(t, "renew.test")
+		side.set("renew.test", certAnswer(old, 1))
+		serves(t, "renew.test", old.serial)
+		side.set("renew.test", certAnswer(renewed, 1))
+		eventually(t, 10*time.Second, "renewed certificate served", expectSerial(addr, "renew.test", renewed.serial))
+	})
+
+	t.Run("a 404 replaces a cached certificate", func(t *testing.T) {
+		l := ca.issue(t, "removed.test")
+		side.set("removed.test", certAnswer(l, 1))
+		serves(t, "removed.test", l.serial)
+		side.set("removed.test", answer{status: 404, maxAge: 10})
+		eventually(t, 10*time.Second, "fallback served", expectSerial(addr, "removed.test", fallback.serial))
+	})
+
+	t.Run("a failing sidecar keeps the stale certificate served", func(t *testing.T) {
+		l := ca.issue(t, "stale.test")
+		side.set("stale.test", certAnswer(l, 1))
+		serves(t, "stale.test", l.serial)
+		side.set("stale.test", answer{status: 503, maxAge: -1})
+		eventually(t, 10*time.Second, "refresh attempted", func() error {
+			serves(t, "stale.test", l.serial)
+			if h := side.hitsFor("stale.test"); h < 2 {
+				return fmt.Errorf("sidecar asked %d times", h)
+			}
+			return nil
+		})
+		for range 5 {
+			serves(t, "stale.test", l.serial)
+		}
+	})
+
+	t.Run("no SNI serves the fallback", func(t *testing.T) {
+		serves(t, "", fallback.serial)
+	})
+
+	// Each worker logs one bad answer a minute; which one depends on
+	// which worker took which handshake.
+	if n := countLines(ngx.ErrorLog(), "certserver: bad answer"); n < 1 || n > 2 {
+		t.Errorf("error log has %d lines about bad answers, want 1 or 2 (two workers, rate-limited):\n%s", n, ngx.ErrorLog())
+	}
+	ngx.AssertCleanErrorLog(t)
+}

@@ -1,0 +1,250 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// BadgerOptions configures OpenBadger. The zero value of every field but
+// Logger selects its default.
+type BadgerOptions struct {
+	// Logger receives the store's own messages and Badger's warnings and
+	// errors (Badger's info and debug chatter is dropped). Required.
+	Logger *slog.Logger
+
+	// NoSync turns off the fsync of every commit. The default (false) makes
+	// every write that returned nil survive a crash of the machine, as the
+	// Store contract promises; with NoSync a crash of the process still
+	// loses nothing, a crash of the machine may lose the last writes.
+	NoSync bool
+
+	// MemTableSize is the size of one memtable in bytes; Badger keeps up to
+	// 3 of them, and one transaction holds at most 15% of one. Default
+	// 16 MiB (Badger's own is 64 MiB with 5 tables); at least 8 MiB.
+	MemTableSize int64
+
+	// BlockCacheSize is the cache of decompressed table blocks in bytes.
+	// Default 32 MiB (Badger's own is 256 MiB).
+	BlockCacheSize int64
+
+	// IndexCacheSize bounds the memory used by table indexes and bloom
+	// filters in bytes. Default 16 MiB (Badger's own keeps them all in
+	// memory, which grows with the store).
+	IndexCacheSize int64
+
+	// GCInterval is how often the value log is garbage collected while the
+	// store is open. Default 10 minutes; negative turns it off. Records are
+	// far below Badger's value threshold (1 MiB) and live in the LSM tree,
+	// so there is rarely anything to collect.
+	GCInterval time.Duration
+
+	// Clock returns the current time; it decides when challenges expire
+	// and stamps zero StoredAt, AddedAt and UpdatedAt fields. Default
+	// time.Now.
+	Clock func() time.Time
+}
+
+// Defaults of BadgerOptions.
+const (
+	defaultMemTableSize   = 16 << 20
+	minMemTableSize       = 8 << 20
+	defaultBlockCacheSize = 32 << 20
+	defaultIndexCacheSize = 16 << 20
+	defaultGCInterval     = 10 * time.Minute
+	gcDiscardRatio        = 0.5
+)
+
+// A transaction that meets a conflict is tried up to maxAttempts times in
+// all, after random pauses of up to 2, 4, 8 … milliseconds, at most
+// maxBackoff.
+const (
+	maxAttempts = 10
+	maxBackoff  = 100 * time.Millisecond
+)
+
+// Badger is the Store kept in an embedded Badger database on local disk.
+// It is safe for concurrent use; Close ends it.
+type Badger struct {
+	db *badger.DB
+	// writeMu serializes read-write transactions. Badger's transactions are
+	// optimistic: writers of the same key (a domain the renewer and the
+	// admin API both update, a name two certificates claim) conflict and
+	// retry, and under load a writer can lose again and again. Writes are
+	// rare next to lookups and each waits for its fsync anyway, so they
+	// take turns instead; reads never wait for it.
+	writeMu sync.Mutex
+	log     *slog.Logger
+	now     func() time.Time
+	stop    chan struct{}  // closed by Close to end the GC loop
+	done    sync.WaitGroup // the GC loop
+	closed  sync.Once
+	err     error // the result of closing, set once
+}
+
+var _ Store = (*Badger)(nil)
+
+// OpenBadger opens (creating it if needed) the Badger database in the
+// directory path. Only one process may open a directory at a time.
+func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
+	if path == "" {
+		return nil, errors.New("open badger: empty path")
+	}
+	if opts.Logger == nil {
+		return nil, errors.New("open badger: nil logger")
+	}
+	if opts.MemTableSize == 0 {
+		opts.MemTableSize = defaultMemTableSize
+	}
+	if opts.MemTableSize < minMemTableSize {
+		return nil, fmt.Errorf("open badger: memtable size %d below %d", opts.MemTableSize, minMemTableSize)
+	}
+	if opts.BlockCacheSize == 0 {
+		opts.BlockCacheSize = defaultBlockCacheSize
+	}
+	if opts.IndexCacheSize == 0 {
+		opts.IndexCacheSize = defaultIndexCacheSize
+	}
+	if opts.GCInterval == 0 {
+		opts.GCInterval = defaultGCInterval
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	log := opts.Logger.With("component", "badger")
+
+	bo := badger.DefaultOptions(path).
+		WithLogger(badgerLogger{log}).
+		WithLoggingLevel(badger.WARNING).
+		WithSyncWrites(!opts.NoSync).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(3).
+		WithBlockCacheSize(opts.BlockCacheSize).
+		WithIndexCacheSize(opts.IndexCacheSize).
+		WithCompression(options.Snappy).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithMetricsEnabled(false)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open badger %s: %w", path, err)
+	}
+	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{})}
+	if opts.GCInterval > 0 {
+		b.done.Add(1)
+		go b.gcLoop(opts.GCInterval)
+	}
+	return b, nil
+}
+
+// Close stops the value-log GC, flushes and closes the database. Later
+// calls return the first call's result.
+func (b *Badger) Close() error {
+	b.closed.Do(func() {
+		close(b.stop)
+		b.done.Wait()
+		if err := b.db.Close(); err != nil {
+			b.err = fmt.Errorf("close badger: %w", err)
+		}
+	})
+	return b.err
+}
+
+// gcLoop runs the value-log GC every interval until Close.
+func (b *Badger) gcLoop(interval time.Duration) {
+	defer b.done.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+			b.runGC()
+		}
+	}
+}
+
+// runGC rewrites value-log files until none is worth rewriting.
+func (b *Badger) runGC() {
+	for {
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
+		err := b.db.RunValueLogGC(gcDiscardRatio)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
+		default:
+			b.log.Warn("value log gc failed", "err", err)
+		}
+		return
+	}
+}
+
+// update runs fn in a read-write transaction and commits it, one such
+// transaction at a time. Should the transaction still conflict (it cannot
+// while this process is the only writer), it is retried whole; fn must
+// not keep state across attempts.
+func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b.writeMu.Lock()
+		err := b.db.Update(fn)
+		b.writeMu.Unlock()
+		if !errors.Is(err, badger.ErrConflict) || attempt == maxAttempts {
+			return err
+		}
+		// Back off at random, exponentially, so that writers of the same
+		// keys do not meet again.
+		pause := time.Duration(rand.Int64N(int64(min(maxBackoff, time.Millisecond<<attempt))))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// view runs fn in a read-only transaction.
+func (b *Badger) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(fn)
+}
+
+// notFound turns Badger's missing key into ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// badgerLogger passes Badger's warnings and errors to a slog.Logger.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, args ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, args...)))
+}
+
+func (l badgerLogger) Warningf(f string, args ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, args...)))
+}
+
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}

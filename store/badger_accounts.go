@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// PutAccount implements Store.
+func (b *Badger) PutAccount(ctx context.Context, a *Account) error {
+	if a == nil || a.ID == "" {
+		return fmt.Errorf("put account: missing id: %w", ErrInvalid)
+	}
+	val, err := encode(a)
+	if err != nil {
+		return fmt.Errorf("put account %s: %w", a.ID, err)
+	}
+	err = b.update(ctx, func(txn *badger.Txn) error {
+		return txn.Set(key(prefixAccount, a.ID), val)
+	})
+	if err != nil {
+		return fmt.Errorf("put account %s: %w", a.ID, err)
+	}
+	return nil
+}
+
+// GetAccount implements Store.
+func (b *Badger) GetAccount(ctx context.Context, id string) (*Account, error) {
+	var a Account
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(key(prefixAccount, id))
+		if err != nil {
+			return notFound(err)
+		}
+		return decodeItem(item, &a)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get account %s: %w", id, err)
+	}
+	return &a, nil
+}
+
+// PutChallenge implements Store. The record carries its expiry, checked
+// against the store's clock on every read, and a Badger TTL a second past
+// it so that compaction drops it eventually. A token already expired is
+// not written (and any earlier one is removed).
+func (b *Badger) PutChallenge(ctx context.Context, token, keyAuth string, expires time.Time) error {
+	if token == "" || keyAuth == "" || strings.IndexByte(token, 0) >= 0 {
+		return fmt.Errorf("put challenge: empty token or key authorization: %w", ErrInvalid)
+	}
+	ttl := expires.Sub(b.now())
+	val, err := encode(&challengeRecord{KeyAuth: keyAuth, Expires: expires})
+	if err != nil {
+		return fmt.Errorf("put challenge %s: %w", token, err)
+	}
+	err = b.update(ctx, func(txn *badger.Txn) error {
+		if ttl <= 0 {
+			return txn.Delete(key(prefixToken, token))
+		}
+		return txn.SetEntry(badger.NewEntry(key(prefixToken, token), val).WithTTL(ttl + time.Second))
+	})
+	if err != nil {
+		return fmt.Errorf("put challenge %s: %w", token, err)
+	}
+	return nil
+}
+
+// GetChallenge implements Store.
+func (b *Badger) GetChallenge(ctx context.Context, token string) (string, error) {
+	var rec challengeRecord
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(key(prefixToken, token))
+		if err != nil {
+			return notFound(err)
+		}
+		return decodeItem(item, &rec)
+	})
+	if err == nil && !b.now().Before(rec.Expires) {
+		err = fmt.Errorf("expired: %w", ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("get challenge %s: %w", token, err)
+	}
+	return rec.KeyAuth, nil
+}
+
+// DeleteChallenge implements Store.
+func (b *Badger) DeleteChallenge(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	err := b.update(ctx, func(txn *badger.Txn) error {
+		return txn.Delete(key(prefixToken, token))
+	})
+	if err != nil {
+		return fmt.Errorf("delete challenge %s: %w", token, err)
+	}
+	return nil
+}

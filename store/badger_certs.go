@@ -1,0 +1,289 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/certserver/certserver/store/hostname"
+)
+
+// PutCertificate implements Store. It also records a claim of c on each of
+// its names, so that when the record serving a name goes away the name
+// falls back to the newest unexpired record that still lists it. A zero
+// StoredAt is stored as the current time (c itself is not changed).
+func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
+	if err := validCertificate(c); err != nil {
+		return fmt.Errorf("put certificate %s: %w", idOf(c), err)
+	}
+	rec := *c
+	if rec.StoredAt.IsZero() {
+		rec.StoredAt = b.now()
+	}
+	val, err := encode(&rec)
+	if err != nil {
+		return fmt.Errorf("put certificate %s: %w", c.ID, err)
+	}
+	claim := claimValue(rec.StoredAt, rec.NotAfter)
+	err = b.update(ctx, func(txn *badger.Txn) error {
+		var old Certificate
+		switch item, err := txn.Get(key(prefixCert, rec.ID)); {
+		case err == nil:
+			if err := decodeItem(item, &old); err != nil {
+				return err
+			}
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		for _, name := range old.Names {
+			if !slices.Contains(rec.Names, name) {
+				if err := b.unlink(txn, name, rec.ID); err != nil {
+					return err
+				}
+			}
+		}
+		for _, name := range rec.Names {
+			if err := txn.Set(claimKey(name, rec.ID), claim); err != nil {
+				return err
+			}
+			if err := txn.Set(key(prefixLink, name), []byte(rec.ID)); err != nil {
+				return err
+			}
+		}
+		return txn.Set(key(prefixCert, rec.ID), val)
+	})
+	if err != nil {
+		return fmt.Errorf("put certificate %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// GetCertificate implements Store.
+func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, error) {
+	var c Certificate
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(key(prefixCert, id))
+		if err != nil {
+			return notFound(err)
+		}
+		return decodeItem(item, &c)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get certificate %s: %w", id, err)
+	}
+	return &c, nil
+}
+
+// LookupCertificate implements Store. It reads one read-only transaction:
+// two gets for a name served by its own record, up to four through a
+// wildcard.
+func (b *Badger) LookupCertificate(ctx context.Context, name string) (*Certificate, error) {
+	var c Certificate
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		err := b.lookupLinked(txn, name, &c)
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if wild, ok := hostname.WildcardFor(name); ok && !hostname.IsWildcard(name) {
+			return b.lookupLinked(txn, wild, &c)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lookup certificate %s: %w", name, err)
+	}
+	return &c, nil
+}
+
+// lookupLinked decodes into c the record linked to name, or returns
+// ErrNotFound.
+func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) error {
+	item, err := txn.Get(key(prefixLink, name))
+	if err != nil {
+		return notFound(err)
+	}
+	var id []byte
+	if id, err = item.ValueCopy(nil); err != nil {
+		return err
+	}
+	item, err = txn.Get(append([]byte(prefixCert), id...))
+	if err != nil {
+		// A link always names a stored record; a miss here is a bug.
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			b.log.Error("name linked to a missing certificate", "name", name, "cert_id", string(id))
+		}
+		return notFound(err)
+	}
+	return decodeItem(item, c)
+}
+
+// DeleteCertificate implements Store. Names the record served fall back to
+// the newest unexpired record that still lists them, if any.
+func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
+	err := b.update(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(key(prefixCert, id))
+		if err != nil {
+			return notFound(err)
+		}
+		var old Certificate
+		if err := decodeItem(item, &old); err != nil {
+			return err
+		}
+		for _, name := range old.Names {
+			if err := b.unlink(txn, name, id); err != nil {
+				return err
+			}
+		}
+		return txn.Delete(key(prefixCert, id))
+	})
+	if err != nil {
+		return fmt.Errorf("delete certificate %s: %w", id, err)
+	}
+	return nil
+}
+
+// unlink removes certificate id's claim on name and, when name is linked to
+// id, re-links it to the newest other claim whose certificate has not
+// expired, or removes the link.
+func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
+	if err := txn.Delete(claimKey(name, id)); err != nil {
+		return err
+	}
+	item, err := txn.Get(key(prefixLink, name))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	linked, err := item.ValueCopy(nil)
+	if err != nil {
+		return err
+	}
+	if string(linked) != id {
+		return nil
+	}
+
+	now := dueTime(b.now())
+	prefix := claimPrefix(name)
+	var (
+		best       []byte
+		bestStored uint64
+	)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		other := it.Item().Key()[len(prefix):]
+		if string(other) == id {
+			continue
+		}
+		var stored, notAfter uint64
+		if err := it.Item().Value(func(v []byte) error {
+			stored, notAfter = parseClaimValue(v)
+			return nil
+		}); err != nil {
+			it.Close()
+			return err
+		}
+		if notAfter < now || (best != nil && stored < bestStored) {
+			continue
+		}
+		best, bestStored = bytes.Clone(other), stored
+	}
+	it.Close()
+	if best == nil {
+		return txn.Delete(key(prefixLink, name))
+	}
+	return txn.Set(key(prefixLink, name), best)
+}
+
+// ListCertificates implements Store. A limit below 1 returns nothing.
+func (b *Badger) ListCertificates(ctx context.Context, after string, limit int) ([]*Certificate, error) {
+	var out []*Certificate
+	err := b.list(ctx, prefixCert, after, limit, func(item *badger.Item) error {
+		var c Certificate
+		if err := decodeItem(item, &c); err != nil {
+			return err
+		}
+		out = append(out, &c)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list certificates after %q: %w", after, err)
+	}
+	return out, nil
+}
+
+// list calls fn for up to limit items under prefix whose key follows
+// prefix+after, in key order.
+func (b *Badger) list(ctx context.Context, prefix, after string, limit int, fn func(*badger.Item) error) error {
+	if limit < 1 {
+		return nil
+	}
+	return b.view(ctx, func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefix)
+		opts.PrefetchSize = min(limit, 100)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		start := key(prefix, after)
+		n := 0
+		for it.Seek(start); it.Valid() && n < limit; it.Next() {
+			if after != "" && bytes.Equal(it.Item().Key(), start) {
+				continue
+			}
+			if err := fn(it.Item()); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+}
+
+// validCertificate checks what PutCertificate requires of c.
+func validCertificate(c *Certificate) error {
+	switch {
+	case c == nil:
+		return fmt.Errorf("nil certificate: %w", ErrInvalid)
+	case c.ID == "" || strings.IndexByte(c.ID, 0) >= 0:
+		return fmt.Errorf("bad id %q: %w", c.ID, ErrInvalid)
+	case len(c.Names) == 0:
+		return fmt.Errorf("no names: %w", ErrInvalid)
+	case len(c.ChainPEM) == 0:
+		return fmt.Errorf("no chain: %w", ErrInvalid)
+	case len(c.KeyPEM) == 0:
+		return fmt.Errorf("no key: %w", ErrInvalid)
+	}
+	for _, n := range c.Names {
+		if err := normalized(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// normalized returns an error wrapping ErrInvalid unless name is a
+// normalized host name or pattern.
+func normalized(name string) error {
+	n, err := hostname.NormalizePattern(name)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if n != name {
+		return fmt.Errorf("name %q is not normalized (%q): %w", name, n, ErrInvalid)
+	}
+	return nil
+}
+
+// idOf returns c.ID, or "<nil>" for a nil c.
+func idOf(c *Certificate) string {
+	if c == nil {
+		return "<nil>"
+	}
+	return c.ID
+}

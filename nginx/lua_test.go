@@ -40,7 +40,7 @@ func certAnswer(l leaf, maxAge int) answer {
 	return answer{status: 200, body: append(append([]byte{}, l.chainPEM...), l.keyPEM...), maxAge: maxAge}
 }
 
-func startFakeSidecar(t *testing.T) *fakeSidecar {
+func startFakeSidecar(t testing.TB) *fakeSidecar {
 	t.Helper()
 	f := &fakeSidecar{
 		sock:    filepath.Join(shortTempDir(t), "certs.sock"),

@@ -355,6 +355,43 @@ func (n *Nginx) PID() int { return n.cmd.Process.Pid }
 // Dir is the nginx prefix directory holding nginx.conf and logs/.
 func (n *Nginx) Dir() string { return n.dir }
 
+// WorkerCPU returns the CPU time (user and system) the current worker
+// processes have used so far, from /proc (Linux only). Workers replaced by
+// a reload take their time with them.
+func (n *Nginx) WorkerCPU() (time.Duration, error) {
+	pid := n.cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return 0, fmt.Errorf("worker processes of %d: %w", pid, err)
+	}
+	var total time.Duration
+	for _, w := range strings.Fields(string(b)) {
+		stat, err := os.ReadFile("/proc/" + w + "/stat")
+		if err != nil {
+			return 0, fmt.Errorf("worker %s: %w", w, err)
+		}
+		// Fields after the command, which is in parentheses and may
+		// hold spaces: state is field 3, utime and stime 14 and 15.
+		i := strings.LastIndexByte(string(stat), ')')
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 13 {
+			return 0, fmt.Errorf("worker %s: short /proc stat", w)
+		}
+		for _, s := range f[11:13] {
+			ticks, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("worker %s: %w", w, err)
+			}
+			total += time.Duration(ticks) * time.Second / clockTicks
+		}
+	}
+	return total, nil
+}
+
+// clockTicks is Linux's USER_HZ, the unit of /proc/PID/stat times; 100 on
+// every architecture Go supports.
+const clockTicks = 100
+
 // ErrorLog returns the error log as written so far.
 func (n *Nginx) ErrorLog() string {
 	b, err := os.ReadFile(n.errLog)

@@ -1,0 +1,135 @@
+package certserver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/valyala/fasthttp"
+)
+
+// benchCerts is how many certificates the benchmark store holds.
+const benchCerts = 100_000
+
+// BenchmarkCertEndpoint measures GET /v1/certs/{sni} through a real fasthttp
+// server and the real store, with benchCerts certificates stored, over
+// loopback TCP and over a unix socket. Each lookup asks for a random stored
+// name; parallel clients keep the server busy. It reports lookups/s and the
+// 99th percentile latency seen by the client.
+//
+//	go test -run '^$' -bench BenchmarkCertEndpoint -benchtime 200000x ./certserver/
+func BenchmarkCertEndpoint(b *testing.B) {
+	st := newTestStore(b)
+	start := time.Now()
+	fillStore(b, st, benchCerts)
+	b.Logf("stored %d certificates in %v", benchCerts, time.Since(start).Round(time.Millisecond))
+
+	logger := slog.New(slog.DiscardHandler)
+	sock := filepath.Join(b.TempDir(), "certs.sock")
+	e, err := NewCertEndpoint(CertEndpointConfig{Socket: sock, Listen: "127.0.0.1:0"}, st, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.Listen(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	serving(b, e.Serve)
+	tcpAddr := e.Addrs()[1].String()
+
+	for _, tr := range []struct {
+		name string
+		dial fasthttp.DialFunc
+	}{
+		{"tcp", func(string) (net.Conn, error) { return net.Dial("tcp", tcpAddr) }},
+		{"unix", func(string) (net.Conn, error) { return net.Dial("unix", sock) }},
+	} {
+		b.Run(tr.name, func(b *testing.B) {
+			hc := &fasthttp.HostClient{Addr: "certs", Dial: tr.dial, MaxConns: 512, ReadTimeout: 5 * time.Second}
+			var mu sync.Mutex
+			var all []time.Duration
+			// Enough clients to keep the server busy; nginx has one
+			// connection per worker at most.
+			b.SetParallelism(8)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+				defer fasthttp.ReleaseRequest(req)
+				defer fasthttp.ReleaseResponse(resp)
+				rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+				lat := make([]time.Duration, 0, 1<<14)
+				uri := make([]byte, 0, 64)
+				for pb.Next() {
+					uri = fmt.Appendf(uri[:0], "http://certs/v1/certs/%s", benchName(rng.IntN(benchCerts)))
+					req.SetRequestURIBytes(uri)
+					t0 := time.Now()
+					err := hc.Do(req, resp)
+					lat = append(lat, time.Since(t0))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if resp.StatusCode() != fasthttp.StatusOK {
+						b.Errorf("status %d for %s", resp.StatusCode(), uri)
+						return
+					}
+				}
+				mu.Lock()
+				all = append(all, lat...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			if len(all) == 0 {
+				return
+			}
+			slices.Sort(all)
+			p99 := all[min(len(all)-1, len(all)*99/100)]
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
+			b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// benchName is the i-th stored name.
+func benchName(i int) string { return fmt.Sprintf("host%06d.example.com", i) }
+
+// fillStore stores n certificates with small fake PEM bodies (the endpoint
+// does not parse them), from several goroutines so the store can batch.
+func fillStore(b *testing.B, st store.Store, n int) {
+	ctx := context.Background()
+	notAfter := time.Now().Add(60 * 24 * time.Hour)
+	const workers = 32
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				name := benchName(i)
+				c := &store.Certificate{
+					ID: name, Names: []string{name},
+					ChainPEM: []byte("-----BEGIN CERTIFICATE-----\nfake " + name + "\n-----END CERTIFICATE-----\n"),
+					KeyPEM:   []byte("-----BEGIN PRIVATE KEY-----\nfake " + name + "\n-----END PRIVATE KEY-----\n"),
+					NotAfter: notAfter, Issuer: "CN=bench", Serial: fmt.Sprintf("%x", i+1),
+					Source: "import", StoredAt: time.Now(),
+				}
+				if err := st.PutCertificate(ctx, c); err != nil {
+					errc <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+}

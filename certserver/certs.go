@@ -1,0 +1,295 @@
+package certserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/hostname"
+	"github.com/valyala/fasthttp"
+)
+
+// CertPathPrefix is the path under which the certificate endpoint serves
+// certificates: GET /v1/certs/{sni}.
+const CertPathPrefix = "/v1/certs/"
+
+// CertEndpointConfig configures a CertEndpoint. The zero value of every
+// field but Socket and Listen means its default; at least one of Socket and
+// Listen must be set.
+type CertEndpointConfig struct {
+	// Socket is the path of the unix socket to serve on; "" for none. A
+	// stale socket file is replaced; a socket a live server answers on is
+	// an error. The file is removed when the endpoint stops.
+	Socket string
+	// SocketMode is the permission bits of the socket file. Default 0660:
+	// whoever may connect may read every private key, so keep it to the
+	// server's user and SocketGroup.
+	SocketMode fs.FileMode
+	// SocketGroup is the group (name or numeric ID) the socket file is given
+	// to, typically the group nginx's workers run as. Default "": the
+	// process's group.
+	SocketGroup string
+	// Listen is a TCP address "host:port" to serve on; "" for none. It must
+	// be a loopback address (127.0.0.0/8, [::1], localhost) unless
+	// AllowNonLoopback is set.
+	Listen string
+	// AllowNonLoopback permits a Listen address other hosts can reach.
+	// Default false: private keys travel over this endpoint in clear text.
+	AllowNonLoopback bool
+	// MaxAge caps the Cache-Control max-age of a certificate. Default 10m.
+	MaxAge time.Duration
+	// MinAge is the max-age of a certificate that is due for renewal or
+	// expired, and the floor for all others. Default 10s.
+	MinAge time.Duration
+	// NotFoundMaxAge is the Cache-Control max-age of a 404 answer (no
+	// certificate for the name yet). Default 10s.
+	NotFoundMaxAge time.Duration
+	// LookupTimeout bounds one store lookup. Default 2s.
+	LookupTimeout time.Duration
+	// ReadTimeout bounds reading one request, IdleTimeout how long a
+	// keep-alive connection may wait for the next one. Defaults 10s and 2m.
+	ReadTimeout, IdleTimeout time.Duration
+	// ShutdownTimeout is how long Serve lets requests in flight finish once
+	// its context is done. Default 5s.
+	ShutdownTimeout time.Duration
+	// Now returns the current time; tests set it. Default time.Now.
+	Now func() time.Time
+}
+
+// Defaults of CertEndpointConfig.
+const (
+	DefaultSocketMode      fs.FileMode = 0o660
+	DefaultCertMaxAge                  = 10 * time.Minute
+	DefaultCertMinAge                  = 10 * time.Second
+	DefaultNotFoundMaxAge              = 10 * time.Second
+	DefaultLookupTimeout               = 2 * time.Second
+	defaultReadTimeout                 = 10 * time.Second
+	defaultIdleTimeout                 = 2 * time.Minute
+	defaultShutdownTimeout             = 5 * time.Second
+)
+
+// withDefaults returns cfg with its zero fields set to their defaults, or
+// an error naming the first field that is out of range.
+func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
+	if cfg.Socket == "" && cfg.Listen == "" {
+		return cfg, errors.New("neither Socket nor Listen is set: the endpoint needs somewhere to listen")
+	}
+	if cfg.SocketMode == 0 {
+		cfg.SocketMode = DefaultSocketMode
+	}
+	if cfg.SocketMode&^fs.ModePerm != 0 {
+		return cfg, fmt.Errorf("SocketMode %v: only permission bits are allowed", cfg.SocketMode)
+	}
+	if cfg.Listen != "" {
+		if err := checkListen(cfg.Listen, cfg.AllowNonLoopback, "private keys"); err != nil {
+			return cfg, err
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"MaxAge", &cfg.MaxAge, DefaultCertMaxAge},
+		{"MinAge", &cfg.MinAge, DefaultCertMinAge},
+		{"NotFoundMaxAge", &cfg.NotFoundMaxAge, DefaultNotFoundMaxAge},
+		{"LookupTimeout", &cfg.LookupTimeout, DefaultLookupTimeout},
+		{"ReadTimeout", &cfg.ReadTimeout, defaultReadTimeout},
+		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
+		{"ShutdownTimeout", &cfg.ShutdownTimeout, defaultShutdownTimeout},
+	} {
+		if *f.v < 0 {
+			return cfg, fmt.Errorf("%s %v is negative", f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if cfg.MinAge > cfg.MaxAge {
+		return cfg, fmt.Errorf("MinAge %v is longer than MaxAge %v", cfg.MinAge, cfg.MaxAge)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}
+
+// CertEndpoint is the HTTP server nginx asks for certificates, on a unix
+// socket and/or a loopback TCP address:
+//
+//	GET /v1/certs/{sni}
+//
+// answers 200 with the PEM chain followed by the PEM private key
+// (Content-Type application/x-pem-file) and a Cache-Control max-age from
+// CacheMaxAge; 404 when no certificate serves the name (yet); 400 when the
+// name is not a valid host name (an IP literal, a wildcard, garbage); 405
+// for a method other than GET and HEAD; 404 for any other path; 500 when
+// the store fails.
+//
+// An expired certificate is still served, with max-age MinAge: nginx's
+// alternative is its fallback certificate, which no client accepts either,
+// while an expired certificate for the right name fails with an accurate
+// error, keeps working for clients that tolerate it, and is replaced within
+// MinAge of its renewal being stored.
+//
+// The endpoint only reads the store; it never waits on ACME. Its methods
+// are safe for concurrent use.
+type CertEndpoint struct {
+	cfg   CertEndpointConfig
+	store store.Store
+	log   *slog.Logger
+	// base is the server-lifetime context lookups derive from.
+	base context.Context
+	srv  server
+}
+
+// NewCertEndpoint returns a certificate endpoint reading st, configured by
+// cfg with its zero fields set to their defaults. It neither listens nor
+// serves: call Listen, then Serve.
+func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger) (*CertEndpoint, error) {
+	if st == nil {
+		return nil, errors.New("certificate endpoint: nil store")
+	}
+	if logger == nil {
+		return nil, errors.New("certificate endpoint: nil logger")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("certificate endpoint: %w", err)
+	}
+	e := &CertEndpoint{cfg: cfg, store: st, log: logger.With("subsystem", "certs")}
+	var stop context.CancelFunc
+	e.base, stop = context.WithCancel(context.Background())
+	e.srv = server{
+		srv: &fasthttp.Server{
+			Handler:                      e.handle,
+			Name:                         "certserver",
+			ReadTimeout:                  cfg.ReadTimeout,
+			WriteTimeout:                 cfg.ReadTimeout,
+			IdleTimeout:                  cfg.IdleTimeout,
+			MaxRequestBodySize:           4 << 10,
+			DisablePreParseMultipartForm: true,
+			NoDefaultContentType:         true,
+			Logger:                       fasthttpLogger{e.log},
+		},
+		log:             e.log,
+		shutdownTimeout: cfg.ShutdownTimeout,
+		stop:            stop,
+	}
+	return e, nil
+}
+
+// Listen binds the configured unix socket and TCP address. ctx bounds the
+// binding only (the check for a live server on an existing socket file),
+// not the life of the listeners. On error nothing stays bound.
+func (e *CertEndpoint) Listen(ctx context.Context) error {
+	if e.cfg.Socket != "" {
+		if err := e.srv.listenUnix(ctx, e.cfg.Socket, e.cfg.SocketMode, e.cfg.SocketGroup); err != nil {
+			e.srv.close()
+			return fmt.Errorf("certificate endpoint: %w", err)
+		}
+	}
+	if e.cfg.Listen != "" {
+		if err := e.srv.listenTCP(e.cfg.Listen); err != nil {
+			e.srv.close()
+			return fmt.Errorf("certificate endpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// Addrs returns the addresses Listen bound: a *net.UnixAddr holding the
+// socket path, a *net.TCPAddr with the port actually bound.
+func (e *CertEndpoint) Addrs() []net.Addr { return e.srv.listenerAddrs() }
+
+// Serve answers requests until ctx is done, then stops gracefully: it stops
+// accepting connections, lets requests in flight finish for up to
+// ShutdownTimeout, and removes the socket file. It returns nil after a clean
+// stop, or the error that stopped a listener. An endpoint serves once.
+func (e *CertEndpoint) Serve(ctx context.Context) error {
+	if err := e.srv.serve(ctx); err != nil {
+		return fmt.Errorf("certificate endpoint: %w", err)
+	}
+	return nil
+}
+
+// Close releases what Listen bound without serving, for when start-up fails
+// elsewhere. Serve does it itself when it returns.
+func (e *CertEndpoint) Close() error { return e.srv.close() }
+
+// handle answers one request. Nothing from rc is kept after it returns.
+func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
+	defer recoverPanic(e.log, rc, internalError)
+	path := rc.Path()
+	if len(path) <= len(CertPathPrefix) || string(path[:len(CertPathPrefix)]) != CertPathPrefix {
+		rc.Error("not found\n", fasthttp.StatusNotFound)
+		return
+	}
+	raw := path[len(CertPathPrefix):]
+	for _, b := range raw {
+		if b == '/' {
+			rc.Error("not found\n", fasthttp.StatusNotFound)
+			return
+		}
+	}
+	if !rc.IsGet() && !rc.IsHead() {
+		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		rc.Response.Header.Set("Allow", "GET, HEAD")
+		return
+	}
+	name, err := hostname.Normalize(string(raw))
+	if err != nil {
+		// The answer for this name will not change.
+		rc.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
+		setMaxAge(rc, e.cfg.MaxAge)
+		return
+	}
+	ctx, cancel := context.WithTimeout(e.base, e.cfg.LookupTimeout)
+	c, err := e.store.LookupCertificate(ctx, name)
+	cancel()
+	if errors.Is(err, store.ErrNotFound) {
+		rc.Error("no certificate for "+name+"\n", fasthttp.StatusNotFound)
+		setMaxAge(rc, e.cfg.NotFoundMaxAge)
+		return
+	}
+	if err != nil {
+		e.log.Error("certificate lookup failed", "name", name, "error", err)
+		internalError(rc)
+		return
+	}
+	rc.SetStatusCode(fasthttp.StatusOK)
+	rc.SetContentType("application/x-pem-file")
+	setMaxAge(rc, CacheMaxAge(c, e.cfg.Now(), e.cfg.MinAge, e.cfg.MaxAge))
+	writeLine(rc, c.ChainPEM)
+	writeLine(rc, c.KeyPEM)
+}
+
+// writeLine appends b to the response body, followed by a newline unless it
+// ends with one.
+func writeLine(rc *fasthttp.RequestCtx, b []byte) {
+	rc.Write(b)
+	if len(b) == 0 || b[len(b)-1] != '\n' {
+		rc.WriteString("\n")
+	}
+}
+
+// setMaxAge sets "Cache-Control: max-age=N" with N the whole seconds of d.
+func setMaxAge(rc *fasthttp.RequestCtx, d time.Duration) {
+	var buf [32]byte
+	v := append(buf[:0], "max-age="...)
+	v = strconv.AppendInt(v, int64(d/time.Second), 10)
+	rc.Response.Header.SetBytesV("Cache-Control", v)
+}
+
+// internalError answers 500 with a body that reveals nothing; the caller
+// logs the cause.
+func internalError(rc *fasthttp.RequestCtx) {
+	rc.Error("internal error\n", fasthttp.StatusInternalServerError)
+	rc.Response.Header.Set("Cache-Control", "no-store")
+}

@@ -1,0 +1,18 @@
+// Package certserver holds the HTTP servers of the certserver sidecar, built
+// on fasthttp:
+//
+//   - CertEndpoint, the certificate endpoint nginx's ssl_certificate_by_lua
+//     hook calls on every certificate cache miss: GET /v1/certs/{sni} answers
+//     the PEM chain and key from the store, with a Cache-Control max-age
+//     (CacheMaxAge) telling nginx how long to keep them;
+//
+// Both serve on loopback addresses only unless told otherwise: private keys
+// travel over them. The certificate endpoint can also serve on a unix
+// socket, which is what nginx normally uses.
+//
+// Each server is built by a constructor that takes a Config (zero fields
+// mean their documented defaults), the store and a logger; Listen binds,
+// Serve answers until its context ends and then shuts down gracefully. The
+// package reads and writes certificates through store.Store only; it never
+// waits on ACME and does not import the renewer.
+package certserver

@@ -121,6 +121,23 @@ func startCertEndpoint(t testing.TB, cfg CertEndpointConfig, st store.Store) *Ce
 	return e
 }
 
+// startAdmin starts an admin API on 127.0.0.1:0 and returns its base URL.
+func startAdmin(t testing.TB, cfg AdminConfig, st store.Store) string {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	a, err := NewAdminAPI(cfg, st, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Listen(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	serving(t, a.Serve)
+	return "http://" + a.Addrs()[0].String()
+}
+
 // unixClient returns an HTTP client whose every request goes to the unix
 // socket at path.
 func unixClient(t testing.TB, path string) *http.Client {

@@ -70,7 +70,8 @@ func TestNonLoopbackRefused(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			_, cerr := NewCertEndpoint(CertEndpointConfig{Listen: tc.addr}, st, testLogger(t))
-			for what, err := range map[string]error{"certificate endpoint": cerr} {
+			_, aerr := NewAdminAPI(AdminConfig{Listen: tc.addr, Token: "t"}, st, testLogger(t))
+			for what, err := range map[string]error{"certificate endpoint": cerr, "admin API": aerr} {
 				if tc.ok {
 					if err != nil {
 						t.Errorf("%s: %v", what, err)

@@ -1,0 +1,351 @@
+package certserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/store"
+	"github.com/valyala/fasthttp"
+)
+
+// AdminConfig configures an AdminAPI. The zero value of every field but
+// Token means its default.
+type AdminConfig struct {
+	// Listen is the TCP address "host:port" of the admin API. Default
+	// DefaultAdminListen ("127.0.0.1:9400"). It must be a loopback address
+	// unless AllowNonLoopback is set.
+	Listen string
+	// AllowNonLoopback permits a Listen address other hosts can reach.
+	// Default false: the token and private keys travel in clear text.
+	AllowNonLoopback bool
+	// Token is the bearer token every request but GET /healthz must present
+	// (RFC 6750 section 2.1). Required: an empty token refuses to start.
+	Token string
+	// MaxBody is the largest request body, in bytes, of a route that takes
+	// one and sets no limit of its own (POST /v1/certificates). Default
+	// 1 MiB.
+	MaxBody int
+	// RequestTimeout bounds the store work of one request. Default 30s.
+	RequestTimeout time.Duration
+	// ReadTimeout bounds reading one request, IdleTimeout how long a
+	// keep-alive connection may wait for the next one. Defaults 30s and 2m.
+	ReadTimeout, IdleTimeout time.Duration
+	// ShutdownTimeout is how long Serve lets requests in flight finish once
+	// its context is done. Default 10s.
+	ShutdownTimeout time.Duration
+	// Now returns the current time; tests set it. Default time.Now.
+	Now func() time.Time
+}
+
+// Defaults of AdminConfig.
+const (
+	DefaultAdminListen         = "127.0.0.1:9400"
+	DefaultAdminMaxBody        = 1 << 20
+	DefaultAdminRequestTimeout = 30 * time.Second
+)
+
+// withDefaults returns cfg with its zero fields set to their defaults, or an
+// error naming the first field that is out of range.
+func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
+	if cfg.Token == "" {
+		return cfg, errors.New("no token configured: the admin API refuses to start without one")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultAdminListen
+	}
+	if err := checkListen(cfg.Listen, cfg.AllowNonLoopback, "the admin token and private keys"); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxBody < 0 {
+		return cfg, fmt.Errorf("MaxBody %d is negative", cfg.MaxBody)
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = DefaultAdminMaxBody
+	}
+	for _, f := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"RequestTimeout", &cfg.RequestTimeout, DefaultAdminRequestTimeout},
+		{"ReadTimeout", &cfg.ReadTimeout, 30 * time.Second},
+		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
+		{"ShutdownTimeout", &cfg.ShutdownTimeout, 10 * time.Second},
+	} {
+		if *f.v < 0 {
+			return cfg, fmt.Errorf("%s %v is negative", f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}
+
+// AdminAPI is the HTTP server operators and the certserver CLI use, on a
+// loopback TCP address. Every request but GET /healthz needs the header
+// "Authorization: Bearer TOKEN". Answers are JSON; errors are api.Error
+// documents naming the problem.
+//
+//	GET  /healthz           200 "ok" when the store answers, else 503
+//	POST /v1/certificates   import a certificate (api.ImportRequest)
+//
+// Its methods are safe for concurrent use.
+type AdminAPI struct {
+	cfg       AdminConfig
+	store     store.Store
+	log       *slog.Logger
+	tokenHash [sha256.Size]byte
+	routes    router
+	// base is the server-lifetime context handlers derive from.
+	base context.Context
+	srv  server
+	// importMu makes an import's check of the stored certificate and its
+	// write one step with respect to other imports.
+	importMu sync.Mutex
+}
+
+// NewAdminAPI returns an admin API over st, configured by cfg with its zero
+// fields set to their defaults. It neither listens nor serves: call Listen,
+// then Serve.
+func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAPI, error) {
+	if st == nil {
+		return nil, errors.New("admin API: nil store")
+	}
+	if logger == nil {
+		return nil, errors.New("admin API: nil logger")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	a := &AdminAPI{
+		cfg:       cfg,
+		store:     st,
+		log:       logger.With("subsystem", "admin"),
+		tokenHash: sha256.Sum256([]byte(cfg.Token)),
+	}
+	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/healthz", public: true, handle: a.healthz})
+	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/certificates", handle: a.importCertificate})
+
+	var stop context.CancelFunc
+	a.base, stop = context.WithCancel(context.Background())
+	a.srv = server{
+		srv: &fasthttp.Server{
+			Handler:                      a.handle,
+			ErrorHandler:                 a.handleReadError,
+			HeaderReceived:               a.requestConfig,
+			Name:                         "certserver",
+			ReadTimeout:                  cfg.ReadTimeout,
+			WriteTimeout:                 cfg.ReadTimeout,
+			IdleTimeout:                  cfg.IdleTimeout,
+			MaxRequestBodySize:           noBodyLimit,
+			DisablePreParseMultipartForm: true,
+			NoDefaultContentType:         true,
+			Logger:                       fasthttpLogger{a.log},
+		},
+		log:             a.log,
+		shutdownTimeout: cfg.ShutdownTimeout,
+		stop:            stop,
+	}
+	return a, nil
+}
+
+// Listen binds the configured TCP address. ctx is accepted for symmetry
+// with CertEndpoint.Listen and bounds nothing yet. On error nothing stays
+// bound.
+func (a *AdminAPI) Listen(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := a.srv.listenTCP(a.cfg.Listen); err != nil {
+		a.srv.close()
+		return fmt.Errorf("admin API: %w", err)
+	}
+	return nil
+}
+
+// Addrs returns the addresses Listen bound, with the port actually bound.
+func (a *AdminAPI) Addrs() []net.Addr { return a.srv.listenerAddrs() }
+
+// Serve answers requests until ctx is done, then stops gracefully, letting
+// requests in flight finish for up to ShutdownTimeout. It returns nil after
+// a clean stop, or the error that stopped the listener. An API serves once.
+func (a *AdminAPI) Serve(ctx context.Context) error {
+	if err := a.srv.serve(ctx); err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	return nil
+}
+
+// Close releases what Listen bound without serving, for when start-up fails
+// elsewhere. Serve does it itself when it returns.
+func (a *AdminAPI) Close() error { return a.srv.close() }
+
+// handle authenticates, routes and answers one request, and logs it.
+func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
+	start := time.Now()
+	defer recoverPanic(a.log, rc, func(rc *fasthttp.RequestCtx) {
+		writeError(rc, errorf(fasthttp.StatusInternalServerError, "internal error"))
+	})
+	method, path := string(rc.Method()), string(rc.Path())
+	rt, p, allowed := a.routes.match(method, path)
+
+	level := slog.LevelInfo
+	switch {
+	case (rt == nil || !rt.public) && !a.authorize(rc):
+		// authorize answered 401.
+	case rt == nil && len(allowed) > 0:
+		rc.Response.Header.Set("Allow", strings.Join(allowed, ", "))
+		writeError(rc, errorf(fasthttp.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", method, path, strings.Join(allowed, ", ")))
+	case rt == nil:
+		writeError(rc, errorf(fasthttp.StatusNotFound, "no such endpoint: %s %s", method, path))
+	default:
+		if rt.public {
+			level = slog.LevelDebug
+		}
+		if limit := a.bodyLimit(rt); len(rc.PostBody()) > limit {
+			// The server enforces the limit while reading; this covers a
+			// request whose route was not recognized from its header alone.
+			writeError(rc, bodyTooLarge(limit))
+			break
+		}
+		ctx, cancel := context.WithTimeout(a.base, a.cfg.RequestTimeout)
+		err := rt.handle(ctx, rc, p)
+		cancel()
+		if err != nil {
+			a.fail(rc, rt, err)
+		}
+	}
+	a.log.Log(context.Background(), level, "request",
+		"method", method, "path", path, "status", rc.Response.StatusCode(),
+		"remote_addr", rc.RemoteAddr().String(), "duration", time.Since(start).Round(time.Microsecond))
+}
+
+// fail answers the error a handler returned.
+func (a *AdminAPI) fail(rc *fasthttp.RequestCtx, rt *route, err error) {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		writeError(rc, ae)
+		return
+	}
+	a.log.Error("request failed", "method", rt.method, "path", rt.pattern, "error", err)
+	if errors.Is(err, context.DeadlineExceeded) {
+		writeError(rc, errorf(fasthttp.StatusServiceUnavailable, "the store did not answer in time"))
+		return
+	}
+	writeError(rc, errorf(fasthttp.StatusInternalServerError, "internal error (see the server log)"))
+}
+
+// authorize checks the bearer token (RFC 6750 section 2.1) and answers 401
+// when it is missing or wrong. The comparison takes the same time whatever
+// the token presented.
+func (a *AdminAPI) authorize(rc *fasthttp.RequestCtx) bool {
+	h := rc.Request.Header.Peek("Authorization")
+	msg := ""
+	scheme, token, ok := strings.Cut(string(h), " ")
+	switch {
+	case len(h) == 0:
+		msg = "missing bearer token: send the header Authorization: Bearer TOKEN"
+	case !ok || !strings.EqualFold(scheme, "Bearer"):
+		msg = "the Authorization header must use the Bearer scheme"
+	default:
+		sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if subtle.ConstantTimeCompare(sum[:], a.tokenHash[:]) == 1 {
+			return true
+		}
+		msg = "invalid token"
+	}
+	a.log.Warn("unauthorized request", "method", string(rc.Method()), "path", string(rc.Path()),
+		"remote_addr", rc.RemoteAddr().String(), "problem", msg)
+	rc.Response.Header.Set("WWW-Authenticate", `Bearer realm="certserver"`)
+	writeError(rc, errorf(fasthttp.StatusUnauthorized, "%s", msg))
+	return false
+}
+
+// bodyLimit is the largest body rt accepts.
+func (a *AdminAPI) bodyLimit(rt *route) int {
+	switch {
+	case rt == nil:
+		return noBodyLimit
+	case rt.maxBody > 0:
+		return rt.maxBody
+	case rt.method == fasthttp.MethodPost || rt.method == fasthttp.MethodPut || rt.method == fasthttp.MethodPatch:
+		return a.cfg.MaxBody
+	}
+	return noBodyLimit
+}
+
+// routeOf finds the route of a request from its header alone.
+func (a *AdminAPI) routeOf(h *fasthttp.RequestHeader) *route {
+	uri := string(h.RequestURI())
+	if i := strings.IndexByte(uri, '?'); i >= 0 {
+		uri = uri[:i]
+	}
+	rt, _, _ := a.routes.match(string(h.Method()), uri)
+	return rt
+}
+
+// requestConfig gives each request the body limit of its route, before
+// the body is read.
+func (a *AdminAPI) requestConfig(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return fasthttp.RequestConfig{MaxRequestBodySize: a.bodyLimit(a.routeOf(h))}
+}
+
+// handleReadError answers a request that could not be read.
+func (a *AdminAPI) handleReadError(rc *fasthttp.RequestCtx, err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(rc, bodyTooLarge(a.bodyLimit(a.routeOf(&rc.Request.Header))))
+	case errors.As(err, &ne) && ne.Timeout():
+		writeError(rc, errorf(fasthttp.StatusRequestTimeout, "timed out reading the request"))
+	default:
+		writeError(rc, errorf(fasthttp.StatusBadRequest, "malformed HTTP request"))
+	}
+}
+
+// bodyTooLarge is the 413 answer for a body over limit bytes.
+func bodyTooLarge(limit int) *api.Error {
+	return errorf(fasthttp.StatusRequestEntityTooLarge, "request body is larger than the limit of %s bytes", strconv.Itoa(limit))
+}
+
+// Pinger is implemented by stores that can check their health cheaply.
+// GET /healthz uses it when the store has it, else a one-record listing.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// healthz answers 200 "ok" when the store answers, else 503.
+func (a *AdminAPI) healthz(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
+	var err error
+	if p, ok := a.store.(Pinger); ok {
+		err = p.Ping(ctx)
+	} else {
+		_, err = a.store.ListCertificates(ctx, "", 1)
+	}
+	rc.SetContentType("text/plain; charset=utf-8")
+	rc.Response.Header.Set("Cache-Control", "no-store")
+	if err != nil {
+		a.log.Error("health check: store failed", "error", err)
+		rc.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		rc.SetBodyString("store unavailable\n")
+		return nil
+	}
+	rc.SetStatusCode(fasthttp.StatusOK)
+	rc.SetBodyString("ok\n")
+	return nil
+}

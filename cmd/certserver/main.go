@@ -1,0 +1,158 @@
+// Command certserver keeps TLS certificates for an nginx fleet: `certserver
+// serve` runs the sidecar beside nginx, and the other subcommands are the
+// operator's tools. Run `certserver help` for the list.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exit codes of every subcommand.
+const (
+	exitOK      = 0 // success
+	exitFailure = 1 // the command ran and failed
+	exitUsage   = 2 // bad command line: unknown flag, missing argument
+)
+
+// env is what a command gets from the process: tests substitute all of it.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	now            func() time.Time
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e *env, args []string) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the sidecar: certificate endpoint and admin API", runServe},
+		{"version", "print the version", runVersion},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// After the first signal a second one kills the process the usual way.
+	context.AfterFunc(ctx, stop)
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}
+	code := run(ctx, e, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches args to a subcommand and returns the exit code.
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 {
+		usage(e.stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && args[0] == "help" {
+			return run(ctx, e, []string{args[1], "--help"})
+		}
+		usage(e.stdout)
+		return exitOK
+	case "-version", "--version":
+		return runVersion(ctx, e, nil)
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, e, args[1:])
+		}
+	}
+	fmt.Fprintf(e.stderr, "certserver: unknown command %q\nRun 'certserver help' for the list of commands.\n", args[0])
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `certserver keeps TLS certificates for nginx: a sidecar beside nginx stores
+them and hands nginx the right one for every TLS handshake.
+
+Usage:
+  certserver <command> [flags] [arguments]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Run 'certserver <command> --help' for a command's flags and examples.
+
+Exit codes: 0 success, 1 failure, 2 bad command line.
+`)
+}
+
+// newFlagSet returns a flag set for a subcommand whose --help prints the
+// description (with its examples) and the flags.
+func newFlagSet(e *env, name, synopsis, description string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		w := e.stdout
+		fmt.Fprintf(w, "Usage: certserver %s %s\n\n%s\n", name, synopsis, strings.TrimSpace(description))
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprint(w, "\nFlags:\n")
+			fs.SetOutput(w)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+		}
+	}
+	return fs
+}
+
+// parseFlags parses args, allowing flags after positional arguments
+// ("import /etc/letsencrypt --dry-run"); "--" ends the flags. It returns the
+// positional arguments, or an exit code when the command must stop: exitOK
+// after --help, exitUsage after a message naming the bad flag.
+func parseFlags(e *env, fs *flag.FlagSet, args []string) ([]string, int, bool) {
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return nil, exitOK, false
+		}
+		if err != nil {
+			return nil, usageError(e, fs.Name(), "%v", err), false
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, 0, true
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), 0, true
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
+// usageError prints a usage message for a subcommand and returns exitUsage.
+func usageError(e *env, name, format string, args ...any) int {
+	fmt.Fprintf(e.stderr, "certserver %s: %s\nRun 'certserver %s --help' for usage.\n", name, fmt.Sprintf(format, args...), name)
+	return exitUsage
+}
+
+// fail prints an error for a subcommand and returns exitFailure.
+func fail(e *env, name string, err error) int {
+	fmt.Fprintf(e.stderr, "certserver %s: %v\n", name, err)
+	return exitFailure
+}

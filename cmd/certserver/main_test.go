@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestCommandLine(t *testing.T) {
+	tests := []struct {
+		desc   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{desc: "no arguments", args: nil, code: exitUsage, stderr: "Commands:"},
+		{desc: "help command", args: []string{"help"}, code: exitOK, stdout: "Exit codes"},
+		{desc: "unknown command", args: []string{"frobnicate"}, code: exitUsage, stderr: `unknown command "frobnicate"`},
+		{desc: "serve --help", args: []string{"serve", "--help"}, code: exitOK, stdout: "Examples:"},
+		{desc: "serve -h", args: []string{"serve", "-h"}, code: exitOK, stdout: "-config file"},
+		{desc: "version --help", args: []string{"version", "--help"}, code: exitOK, stdout: "Example:"},
+		{desc: "version", args: []string{"version"}, code: exitOK, stdout: "certserver "},
+		{desc: "--version", args: []string{"--version"}, code: exitOK, stdout: "certserver "},
+		{desc: "unknown flag", args: []string{"serve", "--confg", "x"}, code: exitUsage, stderr: "flag provided but not defined: -confg"},
+		{desc: "stray argument", args: []string{"serve", "extra"}, code: exitUsage, stderr: `unexpected argument "extra"`},
+		{desc: "missing config file", args: []string{"serve", "--config", "/nonexistent/certserver.toml"}, code: exitFailure, stderr: "/nonexistent/certserver.toml"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			e, stdout, stderr := testEnv(nil)
+			code := run(context.Background(), e, tc.args)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
+			}
+			if !strings.Contains(stdout.String(), tc.stdout) {
+				t.Errorf("stdout %q does not contain %q", stdout, tc.stdout)
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr %q does not contain %q", stderr, tc.stderr)
+			}
+		})
+	}
+}
+
+func TestParseFlagsInterspersed(t *testing.T) {
+	e, _, _ := testEnv(nil)
+	fs := newFlagSet(e, "x", "", "")
+	dry := fs.Bool("dry-run", false, "")
+	rest, _, ok := parseFlags(e, fs, []string{"a", "--dry-run", "b", "--", "--c"})
+	if !ok || !*dry || strings.Join(rest, " ") != "a b --c" {
+		t.Fatalf("rest %q dry %v ok %v", rest, *dry, ok)
+	}
+}

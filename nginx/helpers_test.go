@@ -36,7 +36,7 @@ func newTestCA(t testing.TB) *testCA {
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "certserver nginx test CA"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(30 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -64,22 +64,26 @@ type leaf struct {
 
 var lastSerial atomic.Int64
 
-// issue returns a new leaf for names with a fresh serial and key.
+// issue returns a new leaf for names with a fresh serial and key, expiring
+// later than every leaf issued before it.
 func (ca *testCA) issue(t testing.TB, names ...string) leaf {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial := big.NewInt(1000 + lastSerial.Add(1))
+	n := lastSerial.Add(1)
+	serial := big.NewInt(1000 + n)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: names[0]},
 		DNSNames:     names,
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		// Later for every certificate issued, so that the store takes a
+		// reissue as a replacement, never as older than what it has.
+		NotAfter:    time.Now().Add(24*time.Hour + time.Duration(n)*time.Minute),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

@@ -40,6 +40,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the sidecar: certificate endpoint and admin API", runServe},
+		{"import", "import certificates from certbot directories or PEM files", runImport},
 		{"version", "print the version", runVersion},
 	}
 }

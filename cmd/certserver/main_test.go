@@ -16,14 +16,19 @@ func TestCommandLine(t *testing.T) {
 	}{
 		{desc: "no arguments", args: nil, code: exitUsage, stderr: "Commands:"},
 		{desc: "help command", args: []string{"help"}, code: exitOK, stdout: "Exit codes"},
+		{desc: "help for a command", args: []string{"help", "import"}, code: exitOK, stdout: "Examples:"},
 		{desc: "unknown command", args: []string{"frobnicate"}, code: exitUsage, stderr: `unknown command "frobnicate"`},
 		{desc: "serve --help", args: []string{"serve", "--help"}, code: exitOK, stdout: "Examples:"},
 		{desc: "serve -h", args: []string{"serve", "-h"}, code: exitOK, stdout: "-config file"},
+		{desc: "import --help", args: []string{"import", "--help"}, code: exitOK, stdout: "CERTSERVER_ADMIN_TOKEN_FILE"},
 		{desc: "version --help", args: []string{"version", "--help"}, code: exitOK, stdout: "Example:"},
 		{desc: "version", args: []string{"version"}, code: exitOK, stdout: "certserver "},
 		{desc: "--version", args: []string{"--version"}, code: exitOK, stdout: "certserver "},
 		{desc: "unknown flag", args: []string{"serve", "--confg", "x"}, code: exitUsage, stderr: "flag provided but not defined: -confg"},
 		{desc: "stray argument", args: []string{"serve", "extra"}, code: exitUsage, stderr: `unexpected argument "extra"`},
+		{desc: "import without paths", args: []string{"import"}, code: exitUsage, stderr: "no PATH given"},
+		{desc: "import --cert without --key", args: []string{"import", "--cert", "x.pem"}, code: exitUsage, stderr: "--cert and --key go together"},
+		{desc: "bad duration flag", args: []string{"import", "--timeout", "soon", "x"}, code: exitUsage, stderr: "-timeout"},
 		{desc: "missing config file", args: []string{"serve", "--config", "/nonexistent/certserver.toml"}, code: exitFailure, stderr: "/nonexistent/certserver.toml"},
 	}
 	for _, tc := range tests {

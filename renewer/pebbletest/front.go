@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,11 +53,13 @@ type Fault struct {
 type front struct {
 	url          string
 	newOrderPath string
+	resources    map[string]string // URL path -> directory resource name
 	proxy        *httputil.ReverseProxy
 
-	mu     sync.Mutex
-	seen   []Order
-	faults []Fault
+	mu       sync.Mutex
+	seen     []Order
+	faults   []Fault
+	requests map[string]int // directory resource name -> POSTs received
 }
 
 // startFront starts the front on a free loopback port, serving HTTPS with
@@ -66,16 +69,25 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 	if err != nil {
 		return nil, err
 	}
-	newOrder, err := newOrderPath(newClient(ca.pool), pebbleURL+"/dir")
+	resources, err := directoryPaths(newClient(ca.pool), pebbleURL+"/dir")
 	if err != nil {
 		return nil, err
+	}
+	var newOrder string
+	for path, name := range resources {
+		if name == "newOrder" {
+			newOrder = path
+		}
+	}
+	if newOrder == "" {
+		return nil, fmt.Errorf("directory %s/dir has no newOrder", pebbleURL)
 	}
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return nil, err
 	}
 	t.Cleanup(func() { _ = logFile.Close() })
-	f := &front{newOrderPath: newOrder}
+	f := &front{newOrderPath: newOrder, resources: resources, requests: map[string]int{}}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -104,27 +116,43 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 	return f, nil
 }
 
-// newOrderPath reads the path of the newOrder resource from a directory.
-func newOrderPath(c *http.Client, dirURL string) (string, error) {
+// directoryPaths reads a directory (RFC 8555 section 7.1.1) and maps the
+// URL path of each resource to its name ("/order-plz" -> "newOrder").
+func directoryPaths(c *http.Client, dirURL string) (map[string]string, error) {
 	resp, err := c.Get(dirURL)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	var dir struct {
-		NewOrder string `json:"newOrder"`
-	}
+	var dir map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&dir); err != nil {
-		return "", fmt.Errorf("read directory %s: %w", dirURL, err)
+		return nil, fmt.Errorf("read directory %s: %w", dirURL, err)
 	}
-	u, err := url.Parse(dir.NewOrder)
-	if err != nil || u.Path == "" {
-		return "", fmt.Errorf("directory %s: bad newOrder %q", dirURL, dir.NewOrder)
+	paths := make(map[string]string)
+	for name, v := range dir {
+		s, ok := v.(string)
+		if !ok {
+			continue // meta
+		}
+		u, err := url.Parse(s)
+		if err != nil || u.Path == "" {
+			return nil, fmt.Errorf("directory %s: bad %s %q", dirURL, name, s)
+		}
+		paths[u.Path] = name
 	}
-	return u.Path, nil
+	return paths, nil
 }
 
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if name, ok := f.resources[r.URL.Path]; ok && r.Method == http.MethodPost {
+		f.mu.Lock()
+		f.requests[name]++
+		f.mu.Unlock()
+	}
+	if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, challengePathPrefix) {
+		f.proxy.ServeHTTP(&retryAfterSetter{ResponseWriter: w}, r)
+		return
+	}
 	if r.Method != http.MethodPost || r.URL.Path != f.newOrderPath {
 		f.proxy.ServeHTTP(w, r)
 		return
@@ -169,6 +197,12 @@ func (f *front) orders() []Order {
 		out[i] = o
 	}
 	return out
+}
+
+func (f *front) requestCount(resource string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests[resource]
 }
 
 func (f *front) addFaults(n int, fault Fault) {
@@ -235,6 +269,39 @@ func parseNewOrder(body []byte) Order {
 	o.Profile, o.Replaces = req.Profile, req.Replaces
 	return o
 }
+
+// challengePathPrefix starts the URLs of Pebble's challenge objects
+// (wfe.challengePath in Pebble v2.10.1; challenges are not in the
+// directory).
+const challengePathPrefix = "/chalZ/"
+
+// retryAfterSetter adds "Retry-After: 1" to an answer that has none.
+//
+// Pebble sends Retry-After on authorizations being validated but not on
+// the answer to the POST that starts a validation, and lego then waits 5
+// seconds (backed off from there) before it looks at the authorization
+// again, although Pebble without sleeps has decided within milliseconds.
+// With the header lego looks again after about a second. (Boulder does not
+// send it either; against a real CA the 5 seconds are harmless.)
+type retryAfterSetter struct {
+	http.ResponseWriter
+}
+
+func (r *retryAfterSetter) WriteHeader(code int) {
+	if code >= http.StatusOK && r.Header().Get("Retry-After") == "" {
+		r.Header().Set("Retry-After", "1")
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *retryAfterSetter) Write(p []byte) (int, error) {
+	if r.Header().Get("Retry-After") == "" {
+		r.WriteHeader(http.StatusOK)
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+func (r *retryAfterSetter) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // statusRecorder remembers the status a handler writes.
 type statusRecorder struct {

@@ -88,8 +88,9 @@ type Options struct {
 	// starts a dnstest.Server where every name is NXDOMAIN until the test
 	// sets records (Server.DNS).
 	DNS *dnstest.Server
-	// Profiles are the profiles Pebble offers; the one named "default" is
-	// used for orders that name none. Default DefaultProfiles().
+	// Profiles are the profiles Pebble offers. Default DefaultProfiles().
+	// Beware: Pebble gives an order that names no profile a profile picked
+	// at random; tests that check lifetimes name one.
 	Profiles map[string]Profile
 	// BlockedDomains are refused by Pebble's policy with a
 	// rejectedIdentifier problem, names below them too. Default none.
@@ -599,6 +600,11 @@ func (s *Server) OrdersFor(name string) int {
 	}
 	return n
 }
+
+// Requests returns how many POST requests reached the directory resource
+// named resource ("newAccount", "newOrder", "revokeCert", "keyChange"):
+// Requests("newAccount") counts account registrations and look-ups.
+func (s *Server) Requests(resource string) int { return s.front.requestCount(resource) }
 
 // FailNewOrders makes the front answer the next n newOrder requests with f
 // instead of passing them to Pebble, to test how clients handle a CA that

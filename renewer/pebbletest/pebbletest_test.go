@@ -126,6 +126,12 @@ func TestFrontCountsOrders(t *testing.T) {
 	if got := ca.OrdersFor("A.example.test"); got != 2 {
 		t.Errorf("OrdersFor(a) = %d, want 2", got)
 	}
+	if got := ca.Requests("newOrder"); got != 2 {
+		t.Errorf("Requests(newOrder) = %d, want 2", got)
+	}
+	if got := ca.Requests("newAccount"); got != 0 {
+		t.Errorf("Requests(newAccount) = %d, want 0", got)
+	}
 	if got := ca.OrdersFor("c.example.test"); got != 0 {
 		t.Errorf("OrdersFor(c) = %d, want 0", got)
 	}

@@ -1,0 +1,248 @@
+package renewer
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-acme/lego/v4/acme"
+)
+
+// ErrorKind says what a failed order means for the next attempt.
+type ErrorKind int
+
+// The kinds of order failures.
+const (
+	// KindTransient: the CA could not be reached or failed (network
+	// error, timeout, 5xx, serverInternal, badNonce), or something on our
+	// side failed (the store). The same order may well succeed after the
+	// usual backoff.
+	KindTransient ErrorKind = iota
+	// KindPermanent: the CA refused the name or its validation failed
+	// (rejectedIdentifier, caa, dns, unauthorized, incorrectResponse, a
+	// challenge that could not connect, …). Trying again cannot help until
+	// something changes outside certserver (DNS, CAA, firewall, the CA's
+	// policy), and every failed validation counts against the CA's
+	// failed-validation limit.
+	KindPermanent
+	// KindRateLimited: the CA's rate limit (rateLimited); the error's
+	// RetryAfter says when to come back.
+	KindRateLimited
+)
+
+func (k ErrorKind) String() string {
+	switch k {
+	case KindTransient:
+		return "transient"
+	case KindPermanent:
+		return "permanent"
+	case KindRateLimited:
+		return "rate_limited"
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// defaultRateLimitWait is the wait assumed when a CA rate-limits without a
+// Retry-After header.
+const defaultRateLimitWait = time.Hour
+
+// ACMEError is a failed order, classified for the scheduler. It implements
+// Permanent() bool and RetryAfter() time.Duration, which the Renewer reads.
+// Its message carries the CA's own words (the problem document's detail,
+// RFC 8555 section 6.7) for Domain.LastError.
+type ACMEError struct {
+	// Name is the name the order was for.
+	Name string
+	// Kind decides the retry.
+	Kind ErrorKind
+	// Problem is the ACME problem type ("urn:ietf:params:acme:error:caa"),
+	// "" when the failure was not a problem document from the CA.
+	Problem string
+	// Detail is the CA's detail of the problem, with its subproblems; else
+	// the text of Err.
+	Detail string
+	// Wait is how long the CA asked us to wait (Retry-After), for
+	// KindRateLimited; zero otherwise.
+	Wait time.Duration
+	// Err is the underlying error, from lego or from certserver.
+	Err error
+}
+
+// Error reads "obtain NAME: DETAIL", with the problem type's short name
+// ("acme caa: …") when the CA sent a problem document.
+func (e *ACMEError) Error() string {
+	if e.Problem != "" {
+		return fmt.Sprintf("obtain %s: acme %s: %s", e.Name, shortProblem(e.Problem), e.Detail)
+	}
+	return fmt.Sprintf("obtain %s: %s", e.Name, e.Detail)
+}
+
+func (e *ACMEError) Unwrap() error { return e.Err }
+
+// Permanent reports whether retrying soon cannot fix the failure.
+func (e *ACMEError) Permanent() bool { return e.Kind == KindPermanent }
+
+// RetryAfter is how long the CA asked us to wait; zero when it did not.
+func (e *ACMEError) RetryAfter() time.Duration { return e.Wait }
+
+// problemNS prefixes every ACME problem type (RFC 8555 section 6.7).
+const problemNS = "urn:ietf:params:acme:error:"
+
+func shortProblem(t string) string { return strings.TrimPrefix(t, problemNS) }
+
+// permanentProblems are the problem types (RFC 8555 section 6.7, RFC 9773)
+// (and draft-ietf-acme-profiles) that no retry fixes without a change
+// elsewhere. "connection" is in the
+// table for validation failures only: see classify.
+var permanentProblems = map[string]bool{
+	"badCSR":                  true,
+	"badPublicKey":            true,
+	"badRevocationReason":     true,
+	"badSignatureAlgorithm":   true,
+	"caa":                     true,
+	"connection":              true,
+	"dns":                     true,
+	"externalAccountRequired": true,
+	"incorrectResponse":       true,
+	"invalidContact":          true,
+	"invalidProfile":          true,
+	"malformed":               true,
+	"rejectedIdentifier":      true,
+	"tls":                     true,
+	"unauthorized":            true,
+	"unsupportedContact":      true,
+	"unsupportedIdentifier":   true,
+	"userActionRequired":      true,
+}
+
+// transientProblems are the problem types a later attempt may not meet.
+// accountDoesNotExist is handled before classification (the account is
+// registered again); when it still surfaces it is treated as transient.
+var transientProblems = map[string]bool{
+	"accountDoesNotExist": true,
+	"alreadyReplaced":     true,
+	"badNonce":            true,
+	"orderNotReady":       true,
+	"serverInternal":      true,
+}
+
+// classify turns the error of an order for name into an *ACMEError. now is
+// the time Retry-After dates are measured from.
+//
+// The first ACME problem document found in err's tree decides:
+// rateLimited is KindRateLimited with its Retry-After (an hour when the CA
+// gave none); the types in permanentProblems are KindPermanent; a problem
+// of unknown type is KindPermanent for a 4xx answer and for a failed
+// validation, KindTransient for a 5xx. A "connection" problem is permanent
+// only when it reports a failed validation (the CA could not reach us);
+// lego marks the problems it read from an HTTP answer with the request's
+// method and URL, and the ones it read from a challenge or order object
+// carry neither. An error without a problem document (network, timeout,
+// a 5xx page that is not a problem, the store) is KindTransient.
+func classify(name string, err error, now time.Time) *ACMEError {
+	var ae *ACMEError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	e := &ACMEError{Name: name, Kind: KindTransient, Err: err, Detail: oneLine(err.Error())}
+	var rl *acme.RateLimitedError
+	if errors.As(err, &rl) {
+		e.Kind, e.Problem, e.Detail = KindRateLimited, rl.Type, problemText(rl.ProblemDetails)
+		e.Wait = parseRetryAfter(rl.RetryAfter, now)
+		if e.Wait <= 0 {
+			e.Wait = defaultRateLimitWait
+		}
+		return e
+	}
+	var p *acme.ProblemDetails
+	if !errors.As(err, &p) || p == nil {
+		return e
+	}
+	e.Problem, e.Detail = p.Type, problemText(p)
+	e.Kind = problemKind(p)
+	return e
+}
+
+// problemKind classifies one problem document.
+func problemKind(p *acme.ProblemDetails) ErrorKind {
+	short := shortProblem(p.Type)
+	fromValidation := p.Method == "" && p.URL == ""
+	switch {
+	case short == "rateLimited":
+		return KindRateLimited
+	case short == "compound":
+		kind := KindTransient
+		for _, sub := range p.SubProblems {
+			k := problemKind(&acme.ProblemDetails{Type: sub.Type, Method: p.Method, URL: p.URL, HTTPStatus: p.HTTPStatus})
+			if k == KindRateLimited {
+				return k
+			}
+			if k == KindPermanent {
+				kind = k
+			}
+		}
+		return kind
+	case short == "connection" && !fromValidation:
+		return KindTransient
+	case permanentProblems[short]:
+		return KindPermanent
+	case transientProblems[short]:
+		return KindTransient
+	case fromValidation || (p.HTTPStatus >= 400 && p.HTTPStatus < 500):
+		return KindPermanent
+	}
+	return KindTransient
+}
+
+// problemText is a problem's detail in the CA's words, followed by its
+// subproblems' ("…; www.example.com: caa: CAA record forbids issuance").
+func problemText(p *acme.ProblemDetails) string {
+	var b strings.Builder
+	b.WriteString(p.Detail)
+	if p.Detail == "" {
+		b.WriteString(shortProblem(p.Type))
+	}
+	for _, sub := range p.SubProblems {
+		b.WriteString("; ")
+		if sub.Identifier.Value != "" {
+			b.WriteString(sub.Identifier.Value + ": ")
+		}
+		b.WriteString(shortProblem(sub.Type) + ": " + sub.Detail)
+	}
+	return oneLine(b.String())
+}
+
+// parseRetryAfter reads a Retry-After value (RFC 9110 section 10.2.3):
+// seconds, or an HTTP date (any of the three formats, or RFC 1123 with
+// another zone name) measured from now. It returns 0 when the value
+// is missing or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(secs) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		// Some servers name the zone "UTC" instead of "GMT".
+		t, err = time.Parse(time.RFC1123, v)
+	}
+	if err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// oneLine folds an error text onto one line for logs and LastError: lego
+// joins per-domain failures with newlines.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -41,6 +41,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the sidecar: certificate endpoint and admin API", runServe},
 		{"import", "import certificates from certbot directories or PEM files", runImport},
+		{"fallback-cert", "write the self-signed certificate nginx serves for unknown names", runFallbackCert},
 		{"version", "print the version", runVersion},
 	}
 }

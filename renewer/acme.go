@@ -1,0 +1,404 @@
+package renewer
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/go-acme/lego/v4/acme"
+	"github.com/go-acme/lego/v4/certcrypto"
+	"github.com/go-acme/lego/v4/certificate"
+)
+
+// finalizeTimeout is how long lego waits for a finalized order to turn
+// valid; it polls every finalizeTimeout/60.
+const finalizeTimeout = 30 * time.Second
+
+// ExternalAccount binds a new ACME account to an account at the CA
+// (RFC 8555 section 7.3.4), for CAs that require it.
+type ExternalAccount struct {
+	KeyID   string // the key identifier the CA gave
+	HMACKey string // the MAC key the CA gave, base64url
+}
+
+// ACMEConfig configures an ACMEIssuer. Zero fields take the defaults
+// stated.
+type ACMEConfig struct {
+	// Directory is the CA's ACME directory URL; it must be https.
+	// Required.
+	Directory string
+	// Email is the account's contact address. Default "": no contact.
+	Email string
+	// AgreeTerms agrees to the CA's terms of service when the account is
+	// registered (RFC 8555 section 7.3). Default false; a CA with terms
+	// (Let's Encrypt) refuses to register an account without it.
+	AgreeTerms bool
+	// EAB binds the account to one at the CA. Default nil: no binding.
+	EAB *ExternalAccount
+	// KeyType is the type of certificate keys. Default KeyECDSAP256.
+	KeyType KeyType
+	// ReuseKey makes an order that replaces a certificate keep that
+	// certificate's private key (when it is of KeyType). Default false: a
+	// new key per order.
+	ReuseKey bool
+	// PreferredChain picks, among the chains the CA offers, the one whose
+	// topmost certificate is issued by this common name. Default "": the
+	// CA's default chain.
+	PreferredChain string
+	// Timeout bounds one order, or one account registration, from the
+	// first request to the certificate. Default 3 minutes. The context
+	// given to Obtain may end it earlier.
+	Timeout time.Duration
+	// ChallengeTTL is how long an HTTP-01 token stays readable in the store
+	// if its order does not remove it (a crash). Default 15 minutes.
+	ChallengeTTL time.Duration
+	// HTTPClient makes the requests to the CA; only its Transport and
+	// Timeout are used, and it is never modified. Default: the default
+	// transport (system roots, proxy from the environment), 30 seconds per
+	// request.
+	HTTPClient *http.Client
+	// UserAgent starts the User-Agent of requests to the CA. Default
+	// "certserver".
+	UserAgent string
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// ACMEIssuer obtains certificates from one ACME CA with one account, over
+// lego v4, answering HTTP-01 challenges through the store. It implements
+// Issuer and is safe for concurrent use.
+type ACMEIssuer struct {
+	cfg        ACMEConfig
+	store      store.Store
+	log        *slog.Logger
+	accountID  string
+	transport  http.RoundTripper
+	reqTimeout time.Duration
+
+	acctLock chan struct{} // held while the account is loaded or registered
+	acct     *account      // guarded by acctLock; nil until loaded
+}
+
+var _ Issuer = (*ACMEIssuer)(nil)
+
+// NewACMEIssuer returns an issuer for cfg.Directory that keeps its account
+// and challenge tokens in st and logs to logger. It also sends lego's log
+// to logger (SetLegoLogger). Nothing is sent to the CA until the first
+// Obtain or Account.
+func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIssuer, error) {
+	switch {
+	case st == nil:
+		return nil, errors.New("new acme issuer: nil store")
+	case logger == nil:
+		return nil, errors.New("new acme issuer: nil logger")
+	}
+	u, err := url.Parse(cfg.Directory)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("new acme issuer: directory %q is not an https URL", cfg.Directory)
+	}
+	if cfg.KeyType == "" {
+		cfg.KeyType = KeyECDSAP256
+	}
+	if !cfg.KeyType.valid() {
+		return nil, fmt.Errorf("new acme issuer: unknown key type %q", cfg.KeyType)
+	}
+	if cfg.EAB != nil && (cfg.EAB.KeyID == "" || cfg.EAB.HMACKey == "") {
+		return nil, errors.New("new acme issuer: external account binding needs a key ID and an HMAC key")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 3 * time.Minute
+	}
+	if cfg.ChallengeTTL <= 0 {
+		cfg.ChallengeTTL = 15 * time.Minute
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "certserver"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &ACMEIssuer{
+		cfg:        cfg,
+		store:      st,
+		log:        logger.With("subsystem", "acme", "issuer", cfg.Directory),
+		accountID:  AccountID(cfg.Directory, cfg.Email),
+		transport:  http.DefaultTransport,
+		reqTimeout: 30 * time.Second,
+		acctLock:   make(chan struct{}, 1),
+	}
+	if hc := cfg.HTTPClient; hc != nil {
+		if hc.Transport != nil {
+			a.transport = hc.Transport
+		}
+		if hc.Timeout > 0 {
+			a.reqTimeout = hc.Timeout
+		}
+	}
+	SetLegoLogger(logger)
+	return a, nil
+}
+
+// Directory returns the CA's directory URL.
+func (a *ACMEIssuer) Directory() string { return a.cfg.Directory }
+
+// Obtain orders a certificate for o.Name from the CA (RFC 8555 section
+// 7.4), proving control of the name with HTTP-01, and returns the new
+// record, not yet stored: the chain as the CA bundled it (leaf first), its
+// key, Source "acme" and Origin the directory URL; RenewAt is left for the
+// caller.
+//
+// The order has a new key of the configured type, or the key of
+// o.Replaces when ReuseKey is set; it asks for o.Profile ("" for the CA's
+// default), and names o.Replaces as the certificate it replaces (RFC 9773
+// section 5) when the CA offers renewal information.
+//
+// Every failure is an *ACMEError that tells a transient failure from a
+// permanent one and a rate limit (see classify). The order ends when ctx
+// does or after the configured Timeout, whichever is first. lego ignores
+// contexts, so it runs in a goroutine that may outlive Obtain: its HTTP
+// requests fail as soon as the order's context ends, but it may still
+// finish a sleep between polls (seconds) and remove its challenge token
+// before it returns. A certificate it obtains after Obtain returned is
+// discarded and logged.
+func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, error) {
+	if err := checkOrderName(o.Name); err != nil {
+		return nil, &ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}
+	}
+	if err := context.Cause(ctx); err != nil {
+		return nil, classify(o.Name, fmt.Errorf("order not started: %w", err), a.cfg.Now())
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+
+	acct, err := a.account(ctx)
+	if err != nil {
+		return nil, classify(o.Name, err, a.cfg.Now())
+	}
+	cert, err := a.obtain(ctx, acct, o)
+	if isProblem(err, "accountDoesNotExist") {
+		if acct, err = a.reregister(ctx, acct); err == nil {
+			cert, err = a.obtain(ctx, acct, o)
+		}
+	}
+	if err != nil {
+		return nil, classify(o.Name, err, a.cfg.Now())
+	}
+	return cert, nil
+}
+
+// obtain runs one order with acct.
+func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store.Certificate, error) {
+	log := a.log.With("name", o.Name)
+	key, keyPEM, err := a.certKey(log, o.Replaces)
+	if err != nil {
+		return nil, err
+	}
+	req := certificate.ObtainRequest{
+		Domains:        []string{o.Name},
+		PrivateKey:     key,
+		Bundle:         true,
+		PreferredChain: a.cfg.PreferredChain,
+		Profile:        o.Profile,
+		ReplacesCertID: replacesID(o.Replaces),
+	}
+	provider := &http01Provider{ctx: ctx, store: a.store, ttl: a.cfg.ChallengeTTL, now: a.cfg.Now}
+	start := time.Now()
+	res, err := bounded(ctx, func() (*certificate.Resource, error) {
+		client, err := a.newLegoClient(ctx, acct)
+		if err != nil {
+			return nil, err
+		}
+		if err := client.Challenge.SetHTTP01Provider(provider); err != nil {
+			return nil, err
+		}
+		return client.Certificate.Obtain(req)
+	}, func(res *certificate.Resource, err error) {
+		if err == nil && res != nil {
+			log.Warn("certificate issued after its order was given up; discarded", "certificate_url", res.CertURL)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	cert, err := store.ParseCertificate(res.Certificate, keyPEM, a.cfg.Now())
+	if err != nil {
+		return nil, fmt.Errorf("certificate from the CA: %w", err)
+	}
+	cert.Source, cert.Origin = "acme", a.cfg.Directory
+	log.Debug("order complete", "serial", cert.Serial, "profile", o.Profile,
+		"took", time.Since(start).Round(time.Millisecond))
+	return cert, nil
+}
+
+// certKey returns the private key for a new certificate and its PEM: the
+// key of prev when ReuseKey is set and that key is of the configured type,
+// else a new one.
+func (a *ACMEIssuer) certKey(log *slog.Logger, prev *store.Certificate) (crypto.Signer, []byte, error) {
+	if a.cfg.ReuseKey && prev != nil && len(prev.KeyPEM) > 0 {
+		key, err := decodeKey(prev.KeyPEM)
+		switch {
+		case err != nil:
+			log.Warn("cannot reuse the previous key; making a new one", "error", err)
+		case keyTypeOf(key) != a.cfg.KeyType:
+			log.Info("previous key is not of the configured type; making a new one",
+				"key_type", string(keyTypeOf(key)), "want", string(a.cfg.KeyType))
+		default:
+			keyPEM, err := encodeKey(key)
+			return key, keyPEM, err
+		}
+	}
+	key, err := generateKey(a.cfg.KeyType)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate key: %w", err)
+	}
+	keyPEM, err := encodeKey(key)
+	return key, keyPEM, err
+}
+
+// replacesID returns the ARI certificate identifier (RFC 9773 section 4.1)
+// of c's leaf, "" when there is no c or its chain does not parse.
+func replacesID(c *store.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	block, _ := pem.Decode(c.ChainPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return ""
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	id, err := certificate.MakeARICertID(leaf)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+// checkOrderName refuses what cannot be ordered over HTTP-01: an empty
+// name and wildcards, which need DNS-01 (RFC 8555 section 8.4; Let's
+// Encrypt validates wildcards with DNS-01 only).
+func checkOrderName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case strings.Contains(name, "*"):
+		return fmt.Errorf("%s: wildcard names need the dns-01 challenge, which certserver does not answer", name)
+	}
+	return nil
+}
+
+// isProblem reports whether err holds an ACME problem of the given short
+// type ("accountDoesNotExist").
+func isProblem(err error, short string) bool {
+	var p *acme.ProblemDetails
+	return errors.As(err, &p) && p != nil && p.Type == problemNS+short
+}
+
+// legoKeyType maps a KeyType to lego's; lego only uses it when no key is
+// given, which the issuer never does.
+func legoKeyType(k KeyType) certcrypto.KeyType {
+	switch k {
+	case KeyECDSAP384:
+		return certcrypto.EC384
+	case KeyRSA2048:
+		return certcrypto.RSA2048
+	case KeyRSA4096:
+		return certcrypto.RSA4096
+	}
+	return certcrypto.EC256
+}
+
+// bounded runs f, a lego call that ignores contexts, in a goroutine and
+// returns its result, or an error wrapping ctx's cause as soon as ctx is
+// done. In that case f runs on until lego returns, and late (if not nil)
+// receives what it returns. A panic in f becomes an error.
+func bounded[T any](ctx context.Context, f func() (T, error), late func(T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if p := recover(); p != nil {
+				r.err = fmt.Errorf("lego panicked: %v", p)
+			}
+			done <- r
+		}()
+		r.v, r.err = f()
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		if late != nil {
+			go func() {
+				r := <-done
+				late(r.v, r.err)
+			}()
+		}
+		var zero T
+		return zero, fmt.Errorf("order given up: %w", context.Cause(ctx))
+	}
+}
+
+// httpClient returns a client for lego whose requests end when ctx does.
+// lego wraps the client's transport (to refuse plain HTTP), so every lego
+// client gets a new http.Client.
+func (a *ACMEIssuer) httpClient(ctx context.Context) *http.Client {
+	return &http.Client{
+		Timeout:   a.reqTimeout,
+		Transport: &ctxTransport{ctx: ctx, base: a.transport},
+	}
+}
+
+// ctxTransport ends every request when ctx ends, on top of the request's
+// own context (which carries the client's timeout).
+type ctxTransport struct {
+	ctx  context.Context
+	base http.RoundTripper
+}
+
+func (t *ctxTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := context.Cause(t.ctx); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancelCause(req.Context())
+	stop := context.AfterFunc(t.ctx, func() { cancel(context.Cause(t.ctx)) })
+	release := func() {
+		stop()
+		cancel(nil)
+	}
+	resp, err := t.base.RoundTrip(req.WithContext(rctx))
+	if err != nil {
+		release()
+		return nil, err
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
+	return resp, nil
+}
+
+// releasingBody releases the request's context when the body is closed.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}

@@ -409,6 +409,9 @@ end
 
 
 -- A cache entry: a certificate (chain and key set) or a negative answer.
+-- Until fresh_until a worker serves it without looking for a newer copy;
+-- a certificate may be served stale (while the sidecar fails) until
+-- stale_until.
 local function new_entry(fresh_until, version, chain, key)
     return {
         fresh_until = fresh_until,
@@ -582,6 +585,16 @@ local function fetch(name)
 end
 
 
+-- hold(entry) keeps serving entry, stale, without looking again for
+-- error_ttl: while the sidecar is not asked, nothing newer can come.
+local function hold(entry)
+    if entry then
+        entry.fresh_until = ngx_now() + error_ttl
+    end
+    return entry
+end
+
+
 -- Fetches name from the sidecar and caches the answer. cur is what the
 -- caches hold (or nil). Returns the entry to serve, or nil.
 local function refresh(name, cur)
@@ -595,7 +608,7 @@ local function refresh(name, cur)
         if not chain then
             log_limited("response", "bad answer for " .. name .. ": " .. key)
             certs:set(BAD_PREFIX .. name, true, error_ttl)
-            return cur
+            return hold(cur)
         end
         local entry = new_entry(now + max_age, version, chain, key)
         local exptime = 0
@@ -635,7 +648,7 @@ local function refresh(name, cur)
         log_limited("response", "sidecar answered " .. status .. " for "
                                 .. name)
         certs:set(BAD_PREFIX .. name, true, error_ttl)
-        return cur
+        return hold(cur)
     end
 
     local where = sock_host
@@ -645,7 +658,7 @@ local function refresh(name, cur)
     log_limited("down", "sidecar at " .. where .. " failed (" .. body
                         .. "); serving cached certificates and the fallback")
     certs:set(DOWN_KEY, true, error_ttl)
-    return cur
+    return hold(cur)
 end
 
 
@@ -675,7 +688,7 @@ local function lookup(name, cur)
     end
 
     if certs:get(DOWN_KEY) or certs:get(BAD_PREFIX .. name) then
-        return entry
+        return hold(entry)
     end
 
     local ok, err = locks:add(name, ngx_worker_pid(), lock_timeout)
@@ -685,13 +698,13 @@ local function lookup(name, cur)
         locks:delete(name)
         if not ok then
             log_limited("internal", "internal error: " .. tostring(res))
-            return entry
+            return hold(entry)
         end
         return res
     end
     if err ~= "exists" then
         log_limited("lock", "cannot lock " .. name .. ": " .. tostring(err))
-        return entry
+        return hold(entry)
     end
 
     -- Another worker is asking the sidecar. Serve what we have, else wait

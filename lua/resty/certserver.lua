@@ -665,7 +665,7 @@ end
 local function valid_name(name)
     return #name > 0 and #name <= 253
            and not str_find(name, "[^a-z0-9.-]")
-           and str_byte(name, 1) ~= DOT
+           and str_byte(name, 1) ~= DOT and str_byte(name, -1) ~= DOT
            and not str_find(name, "..", 1, true)
 end
 

@@ -403,7 +403,9 @@ func (n *Nginx) ErrorLog() string {
 
 // Reloads counts the configuration reloads (SIGHUP) the master has logged.
 func (n *Nginx) Reloads() int {
-	return strings.Count(n.ErrorLog(), "reconfiguring")
+	// One reload logs "signal 1 (SIGHUP) received from N, reconfiguring"
+	// and then "N#N: reconfiguring".
+	return strings.Count(n.ErrorLog(), ": reconfiguring\n")
 }
 
 // Reload makes nginx re-read its configuration (SIGHUP) and waits until

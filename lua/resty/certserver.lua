@@ -299,8 +299,8 @@ local function log_limited(kind, msg)
     end
     st.next = now + log_interval
     if st.suppressed > 0 then
-        ngx_log(ERR, "certserver: ", msg, " (", st.suppressed,
-                " more like this in the last ", log_interval, "s)")
+        ngx_log(ERR, "certserver: ", msg, " (and ", st.suppressed,
+                " more like it since the last report)")
         st.suppressed = 0
     else
         ngx_log(ERR, "certserver: ", msg)

@@ -606,6 +606,39 @@ func (s *Server) OrdersFor(name string) int {
 // Requests("newAccount") counts account registrations and look-ups.
 func (s *Server) Requests(resource string) int { return s.front.requestCount(resource) }
 
+// SetRenewalInfo makes Pebble suggest the window start to end (RFC 9773
+// section 4.2) for the certificate whose leaf starts chainPEM, through the
+// management API (/set-renewal-info/). A window in the past asks for
+// renewal now, as a CA does for a certificate it is about to revoke. It
+// fails the test when Pebble refuses.
+func (s *Server) SetRenewalInfo(t testing.TB, chainPEM []byte, start, end time.Time) {
+	t.Helper()
+	certs, err := parsePEMCerts(chainPEM)
+	if err != nil {
+		t.Fatalf("pebbletest: SetRenewalInfo: %v", err)
+	}
+	window, err := json.Marshal(map[string]any{"suggestedWindow": map[string]time.Time{"start": start.UTC(), "end": end.UTC()}})
+	if err != nil {
+		t.Fatalf("pebbletest: SetRenewalInfo: %v", err)
+	}
+	body, err := json.Marshal(map[string]string{
+		"Certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})),
+		"ARIResponse": string(window),
+	})
+	if err != nil {
+		t.Fatalf("pebbletest: SetRenewalInfo: %v", err)
+	}
+	resp, err := s.HTTPClient().Post(s.ManagementURL+"/set-renewal-info/", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("pebbletest: SetRenewalInfo: %v", err)
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pebbletest: SetRenewalInfo: %s: %s", resp.Status, msg)
+	}
+}
+
 // FailNewOrders makes the front answer the next n newOrder requests with f
 // instead of passing them to Pebble, to test how clients handle a CA that
 // rate-limits or fails.

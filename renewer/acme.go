@@ -59,6 +59,9 @@ type ACMEConfig struct {
 	// first request to the certificate. Default 3 minutes. The context
 	// given to Obtain may end it earlier.
 	Timeout time.Duration
+	// DisableARI stops Obtain from asking the CA's renewal information
+	// (RFC 9773) for the new certificate's RenewAt. Default false.
+	DisableARI bool
 	// ChallengeTTL is how long an HTTP-01 token stays readable in the store
 	// if its order does not remove it (a crash). Default 15 minutes.
 	ChallengeTTL time.Duration
@@ -154,8 +157,10 @@ func (a *ACMEIssuer) Directory() string { return a.cfg.Directory }
 // Obtain orders a certificate for o.Name from the CA (RFC 8555 section
 // 7.4), proving control of the name with HTTP-01, and returns the new
 // record, not yet stored: the chain as the CA bundled it (leaf first), its
-// key, Source "acme" and Origin the directory URL; RenewAt is left for the
-// caller.
+// key, Source "acme" and Origin the directory URL. RenewAt is a random
+// time in the window the CA suggests for it (RFC 9773 section 4.2), or zero
+// for the caller to fill when the CA has no renewal information, it cannot
+// be read, or DisableARI is set.
 //
 // The order has a new key of the configured type, or the key of
 // o.Replaces when ReuseKey is set; it asks for o.Profile ("" for the CA's
@@ -235,8 +240,9 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 		return nil, fmt.Errorf("certificate from the CA: %w", err)
 	}
 	cert.Source, cert.Origin = "acme", a.cfg.Directory
+	cert.RenewAt = a.renewAt(ctx, cert)
 	log.Debug("order complete", "serial", cert.Serial, "profile", o.Profile,
-		"took", time.Since(start).Round(time.Millisecond))
+		"renew_at", cert.RenewAt, "took", time.Since(start).Round(time.Millisecond))
 	return cert, nil
 }
 

@@ -152,8 +152,11 @@ func TestObtain(t *testing.T) {
 	if life := cert.NotAfter.Sub(cert.NotBefore); life < 89*24*time.Hour || life > 90*24*time.Hour {
 		t.Errorf("lifetime %s, want Pebble's default profile, 90 days", life)
 	}
-	if !cert.RenewAt.IsZero() {
-		t.Errorf("RenewAt = %s, want it left to the scheduler", cert.RenewAt)
+	// Pebble's ARI window is a day either side of two thirds of the
+	// lifetime.
+	ideal := cert.NotAfter.Add(-30 * 24 * time.Hour)
+	if cert.RenewAt.Before(ideal.Add(-25*time.Hour)) || cert.RenewAt.After(ideal.Add(25*time.Hour)) {
+		t.Errorf("RenewAt = %s, want within a day of %s (Pebble's ARI window)", cert.RenewAt, ideal)
 	}
 	if n := env.ca.OrdersFor(name); n != 1 {
 		t.Errorf("orders for %s = %d, want 1", name, n)

@@ -295,6 +295,14 @@ func (a *AdminAPI) routeOf(h *fasthttp.RequestHeader) *route {
 	if i := strings.IndexByte(uri, '?'); i >= 0 {
 		uri = uri[:i]
 	}
+	// An absolute-form target (RFC 9112 section 3.2.2) carries the path
+	// after the authority.
+	if _, rest, ok := strings.Cut(uri, "://"); ok {
+		uri = "/"
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			uri = rest[i:]
+		}
+	}
 	rt, _, _ := a.routes.match(string(h.Method()), uri)
 	return rt
 }

@@ -1,9 +1,11 @@
 package certserver
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -298,5 +300,27 @@ func TestClientUnreachable(t *testing.T) {
 	}
 	if err := cl.Health(context.Background()); !errors.Is(err, client.ErrUnreachable) {
 		t.Fatalf("Health = %v, want ErrUnreachable", err)
+	}
+}
+
+// A request in absolute form gets its route's body limit too.
+func TestAdminAbsoluteFormBodyLimit(t *testing.T) {
+	base := startAdmin(t, AdminConfig{Token: testToken}, newTestStore(t))
+	body := importBody(t, newTestCert(t, time.Now().Add(24*time.Hour), "absolute.example.com"))
+	body = body[:len(body)-1] + `,"origin":"` + strings.Repeat("o", 4000) + `"}`
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST %s/v1/certificates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		base, testToken, len(body), body)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("status %d, want 201", resp.StatusCode)
 	}
 }

@@ -256,6 +256,9 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	if errors.Is(err, store.ErrNotFound) {
 		rc.Error("no certificate for "+name+"\n", fasthttp.StatusNotFound)
 		setMaxAge(rc, e.cfg.NotFoundMaxAge)
+		if e.log.Enabled(e.base, slog.LevelDebug) {
+			e.log.Debug("no certificate", "name", name)
+		}
 		return
 	}
 	if err != nil {
@@ -263,11 +266,17 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		internalError(rc)
 		return
 	}
+	now := e.cfg.Now()
+	maxAge := CacheMaxAge(c, now, e.cfg.MinAge, e.cfg.MaxAge)
 	rc.SetStatusCode(fasthttp.StatusOK)
 	rc.SetContentType("application/x-pem-file")
-	setMaxAge(rc, CacheMaxAge(c, e.cfg.Now(), e.cfg.MinAge, e.cfg.MaxAge))
+	setMaxAge(rc, maxAge)
 	writeLine(rc, c.ChainPEM)
 	writeLine(rc, c.KeyPEM)
+	if e.log.Enabled(e.base, slog.LevelDebug) {
+		e.log.Debug("certificate served", "name", name, "id", c.ID, "serial", c.Serial,
+			"not_after", c.NotAfter, "max_age", maxAge, "expired", !now.Before(c.NotAfter))
+	}
 }
 
 // writeLine appends b to the response body, followed by a newline unless it

@@ -166,7 +166,7 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 
 // Listen binds the configured TCP address. ctx is accepted for symmetry
 // with CertEndpoint.Listen and bounds nothing yet. On error nothing stays
-// bound.
+// bound and the API cannot be used again.
 func (a *AdminAPI) Listen(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -187,7 +187,8 @@ func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger
 
 // Listen binds the configured unix socket and TCP address. ctx bounds the
 // binding only (the check for a live server on an existing socket file),
-// not the life of the listeners. On error nothing stays bound.
+// not the life of the listeners. On error nothing stays bound and the
+// endpoint cannot be used again.
 func (e *CertEndpoint) Listen(ctx context.Context) error {
 	if e.cfg.Socket != "" {
 		if err := e.srv.listenUnix(ctx, e.cfg.Socket, e.cfg.SocketMode, e.cfg.SocketGroup); err != nil {

@@ -38,10 +38,10 @@ then, in nginx:
 `
 
 func runFallbackCert(_ context.Context, e *env, args []string) int {
-	fs := newFlagSet(e, "fallback-cert", "--out DIR [--force]", fallbackHelp)
+	fs := newFlagSet("fallback-cert", "--out DIR [--force]", fallbackHelp)
 	out := fs.String("out", "", "the `directory` to write fallback.crt and fallback.key to (required)")
 	force := fs.Bool("force", false, "replace existing files")
-	rest, code, ok := parseFlags(e, fs, args)
+	rest, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
 	}

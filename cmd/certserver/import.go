@@ -74,7 +74,7 @@ const (
 )
 
 func runImport(ctx context.Context, e *env, args []string) int {
-	fs := newFlagSet(e, "import", "[flags] PATH...", importHelp)
+	fs := newFlagSet("import", "[flags] PATH...", importHelp)
 	adminURL := fs.String("admin", "", "the admin API `URL` (default from $CERTSERVER_ADMIN, the config file, else http://"+certserver.DefaultAdminListen+")")
 	tokenFile := fs.String("token-file", "", "read the admin token from `file` (default from $CERTSERVER_ADMIN_TOKEN(_FILE) or the config file)")
 	configPath := fs.String("config", "", "read the admin address and token file from this configuration `file` (default "+defaultConfigPath+" if it exists)")
@@ -83,7 +83,7 @@ func runImport(ctx context.Context, e *env, args []string) int {
 	dryRun := fs.Bool("dry-run", false, "check the certificates without uploading them")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up on one upload after this `duration`")
-	paths, code, ok := parseFlags(e, fs, args)
+	paths, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
 	}

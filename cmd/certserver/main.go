@@ -100,36 +100,47 @@ Exit codes: 0 success, 1 failure, 2 bad command line.
 `)
 }
 
-// newFlagSet returns a flag set for a subcommand whose --help prints the
-// description (with its examples) and the flags.
-func newFlagSet(e *env, name, synopsis, description string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		w := e.stdout
-		fmt.Fprintf(w, "Usage: certserver %s %s\n\n%s\n", name, synopsis, strings.TrimSpace(description))
-		hasFlags := false
-		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
-		if hasFlags {
-			fmt.Fprint(w, "\nFlags:\n")
-			fs.SetOutput(w)
-			fs.PrintDefaults()
-			fs.SetOutput(io.Discard)
-		}
-	}
-	return fs
+// flagSet is the flag set of one subcommand with the text of its --help.
+type flagSet struct {
+	*flag.FlagSet
+	synopsis    string // the arguments after "certserver NAME"
+	description string // what the command does, with examples
 }
 
-// parseFlags parses args, allowing flags after positional arguments
+// newFlagSet returns the flag set of a subcommand.
+func newFlagSet(name, synopsis, description string) *flagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	// The flag package calls Usage on every parse error; parse prints the
+	// help itself, and only for --help.
+	fs.Usage = func() {}
+	return &flagSet{FlagSet: fs, synopsis: synopsis, description: description}
+}
+
+// printHelp prints the synopsis, the description and the flags.
+func (fs *flagSet) printHelp(w io.Writer) {
+	fmt.Fprintf(w, "Usage: certserver %s %s\n\n%s\n", fs.Name(), fs.synopsis, strings.TrimSpace(fs.description))
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		fmt.Fprint(w, "\nFlags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+}
+
+// parse parses args, allowing flags after positional arguments
 // ("import /etc/letsencrypt --dry-run"); "--" ends the flags. It returns the
-// positional arguments, or an exit code when the command must stop: exitOK
-// after --help, exitUsage after a message naming the bad flag.
-func parseFlags(e *env, fs *flag.FlagSet, args []string) ([]string, int, bool) {
+// positional arguments and true, or an exit code and false when the command
+// must stop: exitOK after printing the help for --help, exitUsage after a
+// message naming the bad flag.
+func (fs *flagSet) parse(e *env, args []string) ([]string, int, bool) {
 	var positional []string
 	for {
 		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			fs.printHelp(e.stdout)
 			return nil, exitOK, false
 		}
 		if err != nil {

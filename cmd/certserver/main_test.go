@@ -54,10 +54,28 @@ func TestCommandLine(t *testing.T) {
 
 func TestParseFlagsInterspersed(t *testing.T) {
 	e, _, _ := testEnv(nil)
-	fs := newFlagSet(e, "x", "", "")
+	fs := newFlagSet("x", "", "")
 	dry := fs.Bool("dry-run", false, "")
-	rest, _, ok := parseFlags(e, fs, []string{"a", "--dry-run", "b", "--", "--c"})
+	rest, _, ok := fs.parse(e, []string{"a", "--dry-run", "b", "--", "--c"})
 	if !ok || !*dry || strings.Join(rest, " ") != "a b --c" {
 		t.Fatalf("rest %q dry %v ok %v", rest, *dry, ok)
+	}
+}
+
+func TestHelpPrintedOnce(t *testing.T) {
+	e, stdout, _ := testEnv(nil)
+	if code := run(context.Background(), e, []string{"import", "--help"}); code != exitOK {
+		t.Fatalf("exit code %d", code)
+	}
+	if n := strings.Count(stdout.String(), "Usage:"); n != 1 {
+		t.Errorf("help printed %d times", n)
+	}
+	// A bad flag gets a short message on stderr, not the help on stdout.
+	e, stdout, stderr := testEnv(nil)
+	if code := run(context.Background(), e, []string{"import", "--nope"}); code != exitUsage {
+		t.Fatalf("exit code %d", code)
+	}
+	if stdout.String() != "" || strings.Count(stderr.String(), "\n") > 2 {
+		t.Errorf("stdout %q stderr %q", stdout, stderr)
 	}
 }

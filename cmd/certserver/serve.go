@@ -39,9 +39,9 @@ Examples:
 `
 
 func runServe(ctx context.Context, e *env, args []string) int {
-	fs := newFlagSet(e, "serve", "[--config FILE]", serveHelp)
+	fs := newFlagSet("serve", "[--config FILE]", serveHelp)
 	configPath := fs.String("config", defaultConfigPath, "the configuration `file`")
-	rest, code, ok := parseFlags(e, fs, args)
+	rest, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
 	}

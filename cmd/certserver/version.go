@@ -52,8 +52,8 @@ Example:
 `
 
 func runVersion(_ context.Context, e *env, args []string) int {
-	fs := newFlagSet(e, "version", "", versionHelp)
-	rest, code, ok := parseFlags(e, fs, args)
+	fs := newFlagSet("version", "", versionHelp)
+	rest, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
 	}

@@ -171,7 +171,7 @@ func (a *AdminAPI) Listen(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := a.srv.listenTCP(a.cfg.Listen); err != nil {
+	if err := a.srv.listenTCP(a.cfg.Listen, a.cfg.AllowNonLoopback); err != nil {
 		a.srv.close()
 		return fmt.Errorf("admin API: %w", err)
 	}

@@ -197,7 +197,7 @@ func (e *CertEndpoint) Listen(ctx context.Context) error {
 		}
 	}
 	if e.cfg.Listen != "" {
-		if err := e.srv.listenTCP(e.cfg.Listen); err != nil {
+		if err := e.srv.listenTCP(e.cfg.Listen, e.cfg.AllowNonLoopback); err != nil {
 			e.srv.close()
 			return fmt.Errorf("certificate endpoint: %w", err)
 		}

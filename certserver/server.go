@@ -32,11 +32,18 @@ type server struct {
 	closed  bool
 }
 
-// listenTCP adds a TCP listener on addr.
-func (s *server) listenTCP(addr string) error {
+// listenTCP adds a TCP listener on addr. Unless allowNonLoopback is set,
+// the address actually bound must be a loopback one: a name such as
+// "localhost" is resolved by the system, and what it resolves to is checked
+// too.
+func (s *server) listenTCP(addr string, allowNonLoopback bool) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
+	}
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !allowNonLoopback && !ta.IP.IsLoopback() {
+		ln.Close()
+		return fmt.Errorf("address %q resolved to %s: %w", addr, ta.IP, ErrNotLoopback)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

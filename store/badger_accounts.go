@@ -14,7 +14,7 @@ func (b *Badger) PutAccount(ctx context.Context, a *Account) error {
 	if a == nil || a.ID == "" {
 		return fmt.Errorf("put account: missing id: %w", ErrInvalid)
 	}
-	val, err := encode(a)
+	val, err := encodeJSON(a)
 	if err != nil {
 		return fmt.Errorf("put account %s: %w", a.ID, err)
 	}
@@ -35,7 +35,7 @@ func (b *Badger) GetAccount(ctx context.Context, id string) (*Account, error) {
 		if err != nil {
 			return notFound(err)
 		}
-		return decodeItem(item, &a)
+		return readJSON(item, &a)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get account %s: %w", id, err)
@@ -52,7 +52,7 @@ func (b *Badger) PutChallenge(ctx context.Context, token, keyAuth string, expire
 		return fmt.Errorf("put challenge: empty token or key authorization: %w", ErrInvalid)
 	}
 	ttl := expires.Sub(b.now())
-	val, err := encode(&challengeRecord{KeyAuth: keyAuth, Expires: expires})
+	val, err := encodeJSON(&challengeRecord{KeyAuth: keyAuth, Expires: expires})
 	if err != nil {
 		return fmt.Errorf("put challenge %s: %w", token, err)
 	}
@@ -76,7 +76,7 @@ func (b *Badger) GetChallenge(ctx context.Context, token string) (string, error)
 		if err != nil {
 			return notFound(err)
 		}
-		return decodeItem(item, &rec)
+		return readJSON(item, &rec)
 	})
 	if err == nil && !b.now().Before(rec.Expires) {
 		err = fmt.Errorf("expired: %w", ErrNotFound)

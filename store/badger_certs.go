@@ -25,16 +25,13 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 	if rec.StoredAt.IsZero() {
 		rec.StoredAt = b.now()
 	}
-	val, err := encode(&rec)
-	if err != nil {
-		return fmt.Errorf("put certificate %s: %w", c.ID, err)
-	}
+	val := encodeCertificate(&rec)
 	claim := claimValue(rec.StoredAt, rec.NotAfter)
-	err = b.update(ctx, func(txn *badger.Txn) error {
+	err := b.update(ctx, func(txn *badger.Txn) error {
 		var old Certificate
 		switch item, err := txn.Get(key(prefixCert, rec.ID)); {
 		case err == nil:
-			if err := decodeItem(item, &old); err != nil {
+			if err := readCertificate(item, &old); err != nil {
 				return err
 			}
 		case !errors.Is(err, badger.ErrKeyNotFound):
@@ -71,7 +68,7 @@ func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, e
 		if err != nil {
 			return notFound(err)
 		}
-		return decodeItem(item, &c)
+		return readCertificate(item, &c)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get certificate %s: %w", id, err)
@@ -119,7 +116,7 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 		}
 		return notFound(err)
 	}
-	return decodeItem(item, c)
+	return readCertificate(item, c)
 }
 
 // DeleteCertificate implements Store. Names the record served fall back to
@@ -131,7 +128,7 @@ func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
 			return notFound(err)
 		}
 		var old Certificate
-		if err := decodeItem(item, &old); err != nil {
+		if err := readCertificate(item, &old); err != nil {
 			return err
 		}
 		for _, name := range old.Names {
@@ -206,7 +203,7 @@ func (b *Badger) ListCertificates(ctx context.Context, after string, limit int) 
 	var out []*Certificate
 	err := b.list(ctx, prefixCert, after, limit, func(item *badger.Item) error {
 		var c Certificate
-		if err := decodeItem(item, &c); err != nil {
+		if err := readCertificate(item, &c); err != nil {
 			return err
 		}
 		out = append(out, &c)

@@ -32,7 +32,7 @@ func (b *Badger) PutDomain(ctx context.Context, d *Domain) error {
 		switch {
 		case err == nil:
 			var old Domain
-			if err := decodeItem(item, &old); err != nil {
+			if err := readDomain(item, &old); err != nil {
 				return err
 			}
 			if rec.AddedAt.IsZero() {
@@ -59,10 +59,7 @@ func (b *Badger) PutDomain(ctx context.Context, d *Domain) error {
 
 // setDomain writes a domain record and its due entry.
 func setDomain(txn *badger.Txn, d *Domain) error {
-	val, err := encode(d)
-	if err != nil {
-		return err
-	}
+	val := appendDomain(nil, d)
 	if !d.NextAttempt.IsZero() {
 		if err := txn.Set(dueKey(d.NextAttempt, d.Name), nil); err != nil {
 			return err
@@ -134,7 +131,7 @@ func (b *Badger) GetDomain(ctx context.Context, name string) (*Domain, error) {
 		if err != nil {
 			return notFound(err)
 		}
-		return decodeItem(item, &d)
+		return readDomain(item, &d)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get domain %s: %w", name, err)
@@ -150,7 +147,7 @@ func (b *Badger) DeleteDomain(ctx context.Context, name string) error {
 			return notFound(err)
 		}
 		var old Domain
-		if err := decodeItem(item, &old); err != nil {
+		if err := readDomain(item, &old); err != nil {
 			return err
 		}
 		if !old.NextAttempt.IsZero() {
@@ -171,7 +168,7 @@ func (b *Badger) ListDomains(ctx context.Context, after string, limit int) ([]*D
 	var out []*Domain
 	err := b.list(ctx, prefixDomain, after, limit, func(item *badger.Item) error {
 		var d Domain
-		if err := decodeItem(item, &d); err != nil {
+		if err := readDomain(item, &d); err != nil {
 			return err
 		}
 		out = append(out, &d)

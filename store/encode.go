@@ -1,16 +1,32 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Records are stored as the JSON of their structs (Certificate, Domain,
-// Account, challengeRecord). JSON values always start with '{'; a future
-// binary encoding must start with another byte so both can be read.
+// How records are stored.
+//
+// Certificates and domains, the records read on the handshake path and
+// written by the hundred thousand, use a small binary encoding: a format
+// byte (formatV1), then every field in declaration order, strings and byte
+// slices as a uvarint length and the bytes, integers as varints, times as a
+// varint of Unix seconds and a uvarint of nanoseconds (read back in UTC,
+// without monotonic reading). Fields added later go at the end: a record
+// that ends early reads them as zero. A change that cannot work that way
+// takes a new format byte.
+//
+// Accounts and challenges are rare and stored as JSON, which always starts
+// with '{' and so cannot be mistaken for a binary format byte.
+const formatV1 = 1
+
+// errCorrupt is wrapped by errors about a stored value that does not decode.
+var errCorrupt = errors.New("corrupt record")
 
 // challengeRecord is the stored form of an HTTP-01 challenge.
 type challengeRecord struct {
@@ -18,8 +34,106 @@ type challengeRecord struct {
 	Expires time.Time `json:"expires"`
 }
 
-// encode returns the stored form of a record.
-func encode(v any) ([]byte, error) {
+// encodeCertificate returns the stored form of c.
+func encodeCertificate(c *Certificate) []byte {
+	n := 64 + len(c.ID) + len(c.ChainPEM) + len(c.KeyPEM) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
+	for _, name := range c.Names {
+		n += len(name) + 2
+	}
+	e := encoder{b: make([]byte, 0, n)}
+	e.b = append(e.b, formatV1)
+	e.str(c.ID)
+	e.uint(uint64(len(c.Names)))
+	for _, name := range c.Names {
+		e.str(name)
+	}
+	e.bytes(c.ChainPEM)
+	e.bytes(c.KeyPEM)
+	e.time(c.NotBefore)
+	e.time(c.NotAfter)
+	e.str(c.Issuer)
+	e.str(c.Serial)
+	e.str(c.KeyType)
+	e.str(c.Source)
+	e.str(c.Origin)
+	e.time(c.RenewAt)
+	e.time(c.StoredAt)
+	return e.b
+}
+
+// decodeCertificate decodes a stored certificate into c.
+func decodeCertificate(b []byte, c *Certificate) error {
+	d := decoder{b: b}
+	if !d.format(formatV1) {
+		return d.fail("certificate")
+	}
+	c.ID = d.str()
+	if n := d.uint(); n <= uint64(len(d.b)) { // every name takes a byte at least
+		c.Names = make([]string, n)
+		for i := range c.Names {
+			c.Names[i] = d.str()
+		}
+	} else {
+		d.err = errCorrupt
+	}
+	// One allocation holds both PEM blocks.
+	chain, key := d.raw(), d.raw()
+	pems := make([]byte, len(chain)+len(key))
+	copy(pems, chain)
+	copy(pems[len(chain):], key)
+	c.ChainPEM, c.KeyPEM = pems[:len(chain):len(chain)], pems[len(chain):]
+	c.NotBefore = d.time()
+	c.NotAfter = d.time()
+	c.Issuer = d.str()
+	c.Serial = d.str()
+	c.KeyType = d.str()
+	c.Source = d.str()
+	c.Origin = d.str()
+	c.RenewAt = d.time()
+	c.StoredAt = d.time()
+	return d.fail("certificate")
+}
+
+// appendDomain appends the stored form of d to b.
+func appendDomain(b []byte, d *Domain) []byte {
+	e := encoder{b: b}
+	e.b = append(e.b, formatV1)
+	e.str(d.Name)
+	e.str(string(d.State))
+	e.str(d.Profile)
+	e.str(d.CertID)
+	e.time(d.NextAttempt)
+	e.int(int64(d.Failures))
+	e.str(d.LastError)
+	e.time(d.FailingSince)
+	e.str(d.Source)
+	e.time(d.AddedAt)
+	e.time(d.UpdatedAt)
+	return e.b
+}
+
+// decodeDomain decodes a stored domain into d.
+func decodeDomain(b []byte, d *Domain) error {
+	r := decoder{b: b}
+	if !r.format(formatV1) {
+		return r.fail("domain")
+	}
+	d.Name = r.str()
+	d.State = State(r.str())
+	d.Profile = r.str()
+	d.CertID = r.str()
+	d.NextAttempt = r.time()
+	d.Failures = int(r.int())
+	d.LastError = r.str()
+	d.FailingSince = r.time()
+	d.Source = r.str()
+	d.AddedAt = r.time()
+	d.UpdatedAt = r.time()
+	return r.fail("domain")
+}
+
+// encodeJSON returns the stored form of an account or challenge.
+func encodeJSON(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", v, err)
@@ -27,13 +141,114 @@ func encode(v any) ([]byte, error) {
 	return b, nil
 }
 
-// decodeItem decodes the value of item into v. The decoded record holds
-// copies: nothing refers to Badger's memory once it returns.
-func decodeItem(item *badger.Item, v any) error {
+// readCertificate, readDomain and readJSON decode the value of item. The
+// result holds copies: nothing refers to Badger's memory once they return.
+func readCertificate(item *badger.Item, c *Certificate) error {
+	return item.Value(func(b []byte) error { return decodeCertificate(b, c) })
+}
+
+func readDomain(item *badger.Item, d *Domain) error {
+	return item.Value(func(b []byte) error { return decodeDomain(b, d) })
+}
+
+func readJSON(item *badger.Item, v any) error {
 	return item.Value(func(b []byte) error {
 		if err := json.Unmarshal(b, v); err != nil {
-			return fmt.Errorf("decode %T at %q: %w", v, item.Key(), err)
+			return fmt.Errorf("decode %T: %w: %w", v, errCorrupt, err)
 		}
 		return nil
 	})
+}
+
+// encoder appends fields to b.
+type encoder struct{ b []byte }
+
+func (e *encoder) uint(n uint64) { e.b = binary.AppendUvarint(e.b, n) }
+func (e *encoder) int(n int64)   { e.b = binary.AppendVarint(e.b, n) }
+func (e *encoder) str(s string)  { e.uint(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *encoder) bytes(p []byte) {
+	e.uint(uint64(len(p)))
+	e.b = append(e.b, p...)
+}
+
+func (e *encoder) time(t time.Time) {
+	e.int(t.Unix())
+	e.uint(uint64(t.Nanosecond()))
+}
+
+// decoder reads fields from b. Past the end of b every field reads as zero;
+// after malformed input every field reads as zero and err is set.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+// format reads the format byte and reports whether it is want.
+func (d *decoder) format(want byte) bool {
+	if len(d.b) == 0 || d.b[0] != want {
+		d.err, d.b = errCorrupt, nil
+		return false
+	}
+	d.b = d.b[1:]
+	return true
+}
+
+func (d *decoder) uint() uint64 {
+	if d.err != nil || len(d.b) == 0 {
+		return 0
+	}
+	n, k := binary.Uvarint(d.b)
+	if k <= 0 {
+		d.err, d.b = errCorrupt, nil
+		return 0
+	}
+	d.b = d.b[k:]
+	return n
+}
+
+func (d *decoder) int() int64 {
+	if d.err != nil || len(d.b) == 0 {
+		return 0
+	}
+	n, k := binary.Varint(d.b)
+	if k <= 0 {
+		d.err, d.b = errCorrupt, nil
+		return 0
+	}
+	d.b = d.b[k:]
+	return n
+}
+
+// raw reads a length-prefixed field without copying it.
+func (d *decoder) raw() []byte {
+	n := d.uint()
+	if n > uint64(len(d.b)) {
+		d.err, d.b = errCorrupt, nil
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) str() string { return string(d.raw()) }
+
+func (d *decoder) time() time.Time {
+	if len(d.b) == 0 {
+		return time.Time{}
+	}
+	sec, nsec := d.int(), d.uint()
+	if nsec >= 1e9 {
+		d.err, d.b = errCorrupt, nil
+		return time.Time{}
+	}
+	return time.Unix(sec, int64(nsec)).UTC()
+}
+
+// fail returns nil, or an error naming what failed to decode.
+func (d *decoder) fail(what string) error {
+	if d.err == nil {
+		return nil
+	}
+	return fmt.Errorf("decode %s: %w", what, d.err)
 }

@@ -49,8 +49,11 @@ func claimKey(name, id string) []byte {
 }
 
 // claimValue returns the value of a claim written at storedAt by a
-// certificate that expires at notAfter.
+// certificate that expires at notAfter (zero: never).
 func claimValue(storedAt, notAfter time.Time) []byte {
+	if notAfter.IsZero() {
+		notAfter = maxDue
+	}
 	v := make([]byte, 16)
 	binary.BigEndian.PutUint64(v, dueTime(storedAt))
 	binary.BigEndian.PutUint64(v[8:], dueTime(notAfter))

@@ -94,8 +94,27 @@ func (a *ACMEIssuer) renewAt(ctx context.Context, c *store.Certificate) time.Tim
 		}
 		return time.Time{}
 	}
+	start, end := capWindow(info.Start, info.End, c.NotBefore, c.NotAfter)
 	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	return WindowTime(info.Start, info.End, a.cfg.Now(), rnd)
+	return WindowTime(start, end, a.cfg.Now(), rnd)
+}
+
+// capWindow moves the end of a suggested window (and its start, if need be)
+// back so that at least a sixth of the certificate's lifetime is left after
+// it. A CA may suggest a window that ends at expiry (Pebble does for short
+// certificates); renewing at its last moment would leave no time to retry a
+// failure. RFC 9773 section 4.2 lets a client renew before the window; for
+// a 90-day certificate the cap is day 75, well after Let's Encrypt's
+// windows, so it only ever binds odd windows.
+func capWindow(start, end, notBefore, notAfter time.Time) (time.Time, time.Time) {
+	latest := notAfter.Add(-notAfter.Sub(notBefore) / 6)
+	if end.After(latest) {
+		end = latest
+	}
+	if start.After(end) {
+		start = end
+	}
+	return start, end
 }
 
 // getJSON GETs url with client and decodes a 200 answer into v; header, if

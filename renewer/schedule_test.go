@@ -99,3 +99,26 @@ func TestBackoff(t *testing.T) {
 		})
 	}
 }
+
+func TestCapWindow(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	tests := []struct {
+		desc               string
+		life               time.Duration
+		start, end         time.Duration // from notBefore
+		wantStart, wantEnd time.Duration
+	}{
+		{desc: "ordinary window is untouched", life: 90 * day, start: 59 * day, end: 61 * day, wantStart: 59 * day, wantEnd: 61 * day},
+		{desc: "window ending at expiry is cut to 5/6 of the lifetime", life: 300 * time.Second, start: 0, end: 300 * time.Second, wantStart: 0, wantEnd: 250 * time.Second},
+		{desc: "window wholly after the cap collapses onto it", life: 60 * day, start: 55 * day, end: 59 * day, wantStart: 50 * day, wantEnd: 50 * day},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			s, e := capWindow(nb.Add(tc.start), nb.Add(tc.end), nb, nb.Add(tc.life))
+			if !s.Equal(nb.Add(tc.wantStart)) || !e.Equal(nb.Add(tc.wantEnd)) {
+				t.Errorf("capWindow = [%v, %v], want [%v, %v]", s.Sub(nb), e.Sub(nb), tc.wantStart, tc.wantEnd)
+			}
+		})
+	}
+}

@@ -5,10 +5,13 @@
 //     hook calls on every certificate cache miss: GET /v1/certs/{sni} answers
 //     the PEM chain and key from the store, with a Cache-Control max-age
 //     (CacheMaxAge) telling nginx how long to keep them;
+//   - ChallengeEndpoint, the answers to the CA's HTTP-01 validation
+//     requests, GET /.well-known/acme-challenge/{token}, which nginx's port
+//     80 proxies to it; the renewer writes the tokens into the store;
 //   - AdminAPI, the token-guarded JSON API operators and the certserver CLI
 //     use (package api holds its documents, package client its Go client).
 //
-// Both serve on loopback addresses only unless told otherwise: private keys
+// All of them serve on loopback addresses only unless told otherwise: private keys
 // travel over them. The certificate endpoint can also serve on a unix
 // socket, which is what nginx normally uses.
 //

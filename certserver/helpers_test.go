@@ -37,6 +37,10 @@ func (s failingStore) GetCertificate(context.Context, string) (*store.Certificat
 	return nil, s.err
 }
 
+func (s failingStore) GetChallenge(context.Context, string) (string, error) {
+	return "", s.err
+}
+
 func (s failingStore) ListCertificates(context.Context, string, int) ([]*store.Certificate, error) {
 	return nil, s.err
 }

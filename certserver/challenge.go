@@ -1,0 +1,244 @@
+package certserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/valyala/fasthttp"
+)
+
+// ChallengePathPrefix is the path under which the challenge endpoint serves
+// HTTP-01 key authorizations (RFC 8555 section 8.3):
+// GET /.well-known/acme-challenge/{token}.
+const ChallengePathPrefix = "/.well-known/acme-challenge/"
+
+// DefaultChallengeListen is the default address of the challenge endpoint,
+// the upstream nginx's certserver-acme.conf snippet proxies to.
+const DefaultChallengeListen = "127.0.0.1:9402"
+
+// maxChallengeToken is the longest token the endpoint looks up. Let's
+// Encrypt and Pebble send 43 characters; the renewer stores none longer.
+const maxChallengeToken = 256
+
+// ChallengeConfig configures a ChallengeEndpoint. The zero value of every
+// field means its default.
+type ChallengeConfig struct {
+	// Listen is the TCP address "host:port" to serve on. Default
+	// DefaultChallengeListen ("127.0.0.1:9402"). It must be a loopback
+	// address unless AllowNonLoopback is set: nginx on the same host
+	// proxies the CA's requests to it.
+	Listen string
+	// AllowNonLoopback permits a Listen address other hosts can reach.
+	// Default false.
+	AllowNonLoopback bool
+	// LookupTimeout bounds one store lookup. Default 2s.
+	LookupTimeout time.Duration
+	// ReadTimeout bounds reading one request, IdleTimeout how long a
+	// keep-alive connection may wait for the next one. Defaults 10s and 2m.
+	ReadTimeout, IdleTimeout time.Duration
+	// ShutdownTimeout is how long Serve lets requests in flight finish once
+	// its context is done. Default 5s.
+	ShutdownTimeout time.Duration
+}
+
+// withDefaults returns cfg with its zero fields set to their defaults, or
+// an error naming the first field that is out of range.
+func (cfg ChallengeConfig) withDefaults() (ChallengeConfig, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultChallengeListen
+	}
+	if err := CheckLoopback(cfg.Listen); err != nil {
+		if !errors.Is(err, ErrNotLoopback) {
+			return cfg, err
+		}
+		if !cfg.AllowNonLoopback {
+			return cfg, fmt.Errorf("%w; nginx on this host proxies the CA's requests to this endpoint: "+
+				"use a loopback address (127.0.0.1, [::1], localhost), or set allow_non_loopback = true "+
+				"if nginx runs elsewhere on a network that is yours", err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"LookupTimeout", &cfg.LookupTimeout, DefaultLookupTimeout},
+		{"ReadTimeout", &cfg.ReadTimeout, defaultReadTimeout},
+		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
+		{"ShutdownTimeout", &cfg.ShutdownTimeout, defaultShutdownTimeout},
+	} {
+		if *f.v < 0 {
+			return cfg, fmt.Errorf("%s %v is negative", f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	return cfg, nil
+}
+
+// ChallengeEndpoint answers the CA's HTTP-01 validation requests, which
+// nginx's port 80 proxies to it:
+//
+//	GET /.well-known/acme-challenge/{token}
+//
+// answers 200 with the key authorization the renewer stored for token
+// (text/plain); 404 when no such token is stored (or it expired); 400 for
+// a token that is not 1 to 256 base64url characters ([A-Za-z0-9_-]); 405
+// for a method other than GET and HEAD; 404 for any other path; 500 when
+// the store fails. It needs no authentication: a key authorization is
+// meant to be read by the CA, and is worthless without the account key.
+//
+// The endpoint only reads the store. Its methods are safe for concurrent
+// use.
+type ChallengeEndpoint struct {
+	cfg   ChallengeConfig
+	store store.Store
+	log   *slog.Logger
+	// base is the server-lifetime context lookups derive from.
+	base context.Context
+	srv  server
+}
+
+// NewChallengeEndpoint returns a challenge endpoint reading st, configured
+// by cfg with its zero fields set to their defaults. It neither listens nor
+// serves: call Listen, then Serve.
+func NewChallengeEndpoint(cfg ChallengeConfig, st store.Store, logger *slog.Logger) (*ChallengeEndpoint, error) {
+	if st == nil {
+		return nil, errors.New("challenge endpoint: nil store")
+	}
+	if logger == nil {
+		return nil, errors.New("challenge endpoint: nil logger")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("challenge endpoint: %w", err)
+	}
+	c := &ChallengeEndpoint{cfg: cfg, store: st, log: logger.With("subsystem", "challenge")}
+	var stop context.CancelFunc
+	c.base, stop = context.WithCancel(context.Background())
+	c.srv = server{
+		srv: &fasthttp.Server{
+			Handler:                      c.handle,
+			Name:                         "certserver",
+			ReadTimeout:                  cfg.ReadTimeout,
+			WriteTimeout:                 cfg.ReadTimeout,
+			IdleTimeout:                  cfg.IdleTimeout,
+			MaxRequestBodySize:           4 << 10,
+			DisablePreParseMultipartForm: true,
+			NoDefaultContentType:         true,
+			Logger:                       fasthttpLogger{c.log},
+		},
+		log:             c.log,
+		shutdownTimeout: cfg.ShutdownTimeout,
+		stop:            stop,
+	}
+	return c, nil
+}
+
+// Listen binds the configured TCP address. ctx is accepted for symmetry
+// with CertEndpoint.Listen and bounds nothing yet. On error nothing stays
+// bound and the endpoint cannot be used again.
+func (c *ChallengeEndpoint) Listen(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		c.srv.close()
+		return err
+	}
+	if err := c.srv.listenTCP(c.cfg.Listen, c.cfg.AllowNonLoopback); err != nil {
+		c.srv.close()
+		return fmt.Errorf("challenge endpoint: %w", err)
+	}
+	return nil
+}
+
+// Addrs returns the addresses Listen bound, with the port actually bound.
+func (c *ChallengeEndpoint) Addrs() []net.Addr { return c.srv.listenerAddrs() }
+
+// Serve answers requests until ctx is done, then stops gracefully, letting
+// requests in flight finish for up to ShutdownTimeout. It returns nil after
+// a clean stop, or the error that stopped the listener. An endpoint serves
+// once.
+func (c *ChallengeEndpoint) Serve(ctx context.Context) error {
+	if err := c.srv.serve(ctx); err != nil {
+		return fmt.Errorf("challenge endpoint: %w", err)
+	}
+	return nil
+}
+
+// Close releases what Listen bound without serving, for when start-up fails
+// elsewhere. Serve does it itself when it returns.
+func (c *ChallengeEndpoint) Close() error { return c.srv.close() }
+
+// handle answers one request. Nothing from rc is kept after it returns. The
+// token is never logged: with the account's thumbprint it is the key
+// authorization.
+func (c *ChallengeEndpoint) handle(rc *fasthttp.RequestCtx) {
+	defer recoverPanic(c.log, rc, internalError)
+	// Set last: rc.Error resets the headers.
+	defer rc.Response.Header.Set("Cache-Control", "no-store")
+	path := rc.Path()
+	if len(path) <= len(ChallengePathPrefix) || string(path[:len(ChallengePathPrefix)]) != ChallengePathPrefix {
+		rc.Error("not found\n", fasthttp.StatusNotFound)
+		return
+	}
+	raw := path[len(ChallengePathPrefix):]
+	for _, b := range raw {
+		if b == '/' {
+			rc.Error("not found\n", fasthttp.StatusNotFound)
+			return
+		}
+	}
+	if !rc.IsGet() && !rc.IsHead() {
+		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		rc.Response.Header.Set("Allow", "GET, HEAD")
+		return
+	}
+	if !validToken(raw) {
+		rc.Error("invalid token: want 1 to 256 base64url characters\n", fasthttp.StatusBadRequest)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.base, c.cfg.LookupTimeout)
+	keyAuth, err := c.store.GetChallenge(ctx, string(raw))
+	cancel()
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		rc.Error("no such challenge\n", fasthttp.StatusNotFound)
+		c.debug("challenge not found", rc)
+	case err != nil:
+		c.log.Error("challenge lookup failed", "host", string(rc.Host()), "error", err)
+		internalError(rc)
+	default:
+		rc.SetStatusCode(fasthttp.StatusOK)
+		rc.SetContentType("text/plain")
+		rc.SetBodyString(keyAuth)
+		c.debug("challenge answered", rc)
+	}
+}
+
+// debug logs the outcome of a lookup: the host the CA validates and who
+// asked (nginx, for the CA), never the token.
+func (c *ChallengeEndpoint) debug(msg string, rc *fasthttp.RequestCtx) {
+	if c.log.Enabled(c.base, slog.LevelDebug) {
+		c.log.Debug(msg, "host", string(rc.Host()), "remote_addr", rc.RemoteAddr().String())
+	}
+}
+
+// validToken reports whether t is 1 to maxChallengeToken base64url
+// characters without padding (RFC 8555 section 8.3, RFC 4648 section 5).
+func validToken(t []byte) bool {
+	if len(t) == 0 || len(t) > maxChallengeToken {
+		return false
+	}
+	for _, b := range t {
+		if 'A' <= b && b <= 'Z' || 'a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '-' || b == '_' {
+			continue
+		}
+		return false
+	}
+	return true
+}

@@ -58,8 +58,24 @@ type CertEndpointConfig struct {
 	// ShutdownTimeout is how long Serve lets requests in flight finish once
 	// its context is done. Default 5s.
 	ShutdownTimeout time.Duration
+	// OnDemand, when set, is told about every valid host name the endpoint
+	// answers 404 for, so that a certificate can be obtained on demand.
+	// Default nil: on-demand issuance is off.
+	OnDemand OnDemand
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
+}
+
+// OnDemand receives the names the certificate endpoint has no certificate
+// for. renewer.OnDemand implements it.
+type OnDemand interface {
+	// Request asks for a certificate for name, a normalized host name (never
+	// a wildcard) that no stored certificate serves. It is called from the
+	// request handler, on every such miss, so it must return at once: no
+	// I/O and no waiting, only queueing. Deciding whether the name may have
+	// a certificate is the implementation's business. It must be safe for
+	// concurrent use.
+	Request(name string)
 }
 
 // Defaults of CertEndpointConfig.
@@ -137,6 +153,10 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // while an expired certificate for the right name fails with an accurate
 // error, keeps working for clients that tolerate it, and is replaced within
 // MinAge of its renewal being stored.
+//
+// On a 404 for a valid host name the endpoint calls OnDemand.Request, when
+// configured, and answers without waiting: the handshake gets nginx's
+// fallback certificate until the certificate is stored.
 //
 // The endpoint only reads the store; it never waits on ACME. Its methods
 // are safe for concurrent use.
@@ -258,7 +278,10 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		rc.Error("no certificate for "+name+"\n", fasthttp.StatusNotFound)
 		setMaxAge(rc, e.cfg.NotFoundMaxAge)
 		if e.log.Enabled(e.base, slog.LevelDebug) {
-			e.log.Debug("no certificate", "name", name)
+			e.log.Debug("no certificate", "name", name, "on_demand", e.cfg.OnDemand != nil)
+		}
+		if e.cfg.OnDemand != nil {
+			e.cfg.OnDemand.Request(name)
 		}
 		return
 	}

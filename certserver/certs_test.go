@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,5 +176,77 @@ func TestNewCertEndpointConfig(t *testing.T) {
 	}
 	if _, err := NewCertEndpoint(CertEndpointConfig{Listen: "127.0.0.1:0"}, st, nil); err == nil {
 		t.Error("nil logger accepted")
+	}
+}
+
+// recordingOnDemand records the names it is asked for.
+type recordingOnDemand struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (r *recordingOnDemand) Request(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.names = append(r.names, name)
+}
+
+func (r *recordingOnDemand) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.names
+	r.names = nil
+	return n
+}
+
+func TestCertEndpointOnDemand(t *testing.T) {
+	st := newTestStore(t)
+	far := time.Now().Add(60 * 24 * time.Hour)
+	putCert(t, st, &store.Certificate{ID: "have.example.com", Names: []string{"have.example.com"},
+		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
+	putCert(t, st, &store.Certificate{ID: "*.wild.example.com", Names: []string{"*.wild.example.com"},
+		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
+	od := &recordingOnDemand{}
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", OnDemand: od}, st)
+	addr := e.Addrs()[0].String()
+
+	tests := []struct {
+		desc   string
+		method string
+		name   string
+		status int
+		want   []string // names OnDemand was asked for
+	}{
+		{desc: "unknown name", method: "GET", name: "new.example.com", status: 404, want: []string{"new.example.com"}},
+		{desc: "unknown name is normalized", method: "GET", name: "NEW.Example.COM.", status: 404, want: []string{"new.example.com"}},
+		{desc: "internationalized name", method: "GET", name: "b%C3%BCcher.example", status: 404, want: []string{"xn--bcher-kva.example"}},
+		{desc: "HEAD of an unknown name", method: "HEAD", name: "head.example.com", status: 404, want: []string{"head.example.com"}},
+		{desc: "found name", method: "GET", name: "have.example.com", status: 200},
+		{desc: "name found through a wildcard", method: "GET", name: "a.wild.example.com", status: 200},
+		{desc: "IP address", method: "GET", name: "192.0.2.1", status: 400},
+		{desc: "wildcard", method: "GET", name: "*.example.com", status: 400},
+		{desc: "one label", method: "GET", name: "localhost", status: 400},
+		{desc: "underscore", method: "GET", name: "a_b.example.com", status: 400},
+		{desc: "POST of an unknown name", method: "POST", name: "post.example.com", status: 405},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			resp, body := rawRequest(t, addr, tc.method, CertPathPrefix+tc.name)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %q", resp.StatusCode, tc.status, body)
+			}
+			if got := od.take(); !slices.Equal(got, tc.want) {
+				t.Errorf("on-demand requests %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// Without an OnDemand a miss is a plain 404.
+func TestCertEndpointWithoutOnDemand(t *testing.T) {
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0"}, newTestStore(t))
+	resp, _ := rawRequest(t, e.Addrs()[0].String(), "GET", CertPathPrefix+"new.example.com")
+	if resp.StatusCode != 404 {
+		t.Fatalf("status %d", resp.StatusCode)
 	}
 }

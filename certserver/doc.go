@@ -11,13 +11,16 @@
 //   - AdminAPI, the token-guarded JSON API operators and the certserver CLI
 //     use (package api holds its documents, package client its Go client).
 //
-// All of them serve on loopback addresses only unless told otherwise: private keys
-// travel over them. The certificate endpoint can also serve on a unix
+// All of them serve on loopback addresses only unless told otherwise:
+// private keys and the admin token travel over the certificate endpoint
+// and the admin API. The certificate endpoint can also serve on a unix
 // socket, which is what nginx normally uses.
 //
 // Each server is built by a constructor that takes a Config (zero fields
 // mean their documented defaults), the store and a logger; Listen binds,
 // Serve answers until its context ends and then shuts down gracefully. The
 // package reads and writes certificates through store.Store only; it never
-// waits on ACME and does not import the renewer.
+// waits on ACME and does not import the renewer. What it asks of the
+// renewer is declared here as small interfaces (OnDemand, Scheduler) that
+// the command wires up.
 package certserver

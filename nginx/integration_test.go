@@ -58,37 +58,61 @@ func certserverBinary(t testing.TB) string {
 }
 
 // sidecar is a `certserver serve` process with its own store, socket and
-// admin API.
+// admin API. restart starts it again on the same configuration and store.
 type sidecar struct {
 	bin       string
 	sock      string
 	admin     string
 	tokenFile string
 	logFile   string
+	conf      string
+	waitAddrs []string // TCP addresses that must accept connections once started
 	cmd       *exec.Cmd
 	exited    chan struct{}
+}
+
+// sidecarOptions adds to the configuration startSidecarWith writes.
+type sidecarOptions struct {
+	// Socket is the certificate endpoint's unix socket. Default: a new
+	// one in a short temporary directory.
+	Socket string
+	// Extra is TOML appended to the configuration: further sections such
+	// as [challenge], [acme], [renewer] and [on_demand].
+	Extra string
+	// WaitFor are TCP addresses (a challenge listener) that must accept
+	// connections before the sidecar counts as started.
+	WaitFor []string
 }
 
 // startSidecar runs `certserver serve` with a generated configuration whose
 // cache times are all 1s, and waits until its socket and admin API answer.
 func startSidecar(t *testing.T, bin string) *sidecar {
 	t.Helper()
+	return startSidecarWith(t, bin, sidecarOptions{})
+}
+
+// startSidecarWith is startSidecar with opts added to the configuration.
+func startSidecarWith(t testing.TB, bin string, opts sidecarOptions) *sidecar {
+	t.Helper()
 	dir := t.TempDir()
 	s := &sidecar{
 		bin:       bin,
-		sock:      filepath.Join(shortTempDir(t), "certs.sock"),
+		sock:      opts.Socket,
 		admin:     freeLoopbackAddr(t),
 		tokenFile: filepath.Join(dir, "admin.token"),
 		logFile:   filepath.Join(dir, "certserver.log"),
-		exited:    make(chan struct{}),
+		conf:      filepath.Join(dir, "certserver.toml"),
+		waitAddrs: opts.WaitFor,
+	}
+	if s.sock == "" {
+		s.sock = filepath.Join(shortTempDir(t), "certs.sock")
 	}
 	token := make([]byte, 16)
 	rand.Read(token)
 	if err := os.WriteFile(s.tokenFile, []byte(hex.EncodeToString(token)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(dir, "certserver.toml")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`
+	if err := os.WriteFile(s.conf, []byte(fmt.Sprintf(`
 [store]
 path = %q
 
@@ -104,37 +128,48 @@ token_file = %q
 
 [log]
 level = "debug"
-`, filepath.Join(dir, "store"), s.sock, s.admin, s.tokenFile)), 0o600); err != nil {
+`, filepath.Join(dir, "store"), s.sock, s.admin, s.tokenFile)+opts.Extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
-
-	logf, err := os.Create(s.logFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	s.cmd = exec.Command(bin, "serve", "--config", conf)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.Env = append(os.Environ(), "CERTSERVER_ADMIN_TOKEN=")
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		s.cmd.Wait()
-		close(s.exited)
-	}()
 	t.Cleanup(func() {
-		s.cmd.Process.Kill()
-		<-s.exited
+		if s.cmd != nil {
+			s.cmd.Process.Kill()
+			<-s.exited
+		}
 		if t.Failed() {
 			t.Logf("certserver log:\n%s", s.log())
 		}
 	})
+	s.start(t)
+	return s
+}
+
+// start runs `certserver serve` on s's configuration, its output appended
+// to the log file, and waits until it answers.
+func (s *sidecar) start(t testing.TB) {
+	t.Helper()
+	logf, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(s.bin, "serve", "--config", s.conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "CERTSERVER_ADMIN_TOKEN=")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	s.cmd, s.exited = cmd, exited
 
 	eventually(t, 10*time.Second, "certserver serve answers", func() error {
 		select {
-		case <-s.exited:
-			t.Fatalf("certserver serve exited: %v\n%s", s.cmd.ProcessState, s.log())
+		case <-exited:
+			t.Fatalf("certserver serve exited: %v\n%s", cmd.ProcessState, s.log())
 		default:
 		}
 		c, err := net.Dial("unix", s.sock)
@@ -142,6 +177,13 @@ level = "debug"
 			return err
 		}
 		c.Close()
+		for _, a := range s.waitAddrs {
+			c, err := net.Dial("tcp", a)
+			if err != nil {
+				return err
+			}
+			c.Close()
+		}
 		resp, err := http.Get("http://" + s.admin + "/healthz")
 		if err != nil {
 			return err
@@ -152,7 +194,28 @@ level = "debug"
 		}
 		return nil
 	})
-	return s
+}
+
+// kill ends the sidecar with SIGKILL, as a crash or the OOM killer would,
+// and waits until it is gone.
+func (s *sidecar) kill(t testing.TB) {
+	t.Helper()
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.exited
+}
+
+// restart starts the sidecar again, after stop or kill, on the same
+// configuration, store and addresses.
+func (s *sidecar) restart(t testing.TB) {
+	t.Helper()
+	select {
+	case <-s.exited:
+	default:
+		t.Fatalf("restart: certserver serve is still running")
+	}
+	s.start(t)
 }
 
 func (s *sidecar) log() string {
@@ -188,7 +251,7 @@ func (s *sidecar) stop(t *testing.T) {
 	}
 }
 
-func freeLoopbackAddr(t *testing.T) string {
+func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -349,7 +412,7 @@ func TestIntegration(t *testing.T) {
 }
 
 // readLeafDER returns the DER of the first certificate in a PEM file.
-func readLeafDER(t *testing.T, path string) []byte {
+func readLeafDER(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

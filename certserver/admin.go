@@ -35,6 +35,13 @@ type AdminConfig struct {
 	// one and sets no limit of its own (POST /v1/certificates). Default
 	// 1 MiB.
 	MaxBody int
+	// MaxDomainsBody is the largest body of POST /v1/domains, in bytes.
+	// Default DefaultAdminMaxDomainsBody (64 MiB: 500,000 names fit with
+	// room to spare).
+	MaxDomainsBody int
+	// Scheduler is told about names added or to be renewed. Default nil:
+	// issuance is off, and names wait in the store until a renewer runs.
+	Scheduler Scheduler
 	// RequestTimeout bounds the store work of one request. Default 30s.
 	RequestTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
@@ -51,6 +58,7 @@ type AdminConfig struct {
 const (
 	DefaultAdminListen         = "127.0.0.1:9400"
 	DefaultAdminMaxBody        = 1 << 20
+	DefaultAdminMaxDomainsBody = 64 << 20
 	DefaultAdminRequestTimeout = 30 * time.Second
 )
 
@@ -71,6 +79,12 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 	}
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = DefaultAdminMaxBody
+	}
+	if cfg.MaxDomainsBody < 0 {
+		return cfg, fmt.Errorf("MaxDomainsBody %d is negative", cfg.MaxDomainsBody)
+	}
+	if cfg.MaxDomainsBody == 0 {
+		cfg.MaxDomainsBody = DefaultAdminMaxDomainsBody
 	}
 	for _, f := range []struct {
 		name string
@@ -100,8 +114,14 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 // "Authorization: Bearer TOKEN". Answers are JSON; errors are api.Error
 // documents naming the problem.
 //
-//	GET  /healthz           200 "ok" when the store answers, else 503
-//	POST /v1/certificates   import a certificate (api.ImportRequest)
+//	GET    /healthz                   200 "ok" when the store answers, else 503
+//	POST   /v1/certificates           import a certificate (api.ImportRequest)
+//	POST   /v1/domains                manage names (api.AddDomainsRequest, a JSON
+//	                                  array of names, or one name per line)
+//	GET    /v1/domains?after=&limit=  list managed names (api.DomainList)
+//	GET    /v1/domains/{name}         one managed name (api.Domain)
+//	POST   /v1/domains/{name}/renew   renew now (api.RenewResponse)
+//	DELETE /v1/domains/{name}         stop managing a name (api.Domain)
 //
 // Its methods are safe for concurrent use.
 type AdminAPI struct {
@@ -140,6 +160,11 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	}
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/healthz", public: true, handle: a.healthz})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/certificates", handle: a.importCertificate})
+	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains", maxBody: cfg.MaxDomainsBody, handle: a.addDomains})
+	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/domains", handle: a.listDomains})
+	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/domains/{name}", handle: a.showDomain})
+	a.routes.add(route{method: fasthttp.MethodDelete, pattern: "/v1/domains/{name}", handle: a.removeDomain})
+	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/renew", handle: a.renewDomain})
 
 	var stop context.CancelFunc
 	a.base, stop = context.WithCancel(context.Background())

@@ -277,11 +277,14 @@ func TestNewAdminAPIConfig(t *testing.T) {
 	if _, err := NewAdminAPI(AdminConfig{Token: "t"}, st, nil); err == nil {
 		t.Error("nil logger accepted")
 	}
+	if _, err := NewAdminAPI(AdminConfig{Token: "t", MaxDomainsBody: -1}, st, testLogger(t)); err == nil || !strings.Contains(err.Error(), "MaxDomainsBody") {
+		t.Errorf("negative MaxDomainsBody: %v", err)
+	}
 	a, err := NewAdminAPI(AdminConfig{Token: "t"}, st, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.cfg.Listen != DefaultAdminListen || a.cfg.MaxBody != DefaultAdminMaxBody {
+	if a.cfg.Listen != DefaultAdminListen || a.cfg.MaxBody != DefaultAdminMaxBody || a.cfg.MaxDomainsBody != 64<<20 {
 		t.Errorf("defaults not filled: %+v", a.cfg)
 	}
 }

@@ -100,3 +100,141 @@ type ImportResponse struct {
 	// ReplacedSerial is the serial of the certificate an import replaced.
 	ReplacedSerial string `json:"replaced_serial,omitempty"`
 }
+
+// AddDomainsRequest is the object form of the body of POST /v1/domains.
+// The body may also be a JSON array of names, or text with one name per
+// line (blank lines and "#" comments ignored).
+type AddDomainsRequest struct {
+	// Names are the host names to manage. Wildcards are refused: they need
+	// the dns-01 challenge.
+	Names []string `json:"names"`
+	// Profile is the ACME profile to request for them ("" for the
+	// configured default).
+	Profile string `json:"profile,omitempty"`
+}
+
+// ReasonWildcard is the error of an InvalidName that is a wildcard.
+const ReasonWildcard = "wildcard names need DNS-01, which is not supported yet"
+
+// MaxInvalidListed is how many invalid names an AddDomainsResponse lists
+// at most; InvalidCount counts them all.
+const MaxInvalidListed = 10000
+
+// InvalidName is a name POST /v1/domains refused.
+type InvalidName struct {
+	// Line is the 1-based position of the name in the array, or its line
+	// in a text body.
+	Line int `json:"line"`
+	// Name is the name as given (cut at 256 bytes).
+	Name string `json:"name"`
+	// Error says what is wrong with it.
+	Error string `json:"error"`
+}
+
+// AddDomainsResponse is the body of a 200 answer to POST /v1/domains.
+type AddDomainsResponse struct {
+	// Added counts the names that came under management, including removed
+	// names that were managed again.
+	Added int `json:"added"`
+	// Existing counts the names that were managed already (and names given
+	// twice, the second time); they are left as they are.
+	Existing int `json:"existing"`
+	// Invalid lists the refused names in the order given, the first
+	// MaxInvalidListed of them. Never null.
+	Invalid []InvalidName `json:"invalid"`
+	// InvalidCount counts every refused name.
+	InvalidCount int `json:"invalid_count"`
+}
+
+// DomainRecord is what certserver knows about a managed name, without its
+// certificate. Times that are not set are left out.
+type DomainRecord struct {
+	// Name is the normalized host name.
+	Name string `json:"name"`
+	// State is "pending", "issuing", "valid", "renewing", "failing" or
+	// "removed".
+	State string `json:"state"`
+	// Profile is the ACME profile requested ("" for the default).
+	Profile string `json:"profile"`
+	// Source says how the name came under management: "api", "on-demand", ….
+	Source string `json:"source"`
+	// NextAttempt is when the renewer next looks at the name.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// Failures counts consecutive failed orders.
+	Failures int `json:"failures"`
+	// LastError is the last failure in the CA's words.
+	LastError string `json:"last_error"`
+	// FailingSince is when the current run of failures began.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// AddedAt and UpdatedAt are when the record was created and last
+	// written.
+	AddedAt   time.Time `json:"added_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Domain is the body of GET /v1/domains/{name} and of the answer to
+// DELETE /v1/domains/{name}.
+type Domain struct {
+	DomainRecord
+	// Certificate is the certificate that serves the name now (its own, or
+	// a wildcard's), or nil.
+	Certificate *CertificateInfo `json:"certificate"`
+}
+
+// CertificateInfo describes a stored certificate. It never holds key
+// material.
+type CertificateInfo struct {
+	ID        string    `json:"id"`
+	Names     []string  `json:"names"`
+	Serial    string    `json:"serial"`
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	// RenewAt is when the certificate is due for renewal; left out when
+	// nobody renews it.
+	RenewAt time.Time `json:"renew_at,omitzero"`
+	KeyType string    `json:"key_type"`
+	// Source is "acme", "import" or "certbot"; Origin details it.
+	Source string `json:"source"`
+	Origin string `json:"origin"`
+}
+
+// DomainSummary is one entry of GET /v1/domains.
+type DomainSummary struct {
+	DomainRecord
+	// Certificate summarizes the certificate that serves the name now, or
+	// is nil.
+	Certificate *CertificateSummary `json:"certificate"`
+}
+
+// CertificateSummary is the short form of CertificateInfo in listings.
+type CertificateSummary struct {
+	ID       string    `json:"id"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	RenewAt  time.Time `json:"renew_at,omitzero"`
+}
+
+// DomainList is the body of GET /v1/domains.
+type DomainList struct {
+	// Domains are in name order. Never null.
+	Domains []DomainSummary `json:"domains"`
+	// Next is the after= value of the next page, "" on the last one.
+	Next string `json:"next"`
+}
+
+// Limits of GET /v1/domains?limit=N.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// RenewResponse is the body of the 202 answer to POST
+// /v1/domains/{name}/renew.
+type RenewResponse struct {
+	Name string `json:"name"`
+	// Queued is true when the renewer took the name ahead of its queue;
+	// false when issuance is off or its queue was full, in which case the
+	// name is only due now.
+	Queued bool `json:"queued"`
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,6 +94,85 @@ func (c *Client) ImportCertificate(ctx context.Context, req *api.ImportRequest) 
 		}
 	}
 	return nil, apiError(status, body)
+}
+
+// AddDomains brings names under management with POST /v1/domains (the
+// object form of the body). Invalid names do not fail the call: they come
+// back in the response with their 1-based position in req.Names.
+func (c *Client) AddDomains(ctx context.Context, req *api.AddDomainsRequest) (*api.AddDomainsResponse, error) {
+	var resp api.AddDomainsResponse
+	if err := c.call(ctx, http.MethodPost, "/v1/domains", req, http.StatusOK, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Domain returns what the server knows about one managed name, with GET
+// /v1/domains/{name}; a name that is not managed is an *api.Error with
+// Status 404.
+func (c *Client) Domain(ctx context.Context, name string) (*api.Domain, error) {
+	var resp api.Domain
+	if err := c.call(ctx, http.MethodGet, "/v1/domains/"+url.PathEscape(name), nil, http.StatusOK, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Domains lists up to limit managed names after the name after, with GET
+// /v1/domains. limit 0 means the server's default (api.DefaultListLimit).
+func (c *Client) Domains(ctx context.Context, after string, limit int) (*api.DomainList, error) {
+	q := url.Values{}
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit != 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/v1/domains"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var resp api.DomainList
+	if err := c.call(ctx, http.MethodGet, path, nil, http.StatusOK, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// RenewDomain asks for a managed name to be renewed now, with POST
+// /v1/domains/{name}/renew.
+func (c *Client) RenewDomain(ctx context.Context, name string) (*api.RenewResponse, error) {
+	var resp api.RenewResponse
+	if err := c.call(ctx, http.MethodPost, "/v1/domains/"+url.PathEscape(name)+"/renew", nil, http.StatusAccepted, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// RemoveDomain stops managing a name, with DELETE /v1/domains/{name}, and
+// returns its record as it is now. Its certificate stays served.
+func (c *Client) RemoveDomain(ctx context.Context, name string) (*api.Domain, error) {
+	var resp api.Domain
+	if err := c.call(ctx, http.MethodDelete, "/v1/domains/"+url.PathEscape(name), nil, http.StatusOK, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// call sends one request and decodes an answer of status want into out;
+// any other answer is an *api.Error.
+func (c *Client) call(ctx context.Context, method, path string, in any, want int, out any) error {
+	status, body, err := c.do(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	if status != want {
+		return apiError(status, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%s %s: decode the answer: %w", method, path, err)
+	}
+	return nil
 }
 
 // do sends one request with an optional JSON body and returns the answer's

@@ -1,0 +1,519 @@
+package certserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"strconv"
+	"time"
+
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/hostname"
+	"github.com/valyala/fasthttp"
+)
+
+// Scheduler is what the admin API asks of the renewer. renewer.Renewer
+// implements it. Both methods must return at once and be safe for
+// concurrent use.
+type Scheduler interface {
+	// Wake makes the scheduler read the due index now, after names were
+	// added or made due.
+	Wake()
+	// Prioritize puts name ahead of the due index, to be worked on as soon
+	// as a worker is free even if its certificate is not due. It returns
+	// false when the name could not be queued; it keeps its place in the
+	// index then.
+	Prioritize(name string) bool
+}
+
+// sourceAPI is the Source of names added through the admin API.
+const sourceAPI = "api"
+
+// addChunk is how many names POST /v1/domains hands the store at once.
+const addChunk = 10000
+
+// maxNameEcho is how much of an invalid name an answer repeats, in bytes.
+const maxNameEcho = 256
+
+// maxProfile is the longest ACME profile name accepted.
+const maxProfile = 64
+
+// addDomains answers POST /v1/domains: it parses the names of the body (a
+// JSON array, a JSON object with "names" and "profile", or text with one
+// name per line), refuses the invalid ones with their position, and brings
+// the others under management in batches: state pending, due now, source
+// "api". Names already managed are counted and left alone, except removed
+// ones, which are managed again. Nothing is written when the body is
+// malformed.
+func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
+	start := time.Now()
+	l, err := parseNames(rc)
+	if err != nil {
+		return err
+	}
+	if l.entries == 0 {
+		return errorf(fasthttp.StatusBadRequest, "no names: send a JSON array of names, {\"names\": [...]}, or one name per line")
+	}
+	now := a.cfg.Now()
+	resp := api.AddDomainsResponse{Invalid: l.invalid, InvalidCount: l.invalidCount}
+	if resp.Invalid == nil {
+		resp.Invalid = []api.InvalidName{}
+	}
+	recs := make([]store.Domain, 0, min(addChunk, len(l.names)))
+	ptrs := make([]*store.Domain, 0, cap(recs))
+	for i := 0; i < len(l.names); i += addChunk {
+		chunk := l.names[i:min(i+addChunk, len(l.names))]
+		recs, ptrs = recs[:0], ptrs[:0]
+		for _, n := range chunk {
+			recs = append(recs, store.Domain{Name: n, State: store.StatePending, Profile: l.profile, Source: sourceAPI,
+				NextAttempt: now, AddedAt: now, UpdatedAt: now})
+		}
+		for j := range recs {
+			ptrs = append(ptrs, &recs[j])
+		}
+		added, existing, err := a.store.AddDomains(ctx, ptrs)
+		resp.Added += added
+		resp.Existing += existing
+		if err == nil && existing > 0 {
+			var revived int
+			revived, err = a.reviveRemoved(ctx, chunk, l.profile, now)
+			resp.Added += revived
+			resp.Existing -= revived
+		}
+		if err != nil {
+			a.log.Error("adding domains stopped", "added", resp.Added, "existing", resp.Existing, "names", len(l.names), "error", err)
+			return fmt.Errorf("add domains: %w", err)
+		}
+	}
+	if resp.Added > 0 && a.cfg.Scheduler != nil {
+		a.cfg.Scheduler.Wake()
+	}
+	a.log.Info("domains added", "added", resp.Added, "existing", resp.Existing, "invalid", resp.InvalidCount,
+		"profile", l.profile, "format", l.format, "took", time.Since(start).Round(time.Millisecond))
+	writeJSON(rc, fasthttp.StatusOK, resp)
+	return nil
+}
+
+// reviveRemoved manages again the names of chunk whose records say they
+// were removed, with the given profile, due at now. It returns how many it
+// revived.
+func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile string, now time.Time) (int, error) {
+	n := 0
+	for _, name := range chunk {
+		d, err := a.store.GetDomain(ctx, name)
+		if err != nil {
+			return n, err
+		}
+		if d.State != store.StateRemoved {
+			continue
+		}
+		d.State, d.Profile, d.Source = store.StatePending, profile, sourceAPI
+		d.NextAttempt, d.UpdatedAt = now, now
+		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
+		if err := a.store.PutDomain(ctx, d); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// nameList is the parsed body of POST /v1/domains.
+type nameList struct {
+	format       string   // "json" or "text", for the log
+	names        []string // the valid names, normalized, in order
+	profile      string
+	entries      int // names given, valid or not
+	invalid      []api.InvalidName
+	invalidCount int
+}
+
+// add checks one name given at line (1-based).
+func (l *nameList) add(line int, raw string) {
+	l.entries++
+	n, err := hostname.Normalize(raw)
+	if err == nil {
+		l.names = append(l.names, n)
+		return
+	}
+	l.invalidCount++
+	if len(l.invalid) >= api.MaxInvalidListed {
+		return
+	}
+	reason := err.Error()
+	var he *hostname.Error
+	if p, perr := hostname.NormalizePattern(raw); perr == nil && hostname.IsWildcard(p) {
+		reason = api.ReasonWildcard
+	} else if errors.As(err, &he) {
+		reason = he.Rule
+	}
+	if len(raw) > maxNameEcho {
+		raw = raw[:maxNameEcho] + "…"
+	}
+	l.invalid = append(l.invalid, api.InvalidName{Line: line, Name: raw, Error: reason})
+}
+
+// parseNames reads the names of a POST /v1/domains body. A text/plain body,
+// or one of another or no type that does not start with "[" or "{", is
+// text; anything else is JSON. Its errors are *api.Error values.
+func parseNames(rc *fasthttp.RequestCtx) (*nameList, error) {
+	body := bytes.TrimPrefix(rc.PostBody(), []byte("\ufeff"))
+	l := &nameList{}
+	mt := ""
+	if ct := string(rc.Request.Header.ContentType()); ct != "" {
+		t, _, err := mime.ParseMediaType(ct)
+		if err != nil {
+			return nil, errorf(fasthttp.StatusUnsupportedMediaType, "content type %q: %v", ct, err)
+		}
+		mt = t
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	switch {
+	case len(trimmed) == 0:
+		return l, nil
+	case mt == "text/plain":
+	case mt == "application/json", trimmed[0] == '[', trimmed[0] == '{':
+		l.format = "json"
+		return l, parseNameJSON(body, l)
+	}
+	l.format = "text"
+	parseNameLines(body, l)
+	return l, nil
+}
+
+// parseNameLines reads one name per line; blank lines and what follows a
+// "#" are ignored. Lines are counted from 1, blank and comment lines too.
+func parseNameLines(body []byte, l *nameList) {
+	for line := 1; len(body) > 0; line++ {
+		var ln []byte
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			ln, body = body[:i], body[i+1:]
+		} else {
+			ln, body = body, nil
+		}
+		if i := bytes.IndexByte(ln, '#'); i >= 0 {
+			ln = ln[:i]
+		}
+		if ln = bytes.TrimSpace(ln); len(ln) > 0 {
+			l.add(line, string(ln))
+		}
+	}
+}
+
+// parseNameJSON reads a JSON array of names or an object {"names": [...],
+// "profile": "..."}, one token at a time.
+func parseNameJSON(body []byte, l *nameList) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return jsonError(err)
+	}
+	switch tok {
+	case json.Delim('['):
+		if err := readNameArray(dec, l); err != nil {
+			return err
+		}
+	case json.Delim('{'):
+		if err := readNameObject(dec, l); err != nil {
+			return err
+		}
+	default:
+		return errorf(fasthttp.StatusBadRequest, "invalid JSON: expected an array of names or an object with \"names\", got %v", tok)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errorf(fasthttp.StatusBadRequest, "invalid JSON: unexpected data after the names")
+	}
+	return nil
+}
+
+// readNameObject reads the members of {"names": [...], "profile": "..."}
+// after its opening brace, and the closing brace.
+func readNameObject(dec *json.Decoder, l *nameList) error {
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonError(err)
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return errorf(fasthttp.StatusBadRequest, "invalid JSON: field %q given twice", key)
+		}
+		seen[key] = true
+		switch key {
+		case "names":
+			tok, err := dec.Token()
+			if err != nil {
+				return jsonError(err)
+			}
+			if tok != json.Delim('[') {
+				return errorf(fasthttp.StatusBadRequest, "invalid JSON: field \"names\" must be an array of strings")
+			}
+			if err := readNameArray(dec, l); err != nil {
+				return err
+			}
+		case "profile":
+			if err := dec.Decode(&l.profile); err != nil {
+				var typ *json.UnmarshalTypeError
+				if errors.As(err, &typ) {
+					return errorf(fasthttp.StatusBadRequest, "invalid JSON: field \"profile\" must be a string, got %s", typ.Value)
+				}
+				return jsonError(err)
+			}
+			if err := checkProfile(l.profile); err != nil {
+				return err
+			}
+		default:
+			return errorf(fasthttp.StatusBadRequest, "unknown field %q (fields: \"names\", \"profile\")", key)
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return jsonError(err)
+	}
+	if !seen["names"] {
+		return errorf(fasthttp.StatusBadRequest, "field \"names\" is required")
+	}
+	return nil
+}
+
+// readNameArray reads the strings of an array after its opening bracket,
+// and the closing bracket.
+func readNameArray(dec *json.Decoder, l *nameList) error {
+	for i := 1; dec.More(); i++ {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonError(err)
+		}
+		s, ok := tok.(string)
+		if !ok {
+			return errorf(fasthttp.StatusBadRequest, "invalid JSON: name %d is not a string", i)
+		}
+		l.add(i, s)
+	}
+	if _, err := dec.Token(); err != nil {
+		return jsonError(err)
+	}
+	return nil
+}
+
+// checkProfile refuses a profile name that cannot be one: ACME profile
+// names are short tokens ("classic", "shortlived").
+func checkProfile(p string) error {
+	if len(p) > maxProfile {
+		return errorf(fasthttp.StatusBadRequest, "profile is longer than %d characters", maxProfile)
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' {
+			continue
+		}
+		return errorf(fasthttp.StatusBadRequest, "profile %q: only letters, digits, '-', '_' and '.' are allowed", p)
+	}
+	return nil
+}
+
+// domainName normalizes the {name} of a route, answering 400 for a name
+// that is not one.
+func domainName(p params) (string, error) {
+	n, err := hostname.NormalizePattern(p["name"])
+	if err != nil {
+		return "", errorf(fasthttp.StatusBadRequest, "%v", err)
+	}
+	return n, nil
+}
+
+// managedDomain returns the record of a managed name, answering 404 for a
+// name that is not managed (or was removed, unless removedOK).
+func (a *AdminAPI) managedDomain(ctx context.Context, name string, removedOK bool) (*store.Domain, error) {
+	d, err := a.store.GetDomain(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errorf(fasthttp.StatusNotFound, "%s is not managed: add it with POST /v1/domains", name)
+	case err != nil:
+		return nil, fmt.Errorf("get domain %s: %w", name, err)
+	case d.State == store.StateRemoved && !removedOK:
+		return nil, errorf(fasthttp.StatusNotFound, "%s was removed: add it again with POST /v1/domains", name)
+	}
+	return d, nil
+}
+
+// showDomain answers GET /v1/domains/{name}.
+func (a *AdminAPI) showDomain(ctx context.Context, rc *fasthttp.RequestCtx, p params) error {
+	name, err := domainName(p)
+	if err != nil {
+		return err
+	}
+	d, err := a.managedDomain(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	doc, err := a.domainDoc(ctx, d)
+	if err != nil {
+		return err
+	}
+	writeJSON(rc, fasthttp.StatusOK, doc)
+	return nil
+}
+
+// domainDoc describes d with the certificate that serves it.
+func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain, error) {
+	doc := &api.Domain{DomainRecord: domainRecord(d)}
+	c, err := a.servingCertificate(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		doc.Certificate = &api.CertificateInfo{
+			ID: c.ID, Names: c.Names, Serial: c.Serial, Issuer: c.Issuer,
+			NotBefore: c.NotBefore, NotAfter: c.NotAfter, RenewAt: c.RenewAt,
+			KeyType: c.KeyType, Source: c.Source, Origin: c.Origin,
+		}
+	}
+	return doc, nil
+}
+
+// servingCertificate returns the certificate nginx gets for d's name: its
+// own or the wildcard's one label up; for a wildcard record, the one it
+// was issued. nil when there is none.
+func (a *AdminAPI) servingCertificate(ctx context.Context, d *store.Domain) (*store.Certificate, error) {
+	var c *store.Certificate
+	var err error
+	switch {
+	case !hostname.IsWildcard(d.Name):
+		c, err = a.store.LookupCertificate(ctx, d.Name)
+	case d.CertID != "":
+		c, err = a.store.GetCertificate(ctx, d.CertID)
+	default:
+		return nil, nil
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("certificate of %s: %w", d.Name, err)
+	}
+	return c, nil
+}
+
+// domainRecord converts a store record to its API form.
+func domainRecord(d *store.Domain) api.DomainRecord {
+	return api.DomainRecord{
+		Name: d.Name, State: string(d.State), Profile: d.Profile, Source: d.Source,
+		NextAttempt: d.NextAttempt, Failures: d.Failures, LastError: d.LastError,
+		FailingSince: d.FailingSince, AddedAt: d.AddedAt, UpdatedAt: d.UpdatedAt,
+	}
+}
+
+// maxCursor is the longest after= value accepted.
+const maxCursor = 1024
+
+// listDomains answers GET /v1/domains?after=NAME&limit=N: up to limit
+// records in name order after NAME, with a summary of their certificates,
+// and the after= value of the next page.
+func (a *AdminAPI) listDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
+	after, limit := "", api.DefaultListLimit
+	var bad error
+	rc.QueryArgs().VisitAll(func(k, v []byte) {
+		if bad != nil {
+			return
+		}
+		switch string(k) {
+		case "after":
+			if len(v) > maxCursor {
+				bad = errorf(fasthttp.StatusBadRequest, "after is longer than %d bytes", maxCursor)
+			}
+			after = string(v)
+		case "limit":
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n < 1 || n > api.MaxListLimit {
+				bad = errorf(fasthttp.StatusBadRequest, "limit %q: want a number from 1 to %d", v, api.MaxListLimit)
+			}
+			limit = n
+		default:
+			bad = errorf(fasthttp.StatusBadRequest, "unknown query parameter %q (parameters: after, limit)", k)
+		}
+	})
+	if bad != nil {
+		return bad
+	}
+	ds, err := a.store.ListDomains(ctx, after, limit+1)
+	if err != nil {
+		return fmt.Errorf("list domains: %w", err)
+	}
+	resp := api.DomainList{Domains: make([]api.DomainSummary, 0, min(len(ds), limit))}
+	if len(ds) > limit {
+		ds = ds[:limit]
+		resp.Next = ds[limit-1].Name
+	}
+	for _, d := range ds {
+		s := api.DomainSummary{DomainRecord: domainRecord(d)}
+		c, err := a.servingCertificate(ctx, d)
+		if err != nil {
+			return err
+		}
+		if c != nil {
+			s.Certificate = &api.CertificateSummary{ID: c.ID, Serial: c.Serial, NotAfter: c.NotAfter, RenewAt: c.RenewAt}
+		}
+		resp.Domains = append(resp.Domains, s)
+	}
+	writeJSON(rc, fasthttp.StatusOK, resp)
+	return nil
+}
+
+// renewDomain answers POST /v1/domains/{name}/renew: the name becomes due
+// now and is handed to the Scheduler ahead of the due index.
+func (a *AdminAPI) renewDomain(ctx context.Context, rc *fasthttp.RequestCtx, p params) error {
+	name, err := domainName(p)
+	if err != nil {
+		return err
+	}
+	d, err := a.managedDomain(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	now := a.cfg.Now()
+	d.NextAttempt, d.UpdatedAt = now, now
+	if err := a.store.PutDomain(ctx, d); err != nil {
+		return fmt.Errorf("put domain %s: %w", name, err)
+	}
+	queued := false
+	if a.cfg.Scheduler != nil {
+		queued = a.cfg.Scheduler.Prioritize(name)
+	}
+	a.log.Info("renewal requested", "name", name, "state", string(d.State), "queued", queued)
+	writeJSON(rc, fasthttp.StatusAccepted, api.RenewResponse{Name: name, Queued: queued})
+	return nil
+}
+
+// removeDomain answers DELETE /v1/domains/{name}: the record is marked
+// removed and leaves the due index. The certificate stays stored and
+// served until it is deleted separately. Removing a removed name changes
+// nothing.
+func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p params) error {
+	name, err := domainName(p)
+	if err != nil {
+		return err
+	}
+	d, err := a.managedDomain(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	if d.State != store.StateRemoved {
+		d.State, d.NextAttempt, d.UpdatedAt = store.StateRemoved, time.Time{}, a.cfg.Now()
+		if err := a.store.PutDomain(ctx, d); err != nil {
+			return fmt.Errorf("put domain %s: %w", name, err)
+		}
+		a.log.Info("domain removed", "name", name)
+	}
+	doc, err := a.domainDoc(ctx, d)
+	if err != nil {
+		return err
+	}
+	writeJSON(rc, fasthttp.StatusOK, doc)
+	return nil
+}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +38,7 @@ func (s *syncBuffer) String() string {
 func testEnv(vars map[string]string) (*env, *syncBuffer, *syncBuffer) {
 	stdout, stderr := &syncBuffer{}, &syncBuffer{}
 	return &env{
+		stdin:  strings.NewReader(""),
 		stdout: stdout,
 		stderr: stderr,
 		getenv: func(k string) string { return vars[k] },

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,13 +41,7 @@ certificate reports:
 Re-running an import is harmless. The exit code is 0 when at least one
 certificate was imported or was already there, 1 when none was, 2 for a
 bad command line.
-
-The admin API is found from, in order: --admin and --token-file;
-the environment variables CERTSERVER_ADMIN (its URL),
-CERTSERVER_ADMIN_TOKEN (the token itself) and CERTSERVER_ADMIN_TOKEN_FILE;
-the [admin] section of the configuration file (--config, default
-` + defaultConfigPath + `, when it exists); http://` + certserver.DefaultAdminListen + `.
-
+` + adminHelp + `
 Examples:
   certserver import /etc/letsencrypt
   certserver import /etc/letsencrypt/live/example.com /etc/ssl/private/shop.pem
@@ -99,7 +94,7 @@ func runImport(ctx context.Context, e *env, args []string) int {
 
 	var cl *client.Client
 	if !*dryRun {
-		c, err := adminClient(e, *adminURL, *tokenFile, *configPath)
+		c, err := adminClient(e, *adminURL, *tokenFile, *configPath, *timeout)
 		if err != nil {
 			return fail(e, "import", err)
 		}
@@ -196,8 +191,9 @@ func importOne(ctx context.Context, e *env, cl *client.Client, it importItem, ti
 }
 
 // adminClient builds the admin API client from the flags, the environment
-// and the configuration file, in that order.
-func adminClient(e *env, adminURL, tokenFile, configPath string) (*client.Client, error) {
+// and the configuration file, in that order. Each of its requests gives up
+// after timeout.
+func adminClient(e *env, adminURL, tokenFile, configPath string, timeout time.Duration) (*client.Client, error) {
 	var cfg *config
 	if configPath != "" || adminURL == "" || (tokenFile == "" && e.getenv("CERTSERVER_ADMIN_TOKEN") == "" && e.getenv("CERTSERVER_ADMIN_TOKEN_FILE") == "") {
 		path := configPath
@@ -240,7 +236,7 @@ func adminClient(e *env, adminURL, tokenFile, configPath string) (*client.Client
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
 	}
-	return client.New(adminURL, token, nil)
+	return client.New(adminURL, token, &http.Client{Timeout: timeout})
 }
 
 // printImportTable prints one line per outcome and a summary line.

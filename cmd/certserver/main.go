@@ -25,6 +25,7 @@ const (
 
 // env is what a command gets from the process: tests substitute all of it.
 type env struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	now            func() time.Time
@@ -40,6 +41,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the sidecar: certificate endpoint and admin API", runServe},
+		{"domains", "manage the names certserver obtains certificates for", runDomains},
 		{"import", "import certificates from certbot directories or PEM files", runImport},
 		{"fallback-cert", "write the self-signed certificate nginx serves for unknown names", runFallbackCert},
 		{"version", "print the version", runVersion},
@@ -50,7 +52,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	// After the first signal a second one kills the process the usual way.
 	context.AfterFunc(ctx, stop)
-	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, now: time.Now}
 	code := run(ctx, e, os.Args[1:])
 	stop()
 	os.Exit(code)

@@ -1,0 +1,596 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/certserver/client"
+)
+
+// adminHelp is the paragraph every command that talks to the admin API
+// ends its help with.
+const adminHelp = `
+The admin API is found from, in order: --admin and --token-file;
+the environment variables CERTSERVER_ADMIN (its URL),
+CERTSERVER_ADMIN_TOKEN (the token itself) and CERTSERVER_ADMIN_TOKEN_FILE;
+the [admin] section of the configuration file (--config, default
+` + defaultConfigPath + `, when it exists); http://` + certserver.DefaultAdminListen + `.
+`
+
+const domainsHelp = `
+Manages the names certserver obtains and renews certificates for, through
+the admin API of a running ` + "`certserver serve`" + `.
+
+Subcommands:
+  add     bring names under management (arguments, a file or standard input)
+  show    what certserver knows about one name, and its certificate
+  ls      list managed names, in name order, a page at a time
+  renew   renew a name's certificate now
+  rm      stop managing a name (its certificate stays served)
+
+Run 'certserver domains <subcommand> --help' for flags and examples.
+
+Exit codes: 0 success; 1 failure (for add: some names were invalid; the
+valid ones were still added); 2 bad command line.
+`
+
+// domainsCommands are the subcommands of `certserver domains`.
+func domainsCommands() []command {
+	return []command{
+		{"add", "bring names under management", runDomainsAdd},
+		{"show", "show one managed name", runDomainsShow},
+		{"ls", "list managed names", runDomainsList},
+		{"renew", "renew a name's certificate now", runDomainsRenew},
+		{"rm", "stop managing a name", runDomainsRemove},
+	}
+}
+
+func runDomains(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintf(e.stderr, "Usage: certserver domains <subcommand> [flags] [arguments]\n%s", domainsHelp)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		fmt.Fprintf(e.stdout, "Usage: certserver domains <subcommand> [flags] [arguments]\n%s", domainsHelp)
+		return exitOK
+	case "help":
+		if len(args) > 1 {
+			return runDomains(ctx, e, []string{args[1], "--help"})
+		}
+		return runDomains(ctx, e, []string{"--help"})
+	}
+	for _, c := range domainsCommands() {
+		if c.name == args[0] {
+			return c.run(ctx, e, args[1:])
+		}
+	}
+	return usageError(e, "domains", "unknown subcommand %q (add, show, ls, renew, rm)", args[0])
+}
+
+// adminFlags are the flags of every command that talks to the admin API.
+type adminFlags struct {
+	admin, tokenFile, config *string
+	timeout                  *time.Duration
+}
+
+// addAdminFlags defines the admin API flags on fs.
+func addAdminFlags(fs *flagSet) *adminFlags {
+	return &adminFlags{
+		admin:     fs.String("admin", "", "the admin API `URL` (default from $CERTSERVER_ADMIN, the config file, else http://"+certserver.DefaultAdminListen+")"),
+		tokenFile: fs.String("token-file", "", "read the admin token from `file` (default from $CERTSERVER_ADMIN_TOKEN(_FILE) or the config file)"),
+		config:    fs.String("config", "", "read the admin address and token file from this configuration `file` (default "+defaultConfigPath+" if it exists)"),
+		timeout:   fs.Duration("timeout", time.Minute, "give up on one request to the admin API after this `duration`"),
+	}
+}
+
+// client returns the admin API client the flags, the environment and the
+// configuration file describe.
+func (f *adminFlags) client(e *env) (*client.Client, error) {
+	if *f.timeout <= 0 {
+		return nil, errors.New("--timeout must be positive")
+	}
+	return adminClient(e, *f.admin, *f.tokenFile, *f.config, *f.timeout)
+}
+
+// explain turns an error from the admin API into what the operator should
+// know.
+func explain(cl *client.Client, err error) error {
+	var ae *api.Error
+	switch {
+	case errors.Is(err, client.ErrUnreachable):
+		return fmt.Errorf("%w (is `certserver serve` running?)", err)
+	case errors.As(err, &ae) && ae.Status == 401:
+		return fmt.Errorf("the admin API at %s refused the token: %s (check --token-file, CERTSERVER_ADMIN_TOKEN or admin.token_file)", cl.URL(), ae.Message)
+	case errors.As(err, &ae):
+		return errors.New(ae.Message)
+	}
+	return err
+}
+
+const domainsAddHelp = `
+Brings names under management: certserver obtains a certificate for each
+and keeps renewing it. The names come from the arguments, from a file
+(--file FILE) or from standard input ("-"), one per line; blank lines and
+everything after a "#" are ignored. Names are normalized (lowercase,
+internationalized names to their xn-- form). Wildcards are refused: they
+need the dns-01 challenge, which certserver does not answer yet.
+
+The report says how many names were added and how many were managed
+already (they are left as they are; a removed name is managed again), and
+lists every invalid name with its line (or argument position) and what is
+wrong with it. The valid names are added even when some are invalid.
+
+Exit codes: 0 every name was valid; 1 some names were invalid, or the
+request failed; 2 bad command line.
+` + adminHelp + `
+Examples:
+  certserver domains add shop.example.com www.shop.example.com
+  certserver domains add --profile shortlived staging.example.com
+  certserver domains add --file /etc/certserver/names.txt
+  psql -Atc 'select host from customers' | certserver domains add -
+`
+
+// addBatchNames is how many names `domains add` sends in one request. The
+// admin API takes 500,000 names in one request; smaller requests bound
+// each one's duration and leave room for progress reports.
+const addBatchNames = 100000
+
+// maxLine is the longest input line `domains add` reads, in bytes.
+const maxLine = 1 << 20
+
+// inputName is one name read for `domains add`, with where it was found.
+type inputName struct {
+	line int // 1-based line, or argument position
+	name string
+}
+
+// addReport is the outcome of `domains add`, with the invalid names at
+// their place in the input.
+type addReport struct {
+	Added        int               `json:"added"`
+	Existing     int               `json:"existing"`
+	Invalid      []api.InvalidName `json:"invalid"`
+	InvalidCount int               `json:"invalid_count"`
+}
+
+func runDomainsAdd(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("domains add", "[flags] NAME... | -", domainsAddHelp)
+	profile := fs.String("profile", "", "the ACME `profile` to request for these names (default: the server's acme.profile)")
+	file := fs.String("file", "", "read the names from `file`, one per line (\"-\" for standard input)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	af := addAdminFlags(fs)
+	rest, code, ok := fs.parse(e, args)
+	if !ok {
+		return code
+	}
+	var src string // what the names are read from: "", "-" or a path
+	switch {
+	case *file != "" && len(rest) > 0:
+		return usageError(e, fs.Name(), "give names as arguments or with --file, not both")
+	case *file != "":
+		src = *file
+	case len(rest) == 1 && rest[0] == "-":
+		src = "-"
+	case len(rest) == 0:
+		return usageError(e, fs.Name(), "no names given: NAME..., - for standard input, or --file FILE")
+	}
+	if src == "" && len(rest) > 1 && slices.Contains(rest, "-") {
+		return usageError(e, fs.Name(), `"-" (standard input) cannot be mixed with names`)
+	}
+
+	var names []inputName
+	where := "line"
+	switch src {
+	case "":
+		where = "argument"
+		for i, n := range rest {
+			names = append(names, inputName{line: i + 1, name: n})
+		}
+	case "-":
+		var err error
+		if names, err = readNames(e.stdin); err != nil {
+			return fail(e, fs.Name(), fmt.Errorf("standard input: %w", err))
+		}
+	default:
+		f, err := os.Open(src)
+		if err != nil {
+			return fail(e, fs.Name(), err)
+		}
+		names, err = readNames(f)
+		f.Close()
+		if err != nil {
+			return fail(e, fs.Name(), fmt.Errorf("%s: %w", src, err))
+		}
+	}
+	if len(names) == 0 {
+		return fail(e, fs.Name(), errors.New("no names in the input (only blank lines and comments)"))
+	}
+
+	cl, err := af.client(e)
+	if err != nil {
+		return fail(e, fs.Name(), err)
+	}
+	rep := addReport{Invalid: []api.InvalidName{}}
+	for start := 0; start < len(names); start += addBatchNames {
+		batch := names[start:min(start+addBatchNames, len(names))]
+		req := &api.AddDomainsRequest{Names: make([]string, len(batch)), Profile: *profile}
+		for i, n := range batch {
+			req.Names[i] = n.name
+		}
+		rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+		resp, err := cl.AddDomains(rctx, req)
+		cancel()
+		if err != nil {
+			if rep.Added+rep.Existing > 0 {
+				fmt.Fprintf(e.stderr, "certserver domains add: %d names were added and %d were managed already before the failure\n", rep.Added, rep.Existing)
+			}
+			return fail(e, fs.Name(), explain(cl, err))
+		}
+		rep.Added += resp.Added
+		rep.Existing += resp.Existing
+		rep.InvalidCount += resp.InvalidCount
+		for _, inv := range resp.Invalid {
+			if inv.Line >= 1 && inv.Line <= len(batch) {
+				inv.Line = batch[inv.Line-1].line
+			}
+			rep.Invalid = append(rep.Invalid, inv)
+		}
+		// Progress reports for large inputs go here (a later issue).
+	}
+
+	if *asJSON {
+		printJSON(e.stdout, rep)
+	} else {
+		fmt.Fprintf(e.stdout, "%d added, %d existing, %d invalid\n", rep.Added, rep.Existing, rep.InvalidCount)
+		for _, inv := range rep.Invalid {
+			fmt.Fprintf(e.stdout, "invalid: %s %d: %s: %s\n", where, inv.Line, strconv.Quote(inv.Name), inv.Error)
+		}
+		if n := rep.InvalidCount - len(rep.Invalid); n > 0 {
+			fmt.Fprintf(e.stdout, "invalid: %d more not listed\n", n)
+		}
+	}
+	if rep.InvalidCount > 0 {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// readNames reads one name per line; blank lines and what follows a "#"
+// are skipped, surrounding white space and a byte order mark dropped.
+func readNames(r io.Reader) ([]inputName, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	var names []inputName
+	line := 0
+	for sc.Scan() {
+		line++
+		b := sc.Bytes()
+		if line == 1 {
+			b = bytes.TrimPrefix(b, []byte("\ufeff"))
+		}
+		if i := bytes.IndexByte(b, '#'); i >= 0 {
+			b = b[:i]
+		}
+		if b = bytes.TrimSpace(b); len(b) > 0 {
+			names = append(names, inputName{line: line, name: string(b)})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("line %d is longer than %d bytes", line+1, maxLine)
+		}
+		return nil, err
+	}
+	return names, nil
+}
+
+const domainsShowHelp = `
+Shows what certserver knows about one managed name: its state, when the
+renewer next looks at it, its last failure, and the certificate that serves
+it now (its own or a wildcard's; never the key).
+
+States: pending (waiting for its first certificate), issuing, valid,
+renewing, failing (retried at the next attempt), removed.
+
+Exit codes: 0 shown; 1 not managed, or the request failed; 2 bad command
+line.
+` + adminHelp + `
+Examples:
+  certserver domains show shop.example.com
+  certserver domains show --json shop.example.com | jq -r .certificate.not_after
+`
+
+func runDomainsShow(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("domains show", "[flags] NAME", domainsShowHelp)
+	asJSON := fs.Bool("json", false, "print the record as JSON")
+	af := addAdminFlags(fs)
+	name, code, ok := oneName(e, fs, args)
+	if !ok {
+		return code
+	}
+	cl, err := af.client(e)
+	if err != nil {
+		return fail(e, fs.Name(), err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	defer cancel()
+	d, err := cl.Domain(rctx, name)
+	if err != nil {
+		return fail(e, fs.Name(), explain(cl, err))
+	}
+	if *asJSON {
+		printJSON(e.stdout, d)
+		return exitOK
+	}
+	now := e.now()
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	line("name", d.Name)
+	line("state", d.State)
+	line("profile", orDash(d.Profile, "(default)"))
+	line("source", orDash(d.Source, "-"))
+	line("next attempt", when(d.NextAttempt, now))
+	line("failures", strconv.Itoa(d.Failures))
+	line("last error", orDash(d.LastError, "-"))
+	line("failing since", when(d.FailingSince, now))
+	line("added", when(d.AddedAt, now))
+	line("updated", when(d.UpdatedAt, now))
+	if c := d.Certificate; c != nil {
+		line("certificate", c.ID)
+		line("  names", strings.Join(c.Names, ", "))
+		line("  serial", c.Serial)
+		line("  issuer", c.Issuer)
+		line("  not before", when(c.NotBefore, now))
+		line("  not after", when(c.NotAfter, now))
+		line("  renew at", when(c.RenewAt, now))
+		line("  key type", c.KeyType)
+		src := c.Source
+		if c.Origin != "" {
+			src += " (" + c.Origin + ")"
+		}
+		line("  source", src)
+	} else {
+		line("certificate", "none yet")
+	}
+	tw.Flush()
+	return exitOK
+}
+
+const domainsListHelp = `
+Lists managed names in name order, a page at a time, as a table:
+
+  NAME  STATE  NOT-AFTER  NEXT-ATTEMPT  LAST-ERROR
+
+NOT-AFTER is when the certificate that serves the name expires (- for
+none), NEXT-ATTEMPT when the renewer next looks at it, LAST-ERROR the last
+failure, shortened. When more names follow, the command for the next page
+is printed on standard error.
+
+Exit codes: 0 listed; 1 the request failed; 2 bad command line.
+` + adminHelp + `
+Examples:
+  certserver domains ls
+  certserver domains ls --limit 1000 --after shop.example.com
+  certserver domains ls --json | jq -r '.domains[] | select(.state == "failing") | .name'
+`
+
+// maxErrorColumn is the width LAST-ERROR is cut to in `domains ls`.
+const maxErrorColumn = 60
+
+func runDomainsList(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("domains ls", "[flags]", domainsListHelp)
+	after := fs.String("after", "", "start after this `name`")
+	limit := fs.Int("limit", api.DefaultListLimit, "list at most `n` names (1 to "+strconv.Itoa(api.MaxListLimit)+")")
+	asJSON := fs.Bool("json", false, "print the page as JSON")
+	af := addAdminFlags(fs)
+	rest, code, ok := fs.parse(e, args)
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
+	}
+	if *limit < 1 || *limit > api.MaxListLimit {
+		return usageError(e, fs.Name(), "--limit must be from 1 to %d", api.MaxListLimit)
+	}
+	cl, err := af.client(e)
+	if err != nil {
+		return fail(e, fs.Name(), err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	defer cancel()
+	l, err := cl.Domains(rctx, *after, *limit)
+	if err != nil {
+		return fail(e, fs.Name(), explain(cl, err))
+	}
+	if *asJSON {
+		printJSON(e.stdout, l)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tNOT-AFTER\tNEXT-ATTEMPT\tLAST-ERROR")
+	for _, d := range l.Domains {
+		notAfter := "-"
+		if d.Certificate != nil {
+			notAfter = stamp(d.Certificate.NotAfter)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.State, notAfter, stamp(d.NextAttempt), shorten(d.LastError, maxErrorColumn))
+	}
+	tw.Flush()
+	if l.Next != "" {
+		fmt.Fprintf(e.stderr, "more: certserver domains ls --limit %d --after %s\n", *limit, l.Next)
+	}
+	return exitOK
+}
+
+const domainsRenewHelp = `
+Renews a managed name's certificate now, even if it is not due: the name
+goes ahead of the renewer's queue. The command returns at once; follow the
+outcome with 'certserver domains show NAME'. When issuance is off
+(acme.directory is not set) or the renewer's queue is full, the name is
+only made due now.
+
+Exit codes: 0 accepted; 1 not managed, or the request failed; 2 bad
+command line.
+` + adminHelp + `
+Example:
+  certserver domains renew shop.example.com
+`
+
+func runDomainsRenew(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("domains renew", "[flags] NAME", domainsRenewHelp)
+	af := addAdminFlags(fs)
+	name, code, ok := oneName(e, fs, args)
+	if !ok {
+		return code
+	}
+	cl, err := af.client(e)
+	if err != nil {
+		return fail(e, fs.Name(), err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	defer cancel()
+	r, err := cl.RenewDomain(rctx, name)
+	if err != nil {
+		return fail(e, fs.Name(), explain(cl, err))
+	}
+	if r.Queued {
+		fmt.Fprintf(e.stdout, "%s: renewal queued\n", r.Name)
+	} else {
+		fmt.Fprintf(e.stdout, "%s: due now, not queued (issuance is off, or the renewer's queue is full)\n", r.Name)
+	}
+	return exitOK
+}
+
+const domainsRemoveHelp = `
+Stops managing a name: certserver no longer renews its certificate. The
+record is kept with state "removed" (see 'certserver domains show'), and
+the certificate stays stored and served until it expires or is deleted.
+Adding the name again manages it again.
+
+Exit codes: 0 removed (or removed already); 1 not managed, or the request
+failed; 2 bad command line.
+` + adminHelp + `
+Example:
+  certserver domains rm old-shop.example.com
+`
+
+func runDomainsRemove(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("domains rm", "[flags] NAME", domainsRemoveHelp)
+	af := addAdminFlags(fs)
+	name, code, ok := oneName(e, fs, args)
+	if !ok {
+		return code
+	}
+	cl, err := af.client(e)
+	if err != nil {
+		return fail(e, fs.Name(), err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	defer cancel()
+	d, err := cl.RemoveDomain(rctx, name)
+	if err != nil {
+		return fail(e, fs.Name(), explain(cl, err))
+	}
+	if c := d.Certificate; c != nil {
+		fmt.Fprintf(e.stdout, "%s: removed; its certificate %s (expires %s) is still served until it expires or is deleted\n", d.Name, c.ID, day(c.NotAfter))
+	} else {
+		fmt.Fprintf(e.stdout, "%s: removed\n", d.Name)
+	}
+	return exitOK
+}
+
+// oneName parses the flags of a command that takes exactly one NAME.
+func oneName(e *env, fs *flagSet, args []string) (string, int, bool) {
+	rest, code, ok := fs.parse(e, args)
+	if !ok {
+		return "", code, false
+	}
+	switch len(rest) {
+	case 0:
+		return "", usageError(e, fs.Name(), "no NAME given"), false
+	case 1:
+		return rest[0], 0, true
+	}
+	return "", usageError(e, fs.Name(), "one NAME only; got %d", len(rest)), false
+}
+
+// printJSON prints v as indented JSON.
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// stamp formats a time for a table, "-" when it is not set.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04")
+}
+
+// when formats a time in full with how far it is from now, "-" when it is
+// not set.
+func when(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now)
+	rel := "now"
+	switch {
+	case d >= time.Second:
+		rel = "in " + roughly(d)
+	case d <= -time.Second:
+		rel = roughly(-d) + " ago"
+	}
+	return t.UTC().Format(time.RFC3339) + " (" + rel + ")"
+}
+
+// roughly formats a positive duration in its largest unit: "3d", "5h",
+// "12m", "40s".
+func roughly(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	case d >= time.Hour:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	case d >= time.Minute:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	}
+	return strconv.Itoa(int(d/time.Second)) + "s"
+}
+
+// orDash returns s, or alt when s is empty.
+func orDash(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
+
+// shorten cuts s to n runes on one line, "-" when it is empty.
+func shorten(s string, n int) string {
+	if s == "" {
+		return "-"
+	}
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

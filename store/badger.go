@@ -113,7 +113,7 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	log := opts.Logger.With("component", "badger")
+	log := opts.Logger.With("engine", "badger")
 
 	// Badger's defaults are sized for a database server. For a sidecar:
 	// fewer memtables; no compression, since PEM is base64 that Snappy

@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/mail"
+	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -13,6 +17,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/store/hostname"
 )
 
 // defaultConfigPath is where serve and the client commands look for the
@@ -22,10 +28,14 @@ const defaultConfigPath = "/etc/certserver/certserver.toml"
 // config is the TOML configuration file of `certserver serve`. Every key is
 // documented in deploy/certserver.toml; defaultConfig holds the defaults.
 type config struct {
-	Store storeConfig `toml:"store"`
-	Certs certsConfig `toml:"certs"`
-	Admin adminConfig `toml:"admin"`
-	Log   logConfig   `toml:"log"`
+	Store     storeConfig     `toml:"store"`
+	Certs     certsConfig     `toml:"certs"`
+	Challenge challengeConfig `toml:"challenge"`
+	Admin     adminConfig     `toml:"admin"`
+	ACME      acmeConfig      `toml:"acme"`
+	Renewer   renewerConfig   `toml:"renewer"`
+	OnDemand  onDemandConfig  `toml:"on_demand"`
+	Log       logConfig       `toml:"log"`
 }
 
 type storeConfig struct {
@@ -43,12 +53,51 @@ type certsConfig struct {
 	NotFoundMaxAge   duration `toml:"not_found_max_age"`
 }
 
+type challengeConfig struct {
+	Listen           string `toml:"listen"`
+	AllowNonLoopback bool   `toml:"allow_non_loopback"`
+}
+
 type adminConfig struct {
 	Enabled          bool   `toml:"enabled"`
 	Listen           string `toml:"listen"`
 	AllowNonLoopback bool   `toml:"allow_non_loopback"`
 	TokenFile        string `toml:"token_file"`
 	MaxBody          int    `toml:"max_body"`
+	MaxDomainsBody   int    `toml:"max_domains_body"`
+}
+
+type acmeConfig struct {
+	Directory   string   `toml:"directory"`
+	Email       string   `toml:"email"`
+	AgreeTerms  bool     `toml:"agree_terms"`
+	CARoots     string   `toml:"ca_roots"`
+	KeyType     string   `toml:"key_type"`
+	ReuseKey    bool     `toml:"reuse_key"`
+	Profile     string   `toml:"profile"`
+	Timeout     duration `toml:"timeout"`
+	EABKID      string   `toml:"eab_kid"`
+	EABHMACFile string   `toml:"eab_hmac_file"`
+}
+
+type renewerConfig struct {
+	Workers  int      `toml:"workers"`
+	IdleWait duration `toml:"idle_wait"`
+}
+
+type onDemandConfig struct {
+	Allow     []string `toml:"allow"`
+	Targets   []string `toml:"targets"`
+	Resolvers []string `toml:"resolvers"`
+	AskURL    string   `toml:"ask_url"`
+	AllowTTL  duration `toml:"allow_ttl"`
+	DenyTTL   duration `toml:"deny_ttl"`
+}
+
+// enabled reports whether any on-demand check is configured, which is what
+// turns on-demand issuance on (renewer.Policy.Enabled).
+func (c onDemandConfig) enabled() bool {
+	return len(c.Allow) > 0 || len(c.Targets) > 0 || c.AskURL != ""
 }
 
 type logConfig struct {
@@ -67,12 +116,20 @@ func defaultConfig() config {
 			MinAge:         duration(certserver.DefaultCertMinAge),
 			NotFoundMaxAge: duration(certserver.DefaultNotFoundMaxAge),
 		},
+		Challenge: challengeConfig{Listen: certserver.DefaultChallengeListen},
 		Admin: adminConfig{
-			Enabled: true,
-			Listen:  certserver.DefaultAdminListen,
-			MaxBody: certserver.DefaultAdminMaxBody,
+			Enabled:        true,
+			Listen:         certserver.DefaultAdminListen,
+			MaxBody:        certserver.DefaultAdminMaxBody,
+			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
-		Log: logConfig{Level: "info", Format: "text"},
+		ACME: acmeConfig{
+			KeyType: string(renewer.KeyECDSAP256),
+			Timeout: duration(3 * time.Minute),
+		},
+		Renewer:  renewerConfig{Workers: 4, IdleWait: duration(time.Minute)},
+		OnDemand: onDemandConfig{AllowTTL: duration(10 * time.Minute), DenyTTL: duration(time.Minute)},
+		Log:      logConfig{Level: "info", Format: "text"},
 	}
 }
 
@@ -190,6 +247,20 @@ func (c *config) validate() error {
 	if c.Admin.MaxBody < 1024 {
 		bad("admin.max_body", "%d bytes is too small (at least 1024)", c.Admin.MaxBody)
 	}
+	if c.Admin.MaxDomainsBody < 1024 {
+		bad("admin.max_domains_body", "%d bytes is too small (at least 1024)", c.Admin.MaxDomainsBody)
+	}
+	if c.Challenge.Listen != "" {
+		if err := certserver.CheckLoopback(c.Challenge.Listen); err != nil && !(c.Challenge.AllowNonLoopback && errors.Is(err, certserver.ErrNotLoopback)) {
+			if errors.Is(err, certserver.ErrNotLoopback) {
+				bad("challenge.listen", "%v; nginx on this host proxies the CA's requests here: use a loopback address, or set challenge.allow_non_loopback = true", err)
+			} else {
+				bad("challenge.listen", "%v", err)
+			}
+		}
+	}
+	c.validateACME(bad)
+	c.validateOnDemand(bad)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -201,6 +272,102 @@ func (c *config) validate() error {
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// validateACME checks the [acme] and [renewer] sections.
+func (c *config) validateACME(bad func(key, format string, args ...any)) {
+	a := c.ACME
+	if a.Directory != "" {
+		u, err := url.Parse(a.Directory)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("acme.directory", "%q is not an https URL (ACME directories are served over https)", a.Directory)
+		}
+		if !a.AgreeTerms {
+			bad("acme.agree_terms", "must be true when acme.directory is set: registering an account agrees to the CA's terms of service")
+		}
+	}
+	if a.Email != "" {
+		if m, err := mail.ParseAddress(a.Email); err != nil || m.Address != a.Email {
+			bad("acme.email", "%q is not an e-mail address", a.Email)
+		}
+	}
+	switch renewer.KeyType(a.KeyType) {
+	case renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096:
+	default:
+		bad("acme.key_type", "%q is not one of %s, %s, %s, %s", a.KeyType,
+			renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096)
+	}
+	if !validProfile(a.Profile) {
+		bad("acme.profile", "%q: a profile name is at most 64 letters, digits, '-', '_' and '.'", a.Profile)
+	}
+	if a.Timeout < duration(10*time.Second) {
+		bad("acme.timeout", "%v is shorter than 10s", a.Timeout)
+	}
+	if (a.EABKID == "") != (a.EABHMACFile == "") {
+		bad("acme.eab_kid", "acme.eab_kid and acme.eab_hmac_file go together: set both for external account binding, or neither")
+	}
+	if c.Renewer.Workers < 1 || c.Renewer.Workers > 1000 {
+		bad("renewer.workers", "%d is not from 1 to 1000", c.Renewer.Workers)
+	}
+	if c.Renewer.IdleWait < duration(time.Second) {
+		bad("renewer.idle_wait", "%v is shorter than 1s", c.Renewer.IdleWait)
+	}
+}
+
+// validateOnDemand checks the [on_demand] section.
+func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
+	o := c.OnDemand
+	for _, p := range o.Allow {
+		if _, err := hostname.NormalizePattern(p); err != nil {
+			bad("on_demand.allow", "%v", err)
+		}
+	}
+	for _, t := range o.Targets {
+		if _, err := netip.ParseAddr(t); err == nil {
+			continue
+		}
+		if _, err := hostname.Normalize(t); err != nil {
+			bad("on_demand.targets", "%q is neither an IP address nor a host name", t)
+		}
+	}
+	for _, r := range o.Resolvers {
+		host, port, err := net.SplitHostPort(r)
+		if err == nil && host != "" {
+			_, err = strconv.ParseUint(port, 10, 16)
+		}
+		if err != nil || host == "" {
+			bad("on_demand.resolvers", "%q is not host:port (e.g. \"127.0.0.53:53\")", r)
+		}
+	}
+	if o.AskURL != "" {
+		u, err := url.Parse(o.AskURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("on_demand.ask_url", "%q is not an http or https URL", o.AskURL)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   duration
+	}{{"on_demand.allow_ttl", o.AllowTTL}, {"on_demand.deny_ttl", o.DenyTTL}} {
+		if d.v < duration(time.Second) {
+			bad(d.key, "%v is shorter than 1s", d.v)
+		}
+	}
+}
+
+// validProfile reports whether p can be an ACME profile name: "" (the CA's
+// default) or up to 64 letters, digits, '-', '_' and '.'.
+func validProfile(p string) bool {
+	if len(p) > 64 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // duration is a TOML string holding a Go duration ("10m", "1h30m").

@@ -22,7 +22,96 @@ func TestParseConfig(t *testing.T) {
 				c.Log.Level != "info" || c.Log.Format != "text" {
 				t.Errorf("defaults: %+v", c)
 			}
+			if c.Challenge.Listen != "127.0.0.1:9402" || c.Challenge.AllowNonLoopback || c.Admin.MaxDomainsBody != 64<<20 {
+				t.Errorf("challenge and admin defaults: %+v %+v", c.Challenge, c.Admin)
+			}
+			if c.ACME.Directory != "" || c.ACME.Email != "" || c.ACME.AgreeTerms || c.ACME.CARoots != "" || c.ACME.KeyType != "ecdsa-p256" ||
+				c.ACME.ReuseKey || c.ACME.Profile != "" || c.ACME.Timeout.std() != 3*time.Minute || c.ACME.EABKID != "" || c.ACME.EABHMACFile != "" {
+				t.Errorf("acme defaults: %+v", c.ACME)
+			}
+			if c.Renewer.Workers != 4 || c.Renewer.IdleWait.std() != time.Minute {
+				t.Errorf("renewer defaults: %+v", c.Renewer)
+			}
+			o := c.OnDemand
+			if len(o.Allow) != 0 || len(o.Targets) != 0 || len(o.Resolvers) != 0 || o.AskURL != "" ||
+				o.AllowTTL.std() != 10*time.Minute || o.DenyTTL.std() != time.Minute || o.enabled() {
+				t.Errorf("on_demand defaults: %+v", o)
+			}
 		}},
+		{desc: "every issuance key", doc: `
+[challenge]
+listen = "[::1]:8402"
+allow_non_loopback = true
+[admin]
+max_domains_body = 2048
+[acme]
+directory = "https://acme-staging-v02.api.letsencrypt.org/directory"
+email = "ops@example.com"
+agree_terms = true
+ca_roots = "/etc/certserver/roots.pem"
+key_type = "rsa4096"
+reuse_key = true
+profile = "shortlived"
+timeout = "90s"
+eab_kid = "kid-1"
+eab_hmac_file = "/etc/certserver/eab.key"
+[renewer]
+workers = 16
+idle_wait = "30s"
+[on_demand]
+allow = ["*.shops.example.com", "example.org"]
+targets = ["192.0.2.10", "2001:db8::10", "edge.example.net"]
+resolvers = ["127.0.0.53:53", "[::1]:53"]
+ask_url = "http://127.0.0.1:8080/allow"
+allow_ttl = "1h"
+deny_ttl = "5m"
+`, check: func(t *testing.T, c config) {
+			a := c.ACME
+			if c.Challenge.Listen != "[::1]:8402" || !c.Challenge.AllowNonLoopback || c.Admin.MaxDomainsBody != 2048 {
+				t.Errorf("challenge, admin: %+v %+v", c.Challenge, c.Admin)
+			}
+			if a.Directory != "https://acme-staging-v02.api.letsencrypt.org/directory" || a.Email != "ops@example.com" || !a.AgreeTerms ||
+				a.CARoots != "/etc/certserver/roots.pem" || a.KeyType != "rsa4096" || !a.ReuseKey || a.Profile != "shortlived" ||
+				a.Timeout.std() != 90*time.Second || a.EABKID != "kid-1" || a.EABHMACFile != "/etc/certserver/eab.key" {
+				t.Errorf("acme: %+v", a)
+			}
+			if c.Renewer.Workers != 16 || c.Renewer.IdleWait.std() != 30*time.Second {
+				t.Errorf("renewer: %+v", c.Renewer)
+			}
+			o := c.OnDemand
+			if len(o.Allow) != 2 || len(o.Targets) != 3 || len(o.Resolvers) != 2 || o.AskURL != "http://127.0.0.1:8080/allow" ||
+				o.AllowTTL.std() != time.Hour || o.DenyTTL.std() != 5*time.Minute || !o.enabled() {
+				t.Errorf("on_demand: %+v", o)
+			}
+		}},
+		{desc: "challenge listener disabled", doc: "[challenge]\nlisten = \"\"\n", check: func(t *testing.T, c config) {
+			if c.Challenge.Listen != "" {
+				t.Errorf("listen %q", c.Challenge.Listen)
+			}
+		}},
+		{desc: "challenge on every interface", doc: "[challenge]\nlisten = \"0.0.0.0:80\"\n", want: "challenge.listen"},
+		{desc: "challenge without a port", doc: "[challenge]\nlisten = \"127.0.0.1\"\n", want: "challenge.listen"},
+		{desc: "unknown challenge key", doc: "[challenge]\nport = 9402\n", want: `unknown key "challenge.port" (keys of [challenge]: listen, allow_non_loopback)`},
+		{desc: "small domains body", doc: "[admin]\nmax_domains_body = 100\n", want: "admin.max_domains_body"},
+		{desc: "directory without agree_terms", doc: "[acme]\ndirectory = \"https://ca.example/dir\"\n", want: "acme.agree_terms: must be true when acme.directory is set"},
+		{desc: "plain http directory", doc: "[acme]\ndirectory = \"http://ca.example/dir\"\nagree_terms = true\n", want: "acme.directory"},
+		{desc: "bad e-mail", doc: "[acme]\nemail = \"ops at example.com\"\n", want: "acme.email"},
+		{desc: "e-mail with a name", doc: "[acme]\nemail = \"Ops <ops@example.com>\"\n", want: "acme.email"},
+		{desc: "bad key type", doc: "[acme]\nkey_type = \"ed25519\"\n", want: `acme.key_type: "ed25519" is not one of ecdsa-p256`},
+		{desc: "bad profile", doc: "[acme]\nprofile = \"short lived\"\n", want: "acme.profile"},
+		{desc: "bad timeout", doc: "[acme]\ntimeout = \"3 minutes\"\n", want: "acme.timeout"},
+		{desc: "short timeout", doc: "[acme]\ntimeout = \"1s\"\n", want: "acme.timeout: 1s is shorter than 10s"},
+		{desc: "eab key ID alone", doc: "[acme]\neab_kid = \"kid\"\n", want: "acme.eab_kid and acme.eab_hmac_file go together"},
+		{desc: "unknown acme key", doc: "[acme]\nemail_address = \"x\"\n", want: `unknown key "acme.email_address" (keys of [acme]: directory, email,`},
+		{desc: "no workers", doc: "[renewer]\nworkers = 0\n", want: "renewer.workers"},
+		{desc: "bad idle wait", doc: "[renewer]\nidle_wait = \"soon\"\n", want: "renewer.idle_wait"},
+		{desc: "bad allow pattern", doc: "[on_demand]\nallow = [\"*.com\"]\n", want: "on_demand.allow"},
+		{desc: "allow not a list", doc: "[on_demand]\nallow = \"*.example.com\"\n", want: "on_demand.allow"},
+		{desc: "bad target", doc: "[on_demand]\ntargets = [\"not a host\"]\n", want: `on_demand.targets: "not a host"`},
+		{desc: "resolver without a port", doc: "[on_demand]\nresolvers = [\"127.0.0.53\"]\n", want: "on_demand.resolvers"},
+		{desc: "bad ask URL", doc: "[on_demand]\nask_url = \"ftp://x/allow\"\n", want: "on_demand.ask_url"},
+		{desc: "bad allow ttl", doc: "[on_demand]\nallow_ttl = \"0s\"\n", want: "on_demand.allow_ttl"},
+		{desc: "bad deny ttl", doc: "[on_demand]\ndeny_ttl = \"1y\"\n", want: "on_demand.deny_ttl"},
 		{desc: "every key", doc: `
 [store]
 path = "/srv/certs"
@@ -58,8 +147,8 @@ format = "json"
 			}
 		}},
 		{desc: "unknown key", doc: "[certs]\nsockt = \"/x\"\n", want: `unknown key "certs.sockt" (keys of [certs]: socket,`},
-		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, admin, log)`},
-		{desc: "unknown section", doc: "[acme]\nemail = \"x\"\n", want: `unknown key "acme"`},
+		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, admin, acme, renewer, on_demand, log)`},
+		{desc: "unknown section", doc: "[dns]\nresolver = \"x\"\n", want: `unknown key "dns"`},
 		{desc: "bad duration", doc: "[certs]\nmax_age = \"10 minutes\"\n", want: `"certs.max_age"`},
 		{desc: "duration as a number", doc: "[certs]\nmin_age = 10\n", want: "certs.min_age"},
 		{desc: "negative duration", doc: "[certs]\nmin_age = \"-1s\"\n", want: "certs.min_age"},

@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -21,8 +20,13 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
 
   - the certificate endpoint nginx's ssl_certificate_by_lua hook calls,
     GET /v1/certs/{name}, on a unix socket and/or a loopback address;
+  - the ACME challenge endpoint nginx's port 80 proxies
+    /.well-known/acme-challenge/ to (challenge.listen, 127.0.0.1:9402);
   - the admin API the other certserver commands talk to, on a loopback
     address, guarded by a bearer token;
+  - with acme.directory set, the renewer: it obtains certificates for the
+    names added with 'certserver domains add' and renews them, and, when
+    [on_demand] has a check, for names nginx is asked for;
   - the certificate store, a Badger database in a directory.
 
 The configuration file is TOML; deploy/certserver.toml documents every key.
@@ -30,8 +34,10 @@ An unknown key or a bad value stops the start with an error naming the key.
 The admin token is read from admin.token_file, or from the environment
 variable CERTSERVER_ADMIN_TOKEN, which takes precedence.
 
-On SIGTERM or SIGINT the listeners close, requests in flight finish, the
-socket file is removed and the store is closed. A second signal kills.
+On SIGTERM or SIGINT the listeners close, requests in flight finish, orders
+under way are abandoned (their names stay due and are picked up at the next
+start), the socket file is removed and the store is closed. A second
+signal kills.
 
 Examples:
   certserver serve --config /etc/certserver/certserver.toml
@@ -71,17 +77,37 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		token = t
 	}
 
+	var files *acmeFiles
+	if cfg.ACME.Directory != "" {
+		f, err := readACMEFiles(cfg.ACME)
+		if err != nil {
+			return err
+		}
+		files = f
+	}
+
 	st, err := store.OpenBadger(cfg.Store.Path, store.BadgerOptions{Logger: logger.With("subsystem", "store")})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
 	}
+	// Deferred first, so it runs last: after the servers and the renewer
+	// have stopped.
 	defer func() {
 		if err := st.Close(); err != nil {
 			logger.Error("close store", "error", err)
 		}
 	}()
 
-	certs, err := certserver.NewCertEndpoint(certserver.CertEndpointConfig{
+	var is *issuance
+	if files != nil {
+		if is, err = newIssuance(cfg, files, st, logger); err != nil {
+			return err
+		}
+	} else if cfg.OnDemand.enabled() {
+		logger.Warn("on_demand is configured but acme.directory is not: on-demand issuance is off")
+	}
+
+	certsCfg := certserver.CertEndpointConfig{
 		Socket:           cfg.Certs.Socket,
 		SocketMode:       fs.FileMode(cfg.Certs.SocketMode),
 		SocketGroup:      cfg.Certs.SocketGroup,
@@ -90,58 +116,98 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		MaxAge:           cfg.Certs.MaxAge.std(),
 		MinAge:           cfg.Certs.MinAge.std(),
 		NotFoundMaxAge:   cfg.Certs.NotFoundMaxAge.std(),
-	}, st, logger)
+	}
+	// A nil *renewer.OnDemand must not become a non-nil interface.
+	if is != nil && is.onDemand != nil {
+		certsCfg.OnDemand = is.onDemand
+	}
+	certs, err := certserver.NewCertEndpoint(certsCfg, st, logger)
 	if err != nil {
 		return err
 	}
-	var admin *certserver.AdminAPI
-	if cfg.Admin.Enabled {
-		admin, err = certserver.NewAdminAPI(certserver.AdminConfig{
-			Listen:           cfg.Admin.Listen,
-			AllowNonLoopback: cfg.Admin.AllowNonLoopback,
-			Token:            token,
-			MaxBody:          cfg.Admin.MaxBody,
+	var challenge *certserver.ChallengeEndpoint
+	if cfg.Challenge.Listen != "" {
+		challenge, err = certserver.NewChallengeEndpoint(certserver.ChallengeConfig{
+			Listen:           cfg.Challenge.Listen,
+			AllowNonLoopback: cfg.Challenge.AllowNonLoopback,
 		}, st, logger)
 		if err != nil {
 			return err
 		}
 	}
-
-	if err := certs.Listen(ctx); err != nil {
-		return err
-	}
-	if admin != nil {
-		if err := admin.Listen(ctx); err != nil {
-			certs.Close()
+	var admin *certserver.AdminAPI
+	if cfg.Admin.Enabled {
+		adminCfg := certserver.AdminConfig{
+			Listen:           cfg.Admin.Listen,
+			AllowNonLoopback: cfg.Admin.AllowNonLoopback,
+			Token:            token,
+			MaxBody:          cfg.Admin.MaxBody,
+			MaxDomainsBody:   cfg.Admin.MaxDomainsBody,
+		}
+		if is != nil {
+			adminCfg.Scheduler = is.renewer
+		}
+		admin, err = certserver.NewAdminAPI(adminCfg, st, logger)
+		if err != nil {
 			return err
 		}
 	}
 
-	attrs := []any{"version", version(), "store", cfg.Store.Path}
-	for _, a := range certs.Addrs() {
-		attrs = append(attrs, "certs_"+a.Network(), a.String())
+	// Bind everything before serving anything; on failure release what was
+	// bound.
+	var bound []interface{ Close() error }
+	release := func() {
+		for _, b := range bound {
+			b.Close()
+		}
+	}
+	if err := certs.Listen(ctx); err != nil {
+		return err
+	}
+	bound = append(bound, certs)
+	if challenge != nil {
+		if err := challenge.Listen(ctx); err != nil {
+			release()
+			return err
+		}
+		bound = append(bound, challenge)
 	}
 	if admin != nil {
-		attrs = append(attrs, "admin", "http://"+admin.Addrs()[0].String())
-	} else {
-		attrs = append(attrs, "admin", "disabled")
+		if err := admin.Listen(ctx); err != nil {
+			release()
+			return err
+		}
 	}
-	logger.Info("certserver started: "+describeListeners(certs.Addrs(), admin), attrs...)
 
-	// Both servers stop when ctx is done or when either fails.
+	logStart(logger, cfg, certs, challenge, admin, is)
+
+	// Everything stops when ctx is done or when a server fails; the store
+	// closes once all of it has stopped.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down") })
 	defer stopLog()
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	errs := make([]error, 4)
 	wg.Go(func() {
 		errs[0] = certs.Serve(ctx)
 		cancel()
 	})
+	if challenge != nil {
+		wg.Go(func() {
+			errs[1] = challenge.Serve(ctx)
+			cancel()
+		})
+	}
 	if admin != nil {
 		wg.Go(func() {
-			errs[1] = admin.Serve(ctx)
+			errs[2] = admin.Serve(ctx)
+			cancel()
+		})
+	}
+	if is != nil {
+		wg.Go(func() {
+			errs[3] = is.run(ctx)
 			cancel()
 		})
 	}
@@ -153,20 +219,54 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	return nil
 }
 
-// describeListeners says in words where the servers listen.
-func describeListeners(certs []net.Addr, admin *certserver.AdminAPI) string {
+// logStart writes the start line: where the servers listen and whether
+// issuance and on-demand issuance are on, in words and as attributes.
+func logStart(logger *slog.Logger, cfg config, certs *certserver.CertEndpoint, challenge *certserver.ChallengeEndpoint,
+	admin *certserver.AdminAPI, is *issuance) {
+	attrs := []any{"version", version(), "store", cfg.Store.Path}
 	var parts []string
-	for _, a := range certs {
+	for _, a := range certs.Addrs() {
+		attrs = append(attrs, "certs_"+a.Network(), a.String())
 		if a.Network() == "unix" {
 			parts = append(parts, "certificates on unix socket "+a.String())
 		} else {
 			parts = append(parts, "certificates on http://"+a.String())
 		}
 	}
-	if admin != nil {
-		parts = append(parts, "admin API on http://"+admin.Addrs()[0].String())
+	if challenge != nil {
+		addr := "http://" + challenge.Addrs()[0].String()
+		attrs = append(attrs, "challenge", addr)
+		parts = append(parts, "ACME challenges on "+addr)
+	} else {
+		attrs = append(attrs, "challenge", "disabled")
 	}
-	return strings.Join(parts, ", ")
+	if admin != nil {
+		addr := "http://" + admin.Addrs()[0].String()
+		attrs = append(attrs, "admin", addr)
+		parts = append(parts, "admin API on "+addr)
+	} else {
+		attrs = append(attrs, "admin", "disabled")
+	}
+	msg := "certserver started: " + strings.Join(parts, ", ")
+	switch {
+	case is == nil:
+		msg += "; issuance off (acme.directory is not set: added names wait)"
+		attrs = append(attrs, "issuance", "off", "on_demand", "off")
+	default:
+		msg += "; issuance on from " + is.directory
+		attrs = append(attrs, "issuance", is.directory, "workers", cfg.Renewer.Workers)
+		if is.onDemand != nil {
+			msg += ", on-demand on"
+			attrs = append(attrs, "on_demand", "on")
+		} else {
+			msg += ", on-demand off"
+			attrs = append(attrs, "on_demand", "off")
+		}
+		if challenge == nil {
+			msg += " (warning: challenge.listen is empty, so HTTP-01 challenges need another responder)"
+		}
+	}
+	logger.Info(msg, attrs...)
 }
 
 // adminToken returns the admin token: CERTSERVER_ADMIN_TOKEN, else the

@@ -105,23 +105,32 @@ func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile string, now time.Time) (int, error) {
 	n := 0
 	for _, name := range chunk {
-		d, err := a.store.GetDomain(ctx, name)
-		if err != nil {
+		err := a.store.UpdateDomain(ctx, name, func(d *store.Domain) error {
+			if d.State != store.StateRemoved {
+				return errNotRemoved
+			}
+			d.State, d.Profile, d.Source = store.StatePending, profile, sourceAPI
+			d.NextAttempt, d.UpdatedAt = now, now
+			d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
+			return nil
+		})
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, errNotRemoved):
+		default:
 			return n, err
 		}
-		if d.State != store.StateRemoved {
-			continue
-		}
-		d.State, d.Profile, d.Source = store.StatePending, profile, sourceAPI
-		d.NextAttempt, d.UpdatedAt = now, now
-		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
-		if err := a.store.PutDomain(ctx, d); err != nil {
-			return n, err
-		}
-		n++
 	}
 	return n, nil
 }
+
+// errNotRemoved and errRemoved stop an update of a domain record whose
+// state changed since the caller looked.
+var (
+	errNotRemoved = errors.New("not removed")
+	errRemoved    = errors.New("removed")
+)
 
 // nameList is the parsed body of POST /v1/domains.
 type nameList struct {
@@ -342,6 +351,30 @@ func (a *AdminAPI) managedDomain(ctx context.Context, name string, removedOK boo
 	return d, nil
 }
 
+// changeDomain applies change to the record of a managed name in one store
+// transaction, so that it cannot undo what the renewer writes meanwhile,
+// and returns the record as written. It answers 404 as managedDomain does.
+func (a *AdminAPI) changeDomain(ctx context.Context, name string, removedOK bool, change func(*store.Domain)) (*store.Domain, error) {
+	var out store.Domain
+	err := a.store.UpdateDomain(ctx, name, func(d *store.Domain) error {
+		if d.State == store.StateRemoved && !removedOK {
+			return errRemoved
+		}
+		change(d)
+		out = *d
+		return nil
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errorf(fasthttp.StatusNotFound, "%s is not managed: add it with POST /v1/domains", name)
+	case errors.Is(err, errRemoved):
+		return nil, errorf(fasthttp.StatusNotFound, "%s was removed: add it again with POST /v1/domains", name)
+	case err != nil:
+		return nil, err
+	}
+	return &out, nil
+}
+
 // showDomain answers GET /v1/domains/{name}.
 func (a *AdminAPI) showDomain(ctx context.Context, rc *fasthttp.RequestCtx, p params) error {
 	name, err := domainName(p)
@@ -472,14 +505,12 @@ func (a *AdminAPI) renewDomain(ctx context.Context, rc *fasthttp.RequestCtx, p p
 	if err != nil {
 		return err
 	}
-	d, err := a.managedDomain(ctx, name, false)
+	now := a.cfg.Now()
+	d, err := a.changeDomain(ctx, name, false, func(d *store.Domain) {
+		d.NextAttempt, d.UpdatedAt = now, now
+	})
 	if err != nil {
 		return err
-	}
-	now := a.cfg.Now()
-	d.NextAttempt, d.UpdatedAt = now, now
-	if err := a.store.PutDomain(ctx, d); err != nil {
-		return fmt.Errorf("put domain %s: %w", name, err)
 	}
 	queued := false
 	if a.cfg.Scheduler != nil {
@@ -499,15 +530,17 @@ func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 	if err != nil {
 		return err
 	}
-	d, err := a.managedDomain(ctx, name, true)
+	removed := false
+	d, err := a.changeDomain(ctx, name, true, func(d *store.Domain) {
+		if d.State != store.StateRemoved {
+			d.State, d.NextAttempt, d.UpdatedAt = store.StateRemoved, time.Time{}, a.cfg.Now()
+			removed = true
+		}
+	})
 	if err != nil {
 		return err
 	}
-	if d.State != store.StateRemoved {
-		d.State, d.NextAttempt, d.UpdatedAt = store.StateRemoved, time.Time{}, a.cfg.Now()
-		if err := a.store.PutDomain(ctx, d); err != nil {
-			return fmt.Errorf("put domain %s: %w", name, err)
-		}
+	if removed {
 		a.log.Info("domain removed", "name", name)
 	}
 	doc, err := a.domainDoc(ctx, d)

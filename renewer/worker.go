@@ -3,7 +3,6 @@ package renewer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
@@ -49,17 +48,17 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	cur := r.current(ctx, d)
 	if cur != nil && !urgent && cur.RenewAt.After(now) {
 		// Nothing to do yet: the certificate is good until its renewal time.
-		d.State, d.NextAttempt = store.StateValid, cur.RenewAt
-		r.save(ctx, log, d)
+		r.record(ctx, log, name, func(d *store.Domain) {
+			d.State, d.NextAttempt = store.StateValid, cur.RenewAt
+		})
 		return
 	}
 
-	d.State = store.StateIssuing
+	state := store.StateIssuing
 	if cur != nil {
-		d.State = store.StateRenewing
+		state = store.StateRenewing
 	}
-	d.UpdatedAt = now
-	if !r.save(ctx, log, d) {
+	if !r.record(ctx, log, name, func(d *store.Domain) { d.State = state }) {
 		return
 	}
 	profile := d.Profile
@@ -79,15 +78,16 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	}
 	now = r.cfg.Now()
 	if err != nil {
-		r.failed(ctx, log, d, cur, err, now)
+		r.failed(ctx, log, name, cur, err, now)
 		return
 	}
-	d.State = store.StateValid
-	d.CertID = cert.ID
-	d.NextAttempt = cert.RenewAt
-	d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
-	d.UpdatedAt = now
-	r.save(ctx, log, d)
+	r.record(ctx, log, name, func(d *store.Domain) {
+		d.State = store.StateValid
+		d.CertID = cert.ID
+		d.NextAttempt = cert.RenewAt
+		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
+		d.UpdatedAt = now
+	})
 	log.Info("certificate obtained", "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
 		"renew_at", cert.RenewAt.UTC(), "took", time.Since(start).Round(time.Millisecond))
 }
@@ -118,38 +118,62 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 // failed records a failed order and schedules the next attempt: after the
 // backoff for the count of consecutive failures, or later when the CA said
 // when to come back.
-func (r *Renewer) failed(ctx context.Context, log *slog.Logger, d *store.Domain, cur *store.Certificate, err error, now time.Time) {
-	d.Failures++
-	if d.FailingSince.IsZero() {
-		d.FailingSince = now
-	}
-	d.State = store.StateFailing
-	d.LastError = err.Error()
-	wait := r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
+func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time) {
 	var ra retryAfter
-	if errors.As(err, &ra) && ra.RetryAfter() > wait {
-		wait = ra.RetryAfter()
+	caWait := time.Duration(0)
+	if errors.As(err, &ra) {
+		caWait = ra.RetryAfter()
 	}
-	d.NextAttempt = now.Add(wait)
-	d.UpdatedAt = now
-	r.save(ctx, log, d)
+	var rec store.Domain
+	ok := r.record(ctx, log, name, func(d *store.Domain) {
+		d.Failures++
+		if d.FailingSince.IsZero() {
+			d.FailingSince = now
+		}
+		d.State = store.StateFailing
+		d.LastError = err.Error()
+		wait := r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
+		d.NextAttempt = now.Add(max(wait, caWait))
+		d.UpdatedAt = now
+		rec = *d
+	})
+	if !ok {
+		return
+	}
 	var p permanent
 	kind := "transient"
 	if errors.As(err, &p) && p.Permanent() {
 		kind = "permanent"
 	}
-	attrs := []any{"error", err, "kind", kind, "failures", d.Failures, "next_attempt", d.NextAttempt.UTC()}
+	attrs := []any{"error", err, "kind", kind, "failures", rec.Failures, "next_attempt", rec.NextAttempt.UTC()}
 	if cur != nil {
 		attrs = append(attrs, "serving_until", cur.NotAfter.UTC())
 	}
 	log.Warn("order failed", attrs...)
 }
 
-// save writes d, logging a failure; it reports whether the write succeeded.
-func (r *Renewer) save(ctx context.Context, log *slog.Logger, d *store.Domain) bool {
-	if err := r.store.PutDomain(ctx, d); err != nil {
-		log.Error("write domain", "error", fmt.Errorf("put domain: %w", err))
-		return false
+// errRemoved stops the write of a name that an operator removed while a
+// worker had it.
+var errRemoved = errors.New("removed while being worked on")
+
+// record applies change to the stored record of name in one store
+// transaction, unless the name was removed meanwhile (its record then stays
+// as the operator left it). It reports whether it wrote, logging why not.
+func (r *Renewer) record(ctx context.Context, log *slog.Logger, name string, change func(*store.Domain)) bool {
+	err := r.store.UpdateDomain(ctx, name, func(d *store.Domain) error {
+		if d.State == store.StateRemoved {
+			return errRemoved
+		}
+		change(d)
+		return nil
+	})
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, errRemoved), errors.Is(err, store.ErrNotFound):
+		log.Info("name was removed while being worked on; left removed")
+	default:
+		log.Error("write domain", "error", err)
 	}
-	return true
+	return false
 }

@@ -31,6 +31,7 @@ type scriptedIssuer struct {
 	running  map[string]int
 	overlap  atomic.Bool
 	delay    time.Duration
+	during   func(Order) // called while the order runs, if set
 }
 
 func (s *scriptedIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, error) {
@@ -53,6 +54,9 @@ func (s *scriptedIssuer) Obtain(ctx context.Context, o Order) (*store.Certificat
 		s.running[o.Name]--
 		s.mu.Unlock()
 	}()
+	if s.during != nil {
+		s.during(o)
+	}
 	if s.delay > 0 {
 		select {
 		case <-time.After(s.delay):
@@ -353,5 +357,46 @@ func TestUrgentGoesFirst(t *testing.T) {
 	iss.mu.Unlock()
 	if first != "urgent.example.test" {
 		t.Fatalf("first order was for %s, want the prioritized name", first)
+	}
+}
+
+// TestRemovedWhileOrdering removes a name while its order runs, as an
+// operator would, and checks that the worker's outcome does not bring it
+// back, whether the order succeeds or fails.
+func TestRemovedWhileOrdering(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		errs []error
+	}{
+		{desc: "order succeeds"},
+		{desc: "order fails", errs: []error{problem{detail: "serverInternal"}}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			ctx := context.Background()
+			st := openStore(t)
+			clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+			const name = "gone.example.test"
+			iss := &scriptedIssuer{errs: tc.errs, life: 90 * 24 * time.Hour,
+				notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) },
+				during: func(Order) {
+					err := st.UpdateDomain(ctx, name, func(d *store.Domain) error {
+						d.State, d.NextAttempt = store.StateRemoved, time.Time{}
+						return nil
+					})
+					if err != nil {
+						t.Error(err)
+					}
+				}}
+			r, err := New(Config{Now: clock.Now, Seed: 3}, st, iss, discardLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			addPending(t, st, clock.Now(), name)
+			r.process(ctx, name, false)
+			d := getDomain(t, st, name)
+			if d.State != store.StateRemoved || !d.NextAttempt.IsZero() {
+				t.Fatalf("after the order: state %s, next attempt %v; want removed and unscheduled", d.State, d.NextAttempt)
+			}
+		})
 	}
 }

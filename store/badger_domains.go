@@ -57,6 +57,47 @@ func (b *Badger) PutDomain(ctx context.Context, d *Domain) error {
 	return nil
 }
 
+// UpdateDomain implements Store. A zero UpdatedAt left by fn is stored as
+// the current time.
+func (b *Badger) UpdateDomain(ctx context.Context, name string, fn func(*Domain) error) error {
+	err := b.update(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(key(prefixDomain, name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		var old Domain
+		if err := readDomain(item, &old); err != nil {
+			return err
+		}
+		rec := old
+		if err := fn(&rec); err != nil {
+			return err
+		}
+		if rec.Name != old.Name {
+			return fmt.Errorf("%w: the update renamed the record to %q", ErrInvalid, rec.Name)
+		}
+		if err := validDomain(&rec); err != nil {
+			return err
+		}
+		if rec.UpdatedAt.IsZero() || rec.UpdatedAt.Equal(old.UpdatedAt) {
+			rec.UpdatedAt = b.now()
+		}
+		if !old.NextAttempt.IsZero() {
+			if err := txn.Delete(dueKey(old.NextAttempt, old.Name)); err != nil {
+				return err
+			}
+		}
+		return setDomain(txn, &rec)
+	})
+	if err != nil {
+		return fmt.Errorf("update domain %s: %w", name, err)
+	}
+	return nil
+}
+
 // setDomain writes a domain record and its due entry.
 func setDomain(txn *badger.Txn, d *Domain) error {
 	val := appendDomain(nil, d)

@@ -63,6 +63,17 @@ type Store interface {
 	// it out of the index).
 	PutDomain(ctx context.Context, d *Domain) error
 
+	// UpdateDomain changes the record of name in one transaction: it reads
+	// the record, calls fn with a copy and writes what fn leaves, moving the
+	// due entry as PutDomain does. No other write to the record comes
+	// between the read and the write, so concurrent writers (the renewer
+	// finishing an order, an operator removing the name) never lose each
+	// other's changes. fn must not change the name; fn returning an error
+	// writes nothing and UpdateDomain returns that error. fn may be called
+	// more than once and must not keep state across calls. A missing record
+	// returns ErrNotFound without calling fn.
+	UpdateDomain(ctx context.Context, name string, fn func(*Domain) error) error
+
 	// AddDomains creates a record for every domain in ds whose name is not
 	// yet managed, in large batched transactions, and leaves existing ones
 	// untouched. It returns how many were added and how many existed.

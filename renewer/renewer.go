@@ -71,7 +71,8 @@ type Renewer struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
-	rnd      *rand.Rand // guarded by mu
+	rnd      *rand.Rand  // guarded by mu
+	finished completions // guarded by mu
 }
 
 // New returns a Renewer that keeps its state in st and orders certificates
@@ -141,6 +142,9 @@ func (r *Renewer) Prioritize(name string) bool {
 // Run dispatches due work until ctx is done, then waits for the orders under
 // way to stop and returns ctx's error.
 func (r *Renewer) Run(ctx context.Context) error {
+	r.mu.Lock()
+	r.finished.since = r.cfg.Now()
+	r.mu.Unlock()
 	slots := make(chan struct{}, r.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -161,6 +165,11 @@ func (r *Renewer) Run(ctx context.Context) error {
 			defer func() { <-slots }()
 			defer r.release(name)
 			r.process(ctx, name, urgent)
+			if ctx.Err() == nil {
+				r.mu.Lock()
+				r.finished.add(r.cfg.Now())
+				r.mu.Unlock()
+			}
 		}()
 	}
 }
@@ -236,6 +245,62 @@ func (r *Renewer) nextDue(ctx context.Context) (string, time.Duration, error) {
 		wait = r.cfg.IdleWait
 	}
 	return "", wait, nil
+}
+
+// InFlight returns how many names the workers have now.
+func (r *Renewer) InFlight() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.inflight)
+}
+
+// Throughput returns the names the workers finished per second over the
+// last throughputWindow (less when Run started more recently), whatever
+// the outcome: an estimate of how fast the due backlog drains. It is 0
+// before Run and until a name is finished.
+func (r *Renewer) Throughput() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.finished.rate(r.cfg.Now())
+}
+
+// throughputWindow is how far back Throughput looks, in whole minutes.
+const throughputWindow = 15 * time.Minute
+
+// completions counts finished names per minute over throughputWindow: a
+// ring of per-minute counters indexed by the Unix minute.
+type completions struct {
+	minute [throughputWindow / time.Minute]int64 // the Unix minute each slot counts
+	count  [throughputWindow / time.Minute]int
+	since  time.Time // when Run started; zero before
+}
+
+func (c *completions) add(now time.Time) {
+	m := now.Unix() / 60
+	i := m % int64(len(c.minute))
+	if c.minute[i] != m {
+		c.minute[i], c.count[i] = m, 0
+	}
+	c.count[i]++
+}
+
+func (c *completions) rate(now time.Time) float64 {
+	if c.since.IsZero() {
+		return 0
+	}
+	m, slots := now.Unix()/60, int64(len(c.minute))
+	n := 0
+	for i, sm := range c.minute {
+		if sm > m-slots && sm <= m {
+			n += c.count[i]
+		}
+	}
+	// The window starts at the oldest minute a slot can count.
+	start := time.Unix((m-slots+1)*60, 0)
+	if c.since.After(start) {
+		start = c.since
+	}
+	return float64(n) / max(now.Sub(start).Seconds(), 1)
 }
 
 func (r *Renewer) claim(name string) bool {

@@ -33,7 +33,6 @@ type acmeEnv struct {
 	ngx         *nginxtest.Nginx
 	side        *sidecar
 	fallbackDER []byte
-	roots       *x509.CertPool // what Pebble issues under
 }
 
 // acmeEnvOptions configures startACMEEnv.
@@ -116,7 +115,6 @@ idle_wait = "1s"
 		ngx:         ngx,
 		side:        side,
 		fallbackDER: readLeafDER(t, fbCert),
-		roots:       ca.Roots(t),
 	}
 }
 

@@ -13,8 +13,8 @@
 #   certserver 127.0.0.1:9400  admin API, 127.0.0.1:9402 HTTP-01 challenges,
 #                              certificates on the unix socket demo/run/certs.sock
 #   nginx      127.0.0.1:8443  HTTPS, 127.0.0.1:8080 HTTP (the port Pebble
-#                              validates HTTP-01 on, standing in for port 80);
-#                              also on [::1] when the host has IPv6 loopback
+#                              validates HTTP-01 on, standing in for port 80),
+#                              both also on [::1]
 # adds three names with `certserver domains add`, waits until each has a
 # certificate, checks them with curl against Pebble's root, and shows
 # on-demand issuance for a name nobody added. Everything it writes is in
@@ -86,7 +86,7 @@ cleanup() {
     fi
     wait "$pid" 2>/dev/null || true
   done
-  if [ -d "$demo" ]; then
+  if [ ${#pids[@]} -gt 0 ]; then
     say "demo/ is left for inspection (logs in demo/logs/ and demo/nginx/logs/)"
   fi
   exit "$status"
@@ -157,7 +157,7 @@ port_users() {
 check_port() {
   local proto=$1 port=$2 what=$3 users
   if users=$(port_users "$proto" "$port"); then
-    die "port $port/$proto ($what) is in use by $users. Stop it, or a demo still running (its processes are listed above), and try again."
+    die "port $port/$proto ($what) is in use by $users. Stop it (a demo still running?) and try again."
   fi
 }
 
@@ -168,8 +168,10 @@ say "checking dependencies (scripts/deps.sh)"
 pebble_bin=$(scripts/deps.sh)
 [ -x "$pebble_bin" ] || die "scripts/deps.sh did not give a pebble binary (got '$pebble_bin')"
 
-ipv6=0
-grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null && ipv6=1
+# demodns answers AAAA ::1 as well as A 127.0.0.1, and Pebble validates on
+# the first address it gets, the IPv6 one: nginx must listen on [::1] too.
+grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null \
+  || die "this host has no IPv6 loopback (::1), which Pebble validates the demo names on (demodns answers AAAA ::1 and Pebble tries IPv6 first)"
 
 check_port udp 8053 "demodns, DNS for Pebble"
 check_port tcp 8053 "demodns, DNS for Pebble"
@@ -277,7 +279,6 @@ for pair in \
 done
 printf '%s\n' "$snippet" >"$http_snippet"
 
-listen6() { [ "$ipv6" = 1 ] && printf '        listen [::1]:%s%s;\n' "$1" "$2" || true; }
 user_line=""
 # Workers run as nobody otherwise, who cannot reach the socket under this
 # checkout (often in /root). A demo only.
@@ -305,7 +306,7 @@ http {
 
     server {
         listen 127.0.0.1:$https_port ssl;
-$(listen6 "$https_port" " ssl")
+        listen [::1]:$https_port ssl;
         server_name _;
         ssl_certificate     $demo/fallback.crt;
         ssl_certificate_key $demo/fallback.key;
@@ -318,7 +319,7 @@ $(listen6 "$https_port" " ssl")
 
     server {
         listen 127.0.0.1:$http_port;
-$(listen6 "$http_port" "")
+        listen [::1]:$http_port;
         include $root/nginx/certserver-acme.conf;
         location / { return 301 https://\$host:$https_port\$request_uri; }
     }

@@ -1,0 +1,785 @@
+package renewer
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math"
+	"math/big"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/store"
+)
+
+// rlClock is a settable clock for Limiter tests.
+type rlClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newRLClock() *rlClock {
+	return &rlClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *rlClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *rlClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func (c *rlClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+func newTestLimiter(t *testing.T, cfg LimitsConfig) (*Limiter, *rlClock) {
+	t.Helper()
+	clock := newRLClock()
+	l, err := NewLimiter(cfg, clock.Now)
+	if err != nil {
+		t.Fatalf("NewLimiter: %v", err)
+	}
+	return l, clock
+}
+
+func TestLetsEncryptLimits(t *testing.T) {
+	le := LetsEncryptLimits()
+	tests := []struct {
+		desc     string
+		limit    Limit
+		burst    int
+		interval time.Duration
+	}{
+		{desc: "new orders: 300 per 3 hours, one every 36 s", limit: le.NewOrders, burst: 300, interval: 36 * time.Second},
+		{desc: "registered domain: 50 per week, one every 201.6 min", limit: le.CertsPerRegisteredDomain, burst: 50, interval: 201*time.Minute + 36*time.Second},
+		{desc: "exact set: 5 per week, one every 33.6 h", limit: le.CertsPerExactSet, burst: 5, interval: 33*time.Hour + 36*time.Minute},
+		{desc: "authorization failures: 5 per hour, one every 12 min", limit: le.AuthzFailures, burst: 5, interval: 12 * time.Minute},
+		{desc: "consecutive failures: 1,152, one a day", limit: le.ConsecutiveAuthzFailures, burst: 1152, interval: 24 * time.Hour},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			if tc.limit.Burst != tc.burst || tc.limit.Interval() != tc.interval {
+				t.Errorf("got %v (one every %v), want burst %d, one every %v", tc.limit, tc.limit.Interval(), tc.burst, tc.interval)
+			}
+		})
+	}
+}
+
+func TestNewLimiterValidates(t *testing.T) {
+	tests := []struct {
+		desc    string
+		cfg     LimitsConfig
+		wantErr bool
+	}{
+		{desc: "zero config is Let's Encrypt"},
+		{desc: "unlimited", cfg: LimitsConfig{NewOrders: Limit{Burst: -1}}},
+		{desc: "override", cfg: LimitsConfig{NewOrders: Limit{Burst: 3000, Per: 3 * time.Hour}}},
+		{desc: "burst without period", cfg: LimitsConfig{NewOrders: Limit{Burst: 10}}, wantErr: true},
+		{desc: "period without burst", cfg: LimitsConfig{AuthzFailures: Limit{Per: time.Hour}}, wantErr: true},
+		{desc: "period shorter than a nanosecond per token", cfg: LimitsConfig{CertsPerExactSet: Limit{Burst: 10, Per: 5}}, wantErr: true},
+		{desc: "bad domain override", cfg: LimitsConfig{RegisteredDomainOverrides: map[string]Limit{"example.com": {Burst: 5}}}, wantErr: true},
+		{desc: "empty domain override key", cfg: LimitsConfig{RegisteredDomainOverrides: map[string]Limit{" ": {Burst: 5, Per: time.Hour}}}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := NewLimiter(tc.cfg, nil)
+			if (err != nil) != tc.wantErr {
+				t.Errorf("NewLimiter error = %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestLimiterPacing fills each bucket, checks the next order is refused
+// until exactly one refill interval after the first token was taken (all are
+// taken at the same instant), and that it goes through then.
+func TestLimiterPacing(t *testing.T) {
+	tests := []struct {
+		desc    string
+		cfg     LimitsConfig
+		kind    OrderKind
+		names   func(i int) []string
+		allowed int
+		limit   LimitID
+		key     string
+		wait    time.Duration
+	}{
+		{
+			desc:    "301st new order in 3 hours waits 36 s",
+			names:   func(i int) []string { return []string{fmt.Sprintf("site%d.test", i)} },
+			allowed: 300, limit: LimitNewOrders, wait: 36 * time.Second,
+		},
+		{
+			desc:    "6th certificate for the exact same set waits 33.6 h",
+			names:   func(int) []string { return []string{"www.example.test", "example.test"} },
+			allowed: 5, limit: LimitCertsPerExactSet, key: "example.test,www.example.test", wait: 33*time.Hour + 36*time.Minute,
+		},
+		{
+			desc:    "exact set ignores order and case",
+			names:   func(i int) []string { return [][]string{{"A.test", "b.test"}, {"b.test", "a.test"}}[i%2] },
+			allowed: 5, limit: LimitCertsPerExactSet, key: "a.test,b.test", wait: 33*time.Hour + 36*time.Minute,
+		},
+		{
+			desc:    "renewals count against the exact set too",
+			kind:    OrderRenewal,
+			names:   func(int) []string { return []string{"www.example.test"} },
+			allowed: 5, limit: LimitCertsPerExactSet, key: "www.example.test", wait: 33*time.Hour + 36*time.Minute,
+		},
+		{
+			desc:    "51st certificate under one registered domain waits 201.6 min",
+			names:   func(i int) []string { return []string{fmt.Sprintf("n%d.example.co.uk", i)} },
+			allowed: 50, limit: LimitCertsPerRegisteredDomain, key: "example.co.uk", wait: 201*time.Minute + 36*time.Second,
+		},
+		{
+			desc:    "wildcards count against their registered domain",
+			names:   func(i int) []string { return []string{fmt.Sprintf("*.n%d.example.test", i)} },
+			allowed: 50, limit: LimitCertsPerRegisteredDomain, key: "example.test", wait: 201*time.Minute + 36*time.Second,
+		},
+		{
+			desc:    "new orders override of 3,000 per 3 hours waits 3.6 s",
+			cfg:     LimitsConfig{NewOrders: Limit{Burst: 3000, Per: 3 * time.Hour}},
+			names:   func(i int) []string { return []string{fmt.Sprintf("site%d.test", i)} },
+			allowed: 3000, limit: LimitNewOrders, wait: 3600 * time.Millisecond,
+		},
+		{
+			desc: "registered domain override",
+			cfg: LimitsConfig{RegisteredDomainOverrides: map[string]Limit{
+				"Example.Test.": {Burst: 500, Per: 7 * 24 * time.Hour},
+			}},
+			names:   func(i int) []string { return []string{fmt.Sprintf("n%d.example.test", i)} },
+			allowed: 300, limit: LimitNewOrders, wait: 36 * time.Second,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			l, clock := newTestLimiter(t, tc.cfg)
+			start := clock.Now()
+			for i := range tc.allowed {
+				if r := l.Reserve(tc.names(i), tc.kind); !r.OK {
+					t.Fatalf("order %d refused: %+v", i+1, r)
+				}
+			}
+			r := l.Reserve(tc.names(tc.allowed), tc.kind)
+			if r.OK {
+				t.Fatalf("order %d allowed, want refused", tc.allowed+1)
+			}
+			if r.Limit != tc.limit || r.Key != tc.key || !r.At.Equal(start.Add(tc.wait)) {
+				t.Errorf("refused by %s %q until %s, want %s %q until %s",
+					r.Limit, r.Key, r.At.Sub(start), tc.limit, tc.key, tc.wait)
+			}
+			clock.Set(start.Add(tc.wait - time.Nanosecond))
+			if r := l.Reserve(tc.names(tc.allowed), tc.kind); r.OK {
+				t.Errorf("allowed a nanosecond before the refill")
+			}
+			clock.Set(start.Add(tc.wait))
+			if r := l.Reserve(tc.names(tc.allowed), tc.kind); !r.OK {
+				t.Errorf("refused at the refill: %+v", r)
+			}
+			if r := l.Reserve(tc.names(tc.allowed+1), tc.kind); r.OK {
+				t.Errorf("a second order allowed right after one token refilled")
+			}
+		})
+	}
+}
+
+// TestLimiterSteadyRate checks that pacing does not drift: with the bucket
+// empty, one order goes through every 36 s for a simulated week.
+func TestLimiterSteadyRate(t *testing.T) {
+	l, clock := newTestLimiter(t, LimitsConfig{})
+	for i := range 300 {
+		l.Reserve([]string{fmt.Sprintf("burst%d.test", i)}, OrderNew)
+	}
+	start := clock.Now()
+	const n = 7 * 24 * 100 // 100 per hour for a week
+	for i := 1; i <= n; i++ {
+		clock.Set(start.Add(time.Duration(i) * 36 * time.Second))
+		if r := l.Reserve([]string{fmt.Sprintf("steady%d.test", i)}, OrderNew); !r.OK {
+			t.Fatalf("order %d at +%s refused: %+v", i, time.Duration(i)*36*time.Second, r)
+		}
+		if r := l.Reserve([]string{fmt.Sprintf("extra%d.test", i)}, OrderNew); r.OK {
+			t.Fatalf("a second order allowed at +%s", time.Duration(i)*36*time.Second)
+		}
+	}
+}
+
+func TestAuthzFailures(t *testing.T) {
+	const name = "broken.example.test"
+	tests := []struct {
+		desc     string
+		cfg      LimitsConfig
+		failures int
+		every    time.Duration
+		allowed  bool
+		wait     time.Duration // from the last failure
+		limit    LimitID
+	}{
+		{desc: "4 failures in an hour: allowed", failures: 4, every: time.Minute, allowed: true},
+		{desc: "5 failures at once: refused for 12 min", failures: 5, allowed: false, wait: 12 * time.Minute, limit: LimitAuthzFailures},
+		{desc: "5 failures a minute apart: refused until 12 min after the first", failures: 5, every: time.Minute,
+			allowed: false, wait: 8 * time.Minute, limit: LimitAuthzFailures},
+		{desc: "5 failures 12 min apart: never refused", failures: 5, every: 12 * time.Minute, allowed: true},
+		{desc: "consecutive limit pauses the name", cfg: LimitsConfig{
+			AuthzFailures:            Limit{Burst: -1},
+			ConsecutiveAuthzFailures: Limit{Burst: 3, Per: 3 * 24 * time.Hour},
+		}, failures: 3, allowed: false, wait: 24 * time.Hour, limit: LimitConsecutiveAuthzFailures},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			l, clock := newTestLimiter(t, tc.cfg)
+			for i := range tc.failures {
+				if i > 0 {
+					clock.Advance(tc.every)
+				}
+				l.AuthzFailed(name)
+			}
+			last := clock.Now()
+			ok, at := l.FailuresAllowed(name)
+			if ok != tc.allowed {
+				t.Fatalf("FailuresAllowed = %v until %s, want %v", ok, at.Sub(last), tc.allowed)
+			}
+			r := l.Reserve([]string{name}, OrderNew)
+			if r.OK != tc.allowed {
+				t.Fatalf("Reserve = %+v, want OK %v", r, tc.allowed)
+			}
+			if tc.allowed {
+				return
+			}
+			if !at.Equal(last.Add(tc.wait)) || !r.At.Equal(at) || r.Limit != tc.limit || r.Key != name {
+				t.Errorf("refused until +%s (Reserve: %s %q until +%s), want %s until +%s",
+					at.Sub(last), r.Limit, r.Key, r.At.Sub(last), tc.limit, tc.wait)
+			}
+			if r := l.Reserve([]string{"other.example.test"}, OrderNew); !r.OK {
+				t.Errorf("another name refused: %+v", r)
+			}
+			clock.Set(at)
+			if ok, _ := l.FailuresAllowed(name); !ok {
+				t.Errorf("still refused at the refill")
+			}
+		})
+	}
+}
+
+func TestAuthzValidResetsConsecutive(t *testing.T) {
+	l, _ := newTestLimiter(t, LimitsConfig{
+		AuthzFailures:            Limit{Burst: -1},
+		ConsecutiveAuthzFailures: Limit{Burst: 3, Per: 3 * 24 * time.Hour},
+	})
+	for range 3 {
+		l.AuthzFailed("a.test")
+	}
+	if ok, _ := l.FailuresAllowed("a.test"); ok {
+		t.Fatal("not paused after 3 consecutive failures")
+	}
+	l.AuthzValid("A.test.")
+	if ok, _ := l.FailuresAllowed("a.test"); !ok {
+		t.Fatal("still paused after a valid authorization")
+	}
+}
+
+func TestLimiterRefunds(t *testing.T) {
+	tests := []struct {
+		desc  string
+		kind  OrderKind
+		undo  func(l *Limiter, names []string, kind OrderKind)
+		after map[LimitID]float64 // tokens left after the reserve and the undo
+	}{
+		{
+			desc: "refund returns every token", kind: OrderNew,
+			undo: (*Limiter).Refund,
+			after: map[LimitID]float64{
+				LimitNewOrders: 300, LimitCertsPerRegisteredDomain: 50, LimitCertsPerExactSet: 5,
+			},
+		},
+		{
+			desc: "not issued keeps the order but returns the certificate tokens", kind: OrderNew,
+			undo: (*Limiter).NotIssued,
+			after: map[LimitID]float64{
+				LimitNewOrders: 299, LimitCertsPerRegisteredDomain: 50, LimitCertsPerExactSet: 5,
+			},
+		},
+		{
+			desc: "issued keeps everything", kind: OrderNew,
+			undo: func(*Limiter, []string, OrderKind) {},
+			after: map[LimitID]float64{
+				LimitNewOrders: 299, LimitCertsPerRegisteredDomain: 49, LimitCertsPerExactSet: 4,
+			},
+		},
+		{
+			desc: "renewal refund returns the exact-set token", kind: OrderRenewal,
+			undo: (*Limiter).Refund,
+			after: map[LimitID]float64{
+				LimitNewOrders: 300, LimitCertsPerRegisteredDomain: 50, LimitCertsPerExactSet: 5,
+			},
+		},
+		{
+			desc: "refund of a refund does not overfill", kind: OrderNew,
+			undo: func(l *Limiter, names []string, kind OrderKind) {
+				l.Refund(names, kind)
+				l.Refund(names, kind)
+			},
+			after: map[LimitID]float64{
+				LimitNewOrders: 300, LimitCertsPerRegisteredDomain: 50, LimitCertsPerExactSet: 5,
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			l, _ := newTestLimiter(t, LimitsConfig{})
+			names := []string{"www.example.test"}
+			if r := l.Reserve(names, tc.kind); !r.OK {
+				t.Fatalf("Reserve: %+v", r)
+			}
+			tc.undo(l, names, tc.kind)
+			keys := map[LimitID]string{LimitCertsPerRegisteredDomain: "example.test", LimitCertsPerExactSet: "www.example.test"}
+			for id, want := range tc.after {
+				if got := l.Bucket(id, keys[id]).Tokens; math.Abs(got-want) > 1e-9 {
+					t.Errorf("%s: %v tokens, want %v", id, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestRateLimited(t *testing.T) {
+	names := []string{"www.example.test"}
+	tests := []struct {
+		desc       string
+		cfg        LimitsConfig
+		detail     string
+		retryAfter time.Duration
+		limit      LimitID
+		key        string
+		wait       time.Duration
+	}{
+		{
+			desc:       "new orders",
+			detail:     "Error creating new order :: too many new orders (300) from this account in the last 3h0m0s, retry after 2025-06-01 12:10:00 UTC",
+			retryAfter: 10 * time.Minute, limit: LimitNewOrders, wait: 10 * time.Minute,
+		},
+		{
+			desc:       "new orders on an unlimited bucket still waits",
+			cfg:        LimitsConfig{NewOrders: Limit{Burst: -1}},
+			detail:     "too many new orders (300) from this account in the last 3h0m0s",
+			retryAfter: 10 * time.Minute, limit: LimitNewOrders, wait: 10 * time.Minute,
+		},
+		{
+			desc:       "registered domain named in the detail",
+			detail:     `too many certificates (50) already issued for "example.test" in the last 168h0m0s, retry after 2025-06-02 12:00:00 UTC`,
+			retryAfter: 24 * time.Hour, limit: LimitCertsPerRegisteredDomain, key: "example.test", wait: 24 * time.Hour,
+		},
+		{
+			desc:       "exact set",
+			detail:     "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s",
+			retryAfter: 30 * time.Hour, limit: LimitCertsPerExactSet, key: "www.example.test", wait: 30 * time.Hour,
+		},
+		{
+			desc:       "exact set, older wording",
+			detail:     "too many certificates already issued for exact set of domains: www.example.test",
+			retryAfter: 30 * time.Hour, limit: LimitCertsPerExactSet, key: "www.example.test", wait: 30 * time.Hour,
+		},
+		{
+			desc:       "failed authorizations",
+			detail:     `too many failed authorizations (5) for "www.example.test" in the last 1h0m0s`,
+			retryAfter: 40 * time.Minute, limit: LimitAuthzFailures, key: "www.example.test", wait: 40 * time.Minute,
+		},
+		{
+			desc:       "paused",
+			detail:     "Your account is temporarily prevented from requesting certificates for www.example.test and possibly others. Please visit: https://portal.test/",
+			retryAfter: 48 * time.Hour, limit: LimitConsecutiveAuthzFailures, key: "www.example.test", wait: 48 * time.Hour,
+		},
+		{
+			desc:       "unknown wording drains new orders",
+			detail:     "slow down",
+			retryAfter: 5 * time.Minute, limit: LimitNewOrders, wait: 5 * time.Minute,
+		},
+		{
+			desc:   "no Retry-After: an hour",
+			detail: "too many new orders recently",
+			limit:  LimitNewOrders, wait: time.Hour,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			l, clock := newTestLimiter(t, tc.cfg)
+			start := clock.Now()
+			if got := l.RateLimited(names, tc.detail, tc.retryAfter); got != tc.limit {
+				t.Fatalf("RateLimited = %s, want %s", got, tc.limit)
+			}
+			r := l.Reserve(names, OrderNew)
+			if r.OK || r.Limit != tc.limit || r.Key != tc.key || !r.At.Equal(start.Add(tc.wait)) {
+				t.Fatalf("Reserve = %+v (until +%s), want refused by %s %q until +%s", r, r.At.Sub(start), tc.limit, tc.key, tc.wait)
+			}
+			clock.Set(start.Add(tc.wait - time.Second))
+			if r := l.Reserve(names, OrderNew); r.OK {
+				t.Fatalf("allowed before Retry-After")
+			}
+			clock.Set(start.Add(tc.wait))
+			if r := l.Reserve(names, OrderNew); !r.OK {
+				t.Fatalf("refused at Retry-After: %+v", r)
+			}
+		})
+	}
+}
+
+func TestRenewalExemptions(t *testing.T) {
+	const name = "www.example.test"
+	tests := []struct {
+		desc    string
+		cfg     LimitsConfig
+		exhaust func(l *Limiter)
+		want    map[OrderKind]bool
+	}{
+		{
+			desc: "new orders exhausted",
+			exhaust: func(l *Limiter) {
+				for i := range 300 {
+					l.Reserve([]string{fmt.Sprintf("site%d.other", i)}, OrderNew)
+				}
+			},
+			want: map[OrderKind]bool{OrderNew: false, OrderRenewal: true, OrderARIRenewal: true},
+		},
+		{
+			desc: "registered domain exhausted",
+			exhaust: func(l *Limiter) {
+				for i := range 50 {
+					l.Reserve([]string{fmt.Sprintf("n%d.example.test", i)}, OrderNew)
+				}
+			},
+			want: map[OrderKind]bool{OrderNew: false, OrderRenewal: true, OrderARIRenewal: true},
+		},
+		{
+			desc: "exact set exhausted",
+			exhaust: func(l *Limiter) {
+				for range 5 {
+					l.Reserve([]string{name}, OrderRenewal)
+				}
+			},
+			want: map[OrderKind]bool{OrderNew: false, OrderRenewal: false, OrderARIRenewal: true},
+		},
+		{
+			desc: "authorization failures exhausted",
+			exhaust: func(l *Limiter) {
+				for range 5 {
+					l.AuthzFailed(name)
+				}
+			},
+			want: map[OrderKind]bool{OrderNew: false, OrderRenewal: false, OrderARIRenewal: true},
+		},
+		{
+			desc: "name paused",
+			cfg:  LimitsConfig{ConsecutiveAuthzFailures: Limit{Burst: 2, Per: 48 * time.Hour}},
+			exhaust: func(l *Limiter) {
+				l.AuthzFailed(name)
+				l.AuthzFailed(name)
+			},
+			want: map[OrderKind]bool{OrderNew: false, OrderRenewal: false, OrderARIRenewal: false},
+		},
+	}
+	for _, tc := range tests {
+		for kind, want := range tc.want {
+			t.Run(tc.desc+"/"+kind.String(), func(t *testing.T) {
+				l, _ := newTestLimiter(t, tc.cfg)
+				tc.exhaust(l)
+				if r := l.Reserve([]string{name}, kind); r.OK != want {
+					t.Errorf("Reserve(%s) = %+v, want OK %v", kind, r, want)
+				}
+			})
+		}
+	}
+}
+
+func TestARIRenewalTakesNothing(t *testing.T) {
+	l, _ := newTestLimiter(t, LimitsConfig{})
+	for range 1000 {
+		if r := l.Reserve([]string{"www.example.test"}, OrderARIRenewal); !r.OK {
+			t.Fatalf("ARI renewal refused: %+v", r)
+		}
+	}
+	for _, s := range l.Status() {
+		if s.Tracked != 0 {
+			t.Errorf("%s: %d buckets charged by ARI renewals", s.Limit, s.Tracked)
+		}
+	}
+}
+
+func TestUnlimited(t *testing.T) {
+	off := Limit{Burst: -1}
+	l, _ := newTestLimiter(t, LimitsConfig{
+		NewOrders: off, CertsPerRegisteredDomain: off, CertsPerExactSet: off,
+		AuthzFailures: off, ConsecutiveAuthzFailures: off,
+	})
+	for i := range 10_000 {
+		l.AuthzFailed("x.example.test")
+		if r := l.Reserve([]string{"x.example.test", fmt.Sprintf("n%d.example.test", i%3)}, OrderNew); !r.OK {
+			t.Fatalf("order %d refused with every limit off: %+v", i, r)
+		}
+	}
+	if got := l.Backlog(500_000); got != 0 {
+		t.Errorf("Backlog = %s, want 0", got)
+	}
+	for _, s := range l.Status() {
+		if s.Tracked != 0 || s.Burst != -1 {
+			t.Errorf("%s: burst %d, %d buckets tracked; want -1 and none", s.Limit, s.Burst, s.Tracked)
+		}
+	}
+}
+
+func TestBacklog(t *testing.T) {
+	day := 24 * time.Hour
+	tests := []struct {
+		desc  string
+		cfg   LimitsConfig
+		used  int // new orders sent just before
+		n     int
+		want  time.Duration
+		about float64 // days, for the record
+	}{
+		{desc: "nothing to send", n: 0, want: 0},
+		{desc: "within the burst", n: 300, want: 0},
+		{desc: "one past the burst", n: 301, want: 36 * time.Second},
+		{desc: "after using the burst, one order", used: 300, n: 1, want: 36 * time.Second},
+		{desc: "500,000 at 300 per 3 hours", n: 500_000, want: 500_000*36*time.Second - 3*time.Hour, about: 208.2},
+		{desc: "500,000 at an override of 3,000 per 3 hours", cfg: LimitsConfig{NewOrders: Limit{Burst: 3000, Per: 3 * time.Hour}},
+			n: 500_000, want: 500_000*3600*time.Millisecond - 3*time.Hour, about: 20.7},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			l, _ := newTestLimiter(t, tc.cfg)
+			for i := range tc.used {
+				l.Reserve([]string{fmt.Sprintf("used%d.test", i)}, OrderNew)
+			}
+			got := l.Backlog(tc.n)
+			if got != tc.want {
+				t.Errorf("Backlog(%d) = %s, want %s", tc.n, got, tc.want)
+			}
+			if tc.about != 0 && math.Abs(got.Hours()/24-tc.about) > 0.05 {
+				t.Errorf("Backlog(%d) = %.2f days, want about %.1f", tc.n, got.Hours()/24, tc.about)
+			}
+		})
+	}
+
+	t.Run("names under one registered domain wait for its bucket", func(t *testing.T) {
+		l, _ := newTestLimiter(t, LimitsConfig{})
+		var names []string
+		for i := range 2000 {
+			names = append(names, fmt.Sprintf("shop%d.example.test", i))
+		}
+		names = append(names, "a.other.test", "b.third.test")
+		want := 1950 * (201*time.Minute + 36*time.Second) // 2,000 less the burst of 50
+		if got := l.BacklogFor(names); got != want {
+			t.Errorf("BacklogFor = %s (%.1f weeks), want %s", got, got.Hours()/24/7, want)
+		}
+		if got := l.BacklogFor(names); got < 38*7*day || got > 40*7*day {
+			t.Errorf("BacklogFor = %.1f weeks, want about 39", got.Hours()/24/7)
+		}
+	})
+}
+
+func TestLimiterForgetsFullBuckets(t *testing.T) {
+	l, clock := newTestLimiter(t, LimitsConfig{NewOrders: Limit{Burst: -1}})
+	const n = 20_000
+	for i := range n {
+		name := fmt.Sprintf("n%d.customer%d.test", i, i)
+		l.AuthzFailed(name)
+		l.Reserve([]string{name}, OrderNew)
+	}
+	sizes := func() [4]int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return [4]int{len(l.domains), len(l.sets), len(l.failures), len(l.consecutive)}
+	}
+	if got := sizes(); got != [4]int{n, n, n, n} {
+		t.Fatalf("bucket counts %v, want %d each", got, n)
+	}
+	// An hour later the failure buckets are full; a week later all are.
+	clock.Advance(time.Hour)
+	l.AuthzFailed("trigger.test")
+	if got := sizes(); got[2] != 1 || got[0] != n {
+		t.Errorf("after an hour: bucket counts %v, want the failure buckets gone", got)
+	}
+	clock.Advance(7 * 24 * time.Hour)
+	l.Reserve([]string{"trigger2.test"}, OrderARIRenewal)
+	if got := sizes(); got != [4]int{} {
+		t.Errorf("after a week: bucket counts %v, want none", got)
+	}
+	for _, s := range l.Status() {
+		if s.Tracked != 0 || s.Blocked != 0 {
+			t.Errorf("%s: %d tracked, %d blocked; want none", s.Limit, s.Tracked, s.Blocked)
+		}
+	}
+}
+
+func TestLimiterStatus(t *testing.T) {
+	l, clock := newTestLimiter(t, LimitsConfig{})
+	now := clock.Now()
+	for i := range 50 {
+		l.Reserve([]string{fmt.Sprintf("n%d.example.test", i)}, OrderNew)
+	}
+	for range 5 {
+		l.AuthzFailed("bad.example.test")
+	}
+	byID := map[LimitID]LimitStatus{}
+	for _, s := range l.Status() {
+		byID[s.Limit] = s
+	}
+	orders := byID[LimitNewOrders]
+	if len(orders.Buckets) != 1 || orders.Buckets[0].Tokens != 250 || orders.Blocked != 0 || orders.Tracked != 1 {
+		t.Errorf("new orders status %+v, want 250 of 300 tokens, not blocked", orders)
+	}
+	if b := orders.Buckets[0]; !b.Available.Equal(now) || !b.Full.Equal(now.Add(50*36*time.Second)) {
+		t.Errorf("new orders available %s, full %s; want now and +30m", b.Available.Sub(now), b.Full.Sub(now))
+	}
+	domains := byID[LimitCertsPerRegisteredDomain]
+	if domains.Tracked != 1 || domains.Blocked != 1 || len(domains.Buckets) != 1 || domains.Buckets[0].Key != "example.test" {
+		t.Errorf("registered domain status %+v, want example.test blocked", domains)
+	}
+	sets := byID[LimitCertsPerExactSet]
+	if sets.Tracked != 50 || sets.Blocked != 0 || len(sets.Buckets) != 0 {
+		t.Errorf("exact set status: %d tracked, %d blocked, %d listed; want 50, 0, 0", sets.Tracked, sets.Blocked, len(sets.Buckets))
+	}
+	failures := byID[LimitAuthzFailures]
+	if failures.Blocked != 1 || failures.Buckets[0].Key != "bad.example.test" || failures.Buckets[0].Tokens != 0 ||
+		!failures.Buckets[0].Available.Equal(now.Add(12*time.Minute)) {
+		t.Errorf("failure status %+v, want bad.example.test empty until +12m", failures)
+	}
+	if b := l.Bucket(LimitCertsPerExactSet, "N3.Example.Test"); b.Tokens != 4 || b.Burst != 5 {
+		t.Errorf("exact set bucket %+v, want 4 of 5 tokens", b)
+	}
+	if b := l.Bucket(LimitAuthzFailures, "untouched.test"); b.Tokens != 5 || !b.Full.Equal(now) {
+		t.Errorf("untouched bucket %+v, want full", b)
+	}
+}
+
+func TestLimiterConcurrent(t *testing.T) {
+	l, clock := newTestLimiter(t, LimitsConfig{})
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				names := []string{fmt.Sprintf("w%d-%d.test", w, i)}
+				switch i % 4 {
+				case 0:
+					l.AuthzFailed(names[0])
+				case 1:
+					l.Status()
+				case 2:
+					l.Backlog(1000)
+				}
+				if r := l.Reserve(names, OrderNew); r.OK {
+					allowed.Add(1)
+					if i%10 == 0 {
+						l.NotIssued(names, OrderNew)
+					}
+				}
+				clock.Advance(time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	// 1,600 orders in 1.6 s: the burst of 300, plus nothing refilled (one
+	// token takes 36 s).
+	if got := allowed.Load(); got != 300 {
+		t.Errorf("%d orders allowed, want exactly 300", got)
+	}
+}
+
+func TestRegisteredDomain(t *testing.T) {
+	tests := []struct {
+		desc, name, want string
+	}{
+		{desc: "subdomain", name: "www.example.com", want: "example.com"},
+		{desc: "multi-label suffix", name: "new.blog.example.co.uk", want: "example.co.uk"},
+		{desc: "itself", name: "example.com", want: "example.com"},
+		{desc: "wildcard", name: "*.a.example.com", want: "example.com"},
+		{desc: "public suffix counts against itself", name: "co.uk", want: "co.uk"},
+		{desc: "private suffix (Public Suffix List)", name: "foo.bar.github.io", want: "bar.github.io"},
+		{desc: "unknown TLD", name: "www.example.test", want: "example.test"},
+		{desc: "IPv4", name: "192.0.2.1", want: "192.0.2.1"},
+		{desc: "IPv6 /64", name: "2001:db8:1:2:3::4", want: "2001:db8:1:2::/64"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := registeredDomain(tc.name); got != tc.want {
+				t.Errorf("registeredDomain(%q) = %q, want %q", tc.name, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClassifyOrder(t *testing.T) {
+	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	recent, err := selfSignedForLimiter("www.example.test", now.Add(-60*24*time.Hour), now.Add(30*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := *recent
+	old.NotBefore = now.Add(-121 * 24 * time.Hour)
+	unparsable := *recent
+	unparsable.ChainPEM = nil
+	tests := []struct {
+		desc string
+		o    Order
+		ari  bool
+		want OrderKind
+	}{
+		{desc: "first certificate", o: Order{Name: "www.example.test"}, ari: true, want: OrderNew},
+		{desc: "replacement with ARI", o: Order{Name: "www.example.test", Replaces: recent}, ari: true, want: OrderARIRenewal},
+		{desc: "replacement without ARI", o: Order{Name: "www.example.test", Replaces: recent}, want: OrderRenewal},
+		{desc: "replacement whose leaf does not parse", o: Order{Name: "www.example.test", Replaces: &unparsable}, ari: true, want: OrderRenewal},
+		{desc: "replacement of a certificate older than 120 days", o: Order{Name: "www.example.test", Replaces: &old}, want: OrderNew},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := ClassifyOrder(tc.o, tc.ari, now); got != tc.want {
+				t.Errorf("ClassifyOrder = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// selfSignedForLimiter is a certificate record for name valid from
+// notBefore to notAfter, with an authority key identifier so that it has an
+// ARI certificate identifier.
+func selfSignedForLimiter(name string, notBefore, notAfter time.Time) (*store.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(42),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		SubjectKeyId: []byte{1, 2, 3, 4},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return store.ParseCertificate(
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		notBefore)
+}

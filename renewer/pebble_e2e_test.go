@@ -63,9 +63,12 @@ func TestRenewerWithPebble(t *testing.T) {
 	}
 
 	for _, name := range []string{"managed.example.test", "shop.ondemand.test"} {
-		waitFor(t, 30*time.Second, name+" served", func() bool {
+		// The worker stores the certificate first and then the domain's
+		// state: wait for both.
+		waitFor(t, 30*time.Second, name+" served and valid", func() bool {
 			c, err := env.store.LookupCertificate(t.Context(), name)
-			return err == nil && c.Source == "acme"
+			d, derr := env.store.GetDomain(t.Context(), name)
+			return err == nil && c.Source == "acme" && derr == nil && d.State == store.StateValid
 		})
 		c, _ := env.store.LookupCertificate(t.Context(), name)
 		if err := env.ca.VerifyChain(t, c.ChainPEM, name); err != nil {

@@ -14,7 +14,7 @@
 #                              certificates on the unix socket demo/run/certs.sock
 #   nginx      127.0.0.1:8443  HTTPS, 127.0.0.1:8080 HTTP (the port Pebble
 #                              validates HTTP-01 on, standing in for port 80),
-#                              both also on [::1]
+#                              both also on [::1] when the host has IPv6 loopback
 # adds three names with `certserver domains add`, waits until each has a
 # certificate, checks them with curl against Pebble's root, and shows
 # on-demand issuance for a name nobody added. Everything it writes is in
@@ -168,10 +168,14 @@ say "checking dependencies (scripts/deps.sh)"
 pebble_bin=$(scripts/deps.sh)
 [ -x "$pebble_bin" ] || die "scripts/deps.sh did not give a pebble binary (got '$pebble_bin')"
 
-# demodns answers AAAA ::1 as well as A 127.0.0.1, and Pebble validates on
-# the first address it gets, the IPv6 one: nginx must listen on [::1] too.
-grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null \
-  || die "this host has no IPv6 loopback (::1), which Pebble validates the demo names on (demodns answers AAAA ::1 and Pebble tries IPv6 first)"
+# demodns answers A 127.0.0.1 only, so Pebble validates over IPv4. nginx
+# also listens on [::1] when the host has IPv6 loopback, for clients (curl
+# resolves *.localhost to both ::1 and 127.0.0.1).
+ipv6_listen_https="" ipv6_listen_http=""
+if grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null; then
+  ipv6_listen_https="listen [::1]:$https_port ssl;"
+  ipv6_listen_http="listen [::1]:$http_port;"
+fi
 
 check_port udp 8053 "demodns, DNS for Pebble"
 check_port tcp 8053 "demodns, DNS for Pebble"
@@ -256,7 +260,7 @@ chmod 600 "$demo/admin.token"
 
 # --- demodns ----------------------------------------------------------------
 
-say "starting demodns on $dns_addr (*.localhost -> 127.0.0.1, ::1)"
+say "starting demodns on $dns_addr (*.localhost -> 127.0.0.1)"
 start demodns "$demo/logs/demodns.log" "$demo/bin/demodns" -listen "$dns_addr" -zone localhost
 dns_pid=${pids[-1]}
 wait_for demodns 10 "$dns_pid" "$demo/logs/demodns.log" tcp_open 127.0.0.1 8053
@@ -306,7 +310,7 @@ http {
 
     server {
         listen 127.0.0.1:$https_port ssl;
-        listen [::1]:$https_port ssl;
+        $ipv6_listen_https
         server_name _;
         ssl_certificate     $demo/fallback.crt;
         ssl_certificate_key $demo/fallback.key;
@@ -319,7 +323,7 @@ http {
 
     server {
         listen 127.0.0.1:$http_port;
-        listen [::1]:$http_port;
+        $ipv6_listen_http
         include $root/nginx/certserver-acme.conf;
         location / { return 301 https://\$host:$https_port\$request_uri; }
     }
@@ -398,7 +402,7 @@ idle_wait = "5s"
 # every *.localhost name does. (allow = ["*.localhost"] would read better,
 # but certserver refuses wildcards that cover a top-level domain.)
 [on_demand]
-targets = ["127.0.0.1", "::1"]
+targets = ["127.0.0.1"]
 resolvers = ["$dns_addr"]
 
 [log]

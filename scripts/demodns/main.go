@@ -1,6 +1,6 @@
 // Command demodns is the DNS server of the local demo (scripts/demo.sh): it
-// answers every name under -zone with 127.0.0.1 (A) and ::1 (AAAA) and
-// every other name with NXDOMAIN, so that the demo's Pebble validates the
+// answers every name under -zone with 127.0.0.1 (A), and with ::1 (AAAA)
+// only when -aaaa is given, and every other name with NXDOMAIN, so that the demo's Pebble validates the
 // demo names against the demo's nginx on loopback. It is not part of
 // certserver.
 package main
@@ -21,6 +21,7 @@ import (
 func main() {
 	addr := flag.String("listen", "127.0.0.1:8053", "UDP and TCP address to answer on")
 	zone := flag.String("zone", "localhost", "names under this zone resolve to loopback")
+	aaaa := flag.Bool("aaaa", false, "answer AAAA queries with ::1 too (Pebble then validates over IPv6)")
 	flag.Parse()
 	suffix := "." + strings.Trim(strings.ToLower(*zone), ".") + "."
 
@@ -39,6 +40,9 @@ func main() {
 			case dns.TypeA:
 				m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IPv4(127, 0, 0, 1)})
 			case dns.TypeAAAA:
+				if !*aaaa {
+					continue
+				}
 				m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: net.IPv6loopback})
 			}
 		}

@@ -72,7 +72,10 @@ package renewer
 // exact-set tokens when an order is reserved, not when the certificate is
 // issued, so that orders running at the same time cannot together overshoot
 // a bucket with one token left; NotIssued gives them back when the order
-// ends without a certificate.
+// ends without a certificate. And it sees less than the CA in one: the
+// registered-domain and exact-set limits are global, so certificates other
+// clients obtain for the same domains count at the CA but not here. The
+// CA's rateLimited answers fill that gap (RateLimited).
 
 import (
 	"errors"

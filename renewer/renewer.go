@@ -56,6 +56,9 @@ type Config struct {
 	Now func() time.Time
 	// Seed seeds the jitter. Default: random.
 	Seed uint64
+	// Metrics is told when orders start and how they end
+	// (PrometheusMetrics counts them). Default nil: nothing is told.
+	Metrics Metrics
 }
 
 // Renewer schedules and runs certificate orders. Its methods are safe for

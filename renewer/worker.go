@@ -67,11 +67,13 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	}
 	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
 	start := time.Now()
+	r.orderStarted()
 	cert, err := r.issuer.Obtain(octx, Order{Name: name, Profile: profile, Replaces: cur})
 	cancel()
 	if err == nil {
 		err = r.store.PutCertificate(ctx, r.scheduled(cert))
 	}
+	r.orderDone(ctx, start, cur != nil, err)
 	if ctx.Err() != nil {
 		// Shutting down: leave the name due so the next start resumes it.
 		return

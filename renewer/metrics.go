@@ -1,0 +1,205 @@
+package renewer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics receives what the renewer's orders do, for monitoring. The
+// renewer calls OrderStarted when a worker hands an order to the Issuer
+// and OrderDone exactly once for every OrderStarted, from the worker's
+// goroutine. Implementations must return at once and be safe for
+// concurrent use. PrometheusMetrics is the implementation serve uses.
+type Metrics interface {
+	// OrderStarted reports that an order to ca is under way.
+	OrderStarted(ca string)
+	// OrderDone reports how an order ended.
+	OrderDone(o OrderOutcome)
+}
+
+// OrderOutcome is how one order ended.
+type OrderOutcome struct {
+	// CA names the CA: the Issuer's directory URL when it has a
+	// Directory() string method (ACMEIssuer does), else "".
+	CA string
+	// Renewal is true when the order replaces a certificate that still
+	// serves the name, false for a first order (or a replacement of an
+	// expired certificate).
+	Renewal bool
+	// Took is the time from the order's start to its outcome, storing the
+	// certificate included.
+	Took time.Duration
+	// Err is nil when the certificate was obtained and stored. Otherwise
+	// it is the Issuer's error (an *ACMEError from ACMEIssuer) or the
+	// store's.
+	Err error
+	// Abandoned is true when the renewer stopped (its context ended)
+	// before the order could finish; Err then says where it stopped. An
+	// abandoned order is not a failure of the CA: its name stays due and
+	// the next start orders it again.
+	Abandoned bool
+}
+
+// caOf names the CA behind an issuer for OrderOutcome.CA.
+func caOf(is Issuer) string {
+	if d, ok := is.(interface{ Directory() string }); ok {
+		return d.Directory()
+	}
+	return ""
+}
+
+// orderStarted tells the configured Metrics, if any, that an order
+// started.
+func (r *Renewer) orderStarted() {
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.OrderStarted(caOf(r.issuer))
+	}
+}
+
+// orderDone tells the configured Metrics, if any, how an order that began
+// at start ended. ctx is the renewer's: when it has ended, a failed order
+// was abandoned rather than failed.
+func (r *Renewer) orderDone(ctx context.Context, start time.Time, renewal bool, err error) {
+	if r.cfg.Metrics == nil {
+		return
+	}
+	r.cfg.Metrics.OrderDone(OrderOutcome{
+		CA:        caOf(r.issuer),
+		Renewal:   renewal,
+		Took:      time.Since(start),
+		Err:       err,
+		Abandoned: err != nil && ctx.Err() != nil,
+	})
+}
+
+// The results of certserver_orders_total.
+const (
+	resultIssued    = "issued"
+	resultFailed    = "failed"
+	resultAbandoned = "abandoned"
+)
+
+// PrometheusMetrics counts the renewer's orders in Prometheus metrics:
+//
+//	certserver_orders_in_flight{ca}                 gauge: orders under way
+//	certserver_orders_total{ca,result}              counter: orders ended, by result
+//	                                                (issued, failed, abandoned)
+//	certserver_order_failures_total{ca,kind,problem} counter: failed orders by
+//	                                                kind (transient, permanent,
+//	                                                rate_limited) and ACME problem
+//	certserver_order_duration_seconds{ca}           histogram: time to issue or fail
+//
+// problem is the short ACME problem type of the failure ("caa", "dns",
+// "rateLimited", … RFC 8555 section 6.7), "other" for a type outside
+// the RFCs, and "none" when the failure was not a problem document from
+// the CA (network, timeout, the store). It implements Metrics and is safe
+// for concurrent use.
+type PrometheusMetrics struct {
+	inFlight *prometheus.GaugeVec
+	orders   *prometheus.CounterVec
+	failures *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+var _ Metrics = (*PrometheusMetrics)(nil)
+
+// NewPrometheusMetrics returns PrometheusMetrics registered into reg. It
+// fails when reg is nil or already holds metrics of the same names.
+func NewPrometheusMetrics(reg prometheus.Registerer) (*PrometheusMetrics, error) {
+	if reg == nil {
+		return nil, errors.New("renewer metrics: nil registerer")
+	}
+	m := &PrometheusMetrics{
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certserver_orders_in_flight",
+			Help: "Certificate orders under way, by CA directory URL.",
+		}, []string{"ca"}),
+		orders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certserver_orders_total",
+			Help: "Certificate orders that ended, by CA and result: issued (obtained and stored), failed, abandoned (certserver was stopping).",
+		}, []string{"ca", "result"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certserver_order_failures_total",
+			Help: "Failed certificate orders, by CA, kind (transient, permanent, rate_limited) and short ACME problem type (none: not a problem document from the CA).",
+		}, []string{"ca", "kind", "problem"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "certserver_order_duration_seconds",
+			Help:    "Time from the start of a certificate order to the stored certificate or the failure, by CA.",
+			Buckets: []float64{0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300},
+		}, []string{"ca"}),
+	}
+	for _, c := range []prometheus.Collector{m.inFlight, m.orders, m.failures, m.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("renewer metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// OrderStarted implements Metrics. It also makes every result of
+// certserver_orders_total for ca visible at 0, so that rate() and
+// increase() see the first failure.
+func (m *PrometheusMetrics) OrderStarted(ca string) {
+	m.inFlight.WithLabelValues(ca).Inc()
+	for _, r := range []string{resultIssued, resultFailed, resultAbandoned} {
+		m.orders.WithLabelValues(ca, r)
+	}
+}
+
+// OrderDone implements Metrics.
+func (m *PrometheusMetrics) OrderDone(o OrderOutcome) {
+	m.inFlight.WithLabelValues(o.CA).Dec()
+	switch {
+	case o.Err == nil:
+		m.orders.WithLabelValues(o.CA, resultIssued).Inc()
+	case o.Abandoned:
+		m.orders.WithLabelValues(o.CA, resultAbandoned).Inc()
+		return
+	default:
+		m.orders.WithLabelValues(o.CA, resultFailed).Inc()
+		kind, problem := ErrorType(o.Err)
+		m.failures.WithLabelValues(o.CA, kind, problem).Inc()
+	}
+	m.duration.WithLabelValues(o.CA).Observe(o.Took.Seconds())
+}
+
+// ErrorType names the type of an order's error for metrics: its kind
+// ("transient", "permanent", "rate_limited") and its short ACME problem
+// type ("caa", "dns", "rateLimited", …), "other" for a problem type
+// outside RFC 8555 and RFC 9773, or "none" when err holds no problem
+// document. An error that is not an *ACMEError is "permanent" when it
+// says so (Permanent() bool), "rate_limited" when it asks for a wait
+// (RetryAfter() time.Duration), else "transient". The set of values is
+// bounded, as label values must be.
+func ErrorType(err error) (kind, problem string) {
+	var ae *ACMEError
+	if errors.As(err, &ae) {
+		problem = "none"
+		if ae.Problem != "" {
+			problem = shortProblem(ae.Problem)
+			if !knownProblem(problem) {
+				problem = "other"
+			}
+		}
+		return ae.Kind.String(), problem
+	}
+	var p permanent
+	var ra retryAfter
+	switch {
+	case errors.As(err, &p) && p.Permanent():
+		return KindPermanent.String(), "none"
+	case errors.As(err, &ra) && ra.RetryAfter() > 0:
+		return KindRateLimited.String(), "none"
+	}
+	return KindTransient.String(), "none"
+}
+
+// knownProblem reports whether short is an ACME problem type the renewer
+// knows (RFC 8555 section 6.7, RFC 9773, draft-ietf-acme-profiles).
+func knownProblem(short string) bool {
+	return permanentProblems[short] || transientProblems[short] || short == "rateLimited" || short == "compound"
+}

@@ -1,0 +1,182 @@
+package renewer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestErrorType(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		desc          string
+		err           error
+		kind, problem string
+	}{
+		{desc: "caa refusal", err: classify("a.test", validationProblem("caa", "CAA forbids"), now),
+			kind: "permanent", problem: "caa"},
+		{desc: "nxdomain", err: classify("a.test", validationProblem("dns", "NXDOMAIN"), now),
+			kind: "permanent", problem: "dns"},
+		{desc: "rate limit", err: classify("a.test", answerProblem("rateLimited", "too many", 429), now),
+			kind: "rate_limited", problem: "rateLimited"},
+		{desc: "server error", err: classify("a.test", answerProblem("serverInternal", "oops", 500), now),
+			kind: "transient", problem: "serverInternal"},
+		{desc: "problem type outside the RFCs", err: classify("a.test", validationProblem("somethingNew", "new"), now),
+			kind: "permanent", problem: "other"},
+		{desc: "no problem document", err: classify("a.test", errors.New("dial tcp: connection refused"), now),
+			kind: "transient", problem: "none"},
+		{desc: "wrapped ACMEError", err: fmt.Errorf("order: %w", classify("a.test", validationProblem("caa", "no"), now)),
+			kind: "permanent", problem: "caa"},
+		{desc: "permanent error of another issuer", err: problem{detail: "refused", perm: true},
+			kind: "permanent", problem: "none"},
+		{desc: "wait asked by another issuer", err: problem{detail: "slow down", after: time.Minute},
+			kind: "rate_limited", problem: "none"},
+		{desc: "plain error (the store)", err: errors.New("write failed"),
+			kind: "transient", problem: "none"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			kind, problem := ErrorType(tc.err)
+			if kind != tc.kind || problem != tc.problem {
+				t.Errorf("ErrorType = %q, %q; want %q, %q", kind, problem, tc.kind, tc.problem)
+			}
+		})
+	}
+}
+
+func TestNewPrometheusMetricsRefuses(t *testing.T) {
+	if _, err := NewPrometheusMetrics(nil); err == nil {
+		t.Error("nil registerer accepted")
+	}
+	reg := prometheus.NewRegistry()
+	if _, err := NewPrometheusMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewPrometheusMetrics(reg); err == nil || !strings.Contains(err.Error(), "renewer metrics") {
+		t.Errorf("second registration: %v, want an error", err)
+	}
+}
+
+// directoryIssuer is a scriptedIssuer that names its CA, as ACMEIssuer
+// does.
+type directoryIssuer struct {
+	*scriptedIssuer
+	dir string
+}
+
+func (d directoryIssuer) Directory() string { return d.dir }
+
+// TestPrometheusMetricsCountsOrders runs orders through the real worker
+// code and a real store: one refused by the CA (caa), one issued, one
+// renewal issued, one abandoned because the renewer stops during it, and
+// checks the counters, the in-flight gauge and the duration histogram.
+func TestPrometheusMetricsCountsOrders(t *testing.T) {
+	const ca = "https://ca.example.test/directory"
+	st := openStore(t)
+	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	caaErr := classify("refused.example.test", validationProblem("caa", "CAA record forbids issuance"), clock.Now())
+	iss := &scriptedIssuer{errs: []error{caaErr}, life: 90 * 24 * time.Hour,
+		notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
+	reg := prometheus.NewRegistry()
+	pm, err := NewPrometheusMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inFlightDuringOrder float64
+	iss.during = func(Order) { inFlightDuringOrder = testutil.ToFloat64(pm.inFlight.WithLabelValues(ca)) }
+	r, err := New(Config{Now: clock.Now, Seed: 7, Metrics: pm}, st, directoryIssuer{iss, ca}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	addPending(t, st, clock.Now(), "refused.example.test", "ok.example.test", "stopped.example.test")
+
+	r.process(ctx, "refused.example.test", false)
+	if inFlightDuringOrder != 1 {
+		t.Errorf("certserver_orders_in_flight during an order = %v, want 1", inFlightDuringOrder)
+	}
+	r.process(ctx, "ok.example.test", false)
+	r.process(ctx, "ok.example.test", true) // renew now: a renewal order
+
+	// The renewer stops while the order is under way.
+	sctx, stop := context.WithCancel(ctx)
+	iss.during = func(Order) { stop() }
+	iss.delay = time.Minute
+	r.process(sctx, "stopped.example.test", false)
+
+	want := `
+# HELP certserver_order_failures_total Failed certificate orders, by CA, kind (transient, permanent, rate_limited) and short ACME problem type (none: not a problem document from the CA).
+# TYPE certserver_order_failures_total counter
+certserver_order_failures_total{ca="https://ca.example.test/directory",kind="permanent",problem="caa"} 1
+# HELP certserver_orders_in_flight Certificate orders under way, by CA directory URL.
+# TYPE certserver_orders_in_flight gauge
+certserver_orders_in_flight{ca="https://ca.example.test/directory"} 0
+# HELP certserver_orders_total Certificate orders that ended, by CA and result: issued (obtained and stored), failed, abandoned (certserver was stopping).
+# TYPE certserver_orders_total counter
+certserver_orders_total{ca="https://ca.example.test/directory",result="abandoned"} 1
+certserver_orders_total{ca="https://ca.example.test/directory",result="failed"} 1
+certserver_orders_total{ca="https://ca.example.test/directory",result="issued"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"certserver_orders_total", "certserver_order_failures_total", "certserver_orders_in_flight"); err != nil {
+		t.Error(err)
+	}
+	// Abandoned orders are not timed: 2 issued + 1 failed.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var timed uint64
+	for _, mf := range mfs {
+		if mf.GetName() == "certserver_order_duration_seconds" {
+			timed = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	if timed != 3 {
+		t.Errorf("certserver_order_duration_seconds counts %d orders, want 3", timed)
+	}
+	if d := getDomain(t, st, "refused.example.test"); d.State != store.StateFailing {
+		t.Errorf("refused name is %s, want failing", d.State)
+	}
+}
+
+// recordingMetrics keeps what the renewer reports.
+type recordingMetrics struct {
+	started  []string
+	outcomes []OrderOutcome
+}
+
+func (m *recordingMetrics) OrderStarted(ca string)   { m.started = append(m.started, ca) }
+func (m *recordingMetrics) OrderDone(o OrderOutcome) { m.outcomes = append(m.outcomes, o) }
+
+// TestMetricsHookOutcomes checks what the renewer tells a Metrics: a
+// first order and a renewal, from an issuer that does not name its CA.
+func TestMetricsHookOutcomes(t *testing.T) {
+	st := openStore(t)
+	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
+	m := &recordingMetrics{}
+	r, err := New(Config{Now: clock.Now, Seed: 3, Metrics: m}, st, iss, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addPending(t, st, clock.Now(), "a.example.test")
+	r.process(context.Background(), "a.example.test", false)
+	r.process(context.Background(), "a.example.test", true)
+	if len(m.started) != 2 || len(m.outcomes) != 2 {
+		t.Fatalf("%d started, %d outcomes; want 2 and 2", len(m.started), len(m.outcomes))
+	}
+	for i, wantRenewal := range []bool{false, true} {
+		o := m.outcomes[i]
+		if o.CA != "" || o.Err != nil || o.Abandoned || o.Renewal != wantRenewal || o.Took <= 0 {
+			t.Errorf("outcome %d = %+v, want CA \"\", no error, renewal %v", i, o, wantRenewal)
+		}
+	}
+}

@@ -62,6 +62,10 @@ type CertEndpointConfig struct {
 	// answers 404 for, so that a certificate can be obtained on demand.
 	// Default nil: on-demand issuance is off.
 	OnDemand OnDemand
+	// Metrics, when set, counts the endpoint's answers by status and
+	// times them (certserver_cert_requests_total,
+	// certserver_cert_request_duration_seconds). Default nil: not counted.
+	Metrics *Metrics
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
 }
@@ -246,6 +250,11 @@ func (e *CertEndpoint) Close() error { return e.srv.close() }
 
 // handle answers one request. Nothing from rc is kept after it returns.
 func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
+	if m := e.cfg.Metrics; m != nil {
+		// Deferred first, so that it sees the 500 of a panic.
+		start := time.Now()
+		defer func() { m.observeCert(rc.Response.StatusCode(), time.Since(start)) }()
+	}
 	defer recoverPanic(e.log, rc, internalError)
 	path := rc.Path()
 	if len(path) <= len(CertPathPrefix) || string(path[:len(CertPathPrefix)]) != CertPathPrefix {

@@ -26,6 +26,13 @@ type route struct {
 	pattern string
 	// public routes are served without a token; keep them free of secrets.
 	public bool
+	// browser routes also take the token as the password of HTTP Basic
+	// authentication (RFC 7617), which browsers ask for and send by
+	// themselves, and challenge for it. Only for read-only pages: a
+	// browser sends Basic credentials with cross-site requests too.
+	browser bool
+	// quiet routes, polled by machines, are logged at debug level.
+	quiet bool
 	// maxBody is the largest request body accepted, in bytes; 0 means
 	// AdminConfig.MaxBody for a method that carries a body, and
 	// noBodyLimit for one that does not.

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what certserver's tests and demo need when it is missing:
 #   - Debian packages: nginx-light, the ngx_lua module, lua-resty-core,
-#     lua-resty-lrucache, luacheck (lua-check)
+#     lua-resty-lrucache, luacheck (lua-check), and chromium (the status
+#     page test loads the page in headless Chromium)
 #   - Pebble, the ACME test CA, at the pinned version
 # Safe to run again: it only installs what is not there yet.
 # Needs root (or sudo) for apt-get; Pebble goes to $(go env GOPATH)/bin.
 set -euo pipefail
 
 PEBBLE_VERSION=v2.10.1
-APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check)
+APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check chromium)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 

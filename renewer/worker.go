@@ -46,12 +46,24 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 		return // rescheduled since the dispatcher read the index
 	}
 	cur := r.current(ctx, d)
-	if cur != nil && !urgent && cur.RenewAt.After(now) {
-		// Nothing to do yet: the certificate is good until its renewal time.
-		r.record(ctx, log, name, func(d *store.Domain) {
-			d.State, d.NextAttempt = store.StateValid, cur.RenewAt
-		})
-		return
+	if cur != nil && !urgent {
+		at := cur.RenewAt
+		if at.IsZero() && cur.ID != d.CertID {
+			// Adopting a certificate that serves the name but that nobody
+			// renews (imported): renew it by its lifetime.
+			at = r.timeRand(func(rnd *rand.Rand) time.Time { return RenewalTime(cur.NotBefore, cur.NotAfter, rnd) })
+		}
+		if at.After(now) {
+			// Nothing to do yet: the certificate is good until its renewal
+			// time.
+			r.record(ctx, log, name, func(d *store.Domain) {
+				d.State, d.CertID, d.NextAttempt = store.StateValid, cur.ID, at
+			})
+			if cur.ID != d.CertID {
+				log.Info("serving certificate adopted", "cert_id", cur.ID, "source", cur.Source, "renew_at", at.UTC())
+			}
+			return
+		}
 	}
 
 	state := store.StateIssuing
@@ -68,7 +80,13 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
 	start := time.Now()
 	r.orderStarted()
-	cert, err := r.issuer.Obtain(octx, Order{Name: name, Profile: profile, Replaces: cur})
+	// Only a certificate from ACME is named as replaced: one imported from
+	// elsewhere was issued to another account, and a CA may refuse it.
+	replaces := cur
+	if cur != nil && cur.Source != "acme" {
+		replaces = nil
+	}
+	cert, err := r.issuer.Obtain(octx, Order{Name: name, Profile: profile, Replaces: replaces})
 	cancel()
 	if err == nil {
 		err = r.store.PutCertificate(ctx, r.scheduled(cert))
@@ -94,13 +112,18 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 		"renew_at", cert.RenewAt.UTC(), "took", time.Since(start).Round(time.Millisecond))
 }
 
-// current returns the certificate that now serves d, or nil when there is
-// none or it has expired.
+// current returns the certificate that serves d: the one it obtained, else
+// (a name just brought under management) whatever the store serves for the
+// name, such as an imported certificate. It returns nil when there is none
+// or it has expired.
 func (r *Renewer) current(ctx context.Context, d *store.Domain) *store.Certificate {
-	if d.CertID == "" {
-		return nil
+	var c *store.Certificate
+	var err error
+	if d.CertID != "" {
+		c, err = r.store.GetCertificate(ctx, d.CertID)
+	} else {
+		c, err = r.store.LookupCertificate(ctx, d.Name)
 	}
-	c, err := r.store.GetCertificate(ctx, d.CertID)
 	if err != nil || !c.NotAfter.After(r.cfg.Now()) {
 		return nil
 	}

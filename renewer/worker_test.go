@@ -67,7 +67,12 @@ func (s *scriptedIssuer) Obtain(ctx context.Context, o Order) (*store.Certificat
 	if err != nil {
 		return nil, err
 	}
-	return selfSigned(o.Name, s.notAfter().Add(-s.life), s.notAfter())
+	c, err := selfSigned(o.Name, s.notAfter().Add(-s.life), s.notAfter())
+	if err != nil {
+		return nil, err
+	}
+	c.Source = "acme"
+	return c, nil
 }
 
 func (s *scriptedIssuer) orderCount() int {
@@ -398,5 +403,54 @@ func TestRemovedWhileOrdering(t *testing.T) {
 				t.Fatalf("after the order: state %s, next attempt %v; want removed and unscheduled", d.State, d.NextAttempt)
 			}
 		})
+	}
+}
+
+// TestAdoptsImportedCertificate adds a name that an imported certificate
+// already serves: no order is sent until the certificate's renewal time
+// (two thirds of its lifetime), and then the order does not name the
+// imported certificate as replaced (another account issued it).
+func TestAdoptsImportedCertificate(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	const name = "moved.example.test"
+	life := 90 * 24 * time.Hour
+	imported, err := selfSigned(name, clock.Now().Add(-24*time.Hour), clock.Now().Add(life-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported.Source = "certbot"
+	if err := st.PutCertificate(ctx, imported); err != nil {
+		t.Fatal(err)
+	}
+	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
+	r, err := New(Config{Now: clock.Now, Seed: 9}, st, iss, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addPending(t, st, clock.Now(), name)
+
+	r.process(ctx, name, false)
+	if n := iss.orderCount(); n != 0 {
+		t.Fatalf("%d orders for a name an imported certificate serves, want none", n)
+	}
+	d := getDomain(t, st, name)
+	target := imported.NotBefore.Add(life * 2 / 3)
+	if d.State != store.StateValid || d.CertID != imported.ID || d.NextAttempt.Sub(target).Abs() > life/20 {
+		t.Fatalf("after adoption: state %s, cert %q, next attempt %v; want valid, %q, about %v",
+			d.State, d.CertID, d.NextAttempt, imported.ID, target)
+	}
+
+	clock.Set(d.NextAttempt)
+	r.process(ctx, name, false)
+	if n := iss.orderCount(); n != 1 {
+		t.Fatalf("%d orders at the renewal time, want 1", n)
+	}
+	if iss.orders[0].Replaces != nil {
+		t.Fatalf("the renewal of an imported certificate names it as replaced")
+	}
+	if c, err := st.LookupCertificate(ctx, name); err != nil || c.Source == "certbot" {
+		t.Fatalf("after renewal the store serves %v (err %v), want the new certificate", c, err)
 	}
 }

@@ -42,6 +42,17 @@ type AdminConfig struct {
 	// Scheduler is told about names added or to be renewed. Default nil:
 	// issuance is off, and names wait in the store until a renewer runs.
 	Scheduler Scheduler
+	// Revoker revokes certificates at the CA for POST
+	// /v1/domains/{name}/revoke and DELETE ...?revoke=. Default nil: those
+	// answer 503.
+	Revoker Revoker
+	// Queue tells GET /v1/queue what the renewer is doing. Default nil:
+	// the answer says issuance is off.
+	Queue QueueStats
+	// StateCountTTL is how long GET /v1/queue reuses its count of names by
+	// state, a scan of every record. Default DefaultStateCountTTL (10s);
+	// negative counts on every request.
+	StateCountTTL time.Duration
 	// RequestTimeout bounds the store work of one request. Default 30s.
 	RequestTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
@@ -52,9 +63,6 @@ type AdminConfig struct {
 	ShutdownTimeout time.Duration
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
-	// Metrics, when set, is served on GET /metrics, and its inventory as
-	// the status page on GET /. Default nil: neither route exists.
-	Metrics *Metrics
 }
 
 // Defaults of AdminConfig.
@@ -106,6 +114,9 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 			*f.v = f.def
 		}
 	}
+	if cfg.StateCountTTL == 0 {
+		cfg.StateCountTTL = DefaultStateCountTTL
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -118,16 +129,18 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 // documents naming the problem.
 //
 //	GET    /healthz                   200 "ok" when the store answers, else 503
-//	GET    /                          the status page, HTML (Metrics set; the token
-//	                                  may also come as the HTTP Basic password)
-//	GET    /metrics                   Prometheus metrics (Metrics set)
 //	POST   /v1/certificates           import a certificate (api.ImportRequest)
 //	POST   /v1/domains                manage names (api.AddDomainsRequest, a JSON
 //	                                  array of names, or one name per line)
-//	GET    /v1/domains?after=&limit=  list managed names (api.DomainList)
+//	GET    /v1/domains?after=&limit=&state=&expiring=&failing=&q=
+//	                                  list managed names (api.DomainList)
 //	GET    /v1/domains/{name}         one managed name (api.Domain)
 //	POST   /v1/domains/{name}/renew   renew now (api.RenewResponse)
-//	DELETE /v1/domains/{name}         stop managing a name (api.Domain)
+//	POST   /v1/domains/{name}/revoke  revoke its certificate, order a new one
+//	                                  (api.RevokeRequest, api.Revocation)
+//	DELETE /v1/domains/{name}         stop managing a name, ?revoke=REASON
+//	                                  revokes its certificate first (api.Domain)
+//	GET    /v1/queue                  what the renewer has to do (api.Queue)
 //
 // Its methods are safe for concurrent use.
 type AdminAPI struct {
@@ -142,6 +155,10 @@ type AdminAPI struct {
 	// importMu makes an import's check of the stored certificate and its
 	// write one step with respect to other imports.
 	importMu sync.Mutex
+	// states counts names by state for GET /v1/queue.
+	states stateCounter
+	// listScan is api.ListDomainsScan unless a test sets it.
+	listScan int
 }
 
 // NewAdminAPI returns an admin API over st, configured by cfg with its zero
@@ -163,6 +180,7 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 		store:     st,
 		log:       logger.With("subsystem", "admin"),
 		tokenHash: sha256.Sum256([]byte(cfg.Token)),
+		listScan:  api.ListDomainsScan,
 	}
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/healthz", public: true, handle: a.healthz})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/certificates", handle: a.importCertificate})
@@ -171,10 +189,8 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/domains/{name}", handle: a.showDomain})
 	a.routes.add(route{method: fasthttp.MethodDelete, pattern: "/v1/domains/{name}", handle: a.removeDomain})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/renew", handle: a.renewDomain})
-	if cfg.Metrics != nil {
-		a.routes.add(route{method: fasthttp.MethodGet, pattern: "/metrics", quiet: true, handle: a.metrics})
-		a.routes.add(route{method: fasthttp.MethodGet, pattern: "/", browser: true, handle: a.statusPage})
-	}
+	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/revoke", maxBody: noBodyLimit, handle: a.revokeDomain})
+	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/queue", handle: a.showQueue})
 
 	var stop context.CancelFunc
 	a.base, stop = context.WithCancel(context.Background())
@@ -241,9 +257,7 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 
 	level := slog.LevelInfo
 	switch {
-	case rt != nil && rt.browser && !a.authorizeBrowser(rc):
-		// authorizeBrowser answered 401.
-	case (rt == nil || !rt.public && !rt.browser) && !a.authorize(rc):
+	case (rt == nil || !rt.public) && !a.authorize(rc):
 		// authorize answered 401.
 	case rt == nil && len(allowed) > 0:
 		rc.Response.Header.Set("Allow", strings.Join(allowed, ", "))
@@ -251,7 +265,7 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 	case rt == nil:
 		writeError(rc, errorf(fasthttp.StatusNotFound, "no such endpoint: %s %s", method, path))
 	default:
-		if rt.public || rt.quiet {
+		if rt.public {
 			level = slog.LevelDebug
 		}
 		if limit := a.bodyLimit(rt); len(rc.PostBody()) > limit {

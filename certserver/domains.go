@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"strconv"
 	"time"
 
 	"github.com/certserver/certserver/certserver/api"
@@ -101,11 +100,22 @@ func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 
 // reviveRemoved manages again the names of chunk whose records say they
 // were removed, with the given profile, due at now. It returns how many it
-// revived.
+// revived. It reads every record of chunk but writes only the removed
+// ones: a write waits for the disk, and a bulk add of names that are all
+// managed already must not write each of them.
 func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile string, now time.Time) (int, error) {
 	n := 0
 	for _, name := range chunk {
-		err := a.store.UpdateDomain(ctx, name, func(d *store.Domain) error {
+		d, err := a.store.GetDomain(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			return n, err
+		case d.State != store.StateRemoved:
+			continue
+		}
+		err = a.store.UpdateDomain(ctx, name, func(d *store.Domain) error {
 			if d.State != store.StateRemoved {
 				return errNotRemoved
 			}
@@ -442,62 +452,6 @@ func domainRecord(d *store.Domain) api.DomainRecord {
 	}
 }
 
-// maxCursor is the longest after= value accepted.
-const maxCursor = 1024
-
-// listDomains answers GET /v1/domains?after=NAME&limit=N: up to limit
-// records in name order after NAME, with a summary of their certificates,
-// and the after= value of the next page.
-func (a *AdminAPI) listDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
-	after, limit := "", api.DefaultListLimit
-	var bad error
-	rc.QueryArgs().VisitAll(func(k, v []byte) {
-		if bad != nil {
-			return
-		}
-		switch string(k) {
-		case "after":
-			if len(v) > maxCursor {
-				bad = errorf(fasthttp.StatusBadRequest, "after is longer than %d bytes", maxCursor)
-			}
-			after = string(v)
-		case "limit":
-			n, err := strconv.Atoi(string(v))
-			if err != nil || n < 1 || n > api.MaxListLimit {
-				bad = errorf(fasthttp.StatusBadRequest, "limit %q: want a number from 1 to %d", v, api.MaxListLimit)
-			}
-			limit = n
-		default:
-			bad = errorf(fasthttp.StatusBadRequest, "unknown query parameter %q (parameters: after, limit)", k)
-		}
-	})
-	if bad != nil {
-		return bad
-	}
-	ds, err := a.store.ListDomains(ctx, after, limit+1)
-	if err != nil {
-		return fmt.Errorf("list domains: %w", err)
-	}
-	resp := api.DomainList{Domains: make([]api.DomainSummary, 0, min(len(ds), limit))}
-	if len(ds) > limit {
-		ds = ds[:limit]
-		resp.Next = ds[limit-1].Name
-	}
-	for _, d := range ds {
-		s := api.DomainSummary{DomainRecord: domainRecord(d)}
-		c, err := a.servingCertificate(ctx, d)
-		if err != nil {
-			return err
-		}
-		if c != nil {
-			s.Certificate = &api.CertificateSummary{ID: c.ID, Serial: c.Serial, NotAfter: c.NotAfter, RenewAt: c.RenewAt}
-		}
-		resp.Domains = append(resp.Domains, s)
-	}
-	writeJSON(rc, fasthttp.StatusOK, resp)
-	return nil
-}
-
 // renewDomain answers POST /v1/domains/{name}/renew: the name becomes due
 // now and is handed to the Scheduler ahead of the due index.
 func (a *AdminAPI) renewDomain(ctx context.Context, rc *fasthttp.RequestCtx, p params) error {
@@ -521,14 +475,42 @@ func (a *AdminAPI) renewDomain(ctx context.Context, rc *fasthttp.RequestCtx, p p
 	return nil
 }
 
-// removeDomain answers DELETE /v1/domains/{name}: the record is marked
-// removed and leaves the due index. The certificate stays stored and
-// served until it is deleted separately. Removing a removed name changes
-// nothing.
+// removeDomain answers DELETE /v1/domains/{name}[?revoke=REASON]: the
+// record is marked removed and leaves the due index. The certificate stays
+// stored and served until it is deleted separately; with revoke= it is
+// first revoked at the CA (see revoke), and nothing is removed when that
+// fails. Removing a removed name changes nothing.
 func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p params) error {
 	name, err := domainName(p)
 	if err != nil {
 		return err
+	}
+	reason, revoke := 0, false
+	var bad error
+	rc.QueryArgs().VisitAll(func(k, v []byte) {
+		switch {
+		case bad != nil:
+		case string(k) != "revoke":
+			bad = errorf(fasthttp.StatusBadRequest, "unknown query parameter %q (parameters: revoke)", k)
+		case revoke:
+			bad = errorf(fasthttp.StatusBadRequest, "query parameter \"revoke\" given twice")
+		default:
+			revoke = true
+			reason, bad = parseReason(string(v))
+		}
+	})
+	if bad != nil {
+		return bad
+	}
+	var rev *api.Revocation
+	if revoke {
+		d, err := a.managedDomain(ctx, name, true)
+		if err != nil {
+			return err
+		}
+		if rev, err = a.revoke(ctx, d, reason, name); err != nil {
+			return err
+		}
 	}
 	removed := false
 	d, err := a.changeDomain(ctx, name, true, func(d *store.Domain) {
@@ -541,12 +523,13 @@ func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 		return err
 	}
 	if removed {
-		a.log.Info("domain removed", "name", name)
+		a.log.Info("domain removed", "name", name, "revoked", revoke)
 	}
 	doc, err := a.domainDoc(ctx, d)
 	if err != nil {
 		return err
 	}
+	doc.Revoked = rev
 	writeJSON(rc, fasthttp.StatusOK, doc)
 	return nil
 }

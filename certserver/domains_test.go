@@ -92,6 +92,8 @@ func TestAdminDomainsAuth(t *testing.T) {
 	for _, rt := range []struct{ method, path string }{
 		{"POST", "/v1/domains"}, {"GET", "/v1/domains"}, {"GET", "/v1/domains/a.example.com"},
 		{"POST", "/v1/domains/a.example.com/renew"}, {"DELETE", "/v1/domains/a.example.com"},
+		{"DELETE", "/v1/domains/a.example.com?revoke=keyCompromise"}, {"POST", "/v1/domains/a.example.com/revoke"},
+		{"GET", "/v1/queue"}, {"GET", "/v1/domains?state=valid&expiring=7d"},
 	} {
 		t.Run(rt.method+" "+rt.path, func(t *testing.T) {
 			for _, auth := range []string{"", "Bearer wrong"} {
@@ -435,7 +437,7 @@ func TestAdminListDomains(t *testing.T) {
 	var got []string
 	after, pages := "", 0
 	for {
-		l, err := env.cl.Domains(ctx, after, 10)
+		l, err := env.cl.Domains(ctx, client.ListOptions{After: after, Limit: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,11 +463,11 @@ func TestAdminListDomains(t *testing.T) {
 		t.Errorf("%d pages of %q, want 3 pages of %q", pages, got, names)
 	}
 	// A page that ends exactly at the last name has no next.
-	l, err := env.cl.Domains(ctx, "n14.example.com", 10)
+	l, err := env.cl.Domains(ctx, client.ListOptions{After: "n14.example.com", Limit: 10})
 	if err != nil || len(l.Domains) != 10 || l.Next != "" {
 		t.Errorf("last full page: %d names, next %q, %v", len(l.Domains), l.Next, err)
 	}
-	l, err = env.cl.Domains(ctx, "", 0)
+	l, err = env.cl.Domains(ctx, client.ListOptions{})
 	if err != nil || len(l.Domains) != 25 || l.Next != "" {
 		t.Errorf("default limit: %d names, next %q, %v", len(l.Domains), l.Next, err)
 	}
@@ -475,7 +477,7 @@ func TestAdminListDomains(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ query, want string }{
-		{"limit=0", "limit"}, {"limit=1001", "from 1 to 1000"}, {"limit=ten", "limit"}, {"state=valid", `unknown query parameter "state"`},
+		{"limit=0", "limit"}, {"limit=1001", "from 1 to 1000"}, {"limit=ten", "limit"}, {"sort=name", `unknown query parameter "sort"`},
 	} {
 		resp, doc, raw := call(t, "GET", env.base+"/v1/domains?"+tc.query, "Bearer "+testToken, "", "")
 		if msg, _ := doc["error"].(string); resp.StatusCode != 400 || !strings.Contains(msg, tc.want) {
@@ -559,7 +561,7 @@ func TestAdminRemoveDomain(t *testing.T) {
 	putCert(t, env.st, &store.Certificate{ID: "rm.example.com", Names: []string{"rm.example.com"},
 		ChainPEM: c.chain, KeyPEM: c.key, NotAfter: c.notAfter, Serial: c.serial})
 
-	doc, err := env.cl.RemoveDomain(ctx, "rm.example.com")
+	doc, err := env.cl.RemoveDomain(ctx, "rm.example.com", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +576,7 @@ func TestAdminRemoveDomain(t *testing.T) {
 		t.Errorf("certificate no longer served: %v", err)
 	}
 	// Removing again is harmless; show still shows it.
-	if doc, err := env.cl.RemoveDomain(ctx, "rm.example.com"); err != nil || doc.State != "removed" {
+	if doc, err := env.cl.RemoveDomain(ctx, "rm.example.com", ""); err != nil || doc.State != "removed" {
 		t.Errorf("second removal: %+v %v", doc, err)
 	}
 	if doc, err := env.cl.Domain(ctx, "rm.example.com"); err != nil || doc.State != "removed" {
@@ -584,7 +586,7 @@ func TestAdminRemoveDomain(t *testing.T) {
 	if _, err := env.cl.RenewDomain(ctx, "rm.example.com"); !errors.As(err, &ae) || ae.Status != 404 || !strings.Contains(ae.Message, "removed") {
 		t.Errorf("renew of a removed name: %v, want 404", err)
 	}
-	if _, err := env.cl.RemoveDomain(ctx, "other.example.com"); !errors.As(err, &ae) || ae.Status != 404 {
+	if _, err := env.cl.RemoveDomain(ctx, "other.example.com", ""); !errors.As(err, &ae) || ae.Status != 404 {
 		t.Errorf("unmanaged: %v, want 404", err)
 	}
 

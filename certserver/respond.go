@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"strconv"
 	"strings"
 
 	"github.com/certserver/certserver/certserver/api"
@@ -30,6 +31,9 @@ func writeJSON(rc *fasthttp.RequestCtx, status int, v any) {
 
 // writeError answers e.Status with e as the JSON error document.
 func writeError(rc *fasthttp.RequestCtx, e *api.Error) {
+	if e.RetryAfter > 0 {
+		rc.Response.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
 	writeJSON(rc, e.Status, e)
 }
 

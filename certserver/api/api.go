@@ -25,6 +25,9 @@ type Error struct {
 	// on ("expired", "key does not match", …); empty when Message says it
 	// all.
 	Reason string `json:"reason,omitempty"`
+	// RetryAfter is how many seconds to wait before trying again, also
+	// sent as the Retry-After header; 0 when it does not apply.
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // Error returns the message, prefixed with the HTTP status when it is set.
@@ -179,6 +182,9 @@ type Domain struct {
 	// Certificate is the certificate that serves the name now (its own, or
 	// a wildcard's), or nil.
 	Certificate *CertificateInfo `json:"certificate"`
+	// Revoked is set in the answer to DELETE /v1/domains/{name}?revoke=
+	// and says what was revoked.
+	Revoked *Revocation `json:"revoked,omitempty"`
 }
 
 // CertificateInfo describes a stored certificate. It never holds key
@@ -219,8 +225,12 @@ type CertificateSummary struct {
 type DomainList struct {
 	// Domains are in name order. Never null.
 	Domains []DomainSummary `json:"domains"`
-	// Next is the after= value of the next page, "" on the last one.
+	// Next is the after= value of the next page, "" on the last one. A
+	// filtered page may hold fewer than limit names, even none, and still
+	// have a Next: its scan stopped after ListDomainsScan records.
 	Next string `json:"next"`
+	// Scanned counts the records read for this page.
+	Scanned int `json:"scanned"`
 }
 
 // Limits of GET /v1/domains?limit=N.
@@ -237,4 +247,134 @@ type RenewResponse struct {
 	// false when issuance is off or its queue was full, in which case the
 	// name is only due now.
 	Queued bool `json:"queued"`
+}
+
+// ListDomainsScan is how many records one page of GET /v1/domains reads at
+// most when it is filtered; DomainList.Scanned says how many it read.
+const ListDomainsScan = 100000
+
+// Revocation reason codes of RFC 5280 section 5.3.1, for RevokeRequest.
+// Code 7 is not used.
+const (
+	ReasonCodeUnspecified          = 0
+	ReasonCodeKeyCompromise        = 1
+	ReasonCodeCACompromise         = 2
+	ReasonCodeAffiliationChanged   = 3
+	ReasonCodeSuperseded           = 4
+	ReasonCodeCessationOfOperation = 5
+	ReasonCodeCertificateHold      = 6
+	ReasonCodeRemoveFromCRL        = 8
+	ReasonCodePrivilegeWithdrawn   = 9
+	ReasonCodeAACompromise         = 10
+)
+
+// RevocationReason returns the RFC 5280 name of a reason code
+// ("keyCompromise"), or "" for a code that is not one.
+func RevocationReason(code int) string {
+	switch code {
+	case ReasonCodeUnspecified:
+		return "unspecified"
+	case ReasonCodeKeyCompromise:
+		return "keyCompromise"
+	case ReasonCodeCACompromise:
+		return "cACompromise"
+	case ReasonCodeAffiliationChanged:
+		return "affiliationChanged"
+	case ReasonCodeSuperseded:
+		return "superseded"
+	case ReasonCodeCessationOfOperation:
+		return "cessationOfOperation"
+	case ReasonCodeCertificateHold:
+		return "certificateHold"
+	case ReasonCodeRemoveFromCRL:
+		return "removeFromCRL"
+	case ReasonCodePrivilegeWithdrawn:
+		return "privilegeWithdrawn"
+	case ReasonCodeAACompromise:
+		return "aACompromise"
+	}
+	return ""
+}
+
+// RevokeRequest is the body of POST /v1/domains/{name}/revoke.
+type RevokeRequest struct {
+	// Reason is an RFC 5280 reason name ("keyCompromise", "superseded",
+	// …; see RevocationReason), or its code as a string of digits. The
+	// server also takes the code as a JSON number.
+	Reason string `json:"reason"`
+}
+
+// Revocation is the body of the 200 answer to POST
+// /v1/domains/{name}/revoke, and part of the answer to DELETE
+// /v1/domains/{name}?revoke=REASON.
+type Revocation struct {
+	// Name is the managed name the request was for.
+	Name string `json:"name"`
+	// CertificateID and Serial identify the revoked certificate.
+	CertificateID string `json:"certificate_id"`
+	Serial        string `json:"serial"`
+	// Names are all the names the revoked certificate served.
+	Names []string `json:"names"`
+	// Reason and ReasonCode are the RFC 5280 reason sent to the CA.
+	Reason     string `json:"reason"`
+	ReasonCode int    `json:"reason_code"`
+	// Reordered lists the managed names now due for a new certificate:
+	// Name (unless it was removed) and the other managed names the
+	// certificate served. The revoked certificate is served until a new
+	// one is stored.
+	Reordered []string `json:"reordered"`
+	// Queued is true when the renewer took the reordered names ahead of
+	// its queue; false when issuance is off or its queue was full (they
+	// are due now all the same).
+	Queued bool `json:"queued"`
+	// Message says the above in a sentence.
+	Message string `json:"message"`
+}
+
+// Count is a number that counting may have cut short.
+type Count struct {
+	N int `json:"n"`
+	// AtLeast is true when counting stopped early: the true number is N
+	// or more.
+	AtLeast bool `json:"at_least,omitempty"`
+}
+
+// MaxDueCount caps the counts of due names in Queue.
+const MaxDueCount = 1000000
+
+// Queue is the body of GET /v1/queue: what the renewer has to do.
+type Queue struct {
+	// Now is the server's time the counts are relative to.
+	Now time.Time `json:"now"`
+	// DueNow, DueWithinHour and DueWithinDay count the names whose next
+	// attempt is at or before now, now+1h and now+24h (each count
+	// includes the ones before it), from the due index; AtLeast when
+	// more than MaxDueCount are due.
+	DueNow        Count `json:"due_now"`
+	DueWithinHour Count `json:"due_within_hour"`
+	DueWithinDay  Count `json:"due_within_day"`
+	// Issuance is false when the server runs no renewer: names wait.
+	Issuance bool `json:"issuance"`
+	// InFlight is how many orders the renewer's workers have under way.
+	InFlight int `json:"in_flight"`
+	// Throughput is how many names the renewer finished per second over
+	// the last 15 minutes, whatever the outcome.
+	Throughput float64 `json:"throughput_per_second"`
+	// BacklogDoneAt is when the names due now will have been worked on at
+	// Throughput; left out when nothing is due or Throughput is 0.
+	BacklogDoneAt time.Time `json:"backlog_done_at,omitzero"`
+	// States counts managed names by state ("pending", "valid", …; every
+	// state is present). It comes from a scan of the domain records that
+	// is bounded in time and reused for a few seconds: StatesComplete says
+	// whether the scan read every record, StatesScanned how many it read
+	// and StatesAt when it ran.
+	States         map[string]int `json:"states"`
+	StatesScanned  int            `json:"states_scanned"`
+	StatesComplete bool           `json:"states_complete"`
+	StatesAt       time.Time      `json:"states_at"`
+	// Failing counts names in a run of failed attempts (failures > 0,
+	// not removed), Pending names waiting for their first certificate;
+	// from the same scan, AtLeast when it was cut short.
+	Failing Count `json:"failing"`
+	Pending Count `json:"pending"`
 }

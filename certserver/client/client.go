@@ -118,15 +118,50 @@ func (c *Client) Domain(ctx context.Context, name string) (*api.Domain, error) {
 	return &resp, nil
 }
 
-// Domains lists up to limit managed names after the name after, with GET
-// /v1/domains. limit 0 means the server's default (api.DefaultListLimit).
-func (c *Client) Domains(ctx context.Context, after string, limit int) (*api.DomainList, error) {
+// ListOptions selects the names Domains lists. The zero value lists the
+// first api.DefaultListLimit names.
+type ListOptions struct {
+	// After is the cursor: the list starts after this name ("" at the
+	// beginning). Pass the Next of the previous page.
+	After string
+	// Limit is the most names listed, 1 to api.MaxListLimit; 0 means the
+	// server's default.
+	Limit int
+	// States keeps the names in any of these states ("pending", "valid",
+	// "failing", …).
+	States []string
+	// Expiring keeps the names whose certificate expires within this
+	// window ("7d", "72h"); names without a certificate are left out.
+	Expiring string
+	// Failing keeps the names in a run of failures ("true") or not
+	// ("false"); "" keeps both.
+	Failing string
+	// Query keeps the names that contain this substring.
+	Query string
+}
+
+// Domains lists managed names with GET /v1/domains. A filtered page may
+// hold fewer names than Limit, even none, and still have a Next: follow it
+// until it is "".
+func (c *Client) Domains(ctx context.Context, opts ListOptions) (*api.DomainList, error) {
 	q := url.Values{}
-	if after != "" {
-		q.Set("after", after)
+	if opts.After != "" {
+		q.Set("after", opts.After)
 	}
-	if limit != 0 {
-		q.Set("limit", strconv.Itoa(limit))
+	if opts.Limit != 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	if len(opts.States) > 0 {
+		q.Set("state", strings.Join(opts.States, ","))
+	}
+	if opts.Expiring != "" {
+		q.Set("expiring", opts.Expiring)
+	}
+	if opts.Failing != "" {
+		q.Set("failing", opts.Failing)
+	}
+	if opts.Query != "" {
+		q.Set("q", opts.Query)
 	}
 	path := "/v1/domains"
 	if len(q) > 0 {
@@ -150,10 +185,39 @@ func (c *Client) RenewDomain(ctx context.Context, name string) (*api.RenewRespon
 }
 
 // RemoveDomain stops managing a name, with DELETE /v1/domains/{name}, and
-// returns its record as it is now. Its certificate stays served.
-func (c *Client) RemoveDomain(ctx context.Context, name string) (*api.Domain, error) {
+// returns its record as it is now. Its certificate stays served, unless
+// revokeReason (an RFC 5280 reason name or code, see
+// api.RevocationReason) is set: then it is first revoked at the CA, and
+// the answer's Revoked says so. A failed revocation removes nothing.
+func (c *Client) RemoveDomain(ctx context.Context, name, revokeReason string) (*api.Domain, error) {
+	path := "/v1/domains/" + url.PathEscape(name)
+	if revokeReason != "" {
+		path += "?" + url.Values{"revoke": {revokeReason}}.Encode()
+	}
 	var resp api.Domain
-	if err := c.call(ctx, http.MethodDelete, "/v1/domains/"+url.PathEscape(name), nil, http.StatusOK, &resp); err != nil {
+	if err := c.call(ctx, http.MethodDelete, path, nil, http.StatusOK, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// RevokeDomain revokes the certificate that serves a managed name at the
+// CA, with POST /v1/domains/{name}/revoke, and has a new one ordered.
+// reason is an RFC 5280 reason name ("keyCompromise") or code. A refusal
+// of the CA is an *api.Error with Status 422, a rate limit 429 with
+// RetryAfter.
+func (c *Client) RevokeDomain(ctx context.Context, name, reason string) (*api.Revocation, error) {
+	var resp api.Revocation
+	if err := c.call(ctx, http.MethodPost, "/v1/domains/"+url.PathEscape(name)+"/revoke", &api.RevokeRequest{Reason: reason}, http.StatusOK, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// Queue returns what the renewer has to do, with GET /v1/queue.
+func (c *Client) Queue(ctx context.Context) (*api.Queue, error) {
+	var resp api.Queue
+	if err := c.call(ctx, http.MethodGet, "/v1/queue", nil, http.StatusOK, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -413,7 +413,7 @@ func runDomainsList(ctx context.Context, e *env, args []string) int {
 	}
 	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
 	defer cancel()
-	l, err := cl.Domains(rctx, *after, *limit)
+	l, err := cl.Domains(rctx, client.ListOptions{After: *after, Limit: *limit})
 	if err != nil {
 		return fail(e, fs.Name(), explain(cl, err))
 	}
@@ -502,7 +502,7 @@ func runDomainsRemove(ctx context.Context, e *env, args []string) int {
 	}
 	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
 	defer cancel()
-	d, err := cl.RemoveDomain(rctx, name)
+	d, err := cl.RemoveDomain(rctx, name, "")
 	if err != nil {
 		return fail(e, fs.Name(), explain(cl, err))
 	}

@@ -63,6 +63,9 @@ type AdminConfig struct {
 	ShutdownTimeout time.Duration
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
+	// Metrics, when set, is served on GET /metrics, and its inventory as
+	// the status page on GET /. Default nil: neither route exists.
+	Metrics *Metrics
 }
 
 // Defaults of AdminConfig.
@@ -129,6 +132,9 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 // documents naming the problem.
 //
 //	GET    /healthz                   200 "ok" when the store answers, else 503
+//	GET    /                          the status page, HTML (Metrics set; the token
+//	                                  may also come as the HTTP Basic password)
+//	GET    /metrics                   Prometheus metrics (Metrics set)
 //	POST   /v1/certificates           import a certificate (api.ImportRequest)
 //	POST   /v1/domains                manage names (api.AddDomainsRequest, a JSON
 //	                                  array of names, or one name per line)
@@ -189,6 +195,10 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/domains/{name}", handle: a.showDomain})
 	a.routes.add(route{method: fasthttp.MethodDelete, pattern: "/v1/domains/{name}", handle: a.removeDomain})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/renew", handle: a.renewDomain})
+	if cfg.Metrics != nil {
+		a.routes.add(route{method: fasthttp.MethodGet, pattern: "/metrics", quiet: true, handle: a.metrics})
+		a.routes.add(route{method: fasthttp.MethodGet, pattern: "/", browser: true, handle: a.statusPage})
+	}
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/revoke", maxBody: noBodyLimit, handle: a.revokeDomain})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/queue", handle: a.showQueue})
 
@@ -257,7 +267,9 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 
 	level := slog.LevelInfo
 	switch {
-	case (rt == nil || !rt.public) && !a.authorize(rc):
+	case rt != nil && rt.browser && !a.authorizeBrowser(rc):
+		// authorizeBrowser answered 401.
+	case (rt == nil || !rt.public && !rt.browser) && !a.authorize(rc):
 		// authorize answered 401.
 	case rt == nil && len(allowed) > 0:
 		rc.Response.Header.Set("Allow", strings.Join(allowed, ", "))
@@ -265,7 +277,7 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 	case rt == nil:
 		writeError(rc, errorf(fasthttp.StatusNotFound, "no such endpoint: %s %s", method, path))
 	default:
-		if rt.public {
+		if rt.public || rt.quiet {
 			level = slog.LevelDebug
 		}
 		if limit := a.bodyLimit(rt); len(rc.PostBody()) > limit {

@@ -56,6 +56,23 @@ type Config struct {
 	Now func() time.Time
 	// Seed seeds the jitter. Default: random.
 	Seed uint64
+	// Limiter paces orders to the CA's rate limits (one Limiter per CA
+	// account). Default nil: orders are not paced, only the CA's
+	// rateLimited answers and their Retry-After are honoured.
+	Limiter *Limiter
+	// CAOffersARI says the CA offers renewal information (RFC 9773), so
+	// that a renewal carries "replaces" and is exempt from its limits.
+	CAOffersARI bool
+	// Preflight checks each name's DNS and CAA before it is ordered.
+	// Default nil: no pre-flight.
+	Preflight *Preflight
+	// CAIdentities are the CA's CAA issuer domain names (RFC 8659 section
+	// 4.2), e.g. "letsencrypt.org". Empty: the pre-flight skips CAA.
+	CAIdentities []string
+	// GiveUpAfter is how long a name may keep failing before it is parked
+	// as given up, until an operator renews or re-adds it. Default 30
+	// days; negative never gives up.
+	GiveUpAfter time.Duration
 	// Metrics is told when orders start and how they end
 	// (PrometheusMetrics counts them). Default nil: nothing is told.
 	Metrics Metrics
@@ -103,6 +120,9 @@ func New(cfg Config, st store.Store, issuer Issuer, logger *slog.Logger) (*Renew
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.GiveUpAfter == 0 {
+		cfg.GiveUpAfter = 30 * 24 * time.Hour
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64()

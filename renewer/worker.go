@@ -66,28 +66,45 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 		}
 	}
 
-	state := store.StateIssuing
-	if cur != nil {
-		state = store.StateRenewing
-	}
-	if !r.record(ctx, log, name, func(d *store.Domain) { d.State = state }) {
-		return
-	}
 	profile := d.Profile
 	if profile == "" {
 		profile = r.cfg.DefaultProfile
 	}
-	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
-	start := time.Now()
-	r.orderStarted()
 	// Only a certificate from ACME is named as replaced: one imported from
 	// elsewhere was issued to another account, and a CA may refuse it.
 	replaces := cur
 	if cur != nil && cur.Source != "acme" {
 		replaces = nil
 	}
-	cert, err := r.issuer.Obtain(octx, Order{Name: name, Profile: profile, Replaces: replaces})
+	order := Order{Name: name, Profile: profile, Replaces: replaces}
+	kind := ClassifyOrder(order, r.cfg.CAOffersARI, now)
+	if err := r.gate(ctx, log, d, kind, urgent, now); err != nil {
+		if !errors.Is(err, errDeferred) {
+			r.failed(ctx, log, name, cur, err, now)
+		}
+		return
+	}
+
+	state := store.StateIssuing
+	if cur != nil {
+		state = store.StateRenewing
+	}
+	if !r.record(ctx, log, name, func(d *store.Domain) {
+		if d.State == store.StateGivenUp {
+			// An operator asked to try again: a fresh start.
+			d.Failures, d.FailingSince = 0, time.Time{}
+		}
+		d.State = state
+	}) {
+		r.cfg.Limiter.refund(order, kind)
+		return
+	}
+	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
+	start := time.Now()
+	r.orderStarted()
+	cert, err := r.issuer.Obtain(octx, order)
 	cancel()
+	r.settle(name, kind, err)
 	if err == nil {
 		err = r.store.PutCertificate(ctx, r.scheduled(cert))
 	}

@@ -161,7 +161,11 @@ const (
 	StateRenewing State = "renewing" // renewal order under way
 	StateFailing  State = "failing"  // last attempt failed; retried at NextAttempt
 	StateRemoved  State = "removed"  // no longer managed; kept for the record
+	StateGivenUp  State = "given_up" // failed for too long; parked until an operator acts
 )
+
+// States lists every State, in life-cycle order.
+var States = []State{StatePending, StateIssuing, StateValid, StateRenewing, StateFailing, StateGivenUp, StateRemoved}
 
 // Domain is the management record of one name: what certserver is doing
 // about its certificate.

@@ -95,9 +95,11 @@ const (
 //
 // problem is the short ACME problem type of the failure ("caa", "dns",
 // "rateLimited", … RFC 8555 section 6.7), "other" for a type outside
-// the RFCs, and "none" when the failure was not a problem document from
-// the CA (network, timeout, the store). It implements Metrics and is safe
-// for concurrent use.
+// the RFCs, "none" when the failure was not a problem document from the
+// CA (network, timeout, the store), and "preflight_resolve",
+// "preflight_targets" or "preflight_caa" when the pre-flight check refused
+// the name (see ErrorType). It implements Metrics and is safe for
+// concurrent use.
 type PrometheusMetrics struct {
 	inFlight *prometheus.GaugeVec
 	orders   *prometheus.CounterVec
@@ -124,7 +126,7 @@ func NewPrometheusMetrics(reg prometheus.Registerer) (*PrometheusMetrics, error)
 		}, []string{"ca", "result"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certserver_order_failures_total",
-			Help: "Failed certificate orders, by CA, kind (transient, permanent, rate_limited) and short ACME problem type (none: not a problem document from the CA).",
+			Help: "Failed certificate orders, by CA, kind (transient, permanent, rate_limited) and short ACME problem type (none: not a problem document from the CA; preflight_STEP: refused by the pre-flight DNS check).",
 		}, []string{"ca", "kind", "problem"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "certserver_order_duration_seconds",
@@ -171,8 +173,10 @@ func (m *PrometheusMetrics) OrderDone(o OrderOutcome) {
 // ("transient", "permanent", "rate_limited") and its short ACME problem
 // type ("caa", "dns", "rateLimited", …), "other" for a problem type
 // outside RFC 8555 and RFC 9773, or "none" when err holds no problem
-// document. An error that is not an *ACMEError is "permanent" when it
-// says so (Permanent() bool), "rate_limited" when it asks for a wait
+// document. A *PreflightError (the check refused the name before any
+// order was sent) is its kind with the problem "preflight_" followed by
+// its step ("preflight_caa"). Any other error is "permanent" when it says
+// so (Permanent() bool), "rate_limited" when it asks for a wait
 // (RetryAfter() time.Duration), else "transient". The set of values is
 // bounded, as label values must be.
 func ErrorType(err error) (kind, problem string) {
@@ -186,6 +190,14 @@ func ErrorType(err error) (kind, problem string) {
 			}
 		}
 		return ae.Kind.String(), problem
+	}
+	var pe *PreflightError
+	if errors.As(err, &pe) {
+		switch pe.Step {
+		case StepResolve, StepTargets, StepCAA:
+			return pe.Kind.String(), "preflight_" + pe.Step
+		}
+		return pe.Kind.String(), "preflight"
 	}
 	var p permanent
 	var ra retryAfter

@@ -34,6 +34,10 @@ func TestErrorType(t *testing.T) {
 			kind: "transient", problem: "none"},
 		{desc: "wrapped ACMEError", err: fmt.Errorf("order: %w", classify("a.test", validationProblem("caa", "no"), now)),
 			kind: "permanent", problem: "caa"},
+		{desc: "pre-flight refusal", err: &PreflightError{Name: "a.test", Step: StepCAA, Kind: KindPermanent, Reason: "CAA forbids"},
+			kind: "permanent", problem: "preflight_caa"},
+		{desc: "pre-flight could not read DNS", err: fmt.Errorf("check: %w", &PreflightError{Name: "a.test", Step: StepResolve, Kind: KindTransient, Err: errors.New("SERVFAIL")}),
+			kind: "transient", problem: "preflight_resolve"},
 		{desc: "permanent error of another issuer", err: problem{detail: "refused", perm: true},
 			kind: "permanent", problem: "none"},
 		{desc: "wait asked by another issuer", err: problem{detail: "slow down", after: time.Minute},
@@ -112,7 +116,7 @@ func TestPrometheusMetricsCountsOrders(t *testing.T) {
 	r.process(sctx, "stopped.example.test", false)
 
 	want := `
-# HELP certserver_order_failures_total Failed certificate orders, by CA, kind (transient, permanent, rate_limited) and short ACME problem type (none: not a problem document from the CA).
+# HELP certserver_order_failures_total Failed certificate orders, by CA, kind (transient, permanent, rate_limited) and short ACME problem type (none: not a problem document from the CA; preflight_STEP: refused by the pre-flight DNS check).
 # TYPE certserver_order_failures_total counter
 certserver_order_failures_total{ca="https://ca.example.test/directory",kind="permanent",problem="caa"} 1
 # HELP certserver_orders_in_flight Certificate orders under way, by CA directory URL.

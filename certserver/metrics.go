@@ -211,9 +211,8 @@ func (m *Metrics) Inventory() *Inventory { return m.inv.Load() }
 // Run scans the store at once and then again and again, waiting between
 // two scans RefreshInterval or 20 times the last scan's duration,
 // whichever is longer, until ctx is done. A failed scan is logged and
-// counted, and the previous inventory stays. It returns nil when ctx is
-// done.
-func (m *Metrics) Run(ctx context.Context) error {
+// counted, and the previous inventory stays.
+func (m *Metrics) Run(ctx context.Context) {
 	for {
 		start := time.Now()
 		if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
@@ -224,7 +223,7 @@ func (m *Metrics) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.C:
 		}
 	}

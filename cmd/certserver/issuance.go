@@ -76,8 +76,9 @@ type issuance struct {
 }
 
 // newIssuance builds the issuer, the renewer and the on-demand policy of
-// cfg over st. lego's log goes to logger.
-func newIssuance(cfg config, files *acmeFiles, st store.Store, logger *slog.Logger) (*issuance, error) {
+// cfg over st. lego's log goes to logger. The renewer's metrics are
+// registered with metrics, when it is not nil.
+func newIssuance(cfg config, files *acmeFiles, st store.Store, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
 	a := cfg.ACME
 	issuer, err := renewer.NewACMEIssuer(renewer.ACMEConfig{
 		Directory:  a.Directory,
@@ -93,11 +94,21 @@ func newIssuance(cfg config, files *acmeFiles, st store.Store, logger *slog.Logg
 		return nil, fmt.Errorf("acme: %w", err)
 	}
 	renewer.SetLegoLogger(logger)
+	// orderMetrics stays a nil interface when there are no metrics.
+	var orderMetrics renewer.Metrics
+	if metrics != nil {
+		pm, err := renewer.NewPrometheusMetrics(metrics.Registerer())
+		if err != nil {
+			return nil, err
+		}
+		orderMetrics = pm
+	}
 	rn, err := renewer.New(renewer.Config{
 		Workers:        cfg.Renewer.Workers,
 		OrderTimeout:   a.Timeout.std(),
 		IdleWait:       cfg.Renewer.IdleWait.std(),
 		DefaultProfile: a.Profile,
+		Metrics:        orderMetrics,
 	}, st, issuer, logger)
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)

@@ -98,9 +98,17 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		}
 	}()
 
+	// The metrics and the status page are served by the admin API.
+	var metrics *certserver.Metrics
+	if cfg.Admin.Enabled {
+		if metrics, err = certserver.NewMetrics(certserver.MetricsConfig{}, st, logger); err != nil {
+			return err
+		}
+	}
+
 	var is *issuance
 	if files != nil {
-		if is, err = newIssuance(cfg, files, st, logger); err != nil {
+		if is, err = newIssuance(cfg, files, st, metrics, logger); err != nil {
 			return err
 		}
 	} else if cfg.OnDemand.enabled() {
@@ -116,6 +124,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		MaxAge:           cfg.Certs.MaxAge.std(),
 		MinAge:           cfg.Certs.MinAge.std(),
 		NotFoundMaxAge:   cfg.Certs.NotFoundMaxAge.std(),
+		Metrics:          metrics,
 	}
 	// A nil *renewer.OnDemand must not become a non-nil interface.
 	if is != nil && is.onDemand != nil {
@@ -143,6 +152,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			Token:            token,
 			MaxBody:          cfg.Admin.MaxBody,
 			MaxDomainsBody:   cfg.Admin.MaxDomainsBody,
+			Metrics:          metrics,
 		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
@@ -204,6 +214,9 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			errs[2] = admin.Serve(ctx)
 			cancel()
 		})
+	}
+	if metrics != nil {
+		wg.Go(func() { metrics.Run(ctx) })
 	}
 	if is != nil {
 		wg.Go(func() {

@@ -139,7 +139,7 @@ func (a *AdminAPI) queue(ctx context.Context) (*api.Queue, error) {
 		q.Throughput = s.Throughput()
 		if q.DueNow.N > 0 && q.Throughput > 0 {
 			secs := float64(q.DueNow.N) / q.Throughput
-			q.BacklogDoneAt = now.Add(time.Duration(math.Min(secs, 100*365*24*3600) * float64(time.Second))).Round(time.Second)
+			q.BacklogDoneAt = now.Add(time.Duration(math.Min(secs, 100*365*24*3600) * float64(time.Second)))
 		}
 	}
 

@@ -39,7 +39,9 @@ Subcommands:
   show    what certserver knows about one name, and its certificate
   ls      list managed names, in name order, a page at a time
   renew   renew a name's certificate now
-  rm      stop managing a name (its certificate stays served)
+  revoke  revoke a name's certificate at the CA and order a new one
+  rm      stop managing a name (its certificate stays served, unless
+          --revoke revokes it first)
 
 Run 'certserver domains <subcommand> --help' for flags and examples.
 
@@ -54,6 +56,7 @@ func domainsCommands() []command {
 		{"show", "show one managed name", runDomainsShow},
 		{"ls", "list managed names", runDomainsList},
 		{"renew", "renew a name's certificate now", runDomainsRenew},
+		{"revoke", "revoke a name's certificate and order a new one", runDomainsRevoke},
 		{"rm", "stop managing a name", runDomainsRemove},
 	}
 }
@@ -78,7 +81,7 @@ func runDomains(ctx context.Context, e *env, args []string) int {
 			return c.run(ctx, e, args[1:])
 		}
 	}
-	return usageError(e, "domains", "unknown subcommand %q (add, show, ls, renew, rm)", args[0])
+	return usageError(e, "domains", "unknown subcommand %q (add, show, ls, renew, revoke, rm)", args[0])
 }
 
 // adminFlags are the flags of every command that talks to the admin API.
@@ -134,6 +137,11 @@ already (they are left as they are; a removed name is managed again), and
 lists every invalid name with its line (or argument position) and what is
 wrong with it. The valid names are added even when some are invalid.
 
+Names from a file or standard input are sent in batches (--batch), with
+progress on standard error: a bar when it is a terminal, else a line
+every 5s ("sent 120000/500000 names (24%), 48000 names/s") and one at
+the end. --progress none turns it off.
+
 Exit codes: 0 every name was valid; 1 some names were invalid, or the
 request failed; 2 bad command line.
 ` + adminHelp + `
@@ -144,10 +152,19 @@ Examples:
   psql -Atc 'select host from customers' | certserver domains add -
 `
 
-// addBatchNames is how many names `domains add` sends in one request. The
-// admin API takes 500,000 names in one request; smaller requests bound
-// each one's duration and leave room for progress reports.
-const addBatchNames = 100000
+// Batches of `domains add`: the admin API takes 500,000 names in one
+// request, but smaller requests bound each one's duration and let the
+// progress report move. By default the input is sent in about 20 requests
+// of minBatchNames to maxBatchNames names.
+const (
+	minBatchNames = 1000
+	maxBatchNames = 100000
+)
+
+// batchSize returns the default number of names per request for total.
+func batchSize(total int) int {
+	return min(max(total/20, minBatchNames), maxBatchNames)
+}
 
 // maxLine is the longest input line `domains add` reads, in bytes.
 const maxLine = 1 << 20
@@ -172,10 +189,20 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	profile := fs.String("profile", "", "the ACME `profile` to request for these names (default: the server's acme.profile)")
 	file := fs.String("file", "", "read the names from `file`, one per line (\"-\" for standard input)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	progressMode := fs.String("progress", progressAuto, "report progress on standard error when reading a file or standard input: `mode` auto (a bar on a terminal, else a line every "+progressInterval.String()+"), bar, lines or none")
+	batch := fs.Int("batch", 0, "send `n` names per request (default: a twentieth of the input, from 1000 to 100000)")
 	af := addAdminFlags(fs)
 	rest, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
+	}
+	switch *progressMode {
+	case progressAuto, progressBar, progressLines, progressNone:
+	default:
+		return usageError(e, fs.Name(), "--progress must be auto, bar, lines or none")
+	}
+	if *batch < 0 || *batch > maxBatchNames {
+		return usageError(e, fs.Name(), "--batch must be from 1 to %d", maxBatchNames)
 	}
 	var src string // what the names are read from: "", "-" or a path
 	switch {
@@ -224,9 +251,18 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, fs.Name(), err)
 	}
+	size := *batch
+	if size == 0 {
+		size = batchSize(len(names))
+	}
+	mode := *progressMode
+	if src == "" {
+		mode = progressNone
+	}
+	prog := newProgress(mode, e.stderr, "names", len(names), e.now)
 	rep := addReport{Invalid: []api.InvalidName{}}
-	for start := 0; start < len(names); start += addBatchNames {
-		batch := names[start:min(start+addBatchNames, len(names))]
+	for start := 0; start < len(names); start += size {
+		batch := names[start:min(start+size, len(names))]
 		req := &api.AddDomainsRequest{Names: make([]string, len(batch)), Profile: *profile}
 		for i, n := range batch {
 			req.Names[i] = n.name
@@ -235,6 +271,7 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 		resp, err := cl.AddDomains(rctx, req)
 		cancel()
 		if err != nil {
+			prog.finish(start)
 			if rep.Added+rep.Existing > 0 {
 				fmt.Fprintf(e.stderr, "certserver domains add: %d names were added and %d were managed already before the failure\n", rep.Added, rep.Existing)
 			}
@@ -249,8 +286,9 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 			}
 			rep.Invalid = append(rep.Invalid, inv)
 		}
-		// Progress reports for large inputs go here (a later issue).
+		prog.update(start + len(batch))
 	}
+	prog.finish(len(names))
 
 	if *asJSON {
 		printJSON(e.stdout, rep)
@@ -378,14 +416,22 @@ Lists managed names in name order, a page at a time, as a table:
 NOT-AFTER is when the certificate that serves the name expires (- for
 none), NEXT-ATTEMPT when the renewer next looks at it, LAST-ERROR the last
 failure, shortened. When more names follow, the command for the next page
-is printed on standard error.
+is printed on standard error; --all follows every page instead.
+
+Filters keep the names that match all of them. The server applies them
+while it reads the names in order, so a filter that matches few names in
+a large store reads many records (--expiring also reads each name's
+certificate); the command asks for further pages until it has --limit
+names or the names run out.
 
 Exit codes: 0 listed; 1 the request failed; 2 bad command line.
 ` + adminHelp + `
 Examples:
   certserver domains ls
   certserver domains ls --limit 1000 --after shop.example.com
-  certserver domains ls --json | jq -r '.domains[] | select(.state == "failing") | .name'
+  certserver domains ls --failing
+  certserver domains ls --expiring 7d --state valid,renewing
+  certserver domains ls --match shop --all --json | jq -r '.domains[].name'
 `
 
 // maxErrorColumn is the width LAST-ERROR is cut to in `domains ls`.
@@ -393,8 +439,13 @@ const maxErrorColumn = 60
 
 func runDomainsList(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("domains ls", "[flags]", domainsListHelp)
-	after := fs.String("after", "", "start after this `name`")
-	limit := fs.Int("limit", api.DefaultListLimit, "list at most `n` names (1 to "+strconv.Itoa(api.MaxListLimit)+")")
+	after := fs.String("after", "", "start after this `name` (the cursor printed with the previous page)")
+	limit := fs.Int("limit", api.DefaultListLimit, "list at most `n` names (1 to "+strconv.Itoa(api.MaxListLimit)+"); with --all, per request")
+	all := fs.Bool("all", false, "follow every page to the end")
+	states := fs.String("state", "", "keep names in these `states`, separated by commas: pending, issuing, valid, renewing, failing, removed")
+	expiring := fs.String("expiring", "", "keep names whose certificate expires within this `window` (7d, 72h)")
+	failing := fs.Bool("failing", false, "keep names in a run of failed attempts")
+	match := fs.String("match", "", "keep names that contain this `substring`")
 	asJSON := fs.Bool("json", false, "print the page as JSON")
 	af := addAdminFlags(fs)
 	rest, code, ok := fs.parse(e, args)
@@ -407,15 +458,36 @@ func runDomainsList(ctx context.Context, e *env, args []string) int {
 	if *limit < 1 || *limit > api.MaxListLimit {
 		return usageError(e, fs.Name(), "--limit must be from 1 to %d", api.MaxListLimit)
 	}
+	opts := client.ListOptions{After: *after, Expiring: *expiring, Query: *match}
+	if *states != "" {
+		opts.States = strings.Split(*states, ",")
+	}
+	if *failing {
+		opts.Failing = "true"
+	}
 	cl, err := af.client(e)
 	if err != nil {
 		return fail(e, fs.Name(), err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
-	defer cancel()
-	l, err := cl.Domains(rctx, client.ListOptions{After: *after, Limit: *limit})
-	if err != nil {
-		return fail(e, fs.Name(), explain(cl, err))
+	l := &api.DomainList{Domains: []api.DomainSummary{}}
+	for {
+		opts.Limit = *limit
+		if !*all {
+			opts.Limit = *limit - len(l.Domains)
+		}
+		rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+		page, err := cl.Domains(rctx, opts)
+		cancel()
+		if err != nil {
+			return fail(e, fs.Name(), explain(cl, err))
+		}
+		l.Domains = append(l.Domains, page.Domains...)
+		l.Scanned += page.Scanned
+		l.Next = page.Next
+		if l.Next == "" || !*all && len(l.Domains) >= *limit {
+			break
+		}
+		opts.After = l.Next
 	}
 	if *asJSON {
 		printJSON(e.stdout, l)
@@ -432,9 +504,33 @@ func runDomainsList(ctx context.Context, e *env, args []string) int {
 	}
 	tw.Flush()
 	if l.Next != "" {
-		fmt.Fprintf(e.stderr, "more: certserver domains ls --limit %d --after %s\n", *limit, l.Next)
+		more := []string{"certserver domains ls", "--limit", strconv.Itoa(*limit)}
+		if *states != "" {
+			more = append(more, "--state", *states)
+		}
+		if *expiring != "" {
+			more = append(more, "--expiring", *expiring)
+		}
+		if *failing {
+			more = append(more, "--failing")
+		}
+		if *match != "" {
+			more = append(more, "--match", shellQuote(*match))
+		}
+		fmt.Fprintf(e.stderr, "more: %s --after %s\n", strings.Join(more, " "), l.Next)
 	}
 	return exitOK
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// letters, digits and "-._".
+func shellQuote(s string) string {
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+		}
+	}
+	return s
 }
 
 const domainsRenewHelp = `
@@ -482,15 +578,23 @@ record is kept with state "removed" (see 'certserver domains show'), and
 the certificate stays stored and served until it expires or is deleted.
 Adding the name again manages it again.
 
-Exit codes: 0 removed (or removed already); 1 not managed, or the request
-failed; 2 bad command line.
+--revoke REASON first revokes the certificate that serves the name at the
+CA (see 'certserver domains revoke --help' for the reasons); when that
+fails, nothing is removed. Other managed names the certificate served are
+made due for new certificates.
+
+Exit codes: 0 removed (or removed already); 1 not managed, the
+revocation failed, or the request failed; 2 bad command line.
 ` + adminHelp + `
-Example:
+Examples:
   certserver domains rm old-shop.example.com
+  certserver domains rm --revoke cessationOfOperation old-shop.example.com
 `
 
 func runDomainsRemove(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("domains rm", "[flags] NAME", domainsRemoveHelp)
+	revoke := fs.String("revoke", "", "revoke the certificate first, for this RFC 5280 `reason` (keyCompromise, superseded, …)")
+	asJSON := fs.Bool("json", false, "print the record as JSON")
 	af := addAdminFlags(fs)
 	name, code, ok := oneName(e, fs, args)
 	if !ok {
@@ -502,11 +606,17 @@ func runDomainsRemove(ctx context.Context, e *env, args []string) int {
 	}
 	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
 	defer cancel()
-	d, err := cl.RemoveDomain(rctx, name, "")
+	d, err := cl.RemoveDomain(rctx, name, *revoke)
 	if err != nil {
 		return fail(e, fs.Name(), explain(cl, err))
 	}
-	if c := d.Certificate; c != nil {
+	if *asJSON {
+		printJSON(e.stdout, d)
+		return exitOK
+	}
+	if r := d.Revoked; r != nil {
+		fmt.Fprintf(e.stdout, "%s: removed; %s\n", d.Name, r.Message)
+	} else if c := d.Certificate; c != nil {
 		fmt.Fprintf(e.stdout, "%s: removed; its certificate %s (expires %s) is still served until it expires or is deleted\n", d.Name, c.ID, day(c.NotAfter))
 	} else {
 		fmt.Fprintf(e.stdout, "%s: removed\n", d.Name)

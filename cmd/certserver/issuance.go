@@ -20,8 +20,10 @@ import (
 
 // The renewer satisfies what the certserver package asks of it.
 var (
-	_ certserver.Scheduler = (*renewer.Renewer)(nil)
-	_ certserver.OnDemand  = (*renewer.OnDemand)(nil)
+	_ certserver.Scheduler  = (*renewer.Renewer)(nil)
+	_ certserver.QueueStats = (*renewer.Renewer)(nil)
+	_ certserver.OnDemand   = (*renewer.OnDemand)(nil)
+	_ certserver.Revoker    = (*renewer.ACMEIssuer)(nil)
 )
 
 // acmeRequestTimeout bounds one HTTP request to the CA.
@@ -71,6 +73,7 @@ func readACMEFiles(cfg acmeConfig) (*acmeFiles, error) {
 // is configured, on-demand issuance.
 type issuance struct {
 	directory string
+	issuer    *renewer.ACMEIssuer
 	renewer   *renewer.Renewer
 	onDemand  *renewer.OnDemand // nil when on-demand issuance is off
 }
@@ -113,7 +116,7 @@ func newIssuance(cfg config, files *acmeFiles, st store.Store, metrics *certserv
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)
 	}
-	is := &issuance{directory: a.Directory, renewer: rn}
+	is := &issuance{directory: a.Directory, issuer: issuer, renewer: rn}
 	if !cfg.OnDemand.enabled() {
 		return is, nil
 	}

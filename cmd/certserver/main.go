@@ -42,6 +42,8 @@ func commands() []command {
 	return []command{
 		{"serve", "run the sidecar: certificate endpoint and admin API", runServe},
 		{"domains", "manage the names certserver obtains certificates for", runDomains},
+		{"queue", "show what the renewer has to do", runQueue},
+		{"status", "one-screen summary: states, queue, failing and expiring names", runStatus},
 		{"import", "import certificates from certbot directories or PEM files", runImport},
 		{"fallback-cert", "write the self-signed certificate nginx serves for unknown names", runFallbackCert},
 		{"version", "print the version", runVersion},
@@ -98,7 +100,8 @@ Commands:
 	fmt.Fprint(w, `
 Run 'certserver <command> --help' for a command's flags and examples.
 
-Exit codes: 0 success, 1 failure, 2 bad command line.
+Exit codes: 0 success, 1 failure, 2 bad command line; 'certserver status'
+exits 1 when names need attention and 3 when it cannot tell.
 `)
 }
 

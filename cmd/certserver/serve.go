@@ -156,6 +156,8 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
+			adminCfg.Queue = is.renewer
+			adminCfg.Revoker = is.issuer
 		}
 		admin, err = certserver.NewAdminAPI(adminCfg, st, logger)
 		if err != nil {

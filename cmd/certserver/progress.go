@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Progress modes of `domains add --progress`.
+const (
+	progressAuto  = "auto"  // bar on a terminal, lines otherwise
+	progressBar   = "bar"   // a bar redrawn in place
+	progressLines = "lines" // a plain line every progressInterval
+	progressNone  = "none"
+)
+
+// progressInterval is how often lines mode prints a line.
+const progressInterval = 5 * time.Second
+
+// barWidth is the width of the bar, in characters.
+const barWidth = 30
+
+// progress reports how far a transfer of total items has gone, on w: in
+// bar mode a bar redrawn in place after every update, in lines mode a
+// plain line at most every interval (and always at the end), so that a
+// log or a CI job gets a readable record. It is not safe for concurrent
+// use.
+type progress struct {
+	w        io.Writer
+	bar      bool
+	what     string // the items, plural: "names"
+	total    int
+	interval time.Duration
+	now      func() time.Time
+	start    time.Time
+	last     time.Time // when lines mode last printed
+	printed  int       // the count lines mode last printed
+}
+
+// newProgress returns a progress for mode on w, or nil for none. auto is
+// a bar when w is a terminal.
+func newProgress(mode string, w io.Writer, what string, total int, now func() time.Time) *progress {
+	if mode == progressNone {
+		return nil
+	}
+	t := now()
+	return &progress{
+		w: w, bar: mode == progressBar || mode == progressAuto && isTerminal(w),
+		what: what, total: total, interval: progressInterval, now: now, start: t, last: t,
+	}
+}
+
+// update reports that done items have been sent.
+func (p *progress) update(done int) {
+	if p == nil {
+		return
+	}
+	t := p.now()
+	switch {
+	case p.bar:
+		fmt.Fprintf(p.w, "\r%s", p.line(done, t))
+	case t.Sub(p.last) >= p.interval:
+		p.last, p.printed = t, done
+		fmt.Fprintf(p.w, "%s\n", p.line(done, t))
+	}
+}
+
+// finish reports the last count, unless lines mode just printed it, and
+// ends the bar's line.
+func (p *progress) finish(done int) {
+	switch {
+	case p == nil:
+	case p.bar:
+		fmt.Fprintf(p.w, "\r%s\n", p.line(done, p.now()))
+	case done != p.printed || done == 0:
+		fmt.Fprintf(p.w, "%s\n", p.line(done, p.now()))
+	}
+}
+
+// line describes the state after done items at t: "[#####-----]
+// 120000/500000 names 24% 48000 names/s" for the bar, "sent
+// 120000/500000 names (24%), 48000 names/s" for lines.
+func (p *progress) line(done int, t time.Time) string {
+	pct := 100
+	if p.total > 0 {
+		pct = done * 100 / p.total
+	}
+	rate := "-"
+	if secs := t.Sub(p.start).Seconds(); secs > 0 {
+		rate = fmt.Sprintf("%.0f", float64(done)/secs)
+	}
+	if !p.bar {
+		return fmt.Sprintf("sent %d/%d %s (%d%%), %s %s/s", done, p.total, p.what, pct, rate, p.what)
+	}
+	filled := barWidth * pct / 100
+	return fmt.Sprintf("[%s%s] %d/%d %s %3d%% %s %s/s ", strings.Repeat("#", filled), strings.Repeat("-", barWidth-filled),
+		done, p.total, p.what, pct, rate, p.what)
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/certserver/certserver/certserver/api"
+)
+
+const queueHelp = `
+Shows what the renewer has to do, from GET /v1/queue:
+
+  due now, within an hour, within a day   names whose next attempt has come
+                                          (or comes by then), from the due
+                                          index; "≥" when over 1,000,000
+  in flight                               orders under way
+  throughput                              names finished per second over the
+                                          last 15 minutes, whatever the outcome
+  backlog done                            when the names due now will have
+                                          been worked on at that rate
+  names by state                          a count of every record, reused for
+                                          10s; "≥" when the scan ran out of
+                                          time (3s) before the end
+
+Exit codes: 0 shown; 1 the request failed; 2 bad command line.
+` + adminHelp + `
+Examples:
+  certserver queue
+  certserver queue --json | jq .due_now.n
+`
+
+func runQueue(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("queue", "[flags]", queueHelp)
+	asJSON := fs.Bool("json", false, "print the answer as JSON")
+	af := addAdminFlags(fs)
+	rest, code, ok := fs.parse(e, args)
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
+	}
+	cl, err := af.client(e)
+	if err != nil {
+		return fail(e, fs.Name(), err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	defer cancel()
+	q, err := cl.Queue(rctx)
+	if err != nil {
+		return fail(e, fs.Name(), explain(cl, err))
+	}
+	if *asJSON {
+		printJSON(e.stdout, q)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	line := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	line("due now", count(q.DueNow))
+	line("due within an hour", count(q.DueWithinHour))
+	line("due within a day", count(q.DueWithinDay))
+	if !q.Issuance {
+		line("renewer", "off (acme.directory is not set): names wait")
+	} else {
+		line("in flight", strconv.Itoa(q.InFlight))
+		line("throughput", fmt.Sprintf("%s names/s (last 15 minutes)", rate(q.Throughput)))
+		line("backlog done", backlog(q))
+	}
+	line("pending", count(q.Pending))
+	line("failing", count(q.Failing))
+	line("names by state", stateCounts(q))
+	tw.Flush()
+	return exitOK
+}
+
+// count formats a count, with "≥" when it is a lower bound.
+func count(c api.Count) string {
+	if c.AtLeast {
+		return "≥" + strconv.Itoa(c.N)
+	}
+	return strconv.Itoa(c.N)
+}
+
+// rate formats names per second with two significant decimals.
+func rate(r float64) string {
+	if r >= 10 {
+		return strconv.FormatFloat(r, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64)
+}
+
+// backlog says when the names due now will be done.
+func backlog(q *api.Queue) string {
+	switch {
+	case q.DueNow.N == 0:
+		return "nothing is due"
+	case q.BacklogDoneAt.IsZero():
+		return "unknown (no name finished in the last 15 minutes)"
+	}
+	s := when(q.BacklogDoneAt, q.Now)
+	if q.DueNow.AtLeast {
+		s = "not before " + s
+	}
+	return s
+}
+
+// stateCounts formats the names by state on one line, with how the count
+// was made.
+func stateCounts(q *api.Queue) string {
+	var parts []string
+	total := 0
+	for _, s := range []string{"pending", "issuing", "valid", "renewing", "failing", "removed"} {
+		parts = append(parts, s+" "+strconv.Itoa(q.States[s]))
+		total += q.States[s]
+	}
+	note := fmt.Sprintf("%d names", total)
+	if !q.StatesComplete {
+		note = fmt.Sprintf("≥%d names: the count ran out of time", total)
+	}
+	if age := q.Now.Sub(q.StatesAt); age >= time.Second {
+		note += ", counted " + roughly(age) + " ago"
+	}
+	return strings.Join(parts, ", ") + " (" + note + ")"
+}
+
+// writeQueueLine writes the queue in one line for `status`.
+func writeQueueLine(w io.Writer, q *api.Queue) {
+	fmt.Fprintf(w, "due now %s, within 1h %s, within 24h %s", count(q.DueNow), count(q.DueWithinHour), count(q.DueWithinDay))
+	if !q.Issuance {
+		fmt.Fprint(w, "; renewer off (acme.directory is not set)\n")
+		return
+	}
+	fmt.Fprintf(w, "; %d in flight; %s names/s; backlog done: %s\n", q.InFlight, rate(q.Throughput), backlog(q))
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/renewer/pebbletest"
+)
+
+// pebbleStatus is what Pebble's management API says of a certificate.
+type pebbleStatus struct {
+	Status string // "Valid" or "Revoked"
+	Reason *int
+}
+
+// certStatus asks Pebble's management API about the certificate with the
+// given serial (lowercase hex).
+func certStatus(t *testing.T, ca *pebbletest.Server, serial string) pebbleStatus {
+	t.Helper()
+	resp, err := ca.HTTPClient().Get(ca.ManagementURL + "/cert-status-by-serial/" + serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("Pebble cert-status-by-serial/%s: %s", serial, resp.Status)
+	}
+	var s pebbleStatus
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestRenewRevokeWithPebble runs the real sidecar against Pebble and
+// drives it with the command line: a forced renewal orders a new
+// certificate before its time; a revocation revokes the served
+// certificate at Pebble with the reason given and has a new one ordered
+// at once; a removal with --revoke revokes and orders nothing.
+func TestRenewRevokeWithPebble(t *testing.T) {
+	start := time.Now()
+	ca := pebbletest.Start(t, pebbletest.Options{})
+	const shop, www = "shop.revoke.test", "www.revoke.test"
+	for _, n := range []string{shop, www} {
+		ca.DNS.SetA(n, netip.MustParseAddr("127.0.0.1"))
+	}
+	dir := t.TempDir()
+	roots := filepath.Join(dir, "pebble-listener-root.pem")
+	writeListenerRoot(t, ca, roots)
+	s := startServe(t, `
+[store]
+path = "`+filepath.Join(dir, "store")+`"
+[certs]
+socket = "`+filepath.Join(dir, "certs.sock")+`"
+[challenge]
+listen = "127.0.0.1:`+strconv.Itoa(ca.HTTPPort)+`"
+[admin]
+listen = "127.0.0.1:0"
+[acme]
+directory = "`+ca.DirectoryURL+`"
+email = "ops@revoke.test"
+agree_terms = true
+ca_roots = "`+roots+`"
+profile = "default"
+timeout = "30s"
+[renewer]
+idle_wait = "1s"
+`)
+	cli := func(args ...string) string {
+		t.Helper()
+		code, out, errOut := runCLI(t, s.admin, "", args...)
+		if code != exitOK {
+			t.Fatalf("%s: exit code %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	// show returns the record of name once it is valid with a certificate
+	// whose serial is not old.
+	show := func(name, old string) api.Domain {
+		t.Helper()
+		var doc api.Domain
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, out, _ := runCLI(t, s.admin, "", "domains", "show", "--json", name)
+			doc = api.Domain{}
+			if code == exitOK && json.Unmarshal([]byte(out), &doc) == nil && doc.State == "valid" &&
+				doc.Certificate != nil && doc.Certificate.Serial != old {
+				return doc
+			}
+			if doc.State == "failing" {
+				t.Fatalf("%s: the order failed: %s", name, doc.LastError)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not valid with a new certificate after 30s: %+v", name, doc)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	cli("domains", "add", shop, www)
+	first := show(shop, "").Certificate
+	wwwCert := show(www, "").Certificate
+
+	// Renew now: a new certificate long before its renewal time.
+	if out := cli("domains", "renew", shop); !strings.Contains(out, "renewal queued") {
+		t.Errorf("renew: %q", out)
+	}
+	renewed := show(shop, first.Serial).Certificate
+	if n := ca.OrdersFor(shop); n != 2 {
+		t.Errorf("%d orders for %s after the renewal, want 2", n, shop)
+	}
+	if st := certStatus(t, ca, first.Serial); st.Status != "Valid" {
+		t.Errorf("a renewal revoked the old certificate: %+v", st)
+	}
+
+	// Revoke: Pebble records the revocation with its reason, and a new
+	// certificate is ordered at once.
+	var rev api.Revocation
+	if err := json.Unmarshal([]byte(cli("domains", "revoke", "--reason", "keyCompromise", "--json", shop)), &rev); err != nil {
+		t.Fatal(err)
+	}
+	if rev.Serial != renewed.Serial || rev.ReasonCode != 1 || !rev.Queued || len(rev.Reordered) != 1 ||
+		!strings.Contains(rev.Message, "a new certificate is being ordered for "+shop) {
+		t.Errorf("revoke answer %+v", rev)
+	}
+	if st := certStatus(t, ca, renewed.Serial); st.Status != "Revoked" || st.Reason == nil || *st.Reason != 1 {
+		t.Errorf("at Pebble after the revocation: %+v, want Revoked with reason 1 (keyCompromise)", st)
+	}
+	after := show(shop, renewed.Serial).Certificate
+	if n := ca.OrdersFor(shop); n != 3 {
+		t.Errorf("%d orders for %s after the revocation, want 3", n, shop)
+	}
+	if st := certStatus(t, ca, after.Serial); st.Status != "Valid" {
+		t.Errorf("the new certificate: %+v", st)
+	}
+
+	// Remove with --revoke: revoked as superseded, nothing ordered.
+	out := cli("domains", "rm", "--revoke", "superseded", www)
+	if !strings.Contains(out, www+": removed; certificate "+www+" serial "+wwwCert.Serial+" revoked (superseded)") {
+		t.Errorf("rm --revoke: %q", out)
+	}
+	if st := certStatus(t, ca, wwwCert.Serial); st.Status != "Revoked" || st.Reason == nil || *st.Reason != 4 {
+		t.Errorf("at Pebble after rm --revoke: %+v, want Revoked with reason 4 (superseded)", st)
+	}
+	if n := ca.Requests("revokeCert"); n != 2 {
+		t.Errorf("%d revocation requests, want 2", n)
+	}
+
+	// The queue drains; status is all well (the removed name's
+	// certificate is not reported).
+	waitFor(t, "an empty queue", func() bool {
+		code, out, _ := runCLI(t, s.admin, "", "queue", "--json")
+		var q api.Queue
+		return code == exitOK && json.Unmarshal([]byte(out), &q) == nil && q.Issuance && q.InFlight == 0 && q.DueNow.N == 0
+	})
+	if code, out, errOut := runCLI(t, s.admin, "", "status"); code != exitOK || !strings.Contains(out, "VERDICT   ok") {
+		t.Errorf("status: exit code %d\n%s%s", code, out, errOut)
+	}
+	if n := ca.OrdersFor(www); n != 1 {
+		t.Errorf("%d orders for the removed %s, want 1", n, www)
+	}
+	t.Logf("Pebble start to revoked and reordered: %s", time.Since(start).Round(time.Millisecond))
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/certserver/client"
+)
+
+// Exit codes of `status`, on top of exitOK and exitUsage.
+const (
+	exitAttention = 1 // names are failing, or certificates expire within --warn
+	exitUnknown   = 3 // the admin API could not be asked
+)
+
+// statusShown is how many failing and expiring names `status` lists.
+const statusShown = 10
+
+// maxExpiring is how many expiring names `status` collects before it only
+// counts.
+const maxExpiring = 10000
+
+const statusHelp = `
+Prints a one-screen summary for the on-call engineer:
+
+  NAMES     how many names are in each state
+  QUEUE     names due now, within an hour and a day; orders in flight;
+            throughput; when the names due now will be done
+  FAILING   how many names are failing, and the first 10 with their errors
+  EXPIRING  names (not removed) whose certificate expires within --warn,
+            soonest first
+  VERDICT   ok, or what needs attention
+
+Finding the expiring names reads every name and its certificate (there is
+no index by expiry): on a store with a million names it takes seconds.
+
+Exit codes: 0 ok; 1 attention: some names are failing, or a certificate
+of a managed name expires within --warn (default 7d); 2 bad command line;
+3 the status is unknown: the admin API could not be asked (unreachable,
+refused the token, failed).
+` + adminHelp + `
+Examples:
+  certserver status
+  certserver status --warn 14d || page-oncall
+  certserver status --json | jq .attention
+`
+
+// statusReport is what `status` prints, and its --json document.
+type statusReport struct {
+	Admin string     `json:"admin"`
+	Now   time.Time  `json:"now"`
+	Queue *api.Queue `json:"queue"`
+	// Failing lists the first failing names, in name order; FailingCount
+	// counts them all (from the queue's count of states).
+	Failing      []api.DomainSummary `json:"failing"`
+	FailingCount api.Count           `json:"failing_count"`
+	// Expiring lists the names whose certificate expires within Warn,
+	// soonest first, the first statusShown; ExpiringCount counts them.
+	Warn          string              `json:"warn"`
+	Expiring      []api.DomainSummary `json:"expiring"`
+	ExpiringCount api.Count           `json:"expiring_count"`
+	// Attention says what needs attention; empty when all is well.
+	Attention []string `json:"attention"`
+}
+
+func runStatus(ctx context.Context, e *env, args []string) int {
+	fs := newFlagSet("status", "[flags]", statusHelp)
+	warn := fs.String("warn", "7d", "report certificates that expire within this `window` (7d, 72h)")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	af := addAdminFlags(fs)
+	rest, code, ok := fs.parse(e, args)
+	if !ok {
+		return code
+	}
+	if len(rest) > 0 {
+		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
+	}
+	cl, err := af.client(e)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "certserver status: %v\n", err)
+		return exitUnknown
+	}
+	rep, err := gatherStatus(ctx, cl, *warn, *af.timeout)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "certserver status: %v\n", explain(cl, err))
+		return exitUnknown
+	}
+	if *asJSON {
+		printJSON(e.stdout, rep)
+	} else {
+		printStatus(e, rep)
+	}
+	if len(rep.Attention) > 0 {
+		return exitAttention
+	}
+	return exitOK
+}
+
+// gatherStatus asks the admin API for everything `status` shows, each
+// request bounded by timeout.
+func gatherStatus(ctx context.Context, cl *client.Client, warn string, timeout time.Duration) (*statusReport, error) {
+	rep := &statusReport{Admin: cl.URL(), Warn: warn, Failing: []api.DomainSummary{}, Expiring: []api.DomainSummary{}, Attention: []string{}}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	q, err := cl.Queue(rctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	rep.Queue, rep.Now = q, q.Now
+
+	// The first failing names, with their errors.
+	opts := client.ListOptions{Failing: "true", Limit: statusShown}
+	for len(rep.Failing) < statusShown {
+		opts.Limit = statusShown - len(rep.Failing)
+		page, err := listPage(ctx, cl, opts, timeout)
+		if err != nil {
+			return nil, err
+		}
+		rep.Failing = append(rep.Failing, page.Domains...)
+		if page.Next == "" {
+			break
+		}
+		opts.After = page.Next
+	}
+	rep.FailingCount = q.Failing
+	if len(rep.Failing) > rep.FailingCount.N {
+		rep.FailingCount.N = len(rep.Failing) // the count is older than the list
+	}
+
+	// Every managed name whose certificate expires within warn.
+	opts = client.ListOptions{Expiring: warn, Limit: api.MaxListLimit, States: []string{"pending", "issuing", "valid", "renewing", "failing"}}
+	for {
+		page, err := listPage(ctx, cl, opts, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if room := maxExpiring - len(rep.Expiring); room > 0 {
+			rep.Expiring = append(rep.Expiring, page.Domains[:min(room, len(page.Domains))]...)
+		}
+		rep.ExpiringCount.N += len(page.Domains)
+		if page.Next == "" {
+			break
+		}
+		opts.After = page.Next
+	}
+	slices.SortStableFunc(rep.Expiring, func(a, b api.DomainSummary) int { return a.Certificate.NotAfter.Compare(b.Certificate.NotAfter) })
+	rep.Expiring = rep.Expiring[:min(len(rep.Expiring), statusShown)]
+
+	if rep.FailingCount.N > 0 {
+		rep.Attention = append(rep.Attention, plural(rep.FailingCount.N, "name")+" failing")
+	}
+	if rep.ExpiringCount.N > 0 {
+		rep.Attention = append(rep.Attention, plural(rep.ExpiringCount.N, "certificate")+" expiring within "+warn)
+	}
+	return rep, nil
+}
+
+// listPage asks for one page of names.
+func listPage(ctx context.Context, cl *client.Client, opts client.ListOptions, timeout time.Duration) (*api.DomainList, error) {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return cl.Domains(rctx, opts)
+}
+
+// printStatus prints the summary as a screen of text.
+func printStatus(e *env, rep *statusReport) {
+	w, q := e.stdout, rep.Queue
+	fmt.Fprintf(w, "certserver at %s, %s\n\n", rep.Admin, rep.Now.UTC().Format("2006-01-02 15:04:05 UTC"))
+	fmt.Fprintf(w, "NAMES     %s\n", stateCounts(q))
+	fmt.Fprint(w, "QUEUE     ")
+	writeQueueLine(w, q)
+
+	fmt.Fprintf(w, "FAILING   %s\n", count(rep.FailingCount))
+	if len(rep.Failing) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tFAILURES\tSINCE\tNEXT-ATTEMPT\tLAST-ERROR")
+		for _, d := range rep.Failing {
+			since := "-"
+			if !d.FailingSince.IsZero() {
+				since = roughly(rep.Now.Sub(d.FailingSince)) + " ago"
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\n", d.Name, d.Failures, since, stamp(d.NextAttempt), shorten(d.LastError, maxErrorColumn))
+		}
+		tw.Flush()
+		if more := rep.FailingCount.N - len(rep.Failing); more > 0 {
+			fmt.Fprintf(w, "  … %d more: certserver domains ls --failing\n", more)
+		}
+	}
+
+	fmt.Fprintf(w, "EXPIRING  %s within %s\n", count(rep.ExpiringCount), rep.Warn)
+	if len(rep.Expiring) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tNOT-AFTER\tSTATE\tLAST-ERROR")
+		for _, d := range rep.Expiring {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", d.Name, when(d.Certificate.NotAfter, rep.Now), d.State, shorten(d.LastError, maxErrorColumn))
+		}
+		tw.Flush()
+		if more := rep.ExpiringCount.N - len(rep.Expiring); more > 0 {
+			fmt.Fprintf(w, "  … %d more: certserver domains ls --expiring %s\n", more, rep.Warn)
+		}
+	}
+
+	if len(rep.Attention) == 0 {
+		fmt.Fprint(w, "VERDICT   ok\n")
+		return
+	}
+	fmt.Fprintf(w, "VERDICT   attention: %s\n", strings.Join(rep.Attention, "; "))
+}
+
+// plural returns "1 name", "2 names".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}

@@ -276,7 +276,7 @@ type inventoryCollector struct{ m *Metrics }
 
 var (
 	descDomains = prometheus.NewDesc("certserver_domains",
-		"Managed names by state (pending, issuing, valid, renewing, failing, removed), at the last inventory.",
+		"Managed names by state (pending, issuing, valid, renewing, failing, given_up, removed), at the last inventory.",
 		[]string{"state"}, nil)
 	descQueueDepth = prometheus.NewDesc("certserver_queue_depth",
 		"Managed names due now (next attempt at or before the last inventory), those being worked on included: the renewer's backlog.",
@@ -297,7 +297,7 @@ var (
 // knownStates are the states certserver_domains always exports.
 var knownStates = []store.State{
 	store.StatePending, store.StateIssuing, store.StateValid,
-	store.StateRenewing, store.StateFailing, store.StateRemoved,
+	store.StateRenewing, store.StateFailing, store.StateGivenUp, store.StateRemoved,
 }
 
 func (c inventoryCollector) Describe(ch chan<- *prometheus.Desc) {

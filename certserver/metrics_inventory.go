@@ -25,8 +25,8 @@ type Inventory struct {
 	// at or before At: the renewer's backlog, the names it is working on
 	// included.
 	Due int
-	// Failing is up to FailingLimit of the failing names, those failing
-	// longest first; States[store.StateFailing] counts them all.
+	// Failing is up to FailingLimit of the names that are failing or
+	// given up, those failing longest first; States counts them all.
 	Failing []FailingName
 	// Certificates counts the certificates stored; Expired those past
 	// their NotAfter at At; Expiring7d and Expiring14d those whose
@@ -39,7 +39,10 @@ type Inventory struct {
 
 // FailingName is a managed name whose last attempt failed.
 type FailingName struct {
-	Name         string
+	Name string
+	// State is failing (retried at NextAttempt) or given_up (not retried
+	// until an operator renews or re-adds the name).
+	State        store.State
 	Failures     int
 	FailingSince time.Time
 	NextAttempt  time.Time
@@ -96,8 +99,8 @@ func scanInventory(ctx context.Context, st store.Store, now time.Time, failingLi
 			if d.State != store.StateRemoved && !d.NextAttempt.IsZero() && !d.NextAttempt.After(now) {
 				inv.Due++
 			}
-			if d.State == store.StateFailing {
-				failing.add(FailingName{Name: d.Name, Failures: d.Failures, FailingSince: d.FailingSince,
+			if d.State == store.StateFailing || d.State == store.StateGivenUp {
+				failing.add(FailingName{Name: d.Name, State: d.State, Failures: d.Failures, FailingSince: d.FailingSince,
 					NextAttempt: d.NextAttempt, LastError: cut(d.LastError, maxErrorText), CertID: d.CertID})
 			}
 		}

@@ -120,15 +120,15 @@ func (v *statusView) judge(interval time.Duration) {
 	inv := v.Inv
 	for _, s := range knownStates {
 		n := inv.States[s]
-		v.States = append(v.States, stateRow{State: s, N: n, Bad: s == store.StateFailing && n > 0})
+		v.States = append(v.States, stateRow{State: s, N: n, Bad: (s == store.StateFailing || s == store.StateGivenUp) && n > 0})
 	}
 	for s, n := range inv.States {
 		if !knownState(s) {
 			v.States = append(v.States, stateRow{State: s, N: n})
 		}
 	}
-	failing := inv.States[store.StateFailing]
-	v.FailingCount, v.MoreFailing = failing, failing-len(inv.Failing)
+	failing, givenUp := inv.States[store.StateFailing], inv.States[store.StateGivenUp]
+	v.FailingCount, v.MoreFailing = failing+givenUp, failing+givenUp-len(inv.Failing)
 	for _, c := range inv.Soonest {
 		r := expiryRow{ExpiringCertificate: c, Left: relative(c.NotAfter.Sub(v.Now))}
 		switch left := c.NotAfter.Sub(inv.At); {
@@ -157,6 +157,9 @@ func (v *statusView) judge(interval time.Duration) {
 	}
 	if failing > 0 {
 		warn(plural(failing, "name is failing", "names are failing"))
+	}
+	if givenUp > 0 {
+		warn(plural(givenUp, "name was given up", "names were given up") + " after failing too long: renew or re-add " + pick(givenUp, "it", "them"))
 	}
 	if n := inv.Expiring14d - inv.Expiring7d; n > 0 {
 		warn(plural(n, "more certificate expires", "more certificates expire") + " within 14 days")

@@ -79,6 +79,8 @@ func TestStatusPageInChromium(t *testing.T) {
 			lastErr: "obtain caa.example.net: acme caa: CAA record for example.net prevents issuance"},
 		{name: "hostile.example.net", state: store.StateFailing, lastErr: hostileError},
 		{name: "new.example.org", state: store.StatePending},
+		{name: "gone.example.org", state: store.StateGivenUp,
+			lastErr: "given up after 31 days of failures; renew or re-add the name to try again. Last error: acme dns: NXDOMAIN"},
 	}
 	var ds []*store.Domain
 	for i, n := range names {
@@ -87,7 +89,7 @@ func TestStatusPageInChromium(t *testing.T) {
 			putCert(t, st, fakeCert(n.name, now.Add(n.left)))
 			d.CertID = n.name
 		}
-		if n.state == store.StateFailing {
+		if n.state == store.StateFailing || n.state == store.StateGivenUp {
 			d.Failures, d.FailingSince = i+1, now.Add(-time.Duration(i)*time.Hour)
 		}
 		if n.state == store.StatePending {
@@ -131,13 +133,17 @@ func TestStatusPageInChromium(t *testing.T) {
 		{"expired finding", `<li>1 certificate has expired and still is served</li>`},
 		{"7-day finding", `<li>1 certificate expires within 7 days</li>`},
 		{"failing finding", `<li>2 names are failing</li>`},
+		{"given-up finding", `<li>1 name was given up after failing too long: renew or re-add it</li>`},
+		{"given-up count", `data-state="given_up">1<`},
+		{"given-up name", `gone.example.org <span class="tag">given up</span> <span class="tag">no certificate</span>`},
+		{"given-up reason", `given up after 31 days of failures`},
 		{"14-day finding", `<li>1 more certificate expires within 14 days</li>`},
 		{"valid count", `data-state="valid">2<`},
 		{"failing count", `data-state="failing">2<`},
 		{"renewing count", `data-state="renewing">1<`},
 		{"pending count", `data-state="pending">1<`},
 		{"issuing count", `data-state="issuing">0<`},
-		{"total", `data-count="domains">6<`},
+		{"total", `data-count="domains">7<`},
 		{"certificates", `data-count="certificates">5<`},
 		{"expired", `data-count="expired">1<`},
 		{"expiring 7d", `data-count="expiring-7d">1<`},

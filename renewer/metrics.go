@@ -12,13 +12,17 @@ import (
 // Metrics receives what the renewer's orders do, for monitoring. The
 // renewer calls OrderStarted when a worker hands an order to the Issuer
 // and OrderDone exactly once for every OrderStarted, from the worker's
-// goroutine. Implementations must return at once and be safe for
+// goroutine; OrderRefused when a check refused a name before any order
+// was sent. Implementations must return at once and be safe for
 // concurrent use. PrometheusMetrics is the implementation serve uses.
 type Metrics interface {
 	// OrderStarted reports that an order to ca is under way.
 	OrderStarted(ca string)
 	// OrderDone reports how an order ended.
 	OrderDone(o OrderOutcome)
+	// OrderRefused reports that the pre-flight check refused a name with
+	// err (a *PreflightError): the name failed, nothing was sent to ca.
+	OrderRefused(ca string, err error)
 }
 
 // OrderOutcome is how one order ended.
@@ -60,6 +64,14 @@ func (r *Renewer) orderStarted() {
 	}
 }
 
+// orderRefused tells the configured Metrics, if any, that a check refused
+// a name before an order was sent.
+func (r *Renewer) orderRefused(err error) {
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.OrderRefused(caOf(r.issuer), err)
+	}
+}
+
 // orderDone tells the configured Metrics, if any, how an order that began
 // at start ended. ctx is the renewer's: when it has ended, a failed order
 // was abandoned rather than failed.
@@ -80,6 +92,7 @@ func (r *Renewer) orderDone(ctx context.Context, start time.Time, renewal bool, 
 const (
 	resultIssued    = "issued"
 	resultFailed    = "failed"
+	resultRefused   = "refused"
 	resultAbandoned = "abandoned"
 )
 
@@ -87,7 +100,8 @@ const (
 //
 //	certserver_orders_in_flight{ca}                 gauge: orders under way
 //	certserver_orders_total{ca,result}              counter: orders ended, by result
-//	                                                (issued, failed, abandoned)
+//	                                                (issued, failed, abandoned; refused:
+//	                                                not sent, the pre-flight check failed)
 //	certserver_order_failures_total{ca,kind,problem} counter: failed orders by
 //	                                                kind (transient, permanent,
 //	                                                rate_limited) and ACME problem
@@ -122,7 +136,7 @@ func NewPrometheusMetrics(reg prometheus.Registerer) (*PrometheusMetrics, error)
 		}, []string{"ca"}),
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certserver_orders_total",
-			Help: "Certificate orders that ended, by CA and result: issued (obtained and stored), failed, abandoned (certserver was stopping).",
+			Help: "Certificate orders that ended, by CA and result: issued (obtained and stored), failed, refused (not sent: the pre-flight DNS check failed), abandoned (certserver was stopping).",
 		}, []string{"ca", "result"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certserver_order_failures_total",
@@ -147,7 +161,7 @@ func NewPrometheusMetrics(reg prometheus.Registerer) (*PrometheusMetrics, error)
 // increase() see the first failure.
 func (m *PrometheusMetrics) OrderStarted(ca string) {
 	m.inFlight.WithLabelValues(ca).Inc()
-	for _, r := range []string{resultIssued, resultFailed, resultAbandoned} {
+	for _, r := range []string{resultIssued, resultFailed, resultRefused, resultAbandoned} {
 		m.orders.WithLabelValues(ca, r)
 	}
 }
@@ -167,6 +181,14 @@ func (m *PrometheusMetrics) OrderDone(o OrderOutcome) {
 		m.failures.WithLabelValues(o.CA, kind, problem).Inc()
 	}
 	m.duration.WithLabelValues(o.CA).Observe(o.Took.Seconds())
+}
+
+// OrderRefused implements Metrics: a refused order counts as an order
+// with result refused and as a failure of its kind and pre-flight step.
+func (m *PrometheusMetrics) OrderRefused(ca string, err error) {
+	m.orders.WithLabelValues(ca, resultRefused).Inc()
+	kind, problem := ErrorType(err)
+	m.failures.WithLabelValues(ca, kind, problem).Inc()
 }
 
 // ErrorType names the type of an order's error for metrics: its kind

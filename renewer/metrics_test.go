@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/renewer/dnstest"
 	"github.com/certserver/certserver/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -122,11 +124,12 @@ certserver_order_failures_total{ca="https://ca.example.test/directory",kind="per
 # HELP certserver_orders_in_flight Certificate orders under way, by CA directory URL.
 # TYPE certserver_orders_in_flight gauge
 certserver_orders_in_flight{ca="https://ca.example.test/directory"} 0
-# HELP certserver_orders_total Certificate orders that ended, by CA and result: issued (obtained and stored), failed, abandoned (certserver was stopping).
+# HELP certserver_orders_total Certificate orders that ended, by CA and result: issued (obtained and stored), failed, refused (not sent: the pre-flight DNS check failed), abandoned (certserver was stopping).
 # TYPE certserver_orders_total counter
 certserver_orders_total{ca="https://ca.example.test/directory",result="abandoned"} 1
 certserver_orders_total{ca="https://ca.example.test/directory",result="failed"} 1
 certserver_orders_total{ca="https://ca.example.test/directory",result="issued"} 2
+certserver_orders_total{ca="https://ca.example.test/directory",result="refused"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"certserver_orders_total", "certserver_order_failures_total", "certserver_orders_in_flight"); err != nil {
@@ -155,10 +158,14 @@ certserver_orders_total{ca="https://ca.example.test/directory",result="issued"} 
 type recordingMetrics struct {
 	started  []string
 	outcomes []OrderOutcome
+	refused  []error
 }
 
 func (m *recordingMetrics) OrderStarted(ca string)   { m.started = append(m.started, ca) }
 func (m *recordingMetrics) OrderDone(o OrderOutcome) { m.outcomes = append(m.outcomes, o) }
+func (m *recordingMetrics) OrderRefused(ca string, err error) {
+	m.refused = append(m.refused, err)
+}
 
 // TestMetricsHookOutcomes checks what the renewer tells a Metrics: a
 // first order and a renewal, from an issuer that does not name its CA.
@@ -182,5 +189,50 @@ func TestMetricsHookOutcomes(t *testing.T) {
 		if o.CA != "" || o.Err != nil || o.Abandoned || o.Renewal != wantRenewal || o.Took <= 0 {
 			t.Errorf("outcome %d = %+v, want CA \"\", no error, renewal %v", i, o, wantRenewal)
 		}
+	}
+}
+
+// TestMetricsCountPreflightRefusals runs names through a real pre-flight
+// check against a DNS server of the test's own: a name without DNS and
+// one whose CAA forbids the CA are refused without an order, and counted
+// as refused orders with their pre-flight step.
+func TestMetricsCountPreflightRefusals(t *testing.T) {
+	dnsSrv := dnstest.Start(t, dnstest.Options{})
+	dnsSrv.SetA("ok.example.test", netip.MustParseAddr("127.0.0.1"))
+	dnsSrv.SetA("caa.example.test", netip.MustParseAddr("127.0.0.1"))
+	dnsSrv.SetCAA("caa.example.test", dnstest.CAA{Tag: "issue", Value: "other-ca.example"})
+	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := NewPreflight(PreflightConfig{Targets: []string{"127.0.0.1"}}, resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	pm, err := NewPrometheusMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAIdentities: []string{"our-ca.example"}, Metrics: pm})
+	names := []string{"ok.example.test", "caa.example.test", "nowhere.example.test"}
+	addPending(t, e.st, e.clock.Now(), names...)
+	for _, n := range names {
+		e.r.process(context.Background(), n, false)
+	}
+	want := `
+# HELP certserver_order_failures_total Failed certificate orders, by CA, kind (transient, permanent, rate_limited) and short ACME problem type (none: not a problem document from the CA; preflight_STEP: refused by the pre-flight DNS check).
+# TYPE certserver_order_failures_total counter
+certserver_order_failures_total{ca="",kind="permanent",problem="preflight_caa"} 1
+certserver_order_failures_total{ca="",kind="permanent",problem="preflight_resolve"} 1
+# HELP certserver_orders_total Certificate orders that ended, by CA and result: issued (obtained and stored), failed, refused (not sent: the pre-flight DNS check failed), abandoned (certserver was stopping).
+# TYPE certserver_orders_total counter
+certserver_orders_total{ca="",result="abandoned"} 0
+certserver_orders_total{ca="",result="failed"} 0
+certserver_orders_total{ca="",result="issued"} 1
+certserver_orders_total{ca="",result="refused"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "certserver_orders_total", "certserver_order_failures_total"); err != nil {
+		t.Error(err)
 	}
 }

@@ -80,6 +80,7 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	kind := ClassifyOrder(order, r.cfg.CAOffersARI, now)
 	if err := r.gate(ctx, log, d, kind, urgent, now); err != nil {
 		if !errors.Is(err, errDeferred) {
+			r.orderRefused(err)
 			r.failed(ctx, log, name, cur, err, now)
 		}
 		return

@@ -159,7 +159,7 @@ type AdminAPI struct {
 	base context.Context
 	srv  server
 	// importMu makes an import's check of the stored certificate and its
-	// write one step with respect to other imports.
+	// write one step with respect to other imports and to revocations.
 	importMu sync.Mutex
 	// states counts names by state for GET /v1/queue.
 	states stateCounter

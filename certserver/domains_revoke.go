@@ -13,6 +13,7 @@ import (
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/hostname"
 	"github.com/valyala/fasthttp"
 )
 
@@ -106,11 +107,10 @@ func (a *AdminAPI) revokeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 	return nil
 }
 
-// revoke revokes the certificate that serves d at the CA and makes the
-// managed names it served due now, with no certificate of record, so
-// that the renewer orders new ones rather than waiting for the revoked
-// certificate's renewal time. The name skip is left alone (it is being
-// removed). Its errors are *api.Error values for the operator.
+// revoke revokes the certificate that serves d at the CA, makes it due
+// for renewal now (renewNow) and the managed names it serves due now, and
+// puts them ahead of the renewer's queue. The name skip is left alone (it
+// is being removed). Its errors are *api.Error values for the operator.
 func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip string) (*api.Revocation, error) {
 	if a.cfg.Revoker == nil {
 		return nil, errorf(fasthttp.StatusServiceUnavailable, "revocation is off: it needs issuance (acme.directory) to reach the CA")
@@ -140,18 +140,33 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 	if !slices.Contains(names, d.Name) {
 		names = append([]string{d.Name}, names...) // served by a wildcard
 	}
-	now := a.cfg.Now()
+	// The names the certificate serves now need a new one; a name of the
+	// certificate that another one serves meanwhile does not.
+	var served []string
+	taken := false
 	for _, n := range names {
+		if hostname.IsWildcard(n) {
+			continue // a pattern, not a name anyone asks for
+		}
+		s, err := a.store.LookupCertificate(ctx, n)
+		switch {
+		case err == nil && s.ID == c.ID:
+			served = append(served, n)
+		case err == nil, errors.Is(err, store.ErrNotFound):
+			taken = true
+		default:
+			return nil, fmt.Errorf("revoked %s serial %s, then: %w", c.ID, c.Serial, err)
+		}
+	}
+	now := a.cfg.Now()
+	if err := a.renewNow(ctx, c, taken, now); err != nil {
+		return nil, fmt.Errorf("revoked %s serial %s, then: %w", c.ID, c.Serial, err)
+	}
+	for _, n := range served {
 		if n == skip {
 			continue
 		}
 		_, err := a.changeDomain(ctx, n, false, func(rec *store.Domain) {
-			if rec.CertID == c.ID {
-				rec.CertID = ""
-			}
-			if rec.State != store.StateFailing {
-				rec.State = store.StatePending
-			}
 			rec.NextAttempt, rec.UpdatedAt = now, now
 		})
 		var ae *api.Error
@@ -172,6 +187,38 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 	rev.Message = revocationMessage(rev, a.cfg.Scheduler != nil)
 	log.Info("certificate revoked", "reordered", len(rev.Reordered), "queued", rev.Queued)
 	return rev, nil
+}
+
+// renewNow makes the stored record of the revoked certificate c due for
+// renewal at now, so that the renewer replaces it however it comes to its
+// names: ahead of its queue, from the due index, or after a restart (it
+// keeps a certificate whose renewal time is ahead, and adopts one that
+// serves a name it manages). Nothing is written when the record changed
+// since c was read (a new certificate was stored), or when taken says
+// that another certificate serves one of c's names meanwhile: writing c
+// again would point that name back at it. The renewer then orders new
+// certificates only for the names put ahead of its queue.
+func (a *AdminAPI) renewNow(ctx context.Context, c *store.Certificate, taken bool, now time.Time) error {
+	log := a.log.With("certificate", c.ID, "serial", c.Serial)
+	if taken {
+		log.Warn("revoked certificate left as stored: another certificate serves some of its names")
+		return nil
+	}
+	// Imports check and write certificates under the same lock.
+	a.importMu.Lock()
+	defer a.importMu.Unlock()
+	cur, err := a.store.GetCertificate(ctx, c.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case cur.Serial != c.Serial:
+		log.Info("revoked certificate already replaced", "stored_serial", cur.Serial)
+		return nil
+	}
+	cur.RenewAt = now
+	return a.store.PutCertificate(ctx, cur)
 }
 
 // revocationMessage says what a revocation did, in a sentence.

@@ -128,19 +128,20 @@ func TestAdminRevokeDomain(t *testing.T) {
 	if got := env.rv.calls(); !slices.Equal(got, []revoked{{shop.serial, 1}}) {
 		t.Errorf("revoker calls %+v", got)
 	}
-	// Both managed names of the certificate are due now without it, so
-	// the renewer orders new certificates; the revoked one is still served.
+	// Both managed names of the certificate are due now, and so is the
+	// certificate's renewal: the renewer replaces it however it comes to
+	// the names. The revoked certificate is still served meanwhile.
 	for _, n := range rev.Reordered {
 		d, err := env.st.GetDomain(ctx, n)
-		if err != nil || d.CertID != "" || d.State != store.StatePending || !d.NextAttempt.Equal(env.now) {
-			t.Errorf("%s: %+v %v, want pending, due now, no certificate of record", n, d, err)
+		if err != nil || d.CertID != "shop.example.com" || d.State != store.StateValid || !d.NextAttempt.Equal(env.now) {
+			t.Errorf("%s: %+v %v, want valid, due now", n, d, err)
 		}
 	}
 	if _, prio := env.sched.calls(); !slices.Equal(prio, rev.Reordered) {
 		t.Errorf("prioritized %q", prio)
 	}
-	if c, err := env.st.LookupCertificate(ctx, "shop.example.com"); err != nil || c.Serial != shop.serial {
-		t.Errorf("served: %v %v", c, err)
+	if c, err := env.st.LookupCertificate(ctx, "shop.example.com"); err != nil || c.Serial != shop.serial || !c.RenewAt.Equal(env.now) {
+		t.Errorf("served: %+v %v, want the revoked certificate, due for renewal now", c, err)
 	}
 
 	// A name served by a wildcard certificate; the reason as a number,
@@ -168,6 +169,35 @@ func TestAdminRevokeDomain(t *testing.T) {
 	rev, err = cl.RevokeDomain(ctx, "alone.example.com", "0")
 	if err != nil || rev.Queued || rev.Reason != "unspecified" || !strings.Contains(rev.Message, "issuance is off") {
 		t.Errorf("without a scheduler: %+v %v", rev, err)
+	}
+}
+
+// A name of the revoked certificate that another certificate serves
+// meanwhile keeps its certificate, and the revoked record is not written
+// again (that would point the name back at it).
+func TestAdminRevokeDomainNameTaken(t *testing.T) {
+	env := newRevokeEnv(t)
+	ctx := context.Background()
+	env.addCert(t, "www.shop.example.com")
+	before, err := env.st.GetCertificate(ctx, "shop.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := env.cl.RevokeDomain(ctx, "shop.example.com", "superseded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rev.Reordered, []string{"shop.example.com"}) {
+		t.Errorf("reordered %q, want only shop.example.com", rev.Reordered)
+	}
+	if c, err := env.st.LookupCertificate(ctx, "www.shop.example.com"); err != nil || c.ID != "www.shop.example.com" {
+		t.Errorf("www.shop.example.com is served by %+v (%v), want its own certificate", c, err)
+	}
+	if c, _ := env.st.GetCertificate(ctx, "shop.example.com"); !c.RenewAt.Equal(before.RenewAt) || !c.StoredAt.Equal(before.StoredAt) {
+		t.Errorf("the revoked record was written again: %+v", c)
+	}
+	if d, _ := env.st.GetDomain(ctx, "www.shop.example.com"); d.NextAttempt.Equal(env.now) {
+		t.Errorf("www.shop.example.com made due: %+v", d)
 	}
 }
 

@@ -318,10 +318,10 @@ type Revocation struct {
 	// Reason and ReasonCode are the RFC 5280 reason sent to the CA.
 	Reason     string `json:"reason"`
 	ReasonCode int    `json:"reason_code"`
-	// Reordered lists the managed names now due for a new certificate:
-	// Name (unless it was removed) and the other managed names the
-	// certificate served. The revoked certificate is served until a new
-	// one is stored.
+	// Reordered lists the managed names the revoked certificate serves,
+	// now due for a new one (Name among them, unless it is being
+	// removed). The revoked certificate is due for renewal now too, and
+	// is served until a new one is stored.
 	Reordered []string `json:"reordered"`
 	// Queued is true when the renewer took the reordered names ahead of
 	// its queue; false when issuance is off or its queue was full (they

@@ -28,6 +28,14 @@ func startAdminWith(t *testing.T, cfg certserver.AdminConfig) (string, store.Sto
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return startAdminOn(t, st, cfg)
+}
+
+// startAdminOn starts an admin API configured by cfg (Listen and Token
+// filled in) over st, and returns its URL and st.
+func startAdminOn(t *testing.T, st store.Store, cfg certserver.AdminConfig) (string, store.Store) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg.Listen, cfg.Token = "127.0.0.1:0", testToken
 	a, err := certserver.NewAdminAPI(cfg, st, logger)
 	if err != nil {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -10,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/renewer"
 	"github.com/certserver/certserver/renewer/pebbletest"
+	"github.com/certserver/certserver/store"
 )
 
 // pebbleStatus is what Pebble's management API says of a certificate.
@@ -167,4 +172,86 @@ idle_wait = "1s"
 		t.Errorf("%d orders for the removed %s, want 1", n, www)
 	}
 	t.Logf("Pebble start to revoked and reordered: %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestRevokedIsReplacedFromTheDueIndex revokes a certificate while no
+// renewer runs (a restart, or a full queue: nothing is put ahead of the
+// queue), then starts one: it must order a new certificate from the due
+// index rather than keep, or adopt, the revoked one.
+func TestRevokedIsReplacedFromTheDueIndex(t *testing.T) {
+	ctx := t.Context()
+	var st store.Store
+	port := pebbletest.StartResponder(t, func(ctx context.Context, token string) (string, error) {
+		return st.GetChallenge(ctx, token)
+	})
+	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: port})
+	const name = "restart.revoke.test"
+	ca.DNS.SetA(name, netip.MustParseAddr("127.0.0.1"))
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	bst, err := store.OpenBadger(filepath.Join(t.TempDir(), "store"), store.BadgerOptions{Logger: logger, NoSync: true, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bst.Close() })
+	st = bst
+	issuer, err := renewer.NewACMEIssuer(renewer.ACMEConfig{Directory: ca.DirectoryURL, AgreeTerms: true, HTTPClient: ca.HTTPClient(), Timeout: 30 * time.Second}, st, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// runRenewer runs a renewer until name holds a certificate whose serial
+	// is not old, and returns it.
+	runRenewer := func(old string) *store.Certificate {
+		t.Helper()
+		rn, err := renewer.New(renewer.Config{IdleWait: 100 * time.Millisecond, DefaultProfile: "default"}, st, issuer, logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = rn.Run(rctx)
+		}()
+		defer func() {
+			cancel()
+			<-done
+		}()
+		var c *store.Certificate
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			d, err := st.GetDomain(ctx, name)
+			if err == nil && d.State == store.StateValid {
+				if c, err = st.LookupCertificate(ctx, name); err == nil && c.Serial != old {
+					return c
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no new certificate for %s after 30s: %+v", name, d)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	now := time.Now()
+	if _, _, err := st.AddDomains(ctx, []*store.Domain{{Name: name, State: store.StatePending, NextAttempt: now, AddedAt: now, UpdatedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	first := runRenewer("")
+
+	url, _ := startAdminOn(t, st, certserver.AdminConfig{Revoker: issuer})
+	code, out, errOut := runCLI(t, url, "", "domains", "revoke", "--reason", "keyCompromise", name)
+	if code != exitOK || !strings.Contains(out, "due now, but issuance is off") {
+		t.Fatalf("revoke: exit code %d\n%s%s", code, out, errOut)
+	}
+	if s := certStatus(t, ca, first.Serial); s.Status != "Revoked" {
+		t.Fatalf("at Pebble: %+v", s)
+	}
+
+	second := runRenewer(first.Serial)
+	if n := ca.OrdersFor(name); n != 2 {
+		t.Errorf("%d orders, want 2", n)
+	}
+	if s := certStatus(t, ca, second.Serial); s.Status != "Valid" {
+		t.Errorf("the new certificate at Pebble: %+v", s)
+	}
 }

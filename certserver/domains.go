@@ -405,7 +405,12 @@ func (a *AdminAPI) showDomain(ctx context.Context, rc *fasthttp.RequestCtx, p pa
 
 // domainDoc describes d with the certificate that serves it.
 func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain, error) {
-	doc := &api.Domain{DomainRecord: domainRecord(d)}
+	doc := &api.Domain{DomainRecord: domainRecord(d), RecentAttempts: []api.Attempt{}}
+	for _, at := range d.Attempts {
+		doc.RecentAttempts = append(doc.RecentAttempts, api.Attempt{
+			At: at.At, Outcome: at.Outcome, Error: at.Error, Serial: at.Serial, TookMS: at.Took.Milliseconds(),
+		})
+	}
 	c, err := a.servingCertificate(ctx, d)
 	if err != nil {
 		return nil, err

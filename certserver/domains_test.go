@@ -344,7 +344,7 @@ func TestAdminShowDomain(t *testing.T) {
 	}
 	// Every key is there, certificate as null.
 	_, raw, _ := call(t, "GET", env.base+"/v1/domains/shop.example.com", "Bearer "+testToken, "", "")
-	for _, k := range []string{"name", "state", "profile", "source", "next_attempt", "failures", "last_error", "added_at", "updated_at", "certificate"} {
+	for _, k := range []string{"name", "state", "profile", "source", "next_attempt", "failures", "last_error", "added_at", "updated_at", "certificate", "recent_attempts"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("key %q missing from %v", k, raw)
 		}
@@ -382,6 +382,27 @@ func TestAdminShowDomain(t *testing.T) {
 	if ci := doc.Certificate; ci == nil || ci.ID != "shop.example.com" || ci.Serial != c.serial || !ci.NotAfter.Equal(c.notAfter) ||
 		len(ci.Names) != 2 || ci.Source != "acme" || ci.Origin != "https://ca.example/dir" || ci.KeyType != "ecdsa-p256" {
 		t.Errorf("certificate %+v", doc.Certificate)
+	}
+	if len(doc.RecentAttempts) != 0 {
+		t.Errorf("recent attempts %+v before any order, want none", doc.RecentAttempts)
+	}
+
+	// Recent attempts, newest first, as the renewer records them.
+	err = env.st.UpdateDomain(ctx, "shop.example.com", func(d *store.Domain) error {
+		d.AddAttempt(store.Attempt{At: env.now.Add(-time.Hour), Outcome: "failed", Error: "acme dns: NXDOMAIN", Took: 1200 * time.Millisecond})
+		d.AddAttempt(store.Attempt{At: env.now, Outcome: "issued", Serial: c.serial, Took: 900 * time.Millisecond})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err = env.cl.Domain(ctx, "shop.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra := doc.RecentAttempts; len(ra) != 2 || ra[0].Outcome != "issued" || ra[0].Serial != c.serial || ra[0].TookMS != 900 ||
+		ra[1].Outcome != "failed" || ra[1].Error != "acme dns: NXDOMAIN" || !ra[1].At.Equal(env.now.Add(-time.Hour)) {
+		t.Errorf("recent attempts %+v, want issued then failed with their details", ra)
 	}
 	doc, err = env.cl.Domain(ctx, "sub.wild.example.com")
 	if err != nil || doc.Certificate == nil || doc.Certificate.ID != "*.wild.example.com" {

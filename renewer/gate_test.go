@@ -133,6 +133,9 @@ func TestGatePreflightRefusesWithoutOrdering(t *testing.T) {
 		if d.State != store.StateFailing || !strings.Contains(d.LastError, "pre-flight") || !strings.Contains(d.LastError, want) {
 			t.Errorf("%s: state %s, last error %q; want failing with a pre-flight reason naming %q", name, d.State, d.LastError, want)
 		}
+		if len(d.Attempts) != 1 || d.Attempts[0].Outcome != "refused" {
+			t.Errorf("%s: attempts %+v, want one, refused", name, d.Attempts)
+		}
 	}
 }
 

@@ -81,7 +81,7 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	if err := r.gate(ctx, log, d, kind, urgent, now); err != nil {
 		if !errors.Is(err, errDeferred) {
 			r.orderRefused(err)
-			r.failed(ctx, log, name, cur, err, now)
+			r.failed(ctx, log, name, cur, err, now, 0)
 		}
 		return
 	}
@@ -116,7 +116,7 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	}
 	now = r.cfg.Now()
 	if err != nil {
-		r.failed(ctx, log, name, cur, err, now)
+		r.failed(ctx, log, name, cur, err, now, time.Since(start))
 		return
 	}
 	r.record(ctx, log, name, func(d *store.Domain) {
@@ -125,6 +125,7 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 		d.NextAttempt = cert.RenewAt
 		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
 		d.UpdatedAt = now
+		d.AddAttempt(store.Attempt{At: now, Outcome: "issued", Serial: cert.Serial, Took: time.Since(start)})
 	})
 	log.Info("certificate obtained", "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
 		"renew_at", cert.RenewAt.UTC(), "took", time.Since(start).Round(time.Millisecond))
@@ -161,7 +162,7 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 // failed records a failed order and schedules the next attempt: after the
 // backoff for the count of consecutive failures, or later when the CA said
 // when to come back.
-func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time) {
+func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration) {
 	var ra retryAfter
 	caWait := time.Duration(0)
 	if errors.As(err, &ra) {
@@ -178,6 +179,11 @@ func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur
 		wait := r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
 		d.NextAttempt = now.Add(max(wait, caWait))
 		d.UpdatedAt = now
+		outcome := "failed"
+		if pe := (*PreflightError)(nil); errors.As(err, &pe) {
+			outcome = "refused"
+		}
+		d.AddAttempt(store.Attempt{At: now, Outcome: outcome, Error: err.Error(), Took: took})
 		rec = *d
 	})
 	if !ok {

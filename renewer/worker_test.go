@@ -215,6 +215,12 @@ func TestFailingNameFollowsBackoff(t *testing.T) {
 	if d.CertID != name {
 		t.Fatalf("after success: cert id %q, want %q", d.CertID, name)
 	}
+	// Six attempts: the newest first, the issue then five failures in the
+	// CA's words.
+	if len(d.Attempts) != 6 || d.Attempts[0].Outcome != "issued" || d.Attempts[0].Serial == "" ||
+		d.Attempts[1].Outcome != "failed" || d.Attempts[1].Error != detail {
+		t.Fatalf("recent attempts %+v, want issued then five failures with the CA's detail", d.Attempts)
+	}
 }
 
 func TestRetryAfterFromCAIsHonoured(t *testing.T) {

@@ -109,6 +109,14 @@ func appendDomain(b []byte, d *Domain) []byte {
 	e.str(d.Source)
 	e.time(d.AddedAt)
 	e.time(d.UpdatedAt)
+	e.uint(uint64(len(d.Attempts)))
+	for _, a := range d.Attempts {
+		e.time(a.At)
+		e.str(a.Outcome)
+		e.str(a.Error)
+		e.str(a.Serial)
+		e.int(int64(a.Took))
+	}
 	return e.b
 }
 
@@ -129,6 +137,24 @@ func decodeDomain(b []byte, d *Domain) error {
 	d.Source = r.str()
 	d.AddedAt = r.time()
 	d.UpdatedAt = r.time()
+	// Attempts came later: a record written before them ends here and
+	// reads as none.
+	n := r.uint()
+	if n > RecentAttempts*10 {
+		r.err, r.b, n = errCorrupt, nil, 0
+	}
+	d.Attempts = nil
+	if n > 0 {
+		d.Attempts = make([]Attempt, n)
+	}
+	for i := range d.Attempts {
+		a := &d.Attempts[i]
+		a.At = r.time()
+		a.Outcome = r.str()
+		a.Error = r.str()
+		a.Serial = r.str()
+		a.Took = time.Duration(r.int())
+	}
 	return r.fail("domain")
 }
 

@@ -27,6 +27,10 @@ func TestEncodeRoundTrip(t *testing.T) {
 				Name: "example.com", State: StateFailing, Profile: "tlsserver", CertID: "example.com",
 				NextAttempt: at, Failures: 7, LastError: "rate limited", FailingSince: at.Add(-time.Hour),
 				Source: "cli", AddedAt: at.Add(-48 * time.Hour), UpdatedAt: at,
+				Attempts: []Attempt{
+					{At: at, Outcome: "failed", Error: "acme rateLimited: too many", Took: 1500 * time.Millisecond},
+					{At: at.Add(-time.Hour), Outcome: "issued", Serial: "0b", Took: time.Second},
+				},
 			},
 		},
 		{
@@ -139,4 +143,32 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDecodeReadsDomainsWrittenBeforeAttempts(t *testing.T) {
+	// A domain record written before Attempts existed ends after UpdatedAt.
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	d := &Domain{Name: "a.example", State: StateValid, AddedAt: at, UpdatedAt: at}
+	full := appendDomain(nil, d)
+	old := full[:len(full)-1] // drop the attempt count, the last byte
+	var got Domain
+	if err := decodeDomain(old, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&got, d) || got.Attempts != nil {
+		t.Errorf("got %+v, want %+v with no attempts", got, *d)
+	}
+}
+
+func TestAddAttemptKeepsTheNewest(t *testing.T) {
+	var d Domain
+	for i := range RecentAttempts + 5 {
+		d.AddAttempt(Attempt{Serial: string(rune('a' + i))})
+	}
+	if len(d.Attempts) != RecentAttempts {
+		t.Fatalf("%d attempts kept, want %d", len(d.Attempts), RecentAttempts)
+	}
+	if first, last := d.Attempts[0].Serial, d.Attempts[RecentAttempts-1].Serial; first != string(rune('a'+RecentAttempts+4)) || last != string(rune('a'+5)) {
+		t.Errorf("attempts run from %q to %q, want the newest first and the oldest five dropped", first, last)
+	}
 }

@@ -193,6 +193,37 @@ type Domain struct {
 	// AddedAt and UpdatedAt are when the record was created and last written.
 	AddedAt   time.Time `json:"added_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Attempts are the most recent orders for the name and how they ended,
+	// newest first; AddAttempt keeps at most RecentAttempts of them.
+	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// RecentAttempts is how many attempts a Domain record keeps.
+const RecentAttempts = 10
+
+// Attempt is one order for a managed name and how it ended.
+type Attempt struct {
+	// At is when the attempt ended.
+	At time.Time `json:"at"`
+	// Outcome is "issued", "failed" or "refused" (stopped by the
+	// pre-flight before anything was sent to the CA).
+	Outcome string `json:"outcome"`
+	// Error is the failure in the CA's (or the pre-flight's) words.
+	Error string `json:"error,omitempty"`
+	// Serial is the new certificate's serial, for "issued".
+	Serial string `json:"serial,omitempty"`
+	// Took is how long the attempt ran.
+	Took time.Duration `json:"took,omitempty"`
+}
+
+// AddAttempt puts a at the front of d.Attempts, dropping the oldest beyond
+// RecentAttempts.
+func (d *Domain) AddAttempt(a Attempt) {
+	n := min(len(d.Attempts)+1, RecentAttempts)
+	list := make([]Attempt, n)
+	list[0] = a
+	copy(list[1:], d.Attempts)
+	d.Attempts = list
 }
 
 // DueEntry is one entry of the due index: a managed name and when it is due.

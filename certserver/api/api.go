@@ -185,6 +185,20 @@ type Domain struct {
 	// Revoked is set in the answer to DELETE /v1/domains/{name}?revoke=
 	// and says what was revoked.
 	Revoked *Revocation `json:"revoked,omitempty"`
+	// RecentAttempts are the name's last orders, newest first (at most
+	// 10): when each ended, "issued", "failed" or "refused" (by the
+	// pre-flight, before the CA was asked), the error and the new serial.
+	RecentAttempts []Attempt `json:"recent_attempts"`
+}
+
+// Attempt is one order for a name and how it ended.
+type Attempt struct {
+	At      time.Time `json:"at"`
+	Outcome string    `json:"outcome"`
+	Error   string    `json:"error,omitempty"`
+	Serial  string    `json:"serial,omitempty"`
+	// TookMS is how long the attempt ran, in milliseconds.
+	TookMS int64 `json:"took_ms"`
 }
 
 // CertificateInfo describes a stored certificate. It never holds key

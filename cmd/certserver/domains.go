@@ -404,6 +404,23 @@ func runDomainsShow(ctx context.Context, e *env, args []string) int {
 	} else {
 		line("certificate", "none yet")
 	}
+	if len(d.RecentAttempts) == 0 {
+		line("recent attempts", "none")
+	}
+	for i, a := range d.RecentAttempts {
+		k := ""
+		if i == 0 {
+			k = "recent attempts"
+		}
+		what := a.Outcome
+		switch {
+		case a.Serial != "":
+			what += " serial " + a.Serial
+		case a.Error != "":
+			what += ": " + shorten(a.Error, maxErrorColumn)
+		}
+		line(k, fmt.Sprintf("%s (%dms) %s", when(a.At, now), a.TookMS, what))
+	}
 	tw.Flush()
 	return exitOK
 }

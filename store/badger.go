@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -249,3 +251,21 @@ func (l badgerLogger) Warningf(f string, args ...any) {
 
 func (badgerLogger) Infof(string, ...any)  {}
 func (badgerLogger) Debugf(string, ...any) {}
+
+// Size returns the bytes the store takes on disk: its sorted tables (the
+// LSM tree, where every record lives) and its value log. Badger's own
+// DB.Size needs its metrics, which OpenBadger turns off. The active value
+// log file is preallocated, so vlog starts near its file size (64 MiB),
+// and lsm stays 0 until the first memtable is flushed.
+func (b *Badger) Size() (lsm, vlog int64) {
+	for _, t := range b.db.Tables() {
+		lsm += int64(t.OnDiskSize)
+	}
+	files, _ := filepath.Glob(filepath.Join(b.db.Opts().ValueDir, "*.vlog"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			vlog += fi.Size()
+		}
+	}
+	return lsm, vlog
+}

@@ -39,6 +39,11 @@ package renewer
 //     for that identifier" until someone unpauses it in Let's Encrypt's
 //     self-service portal. (The April 2025 page said 3,600; June 2025 says
 //     1,152.) No overrides.
+//   - Overall Requests Limit, per IP address and endpoint, enforced by the
+//     load balancers with a 503 and Retry-After: "/acme/new-order 300"
+//     requests per second with a "Burst Capacity" of 200. It is the only
+//     limit an ARI renewal meets (LetsEncryptOrderRequests; OrderRequests
+//     paces a mass renewal).
 //
 // Renewals, from the page's "Limit Exemptions for Renewals":
 //
@@ -161,10 +166,21 @@ type LimitsConfig struct {
 	// for the account until someone unpauses it. Default 1,152, refilling
 	// one a day (1,152 per 1,152 days).
 	ConsecutiveAuthzFailures Limit
+	// OrderRequests bounds every newOrder request, renewals and ARI
+	// renewals included: the pace of a mass renewal. Unlike the other
+	// fields its zero value is no limit: Let's Encrypt's
+	// (LetsEncryptOrderRequests) is counted per IP address, not per
+	// account, and is far above what one certserver sends; set it to pace
+	// renewals, or to share that limit among hosts behind one address.
+	OrderRequests Limit
 }
 
+// LetsEncryptOrderRequests is Let's Encrypt's overall request limit on
+// newOrder per IP address: 300 a second, in bursts of up to 200.
+var LetsEncryptOrderRequests = Limit{Burst: 200, Per: 200 * time.Second / 300}
+
 // LetsEncryptLimits returns Let's Encrypt's default limits (see the package
-// comment above for the passages they come from).
+// comment above for the passages they come from), without OrderRequests.
 func LetsEncryptLimits() LimitsConfig {
 	const week = 7 * 24 * time.Hour
 	return LimitsConfig{
@@ -196,7 +212,7 @@ const (
 	OrderRenewal
 	// OrderARIRenewal is an order that names the certificate it replaces
 	// (RFC 9773 section 5). Only a paused name (ConsecutiveAuthzFailures)
-	// holds it back.
+	// and the request rate (OrderRequests) hold it back.
 	OrderARIRenewal
 )
 
@@ -214,7 +230,8 @@ func (k OrderKind) String() string {
 
 // ClassifyOrder returns the kind of o as the CA will see it at now. ari
 // says whether the CA offers renewal information (RFC 9773), in which case
-// an order replacing a certificate carries "replaces". An order replacing a
+// an order replacing a certificate carries "replaces" unless o.NoReplaces
+// is set. An order replacing a
 // certificate issued within RenewalDetectionWindow is a renewal; any other
 // order is new (certserver orders one name per certificate, so a replaced
 // certificate has the same exact set).
@@ -222,7 +239,7 @@ func ClassifyOrder(o Order, ari bool, now time.Time) OrderKind {
 	switch {
 	case o.Replaces == nil:
 		return OrderNew
-	case ari && replacesID(o.Replaces) != "":
+	case ari && !o.NoReplaces && replacesID(o.Replaces) != "":
 		return OrderARIRenewal
 	case !o.Replaces.NotBefore.IsZero() && now.Sub(o.Replaces.NotBefore) < RenewalDetectionWindow:
 		return OrderRenewal
@@ -240,6 +257,7 @@ const (
 	LimitCertsPerExactSet         LimitID = "certificates_per_exact_set"
 	LimitAuthzFailures            LimitID = "authorization_failures_per_identifier"
 	LimitConsecutiveAuthzFailures LimitID = "consecutive_authorization_failures_per_identifier"
+	LimitOrderRequests            LimitID = "new_order_requests"
 )
 
 // Reservation is the outcome of Reserve.
@@ -324,6 +342,7 @@ type Limiter struct {
 
 	mu          sync.Mutex
 	orders      time.Duration            // LimitNewOrders
+	requests    time.Duration            // LimitOrderRequests
 	domains     map[string]time.Duration // LimitCertsPerRegisteredDomain, by registered domain
 	sets        map[string]time.Duration // LimitCertsPerExactSet, by setKey
 	failures    map[string]time.Duration // LimitAuthzFailures, by name
@@ -332,7 +351,8 @@ type Limiter struct {
 }
 
 // NewLimiter returns a Limiter for cfg, with the zero fields filled from
-// LetsEncryptLimits, reading the time from now (time.Now when nil). It
+// LetsEncryptLimits (a zero OrderRequests is no limit), reading the time
+// from now (time.Now when nil). It
 // refuses a Limit with a period but no burst, or a burst but no period.
 func NewLimiter(cfg LimitsConfig, now func() time.Time) (*Limiter, error) {
 	def := LetsEncryptLimits()
@@ -346,6 +366,7 @@ func NewLimiter(cfg LimitsConfig, now func() time.Time) (*Limiter, error) {
 		{"certificates_per_exact_set", &cfg.CertsPerExactSet, def.CertsPerExactSet},
 		{"authorization_failures", &cfg.AuthzFailures, def.AuthzFailures},
 		{"consecutive_authorization_failures", &cfg.ConsecutiveAuthzFailures, def.ConsecutiveAuthzFailures},
+		{"order_requests", &cfg.OrderRequests, Limit{Burst: -1}},
 	}
 	for _, f := range fields {
 		if err := f.l.validate(f.name); err != nil {
@@ -398,13 +419,21 @@ func (l *Limiter) Limits() LimitsConfig {
 type bucketRef struct {
 	id    LimitID
 	limit Limit
-	m     map[string]time.Duration // nil for the account-wide bucket
+	m     map[string]time.Duration // nil for the account-wide buckets
 	key   string
+}
+
+// accountWide returns the field that keeps the account-wide bucket b.
+func (l *Limiter) accountWide(b bucketRef) *time.Duration {
+	if b.id == LimitOrderRequests {
+		return &l.requests
+	}
+	return &l.orders
 }
 
 func (l *Limiter) get(b bucketRef) time.Duration {
 	if b.m == nil {
-		return l.orders
+		return *l.accountWide(b)
 	}
 	return b.m[b.key]
 }
@@ -412,7 +441,7 @@ func (l *Limiter) get(b bucketRef) time.Duration {
 // set stores tat for b, dropping the bucket when it is full at now.
 func (l *Limiter) set(b bucketRef, tat, now time.Duration) {
 	if b.m == nil {
-		l.orders = tat
+		*l.accountWide(b) = tat
 		return
 	}
 	if tat <= now {
@@ -475,12 +504,13 @@ func (l *Limiter) at(d time.Duration) time.Time    { return l.epoch.Add(d) }
 // all at once, and returns OK; otherwise it takes nothing and returns when
 // they will all have room and which one holds the order back longest.
 //
-// An OrderNew needs a NewOrders token, a CertsPerRegisteredDomain token
-// for each registered domain among names and a CertsPerExactSet token, and
-// needs each name's AuthzFailures and ConsecutiveAuthzFailures buckets to
-// hold a token (failures are charged by AuthzFailed, not here). An
-// OrderRenewal needs only the CertsPerExactSet token and the failure
-// buckets; an OrderARIRenewal only ConsecutiveAuthzFailures.
+// Every order needs an OrderRequests token. An OrderNew also needs a
+// NewOrders token, a CertsPerRegisteredDomain token for each registered
+// domain among names and a CertsPerExactSet token, and needs each name's
+// AuthzFailures and ConsecutiveAuthzFailures buckets to hold a token
+// (failures are charged by AuthzFailed, not here). An OrderRenewal needs
+// the CertsPerExactSet token and the failure buckets; an OrderARIRenewal
+// only ConsecutiveAuthzFailures.
 func (l *Limiter) Reserve(names []string, kind OrderKind) Reservation {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -521,7 +551,7 @@ func (l *Limiter) Refund(names []string, kind OrderKind) {
 // NotIssued gives back the certificate tokens (CertsPerRegisteredDomain
 // and CertsPerExactSet) Reserve took for an order the CA created but that
 // ended without a certificate: the CA counts those limits when it issues,
-// while the NewOrders token stays spent. Call it at most once per
+// while the NewOrders and OrderRequests tokens stay spent. Call it at most once per
 // successful Reserve, with the same arguments, and not after Refund.
 func (l *Limiter) NotIssued(names []string, kind OrderKind) {
 	l.mu.Lock()
@@ -529,7 +559,7 @@ func (l *Limiter) NotIssued(names []string, kind OrderKind) {
 	now := l.since(l.now())
 	charged, _ := l.plan(names, kind)
 	for _, b := range charged {
-		if b.id != LimitNewOrders {
+		if b.id != LimitNewOrders && b.id != LimitOrderRequests {
 			l.set(b, give(b.limit, l.get(b), now), now)
 		}
 	}
@@ -676,6 +706,7 @@ func (l *Limiter) Status() []LimitStatus {
 	now := l.since(l.now())
 	return []LimitStatus{
 		l.limitStatus(LimitNewOrders, "account", l.cfg.NewOrders, nil, now),
+		l.limitStatus(LimitOrderRequests, "account", l.cfg.OrderRequests, nil, now),
 		l.limitStatus(LimitCertsPerRegisteredDomain, "registered domain", l.cfg.CertsPerRegisteredDomain, l.domains, now),
 		l.limitStatus(LimitCertsPerExactSet, "exact set", l.cfg.CertsPerExactSet, l.sets, now),
 		l.limitStatus(LimitAuthzFailures, "name", l.cfg.AuthzFailures, l.failures, now),
@@ -688,12 +719,13 @@ func (l *Limiter) Status() []LimitStatus {
 func (l *Limiter) limitStatus(id LimitID, scope string, lim Limit, m map[string]time.Duration, now time.Duration) LimitStatus {
 	s := LimitStatus{Limit: id, Scope: scope, Burst: max(lim.Burst, -1), Per: lim.Per}
 	if m == nil {
-		b := l.ordersRef()
+		b := l.refFor(id, "")
+		tat := l.get(b)
 		s.Buckets = []BucketStatus{l.bucketStatus(b, now)}
-		if l.orders > now {
+		if tat > now {
 			s.Tracked = 1
 		}
-		if readyAt(b.limit, l.orders, now) > now {
+		if readyAt(b.limit, tat, now) > now {
 			s.Blocked = 1
 		}
 		return s
@@ -721,8 +753,8 @@ func (l *Limiter) limitStatus(id LimitID, scope string, lim Limit, m map[string]
 	return s
 }
 
-// Bucket returns the state of one bucket: key is "" for LimitNewOrders,
-// else a registered domain, a name, or for LimitCertsPerExactSet the names
+// Bucket returns the state of one bucket: key is "" for LimitNewOrders
+// and LimitOrderRequests, else a registered domain, a name, or for LimitCertsPerExactSet the names
 // joined by commas (any order and case).
 func (l *Limiter) Bucket(id LimitID, key string) BucketStatus {
 	l.mu.Lock()
@@ -804,11 +836,12 @@ func (l *Limiter) backlog(b bucketRef, tat time.Duration, n int, now time.Durati
 // plan returns the buckets an order takes tokens from and the ones it only
 // needs to hold a token.
 func (l *Limiter) plan(names []string, kind OrderKind) (charged, checked []bucketRef) {
+	charged = append(charged, l.requestsRef())
 	for _, n := range names {
 		checked = append(checked, l.consecutiveRef(n))
 	}
 	if kind == OrderARIRenewal {
-		return nil, checked
+		return charged, checked
 	}
 	for _, n := range names {
 		checked = append(checked, l.failureRef(n))
@@ -826,6 +859,10 @@ func (l *Limiter) plan(names []string, kind OrderKind) (charged, checked []bucke
 
 func (l *Limiter) ordersRef() bucketRef {
 	return bucketRef{id: LimitNewOrders, limit: l.cfg.NewOrders}
+}
+
+func (l *Limiter) requestsRef() bucketRef {
+	return bucketRef{id: LimitOrderRequests, limit: l.cfg.OrderRequests}
 }
 
 func (l *Limiter) domainRef(domain string) bucketRef {
@@ -858,6 +895,8 @@ func (l *Limiter) refFor(id LimitID, key string) bucketRef {
 		return l.failureRef(key)
 	case LimitConsecutiveAuthzFailures:
 		return l.consecutiveRef(key)
+	case LimitOrderRequests:
+		return l.requestsRef()
 	}
 	return l.ordersRef()
 }

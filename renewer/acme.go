@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -90,6 +91,10 @@ type ACMEIssuer struct {
 
 	acctLock chan struct{} // held while the account is loaded or registered
 	acct     *account      // guarded by acctLock; nil until loaded
+
+	dirMu sync.Mutex
+	dir   directory // guarded by dirMu
+	dirAt time.Time // when dir was read; zero before
 }
 
 var _ Issuer = (*ACMEIssuer)(nil)
@@ -165,10 +170,11 @@ func (a *ACMEIssuer) Directory() string { return a.cfg.Directory }
 // The order has a new key of the configured type, or the key of
 // o.Replaces when ReuseKey is set; it asks for o.Profile ("" for the CA's
 // default), and names o.Replaces as the certificate it replaces (RFC 9773
-// section 5) when the CA offers renewal information.
+// section 5) unless o.NoReplaces is set.
 //
 // Every failure is an *ACMEError that tells a transient failure from a
-// permanent one and a rate limit (see classify). The order ends when ctx
+// permanent one and a rate limit (see classify), and says whether the CA
+// refused the order because of its "replaces" (ReplacesRefused). The order ends when ctx
 // does or after the configured Timeout, whichever is first. lego ignores
 // contexts, so it runs in a goroutine that may outlive Obtain: its HTTP
 // requests fail as soon as the order's context ends, but it may still
@@ -196,9 +202,56 @@ func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, e
 		}
 	}
 	if err != nil {
-		return nil, classify(o.Name, err, a.cfg.Now())
+		ae := classify(o.Name, err, a.cfg.Now())
+		if ae.Kind != KindRateLimited && !o.NoReplaces && replacesID(o.Replaces) != "" {
+			ae.ReplacesRefused = a.newOrderRefused(ctx, err)
+		}
+		return nil, ae
 	}
 	return cert, nil
+}
+
+// newOrderRefused reports whether err holds a problem document the CA
+// answered the newOrder request with (RFC 8555 section 7.4), rather than
+// one from a later step of the order or from validation.
+func (a *ACMEIssuer) newOrderRefused(ctx context.Context, err error) bool {
+	var p *acme.ProblemDetails
+	if !errors.As(err, &p) || p == nil || p.URL == "" || shortProblem(p.Type) == "badNonce" {
+		return false
+	}
+	dir, derr := a.directory(ctx)
+	return derr == nil && p.URL == dir.NewOrder
+}
+
+// directory is what the issuer reads from the CA's directory (RFC 8555
+// section 7.1.1) besides what lego reads.
+type directory struct {
+	NewOrder    string `json:"newOrder"`
+	RenewalInfo string `json:"renewalInfo"`
+}
+
+// directoryTTL is how long the issuer keeps the CA's directory before it
+// reads it again.
+const directoryTTL = time.Hour
+
+// directory returns the CA's directory, read at most directoryTTL ago.
+func (a *ACMEIssuer) directory(ctx context.Context) (directory, error) {
+	now := a.cfg.Now()
+	a.dirMu.Lock()
+	dir, at := a.dir, a.dirAt
+	a.dirMu.Unlock()
+	if !at.IsZero() && now.Sub(at) < directoryTTL && now.Sub(at) >= 0 {
+		return dir, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.reqTimeout)
+	defer cancel()
+	if err := getJSON(ctx, a.httpClient(ctx), a.cfg.Directory, &dir, nil); err != nil {
+		return directory{}, fmt.Errorf("directory: %w", err)
+	}
+	a.dirMu.Lock()
+	a.dir, a.dirAt = dir, now
+	a.dirMu.Unlock()
+	return dir, nil
 }
 
 // obtain runs one order with acct.
@@ -214,7 +267,9 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 		Bundle:         true,
 		PreferredChain: a.cfg.PreferredChain,
 		Profile:        o.Profile,
-		ReplacesCertID: replacesID(o.Replaces),
+	}
+	if !o.NoReplaces {
+		req.ReplacesCertID = replacesID(o.Replaces)
 	}
 	provider := &http01Provider{ctx: ctx, store: a.store, ttl: a.cfg.ChallengeTTL, now: a.cfg.Now}
 	start := time.Now()

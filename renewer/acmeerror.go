@@ -67,6 +67,13 @@ type ACMEError struct {
 	// Wait is how long the CA asked us to wait (Retry-After), for
 	// KindRateLimited; zero otherwise.
 	Wait time.Duration
+	// ReplacesRefused is true when the order named a certificate it
+	// replaces (RFC 9773 section 5) and the CA refused the order itself,
+	// for a reason other than a rate limit: the certificate was replaced
+	// already (alreadyReplaced), another account ordered it
+	// (unauthorized), or the CA does not know it. The same order without
+	// "replaces" may well be accepted.
+	ReplacesRefused bool
 	// Err is the underlying error, from lego or from certserver.
 	Err error
 }

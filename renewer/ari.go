@@ -45,13 +45,9 @@ func (a *ACMEIssuer) RenewalInfo(ctx context.Context, c *store.Certificate) (*Re
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.reqTimeout)
 	defer cancel()
-	client := a.httpClient(ctx)
-
-	var dir struct {
-		RenewalInfo string `json:"renewalInfo"`
-	}
-	if err := getJSON(ctx, client, a.cfg.Directory, &dir, nil); err != nil {
-		return nil, fmt.Errorf("renewal info: directory: %w", err)
+	dir, err := a.directory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("renewal info: %w", err)
 	}
 	if dir.RenewalInfo == "" {
 		return nil, fmt.Errorf("renewal info: %w", ErrNoRenewalInfo)
@@ -65,7 +61,7 @@ func (a *ACMEIssuer) RenewalInfo(ctx context.Context, c *store.Certificate) (*Re
 	}
 	var header http.Header
 	url := strings.TrimRight(dir.RenewalInfo, "/") + "/" + id
-	if err := getJSON(ctx, client, url, &body, &header); err != nil {
+	if err := getJSON(ctx, a.httpClient(ctx), url, &body, &header); err != nil {
 		return nil, fmt.Errorf("renewal info for %s: %w", c.ID, err)
 	}
 	w := body.SuggestedWindow

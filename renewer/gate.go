@@ -17,86 +17,113 @@ type accountHolder interface {
 	Account(ctx context.Context) (*store.Account, error)
 }
 
-// errDeferred is returned by gate when an order must wait; the name's next
-// attempt has been moved and nothing else is to be done now.
-var errDeferred = errors.New("order deferred")
+// shortWait is the longest wait for a rate limit that a worker sits out
+// holding the name, instead of putting the name back in the due index: a
+// per-second bucket (OrderRequests) paces a mass renewal by short waits,
+// and names that wait in place keep the order the index gave them.
+const shortWait = 2 * time.Second
 
-// gate decides, before an order for d is sent, whether it may go now. In
-// this order:
-//
-//   - a name failing for longer than GiveUpAfter is parked as given up
-//     (an operator's "renew now" still goes through);
-//   - a name that has used up the CA's failed-validation limit waits until
-//     the limit has room again, so a hopeless name cannot get the account
-//     paused;
-//   - the pre-flight (DNS points here, CAA allows the CA) must pass: a name
-//     that would fail validation is not ordered, and fails with the reason;
-//   - the rate-limit buckets must have room, or the order waits for them.
-//
-// It returns nil when the order may be sent (its rate-limit tokens are then
-// taken), errDeferred when the name was rescheduled, or the pre-flight's
-// error, which the caller records as a failure.
-func (r *Renewer) gate(ctx context.Context, log *slog.Logger, d *store.Domain, kind OrderKind, urgent bool, now time.Time) error {
-	if r.cfg.GiveUpAfter > 0 && !urgent && d.State == store.StateFailing &&
-		!d.FailingSince.IsZero() && now.Sub(d.FailingSince) >= r.cfg.GiveUpAfter {
-		days := int(now.Sub(d.FailingSince).Hours() / 24)
-		r.record(ctx, log, d.Name, func(d *store.Domain) {
-			d.State, d.NextAttempt = store.StateGivenUp, time.Time{}
-			d.LastError = fmt.Sprintf("given up after %d days of failures; renew or re-add the name to try again. Last error: %s", days, d.LastError)
-		})
-		log.Warn("name given up", "failing_since", d.FailingSince.UTC(), "failures", d.Failures)
-		return errDeferred
+// giveUp parks d as given up when it has been failing for longer than
+// GiveUpAfter, unless an operator asked for it (urgent). It reports
+// whether it did.
+func (r *Renewer) giveUp(ctx context.Context, log *slog.Logger, d *store.Domain, urgent bool, now time.Time) bool {
+	if r.cfg.GiveUpAfter <= 0 || urgent || d.State != store.StateFailing ||
+		d.FailingSince.IsZero() || now.Sub(d.FailingSince) < r.cfg.GiveUpAfter {
+		return false
 	}
-	if r.cfg.Limiter != nil {
-		if ok, at := r.cfg.Limiter.FailuresAllowed(d.Name); !ok {
-			r.postpone(ctx, log, d.Name, at, "failed-validation limit for the name")
-			return errDeferred
+	days := int(now.Sub(d.FailingSince).Hours() / 24)
+	r.record(ctx, log, d.Name, func(d *store.Domain) {
+		d.State, d.NextAttempt = store.StateGivenUp, time.Time{}
+		d.LastError = fmt.Sprintf("given up after %d days of failures; renew or re-add the name to try again. Last error: %s", days, d.LastError)
+	})
+	log.Warn("name given up", "failing_since", d.FailingSince.UTC(), "failures", d.Failures)
+	return true
+}
+
+// gate decides, before an order of the given kind for name is sent to ca,
+// whether it may go now. In this order:
+//
+//   - a name that has used up the failed-validation limit of ca's account
+//     waits until the limit has room again, so a hopeless name cannot get
+//     the account paused;
+//   - the pre-flight (DNS points here, CAA allows this CA) must pass: a
+//     name that would fail validation is not ordered, and fails with the
+//     reason;
+//   - the rate-limit buckets of ca's account must have room, or the order
+//     waits for them.
+//
+// It returns a zero hold and nil when the order may be sent (its
+// rate-limit tokens are then taken), a hold when ca's limits hold it back,
+// or the pre-flight's error.
+func (r *Renewer) gate(ctx context.Context, ca *caState, name string, kind OrderKind) (hold, error) {
+	if ca.Limiter != nil {
+		if ok, at := ca.Limiter.FailuresAllowed(name); !ok {
+			return hold{at: at, limit: "failed-validation limit for the name"}, nil
 		}
 	}
 	if r.cfg.Preflight != nil {
 		accountURI := ""
-		if len(r.cfg.CAIdentities) > 0 {
-			if ah, ok := r.issuer.(accountHolder); ok {
+		if len(ca.CAIdentities) > 0 {
+			if ah, ok := ca.Issuer.(accountHolder); ok {
 				if acct, err := ah.Account(ctx); err == nil {
 					accountURI = acct.URL
 				}
 			}
 		}
-		if err := r.cfg.Preflight.Check(ctx, d.Name, r.cfg.CAIdentities, accountURI); err != nil {
-			return err
+		if err := r.cfg.Preflight.Check(ctx, name, ca.CAIdentities, accountURI); err != nil {
+			return hold{}, err
 		}
 	}
-	if r.cfg.Limiter != nil {
-		res := r.cfg.Limiter.Reserve([]string{d.Name}, kind)
-		if !res.OK {
-			what := string(res.Limit)
-			if res.Key != "" {
-				what += " (" + res.Key + ")"
-			}
-			r.postpone(ctx, log, d.Name, res.At, what)
-			return errDeferred
+	return r.reserve(ctx, ca, name, kind), nil
+}
+
+// reserve takes the tokens of an order from ca's Limiter. A wait of up to
+// shortWait is waited out here; a longer one is returned as a hold. When
+// ctx ends during a wait the hold is returned too.
+func (r *Renewer) reserve(ctx context.Context, ca *caState, name string, kind OrderKind) hold {
+	if ca.Limiter == nil {
+		return hold{}
+	}
+	for {
+		res := ca.Limiter.Reserve([]string{name}, kind)
+		if res.OK {
+			return hold{}
+		}
+		h := hold{at: res.At, limit: string(res.Limit)}
+		if res.Key != "" {
+			h.limit += " (" + res.Key + ")"
+		}
+		wait := res.At.Sub(r.cfg.Now())
+		if wait > shortWait || r.sleep(ctx, max(wait, time.Millisecond)) != nil {
+			return h
 		}
 	}
-	return nil
 }
 
-// postpone moves name's next attempt to a little after at, keeping its
-// state: the name is waiting for a rate limit, it has not failed.
-func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, at time.Time, limit string) {
-	// Up to a minute later, so that names held back by one bucket do not
-	// all come due in the same instant.
-	at = at.Add(r.jitterRand(func(rnd *rand.Rand) time.Duration { return time.Duration(rnd.Int64N(int64(time.Minute))) }))
-	r.record(ctx, log, name, func(d *store.Domain) { d.NextAttempt = at })
-	log.Debug("order waits for a rate limit", "limit", limit, "until", at.UTC())
+// postpone moves name's next attempt to a little after h.at, and its state
+// back to state unless that is "": the name is waiting for a rate limit,
+// it has not failed.
+func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h hold, state store.State) {
+	// Up to a minute later (less for a short wait), so that names held
+	// back by one bucket do not all come due in the same instant.
+	spread := min(time.Minute, max(h.at.Sub(r.cfg.Now()), time.Millisecond))
+	at := h.at.Add(r.jitterRand(func(rnd *rand.Rand) time.Duration { return time.Duration(rnd.Int64N(int64(spread))) }))
+	r.record(ctx, log, name, func(d *store.Domain) {
+		d.NextAttempt = at
+		if state != "" {
+			d.State = state
+		}
+	})
+	log.Debug("order waits for a rate limit", "limit", h.limit, "until", at.UTC())
 }
 
-// settle tells the rate limiter how an order that was sent ended: a success
-// clears the name's failure count; a failed validation is charged to the
-// name's failed-validation buckets; a rateLimited answer empties the bucket
-// it names until the CA's Retry-After; any failure gives back the
-// certificate tokens (no certificate was issued), but not the order's.
-func (r *Renewer) settle(name string, kind OrderKind, err error) {
-	l := r.cfg.Limiter
+// settle tells ca's rate limiter how an order that was sent ended: a
+// success clears the name's failure count; a failed validation is charged
+// to the name's failed-validation buckets; a rateLimited answer empties
+// the bucket it names until the CA's Retry-After; any failure gives back
+// the certificate tokens (no certificate was issued), but not the order's.
+func (r *Renewer) settle(ca *caState, name string, kind OrderKind, err error) {
+	l := ca.Limiter
 	if l == nil {
 		return
 	}
@@ -111,7 +138,7 @@ func (r *Renewer) settle(name string, kind OrderKind, err error) {
 		case ae.Kind == KindRateLimited:
 			l.RateLimited(names, ae.Detail, ae.Wait)
 			return
-		case ae.Kind == KindPermanent && validationFailed(ae.Problem):
+		case ae.Kind == KindPermanent && !ae.ReplacesRefused && validationFailed(ae.Problem):
 			l.AuthzFailed(name)
 		}
 	}

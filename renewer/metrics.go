@@ -27,8 +27,9 @@ type Metrics interface {
 
 // OrderOutcome is how one order ended.
 type OrderOutcome struct {
-	// CA names the CA: the Issuer's directory URL when it has a
-	// Directory() string method (ACMEIssuer does), else "".
+	// CA names the CA the order went to: its CA.Name, by default the
+	// Issuer's directory URL when it has a Directory() string method
+	// (ACMEIssuer does), else "".
 	CA string
 	// Renewal is true when the order replaces a certificate that still
 	// serves the name, false for a first order (or a replacement of an
@@ -48,7 +49,8 @@ type OrderOutcome struct {
 	Abandoned bool
 }
 
-// caOf names the CA behind an issuer for OrderOutcome.CA.
+// caOf returns the directory URL of the CA behind an issuer, "" when the
+// issuer does not say.
 func caOf(is Issuer) string {
 	if d, ok := is.(interface{ Directory() string }); ok {
 		return d.Directory()
@@ -56,31 +58,31 @@ func caOf(is Issuer) string {
 	return ""
 }
 
-// orderStarted tells the configured Metrics, if any, that an order
-// started.
-func (r *Renewer) orderStarted() {
+// orderStarted tells the configured Metrics, if any, that an order to
+// the CA named ca started.
+func (r *Renewer) orderStarted(ca string) {
 	if r.cfg.Metrics != nil {
-		r.cfg.Metrics.OrderStarted(caOf(r.issuer))
+		r.cfg.Metrics.OrderStarted(ca)
 	}
 }
 
 // orderRefused tells the configured Metrics, if any, that a check refused
-// a name before an order was sent.
-func (r *Renewer) orderRefused(err error) {
+// a name for the CA named ca before an order was sent.
+func (r *Renewer) orderRefused(ca string, err error) {
 	if r.cfg.Metrics != nil {
-		r.cfg.Metrics.OrderRefused(caOf(r.issuer), err)
+		r.cfg.Metrics.OrderRefused(ca, err)
 	}
 }
 
-// orderDone tells the configured Metrics, if any, how an order that began
-// at start ended. ctx is the renewer's: when it has ended, a failed order
-// was abandoned rather than failed.
-func (r *Renewer) orderDone(ctx context.Context, start time.Time, renewal bool, err error) {
+// orderDone tells the configured Metrics, if any, how an order to the CA
+// named ca that began at start ended. ctx is the renewer's: when it has
+// ended, a failed order was abandoned rather than failed.
+func (r *Renewer) orderDone(ctx context.Context, ca string, start time.Time, renewal bool, err error) {
 	if r.cfg.Metrics == nil {
 		return
 	}
 	r.cfg.Metrics.OrderDone(OrderOutcome{
-		CA:        caOf(r.issuer),
+		CA:        ca,
 		Renewal:   renewal,
 		Took:      time.Since(start),
 		Err:       err,

@@ -9,6 +9,7 @@ package renewer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -25,6 +26,10 @@ type Order struct {
 	Profile string
 	// Replaces is the certificate being renewed, nil for a first order.
 	Replaces *store.Certificate
+	// NoReplaces keeps Replaces out of the order's "replaces" field
+	// (RFC 9773 section 5): the CA offers no renewal information, or it
+	// refused to take the order as the certificate's replacement.
+	NoReplaces bool
 }
 
 // Issuer obtains a certificate for one order from a CA. It returns the new
@@ -58,17 +63,35 @@ type Config struct {
 	Seed uint64
 	// Limiter paces orders to the CA's rate limits (one Limiter per CA
 	// account). Default nil: orders are not paced, only the CA's
-	// rateLimited answers and their Retry-After are honoured.
+	// rateLimited answers and their Retry-After are honoured. With CAs
+	// set, each CA has its own and this must be nil.
 	Limiter *Limiter
 	// CAOffersARI says the CA offers renewal information (RFC 9773), so
-	// that a renewal carries "replaces" and is exempt from its limits.
+	// that its certificates' renewal windows are polled and a renewal
+	// carries "replaces" and is exempt from its limits. With CAs set, each
+	// CA says so itself and this must be false.
 	CAOffersARI bool
 	// Preflight checks each name's DNS and CAA before it is ordered.
 	// Default nil: no pre-flight.
 	Preflight *Preflight
 	// CAIdentities are the CA's CAA issuer domain names (RFC 8659 section
-	// 4.2), e.g. "letsencrypt.org". Empty: the pre-flight skips CAA.
+	// 4.2), e.g. "letsencrypt.org". Empty: the pre-flight skips CAA. With
+	// CAs set, each CA has its own and this must be empty.
 	CAIdentities []string
+	// CAs are the CAs to order from, most preferred first, each with its
+	// own account (Issuer), Limiter and CAA identities. Default: the one
+	// CA made of the issuer given to New with Limiter, CAOffersARI and
+	// CAIdentities. Set either CAs, or the issuer and those three.
+	CAs []CA
+	// Selection says how orders are shared among CAs. Default
+	// SelectFailover.
+	Selection Selection
+	// ARIPollInterval is how often the renewal information (RFC 9773) of
+	// each certificate from a CA that offers it is fetched: every
+	// interval ± 10%, or when the CA's Retry-After says, if later (capped
+	// at a day). Default 12 hours: with N certificates, N/43,200 requests
+	// a second (23 for a million).
+	ARIPollInterval time.Duration
 	// GiveUpAfter is how long a name may keep failing before it is parked
 	// as given up, until an operator renews or re-adds it. Default 30
 	// days; negative never gives up.
@@ -81,10 +104,13 @@ type Config struct {
 // Renewer schedules and runs certificate orders. Its methods are safe for
 // concurrent use; Run is called once.
 type Renewer struct {
-	cfg    Config
-	store  store.Store
-	issuer Issuer
-	log    *slog.Logger
+	cfg   Config
+	store store.Store
+	cas   []*caState // in order of preference
+	log   *slog.Logger
+	// sleep waits for d or until ctx is done; tests replace it to move a
+	// fake clock instead.
+	sleep func(ctx context.Context, d time.Duration) error
 
 	wake   chan struct{}
 	urgent chan string
@@ -93,18 +119,37 @@ type Renewer struct {
 	inflight map[string]bool
 	rnd      *rand.Rand  // guarded by mu
 	finished completions // guarded by mu
+	spread   []float64   // guarded by mu: the current weights of SelectSpread, by CA
+	// refused maps a name to the serial of its certificate whose
+	// replacement order the CA refused, so that the next order for the
+	// name goes without "replaces". Guarded by mu.
+	refused map[string]string
 }
 
 // New returns a Renewer that keeps its state in st and orders certificates
-// from issuer.
+// from issuer, or from cfg.CAs when issuer is nil.
 func New(cfg Config, st store.Store, issuer Issuer, logger *slog.Logger) (*Renewer, error) {
 	switch {
 	case st == nil:
 		return nil, errors.New("new renewer: nil store")
-	case issuer == nil:
+	case issuer == nil && len(cfg.CAs) == 0:
 		return nil, errors.New("new renewer: nil issuer")
 	case logger == nil:
 		return nil, errors.New("new renewer: nil logger")
+	}
+	cas, err := newCAStates(cfg, issuer)
+	if err != nil {
+		return nil, fmt.Errorf("new renewer: %w", err)
+	}
+	switch cfg.Selection {
+	case "":
+		cfg.Selection = SelectFailover
+	case SelectFailover, SelectSpread:
+	default:
+		return nil, fmt.Errorf("new renewer: unknown selection %q (want %q or %q)", cfg.Selection, SelectFailover, SelectSpread)
+	}
+	if cfg.ARIPollInterval <= 0 {
+		cfg.ARIPollInterval = 12 * time.Hour
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
@@ -130,12 +175,15 @@ func New(cfg Config, st store.Store, issuer Issuer, logger *slog.Logger) (*Renew
 	return &Renewer{
 		cfg:      cfg,
 		store:    st,
-		issuer:   issuer,
+		cas:      cas,
+		sleep:    sleep,
 		log:      logger.With("subsystem", "renewer"),
 		wake:     make(chan struct{}, 1),
 		urgent:   make(chan string, cfg.UrgentQueue),
 		inflight: map[string]bool{},
 		rnd:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		spread:   make([]float64, len(cas)),
+		refused:  map[string]string{},
 	}, nil
 }
 
@@ -353,4 +401,16 @@ func (r *Renewer) timeRand(f func(*rand.Rand) time.Time) time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return f(r.rnd)
+}
+
+// sleep waits for d, or until ctx is done and returns its error.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

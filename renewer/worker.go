@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -22,7 +23,10 @@ type retryAfter interface{ RetryAfter() time.Duration }
 // process works on one name the dispatcher handed over: it re-reads the
 // name's record (another worker, an operator or a restart may have changed
 // it), orders a certificate when one is needed and writes the outcome back.
-// urgent names are worked on even if their next attempt is still ahead.
+// A name whose certificate is good until its renewal time is only
+// rescheduled, after its CA was asked whether the renewal window moved
+// (keep). urgent names are ordered even if their next attempt is still
+// ahead.
 func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -54,81 +58,338 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 			at = r.timeRand(func(rnd *rand.Rand) time.Time { return RenewalTime(cur.NotBefore, cur.NotAfter, rnd) })
 		}
 		if at.After(now) {
-			// Nothing to do yet: the certificate is good until its renewal
-			// time.
-			r.record(ctx, log, name, func(d *store.Domain) {
-				d.State, d.CertID, d.NextAttempt = store.StateValid, cur.ID, at
-			})
-			if cur.ID != d.CertID {
-				log.Info("serving certificate adopted", "cert_id", cur.ID, "source", cur.Source, "renew_at", at.UTC())
-			}
+			r.keep(ctx, log, d, cur, at, now)
 			return
 		}
 	}
+	if r.giveUp(ctx, log, d, urgent, now) {
+		return
+	}
+	r.order(ctx, log, d, cur)
+}
 
+// order obtains a certificate for d from the first candidate CA that
+// issues one and records the outcome. cur is the certificate that serves
+// the name now, nil when there is none.
+//
+// A CA is passed over, for this attempt only, when its limits hold the
+// order back, when the pre-flight refuses the name for this CA only (CAA
+// allows another CA), or when its order fails for a reason of the CA's own
+// (transient, rateLimited, a refusal by its policy: see nameFailure). A
+// failure of the name itself (DNS, a failed validation) ends the attempt:
+// another CA would fail the same way. When every CA held the order back
+// the name waits for the first to have room; otherwise the failures are
+// recorded and the name backs off.
+func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, cur *store.Certificate) {
 	profile := d.Profile
 	if profile == "" {
 		profile = r.cfg.DefaultProfile
 	}
-	// Only a certificate from ACME is named as replaced: one imported from
-	// elsewhere was issued to another account, and a CA may refuse it.
-	replaces := cur
-	if cur != nil && cur.Source != "acme" {
-		replaces = nil
-	}
-	order := Order{Name: name, Profile: profile, Replaces: replaces}
-	kind := ClassifyOrder(order, r.cfg.CAOffersARI, now)
-	if err := r.gate(ctx, log, d, kind, urgent, now); err != nil {
-		if !errors.Is(err, errDeferred) {
-			r.orderRefused(err)
-			r.failed(ctx, log, name, cur, err, now, 0)
-		}
-		return
-	}
-
 	state := store.StateIssuing
 	if cur != nil {
 		state = store.StateRenewing
 	}
-	if !r.record(ctx, log, name, func(d *store.Domain) {
-		if d.State == store.StateGivenUp {
-			// An operator asked to try again: a fresh start.
-			d.Failures, d.FailingSince = 0, time.Time{}
+	var (
+		errs    caErrors
+		held    hold
+		started bool          // the record says an order is under way
+		took    time.Duration // the time the orders sent took
+	)
+	for _, ca := range r.candidates(cur, r.cfg.Now()) {
+		o := r.orderFor(ca, d.Name, profile, cur)
+		res := r.orderAt(ctx, log, ca, o, cur != nil, func() bool {
+			if started {
+				return true
+			}
+			started = r.record(ctx, log, d.Name, func(d *store.Domain) {
+				if d.State == store.StateGivenUp {
+					// An operator asked to try again: a fresh start.
+					d.Failures, d.FailingSince = 0, time.Time{}
+				}
+				d.State = state
+			})
+			return started
+		})
+		took += res.took
+		switch {
+		case res.stop:
+			return
+		case res.cert != nil:
+			r.obtained(ctx, log, ca, d.Name, res.cert, took)
+			return
+		case res.err == nil:
+			if held.at.IsZero() || res.held.at.Before(held.at) {
+				held = res.held
+			}
+			continue
 		}
-		d.State = state
-	}) {
-		r.cfg.Limiter.refund(order, kind)
-		return
+		errs = append(errs, caError{ca: ca.Name, err: res.err})
+		if !res.next {
+			break
+		}
+		log.Info("order failed at one CA; trying the next", "ca", ca.Name, "error", res.err)
 	}
-	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
-	start := time.Now()
-	r.orderStarted()
-	cert, err := r.issuer.Obtain(octx, order)
-	cancel()
-	r.settle(name, kind, err)
-	if err == nil {
-		err = r.store.PutCertificate(ctx, r.scheduled(cert))
-	}
-	r.orderDone(ctx, start, cur != nil, err)
 	if ctx.Err() != nil {
 		// Shutting down: leave the name due so the next start resumes it.
 		return
 	}
-	now = r.cfg.Now()
-	if err != nil {
-		r.failed(ctx, log, name, cur, err, now, time.Since(start))
+	if len(errs) == 0 {
+		var back store.State // the record is as it was unless an order started
+		if started {
+			back = d.State
+		}
+		r.postpone(ctx, log, d.Name, held, back)
 		return
+	}
+	var err error = errs
+	if len(errs) == 1 && len(r.cas) == 1 {
+		err = errs[0].err
+	}
+	r.failed(ctx, log, d.Name, cur, err, r.cfg.Now(), took)
+}
+
+// orderFor returns the order for name at ca. It replaces cur when ca
+// issued cur (its Origin is ca's directory), and then names cur in its
+// "replaces" field unless ca refused that before. A certificate from
+// elsewhere (imported, another CA) is not named: another account issued
+// it.
+func (r *Renewer) orderFor(ca *caState, name, profile string, cur *store.Certificate) Order {
+	o := Order{Name: name, Profile: profile}
+	if cur == nil || cur.Source != "acme" || cur.Origin != ca.dir {
+		return o
+	}
+	o.Replaces = cur
+	r.mu.Lock()
+	o.NoReplaces = r.refused[name] == cur.Serial
+	r.mu.Unlock()
+	return o
+}
+
+// attempt is the outcome of an order at one CA.
+type attempt struct {
+	cert *store.Certificate // obtained and stored
+	took time.Duration      // how long the order took
+	held hold               // with a nil err and cert: why and until when the CA's limits hold the order back
+	err  error              // the failure
+	next bool               // the failure is the CA's own: try the next CA
+	stop bool               // nothing more to do: the name was removed, or the renewer stops
+}
+
+// hold says until when an order must wait, and for which limit.
+type hold struct {
+	at    time.Time
+	limit string
+}
+
+// orderAt sends o to ca once the gate lets it through, and once more
+// without "replaces" when the CA refused o as a replacement (RFC 9773
+// section 5: the certificate was replaced already, or another account
+// ordered it). start is called just before the first order is sent and
+// reports whether the name is still managed.
+func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) attempt {
+	kind := ClassifyOrder(o, ca.OffersARI, r.cfg.Now())
+	held, err := r.gate(ctx, ca, o.Name, kind)
+	switch {
+	case err != nil:
+		ca.count(func(c *CACounts) { c.Refused++ })
+		r.orderRefused(ca.Name, err)
+		return attempt{err: err, next: !nameFailure(err)}
+	case !held.at.IsZero():
+		ca.count(func(c *CACounts) { c.Deferred++ })
+		return attempt{held: held, stop: ctx.Err() != nil}
+	case !start():
+		ca.Limiter.refund(o, kind)
+		return attempt{stop: true}
+	}
+	cert, took, err := r.obtain(ctx, ca, o, kind, renewal)
+	if refusedReplaces(err) && ctx.Err() == nil {
+		first := took
+		log.Info("the CA refused the order as a replacement; ordering without replaces", "ca", ca.Name, "error", err)
+		r.mu.Lock()
+		r.refused[o.Name] = o.Replaces.Serial
+		r.mu.Unlock()
+		o.NoReplaces = true
+		kind = ClassifyOrder(o, ca.OffersARI, r.cfg.Now())
+		if held := r.reserve(ctx, ca, o.Name, kind); !held.at.IsZero() {
+			ca.count(func(c *CACounts) { c.Deferred++ })
+			return attempt{held: held, took: first, stop: ctx.Err() != nil}
+		}
+		cert, took, err = r.obtain(ctx, ca, o, kind, renewal)
+		took += first
+	}
+	switch {
+	case ctx.Err() != nil:
+		return attempt{stop: true}
+	case err != nil:
+		return attempt{err: err, took: took, next: cert == nil && !nameFailure(err)}
+	}
+	return attempt{cert: cert, took: took}
+}
+
+// obtain sends one order to ca and stores the certificate it returns. It
+// tells the Limiter and the Metrics how the order ended. A certificate
+// that was obtained but could not be stored is returned with the store's
+// error.
+func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind OrderKind, renewal bool) (*store.Certificate, time.Duration, error) {
+	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
+	start := time.Now()
+	r.orderStarted(ca.Name)
+	cert, err := ca.Issuer.Obtain(octx, o)
+	cancel()
+	r.settle(ca, o.Name, kind, err)
+	if ctx.Err() == nil {
+		ca.ended(outcomeOf(err), r.cfg.Now())
+	}
+	if err == nil {
+		if err = r.store.PutCertificate(ctx, r.scheduled(cert)); err == nil {
+			r.mu.Lock()
+			delete(r.refused, o.Name)
+			r.mu.Unlock()
+		}
+	}
+	r.orderDone(ctx, ca.Name, start, renewal, err)
+	return cert, time.Since(start), err
+}
+
+// obtained records the certificate ca issued for name: the name is valid
+// until the certificate's renewal time, or until its renewal window is
+// next polled, whichever is first.
+func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, name string, cert *store.Certificate, took time.Duration) {
+	now := r.cfg.Now()
+	next := cert.RenewAt
+	if _, inf := r.informer(cert); inf != nil {
+		next = earliest(next, now.Add(r.pollDelay(0)))
 	}
 	r.record(ctx, log, name, func(d *store.Domain) {
 		d.State = store.StateValid
 		d.CertID = cert.ID
-		d.NextAttempt = cert.RenewAt
+		d.NextAttempt = next
 		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
 		d.UpdatedAt = now
-		d.AddAttempt(store.Attempt{At: now, Outcome: "issued", Serial: cert.Serial, Took: time.Since(start)})
+		d.AddAttempt(store.Attempt{At: now, Outcome: "issued", Serial: cert.Serial, Took: took})
 	})
-	log.Info("certificate obtained", "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
-		"renew_at", cert.RenewAt.UTC(), "took", time.Since(start).Round(time.Millisecond))
+	log.Info("certificate obtained", "ca", ca.Name, "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
+		"renew_at", cert.RenewAt.UTC(), "took", took.Round(time.Millisecond))
+}
+
+// outcomeOf sorts an order's error for the CA's counters.
+func outcomeOf(err error) caOutcome {
+	var ae *ACMEError
+	switch {
+	case err == nil:
+		return caIssued
+	case errors.As(err, &ae) && ae.Kind == KindRateLimited:
+		return caLimited
+	case nameFailure(err):
+		return caFailedName
+	}
+	return caFailedCA
+}
+
+// nameFailures are the ACME problems that say the name itself could not
+// be validated: another CA would fail the same way.
+var nameFailures = map[string]bool{
+	"dns": true, "connection": true, "unauthorized": true, "incorrectResponse": true, "tls": true, "compound": true,
+}
+
+// nameFailure reports whether err is a failure of the name itself, which
+// no other CA can help with: the pre-flight found that the name does not
+// resolve, does not point here, or its DNS cannot be read; or the CA
+// tried to validate the name and failed (dns, connection, unauthorized,
+// incorrectResponse, tls), or refused it for a reason of certserver's own
+// (a wildcard, an empty name). Any other failure is the CA's: transient
+// errors, rate limits, a refusal by the CA's policy (rejectedIdentifier),
+// a CAA record that forbids this CA (the next CA's pre-flight decides for
+// it), a profile or account problem, and a "replaces" the CA refused.
+// Errors from issuers other than ACMEIssuer are the name's when they say
+// they are permanent.
+func nameFailure(err error) bool {
+	var pe *PreflightError
+	if errors.As(err, &pe) {
+		return pe.Step != StepCAA || pe.Err != nil
+	}
+	var ae *ACMEError
+	if errors.As(err, &ae) {
+		if ae.Kind != KindPermanent || ae.ReplacesRefused {
+			return false
+		}
+		return ae.Problem == "" || nameFailures[shortProblem(ae.Problem)]
+	}
+	var p permanent
+	return errors.As(err, &p) && p.Permanent()
+}
+
+// refusedReplaces reports whether err says the CA refused an order as the
+// replacement of the certificate it named.
+func refusedReplaces(err error) bool {
+	var ae *ACMEError
+	return errors.As(err, &ae) && ae.ReplacesRefused
+}
+
+// caError is the failure of an order at one CA.
+type caError struct {
+	ca  string
+	err error
+}
+
+// caErrors are the failures of one attempt at several CAs. The message
+// names each CA; errors.As and errors.Is look into every failure.
+type caErrors []caError
+
+func (e caErrors) Error() string {
+	parts := make([]string, len(e))
+	for i, ce := range e {
+		parts[i] = ce.err.Error()
+		if ce.ca != "" {
+			parts[i] = "at " + ce.ca + ": " + parts[i]
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e caErrors) Unwrap() []error {
+	errs := make([]error, len(e))
+	for i, ce := range e {
+		errs[i] = ce.err
+	}
+	return errs
+}
+
+// refusedOnly reports whether err holds pre-flight refusals only.
+func refusedOnly(err error) bool {
+	if many, ok := err.(caErrors); ok {
+		for _, ce := range many {
+			if !refusedOnly(ce.err) {
+				return false
+			}
+		}
+		return len(many) > 0
+	}
+	var pe *PreflightError
+	return errors.As(err, &pe)
+}
+
+// retryWait is how long the CAs asked to wait after err: for several
+// failures the shortest wait, and none when one of them did not ask.
+func retryWait(err error) time.Duration {
+	if many, ok := err.(caErrors); ok {
+		var wait time.Duration
+		for i, ce := range many {
+			w := retryWait(ce.err)
+			if w <= 0 {
+				return 0
+			}
+			if i == 0 || w < wait {
+				wait = w
+			}
+		}
+		return wait
+	}
+	var ra retryAfter
+	if errors.As(err, &ra) {
+		return ra.RetryAfter()
+	}
+	return 0
 }
 
 // current returns the certificate that serves d: the one it obtained, else
@@ -159,14 +420,16 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 	return c
 }
 
-// failed records a failed order and schedules the next attempt: after the
-// backoff for the count of consecutive failures, or later when the CA said
-// when to come back.
+// failed records a failed attempt, which took took, and schedules the next
+// one: after the backoff for the count of consecutive failures, or later
+// when the CAs said when to come back. The attempt is "refused" when the
+// pre-flight refused the name for every CA tried, so that nothing was
+// sent, else "failed".
 func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration) {
-	var ra retryAfter
-	caWait := time.Duration(0)
-	if errors.As(err, &ra) {
-		caWait = ra.RetryAfter()
+	caWait := retryWait(err)
+	outcome := "failed"
+	if refusedOnly(err) {
+		outcome = "refused"
 	}
 	var rec store.Domain
 	ok := r.record(ctx, log, name, func(d *store.Domain) {
@@ -179,10 +442,6 @@ func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur
 		wait := r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
 		d.NextAttempt = now.Add(max(wait, caWait))
 		d.UpdatedAt = now
-		outcome := "failed"
-		if pe := (*PreflightError)(nil); errors.As(err, &pe) {
-			outcome = "refused"
-		}
 		d.AddAttempt(store.Attempt{At: now, Outcome: outcome, Error: err.Error(), Took: took})
 		rec = *d
 	})
@@ -225,4 +484,12 @@ func (r *Renewer) record(ctx context.Context, log *slog.Logger, name string, cha
 		log.Error("write domain", "error", err)
 	}
 	return false
+}
+
+// earliest returns the earlier of a and b.
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -53,6 +53,10 @@ type AdminConfig struct {
 	// state, a scan of every record. Default DefaultStateCountTTL (10s);
 	// negative counts on every request.
 	StateCountTTL time.Duration
+	// Ready tells GET /readyz whether the sidecar can serve nginx, beyond
+	// its store answering (serve checks that the certificate endpoint
+	// accepts connections). Default nil: the store answering is enough.
+	Ready func(ctx context.Context) error
 	// RequestTimeout bounds the store work of one request. Default 30s.
 	RequestTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
@@ -127,11 +131,14 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 }
 
 // AdminAPI is the HTTP server operators and the certserver CLI use, on a
-// loopback TCP address. Every request but GET /healthz needs the header
+// loopback TCP address. Every request but GET /healthz and GET /readyz
+// needs the header
 // "Authorization: Bearer TOKEN". Answers are JSON; errors are api.Error
 // documents naming the problem.
 //
 //	GET    /healthz                   200 "ok" when the store answers, else 503
+//	GET    /readyz                    200 "ready" when the store answers and the
+//	                                  certificate endpoint serves (Ready), else 503
 //	GET    /                          the status page, HTML (Metrics set; the token
 //	                                  may also come as the HTTP Basic password)
 //	GET    /metrics                   Prometheus metrics (Metrics set)
@@ -189,6 +196,7 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 		listScan:  api.ListDomainsScan,
 	}
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/healthz", public: true, handle: a.healthz})
+	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/readyz", public: true, handle: a.readyz})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/certificates", handle: a.importCertificate})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains", maxBody: cfg.MaxDomainsBody, handle: a.addDomains})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/domains", handle: a.listDomains})
@@ -400,23 +408,47 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// healthz answers 200 "ok" when the store answers, else 503.
+// healthz answers 200 "ok" when the store answers, else 503: the process
+// is alive (liveness).
 func (a *AdminAPI) healthz(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
-	var err error
-	if p, ok := a.store.(Pinger); ok {
-		err = p.Ping(ctx)
-	} else {
-		_, err = a.store.ListCertificates(ctx, "", 1)
-	}
-	rc.SetContentType("text/plain; charset=utf-8")
-	rc.Response.Header.Set("Cache-Control", "no-store")
-	if err != nil {
+	if err := a.pingStore(ctx); err != nil {
 		a.log.Error("health check: store failed", "error", err)
-		rc.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		rc.SetBodyString("store unavailable\n")
+		plain(rc, fasthttp.StatusServiceUnavailable, "store unavailable\n")
 		return nil
 	}
-	rc.SetStatusCode(fasthttp.StatusOK)
-	rc.SetBodyString("ok\n")
+	plain(rc, fasthttp.StatusOK, "ok\n")
 	return nil
+}
+
+// readyz answers 200 "ready" when the store answers and Ready (if set)
+// says the sidecar can serve nginx, else 503 with the reason: the sidecar
+// may take traffic (readiness), for a load balancer or a rollout script.
+func (a *AdminAPI) readyz(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
+	err := a.pingStore(ctx)
+	if err == nil && a.cfg.Ready != nil {
+		err = a.cfg.Ready(ctx)
+	}
+	if err != nil {
+		a.log.Warn("readiness check failed", "error", err)
+		plain(rc, fasthttp.StatusServiceUnavailable, "not ready: "+err.Error()+"\n")
+		return nil
+	}
+	plain(rc, fasthttp.StatusOK, "ready\n")
+	return nil
+}
+
+func (a *AdminAPI) pingStore(ctx context.Context) error {
+	if p, ok := a.store.(Pinger); ok {
+		return p.Ping(ctx)
+	}
+	_, err := a.store.ListCertificates(ctx, "", 1)
+	return err
+}
+
+// plain writes a short uncacheable text answer.
+func plain(rc *fasthttp.RequestCtx, status int, body string) {
+	rc.SetContentType("text/plain; charset=utf-8")
+	rc.Response.Header.Set("Cache-Control", "no-store")
+	rc.SetStatusCode(status)
+	rc.SetBodyString(body)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/certserver/client"
+	"github.com/certserver/certserver/store"
 )
 
 const testToken = "s3cret-token"
@@ -78,6 +79,7 @@ func TestAdminAuth(t *testing.T) {
 		{desc: "unknown route with token", method: "GET", path: "/v1/secret", auth: "Bearer " + testToken, status: 404, want: "no such endpoint"},
 		{desc: "healthz needs no token", method: "GET", path: "/healthz", status: 200},
 		{desc: "healthz with a wrong token", method: "GET", path: "/healthz", auth: "Bearer nope", status: 200},
+		{desc: "readyz needs no token", method: "GET", path: "/readyz", status: 200},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -253,6 +255,32 @@ func TestAdminHealthzStoreDown(t *testing.T) {
 	resp, _, raw := call(t, "GET", base+"/healthz", "", "", "")
 	if resp.StatusCode != 503 {
 		t.Fatalf("status %d, want 503: %s", resp.StatusCode, raw)
+	}
+}
+
+func TestAdminReadyz(t *testing.T) {
+	tests := []struct {
+		desc   string
+		st     store.Store
+		ready  func(context.Context) error
+		status int
+		want   string
+	}{
+		{desc: "store answers, no readiness hook", st: newTestStore(t), status: 200, want: "ready"},
+		{desc: "hook says ready", st: newTestStore(t), ready: func(context.Context) error { return nil }, status: 200, want: "ready"},
+		{desc: "certificate endpoint down", st: newTestStore(t), ready: func(context.Context) error {
+			return errors.New("certificate endpoint unix:/run/certserver/certs.sock: connection refused")
+		}, status: 503, want: "not ready: certificate endpoint"},
+		{desc: "store down", st: failingStore{Store: newTestStore(t), err: errors.New("closed")}, status: 503, want: "not ready: closed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			base := startAdmin(t, AdminConfig{Token: testToken, Ready: tc.ready}, tc.st)
+			resp, _, raw := call(t, "GET", base+"/readyz", "", "", "")
+			if resp.StatusCode != tc.status || !strings.Contains(raw, tc.want) {
+				t.Fatalf("status %d %q, want %d containing %q", resp.StatusCode, raw, tc.status, tc.want)
+			}
+		})
 	}
 }
 

@@ -28,9 +28,6 @@ const filterBatch = 1000
 // api.ListDomainsScan records: a page cut short says where to go on.
 const filterBudget = 5 * time.Second
 
-// allStates are the states a name can be in, in life-cycle order.
-var allStates = []store.State{store.StatePending, store.StateIssuing, store.StateValid, store.StateRenewing, store.StateFailing, store.StateRemoved}
-
 // domainFilter selects the names GET /v1/domains lists. Its zero value
 // selects every name.
 type domainFilter struct {
@@ -97,7 +94,7 @@ func parseListQuery(args *fasthttp.Args) (after string, limit int, f domainFilte
 		case "state":
 			for s := range strings.SplitSeq(val, ",") {
 				st := store.State(strings.ToLower(strings.TrimSpace(s)))
-				if !slices.Contains(allStates, st) {
+				if !slices.Contains(store.States, st) {
 					bad = errorf(fasthttp.StatusBadRequest, "state %q: want one of %s (several separated by commas)", s, stateList())
 					return
 				}
@@ -129,8 +126,8 @@ func parseListQuery(args *fasthttp.Args) (after string, limit int, f domainFilte
 
 // stateList names the states for an error message.
 func stateList() string {
-	s := make([]string, len(allStates))
-	for i, st := range allStates {
+	s := make([]string, len(store.States))
+	for i, st := range store.States {
 		s[i] = string(st)
 	}
 	return strings.Join(s, ", ")

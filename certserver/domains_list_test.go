@@ -124,7 +124,7 @@ func TestAdminListDomainsFilters(t *testing.T) {
 func TestAdminListDomainsBadQuery(t *testing.T) {
 	env := newDomainsEnv(t, AdminConfig{})
 	tests := []struct{ query, want string }{
-		{"state=bogus", `state "bogus": want one of pending, issuing, valid, renewing, failing, removed`},
+		{"state=bogus", `state "bogus": want one of pending, issuing, valid, renewing, failing, given_up, removed`},
 		{"state=valid,", `state "": want one of`},
 		{"expiring=7x", `expiring "7x": want a whole number of days (7d) or a duration (72h, 90m)`},
 		{"expiring=d", `expiring "d"`},

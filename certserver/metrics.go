@@ -294,12 +294,6 @@ var (
 		"How long the last complete inventory of the store took.", nil, nil)
 )
 
-// knownStates are the states certserver_domains always exports.
-var knownStates = []store.State{
-	store.StatePending, store.StateIssuing, store.StateValid,
-	store.StateRenewing, store.StateFailing, store.StateGivenUp, store.StateRemoved,
-}
-
 func (c inventoryCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDomains, descQueueDepth, descCerts, descExpired, descExpiring, descInvTime, descInvTook} {
 		ch <- d
@@ -314,7 +308,7 @@ func (c inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	for _, s := range knownStates {
+	for _, s := range store.States {
 		gauge(descDomains, float64(inv.States[s]), string(s))
 	}
 	for s, n := range inv.States {
@@ -332,7 +326,7 @@ func (c inventoryCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func knownState(s store.State) bool {
-	for _, k := range knownStates {
+	for _, k := range store.States {
 		if s == k {
 			return true
 		}

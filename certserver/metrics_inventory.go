@@ -84,7 +84,7 @@ const maxErrorText = 2000
 // and soonestLimit certificates.
 func scanInventory(ctx context.Context, st store.Store, now time.Time, failingLimit, soonestLimit int) (*Inventory, error) {
 	start := time.Now()
-	inv := &Inventory{At: now, States: make(map[store.State]int, len(knownStates))}
+	inv := &Inventory{At: now, States: make(map[store.State]int, len(store.States))}
 	failing := smallest[FailingName]{limit: failingLimit, cmp: func(a, b FailingName) int {
 		return cmp.Or(a.FailingSince.Compare(b.FailingSince), cmp.Compare(a.Name, b.Name))
 	}}

@@ -147,8 +147,8 @@ func (a *AdminAPI) queue(ctx context.Context) (*api.Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	q.States = make(map[string]int, len(allStates))
-	for _, st := range allStates {
+	q.States = make(map[string]int, len(store.States))
+	for _, st := range store.States {
 		q.States[string(st)] = c.states[st]
 	}
 	q.StatesScanned, q.StatesComplete, q.StatesAt = c.scanned, c.complete, c.at

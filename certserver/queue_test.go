@@ -61,7 +61,7 @@ func TestAdminQueue(t *testing.T) {
 	if !q.Issuance || q.InFlight != 3 || q.Throughput != 2 || !q.BacklogDoneAt.Equal(now.Add(3*time.Second)) {
 		t.Errorf("renewer: issuance %v, in flight %d, throughput %v, backlog done at %s", q.Issuance, q.InFlight, q.Throughput, q.BacklogDoneAt)
 	}
-	want := map[string]int{"pending": 4, "issuing": 0, "valid": 8, "renewing": 2, "failing": 2, "removed": 1}
+	want := map[string]int{"pending": 4, "issuing": 0, "valid": 8, "renewing": 2, "failing": 2, "given_up": 0, "removed": 1}
 	if fmt.Sprint(q.States) != fmt.Sprint(want) || q.StatesScanned != 17 || !q.StatesComplete || !q.StatesAt.Equal(now) {
 		t.Errorf("states %v scanned %d complete %v at %s; want %v, 17, complete", q.States, q.StatesScanned, q.StatesComplete, q.StatesAt, want)
 	}

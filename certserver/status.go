@@ -118,7 +118,7 @@ func (a *AdminAPI) statusPage(_ context.Context, rc *fasthttp.RequestCtx, _ para
 // old.
 func (v *statusView) judge(interval time.Duration) {
 	inv := v.Inv
-	for _, s := range knownStates {
+	for _, s := range store.States {
 		n := inv.States[s]
 		v.States = append(v.States, stateRow{State: s, N: n, Bad: (s == store.StateFailing || s == store.StateGivenUp) && n > 0})
 	}

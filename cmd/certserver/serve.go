@@ -7,9 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/store"
@@ -153,6 +155,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			MaxBody:          cfg.Admin.MaxBody,
 			MaxDomainsBody:   cfg.Admin.MaxDomainsBody,
 			Metrics:          metrics,
+			Ready:            func(ctx context.Context) error { return dialEach(ctx, certs.Addrs()) },
 		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
@@ -330,4 +333,23 @@ func newLogger(w io.Writer, cfg logConfig) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// dialEach connects to every address, and reports the first that does not
+// accept: the certificate endpoint is ready when nginx could reach it.
+func dialEach(ctx context.Context, addrs []net.Addr) error {
+	if len(addrs) == 0 {
+		return errors.New("certificate endpoint is not listening")
+	}
+	var d net.Dialer
+	for _, a := range addrs {
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, err := d.DialContext(dctx, a.Network(), a.String())
+		cancel()
+		if err != nil {
+			return fmt.Errorf("certificate endpoint %s:%s: %w", a.Network(), a, err)
+		}
+		conn.Close()
+	}
+	return nil
 }

@@ -87,6 +87,16 @@ level = "debug"
 	if strings.Contains(stderr.String(), testToken) || strings.Contains(stderr.String(), "PRIVATE KEY") {
 		t.Error("the log holds the token or a key")
 	}
+	// Ready: the store answers and the certificate endpoint accepts.
+	resp, err = http.Get(m[1] + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ready\n" {
+		t.Fatalf("GET /readyz: %d %q, want 200 ready", resp.StatusCode, body)
+	}
 
 	cancel()
 	select {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/renewer/dnstest"
 	"github.com/certserver/certserver/renewer/pebbletest"
 	"github.com/go-acme/lego/v4/certificate"
 )
@@ -286,7 +287,9 @@ func TestACMERestart(t *testing.T) {
 func TestACMEFailure(t *testing.T) {
 	t.Parallel()
 	const name = "nx.fail.test" // no records: NXDOMAIN
-	env := startACMEEnv(t, acmeEnvOptions{})
+	// Pre-flight off: it would refuse the name before Pebble saw it
+	// (TestACMEPreflightRefuses covers that).
+	env := startACMEEnv(t, acmeEnvOptions{NoPreflight: true})
 
 	env.side.addDomains(t, name)
 	var d *domainDoc
@@ -311,6 +314,36 @@ func TestACMEFailure(t *testing.T) {
 	}
 	if n := env.ca.OrdersFor(name); n != 1 {
 		t.Errorf("%d orders for %s, want 1", n, name)
+	}
+	env.ngx.AssertCleanErrorLog(t)
+}
+
+// TestACMEPreflightRefuses: before every order the sidecar checks DNS and
+// CAA as the CA will. A name whose CAA allows another CA only, and a name
+// DNS knows nothing of, are never ordered (Pebble sees no order for them)
+// and end failing with the reason; a name whose CAA allows Pebble is issued.
+func TestACMEPreflightRefuses(t *testing.T) {
+	t.Parallel()
+	env := startACMEEnv(t, acmeEnvOptions{CAAIdentities: []string{"pebble.test"}})
+	const denied, nowhere, allowed = "shop.caa-denied.test", "nowhere.preflight.test", "shop.caa-allowed.test"
+	env.pointHere(denied, allowed)
+	env.ca.DNS.SetCAA("caa-denied.test", dnstest.CAA{Tag: "issue", Value: "other-ca.example"})
+	env.ca.DNS.SetCAA("caa-allowed.test", dnstest.CAA{Tag: "issue", Value: "pebble.test"})
+
+	env.side.addDomains(t, denied, nowhere, allowed)
+	eventually(t, 30*time.Second, allowed+" valid", env.side.domainState(allowed, "valid", nil))
+	for name, want := range map[string]string{denied: "other-ca.example", nowhere: "does not resolve"} {
+		var d *domainDoc
+		eventually(t, 30*time.Second, name+" failing", env.side.domainState(name, "failing", &d))
+		if !strings.Contains(d.LastError, "pre-flight") || !strings.Contains(d.LastError, want) {
+			t.Errorf("%s: last_error %q, want the pre-flight's reason naming %q", name, d.LastError, want)
+		}
+		if n := env.ca.OrdersFor(name); n != 0 {
+			t.Errorf("%s: %d ACME orders, want none: the pre-flight should have stopped it", name, n)
+		}
+	}
+	if n := env.ca.OrdersFor(allowed); n != 1 {
+		t.Errorf("%s: %d orders, want 1", allowed, n)
 	}
 	env.ngx.AssertCleanErrorLog(t)
 }

@@ -46,6 +46,13 @@ type acmeEnvOptions struct {
 	Profile string
 	// Workers is [renewer] workers. Default 4.
 	Workers int
+	// NoPreflight turns the sidecar's pre-flight off, so that a name DNS
+	// knows nothing of reaches Pebble, whose words the test wants. Default
+	// false: pre-flight on, asking Pebble's DNS server.
+	NoPreflight bool
+	// CAAIdentities is [acme] caa_identities: the CAA issuer names the
+	// pre-flight takes to mean Pebble. Default none: CAA is not checked.
+	CAAIdentities []string
 	// Extra returns TOML to append to the sidecar's configuration, such
 	// as an [on_demand] section; it is given the running Pebble (for its
 	// DNS server's address). Default nil: nothing.
@@ -81,9 +88,12 @@ func startACMEEnv(t testing.TB, opts acmeEnvOptions) *acmeEnv {
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: addrPort(t, ngx.HTTPAddr()), Profiles: opts.Profiles})
 	caRoots := filepath.Join(dir, "pebble-listener.pem")
 	writeListenerPEM(t, ca, caRoots)
-	extra := ""
+	extra := fmt.Sprintf("\n[preflight]\nresolvers = [%q]\n", ca.DNS.Addr())
+	if opts.NoPreflight {
+		extra = "\n[preflight]\nenabled = false\n"
+	}
 	if opts.Extra != nil {
-		extra = opts.Extra(ca)
+		extra += opts.Extra(ca)
 	}
 
 	side := startSidecarWith(t, bin, sidecarOptions{
@@ -99,11 +109,12 @@ agree_terms = true
 ca_roots = %q
 profile = %q
 timeout = "1m"
+caa_identities = %s
 
 [renewer]
 workers = %d
 idle_wait = "1s"
-`, challenge, ca.DirectoryURL, caRoots, opts.Profile, opts.Workers) + extra,
+`, challenge, ca.DirectoryURL, caRoots, opts.Profile, tomlStrings(opts.CAAIdentities), opts.Workers) + extra,
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -322,4 +333,13 @@ func addrPort(t testing.TB, addr string) int {
 		t.Fatal(err)
 	}
 	return port
+}
+
+// tomlStrings writes list as a TOML array of strings.
+func tomlStrings(list []string) string {
+	q := make([]string, len(list))
+	for i, v := range list {
+		q[i] = strconv.Quote(v)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }

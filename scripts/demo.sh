@@ -405,6 +405,10 @@ idle_wait = "5s"
 targets = ["127.0.0.1"]
 resolvers = ["$dns_addr"]
 
+# Before every order, check DNS (and CAA) as the CA will, asking demodns.
+[preflight]
+resolvers = ["$dns_addr"]
+
 [log]
 level = "info"
 EOF

@@ -34,6 +34,7 @@ type config struct {
 	Admin     adminConfig     `toml:"admin"`
 	ACME      acmeConfig      `toml:"acme"`
 	Renewer   renewerConfig   `toml:"renewer"`
+	Preflight preflightConfig `toml:"preflight"`
 	OnDemand  onDemandConfig  `toml:"on_demand"`
 	Log       logConfig       `toml:"log"`
 }
@@ -78,11 +79,57 @@ type acmeConfig struct {
 	Timeout     duration `toml:"timeout"`
 	EABKID      string   `toml:"eab_kid"`
 	EABHMACFile string   `toml:"eab_hmac_file"`
+	// The primary CA's name, CAA identities, ARI and limits.
+	Name          string       `toml:"name"`
+	CAAIdentities []string     `toml:"caa_identities"`
+	ARI           *bool        `toml:"ari"`
+	Limits        limitsConfig `toml:"limits"`
+	// Selection says how orders are shared among the CAs.
+	Selection string `toml:"selection"`
+	// Fallback are further CAs ([[acme.fallback]]), in order.
+	Fallback []caConfig `toml:"fallback"`
+}
+
+// caConfig is one [[acme.fallback]] CA. key_type, reuse_key, profile and
+// timeout are those of [acme].
+type caConfig struct {
+	Name          string       `toml:"name"`
+	Directory     string       `toml:"directory"`
+	Email         string       `toml:"email"`
+	AgreeTerms    bool         `toml:"agree_terms"`
+	CARoots       string       `toml:"ca_roots"`
+	EABKID        string       `toml:"eab_kid"`
+	EABHMACFile   string       `toml:"eab_hmac_file"`
+	CAAIdentities []string     `toml:"caa_identities"`
+	ARI           *bool        `toml:"ari"`
+	Limits        limitsConfig `toml:"limits"`
+}
+
+// limitsConfig is a CA account's rate limits ([acme.limits]), each
+// "BURST/PERIOD" ("300/3h", "50/7d") or "unlimited"; "" keeps Let's
+// Encrypt's published value.
+type limitsConfig struct {
+	NewOrders                        string            `toml:"new_orders"`
+	CertificatesPerRegisteredDomain  string            `toml:"certificates_per_registered_domain"`
+	CertificatesPerExactSet          string            `toml:"certificates_per_exact_set"`
+	AuthorizationFailures            string            `toml:"authorization_failures"`
+	ConsecutiveAuthorizationFailures string            `toml:"consecutive_authorization_failures"`
+	OrderRequests                    string            `toml:"order_requests"`
+	RegisteredDomainOverrides        map[string]string `toml:"registered_domain_overrides"`
 }
 
 type renewerConfig struct {
-	Workers  int      `toml:"workers"`
-	IdleWait duration `toml:"idle_wait"`
+	Workers         int      `toml:"workers"`
+	IdleWait        duration `toml:"idle_wait"`
+	GiveUpAfter     duration `toml:"give_up_after"`
+	ARIPollInterval duration `toml:"ari_poll_interval"`
+}
+
+type preflightConfig struct {
+	Enabled      bool     `toml:"enabled"`
+	Targets      []string `toml:"targets"`
+	AllAddresses bool     `toml:"all_addresses"`
+	Resolvers    []string `toml:"resolvers"`
 }
 
 type onDemandConfig struct {
@@ -124,12 +171,15 @@ func defaultConfig() config {
 			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
 		ACME: acmeConfig{
-			KeyType: string(renewer.KeyECDSAP256),
-			Timeout: duration(3 * time.Minute),
+			KeyType:   string(renewer.KeyECDSAP256),
+			Timeout:   duration(3 * time.Minute),
+			Selection: string(renewer.SelectFailover),
 		},
-		Renewer:  renewerConfig{Workers: 4, IdleWait: duration(time.Minute)},
-		OnDemand: onDemandConfig{AllowTTL: duration(10 * time.Minute), DenyTTL: duration(time.Minute)},
-		Log:      logConfig{Level: "info", Format: "text"},
+		Renewer: renewerConfig{Workers: 4, IdleWait: duration(time.Minute),
+			GiveUpAfter: duration(30 * 24 * time.Hour), ARIPollInterval: duration(12 * time.Hour)},
+		Preflight: preflightConfig{Enabled: true},
+		OnDemand:  onDemandConfig{AllowTTL: duration(10 * time.Minute), DenyTTL: duration(time.Minute)},
+		Log:       logConfig{Level: "info", Format: "text"},
 	}
 }
 
@@ -306,6 +356,59 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	if (a.EABKID == "") != (a.EABHMACFile == "") {
 		bad("acme.eab_kid", "acme.eab_kid and acme.eab_hmac_file go together: set both for external account binding, or neither")
 	}
+	switch renewer.Selection(a.Selection) {
+	case renewer.SelectFailover, renewer.SelectSpread:
+	default:
+		bad("acme.selection", "%q is not one of %s, %s", a.Selection, renewer.SelectFailover, renewer.SelectSpread)
+	}
+	checkLimits("acme.limits", a.Limits, bad)
+	names := map[string]string{caName(a.Name, a.Directory): "acme"}
+	for i, f := range a.Fallback {
+		key := fmt.Sprintf("acme.fallback[%d]", i)
+		if a.Directory == "" {
+			bad(key, "a fallback CA needs a primary one: set acme.directory first")
+		}
+		u, err := url.Parse(f.Directory)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			bad(key+".directory", "%q is not an https URL", f.Directory)
+		}
+		if !f.AgreeTerms {
+			bad(key+".agree_terms", "must be true: registering an account agrees to the CA's terms of service")
+		}
+		if f.Email != "" {
+			if m, err := mail.ParseAddress(f.Email); err != nil || m.Address != f.Email {
+				bad(key+".email", "%q is not an e-mail address", f.Email)
+			}
+		}
+		if (f.EABKID == "") != (f.EABHMACFile == "") {
+			bad(key+".eab_kid", "eab_kid and eab_hmac_file go together")
+		}
+		n := caName(f.Name, f.Directory)
+		if prev, dup := names[n]; dup {
+			bad(key+".name", "%q is also the name of %s: CAs need different names (set name)", n, prev)
+		}
+		names[n] = key
+		checkLimits(key+".limits", f.Limits, bad)
+	}
+	if c.Renewer.GiveUpAfter != 0 && c.Renewer.GiveUpAfter < duration(time.Hour) {
+		bad("renewer.give_up_after", "%v is shorter than 1h (\"0s\" never gives up)", time.Duration(c.Renewer.GiveUpAfter))
+	}
+	if c.Renewer.ARIPollInterval < duration(time.Minute) {
+		bad("renewer.ari_poll_interval", "%v is shorter than 1m", time.Duration(c.Renewer.ARIPollInterval))
+	}
+	for _, t := range c.Preflight.Targets {
+		if _, err := netip.ParseAddr(t); err == nil {
+			continue
+		}
+		if _, err := hostname.Normalize(t); err != nil {
+			bad("preflight.targets", "%q is neither an IP address nor a host name", t)
+		}
+	}
+	for _, r := range c.Preflight.Resolvers {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			bad("preflight.resolvers", "%q: want host:port", r)
+		}
+	}
 	if c.Renewer.Workers < 1 || c.Renewer.Workers > 1000 {
 		bad("renewer.workers", "%d is not from 1 to 1000", c.Renewer.Workers)
 	}
@@ -419,3 +522,71 @@ func (m fileMode) String() string { return fmt.Sprintf("%#o", uint32(m)) }
 
 // std returns d as a time.Duration.
 func (d duration) std() time.Duration { return time.Duration(d) }
+
+// caName is the name a CA goes by in logs and metrics: name, else the
+// directory URL.
+func caName(name, directory string) string {
+	if name != "" {
+		return name
+	}
+	return directory
+}
+
+// checkLimits validates a [..limits] table, naming the key.
+func checkLimits(section string, l limitsConfig, bad func(key, format string, args ...any)) {
+	for key, v := range map[string]string{
+		"new_orders": l.NewOrders, "certificates_per_registered_domain": l.CertificatesPerRegisteredDomain,
+		"certificates_per_exact_set": l.CertificatesPerExactSet, "authorization_failures": l.AuthorizationFailures,
+		"consecutive_authorization_failures": l.ConsecutiveAuthorizationFailures, "order_requests": l.OrderRequests,
+	} {
+		if _, err := parseLimit(v); err != nil {
+			bad(section+"."+key, "%v", err)
+		}
+	}
+	for domain, v := range l.RegisteredDomainOverrides {
+		if _, err := hostname.Normalize(domain); err != nil {
+			bad(section+".registered_domain_overrides", "%v", err)
+		}
+		if _, err := parseLimit(v); err != nil || v == "" {
+			bad(section+".registered_domain_overrides", "%q: %v", domain, err)
+		}
+	}
+}
+
+// parseLimit reads "BURST/PERIOD" ("300/3h", "50/7d": a period is a Go
+// duration, or whole days with a d suffix) or "unlimited". "" is the zero
+// Limit, which means the default.
+func parseLimit(s string) (renewer.Limit, error) {
+	switch s {
+	case "":
+		return renewer.Limit{}, nil
+	case "unlimited":
+		return renewer.Limit{Burst: -1}, nil
+	}
+	burst, period, ok := strings.Cut(s, "/")
+	n, err := strconv.Atoi(strings.TrimSpace(burst))
+	if !ok || err != nil || n < 1 {
+		return renewer.Limit{}, fmt.Errorf("%q: want BURST/PERIOD such as \"300/3h\", or \"unlimited\"", s)
+	}
+	period = strings.TrimSpace(period)
+	var per time.Duration
+	if days, found := strings.CutSuffix(period, "d"); found {
+		d, derr := strconv.Atoi(days)
+		per, err = time.Duration(d)*24*time.Hour, derr
+	} else {
+		per, err = time.ParseDuration(period)
+	}
+	if err != nil || per <= 0 {
+		return renewer.Limit{}, fmt.Errorf("%q: the period %q is not a positive duration such as 3h or 7d", s, period)
+	}
+	return renewer.Limit{Burst: n, Per: per}, nil
+}
+
+// giveUpAfter is renewer.Config.GiveUpAfter for r: "0s" in the file means
+// never, which the renewer spells as a negative duration.
+func giveUpAfter(r renewerConfig) time.Duration {
+	if r.GiveUpAfter == 0 {
+		return -1
+	}
+	return r.GiveUpAfter.std()
+}

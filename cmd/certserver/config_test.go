@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/certserver/certserver/renewer"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -104,6 +106,61 @@ deny_ttl = "5m"
 		{desc: "eab key ID alone", doc: "[acme]\neab_kid = \"kid\"\n", want: "acme.eab_kid and acme.eab_hmac_file go together"},
 		{desc: "unknown acme key", doc: "[acme]\nemail_address = \"x\"\n", want: `unknown key "acme.email_address" (keys of [acme]: directory, email,`},
 		{desc: "no workers", doc: "[renewer]\nworkers = 0\n", want: "renewer.workers"},
+		{desc: "bad selection", doc: "[acme]\nselection = \"random\"\n", want: `acme.selection: "random" is not one of failover, spread`},
+		{desc: "bad limit", doc: "[acme.limits]\nnew_orders = \"300 per 3h\"\n", want: "acme.limits.new_orders"},
+		{desc: "bad limit period", doc: "[acme.limits]\nnew_orders = \"300/3x\"\n", want: `acme.limits.new_orders: "300/3x": the period "3x"`},
+		{desc: "unknown limit", doc: "[acme.limits]\nnew_order = \"300/3h\"\n", want: `unknown key "acme.limits.new_order"`},
+		{desc: "bad domain override", doc: "[acme.limits]\nregistered_domain_overrides = { \"example.com\" = \"lots\" }\n", want: "acme.limits.registered_domain_overrides"},
+		{desc: "fallback without a primary", doc: "[[acme.fallback]]\ndirectory = \"https://ca.example/dir\"\nagree_terms = true\n", want: "acme.fallback[0]: a fallback CA needs a primary one"},
+		{desc: "fallback without terms", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\ndirectory = \"https://b.example/dir\"\n", want: "acme.fallback[0].agree_terms"},
+		{desc: "fallback named like the primary", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\nname = \"ca\"\n[[acme.fallback]]\nname = \"ca\"\ndirectory = \"https://b.example/dir\"\nagree_terms = true\n", want: `acme.fallback[0].name: "ca" is also the name of acme`},
+		{desc: "short give up", doc: "[renewer]\ngive_up_after = \"10m\"\n", want: "renewer.give_up_after"},
+		{desc: "short ARI poll", doc: "[renewer]\nari_poll_interval = \"5s\"\n", want: "renewer.ari_poll_interval"},
+		{desc: "bad preflight target", doc: "[preflight]\ntargets = [\"not a host\"]\n", want: "preflight.targets"},
+		{desc: "preflight resolver without port", doc: "[preflight]\nresolvers = [\"127.0.0.53\"]\n", want: "preflight.resolvers"},
+		{desc: "two CAs, limits and pre-flight", doc: `
+[acme]
+directory = "https://acme-v02.api.letsencrypt.org/directory"
+agree_terms = true
+selection = "spread"
+[acme.limits]
+new_orders = "3000/3h"
+certificates_per_registered_domain = "unlimited"
+registered_domain_overrides = { "example.com" = "500/7d" }
+[[acme.fallback]]
+name = "zerossl"
+directory = "https://acme.zerossl.com/v2/DV90"
+agree_terms = true
+ari = false
+[acme.fallback.limits]
+new_orders = "unlimited"
+[renewer]
+give_up_after = "0s"
+[preflight]
+enabled = false
+`, check: func(t *testing.T, c config) {
+			l, err := limitsOf(c.ACME.Limits)
+			if err != nil || l.NewOrders != (renewer.Limit{Burst: 3000, Per: 3 * time.Hour}) || !l.CertsPerRegisteredDomain.Unlimited() ||
+				l.RegisteredDomainOverrides["example.com"] != (renewer.Limit{Burst: 500, Per: 7 * 24 * time.Hour}) || l.CertsPerExactSet != (renewer.Limit{}) {
+				t.Errorf("limits %+v, %v", l, err)
+			}
+			if len(c.ACME.Fallback) != 1 || c.ACME.Fallback[0].Name != "zerossl" || c.ACME.Fallback[0].ARI == nil || *c.ACME.Fallback[0].ARI ||
+				c.ACME.Fallback[0].Limits.NewOrders != "unlimited" || c.ACME.Selection != "spread" {
+				t.Errorf("fallback %+v, selection %q", c.ACME.Fallback, c.ACME.Selection)
+			}
+			if c.Preflight.Enabled || giveUpAfter(c.Renewer) >= 0 {
+				t.Errorf("preflight %+v, give up after %v", c.Preflight, c.Renewer.GiveUpAfter)
+			}
+			if got := defaultCAAIdentities(c.ACME.Directory); len(got) != 1 || got[0] != "letsencrypt.org" {
+				t.Errorf("CAA identities of Let's Encrypt: %v", got)
+			}
+			if got := defaultCAAIdentities(c.ACME.Fallback[0].Directory); len(got) != 1 || got[0] != "sectigo.com" {
+				t.Errorf("CAA identities of ZeroSSL: %v", got)
+			}
+			if got := defaultCAAIdentities("https://127.0.0.1:14000/dir"); got != nil {
+				t.Errorf("CAA identities of an unknown CA: %v, want none", got)
+			}
+		}},
 		{desc: "bad idle wait", doc: "[renewer]\nidle_wait = \"soon\"\n", want: "renewer.idle_wait"},
 		{desc: "bad allow pattern", doc: "[on_demand]\nallow = [\"*.com\"]\n", want: "on_demand.allow"},
 		{desc: "allow not a list", doc: "[on_demand]\nallow = \"*.example.com\"\n", want: "on_demand.allow"},
@@ -147,7 +204,7 @@ format = "json"
 			}
 		}},
 		{desc: "unknown key", doc: "[certs]\nsockt = \"/x\"\n", want: `unknown key "certs.sockt" (keys of [certs]: socket,`},
-		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, admin, acme, renewer, on_demand, log)`},
+		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, admin, acme, renewer, preflight, on_demand, log)`},
 		{desc: "unknown section", doc: "[dns]\nresolver = \"x\"\n", want: `unknown key "dns"`},
 		{desc: "bad duration", doc: "[certs]\nmax_age = \"10 minutes\"\n", want: `"certs.max_age"`},
 		{desc: "duration as a number", doc: "[certs]\nmin_age = 10\n", want: "certs.min_age"},
@@ -213,7 +270,8 @@ func TestSampleConfig(t *testing.T) {
 			continue
 		}
 		for _, k := range keys {
-			if !strings.Contains(string(b), "\n"+k+" =") && !strings.Contains(string(b), "\n# "+k+" =") {
+			table := "[" + section + "." + k + "]" // [acme.limits], [[acme.fallback]]
+			if !strings.Contains(string(b), "\n"+k+" =") && !strings.Contains(string(b), "\n# "+k+" =") && !strings.Contains(string(b), table) {
 				t.Errorf("deploy/certserver.toml does not document %s.%s", section, k)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -23,78 +24,87 @@ var (
 	_ certserver.Scheduler  = (*renewer.Renewer)(nil)
 	_ certserver.QueueStats = (*renewer.Renewer)(nil)
 	_ certserver.OnDemand   = (*renewer.OnDemand)(nil)
-	_ certserver.Revoker    = (*renewer.ACMEIssuer)(nil)
+	_ certserver.Revoker    = caRevoker(nil)
 )
 
 // acmeRequestTimeout bounds one HTTP request to the CA.
 const acmeRequestTimeout = 30 * time.Second
 
-// acmeFiles is what the files named in [acme] hold, read before the store
-// is opened so that a bad file stops the start at once.
+// acmeFiles is what the files named for one CA hold, read before the
+// store is opened so that a bad file stops the start at once.
 type acmeFiles struct {
-	client *http.Client // trusts the system roots and acme.ca_roots
+	client *http.Client // trusts the system roots and the CA's ca_roots
 	eab    *renewer.ExternalAccount
 }
 
-// readACMEFiles reads acme.ca_roots and acme.eab_hmac_file. Its errors name
-// the key.
-func readACMEFiles(cfg acmeConfig) (*acmeFiles, error) {
+// readACMEFiles reads the files of [acme] and of every [[acme.fallback]],
+// in that order. Its errors name the key.
+func readACMEFiles(cfg acmeConfig) ([]*acmeFiles, error) {
+	f, err := readCAFiles("acme", cfg.CARoots, cfg.EABKID, cfg.EABHMACFile)
+	if err != nil {
+		return nil, err
+	}
+	all := []*acmeFiles{f}
+	for i, fb := range cfg.Fallback {
+		f, err := readCAFiles(fmt.Sprintf("acme.fallback[%d]", i), fb.CARoots, fb.EABKID, fb.EABHMACFile)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, f)
+	}
+	return all, nil
+}
+
+// readCAFiles reads one CA's ca_roots and eab_hmac_file; section names it
+// in errors.
+func readCAFiles(section, caRoots, eabKID, eabFile string) (*acmeFiles, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
 	}
-	if cfg.CARoots != "" {
-		b, err := os.ReadFile(cfg.CARoots)
+	if caRoots != "" {
+		b, err := os.ReadFile(caRoots)
 		if err != nil {
-			return nil, fmt.Errorf("acme.ca_roots: %w", err)
+			return nil, fmt.Errorf("%s.ca_roots: %w", section, err)
 		}
 		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("acme.ca_roots: %s holds no PEM certificate", cfg.CARoots)
+			return nil, fmt.Errorf("%s.ca_roots: %s holds no PEM certificate", section, caRoots)
 		}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	f := &acmeFiles{client: &http.Client{Transport: tr, Timeout: acmeRequestTimeout}}
-	if cfg.EABHMACFile != "" {
-		b, err := os.ReadFile(cfg.EABHMACFile)
+	if eabFile != "" {
+		b, err := os.ReadFile(eabFile)
 		if err != nil {
-			return nil, fmt.Errorf("acme.eab_hmac_file: %w", err)
+			return nil, fmt.Errorf("%s.eab_hmac_file: %w", section, err)
 		}
 		key := strings.TrimSpace(string(b))
 		if key == "" {
-			return nil, fmt.Errorf("acme.eab_hmac_file: %s is empty", cfg.EABHMACFile)
+			return nil, fmt.Errorf("%s.eab_hmac_file: %s is empty", section, eabFile)
 		}
-		f.eab = &renewer.ExternalAccount{KeyID: cfg.EABKID, HMACKey: key}
+		f.eab = &renewer.ExternalAccount{KeyID: eabKID, HMACKey: key}
 	}
 	return f, nil
 }
 
-// issuance is the ACME side of the sidecar: the renewer and, when a check
-// is configured, on-demand issuance.
+// issuance is the ACME side of the sidecar: the renewer with its CAs and,
+// when a check is configured, on-demand issuance.
 type issuance struct {
-	directory string
-	issuer    *renewer.ACMEIssuer
+	directory string // the primary CA's
+	issuers   []*renewer.ACMEIssuer
 	renewer   *renewer.Renewer
 	onDemand  *renewer.OnDemand // nil when on-demand issuance is off
 }
 
-// newIssuance builds the issuer, the renewer and the on-demand policy of
-// cfg over st. lego's log goes to logger. The renewer's metrics are
-// registered with metrics, when it is not nil.
-func newIssuance(cfg config, files *acmeFiles, st store.Store, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
+// newIssuance builds the issuers, the renewer and the on-demand policy of
+// cfg over st; files are readACMEFiles' answer. lego's log goes to logger.
+// The renewer's metrics are registered with metrics, when it is not nil.
+func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
 	a := cfg.ACME
-	issuer, err := renewer.NewACMEIssuer(renewer.ACMEConfig{
-		Directory:  a.Directory,
-		Email:      a.Email,
-		AgreeTerms: a.AgreeTerms,
-		EAB:        files.eab,
-		KeyType:    renewer.KeyType(a.KeyType),
-		ReuseKey:   a.ReuseKey,
-		Timeout:    a.Timeout.std(),
-		HTTPClient: files.client,
-	}, st, logger)
+	cas, issuers, err := buildCAs(a, files, st, logger)
 	if err != nil {
-		return nil, fmt.Errorf("acme: %w", err)
+		return nil, err
 	}
 	renewer.SetLegoLogger(logger)
 	// orderMetrics stays a nil interface when there are no metrics.
@@ -106,17 +116,32 @@ func newIssuance(cfg config, files *acmeFiles, st store.Store, metrics *certserv
 		}
 		orderMetrics = pm
 	}
+	var preflight *renewer.Preflight
+	if p := cfg.Preflight; p.Enabled {
+		resolver, err := renewer.NewResolver(p.Resolvers, 0)
+		if err != nil {
+			return nil, fmt.Errorf("preflight.resolvers: %w", err)
+		}
+		if preflight, err = renewer.NewPreflight(renewer.PreflightConfig{Targets: p.Targets, AllAddresses: p.AllAddresses}, resolver); err != nil {
+			return nil, fmt.Errorf("preflight: %w", err)
+		}
+	}
 	rn, err := renewer.New(renewer.Config{
-		Workers:        cfg.Renewer.Workers,
-		OrderTimeout:   a.Timeout.std(),
-		IdleWait:       cfg.Renewer.IdleWait.std(),
-		DefaultProfile: a.Profile,
-		Metrics:        orderMetrics,
-	}, st, issuer, logger)
+		Workers:         cfg.Renewer.Workers,
+		OrderTimeout:    a.Timeout.std(),
+		IdleWait:        cfg.Renewer.IdleWait.std(),
+		DefaultProfile:  a.Profile,
+		Metrics:         orderMetrics,
+		CAs:             cas,
+		Selection:       renewer.Selection(a.Selection),
+		Preflight:       preflight,
+		GiveUpAfter:     giveUpAfter(cfg.Renewer),
+		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
+	}, st, nil, logger)
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)
 	}
-	is := &issuance{directory: a.Directory, issuer: issuer, renewer: rn}
+	is := &issuance{directory: a.Directory, issuers: issuers, renewer: rn}
 	if !cfg.OnDemand.enabled() {
 		return is, nil
 	}
@@ -159,4 +184,119 @@ func (is *issuance) run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return err
+}
+
+// buildCAs makes the issuer, the rate limiter and the settings of the
+// primary CA and of every fallback, in order.
+func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
+	type ca struct {
+		section, name, directory, email string
+		agree                           bool
+		caa                             []string
+		ari                             *bool
+		limits                          limitsConfig
+	}
+	list := []ca{{"acme", a.Name, a.Directory, a.Email, a.AgreeTerms, a.CAAIdentities, a.ARI, a.Limits}}
+	for i, f := range a.Fallback {
+		list = append(list, ca{fmt.Sprintf("acme.fallback[%d]", i), f.Name, f.Directory, f.Email, f.AgreeTerms, f.CAAIdentities, f.ARI, f.Limits})
+	}
+	var cas []renewer.CA
+	var issuers []*renewer.ACMEIssuer
+	for i, c := range list {
+		ari := c.ari == nil || *c.ari
+		issuer, err := renewer.NewACMEIssuer(renewer.ACMEConfig{
+			Directory:  c.directory,
+			Email:      c.email,
+			AgreeTerms: c.agree,
+			EAB:        files[i].eab,
+			KeyType:    renewer.KeyType(a.KeyType),
+			ReuseKey:   a.ReuseKey,
+			Timeout:    a.Timeout.std(),
+			HTTPClient: files[i].client,
+			DisableARI: !ari,
+		}, st, logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", c.section, err)
+		}
+		limits, err := limitsOf(c.limits)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s.limits: %w", c.section, err)
+		}
+		lim, err := renewer.NewLimiter(limits, time.Now)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s.limits: %w", c.section, err)
+		}
+		caa := c.caa
+		if caa == nil {
+			caa = defaultCAAIdentities(c.directory)
+		}
+		cas = append(cas, renewer.CA{Name: caName(c.name, c.directory), Issuer: issuer, Limiter: lim, CAIdentities: caa, OffersARI: ari})
+		issuers = append(issuers, issuer)
+	}
+	return cas, issuers, nil
+}
+
+// limitsOf turns a [..limits] table into the Limiter's configuration;
+// values left out keep Let's Encrypt's (a zero Limit).
+func limitsOf(l limitsConfig) (renewer.LimitsConfig, error) {
+	var cfg renewer.LimitsConfig
+	var err error
+	for _, f := range []struct {
+		s   string
+		dst *renewer.Limit
+	}{
+		{l.NewOrders, &cfg.NewOrders}, {l.CertificatesPerRegisteredDomain, &cfg.CertsPerRegisteredDomain},
+		{l.CertificatesPerExactSet, &cfg.CertsPerExactSet}, {l.AuthorizationFailures, &cfg.AuthzFailures},
+		{l.ConsecutiveAuthorizationFailures, &cfg.ConsecutiveAuthzFailures}, {l.OrderRequests, &cfg.OrderRequests},
+	} {
+		if *f.dst, err = parseLimit(f.s); err != nil {
+			return cfg, err
+		}
+	}
+	for domain, v := range l.RegisteredDomainOverrides {
+		lim, err := parseLimit(v)
+		if err != nil {
+			return cfg, err
+		}
+		if cfg.RegisteredDomainOverrides == nil {
+			cfg.RegisteredDomainOverrides = map[string]renewer.Limit{}
+		}
+		cfg.RegisteredDomainOverrides[strings.ToLower(domain)] = lim
+	}
+	return cfg, nil
+}
+
+// defaultCAAIdentities are the CAA issuer domain names (RFC 8659 section
+// 4.2) of the CAs certserver knows by their directory's host; for any other
+// CA the pre-flight skips CAA unless caa_identities names them.
+func defaultCAAIdentities(directory string) []string {
+	u, err := url.Parse(directory)
+	if err != nil {
+		return nil
+	}
+	host := strings.ToLower(u.Hostname())
+	for suffix, ids := range map[string][]string{
+		"letsencrypt.org": {"letsencrypt.org"},
+		"zerossl.com":     {"sectigo.com"},
+		"pki.goog":        {"pki.goog"},
+		"buypass.com":     {"buypass.com"},
+	} {
+		if host == suffix || strings.HasSuffix(host, "."+suffix) {
+			return ids
+		}
+	}
+	return nil
+}
+
+// caRevoker sends a revocation to the CA that issued the certificate (its
+// Origin is the CA's directory URL), else to the primary CA.
+type caRevoker []*renewer.ACMEIssuer
+
+func (r caRevoker) Revoke(ctx context.Context, cert *store.Certificate, reason int) error {
+	for _, is := range r {
+		if is.Directory() == cert.Origin {
+			return is.Revoke(ctx, cert, reason)
+		}
+	}
+	return r[0].Revoke(ctx, cert, reason)
 }

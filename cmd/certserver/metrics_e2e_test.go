@@ -49,6 +49,8 @@ ca_roots = "`+roots+`"
 timeout = "30s"
 [renewer]
 idle_wait = "1s"
+[preflight]
+resolvers = ["`+ca.DNS.Addr()+`"]
 `)
 	if code, out, errOut := runCLI(t, s.admin, "", "domains", "add", good, bad); code != exitOK {
 		t.Fatalf("domains add: exit code %d\n%s%s", code, out, errOut)

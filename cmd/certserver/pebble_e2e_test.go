@@ -54,6 +54,8 @@ profile = "default"
 timeout = "30s"
 [renewer]
 idle_wait = "1s"
+[preflight]
+resolvers = ["`+ca.DNS.Addr()+`"]
 [log]
 level = "debug"
 `)

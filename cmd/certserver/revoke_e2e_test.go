@@ -77,6 +77,8 @@ profile = "default"
 timeout = "30s"
 [renewer]
 idle_wait = "1s"
+[preflight]
+resolvers = ["`+ca.DNS.Addr()+`"]
 `)
 	cli := func(args ...string) string {
 		t.Helper()

@@ -79,7 +79,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		token = t
 	}
 
-	var files *acmeFiles
+	var files []*acmeFiles
 	if cfg.ACME.Directory != "" {
 		f, err := readACMEFiles(cfg.ACME)
 		if err != nil {
@@ -160,7 +160,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
 			adminCfg.Queue = is.renewer
-			adminCfg.Revoker = is.issuer
+			adminCfg.Revoker = caRevoker(is.issuers)
 		}
 		admin, err = certserver.NewAdminAPI(adminCfg, st, logger)
 		if err != nil {
@@ -272,7 +272,15 @@ func logStart(logger *slog.Logger, cfg config, certs *certserver.CertEndpoint, c
 		attrs = append(attrs, "issuance", "off", "on_demand", "off")
 	default:
 		msg += "; issuance on from " + is.directory
-		attrs = append(attrs, "issuance", is.directory, "workers", cfg.Renewer.Workers)
+		if n := len(is.issuers) - 1; n > 0 {
+			msg += fmt.Sprintf(" (+%d fallback CA(s), %s)", n, cfg.ACME.Selection)
+		}
+		if cfg.Preflight.Enabled {
+			msg += ", pre-flight on"
+		} else {
+			msg += ", pre-flight off"
+		}
+		attrs = append(attrs, "issuance", is.directory, "cas", len(is.issuers), "workers", cfg.Renewer.Workers, "preflight", cfg.Preflight.Enabled)
 		if is.onDemand != nil {
 			msg += ", on-demand on"
 			attrs = append(attrs, "on_demand", "on")

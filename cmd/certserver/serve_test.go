@@ -262,11 +262,15 @@ agree_terms = true
 timeout = "10s"
 [renewer]
 idle_wait = "1s"
+# No DNS server of the test's own here: pre-flight off, so that nothing
+# asks the system's resolvers.
+[preflight]
+enabled = false
 [on_demand]
 allow = ["*.shops.example.com"]
 `)
 	log := s.log.String()
-	if !strings.Contains(log, "issuance on from "+deadCA+", on-demand on") {
+	if !strings.Contains(log, "issuance on from "+deadCA+", pre-flight off, on-demand on") {
 		t.Errorf("start line does not say issuance and on-demand are on:\n%s", log)
 	}
 	certsAddr := regexp.MustCompile(`certs_tcp=(127\.0\.0\.1:\d+)`).FindStringSubmatch(log)

@@ -115,6 +115,11 @@ type Renewer struct {
 	wake   chan struct{}
 	urgent chan string
 
+	// batch is the rest of the due entries nextDue read at batchAt; only
+	// Run's goroutine uses them.
+	batch   []store.DueEntry
+	batchAt time.Time
+
 	mu       sync.Mutex
 	inflight map[string]bool
 	rnd      *rand.Rand  // guarded by mu
@@ -281,24 +286,52 @@ func (r *Renewer) next(ctx context.Context) (name string, urgent bool, err error
 	}
 }
 
+// dueBatch is how many entries of the due index the dispatcher reads at
+// once, and dueBatchAge how long (wall clock) it hands them out before it
+// reads the index again. Every read starts at the beginning of the index
+// and steps over the entries moved away since the store last compacted
+// (one for every name worked on lately: a mass renewal moves thousands
+// from the front), so the cost is shared by a batch of names; the age
+// bounds how long a name that came due meanwhile, ahead of the batch,
+// waits behind it.
+const (
+	dueBatch    = 128
+	dueBatchAge = time.Second
+)
+
 // nextDue returns the earliest due name not already in flight, or "" and
-// how long to wait until the next entry is due.
+// how long to wait until the next entry is due. It hands out the entries
+// of the batch it read last, in order, each once, until the batch is used
+// up or older than dueBatchAge. A name rescheduled meanwhile is skipped
+// by the worker, which reads its record again.
 //
 // A name keeps its due time while a worker has it, so the names in flight
 // are among the first busy+1 entries and reading that many always finds a
 // free one if there is one. It also means that an order cut off by a crash
 // leaves its name due, and the next start picks it up again.
 func (r *Renewer) nextDue(ctx context.Context) (string, time.Duration, error) {
+	if time.Since(r.batchAt) > dueBatchAge {
+		r.batch = nil
+	}
+	for len(r.batch) > 0 {
+		e := r.batch[0]
+		r.batch = r.batch[1:]
+		if r.claim(e.Name) {
+			return e.Name, 0, nil
+		}
+	}
 	now := r.cfg.Now()
 	r.mu.Lock()
 	busy := len(r.inflight)
 	r.mu.Unlock()
-	due, err := r.store.Due(ctx, now, busy+1)
+	due, err := r.store.Due(ctx, now, busy+dueBatch)
 	if err != nil {
 		return "", 0, err
 	}
-	for _, e := range due {
+	r.batchAt = time.Now()
+	for i, e := range due {
 		if r.claim(e.Name) {
+			r.batch = due[i+1:]
 			return e.Name, 0, nil
 		}
 	}

@@ -82,6 +82,7 @@ func acmeErr(kind ErrorKind, problem, detail string) *ACMEError {
 // failure of the name (DNS, a failed validation) does not, since another
 // CA would fail the same way.
 func TestFailoverDecisions(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		desc    string
 		err     error
@@ -127,6 +128,7 @@ func TestFailoverDecisions(t *testing.T) {
 // to the first. When every CA's limits hold it back the name waits for the
 // earliest, without a failure.
 func TestFailoverLimits(t *testing.T) {
+	t.Parallel()
 	one := &LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}}
 	e := newMultiEnv(t, Config{}, one, one)
 	ctx := context.Background()
@@ -155,6 +157,7 @@ func TestFailoverLimits(t *testing.T) {
 // name there without an order at the first; one that allows no CA, or a
 // name that does not resolve, refuses it for all.
 func TestFailoverPreflightCAA(t *testing.T) {
+	t.Parallel()
 	dnsSrv := dnstest.Start(t, dnstest.Options{})
 	for _, n := range []string{"only-b.example.test", "none.example.test"} {
 		dnsSrv.SetA(n, netip.MustParseAddr("127.0.0.1"))
@@ -195,6 +198,7 @@ func TestFailoverPreflightCAA(t *testing.T) {
 // TestFailoverAllFail: both CAs fail for reasons of their own; the name
 // backs off with both failures in its last error.
 func TestFailoverAllFail(t *testing.T) {
+	t.Parallel()
 	e := newMultiEnv(t, Config{}, nil, nil)
 	e.cas[0].fail(acmeErr(KindTransient, "", "connection refused"))
 	e.cas[1].fail(acmeErr(KindTransient, "serverInternal", "database down"))
@@ -211,6 +215,7 @@ func TestFailoverAllFail(t *testing.T) {
 // first failed then) is renewed at the second CA first, naming it as
 // replaced, although the first CA comes first for new names.
 func TestRenewalGoesToIssuingCA(t *testing.T) {
+	t.Parallel()
 	e := newMultiEnv(t, Config{}, nil, nil)
 	ctx := context.Background()
 	const name = "www.example.test"
@@ -242,6 +247,7 @@ func TestRenewalGoesToIssuingCA(t *testing.T) {
 // certificate (alreadyReplaced, 409). The worker orders again at once
 // without "replaces", and the name is renewed.
 func TestReplacesRefused(t *testing.T) {
+	t.Parallel()
 	e := newMultiEnv(t, Config{}, &LimitsConfig{})
 	ctx := context.Background()
 	const name = "www.example.test"
@@ -297,6 +303,7 @@ func TestReplacesRefused(t *testing.T) {
 // without limits take turns; a CA with 200 orders of room gets about
 // twice the orders of one with 100.
 func TestSpreadDistribution(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	t.Run("no limits: turns", func(t *testing.T) {
 		e := newMultiEnv(t, Config{Selection: SelectSpread}, nil, nil)
@@ -352,6 +359,7 @@ func TestSpreadDistribution(t *testing.T) {
 // names do not wait for its timeouts; once the rest is over it is tried
 // first again.
 func TestCARests(t *testing.T) {
+	t.Parallel()
 	e := newMultiEnv(t, Config{}, nil, nil)
 	ctx := context.Background()
 	down := acmeErr(KindTransient, "", "i/o timeout")
@@ -384,6 +392,7 @@ func TestCARests(t *testing.T) {
 
 // TestNewRefusesBadCAs: the CAs' configuration is checked.
 func TestNewRefusesBadCAs(t *testing.T) {
+	t.Parallel()
 	st := openStore(t)
 	clock := &fakeClock{now: time.Now()}
 	a, b := newFakeCA("https://a.example/dir", clock), newFakeCA("https://a.example/dir", clock)

@@ -7,6 +7,7 @@ import (
 )
 
 func TestPlan(t *testing.T) {
+	t.Parallel()
 	le := &LimitsConfig{}
 	tests := []struct {
 		desc    string

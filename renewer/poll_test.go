@@ -55,6 +55,7 @@ func (e *ariEnv) issue(t *testing.T, name string) *store.Certificate {
 // (capped at a day); a failed poll is tried again after about 3 hours; a
 // CA without renewal information is not asked again.
 func TestARIPollSchedule(t *testing.T) {
+	t.Parallel()
 	e := newARIEnv(t, Config{})
 	ctx := context.Background()
 	const name = "www.example.test"
@@ -101,6 +102,7 @@ func TestARIPollSchedule(t *testing.T) {
 // TestARIPollsSpread: the polls of certificates issued in the same instant
 // do not stay together: their next polls spread over 12 h ± 10%.
 func TestARIPollsSpread(t *testing.T) {
+	t.Parallel()
 	e := newARIEnv(t, Config{})
 	var delays []time.Duration
 	for i := range 200 {
@@ -123,6 +125,7 @@ func TestARIPollsSpread(t *testing.T) {
 // window (stored with the certificate), the name is due then, and the
 // renewal order names the certificate it replaces.
 func TestARIWindowMovedEarlier(t *testing.T) {
+	t.Parallel()
 	e := newARIEnv(t, Config{})
 	ctx := context.Background()
 	const name = "moved.example.test"
@@ -176,6 +179,7 @@ func TestARIWindowMovedEarlier(t *testing.T) {
 // expiry first; a name asked for on demand in the middle of them goes
 // ahead of the rest.
 func TestMassRenewalEarliestExpiryFirst(t *testing.T) {
+	t.Parallel()
 	e := newARIEnv(t, Config{Workers: 1, IdleWait: 20 * time.Millisecond})
 	ctx := context.Background()
 	now := e.clock.Now()
@@ -227,7 +231,7 @@ func TestMassRenewalEarliestExpiryFirst(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- e.r.Run(runCtx) }()
-	waitFor(t, 20*time.Second, "51 orders", func() bool { return len(e.ca.orderList()) >= 51 })
+	waitFor(t, 20*time.Second, "51 orders", func() bool { return len(e.ca.orderList()) >= 51 && e.r.InFlight() == 0 })
 	cancel()
 	<-done
 
@@ -267,6 +271,7 @@ func TestMassRenewalEarliestExpiryFirst(t *testing.T) {
 // below the 1,000 a second Let's Encrypt allows one IP address on
 // renewal-info. The mean is measured over the renewer's own pollDelay.
 func TestARIPollingRate(t *testing.T) {
+	t.Parallel()
 	e := newARIEnv(t, Config{})
 	const samples = 100_000
 	var sum time.Duration

@@ -24,6 +24,14 @@ type QueueStats interface {
 	Throughput() float64
 }
 
+// Planner is implemented by a QueueStats that can tell how long pending
+// names take at the CAs' rate limits (GET /v1/queue's plan).
+type Planner interface {
+	// Plan returns the plan for pending names waiting for their first
+	// certificate.
+	Plan(pending int) api.Plan
+}
+
 // Defaults of the state count of GET /v1/queue.
 const (
 	// DefaultStateCountTTL is how long a count of names by state is
@@ -154,6 +162,10 @@ func (a *AdminAPI) queue(ctx context.Context) (*api.Queue, error) {
 	q.StatesScanned, q.StatesComplete, q.StatesAt = c.scanned, c.complete, c.at
 	q.Failing = api.Count{N: c.failing, AtLeast: !c.complete}
 	q.Pending = api.Count{N: c.states[store.StatePending], AtLeast: !c.complete}
+	if p, ok := a.cfg.Queue.(Planner); ok {
+		plan := p.Plan(q.Pending.N)
+		q.Plan = &plan
+	}
 	return q, nil
 }
 

@@ -155,3 +155,35 @@ func TestCountDue(t *testing.T) {
 		})
 	}
 }
+
+// plannedQueue is a QueueStats that also plans, as the renewer does.
+type plannedQueue struct {
+	fixedQueue
+	asked *int
+}
+
+func (q plannedQueue) Plan(pending int) api.Plan {
+	*q.asked = pending
+	return api.Plan{Pending: pending, Limited: true, DoneInSeconds: 208 * 86400, OrdersPerSecond: 1.0 / 36,
+		CAs: []api.PlanCA{{Name: "letsencrypt", Room: 300, OrdersPerSecond: 1.0 / 36, Orders: pending}}}
+}
+
+// TestAdminQueuePlan: GET /v1/queue carries the renewer's plan for the
+// pending names it counted, and leaves it out when the renewer cannot plan.
+func TestAdminQueuePlan(t *testing.T) {
+	asked := -1
+	env := newDomainsEnv(t, AdminConfig{Queue: plannedQueue{fixedQueue{inFlight: 1, throughput: 1}, &asked}, StateCountTTL: -1})
+	env.post(t, "text/plain", "a.example.com\nb.example.com\nc.example.com\n")
+	q, err := env.cl.Queue(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asked != 3 || q.Plan == nil || q.Plan.Pending != 3 || q.Plan.DoneInSeconds != 208*86400 || len(q.Plan.CAs) != 1 || q.Plan.CAs[0].Orders != 3 {
+		t.Fatalf("plan %+v (asked for %d pending), want the renewer's plan for the 3 pending names", q.Plan, asked)
+	}
+
+	plain := newDomainsEnv(t, AdminConfig{Queue: fixedQueue{}, StateCountTTL: -1})
+	if q, err := plain.cl.Queue(context.Background()); err != nil || q.Plan != nil {
+		t.Fatalf("plan %+v, %v; want none from a QueueStats that cannot plan", q.Plan, err)
+	}
+}

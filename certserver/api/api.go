@@ -391,4 +391,41 @@ type Queue struct {
 	// from the same scan, AtLeast when it was cut short.
 	Failing Count `json:"failing"`
 	Pending Count `json:"pending"`
+	// Plan says when the pending names will have been ordered at the CAs'
+	// new-order rate limits (the enrollment planner); left out when the
+	// server runs no renewer.
+	Plan *Plan `json:"plan,omitempty"`
+}
+
+// Plan is how long the names waiting for their first certificate take to
+// order at the current new-order limits of the CAs' accounts: 500,000 new
+// names at Let's Encrypt's 300 per 3 hours take about 208 days, which is
+// the time to ask the CA for a rate limit override.
+type Plan struct {
+	// Pending is how many names the plan is for.
+	Pending int `json:"pending"`
+	// Limited is false when a CA has no new-order limit: then only the
+	// workers bound the pace, and DoneAt is now.
+	Limited bool `json:"limited"`
+	// DoneInSeconds is how long until the last pending name can be
+	// ordered; DoneAt is when.
+	DoneInSeconds float64   `json:"done_in_seconds"`
+	DoneAt        time.Time `json:"done_at"`
+	// OrdersPerSecond is how many new orders a second the CAs' limits
+	// allow together once their bursts are spent.
+	OrdersPerSecond float64 `json:"orders_per_second"`
+	// CAs are the CAs' parts, in the configured order.
+	CAs []PlanCA `json:"cas"`
+}
+
+// PlanCA is one CA's part of a Plan.
+type PlanCA struct {
+	Name string `json:"name"`
+	// Room is how many new orders its account can send now; -1 without a
+	// limit.
+	Room float64 `json:"room"`
+	// OrdersPerSecond is its limit's refill rate (0 without a limit).
+	OrdersPerSecond float64 `json:"orders_per_second"`
+	// Orders is how many of the pending names it takes in the plan.
+	Orders int `json:"orders"`
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
 	"github.com/certserver/certserver/store"
 )
@@ -299,4 +300,19 @@ func (r caRevoker) Revoke(ctx context.Context, cert *store.Certificate, reason i
 		}
 	}
 	return r[0].Revoke(ctx, cert, reason)
+}
+
+// queueStats is what GET /v1/queue asks of the renewer, with its plan in
+// the admin API's terms.
+type queueStats struct{ *renewer.Renewer }
+
+var _ certserver.Planner = queueStats{}
+
+func (q queueStats) Plan(pending int) api.Plan {
+	p := q.Renewer.Plan(pending)
+	out := api.Plan{Pending: p.Pending, Limited: p.Limited, DoneInSeconds: p.DoneIn.Seconds(), DoneAt: p.DoneAt, OrdersPerSecond: p.Rate}
+	for _, c := range p.CAs {
+		out.CAs = append(out.CAs, api.PlanCA{Name: c.Name, Room: c.Room, OrdersPerSecond: c.Rate, Orders: c.Orders})
+	}
+	return out
 }

@@ -72,10 +72,42 @@ func runQueue(ctx context.Context, e *env, args []string) int {
 		line("backlog done", backlog(q))
 	}
 	line("pending", count(q.Pending))
+	if p := q.Plan; p != nil && p.Pending > 0 {
+		line("pending done", planLine(p, q.Now))
+		for _, c := range p.CAs {
+			room := "no limit"
+			if c.Room >= 0 {
+				room = fmt.Sprintf("%.0f orders now, then %s/h", c.Room, rate(c.OrdersPerSecond*3600))
+			}
+			line("  "+c.Name, fmt.Sprintf("%d names (%s)", c.Orders, room))
+		}
+	}
 	line("failing", count(q.Failing))
 	line("names by state", stateCounts(q))
 	tw.Flush()
 	return exitOK
+}
+
+// planLine says when the pending names will have been ordered at the CAs'
+// new-order limits, and what to do when that is far off.
+func planLine(p *api.Plan, now time.Time) string {
+	if !p.Limited {
+		return "as fast as the workers go (a CA has no new-order limit)"
+	}
+	d := time.Duration(p.DoneInSeconds * float64(time.Second))
+	s := fmt.Sprintf("%s (%s), at %s new orders/h", when(p.DoneAt, now), days(d), rate(p.OrdersPerSecond*3600))
+	if d > 7*24*time.Hour {
+		s += ": ask the CA for a rate limit override (see README, Rate limits)"
+	}
+	return s
+}
+
+// days formats a long duration in days and hours.
+func days(d time.Duration) string {
+	if d < 24*time.Hour {
+		return d.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 // count formats a count, with "≥" when it is a lower bound.

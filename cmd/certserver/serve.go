@@ -159,7 +159,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
-			adminCfg.Queue = is.renewer
+			adminCfg.Queue = queueStats{is.renewer}
 			adminCfg.Revoker = caRevoker(is.issuers)
 		}
 		admin, err = certserver.NewAdminAPI(adminCfg, st, logger)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -56,7 +57,7 @@ func TestEnrollmentPlan(t *testing.T) {
 				t.Fatalf("plan %+v: %d days, want %d", p, gotDays, tc.wantDays)
 			}
 			line := planLine(&p, now)
-			if !strings.Contains(line, "d ") || strings.Contains(line, "override") != tc.override {
+			if !strings.Contains(line, fmt.Sprintf("(in %dd)", tc.wantDays)) || strings.Contains(line, "override") != tc.override {
 				t.Errorf("queue says %q", line)
 			}
 		})

@@ -94,20 +94,11 @@ func planLine(p *api.Plan, now time.Time) string {
 	if !p.Limited {
 		return "as fast as the workers go (a CA has no new-order limit)"
 	}
-	d := time.Duration(p.DoneInSeconds * float64(time.Second))
-	s := fmt.Sprintf("%s (%s), at %s new orders/h", when(p.DoneAt, now), days(d), rate(p.OrdersPerSecond*3600))
-	if d > 7*24*time.Hour {
+	s := fmt.Sprintf("%s, at %s new orders/h", when(p.DoneAt, now), rate(p.OrdersPerSecond*3600))
+	if p.DoneInSeconds > (7 * 24 * time.Hour).Seconds() {
 		s += ": ask the CA for a rate limit override (see README, Rate limits)"
 	}
 	return s
-}
-
-// days formats a long duration in days and hours.
-func days(d time.Duration) string {
-	if d < 24*time.Hour {
-		return d.Round(time.Minute).String()
-	}
-	return fmt.Sprintf("%dd %dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 // count formats a count, with "≥" when it is a lower bound.

@@ -210,26 +210,10 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/revoke", maxBody: noBodyLimit, handle: a.revokeDomain})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/queue", handle: a.showQueue})
 
-	var stop context.CancelFunc
-	a.base, stop = context.WithCancel(context.Background())
-	a.srv = server{
-		srv: &fasthttp.Server{
-			Handler:                      a.handle,
-			ErrorHandler:                 a.handleReadError,
-			HeaderReceived:               a.requestConfig,
-			Name:                         "certserver",
-			ReadTimeout:                  cfg.ReadTimeout,
-			WriteTimeout:                 cfg.ReadTimeout,
-			IdleTimeout:                  cfg.IdleTimeout,
-			MaxRequestBodySize:           noBodyLimit,
-			DisablePreParseMultipartForm: true,
-			NoDefaultContentType:         true,
-			Logger:                       fasthttpLogger{a.log},
-		},
-		log:             a.log,
-		shutdownTimeout: cfg.ShutdownTimeout,
-		stop:            stop,
-	}
+	a.base = a.srv.init(a.handle, a.log, noBodyLimit, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
+	// Body limits are per route: the header decides before the body is read.
+	a.srv.srv.ErrorHandler = a.handleReadError
+	a.srv.srv.HeaderReceived = a.requestConfig
 	return a, nil
 }
 

@@ -188,24 +188,7 @@ func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger
 		return nil, fmt.Errorf("certificate endpoint: %w", err)
 	}
 	e := &CertEndpoint{cfg: cfg, store: st, log: logger.With("subsystem", "certs")}
-	var stop context.CancelFunc
-	e.base, stop = context.WithCancel(context.Background())
-	e.srv = server{
-		srv: &fasthttp.Server{
-			Handler:                      e.handle,
-			Name:                         "certserver",
-			ReadTimeout:                  cfg.ReadTimeout,
-			WriteTimeout:                 cfg.ReadTimeout,
-			IdleTimeout:                  cfg.IdleTimeout,
-			MaxRequestBodySize:           4 << 10,
-			DisablePreParseMultipartForm: true,
-			NoDefaultContentType:         true,
-			Logger:                       fasthttpLogger{e.log},
-		},
-		log:             e.log,
-		shutdownTimeout: cfg.ShutdownTimeout,
-		stop:            stop,
-	}
+	e.base = e.srv.init(e.handle, e.log, 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return e, nil
 }
 

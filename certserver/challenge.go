@@ -120,24 +120,7 @@ func NewChallengeEndpoint(cfg ChallengeConfig, st store.Store, logger *slog.Logg
 		return nil, fmt.Errorf("challenge endpoint: %w", err)
 	}
 	c := &ChallengeEndpoint{cfg: cfg, store: st, log: logger.With("subsystem", "challenge")}
-	var stop context.CancelFunc
-	c.base, stop = context.WithCancel(context.Background())
-	c.srv = server{
-		srv: &fasthttp.Server{
-			Handler:                      c.handle,
-			Name:                         "certserver",
-			ReadTimeout:                  cfg.ReadTimeout,
-			WriteTimeout:                 cfg.ReadTimeout,
-			IdleTimeout:                  cfg.IdleTimeout,
-			MaxRequestBodySize:           4 << 10,
-			DisablePreParseMultipartForm: true,
-			NoDefaultContentType:         true,
-			Logger:                       fasthttpLogger{c.log},
-		},
-		log:             c.log,
-		shutdownTimeout: cfg.ShutdownTimeout,
-		stop:            stop,
-	}
+	c.base = c.srv.init(c.handle, c.log, 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return c, nil
 }
 

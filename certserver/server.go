@@ -32,6 +32,29 @@ type server struct {
 	closed  bool
 }
 
+// init makes s the server of an endpoint: a fasthttp.Server answering with
+// h, with the read timeout on both reading a request and writing its
+// answer, idle keep-alive connections closed after idle, bodies over
+// maxBody refused, and fasthttp's own messages logged to log. It returns
+// the server-lifetime context handlers derive theirs from, cancelled once
+// the server has stopped.
+func (s *server) init(h fasthttp.RequestHandler, log *slog.Logger, maxBody int, read, idle, shutdown time.Duration) context.Context {
+	base, stop := context.WithCancel(context.Background())
+	s.srv = &fasthttp.Server{
+		Handler:                      h,
+		Name:                         "certserver",
+		ReadTimeout:                  read,
+		WriteTimeout:                 read,
+		IdleTimeout:                  idle,
+		MaxRequestBodySize:           maxBody,
+		DisablePreParseMultipartForm: true,
+		NoDefaultContentType:         true,
+		Logger:                       fasthttpLogger{log},
+	}
+	s.log, s.shutdownTimeout, s.stop = log, shutdown, stop
+	return base
+}
+
 // listenTCP adds a TCP listener on addr. Unless allowNonLoopback is set,
 // the address actually bound must be a loopback one: a name such as
 // "localhost" is resolved by the system, and what it resolves to is checked

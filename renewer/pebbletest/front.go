@@ -31,6 +31,8 @@ type Order struct {
 	// Status is the HTTP status of the answer (201 when Pebble created the
 	// order), 0 while it is under way.
 	Status int
+	// Received is when the request reached the front.
+	Received time.Time
 }
 
 // Fault is an answer the front gives instead of passing a request on.
@@ -165,9 +167,11 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 
+	o := parseNewOrder(body)
+	o.Received = time.Now()
 	f.mu.Lock()
 	i := len(f.seen)
-	f.seen = append(f.seen, parseNewOrder(body))
+	f.seen = append(f.seen, o)
 	var fault *Fault
 	if len(f.faults) > 0 {
 		fault = &f.faults[0]

@@ -33,11 +33,12 @@ type RenewalInfo struct {
 // maxRenewalInfo bounds the renewal information read from a CA.
 const maxRenewalInfo = 64 << 10
 
-// RenewalInfo asks the CA when to renew c (RFC 9773 section 4). It returns
-// an error wrapping ErrNoRenewalInfo when the CA has no renewalInfo
-// resource, and an error when the answer is not a valid window (lego's
-// GetRenewalInfo does not check the HTTP status, so the issuer reads the
-// resource itself).
+// RenewalInfo asks the CA when to renew c (RFC 9773 section 4): one GET,
+// the directory being read at most once an hour. It returns an error
+// wrapping ErrNoRenewalInfo when the CA has no renewalInfo resource, and an
+// error when the answer is not a valid window (lego's GetRenewalInfo does
+// not check the HTTP status, so the issuer reads the resource itself). It
+// is safe for concurrent use.
 func (a *ACMEIssuer) RenewalInfo(ctx context.Context, c *store.Certificate) (*RenewalInfo, error) {
 	id := replacesID(c)
 	if id == "" {

@@ -77,13 +77,14 @@ func (r *Renewer) gate(ctx context.Context, ca *caState, name string, kind Order
 	return r.reserve(ctx, ca, name, kind), nil
 }
 
-// reserve takes the tokens of an order from ca's Limiter. A wait of up to
-// shortWait is waited out here; a longer one is returned as a hold. When
-// ctx ends during a wait the hold is returned too.
+// reserve takes the tokens of an order from ca's Limiter. Waits of up to
+// shortWait in all are waited out here; a longer one is returned as a
+// hold. When ctx ends during a wait the hold is returned too.
 func (r *Renewer) reserve(ctx context.Context, ca *caState, name string, kind OrderKind) hold {
 	if ca.Limiter == nil {
 		return hold{}
 	}
+	var waited time.Duration
 	for {
 		res := ca.Limiter.Reserve([]string{name}, kind)
 		if res.OK {
@@ -93,10 +94,11 @@ func (r *Renewer) reserve(ctx context.Context, ca *caState, name string, kind Or
 		if res.Key != "" {
 			h.limit += " (" + res.Key + ")"
 		}
-		wait := res.At.Sub(r.cfg.Now())
-		if wait > shortWait || r.sleep(ctx, max(wait, time.Millisecond)) != nil {
+		wait := max(res.At.Sub(r.cfg.Now()), time.Millisecond)
+		if waited+wait > shortWait || r.sleep(ctx, wait) != nil {
 			return h
 		}
+		waited += wait
 	}
 }
 

@@ -202,7 +202,7 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		return attempt{stop: true}
 	}
 	cert, took, err := r.obtain(ctx, ca, o, kind, renewal)
-	if refusedReplaces(err) && ctx.Err() == nil {
+	if refusedReplaces(err) && o.Replaces != nil && !o.NoReplaces && ctx.Err() == nil {
 		first := took
 		log.Info("the CA refused the order as a replacement; ordering without replaces", "ca", ca.Name, "error", err)
 		r.mu.Lock()

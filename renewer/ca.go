@@ -33,8 +33,11 @@ type CA struct {
 	CAIdentities []string
 	// OffersARI says the CA offers renewal information (RFC 9773): the
 	// renewal windows of its certificates are polled (when the Issuer can
-	// ask, as ACMEIssuer can) and a renewal names the certificate it
-	// replaces, which exempts it from the CA's rate limits. Default false.
+	// ask, as ACMEIssuer can), and the Limiter does not charge a renewal
+	// that names the certificate it replaces, which the CA exempts from
+	// its rate limits. (A renewal names it whatever OffersARI says; a CA
+	// without ARI ignores the field.) Default false; true for Let's
+	// Encrypt.
 	OffersARI bool
 }
 

@@ -27,8 +27,8 @@ type Order struct {
 	// Replaces is the certificate being renewed, nil for a first order.
 	Replaces *store.Certificate
 	// NoReplaces keeps Replaces out of the order's "replaces" field
-	// (RFC 9773 section 5): the CA offers no renewal information, or it
-	// refused to take the order as the certificate's replacement.
+	// (RFC 9773 section 5): the CA refused to take an order as the
+	// replacement of that certificate.
 	NoReplaces bool
 }
 
@@ -66,10 +66,11 @@ type Config struct {
 	// rateLimited answers and their Retry-After are honoured. With CAs
 	// set, each CA has its own and this must be nil.
 	Limiter *Limiter
-	// CAOffersARI says the CA offers renewal information (RFC 9773), so
-	// that its certificates' renewal windows are polled and a renewal
-	// carries "replaces" and is exempt from its limits. With CAs set, each
-	// CA says so itself and this must be false.
+	// CAOffersARI says the CA offers renewal information (RFC 9773): its
+	// certificates' renewal windows are polled, and the Limiter does not
+	// charge a renewal that names the certificate it replaces, which the
+	// CA exempts from its limits. With CAs set, each CA says so itself
+	// and this must be false.
 	CAOffersARI bool
 	// Preflight checks each name's DNS and CAA before it is ordered.
 	// Default nil: no pre-flight.

@@ -35,9 +35,8 @@ type CA struct {
 	// renewal windows of its certificates are polled (when the Issuer can
 	// ask, as ACMEIssuer can), and the Limiter does not charge a renewal
 	// that names the certificate it replaces, which the CA exempts from
-	// its rate limits. (A renewal names it whatever OffersARI says; a CA
-	// without ARI ignores the field.) Default false; true for Let's
-	// Encrypt.
+	// its rate limits. (A renewal names it whatever OffersARI says, as
+	// ACMEIssuer always did.) Default false; true for Let's Encrypt.
 	OffersARI bool
 }
 

@@ -2,7 +2,8 @@
 # Runs every check and test certserver has, installing what they need first.
 # This is the one test command: `make test` and .ci/run call it.
 #
-#   scripts/test.sh            everything (about 5-10 minutes on 2 cores)
+#   scripts/test.sh            everything (about 3 minutes on 2 cores, more on
+#                              a first run that installs packages)
 #   scripts/test.sh -run Foo   extra arguments go to `go test`
 #
 # The checks: gofmt, go vet, luacheck, then `go test -race` over every

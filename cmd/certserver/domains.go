@@ -338,11 +338,13 @@ func readNames(r io.Reader) ([]inputName, error) {
 
 const domainsShowHelp = `
 Shows what certserver knows about one managed name: its state, when the
-renewer next looks at it, its last failure, and the certificate that serves
-it now (its own or a wildcard's; never the key).
+renewer next looks at it, its last failure, the certificate that serves it
+now (its own or a wildcard's; never the key), and its last 10 attempts
+(issued, failed, or refused by the pre-flight before the CA was asked).
 
 States: pending (waiting for its first certificate), issuing, valid,
-renewing, failing (retried at the next attempt), removed.
+renewing, failing (retried at the next attempt), given_up (failed for
+renewer.give_up_after; 'domains renew' tries again), removed.
 
 Exit codes: 0 shown; 1 not managed, or the request failed; 2 bad command
 line.

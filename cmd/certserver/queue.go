@@ -23,6 +23,11 @@ Shows what the renewer has to do, from GET /v1/queue:
                                           last 15 minutes, whatever the outcome
   backlog done                            when the names due now will have
                                           been worked on at that rate
+  pending done                            when the names waiting for their
+                                          first certificate can all be
+                                          ordered at the CAs' new-order rate
+                                          limits, and each CA's share (the
+                                          enrollment planner)
   names by state                          a count of every record, reused for
                                           10s; "≥" when the scan ran out of
                                           time (3s) before the end

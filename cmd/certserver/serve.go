@@ -28,7 +28,10 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
     address, guarded by a bearer token;
   - with acme.directory set, the renewer: it obtains certificates for the
     names added with 'certserver domains add' and renews them, and, when
-    [on_demand] has a check, for names nginx is asked for;
+    [on_demand] has a check, for names nginx is asked for; it checks DNS
+    and CAA before every order ([preflight]), paces orders to each CA's
+    rate limits ([acme.limits]) and can fall back to further CAs
+    ([[acme.fallback]]);
   - the certificate store, a Badger database in a directory.
 
 The configuration file is TOML; deploy/certserver.toml documents every key.

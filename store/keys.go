@@ -17,6 +17,9 @@ import (
 //	q/AT NAME            due entry: AT is 8 bytes of dueTime, value empty
 //	a/ID                 ACME account record (JSON)
 //	t/TOKEN              HTTP-01 challenge (JSON), with a Badger TTL
+//	r/SCOPE \x00 LIMIT \x00 KEY
+//	                     rate-limit bucket: 8 bytes, the Unix nanosecond
+//	                     it is full again, with a Badger TTL
 //
 // Links are what LookupCertificate reads; claims remember every record that
 // lists a name, so that a name whose record goes away can fall back to
@@ -29,6 +32,7 @@ const (
 	prefixDue     = "q/"
 	prefixAccount = "a/"
 	prefixToken   = "t/"
+	prefixBucket  = "r/"
 )
 
 // key returns prefix followed by s in a new slice.

@@ -111,6 +111,18 @@ type Store interface {
 	// DeleteChallenge removes token. Removing a missing token is not an error.
 	DeleteChallenge(ctx context.Context, token string) error
 
+	// PutRateBuckets saves rate-limit buckets of scope (one ACME account)
+	// so that a restart keeps what was spent. Each is kept until its Full
+	// time, after which it reads as missing (a full bucket is the same as
+	// none); a bucket whose Full time has passed is removed. scope and
+	// each Limit must be non-empty, and they and the Keys free of NUL
+	// bytes (ErrInvalid).
+	PutRateBuckets(ctx context.Context, scope string, bs []RateBucket) error
+
+	// RateBuckets returns the saved buckets of scope that are not full
+	// yet, in key order.
+	RateBuckets(ctx context.Context, scope string) ([]RateBucket, error)
+
 	// Close flushes and releases the store. No method may be called after it.
 	Close() error
 }
@@ -148,6 +160,18 @@ type Certificate struct {
 	RenewAt time.Time `json:"renew_at,omitzero"`
 	// StoredAt is when the record was written.
 	StoredAt time.Time `json:"stored_at"`
+}
+
+// RateBucket is one saved bucket of a CA account's rate limits (see
+// renewer.Limiter).
+type RateBucket struct {
+	// Limit names the limit ("new_orders_per_account", …).
+	Limit string `json:"limit"`
+	// Key names the bucket within the limit: a registered domain, an
+	// exact set of names, a name; "" for an account-wide bucket.
+	Key string `json:"key,omitempty"`
+	// Full is when the bucket is full again.
+	Full time.Time `json:"full"`
 }
 
 // State is where a managed name stands in its life cycle.

@@ -1,0 +1,102 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// bucketBatch bounds the buckets PutRateBuckets writes in one transaction.
+const bucketBatch = 1000
+
+// bucketKey returns the key of bucket (limit, k) of scope.
+func bucketKey(scope, limit, k string) []byte {
+	b := make([]byte, 0, len(prefixBucket)+len(scope)+len(limit)+len(k)+2)
+	b = append(append(append(b, prefixBucket...), scope...), 0)
+	b = append(append(b, limit...), 0)
+	return append(b, k...)
+}
+
+// PutRateBuckets implements Store. Each bucket is written with a Badger
+// TTL a second past its Full time, so that compaction drops it once it is
+// full again; a bucket already full is deleted.
+func (b *Badger) PutRateBuckets(ctx context.Context, scope string, bs []RateBucket) error {
+	if scope == "" || strings.IndexByte(scope, 0) >= 0 {
+		return fmt.Errorf("put rate buckets: bad scope %q: %w", scope, ErrInvalid)
+	}
+	for _, rb := range bs {
+		if rb.Limit == "" || strings.IndexByte(rb.Limit, 0) >= 0 || strings.IndexByte(rb.Key, 0) >= 0 {
+			return fmt.Errorf("put rate buckets of %s: bad bucket %q %q: %w", scope, rb.Limit, rb.Key, ErrInvalid)
+		}
+	}
+	for len(bs) > 0 {
+		batch := bs[:min(len(bs), bucketBatch)]
+		bs = bs[len(batch):]
+		now := b.now()
+		err := b.update(ctx, func(txn *badger.Txn) error {
+			for _, rb := range batch {
+				k := bucketKey(scope, rb.Limit, rb.Key)
+				ttl := rb.Full.Sub(now)
+				if ttl <= 0 {
+					if err := txn.Delete(k); err != nil {
+						return err
+					}
+					continue
+				}
+				v := binary.BigEndian.AppendUint64(nil, uint64(rb.Full.UnixNano()))
+				if err := txn.SetEntry(badger.NewEntry(k, v).WithTTL(ttl + time.Second)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("put rate buckets of %s: %w", scope, err)
+		}
+	}
+	return nil
+}
+
+// RateBuckets implements Store.
+func (b *Badger) RateBuckets(ctx context.Context, scope string) ([]RateBucket, error) {
+	if scope == "" || strings.IndexByte(scope, 0) >= 0 {
+		return nil, fmt.Errorf("rate buckets: bad scope %q: %w", scope, ErrInvalid)
+	}
+	prefix := append(key(prefixBucket, scope), 0)
+	now := b.now()
+	var out []RateBucket
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			item := it.Item()
+			rest := item.Key()[len(prefix):]
+			i := bytes.IndexByte(rest, 0)
+			if i < 0 {
+				return fmt.Errorf("bucket key %q: %w", item.Key(), ErrInvalid)
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 8 {
+				return fmt.Errorf("bucket %q: value of %d bytes: %w", item.Key(), len(v), ErrInvalid)
+			}
+			full := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			if !full.After(now) {
+				continue
+			}
+			out = append(out, RateBucket{Limit: string(rest[:i]), Key: string(rest[i+1:]), Full: full})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rate buckets of %s: %w", scope, err)
+	}
+	return out, nil
+}

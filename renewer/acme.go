@@ -159,6 +159,11 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 // Directory returns the CA's directory URL.
 func (a *ACMEIssuer) Directory() string { return a.cfg.Directory }
 
+// AccountID returns the ID the account is stored under (AccountID of the
+// directory and e-mail), under which the Renewer also saves the account's
+// rate-limit buckets.
+func (a *ACMEIssuer) AccountID() string { return a.accountID }
+
 // Obtain orders a certificate for o.Name from the CA (RFC 8555 section
 // 7.4), proving control of the name with HTTP-01, and returns the new
 // record, not yet stored: the chain as the CA bundled it (leaf first), its

@@ -348,6 +348,13 @@ type Limiter struct {
 	failures    map[string]time.Duration // LimitAuthzFailures, by name
 	consecutive map[string]time.Duration // LimitConsecutiveAuthzFailures, by name
 	lastSweep   time.Duration
+	changed     map[savedKey]struct{} // buckets written since the last Changes
+}
+
+// savedKey names a bucket across the Limiter's maps.
+type savedKey struct {
+	id  LimitID
+	key string
 }
 
 // NewLimiter returns a Limiter for cfg, with the zero fields filled from
@@ -402,6 +409,7 @@ func NewLimiter(cfg LimitsConfig, now func() time.Time) (*Limiter, error) {
 		sets:        map[string]time.Duration{},
 		failures:    map[string]time.Duration{},
 		consecutive: map[string]time.Duration{},
+		changed:     map[savedKey]struct{}{},
 	}, nil
 }
 
@@ -440,6 +448,9 @@ func (l *Limiter) get(b bucketRef) time.Duration {
 
 // set stores tat for b, dropping the bucket when it is full at now.
 func (l *Limiter) set(b bucketRef, tat, now time.Duration) {
+	if tat != l.get(b) {
+		l.changed[savedKey{b.id, b.key}] = struct{}{}
+	}
 	if b.m == nil {
 		*l.accountWide(b) = tat
 		return
@@ -588,7 +599,11 @@ func (l *Limiter) AuthzFailed(name string) {
 func (l *Limiter) AuthzValid(name string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.consecutive, canonical(name))
+	key := canonical(name)
+	if _, ok := l.consecutive[key]; ok {
+		delete(l.consecutive, key)
+		l.changed[savedKey{LimitConsecutiveAuthzFailures, key}] = struct{}{}
+	}
 }
 
 // FailuresAllowed reports whether the CA would accept an order for name as
@@ -697,6 +712,93 @@ func firstQuoted(s string) string {
 		return ""
 	}
 	return s[i+1 : i+1+j]
+}
+
+// SavedBucket is a bucket as it is saved across restarts: which one, and
+// when it is full again.
+type SavedBucket struct {
+	Limit LimitID
+	// Key is the registered domain, exact set or name; "" for an
+	// account-wide bucket.
+	Key string
+	// Full is when the bucket is full again; a bucket full now (its saved
+	// copy is to go) says so with a time not after now.
+	Full time.Time
+}
+
+// restoreHorizon bounds how far past its period a restored bucket may be
+// empty: a saved time further out comes from a clock that jumped, and is
+// cut to that.
+const restoreHorizon = 7 * 24 * time.Hour
+
+// Changes returns the buckets that changed since the previous call (the
+// first call: since the Limiter was made), and starts afresh. The Renewer
+// saves them in the store every second, so that a restart, or a crash,
+// forgets at most that second of spending instead of handing the account
+// full buckets again.
+func (l *Limiter) Changes() []SavedBucket {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.changed) == 0 {
+		return nil
+	}
+	out := make([]SavedBucket, 0, len(l.changed))
+	for k := range l.changed {
+		b, ok := l.ref(k.id, k.key)
+		if !ok {
+			continue
+		}
+		out = append(out, SavedBucket{Limit: k.id, Key: k.key, Full: l.at(l.get(b))})
+	}
+	clear(l.changed)
+	return out
+}
+
+// Restore puts back buckets saved from an earlier Limiter of the same
+// account (Changes). A bucket that is full by now is skipped, as is one of
+// a limit this Limiter does not know; one saved further out than its
+// limit's period and restoreHorizon (the clock jumped) is cut to that; a
+// bucket this Limiter already holds keeps the later of the two times.
+// Restoring is not a change. Limits changed in between apply from now on:
+// a saved time says when the bucket is full again, which means the same
+// under any limit.
+func (l *Limiter) Restore(bs []SavedBucket) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.since(l.now())
+	for _, sb := range bs {
+		b, ok := l.ref(sb.Limit, sb.Key)
+		if !ok {
+			continue
+		}
+		tat := min(l.since(sb.Full), now+b.limit.Per+restoreHorizon)
+		if tat <= now || tat <= l.get(b) {
+			continue
+		}
+		if b.m == nil {
+			*l.accountWide(b) = tat
+		} else {
+			b.m[b.key] = tat
+		}
+	}
+}
+
+// ref returns the bucket of limit id under key, and false for a limit the
+// Limiter does not keep, or an account-wide limit with a key.
+func (l *Limiter) ref(id LimitID, key string) (bucketRef, bool) {
+	switch id {
+	case LimitNewOrders, LimitOrderRequests:
+		if key != "" {
+			return bucketRef{}, false
+		}
+	case LimitCertsPerRegisteredDomain, LimitCertsPerExactSet, LimitAuthzFailures, LimitConsecutiveAuthzFailures:
+		if key == "" {
+			return bucketRef{}, false
+		}
+	default:
+		return bucketRef{}, false
+	}
+	return l.refFor(id, key), true
 }
 
 // Status returns the state of every limit, for the queue API and metrics.

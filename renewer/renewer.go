@@ -219,6 +219,19 @@ func (r *Renewer) Prioritize(name string) bool {
 // Run dispatches due work until ctx is done, then waits for the orders under
 // way to stop and returns ctx's error.
 func (r *Renewer) Run(ctx context.Context) error {
+	r.restoreLimits(ctx)
+	saverCtx, stopSaver := context.WithCancel(context.WithoutCancel(ctx))
+	saved := make(chan struct{})
+	go func() {
+		defer close(saved)
+		r.saveLimitsEvery(saverCtx, limitSaveEvery)
+	}()
+	// After the workers are done (the deferred wg.Wait below runs first),
+	// the saver writes what they spent last and stops.
+	defer func() {
+		stopSaver()
+		<-saved
+	}()
 	r.mu.Lock()
 	r.finished.since = r.cfg.Now()
 	r.mu.Unlock()

@@ -1,0 +1,111 @@
+package renewer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/certserver/certserver/store"
+)
+
+// limitSaveEvery is how often Run saves what the CAs' Limiters spent, and
+// so about the most a crash makes them forget.
+const limitSaveEvery = time.Second
+
+// limitSaveTimeout bounds one save, the last one at shutdown included.
+const limitSaveTimeout = 10 * time.Second
+
+// accountIDer is an Issuer that says which ACME account it orders with
+// (ACMEIssuer does).
+type accountIDer interface{ AccountID() string }
+
+// limitScope returns the name ca's Limiter is saved under in the store:
+// the ID of its ACME account when the Issuer says it, since the CA's
+// limits are the account's and follow it whatever the CA is called in the
+// configuration; else the CA's name; else its place in the list.
+func limitScope(ca *caState, i int) string {
+	if a, ok := ca.Issuer.(accountIDer); ok && a.AccountID() != "" {
+		return "account:" + a.AccountID()
+	}
+	if ca.Name != "" {
+		return "ca:" + ca.Name
+	}
+	return fmt.Sprintf("ca:%d", i+1)
+}
+
+// restoreLimits loads the buckets saved by earlier runs into the CAs'
+// Limiters, so that a restart does not hand an account full buckets it
+// spent minutes ago. A store that cannot be read is logged: the Limiter
+// then starts full, as it did before saving existed.
+func (r *Renewer) restoreLimits(ctx context.Context) {
+	for i, ca := range r.cas {
+		if ca.Limiter == nil {
+			continue
+		}
+		scope := limitScope(ca, i)
+		bs, err := r.store.RateBuckets(ctx, scope)
+		if err != nil {
+			r.log.Error("rate limits: cannot read the saved buckets; starting with full ones", "ca", ca.Name, "error", err)
+			continue
+		}
+		saved := make([]SavedBucket, len(bs))
+		for j, b := range bs {
+			saved[j] = SavedBucket{Limit: LimitID(b.Limit), Key: b.Key, Full: b.Full}
+		}
+		ca.Limiter.Restore(saved)
+		if len(saved) > 0 {
+			r.log.Info("rate limits: restored the buckets spent before the restart", "ca", ca.Name, "buckets", len(saved))
+		}
+	}
+}
+
+// saveLimitsEvery saves the Limiters' changes every period until ctx is
+// done, then once more.
+func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
+	pending := make([]map[savedKey]SavedBucket, len(r.cas))
+	save := func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limitSaveTimeout)
+		defer cancel()
+		r.saveLimits(sctx, pending)
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			save()
+		case <-ctx.Done():
+			save()
+			return
+		}
+	}
+}
+
+// saveLimits writes each Limiter's changes, with those of earlier saves
+// that failed (pending, by CA), to the store.
+func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedKey]SavedBucket) {
+	for i, ca := range r.cas {
+		if ca.Limiter == nil {
+			continue
+		}
+		changes := ca.Limiter.Changes()
+		if len(changes) == 0 && len(pending[i]) == 0 {
+			continue
+		}
+		if pending[i] == nil {
+			pending[i] = make(map[savedKey]SavedBucket, len(changes))
+		}
+		for _, c := range changes {
+			pending[i][savedKey{c.Limit, c.Key}] = c
+		}
+		bs := make([]store.RateBucket, 0, len(pending[i]))
+		for _, c := range pending[i] {
+			bs = append(bs, store.RateBucket{Limit: string(c.Limit), Key: c.Key, Full: c.Full})
+		}
+		if err := r.store.PutRateBuckets(ctx, limitScope(ca, i), bs); err != nil {
+			r.log.Error("rate limits: cannot save the spent buckets; will retry", "ca", ca.Name, "buckets", len(bs), "error", err)
+			continue
+		}
+		clear(pending[i])
+	}
+}

@@ -1,0 +1,196 @@
+package renewer
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/store"
+)
+
+// TestLimiterChangesRestore: Changes hands out every bucket written since
+// the last call, once; a new Limiter given them back holds the account to
+// what the old one spent; full buckets, unknown limits and times from a
+// clock that jumped are handled.
+func TestLimiterChangesRestore(t *testing.T) {
+	cfg := LimitsConfig{NewOrders: Limit{Burst: 3, Per: 3 * time.Hour}, AuthzFailures: Limit{Burst: 5, Per: time.Hour}}
+	old, clock := newTestLimiter(t, cfg)
+	if c := old.Changes(); c != nil {
+		t.Fatalf("Changes of a new Limiter = %+v, want none", c)
+	}
+	for range 3 {
+		if r := old.Reserve([]string{"a.example.com"}, OrderNew); !r.OK {
+			t.Fatalf("Reserve within the burst: %+v", r)
+		}
+	}
+	old.AuthzFailed("b.example.com")
+	old.AuthzValid("c.example.com") // no bucket: no change
+	changes := old.Changes()
+	keys := make([]string, 0, len(changes))
+	for _, c := range changes {
+		keys = append(keys, string(c.Limit)+"/"+c.Key)
+	}
+	slices.Sort(keys)
+	want := []string{
+		"authorization_failures_per_identifier/b.example.com",
+		"certificates_per_exact_set/a.example.com",
+		"certificates_per_registered_domain/example.com",
+		"consecutive_authorization_failures_per_identifier/b.example.com",
+		"new_orders_per_account/",
+	}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("Changes = %v, want %v", keys, want)
+	}
+	for _, c := range changes {
+		if c.Limit == LimitNewOrders && !c.Full.Equal(clock.Now().Add(3*time.Hour)) {
+			t.Errorf("new orders bucket full at %v, want %v (three of three spent)", c.Full, clock.Now().Add(3*time.Hour))
+		}
+	}
+	if c := old.Changes(); c != nil {
+		t.Fatalf("second Changes = %+v, want none", c)
+	}
+
+	// A consecutive-failures bucket that a valid authorization empties is
+	// a change to "full now", so that its saved copy goes.
+	old.AuthzValid("b.example.com")
+	if c := old.Changes(); len(c) != 1 || c[0].Limit != LimitConsecutiveAuthzFailures || c[0].Full.After(clock.Now()) {
+		t.Fatalf("Changes after AuthzValid = %+v, want the consecutive bucket full now", c)
+	}
+
+	// A restart an hour later: the new Limiter starts where the old one
+	// is, one token refilled.
+	clock.Advance(time.Hour)
+	restarted, err := NewLimiter(cfg, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted.Restore(changes)
+	if c := restarted.Changes(); c != nil {
+		t.Fatalf("Changes after Restore = %+v, want none (restoring is not a change)", c)
+	}
+	if r := restarted.Reserve([]string{"d.example.net"}, OrderNew); !r.OK {
+		t.Fatalf("first order after the restart: %+v, want the refilled token", r)
+	}
+	r := restarted.Reserve([]string{"e.example.net"}, OrderNew)
+	if r.OK || r.Limit != LimitNewOrders || !r.At.Equal(clock.Now().Add(time.Hour)) {
+		t.Fatalf("second order after the restart: %+v, want held back an hour by %s", r, LimitNewOrders)
+	}
+	if ok, _ := restarted.FailuresAllowed("b.example.com"); !ok {
+		t.Error("one failure of five restored: FailuresAllowed = false")
+	}
+	if b := restarted.Bucket(LimitAuthzFailures, "b.example.com"); b.Tokens != 5 {
+		t.Errorf("failure bucket an hour after one failure of 5/h: %v tokens, want 5 (full)", b.Tokens)
+	}
+
+	// Full buckets, unknown limits, account-wide limits with a key and
+	// keyed limits without one are skipped; a clock that jumped is cut to
+	// the horizon; a later time already held wins.
+	fresh, err := NewLimiter(cfg, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := clock.Now()
+	fresh.Restore([]SavedBucket{
+		{Limit: LimitNewOrders, Full: now.Add(-time.Minute)},
+		{Limit: "no_such_limit", Key: "x", Full: now.Add(time.Hour)},
+		{Limit: LimitOrderRequests, Key: "x", Full: now.Add(time.Hour)},
+		{Limit: LimitAuthzFailures, Key: "", Full: now.Add(time.Hour)},
+		{Limit: LimitCertsPerRegisteredDomain, Key: "example.org", Full: now.Add(400 * 24 * time.Hour)},
+	})
+	if st := fresh.Bucket(LimitNewOrders, ""); st.Tokens != 3 {
+		t.Errorf("a saved bucket full already: %v tokens, want 3", st.Tokens)
+	}
+	for _, s := range fresh.Status() {
+		if s.Limit != LimitCertsPerRegisteredDomain && s.Tracked != 0 {
+			t.Errorf("%s tracks %d buckets after skipped restores", s.Limit, s.Tracked)
+		}
+	}
+	wantFull := now.Add(cfg.CertsPerRegisteredDomain.Per + restoreHorizon)
+	if LetsEncryptLimits().CertsPerRegisteredDomain.Per > 0 {
+		wantFull = now.Add(LetsEncryptLimits().CertsPerRegisteredDomain.Per + restoreHorizon)
+	}
+	if st := fresh.Bucket(LimitCertsPerRegisteredDomain, "example.org"); !st.Full.Equal(wantFull) {
+		t.Errorf("a time 400 days out: full at %v, want cut to %v", st.Full, wantFull)
+	}
+	fresh.Restore([]SavedBucket{{Limit: LimitCertsPerRegisteredDomain, Key: "example.org", Full: now.Add(time.Hour)}})
+	if st := fresh.Bucket(LimitCertsPerRegisteredDomain, "example.org"); !st.Full.Equal(wantFull) {
+		t.Errorf("an earlier saved time replaced a later one held: full at %v, want %v", st.Full, wantFull)
+	}
+}
+
+// TestLimitsSurviveRestart: the renewer saves what its Limiter spends in
+// the store within a second, and a renewer started afresh on the reopened
+// store (a restart) holds its orders to what the first one spent: the
+// third name of a 2-per-hour account waits for the bucket instead of
+// getting a fresh burst.
+func TestLimitsSurviveRestart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	open := func() *store.Badger {
+		st, err := store.OpenBadger(dir, store.BadgerOptions{Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	limits := LimitsConfig{NewOrders: Limit{Burst: 2, Per: 2 * time.Hour}}
+	start := func(st store.Store) (*Renewer, *scriptedIssuer, *Limiter, func()) {
+		lim, err := NewLimiter(limits, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
+		r, err := New(Config{Workers: 2, IdleWait: 50 * time.Millisecond, Limiter: lim, Seed: 3}, st, iss, discardLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		return r, iss, lim, func() {
+			cancel()
+			<-done
+		}
+	}
+
+	st := open()
+	addPending(t, st, time.Now(), "a.example.test", "b.example.org")
+	_, iss, _, stop := start(st)
+	waitFor(t, 10*time.Second, "two names issued", func() bool {
+		return getDomain(t, st, "a.example.test").State == store.StateValid && getDomain(t, st, "b.example.org").State == store.StateValid
+	})
+	// Saved within a second, without waiting for the shutdown: a crash
+	// would keep it too.
+	scope := "ca:1"
+	waitFor(t, 3*time.Second, "the spent bucket saved", func() bool {
+		bs, err := st.RateBuckets(context.Background(), scope)
+		return err == nil && slices.ContainsFunc(bs, func(b store.RateBucket) bool {
+			return b.Limit == string(LimitNewOrders) && b.Full.After(time.Now().Add(limits.NewOrders.Per-time.Minute))
+		})
+	})
+	stop()
+	if n := iss.orderCount(); n != 2 {
+		t.Fatalf("first run: %d orders, want 2", n)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st = open()
+	t.Cleanup(func() { st.Close() })
+	addPending(t, st, time.Now(), "c.example.net")
+	var lim *Limiter
+	_, iss, lim, stop = start(st)
+	defer stop()
+	waitFor(t, 10*time.Second, "the third name held back", func() bool {
+		d := getDomain(t, st, "c.example.net")
+		return d.State == store.StatePending && d.NextAttempt.After(time.Now().Add(50*time.Minute))
+	})
+	if n := iss.orderCount(); n != 0 {
+		t.Fatalf("after the restart: %d orders, want none (the bucket was spent before it)", n)
+	}
+	if b := lim.Bucket(LimitNewOrders, ""); b.Tokens >= 1 || b.Available.Before(time.Now().Add(50*time.Minute)) {
+		t.Fatalf("restored new-orders bucket: %.2f tokens, next at %v; want empty for about an hour", b.Tokens, b.Available)
+	}
+}

@@ -32,6 +32,13 @@ type Planner interface {
 	Plan(pending int) api.Plan
 }
 
+// CAReporter is implemented by a QueueStats that can tell the state of
+// the CAs it orders from (GET /v1/queue's cas).
+type CAReporter interface {
+	// CAs returns the CAs in the configured order.
+	CAs() []api.CAStatus
+}
+
 // Defaults of the state count of GET /v1/queue.
 const (
 	// DefaultStateCountTTL is how long a count of names by state is
@@ -165,6 +172,9 @@ func (a *AdminAPI) queue(ctx context.Context) (*api.Queue, error) {
 	if p, ok := a.cfg.Queue.(Planner); ok {
 		plan := p.Plan(q.Pending.N)
 		q.Plan = &plan
+	}
+	if c, ok := a.cfg.Queue.(CAReporter); ok {
+		q.CAs = c.CAs()
 	}
 	return q, nil
 }

@@ -239,3 +239,77 @@ func ErrorType(err error) (kind, problem string) {
 func knownProblem(short string) bool {
 	return permanentProblems[short] || transientProblems[short] || short == "rateLimited" || short == "compound"
 }
+
+// caCollector exports the renewer's CAStatus at every scrape.
+type caCollector struct {
+	r                                     *Renewer
+	deferred, polls, pollErrors, moved    *prometheus.Desc
+	resting, tokens, blocked, bucketsKept *prometheus.Desc
+}
+
+// NewCACollector returns a Prometheus collector of r's CAs, read from
+// CAStatus at every scrape (a few map walks under the Limiters' locks,
+// bounded by the buckets spent lately):
+//
+//	certserver_orders_deferred_total{ca}            counter: orders the account's limits held back
+//	certserver_ari_polls_total{ca}                  counter: renewal information requests (RFC 9773)
+//	certserver_ari_poll_errors_total{ca}            counter: those that failed
+//	certserver_ari_windows_moved_total{ca}          counter: polls that moved a renewal
+//	certserver_ca_resting{ca}                       gauge: 1 while the CA rests after failures
+//	certserver_rate_limit_tokens{ca,limit}          gauge: orders the account-wide bucket allows now
+//	certserver_rate_limit_blocked_buckets{ca,limit} gauge: buckets holding less than a token
+//	certserver_rate_limit_buckets{ca,limit}         gauge: buckets below full
+//
+// limit is the LimitID. Unlimited account-wide buckets have no tokens
+// series.
+func NewCACollector(r *Renewer) prometheus.Collector {
+	ca := []string{"ca"}
+	cl := []string{"ca", "limit"}
+	return &caCollector{
+		r:           r,
+		deferred:    prometheus.NewDesc("certserver_orders_deferred_total", "Certificate orders the CA account's rate limits held back before they were sent, by CA.", ca, nil),
+		polls:       prometheus.NewDesc("certserver_ari_polls_total", "Renewal information (ARI, RFC 9773) requests, by CA.", ca, nil),
+		pollErrors:  prometheus.NewDesc("certserver_ari_poll_errors_total", "Renewal information requests that failed, by CA.", ca, nil),
+		moved:       prometheus.NewDesc("certserver_ari_windows_moved_total", "Renewal information polls that moved a certificate's renewal because the CA's window moved, by CA.", ca, nil),
+		resting:     prometheus.NewDesc("certserver_ca_resting", "1 while the CA rests after repeated failures of its own (other CAs go first), else 0.", ca, nil),
+		tokens:      prometheus.NewDesc("certserver_rate_limit_tokens", "Orders the CA account's account-wide rate-limit bucket allows now, by CA and limit.", cl, nil),
+		blocked:     prometheus.NewDesc("certserver_rate_limit_blocked_buckets", "Rate-limit buckets holding less than one token (orders that need them wait), by CA and limit.", cl, nil),
+		bucketsKept: prometheus.NewDesc("certserver_rate_limit_buckets", "Rate-limit buckets below full, by CA and limit.", cl, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *caCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.deferred, c.polls, c.pollErrors, c.moved, c.resting, c.tokens, c.blocked, c.bucketsKept} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.r.cfg.Now()
+	for _, s := range c.r.CAStatus() {
+		counter := func(d *prometheus.Desc, v int64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), s.Name)
+		}
+		counter(c.deferred, s.Counts.Deferred)
+		if s.OffersARI {
+			counter(c.polls, s.Counts.Polls)
+			counter(c.pollErrors, s.Counts.PollErrors)
+			counter(c.moved, s.Counts.WindowsMoved)
+		}
+		resting := 0.0
+		if s.RestingUntil.After(now) {
+			resting = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.resting, prometheus.GaugeValue, resting, s.Name)
+		for _, l := range s.Limits {
+			id := string(l.Limit)
+			if l.Scope == "account" && l.Burst >= 0 && len(l.Buckets) > 0 {
+				ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.GaugeValue, l.Buckets[0].Tokens, s.Name, id)
+			}
+			ch <- prometheus.MustNewConstMetric(c.blocked, prometheus.GaugeValue, float64(l.Blocked), s.Name, id)
+			ch <- prometheus.MustNewConstMetric(c.bucketsKept, prometheus.GaugeValue, float64(l.Tracked), s.Name, id)
+		}
+	}
+}

@@ -236,3 +236,88 @@ certserver_orders_total{ca="",result="refused"} 2
 		t.Error(err)
 	}
 }
+
+// TestCACollector: the CA collector exports what CAStatus says at the
+// moment of the scrape: an ARI poll, an order the limits deferred, the
+// new-orders bucket's tokens, a name blocked by its failed validations.
+func TestCACollector(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)} // newARIEnv's
+	lim, err := NewLimiter(LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}}, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newARIEnv(t, Config{Limiter: lim})
+	e.clock = clock
+	e.ca.clock = clock
+	e.r.cfg.Now = clock.Now
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(NewCACollector(e.r)); err != nil {
+		t.Fatal(err)
+	}
+	const name = "www.example.test"
+	e.issue(t, name)
+	d := getDomain(t, e.st, name)
+	e.clock.Set(d.NextAttempt)
+	e.r.process(context.Background(), name, false) // the first poll
+	if e.ca.pollCount() != 1 {
+		t.Fatalf("%d polls, want 1", e.ca.pollCount())
+	}
+	e.issue(t, "next.example.test") // spends the one new-order token
+	addPending(t, e.st, e.clock.Now(), "third.example.test")
+	e.r.process(context.Background(), "third.example.test", false) // deferred: no token
+	for range 5 {
+		lim.AuthzFailed("bad.example.test")
+	}
+
+	const ca = `ca="https://ca.example.test/dir"`
+	got, err := testutil.GatherAndCount(reg)
+	if err != nil || got == 0 {
+		t.Fatalf("gather: %d metrics, %v", got, err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName() + "{"
+			for i, lp := range m.GetLabel() {
+				if i > 0 {
+					key += ","
+				}
+				key += lp.GetName() + `="` + lp.GetValue() + `"`
+			}
+			key += "}"
+			switch {
+			case m.Counter != nil:
+				values[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				values[key] = m.Gauge.GetValue()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"certserver_ari_polls_total{" + ca + "}":                                                                      1,
+		"certserver_ari_poll_errors_total{" + ca + "}":                                                                0,
+		"certserver_ari_windows_moved_total{" + ca + "}":                                                              0,
+		"certserver_orders_deferred_total{" + ca + "}":                                                                1,
+		"certserver_ca_resting{" + ca + "}":                                                                           0,
+		"certserver_rate_limit_blocked_buckets{" + ca + `,limit="new_orders_per_account"}`:                            1,
+		"certserver_rate_limit_blocked_buckets{" + ca + `,limit="authorization_failures_per_identifier"}`:             1,
+		"certserver_rate_limit_buckets{" + ca + `,limit="authorization_failures_per_identifier"}`:                     1,
+		"certserver_rate_limit_blocked_buckets{" + ca + `,limit="certificates_per_registered_domain"}`:                0,
+		"certserver_rate_limit_buckets{" + ca + `,limit="certificates_per_registered_domain"}`:                        1,
+		"certserver_rate_limit_blocked_buckets{" + ca + `,limit="consecutive_authorization_failures_per_identifier"}`: 0,
+	} {
+		if got, ok := values[key]; !ok || got != want {
+			t.Errorf("%s = %v (exported: %v), want %v", key, got, ok, want)
+		}
+	}
+	if tok, ok := values["certserver_rate_limit_tokens{"+ca+`,limit="new_orders_per_account"}`]; !ok || tok < 0 || tok >= 1 {
+		t.Errorf("new-orders tokens %v (exported: %v), want below one", tok, ok)
+	}
+	if _, ok := values["certserver_rate_limit_tokens{"+ca+`,limit="new_order_requests"}`]; ok {
+		t.Error("tokens exported for an unlimited bucket")
+	}
+}

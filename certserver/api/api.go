@@ -395,6 +395,79 @@ type Queue struct {
 	// new-order rate limits (the enrollment planner); left out when the
 	// server runs no renewer.
 	Plan *Plan `json:"plan,omitempty"`
+	// CAs are the CAs the renewer orders from, in the configured order,
+	// with their counters and rate limits; left out when the server runs
+	// no renewer.
+	CAs []CAStatus `json:"cas,omitempty"`
+}
+
+// CAStatus is one CA as the renewer sees it: what it sent there since it
+// started, whether the CA is resting after failures, and its account's
+// rate-limit buckets.
+type CAStatus struct {
+	Name      string `json:"name"`
+	Directory string `json:"directory,omitempty"`
+	// OffersARI says renewal information is polled and ARI renewals are
+	// exempt from the limits.
+	OffersARI bool `json:"offers_ari"`
+	// Orders reached the CA; Issued, Failed and RateLimited split them.
+	Orders      int64 `json:"orders"`
+	Issued      int64 `json:"issued"`
+	Failed      int64 `json:"failed"`
+	RateLimited int64 `json:"rate_limited"`
+	// Deferred counts orders the account's limits held back before they
+	// were sent; Refused those the pre-flight check refused for this CA.
+	Deferred int64 `json:"deferred"`
+	Refused  int64 `json:"refused"`
+	// ARIPolls counts renewal information requests, ARIPollErrors the
+	// failed ones, WindowsMoved the polls that moved a renewal.
+	ARIPolls      int64 `json:"ari_polls"`
+	ARIPollErrors int64 `json:"ari_poll_errors"`
+	WindowsMoved  int64 `json:"windows_moved"`
+	// FailureStreak is how many orders in a row failed for reasons of the
+	// CA's own; RestingUntil, when set, is until when the other CAs go
+	// first.
+	FailureStreak int       `json:"failure_streak"`
+	RestingUntil  time.Time `json:"resting_until,omitzero"`
+	// Limits are the account's rate limits; empty when it has none.
+	Limits []LimitStatus `json:"limits,omitempty"`
+}
+
+// LimitStatus is one rate limit of a CA account across its buckets.
+type LimitStatus struct {
+	// Limit names it: "new_orders_per_account",
+	// "certificates_per_registered_domain", "certificates_per_exact_set",
+	// "authorization_failures_per_identifier",
+	// "consecutive_authorization_failures_per_identifier",
+	// "new_order_requests".
+	Limit string `json:"limit"`
+	// Scope is what one bucket counts: "account", "registered domain",
+	// "exact set" or "name".
+	Scope string `json:"scope"`
+	// Burst per PerSeconds is the limit; Burst is -1 when unlimited.
+	Burst      int     `json:"burst"`
+	PerSeconds float64 `json:"per_seconds"`
+	// Tracked is how many buckets are below full, Blocked how many hold
+	// less than one token (orders that need them wait).
+	Tracked int `json:"tracked"`
+	Blocked int `json:"blocked"`
+	// Buckets is the account-wide bucket, or the blocked buckets that
+	// free up soonest (at most 100).
+	Buckets []Bucket `json:"buckets,omitempty"`
+}
+
+// Bucket is one rate-limit bucket.
+type Bucket struct {
+	// Key is the registered domain, exact set or name; "" for the
+	// account-wide bucket.
+	Key string `json:"key,omitempty"`
+	// Tokens is how many orders it allows now (fractions are a token on
+	// its way).
+	Tokens float64 `json:"tokens"`
+	// Available is when it next holds a whole token, Full when it is full
+	// again.
+	Available time.Time `json:"available"`
+	Full      time.Time `json:"full"`
 }
 
 // Plan is how long the names waiting for their first certificate take to

@@ -142,6 +142,11 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)
 	}
+	if metrics != nil {
+		if err := metrics.Registerer().Register(renewer.NewCACollector(rn)); err != nil {
+			return nil, fmt.Errorf("renewer metrics: %w", err)
+		}
+	}
 	is := &issuance{directory: a.Directory, issuers: issuers, renewer: rn}
 	if !cfg.OnDemand.enabled() {
 		return is, nil
@@ -306,7 +311,33 @@ func (r caRevoker) Revoke(ctx context.Context, cert *store.Certificate, reason i
 // the admin API's terms.
 type queueStats struct{ *renewer.Renewer }
 
-var _ certserver.Planner = queueStats{}
+var (
+	_ certserver.Planner    = queueStats{}
+	_ certserver.CAReporter = queueStats{}
+)
+
+func (q queueStats) CAs() []api.CAStatus {
+	var out []api.CAStatus
+	for _, s := range q.Renewer.CAStatus() {
+		c := api.CAStatus{Name: s.Name, Directory: s.Directory, OffersARI: s.OffersARI,
+			Orders: s.Counts.Orders, Issued: s.Counts.Issued, Failed: s.Counts.Failed, RateLimited: s.Counts.RateLimited,
+			Deferred: s.Counts.Deferred, Refused: s.Counts.Refused,
+			ARIPolls: s.Counts.Polls, ARIPollErrors: s.Counts.PollErrors, WindowsMoved: s.Counts.WindowsMoved,
+			FailureStreak: s.FailureStreak}
+		if s.RestingUntil.After(time.Now()) {
+			c.RestingUntil = s.RestingUntil
+		}
+		for _, l := range s.Limits {
+			ls := api.LimitStatus{Limit: string(l.Limit), Scope: l.Scope, Burst: l.Burst, PerSeconds: l.Per.Seconds(), Tracked: l.Tracked, Blocked: l.Blocked}
+			for _, b := range l.Buckets {
+				ls.Buckets = append(ls.Buckets, api.Bucket{Key: b.Key, Tokens: b.Tokens, Available: b.Available, Full: b.Full})
+			}
+			c.Limits = append(c.Limits, ls)
+		}
+		out = append(out, c)
+	}
+	return out
+}
 
 func (q queueStats) Plan(pending int) api.Plan {
 	p := q.Renewer.Plan(pending)

@@ -276,7 +276,7 @@ func TestQueueCommand(t *testing.T) {
 	for _, re := range []string{
 		`due now +2\n`, `due within an hour +3\n`, `due within a day +3\n`, `in flight +2\n`,
 		`throughput +0\.50 names/s \(last 15 minutes\)\n`, `backlog done +\S+Z \(in 4s\)\n`, `pending +3\n`, `failing +0\n`,
-		`names by state +pending 3, issuing 0, valid 0, renewing 0, failing 0, removed 0 \(3 names\)\n`,
+		`names by state +pending 3, issuing 0, valid 0, renewing 0, failing 0, given_up 0, removed 0 \(3 names\)\n`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("output does not match %q:\n%s", re, out)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/store"
 )
 
 const queueHelp = `
@@ -31,6 +32,16 @@ Shows what the renewer has to do, from GET /v1/queue:
   names by state                          a count of every record, reused for
                                           10s; "≥" when the scan ran out of
                                           time (3s) before the end
+  CA NAME                                 per CA, since the sidecar started:
+                                          orders sent and how they ended,
+                                          orders the limits held back,
+                                          renewal information polls, whether
+                                          the CA rests after failures; then
+                                          the account's limits: the room in
+                                          the account-wide buckets, and how
+                                          many per-domain, per-set or per-name
+                                          buckets are empty (the first to
+                                          free up named)
 
 Exit codes: 0 shown; 1 the request failed; 2 bad command line.
 ` + adminHelp + `
@@ -89,8 +100,71 @@ func runQueue(ctx context.Context, e *env, args []string) int {
 	}
 	line("failing", count(q.Failing))
 	line("names by state", stateCounts(q))
+	for _, c := range q.CAs {
+		caLines(line, c, q.Now)
+	}
 	tw.Flush()
 	return exitOK
+}
+
+// limitNames are the rate limits as the queue output names them.
+var limitNames = map[string]string{
+	"new_orders_per_account":                            "new orders",
+	"new_order_requests":                                "order requests",
+	"certificates_per_registered_domain":                "certs per registered domain",
+	"certificates_per_exact_set":                        "certs per exact set",
+	"authorization_failures_per_identifier":             "failed validations per name",
+	"consecutive_authorization_failures_per_identifier": "consecutive failures per name",
+}
+
+// caLines prints one CA: its counters since the start, whether it rests,
+// and its account's limits, the blocked ones with the bucket that frees up
+// first.
+func caLines(line func(k, v string), c api.CAStatus, now time.Time) {
+	head := c.Directory
+	if c.OffersARI {
+		head = strings.TrimSpace(head + " (ARI)")
+	}
+	line("CA "+c.Name, head)
+	line("  orders", fmt.Sprintf("%d sent: %d issued, %d failed, %d rate-limited; %d held back by the limits, %d refused by pre-flight",
+		c.Orders, c.Issued, c.Failed, c.RateLimited, c.Deferred, c.Refused))
+	if c.OffersARI {
+		line("  renewal info", fmt.Sprintf("%d polls, %d failed, %d windows moved", c.ARIPolls, c.ARIPollErrors, c.WindowsMoved))
+	}
+	if !c.RestingUntil.IsZero() {
+		line("  resting", fmt.Sprintf("until %s after %d failures in a row: other CAs go first", when(c.RestingUntil, now), c.FailureStreak))
+	}
+	for _, l := range c.Limits {
+		name := limitNames[l.Limit]
+		if name == "" {
+			name = l.Limit
+		}
+		per := roughly(time.Duration(l.PerSeconds * float64(time.Second)))
+		switch {
+		case l.Burst < 0 && l.Blocked == 0:
+			continue // no limit, and the CA has not asked to wait
+		case l.Scope == "account" && len(l.Buckets) > 0:
+			b := l.Buckets[0]
+			v := fmt.Sprintf("%.1f of %d per %s", b.Tokens, l.Burst, per)
+			if l.Burst < 0 {
+				v = "no limit"
+			}
+			if b.Tokens < 1 {
+				v += ", next " + when(b.Available, now)
+			}
+			line("  "+name, v)
+		case l.Blocked > 0:
+			what := plural(l.Blocked, l.Scope)
+			v := fmt.Sprintf("%d per %s: %s blocked", l.Burst, per, what)
+			if l.Burst < 0 {
+				v = what + " held back by the CA"
+			}
+			if len(l.Buckets) > 0 {
+				v += fmt.Sprintf(", first %s %s", l.Buckets[0].Key, when(l.Buckets[0].Available, now))
+			}
+			line("  "+name, v)
+		}
+	}
 }
 
 // planLine says when the pending names will have been ordered at the CAs'
@@ -142,7 +216,8 @@ func backlog(q *api.Queue) string {
 func stateCounts(q *api.Queue) string {
 	var parts []string
 	total := 0
-	for _, s := range []string{"pending", "issuing", "valid", "renewing", "failing", "removed"} {
+	for _, st := range store.States {
+		s := string(st)
 		parts = append(parts, s+" "+strconv.Itoa(q.States[s]))
 		total += q.States[s]
 	}

@@ -3,6 +3,7 @@ package renewer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -424,6 +425,38 @@ func TestPreflight(t *testing.T) {
 			wantErr: "name points at 192.0.2.1 here but also at 2001:db8::99, which is not a configured target",
 			step:    StepTargets,
 		},
+		{
+			// 60 records, about 2.5 KB: over UDP the answer is cut; the one
+			// that allows the CA comes last and is only seen over TCP.
+			desc: "a CAA set too long for UDP, the allowing record last",
+			setup: func(s *dnstest.Server) {
+				s.SetA("www.example.test", pfHere)
+				s.SetCAA("example.test", append(manyCAA(60), issue(pfLE))...)
+			},
+			name: "www.example.test",
+		},
+		{
+			desc: "a CAA set too long for UDP, none for the CA",
+			setup: func(s *dnstest.Server) {
+				s.SetA("www.example.test", pfHere)
+				s.SetCAA("example.test", manyCAA(60)...)
+			},
+			name:    "www.example.test",
+			wantErr: "CAA at example.test allows only",
+			step:    StepCAA,
+		},
+		{
+			desc: "100 addresses, the target last",
+			cfg:  PreflightConfig{Targets: []string{pfHere.String()}},
+			setup: func(s *dnstest.Server) {
+				addrs := make([]netip.Addr, 0, 101)
+				for i := range 100 {
+					addrs = append(addrs, netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}))
+				}
+				s.SetA("www.example.test", append(addrs, pfHere)...)
+			},
+			name: "www.example.test",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -570,4 +603,67 @@ func TestParseCAAValue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyCAA returns n issue records for CAs other than Let's Encrypt.
+func manyCAA(n int) []dnstest.CAA {
+	out := make([]dnstest.CAA, n)
+	for i := range out {
+		out[i] = issue(fmt.Sprintf("ca%02d.issuer-number-%02d.example", i, i))
+	}
+	return out
+}
+
+// TestResolverTruncated: an answer too large for UDP comes back
+// truncated and is asked again over TCP; the reply is whole. A server
+// that only truncates (no TCP) is an error, not a partial answer.
+func TestResolverTruncated(t *testing.T) {
+	s := dnstest.Start(t, dnstest.Options{})
+	s.SetCAA("example.test", manyCAA(60)...)
+	r, err := NewResolver([]string{s.Addr()}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := r.Query(context.Background(), "example.test", dns.TypeCAA)
+	if err != nil || msg.Truncated || len(msg.Answer) != 60 {
+		t.Fatalf("Query: %d records, truncated %v, %v; want 60 over TCP", len(msgAnswer(msg)), msg != nil && msg.Truncated, err)
+	}
+	if n := s.Queries("example.test"); n != 2 {
+		t.Errorf("the server was asked %d times, want 2 (UDP, then TCP)", n)
+	}
+
+	// A small answer needs no TCP.
+	s.SetCAA("small.test", issue(pfLE))
+	if _, err := r.Query(context.Background(), "small.test", dns.TypeCAA); err != nil || s.Queries("small.test") != 1 {
+		t.Errorf("small answer: %v, asked %d times, want once", err, s.Queries("small.test"))
+	}
+
+	// A UDP-only server that truncates: the TCP retry fails, and so does
+	// the query.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		m.Truncated = true
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	r, err = NewResolver([]string{pc.LocalAddr().String()}, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := r.Query(context.Background(), "example.test", dns.TypeCAA); err == nil {
+		t.Fatalf("Query of a server that truncates without TCP: %v, no error", msg)
+	}
+}
+
+func msgAnswer(m *dns.Msg) []dns.RR {
+	if m == nil {
+		return nil
+	}
+	return m.Answer
 }

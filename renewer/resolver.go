@@ -25,8 +25,16 @@ const maxCNAMEHops = 8
 // or /etc/hosts says. It is safe for concurrent use.
 type Resolver struct {
 	servers []string
-	client  *dns.Client
+	udp     *dns.Client
+	tcp     *dns.Client
 }
+
+// ednsSize is the UDP payload size the Resolver advertises (EDNS0, RFC
+// 6891): the 1,232 bytes of DNS Flag Day 2020, which fit in one packet
+// on any path. An answer larger than that comes back truncated and is
+// asked again over TCP (RFC 7766), so that a long CAA set or a name with
+// many addresses is read whole, never judged from a part.
+const ednsSize = 1232
 
 // NewResolver returns a Resolver asking servers ("host:port", tried in
 // order) with the given timeout per query (0 means 2 seconds). With no
@@ -52,7 +60,8 @@ func NewResolver(servers []string, timeout time.Duration) (*Resolver, error) {
 			return nil, fmt.Errorf("resolver %q: want host:port: %w", s, err)
 		}
 	}
-	return &Resolver{servers: servers, client: &dns.Client{Timeout: timeout}}, nil
+	return &Resolver{servers: servers, udp: &dns.Client{Timeout: timeout, UDPSize: ednsSize},
+		tcp: &dns.Client{Net: "tcp", Timeout: timeout}}, nil
 }
 
 // Answer is where a name points: the addresses its A and AAAA records give
@@ -108,19 +117,27 @@ func (r *Resolver) follow(ctx context.Context, name string, qtype uint16, ans *A
 }
 
 // Query sends one question to the configured servers in turn until one
-// answers, and returns its reply. NXDOMAIN is an error wrapping
-// ErrNoSuchName; SERVFAIL, REFUSED and network failures are plain errors
-// (a later attempt may succeed).
+// answers, and returns its reply: over UDP with EDNS0, again over TCP when
+// the answer was truncated. NXDOMAIN is an error wrapping ErrNoSuchName;
+// SERVFAIL, REFUSED and network failures are plain errors (a later
+// attempt may succeed), and so is an answer still truncated.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), qtype)
 	q.RecursionDesired = true
+	q.SetEdns0(ednsSize, false)
 	var lastErr error
 	for _, server := range r.servers {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		reply, _, err := r.client.ExchangeContext(ctx, q, server)
+		reply, _, err := r.udp.ExchangeContext(ctx, q, server)
+		if err == nil && reply.Truncated {
+			reply, _, err = r.tcp.ExchangeContext(ctx, q, server)
+			if err == nil && reply.Truncated {
+				err = errors.New("answer truncated over TCP too")
+			}
+		}
 		if err != nil {
 			lastErr = fmt.Errorf("ask %s about %s %s: %w", server, name, dns.TypeToString[qtype], err)
 			continue

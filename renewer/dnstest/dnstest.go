@@ -235,6 +235,18 @@ func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	s.mu.RLock()
 	resp.Answer, resp.Rcode = s.answer(qname, q.Qtype)
 	s.mu.RUnlock()
+	// Over UDP an answer must fit the client's buffer, as a real server's
+	// must: 512 bytes, or what its EDNS0 record offers; a longer one is
+	// cut and flagged truncated (RFC 1035 section 4.1.1, RFC 6891), and
+	// the client is to ask again over TCP.
+	if w.LocalAddr().Network() == "udp" {
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = max(int(opt.UDPSize()), dns.MinMsgSize)
+			resp.SetEdns0(opt.UDPSize(), false)
+		}
+		resp.Truncate(size)
+	}
 	_ = w.WriteMsg(resp)
 }
 

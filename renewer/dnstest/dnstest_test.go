@@ -185,3 +185,38 @@ func TestSetAPanicsOnIPv6(t *testing.T) {
 	}()
 	s.SetA("x.example.test", loopback6)
 }
+
+// TestTruncation: over UDP an answer that does not fit the client's
+// buffer (512 bytes, or its EDNS0 size) comes back cut and flagged
+// truncated, as from a real server; over TCP it comes whole.
+func TestTruncation(t *testing.T) {
+	s := Start(t, Options{})
+	var recs []CAA
+	for i := range 40 {
+		recs = append(recs, CAA{Tag: "issue", Value: fmt.Sprintf("ca%02d.example", i)})
+	}
+	s.SetCAA("big.test", recs...)
+	ask := func(network string, edns uint16) *dns.Msg {
+		t.Helper()
+		c := &dns.Client{Net: network, UDPSize: edns}
+		m := new(dns.Msg)
+		m.SetQuestion("big.test.", dns.TypeCAA)
+		if edns > 0 {
+			m.SetEdns0(edns, false)
+		}
+		in, _, err := c.Exchange(m, s.Addr())
+		if err != nil {
+			t.Fatalf("exchange over %s (EDNS0 %d): %v", network, edns, err)
+		}
+		return in
+	}
+	if in := ask("udp", 0); !in.Truncated || len(in.Answer) >= 40 {
+		t.Errorf("UDP without EDNS0: truncated %v, %d records; want cut to fit 512 bytes", in.Truncated, len(in.Answer))
+	}
+	if in := ask("udp", 4096); in.Truncated || len(in.Answer) != 40 {
+		t.Errorf("UDP with EDNS0 4096: truncated %v, %d records; want all 40", in.Truncated, len(in.Answer))
+	}
+	if in := ask("tcp", 0); in.Truncated || len(in.Answer) != 40 {
+		t.Errorf("TCP: truncated %v, %d records; want all 40", in.Truncated, len(in.Answer))
+	}
+}

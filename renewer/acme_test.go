@@ -600,3 +600,55 @@ func TestNewACMEIssuerRefusesBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestEABWithPebble: a CA that requires external account binding (as
+// ZeroSSL and Google Trust Services do) refuses an account without one,
+// permanently and in its own words, and one with a wrong MAC key; with the
+// key identifier and MAC key it gave, the account registers and orders.
+func TestEABWithPebble(t *testing.T) {
+	t.Parallel()
+	const kid, key = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	env := newACMEEnv(t, pebbletest.Options{EABKeys: map[string]string{kid: key}})
+	const name = "eab.example.test"
+	env.pointHere(name)
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		desc string
+		eab  *ExternalAccount
+		want string
+	}{
+		{desc: "no binding", want: "externalAccountRequired"},
+		{desc: "no binding, the hint", want: "set eab_kid and eab_hmac_file"},
+		{desc: "a wrong MAC key", eab: &ExternalAccount{KeyID: kid, HMACKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, want: "unauthorized"},
+		{desc: "an unknown key identifier", eab: &ExternalAccount{KeyID: "kid-2", HMACKey: key}, want: "not known to the ACME server"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			is := env.issuer(t, func(c *ACMEConfig) { c.EAB, c.Email = tc.eab, strings.ReplaceAll(tc.desc, " ", "-")+"@example.test" })
+			_, err := is.Obtain(ctx, Order{Name: name, Profile: "default"})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Obtain = %v, want an error naming %q", err, tc.want)
+			}
+			var p permanent
+			if !errors.As(err, &p) || !p.Permanent() {
+				t.Errorf("error %v is not permanent: the account will not register by retrying", err)
+			}
+		})
+	}
+	if n := len(env.ca.Orders()); n != 0 {
+		t.Fatalf("%d orders reached the CA without an account", n)
+	}
+
+	is := env.issuer(t, func(c *ACMEConfig) { c.EAB = &ExternalAccount{KeyID: kid, HMACKey: key} })
+	c, err := is.Obtain(ctx, Order{Name: name, Profile: "default"})
+	if err != nil {
+		t.Fatalf("Obtain with the binding: %v", err)
+	}
+	if leafOf(t, c).DNSNames[0] != name {
+		t.Fatalf("certificate for %v", leafOf(t, c).DNSNames)
+	}
+	acct, err := is.Account(ctx)
+	if err != nil || acct.URL == "" {
+		t.Fatalf("account after registering with the binding: %+v, %v", acct, err)
+	}
+}

@@ -170,6 +170,9 @@ func classify(name string, err error, now time.Time) *ACMEError {
 	}
 	e.Problem, e.Detail = p.Type, problemText(p)
 	e.Kind = problemKind(p)
+	if shortProblem(p.Type) == "externalAccountRequired" {
+		e.Detail += " (the CA requires external account binding: set eab_kid and eab_hmac_file to the credentials from its dashboard)"
+	}
 	return e
 }
 

@@ -106,6 +106,11 @@ type Options struct {
 	// (PEBBLE_AUTHZREUSE). Default 0, so every order is validated; Pebble
 	// on its own reuses half of them.
 	AuthzReuse int
+	// EABKeys, when set, makes Pebble require external account binding
+	// (RFC 8555 section 7.3.4), as ZeroSSL and Google Trust Services do,
+	// and accept these keys: key identifier to HMAC key, base64url.
+	// Default nil: no binding required.
+	EABKeys map[string]string
 }
 
 // Server is a running Pebble. Its methods are safe for concurrent use.
@@ -334,7 +339,8 @@ func writeConfig(path, acmeAddr, mgmtAddr string, ca *listenerCerts, httpPort, t
 		"httpPort":                       httpPort,
 		"tlsPort":                        tlsPort,
 		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
+		"externalAccountBindingRequired": len(opts.EABKeys) > 0,
+		"externalAccountMACKeys":         opts.EABKeys,
 		"domainBlocklist":                blocked,
 		// Whole seconds are all Retry-After can say; 1 keeps lego's polls
 		// short (without the header it waits 5 seconds).

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
 	"github.com/valyala/fasthttp"
 )
@@ -69,6 +70,72 @@ type statusView struct {
 	Expiries []expiryRow
 	// Stale is set when the inventory is older than expected.
 	Stale bool
+	// CAs are the CAs the renewer orders from, nil without a renewer.
+	CAs []caRow
+}
+
+// caRow is one CA on the status page.
+type caRow struct {
+	api.CAStatus
+	// Resting is set while the CA rests after failures of its own.
+	Resting bool
+	// NewOrders says the room in the account's new-orders bucket: "280 of
+	// 300 per 3h", "none until in 20m", "no limit".
+	NewOrders string
+	// Blocked lists the other limits with empty buckets: "failed
+	// validations per name: 3 blocked".
+	Blocked []string
+}
+
+// limitLabels name the rate limits on the status page.
+var limitLabels = map[string]string{
+	"new_order_requests":                                "order requests",
+	"certificates_per_registered_domain":                "certificates per registered domain",
+	"certificates_per_exact_set":                        "certificates per exact set",
+	"authorization_failures_per_identifier":             "failed validations per name",
+	"consecutive_authorization_failures_per_identifier": "consecutive failed validations per name",
+}
+
+// period writes a limit's period in its one unit when it has one: "3h",
+// "7d", else roughly.
+func period(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d >= day && d%day == 0:
+		return fmt.Sprintf("%dd", d/day)
+	case d >= time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return roughly(d)
+}
+
+// caRows turns the CAs' states into rows of the status page.
+func caRows(cas []api.CAStatus, now time.Time) []caRow {
+	rows := make([]caRow, 0, len(cas))
+	for _, c := range cas {
+		r := caRow{CAStatus: c, Resting: c.RestingUntil.After(now), NewOrders: "no limit"}
+		for _, l := range c.Limits {
+			per := period(time.Duration(l.PerSeconds * float64(time.Second)))
+			switch {
+			case l.Limit == "new_orders_per_account" && l.Burst >= 0 && len(l.Buckets) > 0:
+				b := l.Buckets[0]
+				r.NewOrders = fmt.Sprintf("%d of %d per %s", int(b.Tokens), l.Burst, per)
+				if b.Tokens < 1 {
+					r.NewOrders = fmt.Sprintf("none of %d per %s until %s", l.Burst, per, relative(b.Available.Sub(now)))
+				}
+			case l.Limit == "new_orders_per_account" && l.Blocked > 0 && len(l.Buckets) > 0:
+				r.NewOrders = "held back by the CA until " + relative(l.Buckets[0].Available.Sub(now))
+			case l.Blocked > 0:
+				label := limitLabels[l.Limit]
+				if label == "" {
+					label = l.Limit
+				}
+				r.Blocked = append(r.Blocked, fmt.Sprintf("%s: %d blocked", label, l.Blocked))
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows
 }
 
 type stateRow struct {
@@ -91,6 +158,9 @@ func (a *AdminAPI) statusPage(_ context.Context, rc *fasthttp.RequestCtx, _ para
 	now := a.cfg.Now()
 	v := statusView{Now: now, Reload: statusReload, CSS: template.CSS(statusCSS), Inv: a.cfg.Metrics.Inventory()}
 	v.Host, _ = os.Hostname()
+	if c, ok := a.cfg.Queue.(CAReporter); ok {
+		v.CAs = caRows(c.CAs(), now)
+	}
 	if v.Inv == nil {
 		v.Reload = statusReloadWaiting
 	} else {
@@ -163,6 +233,11 @@ func (v *statusView) judge(interval time.Duration) {
 	}
 	if n := inv.Expiring14d - inv.Expiring7d; n > 0 {
 		warn(plural(n, "more certificate expires", "more certificates expire") + " within 14 days")
+	}
+	for _, c := range v.CAs {
+		if c.Resting {
+			warn(fmt.Sprintf("CA %s failed %d orders in a row: the other CAs go first for the next %s", c.Name, c.FailureStreak, roughly(c.RestingUntil.Sub(v.Now))))
+		}
 	}
 	// Scans repeat every interval, or 20 times their duration: three
 	// missed scans make the page suspicious of itself.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
 )
 
@@ -63,7 +64,18 @@ func TestStatusPageInChromium(t *testing.T) {
 	st := newTestStore(t)
 	m := newTestMetrics(t, st, func() time.Time { return now })
 	m.cfg.FailingLimit, m.cfg.SoonestLimit = 20, 20
-	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m}, st)
+	cas := caQueue{
+		{Name: "letsencrypt", Directory: "https://acme-v02.api.letsencrypt.org/directory", OffersARI: true,
+			Orders: 12, Issued: 7, Failed: 5, RateLimited: 1, Deferred: 40, FailureStreak: 3, RestingUntil: now.Add(10*time.Minute + 30*time.Second),
+			Limits: []api.LimitStatus{
+				{Limit: "new_orders_per_account", Scope: "account", Burst: 300, PerSeconds: 3 * 3600, Blocked: 1,
+					Buckets: []api.Bucket{{Tokens: 0.4, Available: now.Add(22*time.Minute + 30*time.Second), Full: now.Add(3 * time.Hour)}}},
+				{Limit: "authorization_failures_per_identifier", Scope: "name", Burst: 5, PerSeconds: 3600, Tracked: 4, Blocked: 2},
+			}},
+		{Name: "zerossl", Directory: "https://acme.zerossl.com/v2/DV90", Orders: 3, Issued: 3,
+			Limits: []api.LimitStatus{{Limit: "new_orders_per_account", Scope: "account", Burst: -1, Buckets: []api.Bucket{{Tokens: -1}}}}},
+	}
+	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m, Queue: cas}, st)
 
 	const hostileError = `acme unauthorized: <script>alert("x")</script> & "quotes"`
 	names := []struct {
@@ -158,6 +170,11 @@ func TestStatusPageInChromium(t *testing.T) {
 		{"expiring soon", `<td class="name">blog.example.com</td>`},
 		{"unmanaged certificate", `<td class="name">imported.example.io</td>`},
 		{"not managed tag", `<span class="tag">not managed</span>`},
+		{"resting finding", `<li>CA letsencrypt failed 3 orders in a row: the other CAs go first for the next 10m</li>`},
+		{"resting CA", `<tr class="warn" data-ca="letsencrypt"> <td class="name">letsencrypt <span class="tag">resting</span> <span class="tag">ARI</span><br><span class="dir">https://acme-v02.api.letsencrypt.org/directory</span></td> <td class="num">12</td> <td class="num">7</td> <td class="num">5</td> <td class="num">1</td> <td class="num">40</td>`},
+		{"empty new-orders bucket", `<td>none of 300 per 3h until in 22m</td> <td>failed validations per name: 2 blocked<br></td>`},
+		{"second CA", `<tr data-ca="zerossl"> <td class="name">zerossl<br><span class="dir">https://acme.zerossl.com/v2/DV90</span></td> <td class="num">3</td> <td class="num">3</td> <td class="num">0</td>`},
+		{"no limit", `<td>no limit</td> <td>room everywhere</td>`},
 	} {
 		if !strings.Contains(text, want.html) {
 			t.Errorf("%s: the page does not show %q", want.desc, want.html)
@@ -243,3 +260,10 @@ func TestRelative(t *testing.T) {
 		})
 	}
 }
+
+// caQueue is a renewer that reports fixed CAs.
+type caQueue []api.CAStatus
+
+func (caQueue) InFlight() int         { return 0 }
+func (caQueue) Throughput() float64   { return 0 }
+func (q caQueue) CAs() []api.CAStatus { return q }

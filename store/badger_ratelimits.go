@@ -16,10 +16,7 @@ const bucketBatch = 1000
 
 // bucketKey returns the key of bucket (limit, k) of scope.
 func bucketKey(scope, limit, k string) []byte {
-	b := make([]byte, 0, len(prefixBucket)+len(scope)+len(limit)+len(k)+2)
-	b = append(append(append(b, prefixBucket...), scope...), 0)
-	b = append(append(b, limit...), 0)
-	return append(b, k...)
+	return key(prefixBucket, scope+"\x00"+limit+"\x00"+k)
 }
 
 // PutRateBuckets implements Store. Each bucket is written with a Badger
@@ -77,15 +74,15 @@ func (b *Badger) RateBuckets(ctx context.Context, scope string) ([]RateBucket, e
 			item := it.Item()
 			rest := item.Key()[len(prefix):]
 			i := bytes.IndexByte(rest, 0)
-			if i < 0 {
-				return fmt.Errorf("bucket key %q: %w", item.Key(), ErrInvalid)
-			}
 			v, err := item.ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			if len(v) != 8 {
-				return fmt.Errorf("bucket %q: value of %d bytes: %w", item.Key(), len(v), ErrInvalid)
+			if i < 0 || len(v) != 8 {
+				// Not a bucket this code wrote: losing a saved bucket
+				// costs less than refusing the scope's others.
+				b.log.Warn("rate buckets: skipping a malformed record", "key", fmt.Sprintf("%q", item.Key()), "value_bytes", len(v))
+				continue
 			}
 			full := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
 			if !full.After(now) {

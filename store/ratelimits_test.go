@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // TestRateBuckets: buckets are kept per scope until they are full again,
@@ -47,6 +49,25 @@ func TestRateBuckets(t *testing.T) {
 		}
 	}
 	check("acct-a", a[2], a[1], a[0]) // key order
+
+	// Each record expires (Badger TTL) a second after its bucket is full,
+	// so compaction drops it without a sweep of ours.
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, rb := range a[:3] {
+			item, err := txn.Get(bucketKey("acct-a", rb.Limit, rb.Key))
+			if err != nil {
+				return err
+			}
+			want := uint64(rb.Full.Add(time.Second).Unix())
+			if got := item.ExpiresAt(); got < want-1 || got > want+1 {
+				t.Errorf("%s %s expires at %d, want %d", rb.Limit, rb.Key, got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	check("acct-b", RateBucket{Limit: "new_orders_per_account", Full: now.Add(time.Minute)})
 	check("acct") // a prefix of another scope holds nothing
 
@@ -84,6 +105,19 @@ func TestRateBuckets(t *testing.T) {
 		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("PutRateBuckets(%q, %+v) = %v, want ErrInvalid", tc.scope, tc.b, err)
 		}
+	}
+	check("acct-a", a[0])
+
+	// A record this code did not write (no separator, a short value) is
+	// skipped; the scope's other buckets still come back.
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(key(prefixBucket, "acct-a\x00junk"), []byte("x")); err != nil {
+			return err
+		}
+		return txn.Set(bucketKey("acct-a", "zz", ""), []byte("short"))
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	check("acct-a", a[0])
 	if _, err := s.RateBuckets(ctx, ""); !errors.Is(err, ErrInvalid) {

@@ -2,6 +2,7 @@ package renewer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -48,13 +49,9 @@ func (r *Renewer) restoreLimits(ctx context.Context) {
 			r.log.Error("rate limits: cannot read the saved buckets; starting with full ones", "ca", ca.Name, "error", err)
 			continue
 		}
-		saved := make([]SavedBucket, len(bs))
-		for j, b := range bs {
-			saved[j] = SavedBucket{Limit: LimitID(b.Limit), Key: b.Key, Full: b.Full}
-		}
-		ca.Limiter.Restore(saved)
-		if len(saved) > 0 {
-			r.log.Info("rate limits: restored the buckets spent before the restart", "ca", ca.Name, "buckets", len(saved))
+		ca.Limiter.Restore(bs)
+		if len(bs) > 0 {
+			r.log.Info("rate limits: restored the buckets spent before the restart", "ca", ca.Name, "buckets", len(bs))
 		}
 	}
 }
@@ -62,7 +59,7 @@ func (r *Renewer) restoreLimits(ctx context.Context) {
 // saveLimitsEvery saves the Limiters' changes every period until ctx is
 // done, then once more.
 func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
-	pending := make([]map[savedKey]SavedBucket, len(r.cas))
+	pending := make([]map[savedKey]store.RateBucket, len(r.cas))
 	save := func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limitSaveTimeout)
 		defer cancel()
@@ -83,7 +80,7 @@ func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
 
 // saveLimits writes each Limiter's changes, with those of earlier saves
 // that failed (pending, by CA), to the store.
-func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedKey]SavedBucket) {
+func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedKey]store.RateBucket) {
 	for i, ca := range r.cas {
 		if ca.Limiter == nil {
 			continue
@@ -93,16 +90,21 @@ func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedKey]SavedBu
 			continue
 		}
 		if pending[i] == nil {
-			pending[i] = make(map[savedKey]SavedBucket, len(changes))
+			pending[i] = make(map[savedKey]store.RateBucket, len(changes))
 		}
 		for _, c := range changes {
-			pending[i][savedKey{c.Limit, c.Key}] = c
+			pending[i][savedKey{LimitID(c.Limit), c.Key}] = c
 		}
 		bs := make([]store.RateBucket, 0, len(pending[i]))
 		for _, c := range pending[i] {
-			bs = append(bs, store.RateBucket{Limit: string(c.Limit), Key: c.Key, Full: c.Full})
+			bs = append(bs, c)
 		}
-		if err := r.store.PutRateBuckets(ctx, limitScope(ca, i), bs); err != nil {
+		err := r.store.PutRateBuckets(ctx, limitScope(ca, i), bs)
+		switch {
+		case errors.Is(err, store.ErrInvalid):
+			// Retrying cannot help: drop them rather than stop saving.
+			r.log.Error("rate limits: the store refused the spent buckets; not saved", "ca", ca.Name, "buckets", len(bs), "error", err)
+		case err != nil:
 			r.log.Error("rate limits: cannot save the spent buckets; will retry", "ca", ca.Name, "buckets", len(bs), "error", err)
 			continue
 		}

@@ -92,6 +92,8 @@ import (
 	"time"
 
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/certserver/certserver/store"
 )
 
 // Limit is one token bucket: it holds up to Burst tokens and refills one
@@ -647,6 +649,9 @@ func (l *Limiter) RateLimited(names []string, detail string, retryAfter time.Dur
 	id := classifyRateLimit(detail)
 	var refs []bucketRef
 	quoted := strings.ToLower(firstQuoted(detail))
+	if !plausibleName(quoted) {
+		quoted = "" // not a name: the buckets of the order's names are drained
+	}
 	switch id {
 	case LimitCertsPerExactSet:
 		refs = append(refs, l.setRef(names))
@@ -700,6 +705,23 @@ func classifyRateLimit(detail string) LimitID {
 	return ""
 }
 
+// plausibleName reports whether s, quoted from a CA's problem detail,
+// can name a bucket: a host name's letters, digits, dots, hyphens (and
+// the underscores and star a CA might quote), at most 253 bytes. A CA's
+// free text must not make keys the store cannot hold.
+func plausibleName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_' || c == '*') {
+			return false
+		}
+	}
+	return true
+}
+
 // firstQuoted returns the text between the first pair of double quotes in
 // s, "" when there is none.
 func firstQuoted(s string) string {
@@ -714,41 +736,35 @@ func firstQuoted(s string) string {
 	return s[i+1 : i+1+j]
 }
 
-// SavedBucket is a bucket as it is saved across restarts: which one, and
-// when it is full again.
-type SavedBucket struct {
-	Limit LimitID
-	// Key is the registered domain, exact set or name; "" for an
-	// account-wide bucket.
-	Key string
-	// Full is when the bucket is full again; a bucket full now (its saved
-	// copy is to go) says so with a time not after now.
-	Full time.Time
-}
-
 // restoreHorizon bounds how far past its period a restored bucket may be
 // empty: a saved time further out comes from a clock that jumped, and is
 // cut to that.
 const restoreHorizon = 7 * 24 * time.Hour
 
 // Changes returns the buckets that changed since the previous call (the
-// first call: since the Limiter was made), and starts afresh. The Renewer
-// saves them in the store every second, so that a restart, or a crash,
-// forgets at most that second of spending instead of handing the account
-// full buckets again.
-func (l *Limiter) Changes() []SavedBucket {
+// first call: since the Limiter was made), each with the wall-clock time
+// it is full again (a bucket full now, whose saved copy is to go, with
+// now), and starts afresh. The Renewer saves them in the store every
+// second, so that a restart, or a crash, forgets at most that second of
+// spending instead of handing the account full buckets again.
+func (l *Limiter) Changes() []store.RateBucket {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.changed) == 0 {
 		return nil
 	}
-	out := make([]SavedBucket, 0, len(l.changed))
+	// The Limiter counts on the monotonic clock from its epoch; a saved
+	// time is on the wall clock, which may have been stepped since.
+	wall := l.now()
+	now := l.since(wall)
+	wall = wall.Round(0)
+	out := make([]store.RateBucket, 0, len(l.changed))
 	for k := range l.changed {
 		b, ok := l.ref(k.id, k.key)
 		if !ok {
 			continue
 		}
-		out = append(out, SavedBucket{Limit: k.id, Key: k.key, Full: l.at(l.get(b))})
+		out = append(out, store.RateBucket{Limit: string(k.id), Key: k.key, Full: wall.Add(max(l.get(b), now) - now)})
 	}
 	clear(l.changed)
 	return out
@@ -756,22 +772,30 @@ func (l *Limiter) Changes() []SavedBucket {
 
 // Restore puts back buckets saved from an earlier Limiter of the same
 // account (Changes). A bucket that is full by now is skipped, as is one of
-// a limit this Limiter does not know; one saved further out than its
-// limit's period and restoreHorizon (the clock jumped) is cut to that; a
-// bucket this Limiter already holds keeps the later of the two times.
-// Restoring is not a change. Limits changed in between apply from now on:
-// a saved time says when the bucket is full again, which means the same
-// under any limit.
-func (l *Limiter) Restore(bs []SavedBucket) {
+// a limit this Limiter does not know or no longer limits (a limit raised
+// to unlimited is open at once; should the CA still disagree, its next
+// rateLimited answer closes it again). A time further out than its
+// limit's period and restoreHorizon (the clock jumped) is cut to that,
+// and the cut counts as a change, so that the saved copy is mended; other
+// restored buckets are not changes. A bucket this Limiter already holds
+// keeps the later of the two times. A limit changed in between applies
+// from now on to a bucket that is full again when it was.
+func (l *Limiter) Restore(bs []store.RateBucket) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.since(l.now())
+	wall := l.now()
+	now := l.since(wall)
+	wall = wall.Round(0)
 	for _, sb := range bs {
-		b, ok := l.ref(sb.Limit, sb.Key)
-		if !ok {
+		b, ok := l.ref(LimitID(sb.Limit), sb.Key)
+		if !ok || b.limit.Unlimited() {
 			continue
 		}
-		tat := min(l.since(sb.Full), now+b.limit.Per+restoreHorizon)
+		tat := now + sb.Full.Sub(wall)
+		if limit := now + b.limit.Per + restoreHorizon; tat > limit {
+			tat = limit
+			l.changed[savedKey{b.id, b.key}] = struct{}{}
+		}
 		if tat <= now || tat <= l.get(b) {
 			continue
 		}

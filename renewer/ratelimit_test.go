@@ -382,6 +382,11 @@ func TestRateLimited(t *testing.T) {
 			retryAfter: 24 * time.Hour, limit: LimitCertsPerRegisteredDomain, key: "example.test", wait: 24 * time.Hour,
 		},
 		{
+			desc:       "registered domain quoted as something that is no name: the order's own",
+			detail:     "too many certificates (50) already issued for \"exa\x00mple <b>\" in the last 168h0m0s",
+			retryAfter: 24 * time.Hour, limit: LimitCertsPerRegisteredDomain, key: "example.test", wait: 24 * time.Hour,
+		},
+		{
 			desc:       "exact set",
 			detail:     "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s",
 			retryAfter: 30 * time.Hour, limit: LimitCertsPerExactSet, key: "www.example.test", wait: 30 * time.Hour,

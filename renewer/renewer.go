@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -130,6 +131,9 @@ type Renewer struct {
 	// replacement order the CA refused, so that the next order for the
 	// name goes without "replaces". Guarded by mu.
 	refused map[string]string
+	// running is set while Run runs: a second Run would dispatch the same
+	// names twice, and save stale buckets over the first one's.
+	running atomic.Bool
 }
 
 // New returns a Renewer that keeps its state in st and orders certificates
@@ -217,8 +221,14 @@ func (r *Renewer) Prioritize(name string) bool {
 }
 
 // Run dispatches due work until ctx is done, then waits for the orders under
-// way to stop and returns ctx's error.
+// way to stop, saves what the Limiters spent, and returns ctx's error. It
+// restores the Limiters' saved buckets first. One Run at a time: a second
+// call while one runs returns an error at once.
 func (r *Renewer) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("renewer: Run called while it runs")
+	}
+	defer r.running.Store(false)
 	r.restoreLimits(ctx)
 	saverCtx, stopSaver := context.WithCancel(context.WithoutCancel(ctx))
 	saved := make(chan struct{})

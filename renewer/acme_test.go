@@ -620,7 +620,7 @@ func TestEABWithPebble(t *testing.T) {
 	}{
 		{desc: "no binding", want: "externalAccountRequired"},
 		{desc: "no binding, the hint", want: "set eab_kid and eab_hmac_file"},
-		{desc: "a wrong MAC key", eab: &ExternalAccount{KeyID: kid, HMACKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, want: "unauthorized"},
+		{desc: "a wrong MAC key", eab: &ExternalAccount{KeyID: kid, HMACKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, want: "external account binding JWS verification error"},
 		{desc: "an unknown key identifier", eab: &ExternalAccount{KeyID: "kid-2", HMACKey: key}, want: "not known to the ACME server"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

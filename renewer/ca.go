@@ -99,6 +99,9 @@ func newCAStates(cfg Config, issuer Issuer) ([]*caState, error) {
 			if o.Name == s.Name {
 				return nil, fmt.Errorf("CA %d: name %q is taken by another CA; give each a Name", i+1, s.Name)
 			}
+			if s.dir != "" && o.dir == s.dir {
+				return nil, fmt.Errorf("CA %d: directory %s is CA %q's already; one account per CA", i+1, s.dir, o.Name)
+			}
 		}
 		s.CAIdentities = slices.Clone(ca.CAIdentities)
 		out = append(out, s)
@@ -295,17 +298,20 @@ type CAStatus struct {
 	// go first.
 	FailureStreak int
 	RestingUntil  time.Time
+	// Resting says RestingUntil is after now, by the renewer's clock.
+	Resting bool
 	// Limits is the state of the CA's Limiter, nil without one.
 	Limits []LimitStatus
 }
 
 // CAStatus returns the state of every CA, in the configured order.
 func (r *Renewer) CAStatus() []CAStatus {
+	now := r.cfg.Now()
 	out := make([]CAStatus, 0, len(r.cas))
 	for _, ca := range r.cas {
 		ca.mu.Lock()
 		s := CAStatus{Name: ca.Name, Directory: ca.dir, OffersARI: ca.OffersARI,
-			Counts: ca.counts, FailureStreak: ca.streak, RestingUntil: ca.restUntil}
+			Counts: ca.counts, FailureStreak: ca.streak, RestingUntil: ca.restUntil, Resting: ca.restUntil.After(now)}
 		ca.mu.Unlock()
 		if ca.Limiter != nil {
 			s.Limits = ca.Limiter.Status()

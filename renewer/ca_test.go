@@ -405,6 +405,7 @@ func TestNewRefusesBadCAs(t *testing.T) {
 		{desc: "CAs and a top-level Limiter", cfg: Config{CAs: []CA{{Issuer: a}}, Limiter: &Limiter{}}},
 		{desc: "CA without issuer", cfg: Config{CAs: []CA{{Name: "x"}}}},
 		{desc: "two CAs with one name", cfg: Config{CAs: []CA{{Issuer: a}, {Issuer: b}}}},
+		{desc: "two CAs with one directory", cfg: Config{CAs: []CA{{Name: "a", Issuer: a}, {Name: "b", Issuer: b}}}},
 		{desc: "unknown selection", cfg: Config{CAs: []CA{{Issuer: a}}, Selection: "random"}},
 		{desc: "nothing to order from"},
 	}
@@ -415,7 +416,8 @@ func TestNewRefusesBadCAs(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{CAs: []CA{{Issuer: a}, {Name: "b", Issuer: b}}, Selection: SelectSpread}, st, nil, discardLogger()); err != nil {
+	c := newFakeCA("https://c.example/dir", clock)
+	if _, err := New(Config{CAs: []CA{{Issuer: a}, {Name: "c", Issuer: c}}, Selection: SelectSpread}, st, nil, discardLogger()); err != nil {
 		t.Errorf("New refused two named CAs: %v", err)
 	}
 }

@@ -287,7 +287,6 @@ func (c *caCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
-	now := c.r.cfg.Now()
 	for _, s := range c.r.CAStatus() {
 		counter := func(d *prometheus.Desc, v int64) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), s.Name)
@@ -299,7 +298,7 @@ func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.moved, s.Counts.WindowsMoved)
 		}
 		resting := 0.0
-		if s.RestingUntil.After(now) {
+		if s.Resting {
 			resting = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.resting, prometheus.GaugeValue, resting, s.Name)

@@ -37,7 +37,9 @@ type Resolver struct {
 const ednsSize = 1232
 
 // NewResolver returns a Resolver asking servers ("host:port", tried in
-// order) with the given timeout per query (0 means 2 seconds). With no
+// order) with the given timeout per exchange (0 means 2 seconds): a
+// question answered truncated over UDP and asked again over TCP may take
+// two per server. With no
 // servers it reads the nameservers of /etc/resolv.conf.
 func NewResolver(servers []string, timeout time.Duration) (*Resolver, error) {
 	if timeout <= 0 {

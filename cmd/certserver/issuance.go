@@ -324,7 +324,7 @@ func (q queueStats) CAs() []api.CAStatus {
 			Deferred: s.Counts.Deferred, Refused: s.Counts.Refused,
 			ARIPolls: s.Counts.Polls, ARIPollErrors: s.Counts.PollErrors, WindowsMoved: s.Counts.WindowsMoved,
 			FailureStreak: s.FailureStreak}
-		if s.RestingUntil.After(time.Now()) {
+		if s.Resting {
 			c.RestingUntil = s.RestingUntil
 		}
 		for _, l := range s.Limits {

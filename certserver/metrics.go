@@ -208,6 +208,18 @@ func (m *Metrics) Registerer() prometheus.Registerer { return m.cfg.Registry }
 // The caller must not change it.
 func (m *Metrics) Inventory() *Inventory { return m.inv.Load() }
 
+// fresh reports whether inv is as recent as the refresh schedule makes it.
+func (m *Metrics) fresh(inv *Inventory, now time.Time) bool {
+	return inventoryFresh(inv, now, m.cfg.RefreshInterval)
+}
+
+// inventoryFresh reports whether inv, from scans repeated every interval
+// or 20 times their duration, is younger than three of them: older, scans
+// are failing.
+func inventoryFresh(inv *Inventory, now time.Time, interval time.Duration) bool {
+	return now.Sub(inv.At) <= 3*max(interval, refreshCostFactor*inv.Took)
+}
+
 // Run scans the store at once and then again and again, waiting between
 // two scans RefreshInterval or 20 times the last scan's duration,
 // whichever is longer, until ctx is done. A failed scan is logged and

@@ -28,6 +28,10 @@ type Inventory struct {
 	// Failing is up to FailingLimit of the names that are failing or
 	// given up, those failing longest first; States counts them all.
 	Failing []FailingName
+	// InFailure counts the names in a run of failed attempts: failing,
+	// given up, or renewing again after a failure (not removed); GET
+	// /v1/queue's failing.
+	InFailure int
 	// Certificates counts the certificates stored; Expired those past
 	// their NotAfter at At; Expiring7d and Expiring14d those whose
 	// NotAfter is after At and within 7 or 14 days of it.
@@ -98,6 +102,9 @@ func scanInventory(ctx context.Context, st store.Store, now time.Time, failingLi
 			inv.States[d.State]++
 			if d.State != store.StateRemoved && !d.NextAttempt.IsZero() && !d.NextAttempt.After(now) {
 				inv.Due++
+			}
+			if isFailing(d) {
+				inv.InFailure++
 			}
 			if d.State == store.StateFailing || d.State == store.StateGivenUp {
 				failing.add(FailingName{Name: d.Name, State: d.State, Failures: d.Failures, FailingSince: d.FailingSince,

@@ -48,6 +48,13 @@ const (
 	stateScanBudget = 3 * time.Second
 	// stateScanBatch is how many records the count reads at once.
 	stateScanBatch = 2000
+	// inventoryStatesMin is the number of names from which the count
+	// comes from the metrics inventory, when it is fresh, instead of a
+	// scan of its own: at that size a scan costs a noticeable part of the
+	// budget on every request, and at a million names it runs out of it
+	// and can only give a lower bound, while the inventory has counted
+	// every record, at most a few minutes ago.
+	inventoryStatesMin = 50_000
 )
 
 // stateCount is a count of the managed names by state.
@@ -66,9 +73,10 @@ type stateCount struct {
 // for that is a lower bound, and says so.
 type stateCounter struct {
 	// budget and batch are stateScanBudget and stateScanBatch unless a
-	// test sets them.
+	// test sets them, and so is invMin inventoryStatesMin.
 	budget time.Duration
 	batch  int
+	invMin int
 	// mu is held while counting: concurrent requests wait for one scan
 	// instead of running their own.
 	mu   sync.Mutex
@@ -116,6 +124,24 @@ func (sc *stateCounter) get(ctx context.Context, st store.Store, now time.Time, 
 	return c, nil
 }
 
+// stateCount counts the names by state for GET /v1/queue: from the
+// metrics inventory when it is fresh and the store holds at least
+// inventoryStatesMin names, else from a bounded scan of its own, reused
+// for StateCountTTL.
+func (a *AdminAPI) stateCount(ctx context.Context, now time.Time) (*stateCount, error) {
+	invMin := inventoryStatesMin
+	if a.states.invMin > 0 {
+		invMin = a.states.invMin
+	}
+	if m := a.cfg.Metrics; m != nil {
+		if inv := m.Inventory(); inv != nil && inv.Domains >= invMin && m.fresh(inv, now) {
+			c := &stateCount{at: inv.At, states: inv.States, failing: inv.InFailure, scanned: inv.Domains, complete: true}
+			return c, nil
+		}
+	}
+	return a.states.get(ctx, a.store, now, a.cfg.StateCountTTL)
+}
+
 // showQueue answers GET /v1/queue: the counts of due names from the due
 // index (capped at api.MaxDueCount), the renewer's work, and the names by
 // state from a bounded, cached scan.
@@ -158,7 +184,7 @@ func (a *AdminAPI) queue(ctx context.Context) (*api.Queue, error) {
 		}
 	}
 
-	c, err := a.states.get(ctx, a.store, now, a.cfg.StateCountTTL)
+	c, err := a.stateCount(ctx, now)
 	if err != nil {
 		return nil, err
 	}

@@ -187,3 +187,44 @@ func TestAdminQueuePlan(t *testing.T) {
 		t.Fatalf("plan %+v, %v; want none from a QueueStats that cannot plan", q.Plan, err)
 	}
 }
+
+// TestAdminQueueFromInventory: in a store of 50,000 names or more the
+// count by state comes from the metrics inventory while it is fresh (every
+// record counted, no scan per request), and from a scan of its own once
+// the inventory is stale.
+func TestAdminQueueFromInventory(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	st := newTestStore(t)
+	m := newTestMetrics(t, st, clock)
+	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m, Queue: fixedQueue{}, StateCountTTL: -1, Now: clock}, st)
+	cl, _ := client.New(base, testToken, nil)
+
+	addAt(t, st, now, store.StatePending, 0, numbered("p", inventoryStatesMin)...)
+	addAt(t, st, now, store.StateRenewing, 1, numbered("r", 3)...)
+	if err := m.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	invAt := now
+	addAt(t, st, now, store.StatePending, 0, numbered("late", 10)...) // after the inventory
+	now = now.Add(30 * time.Second)
+
+	q, err := cl.Queue(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Pending != (api.Count{N: inventoryStatesMin}) || q.States["renewing"] != 3 || q.Failing != (api.Count{N: 3}) ||
+		!q.StatesComplete || q.StatesScanned != inventoryStatesMin+3 || !q.StatesAt.Equal(invAt) {
+		t.Errorf("from the inventory: pending %+v, renewing %d, failing %+v, complete %v, scanned %d, at %s; want %d, 3, 3, complete, %d, %s",
+			q.Pending, q.States["renewing"], q.Failing, q.StatesComplete, q.StatesScanned, q.StatesAt, inventoryStatesMin, inventoryStatesMin+3, invAt)
+	}
+
+	// Three missed refreshes later the inventory is stale: a scan counts.
+	now = invAt.Add(4 * DefaultRefreshInterval)
+	if q, err = cl.Queue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if q.Pending.N != inventoryStatesMin+10 || !q.StatesAt.Equal(now) {
+		t.Errorf("with a stale inventory: pending %+v at %s, want %d counted now", q.Pending, q.StatesAt, inventoryStatesMin+10)
+	}
+}

@@ -239,9 +239,8 @@ func (v *statusView) judge(interval time.Duration) {
 			warn(fmt.Sprintf("CA %s failed %d orders in a row: the other CAs go first for the next %s", c.Name, c.FailureStreak, roughly(c.RestingUntil.Sub(v.Now))))
 		}
 	}
-	// Scans repeat every interval, or 20 times their duration: three
-	// missed scans make the page suspicious of itself.
-	if age := v.Now.Sub(inv.At); age > 3*max(interval, refreshCostFactor*inv.Took) {
+	if !inventoryFresh(inv, v.Now, interval) {
+		age := v.Now.Sub(inv.At)
 		v.Stale = true
 		warn("the inventory is " + roughly(age) + " old: scans are failing (see the log)")
 	}

@@ -379,9 +379,10 @@ type Queue struct {
 	BacklogDoneAt time.Time `json:"backlog_done_at,omitzero"`
 	// States counts managed names by state ("pending", "valid", …; every
 	// state is present). It comes from a scan of the domain records that
-	// is bounded in time and reused for a few seconds: StatesComplete says
-	// whether the scan read every record, StatesScanned how many it read
-	// and StatesAt when it ran.
+	// is bounded in time and reused for a few seconds, or in a store of
+	// 50,000 names or more from the last metrics inventory while it is
+	// fresh: StatesComplete says whether the scan read every record,
+	// StatesScanned how many it read and StatesAt when it ran.
 	States         map[string]int `json:"states"`
 	StatesScanned  int            `json:"states_scanned"`
 	StatesComplete bool           `json:"states_complete"`

@@ -31,7 +31,10 @@ Shows what the renewer has to do, from GET /v1/queue:
                                           enrollment planner)
   names by state                          a count of every record, reused for
                                           10s; "≥" when the scan ran out of
-                                          time (3s) before the end
+                                          time (3s) before the end; from
+                                          50,000 names on, the metrics
+                                          inventory's count ("counted ...
+                                          ago" says how old)
   CA NAME                                 per CA, since the sidecar started:
                                           orders sent and how they ended,
                                           orders the limits held back,

@@ -100,6 +100,22 @@ func addAdminFlags(fs *flagSet) *adminFlags {
 	}
 }
 
+// request makes one admin API request, do, with the client and the
+// timeout the flags describe. When it fails it says why on stderr and
+// returns the exit code, with ok false.
+func request[T any](ctx context.Context, e *env, fs *flagSet, af *adminFlags, do func(context.Context, *client.Client) (T, error)) (v T, code int, ok bool) {
+	cl, err := af.client(e)
+	if err != nil {
+		return v, fail(e, fs.Name(), err), false
+	}
+	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	defer cancel()
+	if v, err = do(rctx, cl); err != nil {
+		return v, fail(e, fs.Name(), explain(cl, err)), false
+	}
+	return v, exitOK, true
+}
+
 // client returns the admin API client the flags, the environment and the
 // configuration file describe.
 func (f *adminFlags) client(e *env) (*client.Client, error) {
@@ -362,15 +378,11 @@ func runDomainsShow(ctx context.Context, e *env, args []string) int {
 	if !ok {
 		return code
 	}
-	cl, err := af.client(e)
-	if err != nil {
-		return fail(e, fs.Name(), err)
-	}
-	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
-	defer cancel()
-	d, err := cl.Domain(rctx, name)
-	if err != nil {
-		return fail(e, fs.Name(), explain(cl, err))
+	d, code, ok := request(ctx, e, fs, af, func(ctx context.Context, cl *client.Client) (*api.Domain, error) {
+		return cl.Domain(ctx, name)
+	})
+	if !ok {
+		return code
 	}
 	if *asJSON {
 		printJSON(e.stdout, d)
@@ -573,15 +585,11 @@ func runDomainsRenew(ctx context.Context, e *env, args []string) int {
 	if !ok {
 		return code
 	}
-	cl, err := af.client(e)
-	if err != nil {
-		return fail(e, fs.Name(), err)
-	}
-	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
-	defer cancel()
-	r, err := cl.RenewDomain(rctx, name)
-	if err != nil {
-		return fail(e, fs.Name(), explain(cl, err))
+	r, code, ok := request(ctx, e, fs, af, func(ctx context.Context, cl *client.Client) (*api.RenewResponse, error) {
+		return cl.RenewDomain(ctx, name)
+	})
+	if !ok {
+		return code
 	}
 	if r.Queued {
 		fmt.Fprintf(e.stdout, "%s: renewal queued\n", r.Name)
@@ -619,15 +627,11 @@ func runDomainsRemove(ctx context.Context, e *env, args []string) int {
 	if !ok {
 		return code
 	}
-	cl, err := af.client(e)
-	if err != nil {
-		return fail(e, fs.Name(), err)
-	}
-	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
-	defer cancel()
-	d, err := cl.RemoveDomain(rctx, name, *revoke)
-	if err != nil {
-		return fail(e, fs.Name(), explain(cl, err))
+	d, code, ok := request(ctx, e, fs, af, func(ctx context.Context, cl *client.Client) (*api.Domain, error) {
+		return cl.RemoveDomain(ctx, name, *revoke)
+	})
+	if !ok {
+		return code
 	}
 	if *asJSON {
 		printJSON(e.stdout, d)

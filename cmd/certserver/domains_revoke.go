@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/certserver/client"
 )
 
 const domainsRevokeHelp = `
@@ -43,15 +46,11 @@ func runDomainsRevoke(ctx context.Context, e *env, args []string) int {
 	if *reason == "" {
 		return usageError(e, fs.Name(), "--reason is required (keyCompromise, superseded, cessationOfOperation, …)")
 	}
-	cl, err := af.client(e)
-	if err != nil {
-		return fail(e, fs.Name(), err)
-	}
-	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
-	defer cancel()
-	r, err := cl.RevokeDomain(rctx, name, *reason)
-	if err != nil {
-		return fail(e, fs.Name(), explain(cl, err))
+	r, code, ok := request(ctx, e, fs, af, func(ctx context.Context, cl *client.Client) (*api.Revocation, error) {
+		return cl.RevokeDomain(ctx, name, *reason)
+	})
+	if !ok {
+		return code
 	}
 	if *asJSON {
 		printJSON(e.stdout, r)

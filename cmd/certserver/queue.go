@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/certserver/client"
 	"github.com/certserver/certserver/store"
 )
 
@@ -64,15 +65,11 @@ func runQueue(ctx context.Context, e *env, args []string) int {
 	if len(rest) > 0 {
 		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
 	}
-	cl, err := af.client(e)
-	if err != nil {
-		return fail(e, fs.Name(), err)
-	}
-	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
-	defer cancel()
-	q, err := cl.Queue(rctx)
-	if err != nil {
-		return fail(e, fs.Name(), explain(cl, err))
+	q, code, ok := request(ctx, e, fs, af, func(ctx context.Context, cl *client.Client) (*api.Queue, error) {
+		return cl.Queue(ctx)
+	})
+	if !ok {
+		return code
 	}
 	if *asJSON {
 		printJSON(e.stdout, q)

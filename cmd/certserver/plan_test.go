@@ -68,6 +68,15 @@ func TestEnrollmentPlan(t *testing.T) {
 	}
 }
 
+// dirIssuer is a CA the queue never orders from, with a directory URL.
+type dirIssuer string
+
+func (d dirIssuer) Obtain(ctx context.Context, o renewer.Order) (*store.Certificate, error) {
+	return nil, errors.New("not in this test")
+}
+
+func (d dirIssuer) Directory() string { return string(d) }
+
 // TestQueueShowsCAs: `certserver queue` and GET /v1/queue show each CA's
 // counters and its account's limits: the room in the new-orders bucket
 // and the name whose failed validations block it, as the Limiter has them.
@@ -90,7 +99,8 @@ func TestQueueShowsCAs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	rn, err := renewer.New(renewer.Config{CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim, OffersARI: true}}},
+	rn, err := renewer.New(renewer.Config{CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim, OffersARI: true},
+		{Issuer: dirIssuer("https://acme.example/dir")}}},
 		st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +116,7 @@ func TestQueueShowsCAs(t *testing.T) {
 		`\n  renewal info +0 polls, 0 failed, 0 windows moved\n`,
 		`\n  new orders +0\.0 of 2 per 1h, next \S+Z \(in (29|30)m\)\n`,
 		`\n  failed validations per name +5 per 1h: 1 name blocked, first bad\.example\.net \S+Z \(in (11|12)m\)\n`,
+		`\nCA https://acme\.example/dir *\n  orders +0 sent`, // named by its directory: not twice
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("output does not match %q:\n%s", re, out)
@@ -116,7 +127,7 @@ func TestQueueShowsCAs(t *testing.T) {
 	}
 	code, out, _ = runCLI(t, url, "", "queue", "--json")
 	var q api.Queue
-	if err := json.Unmarshal([]byte(out), &q); code != exitOK || err != nil || len(q.CAs) != 1 {
+	if err := json.Unmarshal([]byte(out), &q); code != exitOK || err != nil || len(q.CAs) != 2 {
 		t.Fatalf("--json: %d %v %s", code, err, out)
 	}
 	c := q.CAs[0]

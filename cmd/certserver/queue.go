@@ -122,6 +122,9 @@ var limitNames = map[string]string{
 // first.
 func caLines(line func(k, v string), c api.CAStatus, now time.Time) {
 	head := c.Directory
+	if head == c.Name {
+		head = "" // named by its directory: once is enough
+	}
 	if c.OffersARI {
 		head = strings.TrimSpace(head + " (ARI)")
 	}

@@ -159,6 +159,17 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 // Directory returns the CA's directory URL.
 func (a *ACMEIssuer) Directory() string { return a.cfg.Directory }
 
+// OffersRenewalInfo reports whether the CA's directory advertises renewal
+// information (RFC 9773 section 3), from the directory read at most
+// directoryTTL ago.
+func (a *ACMEIssuer) OffersRenewalInfo(ctx context.Context) (bool, error) {
+	dir, err := a.directory(ctx)
+	if err != nil {
+		return false, err
+	}
+	return dir.RenewalInfo != "", nil
+}
+
 // AccountID returns the ID the account is stored under (AccountID of the
 // directory and e-mail), under which the Renewer also saves the account's
 // rate-limit buckets.
@@ -273,6 +284,8 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 		PreferredChain: a.cfg.PreferredChain,
 		Profile:        o.Profile,
 	}
+	// lego leaves "replaces" out for a CA whose directory does not
+	// advertise renewal information (RFC 9773 section 5).
 	if !o.NoReplaces {
 		req.ReplacesCertID = replacesID(o.Replaces)
 	}

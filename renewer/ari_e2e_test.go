@@ -2,6 +2,7 @@ package renewer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -367,5 +368,35 @@ func TestMassRenewalWithPebble(t *testing.T) {
 	// what the bucket needs, and half a minute.
 	if limit := 2*want + 30*time.Second; span > limit {
 		t.Fatalf("renewal orders spread over %s, want at most %s: something other than the bucket (workers, the dispatcher) held the wave back", span, limit)
+	}
+}
+
+// TestNoARIWithPebble: against a CA whose directory does not advertise
+// renewal information, the issuer says so, RenewalInfo answers
+// ErrNoRenewalInfo without asking, and a renewal goes without "replaces"
+// (RFC 9773 section 5: not to a CA that has not said it understands it).
+func TestNoARIWithPebble(t *testing.T) {
+	t.Parallel()
+	env := newACMEEnv(t, pebbletest.Options{HideRenewalInfo: true})
+	const name = "noari.example.test"
+	env.pointHere(name)
+	is := env.issuer(t, nil)
+	ctx := t.Context()
+	first, err := is.Obtain(ctx, Order{Name: name, Profile: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offered, err := is.OffersRenewalInfo(ctx); offered || err != nil {
+		t.Errorf("OffersRenewalInfo = %v, %v; want false", offered, err)
+	}
+	if _, err := is.RenewalInfo(ctx, first); !errors.Is(err, ErrNoRenewalInfo) {
+		t.Errorf("RenewalInfo = %v, want ErrNoRenewalInfo", err)
+	}
+	if _, err := is.Obtain(ctx, Order{Name: name, Profile: "default", Replaces: first}); err != nil {
+		t.Fatal(err)
+	}
+	orders := ordersFor(env.ca, name)
+	if len(orders) != 2 || orders[1].Replaces != "" || orders[1].Status != http.StatusCreated {
+		t.Fatalf("orders %+v; want the renewal created without replaces", orders)
 	}
 }

@@ -1,11 +1,13 @@
 package renewer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -35,8 +37,10 @@ type CA struct {
 	// renewal windows of its certificates are polled (when the Issuer can
 	// ask, as ACMEIssuer can), and the Limiter does not charge a renewal
 	// that names the certificate it replaces, which the CA exempts from
-	// its rate limits. (A renewal names it whatever OffersARI says, as
-	// ACMEIssuer always did.) Default false; true for Let's Encrypt.
+	// its rate limits. When the Issuer can tell whether the CA's directory
+	// advertises it (ACMEIssuer can), a CA whose directory does not is
+	// taken not to, whatever OffersARI says. Default false; true for
+	// Let's Encrypt.
 	OffersARI bool
 }
 
@@ -71,10 +75,51 @@ type caState struct {
 	CA
 	dir string // the Issuer's directory URL, "" when it does not say
 
+	// ariSeen is what the directory last said of renewal information:
+	// ariUnknown until an order asked, then ariOffered or ariAbsent.
+	ariSeen atomic.Int32
+
 	mu        sync.Mutex
 	streak    int       // orders failed in a row for reasons of the CA's own
 	restUntil time.Time // tried after the others until then
 	counts    CACounts
+}
+
+// The values of caState.ariSeen.
+const (
+	ariUnknown int32 = iota
+	ariOffered
+	ariAbsent
+)
+
+// renewalInfoOfferer is an Issuer that can tell whether its CA's
+// directory advertises renewal information (ACMEIssuer can).
+type renewalInfoOfferer interface {
+	OffersRenewalInfo(ctx context.Context) (bool, error)
+}
+
+// offersARI reports whether ca offers renewal information: it is
+// configured to (CA.OffersARI), and its directory, when the Issuer can
+// tell, advertises it. A directory that cannot be read leaves the
+// configured answer.
+func (ca *caState) offersARI(ctx context.Context) bool {
+	if !ca.OffersARI {
+		return false
+	}
+	o, ok := ca.Issuer.(renewalInfoOfferer)
+	if !ok {
+		return true
+	}
+	offered, err := o.OffersRenewalInfo(ctx)
+	switch {
+	case err != nil:
+		return ca.ariSeen.Load() != ariAbsent
+	case offered:
+		ca.ariSeen.Store(ariOffered)
+	default:
+		ca.ariSeen.Store(ariAbsent)
+	}
+	return offered
 }
 
 // newCAStates checks the CAs of cfg, or makes the one of issuer and the
@@ -289,7 +334,8 @@ type CAStatus struct {
 	Name string
 	// Directory is the Issuer's directory URL, "" when it does not say.
 	Directory string
-	// OffersARI is the CA's CA.OffersARI.
+	// OffersARI is the CA's CA.OffersARI, unless its directory was seen
+	// not to advertise renewal information.
 	OffersARI bool
 	// Counts are the CA's counters since the renewer started.
 	Counts CACounts
@@ -310,7 +356,7 @@ func (r *Renewer) CAStatus() []CAStatus {
 	out := make([]CAStatus, 0, len(r.cas))
 	for _, ca := range r.cas {
 		ca.mu.Lock()
-		s := CAStatus{Name: ca.Name, Directory: ca.dir, OffersARI: ca.OffersARI,
+		s := CAStatus{Name: ca.Name, Directory: ca.dir, OffersARI: ca.OffersARI && ca.ariSeen.Load() != ariAbsent,
 			Counts: ca.counts, FailureStreak: ca.streak, RestingUntil: ca.restUntil, Resting: ca.restUntil.After(now)}
 		ca.mu.Unlock()
 		if ca.Limiter != nil {

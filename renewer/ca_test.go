@@ -421,3 +421,47 @@ func TestNewRefusesBadCAs(t *testing.T) {
 		t.Errorf("New refused two named CAs: %v", err)
 	}
 }
+
+// TestARIFromDirectory: a CA configured as offering renewal information
+// whose directory does not advertise it is not taken at its word: a
+// renewal there is an ordinary renewal, charged to the exact-set limit
+// (here one certificate a week, spent by the first order, so it waits),
+// and CAStatus says the CA offers no ARI. Where the directory advertises
+// it, the same renewal is exempt and goes at once.
+func TestARIFromDirectory(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc      string
+		noARI     bool
+		wantOrder bool
+	}{
+		{desc: "directory advertises renewal information", wantOrder: true},
+		{desc: "directory without renewal information", noARI: true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			st := openStore(t)
+			clock := &fakeClock{now: time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)}
+			ca := newFakeCA("https://ca.example/dir", clock)
+			ca.noARI = tc.noARI
+			lim, err := NewLimiter(LimitsConfig{CertsPerExactSet: Limit{Burst: 1, Per: 7 * 24 * time.Hour}}, clock.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := New(Config{Now: clock.Now, Seed: 3, CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, nil, discardLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			const name = "www.example.test"
+			addPending(t, st, clock.Now(), name)
+			r.process(context.Background(), name, false)
+			clock.Advance(time.Hour)
+			r.process(context.Background(), name, true) // renew now
+			if got := len(ca.orderList()) == 2; got != tc.wantOrder {
+				t.Fatalf("%d orders; want the renewal sent: %v", len(ca.orderList()), tc.wantOrder)
+			}
+			if st := r.CAStatus()[0]; st.OffersARI == tc.noARI || (st.Counts.Deferred == 1) != tc.noARI {
+				t.Errorf("CAStatus: offers ARI %v, deferred %d", st.OffersARI, st.Counts.Deferred)
+			}
+		})
+	}
+}

@@ -28,6 +28,15 @@ type fakeCA struct {
 	pollErr    error
 	polls      int
 	during     func(Order)
+	// noARI makes its directory say it offers no renewal information.
+	noARI bool
+}
+
+// OffersRenewalInfo implements renewalInfoOfferer.
+func (f *fakeCA) OffersRenewalInfo(ctx context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.noARI, nil
 }
 
 // fakeOrder is an order the fakeCA received, with the fake time it came.

@@ -187,7 +187,8 @@ type hold struct {
 // ordered it). start is called just before the first order is sent and
 // reports whether the name is still managed.
 func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) attempt {
-	kind := ClassifyOrder(o, ca.OffersARI, r.cfg.Now())
+	ari := ca.offersARI(ctx)
+	kind := ClassifyOrder(o, ari, r.cfg.Now())
 	held, err := r.gate(ctx, ca, o.Name, kind)
 	switch {
 	case err != nil:
@@ -209,7 +210,7 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		r.refused[o.Name] = o.Replaces.Serial
 		r.mu.Unlock()
 		o.NoReplaces = true
-		kind = ClassifyOrder(o, ca.OffersARI, r.cfg.Now())
+		kind = ClassifyOrder(o, ari, r.cfg.Now())
 		if held := r.reserve(ctx, ca, o.Name, kind); !held.at.IsZero() {
 			ca.count(func(c *CACounts) { c.Deferred++ })
 			return attempt{held: held, took: first, stop: ctx.Err() != nil}

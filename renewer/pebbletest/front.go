@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ type front struct {
 
 // startFront starts the front on a free loopback port, serving HTTPS with
 // the listener certificate, and stops it in t.Cleanup.
-func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath string) (*front, error) {
+func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath string, hideRenewalInfo bool) (*front, error) {
 	target, err := url.Parse(pebbleURL)
 	if err != nil {
 		return nil, err
@@ -101,6 +102,9 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 		},
 		ErrorLog: log.New(logFile, "pebbletest front: ", log.LstdFlags),
 	}
+	if hideRenewalInfo {
+		f.proxy.ModifyResponse = dropRenewalInfo
+	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,6 +120,28 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 	t.Cleanup(func() { _ = srv.Close() })
 	f.url = "https://" + ln.Addr().String()
 	return f, nil
+}
+
+// dropRenewalInfo takes the renewalInfo resource out of the directory
+// (RFC 9773 section 3), so that the CA looks like one without ARI.
+func dropRenewalInfo(resp *http.Response) error {
+	if resp.Request.URL.Path != "/dir" || resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	defer resp.Body.Close()
+	var dir map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&dir); err != nil {
+		return fmt.Errorf("read directory: %w", err)
+	}
+	delete(dir, "renewalInfo")
+	body, err := json.Marshal(dir)
+	if err != nil {
+		return err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	return nil
 }
 
 // directoryPaths reads a directory (RFC 8555 section 7.1.1) and maps the

@@ -111,6 +111,10 @@ type Options struct {
 	// and accept these keys: key identifier to HMAC key, base64url.
 	// Default nil: no binding required.
 	EABKeys map[string]string
+	// HideRenewalInfo takes renewalInfo out of the directory the front
+	// serves, so that Pebble looks like a CA without ARI (RFC 9773);
+	// Pebble still answers it, for those who know where. Default false.
+	HideRenewalInfo bool
 }
 
 // Server is a running Pebble. Its methods are safe for concurrent use.
@@ -181,7 +185,7 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	})
 
-	f, err := startFront(t, p.acmeURL, ca, s.logPath)
+	f, err := startFront(t, p.acmeURL, ca, s.logPath, opts.HideRenewalInfo)
 	if err != nil {
 		t.Fatalf("pebbletest: front: %v", err)
 	}

@@ -409,3 +409,31 @@ func TestRevokeCommandLine(t *testing.T) {
 		})
 	}
 }
+
+// restingQueue is a renewer whose first CA rests after failures.
+type restingQueue struct{ fixedQueue }
+
+func (restingQueue) CAs() []api.CAStatus {
+	return []api.CAStatus{
+		{Name: "letsencrypt", Orders: 5, Issued: 1, Failed: 4, FailureStreak: 4, RestingUntil: time.Now().Add(10*time.Minute + 30*time.Second)},
+		{Name: "zerossl", Orders: 2, Issued: 2},
+	}
+}
+
+// TestStatusRestingCA: `status` lists the CAs and calls a resting one to
+// attention, like the status page.
+func TestStatusRestingCA(t *testing.T) {
+	url, _ := startAdminWith(t, certserver.AdminConfig{Queue: restingQueue{}, StateCountTTL: -1})
+	code, out, errOut := runCLI(t, url, "", "status")
+	if code != exitAttention {
+		t.Fatalf("exit code %d, want %d\n%s%s", code, exitAttention, out, errOut)
+	}
+	for _, re := range []string{
+		`\nCAS       letsencrypt 5 sent, 1 issued, 4 failed, resting until \S+Z \(in 10m\); zerossl 2 sent, 2 issued, 0 failed\n`,
+		`\nVERDICT   attention: CA letsencrypt resting after 4 failures in a row\n`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output does not match %q:\n%s", re, out)
+		}
+	}
+}

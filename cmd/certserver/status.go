@@ -35,13 +35,17 @@ Prints a one-screen summary for the on-call engineer:
   FAILING   how many names are failing, and the first 10 with their errors
   EXPIRING  names (not removed) whose certificate expires within --warn,
             soonest first
+  CAS       per CA, orders sent, issued and failed since the start, and
+            whether it rests after failures of its own (other CAs go
+            first); the limits are in 'certserver queue'
   VERDICT   ok, or what needs attention
 
 Finding the expiring names reads every name and its certificate (there is
 no index by expiry): on a store with a million names it takes seconds.
 
-Exit codes: 0 ok; 1 attention: some names are failing, or a certificate
-of a managed name expires within --warn (default 7d); 2 bad command line;
+Exit codes: 0 ok; 1 attention: some names are failing, a certificate
+of a managed name expires within --warn (default 7d), or a CA rests
+after failing; 2 bad command line;
 3 the status is unknown: the admin API could not be asked (unreachable,
 refused the token, failed).
 ` + adminHelp + `
@@ -158,6 +162,11 @@ func gatherStatus(ctx context.Context, cl *client.Client, warn string, timeout t
 	if rep.ExpiringCount.N > 0 {
 		rep.Attention = append(rep.Attention, plural(rep.ExpiringCount.N, "certificate")+" expiring within "+warn)
 	}
+	for _, c := range q.CAs {
+		if !c.RestingUntil.IsZero() {
+			rep.Attention = append(rep.Attention, fmt.Sprintf("CA %s resting after %d failures in a row", c.Name, c.FailureStreak))
+		}
+	}
 	return rep, nil
 }
 
@@ -204,6 +213,18 @@ func printStatus(e *env, rep *statusReport) {
 		if more := rep.ExpiringCount.N - len(rep.Expiring); more > 0 {
 			fmt.Fprintf(w, "  … %d more: certserver domains ls --expiring %s\n", more, rep.Warn)
 		}
+	}
+
+	if len(q.CAs) > 0 {
+		var cas []string
+		for _, c := range q.CAs {
+			v := fmt.Sprintf("%s %d sent, %d issued, %d failed", c.Name, c.Orders, c.Issued, c.Failed)
+			if !c.RestingUntil.IsZero() {
+				v += ", resting until " + when(c.RestingUntil, rep.Now)
+			}
+			cas = append(cas, v)
+		}
+		fmt.Fprintf(w, "CAS       %s\n", strings.Join(cas, "; "))
 	}
 
 	if len(rep.Attention) == 0 {

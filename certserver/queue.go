@@ -73,10 +73,9 @@ type stateCount struct {
 // for that is a lower bound, and says so.
 type stateCounter struct {
 	// budget and batch are stateScanBudget and stateScanBatch unless a
-	// test sets them, and so is invMin inventoryStatesMin.
+	// test sets them.
 	budget time.Duration
 	batch  int
-	invMin int
 	// mu is held while counting: concurrent requests wait for one scan
 	// instead of running their own.
 	mu   sync.Mutex
@@ -124,17 +123,13 @@ func (sc *stateCounter) get(ctx context.Context, st store.Store, now time.Time, 
 	return c, nil
 }
 
-// stateCount counts the names by state for GET /v1/queue: from the
+// countStates counts the names by state for GET /v1/queue: from the
 // metrics inventory when it is fresh and the store holds at least
 // inventoryStatesMin names, else from a bounded scan of its own, reused
 // for StateCountTTL.
-func (a *AdminAPI) stateCount(ctx context.Context, now time.Time) (*stateCount, error) {
-	invMin := inventoryStatesMin
-	if a.states.invMin > 0 {
-		invMin = a.states.invMin
-	}
+func (a *AdminAPI) countStates(ctx context.Context, now time.Time) (*stateCount, error) {
 	if m := a.cfg.Metrics; m != nil {
-		if inv := m.Inventory(); inv != nil && inv.Domains >= invMin && m.fresh(inv, now) {
+		if inv := m.Inventory(); inv != nil && inv.Domains >= inventoryStatesMin && m.fresh(inv, now) {
 			c := &stateCount{at: inv.At, states: inv.States, failing: inv.InFailure, scanned: inv.Domains, complete: true}
 			return c, nil
 		}
@@ -184,7 +179,7 @@ func (a *AdminAPI) queue(ctx context.Context) (*api.Queue, error) {
 		}
 	}
 
-	c, err := a.stateCount(ctx, now)
+	c, err := a.countStates(ctx, now)
 	if err != nil {
 		return nil, err
 	}

@@ -220,7 +220,8 @@ func TestAdminQueueFromInventory(t *testing.T) {
 	}
 
 	// Three missed refreshes later the inventory is stale: a scan counts.
-	now = invAt.Add(4 * DefaultRefreshInterval)
+	inv := m.Inventory()
+	now = invAt.Add(3*max(DefaultRefreshInterval, refreshCostFactor*inv.Took) + time.Minute)
 	if q, err = cl.Queue(context.Background()); err != nil {
 		t.Fatal(err)
 	}

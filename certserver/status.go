@@ -164,7 +164,7 @@ func (a *AdminAPI) statusPage(_ context.Context, rc *fasthttp.RequestCtx, _ para
 	if v.Inv == nil {
 		v.Reload = statusReloadWaiting
 	} else {
-		v.judge(a.cfg.Metrics.cfg.RefreshInterval)
+		v.judge(a.cfg.Metrics.fresh(v.Inv, now))
 	}
 	var buf bytes.Buffer
 	if err := statusTemplate.Execute(&buf, &v); err != nil {
@@ -186,7 +186,7 @@ func (a *AdminAPI) statusPage(_ context.Context, rc *fasthttp.RequestCtx, _ para
 // certificate has expired or expires within 7 days, a warning when names
 // are failing, a certificate expires within 14 days or the inventory is
 // old.
-func (v *statusView) judge(interval time.Duration) {
+func (v *statusView) judge(fresh bool) {
 	inv := v.Inv
 	for _, s := range store.States {
 		n := inv.States[s]
@@ -239,7 +239,7 @@ func (v *statusView) judge(interval time.Duration) {
 			warn(fmt.Sprintf("CA %s failed %d orders in a row: the other CAs go first for the next %s", c.Name, c.FailureStreak, roughly(c.RestingUntil.Sub(v.Now))))
 		}
 	}
-	if !inventoryFresh(inv, v.Now, interval) {
+	if !fresh {
 		age := v.Now.Sub(inv.At)
 		v.Stale = true
 		warn("the inventory is " + roughly(age) + " old: scans are failing (see the log)")

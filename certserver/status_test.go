@@ -74,6 +74,7 @@ func TestStatusPageInChromium(t *testing.T) {
 			}},
 		{Name: "zerossl", Directory: "https://acme.zerossl.com/v2/DV90", Orders: 3, Issued: 3,
 			Limits: []api.LimitStatus{{Limit: "new_orders_per_account", Scope: "account", Burst: -1, Buckets: []api.Bucket{{Tokens: -1}}}}},
+		{Name: "https://ca.example/dir", Directory: "https://ca.example/dir"},
 	}
 	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m, Queue: cas}, st)
 
@@ -175,6 +176,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		{"empty new-orders bucket", `<td>none of 300 per 3h until in 22m</td> <td>failed validations per name: 2 blocked<br></td>`},
 		{"second CA", `<tr data-ca="zerossl"> <td class="name">zerossl<br><span class="dir">https://acme.zerossl.com/v2/DV90</span></td> <td class="num">3</td> <td class="num">3</td> <td class="num">0</td>`},
 		{"no limit", `<td>no limit</td> <td>room everywhere</td>`},
+		{"CA named by its directory, once", `<td class="name">https://ca.example/dir</td>`},
 	} {
 		if !strings.Contains(text, want.html) {
 			t.Errorf("%s: the page does not show %q", want.desc, want.html)
@@ -233,7 +235,7 @@ func TestStatusPageJudge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			v := statusView{Now: now, Inv: &tc.inv}
-			v.judge(time.Minute)
+			v.judge(inventoryFresh(&tc.inv, now, time.Minute))
 			if v.Level != tc.level || strings.Join(v.Findings, "; ") != tc.findings {
 				t.Errorf("level %q, findings %q; want %q, %q", v.Level, v.Findings, tc.level, tc.findings)
 			}

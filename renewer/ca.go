@@ -98,6 +98,14 @@ type renewalInfoOfferer interface {
 	OffersRenewalInfo(ctx context.Context) (bool, error)
 }
 
+var _ renewalInfoOfferer = (*ACMEIssuer)(nil)
+
+// ariConfigured reports whether ca is configured to offer renewal
+// information and its directory was not seen without it.
+func (ca *caState) ariConfigured() bool {
+	return ca.OffersARI && ca.ariSeen.Load() != ariAbsent
+}
+
 // offersARI reports whether ca offers renewal information: it is
 // configured to (CA.OffersARI), and its directory, when the Issuer can
 // tell, advertises it. A directory that cannot be read leaves the
@@ -113,7 +121,7 @@ func (ca *caState) offersARI(ctx context.Context) bool {
 	offered, err := o.OffersRenewalInfo(ctx)
 	switch {
 	case err != nil:
-		return ca.ariSeen.Load() != ariAbsent
+		return ca.ariConfigured()
 	case offered:
 		ca.ariSeen.Store(ariOffered)
 	default:
@@ -356,7 +364,7 @@ func (r *Renewer) CAStatus() []CAStatus {
 	out := make([]CAStatus, 0, len(r.cas))
 	for _, ca := range r.cas {
 		ca.mu.Lock()
-		s := CAStatus{Name: ca.Name, Directory: ca.dir, OffersARI: ca.OffersARI && ca.ariSeen.Load() != ariAbsent,
+		s := CAStatus{Name: ca.Name, Directory: ca.dir, OffersARI: ca.ariConfigured(),
 			Counts: ca.counts, FailureStreak: ca.streak, RestingUntil: ca.restUntil, Resting: ca.restUntil.After(now)}
 		ca.mu.Unlock()
 		if ca.Limiter != nil {

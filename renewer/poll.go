@@ -43,7 +43,7 @@ const overdueBefore = 398 * 24 * time.Hour
 // information, when the CA offers it; else nil, nil.
 func (r *Renewer) informer(c *store.Certificate) (*caState, renewalInformer) {
 	ca := r.issuedBy(c)
-	if ca == nil || !ca.OffersARI {
+	if ca == nil || !ca.ariConfigured() {
 		return nil, nil
 	}
 	inf, ok := ca.Issuer.(renewalInformer)
@@ -94,6 +94,12 @@ func (r *Renewer) poll(ctx context.Context, log *slog.Logger, ca *caState, inf r
 	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	info, err := inf.RenewalInfo(pctx, cur)
 	cancel()
+	if errors.Is(err, ErrNoRenewalInfo) {
+		// Not a failed poll: the directory does not offer it. The CA is
+		// not asked again, for this certificate or (ariSeen) any other.
+		ca.ariSeen.Store(ariAbsent)
+		return at, at
+	}
 	ca.count(func(c *CACounts) {
 		c.Polls++
 		if err != nil {
@@ -101,8 +107,6 @@ func (r *Renewer) poll(ctx context.Context, log *slog.Logger, ca *caState, inf r
 		}
 	})
 	switch {
-	case errors.Is(err, ErrNoRenewalInfo):
-		return at, at
 	case err != nil:
 		retry := r.jitterRand(func(rnd *rand.Rand) time.Duration {
 			d := r.cfg.ARIPollInterval / 4

@@ -94,6 +94,15 @@ func TestARIPollSchedule(t *testing.T) {
 	if n := len(e.ca.orderList()); n != 1 {
 		t.Fatalf("%d orders, want only the first: no poll may order before the renewal time", n)
 	}
+	// The answer "no renewal information" is not a failed poll, and the
+	// CA is taken at it: no ARI in its status, no more polls.
+	st := e.r.CAStatus()[0]
+	if st.OffersARI || st.Counts.PollErrors != 1 {
+		t.Errorf("CA status after it said it has none: offers ARI %v, %d poll errors (want false, and only the 503)", st.OffersARI, st.Counts.PollErrors)
+	}
+	if ca, inf := e.r.informer(c); ca != nil || inf != nil {
+		t.Error("the CA is still asked for renewal information after it said it has none")
+	}
 	if c.RenewAt.Sub(e.clock.Now()) < 24*time.Hour {
 		t.Fatalf("the test ran past the renewal time %s", c.RenewAt)
 	}

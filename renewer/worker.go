@@ -187,7 +187,8 @@ type hold struct {
 // ordered it). start is called just before the first order is sent and
 // reports whether the name is still managed.
 func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) attempt {
-	ari := ca.offersARI(ctx)
+	// Only a replacement asks the directory (cached for an hour).
+	ari := o.Replaces != nil && !o.NoReplaces && ca.offersARI(ctx)
 	kind := ClassifyOrder(o, ari, r.cfg.Now())
 	held, err := r.gate(ctx, ca, o.Name, kind)
 	switch {

@@ -133,8 +133,10 @@ func gatherStatus(ctx context.Context, cl *client.Client, warn string, timeout t
 		opts.After = page.Next
 	}
 	rep.FailingCount = q.Failing
-	if len(rep.Failing) > rep.FailingCount.N {
-		rep.FailingCount.N = len(rep.Failing) // the count is older than the list
+	if len(rep.Failing) < statusShown || len(rep.Failing) > rep.FailingCount.N {
+		// The list is newer than the count (which may come from an
+		// inventory minutes old), and when it is short it is whole.
+		rep.FailingCount = api.Count{N: len(rep.Failing), AtLeast: len(rep.Failing) >= statusShown}
 	}
 
 	// Every managed name whose certificate expires within warn.

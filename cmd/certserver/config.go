@@ -363,6 +363,7 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	}
 	checkLimits("acme.limits", a.Limits, bad)
 	names := map[string]string{caName(a.Name, a.Directory): "acme"}
+	dirs := map[string]string{a.Directory: "acme"}
 	for i, f := range a.Fallback {
 		key := fmt.Sprintf("acme.fallback[%d]", i)
 		if a.Directory == "" {
@@ -388,6 +389,10 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 			bad(key+".name", "%q is also the name of %s: CAs need different names (set name)", n, prev)
 		}
 		names[n] = key
+		if prev, dup := dirs[f.Directory]; dup && f.Directory != "" {
+			bad(key+".directory", "%q is also the directory of %s: one account per CA (rate limit overrides are granted per account)", f.Directory, prev)
+		}
+		dirs[f.Directory] = key
 		checkLimits(key+".limits", f.Limits, bad)
 	}
 	if c.Renewer.GiveUpAfter != 0 && c.Renewer.GiveUpAfter < duration(time.Hour) {

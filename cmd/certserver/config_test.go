@@ -113,6 +113,7 @@ deny_ttl = "5m"
 		{desc: "bad domain override", doc: "[acme.limits]\nregistered_domain_overrides = { \"example.com\" = \"lots\" }\n", want: "acme.limits.registered_domain_overrides"},
 		{desc: "fallback without a primary", doc: "[[acme.fallback]]\ndirectory = \"https://ca.example/dir\"\nagree_terms = true\n", want: "acme.fallback[0]: a fallback CA needs a primary one"},
 		{desc: "fallback without terms", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\ndirectory = \"https://b.example/dir\"\n", want: "acme.fallback[0].agree_terms"},
+		{desc: "fallback on the primary's directory", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\nname = \"second\"\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n", want: `acme.fallback[0].directory: "https://a.example/dir" is also the directory of acme: one account per CA`},
 		{desc: "fallback named like the primary", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\nname = \"ca\"\n[[acme.fallback]]\nname = \"ca\"\ndirectory = \"https://b.example/dir\"\nagree_terms = true\n", want: `acme.fallback[0].name: "ca" is also the name of acme`},
 		{desc: "short give up", doc: "[renewer]\ngive_up_after = \"10m\"\n", want: "renewer.give_up_after"},
 		{desc: "short ARI poll", doc: "[renewer]\nari_poll_interval = \"5s\"\n", want: "renewer.ari_poll_interval"},

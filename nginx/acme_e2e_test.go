@@ -202,13 +202,16 @@ func TestACMERenewal(t *testing.T) {
 		t.Errorf("the renewed certificate was first served at %s, after the first expired at %s", seenAt, first.NotAfter)
 	}
 
-	eventually(t, 5*time.Second, name+" valid with the new certificate", func() error {
+	// The record names the renewal. A 30-second certificate may itself be
+	// renewed again within seconds (its renewal time can come at once), so
+	// a later certificate, or the next renewal under way, will do too.
+	eventually(t, 5*time.Second, name+" valid with a new certificate", func() error {
 		d, err := env.side.showDomain(name)
 		if err != nil {
 			return err
 		}
-		if d.State != "valid" || d.Certificate == nil || !sameSerial(d.Certificate.Serial, second.SerialNumber) {
-			return fmt.Errorf("domains show: %+v, want valid with serial %x", d, second.SerialNumber)
+		if d.State != "valid" && d.State != "renewing" || d.Certificate == nil || sameSerial(d.Certificate.Serial, first.SerialNumber) {
+			return fmt.Errorf("domains show: %+v, want valid (or renewing again) with a certificate other than %x", d, first.SerialNumber)
 		}
 		return nil
 	})

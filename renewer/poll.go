@@ -70,6 +70,10 @@ func (r *Renewer) keep(ctx context.Context, log *slog.Logger, d *store.Domain, c
 	adopted := cur.ID != d.CertID
 	r.record(ctx, log, d.Name, func(d *store.Domain) {
 		d.State, d.CertID, d.NextAttempt = store.StateValid, cur.ID, next
+		// A certificate that is not due holds the name: whatever failed
+		// before (a first order, before an operator imported this one) is
+		// over, and must not count toward giving the name up later.
+		d.Failures, d.FailingSince, d.LastError = 0, time.Time{}, ""
 	})
 	if adopted {
 		log.Info("serving certificate adopted", "cert_id", cur.ID, "source", cur.Source, "renew_at", at.UTC())

@@ -460,3 +460,52 @@ func TestAdoptsImportedCertificate(t *testing.T) {
 		t.Fatalf("after renewal the store serves %v (err %v), want the new certificate", c, err)
 	}
 }
+
+// TestAdoptionEndsFailures: a name whose first order had been failing for
+// 20 days is valid once an operator imports a certificate for it, and its
+// failure record is cleared, so a single failed renewal 60 days later is
+// a first failure (retried in a minute), not the end of a 30-day run that
+// gives the name up.
+func TestAdoptionEndsFailures(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	const name = "late.example.test"
+	life := 90 * 24 * time.Hour
+	err := st.PutDomain(ctx, &store.Domain{Name: name, State: store.StateFailing, Failures: 8,
+		FailingSince: clock.Now().Add(-20 * 24 * time.Hour), LastError: "acme dns: NXDOMAIN", NextAttempt: clock.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported, err := selfSigned(name, clock.Now(), clock.Now().Add(life))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported.Source = "import"
+	if err := st.PutCertificate(ctx, imported); err != nil {
+		t.Fatal(err)
+	}
+	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) },
+		errs: []error{problem{detail: "connection reset"}}}
+	r, err := New(Config{Now: clock.Now, Seed: 9, GiveUpAfter: 30 * 24 * time.Hour}, st, iss, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.process(ctx, name, false)
+	d := getDomain(t, st, name)
+	if d.State != store.StateValid || d.Failures != 0 || !d.FailingSince.IsZero() || d.LastError != "" {
+		t.Fatalf("after adopting the imported certificate: %+v; want valid with no failure record", d)
+	}
+
+	clock.Set(d.NextAttempt)
+	r.process(ctx, name, false) // the renewal fails once
+	d = getDomain(t, st, name)
+	if d.State != store.StateFailing || d.Failures != 1 || d.NextAttempt.Sub(clock.Now()) > 2*time.Minute {
+		t.Fatalf("after one failed renewal: %+v; want failing, 1 failure, retried within a couple of minutes", d)
+	}
+	clock.Set(d.NextAttempt)
+	r.process(ctx, name, false)
+	if d := getDomain(t, st, name); d.State == store.StateGivenUp {
+		t.Fatalf("given up after one failed renewal: %+v", d)
+	}
+}

@@ -225,10 +225,15 @@ func problemText(p *acme.ProblemDetails) string {
 	return oneLine(b.String())
 }
 
+// maxRetryAfter caps the CA's Retry-After: Let's Encrypt's longest limit
+// window is a week; a longer wait is a CA's mistake, and a wait past the
+// certificate's expiry would be worse than asking again.
+const maxRetryAfter = 7 * 24 * time.Hour
+
 // parseRetryAfter reads a Retry-After value (RFC 9110 section 10.2.3):
 // seconds, or an HTTP date (any of the three formats, or RFC 1123 with
-// another zone name) measured from now. It returns 0 when the value
-// is missing or unreadable.
+// another zone name) measured from now, at most maxRetryAfter. It returns
+// 0 when the value is missing or unreadable.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
@@ -238,7 +243,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		if secs <= 0 {
 			return 0
 		}
-		return time.Duration(secs) * time.Second
+		return min(time.Duration(min(secs, int64(maxRetryAfter/time.Second)))*time.Second, maxRetryAfter)
 	}
 	t, err := http.ParseTime(v)
 	if err != nil {
@@ -246,7 +251,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		t, err = time.Parse(time.RFC1123, v)
 	}
 	if err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

@@ -157,6 +157,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{desc: "date in utc", in: "Sun, 01 Mar 2026 12:30:00 UTC", want: 30 * time.Minute},
 		{desc: "date in the past", in: "Sun, 01 Mar 2026 11:30:00 GMT", want: 0},
 		{desc: "garbage", in: "soon", want: 0},
+		{desc: "seconds past a week: capped", in: "9999999999999", want: maxRetryAfter},
+		{desc: "date past a week: capped", in: "Sun, 01 Mar 2037 12:30:00 GMT", want: maxRetryAfter},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -465,3 +465,42 @@ func TestARIFromDirectory(t *testing.T) {
 		})
 	}
 }
+
+// TestCAAWaitsForHeldCA: a name whose CAA allows only the second CA, while
+// that CA's new-orders bucket is empty (a long enrollment), waits for the
+// bucket without a failure: the first CA's refusal is no failure of the
+// name, and days of waiting in line must not add up to giving it up.
+func TestCAAWaitsForHeldCA(t *testing.T) {
+	t.Parallel()
+	dnsSrv := dnstest.Start(t, dnstest.Options{})
+	for _, n := range []string{"first.only-b.example.test", "second.only-b.example.test"} {
+		dnsSrv.SetA(n, netip.MustParseAddr("127.0.0.1"))
+	}
+	dnsSrv.SetCAA("only-b.example.test", dnstest.CAA{Tag: "issue", Value: "b.example"})
+	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := NewPreflight(PreflightConfig{Targets: []string{"127.0.0.1"}}, resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newMultiEnv(t, Config{Preflight: pf}, nil, &LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}})
+	ctx := context.Background()
+	addPending(t, e.st, e.clock.Now(), "first.only-b.example.test", "second.only-b.example.test")
+	e.r.process(ctx, "first.only-b.example.test", false) // spends b's token
+	e.r.process(ctx, "second.only-b.example.test", false)
+	if got := e.orders(); got[0] != 0 || got[1] != 1 {
+		t.Fatalf("orders at a, b = %v; want one at b", got)
+	}
+	d := getDomain(t, e.st, "second.only-b.example.test")
+	wait := d.NextAttempt.Sub(e.clock.Now())
+	if d.State != store.StatePending || d.Failures != 0 || !d.FailingSince.IsZero() || wait < time.Hour || wait > time.Hour+time.Minute {
+		t.Fatalf("held back at b, refused by a: %+v (next attempt in %v); want pending, no failure, about an hour (b's next token)", d, wait)
+	}
+	e.clock.Set(d.NextAttempt)
+	e.r.process(ctx, "second.only-b.example.test", false)
+	if got := e.orders(); got[1] != 2 || e.servedBy(t, "second.only-b.example.test") != e.cas[1].dir {
+		t.Fatalf("after b's token came back: orders %v; want the second at b", got)
+	}
+}

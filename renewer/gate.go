@@ -138,6 +138,9 @@ func (r *Renewer) settle(ca *caState, name string, kind OrderKind, err error) {
 	if errors.As(err, &ae) {
 		switch {
 		case ae.Kind == KindRateLimited:
+			// No certificate was issued: its tokens come back, and then
+			// the bucket the CA named is emptied until its Retry-After.
+			l.NotIssued(names, kind)
 			l.RateLimited(names, ae.Detail, ae.Wait)
 			return
 		case ae.Kind == KindPermanent && !ae.ReplacesRefused && validationFailed(ae.Problem):

@@ -168,3 +168,62 @@ func TestGateGivesUp(t *testing.T) {
 		t.Fatalf("after renew now: %d orders, state %s, failures %d; want 1, valid, 0", n, d.State, d.Failures)
 	}
 }
+
+// TestGateRateLimitedGivesBackCertificateTokens: an order the CA refuses
+// with rateLimited issued no certificate, so the registered-domain and
+// exact-set tokens it took come back; only the bucket the CA named (new
+// orders) is emptied. Three refusals in a row leave the domain's bucket
+// full instead of holding every name under it back for days.
+func TestGateRateLimitedGivesBackCertificateTokens(t *testing.T) {
+	limited := func() error {
+		return &ACMEError{Name: "a.example.test", Kind: KindRateLimited, Wait: time.Minute,
+			Problem: "urn:ietf:params:acme:error:rateLimited", Detail: "too many new orders (300) from this account in the last 3h0m0s"}
+	}
+	e := newGateEnv(t, LimitsConfig{CertsPerRegisteredDomain: Limit{Burst: 3, Per: 7 * 24 * time.Hour}}, Config{}, limited(), limited(), limited())
+	addPending(t, e.st, e.clock.Now(), "a.example.test")
+	for i := range 3 {
+		e.r.process(context.Background(), "a.example.test", false)
+		if n := e.iss.orderCount(); n != i+1 {
+			t.Fatalf("attempt %d: %d orders", i+1, n)
+		}
+		e.clock.Set(getDomain(t, e.st, "a.example.test").NextAttempt)
+	}
+	if b := e.lim.Bucket(LimitCertsPerRegisteredDomain, "example.test"); b.Tokens != 3 {
+		t.Errorf("registered-domain bucket after 3 rateLimited answers: %.2f tokens, want 3 (nothing was issued)", b.Tokens)
+	}
+}
+
+// TestGateRenewGivenUpStartsAfresh: an operator's renew of a given-up
+// name starts a new give_up_after window even when the attempt is refused
+// before anything is sent (pre-flight), so the name is not parked again
+// at its next attempt.
+func TestGateRenewGivenUpStartsAfresh(t *testing.T) {
+	dnsSrv := dnstest.Start(t, dnstest.Options{}) // every name NXDOMAIN
+	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := NewPreflight(PreflightConfig{}, resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, GiveUpAfter: 30 * 24 * time.Hour})
+	ctx := context.Background()
+	const name = "parked.example.test"
+	now := e.clock.Now()
+	err = e.st.PutDomain(ctx, &store.Domain{Name: name, State: store.StateGivenUp, Failures: 40,
+		FailingSince: now.Add(-40 * 24 * time.Hour), LastError: "given up after 40 days of failures"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.r.process(ctx, name, true)
+	d := getDomain(t, e.st, name)
+	if d.State != store.StateFailing || d.Failures != 1 || !d.FailingSince.Equal(now) || e.iss.orderCount() != 0 {
+		t.Fatalf("after renew now, refused by pre-flight: %+v, %d orders; want failing, 1 failure since now, no order", d, e.iss.orderCount())
+	}
+	e.clock.Set(d.NextAttempt)
+	e.r.process(ctx, name, false)
+	if d := getDomain(t, e.st, name); d.State == store.StateGivenUp {
+		t.Fatalf("given up again at the next attempt: %+v", d)
+	}
+}

@@ -65,6 +65,12 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	if r.giveUp(ctx, log, d, urgent, now) {
 		return
 	}
+	if urgent && d.State == store.StateGivenUp {
+		// An operator asked to try again: a fresh start, whatever this
+		// attempt gives (a pre-flight refusal included), so that the name
+		// has a whole give_up_after before it is parked again.
+		r.record(ctx, log, d.Name, func(d *store.Domain) { d.Failures, d.FailingSince = 0, time.Time{} })
+	}
 	r.order(ctx, log, d, cur)
 }
 
@@ -90,10 +96,11 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		state = store.StateRenewing
 	}
 	var (
-		errs    caErrors
-		held    hold
-		started bool          // the record says an order is under way
-		took    time.Duration // the time the orders sent took
+		errs     caErrors
+		held     hold
+		started  bool          // the record says an order is under way
+		took     time.Duration // the time the orders sent took
+		nameFail bool          // a failure of the name itself ended the attempt
 	)
 	for _, ca := range r.candidates(cur, r.cfg.Now()) {
 		o := r.orderFor(ca, d.Name, profile, cur)
@@ -101,13 +108,7 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 			if started {
 				return true
 			}
-			started = r.record(ctx, log, d.Name, func(d *store.Domain) {
-				if d.State == store.StateGivenUp {
-					// An operator asked to try again: a fresh start.
-					d.Failures, d.FailingSince = 0, time.Time{}
-				}
-				d.State = state
-			})
+			started = r.record(ctx, log, d.Name, func(d *store.Domain) { d.State = state })
 			return started
 		})
 		took += res.took
@@ -125,6 +126,7 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		}
 		errs = append(errs, caError{ca: ca.Name, err: res.err})
 		if !res.next {
+			nameFail = true
 			break
 		}
 		log.Info("order failed at one CA; trying the next", "ca", ca.Name, "error", res.err)
@@ -133,7 +135,15 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		// Shutting down: leave the name due so the next start resumes it.
 		return
 	}
-	if len(errs) == 0 {
+	// Every CA held the order back, or the ones that did not refused the
+	// name for themselves before sending anything (CAA allows only a CA
+	// whose limits hold it back): the name waits in line, it has not
+	// failed, and a long enrollment through that one CA must not add up to
+	// giving it up.
+	if len(errs) == 0 || !held.at.IsZero() && !nameFail && refusedOnly(errs) {
+		if len(errs) > 0 {
+			log.Info("refused by the other CAs; waiting for the one whose limits hold the order back", "errors", errs.Error(), "until", held.at.UTC())
+		}
 		var back store.State // the record is as it was unless an order started
 		if started {
 			back = d.State

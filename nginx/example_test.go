@@ -1,11 +1,13 @@
 package nginx_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certserver/certserver/nginx/nginxtest"
 )
@@ -62,6 +64,7 @@ func TestConfigureRejectsMisuse(t *testing.T) {
 		{desc: "unknown option", option: "negative_tl = 3,", want: `option "negative_tl" is unknown`},
 		{desc: "wrong type", option: `lru_size = "big",`, want: `option "lru_size" must be a number`},
 		{desc: "out of range", option: "connect_timeout_ms = 0,", want: `option "connect_timeout_ms" must be positive`},
+		{desc: "error_ttl 0 (never ask again)", option: "error_ttl = 0,", want: `option "error_ttl" must be positive`},
 		{desc: "lock shorter than a request", option: "lock_timeout_ms = 200,", want: `option "lock_timeout_ms" must exceed`},
 		{desc: "bad socket", option: `socket = "localhost:9401",`, want: `option "socket" must be`},
 		{desc: "undeclared dict", option: `shared_dict = "nope",`, want: `lua_shared_dict that is not declared: nope`},
@@ -87,8 +90,13 @@ func TestConfigureRejectsMisuse(t *testing.T) {
 			if err := os.WriteFile(conf, []byte(minimalConf(dir, httpSnippet)), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, err := exec.Command(bin, "-p", dir+"/", "-c", conf, "-e", filepath.Join(dir, "error.log")).CombinedOutput()
-			if err == nil {
+			// An nginx that accepts the option runs in the foreground: the
+			// timeout ends it, and the test fails at once instead of
+			// hanging until go test's own timeout.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, "-p", dir+"/", "-c", conf, "-e", filepath.Join(dir, "error.log")).CombinedOutput()
+			if err == nil || ctx.Err() != nil {
 				t.Fatalf("nginx started with %s", tc.option)
 			}
 			if !strings.Contains(string(out), tc.want) {

@@ -34,6 +34,9 @@ type answer struct {
 	body   []byte
 	maxAge int // seconds; -1 sends no Cache-Control
 	delay  time.Duration
+	// chunked sends the body with chunked transfer coding, which the
+	// module does not speak: a bad answer after a good status line.
+	chunked bool
 }
 
 func certAnswer(l leaf, maxAge int) answer {
@@ -73,6 +76,12 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	time.Sleep(a.delay)
 	if a.maxAge >= 0 {
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(a.maxAge))
+	}
+	if a.chunked {
+		w.WriteHeader(a.status)
+		w.Write(a.body)
+		w.(http.Flusher).Flush() // no Content-Length: chunked
+		return
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(a.body)))
 	w.WriteHeader(a.status)
@@ -196,7 +205,8 @@ func TestLuaModule(t *testing.T) {
 
 	t.Run("malformed names are not asked about", func(t *testing.T) {
 		before := side.totalHits()
-		for _, sni := range []string{"under_score.test", "a..b.test", ".lead.test", "sp ace.test", strings.Repeat("a", 250) + ".test"} {
+		for _, sni := range []string{"under_score.test", "a..b.test", ".lead.test", "sp ace.test", strings.Repeat("a", 250) + ".test",
+			strings.Repeat("a", 64) + ".test", "-lead.test", "trail-.test", "ab--cd.test", "host.123", "192.0.2.1.example.123"} {
 			serves(t, sni, fallback.serial)
 		}
 		if h := side.totalHits() - before; h != 0 {
@@ -266,10 +276,64 @@ func TestLuaModule(t *testing.T) {
 		serves(t, "", fallback.serial)
 	})
 
+	t.Run("an A-label is asked about", func(t *testing.T) {
+		l := ca.issue(t, "xn--bcher-kva.test")
+		side.set("xn--bcher-kva.test", certAnswer(l, 60))
+		serves(t, "xn--bcher-kva.test", l.serial)
+	})
+
+	t.Run("a bad answer after a good status line blocks only its name", func(t *testing.T) {
+		l := ca.issue(t, "chunked.test")
+		a := certAnswer(l, 60)
+		a.chunked = true
+		side.set("chunked.test", a)
+		serves(t, "chunked.test", fallback.serial)
+		// Not "sidecar down": another name is asked about at once.
+		other := ca.issue(t, "after-chunked.test")
+		side.set("after-chunked.test", certAnswer(other, 60))
+		serves(t, "after-chunked.test", other.serial)
+	})
+
 	// Each worker logs one bad answer a minute; which one depends on
 	// which worker took which handshake.
 	if n := countLines(ngx.ErrorLog(), "certserver: bad answer"); n < 1 || n > 2 {
 		t.Errorf("error log has %d lines about bad answers, want 1 or 2 (two workers, rate-limited):\n%s", n, ngx.ErrorLog())
 	}
 	ngx.AssertCleanErrorLog(t)
+}
+
+// TestLuaTimeoutNotRetried: a sidecar that does not answer within
+// read_timeout_ms is asked once, not twice: a retry on the pooled
+// connection would only double the time a handshake waits (and the fetch
+// lock outlive lock_timeout_ms). One nginx worker, so that the second
+// request goes on the connection the first one left in the pool.
+func TestLuaTimeoutNotRetried(t *testing.T) {
+	ca := newTestCA(t)
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Workers: 1})
+	addr := ngx.HTTPSAddr()
+
+	warm := ca.issue(t, "warm.test")
+	side.set("warm.test", certAnswer(warm, 60))
+	if got := servedSerial(t, addr, "warm.test"); got.Cmp(warm.serial) != 0 {
+		t.Fatalf("warm.test served serial %v, want %v", got, warm.serial)
+	}
+	slow := ca.issue(t, "slow.test")
+	a := certAnswer(slow, 60)
+	a.delay = 900 * time.Millisecond // read_timeout_ms is 500
+	side.set("slow.test", a)
+	start := time.Now()
+	if got := servedSerial(t, addr, "slow.test"); got.Cmp(fallback.serial) != 0 {
+		t.Fatalf("slow.test served serial %v, want the fallback %v", got, fallback.serial)
+	}
+	took := time.Since(start)
+	time.Sleep(a.delay) // let a second request, if any, reach the sidecar
+	if h := side.hitsFor("slow.test"); h != 1 {
+		t.Errorf("sidecar asked %d times after a timeout, want 1", h)
+	}
+	if took > 900*time.Millisecond {
+		t.Errorf("the handshake took %s: more than one read timeout", took.Round(time.Millisecond))
+	}
 }

@@ -41,17 +41,22 @@
 --  * no answer, a timeout, another status or a malformed response: the
 --    cached certificate is served even past its max-age (up to `max_stale`),
 --    else the fallback. Requests are not retried for `error_ttl` seconds:
---    for every name when the sidecar could not be reached, for that name
---    only when it answered badly.
+--    for every name when the sidecar could not be reached or did not start
+--    an answer, for that name only when it answered badly (a status line,
+--    then anything wrong). A max-age is taken at most MAX_AGE (a day).
 --
 -- A handshake is never failed by this module when the fallback could serve
 -- it: the configured certificate is replaced only once the new chain and key
 -- have both been parsed and found to match. Errors are logged at most once
 -- per `log_interval` per kind and worker, with a count of those suppressed.
 --
--- Names are lowercased and a trailing dot is dropped; a name with anything
--- but [a-z0-9.-] (or empty labels, or over 253 bytes) gets the fallback
--- without asking the sidecar.
+-- Names are lowercased and a trailing dot is dropped; a name the sidecar
+-- would refuse as no host name (anything but [a-z0-9.-], an empty label or
+-- one over 63 bytes, a label starting or ending with a hyphen, "--" in the
+-- third and fourth places but for "xn--", an all-digit last label as in an
+-- IPv4 address, over 253 bytes) gets the fallback without asking. Negative
+-- answers are cached only where the shared dict has room: a flood of
+-- unknown names must not push certificates out.
 --
 -- Sizing: the shared dict holds one PEM (about 3-5 KB for ECDSA, more for
 -- RSA chains) per name that was asked for, wildcard subnames each taking
@@ -102,12 +107,14 @@ local _M = { _VERSION = "0.1.0" }
 
 
 local DOT = str_byte(".")
+local HYPHEN = str_byte("-")
 local DOWN_KEY = "!down"         -- set for error_ttl after a transport failure
 local BAD_PREFIX = "!bad:"       -- "!bad:" .. name, after a bad answer for name
 local NEGATIVE = "-"             -- the version of a cached 404/400
 local MAX_HEADERS = 64
 local MAX_BODY = 1024 * 1024
 local DEFAULT_MAX_AGE = 60
+local MAX_AGE = 24 * 3600
 local KEY_PATTERN = "%-%-%-%-%-BEGIN [A-Z ]*PRIVATE KEY%-%-%-%-%-"
 
 
@@ -133,7 +140,8 @@ local defaults = {
     negative_ttl = 5,
     -- the same for a 400 (a name the sidecar refuses)
     invalid_ttl = 300,
-    -- how long to stop asking after the sidecar failed
+    -- how long to stop asking after the sidecar failed (more than 0: a
+    -- shared dict entry with no expiry would stop asking for good)
     error_ttl = 2,
     -- how long past its max-age a certificate may be served while the
     -- sidecar fails; 0 keeps it until the shared dict needs the room
@@ -245,13 +253,13 @@ function _M.configure(opts)
 
     for _, k in ipairs({ "connect_timeout_ms", "read_timeout_ms",
                         "lock_timeout_ms", "lru_size", "log_interval",
-                        "keepalive_timeout_ms", "keepalive_pool_size" }) do
+                        "keepalive_timeout_ms", "keepalive_pool_size",
+                        "error_ttl" }) do
         if o[k] <= 0 or o[k] ~= o[k] then  -- NaN too
             misuse(k, "must be positive")
         end
     end
-    for _, k in ipairs({ "negative_ttl", "invalid_ttl", "error_ttl",
-                        "max_stale" }) do
+    for _, k in ipairs({ "negative_ttl", "invalid_ttl", "max_stale" }) do
         if o[k] < 0 or o[k] ~= o[k] then
             misuse(k, "must not be negative")
         end
@@ -480,22 +488,24 @@ local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
 
 -- Sends the request for name on sock and reads the response. Returns
 -- status, body, max_age (nil without one), keepalive; or nil, err,
--- retryable where retryable means nothing at all was received (a pooled
--- connection the sidecar had closed).
+-- retryable, answered: retryable when the connection turned out closed
+-- before anything was received (a pooled connection the sidecar had
+-- closed; a timeout is not retried, it would only double the wait),
+-- answered when a status line came and what followed was wrong.
 local function exchange(sock, name)
     local ok, err = sock:send(REQUEST_HEAD .. name .. REQUEST_TAIL)
     if not ok then
-        return nil, "send: " .. err, true
+        return nil, "send: " .. err, err ~= "timeout"
     end
 
     local line
     line, err = sock:receive("*l")
     if not line then
-        return nil, "read status line: " .. err, true
+        return nil, "read status line: " .. err, err == "closed"
     end
     local status = tonumber(str_match(line, "^HTTP/1%.[01] (%d%d%d)"))
     if not status then
-        return nil, "malformed status line"
+        return nil, "malformed status line", false, true
     end
 
     local length, max_age, keepalive
@@ -503,7 +513,7 @@ local function exchange(sock, name)
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
         if not line then
-            return nil, "read header: " .. err
+            return nil, "read header: " .. err, false, true
         end
         if line == "" then
             complete = true
@@ -519,25 +529,25 @@ local function exchange(sock, name)
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
-                return nil, "unsupported transfer-encoding " .. v
+                return nil, "unsupported transfer-encoding " .. v, false, true
             end
         end
     end
     if not complete then
-        return nil, "too many header lines"
+        return nil, "too many header lines", false, true
     end
     if not length then
-        return nil, "no valid content-length"
+        return nil, "no valid content-length", false, true
     end
     if length > MAX_BODY then
-        return nil, "body of " .. length .. " bytes is too large"
+        return nil, "body of " .. length .. " bytes is too large", false, true
     end
 
     local body = ""
     if length > 0 then
         body, err = sock:receive(length)
         if not body then
-            return nil, "read body: " .. err
+            return nil, "read body: " .. err, false, true
         end
     end
     return status, body, max_age, keepalive ~= false
@@ -545,7 +555,7 @@ end
 
 
 -- Asks the sidecar for name. Returns status, body, max_age (or nil); or
--- nil, err.
+-- nil, err, answered (see exchange).
 local function fetch(name)
     if sock_path and not socket_file_exists(sock_path) then
         return nil, "no socket file " .. sock_path
@@ -575,13 +585,16 @@ local function fetch(name)
             return status, body, max_age
         end
         sock:close()
-        local retryable
-        err, retryable = body, max_age
+        local retryable, answered = max_age, keepalive
+        err = body
+        if answered then
+            return nil, err, true
+        end
         if reused == 0 or not retryable then
             break
         end
     end
-    return nil, err
+    return nil, err, false
 end
 
 
@@ -598,8 +611,14 @@ end
 -- Fetches name from the sidecar and caches the answer. cur is what the
 -- caches hold (or nil). Returns the entry to serve, or nil.
 local function refresh(name, cur)
-    local status, body, max_age = fetch(name)
+    local status, body, extra = fetch(name)
     local now = ngx_now()
+    local max_age, answered
+    if status then
+        max_age = extra and math_min(extra, MAX_AGE)
+    else
+        answered = extra
+    end
 
     if status == 200 then
         max_age = max_age or DEFAULT_MAX_AGE
@@ -636,7 +655,13 @@ local function refresh(name, cur)
         end
         local entry = new_entry(now + ttl, NEGATIVE)
         if ttl > 0 then
-            certs:set(name, encode(entry.fresh_until, NEGATIVE), ttl)
+            -- safe_set: a negative answer takes only free room, never a
+            -- certificate's (a flood of unknown names would evict them).
+            local ok = certs:safe_set(name,
+                                      encode(entry.fresh_until, NEGATIVE), ttl)
+            if not ok then
+                certs:delete(name) -- no stale certificate may outlive the 404
+            end
         else
             certs:delete(name)
         end
@@ -647,6 +672,11 @@ local function refresh(name, cur)
     if status then
         log_limited("response", "sidecar answered " .. status .. " for "
                                 .. name)
+        certs:set(BAD_PREFIX .. name, true, error_ttl)
+        return hold(cur)
+    end
+    if answered then
+        log_limited("response", "bad answer for " .. name .. ": " .. body)
         certs:set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
     end
@@ -662,12 +692,39 @@ local function refresh(name, cur)
 end
 
 
+-- valid_name mirrors the sidecar's check of a host name (store/hostname),
+-- so that what it would refuse is not asked about at all.
 local function valid_name(name)
-    return #name > 0 and #name <= 253
-           and not str_find(name, "[^a-z0-9.-]")
-           and str_byte(name, 1) ~= DOT and str_byte(name, -1) ~= DOT
-           and not str_find(name, "..", 1, true)
+    local n = #name
+    if n == 0 or n > 253 or str_find(name, "[^a-z0-9.-]") then
+        return false
+    end
+    local start = 1
+    while true do
+        local dot = str_find(name, ".", start, true)
+        local last = (dot or n + 1) - 1
+        local len = last - start + 1
+        if len < 1 or len > 63 or str_byte(name, start) == HYPHEN
+           or str_byte(name, last) == HYPHEN then
+            return false
+        end
+        if len >= 4 and str_byte(name, start + 2) == HYPHEN
+           and str_byte(name, start + 3) == HYPHEN
+           and str_sub(name, start, start + 3) ~= "xn--" then
+            return false
+        end
+        if not dot then
+            -- the last label: not all digits (an IPv4 address, or no TLD)
+            return str_find(name, "[^0-9]", start) ~= nil
+        end
+        start = dot + 1
+    end
 end
+
+
+-- lock_seq numbers this worker's fetch locks, so that a lock that outlived
+-- lock_timeout and was taken by another worker is not deleted as ours.
+local lock_seq = 0
 
 
 -- The slow path: the LRU entry cur is missing or stale. Returns the entry
@@ -691,11 +748,16 @@ local function lookup(name, cur)
         return hold(entry)
     end
 
-    local ok, err = locks:add(name, ngx_worker_pid(), lock_timeout)
+    lock_seq = lock_seq + 1
+    local token = ngx_worker_pid() .. ":" .. lock_seq
+    local ok, err = locks:add(name, token, lock_timeout)
     if ok then
         local res
         ok, res = pcall(refresh, name, entry)
-        locks:delete(name)
+        -- Ours unless it expired and another worker took it meanwhile.
+        if locks:get(name) == token then
+            locks:delete(name)
+        end
         if not ok then
             log_limited("internal", "internal error: " .. tostring(res))
             return hold(entry)

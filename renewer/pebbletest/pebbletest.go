@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,6 +140,8 @@ type Server struct {
 
 	rootsMu sync.Mutex
 	roots   *x509.CertPool // cached by Roots
+
+	proc *process
 }
 
 // Start starts Pebble and stops it in t.Cleanup. It fails the test when the
@@ -178,6 +181,7 @@ func Start(t testing.TB, opts Options) *Server {
 			t.Fatalf("pebbletest: %v\n%s", err, s.logTail(40))
 		}
 	}
+	s.proc = p
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
@@ -566,6 +570,24 @@ func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 func (s *Server) Log() string {
 	data, _ := os.ReadFile(s.logPath)
 	return string(data)
+}
+
+// DumpAndStop makes Pebble write every goroutine's stack to its log and
+// exit (SIGQUIT), and returns the dump: for a test that found Pebble no
+// longer answering, to say where it is stuck. Pebble is gone afterwards.
+func (s *Server) DumpAndStop() string {
+	if err := s.proc.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		return "(cannot signal pebble: " + err.Error() + ")"
+	}
+	select {
+	case <-s.proc.exited:
+	case <-time.After(10 * time.Second):
+	}
+	log := s.Log()
+	if i := strings.Index(log, "SIGQUIT"); i >= 0 {
+		return log[i:]
+	}
+	return s.logTail(40)
 }
 
 // logTail returns the last n lines of Pebble's log.

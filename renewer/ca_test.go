@@ -164,14 +164,7 @@ func TestFailoverPreflightCAA(t *testing.T) {
 	}
 	dnsSrv.SetCAA("only-b.example.test", dnstest.CAA{Tag: "issue", Value: "b.example"})
 	dnsSrv.SetCAA("none.example.test", dnstest.CAA{Tag: "issue", Value: ";"})
-	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := NewPreflight(PreflightConfig{Targets: []string{"127.0.0.1"}}, resolver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pf := preflightOn(t, dnsSrv, "127.0.0.1")
 	e := newMultiEnv(t, Config{Preflight: pf}, nil, nil)
 	ctx := context.Background()
 	addPending(t, e.st, e.clock.Now(), "only-b.example.test", "none.example.test", "nx.example.test")
@@ -477,14 +470,7 @@ func TestCAAWaitsForHeldCA(t *testing.T) {
 		dnsSrv.SetA(n, netip.MustParseAddr("127.0.0.1"))
 	}
 	dnsSrv.SetCAA("only-b.example.test", dnstest.CAA{Tag: "issue", Value: "b.example"})
-	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := NewPreflight(PreflightConfig{Targets: []string{"127.0.0.1"}}, resolver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pf := preflightOn(t, dnsSrv, "127.0.0.1")
 	e := newMultiEnv(t, Config{Preflight: pf}, nil, &LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}})
 	ctx := context.Background()
 	addPending(t, e.st, e.clock.Now(), "first.only-b.example.test", "second.only-b.example.test")

@@ -112,14 +112,7 @@ func TestGatePreflightRefusesWithoutOrdering(t *testing.T) {
 	dnsSrv.SetA("free.example.test", netip.MustParseAddr("127.0.0.1"))
 	dnsSrv.SetCAA("example.test", dnstest.CAA{Tag: "issue", Value: "other-ca.example"})
 	dnsSrv.SetCAA("free.example.test", dnstest.CAA{Tag: "issue", Value: "our-ca.example"})
-	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := NewPreflight(PreflightConfig{Targets: []string{"127.0.0.1"}}, resolver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pf := preflightOn(t, dnsSrv, "127.0.0.1")
 	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAIdentities: []string{"our-ca.example"}})
 	addPending(t, e.st, e.clock.Now(), "shop.example.test", "free.example.test", "nowhere.example.test")
 	for _, n := range []string{"shop.example.test", "free.example.test", "nowhere.example.test"} {
@@ -199,19 +192,12 @@ func TestGateRateLimitedGivesBackCertificateTokens(t *testing.T) {
 // at its next attempt.
 func TestGateRenewGivenUpStartsAfresh(t *testing.T) {
 	dnsSrv := dnstest.Start(t, dnstest.Options{}) // every name NXDOMAIN
-	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := NewPreflight(PreflightConfig{}, resolver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pf := preflightOn(t, dnsSrv)
 	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, GiveUpAfter: 30 * 24 * time.Hour})
 	ctx := context.Background()
 	const name = "parked.example.test"
 	now := e.clock.Now()
-	err = e.st.PutDomain(ctx, &store.Domain{Name: name, State: store.StateGivenUp, Failures: 40,
+	err := e.st.PutDomain(ctx, &store.Domain{Name: name, State: store.StateGivenUp, Failures: 40,
 		FailingSince: now.Add(-40 * 24 * time.Hour), LastError: "given up after 40 days of failures"})
 	if err != nil {
 		t.Fatal(err)

@@ -201,14 +201,7 @@ func TestMetricsCountPreflightRefusals(t *testing.T) {
 	dnsSrv.SetA("ok.example.test", netip.MustParseAddr("127.0.0.1"))
 	dnsSrv.SetA("caa.example.test", netip.MustParseAddr("127.0.0.1"))
 	dnsSrv.SetCAA("caa.example.test", dnstest.CAA{Tag: "issue", Value: "other-ca.example"})
-	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := NewPreflight(PreflightConfig{Targets: []string{"127.0.0.1"}}, resolver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pf := preflightOn(t, dnsSrv, "127.0.0.1")
 	reg := prometheus.NewRegistry()
 	pm, err := NewPrometheusMetrics(reg)
 	if err != nil {

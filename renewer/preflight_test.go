@@ -667,3 +667,18 @@ func msgAnswer(m *dns.Msg) []dns.RR {
 	}
 	return m.Answer
 }
+
+// preflightOn returns a pre-flight that asks dnsSrv, a DNS server of the
+// test's own, with the given targets (none: any address will do).
+func preflightOn(t *testing.T, dnsSrv *dnstest.Server, targets ...string) *Preflight {
+	t.Helper()
+	resolver, err := NewResolver([]string{dnsSrv.Addr()}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := NewPreflight(PreflightConfig{Targets: targets}, resolver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pf
+}

@@ -41,6 +41,7 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	}
 	if err != nil {
 		log.Error("read domain", "error", err)
+		r.pauseAfterStoreError(ctx)
 		return
 	}
 	if d.State == store.StateRemoved || d.NextAttempt.IsZero() && !urgent {
@@ -494,8 +495,21 @@ func (r *Renewer) record(ctx context.Context, log *slog.Logger, name string, cha
 		log.Info("name was removed while being worked on; left removed")
 	default:
 		log.Error("write domain", "error", err)
+		r.pauseAfterStoreError(ctx)
 	}
 	return false
+}
+
+// storeErrorPause is how long a worker waits after the store failed it.
+// The name stays due (nothing could be written), so without the pause the
+// dispatcher would hand it out again at once: a failing store, or one
+// record it cannot read, would spin the workers and flood the log.
+const storeErrorPause = 5 * time.Second
+
+// pauseAfterStoreError holds the worker for storeErrorPause, or until ctx
+// ends.
+func (r *Renewer) pauseAfterStoreError(ctx context.Context) {
+	_ = r.sleep(ctx, storeErrorPause)
 }
 
 // earliest returns the earlier of a and b.

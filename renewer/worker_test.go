@@ -509,3 +509,34 @@ func TestAdoptionEndsFailures(t *testing.T) {
 		t.Fatalf("given up after one failed renewal: %+v", d)
 	}
 }
+
+// brokenReads fails every GetDomain, as a store with a record it cannot
+// decode, or a failing disk, would.
+type brokenReads struct {
+	store.Store
+	reads atomic.Int32
+}
+
+func (b *brokenReads) GetDomain(ctx context.Context, name string) (*store.Domain, error) {
+	b.reads.Add(1)
+	return nil, errors.New("decode domain record: unexpected EOF")
+}
+
+// TestStoreErrorDoesNotSpin: a name whose record cannot be read stays due
+// (nothing can be written), and the worker that met the error waits
+// before the dispatcher hands the name out again, instead of spinning on
+// it and flooding the log.
+func TestStoreErrorDoesNotSpin(t *testing.T) {
+	st := &brokenReads{Store: openStore(t)}
+	addPending(t, st.Store, time.Now(), "broken.example.test")
+	r, err := New(Config{Workers: 1, IdleWait: 10 * time.Millisecond}, st, &scriptedIssuer{}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = r.Run(ctx)
+	if n := st.reads.Load(); n < 1 || n > 2 {
+		t.Fatalf("the unreadable record was read %d times in 2 s, want 1 or 2 (a pause of %s after each failure)", n, storeErrorPause)
+	}
+}

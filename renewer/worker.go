@@ -215,6 +215,9 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		return attempt{stop: true}
 	}
 	cert, took, err := r.obtain(ctx, ca, o, kind, renewal)
+	if errors.Is(err, errRemoved) {
+		return attempt{stop: true, took: took}
+	}
 	if refusedReplaces(err) && o.Replaces != nil && !o.NoReplaces && ctx.Err() == nil {
 		first := took
 		log.Info("the CA refused the order as a replacement; ordering without replaces", "ca", ca.Name, "error", err)
@@ -253,6 +256,14 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind OrderKi
 	if ctx.Err() == nil {
 		ca.ended(outcomeOf(err), r.cfg.Now())
 	}
+	if err == nil && r.removedMeanwhile(ctx, o.Name) {
+		// The operator removed the name (and perhaps deleted its
+		// certificate) while the order ran: the CA issued, but nobody
+		// would renew what is stored now, so nothing is.
+		r.orderDone(ctx, ca.Name, start, renewal, nil)
+		r.log.Info("name was removed while its order ran; the new certificate is not stored", "name", o.Name, "serial", cert.Serial)
+		return nil, time.Since(start), errRemoved
+	}
 	if err == nil {
 		if err = r.store.PutCertificate(ctx, r.scheduled(cert)); err == nil {
 			r.mu.Lock()
@@ -262,6 +273,13 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind OrderKi
 	}
 	r.orderDone(ctx, ca.Name, start, renewal, err)
 	return cert, time.Since(start), err
+}
+
+// removedMeanwhile reports whether name's record says an operator removed
+// it. A record that cannot be read says nothing of the kind.
+func (r *Renewer) removedMeanwhile(ctx context.Context, name string) bool {
+	d, err := r.store.GetDomain(ctx, name)
+	return err == nil && d.State == store.StateRemoved
 }
 
 // obtained records the certificate ca issued for name: the name is valid

@@ -373,7 +373,8 @@ func TestUrgentGoesFirst(t *testing.T) {
 
 // TestRemovedWhileOrdering removes a name while its order runs, as an
 // operator would, and checks that the worker's outcome does not bring it
-// back, whether the order succeeds or fails.
+// back, whether the order succeeds or fails, and that a certificate the
+// order obtained is not stored.
 func TestRemovedWhileOrdering(t *testing.T) {
 	for _, tc := range []struct {
 		desc string
@@ -407,6 +408,15 @@ func TestRemovedWhileOrdering(t *testing.T) {
 			d := getDomain(t, st, name)
 			if d.State != store.StateRemoved || !d.NextAttempt.IsZero() {
 				t.Fatalf("after the order: state %s, next attempt %v; want removed and unscheduled", d.State, d.NextAttempt)
+			}
+			// Nobody renews a removed name: the certificate of its last
+			// order is not stored (and so not served).
+			if c, err := st.LookupCertificate(ctx, name); !errors.Is(err, store.ErrNotFound) {
+				serial := ""
+				if c != nil {
+					serial = c.Serial
+				}
+				t.Fatalf("after the order the store serves certificate %q (err %v), want nothing", serial, err)
 			}
 		})
 	}

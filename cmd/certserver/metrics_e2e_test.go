@@ -5,9 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -29,29 +27,7 @@ func TestServeMetricsWithPebble(t *testing.T) {
 	const good, bad = "shop.metrics.test", "nowhere.metrics.test"
 	ca.DNS.SetA(good, netip.MustParseAddr("127.0.0.1"))
 
-	dir := t.TempDir()
-	roots := filepath.Join(dir, "pebble-listener-root.pem")
-	writeListenerRoot(t, ca, roots)
-	sock := filepath.Join(dir, "certs.sock")
-	s := startServe(t, `
-[store]
-path = "`+filepath.Join(dir, "store")+`"
-[certs]
-socket = "`+sock+`"
-[challenge]
-listen = "127.0.0.1:`+strconv.Itoa(ca.HTTPPort)+`"
-[admin]
-listen = "127.0.0.1:0"
-[acme]
-directory = "`+ca.DirectoryURL+`"
-agree_terms = true
-ca_roots = "`+roots+`"
-timeout = "30s"
-[renewer]
-idle_wait = "1s"
-[preflight]
-resolvers = ["`+ca.DNS.Addr()+`"]
-`)
+	s, sock := servePebble(t, ca, "", "")
 	if code, out, errOut := runCLI(t, s.admin, "", "domains", "add", good, bad); code != exitOK {
 		t.Fatalf("domains add: exit code %d\n%s%s", code, out, errOut)
 	}

@@ -32,33 +32,7 @@ func TestServeWithPebble(t *testing.T) {
 	const name = "shop.e2e.test"
 	ca.DNS.SetA(name, netip.MustParseAddr("127.0.0.1"))
 
-	dir := t.TempDir()
-	roots := filepath.Join(dir, "pebble-listener-root.pem")
-	writeListenerRoot(t, ca, roots)
-	sock := filepath.Join(dir, "certs.sock")
-	s := startServe(t, `
-[store]
-path = "`+filepath.Join(dir, "store")+`"
-[certs]
-socket = "`+sock+`"
-[challenge]
-listen = "127.0.0.1:`+strconv.Itoa(ca.HTTPPort)+`"
-[admin]
-listen = "127.0.0.1:0"
-[acme]
-directory = "`+ca.DirectoryURL+`"
-email = "ops@e2e.test"
-agree_terms = true
-ca_roots = "`+roots+`"
-profile = "default"
-timeout = "30s"
-[renewer]
-idle_wait = "1s"
-[preflight]
-resolvers = ["`+ca.DNS.Addr()+`"]
-[log]
-level = "debug"
-`)
+	s, sock := servePebble(t, ca, "email = \"ops@e2e.test\"\nprofile = \"default\"\n", "[log]\nlevel = \"debug\"\n")
 	if code, out, errOut := runCLI(t, s.admin, "", "domains", "add", name); code != exitOK || !strings.Contains(out, "1 added") {
 		t.Fatalf("domains add: exit code %d\n%s%s", code, out, errOut)
 	}
@@ -122,6 +96,42 @@ level = "debug"
 // writeListenerRoot writes the root of the certificate Pebble serves its
 // directory with to path, as PEM: it is what pebbletest's CertPool trusts,
 // read from a verified handshake.
+// servePebble starts the real sidecar against ca with what every Pebble
+// test of the sidecar needs: its store and certificate socket in a
+// directory of the test's, the challenge listener on the port Pebble
+// validates HTTP-01 on, Pebble's HTTPS trusted through acme.ca_roots, the
+// pre-flight asking ca's DNS server (never the system's). acme is more
+// lines for [acme], more further tables. It returns the sidecar and the
+// path of its certificate socket.
+func servePebble(t *testing.T, ca *pebbletest.Server, acme, more string) (s *served, sock string) {
+	t.Helper()
+	dir := t.TempDir()
+	roots := filepath.Join(dir, "pebble-listener-root.pem")
+	writeListenerRoot(t, ca, roots)
+	sock = filepath.Join(dir, "certs.sock")
+	s = startServe(t, `
+[store]
+path = "`+filepath.Join(dir, "store")+`"
+[certs]
+socket = "`+sock+`"
+[challenge]
+listen = "127.0.0.1:`+strconv.Itoa(ca.HTTPPort)+`"
+[admin]
+listen = "127.0.0.1:0"
+[acme]
+directory = "`+ca.DirectoryURL+`"
+agree_terms = true
+ca_roots = "`+roots+`"
+timeout = "30s"
+`+acme+`
+[renewer]
+idle_wait = "1s"
+[preflight]
+resolvers = ["`+ca.DNS.Addr()+`"]
+`+more)
+	return s, sock
+}
+
 func writeListenerRoot(t *testing.T, ca *pebbletest.Server, path string) {
 	t.Helper()
 	u, err := url.Parse(ca.DirectoryURL)

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,30 +55,7 @@ func TestRenewRevokeWithPebble(t *testing.T) {
 	for _, n := range []string{shop, www} {
 		ca.DNS.SetA(n, netip.MustParseAddr("127.0.0.1"))
 	}
-	dir := t.TempDir()
-	roots := filepath.Join(dir, "pebble-listener-root.pem")
-	writeListenerRoot(t, ca, roots)
-	s := startServe(t, `
-[store]
-path = "`+filepath.Join(dir, "store")+`"
-[certs]
-socket = "`+filepath.Join(dir, "certs.sock")+`"
-[challenge]
-listen = "127.0.0.1:`+strconv.Itoa(ca.HTTPPort)+`"
-[admin]
-listen = "127.0.0.1:0"
-[acme]
-directory = "`+ca.DirectoryURL+`"
-email = "ops@revoke.test"
-agree_terms = true
-ca_roots = "`+roots+`"
-profile = "default"
-timeout = "30s"
-[renewer]
-idle_wait = "1s"
-[preflight]
-resolvers = ["`+ca.DNS.Addr()+`"]
-`)
+	s, _ := servePebble(t, ca, "email = \"ops@revoke.test\"\nprofile = \"default\"\n", "")
 	cli := func(args ...string) string {
 		t.Helper()
 		code, out, errOut := runCLI(t, s.admin, "", args...)

@@ -171,13 +171,7 @@ func TestDomainsShowListRenewRemove(t *testing.T) {
 }
 
 func TestDomainsCommandLine(t *testing.T) {
-	tests := []struct {
-		desc   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-	}{
+	tests := []cliCase{
 		{desc: "no subcommand", args: []string{"domains"}, code: exitUsage, stderr: "Subcommands:"},
 		{desc: "help", args: []string{"domains", "--help"}, code: exitOK, stdout: "Exit codes"},
 		{desc: "help through the top", args: []string{"help", "domains"}, code: exitOK, stdout: "renew"},
@@ -199,21 +193,7 @@ func TestDomainsCommandLine(t *testing.T) {
 		{desc: "rm with a bad flag", args: []string{"domains", "rm", "--force", "x"}, code: exitUsage, stderr: "certserver domains rm: flag provided but not defined: -force"},
 		{desc: "no token", args: []string{"domains", "show", "--config", "/nonexistent/c.toml", "a.example.com"}, code: exitFailure, stderr: "/nonexistent/c.toml"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			e, stdout, stderr := testEnv(nil)
-			code := run(context.Background(), e, tc.args)
-			if code != tc.code {
-				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
-			}
-			if !strings.Contains(stdout.String(), tc.stdout) {
-				t.Errorf("stdout %q does not contain %q", stdout, tc.stdout)
-			}
-			if !strings.Contains(stderr.String(), tc.stderr) {
-				t.Errorf("stderr %q does not contain %q", stderr, tc.stderr)
-			}
-		})
-	}
+	runCases(t, tests, runLocal)
 }
 
 func TestDomainsUnreachable(t *testing.T) {

@@ -7,13 +7,7 @@ import (
 )
 
 func TestCommandLine(t *testing.T) {
-	tests := []struct {
-		desc   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-	}{
+	tests := []cliCase{
 		{desc: "no arguments", args: nil, code: exitUsage, stderr: "Commands:"},
 		{desc: "help", args: []string{"--help"}, code: exitOK, stdout: "fallback-cert"},
 		{desc: "help command", args: []string{"help"}, code: exitOK, stdout: "Exit codes"},
@@ -35,21 +29,7 @@ func TestCommandLine(t *testing.T) {
 		{desc: "bad duration flag", args: []string{"import", "--timeout", "soon", "x"}, code: exitUsage, stderr: "-timeout"},
 		{desc: "missing config file", args: []string{"serve", "--config", "/nonexistent/certserver.toml"}, code: exitFailure, stderr: "/nonexistent/certserver.toml"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			e, stdout, stderr := testEnv(nil)
-			code := run(context.Background(), e, tc.args)
-			if code != tc.code {
-				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
-			}
-			if !strings.Contains(stdout.String(), tc.stdout) {
-				t.Errorf("stdout %q does not contain %q", stdout, tc.stdout)
-			}
-			if !strings.Contains(stderr.String(), tc.stderr) {
-				t.Errorf("stderr %q does not contain %q", stderr, tc.stderr)
-			}
-		})
-	}
+	runCases(t, tests, runLocal)
 }
 
 func TestParseFlagsInterspersed(t *testing.T) {
@@ -78,4 +58,34 @@ func TestHelpPrintedOnce(t *testing.T) {
 	if stdout.String() != "" || strings.Count(stderr.String(), "\n") > 2 {
 		t.Errorf("stdout %q stderr %q", stdout, stderr)
 	}
+}
+
+// cliCase is a command line and what it must give: its exit code, and
+// text that its standard output and error must contain.
+type cliCase struct {
+	desc   string
+	args   []string
+	code   int
+	stdout string
+	stderr string
+}
+
+// runCases runs each case as a subtest through call.
+func runCases(t *testing.T, tests []cliCase, call func(t *testing.T, args []string) (code int, stdout, stderr string)) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			code, out, errOut := call(t, tc.args)
+			if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderr) {
+				t.Errorf("exit code %d (want %d)\nstdout: %s\nstderr: %s\nwant them to contain %q / %q", code, tc.code, out, errOut, tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
+
+// runLocal runs a command line with no admin API configured.
+func runLocal(t *testing.T, args []string) (code int, stdout, stderr string) {
+	e, out, errOut := testEnv(nil)
+	code = run(context.Background(), e, args)
+	return code, out.String(), errOut.String()
 }

@@ -381,13 +381,7 @@ func TestRevokeCommandLine(t *testing.T) {
 	if code, _, errOut := runCLI(t, url, "", "domains", "add", "a.example.com"); code != exitOK {
 		t.Fatal(errOut)
 	}
-	tests := []struct {
-		desc   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-	}{
+	tests := []cliCase{
 		{desc: "help", args: []string{"domains", "revoke", "--help"}, code: exitOK, stdout: "keyCompromise (1)"},
 		{desc: "no reason", args: []string{"domains", "revoke", "a.example.com"}, code: exitUsage, stderr: "--reason is required"},
 		{desc: "no name", args: []string{"domains", "revoke", "--reason", "1"}, code: exitUsage, stderr: "no NAME given"},
@@ -400,14 +394,7 @@ func TestRevokeCommandLine(t *testing.T) {
 		{desc: "status help", args: []string{"status", "--help"}, code: exitOK, stdout: "3 the status is unknown"},
 		{desc: "top help", args: []string{"help"}, code: exitOK, stdout: "one-screen summary"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			code, out, errOut := runCLI(t, url, "", tc.args...)
-			if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderr) {
-				t.Errorf("exit code %d (want %d)\nstdout: %s\nstderr: %s\nwant %q / %q", code, tc.code, out, errOut, tc.stdout, tc.stderr)
-			}
-		})
-	}
+	runCases(t, tests, func(t *testing.T, args []string) (int, string, string) { return runCLI(t, url, "", args...) })
 }
 
 // restingQueue is a renewer whose first CA rests after failures.

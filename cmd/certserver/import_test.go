@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -66,29 +65,7 @@ func certbotTree(t *testing.T) string {
 // temporary directory and returns its URL and the store.
 func startAdmin(t *testing.T) (string, store.Store) {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := store.OpenBadger(filepath.Join(t.TempDir(), "store"), store.BadgerOptions{Logger: logger, NoSync: true, GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	a, err := certserver.NewAdminAPI(certserver.AdminConfig{Listen: "127.0.0.1:0", Token: testToken}, st, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Listen(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return "http://" + a.Addrs()[0].String(), st
+	return startAdminWith(t, certserver.AdminConfig{})
 }
 
 // reportLine finds the report line of the item at path and returns its

@@ -441,53 +441,13 @@ func micros(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 // latencies. Every answer must be a 200 with a certificate.
 func (s *certClient) lookups(b *testing.B, n, clients, count int, dur time.Duration) latencies {
 	b.Helper()
-	var (
-		mu   sync.Mutex
-		all  []time.Duration
-		wg   sync.WaitGroup
-		errs = make(chan error, clients)
-	)
 	start := time.Now()
-	for c := range clients {
-		wg.Go(func() {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			rng := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
-			lat := make([]time.Duration, 0, 1<<16)
-			uri := make([]byte, 0, 64)
-			for i := 0; ; i++ {
-				if count > 0 && i >= (count+clients-1-c)/clients {
-					break
-				}
-				if count == 0 && i%64 == 0 && time.Since(start) >= dur {
-					break
-				}
-				uri = fmt.Appendf(uri[:0], "http://certs/v1/certs/%s", benchName(rng.IntN(n)))
-				req.SetRequestURIBytes(uri)
-				t0 := time.Now()
-				err := s.hc.Do(req, resp)
-				lat = append(lat, time.Since(t0))
-				if err == nil && (resp.StatusCode() != fasthttp.StatusOK || len(resp.Body()) < 2000) {
-					err = fmt.Errorf("GET %s: status %d, %d bytes", uri, resp.StatusCode(), len(resp.Body()))
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	wall := time.Since(start)
-	close(errs)
-	if err := <-errs; err != nil {
-		b.Fatal(err)
-	}
-	return latencies{lat: all, wall: wall}
+	return s.drive(b, n, clients, func(c, i int) bool {
+		if count > 0 {
+			return i < (count+clients-1-c)/clients
+		}
+		return i%64 != 0 || time.Since(start) < dur
+	})
 }
 
 // paced sends lookups for random stored names at rate a second for dur,
@@ -496,31 +456,42 @@ func (s *certClient) lookups(b *testing.B, n, clients, count int, dur time.Durat
 // with a certificate.
 func (s *certClient) paced(b *testing.B, n, rate int, dur time.Duration) latencies {
 	b.Helper()
-	const senders = 16
 	total := int(dur.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
+	var next atomic.Int64
+	start := time.Now()
+	return s.drive(b, n, 16, func(int, int) bool {
+		k := int(next.Add(1)) - 1
+		if k >= total {
+			return false
+		}
+		time.Sleep(time.Until(start.Add(time.Duration(k) * interval)))
+		return true
+	})
+}
+
+// drive runs workers senders of lookups for random names among the n
+// stored ones; worker w sends its i-th lookup when more(w, i) says so, and
+// stops at the first false. It returns the latencies of all lookups, and
+// fails b at the first that is not a 200 with a certificate.
+func (s *certClient) drive(b *testing.B, n, workers int, more func(w, i int) bool) latencies {
+	b.Helper()
 	var (
-		next atomic.Int64
 		mu   sync.Mutex
-		all  = make([]time.Duration, 0, total)
+		all  []time.Duration
 		wg   sync.WaitGroup
-		errs = make(chan error, senders)
+		errs = make(chan error, workers)
 	)
 	start := time.Now()
-	for w := range senders {
+	for w := range workers {
 		wg.Go(func() {
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			var lat []time.Duration
+			lat := make([]time.Duration, 0, 1<<12)
 			uri := make([]byte, 0, 64)
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= total {
-					break
-				}
-				time.Sleep(time.Until(start.Add(time.Duration(k) * interval)))
+			for i := 0; more(w, i); i++ {
 				uri = fmt.Appendf(uri[:0], "http://certs/v1/certs/%s", benchName(rng.IntN(n)))
 				req.SetRequestURIBytes(uri)
 				t0 := time.Now()

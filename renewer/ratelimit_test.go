@@ -1,12 +1,6 @@
 package renewer
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math"
 	"math/big"
@@ -763,28 +757,5 @@ func TestClassifyOrder(t *testing.T) {
 // notBefore to notAfter, with an authority key identifier so that it has an
 // ARI certificate identifier.
 func selfSignedForLimiter(name string, notBefore, notAfter time.Time) (*store.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(42),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		SubjectKeyId: []byte{1, 2, 3, 4},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return store.ParseCertificate(
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		notBefore)
+	return selfSignedWith(name, notBefore, notAfter, big.NewInt(42), []byte{1, 2, 3, 4})
 }

@@ -92,16 +92,25 @@ func (p problem) Permanent() bool           { return p.perm }
 func (p problem) RetryAfter() time.Duration { return p.after }
 
 func selfSigned(name string, notBefore, notAfter time.Time) (*store.Certificate, error) {
+	return selfSignedWith(name, notBefore, notAfter, big.NewInt(notAfter.UnixNano()), nil)
+}
+
+// selfSignedWith is a self-signed certificate record for name, valid from
+// notBefore to notAfter, with the given serial and subject key identifier
+// (with one, the certificate names it as its authority key too, and so
+// has an ARI certificate identifier).
+func selfSignedWith(name string, notBefore, notAfter time.Time, serial *big.Int, ski []byte) (*store.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(notAfter.UnixNano()),
+		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: name},
 		DNSNames:     []string{name},
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
+		SubjectKeyId: ski,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -198,6 +198,9 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	}
 
 	logStart(logger, cfg, certs, challenge, admin, is)
+	if w := socketGroupWarning(cfg.Certs, stockNginxConf); w != nil {
+		logger.Warn(w.msg, w.attrs...)
+	}
 
 	// Everything stops when ctx is done or when a server fails; the store
 	// closes once all of it has stopped.

@@ -188,7 +188,7 @@ func (d *doctor) checkNginx(ctx context.Context) bool {
 
 // nginxEmerg matches nginx's report of what stopped it: "[emerg] MESSAGE
 // in FILE:LINE".
-var nginxEmerg = regexp.MustCompile(`\[(?:emerg|alert|error)\] (.*?)(?: in (\S+:\d+))?\n`)
+var nginxEmerg = regexp.MustCompile(`\[(?:emerg|alert|error)\] (?:\d+#\d+: )?(.*?)(?: in (\S+:\d+))?\n`)
 
 // nginxFailed reports a failed nginx -t as the nginx and lua module
 // checks, with the change that fixes it where the message says.
@@ -416,6 +416,8 @@ func (d *doctor) checkWorkerUser() {
 	name, group, where := nginxDefaultUser, "", "no user directive: nginx's default"
 	if u != nil && len(u.args) > 0 {
 		name, where = u.args[0], "user at "+u.where()
+		// Without a group, nginx takes the group named like the user.
+		group = u.args[0]
 		if len(u.args) > 1 {
 			group = u.args[1]
 		}

@@ -34,7 +34,7 @@ func (d *doctor) checkSocketAccess() {
 		return
 	}
 	w := d.workers
-	group := w.primaryGroup()
+	group := w.group
 	// Every directory from the root down.
 	var dirs []string
 	for dir := filepath.Dir(socket); ; dir = filepath.Dir(dir) {
@@ -184,18 +184,24 @@ func (d *doctor) checkHandshake(ctx context.Context) {
 		d.add("handshake", checkWarn, "no listen ... ssl in the servers with the hook: not checked", "give nginx's TLS address with --https host:port")
 		return
 	}
-	name := d.name
-	if name == "" {
-		n, err := d.validName(ctx)
-		if err != nil {
+	names := []string{d.name}
+	if d.name == "" {
+		var err error
+		if names, err = d.candidateNames(ctx); err != nil {
 			d.add("handshake", checkWarn, fmt.Sprintf("no name to try: %v", err), "give one with --name NAME")
 			return
 		}
-		name = n
 	}
-	stored, err := d.storedLeaf(ctx, name)
+	var name string
+	var stored *x509.Certificate
+	var err error
+	for _, name = range names {
+		if stored, err = d.storedLeaf(ctx, name); err == nil {
+			break
+		}
+	}
 	if err != nil {
-		d.add("handshake", checkFail, fmt.Sprintf("the certificate endpoint (%s) has no certificate for %s: %v", d.socketEndpoint(), name, err),
+		d.add("handshake", checkFail, fmt.Sprintf("the certificate endpoint (%s) has no certificate for %s: %v", d.socketEndpoint(), strings.Join(names, ", "), err),
 			"is certserver serve running with this configuration? (systemctl status certserver)")
 		return
 	}
@@ -249,22 +255,30 @@ func loopbackOf(listen string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// validName asks the admin API for a name whose certificate is valid.
-func (d *doctor) validName(ctx context.Context) (string, error) {
+// candidateNames asks the admin API for names to try the handshake
+// with: a valid one if there is any, else the first few managed names
+// (one may hold an imported certificate while it waits for the renewer).
+func (d *doctor) candidateNames(ctx context.Context) ([]string, error) {
 	cl, err := d.af.client(d.e)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *d.af.timeout)
 	defer cancel()
-	list, err := cl.Domains(ctx, client.ListOptions{States: []string{"valid"}, Limit: 1})
-	if err != nil {
-		return "", explain(cl, err)
+	for _, opts := range []client.ListOptions{{States: []string{"valid"}, Limit: 1}, {Limit: 20}} {
+		list, err := cl.Domains(ctx, opts)
+		if err != nil {
+			return nil, explain(cl, err)
+		}
+		if len(list.Domains) > 0 {
+			var names []string
+			for _, dom := range list.Domains {
+				names = append(names, dom.Name)
+			}
+			return names, nil
+		}
 	}
-	if len(list.Domains) == 0 {
-		return "", errors.New("the admin API lists no valid name")
-	}
-	return list.Domains[0].Name, nil
+	return nil, errors.New("the admin API lists no name")
 }
 
 // storedLeaf asks the certificate endpoint for name, as nginx does, and

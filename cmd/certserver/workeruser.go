@@ -43,9 +43,10 @@ func nginxConfUser(path string) string {
 // account is a user with the groups its processes get (the primary group
 // and the supplementary ones, as initgroups gives nginx's workers).
 type account struct {
-	name string
-	uid  int
-	gids []int
+	name  string
+	group string // the primary group's name
+	uid   int
+	gids  []int
 }
 
 // lookupAccount finds a user by name or numeric ID; group, when not "",
@@ -60,7 +61,7 @@ func lookupAccount(name, group string) (*account, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &account{name: u.Username}
+	a := &account{name: u.Username, group: groupNameOf(u.Gid)}
 	if a.uid, err = strconv.Atoi(u.Uid); err != nil {
 		return nil, fmt.Errorf("user %s: unexpected uid %q", name, u.Uid)
 	}
@@ -74,6 +75,7 @@ func lookupAccount(name, group string) (*account, error) {
 			return nil, err
 		}
 		ids = append(ids, g.Gid)
+		a.group = g.Name
 	}
 	for _, s := range append(ids, u.Gid) {
 		if id, err := strconv.Atoi(s); err == nil && !slices.Contains(a.gids, id) {
@@ -83,17 +85,12 @@ func lookupAccount(name, group string) (*account, error) {
 	return a, nil
 }
 
-// primaryGroup returns the name of the account's primary group.
-func (a *account) primaryGroup() string {
-	u, err := user.LookupId(strconv.Itoa(a.uid))
-	if err != nil {
-		return strconv.Itoa(a.gids[0])
+// groupNameOf returns the name of the group with ID gid, or gid.
+func groupNameOf(gid string) string {
+	if g, err := user.LookupGroupId(gid); err == nil {
+		return g.Name
 	}
-	g, err := user.LookupGroupId(u.Gid)
-	if err != nil {
-		return u.Gid
-	}
-	return g.Name
+	return gid
 }
 
 // may reports whether the account gets the permission bits want (4 read,
@@ -115,12 +112,7 @@ func (a *account) may(uid, gid int, mode fs.FileMode, want fs.FileMode) bool {
 }
 
 // groupName returns the name of group gid, or the number.
-func groupName(gid int) string {
-	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
-		return g.Name
-	}
-	return strconv.Itoa(gid)
-}
+func groupName(gid int) string { return groupNameOf(strconv.Itoa(gid)) }
 
 // userName returns the name of user uid, or the number.
 func userName(uid int) string {
@@ -180,7 +172,7 @@ func socketGroupWarning(c certsConfig, nginxConf string) *socketWarning {
 		names = append(names, a.name)
 	}
 	fix := fmt.Sprintf(`socket_group = %q in [certs], and run certserver in that group (systemd: Group=%s)`,
-		found[0].primaryGroup(), found[0].primaryGroup())
+		found[0].group, found[0].group)
 	return &socketWarning{
 		msg: "nginx's workers are unlikely to be able to connect to the certificate socket: every name would get nginx's fallback certificate",
 		attrs: []any{"socket", c.Socket, "socket_group", groupName(gid), "socket_mode", c.SocketMode.String(),

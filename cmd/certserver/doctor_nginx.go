@@ -102,6 +102,27 @@ func (d *doctor) nginxTest(ctx context.Context, conf, prefix string) *nginxRun {
 	return &nginxRun{conf: conf, prefix: prefix, stdout: stdout.String(), stderr: stderr.String(), err: err}
 }
 
+// pickNginx returns the run whose configuration has certserver's hook
+// and asks socket, else the first with the hook, else def.
+func pickNginx(runs []*nginxRun, def *nginxRun, socket string) *nginxRun {
+	var hooked *nginxRun
+	for _, r := range runs {
+		if !r.hasHook() {
+			continue
+		}
+		if strings.Contains(r.stdout, strconv.Quote(socket)) {
+			return r
+		}
+		if hooked == nil {
+			hooked = r
+		}
+	}
+	if hooked != nil {
+		return hooked
+	}
+	return def
+}
+
 // hasHook reports whether an nginx -T dump loads certserver's Lua module.
 func (r *nginxRun) hasHook() bool {
 	return r.err == nil && strings.Contains(r.stdout, "resty.certserver")
@@ -139,26 +160,30 @@ func (d *doctor) checkNginx(ctx context.Context) bool {
 			run = d.nginxTest(ctx, conf, "")
 		}
 	} else {
-		// The master whose configuration has certserver's hook, else the
-		// first one that passes, else nginx's default.
+		// The running master whose configuration asks serve's socket,
+		// else one with certserver's hook, else nginx's default
+		// configuration (with its master, if it runs).
 		var runs []*nginxRun
+		var def *nginxRun
 		for i, m := range masters {
 			r := d.nginxTest(ctx, m.conf, m.prefix)
 			r.master = &masters[i]
 			runs = append(runs, r)
-		}
-		runs = append(runs, d.nginxTest(ctx, "", ""))
-		run = runs[len(runs)-1]
-		for _, r := range runs {
-			if r.hasHook() {
-				run = r
-				break
+			if m.conf == "" && def == nil {
+				def = r
 			}
 		}
+		if def == nil {
+			def = d.nginxTest(ctx, "", "")
+			runs = append(runs, def)
+		}
+		run = pickNginx(runs, def, d.socketEndpoint())
 	}
 	d.master = run.master
 	what := run.conf
-	if what == "" {
+	if _, main := splitNginxDump(run.stdout); what == "" && main != "" {
+		what = main
+	} else if what == "" {
 		what = "nginx's default configuration"
 	}
 	if run.master != nil {

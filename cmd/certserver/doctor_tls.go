@@ -188,7 +188,7 @@ func (d *doctor) checkHandshake(ctx context.Context) {
 	if d.name == "" {
 		var err error
 		if names, err = d.candidateNames(ctx); err != nil {
-			d.add("handshake", checkWarn, fmt.Sprintf("no name to try: %v", err), "give one with --name NAME")
+			d.add("handshake", checkWarn, fmt.Sprintf("no name to try: %v", err), "certserver domains add NAME (or import its certificate), or give a name with --name NAME")
 			return
 		}
 	}

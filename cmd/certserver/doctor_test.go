@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/user"
@@ -232,6 +233,16 @@ func TestDoctorBrokenSetups(t *testing.T) {
 		if line, _ := checkLine(t, out, "handshake"); !strings.HasPrefix(line, "FAIL") {
 			t.Errorf("handshake %q, want FAIL", line)
 		}
+		// The same as JSON.
+		code, out := s.doctor(t, "--name", "none.example.test", "--json")
+		var rep doctorReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("--json: %v\n%s", err, out)
+		}
+		if last := rep.Checks[len(rep.Checks)-1]; code != exitFailure || rep.OK || len(rep.Checks) != 9 ||
+			last.Check != "handshake" || last.Status != checkFail || last.Fix == "" {
+			t.Errorf("--json: exit %d, %+v; want 9 checks, the handshake failed with a fix", code, rep)
+		}
 	})
 }
 
@@ -365,5 +376,16 @@ func TestSocketGroupWarning(t *testing.T) {
 		t.Errorf("serve warns, though a likely nginx worker user here is in group %s:\n%s", own, log)
 	case want != nil && (!strings.Contains(log, "level=WARN msg=\""+want.msg) || !strings.Contains(log, "socket_group="+own)):
 		t.Errorf("serve log has no socket group warning:\n%s", log)
+	}
+}
+
+func TestLoopbackOf(t *testing.T) {
+	for listen, want := range map[string]string{
+		"443": "127.0.0.1:443", "*:443": "127.0.0.1:443", "0.0.0.0:8443": "127.0.0.1:8443",
+		"[::]:443": "[::1]:443", "192.0.2.7:443": "192.0.2.7:443", "unix:/run/n.sock": "",
+	} {
+		if got := loopbackOf(listen); got != want {
+			t.Errorf("loopbackOf(%q) = %q, want %q", listen, got, want)
+		}
 	}
 }

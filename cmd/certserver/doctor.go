@@ -17,12 +17,14 @@ const doctorHelp = `
 Checks that this host's certserver and nginx work together, and says what
 to change when they do not. Each check prints one line, "ok", "warn" or
 "FAIL", with what it found; a failure is followed by the line to change
-(file:line where there is one).
+(file:line where there is one). "skip" marks a check an earlier failure
+keeps from running.
 
   config          the configuration file reads (--config)
   nginx           nginx -t passes for the nginx that includes the snippets:
-                  --nginx-conf, else the -c of a running nginx master that
-                  includes them, else nginx's default configuration
+                  --nginx-conf, else that of the running nginx master whose
+                  snippet asks serve's socket, else of one with the snippets,
+                  else nginx's default configuration
   lua module      ngx_http_lua_module and lua-resty-core load, and
                   resty/certserver.lua is on lua_package_path
   snippets        certserver-http.conf is in http {} and certserver-ssl.conf
@@ -36,8 +38,8 @@ to change when they do not. Each check prints one line, "ok", "warn" or
   handshake       a TLS handshake through nginx (--https, else the first
                   "listen ... ssl" of those servers, on loopback) for a name
                   certserver holds a certificate for (--name, else one the
-                  admin API lists as valid) gets that certificate, not the
-                  fallback
+                  admin API lists as valid, else one of the first names it
+                  lists) gets that certificate, not the fallback
 
 Run it as root (it reads nginx's configuration and the socket's
 permissions as nginx does), after a change to either side and whenever

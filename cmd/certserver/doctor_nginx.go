@@ -33,6 +33,9 @@ type nginxMaster struct {
 	prefix string // its -p
 }
 
+// procEffectiveUID matches the effective user ID in /proc/PID/status.
+var procEffectiveUID = regexp.MustCompile(`(?m)^Uid:\s+\d+\s+(\d+)`)
+
 // nginxMasters lists the running nginx masters, from /proc: a master
 // rewrites its command line to "nginx: master process BIN ARGS...".
 func nginxMasters() []nginxMaster {
@@ -65,7 +68,7 @@ func nginxMasters() []nginxMaster {
 			m.conf = filepath.Join(m.prefix, m.conf)
 		}
 		if status, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
-			if f := regexp.MustCompile(`(?m)^Uid:\s+\d+\s+(\d+)`).FindSubmatch(status); f != nil {
+			if f := procEffectiveUID.FindSubmatch(status); f != nil {
 				m.uid, _ = strconv.Atoi(string(f[1]))
 			}
 		}
@@ -154,6 +157,7 @@ func (d *doctor) checkNginx(ctx context.Context) bool {
 			if m.conf == conf {
 				run = d.nginxTest(ctx, conf, m.prefix)
 				run.master = &masters[i]
+				break
 			}
 		}
 		if run == nil {
@@ -234,7 +238,7 @@ func (d *doctor) nginxFailed(run *nginxRun, what string) {
 	}
 	main := run.conf
 	if main == "" {
-		main = "nginx.conf"
+		main = stockNginxConf
 	}
 	lua := ""
 	var luaFix string
@@ -277,7 +281,7 @@ func firstLine(s, sub string) string {
 func (d *doctor) readFromDisk(run *nginxRun) bool {
 	main := run.conf
 	if main == "" {
-		main = "/etc/nginx/nginx.conf"
+		main = stockNginxConf
 	}
 	conf, err := parseNginxConfig(diskFiles{}, main)
 	if err != nil {
@@ -386,8 +390,12 @@ func (d *doctor) checkSnippets() {
 		d.add("socket path", checkOK, fmt.Sprintf("nginx asks %s (%s), where serve listens", socket, where), "")
 		return
 	}
+	other := "certs.listen to " + socket
+	if p := plainUnixSocket(socket); p != "" {
+		other = "certs.socket to " + p
+	}
 	d.add("socket path", checkFail, fmt.Sprintf("nginx asks %s (%s), but serve listens on %s (%s)", socket, where, want, d.cfgPath),
-		fmt.Sprintf("%s: socket = %q, (or set certs.socket in %s to %s)", where, want, d.cfgPath, plainUnixSocket(socket)))
+		fmt.Sprintf("%s: socket = %q, (or set %s in %s)", where, want, other, d.cfgPath))
 }
 
 // luaOf returns the Lua code of an init_by_lua* directive: the block, or

@@ -16,10 +16,12 @@ demo:
 test:
 	scripts/test.sh
 
-## soak: renew 2,000 certificates against Pebble (the mass renewal test at
-## full size; make test runs it with 400), about 4 minutes on 2 cores
+## soak: renew SOAK_CERTS (2,000) certificates against Pebble: the mass
+## renewal test at full size (make test runs it with 400), about 4 minutes
+## on 2 cores
+SOAK_CERTS ?= 2000
 soak:
-	PEBBLE_BIN="$$(scripts/deps.sh)" CERTSERVER_MASS_RENEWAL=2000 \
+	PEBBLE_BIN="$$(scripts/deps.sh)" CERTSERVER_MASS_RENEWAL=$(SOAK_CERTS) \
 		$(GO) test -race -count=1 -timeout 30m -v -run '^TestMassRenewalWithPebble$$' ./renewer
 
 ## bench: run the benchmarks and print their figures

@@ -263,7 +263,7 @@ const massRenewalDefault = 400
 // and Pebble), and the whole wave takes not much longer than the bucket
 // needs, so the limiter, not the workers, sets the pace.
 //
-// In the suite it runs massRenewalDefault certificates (about 40 s on 2
+// In the suite it runs massRenewalDefault certificates (about a minute on 2
 // cores beside the other packages). CERTSERVER_MASS_RENEWAL=N runs N
 // instead: `make soak` runs 2,000 (about 4 minutes alone: 130 s to issue
 // them 16 at a time, since more make Pebble v2.10.1 stick, see

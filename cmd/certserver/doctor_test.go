@@ -34,6 +34,7 @@ type doctorOptions struct {
 	noLua       bool   // leave out the load_module lines
 	fallback    string // the ssl_certificate; default the fallback written
 	sidecar     string // the snippet's socket; default where serve listens
+	privateDir  bool   // leave the socket's directory closed to others (0700)
 }
 
 // newDoctorSetup starts serve with a socket in a directory nobody may
@@ -67,6 +68,11 @@ func newDoctorSetup(t *testing.T, o doctorOptions) *doctorSetup {
 		}
 	}
 
+	if o.privateDir {
+		if err := os.Chmod(filepath.Dir(s.socket), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if o.user == "" {
 		o.user = "nobody " + ownGroup(t)
 	}
@@ -183,6 +189,16 @@ func TestDoctorBrokenSetups(t *testing.T) {
 			check: "socket access", found: "are in the socket's group but cannot write to",
 			fix: func(s *doctorSetup) string {
 				return configLineOf(t, s.serve.config, `^socket_mode`) + ": socket_mode = \"0660\""
+			}},
+		{desc: "socket directory closed to nginx's workers", opts: doctorOptions{privateDir: true},
+			check: "socket access", found: "nginx's workers (nobody) cannot enter ",
+			fix: func(s *doctorSetup) string {
+				return "chgrp " + own + " " + filepath.Dir(s.socket) + " && chmod g+x " + filepath.Dir(s.socket)
+			}},
+		{desc: "nginx's user does not exist", opts: doctorOptions{user: "no-such-user-here"},
+			check: "worker user", found: "nginx's workers run as no-such-user-here (user at ",
+			fix: func(s *doctorSetup) string {
+				return s.nginxConf + ":1: user www-data;"
 			}},
 		{desc: "missing fallback certificate", opts: doctorOptions{fallback: "/nonexistent/fallback.crt"},
 			check: "fallback cert", found: "/nonexistent/fallback.crt (",

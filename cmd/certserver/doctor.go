@@ -122,21 +122,27 @@ func runDoctor(ctx context.Context, e *env, args []string) int {
 
 // printDoctor prints one line per check, and the fix under a failure.
 func printDoctor(w io.Writer, rep doctorReport) {
-	failed := 0
+	failed, warned := 0, 0
 	for _, r := range rep.Checks {
 		fmt.Fprintf(w, "%-4s  %-13s  %s\n", r.Status, r.Check, r.Found)
 		if r.Fix != "" {
 			fmt.Fprintf(w, "%19s  fix: %s\n", "", r.Fix)
 		}
-		if r.Status == checkFail {
+		switch r.Status {
+		case checkFail:
 			failed++
+		case checkWarn:
+			warned++
 		}
 	}
+	verdict := "every check passed"
 	if failed > 0 {
-		fmt.Fprintf(w, "\n%s failed\n", plural(failed, "check"))
-	} else {
-		fmt.Fprint(w, "\nevery check passed\n")
+		verdict = plural(failed, "check") + " failed"
 	}
+	if warned > 0 {
+		verdict += ", " + plural(warned, "warning")
+	}
+	fmt.Fprintf(w, "\n%s\n", verdict)
 }
 
 // doctor runs the checks in order; later checks use what earlier ones

@@ -392,6 +392,12 @@ func runDomainsShow(ctx context.Context, e *env, args []string) int {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	line("name", d.Name)
+	if len(d.ExtraNames) > 0 {
+		line("extra names", strings.Join(d.ExtraNames, ", ")+" (one certificate, renewed together)")
+	}
+	if d.ManagedWith != "" {
+		line("managed with", d.ManagedWith+" (its certificate serves this name; renew or remove that name)")
+	}
 	line("state", d.State)
 	line("profile", orDash(d.Profile, "(default)"))
 	line("source", orDash(d.Source, "-"))

@@ -52,7 +52,17 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 		return // rescheduled since the dispatcher read the index
 	}
 	if d.ManagedWith != "" {
-		return // renewed with the name whose certificate serves it
+		// Renewed with the name whose certificate serves it, never alone:
+		// a due time it was given by mistake is taken away, so that the
+		// dispatcher does not hand it out again and again.
+		if !d.NextAttempt.IsZero() {
+			r.record(ctx, log, d.Name, func(d *store.Domain) {
+				if d.ManagedWith != "" {
+					d.NextAttempt = time.Time{}
+				}
+			})
+		}
+		return
 	}
 	cur := r.current(ctx, d)
 	if cur != nil {

@@ -533,6 +533,16 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 				}
 			}
 
+			// A name managed with another that is made due by mistake is
+			// taken out of the due index, not ordered.
+			if err := st.UpdateDomain(ctx, set[1], func(d *store.Domain) error { d.NextAttempt = clock.Now(); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			r.process(ctx, set[1], false)
+			if d := getDomain(t, st, set[1]); !d.NextAttempt.IsZero() || iss.orderCount() != 0 {
+				t.Fatalf("%s made due: next attempt %v, %d orders; want out of the index, none", set[1], d.NextAttempt, iss.orderCount())
+			}
+
 			clock.Set(primary.NextAttempt)
 			for _, n := range set {
 				r.process(ctx, n, false)

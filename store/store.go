@@ -229,7 +229,13 @@ type Domain struct {
 	// extra name is served through the certificate's own links
 	// (PutCertificate links every name of Certificate.Names); it is not
 	// a managed name of its own. A record of an extra name, if there is
-	// one, says ManagedWith.
+	// one, says ManagedWith: a name added alone that a managed name
+	// carries gets a record of its own, which the renewer marks
+	// ManagedWith at its first look, without an order. The store keeps
+	// these fields as given and checks only what is stated here; the
+	// renewer sets ExtraNames when a name first takes a certificate that
+	// carries several names, and the admin API keeps both sides in step
+	// when a name is removed.
 	ExtraNames []string `json:"extra_names,omitempty"`
 	// ManagedWith is set on the record of a name that is one of another
 	// managed name's ExtraNames: that name's certificate serves it, and

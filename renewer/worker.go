@@ -218,8 +218,8 @@ func (r *Renewer) orderFor(ca *caState, d *store.Domain, profile string, cur *st
 // Otherwise d is returned as it is: a name whose certificate's primary is
 // not managed is ordered for itself, as before.
 func (r *Renewer) joinSet(ctx context.Context, log *slog.Logger, d *store.Domain, cur *store.Certificate) (*store.Domain, bool) {
-	if cur.ID == d.CertID || len(cur.Names) < 2 || !slices.Contains(cur.Names, d.Name) {
-		return d, false
+	if cur.ID == d.CertID || len(d.ExtraNames) > 0 || len(cur.Names) < 2 || !slices.Contains(cur.Names, d.Name) {
+		return d, false // the name holds this certificate already, or carries a set of its own
 	}
 	if cur.ID == d.Name {
 		if !takesSet(d, cur) {

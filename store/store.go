@@ -246,12 +246,6 @@ type Domain struct {
 	ManagedWith string `json:"managed_with,omitempty"`
 }
 
-// OrderNames returns the names an order for d asks for: d.Name followed
-// by d.ExtraNames. The slice is new.
-func (d *Domain) OrderNames() []string {
-	return append([]string{d.Name}, d.ExtraNames...)
-}
-
 // RecentAttempts is how many attempts a Domain record keeps.
 const RecentAttempts = 10
 

@@ -479,3 +479,57 @@ func watchPebble(t *testing.T, ca *pebbletest.Server, cancel context.CancelFunc)
 		})
 	}
 }
+
+// TestImportedSetReplacesWithPebble: a two-name certificate this account
+// ordered comes back as an import (a store restored from a backup, a
+// certificate copied from another host). Its names are managed again; the
+// first one takes the set, and its renewal is one order for both names
+// that names the imported certificate in "replaces", which Pebble accepts:
+// the same account ordered it. (TestCertbotLineageRenewsAsOneOrder in
+// cmd/certserver has the other account's case: refused, then a plain
+// order.)
+func TestImportedSetReplacesWithPebble(t *testing.T) {
+	t.Parallel()
+	env := newACMEEnv(t, pebbletest.Options{})
+	set := []string{"set.example.test", "www.set.example.test"}
+	env.pointHere(set...)
+	is := env.issuer(t, nil)
+	ctx := context.Background()
+	imported, err := is.Obtain(ctx, Order{Name: set[0], ExtraNames: set[1:], Profile: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported.Source, imported.Origin, imported.RenewAt = "import", "/etc/ssl/set.pem", time.Time{}
+	if err := env.store.PutCertificate(ctx, imported); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Workers: 2, IdleWait: 100 * time.Millisecond, DefaultProfile: "default", CAOffersARI: true},
+		env.store, is, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runRenewer(t, r)
+	addPending(t, env.store, time.Now(), set...)
+	r.Wake()
+	waitFor(t, 30*time.Second, "the set to be managed", func() bool {
+		p, err1 := env.store.GetDomain(ctx, set[0])
+		o, err2 := env.store.GetDomain(ctx, set[1])
+		return err1 == nil && err2 == nil && p.State == store.StateValid && slices.Equal(p.ExtraNames, set[1:]) && o.ManagedWith == set[0]
+	})
+	if n := len(ordersFor(env.ca, set[0])); n != 1 {
+		t.Fatalf("%d orders before the renewal, want the one that made the imported certificate", n)
+	}
+
+	if !r.Prioritize(set[0]) {
+		t.Fatal("renewal not queued")
+	}
+	renewed := servedOther(t, env.store, set[0], imported)
+	orders := ordersFor(env.ca, set[0])[1:]
+	checkRenewal(t, orders, imported)
+	if last := orders[len(orders)-1]; !slices.Equal(last.Names, set) {
+		t.Errorf("renewal order for %v, want %v", last.Names, set)
+	}
+	if c, err := env.store.LookupCertificate(ctx, set[1]); err != nil || c.Serial != renewed.Serial {
+		t.Errorf("%s is served %v (err %v), want the renewed certificate", set[1], c, err)
+	}
+}

@@ -146,8 +146,10 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 //	GET /v1/certs/{sni}
 //
 // answers 200 with the PEM chain followed by the PEM private key
-// (Content-Type application/x-pem-file) and a Cache-Control max-age from
-// CacheMaxAge; 404 when no certificate serves the name (yet); 400 when the
+// (Content-Type application/x-pem-file), a Cache-Control max-age from
+// CacheMaxAge and the ID of the stored record that serves the name in
+// X-Certserver-Record (so that a cache holds one copy for all the names of
+// a record, a wildcard's subnames included); 404 when no certificate serves the name (yet); 400 when the
 // name is not a valid host name (an IP literal, a wildcard, garbage); 405
 // for a method other than GET and HEAD; 404 for any other path; 500 when
 // the store fails.
@@ -240,6 +242,10 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	}
 	defer recoverPanic(e.log, rc, internalError)
 	path := rc.Path()
+	if string(path) == ChangesPath {
+		e.handleChanges(rc)
+		return
+	}
 	if len(path) <= len(CertPathPrefix) || string(path[:len(CertPathPrefix)]) != CertPathPrefix {
 		rc.Error("not found\n", fasthttp.StatusNotFound)
 		return
@@ -287,6 +293,7 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	rc.SetStatusCode(fasthttp.StatusOK)
 	rc.SetContentType("application/x-pem-file")
 	setMaxAge(rc, maxAge)
+	rc.Response.Header.Set(RecordHeader, c.ID)
 	writeLine(rc, c.ChainPEM)
 	writeLine(rc, c.KeyPEM)
 	if e.log.Enabled(e.base, slog.LevelDebug) {

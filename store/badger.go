@@ -87,9 +87,14 @@ type Badger struct {
 	done    sync.WaitGroup // the GC loop
 	closed  sync.Once
 	err     error // the result of closing, set once
+	// changes records every certificate write for CertChanges.
+	changes *changeLog
 }
 
-var _ Store = (*Badger)(nil)
+var (
+	_ Store      = (*Badger)(nil)
+	_ ChangeFeed = (*Badger)(nil)
+)
 
 // OpenBadger opens (creating it if needed) the Badger database in the
 // directory path. Only one process may open a directory at a time.
@@ -140,7 +145,7 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
-	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{})}
+	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), changes: newChangeLog()}
 	if opts.GCInterval > 0 {
 		b.done.Add(1)
 		go b.gcLoop(opts.GCInterval)

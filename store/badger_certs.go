@@ -27,8 +27,10 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 	}
 	val := encodeCertificate(&rec)
 	claim := claimValue(rec.StoredAt, rec.NotAfter)
+	var oldNames []string
 	err := b.update(ctx, func(txn *badger.Txn) error {
 		var old Certificate
+		oldNames = nil
 		switch item, err := txn.Get(key(prefixCert, rec.ID)); {
 		case err == nil:
 			if err := readCertificate(item, &old); err != nil {
@@ -37,6 +39,7 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 		case !errors.Is(err, badger.ErrKeyNotFound):
 			return err
 		}
+		oldNames = old.Names
 		for _, name := range old.Names {
 			if !slices.Contains(rec.Names, name) {
 				if err := b.unlink(txn, name, rec.ID); err != nil {
@@ -57,8 +60,16 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 	if err != nil {
 		return fmt.Errorf("put certificate %s: %w", c.ID, err)
 	}
+	b.changes.record(rec.ID)
+	b.changes.record(rec.Names...)
+	b.changes.record(oldNames...)
 	return nil
 }
+
+// CertChanges implements ChangeFeed: every PutCertificate and
+// DeleteCertificate of this process since the store was opened, the last
+// MaxChanges names of them.
+func (b *Badger) CertChanges(since Cursor) Changes { return b.changes.since(since) }
 
 // GetCertificate implements Store.
 func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, error) {
@@ -122,6 +133,7 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 // DeleteCertificate implements Store. Names the record served fall back to
 // the newest unexpired record that still lists them, if any.
 func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
+	var oldNames []string
 	err := b.update(ctx, func(txn *badger.Txn) error {
 		item, err := txn.Get(key(prefixCert, id))
 		if err != nil {
@@ -131,6 +143,7 @@ func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
 		if err := readCertificate(item, &old); err != nil {
 			return err
 		}
+		oldNames = old.Names
 		for _, name := range old.Names {
 			if err := b.unlink(txn, name, id); err != nil {
 				return err
@@ -141,6 +154,8 @@ func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("delete certificate %s: %w", id, err)
 	}
+	b.changes.record(id)
+	b.changes.record(oldNames...)
 	return nil
 }
 

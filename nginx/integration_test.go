@@ -385,7 +385,9 @@ func TestIntegration(t *testing.T) {
 				must(t, verified(sni, l))
 			}
 			must(t, fallback("never-seen.test"))
-			must(t, fallback("c.wild.test"))
+			// Never asked about, but the wildcard that covers it is cached:
+			// better than the fallback, which covers nothing.
+			must(t, verified("c.wild.test", wild))
 			handshakes += len(cached) + 2
 		}
 
@@ -396,8 +398,9 @@ func TestIntegration(t *testing.T) {
 		if down < 1 {
 			t.Errorf("nginx error log does not report the stopped sidecar:\n%s", log)
 		}
-		// Once per worker per log_interval (60s), two workers.
-		if down > 2 || errorLines > 4 {
+		// Once per outage, by the worker that found it; nginx's own
+		// connect() lines only for requests already under way.
+		if down > 1 || errorLines > 2 {
 			t.Errorf("nginx error log is not rate-limited (%d sidecar-down lines, %d [error] lines for %d handshakes):\n%s", down, errorLines, handshakes, log)
 		}
 	})

@@ -98,6 +98,7 @@ local str_lower = string.lower
 local str_match = string.match
 local str_sub = string.sub
 local math_huge = math.huge
+local math_max = math.max
 local math_min = math.min
 local math_floor = math.floor
 local error = error
@@ -116,7 +117,8 @@ local _M = { _VERSION = "0.2.0" }
 local DOT = str_byte(".")
 local HYPHEN = str_byte("-")
 local DOWN_KEY = "!down"         -- "<next probe> <interval> <since>" while down
-local FLAP_KEY = "!flap"         -- the last probe interval, for a minute
+local FLAP_KEY = "!flap"         -- the last probe interval, for 2 minutes
+local BACK_KEY = "!back"         -- set for 5 s when a probe ended an outage
 local PROBE_KEY = "!probe"       -- in lock_dict: the worker probing
 local FEED_KEY = "!feed"         -- "<epoch> <version>" last applied
 local REVAL_KEY = "!reval"       -- what was fetched before this is stale
@@ -129,8 +131,8 @@ local MAX_FEED_BODY = 2 * 1024 * 1024
 local DEFAULT_MAX_AGE = 60
 local MAX_AGE = 24 * 3600
 local FEED_INTERVAL = 1          -- seconds between two polls of the feed
-local PROBE_FIRST = 0.1          -- seconds between probes of a down sidecar,
-local PROBE_MAX = 30             -- doubling after each false recovery
+local PROBE_FLAP = 0.5           -- seconds between probes of a down sidecar
+local PROBE_MAX = 30             -- after a false recovery, doubling up to this
 local KEY_PATTERN = "%-%-%-%-%-BEGIN [A-Z ]*PRIVATE KEY%-%-%-%-%-"
 
 
@@ -633,10 +635,6 @@ local function load_shared(name, cur)
         certs:delete(name)
         return cur
     end
-    local reval = certs:get(REVAL_KEY)
-    if reval and fetched < reval then
-        fresh_until = 0  -- the sidecar restarted since: ask again
-    end
 
     local rec
     if id ~= NEGATIVE then
@@ -649,6 +647,10 @@ local function load_shared(name, cur)
         return cur
     end
     local entry = new_entry(fresh_until, fetched, rec)
+    local reval = certs:get(REVAL_KEY)
+    if reval and fetched < reval then
+        entry.fresh_until = 0  -- the feed lost track since: ask again
+    end
     lru:set(name, entry)
     return entry
 end
@@ -786,21 +788,31 @@ end
 
 -- The sidecar's state, shared by all workers: up unless DOWN_KEY is set.
 -- The first request that cannot reach the sidecar sets it (and that worker
--- logs the outage once); from then on no request is sent, and one worker
--- at a time probes the address with refused() (silent, no waiting) every
--- probe interval: PROBE_FIRST, doubled (up to PROBE_MAX) each time an
--- outage starts within a minute of the last one, so that an address the
--- probe cannot judge (a TCP address off this host) is not hammered. The
--- probe that finds the address accepting ends the outage (logged once).
+-- logs the outage once); from then on no request is sent. Instead, every
+-- handshake that would ask probes the address with refused(), which is
+-- silent and does not wait, so that the first handshake after the
+-- sidecar's return ends the outage (logged once) and asks. When an outage
+-- starts within 5 s of a probe that ended the last one, the probe was
+-- wrong (an address it cannot judge, such as a TCP address on another
+-- host, or a sidecar that accepts connections but does not answer): then
+-- probes are spaced, one worker at a time, by an interval from PROBE_FLAP
+-- doubling up to PROBE_MAX, so that the requests that follow a wrong
+-- probe, which nginx may log, stay a few a minute.
 
 -- mark_down(err) records that a request could not reach the sidecar.
 local function mark_down(err)
     local now = ngx_now()
-    local interval = tonumber(certs:get(FLAP_KEY)) or PROBE_FIRST
+    local interval = 0
+    if certs:get(BACK_KEY) then
+        interval = math_min(math_max((tonumber(certs:get(FLAP_KEY)) or 0) * 2,
+                                     PROBE_FLAP), PROBE_MAX)
+    end
     local ok = certs:add(DOWN_KEY, str_format("%.3f %.3f %.3f",
                                               now + interval, interval, now))
     if ok then
-        certs:set(FLAP_KEY, math_min(interval * 2, PROBE_MAX), 60)
+        if interval > 0 then
+            certs:set(FLAP_KEY, interval, 120)
+        end
         ngx_log(ERR, "certserver: sidecar at ", where(), " unreachable (",
                 err, "); serving cached certificates and the fallback, "
                 .. "and probing it, until it answers")
@@ -823,20 +835,28 @@ local function sidecar_down()
         certs:delete(DOWN_KEY)
         return false
     end
-    if now < next_at or not locks:add(PROBE_KEY, true, lock_timeout) then
+    local locked = interval > 0
+    if now < next_at
+       or locked and not locks:add(PROBE_KEY, true, lock_timeout)
+    then
         return true
     end
     local down = refused(sock_host, sock_port)
     if down then
-        certs:set(DOWN_KEY, str_format("%.3f %.3f %.3f", now + interval,
-                                       interval, since))
+        if locked then
+            certs:set(DOWN_KEY, str_format("%.3f %.3f %.3f", now + interval,
+                                           interval, since))
+        end
     else
         certs:delete(DOWN_KEY)
+        certs:set(BACK_KEY, true, 5)
         ngx_log(WARN, "certserver: sidecar at ", where(), " accepts ",
                 "connections again after ", str_format("%.1f", now - since),
                 " s")
     end
-    locks:delete(PROBE_KEY)
+    if locked then
+        locks:delete(PROBE_KEY)
+    end
     return down
 end
 
@@ -1125,8 +1145,14 @@ local function poll_changes()
         return
     end
     local shared = certs:get(FEED_KEY)
-    -- A new worker (a reload) takes up where the others are.
-    local cursor = feed_cursor or shared
+    local cursor = feed_cursor
+    if not cursor and shared then
+        -- This worker's first poll: take up where the others are. What
+        -- its first handshakes cached may have changed since, and the
+        -- others dropped that only from the shared dict.
+        lru:flush_all()
+        cursor = shared
+    end
     local since = ""
     if cursor then
         since = str_match(cursor, "^(%S+) ") .. "."
@@ -1156,15 +1182,16 @@ local function poll_changes()
     local next_cursor = epoch .. " " .. version
     local rest = str_sub(body, #next_cursor + 2)
     if rest == "reset\n" then
-        if cursor then
-            -- The first worker to learn of the new epoch marks what the
-            -- shared dict holds as stale; each empties its own LRU, whose
-            -- entries then come from the shared dict, stale.
-            if not shared or str_match(shared, "^(%S+) ") ~= epoch then
-                certs:set(REVAL_KEY, now)
-            end
-            lru:flush_all()
+        -- What changed since the cursor is not known (the sidecar
+        -- restarted; or this is nginx's first poll, and what the first
+        -- handshakes fetched may have changed since). The first worker to
+        -- learn of the new epoch marks what the shared dict holds as
+        -- stale; each empties its own LRU, whose entries then come from
+        -- the shared dict, stale.
+        if not shared or str_match(shared, "^(%S+) ") ~= epoch then
+            certs:set(REVAL_KEY, now)
         end
+        lru:flush_all()
     else
         for name in str_gmatch(rest, "[^\n]+") do
             drop(name)

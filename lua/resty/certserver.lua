@@ -11,19 +11,25 @@
 --         require("resty.certserver").ssl_certificate()
 --     }
 --
+-- No init_worker_by_lua is needed: a worker's first handshake starts its
+-- change feed timer.
+--
 -- How a handshake finds its certificate, cheapest first:
 --
---  1. A per-worker LRU cache of parsed certificate chains and keys (cdata),
---     keyed by the normalized SNI. A fresh hit costs no I/O, no lock and no
---     parsing.
---  2. The lua_shared_dict `shared_dict`, shared by all workers, holding the
---     PEM the sidecar sent with its freshness deadline and a version (the
---     MD5 of the PEM). A worker whose LRU copy went stale re-parses only when
---     the version changed.
+--  1. A per-worker LRU cache (`lru_size` names) of the normalized SNI to
+--     the parsed certificate chain and key (cdata) of the stored record
+--     that serves it. A fresh hit costs no I/O, no lock and no parsing.
+--  2. The lua_shared_dict `shared_dict`, shared by all workers: per name,
+--     its freshness deadline and the id of the record serving it (a small
+--     entry); per record, its PEM with a version (the MD5 of the PEM), so
+--     that all names of a record (its SANs, a wildcard's subnames) share
+--     one copy, and a worker parses a record once per version.
 --  3. The sidecar, `GET /v1/certs/{name}` over HTTP/1.1 on `socket`. At most
 --     one request per name is in flight across all workers (a lock in
 --     `lock_dict`); other handshakes for that name serve their stale copy
---     if they have one, else wait for the request to finish.
+--     if they have one, else wait for the request to finish. The sidecar
+--     names the record in X-Certserver-Record (without it, the name is its
+--     own record).
 --
 -- What the sidecar answers:
 --
@@ -33,34 +39,58 @@
 --    sidecar cannot be reached.
 --  * 404: no certificate for the name. nginx's own ssl_certificate (the
 --    fallback) is served and the answer is remembered for its max-age, at
---    most `negative_ttl` seconds.
---    A 404 is authoritative: it replaces a cached certificate for the name,
---    so a removed certificate stops being served within that certificate's
---    max-age.
+--    most `negative_ttl` seconds. A 404 replaces a cached certificate for
+--    the name.
 --  * 400: the sidecar refuses the name; as 404, at most `invalid_ttl`.
---  * no answer, a timeout, another status or a malformed response: the
---    cached certificate is served even past its max-age (up to `max_stale`),
---    else the fallback. Requests are not retried for `error_ttl` seconds:
---    for every name when the sidecar could not be reached or did not start
---    an answer, for that name only when it answered badly (a status line,
---    then anything wrong). A max-age is taken at most MAX_AGE (a day).
+--  * a timeout, another status or a malformed response: the cached
+--    certificate is served even past its max-age (up to `max_stale`), else
+--    the fallback, and the name is not asked about for `error_ttl` seconds.
+--  * no connection, or no answer started: the sidecar is down (below).
+--  A max-age is taken at most MAX_AGE (a day).
+--
+-- Changes (see poll_changes): every worker asks the sidecar once a second,
+-- from a timer, for the names whose certificate was stored, replaced or
+-- deleted since its last poll (GET /v1/changes), and drops them from the
+-- shared dict and its LRU, with every name served through a dropped
+-- record: a replaced or removed certificate is gone from every worker
+-- within about a second. The max-age stays the safety net (a sidecar
+-- without the feed, a change made while nginx could not hear of it). When
+-- the sidecar cannot say what changed (it restarted, or nginx fell more
+-- than 4096 names behind) everything cached is revalidated: asked again
+-- at its next handshake, served meanwhile.
+--
+-- The sidecar down (see sidecar_down): the first request that cannot
+-- connect, or gets no answer, marks it down for all workers and logs
+-- "certserver: sidecar at ... unreachable (...)" once. From then on no
+-- request is sent (nginx itself logs every failed connect, at [error] or
+-- [crit], whatever lua_socket_log_errors says), cached certificates are
+-- served, stale if need be, and a name whose wildcard one label up is
+-- cached gets the wildcard; others get the fallback. Each handshake that
+-- would ask probes the socket silently instead, so the first handshake
+-- after the sidecar returns ends the outage ("certserver: sidecar at ...
+-- accepts connections again after N s", [warn]) and is served from it.
+--
+-- Floods: nothing a client causes by choosing SNIs evicts a certificate.
+-- Negative answers and the name entries of a wildcard's subnames take only
+-- free room in the shared dict (safe_set); a subname of a cached wildcard
+-- adds no PEM. A flood does cycle the per-worker LRUs, after which names
+-- are read from the shared dict again.
 --
 -- A handshake is never failed by this module when the fallback could serve
 -- it: the configured certificate is replaced only once the new chain and key
--- have both been parsed and found to match. Errors are logged at most once
--- per `log_interval` per kind and worker, with a count of those suppressed.
+-- have both been parsed and found to match. Other errors are logged at most
+-- once per `log_interval` per kind and worker, with a count of those
+-- suppressed.
 --
 -- Names are lowercased and a trailing dot is dropped; a name the sidecar
 -- would refuse as no host name (anything but [a-z0-9.-], an empty label or
 -- one over 63 bytes, a label starting or ending with a hyphen, "--" in the
 -- third and fourth places but for "xn--", an all-digit last label as in an
--- IPv4 address, over 253 bytes) gets the fallback without asking. Negative
--- answers are cached only where the shared dict has room: a flood of
--- unknown names must not push certificates out.
+-- IPv4 address, over 253 bytes) gets the fallback without asking.
 --
--- Sizing: the shared dict holds one PEM (about 3-5 KB for ECDSA, more for
--- RSA chains) per name that was asked for, wildcard subnames each taking
--- their own copy; when it is full the least recently used entries go.
+-- Sizing: the shared dict holds one PEM (about 2-5 KB for ECDSA, more for
+-- RSA chains) per stored record asked for, and about 200 bytes per name
+-- asked for; when it is full the least recently used go.
 
 
 local ffi = require "ffi"

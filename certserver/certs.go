@@ -235,6 +235,13 @@ func (e *CertEndpoint) Close() error { return e.srv.close() }
 
 // handle answers one request. Nothing from rc is kept after it returns.
 func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
+	if string(rc.Path()) == ChangesPath {
+		// Polled by every nginx worker each second: not counted with the
+		// certificate requests.
+		defer recoverPanic(e.log, rc, internalError)
+		e.handleChanges(rc)
+		return
+	}
 	if m := e.cfg.Metrics; m != nil {
 		// Deferred first, so that it sees the 500 of a panic.
 		start := time.Now()
@@ -242,10 +249,6 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	}
 	defer recoverPanic(e.log, rc, internalError)
 	path := rc.Path()
-	if string(path) == ChangesPath {
-		e.handleChanges(rc)
-		return
-	}
 	if len(path) <= len(CertPathPrefix) || string(path[:len(CertPathPrefix)]) != CertPathPrefix {
 		rc.Error("not found\n", fasthttp.StatusNotFound)
 		return

@@ -658,6 +658,11 @@ local function load_shared(name, cur)
     if not v then
         return cur
     end
+    if str_find(v, "\n", 1, true) then
+        -- left by version 0.1 of this module (before a reload): a miss
+        certs:delete(name)
+        return cur
+    end
     local fresh_until, fetched, id = str_match(v, "^(%S+) (%S+) (%S+)$")
     fresh_until, fetched = tonumber(fresh_until), tonumber(fetched)
     if not (fresh_until and fetched) then

@@ -1,6 +1,7 @@
 package certserver
 
 import (
+	"context"
 	"strconv"
 	"strings"
 
@@ -14,9 +15,9 @@ import (
 //
 // answers 200, text/plain, with "EPOCH VERSION" on the first line (the
 // cursor to ask with next), then either the line "reset" (the changes
-// since the cursor given are not known: the store was reopened, or the
-// reader fell more than store.MaxChanges names behind, or gave no cursor;
-// it must look up again everything it cached) or the names whose
+// since the cursor given are not known: the cursor is of another store,
+// older than the history kept, more than store.MaxChanges names behind, or
+// missing; the reader must look up again everything it cached) or the names whose
 // certificate was stored, replaced or deleted since the cursor, one a line.
 // It answers 404 when the store keeps no change feed. nginx's Lua module
 // asks about once a second per worker.
@@ -38,7 +39,14 @@ func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
 		rc.Response.Header.Set("Allow", "GET, HEAD")
 		return
 	}
-	ch := feed.CertChanges(parseCursor(string(rc.QueryArgs().Peek("since"))))
+	ctx, cancel := context.WithTimeout(e.base, e.cfg.LookupTimeout)
+	ch, err := feed.CertChanges(ctx, parseCursor(string(rc.QueryArgs().Peek("since"))))
+	cancel()
+	if err != nil {
+		e.log.Error("change feed failed", "error", err)
+		internalError(rc)
+		return
+	}
 	rc.SetStatusCode(fasthttp.StatusOK)
 	rc.SetContentType("text/plain; charset=utf-8")
 	rc.Response.Header.Set("Cache-Control", "no-store")

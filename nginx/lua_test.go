@@ -31,6 +31,7 @@ type fakeSidecar struct {
 	// version of each its index plus one.
 	epoch   int
 	changed []string
+	oldest  int // the oldest version still known; older cursors get a reset
 }
 
 // answer is what the fake sidecar says for one name. Names without one get
@@ -130,7 +131,7 @@ func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
 	body := epoch + " " + strconv.Itoa(len(f.changed)) + "\n"
 	e, v, _ := strings.Cut(r.URL.Query().Get("since"), ".")
 	n, err := strconv.Atoi(v)
-	if e != epoch || err != nil || n > len(f.changed) {
+	if e != epoch || err != nil || n > len(f.changed) || n < f.oldest {
 		body += "reset\n"
 	} else {
 		for _, name := range f.changed[n:] {
@@ -154,13 +155,23 @@ func (f *fakeSidecar) change(name string, a answer, names ...string) {
 	f.changed = append(f.changed, names...)
 }
 
-// restartFeed starts a new epoch of the change feed, as a sidecar restart
-// does: every cursor nginx holds gets a reset.
-func (f *fakeSidecar) restartFeed() {
+// newStore starts a new epoch of the change feed, as a sidecar on another
+// store does: every cursor nginx holds gets a reset.
+func (f *fakeSidecar) newStore() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.epoch++
-	f.changed = nil
+	f.changed, f.oldest = nil, 0
+}
+
+// trimFeed records a change of an unrelated name and forgets every change
+// before it, as the real sidecar does beyond its history: every cursor
+// nginx holds gets a reset, in the same epoch.
+func (f *fakeSidecar) trimFeed() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.changed = append(f.changed, "unrelated.test")
+	f.oldest = len(f.changed)
 }
 
 func (f *fakeSidecar) hitsFor(name string) int {

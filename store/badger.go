@@ -87,8 +87,6 @@ type Badger struct {
 	done    sync.WaitGroup // the GC loop
 	closed  sync.Once
 	err     error // the result of closing, set once
-	// changes records every certificate write for CertChanges.
-	changes *changeLog
 }
 
 var (
@@ -145,7 +143,11 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
-	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), changes: newChangeLog()}
+	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{})}
+	if err := b.initChangeLog(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open badger %s: change log: %w", path, err)
+	}
 	if opts.GCInterval > 0 {
 		b.done.Add(1)
 		go b.gcLoop(opts.GCInterval)

@@ -27,10 +27,8 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 	}
 	val := encodeCertificate(&rec)
 	claim := claimValue(rec.StoredAt, rec.NotAfter)
-	var oldNames []string
 	err := b.update(ctx, func(txn *badger.Txn) error {
 		var old Certificate
-		oldNames = nil
 		switch item, err := txn.Get(key(prefixCert, rec.ID)); {
 		case err == nil:
 			if err := readCertificate(item, &old); err != nil {
@@ -39,9 +37,10 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 		case !errors.Is(err, badger.ErrKeyNotFound):
 			return err
 		}
-		oldNames = old.Names
+		changed := append([]string{rec.ID}, rec.Names...)
 		for _, name := range old.Names {
 			if !slices.Contains(rec.Names, name) {
+				changed = append(changed, name)
 				if err := b.unlink(txn, name, rec.ID); err != nil {
 					return err
 				}
@@ -55,21 +54,16 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 				return err
 			}
 		}
+		if err := recordChange(txn, changed); err != nil {
+			return err
+		}
 		return txn.Set(key(prefixCert, rec.ID), val)
 	})
 	if err != nil {
 		return fmt.Errorf("put certificate %s: %w", c.ID, err)
 	}
-	b.changes.record(rec.ID)
-	b.changes.record(rec.Names...)
-	b.changes.record(oldNames...)
 	return nil
 }
-
-// CertChanges implements ChangeFeed: every PutCertificate and
-// DeleteCertificate of this process since the store was opened, the last
-// MaxChanges names of them.
-func (b *Badger) CertChanges(since Cursor) Changes { return b.changes.since(since) }
 
 // GetCertificate implements Store.
 func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, error) {
@@ -133,7 +127,6 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 // DeleteCertificate implements Store. Names the record served fall back to
 // the newest unexpired record that still lists them, if any.
 func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
-	var oldNames []string
 	err := b.update(ctx, func(txn *badger.Txn) error {
 		item, err := txn.Get(key(prefixCert, id))
 		if err != nil {
@@ -143,19 +136,19 @@ func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
 		if err := readCertificate(item, &old); err != nil {
 			return err
 		}
-		oldNames = old.Names
 		for _, name := range old.Names {
 			if err := b.unlink(txn, name, id); err != nil {
 				return err
 			}
+		}
+		if err := recordChange(txn, append([]string{id}, old.Names...)); err != nil {
+			return err
 		}
 		return txn.Delete(key(prefixCert, id))
 	})
 	if err != nil {
 		return fmt.Errorf("delete certificate %s: %w", id, err)
 	}
-	b.changes.record(id)
-	b.changes.record(oldNames...)
 	return nil
 }
 

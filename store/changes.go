@@ -1,9 +1,15 @@
 package store
 
 import (
+	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
-	"sync"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // ChangeFeed is implemented by a Store that can tell its readers which
@@ -11,18 +17,19 @@ import (
 // can drop them at once instead of waiting for their max-age. It is an
 // optional ability, found by type assertion; Badger has it.
 type ChangeFeed interface {
-	// CertChanges returns the names whose certificate changed since the
-	// point since of a previous answer: every name of a record stored,
-	// replaced or deleted (the names it had and the names it has) and the
-	// record's ID. A zero Cursor, a cursor of another epoch (the store was
-	// reopened since) or one older than the history kept answers with
-	// Reset set: the caller must treat everything it cached as stale. It
-	// never waits and is safe for concurrent use.
-	CertChanges(since Cursor) Changes
+	// CertChanges returns the names whose certificate changed after the
+	// point since of a previous answer: for every record stored, replaced
+	// or deleted, its ID and the names it had and has. A zero Cursor, a
+	// cursor of another epoch (another store), one older than the history
+	// kept, or one more than MaxChanges names behind answers with Reset
+	// set: the caller must treat everything it cached as stale. The
+	// history is written with the records, so it survives restarts and
+	// crashes. It is safe for concurrent use.
+	CertChanges(ctx context.Context, since Cursor) (Changes, error)
 }
 
-// Cursor is a point in a store's change feed: an epoch that is new each
-// time the store is opened, and the version of the last change seen.
+// Cursor is a point in a store's change feed: the store's epoch, made at
+// its creation, and the version of the last write seen.
 type Cursor struct {
 	Epoch   string
 	Version uint64
@@ -41,55 +48,144 @@ type Changes struct {
 	Names []string
 }
 
-// MaxChanges is how many changed names a change log keeps. Older changes
-// are forgotten; a reader that falls further behind is told to Reset.
-const MaxChanges = 4096
+// The bounds of the change history: the last MaxChangeWrites certificate
+// writes are kept (a few hundred KB for certificates of a few names); an
+// answer lists at most MaxChanges names, beyond which it is a Reset.
+const (
+	MaxChangeWrites = 1024
+	MaxChanges      = 4096
+)
 
-// changeLog is the in-memory history behind ChangeFeed: a ring of the last
-// MaxChanges changed names, numbered from 1 in the order recorded.
-type changeLog struct {
-	epoch string
+// The change history's keys: h/VERSION (8 bytes, big-endian) holds the
+// names of one write, newline-separated; H/ holds the epoch (16 hex
+// digits) and the last version (8 bytes).
+const (
+	prefixChange = "h/"
+	keyChangeLog = "H/"
+)
 
-	mu      sync.Mutex
-	version uint64   // of the last name recorded
-	ring    []string // name of version v at ring[v % len(ring)]
+func changeKey(v uint64) []byte {
+	b := make([]byte, len(prefixChange)+8)
+	copy(b, prefixChange)
+	binary.BigEndian.PutUint64(b[len(prefixChange):], v)
+	return b
 }
 
-func newChangeLog() *changeLog {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic("store: no randomness for the change feed's epoch: " + err.Error())
+// readChangeLog returns the epoch and last version of the history, or ""
+// and 0 when there is none yet.
+func readChangeLog(txn *badger.Txn) (string, uint64, error) {
+	item, err := txn.Get([]byte(keyChangeLog))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", 0, nil
 	}
-	return &changeLog{epoch: hex.EncodeToString(b[:]), ring: make([]string, MaxChanges)}
+	if err != nil {
+		return "", 0, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return "", 0, err
+	}
+	if len(v) != 16+8 {
+		return "", 0, fmt.Errorf("change log header of %d bytes, want 24", len(v))
+	}
+	return string(v[:16]), binary.BigEndian.Uint64(v[16:]), nil
 }
 
-// record appends names, each a name whose certificate changed.
-func (l *changeLog) record(names ...string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, n := range names {
-		l.version++
-		l.ring[l.version%uint64(len(l.ring))] = n
-	}
-}
-
-// since answers CertChanges.
-func (l *changeLog) since(c Cursor) Changes {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	next := Cursor{Epoch: l.epoch, Version: l.version}
-	n := uint64(len(l.ring))
-	if c.Epoch != l.epoch || c.Version > l.version || l.version-c.Version > n {
-		return Changes{Next: next, Reset: true}
-	}
-	var names []string
-	seen := make(map[string]bool)
-	for v := c.Version + 1; v <= l.version; v++ {
-		name := l.ring[v%n]
-		if !seen[name] {
-			seen[name] = true
-			names = append(names, name)
+// initChangeLog gives a new store its epoch, so that every answer of
+// CertChanges names one.
+func (b *Badger) initChangeLog() error {
+	return b.update(context.Background(), func(txn *badger.Txn) error {
+		epoch, _, err := readChangeLog(txn)
+		if err != nil || epoch != "" {
+			return err
 		}
+		return txn.Set([]byte(keyChangeLog), changeLogHeader(newEpoch(), 0))
+	})
+}
+
+// newEpoch returns 16 random hex digits.
+func newEpoch() string {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+func changeLogHeader(epoch string, last uint64) []byte {
+	head := make([]byte, 16+8)
+	copy(head, epoch)
+	binary.BigEndian.PutUint64(head[16:], last)
+	return head
+}
+
+// recordChange adds one write, the names changed, to the history in txn,
+// and forgets the write MaxChangeWrites before it. The store's writes take
+// turns (writeMu), so versions are in commit order.
+func recordChange(txn *badger.Txn, names []string) error {
+	epoch, last, err := readChangeLog(txn)
+	if err != nil {
+		return err
 	}
-	return Changes{Next: next, Names: names}
+	if epoch == "" {
+		epoch = newEpoch()
+	}
+	last++
+	if err := txn.Set([]byte(keyChangeLog), changeLogHeader(epoch, last)); err != nil {
+		return err
+	}
+	if err := txn.Set(changeKey(last), []byte(strings.Join(names, "\n"))); err != nil {
+		return err
+	}
+	if last > MaxChangeWrites {
+		return txn.Delete(changeKey(last - MaxChangeWrites))
+	}
+	return nil
+}
+
+// CertChanges implements ChangeFeed: every PutCertificate and
+// DeleteCertificate, the last MaxChangeWrites of them.
+func (b *Badger) CertChanges(ctx context.Context, since Cursor) (Changes, error) {
+	var ch Changes
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		epoch, last, err := readChangeLog(txn)
+		if err != nil {
+			return err
+		}
+		ch = Changes{Next: Cursor{Epoch: epoch, Version: last}}
+		oldest := uint64(1)
+		if last > MaxChangeWrites {
+			oldest = last - MaxChangeWrites + 1
+		}
+		if since.Epoch != epoch || since.Version > last || since.Version+1 < oldest {
+			ch.Reset = true
+			return nil
+		}
+		seen := make(map[string]bool)
+		for v := since.Version + 1; v <= last; v++ {
+			item, err := txn.Get(changeKey(v))
+			if err != nil {
+				return fmt.Errorf("change %d: %w", v, err)
+			}
+			err = item.Value(func(val []byte) error {
+				for n := range strings.SplitSeq(string(val), "\n") {
+					if n != "" && !seen[n] {
+						seen[n] = true
+						ch.Names = append(ch.Names, n)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(ch.Names) > MaxChanges {
+				ch.Names, ch.Reset = nil, true
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Changes{}, fmt.Errorf("certificate changes: %w", err)
+	}
+	return ch, nil
 }

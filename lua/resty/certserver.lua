@@ -55,9 +55,11 @@
 -- record: a replaced or removed certificate is gone from every worker
 -- within about a second. The max-age stays the safety net (a sidecar
 -- without the feed, a change made while nginx could not hear of it). When
--- the sidecar cannot say what changed (it restarted, or nginx fell more
--- than 4096 names behind) everything cached is revalidated: asked again
--- at its next handshake, served meanwhile.
+-- the sidecar cannot say what changed (nginx fell more than 1024 writes
+-- or 4096 names behind, or the store is another one) everything cached is
+-- revalidated: asked again at its next handshake, served meanwhile. The
+-- feed's history is kept in the store, so a sidecar restart loses
+-- nothing.
 --
 -- The sidecar down (see sidecar_down): the first request that cannot
 -- connect, or gets no answer, marks it down for all workers and logs
@@ -1150,9 +1152,10 @@ end
 -- (GET /v1/changes?since=EPOCH.VERSION) and retires them: from the shared
 -- dict (the name and the record of that id) and from its own LRU, and
 -- every name the worker serves through a retired record. When the sidecar
--- cannot tell (it restarted, or the worker fell too far behind) everything
--- cached before is revalidated: served on, stale, while its name is asked
--- again. No poll while the sidecar is down; the poll probes it instead.
+-- cannot tell (the worker fell too far behind, or the store is another
+-- one) everything cached before is revalidated: served on, stale, while
+-- its name is asked again. No poll while the sidecar is down; the poll
+-- probes it instead.
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
@@ -1217,13 +1220,16 @@ local function poll_changes()
     local next_cursor = epoch .. " " .. version
     local rest = str_sub(body, #next_cursor + 2)
     if rest == "reset\n" then
-        -- What changed since the cursor is not known (the sidecar
-        -- restarted; or this is nginx's first poll, and what the first
-        -- handshakes fetched may have changed since). The first worker to
-        -- learn of the new epoch marks what the shared dict holds as
+        -- What changed since the cursor is not known (nginx fell behind,
+        -- the store is another one; or this is nginx's first poll, and
+        -- what the first handshakes fetched may have changed since). The
+        -- first worker to learn of it marks what the shared dict holds as
         -- stale; each empties its own LRU, whose entries then come from
-        -- the shared dict, stale.
-        if not shared or str_match(shared, "^(%S+) ") ~= epoch then
+        -- the shared dict, stale. When another worker has moved the shared
+        -- cursor on in this epoch, the shared dict is in order already.
+        if not shared or shared == cursor
+           or str_match(shared, "^(%S+) ") ~= epoch
+        then
             certs:set(REVAL_KEY, now)
         end
         lru:flush_all()

@@ -18,7 +18,8 @@
 --
 --  1. A per-worker LRU cache (`lru_size` names) of the normalized SNI to
 --     the parsed certificate chain and key (cdata) of the stored record
---     that serves it. A fresh hit costs no I/O, no lock and no parsing.
+--     that serves it; a second one for unknown names and wildcard
+--     subnames. A fresh hit costs no I/O, no lock and no parsing.
 --  2. The lua_shared_dict `shared_dict`, shared by all workers: per name,
 --     its freshness deadline and the id of the record serving it (a small
 --     entry); per record, its PEM with a version (the MD5 of the PEM), so
@@ -75,8 +76,9 @@
 -- Floods: nothing a client causes by choosing SNIs evicts a certificate.
 -- Negative answers and the name entries of a wildcard's subnames take only
 -- free room in the shared dict (safe_set); a subname of a cached wildcard
--- adds no PEM. A flood does cycle the per-worker LRUs, after which names
--- are read from the shared dict again.
+-- adds no PEM. In each worker they have an LRU of their own (as large as
+-- the one of the other names), so a flood of them leaves the parsed
+-- certificates of the other names in place.
 --
 -- A handshake is never failed by this module when the fallback could serve
 -- it: the configured certificate is replaced only once the new chain and key
@@ -148,6 +150,7 @@ local _M = { _VERSION = "0.2.0" }
 
 local DOT = str_byte(".")
 local HYPHEN = str_byte("-")
+local STAR = str_byte("*")
 local DOWN_KEY = "!down"         -- "<next probe> <interval> <since>" while down
 local FLAP_KEY = "!flap"         -- the last probe interval, for 2 minutes
 local BACK_KEY = "!back"         -- set for 5 s when a probe ended an outage
@@ -183,7 +186,8 @@ local defaults = {
     lock_timeout_ms = 1000,
     shared_dict = "certserver_certs",
     lock_dict = "certserver_locks",
-    -- names kept per worker with their parsed certificate (or the 404)
+    -- names kept per worker with their parsed certificate, and as many
+    -- unknown names and wildcard subnames
     lru_size = 10000,
     -- how long a 404 (no certificate yet) is remembered at most; a shorter
     -- max-age from the sidecar wins
@@ -211,7 +215,10 @@ local negative_ttl, invalid_ttl, error_ttl, max_stale, log_interval
 local keepalive_timeout, keepalive_pool_size
 local certs, locks
 local lru_size
-local lru
+-- lru holds names served by a certificate of their own (or a SAN of one);
+-- churn the names clients can make up at will: unknown names (404) and
+-- subnames served through a wildcard. A flood of those cycles churn only.
+local lru, churn
 
 
 -- Parsed chains and keys by version, so names served by one certificate
@@ -266,6 +273,7 @@ local function apply_options(o)
     if o.lru_size ~= lru_size then
         lru_size = o.lru_size
         lru = lrucache.new(lru_size)
+        churn = lrucache.new(lru_size)
     end
 end
 
@@ -652,6 +660,34 @@ local function load_record(id)
 end
 
 
+-- remember(name, entry) puts entry in the worker's LRU for its kind, and
+-- takes name out of the other.
+local function remember(name, entry)
+    local rec = entry.rec
+    if rec then
+        local id = rec.id
+        -- served through the wildcard "*" .. (name from its first dot)?
+        local dot = str_find(name, ".", 1, true)
+        if not (dot and str_byte(id, 1) == STAR
+                and str_sub(id, 2) == str_sub(name, dot))
+        then
+            lru:set(name, entry)
+            churn:delete(name)
+            return
+        end
+    end
+    churn:set(name, entry)
+    lru:delete(name)
+end
+
+
+-- forget(name) removes name from the worker's LRUs.
+local function forget(name)
+    lru:delete(name)
+    churn:delete(name)
+end
+
+
 -- Reads name from the shared dict into the LRU. cur is the worker's LRU
 -- entry (or nil). Returns the entry, fresh or stale, or cur when the
 -- shared dict has nothing usable.
@@ -688,7 +724,7 @@ local function load_shared(name, cur)
     if reval and fetched < reval then
         entry.fresh_until = 0  -- the feed lost track since: ask again
     end
-    lru:set(name, entry)
+    remember(name, entry)
     return entry
 end
 
@@ -983,7 +1019,7 @@ local function refresh(name, cur)
             log_limited("shared", "cannot cache " .. name .. " in the shared "
                                   .. "dict: " .. tostring(err))
         end
-        lru:set(name, entry)
+        remember(name, entry)
         return entry
     end
 
@@ -1008,7 +1044,7 @@ local function refresh(name, cur)
         else
             certs:delete(name)
         end
-        lru:set(name, entry)
+        remember(name, entry)
         return entry
     end
 
@@ -1165,7 +1201,7 @@ local feed_started = false
 local function drop(name)
     certs:delete(name)
     certs:delete(RECORD_PREFIX .. name)
-    lru:delete(name)
+    forget(name)
     local rec = records[name]
     if rec then
         rec.dropped = true
@@ -1189,6 +1225,7 @@ local function poll_changes()
         -- its first handshakes cached may have changed since, and the
         -- others dropped that only from the shared dict.
         lru:flush_all()
+        churn:flush_all()
         cursor = shared
     end
     local since = ""
@@ -1233,6 +1270,7 @@ local function poll_changes()
             certs:set(REVAL_KEY, now)
         end
         lru:flush_all()
+        churn:flush_all()
     else
         for name in str_gmatch(rest, "[^\n]+") do
             drop(name)
@@ -1305,7 +1343,7 @@ function _M.ssl_certificate()
         name = str_sub(name, 1, -2)
     end
 
-    local entry = lru:get(name)
+    local entry = lru:get(name) or churn:get(name)
     if not entry or entry.fresh_until <= ngx_now()
        or entry.rec and entry.rec.dropped
     then

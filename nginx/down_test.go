@@ -114,3 +114,41 @@ func TestSidecarDownQuietAndBack(t *testing.T) {
 		t.Logf("nginx error log:\n%s", ngx.ErrorLog())
 	}
 }
+
+// TestSidecarDownTCP: the same over a loopback TCP address, where nginx's
+// probe is a non-blocking connect of its own: after a refused connection
+// nothing more is sent (one line of certserver's, at most one connect()
+// line of nginx's per worker) and the first handshake after the sidecar
+// listens again is served by it.
+func TestSidecarDownTCP(t *testing.T) {
+	ca := newTestCA(t)
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := &fakeSidecar{answers: map[string]answer{}, hits: map[string]int{}}
+	addr := freeLoopbackAddr(t)
+	side.listen(t, "tcp", addr)
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: addr, FallbackCert: fbCert, FallbackKey: fbKey})
+	https := ngx.HTTPSAddr()
+	l := ca.issue(t, "tcp.down.test")
+	side.set("tcp.down.test", certAnswer(l, 3600))
+	must(t, allServe(https, "tcp.down.test", l.serial))
+
+	side.stop()
+	later := ca.issue(t, "later-tcp.down.test")
+	side.set("later-tcp.down.test", certAnswer(later, 3600))
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		must(t, expectSerial(https, fmt.Sprintf("new%d.down.test", i), fallback.serial))
+		must(t, expectSerial(https, "tcp.down.test", l.serial))
+	}
+	log := ngx.ErrorLog()
+	if ours, connects := countLines(log, "certserver: sidecar at"), countLines(log, "connect() to"); ours != 1 || connects > 2 {
+		t.Errorf("error log: %d lines 'certserver: sidecar at' (want 1), %d 'connect() to' (want at most 2):\n%s", ours, connects, log)
+	}
+
+	side.listen(t, "tcp", addr)
+	if err := expectSerial(https, "later-tcp.down.test", later.serial)(); err != nil {
+		t.Errorf("the first handshake for a new name after the sidecar listens again: %v", err)
+	}
+	ngx.AssertCleanErrorLog(t)
+}

@@ -60,20 +60,32 @@ func startFakeSidecar(t testing.TB) *fakeSidecar {
 		answers: map[string]answer{},
 		hits:    map[string]int{},
 	}
-	l, err := net.Listen("unix", f.sock)
+	f.listen(t, "unix", f.sock)
+	return f
+}
+
+// listen serves f on a new listener, after stop.
+func (f *fakeSidecar) listen(t testing.TB, network, addr string) {
+	t.Helper()
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: f}
 	go srv.Serve(l)
+	f.mu.Lock()
 	f.srv = srv
+	f.mu.Unlock()
 	t.Cleanup(func() { srv.Close() })
-	return f
 }
 
 // stop closes the fake sidecar's socket (removing its file) and every
 // connection, as a stopped sidecar does.
-func (f *fakeSidecar) stop() { f.srv.Close() }
+func (f *fakeSidecar) stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.srv.Close()
+}
 
 func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/v1/changes" {

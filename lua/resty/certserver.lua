@@ -974,10 +974,17 @@ end
 -- Fetches name from the sidecar and caches the answer. cur is what the
 -- caches hold (or nil). Returns the entry to serve, or nil.
 local function refresh(name, cur)
+    local feed_before = certs:get(FEED_KEY)
     local res, err, answered = fetch(CERTS_PATH .. name, MAX_BODY)
     local now = ngx_now()
     local status = res and res.status
     local max_age = res and res.max_age and math_min(res.max_age, MAX_AGE)
+    if certs:get(FEED_KEY) ~= feed_before then
+        -- Changes were applied while the answer was on its way: it may
+        -- predate one of them, and be written after its drop. Keep it
+        -- only until the next poll's worth.
+        max_age = math_min(max_age or FEED_INTERVAL, FEED_INTERVAL)
+    end
 
     if status == 200 then
         max_age = max_age or DEFAULT_MAX_AGE
@@ -1256,6 +1263,14 @@ local function poll_changes()
     end
     local next_cursor = epoch .. " " .. version
     local rest = str_sub(body, #next_cursor + 2)
+    -- The shared cursor moves first, so that a fetch under way while the
+    -- names are dropped sees that it may be out of date (see refresh).
+    if shared ~= next_cursor then
+        local sh_epoch, sh_version = str_match(shared or "", "^(%S+) (%d+)$")
+        if sh_epoch ~= epoch or tonumber(sh_version) < tonumber(version) then
+            certs:set(FEED_KEY, next_cursor)
+        end
+    end
     if rest == "reset\n" then
         -- What changed since the cursor is not known (nginx fell behind,
         -- the store is another one; or this is nginx's first poll, and
@@ -1277,12 +1292,6 @@ local function poll_changes()
         end
     end
     feed_cursor = next_cursor
-    if shared ~= next_cursor then
-        local sh_epoch, sh_version = str_match(shared or "", "^(%S+) (%d+)$")
-        if sh_epoch ~= epoch or tonumber(sh_version) < tonumber(version) then
-            certs:set(FEED_KEY, next_cursor)
-        end
-    end
 end
 
 

@@ -24,10 +24,10 @@ type accountHolder interface {
 const shortWait = 2 * time.Second
 
 // giveUp parks d as given up when it has been failing for longer than
-// GiveUpAfter, unless an operator asked for it (urgent). It reports
+// GiveUpAfter, unless an operator asked for it (forced). It reports
 // whether it did.
-func (r *Renewer) giveUp(ctx context.Context, log *slog.Logger, d *store.Domain, urgent bool, now time.Time) bool {
-	if r.cfg.GiveUpAfter <= 0 || urgent || d.State != store.StateFailing ||
+func (r *Renewer) giveUp(ctx context.Context, log *slog.Logger, d *store.Domain, forced bool, now time.Time) bool {
+	if r.cfg.GiveUpAfter <= 0 || forced || d.State != store.StateFailing ||
 		d.FailingSince.IsZero() || now.Sub(d.FailingSince) < r.cfg.GiveUpAfter {
 		return false
 	}

@@ -25,9 +25,12 @@ type retryAfter interface{ RetryAfter() time.Duration }
 // it), orders a certificate when one is needed and writes the outcome back.
 // A name whose certificate is good until its renewal time is only
 // rescheduled, after its CA was asked whether the renewal window moved
-// (keep). urgent names are ordered even if their next attempt is still
-// ahead.
-func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
+// (keep). This is the one place that decides whether a name is ordered:
+// only forced names (an operator's Prioritize) are ordered whatever their
+// record says; a name that came from the due index or from Expedite (on
+// demand) is ordered only when its next attempt has come and it has no
+// certificate that is not due.
+func (r *Renewer) process(ctx context.Context, name string, forced bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.log.Error("worker panic", "name", name, "panic", p, "stack", string(debug.Stack()))
@@ -44,14 +47,14 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 		r.pauseAfterStoreError(ctx)
 		return
 	}
-	if d.State == store.StateRemoved || d.NextAttempt.IsZero() && !urgent {
+	if d.State == store.StateRemoved || d.NextAttempt.IsZero() && !forced {
 		return
 	}
-	if d.NextAttempt.After(now) && !urgent {
+	if d.NextAttempt.After(now) && !forced {
 		return // rescheduled since the dispatcher read the index
 	}
 	cur := r.current(ctx, d)
-	if cur != nil && !urgent {
+	if cur != nil && !forced {
 		at := cur.RenewAt
 		if at.IsZero() && cur.ID != d.CertID {
 			// Adopting a certificate that serves the name but that nobody
@@ -63,10 +66,10 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 			return
 		}
 	}
-	if r.giveUp(ctx, log, d, urgent, now) {
+	if r.giveUp(ctx, log, d, forced, now) {
 		return
 	}
-	if urgent && d.State == store.StateGivenUp {
+	if forced && d.State == store.StateGivenUp {
 		// An operator asked to try again: a fresh start, whatever this
 		// attempt gives (a pre-flight refusal included), so that the name
 		// has a whole give_up_after before it is parked again.
@@ -269,6 +272,7 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind OrderKi
 			r.mu.Lock()
 			delete(r.refused, o.Name)
 			r.mu.Unlock()
+			r.issued(o.Name)
 		}
 	}
 	r.orderDone(ctx, ca.Name, start, renewal, err)

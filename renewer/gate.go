@@ -102,13 +102,43 @@ func (r *Renewer) reserve(ctx context.Context, ca *caState, name string, kind Or
 	}
 }
 
+// admit waits while ca is down and a probe of it is under way, and returns
+// a hold until the end of its rest while it rests (see caState.admit). A
+// zero hold lets the order go; endProbe must be called when the attempt
+// is over, and gives the probe up when this order was to be it but was
+// never sent.
+func (r *Renewer) admit(ctx context.Context, ca *caState) (held hold, endProbe func()) {
+	for {
+		until, wait, probe := ca.admit(r.cfg.Now())
+		switch {
+		case !until.IsZero():
+			return hold{at: until, limit: "CA " + ca.Name + " resting: unavailable", spread: caDownSpread}, func() {}
+		case wait != nil:
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return hold{at: r.cfg.Now(), limit: "shutting down"}, func() {}
+			}
+		case probe != nil:
+			r.log.Info("probing a CA that was unavailable", "ca", ca.Name)
+			return hold{}, func() { ca.endProbe(probe) }
+		}
+		return hold{}, func() {}
+	}
+}
+
 // postpone moves name's next attempt to a little after h.at, and its state
 // back to state unless that is "": the name is waiting for a rate limit,
 // it has not failed.
 func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h hold, state store.State) {
-	// Up to a minute later (less for a short wait), so that names held
-	// back by one bucket do not all come due in the same instant.
+	// Up to a minute later (less for a short wait, or h.spread), so that
+	// names held back by one bucket do not all come due in the same
+	// instant.
 	spread := min(time.Minute, max(h.at.Sub(r.cfg.Now()), time.Millisecond))
+	if h.spread > 0 {
+		spread = h.spread
+	}
 	at := h.at.Add(r.jitterRand(func(rnd *rand.Rand) time.Duration { return time.Duration(rnd.Int64N(int64(spread))) }))
 	r.record(ctx, log, name, func(d *store.Domain) {
 		d.NextAttempt = at

@@ -159,7 +159,42 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 	if len(errs) == 1 && len(r.cas) == 1 {
 		err = errs[0].err
 	}
-	r.failed(ctx, log, d.Name, cur, err, r.cfg.Now(), took)
+	now := r.cfg.Now()
+	r.failed(ctx, log, d.Name, cur, err, now, took, r.downUntil(errs, now))
+}
+
+// downUntil returns, when every failure of an attempt said its CA is
+// unavailable, until when the name waits for those CAs: the earliest
+// time one of them is tried again. It returns zero when a failure said
+// anything else.
+func (r *Renewer) downUntil(errs caErrors, now time.Time) time.Time {
+	var until time.Time
+	for _, ce := range errs {
+		if !unavailable(ce.err) {
+			return time.Time{}
+		}
+		for _, ca := range r.cas {
+			if ca.Name == ce.ca {
+				if at := ca.downUntil(now); until.IsZero() || at.Before(until) {
+					until = at
+				}
+			}
+		}
+	}
+	return until
+}
+
+// unavailable reports whether err says that the CA could not be reached
+// or failed, and says nothing of the name: a network error, a timeout, an
+// answer that is not a problem document (a 5xx from a load balancer), or
+// serverInternal.
+func unavailable(err error) bool {
+	var ae *ACMEError
+	if errors.As(err, &ae) {
+		return ae.Kind == KindTransient && !ae.ReplacesRefused &&
+			(ae.Problem == "" || shortProblem(ae.Problem) == "serverInternal")
+	}
+	return errors.Is(err, context.DeadlineExceeded)
 }
 
 // orderFor returns the order for name at ca. It replaces cur when ca
@@ -189,10 +224,12 @@ type attempt struct {
 	stop bool               // nothing more to do: the name was removed, or the renewer stops
 }
 
-// hold says until when an order must wait, and for which limit.
+// hold says until when an order must wait, and for which limit; spread,
+// when set, is how far after at the name comes due, at most.
 type hold struct {
-	at    time.Time
-	limit string
+	at     time.Time
+	limit  string
+	spread time.Duration
 }
 
 // orderAt sends o to ca once the gate lets it through, and once more
@@ -202,6 +239,12 @@ type hold struct {
 // reports whether the name is still managed.
 func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) attempt {
 	// Only a replacement asks the directory (cached for an hour).
+	held, endProbe := r.admit(ctx, ca)
+	defer endProbe()
+	if !held.at.IsZero() {
+		ca.count(func(c *CACounts) { c.Deferred++ })
+		return attempt{held: held, stop: ctx.Err() != nil}
+	}
 	ari := o.Replaces != nil && !o.NoReplaces && ca.offersARI(ctx)
 	kind := ClassifyOrder(o, ari, r.cfg.Now())
 	held, err := r.gate(ctx, ca, o.Name, kind)
@@ -317,6 +360,8 @@ func outcomeOf(err error) caOutcome {
 		return caLimited
 	case nameFailure(err):
 		return caFailedName
+	case unavailable(err):
+		return caDown
 	}
 	return caFailedCA
 }
@@ -457,10 +502,12 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 
 // failed records a failed attempt, which took took, and schedules the next
 // one: after the backoff for the count of consecutive failures, or later
-// when the CAs said when to come back. The attempt is "refused" when the
-// pre-flight refused the name for every CA tried, so that nothing was
-// sent, else "failed".
-func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration) {
+// when the CAs said when to come back. When the CAs were unavailable
+// (down is when the first of them is tried again) the failure is theirs:
+// the count does not grow, and the name waits until down. The attempt is
+// "refused" when the pre-flight refused the name for every CA tried, so
+// that nothing was sent, else "failed".
+func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration, down time.Time) {
 	caWait := retryWait(err)
 	outcome := "failed"
 	if refusedOnly(err) {
@@ -468,19 +515,29 @@ func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur
 	}
 	var rec store.Domain
 	ok := r.record(ctx, log, name, func(d *store.Domain) {
-		d.Failures++
 		if d.FailingSince.IsZero() {
 			d.FailingSince = now
 		}
 		d.State = store.StateFailing
 		d.LastError = err.Error()
-		wait := r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
+		var wait time.Duration
+		if down.IsZero() {
+			d.Failures++
+			wait = r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
+		} else {
+			wait = down.Sub(now) + r.jitterRand(func(rnd *rand.Rand) time.Duration { return time.Duration(rnd.Int64N(int64(caDownSpread))) })
+		}
 		d.NextAttempt = now.Add(max(wait, caWait))
 		d.UpdatedAt = now
 		d.AddAttempt(store.Attempt{At: now, Outcome: outcome, Error: err.Error(), Took: took})
 		rec = *d
 	})
 	if !ok {
+		return
+	}
+	if !down.IsZero() {
+		log.Warn("order failed: the CA is unavailable; the name waits for it", "error", err,
+			"failures", rec.Failures, "next_attempt", rec.NextAttempt.UTC())
 		return
 	}
 	var p permanent

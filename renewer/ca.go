@@ -394,8 +394,8 @@ type CACounts struct {
 	Orders int64
 	// Issued, Failed and RateLimited split Orders by outcome.
 	Issued, Failed, RateLimited int64
-	// Deferred counts orders the CA's Limiter held back before they were
-	// sent.
+	// Deferred counts orders held back before they were sent: by the CA's
+	// Limiter, or while the CA rested after it could not be reached.
 	Deferred int64
 	// Refused counts orders the pre-flight check refused for this CA.
 	Refused int64

@@ -146,7 +146,7 @@ func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h
 			d.State = state
 		}
 	})
-	log.Debug("order waits for a rate limit", "limit", h.limit, "until", at.UTC())
+	log.Debug("order held back", "limit", h.limit, "until", at.UTC())
 }
 
 // settle tells ca's rate limiter how an order that was sent ended: a

@@ -154,3 +154,23 @@ func TestCAProbe(t *testing.T) {
 		t.Fatalf("refusing: admit = %v, %v, %v; want resting and every order to go", until, wait, p)
 	}
 }
+
+// TestProbeDoesNotHoldFailover: while the first CA, down, is being probed,
+// a name goes to the second CA instead of waiting for the probe's answer.
+func TestProbeDoesNotHoldFailover(t *testing.T) {
+	t.Parallel()
+	e := newMultiEnv(t, Config{}, nil, nil)
+	a := e.r.cas[0]
+	for range caTripAfter {
+		a.ended(caDown, e.clock.Now())
+	}
+	e.clock.Advance(caRestMin)
+	if _, _, probe := a.admit(e.clock.Now()); probe == nil {
+		t.Fatal("no probe after the rest")
+	}
+	addPending(t, e.st, e.clock.Now(), "x.example.test")
+	e.r.process(context.Background(), "x.example.test", false) // would block if it waited for the probe
+	if got := e.servedBy(t, "x.example.test"); got != e.cas[1].dir {
+		t.Fatalf("served by %q, want b while a is being probed", got)
+	}
+}

@@ -102,17 +102,21 @@ func (r *Renewer) reserve(ctx context.Context, ca *caState, name string, kind Or
 	}
 }
 
-// admit waits while ca is down and a probe of it is under way, and returns
-// a hold until the end of its rest while it rests (see caState.admit). A
-// zero hold lets the order go; endProbe must be called when the attempt
-// is over, and gives the probe up when this order was to be it but was
-// never sent.
-func (r *Renewer) admit(ctx context.Context, ca *caState) (held hold, endProbe func()) {
+// admit returns a hold until the end of ca's rest while ca is down and
+// rests (see caState.admit), and while a probe of it is under way waits
+// for the probe's answer, or, when more CAs follow ca in this attempt,
+// holds the order back a little so that it goes to them. A zero hold lets
+// the order go; endProbe must be called when the attempt is over, and
+// gives the probe up when this order was to be it but was never sent.
+func (r *Renewer) admit(ctx context.Context, ca *caState, more bool) (held hold, endProbe func()) {
 	for {
-		until, wait, probe := ca.admit(r.cfg.Now())
+		now := r.cfg.Now()
+		until, wait, probe := ca.admit(now)
 		switch {
 		case !until.IsZero():
 			return hold{at: until, limit: "CA " + ca.Name + " resting: unavailable", spread: caDownSpread}, func() {}
+		case wait != nil && more:
+			return hold{at: now.Add(caDownSpread), limit: "CA " + ca.Name + " being probed", spread: caDownSpread}, func() {}
 		case wait != nil:
 			select {
 			case <-wait:

@@ -106,9 +106,10 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		took     time.Duration // the time the orders sent took
 		nameFail bool          // a failure of the name itself ended the attempt
 	)
-	for _, ca := range r.candidates(cur, r.cfg.Now()) {
+	cands := r.candidates(cur, r.cfg.Now())
+	for i, ca := range cands {
 		o := r.orderFor(ca, d.Name, profile, cur)
-		res := r.orderAt(ctx, log, ca, o, cur != nil, func() bool {
+		res := r.orderAt(ctx, log, ca, o, cur != nil, i < len(cands)-1, func() bool {
 			if started {
 				return true
 			}
@@ -236,15 +237,16 @@ type hold struct {
 // without "replaces" when the CA refused o as a replacement (RFC 9773
 // section 5: the certificate was replaced already, or another account
 // ordered it). start is called just before the first order is sent and
-// reports whether the name is still managed.
-func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) attempt {
-	// Only a replacement asks the directory (cached for an hour).
-	held, endProbe := r.admit(ctx, ca)
+// reports whether the name is still managed. more says another CA follows
+// ca in this attempt.
+func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal, more bool, start func() bool) attempt {
+	held, endProbe := r.admit(ctx, ca, more)
 	defer endProbe()
 	if !held.at.IsZero() {
 		ca.count(func(c *CACounts) { c.Deferred++ })
 		return attempt{held: held, stop: ctx.Err() != nil}
 	}
+	// Only a replacement asks the directory (cached for an hour).
 	ari := o.Replaces != nil && !o.NoReplaces && ca.offersARI(ctx)
 	kind := ClassifyOrder(o, ari, r.cfg.Now())
 	held, err := r.gate(ctx, ca, o.Name, kind)

@@ -161,7 +161,11 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		err = errs[0].err
 	}
 	now := r.cfg.Now()
-	r.failed(ctx, log, d.Name, cur, err, now, took, r.downUntil(errs, now))
+	down := r.downUntil(errs, now)
+	if !down.IsZero() && !held.at.IsZero() {
+		down = earliest(down, held.at) // a CA held back by its limits frees up first
+	}
+	r.failed(ctx, log, d.Name, cur, err, now, took, down)
 }
 
 // downUntil returns, when every failure of an attempt said its CA is

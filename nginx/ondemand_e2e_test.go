@@ -23,22 +23,30 @@ import (
 // sidecar sets to 1 s. So the 1,000 handshakes of the one-name case,
 // spread over 24 s, re-ask the sidecar as often as 1,000 handshakes over
 // 2 minutes would with the default negative_ttl; so does the 50-name
-// case, asking for every name at once in rounds over the same time.
+// case, asking for every name at once in rounds over the same time. The
+// second case asks for the name while the renewer's one worker is busy
+// with 12 names added just before, so that it waits its turn.
 func TestACMEOnDemandOneOrderPerName(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		desc   string
 		names  int
 		rounds int // handshakes for each name, spread over the time below
+		busy   int // names added (not on demand) just before, to keep the renewer's workers busy
 	}{
 		{desc: "one name, 1000 handshakes", names: 1, rounds: 1000},
+		{desc: "one name while the workers are busy", names: 1, rounds: 1000, busy: 12},
 		{desc: "50 names at once", names: 50, rounds: 24},
 	}
 	const span = 24 * time.Second // 24 expiries of the cached 404
 	for i, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			env := startACMEEnv(t, acmeEnvOptions{NginxWorkers: 4, Extra: func(ca *pebbletest.Server) string {
+			workers := 4
+			if tc.busy > 0 {
+				workers = 1
+			}
+			env := startACMEEnv(t, acmeEnvOptions{NginxWorkers: 4, Workers: workers, Extra: func(ca *pebbletest.Server) string {
 				return fmt.Sprintf(`
 [on_demand]
 allow = ["*.allowed.test"]
@@ -51,6 +59,14 @@ resolvers = [%q]
 				names[j] = fmt.Sprintf("n%d-%d.allowed.test", j, i)
 			}
 			env.pointHere(names...)
+			var others []string
+			for j := range tc.busy {
+				others = append(others, fmt.Sprintf("busy%d-%d.managed.test", j, i))
+			}
+			if len(others) > 0 {
+				env.pointHere(others...)
+				env.side.addDomains(t, others...)
+			}
 
 			// Handshakes for every name, tc.rounds each, from 8 clients,
 			// evenly over span whatever the certificates' progress.
@@ -82,7 +98,7 @@ resolvers = [%q]
 			wg.Wait()
 			t.Logf("%d handshakes over %v: %d got the fallback, %d a certificate",
 				fallback.Load()+served.Load(), time.Since(start).Round(time.Millisecond), fallback.Load(), served.Load())
-			for _, n := range names {
+			for _, n := range append(names, others...) {
 				eventually(t, 60*time.Second, n+" served", env.issued(t, n, nil))
 			}
 			// Whatever the renewer still had queued has run (or, when it
@@ -103,11 +119,11 @@ resolvers = [%q]
 					t.Errorf("%s: %d orders at Pebble, want 1", n, c)
 				}
 			}
-			if n := env.ca.OrderCount(); n != len(names) {
-				t.Errorf("%d orders at Pebble for %d names, want one each", n, len(names))
+			if n := env.ca.OrderCount(); n != len(names)+tc.busy {
+				t.Errorf("%d orders at Pebble for %d names, want one each", n, len(names)+tc.busy)
 			}
-			if n := env.issuedCount(); n != len(names) {
-				t.Errorf("Pebble issued %d certificates for %d names, want one each", n, len(names))
+			if n := env.issuedCount(); n != len(names)+tc.busy {
+				t.Errorf("Pebble issued %d certificates for %d names, want one each", n, len(names)+tc.busy)
 			}
 		})
 	}

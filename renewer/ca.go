@@ -423,7 +423,9 @@ type CAStatus struct {
 	// go first.
 	FailureStreak int
 	RestingUntil  time.Time
-	// Resting says RestingUntil is after now, by the renewer's clock.
+	// Resting says RestingUntil is after now, by the renewer's clock, or
+	// that the CA is down and no probe has found it back yet (RestingUntil
+	// is then now: its rest is over, the probe is under way or due).
 	Resting bool
 	// Limits is the state of the CA's Limiter, nil without one.
 	Limits []LimitStatus
@@ -437,6 +439,9 @@ func (r *Renewer) CAStatus() []CAStatus {
 		ca.mu.Lock()
 		s := CAStatus{Name: ca.Name, Directory: ca.dir, OffersARI: ca.ariConfigured(),
 			Counts: ca.counts, FailureStreak: ca.streak, RestingUntil: ca.restUntil, Resting: ca.restUntil.After(now)}
+		if !s.Resting && ca.down && ca.streak >= caTripAfter {
+			s.Resting, s.RestingUntil = true, now
+		}
 		ca.mu.Unlock()
 		if ca.Limiter != nil {
 			s.Limits = ca.Limiter.Status()

@@ -69,8 +69,14 @@ func TestCADownNamesWait(t *testing.T) {
 		}
 	}
 
-	// The rest ends: one probe, still down; a minute's rest.
+	// The rest ends: the CA counts as resting until a probe finds it back
+	// (the certserver_ca_resting gauge does not drop while a probe waits
+	// for a CA that does not answer). One probe, still down; a minute's
+	// rest.
 	e.clock.Advance(30*time.Second + caDownSpread)
+	if st := e.r.CAStatus()[0]; !st.Resting || !st.RestingUntil.Equal(e.clock.Now()) {
+		t.Fatalf("rest over, not probed yet: CA status %+v, want resting until now", st)
+	}
 	pass("first probe")
 	if n := orders(); n != 4 {
 		t.Fatalf("first probe: %d orders sent in all, want 4 (one probe)", n)

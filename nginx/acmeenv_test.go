@@ -46,6 +46,8 @@ type acmeEnvOptions struct {
 	Profile string
 	// Workers is [renewer] workers. Default 4.
 	Workers int
+	// NginxWorkers is nginx's worker processes. Default nginxtest's (2).
+	NginxWorkers int
 	// NoPreflight turns the sidecar's pre-flight off, so that a name DNS
 	// knows nothing of reaches Pebble, whose words the test wants. Default
 	// false: pre-flight on, asking Pebble's DNS server.
@@ -84,6 +86,7 @@ func startACMEEnv(t testing.TB, opts acmeEnvOptions) *acmeEnv {
 		ACME:         challenge,
 		FallbackCert: fbCert,
 		FallbackKey:  fbKey,
+		Workers:      opts.NginxWorkers,
 	})
 	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: addrPort(t, ngx.HTTPAddr()), Profiles: opts.Profiles})
 	caRoots := filepath.Join(dir, "pebble-listener.pem")

@@ -63,12 +63,22 @@ const (
 
 // A CA that fails caTripAfter orders in a row for reasons of its own rests
 // for caRestMin, doubling with each further failure up to caRestMax: while
-// it rests, the other CAs are tried first.
+// it rests, the other CAs are tried first. When the last of those
+// failures said the CA is unavailable (it could not be reached, timed
+// out, answered 5xx) the CA is down: it rests at most caDownRestMax, and
+// while it rests no order is sent to it at all; the names wait for it
+// without failing (see caState.admit). The first order after the rest is
+// the probe; the others wait for its answer.
 const (
-	caTripAfter = 3
-	caRestMin   = 30 * time.Second
-	caRestMax   = 15 * time.Minute
+	caTripAfter   = 3
+	caRestMin     = 30 * time.Second
+	caRestMax     = 15 * time.Minute
+	caDownRestMax = time.Minute
 )
+
+// caDownSpread is how far apart, at most, the names that waited for a
+// CA that is down come due again once its rest ends.
+const caDownSpread = 5 * time.Second
 
 // caState is a CA with what the renewer keeps about it.
 type caState struct {
@@ -82,7 +92,12 @@ type caState struct {
 	mu        sync.Mutex
 	streak    int       // orders failed in a row for reasons of the CA's own
 	restUntil time.Time // tried after the others until then
-	counts    CACounts
+	down      bool      // the streak's last failure said the CA is unavailable
+	// probe is closed when the next order that reaches the CA ends (the
+	// probe of a CA that is down, or one sent before it went down); nil
+	// when no probe is under way.
+	probe  chan struct{}
+	counts CACounts
 }
 
 // The values of caState.ariSeen.
@@ -278,12 +293,14 @@ const (
 	caIssued     caOutcome = iota
 	caFailedName           // the name's fault: another CA fails the same way
 	caFailedCA             // the CA's fault, or a refusal of its own
+	caDown                 // the CA could not be reached or failed: see unavailable
 	caLimited              // the CA answered rateLimited
 )
 
 // ended counts an order that ended at the CA and keeps its failure
 // streak: a failure of the CA's own lengthens it (and, from caTripAfter
-// on, makes the CA rest), anything else ends it.
+// on, makes the CA rest), anything else ends it. Any order that ends
+// answers a probe under way.
 func (ca *caState) ended(o caOutcome, now time.Time) {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
@@ -296,18 +313,72 @@ func (ca *caState) ended(o caOutcome, now time.Time) {
 	default:
 		ca.counts.Failed++
 	}
-	if o != caFailedCA {
-		ca.streak, ca.restUntil = 0, time.Time{}
+	if ca.probe != nil {
+		close(ca.probe)
+		ca.probe = nil
+	}
+	if o != caFailedCA && o != caDown {
+		ca.streak, ca.restUntil, ca.down = 0, time.Time{}, false
 		return
 	}
 	ca.streak++
+	ca.down = o == caDown
 	if ca.streak >= caTripAfter {
-		rest := caRestMax
+		limit := caRestMax
+		if ca.down {
+			limit = caDownRestMax
+		}
+		rest := limit
 		if n := ca.streak - caTripAfter; n < 10 {
-			rest = min(caRestMin<<n, caRestMax)
+			rest = min(caRestMin<<n, limit)
 		}
 		ca.restUntil = now.Add(rest)
 	}
+}
+
+// admit decides whether an order may be sent to the CA now. A CA that is
+// not down takes every order. While a CA that is down rests, no order
+// goes: admit returns the end of the rest. After the rest the first order
+// is the probe (probe is set; the caller calls endProbe with it when its
+// order is not sent after all), and the orders that come meanwhile wait
+// for the probe's answer (wait is set; admit is asked again when it is
+// closed).
+func (ca *caState) admit(now time.Time) (until time.Time, wait, probe chan struct{}) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	switch {
+	case !ca.down || ca.streak < caTripAfter:
+		return time.Time{}, nil, nil
+	case now.Before(ca.restUntil):
+		return ca.restUntil, nil, nil
+	case ca.probe != nil:
+		return time.Time{}, ca.probe, nil
+	}
+	ca.probe = make(chan struct{})
+	return time.Time{}, nil, ca.probe
+}
+
+// endProbe gives up probe, a probe whose order was never sent, so that
+// the orders waiting for it are admitted again (and one of them probes).
+func (ca *caState) endProbe(probe chan struct{}) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if ca.probe == probe {
+		close(ca.probe)
+		ca.probe = nil
+	}
+}
+
+// downUntil returns, for a CA whose order just failed because it is
+// unavailable, until when the name waits for it: the end of its rest, or,
+// before it rests, caRestMin from now.
+func (ca *caState) downUntil(now time.Time) time.Time {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if now.Before(ca.restUntil) {
+		return ca.restUntil
+	}
+	return now.Add(caRestMin)
 }
 
 // count applies f to the CA's counters.
@@ -323,8 +394,8 @@ type CACounts struct {
 	Orders int64
 	// Issued, Failed and RateLimited split Orders by outcome.
 	Issued, Failed, RateLimited int64
-	// Deferred counts orders the CA's Limiter held back before they were
-	// sent.
+	// Deferred counts orders held back before they were sent: by the CA's
+	// Limiter, or while the CA rested after it could not be reached.
 	Deferred int64
 	// Refused counts orders the pre-flight check refused for this CA.
 	Refused int64
@@ -352,7 +423,9 @@ type CAStatus struct {
 	// go first.
 	FailureStreak int
 	RestingUntil  time.Time
-	// Resting says RestingUntil is after now, by the renewer's clock.
+	// Resting says RestingUntil is after now, by the renewer's clock, or
+	// that the CA is down and no probe has found it back yet (RestingUntil
+	// is then now: its rest is over, the probe is under way or due).
 	Resting bool
 	// Limits is the state of the CA's Limiter, nil without one.
 	Limits []LimitStatus
@@ -366,6 +439,9 @@ func (r *Renewer) CAStatus() []CAStatus {
 		ca.mu.Lock()
 		s := CAStatus{Name: ca.Name, Directory: ca.dir, OffersARI: ca.ariConfigured(),
 			Counts: ca.counts, FailureStreak: ca.streak, RestingUntil: ca.restUntil, Resting: ca.restUntil.After(now)}
+		if !s.Resting && ca.down && ca.streak >= caTripAfter {
+			s.Resting, s.RestingUntil = true, now
+		}
 		ca.mu.Unlock()
 		if ca.Limiter != nil {
 			s.Limits = ca.Limiter.Status()

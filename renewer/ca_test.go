@@ -188,19 +188,39 @@ func TestFailoverPreflightCAA(t *testing.T) {
 	}
 }
 
-// TestFailoverAllFail: both CAs fail for reasons of their own; the name
-// backs off with both failures in its last error.
+// TestFailoverAllFail: both CAs fail for reasons of their own, and the
+// name's last error has both failures. When both were unavailable the
+// failure is theirs: the name waits for them (30 s, the rest a CA that
+// keeps failing starts with, plus up to caDownSpread) and its failure
+// count does not grow; when one refused the name it backs off.
 func TestFailoverAllFail(t *testing.T) {
 	t.Parallel()
-	e := newMultiEnv(t, Config{}, nil, nil)
-	e.cas[0].fail(acmeErr(KindTransient, "", "connection refused"))
-	e.cas[1].fail(acmeErr(KindTransient, "serverInternal", "database down"))
-	addPending(t, e.st, e.clock.Now(), "x.example.test")
-	e.r.process(context.Background(), "x.example.test", false)
-	d := getDomain(t, e.st, "x.example.test")
-	if d.State != store.StateFailing || d.Failures != 1 ||
-		!strings.Contains(d.LastError, "at a: ") || !strings.Contains(d.LastError, "at b: ") || !strings.Contains(d.LastError, "database down") {
-		t.Fatalf("domain %+v; want failing once with both CAs' errors", d)
+	tests := []struct {
+		desc     string
+		second   *ACMEError
+		failures int
+		wait     time.Duration // at least; at most wait + caDownSpread when failures is 0
+	}{
+		{desc: "both unavailable", second: acmeErr(KindTransient, "serverInternal", "database down"), failures: 0, wait: caRestMin},
+		{desc: "one refused the name", second: acmeErr(KindPermanent, "rejectedIdentifier", "database down"), failures: 1, wait: 54 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			e := newMultiEnv(t, Config{}, nil, nil)
+			e.cas[0].fail(acmeErr(KindTransient, "", "connection refused"))
+			e.cas[1].fail(tc.second)
+			addPending(t, e.st, e.clock.Now(), "x.example.test")
+			e.r.process(context.Background(), "x.example.test", false)
+			d := getDomain(t, e.st, "x.example.test")
+			if d.State != store.StateFailing || d.Failures != tc.failures ||
+				!strings.Contains(d.LastError, "at a: ") || !strings.Contains(d.LastError, "at b: ") || !strings.Contains(d.LastError, "database down") {
+				t.Fatalf("domain %+v; want failing with both CAs' errors, %d failures", d, tc.failures)
+			}
+			wait := d.NextAttempt.Sub(e.clock.Now())
+			if wait < tc.wait || tc.failures == 0 && wait > tc.wait+caDownSpread {
+				t.Fatalf("next attempt in %v, want %v or a little more", wait, tc.wait)
+			}
+		})
 	}
 }
 

@@ -25,10 +25,10 @@ type accountHolder interface {
 const shortWait = 2 * time.Second
 
 // giveUp parks d as given up when it has been failing for longer than
-// GiveUpAfter, unless an operator asked for it (urgent). It reports
+// GiveUpAfter, unless an operator asked for it (forced). It reports
 // whether it did.
-func (r *Renewer) giveUp(ctx context.Context, log *slog.Logger, d *store.Domain, urgent bool, now time.Time) bool {
-	if r.cfg.GiveUpAfter <= 0 || urgent || d.State != store.StateFailing ||
+func (r *Renewer) giveUp(ctx context.Context, log *slog.Logger, d *store.Domain, forced bool, now time.Time) bool {
+	if r.cfg.GiveUpAfter <= 0 || forced || d.State != store.StateFailing ||
 		d.FailingSince.IsZero() || now.Sub(d.FailingSince) < r.cfg.GiveUpAfter {
 		return false
 	}
@@ -108,13 +108,47 @@ func (r *Renewer) reserve(ctx context.Context, ca *caState, names []string, kind
 	}
 }
 
+// admit returns a hold until the end of ca's rest while ca is down and
+// rests (see caState.admit), and while a probe of it is under way waits
+// for the probe's answer, or, when more CAs follow ca in this attempt,
+// holds the order back a little so that it goes to them. A zero hold lets
+// the order go; endProbe must be called when the attempt is over, and
+// gives the probe up when this order was to be it but was never sent.
+func (r *Renewer) admit(ctx context.Context, ca *caState, more bool) (held hold, endProbe func()) {
+	for {
+		now := r.cfg.Now()
+		until, wait, probe := ca.admit(now)
+		switch {
+		case !until.IsZero():
+			return hold{at: until, limit: "CA " + ca.Name + " resting: unavailable", spread: caDownSpread}, func() {}
+		case wait != nil && more:
+			return hold{at: now.Add(caDownSpread), limit: "CA " + ca.Name + " being probed", spread: caDownSpread}, func() {}
+		case wait != nil:
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return hold{at: r.cfg.Now(), limit: "shutting down"}, func() {}
+			}
+		case probe != nil:
+			r.log.Info("probing a CA that was unavailable", "ca", ca.Name)
+			return hold{}, func() { ca.endProbe(probe) }
+		}
+		return hold{}, func() {}
+	}
+}
+
 // postpone moves name's next attempt to a little after h.at, and its state
 // back to state unless that is "": the name is waiting for a rate limit,
 // it has not failed.
 func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h hold, state store.State) {
-	// Up to a minute later (less for a short wait), so that names held
-	// back by one bucket do not all come due in the same instant.
+	// Up to a minute later (less for a short wait, or h.spread), so that
+	// names held back by one bucket do not all come due in the same
+	// instant.
 	spread := min(time.Minute, max(h.at.Sub(r.cfg.Now()), time.Millisecond))
+	if h.spread > 0 {
+		spread = h.spread
+	}
 	at := h.at.Add(r.jitterRand(func(rnd *rand.Rand) time.Duration { return time.Duration(rnd.Int64N(int64(spread))) }))
 	r.record(ctx, log, name, func(d *store.Domain) {
 		d.NextAttempt = at
@@ -122,7 +156,7 @@ func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h
 			d.State = state
 		}
 	})
-	log.Debug("order waits for a rate limit", "limit", h.limit, "until", at.UTC())
+	log.Debug("order held back", "limit", h.limit, "until", at.UTC())
 }
 
 // settle tells ca's rate limiter how an order o that was sent ended: a

@@ -40,7 +40,9 @@ type OnDemandConfig struct {
 }
 
 // NewOnDemand returns an OnDemand that checks names with policy, records
-// allowed ones in st and hands them to rn ahead of its due index.
+// allowed ones in st and hands them to rn ahead of its due index
+// (Renewer.Expedite: an on-demand request never orders a name that is not
+// due).
 func NewOnDemand(cfg OnDemandConfig, policy *Policy, st store.Store, rn *Renewer, logger *slog.Logger) (*OnDemand, error) {
 	switch {
 	case policy == nil:
@@ -125,10 +127,11 @@ func (o *OnDemand) handle(ctx context.Context, name string) {
 	d, err := o.store.GetDomain(ctx, name)
 	switch {
 	case err == nil:
-		// Already managed. A first order that has not run yet goes ahead;
-		// a failing name keeps its backoff, or handshakes would hammer the CA.
-		if d.State == store.StatePending {
-			o.renewer.Prioritize(name)
+		// Already managed: the renewer looks at it sooner, and orders it
+		// only if its record says it is due (Expedite), so a failing name
+		// keeps its backoff and a name being ordered is not ordered again.
+		if d.State != store.StateRemoved {
+			o.renewer.Expedite(name)
 		}
 		return
 	case !errors.Is(err, store.ErrNotFound):
@@ -152,5 +155,5 @@ func (o *OnDemand) handle(ctx context.Context, name string) {
 	if added == 1 {
 		o.log.Info("on-demand name accepted", "name", name)
 	}
-	o.renewer.Prioritize(name)
+	o.renewer.Expedite(name)
 }

@@ -234,7 +234,7 @@ func TestMassRenewalEarliestExpiryFirst(t *testing.T) {
 	addPending(t, e.st, now, onDemand)
 	e.ca.during = func(o Order) {
 		if len(e.ca.orderList()) == 25 {
-			e.r.Prioritize(onDemand)
+			e.r.Expedite(onDemand)
 		}
 	}
 	runCtx, cancel := context.WithCancel(ctx)

@@ -133,8 +133,14 @@ type Renewer struct {
 	batch   []store.DueEntry
 	batchAt time.Time
 
-	mu       sync.Mutex
-	inflight map[string]bool
+	mu sync.Mutex
+	// inflight holds the names a worker has now: the per-name lock that
+	// keeps one order per name at a time.
+	inflight map[string]*flight
+	// queued holds the names waiting in urgent, each once, with whether
+	// an operator forced it (Prioritize) rather than a handshake asking
+	// for it (Expedite). Guarded by mu.
+	queued   map[string]bool
 	rnd      *rand.Rand  // guarded by mu
 	finished completions // guarded by mu
 	spread   []float64   // guarded by mu: the current weights of SelectSpread, by CA
@@ -201,7 +207,8 @@ func New(cfg Config, st store.Store, issuer Issuer, logger *slog.Logger) (*Renew
 		log:      logger.With("subsystem", "renewer"),
 		wake:     make(chan struct{}, 1),
 		urgent:   make(chan string, cfg.UrgentQueue),
-		inflight: map[string]bool{},
+		inflight: map[string]*flight{},
+		queued:   map[string]bool{},
 		rnd:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		spread:   make([]float64, len(cas)),
 		refused:  map[string]string{},
@@ -217,18 +224,63 @@ func (r *Renewer) Wake() {
 	}
 }
 
-// Prioritize puts name ahead of the due index: it is looked at as soon as a
-// worker is free. It never blocks; when the queue is full the request is
-// dropped (the name keeps its place in the index) and false is returned.
+// Prioritize is an operator's "renew now": name is worked on as soon as a
+// worker is free and ordered even when its certificate is not due (only
+// the rate limits can hold it back), and a name given up is tried again.
+// A name already waiting is not queued twice; a name a worker has now is
+// queued again when the worker is done, unless the worker obtained a
+// certificate for it meanwhile. It never blocks; when the queue is full
+// the request is dropped (the name keeps its place in the index) and
+// false is returned.
 func (r *Renewer) Prioritize(name string) bool {
+	return r.enqueue(name, true)
+}
+
+// Expedite is a request that name be issued (a handshake asked for it on
+// demand): the name is looked at as soon as a worker is free, ahead of the
+// due index, and then treated exactly as if the index had handed it over.
+// It is ordered only when its record says it is due, so a name with a
+// certificate that is not due, a name whose order is held back by a rate
+// limit and a failing name in its backoff are left as they are. However
+// often it is asked, a name waiting or being worked on is queued once.
+// It never blocks, and returns false when the queue is full.
+func (r *Renewer) Expedite(name string) bool {
+	return r.enqueue(name, false)
+}
+
+// flight is what the renewer keeps about a name a worker has.
+type flight struct {
+	again  bool // an operator forced the name meanwhile: queue it once more
+	issued bool // the worker stored a new certificate for it
+}
+
+// enqueue puts name in the urgent queue unless it is there already or a
+// worker has it; forced says it comes from Prioritize.
+func (r *Renewer) enqueue(name string, forced bool) bool {
+	r.mu.Lock()
+	if f, ok := r.inflight[name]; ok {
+		// The worker re-reads the record; only an operator's request
+		// needs another look after it.
+		f.again = f.again || forced
+		r.mu.Unlock()
+		return true
+	}
+	if was, ok := r.queued[name]; ok {
+		r.queued[name] = was || forced
+		r.mu.Unlock()
+		return true
+	}
 	select {
 	case r.urgent <- name:
-		r.Wake()
-		return true
+		r.queued[name] = forced
 	default:
+		r.mu.Unlock()
 		r.log.Warn("urgent queue full, name left to the due index", "name", name)
 		return false
 	}
+	r.mu.Unlock()
+	r.Wake()
+	return true
 }
 
 // Run dispatches due work until ctx is done, then waits for the orders under
@@ -265,7 +317,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		name, urgent, err := r.next(ctx)
+		name, forced, err := r.next(ctx)
 		if err != nil {
 			<-slots
 			return err
@@ -275,7 +327,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 			defer wg.Done()
 			defer func() { <-slots }()
 			defer r.release(name)
-			r.process(ctx, name, urgent)
+			r.process(ctx, name, forced)
 			if ctx.Err() == nil {
 				r.mu.Lock()
 				r.finished.add(r.cfg.Now())
@@ -286,13 +338,14 @@ func (r *Renewer) Run(ctx context.Context) error {
 }
 
 // next blocks until a name is ready to be worked on and marks it in flight.
-// Urgent names come first, then the due index, earliest first.
-func (r *Renewer) next(ctx context.Context) (name string, urgent bool, err error) {
+// Urgent names come first, then the due index, earliest first. forced
+// says an operator asked for the name (Prioritize).
+func (r *Renewer) next(ctx context.Context) (name string, forced bool, err error) {
 	for {
 		select {
 		case n := <-r.urgent:
-			if r.claim(n) {
-				return n, true, nil
+			if forced, ok := r.claimQueued(n); ok {
+				return n, forced, nil
 			}
 			continue
 		default:
@@ -308,8 +361,8 @@ func (r *Renewer) next(ctx context.Context) (name string, urgent bool, err error
 		select {
 		case n := <-r.urgent:
 			timer.Stop()
-			if r.claim(n) {
-				return n, true, nil
+			if forced, ok := r.claimQueued(n); ok {
+				return n, forced, nil
 			}
 		case <-r.wake:
 			timer.Stop()
@@ -442,20 +495,54 @@ func (c *completions) rate(now time.Time) float64 {
 	return float64(n) / max(now.Sub(start).Seconds(), 1)
 }
 
+// claim marks name in flight unless a worker has it already.
 func (r *Renewer) claim(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.inflight[name] {
+	if r.inflight[name] != nil {
 		return false
 	}
-	r.inflight[name] = true
+	r.inflight[name] = &flight{}
 	return true
 }
 
+// claimQueued takes name, just read from the urgent queue, off the queue
+// and claims it. A name a worker took from the due index meanwhile is not
+// claimed; an operator's request for it is kept for when the worker is
+// done.
+func (r *Renewer) claimQueued(name string) (forced, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	forced = r.queued[name]
+	delete(r.queued, name)
+	if f := r.inflight[name]; f != nil {
+		f.again = f.again || forced
+		return false, false
+	}
+	r.inflight[name] = &flight{}
+	return forced, true
+}
+
+// issued notes that a certificate was stored for name, which a worker has.
+func (r *Renewer) issued(name string) {
+	r.mu.Lock()
+	if f := r.inflight[name]; f != nil {
+		f.issued = true
+	}
+	r.mu.Unlock()
+}
+
+// release ends a worker's hold on name. An operator's request that came
+// meanwhile queues it again, unless the worker stored a new certificate,
+// which is what the operator asked for.
 func (r *Renewer) release(name string) {
 	r.mu.Lock()
+	f := r.inflight[name]
 	delete(r.inflight, name)
 	r.mu.Unlock()
+	if f != nil && f.again && !f.issued {
+		r.enqueue(name, true)
+	}
 	r.Wake()
 }
 

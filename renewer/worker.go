@@ -26,9 +26,12 @@ type retryAfter interface{ RetryAfter() time.Duration }
 // it), orders a certificate when one is needed and writes the outcome back.
 // A name whose certificate is good until its renewal time is only
 // rescheduled, after its CA was asked whether the renewal window moved
-// (keep). urgent names are ordered even if their next attempt is still
-// ahead.
-func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
+// (keep). This is the one place that decides whether a name is ordered:
+// only forced names (an operator's Prioritize) are ordered whatever their
+// record says; a name that came from the due index or from Expedite (on
+// demand) is ordered only when its next attempt has come and it has no
+// certificate that is not due.
+func (r *Renewer) process(ctx context.Context, name string, forced bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.log.Error("worker panic", "name", name, "panic", p, "stack", string(debug.Stack()))
@@ -45,10 +48,10 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 		r.pauseAfterStoreError(ctx)
 		return
 	}
-	if d.State == store.StateRemoved || d.NextAttempt.IsZero() && !urgent {
+	if d.State == store.StateRemoved || d.NextAttempt.IsZero() && !forced {
 		return
 	}
-	if d.NextAttempt.After(now) && !urgent {
+	if d.NextAttempt.After(now) && !forced {
 		return // rescheduled since the dispatcher read the index
 	}
 	if d.ManagedWith != "" {
@@ -71,7 +74,7 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 			return
 		}
 	}
-	if cur != nil && !urgent {
+	if cur != nil && !forced {
 		at := cur.RenewAt
 		if at.IsZero() && cur.ID != d.CertID {
 			// Adopting a certificate that serves the name but that nobody
@@ -83,10 +86,10 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 			return
 		}
 	}
-	if r.giveUp(ctx, log, d, urgent, now) {
+	if r.giveUp(ctx, log, d, forced, now) {
 		return
 	}
-	if urgent && d.State == store.StateGivenUp {
+	if forced && d.State == store.StateGivenUp {
 		// An operator asked to try again: a fresh start, whatever this
 		// attempt gives (a pre-flight refusal included), so that the name
 		// has a whole give_up_after before it is parked again.
@@ -123,9 +126,10 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		took     time.Duration // the time the orders sent took
 		nameFail bool          // a failure of the name itself ended the attempt
 	)
-	for _, ca := range r.candidates(cur, r.cfg.Now()) {
+	cands := r.candidates(cur, r.cfg.Now())
+	for i, ca := range cands {
 		o := r.orderFor(ca, d, profile, cur)
-		res := r.orderAt(ctx, log, ca, o, cur != nil, func() bool {
+		res := r.orderAt(ctx, log, ca, o, cur != nil, i < len(cands)-1, func() bool {
 			if started {
 				return true
 			}
@@ -176,7 +180,46 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 	if len(errs) == 1 && len(r.cas) == 1 {
 		err = errs[0].err
 	}
-	r.failed(ctx, log, d.Name, cur, err, r.cfg.Now(), took)
+	now := r.cfg.Now()
+	down := r.downUntil(errs, now)
+	if !down.IsZero() && !held.at.IsZero() {
+		down = earliest(down, held.at) // a CA held back by its limits frees up first
+	}
+	r.failed(ctx, log, d.Name, cur, err, now, took, down)
+}
+
+// downUntil returns, when every failure of an attempt said its CA is
+// unavailable, until when the name waits for those CAs: the earliest
+// time one of them is tried again. It returns zero when a failure said
+// anything else.
+func (r *Renewer) downUntil(errs caErrors, now time.Time) time.Time {
+	var until time.Time
+	for _, ce := range errs {
+		if !unavailable(ce.err) {
+			return time.Time{}
+		}
+		for _, ca := range r.cas {
+			if ca.Name == ce.ca {
+				if at := ca.downUntil(now); until.IsZero() || at.Before(until) {
+					until = at
+				}
+			}
+		}
+	}
+	return until
+}
+
+// unavailable reports whether err says that the CA could not be reached
+// or failed, and says nothing of the name: a network error, a timeout, an
+// answer that is not a problem document (a 5xx from a load balancer), or
+// serverInternal.
+func unavailable(err error) bool {
+	var ae *ACMEError
+	if errors.As(err, &ae) {
+		return ae.Kind == KindTransient && !ae.ReplacesRefused &&
+			(ae.Problem == "" || shortProblem(ae.Problem) == "serverInternal")
+	}
+	return errors.Is(err, context.DeadlineExceeded)
 }
 
 // orderFor returns the order for d's names at ca. It replaces cur when ca
@@ -280,18 +323,27 @@ type attempt struct {
 	stop bool               // nothing more to do: the name was removed, or the renewer stops
 }
 
-// hold says until when an order must wait, and for which limit.
+// hold says until when an order must wait, and for which limit; spread,
+// when set, is how far after at the name comes due, at most.
 type hold struct {
-	at    time.Time
-	limit string
+	at     time.Time
+	limit  string
+	spread time.Duration
 }
 
 // orderAt sends o to ca once the gate lets it through, and once more
 // without "replaces" when the CA refused o as a replacement (RFC 9773
 // section 5: the certificate was replaced already, or another account
 // ordered it). start is called just before the first order is sent and
-// reports whether the name is still managed.
-func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) attempt {
+// reports whether the name is still managed. more says another CA follows
+// ca in this attempt.
+func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal, more bool, start func() bool) attempt {
+	held, endProbe := r.admit(ctx, ca, more)
+	defer endProbe()
+	if !held.at.IsZero() {
+		ca.count(func(c *CACounts) { c.Deferred++ })
+		return attempt{held: held, stop: ctx.Err() != nil}
+	}
 	// Only a replacement asks the directory (cached for an hour).
 	ari := o.Replaces != nil && !o.NoReplaces && ca.offersARI(ctx)
 	kind := ClassifyOrder(o, ari, r.cfg.Now())
@@ -363,6 +415,7 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind OrderKi
 			r.mu.Lock()
 			delete(r.refused, o.Name)
 			r.mu.Unlock()
+			r.issued(o.Name)
 		}
 	}
 	r.orderDone(ctx, ca.Name, start, renewal, err)
@@ -407,6 +460,8 @@ func outcomeOf(err error) caOutcome {
 		return caLimited
 	case nameFailure(err):
 		return caFailedName
+	case unavailable(err):
+		return caDown
 	}
 	return caFailedCA
 }
@@ -547,10 +602,12 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 
 // failed records a failed attempt, which took took, and schedules the next
 // one: after the backoff for the count of consecutive failures, or later
-// when the CAs said when to come back. The attempt is "refused" when the
-// pre-flight refused the name for every CA tried, so that nothing was
-// sent, else "failed".
-func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration) {
+// when the CAs said when to come back. When the CAs were unavailable
+// (down is when the first of them is tried again) the failure is theirs:
+// the count does not grow, and the name waits until down. The attempt is
+// "refused" when the pre-flight refused the name for every CA tried, so
+// that nothing was sent, else "failed".
+func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration, down time.Time) {
 	caWait := retryWait(err)
 	outcome := "failed"
 	if refusedOnly(err) {
@@ -558,19 +615,29 @@ func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur
 	}
 	var rec store.Domain
 	ok := r.record(ctx, log, name, func(d *store.Domain) {
-		d.Failures++
 		if d.FailingSince.IsZero() {
 			d.FailingSince = now
 		}
 		d.State = store.StateFailing
 		d.LastError = err.Error()
-		wait := r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
+		var wait time.Duration
+		if down.IsZero() {
+			d.Failures++
+			wait = r.jitterRand(func(rnd *rand.Rand) time.Duration { return Backoff(d.Failures, rnd) })
+		} else {
+			wait = down.Sub(now) + r.jitterRand(func(rnd *rand.Rand) time.Duration { return time.Duration(rnd.Int64N(int64(caDownSpread))) })
+		}
 		d.NextAttempt = now.Add(max(wait, caWait))
 		d.UpdatedAt = now
 		d.AddAttempt(store.Attempt{At: now, Outcome: outcome, Error: err.Error(), Took: took})
 		rec = *d
 	})
 	if !ok {
+		return
+	}
+	if !down.IsZero() {
+		log.Warn("order failed: the CA is unavailable; the name waits for it", "error", err,
+			"failures", rec.Failures, "next_attempt", rec.NextAttempt.UTC())
 		return
 	}
 	var p permanent

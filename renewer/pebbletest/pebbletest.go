@@ -31,6 +31,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,7 +142,13 @@ type Server struct {
 	rootsMu sync.Mutex
 	roots   *x509.CertPool // cached by Roots
 
-	proc *process
+	// What Restart needs to start Pebble again as it was.
+	bin, dir, cfgPath string
+	acmeURL           string // Pebble's own ACME listener, behind the front
+	opts              Options
+
+	procMu sync.Mutex
+	proc   *process // nil while stopped
 }
 
 // Start starts Pebble and stops it in t.Cleanup. It fails the test when the
@@ -181,9 +188,9 @@ func Start(t testing.TB, opts Options) *Server {
 			t.Fatalf("pebbletest: %v\n%s", err, s.logTail(40))
 		}
 	}
-	s.proc = p
+	s.proc, s.bin, s.dir, s.opts, s.acmeURL = p, bin, dir, opts, p.acmeURL
 	t.Cleanup(func() {
-		p.stop()
+		s.Stop()
 		if t.Failed() {
 			t.Logf("pebbletest: last lines of the Pebble log (%s):\n%s", s.logPath, s.logTail(60))
 		}
@@ -222,14 +229,21 @@ func (s *Server) launch(bin, dir string, ca *listenerCerts, opts Options) (*proc
 			s.TLSPort = more[1]
 		}
 	}
-	cfgPath := filepath.Join(dir, "pebble-config.json")
+	s.cfgPath = filepath.Join(dir, "pebble-config.json")
 	acmeAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	mgmtAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	if err := writeConfig(cfgPath, acmeAddr, mgmtAddr, ca, s.HTTPPort, s.TLSPort, opts); err != nil {
+	if err := writeConfig(s.cfgPath, acmeAddr, mgmtAddr, ca, s.HTTPPort, s.TLSPort, opts); err != nil {
 		return nil, err
 	}
+	return s.run(bin, dir, acmeAddr, mgmtAddr, ca.pool, opts, os.O_TRUNC)
+}
 
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+// run starts Pebble with the configuration written at s.cfgPath, whose
+// listeners are acmeAddr and mgmtAddr, and waits until its directory
+// answers. logFlag is os.O_TRUNC to start the log afresh, 0 to add to it.
+func (s *Server) run(bin, dir, acmeAddr, mgmtAddr string, pool *x509.CertPool, opts Options, logFlag int) (*process, error) {
+	cfgPath := s.cfgPath
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|logFlag|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +268,7 @@ func (s *Server) launch(bin, dir string, ca *listenerCerts, opts Options) (*proc
 		close(p.exited)
 	}()
 
-	client := newClient(ca.pool, 10*time.Second)
+	client := newClient(pool, 10*time.Second)
 	deadline := time.Now().Add(startTimeout)
 	for {
 		if ready(client, p.acmeURL+"/dir") && ready(client, p.mgmtURL+"/roots/0") {
@@ -296,6 +310,48 @@ type process struct {
 func (p *process) stop() {
 	_ = p.cmd.Process.Kill()
 	<-p.exited
+}
+
+// Stop kills Pebble, as a CA that goes down. The front stays up and
+// answers every request 502 Bad Gateway, as a load balancer in front of a
+// CA that is down does. Stopping a stopped Pebble does nothing.
+func (s *Server) Stop() {
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	if s.proc != nil {
+		s.proc.stop()
+		s.proc = nil
+	}
+}
+
+// Restart starts a stopped Pebble again on the same ports, behind the
+// same front, with the same options (a running one is stopped first). It
+// forgets everything: accounts, orders, authorizations and its root and
+// intermediates, which are new (Roots fetches them again). Its log goes
+// on in the same file. It fails the test when Pebble does not come up.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	acme, err := url.Parse(s.acmeURL)
+	if err != nil {
+		t.Fatalf("pebbletest: restart: %v", err)
+	}
+	mgmt, err := url.Parse(s.ManagementURL)
+	if err != nil {
+		t.Fatalf("pebbletest: restart: %v", err)
+	}
+	// The ports were free when Pebble took them first and nothing else
+	// asks for them; a port another process took meanwhile fails here.
+	p, err := s.run(s.bin, s.dir, acme.Host, mgmt.Host, s.tlsPool, s.opts, 0)
+	if err != nil {
+		t.Fatalf("pebbletest: restart: %v\n%s", err, s.logTail(40))
+	}
+	s.proc = p
+	s.rootsMu.Lock()
+	s.roots = nil
+	s.rootsMu.Unlock()
 }
 
 // pebbleEnv is the environment of the pebble process: the test's own minus
@@ -583,11 +639,17 @@ func (s *Server) Log() string {
 // exit (SIGQUIT), and returns the dump: for a test that found Pebble no
 // longer answering, to say where it is stuck. Pebble is gone afterwards.
 func (s *Server) DumpAndStop() string {
-	if err := s.proc.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+	s.procMu.Lock()
+	p := s.proc
+	s.procMu.Unlock()
+	if p == nil {
+		return "(pebble is stopped)"
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
 		return "(cannot signal pebble: " + err.Error() + ")"
 	}
 	select {
-	case <-s.proc.exited:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 	}
 	log := s.Log()

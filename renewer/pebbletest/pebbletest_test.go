@@ -192,3 +192,31 @@ func TestFindBinary(t *testing.T) {
 		t.Errorf("FindBinary error %q does not say how to install", err)
 	}
 }
+
+// TestStopRestart: a stopped Pebble's front answers 502; restarted, the
+// same directory URL answers again, with new roots.
+func TestStopRestart(t *testing.T) {
+	ca := Start(t, Options{})
+	client := ca.HTTPClient()
+	status := func() int {
+		resp, err := client.Get(ca.DirectoryURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	before := ca.Roots(t).Subjects() //nolint:staticcheck // only compared
+	ca.Stop()
+	if got := status(); got != http.StatusBadGateway {
+		t.Fatalf("stopped: directory answered %d, want 502", got)
+	}
+	ca.Stop() // twice: nothing
+	ca.Restart(t)
+	if got := status(); got != http.StatusOK {
+		t.Fatalf("restarted: directory answered %d, want 200", got)
+	}
+	if after := ca.Roots(t).Subjects(); len(after) != len(before) || string(after[0]) == string(before[0]) { //nolint:staticcheck // only compared
+		t.Errorf("restarted: roots %q, before %q; want a new root", after, before)
+	}
+}

@@ -254,8 +254,10 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 	defer recoverPanic(a.log, rc, func(rc *fasthttp.RequestCtx) {
 		writeError(rc, errorf(fasthttp.StatusInternalServerError, "internal error"))
 	})
-	method, path := string(rc.Method()), string(rc.Path())
-	rt, p, allowed := a.routes.match(method, path)
+	// The path as sent: fasthttp's rc.Path() is decoded with dot segments
+	// resolved, which would let a route act on a name nobody sent.
+	method, path := string(rc.Method()), string(rc.URI().PathOriginal())
+	rt, p, allowed, perr := a.routes.match(method, path)
 
 	level := slog.LevelInfo
 	switch {
@@ -263,6 +265,8 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 		// authorizeBrowser answered 401.
 	case (rt == nil || !rt.public && !rt.browser) && !a.authorize(rc):
 		// authorize answered 401.
+	case perr != nil:
+		writeError(rc, perr)
 	case rt == nil && len(allowed) > 0:
 		rc.Response.Header.Set("Allow", strings.Join(allowed, ", "))
 		writeError(rc, errorf(fasthttp.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", method, path, strings.Join(allowed, ", ")))
@@ -324,7 +328,7 @@ func (a *AdminAPI) authorize(rc *fasthttp.RequestCtx) bool {
 		}
 		msg = "invalid token"
 	}
-	a.log.Warn("unauthorized request", "method", string(rc.Method()), "path", string(rc.Path()),
+	a.log.Warn("unauthorized request", "method", string(rc.Method()), "path", string(rc.URI().PathOriginal()),
 		"remote_addr", rc.RemoteAddr().String(), "problem", msg)
 	rc.Response.Header.Set("WWW-Authenticate", `Bearer realm="certserver"`)
 	writeError(rc, errorf(fasthttp.StatusUnauthorized, "%s", msg))
@@ -358,7 +362,7 @@ func (a *AdminAPI) routeOf(h *fasthttp.RequestHeader) *route {
 			uri = rest[i:]
 		}
 	}
-	rt, _, _ := a.routes.match(string(h.Method()), uri)
+	rt, _, _, _ := a.routes.match(string(h.Method()), uri)
 	return rt
 }
 

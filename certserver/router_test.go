@@ -1,11 +1,16 @@
 package certserver
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
@@ -110,6 +115,63 @@ func TestAdminPathSegmentsRefused(t *testing.T) {
 	if resp, body := rawRequest(t, addr, "GET", "/v1/domains/b%2Eexample%2ecom", auth); resp.StatusCode != 200 || !strings.Contains(body, `"name":"b.example.com"`) {
 		t.Fatalf("escaped name: status %d %s", resp.StatusCode, body)
 	}
+}
+
+// A body over its route's limit is refused with 413 naming that limit,
+// whether it comes with a Content-Length or chunked.
+func TestAdminBodyLimitNamed(t *testing.T) {
+	base := startAdmin(t, AdminConfig{Token: testToken, MaxBody: 64 << 10, MaxDomainsBody: 96 << 10}, newTestStore(t))
+	addr := strings.TrimPrefix(base, "http://")
+	tests := []struct {
+		path  string
+		limit int
+	}{
+		{"/v1/certificates", 64 << 10},
+		{"/v1/domains", 96 << 10},
+		{"/v1/domains/a.example.com/revoke", 4 << 10},
+		{"/v1/domains/a.example.com/renew", 64 << 10},
+	}
+	for _, tc := range tests {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s chunked=%v", tc.path, chunked), func(t *testing.T) {
+				body := `{"x":"` + strings.Repeat("x", tc.limit) + `"}`
+				resp, got := postRaw(t, addr, tc.path, body, chunked)
+				want := fmt.Sprintf("request body is larger than the limit of %d bytes", tc.limit)
+				if resp.StatusCode != 413 || errorMessage(got) != want {
+					t.Fatalf("status %d %s, want 413 with %q", resp.StatusCode, got, want)
+				}
+			})
+		}
+	}
+}
+
+// postRaw sends a POST with body, in one chunk or with a Content-Length,
+// while reading the answer: the server may answer and close before it has
+// read the whole body.
+func postRaw(t *testing.T, addr, path, body string, chunked bool) (*http.Response, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	head := "POST " + path + " HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer " + testToken + "\r\nContent-Type: application/json\r\n"
+	msg := head + fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
+	if chunked {
+		msg = head + fmt.Sprintf("Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	}
+	go io.WriteString(c, msg) // fails once the server closes; the answer tells
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
 }
 
 // errorMessage returns the message of a JSON error answer, or the body

@@ -77,7 +77,7 @@ func runImport(ctx context.Context, e *env, args []string) int {
 	keyFile := fs.String("key", "", "the private key `file` of --cert")
 	dryRun := fs.Bool("dry-run", false, "check the certificates without uploading them")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up on one upload after this `duration`")
+	timeout := positiveDurationVar(fs, "timeout", 30*time.Second, "give up on one upload after this `duration`")
 	paths, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
@@ -87,9 +87,6 @@ func runImport(ctx context.Context, e *env, args []string) int {
 	}
 	if len(paths) == 0 && *certFile == "" {
 		return usageError(e, "import", "no PATH given (a certbot directory, a lineage or a PEM file)")
-	}
-	if *timeout <= 0 {
-		return usageError(e, "import", "--timeout must be positive")
 	}
 
 	var cl *client.Client

@@ -222,7 +222,7 @@ func adminClient(e *env, adminURL, tokenFile, configPath string, timeout time.Du
 	case tokenFile != "":
 		token, err = readTokenFile(tokenFile)
 	case e.getenv("CERTSERVER_ADMIN_TOKEN") != "":
-		token = strings.TrimSpace(e.getenv("CERTSERVER_ADMIN_TOKEN"))
+		token, err = envToken(e)
 	case e.getenv("CERTSERVER_ADMIN_TOKEN_FILE") != "":
 		token, err = readTokenFile(e.getenv("CERTSERVER_ADMIN_TOKEN_FILE"))
 	case cfg != nil && cfg.Admin.TokenFile != "":

@@ -142,7 +142,10 @@ Brings names under management: certserver obtains a certificate for each
 and keeps renewing it. The names come from the arguments, from a file
 (--file FILE) or from standard input ("-"), one per line; blank lines and
 everything after a "#" are ignored. Names are normalized (lowercase,
-internationalized names to their xn-- form). Wildcards are refused: they
+internationalized names to their xn-- form) and checked as CAs check
+them (IDNA2008): a character IDNA2008 disallows is refused, and so is a
+name UTS #46 mapping would change otherwise (a zero-width or full-width
+character), with the name to send instead. Wildcards are refused: they
 need the dns-01 challenge, which certserver does not answer yet.
 
 The report says how many names were added and how many were managed

@@ -4,9 +4,10 @@ GO ?= go
 
 .PHONY: build demo test soak bench fuzz clean
 
-## build: compile the certserver binary into bin/
+## build: compile the certserver binary into bin/, stamped with its commit
+## (-buildvcs=auto overrides a GOFLAGS=-buildvcs=false of the machine)
 build:
-	$(GO) build -o bin/certserver ./cmd/certserver
+	$(GO) build -buildvcs=auto -o bin/certserver ./cmd/certserver
 
 ## demo: run the local demo (Pebble CA + certserver + nginx on loopback)
 demo:

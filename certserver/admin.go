@@ -172,6 +172,8 @@ type AdminAPI struct {
 	states stateCounter
 	// listScan is api.ListDomainsScan unless a test sets it.
 	listScan int
+	// limits holds the body limit of each request being read.
+	limits bodyLimits
 }
 
 // NewAdminAPI returns an admin API over st, configured by cfg with its zero
@@ -251,11 +253,14 @@ func (a *AdminAPI) Close() error { return a.srv.close() }
 // handle authenticates, routes and answers one request, and logs it.
 func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 	start := time.Now()
+	a.limits.take(&rc.Request.Header)
 	defer recoverPanic(a.log, rc, func(rc *fasthttp.RequestCtx) {
 		writeError(rc, errorf(fasthttp.StatusInternalServerError, "internal error"))
 	})
-	method, path := string(rc.Method()), string(rc.Path())
-	rt, p, allowed := a.routes.match(method, path)
+	// The path as sent: fasthttp's rc.Path() is decoded with dot segments
+	// resolved, which would let a route act on a name nobody sent.
+	method, path := string(rc.Method()), string(rc.URI().PathOriginal())
+	rt, p, allowed, perr := a.routes.match(method, path)
 
 	level := slog.LevelInfo
 	switch {
@@ -263,6 +268,8 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 		// authorizeBrowser answered 401.
 	case (rt == nil || !rt.public && !rt.browser) && !a.authorize(rc):
 		// authorize answered 401.
+	case perr != nil:
+		writeError(rc, perr)
 	case rt == nil && len(allowed) > 0:
 		rc.Response.Header.Set("Allow", strings.Join(allowed, ", "))
 		writeError(rc, errorf(fasthttp.StatusMethodNotAllowed, "method %s not allowed on %s; allowed: %s", method, path, strings.Join(allowed, ", ")))
@@ -324,7 +331,7 @@ func (a *AdminAPI) authorize(rc *fasthttp.RequestCtx) bool {
 		}
 		msg = "invalid token"
 	}
-	a.log.Warn("unauthorized request", "method", string(rc.Method()), "path", string(rc.Path()),
+	a.log.Warn("unauthorized request", "method", string(rc.Method()), "path", string(rc.URI().PathOriginal()),
 		"remote_addr", rc.RemoteAddr().String(), "problem", msg)
 	rc.Response.Header.Set("WWW-Authenticate", `Bearer realm="certserver"`)
 	writeError(rc, errorf(fasthttp.StatusUnauthorized, "%s", msg))
@@ -358,27 +365,69 @@ func (a *AdminAPI) routeOf(h *fasthttp.RequestHeader) *route {
 			uri = rest[i:]
 		}
 	}
-	rt, _, _ := a.routes.match(string(h.Method()), uri)
+	rt, _, _, _ := a.routes.match(string(h.Method()), uri)
 	return rt
 }
 
 // requestConfig gives each request the body limit of its route, before
-// the body is read.
+// the body is read, and remembers it for handleReadError.
 func (a *AdminAPI) requestConfig(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	return fasthttp.RequestConfig{MaxRequestBodySize: a.bodyLimit(a.routeOf(h))}
+	limit := a.bodyLimit(a.routeOf(h))
+	a.limits.set(h, limit)
+	return fasthttp.RequestConfig{MaxRequestBodySize: limit}
 }
 
 // handleReadError answers a request that could not be read.
 func (a *AdminAPI) handleReadError(rc *fasthttp.RequestCtx, err error) {
 	var ne net.Error
+	limit, known := a.limits.take(&rc.Request.Header)
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		writeError(rc, bodyTooLarge(a.bodyLimit(a.routeOf(&rc.Request.Header))))
+		if !known {
+			limit = a.bodyLimit(a.routeOf(&rc.Request.Header))
+		}
+		writeError(rc, bodyTooLarge(limit))
 	case errors.As(err, &ne) && ne.Timeout():
 		writeError(rc, errorf(fasthttp.StatusRequestTimeout, "timed out reading the request"))
 	default:
 		writeError(rc, errorf(fasthttp.StatusBadRequest, "malformed HTTP request"))
 	}
+}
+
+// bodyLimits remembers the body limit requestConfig chose for a request
+// until it is answered, keyed by the request's header (one per connection,
+// reused for each of its requests). handleReadError needs it because
+// fasthttp resets the request, header and all, when reading a chunked body
+// fails, so that the route can no longer be found from it. Its methods are
+// safe for concurrent use.
+type bodyLimits struct {
+	mu sync.Mutex
+	m  map[*fasthttp.RequestHeader]int
+}
+
+// maxBodyLimits bounds how many limits bodyLimits holds. A request whose
+// connection closes while its body is read leaves its entry behind until
+// the connection's next request or this bound clears them all; a cleared
+// entry only costs the limit in the message of a chunked body's 413.
+const maxBodyLimits = 1 << 14
+
+// set remembers limit for the request of h.
+func (l *bodyLimits) set(h *fasthttp.RequestHeader, limit int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil || len(l.m) >= maxBodyLimits {
+		l.m = make(map[*fasthttp.RequestHeader]int)
+	}
+	l.m[h] = limit
+}
+
+// take returns and forgets the limit remembered for the request of h.
+func (l *bodyLimits) take(h *fasthttp.RequestHeader) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	limit, ok := l.m[h]
+	delete(l.m, h)
+	return limit, ok
 }
 
 // bodyTooLarge is the 413 answer for a body over limit bytes.

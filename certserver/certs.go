@@ -248,24 +248,11 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		defer func() { m.observeCert(rc.Response.StatusCode(), time.Since(start)) }()
 	}
 	defer recoverPanic(e.log, rc, internalError)
-	path := rc.Path()
-	if len(path) <= len(CertPathPrefix) || string(path[:len(CertPathPrefix)]) != CertPathPrefix {
-		rc.Error("not found\n", fasthttp.StatusNotFound)
+	raw, ok := pathParam(rc, CertPathPrefix)
+	if !ok {
 		return
 	}
-	raw := path[len(CertPathPrefix):]
-	for _, b := range raw {
-		if b == '/' {
-			rc.Error("not found\n", fasthttp.StatusNotFound)
-			return
-		}
-	}
-	if !rc.IsGet() && !rc.IsHead() {
-		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
-		rc.Response.Header.Set("Allow", "GET, HEAD")
-		return
-	}
-	name, err := hostname.Normalize(string(raw))
+	name, err := hostname.Normalize(raw)
 	if err != nil {
 		// The answer for this name will not change.
 		rc.Error(err.Error()+"\n", fasthttp.StatusBadRequest)

@@ -15,9 +15,9 @@ import (
 	"github.com/certserver/certserver/store"
 )
 
-// rawRequest sends one request with path exactly as given and returns the
-// answer with its body read.
-func rawRequest(t *testing.T, addr, method, path string) (*http.Response, string) {
+// rawRequest sends one request with path exactly as given, and header
+// lines ("Name: value") if any, and returns the answer with its body read.
+func rawRequest(t *testing.T, addr, method, path string, header ...string) (*http.Response, string) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -25,7 +25,11 @@ func rawRequest(t *testing.T, addr, method, path string) (*http.Response, string
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: certs\r\nConnection: close\r\n\r\n"); err != nil {
+	head := method + " " + path + " HTTP/1.1\r\nHost: certs\r\nConnection: close\r\n"
+	for _, h := range header {
+		head += h + "\r\n"
+	}
+	if _, err := io.WriteString(c, head+"\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest(method, "http://certs/", nil)
@@ -101,6 +105,16 @@ func TestCertEndpoint(t *testing.T) {
 		{desc: "DELETE", method: "DELETE", path: "/v1/certs/example.com", status: 405},
 		{desc: "no name", path: "/v1/certs/", status: 404},
 		{desc: "extra segment", path: "/v1/certs/example.com/key", status: 404},
+		// The name is the segment as sent: no decoding into a path, no dot
+		// segments resolved (which would serve example.com).
+		{desc: "encoded slashes and dot segment", path: "/v1/certs/x.example.net%2f..%2fexample.com", status: 400,
+			body: `path segment "x.example.net%2f..%2fexample.com" (decoded "x.example.net/../example.com") holds a slash`},
+		{desc: "dot segment", path: "/v1/certs/x.example.net/../example.com", status: 400, body: `path segment ".." is a dot segment`},
+		{desc: "dot segment before the prefix", path: "/v1/../v1/certs/example.com", status: 400, body: `path segment ".." is a dot segment`},
+		{desc: "encoded dot segment", path: "/v1/certs/%2e%2E", status: 400, body: `path segment "%2e%2E" is a dot segment`},
+		{desc: "single dot", path: "/v1/certs/.", status: 400, body: `path segment "." is a dot segment`},
+		{desc: "encoded backslash", path: "/v1/certs/x%5cexample.com", status: 400, body: `path segment "x%5cexample.com"`},
+		{desc: "bad escape", path: "/v1/certs/example.com%zz", status: 400, body: "malformed percent-encoding"},
 		{desc: "root", path: "/", status: 404},
 		{desc: "other path", path: "/v1/certificates/example.com", status: 404},
 	}

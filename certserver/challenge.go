@@ -164,21 +164,8 @@ func (c *ChallengeEndpoint) handle(rc *fasthttp.RequestCtx) {
 	defer recoverPanic(c.log, rc, internalError)
 	// Set last: rc.Error resets the headers.
 	defer rc.Response.Header.Set("Cache-Control", "no-store")
-	path := rc.Path()
-	if len(path) <= len(ChallengePathPrefix) || string(path[:len(ChallengePathPrefix)]) != ChallengePathPrefix {
-		rc.Error("not found\n", fasthttp.StatusNotFound)
-		return
-	}
-	raw := path[len(ChallengePathPrefix):]
-	for _, b := range raw {
-		if b == '/' {
-			rc.Error("not found\n", fasthttp.StatusNotFound)
-			return
-		}
-	}
-	if !rc.IsGet() && !rc.IsHead() {
-		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
-		rc.Response.Header.Set("Allow", "GET, HEAD")
+	raw, ok := pathParam(rc, ChallengePathPrefix)
+	if !ok {
 		return
 	}
 	if !validToken(raw) {
@@ -186,7 +173,7 @@ func (c *ChallengeEndpoint) handle(rc *fasthttp.RequestCtx) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.base, c.cfg.LookupTimeout)
-	keyAuth, err := c.store.GetChallenge(ctx, string(raw))
+	keyAuth, err := c.store.GetChallenge(ctx, raw)
 	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -213,11 +200,12 @@ func (c *ChallengeEndpoint) debug(msg string, rc *fasthttp.RequestCtx) {
 
 // validToken reports whether t is 1 to maxChallengeToken base64url
 // characters without padding (RFC 8555 section 8.3, RFC 4648 section 5).
-func validToken(t []byte) bool {
+func validToken(t string) bool {
 	if len(t) == 0 || len(t) > maxChallengeToken {
 		return false
 	}
-	for _, b := range t {
+	for i := 0; i < len(t); i++ {
+		b := t[i]
 		if 'A' <= b && b <= 'Z' || 'a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '-' || b == '_' {
 			continue
 		}

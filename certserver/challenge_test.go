@@ -52,6 +52,8 @@ func TestChallengeEndpoint(t *testing.T) {
 		{desc: "no token", method: "GET", path: ChallengePathPrefix, status: 404},
 		{desc: "well-known without the challenge", method: "GET", path: "/.well-known/acme-challeng/" + token, status: 404},
 		{desc: "sub path", method: "GET", path: ChallengePathPrefix + token + "/x", status: 404},
+		{desc: "dot segment", method: "GET", path: ChallengePathPrefix + "x/../" + token, status: 400, want: `path segment ".." is a dot segment`},
+		{desc: "encoded dot segment", method: "GET", path: ChallengePathPrefix + "x%2f%2e%2e%2f" + token, status: 400, want: `path segment "x%2f%2e%2e%2f` + token + `"`},
 		{desc: "certificate path", method: "GET", path: "/v1/certs/example.com", status: 404},
 		{desc: "root", method: "GET", path: "/", status: 404},
 	}

@@ -547,7 +547,7 @@ func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 			bad = errorf(fasthttp.StatusBadRequest, "query parameter \"revoke\" given twice")
 		default:
 			revoke = true
-			reason, bad = parseReason(string(v))
+			reason, bad = ParseRevocationReason(string(v))
 		}
 	})
 	if bad != nil {

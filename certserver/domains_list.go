@@ -101,7 +101,7 @@ func parseListQuery(args *fasthttp.Args) (after string, limit int, f domainFilte
 				f.states = append(f.states, st)
 			}
 		case "expiring":
-			d, err := parseWindow(val)
+			d, err := ParseWindow(val)
 			if err != nil {
 				bad = errorf(fasthttp.StatusBadRequest, "expiring %q: %v", val, err)
 			}
@@ -133,9 +133,12 @@ func stateList() string {
 	return strings.Join(s, ", ")
 }
 
-// parseWindow reads a duration such as "7d", "72h" or "90m": a whole
-// number of days with "d", or a Go duration. It must be positive.
-func parseWindow(s string) (time.Duration, error) {
+// ParseWindow reads a time window such as "7d", "72h" or "90m": a whole
+// number of days with "d", or a Go duration. It must be positive. It is
+// the rule of GET /v1/domains?expiring= and of the CLI's flags that end
+// up there (--expiring, --warn), so that the CLI refuses what the API
+// would.
+func ParseWindow(s string) (time.Duration, error) {
 	var d time.Duration
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(days)

@@ -31,10 +31,11 @@ type Revoker interface {
 	Revoke(ctx context.Context, cert *store.Certificate, reason int) error
 }
 
-// parseReason reads an RFC 5280 reason: its name, in any case
-// ("keyCompromise", "KEYCOMPROMISE"), or its code in digits. It answers
-// 400 naming the accepted values.
-func parseReason(s string) (int, error) {
+// ParseRevocationReason reads an RFC 5280 reason: its name, in any case
+// ("keyCompromise", "KEYCOMPROMISE"), or its code in digits. Its error is
+// an *api.Error, 400, naming the accepted values. The CLI checks its
+// --reason and --revoke flags with it.
+func ParseRevocationReason(s string) (int, error) {
 	s = strings.TrimSpace(s)
 	if n, err := strconv.Atoi(s); err == nil {
 		if api.RevocationReason(n) != "" {
@@ -91,7 +92,7 @@ func (a *AdminAPI) revokeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 	} else {
 		reasonText = string(raw)
 	}
-	reason, err := parseReason(reasonText)
+	reason, err := ParseRevocationReason(reasonText)
 	if err != nil {
 		return err
 	}

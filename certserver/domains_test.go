@@ -700,3 +700,39 @@ func TestAdminDomainSet(t *testing.T) {
 		t.Errorf("%s added again: %+v, want pending on its own, due now", set[1], d)
 	}
 }
+
+// Names are checked as a CA checks them (IDNA2008), in a bulk add and in
+// a route's path alike: a DISALLOWED code point is refused naming it, and
+// a name the UTS #46 mapping would change is refused naming the change
+// and the name to send, never stored as another name.
+func TestAdminDomainsIDNA2008(t *testing.T) {
+	env := newDomainsEnv(t, AdminConfig{})
+	r := env.post(t, "application/json", `["xn--n3h.example.com", "☃.example.com", "ex\u200bample.com", "ｅｘａｍｐｌｅ.com", "bücher.example"]`)
+	if r.Added != 1 || r.InvalidCount != 4 {
+		t.Fatalf("added %d, invalid %d: %+v", r.Added, r.InvalidCount, r)
+	}
+	want := []string{
+		`label "xn--n3h" ("☃"): U+2603 '☃' is DISALLOWED in IDNA2008 (RFC 5892)`,
+		`label "xn--n3h" ("☃"): U+2603 '☃' is DISALLOWED in IDNA2008 (RFC 5892)`,
+		`character U+200B '\u200b' is removed by UTS #46 mapping: send "example.com", the name that would be stored`,
+		`character U+FF45 'ｅ' is mapped to "e" by UTS #46: send "example.com", the name that would be stored`,
+	}
+	for i, w := range want {
+		if r.Invalid[i].Line != i+1 || r.Invalid[i].Error != w {
+			t.Errorf("invalid[%d] = %+v, want line %d, error %q", i, r.Invalid[i], i+1, w)
+		}
+	}
+	for _, n := range []string{"xn--n3h.example.com", "example.com"} {
+		if _, err := env.st.GetDomain(context.Background(), n); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: %v, want not stored", n, err)
+		}
+	}
+	resp, _, raw := call(t, "GET", env.base+"/v1/domains/xn--n3h.example.com", "Bearer "+testToken, "", "")
+	if resp.StatusCode != 400 || !strings.Contains(raw, `U+2603 '☃' is DISALLOWED in IDNA2008`) {
+		t.Errorf("GET of a DISALLOWED name: %d %s", resp.StatusCode, raw)
+	}
+	resp, _, raw = call(t, "DELETE", env.base+"/v1/domains/ex%E2%80%8Bample.com", "Bearer "+testToken, "", "")
+	if resp.StatusCode != 400 || !strings.Contains(raw, `U+200B`) {
+		t.Errorf("DELETE of a mapped name: %d %s", resp.StatusCode, raw)
+	}
+}

@@ -1,10 +1,14 @@
 package certserver
 
 import (
+	"bytes"
 	"context"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/certserver/certserver/certserver/api"
 	"github.com/valyala/fasthttp"
 )
 
@@ -60,14 +64,23 @@ func (r *router) add(rt route) {
 	r.routes = append(r.routes, &rt)
 }
 
-// match returns the route for method and path with its path parameters.
+// match returns the route for method and the raw path of a request (as
+// sent, before any decoding) with its path parameters, percent-decoded.
 // When no route matches, it returns nil and the methods the path is served
-// for (empty when the path is unknown).
-func (r *router) match(method, path string) (*route, params, []string) {
-	if !strings.HasPrefix(path, "/") {
-		return nil, nil, nil
+// for (empty when the path is unknown). A path with a segment that cannot
+// be served (see pathSegment) matches nothing and comes with that error.
+func (r *router) match(method, rawPath string) (*route, params, []string, *api.Error) {
+	if !strings.HasPrefix(rawPath, "/") {
+		return nil, nil, nil, nil
 	}
-	segs := strings.Split(path[1:], "/")
+	segs := strings.Split(rawPath[1:], "/")
+	for i, s := range segs {
+		v, err := pathSegment(s)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		segs[i] = v
+	}
 	var allowed []string
 	for _, rt := range r.routes {
 		p, ok := matchSegments(rt.segs, segs)
@@ -75,13 +88,13 @@ func (r *router) match(method, path string) (*route, params, []string) {
 			continue
 		}
 		if rt.method == method || (method == fasthttp.MethodHead && rt.method == fasthttp.MethodGet) {
-			return rt, p, nil
+			return rt, p, nil, nil
 		}
 		if !slices.Contains(allowed, rt.method) {
 			allowed = append(allowed, rt.method)
 		}
 	}
-	return nil, nil, allowed
+	return nil, nil, allowed, nil
 }
 
 // matchSegments matches path segments against pattern segments.
@@ -106,4 +119,77 @@ func matchSegments(pattern, segs []string) (params, bool) {
 		}
 	}
 	return p, true
+}
+
+// pathSegment returns the percent-decoded value of one segment of a raw
+// request path (RFC 3986 section 2.1). It is the one rule every endpoint
+// applies to what it takes from a path (a name, a token), so that a handler
+// acts on the segment the caller sent and nothing else: a segment that is
+// a dot segment ("." or "..", RFC 3986 section 3.3), or decodes to one
+// ("%2e%2e"), or holds a "/" or a "\" once decoded ("%2f", "%5c"), is
+// refused with a 400 error naming it, as is a malformed escape.
+// Decoding first and then resolving dot segments, as HTTP servers do for
+// files, would let "a.example.com%2f..%2fb.example.com" act on
+// b.example.com. Any other segment without "%" is returned as is, without
+// allocating.
+func pathSegment(raw string) (string, *api.Error) {
+	if strings.IndexByte(raw, '%') < 0 {
+		if raw != "." && raw != ".." && strings.IndexByte(raw, '\\') < 0 {
+			return raw, nil
+		}
+	}
+	v, err := url.PathUnescape(raw)
+	switch {
+	case err != nil:
+		return "", errorf(fasthttp.StatusBadRequest, "path segment %s: malformed percent-encoding", quoteSegment(raw))
+	case v == "." || v == "..":
+		return "", errorf(fasthttp.StatusBadRequest, "path segment %s is a dot segment: name the resource itself", quoteSegment(raw))
+	case strings.ContainsAny(v, "/\\"):
+		return "", errorf(fasthttp.StatusBadRequest, "path segment %s (decoded %s) holds a slash or a backslash: a segment names one thing", quoteSegment(raw), quoteSegment(v))
+	}
+	return v, nil
+}
+
+// quoteSegment quotes a path segment for an error message, cut after
+// maxNameEcho bytes.
+func quoteSegment(s string) string {
+	if len(s) > maxNameEcho {
+		return strconv.Quote(s[:maxNameEcho]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// pathParam returns the one segment after prefix of the raw path of a GET
+// or HEAD request, percent-decoded, for the endpoints nginx and the CA call
+// (prefix "{param}"). Otherwise it answers in plain text and returns false:
+// 400 for a path with a segment pathSegment refuses, wherever it is; 404
+// for another path; 405 for another method.
+func pathParam(rc *fasthttp.RequestCtx, prefix string) (string, bool) {
+	path := rc.URI().PathOriginal()
+	for rest := path; len(rest) > 0; {
+		var seg []byte
+		seg, rest, _ = bytes.Cut(rest, []byte("/"))
+		if bytes.IndexByte(seg, '%') < 0 && bytes.IndexByte(seg, '\\') < 0 && string(seg) != "." && string(seg) != ".." {
+			continue
+		}
+		if _, err := pathSegment(string(seg)); err != nil {
+			rc.Error(err.Message+"\n", fasthttp.StatusBadRequest)
+			return "", false
+		}
+	}
+	if len(path) <= len(prefix) || string(path[:len(prefix)]) != prefix || bytes.IndexByte(path[len(prefix):], '/') >= 0 {
+		rc.Error("not found\n", fasthttp.StatusNotFound)
+		return "", false
+	}
+	if !rc.IsGet() && !rc.IsHead() {
+		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		rc.Response.Header.Set("Allow", "GET, HEAD")
+		return "", false
+	}
+	v, err := pathSegment(string(path[len(prefix):]))
+	if err != nil {
+		rc.Error(err.Message+"\n", fasthttp.StatusBadRequest)
+		return "", false
+	}
+	return v, true
 }

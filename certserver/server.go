@@ -189,7 +189,7 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 // that one bad request cannot take the sidecar down.
 func recoverPanic(log *slog.Logger, rc *fasthttp.RequestCtx, write func(rc *fasthttp.RequestCtx)) {
 	if v := recover(); v != nil {
-		log.Error("panic in handler", "method", string(rc.Method()), "path", string(rc.Path()),
+		log.Error("panic in handler", "method", string(rc.Method()), "path", string(rc.URI().PathOriginal()),
 			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		rc.Response.Reset()
 		write(rc)

@@ -328,7 +328,7 @@ func (a *AdminAPI) authorizeBrowser(rc *fasthttp.RequestCtx) bool {
 		// A browser's first request never has credentials.
 		a.log.Debug("status page asks for credentials", "remote_addr", rc.RemoteAddr().String())
 	} else {
-		a.log.Warn("unauthorized request", "method", string(rc.Method()), "path", string(rc.Path()),
+		a.log.Warn("unauthorized request", "method", string(rc.Method()), "path", string(rc.URI().PathOriginal()),
 			"remote_addr", rc.RemoteAddr().String(), "problem", msg)
 	}
 	rc.Response.Header.Set("WWW-Authenticate", basicRealm)

@@ -96,7 +96,7 @@ func addAdminFlags(fs *flagSet) *adminFlags {
 		admin:     fs.String("admin", "", "the admin API `URL` (default from $CERTSERVER_ADMIN, the config file, else http://"+certserver.DefaultAdminListen+")"),
 		tokenFile: fs.String("token-file", "", "read the admin token from `file` (default from $CERTSERVER_ADMIN_TOKEN(_FILE) or the config file)"),
 		config:    fs.String("config", "", "read the admin address and token file from this configuration `file` (default "+defaultConfigPath+" if it exists)"),
-		timeout:   fs.Duration("timeout", time.Minute, "give up on one request to the admin API after this `duration`"),
+		timeout:   positiveDurationVar(fs, "timeout", time.Minute, "give up on one request to the admin API after this `duration`"),
 	}
 }
 
@@ -119,9 +119,6 @@ func request[T any](ctx context.Context, e *env, fs *flagSet, af *adminFlags, do
 // client returns the admin API client the flags, the environment and the
 // configuration file describe.
 func (f *adminFlags) client(e *env) (*client.Client, error) {
-	if *f.timeout <= 0 {
-		return nil, errors.New("--timeout must be positive")
-	}
 	return adminClient(e, *f.admin, *f.tokenFile, *f.config, *f.timeout)
 }
 
@@ -145,7 +142,10 @@ Brings names under management: certserver obtains a certificate for each
 and keeps renewing it. The names come from the arguments, from a file
 (--file FILE) or from standard input ("-"), one per line; blank lines and
 everything after a "#" are ignored. Names are normalized (lowercase,
-internationalized names to their xn-- form). Wildcards are refused: they
+internationalized names to their xn-- form) and checked as CAs check
+them (IDNA2008): a character IDNA2008 disallows is refused, and so is a
+name UTS #46 mapping would change otherwise (a zero-width or full-width
+character), with the name to send instead. Wildcards are refused: they
 need the dns-01 challenge, which certserver does not answer yet.
 
 The report says how many names were added and how many were managed
@@ -484,8 +484,9 @@ func runDomainsList(ctx context.Context, e *env, args []string) int {
 	after := fs.String("after", "", "start after this `name` (the cursor printed with the previous page)")
 	limit := fs.Int("limit", api.DefaultListLimit, "list at most `n` names (1 to "+strconv.Itoa(api.MaxListLimit)+"); with --all, per request")
 	all := fs.Bool("all", false, "follow every page to the end")
-	states := fs.String("state", "", "keep names in these `states`, separated by commas: pending, issuing, valid, renewing, failing, removed")
-	expiring := fs.String("expiring", "", "keep names whose certificate expires within this `window` (7d, 72h)")
+	states := &statesFlag{}
+	fs.Var(states, "state", "keep names in these `states`, separated by commas: pending, issuing, valid, renewing, failing, removed")
+	expiring := windowVar(fs, "expiring", "", "keep names whose certificate expires within this `window` (7d, 72h)")
 	failing := fs.Bool("failing", false, "keep names in a run of failed attempts")
 	match := fs.String("match", "", "keep names that contain this `substring`")
 	asJSON := fs.Bool("json", false, "print the page as JSON")
@@ -501,8 +502,8 @@ func runDomainsList(ctx context.Context, e *env, args []string) int {
 		return usageError(e, fs.Name(), "--limit must be from 1 to %d", api.MaxListLimit)
 	}
 	opts := client.ListOptions{After: *after, Expiring: *expiring, Query: *match}
-	if *states != "" {
-		opts.States = strings.Split(*states, ",")
+	if len(states.states) > 0 {
+		opts.States = states.states
 	}
 	if *failing {
 		opts.Failing = "true"
@@ -547,8 +548,8 @@ func runDomainsList(ctx context.Context, e *env, args []string) int {
 	tw.Flush()
 	if l.Next != "" {
 		more := []string{"certserver domains ls", "--limit", strconv.Itoa(*limit)}
-		if *states != "" {
-			more = append(more, "--state", *states)
+		if len(states.states) > 0 {
+			more = append(more, "--state", states.String())
 		}
 		if *expiring != "" {
 			more = append(more, "--expiring", *expiring)
@@ -635,7 +636,7 @@ Examples:
 
 func runDomainsRemove(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("domains rm", "[flags] NAME", domainsRemoveHelp)
-	revoke := fs.String("revoke", "", "revoke the certificate first, for this RFC 5280 `reason` (keyCompromise, superseded, …)")
+	revoke := reasonVar(fs, "revoke", "revoke the certificate first, for this RFC 5280 `reason` (keyCompromise, superseded, …)")
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	af := addAdminFlags(fs)
 	name, code, ok := oneName(e, fs, args)

@@ -36,7 +36,7 @@ Examples:
 
 func runDomainsRevoke(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("domains revoke", "--reason REASON [flags] NAME", domainsRevokeHelp)
-	reason := fs.String("reason", "", "the RFC 5280 `reason`, by name (keyCompromise) or code (1); required")
+	reason := reasonVar(fs, "reason", "the RFC 5280 `reason`, by name (keyCompromise) or code (1); required")
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
 	af := addAdminFlags(fs)
 	name, code, ok := oneName(e, fs, args)

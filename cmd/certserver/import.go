@@ -77,7 +77,7 @@ func runImport(ctx context.Context, e *env, args []string) int {
 	keyFile := fs.String("key", "", "the private key `file` of --cert")
 	dryRun := fs.Bool("dry-run", false, "check the certificates without uploading them")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up on one upload after this `duration`")
+	timeout := positiveDurationVar(fs, "timeout", 30*time.Second, "give up on one upload after this `duration`")
 	paths, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
@@ -87,9 +87,6 @@ func runImport(ctx context.Context, e *env, args []string) int {
 	}
 	if len(paths) == 0 && *certFile == "" {
 		return usageError(e, "import", "no PATH given (a certbot directory, a lineage or a PEM file)")
-	}
-	if *timeout <= 0 {
-		return usageError(e, "import", "--timeout must be positive")
 	}
 
 	var cl *client.Client
@@ -225,7 +222,7 @@ func adminClient(e *env, adminURL, tokenFile, configPath string, timeout time.Du
 	case tokenFile != "":
 		token, err = readTokenFile(tokenFile)
 	case e.getenv("CERTSERVER_ADMIN_TOKEN") != "":
-		token = strings.TrimSpace(e.getenv("CERTSERVER_ADMIN_TOKEN"))
+		token, err = envToken(e)
 	case e.getenv("CERTSERVER_ADMIN_TOKEN_FILE") != "":
 		token, err = readTokenFile(e.getenv("CERTSERVER_ADMIN_TOKEN_FILE"))
 	case cfg != nil && cfg.Admin.TokenFile != "":

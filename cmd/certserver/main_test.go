@@ -27,6 +27,17 @@ func TestCommandLine(t *testing.T) {
 		{desc: "import without paths", args: []string{"import"}, code: exitUsage, stderr: "no PATH given"},
 		{desc: "import --cert without --key", args: []string{"import", "--cert", "x.pem"}, code: exitUsage, stderr: "--cert and --key go together"},
 		{desc: "bad duration flag", args: []string{"import", "--timeout", "soon", "x"}, code: exitUsage, stderr: "-timeout"},
+		// A bad flag value is a bad command line (exit 2) in every
+		// command, status included, before any request is made.
+		{desc: "status bad window", args: []string{"status", "--warn", "bogus"}, code: exitUsage, stderr: `invalid value "bogus" for flag -warn: want a whole number of days (7d) or a duration (72h, 90m)`},
+		{desc: "status empty window", args: []string{"status", "--warn", "0d"}, code: exitUsage, stderr: `invalid value "0d" for flag -warn: must be positive`},
+		{desc: "status zero timeout", args: []string{"status", "--timeout", "0s"}, code: exitUsage, stderr: `invalid value "0s" for flag -timeout: must be positive`},
+		{desc: "import zero timeout", args: []string{"import", "--timeout", "0s", "x"}, code: exitUsage, stderr: `invalid value "0s" for flag -timeout: must be positive`},
+		{desc: "ls bad window", args: []string{"domains", "ls", "--expiring", "soon"}, code: exitUsage, stderr: `invalid value "soon" for flag -expiring`},
+		{desc: "ls bad state", args: []string{"domains", "ls", "--state", "valid,gone"}, code: exitUsage, stderr: `invalid value "valid,gone" for flag -state: unknown state "gone"`},
+		{desc: "ls negative timeout", args: []string{"domains", "ls", "--timeout", "-1s"}, code: exitUsage, stderr: "must be positive"},
+		{desc: "revoke bad reason", args: []string{"domains", "revoke", "--reason", "stolen", "a.example.com"}, code: exitUsage, stderr: `invalid value "stolen" for flag -reason: unknown revocation reason "stolen"`},
+		{desc: "rm bad reason", args: []string{"domains", "rm", "--revoke", "x", "a.example.com"}, code: exitUsage, stderr: `unknown revocation reason "x"`},
 		{desc: "missing config file", args: []string{"serve", "--config", "/nonexistent/certserver.toml"}, code: exitFailure, stderr: "/nonexistent/certserver.toml"},
 	}
 	runCases(t, tests, runLocal)

@@ -151,11 +151,11 @@ func TestDomainsListFilters(t *testing.T) {
 		t.Errorf("failing row %q", r)
 	}
 	code, _, errOut := runCLI(t, url, "", "domains", "ls", "--expiring", "soon")
-	if code != exitFailure || !strings.Contains(errOut, `expiring "soon": want a whole number of days (7d) or a duration (72h, 90m)`) {
+	if code != exitUsage || !strings.Contains(errOut, `invalid value "soon" for flag -expiring: want a whole number of days (7d) or a duration (72h, 90m)`) {
 		t.Errorf("bad window: %d %q", code, errOut)
 	}
 	code, _, errOut = runCLI(t, url, "", "domains", "ls", "--state", "broken")
-	if code != exitFailure || !strings.Contains(errOut, `state "broken": want one of`) {
+	if code != exitUsage || !strings.Contains(errOut, `unknown state "broken": want one or more of`) {
 		t.Errorf("bad state: %d %q", code, errOut)
 	}
 }
@@ -371,7 +371,7 @@ func TestStatusCommand(t *testing.T) {
 	if code := run(context.Background(), e, []string{"status"}); code != exitUnknown || !strings.Contains(stderr.String(), "refused the token") {
 		t.Errorf("wrong token: exit code %d, %q", code, stderr)
 	}
-	if code, _, errOut := runCLI(t, url, "", "status", "--warn", "soon"); code != exitUnknown || !strings.Contains(errOut, `expiring "soon"`) {
+	if code, _, errOut := runCLI(t, url, "", "status", "--warn", "soon"); code != exitUsage || !strings.Contains(errOut, `invalid value "soon" for flag -warn`) {
 		t.Errorf("bad window: exit code %d, %q", code, errOut)
 	}
 }
@@ -385,9 +385,9 @@ func TestRevokeCommandLine(t *testing.T) {
 		{desc: "help", args: []string{"domains", "revoke", "--help"}, code: exitOK, stdout: "keyCompromise (1)"},
 		{desc: "no reason", args: []string{"domains", "revoke", "a.example.com"}, code: exitUsage, stderr: "--reason is required"},
 		{desc: "no name", args: []string{"domains", "revoke", "--reason", "1"}, code: exitUsage, stderr: "no NAME given"},
-		{desc: "unknown reason", args: []string{"domains", "revoke", "--reason", "stolen", "a.example.com"}, code: exitFailure, stderr: `unknown revocation reason "stolen"`},
+		{desc: "unknown reason", args: []string{"domains", "revoke", "--reason", "stolen", "a.example.com"}, code: exitUsage, stderr: `unknown revocation reason "stolen"`},
 		{desc: "issuance off", args: []string{"domains", "revoke", "--reason", "superseded", "a.example.com"}, code: exitFailure, stderr: "revocation is off"},
-		{desc: "rm with a bad reason", args: []string{"domains", "rm", "--revoke", "x", "a.example.com"}, code: exitFailure, stderr: `unknown revocation reason "x"`},
+		{desc: "rm with a bad reason", args: []string{"domains", "rm", "--revoke", "x", "a.example.com"}, code: exitUsage, stderr: `unknown revocation reason "x"`},
 		{desc: "rm with issuance off", args: []string{"domains", "rm", "--revoke", "4", "a.example.com"}, code: exitFailure, stderr: "revocation is off"},
 		{desc: "rm --json", args: []string{"domains", "rm", "--json", "a.example.com"}, code: exitOK, stdout: `"state": "removed"`},
 		{desc: "queue help", args: []string{"queue", "--help"}, code: exitOK, stdout: "backlog done"},

@@ -306,8 +306,8 @@ func logStart(logger *slog.Logger, cfg config, certs *certserver.CertEndpoint, c
 // adminToken returns the admin token: CERTSERVER_ADMIN_TOKEN, else the
 // content of admin.token_file without surrounding white space.
 func adminToken(e *env, cfg config, logger *slog.Logger) (string, error) {
-	if t := strings.TrimSpace(e.getenv("CERTSERVER_ADMIN_TOKEN")); t != "" {
-		return t, nil
+	if t, err := envToken(e); t != "" || err != nil {
+		return t, err
 	}
 	if cfg.Admin.TokenFile == "" {
 		return "", errors.New("admin API: no token: set admin.token_file or the environment variable " +
@@ -321,20 +321,6 @@ func adminToken(e *env, cfg config, logger *slog.Logger) (string, error) {
 	if fi, err := os.Stat(cfg.Admin.TokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		logger.Warn("the admin token file is readable by other users; chmod 600 it",
 			"path", cfg.Admin.TokenFile, "mode", fmt.Sprintf("%#o", fi.Mode().Perm()))
-	}
-	return t, nil
-}
-
-// readTokenFile reads a token file: its content without surrounding white
-// space, which must not be empty.
-func readTokenFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	t := strings.TrimSpace(string(b))
-	if t == "" {
-		return "", fmt.Errorf("%s is empty", path)
 	}
 	return t, nil
 }

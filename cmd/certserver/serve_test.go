@@ -126,6 +126,10 @@ func TestServeStartFailures(t *testing.T) {
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	twoLines := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(twoLines, []byte("t\nu\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +144,8 @@ func TestServeStartFailures(t *testing.T) {
 	}{
 		{desc: "no token", cfg: "[certs]\nsocket = \"" + filepath.Join(dir, "a.sock") + "\"\n", want: "set admin.token_file or the environment variable CERTSERVER_ADMIN_TOKEN"},
 		{desc: "missing token file", cfg: "[certs]\nsocket = \"" + filepath.Join(dir, "b.sock") + "\"\n[admin]\ntoken_file = \"/nonexistent/token\"\n", want: "admin.token_file: open /nonexistent/token"},
+		{desc: "token file of two lines", cfg: "[certs]\nsocket = \"" + filepath.Join(dir, "d.sock") + "\"\n[admin]\ntoken_file = \"" + twoLines + "\"\n",
+			want: "admin.token_file: token file " + twoLines + ": holds 2 lines: want the token alone on one line"},
 		{desc: "socket path is a file", cfg: "[certs]\nsocket = \"" + filepath.Join(dir, "certserver.toml") + "\"\n", vars: map[string]string{"CERTSERVER_ADMIN_TOKEN": "t"}, want: "not a socket"},
 		{desc: "missing ca_roots", cfg: acme + "ca_roots = \"/nonexistent/roots.pem\"\n", vars: token, want: "acme.ca_roots: open /nonexistent/roots.pem"},
 		{desc: "ca_roots without a certificate", cfg: acme + "ca_roots = \"" + notPEM + "\"\n", vars: token, want: "acme.ca_roots: " + notPEM + " holds no PEM certificate"},
@@ -159,7 +165,11 @@ func TestServeStartFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 			e, _, stderr := testEnv(tc.vars)
-			if code := run(context.Background(), e, []string{"serve", "--config", cfgPath}); code != exitFailure {
+			// A start that does not fail serves until this bound, then
+			// exits 0 and fails the test.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if code := run(ctx, e, []string{"serve", "--config", cfgPath}); code != exitFailure {
 				t.Fatalf("exit code %d, want %d\n%s", code, exitFailure, stderr)
 			}
 			if !strings.Contains(stderr.String(), tc.want) {

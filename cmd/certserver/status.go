@@ -75,7 +75,7 @@ type statusReport struct {
 
 func runStatus(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("status", "[flags]", statusHelp)
-	warn := fs.String("warn", "7d", "report certificates that expire within this `window` (7d, 72h)")
+	warn := windowVar(fs, "warn", "7d", "report certificates that expire within this `window` (7d, 72h)")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	af := addAdminFlags(fs)
 	rest, code, ok := fs.parse(e, args)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"unicode"
 
 	"golang.org/x/net/idna"
 )
@@ -23,6 +24,7 @@ func FuzzNormalize(f *testing.F) {
 		"ab--cd.example", "example.123", "a\u200db.example", "xn--mgbh0fb.1a",
 		label(63) + ".example", label(64) + ".example", nameOf(253), nameOf(254),
 		"", ".", "..", "*.", "*..", "xn--.example", "\xff.example",
+		"xn--n3h.example.com", "ex\u200bample.com", "l·l.example", "a·l.example", "bu\u0308cher.example",
 	} {
 		f.Add(s)
 	}
@@ -100,6 +102,16 @@ func validName(name string, pattern bool) error {
 			}
 			if a, err := idna.Lookup.ToASCII(u); err != nil || a != l {
 				return fmt.Errorf("a-label %q decodes to %q, which encodes to %q, %v", l, u, a, err)
+			}
+			// IDNA2008 (RFC 5892) takes letters, marks and digits: no
+			// symbol, space, control, private use or capital letter.
+			for _, r := range u {
+				if r == 0x200c || r == 0x200d {
+					continue
+				}
+				if unicode.In(r, unicode.S, unicode.Z, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Lt) || unicode.IsUpper(r) {
+					return fmt.Errorf("a-label %q decodes to %q, which holds U+%04X, disallowed in IDNA2008", l, u, r)
+				}
 			}
 		}
 	}

@@ -95,7 +95,7 @@ func normalize(s string, pattern bool) (string, error) {
 		return fail(rule)
 	}
 
-	name, wild := s, false
+	name, wild, mapped := s, false, false
 	if strings.HasPrefix(name, "*.") {
 		wild, name = true, name[2:]
 	}
@@ -114,7 +114,7 @@ func normalize(s string, pattern bool) (string, error) {
 		if err != nil {
 			return fail("invalid internationalized name: " + strings.TrimPrefix(err.Error(), "idna: "))
 		}
-		name = a
+		name, mapped = a, true
 	}
 	name = strings.TrimSuffix(name, ".")
 	if name == "" {
@@ -143,6 +143,18 @@ func normalize(s string, pattern bool) (string, error) {
 			return fail("invalid internationalized name: " + strings.TrimPrefix(err.Error(), "idna: "))
 		} else if a != name {
 			return fail("a-label is not in canonical form")
+		}
+		if rule := checkALabels(name); rule != "" {
+			return fail(rule)
+		}
+	}
+	if mapped {
+		in := s
+		if wild {
+			in = s[2:]
+		}
+		if rule := mappingRule(in, name); rule != "" {
+			return fail(rule)
 		}
 	}
 	if wild {

@@ -23,26 +23,38 @@ import (
 // certificates to write stored in one commit (writeImports) before the
 // answer, an api.ImportBatchResponse, is sent. It logs one line per batch.
 //
-// Parsing a chain and its key is most of the work, so it runs on every
-// CPU; deciding and writing happen in the order sent, under importMu, so
+// Decoding a line and parsing its chain and key are most of the work, so
+// they run on every CPU; deciding and writing happen in the order sent, under importMu, so
 // that a certificate sent twice in a batch is decided against the first.
 func (a *AdminAPI) importCertificates(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
 	start := time.Now()
-	reqs, err := decodeImportBatch(rc)
+	lines, err := importBatchLines(rc)
 	if err != nil {
 		return err
 	}
 	now := a.cfg.Now()
-	results := make([]api.ImportResult, len(reqs))
-	certs := make([]*store.Certificate, len(reqs))
-	parallel(len(reqs), func(i int) {
-		c, err := parseImport(&reqs[i], now)
+	results := make([]api.ImportResult, len(lines))
+	certs := make([]*store.Certificate, len(lines))
+	bad := make([]error, len(lines))
+	parallel(len(lines), func(i int) {
+		var req api.ImportRequest
+		if bad[i] = decodeImportLine(lines[i], &req); bad[i] != nil {
+			return
+		}
+		c, err := parseImport(&req, now)
 		if err != nil {
 			results[i] = refusedImport(err)
 			return
 		}
 		certs[i] = c
 	})
+	for i, err := range bad {
+		if err != nil {
+			e := jsonError(err)
+			e.Message = fmt.Sprintf("certificate %d: %s", i+1, e.Message)
+			return e
+		}
+	}
 
 	a.importMu.Lock()
 	defer a.importMu.Unlock()
@@ -80,46 +92,52 @@ func (a *AdminAPI) importCertificates(ctx context.Context, rc *fasthttp.RequestC
 			n[r.Result]++
 		}
 	}
-	a.log.Info("certificate batch imported", "certificates", len(reqs), "created", n["created"], "replaced", n["replaced"],
+	a.log.Info("certificate batch imported", "certificates", len(lines), "created", n["created"], "replaced", n["replaced"],
 		"unchanged", n[api.ResultUnchanged], "skipped", n[api.ResultSkipped], "refused", n[api.ResultRefused],
 		"first_id", firstID(results), "took", time.Since(start).Round(time.Millisecond))
 	writeJSON(rc, fasthttp.StatusOK, api.ImportBatchResponse{Results: results})
 	return nil
 }
 
-// decodeImportBatch decodes the body of POST /v1/certificates/batch: JSON
-// objects separated by white space (NDJSON), at most api.MaxImportBatch.
-// Its errors are *api.Error values naming the bad object.
-func decodeImportBatch(rc *fasthttp.RequestCtx) ([]api.ImportRequest, error) {
+// importBatchLines splits the body of POST /v1/certificates/batch into
+// its lines, one JSON object each (NDJSON; JSON strings hold no raw line
+// breaks), blank lines dropped, at most api.MaxImportBatch. Its errors
+// are *api.Error values.
+func importBatchLines(rc *fasthttp.RequestCtx) ([][]byte, error) {
 	if ct := string(rc.Request.Header.ContentType()); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/x-ndjson" && mt != "application/json") {
 			return nil, errorf(fasthttp.StatusUnsupportedMediaType, "content type %q is not application/x-ndjson", ct)
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(rc.PostBody()))
-	dec.DisallowUnknownFields()
-	var reqs []api.ImportRequest
-	for {
-		var req api.ImportRequest
-		err := dec.Decode(&req)
-		if errors.Is(err, io.EOF) {
-			break
+	var lines [][]byte
+	for line := range bytes.SplitSeq(rc.PostBody(), []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
 		}
-		if err != nil {
-			e := jsonError(err)
-			e.Message = fmt.Sprintf("certificate %d: %s", len(reqs)+1, e.Message)
-			return nil, e
-		}
-		if len(reqs) == api.MaxImportBatch {
+		if len(lines) == api.MaxImportBatch {
 			return nil, errorf(fasthttp.StatusRequestEntityTooLarge, "a batch holds at most %d certificates; send the others in another request", api.MaxImportBatch)
 		}
-		reqs = append(reqs, req)
+		lines = append(lines, line)
 	}
-	if len(reqs) == 0 {
+	if len(lines) == 0 {
 		return nil, errorf(fasthttp.StatusBadRequest, "empty request body: expected one JSON object per line")
 	}
-	return reqs, nil
+	return lines, nil
+}
+
+// decodeImportLine decodes one line of a batch into req: one JSON object,
+// no unknown fields, nothing after it.
+func decodeImportLine(line []byte, req *api.ImportRequest) error {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the object")
+	}
+	return nil
 }
 
 // refusedImport is the result of a certificate parseImport refused.

@@ -148,9 +148,9 @@ func (it *importItem) load() {
 	}
 	switch it.kind {
 	case kindLineage:
-		it.chain, it.err = os.ReadFile(filepath.Join(it.path, "fullchain.pem"))
+		it.chain, it.err = readSmallFile(filepath.Join(it.path, "fullchain.pem"))
 		if it.err == nil {
-			it.key, it.err = os.ReadFile(filepath.Join(it.path, "privkey.pem"))
+			it.key, it.err = readSmallFile(filepath.Join(it.path, "privkey.pem"))
 		}
 	case kindBundle:
 		b, err := os.ReadFile(it.path)

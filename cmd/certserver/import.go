@@ -26,8 +26,12 @@ API. Each PATH is one of:
 
 A chain and a key in separate files are given with --cert and --key.
 
-Every certificate is checked here first, then uploaded. One line per
-certificate reports:
+Lineages are read and uploaded as they are found, in batches of up to
+500 certificates (--batch N), each one request to the admin API
+(POST /v1/certificates/batch) that the server checks and stores in one
+commit before it answers: memory stays the same whatever the size of the
+tree, and an import that is interrupted keeps every batch that was
+answered. One line per certificate reports, as the batches come back:
 
   imported    stored (new, or replacing an older one)
   unchanged   the same certificate was stored already
@@ -35,12 +39,18 @@ certificate reports:
               unreadable, not a certificate, bad key, a newer certificate
               is stored, …
 
-Re-running an import is harmless. The exit code is 0 when at least one
-certificate was imported or was already there, 1 when none was, 2 for a
-bad command line.
+Progress goes to standard error (--progress): a bar with the rate and the
+time left on a terminal, else a line every 5s and one at the end.
+--dry-run checks every certificate here and uploads nothing.
+
+Re-running an import is harmless, an interrupted one too: what was
+stored reports as unchanged, the rest is imported. The exit code is 0
+when at least one certificate was imported or was already there, 1 when
+none was, 2 for a bad command line.
 ` + adminHelp + `
 Examples:
   certserver import /etc/letsencrypt
+  certserver import /etc/letsencrypt > import-report.txt
   certserver import /etc/letsencrypt/live/example.com /etc/ssl/private/shop.pem
   certserver import --cert /etc/ssl/shop.crt --key /etc/ssl/shop.key
   certserver import --dry-run /etc/letsencrypt

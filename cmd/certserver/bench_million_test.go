@@ -536,11 +536,21 @@ func (m procMemory) String() string {
 // memory reads the sidecar's resident memory from /proc/PID/status.
 func (s *benchSidecar) memory(b *testing.B) procMemory {
 	b.Helper()
-	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	m, err := readProcMemory(s.cmd.Process.Pid)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return m
+}
+
+// readProcMemory reads the resident memory of process pid from
+// /proc/PID/status.
+func readProcMemory(pid int) (procMemory, error) {
 	var m procMemory
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m, err
+	}
 	for line := range strings.SplitSeq(string(f), "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
@@ -561,11 +571,11 @@ func (s *benchSidecar) memory(b *testing.B) procMemory {
 		}
 		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 		if err != nil {
-			b.Fatalf("/proc status %q: %v", line, err)
+			return m, fmt.Errorf("/proc status %q: %w", line, err)
 		}
 		*dst = kb * 1024 / 1e6
 	}
-	return m
+	return m, nil
 }
 
 // cpu returns the CPU time the sidecar has used, user and system.

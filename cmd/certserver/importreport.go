@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +14,9 @@ import (
 // line per certificate (or a JSON document), and keeps only the counts by
 // result for the summary at the end.
 type importReport struct {
-	w      io.Writer
+	// w buffers the output between flushes, so that a progress bar on
+	// the same terminal is erased before it and drawn again after it.
+	w      *bufio.Writer
 	json   bool
 	tw     *tabwriter.Writer
 	prog   *progress
@@ -26,11 +29,11 @@ type importReport struct {
 const importFlushEvery = 500
 
 func newImportReport(w io.Writer, asJSON bool, prog *progress) *importReport {
-	r := &importReport{w: w, json: asJSON, prog: prog, counts: map[string]int{}}
+	r := &importReport{w: bufio.NewWriter(w), json: asJSON, prog: prog, counts: map[string]int{}}
 	if asJSON {
-		fmt.Fprint(w, "{\n  \"items\": [")
+		fmt.Fprint(r.w, "{\n  \"items\": [")
 	} else {
-		r.tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		r.tw = tabwriter.NewWriter(r.w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(r.tw, "RESULT\tNAME\tEXPIRES\tPATH\tDETAIL")
 	}
 	return r
@@ -55,12 +58,13 @@ func (r *importReport) add(o importOutcome) {
 	}
 }
 
-// flush prints what the table holds and moves the progress report on.
+// flush prints what the report holds and moves the progress report on.
 func (r *importReport) flush() {
 	r.prog.clear()
 	if r.tw != nil {
 		r.tw.Flush()
 	}
+	r.w.Flush()
 	r.prog.update(r.done)
 }
 
@@ -70,13 +74,15 @@ func (r *importReport) finish() {
 	if r.tw != nil {
 		r.tw.Flush()
 	}
+	r.w.Flush()
 	r.prog.finish(r.done)
 	if r.json {
 		b, _ := json.MarshalIndent(r.counts, "  ", "  ")
 		fmt.Fprintf(r.w, "\n  ],\n  \"summary\": %s\n}\n", b)
-		return
+	} else {
+		fmt.Fprintln(r.w, summary(r.counts))
 	}
-	fmt.Fprintln(r.w, summary(r.counts))
+	r.w.Flush()
 }
 
 // tableLine is the tab-separated report line of one outcome.

@@ -2,7 +2,7 @@
 
 GO ?= go
 
-.PHONY: build demo test bench fuzz clean
+.PHONY: build demo test soak bench fuzz clean
 
 ## build: compile the certserver binary into bin/
 build:
@@ -15,6 +15,14 @@ demo:
 ## test: install missing test dependencies, then run every check and test
 test:
 	scripts/test.sh
+
+## soak: renew SOAK_CERTS (2,000) certificates against Pebble: the mass
+## renewal test at full size (make test runs it with 400), about 4 minutes
+## on 2 cores
+SOAK_CERTS ?= 2000
+soak:
+	PEBBLE_BIN="$$(scripts/deps.sh)" CERTSERVER_MASS_RENEWAL=$(SOAK_CERTS) \
+		$(GO) test -race -count=1 -timeout 30m -v -run '^TestMassRenewalWithPebble$$' ./renewer
 
 ## bench: run the benchmarks and print their figures
 bench:

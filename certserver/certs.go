@@ -146,8 +146,10 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 //	GET /v1/certs/{sni}
 //
 // answers 200 with the PEM chain followed by the PEM private key
-// (Content-Type application/x-pem-file) and a Cache-Control max-age from
-// CacheMaxAge; 404 when no certificate serves the name (yet); 400 when the
+// (Content-Type application/x-pem-file), a Cache-Control max-age from
+// CacheMaxAge and the ID of the stored record that serves the name in
+// X-Certserver-Record (so that a cache holds one copy for all the names of
+// a record, a wildcard's subnames included); 404 when no certificate serves the name (yet); 400 when the
 // name is not a valid host name (an IP literal, a wildcard, garbage); 405
 // for a method other than GET and HEAD; 404 for any other path; 500 when
 // the store fails.
@@ -233,6 +235,13 @@ func (e *CertEndpoint) Close() error { return e.srv.close() }
 
 // handle answers one request. Nothing from rc is kept after it returns.
 func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
+	if string(rc.Path()) == ChangesPath {
+		// Polled by every nginx worker each second: not counted with the
+		// certificate requests.
+		defer recoverPanic(e.log, rc, internalError)
+		e.handleChanges(rc)
+		return
+	}
 	if m := e.cfg.Metrics; m != nil {
 		// Deferred first, so that it sees the 500 of a panic.
 		start := time.Now()
@@ -287,6 +296,7 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	rc.SetStatusCode(fasthttp.StatusOK)
 	rc.SetContentType("application/x-pem-file")
 	setMaxAge(rc, maxAge)
+	rc.Response.Header.Set(RecordHeader, c.ID)
 	writeLine(rc, c.ChainPEM)
 	writeLine(rc, c.KeyPEM)
 	if e.log.Enabled(e.base, slog.LevelDebug) {

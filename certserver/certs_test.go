@@ -69,15 +69,16 @@ func TestCertEndpoint(t *testing.T) {
 		body         string // exact for 200, a substring otherwise
 		cacheControl string
 		contentType  string
+		record       string // X-Certserver-Record of a 200
 	}{
 		{desc: "found exact", path: "/v1/certs/example.com", status: 200,
-			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType},
+			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType, record: "example.com"},
 		{desc: "found by another SAN", path: "/v1/certs/www.example.com", status: 200,
-			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType},
+			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType, record: "example.com"},
 		{desc: "name is normalized", path: "/v1/certs/WWW.Example.COM.", status: 200,
 			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType},
 		{desc: "found via wildcard, newlines added", path: "/v1/certs/a.wild.example.org", status: 200,
-			body: "CHAIN wild\nKEY wild\n", cacheControl: "max-age=600", contentType: pemType},
+			body: "CHAIN wild\nKEY wild\n", cacheControl: "max-age=600", contentType: pemType, record: "*.wild.example.org"},
 		{desc: "internationalized name", path: "/v1/certs/b%C3%BCcher.example", status: 200,
 			body: "CHAIN idn\nKEY idn\n", cacheControl: "max-age=600", contentType: pemType},
 		{desc: "renewal due: short max-age", path: "/v1/certs/due.example.net", status: 200,
@@ -127,6 +128,11 @@ func TestCertEndpoint(t *testing.T) {
 			if tc.contentType != "" {
 				if got := resp.Header.Get("Content-Type"); got != tc.contentType {
 					t.Errorf("Content-Type %q, want %q", got, tc.contentType)
+				}
+			}
+			if tc.record != "" {
+				if got := resp.Header.Get("X-Certserver-Record"); got != tc.record {
+					t.Errorf("X-Certserver-Record %q, want %q", got, tc.record)
 				}
 			}
 			if tc.status == 405 && resp.Header.Get("Allow") != "GET, HEAD" {

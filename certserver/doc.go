@@ -4,7 +4,9 @@
 //   - CertEndpoint, the certificate endpoint nginx's ssl_certificate_by_lua
 //     hook calls on every certificate cache miss: GET /v1/certs/{sni} answers
 //     the PEM chain and key from the store, with a Cache-Control max-age
-//     (CacheMaxAge) telling nginx how long to keep them;
+//     (CacheMaxAge) telling nginx how long to keep them, and GET
+//     /v1/changes the names whose certificates changed since nginx last
+//     asked (the store's store.ChangeFeed), so that it drops them at once;
 //   - ChallengeEndpoint, the answers to the CA's HTTP-01 validation
 //     requests, GET /.well-known/acme-challenge/{token}, which nginx's port
 //     80 proxies to it; the renewer writes the tokens into the store;

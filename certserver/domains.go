@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"slices"
 	"time"
 
 	"github.com/certserver/certserver/certserver/api"
@@ -120,7 +121,8 @@ func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile st
 				return errNotRemoved
 			}
 			d.State, d.Profile, d.Source = store.StatePending, profile, sourceAPI
-			d.NextAttempt, d.UpdatedAt = now, now
+			d.NextAttempt, d.UpdatedAt, d.ManagedWith = now, now, ""
+
 			d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
 			return nil
 		})
@@ -133,6 +135,40 @@ func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile st
 		}
 	}
 	return n, nil
+}
+
+// leaveSet finishes the removal of d. A name that was managed with
+// another (with, its ManagedWith before the removal) leaves that name's
+// ExtraNames: its next order no longer asks for it (the certificate
+// serves it until then). A name carrying ExtraNames takes the records
+// managed with it along: they are removed too, since nothing would renew
+// their certificate. Adding one of those names again manages it on its
+// own.
+func (a *AdminAPI) leaveSet(ctx context.Context, d *store.Domain, with string) error {
+	now := a.cfg.Now()
+	if with != "" {
+		err := a.store.UpdateDomain(ctx, with, func(p *store.Domain) error {
+			p.ExtraNames = slices.DeleteFunc(p.ExtraNames, func(n string) bool { return n == d.Name })
+			p.UpdatedAt = now
+			return nil
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("remove %s from the names of %s: %w", d.Name, with, err)
+		}
+	}
+	for _, n := range d.ExtraNames {
+		err := a.store.UpdateDomain(ctx, n, func(x *store.Domain) error {
+			if x.ManagedWith != d.Name {
+				return errNotRemoved // managed on its own: not part of the removal
+			}
+			x.State, x.NextAttempt, x.UpdatedAt, x.ManagedWith = store.StateRemoved, time.Time{}, now, ""
+			return nil
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, errNotRemoved) {
+			return fmt.Errorf("remove %s with %s: %w", n, d.Name, err)
+		}
+	}
+	return nil
 }
 
 // errNotRemoved and errRemoved stop an update of a domain record whose
@@ -454,18 +490,28 @@ func domainRecord(d *store.Domain) api.DomainRecord {
 		Name: d.Name, State: string(d.State), Profile: d.Profile, Source: d.Source,
 		NextAttempt: d.NextAttempt, Failures: d.Failures, LastError: d.LastError,
 		FailingSince: d.FailingSince, AddedAt: d.AddedAt, UpdatedAt: d.UpdatedAt,
+		ExtraNames: d.ExtraNames, ManagedWith: d.ManagedWith,
 	}
 }
 
 // renewDomain answers POST /v1/domains/{name}/renew: the name becomes due
-// now and is handed to the Scheduler ahead of the due index.
+// now and is handed to the Scheduler ahead of the due index. A name
+// managed with another (store.Domain.ManagedWith) renews that name, whose
+// certificate serves both; the answer names it.
 func (a *AdminAPI) renewDomain(ctx context.Context, rc *fasthttp.RequestCtx, p params) error {
 	name, err := domainName(p)
 	if err != nil {
 		return err
 	}
+	d, err := a.managedDomain(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	if d.ManagedWith != "" {
+		name = d.ManagedWith
+	}
 	now := a.cfg.Now()
-	d, err := a.changeDomain(ctx, name, false, func(d *store.Domain) {
+	d, err = a.changeDomain(ctx, name, false, func(d *store.Domain) {
 		d.NextAttempt, d.UpdatedAt = now, now
 	})
 	if err != nil {
@@ -518,9 +564,11 @@ func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 		}
 	}
 	removed := false
+	var with string
 	d, err := a.changeDomain(ctx, name, true, func(d *store.Domain) {
+		removed, with = false, d.ManagedWith
 		if d.State != store.StateRemoved {
-			d.State, d.NextAttempt, d.UpdatedAt = store.StateRemoved, time.Time{}, a.cfg.Now()
+			d.State, d.NextAttempt, d.UpdatedAt, d.ManagedWith = store.StateRemoved, time.Time{}, a.cfg.Now(), ""
 			removed = true
 		}
 	})
@@ -528,7 +576,10 @@ func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 		return err
 	}
 	if removed {
-		a.log.Info("domain removed", "name", name, "revoked", revoke)
+		if err := a.leaveSet(ctx, d, with); err != nil {
+			return err
+		}
+		a.log.Info("domain removed", "name", name, "revoked", revoke, "left_set_of", with, "extra_names", len(d.ExtraNames))
 	}
 	doc, err := a.domainDoc(ctx, d)
 	if err != nil {

@@ -166,8 +166,11 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 		if n == skip {
 			continue
 		}
+		with := false
 		_, err := a.changeDomain(ctx, n, false, func(rec *store.Domain) {
-			rec.NextAttempt, rec.UpdatedAt = now, now
+			if with = rec.ManagedWith != ""; !with {
+				rec.NextAttempt, rec.UpdatedAt = now, now
+			}
 		})
 		var ae *api.Error
 		switch {
@@ -175,6 +178,8 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 			continue // not managed, or removed
 		case err != nil:
 			return nil, fmt.Errorf("revoked %s serial %s, then: %w", c.ID, c.Serial, err)
+		case with:
+			continue // renewed with the name it is managed with
 		}
 		rev.Reordered = append(rev.Reordered, n)
 	}

@@ -625,3 +625,78 @@ func TestAdminRemoveDomain(t *testing.T) {
 		t.Errorf("existing record took the new profile: %+v", d)
 	}
 }
+
+// TestAdminDomainSet: a managed name carrying extra names (a certbot
+// lineage) and the names managed with it. show tells each side; renewing
+// an extra name renews the primary; removing an extra name takes it out of
+// the set (the certificate still serves it until the next order);
+// removing the primary removes the names managed with it; adding a
+// removed extra name again manages it on its own.
+func TestAdminDomainSet(t *testing.T) {
+	env := newDomainsEnv(t, AdminConfig{})
+	ctx := context.Background()
+	set := []string{"shop.example.com", "www.shop.example.com", "api.shop.example.com"}
+	c := newTestCert(t, env.now.Add(60*24*time.Hour), set[0])
+	putCert(t, env.st, &store.Certificate{ID: set[0], Names: set, ChainPEM: c.chain, KeyPEM: c.key,
+		NotAfter: c.notAfter, Serial: c.serial, Source: "certbot"})
+	later := env.now.Add(40 * 24 * time.Hour)
+	for _, d := range []*store.Domain{
+		{Name: set[0], State: store.StateValid, CertID: set[0], ExtraNames: set[1:], NextAttempt: later},
+		{Name: set[1], State: store.StateValid, CertID: set[0], ManagedWith: set[0]},
+		{Name: set[2], State: store.StateValid, CertID: set[0], ManagedWith: set[0]},
+	} {
+		if err := env.st.PutDomain(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if doc, err := env.cl.Domain(ctx, set[0]); err != nil || !slices.Equal(doc.ExtraNames, set[1:]) || doc.ManagedWith != "" {
+		t.Errorf("show %s: %+v %v", set[0], doc, err)
+	}
+	doc, err := env.cl.Domain(ctx, set[1])
+	if err != nil || doc.ManagedWith != set[0] || len(doc.ExtraNames) != 0 || doc.Certificate == nil || doc.Certificate.ID != set[0] {
+		t.Errorf("show %s: %+v %v, want managed with %s and served by its certificate", set[1], doc, err, set[0])
+	}
+
+	resp, err := env.cl.RenewDomain(ctx, set[1])
+	if err != nil || resp.Name != set[0] || !resp.Queued {
+		t.Errorf("renew %s: %+v %v, want the renewal of %s", set[1], resp, err, set[0])
+	}
+	if _, prio := env.sched.calls(); !slices.Equal(prio, []string{set[0]}) {
+		t.Errorf("prioritized %q, want %s", prio, set[0])
+	}
+	if d, _ := env.st.GetDomain(ctx, set[1]); !d.NextAttempt.IsZero() {
+		t.Errorf("%s became due on its own: %+v", set[1], d)
+	}
+
+	if _, err := env.cl.RemoveDomain(ctx, set[2], ""); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := env.st.GetDomain(ctx, set[0]); !slices.Equal(d.ExtraNames, set[1:2]) || d.State != store.StateValid {
+		t.Errorf("after removing %s, %s is %+v; want it to carry %s only", set[2], set[0], d, set[1])
+	}
+	if d, _ := env.st.GetDomain(ctx, set[2]); d.State != store.StateRemoved || d.ManagedWith != "" {
+		t.Errorf("removed %s: %+v", set[2], *d)
+	}
+	if _, err := env.st.LookupCertificate(ctx, set[2]); err != nil {
+		t.Errorf("%s no longer served before the next order: %v", set[2], err)
+	}
+
+	if _, err := env.cl.RemoveDomain(ctx, set[0], ""); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := env.st.GetDomain(ctx, set[1]); d.State != store.StateRemoved || d.ManagedWith != "" {
+		t.Errorf("after removing %s, %s is %+v; want removed with it", set[0], set[1], d)
+	}
+	if due, _ := env.st.Due(ctx, env.now.Add(100*24*time.Hour), 10); len(due) != 0 {
+		t.Errorf("due index %v, want empty", due)
+	}
+
+	r, err := env.cl.AddDomains(ctx, &api.AddDomainsRequest{Names: []string{set[1]}})
+	if err != nil || r.Added != 1 {
+		t.Fatalf("add %s again: %+v %v", set[1], r, err)
+	}
+	if d, _ := env.st.GetDomain(ctx, set[1]); d.State != store.StatePending || d.ManagedWith != "" || !d.NextAttempt.Equal(env.now) {
+		t.Errorf("%s added again: %+v, want pending on its own, due now", set[1], d)
+	}
+}

@@ -130,7 +130,7 @@ func listenUnix(ctx context.Context, path string, mode fs.FileMode, group string
 	}
 	gid := -1
 	if group != "" {
-		g, err := lookupGroup(group)
+		g, err := LookupGroup(group)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -179,8 +179,9 @@ func listenUnix(ctx context.Context, path string, mode fs.FileMode, group string
 	return ln, &unixSocket{path: path, info: fi}, nil
 }
 
-// lookupGroup resolves a group name, or a numeric group ID, to its ID.
-func lookupGroup(group string) (int, error) {
+// LookupGroup resolves a socket group, a group name or a numeric group
+// ID, to its ID, as the certificate endpoint does for SocketGroup.
+func LookupGroup(group string) (int, error) {
 	g, err := user.LookupGroup(group)
 	if err != nil {
 		if _, nerr := strconv.Atoi(group); nerr == nil {

@@ -160,6 +160,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"GET", "/v1/certs/unknown.example.com"},
 		{"GET", "/v1/certs/not_a_name!"},
 		{"POST", "/v1/certs/a.example.com"},
+		{"GET", "/v1/changes?since="}, // nginx's polls: not counted
 	} {
 		rawRequest(t, certs, r.method, r.path)
 	}

@@ -76,6 +76,8 @@ type sidecarOptions struct {
 	// Socket is the certificate endpoint's unix socket. Default: a new
 	// one in a short temporary directory.
 	Socket string
+	// MaxAge is [certs] max_age. Default "1s".
+	MaxAge string
 	// Extra is TOML appended to the configuration: further sections such
 	// as [challenge], [acme], [renewer] and [on_demand].
 	Extra string
@@ -107,6 +109,10 @@ func startSidecarWith(t testing.TB, bin string, opts sidecarOptions) *sidecar {
 	if s.sock == "" {
 		s.sock = filepath.Join(shortTempDir(t), "certs.sock")
 	}
+	maxAge := opts.MaxAge
+	if maxAge == "" {
+		maxAge = "1s"
+	}
 	token := make([]byte, 16)
 	rand.Read(token)
 	if err := os.WriteFile(s.tokenFile, []byte(hex.EncodeToString(token)+"\n"), 0o600); err != nil {
@@ -118,7 +124,7 @@ path = %q
 
 [certs]
 socket = %q
-max_age = "1s"
+max_age = %q
 min_age = "1s"
 not_found_max_age = "1s"
 
@@ -128,7 +134,7 @@ token_file = %q
 
 [log]
 level = "debug"
-`, filepath.Join(dir, "store"), s.sock, s.admin, s.tokenFile)+opts.Extra), 0o600); err != nil {
+`, filepath.Join(dir, "store"), s.sock, maxAge, s.admin, s.tokenFile)+opts.Extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -385,7 +391,9 @@ func TestIntegration(t *testing.T) {
 				must(t, verified(sni, l))
 			}
 			must(t, fallback("never-seen.test"))
-			must(t, fallback("c.wild.test"))
+			// Never asked about, but the wildcard that covers it is cached:
+			// better than the fallback, which covers nothing.
+			must(t, verified("c.wild.test", wild))
 			handshakes += len(cached) + 2
 		}
 
@@ -396,8 +404,9 @@ func TestIntegration(t *testing.T) {
 		if down < 1 {
 			t.Errorf("nginx error log does not report the stopped sidecar:\n%s", log)
 		}
-		// Once per worker per log_interval (60s), two workers.
-		if down > 2 || errorLines > 4 {
+		// Once per outage, by the worker that found it; nginx's own
+		// connect() lines only for requests already under way.
+		if down > 1 || errorLines > 2 {
 			t.Errorf("nginx error log is not rate-limited (%d sidecar-down lines, %d [error] lines for %d handshakes):\n%s", down, errorLines, handshakes, log)
 		}
 	})

@@ -2,6 +2,7 @@ package nginx_test
 
 import (
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -21,13 +22,20 @@ import (
 // integration test uses the real one.
 type fakeSidecar struct {
 	sock string
+	srv  *http.Server
 
 	mu      sync.Mutex
 	answers map[string]answer
 	hits    map[string]int
+	// The change feed: the epoch and the names changed in it, the
+	// version of each its index plus one.
+	epoch   int
+	changed []string
+	oldest  int // the oldest version still known; older cursors get a reset
 }
 
 // answer is what the fake sidecar says for one name. Names without one get
+// the answer for the wildcard one label up ("*.example.test"), if any, else
 // 404 with max-age 10.
 type answer struct {
 	status int
@@ -37,6 +45,8 @@ type answer struct {
 	// chunked sends the body with chunked transfer coding, which the
 	// module does not speak: a bad answer after a good status line.
 	chunked bool
+	// record is sent as X-Certserver-Record (none when empty).
+	record string
 }
 
 func certAnswer(l leaf, maxAge int) answer {
@@ -50,17 +60,38 @@ func startFakeSidecar(t testing.TB) *fakeSidecar {
 		answers: map[string]answer{},
 		hits:    map[string]int{},
 	}
-	l, err := net.Listen("unix", f.sock)
+	f.listen(t, "unix", f.sock)
+	return f
+}
+
+// listen serves f on a new listener, after stop.
+func (f *fakeSidecar) listen(t testing.TB, network, addr string) {
+	t.Helper()
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: f}
 	go srv.Serve(l)
+	f.mu.Lock()
+	f.srv = srv
+	f.mu.Unlock()
 	t.Cleanup(func() { srv.Close() })
-	return f
+}
+
+// stop closes the fake sidecar's socket (removing its file) and every
+// connection, as a stopped sidecar does.
+func (f *fakeSidecar) stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.srv.Close()
 }
 
 func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/changes" {
+		f.serveChanges(w, r)
+		return
+	}
 	name, ok := strings.CutPrefix(r.URL.Path, "/v1/certs/")
 	if !ok {
 		http.NotFound(w, r)
@@ -69,6 +100,12 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.hits[name]++
 	a, ok := f.answers[name]
+	if !ok {
+		// A wildcard answers for the names one label below it.
+		if i := strings.IndexByte(name, '.'); i > 0 {
+			a, ok = f.answers["*"+name[i:]]
+		}
+	}
 	f.mu.Unlock()
 	if !ok {
 		a = answer{status: 404, maxAge: 10}
@@ -76,6 +113,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	time.Sleep(a.delay)
 	if a.maxAge >= 0 {
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(a.maxAge))
+	}
+	if a.record != "" {
+		w.Header().Set("X-Certserver-Record", a.record)
 	}
 	if a.chunked {
 		w.WriteHeader(a.status)
@@ -92,6 +132,58 @@ func (f *fakeSidecar) set(name string, a answer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.answers[name] = a
+}
+
+// serveChanges answers GET /v1/changes?since=EPOCH.VERSION as the real
+// sidecar does, from f.changed.
+func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	epoch := strconv.Itoa(f.epoch)
+	body := epoch + " " + strconv.Itoa(len(f.changed)) + "\n"
+	e, v, _ := strings.Cut(r.URL.Query().Get("since"), ".")
+	n, err := strconv.Atoi(v)
+	if e != epoch || err != nil || n > len(f.changed) || n < f.oldest {
+		body += "reset\n"
+	} else {
+		for _, name := range f.changed[n:] {
+			body += name + "\n"
+		}
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	io.WriteString(w, body)
+}
+
+// change sets the answer for name, as set does, and lists names (name
+// when none are given) in the change feed, as the real sidecar does when
+// a certificate is stored or deleted.
+func (f *fakeSidecar) change(name string, a answer, names ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[name] = a
+	if len(names) == 0 {
+		names = []string{name}
+	}
+	f.changed = append(f.changed, names...)
+}
+
+// newStore starts a new epoch of the change feed, as a sidecar on another
+// store does: every cursor nginx holds gets a reset.
+func (f *fakeSidecar) newStore() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.epoch++
+	f.changed, f.oldest = nil, 0
+}
+
+// trimFeed records a change of an unrelated name and forgets every change
+// before it, as the real sidecar does beyond its history: every cursor
+// nginx holds gets a reset, in the same epoch.
+func (f *fakeSidecar) trimFeed() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.changed = append(f.changed, "unrelated.test")
+	f.oldest = len(f.changed)
 }
 
 func (f *fakeSidecar) hitsFor(name string) int {

@@ -175,10 +175,10 @@ func (a *ACMEIssuer) OffersRenewalInfo(ctx context.Context) (bool, error) {
 // rate-limit buckets.
 func (a *ACMEIssuer) AccountID() string { return a.accountID }
 
-// Obtain orders a certificate for o.Name from the CA (RFC 8555 section
-// 7.4), proving control of the name with HTTP-01, and returns the new
-// record, not yet stored: the chain as the CA bundled it (leaf first), its
-// key, Source "acme" and Origin the directory URL. RenewAt is a random
+// Obtain orders a certificate for o.Names from the CA (RFC 8555 section
+// 7.4), o.Name first, proving control of each name with HTTP-01, and
+// returns the new record, not yet stored: the chain as the CA bundled it
+// (leaf first), its key, Source "acme" and Origin the directory URL. RenewAt is a random
 // time in the window the CA suggests for it (RFC 9773 section 4.2), or zero
 // for the caller to fill when the CA has no renewal information, it cannot
 // be read, or DisableARI is set.
@@ -198,8 +198,10 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 // before it returns. A certificate it obtains after Obtain returned is
 // discarded and logged.
 func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, error) {
-	if err := checkOrderName(o.Name); err != nil {
-		return nil, &ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}
+	for _, n := range o.Names() {
+		if err := checkOrderName(n); err != nil {
+			return nil, &ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}
+		}
 	}
 	if err := context.Cause(ctx); err != nil {
 		return nil, classify(o.Name, fmt.Errorf("order not started: %w", err), a.cfg.Now())
@@ -278,7 +280,7 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 		return nil, err
 	}
 	req := certificate.ObtainRequest{
-		Domains:        []string{o.Name},
+		Domains:        o.Names(),
 		PrivateKey:     key,
 		Bundle:         true,
 		PreferredChain: a.cfg.PreferredChain,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -40,25 +41,28 @@ func (r *Renewer) giveUp(ctx context.Context, log *slog.Logger, d *store.Domain,
 	return true
 }
 
-// gate decides, before an order of the given kind for name is sent to ca,
-// whether it may go now. In this order:
+// gate decides, before an order o of the given kind is sent to ca,
+// whether it may go now. In this order, for every name of the order:
 //
 //   - a name that has used up the failed-validation limit of ca's account
 //     waits until the limit has room again, so a hopeless name cannot get
 //     the account paused;
 //   - the pre-flight (DNS points here, CAA allows this CA) must pass: a
-//     name that would fail validation is not ordered, and fails with the
-//     reason;
+//     name that would fail validation is not ordered, and the order fails
+//     with the reason;
 //   - the rate-limit buckets of ca's account must have room, or the order
 //     waits for them.
 //
 // It returns a zero hold and nil when the order may be sent (its
 // rate-limit tokens are then taken), a hold when ca's limits hold it back,
 // or the pre-flight's error.
-func (r *Renewer) gate(ctx context.Context, ca *caState, name string, kind OrderKind) (hold, error) {
+func (r *Renewer) gate(ctx context.Context, ca *caState, o Order, kind OrderKind) (hold, error) {
+	names := o.Names()
 	if ca.Limiter != nil {
-		if ok, at := ca.Limiter.FailuresAllowed(name); !ok {
-			return hold{at: at, limit: "failed-validation limit for the name"}, nil
+		for _, name := range names {
+			if ok, at := ca.Limiter.FailuresAllowed(name); !ok {
+				return hold{at: at, limit: "failed-validation limit for " + name}, nil
+			}
 		}
 	}
 	if r.cfg.Preflight != nil {
@@ -70,23 +74,25 @@ func (r *Renewer) gate(ctx context.Context, ca *caState, name string, kind Order
 				}
 			}
 		}
-		if err := r.cfg.Preflight.Check(ctx, name, ca.CAIdentities, accountURI); err != nil {
-			return hold{}, err
+		for _, name := range names {
+			if err := r.cfg.Preflight.Check(ctx, name, ca.CAIdentities, accountURI); err != nil {
+				return hold{}, err
+			}
 		}
 	}
-	return r.reserve(ctx, ca, name, kind), nil
+	return r.reserve(ctx, ca, names, kind), nil
 }
 
 // reserve takes the tokens of an order from ca's Limiter. Waits of up to
 // shortWait in all are waited out here; a longer one is returned as a
 // hold. When ctx ends during a wait the hold is returned too.
-func (r *Renewer) reserve(ctx context.Context, ca *caState, name string, kind OrderKind) hold {
+func (r *Renewer) reserve(ctx context.Context, ca *caState, names []string, kind OrderKind) hold {
 	if ca.Limiter == nil {
 		return hold{}
 	}
 	var waited time.Duration
 	for {
-		res := ca.Limiter.Reserve([]string{name}, kind)
+		res := ca.Limiter.Reserve(names, kind)
 		if res.OK {
 			return hold{}
 		}
@@ -119,19 +125,22 @@ func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h
 	log.Debug("order waits for a rate limit", "limit", h.limit, "until", at.UTC())
 }
 
-// settle tells ca's rate limiter how an order that was sent ended: a
-// success clears the name's failure count; a failed validation is charged
-// to the name's failed-validation buckets; a rateLimited answer empties
+// settle tells ca's rate limiter how an order o that was sent ended: a
+// success clears the failure count of every name of the order; a failed
+// validation is charged to the failed-validation buckets of the name the
+// CA named (the order's Name when it named none of them); a rateLimited answer empties
 // the bucket it names until the CA's Retry-After; any failure gives back
 // the certificate tokens (no certificate was issued), but not the order's.
-func (r *Renewer) settle(ca *caState, name string, kind OrderKind, err error) {
+func (r *Renewer) settle(ca *caState, o Order, kind OrderKind, err error) {
 	l := ca.Limiter
 	if l == nil {
 		return
 	}
-	names := []string{name}
+	names := o.Names()
 	if err == nil {
-		l.AuthzValid(name)
+		for _, n := range names {
+			l.AuthzValid(n)
+		}
 		return
 	}
 	var ae *ACMEError
@@ -144,7 +153,7 @@ func (r *Renewer) settle(ca *caState, name string, kind OrderKind, err error) {
 			l.RateLimited(names, ae.Detail, ae.Wait)
 			return
 		case ae.Kind == KindPermanent && !ae.ReplacesRefused && validationFailed(ae.Problem):
-			l.AuthzFailed(name)
+			l.AuthzFailed(failedName(o, ae))
 		}
 	}
 	l.NotIssued(names, kind)
@@ -165,6 +174,17 @@ func validationFailed(problem string) bool {
 // Limiter does nothing.
 func (l *Limiter) refund(o Order, kind OrderKind) {
 	if l != nil {
-		l.Refund([]string{o.Name}, kind)
+		l.Refund(o.Names(), kind)
 	}
+}
+
+// failedName returns the name of o whose validation failed: the one the
+// CA's problem detail names, else o.Name.
+func failedName(o Order, ae *ACMEError) string {
+	for _, n := range o.ExtraNames {
+		if strings.Contains(ae.Detail, n) {
+			return n
+		}
+	}
+	return o.Name
 }

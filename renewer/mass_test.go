@@ -120,3 +120,70 @@ func TestMassRenewalPaced(t *testing.T) {
 		}
 	}
 }
+
+// TestImportedFleetFirstWave: 20 certbot lineages of three names each (60
+// names under one registered domain) are imported and their names added;
+// the account has Let's Encrypt's limits but room for only 5 new orders
+// per 3 hours, as after an enrollment. At the renewal time every lineage
+// is renewed at once, as one order for its three names: 20 renewals, none
+// held back by the new-orders or registered-domain limits, and no order
+// for a single name.
+func TestImportedFleetFirstWave(t *testing.T) {
+	const lineages = 20
+	ctx := context.Background()
+	st := badgerStore(t)
+	clock := &fakeClock{now: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)}
+	life := 90 * 24 * time.Hour
+	limits := LetsEncryptLimits()
+	limits.NewOrders = Limit{Burst: 5, Per: 3 * time.Hour}
+	lim, err := NewLimiter(limits, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
+	r, err := New(Config{Now: clock.Now, Seed: 5, CAs: []CA{{Issuer: iss, Limiter: lim}}}, st, nil, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for i := range lineages {
+		set := []string{fmt.Sprintf("s%02d.fleet.example", i), fmt.Sprintf("www.s%02d.fleet.example", i), fmt.Sprintf("api.s%02d.fleet.example", i)}
+		c, err := selfSigned(set[0], clock.Now().Add(-30*24*time.Hour), clock.Now().Add(life-30*24*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Names, c.Source = set, "certbot"
+		if err := st.PutCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, set...)
+	}
+	addPending(t, st, clock.Now(), names...)
+	for _, n := range names {
+		r.process(ctx, n, false)
+	}
+	if n := iss.orderCount(); n != 0 {
+		t.Fatalf("%d orders for the imported fleet before its renewal time, want none", n)
+	}
+
+	clock.Advance(40 * 24 * time.Hour) // past every renewal time (two thirds of the lifetime, ±5%)
+	for _, n := range names {
+		r.process(ctx, n, false)
+	}
+	if n := iss.orderCount(); n != lineages {
+		t.Fatalf("%d orders in the first renewal wave, want %d (one per lineage)", n, lineages)
+	}
+	for _, o := range iss.orders {
+		if len(o.Names()) != 3 || o.Replaces == nil || !slices.Equal(o.Names(), o.Replaces.Names) {
+			t.Fatalf("order for %v replacing %v, want the lineage's three names", o.Names(), o.Replaces)
+		}
+	}
+	if b := lim.Bucket(LimitNewOrders, ""); b.Tokens < 5 {
+		t.Errorf("the renewal wave spent %.1f new orders, want none", 5-b.Tokens)
+	}
+	for _, n := range names {
+		if d := getDomain(t, st, n); d.State != store.StateValid || d.LastError != "" {
+			t.Errorf("%s after the wave: %s %q", n, d.State, d.LastError)
+		}
+	}
+}

@@ -233,20 +233,35 @@ func (k OrderKind) String() string {
 // ClassifyOrder returns the kind of o as the CA will see it at now. ari
 // says whether the CA offers renewal information (RFC 9773), in which case
 // an order replacing a certificate carries "replaces" unless o.NoReplaces
-// is set. An order replacing a
-// certificate issued within RenewalDetectionWindow is a renewal; any other
-// order is new (certserver orders one name per certificate, so a replaced
-// certificate has the same exact set).
+// is set: it is an ARI renewal when it shares a name with the replaced
+// certificate. Without "replaces", an order for the same exact set of
+// names as the certificate it replaces (o.Names against
+// o.Replaces.Names, in any order), issued within RenewalDetectionWindow,
+// is a renewal; any other order is new, a renewal that drops or adds a
+// name of the set included.
 func ClassifyOrder(o Order, ari bool, now time.Time) OrderKind {
 	switch {
 	case o.Replaces == nil:
 		return OrderNew
-	case ari && !o.NoReplaces && replacesID(o.Replaces) != "":
+	case ari && !o.NoReplaces && replacesID(o.Replaces) != "" && sharesName(o, o.Replaces):
 		return OrderARIRenewal
-	case !o.Replaces.NotBefore.IsZero() && now.Sub(o.Replaces.NotBefore) < RenewalDetectionWindow:
+	case !o.Replaces.NotBefore.IsZero() && now.Sub(o.Replaces.NotBefore) < RenewalDetectionWindow &&
+		setKey(o.Names()) == setKey(o.Replaces.Names):
 		return OrderRenewal
 	}
 	return OrderNew
+}
+
+// sharesName reports whether the order asks for one of c's names at least
+// (RFC 9773 section 5: the replacement and the replaced certificate share
+// an identifier).
+func sharesName(o Order, c *store.Certificate) bool {
+	for _, n := range o.Names() {
+		if slices.Contains(c.Names, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // LimitID names a limit in Reservations, Status and metrics.

@@ -732,6 +732,8 @@ func TestClassifyOrder(t *testing.T) {
 	old.NotBefore = now.Add(-121 * 24 * time.Hour)
 	unparsable := *recent
 	unparsable.ChainPEM = nil
+	lineage := *recent // a certbot lineage: -d www.example.test -d example.test -d shop.example.test
+	lineage.Names = []string{"www.example.test", "example.test", "shop.example.test"}
 	tests := []struct {
 		desc string
 		o    Order
@@ -743,6 +745,18 @@ func TestClassifyOrder(t *testing.T) {
 		{desc: "replacement without ARI", o: Order{Name: "www.example.test", Replaces: recent}, want: OrderRenewal},
 		{desc: "replacement whose leaf does not parse", o: Order{Name: "www.example.test", Replaces: &unparsable}, ari: true, want: OrderRenewal},
 		{desc: "replacement of a certificate older than 120 days", o: Order{Name: "www.example.test", Replaces: &old}, want: OrderNew},
+		{desc: "the same set of three names, in another order, without ARI",
+			o: Order{Name: "www.example.test", ExtraNames: []string{"shop.example.test", "example.test"}, Replaces: &lineage}, want: OrderRenewal},
+		{desc: "the same set, with ARI", o: Order{Name: "www.example.test", ExtraNames: []string{"example.test", "shop.example.test"}, Replaces: &lineage},
+			ari: true, want: OrderARIRenewal},
+		{desc: "the same set, its replaces refused", o: Order{Name: "www.example.test", ExtraNames: []string{"example.test", "shop.example.test"},
+			Replaces: &lineage, NoReplaces: true}, ari: true, want: OrderRenewal},
+		{desc: "one name of a three-name certificate, without ARI", o: Order{Name: "www.example.test", Replaces: &lineage}, want: OrderNew},
+		{desc: "one name of a three-name certificate, with ARI", o: Order{Name: "www.example.test", Replaces: &lineage}, ari: true, want: OrderARIRenewal},
+		{desc: "a name added to the set, without ARI",
+			o: Order{Name: "www.example.test", ExtraNames: []string{"example.test"}, Replaces: recent}, want: OrderNew},
+		{desc: "ARI names a certificate the order shares no name with",
+			o: Order{Name: "other.example.test", Replaces: recent}, ari: true, want: OrderNew},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

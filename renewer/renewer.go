@@ -21,8 +21,13 @@ import (
 
 // Order is one certificate the renewer asks its Issuer for.
 type Order struct {
-	// Name is the normalized name the certificate is for.
+	// Name is the normalized name the certificate is for: the managed
+	// name, the certificate's first name.
 	Name string
+	// ExtraNames are the other names the certificate is for
+	// (store.Domain.ExtraNames), in order; nil for a certificate for Name
+	// alone.
+	ExtraNames []string
 	// Profile is the ACME profile to request ("" for the CA's default).
 	Profile string
 	// Replaces is the certificate being renewed, nil for a first order.
@@ -31,6 +36,12 @@ type Order struct {
 	// (RFC 9773 section 5): the CA refused to take an order as the
 	// replacement of that certificate.
 	NoReplaces bool
+}
+
+// Names returns every name of the order: Name followed by ExtraNames. The
+// slice is new.
+func (o Order) Names() []string {
+	return append([]string{o.Name}, o.ExtraNames...)
 }
 
 // Issuer obtains a certificate for one order from a CA. It returns the new

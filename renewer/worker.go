@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,7 +51,26 @@ func (r *Renewer) process(ctx context.Context, name string, urgent bool) {
 	if d.NextAttempt.After(now) && !urgent {
 		return // rescheduled since the dispatcher read the index
 	}
+	if d.ManagedWith != "" {
+		// Renewed with the name whose certificate serves it, never alone:
+		// a due time it was given by mistake is taken away, so that the
+		// dispatcher does not hand it out again and again.
+		if !d.NextAttempt.IsZero() {
+			r.record(ctx, log, d.Name, func(d *store.Domain) {
+				if d.ManagedWith != "" {
+					d.NextAttempt = time.Time{}
+				}
+			})
+		}
+		return
+	}
 	cur := r.current(ctx, d)
+	if cur != nil {
+		var folded bool
+		if d, folded = r.joinSet(ctx, log, d, cur); folded {
+			return
+		}
+	}
 	if cur != nil && !urgent {
 		at := cur.RenewAt
 		if at.IsZero() && cur.ID != d.CertID {
@@ -104,7 +124,7 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		nameFail bool          // a failure of the name itself ended the attempt
 	)
 	for _, ca := range r.candidates(cur, r.cfg.Now()) {
-		o := r.orderFor(ca, d.Name, profile, cur)
+		o := r.orderFor(ca, d, profile, cur)
 		res := r.orderAt(ctx, log, ca, o, cur != nil, func() bool {
 			if started {
 				return true
@@ -159,21 +179,95 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 	r.failed(ctx, log, d.Name, cur, err, r.cfg.Now(), took)
 }
 
-// orderFor returns the order for name at ca. It replaces cur when ca
-// issued cur (its Origin is ca's directory), and then names cur in its
-// "replaces" field unless ca refused that before. A certificate from
-// elsewhere (imported, another CA) is not named: another account issued
-// it.
-func (r *Renewer) orderFor(ca *caState, name, profile string, cur *store.Certificate) Order {
-	o := Order{Name: name, Profile: profile}
-	if cur == nil || cur.Source != "acme" || cur.Origin != ca.dir {
+// orderFor returns the order for d's names at ca. It replaces cur when ca
+// issued cur (its Origin is ca's directory), or when cur was imported
+// under d's own name (from certbot, perhaps from ca and the same
+// account: only the CA can say), and then names cur in its "replaces"
+// field unless ca refused that before; a refusal falls back to a plain
+// order (orderAt). A certificate another configured CA issued is not
+// named: another account ordered it.
+func (r *Renewer) orderFor(ca *caState, d *store.Domain, profile string, cur *store.Certificate) Order {
+	o := Order{Name: d.Name, ExtraNames: d.ExtraNames, Profile: profile}
+	switch {
+	case cur == nil:
+		return o
+	case cur.Source == "acme" && cur.Origin == ca.dir:
+	case cur.Source != "acme" && cur.ID == d.Name:
+	default:
 		return o
 	}
 	o.Replaces = cur
 	r.mu.Lock()
-	o.NoReplaces = r.refused[name] == cur.Serial
+	o.NoReplaces = r.refused[d.Name] == cur.Serial
 	r.mu.Unlock()
 	return o
+}
+
+// joinSet keeps a certificate's set of names together when names of the
+// set come under management one by one (certbot lineages imported, then
+// their names added). cur serves d; when it carries other names too:
+//
+//   - d is cur's primary name (cur.ID) and takes cur's set (takesSet):
+//     d's ExtraNames become cur's other names, so that d's orders ask
+//     for the same exact set (a renewal, for the CA's limits);
+//   - d is one of the other names, and the primary is managed with d in
+//     its set (or about to take it): d's record is marked ManagedWith the
+//     primary and leaves the due index; it is never ordered alone. It
+//     returns true then, and the caller stops.
+//
+// Otherwise d is returned as it is: a name whose certificate's primary is
+// not managed is ordered for itself, as before.
+func (r *Renewer) joinSet(ctx context.Context, log *slog.Logger, d *store.Domain, cur *store.Certificate) (*store.Domain, bool) {
+	if cur.ID == d.CertID || len(d.ExtraNames) > 0 || len(cur.Names) < 2 || !slices.Contains(cur.Names, d.Name) {
+		return d, false // the name holds this certificate already, or carries a set of its own
+	}
+	if cur.ID == d.Name {
+		if !takesSet(d, cur) {
+			return d, false
+		}
+		extra := slices.Clone(cur.Names[1:])
+		var out store.Domain
+		if !r.record(ctx, log, d.Name, func(d *store.Domain) {
+			if takesSet(d, cur) {
+				d.ExtraNames = extra
+			}
+			out = *d
+		}) {
+			return d, true
+		}
+		log.Info("managed name takes every name of its certificate", "cert_id", cur.ID, "extra_names", strings.Join(out.ExtraNames, ","))
+		return &out, false
+	}
+	owner, err := r.store.GetDomain(ctx, cur.ID)
+	if err != nil || owner.State == store.StateRemoved || owner.ManagedWith != "" ||
+		!slices.Contains(owner.ExtraNames, d.Name) && !takesSet(owner, cur) {
+		return d, false
+	}
+	now := r.cfg.Now()
+	if r.record(ctx, log, d.Name, func(d *store.Domain) {
+		d.ManagedWith, d.ExtraNames, d.CertID = owner.Name, nil, cur.ID
+		d.State, d.NextAttempt, d.UpdatedAt = store.StateValid, time.Time{}, now
+		d.Failures, d.FailingSince, d.LastError = 0, time.Time{}, ""
+	}) {
+		log.Info("name is served by another managed name's certificate and renewed with it", "managed_with", owner.Name, "cert_id", cur.ID)
+	}
+	return d, true
+}
+
+// takesSet reports whether d, a managed name, takes the set of names of
+// cur, the certificate stored under its name, when it first takes cur:
+// when d carries no set of its own, and every name of cur's can be
+// ordered (wildcards cannot yet).
+func takesSet(d *store.Domain, cur *store.Certificate) bool {
+	if d.ManagedWith != "" || len(d.ExtraNames) > 0 || d.CertID == cur.ID || cur.ID != d.Name || len(cur.Names) < 2 {
+		return false
+	}
+	for _, n := range cur.Names {
+		if checkOrderName(n) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // attempt is the outcome of an order at one CA.
@@ -201,7 +295,7 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 	// Only a replacement asks the directory (cached for an hour).
 	ari := o.Replaces != nil && !o.NoReplaces && ca.offersARI(ctx)
 	kind := ClassifyOrder(o, ari, r.cfg.Now())
-	held, err := r.gate(ctx, ca, o.Name, kind)
+	held, err := r.gate(ctx, ca, o, kind)
 	switch {
 	case err != nil:
 		ca.count(func(c *CACounts) { c.Refused++ })
@@ -226,7 +320,7 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		r.mu.Unlock()
 		o.NoReplaces = true
 		kind = ClassifyOrder(o, ari, r.cfg.Now())
-		if held := r.reserve(ctx, ca, o.Name, kind); !held.at.IsZero() {
+		if held := r.reserve(ctx, ca, o.Names(), kind); !held.at.IsZero() {
 			ca.count(func(c *CACounts) { c.Deferred++ })
 			return attempt{held: held, took: first, stop: ctx.Err() != nil}
 		}
@@ -252,7 +346,7 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind OrderKi
 	r.orderStarted(ca.Name)
 	cert, err := ca.Issuer.Obtain(octx, o)
 	cancel()
-	r.settle(ca, o.Name, kind, err)
+	r.settle(ca, o, kind, err)
 	if ctx.Err() == nil {
 		ca.ended(outcomeOf(err), r.cfg.Now())
 	}

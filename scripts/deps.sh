@@ -9,7 +9,7 @@
 set -euo pipefail
 
 PEBBLE_VERSION=v2.10.1
-APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check chromium)
+APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check chromium certbot)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 

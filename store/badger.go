@@ -89,7 +89,10 @@ type Badger struct {
 	err     error // the result of closing, set once
 }
 
-var _ Store = (*Badger)(nil)
+var (
+	_ Store      = (*Badger)(nil)
+	_ ChangeFeed = (*Badger)(nil)
+)
 
 // OpenBadger opens (creating it if needed) the Badger database in the
 // directory path. Only one process may open a directory at a time.
@@ -141,6 +144,10 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
 	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{})}
+	if err := b.initChangeLog(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open badger %s: change log: %w", path, err)
+	}
 	if opts.GCInterval > 0 {
 		b.done.Add(1)
 		go b.gcLoop(opts.GCInterval)

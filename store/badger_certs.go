@@ -84,8 +84,10 @@ func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate) error {
 	case !errors.Is(err, badger.ErrKeyNotFound):
 		return err
 	}
+	changed := append([]string{rec.ID}, rec.Names...)
 	for _, name := range old.Names {
 		if !slices.Contains(rec.Names, name) {
+			changed = append(changed, name)
 			if err := b.unlink(txn, name, rec.ID); err != nil {
 				return err
 			}
@@ -99,6 +101,9 @@ func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate) error {
 		if err := txn.Set(key(prefixLink, name), []byte(rec.ID)); err != nil {
 			return err
 		}
+	}
+	if err := recordChange(txn, changed); err != nil {
+		return err
 	}
 	return txn.Set(key(prefixCert, rec.ID), encodeCertificate(rec))
 }
@@ -178,6 +183,9 @@ func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
 			if err := b.unlink(txn, name, id); err != nil {
 				return err
 			}
+		}
+		if err := recordChange(txn, append([]string{id}, old.Names...)); err != nil {
+			return err
 		}
 		return txn.Delete(key(prefixCert, id))
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -256,7 +257,29 @@ func validDomain(d *Domain) error {
 	if d == nil {
 		return fmt.Errorf("nil domain: %w", ErrInvalid)
 	}
-	return normalized(d.Name)
+	if err := normalized(d.Name); err != nil {
+		return err
+	}
+	if d.ManagedWith != "" && len(d.ExtraNames) > 0 {
+		return fmt.Errorf("%s: managed with %s and carrying extra names: %w", d.Name, d.ManagedWith, ErrInvalid)
+	}
+	if d.ManagedWith != "" {
+		if d.ManagedWith == d.Name {
+			return fmt.Errorf("%s: managed with itself: %w", d.Name, ErrInvalid)
+		}
+		if err := normalized(d.ManagedWith); err != nil {
+			return err
+		}
+	}
+	for i, n := range d.ExtraNames {
+		if n == d.Name || slices.Contains(d.ExtraNames[:i], n) {
+			return fmt.Errorf("%s: extra name %s given twice: %w", d.Name, n, ErrInvalid)
+		}
+		if err := normalized(n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // nameOf returns d.Name, or "<nil>" for a nil d.

@@ -729,3 +729,44 @@ func TestBadgerConcurrentUse(t *testing.T) {
 		t.Errorf("LookupCertificate(shared) = %+v, %v", c, err)
 	}
 }
+
+// TestPutDomainSets: a name carrying extra names and a name managed with
+// another are stored and read back; records that cannot be are refused
+// with ErrInvalid and nothing is written.
+func TestPutDomainSets(t *testing.T) {
+	ctx := context.Background()
+	b := openTestBadger(t, "", newTestClock())
+	good := []*Domain{
+		{Name: "shop.example", State: StateValid, ExtraNames: []string{"www.shop.example", "*.shop.example"}},
+		{Name: "www.shop.example", State: StateValid, ManagedWith: "shop.example"},
+	}
+	for _, d := range good {
+		if err := b.PutDomain(ctx, d); err != nil {
+			t.Fatalf("put %s: %v", d.Name, err)
+		}
+		got, err := b.GetDomain(ctx, d.Name)
+		if err != nil || !slices.Equal(got.ExtraNames, d.ExtraNames) || got.ManagedWith != d.ManagedWith {
+			t.Errorf("get %s: %+v %v", d.Name, got, err)
+		}
+	}
+	for _, tc := range []struct {
+		desc string
+		d    *Domain
+	}{
+		{desc: "extra name given twice", d: &Domain{Name: "a.example", ExtraNames: []string{"b.example", "b.example"}}},
+		{desc: "extra name is the name", d: &Domain{Name: "a.example", ExtraNames: []string{"a.example"}}},
+		{desc: "extra name not normalized", d: &Domain{Name: "a.example", ExtraNames: []string{"B.example"}}},
+		{desc: "managed with itself", d: &Domain{Name: "a.example", ManagedWith: "a.example"}},
+		{desc: "managed with a name not normalized", d: &Domain{Name: "a.example", ManagedWith: "B.example"}},
+		{desc: "managed with another and carrying names", d: &Domain{Name: "a.example", ManagedWith: "b.example", ExtraNames: []string{"c.example"}}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if err := b.PutDomain(ctx, tc.d); !errors.Is(err, ErrInvalid) {
+				t.Errorf("put: %v, want ErrInvalid", err)
+			}
+			if _, err := b.GetDomain(ctx, tc.d.Name); !errors.Is(err, ErrNotFound) {
+				t.Errorf("get after a refused put: %v, want ErrNotFound", err)
+			}
+		})
+	}
+}

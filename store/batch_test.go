@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -19,6 +20,10 @@ func TestPutCertificatesBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	before, err := s.CertChanges(ctx, Cursor{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	second := testCert(clock, "a.example.com", "c.example.com")
 	second.Serial = "02"
 	batch := []*Certificate{
@@ -42,6 +47,15 @@ func TestPutCertificatesBatch(t *testing.T) {
 	}
 	if c, err := s.GetCertificate(ctx, "a.example.com"); err != nil || c.Serial != "02" {
 		t.Errorf("GetCertificate(a.example.com) = %+v, %v; want serial 02", c, err)
+	}
+	// The change feed tells nginx of every name the batch changed.
+	ch, err := s.CertChanges(ctx, before.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ch.Names)
+	if want := []string{"a.example.com", "b.example.com", "c.example.com", "gone.example.com", "old.example.com"}; ch.Reset || !slices.Equal(ch.Names, want) {
+		t.Errorf("changes after the batch: %+v, want names %q", ch, want)
 	}
 	if err := s.PutCertificates(ctx, nil); err != nil {
 		t.Errorf("PutCertificates(nil) = %v", err)

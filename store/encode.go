@@ -117,6 +117,11 @@ func appendDomain(b []byte, d *Domain) []byte {
 		e.str(a.Serial)
 		e.int(int64(a.Took))
 	}
+	e.uint(uint64(len(d.ExtraNames)))
+	for _, n := range d.ExtraNames {
+		e.str(n)
+	}
+	e.str(d.ManagedWith)
 	return e.b
 }
 
@@ -155,6 +160,17 @@ func decodeDomain(b []byte, d *Domain) error {
 		a.Serial = r.str()
 		a.Took = time.Duration(r.int())
 	}
+	// ExtraNames and ManagedWith came later still.
+	d.ExtraNames = nil
+	if n := r.uint(); n > uint64(len(r.b)) { // every name takes a byte at least
+		r.err, r.b = errCorrupt, nil
+	} else if n > 0 {
+		d.ExtraNames = make([]string, n)
+		for i := range d.ExtraNames {
+			d.ExtraNames[i] = r.str()
+		}
+	}
+	d.ManagedWith = r.str()
 	return r.fail("domain")
 }
 

@@ -31,7 +31,13 @@ func TestEncodeRoundTrip(t *testing.T) {
 					{At: at, Outcome: "failed", Error: "acme rateLimited: too many", Took: 1500 * time.Millisecond},
 					{At: at.Add(-time.Hour), Outcome: "issued", Serial: "0b", Took: time.Second},
 				},
+				ExtraNames: []string{"www.example.com", "*.example.com"},
 			},
+		},
+		{
+			desc: "managed with another name",
+			cert: &Certificate{Names: []string{"b.example"}, ChainPEM: []byte("c"), KeyPEM: []byte("k")},
+			dom:  &Domain{Name: "b.example", State: StateValid, CertID: "a.example", ManagedWith: "a.example"},
 		},
 		{
 			desc: "zero values",

@@ -20,6 +20,9 @@ import (
 //	r/SCOPE \x00 LIMIT \x00 KEY
 //	                     rate-limit bucket: 8 bytes, the Unix nanosecond
 //	                     it is full again, with a Badger TTL
+//	h/VERSION            change history: the names one certificate write
+//	                     changed (changes.go)
+//	H/                   change history: epoch and last version
 //
 // Links are what LookupCertificate reads; claims remember every record that
 // lists a name, so that a name whose record goes away can fall back to

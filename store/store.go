@@ -233,6 +233,30 @@ type Domain struct {
 	// Attempts are the most recent orders for the name and how they ended,
 	// newest first; AddAttempt keeps at most RecentAttempts of them.
 	Attempts []Attempt `json:"attempts,omitempty"`
+	// ExtraNames are the other names of the name's certificate: one
+	// certificate serves Name and every one of them, and each order asks
+	// for Name followed by ExtraNames, in that order, so that a renewal
+	// asks for the same exact set as the certificate it replaces (a
+	// lineage imported from certbot, a wildcard with its apex). Each is
+	// normalized, differs from Name and appears once (ErrInvalid). An
+	// extra name is served through the certificate's own links
+	// (PutCertificate links every name of Certificate.Names); it is not
+	// a managed name of its own. A record of an extra name, if there is
+	// one, says ManagedWith: a name added alone that a managed name
+	// carries gets a record of its own, which the renewer marks
+	// ManagedWith at its first look, without an order. The store keeps
+	// these fields as given and checks only what is stated here; the
+	// renewer sets ExtraNames when a name first takes a certificate that
+	// carries several names, and the admin API keeps both sides in step
+	// when a name is removed.
+	ExtraNames []string `json:"extra_names,omitempty"`
+	// ManagedWith is set on the record of a name that is one of another
+	// managed name's ExtraNames: that name's certificate serves it, and
+	// no order is ever made for it alone (NextAttempt stays zero). It
+	// names the primary record, whose ExtraNames hold this name. A record
+	// with ManagedWith has no ExtraNames (ErrInvalid). "" for a name that
+	// is managed on its own.
+	ManagedWith string `json:"managed_with,omitempty"`
 }
 
 // RecentAttempts is how many attempts a Domain record keeps.

@@ -209,6 +209,14 @@ type DomainRecord struct {
 	// written.
 	AddedAt   time.Time `json:"added_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// ExtraNames are the other names of the name's one certificate, which
+	// every order asks for with Name (a certbot lineage, a wildcard with
+	// its apex); left out for a certificate for Name alone.
+	ExtraNames []string `json:"extra_names,omitempty"`
+	// ManagedWith is the managed name whose certificate serves this name
+	// and is renewed for it: this name is one of that name's ExtraNames
+	// and is never ordered alone. Left out for a name managed on its own.
+	ManagedWith string `json:"managed_with,omitempty"`
 }
 
 // Domain is the body of GET /v1/domains/{name} and of the answer to

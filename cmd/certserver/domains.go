@@ -358,6 +358,11 @@ renewer next looks at it, its last failure, the certificate that serves it
 now (its own or a wildcard's; never the key), and its last 10 attempts
 (issued, failed, or refused by the pre-flight before the CA was asked).
 
+A name whose certificate carries other names (an imported certbot
+lineage) shows them as its extra names: each order asks for all of them.
+Each of those names, when it is added too, shows the name it is managed
+with: that name's certificate serves it and is renewed for it.
+
 States: pending (waiting for its first certificate), issuing, valid,
 renewing, failing (retried at the next attempt), given_up (failed for
 renewer.give_up_after; 'domains renew' tries again), removed.
@@ -392,6 +397,12 @@ func runDomainsShow(ctx context.Context, e *env, args []string) int {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	line := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	line("name", d.Name)
+	if len(d.ExtraNames) > 0 {
+		line("extra names", strings.Join(d.ExtraNames, ", ")+" (one certificate, renewed together)")
+	}
+	if d.ManagedWith != "" {
+		line("managed with", d.ManagedWith+" (its certificate serves this name; renew or remove that name)")
+	}
 	line("state", d.State)
 	line("profile", orDash(d.Profile, "(default)"))
 	line("source", orDash(d.Source, "-"))
@@ -569,7 +580,8 @@ Renews a managed name's certificate now, even if it is not due: the name
 goes ahead of the renewer's queue. The command returns at once; follow the
 outcome with 'certserver domains show NAME'. When issuance is off
 (acme.directory is not set) or the renewer's queue is full, the name is
-only made due now.
+only made due now. A name managed with another renews that name, whose
+certificate serves both.
 
 Exit codes: 0 accepted; 1 not managed, or the request failed; 2 bad
 command line.
@@ -603,7 +615,10 @@ const domainsRemoveHelp = `
 Stops managing a name: certserver no longer renews its certificate. The
 record is kept with state "removed" (see 'certserver domains show'), and
 the certificate stays stored and served until it expires or is deleted.
-Adding the name again manages it again.
+Adding the name again manages it again. A name managed with another
+leaves that name's set: its next certificate no longer carries it, and
+adding the name again manages it on its own. Removing a name that carries
+extra names removes the names managed with it too.
 
 --revoke REASON first revokes the certificate that serves the name at the
 CA (see 'certserver domains revoke --help' for the reasons); when that

@@ -21,7 +21,9 @@ const serveHelp = `
 Runs the sidecar beside nginx until SIGTERM or SIGINT:
 
   - the certificate endpoint nginx's ssl_certificate_by_lua hook calls,
-    GET /v1/certs/{name}, on a unix socket and/or a loopback address;
+    GET /v1/certs/{name}, on a unix socket and/or a loopback address,
+    with its change feed GET /v1/changes, which nginx's workers poll to
+    drop replaced and removed certificates within a second;
   - the ACME challenge endpoint nginx's port 80 proxies
     /.well-known/acme-challenge/ to (challenge.listen, 127.0.0.1:9402);
   - the admin API the other certserver commands talk to, on a loopback
@@ -198,6 +200,9 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	}
 
 	logStart(logger, cfg, certs, challenge, admin, is)
+	if w := socketGroupWarning(cfg.Certs, stockNginxConf); w != nil {
+		logger.Warn(w.msg, w.attrs...)
+	}
 
 	// Everything stops when ctx is done or when a server fails; the store
 	// closes once all of it has stopped.

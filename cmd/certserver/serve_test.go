@@ -175,6 +175,7 @@ func TestServeStartFailures(t *testing.T) {
 
 // served is a `certserver serve` running in-process for a test.
 type served struct {
+	config string      // its configuration file
 	admin  string      // admin API URL
 	log    *syncBuffer // its standard error
 	cancel context.CancelFunc
@@ -192,7 +193,7 @@ func startServe(t *testing.T, cfg string) *served {
 	}
 	e, _, stderr := testEnv(map[string]string{"CERTSERVER_ADMIN_TOKEN": testToken})
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &served{log: stderr, cancel: cancel, done: make(chan int, 1)}
+	s := &served{config: cfgPath, log: stderr, cancel: cancel, done: make(chan int, 1)}
 	go func() { s.done <- run(ctx, e, []string{"serve", "--config", cfgPath}) }()
 	t.Cleanup(func() {
 		if code := s.stop(t); code != exitOK {

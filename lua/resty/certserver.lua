@@ -11,19 +11,26 @@
 --         require("resty.certserver").ssl_certificate()
 --     }
 --
+-- No init_worker_by_lua is needed: a worker's first handshake starts its
+-- change feed timer.
+--
 -- How a handshake finds its certificate, cheapest first:
 --
---  1. A per-worker LRU cache of parsed certificate chains and keys (cdata),
---     keyed by the normalized SNI. A fresh hit costs no I/O, no lock and no
---     parsing.
---  2. The lua_shared_dict `shared_dict`, shared by all workers, holding the
---     PEM the sidecar sent with its freshness deadline and a version (the
---     MD5 of the PEM). A worker whose LRU copy went stale re-parses only when
---     the version changed.
+--  1. A per-worker LRU cache (`lru_size` names) of the normalized SNI to
+--     the parsed certificate chain and key (cdata) of the stored record
+--     that serves it; a second one for unknown names and wildcard
+--     subnames. A fresh hit costs no I/O, no lock and no parsing.
+--  2. The lua_shared_dict `shared_dict`, shared by all workers: per name,
+--     its freshness deadline and the id of the record serving it (a small
+--     entry); per record, its PEM with a version (the MD5 of the PEM), so
+--     that all names of a record (its SANs, a wildcard's subnames) share
+--     one copy, and a worker parses a record once per version.
 --  3. The sidecar, `GET /v1/certs/{name}` over HTTP/1.1 on `socket`. At most
 --     one request per name is in flight across all workers (a lock in
 --     `lock_dict`); other handshakes for that name serve their stale copy
---     if they have one, else wait for the request to finish.
+--     if they have one, else wait for the request to finish. The sidecar
+--     names the record in X-Certserver-Record (without it, the name is its
+--     own record).
 --
 -- What the sidecar answers:
 --
@@ -33,34 +40,61 @@
 --    sidecar cannot be reached.
 --  * 404: no certificate for the name. nginx's own ssl_certificate (the
 --    fallback) is served and the answer is remembered for its max-age, at
---    most `negative_ttl` seconds.
---    A 404 is authoritative: it replaces a cached certificate for the name,
---    so a removed certificate stops being served within that certificate's
---    max-age.
+--    most `negative_ttl` seconds. A 404 replaces a cached certificate for
+--    the name.
 --  * 400: the sidecar refuses the name; as 404, at most `invalid_ttl`.
---  * no answer, a timeout, another status or a malformed response: the
---    cached certificate is served even past its max-age (up to `max_stale`),
---    else the fallback. Requests are not retried for `error_ttl` seconds:
---    for every name when the sidecar could not be reached or did not start
---    an answer, for that name only when it answered badly (a status line,
---    then anything wrong). A max-age is taken at most MAX_AGE (a day).
+--  * a timeout, another status or a malformed response: the cached
+--    certificate is served even past its max-age (up to `max_stale`), else
+--    the fallback, and the name is not asked about for `error_ttl` seconds.
+--  * no connection, or no answer started: the sidecar is down (below).
+--  A max-age is taken at most MAX_AGE (a day).
+--
+-- Changes (see poll_changes): every worker asks the sidecar once a second,
+-- from a timer, for the names whose certificate was stored, replaced or
+-- deleted since its last poll (GET /v1/changes), and drops them from the
+-- shared dict and its LRU, with every name served through a dropped
+-- record: a replaced or removed certificate is gone from every worker
+-- within about a second. The max-age stays the safety net (a sidecar
+-- without the feed, a change made while nginx could not hear of it). When
+-- the sidecar cannot say what changed (nginx fell more than 1024 writes
+-- or 4096 names behind, or the store is another one) everything cached is
+-- revalidated: asked again at its next handshake, served meanwhile. The
+-- feed's history is kept in the store, so a sidecar restart loses
+-- nothing.
+--
+-- The sidecar down (see sidecar_down): the first request that cannot
+-- connect, or gets no answer, marks it down for all workers and logs
+-- "certserver: sidecar at ... unreachable (...)" once. From then on no
+-- request is sent (nginx itself logs every failed connect, at [error] or
+-- [crit], whatever lua_socket_log_errors says), cached certificates are
+-- served, stale if need be, and a name whose wildcard one label up is
+-- cached gets the wildcard; others get the fallback. Each handshake that
+-- would ask probes the socket silently instead, so the first handshake
+-- after the sidecar returns ends the outage ("certserver: sidecar at ...
+-- accepts connections again after N s", [warn]) and is served from it.
+--
+-- Floods: nothing a client causes by choosing SNIs evicts a certificate.
+-- Negative answers and the name entries of a wildcard's subnames take only
+-- free room in the shared dict (safe_set); a subname of a cached wildcard
+-- adds no PEM. In each worker they have an LRU of their own (as large as
+-- the one of the other names), so a flood of them leaves the parsed
+-- certificates of the other names in place.
 --
 -- A handshake is never failed by this module when the fallback could serve
 -- it: the configured certificate is replaced only once the new chain and key
--- have both been parsed and found to match. Errors are logged at most once
--- per `log_interval` per kind and worker, with a count of those suppressed.
+-- have both been parsed and found to match. Other errors are logged at most
+-- once per `log_interval` per kind and worker, with a count of those
+-- suppressed.
 --
 -- Names are lowercased and a trailing dot is dropped; a name the sidecar
 -- would refuse as no host name (anything but [a-z0-9.-], an empty label or
 -- one over 63 bytes, a label starting or ending with a hyphen, "--" in the
 -- third and fourth places but for "xn--", an all-digit last label as in an
--- IPv4 address, over 253 bytes) gets the fallback without asking. Negative
--- answers are cached only where the shared dict has room: a flood of
--- unknown names must not push certificates out.
+-- IPv4 address, over 253 bytes) gets the fallback without asking.
 --
--- Sizing: the shared dict holds one PEM (about 3-5 KB for ECDSA, more for
--- RSA chains) per name that was asked for, wildcard subnames each taking
--- their own copy; when it is full the least recently used entries go.
+-- Sizing: the shared dict holds one PEM (about 2-5 KB for ECDSA, more for
+-- RSA chains) per stored record asked for, and about 200 bytes per name
+-- asked for; when it is full the least recently used go.
 
 
 local ffi = require "ffi"
@@ -74,10 +108,16 @@ local ngx_now = ngx.now
 local ngx_sleep = ngx.sleep
 local ngx_md5 = ngx.md5
 local ngx_socket_tcp = ngx.socket.tcp
+local ngx_timer_every = ngx.timer.every
 local ngx_worker_pid = ngx.worker.pid
+local ngx_worker_exiting = ngx.worker.exiting
 local ngx_shared = ngx.shared
 local ERR = ngx.ERR
+local WARN = ngx.WARN
 local C = ffi.C
+local ffi_errno = ffi.errno
+local ffi_new = ffi.new
+local ffi_sizeof = ffi.sizeof
 local ssl_server_name = ssl.server_name
 local ssl_clear_certs = ssl.clear_certs
 local ssl_set_cert = ssl.set_cert
@@ -87,10 +127,12 @@ local ssl_parse_pem_priv_key = ssl.parse_pem_priv_key
 local str_byte = string.byte
 local str_find = string.find
 local str_format = string.format
+local str_gmatch = string.gmatch
 local str_lower = string.lower
 local str_match = string.match
 local str_sub = string.sub
 local math_huge = math.huge
+local math_max = math.max
 local math_min = math.min
 local math_floor = math.floor
 local error = error
@@ -103,18 +145,29 @@ local tostring = tostring
 local type = type
 
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.2.0" }
 
 
 local DOT = str_byte(".")
 local HYPHEN = str_byte("-")
-local DOWN_KEY = "!down"         -- set for error_ttl after a transport failure
+local STAR = str_byte("*")
+local DOWN_KEY = "!down"         -- "<next probe> <interval> <since>" while down
+local FLAP_KEY = "!flap"         -- the last probe interval, for 2 minutes
+local BACK_KEY = "!back"         -- set for 5 s when a probe ended an outage
+local PROBE_KEY = "!probe"       -- in lock_dict: the worker probing
+local FEED_KEY = "!feed"         -- "<epoch> <version>" last applied
+local REVAL_KEY = "!reval"       -- what was fetched before this is stale
 local BAD_PREFIX = "!bad:"       -- "!bad:" .. name, after a bad answer for name
-local NEGATIVE = "-"             -- the version of a cached 404/400
+local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
+local NEGATIVE = "-"             -- the record of a cached 404/400
 local MAX_HEADERS = 64
 local MAX_BODY = 1024 * 1024
+local MAX_FEED_BODY = 2 * 1024 * 1024
 local DEFAULT_MAX_AGE = 60
 local MAX_AGE = 24 * 3600
+local FEED_INTERVAL = 1          -- seconds between two polls of the feed
+local PROBE_FLAP = 0.5           -- seconds between probes of a down sidecar
+local PROBE_MAX = 30             -- after a false recovery, doubling up to this
 local KEY_PATTERN = "%-%-%-%-%-BEGIN [A-Z ]*PRIVATE KEY%-%-%-%-%-"
 
 
@@ -133,15 +186,17 @@ local defaults = {
     lock_timeout_ms = 1000,
     shared_dict = "certserver_certs",
     lock_dict = "certserver_locks",
-    -- parsed certificates kept per worker
+    -- names kept per worker with their parsed certificate, and as many
+    -- unknown names and wildcard subnames
     lru_size = 10000,
     -- how long a 404 (no certificate yet) is remembered at most; a shorter
     -- max-age from the sidecar wins
     negative_ttl = 5,
     -- the same for a 400 (a name the sidecar refuses)
     invalid_ttl = 300,
-    -- how long to stop asking after the sidecar failed (more than 0: a
-    -- shared dict entry with no expiry would stop asking for good)
+    -- how long a name the sidecar answered badly for (a status other than
+    -- 200, 404 and 400, a malformed response, a certificate that does not
+    -- parse) is not asked about again; more than 0
     error_ttl = 2,
     -- how long past its max-age a certificate may be served while the
     -- sidecar fails; 0 keeps it until the shared dict needs the room
@@ -160,7 +215,10 @@ local negative_ttl, invalid_ttl, error_ttl, max_stale, log_interval
 local keepalive_timeout, keepalive_pool_size
 local certs, locks
 local lru_size
-local lru
+-- lru holds names served by a certificate of their own (or a SAN of one);
+-- churn the names clients can make up at will: unknown names (404) and
+-- subnames served through a wildcard. A flood of those cycles churn only.
+local lru, churn
 
 
 -- Parsed chains and keys by version, so names served by one certificate
@@ -168,6 +226,11 @@ local lru
 -- long as some LRU entry holds it.
 local parsed_chains = setmetatable({}, { __mode = "v" })
 local parsed_keys = setmetatable({}, { __mode = "v" })
+
+-- This worker's view of the stored records it serves, by record id: one
+-- table per record shared by the LRU entries of all its names, so that the
+-- change feed can retire them all at once (see drop). Weak, as above.
+local records = setmetatable({}, { __mode = "v" })
 
 
 local function parse_socket(s)
@@ -210,6 +273,7 @@ local function apply_options(o)
     if o.lru_size ~= lru_size then
         lru_size = o.lru_size
         lru = lrucache.new(lru_size)
+        churn = lrucache.new(lru_size)
     end
 end
 
@@ -378,6 +442,122 @@ do
 end
 
 
+-- refused(host, port) tells whether the sidecar's address refuses a
+-- connection right now, with a non-blocking connect() of the worker's own:
+-- no cosocket, so nginx logs nothing, and no waiting. A unix socket
+-- answers at once; so does a TCP loopback address that nobody listens on
+-- (a connection still in progress counts as accepted). Without the FFI
+-- symbols it says false: the caller then learns from a real request.
+local refused
+do
+    local AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+    local SOCK_STREAM_NONBLOCK_CLOEXEC = 1 + 2048 + 524288  -- Linux
+    local SOL_SOCKET, SO_ERROR = 1, 4
+    local ECONNREFUSED, ENOENT = 111, 2
+    local ok = pcall(ffi.cdef, [[
+        struct certserver_sockaddr_un {
+            unsigned short family; char path[108];
+        };
+        struct certserver_sockaddr_in {
+            unsigned short family; unsigned short port;
+            unsigned char addr[4]; unsigned char zero[8];
+        };
+        struct certserver_sockaddr_in6 {
+            unsigned short family; unsigned short port; unsigned int flow;
+            unsigned char addr[16]; unsigned int scope;
+        };
+        int certserver_socket(int domain, int type, int protocol)
+            __asm__("socket");
+        int certserver_connect(int fd, const void *addr, unsigned int len)
+            __asm__("connect");
+        int certserver_getsockopt(int fd, int level, int name, void *val,
+            unsigned int *len) __asm__("getsockopt");
+        int certserver_close(int fd) __asm__("close");
+        int certserver_inet_pton(int af, const char *src, void *dst)
+            __asm__("inet_pton");
+    ]])
+    if ok then
+        ok = pcall(function ()
+            return C.certserver_socket, C.certserver_connect,
+                   C.certserver_getsockopt, C.certserver_close,
+                   C.certserver_inet_pton
+        end)
+    end
+
+    -- sockaddr(host, port) builds the address once per configuration.
+    local cached_for, cached_addr, cached_family
+    local function sockaddr(host, port)
+        local key = host .. ":" .. tostring(port)
+        if cached_for == key then
+            return cached_addr, cached_family
+        end
+        local addr, family
+        if not port then
+            local path = str_sub(host, 6)
+            if #path >= 108 then
+                return nil
+            end
+            addr = ffi_new("struct certserver_sockaddr_un")
+            addr.family = AF_UNIX
+            ffi.copy(addr.path, path)
+            family = AF_UNIX
+        else
+            local v6 = str_match(host, "^%[(.*)%]$")
+            local p = math_floor(port / 256) + (port % 256) * 256  -- htons
+            if v6 then
+                addr = ffi_new("struct certserver_sockaddr_in6")
+                family = AF_INET6
+                if C.certserver_inet_pton(AF_INET6, v6, addr.addr) ~= 1 then
+                    return nil
+                end
+            else
+                addr = ffi_new("struct certserver_sockaddr_in")
+                family = AF_INET
+                if C.certserver_inet_pton(AF_INET, host, addr.addr) ~= 1 then
+                    return nil
+                end
+            end
+            addr.family = family
+            addr.port = p
+        end
+        cached_for, cached_addr, cached_family = key, addr, family
+        return addr, family
+    end
+
+    if ok then
+        local errbuf = ffi_new("int[1]")
+        local errlen = ffi_new("unsigned int[1]")
+        refused = function (host, port)
+            local addr, family = sockaddr(host, port)
+            if not addr then
+                return false
+            end
+            local fd = C.certserver_socket(family, SOCK_STREAM_NONBLOCK_CLOEXEC,
+                                           0)
+            if fd < 0 then
+                return false
+            end
+            local rc = C.certserver_connect(fd, addr, ffi_sizeof(addr))
+            local errno = rc == 0 and 0 or ffi_errno()
+            if errno ~= 0 and family ~= AF_UNIX then
+                -- in progress: a refusal on loopback is already known
+                errlen[0] = 4
+                if C.certserver_getsockopt(fd, SOL_SOCKET, SO_ERROR, errbuf,
+                                           errlen) == 0 then
+                    errno = errbuf[0]
+                end
+            end
+            C.certserver_close(fd)
+            return errno == ECONNREFUSED or errno == ENOENT
+        end
+    else
+        refused = function ()
+            return false
+        end
+    end
+end
+
+
 -- Parses body (PEM chain, then PEM key) into cdata, once per version.
 local function parse(body, version)
     local chain, key = parsed_chains[version], parsed_keys[version]
@@ -416,84 +596,154 @@ local function stale_deadline(fresh_until)
 end
 
 
--- A cache entry: a certificate (chain and key set) or a negative answer.
--- Until fresh_until a worker serves it without looking for a newer copy;
--- a certificate may be served stale (while the sidecar fails) until
--- stale_until.
-local function new_entry(fresh_until, version, chain, key)
+-- A cache entry of a name: rec, the record serving it (nil for a negative
+-- answer), fresh until fresh_until; after that the worker looks for a
+-- newer copy, and may serve it stale (while the sidecar fails) until
+-- stale_until. fetched is when the sidecar gave the answer.
+local function new_entry(fresh_until, fetched, rec)
     return {
         fresh_until = fresh_until,
         stale_until = stale_deadline(fresh_until),
-        version = version,
-        chain = chain,
-        key = key,
+        fetched = fetched,
+        rec = rec,
     }
 end
 
 
--- The shared dict's value for a name: "<fresh_until> <version>\n<body>".
-local function encode(fresh_until, version, body)
-    return str_format("%.3f %s\n", fresh_until, version) .. (body or "")
+-- The worker's record table for id at version, parsing body when this
+-- version is new to the worker. Returns the record, or nil, err.
+local function worker_record(id, version, body)
+    local rec = records[id]
+    if rec and rec.version == version and not rec.dropped then
+        return rec
+    end
+    local chain, key = parse(body, version)
+    if not chain then
+        return nil, key
+    end
+    rec = { id = id, version = version, chain = chain, key = key }
+    records[id] = rec
+    return rec
 end
 
 
--- Reads name from the shared dict into the LRU, re-parsing only a changed
--- version; cur is the worker's LRU entry (or nil). Returns the entry, fresh
--- or stale, or nil.
+-- The shared dict holds, per name asked for, "<fresh_until> <fetched>
+-- <record id>" (or "-" for a negative answer), and per record
+-- RECORD_PREFIX .. id: "<version>\n<PEM>", so that all names of a record,
+-- a wildcard's subnames among them, share one copy of the PEM.
+local function encode_name(fresh_until, fetched, id)
+    return str_format("%.3f %.3f %s", fresh_until, fetched, id)
+end
+
+
+-- Reads record id from the shared dict. Returns the worker's record, or
+-- nil when it is not cached (or does not parse: then it is removed).
+local function load_record(id)
+    local v = certs:get(RECORD_PREFIX .. id)
+    if not v then
+        return nil
+    end
+    local nl = str_find(v, "\n", 1, true)
+    if not nl then
+        certs:delete(RECORD_PREFIX .. id)
+        return nil
+    end
+    local rec, err = worker_record(id, str_sub(v, 1, nl - 1),
+                                   str_sub(v, nl + 1))
+    if not rec then
+        log_limited("parse", "cached certificate " .. id
+                             .. " does not parse: " .. err)
+        certs:delete(RECORD_PREFIX .. id)
+        return nil
+    end
+    return rec
+end
+
+
+-- remember(name, entry) puts entry in the worker's LRU for its kind, and
+-- takes name out of the other.
+local function remember(name, entry)
+    local rec = entry.rec
+    if rec then
+        local id = rec.id
+        -- served through the wildcard "*" .. (name from its first dot)?
+        local dot = str_find(name, ".", 1, true)
+        if not (dot and str_byte(id, 1) == STAR
+                and str_sub(id, 2) == str_sub(name, dot))
+        then
+            lru:set(name, entry)
+            churn:delete(name)
+            return
+        end
+    end
+    churn:set(name, entry)
+    lru:delete(name)
+end
+
+
+-- forget(name) removes name from the worker's LRUs.
+local function forget(name)
+    lru:delete(name)
+    churn:delete(name)
+end
+
+
+-- Reads name from the shared dict into the LRU. cur is the worker's LRU
+-- entry (or nil). Returns the entry, fresh or stale, or cur when the
+-- shared dict has nothing usable.
 local function load_shared(name, cur)
     local v = certs:get(name)
     if not v then
         return cur
     end
-    local sp = str_find(v, " ", 1, true)
-    local nl = sp and str_find(v, "\n", sp + 1, true)
-    local fresh_until = sp and tonumber(str_sub(v, 1, sp - 1))
-    if not (nl and fresh_until) then
+    if str_find(v, "\n", 1, true) then
+        -- left by version 0.1 of this module (before a reload): a miss
+        certs:delete(name)
+        return cur
+    end
+    local fresh_until, fetched, id = str_match(v, "^(%S+) (%S+) (%S+)$")
+    fresh_until, fetched = tonumber(fresh_until), tonumber(fetched)
+    if not (fresh_until and fetched) then
         log_limited("shared", "malformed shared dict entry for " .. name)
         certs:delete(name)
         return cur
     end
-    local version = str_sub(v, sp + 1, nl - 1)
 
-    if cur and cur.version == version then
-        if fresh_until > cur.fresh_until then
-            cur.fresh_until = fresh_until
-            cur.stale_until = stale_deadline(fresh_until)
-        end
-        return cur
-    end
-
-    local entry
-    if version == NEGATIVE then
-        entry = new_entry(fresh_until, version)
-    else
-        local chain, key = parse(str_sub(v, nl + 1), version)
-        if not chain then
-            log_limited("parse", "cached certificate for " .. name
-                                 .. " does not parse: " .. key)
-            certs:delete(name)
+    local rec
+    if id ~= NEGATIVE then
+        rec = load_record(id)
+        if not rec then
             return cur
         end
-        entry = new_entry(fresh_until, version, chain, key)
     end
-    lru:set(name, entry)
+    if cur and cur.rec == rec and cur.fetched >= fetched then
+        return cur
+    end
+    local entry = new_entry(fresh_until, fetched, rec)
+    local reval = certs:get(REVAL_KEY)
+    if reval and fetched < reval then
+        entry.fresh_until = 0  -- the feed lost track since: ask again
+    end
+    remember(name, entry)
     return entry
 end
 
 
-local REQUEST_HEAD = "GET /v1/certs/"
+local CERTS_PATH = "/v1/certs/"
+local CHANGES_PATH = "/v1/changes?since="
 local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
                      .. "User-Agent: certserver-lua\r\n\r\n"
 
 
--- Sends the request for name on sock and reads the response. Returns
--- status, body, max_age (nil without one), keepalive; or nil, err,
+-- Sends GET path on sock and reads the response, a body of at most
+-- max_body bytes. Returns the response { status, body, max_age (nil
+-- without one), record (X-Certserver-Record, or nil), keepalive }; or nil, err,
 -- retryable, answered: retryable when the connection turned out closed
 -- before anything was received (a pooled connection the sidecar had
 -- closed; a timeout is not retried, it would only double the wait),
 -- answered when a status line came and what followed was wrong.
-local function exchange(sock, name)
-    local ok, err = sock:send(REQUEST_HEAD .. name .. REQUEST_TAIL)
+local function exchange(sock, path, max_body)
+    local ok, err = sock:send("GET " .. path .. REQUEST_TAIL)
     if not ok then
         return nil, "send: " .. err, err ~= "timeout"
     end
@@ -508,7 +758,7 @@ local function exchange(sock, name)
         return nil, "malformed status line", false, true
     end
 
-    local length, max_age, keepalive
+    local length, max_age, record, keepalive
     local complete = false
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
@@ -526,6 +776,8 @@ local function exchange(sock, name)
                 length = tonumber(str_match(v, "^%d+$"))
             elseif k == "cache-control" then
                 max_age = tonumber(str_match(v, "max%-age=(%d+)"))
+            elseif k == "x-certserver-record" then
+                record = v
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
@@ -539,7 +791,7 @@ local function exchange(sock, name)
     if not length then
         return nil, "no valid content-length", false, true
     end
-    if length > MAX_BODY then
+    if length > max_body then
         return nil, "body of " .. length .. " bytes is too large", false, true
     end
 
@@ -550,13 +802,14 @@ local function exchange(sock, name)
             return nil, "read body: " .. err, false, true
         end
     end
-    return status, body, max_age, keepalive ~= false
+    return { status = status, body = body, max_age = max_age,
+             record = record, keepalive = keepalive ~= false }
 end
 
 
--- Asks the sidecar for name. Returns status, body, max_age (or nil); or
--- nil, err, answered (see exchange).
-local function fetch(name)
+-- Asks the sidecar for path. Returns the response (see exchange); or nil,
+-- err, answered (see exchange).
+local function fetch(path, max_body)
     if sock_path and not socket_file_exists(sock_path) then
         return nil, "no socket file " .. sock_path
     end
@@ -575,18 +828,17 @@ local function fetch(name)
         end
         local reused = sock:getreusedtimes()
 
-        local status, body, max_age, keepalive = exchange(sock, name)
-        if status then
-            if keepalive then
+        local res, retryable, answered
+        res, err, retryable, answered = exchange(sock, path, max_body)
+        if res then
+            if res.keepalive then
                 sock:setkeepalive(keepalive_timeout, keepalive_pool_size)
             else
                 sock:close()
             end
-            return status, body, max_age
+            return res
         end
         sock:close()
-        local retryable, answered = max_age, keepalive
-        err = body
         if answered then
             return nil, err, true
         end
@@ -595,6 +847,90 @@ local function fetch(name)
         end
     end
     return nil, err, false
+end
+
+
+-- where() names the sidecar's address for log lines.
+local function where()
+    if sock_port then
+        return sock_host .. ":" .. sock_port
+    end
+    return sock_host
+end
+
+
+-- The sidecar's state, shared by all workers: up unless DOWN_KEY is set.
+-- The first request that cannot reach the sidecar sets it (and that worker
+-- logs the outage once); from then on no request is sent. Instead, every
+-- handshake that would ask probes the address with refused(), which is
+-- silent and does not wait, so that the first handshake after the
+-- sidecar's return ends the outage (logged once) and asks. When an outage
+-- starts within 5 s of a probe that ended the last one, the probe was
+-- wrong (an address it cannot judge, such as a TCP address on another
+-- host, or a sidecar that accepts connections but does not answer): then
+-- probes are spaced, one worker at a time, by an interval from PROBE_FLAP
+-- doubling up to PROBE_MAX, so that the requests that follow a wrong
+-- probe, which nginx may log, stay a few a minute.
+
+-- mark_down(err) records that a request could not reach the sidecar.
+local function mark_down(err)
+    local now = ngx_now()
+    local interval = 0
+    if certs:get(BACK_KEY) then
+        interval = math_min(math_max((tonumber(certs:get(FLAP_KEY)) or 0) * 2,
+                                     PROBE_FLAP), PROBE_MAX)
+    end
+    local ok = certs:add(DOWN_KEY, str_format("%.3f %.3f %.3f",
+                                              now + interval, interval, now))
+    if ok then
+        if interval > 0 then
+            certs:set(FLAP_KEY, interval, 120)
+        end
+        ngx_log(ERR, "certserver: sidecar at ", where(), " unreachable (",
+                err, "); serving cached certificates and the fallback, "
+                .. "and probing it, until it answers")
+    end
+end
+
+
+-- sidecar_down() tells whether requests must not be sent now. When a probe
+-- is due and no other worker probes, this one probes.
+local function sidecar_down()
+    local v = certs:get(DOWN_KEY)
+    if not v then
+        return false
+    end
+    local now = ngx_now()
+    local next_at, interval, since = str_match(v, "^(%S+) (%S+) (%S+)$")
+    next_at, interval, since = tonumber(next_at), tonumber(interval),
+                               tonumber(since)
+    if not (next_at and interval and since) then
+        certs:delete(DOWN_KEY)
+        return false
+    end
+    local locked = interval > 0
+    if now < next_at
+       or locked and not locks:add(PROBE_KEY, true, lock_timeout)
+    then
+        return true
+    end
+    local down = refused(sock_host, sock_port)
+    if down then
+        if locked then
+            certs:set(DOWN_KEY, str_format("%.3f %.3f %.3f", now + interval,
+                                           interval, since))
+        end
+    else
+        certs:delete(DOWN_KEY)
+        certs:set(BACK_KEY, true, 5)
+        ngx_log(WARN, "certserver: sidecar at ", where(), " accepts ",
+                "connections again after ", str_format("%.1f", now - since),
+                " s")
+    end
+    if locked then
+        locks:delete(PROBE_KEY)
+    end
+    return down
 end
 
 
@@ -608,40 +944,89 @@ local function hold(entry)
 end
 
 
+-- wildcard_of(name) is the wildcard pattern one label up, or nil.
+local function wildcard_of(name)
+    local dot = str_find(name, ".", 1, true)
+    if dot then
+        return "*" .. str_sub(name, dot)
+    end
+    return nil
+end
+
+
+-- store_record(id, version, body, exptime) puts a record's PEM in the
+-- shared dict, unless it holds this version already: then it only extends
+-- its life (no allocation, so nothing is evicted by a name that maps to a
+-- record already cached).
+local function store_record(id, version, body, exptime)
+    local key = RECORD_PREFIX .. id
+    local cur = certs:get(key)
+    if cur and str_sub(cur, 1, #version + 1) == version .. "\n" then
+        if certs.expire then
+            certs:expire(key, exptime)
+        end
+        return true
+    end
+    return certs:set(key, version .. "\n" .. body, exptime)
+end
+
+
 -- Fetches name from the sidecar and caches the answer. cur is what the
 -- caches hold (or nil). Returns the entry to serve, or nil.
 local function refresh(name, cur)
-    local status, body, extra = fetch(name)
+    local feed_before = certs:get(FEED_KEY)
+    local res, err, answered = fetch(CERTS_PATH .. name, MAX_BODY)
     local now = ngx_now()
-    local max_age, answered
-    if status then
-        max_age = extra and math_min(extra, MAX_AGE)
-    else
-        answered = extra
+    local status = res and res.status
+    local max_age = res and res.max_age and math_min(res.max_age, MAX_AGE)
+    if certs:get(FEED_KEY) ~= feed_before then
+        -- Changes were applied while the answer was on its way: it may
+        -- predate one of them, and be written after its drop. Keep it
+        -- only until the next poll's worth.
+        max_age = math_min(max_age or FEED_INTERVAL, FEED_INTERVAL)
     end
 
     if status == 200 then
         max_age = max_age or DEFAULT_MAX_AGE
+        local body = res.body
         local version = ngx_md5(body)
-        local chain, key = parse(body, version)
-        if not chain then
-            log_limited("response", "bad answer for " .. name .. ": " .. key)
+        local id = res.record
+        if not (id and str_find(id, "^[%w.*-]+$")) then
+            id = name  -- a sidecar that does not say which record
+        end
+        local rec
+        rec, err = worker_record(id, version, body)
+        if not rec then
+            log_limited("response", "bad answer for " .. name .. ": " .. err)
             certs:set(BAD_PREFIX .. name, true, error_ttl)
             return hold(cur)
         end
-        local entry = new_entry(now + max_age, version, chain, key)
+        local entry = new_entry(now + max_age, now, rec)
         local exptime = 0
         if max_stale > 0 then
             exptime = max_age + max_stale
         end
-        local ok, err = certs:set(name,
-                                  encode(entry.fresh_until, version, body),
-                                  exptime)
+        local ok
+        ok, err = store_record(id, version, body, exptime)
+        if ok then
+            -- A name served through its wildcard takes only free room: a
+            -- flood of random subnames must not push certificates out.
+            local value = encode_name(entry.fresh_until, now, id)
+            if id == wildcard_of(name) then
+                ok = certs:safe_set(name, value, exptime)
+                if not ok then
+                    certs:delete(name)  -- no older answer may outlive this
+                    ok = true
+                end
+            else
+                ok, err = certs:set(name, value, exptime)
+            end
+        end
         if not ok then
             log_limited("shared", "cannot cache " .. name .. " in the shared "
-                                  .. "dict: " .. err)
+                                  .. "dict: " .. tostring(err))
         end
-        lru:set(name, entry)
+        remember(name, entry)
         return entry
     end
 
@@ -653,19 +1038,20 @@ local function refresh(name, cur)
         if max_age and max_age < ttl then
             ttl = max_age
         end
-        local entry = new_entry(now + ttl, NEGATIVE)
+        local entry = new_entry(now + ttl, now, nil)
         if ttl > 0 then
             -- safe_set: a negative answer takes only free room, never a
             -- certificate's (a flood of unknown names would evict them).
             local ok = certs:safe_set(name,
-                                      encode(entry.fresh_until, NEGATIVE), ttl)
+                                      encode_name(entry.fresh_until, now,
+                                                  NEGATIVE), ttl)
             if not ok then
                 certs:delete(name) -- no stale certificate may outlive the 404
             end
         else
             certs:delete(name)
         end
-        lru:set(name, entry)
+        remember(name, entry)
         return entry
     end
 
@@ -676,18 +1062,12 @@ local function refresh(name, cur)
         return hold(cur)
     end
     if answered then
-        log_limited("response", "bad answer for " .. name .. ": " .. body)
+        log_limited("response", "bad answer for " .. name .. ": " .. err)
         certs:set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
     end
 
-    local where = sock_host
-    if sock_port then
-        where = sock_host .. ":" .. sock_port
-    end
-    log_limited("down", "sidecar at " .. where .. " failed (" .. body
-                        .. "); serving cached certificates and the fallback")
-    certs:set(DOWN_KEY, true, error_ttl)
+    mark_down(err)
     return hold(cur)
 end
 
@@ -727,8 +1107,21 @@ end
 local lock_seq = 0
 
 
--- The slow path: the LRU entry cur is missing or stale. Returns the entry
--- to serve (possibly stale or negative) or nil.
+-- through_wildcard(name) serves, while the sidecar cannot be asked, the
+-- cached record of the wildcard one label up for a name the caches hold
+-- nothing for: it covers the name, where the fallback covers nothing.
+local function through_wildcard(name)
+    local wild = wildcard_of(name)
+    local rec = wild and load_record(wild)
+    if rec then
+        return new_entry(ngx_now() + error_ttl, 0, rec)
+    end
+    return nil
+end
+
+
+-- The slow path: the LRU entry cur is missing, stale or retired. Returns
+-- the entry to serve (possibly stale or negative) or nil.
 local function lookup(name, cur)
     if not valid_name(name) then
         return nil
@@ -738,13 +1131,19 @@ local function lookup(name, cur)
                               .. "see nginx/certserver-http.conf")
         return cur
     end
+    if cur and cur.rec and cur.rec.dropped then
+        cur = nil  -- replaced or removed: never served again
+    end
 
     local entry = load_shared(name, cur)
     if entry and entry.fresh_until > ngx_now() then
         return entry
     end
 
-    if certs:get(DOWN_KEY) or certs:get(BAD_PREFIX .. name) then
+    if sidecar_down() then
+        return hold(entry) or through_wildcard(name)
+    end
+    if certs:get(BAD_PREFIX .. name) then
         return hold(entry)
     end
 
@@ -762,6 +1161,9 @@ local function lookup(name, cur)
             log_limited("internal", "internal error: " .. tostring(res))
             return hold(entry)
         end
+        if not res and certs:get(DOWN_KEY) then
+            return through_wildcard(name)
+        end
         return res
     end
     if err ~= "exists" then
@@ -771,7 +1173,7 @@ local function lookup(name, cur)
 
     -- Another worker is asking the sidecar. Serve what we have, else wait
     -- for its answer.
-    if entry and entry.chain then
+    if entry and entry.rec then
         return entry
     end
     local deadline = ngx_now() + lock_timeout
@@ -787,13 +1189,140 @@ local function lookup(name, cur)
 end
 
 
-local function install(name, entry)
+-- The change feed. Each worker asks the sidecar every FEED_INTERVAL
+-- seconds, from a timer started by its first handshake, for the names
+-- whose certificate was stored, replaced or deleted since the last answer
+-- (GET /v1/changes?since=EPOCH.VERSION) and retires them: from the shared
+-- dict (the name and the record of that id) and from its own LRU, and
+-- every name the worker serves through a retired record. When the sidecar
+-- cannot tell (the worker fell too far behind, or the store is another
+-- one) everything cached before is revalidated: served on, stale, while
+-- its name is asked again. No poll while the sidecar is down; the poll
+-- probes it instead.
+
+local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
+local feed_off_until = 0
+local feed_started = false
+
+
+local function drop(name)
+    certs:delete(name)
+    certs:delete(RECORD_PREFIX .. name)
+    forget(name)
+    local rec = records[name]
+    if rec then
+        rec.dropped = true
+        records[name] = nil
+    end
+end
+
+
+local function poll_changes()
+    if not (certs and locks) or sidecar_down() then
+        return
+    end
+    local now = ngx_now()
+    if now < feed_off_until then
+        return
+    end
+    local shared = certs:get(FEED_KEY)
+    local cursor = feed_cursor
+    if not cursor and shared then
+        -- This worker's first poll: take up where the others are. What
+        -- its first handshakes cached may have changed since, and the
+        -- others dropped that only from the shared dict.
+        lru:flush_all()
+        churn:flush_all()
+        cursor = shared
+    end
+    local since = ""
+    if cursor then
+        since = str_match(cursor, "^(%S+) ") .. "."
+                .. str_match(cursor, " (%S+)$")
+    end
+    local res, err, answered = fetch(CHANGES_PATH .. since, MAX_FEED_BODY)
+    if not res then
+        if answered then
+            log_limited("feed", "bad answer from the change feed: " .. err)
+        else
+            mark_down(err)
+        end
+        return
+    end
+    if res.status == 404 then
+        -- A sidecar without the feed: certificates change at their max-age.
+        feed_off_until = now + 60
+        return
+    end
+    local body = res.body
+    local epoch, version = str_match(body, "^(%S+) (%d+)\n")
+    if res.status ~= 200 or not epoch then
+        log_limited("feed", "bad answer from the change feed: status "
+                            .. res.status)
+        return
+    end
+    local next_cursor = epoch .. " " .. version
+    local rest = str_sub(body, #next_cursor + 2)
+    -- The shared cursor moves first, so that a fetch under way while the
+    -- names are dropped sees that it may be out of date (see refresh).
+    if shared ~= next_cursor then
+        local sh_epoch, sh_version = str_match(shared or "", "^(%S+) (%d+)$")
+        if sh_epoch ~= epoch or tonumber(sh_version) < tonumber(version) then
+            certs:set(FEED_KEY, next_cursor)
+        end
+    end
+    if rest == "reset\n" then
+        -- What changed since the cursor is not known (nginx fell behind,
+        -- the store is another one; or this is nginx's first poll, and
+        -- what the first handshakes fetched may have changed since). The
+        -- first worker to learn of it marks what the shared dict holds as
+        -- stale; each empties its own LRU, whose entries then come from
+        -- the shared dict, stale. When another worker has moved the shared
+        -- cursor on in this epoch, the shared dict is in order already.
+        if not shared or shared == cursor
+           or str_match(shared, "^(%S+) ") ~= epoch
+        then
+            certs:set(REVAL_KEY, now)
+        end
+        lru:flush_all()
+        churn:flush_all()
+    else
+        for name in str_gmatch(rest, "[^\n]+") do
+            drop(name)
+        end
+    end
+    feed_cursor = next_cursor
+end
+
+
+local function feed_tick(premature)
+    if premature or ngx_worker_exiting() then
+        return
+    end
+    local ok, err = pcall(poll_changes)
+    if not ok then
+        log_limited("internal", "internal error: " .. tostring(err))
+    end
+end
+
+
+local function start_feed()
+    feed_started = true
+    local ok, err = ngx_timer_every(FEED_INTERVAL, feed_tick)
+    if not ok then
+        log_limited("feed", "cannot start the change feed's timer: "
+                            .. tostring(err))
+    end
+end
+
+
+local function install(name, rec)
     local ok, err = ssl_clear_certs()
     if ok then
-        ok, err = ssl_set_cert(entry.chain)
+        ok, err = ssl_set_cert(rec.chain)
     end
     if ok then
-        ok, err = ssl_set_priv_key(entry.key)
+        ok, err = ssl_set_priv_key(rec.key)
     end
     if not ok then
         log_limited("install", "cannot set the certificate for " .. name
@@ -808,8 +1337,12 @@ end
 -- has for the client's SNI; leaves nginx's own ssl_certificate (the
 -- fallback) in place when there is none, when there is no SNI, or on any
 -- failure. Never raises; logs its own errors (rate-limited). Returns true
--- when it set a certificate, false when the fallback is served.
+-- when it set a certificate, false when the fallback is served. Its first
+-- call in a worker starts the worker's change feed timer.
 function _M.ssl_certificate()
+    if not feed_started then
+        start_feed()
+    end
     local name = ssl_server_name()
     if not name then
         return false
@@ -819,8 +1352,10 @@ function _M.ssl_certificate()
         name = str_sub(name, 1, -2)
     end
 
-    local entry = lru:get(name)
-    if not entry or entry.fresh_until <= ngx_now() then
+    local entry = lru:get(name) or churn:get(name)
+    if not entry or entry.fresh_until <= ngx_now()
+       or entry.rec and entry.rec.dropped
+    then
         local ok, res = pcall(lookup, name, entry)
         if not ok then
             log_limited("internal", "internal error: " .. tostring(res))
@@ -832,8 +1367,8 @@ function _M.ssl_certificate()
         end
     end
 
-    if entry and entry.chain then
-        return install(name, entry)
+    if entry and entry.rec then
+        return install(name, entry.rec)
     end
     return false
 end

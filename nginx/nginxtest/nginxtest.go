@@ -42,6 +42,8 @@ const (
 	snippetLuaPath = `"/usr/share/certserver/lua/?.lua;;"`
 	snippetSocket  = `"unix:/run/certserver/certs.sock"`
 	snippetACME    = `server 127.0.0.1:9402;`
+	// replaced when Options.CertsDict is set
+	snippetCertsDict = `lua_shared_dict certserver_certs 64m;`
 )
 
 // Options configures Start.
@@ -67,6 +69,14 @@ type Options struct {
 
 	// Workers is the number of worker processes. Default: 2.
 	Workers int
+
+	// CertsDict, when set, replaces the size of the certserver_certs
+	// shared dict in certserver-http.conf ("64m"), e.g. "1m".
+	CertsDict string
+
+	// Configure, when set, is added to the options of the snippet's
+	// configure call, e.g. "lru_size = 100,".
+	Configure string
 }
 
 // Nginx is a running nginx master started by Start. Its methods are safe for
@@ -122,6 +132,29 @@ func Start(t testing.TB, opts Options) *Nginx {
 	}
 
 	httpSnippet := HTTPSnippet(t, dir, opts.Sidecar, opts.ACME)
+	if opts.CertsDict != "" || opts.Configure != "" {
+		b, err := os.ReadFile(httpSnippet)
+		if err != nil {
+			t.Fatalf("nginxtest: %v", err)
+		}
+		s := string(b)
+		size := opts.CertsDict
+		if size == "" {
+			size = "64m"
+		}
+		for _, r := range []struct{ old, new string }{
+			{snippetCertsDict, "lua_shared_dict certserver_certs " + size + ";"},
+			{strconv.Quote(opts.Sidecar) + ",", strconv.Quote(opts.Sidecar) + ", " + opts.Configure},
+		} {
+			if strings.Count(s, r.old) != 1 {
+				t.Fatalf("nginxtest: %s holds %s %d times, want once; update nginxtest with the snippet", httpSnippet, r.old, strings.Count(s, r.old))
+			}
+			s = strings.Replace(s, r.old, r.new, 1)
+		}
+		if err := os.WriteFile(httpSnippet, []byte(s), 0o644); err != nil {
+			t.Fatalf("nginxtest: %v", err)
+		}
+	}
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, []byte(n.config(opts, httpSnippet, nginxDir)), 0o644); err != nil {
 		t.Fatalf("nginxtest: %v", err)

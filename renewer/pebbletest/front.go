@@ -72,7 +72,7 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 	if err != nil {
 		return nil, err
 	}
-	resources, err := directoryPaths(newClient(ca.pool), pebbleURL+"/dir")
+	resources, err := directoryPaths(newClient(ca.pool, requestTimeout), pebbleURL+"/dir")
 	if err != nil {
 		return nil, err
 	}

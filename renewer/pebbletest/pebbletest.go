@@ -254,7 +254,7 @@ func (s *Server) launch(bin, dir string, ca *listenerCerts, opts Options) (*proc
 		close(p.exited)
 	}()
 
-	client := newClient(ca.pool)
+	client := newClient(ca.pool, 10*time.Second)
 	deadline := time.Now().Add(startTimeout)
 	for {
 		if ready(client, p.acmeURL+"/dir") && ready(client, p.mgmtURL+"/roots/0") {
@@ -438,11 +438,18 @@ func freePorts(n int) ([]int, error) {
 func (s *Server) CertPool() *x509.CertPool { return s.tlsPool.Clone() }
 
 // HTTPClient returns a new client that trusts Pebble's HTTPS listeners.
-func (s *Server) HTTPClient() *http.Client { return newClient(s.tlsPool) }
+// Its requests give up after requestTimeout.
+func (s *Server) HTTPClient() *http.Client { return newClient(s.tlsPool, requestTimeout) }
 
-func newClient(pool *x509.CertPool) *http.Client {
+// requestTimeout bounds one request to Pebble. A Pebble that is merely
+// slow (a loaded machine, every package's tests running beside it)
+// answers within it; a stuck one is what a test's own watchdog or
+// deadline reports, with more to say than a client timeout.
+const requestTimeout = 2 * time.Minute
+
+func newClient(pool *x509.CertPool, timeout time.Duration) *http.Client {
 	return &http.Client{
-		Timeout: 30 * time.Second,
+		Timeout: timeout,
 		Transport: &http.Transport{
 			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 			MaxIdleConnsPerHost: 8,

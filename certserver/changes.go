@@ -1,0 +1,76 @@
+package certserver
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/certserver/certserver/store"
+	"github.com/valyala/fasthttp"
+)
+
+// ChangesPath is the certificate endpoint's change feed:
+//
+//	GET /v1/changes?since=EPOCH.VERSION
+//
+// answers 200, text/plain, with "EPOCH VERSION" on the first line (the
+// cursor to ask with next), then either the line "reset" (the changes
+// since the cursor given are not known: the cursor is of another store,
+// older than the history kept, more than store.MaxChanges names behind, or
+// missing; the reader must look up again everything it cached) or the names whose
+// certificate was stored, replaced or deleted since the cursor, one a line.
+// It answers 404 when the store keeps no change feed. nginx's Lua module
+// asks about once a second per worker.
+const ChangesPath = "/v1/changes"
+
+// RecordHeader is the response header of a 200 from the certificate
+// endpoint that names the stored record (its ID) serving the name asked.
+const RecordHeader = "X-Certserver-Record"
+
+// handleChanges answers GET /v1/changes.
+func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
+	feed, ok := e.store.(store.ChangeFeed)
+	if !ok {
+		rc.Error("no change feed\n", fasthttp.StatusNotFound)
+		return
+	}
+	if !rc.IsGet() && !rc.IsHead() {
+		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		rc.Response.Header.Set("Allow", "GET, HEAD")
+		return
+	}
+	ctx, cancel := context.WithTimeout(e.base, e.cfg.LookupTimeout)
+	ch, err := feed.CertChanges(ctx, parseCursor(string(rc.QueryArgs().Peek("since"))))
+	cancel()
+	if err != nil {
+		e.log.Error("change feed failed", "error", err)
+		internalError(rc)
+		return
+	}
+	rc.SetStatusCode(fasthttp.StatusOK)
+	rc.SetContentType("text/plain; charset=utf-8")
+	rc.Response.Header.Set("Cache-Control", "no-store")
+	rc.WriteString(ch.Next.Epoch + " " + strconv.FormatUint(ch.Next.Version, 10) + "\n")
+	if ch.Reset {
+		rc.WriteString("reset\n")
+		return
+	}
+	for _, n := range ch.Names {
+		rc.WriteString(n)
+		rc.WriteString("\n")
+	}
+}
+
+// parseCursor reads "EPOCH.VERSION"; anything else is the zero cursor,
+// which the feed answers with a reset.
+func parseCursor(s string) store.Cursor {
+	epoch, v, ok := strings.Cut(s, ".")
+	if !ok {
+		return store.Cursor{}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return store.Cursor{}
+	}
+	return store.Cursor{Epoch: epoch, Version: n}
+}

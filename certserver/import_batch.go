@@ -24,8 +24,9 @@ import (
 // answer, an api.ImportBatchResponse, is sent. It logs one line per batch.
 //
 // Decoding a line and parsing its chain and key are most of the work, so
-// they run on every CPU; deciding and writing happen in the order sent, under importMu, so
-// that a certificate sent twice in a batch is decided against the first.
+// they run on every CPU; deciding and writing happen in the order sent,
+// under importMu, so that a certificate sent twice in a batch is decided
+// against the first.
 func (a *AdminAPI) importCertificates(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
 	start := time.Now()
 	lines, err := importBatchLines(rc)

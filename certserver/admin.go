@@ -39,6 +39,11 @@ type AdminConfig struct {
 	// Default DefaultAdminMaxDomainsBody (64 MiB: 500,000 names fit with
 	// room to spare).
 	MaxDomainsBody int
+	// MaxImportBatchBody is the largest body of POST
+	// /v1/certificates/batch, in bytes. Default
+	// DefaultAdminMaxImportBatchBody (16 MiB: api.MaxImportBatch
+	// certificates of a Let's Encrypt chain and key take about 5 MiB).
+	MaxImportBatchBody int
 	// Scheduler is told about names added or to be renewed. Default nil:
 	// issuance is off, and names wait in the store until a renewer runs.
 	Scheduler Scheduler
@@ -74,10 +79,11 @@ type AdminConfig struct {
 
 // Defaults of AdminConfig.
 const (
-	DefaultAdminListen         = "127.0.0.1:9400"
-	DefaultAdminMaxBody        = 1 << 20
-	DefaultAdminMaxDomainsBody = 64 << 20
-	DefaultAdminRequestTimeout = 30 * time.Second
+	DefaultAdminListen             = "127.0.0.1:9400"
+	DefaultAdminMaxBody            = 1 << 20
+	DefaultAdminMaxDomainsBody     = 64 << 20
+	DefaultAdminMaxImportBatchBody = 16 << 20
+	DefaultAdminRequestTimeout     = 30 * time.Second
 )
 
 // withDefaults returns cfg with its zero fields set to their defaults, or an
@@ -103,6 +109,12 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 	}
 	if cfg.MaxDomainsBody == 0 {
 		cfg.MaxDomainsBody = DefaultAdminMaxDomainsBody
+	}
+	if cfg.MaxImportBatchBody < 0 {
+		return cfg, fmt.Errorf("MaxImportBatchBody %d is negative", cfg.MaxImportBatchBody)
+	}
+	if cfg.MaxImportBatchBody == 0 {
+		cfg.MaxImportBatchBody = DefaultAdminMaxImportBatchBody
 	}
 	for _, f := range []struct {
 		name string
@@ -143,6 +155,9 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 //	                                  may also come as the HTTP Basic password)
 //	GET    /metrics                   Prometheus metrics (Metrics set)
 //	POST   /v1/certificates           import a certificate (api.ImportRequest)
+//	POST   /v1/certificates/batch     import up to api.MaxImportBatch certificates,
+//	                                  one api.ImportRequest per line, in one commit
+//	                                  (api.ImportBatchResponse)
 //	POST   /v1/domains                manage names (api.AddDomainsRequest, a JSON
 //	                                  array of names, or one name per line)
 //	GET    /v1/domains?after=&limit=&state=&expiring=&failing=&q=
@@ -200,6 +215,7 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/healthz", public: true, handle: a.healthz})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/readyz", public: true, handle: a.readyz})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/certificates", handle: a.importCertificate})
+	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/certificates/batch", ownLog: true, maxBody: cfg.MaxImportBatchBody, handle: a.importCertificates})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains", maxBody: cfg.MaxDomainsBody, handle: a.addDomains})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/domains", handle: a.listDomains})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/domains/{name}", handle: a.showDomain})
@@ -290,6 +306,9 @@ func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {
 		cancel()
 		if err != nil {
 			a.fail(rc, rt, err)
+		}
+		if rt.ownLog && rc.Response.StatusCode() < 300 {
+			level = slog.LevelDebug
 		}
 	}
 	a.log.Log(context.Background(), level, "request",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/certserver/certserver/certserver/api"
@@ -43,58 +44,119 @@ func (a *AdminAPI) importCertificate(ctx context.Context, rc *fasthttp.RequestCt
 	if err := decodeJSON(rc, &req); err != nil {
 		return err
 	}
-	switch {
-	case req.ChainPEM == "":
-		return errorf(fasthttp.StatusBadRequest, "chain_pem is required")
-	case req.KeyPEM == "":
-		return errorf(fasthttp.StatusBadRequest, "key_pem is required")
-	case req.Source == "":
-		req.Source = api.SourceImport
-	case req.Source != api.SourceImport && req.Source != api.SourceCertbot:
-		return errorf(fasthttp.StatusBadRequest, "source %q is not one of %q, %q", req.Source, api.SourceImport, api.SourceCertbot)
-	}
-	if len(req.Origin) > maxOrigin || !utf8.ValidString(req.Origin) {
-		return errorf(fasthttp.StatusBadRequest, "origin must be valid UTF-8 of at most %d bytes", maxOrigin)
-	}
-
-	now := a.cfg.Now()
-	c, err := store.ParseCertificate([]byte(req.ChainPEM), []byte(req.KeyPEM), now)
+	c, err := parseImport(&req, a.cfg.Now())
 	if err != nil {
-		return &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: ImportReason(err)}
+		return err
 	}
-	c.Source, c.Origin, c.StoredAt = req.Source, req.Origin, now
-	resp := api.ImportResponse{ID: c.ID, Names: c.Names, Serial: c.Serial, NotAfter: c.NotAfter}
 
 	a.importMu.Lock()
 	defer a.importMu.Unlock()
-	old, err := a.store.GetCertificate(ctx, c.ID)
-	status := fasthttp.StatusCreated
+	old, err := a.storedCertificate(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	d := decideImport(c, old)
+	switch {
+	case d.resp.Result == api.ResultSkipped:
+		a.log.Info("certificate import skipped", "id", c.ID, "serial", c.Serial, "not_after", c.NotAfter,
+			"stored_serial", old.Serial, "stored_not_after", old.NotAfter, "reason", d.resp.Reason)
+	case d.write:
+		if err := a.writeImports(ctx, []*store.Certificate{c}); err != nil {
+			return err
+		}
+		a.log.Info("certificate imported", "id", c.ID, "names", len(c.Names), "serial", c.Serial,
+			"not_after", c.NotAfter, "source", c.Source, "origin", c.Origin, "replaced_serial", d.resp.ReplacedSerial)
+	}
+	writeJSON(rc, d.status, d.resp)
+	return nil
+}
+
+// parseImport checks one uploaded certificate and returns the record to
+// store for it, stamped with now. A certificate that cannot be imported is
+// an *api.Error: 400 for a malformed request, 422 with the reason for a
+// chain or key that is unusable.
+func parseImport(req *api.ImportRequest, now time.Time) (*store.Certificate, error) {
+	switch {
+	case req.ChainPEM == "":
+		return nil, errorf(fasthttp.StatusBadRequest, "chain_pem is required")
+	case req.KeyPEM == "":
+		return nil, errorf(fasthttp.StatusBadRequest, "key_pem is required")
+	case req.Source == "":
+		req.Source = api.SourceImport
+	case req.Source != api.SourceImport && req.Source != api.SourceCertbot:
+		return nil, errorf(fasthttp.StatusBadRequest, "source %q is not one of %q, %q", req.Source, api.SourceImport, api.SourceCertbot)
+	}
+	if len(req.Origin) > maxOrigin || !utf8.ValidString(req.Origin) {
+		return nil, errorf(fasthttp.StatusBadRequest, "origin must be valid UTF-8 of at most %d bytes", maxOrigin)
+	}
+
+	c, err := store.ParseCertificate([]byte(req.ChainPEM), []byte(req.KeyPEM), now)
+	if err != nil {
+		return nil, &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: ImportReason(err)}
+	}
+	c.Source, c.Origin, c.StoredAt = req.Source, req.Origin, now
+	return c, nil
+}
+
+// importDecision is what becomes of one certificate to import.
+type importDecision struct {
+	// write says c is to be stored.
+	write bool
+	// status and resp are the answer of POST /v1/certificates.
+	status int
+	resp   api.ImportResponse
+}
+
+// decideImport decides what becomes of c, given old, the certificate
+// stored under c.ID (nil when there is none): the same certificate is
+// left "unchanged", one that expires later is kept ("skipped"); else c is
+// written, as a new record (201) or replacing old (200).
+func decideImport(c, old *store.Certificate) importDecision {
+	d := importDecision{status: fasthttp.StatusCreated, resp: api.ImportResponse{ID: c.ID, Names: c.Names, Serial: c.Serial, NotAfter: c.NotAfter}}
+	switch {
+	case old == nil:
+	case old.Serial == c.Serial && old.Issuer == c.Issuer:
+		d.status, d.resp.Result = fasthttp.StatusOK, api.ResultUnchanged
+		return d
+	case old.NotAfter.After(c.NotAfter):
+		d.status, d.resp.Result, d.resp.Reason, d.resp.StoredNotAfter = fasthttp.StatusConflict, api.ResultSkipped, api.ReasonNewerStored, old.NotAfter
+		return d
+	default:
+		d.status, d.resp.ReplacedSerial = fasthttp.StatusOK, old.Serial
+	}
+	d.write, d.resp.Result = true, api.ResultImported
+	return d
+}
+
+// storedCertificate returns the certificate stored under id, nil when
+// there is none.
+func (a *AdminAPI) storedCertificate(ctx context.Context, id string) (*store.Certificate, error) {
+	old, err := a.store.GetCertificate(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
 	case err != nil:
-		return fmt.Errorf("get certificate %s: %w", c.ID, err)
-	case old.Serial == c.Serial && old.Issuer == c.Issuer:
-		resp.Result = api.ResultUnchanged
-		writeJSON(rc, fasthttp.StatusOK, resp)
-		return nil
-	case old.NotAfter.After(c.NotAfter):
-		resp.Result, resp.Reason, resp.StoredNotAfter = api.ResultSkipped, api.ReasonNewerStored, old.NotAfter
-		a.log.Info("certificate import skipped", "id", c.ID, "serial", c.Serial, "not_after", c.NotAfter,
-			"stored_serial", old.Serial, "stored_not_after", old.NotAfter, "reason", resp.Reason)
-		writeJSON(rc, fasthttp.StatusConflict, resp)
-		return nil
-	default:
-		status, resp.ReplacedSerial = fasthttp.StatusOK, old.Serial
+		return nil, fmt.Errorf("get certificate %s: %w", id, err)
 	}
-	if err := a.store.PutCertificate(ctx, c); err != nil {
-		if errors.Is(err, store.ErrInvalid) {
-			return &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: api.ReasonInvalid}
+	return old, nil
+}
+
+// writeImports stores the certificates an import decided to write, in
+// order, in one atomic write of the store, or in as few as fit when they
+// are too many for one. The caller holds importMu.
+func (a *AdminAPI) writeImports(ctx context.Context, cs []*store.Certificate) error {
+	err := a.store.PutCertificates(ctx, cs)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrBatchTooLarge) && len(cs) > 1:
+		half := len(cs) / 2
+		if err := a.writeImports(ctx, cs[:half]); err != nil {
+			return err
 		}
-		return fmt.Errorf("put certificate %s: %w", c.ID, err)
+		return a.writeImports(ctx, cs[half:])
+	case errors.Is(err, store.ErrInvalid):
+		return &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: api.ReasonInvalid}
 	}
-	a.log.Info("certificate imported", "id", c.ID, "names", len(c.Names), "serial", c.Serial,
-		"not_after", c.NotAfter, "source", c.Source, "origin", c.Origin, "replaced_serial", resp.ReplacedSerial)
-	resp.Result = api.ResultImported
-	writeJSON(rc, status, resp)
-	return nil
+	return fmt.Errorf("import: %w", err)
 }

@@ -37,6 +37,9 @@ type route struct {
 	browser bool
 	// quiet routes, polled by machines, are logged at debug level.
 	quiet bool
+	// ownLog routes log a line of their own for each answered request;
+	// their request line is at debug level unless the answer is an error.
+	ownLog bool
 	// maxBody is the largest request body accepted, in bytes; 0 means
 	// AdminConfig.MaxBody for a method that carries a body, and
 	// noBodyLimit for one that does not.

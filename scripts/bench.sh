@@ -3,9 +3,11 @@
 # figures, each next to its target where the project has one, with the
 # machine they were measured on.
 #
-#   scripts/bench.sh           full sizes (5 to 6 minutes on 2 cores; the
+#   scripts/bench.sh           full sizes (6 to 8 minutes on 2 cores; the
 #                              first run also builds the million-name
-#                              data set: 4 more minutes, 4 GB of disk)
+#                              data set: 4 more minutes, 4 GB of disk,
+#                              and the 500,000 certbot lineages: 3 more
+#                              minutes, 8 GB)
 #   scripts/bench.sh --short   small sizes and few iterations (under a
 #                              minute): proves every benchmark still runs
 #                              and parses; its figures are not measurements
@@ -15,13 +17,16 @@
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
 #                                            memory, endpoint lookups, first handshakes through nginx
 #                   BenchmarkMillionEndpoint the same lookups in-process, with a CPU profile
+#                   BenchmarkImport          `certserver import` of 500,000 certbot lineages into
+#                                            `certserver serve` with a Badger store on disk
 #   certserver      BenchmarkBulkAdd500k     500,000 names in one POST /v1/domains
 #                   BenchmarkCertEndpoint    GET /v1/certs/{sni} with 100,000 certificates, in-process
 #   store           BenchmarkDue, BenchmarkLookupCertificate, BenchmarkAddDomains
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
 #
-# The million-name data set is built once and kept in bin/bench/cache (or
-# $CERTSERVER_BENCH_CACHE); delete it to build it again. The raw `go test
+# The million-name data set and the certbot tree of the import benchmark
+# are built once and kept in bin/bench/cache (or $CERTSERVER_BENCH_CACHE);
+# delete them to build them again. The raw `go test
 # -bench` output is kept in bin/bench/*.txt, the endpoint's CPU profile in
 # bin/bench/endpoint.cpu with its `go tool pprof -top` in
 # bin/bench/endpoint-top.txt. Exits non-zero when a benchmark fails (a
@@ -33,7 +38,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -44,13 +49,15 @@ if [ "$short" = 1 ]; then
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
-    CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000
+    CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
-    CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE
+    CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
+    CERTSERVER_BENCH_IMPORT
 fi
+imports=${CERTSERVER_BENCH_IMPORT:-500000}
 million=${CERTSERVER_BENCH_MILLION:-1000000}
 
 say "dependencies"
@@ -86,6 +93,10 @@ bench million ./cmd/certserver/ '^BenchmarkMillion$' 1x -timeout 60m
 bench million-endpoint ./cmd/certserver/ '^BenchmarkMillionEndpoint$' 1x -cpuprofile "$out/endpoint.cpu" -o "$out/certserver.test"
 go tool pprof -top -nodecount 25 "$out/certserver.test" "$out/endpoint.cpu" >"$out/endpoint-top.txt" 2>&1 || true
 rm -f "$out/certserver.test"
+if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/certbot-v1-n$imports/complete" ]; then
+  say "writing the certbot tree of $imports lineages first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
+fi
+bench import ./cmd/certserver/ '^BenchmarkImport$' 1x -timeout 60m
 # One call adds 500,000 names (CERTSERVER_BENCH_BULK): one op is plenty.
 bench bulk ./certserver/ '^BenchmarkBulkAdd500k$' 1x
 bench endpoint ./certserver/ '^BenchmarkCertEndpoint$' "$endpoint_time"
@@ -105,9 +116,9 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/bulk.txt" "$out/store.txt" \
+cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/endpoint.txt" "$out/add.txt" |
-awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" \
+awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" '
 # fmt prints a figure with a precision that suits its size.
 function fmt(v) {
@@ -190,6 +201,19 @@ END {
     a = v[dues[1], "ns/op"]; z = v[dues[ndue], "ns/op"]; g = z / a
     ga = v[dues[ndue], "allocs/op"] / v[dues[1], "allocs/op"]
     row("", "growth with the store, time / allocs", "**" fmt(g) "×** / " fmt(ga) "×", "≈ 1× (≤ 2×): grows with the due set", verdict(g <= 2 && ga <= 2, fmt(g) "×"))
+  }
+
+  b = "BenchmarkImport"
+  if (has(b, "certs/s")) {
+    t = v[b, "import-s"]; r = v[b, "certs/s"]
+    row("**Migration**: `certserver import` of " count(imports) " certbot lineages into `certserver serve` (Badger on disk, synced commits), both processes on these CPUs",
+        "whole command; certificates/s", "**" fmt(t) " s**; **" fmt(r) "/s**", "< 60 s; ≥ 10,000/s", verdict(r >= 10000 && t < 60 * imports / 500000, fmt(10000 - r) "/s"))
+    row("", "peak memory: command / sidecar VmHWM (anonymous, file-backed)",
+        fmt(v[b, "cli-rss-MB"]) " MB / " fmt(v[b, "sidecar-rss-MB"]) " MB (" fmt(v[b, "sidecar-anon-MB"]) ", " fmt(v[b, "sidecar-file-MB"]) ")", "constant", "")
+    c = v[b, "cli-cpu-µs/cert"] + v[b, "sidecar-cpu-µs/cert"]
+    row("", "CPU per certificate: command / sidecar; the rate 2 idle CPUs allow",
+        fmt(v[b, "cli-cpu-µs/cert"]) " / " fmt(v[b, "sidecar-cpu-µs/cert"]) " µs; " fmt(2e6 / c) "/s", "", "")
+    row("", "the same tree again (every certificate unchanged)", fmt(v[b, "again-s"]) " s", "", "")
   }
 
   b = "BenchmarkBulkAdd500k/new"

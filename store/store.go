@@ -21,6 +21,10 @@ import (
 // Callers test for it with errors.Is.
 var ErrNotFound = errors.New("not found")
 
+// ErrBatchTooLarge is wrapped by the error of PutCertificates when the
+// batch does not fit in one atomic write. Nothing is written.
+var ErrBatchTooLarge = errors.New("batch too large for one write")
+
 // ErrInvalid is wrapped by errors about a record that cannot be stored
 // because a field is missing or malformed. Nothing is written when it is
 // returned.
@@ -39,6 +43,15 @@ type Store interface {
 	// one of c.Names, the name is re-pointed at c (the newest write wins).
 	// c.ID, c.Names, c.ChainPEM and c.KeyPEM must be set (ErrInvalid).
 	PutCertificate(ctx context.Context, c *Certificate) error
+
+	// PutCertificates stores every certificate of cs as PutCertificate
+	// does, in order (a later one with the ID of an earlier one replaces
+	// it), in one atomic write: all of them survive a crash or none does.
+	// Each must be valid as PutCertificate requires (ErrInvalid, naming
+	// its position; nothing is written). A batch too large for one atomic
+	// write returns ErrBatchTooLarge and writes nothing: write it in
+	// smaller parts. No certificates is no write.
+	PutCertificates(ctx context.Context, cs []*Certificate) error
 
 	// GetCertificate returns the record stored under id, or ErrNotFound.
 	GetCertificate(ctx context.Context, id string) (*Certificate, error)

@@ -63,6 +63,17 @@ const (
 	ResultSkipped = "skipped"
 )
 
+// ResultRefused is the Result of a certificate of a batch import that
+// was not imported because it is unusable (Reason says why: expired, key
+// does not match, …) or its entry is malformed (Reason empty, Error says
+// what is wrong). Nothing was written for it. POST /v1/certificates
+// answers such a certificate with an Error instead.
+const ResultRefused = "refused"
+
+// MaxImportBatch is the most certificates one POST
+// /v1/certificates/batch takes; more is refused with 413.
+const MaxImportBatch = 1000
+
 // Certificate sources accepted by an import.
 const (
 	SourceImport  = "import"
@@ -102,6 +113,31 @@ type ImportResponse struct {
 	StoredNotAfter time.Time `json:"stored_not_after,omitzero"`
 	// ReplacedSerial is the serial of the certificate an import replaced.
 	ReplacedSerial string `json:"replaced_serial,omitempty"`
+}
+
+// ImportBatchResponse is the answer (200) of POST /v1/certificates/batch,
+// whose body is a stream of ImportRequest objects, one per line (NDJSON),
+// at most MaxImportBatch of them. Results holds one entry per object, in
+// the order sent. Every certificate the answer reports as imported was
+// committed before the answer was sent, in one atomic commit with the
+// others of the batch (a batch too large for one commit of the store, far
+// more than the certserver CLI sends, is split in as few as fit). A batch
+// left unanswered (a crash, a timeout) may have been committed or not,
+// each certificate whole or not at all; sending it again is harmless.
+type ImportBatchResponse struct {
+	Results []ImportResult `json:"results"`
+}
+
+// ImportResult is what became of one certificate of a batch import.
+type ImportResult struct {
+	// Status is what POST /v1/certificates would have answered for this
+	// certificate alone: 201 imported as a new record, 200 imported
+	// replacing one (ReplacedSerial) or unchanged, 409 skipped, 400 or
+	// 422 refused (Result is ResultRefused).
+	Status int `json:"status"`
+	ImportResponse
+	// Error says why a certificate was refused, naming the bad input.
+	Error string `json:"error,omitempty"`
 }
 
 // AddDomainsRequest is the object form of the body of POST /v1/domains.

@@ -96,6 +96,37 @@ func (c *Client) ImportCertificate(ctx context.Context, req *api.ImportRequest) 
 	return nil, apiError(status, body)
 }
 
+// ImportCertificates uploads up to api.MaxImportBatch certificates in one
+// request, POST /v1/certificates/batch, and returns what became of each,
+// in order: the certificates it reports imported are committed. A refused
+// certificate is a result with Result api.ResultRefused, not an error; an
+// error means the batch as a whole was not answered (an *api.Error when
+// the server refused it) and it may or may not have been committed.
+func (c *Client) ImportCertificates(ctx context.Context, reqs []api.ImportRequest) (*api.ImportBatchResponse, error) {
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	for i := range reqs {
+		if err := enc.Encode(&reqs[i]); err != nil {
+			return nil, fmt.Errorf("encode certificate %d: %w", i+1, err)
+		}
+	}
+	status, answer, err := c.send(ctx, http.MethodPost, "/v1/certificates/batch", "application/x-ndjson", body.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, apiError(status, answer)
+	}
+	var resp api.ImportBatchResponse
+	if err := json.Unmarshal(answer, &resp); err != nil {
+		return nil, fmt.Errorf("POST /v1/certificates/batch: decode the answer: %w", err)
+	}
+	if len(resp.Results) != len(reqs) {
+		return nil, fmt.Errorf("POST /v1/certificates/batch: %d results for %d certificates", len(resp.Results), len(reqs))
+	}
+	return &resp, nil
+}
+
 // AddDomains brings names under management with POST /v1/domains (the
 // object form of the body). Invalid names do not fail the call: they come
 // back in the response with their 1-based position in req.Names.
@@ -242,13 +273,22 @@ func (c *Client) call(ctx context.Context, method, path string, in any, want int
 // do sends one request with an optional JSON body and returns the answer's
 // status and body.
 func (c *Client) do(ctx context.Context, method, path string, in any) (int, []byte, error) {
+	if in == nil {
+		return c.send(ctx, method, path, "", nil)
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return 0, nil, fmt.Errorf("encode request: %w", err)
+	}
+	return c.send(ctx, method, path, "application/json", b)
+}
+
+// send sends one request with a body of contentType (none when
+// contentType is "") and returns the answer's status and body.
+func (c *Client) send(ctx context.Context, method, path, contentType string, in []byte) (int, []byte, error) {
 	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return 0, nil, fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
+	if contentType != "" {
+		body = bytes.NewReader(in)
 	}
 	u := c.base.String() + path
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
@@ -257,8 +297,8 @@ func (c *Client) do(ctx context.Context, method, path string, in any) (int, []by
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -258,6 +258,13 @@ type benchSidecar struct {
 // SIGTERM when the benchmark ends.
 func startBenchSidecar(b *testing.B, bin, dir string) *benchSidecar {
 	b.Helper()
+	return startBenchSidecarOn(b, bin, dir, false)
+}
+
+// startBenchSidecarOn is startBenchSidecar; with empty set, the store
+// holds no certificate yet and the endpoint answering 404 is enough.
+func startBenchSidecarOn(b *testing.B, bin, dir string, empty bool) *benchSidecar {
+	b.Helper()
 	tmp := b.TempDir()
 	sockDir, err := os.MkdirTemp("", "csb")
 	if err != nil {
@@ -306,7 +313,7 @@ listen = "127.0.0.1:0"
 	// fails at once.
 	name := benchName(0)
 	for {
-		if code, _, err := s.get(name); err == nil && code == fasthttp.StatusOK {
+		if code, _, err := s.get(name); err == nil && (code == fasthttp.StatusOK || empty && code == fasthttp.StatusNotFound) {
 			s.startup = time.Since(start)
 			break
 		}
@@ -520,7 +527,7 @@ func (s *certClient) drive(b *testing.B, n, workers int, more func(w, i int) boo
 }
 
 // procMemory is a process's resident memory in MB (10^6 bytes).
-type procMemory struct{ rss, anon, file float64 }
+type procMemory struct{ rss, anon, file, peak float64 }
 
 func (m procMemory) String() string {
 	return fmt.Sprintf("VmRSS %.0f MB (anonymous %.0f MB, file-backed %.0f MB)", m.rss, m.anon, m.file)
@@ -529,11 +536,21 @@ func (m procMemory) String() string {
 // memory reads the sidecar's resident memory from /proc/PID/status.
 func (s *benchSidecar) memory(b *testing.B) procMemory {
 	b.Helper()
-	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	m, err := readProcMemory(s.cmd.Process.Pid)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return m
+}
+
+// readProcMemory reads the resident memory of process pid from
+// /proc/PID/status.
+func readProcMemory(pid int) (procMemory, error) {
 	var m procMemory
+	f, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m, err
+	}
 	for line := range strings.SplitSeq(string(f), "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
@@ -547,16 +564,18 @@ func (s *benchSidecar) memory(b *testing.B) procMemory {
 			dst = &m.anon
 		case "RssFile":
 			dst = &m.file
+		case "VmHWM":
+			dst = &m.peak
 		default:
 			continue
 		}
 		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
 		if err != nil {
-			b.Fatalf("/proc status %q: %v", line, err)
+			return m, fmt.Errorf("/proc status %q: %w", line, err)
 		}
 		*dst = kb * 1024 / 1e6
 	}
-	return m
+	return m, nil
 }
 
 // cpu returns the CPU time the sidecar has used, user and system.

@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/certserver/certserver/certserver"
@@ -29,8 +26,12 @@ API. Each PATH is one of:
 
 A chain and a key in separate files are given with --cert and --key.
 
-Every certificate is checked here first, then uploaded. One line per
-certificate reports:
+Lineages are read and uploaded as they are found, in batches of up to
+500 certificates (--batch N), each one request to the admin API
+(POST /v1/certificates/batch) that the server checks and stores in one
+commit before it answers: memory stays the same whatever the size of the
+tree, and an import that is interrupted keeps every batch that was
+answered. One line per certificate reports, as the batches come back:
 
   imported    stored (new, or replacing an older one)
   unchanged   the same certificate was stored already
@@ -38,12 +39,18 @@ certificate reports:
               unreadable, not a certificate, bad key, a newer certificate
               is stored, …
 
-Re-running an import is harmless. The exit code is 0 when at least one
-certificate was imported or was already there, 1 when none was, 2 for a
-bad command line.
+Progress goes to standard error (--progress): a bar with the rate and the
+time left on a terminal, else a line every 5s and one at the end.
+--dry-run checks every certificate here and uploads nothing.
+
+Re-running an import is harmless, an interrupted one too: what was
+stored reports as unchanged, the rest is imported. The exit code is 0
+when at least one certificate was imported or was already there, 1 when
+none was, 2 for a bad command line.
 ` + adminHelp + `
 Examples:
   certserver import /etc/letsencrypt
+  certserver import /etc/letsencrypt > import-report.txt
   certserver import /etc/letsencrypt/live/example.com /etc/ssl/private/shop.pem
   certserver import --cert /etc/ssl/shop.crt --key /etc/ssl/shop.key
   certserver import --dry-run /etc/letsencrypt
@@ -77,7 +84,9 @@ func runImport(ctx context.Context, e *env, args []string) int {
 	keyFile := fs.String("key", "", "the private key `file` of --cert")
 	dryRun := fs.Bool("dry-run", false, "check the certificates without uploading them")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	timeout := positiveDurationVar(fs, "timeout", 30*time.Second, "give up on one upload after this `duration`")
+	timeout := positiveDurationVar(fs, "timeout", 30*time.Second, "give up on one upload (a batch) after this `duration`")
+	batch := fs.Int("batch", defaultImportBatch, fmt.Sprintf("upload at most `n` certificates per request (1 to %d)", api.MaxImportBatch))
+	progressMode := fs.String("progress", progressAuto, "report progress on standard error: `mode` auto (a bar on a terminal, else a line every "+progressInterval.String()+"), bar, lines or none")
 	paths, code, ok := fs.parse(e, args)
 	if !ok {
 		return code
@@ -88,103 +97,107 @@ func runImport(ctx context.Context, e *env, args []string) int {
 	if len(paths) == 0 && *certFile == "" {
 		return usageError(e, "import", "no PATH given (a certbot directory, a lineage or a PEM file)")
 	}
+	if *batch < 1 || *batch > api.MaxImportBatch {
+		return usageError(e, "import", "--batch must be 1 to %d", api.MaxImportBatch)
+	}
+	switch *progressMode {
+	case progressAuto, progressBar, progressLines, progressNone:
+	default:
+		return usageError(e, "import", "--progress must be auto, bar, lines or none")
+	}
 
-	var cl *client.Client
+	im := &importer{e: e, timeout: *timeout, batch: *batch, now: e.now()}
 	if !*dryRun {
 		c, err := adminClient(e, *adminURL, *tokenFile, *configPath, *timeout)
 		if err != nil {
 			return fail(e, "import", err)
 		}
-		cl = c
+		im.cl = c
 	}
-
-	var items []importItem
-	for _, p := range paths {
-		items = append(items, findImports(p)...)
-	}
-	if *certFile != "" {
-		items = append(items, readPair(*certFile, *keyFile))
-	}
-
-	outcomes := make([]importOutcome, 0, len(items))
-	var fatal error
-	for _, it := range items {
-		if fatal != nil {
-			outcomes = append(outcomes, importOutcome{Path: it.path, Result: api.ResultSkipped, Reason: reasonUnreachable})
-			continue
+	walk := func(yield func(importItem) bool) {
+		for _, p := range paths {
+			if !walkImports(p, yield) {
+				return
+			}
 		}
-		o, err := importOne(ctx, e, cl, it, *timeout)
-		if err != nil {
-			fatal = err
+		if *certFile != "" {
+			yield(pairItem(*certFile, *keyFile))
 		}
-		outcomes = append(outcomes, o)
 	}
-
-	if *asJSON {
-		printImportJSON(e.stdout, outcomes)
-	} else {
-		printImportTable(e.stdout, outcomes)
+	total := 0
+	walk(func(importItem) bool { total++; return true })
+	prog := newProgress(*progressMode, e.stderr, "certificates", total, e.now)
+	if prog != nil {
+		prog.eta = true
 	}
+	rep := newImportReport(e.stdout, *asJSON, prog)
+	fatal := im.run(ctx, walk, rep.add)
+	rep.finish()
 	if fatal != nil {
 		return fail(e, "import", fatal)
 	}
-	for _, o := range outcomes {
-		if o.Result == api.ResultImported || o.Result == api.ResultUnchanged || o.Result == resultValid {
-			return exitOK
-		}
+	if rep.counts[api.ResultImported]+rep.counts[api.ResultUnchanged]+rep.counts[resultValid] > 0 {
+		return exitOK
 	}
 	return exitFailure
 }
 
-// importOne checks one item and uploads it. It returns an error only when
-// going on makes no sense: the admin API is unreachable or refuses the
-// token.
-func importOne(ctx context.Context, e *env, cl *client.Client, it importItem, timeout time.Duration) (importOutcome, error) {
+// outcome turns the result of one certificate of an uploaded batch into
+// its report.
+func outcome(it *importItem, r *api.ImportResult) importOutcome {
+	o := importOutcome{Path: it.path, Result: r.Result, Reason: r.Reason, ID: r.ID, Names: r.Names, NotAfter: r.NotAfter}
+	switch r.Result {
+	case api.ResultRefused:
+		o.Result, o.Detail = api.ResultSkipped, r.Error
+		if o.Reason == "" {
+			o.Reason = "refused"
+		}
+		o.ID, o.NotAfter = peekLeaf(it.chain)
+	case api.ResultSkipped:
+		if !r.StoredNotAfter.IsZero() {
+			o.Detail = "the stored one expires " + day(r.StoredNotAfter)
+		}
+	}
+	return o
+}
+
+// checkLocally is the report of one item of a dry run: the checks the
+// server would make, here.
+func checkLocally(it *importItem, now time.Time) importOutcome {
 	o := importOutcome{Path: it.path, Result: api.ResultSkipped}
 	if it.err != nil {
 		o.Reason, o.Detail = reasonUnreadable, unreadable(it.err)
 		o.ID, o.NotAfter = peekLeaf(it.chain)
-		return o, nil
+		return o
 	}
-	c, err := store.ParseCertificate(it.chain, it.key, e.now())
+	c, err := store.ParseCertificate(it.chain, it.key, now)
 	if err != nil {
 		o.Reason, o.Detail = certserver.ImportReason(err), err.Error()
 		o.ID, o.NotAfter = peekLeaf(it.chain)
-		return o, nil
+		return o
 	}
-	o.ID, o.Names, o.NotAfter = c.ID, c.Names, c.NotAfter
-	if cl == nil {
-		o.Result = resultValid
-		return o, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	resp, err := cl.ImportCertificate(ctx, &api.ImportRequest{
-		ChainPEM: string(it.chain), KeyPEM: string(it.key), Source: it.source, Origin: it.path,
-	})
+	o.Result, o.ID, o.Names, o.NotAfter = resultValid, c.ID, c.Names, c.NotAfter
+	return o
+}
+
+// batchError is the report of every certificate of a batch the server did
+// not answer, and whether the import should stop: the admin API is
+// unreachable or refuses the token.
+func batchError(cl *client.Client, err error) (reason, detail string, fatal error) {
 	var ae *api.Error
 	switch {
 	case errors.Is(err, client.ErrUnreachable):
-		o.Reason = reasonUnreachable
-		return o, fmt.Errorf("%w (is `certserver serve` running?)", err)
+		return reasonUnreachable, "", fmt.Errorf("%w (is `certserver serve` running?)", err)
 	case errors.As(err, &ae) && ae.Status == 401:
-		o.Reason = reasonUnreachable
-		return o, fmt.Errorf("the admin API at %s refused the token: %s (check --token-file, CERTSERVER_ADMIN_TOKEN or admin.token_file)", cl.URL(), ae.Message)
+		return reasonUnreachable, "", fmt.Errorf("the admin API at %s refused the token: %s (check --token-file, CERTSERVER_ADMIN_TOKEN or admin.token_file)", cl.URL(), ae.Message)
 	case errors.As(err, &ae):
-		o.Reason, o.Detail = ae.Reason, ae.Message
-		if o.Reason == "" {
-			o.Reason = "refused"
+		reason = ae.Reason
+		if reason == "" {
+			reason = "refused"
 		}
-		return o, nil
-	case err != nil:
-		o.Reason, o.Detail = "failed", err.Error()
-		return o, nil
+		return reason, ae.Message, nil
 	}
-	o.Result, o.Reason = resp.Result, resp.Reason
-	if resp.Result == api.ResultSkipped && !resp.StoredNotAfter.IsZero() {
-		o.Detail = "the stored one expires " + day(resp.StoredNotAfter)
-	}
-	return o, nil
+	return "failed", err.Error() + " (the batch may or may not have been stored: run the import again)", nil
 }
 
 // adminClient builds the admin API client from the flags, the environment
@@ -236,58 +249,13 @@ func adminClient(e *env, adminURL, tokenFile, configPath string, timeout time.Du
 	return client.New(adminURL, token, &http.Client{Timeout: timeout})
 }
 
-// printImportTable prints one line per outcome and a summary line.
-func printImportTable(w io.Writer, outcomes []importOutcome) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RESULT\tNAME\tEXPIRES\tPATH\tDETAIL")
-	for _, o := range outcomes {
-		name, expires := "-", "-"
-		if o.ID != "" {
-			name = o.ID
-			if len(o.Names) > 1 {
-				name += fmt.Sprintf(" (+%d)", len(o.Names)-1)
-			}
-		}
-		if !o.NotAfter.IsZero() {
-			expires = day(o.NotAfter)
-		}
-		detail := o.Reason
-		if o.Detail != "" && o.Reason != api.ReasonExpired && o.Reason != api.ReasonKeyMismatch {
-			if detail != "" {
-				detail += ": "
-			}
-			detail += o.Detail
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Result, name, expires, o.Path, detail)
+// summary is the last line of the report, from the counts by result:
+// "3 certificates: 1 imported, 1 unchanged, 1 skipped".
+func summary(m map[string]int) string {
+	total := 0
+	for _, n := range m {
+		total += n
 	}
-	tw.Flush()
-	fmt.Fprintln(w, summary(outcomes))
-}
-
-// printImportJSON prints the outcomes and their summary as one JSON document.
-func printImportJSON(w io.Writer, outcomes []importOutcome) {
-	doc := struct {
-		Items   []importOutcome `json:"items"`
-		Summary map[string]int  `json:"summary"`
-	}{outcomes, counts(outcomes)}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(doc)
-}
-
-// counts counts the outcomes by result.
-func counts(outcomes []importOutcome) map[string]int {
-	m := map[string]int{}
-	for _, o := range outcomes {
-		m[o.Result]++
-	}
-	return m
-}
-
-// summary is the last line of the report: "3 certificates: 1 imported,
-// 1 unchanged, 1 skipped".
-func summary(outcomes []importOutcome) string {
-	m := counts(outcomes)
 	var parts []string
 	for _, r := range []string{resultValid, api.ResultImported, api.ResultUnchanged, api.ResultSkipped} {
 		if n := m[r]; n > 0 || r == api.ResultSkipped || (r != resultValid && m[resultValid] == 0) {
@@ -295,10 +263,10 @@ func summary(outcomes []importOutcome) string {
 		}
 	}
 	noun := "certificates"
-	if len(outcomes) == 1 {
+	if total == 1 {
 		noun = "certificate"
 	}
-	return fmt.Sprintf("%d %s: %s", len(outcomes), noun, strings.Join(parts, ", "))
+	return fmt.Sprintf("%d %s: %s", total, noun, strings.Join(parts, ", "))
 }
 
 // day formats a time as its UTC date.

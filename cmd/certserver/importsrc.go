@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,102 +16,158 @@ import (
 	"github.com/certserver/certserver/certserver/api"
 )
 
-// importItem is one certificate to import: where it was found and its PEM
-// chain and key, or why they could not be read.
+// importItem is one certificate to import: where it was found and, once
+// loaded, its PEM chain and key, or why they could not be read.
 type importItem struct {
 	// path is what the report shows: a certbot lineage directory or a file.
 	path   string
 	source string
-	chain  []byte
-	key    []byte
-	// err is set when the files could not be read.
+	kind   importKind
+	// keyFile is the key file of a kindPair item.
+	keyFile string
+	chain   []byte
+	key     []byte
+	// err is set when the item could not be found or its files read.
 	err error
 }
 
-// findImports turns a command-line PATH into the items it holds:
+// importKind says how an item's files are read.
+type importKind int
+
+const (
+	kindLineage importKind = iota // a certbot lineage: fullchain.pem and privkey.pem
+	kindBundle                    // one PEM file holding the chain and the key
+	kindPair                      // a chain file and a key file (--cert, --key)
+)
+
+// lineageChunk is how many directory entries of live/ are read at a time.
+const lineageChunk = 1024
+
+// walkImports calls yield with each item a command-line PATH holds, not
+// yet loaded, and returns false as soon as yield does:
 //
 //   - a certbot configuration directory (it has live/): one item per
-//     lineage directory in live/, README and other files skipped;
+//     lineage directory in live/, README and other files skipped, in the
+//     order the directory lists them;
 //   - a certbot lineage directory (it has fullchain.pem): one item;
 //   - a file: one item, its certificate blocks the chain and its private
 //     key block the key.
 //
-// Paths are made absolute. An unreadable path is an item with err set.
-func findImports(path string) []importItem {
+// live/ is read lineageChunk entries at a time, so a tree of any size
+// costs the same memory. Paths are made absolute. An unreadable path is an
+// item with err set.
+func walkImports(path string, yield func(importItem) bool) bool {
 	abs, err := filepath.Abs(path)
 	if err == nil {
 		path = abs
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return []importItem{{path: path, err: err}}
+		return yield(importItem{path: path, err: err})
 	}
 	if !fi.IsDir() {
-		return []importItem{readBundle(path)}
+		return yield(importItem{path: path, source: api.SourceImport, kind: kindBundle})
 	}
 	live := filepath.Join(path, "live")
 	if st, err := os.Stat(live); err == nil && st.IsDir() {
-		entries, err := os.ReadDir(live)
-		if err != nil {
-			return []importItem{{path: live, err: err}}
+		n, stopped := 0, false
+		err := lineageDirs(live, func(dir string) bool {
+			n++
+			stopped = !yield(importItem{path: dir, source: api.SourceCertbot, kind: kindLineage})
+			return !stopped
+		})
+		switch {
+		case stopped:
+			return false
+		case err != nil:
+			return yield(importItem{path: live, err: err})
+		case n == 0:
+			return yield(importItem{path: live, err: errors.New("no certificate lineages in it")})
 		}
-		var items []importItem
+		return true
+	}
+	if _, err := os.Lstat(filepath.Join(path, "fullchain.pem")); err == nil {
+		return yield(importItem{path: path, source: api.SourceCertbot, kind: kindLineage})
+	}
+	return yield(importItem{path: path, err: errors.New("not a certbot directory (no live/) nor a lineage (no fullchain.pem)")})
+}
+
+// countImports returns how many items walkImports yields for path,
+// reading directory entries only.
+func countImports(path string) int {
+	n := 0
+	walkImports(path, func(importItem) bool { n++; return true })
+	return n
+}
+
+// lineageDirs calls fn with the path of each directory in live (following
+// symbolic links), reading live a chunk at a time, until fn returns false.
+func lineageDirs(live string, fn func(dir string) bool) error {
+	f, err := os.Open(live)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		entries, err := f.ReadDir(lineageChunk)
 		for _, ent := range entries {
 			p := filepath.Join(live, ent.Name())
 			// Lineages are directories; certbot keeps a README beside them.
-			if st, err := os.Stat(p); err != nil || !st.IsDir() {
-				continue
+			isDir := ent.IsDir()
+			if ent.Type()&fs.ModeSymlink != 0 {
+				st, err := os.Stat(p)
+				isDir = err == nil && st.IsDir()
 			}
-			items = append(items, readLineage(p))
+			if isDir && !fn(p) {
+				return nil
+			}
 		}
-		if len(items) == 0 {
-			return []importItem{{path: live, err: errors.New("no certificate lineages in it")}}
+		if errors.Is(err, io.EOF) || (err == nil && len(entries) == 0) {
+			return nil
 		}
-		return items
+		if err != nil {
+			return err
+		}
 	}
-	if _, err := os.Lstat(filepath.Join(path, "fullchain.pem")); err == nil {
-		return []importItem{readLineage(path)}
-	}
-	return []importItem{{path: path, err: errors.New("not a certbot directory (no live/) nor a lineage (no fullchain.pem)")}}
 }
 
-// readLineage reads a certbot lineage: fullchain.pem and privkey.pem,
-// following certbot's symbolic links into archive/.
-func readLineage(dir string) importItem {
-	it := importItem{path: dir, source: api.SourceCertbot}
-	it.chain, it.err = os.ReadFile(filepath.Join(dir, "fullchain.pem"))
-	if it.err == nil {
-		it.key, it.err = os.ReadFile(filepath.Join(dir, "privkey.pem"))
-	}
-	return it
-}
-
-// readBundle reads a PEM file holding a chain and its key.
-func readBundle(path string) importItem {
-	it := importItem{path: path, source: api.SourceImport}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		it.err = err
-		return it
-	}
-	it.chain, it.key = splitPEM(b)
-	if len(it.key) == 0 && len(it.chain) > 0 {
-		it.err = fmt.Errorf("no private key in the file; give the key with --cert FILE --key FILE")
-	}
-	return it
-}
-
-// readPair reads a chain file and a key file given separately.
-func readPair(certFile, keyFile string) importItem {
+// pairItem is the item of a chain file and a key file given separately.
+func pairItem(certFile, keyFile string) importItem {
 	if abs, err := filepath.Abs(certFile); err == nil {
 		certFile = abs
 	}
-	it := importItem{path: certFile, source: api.SourceImport}
-	it.chain, it.err = os.ReadFile(certFile)
-	if it.err == nil {
-		it.key, it.err = os.ReadFile(keyFile)
+	return importItem{path: certFile, source: api.SourceImport, kind: kindPair, keyFile: keyFile}
+}
+
+// load reads the item's files, unless finding it failed: a lineage's
+// fullchain.pem and privkey.pem (following certbot's symbolic links into
+// archive/), a bundle's blocks, or a pair's two files.
+func (it *importItem) load() {
+	if it.err != nil {
+		return
 	}
-	return it
+	switch it.kind {
+	case kindLineage:
+		it.chain, it.err = readSmallFile(filepath.Join(it.path, "fullchain.pem"))
+		if it.err == nil {
+			it.key, it.err = readSmallFile(filepath.Join(it.path, "privkey.pem"))
+		}
+	case kindBundle:
+		b, err := os.ReadFile(it.path)
+		if err != nil {
+			it.err = err
+			return
+		}
+		it.chain, it.key = splitPEM(b)
+		if len(it.key) == 0 && len(it.chain) > 0 {
+			it.err = fmt.Errorf("no private key in the file; give the key with --cert FILE --key FILE")
+		}
+	case kindPair:
+		it.chain, it.err = os.ReadFile(it.path)
+		if it.err == nil {
+			it.key, it.err = os.ReadFile(it.keyFile)
+		}
+	}
 }
 
 // splitPEM separates the private key blocks of a PEM file from the others.

@@ -36,6 +36,8 @@ type progress struct {
 	start    time.Time
 	last     time.Time // when lines mode last printed
 	printed  int       // the count lines mode last printed
+	// eta adds the time left at the current rate to every report.
+	eta bool
 }
 
 // newProgress returns a progress for mode on w, or nil for none. auto is
@@ -66,6 +68,14 @@ func (p *progress) update(done int) {
 	}
 }
 
+// clear erases the bar, so that other output to the same terminal starts
+// on a clean line; the next update draws it again.
+func (p *progress) clear() {
+	if p != nil && p.bar {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
+}
+
 // finish reports the last count, unless lines mode just printed it, and
 // ends the bar's line.
 func (p *progress) finish(done int) {
@@ -80,20 +90,35 @@ func (p *progress) finish(done int) {
 
 // line describes the state after done items at t: "[#####-----]
 // 120000/500000 names 24% 48000 names/s" for the bar, "sent
-// 120000/500000 names (24%), 48000 names/s" for lines.
+// 120000/500000 names (24%), 48000 names/s" for lines, each followed by
+// "ETA 8s" (the time left at the rate so far) when eta is set.
 func (p *progress) line(done int, t time.Time) string {
 	pct := 100
 	if p.total > 0 {
 		pct = done * 100 / p.total
 	}
-	rate := "-"
+	rate, eta := "-", ""
 	if secs := t.Sub(p.start).Seconds(); secs > 0 {
 		rate = fmt.Sprintf("%.0f", float64(done)/secs)
+		if p.eta && done > 0 {
+			eta = (time.Duration(float64(max(p.total-done, 0)) * secs / float64(done) * float64(time.Second))).Round(time.Second).String()
+		}
+	}
+	if p.eta && eta == "" {
+		eta = "-"
 	}
 	if !p.bar {
-		return fmt.Sprintf("sent %d/%d %s (%d%%), %s %s/s", done, p.total, p.what, pct, rate, p.what)
+		line := fmt.Sprintf("sent %d/%d %s (%d%%), %s %s/s", done, p.total, p.what, pct, rate, p.what)
+		if p.eta {
+			line += ", ETA " + eta
+		}
+		return line
 	}
-	filled := barWidth * pct / 100
-	return fmt.Sprintf("[%s%s] %d/%d %s %3d%% %s %s/s ", strings.Repeat("#", filled), strings.Repeat("-", barWidth-filled),
+	filled := barWidth * min(pct, 100) / 100
+	line := fmt.Sprintf("[%s%s] %d/%d %s %3d%% %s %s/s ", strings.Repeat("#", filled), strings.Repeat("-", barWidth-filled),
 		done, p.total, p.what, pct, rate, p.what)
+	if p.eta {
+		line += "ETA " + eta + " "
+	}
+	return line
 }

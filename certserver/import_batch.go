@@ -1,0 +1,188 @@
+package certserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/store"
+	"github.com/valyala/fasthttp"
+)
+
+// importCertificates answers POST /v1/certificates/batch: a stream of
+// api.ImportRequest objects, one per line, each parsed and decided as
+// POST /v1/certificates does it (parseImport, decideImport), the
+// certificates to write stored in one commit (writeImports) before the
+// answer, an api.ImportBatchResponse, is sent. It logs one line per batch.
+//
+// Decoding a line and parsing its chain and key are most of the work, so
+// they run on every CPU; deciding and writing happen in the order sent,
+// under importMu, so that a certificate sent twice in a batch is decided
+// against the first.
+func (a *AdminAPI) importCertificates(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
+	start := time.Now()
+	lines, err := importBatchLines(rc)
+	if err != nil {
+		return err
+	}
+	now := a.cfg.Now()
+	results := make([]api.ImportResult, len(lines))
+	certs := make([]*store.Certificate, len(lines))
+	bad := make([]error, len(lines))
+	parallel(len(lines), func(i int) {
+		var req api.ImportRequest
+		if bad[i] = decodeImportLine(lines[i], &req); bad[i] != nil {
+			return
+		}
+		c, err := parseImport(&req, now)
+		if err != nil {
+			results[i] = refusedImport(err)
+			return
+		}
+		certs[i] = c
+	})
+	for i, err := range bad {
+		if err != nil {
+			e := jsonError(err)
+			e.Message = fmt.Sprintf("certificate %d: %s", i+1, e.Message)
+			return e
+		}
+	}
+
+	a.importMu.Lock()
+	defer a.importMu.Unlock()
+	written := map[string]*store.Certificate{}
+	var writes []*store.Certificate
+	for i, c := range certs {
+		if c == nil {
+			continue
+		}
+		old, ok := written[c.ID]
+		if !ok {
+			if old, err = a.storedCertificate(ctx, c.ID); err != nil {
+				return err
+			}
+		}
+		d := decideImport(c, old)
+		results[i] = api.ImportResult{Status: d.status, ImportResponse: d.resp}
+		if d.write {
+			writes = append(writes, c)
+			written[c.ID] = c
+		}
+	}
+	if err := a.writeImports(ctx, writes); err != nil {
+		return err
+	}
+
+	n := map[string]int{}
+	for _, r := range results {
+		switch {
+		case r.Result == api.ResultImported && r.Status == fasthttp.StatusCreated:
+			n["created"]++
+		case r.Result == api.ResultImported:
+			n["replaced"]++
+		default:
+			n[r.Result]++
+		}
+	}
+	a.log.Info("certificate batch imported", "certificates", len(lines), "created", n["created"], "replaced", n["replaced"],
+		"unchanged", n[api.ResultUnchanged], "skipped", n[api.ResultSkipped], "refused", n[api.ResultRefused],
+		"first_id", firstID(results), "took", time.Since(start).Round(time.Millisecond))
+	writeJSON(rc, fasthttp.StatusOK, api.ImportBatchResponse{Results: results})
+	return nil
+}
+
+// importBatchLines splits the body of POST /v1/certificates/batch into
+// its lines, one JSON object each (NDJSON; JSON strings hold no raw line
+// breaks), blank lines dropped, at most api.MaxImportBatch. Its errors
+// are *api.Error values.
+func importBatchLines(rc *fasthttp.RequestCtx) ([][]byte, error) {
+	if ct := string(rc.Request.Header.ContentType()); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/x-ndjson" && mt != "application/json") {
+			return nil, errorf(fasthttp.StatusUnsupportedMediaType, "content type %q is not application/x-ndjson", ct)
+		}
+	}
+	var lines [][]byte
+	for line := range bytes.SplitSeq(rc.PostBody(), []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if len(lines) == api.MaxImportBatch {
+			return nil, errorf(fasthttp.StatusRequestEntityTooLarge, "a batch holds at most %d certificates; send the others in another request", api.MaxImportBatch)
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return nil, errorf(fasthttp.StatusBadRequest, "empty request body: expected one JSON object per line")
+	}
+	return lines, nil
+}
+
+// decodeImportLine decodes one line of a batch into req: one JSON object,
+// no unknown fields, nothing after it.
+func decodeImportLine(line []byte, req *api.ImportRequest) error {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the object")
+	}
+	return nil
+}
+
+// refusedImport is the result of a certificate parseImport refused.
+func refusedImport(err error) api.ImportResult {
+	r := api.ImportResult{Status: fasthttp.StatusUnprocessableEntity, Error: err.Error()}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		r.Status, r.Reason, r.Error = ae.Status, ae.Reason, ae.Message
+	}
+	r.Result = api.ResultRefused
+	return r
+}
+
+// firstID is the ID of the first certificate of a batch that has one, to
+// find the batch in the log.
+func firstID(results []api.ImportResult) string {
+	for _, r := range results {
+		if r.ID != "" {
+			return r.ID
+		}
+	}
+	return ""
+}
+
+// parallel calls fn(0) … fn(n-1) on as many goroutines as there are CPUs
+// and returns when every call has returned.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				next.Lock()
+				j := i
+				i++
+				next.Unlock()
+				if j >= n {
+					return
+				}
+				fn(j)
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -42,9 +42,9 @@ type BadgerOptions struct {
 	IndexCacheSize int64
 
 	// GCInterval is how often the value log is garbage collected while the
-	// store is open. Default 10 minutes; negative turns it off. Records are
-	// far below Badger's value threshold (1 MiB) and live in the LSM tree,
-	// so there is rarely anything to collect.
+	// store is open. Default 10 minutes; negative turns it off. Certificate
+	// records live in the value log (see valueThreshold), so a renewal or a
+	// removal leaves garbage there that the collection reclaims.
 	GCInterval time.Duration
 
 	// Clock returns the current time; it decides when challenges expire
@@ -60,6 +60,14 @@ const (
 	defaultIndexCacheSize = 16 << 20
 	defaultGCInterval     = 10 * time.Minute
 	gcDiscardRatio        = 0.5
+	// valueThreshold is the size from which Badger keeps a value in its
+	// value log, written once, and only a pointer to it in the LSM tree.
+	// Certificate records (3 to 5 KB of PEM) are above it; domains,
+	// claims, links and changes are below it and stay in the tree. With
+	// the records in the tree, every flush and compaction copied their
+	// PEM again: an import of 500,000 certificates spent most of its store
+	// CPU there and gigabytes on level-0 table buffers.
+	valueThreshold = 1 << 10
 )
 
 // A transaction that meets a conflict is tried up to maxAttempts times in
@@ -124,9 +132,9 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	// fewer memtables; no compression, since PEM is base64 that Snappy
 	// cannot shrink, and without compression there is no need for a block
 	// cache either (tables are read through mmap and the page cache);
-	// bounded index cache; small value-log files, since every record is
-	// under the 1 MiB value threshold and stays in the LSM tree; two
-	// compactors; no expvar metrics (process-global).
+	// bounded index cache; certificate records in the value log
+	// (valueThreshold), in files of 64 MiB that the GC rewrites one at a
+	// time; two compactors; no expvar metrics (process-global).
 	bo := badger.DefaultOptions(path).
 		WithLogger(badgerLogger{log}).
 		WithLoggingLevel(badger.WARNING).
@@ -136,6 +144,7 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(opts.IndexCacheSize).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)
@@ -260,19 +269,24 @@ func (badgerLogger) Infof(string, ...any)  {}
 func (badgerLogger) Debugf(string, ...any) {}
 
 // Size returns the bytes the store takes on disk: its sorted tables (the
-// LSM tree, where every record lives) and its value log. Badger's own
-// DB.Size needs its metrics, which OpenBadger turns off. The active value
-// log file is preallocated, so vlog starts near its file size (64 MiB),
-// and lsm stays 0 until the first memtable is flushed.
+// LSM tree) and its value log (where certificate records live), as the
+// sizes of their files. Badger's own DB.Size needs its metrics, which
+// OpenBadger turns off, and its tables' OnDiskSize counts the values they
+// point to in the value log. The active value log file is preallocated,
+// so vlog starts near its file size (64 MiB), and lsm stays 0 until the
+// first memtable is flushed.
 func (b *Badger) Size() (lsm, vlog int64) {
-	for _, t := range b.db.Tables() {
-		lsm += int64(t.OnDiskSize)
-	}
-	files, _ := filepath.Glob(filepath.Join(b.db.Opts().ValueDir, "*.vlog"))
+	return filesSize(b.db.Opts().Dir, "*.sst"), filesSize(b.db.Opts().ValueDir, "*.vlog")
+}
+
+// filesSize returns the total size of the files in dir that match pattern.
+func filesSize(dir, pattern string) int64 {
+	var n int64
+	files, _ := filepath.Glob(filepath.Join(dir, pattern))
 	for _, f := range files {
 		if fi, err := os.Stat(f); err == nil {
-			vlog += fi.Size()
+			n += fi.Size()
 		}
 	}
-	return lsm, vlog
+	return n
 }

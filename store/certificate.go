@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/certserver/certserver/store/hostname"
@@ -103,12 +104,18 @@ func parseChain(data []byte) (*x509.Certificate, []byte, error) {
 		if len(block.Headers) != 0 {
 			return nil, nil, fmt.Errorf("block %d: unexpected pem headers: %w", i+1, ErrNotCertificate)
 		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("certificate %d: %w: %w", i+1, ErrNotCertificate, err)
-		}
 		if leaf == nil {
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("certificate %d: %w: %w", i+1, ErrNotCertificate, err)
+			}
 			leaf = c
+		} else if !parsedIntermediates.has(block.Bytes) {
+			// Only the leaf is used, but every intermediate must parse.
+			if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+				return nil, nil, fmt.Errorf("certificate %d: %w: %w", i+1, ErrNotCertificate, err)
+			}
+			parsedIntermediates.add(block.Bytes)
 		}
 		chain = appendBlock(chain, raw)
 	}
@@ -116,6 +123,41 @@ func parseChain(data []byte) (*x509.Certificate, []byte, error) {
 		return nil, nil, fmt.Errorf("no certificate: %w", ErrNotCertificate)
 	}
 	return leaf, chain, nil
+}
+
+// maxParsedIntermediates bounds parsedIntermediates: a handful of CA
+// intermediates sign nearly every certificate there is, so a few hundred
+// is plenty, and at about 1.5 KB each the set stays under 1 MB.
+const maxParsedIntermediates = 512
+
+// parsedIntermediates holds the DER of intermediates that parsed, so that
+// an import of many chains under the same intermediate parses it once.
+var parsedIntermediates = derSet{max: maxParsedIntermediates}
+
+// derSet is a set of DER encodings, safe for concurrent use, that holds at
+// most max of them: adding one more to a full set empties it first.
+type derSet struct {
+	max int
+	mu  sync.Mutex
+	m   map[string]struct{}
+}
+
+// has says whether der is in the set.
+func (s *derSet) has(der []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[string(der)]
+	return ok
+}
+
+// add puts der in the set.
+func (s *derSet) add(der []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil || len(s.m) >= s.max {
+		s.m = make(map[string]struct{}, s.max)
+	}
+	s.m[string(der)] = struct{}{}
 }
 
 // parseKey parses the one private key of a PEM key file and returns it with
@@ -175,6 +217,9 @@ func parseKey(data []byte) (crypto.Signer, []byte, error) {
 	return key, kept, nil
 }
 
+// pemBegin starts the BEGIN line of a PEM block.
+var pemBegin = []byte("-----BEGIN")
+
 // nextBlock decodes the first PEM block of data and returns it with the
 // bytes of data it was decoded from and the rest. At the end of the blocks
 // it returns a nil block and data unchanged.
@@ -185,13 +230,21 @@ func nextBlock(data []byte) (block *pem.Block, raw, rest []byte) {
 	}
 	// pem.Decode skips anything before the block's BEGIN line, the last
 	// one before the end of the block, and consumes the block through the
-	// end of its END line.
+	// end of its END line. It is found searching forward, as bytes.Index
+	// does it many bytes at a time (bytes.LastIndex goes byte by byte,
+	// through the whole block).
 	end := len(data) - len(rest)
-	start := bytes.LastIndex(data[:end], []byte("-----BEGIN"))
+	start := bytes.Index(data[:end], pemBegin)
 	if start < 0 { // cannot happen for a decoded block
-		start = 0
+		return block, data[:end], rest
 	}
-	return block, data[start:end], rest
+	for {
+		next := bytes.Index(data[start+len(pemBegin):end], pemBegin)
+		if next < 0 {
+			return block, data[start:end], rest
+		}
+		start += len(pemBegin) + next
+	}
 }
 
 // appendBlock appends the bytes of one PEM block to dst, ending it with a

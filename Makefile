@@ -32,6 +32,7 @@ bench:
 ## fuzz: run the host name fuzzer for a minute
 fuzz:
 	$(GO) test ./store/hostname -run '^$$' -fuzz FuzzNormalize -fuzztime 60s
+	$(GO) test ./certserver -run '^$$' -fuzz FuzzDecodeImportFast -fuzztime 60s
 
 clean:
 	rm -rf bin

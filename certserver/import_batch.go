@@ -3,10 +3,8 @@ package certserver
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"runtime"
 	"sync"
@@ -125,20 +123,6 @@ func importBatchLines(rc *fasthttp.RequestCtx) ([][]byte, error) {
 		return nil, errorf(fasthttp.StatusBadRequest, "empty request body: expected one JSON object per line")
 	}
 	return lines, nil
-}
-
-// decodeImportLine decodes one line of a batch into req: one JSON object,
-// no unknown fields, nothing after it.
-func decodeImportLine(line []byte, req *api.ImportRequest) error {
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(req); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("unexpected data after the object")
-	}
-	return nil
 }
 
 // refusedImport is the result of a certificate parseImport refused.

@@ -1,0 +1,84 @@
+package certserver
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/certserver/certserver/certserver/api"
+)
+
+// TestDecodeImportFast: whatever line the fast path accepts, encoding/json
+// (as decodeImportLine used it before) decodes to the same request; the
+// line the client sends takes the fast path.
+func TestDecodeImportFast(t *testing.T) {
+	client, err := json.Marshal(api.ImportRequest{
+		ChainPEM: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+		KeyPEM:   "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+		Source:   api.SourceCertbot, Origin: "/etc/letsencrypt/live/a.example.com",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := []struct {
+		line string
+		fast bool // the fast path must take it
+	}{
+		{string(client), true},
+		{`{}`, true},
+		{` { "chain_pem" : "a\nb\"c\\d\/e\tf\rg\bh\fi" , "key_pem":"k" } `, true},
+		{`{"source":"import","origin":"","chain_pem":"","key_pem":""}`, true},
+		{`{"Chain_PEM":"a"}`, false},                 // encoding/json matches names regardless of case
+		{`{"chain_pem":"a","chain_pem":"b"}`, false}, // the last one wins there
+		{`{"chain_pem":null}`, false},
+		{`{"chain_pem":"\u0041"}`, false},
+		{`{"origin":"/srv/caf` + "\xc3\xa9" + `"}`, false},
+		{`{"origin":"` + "\xff" + `"}`, false},    // invalid UTF-8: replaced there
+		{`{"chain_pem":"a` + "\n" + `b"}`, false}, // a raw control character: refused there
+		{`{"chain_pem":"a"}{}`, false},
+		{`{"chain_pem":"a",}`, false},
+		{`{"chain_pem":"a"`, false},
+		{`{"chain_pem":"a\`, false},
+		{`{"chain_pem":1}`, false},
+		{`{"other":"a"}`, false},
+		{`["chain_pem"]`, false},
+		{``, false},
+	}
+	for _, tc := range lines {
+		var fast api.ImportRequest
+		ok := decodeImportFast([]byte(tc.line), &fast)
+		if tc.fast && !ok {
+			t.Errorf("%q: declined by the fast path", tc.line)
+		}
+		if !ok {
+			continue
+		}
+		var want api.ImportRequest
+		if err := decodeImportSlow([]byte(tc.line), &want); err != nil {
+			t.Errorf("%q: the fast path accepted what encoding/json refuses: %v", tc.line, err)
+			continue
+		}
+		if fast != want {
+			t.Errorf("%q: fast path %+v, encoding/json %+v", tc.line, fast, want)
+		}
+	}
+}
+
+// FuzzDecodeImportFast: the fast path never accepts a line encoding/json
+// refuses, nor decodes one differently.
+func FuzzDecodeImportFast(f *testing.F) {
+	f.Add(`{"chain_pem":"a\nb","key_pem":"k","source":"certbot","origin":"/x"}`)
+	f.Add(`{"chain_pem":"a\"","key_pem":""}`)
+	f.Fuzz(func(t *testing.T, line string) {
+		var fast api.ImportRequest
+		if !decodeImportFast([]byte(line), &fast) {
+			return
+		}
+		var want api.ImportRequest
+		if err := decodeImportSlow([]byte(line), &want); err != nil {
+			t.Fatalf("%q: accepted by the fast path, refused by encoding/json: %v", line, err)
+		}
+		if fast != want {
+			t.Fatalf("%q: fast path %+v, encoding/json %+v", line, fast, want)
+		}
+	})
+}

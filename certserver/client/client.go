@@ -103,14 +103,18 @@ func (c *Client) ImportCertificate(ctx context.Context, req *api.ImportRequest) 
 // error means the batch as a whole was not answered (an *api.Error when
 // the server refused it) and it may or may not have been committed.
 func (c *Client) ImportCertificates(ctx context.Context, reqs []api.ImportRequest) (*api.ImportBatchResponse, error) {
-	var body bytes.Buffer
-	enc := json.NewEncoder(&body)
+	size := 0
 	for i := range reqs {
-		if err := enc.Encode(&reqs[i]); err != nil {
+		size += len(reqs[i].ChainPEM) + len(reqs[i].KeyPEM) + len(reqs[i].Origin) + 128
+	}
+	body := make([]byte, 0, size+size/32)
+	for i := range reqs {
+		var err error
+		if body, err = appendImportLine(body, &reqs[i]); err != nil {
 			return nil, fmt.Errorf("encode certificate %d: %w", i+1, err)
 		}
 	}
-	status, answer, err := c.send(ctx, http.MethodPost, "/v1/certificates/batch", "application/x-ndjson", body.Bytes())
+	status, answer, err := c.send(ctx, http.MethodPost, "/v1/certificates/batch", "application/x-ndjson", body)
 	if err != nil {
 		return nil, err
 	}

@@ -352,3 +352,51 @@ func TestParseCertificateCopiesInput(t *testing.T) {
 		t.Error("the Certificate shares memory with the input")
 	}
 }
+
+// TestParseCertificateIntermediates: an intermediate that parsed once is
+// not parsed again, but a corrupt one is refused every time, and the set
+// of those that parsed stays within its bound.
+func TestParseCertificateIntermediates(t *testing.T) {
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	keyPEM := pkcs8PEM(t, key)
+	leaf := ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}})
+	if _, err := ParseCertificate(concat(leaf, ca.certPEM), keyPEM, testNow); err != nil {
+		t.Fatal(err)
+	}
+	if !parsedIntermediates.has(ca.cert.Raw) {
+		t.Error("the intermediate that parsed is not in the set")
+	}
+	corrupt := pemBlock("CERTIFICATE", ca.cert.Raw[:len(ca.cert.Raw)-1])
+	for range 2 {
+		if _, err := ParseCertificate(concat(leaf, ca.certPEM, corrupt), keyPEM, testNow); !errors.Is(err, ErrNotCertificate) {
+			t.Fatalf("chain with a corrupt intermediate: err = %v, want ErrNotCertificate", err)
+		}
+	}
+
+	s := derSet{max: 3}
+	for i := range 10 {
+		s.add([]byte{byte(i)})
+		if len(s.m) > s.max {
+			t.Fatalf("after %d adds the set holds %d, more than %d", i+1, len(s.m), s.max)
+		}
+		if !s.has([]byte{byte(i)}) {
+			t.Fatalf("%d not in the set just after it was added", i)
+		}
+	}
+}
+
+// TestParseCertificateTextBeforeBlock: text before a block, even a
+// malformed BEGIN line, is not part of the stored chain.
+func TestParseCertificateTextBeforeBlock(t *testing.T) {
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	leaf := ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}})
+	c, err := ParseCertificate(concat([]byte("subject=a\n-----BEGIN oops\n"), leaf), pkcs8PEM(t, key), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(c.ChainPEM, leaf) {
+		t.Errorf("ChainPEM = %q, want the block alone %q", c.ChainPEM, leaf)
+	}
+}

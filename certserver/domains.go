@@ -444,7 +444,7 @@ func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain,
 	doc := &api.Domain{DomainRecord: domainRecord(d), RecentAttempts: []api.Attempt{}}
 	for _, at := range d.Attempts {
 		doc.RecentAttempts = append(doc.RecentAttempts, api.Attempt{
-			At: at.At, Outcome: at.Outcome, Error: at.Error, Serial: at.Serial, TookMS: at.Took.Milliseconds(),
+			At: at.At, Outcome: string(at.Outcome), Error: at.Error, Serial: at.Serial, TookMS: at.Took.Milliseconds(),
 		})
 	}
 	c, err := a.servingCertificate(ctx, d)
@@ -455,7 +455,7 @@ func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain,
 		doc.Certificate = &api.CertificateInfo{
 			ID: c.ID, Names: c.Names, Serial: c.Serial, Issuer: c.Issuer,
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, RenewAt: c.RenewAt,
-			KeyType: c.KeyType, Source: c.Source, Origin: c.Origin,
+			KeyType: string(c.KeyType), Source: string(c.Source), Origin: c.Origin,
 		}
 	}
 	return doc, nil

@@ -191,8 +191,8 @@ func (r *Renewer) orderFor(ca *caState, d *store.Domain, profile string, cur *st
 	switch {
 	case cur == nil:
 		return o
-	case cur.Source == "acme" && cur.Origin == ca.dir:
-	case cur.Source != "acme" && cur.ID == d.Name:
+	case cur.Source == store.SourceACME && cur.Origin == ca.dir:
+	case cur.Source != store.SourceACME && cur.ID == d.Name:
 	default:
 		return o
 	}
@@ -391,7 +391,7 @@ func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, n
 		d.NextAttempt = next
 		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
 		d.UpdatedAt = now
-		d.AddAttempt(store.Attempt{At: now, Outcome: "issued", Serial: cert.Serial, Took: took})
+		d.AddAttempt(store.Attempt{At: now, Outcome: store.OutcomeIssued, Serial: cert.Serial, Took: took})
 	})
 	log.Info("certificate obtained", "ca", ca.Name, "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
 		"renew_at", cert.RenewAt.UTC(), "took", took.Round(time.Millisecond))
@@ -547,14 +547,14 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 
 // failed records a failed attempt, which took took, and schedules the next
 // one: after the backoff for the count of consecutive failures, or later
-// when the CAs said when to come back. The attempt is "refused" when the
-// pre-flight refused the name for every CA tried, so that nothing was
-// sent, else "failed".
+// when the CAs said when to come back. The attempt is OutcomeRefused
+// when the pre-flight refused the name for every CA tried, so that nothing
+// was sent, else OutcomeFailed.
 func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration) {
 	caWait := retryWait(err)
-	outcome := "failed"
+	outcome := store.OutcomeFailed
 	if refusedOnly(err) {
-		outcome = "refused"
+		outcome = store.OutcomeRefused
 	}
 	var rec store.Domain
 	ok := r.record(ctx, log, name, func(d *store.Domain) {

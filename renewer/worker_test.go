@@ -72,7 +72,7 @@ func (s *scriptedIssuer) Obtain(ctx context.Context, o Order) (*store.Certificat
 	if err != nil {
 		return nil, err
 	}
-	c.Source, c.Names = "acme", o.Names() // the record says what a CA's certificate would
+	c.Source, c.Names = store.SourceACME, o.Names() // the record says what a CA's certificate would
 	return c, nil
 }
 
@@ -559,7 +559,7 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 			}
 			for _, n := range set {
 				c, err := st.LookupCertificate(ctx, n)
-				if err != nil || c.Source != "acme" || !slices.Equal(c.Names, set) {
+				if err != nil || c.Source != store.SourceACME || !slices.Equal(c.Names, set) {
 					t.Errorf("%s is served by %+v (err %v), want the renewed certificate for the set", n, c, err)
 				}
 			}

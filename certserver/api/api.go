@@ -222,7 +222,7 @@ type CertificateInfo struct {
 	// nobody renews it.
 	RenewAt time.Time `json:"renew_at,omitzero"`
 	KeyType string    `json:"key_type"`
-	// Source is "acme", "import" or "certbot"; Origin details it.
+	// Source is store.Source: "acme", "import" or "certbot"; Origin details it.
 	Source string `json:"source"`
 	Origin string `json:"origin"`
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
 )
 
@@ -171,7 +172,7 @@ func defaultConfig() config {
 			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
 		ACME: acmeConfig{
-			KeyType:   string(renewer.KeyECDSAP256),
+			KeyType:   string(store.KeyECDSAP256),
 			Timeout:   duration(3 * time.Minute),
 			Selection: string(renewer.SelectFailover),
 		},
@@ -341,11 +342,11 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 			bad("acme.email", "%q is not an e-mail address", a.Email)
 		}
 	}
-	switch renewer.KeyType(a.KeyType) {
-	case renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096:
+	switch store.KeyType(a.KeyType) {
+	case store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096:
 	default:
 		bad("acme.key_type", "%q is not one of %s, %s, %s, %s", a.KeyType,
-			renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096)
+			store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096)
 	}
 	if !validProfile(a.Profile) {
 		bad("acme.profile", "%q: a profile name is at most 64 letters, digits, '-', '_' and '.'", a.Profile)

@@ -270,8 +270,9 @@ func takesSet(d *store.Domain, cur *store.Certificate) bool {
 	return true
 }
 
-// attempt is the outcome of an order at one CA.
-type attempt struct {
+// caResult is how an order at one CA ended (one step of the attempt that
+// a store.Attempt records, which may try several CAs).
+type caResult struct {
 	cert *store.Certificate // obtained and stored
 	took time.Duration      // how long the order took
 	held hold               // with a nil err and cert: why and until when the CA's limits hold the order back
@@ -291,7 +292,7 @@ type hold struct {
 // section 5: the certificate was replaced already, or another account
 // ordered it). start is called just before the first order is sent and
 // reports whether the name is still managed.
-func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) attempt {
+func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal bool, start func() bool) caResult {
 	// Only a replacement asks the directory (cached for an hour).
 	ari := o.Replaces != nil && !o.NoReplaces && ca.offersARI(ctx)
 	kind := ClassifyOrder(o, ari, r.cfg.Now())
@@ -300,17 +301,17 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 	case err != nil:
 		ca.count(func(c *CACounts) { c.Refused++ })
 		r.orderRefused(ca.Name, err)
-		return attempt{err: err, next: !nameFailure(err)}
+		return caResult{err: err, next: !nameFailure(err)}
 	case !held.at.IsZero():
 		ca.count(func(c *CACounts) { c.Deferred++ })
-		return attempt{held: held, stop: ctx.Err() != nil}
+		return caResult{held: held, stop: ctx.Err() != nil}
 	case !start():
 		ca.Limiter.refund(o, kind)
-		return attempt{stop: true}
+		return caResult{stop: true}
 	}
 	cert, took, err := r.obtain(ctx, ca, o, kind, renewal)
 	if errors.Is(err, errRemoved) {
-		return attempt{stop: true, took: took}
+		return caResult{stop: true, took: took}
 	}
 	if refusedReplaces(err) && o.Replaces != nil && !o.NoReplaces && ctx.Err() == nil {
 		first := took
@@ -322,18 +323,18 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		kind = ClassifyOrder(o, ari, r.cfg.Now())
 		if held := r.reserve(ctx, ca, o.Names(), kind); !held.at.IsZero() {
 			ca.count(func(c *CACounts) { c.Deferred++ })
-			return attempt{held: held, took: first, stop: ctx.Err() != nil}
+			return caResult{held: held, took: first, stop: ctx.Err() != nil}
 		}
 		cert, took, err = r.obtain(ctx, ca, o, kind, renewal)
 		took += first
 	}
 	switch {
 	case ctx.Err() != nil:
-		return attempt{stop: true}
+		return caResult{stop: true}
 	case err != nil:
-		return attempt{err: err, took: took, next: cert == nil && !nameFailure(err)}
+		return caResult{err: err, took: took, next: cert == nil && !nameFailure(err)}
 	}
-	return attempt{cert: cert, took: took}
+	return caResult{cert: cert, took: took}
 }
 
 // obtain sends one order to ca and stores the certificate it returns. It

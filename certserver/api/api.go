@@ -1,6 +1,7 @@
 // Package api holds the JSON documents of the certserver admin API, shared
 // by the server (package certserver) and its clients (package
-// certserver/client). It has no behaviour of its own.
+// certserver/client), and the few rules of their input that both apply
+// (input.go).
 //
 // Every error answer of the admin API is an Error document:
 //

@@ -114,10 +114,3 @@ func (f *fakeCA) pollCount() int {
 	defer f.mu.Unlock()
 	return f.polls
 }
-
-// Advance moves the fake clock by d.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}

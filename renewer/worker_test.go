@@ -127,23 +127,6 @@ func selfSignedWith(name string, notBefore, notAfter time.Time, serial *big.Int,
 		notBefore)
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
 func openStore(t *testing.T) *store.Badger {
 	t.Helper()
 	st, err := store.OpenBadger(filepath.Join(t.TempDir(), "db"), store.BadgerOptions{Logger: discardLogger()})

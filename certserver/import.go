@@ -94,7 +94,7 @@ func parseImport(req *api.ImportRequest, now time.Time) (*store.Certificate, err
 	if err != nil {
 		return nil, &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: ImportReason(err)}
 	}
-	c.Source, c.Origin, c.StoredAt = req.Source, req.Origin, now
+	c.Source, c.Origin, c.StoredAt = store.Source(req.Source), req.Origin, now
 	return c, nil
 }
 

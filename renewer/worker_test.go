@@ -2,12 +2,6 @@ package renewer
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"path/filepath"
@@ -18,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/certtest"
 )
 
 // scriptedIssuer stands in for a CA in the scheduler's unit tests: it
@@ -72,7 +67,7 @@ func (s *scriptedIssuer) Obtain(ctx context.Context, o Order) (*store.Certificat
 	if err != nil {
 		return nil, err
 	}
-	c.Source, c.Names = "acme", o.Names() // the record says what a CA's certificate would
+	c.Source, c.Names = store.SourceACME, o.Names() // the record says what a CA's certificate would
 	return c, nil
 }
 
@@ -101,47 +96,11 @@ func selfSigned(name string, notBefore, notAfter time.Time) (*store.Certificate,
 // (with one, the certificate names it as its authority key too, and so
 // has an ARI certificate identifier).
 func selfSignedWith(name string, notBefore, notAfter time.Time, serial *big.Int, ski []byte) (*store.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := certtest.Mint(certtest.Template{DNSNames: []string{name}, Serial: serial, NotBefore: notBefore, NotAfter: notAfter, SubjectKeyID: ski}, nil)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		SubjectKeyId: ski,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return store.ParseCertificate(
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		notBefore)
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
+	return store.ParseCertificate(c.CertPEM, c.KeyPEM, notBefore)
 }
 
 func openStore(t *testing.T) *store.Badger {
@@ -559,7 +518,7 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 			}
 			for _, n := range set {
 				c, err := st.LookupCertificate(ctx, n)
-				if err != nil || c.Source != "acme" || !slices.Equal(c.Names, set) {
+				if err != nil || c.Source != store.SourceACME || !slices.Equal(c.Names, set) {
 					t.Errorf("%s is served by %+v (err %v), want the renewed certificate for the set", n, c, err)
 				}
 			}

@@ -73,7 +73,7 @@ func acmeErr(kind ErrorKind, problem, detail string) *ACMEError {
 	if kind == KindRateLimited {
 		e.Wait = time.Hour
 	}
-	return e
+	return e.judge()
 }
 
 // TestFailoverDecisions: what a failure at the first CA means for the
@@ -271,7 +271,7 @@ func TestReplacesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := acmeErr(KindTransient, "alreadyReplaced", "certificate with serial "+first.Serial+" already has a replacement order")
-	refused.ReplacesRefused = true
+	refused.refusedAsReplacement()
 	e.cas[0].fail(refused)
 	e.clock.Advance(time.Hour) // a new serial
 	e.r.process(ctx, name, true)

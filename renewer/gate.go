@@ -186,22 +186,11 @@ func (r *Renewer) settle(ca *caState, o Order, kind OrderKind, err error) {
 			l.NotIssued(names, kind)
 			l.RateLimited(names, ae.Detail, ae.Wait)
 			return
-		case ae.Kind == KindPermanent && !ae.ReplacesRefused && validationFailed(ae.Problem):
+		case ae.ValidationFailed:
 			l.AuthzFailed(failedName(o, ae))
 		}
 	}
 	l.NotIssued(names, kind)
-}
-
-// validationFailed reports whether an ACME problem type means that the CA
-// tried to validate the name and failed (RFC 8555 section 6.7), which the
-// CA counts against its failed-validation limits.
-func validationFailed(problem string) bool {
-	switch shortProblem(problem) {
-	case "unauthorized", "incorrectResponse", "dns", "caa", "connection", "tls":
-		return true
-	}
-	return false
 }
 
 // refund gives back the tokens of an order that was never sent. A nil

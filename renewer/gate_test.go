@@ -64,6 +64,7 @@ func TestGatePacesNewOrders(t *testing.T) {
 func TestGateFailedValidationLimit(t *testing.T) {
 	unauthorized := &ACMEError{Name: "bad.example.test", Kind: KindPermanent,
 		Problem: "urn:ietf:params:acme:error:unauthorized", Detail: "Invalid response from http://bad.example.test/.well-known/acme-challenge/x: 404"}
+	unauthorized.judge()
 	e := newGateEnv(t, LimitsConfig{AuthzFailures: Limit{Burst: 2, Per: time.Hour}}, Config{}, unauthorized, unauthorized, unauthorized)
 	const name = "bad.example.test"
 	addPending(t, e.st, e.clock.Now(), name)

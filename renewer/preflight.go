@@ -52,6 +52,11 @@ func (e *PreflightError) Unwrap() error { return e.Err }
 // Permanent reports whether the refusal stands until DNS changes.
 func (e *PreflightError) Permanent() bool { return e.Kind == KindPermanent }
 
+// nameFault reports whether the refusal holds for every CA: the name does
+// not resolve, does not point here, or its DNS cannot be read. A CAA
+// record read without error refuses only the CA it was checked for.
+func (e *PreflightError) nameFault() bool { return e.Step != StepCAA || e.Err != nil }
+
 // PreflightConfig configures a Preflight. Zero fields take the defaults
 // stated.
 type PreflightConfig struct {

@@ -216,8 +216,7 @@ func (r *Renewer) downUntil(errs caErrors, now time.Time) time.Time {
 func unavailable(err error) bool {
 	var ae *ACMEError
 	if errors.As(err, &ae) {
-		return ae.Kind == KindTransient && !ae.ReplacesRefused &&
-			(ae.Problem == "" || shortProblem(ae.Problem) == "serverInternal")
+		return ae.Fault == FaultCADown
 	}
 	return errors.Is(err, context.DeadlineExceeded)
 }
@@ -466,34 +465,20 @@ func outcomeOf(err error) caOutcome {
 	return caFailedCA
 }
 
-// nameFailures are the ACME problems that say the name itself could not
-// be validated: another CA would fail the same way.
-var nameFailures = map[string]bool{
-	"dns": true, "connection": true, "unauthorized": true, "incorrectResponse": true, "tls": true, "compound": true,
-}
-
 // nameFailure reports whether err is a failure of the name itself, which
-// no other CA can help with: the pre-flight found that the name does not
-// resolve, does not point here, or its DNS cannot be read; or the CA
-// tried to validate the name and failed (dns, connection, unauthorized,
-// incorrectResponse, tls), or refused it for a reason of certserver's own
-// (a wildcard, an empty name). Any other failure is the CA's: transient
-// errors, rate limits, a refusal by the CA's policy (rejectedIdentifier),
-// a CAA record that forbids this CA (the next CA's pre-flight decides for
-// it), a profile or account problem, and a "replaces" the CA refused.
-// Errors from issuers other than ACMEIssuer are the name's when they say
-// they are permanent.
+// no other CA can help with: the pre-flight refused the name for every CA
+// (see PreflightError.nameFault), or the CA's answer was the name's fault
+// (FaultName, recorded when it was classified). Any other failure is the
+// CA's. Errors from issuers other than ACMEIssuer are the name's when they
+// say they are permanent.
 func nameFailure(err error) bool {
 	var pe *PreflightError
 	if errors.As(err, &pe) {
-		return pe.Step != StepCAA || pe.Err != nil
+		return pe.nameFault()
 	}
 	var ae *ACMEError
 	if errors.As(err, &ae) {
-		if ae.Kind != KindPermanent || ae.ReplacesRefused {
-			return false
-		}
-		return ae.Problem == "" || nameFailures[shortProblem(ae.Problem)]
+		return ae.Fault == FaultName
 	}
 	var p permanent
 	return errors.As(err, &p) && p.Permanent()

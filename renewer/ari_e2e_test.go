@@ -105,7 +105,7 @@ func TestARIWithPebble(t *testing.T) {
 	env.pointHere(name, other)
 	is := env.issuer(t, nil)
 	r, err := New(Config{Workers: 2, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
-		CAOffersARI: true, ARIPollInterval: time.Second}, env.store, is, testLogger(t))
+		ARIPollInterval: time.Second, CAs: []CA{{Issuer: is, OffersARI: true}}}, env.store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestCAFailoverWithPebble(t *testing.T) {
 	}
 	r, err := New(Config{Workers: 1, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
 		CAs: []CA{{Name: "first", Issuer: first, OffersARI: true}, {Name: "second", Issuer: backup, OffersARI: true}}},
-		env.store, nil, log)
+		env.store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestCAFailoverWithPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2, err := New(Config{Workers: 1, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
-		CAs: []CA{{Name: "gone", Issuer: gone}, {Name: "second", Issuer: backup}}}, env.store, nil, log)
+		CAs: []CA{{Name: "gone", Issuer: gone}, {Name: "second", Issuer: backup}}}, env.store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestMassRenewalWithPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := New(Config{Workers: 32, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
-		CAs: []CA{{Issuer: is, Limiter: lim, OffersARI: true}}}, env.store, nil, testLogger(t))
+		CAs: []CA{{Issuer: is, Limiter: lim, OffersARI: true}}}, env.store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,8 +503,8 @@ func TestImportedSetReplacesWithPebble(t *testing.T) {
 	if err := env.store.PutCertificate(ctx, imported); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{Workers: 2, IdleWait: 100 * time.Millisecond, DefaultProfile: "default", CAOffersARI: true},
-		env.store, is, testLogger(t))
+	r, err := New(Config{Workers: 2, IdleWait: 100 * time.Millisecond, DefaultProfile: "default", CAs: []CA{{Issuer: is, OffersARI: true}}},
+		env.store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

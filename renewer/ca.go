@@ -2,7 +2,6 @@ package renewer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -145,15 +144,8 @@ func (ca *caState) offersARI(ctx context.Context) bool {
 	return offered
 }
 
-// newCAStates checks the CAs of cfg, or makes the one of issuer and the
-// single-CA fields.
-func newCAStates(cfg Config, issuer Issuer) ([]*caState, error) {
-	cas := cfg.CAs
-	if len(cas) == 0 {
-		cas = []CA{{Issuer: issuer, Limiter: cfg.Limiter, CAIdentities: cfg.CAIdentities, OffersARI: cfg.CAOffersARI}}
-	} else if issuer != nil || cfg.Limiter != nil || cfg.CAOffersARI || len(cfg.CAIdentities) > 0 {
-		return nil, errors.New("CAs set together with an issuer, Limiter, CAOffersARI or CAIdentities; give each CA its own")
-	}
+// newCAStates checks cas, the configured CAs in order of preference.
+func newCAStates(cas []CA) ([]*caState, error) {
 	out := make([]*caState, 0, len(cas))
 	for i, ca := range cas {
 		if ca.Issuer == nil {

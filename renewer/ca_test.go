@@ -41,7 +41,7 @@ func newMultiEnv(t *testing.T, cfg Config, limits ...*LimitsConfig) *multiEnv {
 	}
 	cfg.Now, cfg.Seed = e.clock.Now, 17
 	var err error
-	if e.r, err = New(cfg, e.st, nil, discardLogger()); err != nil {
+	if e.r, err = New(cfg, e.st, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -410,12 +410,9 @@ func TestNewRefusesBadCAs(t *testing.T) {
 	clock := &fakeClock{now: time.Now()}
 	a, b := newFakeCA("https://a.example/dir", clock), newFakeCA("https://a.example/dir", clock)
 	tests := []struct {
-		desc   string
-		cfg    Config
-		issuer Issuer
+		desc string
+		cfg  Config
 	}{
-		{desc: "CAs and an issuer", cfg: Config{CAs: []CA{{Issuer: a}}}, issuer: b},
-		{desc: "CAs and a top-level Limiter", cfg: Config{CAs: []CA{{Issuer: a}}, Limiter: &Limiter{}}},
 		{desc: "CA without issuer", cfg: Config{CAs: []CA{{Name: "x"}}}},
 		{desc: "two CAs with one name", cfg: Config{CAs: []CA{{Issuer: a}, {Issuer: b}}}},
 		{desc: "two CAs with one directory", cfg: Config{CAs: []CA{{Name: "a", Issuer: a}, {Name: "b", Issuer: b}}}},
@@ -424,13 +421,13 @@ func TestNewRefusesBadCAs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			if _, err := New(tc.cfg, st, tc.issuer, discardLogger()); err == nil {
+			if _, err := New(tc.cfg, st, discardLogger()); err == nil {
 				t.Error("New accepted it")
 			}
 		})
 	}
 	c := newFakeCA("https://c.example/dir", clock)
-	if _, err := New(Config{CAs: []CA{{Issuer: a}, {Name: "c", Issuer: c}}, Selection: SelectSpread}, st, nil, discardLogger()); err != nil {
+	if _, err := New(Config{CAs: []CA{{Issuer: a}, {Name: "c", Issuer: c}}, Selection: SelectSpread}, st, discardLogger()); err != nil {
 		t.Errorf("New refused two named CAs: %v", err)
 	}
 }
@@ -460,7 +457,7 @@ func TestARIFromDirectory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := New(Config{Now: clock.Now, Seed: 3, CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, nil, discardLogger())
+			r, err := New(Config{Now: clock.Now, Seed: 3, CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, discardLogger())
 			if err != nil {
 				t.Fatal(err)
 			}

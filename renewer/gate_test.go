@@ -31,8 +31,14 @@ func newGateEnv(t *testing.T, limits LimitsConfig, cfg Config, errs ...error) *g
 		t.Fatal(err)
 	}
 	e.lim = lim
-	cfg.Now, cfg.Seed, cfg.Limiter = e.clock.Now, 11, lim
-	e.r, err = New(cfg, e.st, e.iss, discardLogger())
+	// One CA: the test's issuer with this Limiter, and the CAA
+	// identities a test may give in cfg.CAs[0].
+	ca := CA{Issuer: e.iss, Limiter: lim}
+	if len(cfg.CAs) > 0 {
+		ca.CAIdentities = cfg.CAs[0].CAIdentities
+	}
+	cfg.Now, cfg.Seed, cfg.CAs = e.clock.Now, 11, []CA{ca}
+	e.r, err = New(cfg, e.st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +120,7 @@ func TestGatePreflightRefusesWithoutOrdering(t *testing.T) {
 	dnsSrv.SetCAA("example.test", dnstest.CAA{Tag: "issue", Value: "other-ca.example"})
 	dnsSrv.SetCAA("free.example.test", dnstest.CAA{Tag: "issue", Value: "our-ca.example"})
 	pf := preflightOn(t, dnsSrv, "127.0.0.1")
-	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAIdentities: []string{"our-ca.example"}})
+	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAs: []CA{{CAIdentities: []string{"our-ca.example"}}}})
 	addPending(t, e.st, e.clock.Now(), "shop.example.test", "free.example.test", "nowhere.example.test")
 	for _, n := range []string{"shop.example.test", "free.example.test", "nowhere.example.test"} {
 		e.r.process(context.Background(), n, false)

@@ -156,7 +156,7 @@ func TestLimitsSurviveRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
-		r, err := New(Config{Workers: 2, IdleWait: 50 * time.Millisecond, Limiter: lim, Seed: 3}, st, iss, discardLogger())
+		r, err := New(Config{Workers: 2, IdleWait: 50 * time.Millisecond, Seed: 3, CAs: []CA{{Issuer: iss, Limiter: lim}}}, st, discardLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +237,7 @@ func TestSaveLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour}
-	r, err := New(Config{Limiter: lim}, st, iss, discardLogger())
+	r, err := New(Config{CAs: []CA{{Issuer: iss, Limiter: lim}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestSaveLimits(t *testing.T) {
 
 // TestRunOnce: a second Run while one runs returns an error at once.
 func TestRunOnce(t *testing.T) {
-	r, err := New(Config{IdleWait: 10 * time.Millisecond}, openStore(t), &scriptedIssuer{}, discardLogger())
+	r, err := New(Config{IdleWait: 10 * time.Millisecond, CAs: []CA{{Issuer: &scriptedIssuer{}}}}, openStore(t), discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

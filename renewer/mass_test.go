@@ -33,7 +33,7 @@ func TestMassRenewalPaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, err := New(Config{Workers: 1, IdleWait: 10 * time.Millisecond, Now: clock.Now, Seed: 3,
-		CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, nil, discardLogger())
+		CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestImportedFleetFirstWave(t *testing.T) {
 		t.Fatal(err)
 	}
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-	r, err := New(Config{Now: clock.Now, Seed: 5, CAs: []CA{{Issuer: iss, Limiter: lim}}}, st, nil, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 5, CAs: []CA{{Issuer: iss, Limiter: lim}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func TestPrometheusMetricsCountsOrders(t *testing.T) {
 	}
 	var inFlightDuringOrder float64
 	iss.during = func(Order) { inFlightDuringOrder = testutil.ToFloat64(pm.inFlight.WithLabelValues(ca)) }
-	r, err := New(Config{Now: clock.Now, Seed: 7, Metrics: pm}, st, directoryIssuer{iss, ca}, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 7, Metrics: pm, CAs: []CA{{Issuer: directoryIssuer{iss, ca}}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestMetricsHookOutcomes(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
 	m := &recordingMetrics{}
-	r, err := New(Config{Now: clock.Now, Seed: 3, Metrics: m}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 3, Metrics: m, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestMetricsCountPreflightRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAIdentities: []string{"our-ca.example"}, Metrics: pm})
+	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAs: []CA{{CAIdentities: []string{"our-ca.example"}}}, Metrics: pm})
 	names := []string{"ok.example.test", "caa.example.test", "nowhere.example.test"}
 	addPending(t, e.st, e.clock.Now(), names...)
 	for _, n := range names {
@@ -239,7 +239,7 @@ func TestCACollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newARIEnv(t, Config{Limiter: lim})
+	e := newARIEnv(t, Config{CAs: []CA{{Limiter: lim}}})
 	e.clock = clock
 	e.ca.clock = clock
 	e.r.cfg.Now = clock.Now

@@ -186,7 +186,7 @@ func TestFailingNameFollowsBackoff(t *testing.T) {
 	fail := problem{detail: detail, perm: true}
 	iss := &scriptedIssuer{errs: []error{fail, fail, fail, fail, fail}, life: 90 * 24 * time.Hour,
 		notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Now: clock.Now, Seed: 42}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 42, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestRetryAfterFromCAIsHonoured(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
 	iss := &scriptedIssuer{errs: []error{problem{detail: "rateLimited", after: 3 * time.Hour}}, life: time.Hour,
 		notAfter: func() time.Time { return clock.Now().Add(time.Hour) }}
-	r, err := New(Config{Now: clock.Now, Seed: 1}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 1, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestSuccessSchedulesRenewal(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
 	life := 90 * 24 * time.Hour
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-	r, err := New(Config{Now: clock.Now, Seed: 7}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 7, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestRunOrdersEachNameOnceAtATime(t *testing.T) {
 	now := time.Now()
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, delay: 5 * time.Millisecond,
 		notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Workers: 8, IdleWait: 50 * time.Millisecond}, st, iss, discardLogger())
+	r, err := New(Config{Workers: 8, IdleWait: 50 * time.Millisecond, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestUrgentGoesFirst(t *testing.T) {
 	st := openStore(t)
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, delay: 20 * time.Millisecond,
 		notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Workers: 1, IdleWait: 50 * time.Millisecond}, st, iss, discardLogger())
+	r, err := New(Config{Workers: 1, IdleWait: 50 * time.Millisecond, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestRemovedWhileOrdering(t *testing.T) {
 						t.Error(err)
 					}
 				}}
-			r, err := New(Config{Now: clock.Now, Seed: 3}, st, iss, discardLogger())
+			r, err := New(Config{Now: clock.Now, Seed: 3, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -452,7 +452,7 @@ func TestAdoptsImportedCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-	r, err := New(Config{Now: clock.Now, Seed: 9}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 9, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -511,7 +511,7 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 				t.Fatal(err)
 			}
 			iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-			r, err := New(Config{Now: clock.Now, Seed: 9}, st, iss, discardLogger())
+			r, err := New(Config{Now: clock.Now, Seed: 9, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -596,7 +596,7 @@ func TestAdoptionEndsFailures(t *testing.T) {
 	}
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) },
 		errs: []error{problem{detail: "connection reset"}}}
-	r, err := New(Config{Now: clock.Now, Seed: 9, GiveUpAfter: 30 * 24 * time.Hour}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 9, GiveUpAfter: 30 * 24 * time.Hour, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -638,7 +638,7 @@ func (b *brokenReads) GetDomain(ctx context.Context, name string) (*store.Domain
 func TestStoreErrorDoesNotSpin(t *testing.T) {
 	st := &brokenReads{Store: openStore(t)}
 	addPending(t, st.Store, time.Now(), "broken.example.test")
-	r, err := New(Config{Workers: 1, IdleWait: 10 * time.Millisecond}, st, &scriptedIssuer{}, discardLogger())
+	r, err := New(Config{Workers: 1, IdleWait: 10 * time.Millisecond, CAs: []CA{{Issuer: &scriptedIssuer{}}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

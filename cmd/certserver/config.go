@@ -90,8 +90,9 @@ type acmeConfig struct {
 	Fallback []caConfig `toml:"fallback"`
 }
 
-// caConfig is one [[acme.fallback]] CA. key_type, reuse_key, profile and
-// timeout are those of [acme].
+// caConfig is one CA's own settings: those of a [[acme.fallback]] table,
+// and the same keys of [acme] for the primary CA. key_type, reuse_key,
+// profile, timeout and selection are [acme]'s only, for every CA.
 type caConfig struct {
 	Name          string       `toml:"name"`
 	Directory     string       `toml:"directory"`
@@ -103,6 +104,29 @@ type caConfig struct {
 	CAAIdentities []string     `toml:"caa_identities"`
 	ARI           *bool        `toml:"ari"`
 	Limits        limitsConfig `toml:"limits"`
+}
+
+// caSection is one configured CA with the key its errors name: "acme" for
+// the primary, "acme.fallback[N]" for a fallback.
+type caSection struct {
+	key string
+	caConfig
+}
+
+// cas returns every configured CA, the primary ([acme]) first, then the
+// [[acme.fallback]] CAs in order: the one list that reading their files,
+// validation and building the renewer's CAs go through. The primary is
+// listed even when acme.directory is not set (issuance is off then).
+func (a acmeConfig) cas() []caSection {
+	out := []caSection{{key: "acme", caConfig: caConfig{
+		Name: a.Name, Directory: a.Directory, Email: a.Email, AgreeTerms: a.AgreeTerms,
+		CARoots: a.CARoots, EABKID: a.EABKID, EABHMACFile: a.EABHMACFile,
+		CAAIdentities: a.CAAIdentities, ARI: a.ARI, Limits: a.Limits,
+	}}}
+	for i, f := range a.Fallback {
+		out = append(out, caSection{key: fmt.Sprintf("acme.fallback[%d]", i), caConfig: f})
+	}
+	return out
 }
 
 // limitsConfig is a CA account's rate limits ([acme.limits]), each
@@ -324,23 +348,48 @@ func (c *config) validate() error {
 	return errors.Join(errs...)
 }
 
+// validate checks one CA's settings, the primary's or a fallback's alike.
+// A primary without a directory leaves issuance off and is not checked
+// further; a fallback needs a directory, and a primary (hasPrimary).
+// names and dirs map the CA names and directories seen so far to their
+// keys: each CA needs its own name and its own account.
+func (ca caSection) validate(primary, hasPrimary bool, names, dirs map[string]string, bad func(key, format string, args ...any)) {
+	k := ca.key
+	if !primary && !hasPrimary {
+		bad(k, "a fallback CA needs a primary one: set acme.directory first")
+	}
+	if ca.Directory != "" || !primary {
+		u, err := url.Parse(ca.Directory)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			bad(k+".directory", "%q is not an https URL (ACME directories are served over https)", ca.Directory)
+		}
+		if !ca.AgreeTerms {
+			bad(k+".agree_terms", "must be true when %s.directory is set: registering an account agrees to the CA's terms of service", k)
+		}
+	}
+	if ca.Email != "" {
+		if m, err := mail.ParseAddress(ca.Email); err != nil || m.Address != ca.Email {
+			bad(k+".email", "%q is not an e-mail address", ca.Email)
+		}
+	}
+	if (ca.EABKID == "") != (ca.EABHMACFile == "") {
+		bad(k+".eab_kid", "%[1]s.eab_kid and %[1]s.eab_hmac_file go together: set both for external account binding, or neither", k)
+	}
+	n := caName(ca.Name, ca.Directory)
+	if prev, dup := names[n]; dup {
+		bad(k+".name", "%q is also the name of %s: CAs need different names (set name)", n, prev)
+	}
+	names[n] = k
+	if prev, dup := dirs[ca.Directory]; dup && ca.Directory != "" {
+		bad(k+".directory", "%q is also the directory of %s: one account per CA (rate limit overrides are granted per account)", ca.Directory, prev)
+	}
+	dirs[ca.Directory] = k
+	checkLimits(k+".limits", ca.Limits, bad)
+}
+
 // validateACME checks the [acme] and [renewer] sections.
 func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	a := c.ACME
-	if a.Directory != "" {
-		u, err := url.Parse(a.Directory)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
-			bad("acme.directory", "%q is not an https URL (ACME directories are served over https)", a.Directory)
-		}
-		if !a.AgreeTerms {
-			bad("acme.agree_terms", "must be true when acme.directory is set: registering an account agrees to the CA's terms of service")
-		}
-	}
-	if a.Email != "" {
-		if m, err := mail.ParseAddress(a.Email); err != nil || m.Address != a.Email {
-			bad("acme.email", "%q is not an e-mail address", a.Email)
-		}
-	}
 	switch renewer.KeyType(a.KeyType) {
 	case renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096:
 	default:
@@ -353,47 +402,14 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	if a.Timeout < duration(10*time.Second) {
 		bad("acme.timeout", "%v is shorter than 10s", a.Timeout)
 	}
-	if (a.EABKID == "") != (a.EABHMACFile == "") {
-		bad("acme.eab_kid", "acme.eab_kid and acme.eab_hmac_file go together: set both for external account binding, or neither")
-	}
 	switch renewer.Selection(a.Selection) {
 	case renewer.SelectFailover, renewer.SelectSpread:
 	default:
 		bad("acme.selection", "%q is not one of %s, %s", a.Selection, renewer.SelectFailover, renewer.SelectSpread)
 	}
-	checkLimits("acme.limits", a.Limits, bad)
-	names := map[string]string{caName(a.Name, a.Directory): "acme"}
-	dirs := map[string]string{a.Directory: "acme"}
-	for i, f := range a.Fallback {
-		key := fmt.Sprintf("acme.fallback[%d]", i)
-		if a.Directory == "" {
-			bad(key, "a fallback CA needs a primary one: set acme.directory first")
-		}
-		u, err := url.Parse(f.Directory)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
-			bad(key+".directory", "%q is not an https URL", f.Directory)
-		}
-		if !f.AgreeTerms {
-			bad(key+".agree_terms", "must be true: registering an account agrees to the CA's terms of service")
-		}
-		if f.Email != "" {
-			if m, err := mail.ParseAddress(f.Email); err != nil || m.Address != f.Email {
-				bad(key+".email", "%q is not an e-mail address", f.Email)
-			}
-		}
-		if (f.EABKID == "") != (f.EABHMACFile == "") {
-			bad(key+".eab_kid", "eab_kid and eab_hmac_file go together")
-		}
-		n := caName(f.Name, f.Directory)
-		if prev, dup := names[n]; dup {
-			bad(key+".name", "%q is also the name of %s: CAs need different names (set name)", n, prev)
-		}
-		names[n] = key
-		if prev, dup := dirs[f.Directory]; dup && f.Directory != "" {
-			bad(key+".directory", "%q is also the directory of %s: one account per CA (rate limit overrides are granted per account)", f.Directory, prev)
-		}
-		dirs[f.Directory] = key
-		checkLimits(key+".limits", f.Limits, bad)
+	names, dirs := map[string]string{}, map[string]string{}
+	for i, ca := range a.cas() {
+		ca.validate(i == 0, a.Directory != "", names, dirs, bad)
 	}
 	if c.Renewer.GiveUpAfter != 0 && c.Renewer.GiveUpAfter < duration(time.Hour) {
 		bad("renewer.give_up_after", "%v is shorter than 1h (\"0s\" never gives up)", time.Duration(c.Renewer.GiveUpAfter))

@@ -38,16 +38,12 @@ type acmeFiles struct {
 	eab    *renewer.ExternalAccount
 }
 
-// readACMEFiles reads the files of [acme] and of every [[acme.fallback]],
-// in that order. Its errors name the key.
+// readACMEFiles reads the files of every CA of cfg (acmeConfig.cas), in
+// that order. Its errors name the key.
 func readACMEFiles(cfg acmeConfig) ([]*acmeFiles, error) {
-	f, err := readCAFiles("acme", cfg.CARoots, cfg.EABKID, cfg.EABHMACFile)
-	if err != nil {
-		return nil, err
-	}
-	all := []*acmeFiles{f}
-	for i, fb := range cfg.Fallback {
-		f, err := readCAFiles(fmt.Sprintf("acme.fallback[%d]", i), fb.CARoots, fb.EABKID, fb.EABHMACFile)
+	var all []*acmeFiles
+	for _, ca := range cfg.cas() {
+		f, err := readCAFiles(ca.key, ca.CARoots, ca.EABKID, ca.EABHMACFile)
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +134,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 		Preflight:       preflight,
 		GiveUpAfter:     giveUpAfter(cfg.Renewer),
 		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
-	}, st, nil, logger)
+	}, st, logger)
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)
 	}
@@ -192,28 +188,17 @@ func (is *issuance) run(ctx context.Context) error {
 	return err
 }
 
-// buildCAs makes the issuer, the rate limiter and the settings of the
-// primary CA and of every fallback, in order.
+// buildCAs makes the issuer, the rate limiter and the settings of every
+// CA of a (acmeConfig.cas), in order: the renewer's list of CAs.
 func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
-	type ca struct {
-		section, name, directory, email string
-		agree                           bool
-		caa                             []string
-		ari                             *bool
-		limits                          limitsConfig
-	}
-	list := []ca{{"acme", a.Name, a.Directory, a.Email, a.AgreeTerms, a.CAAIdentities, a.ARI, a.Limits}}
-	for i, f := range a.Fallback {
-		list = append(list, ca{fmt.Sprintf("acme.fallback[%d]", i), f.Name, f.Directory, f.Email, f.AgreeTerms, f.CAAIdentities, f.ARI, f.Limits})
-	}
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
-	for i, c := range list {
-		ari := c.ari == nil || *c.ari
+	for i, c := range a.cas() {
+		ari := c.ARI == nil || *c.ARI
 		issuer, err := renewer.NewACMEIssuer(renewer.ACMEConfig{
-			Directory:  c.directory,
-			Email:      c.email,
-			AgreeTerms: c.agree,
+			Directory:  c.Directory,
+			Email:      c.Email,
+			AgreeTerms: c.AgreeTerms,
 			EAB:        files[i].eab,
 			KeyType:    renewer.KeyType(a.KeyType),
 			ReuseKey:   a.ReuseKey,
@@ -222,21 +207,21 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 			DisableARI: !ari,
 		}, st, logger)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", c.section, err)
+			return nil, nil, fmt.Errorf("%s: %w", c.key, err)
 		}
-		limits, err := limitsOf(c.limits)
+		limits, err := limitsOf(c.Limits)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s.limits: %w", c.section, err)
+			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
 		lim, err := renewer.NewLimiter(limits, time.Now)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s.limits: %w", c.section, err)
+			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
-		caa := c.caa
+		caa := c.CAAIdentities
 		if caa == nil {
-			caa = defaultCAAIdentities(c.directory)
+			caa = defaultCAAIdentities(c.Directory)
 		}
-		cas = append(cas, renewer.CA{Name: caName(c.name, c.directory), Issuer: issuer, Limiter: lim, CAIdentities: caa, OffersARI: ari})
+		cas = append(cas, renewer.CA{Name: caName(c.Name, c.Directory), Issuer: issuer, Limiter: lim, CAIdentities: caa, OffersARI: ari})
 		issuers = append(issuers, issuer)
 	}
 	return cas, issuers, nil

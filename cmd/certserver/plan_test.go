@@ -51,7 +51,7 @@ func TestEnrollmentPlan(t *testing.T) {
 			}
 			t.Cleanup(func() { st.Close() })
 			rn, err := renewer.New(renewer.Config{Now: func() time.Time { return now },
-				CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim}}}, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim}}}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +101,7 @@ func TestQueueShowsCAs(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	rn, err := renewer.New(renewer.Config{CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim, OffersARI: true},
 		{Issuer: dirIssuer("https://acme.example/dir")}}},
-		st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

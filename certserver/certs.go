@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"strconv"
 	"time"
 
@@ -111,11 +110,7 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 			return cfg, err
 		}
 	}
-	for _, f := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
+	if err := defaultDurations([]durationField{
 		{"MaxAge", &cfg.MaxAge, DefaultCertMaxAge},
 		{"MinAge", &cfg.MinAge, DefaultCertMinAge},
 		{"NotFoundMaxAge", &cfg.NotFoundMaxAge, DefaultNotFoundMaxAge},
@@ -123,13 +118,8 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 		{"ReadTimeout", &cfg.ReadTimeout, defaultReadTimeout},
 		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
 		{"ShutdownTimeout", &cfg.ShutdownTimeout, defaultShutdownTimeout},
-	} {
-		if *f.v < 0 {
-			return cfg, fmt.Errorf("%s %v is negative", f.name, *f.v)
-		}
-		if *f.v == 0 {
-			*f.v = f.def
-		}
+	}); err != nil {
+		return cfg, err
 	}
 	if cfg.MinAge > cfg.MaxAge {
 		return cfg, fmt.Errorf("MinAge %v is longer than MaxAge %v", cfg.MinAge, cfg.MaxAge)
@@ -169,28 +159,20 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 type CertEndpoint struct {
 	cfg   CertEndpointConfig
 	store store.Store
-	log   *slog.Logger
-	// base is the server-lifetime context lookups derive from.
-	base context.Context
-	srv  server
+	server
 }
 
 // NewCertEndpoint returns a certificate endpoint reading st, configured by
 // cfg with its zero fields set to their defaults. It neither listens nor
 // serves: call Listen, then Serve.
 func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger) (*CertEndpoint, error) {
-	if st == nil {
-		return nil, errors.New("certificate endpoint: nil store")
-	}
-	if logger == nil {
-		return nil, errors.New("certificate endpoint: nil logger")
-	}
-	cfg, err := cfg.withDefaults()
+	const name = "certificate endpoint"
+	cfg, err := prepare(name, cfg, st, logger)
 	if err != nil {
-		return nil, fmt.Errorf("certificate endpoint: %w", err)
+		return nil, err
 	}
-	e := &CertEndpoint{cfg: cfg, store: st, log: logger.With("subsystem", "certs")}
-	e.base = e.srv.init(e.handle, e.log, 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
+	e := &CertEndpoint{cfg: cfg, store: st}
+	e.server.init(name, e.handle, logger.With("subsystem", "certs"), 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return e, nil
 }
 
@@ -199,39 +181,9 @@ func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger
 // not the life of the listeners. On error nothing stays bound and the
 // endpoint cannot be used again.
 func (e *CertEndpoint) Listen(ctx context.Context) error {
-	if e.cfg.Socket != "" {
-		if err := e.srv.listenUnix(ctx, e.cfg.Socket, e.cfg.SocketMode, e.cfg.SocketGroup); err != nil {
-			e.srv.close()
-			return fmt.Errorf("certificate endpoint: %w", err)
-		}
-	}
-	if e.cfg.Listen != "" {
-		if err := e.srv.listenTCP(e.cfg.Listen, e.cfg.AllowNonLoopback); err != nil {
-			e.srv.close()
-			return fmt.Errorf("certificate endpoint: %w", err)
-		}
-	}
-	return nil
+	return e.server.listen(ctx, binding{Socket: e.cfg.Socket, SocketMode: e.cfg.SocketMode, SocketGroup: e.cfg.SocketGroup,
+		TCP: e.cfg.Listen, AllowNonLoopback: e.cfg.AllowNonLoopback})
 }
-
-// Addrs returns the addresses Listen bound: a *net.UnixAddr holding the
-// socket path, a *net.TCPAddr with the port actually bound.
-func (e *CertEndpoint) Addrs() []net.Addr { return e.srv.listenerAddrs() }
-
-// Serve answers requests until ctx is done, then stops gracefully: it stops
-// accepting connections, lets requests in flight finish for up to
-// ShutdownTimeout, and removes the socket file. It returns nil after a clean
-// stop, or the error that stopped a listener. An endpoint serves once.
-func (e *CertEndpoint) Serve(ctx context.Context) error {
-	if err := e.srv.serve(ctx); err != nil {
-		return fmt.Errorf("certificate endpoint: %w", err)
-	}
-	return nil
-}
-
-// Close releases what Listen bound without serving, for when start-up fails
-// elsewhere. Serve does it itself when it returns.
-func (e *CertEndpoint) Close() error { return e.srv.close() }
 
 // handle answers one request. Nothing from rc is kept after it returns.
 func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {

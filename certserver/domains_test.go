@@ -357,7 +357,7 @@ func TestAdminShowDomain(t *testing.T) {
 	c := newTestCert(t, env.now.Add(60*24*time.Hour), "shop.example.com", "www.shop.example.com")
 	putCert(t, env.st, &store.Certificate{ID: "shop.example.com", Names: []string{"shop.example.com", "www.shop.example.com"},
 		ChainPEM: c.chain, KeyPEM: c.key, NotBefore: env.now, NotAfter: c.notAfter, RenewAt: c.notAfter.Add(-30 * 24 * time.Hour),
-		Serial: c.serial, Issuer: "CN=test", KeyType: "ecdsa-p256", Source: "acme", Origin: "https://ca.example/dir"})
+		Serial: c.serial, Issuer: "CN=test", KeyType: "ecdsa-p256", Source: store.SourceACME, Origin: "https://ca.example/dir"})
 	w := newTestCert(t, env.now.Add(30*24*time.Hour), "*.wild.example.com")
 	putCert(t, env.st, &store.Certificate{ID: "*.wild.example.com", Names: []string{"*.wild.example.com"},
 		ChainPEM: w.chain, KeyPEM: w.key, NotAfter: w.notAfter, Serial: w.serial, Source: "import"})
@@ -380,7 +380,7 @@ func TestAdminShowDomain(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ci := doc.Certificate; ci == nil || ci.ID != "shop.example.com" || ci.Serial != c.serial || !ci.NotAfter.Equal(c.notAfter) ||
-		len(ci.Names) != 2 || ci.Source != "acme" || ci.Origin != "https://ca.example/dir" || ci.KeyType != "ecdsa-p256" {
+		len(ci.Names) != 2 || ci.Source != string(store.SourceACME) || ci.Origin != "https://ca.example/dir" || ci.KeyType != "ecdsa-p256" {
 		t.Errorf("certificate %+v", doc.Certificate)
 	}
 	if len(doc.RecentAttempts) != 0 {

@@ -62,7 +62,7 @@ func (a *AdminAPI) importCertificate(ctx context.Context, rc *fasthttp.RequestCt
 	if err != nil {
 		return &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: ImportReason(err)}
 	}
-	c.Source, c.Origin, c.StoredAt = req.Source, req.Origin, now
+	c.Source, c.Origin, c.StoredAt = store.Source(req.Source), req.Origin, now
 	resp := api.ImportResponse{ID: c.ID, Names: c.Names, Serial: c.Serial, NotAfter: c.NotAfter}
 
 	a.importMu.Lock()

@@ -12,13 +12,15 @@ import (
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer/dnstest"
 	"github.com/certserver/certserver/renewer/pebbletest"
+	"github.com/certserver/certserver/store"
 	"github.com/go-acme/lego/v4/certificate"
 )
 
-// Issue #3's end-to-end tests, every part real and on loopback: orders go
-// to Pebble through its counting front; HTTP-01 validation goes Pebble ->
-// nginx's port-80 server -> certserver-acme.conf -> the sidecar's challenge
-// listener; handshakes go client -> nginx -> the Lua hook -> the sidecar.
+// The end-to-end tests of ordering and serving, every part real and on
+// loopback: orders go to Pebble through its counting front; HTTP-01
+// validation goes Pebble -> nginx's port-80 server -> certserver-acme.conf
+// -> the sidecar's challenge listener; handshakes go client -> nginx -> the
+// Lua hook -> the sidecar.
 // Each test has its own Pebble, nginx and sidecar and runs in parallel with
 // the others.
 
@@ -43,7 +45,7 @@ func TestACMEIssueThroughNginx(t *testing.T) {
 	t.Logf("%s served %v after domains add", name, time.Since(start).Round(time.Millisecond))
 	var d *domainDoc
 	eventually(t, 5*time.Second, name+" valid", env.side.domainState(name, "valid", &d))
-	if c := d.Certificate; c == nil || !sameSerial(c.Serial, leaf.SerialNumber) || c.Source != "acme" || c.Origin != env.ca.DirectoryURL {
+	if c := d.Certificate; c == nil || !sameSerial(c.Serial, leaf.SerialNumber) || c.Source != string(store.SourceACME) || c.Origin != env.ca.DirectoryURL {
 		t.Errorf("domains show: certificate %+v; want serial %x from acme, origin %s", c, leaf.SerialNumber, env.ca.DirectoryURL)
 	}
 	if n := env.ca.OrdersFor(name); n != 1 {

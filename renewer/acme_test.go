@@ -143,11 +143,11 @@ func TestObtain(t *testing.T) {
 	if cert.ID != name || !slices.Equal(cert.Names, []string{name}) {
 		t.Errorf("ID %q Names %q, want %q", cert.ID, cert.Names, name)
 	}
-	if cert.Source != "acme" || cert.Origin != env.ca.DirectoryURL {
+	if cert.Source != store.SourceACME || cert.Origin != env.ca.DirectoryURL {
 		t.Errorf("Source %q Origin %q, want acme and %s", cert.Source, cert.Origin, env.ca.DirectoryURL)
 	}
-	if cert.KeyType != string(KeyECDSAP256) {
-		t.Errorf("KeyType %q, want %s", cert.KeyType, KeyECDSAP256)
+	if cert.KeyType != store.KeyECDSAP256 {
+		t.Errorf("KeyType %q, want %s", cert.KeyType, store.KeyECDSAP256)
 	}
 	if life := cert.NotAfter.Sub(cert.NotBefore); life < 89*24*time.Hour || life > 90*24*time.Hour {
 		t.Errorf("lifetime %s, want Pebble's default profile, 90 days", life)
@@ -503,15 +503,15 @@ func TestObtainOptions(t *testing.T) {
 
 	tests := []struct {
 		desc     string
-		keyType  KeyType
+		keyType  store.KeyType
 		reuse    bool
 		sameKey  bool
-		wantType string
+		wantType store.KeyType
 	}{
-		{desc: "new key per order", keyType: KeyECDSAP256, wantType: "ecdsa-p256"},
-		{desc: "key reused", keyType: KeyECDSAP256, reuse: true, sameKey: true, wantType: "ecdsa-p256"},
-		{desc: "rsa 2048", keyType: KeyRSA2048, reuse: true, sameKey: true, wantType: "rsa2048"},
-		{desc: "p384", keyType: KeyECDSAP384, wantType: "ecdsa-p384"},
+		{desc: "new key per order", keyType: store.KeyECDSAP256, wantType: "ecdsa-p256"},
+		{desc: "key reused", keyType: store.KeyECDSAP256, reuse: true, sameKey: true, wantType: "ecdsa-p256"},
+		{desc: "rsa 2048", keyType: store.KeyRSA2048, reuse: true, sameKey: true, wantType: "rsa2048"},
+		{desc: "p384", keyType: store.KeyECDSAP384, wantType: "ecdsa-p384"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -45,7 +45,7 @@ func servedOther(t *testing.T, st store.Store, name string, old *store.Certifica
 	waitFor(t, 30*time.Second, name+" served a new certificate", func() bool {
 		var err error
 		c, err = st.LookupCertificate(context.Background(), name)
-		if err != nil || c.Source != "acme" || old != nil && c.Serial == old.Serial {
+		if err != nil || c.Source != store.SourceACME || old != nil && c.Serial == old.Serial {
 			return false
 		}
 		d, err := st.GetDomain(context.Background(), name)

@@ -171,7 +171,7 @@ func newCAStates(cas []CA) ([]*caState, error) {
 
 // issuedBy returns the configured CA that issued c (by c.Origin), or nil.
 func (r *Renewer) issuedBy(c *store.Certificate) *caState {
-	if c == nil || c.Source != "acme" || c.Origin == "" {
+	if c == nil || c.Source != store.SourceACME || c.Origin == "" {
 		return nil
 	}
 	for _, ca := range r.cas {

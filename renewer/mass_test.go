@@ -55,7 +55,7 @@ func TestMassRenewalPaced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Source, c.Origin, c.RenewAt = "acme", ca.dir, na.Add(-time.Hour)
+		c.Source, c.Origin, c.RenewAt = store.SourceACME, ca.dir, na.Add(-time.Hour)
 		if err := st.PutCertificate(ctx, c); err != nil {
 			t.Fatal(err)
 		}

@@ -28,9 +28,9 @@ type PolicyConfig struct {
 	// allow-list check.
 	Allow []string
 	// Targets are the IP addresses and host names that a name's A/AAAA
-	// records or CNAME chain must point at (seed 003's allow_domain check):
-	// the name passes when any address or CNAME target is listed. Empty: no
-	// DNS check.
+	// records or CNAME chain must point at, so that a name is ordered only
+	// when the CA's validation would reach this host: the name passes when
+	// any address or CNAME target is listed. Empty: no DNS check.
 	Targets []string
 	// AskURL, when set, is asked with GET AskURL?domain=NAME; a 200 answer
 	// allows the name and anything else refuses it.

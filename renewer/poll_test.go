@@ -208,7 +208,7 @@ func TestMassRenewalEarliestExpiryFirst(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Source, c.Origin, c.RenewAt = "acme", e.ca.dir, na.Add(-10*24*time.Hour+time.Hour)
+		c.Source, c.Origin, c.RenewAt = store.SourceACME, e.ca.dir, na.Add(-10*24*time.Hour+time.Hour)
 		if c.RenewAt.Before(now) {
 			c.RenewAt = na.Add(-time.Hour)
 		}

@@ -12,37 +12,9 @@ import (
 	"github.com/certserver/certserver/store"
 )
 
-// rlClock is a settable clock for Limiter tests.
-type rlClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newRLClock() *rlClock {
-	return &rlClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *rlClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *rlClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func (c *rlClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func newTestLimiter(t *testing.T, cfg LimitsConfig) (*Limiter, *rlClock) {
+func newTestLimiter(t *testing.T, cfg LimitsConfig) (*Limiter, *fakeClock) {
 	t.Helper()
-	clock := newRLClock()
+	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
 	l, err := NewLimiter(cfg, clock.Now)
 	if err != nil {
 		t.Fatalf("NewLimiter: %v", err)

@@ -233,8 +233,8 @@ func (r *Renewer) orderFor(ca *caState, d *store.Domain, profile string, cur *st
 	switch {
 	case cur == nil:
 		return o
-	case cur.Source == "acme" && cur.Origin == ca.dir:
-	case cur.Source != "acme" && cur.ID == d.Name:
+	case cur.Source == store.SourceACME && cur.Origin == ca.dir:
+	case cur.Source != store.SourceACME && cur.ID == d.Name:
 	default:
 		return o
 	}
@@ -312,8 +312,9 @@ func takesSet(d *store.Domain, cur *store.Certificate) bool {
 	return true
 }
 
-// attempt is the outcome of an order at one CA.
-type attempt struct {
+// caResult is how an order at one CA ended (one step of the attempt that
+// a store.Attempt records, which may try several CAs).
+type caResult struct {
 	cert *store.Certificate // obtained and stored
 	took time.Duration      // how long the order took
 	held hold               // with a nil err and cert: why and until when the CA's limits hold the order back
@@ -336,12 +337,12 @@ type hold struct {
 // ordered it). start is called just before the first order is sent and
 // reports whether the name is still managed. more says another CA follows
 // ca in this attempt.
-func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal, more bool, start func() bool) attempt {
+func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o Order, renewal, more bool, start func() bool) caResult {
 	held, endProbe := r.admit(ctx, ca, more)
 	defer endProbe()
 	if !held.at.IsZero() {
 		ca.count(func(c *CACounts) { c.Deferred++ })
-		return attempt{held: held, stop: ctx.Err() != nil}
+		return caResult{held: held, stop: ctx.Err() != nil}
 	}
 	// Only a replacement asks the directory (cached for an hour).
 	ari := o.Replaces != nil && !o.NoReplaces && ca.offersARI(ctx)
@@ -351,17 +352,17 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 	case err != nil:
 		ca.count(func(c *CACounts) { c.Refused++ })
 		r.orderRefused(ca.Name, err)
-		return attempt{err: err, next: !nameFailure(err)}
+		return caResult{err: err, next: !nameFailure(err)}
 	case !held.at.IsZero():
 		ca.count(func(c *CACounts) { c.Deferred++ })
-		return attempt{held: held, stop: ctx.Err() != nil}
+		return caResult{held: held, stop: ctx.Err() != nil}
 	case !start():
 		ca.Limiter.refund(o, kind)
-		return attempt{stop: true}
+		return caResult{stop: true}
 	}
 	cert, took, err := r.obtain(ctx, ca, o, kind, renewal)
 	if errors.Is(err, errRemoved) {
-		return attempt{stop: true, took: took}
+		return caResult{stop: true, took: took}
 	}
 	if refusedReplaces(err) && o.Replaces != nil && !o.NoReplaces && ctx.Err() == nil {
 		first := took
@@ -373,18 +374,18 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		kind = ClassifyOrder(o, ari, r.cfg.Now())
 		if held := r.reserve(ctx, ca, o.Names(), kind); !held.at.IsZero() {
 			ca.count(func(c *CACounts) { c.Deferred++ })
-			return attempt{held: held, took: first, stop: ctx.Err() != nil}
+			return caResult{held: held, took: first, stop: ctx.Err() != nil}
 		}
 		cert, took, err = r.obtain(ctx, ca, o, kind, renewal)
 		took += first
 	}
 	switch {
 	case ctx.Err() != nil:
-		return attempt{stop: true}
+		return caResult{stop: true}
 	case err != nil:
-		return attempt{err: err, took: took, next: cert == nil && !nameFailure(err)}
+		return caResult{err: err, took: took, next: cert == nil && !nameFailure(err)}
 	}
-	return attempt{cert: cert, took: took}
+	return caResult{cert: cert, took: took}
 }
 
 // obtain sends one order to ca and stores the certificate it returns. It
@@ -443,7 +444,7 @@ func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, n
 		d.NextAttempt = next
 		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
 		d.UpdatedAt = now
-		d.AddAttempt(store.Attempt{At: now, Outcome: "issued", Serial: cert.Serial, Took: took})
+		d.AddAttempt(store.Attempt{At: now, Outcome: store.OutcomeIssued, Serial: cert.Serial, Took: took})
 	})
 	log.Info("certificate obtained", "ca", ca.Name, "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
 		"renew_at", cert.RenewAt.UTC(), "took", took.Round(time.Millisecond))
@@ -590,13 +591,13 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 // when the CAs said when to come back. When the CAs were unavailable
 // (down is when the first of them is tried again) the failure is theirs:
 // the count does not grow, and the name waits until down. The attempt is
-// "refused" when the pre-flight refused the name for every CA tried, so
-// that nothing was sent, else "failed".
+// OutcomeRefused when the pre-flight refused the name for every CA tried,
+// so that nothing was sent, else OutcomeFailed.
 func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration, down time.Time) {
 	caWait := retryWait(err)
-	outcome := "failed"
+	outcome := store.OutcomeFailed
 	if refusedOnly(err) {
-		outcome = "refused"
+		outcome = store.OutcomeRefused
 	}
 	var rec store.Domain
 	ok := r.record(ctx, log, name, func(d *store.Domain) {

@@ -72,7 +72,7 @@ func (s *scriptedIssuer) Obtain(ctx context.Context, o Order) (*store.Certificat
 	if err != nil {
 		return nil, err
 	}
-	c.Source, c.Names = "acme", o.Names() // the record says what a CA's certificate would
+	c.Source, c.Names = store.SourceACME, o.Names() // the record says what a CA's certificate would
 	return c, nil
 }
 
@@ -125,23 +125,6 @@ func selfSignedWith(name string, notBefore, notAfter time.Time, serial *big.Int,
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
 		notBefore)
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
 }
 
 func openStore(t *testing.T) *store.Badger {
@@ -559,7 +542,7 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 			}
 			for _, n := range set {
 				c, err := st.LookupCertificate(ctx, n)
-				if err != nil || c.Source != "acme" || !slices.Equal(c.Names, set) {
+				if err != nil || c.Source != store.SourceACME || !slices.Equal(c.Names, set) {
 					t.Errorf("%s is served by %+v (err %v), want the renewed certificate for the set", n, c, err)
 				}
 			}

@@ -398,7 +398,7 @@ profile = "default"
 idle_wait = "5s"
 
 # On demand: a handshake for a name nobody added gets a certificate when
-# the name's DNS points here (seed 003's allow-domain check). demodns says
+# the name's DNS points here (on_demand.targets). demodns says
 # every *.localhost name does. (allow = ["*.localhost"] would read better,
 # but certserver refuses wildcards that cover a top-level domain.)
 [on_demand]

@@ -145,7 +145,7 @@ func TestParseCertificate(t *testing.T) {
 		key       []byte
 		wantErr   error
 		wantNames []string
-		wantType  string
+		wantType  KeyType
 		wantChain []byte // when it differs from chain
 		wantKey   []byte // when it differs from key
 	}{
@@ -350,5 +350,39 @@ func TestParseCertificateCopiesInput(t *testing.T) {
 	clear(keyPEM)
 	if !bytes.Equal(c.ChainPEM, want) || !bytes.Equal(c.KeyPEM, wantKey) {
 		t.Error("the Certificate shares memory with the input")
+	}
+}
+
+// TestParseKey checks the exported key parser, the one every package uses
+// for stored keys: it returns the key of a file ParseCertificate accepts and
+// refuses what ParseCertificate refuses in a key, with ErrBadKey.
+func TestParseKey(t *testing.T) {
+	ecKey := newECKey(t, elliptic.P256())
+	ecParams := pemBlock("EC PARAMETERS", []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07})
+	tests := []struct {
+		desc    string
+		pem     []byte
+		wantErr bool
+	}{
+		{desc: "pkcs8", pem: pkcs8PEM(t, ecKey)},
+		{desc: "sec1 after ec parameters", pem: concat(ecParams, sec1PEM(t, ecKey))},
+		{desc: "empty", pem: nil, wantErr: true},
+		{desc: "two keys", pem: concat(pkcs8PEM(t, ecKey), pkcs8PEM(t, ecKey)), wantErr: true},
+		{desc: "a certificate block", pem: pemBlock("CERTIFICATE", []byte{1}), wantErr: true},
+		{desc: "garbage in a key block", pem: pemBlock("PRIVATE KEY", []byte{1, 2, 3}), wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			key, err := ParseKey(tt.pem)
+			if tt.wantErr {
+				if !errors.Is(err, ErrBadKey) || key != nil {
+					t.Fatalf("ParseKey = %v, %v; want ErrBadKey", key, err)
+				}
+				return
+			}
+			if err != nil || !ecKey.Equal(key) {
+				t.Fatalf("ParseKey = %v, %v; want the key", key, err)
+			}
+		})
 	}
 }

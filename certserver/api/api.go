@@ -1,6 +1,7 @@
 // Package api holds the JSON documents of the certserver admin API, shared
 // by the server (package certserver) and its clients (package
-// certserver/client). It has no behaviour of its own.
+// certserver/client), and the few rules of their input that both apply
+// (input.go).
 //
 // Every error answer of the admin API is an Error document:
 //
@@ -222,7 +223,7 @@ type CertificateInfo struct {
 	// nobody renews it.
 	RenewAt time.Time `json:"renew_at,omitzero"`
 	KeyType string    `json:"key_type"`
-	// Source is "acme", "import" or "certbot"; Origin details it.
+	// Source is store.Source: "acme", "import" or "certbot"; Origin details it.
 	Source string `json:"source"`
 	Origin string `json:"origin"`
 }

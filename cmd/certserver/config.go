@@ -17,7 +17,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
 )
 
@@ -195,7 +197,7 @@ func defaultConfig() config {
 			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
 		ACME: acmeConfig{
-			KeyType:   string(renewer.KeyECDSAP256),
+			KeyType:   string(store.KeyECDSAP256),
 			Timeout:   duration(3 * time.Minute),
 			Selection: string(renewer.SelectFailover),
 		},
@@ -390,13 +392,13 @@ func (ca caSection) validate(primary, hasPrimary bool, names, dirs map[string]st
 // validateACME checks the [acme] and [renewer] sections.
 func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	a := c.ACME
-	switch renewer.KeyType(a.KeyType) {
-	case renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096:
+	switch store.KeyType(a.KeyType) {
+	case store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096:
 	default:
 		bad("acme.key_type", "%q is not one of %s, %s, %s, %s", a.KeyType,
-			renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096)
+			store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096)
 	}
-	if !validProfile(a.Profile) {
+	if api.CheckProfile(a.Profile) != nil {
 		bad("acme.profile", "%q: a profile name is at most 64 letters, digits, '-', '_' and '.'", a.Profile)
 	}
 	if a.Timeout < duration(10*time.Second) {
@@ -477,21 +479,6 @@ func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 			bad(d.key, "%v is shorter than 1s", d.v)
 		}
 	}
-}
-
-// validProfile reports whether p can be an ACME profile name: "" (the CA's
-// default) or up to 64 letters, digits, '-', '_' and '.'.
-func validProfile(p string) bool {
-	if len(p) > 64 {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // duration is a TOML string holding a Go duration ("10m", "1h30m").

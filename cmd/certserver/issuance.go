@@ -200,7 +200,7 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 			Email:      c.Email,
 			AgreeTerms: c.AgreeTerms,
 			EAB:        files[i].eab,
-			KeyType:    renewer.KeyType(a.KeyType),
+			KeyType:    store.KeyType(a.KeyType),
 			ReuseKey:   a.ReuseKey,
 			Timeout:    a.Timeout.std(),
 			HTTPClient: files[i].client,

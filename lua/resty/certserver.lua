@@ -168,6 +168,12 @@ local MAX_AGE = 24 * 3600
 local FEED_INTERVAL = 1          -- seconds between two polls of the feed
 local PROBE_FLAP = 0.5           -- seconds between probes of a down sidecar
 local PROBE_MAX = 30             -- after a false recovery, doubling up to this
+-- Why a request to the sidecar failed: the third value of exchange and
+-- fetch when they fail.
+local CLOSED = "closed"          -- closed before anything was received: a
+                                 -- pooled connection the sidecar had closed
+local UNANSWERED = "unanswered"  -- no connection, or no answer started
+local BAD_ANSWER = "bad_answer"  -- a status line came; what followed was wrong
 local KEY_PATTERN = "%-%-%-%-%-BEGIN [A-Z ]*PRIVATE KEY%-%-%-%-%-"
 
 
@@ -559,32 +565,34 @@ end
 
 
 -- Parses body (PEM chain, then PEM key) into cdata, once per version.
+-- Returns chain, key, err: the parsed chain and key and a nil err; or nil,
+-- nil and what is wrong.
 local function parse(body, version)
     local chain, key = parsed_chains[version], parsed_keys[version]
     if chain and key then
-        return chain, key
+        return chain, key, nil
     end
 
     local at = str_find(body, KEY_PATTERN)
     if not at then
-        return nil, "no private key in the response"
+        return nil, nil, "no private key in the response"
     end
     local ok, err
     ok, chain, err = pcall(ssl_parse_pem_cert, str_sub(body, 1, at - 1))
     if not ok or not chain then
-        return nil, "bad certificate chain: " .. tostring(err or chain)
+        return nil, nil, "bad certificate chain: " .. tostring(err or chain)
     end
     ok, key, err = pcall(ssl_parse_pem_priv_key, str_sub(body, at))
     if not ok or not key then
-        return nil, "bad private key: " .. tostring(err or key)
+        return nil, nil, "bad private key: " .. tostring(err or key)
     end
     if not key_matches(chain, key) then
-        return nil, "the private key does not match the certificate"
+        return nil, nil, "the private key does not match the certificate"
     end
 
     parsed_chains[version] = chain
     parsed_keys[version] = key
-    return chain, key
+    return chain, key, nil
 end
 
 
@@ -617,9 +625,9 @@ local function worker_record(id, version, body)
     if rec and rec.version == version and not rec.dropped then
         return rec
     end
-    local chain, key = parse(body, version)
+    local chain, key, err = parse(body, version)
     if not chain then
-        return nil, key
+        return nil, err
     end
     rec = { id = id, version = version, chain = chain, key = key }
     records[id] = rec
@@ -736,26 +744,28 @@ local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
 
 
 -- Sends GET path on sock and reads the response, a body of at most
--- max_body bytes. Returns the response { status, body, max_age (nil
--- without one), record (X-Certserver-Record, or nil), keepalive }; or nil, err,
--- retryable, answered: retryable when the connection turned out closed
--- before anything was received (a pooled connection the sidecar had
--- closed; a timeout is not retried, it would only double the wait),
--- answered when a status line came and what followed was wrong.
+-- max_body bytes. Returns res, err, why: the response res = { status,
+-- body, max_age (nil without one), record (X-Certserver-Record, or nil),
+-- keepalive } and nil, nil; or nil, what went wrong, and why it failed:
+-- CLOSED when the connection turned out closed before anything was
+-- received (worth one more try on a new connection; a timeout is not
+-- retried, it would only double the wait), BAD_ANSWER when a status line
+-- came and what followed was wrong, else UNANSWERED.
 local function exchange(sock, path, max_body)
     local ok, err = sock:send("GET " .. path .. REQUEST_TAIL)
     if not ok then
-        return nil, "send: " .. err, err ~= "timeout"
+        return nil, "send: " .. err, err == "timeout" and UNANSWERED or CLOSED
     end
 
     local line
     line, err = sock:receive("*l")
     if not line then
-        return nil, "read status line: " .. err, err == "closed"
+        return nil, "read status line: " .. err,
+               err == "closed" and CLOSED or UNANSWERED
     end
     local status = tonumber(str_match(line, "^HTTP/1%.[01] (%d%d%d)"))
     if not status then
-        return nil, "malformed status line", false, true
+        return nil, "malformed status line", BAD_ANSWER
     end
 
     local length, max_age, record, keepalive
@@ -763,7 +773,7 @@ local function exchange(sock, path, max_body)
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
         if not line then
-            return nil, "read header: " .. err, false, true
+            return nil, "read header: " .. err, BAD_ANSWER
         end
         if line == "" then
             complete = true
@@ -781,37 +791,38 @@ local function exchange(sock, path, max_body)
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
-                return nil, "unsupported transfer-encoding " .. v, false, true
+                return nil, "unsupported transfer-encoding " .. v, BAD_ANSWER
             end
         end
     end
     if not complete then
-        return nil, "too many header lines", false, true
+        return nil, "too many header lines", BAD_ANSWER
     end
     if not length then
-        return nil, "no valid content-length", false, true
+        return nil, "no valid content-length", BAD_ANSWER
     end
     if length > max_body then
-        return nil, "body of " .. length .. " bytes is too large", false, true
+        return nil, "body of " .. length .. " bytes is too large", BAD_ANSWER
     end
 
     local body = ""
     if length > 0 then
         body, err = sock:receive(length)
         if not body then
-            return nil, "read body: " .. err, false, true
+            return nil, "read body: " .. err, BAD_ANSWER
         end
     end
     return { status = status, body = body, max_age = max_age,
-             record = record, keepalive = keepalive ~= false }
+             record = record, keepalive = keepalive ~= false }, nil, nil
 end
 
 
--- Asks the sidecar for path. Returns the response (see exchange); or nil,
--- err, answered (see exchange).
+-- Asks the sidecar for path. Returns res, err, why as exchange does, but
+-- never CLOSED: a pooled connection found closed is tried once more on a
+-- new one, and a new connection found closed is UNANSWERED.
 local function fetch(path, max_body)
     if sock_path and not socket_file_exists(sock_path) then
-        return nil, "no socket file " .. sock_path
+        return nil, "no socket file " .. sock_path, UNANSWERED
     end
     local err
     for _ = 1, 2 do
@@ -824,29 +835,29 @@ local function fetch(path, max_body)
             ok, err = sock:connect(sock_host)
         end
         if not ok then
-            return nil, "connect: " .. err
+            return nil, "connect: " .. err, UNANSWERED
         end
         local reused = sock:getreusedtimes()
 
-        local res, retryable, answered
-        res, err, retryable, answered = exchange(sock, path, max_body)
+        local res, why
+        res, err, why = exchange(sock, path, max_body)
         if res then
             if res.keepalive then
                 sock:setkeepalive(keepalive_timeout, keepalive_pool_size)
             else
                 sock:close()
             end
-            return res
+            return res, nil, nil
         end
         sock:close()
-        if answered then
-            return nil, err, true
+        if why ~= CLOSED then
+            return nil, err, why
         end
-        if reused == 0 or not retryable then
+        if reused == 0 then
             break
         end
     end
-    return nil, err, false
+    return nil, err, UNANSWERED
 end
 
 
@@ -975,7 +986,7 @@ end
 -- caches hold (or nil). Returns the entry to serve, or nil.
 local function refresh(name, cur)
     local feed_before = certs:get(FEED_KEY)
-    local res, err, answered = fetch(CERTS_PATH .. name, MAX_BODY)
+    local res, err, why = fetch(CERTS_PATH .. name, MAX_BODY)
     local now = ngx_now()
     local status = res and res.status
     local max_age = res and res.max_age and math_min(res.max_age, MAX_AGE)
@@ -1061,7 +1072,7 @@ local function refresh(name, cur)
         certs:set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
     end
-    if answered then
+    if why == BAD_ANSWER then
         log_limited("response", "bad answer for " .. name .. ": " .. err)
         certs:set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
@@ -1072,8 +1083,13 @@ local function refresh(name, cur)
 end
 
 
--- valid_name mirrors the sidecar's check of a host name (store/hostname),
--- so that what it would refuse is not asked about at all.
+-- valid_name(name) mirrors the sidecar's check of a host name
+-- (store/hostname) on a lowercased name without a trailing dot, so that
+-- what the sidecar would refuse is not asked about at all. It never
+-- refuses a name the sidecar accepts; it accepts a few the sidecar
+-- refuses (an xn-- label that does not decode, a single label), which
+-- cost one request answered 400. store/hostname/testdata/names.tsv holds
+-- both checks to this.
 local function valid_name(name)
     local n = #name
     if n == 0 or n > 253 or str_find(name, "[^a-z0-9.-]") then
@@ -1100,6 +1116,10 @@ local function valid_name(name)
         start = dot + 1
     end
 end
+
+
+-- Exported for the test that holds it to store/hostname's table of names.
+_M.valid_name = valid_name
 
 
 -- lock_seq numbers this worker's fetch locks, so that a lock that outlived
@@ -1240,9 +1260,9 @@ local function poll_changes()
         since = str_match(cursor, "^(%S+) ") .. "."
                 .. str_match(cursor, " (%S+)$")
     end
-    local res, err, answered = fetch(CHANGES_PATH .. since, MAX_FEED_BODY)
+    local res, err, why = fetch(CHANGES_PATH .. since, MAX_FEED_BODY)
     if not res then
-        if answered then
+        if why == BAD_ANSWER then
             log_limited("feed", "bad answer from the change feed: " .. err)
         else
             mark_down(err)

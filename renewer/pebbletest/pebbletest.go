@@ -740,6 +740,32 @@ func (s *Server) SetRenewalInfo(t testing.TB, chainPEM []byte, start, end time.T
 	}
 }
 
+// CertStatus is what Pebble's management API says of a certificate
+// (GET /cert-status-by-serial/SERIAL).
+type CertStatus struct {
+	Status string // "Valid" or "Revoked"
+	Reason *int   // the revocation reason code (RFC 5280 section 5.3.1), when revoked
+}
+
+// CertStatus asks Pebble's management API about the certificate with the
+// given serial (lowercase hex). Any failure fails the test.
+func (s *Server) CertStatus(t testing.TB, serial string) CertStatus {
+	t.Helper()
+	resp, err := s.HTTPClient().Get(s.ManagementURL + "/cert-status-by-serial/" + serial)
+	if err != nil {
+		t.Fatalf("pebbletest: CertStatus: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pebbletest: cert-status-by-serial/%s: %s", serial, resp.Status)
+	}
+	var st CertStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("pebbletest: cert-status-by-serial/%s: %v", serial, err)
+	}
+	return st
+}
+
 // FailNewOrders makes the front answer the next n newOrder requests with f
 // instead of passing them to Pebble, to test how clients handle a CA that
 // rate-limits or fails.

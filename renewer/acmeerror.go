@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/go-acme/lego/v4/acme"
+
+	"github.com/certserver/certserver/renewer/ratelimit"
 )
 
 // ErrorKind says what a failed order means for the next attempt.
@@ -46,8 +48,9 @@ func (k ErrorKind) String() string {
 }
 
 // defaultRateLimitWait is the wait assumed when a CA rate-limits without a
-// Retry-After header.
-const defaultRateLimitWait = time.Hour
+// Retry-After header: the Limiter's, which empties the bucket the CA
+// named for as long.
+const defaultRateLimitWait = ratelimit.DefaultRetryAfter
 
 // ACMEError is a failed order, classified for the scheduler. It implements
 // Permanent() bool and RetryAfter() time.Duration, which the Renewer reads.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer/pebbletest"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -347,8 +348,8 @@ func TestMassRenewalWithPebble(t *testing.T) {
 	}
 	t.Logf("%d certificates issued in %s", n, time.Since(start).Round(time.Millisecond))
 
-	off := Limit{Burst: -1}
-	lim, err := NewLimiter(LimitsConfig{OrderRequests: Limit{Burst: burst, Per: per},
+	off := ratelimit.Limit{Burst: -1}
+	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{OrderRequests: ratelimit.Limit{Burst: burst, Per: per},
 		NewOrders: off, CertsPerRegisteredDomain: off, CertsPerExactSet: off, AuthzFailures: off, ConsecutiveAuthzFailures: off}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -27,7 +28,7 @@ type CA struct {
 	// Limiter paces orders to the limits of the CA's account. Default nil:
 	// orders are not paced, only the CA's rateLimited answers and their
 	// Retry-After are honoured.
-	Limiter *Limiter
+	Limiter *ratelimit.Limiter
 	// CAIdentities are the CA's CAA issuer domain names (RFC 8659 section
 	// 4.2): "letsencrypt.org", "sectigo.com" for ZeroSSL. Empty: the
 	// pre-flight skips CAA for this CA.
@@ -263,7 +264,7 @@ func (ca *caState) room() float64 {
 	if ca.Limiter == nil {
 		return math.Inf(1)
 	}
-	b := ca.Limiter.Bucket(LimitNewOrders, "")
+	b := ca.Limiter.Bucket(ratelimit.LimitNewOrders, "")
 	if b.Burst < 0 {
 		return math.Inf(1)
 	}
@@ -420,7 +421,7 @@ type CAStatus struct {
 	// is then now: its rest is over, the probe is under way or due).
 	Resting bool
 	// Limits is the state of the CA's Limiter, nil without one.
-	Limits []LimitStatus
+	Limits []ratelimit.LimitStatus
 }
 
 // CAStatus returns the state of every CA, in the configured order.

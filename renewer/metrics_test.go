@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer/dnstest"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -207,7 +208,7 @@ func TestMetricsCountPreflightRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAs: []CA{{CAIdentities: []string{"our-ca.example"}}}, Metrics: pm})
+	e := newGateEnv(t, ratelimit.LimitsConfig{}, Config{Preflight: pf, CAs: []CA{{CAIdentities: []string{"our-ca.example"}}}, Metrics: pm})
 	names := []string{"ok.example.test", "caa.example.test", "nowhere.example.test"}
 	addPending(t, e.st, e.clock.Now(), names...)
 	for _, n := range names {
@@ -235,7 +236,7 @@ certserver_orders_total{ca="",result="refused"} 2
 // new-orders bucket's tokens, a name blocked by its failed validations.
 func TestCACollector(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)} // newARIEnv's
-	lim, err := NewLimiter(LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}}, clock.Now)
+	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 1, Per: time.Hour}}, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -357,7 +358,7 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		ca.count(func(c *CACounts) { c.Deferred++ })
 		return caResult{held: held, stop: ctx.Err() != nil}
 	case !start():
-		ca.Limiter.refund(o, kind)
+		ca.refund(o, kind)
 		return caResult{stop: true}
 	}
 	cert, took, err := r.obtain(ctx, ca, o, kind, renewal)
@@ -392,7 +393,7 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 // tells the Limiter and the Metrics how the order ended. A certificate
 // that was obtained but could not be stored is returned with the store's
 // error.
-func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind OrderKind, renewal bool) (*store.Certificate, time.Duration, error) {
+func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind ratelimit.OrderKind, renewal bool) (*store.Certificate, time.Duration, error) {
 	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
 	start := time.Now()
 	r.orderStarted(ca.Name)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -537,8 +538,8 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 			if !slices.Equal(o.Names(), set) || o.Replaces == nil || o.Replaces.Serial != imported.Serial {
 				t.Fatalf("renewal order for %v replacing %v, want one order for %v replacing serial %s", o.Names(), o.Replaces, set, imported.Serial)
 			}
-			if k := ClassifyOrder(o, false, clock.Now()); k != OrderRenewal {
-				t.Errorf("the renewal is classified %s, want %s", k, OrderRenewal)
+			if k := ClassifyOrder(o, false, clock.Now()); k != ratelimit.OrderRenewal {
+				t.Errorf("the renewal is classified %s, want %s", k, ratelimit.OrderRenewal)
 			}
 			for _, n := range set {
 				c, err := st.LookupCertificate(ctx, n)

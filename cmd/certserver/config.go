@@ -19,6 +19,7 @@ import (
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
 )
@@ -564,17 +565,17 @@ func checkLimits(section string, l limitsConfig, bad func(key, format string, ar
 // parseLimit reads "BURST/PERIOD" ("300/3h", "50/7d": a period is a Go
 // duration, or whole days with a d suffix) or "unlimited". "" is the zero
 // Limit, which means the default.
-func parseLimit(s string) (renewer.Limit, error) {
+func parseLimit(s string) (ratelimit.Limit, error) {
 	switch s {
 	case "":
-		return renewer.Limit{}, nil
+		return ratelimit.Limit{}, nil
 	case "unlimited":
-		return renewer.Limit{Burst: -1}, nil
+		return ratelimit.Limit{Burst: -1}, nil
 	}
 	burst, period, ok := strings.Cut(s, "/")
 	n, err := strconv.Atoi(strings.TrimSpace(burst))
 	if !ok || err != nil || n < 1 {
-		return renewer.Limit{}, fmt.Errorf("%q: want BURST/PERIOD such as \"300/3h\", or \"unlimited\"", s)
+		return ratelimit.Limit{}, fmt.Errorf("%q: want BURST/PERIOD such as \"300/3h\", or \"unlimited\"", s)
 	}
 	period = strings.TrimSpace(period)
 	var per time.Duration
@@ -585,9 +586,9 @@ func parseLimit(s string) (renewer.Limit, error) {
 		per, err = time.ParseDuration(period)
 	}
 	if err != nil || per <= 0 {
-		return renewer.Limit{}, fmt.Errorf("%q: the period %q is not a positive duration such as 3h or 7d", s, period)
+		return ratelimit.Limit{}, fmt.Errorf("%q: the period %q is not a positive duration such as 3h or 7d", s, period)
 	}
-	return renewer.Limit{Burst: n, Per: per}, nil
+	return ratelimit.Limit{Burst: n, Per: per}, nil
 }
 
 // giveUpAfter is renewer.Config.GiveUpAfter for r: "0s" in the file means

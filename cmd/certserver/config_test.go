@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/ratelimit"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -144,8 +144,8 @@ give_up_after = "0s"
 enabled = false
 `, check: func(t *testing.T, c config) {
 			l, err := limitsOf(c.ACME.Limits)
-			if err != nil || l.NewOrders != (renewer.Limit{Burst: 3000, Per: 3 * time.Hour}) || !l.CertsPerRegisteredDomain.Unlimited() ||
-				l.RegisteredDomainOverrides["example.com"] != (renewer.Limit{Burst: 500, Per: 7 * 24 * time.Hour}) || l.CertsPerExactSet != (renewer.Limit{}) {
+			if err != nil || l.NewOrders != (ratelimit.Limit{Burst: 3000, Per: 3 * time.Hour}) || !l.CertsPerRegisteredDomain.Unlimited() ||
+				l.RegisteredDomainOverrides["example.com"] != (ratelimit.Limit{Burst: 500, Per: 7 * 24 * time.Hour}) || l.CertsPerExactSet != (ratelimit.Limit{}) {
 				t.Errorf("limits %+v, %v", l, err)
 			}
 			if len(c.ACME.Fallback) != 1 || c.ACME.Fallback[0].Name != "zerossl" || c.ACME.Fallback[0].ARI == nil || *c.ACME.Fallback[0].ARI ||

@@ -17,6 +17,7 @@ import (
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -213,7 +214,7 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
-		lim, err := renewer.NewLimiter(limits, time.Now)
+		lim, err := ratelimit.NewLimiter(limits, time.Now)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
@@ -229,12 +230,12 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 
 // limitsOf turns a [..limits] table into the Limiter's configuration;
 // values left out keep Let's Encrypt's (a zero Limit).
-func limitsOf(l limitsConfig) (renewer.LimitsConfig, error) {
-	var cfg renewer.LimitsConfig
+func limitsOf(l limitsConfig) (ratelimit.LimitsConfig, error) {
+	var cfg ratelimit.LimitsConfig
 	var err error
 	for _, f := range []struct {
 		s   string
-		dst *renewer.Limit
+		dst *ratelimit.Limit
 	}{
 		{l.NewOrders, &cfg.NewOrders}, {l.CertificatesPerRegisteredDomain, &cfg.CertsPerRegisteredDomain},
 		{l.CertificatesPerExactSet, &cfg.CertsPerExactSet}, {l.AuthorizationFailures, &cfg.AuthzFailures},
@@ -250,7 +251,7 @@ func limitsOf(l limitsConfig) (renewer.LimitsConfig, error) {
 			return cfg, err
 		}
 		if cfg.RegisteredDomainOverrides == nil {
-			cfg.RegisteredDomainOverrides = map[string]renewer.Limit{}
+			cfg.RegisteredDomainOverrides = map[string]ratelimit.Limit{}
 		}
 		cfg.RegisteredDomainOverrides[strings.ToLower(domain)] = lim
 	}

@@ -1,4 +1,8 @@
-package renewer
+// Package ratelimit keeps a CA account's rate limits on the client side:
+// a Limiter keeps the CA's limits for one ACME account as token buckets,
+// so that the scheduler holds back an order the CA would refuse instead of
+// sending it and waiting out a rateLimited problem (RFC 8555 section 6.7).
+package ratelimit
 
 // Client-side rate limits: a Limiter keeps the CA's limits for one ACME
 // account as token buckets, so that the scheduler holds back an order the
@@ -95,6 +99,21 @@ import (
 
 	"github.com/certserver/certserver/store"
 )
+
+// DefaultRetryAfter is the wait assumed when a CA rate-limits without a
+// Retry-After header.
+const DefaultRetryAfter = time.Hour
+
+// SameSet reports whether a and b are the same exact set of names as the
+// CA compares them (CertsPerExactSet): in any order and case, without
+// trailing dots.
+func SameSet(a, b []string) bool { return setKey(a) == setKey(b) }
+
+// canonical is a name as the buckets key it: lowercase, without a
+// trailing dot.
+func canonical(name string) string {
+	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
 
 // Limit is one token bucket: it holds up to Burst tokens and refills one
 // token every Per/Burst, evenly, so that an empty bucket is full again after
@@ -194,12 +213,6 @@ func LetsEncryptLimits() LimitsConfig {
 	}
 }
 
-// RenewalDetectionWindow is how far back Let's Encrypt looks for a
-// certificate with the same exact set of names to treat an order without
-// ARI as a renewal (Boulder's wfe.NewOrder asks for FQDN sets issued in the
-// last 120 days).
-const RenewalDetectionWindow = 120 * 24 * time.Hour
-
 // OrderKind says which limits an order is subject to.
 type OrderKind int
 
@@ -228,40 +241,6 @@ func (k OrderKind) String() string {
 		return "ari_renewal"
 	}
 	return fmt.Sprintf("order_kind(%d)", int(k))
-}
-
-// ClassifyOrder returns the kind of o as the CA will see it at now. ari
-// says whether the CA offers renewal information (RFC 9773), in which case
-// an order replacing a certificate carries "replaces" unless o.NoReplaces
-// is set: it is an ARI renewal when it shares a name with the replaced
-// certificate. Without "replaces", an order for the same exact set of
-// names as the certificate it replaces (o.Names against
-// o.Replaces.Names, in any order), issued within RenewalDetectionWindow,
-// is a renewal; any other order is new, a renewal that drops or adds a
-// name of the set included.
-func ClassifyOrder(o Order, ari bool, now time.Time) OrderKind {
-	switch {
-	case o.Replaces == nil:
-		return OrderNew
-	case ari && !o.NoReplaces && replacesID(o.Replaces) != "" && sharesName(o, o.Replaces):
-		return OrderARIRenewal
-	case !o.Replaces.NotBefore.IsZero() && now.Sub(o.Replaces.NotBefore) < RenewalDetectionWindow &&
-		setKey(o.Names()) == setKey(o.Replaces.Names):
-		return OrderRenewal
-	}
-	return OrderNew
-}
-
-// sharesName reports whether the order asks for one of c's names at least
-// (RFC 9773 section 5: the replacement and the replaced certificate share
-// an identifier).
-func sharesName(o Order, c *store.Certificate) bool {
-	for _, n := range o.Names() {
-		if slices.Contains(c.Names, n) {
-			return true
-		}
-	}
-	return false
 }
 
 // LimitID names a limit in Reservations, Status and metrics.
@@ -654,7 +633,7 @@ func (l *Limiter) FailuresAllowed(name string) (ok bool, at time.Time) {
 // said to wait.
 func (l *Limiter) RateLimited(names []string, detail string, retryAfter time.Duration) LimitID {
 	if retryAfter <= 0 {
-		retryAfter = defaultRateLimitWait
+		retryAfter = DefaultRetryAfter
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -67,53 +67,42 @@ const sweepEvery = 5 * time.Minute
 // Limiter runs. A bucket whose time has passed is full, which is also what a
 // missing bucket means: full buckets are dropped (every sweepEvery), so the
 // Limiter holds only the buckets charged within their refill period,
-// however many names pass through it.
+// however many names pass through it. The buckets are kept in a Buckets.
 type Limiter struct {
 	cfg   LimitsConfig
 	now   func() time.Time
 	epoch time.Time
 
-	mu          sync.Mutex
-	orders      time.Duration            // LimitNewOrders
-	requests    time.Duration            // LimitOrderRequests
-	domains     map[string]time.Duration // LimitCertsPerRegisteredDomain, by registered domain
-	sets        map[string]time.Duration // LimitCertsPerExactSet, by setKey
-	failures    map[string]time.Duration // LimitAuthzFailures, by name
-	consecutive map[string]time.Duration // LimitConsecutiveAuthzFailures, by name
-	lastSweep   time.Duration
-	changed     map[savedKey]struct{} // buckets written since the last Changes
+	mu        sync.Mutex
+	buckets   Buckets // guarded by mu
+	lastSweep time.Duration
+	changed   map[BucketKey]struct{} // buckets written since the last Changes
 }
 
-// savedKey names a bucket across the Limiter's maps.
-type savedKey struct {
-	id  LimitID
-	key string
-}
-
-// NewLimiter returns a Limiter for cfg, with the zero fields filled from
-// LetsEncryptLimits (a zero OrderRequests is no limit), reading the time
-// from now (time.Now when nil). It
-// refuses a Limit with a period but no burst, or a burst but no period.
+// NewLimiter returns a Limiter for cfg that keeps its buckets in memory
+// (NewMemoryBuckets); see NewLimiterWith.
 func NewLimiter(cfg LimitsConfig, now func() time.Time) (*Limiter, error) {
-	def := LetsEncryptLimits()
-	fields := []struct {
-		name string
-		l    *Limit
-		def  Limit
-	}{
-		{"new_orders", &cfg.NewOrders, def.NewOrders},
-		{"certificates_per_registered_domain", &cfg.CertsPerRegisteredDomain, def.CertsPerRegisteredDomain},
-		{"certificates_per_exact_set", &cfg.CertsPerExactSet, def.CertsPerExactSet},
-		{"authorization_failures", &cfg.AuthzFailures, def.AuthzFailures},
-		{"consecutive_authorization_failures", &cfg.ConsecutiveAuthzFailures, def.ConsecutiveAuthzFailures},
-		{"order_requests", &cfg.OrderRequests, Limit{Burst: -1}},
+	return NewLimiterWith(cfg, now, NewMemoryBuckets())
+}
+
+// NewLimiterWith returns a Limiter for cfg that keeps its buckets in b,
+// with the zero fields of cfg filled from LetsEncryptLimits (a zero
+// OrderRequests is no limit), reading the time from now (time.Now when
+// nil). It refuses a Limit with a period but no burst, or a burst but no
+// period, and nil Buckets.
+func NewLimiterWith(cfg LimitsConfig, now func() time.Time, b Buckets) (*Limiter, error) {
+	if b == nil {
+		return nil, errors.New("rate limits: nil buckets")
 	}
-	for _, f := range fields {
-		if err := f.l.validate(f.name); err != nil {
+	def := LetsEncryptLimits()
+	def.OrderRequests = Limit{Burst: -1}
+	for _, d := range limits {
+		l := d.field(&cfg)
+		if err := l.validate(d.name); err != nil {
 			return nil, err
 		}
-		if *f.l == (Limit{}) {
-			*f.l = f.def
+		if *l == (Limit{}) {
+			*l = *d.field(&def)
 		}
 	}
 	overrides := make(map[string]Limit, len(cfg.RegisteredDomainOverrides))
@@ -135,14 +124,11 @@ func NewLimiter(cfg LimitsConfig, now func() time.Time) (*Limiter, error) {
 		now = time.Now
 	}
 	return &Limiter{
-		cfg:         cfg,
-		now:         now,
-		epoch:       now(),
-		domains:     map[string]time.Duration{},
-		sets:        map[string]time.Duration{},
-		failures:    map[string]time.Duration{},
-		consecutive: map[string]time.Duration{},
-		changed:     map[savedKey]struct{}{},
+		cfg:     cfg,
+		now:     now,
+		epoch:   now(),
+		buckets: b,
+		changed: map[BucketKey]struct{}{},
 	}, nil
 }
 
@@ -156,43 +142,39 @@ func (l *Limiter) Limits() LimitsConfig {
 	return cfg
 }
 
-// bucketRef is one bucket an operation touches.
+// bucketRef is one bucket an operation touches, with its limit.
 type bucketRef struct {
 	id    LimitID
 	limit Limit
-	m     map[string]time.Duration // nil for the account-wide buckets
-	key   string
+	key   string // "" for an account-wide limit
 }
 
-// accountWide returns the field that keeps the account-wide bucket b.
-func (l *Limiter) accountWide(b bucketRef) *time.Duration {
-	if b.id == LimitOrderRequests {
-		return &l.requests
-	}
-	return &l.orders
+func (b bucketRef) bucketKey() BucketKey { return BucketKey{b.id, b.key} }
+
+// accountWide reports whether b is the one bucket of an account-wide
+// limit, which is kept even when full.
+func (b bucketRef) accountWide() bool {
+	d, _ := limitOf(b.id)
+	return d.accountWide()
 }
 
+// get returns b's TAT, 0 (full) when it is missing. The caller holds l.mu.
 func (l *Limiter) get(b bucketRef) time.Duration {
-	if b.m == nil {
-		return *l.accountWide(b)
-	}
-	return b.m[b.key]
+	tat, _ := l.buckets.Get(b.bucketKey())
+	return tat
 }
 
-// set stores tat for b, dropping the bucket when it is full at now.
+// set stores tat for b, dropping a per-key bucket when it is full at now.
+// The caller holds l.mu.
 func (l *Limiter) set(b bucketRef, tat, now time.Duration) {
 	if tat != l.get(b) {
-		l.changed[savedKey{b.id, b.key}] = struct{}{}
+		l.changed[b.bucketKey()] = struct{}{}
 	}
-	if b.m == nil {
-		*l.accountWide(b) = tat
+	if tat <= now && !b.accountWide() {
+		l.buckets.Delete(b.bucketKey())
 		return
 	}
-	if tat <= now {
-		delete(b.m, b.key)
-		return
-	}
-	b.m[b.key] = tat
+	l.buckets.Set(b.bucketKey(), tat)
 }
 
 func (l *Limiter) since(t time.Time) time.Duration { return t.Sub(l.epoch) }
@@ -287,10 +269,10 @@ func (l *Limiter) AuthzFailed(name string) {
 func (l *Limiter) AuthzValid(name string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	key := canonical(name)
-	if _, ok := l.consecutive[key]; ok {
-		delete(l.consecutive, key)
-		l.changed[savedKey{LimitConsecutiveAuthzFailures, key}] = struct{}{}
+	k := l.consecutiveRef(name).bucketKey()
+	if _, ok := l.buckets.Get(k); ok {
+		l.buckets.Delete(k)
+		l.changed[k] = struct{}{}
 	}
 }
 
@@ -345,19 +327,19 @@ func (l *Limiter) domainRef(domain string) bucketRef {
 	if !ok {
 		lim = l.cfg.CertsPerRegisteredDomain
 	}
-	return bucketRef{id: LimitCertsPerRegisteredDomain, limit: lim, m: l.domains, key: domain}
+	return bucketRef{id: LimitCertsPerRegisteredDomain, limit: lim, key: domain}
 }
 
 func (l *Limiter) setRef(names []string) bucketRef {
-	return bucketRef{id: LimitCertsPerExactSet, limit: l.cfg.CertsPerExactSet, m: l.sets, key: setKey(names)}
+	return bucketRef{id: LimitCertsPerExactSet, limit: l.cfg.CertsPerExactSet, key: setKey(names)}
 }
 
 func (l *Limiter) failureRef(name string) bucketRef {
-	return bucketRef{id: LimitAuthzFailures, limit: l.cfg.AuthzFailures, m: l.failures, key: canonical(name)}
+	return bucketRef{id: LimitAuthzFailures, limit: l.cfg.AuthzFailures, key: canonical(name)}
 }
 
 func (l *Limiter) consecutiveRef(name string) bucketRef {
-	return bucketRef{id: LimitConsecutiveAuthzFailures, limit: l.cfg.ConsecutiveAuthzFailures, m: l.consecutive, key: canonical(name)}
+	return bucketRef{id: LimitConsecutiveAuthzFailures, limit: l.cfg.ConsecutiveAuthzFailures, key: canonical(name)}
 }
 
 func (l *Limiter) refFor(id LimitID, key string) bucketRef {
@@ -365,7 +347,7 @@ func (l *Limiter) refFor(id LimitID, key string) bucketRef {
 	case LimitCertsPerRegisteredDomain:
 		return l.domainRef(key)
 	case LimitCertsPerExactSet:
-		return bucketRef{id: id, limit: l.cfg.CertsPerExactSet, m: l.sets, key: key}
+		return bucketRef{id: id, limit: l.cfg.CertsPerExactSet, key: key}
 	case LimitAuthzFailures:
 		return l.failureRef(key)
 	case LimitConsecutiveAuthzFailures:
@@ -383,11 +365,14 @@ func (l *Limiter) maybeSweep(now time.Duration) {
 		return
 	}
 	l.lastSweep = now
-	for _, m := range []map[string]time.Duration{l.domains, l.sets, l.failures, l.consecutive} {
-		for k, tat := range m {
-			if tat <= now {
-				delete(m, k)
-			}
+	for _, d := range limits {
+		if d.accountWide() {
+			continue
 		}
+		l.buckets.Range(d.id, func(key string, tat time.Duration) {
+			if tat <= now {
+				l.buckets.Delete(BucketKey{d.id, key})
+			}
+		})
 	}
 }

@@ -207,3 +207,41 @@ const (
 	LimitConsecutiveAuthzFailures LimitID = "consecutive_authorization_failures_per_identifier"
 	LimitOrderRequests            LimitID = "new_order_requests"
 )
+
+// limitDef is one limit a Limiter keeps: one row of limits.
+type limitDef struct {
+	id LimitID
+	// name is the limit's key in configuration and in errors.
+	name string
+	// scope is what one bucket counts for: "account" (one bucket), or
+	// "registered domain", "exact set", "name" (one bucket per key).
+	scope string
+	// field is the limit's field in a LimitsConfig.
+	field func(*LimitsConfig) *Limit
+}
+
+// accountWide reports whether the limit has one bucket for the account.
+func (d limitDef) accountWide() bool { return d.scope == "account" }
+
+// limits is the table of the limits a Limiter keeps, in the order Status
+// reports them: NewLimiter fills and checks each row's field, the checks
+// find a bucket's limit here, and Status reports each row.
+var limits = [...]limitDef{
+	{LimitNewOrders, "new_orders", "account", func(c *LimitsConfig) *Limit { return &c.NewOrders }},
+	{LimitOrderRequests, "order_requests", "account", func(c *LimitsConfig) *Limit { return &c.OrderRequests }},
+	{LimitCertsPerRegisteredDomain, "certificates_per_registered_domain", "registered domain", func(c *LimitsConfig) *Limit { return &c.CertsPerRegisteredDomain }},
+	{LimitCertsPerExactSet, "certificates_per_exact_set", "exact set", func(c *LimitsConfig) *Limit { return &c.CertsPerExactSet }},
+	{LimitAuthzFailures, "authorization_failures", "name", func(c *LimitsConfig) *Limit { return &c.AuthzFailures }},
+	{LimitConsecutiveAuthzFailures, "consecutive_authorization_failures", "name", func(c *LimitsConfig) *Limit { return &c.ConsecutiveAuthzFailures }},
+}
+
+// limitOf returns the row of limit id, and false for a limit the Limiter
+// does not keep.
+func limitOf(id LimitID) (limitDef, bool) {
+	for _, d := range limits {
+		if d.id == id {
+			return d, true
+		}
+	}
+	return limitDef{}, false
+}

@@ -30,11 +30,11 @@ func (l *Limiter) Changes() []store.RateBucket {
 	wall = wall.Round(0)
 	out := make([]store.RateBucket, 0, len(l.changed))
 	for k := range l.changed {
-		b, ok := l.ref(k.id, k.key)
+		b, ok := l.ref(k.Limit, k.Key)
 		if !ok {
 			continue
 		}
-		out = append(out, store.RateBucket{Limit: string(k.id), Key: k.key, Full: wall.Add(max(l.get(b), now) - now)})
+		out = append(out, store.RateBucket{Limit: string(k.Limit), Key: k.Key, Full: wall.Add(max(l.get(b), now) - now)})
 	}
 	clear(l.changed)
 	return out
@@ -64,32 +64,20 @@ func (l *Limiter) Restore(bs []store.RateBucket) {
 		tat := now + sb.Full.Sub(wall)
 		if limit := now + b.limit.Per + restoreHorizon; tat > limit {
 			tat = limit
-			l.changed[savedKey{b.id, b.key}] = struct{}{}
+			l.changed[b.bucketKey()] = struct{}{}
 		}
 		if tat <= now || tat <= l.get(b) {
 			continue
 		}
-		if b.m == nil {
-			*l.accountWide(b) = tat
-		} else {
-			b.m[b.key] = tat
-		}
+		l.buckets.Set(b.bucketKey(), tat)
 	}
 }
 
 // ref returns the bucket of limit id under key, and false for a limit the
 // Limiter does not keep, or an account-wide limit with a key.
 func (l *Limiter) ref(id LimitID, key string) (bucketRef, bool) {
-	switch id {
-	case LimitNewOrders, LimitOrderRequests:
-		if key != "" {
-			return bucketRef{}, false
-		}
-	case LimitCertsPerRegisteredDomain, LimitCertsPerExactSet, LimitAuthzFailures, LimitConsecutiveAuthzFailures:
-		if key == "" {
-			return bucketRef{}, false
-		}
-	default:
+	d, ok := limitOf(id)
+	if !ok || d.accountWide() != (key == "") {
 		return bucketRef{}, false
 	}
 	return l.refFor(id, key), true

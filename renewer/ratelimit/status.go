@@ -56,22 +56,20 @@ func (l *Limiter) Status() []LimitStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.since(l.now())
-	return []LimitStatus{
-		l.limitStatus(LimitNewOrders, "account", l.cfg.NewOrders, nil, now),
-		l.limitStatus(LimitOrderRequests, "account", l.cfg.OrderRequests, nil, now),
-		l.limitStatus(LimitCertsPerRegisteredDomain, "registered domain", l.cfg.CertsPerRegisteredDomain, l.domains, now),
-		l.limitStatus(LimitCertsPerExactSet, "exact set", l.cfg.CertsPerExactSet, l.sets, now),
-		l.limitStatus(LimitAuthzFailures, "name", l.cfg.AuthzFailures, l.failures, now),
-		l.limitStatus(LimitConsecutiveAuthzFailures, "name", l.cfg.ConsecutiveAuthzFailures, l.consecutive, now),
+	out := make([]LimitStatus, 0, len(limits))
+	for _, d := range limits {
+		out = append(out, l.limitStatus(d, now))
 	}
+	return out
 }
 
 // limitStatus summarizes the buckets of one limit; m is nil for the
 // account-wide bucket. The caller holds l.mu.
-func (l *Limiter) limitStatus(id LimitID, scope string, lim Limit, m map[string]time.Duration, now time.Duration) LimitStatus {
-	s := LimitStatus{Limit: id, Scope: scope, Burst: max(lim.Burst, -1), Per: lim.Per}
-	if m == nil {
-		b := l.refFor(id, "")
+func (l *Limiter) limitStatus(d limitDef, now time.Duration) LimitStatus {
+	lim := *d.field(&l.cfg)
+	s := LimitStatus{Limit: d.id, Scope: d.scope, Burst: max(lim.Burst, -1), Per: lim.Per}
+	if d.accountWide() {
+		b := l.refFor(d.id, "")
 		tat := l.get(b)
 		s.Buckets = []BucketStatus{l.bucketStatus(b, now)}
 		if tat > now {
@@ -82,17 +80,17 @@ func (l *Limiter) limitStatus(id LimitID, scope string, lim Limit, m map[string]
 		}
 		return s
 	}
-	for key, tat := range m {
+	l.buckets.Range(d.id, func(key string, tat time.Duration) {
 		if tat <= now {
-			continue
+			return
 		}
 		s.Tracked++
-		b := l.refFor(id, key)
+		b := l.refFor(d.id, key)
 		if readyAt(b.limit, tat, now) > now {
 			s.Blocked++
 			s.Buckets = append(s.Buckets, l.bucketStatus(b, now))
 		}
-	}
+	})
 	slices.SortFunc(s.Buckets, func(a, b BucketStatus) int {
 		if c := a.Available.Compare(b.Available); c != 0 {
 			return c
@@ -148,7 +146,7 @@ func (l *Limiter) Backlog(n int) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.since(l.now())
-	return l.backlog(l.ordersRef(), l.orders, n, now)
+	return l.backlog(l.ordersRef(), l.get(l.ordersRef()), n, now)
 }
 
 // BacklogFor is how long new single-name orders for every one of names
@@ -161,7 +159,7 @@ func (l *Limiter) BacklogFor(names []string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.since(l.now())
-	worst := l.backlog(l.ordersRef(), l.orders, len(names), now)
+	worst := l.backlog(l.ordersRef(), l.get(l.ordersRef()), len(names), now)
 	count := map[string]int{}
 	for _, n := range names {
 		count[registeredDomain(canonical(n))]++

@@ -200,21 +200,8 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		defer func() { m.observeCert(rc.Response.StatusCode(), time.Since(start)) }()
 	}
 	defer recoverPanic(e.log, rc, internalError)
-	path := rc.Path()
-	if len(path) <= len(CertPathPrefix) || string(path[:len(CertPathPrefix)]) != CertPathPrefix {
-		rc.Error("not found\n", fasthttp.StatusNotFound)
-		return
-	}
-	raw := path[len(CertPathPrefix):]
-	for _, b := range raw {
-		if b == '/' {
-			rc.Error("not found\n", fasthttp.StatusNotFound)
-			return
-		}
-	}
-	if !rc.IsGet() && !rc.IsHead() {
-		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
-		rc.Response.Header.Set("Allow", "GET, HEAD")
+	raw, ok := pathSegment(rc, CertPathPrefix)
+	if !ok {
 		return
 	}
 	name, err := hostname.Normalize(string(raw))

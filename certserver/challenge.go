@@ -120,21 +120,8 @@ func (c *ChallengeEndpoint) handle(rc *fasthttp.RequestCtx) {
 	defer recoverPanic(c.log, rc, internalError)
 	// Set last: rc.Error resets the headers.
 	defer rc.Response.Header.Set("Cache-Control", "no-store")
-	path := rc.Path()
-	if len(path) <= len(ChallengePathPrefix) || string(path[:len(ChallengePathPrefix)]) != ChallengePathPrefix {
-		rc.Error("not found\n", fasthttp.StatusNotFound)
-		return
-	}
-	raw := path[len(ChallengePathPrefix):]
-	for _, b := range raw {
-		if b == '/' {
-			rc.Error("not found\n", fasthttp.StatusNotFound)
-			return
-		}
-	}
-	if !rc.IsGet() && !rc.IsHead() {
-		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
-		rc.Response.Header.Set("Allow", "GET, HEAD")
+	raw, ok := pathSegment(rc, ChallengePathPrefix)
+	if !ok {
 		return
 	}
 	if !validToken(raw) {

@@ -34,9 +34,7 @@ func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
 		rc.Error("no change feed\n", fasthttp.StatusNotFound)
 		return
 	}
-	if !rc.IsGet() && !rc.IsHead() {
-		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
-		rc.Response.Header.Set("Allow", "GET, HEAD")
+	if !getOrHead(rc) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(e.base, e.cfg.LookupTimeout)

@@ -1,6 +1,7 @@
 package certserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -241,6 +242,32 @@ func (s *server) close() error {
 	}
 	s.stop()
 	return errors.Join(errs...)
+}
+
+// pathSegment returns the one path segment after prefix of a GET or HEAD
+// request. Otherwise it answers 404 (another path, or more segments) or
+// 405 (another method) and returns false.
+func pathSegment(rc *fasthttp.RequestCtx, prefix string) ([]byte, bool) {
+	path := rc.Path()
+	if len(path) <= len(prefix) || string(path[:len(prefix)]) != prefix || bytes.IndexByte(path[len(prefix):], '/') >= 0 {
+		rc.Error("not found\n", fasthttp.StatusNotFound)
+		return nil, false
+	}
+	if !getOrHead(rc) {
+		return nil, false
+	}
+	return path[len(prefix):], true
+}
+
+// getOrHead reports whether rc is a GET or HEAD request, answering 405
+// when it is not.
+func getOrHead(rc *fasthttp.RequestCtx) bool {
+	if rc.IsGet() || rc.IsHead() {
+		return true
+	}
+	rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+	rc.Response.Header.Set("Allow", "GET, HEAD")
+	return false
 }
 
 // durationField is a duration of a configuration: its name, where it is,

@@ -2,12 +2,6 @@ package renewer
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"path/filepath"
@@ -17,6 +11,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/certtest"
 )
 
 // scriptedIssuer stands in for a CA in the scheduler's unit tests: it
@@ -100,30 +95,11 @@ func selfSigned(name string, notBefore, notAfter time.Time) (*store.Certificate,
 // (with one, the certificate names it as its authority key too, and so
 // has an ARI certificate identifier).
 func selfSignedWith(name string, notBefore, notAfter time.Time, serial *big.Int, ski []byte) (*store.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := certtest.Mint(certtest.Template{DNSNames: []string{name}, Serial: serial, NotBefore: notBefore, NotAfter: notAfter, SubjectKeyID: ski}, nil)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		SubjectKeyId: ski,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return store.ParseCertificate(
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		notBefore)
+	return store.ParseCertificate(c.CertPEM, c.KeyPEM, notBefore)
 }
 
 func openStore(t *testing.T) *store.Badger {

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"net"
 	"net/mail"
-	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -421,11 +420,8 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 		bad("renewer.ari_poll_interval", "%v is shorter than 1m", time.Duration(c.Renewer.ARIPollInterval))
 	}
 	for _, t := range c.Preflight.Targets {
-		if _, err := netip.ParseAddr(t); err == nil {
-			continue
-		}
-		if _, err := hostname.Normalize(t); err != nil {
-			bad("preflight.targets", "%q is neither an IP address nor a host name", t)
+		if _, err := renewer.ParseTargets([]string{t}); err != nil {
+			bad("preflight.targets", "%v", err)
 		}
 	}
 	for _, r := range c.Preflight.Resolvers {
@@ -450,11 +446,8 @@ func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 		}
 	}
 	for _, t := range o.Targets {
-		if _, err := netip.ParseAddr(t); err == nil {
-			continue
-		}
-		if _, err := hostname.Normalize(t); err != nil {
-			bad("on_demand.targets", "%q is neither an IP address nor a host name", t)
+		if _, err := renewer.ParseTargets([]string{t}); err != nil {
+			bad("on_demand.targets", "%v", err)
 		}
 	}
 	for _, r := range o.Resolvers {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/mail"
 	"net/url"
@@ -39,6 +40,9 @@ type config struct {
 	Preflight preflightConfig `toml:"preflight"`
 	OnDemand  onDemandConfig  `toml:"on_demand"`
 	Log       logConfig       `toml:"log"`
+
+	// deprecated are the deprecated keys the file used (applyAliases).
+	deprecated []deprecation
 }
 
 type storeConfig struct {
@@ -159,7 +163,10 @@ type preflightConfig struct {
 }
 
 type onDemandConfig struct {
-	Allow     []string `toml:"allow"`
+	Allow []string `toml:"allow"`
+	// Targets is the deprecated alias of preflight.targets (see
+	// config.applyAliases); as before, setting it turns on-demand
+	// issuance on.
 	Targets   []string `toml:"targets"`
 	Resolvers []string `toml:"resolvers"`
 	AskURL    string   `toml:"ask_url"`
@@ -224,7 +231,8 @@ func loadConfig(path string) (config, error) {
 	return cfg, nil
 }
 
-// parseConfig decodes a configuration document into cfg and validates it.
+// parseConfig decodes a configuration document into cfg, validates it and
+// applies the deprecated aliases it uses (applyAliases).
 func parseConfig(doc string, cfg *config) error {
 	md, err := toml.Decode(doc, cfg)
 	if err != nil {
@@ -233,7 +241,36 @@ func parseConfig(doc string, cfg *config) error {
 	if err := unknownKeys(md.Undecoded()); err != nil {
 		return err
 	}
-	return cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	cfg.applyAliases()
+	return nil
+}
+
+// deprecation is a deprecated key a configuration used, and the key that
+// replaces it.
+type deprecation struct{ old, key string }
+
+// applyAliases copies the values of deprecated keys to the keys that
+// replace them, and notes each for warnDeprecated. on_demand.targets is
+// an alias of preflight.targets: the on-demand check and the pre-flight
+// read one list of targets (validate refuses a file that sets both to
+// different lists).
+func (c *config) applyAliases() {
+	if len(c.OnDemand.Targets) > 0 {
+		c.Preflight.Targets = c.OnDemand.Targets
+		c.deprecated = append(c.deprecated, deprecation{old: "on_demand.targets", key: "preflight.targets"})
+	}
+}
+
+// warnDeprecated logs a warning for each deprecated key the configuration
+// used, naming the key to use instead.
+func (c config) warnDeprecated(log *slog.Logger) {
+	for _, d := range c.deprecated {
+		log.Warn(fmt.Sprintf("config: %s is deprecated; use %s, which means the same", d.old, d.key),
+			"key", d.old, "use", d.key)
+	}
 }
 
 // unknownKeys returns an error naming the keys the file has and certserver
@@ -271,6 +308,9 @@ func knownKeys() map[string][]string {
 	for i := range top.NumField() {
 		f := top.Field(i)
 		section := f.Tag.Get("toml")
+		if !f.IsExported() {
+			continue // not read from the file
+		}
 		m[""] = append(m[""], section)
 		for j := range f.Type.NumField() {
 			m[section] = append(m[section], f.Type.Field(j).Tag.Get("toml"))
@@ -449,6 +489,9 @@ func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 		if _, err := renewer.ParseTargets([]string{t}); err != nil {
 			bad("on_demand.targets", "%v", err)
 		}
+	}
+	if len(o.Targets) > 0 && len(c.Preflight.Targets) > 0 && !slices.Equal(o.Targets, c.Preflight.Targets) {
+		bad("on_demand.targets", "is a deprecated alias of preflight.targets, which is set to another list: keep preflight.targets only (the on-demand check and the pre-flight read it)")
 	}
 	for _, r := range o.Resolvers {
 		host, port, err := net.SplitHostPort(r)

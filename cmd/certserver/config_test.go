@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,5 +282,46 @@ func TestSampleConfig(t *testing.T) {
 				t.Errorf("deploy/certserver.toml does not document %s.%s", section, k)
 			}
 		}
+	}
+}
+
+// TestTargetsAlias: on_demand.targets is a deprecated alias of
+// preflight.targets: its list becomes preflight.targets (which the
+// on-demand check and the pre-flight both read), it still turns on-demand
+// issuance on, serve warns naming both keys, and a file that sets the two
+// to different lists is refused.
+func TestTargetsAlias(t *testing.T) {
+	c := defaultConfig()
+	if err := parseConfig("[on_demand]\ntargets = [\"192.0.2.10\", \"edge.example.net\"]\n", &c); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Preflight.Targets, []string{"192.0.2.10", "edge.example.net"}) || !c.OnDemand.enabled() {
+		t.Fatalf("preflight.targets %v, on-demand enabled %v; want the alias's list, and on", c.Preflight.Targets, c.OnDemand.enabled())
+	}
+	var buf bytes.Buffer
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&buf, nil)))
+	if out := buf.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "on_demand.targets is deprecated") ||
+		!strings.Contains(out, "use preflight.targets") || strings.Count(out, "\n") != 1 {
+		t.Errorf("warning %q; want one WARN line naming on_demand.targets and preflight.targets", out)
+	}
+
+	c = defaultConfig()
+	if err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n", &c); err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&buf, nil)))
+	if buf.Len() != 0 || c.OnDemand.enabled() {
+		t.Errorf("preflight.targets alone: warning %q, on-demand enabled %v; want neither", buf.String(), c.OnDemand.enabled())
+	}
+
+	c = defaultConfig()
+	if err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n[on_demand]\ntargets = [\"192.0.2.10\"]\n", &c); err != nil {
+		t.Errorf("the same list under both keys: %v", err)
+	}
+	c = defaultConfig()
+	err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n[on_demand]\ntargets = [\"192.0.2.99\"]\n", &c)
+	if err == nil || !strings.Contains(err.Error(), "on_demand.targets: is a deprecated alias of preflight.targets") {
+		t.Errorf("two different lists: %v; want an error naming both keys", err)
 	}
 }

@@ -150,14 +150,14 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 	}
 	o := cfg.OnDemand
 	var resolver *renewer.Resolver
-	if len(o.Targets) > 0 {
+	if len(cfg.Preflight.Targets) > 0 {
 		if resolver, err = renewer.NewResolver(o.Resolvers, 0); err != nil {
 			return nil, fmt.Errorf("on_demand.resolvers: %w", err)
 		}
 	}
 	policy, err := renewer.NewPolicy(renewer.PolicyConfig{
 		Allow:    o.Allow,
-		Targets:  o.Targets,
+		Targets:  cfg.Preflight.Targets,
 		AskURL:   o.AskURL,
 		AllowTTL: o.AllowTTL.std(),
 		DenyTTL:  o.DenyTTL.std(),

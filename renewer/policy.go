@@ -217,6 +217,9 @@ func (p *Policy) pointsAtUs(ctx context.Context, name string) Decision {
 		return Decision{Reason: "DNS check failed: " + err.Error()}
 	}
 	if p.targets.pointsAt(ans, false) {
+		// The name will be ordered now: its pre-flight, when it asks the
+		// same Resolver, reads this answer instead of asking again.
+		p.resolver.keep(name, ans)
 		return Decision{Allow: true}
 	}
 	return Decision{Reason: fmt.Sprintf("DNS does not point at the configured targets (addresses %v, CNAMEs %v)", ans.Addrs, ans.CNAMEs)}

@@ -127,9 +127,11 @@ func (p *Preflight) Check(ctx context.Context, name string, caIdentities []strin
 	return p.checkCAA(ctx, name, caIdentities, accountURI)
 }
 
-// checkAddress looks name up and checks it points at the targets.
+// checkAddress looks name up and checks it points at the targets. An
+// answer the on-demand check read moments ago through the same Resolver
+// is used instead of asking again (Resolver.lookupOnce).
 func (p *Preflight) checkAddress(ctx context.Context, name string) error {
-	ans, err := p.resolver.Lookup(ctx, name)
+	ans, err := p.resolver.lookupOnce(ctx, name)
 	switch {
 	case errors.Is(err, ErrNoSuchName):
 		return &PreflightError{Name: name, Step: StepResolve, Kind: KindPermanent,

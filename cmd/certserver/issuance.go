@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,11 +116,13 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 		orderMetrics = pm
 	}
 	var preflight *renewer.Preflight
+	var preflightResolver *renewer.Resolver
 	if p := cfg.Preflight; p.Enabled {
 		resolver, err := renewer.NewResolver(p.Resolvers, 0)
 		if err != nil {
 			return nil, fmt.Errorf("preflight.resolvers: %w", err)
 		}
+		preflightResolver = resolver
 		if preflight, err = renewer.NewPreflight(renewer.PreflightConfig{Targets: p.Targets, AllAddresses: p.AllAddresses}, resolver); err != nil {
 			return nil, fmt.Errorf("preflight: %w", err)
 		}
@@ -150,7 +153,13 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 	}
 	o := cfg.OnDemand
 	var resolver *renewer.Resolver
-	if len(cfg.Preflight.Targets) > 0 {
+	switch {
+	case len(cfg.Preflight.Targets) == 0:
+	case preflightResolver != nil && slices.Equal(o.Resolvers, cfg.Preflight.Resolvers):
+		// One Resolver: the pre-flight of an on-demand order reads the
+		// answer the on-demand check got, so the order asks DNS once.
+		resolver = preflightResolver
+	default:
 		if resolver, err = renewer.NewResolver(o.Resolvers, 0); err != nil {
 			return nil, fmt.Errorf("on_demand.resolvers: %w", err)
 		}

@@ -201,7 +201,7 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, error) {
 	for _, n := range o.Names() {
 		if err := checkOrderName(n); err != nil {
-			return nil, &ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}
+			return nil, (&ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}).judge()
 		}
 	}
 	if err := context.Cause(ctx); err != nil {
@@ -222,8 +222,8 @@ func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, e
 	}
 	if err != nil {
 		ae := classify(o.Name, err, a.cfg.Now())
-		if ae.Kind != KindRateLimited && !o.NoReplaces && replacesID(o.Replaces) != "" {
-			ae.ReplacesRefused = a.newOrderRefused(ctx, err)
+		if ae.Kind != KindRateLimited && !o.NoReplaces && replacesID(o.Replaces) != "" && a.newOrderRefused(ctx, err) {
+			ae.refusedAsReplacement()
 		}
 		return nil, ae
 	}

@@ -168,3 +168,41 @@ func TestParseRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// TestClassifyRecordsFault: classify records, once, whose failure an
+// order's error is and whether the CA counts it as a failed validation;
+// the worker, the gate and the metrics read these fields.
+func TestClassifyRecordsFault(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		desc       string
+		err        error
+		fault      Fault
+		validation bool
+	}{
+		{desc: "dns validation", err: validationProblem("dns", "NXDOMAIN"), fault: FaultName, validation: true},
+		{desc: "connection validation", err: validationProblem("connection", "refused"), fault: FaultName, validation: true},
+		{desc: "unauthorized validation", err: validationProblem("unauthorized", "404"), fault: FaultName, validation: true},
+		{desc: "caa: this CA only", err: validationProblem("caa", "forbidden"), fault: FaultCA, validation: true},
+		{desc: "rejected identifier: the CA's policy", err: answerProblem("rejectedIdentifier", "no", 400), fault: FaultCA},
+		{desc: "connection answer: transient", err: answerProblem("connection", "reset", 400), fault: FaultCA},
+		{desc: "server internal: the CA is down", err: answerProblem("serverInternal", "db", 500), fault: FaultCADown},
+		{desc: "network error: the CA is down", err: &net.OpError{Op: "dial", Err: errors.New("refused")}, fault: FaultCADown},
+		{desc: "rate limited", err: &acme.RateLimitedError{ProblemDetails: answerProblem("rateLimited", "too many", 429)}, fault: FaultCA},
+		{desc: "unknown 4xx", err: answerProblem("madeUp", "?", 400), fault: FaultCA},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			e := classify("a.example.test", tc.err, now)
+			if e.Fault != tc.fault || e.ValidationFailed != tc.validation {
+				t.Errorf("fault %d, validation failed %v; want %d, %v", e.Fault, e.ValidationFailed, tc.fault, tc.validation)
+			}
+			if tc.validation {
+				e.refusedAsReplacement()
+				if e.Fault != FaultCA || e.ValidationFailed {
+					t.Errorf("refused as a replacement: fault %d, validation failed %v; want the CA's, no validation", e.Fault, e.ValidationFailed)
+				}
+			}
+		})
+	}
+}

@@ -24,7 +24,7 @@ func TestRenewerWithPebble(t *testing.T) {
 	env.ca.DNS.SetA("elsewhere.ondemand.test", loopback.Next()) // allowed pattern, points elsewhere
 	log := testLogger(t)
 
-	rn, err := New(Config{Workers: 2, IdleWait: 200 * time.Millisecond, DefaultProfile: "default"}, env.store, env.issuer(t, nil), log)
+	rn, err := New(Config{Workers: 2, IdleWait: 200 * time.Millisecond, DefaultProfile: "default", CAs: []CA{{Issuer: env.issuer(t, nil)}}}, env.store, log)
 	if err != nil {
 		t.Fatal(err)
 	}

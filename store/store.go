@@ -202,7 +202,7 @@ const (
 )
 
 // RateBucket is one saved bucket of a CA account's rate limits (see
-// renewer.Limiter).
+// renewer/ratelimit.Limiter).
 type RateBucket struct {
 	// Limit names the limit ("new_orders_per_account", …).
 	Limit string `json:"limit"`

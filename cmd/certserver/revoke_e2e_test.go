@@ -154,7 +154,7 @@ func TestRevokedIsReplacedFromTheDueIndex(t *testing.T) {
 	// is not old, and returns it.
 	runRenewer := func(old string) *store.Certificate {
 		t.Helper()
-		rn, err := renewer.New(renewer.Config{IdleWait: 100 * time.Millisecond, DefaultProfile: "default"}, st, issuer, logger)
+		rn, err := renewer.New(renewer.Config{IdleWait: 100 * time.Millisecond, DefaultProfile: "default", CAs: []renewer.CA{{Issuer: issuer}}}, st, logger)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -74,6 +74,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 // serve runs the sidecar described by cfg until ctx is done.
 func serve(ctx context.Context, e *env, cfg config) error {
 	logger := newLogger(e.stderr, cfg.Log)
+	cfg.warnDeprecated(logger)
 
 	var token string
 	if cfg.Admin.Enabled {

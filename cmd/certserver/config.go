@@ -163,7 +163,10 @@ type preflightConfig struct {
 }
 
 type onDemandConfig struct {
-	Allow []string `toml:"allow"`
+	// Enabled turns on-demand issuance on with no check of its own, for a
+	// policy of preflight.targets alone (the name's DNS points here).
+	Enabled bool     `toml:"enabled"`
+	Allow   []string `toml:"allow"`
 	// Targets is the deprecated alias of preflight.targets (see
 	// config.applyAliases); as before, setting it turns on-demand
 	// issuance on.
@@ -174,10 +177,10 @@ type onDemandConfig struct {
 	DenyTTL   duration `toml:"deny_ttl"`
 }
 
-// enabled reports whether any on-demand check is configured, which is what
-// turns on-demand issuance on (renewer.Policy.Enabled).
+// enabled reports whether on-demand issuance is on (renewer.Policy.Enabled):
+// set with enabled, or by configuring one of its checks.
 func (c onDemandConfig) enabled() bool {
-	return len(c.Allow) > 0 || len(c.Targets) > 0 || c.AskURL != ""
+	return c.Enabled || len(c.Allow) > 0 || len(c.Targets) > 0 || c.AskURL != ""
 }
 
 type logConfig struct {
@@ -480,6 +483,9 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 // validateOnDemand checks the [on_demand] section.
 func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 	o := c.OnDemand
+	if o.Enabled && len(o.Allow) == 0 && o.AskURL == "" && len(o.Targets) == 0 && len(c.Preflight.Targets) == 0 {
+		bad("on_demand.enabled", "is true with no check: set preflight.targets (the name's DNS must point here), on_demand.allow or on_demand.ask_url, or any name a client sends would be ordered")
+	}
 	for _, p := range o.Allow {
 		if _, err := hostname.NormalizePattern(p); err != nil {
 			bad("on_demand.allow", "%v", err)

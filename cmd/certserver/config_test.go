@@ -325,3 +325,23 @@ func TestTargetsAlias(t *testing.T) {
 		t.Errorf("two different lists: %v; want an error naming both keys", err)
 	}
 }
+
+// TestOnDemandEnabled: what the alias did for a policy of targets alone,
+// on_demand.enabled does without a deprecated key; enabled with no check
+// at all (every name a client sends would be ordered) is refused.
+func TestOnDemandEnabled(t *testing.T) {
+	c := defaultConfig()
+	if err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n[on_demand]\nenabled = true\n", &c); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&buf, nil)))
+	if !c.OnDemand.enabled() || buf.Len() != 0 {
+		t.Errorf("enabled with preflight.targets: on %v, warning %q; want on, no warning", c.OnDemand.enabled(), buf.String())
+	}
+	c = defaultConfig()
+	err := parseConfig("[on_demand]\nenabled = true\n", &c)
+	if err == nil || !strings.Contains(err.Error(), "on_demand.enabled") || !strings.Contains(err.Error(), "preflight.targets") {
+		t.Errorf("enabled with no check: %v; want an error naming on_demand.enabled and the checks to set", err)
+	}
+}

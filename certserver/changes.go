@@ -17,8 +17,11 @@ import (
 // cursor to ask with next), then either the line "reset" (the changes
 // since the cursor given are not known: the cursor is of another store,
 // older than the history kept, more than store.MaxChanges names behind, or
-// missing; the reader must look up again everything it cached) or the names whose
-// certificate was stored, replaced or deleted since the cursor, one a line.
+// missing; the reader must look up again everything it cached) or the names
+// whose earlier answer may be out of date, one a line: those whose
+// certificate was replaced or deleted, or moved to another certificate,
+// since the cursor (store.ChangeFeed; a name that was not found before and
+// now is, is not listed).
 // It answers 404 when the store keeps no change feed. nginx's Lua module
 // asks about once a second per worker.
 const ChangesPath = "/v1/changes"

@@ -36,7 +36,7 @@ func TestSidecarDownQuietAndBack(t *testing.T) {
 	cached, later := ca.issue(t, "cached.down.test"), ca.issue(t, "later.down.test")
 	side.importLeaf(t, cached)
 	side.importLeaf(t, later)
-	must(t, allServe(addr, "cached.down.test", cached.serial))
+	must(t, allServe(ngx, "cached.down.test", cached.serial))
 
 	side.kill(t)
 	// New names, never asked about, for as long as the old module took
@@ -107,7 +107,7 @@ func TestSidecarDownQuietAndBack(t *testing.T) {
 	renewed := ca.issue(t, "cached.down.test")
 	side.importLeaf(t, renewed)
 	start := time.Now()
-	eventually(t, 15*time.Second, "the replaced certificate served by every worker", allServe(addr, "cached.down.test", renewed.serial))
+	eventually(t, 15*time.Second, "the replaced certificate served by every worker", allServe(ngx, "cached.down.test", renewed.serial))
 	t.Logf("replaced certificate served by every worker %v after the import (max-age 10 min)", time.Since(start).Round(10*time.Millisecond))
 	ngx.AssertCleanErrorLog(t)
 	if t.Failed() {
@@ -131,7 +131,7 @@ func TestSidecarDownTCP(t *testing.T) {
 	https := ngx.HTTPSAddr()
 	l := ca.issue(t, "tcp.down.test")
 	side.set("tcp.down.test", certAnswer(l, 3600))
-	must(t, allServe(https, "tcp.down.test", l.serial))
+	must(t, allServe(ngx, "tcp.down.test", l.serial))
 
 	side.stop()
 	later := ca.issue(t, "later-tcp.down.test")

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -15,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/nginx/nginxtest"
+	"github.com/certserver/certserver/store"
 )
 
 // fakeSidecar speaks the certificate endpoint's contract from a table of
@@ -203,19 +204,16 @@ func (f *fakeSidecar) set(name string, a answer) {
 func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	epoch := strconv.Itoa(f.epoch)
-	body := epoch + " " + strconv.Itoa(len(f.changed)) + "\n"
-	e, v, _ := strings.Cut(r.URL.Query().Get("since"), ".")
-	n, err := strconv.Atoi(v)
-	if e != epoch || err != nil || n > len(f.changed) || n < f.oldest {
-		body += "reset\n"
+	ch := store.Changes{Next: store.Cursor{Epoch: strconv.Itoa(f.epoch), Version: uint64(len(f.changed))}}
+	since := certserver.ParseCursor(r.URL.Query().Get("since"))
+	if since.Epoch != ch.Next.Epoch || since.Version > ch.Next.Version || since.Version < uint64(f.oldest) {
+		ch.Reset = true
 	} else {
-		for _, name := range f.changed[n:] {
-			body += name + "\n"
-		}
+		ch.Names = f.changed[since.Version:]
 	}
+	body := certserver.AppendChanges(nil, ch)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	io.WriteString(w, body)
+	w.Write(body)
 }
 
 // change sets the answer for name, as set does, and lists names (name

@@ -1,11 +1,13 @@
 package nginx_test
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/nginx/nginxtest"
 	"github.com/certserver/certserver/store/certtest"
 )
 
@@ -85,6 +88,34 @@ func handshake(addr, serverName string, roots *x509.CertPool) ([]*x509.Certifica
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates, nil
+}
+
+// servedBy makes one full TLS handshake with addr for serverName, then
+// one request, and returns the serial of the leaf served and the process
+// ID of the nginx worker that served it (nginxtest.WorkerHeader).
+func servedBy(addr, serverName string) (*big.Int, string, error) {
+	cfg := &tls.Config{ServerName: serverName, InsecureSkipVerify: true, SessionTicketsDisabled: true}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	serial := conn.ConnectionState().PeerCertificates[0].SerialNumber
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", serverName); err != nil {
+		return nil, "", fmt.Errorf("request after the handshake for %q: %w", serverName, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("answer after the handshake for %q: %w", serverName, err)
+	}
+	resp.Body.Close()
+	pid := resp.Header.Get(nginxtest.WorkerHeader)
+	if pid == "" {
+		return nil, "", fmt.Errorf("answer for %q: no %s header (%s)", serverName, nginxtest.WorkerHeader, resp.Status)
+	}
+	return serial, pid, nil
 }
 
 // servedSerial returns the serial of the leaf addr serves for serverName,

@@ -190,6 +190,10 @@ func (l *nameList) add(line int, raw string) {
 	l.entries++
 	n, err := hostname.Normalize(raw)
 	if err == nil {
+		// Added names are ordered: they are held to what a CA takes.
+		err = hostname.CheckOrderable(n)
+	}
+	if err == nil {
 		l.names = append(l.names, n)
 		return
 	}

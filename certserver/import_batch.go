@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -164,11 +165,27 @@ func firstID(results []api.ImportResult) string {
 }
 
 // parallel calls fn(0) … fn(n-1) on as many goroutines as there are CPUs
-// and returns when every call has returned.
+// and returns when every call has returned. A panic in a call does not
+// kill the process: the other calls still run, and parallel then panics
+// in the caller's goroutine with a *workerPanic holding the first value
+// and its stack, which the handler's recoverPanic turns into a 500.
 func parallel(n int, fn func(i int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
 	var next sync.Mutex
 	i := 0
+	var first *workerPanic
+	call := func(j int) {
+		defer func() {
+			if v := recover(); v != nil {
+				next.Lock()
+				if first == nil {
+					first = &workerPanic{value: v, stack: debug.Stack()}
+				}
+				next.Unlock()
+			}
+		}()
+		fn(j)
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
@@ -180,9 +197,23 @@ func parallel(n int, fn func(i int)) {
 				if j >= n {
 					return
 				}
-				fn(j)
+				call(j)
 			}
 		})
 	}
 	wg.Wait()
+	if first != nil {
+		panic(first)
+	}
+}
+
+// workerPanic is a panic recovered on one of parallel's goroutines; its
+// message holds the stack where it happened.
+type workerPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *workerPanic) Error() string {
+	return fmt.Sprintf("%v\n\nin a parallel worker:\n%s", p.value, p.stack)
 }

@@ -284,3 +284,33 @@ func TestAdminImportBatchFailedCommit(t *testing.T) {
 		}
 	}
 }
+
+// A panic in one of parallel's calls reaches the caller's goroutine, where
+// the handler's recover answers 500, instead of killing the sidecar; the
+// other calls still run.
+func TestParallelRecoversPanic(t *testing.T) {
+	var mu sync.Mutex
+	ran := map[int]bool{}
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		parallel(50, func(i int) {
+			if i == 7 {
+				panic("boom")
+			}
+			mu.Lock()
+			ran[i] = true
+			mu.Unlock()
+		})
+	}()
+	p, ok := got.(*workerPanic)
+	if !ok {
+		t.Fatalf("recovered %#v, want a *workerPanic", got)
+	}
+	if p.value != "boom" || !strings.Contains(p.Error(), "boom") || !strings.Contains(p.Error(), "TestParallelRecoversPanic") {
+		t.Errorf("panic %q does not hold the value and the stack of the call", p.Error())
+	}
+	if len(ran) != 49 {
+		t.Errorf("%d calls ran besides the one that panicked, want 49", len(ran))
+	}
+}

@@ -738,3 +738,54 @@ func TestAdminDomainsIDNA2008(t *testing.T) {
 		t.Errorf("DELETE of a mapped name: %d %s", resp.StatusCode, raw)
 	}
 }
+
+// failUpdateStore fails the next update of one domain record.
+type failUpdateStore struct {
+	store.Store
+	mu   sync.Mutex
+	fail string // the name whose next UpdateDomain fails; "" for none
+}
+
+func (s *failUpdateStore) UpdateDomain(ctx context.Context, name string, fn func(*store.Domain) error) error {
+	s.mu.Lock()
+	fail := s.fail == name
+	if fail {
+		s.fail = ""
+	}
+	s.mu.Unlock()
+	if fail {
+		return errors.New("disk on fire")
+	}
+	return s.Store.UpdateDomain(ctx, name, fn)
+}
+
+// A DELETE of a primary name that failed after marking it removed leaves
+// nothing behind once retried: the names managed with it are removed too,
+// not left managed with a removed name that nothing renews.
+func TestAdminRemoveDomainRetried(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	st := &failUpdateStore{Store: newTestStore(t)}
+	base := startAdmin(t, AdminConfig{Token: testToken, Now: func() time.Time { return now }, Scheduler: &recordingScheduler{}}, st)
+	set := []string{"shop.example.com", "www.shop.example.com"}
+	for _, d := range []*store.Domain{
+		{Name: set[0], State: store.StateValid, CertID: set[0], ExtraNames: set[1:], NextAttempt: now.Add(time.Hour)},
+		{Name: set[1], State: store.StateValid, CertID: set[0], ManagedWith: set[0]},
+	} {
+		if err := st.PutDomain(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.mu.Lock()
+	st.fail = set[1]
+	st.mu.Unlock()
+	if resp, _, raw := call(t, "DELETE", base+"/v1/domains/"+set[0], "Bearer "+testToken, "", ""); resp.StatusCode != 500 {
+		t.Fatalf("DELETE with a failing store: %d %s", resp.StatusCode, raw)
+	}
+	if resp, _, raw := call(t, "DELETE", base+"/v1/domains/"+set[0], "Bearer "+testToken, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("DELETE retried: %d %s", resp.StatusCode, raw)
+	}
+	if d, err := st.GetDomain(ctx, set[1]); err != nil || d.State != store.StateRemoved || d.ManagedWith != "" {
+		t.Errorf("after the retried removal of %s, %s is %+v %v; want removed with it", set[0], set[1], d, err)
+	}
+}

@@ -148,7 +148,7 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 //	POST   /v1/certificates           import a certificate (api.ImportRequest)
 //	POST   /v1/certificates/batch     import up to api.MaxImportBatch certificates,
 //	                                  one api.ImportRequest per line, in one commit
-//	                                  (api.ImportBatchResponse)
+//	                                  when it fits (api.ImportBatchResponse)
 //	POST   /v1/domains                manage names (api.AddDomainsRequest, a JSON
 //	                                  array of names, or one name per line)
 //	GET    /v1/domains?after=&limit=&state=&expiring=&failing=&q=

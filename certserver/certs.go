@@ -58,7 +58,8 @@ type CertEndpointConfig struct {
 	// its context is done. Default 5s.
 	ShutdownTimeout time.Duration
 	// OnDemand, when set, is told about every valid host name the endpoint
-	// answers 404 for, so that a certificate can be obtained on demand.
+	// answers 404 for that a CA could issue for (hostname.CheckOrderable),
+	// so that a certificate can be obtained on demand.
 	// Default nil: on-demand issuance is off.
 	OnDemand OnDemand
 	// Metrics, when set, counts the endpoint's answers by status and
@@ -73,7 +74,8 @@ type CertEndpointConfig struct {
 // for. renewer.OnDemand implements it.
 type OnDemand interface {
 	// Request asks for a certificate for name, a normalized host name (never
-	// a wildcard) that no stored certificate serves. It is called from the
+	// a wildcard) that passes hostname.CheckOrderable and that no stored
+	// certificate serves. It is called from the
 	// request handler, on every such miss, so it must return at once: no
 	// I/O and no waiting, only queueing. Deciding whether the name may have
 	// a certificate is the implementation's business. It must be safe for
@@ -150,7 +152,8 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // error, keeps working for clients that tolerate it, and is replaced within
 // MinAge of its renewal being stored.
 //
-// On a 404 for a valid host name the endpoint calls OnDemand.Request, when
+// On a 404 for a valid host name a CA could issue for
+// (hostname.CheckOrderable) the endpoint calls OnDemand.Request, when
 // configured, and answers without waiting: the handshake gets nginx's
 // fallback certificate until the certificate is stored.
 //
@@ -220,7 +223,8 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		if e.log.Enabled(e.base, slog.LevelDebug) {
 			e.log.Debug("no certificate", "name", name, "on_demand", e.cfg.OnDemand != nil)
 		}
-		if e.cfg.OnDemand != nil {
+		// Only a name a CA would issue for is worth ordering.
+		if e.cfg.OnDemand != nil && hostname.CheckOrderable(name) == nil {
 			e.cfg.OnDemand.Request(name)
 		}
 		return

@@ -226,6 +226,10 @@ func TestCertEndpointOnDemand(t *testing.T) {
 		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
 	putCert(t, st, &store.Certificate{ID: "*.wild.example.com", Names: []string{"*.wild.example.com"},
 		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
+	// U+2603 is DISALLOWED in IDNA2008: no CA issues for it any more, but
+	// a certificate issued before is served.
+	putCert(t, st, &store.Certificate{ID: "xn--n3h.example.com", Names: []string{"xn--n3h.example.com"},
+		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
 	od := &recordingOnDemand{}
 	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", OnDemand: od}, st)
 	addr := e.Addrs()[0].String()
@@ -243,6 +247,8 @@ func TestCertEndpointOnDemand(t *testing.T) {
 		{desc: "HEAD of an unknown name", method: "HEAD", name: "head.example.com", status: 404, want: []string{"head.example.com"}},
 		{desc: "found name", method: "GET", name: "have.example.com", status: 200},
 		{desc: "name found through a wildcard", method: "GET", name: "a.wild.example.com", status: 200},
+		{desc: "name outside IDNA2008 found", method: "GET", name: "xn--n3h.example.com", status: 200},
+		{desc: "name outside IDNA2008 not ordered", method: "GET", name: "xn--i-7iq.example", status: 404},
 		{desc: "IP address", method: "GET", name: "192.0.2.1", status: 400},
 		{desc: "wildcard", method: "GET", name: "*.example.com", status: 400},
 		{desc: "one label", method: "GET", name: "localhost", status: 400},

@@ -134,7 +134,8 @@ func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile st
 	return n, nil
 }
 
-// leaveSet finishes the removal of d. A name that was managed with
+// leaveSet finishes the removal of d; running it again changes nothing
+// more. A name that was managed with
 // another (with, its ManagedWith before the removal) leaves that name's
 // ExtraNames: its next order no longer asks for it (the certificate
 // serves it until then). A name carrying ExtraNames takes the records
@@ -189,6 +190,10 @@ type nameList struct {
 func (l *nameList) add(line int, raw string) {
 	l.entries++
 	n, err := hostname.Normalize(raw)
+	if err == nil {
+		// Added names are ordered: they are held to what a CA takes.
+		err = hostname.CheckOrderable(n)
+	}
 	if err == nil {
 		l.names = append(l.names, n)
 		return
@@ -549,10 +554,13 @@ func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 	if err != nil {
 		return err
 	}
+	// The removal is finished on every DELETE, not only the one that marked
+	// the record: when leaveSet failed after the mark, a retried DELETE
+	// still takes the names managed with it along. leaveSet is idempotent.
+	if err := a.leaveSet(ctx, d, with); err != nil {
+		return err
+	}
 	if removed {
-		if err := a.leaveSet(ctx, d, with); err != nil {
-			return err
-		}
 		a.log.Info("domain removed", "name", name, "revoked", revoke, "left_set_of", with, "extra_names", len(d.ExtraNames))
 	}
 	doc, err := a.domainDoc(ctx, d)

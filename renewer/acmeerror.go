@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,10 @@ type ACMEError struct {
 	// Detail is the CA's detail of the problem, with its subproblems; else
 	// the text of Err.
 	Detail string
+	// Identifier is the name the CA's problem is about, when it is known:
+	// the identifier of a subproblem, else the name lego filed the failed
+	// authorization under; "" when neither says.
+	Identifier string
 	// Wait is how long the CA asked us to wait (Retry-After), for
 	// KindRateLimited; zero otherwise.
 	Wait time.Duration
@@ -258,11 +263,59 @@ func classify(name string, err error, now time.Time) *ACMEError {
 		return e.judge()
 	}
 	e.Problem, e.Detail = p.Type, problemText(p)
+	e.Identifier = problemIdentifier(err, p)
 	e.Kind = problemKind(p)
 	if shortProblem(p.Type) == "externalAccountRequired" {
 		e.Detail += " (the CA requires external account binding: set eab_kid and eab_hmac_file to the credentials from its dashboard)"
 	}
 	return e.judge()
+}
+
+// problemIdentifier returns the name problem p of err is about: the
+// identifier of its first subproblem that has one (RFC 8555 section
+// 6.7.1), else the key under which err's tree files p in a map of names
+// to errors (lego's resolver reports failed authorizations so, keyed by
+// domain) or the name a wrapping "NAME: …" error gives it, else "".
+func problemIdentifier(err error, p *acme.ProblemDetails) string {
+	for _, sub := range p.SubProblems {
+		if sub.Identifier.Value != "" {
+			return sub.Identifier.Value
+		}
+	}
+	var walk func(error) string
+	walk = func(err error) string {
+		if err == nil {
+			return ""
+		}
+		if v := reflect.ValueOf(err); v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String {
+			for it := v.MapRange(); it.Next(); {
+				if e, ok := it.Value().Interface().(error); ok && errors.Is(e, p) {
+					return it.Key().String()
+				}
+			}
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			c := u.Unwrap()
+			if n := walk(c); n != "" {
+				return n
+			}
+			// lego's certificate package files a failure as "NAME: %w".
+			if c != nil && errors.Is(c, p) {
+				if name, ok := strings.CutSuffix(err.Error(), ": "+c.Error()); ok && name != "" && !strings.ContainsAny(name, " :\n") {
+					return name
+				}
+			}
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if n := walk(e); n != "" {
+					return n
+				}
+			}
+		}
+		return ""
+	}
+	return walk(err)
 }
 
 // problemKind classifies one problem document.

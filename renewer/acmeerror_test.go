@@ -206,3 +206,50 @@ func TestClassifyRecordsFault(t *testing.T) {
 		})
 	}
 }
+
+// resolverFailures is a map of names to errors, as lego's resolver
+// reports the authorizations that failed.
+type resolverFailures map[string]error
+
+func (e resolverFailures) Error() string { return fmt.Sprint(map[string]error(e)) }
+func (e resolverFailures) Unwrap() []error {
+	var errs []error
+	for _, err := range e {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+// A failed validation is charged to the name the CA's problem is about,
+// matched exactly: a detail that names www.example.test is not charged to
+// example.test although it contains it; without an identifier of the
+// order, the order's Name is charged.
+func TestFailedNameIsTheProblemsIdentifier(t *testing.T) {
+	o := Order{Name: "www.example.test", ExtraNames: []string{"example.test", "shop.test"}}
+	now := time.Now()
+	detail := "Fetching http://www.example.test/.well-known/acme-challenge/x: Connection refused"
+	for _, tc := range []struct {
+		desc string
+		err  error
+		want string
+	}{
+		{desc: "lego's resolver map", want: "www.example.test", err: fmt.Errorf("wrapped: %w", resolverFailures{
+			"www.example.test": fmt.Errorf("invalid authorization: %w", &acme.ProblemDetails{Type: problemNS + "connection", Detail: detail, HTTPStatus: 400}),
+		})},
+		{desc: "name: wrapping", want: "www.example.test", err: fmt.Errorf("error: one or more domains had a problem:\n%w",
+			errors.Join(fmt.Errorf("www.example.test: %w", fmt.Errorf("invalid authorization: %w",
+				&acme.ProblemDetails{Type: problemNS + "connection", Detail: detail, HTTPStatus: 400}))))},
+		{desc: "subproblem identifier", want: "shop.test", err: &acme.ProblemDetails{Type: problemNS + "compound", Detail: "www.example.test is fine", HTTPStatus: 400,
+			SubProblems: []acme.SubProblem{{Type: problemNS + "caa", Detail: "CAA forbids", Identifier: acme.Identifier{Type: "dns", Value: "shop.test"}}}}},
+		{desc: "identifier not in the order", want: "www.example.test", err: resolverFailures{
+			"other.test": &acme.ProblemDetails{Type: problemNS + "dns", Detail: "www.example.test", HTTPStatus: 400},
+		}},
+		{desc: "no identifier", want: "www.example.test", err: &acme.ProblemDetails{Type: problemNS + "dns", Detail: detail, HTTPStatus: 400}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := failedName(o, classify(o.Name, tc.err, now)); got != tc.want {
+				t.Errorf("failedName = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

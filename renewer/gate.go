@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/certserver/certserver/renewer/ratelimit"
@@ -203,12 +203,11 @@ func (ca *caState) refund(o Order, kind ratelimit.OrderKind) {
 }
 
 // failedName returns the name of o whose validation failed: the one the
-// CA's problem detail names, else o.Name.
+// CA's problem is about (ACMEError.Identifier), matched exactly, else
+// o.Name.
 func failedName(o Order, ae *ACMEError) string {
-	for _, n := range o.ExtraNames {
-		if strings.Contains(ae.Detail, n) {
-			return n
-		}
+	if ae.Identifier != "" && slices.Contains(o.Names(), ae.Identifier) {
+		return ae.Identifier
 	}
 	return o.Name
 }

@@ -54,6 +54,23 @@ func (r *Renewer) process(ctx context.Context, name string, forced bool) {
 		return // rescheduled since the dispatcher read the index
 	}
 	if d.ManagedWith != "" {
+		// A name whose owner is gone (a removal cut short) would be renewed
+		// by nothing: it is managed on its own from now on.
+		owner, err := r.store.GetDomain(ctx, d.ManagedWith)
+		if errors.Is(err, store.ErrNotFound) || err == nil && owner.State == store.StateRemoved {
+			with := d.ManagedWith
+			log.Warn("managed with a name that was removed; renewed on its own", "managed_with", with)
+			if !r.record(ctx, log, d.Name, func(d *store.Domain) {
+				if d.ManagedWith == with {
+					d.ManagedWith = ""
+				}
+			}) {
+				return
+			}
+			d.ManagedWith = ""
+		}
+	}
+	if d.ManagedWith != "" {
 		// Renewed with the name whose certificate serves it, never alone:
 		// a due time it was given by mistake is taken away, so that the
 		// dispatcher does not hand it out again and again.

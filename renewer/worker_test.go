@@ -429,3 +429,40 @@ func TestStoreErrorDoesNotSpin(t *testing.T) {
 		t.Fatalf("the unreadable record was read %d times in 2 s, want 1 or 2 (a pause of %s after each failure)", n, storeErrorPause)
 	}
 }
+
+// TestManagedWithRemovedOwner: a name left managed with a name that was
+// removed (a removal cut short) is renewed on its own when it comes due,
+// not skipped forever.
+func TestManagedWithRemovedOwner(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	life := 90 * 24 * time.Hour
+	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
+	r, err := New(Config{Now: clock.Now, Seed: 9, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*store.Domain{
+		{Name: "shop.example.test", State: store.StateRemoved, ExtraNames: []string{"www.shop.example.test"}},
+		{Name: "www.shop.example.test", State: store.StateValid, ManagedWith: "shop.example.test", NextAttempt: clock.Now()},
+		{Name: "api.shop.example.test", State: store.StateValid, ManagedWith: "gone.example.test", NextAttempt: clock.Now()},
+	} {
+		if err := st.PutDomain(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"www.shop.example.test", "api.shop.example.test"} {
+		r.process(ctx, n, false)
+		d := getDomain(t, st, n)
+		if d.ManagedWith != "" || d.State != store.StateValid || d.NextAttempt.IsZero() {
+			t.Errorf("%s: managed with %q, state %s, next attempt %v; want valid on its own, due again", n, d.ManagedWith, d.State, d.NextAttempt)
+		}
+		if c, err := st.LookupCertificate(ctx, n); err != nil || c.ID != n {
+			t.Errorf("%s is served by %+v (%v), want its own certificate", n, c, err)
+		}
+	}
+	if n := iss.orderCount(); n != 2 {
+		t.Errorf("%d orders, want one for each name", n)
+	}
+}

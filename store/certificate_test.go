@@ -170,6 +170,14 @@ func TestParseCertificate(t *testing.T) {
 			wantType:  "ed25519",
 		},
 		{
+			// U+2603 is DISALLOWED in IDNA2008, which only orders check.
+			desc:      "san outside IDNA2008 kept",
+			chain:     ca.issue(t, ecKey, leafSpec{dnsNames: []string{"xn--n3h.example.com", "example.com"}}),
+			key:       basicKey,
+			wantNames: []string{"xn--n3h.example.com", "example.com"},
+			wantType:  "ecdsa-p256",
+		},
+		{
 			desc:      "wildcard san normalized",
 			chain:     ca.issue(t, ecKey, leafSpec{dnsNames: []string{"*.Example.COM.", "example.com"}}),
 			key:       basicKey,

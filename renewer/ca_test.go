@@ -26,7 +26,7 @@ type multiEnv struct {
 // named a, b, c…, in that order of preference.
 func newMultiEnv(t *testing.T, cfg Config, limits ...*ratelimit.LimitsConfig) *multiEnv {
 	t.Helper()
-	e := &multiEnv{st: openStore(t), clock: &fakeClock{now: time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &multiEnv{st: openStore(t), clock: newFakeClock(time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC))}
 	for i, lc := range limits {
 		name := string(rune('a' + i))
 		ca := newFakeCA("https://"+name+".example/dir", e.clock)
@@ -408,7 +408,7 @@ func TestCARests(t *testing.T) {
 func TestNewRefusesBadCAs(t *testing.T) {
 	t.Parallel()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Now()}
+	clock := newFakeClock(time.Now())
 	a, b := newFakeCA("https://a.example/dir", clock), newFakeCA("https://a.example/dir", clock)
 	tests := []struct {
 		desc string
@@ -451,7 +451,7 @@ func TestARIFromDirectory(t *testing.T) {
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			st := openStore(t)
-			clock := &fakeClock{now: time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)}
+			clock := newFakeClock(time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC))
 			ca := newFakeCA("https://ca.example/dir", clock)
 			ca.noARI = tc.noARI
 			lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{CertsPerExactSet: ratelimit.Limit{Burst: 1, Per: 7 * 24 * time.Hour}}, clock.Now)

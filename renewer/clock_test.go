@@ -1,35 +1,12 @@
 package renewer
 
 import (
-	"sync"
 	"time"
+
+	"github.com/certserver/certserver/renewer/clocktest"
 )
 
-// fakeClock is the clock of the renewer's tests: it stands still until a
-// test sets or advances it. Its Now is what Config.Now and NewLimiter are
-// given. Safe for concurrent use.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// fakeClock is the tests' clock (clocktest.Clock).
+type fakeClock = clocktest.Clock
 
-// Now returns the clock's time.
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Set moves the clock to t.
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-// Advance moves the clock by d.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock(t time.Time) *fakeClock { return clocktest.New(t) }

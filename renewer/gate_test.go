@@ -24,7 +24,7 @@ type gateEnv struct {
 
 func newGateEnv(t *testing.T, limits ratelimit.LimitsConfig, cfg Config, errs ...error) *gateEnv {
 	t.Helper()
-	e := &gateEnv{st: openStore(t), clock: &fakeClock{now: time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &gateEnv{st: openStore(t), clock: newFakeClock(time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC))}
 	life := 90 * 24 * time.Hour
 	e.iss = &scriptedIssuer{errs: errs, life: life, notAfter: func() time.Time { return e.clock.Now().Add(life) }}
 	lim, err := ratelimit.NewLimiter(limits, e.clock.Now)

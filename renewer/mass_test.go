@@ -27,7 +27,7 @@ func TestMassRenewalPaced(t *testing.T) {
 		per   = 400 * time.Millisecond // 50 a second
 	)
 	st := badgerStore(t)
-	clock := &fakeClock{now: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 	ca := newFakeCA("https://ca.example.test/dir", clock)
 	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{OrderRequests: ratelimit.Limit{Burst: burst, Per: per}}, clock.Now)
 	if err != nil {
@@ -133,7 +133,7 @@ func TestImportedFleetFirstWave(t *testing.T) {
 	const lineages = 20
 	ctx := context.Background()
 	st := badgerStore(t)
-	clock := &fakeClock{now: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 	life := 90 * 24 * time.Hour
 	limits := ratelimit.LetsEncryptLimits()
 	limits.NewOrders = ratelimit.Limit{Burst: 5, Per: 3 * time.Hour}

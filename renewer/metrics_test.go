@@ -87,7 +87,7 @@ func (d directoryIssuer) Directory() string { return d.dir }
 func TestPrometheusMetricsCountsOrders(t *testing.T) {
 	const ca = "https://ca.example.test/directory"
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	caaErr := classify("refused.example.test", validationProblem("caa", "CAA record forbids issuance"), clock.Now())
 	iss := &scriptedIssuer{errs: []error{caaErr}, life: 90 * 24 * time.Hour,
 		notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
@@ -172,7 +172,7 @@ func (m *recordingMetrics) OrderRefused(ca string, err error) {
 // first order and a renewal, from an issuer that does not name its CA.
 func TestMetricsHookOutcomes(t *testing.T) {
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
 	m := &recordingMetrics{}
 	r, err := New(Config{Now: clock.Now, Seed: 3, Metrics: m, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
@@ -235,7 +235,7 @@ certserver_orders_total{ca="",result="refused"} 2
 // moment of the scrape: an ARI poll, an order the limits deferred, the
 // new-orders bucket's tokens, a name blocked by its failed validations.
 func TestCACollector(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)} // newARIEnv's
+	clock := newFakeClock(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)) // newARIEnv's
 	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 1, Per: time.Hour}}, clock.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ type ariEnv struct {
 
 func newARIEnv(t *testing.T, cfg Config) *ariEnv {
 	t.Helper()
-	e := &ariEnv{st: openStore(t), clock: &fakeClock{now: time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &ariEnv{st: openStore(t), clock: newFakeClock(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC))}
 	e.ca = newFakeCA("https://ca.example.test/dir", e.clock)
 	// One CA offering ARI: the test's, with the Limiter a test may give
 	// in cfg.CAs[0].

@@ -14,7 +14,7 @@ import (
 func TestAdoptsImportedCertificate(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	const name = "moved.example.test"
 	life := 90 * 24 * time.Hour
 	imported, err := selfSigned(name, clock.Now().Add(-24*time.Hour), clock.Now().Add(life-24*time.Hour))
@@ -69,7 +69,7 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			st := openStore(t)
-			clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+			clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 			imported, err := selfSigned(set[0], clock.Now().Add(-24*time.Hour), clock.Now().Add(life-24*time.Hour))
 			if err != nil {
 				t.Fatal(err)
@@ -141,7 +141,7 @@ func TestImportedLineageRenewsAsOneSet(t *testing.T) {
 func TestAdoptionEndsFailures(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	const name = "late.example.test"
 	life := 90 * 24 * time.Hour
 	err := st.PutDomain(ctx, &store.Domain{Name: name, State: store.StateFailing, Failures: 8,

@@ -62,7 +62,7 @@ func TestOneLookupPerOnDemandOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{now: time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC))
 	resolver.now = clock.Now
 	policy, err := NewPolicy(PolicyConfig{Targets: []string{"192.0.2.10"}, Now: clock.Now}, resolver, discardLogger())
 	if err != nil {

@@ -139,7 +139,7 @@ func getDomain(t *testing.T, st store.Store, name string) *store.Domain {
 func TestFailingNameFollowsBackoff(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	detail := `urn:ietf:params:acme:error:dns :: DNS problem: NXDOMAIN looking up A for nowhere.example.test`
 	fail := problem{detail: detail, perm: true}
 	iss := &scriptedIssuer{errs: []error{fail, fail, fail, fail, fail}, life: 90 * 24 * time.Hour,
@@ -193,7 +193,7 @@ func TestFailingNameFollowsBackoff(t *testing.T) {
 
 func TestRetryAfterFromCAIsHonoured(t *testing.T) {
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	iss := &scriptedIssuer{errs: []error{problem{detail: "rateLimited", after: 3 * time.Hour}}, life: time.Hour,
 		notAfter: func() time.Time { return clock.Now().Add(time.Hour) }}
 	r, err := New(Config{Now: clock.Now, Seed: 1, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
@@ -211,7 +211,7 @@ func TestRetryAfterFromCAIsHonoured(t *testing.T) {
 func TestSuccessSchedulesRenewal(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	life := 90 * 24 * time.Hour
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
 	r, err := New(Config{Now: clock.Now, Seed: 7, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
@@ -354,7 +354,7 @@ func TestRemovedWhileOrdering(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			ctx := context.Background()
 			st := openStore(t)
-			clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+			clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 			const name = "gone.example.test"
 			iss := &scriptedIssuer{errs: tc.errs, life: 90 * 24 * time.Hour,
 				notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) },
@@ -436,7 +436,7 @@ func TestStoreErrorDoesNotSpin(t *testing.T) {
 func TestManagedWithRemovedOwner(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	life := 90 * 24 * time.Hour
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
 	r, err := New(Config{Now: clock.Now, Seed: 9, CAs: []CA{{Issuer: iss}}}, st, discardLogger())

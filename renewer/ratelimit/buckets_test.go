@@ -9,7 +9,7 @@ import (
 // and nothing beside them, so two Limiters on the same Buckets (as hosts
 // sharing one back end would be) spend one budget between them.
 func TestLimiterStateInBuckets(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	shared := NewMemoryBuckets()
 	cfg := LimitsConfig{NewOrders: Limit{Burst: 2, Per: time.Hour}}
 	a, err := NewLimiterWith(cfg, clock.Now, shared)

@@ -11,7 +11,7 @@ import (
 
 func newTestLimiter(t *testing.T, cfg LimitsConfig) (*Limiter, *fakeClock) {
 	t.Helper()
-	clock := &fakeClock{now: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	l, err := NewLimiter(cfg, clock.Now)
 	if err != nil {
 		t.Fatalf("NewLimiter: %v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -139,7 +140,9 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // (Content-Type application/x-pem-file), a Cache-Control max-age from
 // CacheMaxAge and the ID of the stored record that serves the name in
 // X-Certserver-Record (so that a cache holds one copy for all the names of
-// a record, a wildcard's subnames included); 404 when no certificate serves the name (yet); 400 when the
+// a record, a wildcard's subnames included), and in X-Certserver-Match the
+// stored name that matched: the name itself, or the wildcard pattern one
+// label up that serves it; 404 when no certificate serves the name (yet); 400 when the
 // name is not a valid host name (an IP literal, a wildcard, garbage); 405
 // for a method other than GET and HEAD; 404 for any other path; 500 when
 // the store fails.
@@ -236,12 +239,26 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	rc.SetContentType("application/x-pem-file")
 	setMaxAge(rc, maxAge)
 	rc.Response.Header.Set(RecordHeader, c.ID)
+	rc.Response.Header.Set(MatchHeader, matched(c, name))
 	writeLine(rc, c.ChainPEM)
 	writeLine(rc, c.KeyPEM)
 	if e.log.Enabled(e.base, slog.LevelDebug) {
 		e.log.Debug("certificate served", "name", name, "id", c.ID, "serial", c.Serial,
 			"not_after", c.NotAfter, "max_age", maxAge, "expired", !now.Before(c.NotAfter))
 	}
+}
+
+// matched returns the stored name by which LookupCertificate found c for
+// name: name itself when c lists it (its own link is read first), else
+// the wildcard pattern one label up.
+func matched(c *store.Certificate, name string) string {
+	if slices.Contains(c.Names, name) {
+		return name
+	}
+	if wild, ok := hostname.WildcardFor(name); ok {
+		return wild
+	}
+	return name
 }
 
 // writeLine appends b to the response body, followed by a newline unless it

@@ -150,7 +150,6 @@ local _M = { _VERSION = "0.2.0" }
 
 local DOT = str_byte(".")
 local HYPHEN = str_byte("-")
-local STAR = str_byte("*")
 local DOWN_KEY = "!down"         -- "<next probe> <interval> <since>" while down
 local FLAP_KEY = "!flap"         -- the last probe interval, for 2 minutes
 local BACK_KEY = "!back"         -- set for 5 s when a probe ended an outage
@@ -159,6 +158,7 @@ local FEED_KEY = "!feed"         -- "<epoch> <version>" last applied
 local REVAL_KEY = "!reval"       -- what was fetched before this is stale
 local BAD_PREFIX = "!bad:"       -- "!bad:" .. name, after a bad answer for name
 local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
+local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
 local NEGATIVE = "-"             -- the record of a cached 404/400
 local MAX_HEADERS = 64
 local MAX_BODY = 1024 * 1024
@@ -607,13 +607,16 @@ end
 -- A cache entry of a name: rec, the record serving it (nil for a negative
 -- answer), fresh until fresh_until; after that the worker looks for a
 -- newer copy, and may serve it stale (while the sidecar fails) until
--- stale_until. fetched is when the sidecar gave the answer.
-local function new_entry(fresh_until, fetched, rec)
+-- stale_until. fetched is when the sidecar gave the answer. wild is true
+-- when the name is served through the wildcard pattern one label up: one
+-- of the names a client can make up by the thousand.
+local function new_entry(fresh_until, fetched, rec, wild)
     return {
         fresh_until = fresh_until,
         stale_until = stale_deadline(fresh_until),
         fetched = fetched,
         rec = rec,
+        wild = wild or false,
     }
 end
 
@@ -636,10 +639,16 @@ end
 
 
 -- The shared dict holds, per name asked for, "<fresh_until> <fetched>
--- <record id>" (or "-" for a negative answer), and per record
+-- <record id>" (or "-" for a negative answer), followed by " *" when the
+-- name is served through the wildcard pattern one label up; per record
 -- RECORD_PREFIX .. id: "<version>\n<PEM>", so that all names of a record,
--- a wildcard's subnames among them, share one copy of the PEM.
-local function encode_name(fresh_until, fetched, id)
+-- a wildcard's subnames among them, share one copy of the PEM; and per
+-- wildcard pattern that served a name WILD_PREFIX .. pattern: the id of
+-- its record (which need not be the pattern: [example.com, *.example.com]).
+local function encode_name(fresh_until, fetched, id, wild)
+    if wild then
+        return str_format("%.3f %.3f %s *", fresh_until, fetched, id)
+    end
     return str_format("%.3f %.3f %s", fresh_until, fetched, id)
 end
 
@@ -671,18 +680,10 @@ end
 -- remember(name, entry) puts entry in the worker's LRU for its kind, and
 -- takes name out of the other.
 local function remember(name, entry)
-    local rec = entry.rec
-    if rec then
-        local id = rec.id
-        -- served through the wildcard "*" .. (name from its first dot)?
-        local dot = str_find(name, ".", 1, true)
-        if not (dot and str_byte(id, 1) == STAR
-                and str_sub(id, 2) == str_sub(name, dot))
-        then
-            lru:set(name, entry)
-            churn:delete(name)
-            return
-        end
+    if entry.rec and not entry.wild then
+        lru:set(name, entry)
+        churn:delete(name)
+        return
     end
     churn:set(name, entry)
     lru:delete(name)
@@ -709,9 +710,10 @@ local function load_shared(name, cur)
         certs:delete(name)
         return cur
     end
-    local fresh_until, fetched, id = str_match(v, "^(%S+) (%S+) (%S+)$")
+    local fresh_until, fetched, id, wild = str_match(v,
+                                                    "^(%S+) (%S+) (%S+)(.*)$")
     fresh_until, fetched = tonumber(fresh_until), tonumber(fetched)
-    if not (fresh_until and fetched) then
+    if not (fresh_until and fetched and (wild == "" or wild == " *")) then
         log_limited("shared", "malformed shared dict entry for " .. name)
         certs:delete(name)
         return cur
@@ -727,7 +729,7 @@ local function load_shared(name, cur)
     if cur and cur.rec == rec and cur.fetched >= fetched then
         return cur
     end
-    local entry = new_entry(fresh_until, fetched, rec)
+    local entry = new_entry(fresh_until, fetched, rec, wild == " *")
     local reval = certs:get(REVAL_KEY)
     if reval and fetched < reval then
         entry.fresh_until = 0  -- the feed lost track since: ask again
@@ -768,7 +770,7 @@ local function exchange(sock, path, max_body)
         return nil, "malformed status line", BAD_ANSWER
     end
 
-    local length, max_age, record, keepalive
+    local length, max_age, record, match, keepalive
     local complete = false
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
@@ -788,6 +790,8 @@ local function exchange(sock, path, max_body)
                 max_age = tonumber(str_match(v, "max%-age=(%d+)"))
             elseif k == "x-certserver-record" then
                 record = v
+            elseif k == "x-certserver-match" then
+                match = v
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
@@ -813,7 +817,8 @@ local function exchange(sock, path, max_body)
         end
     end
     return { status = status, body = body, max_age = max_age,
-             record = record, keepalive = keepalive ~= false }, nil, nil
+             record = record, match = match,
+             keepalive = keepalive ~= false }, nil, nil
 end
 
 
@@ -1005,6 +1010,14 @@ local function refresh(name, cur)
         if not (id and str_find(id, "^[%w.*-]+$")) then
             id = name  -- a sidecar that does not say which record
         end
+        -- Served through the wildcard one label up? The sidecar says which
+        -- stored name matched; one that does not is taken at its record.
+        local wild = wildcard_of(name)
+        if res.match then
+            wild = res.match == wild and wild
+        else
+            wild = id == wild and wild
+        end
         local rec
         rec, err = worker_record(id, version, body)
         if not rec then
@@ -1012,7 +1025,7 @@ local function refresh(name, cur)
             certs:set(BAD_PREFIX .. name, true, error_ttl)
             return hold(cur)
         end
-        local entry = new_entry(now + max_age, now, rec)
+        local entry = new_entry(now + max_age, now, rec, wild and true)
         local exptime = 0
         if max_stale > 0 then
             exptime = max_age + max_stale
@@ -1022,8 +1035,11 @@ local function refresh(name, cur)
         if ok then
             -- A name served through its wildcard takes only free room: a
             -- flood of random subnames must not push certificates out.
-            local value = encode_name(entry.fresh_until, now, id)
-            if id == wildcard_of(name) then
+            local value = encode_name(entry.fresh_until, now, id, wild)
+            if wild then
+                if certs:get(WILD_PREFIX .. wild) ~= id then
+                    certs:set(WILD_PREFIX .. wild, id)
+                end
                 ok = certs:safe_set(name, value, exptime)
                 if not ok then
                     certs:delete(name)  -- no older answer may outlive this
@@ -1132,9 +1148,12 @@ local lock_seq = 0
 -- nothing for: it covers the name, where the fallback covers nothing.
 local function through_wildcard(name)
     local wild = wildcard_of(name)
-    local rec = wild and load_record(wild)
+    if not wild then
+        return nil
+    end
+    local rec = load_record(certs:get(WILD_PREFIX .. wild) or wild)
     if rec then
-        return new_entry(ngx_now() + error_ttl, 0, rec)
+        return new_entry(ngx_now() + error_ttl, 0, rec, true)
     end
     return nil
 end
@@ -1228,6 +1247,7 @@ local feed_started = false
 local function drop(name)
     certs:delete(name)
     certs:delete(RECORD_PREFIX .. name)
+    certs:delete(WILD_PREFIX .. name)
     forget(name)
     local rec = records[name]
     if rec then

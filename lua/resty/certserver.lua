@@ -622,7 +622,9 @@ end
 
 
 -- The worker's record table for id at version, parsing body when this
--- version is new to the worker. Returns the record, or nil, err.
+-- version is new to the worker. Returns the record, or nil, err. The
+-- record it replaces is marked dropped, so that no name cached with it (a
+-- wildcard's subname, another SAN) keeps serving it.
 local function worker_record(id, version, body)
     local rec = records[id]
     if rec and rec.version == version and not rec.dropped then
@@ -632,9 +634,12 @@ local function worker_record(id, version, body)
     if not chain then
         return nil, err
     end
-    rec = { id = id, version = version, chain = chain, key = key }
-    records[id] = rec
-    return rec
+    local new = { id = id, version = version, chain = chain, key = key }
+    if rec then
+        rec.dropped = true
+    end
+    records[id] = new
+    return new
 end
 
 

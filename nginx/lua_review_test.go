@@ -1,6 +1,9 @@
 package nginx_test
 
 import (
+	"context"
+	"crypto/tls"
+	"fmt"
 	"testing"
 	"time"
 
@@ -39,6 +42,82 @@ func TestLuaOldRecordDroppedWithNewVersion(t *testing.T) {
 	side.change("*.w4.test", wildAnswer(v3))
 	eventually(t, 30*time.Second, "x.w4.test serves v3 after the feed dropped the record",
 		expectSerial(addr, "x.w4.test", v3.serial))
+	ngx.AssertCleanErrorLog(t)
+}
+
+// TestLuaStaleAnswerNotCached: an answer that was on its way while the
+// feed dropped its record serves its handshake only. It is not written
+// over the newer copy of the record another fetch cached after the drop,
+// which the record's other names would then serve.
+func TestLuaStaleAnswerNotCached(t *testing.T) {
+	ca := newTestCA(t)
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	// One worker, and a read timeout far above the slow answer's delay.
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Workers: 1,
+		Configure: "read_timeout_ms = 60000, lock_timeout_ms = 61000,",
+	})
+	addr := ngx.HTTPSAddr()
+	feedStarted(t, ca, side, addr)
+
+	names := []string{"a.multi.test", "b.multi.test"}
+	v1, v2 := ca.issue(t, names...), ca.issue(t, names...)
+	answerFor := func(l leaf, delay time.Duration) answer {
+		a := certAnswer(l, 3600)
+		a.record = "a.multi.test"
+		a.delay = delay
+		return a
+	}
+	side.set("b.multi.test", answerFor(v1, 0))
+	eventually(t, 30*time.Second, "b.multi.test serves v1", expectSerial(addr, "b.multi.test", v1.serial))
+
+	// a.multi.test is asked for; its answer, v1, takes its time.
+	const delay = 8 * time.Second
+	side.set("a.multi.test", answerFor(v1, delay))
+	slow := make(chan error, 1)
+	go func() {
+		d := tls.Dialer{Config: &tls.Config{ServerName: "a.multi.test", InsecureSkipVerify: true}}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			slow <- err
+			return
+		}
+		defer c.Close()
+		if got := c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(v1.serial) != 0 {
+			err = fmt.Errorf("the slow handshake served serial %v, want %v (its own answer)", got, v1.serial)
+		}
+		slow <- err
+	}()
+	eventually(t, 30*time.Second, "a.multi.test asked", func() error {
+		if side.hitsFor("a.multi.test") == 0 {
+			return fmt.Errorf("not asked yet")
+		}
+		return nil
+	})
+
+	// Meanwhile the record is replaced: the feed drops it, and
+	// b.multi.test's next handshake caches v2.
+	start := time.Now()
+	side.change("b.multi.test", answerFor(v2, 0), "a.multi.test", "b.multi.test")
+	side.set("a.multi.test", answerFor(v2, 0))
+	eventually(t, 30*time.Second, "b.multi.test serves v2", expectSerial(addr, "b.multi.test", v2.serial))
+	if time.Since(start) > delay/2 {
+		t.Skipf("the machine is too slow: the feed took %v, the slow answer %v", time.Since(start), delay)
+	}
+
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	// The slow v1 must not have replaced v2 for the record's other names.
+	for range 5 {
+		if got := servedSerial(t, addr, "b.multi.test"); got.Cmp(v2.serial) != 0 {
+			t.Fatalf("after a stale answer for a.multi.test, b.multi.test serves serial %v, want %v", got, v2.serial)
+		}
+	}
 	ngx.AssertCleanErrorLog(t)
 }
 

@@ -624,8 +624,9 @@ end
 -- The worker's record table for id at version, parsing body when this
 -- version is new to the worker. Returns the record, or nil, err. The
 -- record it replaces is marked dropped, so that no name cached with it (a
--- wildcard's subname, another SAN) keeps serving it.
-local function worker_record(id, version, body)
+-- wildcard's subname, another SAN) keeps serving it. With keep false, a
+-- new table is returned without replacing the worker's.
+local function worker_record(id, version, body, keep)
     local rec = records[id]
     if rec and rec.version == version and not rec.dropped then
         return rec
@@ -635,6 +636,9 @@ local function worker_record(id, version, body)
         return nil, err
     end
     local new = { id = id, version = version, chain = chain, key = key }
+    if keep == false then
+        return new
+    end
     if rec then
         rec.dropped = true
     end
@@ -1000,10 +1004,12 @@ local function refresh(name, cur)
     local now = ngx_now()
     local status = res and res.status
     local max_age = res and res.max_age and math_min(res.max_age, MAX_AGE)
-    if certs:get(FEED_KEY) ~= feed_before then
+    local moved = certs:get(FEED_KEY) ~= feed_before
+    if moved then
         -- Changes were applied while the answer was on its way: it may
-        -- predate one of them, and be written after its drop. Keep it
-        -- only until the next poll's worth.
+        -- predate one of them, and be written after its drop. A negative
+        -- answer is kept only until the next poll's worth; a certificate
+        -- serves this handshake only (below).
         max_age = math_min(max_age or FEED_INTERVAL, FEED_INTERVAL)
     end
 
@@ -1024,13 +1030,19 @@ local function refresh(name, cur)
             wild = id == wild and wild
         end
         local rec
-        rec, err = worker_record(id, version, body)
+        rec, err = worker_record(id, version, body, not moved)
         if not rec then
             log_limited("response", "bad answer for " .. name .. ": " .. err)
             certs:set(BAD_PREFIX .. name, true, error_ttl)
             return hold(cur)
         end
         local entry = new_entry(now + max_age, now, rec, wild and true)
+        if moved then
+            -- This answer may be older than a copy of its record another
+            -- worker fetched after the drop: caching it would serve it, for
+            -- up to its max-age, to every other name of the record.
+            return entry
+        end
         local exptime = 0
         if max_stale > 0 then
             exptime = max_age + max_stale

@@ -1259,6 +1259,7 @@ end
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
 local feed_started = false
+local feed_polling = false  -- a poll is under way (it may outlast a tick)
 
 
 local function drop(name)
@@ -1353,23 +1354,28 @@ end
 
 
 local function feed_tick(premature)
-    if premature or ngx_worker_exiting() then
+    if premature or ngx_worker_exiting() or feed_polling then
         return
     end
+    feed_polling = true
     local ok, err = pcall(poll_changes)
+    feed_polling = false
     if not ok then
         log_limited("internal", "internal error: " .. tostring(err))
     end
 end
 
 
+-- start_feed starts the worker's feed timer; a handshake tries again
+-- while it cannot (too many pending timers).
 local function start_feed()
-    feed_started = true
     local ok, err = ngx_timer_every(FEED_INTERVAL, feed_tick)
     if not ok then
         log_limited("feed", "cannot start the change feed's timer: "
                             .. tostring(err))
+        return
     end
+    feed_started = true
 end
 
 

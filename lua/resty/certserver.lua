@@ -156,7 +156,9 @@ local BACK_KEY = "!back"         -- set for 5 s when a probe ended an outage
 local PROBE_KEY = "!probe"       -- in lock_dict: the worker probing
 local FEED_KEY = "!feed"         -- "<epoch> <version>" last applied
 local REVAL_KEY = "!reval"       -- what was fetched before this is stale
-local BAD_PREFIX = "!bad:"       -- "!bad:" .. name, after a bad answer for name
+-- "!bad:" .. name, after a bad answer for name; set with safe_set, as any
+-- entry a client can cause by the thousand: it never evicts a certificate
+local BAD_PREFIX = "!bad:"
 local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
 local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
 local NEGATIVE = "-"             -- the record of a cached 404/400
@@ -1033,7 +1035,7 @@ local function refresh(name, cur)
         rec, err = worker_record(id, version, body, not moved)
         if not rec then
             log_limited("response", "bad answer for " .. name .. ": " .. err)
-            certs:set(BAD_PREFIX .. name, true, error_ttl)
+            certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
             return hold(cur)
         end
         local entry = new_entry(now + max_age, now, rec, wild and true)
@@ -1102,12 +1104,12 @@ local function refresh(name, cur)
     if status then
         log_limited("response", "sidecar answered " .. status .. " for "
                                 .. name)
-        certs:set(BAD_PREFIX .. name, true, error_ttl)
+        certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
     end
     if why == BAD_ANSWER then
         log_limited("response", "bad answer for " .. name .. ": " .. err)
-        certs:set(BAD_PREFIX .. name, true, error_ttl)
+        certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
     end
 

@@ -50,7 +50,10 @@ type CertEndpointConfig struct {
 	// NotFoundMaxAge is the Cache-Control max-age of a 404 answer (no
 	// certificate for the name yet). Default 10s.
 	NotFoundMaxAge time.Duration
-	// LookupTimeout bounds one store lookup. Default 2s.
+	// LookupTimeout bounds one store lookup. Default 300ms: below the
+	// Lua module's read_timeout_ms (500), so that a slow store answers 500
+	// (nginx serves its cached copy and asks again after error_ttl) rather
+	// than leaving nginx to time out.
 	LookupTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
 	// keep-alive connection may wait for the next one. Defaults 10s and 2m.
@@ -84,14 +87,15 @@ type OnDemand interface {
 
 // Defaults of CertEndpointConfig.
 const (
-	DefaultSocketMode      fs.FileMode = 0o660
-	DefaultCertMaxAge                  = 10 * time.Minute
-	DefaultCertMinAge                  = 10 * time.Second
-	DefaultNotFoundMaxAge              = 10 * time.Second
-	DefaultLookupTimeout               = 2 * time.Second
-	defaultReadTimeout                 = 10 * time.Second
-	defaultIdleTimeout                 = 2 * time.Minute
-	defaultShutdownTimeout             = 5 * time.Second
+	DefaultSocketMode        fs.FileMode = 0o660
+	DefaultCertMaxAge                    = 10 * time.Minute
+	DefaultCertMinAge                    = 10 * time.Second
+	DefaultNotFoundMaxAge                = 10 * time.Second
+	DefaultLookupTimeout                 = 2 * time.Second
+	DefaultCertLookupTimeout             = 300 * time.Millisecond
+	defaultReadTimeout                   = 10 * time.Second
+	defaultIdleTimeout                   = 2 * time.Minute
+	defaultShutdownTimeout               = 5 * time.Second
 )
 
 // withDefaults returns cfg with its zero fields set to their defaults, or
@@ -115,7 +119,7 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 		{"MaxAge", &cfg.MaxAge, DefaultCertMaxAge},
 		{"MinAge", &cfg.MinAge, DefaultCertMinAge},
 		{"NotFoundMaxAge", &cfg.NotFoundMaxAge, DefaultNotFoundMaxAge},
-		{"LookupTimeout", &cfg.LookupTimeout, DefaultLookupTimeout},
+		{"LookupTimeout", &cfg.LookupTimeout, DefaultCertLookupTimeout},
 		{"ReadTimeout", &cfg.ReadTimeout, defaultReadTimeout},
 		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
 		{"ShutdownTimeout", &cfg.ShutdownTimeout, defaultShutdownTimeout},

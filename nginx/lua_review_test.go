@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,4 +131,39 @@ func feedStarted(t *testing.T, ca *testCA, side *fakeSidecar, addr string) {
 	eventually(t, 30*time.Second, "feed-probe.test served", expectSerial(addr, "feed-probe.test", before.serial))
 	side.change("feed-probe.test", certAnswer(after, 3600))
 	eventually(t, 30*time.Second, "feed-probe.test's change applied", expectSerial(addr, "feed-probe.test", after.serial))
+}
+
+// TestLuaSlowAnswerNotDown: an answer slower than read_timeout_ms costs
+// its name error_ttl, not the sidecar: two in a row neither mark the
+// sidecar down (no "unreachable" line) nor keep the next name from being
+// asked.
+func TestLuaSlowAnswerNotDown(t *testing.T) {
+	ca := newTestCA(t)
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Workers: 1,
+	})
+	addr := ngx.HTTPSAddr()
+	feedStarted(t, ca, side, addr)
+
+	for _, name := range []string{"slow1.test", "slow2.test"} {
+		a := certAnswer(ca.issue(t, name), 60)
+		a.delay = 2 * time.Second // read_timeout_ms is 500
+		side.set(name, a)
+		if got := servedSerial(t, addr, name); got.Cmp(fallback.serial) != 0 {
+			t.Fatalf("%s served serial %v, want the fallback %v", name, got, fallback.serial)
+		}
+	}
+	fast := ca.issue(t, "fast.test")
+	side.set("fast.test", certAnswer(fast, 60))
+	if got := servedSerial(t, addr, "fast.test"); got.Cmp(fast.serial) != 0 {
+		t.Errorf("fast.test after two slow answers served serial %v, want %v", got, fast.serial)
+	}
+	for _, line := range strings.Split(ngx.ErrorLog(), "\n") {
+		if strings.Contains(line, "unreachable") {
+			t.Errorf("a slow answer marked the sidecar down: %s", line)
+		}
+	}
 }

@@ -46,7 +46,9 @@
 --  * a timeout, another status or a malformed response: the cached
 --    certificate is served even past its max-age (up to `max_stale`), else
 --    the fallback, and the name is not asked about for `error_ttl` seconds.
---  * no connection, or no answer started: the sidecar is down (below).
+--  * no connection, a connection closed with no answer, or SLOW_LIMIT
+--    timeouts in a row (across workers, no answer between): the sidecar
+--    is down (below).
 --  A max-age is taken at most MAX_AGE (a day).
 --
 -- Changes (see poll_changes): every worker asks the sidecar once a second,
@@ -63,7 +65,8 @@
 -- nothing.
 --
 -- The sidecar down (see sidecar_down): the first request that cannot
--- connect, or gets no answer, marks it down for all workers and logs
+-- connect, or gets its connection closed with no answer (or the third
+-- timeout in a row), marks it down for all workers and logs
 -- "certserver: sidecar at ... unreachable (...)" once. From then on no
 -- request is sent (nginx itself logs every failed connect, at [error] or
 -- [crit], whatever lua_socket_log_errors says), cached certificates are
@@ -162,6 +165,8 @@ local BAD_PREFIX = "!bad:"
 local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
 local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
 local NEGATIVE = "-"             -- the record of a cached 404/400
+local SLOW_KEY = "!slow"         -- requests in a row that timed out (SLOW)
+local SLOW_LIMIT = 3             -- that many mark the sidecar down
 local MAX_HEADERS = 64
 local MAX_BODY = 1024 * 1024
 local MAX_FEED_BODY = 2 * 1024 * 1024
@@ -175,6 +180,7 @@ local PROBE_MAX = 30             -- after a false recovery, doubling up to this
 local CLOSED = "closed"          -- closed before anything was received: a
                                  -- pooled connection the sidecar had closed
 local UNANSWERED = "unanswered"  -- no connection, or no answer started
+local SLOW = "slow"              -- connected, but no answer within read_timeout
 local BAD_ANSWER = "bad_answer"  -- a status line came; what followed was wrong
 local KEY_PATTERN = "%-%-%-%-%-BEGIN [A-Z ]*PRIVATE KEY%-%-%-%-%-"
 
@@ -762,17 +768,21 @@ local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
 -- keepalive } and nil, nil; or nil, what went wrong, and why it failed:
 -- CLOSED when the connection turned out closed before anything was
 -- received (worth one more try on a new connection; a timeout is not
--- retried, it would only double the wait), BAD_ANSWER when a status line
--- came and what followed was wrong, else UNANSWERED.
+-- retried, it would only double the wait), SLOW when no answer started
+-- within read_timeout, BAD_ANSWER when a status line came and what
+-- followed was wrong, else UNANSWERED.
 local function exchange(sock, path, max_body)
     local ok, err = sock:send("GET " .. path .. REQUEST_TAIL)
     if not ok then
-        return nil, "send: " .. err, err == "timeout" and UNANSWERED or CLOSED
+        return nil, "send: " .. err, err == "timeout" and SLOW or CLOSED
     end
 
     local line
     line, err = sock:receive("*l")
     if not line then
+        if err == "timeout" then
+            return nil, "no answer within " .. read_timeout .. " ms", SLOW
+        end
         return nil, "read status line: " .. err,
                err == "closed" and CLOSED or UNANSWERED
     end
@@ -857,6 +867,9 @@ local function fetch(path, max_body)
 
         local res, why
         res, err, why = exchange(sock, path, max_body)
+        if res and certs:get(SLOW_KEY) then
+            certs:delete(SLOW_KEY)  -- answers again: no longer in a row
+        end
         if res then
             if res.keepalive then
                 sock:setkeepalive(keepalive_timeout, keepalive_pool_size)
@@ -899,8 +912,23 @@ end
 -- doubling up to PROBE_MAX, so that the requests that follow a wrong
 -- probe, which nginx may log, stay a few a minute.
 
+-- slow(err) counts a request that connected but got no answer in time (a
+-- timeout, err). One is the name's problem (a slow lookup): the caller
+-- holds what it has for error_ttl. SLOW_LIMIT in a row, across workers,
+-- with no answer between, mark the sidecar down: it accepts connections
+-- but does not answer.
+local mark_down
+local function slow(err)
+    local n = certs:incr(SLOW_KEY, 1, 0)
+    if n and n >= SLOW_LIMIT then
+        certs:delete(SLOW_KEY)
+        mark_down(err .. ", " .. n .. " requests in a row")
+    end
+end
+
+
 -- mark_down(err) records that a request could not reach the sidecar.
-local function mark_down(err)
+mark_down = function (err)
     local now = ngx_now()
     local interval = 0
     if certs:get(BACK_KEY) then
@@ -1112,6 +1140,13 @@ local function refresh(name, cur)
         certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
     end
+    if why == SLOW then
+        log_limited("response", "sidecar gave no answer for " .. name
+                                .. ": " .. err)
+        certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
+        slow(err)
+        return hold(cur)
+    end
 
     mark_down(err)
     return hold(cur)
@@ -1304,6 +1339,9 @@ local function poll_changes()
     if not res then
         if why == BAD_ANSWER then
             log_limited("feed", "bad answer from the change feed: " .. err)
+        elseif why == SLOW then
+            log_limited("feed", "no answer from the change feed: " .. err)
+            slow(err)
         else
             mark_down(err)
         end

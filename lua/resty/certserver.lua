@@ -433,9 +433,16 @@ do
 end
 
 
--- socket_file_exists(path) tells whether a unix socket file exists. nginx
--- logs a failed connect to a missing socket file at [crit] once per
--- attempt; a stopped sidecar removes its socket, so look first.
+local EACCES = 13
+local PERMISSION_HINT = ": nginx's user must be in the sidecar's "
+                        .. "socket_group (certserver doctor checks it)"
+
+
+-- socket_file_exists(path) tells whether a unix socket file exists, and
+-- when it cannot tell, why (errno): EACCES for a directory on the path
+-- that nginx's user may not search. nginx logs a failed connect to a
+-- missing socket file at [crit] once per attempt; a stopped sidecar
+-- removes its socket, so look first.
 local socket_file_exists
 do
     local ok = pcall(ffi.cdef, [[
@@ -446,7 +453,10 @@ do
     end
     if ok then
         socket_file_exists = function (path)
-            return C.certserver_access(path, 0) == 0
+            if C.certserver_access(path, 0) == 0 then
+                return true
+            end
+            return false, ffi_errno()
         end
     else
         socket_file_exists = function ()
@@ -460,14 +470,16 @@ end
 -- connection right now, with a non-blocking connect() of the worker's own:
 -- no cosocket, so nginx logs nothing, and no waiting. A unix socket
 -- answers at once; so does a TCP loopback address that nobody listens on
--- (a connection still in progress counts as accepted). Without the FFI
--- symbols it says false: the caller then learns from a real request.
+-- (a connection still in progress counts as accepted). Any other error
+-- is a refusal: a missing socket file, and a permission denied on it,
+-- which a real request would meet too. Without the FFI symbols it says
+-- false: the caller then learns from a real request.
 local refused
 do
     local AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
     local SOCK_STREAM_NONBLOCK_CLOEXEC = 1 + 2048 + 524288  -- Linux
     local SOL_SOCKET, SO_ERROR = 1, 4
-    local ECONNREFUSED, ENOENT = 111, 2
+    local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
     local ok = pcall(ffi.cdef, [[
         struct certserver_sockaddr_un {
             unsigned short family; char path[108];
@@ -562,7 +574,8 @@ do
                 end
             end
             C.certserver_close(fd)
-            return errno == ECONNREFUSED or errno == ENOENT
+            return errno ~= 0 and errno ~= EINPROGRESS and errno ~= EAGAIN
+                   and errno ~= EINTR
         end
     else
         refused = function ()
@@ -847,8 +860,15 @@ end
 -- never CLOSED: a pooled connection found closed is tried once more on a
 -- new one, and a new connection found closed is UNANSWERED.
 local function fetch(path, max_body)
-    if sock_path and not socket_file_exists(sock_path) then
-        return nil, "no socket file " .. sock_path, UNANSWERED
+    if sock_path then
+        local exists, errno = socket_file_exists(sock_path)
+        if errno == EACCES then
+            return nil, "permission denied on a directory of " .. sock_path
+                        .. PERMISSION_HINT, UNANSWERED
+        end
+        if not exists then
+            return nil, "no socket file " .. sock_path, UNANSWERED
+        end
     end
     local err
     for _ = 1, 2 do
@@ -861,6 +881,9 @@ local function fetch(path, max_body)
             ok, err = sock:connect(sock_host)
         end
         if not ok then
+            if str_find(err, "permission denied", 1, true) then
+                err = err .. PERMISSION_HINT
+            end
             return nil, "connect: " .. err, UNANSWERED
         end
         local reused = sock:getreusedtimes()

@@ -165,8 +165,7 @@ local BAD_PREFIX = "!bad:"
 local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
 local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
 local NEGATIVE = "-"             -- the record of a cached 404/400
-local SLOW_KEY = "!slow"         -- requests in a row that timed out (SLOW)
-local SLOW_LIMIT = 3             -- that many mark the sidecar down
+local SLOW_LIMIT = 3             -- timeouts in a row that mark the sidecar down
 local MAX_HEADERS = 64
 local MAX_BODY = 1024 * 1024
 local MAX_FEED_BODY = 2 * 1024 * 1024
@@ -646,7 +645,7 @@ end
 -- version is new to the worker. Returns the record, or nil, err. The
 -- record it replaces is marked dropped, so that no name cached with it (a
 -- wildcard's subname, another SAN) keeps serving it. With keep false, a
--- new table is returned without replacing the worker's.
+-- new table is returned without replacing the worker's current one.
 local function worker_record(id, version, body, keep)
     local rec = records[id]
     if rec and rec.version == version and not rec.dropped then
@@ -657,7 +656,7 @@ local function worker_record(id, version, body, keep)
         return nil, err
     end
     local new = { id = id, version = version, chain = chain, key = key }
-    if keep == false then
+    if keep == false and rec and not rec.dropped then
         return new
     end
     if rec then
@@ -856,6 +855,10 @@ local function exchange(sock, path, max_body)
 end
 
 
+-- Requests in a row, in this worker, that got no answer in time (SLOW).
+local slow_in_row = 0
+
+
 -- Asks the sidecar for path. Returns res, err, why as exchange does, but
 -- never CLOSED: a pooled connection found closed is tried once more on a
 -- new one, and a new connection found closed is UNANSWERED.
@@ -890,8 +893,8 @@ local function fetch(path, max_body)
 
         local res, why
         res, err, why = exchange(sock, path, max_body)
-        if res and certs:get(SLOW_KEY) then
-            certs:delete(SLOW_KEY)  -- answers again: no longer in a row
+        if res then
+            slow_in_row = 0  -- answers again: no longer in a row
         end
         if res then
             if res.keepalive then
@@ -937,15 +940,16 @@ end
 
 -- slow(err) counts a request that connected but got no answer in time (a
 -- timeout, err). One is the name's problem (a slow lookup): the caller
--- holds what it has for error_ttl. SLOW_LIMIT in a row, across workers,
+-- holds what it has for error_ttl. SLOW_LIMIT in a row in this worker,
 -- with no answer between, mark the sidecar down: it accepts connections
--- but does not answer.
+-- but does not answer. (Counted per worker: a count in the shared dict
+-- would take room, and could evict a certificate, when it is full.)
 local mark_down
 local function slow(err)
-    local n = certs:incr(SLOW_KEY, 1, 0)
-    if n and n >= SLOW_LIMIT then
-        certs:delete(SLOW_KEY)
-        mark_down(err .. ", " .. n .. " requests in a row")
+    slow_in_row = slow_in_row + 1
+    if slow_in_row >= SLOW_LIMIT then
+        slow_in_row = 0
+        mark_down(err .. ", " .. SLOW_LIMIT .. " requests in a row")
     end
 end
 
@@ -1032,11 +1036,12 @@ local function wildcard_of(name)
 end
 
 
--- store_record(id, version, body, exptime) puts a record's PEM in the
--- shared dict, unless it holds this version already: then it only extends
--- its life (no allocation, so nothing is evicted by a name that maps to a
--- record already cached).
-local function store_record(id, version, body, exptime)
+-- store_record(id, version, body, exptime, moved) puts a record's PEM in
+-- the shared dict, unless it holds this version already: then it only
+-- extends its life (no allocation, so nothing is evicted by a name that
+-- maps to a record already cached). With moved (the answer may predate a
+-- change) it never replaces another version: it returns false, "newer".
+local function store_record(id, version, body, exptime, moved)
     local key = RECORD_PREFIX .. id
     local cur = certs:get(key)
     if cur and str_sub(cur, 1, #version + 1) == version .. "\n" then
@@ -1044,6 +1049,16 @@ local function store_record(id, version, body, exptime)
             certs:expire(key, exptime)
         end
         return true
+    end
+    if moved then
+        if cur then
+            return false, "newer"
+        end
+        local ok, err = certs:add(key, version .. "\n" .. body, exptime)
+        if not ok and err == "exists" then
+            return false, "newer"
+        end
+        return ok, err
     end
     return certs:set(key, version .. "\n" .. body, exptime)
 end
@@ -1060,9 +1075,9 @@ local function refresh(name, cur)
     local moved = certs:get(FEED_KEY) ~= feed_before
     if moved then
         -- Changes were applied while the answer was on its way: it may
-        -- predate one of them, and be written after its drop. A negative
-        -- answer is kept only until the next poll's worth; a certificate
-        -- serves this handshake only (below).
+        -- predate one of them, and be written after its drop. Keep it
+        -- only until the next poll's worth; and a certificate must not
+        -- replace another copy of its record (see store_record).
         max_age = math_min(max_age or FEED_INTERVAL, FEED_INTERVAL)
     end
 
@@ -1090,18 +1105,19 @@ local function refresh(name, cur)
             return hold(cur)
         end
         local entry = new_entry(now + max_age, now, rec, wild and true)
-        if moved then
-            -- This answer may be older than a copy of its record another
-            -- worker fetched after the drop: caching it would serve it, for
-            -- up to its max-age, to every other name of the record.
-            return entry
-        end
         local exptime = 0
         if max_stale > 0 then
             exptime = max_age + max_stale
         end
         local ok
-        ok, err = store_record(id, version, body, exptime)
+        ok, err = store_record(id, version, body, exptime, moved)
+        if err == "newer" then
+            -- Another worker cached a copy of the record, perhaps fetched
+            -- after the drop this answer predates: serve this handshake
+            -- only, not every other name of the record, for up to its
+            -- max-age.
+            return entry
+        end
         if ok then
             -- A name served through its wildcard takes only free room: a
             -- flood of random subnames must not push certificates out.
@@ -1220,9 +1236,10 @@ _M.valid_name = valid_name
 local lock_seq = 0
 
 
--- through_wildcard(name) serves, while the sidecar cannot be asked, the
--- cached record of the wildcard one label up for a name the caches hold
--- nothing for: it covers the name, where the fallback covers nothing.
+-- through_wildcard(name) serves, while the sidecar cannot be asked or
+-- fails for the name, the cached record of the wildcard one label up for
+-- a name the caches hold nothing for: it covers the name, where the
+-- fallback covers nothing.
 local function through_wildcard(name)
     local wild = wildcard_of(name)
     if not wild then
@@ -1260,7 +1277,7 @@ local function lookup(name, cur)
         return hold(entry) or through_wildcard(name)
     end
     if certs:get(BAD_PREFIX .. name) then
-        return hold(entry)
+        return hold(entry) or through_wildcard(name)
     end
 
     lock_seq = lock_seq + 1
@@ -1277,7 +1294,9 @@ local function lookup(name, cur)
             log_limited("internal", "internal error: " .. tostring(res))
             return hold(entry)
         end
-        if not res and certs:get(DOWN_KEY) then
+        if not res then
+            -- The sidecar failed (down, slow, a bad answer): a cached
+            -- wildcard covers the name, where the fallback covers nothing.
             return through_wildcard(name)
         end
         return res

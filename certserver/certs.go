@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -49,7 +50,10 @@ type CertEndpointConfig struct {
 	// NotFoundMaxAge is the Cache-Control max-age of a 404 answer (no
 	// certificate for the name yet). Default 10s.
 	NotFoundMaxAge time.Duration
-	// LookupTimeout bounds one store lookup. Default 2s.
+	// LookupTimeout bounds one store lookup. Default 300ms: below the
+	// Lua module's read_timeout_ms (500), so that a slow store answers 500
+	// (nginx serves its cached copy and asks again after error_ttl) rather
+	// than leaving nginx to time out.
 	LookupTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
 	// keep-alive connection may wait for the next one. Defaults 10s and 2m.
@@ -85,14 +89,15 @@ type OnDemand interface {
 
 // Defaults of CertEndpointConfig.
 const (
-	DefaultSocketMode      fs.FileMode = 0o660
-	DefaultCertMaxAge                  = 10 * time.Minute
-	DefaultCertMinAge                  = 10 * time.Second
-	DefaultNotFoundMaxAge              = 10 * time.Second
-	DefaultLookupTimeout               = 2 * time.Second
-	defaultReadTimeout                 = 10 * time.Second
-	defaultIdleTimeout                 = 2 * time.Minute
-	defaultShutdownTimeout             = 5 * time.Second
+	DefaultSocketMode        fs.FileMode = 0o660
+	DefaultCertMaxAge                    = 10 * time.Minute
+	DefaultCertMinAge                    = 10 * time.Second
+	DefaultNotFoundMaxAge                = 10 * time.Second
+	DefaultLookupTimeout                 = 2 * time.Second
+	DefaultCertLookupTimeout             = 300 * time.Millisecond
+	defaultReadTimeout                   = 10 * time.Second
+	defaultIdleTimeout                   = 2 * time.Minute
+	defaultShutdownTimeout               = 5 * time.Second
 )
 
 // withDefaults returns cfg with its zero fields set to their defaults, or
@@ -116,7 +121,7 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 		{"MaxAge", &cfg.MaxAge, DefaultCertMaxAge},
 		{"MinAge", &cfg.MinAge, DefaultCertMinAge},
 		{"NotFoundMaxAge", &cfg.NotFoundMaxAge, DefaultNotFoundMaxAge},
-		{"LookupTimeout", &cfg.LookupTimeout, DefaultLookupTimeout},
+		{"LookupTimeout", &cfg.LookupTimeout, DefaultCertLookupTimeout},
 		{"ReadTimeout", &cfg.ReadTimeout, defaultReadTimeout},
 		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
 		{"ShutdownTimeout", &cfg.ShutdownTimeout, defaultShutdownTimeout},
@@ -141,7 +146,9 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // (Content-Type application/x-pem-file), a Cache-Control max-age from
 // CacheMaxAge and the ID of the stored record that serves the name in
 // X-Certserver-Record (so that a cache holds one copy for all the names of
-// a record, a wildcard's subnames included); 404 when no certificate serves the name (yet); 400 when the
+// a record, a wildcard's subnames included), and in X-Certserver-Match the
+// stored name that matched: the name itself, or the wildcard pattern one
+// label up that serves it; 404 when no certificate serves the name (yet); 400 when the
 // name is not a valid host name (an IP literal, a wildcard, garbage); 405
 // for a method other than GET and HEAD; 404 for any other path; 500 when
 // the store fails.
@@ -240,12 +247,26 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	rc.SetContentType("application/x-pem-file")
 	setMaxAge(rc, maxAge)
 	rc.Response.Header.Set(RecordHeader, c.ID)
+	rc.Response.Header.Set(MatchHeader, matched(c, name))
 	writeLine(rc, c.ChainPEM)
 	writeLine(rc, c.KeyPEM)
 	if e.log.Enabled(e.base, slog.LevelDebug) {
 		e.log.Debug("certificate served", "name", name, "id", c.ID, "serial", c.Serial,
 			"not_after", c.NotAfter, "max_age", maxAge, "expired", !now.Before(c.NotAfter))
 	}
+}
+
+// matched returns the stored name by which LookupCertificate found c for
+// name: name itself when c lists it (its own link is read first), else
+// the wildcard pattern one label up.
+func matched(c *store.Certificate, name string) string {
+	if slices.Contains(c.Names, name) {
+		return name
+	}
+	if wild, ok := hostname.WildcardFor(name); ok {
+		return wild
+	}
+	return name
 }
 
 // writeLine appends b to the response body, followed by a newline unless it

@@ -30,6 +30,13 @@ const ChangesPath = "/v1/changes"
 // endpoint that names the stored record (its ID) serving the name asked.
 const RecordHeader = "X-Certserver-Record"
 
+// MatchHeader is the response header of a 200 from the certificate
+// endpoint that names the stored name the answer was found by: the name
+// asked itself, or the wildcard pattern one label up ("*.example.com").
+// nginx's Lua module caches a name served through a pattern as one of
+// the many a client can make up, whatever the record's first name.
+const MatchHeader = "X-Certserver-Match"
+
 // handleChanges answers GET /v1/changes.
 func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
 	feed, ok := e.store.(store.ChangeFeed)

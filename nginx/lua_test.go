@@ -131,11 +131,13 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.conns[c] = true
 		}
 	}
+	match := name
 	a, ok := f.answers[name]
 	if !ok {
 		// A wildcard answers for the names one label below it.
 		if i := strings.IndexByte(name, '.'); i > 0 {
-			a, ok = f.answers["*"+name[i:]]
+			match = "*" + name[i:]
+			a, ok = f.answers[match]
 		}
 	}
 	f.mu.Unlock()
@@ -148,6 +150,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.record != "" {
 		w.Header().Set("X-Certserver-Record", a.record)
+	}
+	if a.status == 200 {
+		w.Header().Set("X-Certserver-Match", match) // the stored name that matched
 	}
 	if a.chunked {
 		w.WriteHeader(a.status)

@@ -58,9 +58,10 @@
 -- record: a replaced or removed certificate is gone from every worker
 -- within about a second. The max-age stays the safety net (a sidecar
 -- without the feed, a change made while nginx could not hear of it). When
--- the sidecar cannot say what changed (nginx fell more than 8,192 changing writes
--- or 4096 names behind, or the store is another one) everything cached is
--- revalidated: asked again at its next handshake, served meanwhile. The
+-- the sidecar cannot say what changed (nginx fell more than 8,192
+-- changing writes or 4,096 names behind, or the store is another one)
+-- everything cached is revalidated: asked again at its next handshake,
+-- served meanwhile. The
 -- feed's history is kept in the store, so a sidecar restart loses
 -- nothing.
 --

@@ -116,22 +116,13 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 	if cfg.MaxImportBatchBody == 0 {
 		cfg.MaxImportBatchBody = DefaultAdminMaxImportBatchBody
 	}
-	for _, f := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
+	if err := defaultDurations([]durationField{
 		{"RequestTimeout", &cfg.RequestTimeout, DefaultAdminRequestTimeout},
 		{"ReadTimeout", &cfg.ReadTimeout, 30 * time.Second},
 		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
 		{"ShutdownTimeout", &cfg.ShutdownTimeout, 10 * time.Second},
-	} {
-		if *f.v < 0 {
-			return cfg, fmt.Errorf("%s %v is negative", f.name, *f.v)
-		}
-		if *f.v == 0 {
-			*f.v = f.def
-		}
+	}); err != nil {
+		return cfg, err
 	}
 	if cfg.StateCountTTL == 0 {
 		cfg.StateCountTTL = DefaultStateCountTTL
@@ -157,7 +148,7 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 //	POST   /v1/certificates           import a certificate (api.ImportRequest)
 //	POST   /v1/certificates/batch     import up to api.MaxImportBatch certificates,
 //	                                  one api.ImportRequest per line, in one commit
-//	                                  (api.ImportBatchResponse)
+//	                                  when it fits (api.ImportBatchResponse)
 //	POST   /v1/domains                manage names (api.AddDomainsRequest, a JSON
 //	                                  array of names, or one name per line)
 //	GET    /v1/domains?after=&limit=&state=&expiring=&failing=&q=
@@ -174,12 +165,9 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 type AdminAPI struct {
 	cfg       AdminConfig
 	store     store.Store
-	log       *slog.Logger
 	tokenHash [sha256.Size]byte
 	routes    router
-	// base is the server-lifetime context handlers derive from.
-	base context.Context
-	srv  server
+	server
 	// importMu makes an import's check of the stored certificate and its
 	// write one step with respect to other imports and to revocations.
 	importMu sync.Mutex
@@ -195,23 +183,21 @@ type AdminAPI struct {
 // fields set to their defaults. It neither listens nor serves: call Listen,
 // then Serve.
 func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAPI, error) {
-	if st == nil {
-		return nil, errors.New("admin API: nil store")
-	}
-	if logger == nil {
-		return nil, errors.New("admin API: nil logger")
-	}
-	cfg, err := cfg.withDefaults()
+	const name = "admin API"
+	cfg, err := prepare(name, cfg, st, logger)
 	if err != nil {
-		return nil, fmt.Errorf("admin API: %w", err)
+		return nil, err
 	}
 	a := &AdminAPI{
 		cfg:       cfg,
 		store:     st,
-		log:       logger.With("subsystem", "admin"),
 		tokenHash: sha256.Sum256([]byte(cfg.Token)),
 		listScan:  api.ListDomainsScan,
 	}
+	a.server.init(name, a.handle, logger.With("subsystem", "admin"), noBodyLimit, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
+	// Body limits are per route: the header decides before the body is read.
+	a.server.srv.ErrorHandler = a.handleReadError
+	a.server.srv.HeaderReceived = a.requestConfig
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/healthz", public: true, handle: a.healthz})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/readyz", public: true, handle: a.readyz})
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/certificates", handle: a.importCertificate})
@@ -227,11 +213,6 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	}
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/revoke", maxBody: noBodyLimit, handle: a.revokeDomain})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/queue", handle: a.showQueue})
-
-	a.base = a.srv.init(a.handle, a.log, noBodyLimit, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
-	// Body limits are per route: the header decides before the body is read.
-	a.srv.srv.ErrorHandler = a.handleReadError
-	a.srv.srv.HeaderReceived = a.requestConfig
 	return a, nil
 }
 
@@ -239,32 +220,8 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 // with CertEndpoint.Listen and bounds nothing yet. On error nothing stays
 // bound and the API cannot be used again.
 func (a *AdminAPI) Listen(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := a.srv.listenTCP(a.cfg.Listen, a.cfg.AllowNonLoopback); err != nil {
-		a.srv.close()
-		return fmt.Errorf("admin API: %w", err)
-	}
-	return nil
+	return a.server.listen(ctx, binding{TCP: a.cfg.Listen, AllowNonLoopback: a.cfg.AllowNonLoopback})
 }
-
-// Addrs returns the addresses Listen bound, with the port actually bound.
-func (a *AdminAPI) Addrs() []net.Addr { return a.srv.listenerAddrs() }
-
-// Serve answers requests until ctx is done, then stops gracefully, letting
-// requests in flight finish for up to ShutdownTimeout. It returns nil after
-// a clean stop, or the error that stopped the listener. An API serves once.
-func (a *AdminAPI) Serve(ctx context.Context) error {
-	if err := a.srv.serve(ctx); err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
-	return nil
-}
-
-// Close releases what Listen bound without serving, for when start-up fails
-// elsewhere. Serve does it itself when it returns.
-func (a *AdminAPI) Close() error { return a.srv.close() }
 
 // handle authenticates, routes and answers one request, and logs it.
 func (a *AdminAPI) handle(rc *fasthttp.RequestCtx) {

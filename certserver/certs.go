@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -50,7 +50,10 @@ type CertEndpointConfig struct {
 	// NotFoundMaxAge is the Cache-Control max-age of a 404 answer (no
 	// certificate for the name yet). Default 10s.
 	NotFoundMaxAge time.Duration
-	// LookupTimeout bounds one store lookup. Default 2s.
+	// LookupTimeout bounds one store lookup. Default 300ms: below the
+	// Lua module's read_timeout_ms (500), so that a slow store answers 500
+	// (nginx serves its cached copy and asks again after error_ttl) rather
+	// than leaving nginx to time out.
 	LookupTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
 	// keep-alive connection may wait for the next one. Defaults 10s and 2m.
@@ -59,7 +62,8 @@ type CertEndpointConfig struct {
 	// its context is done. Default 5s.
 	ShutdownTimeout time.Duration
 	// OnDemand, when set, is told about every valid host name the endpoint
-	// answers 404 for, so that a certificate can be obtained on demand.
+	// answers 404 for that a CA could issue for (hostname.CheckOrderable),
+	// so that a certificate can be obtained on demand.
 	// Default nil: on-demand issuance is off.
 	OnDemand OnDemand
 	// Metrics, when set, counts the endpoint's answers by status and
@@ -74,7 +78,8 @@ type CertEndpointConfig struct {
 // for. renewer.OnDemand implements it.
 type OnDemand interface {
 	// Request asks for a certificate for name, a normalized host name (never
-	// a wildcard) that no stored certificate serves. It is called from the
+	// a wildcard) that passes hostname.CheckOrderable and that no stored
+	// certificate serves. It is called from the
 	// request handler, on every such miss, so it must return at once: no
 	// I/O and no waiting, only queueing. Deciding whether the name may have
 	// a certificate is the implementation's business. It must be safe for
@@ -84,14 +89,15 @@ type OnDemand interface {
 
 // Defaults of CertEndpointConfig.
 const (
-	DefaultSocketMode      fs.FileMode = 0o660
-	DefaultCertMaxAge                  = 10 * time.Minute
-	DefaultCertMinAge                  = 10 * time.Second
-	DefaultNotFoundMaxAge              = 10 * time.Second
-	DefaultLookupTimeout               = 2 * time.Second
-	defaultReadTimeout                 = 10 * time.Second
-	defaultIdleTimeout                 = 2 * time.Minute
-	defaultShutdownTimeout             = 5 * time.Second
+	DefaultSocketMode        fs.FileMode = 0o660
+	DefaultCertMaxAge                    = 10 * time.Minute
+	DefaultCertMinAge                    = 10 * time.Second
+	DefaultNotFoundMaxAge                = 10 * time.Second
+	DefaultLookupTimeout                 = 2 * time.Second
+	DefaultCertLookupTimeout             = 300 * time.Millisecond
+	defaultReadTimeout                   = 10 * time.Second
+	defaultIdleTimeout                   = 2 * time.Minute
+	defaultShutdownTimeout               = 5 * time.Second
 )
 
 // withDefaults returns cfg with its zero fields set to their defaults, or
@@ -111,25 +117,16 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 			return cfg, err
 		}
 	}
-	for _, f := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
+	if err := defaultDurations([]durationField{
 		{"MaxAge", &cfg.MaxAge, DefaultCertMaxAge},
 		{"MinAge", &cfg.MinAge, DefaultCertMinAge},
 		{"NotFoundMaxAge", &cfg.NotFoundMaxAge, DefaultNotFoundMaxAge},
-		{"LookupTimeout", &cfg.LookupTimeout, DefaultLookupTimeout},
+		{"LookupTimeout", &cfg.LookupTimeout, DefaultCertLookupTimeout},
 		{"ReadTimeout", &cfg.ReadTimeout, defaultReadTimeout},
 		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
 		{"ShutdownTimeout", &cfg.ShutdownTimeout, defaultShutdownTimeout},
-	} {
-		if *f.v < 0 {
-			return cfg, fmt.Errorf("%s %v is negative", f.name, *f.v)
-		}
-		if *f.v == 0 {
-			*f.v = f.def
-		}
+	}); err != nil {
+		return cfg, err
 	}
 	if cfg.MinAge > cfg.MaxAge {
 		return cfg, fmt.Errorf("MinAge %v is longer than MaxAge %v", cfg.MinAge, cfg.MaxAge)
@@ -149,7 +146,9 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // (Content-Type application/x-pem-file), a Cache-Control max-age from
 // CacheMaxAge and the ID of the stored record that serves the name in
 // X-Certserver-Record (so that a cache holds one copy for all the names of
-// a record, a wildcard's subnames included); 404 when no certificate serves the name (yet); 400 when the
+// a record, a wildcard's subnames included), and in X-Certserver-Match the
+// stored name that matched: the name itself, or the wildcard pattern one
+// label up that serves it; 404 when no certificate serves the name (yet); 400 when the
 // name is not a valid host name (an IP literal, a wildcard, garbage); 405
 // for a method other than GET and HEAD; 404 for any other path; 500 when
 // the store fails.
@@ -160,7 +159,8 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // error, keeps working for clients that tolerate it, and is replaced within
 // MinAge of its renewal being stored.
 //
-// On a 404 for a valid host name the endpoint calls OnDemand.Request, when
+// On a 404 for a valid host name a CA could issue for
+// (hostname.CheckOrderable) the endpoint calls OnDemand.Request, when
 // configured, and answers without waiting: the handshake gets nginx's
 // fallback certificate until the certificate is stored.
 //
@@ -169,28 +169,20 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 type CertEndpoint struct {
 	cfg   CertEndpointConfig
 	store store.Store
-	log   *slog.Logger
-	// base is the server-lifetime context lookups derive from.
-	base context.Context
-	srv  server
+	server
 }
 
 // NewCertEndpoint returns a certificate endpoint reading st, configured by
 // cfg with its zero fields set to their defaults. It neither listens nor
 // serves: call Listen, then Serve.
 func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger) (*CertEndpoint, error) {
-	if st == nil {
-		return nil, errors.New("certificate endpoint: nil store")
-	}
-	if logger == nil {
-		return nil, errors.New("certificate endpoint: nil logger")
-	}
-	cfg, err := cfg.withDefaults()
+	const name = "certificate endpoint"
+	cfg, err := prepare(name, cfg, st, logger)
 	if err != nil {
-		return nil, fmt.Errorf("certificate endpoint: %w", err)
+		return nil, err
 	}
-	e := &CertEndpoint{cfg: cfg, store: st, log: logger.With("subsystem", "certs")}
-	e.base = e.srv.init(e.handle, e.log, 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
+	e := &CertEndpoint{cfg: cfg, store: st}
+	e.server.init(name, e.handle, logger.With("subsystem", "certs"), 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return e, nil
 }
 
@@ -199,39 +191,9 @@ func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger
 // not the life of the listeners. On error nothing stays bound and the
 // endpoint cannot be used again.
 func (e *CertEndpoint) Listen(ctx context.Context) error {
-	if e.cfg.Socket != "" {
-		if err := e.srv.listenUnix(ctx, e.cfg.Socket, e.cfg.SocketMode, e.cfg.SocketGroup); err != nil {
-			e.srv.close()
-			return fmt.Errorf("certificate endpoint: %w", err)
-		}
-	}
-	if e.cfg.Listen != "" {
-		if err := e.srv.listenTCP(e.cfg.Listen, e.cfg.AllowNonLoopback); err != nil {
-			e.srv.close()
-			return fmt.Errorf("certificate endpoint: %w", err)
-		}
-	}
-	return nil
+	return e.server.listen(ctx, binding{Socket: e.cfg.Socket, SocketMode: e.cfg.SocketMode, SocketGroup: e.cfg.SocketGroup,
+		TCP: e.cfg.Listen, AllowNonLoopback: e.cfg.AllowNonLoopback})
 }
-
-// Addrs returns the addresses Listen bound: a *net.UnixAddr holding the
-// socket path, a *net.TCPAddr with the port actually bound.
-func (e *CertEndpoint) Addrs() []net.Addr { return e.srv.listenerAddrs() }
-
-// Serve answers requests until ctx is done, then stops gracefully: it stops
-// accepting connections, lets requests in flight finish for up to
-// ShutdownTimeout, and removes the socket file. It returns nil after a clean
-// stop, or the error that stopped a listener. An endpoint serves once.
-func (e *CertEndpoint) Serve(ctx context.Context) error {
-	if err := e.srv.serve(ctx); err != nil {
-		return fmt.Errorf("certificate endpoint: %w", err)
-	}
-	return nil
-}
-
-// Close releases what Listen bound without serving, for when start-up fails
-// elsewhere. Serve does it itself when it returns.
-func (e *CertEndpoint) Close() error { return e.srv.close() }
 
 // handle answers one request. Nothing from rc is kept after it returns.
 func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
@@ -268,7 +230,8 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		if e.log.Enabled(e.base, slog.LevelDebug) {
 			e.log.Debug("no certificate", "name", name, "on_demand", e.cfg.OnDemand != nil)
 		}
-		if e.cfg.OnDemand != nil {
+		// Only a name a CA would issue for is worth ordering.
+		if e.cfg.OnDemand != nil && hostname.CheckOrderable(name) == nil {
 			e.cfg.OnDemand.Request(name)
 		}
 		return
@@ -284,12 +247,26 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	rc.SetContentType("application/x-pem-file")
 	setMaxAge(rc, maxAge)
 	rc.Response.Header.Set(RecordHeader, c.ID)
+	rc.Response.Header.Set(MatchHeader, matched(c, name))
 	writeLine(rc, c.ChainPEM)
 	writeLine(rc, c.KeyPEM)
 	if e.log.Enabled(e.base, slog.LevelDebug) {
 		e.log.Debug("certificate served", "name", name, "id", c.ID, "serial", c.Serial,
 			"not_after", c.NotAfter, "max_age", maxAge, "expired", !now.Before(c.NotAfter))
 	}
+}
+
+// matched returns the stored name by which LookupCertificate found c for
+// name: name itself when c lists it (its own link is read first), else
+// the wildcard pattern one label up.
+func matched(c *store.Certificate, name string) string {
+	if slices.Contains(c.Names, name) {
+		return name
+	}
+	if wild, ok := hostname.WildcardFor(name); ok {
+		return wild
+	}
+	return name
 }
 
 // writeLine appends b to the response body, followed by a newline unless it

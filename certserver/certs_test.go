@@ -53,6 +53,8 @@ func TestCertEndpoint(t *testing.T) {
 		ChainPEM: []byte("CHAIN example.com\n"), KeyPEM: []byte("KEY example.com\n"), NotAfter: far, RenewAt: far.Add(-30 * 24 * time.Hour)})
 	putCert(t, st, &store.Certificate{ID: "*.wild.example.org", Names: []string{"*.wild.example.org"},
 		ChainPEM: []byte("CHAIN wild"), KeyPEM: []byte("KEY wild"), NotAfter: far})
+	putCert(t, st, &store.Certificate{ID: "apex.example.org", Names: []string{"apex.example.org", "*.apex.example.org"},
+		ChainPEM: []byte("CHAIN apex\n"), KeyPEM: []byte("KEY apex\n"), NotAfter: far})
 	putCert(t, st, &store.Certificate{ID: "due.example.net", Names: []string{"due.example.net"},
 		ChainPEM: []byte("CHAIN due\n"), KeyPEM: []byte("KEY due\n"), NotAfter: now.Add(10 * 24 * time.Hour), RenewAt: now.Add(-time.Hour)})
 	putCert(t, st, &store.Certificate{ID: "soon.example.net", Names: []string{"soon.example.net"},
@@ -74,15 +76,18 @@ func TestCertEndpoint(t *testing.T) {
 		cacheControl string
 		contentType  string
 		record       string // X-Certserver-Record of a 200
+		match        string // X-Certserver-Match of a 200
 	}{
 		{desc: "found exact", path: "/v1/certs/example.com", status: 200,
-			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType, record: "example.com"},
+			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType, record: "example.com", match: "example.com"},
 		{desc: "found by another SAN", path: "/v1/certs/www.example.com", status: 200,
-			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType, record: "example.com"},
+			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType, record: "example.com", match: "www.example.com"},
 		{desc: "name is normalized", path: "/v1/certs/WWW.Example.COM.", status: 200,
 			body: "CHAIN example.com\nKEY example.com\n", cacheControl: "max-age=600", contentType: pemType},
 		{desc: "found via wildcard, newlines added", path: "/v1/certs/a.wild.example.org", status: 200,
-			body: "CHAIN wild\nKEY wild\n", cacheControl: "max-age=600", contentType: pemType, record: "*.wild.example.org"},
+			body: "CHAIN wild\nKEY wild\n", cacheControl: "max-age=600", contentType: pemType, record: "*.wild.example.org", match: "*.wild.example.org"},
+		{desc: "found via the wildcard of an apex-first record", path: "/v1/certs/a.apex.example.org", status: 200,
+			body: "CHAIN apex\nKEY apex\n", cacheControl: "max-age=600", contentType: pemType, record: "apex.example.org", match: "*.apex.example.org"},
 		{desc: "internationalized name", path: "/v1/certs/b%C3%BCcher.example", status: 200,
 			body: "CHAIN idn\nKEY idn\n", cacheControl: "max-age=600", contentType: pemType},
 		{desc: "renewal due: short max-age", path: "/v1/certs/due.example.net", status: 200,
@@ -147,6 +152,11 @@ func TestCertEndpoint(t *testing.T) {
 			if tc.record != "" {
 				if got := resp.Header.Get("X-Certserver-Record"); got != tc.record {
 					t.Errorf("X-Certserver-Record %q, want %q", got, tc.record)
+				}
+			}
+			if tc.match != "" {
+				if got := resp.Header.Get("X-Certserver-Match"); got != tc.match {
+					t.Errorf("X-Certserver-Match %q, want %q", got, tc.match)
 				}
 			}
 			if tc.status == 405 && resp.Header.Get("Allow") != "GET, HEAD" {
@@ -226,6 +236,10 @@ func TestCertEndpointOnDemand(t *testing.T) {
 		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
 	putCert(t, st, &store.Certificate{ID: "*.wild.example.com", Names: []string{"*.wild.example.com"},
 		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
+	// U+2603 is DISALLOWED in IDNA2008: no CA issues for it any more, but
+	// a certificate issued before is served.
+	putCert(t, st, &store.Certificate{ID: "xn--n3h.example.com", Names: []string{"xn--n3h.example.com"},
+		ChainPEM: []byte("CHAIN\n"), KeyPEM: []byte("KEY\n"), NotAfter: far})
 	od := &recordingOnDemand{}
 	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", OnDemand: od}, st)
 	addr := e.Addrs()[0].String()
@@ -243,6 +257,8 @@ func TestCertEndpointOnDemand(t *testing.T) {
 		{desc: "HEAD of an unknown name", method: "HEAD", name: "head.example.com", status: 404, want: []string{"head.example.com"}},
 		{desc: "found name", method: "GET", name: "have.example.com", status: 200},
 		{desc: "name found through a wildcard", method: "GET", name: "a.wild.example.com", status: 200},
+		{desc: "name outside IDNA2008 found", method: "GET", name: "xn--n3h.example.com", status: 200},
+		{desc: "name outside IDNA2008 not ordered", method: "GET", name: "xn--i-7iq.example", status: 404},
 		{desc: "IP address", method: "GET", name: "192.0.2.1", status: 400},
 		{desc: "wildcard", method: "GET", name: "*.example.com", status: 400},
 		{desc: "one label", method: "GET", name: "localhost", status: 400},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -62,22 +61,13 @@ func (cfg ChallengeConfig) withDefaults() (ChallengeConfig, error) {
 				"if nginx runs elsewhere on a network that is yours", err)
 		}
 	}
-	for _, f := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
+	if err := defaultDurations([]durationField{
 		{"LookupTimeout", &cfg.LookupTimeout, DefaultLookupTimeout},
 		{"ReadTimeout", &cfg.ReadTimeout, defaultReadTimeout},
 		{"IdleTimeout", &cfg.IdleTimeout, defaultIdleTimeout},
 		{"ShutdownTimeout", &cfg.ShutdownTimeout, defaultShutdownTimeout},
-	} {
-		if *f.v < 0 {
-			return cfg, fmt.Errorf("%s %v is negative", f.name, *f.v)
-		}
-		if *f.v == 0 {
-			*f.v = f.def
-		}
+	}); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
@@ -99,28 +89,20 @@ func (cfg ChallengeConfig) withDefaults() (ChallengeConfig, error) {
 type ChallengeEndpoint struct {
 	cfg   ChallengeConfig
 	store store.Store
-	log   *slog.Logger
-	// base is the server-lifetime context lookups derive from.
-	base context.Context
-	srv  server
+	server
 }
 
 // NewChallengeEndpoint returns a challenge endpoint reading st, configured
 // by cfg with its zero fields set to their defaults. It neither listens nor
 // serves: call Listen, then Serve.
 func NewChallengeEndpoint(cfg ChallengeConfig, st store.Store, logger *slog.Logger) (*ChallengeEndpoint, error) {
-	if st == nil {
-		return nil, errors.New("challenge endpoint: nil store")
-	}
-	if logger == nil {
-		return nil, errors.New("challenge endpoint: nil logger")
-	}
-	cfg, err := cfg.withDefaults()
+	const name = "challenge endpoint"
+	cfg, err := prepare(name, cfg, st, logger)
 	if err != nil {
-		return nil, fmt.Errorf("challenge endpoint: %w", err)
+		return nil, err
 	}
-	c := &ChallengeEndpoint{cfg: cfg, store: st, log: logger.With("subsystem", "challenge")}
-	c.base = c.srv.init(c.handle, c.log, 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
+	c := &ChallengeEndpoint{cfg: cfg, store: st}
+	c.server.init(name, c.handle, logger.With("subsystem", "challenge"), 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return c, nil
 }
 
@@ -128,34 +110,8 @@ func NewChallengeEndpoint(cfg ChallengeConfig, st store.Store, logger *slog.Logg
 // with CertEndpoint.Listen and bounds nothing yet. On error nothing stays
 // bound and the endpoint cannot be used again.
 func (c *ChallengeEndpoint) Listen(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		c.srv.close()
-		return err
-	}
-	if err := c.srv.listenTCP(c.cfg.Listen, c.cfg.AllowNonLoopback); err != nil {
-		c.srv.close()
-		return fmt.Errorf("challenge endpoint: %w", err)
-	}
-	return nil
+	return c.server.listen(ctx, binding{TCP: c.cfg.Listen, AllowNonLoopback: c.cfg.AllowNonLoopback})
 }
-
-// Addrs returns the addresses Listen bound, with the port actually bound.
-func (c *ChallengeEndpoint) Addrs() []net.Addr { return c.srv.listenerAddrs() }
-
-// Serve answers requests until ctx is done, then stops gracefully, letting
-// requests in flight finish for up to ShutdownTimeout. It returns nil after
-// a clean stop, or the error that stopped the listener. An endpoint serves
-// once.
-func (c *ChallengeEndpoint) Serve(ctx context.Context) error {
-	if err := c.srv.serve(ctx); err != nil {
-		return fmt.Errorf("challenge endpoint: %w", err)
-	}
-	return nil
-}
-
-// Close releases what Listen bound without serving, for when start-up fails
-// elsewhere. Serve does it itself when it returns.
-func (c *ChallengeEndpoint) Close() error { return c.srv.close() }
 
 // handle answers one request. Nothing from rc is kept after it returns. The
 // token is never logged: with the account's thumbprint it is the key

@@ -34,11 +34,19 @@ func TestChangesEndpoint(t *testing.T) {
 	if _, lines := ask("nonsense"); len(lines) != 1 || lines[0] != "reset" {
 		t.Fatalf("a malformed cursor: %q, want reset", lines)
 	}
-	putCert(t, st, &store.Certificate{ID: "*.wild.example.org", Names: []string{"*.wild.example.org", "wild.example.org"},
-		ChainPEM: []byte("CHAIN wild"), KeyPEM: []byte("KEY wild"), NotAfter: time.Now().Add(time.Hour)})
+	wild := func(chain string) *store.Certificate {
+		return &store.Certificate{ID: "*.wild.example.org", Names: []string{"*.wild.example.org", "wild.example.org"},
+			ChainPEM: []byte(chain), KeyPEM: []byte("KEY wild"), NotAfter: time.Now().Add(time.Hour)}
+	}
+	putCert(t, st, wild("CHAIN wild"))
 	next, lines := ask(cur)
+	if next != cur || len(lines) != 0 {
+		t.Fatalf("after a put of names nothing served: %s %q, want nothing at %s", next, lines, cur)
+	}
+	putCert(t, st, wild("CHAIN wild renewed"))
+	next, lines = ask(cur)
 	if strings.Join(lines, ",") != "*.wild.example.org,wild.example.org" {
-		t.Fatalf("after a put: %q", lines)
+		t.Fatalf("after a replacement: %q", lines)
 	}
 	if err := st.DeleteCertificate(context.Background(), "*.wild.example.org"); err != nil {
 		t.Fatal(err)

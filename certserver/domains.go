@@ -40,9 +40,6 @@ const addChunk = 10000
 // maxNameEcho is how much of an invalid name an answer repeats, in bytes.
 const maxNameEcho = 256
 
-// maxProfile is the longest ACME profile name accepted.
-const maxProfile = 64
-
 // addDomains answers POST /v1/domains: it parses the names of the body (a
 // JSON array, a JSON object with "names" and "profile", or text with one
 // name per line), refuses the invalid ones with their position, and brings
@@ -137,7 +134,8 @@ func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile st
 	return n, nil
 }
 
-// leaveSet finishes the removal of d. A name that was managed with
+// leaveSet finishes the removal of d; running it again changes nothing
+// more. A name that was managed with
 // another (with, its ManagedWith before the removal) leaves that name's
 // ExtraNames: its next order no longer asks for it (the certificate
 // serves it until then). A name carrying ExtraNames takes the records
@@ -193,6 +191,10 @@ func (l *nameList) add(line int, raw string) {
 	l.entries++
 	n, err := hostname.Normalize(raw)
 	if err == nil {
+		// Added names are ordered: they are held to what a CA takes.
+		err = hostname.CheckOrderable(n)
+	}
+	if err == nil {
 		l.names = append(l.names, n)
 		return
 	}
@@ -241,21 +243,14 @@ func parseNames(rc *fasthttp.RequestCtx) (*nameList, error) {
 	return l, nil
 }
 
-// parseNameLines reads one name per line; blank lines and what follows a
-// "#" are ignored. Lines are counted from 1, blank and comment lines too.
+// parseNameLines reads one name per line (api.NameInLine). Lines are
+// counted from 1, blank and comment lines too.
 func parseNameLines(body []byte, l *nameList) {
 	for line := 1; len(body) > 0; line++ {
-		var ln []byte
-		if i := bytes.IndexByte(body, '\n'); i >= 0 {
-			ln, body = body[:i], body[i+1:]
-		} else {
-			ln, body = body, nil
-		}
-		if i := bytes.IndexByte(ln, '#'); i >= 0 {
-			ln = ln[:i]
-		}
-		if ln = bytes.TrimSpace(ln); len(ln) > 0 {
-			l.add(line, string(ln))
+		ln, rest, _ := bytes.Cut(body, []byte{'\n'})
+		body = rest
+		if name := api.NameInLine(ln); len(name) > 0 {
+			l.add(line, string(name))
 		}
 	}
 }
@@ -320,8 +315,8 @@ func readNameObject(dec *json.Decoder, l *nameList) error {
 				}
 				return jsonError(err)
 			}
-			if err := checkProfile(l.profile); err != nil {
-				return err
+			if err := api.CheckProfile(l.profile); err != nil {
+				return errorf(fasthttp.StatusBadRequest, "%v", err)
 			}
 		default:
 			return errorf(fasthttp.StatusBadRequest, "unknown field %q (fields: \"names\", \"profile\")", key)
@@ -352,22 +347,6 @@ func readNameArray(dec *json.Decoder, l *nameList) error {
 	}
 	if _, err := dec.Token(); err != nil {
 		return jsonError(err)
-	}
-	return nil
-}
-
-// checkProfile refuses a profile name that cannot be one: ACME profile
-// names are short tokens ("classic", "shortlived").
-func checkProfile(p string) error {
-	if len(p) > maxProfile {
-		return errorf(fasthttp.StatusBadRequest, "profile is longer than %d characters", maxProfile)
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' {
-			continue
-		}
-		return errorf(fasthttp.StatusBadRequest, "profile %q: only letters, digits, '-', '_' and '.' are allowed", p)
 	}
 	return nil
 }
@@ -444,7 +423,7 @@ func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain,
 	doc := &api.Domain{DomainRecord: domainRecord(d), RecentAttempts: []api.Attempt{}}
 	for _, at := range d.Attempts {
 		doc.RecentAttempts = append(doc.RecentAttempts, api.Attempt{
-			At: at.At, Outcome: at.Outcome, Error: at.Error, Serial: at.Serial, TookMS: at.Took.Milliseconds(),
+			At: at.At, Outcome: string(at.Outcome), Error: at.Error, Serial: at.Serial, TookMS: at.Took.Milliseconds(),
 		})
 	}
 	c, err := a.servingCertificate(ctx, d)
@@ -455,7 +434,7 @@ func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain,
 		doc.Certificate = &api.CertificateInfo{
 			ID: c.ID, Names: c.Names, Serial: c.Serial, Issuer: c.Issuer,
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, RenewAt: c.RenewAt,
-			KeyType: c.KeyType, Source: c.Source, Origin: c.Origin,
+			KeyType: string(c.KeyType), Source: string(c.Source), Origin: c.Origin,
 		}
 	}
 	return doc, nil
@@ -575,10 +554,13 @@ func (a *AdminAPI) removeDomain(ctx context.Context, rc *fasthttp.RequestCtx, p 
 	if err != nil {
 		return err
 	}
+	// The removal is finished on every DELETE, not only the one that marked
+	// the record: when leaveSet failed after the mark, a retried DELETE
+	// still takes the names managed with it along. leaveSet is idempotent.
+	if err := a.leaveSet(ctx, d, with); err != nil {
+		return err
+	}
 	if removed {
-		if err := a.leaveSet(ctx, d, with); err != nil {
-			return err
-		}
 		a.log.Info("domain removed", "name", name, "revoked", revoke, "left_set_of", with, "extra_names", len(d.ExtraNames))
 	}
 	doc, err := a.domainDoc(ctx, d)

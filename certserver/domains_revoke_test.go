@@ -102,7 +102,7 @@ func newRevokeEnv(t *testing.T) *revokeEnv {
 func (env *revokeEnv) addCert(t *testing.T, names ...string) {
 	c := newTestCert(t, env.now.Add(60*24*time.Hour), names...)
 	putCert(t, env.st, &store.Certificate{ID: names[0], Names: names, ChainPEM: c.chain, KeyPEM: c.key,
-		NotAfter: c.notAfter, Serial: c.serial, Source: "acme"})
+		NotAfter: c.notAfter, Serial: c.serial, Source: store.SourceACME})
 	env.certs[names[0]] = c
 }
 

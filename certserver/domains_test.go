@@ -357,7 +357,7 @@ func TestAdminShowDomain(t *testing.T) {
 	c := newTestCert(t, env.now.Add(60*24*time.Hour), "shop.example.com", "www.shop.example.com")
 	putCert(t, env.st, &store.Certificate{ID: "shop.example.com", Names: []string{"shop.example.com", "www.shop.example.com"},
 		ChainPEM: c.chain, KeyPEM: c.key, NotBefore: env.now, NotAfter: c.notAfter, RenewAt: c.notAfter.Add(-30 * 24 * time.Hour),
-		Serial: c.serial, Issuer: "CN=test", KeyType: "ecdsa-p256", Source: "acme", Origin: "https://ca.example/dir"})
+		Serial: c.serial, Issuer: "CN=test", KeyType: "ecdsa-p256", Source: store.SourceACME, Origin: "https://ca.example/dir"})
 	w := newTestCert(t, env.now.Add(30*24*time.Hour), "*.wild.example.com")
 	putCert(t, env.st, &store.Certificate{ID: "*.wild.example.com", Names: []string{"*.wild.example.com"},
 		ChainPEM: w.chain, KeyPEM: w.key, NotAfter: w.notAfter, Serial: w.serial, Source: "import"})
@@ -380,7 +380,7 @@ func TestAdminShowDomain(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ci := doc.Certificate; ci == nil || ci.ID != "shop.example.com" || ci.Serial != c.serial || !ci.NotAfter.Equal(c.notAfter) ||
-		len(ci.Names) != 2 || ci.Source != "acme" || ci.Origin != "https://ca.example/dir" || ci.KeyType != "ecdsa-p256" {
+		len(ci.Names) != 2 || ci.Source != string(store.SourceACME) || ci.Origin != "https://ca.example/dir" || ci.KeyType != "ecdsa-p256" {
 		t.Errorf("certificate %+v", doc.Certificate)
 	}
 	if len(doc.RecentAttempts) != 0 {
@@ -701,10 +701,10 @@ func TestAdminDomainSet(t *testing.T) {
 	}
 }
 
-// Names are checked as a CA checks them (IDNA2008), in a bulk add and in
-// a route's path alike: a DISALLOWED code point is refused naming it, and
-// a name the UTS #46 mapping would change is refused naming the change
-// and the name to send, never stored as another name.
+// Added names are checked as a CA checks them (IDNA2008): a DISALLOWED
+// code point is refused naming it. A name the UTS #46 mapping would
+// change is refused, in a bulk add and in a route's path alike, naming the
+// change and the name to send, never stored as another name.
 func TestAdminDomainsIDNA2008(t *testing.T) {
 	env := newDomainsEnv(t, AdminConfig{})
 	r := env.post(t, "application/json", `["xn--n3h.example.com", "☃.example.com", "ex\u200bample.com", "ｅｘａｍｐｌｅ.com", "bücher.example"]`)
@@ -727,12 +727,65 @@ func TestAdminDomainsIDNA2008(t *testing.T) {
 			t.Errorf("%s: %v, want not stored", n, err)
 		}
 	}
+	// A path only looks a name up: IDNA2008 is an order's rule, so a name
+	// outside it is simply not managed.
 	resp, _, raw := call(t, "GET", env.base+"/v1/domains/xn--n3h.example.com", "Bearer "+testToken, "", "")
-	if resp.StatusCode != 400 || !strings.Contains(raw, `U+2603 '☃' is DISALLOWED in IDNA2008`) {
+	if resp.StatusCode != 404 || !strings.Contains(raw, "not managed") {
 		t.Errorf("GET of a DISALLOWED name: %d %s", resp.StatusCode, raw)
 	}
 	resp, _, raw = call(t, "DELETE", env.base+"/v1/domains/ex%E2%80%8Bample.com", "Bearer "+testToken, "", "")
 	if resp.StatusCode != 400 || !strings.Contains(raw, `U+200B`) {
 		t.Errorf("DELETE of a mapped name: %d %s", resp.StatusCode, raw)
+	}
+}
+
+// failUpdateStore fails the next update of one domain record.
+type failUpdateStore struct {
+	store.Store
+	mu   sync.Mutex
+	fail string // the name whose next UpdateDomain fails; "" for none
+}
+
+func (s *failUpdateStore) UpdateDomain(ctx context.Context, name string, fn func(*store.Domain) error) error {
+	s.mu.Lock()
+	fail := s.fail == name
+	if fail {
+		s.fail = ""
+	}
+	s.mu.Unlock()
+	if fail {
+		return errors.New("disk on fire")
+	}
+	return s.Store.UpdateDomain(ctx, name, fn)
+}
+
+// A DELETE of a primary name that failed after marking it removed leaves
+// nothing behind once retried: the names managed with it are removed too,
+// not left managed with a removed name that nothing renews.
+func TestAdminRemoveDomainRetried(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	st := &failUpdateStore{Store: newTestStore(t)}
+	base := startAdmin(t, AdminConfig{Token: testToken, Now: func() time.Time { return now }, Scheduler: &recordingScheduler{}}, st)
+	set := []string{"shop.example.com", "www.shop.example.com"}
+	for _, d := range []*store.Domain{
+		{Name: set[0], State: store.StateValid, CertID: set[0], ExtraNames: set[1:], NextAttempt: now.Add(time.Hour)},
+		{Name: set[1], State: store.StateValid, CertID: set[0], ManagedWith: set[0]},
+	} {
+		if err := st.PutDomain(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.mu.Lock()
+	st.fail = set[1]
+	st.mu.Unlock()
+	if resp, _, raw := call(t, "DELETE", base+"/v1/domains/"+set[0], "Bearer "+testToken, "", ""); resp.StatusCode != 500 {
+		t.Fatalf("DELETE with a failing store: %d %s", resp.StatusCode, raw)
+	}
+	if resp, _, raw := call(t, "DELETE", base+"/v1/domains/"+set[0], "Bearer "+testToken, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("DELETE retried: %d %s", resp.StatusCode, raw)
+	}
+	if d, err := st.GetDomain(ctx, set[1]); err != nil || d.State != store.StateRemoved || d.ManagedWith != "" {
+		t.Errorf("after the retried removal of %s, %s is %+v %v; want removed with it", set[0], set[1], d, err)
 	}
 }

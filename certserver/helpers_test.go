@@ -2,20 +2,14 @@ package certserver
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/certtest"
 )
 
 // testLogger logs to the test's output.
@@ -61,40 +55,11 @@ type testCert struct {
 }
 
 // newTestCert returns a self-signed ECDSA P-256 certificate for names,
-// valid from an hour before notAfter minus 90 days until notAfter.
+// valid from 90 days before notAfter until notAfter.
 func newTestCert(t testing.TB, notAfter time.Time, names ...string) testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 96))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    notAfter.Add(-90 * 24 * time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCert{
-		chain:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:      pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		serial:   serial.Text(16),
-		notAfter: notAfter,
-	}
+	c := certtest.New(t, certtest.Template{DNSNames: names, NotBefore: notAfter.Add(-90 * 24 * time.Hour), NotAfter: notAfter}, nil)
+	return testCert{chain: c.CertPEM, key: c.KeyPEM, serial: c.Cert.SerialNumber.Text(16), notAfter: notAfter}
 }
 
 // serving starts serve(ctx) in the background and stops it in t.Cleanup,

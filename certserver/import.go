@@ -61,7 +61,7 @@ func (a *AdminAPI) importCertificate(ctx context.Context, rc *fasthttp.RequestCt
 		a.log.Info("certificate import skipped", "id", c.ID, "serial", c.Serial, "not_after", c.NotAfter,
 			"stored_serial", old.Serial, "stored_not_after", old.NotAfter, "reason", d.resp.Reason)
 	case d.write:
-		if err := a.writeImports(ctx, []*store.Certificate{c}); err != nil {
+		if _, err := a.writeImports(ctx, []*store.Certificate{c}); err != nil {
 			return err
 		}
 		a.log.Info("certificate imported", "id", c.ID, "names", len(c.Names), "serial", c.Serial,
@@ -94,7 +94,7 @@ func parseImport(req *api.ImportRequest, now time.Time) (*store.Certificate, err
 	if err != nil {
 		return nil, &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: ImportReason(err)}
 	}
-	c.Source, c.Origin, c.StoredAt = req.Source, req.Origin, now
+	c.Source, c.Origin, c.StoredAt = store.Source(req.Source), req.Origin, now
 	return c, nil
 }
 
@@ -143,20 +143,23 @@ func (a *AdminAPI) storedCertificate(ctx context.Context, id string) (*store.Cer
 
 // writeImports stores the certificates an import decided to write, in
 // order, in one atomic write of the store, or in as few as fit when they
-// are too many for one. The caller holds importMu.
-func (a *AdminAPI) writeImports(ctx context.Context, cs []*store.Certificate) error {
+// are too many for one. It returns how many of cs, from the first, are
+// committed: all of them without an error, and with one those written
+// before the failing write. The caller holds importMu.
+func (a *AdminAPI) writeImports(ctx context.Context, cs []*store.Certificate) (int, error) {
 	err := a.store.PutCertificates(ctx, cs)
 	switch {
 	case err == nil:
-		return nil
+		return len(cs), nil
 	case errors.Is(err, store.ErrBatchTooLarge) && len(cs) > 1:
 		half := len(cs) / 2
-		if err := a.writeImports(ctx, cs[:half]); err != nil {
-			return err
+		if n, err := a.writeImports(ctx, cs[:half]); err != nil {
+			return n, err
 		}
-		return a.writeImports(ctx, cs[half:])
+		n, err := a.writeImports(ctx, cs[half:])
+		return half + n, err
 	case errors.Is(err, store.ErrInvalid):
-		return &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: api.ReasonInvalid}
+		return 0, &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: api.ReasonInvalid}
 	}
-	return fmt.Errorf("import: %w", err)
+	return 0, fmt.Errorf("import: %w", err)
 }

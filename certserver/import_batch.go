@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"mime"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -18,8 +19,11 @@ import (
 // importCertificates answers POST /v1/certificates/batch: a stream of
 // api.ImportRequest objects, one per line, each parsed and decided as
 // POST /v1/certificates does it (parseImport, decideImport), the
-// certificates to write stored in one commit (writeImports) before the
-// answer, an api.ImportBatchResponse, is sent. It logs one line per batch.
+// certificates to write stored in one commit (writeImports; in several
+// when they do not fit in one) before the answer, an
+// api.ImportBatchResponse, is sent. When a later commit fails after an
+// earlier one, the answer is still 200 and the certificates not stored
+// are refused with status 500 (notStored). It logs one line per batch.
 //
 // Decoding a line and parsing its chain and key are most of the work, so
 // they run on every CPU; deciding and writing happen in the order sent,
@@ -59,6 +63,7 @@ func (a *AdminAPI) importCertificates(ctx context.Context, rc *fasthttp.RequestC
 	defer a.importMu.Unlock()
 	written := map[string]*store.Certificate{}
 	var writes []*store.Certificate
+	var at []int // at[k] is the index in the batch of writes[k]
 	for i, c := range certs {
 		if c == nil {
 			continue
@@ -73,11 +78,27 @@ func (a *AdminAPI) importCertificates(ctx context.Context, rc *fasthttp.RequestC
 		results[i] = api.ImportResult{Status: d.status, ImportResponse: d.resp}
 		if d.write {
 			writes = append(writes, c)
+			at = append(at, i)
 			written[c.ID] = c
 		}
 	}
-	if err := a.writeImports(ctx, writes); err != nil {
-		return err
+	if n, err := a.writeImports(ctx, writes); err != nil {
+		if n == 0 {
+			return err
+		}
+		// A batch too large for one commit was written in parts and a
+		// later part failed: the answer tells which were stored.
+		a.log.Error("certificate batch partly stored", "stored", n, "not_stored", len(writes)-n, "error", err)
+		lost := map[string]bool{}
+		for k, i := range at[n:] {
+			results[i] = notStored(results[i], err)
+			lost[writes[n+k].ID] = true
+		}
+		for i, c := range certs {
+			if c != nil && lost[c.ID] && results[i].Result != api.ResultImported && results[i].Result != api.ResultRefused {
+				results[i] = notStored(results[i], err) // decided against one that was not stored
+			}
+		}
 	}
 
 	n := map[string]int{}
@@ -136,6 +157,20 @@ func refusedImport(err error) api.ImportResult {
 	return r
 }
 
+// notStored is the result of a certificate of a batch that was decided
+// but not stored, because the write of the part of the batch it was in
+// failed with err after earlier parts were committed.
+func notStored(r api.ImportResult, err error) api.ImportResult {
+	r.Status, r.Reason, r.ReplacedSerial, r.StoredNotAfter = fasthttp.StatusInternalServerError, "", "", time.Time{}
+	r.Error = "not stored: " + err.Error() + "; send it again"
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		r.Status, r.Reason, r.Error = ae.Status, ae.Reason, "not stored: "+ae.Message
+	}
+	r.Result = api.ResultRefused
+	return r
+}
+
 // firstID is the ID of the first certificate of a batch that has one, to
 // find the batch in the log.
 func firstID(results []api.ImportResult) string {
@@ -148,11 +183,27 @@ func firstID(results []api.ImportResult) string {
 }
 
 // parallel calls fn(0) … fn(n-1) on as many goroutines as there are CPUs
-// and returns when every call has returned.
+// and returns when every call has returned. A panic in a call does not
+// kill the process: the other calls still run, and parallel then panics
+// in the caller's goroutine with a *workerPanic holding the first value
+// and its stack, which the handler's recoverPanic turns into a 500.
 func parallel(n int, fn func(i int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
 	var next sync.Mutex
 	i := 0
+	var first *workerPanic
+	call := func(j int) {
+		defer func() {
+			if v := recover(); v != nil {
+				next.Lock()
+				if first == nil {
+					first = &workerPanic{value: v, stack: debug.Stack()}
+				}
+				next.Unlock()
+			}
+		}()
+		fn(j)
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
@@ -164,9 +215,23 @@ func parallel(n int, fn func(i int)) {
 				if j >= n {
 					return
 				}
-				fn(j)
+				call(j)
 			}
 		})
 	}
 	wg.Wait()
+	if first != nil {
+		panic(first)
+	}
+}
+
+// workerPanic is a panic recovered on one of parallel's goroutines; its
+// message holds the stack where it happened.
+type workerPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *workerPanic) Error() string {
+	return fmt.Sprintf("%v\n\nin a parallel worker:\n%s", p.value, p.stack)
 }

@@ -284,3 +284,103 @@ func TestAdminImportBatchFailedCommit(t *testing.T) {
 		}
 	}
 }
+
+// A panic in one of parallel's calls reaches the caller's goroutine, where
+// the handler's recover answers 500, instead of killing the sidecar; the
+// other calls still run.
+func TestParallelRecoversPanic(t *testing.T) {
+	var mu sync.Mutex
+	ran := map[int]bool{}
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		parallel(50, func(i int) {
+			if i == 7 {
+				panic("boom")
+			}
+			mu.Lock()
+			ran[i] = true
+			mu.Unlock()
+		})
+	}()
+	p, ok := got.(*workerPanic)
+	if !ok {
+		t.Fatalf("recovered %#v, want a *workerPanic", got)
+	}
+	if p.value != "boom" || !strings.Contains(p.Error(), "boom") || !strings.Contains(p.Error(), "TestParallelRecoversPanic") {
+		t.Errorf("panic %q does not hold the value and the stack of the call", p.Error())
+	}
+	if len(ran) != 49 {
+		t.Errorf("%d calls ran besides the one that panicked, want 49", len(ran))
+	}
+}
+
+// splittingStore takes at most max certificates per PutCertificates
+// (store.ErrBatchTooLarge beyond) and fails the write numbered failAt
+// (1-based, counting the writes it takes), as a store that dies between
+// the parts of a batch too large for one commit.
+type splittingStore struct {
+	store.Store
+	mu     sync.Mutex
+	max    int
+	writes int
+	failAt int
+}
+
+func (s *splittingStore) PutCertificates(ctx context.Context, cs []*store.Certificate) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(cs) > s.max {
+		return store.ErrBatchTooLarge
+	}
+	s.writes++
+	if s.writes == s.failAt {
+		return errors.New("disk gone")
+	}
+	return s.Store.PutCertificates(ctx, cs)
+}
+
+// TestAdminImportBatchPartlyStored: a batch written in two commits whose
+// second fails is answered with a result per certificate: imported for
+// the part committed, refused with status 500 for the rest, which a
+// second upload imports.
+func TestAdminImportBatchPartlyStored(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	st := &splittingStore{Store: newTestStore(t), max: 2, failAt: 2}
+	env := newBatchEnv(t, AdminConfig{Now: func() time.Time { return now }}, st)
+	var reqs []api.ImportRequest
+	for i := range 4 {
+		reqs = append(reqs, batchReq(newTestCert(t, now.Add(90*24*time.Hour), fmt.Sprintf("part%d.example.com", i)), "part"))
+	}
+	resp, err := env.cl.ImportCertificates(ctx, reqs)
+	if err != nil {
+		t.Fatalf("partly stored batch: %v, want a result per certificate", err)
+	}
+	for i, r := range resp.Results {
+		_, gerr := st.GetCertificate(ctx, fmt.Sprintf("part%d.example.com", i))
+		switch {
+		case i < 2 && (r.Result != api.ResultImported || r.Status != 201 || gerr != nil):
+			t.Errorf("certificate %d: %d %q (stored: %v), want 201 imported and stored", i+1, r.Status, r.Result, gerr)
+		case i >= 2 && (r.Result != api.ResultRefused || r.Status != 500 || !strings.Contains(r.Error, "not stored") || !errors.Is(gerr, store.ErrNotFound)):
+			t.Errorf("certificate %d: %d %q %q (stored: %v), want 500 refused, not stored", i+1, r.Status, r.Result, r.Error, gerr)
+		}
+	}
+	if !strings.Contains(env.log.String(), "certificate batch partly stored") {
+		t.Errorf("the partial commit is not logged:\n%s", env.log.String())
+	}
+
+	resp, err = env.cl.ImportCertificates(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.Results {
+		want := api.ResultImported
+		if i < 2 {
+			want = api.ResultUnchanged
+		}
+		if r.Result != want {
+			t.Errorf("sent again, certificate %d: %q, want %q", i+1, r.Result, want)
+		}
+	}
+}

@@ -138,7 +138,7 @@ func scanInventory(ctx context.Context, st store.Store, now time.Time, failingLi
 			case left <= expiringLater:
 				inv.Expiring14d++
 			}
-			soonest.add(ExpiringCertificate{ID: c.ID, Names: len(c.Names), NotAfter: c.NotAfter, Issuer: c.Issuer, Source: c.Source})
+			soonest.add(ExpiringCertificate{ID: c.ID, Names: len(c.Names), NotAfter: c.NotAfter, Issuer: c.Issuer, Source: string(c.Source)})
 		}
 		if len(page) < scanPage {
 			break

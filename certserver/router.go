@@ -184,9 +184,7 @@ func pathParam(rc *fasthttp.RequestCtx, prefix string) (string, bool) {
 		rc.Error("not found\n", fasthttp.StatusNotFound)
 		return "", false
 	}
-	if !rc.IsGet() && !rc.IsHead() {
-		rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
-		rc.Response.Header.Set("Allow", "GET, HEAD")
+	if !getOrHead(rc) {
 		return "", false
 	}
 	v, err := pathSegment(string(path[len(prefix):]))

@@ -11,14 +11,22 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certserver/certserver/store"
 	"github.com/valyala/fasthttp"
 )
 
 // server is the life cycle shared by the endpoints: a fasthttp.Server, the
 // listeners it serves on and the socket files to remove when it stops.
+// Each endpoint embeds one, which gives it Addrs, Serve and Close.
 type server struct {
-	srv             *fasthttp.Server
-	log             *slog.Logger
+	// name names the endpoint in errors ("admin API").
+	name string
+	srv  *fasthttp.Server
+	// log is the endpoint's logger.
+	log *slog.Logger
+	// base is the server-lifetime context handlers derive theirs from,
+	// cancelled once the server has stopped.
+	base            context.Context
 	shutdownTimeout time.Duration
 	// stop cancels the server-lifetime context handlers derive their
 	// contexts from; it is called once the server has stopped.
@@ -32,13 +40,12 @@ type server struct {
 	closed  bool
 }
 
-// init makes s the server of an endpoint: a fasthttp.Server answering with
-// h, with the read timeout on both reading a request and writing its
-// answer, idle keep-alive connections closed after idle, bodies over
-// maxBody refused, and fasthttp's own messages logged to log. It returns
-// the server-lifetime context handlers derive theirs from, cancelled once
-// the server has stopped.
-func (s *server) init(h fasthttp.RequestHandler, log *slog.Logger, maxBody int, read, idle, shutdown time.Duration) context.Context {
+// init makes s the server of the endpoint called name: a fasthttp.Server
+// answering with h, with the read timeout on both reading a request and
+// writing its answer, idle keep-alive connections closed after idle,
+// bodies over maxBody refused, and its own messages and fasthttp's logged
+// to log.
+func (s *server) init(name string, h fasthttp.RequestHandler, log *slog.Logger, maxBody int, read, idle, shutdown time.Duration) {
 	base, stop := context.WithCancel(context.Background())
 	s.srv = &fasthttp.Server{
 		Handler:                      h,
@@ -51,8 +58,54 @@ func (s *server) init(h fasthttp.RequestHandler, log *slog.Logger, maxBody int, 
 		NoDefaultContentType:         true,
 		Logger:                       fasthttpLogger{log},
 	}
-	s.log, s.shutdownTimeout, s.stop = log, shutdown, stop
-	return base
+	s.name, s.log, s.base, s.shutdownTimeout, s.stop = name, log, base, shutdown, stop
+}
+
+// prepare is the first step of an endpoint's constructor: it refuses a nil
+// store or logger, and returns cfg with its zero fields set to their
+// defaults, or the error of the first field out of range; errors name the
+// endpoint.
+func prepare[C interface{ withDefaults() (C, error) }](name string, cfg C, st store.Store, logger *slog.Logger) (C, error) {
+	if st == nil {
+		return cfg, errors.New(name + ": nil store")
+	}
+	if logger == nil {
+		return cfg, errors.New(name + ": nil logger")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return cfg, fmt.Errorf("%s: %w", name, err)
+	}
+	return cfg, nil
+}
+
+// binding is what an endpoint listens on: a unix socket at Socket, with
+// SocketMode and SocketGroup, when Socket is set; a TCP address, a
+// loopback one unless AllowNonLoopback, when TCP is set.
+type binding struct {
+	Socket           string
+	SocketMode       fs.FileMode
+	SocketGroup      string
+	TCP              string
+	AllowNonLoopback bool
+}
+
+// listen binds what b names. ctx bounds the binding only (the check for a
+// live server on an existing socket file), not the life of the listeners.
+// On error nothing stays bound and the server cannot be used again.
+func (s *server) listen(ctx context.Context, b binding) error {
+	err := ctx.Err()
+	if err == nil && b.Socket != "" {
+		err = s.listenUnix(ctx, b.Socket, b.SocketMode, b.SocketGroup)
+	}
+	if err == nil && b.TCP != "" {
+		err = s.listenTCP(b.TCP, b.AllowNonLoopback)
+	}
+	if err != nil {
+		s.close()
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	return nil
 }
 
 // listenTCP adds a TCP listener on addr. Unless allowNonLoopback is set,
@@ -89,19 +142,31 @@ func (s *server) listenUnix(ctx context.Context, path string, mode fs.FileMode, 
 	return nil
 }
 
-// listenerAddrs returns the addresses of the listeners, unix sockets by
-// their path.
-func (s *server) listenerAddrs() []net.Addr {
+// Addrs returns the addresses Listen bound: a *net.UnixAddr holding a
+// socket's path, a *net.TCPAddr with the port actually bound.
+func (s *server) Addrs() []net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]net.Addr(nil), s.addrs...)
 }
 
-// serve serves on every listener until ctx is done or one of them fails,
-// then shuts down gracefully: listeners close at once, requests in flight
-// get shutdownTimeout to finish, socket files are removed. It returns the
-// listener failure, or a shutdown that ran out of time; nil after a clean
-// stop.
+// Serve answers requests on every listener until ctx is done or one of
+// them fails, then stops gracefully: it stops accepting connections, lets
+// requests in flight finish for up to the endpoint's ShutdownTimeout, and
+// removes the socket files. It returns nil after a clean stop, or the
+// error that stopped a listener, or a shutdown that ran out of time. An
+// endpoint serves once.
+func (s *server) Serve(ctx context.Context) error {
+	if err := s.serve(ctx); err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	return nil
+}
+
+// Close releases what Listen bound without serving, for when start-up fails
+// elsewhere. Serve does it itself when it returns.
+func (s *server) Close() error { return s.close() }
+
 func (s *server) serve(ctx context.Context) error {
 	s.mu.Lock()
 	switch {
@@ -176,6 +241,39 @@ func (s *server) close() error {
 	}
 	s.stop()
 	return errors.Join(errs...)
+}
+
+// getOrHead reports whether rc is a GET or HEAD request, answering 405
+// when it is not.
+func getOrHead(rc *fasthttp.RequestCtx) bool {
+	if rc.IsGet() || rc.IsHead() {
+		return true
+	}
+	rc.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+	rc.Response.Header.Set("Allow", "GET, HEAD")
+	return false
+}
+
+// durationField is a duration of a configuration: its name, where it is,
+// and the default a zero value takes.
+type durationField struct {
+	name string
+	v    *time.Duration
+	def  time.Duration
+}
+
+// defaultDurations sets each zero field to its default, and refuses a
+// negative one, naming it.
+func defaultDurations(fields []durationField) error {
+	for _, f := range fields {
+		if *f.v < 0 {
+			return fmt.Errorf("%s %v is negative", f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	return nil
 }
 
 // fasthttpLogger sends the fasthttp server's own messages to slog.

@@ -9,21 +9,33 @@ import (
 	"github.com/certserver/certserver/nginx/nginxtest"
 )
 
-// sweep is how many handshakes count as "every worker": nginx hands
-// connections to its workers as they come, so a run this long reaches each
-// of three workers with overwhelming likelihood.
-const sweep = 24
+// maxSweep bounds the handshakes allServe makes to reach every worker.
+// nginxtest listens with reuseport, so the kernel hands each connection to
+// a worker by its (random) source port: with 3 workers, 300 handshakes
+// miss one with a likelihood of about 3·(2/3)^300, never.
+const maxSweep = 300
 
-// allServe is a condition for eventually: sweep handshakes in a row with
-// addr for sni all serve the serial want.
-func allServe(addr, sni string, want *big.Int) func() error {
+// allServe is a condition for eventually: handshakes with ngx for sni,
+// until every worker has served one, all serve the serial want. Each
+// handshake is followed by a request whose answer names the worker
+// (nginxtest.WorkerHeader).
+func allServe(ngx *nginxtest.Nginx, sni string, want *big.Int) func() error {
 	return func() error {
-		for i := range sweep {
-			if err := expectSerial(addr, sni, want)(); err != nil {
-				return fmt.Errorf("handshake %d of %d: %w", i+1, sweep, err)
+		pids := make(map[string]bool)
+		for i := range maxSweep {
+			serial, pid, err := servedBy(ngx.HTTPSAddr(), sni)
+			if err != nil {
+				return fmt.Errorf("handshake %d: %w", i+1, err)
+			}
+			if serial.Cmp(want) != 0 {
+				return fmt.Errorf("handshake %d: worker %s served %q serial %v, want %v", i+1, pid, sni, serial, want)
+			}
+			pids[pid] = true
+			if len(pids) == ngx.Workers() {
+				return nil
 			}
 		}
-		return nil
+		return fmt.Errorf("%d handshakes for %q reached %d of %d workers", maxSweep, sni, len(pids), ngx.Workers())
 	}
 }
 
@@ -54,17 +66,17 @@ func TestLuaChangeFeed(t *testing.T) {
 	t.Run("a replaced certificate is served by every worker", func(t *testing.T) {
 		old, renewed := ca.issue(t, "replaced.test"), ca.issue(t, "replaced.test")
 		side.set("replaced.test", certAnswer(old, 3600))
-		must(t, allServe(addr, "replaced.test", old.serial))
+		must(t, allServe(ngx, "replaced.test", old.serial))
 		side.change("replaced.test", certAnswer(renewed, 3600))
-		within(t, "every worker serves the new certificate", allServe(addr, "replaced.test", renewed.serial))
+		within(t, "every worker serves the new certificate", allServe(ngx, "replaced.test", renewed.serial))
 	})
 
 	t.Run("a removed certificate gives way to the fallback in every worker", func(t *testing.T) {
 		l := ca.issue(t, "removed-feed.test")
 		side.set("removed-feed.test", certAnswer(l, 3600))
-		must(t, allServe(addr, "removed-feed.test", l.serial))
+		must(t, allServe(ngx, "removed-feed.test", l.serial))
 		side.change("removed-feed.test", answer{status: 404, maxAge: 10})
-		within(t, "every worker serves the fallback", allServe(addr, "removed-feed.test", fallback.serial))
+		within(t, "every worker serves the fallback", allServe(ngx, "removed-feed.test", fallback.serial))
 	})
 
 	t.Run("a replaced wildcard reaches every subname", func(t *testing.T) {
@@ -74,14 +86,14 @@ func TestLuaChangeFeed(t *testing.T) {
 		side.set("*.wild-feed.test", a)
 		subs := []string{"a.wild-feed.test", "b.wild-feed.test", "c.wild-feed.test"}
 		for _, sub := range subs {
-			must(t, allServe(addr, sub, old.serial))
+			must(t, allServe(ngx, sub, old.serial))
 		}
 		a = certAnswer(renewed, 3600)
 		a.record = "*.wild-feed.test"
 		side.change("*.wild-feed.test", a) // the feed names the record only
 		within(t, "every subname served the new wildcard", func() error {
 			for _, sub := range subs {
-				if err := allServe(addr, sub, renewed.serial)(); err != nil {
+				if err := allServe(ngx, sub, renewed.serial)(); err != nil {
 					return err
 				}
 			}
@@ -99,7 +111,7 @@ func TestLuaChangeFeed(t *testing.T) {
 		t.Run(tc.desc+": everything is revalidated, served stale meanwhile", func(t *testing.T) {
 			old, renewed := ca.issue(t, tc.name), ca.issue(t, tc.name)
 			side.set(tc.name, certAnswer(old, 3600))
-			must(t, allServe(addr, tc.name, old.serial))
+			must(t, allServe(ngx, tc.name, old.serial))
 			before := side.hitsFor(tc.name)
 			side.set(tc.name, answer{status: 503, maxAge: -1})
 			tc.lose()
@@ -114,9 +126,9 @@ func TestLuaChangeFeed(t *testing.T) {
 				}
 				return nil
 			})
-			must(t, allServe(addr, tc.name, old.serial))
+			must(t, allServe(ngx, tc.name, old.serial))
 			side.set(tc.name, certAnswer(renewed, 3600))
-			within(t, "every worker serves the revalidated certificate", allServe(addr, tc.name, renewed.serial))
+			within(t, "every worker serves the revalidated certificate", allServe(ngx, tc.name, renewed.serial))
 		})
 	}
 

@@ -34,6 +34,21 @@ type floodSize struct {
 // the issue (100,000 + 100,000 against the snippet's 64 MB and the default
 // LRU), which takes minutes.
 func TestLuaFloodKeepsCertificates(t *testing.T) {
+	testFlood(t, []string{"*.flood.test"})
+}
+
+// TestLuaFloodKeepsCertificatesApexFirst: the same with a certificate
+// whose first name, its record's ID, is not the wildcard
+// ([flood.test, *.flood.test]): the sidecar's X-Certserver-Match, not the
+// record ID, tells nginx that a subname came through the wildcard.
+func TestLuaFloodKeepsCertificatesApexFirst(t *testing.T) {
+	testFlood(t, []string{"flood.test", "*.flood.test"})
+}
+
+// testFlood floods nginx with random subnames of *.flood.test, served by
+// a certificate for wildNames (its record the first of them), and random
+// unknown names.
+func testFlood(t *testing.T, wildNames []string) {
 	size := floodSize{hot: 200, subnames: 2000, unknown: 2000, certsDict: "1m", configure: "lru_size = 100,"}
 	if os.Getenv("CERTSERVER_SOAK") == "1" {
 		size = floodSize{hot: 200, subnames: 100_000, unknown: 100_000}
@@ -48,10 +63,12 @@ func TestLuaFloodKeepsCertificates(t *testing.T) {
 	})
 	addr := ngx.HTTPSAddr()
 
-	wild := ca.issue(t, "*.flood.test")
+	wild := ca.issue(t, wildNames...)
 	a := certAnswer(wild, 3600)
-	a.record = "*.flood.test"
-	side.set("*.flood.test", a)
+	a.record = wildNames[0]
+	for _, n := range wildNames {
+		side.set(n, a)
+	}
 	hot := make([]string, size.hot)
 	serials := make(map[string]*big.Int)
 	for i := range hot {
@@ -81,6 +98,8 @@ func TestLuaFloodKeepsCertificates(t *testing.T) {
 
 	side.stop()
 	run(t, len(hot), func(i int) error { return expectSerial(addr, hot[i], serials[hot[i]])() })
+	// A subname never asked before is served the cached wildcard.
+	run(t, 20, func(int) error { return expectSerial(addr, randomLabel()+".flood.test", wild.serial)() })
 	ngx.AssertCleanErrorLog(t)
 }
 

@@ -1,57 +1,37 @@
 package nginx_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/certserver/certserver/nginx/nginxtest"
+	"github.com/certserver/certserver/store/certtest"
 )
 
 // testCA is a self-signed ECDSA P-256 CA that issues leaf certificates.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	ca   *certtest.Cert
 	pool *x509.CertPool
 }
 
 func newTestCA(t testing.TB) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "certserver nginx test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(30 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := certtest.New(t, certtest.Template{CommonName: "certserver nginx test CA", IsCA: true,
+		Serial: big.NewInt(1), NotAfter: time.Now().Add(30 * 24 * time.Hour)}, nil)
 	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
+	pool.AddCert(ca.Cert)
+	return &testCA{ca: ca, pool: pool}
 }
 
 // leaf is an issued certificate: its serial, the PEM of the chain (leaf,
@@ -68,38 +48,12 @@ var lastSerial atomic.Int64
 // later than every leaf issued before it.
 func (ca *testCA) issue(t testing.TB, names ...string) leaf {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := lastSerial.Add(1)
-	serial := big.NewInt(1000 + n)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
+	c := certtest.New(t, certtest.Template{DNSNames: names, Serial: big.NewInt(1000 + n),
 		// Later for every certificate issued, so that the store takes a
 		// reissue as a replacement, never as older than what it has.
-		NotAfter:    time.Now().Add(24*time.Hour + time.Duration(n)*time.Minute),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})...)
-	return leaf{
-		serial:   serial,
-		chainPEM: chain,
-		keyPEM:   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}
+		NotAfter: time.Now().Add(24*time.Hour + time.Duration(n)*time.Minute)}, ca.ca)
+	return leaf{serial: c.Cert.SerialNumber, chainPEM: c.ChainPEM, keyPEM: c.KeyPEM}
 }
 
 // writeFiles writes the leaf's chain and key as name.crt and name.key in
@@ -134,6 +88,34 @@ func handshake(addr, serverName string, roots *x509.CertPool) ([]*x509.Certifica
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates, nil
+}
+
+// servedBy makes one full TLS handshake with addr for serverName, then
+// one request, and returns the serial of the leaf served and the process
+// ID of the nginx worker that served it (nginxtest.WorkerHeader).
+func servedBy(addr, serverName string) (*big.Int, string, error) {
+	cfg := &tls.Config{ServerName: serverName, InsecureSkipVerify: true, SessionTicketsDisabled: true}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	serial := conn.ConnectionState().PeerCertificates[0].SerialNumber
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", serverName); err != nil {
+		return nil, "", fmt.Errorf("request after the handshake for %q: %w", serverName, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("answer after the handshake for %q: %w", serverName, err)
+	}
+	resp.Body.Close()
+	pid := resp.Header.Get(nginxtest.WorkerHeader)
+	if pid == "" {
+		return nil, "", fmt.Errorf("answer for %q: no %s header (%s)", serverName, nginxtest.WorkerHeader, resp.Status)
+	}
+	return serial, pid, nil
 }
 
 // servedSerial returns the serial of the leaf addr serves for serverName,

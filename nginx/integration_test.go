@@ -267,9 +267,10 @@ func freeLoopbackAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// TestIntegration is issue #2's end-to-end test: real nginx with the
-// project's snippets and Lua module, the real sidecar with its store, and
-// certificates imported with the real CLI, checked by a TLS client.
+// TestIntegration is the end-to-end test of serving imported certificates:
+// real nginx with the project's snippets and Lua module, the real sidecar
+// with its store, and certificates imported with the real CLI, checked by a
+// TLS client.
 func TestIntegration(t *testing.T) {
 	bin := certserverBinary(t)
 

@@ -76,7 +76,7 @@ func (a *ACMEIssuer) account(ctx context.Context) (*account, error) {
 	rec, err := a.store.GetAccount(ctx, a.accountID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		key, err := generateKey(KeyECDSAP256)
+		key, err := generateKey(store.KeyECDSAP256)
 		if err != nil {
 			return nil, fmt.Errorf("account key: %w", err)
 		}
@@ -99,7 +99,7 @@ func (a *ACMEIssuer) account(ctx context.Context) (*account, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read account: %w", err)
 	}
-	key, err := decodeKey(rec.KeyPEM)
+	key, err := store.ParseKey(rec.KeyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("account %s: %w", rec.ID, err)
 	}

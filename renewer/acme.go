@@ -46,8 +46,9 @@ type ACMEConfig struct {
 	AgreeTerms bool
 	// EAB binds the account to one at the CA. Default nil: no binding.
 	EAB *ExternalAccount
-	// KeyType is the type of certificate keys. Default KeyECDSAP256.
-	KeyType KeyType
+	// KeyType is the type of certificate keys: store.KeyECDSAP256 (the
+	// default), store.KeyECDSAP384, store.KeyRSA2048 or store.KeyRSA4096.
+	KeyType store.KeyType
 	// ReuseKey makes an order that replaces a certificate keep that
 	// certificate's private key (when it is of KeyType). Default false: a
 	// new key per order.
@@ -115,9 +116,9 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 		return nil, fmt.Errorf("new acme issuer: directory %q is not an https URL", cfg.Directory)
 	}
 	if cfg.KeyType == "" {
-		cfg.KeyType = KeyECDSAP256
+		cfg.KeyType = store.KeyECDSAP256
 	}
-	if !cfg.KeyType.valid() {
+	if !generatable(cfg.KeyType) {
 		return nil, fmt.Errorf("new acme issuer: unknown key type %q", cfg.KeyType)
 	}
 	if cfg.EAB != nil && (cfg.EAB.KeyID == "" || cfg.EAB.HMACKey == "") {
@@ -178,7 +179,7 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 // Obtain orders a certificate for o.Names from the CA (RFC 8555 section
 // 7.4), o.Name first, proving control of each name with HTTP-01, and
 // returns the new record, not yet stored: the chain as the CA bundled it
-// (leaf first), its key, Source "acme" and Origin the directory URL. RenewAt is a random
+// (leaf first), its key, Source store.SourceACME and Origin the directory URL. RenewAt is a random
 // time in the window the CA suggests for it (RFC 9773 section 4.2), or zero
 // for the caller to fill when the CA has no renewal information, it cannot
 // be read, or DisableARI is set.
@@ -200,7 +201,7 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, error) {
 	for _, n := range o.Names() {
 		if err := checkOrderName(n); err != nil {
-			return nil, &ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}
+			return nil, (&ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}).judge()
 		}
 	}
 	if err := context.Cause(ctx); err != nil {
@@ -221,8 +222,8 @@ func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, e
 	}
 	if err != nil {
 		ae := classify(o.Name, err, a.cfg.Now())
-		if ae.Kind != KindRateLimited && !o.NoReplaces && replacesID(o.Replaces) != "" {
-			ae.ReplacesRefused = a.newOrderRefused(ctx, err)
+		if ae.Kind != KindRateLimited && !o.NoReplaces && replacesID(o.Replaces) != "" && a.newOrderRefused(ctx, err) {
+			ae.refusedAsReplacement()
 		}
 		return nil, ae
 	}
@@ -314,7 +315,7 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	if err != nil {
 		return nil, fmt.Errorf("certificate from the CA: %w", err)
 	}
-	cert.Source, cert.Origin = "acme", a.cfg.Directory
+	cert.Source, cert.Origin = store.SourceACME, a.cfg.Directory
 	cert.RenewAt = a.renewAt(ctx, cert)
 	log.Debug("order complete", "serial", cert.Serial, "profile", o.Profile,
 		"renew_at", cert.RenewAt, "took", time.Since(start).Round(time.Millisecond))
@@ -326,13 +327,13 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 // else a new one.
 func (a *ACMEIssuer) certKey(log *slog.Logger, prev *store.Certificate) (crypto.Signer, []byte, error) {
 	if a.cfg.ReuseKey && prev != nil && len(prev.KeyPEM) > 0 {
-		key, err := decodeKey(prev.KeyPEM)
+		key, err := store.ParseKey(prev.KeyPEM)
 		switch {
 		case err != nil:
 			log.Warn("cannot reuse the previous key; making a new one", "error", err)
-		case keyTypeOf(key) != a.cfg.KeyType:
+		case store.KeyTypeOf(key.Public()) != a.cfg.KeyType:
 			log.Info("previous key is not of the configured type; making a new one",
-				"key_type", string(keyTypeOf(key)), "want", string(a.cfg.KeyType))
+				"key_type", string(store.KeyTypeOf(key.Public())), "want", string(a.cfg.KeyType))
 		default:
 			keyPEM, err := encodeKey(key)
 			return key, keyPEM, err
@@ -389,13 +390,13 @@ func isProblem(err error, short string) bool {
 
 // legoKeyType maps a KeyType to lego's; lego only uses it when no key is
 // given, which the issuer never does.
-func legoKeyType(k KeyType) certcrypto.KeyType {
+func legoKeyType(k store.KeyType) certcrypto.KeyType {
 	switch k {
-	case KeyECDSAP384:
+	case store.KeyECDSAP384:
 		return certcrypto.EC384
-	case KeyRSA2048:
+	case store.KeyRSA2048:
 		return certcrypto.RSA2048
-	case KeyRSA4096:
+	case store.KeyRSA4096:
 		return certcrypto.RSA4096
 	}
 	return certcrypto.EC256

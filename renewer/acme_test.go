@@ -143,11 +143,11 @@ func TestObtain(t *testing.T) {
 	if cert.ID != name || !slices.Equal(cert.Names, []string{name}) {
 		t.Errorf("ID %q Names %q, want %q", cert.ID, cert.Names, name)
 	}
-	if cert.Source != "acme" || cert.Origin != env.ca.DirectoryURL {
+	if cert.Source != store.SourceACME || cert.Origin != env.ca.DirectoryURL {
 		t.Errorf("Source %q Origin %q, want acme and %s", cert.Source, cert.Origin, env.ca.DirectoryURL)
 	}
-	if cert.KeyType != string(KeyECDSAP256) {
-		t.Errorf("KeyType %q, want %s", cert.KeyType, KeyECDSAP256)
+	if cert.KeyType != store.KeyECDSAP256 {
+		t.Errorf("KeyType %q, want %s", cert.KeyType, store.KeyECDSAP256)
 	}
 	if life := cert.NotAfter.Sub(cert.NotBefore); life < 89*24*time.Hour || life > 90*24*time.Hour {
 		t.Errorf("lifetime %s, want Pebble's default profile, 90 days", life)
@@ -182,120 +182,13 @@ func TestObtain(t *testing.T) {
 	}
 }
 
-func TestAccountIsRegisteredOnce(t *testing.T) {
-	t.Parallel()
-	env := newACMEEnv(t, pebbletest.Options{})
-	env.pointHere("one.example.test", "two.example.test")
-
-	first := env.issuer(t, nil)
-	if _, err := first.Obtain(t.Context(), Order{Name: "one.example.test"}); err != nil {
-		t.Fatalf("first Obtain: %v", err)
-	}
-	acct, err := first.Account(t.Context())
-	if err != nil {
-		t.Fatalf("Account: %v", err)
-	}
-	if acct.ID != AccountID(env.ca.DirectoryURL, "ops@example.test") || acct.URL == "" || acct.KeyPEM != nil {
-		t.Errorf("Account = %+v, want the derived ID, a URL and no key", acct)
-	}
-	stored, err := env.store.GetAccount(t.Context(), acct.ID)
-	if err != nil || len(stored.KeyPEM) == 0 || stored.URL != acct.URL {
-		t.Fatalf("stored account = %+v, %v", stored, err)
-	}
-
-	// A second issuer on the same store (a restart) uses the stored
-	// account: no new registration.
-	second := env.issuer(t, nil)
-	if _, err := second.Obtain(t.Context(), Order{Name: "two.example.test"}); err != nil {
-		t.Fatalf("second Obtain: %v", err)
-	}
-	if n := env.ca.Requests("newAccount"); n != 1 {
-		t.Errorf("newAccount requests = %d, want 1", n)
-	}
-	again, err := second.Account(t.Context())
-	if err != nil || again.URL != acct.URL {
-		t.Errorf("second issuer's account = %+v, %v; want URL %s", again, err, acct.URL)
-	}
-
-	// Another contact e-mail is another account.
-	other := env.issuer(t, func(c *ACMEConfig) { c.Email = "other@example.test" })
-	otherAcct, err := other.Account(t.Context())
-	if err != nil {
-		t.Fatalf("Account with another e-mail: %v", err)
-	}
-	if otherAcct.ID == acct.ID || otherAcct.URL == acct.URL {
-		t.Errorf("another e-mail shares the account: %+v", otherAcct)
-	}
-	if n := env.ca.Requests("newAccount"); n != 2 {
-		t.Errorf("newAccount requests = %d, want 2", n)
-	}
-}
-
 // TestAccountNeedsTerms: Pebble, like Let's Encrypt, registers no account
 // that does not agree to its terms. The failure is permanent and orders
 // nothing; the key stays in the store and is registered once the terms are
 // agreed to.
-func TestAccountNeedsTerms(t *testing.T) {
-	t.Parallel()
-	env := newACMEEnv(t, pebbletest.Options{})
-	const name = "terms.example.test"
-	env.pointHere(name)
-
-	_, err := env.issuer(t, func(c *ACMEConfig) { c.AgreeTerms = false }).Obtain(t.Context(), Order{Name: name})
-	var ae *ACMEError
-	if !errors.As(err, &ae) || !ae.Permanent() || shortProblem(ae.Problem) != "userActionRequired" {
-		t.Fatalf("Obtain without agreeing to the terms: %v, want a permanent userActionRequired error", err)
-	}
-	if n := env.ca.OrderCount(); n != 0 {
-		t.Errorf("orders = %d, want none", n)
-	}
-	id := AccountID(env.ca.DirectoryURL, "ops@example.test")
-	rec, err := env.store.GetAccount(t.Context(), id)
-	if err != nil || rec.URL != "" || len(rec.KeyPEM) == 0 {
-		t.Fatalf("stored account after the refusal = %+v, %v; want a key and no URL", rec, err)
-	}
-	key := string(rec.KeyPEM)
-
-	if _, err := env.issuer(t, nil).Obtain(t.Context(), Order{Name: name}); err != nil {
-		t.Fatalf("Obtain after agreeing: %v", err)
-	}
-	rec, err = env.store.GetAccount(t.Context(), id)
-	if err != nil || rec.URL == "" || string(rec.KeyPEM) != key {
-		t.Errorf("stored account = URL %q, same key %v (%v); want a URL and the first key", rec.URL, string(rec.KeyPEM) == key, err)
-	}
-}
-
 // TestAccountUnknownToCA: the CA lost the account (Pebble forgets
 // everything when it restarts). The order fails with accountDoesNotExist,
 // the issuer registers the stored key again and the order goes through.
-func TestAccountUnknownToCA(t *testing.T) {
-	t.Parallel()
-	env := newACMEEnv(t, pebbletest.Options{})
-	const name = "again.example.test"
-	env.pointHere(name)
-	if _, err := env.issuer(t, nil).Account(t.Context()); err != nil {
-		t.Fatalf("Account: %v", err)
-	}
-	id := AccountID(env.ca.DirectoryURL, "ops@example.test")
-	rec, err := env.store.GetAccount(t.Context(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost := strings.TrimSuffix(env.ca.DirectoryURL, "/dir") + "/my-account/lost"
-	rec.URL = lost
-	if err := env.store.PutAccount(t.Context(), rec); err != nil {
-		t.Fatal(err)
-	}
-
-	if _, err := env.issuer(t, nil).Obtain(t.Context(), Order{Name: name}); err != nil {
-		t.Fatalf("Obtain with an account the CA does not know: %v", err)
-	}
-	rec, err = env.store.GetAccount(t.Context(), id)
-	if err != nil || rec.URL == lost || rec.URL == "" {
-		t.Errorf("stored account URL = %q (%v), want a new one", rec.URL, err)
-	}
-}
-
 func TestObtainFailures(t *testing.T) {
 	t.Parallel()
 	env := newACMEEnv(t, pebbletest.Options{BlockedDomains: []string{"blocked.test"}})
@@ -431,11 +324,14 @@ func TestObtainGivesUp(t *testing.T) {
 	env := newACMEEnv(t, pebbletest.Options{})
 	const name = "slow.example.test"
 	env.pointHere(name)
-	is := env.issuer(t, func(c *ACMEConfig) { c.Timeout = 500 * time.Millisecond })
-	if _, err := is.Account(t.Context()); err != nil {
+	// The account is registered with the default timeout, so that only the
+	// order meets the short one (registering within 500 ms is not certain on
+	// a loaded machine); the short-timeout issuer reads it from the store.
+	if _, err := env.issuer(t, nil).Account(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	env.delay.Store(int64(3 * time.Second))
+	is := env.issuer(t, func(c *ACMEConfig) { c.Timeout = 500 * time.Millisecond })
+	env.delay.Store(int64(10 * time.Second))
 
 	start := time.Now()
 	_, err := is.Obtain(t.Context(), Order{Name: name})
@@ -444,8 +340,8 @@ func TestObtainGivesUp(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Kind != KindTransient || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Obtain = %v, want a transient error wrapping context.DeadlineExceeded", err)
 	}
-	if took > 2*time.Second {
-		t.Errorf("Obtain returned after %s, want about the 500ms timeout", took)
+	if took > 5*time.Second {
+		t.Errorf("Obtain returned after %s, want about the 500ms timeout, well before the responder's 10 s", took)
 	}
 
 	// The token is gone once lego has given up (Pebble's validation waits
@@ -503,15 +399,15 @@ func TestObtainOptions(t *testing.T) {
 
 	tests := []struct {
 		desc     string
-		keyType  KeyType
+		keyType  store.KeyType
 		reuse    bool
 		sameKey  bool
-		wantType string
+		wantType store.KeyType
 	}{
-		{desc: "new key per order", keyType: KeyECDSAP256, wantType: "ecdsa-p256"},
-		{desc: "key reused", keyType: KeyECDSAP256, reuse: true, sameKey: true, wantType: "ecdsa-p256"},
-		{desc: "rsa 2048", keyType: KeyRSA2048, reuse: true, sameKey: true, wantType: "rsa2048"},
-		{desc: "p384", keyType: KeyECDSAP384, wantType: "ecdsa-p384"},
+		{desc: "new key per order", keyType: store.KeyECDSAP256, wantType: "ecdsa-p256"},
+		{desc: "key reused", keyType: store.KeyECDSAP256, reuse: true, sameKey: true, wantType: "ecdsa-p256"},
+		{desc: "rsa 2048", keyType: store.KeyRSA2048, reuse: true, sameKey: true, wantType: "rsa2048"},
+		{desc: "p384", keyType: store.KeyECDSAP384, wantType: "ecdsa-p384"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -605,50 +501,3 @@ func TestNewACMEIssuerRefusesBadConfig(t *testing.T) {
 // ZeroSSL and Google Trust Services do) refuses an account without one,
 // permanently and in its own words, and one with a wrong MAC key; with the
 // key identifier and MAC key it gave, the account registers and orders.
-func TestEABWithPebble(t *testing.T) {
-	t.Parallel()
-	const kid, key = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
-	env := newACMEEnv(t, pebbletest.Options{EABKeys: map[string]string{kid: key}})
-	const name = "eab.example.test"
-	env.pointHere(name)
-	ctx := context.Background()
-
-	for _, tc := range []struct {
-		desc string
-		eab  *ExternalAccount
-		want string
-	}{
-		{desc: "no binding", want: "externalAccountRequired"},
-		{desc: "no binding, the hint", want: "set eab_kid and eab_hmac_file"},
-		{desc: "a wrong MAC key", eab: &ExternalAccount{KeyID: kid, HMACKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, want: "external account binding JWS verification error"},
-		{desc: "an unknown key identifier", eab: &ExternalAccount{KeyID: "kid-2", HMACKey: key}, want: "not known to the ACME server"},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			is := env.issuer(t, func(c *ACMEConfig) { c.EAB, c.Email = tc.eab, strings.ReplaceAll(tc.desc, " ", "-")+"@example.test" })
-			_, err := is.Obtain(ctx, Order{Name: name, Profile: "default"})
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Obtain = %v, want an error naming %q", err, tc.want)
-			}
-			var p permanent
-			if !errors.As(err, &p) || !p.Permanent() {
-				t.Errorf("error %v is not permanent: the account will not register by retrying", err)
-			}
-		})
-	}
-	if n := len(env.ca.Orders()); n != 0 {
-		t.Fatalf("%d orders reached the CA without an account", n)
-	}
-
-	is := env.issuer(t, func(c *ACMEConfig) { c.EAB = &ExternalAccount{KeyID: kid, HMACKey: key} })
-	c, err := is.Obtain(ctx, Order{Name: name, Profile: "default"})
-	if err != nil {
-		t.Fatalf("Obtain with the binding: %v", err)
-	}
-	if leafOf(t, c).DNSNames[0] != name {
-		t.Fatalf("certificate for %v", leafOf(t, c).DNSNames)
-	}
-	acct, err := is.Account(ctx)
-	if err != nil || acct.URL == "" {
-		t.Fatalf("account after registering with the binding: %+v, %v", acct, err)
-	}
-}

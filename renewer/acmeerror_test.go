@@ -168,3 +168,88 @@ func TestParseRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+// TestClassifyRecordsFault: classify records, once, whose failure an
+// order's error is and whether the CA counts it as a failed validation;
+// the worker, the gate and the metrics read these fields.
+func TestClassifyRecordsFault(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		desc       string
+		err        error
+		fault      Fault
+		validation bool
+	}{
+		{desc: "dns validation", err: validationProblem("dns", "NXDOMAIN"), fault: FaultName, validation: true},
+		{desc: "connection validation", err: validationProblem("connection", "refused"), fault: FaultName, validation: true},
+		{desc: "unauthorized validation", err: validationProblem("unauthorized", "404"), fault: FaultName, validation: true},
+		{desc: "caa: this CA only", err: validationProblem("caa", "forbidden"), fault: FaultCA, validation: true},
+		{desc: "rejected identifier: the CA's policy", err: answerProblem("rejectedIdentifier", "no", 400), fault: FaultCA},
+		{desc: "connection answer: transient", err: answerProblem("connection", "reset", 400), fault: FaultCA},
+		{desc: "server internal: the CA is down", err: answerProblem("serverInternal", "db", 500), fault: FaultCADown},
+		{desc: "network error: the CA is down", err: &net.OpError{Op: "dial", Err: errors.New("refused")}, fault: FaultCADown},
+		{desc: "rate limited", err: &acme.RateLimitedError{ProblemDetails: answerProblem("rateLimited", "too many", 429)}, fault: FaultCA},
+		{desc: "unknown 4xx", err: answerProblem("madeUp", "?", 400), fault: FaultCA},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			e := classify("a.example.test", tc.err, now)
+			if e.Fault != tc.fault || e.ValidationFailed != tc.validation {
+				t.Errorf("fault %d, validation failed %v; want %d, %v", e.Fault, e.ValidationFailed, tc.fault, tc.validation)
+			}
+			if tc.validation {
+				e.refusedAsReplacement()
+				if e.Fault != FaultCA || e.ValidationFailed {
+					t.Errorf("refused as a replacement: fault %d, validation failed %v; want the CA's, no validation", e.Fault, e.ValidationFailed)
+				}
+			}
+		})
+	}
+}
+
+// resolverFailures is a map of names to errors, as lego's resolver
+// reports the authorizations that failed.
+type resolverFailures map[string]error
+
+func (e resolverFailures) Error() string { return fmt.Sprint(map[string]error(e)) }
+func (e resolverFailures) Unwrap() []error {
+	var errs []error
+	for _, err := range e {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+// A failed validation is charged to the name the CA's problem is about,
+// matched exactly: a detail that names www.example.test is not charged to
+// example.test although it contains it; without an identifier of the
+// order, the order's Name is charged.
+func TestFailedNameIsTheProblemsIdentifier(t *testing.T) {
+	o := Order{Name: "www.example.test", ExtraNames: []string{"example.test", "shop.test"}}
+	now := time.Now()
+	detail := "Fetching http://www.example.test/.well-known/acme-challenge/x: Connection refused"
+	for _, tc := range []struct {
+		desc string
+		err  error
+		want string
+	}{
+		{desc: "lego's resolver map", want: "www.example.test", err: fmt.Errorf("wrapped: %w", resolverFailures{
+			"www.example.test": fmt.Errorf("invalid authorization: %w", &acme.ProblemDetails{Type: problemNS + "connection", Detail: detail, HTTPStatus: 400}),
+		})},
+		{desc: "name: wrapping", want: "www.example.test", err: fmt.Errorf("error: one or more domains had a problem:\n%w",
+			errors.Join(fmt.Errorf("www.example.test: %w", fmt.Errorf("invalid authorization: %w",
+				&acme.ProblemDetails{Type: problemNS + "connection", Detail: detail, HTTPStatus: 400}))))},
+		{desc: "subproblem identifier", want: "shop.test", err: &acme.ProblemDetails{Type: problemNS + "compound", Detail: "www.example.test is fine", HTTPStatus: 400,
+			SubProblems: []acme.SubProblem{{Type: problemNS + "caa", Detail: "CAA forbids", Identifier: acme.Identifier{Type: "dns", Value: "shop.test"}}}}},
+		{desc: "identifier not in the order", want: "www.example.test", err: resolverFailures{
+			"other.test": &acme.ProblemDetails{Type: problemNS + "dns", Detail: "www.example.test", HTTPStatus: 400},
+		}},
+		{desc: "no identifier", want: "www.example.test", err: &acme.ProblemDetails{Type: problemNS + "dns", Detail: detail, HTTPStatus: 400}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := failedName(o, classify(o.Name, tc.err, now)); got != tc.want {
+				t.Errorf("failedName = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

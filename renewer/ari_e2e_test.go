@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer/pebbletest"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -45,7 +46,7 @@ func servedOther(t *testing.T, st store.Store, name string, old *store.Certifica
 	waitFor(t, 30*time.Second, name+" served a new certificate", func() bool {
 		var err error
 		c, err = st.LookupCertificate(context.Background(), name)
-		if err != nil || c.Source != "acme" || old != nil && c.Serial == old.Serial {
+		if err != nil || c.Source != store.SourceACME || old != nil && c.Serial == old.Serial {
 			return false
 		}
 		d, err := st.GetDomain(context.Background(), name)
@@ -105,7 +106,7 @@ func TestARIWithPebble(t *testing.T) {
 	env.pointHere(name, other)
 	is := env.issuer(t, nil)
 	r, err := New(Config{Workers: 2, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
-		CAOffersARI: true, ARIPollInterval: time.Second}, env.store, is, testLogger(t))
+		ARIPollInterval: time.Second, CAs: []CA{{Issuer: is, OffersARI: true}}}, env.store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestCAFailoverWithPebble(t *testing.T) {
 	}
 	r, err := New(Config{Workers: 1, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
 		CAs: []CA{{Name: "first", Issuer: first, OffersARI: true}, {Name: "second", Issuer: backup, OffersARI: true}}},
-		env.store, nil, log)
+		env.store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestCAFailoverWithPebble(t *testing.T) {
 		t.Fatal(err)
 	}
 	r2, err := New(Config{Workers: 1, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
-		CAs: []CA{{Name: "gone", Issuer: gone}, {Name: "second", Issuer: backup}}}, env.store, nil, log)
+		CAs: []CA{{Name: "gone", Issuer: gone}, {Name: "second", Issuer: backup}}}, env.store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,14 +348,14 @@ func TestMassRenewalWithPebble(t *testing.T) {
 	}
 	t.Logf("%d certificates issued in %s", n, time.Since(start).Round(time.Millisecond))
 
-	off := Limit{Burst: -1}
-	lim, err := NewLimiter(LimitsConfig{OrderRequests: Limit{Burst: burst, Per: per},
+	off := ratelimit.Limit{Burst: -1}
+	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{OrderRequests: ratelimit.Limit{Burst: burst, Per: per},
 		NewOrders: off, CertsPerRegisteredDomain: off, CertsPerExactSet: off, AuthzFailures: off, ConsecutiveAuthzFailures: off}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r, err := New(Config{Workers: 32, IdleWait: 100 * time.Millisecond, DefaultProfile: "default",
-		CAs: []CA{{Issuer: is, Limiter: lim, OffersARI: true}}}, env.store, nil, testLogger(t))
+		CAs: []CA{{Issuer: is, Limiter: lim, OffersARI: true}}}, env.store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -503,8 +504,8 @@ func TestImportedSetReplacesWithPebble(t *testing.T) {
 	if err := env.store.PutCertificate(ctx, imported); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Config{Workers: 2, IdleWait: 100 * time.Millisecond, DefaultProfile: "default", CAOffersARI: true},
-		env.store, is, testLogger(t))
+	r, err := New(Config{Workers: 2, IdleWait: 100 * time.Millisecond, DefaultProfile: "default", CAs: []CA{{Issuer: is, OffersARI: true}}},
+		env.store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package renewer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -28,7 +28,7 @@ type CA struct {
 	// Limiter paces orders to the limits of the CA's account. Default nil:
 	// orders are not paced, only the CA's rateLimited answers and their
 	// Retry-After are honoured.
-	Limiter *Limiter
+	Limiter *ratelimit.Limiter
 	// CAIdentities are the CA's CAA issuer domain names (RFC 8659 section
 	// 4.2): "letsencrypt.org", "sectigo.com" for ZeroSSL. Empty: the
 	// pre-flight skips CAA for this CA.
@@ -145,15 +145,8 @@ func (ca *caState) offersARI(ctx context.Context) bool {
 	return offered
 }
 
-// newCAStates checks the CAs of cfg, or makes the one of issuer and the
-// single-CA fields.
-func newCAStates(cfg Config, issuer Issuer) ([]*caState, error) {
-	cas := cfg.CAs
-	if len(cas) == 0 {
-		cas = []CA{{Issuer: issuer, Limiter: cfg.Limiter, CAIdentities: cfg.CAIdentities, OffersARI: cfg.CAOffersARI}}
-	} else if issuer != nil || cfg.Limiter != nil || cfg.CAOffersARI || len(cfg.CAIdentities) > 0 {
-		return nil, errors.New("CAs set together with an issuer, Limiter, CAOffersARI or CAIdentities; give each CA its own")
-	}
+// newCAStates checks cas, the configured CAs in order of preference.
+func newCAStates(cas []CA) ([]*caState, error) {
 	out := make([]*caState, 0, len(cas))
 	for i, ca := range cas {
 		if ca.Issuer == nil {
@@ -179,7 +172,7 @@ func newCAStates(cfg Config, issuer Issuer) ([]*caState, error) {
 
 // issuedBy returns the configured CA that issued c (by c.Origin), or nil.
 func (r *Renewer) issuedBy(c *store.Certificate) *caState {
-	if c == nil || c.Source != "acme" || c.Origin == "" {
+	if c == nil || c.Source != store.SourceACME || c.Origin == "" {
 		return nil
 	}
 	for _, ca := range r.cas {
@@ -271,7 +264,7 @@ func (ca *caState) room() float64 {
 	if ca.Limiter == nil {
 		return math.Inf(1)
 	}
-	b := ca.Limiter.Bucket(LimitNewOrders, "")
+	b := ca.Limiter.Bucket(ratelimit.LimitNewOrders, "")
 	if b.Burst < 0 {
 		return math.Inf(1)
 	}
@@ -428,7 +421,7 @@ type CAStatus struct {
 	// is then now: its rest is over, the probe is under way or due).
 	Resting bool
 	// Limits is the state of the CA's Limiter, nil without one.
-	Limits []LimitStatus
+	Limits []ratelimit.LimitStatus
 }
 
 // CAStatus returns the state of every CA, in the configured order.

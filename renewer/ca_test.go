@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer/dnstest"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -17,22 +18,22 @@ type multiEnv struct {
 	st    *store.Badger
 	clock *fakeClock
 	cas   []*fakeCA
-	lims  []*Limiter
+	lims  []*ratelimit.Limiter
 	r     *Renewer
 }
 
 // newMultiEnv makes one fakeCA per entry of limits (nil: no Limiter),
 // named a, b, c…, in that order of preference.
-func newMultiEnv(t *testing.T, cfg Config, limits ...*LimitsConfig) *multiEnv {
+func newMultiEnv(t *testing.T, cfg Config, limits ...*ratelimit.LimitsConfig) *multiEnv {
 	t.Helper()
-	e := &multiEnv{st: openStore(t), clock: &fakeClock{now: time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &multiEnv{st: openStore(t), clock: newFakeClock(time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC))}
 	for i, lc := range limits {
 		name := string(rune('a' + i))
 		ca := newFakeCA("https://"+name+".example/dir", e.clock)
-		var lim *Limiter
+		var lim *ratelimit.Limiter
 		if lc != nil {
 			var err error
-			if lim, err = NewLimiter(*lc, e.clock.Now); err != nil {
+			if lim, err = ratelimit.NewLimiter(*lc, e.clock.Now); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -41,7 +42,7 @@ func newMultiEnv(t *testing.T, cfg Config, limits ...*LimitsConfig) *multiEnv {
 	}
 	cfg.Now, cfg.Seed = e.clock.Now, 17
 	var err error
-	if e.r, err = New(cfg, e.st, nil, discardLogger()); err != nil {
+	if e.r, err = New(cfg, e.st, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -73,7 +74,7 @@ func acmeErr(kind ErrorKind, problem, detail string) *ACMEError {
 	if kind == KindRateLimited {
 		e.Wait = time.Hour
 	}
-	return e
+	return e.judge()
 }
 
 // TestFailoverDecisions: what a failure at the first CA means for the
@@ -129,7 +130,7 @@ func TestFailoverDecisions(t *testing.T) {
 // earliest, without a failure.
 func TestFailoverLimits(t *testing.T) {
 	t.Parallel()
-	one := &LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}}
+	one := &ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 1, Per: time.Hour}}
 	e := newMultiEnv(t, Config{}, one, one)
 	ctx := context.Background()
 	addPending(t, e.st, e.clock.Now(), "a.example.test", "b.example.test", "c.example.test")
@@ -261,7 +262,7 @@ func TestRenewalGoesToIssuingCA(t *testing.T) {
 // without "replaces", and the name is renewed.
 func TestReplacesRefused(t *testing.T) {
 	t.Parallel()
-	e := newMultiEnv(t, Config{}, &LimitsConfig{})
+	e := newMultiEnv(t, Config{}, &ratelimit.LimitsConfig{})
 	ctx := context.Background()
 	const name = "www.example.test"
 	addPending(t, e.st, e.clock.Now(), name)
@@ -271,7 +272,7 @@ func TestReplacesRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := acmeErr(KindTransient, "alreadyReplaced", "certificate with serial "+first.Serial+" already has a replacement order")
-	refused.ReplacesRefused = true
+	refused.refusedAsReplacement()
 	e.cas[0].fail(refused)
 	e.clock.Advance(time.Hour) // a new serial
 	e.r.process(ctx, name, true)
@@ -285,7 +286,7 @@ func TestReplacesRefused(t *testing.T) {
 	}
 	// The refusal was not a failed validation: the name's failure buckets
 	// are untouched.
-	if b := e.lims[0].Bucket(LimitAuthzFailures, name); b.Tokens != float64(b.Burst) {
+	if b := e.lims[0].Bucket(ratelimit.LimitAuthzFailures, name); b.Tokens != float64(b.Burst) {
 		t.Fatalf("authorization failures bucket %+v, want full", b)
 	}
 
@@ -293,8 +294,8 @@ func TestReplacesRefused(t *testing.T) {
 	// an exact-set token) must wait: the name waits without a failure, and
 	// its next order goes without "replaces" straight away.
 	second, _ := e.st.LookupCertificate(ctx, name)
-	for e.lims[0].Bucket(LimitCertsPerExactSet, name).Tokens >= 1 {
-		e.lims[0].Reserve([]string{name}, OrderRenewal)
+	for e.lims[0].Bucket(ratelimit.LimitCertsPerExactSet, name).Tokens >= 1 {
+		e.lims[0].Reserve([]string{name}, ratelimit.OrderRenewal)
 	}
 	e.cas[0].fail(refused)
 	e.clock.Advance(time.Hour)
@@ -333,10 +334,10 @@ func TestSpreadDistribution(t *testing.T) {
 	t.Run("by room", func(t *testing.T) {
 		// Only the new-orders buckets limit: every name is under one
 		// registered domain, whose limit is off.
-		off := Limit{Burst: -1}
+		off := ratelimit.Limit{Burst: -1}
 		e := newMultiEnv(t, Config{Selection: SelectSpread},
-			&LimitsConfig{NewOrders: Limit{Burst: 200, Per: 3 * time.Hour}, CertsPerRegisteredDomain: off},
-			&LimitsConfig{NewOrders: Limit{Burst: 100, Per: 3 * time.Hour}, CertsPerRegisteredDomain: off})
+			&ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 200, Per: 3 * time.Hour}, CertsPerRegisteredDomain: off},
+			&ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 100, Per: 3 * time.Hour}, CertsPerRegisteredDomain: off})
 		var names []string
 		for i := range 90 {
 			names = append(names, "n"+string(rune('a'+i%26))+string(rune('a'+i/26))+".example.test")
@@ -350,12 +351,12 @@ func TestSpreadDistribution(t *testing.T) {
 			t.Fatalf("orders at a (room 200), b (room 100) = %v, want about 60 and 30", got)
 		}
 		t.Logf("orders: a %d, b %d; room left: a %.0f, b %.0f", got[0], got[1],
-			e.lims[0].Bucket(LimitNewOrders, "").Tokens, e.lims[1].Bucket(LimitNewOrders, "").Tokens)
+			e.lims[0].Bucket(ratelimit.LimitNewOrders, "").Tokens, e.lims[1].Bucket(ratelimit.LimitNewOrders, "").Tokens)
 	})
 	t.Run("no room: the other CA", func(t *testing.T) {
 		e := newMultiEnv(t, Config{Selection: SelectSpread},
-			&LimitsConfig{NewOrders: Limit{Burst: 1, Per: 3 * time.Hour}}, nil)
-		e.lims[0].Reserve([]string{"used.example.test"}, OrderNew)
+			&ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 1, Per: 3 * time.Hour}}, nil)
+		e.lims[0].Reserve([]string{"used.example.test"}, ratelimit.OrderNew)
 		for i := range 5 {
 			name := "m" + string(rune('a'+i)) + ".example.test"
 			addPending(t, e.st, e.clock.Now(), name)
@@ -407,15 +408,12 @@ func TestCARests(t *testing.T) {
 func TestNewRefusesBadCAs(t *testing.T) {
 	t.Parallel()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Now()}
+	clock := newFakeClock(time.Now())
 	a, b := newFakeCA("https://a.example/dir", clock), newFakeCA("https://a.example/dir", clock)
 	tests := []struct {
-		desc   string
-		cfg    Config
-		issuer Issuer
+		desc string
+		cfg  Config
 	}{
-		{desc: "CAs and an issuer", cfg: Config{CAs: []CA{{Issuer: a}}}, issuer: b},
-		{desc: "CAs and a top-level Limiter", cfg: Config{CAs: []CA{{Issuer: a}}, Limiter: &Limiter{}}},
 		{desc: "CA without issuer", cfg: Config{CAs: []CA{{Name: "x"}}}},
 		{desc: "two CAs with one name", cfg: Config{CAs: []CA{{Issuer: a}, {Issuer: b}}}},
 		{desc: "two CAs with one directory", cfg: Config{CAs: []CA{{Name: "a", Issuer: a}, {Name: "b", Issuer: b}}}},
@@ -424,13 +422,13 @@ func TestNewRefusesBadCAs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			if _, err := New(tc.cfg, st, tc.issuer, discardLogger()); err == nil {
+			if _, err := New(tc.cfg, st, discardLogger()); err == nil {
 				t.Error("New accepted it")
 			}
 		})
 	}
 	c := newFakeCA("https://c.example/dir", clock)
-	if _, err := New(Config{CAs: []CA{{Issuer: a}, {Name: "c", Issuer: c}}, Selection: SelectSpread}, st, nil, discardLogger()); err != nil {
+	if _, err := New(Config{CAs: []CA{{Issuer: a}, {Name: "c", Issuer: c}}, Selection: SelectSpread}, st, discardLogger()); err != nil {
 		t.Errorf("New refused two named CAs: %v", err)
 	}
 }
@@ -453,14 +451,14 @@ func TestARIFromDirectory(t *testing.T) {
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			st := openStore(t)
-			clock := &fakeClock{now: time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)}
+			clock := newFakeClock(time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC))
 			ca := newFakeCA("https://ca.example/dir", clock)
 			ca.noARI = tc.noARI
-			lim, err := NewLimiter(LimitsConfig{CertsPerExactSet: Limit{Burst: 1, Per: 7 * 24 * time.Hour}}, clock.Now)
+			lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{CertsPerExactSet: ratelimit.Limit{Burst: 1, Per: 7 * 24 * time.Hour}}, clock.Now)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := New(Config{Now: clock.Now, Seed: 3, CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, nil, discardLogger())
+			r, err := New(Config{Now: clock.Now, Seed: 3, CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, discardLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -491,7 +489,7 @@ func TestCAAWaitsForHeldCA(t *testing.T) {
 	}
 	dnsSrv.SetCAA("only-b.example.test", dnstest.CAA{Tag: "issue", Value: "b.example"})
 	pf := preflightOn(t, dnsSrv, "127.0.0.1")
-	e := newMultiEnv(t, Config{Preflight: pf}, nil, &LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}})
+	e := newMultiEnv(t, Config{Preflight: pf}, nil, &ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 1, Per: time.Hour}})
 	ctx := context.Background()
 	addPending(t, e.st, e.clock.Now(), "first.only-b.example.test", "second.only-b.example.test")
 	e.r.process(ctx, "first.only-b.example.test", false) // spends b's token

@@ -27,7 +27,7 @@ func TestCAReturnsWithPebble(t *testing.T) {
 		names = append(names, fmt.Sprintf("r%02d.example.test", i))
 	}
 	env.pointHere(append(names, "first.example.test")...)
-	rn, err := New(Config{Workers: 4, IdleWait: 200 * time.Millisecond, DefaultProfile: "default"}, env.store, env.issuer(t, nil), testLogger(t))
+	rn, err := New(Config{Workers: 4, IdleWait: 200 * time.Millisecond, DefaultProfile: "default", CAs: []CA{{Issuer: env.issuer(t, nil)}}}, env.store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

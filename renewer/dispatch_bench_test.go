@@ -22,7 +22,7 @@ import (
 func BenchmarkDispatch(b *testing.B) {
 	for _, size := range []int{100_000, 1_000_000} {
 		st, now := dueStore(b, size, 1000)
-		r, err := New(Config{}, st, &scriptedIssuer{}, discardLogger())
+		r, err := New(Config{CAs: []CA{{Issuer: &scriptedIssuer{}}}}, st, discardLogger())
 		if err != nil {
 			b.Fatal(err)
 		}

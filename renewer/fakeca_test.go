@@ -9,7 +9,7 @@ import (
 )
 
 // fakeCA stands in for one ACME CA in the scheduler's unit tests: it
-// issues self-signed certificates from its directory (Source "acme",
+// issues self-signed certificates from its directory (Source store.SourceACME,
 // Origin dir) and answers renewal information (RFC 9773) from windows the
 // test sets per certificate ID, by default the span from 60% to 75% of
 // the lifetime, which holds RenewalTime's two thirds ± 5%. Errors queued
@@ -77,7 +77,7 @@ func (f *fakeCA) Obtain(ctx context.Context, o Order) (*store.Certificate, error
 	if err != nil {
 		return nil, err
 	}
-	c.Source, c.Origin = "acme", f.dir
+	c.Source, c.Origin = store.SourceACME, f.dir
 	return c, nil
 }
 
@@ -113,11 +113,4 @@ func (f *fakeCA) pollCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.polls
-}
-
-// Advance moves the fake clock by d.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
+	"slices"
 	"time"
 
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -56,7 +57,7 @@ func (r *Renewer) giveUp(ctx context.Context, log *slog.Logger, d *store.Domain,
 // It returns a zero hold and nil when the order may be sent (its
 // rate-limit tokens are then taken), a hold when ca's limits hold it back,
 // or the pre-flight's error.
-func (r *Renewer) gate(ctx context.Context, ca *caState, o Order, kind OrderKind) (hold, error) {
+func (r *Renewer) gate(ctx context.Context, ca *caState, o Order, kind ratelimit.OrderKind) (hold, error) {
 	names := o.Names()
 	if ca.Limiter != nil {
 		for _, name := range names {
@@ -86,7 +87,7 @@ func (r *Renewer) gate(ctx context.Context, ca *caState, o Order, kind OrderKind
 // reserve takes the tokens of an order from ca's Limiter. Waits of up to
 // shortWait in all are waited out here; a longer one is returned as a
 // hold. When ctx ends during a wait the hold is returned too.
-func (r *Renewer) reserve(ctx context.Context, ca *caState, names []string, kind OrderKind) hold {
+func (r *Renewer) reserve(ctx context.Context, ca *caState, names []string, kind ratelimit.OrderKind) hold {
 	if ca.Limiter == nil {
 		return hold{}
 	}
@@ -165,7 +166,7 @@ func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h
 // CA named (the order's Name when it named none of them); a rateLimited answer empties
 // the bucket it names until the CA's Retry-After; any failure gives back
 // the certificate tokens (no certificate was issued), but not the order's.
-func (r *Renewer) settle(ca *caState, o Order, kind OrderKind, err error) {
+func (r *Renewer) settle(ca *caState, o Order, kind ratelimit.OrderKind, err error) {
 	l := ca.Limiter
 	if l == nil {
 		return
@@ -186,39 +187,27 @@ func (r *Renewer) settle(ca *caState, o Order, kind OrderKind, err error) {
 			l.NotIssued(names, kind)
 			l.RateLimited(names, ae.Detail, ae.Wait)
 			return
-		case ae.Kind == KindPermanent && !ae.ReplacesRefused && validationFailed(ae.Problem):
+		case ae.ValidationFailed:
 			l.AuthzFailed(failedName(o, ae))
 		}
 	}
 	l.NotIssued(names, kind)
 }
 
-// validationFailed reports whether an ACME problem type means that the CA
-// tried to validate the name and failed (RFC 8555 section 6.7), which the
-// CA counts against its failed-validation limits.
-func validationFailed(problem string) bool {
-	switch shortProblem(problem) {
-	case "unauthorized", "incorrectResponse", "dns", "caa", "connection", "tls":
-		return true
-	}
-	return false
-}
-
-// refund gives back the tokens of an order that was never sent. A nil
-// Limiter does nothing.
-func (l *Limiter) refund(o Order, kind OrderKind) {
-	if l != nil {
-		l.Refund(o.Names(), kind)
+// refund gives back the tokens ca's Limiter took for an order that was
+// never sent. A CA without a Limiter has nothing to give back.
+func (ca *caState) refund(o Order, kind ratelimit.OrderKind) {
+	if ca.Limiter != nil {
+		ca.Limiter.Refund(o.Names(), kind)
 	}
 }
 
 // failedName returns the name of o whose validation failed: the one the
-// CA's problem detail names, else o.Name.
+// CA's problem is about (ACMEError.Identifier), matched exactly, else
+// o.Name.
 func failedName(o Order, ae *ACMEError) string {
-	for _, n := range o.ExtraNames {
-		if strings.Contains(ae.Detail, n) {
-			return n
-		}
+	if ae.Identifier != "" && slices.Contains(o.Names(), ae.Identifier) {
+		return ae.Identifier
 	}
 	return o.Name
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer/dnstest"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -17,22 +18,28 @@ type gateEnv struct {
 	st    *store.Badger
 	clock *fakeClock
 	iss   *scriptedIssuer
-	lim   *Limiter
+	lim   *ratelimit.Limiter
 	r     *Renewer
 }
 
-func newGateEnv(t *testing.T, limits LimitsConfig, cfg Config, errs ...error) *gateEnv {
+func newGateEnv(t *testing.T, limits ratelimit.LimitsConfig, cfg Config, errs ...error) *gateEnv {
 	t.Helper()
-	e := &gateEnv{st: openStore(t), clock: &fakeClock{now: time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &gateEnv{st: openStore(t), clock: newFakeClock(time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC))}
 	life := 90 * 24 * time.Hour
 	e.iss = &scriptedIssuer{errs: errs, life: life, notAfter: func() time.Time { return e.clock.Now().Add(life) }}
-	lim, err := NewLimiter(limits, e.clock.Now)
+	lim, err := ratelimit.NewLimiter(limits, e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.lim = lim
-	cfg.Now, cfg.Seed, cfg.Limiter = e.clock.Now, 11, lim
-	e.r, err = New(cfg, e.st, e.iss, discardLogger())
+	// One CA: the test's issuer with this Limiter, and the CAA
+	// identities a test may give in cfg.CAs[0].
+	ca := CA{Issuer: e.iss, Limiter: lim}
+	if len(cfg.CAs) > 0 {
+		ca.CAIdentities = cfg.CAs[0].CAIdentities
+	}
+	cfg.Now, cfg.Seed, cfg.CAs = e.clock.Now, 11, []CA{ca}
+	e.r, err = New(cfg, e.st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +47,7 @@ func newGateEnv(t *testing.T, limits LimitsConfig, cfg Config, errs ...error) *g
 }
 
 func TestGatePacesNewOrders(t *testing.T) {
-	e := newGateEnv(t, LimitsConfig{NewOrders: Limit{Burst: 2, Per: time.Hour}}, Config{})
+	e := newGateEnv(t, ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 2, Per: time.Hour}}, Config{})
 	names := []string{"a.example.test", "b.example.test", "c.example.test"}
 	addPending(t, e.st, e.clock.Now(), names...)
 	for _, n := range names {
@@ -64,7 +71,8 @@ func TestGatePacesNewOrders(t *testing.T) {
 func TestGateFailedValidationLimit(t *testing.T) {
 	unauthorized := &ACMEError{Name: "bad.example.test", Kind: KindPermanent,
 		Problem: "urn:ietf:params:acme:error:unauthorized", Detail: "Invalid response from http://bad.example.test/.well-known/acme-challenge/x: 404"}
-	e := newGateEnv(t, LimitsConfig{AuthzFailures: Limit{Burst: 2, Per: time.Hour}}, Config{}, unauthorized, unauthorized, unauthorized)
+	unauthorized.judge()
+	e := newGateEnv(t, ratelimit.LimitsConfig{AuthzFailures: ratelimit.Limit{Burst: 2, Per: time.Hour}}, Config{}, unauthorized, unauthorized, unauthorized)
 	const name = "bad.example.test"
 	addPending(t, e.st, e.clock.Now(), name)
 	for i := range 2 {
@@ -90,7 +98,7 @@ func TestGateFailedValidationLimit(t *testing.T) {
 func TestGateRateLimitedAnswerDrainsBucket(t *testing.T) {
 	limited := &ACMEError{Name: "a.example.test", Kind: KindRateLimited, Wait: 2 * time.Hour,
 		Problem: "urn:ietf:params:acme:error:rateLimited", Detail: "too many new orders (300) from this account in the last 3h0m0s"}
-	e := newGateEnv(t, LimitsConfig{}, Config{}, limited)
+	e := newGateEnv(t, ratelimit.LimitsConfig{}, Config{}, limited)
 	addPending(t, e.st, e.clock.Now(), "a.example.test", "b.example.test")
 	e.r.process(context.Background(), "a.example.test", false)
 	e.r.process(context.Background(), "b.example.test", false)
@@ -113,7 +121,7 @@ func TestGatePreflightRefusesWithoutOrdering(t *testing.T) {
 	dnsSrv.SetCAA("example.test", dnstest.CAA{Tag: "issue", Value: "other-ca.example"})
 	dnsSrv.SetCAA("free.example.test", dnstest.CAA{Tag: "issue", Value: "our-ca.example"})
 	pf := preflightOn(t, dnsSrv, "127.0.0.1")
-	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAIdentities: []string{"our-ca.example"}})
+	e := newGateEnv(t, ratelimit.LimitsConfig{}, Config{Preflight: pf, CAs: []CA{{CAIdentities: []string{"our-ca.example"}}}})
 	addPending(t, e.st, e.clock.Now(), "shop.example.test", "free.example.test", "nowhere.example.test")
 	for _, n := range []string{"shop.example.test", "free.example.test", "nowhere.example.test"} {
 		e.r.process(context.Background(), n, false)
@@ -133,7 +141,7 @@ func TestGatePreflightRefusesWithoutOrdering(t *testing.T) {
 }
 
 func TestGateGivesUp(t *testing.T) {
-	e := newGateEnv(t, LimitsConfig{}, Config{GiveUpAfter: 30 * 24 * time.Hour})
+	e := newGateEnv(t, ratelimit.LimitsConfig{}, Config{GiveUpAfter: 30 * 24 * time.Hour})
 	ctx := context.Background()
 	const name = "hopeless.example.test"
 	now := e.clock.Now()
@@ -172,7 +180,7 @@ func TestGateRateLimitedGivesBackCertificateTokens(t *testing.T) {
 		return &ACMEError{Name: "a.example.test", Kind: KindRateLimited, Wait: time.Minute,
 			Problem: "urn:ietf:params:acme:error:rateLimited", Detail: "too many new orders (300) from this account in the last 3h0m0s"}
 	}
-	e := newGateEnv(t, LimitsConfig{CertsPerRegisteredDomain: Limit{Burst: 3, Per: 7 * 24 * time.Hour}}, Config{}, limited(), limited(), limited())
+	e := newGateEnv(t, ratelimit.LimitsConfig{CertsPerRegisteredDomain: ratelimit.Limit{Burst: 3, Per: 7 * 24 * time.Hour}}, Config{}, limited(), limited(), limited())
 	addPending(t, e.st, e.clock.Now(), "a.example.test")
 	for i := range 3 {
 		e.r.process(context.Background(), "a.example.test", false)
@@ -181,7 +189,7 @@ func TestGateRateLimitedGivesBackCertificateTokens(t *testing.T) {
 		}
 		e.clock.Set(getDomain(t, e.st, "a.example.test").NextAttempt)
 	}
-	if b := e.lim.Bucket(LimitCertsPerRegisteredDomain, "example.test"); b.Tokens != 3 {
+	if b := e.lim.Bucket(ratelimit.LimitCertsPerRegisteredDomain, "example.test"); b.Tokens != 3 {
 		t.Errorf("registered-domain bucket after 3 rateLimited answers: %.2f tokens, want 3 (nothing was issued)", b.Tokens)
 	}
 }
@@ -193,7 +201,7 @@ func TestGateRateLimitedGivesBackCertificateTokens(t *testing.T) {
 func TestGateRenewGivenUpStartsAfresh(t *testing.T) {
 	dnsSrv := dnstest.Start(t, dnstest.Options{}) // every name NXDOMAIN
 	pf := preflightOn(t, dnsSrv)
-	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, GiveUpAfter: 30 * 24 * time.Hour})
+	e := newGateEnv(t, ratelimit.LimitsConfig{}, Config{Preflight: pf, GiveUpAfter: 30 * 24 * time.Hour})
 	ctx := context.Background()
 	const name = "parked.example.test"
 	now := e.clock.Now()

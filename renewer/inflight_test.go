@@ -40,7 +40,7 @@ func TestCompletionsRate(t *testing.T) {
 func TestInFlightAndThroughput(t *testing.T) {
 	st := badgerStore(t)
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }, delay: 200 * time.Millisecond}
-	rn, err := New(Config{Workers: 2, IdleWait: 50 * time.Millisecond}, st, iss, testLogger(t))
+	rn, err := New(Config{Workers: 2, IdleWait: 50 * time.Millisecond, CAs: []CA{{Issuer: iss}}}, st, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,9 @@ const limitSaveEvery = time.Second
 // limitSaveTimeout bounds one save, the last one at shutdown included.
 const limitSaveTimeout = 10 * time.Second
 
+// savedBucket names a saved bucket: its limit and key.
+type savedBucket struct{ limit, key string }
+
 // accountIDer is an Issuer that says which ACME account it orders with
 // (ACMEIssuer does).
 type accountIDer interface{ AccountID() string }
@@ -59,7 +62,7 @@ func (r *Renewer) restoreLimits(ctx context.Context) {
 // saveLimitsEvery saves the Limiters' changes every period until ctx is
 // done, then once more.
 func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
-	pending := make([]map[savedKey]store.RateBucket, len(r.cas))
+	pending := make([]map[savedBucket]store.RateBucket, len(r.cas))
 	save := func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limitSaveTimeout)
 		defer cancel()
@@ -80,7 +83,7 @@ func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
 
 // saveLimits writes each Limiter's changes, with those of earlier saves
 // that failed (pending, by CA), to the store.
-func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedKey]store.RateBucket) {
+func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedBucket]store.RateBucket) {
 	for i, ca := range r.cas {
 		if ca.Limiter == nil {
 			continue
@@ -90,10 +93,10 @@ func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedKey]store.R
 			continue
 		}
 		if pending[i] == nil {
-			pending[i] = make(map[savedKey]store.RateBucket, len(changes))
+			pending[i] = make(map[savedBucket]store.RateBucket, len(changes))
 		}
 		for _, c := range changes {
-			pending[i][savedKey{LimitID(c.Limit), c.Key}] = c
+			pending[i][savedBucket{c.Limit, c.Key}] = c
 		}
 		bs := make([]store.RateBucket, 0, len(pending[i]))
 		for _, c := range pending[i] {

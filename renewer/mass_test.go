@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -26,14 +27,14 @@ func TestMassRenewalPaced(t *testing.T) {
 		per   = 400 * time.Millisecond // 50 a second
 	)
 	st := badgerStore(t)
-	clock := &fakeClock{now: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 	ca := newFakeCA("https://ca.example.test/dir", clock)
-	lim, err := NewLimiter(LimitsConfig{OrderRequests: Limit{Burst: burst, Per: per}}, clock.Now)
+	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{OrderRequests: ratelimit.Limit{Burst: burst, Per: per}}, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r, err := New(Config{Workers: 1, IdleWait: 10 * time.Millisecond, Now: clock.Now, Seed: 3,
-		CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, nil, discardLogger())
+		CAs: []CA{{Issuer: ca, Limiter: lim, OffersARI: true}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestMassRenewalPaced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Source, c.Origin, c.RenewAt = "acme", ca.dir, na.Add(-time.Hour)
+		c.Source, c.Origin, c.RenewAt = store.SourceACME, ca.dir, na.Add(-time.Hour)
 		if err := st.PutCertificate(ctx, c); err != nil {
 			t.Fatal(err)
 		}
@@ -132,16 +133,16 @@ func TestImportedFleetFirstWave(t *testing.T) {
 	const lineages = 20
 	ctx := context.Background()
 	st := badgerStore(t)
-	clock := &fakeClock{now: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 	life := 90 * 24 * time.Hour
-	limits := LetsEncryptLimits()
-	limits.NewOrders = Limit{Burst: 5, Per: 3 * time.Hour}
-	lim, err := NewLimiter(limits, clock.Now)
+	limits := ratelimit.LetsEncryptLimits()
+	limits.NewOrders = ratelimit.Limit{Burst: 5, Per: 3 * time.Hour}
+	lim, err := ratelimit.NewLimiter(limits, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-	r, err := New(Config{Now: clock.Now, Seed: 5, CAs: []CA{{Issuer: iss, Limiter: lim}}}, st, nil, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 5, CAs: []CA{{Issuer: iss, Limiter: lim}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestImportedFleetFirstWave(t *testing.T) {
 			t.Fatalf("order for %v replacing %v, want the lineage's three names", o.Names(), o.Replaces)
 		}
 	}
-	if b := lim.Bucket(LimitNewOrders, ""); b.Tokens < 5 {
+	if b := lim.Bucket(ratelimit.LimitNewOrders, ""); b.Tokens < 5 {
 		t.Errorf("the renewal wave spent %.1f new orders, want none", 5-b.Tokens)
 	}
 	for _, n := range names {

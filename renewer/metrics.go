@@ -206,14 +206,7 @@ func (m *PrometheusMetrics) OrderRefused(ca string, err error) {
 func ErrorType(err error) (kind, problem string) {
 	var ae *ACMEError
 	if errors.As(err, &ae) {
-		problem = "none"
-		if ae.Problem != "" {
-			problem = shortProblem(ae.Problem)
-			if !knownProblem(problem) {
-				problem = "other"
-			}
-		}
-		return ae.Kind.String(), problem
+		return ae.Kind.String(), ae.problemLabel()
 	}
 	var pe *PreflightError
 	if errors.As(err, &pe) {
@@ -232,12 +225,6 @@ func ErrorType(err error) (kind, problem string) {
 		return KindRateLimited.String(), "none"
 	}
 	return KindTransient.String(), "none"
-}
-
-// knownProblem reports whether short is an ACME problem type the renewer
-// knows (RFC 8555 section 6.7, RFC 9773, draft-ietf-acme-profiles).
-func knownProblem(short string) bool {
-	return permanentProblems[short] || transientProblems[short] || short == "rateLimited" || short == "compound"
 }
 
 // caCollector exports the renewer's CAStatus at every scrape.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer/dnstest"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -86,7 +87,7 @@ func (d directoryIssuer) Directory() string { return d.dir }
 func TestPrometheusMetricsCountsOrders(t *testing.T) {
 	const ca = "https://ca.example.test/directory"
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	caaErr := classify("refused.example.test", validationProblem("caa", "CAA record forbids issuance"), clock.Now())
 	iss := &scriptedIssuer{errs: []error{caaErr}, life: 90 * 24 * time.Hour,
 		notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
@@ -97,7 +98,7 @@ func TestPrometheusMetricsCountsOrders(t *testing.T) {
 	}
 	var inFlightDuringOrder float64
 	iss.during = func(Order) { inFlightDuringOrder = testutil.ToFloat64(pm.inFlight.WithLabelValues(ca)) }
-	r, err := New(Config{Now: clock.Now, Seed: 7, Metrics: pm}, st, directoryIssuer{iss, ca}, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 7, Metrics: pm, CAs: []CA{{Issuer: directoryIssuer{iss, ca}}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +172,10 @@ func (m *recordingMetrics) OrderRefused(ca string, err error) {
 // first order and a renewal, from an issuer that does not name its CA.
 func TestMetricsHookOutcomes(t *testing.T) {
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
 	m := &recordingMetrics{}
-	r, err := New(Config{Now: clock.Now, Seed: 3, Metrics: m}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 3, Metrics: m, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestMetricsCountPreflightRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newGateEnv(t, LimitsConfig{}, Config{Preflight: pf, CAIdentities: []string{"our-ca.example"}, Metrics: pm})
+	e := newGateEnv(t, ratelimit.LimitsConfig{}, Config{Preflight: pf, CAs: []CA{{CAIdentities: []string{"our-ca.example"}}}, Metrics: pm})
 	names := []string{"ok.example.test", "caa.example.test", "nowhere.example.test"}
 	addPending(t, e.st, e.clock.Now(), names...)
 	for _, n := range names {
@@ -234,12 +235,12 @@ certserver_orders_total{ca="",result="refused"} 2
 // moment of the scrape: an ARI poll, an order the limits deferred, the
 // new-orders bucket's tokens, a name blocked by its failed validations.
 func TestCACollector(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)} // newARIEnv's
-	lim, err := NewLimiter(LimitsConfig{NewOrders: Limit{Burst: 1, Per: time.Hour}}, clock.Now)
+	clock := newFakeClock(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)) // newARIEnv's
+	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 1, Per: time.Hour}}, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newARIEnv(t, Config{Limiter: lim})
+	e := newARIEnv(t, Config{CAs: []CA{{Limiter: lim}}})
 	e.clock = clock
 	e.ca.clock = clock
 	e.r.cfg.Now = clock.Now

@@ -24,7 +24,7 @@ func TestRenewerWithPebble(t *testing.T) {
 	env.ca.DNS.SetA("elsewhere.ondemand.test", loopback.Next()) // allowed pattern, points elsewhere
 	log := testLogger(t)
 
-	rn, err := New(Config{Workers: 2, IdleWait: 200 * time.Millisecond, DefaultProfile: "default"}, env.store, env.issuer(t, nil), log)
+	rn, err := New(Config{Workers: 2, IdleWait: 200 * time.Millisecond, DefaultProfile: "default", CAs: []CA{{Issuer: env.issuer(t, nil)}}}, env.store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestRenewerWithPebble(t *testing.T) {
 		waitFor(t, 30*time.Second, name+" served and valid", func() bool {
 			c, err := env.store.LookupCertificate(t.Context(), name)
 			d, derr := env.store.GetDomain(t.Context(), name)
-			return err == nil && c.Source == "acme" && derr == nil && d.State == store.StateValid
+			return err == nil && c.Source == store.SourceACME && derr == nil && d.State == store.StateValid
 		})
 		c, _ := env.store.LookupCertificate(t.Context(), name)
 		if err := env.ca.VerifyChain(t, c.ChainPEM, name); err != nil {

@@ -3,6 +3,8 @@ package renewer
 import (
 	"math"
 	"time"
+
+	"github.com/certserver/certserver/renewer/ratelimit"
 )
 
 // Plan is how long the names waiting for a first certificate take to
@@ -57,7 +59,7 @@ func (r *Renewer) Plan(pending int) Plan {
 	for i, ca := range r.cas {
 		c := CAPlan{Name: ca.Name, Room: -1}
 		if ca.Limiter != nil {
-			if b := ca.Limiter.Bucket(LimitNewOrders, ""); b.Burst >= 0 {
+			if b := ca.Limiter.Bucket(ratelimit.LimitNewOrders, ""); b.Burst >= 0 {
 				c.Room, c.Rate = b.Tokens, float64(b.Burst)/b.Per.Seconds()
 			}
 		}

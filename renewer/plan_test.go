@@ -4,36 +4,38 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/certserver/certserver/renewer/ratelimit"
 )
 
 func TestPlan(t *testing.T) {
 	t.Parallel()
-	le := &LimitsConfig{}
+	le := &ratelimit.LimitsConfig{}
 	tests := []struct {
 		desc    string
-		limits  []*LimitsConfig
+		limits  []*ratelimit.LimitsConfig
 		used    []int // new orders already sent, per CA
 		pending int
 		want    time.Duration // DoneIn, ± a minute
 		limited bool
 		orders  []int
 	}{
-		{desc: "500,000 names at 300 per 3 hours", limits: []*LimitsConfig{le}, pending: 500_000,
+		{desc: "500,000 names at 300 per 3 hours", limits: []*ratelimit.LimitsConfig{le}, pending: 500_000,
 			want: time.Duration(500_000-300) * 36 * time.Second, limited: true, orders: []int{500_000}},
-		{desc: "fits in the burst", limits: []*LimitsConfig{le}, pending: 200, limited: true, orders: []int{200}},
-		{desc: "burst spent", limits: []*LimitsConfig{le}, used: []int{300}, pending: 100,
+		{desc: "fits in the burst", limits: []*ratelimit.LimitsConfig{le}, pending: 200, limited: true, orders: []int{200}},
+		{desc: "burst spent", limits: []*ratelimit.LimitsConfig{le}, used: []int{300}, pending: 100,
 			want: 100 * 36 * time.Second, limited: true, orders: []int{100}},
-		{desc: "two accounts share the work", limits: []*LimitsConfig{le, {NewOrders: Limit{Burst: 600, Per: 3 * time.Hour}}}, pending: 500_000,
+		{desc: "two accounts share the work", limits: []*ratelimit.LimitsConfig{le, {NewOrders: ratelimit.Limit{Burst: 600, Per: 3 * time.Hour}}}, pending: 500_000,
 			want: time.Duration(float64(500_000-900) / (1.0/36 + 1.0/18) * float64(time.Second)), limited: true, orders: []int{166_667, 333_333}},
-		{desc: "a CA without a limit", limits: []*LimitsConfig{le, nil}, pending: 500_000, orders: []int{0, 500_000}},
-		{desc: "nothing pending", limits: []*LimitsConfig{le}, limited: true, orders: []int{0}},
+		{desc: "a CA without a limit", limits: []*ratelimit.LimitsConfig{le, nil}, pending: 500_000, orders: []int{0, 500_000}},
+		{desc: "nothing pending", limits: []*ratelimit.LimitsConfig{le}, limited: true, orders: []int{0}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			e := newMultiEnv(t, Config{}, tc.limits...)
 			for i, n := range tc.used {
 				for j := range n {
-					if !e.lims[i].Reserve([]string{fmt.Sprintf("n%d.test", j)}, OrderNew).OK {
+					if !e.lims[i].Reserve([]string{fmt.Sprintf("n%d.test", j)}, ratelimit.OrderNew).OK {
 						t.Fatalf("order %d refused", j)
 					}
 				}

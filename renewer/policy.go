@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -28,9 +27,9 @@ type PolicyConfig struct {
 	// allow-list check.
 	Allow []string
 	// Targets are the IP addresses and host names that a name's A/AAAA
-	// records or CNAME chain must point at (seed 003's allow_domain check):
-	// the name passes when any address or CNAME target is listed. Empty: no
-	// DNS check.
+	// records or CNAME chain must point at, so that a name is ordered only
+	// when the CA's validation would reach this host: the name passes when
+	// any address or CNAME target is listed. Empty: no DNS check.
 	Targets []string
 	// AskURL, when set, is asked with GET AskURL?domain=NAME; a 200 answer
 	// allows the name and anything else refuses it.
@@ -60,8 +59,7 @@ type Policy struct {
 	cfg      PolicyConfig
 	exact    map[string]bool
 	suffixes []string // ".example.com" for "*.example.com"
-	targets  map[string]bool
-	addrs    map[netip.Addr]bool
+	targets  Targets
 	resolver *Resolver
 	client   *http.Client
 	log      *slog.Logger
@@ -100,8 +98,6 @@ func NewPolicy(cfg PolicyConfig, resolver *Resolver, logger *slog.Logger) (*Poli
 	p := &Policy{
 		cfg:      cfg,
 		exact:    map[string]bool{},
-		targets:  map[string]bool{},
-		addrs:    map[netip.Addr]bool{},
 		resolver: resolver,
 		client:   &http.Client{Timeout: cfg.AskTimeout},
 		log:      logger,
@@ -118,16 +114,9 @@ func NewPolicy(cfg PolicyConfig, resolver *Resolver, logger *slog.Logger) (*Poli
 			p.exact[n] = true
 		}
 	}
-	for _, t := range cfg.Targets {
-		if a, err := netip.ParseAddr(t); err == nil {
-			p.addrs[a.Unmap()] = true
-			continue
-		}
-		n, err := hostname.Normalize(t)
-		if err != nil {
-			return nil, fmt.Errorf("on-demand targets: %q is neither an IP address nor a host name: %w", t, err)
-		}
-		p.targets[n] = true
+	var err error
+	if p.targets, err = ParseTargets(cfg.Targets); err != nil {
+		return nil, fmt.Errorf("on-demand targets: %w", err)
 	}
 	if len(cfg.Targets) > 0 && resolver == nil {
 		return nil, errors.New("new policy: targets are set but there is no resolver")
@@ -227,15 +216,11 @@ func (p *Policy) pointsAtUs(ctx context.Context, name string) Decision {
 	if err != nil {
 		return Decision{Reason: "DNS check failed: " + err.Error()}
 	}
-	for _, a := range ans.Addrs {
-		if p.addrs[a] {
-			return Decision{Allow: true}
-		}
-	}
-	for _, c := range ans.CNAMEs {
-		if p.targets[c] {
-			return Decision{Allow: true}
-		}
+	if p.targets.pointsAt(ans, false) {
+		// The name will be ordered now: its pre-flight, when it asks the
+		// same Resolver, reads this answer instead of asking again.
+		p.resolver.keep(name, ans)
+		return Decision{Allow: true}
 	}
 	return Decision{Reason: fmt.Sprintf("DNS does not point at the configured targets (addresses %v, CNAMEs %v)", ans.Addrs, ans.CNAMEs)}
 }

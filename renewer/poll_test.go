@@ -23,14 +23,20 @@ type ariEnv struct {
 
 func newARIEnv(t *testing.T, cfg Config) *ariEnv {
 	t.Helper()
-	e := &ariEnv{st: openStore(t), clock: &fakeClock{now: time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &ariEnv{st: openStore(t), clock: newFakeClock(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC))}
 	e.ca = newFakeCA("https://ca.example.test/dir", e.clock)
-	cfg.Now, cfg.CAOffersARI = e.clock.Now, true
+	// One CA offering ARI: the test's, with the Limiter a test may give
+	// in cfg.CAs[0].
+	ca := CA{Issuer: e.ca, OffersARI: true}
+	if len(cfg.CAs) > 0 {
+		ca.Limiter = cfg.CAs[0].Limiter
+	}
+	cfg.Now, cfg.CAs = e.clock.Now, []CA{ca}
 	if cfg.Seed == 0 {
 		cfg.Seed = 5
 	}
 	var err error
-	if e.r, err = New(cfg, e.st, e.ca, discardLogger()); err != nil {
+	if e.r, err = New(cfg, e.st, discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -202,7 +208,7 @@ func TestMassRenewalEarliestExpiryFirst(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Source, c.Origin, c.RenewAt = "acme", e.ca.dir, na.Add(-10*24*time.Hour+time.Hour)
+		c.Source, c.Origin, c.RenewAt = store.SourceACME, e.ca.dir, na.Add(-10*24*time.Hour+time.Hour)
 		if c.RenewAt.Before(now) {
 			c.RenewAt = na.Add(-time.Hour)
 		}

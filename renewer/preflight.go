@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
-
-	"github.com/certserver/certserver/store/hostname"
 )
 
 // The steps of a pre-flight check, as PreflightError.Step names them.
@@ -52,6 +49,11 @@ func (e *PreflightError) Unwrap() error { return e.Err }
 // Permanent reports whether the refusal stands until DNS changes.
 func (e *PreflightError) Permanent() bool { return e.Kind == KindPermanent }
 
+// nameFault reports whether the refusal holds for every CA: the name does
+// not resolve, does not point here, or its DNS cannot be read. A CAA
+// record read without error refuses only the CA it was checked for.
+func (e *PreflightError) nameFault() bool { return e.Step != StepCAA || e.Err != nil }
+
 // PreflightConfig configures a Preflight. Zero fields take the defaults
 // stated.
 type PreflightConfig struct {
@@ -81,8 +83,7 @@ type PreflightConfig struct {
 type Preflight struct {
 	cfg      PreflightConfig
 	resolver *Resolver
-	addrs    map[netip.Addr]bool
-	hosts    map[string]bool
+	targets  Targets
 }
 
 // NewPreflight validates cfg and returns its Preflight, asking DNS through
@@ -94,19 +95,11 @@ func NewPreflight(cfg PreflightConfig, r *Resolver) (*Preflight, error) {
 	if cfg.Method == "" {
 		cfg.Method = "http-01"
 	}
-	p := &Preflight{cfg: cfg, resolver: r, addrs: map[netip.Addr]bool{}, hosts: map[string]bool{}}
-	for _, t := range cfg.Targets {
-		if a, err := netip.ParseAddr(t); err == nil {
-			p.addrs[a.Unmap()] = true
-			continue
-		}
-		n, err := hostname.Normalize(t)
-		if err != nil {
-			return nil, fmt.Errorf("pre-flight targets: %q is neither an IP address nor a host name: %w", t, err)
-		}
-		p.hosts[n] = true
+	targets, err := ParseTargets(cfg.Targets)
+	if err != nil {
+		return nil, fmt.Errorf("pre-flight targets: %w", err)
 	}
-	return p, nil
+	return &Preflight{cfg: cfg, resolver: r, targets: targets}, nil
 }
 
 // Check runs the pre-flight checks for name, a normalized host name, and
@@ -134,9 +127,11 @@ func (p *Preflight) Check(ctx context.Context, name string, caIdentities []strin
 	return p.checkCAA(ctx, name, caIdentities, accountURI)
 }
 
-// checkAddress looks name up and checks it points at the targets.
+// checkAddress looks name up and checks it points at the targets. An
+// answer the on-demand check read moments ago through the same Resolver
+// is used instead of asking again (Resolver.lookupOnce).
 func (p *Preflight) checkAddress(ctx context.Context, name string) error {
-	ans, err := p.resolver.Lookup(ctx, name)
+	ans, err := p.resolver.lookupOnce(ctx, name)
 	switch {
 	case errors.Is(err, ErrNoSuchName):
 		return &PreflightError{Name: name, Step: StepResolve, Kind: KindPermanent,
@@ -148,45 +143,18 @@ func (p *Preflight) checkAddress(ctx context.Context, name string) error {
 		return &PreflightError{Name: name, Step: StepResolve, Kind: KindPermanent,
 			Reason: "name has no A or AAAA records" + viaCNAMEs(ans.CNAMEs) + ": the CA has nowhere to connect"}
 	}
-	if len(p.addrs) == 0 && len(p.hosts) == 0 {
+	if p.targets.Empty() || p.targets.pointsAt(ans, p.cfg.AllAddresses) {
 		return nil
 	}
-	for _, c := range ans.CNAMEs {
-		if p.hosts[c] {
-			return nil
-		}
-	}
-	var ours, stray []string
-	for _, a := range ans.Addrs {
-		if p.addrs[a] {
-			ours = append(ours, a.String())
-		} else {
-			stray = append(stray, a.String())
-		}
-	}
-	switch {
-	case len(ours) > 0 && (!p.cfg.AllAddresses || len(stray) == 0):
-		return nil
-	case len(ours) > 0:
+	_, ours, stray := p.targets.match(ans)
+	if len(ours) > 0 {
 		return &PreflightError{Name: name, Step: StepTargets, Kind: KindPermanent,
 			Reason: fmt.Sprintf("name points at %s here but also at %s%s, which is not a configured target; the CA may validate against any of them",
 				strings.Join(ours, ", "), strings.Join(stray, ", "), viaCNAMEs(ans.CNAMEs))}
 	}
 	return &PreflightError{Name: name, Step: StepTargets, Kind: KindPermanent,
 		Reason: fmt.Sprintf("name points at %s%s, not at the configured targets (%s)",
-			strings.Join(stray, ", "), viaCNAMEs(ans.CNAMEs), strings.Join(p.targetList(), ", "))}
-}
-
-func (p *Preflight) targetList() []string {
-	var out []string
-	for a := range p.addrs {
-		out = append(out, a.String())
-	}
-	for h := range p.hosts {
-		out = append(out, h)
-	}
-	slices.Sort(out)
-	return out
+			strings.Join(stray, ", "), viaCNAMEs(ans.CNAMEs), strings.Join(p.targets.list(), ", "))}
 }
 
 func viaCNAMEs(cnames []string) string {

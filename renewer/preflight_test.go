@@ -565,46 +565,6 @@ func TestNewPreflight(t *testing.T) {
 	}
 }
 
-func TestParseCAAValue(t *testing.T) {
-	tests := []struct {
-		desc, value, issuer string
-		params              map[string]string
-		wantErr             bool
-	}{
-		{desc: "issuer only", value: "letsencrypt.org", issuer: "letsencrypt.org", params: map[string]string{}},
-		{desc: "empty", value: ";", params: map[string]string{}},
-		{desc: "nothing at all", value: "", params: map[string]string{}},
-		{desc: "trailing semicolon", value: "ca.test;", issuer: "ca.test", params: map[string]string{}},
-		{desc: "parameters", value: "ca.test; accounturi=https://ca.test/a/1; validationmethods=http-01",
-			issuer: "ca.test", params: map[string]string{"accounturi": "https://ca.test/a/1", "validationmethods": "http-01"}},
-		{desc: "value holding =", value: "ca.test; accounturi=https://ca.test/?a=1", issuer: "ca.test",
-			params: map[string]string{"accounturi": "https://ca.test/?a=1"}},
-		{desc: "parameters without issuer", value: "; accounturi=x", params: map[string]string{"accounturi": "x"}},
-		{desc: "parameter without =", value: "ca.test; nonsense", wantErr: true},
-		{desc: "empty parameter in the middle", value: "ca.test;; a=b", wantErr: true},
-		{desc: "space inside the issuer", value: "ca test", wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			issuer, params, err := parseCAAValue(tc.value)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("error = %v, want error %v", err, tc.wantErr)
-			}
-			if tc.wantErr {
-				return
-			}
-			if issuer != tc.issuer || len(params) != len(tc.params) {
-				t.Fatalf("got %q %v, want %q %v", issuer, params, tc.issuer, tc.params)
-			}
-			for k, v := range tc.params {
-				if params[k] != v {
-					t.Errorf("param %s = %q, want %q", k, params[k], v)
-				}
-			}
-		})
-	}
-}
-
 // manyCAA returns n issue records for CAs other than Let's Encrypt.
 func manyCAA(n int) []dnstest.CAA {
 	out := make([]dnstest.CAA, n)
@@ -617,57 +577,6 @@ func manyCAA(n int) []dnstest.CAA {
 // TestResolverTruncated: an answer too large for UDP comes back
 // truncated and is asked again over TCP; the reply is whole. A server
 // that only truncates (no TCP) is an error, not a partial answer.
-func TestResolverTruncated(t *testing.T) {
-	s := dnstest.Start(t, dnstest.Options{})
-	s.SetCAA("example.test", manyCAA(60)...)
-	r, err := NewResolver([]string{s.Addr()}, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := r.Query(context.Background(), "example.test", dns.TypeCAA)
-	if err != nil || msg.Truncated || len(msg.Answer) != 60 {
-		t.Fatalf("Query: %d records, truncated %v, %v; want 60 over TCP", len(msgAnswer(msg)), msg != nil && msg.Truncated, err)
-	}
-	if n := s.Queries("example.test"); n != 2 {
-		t.Errorf("the server was asked %d times, want 2 (UDP, then TCP)", n)
-	}
-
-	// A small answer needs no TCP.
-	s.SetCAA("small.test", issue(pfLE))
-	if _, err := r.Query(context.Background(), "small.test", dns.TypeCAA); err != nil || s.Queries("small.test") != 1 {
-		t.Errorf("small answer: %v, asked %d times, want once", err, s.Queries("small.test"))
-	}
-
-	// A UDP-only server that truncates: the TCP retry fails, and so does
-	// the query.
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		m.Truncated = true
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	r, err = NewResolver([]string{pc.LocalAddr().String()}, 300*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if msg, err := r.Query(context.Background(), "example.test", dns.TypeCAA); err == nil {
-		t.Fatalf("Query of a server that truncates without TCP: %v, no error", msg)
-	}
-}
-
-func msgAnswer(m *dns.Msg) []dns.RR {
-	if m == nil {
-		return nil
-	}
-	return m.Answer
-}
-
 // preflightOn returns a pre-flight that asks dnsSrv, a DNS server of the
 // test's own, with the given targets (none: any address will do).
 func preflightOn(t *testing.T, dnsSrv *dnstest.Server, targets ...string) *Preflight {

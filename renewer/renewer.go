@@ -73,28 +73,13 @@ type Config struct {
 	Now func() time.Time
 	// Seed seeds the jitter. Default: random.
 	Seed uint64
-	// Limiter paces orders to the CA's rate limits (one Limiter per CA
-	// account). Default nil: orders are not paced, only the CA's
-	// rateLimited answers and their Retry-After are honoured. With CAs
-	// set, each CA has its own and this must be nil.
-	Limiter *Limiter
-	// CAOffersARI says the CA offers renewal information (RFC 9773): its
-	// certificates' renewal windows are polled, and the Limiter does not
-	// charge a renewal that names the certificate it replaces, which the
-	// CA exempts from its limits. With CAs set, each CA says so itself
-	// and this must be false.
-	CAOffersARI bool
 	// Preflight checks each name's DNS and CAA before it is ordered.
 	// Default nil: no pre-flight.
 	Preflight *Preflight
-	// CAIdentities are the CA's CAA issuer domain names (RFC 8659 section
-	// 4.2), e.g. "letsencrypt.org". Empty: the pre-flight skips CAA. With
-	// CAs set, each CA has its own and this must be empty.
-	CAIdentities []string
-	// CAs are the CAs to order from, most preferred first, each with its
-	// own account (Issuer), Limiter and CAA identities. Default: the one
-	// CA made of the issuer given to New with Limiter, CAOffersARI and
-	// CAIdentities. Set either CAs, or the issuer and those three.
+	// CAs are the CAs to order from, the primary first and the others in
+	// order of preference, each with its own account (Issuer), Limiter,
+	// CAA identities and renewal-information setting. Required: at least
+	// one.
 	CAs []CA
 	// Selection says how orders are shared among CAs. Default
 	// SelectFailover.
@@ -154,17 +139,17 @@ type Renewer struct {
 }
 
 // New returns a Renewer that keeps its state in st and orders certificates
-// from issuer, or from cfg.CAs when issuer is nil.
-func New(cfg Config, st store.Store, issuer Issuer, logger *slog.Logger) (*Renewer, error) {
+// from cfg.CAs.
+func New(cfg Config, st store.Store, logger *slog.Logger) (*Renewer, error) {
 	switch {
 	case st == nil:
 		return nil, errors.New("new renewer: nil store")
-	case issuer == nil && len(cfg.CAs) == 0:
-		return nil, errors.New("new renewer: nil issuer")
+	case len(cfg.CAs) == 0:
+		return nil, errors.New("new renewer: no CA to order from")
 	case logger == nil:
 		return nil, errors.New("new renewer: nil logger")
 	}
-	cas, err := newCAStates(cfg, issuer)
+	cas, err := newCAStates(cfg.CAs)
 	if err != nil {
 		return nil, fmt.Errorf("new renewer: %w", err)
 	}

@@ -27,6 +27,10 @@ type Resolver struct {
 	servers []string
 	udp     *dns.Client
 	tcp     *dns.Client
+	// kept are the answers the on-demand check read, kept for the
+	// pre-flight of the orders that follow (answers.go).
+	kept keptAnswers
+	now  func() time.Time
 }
 
 // ednsSize is the UDP payload size the Resolver advertises (EDNS0, RFC
@@ -63,7 +67,7 @@ func NewResolver(servers []string, timeout time.Duration) (*Resolver, error) {
 		}
 	}
 	return &Resolver{servers: servers, udp: &dns.Client{Timeout: timeout, UDPSize: ednsSize},
-		tcp: &dns.Client{Net: "tcp", Timeout: timeout}}, nil
+		tcp: &dns.Client{Net: "tcp", Timeout: timeout}, now: time.Now}, nil
 }
 
 // Answer is where a name points: the addresses its A and AAAA records give

@@ -68,7 +68,7 @@ func (a *ACMEIssuer) Revoke(ctx context.Context, cert *store.Certificate, reason
 		return errors.New("revoke: nil certificate")
 	}
 	fail := func(kind ErrorKind, err error) error {
-		return &RevokeError{Serial: cert.Serial, ACMEError: &ACMEError{Name: cert.ID, Kind: kind, Detail: err.Error(), Err: err}}
+		return &RevokeError{Serial: cert.Serial, ACMEError: (&ACMEError{Name: cert.ID, Kind: kind, Detail: err.Error(), Err: err}).judge()}
 	}
 	if !validReason(reason) {
 		return fail(KindPermanent, fmt.Errorf("reason code %d is not one of RFC 5280 (0 to 10, except 7)", reason))

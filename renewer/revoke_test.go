@@ -2,9 +2,7 @@ package renewer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,32 +10,6 @@ import (
 	"github.com/certserver/certserver/renewer/pebbletest"
 	"github.com/certserver/certserver/store"
 )
-
-// certStatus is what Pebble's management API says of a certificate
-// (GET /cert-status-by-serial/SERIAL).
-type certStatus struct {
-	Status string // "Valid" or "Revoked"
-	Reason *int
-}
-
-// pebbleCertStatus asks Pebble's management API about the certificate with
-// the given serial (lowercase hex).
-func pebbleCertStatus(t *testing.T, ca *pebbletest.Server, serial string) certStatus {
-	t.Helper()
-	resp, err := ca.HTTPClient().Get(ca.ManagementURL + "/cert-status-by-serial/" + serial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("cert-status-by-serial/%s: %s", serial, resp.Status)
-	}
-	var s certStatus
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func TestRevoke(t *testing.T) {
 	t.Parallel()
@@ -49,14 +21,14 @@ func TestRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Obtain: %v", err)
 	}
-	if s := pebbleCertStatus(t, env.ca, cert.Serial); s.Status != "Valid" {
+	if s := env.ca.CertStatus(t, cert.Serial); s.Status != "Valid" {
 		t.Fatalf("before: status %q", s.Status)
 	}
 
 	if err := is.Revoke(ctx, cert, ReasonKeyCompromise); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	s := pebbleCertStatus(t, env.ca, cert.Serial)
+	s := env.ca.CertStatus(t, cert.Serial)
 	if s.Status != "Revoked" || s.Reason == nil || *s.Reason != ReasonKeyCompromise {
 		t.Errorf("after: status %q reason %v, want Revoked with reason %d", s.Status, s.Reason, ReasonKeyCompromise)
 	}
@@ -64,7 +36,7 @@ func TestRevoke(t *testing.T) {
 	if err := is.Revoke(ctx, cert, ReasonSuperseded); err != nil {
 		t.Errorf("second Revoke: %v", err)
 	}
-	if s := pebbleCertStatus(t, env.ca, cert.Serial); s.Reason == nil || *s.Reason != ReasonKeyCompromise {
+	if s := env.ca.CertStatus(t, cert.Serial); s.Reason == nil || *s.Reason != ReasonKeyCompromise {
 		t.Errorf("after the second revocation: reason %v, want %d", s.Reason, ReasonKeyCompromise)
 	}
 	sent := env.ca.Requests("revokeCert")
@@ -120,7 +92,7 @@ func TestRevoke(t *testing.T) {
 			}
 		})
 	}
-	if s := pebbleCertStatus(t, env.ca, other.Serial); s.Status != "Valid" {
+	if s := env.ca.CertStatus(t, other.Serial); s.Status != "Valid" {
 		t.Errorf("other certificate: %q, want Valid", s.Status)
 	}
 
@@ -140,7 +112,7 @@ func TestRevoke(t *testing.T) {
 	if err := is.Revoke(ctx, other, ReasonSuperseded); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	if s := pebbleCertStatus(t, env.ca, other.Serial); s.Status != "Revoked" || s.Reason == nil || *s.Reason != ReasonSuperseded {
+	if s := env.ca.CertStatus(t, other.Serial); s.Status != "Revoked" || s.Reason == nil || *s.Reason != ReasonSuperseded {
 		t.Errorf("other certificate: %+v, want Revoked, superseded", s)
 	}
 }
@@ -161,7 +133,7 @@ func TestRevokeOtherAccount(t *testing.T) {
 	if !errors.As(err, &re) || !re.Permanent() || !strings.Contains(err.Error(), "acme unauthorized") {
 		t.Fatalf("error %v, want a permanent unauthorized *RevokeError", err)
 	}
-	if s := pebbleCertStatus(t, env.ca, cert.Serial); s.Status != "Valid" {
+	if s := env.ca.CertStatus(t, cert.Serial); s.Status != "Valid" {
 		t.Errorf("status %q, want Valid", s.Status)
 	}
 }

@@ -17,7 +17,7 @@ func TestExpediteOrdersOnce(t *testing.T) {
 	var once sync.Once
 	asked := make(chan struct{})
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Workers: 4, IdleWait: time.Hour}, st, iss, discardLogger())
+	r, err := New(Config{Workers: 4, IdleWait: time.Hour, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestPrioritizeReordersOnce(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Workers: 1, IdleWait: time.Hour}, st, iss, discardLogger())
+	r, err := New(Config{Workers: 1, IdleWait: time.Hour, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,22 +2,16 @@ package renewer
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/certtest"
 )
 
 // scriptedIssuer stands in for a CA in the scheduler's unit tests: it
@@ -72,7 +66,7 @@ func (s *scriptedIssuer) Obtain(ctx context.Context, o Order) (*store.Certificat
 	if err != nil {
 		return nil, err
 	}
-	c.Source, c.Names = "acme", o.Names() // the record says what a CA's certificate would
+	c.Source, c.Names = store.SourceACME, o.Names() // the record says what a CA's certificate would
 	return c, nil
 }
 
@@ -101,47 +95,11 @@ func selfSigned(name string, notBefore, notAfter time.Time) (*store.Certificate,
 // (with one, the certificate names it as its authority key too, and so
 // has an ARI certificate identifier).
 func selfSignedWith(name string, notBefore, notAfter time.Time, serial *big.Int, ski []byte) (*store.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := certtest.Mint(certtest.Template{DNSNames: []string{name}, Serial: serial, NotBefore: notBefore, NotAfter: notAfter, SubjectKeyID: ski}, nil)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		SubjectKeyId: ski,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return store.ParseCertificate(
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		notBefore)
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
+	return store.ParseCertificate(c.CertPEM, c.KeyPEM, notBefore)
 }
 
 func openStore(t *testing.T) *store.Badger {
@@ -181,12 +139,12 @@ func getDomain(t *testing.T, st store.Store, name string) *store.Domain {
 func TestFailingNameFollowsBackoff(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	detail := `urn:ietf:params:acme:error:dns :: DNS problem: NXDOMAIN looking up A for nowhere.example.test`
 	fail := problem{detail: detail, perm: true}
 	iss := &scriptedIssuer{errs: []error{fail, fail, fail, fail, fail}, life: 90 * 24 * time.Hour,
 		notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Now: clock.Now, Seed: 42}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 42, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,10 +193,10 @@ func TestFailingNameFollowsBackoff(t *testing.T) {
 
 func TestRetryAfterFromCAIsHonoured(t *testing.T) {
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	iss := &scriptedIssuer{errs: []error{problem{detail: "rateLimited", after: 3 * time.Hour}}, life: time.Hour,
 		notAfter: func() time.Time { return clock.Now().Add(time.Hour) }}
-	r, err := New(Config{Now: clock.Now, Seed: 1}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 1, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,10 +211,10 @@ func TestRetryAfterFromCAIsHonoured(t *testing.T) {
 func TestSuccessSchedulesRenewal(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	life := 90 * 24 * time.Hour
 	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-	r, err := New(Config{Now: clock.Now, Seed: 7}, st, iss, discardLogger())
+	r, err := New(Config{Now: clock.Now, Seed: 7, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +262,7 @@ func TestRunOrdersEachNameOnceAtATime(t *testing.T) {
 	now := time.Now()
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, delay: 5 * time.Millisecond,
 		notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Workers: 8, IdleWait: 50 * time.Millisecond}, st, iss, discardLogger())
+	r, err := New(Config{Workers: 8, IdleWait: 50 * time.Millisecond, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +309,7 @@ func TestUrgentGoesFirst(t *testing.T) {
 	st := openStore(t)
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, delay: 20 * time.Millisecond,
 		notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
-	r, err := New(Config{Workers: 1, IdleWait: 50 * time.Millisecond}, st, iss, discardLogger())
+	r, err := New(Config{Workers: 1, IdleWait: 50 * time.Millisecond, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +354,7 @@ func TestRemovedWhileOrdering(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			ctx := context.Background()
 			st := openStore(t)
-			clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+			clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 			const name = "gone.example.test"
 			iss := &scriptedIssuer{errs: tc.errs, life: 90 * 24 * time.Hour,
 				notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) },
@@ -409,7 +367,7 @@ func TestRemovedWhileOrdering(t *testing.T) {
 						t.Error(err)
 					}
 				}}
-			r, err := New(Config{Now: clock.Now, Seed: 3}, st, iss, discardLogger())
+			r, err := New(Config{Now: clock.Now, Seed: 3, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -437,195 +395,17 @@ func TestRemovedWhileOrdering(t *testing.T) {
 // (two thirds of its lifetime), and then the order replaces the imported
 // certificate (it may come from this CA and account; a CA that says
 // otherwise gets a plain order, see TestReplacesRefusedFallsBack).
-func TestAdoptsImportedCertificate(t *testing.T) {
-	ctx := context.Background()
-	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
-	const name = "moved.example.test"
-	life := 90 * 24 * time.Hour
-	imported, err := selfSigned(name, clock.Now().Add(-24*time.Hour), clock.Now().Add(life-24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	imported.Source = "certbot"
-	if err := st.PutCertificate(ctx, imported); err != nil {
-		t.Fatal(err)
-	}
-	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-	r, err := New(Config{Now: clock.Now, Seed: 9}, st, iss, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	addPending(t, st, clock.Now(), name)
-
-	r.process(ctx, name, false)
-	if n := iss.orderCount(); n != 0 {
-		t.Fatalf("%d orders for a name an imported certificate serves, want none", n)
-	}
-	d := getDomain(t, st, name)
-	target := imported.NotBefore.Add(life * 2 / 3)
-	if d.State != store.StateValid || d.CertID != imported.ID || d.NextAttempt.Sub(target).Abs() > life/20 {
-		t.Fatalf("after adoption: state %s, cert %q, next attempt %v; want valid, %q, about %v",
-			d.State, d.CertID, d.NextAttempt, imported.ID, target)
-	}
-
-	clock.Set(d.NextAttempt)
-	r.process(ctx, name, false)
-	if n := iss.orderCount(); n != 1 {
-		t.Fatalf("%d orders at the renewal time, want 1", n)
-	}
-	if o := iss.orders[0]; o.Replaces == nil || o.Replaces.Serial != imported.Serial || len(o.ExtraNames) != 0 {
-		t.Fatalf("the renewal of the imported certificate is %+v, want it to replace serial %s", o, imported.Serial)
-	}
-	if c, err := st.LookupCertificate(ctx, name); err != nil || c.Source == "certbot" {
-		t.Fatalf("after renewal the store serves %v (err %v), want the new certificate", c, err)
-	}
-}
-
 // TestImportedLineageRenewsAsOneSet: a certbot lineage for three names is
 // imported and its names are added one by one. The names are served at
 // once and nothing is ordered; the lineage's first name takes the set, the
 // other two are managed with it (whichever the workers reach first), and
 // the renewal is one order for the three names, replacing the imported
 // certificate: a renewal for the CA's limits, not three new orders.
-func TestImportedLineageRenewsAsOneSet(t *testing.T) {
-	ctx := context.Background()
-	life := 90 * 24 * time.Hour
-	set := []string{"shop.example.test", "www.shop.example.test", "api.shop.example.test"}
-	for _, tc := range []struct {
-		desc  string
-		order []string // the order the workers reach the names in
-	}{
-		{desc: "first name first", order: []string{set[0], set[1], set[2]}},
-		{desc: "other names first", order: []string{set[2], set[1], set[0]}},
-	} {
-		t.Run(tc.desc, func(t *testing.T) {
-			st := openStore(t)
-			clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
-			imported, err := selfSigned(set[0], clock.Now().Add(-24*time.Hour), clock.Now().Add(life-24*time.Hour))
-			if err != nil {
-				t.Fatal(err)
-			}
-			imported.Names, imported.Source = set, "certbot"
-			if err := st.PutCertificate(ctx, imported); err != nil {
-				t.Fatal(err)
-			}
-			iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
-			r, err := New(Config{Now: clock.Now, Seed: 9}, st, iss, discardLogger())
-			if err != nil {
-				t.Fatal(err)
-			}
-			addPending(t, st, clock.Now(), set...)
-			for _, n := range tc.order {
-				r.process(ctx, n, false)
-			}
-			if n := iss.orderCount(); n != 0 {
-				t.Fatalf("%d orders for names the imported lineage serves, want none", n)
-			}
-			primary := getDomain(t, st, set[0])
-			if primary.State != store.StateValid || !slices.Equal(primary.ExtraNames, set[1:]) || primary.NextAttempt.IsZero() {
-				t.Fatalf("%s: state %s, extra names %v, next attempt %v; want valid with %v", set[0], primary.State, primary.ExtraNames, primary.NextAttempt, set[1:])
-			}
-			for _, n := range set[1:] {
-				d := getDomain(t, st, n)
-				if d.ManagedWith != set[0] || !d.NextAttempt.IsZero() || d.State != store.StateValid {
-					t.Fatalf("%s: managed with %q, next attempt %v, state %s; want managed with %s, never due", n, d.ManagedWith, d.NextAttempt, d.State, set[0])
-				}
-			}
-
-			// A name managed with another that is made due by mistake is
-			// taken out of the due index, not ordered.
-			if err := st.UpdateDomain(ctx, set[1], func(d *store.Domain) error { d.NextAttempt = clock.Now(); return nil }); err != nil {
-				t.Fatal(err)
-			}
-			r.process(ctx, set[1], false)
-			if d := getDomain(t, st, set[1]); !d.NextAttempt.IsZero() || iss.orderCount() != 0 {
-				t.Fatalf("%s made due: next attempt %v, %d orders; want out of the index, none", set[1], d.NextAttempt, iss.orderCount())
-			}
-
-			clock.Set(primary.NextAttempt)
-			for _, n := range set {
-				r.process(ctx, n, false)
-			}
-			if n := iss.orderCount(); n != 1 {
-				t.Fatalf("%d orders at the renewal time, want 1", n)
-			}
-			o := iss.orders[0]
-			if !slices.Equal(o.Names(), set) || o.Replaces == nil || o.Replaces.Serial != imported.Serial {
-				t.Fatalf("renewal order for %v replacing %v, want one order for %v replacing serial %s", o.Names(), o.Replaces, set, imported.Serial)
-			}
-			if k := ClassifyOrder(o, false, clock.Now()); k != OrderRenewal {
-				t.Errorf("the renewal is classified %s, want %s", k, OrderRenewal)
-			}
-			for _, n := range set {
-				c, err := st.LookupCertificate(ctx, n)
-				if err != nil || c.Source != "acme" || !slices.Equal(c.Names, set) {
-					t.Errorf("%s is served by %+v (err %v), want the renewed certificate for the set", n, c, err)
-				}
-			}
-			if d := getDomain(t, st, set[0]); d.CertID != set[0] || d.State != store.StateValid {
-				t.Errorf("after the renewal %s is %s with certificate %q", set[0], d.State, d.CertID)
-			}
-		})
-	}
-}
-
 // TestAdoptionEndsFailures: a name whose first order had been failing for
 // 20 days is valid once an operator imports a certificate for it, and its
 // failure record is cleared, so a single failed renewal 60 days later is
 // a first failure (retried in a minute), not the end of a 30-day run that
 // gives the name up.
-func TestAdoptionEndsFailures(t *testing.T) {
-	ctx := context.Background()
-	st := openStore(t)
-	clock := &fakeClock{now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
-	const name = "late.example.test"
-	life := 90 * 24 * time.Hour
-	err := st.PutDomain(ctx, &store.Domain{Name: name, State: store.StateFailing, Failures: 8,
-		FailingSince: clock.Now().Add(-20 * 24 * time.Hour), LastError: "acme dns: NXDOMAIN", NextAttempt: clock.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	imported, err := selfSigned(name, clock.Now(), clock.Now().Add(life))
-	if err != nil {
-		t.Fatal(err)
-	}
-	imported.Source = "import"
-	if err := st.PutCertificate(ctx, imported); err != nil {
-		t.Fatal(err)
-	}
-	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) },
-		errs: []error{problem{detail: "connection reset"}}}
-	r, err := New(Config{Now: clock.Now, Seed: 9, GiveUpAfter: 30 * 24 * time.Hour}, st, iss, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.process(ctx, name, false)
-	d := getDomain(t, st, name)
-	if d.State != store.StateValid || d.Failures != 0 || !d.FailingSince.IsZero() || d.LastError != "" {
-		t.Fatalf("after adopting the imported certificate: %+v; want valid with no failure record", d)
-	}
-
-	clock.Set(d.NextAttempt)
-	r.process(ctx, name, false) // the renewal fails once
-	d = getDomain(t, st, name)
-	if d.State != store.StateFailing || d.Failures != 1 || d.NextAttempt.Sub(clock.Now()) > 2*time.Minute {
-		t.Fatalf("after one failed renewal: %+v; want failing, 1 failure, retried within a couple of minutes", d)
-	}
-	clock.Set(d.NextAttempt)
-	r.process(ctx, name, false)
-	if d := getDomain(t, st, name); d.State == store.StateGivenUp {
-		t.Fatalf("given up after one failed renewal: %+v", d)
-	}
-}
-
-// brokenReads fails every GetDomain, as a store with a record it cannot
-// decode, or a failing disk, would.
-type brokenReads struct {
-	store.Store
-	reads atomic.Int32
-}
-
 func (b *brokenReads) GetDomain(ctx context.Context, name string) (*store.Domain, error) {
 	b.reads.Add(1)
 	return nil, errors.New("decode domain record: unexpected EOF")
@@ -638,7 +418,7 @@ func (b *brokenReads) GetDomain(ctx context.Context, name string) (*store.Domain
 func TestStoreErrorDoesNotSpin(t *testing.T) {
 	st := &brokenReads{Store: openStore(t)}
 	addPending(t, st.Store, time.Now(), "broken.example.test")
-	r, err := New(Config{Workers: 1, IdleWait: 10 * time.Millisecond}, st, &scriptedIssuer{}, discardLogger())
+	r, err := New(Config{Workers: 1, IdleWait: 10 * time.Millisecond, CAs: []CA{{Issuer: &scriptedIssuer{}}}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,5 +427,42 @@ func TestStoreErrorDoesNotSpin(t *testing.T) {
 	_ = r.Run(ctx)
 	if n := st.reads.Load(); n < 1 || n > 2 {
 		t.Fatalf("the unreadable record was read %d times in 2 s, want 1 or 2 (a pause of %s after each failure)", n, storeErrorPause)
+	}
+}
+
+// TestManagedWithRemovedOwner: a name left managed with a name that was
+// removed (a removal cut short) is renewed on its own when it comes due,
+// not skipped forever.
+func TestManagedWithRemovedOwner(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
+	life := 90 * 24 * time.Hour
+	iss := &scriptedIssuer{life: life, notAfter: func() time.Time { return clock.Now().Add(life) }}
+	r, err := New(Config{Now: clock.Now, Seed: 9, CAs: []CA{{Issuer: iss}}}, st, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*store.Domain{
+		{Name: "shop.example.test", State: store.StateRemoved, ExtraNames: []string{"www.shop.example.test"}},
+		{Name: "www.shop.example.test", State: store.StateValid, ManagedWith: "shop.example.test", NextAttempt: clock.Now()},
+		{Name: "api.shop.example.test", State: store.StateValid, ManagedWith: "gone.example.test", NextAttempt: clock.Now()},
+	} {
+		if err := st.PutDomain(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"www.shop.example.test", "api.shop.example.test"} {
+		r.process(ctx, n, false)
+		d := getDomain(t, st, n)
+		if d.ManagedWith != "" || d.State != store.StateValid || d.NextAttempt.IsZero() {
+			t.Errorf("%s: managed with %q, state %s, next attempt %v; want valid on its own, due again", n, d.ManagedWith, d.State, d.NextAttempt)
+		}
+		if c, err := st.LookupCertificate(ctx, n); err != nil || c.ID != n {
+			t.Errorf("%s is served by %+v (%v), want its own certificate", n, c, err)
+		}
+	}
+	if n := iss.orderCount(); n != 2 {
+		t.Errorf("%d orders, want one for each name", n)
 	}
 }

@@ -398,15 +398,17 @@ profile = "default"
 idle_wait = "5s"
 
 # On demand: a handshake for a name nobody added gets a certificate when
-# the name's DNS points here (seed 003's allow-domain check). demodns says
+# the name's DNS points here (preflight.targets). demodns says
 # every *.localhost name does. (allow = ["*.localhost"] would read better,
 # but certserver refuses wildcards that cover a top-level domain.)
 [on_demand]
-targets = ["127.0.0.1"]
+enabled = true
 resolvers = ["$dns_addr"]
 
-# Before every order, check DNS (and CAA) as the CA will, asking demodns.
+# Before every order, check DNS (and CAA) as the CA will, asking demodns;
+# the name must point here (the on-demand check reads the same list).
 [preflight]
+targets = ["127.0.0.1"]
 resolvers = ["$dns_addr"]
 
 [log]

@@ -22,14 +22,22 @@ func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 		return fmt.Errorf("put certificate %s: %w", idOf(c), err)
 	}
 	rec := b.certRecord(c)
-	if err := b.update(ctx, func(txn *badger.Txn) error { return b.putCertificate(txn, &rec) }); err != nil {
+	err := b.update(ctx, func(txn *badger.Txn) error {
+		var changed changeSet
+		if err := b.putCertificate(txn, &rec, &changed); err != nil {
+			return err
+		}
+		return recordChange(txn, changed.names)
+	})
+	if err != nil {
 		return fmt.Errorf("put certificate %s: %w", c.ID, err)
 	}
 	return nil
 }
 
 // PutCertificates implements Store: one transaction, with what
-// PutCertificate does for each certificate in turn. It holds at most 15%
+// PutCertificate does for each certificate in turn, and one entry of the
+// change feed for the whole batch (none when it only adds). It holds at most 15%
 // of a memtable (BadgerOptions.MemTableSize): about 4.8 MB of records with
 // the default size, some 1,200 certificates of a Let's Encrypt chain and
 // key each.
@@ -45,12 +53,13 @@ func (b *Badger) PutCertificates(ctx context.Context, cs []*Certificate) error {
 		recs[i] = b.certRecord(c)
 	}
 	err := b.update(ctx, func(txn *badger.Txn) error {
+		var changed changeSet
 		for i := range recs {
-			if err := b.putCertificate(txn, &recs[i]); err != nil {
+			if err := b.putCertificate(txn, &recs[i], &changed); err != nil {
 				return err
 			}
 		}
-		return nil
+		return recordChange(txn, changed.names)
 	})
 	switch {
 	case errors.Is(err, badger.ErrTxnTooBig):
@@ -73,21 +82,29 @@ func (b *Badger) certRecord(c *Certificate) Certificate {
 
 // putCertificate writes rec in txn: its record, its claims and links, and
 // unlinks the names the record it replaces held and rec does not. Reads
-// in txn see its earlier writes, so a batch may put the same ID twice.
-func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate) error {
-	var old Certificate
+// in txn see its earlier writes, so a batch may put the same ID twice. It
+// adds to changed what a cache of earlier answers may hold stale (see
+// feedNames); the caller records it.
+func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate, changed *changeSet) error {
+	var (
+		old      Certificate
+		replaced bool
+	)
 	switch item, err := txn.Get(key(prefixCert, rec.ID)); {
 	case err == nil:
 		if err := readCertificate(item, &old); err != nil {
 			return err
 		}
+		replaced = true
 	case !errors.Is(err, badger.ErrKeyNotFound):
 		return err
 	}
-	changed := append([]string{rec.ID}, rec.Names...)
+	if replaced {
+		changed.add(rec.ID)
+	}
 	for _, name := range old.Names {
 		if !slices.Contains(rec.Names, name) {
-			changed = append(changed, name)
+			changed.add(name)
 			if err := b.unlink(txn, name, rec.ID); err != nil {
 				return err
 			}
@@ -95,6 +112,17 @@ func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate) error {
 	}
 	claim := claimValue(rec.StoredAt, rec.NotAfter)
 	for _, name := range rec.Names {
+		if replaced {
+			changed.add(name)
+		} else {
+			served, err := b.servedBefore(txn, name)
+			if err != nil {
+				return err
+			}
+			if served {
+				changed.add(name)
+			}
+		}
 		if err := txn.Set(claimKey(name, rec.ID), claim); err != nil {
 			return err
 		}
@@ -102,10 +130,28 @@ func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate) error {
 			return err
 		}
 	}
-	if err := recordChange(txn, changed); err != nil {
-		return err
-	}
 	return txn.Set(key(prefixCert, rec.ID), encodeCertificate(rec))
+}
+
+// servedBefore reports whether a lookup of name found a certificate before
+// txn's writes for it: through its own link, or, for a name that is not a
+// wildcard, through its wildcard's. A name nothing served was answered
+// 404, which nginx keeps only for its negative_ttl: storing it needs no
+// entry in the change feed.
+func (b *Badger) servedBefore(txn *badger.Txn, name string) (bool, error) {
+	lookup := []string{name}
+	if wild, ok := hostname.WildcardFor(name); ok && !hostname.IsWildcard(name) {
+		lookup = append(lookup, wild)
+	}
+	for _, n := range lookup {
+		switch _, err := txn.Get(key(prefixLink, n)); {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 // GetCertificate implements Store.

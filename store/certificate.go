@@ -77,7 +77,7 @@ func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, err
 		NotAfter:  leaf.NotAfter,
 		Issuer:    leaf.Issuer.String(),
 		Serial:    leaf.SerialNumber.Text(16),
-		KeyType:   keyType(leaf.PublicKey),
+		KeyType:   KeyTypeOf(leaf.PublicKey),
 	}, nil
 }
 
@@ -158,6 +158,19 @@ func (s *derSet) add(der []byte) {
 		s.m = make(map[string]struct{}, s.max)
 	}
 	s.m[string(der)] = struct{}{}
+}
+
+// ParseKey parses a PEM private key file (PKCS #8, SEC 1 or PKCS #1, an
+// "EC PARAMETERS" block before it allowed) and returns its key. It refuses,
+// with an error wrapping ErrBadKey, what ParseCertificate refuses in a key:
+// no key, more than one, an encrypted key, a block that is not a key, a key
+// of a type other than RSA, ECDSA or Ed25519.
+func ParseKey(keyPEM []byte) (crypto.Signer, error) {
+	key, _, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("parse key: %w", err)
+	}
+	return key, nil
 }
 
 // parseKey parses the one private key of a PEM key file and returns it with
@@ -275,23 +288,25 @@ func leafNames(leaf *x509.Certificate) []string {
 	return names
 }
 
-// keyType describes a public key: "ecdsa-p256", "rsa2048", "ed25519", ….
-func keyType(pub any) string {
+// KeyTypeOf names the type of a public key: one of the KeyType constants,
+// "rsaN" for an RSA key of N bits without a constant, "ecdsa" for a curve
+// without one, KeyUnknown for any other key.
+func KeyTypeOf(pub crypto.PublicKey) KeyType {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
 		switch k.Curve.Params().BitSize {
 		case 256:
-			return "ecdsa-p256"
+			return KeyECDSAP256
 		case 384:
-			return "ecdsa-p384"
+			return KeyECDSAP384
 		case 521:
-			return "ecdsa-p521"
+			return KeyECDSAP521
 		}
 		return "ecdsa"
 	case *rsa.PublicKey:
-		return fmt.Sprintf("rsa%d", k.N.BitLen())
+		return KeyType(fmt.Sprintf("rsa%d", k.N.BitLen()))
 	case ed25519.PublicKey:
-		return "ed25519"
+		return KeyEd25519
 	}
-	return "unknown"
+	return KeyUnknown
 }

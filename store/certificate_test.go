@@ -9,13 +9,14 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"math/big"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/certserver/certserver/store/certtest"
 )
 
 // testNow is the time the certificate tests parse at.
@@ -23,6 +24,7 @@ var testNow = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // testCA is a self-signed issuer for test leaves.
 type testCA struct {
+	ca      *certtest.Cert
 	cert    *x509.Certificate
 	certPEM []byte
 	key     crypto.Signer
@@ -30,25 +32,9 @@ type testCA struct {
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	key := newECKey(t, elliptic.P256())
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Test Root", Organization: []string{"certserver tests"}},
-		NotBefore:             testNow.Add(-48 * time.Hour),
-		NotAfter:              testNow.Add(10 * 365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, certPEM: pemBlock("CERTIFICATE", der), key: key}
+	ca := certtest.New(t, certtest.Template{CommonName: "Test Root", Organization: []string{"certserver tests"}, IsCA: true,
+		Serial: big.NewInt(1), NotBefore: testNow.Add(-48 * time.Hour), NotAfter: testNow.Add(10 * 365 * 24 * time.Hour)}, nil)
+	return &testCA{ca: ca, cert: ca.Cert, certPEM: ca.CertPEM, key: ca.Key}
 }
 
 // leafSpec describes a leaf for testCA.issue.
@@ -72,20 +58,11 @@ func (ca *testCA) issue(t *testing.T, key crypto.Signer, s leafSpec) []byte {
 	if s.notAfter.IsZero() {
 		s.notAfter = testNow.Add(90 * 24 * time.Hour)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(s.serial),
-		Subject:      pkix.Name{CommonName: s.cn},
-		DNSNames:     s.dnsNames,
-		NotBefore:    s.notBefore,
-		NotAfter:     s.notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pemBlock("CERTIFICATE", der)
+	// Without cn, the CN is the first DNS name, which ParseCertificate
+	// reads only when there are none.
+	leaf := certtest.New(t, certtest.Template{CommonName: s.cn, DNSNames: s.dnsNames, Serial: big.NewInt(s.serial),
+		NotBefore: s.notBefore, NotAfter: s.notAfter, Key: key}, ca.ca)
+	return leaf.CertPEM
 }
 
 func newECKey(t *testing.T, c elliptic.Curve) *ecdsa.PrivateKey {
@@ -145,7 +122,7 @@ func TestParseCertificate(t *testing.T) {
 		key       []byte
 		wantErr   error
 		wantNames []string
-		wantType  string
+		wantType  KeyType
 		wantChain []byte // when it differs from chain
 		wantKey   []byte // when it differs from key
 	}{
@@ -191,6 +168,14 @@ func TestParseCertificate(t *testing.T) {
 			key:       pkcs8PEM(t, edKey),
 			wantNames: []string{"ed.example.com"},
 			wantType:  "ed25519",
+		},
+		{
+			// U+2603 is DISALLOWED in IDNA2008, which only orders check.
+			desc:      "san outside IDNA2008 kept",
+			chain:     ca.issue(t, ecKey, leafSpec{dnsNames: []string{"xn--n3h.example.com", "example.com"}}),
+			key:       basicKey,
+			wantNames: []string{"xn--n3h.example.com", "example.com"},
+			wantType:  "ecdsa-p256",
 		},
 		{
 			desc:      "wildcard san normalized",
@@ -398,5 +383,39 @@ func TestParseCertificateTextBeforeBlock(t *testing.T) {
 	}
 	if !bytes.Equal(c.ChainPEM, leaf) {
 		t.Errorf("ChainPEM = %q, want the block alone %q", c.ChainPEM, leaf)
+	}
+}
+
+// TestParseKey checks the exported key parser, the one every package uses
+// for stored keys: it returns the key of a file ParseCertificate accepts and
+// refuses what ParseCertificate refuses in a key, with ErrBadKey.
+func TestParseKey(t *testing.T) {
+	ecKey := newECKey(t, elliptic.P256())
+	ecParams := pemBlock("EC PARAMETERS", []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07})
+	tests := []struct {
+		desc    string
+		pem     []byte
+		wantErr bool
+	}{
+		{desc: "pkcs8", pem: pkcs8PEM(t, ecKey)},
+		{desc: "sec1 after ec parameters", pem: concat(ecParams, sec1PEM(t, ecKey))},
+		{desc: "empty", pem: nil, wantErr: true},
+		{desc: "two keys", pem: concat(pkcs8PEM(t, ecKey), pkcs8PEM(t, ecKey)), wantErr: true},
+		{desc: "a certificate block", pem: pemBlock("CERTIFICATE", []byte{1}), wantErr: true},
+		{desc: "garbage in a key block", pem: pemBlock("PRIVATE KEY", []byte{1, 2, 3}), wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			key, err := ParseKey(tt.pem)
+			if tt.wantErr {
+				if !errors.Is(err, ErrBadKey) || key != nil {
+					t.Fatalf("ParseKey = %v, %v; want ErrBadKey", key, err)
+				}
+				return
+			}
+			if err != nil || !ecKey.Equal(key) {
+				t.Fatalf("ParseKey = %v, %v; want the key", key, err)
+			}
+		})
 	}
 }

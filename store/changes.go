@@ -18,13 +18,18 @@ import (
 // optional ability, found by type assertion; Badger has it.
 type ChangeFeed interface {
 	// CertChanges returns the names whose certificate changed after the
-	// point since of a previous answer: for every record stored, replaced
-	// or deleted, its ID and the names it had and has. A zero Cursor, a
-	// cursor of another epoch (another store), one older than the history
-	// kept, or one more than MaxChanges names behind answers with Reset
-	// set: the caller must treat everything it cached as stale. The
-	// history is written with the records, so it survives restarts and
-	// crashes. It is safe for concurrent use.
+	// point since of a previous answer, the names an earlier answer may
+	// have served a certificate for that is no longer theirs: for every
+	// record replaced or deleted, its ID and the names it had and has;
+	// for a new record, those of its names that a lookup found a
+	// certificate for before (their own, or their wildcard's). Names
+	// nothing served before are not listed: their earlier answer was
+	// "not found". A zero Cursor, a cursor of another epoch (another
+	// store), one older than the history kept, or one more than
+	// MaxChanges names behind answers with Reset set: the caller must
+	// treat everything it cached as stale. The history is written with
+	// the records, so it survives restarts and crashes. It is safe for
+	// concurrent use.
 	CertChanges(ctx context.Context, since Cursor) (Changes, error)
 }
 
@@ -48,13 +53,38 @@ type Changes struct {
 	Names []string
 }
 
-// The bounds of the change history: the last MaxChangeWrites certificate
-// writes are kept (a few hundred KB for certificates of a few names); an
-// answer lists at most MaxChanges names, beyond which it is a Reset.
+// The bounds of the change history: the last MaxChangeWrites writes that
+// changed something are kept (a PutCertificates batch is one write, and
+// one that only adds certificates for names nothing served is none); an
+// answer lists at most MaxChanges names, beyond which it is a Reset. A
+// write of more than MaxChanges names is kept as a marker that answers
+// Reset, so an entry holds at most MaxChanges names: the history is about
+// 1 MB for writes of a few names each, and bounded for any.
 const (
-	MaxChangeWrites = 1024
+	MaxChangeWrites = 8192
 	MaxChanges      = 4096
 )
+
+// changeOverflow is the entry of a write of more than MaxChanges names.
+const changeOverflow = "\x00"
+
+// changeSet collects the names one write changes, each once, in the
+// order they were added.
+type changeSet struct {
+	names []string
+	seen  map[string]bool
+}
+
+func (c *changeSet) add(name string) {
+	if c.seen[name] {
+		return
+	}
+	if c.seen == nil {
+		c.seen = make(map[string]bool)
+	}
+	c.seen[name] = true
+	c.names = append(c.names, name)
+}
 
 // The change history's keys: h/VERSION (8 bytes, big-endian) holds the
 // names of one write, newline-separated; H/ holds the epoch (16 hex
@@ -118,9 +148,17 @@ func changeLogHeader(epoch string, last uint64) []byte {
 }
 
 // recordChange adds one write, the names changed, to the history in txn,
-// and forgets the write MaxChangeWrites before it. The store's writes take
-// turns (writeMu), so versions are in commit order.
+// and forgets the write MaxChangeWrites before it; a write that changed no
+// name adds nothing. The store's writes take turns (writeMu), so versions
+// are in commit order.
 func recordChange(txn *badger.Txn, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	entry := []byte(changeOverflow)
+	if len(names) <= MaxChanges {
+		entry = []byte(strings.Join(names, "\n"))
+	}
 	epoch, last, err := readChangeLog(txn)
 	if err != nil {
 		return err
@@ -132,7 +170,7 @@ func recordChange(txn *badger.Txn, names []string) error {
 	if err := txn.Set([]byte(keyChangeLog), changeLogHeader(epoch, last)); err != nil {
 		return err
 	}
-	if err := txn.Set(changeKey(last), []byte(strings.Join(names, "\n"))); err != nil {
+	if err := txn.Set(changeKey(last), entry); err != nil {
 		return err
 	}
 	if last > MaxChangeWrites {
@@ -141,8 +179,9 @@ func recordChange(txn *badger.Txn, names []string) error {
 	return nil
 }
 
-// CertChanges implements ChangeFeed: every PutCertificate and
-// DeleteCertificate, the last MaxChangeWrites of them.
+// CertChanges implements ChangeFeed: every PutCertificate,
+// PutCertificates and DeleteCertificate that changed a name, the last
+// MaxChangeWrites of them.
 func (b *Badger) CertChanges(ctx context.Context, since Cursor) (Changes, error) {
 	var ch Changes
 	err := b.view(ctx, func(txn *badger.Txn) error {
@@ -166,6 +205,10 @@ func (b *Badger) CertChanges(ctx context.Context, since Cursor) (Changes, error)
 				return fmt.Errorf("change %d: %w", v, err)
 			}
 			err = item.Value(func(val []byte) error {
+				if string(val) == changeOverflow {
+					ch.Reset = true
+					return nil
+				}
 				for n := range strings.SplitSeq(string(val), "\n") {
 					if n != "" && !seen[n] {
 						seen[n] = true
@@ -177,7 +220,7 @@ func (b *Badger) CertChanges(ctx context.Context, since Cursor) (Changes, error)
 			if err != nil {
 				return err
 			}
-			if len(ch.Names) > MaxChanges {
+			if ch.Reset || len(ch.Names) > MaxChanges {
 				ch.Names, ch.Reset = nil, true
 				return nil
 			}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 func TestBadgerCertChanges(t *testing.T) {
@@ -33,14 +35,23 @@ func TestBadgerCertChanges(t *testing.T) {
 	for _, step := range []struct {
 		desc  string
 		write func() error
-		want  []string
+		want  []string // nil: no entry
 	}{
-		{"a put names the record and its names",
+		{"a new certificate for names nothing served: no entry",
 			func() error { return b.PutCertificate(ctx, testCert(clock, "www.example.com", "example.com")) },
-			[]string{"www.example.com", "example.com"}},
-		{"a replacement names the names it has and the one it dropped",
+			nil},
+		{"a replacement names the record, the names it dropped and the names it has",
 			func() error { return b.PutCertificate(ctx, testCert(clock, "www.example.com", "shop.example.com")) },
-			[]string{"www.example.com", "shop.example.com", "example.com"}},
+			[]string{"www.example.com", "example.com", "shop.example.com"}},
+		{"a new wildcard nothing served: no entry",
+			func() error { return b.PutCertificate(ctx, testCert(clock, "*.example.com")) },
+			nil},
+		{"a new certificate for a name its wildcard served names it",
+			func() error { return b.PutCertificate(ctx, testCert(clock, "api.example.com", "api.other.test")) },
+			[]string{"api.example.com"}},
+		{"a new certificate taking a name from another names that name",
+			func() error { return b.PutCertificate(ctx, testCert(clock, "new.test", "shop.example.com")) },
+			[]string{"shop.example.com"}},
 		{"a delete names the record and its names",
 			func() error { return b.DeleteCertificate(ctx, "www.example.com") },
 			[]string{"www.example.com", "shop.example.com"}},
@@ -49,13 +60,17 @@ func TestBadgerCertChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := changes(cur)
-		if got.Reset || !slices.Equal(got.Names, step.want) || got.Next.Version != cur.Version+1 {
-			t.Fatalf("%s: %+v, want %q at version %d", step.desc, got, step.want, cur.Version+1)
+		want := cur.Version
+		if step.want != nil {
+			want++
+		}
+		if got.Reset || !slices.Equal(got.Names, step.want) || got.Next.Version != want {
+			t.Fatalf("%s: %+v, want %q at version %d", step.desc, got, step.want, want)
 		}
 		cur = got.Next
 	}
-	if got := changes(Cursor{Epoch: cur.Epoch, Version: 0}); got.Reset || len(got.Names) != 3 {
-		t.Fatalf("from the start: %+v, want the three names once each", got)
+	if got := changes(Cursor{Epoch: cur.Epoch, Version: 0}); got.Reset || len(got.Names) != 4 {
+		t.Fatalf("from the start: %+v, want the four names once each", got)
 	}
 
 	// A restart keeps the epoch and the history: a reader's cursor stays good.
@@ -91,21 +106,32 @@ func TestBadgerCertChangesBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range MaxChangeWrites {
-		if err := b.PutCertificate(ctx, testCert(clock, "churn.example.com")); err != nil {
+	// MaxChangeWrites writes of one name each, then one more.
+	write := func(n int) {
+		t.Helper()
+		err := b.update(ctx, func(txn *badger.Txn) error {
+			for range n {
+				if err := recordChange(txn, []string{"churn.example.com"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
+	write(MaxChangeWrites)
 	if got, _ := b.CertChanges(ctx, first.Next); got.Reset || !slices.Equal(got.Names, []string{"churn.example.com"}) {
 		t.Fatalf("exactly MaxChangeWrites behind: %+v, want churn.example.com", got)
 	}
-	if err := b.PutCertificate(ctx, testCert(clock, "churn.example.com")); err != nil {
-		t.Fatal(err)
-	}
+	write(1)
 	if got, _ := b.CertChanges(ctx, first.Next); !got.Reset {
 		t.Fatalf("one write more than kept: %+v, want a reset", got)
 	}
-	if _, err := b.db.NewTransaction(false).Get(changeKey(1)); err == nil {
+	txn := b.db.NewTransaction(false)
+	defer txn.Discard()
+	if _, err := txn.Get(changeKey(1)); err == nil {
 		t.Errorf("the oldest write is still stored past the bound")
 	}
 
@@ -119,8 +145,117 @@ func TestBadgerCertChangesBounded(t *testing.T) {
 		if err := b.PutCertificate(ctx, testCert(clock, names...)); err != nil {
 			t.Fatal(err)
 		}
+		if err := b.PutCertificate(ctx, testCert(clock, names...)); err != nil { // a replacement
+			t.Fatal(err)
+		}
 	}
 	if got, _ := b.CertChanges(ctx, mid.Next); !got.Reset {
 		t.Fatalf("%d names behind: %d names, want a reset", MaxChanges+100, len(got.Names))
+	}
+
+	// One write of more than MaxChanges names is kept as a reset.
+	many := make([]string, MaxChanges+1)
+	for i := range many {
+		many[i] = "m" + strconv.Itoa(i) + ".example.com"
+	}
+	before, _ := b.CertChanges(ctx, Cursor{})
+	if err := b.update(ctx, func(txn *badger.Txn) error { return recordChange(txn, many) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.CertChanges(ctx, before.Next); !got.Reset || got.Next.Version != before.Next.Version+1 {
+		t.Fatalf("one write of %d names: %+v, want a reset at the next version", len(many), got)
+	}
+}
+
+// An import stores batches of new certificates faster than nginx polls
+// (every second): they must not make nginx drop what it cached.
+func TestBadgerPutCertificatesNewNoReset(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	b := openTestBadger(t, "", clock)
+	if err := b.PutCertificate(ctx, testCert(clock, "cached.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	poll, err := b.CertChanges(ctx, Cursor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two batches of 1,000 between two polls: 2,000 certificates, 4,000
+	// names.
+	for batch := range 2 {
+		cs := make([]*Certificate, 1000)
+		for i := range cs {
+			n := strconv.Itoa(batch*1000 + i)
+			cs[i] = testCert(clock, "imp"+n+".test", "www.imp"+n+".test")
+		}
+		if err := b.PutCertificates(ctx, cs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := b.CertChanges(ctx, poll.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Reset || len(got.Names) != 0 || got.Next != poll.Next {
+		t.Fatalf("one poll behind 2,000 new certificates: reset %v, %d names, next %+v; want nothing changed at %+v",
+			got.Reset, len(got.Names), got.Next, poll.Next)
+	}
+}
+
+// PutCertificates records what it replaced, in one entry for the batch.
+func TestBadgerPutCertificatesRecordsReplacements(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	b := openTestBadger(t, "", clock)
+	err := b.PutCertificates(ctx, []*Certificate{
+		testCert(clock, "a.example.com", "www.a.example.com"),
+		testCert(clock, "b.example.com"),
+		testCert(clock, "*.c.example.com"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll, err := b.CertChanges(ctx, Cursor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.PutCertificates(ctx, []*Certificate{
+		testCert(clock, "a.example.com"),              // replaced, drops www.a
+		testCert(clock, "new.example.com"),            // new, nothing served it
+		testCert(clock, "b.example.com", "x.b.test"),  // replaced, gains x.b.test
+		testCert(clock, "api.c.example.com"),          // new, its wildcard served it
+		testCert(clock, "d.example.com", "d.example"), // new
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.CertChanges(ctx, poll.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"a.example.com", "www.a.example.com", "b.example.com", "x.b.test", "api.c.example.com"}
+	if got.Reset || !slices.Equal(got.Names, want) || got.Next.Version != poll.Next.Version+1 {
+		t.Fatalf("a batch replacing two certificates: %+v, want %q at version %d", got, want, poll.Next.Version+1)
+	}
+
+	// A batch replacing 1,000 certificates is one entry: a reader one
+	// poll behind gets their names, not a reset.
+	cs := make([]*Certificate, 1000)
+	for i := range cs {
+		cs[i] = testCert(clock, "r"+strconv.Itoa(i)+".test")
+	}
+	for range 2 {
+		mid, _ := b.CertChanges(ctx, Cursor{})
+		if err := b.PutCertificates(ctx, cs); err != nil {
+			t.Fatal(err)
+		}
+		got, err = b.CertChanges(ctx, mid.Next)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got.Reset || len(got.Names) != 1000 || got.Next.Version != poll.Next.Version+2 {
+		t.Fatalf("a batch replacing 1,000 certificates: reset %v, %d names, version %d; want 1,000 names at version %d",
+			got.Reset, len(got.Names), got.Next.Version, poll.Next.Version+2)
 	}
 }

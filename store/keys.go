@@ -10,10 +10,10 @@ import (
 // it holds; names and IDs follow as they are, since normalized names cannot
 // hold the bytes the prefixes and separators use.
 //
-//	c/ID                 certificate record (JSON)
+//	c/ID                 certificate record (binary, encodeCertificate)
 //	n/NAME               link: the ID of the certificate that serves NAME
 //	k/NAME \x00 ID       claim: certificate ID lists NAME (value: claimValue)
-//	d/NAME               domain record (JSON)
+//	d/NAME               domain record (binary, appendDomain)
 //	q/AT NAME            due entry: AT is 8 bytes of dueTime, value empty
 //	a/ID                 ACME account record (JSON)
 //	t/TOKEN              HTTP-01 challenge (JSON), with a Badger TTL
@@ -21,8 +21,11 @@ import (
 //	                     rate-limit bucket: 8 bytes, the Unix nanosecond
 //	                     it is full again, with a Badger TTL
 //	h/VERSION            change history: the names one certificate write
-//	                     changed (changes.go)
+//	                     changed, newline-separated (changes.go)
 //	H/                   change history: epoch and last version
+//
+// How each record's value is encoded is in encode.go: certificates and
+// domains in a compact binary form, accounts and challenges as JSON.
 //
 // Links are what LookupCertificate reads; claims remember every record that
 // lists a name, so that a name whose record goes away can fall back to

@@ -160,11 +160,11 @@ type Certificate struct {
 	Issuer string `json:"issuer"`
 	// Serial is the leaf's serial number in lowercase hex.
 	Serial string `json:"serial"`
-	// KeyType describes the key: "ecdsa-p256", "ecdsa-p384", "rsa2048", ….
-	KeyType string `json:"key_type"`
-	// Source says where the certificate came from: "import", "certbot" or
-	// "acme".
-	Source string `json:"source"`
+	// KeyType describes the key (KeyECDSAP256, KeyRSA2048, …).
+	KeyType KeyType `json:"key_type"`
+	// Source says where the certificate came from: SourceImport,
+	// SourceCertbot or SourceACME.
+	Source Source `json:"source"`
 	// Origin details Source: a file path, a certbot lineage directory, or an
 	// ACME directory URL.
 	Origin string `json:"origin,omitempty"`
@@ -175,8 +175,34 @@ type Certificate struct {
 	StoredAt time.Time `json:"stored_at"`
 }
 
+// Source is where a certificate came from.
+type Source string
+
+// The sources of a certificate.
+const (
+	SourceACME    Source = "acme"    // ordered by the renewer; Origin is the CA's directory URL
+	SourceImport  Source = "import"  // imported from files; Origin is their path
+	SourceCertbot Source = "certbot" // imported from a certbot lineage; Origin is its directory
+)
+
+// KeyType names the type and size of a certificate's key. ParseCertificate
+// names any key it accepts: the constants below, "rsaN" for an RSA key of
+// another size N, "ecdsa" for another curve.
+type KeyType string
+
+// The key types with a name of their own.
+const (
+	KeyECDSAP256 KeyType = "ecdsa-p256"
+	KeyECDSAP384 KeyType = "ecdsa-p384"
+	KeyECDSAP521 KeyType = "ecdsa-p521"
+	KeyRSA2048   KeyType = "rsa2048"
+	KeyRSA4096   KeyType = "rsa4096"
+	KeyEd25519   KeyType = "ed25519"
+	KeyUnknown   KeyType = "unknown"
+)
+
 // RateBucket is one saved bucket of a CA account's rate limits (see
-// renewer.Limiter).
+// renewer/ratelimit.Limiter).
 type RateBucket struct {
 	// Limit names the limit ("new_orders_per_account", …).
 	Limit string `json:"limit"`
@@ -266,16 +292,25 @@ const RecentAttempts = 10
 type Attempt struct {
 	// At is when the attempt ended.
 	At time.Time `json:"at"`
-	// Outcome is "issued", "failed" or "refused" (stopped by the
-	// pre-flight before anything was sent to the CA).
-	Outcome string `json:"outcome"`
+	// Outcome is how the attempt ended.
+	Outcome Outcome `json:"outcome"`
 	// Error is the failure in the CA's (or the pre-flight's) words.
 	Error string `json:"error,omitempty"`
-	// Serial is the new certificate's serial, for "issued".
+	// Serial is the new certificate's serial, for OutcomeIssued.
 	Serial string `json:"serial,omitempty"`
 	// Took is how long the attempt ran.
 	Took time.Duration `json:"took,omitempty"`
 }
+
+// Outcome is how an Attempt ended.
+type Outcome string
+
+// The outcomes of an attempt.
+const (
+	OutcomeIssued  Outcome = "issued"  // a certificate was issued and stored
+	OutcomeFailed  Outcome = "failed"  // the order failed (at the CA, or in its checks)
+	OutcomeRefused Outcome = "refused" // the pre-flight stopped it before anything was sent to a CA
+)
 
 // AddAttempt puts a at the front of d.Attempts, dropping the oldest beyond
 // RecentAttempts.

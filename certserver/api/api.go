@@ -1,6 +1,7 @@
 // Package api holds the JSON documents of the certserver admin API, shared
 // by the server (package certserver) and its clients (package
-// certserver/client). It has no behaviour of its own.
+// certserver/client), and the few rules of their input that both apply
+// (input.go).
 //
 // Every error answer of the admin API is an Error document:
 //
@@ -66,7 +67,10 @@ const (
 // ResultRefused is the Result of a certificate of a batch import that
 // was not imported because it is unusable (Reason says why: expired, key
 // does not match, …) or its entry is malformed (Reason empty, Error says
-// what is wrong). Nothing was written for it. POST /v1/certificates
+// what is wrong), or, with Status 500, the store failed to write it
+// after committing an earlier part of the batch (Error starts with "not
+// stored"; sending it again may work). Nothing was written for it.
+// POST /v1/certificates
 // answers such a certificate with an Error instead.
 const ResultRefused = "refused"
 
@@ -120,8 +124,12 @@ type ImportResponse struct {
 // at most MaxImportBatch of them. Results holds one entry per object, in
 // the order sent. Every certificate the answer reports as imported was
 // committed before the answer was sent, in one atomic commit with the
-// others of the batch (a batch too large for one commit of the store, far
-// more than the certserver CLI sends, is split in as few as fit). A batch
+// others of the batch. A batch too large for one commit of the store, far
+// more than the certserver CLI sends, is split in as few as fit, in
+// order; when one of them fails after an earlier one was committed, the
+// answer is still 200: the certificates committed report as imported,
+// the others as ResultRefused with Status 500 (or 422) and an Error
+// starting "not stored", and sending the batch again stores them. A batch
 // left unanswered (a crash, a timeout) may have been committed or not,
 // each certificate whole or not at all; sending it again is harmless.
 type ImportBatchResponse struct {
@@ -258,7 +266,7 @@ type CertificateInfo struct {
 	// nobody renews it.
 	RenewAt time.Time `json:"renew_at,omitzero"`
 	KeyType string    `json:"key_type"`
-	// Source is "acme", "import" or "certbot"; Origin details it.
+	// Source is store.Source: "acme", "import" or "certbot"; Origin details it.
 	Source string `json:"source"`
 	Origin string `json:"origin"`
 }

@@ -326,7 +326,7 @@ func (f *leafFactory) record(i int) *store.Certificate {
 		ID: name, Names: []string{name}, ChainPEM: chain, KeyPEM: f.keyPEM,
 		NotBefore: f.now.Add(-time.Hour), NotAfter: notAfter,
 		Issuer: f.issuer, Serial: new(big.Int).SetBytes(serial).Text(16), KeyType: "ecdsa-p256",
-		Source: "acme", Origin: "https://acme.bench.invalid/directory",
+		Source: store.SourceACME, Origin: "https://acme.bench.invalid/directory",
 		RenewAt: notAfter.Add(-30 * 24 * time.Hour), StoredAt: f.now,
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer/pebbletest"
+	"github.com/certserver/certserver/store"
 )
 
 // TestCertbotLineageRenewsAsOneOrder moves a real certbot tree in: Debian's
@@ -118,7 +119,7 @@ func TestCertbotLineageRenewsAsOneOrder(t *testing.T) {
 		if d.State == "failing" {
 			t.Fatalf("the renewal failed: %s", d.LastError)
 		}
-		return d.Certificate != nil && d.Certificate.Source == "acme"
+		return d.Certificate != nil && d.Certificate.Source == string(store.SourceACME)
 	})
 	orders := ca.Orders()[3:]
 	var created []pebbletest.Order
@@ -149,7 +150,7 @@ func TestCertbotLineageRenewsAsOneOrder(t *testing.T) {
 			t.Errorf("served chain for %s: %v", n, err)
 		}
 	}
-	if d := show(lineage[1]); d.Certificate == nil || d.Certificate.Source != "acme" || d.ManagedWith != lineage[0] {
+	if d := show(lineage[1]); d.Certificate == nil || d.Certificate.Source != string(store.SourceACME) || d.ManagedWith != lineage[0] {
 		t.Errorf("%s after the renewal: %+v", lineage[1], d)
 	}
 	t.Logf("certbot: %s; import to renewed certificate: %s; in all %s",

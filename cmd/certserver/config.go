@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/mail"
-	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -17,7 +17,10 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/ratelimit"
+	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
 )
 
@@ -37,6 +40,9 @@ type config struct {
 	Preflight preflightConfig `toml:"preflight"`
 	OnDemand  onDemandConfig  `toml:"on_demand"`
 	Log       logConfig       `toml:"log"`
+
+	// deprecated are the deprecated keys the file used (applyAliases).
+	deprecated []deprecation
 }
 
 type storeConfig struct {
@@ -90,8 +96,9 @@ type acmeConfig struct {
 	Fallback []caConfig `toml:"fallback"`
 }
 
-// caConfig is one [[acme.fallback]] CA. key_type, reuse_key, profile and
-// timeout are those of [acme].
+// caConfig is one CA's own settings: those of a [[acme.fallback]] table,
+// and the same keys of [acme] for the primary CA. key_type, reuse_key,
+// profile, timeout and selection are [acme]'s only, for every CA.
 type caConfig struct {
 	Name          string       `toml:"name"`
 	Directory     string       `toml:"directory"`
@@ -103,6 +110,29 @@ type caConfig struct {
 	CAAIdentities []string     `toml:"caa_identities"`
 	ARI           *bool        `toml:"ari"`
 	Limits        limitsConfig `toml:"limits"`
+}
+
+// caSection is one configured CA with the key its errors name: "acme" for
+// the primary, "acme.fallback[N]" for a fallback.
+type caSection struct {
+	key string
+	caConfig
+}
+
+// cas returns every configured CA, the primary ([acme]) first, then the
+// [[acme.fallback]] CAs in order: the one list that reading their files,
+// validation and building the renewer's CAs go through. The primary is
+// listed even when acme.directory is not set (issuance is off then).
+func (a acmeConfig) cas() []caSection {
+	out := []caSection{{key: "acme", caConfig: caConfig{
+		Name: a.Name, Directory: a.Directory, Email: a.Email, AgreeTerms: a.AgreeTerms,
+		CARoots: a.CARoots, EABKID: a.EABKID, EABHMACFile: a.EABHMACFile,
+		CAAIdentities: a.CAAIdentities, ARI: a.ARI, Limits: a.Limits,
+	}}}
+	for i, f := range a.Fallback {
+		out = append(out, caSection{key: fmt.Sprintf("acme.fallback[%d]", i), caConfig: f})
+	}
+	return out
 }
 
 // limitsConfig is a CA account's rate limits ([acme.limits]), each
@@ -133,7 +163,13 @@ type preflightConfig struct {
 }
 
 type onDemandConfig struct {
-	Allow     []string `toml:"allow"`
+	// Enabled turns on-demand issuance on with no check of its own, for a
+	// policy of preflight.targets alone (the name's DNS points here).
+	Enabled bool     `toml:"enabled"`
+	Allow   []string `toml:"allow"`
+	// Targets is the deprecated alias of preflight.targets (see
+	// config.applyAliases); as before, setting it turns on-demand
+	// issuance on.
 	Targets   []string `toml:"targets"`
 	Resolvers []string `toml:"resolvers"`
 	AskURL    string   `toml:"ask_url"`
@@ -141,10 +177,10 @@ type onDemandConfig struct {
 	DenyTTL   duration `toml:"deny_ttl"`
 }
 
-// enabled reports whether any on-demand check is configured, which is what
-// turns on-demand issuance on (renewer.Policy.Enabled).
+// enabled reports whether on-demand issuance is on (renewer.Policy.Enabled):
+// set with enabled, or by configuring one of its checks.
 func (c onDemandConfig) enabled() bool {
-	return len(c.Allow) > 0 || len(c.Targets) > 0 || c.AskURL != ""
+	return c.Enabled || len(c.Allow) > 0 || len(c.Targets) > 0 || c.AskURL != ""
 }
 
 type logConfig struct {
@@ -171,7 +207,7 @@ func defaultConfig() config {
 			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
 		ACME: acmeConfig{
-			KeyType:   string(renewer.KeyECDSAP256),
+			KeyType:   string(store.KeyECDSAP256),
 			Timeout:   duration(3 * time.Minute),
 			Selection: string(renewer.SelectFailover),
 		},
@@ -198,7 +234,8 @@ func loadConfig(path string) (config, error) {
 	return cfg, nil
 }
 
-// parseConfig decodes a configuration document into cfg and validates it.
+// parseConfig decodes a configuration document into cfg, validates it and
+// applies the deprecated aliases it uses (applyAliases).
 func parseConfig(doc string, cfg *config) error {
 	md, err := toml.Decode(doc, cfg)
 	if err != nil {
@@ -207,7 +244,36 @@ func parseConfig(doc string, cfg *config) error {
 	if err := unknownKeys(md.Undecoded()); err != nil {
 		return err
 	}
-	return cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	cfg.applyAliases()
+	return nil
+}
+
+// deprecation is a deprecated key a configuration used, and the key that
+// replaces it.
+type deprecation struct{ old, key string }
+
+// applyAliases copies the values of deprecated keys to the keys that
+// replace them, and notes each for warnDeprecated. on_demand.targets is
+// an alias of preflight.targets: the on-demand check and the pre-flight
+// read one list of targets (validate refuses a file that sets both to
+// different lists).
+func (c *config) applyAliases() {
+	if len(c.OnDemand.Targets) > 0 {
+		c.Preflight.Targets = c.OnDemand.Targets
+		c.deprecated = append(c.deprecated, deprecation{old: "on_demand.targets", key: "preflight.targets"})
+	}
+}
+
+// warnDeprecated logs a warning for each deprecated key the configuration
+// used, naming the key to use instead.
+func (c config) warnDeprecated(log *slog.Logger) {
+	for _, d := range c.deprecated {
+		log.Warn(fmt.Sprintf("config: %s is deprecated; use %s, which means the same", d.old, d.key),
+			"key", d.old, "use", d.key)
+	}
 }
 
 // unknownKeys returns an error naming the keys the file has and certserver
@@ -245,6 +311,9 @@ func knownKeys() map[string][]string {
 	for i := range top.NumField() {
 		f := top.Field(i)
 		section := f.Tag.Get("toml")
+		if !f.IsExported() {
+			continue // not read from the file
+		}
 		m[""] = append(m[""], section)
 		for j := range f.Type.NumField() {
 			m[section] = append(m[section], f.Type.Field(j).Tag.Get("toml"))
@@ -324,76 +393,68 @@ func (c *config) validate() error {
 	return errors.Join(errs...)
 }
 
+// validate checks one CA's settings, the primary's or a fallback's alike.
+// A primary without a directory leaves issuance off and is not checked
+// further; a fallback needs a directory, and a primary (hasPrimary).
+// names and dirs map the CA names and directories seen so far to their
+// keys: each CA needs its own name and its own account.
+func (ca caSection) validate(primary, hasPrimary bool, names, dirs map[string]string, bad func(key, format string, args ...any)) {
+	k := ca.key
+	if !primary && !hasPrimary {
+		bad(k, "a fallback CA needs a primary one: set acme.directory first")
+	}
+	if ca.Directory != "" || !primary {
+		u, err := url.Parse(ca.Directory)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			bad(k+".directory", "%q is not an https URL (ACME directories are served over https)", ca.Directory)
+		}
+		if !ca.AgreeTerms {
+			bad(k+".agree_terms", "must be true when %s.directory is set: registering an account agrees to the CA's terms of service", k)
+		}
+	}
+	if ca.Email != "" {
+		if m, err := mail.ParseAddress(ca.Email); err != nil || m.Address != ca.Email {
+			bad(k+".email", "%q is not an e-mail address", ca.Email)
+		}
+	}
+	if (ca.EABKID == "") != (ca.EABHMACFile == "") {
+		bad(k+".eab_kid", "%[1]s.eab_kid and %[1]s.eab_hmac_file go together: set both for external account binding, or neither", k)
+	}
+	n := caName(ca.Name, ca.Directory)
+	if prev, dup := names[n]; dup {
+		bad(k+".name", "%q is also the name of %s: CAs need different names (set name)", n, prev)
+	}
+	names[n] = k
+	if prev, dup := dirs[ca.Directory]; dup && ca.Directory != "" {
+		bad(k+".directory", "%q is also the directory of %s: one account per CA (rate limit overrides are granted per account)", ca.Directory, prev)
+	}
+	dirs[ca.Directory] = k
+	checkLimits(k+".limits", ca.Limits, bad)
+}
+
 // validateACME checks the [acme] and [renewer] sections.
 func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	a := c.ACME
-	if a.Directory != "" {
-		u, err := url.Parse(a.Directory)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
-			bad("acme.directory", "%q is not an https URL (ACME directories are served over https)", a.Directory)
-		}
-		if !a.AgreeTerms {
-			bad("acme.agree_terms", "must be true when acme.directory is set: registering an account agrees to the CA's terms of service")
-		}
-	}
-	if a.Email != "" {
-		if m, err := mail.ParseAddress(a.Email); err != nil || m.Address != a.Email {
-			bad("acme.email", "%q is not an e-mail address", a.Email)
-		}
-	}
-	switch renewer.KeyType(a.KeyType) {
-	case renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096:
+	switch store.KeyType(a.KeyType) {
+	case store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096:
 	default:
 		bad("acme.key_type", "%q is not one of %s, %s, %s, %s", a.KeyType,
-			renewer.KeyECDSAP256, renewer.KeyECDSAP384, renewer.KeyRSA2048, renewer.KeyRSA4096)
+			store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096)
 	}
-	if !validProfile(a.Profile) {
+	if api.CheckProfile(a.Profile) != nil {
 		bad("acme.profile", "%q: a profile name is at most 64 letters, digits, '-', '_' and '.'", a.Profile)
 	}
 	if a.Timeout < duration(10*time.Second) {
 		bad("acme.timeout", "%v is shorter than 10s", a.Timeout)
-	}
-	if (a.EABKID == "") != (a.EABHMACFile == "") {
-		bad("acme.eab_kid", "acme.eab_kid and acme.eab_hmac_file go together: set both for external account binding, or neither")
 	}
 	switch renewer.Selection(a.Selection) {
 	case renewer.SelectFailover, renewer.SelectSpread:
 	default:
 		bad("acme.selection", "%q is not one of %s, %s", a.Selection, renewer.SelectFailover, renewer.SelectSpread)
 	}
-	checkLimits("acme.limits", a.Limits, bad)
-	names := map[string]string{caName(a.Name, a.Directory): "acme"}
-	dirs := map[string]string{a.Directory: "acme"}
-	for i, f := range a.Fallback {
-		key := fmt.Sprintf("acme.fallback[%d]", i)
-		if a.Directory == "" {
-			bad(key, "a fallback CA needs a primary one: set acme.directory first")
-		}
-		u, err := url.Parse(f.Directory)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
-			bad(key+".directory", "%q is not an https URL", f.Directory)
-		}
-		if !f.AgreeTerms {
-			bad(key+".agree_terms", "must be true: registering an account agrees to the CA's terms of service")
-		}
-		if f.Email != "" {
-			if m, err := mail.ParseAddress(f.Email); err != nil || m.Address != f.Email {
-				bad(key+".email", "%q is not an e-mail address", f.Email)
-			}
-		}
-		if (f.EABKID == "") != (f.EABHMACFile == "") {
-			bad(key+".eab_kid", "eab_kid and eab_hmac_file go together")
-		}
-		n := caName(f.Name, f.Directory)
-		if prev, dup := names[n]; dup {
-			bad(key+".name", "%q is also the name of %s: CAs need different names (set name)", n, prev)
-		}
-		names[n] = key
-		if prev, dup := dirs[f.Directory]; dup && f.Directory != "" {
-			bad(key+".directory", "%q is also the directory of %s: one account per CA (rate limit overrides are granted per account)", f.Directory, prev)
-		}
-		dirs[f.Directory] = key
-		checkLimits(key+".limits", f.Limits, bad)
+	names, dirs := map[string]string{}, map[string]string{}
+	for i, ca := range a.cas() {
+		ca.validate(i == 0, a.Directory != "", names, dirs, bad)
 	}
 	if c.Renewer.GiveUpAfter != 0 && c.Renewer.GiveUpAfter < duration(time.Hour) {
 		bad("renewer.give_up_after", "%v is shorter than 1h (\"0s\" never gives up)", time.Duration(c.Renewer.GiveUpAfter))
@@ -402,11 +463,8 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 		bad("renewer.ari_poll_interval", "%v is shorter than 1m", time.Duration(c.Renewer.ARIPollInterval))
 	}
 	for _, t := range c.Preflight.Targets {
-		if _, err := netip.ParseAddr(t); err == nil {
-			continue
-		}
-		if _, err := hostname.Normalize(t); err != nil {
-			bad("preflight.targets", "%q is neither an IP address nor a host name", t)
+		if _, err := renewer.ParseTargets([]string{t}); err != nil {
+			bad("preflight.targets", "%v", err)
 		}
 	}
 	for _, r := range c.Preflight.Resolvers {
@@ -425,18 +483,21 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 // validateOnDemand checks the [on_demand] section.
 func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 	o := c.OnDemand
+	if o.Enabled && len(o.Allow) == 0 && o.AskURL == "" && len(o.Targets) == 0 && len(c.Preflight.Targets) == 0 {
+		bad("on_demand.enabled", "is true with no check: set preflight.targets (the name's DNS must point here), on_demand.allow or on_demand.ask_url, or any name a client sends would be ordered")
+	}
 	for _, p := range o.Allow {
 		if _, err := hostname.NormalizePattern(p); err != nil {
 			bad("on_demand.allow", "%v", err)
 		}
 	}
 	for _, t := range o.Targets {
-		if _, err := netip.ParseAddr(t); err == nil {
-			continue
+		if _, err := renewer.ParseTargets([]string{t}); err != nil {
+			bad("on_demand.targets", "%v", err)
 		}
-		if _, err := hostname.Normalize(t); err != nil {
-			bad("on_demand.targets", "%q is neither an IP address nor a host name", t)
-		}
+	}
+	if len(o.Targets) > 0 && len(c.Preflight.Targets) > 0 && !slices.Equal(o.Targets, c.Preflight.Targets) {
+		bad("on_demand.targets", "is a deprecated alias of preflight.targets, which is set to another list: keep preflight.targets only (the on-demand check and the pre-flight read it)")
 	}
 	for _, r := range o.Resolvers {
 		host, port, err := net.SplitHostPort(r)
@@ -461,21 +522,6 @@ func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 			bad(d.key, "%v is shorter than 1s", d.v)
 		}
 	}
-}
-
-// validProfile reports whether p can be an ACME profile name: "" (the CA's
-// default) or up to 64 letters, digits, '-', '_' and '.'.
-func validProfile(p string) bool {
-	if len(p) > 64 {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // duration is a TOML string holding a Go duration ("10m", "1h30m").
@@ -561,17 +607,17 @@ func checkLimits(section string, l limitsConfig, bad func(key, format string, ar
 // parseLimit reads "BURST/PERIOD" ("300/3h", "50/7d": a period is a Go
 // duration, or whole days with a d suffix) or "unlimited". "" is the zero
 // Limit, which means the default.
-func parseLimit(s string) (renewer.Limit, error) {
+func parseLimit(s string) (ratelimit.Limit, error) {
 	switch s {
 	case "":
-		return renewer.Limit{}, nil
+		return ratelimit.Limit{}, nil
 	case "unlimited":
-		return renewer.Limit{Burst: -1}, nil
+		return ratelimit.Limit{Burst: -1}, nil
 	}
 	burst, period, ok := strings.Cut(s, "/")
 	n, err := strconv.Atoi(strings.TrimSpace(burst))
 	if !ok || err != nil || n < 1 {
-		return renewer.Limit{}, fmt.Errorf("%q: want BURST/PERIOD such as \"300/3h\", or \"unlimited\"", s)
+		return ratelimit.Limit{}, fmt.Errorf("%q: want BURST/PERIOD such as \"300/3h\", or \"unlimited\"", s)
 	}
 	period = strings.TrimSpace(period)
 	var per time.Duration
@@ -582,9 +628,9 @@ func parseLimit(s string) (renewer.Limit, error) {
 		per, err = time.ParseDuration(period)
 	}
 	if err != nil || per <= 0 {
-		return renewer.Limit{}, fmt.Errorf("%q: the period %q is not a positive duration such as 3h or 7d", s, period)
+		return ratelimit.Limit{}, fmt.Errorf("%q: the period %q is not a positive duration such as 3h or 7d", s, period)
 	}
-	return renewer.Limit{Burst: n, Per: per}, nil
+	return ratelimit.Limit{Burst: n, Per: per}, nil
 }
 
 // giveUpAfter is renewer.Config.GiveUpAfter for r: "0s" in the file means

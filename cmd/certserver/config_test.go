@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/ratelimit"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -114,6 +117,9 @@ deny_ttl = "5m"
 		{desc: "fallback without a primary", doc: "[[acme.fallback]]\ndirectory = \"https://ca.example/dir\"\nagree_terms = true\n", want: "acme.fallback[0]: a fallback CA needs a primary one"},
 		{desc: "fallback without terms", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\ndirectory = \"https://b.example/dir\"\n", want: "acme.fallback[0].agree_terms"},
 		{desc: "fallback on the primary's directory", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\nname = \"second\"\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n", want: `acme.fallback[0].directory: "https://a.example/dir" is also the directory of acme: one account per CA`},
+		{desc: "fallback eab key ID alone", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\ndirectory = \"https://b.example/dir\"\nagree_terms = true\neab_kid = \"kid\"\n", want: "acme.fallback[0].eab_kid and acme.fallback[0].eab_hmac_file go together: set both"},
+		{desc: "fallback on plain http", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\ndirectory = \"http://b.example/dir\"\nagree_terms = true\n", want: `acme.fallback[0].directory: "http://b.example/dir" is not an https URL (ACME directories are served over https)`},
+		{desc: "fallback bad e-mail", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\n[[acme.fallback]]\ndirectory = \"https://b.example/dir\"\nagree_terms = true\nemail = \"ops at example.com\"\n", want: `acme.fallback[0].email: "ops at example.com" is not an e-mail address`},
 		{desc: "fallback named like the primary", doc: "[acme]\ndirectory = \"https://a.example/dir\"\nagree_terms = true\nname = \"ca\"\n[[acme.fallback]]\nname = \"ca\"\ndirectory = \"https://b.example/dir\"\nagree_terms = true\n", want: `acme.fallback[0].name: "ca" is also the name of acme`},
 		{desc: "short give up", doc: "[renewer]\ngive_up_after = \"10m\"\n", want: "renewer.give_up_after"},
 		{desc: "short ARI poll", doc: "[renewer]\nari_poll_interval = \"5s\"\n", want: "renewer.ari_poll_interval"},
@@ -141,8 +147,8 @@ give_up_after = "0s"
 enabled = false
 `, check: func(t *testing.T, c config) {
 			l, err := limitsOf(c.ACME.Limits)
-			if err != nil || l.NewOrders != (renewer.Limit{Burst: 3000, Per: 3 * time.Hour}) || !l.CertsPerRegisteredDomain.Unlimited() ||
-				l.RegisteredDomainOverrides["example.com"] != (renewer.Limit{Burst: 500, Per: 7 * 24 * time.Hour}) || l.CertsPerExactSet != (renewer.Limit{}) {
+			if err != nil || l.NewOrders != (ratelimit.Limit{Burst: 3000, Per: 3 * time.Hour}) || !l.CertsPerRegisteredDomain.Unlimited() ||
+				l.RegisteredDomainOverrides["example.com"] != (ratelimit.Limit{Burst: 500, Per: 7 * 24 * time.Hour}) || l.CertsPerExactSet != (ratelimit.Limit{}) {
 				t.Errorf("limits %+v, %v", l, err)
 			}
 			if len(c.ACME.Fallback) != 1 || c.ACME.Fallback[0].Name != "zerossl" || c.ACME.Fallback[0].ARI == nil || *c.ACME.Fallback[0].ARI ||
@@ -276,5 +282,66 @@ func TestSampleConfig(t *testing.T) {
 				t.Errorf("deploy/certserver.toml does not document %s.%s", section, k)
 			}
 		}
+	}
+}
+
+// TestTargetsAlias: on_demand.targets is a deprecated alias of
+// preflight.targets: its list becomes preflight.targets (which the
+// on-demand check and the pre-flight both read), it still turns on-demand
+// issuance on, serve warns naming both keys, and a file that sets the two
+// to different lists is refused.
+func TestTargetsAlias(t *testing.T) {
+	c := defaultConfig()
+	if err := parseConfig("[on_demand]\ntargets = [\"192.0.2.10\", \"edge.example.net\"]\n", &c); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Preflight.Targets, []string{"192.0.2.10", "edge.example.net"}) || !c.OnDemand.enabled() {
+		t.Fatalf("preflight.targets %v, on-demand enabled %v; want the alias's list, and on", c.Preflight.Targets, c.OnDemand.enabled())
+	}
+	var buf bytes.Buffer
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&buf, nil)))
+	if out := buf.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "on_demand.targets is deprecated") ||
+		!strings.Contains(out, "use preflight.targets") || strings.Count(out, "\n") != 1 {
+		t.Errorf("warning %q; want one WARN line naming on_demand.targets and preflight.targets", out)
+	}
+
+	c = defaultConfig()
+	if err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n", &c); err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&buf, nil)))
+	if buf.Len() != 0 || c.OnDemand.enabled() {
+		t.Errorf("preflight.targets alone: warning %q, on-demand enabled %v; want neither", buf.String(), c.OnDemand.enabled())
+	}
+
+	c = defaultConfig()
+	if err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n[on_demand]\ntargets = [\"192.0.2.10\"]\n", &c); err != nil {
+		t.Errorf("the same list under both keys: %v", err)
+	}
+	c = defaultConfig()
+	err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n[on_demand]\ntargets = [\"192.0.2.99\"]\n", &c)
+	if err == nil || !strings.Contains(err.Error(), "on_demand.targets: is a deprecated alias of preflight.targets") {
+		t.Errorf("two different lists: %v; want an error naming both keys", err)
+	}
+}
+
+// TestOnDemandEnabled: what the alias did for a policy of targets alone,
+// on_demand.enabled does without a deprecated key; enabled with no check
+// at all (every name a client sends would be ordered) is refused.
+func TestOnDemandEnabled(t *testing.T) {
+	c := defaultConfig()
+	if err := parseConfig("[preflight]\ntargets = [\"192.0.2.10\"]\n[on_demand]\nenabled = true\n", &c); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	c.warnDeprecated(slog.New(slog.NewTextHandler(&buf, nil)))
+	if !c.OnDemand.enabled() || buf.Len() != 0 {
+		t.Errorf("enabled with preflight.targets: on %v, warning %q; want on, no warning", c.OnDemand.enabled(), buf.String())
+	}
+	c = defaultConfig()
+	err := parseConfig("[on_demand]\nenabled = true\n", &c)
+	if err == nil || !strings.Contains(err.Error(), "on_demand.enabled") || !strings.Contains(err.Error(), "preflight.targets") {
+		t.Errorf("enabled with no check: %v; want an error naming on_demand.enabled and the checks to set", err)
 	}
 }

@@ -358,6 +358,9 @@ func TestSocketGroupWarning(t *testing.T) {
 		{desc: "socket_group left out: certserver's own group", certs: certs("", 0o660), conf: nobodyConf, warn: true},
 		{desc: "socket given to nobody's group", certs: certs(nobody.group, 0o660), conf: nobodyConf},
 		{desc: "socket open to everyone", certs: certs(own, 0o666), conf: nobodyConf},
+		{desc: "socket writable by everyone, not readable", certs: certs(own, 0o662), conf: nobodyConf},
+		{desc: "socket readable by everyone, not writable", certs: certs(own, 0o664), conf: nobodyConf, warn: true},
+		{desc: "socket_mode 0 is the default 0660", certs: certs(nobody.group, 0), conf: nobodyConf},
 		{desc: "no socket", certs: certsConfig{Listen: "127.0.0.1:9401"}, conf: nobodyConf},
 		{desc: "nginx's user does not exist here", certs: certs(own, 0o660), conf: conf("user no-such-user-here;\n")},
 	} {

@@ -323,8 +323,8 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	return exitOK
 }
 
-// readNames reads one name per line; blank lines and what follows a "#"
-// are skipped, surrounding white space and a byte order mark dropped.
+// readNames reads one name per line (api.NameInLine); a byte order mark
+// before the first is dropped.
 func readNames(r io.Reader) ([]inputName, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
@@ -336,11 +336,8 @@ func readNames(r io.Reader) ([]inputName, error) {
 		if line == 1 {
 			b = bytes.TrimPrefix(b, []byte("\ufeff"))
 		}
-		if i := bytes.IndexByte(b, '#'); i >= 0 {
-			b = b[:i]
-		}
-		if b = bytes.TrimSpace(b); len(b) > 0 {
-			names = append(names, inputName{line: line, name: string(b)})
+		if name := api.NameInLine(b); len(name) > 0 {
+			names = append(names, inputName{line: line, name: string(name)})
 		}
 	}
 	if err := sc.Err(); err != nil {

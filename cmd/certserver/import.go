@@ -234,7 +234,7 @@ func adminClient(e *env, adminURL, tokenFile, configPath string, timeout time.Du
 	switch {
 	case tokenFile != "":
 		token, err = readTokenFile(tokenFile)
-	case e.getenv("CERTSERVER_ADMIN_TOKEN") != "":
+	case strings.TrimSpace(e.getenv("CERTSERVER_ADMIN_TOKEN")) != "": // white space alone is unset (envToken)
 		token, err = envToken(e)
 	case e.getenv("CERTSERVER_ADMIN_TOKEN_FILE") != "":
 		token, err = readTokenFile(e.getenv("CERTSERVER_ADMIN_TOKEN_FILE"))

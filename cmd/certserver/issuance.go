@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -38,16 +40,12 @@ type acmeFiles struct {
 	eab    *renewer.ExternalAccount
 }
 
-// readACMEFiles reads the files of [acme] and of every [[acme.fallback]],
-// in that order. Its errors name the key.
+// readACMEFiles reads the files of every CA of cfg (acmeConfig.cas), in
+// that order. Its errors name the key.
 func readACMEFiles(cfg acmeConfig) ([]*acmeFiles, error) {
-	f, err := readCAFiles("acme", cfg.CARoots, cfg.EABKID, cfg.EABHMACFile)
-	if err != nil {
-		return nil, err
-	}
-	all := []*acmeFiles{f}
-	for i, fb := range cfg.Fallback {
-		f, err := readCAFiles(fmt.Sprintf("acme.fallback[%d]", i), fb.CARoots, fb.EABKID, fb.EABHMACFile)
+	var all []*acmeFiles
+	for _, ca := range cfg.cas() {
+		f, err := readCAFiles(ca.key, ca.CARoots, ca.EABKID, ca.EABHMACFile)
 		if err != nil {
 			return nil, err
 		}
@@ -118,11 +116,13 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 		orderMetrics = pm
 	}
 	var preflight *renewer.Preflight
+	var preflightResolver *renewer.Resolver
 	if p := cfg.Preflight; p.Enabled {
 		resolver, err := renewer.NewResolver(p.Resolvers, 0)
 		if err != nil {
 			return nil, fmt.Errorf("preflight.resolvers: %w", err)
 		}
+		preflightResolver = resolver
 		if preflight, err = renewer.NewPreflight(renewer.PreflightConfig{Targets: p.Targets, AllAddresses: p.AllAddresses}, resolver); err != nil {
 			return nil, fmt.Errorf("preflight: %w", err)
 		}
@@ -138,7 +138,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 		Preflight:       preflight,
 		GiveUpAfter:     giveUpAfter(cfg.Renewer),
 		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
-	}, st, nil, logger)
+	}, st, logger)
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)
 	}
@@ -153,14 +153,20 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 	}
 	o := cfg.OnDemand
 	var resolver *renewer.Resolver
-	if len(o.Targets) > 0 {
+	switch {
+	case len(cfg.Preflight.Targets) == 0:
+	case preflightResolver != nil && slices.Equal(o.Resolvers, cfg.Preflight.Resolvers):
+		// One Resolver: the pre-flight of an on-demand order reads the
+		// answer the on-demand check got, so the order asks DNS once.
+		resolver = preflightResolver
+	default:
 		if resolver, err = renewer.NewResolver(o.Resolvers, 0); err != nil {
 			return nil, fmt.Errorf("on_demand.resolvers: %w", err)
 		}
 	}
 	policy, err := renewer.NewPolicy(renewer.PolicyConfig{
 		Allow:    o.Allow,
-		Targets:  o.Targets,
+		Targets:  cfg.Preflight.Targets,
 		AskURL:   o.AskURL,
 		AllowTTL: o.AllowTTL.std(),
 		DenyTTL:  o.DenyTTL.std(),
@@ -192,51 +198,40 @@ func (is *issuance) run(ctx context.Context) error {
 	return err
 }
 
-// buildCAs makes the issuer, the rate limiter and the settings of the
-// primary CA and of every fallback, in order.
+// buildCAs makes the issuer, the rate limiter and the settings of every
+// CA of a (acmeConfig.cas), in order: the renewer's list of CAs.
 func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
-	type ca struct {
-		section, name, directory, email string
-		agree                           bool
-		caa                             []string
-		ari                             *bool
-		limits                          limitsConfig
-	}
-	list := []ca{{"acme", a.Name, a.Directory, a.Email, a.AgreeTerms, a.CAAIdentities, a.ARI, a.Limits}}
-	for i, f := range a.Fallback {
-		list = append(list, ca{fmt.Sprintf("acme.fallback[%d]", i), f.Name, f.Directory, f.Email, f.AgreeTerms, f.CAAIdentities, f.ARI, f.Limits})
-	}
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
-	for i, c := range list {
-		ari := c.ari == nil || *c.ari
+	for i, c := range a.cas() {
+		ari := c.ARI == nil || *c.ARI
 		issuer, err := renewer.NewACMEIssuer(renewer.ACMEConfig{
-			Directory:  c.directory,
-			Email:      c.email,
-			AgreeTerms: c.agree,
+			Directory:  c.Directory,
+			Email:      c.Email,
+			AgreeTerms: c.AgreeTerms,
 			EAB:        files[i].eab,
-			KeyType:    renewer.KeyType(a.KeyType),
+			KeyType:    store.KeyType(a.KeyType),
 			ReuseKey:   a.ReuseKey,
 			Timeout:    a.Timeout.std(),
 			HTTPClient: files[i].client,
 			DisableARI: !ari,
 		}, st, logger)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", c.section, err)
+			return nil, nil, fmt.Errorf("%s: %w", c.key, err)
 		}
-		limits, err := limitsOf(c.limits)
+		limits, err := limitsOf(c.Limits)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s.limits: %w", c.section, err)
+			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
-		lim, err := renewer.NewLimiter(limits, time.Now)
+		lim, err := ratelimit.NewLimiter(limits, time.Now)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s.limits: %w", c.section, err)
+			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
-		caa := c.caa
+		caa := c.CAAIdentities
 		if caa == nil {
-			caa = defaultCAAIdentities(c.directory)
+			caa = defaultCAAIdentities(c.Directory)
 		}
-		cas = append(cas, renewer.CA{Name: caName(c.name, c.directory), Issuer: issuer, Limiter: lim, CAIdentities: caa, OffersARI: ari})
+		cas = append(cas, renewer.CA{Name: caName(c.Name, c.Directory), Issuer: issuer, Limiter: lim, CAIdentities: caa, OffersARI: ari})
 		issuers = append(issuers, issuer)
 	}
 	return cas, issuers, nil
@@ -244,12 +239,12 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 
 // limitsOf turns a [..limits] table into the Limiter's configuration;
 // values left out keep Let's Encrypt's (a zero Limit).
-func limitsOf(l limitsConfig) (renewer.LimitsConfig, error) {
-	var cfg renewer.LimitsConfig
+func limitsOf(l limitsConfig) (ratelimit.LimitsConfig, error) {
+	var cfg ratelimit.LimitsConfig
 	var err error
 	for _, f := range []struct {
 		s   string
-		dst *renewer.Limit
+		dst *ratelimit.Limit
 	}{
 		{l.NewOrders, &cfg.NewOrders}, {l.CertificatesPerRegisteredDomain, &cfg.CertsPerRegisteredDomain},
 		{l.CertificatesPerExactSet, &cfg.CertsPerExactSet}, {l.AuthorizationFailures, &cfg.AuthzFailures},
@@ -265,7 +260,7 @@ func limitsOf(l limitsConfig) (renewer.LimitsConfig, error) {
 			return cfg, err
 		}
 		if cfg.RegisteredDomainOverrides == nil {
-			cfg.RegisteredDomainOverrides = map[string]renewer.Limit{}
+			cfg.RegisteredDomainOverrides = map[string]ratelimit.Limit{}
 		}
 		cfg.RegisteredDomainOverrides[strings.ToLower(domain)] = lim
 	}

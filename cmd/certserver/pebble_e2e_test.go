@@ -19,6 +19,7 @@ import (
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer/pebbletest"
+	"github.com/certserver/certserver/store"
 )
 
 // TestServeWithPebble runs the real sidecar against a real Pebble: the
@@ -49,7 +50,7 @@ func TestServeWithPebble(t *testing.T) {
 		return doc.State == "valid"
 	})
 	c := doc.Certificate
-	if c == nil || c.Source != "acme" || c.Origin != ca.DirectoryURL || c.KeyType != "ecdsa-p256" || c.RenewAt.IsZero() ||
+	if c == nil || c.Source != string(store.SourceACME) || c.Origin != ca.DirectoryURL || c.KeyType != "ecdsa-p256" || c.RenewAt.IsZero() ||
 		c.NotAfter.Sub(c.NotBefore) < 80*24*time.Hour || doc.NextAttempt.IsZero() {
 		t.Errorf("valid record %+v, certificate %+v: want a 90-day ACME certificate with a renewal time", doc, c)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -32,16 +33,16 @@ func TestEnrollmentPlan(t *testing.T) {
 	now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		desc     string
-		limits   renewer.LimitsConfig
+		limits   ratelimit.LimitsConfig
 		wantDays int
 		override bool
 	}{
 		{desc: "Let's Encrypt's defaults", wantDays: 208, override: true},
-		{desc: "an override of 3,000 per 3 hours", limits: renewer.LimitsConfig{NewOrders: renewer.Limit{Burst: 3000, Per: 3 * time.Hour}}, wantDays: 20, override: true},
+		{desc: "an override of 3,000 per 3 hours", limits: ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 3000, Per: 3 * time.Hour}}, wantDays: 20, override: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			lim, err := renewer.NewLimiter(tc.limits, func() time.Time { return now })
+			lim, err := ratelimit.NewLimiter(tc.limits, func() time.Time { return now })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,7 +52,7 @@ func TestEnrollmentPlan(t *testing.T) {
 			}
 			t.Cleanup(func() { st.Close() })
 			rn, err := renewer.New(renewer.Config{Now: func() time.Time { return now },
-				CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim}}}, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+				CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim}}}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,12 +83,12 @@ func (d dirIssuer) Directory() string { return string(d) }
 // and the name whose failed validations block it, as the Limiter has them.
 func TestQueueShowsCAs(t *testing.T) {
 	now := time.Now()
-	lim, err := renewer.NewLimiter(renewer.LimitsConfig{NewOrders: renewer.Limit{Burst: 2, Per: time.Hour}}, nil)
+	lim, err := ratelimit.NewLimiter(ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 2, Per: time.Hour}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"a.example.com", "b.example.org"} {
-		if r := lim.Reserve([]string{n}, renewer.OrderNew); !r.OK {
+		if r := lim.Reserve([]string{n}, ratelimit.OrderNew); !r.OK {
 			t.Fatal(r)
 		}
 	}
@@ -101,7 +102,7 @@ func TestQueueShowsCAs(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	rn, err := renewer.New(renewer.Config{CAs: []renewer.CA{{Name: "letsencrypt", Issuer: nopIssuer{}, Limiter: lim, OffersARI: true},
 		{Issuer: dirIssuer("https://acme.example/dir")}}},
-		st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,9 +135,9 @@ func TestQueueShowsCAs(t *testing.T) {
 	var orders, failures *api.LimitStatus
 	for i, l := range c.Limits {
 		switch l.Limit {
-		case string(renewer.LimitNewOrders):
+		case string(ratelimit.LimitNewOrders):
 			orders = &c.Limits[i]
-		case string(renewer.LimitAuthzFailures):
+		case string(ratelimit.LimitAuthzFailures):
 			failures = &c.Limits[i]
 		}
 	}

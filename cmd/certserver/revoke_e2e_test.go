@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -17,31 +16,6 @@ import (
 	"github.com/certserver/certserver/renewer/pebbletest"
 	"github.com/certserver/certserver/store"
 )
-
-// pebbleStatus is what Pebble's management API says of a certificate.
-type pebbleStatus struct {
-	Status string // "Valid" or "Revoked"
-	Reason *int
-}
-
-// certStatus asks Pebble's management API about the certificate with the
-// given serial (lowercase hex).
-func certStatus(t *testing.T, ca *pebbletest.Server, serial string) pebbleStatus {
-	t.Helper()
-	resp, err := ca.HTTPClient().Get(ca.ManagementURL + "/cert-status-by-serial/" + serial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("Pebble cert-status-by-serial/%s: %s", serial, resp.Status)
-	}
-	var s pebbleStatus
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // TestRenewRevokeWithPebble runs the real sidecar against Pebble and
 // drives it with the command line: a forced renewal orders a new
@@ -99,7 +73,7 @@ func TestRenewRevokeWithPebble(t *testing.T) {
 	if n := ca.OrdersFor(shop); n != 2 {
 		t.Errorf("%d orders for %s after the renewal, want 2", n, shop)
 	}
-	if st := certStatus(t, ca, first.Serial); st.Status != "Valid" {
+	if st := ca.CertStatus(t, first.Serial); st.Status != "Valid" {
 		t.Errorf("a renewal revoked the old certificate: %+v", st)
 	}
 
@@ -113,14 +87,14 @@ func TestRenewRevokeWithPebble(t *testing.T) {
 		!strings.Contains(rev.Message, "a new certificate is being ordered for "+shop) {
 		t.Errorf("revoke answer %+v", rev)
 	}
-	if st := certStatus(t, ca, renewed.Serial); st.Status != "Revoked" || st.Reason == nil || *st.Reason != 1 {
+	if st := ca.CertStatus(t, renewed.Serial); st.Status != "Revoked" || st.Reason == nil || *st.Reason != 1 {
 		t.Errorf("at Pebble after the revocation: %+v, want Revoked with reason 1 (keyCompromise)", st)
 	}
 	after := show(shop, renewed.Serial).Certificate
 	if n := ca.OrdersFor(shop); n != 3 {
 		t.Errorf("%d orders for %s after the revocation, want 3", n, shop)
 	}
-	if st := certStatus(t, ca, after.Serial); st.Status != "Valid" {
+	if st := ca.CertStatus(t, after.Serial); st.Status != "Valid" {
 		t.Errorf("the new certificate: %+v", st)
 	}
 
@@ -129,7 +103,7 @@ func TestRenewRevokeWithPebble(t *testing.T) {
 	if !strings.Contains(out, www+": removed; certificate "+www+" serial "+wwwCert.Serial+" revoked (superseded)") {
 		t.Errorf("rm --revoke: %q", out)
 	}
-	if st := certStatus(t, ca, wwwCert.Serial); st.Status != "Revoked" || st.Reason == nil || *st.Reason != 4 {
+	if st := ca.CertStatus(t, wwwCert.Serial); st.Status != "Revoked" || st.Reason == nil || *st.Reason != 4 {
 		t.Errorf("at Pebble after rm --revoke: %+v, want Revoked with reason 4 (superseded)", st)
 	}
 	if n := ca.Requests("revokeCert"); n != 2 {
@@ -180,7 +154,7 @@ func TestRevokedIsReplacedFromTheDueIndex(t *testing.T) {
 	// is not old, and returns it.
 	runRenewer := func(old string) *store.Certificate {
 		t.Helper()
-		rn, err := renewer.New(renewer.Config{IdleWait: 100 * time.Millisecond, DefaultProfile: "default"}, st, issuer, logger)
+		rn, err := renewer.New(renewer.Config{IdleWait: 100 * time.Millisecond, DefaultProfile: "default", CAs: []renewer.CA{{Issuer: issuer}}}, st, logger)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,7 +195,7 @@ func TestRevokedIsReplacedFromTheDueIndex(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "due now, but issuance is off") {
 		t.Fatalf("revoke: exit code %d\n%s%s", code, out, errOut)
 	}
-	if s := certStatus(t, ca, first.Serial); s.Status != "Revoked" {
+	if s := ca.CertStatus(t, first.Serial); s.Status != "Revoked" {
 		t.Fatalf("at Pebble: %+v", s)
 	}
 
@@ -229,7 +203,7 @@ func TestRevokedIsReplacedFromTheDueIndex(t *testing.T) {
 	if n := ca.OrdersFor(name); n != 2 {
 		t.Errorf("%d orders, want 2", n)
 	}
-	if s := certStatus(t, ca, second.Serial); s.Status != "Valid" {
+	if s := ca.CertStatus(t, second.Serial); s.Status != "Valid" {
 		t.Errorf("the new certificate at Pebble: %+v", s)
 	}
 }

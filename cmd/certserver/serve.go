@@ -74,6 +74,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 // serve runs the sidecar described by cfg until ctx is done.
 func serve(ctx context.Context, e *env, cfg config) error {
 	logger := newLogger(e.stderr, cfg.Log)
+	cfg.warnDeprecated(logger)
 
 	var token string
 	if cfg.Admin.Enabled {
@@ -199,10 +200,12 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		}
 	}
 
-	logStart(logger, cfg, certs, challenge, admin, is)
+	// The warning comes before the start line, which scripts and tests
+	// wait for: whoever reads the log from there has it.
 	if w := socketGroupWarning(cfg.Certs, stockNginxConf); w != nil {
 		logger.Warn(w.msg, w.attrs...)
 	}
+	logStart(logger, cfg, certs, challenge, admin, is)
 
 	// Everything stops when ctx is done or when a server fails; the store
 	// closes once all of it has stopped.

@@ -26,10 +26,12 @@ func readTokenFile(path string) (string, error) {
 }
 
 // envToken returns the token of CERTSERVER_ADMIN_TOKEN, checked as a token
-// file's line is; "" when it is not set.
+// file's line is; "" when it is not set or holds only white space, which
+// counts as not set (as it always has), so the next source of the token
+// is used.
 func envToken(e *env) (string, error) {
 	v := e.getenv("CERTSERVER_ADMIN_TOKEN")
-	if v == "" {
+	if strings.TrimSpace(v) == "" {
 		return "", nil
 	}
 	t, err := checkToken(v)

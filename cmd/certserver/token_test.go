@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,5 +70,26 @@ func TestTokenFileOfTwoLines(t *testing.T) {
 	e, _, stderr := testEnv(map[string]string{"CERTSERVER_ADMIN": url, "CERTSERVER_ADMIN_TOKEN": testToken + "\nx"})
 	if code := run(context.Background(), e, []string{"queue"}); code != exitFailure || !strings.Contains(stderr.String(), "CERTSERVER_ADMIN_TOKEN: holds 2 lines") {
 		t.Errorf("CERTSERVER_ADMIN_TOKEN of two lines: exit code %d, %q", code, stderr)
+	}
+}
+
+// A CERTSERVER_ADMIN_TOKEN of white space alone counts as unset, as it
+// always has: the next source of the token is used, by serve and by the
+// client commands.
+func TestEnvTokenOfWhiteSpace(t *testing.T) {
+	url, _ := startAdmin(t)
+	path := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(path, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"CERTSERVER_ADMIN": url, "CERTSERVER_ADMIN_TOKEN": " \n", "CERTSERVER_ADMIN_TOKEN_FILE": path}
+	e, _, stderr := testEnv(vars)
+	if code := run(context.Background(), e, []string{"queue"}); code != exitOK {
+		t.Errorf("queue with a blank CERTSERVER_ADMIN_TOKEN and a token file: exit code %d, %q", code, stderr)
+	}
+	var cfg config
+	cfg.Admin.TokenFile = path
+	if tok, err := adminToken(e, cfg, slog.New(slog.DiscardHandler)); err != nil || tok != testToken {
+		t.Errorf("serve's token with a blank CERTSERVER_ADMIN_TOKEN: %q, %v; want the token file's", tok, err)
 	}
 }

@@ -132,7 +132,8 @@ type socketWarning struct {
 // socketGroupWarning decides whether the unix socket c describes is one
 // that none of the users nginx's workers are likely to run as can connect
 // to: given to a group none of them is in (socket_group, default the
-// group certserver runs as), with no write permission for others. The
+// group certserver runs as), with no write permission for others
+// (socket_mode, default and when 0 certserver.DefaultSocketMode). The
 // users are the one nginxConf's user directive names, else
 // likelyNginxUsers; those that do not exist here are left out, and when
 // none exists there is nothing to say. It returns nil when there is no
@@ -153,13 +154,18 @@ func socketGroupWarning(c certsConfig, nginxConf string) *socketWarning {
 	if u := nginxConfUser(nginxConf); u != "" {
 		candidates = []string{u}
 	}
+	mode := fs.FileMode(c.SocketMode)
+	if mode == 0 {
+		mode = certserver.DefaultSocketMode // what the endpoint applies
+	}
 	var found []*account
 	for _, name := range candidates {
 		a, err := lookupAccount(name, "")
 		if err != nil {
 			continue
 		}
-		if a.may(os.Geteuid(), gid, fs.FileMode(c.SocketMode), 0o6) {
+		// connect(2) on a unix socket needs write permission only.
+		if a.may(os.Geteuid(), gid, mode, 0o2) {
 			return nil
 		}
 		found = append(found, a)
@@ -175,7 +181,7 @@ func socketGroupWarning(c certsConfig, nginxConf string) *socketWarning {
 		found[0].group, found[0].group)
 	return &socketWarning{
 		msg: "nginx's workers are unlikely to be able to connect to the certificate socket: every name would get nginx's fallback certificate",
-		attrs: []any{"socket", c.Socket, "socket_group", groupName(gid), "socket_mode", c.SocketMode.String(),
+		attrs: []any{"socket", c.Socket, "socket_group", groupName(gid), "socket_mode", fileMode(mode).String(),
 			"users_checked", strings.Join(names, ","), "fix", fix},
 	}
 }

@@ -46,7 +46,9 @@
 --  * a timeout, another status or a malformed response: the cached
 --    certificate is served even past its max-age (up to `max_stale`), else
 --    the fallback, and the name is not asked about for `error_ttl` seconds.
---  * no connection, or no answer started: the sidecar is down (below).
+--  * no connection, a connection closed with no answer, or SLOW_LIMIT
+--    timeouts in a row (across workers, no answer between): the sidecar
+--    is down (below).
 --  A max-age is taken at most MAX_AGE (a day).
 --
 -- Changes (see poll_changes): every worker asks the sidecar once a second,
@@ -56,14 +58,16 @@
 -- record: a replaced or removed certificate is gone from every worker
 -- within about a second. The max-age stays the safety net (a sidecar
 -- without the feed, a change made while nginx could not hear of it). When
--- the sidecar cannot say what changed (nginx fell more than 1024 writes
--- or 4096 names behind, or the store is another one) everything cached is
--- revalidated: asked again at its next handshake, served meanwhile. The
+-- the sidecar cannot say what changed (nginx fell more than 8,192
+-- changing writes or 4,096 names behind, or the store is another one)
+-- everything cached is revalidated: asked again at its next handshake,
+-- served meanwhile. The
 -- feed's history is kept in the store, so a sidecar restart loses
 -- nothing.
 --
 -- The sidecar down (see sidecar_down): the first request that cannot
--- connect, or gets no answer, marks it down for all workers and logs
+-- connect, or gets its connection closed with no answer (or the third
+-- timeout in a row), marks it down for all workers and logs
 -- "certserver: sidecar at ... unreachable (...)" once. From then on no
 -- request is sent (nginx itself logs every failed connect, at [error] or
 -- [crit], whatever lua_socket_log_errors says), cached certificates are
@@ -150,16 +154,19 @@ local _M = { _VERSION = "0.2.0" }
 
 local DOT = str_byte(".")
 local HYPHEN = str_byte("-")
-local STAR = str_byte("*")
 local DOWN_KEY = "!down"         -- "<next probe> <interval> <since>" while down
 local FLAP_KEY = "!flap"         -- the last probe interval, for 2 minutes
 local BACK_KEY = "!back"         -- set for 5 s when a probe ended an outage
 local PROBE_KEY = "!probe"       -- in lock_dict: the worker probing
 local FEED_KEY = "!feed"         -- "<epoch> <version>" last applied
 local REVAL_KEY = "!reval"       -- what was fetched before this is stale
-local BAD_PREFIX = "!bad:"       -- "!bad:" .. name, after a bad answer for name
+-- "!bad:" .. name, after a bad answer for name; set with safe_set, as any
+-- entry a client can cause by the thousand: it never evicts a certificate
+local BAD_PREFIX = "!bad:"
 local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
+local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
 local NEGATIVE = "-"             -- the record of a cached 404/400
+local SLOW_LIMIT = 3             -- timeouts in a row that mark the sidecar down
 local MAX_HEADERS = 64
 local MAX_BODY = 1024 * 1024
 local MAX_FEED_BODY = 2 * 1024 * 1024
@@ -168,6 +175,13 @@ local MAX_AGE = 24 * 3600
 local FEED_INTERVAL = 1          -- seconds between two polls of the feed
 local PROBE_FLAP = 0.5           -- seconds between probes of a down sidecar
 local PROBE_MAX = 30             -- after a false recovery, doubling up to this
+-- Why a request to the sidecar failed: the third value of exchange and
+-- fetch when they fail.
+local CLOSED = "closed"          -- closed before anything was received: a
+                                 -- pooled connection the sidecar had closed
+local UNANSWERED = "unanswered"  -- no connection, or no answer started
+local SLOW = "slow"              -- connected, but no answer within read_timeout
+local BAD_ANSWER = "bad_answer"  -- a status line came; what followed was wrong
 local KEY_PATTERN = "%-%-%-%-%-BEGIN [A-Z ]*PRIVATE KEY%-%-%-%-%-"
 
 
@@ -419,9 +433,16 @@ do
 end
 
 
--- socket_file_exists(path) tells whether a unix socket file exists. nginx
--- logs a failed connect to a missing socket file at [crit] once per
--- attempt; a stopped sidecar removes its socket, so look first.
+local EACCES = 13
+local PERMISSION_HINT = ": nginx's user must be in the sidecar's "
+                        .. "socket_group (certserver doctor checks it)"
+
+
+-- socket_file_exists(path) tells whether a unix socket file exists, and
+-- when it cannot tell, why (errno): EACCES for a directory on the path
+-- that nginx's user may not search. nginx logs a failed connect to a
+-- missing socket file at [crit] once per attempt; a stopped sidecar
+-- removes its socket, so look first.
 local socket_file_exists
 do
     local ok = pcall(ffi.cdef, [[
@@ -432,7 +453,10 @@ do
     end
     if ok then
         socket_file_exists = function (path)
-            return C.certserver_access(path, 0) == 0
+            if C.certserver_access(path, 0) == 0 then
+                return true
+            end
+            return false, ffi_errno()
         end
     else
         socket_file_exists = function ()
@@ -446,14 +470,16 @@ end
 -- connection right now, with a non-blocking connect() of the worker's own:
 -- no cosocket, so nginx logs nothing, and no waiting. A unix socket
 -- answers at once; so does a TCP loopback address that nobody listens on
--- (a connection still in progress counts as accepted). Without the FFI
--- symbols it says false: the caller then learns from a real request.
+-- (a connection still in progress counts as accepted). Any other error
+-- is a refusal: a missing socket file, and a permission denied on it,
+-- which a real request would meet too. Without the FFI symbols it says
+-- false: the caller then learns from a real request.
 local refused
 do
     local AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
     local SOCK_STREAM_NONBLOCK_CLOEXEC = 1 + 2048 + 524288  -- Linux
     local SOL_SOCKET, SO_ERROR = 1, 4
-    local ECONNREFUSED, ENOENT = 111, 2
+    local EINTR, EAGAIN, EINPROGRESS = 4, 11, 115
     local ok = pcall(ffi.cdef, [[
         struct certserver_sockaddr_un {
             unsigned short family; char path[108];
@@ -548,7 +574,8 @@ do
                 end
             end
             C.certserver_close(fd)
-            return errno == ECONNREFUSED or errno == ENOENT
+            return errno ~= 0 and errno ~= EINPROGRESS and errno ~= EAGAIN
+                   and errno ~= EINTR
         end
     else
         refused = function ()
@@ -559,32 +586,34 @@ end
 
 
 -- Parses body (PEM chain, then PEM key) into cdata, once per version.
+-- Returns chain, key, err: the parsed chain and key and a nil err; or nil,
+-- nil and what is wrong.
 local function parse(body, version)
     local chain, key = parsed_chains[version], parsed_keys[version]
     if chain and key then
-        return chain, key
+        return chain, key, nil
     end
 
     local at = str_find(body, KEY_PATTERN)
     if not at then
-        return nil, "no private key in the response"
+        return nil, nil, "no private key in the response"
     end
     local ok, err
     ok, chain, err = pcall(ssl_parse_pem_cert, str_sub(body, 1, at - 1))
     if not ok or not chain then
-        return nil, "bad certificate chain: " .. tostring(err or chain)
+        return nil, nil, "bad certificate chain: " .. tostring(err or chain)
     end
     ok, key, err = pcall(ssl_parse_pem_priv_key, str_sub(body, at))
     if not ok or not key then
-        return nil, "bad private key: " .. tostring(err or key)
+        return nil, nil, "bad private key: " .. tostring(err or key)
     end
     if not key_matches(chain, key) then
-        return nil, "the private key does not match the certificate"
+        return nil, nil, "the private key does not match the certificate"
     end
 
     parsed_chains[version] = chain
     parsed_keys[version] = key
-    return chain, key
+    return chain, key, nil
 end
 
 
@@ -599,39 +628,57 @@ end
 -- A cache entry of a name: rec, the record serving it (nil for a negative
 -- answer), fresh until fresh_until; after that the worker looks for a
 -- newer copy, and may serve it stale (while the sidecar fails) until
--- stale_until. fetched is when the sidecar gave the answer.
-local function new_entry(fresh_until, fetched, rec)
+-- stale_until. fetched is when the sidecar gave the answer. wild is true
+-- when the name is served through the wildcard pattern one label up: one
+-- of the names a client can make up by the thousand.
+local function new_entry(fresh_until, fetched, rec, wild)
     return {
         fresh_until = fresh_until,
         stale_until = stale_deadline(fresh_until),
         fetched = fetched,
         rec = rec,
+        wild = wild or false,
     }
 end
 
 
 -- The worker's record table for id at version, parsing body when this
--- version is new to the worker. Returns the record, or nil, err.
-local function worker_record(id, version, body)
+-- version is new to the worker. Returns the record, or nil, err. The
+-- record it replaces is marked dropped, so that no name cached with it (a
+-- wildcard's subname, another SAN) keeps serving it. With keep false, a
+-- new table is returned without replacing the worker's current one.
+local function worker_record(id, version, body, keep)
     local rec = records[id]
     if rec and rec.version == version and not rec.dropped then
         return rec
     end
-    local chain, key = parse(body, version)
+    local chain, key, err = parse(body, version)
     if not chain then
-        return nil, key
+        return nil, err
     end
-    rec = { id = id, version = version, chain = chain, key = key }
-    records[id] = rec
-    return rec
+    local new = { id = id, version = version, chain = chain, key = key }
+    if keep == false and rec and not rec.dropped then
+        return new
+    end
+    if rec then
+        rec.dropped = true
+    end
+    records[id] = new
+    return new
 end
 
 
 -- The shared dict holds, per name asked for, "<fresh_until> <fetched>
--- <record id>" (or "-" for a negative answer), and per record
+-- <record id>" (or "-" for a negative answer), followed by " *" when the
+-- name is served through the wildcard pattern one label up; per record
 -- RECORD_PREFIX .. id: "<version>\n<PEM>", so that all names of a record,
--- a wildcard's subnames among them, share one copy of the PEM.
-local function encode_name(fresh_until, fetched, id)
+-- a wildcard's subnames among them, share one copy of the PEM; and per
+-- wildcard pattern that served a name WILD_PREFIX .. pattern: the id of
+-- its record (which need not be the pattern: [example.com, *.example.com]).
+local function encode_name(fresh_until, fetched, id, wild)
+    if wild then
+        return str_format("%.3f %.3f %s *", fresh_until, fetched, id)
+    end
     return str_format("%.3f %.3f %s", fresh_until, fetched, id)
 end
 
@@ -663,18 +710,10 @@ end
 -- remember(name, entry) puts entry in the worker's LRU for its kind, and
 -- takes name out of the other.
 local function remember(name, entry)
-    local rec = entry.rec
-    if rec then
-        local id = rec.id
-        -- served through the wildcard "*" .. (name from its first dot)?
-        local dot = str_find(name, ".", 1, true)
-        if not (dot and str_byte(id, 1) == STAR
-                and str_sub(id, 2) == str_sub(name, dot))
-        then
-            lru:set(name, entry)
-            churn:delete(name)
-            return
-        end
+    if entry.rec and not entry.wild then
+        lru:set(name, entry)
+        churn:delete(name)
+        return
     end
     churn:set(name, entry)
     lru:delete(name)
@@ -701,9 +740,10 @@ local function load_shared(name, cur)
         certs:delete(name)
         return cur
     end
-    local fresh_until, fetched, id = str_match(v, "^(%S+) (%S+) (%S+)$")
+    local fresh_until, fetched, id, wild = str_match(v,
+                                                    "^(%S+) (%S+) (%S+)(.*)$")
     fresh_until, fetched = tonumber(fresh_until), tonumber(fetched)
-    if not (fresh_until and fetched) then
+    if not (fresh_until and fetched and (wild == "" or wild == " *")) then
         log_limited("shared", "malformed shared dict entry for " .. name)
         certs:delete(name)
         return cur
@@ -719,7 +759,7 @@ local function load_shared(name, cur)
     if cur and cur.rec == rec and cur.fetched >= fetched then
         return cur
     end
-    local entry = new_entry(fresh_until, fetched, rec)
+    local entry = new_entry(fresh_until, fetched, rec, wild == " *")
     local reval = certs:get(REVAL_KEY)
     if reval and fetched < reval then
         entry.fresh_until = 0  -- the feed lost track since: ask again
@@ -736,34 +776,40 @@ local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
 
 
 -- Sends GET path on sock and reads the response, a body of at most
--- max_body bytes. Returns the response { status, body, max_age (nil
--- without one), record (X-Certserver-Record, or nil), keepalive }; or nil, err,
--- retryable, answered: retryable when the connection turned out closed
--- before anything was received (a pooled connection the sidecar had
--- closed; a timeout is not retried, it would only double the wait),
--- answered when a status line came and what followed was wrong.
+-- max_body bytes. Returns res, err, why: the response res = { status,
+-- body, max_age (nil without one), record (X-Certserver-Record, or nil),
+-- keepalive } and nil, nil; or nil, what went wrong, and why it failed:
+-- CLOSED when the connection turned out closed before anything was
+-- received (worth one more try on a new connection; a timeout is not
+-- retried, it would only double the wait), SLOW when no answer started
+-- within read_timeout, BAD_ANSWER when a status line came and what
+-- followed was wrong, else UNANSWERED.
 local function exchange(sock, path, max_body)
     local ok, err = sock:send("GET " .. path .. REQUEST_TAIL)
     if not ok then
-        return nil, "send: " .. err, err ~= "timeout"
+        return nil, "send: " .. err, err == "timeout" and SLOW or CLOSED
     end
 
     local line
     line, err = sock:receive("*l")
     if not line then
-        return nil, "read status line: " .. err, err == "closed"
+        if err == "timeout" then
+            return nil, "no answer within " .. read_timeout .. " ms", SLOW
+        end
+        return nil, "read status line: " .. err,
+               err == "closed" and CLOSED or UNANSWERED
     end
     local status = tonumber(str_match(line, "^HTTP/1%.[01] (%d%d%d)"))
     if not status then
-        return nil, "malformed status line", false, true
+        return nil, "malformed status line", BAD_ANSWER
     end
 
-    local length, max_age, record, keepalive
+    local length, max_age, record, match, keepalive
     local complete = false
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
         if not line then
-            return nil, "read header: " .. err, false, true
+            return nil, "read header: " .. err, BAD_ANSWER
         end
         if line == "" then
             complete = true
@@ -778,40 +824,55 @@ local function exchange(sock, path, max_body)
                 max_age = tonumber(str_match(v, "max%-age=(%d+)"))
             elseif k == "x-certserver-record" then
                 record = v
+            elseif k == "x-certserver-match" then
+                match = v
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
-                return nil, "unsupported transfer-encoding " .. v, false, true
+                return nil, "unsupported transfer-encoding " .. v, BAD_ANSWER
             end
         end
     end
     if not complete then
-        return nil, "too many header lines", false, true
+        return nil, "too many header lines", BAD_ANSWER
     end
     if not length then
-        return nil, "no valid content-length", false, true
+        return nil, "no valid content-length", BAD_ANSWER
     end
     if length > max_body then
-        return nil, "body of " .. length .. " bytes is too large", false, true
+        return nil, "body of " .. length .. " bytes is too large", BAD_ANSWER
     end
 
     local body = ""
     if length > 0 then
         body, err = sock:receive(length)
         if not body then
-            return nil, "read body: " .. err, false, true
+            return nil, "read body: " .. err, BAD_ANSWER
         end
     end
     return { status = status, body = body, max_age = max_age,
-             record = record, keepalive = keepalive ~= false }
+             record = record, match = match,
+             keepalive = keepalive ~= false }, nil, nil
 end
 
 
--- Asks the sidecar for path. Returns the response (see exchange); or nil,
--- err, answered (see exchange).
+-- Requests in a row, in this worker, that got no answer in time (SLOW).
+local slow_in_row = 0
+
+
+-- Asks the sidecar for path. Returns res, err, why as exchange does, but
+-- never CLOSED: a pooled connection found closed is tried once more on a
+-- new one, and a new connection found closed is UNANSWERED.
 local function fetch(path, max_body)
-    if sock_path and not socket_file_exists(sock_path) then
-        return nil, "no socket file " .. sock_path
+    if sock_path then
+        local exists, errno = socket_file_exists(sock_path)
+        if errno == EACCES then
+            return nil, "permission denied on a directory of " .. sock_path
+                        .. PERMISSION_HINT, UNANSWERED
+        end
+        if not exists then
+            return nil, "no socket file " .. sock_path, UNANSWERED
+        end
     end
     local err
     for _ = 1, 2 do
@@ -824,29 +885,35 @@ local function fetch(path, max_body)
             ok, err = sock:connect(sock_host)
         end
         if not ok then
-            return nil, "connect: " .. err
+            if str_find(err, "permission denied", 1, true) then
+                err = err .. PERMISSION_HINT
+            end
+            return nil, "connect: " .. err, UNANSWERED
         end
         local reused = sock:getreusedtimes()
 
-        local res, retryable, answered
-        res, err, retryable, answered = exchange(sock, path, max_body)
+        local res, why
+        res, err, why = exchange(sock, path, max_body)
+        if res then
+            slow_in_row = 0  -- answers again: no longer in a row
+        end
         if res then
             if res.keepalive then
                 sock:setkeepalive(keepalive_timeout, keepalive_pool_size)
             else
                 sock:close()
             end
-            return res
+            return res, nil, nil
         end
         sock:close()
-        if answered then
-            return nil, err, true
+        if why ~= CLOSED then
+            return nil, err, why
         end
-        if reused == 0 or not retryable then
+        if reused == 0 then
             break
         end
     end
-    return nil, err, false
+    return nil, err, UNANSWERED
 end
 
 
@@ -872,8 +939,24 @@ end
 -- doubling up to PROBE_MAX, so that the requests that follow a wrong
 -- probe, which nginx may log, stay a few a minute.
 
+-- slow(err) counts a request that connected but got no answer in time (a
+-- timeout, err). One is the name's problem (a slow lookup): the caller
+-- holds what it has for error_ttl. SLOW_LIMIT in a row in this worker,
+-- with no answer between, mark the sidecar down: it accepts connections
+-- but does not answer. (Counted per worker: a count in the shared dict
+-- would take room, and could evict a certificate, when it is full.)
+local mark_down
+local function slow(err)
+    slow_in_row = slow_in_row + 1
+    if slow_in_row >= SLOW_LIMIT then
+        slow_in_row = 0
+        mark_down(err .. ", " .. SLOW_LIMIT .. " requests in a row")
+    end
+end
+
+
 -- mark_down(err) records that a request could not reach the sidecar.
-local function mark_down(err)
+mark_down = function (err)
     local now = ngx_now()
     local interval = 0
     if certs:get(BACK_KEY) then
@@ -954,11 +1037,12 @@ local function wildcard_of(name)
 end
 
 
--- store_record(id, version, body, exptime) puts a record's PEM in the
--- shared dict, unless it holds this version already: then it only extends
--- its life (no allocation, so nothing is evicted by a name that maps to a
--- record already cached).
-local function store_record(id, version, body, exptime)
+-- store_record(id, version, body, exptime, moved) puts a record's PEM in
+-- the shared dict, unless it holds this version already: then it only
+-- extends its life (no allocation, so nothing is evicted by a name that
+-- maps to a record already cached). With moved (the answer may predate a
+-- change) it never replaces another version: it returns false, "newer".
+local function store_record(id, version, body, exptime, moved)
     local key = RECORD_PREFIX .. id
     local cur = certs:get(key)
     if cur and str_sub(cur, 1, #version + 1) == version .. "\n" then
@@ -966,6 +1050,16 @@ local function store_record(id, version, body, exptime)
             certs:expire(key, exptime)
         end
         return true
+    end
+    if moved then
+        if cur then
+            return false, "newer"
+        end
+        local ok, err = certs:add(key, version .. "\n" .. body, exptime)
+        if not ok and err == "exists" then
+            return false, "newer"
+        end
+        return ok, err
     end
     return certs:set(key, version .. "\n" .. body, exptime)
 end
@@ -975,14 +1069,16 @@ end
 -- caches hold (or nil). Returns the entry to serve, or nil.
 local function refresh(name, cur)
     local feed_before = certs:get(FEED_KEY)
-    local res, err, answered = fetch(CERTS_PATH .. name, MAX_BODY)
+    local res, err, why = fetch(CERTS_PATH .. name, MAX_BODY)
     local now = ngx_now()
     local status = res and res.status
     local max_age = res and res.max_age and math_min(res.max_age, MAX_AGE)
-    if certs:get(FEED_KEY) ~= feed_before then
+    local moved = certs:get(FEED_KEY) ~= feed_before
+    if moved then
         -- Changes were applied while the answer was on its way: it may
         -- predate one of them, and be written after its drop. Keep it
-        -- only until the next poll's worth.
+        -- only until the next poll's worth; and a certificate must not
+        -- replace another copy of its record (see store_record).
         max_age = math_min(max_age or FEED_INTERVAL, FEED_INTERVAL)
     end
 
@@ -994,25 +1090,43 @@ local function refresh(name, cur)
         if not (id and str_find(id, "^[%w.*-]+$")) then
             id = name  -- a sidecar that does not say which record
         end
+        -- Served through the wildcard one label up? The sidecar says which
+        -- stored name matched; one that does not is taken at its record.
+        local wild = wildcard_of(name)
+        if res.match then
+            wild = res.match == wild and wild
+        else
+            wild = id == wild and wild
+        end
         local rec
-        rec, err = worker_record(id, version, body)
+        rec, err = worker_record(id, version, body, not moved)
         if not rec then
             log_limited("response", "bad answer for " .. name .. ": " .. err)
-            certs:set(BAD_PREFIX .. name, true, error_ttl)
+            certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
             return hold(cur)
         end
-        local entry = new_entry(now + max_age, now, rec)
+        local entry = new_entry(now + max_age, now, rec, wild and true)
         local exptime = 0
         if max_stale > 0 then
             exptime = max_age + max_stale
         end
         local ok
-        ok, err = store_record(id, version, body, exptime)
+        ok, err = store_record(id, version, body, exptime, moved)
+        if err == "newer" then
+            -- Another worker cached a copy of the record, perhaps fetched
+            -- after the drop this answer predates: serve this handshake
+            -- only, not every other name of the record, for up to its
+            -- max-age.
+            return entry
+        end
         if ok then
             -- A name served through its wildcard takes only free room: a
             -- flood of random subnames must not push certificates out.
-            local value = encode_name(entry.fresh_until, now, id)
-            if id == wildcard_of(name) then
+            local value = encode_name(entry.fresh_until, now, id, wild)
+            if wild then
+                if certs:get(WILD_PREFIX .. wild) ~= id then
+                    certs:set(WILD_PREFIX .. wild, id)
+                end
                 ok = certs:safe_set(name, value, exptime)
                 if not ok then
                     certs:delete(name)  -- no older answer may outlive this
@@ -1058,12 +1172,19 @@ local function refresh(name, cur)
     if status then
         log_limited("response", "sidecar answered " .. status .. " for "
                                 .. name)
-        certs:set(BAD_PREFIX .. name, true, error_ttl)
+        certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
         return hold(cur)
     end
-    if answered then
+    if why == BAD_ANSWER then
         log_limited("response", "bad answer for " .. name .. ": " .. err)
-        certs:set(BAD_PREFIX .. name, true, error_ttl)
+        certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
+        return hold(cur)
+    end
+    if why == SLOW then
+        log_limited("response", "sidecar gave no answer for " .. name
+                                .. ": " .. err)
+        certs:safe_set(BAD_PREFIX .. name, true, error_ttl)
+        slow(err)
         return hold(cur)
     end
 
@@ -1072,8 +1193,13 @@ local function refresh(name, cur)
 end
 
 
--- valid_name mirrors the sidecar's check of a host name (store/hostname),
--- so that what it would refuse is not asked about at all.
+-- valid_name(name) mirrors the sidecar's check of a host name
+-- (store/hostname) on a lowercased name without a trailing dot, so that
+-- what the sidecar would refuse is not asked about at all. It never
+-- refuses a name the sidecar accepts; it accepts a few the sidecar
+-- refuses (an xn-- label that does not decode, a single label), which
+-- cost one request answered 400. store/hostname/testdata/names.tsv holds
+-- both checks to this.
 local function valid_name(name)
     local n = #name
     if n == 0 or n > 253 or str_find(name, "[^a-z0-9.-]") then
@@ -1102,19 +1228,27 @@ local function valid_name(name)
 end
 
 
+-- Exported for the test that holds it to store/hostname's table of names.
+_M.valid_name = valid_name
+
+
 -- lock_seq numbers this worker's fetch locks, so that a lock that outlived
 -- lock_timeout and was taken by another worker is not deleted as ours.
 local lock_seq = 0
 
 
--- through_wildcard(name) serves, while the sidecar cannot be asked, the
--- cached record of the wildcard one label up for a name the caches hold
--- nothing for: it covers the name, where the fallback covers nothing.
+-- through_wildcard(name) serves, while the sidecar cannot be asked or
+-- fails for the name, the cached record of the wildcard one label up for
+-- a name the caches hold nothing for: it covers the name, where the
+-- fallback covers nothing.
 local function through_wildcard(name)
     local wild = wildcard_of(name)
-    local rec = wild and load_record(wild)
+    if not wild then
+        return nil
+    end
+    local rec = load_record(certs:get(WILD_PREFIX .. wild) or wild)
     if rec then
-        return new_entry(ngx_now() + error_ttl, 0, rec)
+        return new_entry(ngx_now() + error_ttl, 0, rec, true)
     end
     return nil
 end
@@ -1144,7 +1278,7 @@ local function lookup(name, cur)
         return hold(entry) or through_wildcard(name)
     end
     if certs:get(BAD_PREFIX .. name) then
-        return hold(entry)
+        return hold(entry) or through_wildcard(name)
     end
 
     lock_seq = lock_seq + 1
@@ -1161,7 +1295,9 @@ local function lookup(name, cur)
             log_limited("internal", "internal error: " .. tostring(res))
             return hold(entry)
         end
-        if not res and certs:get(DOWN_KEY) then
+        if not res then
+            -- The sidecar failed (down, slow, a bad answer): a cached
+            -- wildcard covers the name, where the fallback covers nothing.
             return through_wildcard(name)
         end
         return res
@@ -1203,11 +1339,13 @@ end
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
 local feed_started = false
+local feed_polling = false  -- a poll is under way (it may outlast a tick)
 
 
 local function drop(name)
     certs:delete(name)
     certs:delete(RECORD_PREFIX .. name)
+    certs:delete(WILD_PREFIX .. name)
     forget(name)
     local rec = records[name]
     if rec then
@@ -1240,10 +1378,13 @@ local function poll_changes()
         since = str_match(cursor, "^(%S+) ") .. "."
                 .. str_match(cursor, " (%S+)$")
     end
-    local res, err, answered = fetch(CHANGES_PATH .. since, MAX_FEED_BODY)
+    local res, err, why = fetch(CHANGES_PATH .. since, MAX_FEED_BODY)
     if not res then
-        if answered then
+        if why == BAD_ANSWER then
             log_limited("feed", "bad answer from the change feed: " .. err)
+        elseif why == SLOW then
+            log_limited("feed", "no answer from the change feed: " .. err)
+            slow(err)
         else
             mark_down(err)
         end
@@ -1296,23 +1437,28 @@ end
 
 
 local function feed_tick(premature)
-    if premature or ngx_worker_exiting() then
+    if premature or ngx_worker_exiting() or feed_polling then
         return
     end
+    feed_polling = true
     local ok, err = pcall(poll_changes)
+    feed_polling = false
     if not ok then
         log_limited("internal", "internal error: " .. tostring(err))
     end
 end
 
 
+-- start_feed starts the worker's feed timer; a handshake tries again
+-- while it cannot (too many pending timers).
 local function start_feed()
-    feed_started = true
     local ok, err = ngx_timer_every(FEED_INTERVAL, feed_tick)
     if not ok then
         log_limited("feed", "cannot start the change feed's timer: "
                             .. tostring(err))
+        return
     end
+    feed_started = true
 end
 
 

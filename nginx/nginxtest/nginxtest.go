@@ -79,6 +79,10 @@ type Options struct {
 	Configure string
 }
 
+// WorkerHeader is the response header of the HTTPS server that holds the
+// process ID of the worker that served the request (and its handshake).
+const WorkerHeader = "X-Nginx-Worker"
+
 // Nginx is a running nginx master started by Start. Its methods are safe for
 // concurrent use.
 type Nginx struct {
@@ -211,10 +215,14 @@ func (n *Nginx) config(opts Options, httpSnippet, nginxDir string) string {
 	}
 	p("    include %s;", httpSnippet)
 	p("    server {")
-	p("        listen %s ssl;", n.httpsAddr)
+	// reuseport: each worker has a listening socket of its own and the
+	// kernel spreads connections over them by their ports, so a run of
+	// connections reaches every worker, not only whichever accepts first.
+	p("        listen %s ssl reuseport;", n.httpsAddr)
 	p("        ssl_certificate %s;", opts.FallbackCert)
 	p("        ssl_certificate_key %s;", opts.FallbackKey)
 	p("        include %s;", filepath.Join(nginxDir, "certserver-ssl.conf"))
+	p("        add_header %s $pid always;", WorkerHeader)
 	p("        location / { return 200 \"lua\\n\"; }")
 	p("    }")
 	p("    server {")
@@ -373,6 +381,9 @@ func (n *Nginx) stop() {
 // HTTPSAddr is the host:port of the TLS server that has nginx's fallback
 // certificate and the certserver Lua hook.
 func (n *Nginx) HTTPSAddr() string { return n.httpsAddr }
+
+// Workers is the number of worker processes nginx runs.
+func (n *Nginx) Workers() int { return n.workers }
 
 // HTTPAddr is the host:port of the plain-HTTP server with the ACME
 // challenge snippet.

@@ -20,22 +20,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"debug/buildinfo"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"fmt"
-	"go/build"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -209,109 +202,6 @@ func Start(t testing.TB, opts Options) *Server {
 // errPortTaken is returned by launch when Pebble could not bind a port.
 var errPortTaken = errors.New("port taken")
 
-// launch writes Pebble's configuration with fresh ports, starts it and
-// waits until its directory answers.
-func (s *Server) launch(bin, dir string, ca *listenerCerts, opts Options) (*process, error) {
-	ports, err := freePorts(2)
-	if err != nil {
-		return nil, err
-	}
-	s.HTTPPort, s.TLSPort = opts.HTTPPort, opts.TLSPort
-	if s.HTTPPort == 0 || s.TLSPort == 0 {
-		more, err := freePorts(2)
-		if err != nil {
-			return nil, err
-		}
-		if s.HTTPPort == 0 {
-			s.HTTPPort = more[0]
-		}
-		if s.TLSPort == 0 {
-			s.TLSPort = more[1]
-		}
-	}
-	s.cfgPath = filepath.Join(dir, "pebble-config.json")
-	acmeAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	mgmtAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	if err := writeConfig(s.cfgPath, acmeAddr, mgmtAddr, ca, s.HTTPPort, s.TLSPort, opts); err != nil {
-		return nil, err
-	}
-	return s.run(bin, dir, acmeAddr, mgmtAddr, ca.pool, opts, os.O_TRUNC)
-}
-
-// run starts Pebble with the configuration written at s.cfgPath, whose
-// listeners are acmeAddr and mgmtAddr, and waits until its directory
-// answers. logFlag is os.O_TRUNC to start the log afresh, 0 to add to it.
-func (s *Server) run(bin, dir, acmeAddr, mgmtAddr string, pool *x509.CertPool, opts Options, logFlag int) (*process, error) {
-	cfgPath := s.cfgPath
-	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|logFlag|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "-config", cfgPath, "-dnsserver", s.DNS.Addr(), "-strict=false")
-	cmd.Dir = dir
-	cmd.Env = pebbleEnv(opts)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	setParentDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	p := &process{
-		cmd:     cmd,
-		exited:  make(chan struct{}),
-		acmeURL: "https://" + acmeAddr,
-		mgmtURL: "https://" + mgmtAddr,
-	}
-	go func() {
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		close(p.exited)
-	}()
-
-	client := newClient(pool, 10*time.Second)
-	deadline := time.Now().Add(startTimeout)
-	for {
-		if ready(client, p.acmeURL+"/dir") && ready(client, p.mgmtURL+"/roots/0") {
-			return p, nil
-		}
-		select {
-		case <-p.exited:
-			if strings.Contains(s.logTail(20), "address already in use") {
-				return nil, fmt.Errorf("pebble exited: %w", errPortTaken)
-			}
-			return nil, fmt.Errorf("pebble exited before answering (%s)", cmd.ProcessState)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("pebble did not answer on %s within %s", p.acmeURL, startTimeout)
-		}
-	}
-}
-
-func ready(c *http.Client, url string) bool {
-	resp, err := c.Get(url)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-// process is a running pebble.
-type process struct {
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	acmeURL string
-	mgmtURL string
-}
-
-func (p *process) stop() {
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-}
-
 // Stop kills Pebble, as a CA that goes down. The front stays up and
 // answers every request 502 Bad Gateway, as a load balancer in front of a
 // CA that is down does. Stopping a stopped Pebble does nothing.
@@ -324,310 +214,11 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart starts a stopped Pebble again on the same ports, behind the
-// same front, with the same options (a running one is stopped first). It
-// forgets everything: accounts, orders, authorizations and its root and
-// intermediates, which are new (Roots fetches them again). Its log goes
-// on in the same file. It fails the test when Pebble does not come up.
-func (s *Server) Restart(t testing.TB) {
-	t.Helper()
-	s.Stop()
-	s.procMu.Lock()
-	defer s.procMu.Unlock()
-	acme, err := url.Parse(s.acmeURL)
-	if err != nil {
-		t.Fatalf("pebbletest: restart: %v", err)
-	}
-	mgmt, err := url.Parse(s.ManagementURL)
-	if err != nil {
-		t.Fatalf("pebbletest: restart: %v", err)
-	}
-	// The ports were free when Pebble took them first and nothing else
-	// asks for them; a port another process took meanwhile fails here.
-	p, err := s.run(s.bin, s.dir, acme.Host, mgmt.Host, s.tlsPool, s.opts, 0)
-	if err != nil {
-		t.Fatalf("pebbletest: restart: %v\n%s", err, s.logTail(40))
-	}
-	s.proc = p
-	s.rootsMu.Lock()
-	s.roots = nil
-	s.rootsMu.Unlock()
-}
-
-// pebbleEnv is the environment of the pebble process: the test's own minus
-// every PEBBLE_ variable (a developer's PEBBLE_VA_ALWAYS_VALID must not
-// make tests pass), plus no sleeps before validation and no rejected nonces.
-func pebbleEnv(opts Options) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PEBBLE_") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env,
-		"PEBBLE_VA_NOSLEEP=1",
-		"PEBBLE_WFE_NONCEREJECT=0",
-		"PEBBLE_AUTHZREUSE="+strconv.Itoa(opts.AuthzReuse),
-		"PEBBLE_ALTERNATE_ROOTS="+strconv.Itoa(opts.AlternateRoots),
-	)
-	if opts.ChainLength > 0 {
-		env = append(env, "PEBBLE_CHAIN_LENGTH="+strconv.Itoa(opts.ChainLength))
-	}
-	return env
-}
-
-// writeConfig writes Pebble's JSON configuration (cmd/pebble/main.go's
-// config struct).
-func writeConfig(path, acmeAddr, mgmtAddr string, ca *listenerCerts, httpPort, tlsPort int, opts Options) error {
-	type profile struct {
-		Description    string `json:"description"`
-		ValidityPeriod uint64 `json:"validityPeriod"`
-	}
-	profiles := make(map[string]profile, len(opts.Profiles))
-	for name, p := range opts.Profiles {
-		secs := uint64(p.Validity / time.Second)
-		if secs == 0 {
-			return fmt.Errorf("profile %q: validity %s is under a second", name, p.Validity)
-		}
-		profiles[name] = profile{Description: p.Description, ValidityPeriod: secs}
-	}
-	blocked := opts.BlockedDomains
-	if blocked == nil {
-		blocked = []string{}
-	}
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":                  acmeAddr,
-		"managementListenAddress":        mgmtAddr,
-		"certificate":                    ca.certPath,
-		"privateKey":                     ca.keyPath,
-		"httpPort":                       httpPort,
-		"tlsPort":                        tlsPort,
-		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": len(opts.EABKeys) > 0,
-		"externalAccountMACKeys":         opts.EABKeys,
-		"domainBlocklist":                blocked,
-		// Whole seconds are all Retry-After can say; 1 keeps lego's polls
-		// short (without the header it waits 5 seconds).
-		"retryAfter":   map[string]int{"authz": 1, "order": 1},
-		"keyAlgorithm": "ecdsa",
-		"profiles":     profiles,
-	}}
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, data, 0o600)
-}
-
-// FindBinary returns the path of the pebble executable: $PEBBLE_BIN when
-// set, else the first pebble found in $PATH, $GOBIN, $GOPATH/bin (default
-// ~/go/bin) and /tmp/gobin. The error names every place looked at and the
-// command that installs Pebble.
-func FindBinary() (string, error) {
-	if p := os.Getenv("PEBBLE_BIN"); p != "" {
-		if isExecutable(p) {
-			return p, nil
-		}
-		return "", fmt.Errorf("PEBBLE_BIN=%s is not an executable file; install Pebble with: %s", p, Install)
-	}
-	looked := []string{"$PATH"}
-	if p, err := exec.LookPath("pebble"); err == nil {
-		return p, nil
-	}
-	var dirs []string
-	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		dirs = append(dirs, gobin)
-	}
-	for _, gopath := range filepath.SplitList(build.Default.GOPATH) {
-		dirs = append(dirs, filepath.Join(gopath, "bin"))
-	}
-	dirs = append(dirs, "/tmp/gobin")
-	for _, d := range dirs {
-		p := filepath.Join(d, "pebble")
-		if isExecutable(p) {
-			return p, nil
-		}
-		looked = append(looked, d)
-	}
-	return "", fmt.Errorf("pebble %s not found (looked in $PEBBLE_BIN, %s); install it with: %s",
-		Version, strings.Join(looked, ", "), Install)
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
-
-// BinaryVersion returns the module version the pebble binary at path was
-// built from ("v2.10.1"), or "" when the binary does not say.
-func BinaryVersion(path string) string {
-	info, err := buildinfo.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	return info.Main.Version
-}
-
-// freePorts returns n distinct TCP ports that were free on 127.0.0.1 a
-// moment ago.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// CertPool returns a pool trusting the certificate Pebble and its front
-// serve their HTTPS with (not the certificates Pebble issues: see Roots).
-func (s *Server) CertPool() *x509.CertPool { return s.tlsPool.Clone() }
-
-// HTTPClient returns a new client that trusts Pebble's HTTPS listeners.
-// Its requests give up after requestTimeout.
-func (s *Server) HTTPClient() *http.Client { return newClient(s.tlsPool, requestTimeout) }
-
 // requestTimeout bounds one request to Pebble. A Pebble that is merely
 // slow (a loaded machine, every package's tests running beside it)
 // answers within it; a stuck one is what a test's own watchdog or
 // deadline reports, with more to say than a client timeout.
 const requestTimeout = 2 * time.Minute
-
-func newClient(pool *x509.CertPool, timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-			MaxIdleConnsPerHost: 8,
-		},
-	}
-}
-
-// Roots returns a pool of the roots Pebble issues under: /roots/0 and the
-// alternate roots, from the management API. Pebble makes new roots every
-// time it starts; they do not change while it runs, so the pool is fetched
-// once. It fails the test when the management API does not answer.
-func (s *Server) Roots(t testing.TB) *x509.CertPool {
-	t.Helper()
-	s.rootsMu.Lock()
-	defer s.rootsMu.Unlock()
-	if s.roots == nil {
-		certs, err := s.fetchCerts("roots")
-		if err != nil {
-			t.Fatalf("pebbletest: %v", err)
-		}
-		pool := x509.NewCertPool()
-		for _, c := range certs {
-			pool.AddCert(c)
-		}
-		s.roots = pool
-	}
-	return s.roots.Clone()
-}
-
-// Intermediates returns Pebble's intermediates (/intermediates/0 and the
-// alternates). Chains longer than one intermediate (Options.ChainLength)
-// have more that the management API does not show.
-func (s *Server) Intermediates(t testing.TB) []*x509.Certificate {
-	t.Helper()
-	certs, err := s.fetchCerts("intermediates")
-	if err != nil {
-		t.Fatalf("pebbletest: %v", err)
-	}
-	return certs
-}
-
-func (s *Server) fetchCerts(kind string) ([]*x509.Certificate, error) {
-	client := s.HTTPClient()
-	var certs []*x509.Certificate
-	for i := 0; i <= s.alternateRoots; i++ {
-		url := fmt.Sprintf("%s/%s/%d", s.ManagementURL, kind, i)
-		resp, err := client.Get(url)
-		if err != nil {
-			return nil, fmt.Errorf("get %s: %w", url, err)
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		_ = resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("get %s: %w", url, err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("get %s: status %s", url, resp.Status)
-		}
-		parsed, err := parsePEMCerts(body)
-		if err != nil || len(parsed) == 0 {
-			return nil, fmt.Errorf("get %s: no certificate in the answer (%v)", url, err)
-		}
-		certs = append(certs, parsed...)
-	}
-	return certs, nil
-}
-
-// VerifyChain checks that chainPEM (leaf first, then intermediates, as
-// served to TLS clients) verifies for name against Pebble's roots at the
-// current time, for server authentication. It returns the verification
-// error; it fails the test only when the roots cannot be fetched.
-func (s *Server) VerifyChain(t testing.TB, chainPEM []byte, name string) error {
-	t.Helper()
-	certs, err := parsePEMCerts(chainPEM)
-	if err != nil {
-		return err
-	}
-	return s.VerifyCerts(t, certs, name)
-}
-
-// VerifyCerts is VerifyChain for parsed certificates, such as
-// tls.ConnectionState.PeerCertificates.
-func (s *Server) VerifyCerts(t testing.TB, certs []*x509.Certificate, name string) error {
-	t.Helper()
-	if len(certs) == 0 {
-		return errors.New("empty chain")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	_, err := certs[0].Verify(x509.VerifyOptions{
-		DNSName:       name,
-		Roots:         s.Roots(t),
-		Intermediates: inter,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	return err
-}
-
-func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return certs, nil
-}
 
 // Log returns what Pebble has written to its standard output and error.
 func (s *Server) Log() string {
@@ -738,6 +329,32 @@ func (s *Server) SetRenewalInfo(t testing.TB, chainPEM []byte, start, end time.T
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("pebbletest: SetRenewalInfo: %s: %s", resp.Status, msg)
 	}
+}
+
+// CertStatus is what Pebble's management API says of a certificate
+// (GET /cert-status-by-serial/SERIAL).
+type CertStatus struct {
+	Status string // "Valid" or "Revoked"
+	Reason *int   // the revocation reason code (RFC 5280 section 5.3.1), when revoked
+}
+
+// CertStatus asks Pebble's management API about the certificate with the
+// given serial (lowercase hex). Any failure fails the test.
+func (s *Server) CertStatus(t testing.TB, serial string) CertStatus {
+	t.Helper()
+	resp, err := s.HTTPClient().Get(s.ManagementURL + "/cert-status-by-serial/" + serial)
+	if err != nil {
+		t.Fatalf("pebbletest: CertStatus: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pebbletest: cert-status-by-serial/%s: %s", serial, resp.Status)
+	}
+	var st CertStatus
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("pebbletest: cert-status-by-serial/%s: %v", serial, err)
+	}
+	return st
 }
 
 // FailNewOrders makes the front answer the next n newOrder requests with f

@@ -48,11 +48,18 @@ var aceProfile = idna.New(
 
 // Normalize returns the canonical form of a host name: ASCII lowercase, one
 // trailing dot removed, internationalized labels converted to A-labels
-// (IDNA 2008, RFC 5891), at most 253 octets with labels of 1 to 63 octets of
+// (RFC 5891 section 4.4, with the UTS #46 tables), at most 253 octets with labels of 1 to 63 octets of
 // letters, digits and hyphens (RFC 1035 section 2.3.1, RFC 1123 section 2.1),
 // at least two labels, and a top-level label that is not all digits.
 // IP literals (IPv4, IPv6 with or without brackets), empty names, wildcards
 // and names with underscores are refused with an *Error.
+//
+// Normalize is the syntax rule for every name certserver looks up or
+// serves: SNI names, the SANs of stored and imported certificates, the
+// names of admin routes that look a record up. It does not apply the code
+// point rules of IDNA2008 (RFC 5892), which CAs apply before they issue:
+// a certificate issued for such a name before they did is still served.
+// A name that is about to be ordered is also held to CheckOrderable.
 //
 // Normalize is idempotent: Normalize(Normalize(s)) == Normalize(s) for every
 // accepted s. It is safe for concurrent use and does not allocate for a name
@@ -63,6 +70,21 @@ func Normalize(s string) (string, error) { return normalize(s, false) }
 // followed by a name of at least two labels ("*.example.com"; not "*", not
 // "*.com", not "a.*.example.com", not "*a.example.com").
 func NormalizePattern(s string) (string, error) { return normalize(s, true) }
+
+// CheckOrderable returns nil when name, a result of Normalize or
+// NormalizePattern, is one a CA can issue for, else an *Error naming the
+// label and the code point: every A-label must decode to a U-label whose
+// code points are PVALID, or CONTEXTO in their context, in IDNA2008
+// (RFC 5892). It is applied only where a name enters the set of names to
+// order (the admin API's add, on-demand issuance), never to lookups, so
+// that a stored certificate for a name that breaks it keeps being served.
+// It is safe for concurrent use and does not allocate for an ASCII name.
+func CheckOrderable(name string) error {
+	if rule := checkALabels(strings.TrimPrefix(name, "*.")); rule != "" {
+		return &Error{Input: name, Rule: rule}
+	}
+	return nil
+}
 
 // IsWildcard reports whether a normalized pattern is a wildcard ("*.…").
 func IsWildcard(name string) bool { return len(name) > 2 && name[0] == '*' && name[1] == '.' }
@@ -143,9 +165,6 @@ func normalize(s string, pattern bool) (string, error) {
 			return fail("invalid internationalized name: " + strings.TrimPrefix(err.Error(), "idna: "))
 		} else if a != name {
 			return fail("a-label is not in canonical form")
-		}
-		if rule := checkALabels(name); rule != "" {
-			return fail(rule)
 		}
 	}
 	if mapped {

@@ -60,14 +60,12 @@ func TestNormalize(t *testing.T) {
 		{desc: "compatibility character", in: "ﬁle.example", rule: `character U+FB01 'ﬁ' is mapped to "fi" by UTS #46`},
 		{desc: "wildcard fullwidth", in: "*.ｅｘａｍｐｌｅ.com", rule: "wildcard not allowed", pattern: "-"},
 		{desc: "idn final dot", in: "bücher.example.", want: "xn--bcher-kva.example"},
-		{desc: "a-label of a symbol", in: "xn--n3h.example.com", rule: `label "xn--n3h" ("☃"): U+2603 '☃' is DISALLOWED in IDNA2008 (RFC 5892)`},
-		{desc: "u-label of a symbol", in: "☃.example", rule: `label "xn--n3h" ("☃"): U+2603 '☃' is DISALLOWED in IDNA2008 (RFC 5892)`},
-		{desc: "emoji", in: "xn--i-7iq.example", rule: "DISALLOWED in IDNA2008"},
-		{desc: "arabic tatweel exception", in: "\u0628\u0640\u0628.example", rule: "U+0640 'ـ' is DISALLOWED in IDNA2008"},
-		{desc: "old hangul jamo", in: "a\u11a8.example", rule: "U+11A8 'ᆨ' is DISALLOWED in IDNA2008"},
+		// IDNA2008's code point rules are CheckOrderable's, not Normalize's:
+		// a certificate for such a name is still served.
+		{desc: "a-label of a symbol", in: "xn--n3h.example.com", want: "xn--n3h.example.com"},
+		{desc: "u-label of a symbol", in: "☃.example", want: "xn--n3h.example"},
 		{desc: "middle dot between l", in: "l·l.example", want: "xn--ll-0ea.example"},
-		{desc: "middle dot out of context", in: "a·l.example", rule: `U+00B7 '·' is CONTEXTO in IDNA2008 and must stand between two 'l'`},
-		{desc: "katakana middle dot alone", in: "a・b.example", rule: "needs a Hiragana, Katakana or Han character"},
+		{desc: "middle dot out of context", in: "a·l.example", want: "xn--al-0ea.example"},
 		{desc: "katakana middle dot with katakana", in: "カ・カ.example", want: "xn--lcka3v.example"},
 		{desc: "eszett", in: "ß.de", want: "xn--zca.de"},
 		{desc: "a-label not decodable", in: "xn--a.example", rule: "invalid internationalized name"},
@@ -140,6 +138,62 @@ func TestNormalize(t *testing.T) {
 				checkResult(t, "NormalizePattern", tt.in, got, err, tt.pattern, "")
 			}
 		})
+	}
+}
+
+// TestCheckOrderable holds the names an order may hold to IDNA2008
+// (RFC 5892), which Normalize does not check.
+func TestCheckOrderable(t *testing.T) {
+	tests := []struct {
+		desc string
+		in   string // given to Normalize, which must accept it
+		rule string // "" when the name can be ordered
+	}{
+		{desc: "ascii", in: "www.example.com"},
+		{desc: "wildcard", in: "*.example.com"},
+		{desc: "a-label", in: "xn--bcher-kva.example"},
+		{desc: "wildcard over a-label", in: "*.xn--bcher-kva.example"},
+		{desc: "eszett", in: "ß.de"},
+		{desc: "middle dot between l", in: "l·l.example"},
+		{desc: "katakana middle dot with katakana", in: "カ・カ.example"},
+		{desc: "a-label of a symbol", in: "xn--n3h.example.com", rule: `label "xn--n3h" ("☃"): U+2603 '☃' is DISALLOWED in IDNA2008 (RFC 5892)`},
+		{desc: "wildcard over a symbol", in: "*.xn--n3h.example.com", rule: `label "xn--n3h" ("☃"): U+2603 '☃' is DISALLOWED in IDNA2008 (RFC 5892)`},
+		{desc: "u-label of a symbol", in: "☃.example", rule: `label "xn--n3h" ("☃"): U+2603 '☃' is DISALLOWED in IDNA2008 (RFC 5892)`},
+		{desc: "emoji", in: "xn--i-7iq.example", rule: "DISALLOWED in IDNA2008"},
+		{desc: "arabic tatweel exception", in: "\u0628\u0640\u0628.example", rule: "U+0640 'ـ' is DISALLOWED in IDNA2008"},
+		{desc: "old hangul jamo", in: "a\u11a8.example", rule: "U+11A8 'ᆨ' is DISALLOWED in IDNA2008"},
+		{desc: "middle dot out of context", in: "a·l.example", rule: `U+00B7 '·' is CONTEXTO in IDNA2008 and must stand between two 'l'`},
+		{desc: "katakana middle dot alone", in: "a・b.example", rule: "needs a Hiragana, Katakana or Han character"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			n, err := NormalizePattern(tt.in)
+			if err != nil {
+				t.Fatalf("NormalizePattern(%q): %v", tt.in, err)
+			}
+			err = CheckOrderable(n)
+			if tt.rule == "" {
+				if err != nil {
+					t.Errorf("CheckOrderable(%q) = %v, want nil", n, err)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Input != n || !strings.Contains(e.Rule, tt.rule) {
+				t.Errorf("CheckOrderable(%q) = %#v, want an *Error for %q with a rule containing %q", n, err, n, tt.rule)
+			}
+		})
+	}
+}
+
+func TestCheckOrderableDoesNotAllocateForASCIINames(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := CheckOrderable("www.example.com"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("CheckOrderable of an ASCII name allocates %v times", allocs)
 	}
 }
 

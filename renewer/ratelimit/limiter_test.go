@@ -1,48 +1,17 @@
-package renewer
+package ratelimit
 
 import (
 	"fmt"
 	"math"
-	"math/big"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/certserver/certserver/store"
 )
 
-// rlClock is a settable clock for Limiter tests.
-type rlClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newRLClock() *rlClock {
-	return &rlClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *rlClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *rlClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func (c *rlClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func newTestLimiter(t *testing.T, cfg LimitsConfig) (*Limiter, *rlClock) {
+func newTestLimiter(t *testing.T, cfg LimitsConfig) (*Limiter, *fakeClock) {
 	t.Helper()
-	clock := newRLClock()
+	clock := newFakeClock(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	l, err := NewLimiter(cfg, clock.Now)
 	if err != nil {
 		t.Fatalf("NewLimiter: %v", err)
@@ -348,92 +317,6 @@ func TestLimiterRefunds(t *testing.T) {
 	}
 }
 
-func TestRateLimited(t *testing.T) {
-	names := []string{"www.example.test"}
-	tests := []struct {
-		desc       string
-		cfg        LimitsConfig
-		detail     string
-		retryAfter time.Duration
-		limit      LimitID
-		key        string
-		wait       time.Duration
-	}{
-		{
-			desc:       "new orders",
-			detail:     "Error creating new order :: too many new orders (300) from this account in the last 3h0m0s, retry after 2025-06-01 12:10:00 UTC",
-			retryAfter: 10 * time.Minute, limit: LimitNewOrders, wait: 10 * time.Minute,
-		},
-		{
-			desc:       "new orders on an unlimited bucket still waits",
-			cfg:        LimitsConfig{NewOrders: Limit{Burst: -1}},
-			detail:     "too many new orders (300) from this account in the last 3h0m0s",
-			retryAfter: 10 * time.Minute, limit: LimitNewOrders, wait: 10 * time.Minute,
-		},
-		{
-			desc:       "registered domain named in the detail",
-			detail:     `too many certificates (50) already issued for "example.test" in the last 168h0m0s, retry after 2025-06-02 12:00:00 UTC`,
-			retryAfter: 24 * time.Hour, limit: LimitCertsPerRegisteredDomain, key: "example.test", wait: 24 * time.Hour,
-		},
-		{
-			desc:       "registered domain quoted as something that is no name: the order's own",
-			detail:     "too many certificates (50) already issued for \"exa\x00mple <b>\" in the last 168h0m0s",
-			retryAfter: 24 * time.Hour, limit: LimitCertsPerRegisteredDomain, key: "example.test", wait: 24 * time.Hour,
-		},
-		{
-			desc:       "exact set",
-			detail:     "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s",
-			retryAfter: 30 * time.Hour, limit: LimitCertsPerExactSet, key: "www.example.test", wait: 30 * time.Hour,
-		},
-		{
-			desc:       "exact set, older wording",
-			detail:     "too many certificates already issued for exact set of domains: www.example.test",
-			retryAfter: 30 * time.Hour, limit: LimitCertsPerExactSet, key: "www.example.test", wait: 30 * time.Hour,
-		},
-		{
-			desc:       "failed authorizations",
-			detail:     `too many failed authorizations (5) for "www.example.test" in the last 1h0m0s`,
-			retryAfter: 40 * time.Minute, limit: LimitAuthzFailures, key: "www.example.test", wait: 40 * time.Minute,
-		},
-		{
-			desc:       "paused",
-			detail:     "Your account is temporarily prevented from requesting certificates for www.example.test and possibly others. Please visit: https://portal.test/",
-			retryAfter: 48 * time.Hour, limit: LimitConsecutiveAuthzFailures, key: "www.example.test", wait: 48 * time.Hour,
-		},
-		{
-			desc:       "unknown wording drains new orders",
-			detail:     "slow down",
-			retryAfter: 5 * time.Minute, limit: LimitNewOrders, wait: 5 * time.Minute,
-		},
-		{
-			desc:   "no Retry-After: an hour",
-			detail: "too many new orders recently",
-			limit:  LimitNewOrders, wait: time.Hour,
-		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			l, clock := newTestLimiter(t, tc.cfg)
-			start := clock.Now()
-			if got := l.RateLimited(names, tc.detail, tc.retryAfter); got != tc.limit {
-				t.Fatalf("RateLimited = %s, want %s", got, tc.limit)
-			}
-			r := l.Reserve(names, OrderNew)
-			if r.OK || r.Limit != tc.limit || r.Key != tc.key || !r.At.Equal(start.Add(tc.wait)) {
-				t.Fatalf("Reserve = %+v (until +%s), want refused by %s %q until +%s", r, r.At.Sub(start), tc.limit, tc.key, tc.wait)
-			}
-			clock.Set(start.Add(tc.wait - time.Second))
-			if r := l.Reserve(names, OrderNew); r.OK {
-				t.Fatalf("allowed before Retry-After")
-			}
-			clock.Set(start.Add(tc.wait))
-			if r := l.Reserve(names, OrderNew); !r.OK {
-				t.Fatalf("refused at Retry-After: %+v", r)
-			}
-		})
-	}
-}
-
 func TestRenewalExemptions(t *testing.T) {
 	const name = "www.example.test"
 	tests := []struct {
@@ -537,57 +420,6 @@ func TestUnlimited(t *testing.T) {
 	}
 }
 
-func TestBacklog(t *testing.T) {
-	day := 24 * time.Hour
-	tests := []struct {
-		desc  string
-		cfg   LimitsConfig
-		used  int // new orders sent just before
-		n     int
-		want  time.Duration
-		about float64 // days, for the record
-	}{
-		{desc: "nothing to send", n: 0, want: 0},
-		{desc: "within the burst", n: 300, want: 0},
-		{desc: "one past the burst", n: 301, want: 36 * time.Second},
-		{desc: "after using the burst, one order", used: 300, n: 1, want: 36 * time.Second},
-		{desc: "500,000 at 300 per 3 hours", n: 500_000, want: 500_000*36*time.Second - 3*time.Hour, about: 208.2},
-		{desc: "500,000 at an override of 3,000 per 3 hours", cfg: LimitsConfig{NewOrders: Limit{Burst: 3000, Per: 3 * time.Hour}},
-			n: 500_000, want: 500_000*3600*time.Millisecond - 3*time.Hour, about: 20.7},
-	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			l, _ := newTestLimiter(t, tc.cfg)
-			for i := range tc.used {
-				l.Reserve([]string{fmt.Sprintf("used%d.test", i)}, OrderNew)
-			}
-			got := l.Backlog(tc.n)
-			if got != tc.want {
-				t.Errorf("Backlog(%d) = %s, want %s", tc.n, got, tc.want)
-			}
-			if tc.about != 0 && math.Abs(got.Hours()/24-tc.about) > 0.05 {
-				t.Errorf("Backlog(%d) = %.2f days, want about %.1f", tc.n, got.Hours()/24, tc.about)
-			}
-		})
-	}
-
-	t.Run("names under one registered domain wait for its bucket", func(t *testing.T) {
-		l, _ := newTestLimiter(t, LimitsConfig{})
-		var names []string
-		for i := range 2000 {
-			names = append(names, fmt.Sprintf("shop%d.example.test", i))
-		}
-		names = append(names, "a.other.test", "b.third.test")
-		want := 1950 * (201*time.Minute + 36*time.Second) // 2,000 less the burst of 50
-		if got := l.BacklogFor(names); got != want {
-			t.Errorf("BacklogFor = %s (%.1f weeks), want %s", got, got.Hours()/24/7, want)
-		}
-		if got := l.BacklogFor(names); got < 38*7*day || got > 40*7*day {
-			t.Errorf("BacklogFor = %.1f weeks, want about 39", got.Hours()/24/7)
-		}
-	})
-}
-
 func TestLimiterForgetsFullBuckets(t *testing.T) {
 	l, clock := newTestLimiter(t, LimitsConfig{NewOrders: Limit{Burst: -1}})
 	const n = 20_000
@@ -599,7 +431,11 @@ func TestLimiterForgetsFullBuckets(t *testing.T) {
 	sizes := func() [4]int {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		return [4]int{len(l.domains), len(l.sets), len(l.failures), len(l.consecutive)}
+		var n [4]int
+		for i, id := range []LimitID{LimitCertsPerRegisteredDomain, LimitCertsPerExactSet, LimitAuthzFailures, LimitConsecutiveAuthzFailures} {
+			l.buckets.Range(id, func(string, time.Duration) { n[i]++ })
+		}
+		return n
 	}
 	if got := sizes(); got != [4]int{n, n, n, n} {
 		t.Fatalf("bucket counts %v, want %d each", got, n)
@@ -619,47 +455,6 @@ func TestLimiterForgetsFullBuckets(t *testing.T) {
 		if s.Tracked != 0 || s.Blocked != 0 {
 			t.Errorf("%s: %d tracked, %d blocked; want none", s.Limit, s.Tracked, s.Blocked)
 		}
-	}
-}
-
-func TestLimiterStatus(t *testing.T) {
-	l, clock := newTestLimiter(t, LimitsConfig{})
-	now := clock.Now()
-	for i := range 50 {
-		l.Reserve([]string{fmt.Sprintf("n%d.example.test", i)}, OrderNew)
-	}
-	for range 5 {
-		l.AuthzFailed("bad.example.test")
-	}
-	byID := map[LimitID]LimitStatus{}
-	for _, s := range l.Status() {
-		byID[s.Limit] = s
-	}
-	orders := byID[LimitNewOrders]
-	if len(orders.Buckets) != 1 || orders.Buckets[0].Tokens != 250 || orders.Blocked != 0 || orders.Tracked != 1 {
-		t.Errorf("new orders status %+v, want 250 of 300 tokens, not blocked", orders)
-	}
-	if b := orders.Buckets[0]; !b.Available.Equal(now) || !b.Full.Equal(now.Add(50*36*time.Second)) {
-		t.Errorf("new orders available %s, full %s; want now and +30m", b.Available.Sub(now), b.Full.Sub(now))
-	}
-	domains := byID[LimitCertsPerRegisteredDomain]
-	if domains.Tracked != 1 || domains.Blocked != 1 || len(domains.Buckets) != 1 || domains.Buckets[0].Key != "example.test" {
-		t.Errorf("registered domain status %+v, want example.test blocked", domains)
-	}
-	sets := byID[LimitCertsPerExactSet]
-	if sets.Tracked != 50 || sets.Blocked != 0 || len(sets.Buckets) != 0 {
-		t.Errorf("exact set status: %d tracked, %d blocked, %d listed; want 50, 0, 0", sets.Tracked, sets.Blocked, len(sets.Buckets))
-	}
-	failures := byID[LimitAuthzFailures]
-	if failures.Blocked != 1 || failures.Buckets[0].Key != "bad.example.test" || failures.Buckets[0].Tokens != 0 ||
-		!failures.Buckets[0].Available.Equal(now.Add(12*time.Minute)) {
-		t.Errorf("failure status %+v, want bad.example.test empty until +12m", failures)
-	}
-	if b := l.Bucket(LimitCertsPerExactSet, "N3.Example.Test"); b.Tokens != 4 || b.Burst != 5 {
-		t.Errorf("exact set bucket %+v, want 4 of 5 tokens", b)
-	}
-	if b := l.Bucket(LimitAuthzFailures, "untouched.test"); b.Tokens != 5 || !b.Full.Equal(now) {
-		t.Errorf("untouched bucket %+v, want full", b)
 	}
 }
 
@@ -697,79 +492,4 @@ func TestLimiterConcurrent(t *testing.T) {
 	if got := allowed.Load(); got != 300 {
 		t.Errorf("%d orders allowed, want exactly 300", got)
 	}
-}
-
-func TestRegisteredDomain(t *testing.T) {
-	tests := []struct {
-		desc, name, want string
-	}{
-		{desc: "subdomain", name: "www.example.com", want: "example.com"},
-		{desc: "multi-label suffix", name: "new.blog.example.co.uk", want: "example.co.uk"},
-		{desc: "itself", name: "example.com", want: "example.com"},
-		{desc: "wildcard", name: "*.a.example.com", want: "example.com"},
-		{desc: "public suffix counts against itself", name: "co.uk", want: "co.uk"},
-		{desc: "private suffix (Public Suffix List)", name: "foo.bar.github.io", want: "bar.github.io"},
-		{desc: "unknown TLD", name: "www.example.test", want: "example.test"},
-		{desc: "IPv4", name: "192.0.2.1", want: "192.0.2.1"},
-		{desc: "IPv6 /64", name: "2001:db8:1:2:3::4", want: "2001:db8:1:2::/64"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			if got := registeredDomain(tc.name); got != tc.want {
-				t.Errorf("registeredDomain(%q) = %q, want %q", tc.name, got, tc.want)
-			}
-		})
-	}
-}
-
-func TestClassifyOrder(t *testing.T) {
-	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
-	recent, err := selfSignedForLimiter("www.example.test", now.Add(-60*24*time.Hour), now.Add(30*24*time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := *recent
-	old.NotBefore = now.Add(-121 * 24 * time.Hour)
-	unparsable := *recent
-	unparsable.ChainPEM = nil
-	lineage := *recent // a certbot lineage: -d www.example.test -d example.test -d shop.example.test
-	lineage.Names = []string{"www.example.test", "example.test", "shop.example.test"}
-	tests := []struct {
-		desc string
-		o    Order
-		ari  bool
-		want OrderKind
-	}{
-		{desc: "first certificate", o: Order{Name: "www.example.test"}, ari: true, want: OrderNew},
-		{desc: "replacement with ARI", o: Order{Name: "www.example.test", Replaces: recent}, ari: true, want: OrderARIRenewal},
-		{desc: "replacement without ARI", o: Order{Name: "www.example.test", Replaces: recent}, want: OrderRenewal},
-		{desc: "replacement whose leaf does not parse", o: Order{Name: "www.example.test", Replaces: &unparsable}, ari: true, want: OrderRenewal},
-		{desc: "replacement of a certificate older than 120 days", o: Order{Name: "www.example.test", Replaces: &old}, want: OrderNew},
-		{desc: "the same set of three names, in another order, without ARI",
-			o: Order{Name: "www.example.test", ExtraNames: []string{"shop.example.test", "example.test"}, Replaces: &lineage}, want: OrderRenewal},
-		{desc: "the same set, with ARI", o: Order{Name: "www.example.test", ExtraNames: []string{"example.test", "shop.example.test"}, Replaces: &lineage},
-			ari: true, want: OrderARIRenewal},
-		{desc: "the same set, its replaces refused", o: Order{Name: "www.example.test", ExtraNames: []string{"example.test", "shop.example.test"},
-			Replaces: &lineage, NoReplaces: true}, ari: true, want: OrderRenewal},
-		{desc: "one name of a three-name certificate, without ARI", o: Order{Name: "www.example.test", Replaces: &lineage}, want: OrderNew},
-		{desc: "one name of a three-name certificate, with ARI", o: Order{Name: "www.example.test", Replaces: &lineage}, ari: true, want: OrderARIRenewal},
-		{desc: "a name added to the set, without ARI",
-			o: Order{Name: "www.example.test", ExtraNames: []string{"example.test"}, Replaces: recent}, want: OrderNew},
-		{desc: "ARI names a certificate the order shares no name with",
-			o: Order{Name: "other.example.test", Replaces: recent}, ari: true, want: OrderNew},
-	}
-	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			if got := ClassifyOrder(tc.o, tc.ari, now); got != tc.want {
-				t.Errorf("ClassifyOrder = %s, want %s", got, tc.want)
-			}
-		})
-	}
-}
-
-// selfSignedForLimiter is a certificate record for name valid from
-// notBefore to notAfter, with an authority key identifier so that it has an
-// ARI certificate identifier.
-func selfSignedForLimiter(name string, notBefore, notAfter time.Time) (*store.Certificate, error) {
-	return selfSignedWith(name, notBefore, notAfter, big.NewInt(42), []byte{1, 2, 3, 4})
 }

@@ -58,6 +58,10 @@ type AdminConfig struct {
 	// state, a scan of every record. Default DefaultStateCountTTL (10s);
 	// negative counts on every request.
 	StateCountTTL time.Duration
+	// StateScanBudget bounds the time one count of names by state may
+	// scan; a store too large for it gets a lower bound that says so.
+	// Default 3s (stateScanBudget).
+	StateScanBudget time.Duration
 	// Ready tells GET /readyz whether the sidecar can serve nginx, beyond
 	// its store answering (serve checks that the certificate endpoint
 	// accepts connections). Default nil: the store answering is enough.
@@ -127,6 +131,9 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 	if cfg.StateCountTTL == 0 {
 		cfg.StateCountTTL = DefaultStateCountTTL
 	}
+	if cfg.StateScanBudget <= 0 {
+		cfg.StateScanBudget = stateScanBudget
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -193,6 +200,7 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 		store:     st,
 		tokenHash: sha256.Sum256([]byte(cfg.Token)),
 		listScan:  api.ListDomainsScan,
+		states:    stateCounter{budget: cfg.StateScanBudget, batch: stateScanBatch},
 	}
 	a.server.init(name, a.handle, logger.With("subsystem", "admin"), noBodyLimit, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	// Body limits are per route: the header decides before the body is read.

@@ -197,7 +197,9 @@ func TestAdminQueueFromInventory(t *testing.T) {
 	clock := func() time.Time { return now }
 	st := newTestStore(t)
 	m := newTestMetrics(t, st, clock)
-	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m, Queue: fixedQueue{}, StateCountTTL: -1, Now: clock}, st)
+	// The stale-inventory count below must scan every record, however
+	// loaded the machine: a budget no run reaches.
+	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m, Queue: fixedQueue{}, StateCountTTL: -1, StateScanBudget: 10 * time.Minute, Now: clock}, st)
 	cl, _ := client.New(base, testToken, nil)
 
 	addAt(t, st, now, store.StatePending, 0, numbered("p", inventoryStatesMin)...)

@@ -76,7 +76,7 @@ func TestStatusPageInChromium(t *testing.T) {
 			Limits: []api.LimitStatus{{Limit: "new_orders_per_account", Scope: "account", Burst: -1, Buckets: []api.Bucket{{Tokens: -1}}}}},
 		{Name: "https://ca.example/dir", Directory: "https://ca.example/dir"},
 	}
-	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m, Queue: cas}, st)
+	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m, Queue: cas, Now: func() time.Time { return now }}, st)
 
 	const hostileError = `acme unauthorized: <script>alert("x")</script> & "quotes"`
 	names := []struct {

@@ -86,12 +86,8 @@ func runDoctor(ctx context.Context, e *env, args []string) int {
 	name := fs.String("name", "", "make the test handshake for this `name` (default: a valid name from the admin API)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	af := addAdminFlags(fs)
-	rest, code, ok := fs.parse(e, args)
-	if !ok {
+	if code, ok := fs.parseNone(e, args); !ok {
 		return code
-	}
-	if len(rest) > 0 {
-		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
 	}
 	d := &doctor{e: e, af: af, nginxBin: *nginxBin, nginxConf: *nginxConf, https: *https, name: *name}
 	d.cfgPath = *af.config

@@ -488,12 +488,8 @@ func runDomainsList(ctx context.Context, e *env, args []string) int {
 	match := fs.String("match", "", "keep names that contain this `substring`")
 	asJSON := fs.Bool("json", false, "print the page as JSON")
 	af := addAdminFlags(fs)
-	rest, code, ok := fs.parse(e, args)
-	if !ok {
+	if code, ok := fs.parseNone(e, args); !ok {
 		return code
-	}
-	if len(rest) > 0 {
-		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
 	}
 	if *limit < 1 || *limit > api.MaxListLimit {
 		return usageError(e, fs.Name(), "--limit must be from 1 to %d", api.MaxListLimit)

@@ -41,12 +41,8 @@ func runFallbackCert(_ context.Context, e *env, args []string) int {
 	fs := newFlagSet("fallback-cert", "--out DIR [--force]", fallbackHelp)
 	out := fs.String("out", "", "the `directory` to write fallback.crt and fallback.key to (required)")
 	force := fs.Bool("force", false, "replace existing files")
-	rest, code, ok := fs.parse(e, args)
-	if !ok {
+	if code, ok := fs.parseNone(e, args); !ok {
 		return code
-	}
-	if len(rest) > 0 {
-		return usageError(e, "fallback-cert", "unexpected argument %q", rest[0])
 	}
 	if *out == "" {
 		return usageError(e, "fallback-cert", "--out DIR is required")

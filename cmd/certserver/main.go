@@ -136,6 +136,20 @@ func (fs *flagSet) printHelp(w io.Writer) {
 	}
 }
 
+// parseNone parses args of a command that takes no positional argument:
+// one is a usage error naming it. It returns the exit code and false when
+// the command should stop (help printed, or a bad command line).
+func (fs *flagSet) parseNone(e *env, args []string) (int, bool) {
+	rest, code, ok := fs.parse(e, args)
+	if !ok {
+		return code, false
+	}
+	if len(rest) > 0 {
+		return usageError(e, fs.Name(), "unexpected argument %q", rest[0]), false
+	}
+	return 0, true
+}
+
 // parse parses args, allowing flags after positional arguments
 // ("import /etc/letsencrypt --dry-run"); "--" ends the flags. It returns the
 // positional arguments and true, or an exit code and false when the command

@@ -58,12 +58,8 @@ func runQueue(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("queue", "[flags]", queueHelp)
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
 	af := addAdminFlags(fs)
-	rest, code, ok := fs.parse(e, args)
-	if !ok {
+	if code, ok := fs.parseNone(e, args); !ok {
 		return code
-	}
-	if len(rest) > 0 {
-		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
 	}
 	q, code, ok := request(ctx, e, fs, af, func(ctx context.Context, cl *client.Client) (*api.Queue, error) {
 		return cl.Queue(ctx)

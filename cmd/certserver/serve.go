@@ -54,12 +54,8 @@ Examples:
 func runServe(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("serve", "[--config FILE]", serveHelp)
 	configPath := fs.String("config", defaultConfigPath, "the configuration `file`")
-	rest, code, ok := fs.parse(e, args)
-	if !ok {
+	if code, ok := fs.parseNone(e, args); !ok {
 		return code
-	}
-	if len(rest) > 0 {
-		return usageError(e, "serve", "unexpected argument %q", rest[0])
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {

@@ -78,12 +78,8 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 	warn := windowVar(fs, "warn", "7d", "report certificates that expire within this `window` (7d, 72h)")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	af := addAdminFlags(fs)
-	rest, code, ok := fs.parse(e, args)
-	if !ok {
+	if code, ok := fs.parseNone(e, args); !ok {
 		return code
-	}
-	if len(rest) > 0 {
-		return usageError(e, fs.Name(), "unexpected argument %q", rest[0])
 	}
 	cl, err := af.client(e)
 	if err != nil {

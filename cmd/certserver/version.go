@@ -75,12 +75,8 @@ Example:
 
 func runVersion(_ context.Context, e *env, args []string) int {
 	fs := newFlagSet("version", "", versionHelp)
-	rest, code, ok := fs.parse(e, args)
-	if !ok {
+	if code, ok := fs.parseNone(e, args); !ok {
 		return code
-	}
-	if len(rest) > 0 {
-		return usageError(e, "version", "unexpected argument %q", rest[0])
 	}
 	b := readBuild()
 	var w strings.Builder

@@ -60,6 +60,11 @@ func New(baseURL, token string, hc *http.Client) (*Client, error) {
 	return &Client{base: u, token: token, http: hc}, nil
 }
 
+// CloseIdleConnections closes the connections the client keeps open
+// between requests, including one dialed for a request that went out on
+// another: a server shutting down would otherwise wait for it.
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // URL returns the base URL the client calls.
 func (c *Client) URL() string { return c.base.String() }
 

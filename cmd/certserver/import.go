@@ -113,6 +113,8 @@ func runImport(ctx context.Context, e *env, args []string) int {
 			return fail(e, "import", err)
 		}
 		im.cl = c
+		// Two uploads in flight leave connections open; the import is over.
+		defer c.CloseIdleConnections()
 	}
 	walk := func(yield func(importItem) bool) {
 		for _, p := range paths {

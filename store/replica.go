@@ -1,0 +1,113 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrUnavailable is wrapped by the errors of a store that cannot reach its
+// database (a fleet's PostgreSQL down, unreachable, or refusing
+// connections). Nothing was written when it is returned. Callers test for
+// it with errors.Is: the admin API answers 503, the renewer stops claiming
+// work until the store answers again.
+var ErrUnavailable = errors.New("database unavailable")
+
+// A fleet keeps one shared store (PostgreSQL) as the source of truth and,
+// on every host, a local Badger copy of what the handshake path and the
+// challenge endpoint read: certificates with their name links, and HTTP-01
+// challenges. Every write of the shared store that changes one of those
+// takes the next value of one sequence, its version; a host applies the
+// changes after the last version it applied, in version order, so that a
+// lost notification or a host that was cut off only delays.
+
+// ChangeKind says what a Change does to the local copy.
+type ChangeKind string
+
+// The kinds of Change.
+const (
+	// ChangePutCertificate stores Change.Certificate (PutCertificate).
+	ChangePutCertificate ChangeKind = "put_certificate"
+	// ChangeDeleteCertificate removes the record Change.ID; a missing
+	// record is not an error when applying.
+	ChangeDeleteCertificate ChangeKind = "delete_certificate"
+	// ChangePutChallenge stores Change.Token with Change.KeyAuth until
+	// Change.Expires.
+	ChangePutChallenge ChangeKind = "put_challenge"
+	// ChangeDeleteChallenge removes Change.Token.
+	ChangeDeleteChallenge ChangeKind = "delete_challenge"
+)
+
+// Change is one write of the shared store that a local copy must apply.
+// Applying a change twice leaves the same result as applying it once.
+type Change struct {
+	// Version is the change's place in the shared store's sequence.
+	Version uint64
+	Kind    ChangeKind
+	// Certificate is the whole record for ChangePutCertificate (its
+	// KeyPEM as the shared store holds it: sealed when keys are encrypted
+	// at rest).
+	Certificate *Certificate
+	// ID is the certificate record's ID for ChangeDeleteCertificate.
+	ID string
+	// Token, KeyAuth and Expires describe a challenge, for the challenge
+	// kinds (KeyAuth and Expires only for ChangePutChallenge).
+	Token   string
+	KeyAuth string
+	Expires time.Time
+}
+
+// ReplicationSource is implemented by a shared store that local copies
+// follow (PostgreSQL).
+type ReplicationSource interface {
+	// ChangesAfter returns up to limit changes with a version above after,
+	// in version order. Only the latest change of each certificate ID and
+	// each token needs to be returned (an older one a later one overrides
+	// may be left out), but never a change without every earlier change
+	// of the same record either applied or superseded.
+	ChangesAfter(ctx context.Context, after uint64, limit int) ([]Change, error)
+
+	// LatestVersion returns the version of the newest change (0 when there
+	// is none).
+	LatestVersion(ctx context.Context) (uint64, error)
+
+	// Listen calls notify with a version each time the shared store
+	// announces a write (PostgreSQL NOTIFY carries the version, never the
+	// record), until ctx is done or the connection fails; it returns the
+	// reason (ctx.Err() when ctx ended). The caller reconnects by calling
+	// it again, and catches up with ChangesAfter after each call starts,
+	// since announcements made while nobody listened are lost.
+	Listen(ctx context.Context, notify func(version uint64)) error
+
+	// ReportHost records a host of the fleet: what it has applied, when
+	// it was last seen, whether it renews.
+	ReportHost(ctx context.Context, h Host) error
+
+	// Hosts returns every host that ever reported, in name order.
+	Hosts(ctx context.Context) ([]Host, error)
+}
+
+// Host is one certserver of a fleet as the shared store knows it.
+type Host struct {
+	// Name is the host's name ([fleet] host_name, default the machine's).
+	Name string `json:"name"`
+	// Applied is the last version the host's local copy applied.
+	Applied uint64 `json:"applied"`
+	// SeenAt is when the host last reported.
+	SeenAt time.Time `json:"seen_at"`
+	// Renews says whether the host's renewer orders certificates.
+	Renews bool `json:"renews"`
+}
+
+// Replica is implemented by a local store that can follow a
+// ReplicationSource (Badger). Its ChangeFeed then reports what Apply
+// changed, like any other write.
+type Replica interface {
+	// Apply writes changes, in order, in as few atomic writes as it can,
+	// and records the highest version applied with the last of them.
+	Apply(ctx context.Context, changes []Change) error
+
+	// AppliedVersion returns the highest version Apply recorded (0 for a
+	// store that never applied anything).
+	AppliedVersion(ctx context.Context) (uint64, error)
+}

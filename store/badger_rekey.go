@@ -51,8 +51,11 @@ func (b *Badger) RewriteKeys(ctx context.Context, kind KeyKind, after string, li
 			id := string(item.Key()[len(prefix):])
 			last = id
 			val, err := b.rewriteKey(kind, item, id, fn)
-			if err != nil || val == nil {
+			if err != nil {
 				return err
+			}
+			if val == nil {
+				continue
 			}
 			if err := txn.Set(key(prefix, id), val); err != nil {
 				return err

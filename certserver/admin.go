@@ -76,6 +76,10 @@ type AdminConfig struct {
 	ShutdownTimeout time.Duration
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
+	// Keys re-encrypts stored private keys for POST /v1/keys/rotate.
+	// Default nil: keys are not encrypted at rest, and that route answers
+	// 409 saying so.
+	Keys KeyRotator
 	// Metrics, when set, is served on GET /metrics, and its inventory as
 	// the status page on GET /. Default nil: neither route exists.
 	Metrics *Metrics
@@ -167,6 +171,9 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 //	DELETE /v1/domains/{name}         stop managing a name, ?revoke=REASON
 //	                                  revokes its certificate first (api.Domain)
 //	GET    /v1/queue                  what the renewer has to do (api.Queue)
+//	POST   /v1/keys/rotate            re-encrypt one batch of stored private keys
+//	                                  under the current key-encryption key
+//	                                  (api.RotateKeysRequest, api.KeyRotation)
 //
 // Its methods are safe for concurrent use.
 type AdminAPI struct {
@@ -221,6 +228,7 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	}
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/revoke", maxBody: noBodyLimit, handle: a.revokeDomain})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/queue", handle: a.showQueue})
+	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/keys/rotate", maxBody: noBodyLimit, handle: a.rotateKeys})
 	return a, nil
 }
 

@@ -141,5 +141,9 @@ func parseCursor(cursor string) (store.KeyKind, string, error) {
 	if ok && slices.Contains(rotateKinds, store.KeyKind(k)) {
 		return store.KeyKind(k), id, nil
 	}
-	return "", "", fmt.Errorf("rotate keys: malformed cursor %q: give the one the last batch returned, or none to start over", cursor)
+	return "", "", fmt.Errorf("rotate keys: cursor %q: %w: give the one the last batch returned, or none to start over", cursor, ErrCursor)
 }
+
+// ErrCursor is wrapped by the error of Rotate given a cursor it did not
+// return.
+var ErrCursor = errors.New("malformed cursor")

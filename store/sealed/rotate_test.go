@@ -127,7 +127,7 @@ func TestRotateRefuses(t *testing.T) {
 		want   string
 	}{
 		{"no keyring", Wrap(b, nil), "", 10, "no key-encryption key file"},
-		{"bad cursor", Wrap(b, testKeyring(t, "k1")), "domain/x", 10, `malformed cursor "domain/x"`},
+		{"bad cursor", Wrap(b, testKeyring(t, "k1")), "domain/x", 10, `cursor "domain/x": malformed cursor`},
 		{"bad limit", Wrap(b, testKeyring(t, "k1")), "", 0, "batch size 0"},
 	} {
 		t.Run(tt.desc, func(t *testing.T) {

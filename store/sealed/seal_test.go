@@ -125,3 +125,23 @@ func BenchmarkOpen(b *testing.B) {
 		})
 	}
 }
+
+// TestSealOpenLengths: every length of key goes through the format (the
+// base64 body's last line takes every length and padding).
+func TestSealOpenLengths(t *testing.T) {
+	kr := testKeyring(t, "k1")
+	for n := range 300 {
+		key := bytes.Repeat([]byte{'k'}, n)
+		v, err := kr.Seal(store.KeyOfAccount, "acct", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if blk, rest := pem.Decode(v); blk == nil || blk.Type != "CERTSERVER SEALED KEY" || len(rest) != 0 {
+			t.Fatalf("length %d: not one PEM block", n)
+		}
+		got, err := kr.Open(store.KeyOfAccount, "acct", v)
+		if err != nil || !bytes.Equal(got, key) {
+			t.Fatalf("length %d: %q, %v", n, got, err)
+		}
+	}
+}

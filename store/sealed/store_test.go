@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,5 +192,48 @@ func TestStoreKeepsAbilities(t *testing.T) {
 	}
 	if _, ok := store.As[store.ReplicationSource](st); ok {
 		t.Error("found a ReplicationSource Badger does not have")
+	}
+}
+
+// TestStoreConcurrentReads: many readers and a writer at once (run with
+// -race) each get their record's own key.
+func TestStoreConcurrentReads(t *testing.T) {
+	ctx := context.Background()
+	s := Wrap(openBadger(t, t.TempDir()), testKeyring(t, "k1"))
+	t.Cleanup(func() { s.Close() })
+	keys := map[string][]byte{}
+	for i := range 8 {
+		c := testCert(t, fmt.Sprintf("n%d.example.com", i))
+		keys[c.ID] = c.KeyPEM
+		if err := s.PutCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				id := fmt.Sprintf("n%d.example.com", (g+i)%8)
+				c, err := s.LookupCertificate(ctx, id)
+				if err != nil || !bytes.Equal(c.KeyPEM, keys[id]) {
+					errs <- fmt.Errorf("lookup %s: %v", id, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 50 {
+			if err := s.PutAccount(ctx, &store.Account{ID: "acct", KeyPEM: plainKey}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

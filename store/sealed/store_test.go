@@ -237,3 +237,36 @@ func TestStoreConcurrentReads(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// replicatedBadger is a Badger with the fleet's abilities, stubbed.
+type replicatedBadger struct {
+	*store.Badger
+	applied []store.Change
+}
+
+func (r *replicatedBadger) ChangesAfter(context.Context, uint64, int) ([]store.Change, error) {
+	return nil, nil
+}
+func (r *replicatedBadger) LatestVersion(context.Context) (uint64, error)           { return 0, nil }
+func (r *replicatedBadger) Listen(context.Context, func(uint64)) error              { return nil }
+func (r *replicatedBadger) ReportHost(context.Context, store.Host) error            { return nil }
+func (r *replicatedBadger) Hosts(context.Context) ([]store.Host, error)             { return nil, nil }
+func (r *replicatedBadger) AppliedVersion(context.Context) (uint64, error)          { return 0, nil }
+func (r *replicatedBadger) Apply(ctx context.Context, changes []store.Change) error { return nil }
+
+// TestStoreKeepsFleetAbilities: a ReplicationSource and a Replica below
+// the decorator are found with store.As, and are the inner store itself
+// (keys pass them as stored, sealed).
+func TestStoreKeepsFleetAbilities(t *testing.T) {
+	inner := &replicatedBadger{Badger: openBadger(t, t.TempDir())}
+	var st store.Store = Wrap(Wrap(inner, testKeyring(t, "k1")), nil) // a chain of two
+	t.Cleanup(func() { st.Close() })
+	src, ok := store.As[store.ReplicationSource](st)
+	if !ok || src != store.ReplicationSource(inner) {
+		t.Errorf("ReplicationSource below two decorators: %v, %v", src, ok)
+	}
+	rep, ok := store.As[store.Replica](st)
+	if !ok || rep != store.Replica(inner) {
+		t.Errorf("Replica below two decorators: %v, %v", rep, ok)
+	}
+}

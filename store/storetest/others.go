@@ -178,6 +178,11 @@ func testRateBuckets(t *testing.T, x *suite) {
 		}
 	}
 	check("acct-a", a[0])
+	for _, scope := range []string{"", "a\x00b"} {
+		if _, err := x.s.RateBuckets(ctx(t), scope); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("RateBuckets(%q) = %v, want ErrInvalid", scope, err)
+		}
+	}
 
 	// More buckets than a write of a few hundred holds.
 	many := make([]store.RateBucket, 2500)

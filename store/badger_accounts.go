@@ -48,24 +48,37 @@ func (b *Badger) GetAccount(ctx context.Context, id string) (*Account, error) {
 // it so that compaction drops it eventually. A token already expired is
 // not written (and any earlier one is removed).
 func (b *Badger) PutChallenge(ctx context.Context, token, keyAuth string, expires time.Time) error {
-	if token == "" || keyAuth == "" || strings.IndexByte(token, 0) >= 0 {
-		return fmt.Errorf("put challenge: empty token or key authorization: %w", ErrInvalid)
+	if err := validChallenge(token, keyAuth); err != nil {
+		return fmt.Errorf("put challenge: %w", err)
 	}
-	ttl := expires.Sub(b.now())
-	val, err := encodeJSON(&challengeRecord{KeyAuth: keyAuth, Expires: expires})
-	if err != nil {
-		return fmt.Errorf("put challenge %s: %w", token, err)
-	}
-	err = b.update(ctx, func(txn *badger.Txn) error {
-		if ttl <= 0 {
-			return txn.Delete(key(prefixToken, token))
-		}
-		return txn.SetEntry(badger.NewEntry(key(prefixToken, token), val).WithTTL(ttl + time.Second))
+	err := b.update(ctx, func(txn *badger.Txn) error {
+		return b.putChallenge(txn, token, keyAuth, expires)
 	})
 	if err != nil {
 		return fmt.Errorf("put challenge %s: %w", token, err)
 	}
 	return nil
+}
+
+// validChallenge checks what PutChallenge requires of its arguments.
+func validChallenge(token, keyAuth string) error {
+	if token == "" || keyAuth == "" || strings.IndexByte(token, 0) >= 0 {
+		return fmt.Errorf("empty token or key authorization: %w", ErrInvalid)
+	}
+	return nil
+}
+
+// putChallenge writes what PutChallenge stores in txn.
+func (b *Badger) putChallenge(txn *badger.Txn, token, keyAuth string, expires time.Time) error {
+	ttl := expires.Sub(b.now())
+	if ttl <= 0 {
+		return txn.Delete(key(prefixToken, token))
+	}
+	val, err := encodeJSON(&challengeRecord{KeyAuth: keyAuth, Expires: expires})
+	if err != nil {
+		return err
+	}
+	return txn.SetEntry(badger.NewEntry(key(prefixToken, token), val).WithTTL(ttl + time.Second))
 }
 
 // GetChallenge implements Store.

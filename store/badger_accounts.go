@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -48,7 +47,7 @@ func (b *Badger) GetAccount(ctx context.Context, id string) (*Account, error) {
 // it so that compaction drops it eventually. A token already expired is
 // not written (and any earlier one is removed).
 func (b *Badger) PutChallenge(ctx context.Context, token, keyAuth string, expires time.Time) error {
-	if err := validChallenge(token, keyAuth); err != nil {
+	if err := ValidateChallenge(token, keyAuth); err != nil {
 		return fmt.Errorf("put challenge: %w", err)
 	}
 	err := b.update(ctx, func(txn *badger.Txn) error {
@@ -56,14 +55,6 @@ func (b *Badger) PutChallenge(ctx context.Context, token, keyAuth string, expire
 	})
 	if err != nil {
 		return fmt.Errorf("put challenge %s: %w", token, err)
-	}
-	return nil
-}
-
-// validChallenge checks what PutChallenge requires of its arguments.
-func validChallenge(token, keyAuth string) error {
-	if token == "" || keyAuth == "" || strings.IndexByte(token, 0) >= 0 {
-		return fmt.Errorf("empty token or key authorization: %w", ErrInvalid)
 	}
 	return nil
 }

@@ -207,7 +207,7 @@ func (b *Badger) applyChange(txn *badger.Txn, c *Change, changed *changeSet) (in
 		_, err := b.deleteCertificate(txn, c.ID, changed)
 		return nil, err
 	case ChangePutChallenge:
-		if err := validChallenge(c.Token, c.KeyAuth); err != nil {
+		if err := ValidateChallenge(c.Token, c.KeyAuth); err != nil {
 			return err, nil
 		}
 		return nil, b.putChallenge(txn, c.Token, c.KeyAuth, c.Expires)

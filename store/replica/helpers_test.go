@@ -111,14 +111,19 @@ type follower struct {
 	*replica.Follower
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
+	err    error // what Run returned, once stopped
 }
 
 // stop cancels the follower's Run and waits for it to return.
 func (f *follower) stop(t testing.TB) {
 	t.Helper()
-	f.cancel()
-	if err := <-f.done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Run returned %v, want context.Canceled", err)
+	f.once.Do(func() {
+		f.cancel()
+		f.err = <-f.done
+	})
+	if !errors.Is(f.err, context.Canceled) {
+		t.Errorf("Run returned %v, want context.Canceled", f.err)
 	}
 }
 
@@ -145,8 +150,7 @@ func startFollower(t testing.TB, cfg replica.Config) *follower {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{Follower: fl, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- fl.Run(ctx) }()
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { cancel(); <-f.done }) })
+	t.Cleanup(func() { f.stop(t) })
 	return f
 }
 

@@ -127,15 +127,19 @@ func (f *Follower) appliedThrough(version uint64) uint64 {
 	return s.applied
 }
 
-// through records that the source holds nothing for the local copy up to
-// version: what was announced up to it needs no applying.
+// through records that the source holds nothing for the local copy up
+// to version (a query started after version was known returned nothing):
+// what was announced up to it was superseded or removed (an expired
+// token), and the copy is in step through it. The local store keeps its
+// own applied version; a restart asks again from there and finds
+// nothing.
 func (f *Follower) through(version uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.st.dropPending(version)
-	if f.st.latest <= version {
-		f.st.latest = f.st.applied
-	}
+	s := &f.st
+	s.applied = max(s.applied, version)
+	s.latest = max(s.latest, s.applied)
+	s.dropPending(s.applied)
 }
 
 // dropPending forgets the announced versions up to version.

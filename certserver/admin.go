@@ -289,8 +289,8 @@ func (a *AdminAPI) fail(rc *fasthttp.RequestCtx, rt *route, err error) {
 		return
 	}
 	a.log.Error("request failed", "method", rt.method, "path", rt.pattern, "error", err)
-	if errors.Is(err, context.DeadlineExceeded) {
-		writeError(rc, errorf(fasthttp.StatusServiceUnavailable, "the store did not answer in time"))
+	if ae := storeFailure(err); ae != nil {
+		writeError(rc, ae)
 		return
 	}
 	writeError(rc, errorf(fasthttp.StatusInternalServerError, "internal error (see the server log)"))

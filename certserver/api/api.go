@@ -51,6 +51,11 @@ const (
 	ReasonNewerStored    = "a newer certificate is stored"
 )
 
+// ReasonDatabaseUnavailable is the Error.Reason of a 503 answered while a
+// fleet's shared database (PostgreSQL) cannot be reached: nothing was
+// written, and the request can be sent again once it is back.
+const ReasonDatabaseUnavailable = "database unavailable"
+
 // Results of an import, in ImportResponse.Result.
 const (
 	// ResultImported: the certificate was stored (new, or replacing an

@@ -40,6 +40,9 @@ type MetricsConfig struct {
 	SoonestLimit int
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
+	// Fleet, set on a fleet host ([fleet]), adds the certserver_fleet_*
+	// families (metrics_fleet.go). Default nil: a single host.
+	Fleet Fleet
 }
 
 // Defaults of MetricsConfig.
@@ -115,6 +118,8 @@ type Sizer interface {
 //	certserver_cert_request_duration_seconds      their latency (histogram)
 //	certserver_store_size_bytes{part}             store size on disk (lsm, vlog),
 //	                                              when the store is a Sizer
+//	certserver_fleet_*{host}                      a fleet host's database and local
+//	                                              copy, when Fleet is set (metrics_fleet.go)
 //	go_*, process_*                               Go runtime and process
 //
 // Give the same Metrics to CertEndpointConfig.Metrics and
@@ -186,6 +191,9 @@ func NewMetrics(cfg MetricsConfig, st store.Store, logger *slog.Logger) (*Metric
 	}
 	if sz, ok := st.(Sizer); ok {
 		cs = append(cs, sizeCollector{sz})
+	}
+	if cfg.Fleet != nil {
+		cs = append(cs, fleetCollector{cfg.Fleet})
 	}
 	for _, c := range cs {
 		if err := cfg.Registry.Register(c); err != nil {

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs what certserver's tests and demo need when it is missing:
 #   - Debian packages: nginx-light, the ngx_lua module, lua-resty-core,
-#     lua-resty-lrucache, luacheck (lua-check), and chromium (the status
-#     page test loads the page in headless Chromium)
+#     lua-resty-lrucache, luacheck (lua-check), chromium (the status
+#     page test loads the page in headless Chromium), and postgresql
+#     (PostgreSQL 15: the fleet store's tests start clusters of their own
+#     with store/pgtest; Debian's own cluster service is left stopped)
 #   - Pebble, the ACME test CA, at the pinned version
 # Safe to run again: it only installs what is not there yet.
 # Needs root (or sudo) for apt-get; Pebble goes to $(go env GOPATH)/bin.
 set -euo pipefail
 
 PEBBLE_VERSION=v2.10.1
-APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check chromium certbot)
+APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check chromium certbot postgresql)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 
@@ -30,6 +32,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # demo run their own instances, so the system one is stopped again.
   if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
     $sudo systemctl stop nginx || true
+  fi
+  # Debian also starts a PostgreSQL cluster on port 5432; the tests start
+  # their own on ports picked at run time and never use it.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet postgresql 2>/dev/null; then
+    $sudo systemctl stop postgresql || true
   fi
 fi
 

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -48,8 +47,8 @@ func (b *Badger) GetAccount(ctx context.Context, id string) (*Account, error) {
 // it so that compaction drops it eventually. A token already expired is
 // not written (and any earlier one is removed).
 func (b *Badger) PutChallenge(ctx context.Context, token, keyAuth string, expires time.Time) error {
-	if token == "" || keyAuth == "" || strings.IndexByte(token, 0) >= 0 {
-		return fmt.Errorf("put challenge: empty token or key authorization: %w", ErrInvalid)
+	if err := ValidateChallenge(token, keyAuth); err != nil {
+		return fmt.Errorf("put challenge: %w", err)
 	}
 	ttl := expires.Sub(b.now())
 	val, err := encodeJSON(&challengeRecord{KeyAuth: keyAuth, Expires: expires})

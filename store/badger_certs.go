@@ -14,9 +14,8 @@ import (
 )
 
 // PutCertificate implements Store. It also records a claim of c on each of
-// its names, so that when the record serving a name goes away the name
-// falls back to the newest unexpired record that still lists it. A zero
-// StoredAt is stored as the current time (c itself is not changed).
+// its names (with its StoredAt and NotAfter), from which unlink picks the
+// record a name falls back to.
 func (b *Badger) PutCertificate(ctx context.Context, c *Certificate) error {
 	if err := validCertificate(c); err != nil {
 		return fmt.Errorf("put certificate %s: %w", idOf(c), err)
@@ -213,8 +212,7 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 	return readCertificate(item, c)
 }
 
-// DeleteCertificate implements Store. Names the record served fall back to
-// the newest unexpired record that still lists them, if any.
+// DeleteCertificate implements Store.
 func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
 	err := b.update(ctx, func(txn *badger.Txn) error {
 		item, err := txn.Get(key(prefixCert, id))
@@ -295,7 +293,7 @@ func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
 	return txn.Set(key(prefixLink, name), best)
 }
 
-// ListCertificates implements Store. A limit below 1 returns nothing.
+// ListCertificates implements Store.
 func (b *Badger) ListCertificates(ctx context.Context, after string, limit int) ([]*Certificate, error) {
 	var out []*Certificate
 	err := b.list(ctx, prefixCert, after, limit, func(item *badger.Item) error {

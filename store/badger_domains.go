@@ -16,9 +16,7 @@ import (
 // is too big (about 6,000 domains with the default 16 MiB memtables).
 const addBatch = 10000
 
-// PutDomain implements Store. Zero AddedAt (kept from the replaced record
-// when there is one) and UpdatedAt are stored as the current time; d itself
-// is not changed.
+// PutDomain implements Store.
 func (b *Badger) PutDomain(ctx context.Context, d *Domain) error {
 	if err := validDomain(d); err != nil {
 		return fmt.Errorf("put domain %s: %w", nameOf(d), err)
@@ -58,8 +56,7 @@ func (b *Badger) PutDomain(ctx context.Context, d *Domain) error {
 	return nil
 }
 
-// UpdateDomain implements Store. A zero UpdatedAt left by fn is stored as
-// the current time.
+// UpdateDomain implements Store.
 func (b *Badger) UpdateDomain(ctx context.Context, name string, fn func(*Domain) error) error {
 	err := b.update(ctx, func(txn *badger.Txn) error {
 		item, err := txn.Get(key(prefixDomain, name))
@@ -110,11 +107,9 @@ func setDomain(txn *badger.Txn, d *Domain) error {
 	return txn.Set(key(prefixDomain, d.Name), val)
 }
 
-// AddDomains implements Store. Every domain is validated before anything is
-// written. Batches commit one after another: on an error or a cancelled
-// context the batches already committed stay, and added and existing count
-// them. A name given twice counts as existing the second time. Zero AddedAt
-// and UpdatedAt are stored as the current time.
+// AddDomains implements Store. Batches commit one after another: on an
+// error or a cancelled context the batches already committed stay, and
+// added and existing count them.
 func (b *Badger) AddDomains(ctx context.Context, ds []*Domain) (added, existing int, err error) {
 	for i, d := range ds {
 		if err := validDomain(d); err != nil {
@@ -205,7 +200,7 @@ func (b *Badger) DeleteDomain(ctx context.Context, name string) error {
 	return nil
 }
 
-// ListDomains implements Store. A limit below 1 returns nothing.
+// ListDomains implements Store.
 func (b *Badger) ListDomains(ctx context.Context, after string, limit int) ([]*Domain, error) {
 	var out []*Domain
 	err := b.list(ctx, prefixDomain, after, limit, func(item *badger.Item) error {
@@ -223,8 +218,7 @@ func (b *Badger) ListDomains(ctx context.Context, after string, limit int) ([]*D
 }
 
 // Due implements Store. It walks the due index from its start and stops at
-// the first entry after before, reading keys only. A limit below 1 returns
-// nothing.
+// the first entry after before, reading keys only.
 func (b *Badger) Due(ctx context.Context, before time.Time, limit int) ([]DueEntry, error) {
 	if limit < 1 {
 		return nil, nil

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -23,12 +22,12 @@ func bucketKey(scope, limit, k string) []byte {
 // TTL a second past its Full time, so that compaction drops it once it is
 // full again; a bucket already full is deleted.
 func (b *Badger) PutRateBuckets(ctx context.Context, scope string, bs []RateBucket) error {
-	if scope == "" || strings.IndexByte(scope, 0) >= 0 {
-		return fmt.Errorf("put rate buckets: bad scope %q: %w", scope, ErrInvalid)
+	if err := ValidateRateScope(scope); err != nil {
+		return fmt.Errorf("put rate buckets: %w", err)
 	}
 	for _, rb := range bs {
-		if rb.Limit == "" || strings.IndexByte(rb.Limit, 0) >= 0 || strings.IndexByte(rb.Key, 0) >= 0 {
-			return fmt.Errorf("put rate buckets of %s: bad bucket %q %q: %w", scope, rb.Limit, rb.Key, ErrInvalid)
+		if err := ValidateRateBucket(rb); err != nil {
+			return fmt.Errorf("put rate buckets of %s: %w", scope, err)
 		}
 	}
 	for len(bs) > 0 {
@@ -61,8 +60,8 @@ func (b *Badger) PutRateBuckets(ctx context.Context, scope string, bs []RateBuck
 
 // RateBuckets implements Store.
 func (b *Badger) RateBuckets(ctx context.Context, scope string) ([]RateBucket, error) {
-	if scope == "" || strings.IndexByte(scope, 0) >= 0 {
-		return nil, fmt.Errorf("rate buckets: bad scope %q: %w", scope, ErrInvalid)
+	if err := ValidateRateScope(scope); err != nil {
+		return nil, fmt.Errorf("rate buckets: %w", err)
 	}
 	prefix := append(key(prefixBucket, scope), 0)
 	now := b.now()

@@ -33,22 +33,32 @@ var ErrInvalid = errors.New("invalid record")
 // Store is the persistent state of one certserver.
 //
 // Implementations are safe for concurrent use by many goroutines. Every
-// method that takes a context stops waiting when it is done. Writes are
-// atomic: a record and its indexes change together or not at all, and a
-// write that returned nil survives a crash of the process.
+// method that takes a context stops waiting when it is done, returning an
+// error that wraps the context's, and a write called with a context that
+// is done writes nothing. Writes are atomic: a record and its indexes
+// change together or not at all, and a write that returned nil survives a
+// crash of the process. "The current time" is the store's clock (an
+// option of each implementation, so that tests can set it). A limit below
+// 1 returns nothing. The package storetest checks every rule stated here;
+// every implementation runs it.
 type Store interface {
 	// PutCertificate stores c under c.ID, replacing any record with that ID,
 	// and points every name in c.Names at it. Names that the replaced record
 	// held and c does not are unlinked. When another record already serves
 	// one of c.Names, the name is re-pointed at c (the newest write wins).
-	// c.ID, c.Names, c.ChainPEM and c.KeyPEM must be set (ErrInvalid).
+	// When the record serving a name goes away (deleted, or replaced by
+	// one without the name), the name falls back to the other record that
+	// lists it with the latest StoredAt among those whose NotAfter has
+	// not passed, else it is unlinked. c.ID, c.Names, c.ChainPEM and
+	// c.KeyPEM must be set, and every name normalized (ErrInvalid). A zero
+	// StoredAt is stored as the current time; c itself is not changed.
 	PutCertificate(ctx context.Context, c *Certificate) error
 
 	// PutCertificates stores every certificate of cs as PutCertificate
 	// does, in order (a later one with the ID of an earlier one replaces
 	// it), in one atomic write: all of them survive a crash or none does.
 	// Each must be valid as PutCertificate requires (ErrInvalid, naming
-	// its position; nothing is written). A batch too large for one atomic
+	// its position as "#N", counting from 1; nothing is written). A batch too large for one atomic
 	// write returns ErrBatchTooLarge and writes nothing: write it in
 	// smaller parts. No certificates is no write.
 	PutCertificates(ctx context.Context, cs []*Certificate) error
@@ -64,7 +74,8 @@ type Store interface {
 	LookupCertificate(ctx context.Context, name string) (*Certificate, error)
 
 	// DeleteCertificate removes the record stored under id and unlinks the
-	// names that pointed at it. Deleting a missing record returns ErrNotFound.
+	// names that pointed at it (each falls back as PutCertificate says).
+	// Deleting a missing record returns ErrNotFound.
 	DeleteCertificate(ctx context.Context, id string) error
 
 	// ListCertificates returns up to limit records in ID order, starting
@@ -73,7 +84,10 @@ type Store interface {
 
 	// PutDomain creates or replaces the management record of d.Name and moves
 	// its entry in the due index to d.NextAttempt (a zero NextAttempt takes
-	// it out of the index).
+	// it out of the index). d.Name must be normalized and d's other names
+	// as Domain says (ErrInvalid). A zero AddedAt keeps the replaced
+	// record's, and a zero AddedAt of a new record and a zero UpdatedAt
+	// are stored as the current time; d itself is not changed.
 	PutDomain(ctx context.Context, d *Domain) error
 
 	// UpdateDomain changes the record of name in one transaction: it reads
@@ -81,15 +95,22 @@ type Store interface {
 	// due entry as PutDomain does. No other write to the record comes
 	// between the read and the write, so concurrent writers (the renewer
 	// finishing an order, an operator removing the name) never lose each
-	// other's changes. fn must not change the name; fn returning an error
-	// writes nothing and UpdateDomain returns that error. fn may be called
-	// more than once and must not keep state across calls. A missing record
-	// returns ErrNotFound without calling fn.
+	// other's changes. fn must not change the name, and must leave a
+	// record PutDomain would take (ErrInvalid, nothing written); fn
+	// returning an error writes nothing and UpdateDomain returns that
+	// error. An UpdatedAt that fn leaves zero or unchanged is stored as the
+	// current time. fn may be called more than once and must not keep
+	// state across calls. A missing record returns ErrNotFound without
+	// calling fn.
 	UpdateDomain(ctx context.Context, name string, fn func(*Domain) error) error
 
 	// AddDomains creates a record for every domain in ds whose name is not
 	// yet managed, in large batched transactions, and leaves existing ones
-	// untouched. It returns how many were added and how many existed.
+	// untouched. It returns how many were added and how many existed; a
+	// name given twice is added the first time and counts as existing the
+	// second. Every domain must be valid as PutDomain requires: one that
+	// is not returns ErrInvalid before anything is written. Zero AddedAt
+	// and UpdatedAt are stored as the current time.
 	AddDomains(ctx context.Context, ds []*Domain) (added, existing int, err error)
 
 	// GetDomain returns the management record of name, or ErrNotFound.
@@ -108,14 +129,17 @@ type Store interface {
 	// with the entries returned, not with the size of the store.
 	Due(ctx context.Context, before time.Time, limit int) ([]DueEntry, error)
 
-	// PutAccount creates or replaces the ACME account stored under a.ID.
+	// PutAccount creates or replaces the ACME account stored under a.ID,
+	// which must be set (ErrInvalid).
 	PutAccount(ctx context.Context, a *Account) error
 
 	// GetAccount returns the account stored under id, or ErrNotFound.
 	GetAccount(ctx context.Context, id string) (*Account, error)
 
 	// PutChallenge stores the key authorization of an HTTP-01 token
-	// (RFC 8555 section 8.3) until expires, after which it reads as missing.
+	// (RFC 8555 section 8.3) until expires: from then on it reads as
+	// missing. A token put again is replaced. token and keyAuth must be
+	// non-empty (ErrInvalid).
 	PutChallenge(ctx context.Context, token, keyAuth string, expires time.Time) error
 
 	// GetChallenge returns the key authorization of token, or ErrNotFound.
@@ -133,7 +157,8 @@ type Store interface {
 	PutRateBuckets(ctx context.Context, scope string, bs []RateBucket) error
 
 	// RateBuckets returns the saved buckets of scope that are not full
-	// yet, in key order.
+	// yet, in the order of their Limit, then Key. A scope PutRateBuckets
+	// refuses is refused here too (ErrInvalid).
 	RateBuckets(ctx context.Context, scope string) ([]RateBucket, error)
 
 	// Close flushes and releases the store. No method may be called after it.

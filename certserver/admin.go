@@ -86,6 +86,10 @@ type AdminConfig struct {
 	ShutdownTimeout time.Duration
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
+	// Keys re-encrypts stored private keys for POST /v1/keys/rotate.
+	// Default nil: keys are not encrypted at rest, and that route answers
+	// 409 saying so.
+	Keys KeyRotator
 	// Metrics, when set, is served on GET /metrics, and its inventory as
 	// the status page on GET /. Default nil: neither route exists.
 	Metrics *Metrics
@@ -179,6 +183,9 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 //	GET    /v1/queue                  what the renewer has to do (api.Queue)
 //	GET    /v1/fleet                  this host's place in its fleet (api.Fleet;
 //	                                  Fleet set)
+//	POST   /v1/keys/rotate            re-encrypt one batch of stored private keys
+//	                                  under the current key-encryption key
+//	                                  (api.RotateKeysRequest, api.KeyRotation)
 //
 // Its methods are safe for concurrent use.
 type AdminAPI struct {
@@ -236,6 +243,7 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	if cfg.Fleet != nil {
 		a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/fleet", handle: a.showFleet})
 	}
+	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/keys/rotate", maxBody: noBodyLimit, handle: a.rotateKeys})
 	return a, nil
 }
 

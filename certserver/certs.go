@@ -12,6 +12,7 @@ import (
 
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
+	"github.com/certserver/certserver/store/sealed"
 	"github.com/valyala/fasthttp"
 )
 
@@ -151,7 +152,8 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // label up that serves it; 404 when no certificate serves the name (yet); 400 when the
 // name is not a valid host name (an IP literal, a wildcard, garbage); 405
 // for a method other than GET and HEAD; 404 for any other path; 500 when
-// the store fails.
+// the store fails, or when the record's private key cannot be decrypted
+// (sealed.ErrOpen: logged and counted, and never served with another key).
 //
 // An expired certificate is still served, with max-age MinAge: nginx's
 // alternative is its fallback certificate, which no client accepts either,
@@ -234,6 +236,17 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		if e.cfg.OnDemand != nil && hostname.CheckOrderable(name) == nil {
 			e.cfg.OnDemand.Request(name)
 		}
+		return
+	}
+	if errors.Is(err, sealed.ErrOpen) {
+		// The record is there but its key is not readable here: never
+		// serve it, with any other key either. The error names the record
+		// and the key ID, never key material.
+		e.log.Error("certificate key cannot be decrypted", "name", name, "error", err)
+		if m := e.cfg.Metrics; m != nil {
+			m.observeKeyError()
+		}
+		internalError(rc)
 		return
 	}
 	if err != nil {

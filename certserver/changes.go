@@ -39,7 +39,7 @@ const MatchHeader = "X-Certserver-Match"
 
 // handleChanges answers GET /v1/changes.
 func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
-	feed, ok := e.store.(store.ChangeFeed)
+	feed, ok := store.As[store.ChangeFeed](e.store)
 	if !ok {
 		rc.Error("no change feed\n", fasthttp.StatusNotFound)
 		return

@@ -116,6 +116,8 @@ type Sizer interface {
 //	certserver_inventory_errors_total             scans that failed
 //	certserver_cert_requests_total{code}          certificate endpoint answers
 //	certserver_cert_request_duration_seconds      their latency (histogram)
+//	certserver_cert_key_errors_total              lookups whose private key could
+//	                                              not be decrypted (answered 500)
 //	certserver_store_size_bytes{part}             store size on disk (lsm, vlog),
 //	                                              when the store is a Sizer
 //	certserver_fleet_*{host}                      a fleet host's database and local
@@ -137,6 +139,7 @@ type Metrics struct {
 	certCodes    [600]prometheus.Counter // the answers the endpoint gives, resolved once
 	certRequests *prometheus.CounterVec
 	certDuration prometheus.Histogram
+	certKeyErrs  prometheus.Counter
 
 	handler fasthttp.RequestHandler
 }
@@ -174,6 +177,10 @@ func NewMetrics(cfg MetricsConfig, st store.Store, logger *slog.Logger) (*Metric
 			Name: "certserver_cert_requests_total",
 			Help: "Answers of the certificate endpoint (nginx's cache misses), by HTTP status: 200 served, 404 no certificate (fallback served), 400 invalid name, 500 store failure.",
 		}, []string{"code"}),
+		certKeyErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "certserver_cert_key_errors_total",
+			Help: "Certificate endpoint lookups whose stored private key could not be decrypted (sealed under a key the key-encryption key file does not hold, tampered with, or no key file configured); each was answered 500 and logged, never served.",
+		}),
 		certDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "certserver_cert_request_duration_seconds",
 			Help:    "Time the certificate endpoint takes to answer, from the parsed request to the written answer.",
@@ -187,9 +194,9 @@ func NewMetrics(cfg MetricsConfig, st store.Store, logger *slog.Logger) (*Metric
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		inventoryCollector{m},
-		m.scanErrs, m.certRequests, m.certDuration,
+		m.scanErrs, m.certRequests, m.certDuration, m.certKeyErrs,
 	}
-	if sz, ok := st.(Sizer); ok {
+	if sz, ok := store.As[Sizer](st); ok {
 		cs = append(cs, sizeCollector{sz})
 	}
 	if cfg.Fleet != nil {
@@ -281,6 +288,10 @@ func (m *Metrics) observeCert(code int, d time.Duration) {
 	}
 	m.certRequests.WithLabelValues(strconv.Itoa(code)).Inc()
 }
+
+// observeKeyError counts a lookup whose private key could not be
+// decrypted.
+func (m *Metrics) observeKeyError() { m.certKeyErrs.Inc() }
 
 // serveMetrics answers GET /metrics in the Prometheus text format (or
 // OpenMetrics, or gzipped, as the scraper asks).

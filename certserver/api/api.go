@@ -621,3 +621,51 @@ type FleetHost struct {
 	SeenAt  time.Time `json:"seen_at"`
 	Renews  bool      `json:"renews"`
 }
+
+// RotateKeysRequest is the body of POST /v1/keys/rotate: one batch of the
+// re-encryption of stored private keys under the current key-encryption
+// key.
+type RotateKeysRequest struct {
+	// Cursor is the Next of the previous answer; "" starts at the
+	// beginning.
+	Cursor string `json:"cursor,omitempty"`
+	// Limit is how many records the batch reads: 1 to MaxRotateBatch,
+	// default DefaultRotateBatch.
+	Limit int `json:"limit,omitempty"`
+}
+
+// Limits of RotateKeysRequest.Limit.
+const (
+	DefaultRotateBatch = 500
+	MaxRotateBatch     = 5000
+)
+
+// KeyRotation is the answer to POST /v1/keys/rotate.
+type KeyRotation struct {
+	// KeyID is the current key-encryption key's ID.
+	KeyID string `json:"key_id"`
+	// Total is how many records hold a private key (certificates and ACME
+	// accounts), counted for a request without a cursor; 0 otherwise.
+	Total int `json:"total,omitempty"`
+	// Scanned is how many records the batch read, Resealed how many of
+	// them it encrypted under the current key (the others already were,
+	// or are in Failed).
+	Scanned  int `json:"scanned"`
+	Resealed int `json:"resealed"`
+	// Failed are the records whose private key could not be decrypted:
+	// left as they are.
+	Failed []KeyFailure `json:"failed,omitempty"`
+	// Next is the cursor of the next batch; "" when Done.
+	Next string `json:"next,omitempty"`
+	// Done says every record has been read.
+	Done bool `json:"done"`
+}
+
+// KeyFailure is a record whose private key could not be decrypted.
+type KeyFailure struct {
+	// Kind is "certificate" or "account".
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+	// Error says why, naming the key ID.
+	Error string `json:"error"`
+}

@@ -351,3 +351,15 @@ func apiError(status int, body []byte) *api.Error {
 	}
 	return &api.Error{Status: status, Message: msg}
 }
+
+// RotateKeys re-encrypts one batch of stored private keys under the
+// current key-encryption key, with POST /v1/keys/rotate: the records
+// after cursor ("" for the beginning), up to limit (0 for the server's
+// default). Call it again with the answer's Next until Done.
+func (c *Client) RotateKeys(ctx context.Context, cursor string, limit int) (*api.KeyRotation, error) {
+	var resp api.KeyRotation
+	if err := c.call(ctx, http.MethodPost, "/v1/keys/rotate", &api.RotateKeysRequest{Cursor: cursor, Limit: limit}, http.StatusOK, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

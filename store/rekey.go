@@ -1,0 +1,37 @@
+package store
+
+import "context"
+
+// KeyKind names the records that hold a private key.
+type KeyKind string
+
+// The kinds of records that hold a private key.
+const (
+	KeyOfCertificate KeyKind = "certificate" // Certificate.KeyPEM
+	KeyOfAccount     KeyKind = "account"     // Account.KeyPEM
+)
+
+// KeyRewriter is implemented by a Store that can rewrite the private keys
+// it holds in place, so that they can be encrypted under a new key
+// (store/sealed rotation) while other writers go on. It is an optional
+// ability, found with As; Badger has it.
+type KeyRewriter interface {
+	// RewriteKeys reads up to limit records of kind in ID order, starting
+	// after the ID after ("" starts at the beginning), and calls fn with
+	// each record's ID and private key as stored. Where fn returns a
+	// non-nil key the record's key is replaced by it; nothing else of the
+	// record changes, and neither does what it serves (no entry in a
+	// ChangeFeed; a shared store does give the record a new version for
+	// its local copies to apply). The reads and the writes are one atomic
+	// step: no other write to those records comes between them, so a
+	// record written meanwhile is never put back to what it was. fn may
+	// be called more than once for a record and must not keep state
+	// across calls; fn returning an error writes nothing and RewriteKeys
+	// returns that error. It returns the ID of the last record read, ""
+	// when there was none after after. A batch too large for one atomic
+	// write returns ErrBatchTooLarge and writes nothing.
+	RewriteKeys(ctx context.Context, kind KeyKind, after string, limit int, fn func(id string, key []byte) ([]byte, error)) (last string, err error)
+
+	// CountKeys returns how many records of kind there are.
+	CountKeys(ctx context.Context, kind KeyKind) (int, error)
+}

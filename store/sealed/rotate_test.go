@@ -1,0 +1,154 @@
+package sealed
+
+import (
+	"bytes"
+	"context"
+	"crypto/cipher"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/certserver/certserver/store"
+)
+
+// rotateAll runs Rotate from the start until done and sums its batches.
+func rotateAll(t *testing.T, s *Store, limit int) (total, scanned, resealed int, failed []RecordError) {
+	t.Helper()
+	cursor := ""
+	for calls := 0; ; calls++ {
+		if calls > 1000 {
+			t.Fatal("rotation does not end")
+		}
+		r, err := s.Rotate(context.Background(), cursor, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Scanned > limit {
+			t.Fatalf("batch of %d read %d records", limit, r.Scanned)
+		}
+		t.Logf("batch %q: %+v", cursor, r)
+		total += r.Total
+		scanned += r.Scanned
+		resealed += r.Resealed
+		failed = append(failed, r.Failed...)
+		if r.Done {
+			return
+		}
+		if r.Next == "" || r.Next == cursor {
+			t.Fatalf("cursor %q after %q: rotation does not move on", r.Next, cursor)
+		}
+		cursor = r.Next
+	}
+}
+
+func TestRotate(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b := openBadger(t, dir)
+	old := testKeyring(t, "k1")
+	keys := map[string][]byte{}
+	for i := range 7 {
+		c := testCert(t, fmt.Sprintf("n%d.example.com", i))
+		keys[c.ID] = c.KeyPEM
+		put := Wrap(b, old).PutCertificate
+		if i%3 == 0 {
+			put = b.PutCertificate // stored before sealing was turned on
+		}
+		if err := put(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"acct1", "acct2"} {
+		if err := Wrap(b, old).PutAccount(ctx, &store.Account{ID: id, KeyPEM: plainKey}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	both := testKeyring(t, "k1", "k2")
+	s := Wrap(b, both)
+	total, scanned, resealed, failed := rotateAll(t, s, 3)
+	if total != 9 || scanned != 9 || resealed != 9 || len(failed) != 0 {
+		t.Errorf("rotation: total %d scanned %d resealed %d failed %v; want 9, 9, 9, none", total, scanned, resealed, failed)
+	}
+	// Again: nothing left to do.
+	if _, scanned, resealed, _ = rotateAll(t, s, 4); scanned != 9 || resealed != 0 {
+		t.Errorf("second rotation: scanned %d resealed %d; want 9, 0", scanned, resealed)
+	}
+
+	// The old key is gone from the keyring: everything still opens.
+	newOnly := Wrap(b, testKeyring(t, "k1", "k2").without(t, "k1"))
+	for id, want := range keys {
+		c, err := newOnly.LookupCertificate(ctx, id)
+		if err != nil || !bytes.Equal(c.KeyPEM, want) {
+			t.Errorf("certificate %s after rotation: %v", id, err)
+		}
+	}
+	for _, id := range []string{"acct1", "acct2"} {
+		if a, err := newOnly.GetAccount(ctx, id); err != nil || !bytes.Equal(a.KeyPEM, plainKey) {
+			t.Errorf("account %s after rotation: %v", id, err)
+		}
+	}
+}
+
+func TestRotateReportsWhatItCannotOpen(t *testing.T) {
+	ctx := context.Background()
+	b := openBadger(t, t.TempDir())
+	t.Cleanup(func() { b.Close() })
+	if err := Wrap(b, testKeyring(t, "lost")).PutCertificate(ctx, testCert(t, "a.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutCertificate(ctx, testCert(t, "b.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := b.GetCertificate(ctx, "a.example.com")
+	s := Wrap(b, testKeyring(t, "k2"))
+	_, scanned, resealed, failed := rotateAll(t, s, 10)
+	if scanned != 2 || resealed != 1 || len(failed) != 1 {
+		t.Fatalf("scanned %d resealed %d failed %v; want 2, 1, one", scanned, resealed, failed)
+	}
+	f := failed[0]
+	if f.Kind != store.KeyOfCertificate || f.ID != "a.example.com" || !strings.Contains(f.Err.Error(), `"lost"`) {
+		t.Errorf("failure %+v: want certificate a.example.com naming key \"lost\"", f)
+	}
+	after, _ := b.GetCertificate(ctx, "a.example.com")
+	if !bytes.Equal(before.KeyPEM, after.KeyPEM) {
+		t.Error("a record that could not be opened was rewritten")
+	}
+}
+
+func TestRotateRefuses(t *testing.T) {
+	b := openBadger(t, t.TempDir())
+	t.Cleanup(func() { b.Close() })
+	for _, tt := range []struct {
+		desc   string
+		s      *Store
+		cursor string
+		limit  int
+		want   string
+	}{
+		{"no keyring", Wrap(b, nil), "", 10, "no key-encryption key file"},
+		{"bad cursor", Wrap(b, testKeyring(t, "k1")), "domain/x", 10, `cursor "domain/x": malformed cursor`},
+		{"bad limit", Wrap(b, testKeyring(t, "k1")), "", 0, "batch size 0"},
+	} {
+		t.Run(tt.desc, func(t *testing.T) {
+			if _, err := tt.s.Rotate(context.Background(), tt.cursor, tt.limit); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want one saying %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// without returns kr without the key id (for tests: a keyring whose old
+// key was removed from the file).
+func (kr *Keyring) without(t *testing.T, id string) *Keyring {
+	t.Helper()
+	out := &Keyring{aeads: map[string]cipher.AEAD{}}
+	for _, k := range kr.ids {
+		if k != id {
+			out.aeads[k] = kr.aeads[k]
+			out.ids = append(out.ids, k)
+			out.current = k
+		}
+	}
+	return out
+}

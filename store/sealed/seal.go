@@ -1,0 +1,116 @@
+package sealed
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+
+	"github.com/certserver/certserver/store"
+)
+
+// A sealed private key is stored as one PEM block in place of the key:
+//
+//	-----BEGIN CERTSERVER SEALED KEY-----
+//	Format: 1
+//	Key-Id: 20261205-3fa9c1
+//
+//	base64 of a 12-byte random nonce followed by the AES-256-GCM ciphertext
+//	-----END CERTSERVER SEALED KEY-----
+//
+// The additional authenticated data binds the ciphertext to its format,
+// its key ID and the record it belongs to (its kind and ID), so that a
+// sealed key copied into another record, or relabelled with another key
+// ID, does not open. A value that does not start with the block's
+// beginning line is a key stored before sealing was turned on, and is
+// read as it is.
+const (
+	sealedType   = "CERTSERVER SEALED KEY"
+	formatHeader = "Format"
+	keyIDHeader  = "Key-Id"
+	formatV1     = "1"
+)
+
+// sealedPrefix starts every sealed value.
+var sealedPrefix = []byte("-----BEGIN " + sealedType + "-----")
+
+// IsSealed reports whether v is a sealed key (as opposed to a plain one).
+func IsSealed(v []byte) bool { return bytes.HasPrefix(v, sealedPrefix) }
+
+// KeyID returns the ID of the key v is sealed under, and false when v is
+// not a sealed key (a plain one) or is malformed.
+func KeyID(v []byte) (string, bool) {
+	if !IsSealed(v) {
+		return "", false
+	}
+	b, _ := pem.Decode(v)
+	if b == nil || b.Type != sealedType {
+		return "", false
+	}
+	id := b.Headers[keyIDHeader]
+	return id, id != ""
+}
+
+// aad returns the additional authenticated data of a sealed key.
+func aad(format, keyID string, kind store.KeyKind, id string) []byte {
+	b := make([]byte, 0, 40+len(format)+len(keyID)+len(kind)+len(id))
+	b = append(b, "certserver sealed key\x00"...)
+	b = append(b, format...)
+	b = append(b, 0)
+	b = append(b, keyID...)
+	b = append(b, 0)
+	b = append(b, kind...)
+	b = append(b, 0)
+	return append(b, id...)
+}
+
+// Seal returns plain sealed under the current key for the record of kind
+// and id. It never fails but for the system's random source.
+func (kr *Keyring) Seal(kind store.KeyKind, id string, plain []byte) ([]byte, error) {
+	aead := kr.aeads[kr.current]
+	buf := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
+	if _, err := rand.Read(buf); err != nil {
+		return nil, fmt.Errorf("seal %s %s: %w", kind, id, err)
+	}
+	ct := aead.Seal(buf, buf, plain, aad(formatV1, kr.current, kind, id))
+	return pem.EncodeToMemory(&pem.Block{
+		Type:    sealedType,
+		Headers: map[string]string{formatHeader: formatV1, keyIDHeader: kr.current},
+		Bytes:   ct,
+	}), nil
+}
+
+// Open returns the private key of the record of kind and id from v as
+// stored: v itself when it is plain, its plaintext when it is sealed. A
+// sealed value that cannot be opened (kr nil, a key ID kr does not hold,
+// tampered with, moved from another record) is an error wrapping ErrOpen
+// that names the record and the key ID, and never the key.
+func (kr *Keyring) Open(kind store.KeyKind, id string, v []byte) ([]byte, error) {
+	if !IsSealed(v) {
+		return v, nil
+	}
+	b, rest := pem.Decode(v)
+	if b == nil || b.Type != sealedType || len(bytes.TrimSpace(rest)) != 0 {
+		return nil, fmt.Errorf("%s %s: sealed key is malformed: %w", kind, id, ErrOpen)
+	}
+	format, keyID := b.Headers[formatHeader], b.Headers[keyIDHeader]
+	if format != formatV1 {
+		return nil, fmt.Errorf("%s %s: sealed key has format %q, this certserver reads %q: %w", kind, id, format, formatV1, ErrOpen)
+	}
+	if kr == nil {
+		return nil, fmt.Errorf("%s %s: private key is sealed under key %q and no key-encryption key file is configured ([store] key_encryption_key_file): %w", kind, id, keyID, ErrOpen)
+	}
+	aead := kr.aeads[keyID]
+	if aead == nil {
+		return nil, fmt.Errorf("%s %s: private key is sealed under key %q, which the key-encryption key file does not hold: %w", kind, id, keyID, ErrOpen)
+	}
+	if len(b.Bytes) < aead.NonceSize()+aead.Overhead() {
+		return nil, fmt.Errorf("%s %s: sealed key under key %q is truncated: %w", kind, id, keyID, ErrOpen)
+	}
+	n := aead.NonceSize()
+	plain, err := aead.Open(nil, b.Bytes[:n], b.Bytes[n:], aad(format, keyID, kind, id))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: sealed key does not authenticate under key %q (tampered with, or copied from another record): %w", kind, id, keyID, ErrOpen)
+	}
+	return plain, nil
+}

@@ -50,6 +50,9 @@ type config struct {
 
 type storeConfig struct {
 	Path string `toml:"path"`
+	// KeyEncryptionKeyFile is the keyring (store/sealed) that encrypts the
+	// private keys the store holds; "" stores them in clear.
+	KeyEncryptionKeyFile string `toml:"key_encryption_key_file"`
 }
 
 type certsConfig struct {

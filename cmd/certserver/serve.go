@@ -15,6 +15,7 @@ import (
 
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/sealed"
 )
 
 const serveHelp = `
@@ -34,7 +35,10 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
     and CAA before every order ([preflight]), paces orders to each CA's
     rate limits ([acme.limits]) and can fall back to further CAs
     ([[acme.fallback]]);
-  - the certificate store, a Badger database in a directory.
+  - the certificate store, a Badger database in a directory; with
+    [store] key_encryption_key_file set, the private keys in it are
+    encrypted (AES-256-GCM) under the last key of that file, and a key
+    that cannot be decrypted is never served (see 'certserver keys').
 
 The configuration file is TOML; deploy/certserver.toml documents every key.
 An unknown key or a bad value stops the start with an error naming the key.
@@ -90,10 +94,18 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		files = f
 	}
 
-	st, err := store.OpenBadger(cfg.Store.Path, store.BadgerOptions{Logger: logger.With("subsystem", "store")})
+	keyring, err := loadKeyring(cfg.Store)
+	if err != nil {
+		return err
+	}
+	badger, err := store.OpenBadger(cfg.Store.Path, store.BadgerOptions{Logger: logger.With("subsystem", "store")})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
 	}
+	// Every part reads and writes through the decorator: with a keyring it
+	// encrypts private keys at rest; without, it refuses to hand out a key
+	// that was encrypted.
+	st := sealed.Wrap(badger, keyring)
 	// Deferred first, so it runs last: after the servers and the renewer
 	// have stopped.
 	defer func() {
@@ -102,10 +114,12 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		}
 	}()
 
-	// The metrics and the status page are served by the admin API.
+	// The metrics and the status page are served by the admin API. The
+	// inventory reads no private key: it scans the store below the
+	// decorator, without decrypting every key every scan.
 	var metrics *certserver.Metrics
 	if cfg.Admin.Enabled {
-		if metrics, err = certserver.NewMetrics(certserver.MetricsConfig{}, st, logger); err != nil {
+		if metrics, err = certserver.NewMetrics(certserver.MetricsConfig{}, badger, logger); err != nil {
 			return err
 		}
 	}
@@ -159,6 +173,9 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			Metrics:          metrics,
 			Ready:            func(ctx context.Context) error { return dialEach(ctx, certs.Addrs()) },
 		}
+		if keyring != nil {
+			adminCfg.Keys = st
+		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
 			adminCfg.Queue = queueStats{is.renewer}
@@ -201,7 +218,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	if w := socketGroupWarning(cfg.Certs, stockNginxConf); w != nil {
 		logger.Warn(w.msg, w.attrs...)
 	}
-	logStart(logger, cfg, certs, challenge, admin, is)
+	logStart(logger, cfg, keyring, certs, challenge, admin, is)
 
 	// Everything stops when ctx is done or when a server fails; the store
 	// closes once all of it has stopped.
@@ -246,9 +263,15 @@ func serve(ctx context.Context, e *env, cfg config) error {
 
 // logStart writes the start line: where the servers listen and whether
 // issuance and on-demand issuance are on, in words and as attributes.
-func logStart(logger *slog.Logger, cfg config, certs *certserver.CertEndpoint, challenge *certserver.ChallengeEndpoint,
+func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *certserver.CertEndpoint, challenge *certserver.ChallengeEndpoint,
 	admin *certserver.AdminAPI, is *issuance) {
 	attrs := []any{"version", version(), "store", cfg.Store.Path}
+	if keyring != nil {
+		// The key's ID, never the key.
+		attrs = append(attrs, "key_encryption_key", keyring.Current())
+	} else {
+		attrs = append(attrs, "key_encryption_key", "none")
+	}
 	var parts []string
 	for _, a := range certs.Addrs() {
 		attrs = append(attrs, "certs_"+a.Network(), a.String())
@@ -353,4 +376,17 @@ func dialEach(ctx context.Context, addrs []net.Addr) error {
 		conn.Close()
 	}
 	return nil
+}
+
+// loadKeyring reads the key-encryption keys [store] key_encryption_key_file
+// names; nil when it names none.
+func loadKeyring(cfg storeConfig) (*sealed.Keyring, error) {
+	if cfg.KeyEncryptionKeyFile == "" {
+		return nil, nil
+	}
+	kr, err := sealed.LoadKeyring(cfg.KeyEncryptionKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("store.key_encryption_key_file: %w", err)
+	}
+	return kr, nil
 }

@@ -94,6 +94,10 @@ func (c *config) validateFleet(defined bool, bad func(key, format string, args .
 			bad("fleet.database_url", "%v", err)
 		}
 	}
+	if c.Store.KeyEncryptionKeyFile == "" {
+		bad("store.key_encryption_key_file", "is required with [fleet]: private keys are kept encrypted in the shared database; "+
+			"create it once with 'install -m 600 /dev/null /etc/certserver/kek; certserver keys generate >> /etc/certserver/kek' and give every host of the fleet the same file")
+	}
 	if f.PoolSize < minFleetPoolSize || f.PoolSize > maxFleetPoolSize {
 		bad("fleet.pool_size", "%d is not from %d to %d (one connection listens for changes, the others serve the admin API and the renewer)",
 			f.PoolSize, minFleetPoolSize, maxFleetPoolSize)

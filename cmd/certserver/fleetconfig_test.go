@@ -27,27 +27,28 @@ func TestFleetConfig(t *testing.T) {
 				t.Errorf("fleet enabled %v, host name %q; want off", c.fleetEnabled(), c.Fleet.HostName)
 			}
 		}},
-		{desc: "defaults", doc: "[fleet]\ndatabase_url = \"postgres://cs:" + pw + "@db:5432/cs\"\n", check: func(t *testing.T, c config) {
+		{desc: "defaults", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://cs:" + pw + "@db:5432/cs\"\n", check: func(t *testing.T, c config) {
 			h, _ := os.Hostname()
 			if !c.fleetEnabled() || c.Fleet.PoolSize != 10 || !c.Fleet.Renew || c.Fleet.HostName != h {
 				t.Errorf("fleet %+v, want pool 10, renew, host name %q", c.Fleet, h)
 			}
 		}},
-		{desc: "every key", doc: "[fleet]\ndatabase_url_file = \"/etc/certserver/database.url\"\nhost_name = \"edge-7\"\npool_size = 4\nrenew = false\n",
+		{desc: "every key", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url_file = \"/etc/certserver/database.url\"\nhost_name = \"edge-7\"\npool_size = 4\nrenew = false\n",
 			check: func(t *testing.T, c config) {
 				f := c.Fleet
 				if f.DatabaseURLFile != "/etc/certserver/database.url" || f.HostName != "edge-7" || f.PoolSize != 4 || f.Renew {
 					t.Errorf("fleet %+v", f)
 				}
 			}},
-		{desc: "key=value form", doc: "[fleet]\ndatabase_url = \"host=db user=cs password=" + pw + "\"\n"},
-		{desc: "section without a database", doc: "[fleet]\nhost_name = \"a\"\n", want: "fleet.database_url: [fleet] needs the PostgreSQL database"},
-		{desc: "both", doc: "[fleet]\ndatabase_url = \"postgres://db/cs\"\ndatabase_url_file = \"/x\"\n", want: "both set"},
-		{desc: "not postgres", doc: "[fleet]\ndatabase_url = \"mysql://cs:" + pw + "@db/cs\"\n", want: `scheme "mysql"`},
-		{desc: "not a connection string", doc: "[fleet]\ndatabase_url = \"" + pw + "\"\n", want: "neither a postgres:// URL"},
-		{desc: "pool too small", doc: "[fleet]\ndatabase_url = \"postgres://db/cs\"\npool_size = 1\n", want: "fleet.pool_size: 1 is not from 2 to 1000"},
-		{desc: "host name with a space", doc: "[fleet]\ndatabase_url = \"postgres://db/cs\"\nhost_name = \"a b\"\n", want: "fleet.host_name"},
-		{desc: "unknown key", doc: "[fleet]\ndatabase_url = \"postgres://db/cs\"\npassword = \"x\"\n", want: `unknown key "fleet.password" (keys of [fleet]: database_url, database_url_file, host_name, pool_size, renew)`},
+		{desc: "key=value form", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"host=db user=cs password=" + pw + "\"\n"},
+		{desc: "section without a database", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\nhost_name = \"a\"\n", want: "fleet.database_url: [fleet] needs the PostgreSQL database"},
+		{desc: "both", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\ndatabase_url_file = \"/x\"\n", want: "both set"},
+		{desc: "not postgres", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"mysql://cs:" + pw + "@db/cs\"\n", want: `scheme "mysql"`},
+		{desc: "not a connection string", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"" + pw + "\"\n", want: "neither a postgres:// URL"},
+		{desc: "pool too small", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\npool_size = 1\n", want: "fleet.pool_size: 1 is not from 2 to 1000"},
+		{desc: "host name with a space", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\nhost_name = \"a b\"\n", want: "fleet.host_name"},
+		{desc: "no key-encryption key", doc: "[fleet]\ndatabase_url = \"postgres://db/cs\"\n", want: "store.key_encryption_key_file: is required with [fleet]"},
+		{desc: "unknown key", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\npassword = \"x\"\n", want: `unknown key "fleet.password" (keys of [fleet]: database_url, database_url_file, host_name, pool_size, renew)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -74,7 +75,7 @@ func TestFleetConfig(t *testing.T) {
 func TestDatabaseURLNeverShown(t *testing.T) {
 	const pw = "s3cr3t-pw"
 	c := defaultConfig()
-	if err := parseConfig("[fleet]\ndatabase_url = \"postgres://cs:"+pw+"@db/cs\"\n", &c); err != nil {
+	if err := parseConfig("[store]\nkey_encryption_key_file = \"/k\"\n[fleet]\ndatabase_url = \"postgres://cs:"+pw+"@db/cs\"\n", &c); err != nil {
 		t.Fatal(err)
 	}
 	var logged bytes.Buffer

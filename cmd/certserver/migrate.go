@@ -17,18 +17,24 @@ const migrateBatch = 500
 // migrateCount is what a migration did with one kind of record.
 type migrateCount struct {
 	// Copied were written to the database: missing there, or (a
-	// certificate) newer than the one there.
+	// certificate) expiring later than the one there.
 	Copied int `json:"copied"`
-	// There were already in the database as they are in the store.
+	// There were already in the database and were left as they are there
+	// (a name the fleet already manages keeps its record, whatever it
+	// says).
 	There int `json:"already_there"`
-	// Kept differ in the database, whose record was kept: a name the
-	// fleet already manages, a certificate the database has a newer one
-	// of, a rate-limit bucket that spent more.
-	Kept int `json:"kept"`
+	// Kept differ in the database, whose record was kept because it is
+	// newer: a certificate that expires later, a rate-limit bucket that
+	// spent more, a challenge token the fleet uses with another answer.
+	Kept int `json:"kept_newer"`
 }
 
 func (c migrateCount) String() string {
-	return fmt.Sprintf("%d copied, %d already there, %d kept as the database has them", c.Copied, c.There, c.Kept)
+	s := fmt.Sprintf("%d copied, %d already there", c.Copied, c.There)
+	if c.Kept > 0 {
+		s += fmt.Sprintf(", %d kept as the database has them (newer there)", c.Kept)
+	}
+	return s
 }
 
 // migrateSummary is what `fleet migrate` did, by kind of record.
@@ -202,51 +208,31 @@ func (m *migration) putCertificates(ctx context.Context, cs []*store.Certificate
 	return nil
 }
 
+// domains copies the names in batches of migrateDomainBatch. AddDomains
+// writes each record as it is (state, due time, history) unless the
+// database already manages the name, which then keeps its record.
 func (m *migration) domains(ctx context.Context, c *migrateCount) error {
 	for after := ""; ; {
-		ds, err := m.src.ListDomains(ctx, after, migrateBatch)
+		ds, err := m.src.ListDomains(ctx, after, migrateDomainBatch)
 		if err != nil {
 			return err
 		}
-		for _, d := range ds {
-			switch have, err := m.dst.GetDomain(ctx, d.Name); {
-			case errors.Is(err, store.ErrNotFound):
-				// PutDomain keeps the state, the due time (the due index
-				// entry) and the history as they are.
-				if err := m.dst.PutDomain(ctx, d); err != nil {
-					return err
-				}
-				c.Copied++
-			case err != nil:
-				return err
-			case sameDomain(have, d):
-				c.There++
-			default:
-				c.Kept++
-			}
+		added, existing, err := m.dst.AddDomains(ctx, ds)
+		if err != nil {
+			return err
 		}
+		c.Copied += added
+		c.There += existing
 		m.step(len(ds))
-		if len(ds) < migrateBatch {
+		if len(ds) < migrateDomainBatch {
 			return nil
 		}
 		after = ds[len(ds)-1].Name
 	}
 }
 
-// sameDomain reports whether a and b are the same management record as
-// far as the renewer is concerned (the database keeps times to the
-// microsecond).
-func sameDomain(a, b *store.Domain) bool {
-	return a.State == b.State && a.CertID == b.CertID && a.ManagedWith == b.ManagedWith &&
-		a.Failures == b.Failures && a.LastError == b.LastError &&
-		sameTime(a.NextAttempt, b.NextAttempt) && sameTime(a.FailingSince, b.FailingSince)
-}
-
-// sameTime compares times as the database stores them, to the
-// microsecond.
-func sameTime(a, b time.Time) bool {
-	return a.Truncate(time.Microsecond).Equal(b.Truncate(time.Microsecond))
-}
+// migrateDomainBatch is how many names one write of `fleet migrate` adds.
+const migrateDomainBatch = 5000
 
 func (m *migration) rateBuckets(ctx context.Context, c *migrateCount) error {
 	type bucketKey struct{ limit, key string }
@@ -304,4 +290,10 @@ func (m *migration) challenges(ctx context.Context, c *migrateCount) error {
 		m.step(1)
 	}
 	return nil
+}
+
+// sameTime compares times as the database stores them, to the
+// microsecond.
+func sameTime(a, b time.Time) bool {
+	return a.Truncate(time.Microsecond).Equal(b.Truncate(time.Microsecond))
 }

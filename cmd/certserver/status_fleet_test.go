@@ -69,4 +69,3 @@ func TestStatusFleet(t *testing.T) {
 		}
 	})
 }
-

@@ -50,21 +50,26 @@ func (b *Badger) PutChallenge(ctx context.Context, token, keyAuth string, expire
 	if err := ValidateChallenge(token, keyAuth); err != nil {
 		return fmt.Errorf("put challenge: %w", err)
 	}
-	ttl := expires.Sub(b.now())
-	val, err := encodeJSON(&challengeRecord{KeyAuth: keyAuth, Expires: expires})
-	if err != nil {
-		return fmt.Errorf("put challenge %s: %w", token, err)
-	}
-	err = b.update(ctx, func(txn *badger.Txn) error {
-		if ttl <= 0 {
-			return txn.Delete(key(prefixToken, token))
-		}
-		return txn.SetEntry(badger.NewEntry(key(prefixToken, token), val).WithTTL(ttl + time.Second))
+	err := b.update(ctx, func(txn *badger.Txn) error {
+		return b.putChallenge(txn, token, keyAuth, expires)
 	})
 	if err != nil {
 		return fmt.Errorf("put challenge %s: %w", token, err)
 	}
 	return nil
+}
+
+// putChallenge writes what PutChallenge stores in txn.
+func (b *Badger) putChallenge(txn *badger.Txn, token, keyAuth string, expires time.Time) error {
+	ttl := expires.Sub(b.now())
+	if ttl <= 0 {
+		return txn.Delete(key(prefixToken, token))
+	}
+	val, err := encodeJSON(&challengeRecord{KeyAuth: keyAuth, Expires: expires})
+	if err != nil {
+		return err
+	}
+	return txn.SetEntry(badger.NewEntry(key(prefixToken, token), val).WithTTL(ttl + time.Second))
 }
 
 // GetChallenge implements Store.

@@ -215,28 +215,44 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 // DeleteCertificate implements Store.
 func (b *Badger) DeleteCertificate(ctx context.Context, id string) error {
 	err := b.update(ctx, func(txn *badger.Txn) error {
-		item, err := txn.Get(key(prefixCert, id))
-		if err != nil {
-			return notFound(err)
-		}
-		var old Certificate
-		if err := readCertificate(item, &old); err != nil {
+		var changed changeSet
+		switch found, err := b.deleteCertificate(txn, id, &changed); {
+		case err != nil:
 			return err
+		case !found:
+			return ErrNotFound
 		}
-		for _, name := range old.Names {
-			if err := b.unlink(txn, name, id); err != nil {
-				return err
-			}
-		}
-		if err := recordChange(txn, append([]string{id}, old.Names...)); err != nil {
-			return err
-		}
-		return txn.Delete(key(prefixCert, id))
+		return recordChange(txn, changed.names)
 	})
 	if err != nil {
 		return fmt.Errorf("delete certificate %s: %w", id, err)
 	}
 	return nil
+}
+
+// deleteCertificate removes the record id in txn and unlinks its names,
+// adding the ID and the names to changed; it reports false, and writes
+// nothing, when there is no such record.
+func (b *Badger) deleteCertificate(txn *badger.Txn, id string, changed *changeSet) (bool, error) {
+	item, err := txn.Get(key(prefixCert, id))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	var old Certificate
+	if err := readCertificate(item, &old); err != nil {
+		return false, err
+	}
+	changed.add(id)
+	for _, name := range old.Names {
+		changed.add(name)
+		if err := b.unlink(txn, name, id); err != nil {
+			return false, err
+		}
+	}
+	return true, txn.Delete(key(prefixCert, id))
 }
 
 // unlink removes certificate id's claim on name and, when name is linked to

@@ -23,6 +23,8 @@ import (
 //	h/VERSION            change history: the names one certificate write
 //	                     changed, newline-separated (changes.go)
 //	H/                   change history: epoch and last version
+//	R/                   the last version of a fleet's shared store
+//	                     that Apply wrote (8 bytes; badger_replica.go)
 //
 // How each record's value is encoded is in encode.go: certificates and
 // domains in a compact binary form, accounts and challenges as JSON.

@@ -61,7 +61,7 @@ func (s *Store) ChangesAfter(ctx context.Context, after uint64, limit int) ([]st
 		out = out[:0]
 		var b pgx.Batch
 		b.Queue("SELECT pruned_through FROM replication_state")
-		b.Queue("SELECT c.version, "+certColumns+" FROM certificates c WHERE c.version > $1 ORDER BY c.version LIMIT $2", int64(after), limit)
+		b.Queue("SELECT "+certColumns+", c.version FROM certificates c WHERE c.version > $1 ORDER BY c.version LIMIT $2", int64(after), limit)
 		b.Queue("SELECT version, token, key_auth, expires_ns FROM challenges WHERE version > $1 ORDER BY version LIMIT $2", int64(after), limit)
 		b.Queue("SELECT version, kind, key FROM tombstones WHERE version > $1 ORDER BY version LIMIT $2", int64(after), limit)
 		res := tx.SendBatch(ctx, &b)

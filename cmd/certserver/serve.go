@@ -38,7 +38,14 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
   - the certificate store, a Badger database in a directory; with
     [store] key_encryption_key_file set, the private keys in it are
     encrypted (AES-256-GCM) under the last key of that file, and a key
-    that cannot be decrypted is never served (see 'certserver keys').
+    that cannot be decrypted is never served (see 'certserver keys');
+  - with [fleet], the fleet's PostgreSQL database is the store of record
+    (names, certificates, accounts, challenges, rate limits, shared by
+    every host), and the Badger store becomes this host's local copy of
+    its certificates and challenges, kept in step within about a second
+    of every change: nginx's handshakes and the CA's HTTP-01 requests are
+    answered from it, so they go on while the database is down (admin
+    writes then answer 503 and nothing is ordered until it is back).
 
 The configuration file is TOML; deploy/certserver.toml documents every key.
 An unknown key or a bad value stops the start with an error naming the key.
@@ -339,8 +346,16 @@ func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *c
 	} else {
 		attrs = append(attrs, "admin", "disabled")
 	}
+	if cfg.fleetEnabled() {
+		// The host's name, never the database's URL.
+		parts = append(parts, "fleet host "+cfg.Fleet.HostName)
+		attrs = append(attrs, "fleet_host", cfg.Fleet.HostName, "fleet_renews", cfg.Fleet.Renew)
+	}
 	msg := "certserver started: " + strings.Join(parts, ", ")
 	switch {
+	case is == nil && cfg.ACME.Directory != "" && cfg.fleetEnabled() && !cfg.Fleet.Renew:
+		msg += "; issuance off on this host (fleet.renew = false: the fleet's other hosts renew)"
+		attrs = append(attrs, "issuance", "off", "on_demand", "off")
 	case is == nil:
 		msg += "; issuance off (acme.directory is not set: added names wait)"
 		attrs = append(attrs, "issuance", "off", "on_demand", "off")

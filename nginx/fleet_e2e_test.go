@@ -61,7 +61,7 @@ type fleetMember struct {
 }
 
 // startFleet starts PostgreSQL and n hosts.
-func startFleet(t *testing.T, n int) *fleet {
+func startFleet(t testing.TB, n int) *fleet {
 	t.Helper()
 	f := &fleet{bin: certserverBinary(t), ca: newTestCA(t), cluster: pgtest.Start(t)}
 	f.fallback = f.ca.issue(t, "fallback.invalid")
@@ -93,7 +93,7 @@ func startFleet(t *testing.T, n int) *fleet {
 
 // join starts one more host, waits until it is ready (its copy caught up
 // with the fleet) and returns it.
-func (f *fleet) join(t *testing.T) *fleetMember {
+func (f *fleet) join(t testing.TB) *fleetMember {
 	t.Helper()
 	i := len(f.hosts)
 	m := &fleetMember{name: fmt.Sprintf("host-%d", i+1), ip: fmt.Sprintf("127.0.0.%d", i+2)}
@@ -398,7 +398,7 @@ func TestFleetJoin(t *testing.T) {
 
 // adminPost sends a JSON body to the sidecar's admin API with its token
 // and returns the status and the body of the answer.
-func (s *sidecar) adminPost(t *testing.T, path, body string) (int, string) {
+func (s *sidecar) adminPost(t testing.TB, path, body string) (int, string) {
 	t.Helper()
 	tok, err := os.ReadFile(s.tokenFile)
 	if err != nil {

@@ -15,11 +15,12 @@ import (
 type follower struct{ f *replica.Follower }
 
 // newFollower returns the follower that applies the changes of the
-// fleet's database to the host's local Badger store. Both hold private
+// fleet's database to the host's local Badger store, reporting host (and
+// whether it renews) to the fleet. Both hold private
 // keys sealed; the local store's decorator opens them when they are
 // served.
-func newFollower(cfg fleetConfig, shared *postgres.Store, local *store.Badger, logger *slog.Logger) (fleetFollower, error) {
-	f, err := replica.New(replica.Config{Source: shared, Replica: local, Host: cfg.HostName, Renews: cfg.Renew, Logger: logger})
+func newFollower(host string, renews bool, shared *postgres.Store, local *store.Badger, logger *slog.Logger) (fleetFollower, error) {
+	f, err := replica.New(replica.Config{Source: shared, Replica: local, Host: host, Renews: renews, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
@@ -45,13 +47,43 @@ func openFleet(ctx context.Context, cfg config, keyring *sealed.Keyring, local *
 	if err != nil {
 		return nil, err
 	}
-	f := &fleetHost{name: cfg.Fleet.HostName, renews: cfg.Fleet.Renew, shared: shared, store: sealed.Wrap(shared, keyring)}
-	f.follower, err = newFollower(cfg.Fleet, shared, local, logger.With("subsystem", "follower"))
+	// A host renews when it may (renew) and can (a CA is configured).
+	renews := cfg.Fleet.Renew && cfg.ACME.Directory != ""
+	f := &fleetHost{name: cfg.Fleet.HostName, renews: renews, shared: shared, store: sealed.Wrap(shared, keyring)}
+	f.follower, err = newFollower(cfg.Fleet.HostName, renews, shared, local, logger.With("subsystem", "follower"))
 	if err != nil {
 		shared.Close()
 		return nil, err
 	}
+	if f.renews {
+		f.warnOtherRenewers(ctx, logger)
+	}
 	return f, nil
+}
+
+// otherRenewerSeen is how recently another host must have reported for
+// warnOtherRenewers to count it as running (hosts report every 10 s).
+const otherRenewerSeen = 2 * time.Minute
+
+// warnOtherRenewers logs a warning naming the other hosts of the fleet
+// that renew too. Their renewers take due names from the one queue
+// without a lease on them yet, so two hosts may order the same name at
+// once: until work is leased, one host of a fleet renews.
+func (f *fleetHost) warnOtherRenewers(ctx context.Context, logger *slog.Logger) {
+	hs, err := f.shared.Hosts(ctx)
+	if err != nil {
+		return // the follower reports the database's state
+	}
+	var others []string
+	for _, h := range hs {
+		if h.Name != f.name && h.Renews && time.Since(h.SeenAt) < otherRenewerSeen {
+			others = append(others, h.Name)
+		}
+	}
+	if len(others) > 0 {
+		logger.Warn("other hosts of the fleet renew too, and two renewers may order the same name at once: set renew = false in [fleet] on every host but one",
+			"hosts", strings.Join(others, ","), "host", f.name)
+	}
 }
 
 // FleetStatus implements certserver.Fleet.

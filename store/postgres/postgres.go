@@ -22,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"syscall"
@@ -123,9 +124,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	pc, err := pgxpool.ParseConfig(opts.URL)
 	if err != nil {
-		// pgx's message quotes the URL (its password masked on a best
-		// effort basis only): none of it is repeated here.
-		return nil, errors.New("open postgres: the database URL cannot be parsed (it is not shown here since it may hold a password); see https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING")
+		return nil, fmt.Errorf("open postgres: the database URL cannot be parsed%s (the URL is not shown: it may hold a password); see https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING", parseReason(err))
 	}
 	pc.MaxConns = opts.MaxConns
 	pc.ConnConfig.ConnectTimeout = opts.ConnectTimeout
@@ -149,6 +148,22 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres %s: %w", where, s.fail(err))
 	}
 	return s, nil
+}
+
+// parseReason returns ": " and why pgx could not parse a database URL,
+// when that can be said without quoting the URL; else "". pgx's own
+// message quotes the URL, its password masked on a best effort basis
+// only, and so does a net/url error.
+func parseReason(err error) string {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return ""
+	}
+	inner := errors.Unwrap(err)
+	if inner == nil {
+		return ""
+	}
+	return ": " + inner.Error()
 }
 
 // describe names a database for errors and logs: host, port and database,
@@ -218,7 +233,7 @@ func unavailable(err error) bool {
 // retryable reports whether a transaction that failed with err may be run
 // again whole: the server chose it as the victim of a deadlock or a
 // serialization conflict, or its connection failed before anything was
-// sent (a pooled connection the server had closed).
+// sent.
 func retryable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -230,26 +245,46 @@ func retryable(err error) bool {
 // rollbackTimeout bounds the rollback of a transaction whose work failed.
 const rollbackTimeout = 5 * time.Second
 
-// maxAttempts bounds how often a transaction is run when it fails in a way
-// retryable allows.
+// maxAttempts bounds how often retry runs its function.
 const maxAttempts = 5
 
-// tx runs fn in a transaction of the given options and commits it. A
-// failure retryable allows runs it again whole (fn must not keep state
-// across calls); errors that say the database is unreachable wrap
-// store.ErrUnavailable. Nothing fn wrote stays when it returns an error.
-func (s *Store) tx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+// retry runs fn, again when it fails in a way retryable allows, and once
+// more after the first failure that says the database is unreachable:
+// the pool may hold connections a server that restarted has closed, so it
+// drops them all (pgxpool.Pool.Reset) and the next attempt connects
+// afresh. A server that is really gone fails that attempt too. Errors that
+// say the database is unreachable wrap store.ErrUnavailable; a context
+// that is done is its error.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var err error
+	var (
+		err   error
+		reset bool
+	)
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
-		err = s.tryTx(ctx, opts, fn)
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		err = fn()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		if !reset && unavailable(err) {
+			s.pool.Reset()
+			reset = true
+			continue
+		}
+		if !retryable(err) {
 			break
 		}
 	}
 	return s.fail(err)
+}
+
+// tx runs fn in a transaction of the given options and commits it,
+// through retry (fn must not keep state across calls). Nothing fn wrote
+// stays when it returns an error.
+func (s *Store) tx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	return s.retry(ctx, func() error { return s.tryTx(ctx, opts, fn) })
 }
 
 // tryTx runs fn in one transaction and commits it. An error of fn is
@@ -295,21 +330,11 @@ func (s *Store) read(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.tx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, fn)
 }
 
-// query runs fn with a connection of the pool, outside a transaction
-// (one statement is its own). A failure before anything was sent is tried
-// again; unreachable errors wrap store.ErrUnavailable.
+// query runs fn with the pool, outside a transaction (each statement is
+// its own), through retry. Each statement fn runs must do the same when
+// it runs twice.
 func (s *Store) query(ctx context.Context, fn func(q querier) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var err error
-	for attempt := 1; attempt <= maxAttempts; attempt++ {
-		err = fn(s.pool)
-		if err == nil || !pgconn.SafeToRetry(err) || ctx.Err() != nil {
-			break
-		}
-	}
-	return s.fail(err)
+	return s.retry(ctx, func() error { return fn(s.pool) })
 }
 
 // querier is what a pool and a transaction both do.

@@ -8,11 +8,13 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/sealed"
 	"github.com/valyala/fasthttp"
 )
 
@@ -152,5 +154,81 @@ func fillStore(b *testing.B, st store.Store, n int) {
 	close(errc)
 	if err := <-errc; err != nil {
 		b.Fatal(err)
+	}
+}
+
+// BenchmarkCertEndpointSealed measures the cost of private keys encrypted
+// at rest on the certificate endpoint's lookup: the handler and the real
+// store, without the network, with sealedBenchCerts certificates whose
+// keys are the size of a PKCS #8 P-256 key, stored in clear ("plain", the
+// store wrapped without a keyring, as serve runs without one) and sealed
+// under AES-256-GCM ("sealed": each lookup decrypts the key).
+//
+//	go test -run '^$' -bench BenchmarkCertEndpointSealed -benchtime 200000x ./certserver/
+func BenchmarkCertEndpointSealed(b *testing.B) {
+	const n = sealedBenchCerts
+	for _, tc := range []struct {
+		name string
+		kr   *sealed.Keyring
+	}{
+		{"plain", nil},
+		{"sealed", testKeyring(b, kek{"bench", 1})},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			st := sealed.Wrap(newTestStore(b), tc.kr)
+			fillStoreKeys(b, st, n)
+			// A generous lookup bound: the machine running it may be loaded.
+			e, err := NewCertEndpoint(CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: 10 * time.Second}, st, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var rc fasthttp.RequestCtx
+				rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+				uri := make([]byte, 0, 64)
+				for pb.Next() {
+					uri = fmt.Appendf(uri[:0], "/v1/certs/%s", benchName(rng.IntN(n)))
+					rc.Request.SetRequestURIBytes(uri)
+					e.handle(&rc)
+					if rc.Response.StatusCode() != fasthttp.StatusOK {
+						b.Errorf("status %d for %s", rc.Response.StatusCode(), uri)
+						return
+					}
+					rc.Response.Reset()
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
+		})
+	}
+}
+
+// sealedBenchCerts is how many certificates BenchmarkCertEndpointSealed
+// stores.
+const sealedBenchCerts = 20_000
+
+// fillStoreKeys stores n certificates as fillStore does, with keys of the
+// size of a PEM PKCS #8 P-256 key (241 bytes).
+func fillStoreKeys(b *testing.B, st store.Store, n int) {
+	ctx := context.Background()
+	notAfter := time.Now().Add(60 * 24 * time.Hour)
+	body := strings.Repeat("MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg", 4)[:184]
+	const batch = 500
+	for i := 0; i < n; i += batch {
+		var cs []*store.Certificate
+		for j := i; j < min(n, i+batch); j++ {
+			name := benchName(j)
+			cs = append(cs, &store.Certificate{
+				ID: name, Names: []string{name},
+				ChainPEM: []byte("-----BEGIN CERTIFICATE-----\nfake " + name + "\n-----END CERTIFICATE-----\n"),
+				KeyPEM:   []byte("-----BEGIN PRIVATE KEY-----\n" + body[:64] + "\n" + body[64:128] + "\n" + body[128:] + "\n-----END PRIVATE KEY-----\n"),
+				NotAfter: notAfter, Issuer: "CN=bench", Serial: fmt.Sprintf("%x", j+1),
+				Source: "import", StoredAt: time.Now(),
+			})
+		}
+		if err := st.PutCertificates(ctx, cs); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/sealed"
 	"github.com/valyala/fasthttp"
 )
 
@@ -129,11 +130,15 @@ func decideImport(c, old *store.Certificate) importDecision {
 }
 
 // storedCertificate returns the certificate stored under id, nil when
-// there is none.
+// there is none, or when its private key cannot be decrypted: an import is
+// how an operator replaces such a record.
 func (a *AdminAPI) storedCertificate(ctx context.Context, id string) (*store.Certificate, error) {
 	old, err := a.store.GetCertificate(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case errors.Is(err, sealed.ErrOpen):
+		a.log.Warn("the stored certificate's key cannot be decrypted: the import replaces it", "id", id, "error", err)
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("get certificate %s: %w", id, err)

@@ -224,3 +224,26 @@ func TestAdminRotateKeys(t *testing.T) {
 	}
 	assertNoSecrets(t, logs.String(), keys, testKEK(1), testKEK(2))
 }
+
+// TestImportReplacesUnreadableKey: an import is how an operator replaces
+// a certificate whose stored key cannot be decrypted; the endpoint then
+// serves the new one.
+func TestImportReplacesUnreadableKey(t *testing.T) {
+	inner := newTestStore(t)
+	st := sealed.Wrap(inner, testKeyring(t, kek{"k1", 1}))
+	notAfter := time.Now().Add(30 * 24 * time.Hour)
+	lost := newTestCert(t, notAfter, "lost.example.com")
+	putCert(t, sealed.Wrap(inner, testKeyring(t, kek{"gone", 9})), &store.Certificate{ID: "lost.example.com", Names: []string{"lost.example.com"}, ChainPEM: lost.chain, KeyPEM: lost.key, NotAfter: notAfter, Serial: lost.serial})
+	cl, err := client.New(startAdmin(t, AdminConfig{Token: testToken}, st), testToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := newTestCert(t, notAfter.Add(time.Hour), "lost.example.com")
+	if _, err := cl.ImportCertificate(context.Background(), &api.ImportRequest{ChainPEM: string(fresh.chain), KeyPEM: string(fresh.key)}); err != nil {
+		t.Fatalf("import over a record whose key cannot be decrypted: %v", err)
+	}
+	c, err := st.LookupCertificate(context.Background(), "lost.example.com")
+	if err != nil || !bytes.Equal(c.KeyPEM, fresh.key) {
+		t.Fatalf("after the import: %v", err)
+	}
+}

@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/certserver/client"
 	"github.com/certserver/certserver/store/sealed"
 )
+
+// The admin API rotates keys through the store decorator serve wraps
+// every store in.
+var _ certserver.KeyRotator = (*sealed.Store)(nil)
 
 const keysHelp = `
 Manages the key-encryption keys that encrypt the private keys certserver

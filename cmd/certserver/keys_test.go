@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -263,5 +264,58 @@ func TestKeysStartFailures(t *testing.T) {
 				t.Error("the error holds the key")
 			}
 		})
+	}
+}
+
+// TestKeysRotateReportsUnreadable: a stored key sealed under a key the
+// file no longer holds is listed, left as it is, and makes the command
+// exit 1.
+func TestKeysRotateReportsUnreadable(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	storeDir, kekPath := filepath.Join(dir, "store"), filepath.Join(dir, "kek")
+	lostLine, _ := generateKeyLine(t)
+	line, id := generateKeyLine(t)
+	lost, err := sealed.ParseKeyring(strings.NewReader(lostLine+"\n"), "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, key := genCert(t, time.Now().Add(30*24*time.Hour), "lost.example.com")
+	c, err := store.ParseCertificate(chain, key, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := store.OpenBadger(storeDir, store.BadgerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sealed.Wrap(b, lost).PutCertificate(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := os.WriteFile(kekPath, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServe(t, "[store]\npath = \""+storeDir+"\"\nkey_encryption_key_file = \""+kekPath+"\"\n"+
+		"[certs]\nsocket = \"\"\nlisten = \"127.0.0.1:0\"\n[challenge]\nlisten = \"\"\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+	e, stdout, stderr := testEnv(map[string]string{"CERTSERVER_ADMIN_TOKEN": testToken})
+	if code := run(ctx, e, []string{"keys", "rotate", "--admin", s.admin, "--json", "--progress", "none"}); code != exitFailure {
+		t.Fatalf("exit %d, want %d\n%s\n%s", code, exitFailure, stdout, stderr)
+	}
+	lostID, _, _ := strings.Cut(lostLine, " ")
+	if !strings.Contains(stderr.String(), "certificate lost.example.com: ") || !strings.Contains(stderr.String(), `"`+lostID+`"`) {
+		t.Errorf("stderr %q: want the record and its key ID", stderr)
+	}
+	var sum struct {
+		KeyID    string           `json:"key_id"`
+		Scanned  int              `json:"scanned"`
+		Resealed int              `json:"resealed"`
+		Failed   []api.KeyFailure `json:"failed"`
+	}
+	if err := json.Unmarshal([]byte(stdout.String()), &sum); err != nil {
+		t.Fatalf("--json output %q: %v", stdout, err)
+	}
+	if sum.KeyID != id || sum.Scanned != 1 || sum.Resealed != 0 || len(sum.Failed) != 1 || sum.Failed[0].ID != "lost.example.com" {
+		t.Errorf("summary %+v", sum)
 	}
 }

@@ -80,17 +80,25 @@ func (s *Store) Rotate(ctx context.Context, cursor string, limit int) (Rotation,
 		}
 	}
 	var (
-		last     string
-		seen     map[string]bool
-		resealed map[string]bool
-		failed   map[string]error
+		last, prev string
+		seen       map[string]bool
+		resealed   map[string]bool
+		failed     map[string]error
 	)
+	reset := func() {
+		prev, seen, resealed, failed = "", map[string]bool{}, map[string]bool{}, map[string]error{}
+	}
 	for {
-		seen, resealed, failed = map[string]bool{}, map[string]bool{}, map[string]error{}
+		reset()
 		last, err = rw.RewriteKeys(ctx, kind, after, limit, func(id string, key []byte) ([]byte, error) {
+			// IDs come in ascending order: one that does not follow the
+			// previous one starts another attempt of the whole batch, and
+			// only the last attempt's count is true.
+			if prev != "" && id <= prev {
+				reset()
+			}
+			prev = id
 			seen[id] = true
-			delete(resealed, id)
-			delete(failed, id)
 			if len(key) == 0 {
 				return nil, nil
 			}
@@ -114,7 +122,7 @@ func (s *Store) Rotate(ctx context.Context, cursor string, limit int) (Rotation,
 	if err != nil {
 		return Rotation{}, fmt.Errorf("rotate keys: %w", err)
 	}
-	// fn may have run more than once for a record: count each once.
+	// The counts are those of the attempt that was committed.
 	r.Scanned = len(seen)
 	r.Resealed = len(resealed)
 	for id, err := range failed {

@@ -100,3 +100,48 @@ func TestOpenPlain(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOpen measures what sealing adds to every read of a key: opening
+// a sealed PKCS #8 P-256 key (241 bytes), and passing a plain one through.
+func BenchmarkOpen(b *testing.B) {
+	kr := testKeyring(b, "k1")
+	body := strings.Repeat("MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg", 4)[:184]
+	key := []byte("-----BEGIN PRIVATE KEY-----\n" + body[:64] + "\n" + body[64:128] + "\n" + body[128:] + "\n-----END PRIVATE KEY-----\n")
+	v, err := kr.Seal(store.KeyOfCertificate, "host000001.example.com", key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		v    []byte
+	}{{"sealed", v}, {"plain", key}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := kr.Open(store.KeyOfCertificate, "host000001.example.com", tc.v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestSealOpenLengths: every length of key goes through the format (the
+// base64 body's last line takes every length and padding).
+func TestSealOpenLengths(t *testing.T) {
+	kr := testKeyring(t, "k1")
+	for n := range 300 {
+		key := bytes.Repeat([]byte{'k'}, n)
+		v, err := kr.Seal(store.KeyOfAccount, "acct", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if blk, rest := pem.Decode(v); blk == nil || blk.Type != "CERTSERVER SEALED KEY" || len(rest) != 0 {
+			t.Fatalf("length %d: not one PEM block", n)
+		}
+		got, err := kr.Open(store.KeyOfAccount, "acct", v)
+		if err != nil || !bytes.Equal(got, key) {
+			t.Fatalf("length %d: %q, %v", n, got, err)
+		}
+	}
+}

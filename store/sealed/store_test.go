@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,5 +192,81 @@ func TestStoreKeepsAbilities(t *testing.T) {
 	}
 	if _, ok := store.As[store.ReplicationSource](st); ok {
 		t.Error("found a ReplicationSource Badger does not have")
+	}
+}
+
+// TestStoreConcurrentReads: many readers and a writer at once (run with
+// -race) each get their record's own key.
+func TestStoreConcurrentReads(t *testing.T) {
+	ctx := context.Background()
+	s := Wrap(openBadger(t, t.TempDir()), testKeyring(t, "k1"))
+	t.Cleanup(func() { s.Close() })
+	keys := map[string][]byte{}
+	for i := range 8 {
+		c := testCert(t, fmt.Sprintf("n%d.example.com", i))
+		keys[c.ID] = c.KeyPEM
+		if err := s.PutCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				id := fmt.Sprintf("n%d.example.com", (g+i)%8)
+				c, err := s.LookupCertificate(ctx, id)
+				if err != nil || !bytes.Equal(c.KeyPEM, keys[id]) {
+					errs <- fmt.Errorf("lookup %s: %v", id, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 50 {
+			if err := s.PutAccount(ctx, &store.Account{ID: "acct", KeyPEM: plainKey}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// replicatedBadger is a Badger with the fleet's abilities, stubbed.
+type replicatedBadger struct {
+	*store.Badger
+	applied []store.Change
+}
+
+func (r *replicatedBadger) ChangesAfter(context.Context, uint64, int) ([]store.Change, error) {
+	return nil, nil
+}
+func (r *replicatedBadger) LatestVersion(context.Context) (uint64, error)           { return 0, nil }
+func (r *replicatedBadger) Listen(context.Context, func(uint64)) error              { return nil }
+func (r *replicatedBadger) ReportHost(context.Context, store.Host) error            { return nil }
+func (r *replicatedBadger) Hosts(context.Context) ([]store.Host, error)             { return nil, nil }
+func (r *replicatedBadger) AppliedVersion(context.Context) (uint64, error)          { return 0, nil }
+func (r *replicatedBadger) Apply(ctx context.Context, changes []store.Change) error { return nil }
+
+// TestStoreKeepsFleetAbilities: a ReplicationSource and a Replica below
+// the decorator are found with store.As, and are the inner store itself
+// (keys pass them as stored, sealed).
+func TestStoreKeepsFleetAbilities(t *testing.T) {
+	inner := &replicatedBadger{Badger: openBadger(t, t.TempDir())}
+	var st store.Store = Wrap(Wrap(inner, testKeyring(t, "k1")), nil) // a chain of two
+	t.Cleanup(func() { st.Close() })
+	src, ok := store.As[store.ReplicationSource](st)
+	if !ok || src != store.ReplicationSource(inner) {
+		t.Errorf("ReplicationSource below two decorators: %v, %v", src, ok)
+	}
+	rep, ok := store.As[store.Replica](st)
+	if !ok || rep != store.Replica(inner) {
+		t.Errorf("Replica below two decorators: %v, %v", rep, ok)
 	}
 }

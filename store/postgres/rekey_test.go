@@ -1,0 +1,119 @@
+package postgres_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/certtest"
+	"github.com/certserver/certserver/store/sealed"
+)
+
+// keyring returns a keyring of the keys named, each made of its seed, the
+// last one current.
+func keyring(t *testing.T, keys ...string) *sealed.Keyring {
+	t.Helper()
+	var text strings.Builder
+	for _, k := range keys {
+		text.WriteString(k + " " + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte(k[:1]), sealed.KeySize)) + "\n")
+	}
+	kr, err := sealed.ParseKeyring(strings.NewReader(text.String()), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+// TestRotateKeys rotates the keys of a PostgreSQL store through the
+// decorator, as `certserver keys rotate` does in a fleet: every key ends
+// under the new key, each rewritten certificate takes a new version (so
+// that the hosts' copies apply it), and with the old key gone from the
+// keyring everything opens. A second rotation takes no version.
+func TestRotateKeys(t *testing.T) {
+	pg := open(t, nil)
+	keys := map[string][]byte{}
+	for i := range 5 {
+		name := fmt.Sprintf("n%d.example.com", i)
+		m := certtest.New(t, certtest.Template{DNSNames: []string{name}}, nil)
+		c, err := store.ParseCertificate(m.ChainPEM, m.KeyPEM, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[c.ID] = c.KeyPEM
+		var st store.Store = pg // stored before sealing was turned on
+		if i%2 == 1 {
+			st = sealed.Wrap(pg, keyring(t, "a1"))
+		}
+		if err := st.PutCertificate(ctx(t), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sealed.Wrap(pg, keyring(t, "a1")).PutAccount(ctx(t), &store.Account{ID: "acct", Directory: "https://ca.test/dir", KeyPEM: keys["n0.example.com"]}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := pg.LatestVersion(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s := sealed.Wrap(pg, keyring(t, "a1", "b2"))
+	rotate := func() (scanned, resealed int) {
+		t.Helper()
+		cursor := ""
+		for calls := 0; ; calls++ {
+			if calls > 20 {
+				t.Fatal("rotation does not end")
+			}
+			r, err := s.Rotate(ctx(t), cursor, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Failed) > 0 {
+				t.Fatalf("failed: %v", r.Failed)
+			}
+			scanned += r.Scanned
+			resealed += r.Resealed
+			if r.Done {
+				return
+			}
+			cursor = r.Next
+		}
+	}
+	if scanned, resealed := rotate(); scanned != 6 || resealed != 6 {
+		t.Errorf("rotation: scanned %d resealed %d, want 6 and 6", scanned, resealed)
+	}
+	changes, err := pg.ChangesAfter(ctx(t), before, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 5 {
+		t.Errorf("%d changes after the rotation, want the 5 certificates", len(changes))
+	}
+	for _, ch := range changes {
+		if id, _ := sealed.KeyID(ch.Certificate.KeyPEM); id != "b2" {
+			t.Errorf("change of %s carries a key under %q, want b2", ch.Certificate.ID, id)
+		}
+	}
+	after, _ := pg.LatestVersion(ctx(t))
+	if scanned, resealed := rotate(); scanned != 6 || resealed != 0 {
+		t.Errorf("second rotation: scanned %d resealed %d, want 6 and 0", scanned, resealed)
+	}
+	if v, _ := pg.LatestVersion(ctx(t)); v != after {
+		t.Errorf("a rotation that rewrote nothing took versions %d to %d", after, v)
+	}
+
+	newOnly := sealed.Wrap(pg, keyring(t, "b2"))
+	for id, want := range keys {
+		c, err := newOnly.LookupCertificate(ctx(t), id)
+		if err != nil || !bytes.Equal(c.KeyPEM, want) {
+			t.Errorf("%s after rotation: %v", id, err)
+		}
+	}
+	if a, err := newOnly.GetAccount(ctx(t), "acct"); err != nil || !bytes.Equal(a.KeyPEM, keys["n0.example.com"]) {
+		t.Errorf("account after rotation: %v", err)
+	}
+}

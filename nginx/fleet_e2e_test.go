@@ -3,6 +3,7 @@ package nginx_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -295,6 +297,11 @@ func TestFleetDatabaseOutage(t *testing.T) {
 		code, body := m.side.adminPost(t, "/v1/domains", `{"names":["new.outage.test"]}`)
 		if code != 503 || !strings.Contains(body, "PostgreSQL") || !strings.Contains(body, api.ReasonDatabaseUnavailable) {
 			t.Errorf("%s: POST /v1/domains during the outage: %d %s, want 503 naming the database", m.name, code, body)
+		}
+		out, err := exec.Command(f.bin, "status", "--admin", "http://"+m.side.admin, "--token-file", m.side.tokenFile).CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "the fleet's database is down since") {
+			t.Errorf("%s: certserver status during the outage: %v\n%s\nwant exit 1 saying the database is down", m.name, err, out)
 		}
 	}
 

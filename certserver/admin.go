@@ -66,6 +66,16 @@ type AdminConfig struct {
 	// its store answering (serve checks that the certificate endpoint
 	// accepts connections). Default nil: the store answering is enough.
 	Ready func(ctx context.Context) error
+	// Fleet, set on a fleet host ([fleet]), is served on GET /v1/fleet
+	// and said on GET /readyz: the host is ready once its local copy has
+	// caught up, and a line says whether the database is up. Default
+	// nil: a single host; GET /v1/fleet answers 404.
+	Fleet Fleet
+	// HealthStore is the store GET /healthz and GET /readyz check.
+	// Default the admin API's own store. A fleet host sets its local
+	// copy: the shared database being down must not make the host look
+	// dead or unready, since it serves from the copy.
+	HealthStore store.Store
 	// RequestTimeout bounds the store work of one request. Default 30s.
 	RequestTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
@@ -171,6 +181,8 @@ func (cfg AdminConfig) withDefaults() (AdminConfig, error) {
 //	DELETE /v1/domains/{name}         stop managing a name, ?revoke=REASON
 //	                                  revokes its certificate first (api.Domain)
 //	GET    /v1/queue                  what the renewer has to do (api.Queue)
+//	GET    /v1/fleet                  this host's place in its fleet (api.Fleet;
+//	                                  Fleet set)
 //	POST   /v1/keys/rotate            re-encrypt one batch of stored private keys
 //	                                  under the current key-encryption key
 //	                                  (api.RotateKeysRequest, api.KeyRotation)
@@ -228,6 +240,9 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 	}
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/domains/{name}/revoke", maxBody: noBodyLimit, handle: a.revokeDomain})
 	a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/queue", handle: a.showQueue})
+	if cfg.Fleet != nil {
+		a.routes.add(route{method: fasthttp.MethodGet, pattern: "/v1/fleet", handle: a.showFleet})
+	}
 	a.routes.add(route{method: fasthttp.MethodPost, pattern: "/v1/keys/rotate", maxBody: noBodyLimit, handle: a.rotateKeys})
 	return a, nil
 }
@@ -297,8 +312,8 @@ func (a *AdminAPI) fail(rc *fasthttp.RequestCtx, rt *route, err error) {
 		return
 	}
 	a.log.Error("request failed", "method", rt.method, "path", rt.pattern, "error", err)
-	if errors.Is(err, context.DeadlineExceeded) {
-		writeError(rc, errorf(fasthttp.StatusServiceUnavailable, "the store did not answer in time"))
+	if ae := storeFailure(err); ae != nil {
+		writeError(rc, ae)
 		return
 	}
 	writeError(rc, errorf(fasthttp.StatusInternalServerError, "internal error (see the server log)"))
@@ -448,25 +463,46 @@ func (a *AdminAPI) healthz(ctx context.Context, rc *fasthttp.RequestCtx, _ param
 // readyz answers 200 "ready" when the store answers and Ready (if set)
 // says the sidecar can serve nginx, else 503 with the reason: the sidecar
 // may take traffic (readiness), for a load balancer or a rollout script.
+//
+// On a fleet host (Fleet set) the host is ready once its local copy has
+// caught up since the start, and a second line says whether the fleet's
+// database is up ("database: up", or "database: down since TIME: CAUSE")
+// and a third the local copy's lag: a host serves from its copy while the
+// database is down, and stays ready.
 func (a *AdminAPI) readyz(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
 	err := a.pingStore(ctx)
 	if err == nil && a.cfg.Ready != nil {
 		err = a.cfg.Ready(ctx)
 	}
+	var fleet string
+	if a.cfg.Fleet != nil {
+		var notReady error
+		fleet, notReady = fleetReadiness(a.cfg.Fleet.FleetStatus())
+		fleet += "\n"
+		if err == nil {
+			err = notReady
+		}
+	}
 	if err != nil {
 		a.log.Warn("readiness check failed", "error", err)
-		plain(rc, fasthttp.StatusServiceUnavailable, "not ready: "+err.Error()+"\n")
+		plain(rc, fasthttp.StatusServiceUnavailable, "not ready: "+err.Error()+"\n"+fleet)
 		return nil
 	}
-	plain(rc, fasthttp.StatusOK, "ready\n")
+	plain(rc, fasthttp.StatusOK, "ready\n"+fleet)
 	return nil
 }
 
+// pingStore checks that the store health checks look at answers:
+// HealthStore when set, else the admin API's own.
 func (a *AdminAPI) pingStore(ctx context.Context) error {
-	if p, ok := a.store.(Pinger); ok {
+	st := a.store
+	if a.cfg.HealthStore != nil {
+		st = a.cfg.HealthStore
+	}
+	if p, ok := st.(Pinger); ok {
 		return p.Ping(ctx)
 	}
-	_, err := a.store.ListCertificates(ctx, "", 1)
+	_, err := st.ListCertificates(ctx, "", 1)
 	return err
 }
 

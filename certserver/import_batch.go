@@ -163,8 +163,11 @@ func refusedImport(err error) api.ImportResult {
 func notStored(r api.ImportResult, err error) api.ImportResult {
 	r.Status, r.Reason, r.ReplacedSerial, r.StoredNotAfter = fasthttp.StatusInternalServerError, "", "", time.Time{}
 	r.Error = "not stored: " + err.Error() + "; send it again"
-	var ae *api.Error
-	if errors.As(err, &ae) {
+	ae := storeFailure(err)
+	if ae == nil {
+		errors.As(err, &ae)
+	}
+	if ae != nil {
 		r.Status, r.Reason, r.Error = ae.Status, ae.Reason, "not stored: "+ae.Message
 	}
 	r.Result = api.ResultRefused

@@ -40,6 +40,9 @@ type MetricsConfig struct {
 	SoonestLimit int
 	// Now returns the current time; tests set it. Default time.Now.
 	Now func() time.Time
+	// Fleet, set on a fleet host ([fleet]), adds the certserver_fleet_*
+	// families (metrics_fleet.go). Default nil: a single host.
+	Fleet Fleet
 }
 
 // Defaults of MetricsConfig.
@@ -117,6 +120,8 @@ type Sizer interface {
 //	                                              not be decrypted (answered 500)
 //	certserver_store_size_bytes{part}             store size on disk (lsm, vlog),
 //	                                              when the store is a Sizer
+//	certserver_fleet_*{host}                      a fleet host's database and local
+//	                                              copy, when Fleet is set (metrics_fleet.go)
 //	go_*, process_*                               Go runtime and process
 //
 // Give the same Metrics to CertEndpointConfig.Metrics and
@@ -193,6 +198,9 @@ func NewMetrics(cfg MetricsConfig, st store.Store, logger *slog.Logger) (*Metric
 	}
 	if sz, ok := store.As[Sizer](st); ok {
 		cs = append(cs, sizeCollector{sz})
+	}
+	if cfg.Fleet != nil {
+		cs = append(cs, fleetCollector{cfg.Fleet})
 	}
 	for _, c := range cs {
 		if err := cfg.Registry.Register(c); err != nil {

@@ -2,6 +2,7 @@ package certserver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,8 +12,34 @@ import (
 	"strings"
 
 	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/store"
 	"github.com/valyala/fasthttp"
 )
+
+// databaseRetryAfter is the Retry-After of an answer given while the
+// fleet's database is unavailable.
+const databaseRetryAfter = 10
+
+// storeFailure is the answer to a request the store failed with err when
+// retrying later can help, else nil: 503 naming the fleet's database and
+// the cause when the store could not reach it (store.ErrUnavailable:
+// nothing was written), 503 when the store did not answer in time. It is
+// the one place that decides how a store's failure is answered.
+func storeFailure(err error) *api.Error {
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		return &api.Error{
+			Status: fasthttp.StatusServiceUnavailable,
+			Message: "the fleet's database (PostgreSQL) is unavailable, nothing was written: " + err.Error() +
+				"; certificates are still served from each host's copy; try again once the database is back",
+			Reason:     api.ReasonDatabaseUnavailable,
+			RetryAfter: databaseRetryAfter,
+		}
+	case errors.Is(err, context.DeadlineExceeded):
+		return errorf(fasthttp.StatusServiceUnavailable, "the store did not answer in time")
+	}
+	return nil
+}
 
 // writeJSON answers status with v as a JSON document.
 func writeJSON(rc *fasthttp.RequestCtx, status int, v any) {

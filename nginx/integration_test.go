@@ -67,6 +67,7 @@ type sidecar struct {
 	logFile   string
 	conf      string
 	waitAddrs []string // TCP addresses that must accept connections once started
+	ready     bool     // started means /readyz answers 200, not only /healthz
 	cmd       *exec.Cmd
 	exited    chan struct{}
 }
@@ -84,6 +85,15 @@ type sidecarOptions struct {
 	// WaitFor are TCP addresses (a challenge listener) that must accept
 	// connections before the sidecar counts as started.
 	WaitFor []string
+	// Host is the loopback address of the admin API, for a test that
+	// stands several hosts up. Default 127.0.0.1.
+	Host string
+	// Store is TOML added to the [store] section
+	// (key_encryption_key_file).
+	Store string
+	// Ready makes start wait for GET /readyz rather than /healthz: a
+	// fleet host is ready once its copy caught up.
+	Ready bool
 }
 
 // startSidecar runs `certserver serve` with a generated configuration whose
@@ -97,10 +107,15 @@ func startSidecar(t *testing.T, bin string) *sidecar {
 func startSidecarWith(t testing.TB, bin string, opts sidecarOptions) *sidecar {
 	t.Helper()
 	dir := t.TempDir()
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	s := &sidecar{
 		bin:       bin,
 		sock:      opts.Socket,
-		admin:     freeLoopbackAddr(t),
+		admin:     freeAddrOn(t, host),
+		ready:     opts.Ready,
 		tokenFile: filepath.Join(dir, "admin.token"),
 		logFile:   filepath.Join(dir, "certserver.log"),
 		conf:      filepath.Join(dir, "certserver.toml"),
@@ -121,7 +136,7 @@ func startSidecarWith(t testing.TB, bin string, opts sidecarOptions) *sidecar {
 	if err := os.WriteFile(s.conf, []byte(fmt.Sprintf(`
 [store]
 path = %q
-
+%s
 [certs]
 socket = %q
 max_age = %q
@@ -134,7 +149,7 @@ token_file = %q
 
 [log]
 level = "debug"
-`, filepath.Join(dir, "store"), s.sock, maxAge, s.admin, s.tokenFile)+opts.Extra), 0o600); err != nil {
+`, filepath.Join(dir, "store"), opts.Store, s.sock, maxAge, s.admin, s.tokenFile)+opts.Extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -172,7 +187,11 @@ func (s *sidecar) start(t testing.TB) {
 	}()
 	s.cmd, s.exited = cmd, exited
 
-	eventually(t, 10*time.Second, "certserver serve answers", func() error {
+	timeout := 10 * time.Second
+	if s.ready {
+		timeout = 3 * time.Minute // a new fleet host copies the fleet first
+	}
+	eventually(t, timeout, "certserver serve answers", func() error {
 		select {
 		case <-exited:
 			t.Fatalf("certserver serve exited: %v\n%s", cmd.ProcessState, s.log())
@@ -190,13 +209,17 @@ func (s *sidecar) start(t testing.TB) {
 			}
 			c.Close()
 		}
-		resp, err := http.Get("http://" + s.admin + "/healthz")
+		path := "/healthz"
+		if s.ready {
+			path = "/readyz"
+		}
+		resp, err := http.Get("http://" + s.admin + path)
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("healthz: %s", resp.Status)
+			return fmt.Errorf("%s: %s", path, resp.Status)
 		}
 		return nil
 	})
@@ -259,7 +282,13 @@ func (s *sidecar) stop(t *testing.T) {
 
 func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freeAddrOn(t, "127.0.0.1")
+}
+
+// freeAddrOn returns an address of host whose port was free a moment ago.
+func freeAddrOn(t testing.TB, host string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

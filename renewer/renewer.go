@@ -133,6 +133,9 @@ type Renewer struct {
 	// replacement order the CA refused, so that the next order for the
 	// name goes without "replaces". Guarded by mu.
 	refused map[string]string
+	// rest is set while the store's database is unavailable. Guarded
+	// by mu.
+	rest storeRest
 	// running is set while Run runs: a second Run would dispatch the same
 	// names twice, and save stale buckets over the first one's.
 	running atomic.Bool
@@ -327,6 +330,11 @@ func (r *Renewer) Run(ctx context.Context) error {
 // says an operator asked for the name (Prioritize).
 func (r *Renewer) next(ctx context.Context) (name string, forced bool, err error) {
 	for {
+		if !r.storeResting().IsZero() {
+			if err := r.waitForStore(ctx); err != nil {
+				return "", false, err
+			}
+		}
 		select {
 		case n := <-r.urgent:
 			if forced, ok := r.claimQueued(n); ok {
@@ -337,6 +345,9 @@ func (r *Renewer) next(ctx context.Context) (name string, forced bool, err error
 		}
 		n, wait, err := r.nextDue(ctx)
 		if err != nil {
+			if r.storeFailed(err) {
+				continue // rest until the store answers
+			}
 			r.log.Error("read due index", "error", err)
 			wait = time.Second
 		} else if n != "" {

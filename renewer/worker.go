@@ -43,7 +43,9 @@ func (r *Renewer) process(ctx context.Context, name string, forced bool) {
 		return
 	}
 	if err != nil {
-		log.Error("read domain", "error", err)
+		if !r.storeFailed(err) {
+			log.Error("read domain", "error", err)
+		}
 		r.pauseAfterStoreError(ctx)
 		return
 	}
@@ -344,7 +346,9 @@ func (r *Renewer) record(ctx context.Context, log *slog.Logger, name string, cha
 	case errors.Is(err, errRemoved), errors.Is(err, store.ErrNotFound):
 		log.Info("name was removed while being worked on; left removed")
 	default:
-		log.Error("write domain", "error", err)
+		if !r.storeFailed(err) {
+			log.Error("write domain", "error", err)
+		}
 		r.pauseAfterStoreError(ctx)
 	}
 	return false
@@ -357,7 +361,9 @@ func (r *Renewer) record(ctx context.Context, log *slog.Logger, name string, cha
 const storeErrorPause = 5 * time.Second
 
 // pauseAfterStoreError holds the worker for storeErrorPause, or until ctx
-// ends.
+// ends. A failure that says the store's database is unavailable has also
+// started the renewer's rest (storeRest): the dispatcher then claims
+// nothing more until the store answers.
 func (r *Renewer) pauseAfterStoreError(ctx context.Context) {
 	_ = r.sleep(ctx, storeErrorPause)
 }

@@ -31,6 +31,9 @@
 #                                            target is judged at its rate: filling PostgreSQL with a
 #                                            million through the store takes longer than the join)
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
+#   nginx           BenchmarkFleetConvergence a fleet of 3 hosts (sidecar + nginx each, one PostgreSQL):
+#                                            a certificate written on one host until every worker of
+#                                            every nginx serves it, over 200 changes
 #
 # The million-name data set and the certbot tree of the import benchmark
 # are built once and kept in bin/bench/cache (or $CERTSERVER_BENCH_CACHE);
@@ -46,7 +49,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -58,13 +61,13 @@ if [ "$short" = 1 ]; then
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
-    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000
+    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
-    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES
+    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
   export CERTSERVER_BENCH_JOIN=250000
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
@@ -120,6 +123,8 @@ bench pg-changes ./store/postgres/ '^BenchmarkChangesAfter$' 1x
 bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
 bench join ./store/replica/ '^BenchmarkJoin$' 1x -timeout 60m
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
+# One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
+bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
 elapsed=$(( $(date +%s) - start ))
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -134,7 +139,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" \
+  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
@@ -256,6 +261,13 @@ END {
     b = order[k]; w = b; sub(/^BenchmarkIssuance\//, "", w)
     row(first ? "**Issuance** from a local Pebble, HTTP-01 through nginx" : "", w, fmt(v[b, "certs/s"]) " certificates/s", "", "")
     first = 0
+  }
+
+  b = "BenchmarkFleetConvergence"
+  if (has(b, "p99-ms")) {
+    p = v[b, "p99-ms"]
+    row("**Fleet**: a certificate written on one of 3 hosts (import through its admin API) until every worker of every nginx serves it, one PostgreSQL",
+        "p50 / p99 / slowest over " count(v[b, "changes"]) " changes", fmt(v[b, "p50-ms"]) " / **" fmt(p) "** / " fmt(v[b, "max-ms"]) " ms", "p99 ≤ 2 s", verdict(p <= 2000, fmt(p - 2000) " ms"))
   }
 
   first = 1

@@ -51,6 +51,11 @@ const (
 	ReasonNewerStored    = "a newer certificate is stored"
 )
 
+// ReasonDatabaseUnavailable is the Error.Reason of a 503 answered while a
+// fleet's shared database (PostgreSQL) cannot be reached: nothing was
+// written, and the request can be sent again once it is back.
+const ReasonDatabaseUnavailable = "database unavailable"
+
 // Results of an import, in ImportResponse.Result.
 const (
 	// ResultImported: the certificate was stored (new, or replacing an
@@ -554,6 +559,67 @@ type PlanCA struct {
 	OrdersPerSecond float64 `json:"orders_per_second"`
 	// Orders is how many of the pending names it takes in the plan.
 	Orders int `json:"orders"`
+}
+
+// Fleet is the body of GET /v1/fleet: a fleet host's state ([fleet]),
+// and the hosts of its fleet. A host without [fleet] answers 404.
+type Fleet struct {
+	FleetStatus
+	// Hosts lists every host that ever reported to the shared database,
+	// in name order; left out, with HostsError saying why, when the
+	// database could not be asked.
+	Hosts      []FleetHost `json:"hosts,omitempty"`
+	HostsError string      `json:"hosts_error,omitempty"`
+}
+
+// FleetStatus is this host's place in its fleet, as its follower sees it.
+type FleetStatus struct {
+	// Host is this host's name in the fleet ([fleet] host_name).
+	Host string `json:"host"`
+	// Renews says whether this host's renewer orders certificates.
+	Renews bool `json:"renews"`
+	// Ready is true once the local copy has caught up with the database
+	// since the start (or, the database being down at start, holds a copy
+	// from before): the certificate endpoint serves from it.
+	Ready bool `json:"ready"`
+	// Database is the state of the shared database.
+	Database FleetDatabase `json:"database"`
+	// Replica is how far the local copy is behind the database.
+	Replica FleetReplica `json:"replica"`
+}
+
+// FleetDatabase says whether the fleet's database answers.
+type FleetDatabase struct {
+	// Up is false while the database cannot be reached: handshakes go on
+	// from the local copy, admin writes answer 503 and no certificate is
+	// ordered.
+	Up bool `json:"up"`
+	// Since is when the database went down (Up false), or came back or
+	// was first reached (Up true).
+	Since time.Time `json:"since,omitzero"`
+	// Error is the last failure while down. It names the database's host
+	// and the cause, never the password.
+	Error string `json:"error,omitempty"`
+}
+
+// FleetReplica is the lag of a host's local copy.
+type FleetReplica struct {
+	// Applied is the version of the last change the local copy applied;
+	// Latest the newest version the host knows the database has.
+	Applied uint64 `json:"applied"`
+	Latest  uint64 `json:"latest"`
+	// LagVersions is Latest - Applied; LagSeconds how long the oldest
+	// change not yet applied has been waiting (0 when none is).
+	LagVersions uint64  `json:"lag_versions"`
+	LagSeconds  float64 `json:"lag_seconds"`
+}
+
+// FleetHost is one host of a fleet as the shared database knows it.
+type FleetHost struct {
+	Name    string    `json:"name"`
+	Applied uint64    `json:"applied"`
+	SeenAt  time.Time `json:"seen_at"`
+	Renews  bool      `json:"renews"`
 }
 
 // RotateKeysRequest is the body of POST /v1/keys/rotate: one batch of the

@@ -363,3 +363,18 @@ func (c *Client) RotateKeys(ctx context.Context, cursor string, limit int) (*api
 	}
 	return &resp, nil
 }
+
+// Fleet returns the host's place in its fleet, with GET /v1/fleet. A host
+// that runs no fleet answers 404: (nil, nil).
+func (c *Client) Fleet(ctx context.Context) (*api.Fleet, error) {
+	var resp api.Fleet
+	err := c.call(ctx, http.MethodGet, "/v1/fleet", nil, http.StatusOK, &resp)
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

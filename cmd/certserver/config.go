@@ -40,7 +40,10 @@ type config struct {
 	Preflight preflightConfig `toml:"preflight"`
 	OnDemand  onDemandConfig  `toml:"on_demand"`
 	Log       logConfig       `toml:"log"`
+	Fleet     fleetConfig     `toml:"fleet"`
 
+	// fleetDefined says the file has a [fleet] section.
+	fleetDefined bool
 	// deprecated are the deprecated keys the file used (applyAliases).
 	deprecated []deprecation
 }
@@ -219,6 +222,7 @@ func defaultConfig() config {
 		Preflight: preflightConfig{Enabled: true},
 		OnDemand:  onDemandConfig{AllowTTL: duration(10 * time.Minute), DenyTTL: duration(time.Minute)},
 		Log:       logConfig{Level: "info", Format: "text"},
+		Fleet:     defaultFleetConfig(),
 	}
 }
 
@@ -247,6 +251,7 @@ func parseConfig(doc string, cfg *config) error {
 	if err := unknownKeys(md.Undecoded()); err != nil {
 		return err
 	}
+	cfg.fleetDefined = md.IsDefined("fleet")
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -383,6 +388,7 @@ func (c *config) validate() error {
 	}
 	c.validateACME(bad)
 	c.validateOnDemand(bad)
+	c.validateFleet(c.fleetDefined, bad)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:

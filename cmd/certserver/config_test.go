@@ -211,7 +211,7 @@ format = "json"
 			}
 		}},
 		{desc: "unknown key", doc: "[certs]\nsockt = \"/x\"\n", want: `unknown key "certs.sockt" (keys of [certs]: socket,`},
-		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, admin, acme, renewer, preflight, on_demand, log)`},
+		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, admin, acme, renewer, preflight, on_demand, log, fleet)`},
 		{desc: "unknown section", doc: "[dns]\nresolver = \"x\"\n", want: `unknown key "dns"`},
 		{desc: "bad duration", doc: "[certs]\nmax_age = \"10 minutes\"\n", want: `"certs.max_age"`},
 		{desc: "duration as a number", doc: "[certs]\nmin_age = 10\n", want: "certs.min_age"},

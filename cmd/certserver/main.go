@@ -45,6 +45,7 @@ func commands() []command {
 		{"queue", "show what the renewer has to do", runQueue},
 		{"status", "one-screen summary: states, queue, failing and expiring names", runStatus},
 		{"import", "import certificates from certbot directories or PEM files", runImport},
+		{"fleet", "run hosts as a fleet sharing one PostgreSQL: copy a single host's store into it", runFleet},
 		{"keys", "encrypt stored private keys: generate and rotate key-encryption keys", runKeys},
 		{"doctor", "check that nginx and certserver work together, and say what to change", runDoctor},
 		{"fallback-cert", "write the self-signed certificate nginx serves for unknown names", runFallbackCert},

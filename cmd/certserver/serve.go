@@ -38,7 +38,14 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
   - the certificate store, a Badger database in a directory; with
     [store] key_encryption_key_file set, the private keys in it are
     encrypted (AES-256-GCM) under the last key of that file, and a key
-    that cannot be decrypted is never served (see 'certserver keys').
+    that cannot be decrypted is never served (see 'certserver keys');
+  - with [fleet], the fleet's PostgreSQL database is the store of record
+    (names, certificates, accounts, challenges, rate limits, shared by
+    every host), and the Badger store becomes this host's local copy of
+    its certificates and challenges, kept in step within about a second
+    of every change: nginx's handshakes and the CA's HTTP-01 requests are
+    answered from it, so they go on while the database is down (admin
+    writes then answer 503 and nothing is ordered until it is back).
 
 The configuration file is TOML; deploy/certserver.toml documents every key.
 An unknown key or a bad value stops the start with an error naming the key.
@@ -105,31 +112,57 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	// Every part reads and writes through the decorator: with a keyring it
 	// encrypts private keys at rest; without, it refuses to hand out a key
 	// that was encrypted.
-	st := sealed.Wrap(badger, keyring)
+	local := sealed.Wrap(badger, keyring)
 	// Deferred first, so it runs last: after the servers and the renewer
 	// have stopped.
 	defer func() {
-		if err := st.Close(); err != nil {
+		if err := local.Close(); err != nil {
 			logger.Error("close store", "error", err)
 		}
 	}()
+
+	// st is the store of record, which the admin API, the renewer and the
+	// metrics read and write: the local Badger store, or on a fleet host
+	// the fleet's database. The certificate and challenge endpoints read
+	// the local store (on a fleet host the copy the follower keeps).
+	var st store.Store = local
+	var inventory store.Store = badger
+	var fleet *fleetHost
+	if cfg.fleetEnabled() {
+		if fleet, err = openFleet(ctx, cfg, keyring, badger, logger); err != nil {
+			return err
+		}
+		defer func() {
+			if err := fleet.Close(); err != nil {
+				logger.Error("close the fleet's database", "error", err)
+			}
+		}()
+		st, inventory = fleet.store, fleet.shared
+	}
 
 	// The metrics and the status page are served by the admin API. The
 	// inventory reads no private key: it scans the store below the
 	// decorator, without decrypting every key every scan.
 	var metrics *certserver.Metrics
 	if cfg.Admin.Enabled {
-		if metrics, err = certserver.NewMetrics(certserver.MetricsConfig{}, badger, logger); err != nil {
+		mcfg := certserver.MetricsConfig{}
+		if fleet != nil {
+			mcfg.Fleet = fleet
+		}
+		if metrics, err = certserver.NewMetrics(mcfg, inventory, logger); err != nil {
 			return err
 		}
 	}
 
 	var is *issuance
-	if files != nil {
+	switch {
+	case files != nil && fleet != nil && !cfg.Fleet.Renew:
+		logger.Info("fleet.renew is false: this host orders nothing; the fleet's other hosts renew")
+	case files != nil:
 		if is, err = newIssuance(cfg, files, st, metrics, logger); err != nil {
 			return err
 		}
-	} else if cfg.OnDemand.enabled() {
+	case cfg.OnDemand.enabled():
 		logger.Warn("on_demand is configured but acme.directory is not: on-demand issuance is off")
 	}
 
@@ -148,16 +181,20 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	if is != nil && is.onDemand != nil {
 		certsCfg.OnDemand = is.onDemand
 	}
-	certs, err := certserver.NewCertEndpoint(certsCfg, st, logger)
+	certs, err := certserver.NewCertEndpoint(certsCfg, local, logger)
 	if err != nil {
 		return err
 	}
 	var challenge *certserver.ChallengeEndpoint
 	if cfg.Challenge.Listen != "" {
+		var challenges store.Store = local
+		if fleet != nil {
+			challenges = fleetChallenges{Store: local, shared: fleet.store}
+		}
 		challenge, err = certserver.NewChallengeEndpoint(certserver.ChallengeConfig{
 			Listen:           cfg.Challenge.Listen,
 			AllowNonLoopback: cfg.Challenge.AllowNonLoopback,
-		}, st, logger)
+		}, challenges, logger)
 		if err != nil {
 			return err
 		}
@@ -174,7 +211,15 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			Ready:            func(ctx context.Context) error { return dialEach(ctx, certs.Addrs()) },
 		}
 		if keyring != nil {
-			adminCfg.Keys = st
+			adminCfg.Keys = local
+			if fleet != nil {
+				adminCfg.Keys = fleet.store
+			}
+		}
+		if fleet != nil {
+			// Alive and ready while the database is down: the host
+			// serves from its copy.
+			adminCfg.Fleet, adminCfg.HealthStore = fleet, local
 		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
@@ -227,7 +272,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down") })
 	defer stopLog()
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	wg.Go(func() {
 		errs[0] = certs.Serve(ctx)
 		cancel()
@@ -250,6 +295,12 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	if is != nil {
 		wg.Go(func() {
 			errs[3] = is.run(ctx)
+			cancel()
+		})
+	}
+	if fleet != nil {
+		wg.Go(func() {
+			errs[4] = fleet.follower.Run(ctx)
 			cancel()
 		})
 	}
@@ -295,8 +346,16 @@ func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *c
 	} else {
 		attrs = append(attrs, "admin", "disabled")
 	}
+	if cfg.fleetEnabled() {
+		// The host's name, never the database's URL.
+		parts = append(parts, "fleet host "+cfg.Fleet.HostName)
+		attrs = append(attrs, "fleet_host", cfg.Fleet.HostName, "fleet_renews", cfg.Fleet.Renew)
+	}
 	msg := "certserver started: " + strings.Join(parts, ", ")
 	switch {
+	case is == nil && cfg.ACME.Directory != "" && cfg.fleetEnabled() && !cfg.Fleet.Renew:
+		msg += "; issuance off on this host (fleet.renew = false: the fleet's other hosts renew)"
+		attrs = append(attrs, "issuance", "off", "on_demand", "off")
 	case is == nil:
 		msg += "; issuance off (acme.directory is not set: added names wait)"
 		attrs = append(attrs, "issuance", "off", "on_demand", "off")

@@ -29,6 +29,8 @@ const maxExpiring = 10000
 const statusHelp = `
 Prints a one-screen summary for the on-call engineer:
 
+  FLEET     on a fleet host: whether the fleet's database is up, and how
+            far this host's copy of it is behind
   NAMES     how many names are in each state
   QUEUE     names due now, within an hour and a day; orders in flight;
             throughput; when the names due now will be done
@@ -43,9 +45,15 @@ Prints a one-screen summary for the on-call engineer:
 Finding the expiring names reads every name and its certificate (there is
 no index by expiry): on a store with a million names it takes seconds.
 
+On a fleet host ([fleet]) a FLEET line comes first: the host, whether
+the fleet's database is up, and how far the host's copy is behind it.
+While the database is down only that is known: status says since when
+and why, and exits 1.
+
 Exit codes: 0 ok; 1 attention: some names are failing, a certificate
-of a managed name expires within --warn (default 7d), or a CA rests
-after failing; 2 bad command line;
+of a managed name expires within --warn (default 7d), a CA rests
+after failing, or (on a fleet host) the fleet's database is down or the
+host's copy lags a minute or more; 2 bad command line;
 3 the status is unknown: the admin API could not be asked (unreachable,
 refused the token, failed).
 ` + adminHelp + `
@@ -69,9 +77,16 @@ type statusReport struct {
 	Warn          string              `json:"warn"`
 	Expiring      []api.DomainSummary `json:"expiring"`
 	ExpiringCount api.Count           `json:"expiring_count"`
+	// Fleet is the host's place in its fleet; left out on a single host.
+	Fleet *api.Fleet `json:"fleet,omitempty"`
 	// Attention says what needs attention; empty when all is well.
 	Attention []string `json:"attention"`
 }
+
+// fleetLagAttention is how long the oldest change a host's local copy
+// has not applied may wait before `status` calls for attention: a
+// change reaches every host within seconds.
+const fleetLagAttention = time.Minute
 
 func runStatus(ctx context.Context, e *env, args []string) int {
 	fs := newFlagSet("status", "[flags]", statusHelp)
@@ -107,6 +122,28 @@ func runStatus(ctx context.Context, e *env, args []string) int {
 func gatherStatus(ctx context.Context, cl *client.Client, warn string, timeout time.Duration) (*statusReport, error) {
 	rep := &statusReport{Admin: cl.URL(), Warn: warn, Failing: []api.DomainSummary{}, Expiring: []api.DomainSummary{}, Attention: []string{}}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
+	fl, err := cl.Fleet(rctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if fl != nil {
+		rep.Fleet = fl
+		if !fl.Database.Up {
+			// Everything else comes from the database: say what is known.
+			rep.Now = time.Now()
+			rep.Attention = append(rep.Attention, fleetDown(fl))
+			return rep, nil
+		}
+		if lag := time.Duration(fl.Replica.LagSeconds * float64(time.Second)); lag >= fleetLagAttention {
+			rep.Attention = append(rep.Attention, fmt.Sprintf("the local copy is %d changes behind the fleet's database, the oldest waiting %s",
+				fl.Replica.LagVersions, roughly(lag)))
+		}
+		if !fl.Ready {
+			rep.Attention = append(rep.Attention, "the local copy is still catching up with the fleet's database: not ready")
+		}
+	}
+	rctx, cancel = context.WithTimeout(ctx, timeout)
 	q, err := cl.Queue(rctx)
 	cancel()
 	if err != nil {
@@ -175,10 +212,54 @@ func listPage(ctx context.Context, cl *client.Client, opts client.ListOptions, t
 	return cl.Domains(rctx, opts)
 }
 
+// fleetDown says that the fleet's database is down, since when and why.
+func fleetDown(fl *api.Fleet) string {
+	msg := "the fleet's database is down"
+	if !fl.Database.Since.IsZero() {
+		msg += " since " + fl.Database.Since.UTC().Format("2006-01-02 15:04:05 UTC")
+	}
+	if fl.Database.Error != "" {
+		msg += " (" + fl.Database.Error + ")"
+	}
+	return msg + ": certificates are served from this host's copy; nothing is ordered and admin writes fail until it is back"
+}
+
+// fleetLine describes a fleet host in one line.
+func fleetLine(fl *api.Fleet, now time.Time) string {
+	s := "host " + fl.Host
+	if fl.Database.Up {
+		s += ", database up"
+	} else {
+		s += ", database DOWN"
+		if !fl.Database.Since.IsZero() {
+			s += " for " + roughly(now.Sub(fl.Database.Since))
+		}
+	}
+	s += fmt.Sprintf(", copy at version %d, %d behind", fl.Replica.Applied, fl.Replica.LagVersions)
+	if fl.Replica.LagVersions > 0 {
+		s += fmt.Sprintf(" (oldest %s)", roughly(time.Duration(fl.Replica.LagSeconds*float64(time.Second))))
+	}
+	if fl.Hosts != nil {
+		s += fmt.Sprintf(", %s in the fleet", plural(len(fl.Hosts), "host"))
+	}
+	if !fl.Renews {
+		s += ", serves only (renew = false)"
+	}
+	return s
+}
+
 // printStatus prints the summary as a screen of text.
 func printStatus(e *env, rep *statusReport) {
 	w, q := e.stdout, rep.Queue
 	fmt.Fprintf(w, "certserver at %s, %s\n\n", rep.Admin, rep.Now.UTC().Format("2006-01-02 15:04:05 UTC"))
+	if rep.Fleet != nil {
+		fmt.Fprintf(w, "FLEET     %s\n", fleetLine(rep.Fleet, rep.Now))
+	}
+	if q == nil {
+		// The database is down: the rest is not known.
+		fmt.Fprintf(w, "VERDICT   attention: %s\n", strings.Join(rep.Attention, "; "))
+		return
+	}
 	fmt.Fprintf(w, "NAMES     %s\n", stateCounts(q))
 	fmt.Fprint(w, "QUEUE     ")
 	writeQueueLine(w, q)

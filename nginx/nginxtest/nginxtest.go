@@ -6,7 +6,7 @@
 // and a copy of nginx/certserver-http.conf in which only the three
 // installation-specific values (the Lua path, the sidecar socket and the
 // ACME upstream address) are replaced. Ports are picked at run time on
-// 127.0.0.1. nginx runs with a master and two workers, in the foreground,
+// 127.0.0.1 (or Options.Host). nginx runs with a master and two workers, in the foreground,
 // and is stopped when the test ends.
 //
 // A missing nginx, lua module or lua-resty-core fails the test with what to
@@ -77,6 +77,11 @@ type Options struct {
 	// Configure, when set, is added to the options of the snippet's
 	// configure call, e.g. "lru_size = 100,".
 	Configure string
+
+	// Host is the loopback address nginx listens on, so that several
+	// nginx of one test stand for several hosts (a fleet's:
+	// "127.0.0.2", "127.0.0.3"). Default "127.0.0.1".
+	Host string
 }
 
 // WorkerHeader is the response header of the HTTPS server that holds the
@@ -112,8 +117,11 @@ func Start(t testing.TB, opts Options) *Nginx {
 	if opts.Workers == 0 {
 		opts.Workers = 2
 	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
 	if opts.ACME == "" {
-		opts.ACME = freeAddr(t)
+		opts.ACME = freeAddr(t, opts.Host)
 	}
 	nginxDir := SnippetDir(t)
 
@@ -128,11 +136,11 @@ func Start(t testing.TB, opts Options) *Nginx {
 		errLog:    filepath.Join(dir, "logs", "error.log"),
 		exited:    make(chan struct{}),
 		workers:   opts.Workers,
-		httpsAddr: freeAddr(t),
-		httpAddr:  freeAddr(t),
+		httpsAddr: freeAddr(t, opts.Host),
+		httpAddr:  freeAddr(t, opts.Host),
 	}
 	if opts.StaticCert != "" {
-		n.staticAddr = freeAddr(t)
+		n.staticAddr = freeAddr(t, opts.Host)
 	}
 
 	httpSnippet := HTTPSnippet(t, dir, opts.Sidecar, opts.ACME)
@@ -326,10 +334,10 @@ func SnippetDir(t testing.TB) string {
 	return nginxDir
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
+// freeAddr returns an address of host whose port was free a moment ago.
+func freeAddr(t testing.TB, host string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatalf("nginxtest: %v", err)
 	}

@@ -255,14 +255,16 @@ func (s *Store) prune(ctx context.Context, now time.Time) error {
 			return err
 		}
 		if horizon != nil {
-			tag, err := tx.Exec(ctx, `UPDATE replication_state SET pruned_through = $1 WHERE pruned_through < $1`, *horizon)
+			// The horizon grows to the newest tombstone removed, not to
+			// the hosts' minimum: a copy behind it lacks a removal only
+			// when a tombstone above its version is gone, and a host
+			// that joins (copying from 0 in batches) must not be
+			// refused for versions whose tombstones never existed.
+			_, err := tx.Exec(ctx, `WITH gone AS (DELETE FROM tombstones WHERE version <= $1 RETURNING version)
+				UPDATE replication_state SET pruned_through = (SELECT max(version) FROM gone)
+				WHERE (SELECT max(version) FROM gone) > pruned_through`, *horizon)
 			if err != nil {
 				return err
-			}
-			if tag.RowsAffected() > 0 {
-				if _, err := tx.Exec(ctx, `DELETE FROM tombstones WHERE version <= $1`, *horizon); err != nil {
-					return err
-				}
 			}
 		}
 		_, err := tx.Exec(ctx, `DELETE FROM challenges WHERE expires_ns < $1`, nanos(now.Add(-challengeGrace)))

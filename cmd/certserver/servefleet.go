@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/postgres"
+	"github.com/certserver/certserver/store/sealed"
+)
+
+// fleetHost is what `serve` runs beside the servers on a fleet host
+// ([fleet]): the shared database, which the admin API, the renewer and
+// the metrics read and write, and the follower that keeps the host's
+// local Badger copy in step with it, which the certificate and challenge
+// endpoints read. No handshake waits on the database.
+type fleetHost struct {
+	name   string
+	renews bool
+	shared *postgres.Store
+	// store is shared through the key decorator.
+	store    *sealed.Store
+	follower fleetFollower
+}
+
+var _ certserver.Fleet = (*fleetHost)(nil)
+
+// fleetFollower is what serve needs of the follower that keeps the local
+// copy in step with the database.
+type fleetFollower interface {
+	// Run applies the database's changes to the local copy until ctx
+	// ends, reconnecting by itself.
+	Run(ctx context.Context) error
+	// FleetStatus is the follower's state now, without I/O.
+	FleetStatus() api.FleetStatus
+}
+
+// openFleet opens the fleet's database named by cfg and the follower that
+// copies it into local.
+func openFleet(ctx context.Context, cfg config, keyring *sealed.Keyring, local *store.Badger, logger *slog.Logger) (*fleetHost, error) {
+	shared, err := openShared(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	// A host renews when it may (renew) and can (a CA is configured).
+	renews := cfg.Fleet.Renew && cfg.ACME.Directory != ""
+	f := &fleetHost{name: cfg.Fleet.HostName, renews: renews, shared: shared, store: sealed.Wrap(shared, keyring)}
+	f.follower, err = newFollower(cfg.Fleet.HostName, renews, shared, local, logger.With("subsystem", "follower"))
+	if err != nil {
+		shared.Close()
+		return nil, err
+	}
+	if f.renews {
+		f.warnOtherRenewers(ctx, logger)
+	}
+	return f, nil
+}
+
+// otherRenewerSeen is how recently another host must have reported for
+// warnOtherRenewers to count it as running (hosts report every 10 s).
+const otherRenewerSeen = 2 * time.Minute
+
+// warnOtherRenewers logs a warning naming the other hosts of the fleet
+// that renew too. Their renewers take due names from the one queue
+// without a lease on them yet, so two hosts may order the same name at
+// once: until work is leased, one host of a fleet renews.
+func (f *fleetHost) warnOtherRenewers(ctx context.Context, logger *slog.Logger) {
+	hs, err := f.shared.Hosts(ctx)
+	if err != nil {
+		return // the follower reports the database's state
+	}
+	var others []string
+	for _, h := range hs {
+		if h.Name != f.name && h.Renews && time.Since(h.SeenAt) < otherRenewerSeen {
+			others = append(others, h.Name)
+		}
+	}
+	if len(others) > 0 {
+		logger.Warn("other hosts of the fleet renew too, and two renewers may order the same name at once: set renew = false in [fleet] on every host but one",
+			"hosts", strings.Join(others, ","), "host", f.name)
+	}
+}
+
+// FleetStatus implements certserver.Fleet.
+func (f *fleetHost) FleetStatus() api.FleetStatus {
+	s := f.follower.FleetStatus()
+	s.Host, s.Renews = f.name, f.renews
+	return s
+}
+
+// Hosts implements certserver.Fleet.
+func (f *fleetHost) Hosts(ctx context.Context) ([]api.FleetHost, error) {
+	hs, err := f.shared.Hosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.FleetHost, len(hs))
+	for i, h := range hs {
+		out[i] = api.FleetHost{Name: h.Name, Applied: h.Applied, SeenAt: h.SeenAt, Renews: h.Renews}
+	}
+	return out, nil
+}
+
+// Close closes the database. Call it once everything that used it has
+// stopped.
+func (f *fleetHost) Close() error { return f.shared.Close() }
+
+// fleetChallenges is the store a fleet host's challenge endpoint reads:
+// its local copy, and on a miss the shared database. A token the renewer
+// of this or another host has just written may reach the CA's request
+// before it reaches this copy; a miss costs one read of the database,
+// and when the database is down the copy's answer stands. Only the
+// challenge endpoint reads it: handshakes never do.
+type fleetChallenges struct {
+	store.Store // the local copy
+	shared      store.Store
+}
+
+// GetChallenge implements store.Store.
+func (s fleetChallenges) GetChallenge(ctx context.Context, token string) (string, error) {
+	ka, err := s.Store.GetChallenge(ctx, token)
+	if !errors.Is(err, store.ErrNotFound) {
+		return ka, err
+	}
+	if shared, serr := s.shared.GetChallenge(ctx, token); serr == nil {
+		return shared, nil
+	}
+	return "", err
+}

@@ -28,10 +28,10 @@ type importItem struct {
 	// live and name, for a lineage found in a live/ directory, are that
 	// directory, open while the walk that yields the item runs, and the
 	// lineage's name in it: load opens its files from there.
-	live *os.File
-	name string
-	chain   []byte
-	key     []byte
+	live  *os.File
+	name  string
+	chain []byte
+	key   []byte
 	// err is set when the item could not be found or its files read.
 	err error
 }

@@ -28,7 +28,7 @@ type importItem struct {
 	// live and name, for a lineage found in a live/ directory, are that
 	// directory, open while the walk that yields the item runs, and the
 	// lineage's name in it: load opens its files from there.
-	live  *os.File
+	live  *liveDir
 	name  string
 	chain []byte
 	key   []byte
@@ -76,7 +76,7 @@ func walkImports(path string, yield func(importItem) bool) bool {
 	live := filepath.Join(path, "live")
 	if st, err := os.Stat(live); err == nil && st.IsDir() {
 		n, stopped := 0, false
-		err := lineageDirs(live, func(f *os.File, name string) bool {
+		err := lineageDirs(live, func(f *liveDir, name string) bool {
 			n++
 			stopped = !yield(importItem{path: filepath.Join(live, name), source: api.SourceCertbot, kind: kindLineage, live: f, name: name})
 			return !stopped
@@ -105,15 +105,25 @@ func countImports(path string) int {
 	return n
 }
 
+// liveDir is a certbot live/ directory, open.
+type liveDir struct {
+	f *os.File
+	// shortReadEnds says that a read of a regular file under it that
+	// returns less than asked has reached the end of the file (see
+	// shortReadEnds).
+	shortReadEnds bool
+}
+
 // lineageDirs calls fn with live, open, and the name of each directory in
 // it (following symbolic links), reading live a chunk at a time, until fn
 // returns false.
-func lineageDirs(live string, fn func(f *os.File, name string) bool) error {
+func lineageDirs(live string, fn func(dir *liveDir, name string) bool) error {
 	f, err := os.Open(live)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	dir := &liveDir{f: f, shortReadEnds: shortReadEnds(f)}
 	for {
 		entries, err := f.ReadDir(lineageChunk)
 		for _, ent := range entries {
@@ -124,7 +134,7 @@ func lineageDirs(live string, fn func(f *os.File, name string) bool) error {
 				st, err := os.Stat(p)
 				isDir = err == nil && st.IsDir()
 			}
-			if isDir && !fn(f, ent.Name()) {
+			if isDir && !fn(dir, ent.Name()) {
 				return nil
 			}
 		}

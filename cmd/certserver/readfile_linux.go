@@ -14,12 +14,14 @@ import (
 // also stats the file and registers it with the network poller, which
 // doubles the system calls of an import that reads two small files per
 // certificate; opening from the lineage's parent directory spares the
-// kernel a walk of the whole path for each file. The contents are copied
-// out of *scratch, which is grown as needed and reused by the next call.
-func readSmallFile(dir *os.File, name, path string, scratch *[]byte) ([]byte, error) {
-	dirfd := unix.AT_FDCWD
+// kernel a walk of the whole path for each file, and where a short read
+// is the end of the file (dir.shortReadEnds) the read that would return
+// nothing is not made. The contents are copied out of *scratch, which is
+// grown as needed and reused by the next call.
+func readSmallFile(dir *liveDir, name, path string, scratch *[]byte) ([]byte, error) {
+	dirfd, shortEnds := unix.AT_FDCWD, false
 	if dir != nil {
-		dirfd = int(dir.Fd())
+		dirfd, shortEnds = int(dir.f.Fd()), dir.shortReadEnds
 	} else {
 		name = path
 	}
@@ -40,15 +42,35 @@ func readSmallFile(dir *os.File, name, path string, scratch *[]byte) ([]byte, er
 			buf = append(buf, 0)[:len(buf)]
 			*scratch = buf
 		}
+		want := cap(buf) - len(buf)
 		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
 			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
-		case n == 0:
-			return append([]byte(nil), buf...), nil
 		}
 		buf = buf[:len(buf)+n]
+		if n == 0 || (shortEnds && n < want) {
+			return append([]byte(nil), buf...), nil
+		}
 	}
+}
+
+// shortReadEnds reports whether dir is on a file system whose reads of a
+// regular file return less than asked only at the end of the file: the
+// local ones certbot directories live on (ext4, XFS, Btrfs, tmpfs), which
+// read through the page cache and stop short only at the file's size.
+// Network and FUSE file systems may stop anywhere, and are read to a read
+// that returns nothing.
+func shortReadEnds(dir *os.File) bool {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(dir.Fd()), &st); err != nil {
+		return false
+	}
+	switch uint32(st.Type) {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.BTRFS_SUPER_MAGIC, unix.TMPFS_MAGIC:
+		return true
+	}
+	return false
 }

@@ -31,10 +31,11 @@ soak:
 bench:
 	scripts/bench.sh
 
-## fuzz: run the host name fuzzer for a minute
+## fuzz: run the fuzzers (host names, import lines, certificate fast paths) a minute each
 fuzz:
 	$(GO) test ./store/hostname -run '^$$' -fuzz FuzzNormalize -fuzztime 60s
 	$(GO) test ./certserver -run '^$$' -fuzz FuzzDecodeImportFast -fuzztime 60s
+	$(GO) test ./store -run '^$$' -fuzz FuzzParseCertificateFastPaths -fuzztime 60s
 
 clean:
 	rm -rf bin

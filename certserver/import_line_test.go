@@ -1,6 +1,8 @@
 package certserver
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"testing"
 
@@ -81,4 +83,21 @@ func FuzzDecodeImportFast(f *testing.F) {
 			t.Fatalf("%q: fast path %+v, encoding/json %+v", line, fast, want)
 		}
 	})
+}
+
+// TestPlain8: plain8 is true exactly when each of the eight bytes is one
+// str copies as it is, whatever byte sits where.
+func TestPlain8(t *testing.T) {
+	for c := range 256 {
+		want := c >= 0x20 && c < 0x80 && c != '"' && c != '\\'
+		for pos := range 8 {
+			for _, fill := range []byte{'A', ' ', '~', '!', '#', '[', ']'} {
+				b := bytes.Repeat([]byte{fill}, 8)
+				b[pos] = byte(c)
+				if got := plain8(binary.LittleEndian.Uint64(b)); got != want {
+					t.Fatalf("plain8(%q) = %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
 }

@@ -47,18 +47,30 @@ var (
 //
 // The error wraps ErrNotCertificate, ErrBadKey, ErrKeyMismatch, ErrNoNames or
 // ErrExpired (leaf NotAfter before now), in that order of checking.
+//
+// Chains and P-256 keys as certbot and other tools write them take a fast
+// path (fastChain, fastKey) that decodes an intermediate seen before only
+// once and reads a key only as far as the match check needs; anything
+// else, and anything refused, takes the general one.
 func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, error) {
-	leaf, chain, err := parseChain(chainPEM)
-	if err != nil {
-		return nil, fmt.Errorf("parse chain: %w", err)
+	leaf, chain, ok := fastChain(chainPEM)
+	if !ok {
+		var err error
+		if leaf, chain, err = parseChain(chainPEM); err != nil {
+			return nil, fmt.Errorf("parse chain: %w", err)
+		}
 	}
-	key, keyBlock, err := parseKey(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("parse key: %w", err)
-	}
-	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
-	if !ok || !pub.Equal(leaf.PublicKey) {
-		return nil, fmt.Errorf("parse key: %w", ErrKeyMismatch)
+	keyBlock, ok := fastKey(keyPEM, leaf)
+	if !ok {
+		key, block, err := parseKey(keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("parse key: %w", err)
+		}
+		pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+		if !ok || !pub.Equal(leaf.PublicKey) {
+			return nil, fmt.Errorf("parse key: %w", ErrKeyMismatch)
+		}
+		keyBlock = block
 	}
 	names := leafNames(leaf)
 	if len(names) == 0 {
@@ -104,18 +116,13 @@ func parseChain(data []byte) (*x509.Certificate, []byte, error) {
 		if len(block.Headers) != 0 {
 			return nil, nil, fmt.Errorf("block %d: unexpected pem headers: %w", i+1, ErrNotCertificate)
 		}
+		// Only the leaf is used, but every intermediate must parse.
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("certificate %d: %w: %w", i+1, ErrNotCertificate, err)
+		}
 		if leaf == nil {
-			c, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, nil, fmt.Errorf("certificate %d: %w: %w", i+1, ErrNotCertificate, err)
-			}
 			leaf = c
-		} else if !parsedIntermediates.has(block.Bytes) {
-			// Only the leaf is used, but every intermediate must parse.
-			if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-				return nil, nil, fmt.Errorf("certificate %d: %w: %w", i+1, ErrNotCertificate, err)
-			}
-			parsedIntermediates.add(block.Bytes)
 		}
 		chain = appendBlock(chain, raw)
 	}
@@ -125,39 +132,30 @@ func parseChain(data []byte) (*x509.Certificate, []byte, error) {
 	return leaf, chain, nil
 }
 
-// maxParsedIntermediates bounds parsedIntermediates: a handful of CA
-// intermediates sign nearly every certificate there is, so a few hundred
-// is plenty, and at about 1.5 KB each the set stays under 1 MB.
-const maxParsedIntermediates = 512
-
-// parsedIntermediates holds the DER of intermediates that parsed, so that
-// an import of many chains under the same intermediate parses it once.
-var parsedIntermediates = derSet{max: maxParsedIntermediates}
-
-// derSet is a set of DER encodings, safe for concurrent use, that holds at
-// most max of them: adding one more to a full set empties it first.
-type derSet struct {
+// byteSet is a set of byte strings, safe for concurrent use, that holds
+// at most max of them: adding one more to a full set empties it first.
+type byteSet struct {
 	max int
 	mu  sync.Mutex
 	m   map[string]struct{}
 }
 
-// has says whether der is in the set.
-func (s *derSet) has(der []byte) bool {
+// has says whether b is in the set.
+func (s *byteSet) has(b []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.m[string(der)]
+	_, ok := s.m[string(b)]
 	return ok
 }
 
-// add puts der in the set.
-func (s *derSet) add(der []byte) {
+// add puts b in the set.
+func (s *byteSet) add(b []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil || len(s.m) >= s.max {
 		s.m = make(map[string]struct{}, s.max)
 	}
-	s.m[string(der)] = struct{}{}
+	s.m[string(b)] = struct{}{}
 }
 
 // ParseKey parses a PEM private key file (PKCS #8, SEC 1 or PKCS #1, an

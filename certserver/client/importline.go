@@ -36,33 +36,21 @@ func appendImportLine(dst []byte, req *api.ImportRequest) ([]byte, error) {
 	return append(dst, "}\n"...), nil
 }
 
-// appendJSONString appends s to dst as a JSON string. Printable ASCII and
-// the line breaks and tabs of PEM are written here; a string with any
-// other byte is left to encoding/json.
+// appendJSONString appends s to dst as a JSON string, in one pass over s.
+// Printable ASCII and the line breaks and tabs of PEM are written here; a
+// string with any other byte is left to encoding/json.
 func appendJSONString(dst []byte, s string) ([]byte, error) {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 0x80 || (c < 0x20 && c != '\n' && c != '\r' && c != '\t') || c == '<' || c == '>' || c == '&' {
-			b, err := json.Marshal(s)
-			return append(dst, b...), err
-		}
-	}
+	mark := len(dst)
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
-		var esc string
-		switch s[i] {
-		case '"':
-			esc = `\"`
-		case '\\':
-			esc = `\\`
-		case '\n':
-			esc = `\n`
-		case '\r':
-			esc = `\r`
-		case '\t':
-			esc = `\t`
-		default:
+		esc := jsonEscapes[s[i]]
+		if esc == "" {
 			continue
+		}
+		if esc == "?" {
+			b, err := json.Marshal(s)
+			return append(dst[:mark], b...), err
 		}
 		dst = append(dst, s[start:i]...)
 		dst = append(dst, esc...)
@@ -71,3 +59,27 @@ func appendJSONString(dst []byte, s string) ([]byte, error) {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"'), nil
 }
+
+// jsonEscapes is what appendJSONString writes for each byte: "" for the
+// byte itself, its escape, or "?" for a byte it leaves to encoding/json
+// (control characters, non-ASCII, and <, >, & which encoding/json escapes
+// for HTML).
+var jsonEscapes = func() (t [256]string) {
+	for c := range 256 {
+		switch {
+		case c == '"':
+			t[c] = `\"`
+		case c == '\\':
+			t[c] = `\\`
+		case c == '\n':
+			t[c] = `\n`
+		case c == '\r':
+			t[c] = `\r`
+		case c == '\t':
+			t[c] = `\t`
+		case c < 0x20 || c >= 0x80 || c == '<' || c == '>' || c == '&':
+			t[c] = "?"
+		}
+	}
+	return t
+}()

@@ -95,6 +95,7 @@ func (im *importer) run(ctx context.Context, walk func(yield func(importItem) bo
 // maxImportBatchBytes of PEM, until send returns false.
 func (im *importer) batches(ctx context.Context, walk func(yield func(importItem) bool), send func(*importBatch) bool) {
 	var b *importBatch
+	var scratch []byte
 	size := 0
 	flush := func() bool {
 		if b == nil {
@@ -106,7 +107,7 @@ func (im *importer) batches(ctx context.Context, walk func(yield func(importItem
 	}
 	walk(func(it importItem) bool {
 		if im.stopped() == nil && ctx.Err() == nil {
-			it.load()
+			it.load(&scratch)
 		}
 		n := len(it.chain) + len(it.key)
 		if b != nil && (len(b.items) == im.batch || size+n > maxImportBatchBytes) && !flush() {

@@ -25,8 +25,13 @@ type importItem struct {
 	kind   importKind
 	// keyFile is the key file of a kindPair item.
 	keyFile string
-	chain   []byte
-	key     []byte
+	// live and name, for a lineage found in a live/ directory, are that
+	// directory, open while the walk that yields the item runs, and the
+	// lineage's name in it: load opens its files from there.
+	live  *liveDir
+	name  string
+	chain []byte
+	key   []byte
 	// err is set when the item could not be found or its files read.
 	err error
 }
@@ -71,9 +76,9 @@ func walkImports(path string, yield func(importItem) bool) bool {
 	live := filepath.Join(path, "live")
 	if st, err := os.Stat(live); err == nil && st.IsDir() {
 		n, stopped := 0, false
-		err := lineageDirs(live, func(dir string) bool {
+		err := lineageDirs(live, func(f *liveDir, name string) bool {
 			n++
-			stopped = !yield(importItem{path: dir, source: api.SourceCertbot, kind: kindLineage})
+			stopped = !yield(importItem{path: filepath.Join(live, name), source: api.SourceCertbot, kind: kindLineage, live: f, name: name})
 			return !stopped
 		})
 		switch {
@@ -100,14 +105,25 @@ func countImports(path string) int {
 	return n
 }
 
-// lineageDirs calls fn with the path of each directory in live (following
-// symbolic links), reading live a chunk at a time, until fn returns false.
-func lineageDirs(live string, fn func(dir string) bool) error {
+// liveDir is a certbot live/ directory, open.
+type liveDir struct {
+	f *os.File
+	// shortReadEnds says that a read of a regular file under it that
+	// returns less than asked has reached the end of the file (see
+	// shortReadEnds).
+	shortReadEnds bool
+}
+
+// lineageDirs calls fn with live, open, and the name of each directory in
+// it (following symbolic links), reading live a chunk at a time, until fn
+// returns false.
+func lineageDirs(live string, fn func(dir *liveDir, name string) bool) error {
 	f, err := os.Open(live)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	dir := &liveDir{f: f, shortReadEnds: shortReadEnds(f)}
 	for {
 		entries, err := f.ReadDir(lineageChunk)
 		for _, ent := range entries {
@@ -118,7 +134,7 @@ func lineageDirs(live string, fn func(dir string) bool) error {
 				st, err := os.Stat(p)
 				isDir = err == nil && st.IsDir()
 			}
-			if isDir && !fn(p) {
+			if isDir && !fn(dir, ent.Name()) {
 				return nil
 			}
 		}
@@ -141,17 +157,25 @@ func pairItem(certFile, keyFile string) importItem {
 
 // load reads the item's files, unless finding it failed: a lineage's
 // fullchain.pem and privkey.pem (following certbot's symbolic links into
-// archive/), a bundle's blocks, or a pair's two files.
-func (it *importItem) load() {
+// archive/), a bundle's blocks, or a pair's two files. A lineage's files
+// are read through scratch, a buffer load may grow and reuse.
+func (it *importItem) load(scratch *[]byte) {
 	if it.err != nil {
 		return
 	}
 	switch it.kind {
 	case kindLineage:
-		it.chain, it.err = readSmallFile(filepath.Join(it.path, "fullchain.pem"))
-		if it.err == nil {
-			it.key, it.err = readSmallFile(filepath.Join(it.path, "privkey.pem"))
+		read := func(file string) ([]byte, error) {
+			if it.live == nil {
+				return readSmallFile(nil, "", filepath.Join(it.path, file), scratch)
+			}
+			return readSmallFile(it.live, it.name+"/"+file, filepath.Join(it.path, file), scratch)
 		}
+		it.chain, it.err = read("fullchain.pem")
+		if it.err == nil {
+			it.key, it.err = read("privkey.pem")
+		}
+		it.live = nil // closed once the walk is over
 	case kindBundle:
 		b, err := os.ReadFile(it.path)
 		if err != nil {

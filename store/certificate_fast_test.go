@@ -1,0 +1,126 @@
+package store
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"testing"
+)
+
+// fastInputs are chains and keys for the fast-path tests: the layouts
+// certbot, lego and openssl write (which the fast paths must take) and
+// near misses (which they must leave to the general path).
+type fastInput struct {
+	desc       string
+	chain, key []byte
+	fast       bool // both fast paths accept it
+}
+
+func fastInputs(t testing.TB) []fastInput {
+	ca := newTestCA(t)
+	key, other := newECKey(t, elliptic.P256()), newECKey(t, elliptic.P256())
+	key384 := newECKey(t, elliptic.P384())
+	leaf := ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}})
+	leaf384 := ca.issue(t, key384, leafSpec{dnsNames: []string{"b.example.com"}})
+	chain, pk8, sec1 := concat(leaf, ca.certPEM), pkcs8PEM(t, key), sec1PEM(t, key)
+	sec1NoCurve := sec1DER(t, key)
+	// MarshalECPrivateKey writes the curve as [0] right after the scalar:
+	// cut it out, keeping the public key [1].
+	curve := []byte{0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+	if i := bytes.Index(sec1NoCurve, curve); i > 0 {
+		sec1NoCurve = append(append([]byte{0x30, sec1NoCurve[1] - byte(len(curve))}, sec1NoCurve[2:i]...), sec1NoCurve[i+len(curve):]...)
+	} else {
+		t.Fatal("no curve in the SEC 1 key")
+	}
+	crlf := func(b []byte) []byte { return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")) }
+	return []fastInput{
+		{desc: "certbot: chain and pkcs8 key", chain: chain, key: pk8, fast: true},
+		{desc: "sec1 key", chain: chain, key: sec1, fast: true},
+		{desc: "leaf alone", chain: leaf, key: pk8, fast: true},
+		{desc: "blank lines around", chain: concat([]byte("\n"), leaf, []byte("\n\n"), ca.certPEM, []byte("\n")), key: concat(pk8, []byte("\n")), fast: true},
+		{desc: "no final newlines", chain: bytes.TrimSuffix(chain, []byte("\n")), key: bytes.TrimSuffix(pk8, []byte("\n")), fast: true},
+		{desc: "mismatched key", chain: chain, key: pkcs8PEM(t, other)},
+		{desc: "key of the issuer", chain: chain, key: pkcs8PEM(t, ca.key)},
+		{desc: "p-384", chain: leaf384, key: pkcs8PEM(t, key384)},
+		{desc: "sec1 key naming no curve", chain: chain, key: pemBlock("EC PRIVATE KEY", sec1NoCurve)},
+		{desc: "crlf", chain: crlf(chain), key: crlf(pk8)},
+		{desc: "text before", chain: concat([]byte("subject=a\n"), chain), key: concat([]byte("key\n"), pk8)},
+		{desc: "ec parameters", chain: chain, key: concat(pemBlock("EC PARAMETERS", curve[2:]), sec1)},
+		{desc: "header", chain: bytes.Replace(chain, []byte("-----\n"), []byte("-----\nA: b\n\n"), 1), key: pk8},
+		{desc: "corrupt base64", chain: bytes.Replace(chain, []byte("-----\nM"), []byte("-----\n*"), 1), key: bytes.Replace(pk8, []byte("-----\nM"), []byte("-----\n*"), 1)},
+		{desc: "corrupt intermediate", chain: concat(leaf, pemBlock("CERTIFICATE", ca.cert.Raw[:len(ca.cert.Raw)-1])), key: pk8},
+		{desc: "two keys", chain: chain, key: concat(pk8, pk8)},
+		{desc: "empty blocks", chain: []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), key: []byte("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")},
+	}
+}
+
+// sec1DER is key in SEC 1 DER.
+func sec1DER(t testing.TB, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// TestParseCertificateFastPaths: the chains and keys tools write take the
+// fast paths, near misses do not, and whatever a fast path accepts the
+// general path accepts with the same result.
+func TestParseCertificateFastPaths(t *testing.T) {
+	for _, in := range fastInputs(t) {
+		t.Run(in.desc, func(t *testing.T) {
+			checkFastPaths(t, in.chain, in.key, in.fast)
+		})
+	}
+}
+
+// checkFastPaths checks that what fastChain and fastKey accept of chain
+// and key, parseChain, parseKey and the match check accept, with the same
+// leaf, chain and key blocks; with mustBeFast, that both accept.
+func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
+	t.Helper()
+	leaf, gotChain, okChain := fastChain(chain)
+	if mustBeFast && !okChain {
+		t.Fatal("fastChain declined")
+	}
+	if !okChain {
+		return
+	}
+	want, wantChain, err := parseChain(chain)
+	if err != nil {
+		t.Fatalf("fastChain accepted a chain parseChain refuses: %v", err)
+	}
+	if !bytes.Equal(leaf.Raw, want.Raw) || !bytes.Equal(gotChain, wantChain) {
+		t.Fatalf("fastChain read a different leaf or chain:\n%q\nwant\n%q", gotChain, wantChain)
+	}
+	gotKey, okKey := fastKey(key, leaf)
+	if mustBeFast && !okKey {
+		t.Fatal("fastKey declined")
+	}
+	if !okKey {
+		return
+	}
+	k, wantKey, err := parseKey(key)
+	if err != nil {
+		t.Fatalf("fastKey accepted a key parseKey refuses: %v", err)
+	}
+	if pub, ok := k.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(leaf.PublicKey) {
+		t.Fatal("fastKey accepted a key that does not match the leaf")
+	}
+	if !bytes.Equal(gotKey, wantKey) {
+		t.Fatalf("fastKey kept %q, want %q", gotKey, wantKey)
+	}
+}
+
+// FuzzParseCertificateFastPaths: whatever the fast paths accept, the
+// general path accepts with the same result.
+func FuzzParseCertificateFastPaths(f *testing.F) {
+	for _, in := range fastInputs(f) {
+		f.Add(in.chain, in.key)
+	}
+	f.Fuzz(func(t *testing.T, chain, key []byte) {
+		checkFastPaths(t, chain, key, false)
+	})
+}

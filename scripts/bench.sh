@@ -21,6 +21,7 @@
 #                   BenchmarkImport          `certserver import` of 500,000 certbot lineages into
 #                                            `certserver serve` with a Badger store on disk
 #   certserver      BenchmarkBulkAdd500k     500,000 names in one POST /v1/domains
+#                   BenchmarkBulkAdd500kPostgres  the same into a fleet's PostgreSQL store
 #                   BenchmarkCertEndpoint    GET /v1/certs/{sni} with 100,000 certificates, in-process
 #   store           BenchmarkDue, BenchmarkLookupCertificate, BenchmarkAddDomains
 #   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
@@ -112,6 +113,7 @@ fi
 bench import ./cmd/certserver/ '^BenchmarkImport$' 1x -timeout 60m
 # One call adds 500,000 names (CERTSERVER_BENCH_BULK): one op is plenty.
 bench bulk ./certserver/ '^BenchmarkBulkAdd500k$' 1x
+bench bulk-pg ./certserver/ '^BenchmarkBulkAdd500kPostgres$' 1x
 bench endpoint ./certserver/ '^BenchmarkCertEndpoint$' "$endpoint_time"
 bench store ./store/ '^(BenchmarkDue|BenchmarkLookupCertificate)$' "$store_time"
 bench add ./store/ '^BenchmarkAddDomains$' 1x
@@ -138,7 +140,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/store.txt" \
+cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
@@ -247,6 +249,13 @@ END {
     e = "BenchmarkBulkAdd500k/existing"
     if (has(e, "names/s")) row("", "the same names again (all existing)", fmt(v[e, "ns/op"] / 1e9) " s", "", "")
   }
+  b = "BenchmarkBulkAdd500kPostgres/new"
+  if (has(b, "names/s")) {
+    t = v[b, "ns/op"] / 1e9
+    row("**Bulk enrollment, fleet**: " count(bulk) " names in one `POST /v1/domains` into PostgreSQL (a cluster of the test'"'"'s own, fsync off)", "new names", "**" fmt(t) " s** (" fmt(v[b, "names/s"]) " names/s)", "≤ 10 s", verdict(t <= 10, fmt(t - 10) " s"))
+    e = "BenchmarkBulkAdd500kPostgres/existing"
+    if (has(e, "names/s")) row("", "the same names again (all existing)", fmt(v[e, "ns/op"] / 1e9) " s", "", "")
+  }
 
   b = "BenchmarkJoin"
   if (has(b, "join-s")) {
@@ -302,7 +311,7 @@ END {
   b = "BenchmarkPostgresChangesAfter/certs=" pgchanges
   if (has(b, "changes/s"))
     row("", "a joining host'"'"'s copy: `ChangesAfter` of " count(pgchanges) " certificates in batches of 1,000; `PutCertificates` that wrote them",
-        fmt(v[b, "changes/s"]) " changes/s; " fmt(v[b, "puts/s"]) " puts/s", "", "")
+        fmt(v[b, "changes/s"]) " changes/s; " fmt(v[b, "puts/s"]) " puts/s (CPU per put " fmt(v[b, "put-client-cpu-µs"]) " µs in certserver, " fmt(v[b, "put-server-cpu-µs"]) " µs in PostgreSQL)", "", "")
   b = "BenchmarkPostgresLatestVersion"
   if (has(b, "calls/s"))
     row("", "`LatestVersion` (each host'"'"'s lag)", fmt(v[b, "calls/s"]) " calls/s, " fmt(v[b, "ns/op"] / 1000) " µs", "", "")

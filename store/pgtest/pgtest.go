@@ -20,7 +20,9 @@
 //
 // The postmaster is a child of the test binary and is told by the kernel
 // (PR_SET_PDEATHSIG) to shut down at once if the binary dies, so a panic
-// or a killed test leaves no PostgreSQL running.
+// or a killed test leaves no PostgreSQL running. The files of such a
+// cluster stay in the temporary directory until a later test binary
+// starts a cluster: it removes those older than half an hour.
 package pgtest
 
 import (
@@ -228,12 +230,40 @@ func (c *Cluster) Restart(t testing.TB) {
 	}
 }
 
+// staleAge is how old the directory of a cluster whose postmaster is gone
+// must be before sweepStale removes it: younger ones may be clusters that
+// another test binary is making or has stopped for a moment.
+const staleAge = 30 * time.Minute
+
+var sweepOnce sync.Once
+
+// sweepStale removes the directories that clusters of test binaries that
+// died (a panic, a timeout, a kill) left behind: their postmaster went
+// with them, but not their files.
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pgtest-*"))
+	for _, dir := range dirs {
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < staleAge {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil {
+			pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+			if pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH {
+				continue // running (or a pid that was reused: left alone)
+			}
+		}
+		os.RemoveAll(dir)
+	}
+}
+
 // start makes and starts a new cluster.
 func start() (*Cluster, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
 	}
+	sweepOnce.Do(sweepStale)
 	c := &Cluster{bin: bin}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("nobody")

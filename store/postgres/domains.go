@@ -411,3 +411,30 @@ func nameOf(d *store.Domain) string {
 	}
 	return d.Name
 }
+
+var _ store.DomainsReader = (*Store)(nil)
+
+// GetDomains implements store.DomainsReader in one statement.
+func (s *Store) GetDomains(ctx context.Context, names []string) ([]*store.Domain, error) {
+	var out []*store.Domain
+	err := s.query(ctx, func(q querier) error {
+		out = out[:0]
+		rows, err := q.Query(ctx, "SELECT "+domainColumns+" FROM domains WHERE name = ANY($1)", names)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			d, err := scanDomain(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get %d domains: %w", len(names), err)
+	}
+	return out, nil
+}

@@ -134,3 +134,24 @@ func TestEveryCertificateAndAccountFieldIsKept(t *testing.T) {
 		t.Errorf("account: got\n%#v\nwant\n%#v", gotA, a)
 	}
 }
+
+func TestGetDomainsReadsThoseThatExist(t *testing.T) {
+	s := open(t, time.Now)
+	c := ctx(t)
+	for _, n := range []string{"a.example.com", "b.example.com", "c.example.com"} {
+		if err := s.PutDomain(c, &store.Domain{Name: n, State: store.StateValid}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := store.GetDomains(c, s, []string{"c.example.com", "missing.example.com", "a.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, d := range got {
+		names[d.Name] = true
+	}
+	if len(got) != 2 || !names["a.example.com"] || !names["c.example.com"] {
+		t.Errorf("GetDomains = %+v, want a and c", got)
+	}
+}

@@ -74,7 +74,8 @@ CREATE INDEX tombstones_version ON tombstones (version);
 
 -- Managed names: one column per field of store.Domain; a zero time or
 -- an empty list is NULL. next_attempt is the name's place in the due
--- index (NULL: none). attempts is JSON (store.Attempt).
+-- index (NULL: none). attempts is JSON (store.Attempt, times to the
+-- nanosecond).
 CREATE TABLE domains (
 	name          text COLLATE "C" PRIMARY KEY,
 	state         text NOT NULL,

@@ -23,6 +23,9 @@
 #   certserver      BenchmarkBulkAdd500k     500,000 names in one POST /v1/domains
 #                   BenchmarkCertEndpoint    GET /v1/certs/{sni} with 100,000 certificates, in-process
 #   store           BenchmarkDue, BenchmarkLookupCertificate, BenchmarkAddDomains
+#   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
+#                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
+#                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
 #   store/replica   BenchmarkJoin            a new fleet host copying 250,000 certificates from a real
 #                                            PostgreSQL into an empty Badger until ready (the 1,000,000
 #                                            target is judged at its rate: filling PostgreSQL with a
@@ -43,7 +46,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -54,13 +57,14 @@ if [ "$short" = 1 ]; then
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
-    CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 CERTSERVER_BENCH_JOIN=5000
+    CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
+    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
-    CERTSERVER_BENCH_IMPORT
+    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES
   export CERTSERVER_BENCH_JOIN=250000
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
@@ -108,6 +112,12 @@ bench bulk ./certserver/ '^BenchmarkBulkAdd500k$' 1x
 bench endpoint ./certserver/ '^BenchmarkCertEndpoint$' "$endpoint_time"
 bench store ./store/ '^(BenchmarkDue|BenchmarkLookupCertificate)$' "$store_time"
 bench add ./store/ '^BenchmarkAddDomains$' 1x
+# The PostgreSQL store, against a cluster the test binary starts
+# (store/pgtest; fsync off: what the store and the server compute, not
+# the disk's flushes).
+bench pg-add ./store/postgres/ '^BenchmarkAddDomains$' 1x
+bench pg-changes ./store/postgres/ '^BenchmarkChangesAfter$' 1x
+bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
 bench join ./store/replica/ '^BenchmarkJoin$' 1x -timeout 60m
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 elapsed=$(( $(date +%s) - start ))
@@ -124,9 +134,12 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" |
+  "$out/issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" \
+  <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
-    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" -v join="$CERTSERVER_BENCH_JOIN" '
+    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
+    -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" \
+    -v join="$CERTSERVER_BENCH_JOIN" '
 # fmt prints a figure with a precision that suits its size.
 function fmt(v) {
   v += 0
@@ -267,6 +280,21 @@ END {
     row(first ? "Supporting: store `AddDomains` in one call" : "", what, fmt(v[b, "domains/s"]) " domains/s", "", "")
     first = 0
   }
+
+  b = "BenchmarkPostgresAddDomains/domains=" pgadd
+  if (has(b, "domains/s")) {
+    t = v[b, "ns/op"] / 1e9
+    row("**Fleet store**: PostgreSQL `AddDomains` of " count(pgadd) " names in one call (the store'"'"'s part of a `POST /v1/domains`)",
+        "time; CPU of certserver / of PostgreSQL", "**" fmt(t) " s**; " fmt(v[b, "client-cpu-s/op"]) " s / " fmt(v[b, "server-cpu-s/op"]) " s",
+        "≤ 5 s (half the POST'"'"'s 10 s)", verdict(t <= 5, fmt(t - 5) " s"))
+  }
+  b = "BenchmarkPostgresChangesAfter/certs=" pgchanges
+  if (has(b, "changes/s"))
+    row("", "a joining host'"'"'s copy: `ChangesAfter` of " count(pgchanges) " certificates in batches of 1,000; `PutCertificates` that wrote them",
+        fmt(v[b, "changes/s"]) " changes/s; " fmt(v[b, "puts/s"]) " puts/s", "", "")
+  b = "BenchmarkPostgresLatestVersion"
+  if (has(b, "calls/s"))
+    row("", "`LatestVersion` (each host'"'"'s lag)", fmt(v[b, "calls/s"]) " calls/s, " fmt(v[b, "ns/op"] / 1000) " µs", "", "")
   if (rows == 0) { print "bench.sh: no benchmark results parsed" > "/dev/stderr"; exit 1 }
 }
 '

@@ -202,8 +202,10 @@ func TestPutCertificatesTakesAVersionForEach(t *testing.T) {
 }
 
 // TestVersionedWritesTakeTurns: a versioned write waits for the one in
-// progress to commit, so that versions commit in order and a copy that
-// applied version V never misses a lower one committed after it.
+// progress to commit before it takes its version, so that versions commit
+// in order and a copy that applied version V never misses a lower one
+// committed after it. (Waiting only at the end, with its version taken,
+// a write could commit version 12 before another's 11.)
 func TestVersionedWritesTakeTurns(t *testing.T) {
 	clock := storetest.NewClock()
 	url := pgtest.New(t)
@@ -221,6 +223,10 @@ func TestVersionedWritesTakeTurns(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := tx.Exec(c, "SELECT 1 FROM replication_state FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	var held int64
+	if err := tx.QueryRow(c, "SELECT nextval('change_version')").Scan(&held); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -246,6 +252,14 @@ func TestVersionedWritesTakeTurns(t *testing.T) {
 			t.Fatal("PutCertificate never waited for the turn")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Versions are not transactional: one taken shows at once.
+	var last int64
+	if err := conn.QueryRow(c, "SELECT last_value FROM change_version").Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	if last != held {
+		t.Errorf("the waiting write took version %d while version %d was not committed yet", last, held)
 	}
 	if err := tx.Commit(c); err != nil {
 		t.Fatal(err)

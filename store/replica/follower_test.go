@@ -24,7 +24,10 @@ type fakeSource struct {
 	gate     chan struct{} // ChangesAfter waits for it to be closed
 	pulls    atomic.Int64
 	hosts    []store.Host
+	down     atomic.Bool // every call fails with store.ErrUnavailable
 }
+
+var errDown = fmt.Errorf("%w (postgres 127.0.0.1:1/fleet): connection refused", store.ErrUnavailable)
 
 func newFakeSource() *fakeSource { return &fakeSource{gate: make(chan struct{})} }
 
@@ -67,12 +70,18 @@ func (s *fakeSource) ChangesAfter(ctx context.Context, after uint64, limit int) 
 }
 
 func (s *fakeSource) LatestVersion(context.Context) (uint64, error) {
+	if s.down.Load() {
+		return 0, errDown
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return uint64(len(s.changes)), nil
 }
 
 func (s *fakeSource) Listen(ctx context.Context, notify func(uint64)) error {
+	if s.down.Load() {
+		return errDown
+	}
 	s.mu.Lock()
 	s.listener = notify
 	s.mu.Unlock()
@@ -136,6 +145,42 @@ func TestFollowerLagOnItsClock(t *testing.T) {
 		n := len(src.hosts)
 		return n > 0 && src.hosts[n-1].Applied == 2 && src.hosts[n-1].SeenAt.Equal(start.Add(5*time.Second))
 	})
+}
+
+// A database unreachable at start: a copy that applied something before
+// serves it (ready, database down); an empty one is not ready.
+func TestFollowerUnreachableAtStart(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		desc      string
+		applied   bool
+		wantReady bool
+	}{
+		{"a copy from an earlier run", true, true},
+		{"an empty copy", false, false},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			src := newFakeSource()
+			src.down.Store(true)
+			local := openBadger(t, t.TempDir())
+			if tc.applied {
+				if err := local.Apply(ctx, []store.Change{{Version: 7, Kind: store.ChangePutCertificate, Certificate: cert("old.test")}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			logger, logs := newLogger(t)
+			f := startFollower(t, replica.Config{Source: src, Replica: local, Logger: logger})
+			waitFor(t, "the status says down", func() bool { return !f.Status().DownSince.IsZero() })
+			waitFor(t, "retries", func() bool { return src.pulls.Load() == 0 && logs.count("fleet: database unreachable at start") == 1 })
+			st := f.Status()
+			if st.Ready != tc.wantReady || st.DatabaseUp || st.DownCause != errDown.Error() {
+				t.Fatalf("status: %+v; want ready %v, database down with its cause", st, tc.wantReady)
+			}
+			if tc.applied && (st.Applied != 7 || served(t, local, "old.test") != "old.test") {
+				t.Fatalf("the copy from before: applied %d, want 7, and old.test served", st.Applied)
+			}
+		})
+	}
 }
 
 func TestNewRefusesBadConfig(t *testing.T) {

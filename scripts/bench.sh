@@ -22,6 +22,9 @@
 #   certserver      BenchmarkBulkAdd500k     500,000 names in one POST /v1/domains
 #                   BenchmarkCertEndpoint    GET /v1/certs/{sni} with 100,000 certificates, in-process
 #   store           BenchmarkDue, BenchmarkLookupCertificate, BenchmarkAddDomains
+#   store/...       the contract suite's bulk case (storetest) at 500,000 names
+#                   on every engine: one AddDomains, then its checks (make test
+#                   runs it at 20,000 under the race detector)
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
 #
 # The million-name data set and the certbot tree of the import benchmark
@@ -49,13 +52,15 @@ if [ "$short" = 1 ]; then
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
-    CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000
+    CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
+    CERTSERVER_STORE_BULK=20000
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
     CERTSERVER_BENCH_IMPORT
+  export CERTSERVER_STORE_BULK=500000
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
 million=${CERTSERVER_BENCH_MILLION:-1000000}
@@ -102,6 +107,15 @@ bench bulk ./certserver/ '^BenchmarkBulkAdd500k$' 1x
 bench endpoint ./certserver/ '^BenchmarkCertEndpoint$' "$endpoint_time"
 bench store ./store/ '^(BenchmarkDue|BenchmarkLookupCertificate)$' "$store_time"
 bench add ./store/ '^BenchmarkAddDomains$' 1x
+# The contract suite's bulk case on every store engine, without the race
+# detector: a test, not a benchmark, so it runs with -run.
+say "./store/...: contract bulk case, $CERTSERVER_STORE_BULK names"
+if ! go test -run '^Test[A-Za-z]*Contract$/^BulkAddDomains$' -count 1 -v -timeout 30m ./store/... >"$out/contract.txt" 2>&1; then
+  cat "$out/contract.txt" >&2
+  say "FAILED: the contract suite's bulk case (output above, also in $out/contract.txt)"
+  exit 1
+fi
+grep -E 'AddDomains of [0-9]+ names:' "$out/contract.txt" >&2 || true
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 elapsed=$(( $(date +%s) - start ))
 load_after=$(cut -d' ' -f1 /proc/loadavg)
@@ -117,7 +131,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/endpoint.txt" "$out/add.txt" |
+  "$out/issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/contract.txt" |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" '
 # fmt prints a figure with a precision that suits its size.
@@ -146,6 +160,13 @@ function row(what, figure, value, target, result) {
   rows++
 }
 function has(b, unit) { return (b, unit) in v }
+# The contract suite prints, under "=== RUN   TestXContract/BulkAddDomains",
+# "AddDomains of N names: S s (R names/s)".
+/^=== RUN +Test[A-Za-z]*Contract\/BulkAddDomains$/ { engine = $3; sub(/^Test/, "", engine); sub(/Contract\/.*$/, "", engine); next }
+/AddDomains of [0-9]+ names: / && engine != "" && !(engine in bulk_s) {
+  for (i = 1; i <= NF; i++) if ($i == "of") bulk_n[engine] = $(i + 1); else if ($i == "names:") bulk_s[engine] = $(i + 1)
+  engines[++nengines] = engine
+}
 /^Benchmark/ {
   name = $1
   sub(/-[0-9]+$/, "", name)          # the GOMAXPROCS suffix
@@ -222,6 +243,12 @@ END {
     row("**Bulk enrollment**: " count(bulk) " names in one `POST /v1/domains`, synced commits", "new names", "**" fmt(t) " s** (" fmt(v[b, "names/s"]) " names/s)", "≤ 10 s", verdict(t <= 10, fmt(t - 10) " s"))
     e = "BenchmarkBulkAdd500k/existing"
     if (has(e, "names/s")) row("", "the same names again (all existing)", fmt(v[e, "ns/op"] / 1e9) " s", "", "")
+  }
+
+  for (k = 1; k <= nengines; k++) {
+    e = engines[k]
+    row(k == 1 ? "Supporting: the store contract suite'"'"'s bulk case, one `AddDomains` then its checks (no race detector)" : "",
+        e ", " count(bulk_n[e]) " names", fmt(bulk_s[e]) " s (" fmt(bulk_n[e] / bulk_s[e]) " names/s)", "", "")
   }
 
   first = 1

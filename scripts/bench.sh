@@ -31,6 +31,9 @@
 #                                            PostgreSQL into an empty Badger until ready (the 1,000,000
 #                                            target is judged at its rate: filling PostgreSQL with a
 #                                            million through the store takes longer than the join)
+#   store/...       the contract suite's bulk case (storetest) at 500,000 names
+#                   on every engine: one AddDomains, then its checks (make test
+#                   runs it at 20,000 under the race detector)
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
 #   nginx           BenchmarkFleetConvergence a fleet of 3 hosts (sidecar + nginx each, one PostgreSQL):
 #                                            a certificate written on one host until every worker of
@@ -50,7 +53,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -62,14 +65,15 @@ if [ "$short" = 1 ]; then
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
-    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10
+    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
+    CERTSERVER_STORE_BULK=20000
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
     CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
-  export CERTSERVER_BENCH_JOIN=250000
+  export CERTSERVER_BENCH_JOIN=250000 CERTSERVER_STORE_BULK=500000
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
 million=${CERTSERVER_BENCH_MILLION:-1000000}
@@ -124,6 +128,15 @@ bench pg-add ./store/postgres/ '^BenchmarkAddDomains$' 1x
 bench pg-changes ./store/postgres/ '^BenchmarkChangesAfter$' 1x
 bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
 bench join ./store/replica/ '^BenchmarkJoin$' 1x -timeout 60m
+# The contract suite's bulk case on every store engine, without the race
+# detector: a test, not a benchmark, so it runs with -run.
+say "./store/...: contract bulk case, $CERTSERVER_STORE_BULK names"
+if ! go test -run '^Test[A-Za-z]*Contract$/^BulkAddDomains$' -count 1 -v -timeout 30m ./store/... >"$out/contract.txt" 2>&1; then
+  cat "$out/contract.txt" >&2
+  say "FAILED: the contract suite's bulk case (output above, also in $out/contract.txt)"
+  exit 1
+fi
+grep -E 'AddDomains of [0-9]+ names:' "$out/contract.txt" >&2 || true
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 # One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
 bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
@@ -141,7 +154,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" \
+  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
@@ -172,6 +185,13 @@ function row(what, figure, value, target, result) {
   rows++
 }
 function has(b, unit) { return (b, unit) in v }
+# The contract suite prints, under "=== RUN   TestXContract/BulkAddDomains",
+# "AddDomains of N names: S s (R names/s)".
+/^=== RUN +Test[A-Za-z]*Contract\/BulkAddDomains$/ { engine = $3; sub(/^Test/, "", engine); sub(/Contract\/.*$/, "", engine); next }
+/AddDomains of [0-9]+ names: / && engine != "" && !(engine in bulk_s) {
+  for (i = 1; i <= NF; i++) if ($i == "of") bulk_n[engine] = $(i + 1); else if ($i == "names:") bulk_s[engine] = $(i + 1)
+  engines[++nengines] = engine
+}
 /^Benchmark/ {
   name = $1
   sub(/-[0-9]+$/, "", name)          # the GOMAXPROCS suffix
@@ -265,6 +285,12 @@ END {
     c = v[b, "cpu-µs/cert"] + v[b, "pg-cpu-µs/cert"]
     row("", "CPU per certificate: follower (Badger copy, pgx) / PostgreSQL; the rate 2 idle CPUs allow",
         fmt(v[b, "cpu-µs/cert"]) " / " fmt(v[b, "pg-cpu-µs/cert"]) " µs; " fmt(2e6 / c) "/s", "", "")
+  }
+
+  for (k = 1; k <= nengines; k++) {
+    e = engines[k]
+    row(k == 1 ? "Supporting: the store contract suite'"'"'s bulk case, one `AddDomains` then its checks (no race detector)" : "",
+        e ", " count(bulk_n[e]) " names", fmt(bulk_s[e]) " s (" fmt(bulk_n[e] / bulk_s[e]) " names/s)", "", "")
   }
 
   first = 1

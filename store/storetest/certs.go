@@ -130,6 +130,17 @@ func testNewestWriteWins(t *testing.T, x *suite) {
 	check("both gone", "shared.example.com", "")
 	check("both gone", "new.example.com", "new.example.com")
 
+	// Of several other records, the one with the latest StoredAt.
+	put(x.cert("first.example.com", "three.example.com"))
+	put(x.cert("second.example.com", "three.example.com"))
+	put(x.cert("third.example.com", "three.example.com"))
+	put(x.cert("first.example.com", "three.example.com")) // rewritten: now the latest
+	check("three claims", "three.example.com", "first.example.com")
+	del("first.example.com")
+	check("the latest of three deleted", "three.example.com", "third.example.com")
+	put(x.cert("third.example.com"))
+	check("the next one dropped the name", "three.example.com", "second.example.com")
+
 	expired := x.cert("expired.example.com", "other.example.com")
 	expired.NotBefore, expired.NotAfter = x.clock.Now().Add(-48*time.Hour), x.clock.Now().Add(-time.Minute)
 	put(expired)

@@ -322,3 +322,69 @@ func testListDomains(t *testing.T, x *suite) {
 		})
 	}
 }
+
+// testConcurrentUse: many goroutines put certificates that claim the same
+// names, look them up, move one domain in the due index and delete
+// records, all at once: every call succeeds (a conflict between writers
+// is the store's to resolve), the domain has exactly one due entry, and
+// every name links to a stored record that lists it.
+func testConcurrentUse(t *testing.T, x *suite) {
+	const workers, rounds = 16, 40
+	now := x.clock.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range rounds {
+				own := fmt.Sprintf("w%d-%d.example.com", w, i%5)
+				c := x.cert(own, "shared.example.com", fmt.Sprintf("s%d.example.com", i%3))
+				if err := x.s.PutCertificate(ctx(t), c); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := x.s.LookupCertificate(ctx(t), "shared.example.com"); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := x.s.LookupCertificate(ctx(t), "x."+own); err != nil && !isNotFound(err) {
+					t.Error(err)
+					return
+				}
+				d := &store.Domain{Name: "shared.example.com", NextAttempt: now.Add(time.Duration(w*rounds+i) * time.Second)}
+				if err := x.s.PutDomain(ctx(t), d); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := x.s.Due(ctx(t), now.Add(time.Hour), 10); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%10 == 9 {
+					if err := x.s.DeleteCertificate(ctx(t), own); err != nil && !isNotFound(err) {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	es, err := x.s.Due(ctx(t), now.Add(24*time.Hour), 100)
+	if err != nil || len(es) != 1 {
+		t.Errorf("Due after concurrent PutDomain = %v, %v; want one entry", es, err)
+	}
+	for _, name := range []string{"shared.example.com", "s0.example.com", "s1.example.com", "s2.example.com"} {
+		if c, err := x.s.LookupCertificate(ctx(t), name); err != nil || !slices.Contains(c.Names, name) {
+			t.Errorf("LookupCertificate(%s) = %+v, %v", name, c, err)
+		}
+	}
+	cs, err := x.s.ListCertificates(ctx(t), "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if got := x.lookupID(t, c.ID); got != c.ID {
+			t.Errorf("LookupCertificate(%s) = %q: a stored record does not serve its own ID", c.ID, got)
+		}
+	}
+}

@@ -146,8 +146,8 @@ func testChangeFeed(t *testing.T, x *suite) {
 			t.Fatal(err)
 		}
 	}
-	if got := changes(cur); got.Reset || len(got.Names) != 0 {
-		t.Fatalf("after 2,000 new certificates: reset %v, %d names; want nothing", got.Reset, len(got.Names))
+	if got := changes(cur); got.Reset || len(got.Names) != 0 || got.Next != cur {
+		t.Fatalf("after 2,000 new certificates: reset %v, %d names, next %+v; want nothing changed at %+v", got.Reset, len(got.Names), got.Next, cur)
 	}
 
 	// Replacing 1,000 certificates in a batch lists their names.

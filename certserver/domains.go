@@ -98,21 +98,21 @@ func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 
 // reviveRemoved manages again the names of chunk whose records say they
 // were removed, with the given profile, due at now. It returns how many it
-// revived. It reads every record of chunk but writes only the removed
-// ones: a write waits for the disk, and a bulk add of names that are all
-// managed already must not write each of them.
+// revived. It reads every record of chunk (in one step where the store
+// can: store.GetDomains) but writes only the removed ones: a write waits
+// for the disk, and a bulk add of names that are all managed already must
+// not write each of them.
 func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile string, now time.Time) (int, error) {
+	records, err := store.GetDomains(ctx, a.store, chunk)
+	if err != nil {
+		return 0, err
+	}
 	n := 0
-	for _, name := range chunk {
-		d, err := a.store.GetDomain(ctx, name)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			continue
-		case err != nil:
-			return n, err
-		case d.State != store.StateRemoved:
+	for _, d := range records {
+		if d.State != store.StateRemoved {
 			continue
 		}
+		name := d.Name
 		err = a.store.UpdateDomain(ctx, name, func(d *store.Domain) error {
 			if d.State != store.StateRemoved {
 				return errNotRemoved

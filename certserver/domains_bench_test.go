@@ -31,6 +31,18 @@ const defaultBulkNames = 500_000
 //
 //	go test -run '^$' -bench BenchmarkBulkAdd500k -benchtime 1x ./certserver/
 func BenchmarkBulkAdd500k(b *testing.B) {
+	benchBulkAdd(b, func(b *testing.B) store.Store {
+		st, err := store.OpenBadger(filepath.Join(b.TempDir(), "store"), store.BadgerOptions{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
+	})
+}
+
+// benchBulkAdd runs BenchmarkBulkAdd500k's cases on the stores open
+// returns, each new and empty.
+func benchBulkAdd(b *testing.B, open func(b *testing.B) store.Store) {
 	bulkNames := defaultBulkNames
 	if v := os.Getenv("CERTSERVER_BENCH_BULK"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -68,7 +80,7 @@ func BenchmarkBulkAdd500k(b *testing.B) {
 	b.Run("new", func(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
-			base, stop := bulkAdmin(b)
+			base, stop := bulkAdmin(b, open(b))
 			b.StartTimer()
 			post(b, base, api.AddDomainsResponse{Added: bulkNames})
 			b.StopTimer()
@@ -78,7 +90,7 @@ func BenchmarkBulkAdd500k(b *testing.B) {
 		b.ReportMetric(float64(bulkNames)*float64(b.N)/b.Elapsed().Seconds(), "names/s")
 	})
 	b.Run("existing", func(b *testing.B) {
-		base, stop := bulkAdmin(b)
+		base, stop := bulkAdmin(b, open(b))
 		defer stop()
 		post(b, base, api.AddDomainsResponse{Added: bulkNames})
 		b.ResetTimer()
@@ -89,16 +101,11 @@ func BenchmarkBulkAdd500k(b *testing.B) {
 	})
 }
 
-// bulkAdmin starts an admin API on a new Badger store with the default
-// options (synced commits) and returns its URL and a function that stops
-// both.
-func bulkAdmin(b *testing.B) (string, func()) {
+// bulkAdmin starts an admin API on st and returns its URL and a function
+// that stops both.
+func bulkAdmin(b *testing.B, st store.Store) (string, func()) {
 	b.Helper()
 	logger := slog.New(slog.DiscardHandler)
-	st, err := store.OpenBadger(filepath.Join(b.TempDir(), "store"), store.BadgerOptions{Logger: logger})
-	if err != nil {
-		b.Fatal(err)
-	}
 	a, err := NewAdminAPI(AdminConfig{Listen: "127.0.0.1:0", Token: testToken, RequestTimeout: 5 * time.Minute}, st, logger)
 	if err != nil {
 		b.Fatal(err)

@@ -20,8 +20,12 @@
 #                   BenchmarkImport          `certserver import` of 500,000 certbot lineages into
 #                                            `certserver serve` with a Badger store on disk
 #   certserver      BenchmarkBulkAdd500k     500,000 names in one POST /v1/domains
+#                   BenchmarkBulkAdd500kPostgres  the same into a fleet's PostgreSQL store
 #                   BenchmarkCertEndpoint    GET /v1/certs/{sni} with 100,000 certificates, in-process
 #   store           BenchmarkDue, BenchmarkLookupCertificate, BenchmarkAddDomains
+#   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
+#                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
+#                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
 #   nginx           BenchmarkFleetConvergence a fleet of 3 hosts (sidecar + nginx each, one PostgreSQL):
 #                                            a certificate written on one host until every worker of
@@ -41,7 +45,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -53,13 +57,13 @@ if [ "$short" = 1 ]; then
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
-    CERTSERVER_BENCH_FLEET_CHANGES=10
+    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_FLEET_CHANGES=10
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
-    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_FLEET_CHANGES
+    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
 million=${CERTSERVER_BENCH_MILLION:-1000000}
@@ -103,9 +107,16 @@ fi
 bench import ./cmd/certserver/ '^BenchmarkImport$' 1x -timeout 60m
 # One call adds 500,000 names (CERTSERVER_BENCH_BULK): one op is plenty.
 bench bulk ./certserver/ '^BenchmarkBulkAdd500k$' 1x
+bench bulk-pg ./certserver/ '^BenchmarkBulkAdd500kPostgres$' 1x
 bench endpoint ./certserver/ '^BenchmarkCertEndpoint$' "$endpoint_time"
 bench store ./store/ '^(BenchmarkDue|BenchmarkLookupCertificate)$' "$store_time"
 bench add ./store/ '^BenchmarkAddDomains$' 1x
+# The PostgreSQL store, against a cluster the test binary starts
+# (store/pgtest; fsync off: what the store and the server compute, not
+# the disk's flushes).
+bench pg-add ./store/postgres/ '^BenchmarkAddDomains$' 1x
+bench pg-changes ./store/postgres/ '^BenchmarkChangesAfter$' 1x
+bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 # One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
 bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
@@ -122,10 +133,12 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" |
+cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
+  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" \
+  <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
-    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" '
+    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
+    -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" '
 # fmt prints a figure with a precision that suits its size.
 function fmt(v) {
   v += 0
@@ -229,6 +242,13 @@ END {
     e = "BenchmarkBulkAdd500k/existing"
     if (has(e, "names/s")) row("", "the same names again (all existing)", fmt(v[e, "ns/op"] / 1e9) " s", "", "")
   }
+  b = "BenchmarkBulkAdd500kPostgres/new"
+  if (has(b, "names/s")) {
+    t = v[b, "ns/op"] / 1e9
+    row("**Bulk enrollment, fleet**: " count(bulk) " names in one `POST /v1/domains` into PostgreSQL (a cluster of the test'"'"'s own, fsync off)", "new names", "**" fmt(t) " s** (" fmt(v[b, "names/s"]) " names/s)", "≤ 10 s", verdict(t <= 10, fmt(t - 10) " s"))
+    e = "BenchmarkBulkAdd500kPostgres/existing"
+    if (has(e, "names/s")) row("", "the same names again (all existing)", fmt(v[e, "ns/op"] / 1e9) " s", "", "")
+  }
 
   first = 1
   for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkIssuance\//) {
@@ -265,6 +285,21 @@ END {
     row(first ? "Supporting: store `AddDomains` in one call" : "", what, fmt(v[b, "domains/s"]) " domains/s", "", "")
     first = 0
   }
+
+  b = "BenchmarkPostgresAddDomains/domains=" pgadd
+  if (has(b, "domains/s")) {
+    t = v[b, "ns/op"] / 1e9
+    row("**Fleet store**: PostgreSQL `AddDomains` of " count(pgadd) " names in one call (the store'"'"'s part of a `POST /v1/domains`)",
+        "time; CPU of certserver / of PostgreSQL", "**" fmt(t) " s**; " fmt(v[b, "client-cpu-s/op"]) " s / " fmt(v[b, "server-cpu-s/op"]) " s",
+        "≤ 5 s (half the POST'"'"'s 10 s)", verdict(t <= 5, fmt(t - 5) " s"))
+  }
+  b = "BenchmarkPostgresChangesAfter/certs=" pgchanges
+  if (has(b, "changes/s"))
+    row("", "a joining host'"'"'s copy: `ChangesAfter` of " count(pgchanges) " certificates in batches of 1,000; `PutCertificates` that wrote them",
+        fmt(v[b, "changes/s"]) " changes/s; " fmt(v[b, "puts/s"]) " puts/s (CPU per put " fmt(v[b, "put-client-cpu-µs"]) " µs in certserver, " fmt(v[b, "put-server-cpu-µs"]) " µs in PostgreSQL)", "", "")
+  b = "BenchmarkPostgresLatestVersion"
+  if (has(b, "calls/s"))
+    row("", "`LatestVersion` (each host'"'"'s lag)", fmt(v[b, "calls/s"]) " calls/s, " fmt(v[b, "ns/op"] / 1000) " µs", "", "")
   if (rows == 0) { print "bench.sh: no benchmark results parsed" > "/dev/stderr"; exit 1 }
 }
 '

@@ -91,6 +91,14 @@ func Main(m *testing.M) {
 // it. A PostgreSQL that is missing or does not start fails t.
 func New(t testing.TB) string {
 	t.Helper()
+	return Shared(t).NewDatabase(t)
+}
+
+// Shared returns the test binary's shared cluster, starting it on first
+// use, as New does (for what a test measures of the server itself, such
+// as its CPU time).
+func Shared(t testing.TB) *Cluster {
+	t.Helper()
 	if !mainCalled.Load() {
 		t.Fatal("pgtest: the shared cluster needs pgtest.Main: add func TestMain(m *testing.M) { pgtest.Main(m) } to the package's tests")
 	}
@@ -100,7 +108,7 @@ func New(t testing.TB) string {
 	if sharedErr != nil {
 		t.Fatal(sharedErr)
 	}
-	return sharedCluster.NewDatabase(t)
+	return sharedCluster
 }
 
 // Cluster is one running (or stopped) PostgreSQL cluster. Its methods are
@@ -399,6 +407,57 @@ func (c *Cluster) logSince(offset int64) string {
 		return ""
 	}
 	return string(b[offset:])
+}
+
+// CPU returns the CPU time (user and system) the running cluster's
+// processes have used since it started: the postmaster's own, that of its
+// children that have exited (backends of closed connections), and that
+// of those still running. It reads /proc (Linux).
+func (c *Cluster) CPU() (time.Duration, error) {
+	c.mu.Lock()
+	p := c.running
+	c.mu.Unlock()
+	if p == nil {
+		return 0, errors.New("pgtest: the cluster is not running")
+	}
+	// Every process of a cluster is the postmaster or a child of it
+	// (backends, the checkpointer, …): each child makes a session of its
+	// own, so they share no process group.
+	master := strconv.Itoa(p.cmd.Process.Pid)
+	var ticks uint64
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("pgtest: %w", err)
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// Fields after the command (which may hold spaces) in
+		// parentheses: state ppid pgrp session tty tpgid flags minflt
+		// cminflt majflt cmajflt utime stime cutime cstime ...
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 || (e.Name() != master && f[1] != master) {
+			continue
+		}
+		for k, field := range f[11:15] {
+			if k >= 2 && e.Name() != master {
+				break // waited-for children count only for the postmaster
+			}
+			n, _ := strconv.ParseUint(field, 10, 64)
+			ticks += n
+		}
+	}
+	// USER_HZ is 100 on every Linux this runs on.
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // stop shuts the postmaster down (fast mode) and waits for it.

@@ -30,16 +30,6 @@ func nanos(t time.Time) int64 {
 // fromNanos undoes nanos, in UTC.
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 
-// dueNanos returns the due-index position of a NextAttempt: nil (no entry)
-// for the zero time.
-func dueNanos(t time.Time) *int64 {
-	if t.IsZero() {
-		return nil
-	}
-	n := nanos(t)
-	return &n
-}
-
 // encodeCertInfo returns the JSON of c's fields that have no column of
 // their own (all but ID, Names, ChainPEM and KeyPEM), times in UTC to the
 // nanosecond.
@@ -67,24 +57,6 @@ func utcCert(c *store.Certificate) {
 	utc(&c.NotAfter)
 	utc(&c.RenewAt)
 	utc(&c.StoredAt)
-}
-
-// encodeDomain returns the JSON of d, times in UTC to the nanosecond.
-func encodeDomain(d *store.Domain) ([]byte, error) {
-	rec := *d
-	rec.Attempts = append([]store.Attempt(nil), d.Attempts...)
-	utcDomain(&rec)
-	return json.Marshal(&rec)
-}
-
-// decodeDomain returns the record of a domains row.
-func decodeDomain(b []byte) (*store.Domain, error) {
-	var d store.Domain
-	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, err
-	}
-	utcDomain(&d)
-	return &d, nil
 }
 
 // utcDomain sets d's times in UTC, as Badger returns them.

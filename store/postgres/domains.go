@@ -2,17 +2,111 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/certserver/certserver/store"
 )
 
+// domainColumns are the columns of a domain record, in the order of
+// domainValues and scanDomain.
+const domainColumns = "name, state, profile, cert_id, next_attempt, failures, last_error, failing_since, source, added_at, updated_at, attempts, extra_names, managed_with"
+
+// domainColumnList is domainColumns as a list, for COPY.
+var domainColumnList = strings.Split(strings.ReplaceAll(domainColumns, " ", ""), ",")
+
+// domainValues returns the column values of d: NULL for a zero time and
+// for no attempts or extra names.
+func domainValues(d *store.Domain) ([]any, error) {
+	return appendDomainValues(make([]any, 0, 15), d)
+}
+
+// appendDomainValues appends the column values of d to dst.
+func appendDomainValues(dst []any, d *store.Domain) ([]any, error) {
+	var attempts []byte
+	if len(d.Attempts) > 0 {
+		as := slices.Clone(d.Attempts)
+		for i := range as {
+			utc(&as[i].At)
+		}
+		var err error
+		if attempts, err = json.Marshal(as); err != nil {
+			return nil, err
+		}
+	}
+	var extra []string
+	if len(d.ExtraNames) > 0 {
+		extra = d.ExtraNames
+	}
+	return append(dst, d.Name, string(d.State), d.Profile, d.CertID, timeOrNull(d.NextAttempt), d.Failures, d.LastError,
+		timeOrNull(d.FailingSince), d.Source, d.AddedAt, d.UpdatedAt, attempts, extra, d.ManagedWith), nil
+}
+
+// scanDomain reads the domainColumns of row.
+func scanDomain(row pgx.Row) (*store.Domain, error) {
+	var (
+		d                  store.Domain
+		state              string
+		next, failingSince *time.Time
+		attempts           []byte
+	)
+	if err := row.Scan(&d.Name, &state, &d.Profile, &d.CertID, &next, &d.Failures, &d.LastError,
+		&failingSince, &d.Source, &d.AddedAt, &d.UpdatedAt, &attempts, &d.ExtraNames, &d.ManagedWith); err != nil {
+		return nil, err
+	}
+	d.State = store.State(state)
+	if next != nil {
+		d.NextAttempt = *next
+	}
+	if failingSince != nil {
+		d.FailingSince = *failingSince
+	}
+	if attempts != nil {
+		if err := json.Unmarshal(attempts, &d.Attempts); err != nil {
+			return nil, fmt.Errorf("decode attempts of %s: %w", d.Name, err)
+		}
+	}
+	utcDomain(&d)
+	return &d, nil
+}
+
+// The range of PostgreSQL's timestamptz (4713 BC to 294276 AD), a little
+// inside it.
+var (
+	minTimestamp = time.Date(-4000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTimestamp = time.Date(294000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// clampTime returns t within the range of timestamptz.
+func clampTime(t time.Time) time.Time {
+	switch {
+	case t.Before(minTimestamp):
+		return minTimestamp
+	case t.After(maxTimestamp):
+		return maxTimestamp
+	}
+	return t
+}
+
+// timeOrNull returns t, or nil (NULL) for the zero time.
+func timeOrNull(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
 // PutDomain implements store.Store in one statement. Zero AddedAt (kept
 // from the replaced record when there is one) and UpdatedAt are stored as
-// the current time; d itself is not changed.
+// the current time; d itself is not changed. Times are kept to the
+// microsecond.
 func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 	if err := store.ValidateDomain(d); err != nil {
 		return fmt.Errorf("put domain %s: %w", nameOf(d), err)
@@ -26,16 +120,20 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 	if rec.UpdatedAt.IsZero() {
 		rec.UpdatedAt = now
 	}
-	val, err := encodeDomain(&rec)
+	vals, err := domainValues(&rec)
 	if err != nil {
 		return fmt.Errorf("put domain %s: %w", d.Name, err)
 	}
 	err = s.query(ctx, func(q querier) error {
-		_, err := q.Exec(ctx, `INSERT INTO domains AS d (name, due_ns, record) VALUES ($1, $2, $3)
-			ON CONFLICT (name) DO UPDATE SET due_ns = EXCLUDED.due_ns,
-				record = CASE WHEN $4 THEN jsonb_set(EXCLUDED.record, '{added_at}', d.record->'added_at')
-				              ELSE EXCLUDED.record END`,
-			rec.Name, dueNanos(rec.NextAttempt), val, keepAdded)
+		_, err := q.Exec(ctx, `INSERT INTO domains AS d (`+domainColumns+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+			ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, profile = EXCLUDED.profile,
+				cert_id = EXCLUDED.cert_id, next_attempt = EXCLUDED.next_attempt, failures = EXCLUDED.failures,
+				last_error = EXCLUDED.last_error, failing_since = EXCLUDED.failing_since, source = EXCLUDED.source,
+				added_at = CASE WHEN $15 THEN d.added_at ELSE EXCLUDED.added_at END,
+				updated_at = EXCLUDED.updated_at, attempts = EXCLUDED.attempts,
+				extra_names = EXCLUDED.extra_names, managed_with = EXCLUDED.managed_with`,
+			append(vals, keepAdded)...)
 		return err
 	})
 	if err != nil {
@@ -50,34 +148,33 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 // one fn left as it was, is stored as the current time.
 func (s *Store) UpdateDomain(ctx context.Context, name string, fn func(*store.Domain) error) error {
 	err := s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		var val []byte
-		if err := tx.QueryRow(ctx, "SELECT record FROM domains WHERE name = $1 FOR UPDATE", name).Scan(&val); err != nil {
+		old, err := scanDomain(tx.QueryRow(ctx, "SELECT "+domainColumns+" FROM domains WHERE name = $1 FOR UPDATE", name))
+		if err != nil {
 			return notFound(err)
 		}
-		old, err := decodeDomain(val)
-		if err != nil {
-			return fmt.Errorf("decode domain: %w", err)
-		}
-		rec, err := decodeDomain(val) // fn's copy, sharing nothing with old
-		if err != nil {
-			return fmt.Errorf("decode domain: %w", err)
-		}
-		if err := fn(rec); err != nil {
+		rec := *old
+		rec.Attempts = slices.Clone(old.Attempts)
+		rec.ExtraNames = slices.Clone(old.ExtraNames)
+		if err := fn(&rec); err != nil {
 			return err
 		}
 		if rec.Name != old.Name {
 			return fmt.Errorf("%w: the update renamed the record to %q", store.ErrInvalid, rec.Name)
 		}
-		if err := store.ValidateDomain(rec); err != nil {
+		if err := store.ValidateDomain(&rec); err != nil {
 			return err
 		}
 		if rec.UpdatedAt.IsZero() || rec.UpdatedAt.Equal(old.UpdatedAt) {
 			rec.UpdatedAt = s.now()
 		}
-		if val, err = encodeDomain(rec); err != nil {
+		vals, err := domainValues(&rec)
+		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "UPDATE domains SET due_ns = $2, record = $3 WHERE name = $1", name, dueNanos(rec.NextAttempt), val)
+		_, err = tx.Exec(ctx, `UPDATE domains SET state = $2, profile = $3, cert_id = $4, next_attempt = $5,
+			failures = $6, last_error = $7, failing_since = $8, source = $9, added_at = $10, updated_at = $11,
+			attempts = $12, extra_names = $13, managed_with = $14
+			WHERE name = $1`, vals...)
 		return err
 	})
 	if err != nil {
@@ -86,53 +183,87 @@ func (s *Store) UpdateDomain(ctx context.Context, name string, fn func(*store.Do
 	return nil
 }
 
-// AddDomains implements store.Store in one transaction: the records are
-// copied (COPY) into a temporary table, then inserted where their name is
-// not managed yet. Every domain is validated before anything is written;
-// an error writes nothing. A name given twice counts as existing the
-// second time. Zero AddedAt and UpdatedAt are stored as the current time.
+// AddDomains implements store.Store in one transaction: it looks up which
+// names are managed already and copies (COPY) the others' records into
+// the table; should another writer add one of them meanwhile, it copies
+// them all into a temporary table instead and inserts those whose name is
+// not managed yet. Every domain is validated before anything is
+// written; an error writes nothing. A name given twice counts as existing
+// the second time. Zero AddedAt and UpdatedAt are stored as the current
+// time.
 func (s *Store) AddDomains(ctx context.Context, ds []*store.Domain) (added, existing int, err error) {
 	for i, d := range ds {
 		if err := store.ValidateDomain(d); err != nil {
 			return 0, 0, fmt.Errorf("add domains: domain %d (%s): %w", i, nameOf(d), err)
 		}
 	}
-	if len(ds) == 0 {
-		return 0, 0, nil
+	// The first of a name given twice is the one added.
+	first := make([]*store.Domain, 0, len(ds))
+	seen := make(map[string]struct{}, len(ds))
+	for _, d := range ds {
+		if _, dup := seen[d.Name]; !dup {
+			seen[d.Name] = struct{}{}
+			first = append(first, d)
+		}
+	}
+	seen = nil
+	if len(first) == 0 {
+		return 0, len(ds), nil
 	}
 	now := s.now()
-	rows := make([][]any, len(ds))
-	for i, d := range ds {
-		rec := *d
-		if rec.AddedAt.IsZero() {
-			rec.AddedAt = now
-		}
-		if rec.UpdatedAt.IsZero() {
-			rec.UpdatedAt = now
-		}
-		val, err := encodeDomain(&rec)
-		if err != nil {
-			return 0, 0, fmt.Errorf("add domains: domain %d (%s): %w", i, d.Name, err)
-		}
-		rows[i] = []any{int64(i), rec.Name, dueNanos(rec.NextAttempt), val}
-	}
 	err = s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE new_domains (
-			pos bigint NOT NULL, name text COLLATE "C" NOT NULL, due_ns bigint, record jsonb NOT NULL
-		) ON COMMIT DROP`); err != nil {
+		added = 0
+		// The names managed already, by one index probe each; the others
+		// are copied straight into the table.
+		names := make([]string, len(first))
+		for i, d := range first {
+			names[i] = d.Name
+		}
+		managed, err := tx.Query(ctx, "SELECT name FROM domains WHERE name = ANY($1)", names)
+		if err != nil {
 			return err
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"new_domains"}, []string{"pos", "name", "due_ns", "record"}, pgx.CopyFromRows(rows)); err != nil {
+		skip := make(map[string]struct{})
+		for managed.Next() {
+			var n string
+			if err := managed.Scan(&n); err != nil {
+				managed.Close()
+				return err
+			}
+			skip[n] = struct{}{}
+		}
+		if err := managed.Err(); err != nil {
 			return err
 		}
-		// In input order, so that the first of a name given twice is
-		// the one added.
-		tag, err := tx.Exec(ctx, `INSERT INTO domains (name, due_ns, record)
-			SELECT name, due_ns, record FROM new_domains ORDER BY pos
-			ON CONFLICT (name) DO NOTHING`)
-		added = int(tag.RowsAffected())
+		fresh := make([]int, 0, len(first)-len(skip))
+		for i, d := range first {
+			if _, ok := skip[d.Name]; !ok {
+				fresh = append(fresh, i)
+			}
+		}
+		if len(fresh) == 0 {
+			return nil
+		}
+		n, err := tx.CopyFrom(ctx, pgx.Identifier{"domains"}, domainColumnList, &newDomainRows{ds: first, only: fresh, now: now})
+		added = int(n)
 		return err
 	})
+	if isUniqueViolation(err) {
+		// A writer added one of the names between the probe and the
+		// copy: add them the slower way, which skips whatever exists.
+		err = s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+			added = 0
+			if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE new_domains (LIKE domains) ON COMMIT DROP"); err != nil {
+				return err
+			}
+			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"new_domains"}, domainColumnList, &newDomainRows{ds: first, now: now}); err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, "INSERT INTO domains SELECT * FROM new_domains ON CONFLICT (name) DO NOTHING")
+			added = int(tag.RowsAffected())
+			return err
+		})
+	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("add %d domains: %w", len(ds), err)
 	}
@@ -143,13 +274,9 @@ func (s *Store) AddDomains(ctx context.Context, ds []*store.Domain) (added, exis
 func (s *Store) GetDomain(ctx context.Context, name string) (*store.Domain, error) {
 	var d *store.Domain
 	err := s.query(ctx, func(q querier) error {
-		var val []byte
-		if err := q.QueryRow(ctx, "SELECT record FROM domains WHERE name = $1", name).Scan(&val); err != nil {
-			return notFound(err)
-		}
 		var err error
-		d, err = decodeDomain(val)
-		return err
+		d, err = scanDomain(q.QueryRow(ctx, "SELECT "+domainColumns+" FROM domains WHERE name = $1", name))
+		return notFound(err)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get domain %s: %w", name, err)
@@ -180,17 +307,13 @@ func (s *Store) ListDomains(ctx context.Context, after string, limit int) ([]*st
 	var out []*store.Domain
 	err := s.query(ctx, func(q querier) error {
 		out = out[:0]
-		rows, err := q.Query(ctx, "SELECT record FROM domains WHERE name > $1 ORDER BY name LIMIT $2", after, limit)
+		rows, err := q.Query(ctx, "SELECT "+domainColumns+" FROM domains WHERE name > $1 ORDER BY name LIMIT $2", after, limit)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var val []byte
-			if err := rows.Scan(&val); err != nil {
-				return err
-			}
-			d, err := decodeDomain(val)
+			d, err := scanDomain(rows)
 			if err != nil {
 				return err
 			}
@@ -213,22 +336,19 @@ func (s *Store) Due(ctx context.Context, before time.Time, limit int) ([]store.D
 	var out []store.DueEntry
 	err := s.query(ctx, func(q querier) error {
 		out = out[:0]
-		rows, err := q.Query(ctx, `SELECT name, due_ns FROM domains
-			WHERE due_ns IS NOT NULL AND due_ns <= $1
-			ORDER BY due_ns, name LIMIT $2`, nanos(before), limit)
+		rows, err := q.Query(ctx, `SELECT name, next_attempt FROM domains
+			WHERE next_attempt IS NOT NULL AND next_attempt <= $1
+			ORDER BY next_attempt, name LIMIT $2`, clampTime(before), limit)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var (
-				e  store.DueEntry
-				at int64
-			)
-			if err := rows.Scan(&e.Name, &at); err != nil {
+			var e store.DueEntry
+			if err := rows.Scan(&e.Name, &e.At); err != nil {
 				return err
 			}
-			e.At = fromNanos(at)
+			e.At = e.At.UTC()
 			out = append(out, e)
 		}
 		return rows.Err()
@@ -239,10 +359,82 @@ func (s *Store) Due(ctx context.Context, before time.Time, limit int) ([]store.D
 	return out, nil
 }
 
+// newDomainRows is the pgx.CopyFromSource of AddDomains: the records of
+// ds (of ds[i] for each i of only, when only is set), zero AddedAt and
+// UpdatedAt set to now, in one reused row.
+type newDomainRows struct {
+	ds   []*store.Domain
+	only []int
+	now  time.Time
+	next int
+	row  []any
+	err  error
+}
+
+func (r *newDomainRows) Next() bool {
+	n := len(r.ds)
+	if r.only != nil {
+		n = len(r.only)
+	}
+	if r.err != nil || r.next >= n {
+		return false
+	}
+	d := r.ds[r.next]
+	if r.only != nil {
+		d = r.ds[r.only[r.next]]
+	}
+	r.next++
+	rec := *d
+	if rec.AddedAt.IsZero() {
+		rec.AddedAt = r.now
+	}
+	if rec.UpdatedAt.IsZero() {
+		rec.UpdatedAt = r.now
+	}
+	r.row, r.err = appendDomainValues(r.row[:0], &rec)
+	return r.err == nil
+}
+
+func (r *newDomainRows) Values() ([]any, error) { return r.row, r.err }
+func (r *newDomainRows) Err() error             { return r.err }
+
+// isUniqueViolation reports whether err is PostgreSQL's unique_violation.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
 // nameOf returns d.Name, or "<nil>" for a nil d.
 func nameOf(d *store.Domain) string {
 	if d == nil {
 		return "<nil>"
 	}
 	return d.Name
+}
+
+var _ store.DomainsReader = (*Store)(nil)
+
+// GetDomains implements store.DomainsReader in one statement.
+func (s *Store) GetDomains(ctx context.Context, names []string) ([]*store.Domain, error) {
+	var out []*store.Domain
+	err := s.query(ctx, func(q querier) error {
+		out = out[:0]
+		rows, err := q.Query(ctx, "SELECT "+domainColumns+" FROM domains WHERE name = ANY($1)", names)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			d, err := scanDomain(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get %d domains: %w", len(names), err)
+	}
+	return out, nil
 }

@@ -2,9 +2,9 @@
 --
 -- Names and IDs are compared byte for byte (COLLATE "C"), as Badger does,
 -- whatever the database's own collation: list order and the due index's
--- ties follow it. Times that the store orders or compares are kept as Unix
--- nanoseconds (*_ns, bigint) so that they come back exactly as written;
--- whole records (domains, accounts, a certificate's details) are JSON.
+-- ties follow it. Times are kept to the microsecond (timestamptz), but
+-- those of internal bookkeeping (*_ns: Unix nanoseconds); accounts and a
+-- certificate's details (info) are JSON, with times to the nanosecond.
 
 -- Replication: every write of a certificate record or a challenge token
 -- takes the next value of change_version, its version. Versioned writes
@@ -72,14 +72,27 @@ CREATE TABLE tombstones (
 );
 CREATE INDEX tombstones_version ON tombstones (version);
 
--- Managed names: the record, and its place in the due index (NULL when
--- it is in none).
+-- Managed names: one column per field of store.Domain; a zero time or
+-- an empty list is NULL. next_attempt is the name's place in the due
+-- index (NULL: none). attempts is JSON (store.Attempt, times to the
+-- nanosecond).
 CREATE TABLE domains (
-	name   text COLLATE "C" PRIMARY KEY,
-	due_ns bigint,
-	record jsonb NOT NULL
+	name          text COLLATE "C" PRIMARY KEY,
+	state         text NOT NULL,
+	profile       text NOT NULL,
+	cert_id       text NOT NULL,
+	next_attempt  timestamptz,
+	failures      integer NOT NULL,
+	last_error    text NOT NULL,
+	failing_since timestamptz,
+	source        text NOT NULL,
+	added_at      timestamptz NOT NULL,
+	updated_at    timestamptz NOT NULL,
+	attempts      jsonb,
+	extra_names   text[],
+	managed_with  text NOT NULL
 );
-CREATE INDEX domains_due ON domains (due_ns, name) WHERE due_ns IS NOT NULL;
+CREATE INDEX domains_due ON domains (next_attempt, name) WHERE next_attempt IS NOT NULL;
 
 -- ACME accounts.
 CREATE TABLE accounts (

@@ -1,0 +1,190 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/pgtest"
+	"github.com/certserver/certserver/store/postgres"
+)
+
+// The benchmarks run against the test binary's PostgreSQL cluster
+// (store/pgtest: fsync off, so they measure the store and the server's
+// work, not the disk's flushes).
+//
+//	go test -run '^$' -bench . -benchtime 1x ./store/postgres/
+
+// benchSize returns the number in the environment variable env, else def.
+func benchSize(b *testing.B, env string, def int) int {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number", env, v)
+	}
+	return n
+}
+
+func openBench(b *testing.B, url string) *postgres.Store {
+	b.Helper()
+	s, err := postgres.Open(context.Background(), postgres.Options{URL: url, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// BenchmarkAddDomains adds CERTSERVER_BENCH_ADD (500,000) new domains in
+// one call to an empty database, as POST /v1/domains does.
+func BenchmarkAddDomains(b *testing.B) {
+	n := benchSize(b, "CERTSERVER_BENCH_ADD", 500000)
+	now := time.Now()
+	ds := make([]*store.Domain, n)
+	for i := range ds {
+		ds[i] = &store.Domain{
+			Name: fmt.Sprintf("d%07d.example.com", i), State: store.StatePending, Source: "api",
+			NextAttempt: now.Add(time.Duration(i) * time.Hour / time.Duration(n)),
+		}
+	}
+	cluster := pgtest.Shared(b)
+	b.Run(fmt.Sprintf("domains=%d", n), func(b *testing.B) {
+		var client, server time.Duration
+		for b.Loop() {
+			b.StopTimer()
+			s := openBench(b, cluster.NewDatabase(b))
+			c0, s0 := cpu(b, cluster)
+			b.StartTimer()
+			added, _, err := s.AddDomains(context.Background(), ds)
+			if err != nil || added != n {
+				b.Fatalf("AddDomains = %d, %v", added, err)
+			}
+			b.StopTimer()
+			c1, s1 := cpu(b, cluster)
+			client, server = client+c1-c0, server+s1-s0
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "domains/s")
+		b.ReportMetric(client.Seconds()/float64(b.N), "client-cpu-s/op")
+		b.ReportMetric(server.Seconds()/float64(b.N), "server-cpu-s/op")
+	})
+}
+
+// cpu returns the CPU time this process and the cluster have used so far:
+// on a loaded machine a steadier measure of the work than the time it
+// took.
+func cpu(b *testing.B, c *pgtest.Cluster) (client, server time.Duration) {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	server, err := c.CPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), server
+}
+
+// fakePEM returns n bytes of PEM-looking base64 text.
+func fakePEM(r *rand.Rand, n int) []byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	p := make([]byte, n)
+	for i := range p {
+		if i%65 == 64 {
+			p[i] = '\n'
+		} else {
+			p[i] = alphabet[r.IntN(len(alphabet))]
+		}
+	}
+	return p
+}
+
+// BenchmarkChangesAfter reads every change of a database holding
+// CERTSERVER_BENCH_CHANGES (100,000) certificates of 3 KB of chain each,
+// in batches of 1,000, as a host joining the fleet copies it; one op is
+// the whole copy. It reports changes/s, and puts/s: how fast
+// PutCertificates filled the database in batches of 1,000, with the CPU
+// each put took in certserver and in PostgreSQL.
+func BenchmarkChangesAfter(b *testing.B) {
+	n := benchSize(b, "CERTSERVER_BENCH_CHANGES", 100000)
+	const batch = 1000
+	cluster := pgtest.Shared(b)
+	s := openBench(b, cluster.NewDatabase(b))
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(1, 2))
+	now := time.Now()
+	start := time.Now()
+	c0, s0 := cpu(b, cluster)
+	for i := 0; i < n; i += batch {
+		var cs []*store.Certificate
+		for j := i; j < min(i+batch, n); j++ {
+			names := []string{fmt.Sprintf("host%07d.example.com", j), fmt.Sprintf("www.host%07d.example.com", j)}
+			cs = append(cs, &store.Certificate{
+				ID: names[0], Names: names, ChainPEM: fakePEM(r, 3000), KeyPEM: fakePEM(r, 240),
+				NotBefore: now, NotAfter: now.Add(90 * 24 * time.Hour), Issuer: "CN=R11,O=Let's Encrypt,C=US",
+				Serial: "4a1b2c3d4e5f60718293a4b5c6d7e8f90a1b", KeyType: store.KeyECDSAP256, Source: store.SourceACME,
+				Origin: "https://acme-v02.api.letsencrypt.org/directory", RenewAt: now.Add(60 * 24 * time.Hour),
+			})
+		}
+		if err := s.PutCertificates(ctx, cs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	puts := float64(n) / time.Since(start).Seconds()
+	c1, s1 := cpu(b, cluster)
+	putClient, putServer := (c1-c0).Seconds()*1e6/float64(n), (s1-s0).Seconds()*1e6/float64(n)
+
+	b.Run(fmt.Sprintf("certs=%d", n), func(b *testing.B) {
+		for b.Loop() {
+			var after uint64
+			got := 0
+			for {
+				cs, err := s.ChangesAfter(ctx, after, batch)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(cs) == 0 {
+					break
+				}
+				got += len(cs)
+				after = cs[len(cs)-1].Version
+			}
+			if got != n {
+				b.Fatalf("read %d changes, want %d", got, n)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "changes/s")
+		b.ReportMetric(puts, "puts/s")
+		b.ReportMetric(putClient, "put-client-cpu-µs")
+		b.ReportMetric(putServer, "put-server-cpu-µs")
+	})
+}
+
+// BenchmarkLatestVersion asks for the newest version, as each host does
+// for its lag, of a database with a few changes.
+func BenchmarkLatestVersion(b *testing.B) {
+	s := openBench(b, pgtest.New(b))
+	ctx := context.Background()
+	for i := range 10 {
+		if err := s.PutChallenge(ctx, fmt.Sprintf("tok%d", i), "auth", time.Now().Add(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if _, err := s.LatestVersion(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}

@@ -7,7 +7,8 @@
 #                              first run also builds the million-name
 #                              data set: 4 more minutes, 4 GB of disk,
 #                              and the 500,000 certbot lineages: 3 more
-#                              minutes, 8 GB)
+#                              minutes, 8 GB; the fleet join adds the
+#                              filling of PostgreSQL, every run)
 #   scripts/bench.sh --short   small sizes and few iterations (under a
 #                              minute): proves every benchmark still runs
 #                              and parses; its figures are not measurements
@@ -26,6 +27,10 @@
 #   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
 #                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
 #                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
+#   store/replica   BenchmarkJoin            a new fleet host copying 250,000 certificates from a real
+#                                            PostgreSQL into an empty Badger until ready (the 1,000,000
+#                                            target is judged at its rate: filling PostgreSQL with a
+#                                            million through the store takes longer than the join)
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
 #   nginx           BenchmarkFleetConvergence a fleet of 3 hosts (sidecar + nginx each, one PostgreSQL):
 #                                            a certificate written on one host until every worker of
@@ -45,7 +50,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -57,13 +62,14 @@ if [ "$short" = 1 ]; then
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
-    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_FLEET_CHANGES=10
+    CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
     CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
+  export CERTSERVER_BENCH_JOIN=250000
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
 million=${CERTSERVER_BENCH_MILLION:-1000000}
@@ -117,6 +123,7 @@ bench add ./store/ '^BenchmarkAddDomains$' 1x
 bench pg-add ./store/postgres/ '^BenchmarkAddDomains$' 1x
 bench pg-changes ./store/postgres/ '^BenchmarkChangesAfter$' 1x
 bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
+bench join ./store/replica/ '^BenchmarkJoin$' 1x -timeout 60m
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 # One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
 bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
@@ -134,11 +141,12 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" \
+  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
-    -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" '
+    -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" \
+    -v join="$CERTSERVER_BENCH_JOIN" '
 # fmt prints a figure with a precision that suits its size.
 function fmt(v) {
   v += 0
@@ -248,6 +256,16 @@ END {
     row("**Bulk enrollment, fleet**: " count(bulk) " names in one `POST /v1/domains` into PostgreSQL (a cluster of the test'"'"'s own, fsync off)", "new names", "**" fmt(t) " s** (" fmt(v[b, "names/s"]) " names/s)", "≤ 10 s", verdict(t <= 10, fmt(t - 10) " s"))
     e = "BenchmarkBulkAdd500kPostgres/existing"
     if (has(e, "names/s")) row("", "the same names again (all existing)", fmt(v[e, "ns/op"] / 1e9) " s", "", "")
+  }
+
+  b = "BenchmarkJoin"
+  if (has(b, "join-s")) {
+    t = v[b, "join-s"]; r = v[b, "certs/s"]; est = 1000000 / r
+    row("**Fleet join**: a new host copies " count(join) " certificates from PostgreSQL into its empty Badger (synced commits) until ready",
+        "until ready; certificates/s; 1,000,000 at that rate", fmt(t) " s; " fmt(r) "/s; **" fmt(est) " s**", "≤ 60 s at 1,000,000", verdict(est <= 60, fmt(est - 60) " s"))
+    c = v[b, "cpu-µs/cert"] + v[b, "pg-cpu-µs/cert"]
+    row("", "CPU per certificate: follower (Badger copy, pgx) / PostgreSQL; the rate 2 idle CPUs allow",
+        fmt(v[b, "cpu-µs/cert"]) " / " fmt(v[b, "pg-cpu-µs/cert"]) " µs; " fmt(2e6 / c) "/s", "", "")
   }
 
   first = 1

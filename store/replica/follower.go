@@ -4,6 +4,19 @@
 // at start and after every reconnect, and reports the host to the fleet.
 // While the source is down the local copy keeps everything it has, and
 // the Follower catches up by itself when it is back.
+//
+// What it relies on: versions commit in order (a reader that sees version
+// V sees every version below it, as store/postgres guarantees), and the
+// store.Replica skips versions it already applied. An announcement can be
+// lost (made while no connection listened, or while Listen was starting
+// after a reconnect); the next announcement, or the poll every
+// ReportInterval, brings the change then.
+//
+// A source that refuses to sync (store/postgres answers ErrPruned to a
+// host that was away longer than its host retention, whose copy may hold
+// records deleted since) is logged and retried; the copy keeps serving
+// what it has. Such a copy must be rebuilt: stop the host, remove its
+// store directory, start it again.
 package replica
 
 import (

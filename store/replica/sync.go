@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -46,15 +47,22 @@ func (f *Follower) catchUp(ctx context.Context) (int, error) {
 		f.log.Info("fleet: syncing certificates from the database", "applied_version", from, "latest_version", target)
 	}
 
+	// The fetcher ends when the source has nothing more, fails, or fctx
+	// ends; catchUp waits for it, so that no call to the source outlives
+	// Run.
 	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var fetcher sync.WaitGroup
+	defer func() {
+		cancel()
+		fetcher.Wait()
+	}()
 	type batch struct {
 		changes []store.Change
 		asked   uint64 // the latest version known when it was asked for
 		err     error
 	}
 	batches := make(chan batch, 1)
-	go func() {
+	fetcher.Go(func() {
 		defer close(batches)
 		after := from
 		for {
@@ -73,7 +81,7 @@ func (f *Follower) catchUp(ctx context.Context) (int, error) {
 				return
 			}
 		}
-	}()
+	})
 
 	applied, lastProgress := 0, start
 	for b := range batches {
@@ -127,15 +135,19 @@ func (f *Follower) appliedThrough(version uint64) uint64 {
 	return s.applied
 }
 
-// through records that the source holds nothing for the local copy up to
-// version: what was announced up to it needs no applying.
+// through records that the source holds nothing for the local copy up
+// to version (a query started after version was known returned nothing):
+// what was announced up to it was superseded or removed (an expired
+// token), and the copy is in step through it. The local store keeps its
+// own applied version; a restart asks again from there and finds
+// nothing.
 func (f *Follower) through(version uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.st.dropPending(version)
-	if f.st.latest <= version {
-		f.st.latest = f.st.applied
-	}
+	s := &f.st
+	s.applied = max(s.applied, version)
+	s.latest = max(s.latest, s.applied)
+	s.dropPending(s.applied)
 }
 
 // dropPending forgets the announced versions up to version.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -43,7 +44,7 @@ type fleetFollower interface {
 // openFleet opens the fleet's database named by cfg and the follower that
 // copies it into local.
 func openFleet(ctx context.Context, cfg config, keyring *sealed.Keyring, local *store.Badger, logger *slog.Logger) (*fleetHost, error) {
-	shared, err := openShared(ctx, cfg, logger)
+	shared, err := waitForShared(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -131,4 +132,45 @@ func (s fleetChallenges) GetChallenge(ctx context.Context, token string) (string
 		return shared, nil
 	}
 	return "", err
+}
+
+// Bounds of the pause between two attempts to reach the fleet's database
+// at start.
+const (
+	sharedRetryMin = time.Second
+	sharedRetryMax = 30 * time.Second
+)
+
+// waitForShared opens the fleet's database, waiting for it while it is
+// unavailable (store.ErrUnavailable) rather than failing the start: a
+// host restarted during an outage starts once the database is back, and
+// nginx serves what its workers hold meanwhile. It says so once in the
+// log, and once when the database answers. Any other failure (a bad
+// URL, a schema newer than this binary) is returned at once.
+func waitForShared(ctx context.Context, cfg config, logger *slog.Logger) (*postgres.Store, error) {
+	pause := sharedRetryMin
+	var since time.Time
+	for {
+		shared, err := openShared(ctx, cfg, logger)
+		if err == nil {
+			if !since.IsZero() {
+				logger.Info("the fleet's database answers: starting", "waited", time.Since(since).Round(time.Second))
+			}
+			return shared, nil
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			return nil, err
+		}
+		if since.IsZero() {
+			since = time.Now()
+			logger.Warn("the fleet's database is unavailable: waiting for it before starting (nginx serves the certificates its workers hold meanwhile)",
+				"error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the fleet's database: %w (stopped while waiting for it)", err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, sharedRetryMax)
+	}
 }

@@ -255,14 +255,18 @@ func (s *Store) prune(ctx context.Context, now time.Time) error {
 			return err
 		}
 		if horizon != nil {
-			// The horizon grows to the newest tombstone removed, not to
-			// the hosts' minimum: a copy behind it lacks a removal only
-			// when a tombstone above its version is gone, and a host
-			// that joins (copying from 0 in batches) must not be
-			// refused for versions whose tombstones never existed.
-			_, err := tx.Exec(ctx, `WITH gone AS (DELETE FROM tombstones WHERE version <= $1 RETURNING version)
-				UPDATE replication_state SET pruned_through = (SELECT max(version) FROM gone)
-				WHERE (SELECT max(version) FROM gone) > pruned_through`, *horizon)
+			// The horizon grows to the newest certificate tombstone
+			// removed, not to the hosts' minimum: a copy behind it lacks
+			// a removal only when a tombstone above its version is gone,
+			// and a host that joins (copying from 0 in batches) must not
+			// be refused for versions whose tombstones never existed.
+			// A challenge's tombstone does not count: a copy that misses
+			// the removal of a token keeps it only until it expires, and
+			// every order removes its tokens, which would otherwise
+			// refuse every host joining a fleet that issues.
+			_, err := tx.Exec(ctx, `WITH gone AS (DELETE FROM tombstones WHERE version <= $1 RETURNING kind, version)
+				UPDATE replication_state SET pruned_through = (SELECT max(version) FROM gone WHERE kind = 'certificate')
+				WHERE (SELECT max(version) FROM gone WHERE kind = 'certificate') > pruned_through`, *horizon)
 			if err != nil {
 				return err
 			}

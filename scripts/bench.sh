@@ -136,7 +136,7 @@ if ! go test -run '^Test[A-Za-z]*Contract$/^BulkAddDomains$' -count 1 -v -timeou
   say "FAILED: the contract suite's bulk case (output above, also in $out/contract.txt)"
   exit 1
 fi
-grep -E 'AddDomains of [0-9]+ names:' "$out/contract.txt" >&2 || true
+grep -E 'AddDomains of [0-9]+ names into' "$out/contract.txt" >&2 || true
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 # One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
 bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
@@ -185,12 +185,12 @@ function row(what, figure, value, target, result) {
   rows++
 }
 function has(b, unit) { return (b, unit) in v }
-# The contract suite prints, under "=== RUN   TestXContract/BulkAddDomains",
-# "AddDomains of N names: S s (R names/s)".
-/^=== RUN +Test[A-Za-z]*Contract\/BulkAddDomains$/ { engine = $3; sub(/^Test/, "", engine); sub(/Contract\/.*$/, "", engine); next }
-/AddDomains of [0-9]+ names: / && engine != "" && !(engine in bulk_s) {
-  for (i = 1; i <= NF; i++) if ($i == "of") bulk_n[engine] = $(i + 1); else if ($i == "names:") bulk_s[engine] = $(i + 1)
-  engines[++nengines] = engine
+# The contract suite prints "AddDomains of N names into *pkg.Type: S s
+# (R names/s)", once for each engine.
+/AddDomains of [0-9]+ names into [^ ]+: / {
+  for (i = 1; i <= NF; i++) if ($i == "into") { engine = $(i + 1); sub(/:$/, "", engine); sub(/^\*/, "", engine) }
+  if (!(engine in bulk_s)) engines[++nengines] = engine
+  for (i = 1; i <= NF; i++) if ($i == "of") bulk_n[engine] = $(i + 1); else if ($i == "into") bulk_s[engine] = $(i + 2)
 }
 /^Benchmark/ {
   name = $1

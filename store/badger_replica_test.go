@@ -337,3 +337,16 @@ func TestApplyCancelledResumes(t *testing.T) {
 		t.Fatalf("after resuming: %d certificates, applied %d; want %d of each", len(certs), applied(t, b), len(cs))
 	}
 }
+
+// lookupID returns the ID of the record that serves name, "" for none.
+func lookupID(t *testing.T, s Store, name string) string {
+	t.Helper()
+	c, err := s.LookupCertificate(context.Background(), name)
+	if errors.Is(err, ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatalf("LookupCertificate(%q): %v", name, err)
+	}
+	return c.ID
+}

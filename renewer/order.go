@@ -235,8 +235,8 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 
 // obtain sends one order to ca and stores the certificate it returns. It
 // tells the Limiter and the Metrics how the order ended. A certificate
-// that was obtained but could not be stored is returned with the store's
-// error.
+// that was obtained but could not be stored (see storeIssued) is returned
+// with the store's error.
 func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind ratelimit.OrderKind, renewal bool) (*store.Certificate, time.Duration, error) {
 	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
 	start := time.Now()
@@ -256,7 +256,7 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind ratelim
 		return nil, time.Since(start), errRemoved
 	}
 	if err == nil {
-		if err = r.store.PutCertificate(ctx, r.scheduled(cert)); err == nil {
+		if err = r.storeIssued(ctx, o.Name, r.scheduled(cert)); err == nil {
 			r.mu.Lock()
 			delete(r.refused, o.Name)
 			r.mu.Unlock()
@@ -272,4 +272,45 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind ratelim
 func (r *Renewer) removedMeanwhile(ctx context.Context, name string) bool {
 	d, err := r.store.GetDomain(ctx, name)
 	return err == nil && d.State == store.StateRemoved
+}
+
+// Pauses between the writes of an issued certificate while the store's
+// database is unavailable: the first, doubled after each failure, up to
+// the last.
+const (
+	storeRetryFirst = time.Second
+	storeRetryMax   = 30 * time.Second
+)
+
+// storeIssued writes cert, just issued for name, to the store. While the
+// store answers store.ErrUnavailable (a fleet's database down) the
+// certificate is kept and the write tried again, after pauses growing
+// from storeRetryFirst to storeRetryMax, until it succeeds or ctx ends:
+// ordering again later would spend the CA's limits on a certificate the
+// CA has issued already. The wait is logged once when it begins and once
+// when the certificate is written. Any other error is returned at once.
+func (r *Renewer) storeIssued(ctx context.Context, name string, cert *store.Certificate) error {
+	err := r.store.PutCertificate(ctx, cert)
+	if err == nil || !r.storeFailed(err) {
+		return err
+	}
+	since := r.cfg.Now()
+	r.log.Warn("a certificate was issued but the store's database is unavailable: keeping it and writing it again until the database answers",
+		"name", name, "serial", cert.Serial, "error", err)
+	for pause := storeRetryFirst; ; pause = min(2*pause, storeRetryMax) {
+		if serr := r.sleep(ctx, pause); serr != nil {
+			r.log.Error("stopped before the database answered: the issued certificate is not stored",
+				"name", name, "serial", cert.Serial)
+			return err
+		}
+		err = r.store.PutCertificate(ctx, cert)
+		switch {
+		case err == nil:
+			r.log.Info("the issued certificate is stored now that the database answers",
+				"name", name, "serial", cert.Serial, "waited", r.cfg.Now().Sub(since).Round(time.Second))
+			return nil
+		case !errors.Is(err, store.ErrUnavailable):
+			return err
+		}
+	}
 }

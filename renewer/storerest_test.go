@@ -129,3 +129,95 @@ func TestRestsWhileStoreUnavailable(t *testing.T) {
 		t.Errorf("the end of the rest was logged %d times, want once:\n%s", n, logged.String())
 	}
 }
+
+// putFailingStore answers store.ErrUnavailable to the first failPuts
+// certificate writes, as a fleet's PostgreSQL store does while its
+// database is down, and counts every write.
+type putFailingStore struct {
+	store.Store
+	failPuts atomic.Int64
+	puts     atomic.Int64
+}
+
+func (s *putFailingStore) PutCertificate(ctx context.Context, c *store.Certificate) error {
+	s.puts.Add(1)
+	if s.failPuts.Add(-1) >= 0 {
+		return errUnreachable
+	}
+	return s.Store.PutCertificate(ctx, c)
+}
+
+// TestIssuedCertificateKeptWhileStoreUnavailable: the CA issues, and then
+// the store's database is unavailable for the first writes of the
+// certificate. The renewer keeps the certificate and writes it again,
+// pausing 1 s, 2 s, 4 s, ... (up to 30 s) between tries, until the store
+// answers: the certificate is stored, and the CA saw exactly one order.
+// The wait is logged once when it begins and once when it ends.
+func TestIssuedCertificateKeptWhileStoreUnavailable(t *testing.T) {
+	const failures = 7
+	st := &putFailingStore{Store: openStore(t)}
+	st.failPuts.Store(failures)
+	clock := newFakeClock(time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC))
+	addPending(t, st.Store, clock.Now(), "a.example.test")
+	ca := newFakeCA("https://ca.test/dir", clock)
+	var logged syncBuffer
+	r, err := New(Config{Workers: 1, IdleWait: time.Hour, Now: clock.Now, CAs: []CA{{Issuer: ca}}},
+		st, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every wait passes at once on the fake clock; the pauses other than
+	// the dispatcher's rest probes are kept, in order.
+	var mu sync.Mutex
+	var pauses []time.Duration
+	r.sleep = func(ctx context.Context, d time.Duration) error {
+		if d != storeErrorPause {
+			mu.Lock()
+			pauses = append(pauses, d)
+			mu.Unlock()
+		}
+		clock.Advance(d)
+		select {
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+		}
+		return ctx.Err()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	waitFor(t, 60*time.Second, "the name valid, or a second order", func() bool {
+		d, err := st.Store.GetDomain(context.Background(), "a.example.test")
+		return err == nil && d.State == store.StateValid || len(ca.orderList()) > 1
+	})
+	if n := len(ca.orderList()); n != 1 {
+		t.Errorf("%d orders at the CA, want exactly 1", n)
+	}
+	if n := st.puts.Load(); n != failures+1 {
+		t.Errorf("%d certificate writes, want %d (%d refused, then the one that succeeded)", n, failures+1, failures)
+	}
+	c, err := st.Store.LookupCertificate(context.Background(), "a.example.test")
+	if err != nil {
+		t.Fatalf("the issued certificate is not stored: %v", err)
+	}
+	if d := getDomain(t, st.Store, "a.example.test"); d.CertID != c.ID {
+		t.Errorf("the name links certificate %q, want the stored %q", d.CertID, c.ID)
+	}
+	mu.Lock()
+	got := fmt.Sprint(pauses)
+	mu.Unlock()
+	if want := fmt.Sprint([]time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}); got != want {
+		t.Errorf("pauses between the writes: %s, want %s", got, want)
+	}
+	if n := strings.Count(logged.String(), "keeping it and writing it again"); n != 1 {
+		t.Errorf("the wait was logged %d times when it began, want once:\n%s", n, logged.String())
+	}
+	if n := strings.Count(logged.String(), "is stored now that the database answers"); n != 1 {
+		t.Errorf("the write was logged %d times when it succeeded, want once:\n%s", n, logged.String())
+	}
+}

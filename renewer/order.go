@@ -42,6 +42,12 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 	for i, ca := range cands {
 		o := r.orderFor(ca, d, profile, cur)
 		res := r.orderAt(ctx, log, ca, o, cur != nil, i < len(cands)-1, func() bool {
+			if !r.Active() {
+				// The host lost the fleet's renewer role: the name is
+				// left, due, to the host that has it.
+				log.Info("not the fleet's renewer any more: order not sent")
+				return false
+			}
 			if started {
 				return true
 			}

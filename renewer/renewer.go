@@ -97,6 +97,10 @@ type Config struct {
 	// Metrics is told when orders start and how they end
 	// (PrometheusMetrics counts them). Default nil: nothing is told.
 	Metrics Metrics
+	// StandBy starts the renewer standing by: it claims no work until
+	// SetActive(true) (a fleet host that renews, until it holds the
+	// fleet's renewer role). Default false: active.
+	StandBy bool
 }
 
 // Renewer schedules and runs certificate orders. Its methods are safe for
@@ -136,6 +140,9 @@ type Renewer struct {
 	// rest is set while the store's database is unavailable. Guarded
 	// by mu.
 	rest storeRest
+	// standby is set while the renewer may claim no work (SetActive).
+	// Guarded by mu.
+	standby bool
 	// running is set while Run runs: a second Run would dispatch the same
 	// names twice, and save stale buckets over the first one's.
 	running atomic.Bool
@@ -200,6 +207,7 @@ func New(cfg Config, st store.Store, logger *slog.Logger) (*Renewer, error) {
 		rnd:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		spread:   make([]float64, len(cas)),
 		refused:  map[string]string{},
+		standby:  cfg.StandBy,
 	}, nil
 }
 
@@ -334,6 +342,9 @@ func (r *Renewer) next(ctx context.Context) (name string, forced bool, err error
 			if err := r.waitForStore(ctx); err != nil {
 				return "", false, err
 			}
+		}
+		if err := r.waitForRole(ctx); err != nil {
+			return "", false, err
 		}
 		select {
 		case n := <-r.urgent:
@@ -503,12 +514,23 @@ func (r *Renewer) claim(name string) bool {
 }
 
 // claimQueued takes name, just read from the urgent queue, off the queue
-// and claims it. A name a worker took from the due index meanwhile is not
+// and claims it; standing by (SetActive), it puts the name back instead. A name a worker took from the due index meanwhile is not
 // claimed; an operator's request for it is kept for when the worker is
 // done.
 func (r *Renewer) claimQueued(name string) (forced, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.standby {
+		// The role was lost meanwhile: the name waits in the queue for
+		// the renewer to be active again (the slot it was read from is
+		// free unless a new request took it, which keeps it queued).
+		select {
+		case r.urgent <- name:
+		default:
+			delete(r.queued, name)
+		}
+		return false, false
+	}
 	forced = r.queued[name]
 	delete(r.queued, name)
 	if f := r.inflight[name]; f != nil {

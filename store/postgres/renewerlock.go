@@ -48,12 +48,19 @@ func (s *Store) HoldRenewerLock(ctx context.Context, onChange func(held bool)) e
 		case <-ctx.Done():
 		}
 	}()
+	connected := true // so that the first failure to connect is logged
 	for {
-		err := s.holdRenewerLock(ctx, onChange)
+		wasConnected := connected
+		var err error
+		connected, err = s.holdRenewerLock(ctx, onChange)
 		if ctx.Err() != nil {
 			break
 		}
-		s.log.Warn("renewer lock: the session failed; contending again on a new one", "error", err)
+		// Logged when a session that was made fails, and once when
+		// connecting starts failing, not every try of an outage.
+		if connected || wasConnected {
+			s.log.Warn("renewer lock: the session failed; contending again on a new one", "error", err)
+		}
 		if !pause(ctx, renewerLockRetry) {
 			break
 		}
@@ -67,11 +74,12 @@ func (s *Store) HoldRenewerLock(ctx context.Context, onChange func(held bool)) e
 }
 
 // holdRenewerLock contends for the lock on one session, and holds it
-// while the session lasts. It returns when ctx ends or the session fails.
-func (s *Store) holdRenewerLock(ctx context.Context, onChange func(held bool)) error {
+// while the session lasts. It returns when ctx ends or the session fails,
+// and says whether the session was made.
+func (s *Store) holdRenewerLock(ctx context.Context, onChange func(held bool)) (connected bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, s.conf.Copy())
 	if err != nil {
-		return fmt.Errorf("renewer lock: %w", s.unreachable(err))
+		return false, fmt.Errorf("renewer lock: %w", s.unreachable(err))
 	}
 	held := false
 	defer func() {
@@ -85,7 +93,7 @@ func (s *Store) holdRenewerLock(ctx context.Context, onChange func(held bool)) e
 	for {
 		if !held {
 			if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(renewerLock)).Scan(&held); err != nil {
-				return fmt.Errorf("renewer lock: %w", s.unreachable(err))
+				return true, fmt.Errorf("renewer lock: %w", s.unreachable(err))
 			}
 			if held {
 				onChange(true)
@@ -95,7 +103,7 @@ func (s *Store) holdRenewerLock(ctx context.Context, onChange func(held bool)) e
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("renewer lock: no answer to a ping: %w", s.unreachable(err))
+				return true, fmt.Errorf("renewer lock: no answer to a ping: %w", s.unreachable(err))
 			}
 		}
 		wait := renewerLockRetry
@@ -103,7 +111,7 @@ func (s *Store) holdRenewerLock(ctx context.Context, onChange func(held bool)) e
 			wait = renewerLockCheck
 		}
 		if !pause(ctx, wait) {
-			return ctx.Err()
+			return true, ctx.Err()
 		}
 	}
 }

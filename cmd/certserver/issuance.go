@@ -138,6 +138,9 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 		Preflight:       preflight,
 		GiveUpAfter:     giveUpAfter(cfg.Renewer),
 		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
+		// A fleet host claims work only while it holds the fleet's
+		// renewer role (fleetHost.holdRenewerRole).
+		StandBy: cfg.fleetEnabled(),
 	}, st, logger)
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)

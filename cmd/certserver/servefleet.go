@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/renewer"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/postgres"
 	"github.com/certserver/certserver/store/sealed"
@@ -27,6 +28,9 @@ type fleetHost struct {
 	// store is shared through the key decorator.
 	store    *sealed.Store
 	follower fleetFollower
+	// activeRenewer is set while this host holds the fleet's renewer
+	// role (holdRenewerRole).
+	activeRenewer atomic.Bool
 }
 
 var _ certserver.Fleet = (*fleetHost)(nil)
@@ -56,41 +60,24 @@ func openFleet(ctx context.Context, cfg config, keyring *sealed.Keyring, local *
 		shared.Close()
 		return nil, err
 	}
-	if f.renews {
-		f.warnOtherRenewers(ctx, logger)
-	}
 	return f, nil
 }
 
-// otherRenewerSeen is how recently another host must have reported for
-// warnOtherRenewers to count it as running (hosts report every 10 s).
-const otherRenewerSeen = 2 * time.Minute
-
-// warnOtherRenewers logs a warning naming the other hosts of the fleet
-// that renew too. Their renewers take due names from the one queue
-// without a lease on them yet, so two hosts may order the same name at
-// once: until work is leased, one host of a fleet renews.
-func (f *fleetHost) warnOtherRenewers(ctx context.Context, logger *slog.Logger) {
-	hs, err := f.shared.Hosts(ctx)
-	if err != nil {
-		return // the follower reports the database's state
-	}
-	var others []string
-	for _, h := range hs {
-		if h.Name != f.name && h.Renews && time.Since(h.SeenAt) < otherRenewerSeen {
-			others = append(others, h.Name)
-		}
-	}
-	if len(others) > 0 {
-		logger.Warn("other hosts of the fleet renew too, and two renewers may order the same name at once: set renew = false in [fleet] on every host but one",
-			"hosts", strings.Join(others, ","), "host", f.name)
-	}
+// holdRenewerRole contends for the fleet's renewer role until ctx ends
+// (see postgres.Store.HoldRenewerLock): rn, started standing by, claims
+// work only while this host holds it. rn logs each change.
+func (f *fleetHost) holdRenewerRole(ctx context.Context, rn *renewer.Renewer) {
+	_ = f.shared.HoldRenewerLock(ctx, func(held bool) {
+		f.activeRenewer.Store(held)
+		rn.SetActive(held)
+	})
 }
 
 // FleetStatus implements certserver.Fleet.
 func (f *fleetHost) FleetStatus() api.FleetStatus {
 	s := f.follower.FleetStatus()
 	s.Host, s.Renews = f.name, f.renews
+	s.ActiveRenewer = f.activeRenewer.Load()
 	return s
 }
 

@@ -242,8 +242,13 @@ func fleetLine(fl *api.Fleet, now time.Time) string {
 	if fl.Hosts != nil {
 		s += fmt.Sprintf(", %s in the fleet", plural(len(fl.Hosts), "host"))
 	}
-	if !fl.Renews {
+	switch {
+	case !fl.Renews:
 		s += ", serves only (renew = false)"
+	case fl.ActiveRenewer:
+		s += ", the fleet's active renewer"
+	default:
+		s += ", renewer standing by"
 	}
 	return s
 }

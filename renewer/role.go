@@ -38,8 +38,15 @@ func (r *Renewer) Active() bool {
 }
 
 // waitForRole returns at once while the renewer is active, and otherwise
-// waits until it is (SetActive wakes the dispatcher) or ctx ends.
+// waits until it is (SetActive wakes the dispatcher) or ctx ends. Having
+// gained the role, it restores the rate-limit buckets saved since its
+// start (restoreLimits: each bucket keeps the later of the two times), so
+// that it goes on from what the previous holder spent of the account's
+// limits rather than from what it knew when it started.
 func (r *Renewer) waitForRole(ctx context.Context) error {
+	if r.Active() {
+		return nil
+	}
 	for !r.Active() {
 		select {
 		case <-r.wake:
@@ -47,5 +54,6 @@ func (r *Renewer) waitForRole(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	r.restoreLimits(ctx)
 	return nil
 }

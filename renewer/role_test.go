@@ -3,10 +3,12 @@ package renewer
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/renewer/ratelimit"
 	"github.com/certserver/certserver/store"
 )
 
@@ -93,4 +95,51 @@ func TestOneActiveRenewer(t *testing.T) {
 	if n := strings.Count(a.logged.String(), "no longer the fleet's renewer"); n != 1 {
 		t.Errorf("a logged losing the role %d times, want once:\n%s", n, a.logged.String())
 	}
+}
+
+// TestActiveRenewerTakesOverLimits: the renewer that gains the role goes
+// on from the rate-limit buckets the previous holder spent and saved, not
+// from the full ones it restored when it started.
+func TestActiveRenewerTakesOverLimits(t *testing.T) {
+	st := openStore(t)
+	addPending(t, st, time.Now(), "a.example.test", "b.example.org")
+	limits := ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 2, Per: 2 * time.Hour}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var done []chan error
+	defer func() {
+		cancel()
+		for _, d := range done {
+			<-d
+		}
+	}()
+	var rs [2]*Renewer
+	var lims [2]*ratelimit.Limiter
+	for i := range rs {
+		lim, err := ratelimit.NewLimiter(limits, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
+		r, err := New(Config{Workers: 2, IdleWait: 50 * time.Millisecond, Seed: 3, CAs: []CA{{Issuer: iss, Limiter: lim}}, StandBy: true}, st, discardLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs[i], lims[i] = r, lim
+		d := make(chan error, 1)
+		done = append(done, d)
+		go func() { d <- r.Run(ctx) }()
+	}
+	rs[0].SetActive(true)
+	waitFor(t, 30*time.Second, "the active renewer's spent bucket saved", func() bool {
+		bs, err := st.RateBuckets(context.Background(), "ca:1")
+		return err == nil && slices.ContainsFunc(bs, func(b store.RateBucket) bool {
+			return b.Limit == string(ratelimit.LimitNewOrders) && b.Full.After(time.Now().Add(limits.NewOrders.Per-time.Minute))
+		})
+	})
+	rs[0].SetActive(false)
+	rs[1].SetActive(true)
+	waitFor(t, 30*time.Second, "the new holder's bucket as spent as the saved one", func() bool {
+		b := lims[1].Bucket(ratelimit.LimitNewOrders, "")
+		return b.Tokens < 1 && b.Available.After(time.Now().Add(50*time.Minute))
+	})
 }

@@ -13,6 +13,13 @@ import (
 // work until the store answers again.
 var ErrUnavailable = errors.New("database unavailable")
 
+// ErrUncertain is wrapped, beside ErrUnavailable, by the error of a write
+// whose commit reached the database but whose answer never came back (the
+// connection broke at that moment): the write may or may not have been
+// made. It is not tried again by the store; the caller reads back before
+// writing again where that matters.
+var ErrUncertain = errors.New("the write may or may not have been made")
+
 // A fleet keeps one shared store (PostgreSQL) as the source of truth and,
 // on every host, a local Badger copy of what the handshake path and the
 // challenge endpoint read: certificates with their name links, and HTTP-01

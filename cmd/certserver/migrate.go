@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -159,14 +162,43 @@ func (m *migration) accounts(ctx context.Context, c *migrateCount) error {
 	return nil
 }
 
+// certificates copies the certificate records in the order the single
+// host stored them (StoredAt, then ID). In the database, as in Badger, the
+// last write that lists a name serves it (and a name whose record goes
+// falls back to the claim stored last, ties to the greatest ID): copied
+// in that order, each name is served by the record that served it on the
+// single host, not by whichever ID sorts last.
 func (m *migration) certificates(ctx context.Context, c *migrateCount) error {
+	type stored struct {
+		id string
+		at time.Time
+	}
+	var order []stored
 	for after := ""; ; {
 		cs, err := m.src.ListCertificates(ctx, after, migrateBatch)
 		if err != nil {
 			return err
 		}
-		var writes []*store.Certificate
 		for _, cert := range cs {
+			order = append(order, stored{cert.ID, cert.StoredAt})
+		}
+		if len(cs) < migrateBatch {
+			break
+		}
+		after = cs[len(cs)-1].ID
+	}
+	slices.SortFunc(order, func(a, b stored) int {
+		return cmp.Or(a.at.Compare(b.at), strings.Compare(a.id, b.id))
+	})
+	for len(order) > 0 {
+		batch := order[:min(len(order), migrateBatch)]
+		order = order[len(batch):]
+		var writes []*store.Certificate
+		for _, o := range batch {
+			cert, err := m.src.GetCertificate(ctx, o.id)
+			if err != nil {
+				return err
+			}
 			have, err := m.dst.GetCertificate(ctx, cert.ID)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
@@ -185,12 +217,9 @@ func (m *migration) certificates(ctx context.Context, c *migrateCount) error {
 			return err
 		}
 		c.Copied += len(writes)
-		m.step(len(cs))
-		if len(cs) < migrateBatch {
-			return nil
-		}
-		after = cs[len(cs)-1].ID
+		m.step(len(batch))
 	}
+	return nil
 }
 
 // putCertificates writes cs in one write, or one by one when they do not

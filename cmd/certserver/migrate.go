@@ -163,16 +163,20 @@ func (m *migration) accounts(ctx context.Context, c *migrateCount) error {
 }
 
 // certificates copies the certificate records in the order the single
-// host stored them (StoredAt, then ID). In the database, as in Badger, the
-// last write that lists a name serves it (and a name whose record goes
-// falls back to the claim stored last, ties to the greatest ID): copied
-// in that order, each name is served by the record that served it on the
-// single host, not by whichever ID sorts last.
+// host stored them (StoredAt, then ID), those expired now first. In the
+// database, as in Badger, the last write that lists a name serves it, and
+// a name whose record goes falls back to the newest unexpired claim (ties
+// to the greatest ID): copied in that order, each name the single host
+// served with an unexpired certificate is served by the same one, not by
+// whichever ID sorts last, and no name by an expired certificate where an
+// unexpired one lists it.
 func (m *migration) certificates(ctx context.Context, c *migrateCount) error {
 	type stored struct {
-		id string
-		at time.Time
+		id      string
+		at      time.Time
+		expired bool
 	}
+	now := time.Now()
 	var order []stored
 	for after := ""; ; {
 		cs, err := m.src.ListCertificates(ctx, after, migrateBatch)
@@ -180,7 +184,7 @@ func (m *migration) certificates(ctx context.Context, c *migrateCount) error {
 			return err
 		}
 		for _, cert := range cs {
-			order = append(order, stored{cert.ID, cert.StoredAt})
+			order = append(order, stored{cert.ID, cert.StoredAt, cert.NotAfter.Before(now)})
 		}
 		if len(cs) < migrateBatch {
 			break
@@ -188,6 +192,12 @@ func (m *migration) certificates(ctx context.Context, c *migrateCount) error {
 		after = cs[len(cs)-1].ID
 	}
 	slices.SortFunc(order, func(a, b stored) int {
+		if a.expired != b.expired {
+			if a.expired {
+				return -1
+			}
+			return 1
+		}
 		return cmp.Or(a.at.Compare(b.at), strings.Compare(a.id, b.id))
 	})
 	for len(order) > 0 {

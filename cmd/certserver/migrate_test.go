@@ -164,7 +164,8 @@ func TestFleetMigrate(t *testing.T) {
 
 // TestFleetMigrateServesWhatTheSingleHostServed: a name two certificates
 // claim is served in the fleet by the one the single host served (stored
-// last), not by the one whose ID sorts last.
+// last, or the newest unexpired one it fell back to), not by the one
+// whose ID sorts last or an expired one stored later.
 func TestFleetMigrateServesWhatTheSingleHostServed(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -182,8 +183,23 @@ func TestFleetMigrateServesWhatTheSingleHostServed(t *testing.T) {
 		mustDo(t, src.PutCertificate(ctx, &store.Certificate{ID: id, Names: []string{id, "shared.example.com"}, ChainPEM: chain, KeyPEM: key,
 			Serial: fmt.Sprintf("%x", i+1), NotAfter: notAfter, Source: "import", StoredAt: now.Add(time.Duration(i-2) * time.Hour)}))
 	}
-	if c, err := src.LookupCertificate(ctx, "shared.example.com"); err != nil || c.ID != "a.example.com" {
-		t.Fatalf("the single host serves shared.example.com: %v, want a.example.com", err)
+	// A name whose certificate was removed fell back to the newest
+	// unexpired claim (old.example.com), not to the expired one stored
+	// after it.
+	for i, id := range []string{"old.example.com", "expired.example.com", "gone.example.com"} {
+		notAfter := now.Add(60 * 24 * time.Hour)
+		if id == "expired.example.com" {
+			notAfter = now.Add(-time.Hour)
+		}
+		chain, key := genCert(t, notAfter, id, "fallback.example.com")
+		mustDo(t, src.PutCertificate(ctx, &store.Certificate{ID: id, Names: []string{id, "fallback.example.com"}, ChainPEM: chain, KeyPEM: key,
+			Serial: fmt.Sprintf("%x", i+10), NotAfter: notAfter, Source: "import", StoredAt: now.Add(time.Duration(i-5) * time.Hour)}))
+	}
+	mustDo(t, src.DeleteCertificate(ctx, "gone.example.com"))
+	for name, want := range map[string]string{"shared.example.com": "a.example.com", "fallback.example.com": "old.example.com"} {
+		if c, err := src.LookupCertificate(ctx, name); err != nil || c.ID != want {
+			t.Fatalf("the single host serves %s: %v, want %s", name, err, want)
+		}
 	}
 	mustDo(t, src.Close())
 
@@ -198,7 +214,8 @@ func TestFleetMigrateServesWhatTheSingleHostServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pg.Close()
-	for name, want := range map[string]string{"shared.example.com": "a.example.com", "z.example.com": "z.example.com", "a.example.com": "a.example.com"} {
+	for name, want := range map[string]string{"shared.example.com": "a.example.com", "z.example.com": "z.example.com", "a.example.com": "a.example.com",
+		"fallback.example.com": "old.example.com", "expired.example.com": "expired.example.com"} {
 		c, err := pg.LookupCertificate(ctx, name)
 		if err != nil {
 			t.Fatal(err)

@@ -190,6 +190,8 @@ func (b *Badger) applyGroup(ctx context.Context, changes []Change) error {
 		attrs := []any{"version", s.change.Version, "kind", string(s.change.Kind), "error", s.err}
 		if c := s.change.Certificate; c != nil {
 			attrs = append(attrs, "cert_id", c.ID)
+		} else if s.change.ID != "" {
+			attrs = append(attrs, "cert_id", s.change.ID)
 		}
 		b.log.Error("fleet: a change of the shared store was not applied: the local store cannot hold it", attrs...)
 	}

@@ -43,6 +43,12 @@ const (
 	ChangePutChallenge ChangeKind = "put_challenge"
 	// ChangeDeleteChallenge removes Change.Token.
 	ChangeDeleteChallenge ChangeKind = "delete_challenge"
+	// ChangeRewriteKey replaces the private key of the record Change.ID
+	// with Change.KeyPEM and changes nothing else: not the record's other
+	// fields, not which record serves a name (a key rewritten under a new
+	// key-encryption key, store.KeyRewriter). A record the local copy
+	// lacks is skipped: a later put carries its key.
+	ChangeRewriteKey ChangeKind = "rewrite_key"
 )
 
 // Change is one write of the shared store that a local copy must apply.
@@ -55,8 +61,12 @@ type Change struct {
 	// KeyPEM as the shared store holds it: sealed when keys are encrypted
 	// at rest).
 	Certificate *Certificate
-	// ID is the certificate record's ID for ChangeDeleteCertificate.
+	// ID is the certificate record's ID for ChangeDeleteCertificate and
+	// ChangeRewriteKey.
 	ID string
+	// KeyPEM is the record's new private key for ChangeRewriteKey, as the
+	// shared store holds it (sealed when keys are encrypted at rest).
+	KeyPEM []byte
 	// Token, KeyAuth and Expires describe a challenge, for the challenge
 	// kinds (KeyAuth and Expires only for ChangePutChallenge).
 	Token   string

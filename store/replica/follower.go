@@ -287,6 +287,14 @@ func (f *Follower) listen(ctx context.Context) {
 	}
 }
 
+// Retry asks for a sync and a new Listen now, without waiting out the
+// pause after a failure: the caller knows the source answers again (a
+// fleet host whose database was opened after its start).
+func (f *Follower) Retry() {
+	f.poke(f.relisten)
+	f.poke(f.wake)
+}
+
 // poke sends on a channel of one slot without waiting: a signal already
 // pending stands for this one too (a burst of announcements is one sync).
 func (f *Follower) poke(c chan struct{}) {

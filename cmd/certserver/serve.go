@@ -156,12 +156,12 @@ func serve(ctx context.Context, e *env, cfg config) error {
 
 	var is *issuance
 	switch {
-	case files != nil && !cfg.renews():
-		logger.Info("fleet.renew is false: this host orders nothing; the fleet's other hosts renew")
-	case files != nil:
+	case cfg.renews():
 		if is, err = newIssuance(cfg, files, st, metrics, logger); err != nil {
 			return err
 		}
+	case files != nil:
+		logger.Info("fleet.renew is false: this host orders nothing; the fleet's other hosts renew")
 	case cfg.OnDemand.enabled():
 		logger.Warn("on_demand is configured but acme.directory is not: on-demand issuance is off")
 	}

@@ -294,6 +294,11 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	}
 	if fleet != nil {
 		wg.Go(func() {
+			select {
+			case <-fleet.shared.Tried():
+			case <-ctx.Done():
+				return
+			}
 			errs[4] = fleet.follower.Run(ctx)
 			cancel()
 		})

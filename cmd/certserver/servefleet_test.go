@@ -128,6 +128,12 @@ listen = "127.0.0.1:0"
 		code, _ := getCert("kept.example.com")
 		return code == 200
 	})
+	// With the database up, the moment before it is open is no outage.
+	for _, wrong := range []string{"unreachable at start", "database down", "the fleet's database is unavailable"} {
+		if strings.Contains(first.stderr.String(), wrong) {
+			t.Errorf("a start with the database up logs %q:\n%s", wrong, first.stderr)
+		}
+	}
 	if code := first.stop(); code != exitOK {
 		t.Fatalf("first run: exit code %d:\n%s", code, first.stderr)
 	}

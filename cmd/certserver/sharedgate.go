@@ -21,6 +21,8 @@ type sharedGate struct {
 	db     *postgres.Store
 	reason error         // why it is not open yet
 	opened chan struct{} // closed when db is set
+	tried  chan struct{} // closed when the first attempt to open it ended
+	once   sync.Once     // closes tried
 }
 
 var (
@@ -33,6 +35,7 @@ func newSharedGate() *sharedGate {
 	return &sharedGate{
 		reason: fmt.Errorf("the fleet's database: %w (not connected yet)", store.ErrUnavailable),
 		opened: make(chan struct{}),
+		tried:  make(chan struct{}),
 	}
 }
 
@@ -55,6 +58,7 @@ func (g *sharedGate) notYet(err error) {
 	if g.db == nil {
 		g.reason = err
 	}
+	g.once.Do(func() { close(g.tried) })
 }
 
 // open lets every call through to db from now on. Call it once.
@@ -63,10 +67,17 @@ func (g *sharedGate) open(db *postgres.Store) {
 	g.db = db
 	g.mu.Unlock()
 	close(g.opened)
+	g.once.Do(func() { close(g.tried) })
 }
 
 // Opened returns a channel closed once the database is open.
 func (g *sharedGate) Opened() <-chan struct{} { return g.opened }
+
+// Tried returns a channel closed once the first attempt to open the
+// database has ended, opened or not: the follower starts then, so that a
+// normal start does not count the moment before the database is open as
+// an outage.
+func (g *sharedGate) Tried() <-chan struct{} { return g.tried }
 
 // Close closes the database if it was opened. Call it once nothing uses
 // the gate any more.

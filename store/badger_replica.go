@@ -15,6 +15,10 @@ var _ Replica = (*Badger)(nil)
 // Apply wrote: 8 bytes, big-endian (see keys.go).
 const keyApplied = "R/"
 
+// keySynced says that the local copy completed a sync of a fleet's shared
+// store: the version it held then, 8 bytes, big-endian (MarkSynced).
+const keySynced = "S/"
+
 // Apply implements Replica. It writes the changes through the code of
 // PutCertificate, DeleteCertificate, PutChallenge and DeleteChallenge, so
 // the change feed reports what a group of changes did as it does for a
@@ -286,4 +290,35 @@ func (b *Badger) AppliedVersion(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("applied version: %w", err)
 	}
 	return v, nil
+}
+
+// MarkSynced implements Replica.
+func (b *Badger) MarkSynced(ctx context.Context, version uint64) error {
+	val := binary.BigEndian.AppendUint64(nil, version)
+	if err := b.update(ctx, func(txn *badger.Txn) error {
+		return txn.Set([]byte(keySynced), val)
+	}); err != nil {
+		return fmt.Errorf("mark the local copy synced: %w", err)
+	}
+	return nil
+}
+
+// Synced implements Replica.
+func (b *Badger) Synced(ctx context.Context) (bool, error) {
+	var ok bool
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(keySynced))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		ok = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("synced: %w", err)
+	}
+	return ok, nil
 }

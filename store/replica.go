@@ -127,4 +127,13 @@ type Replica interface {
 	// AppliedVersion returns the highest version Apply recorded (0 for a
 	// store that never applied anything).
 	AppliedVersion(ctx context.Context) (uint64, error)
+
+	// MarkSynced records, durably, that the local copy completed a sync:
+	// it held every change of the source through version. A copy whose
+	// first sync was cut short (a join stopped half way) has applied
+	// changes but is not marked.
+	MarkSynced(ctx context.Context, version uint64) error
+
+	// Synced reports whether MarkSynced was ever recorded.
+	Synced(ctx context.Context) (bool, error)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/sealed"
+	"github.com/certserver/certserver/store/replica"
 )
 
 // fleetHost is what `serve` runs beside the servers on a fleet host
@@ -179,8 +180,8 @@ func (s fleetChallenges) GetChallenge(ctx context.Context, token string) (string
 }
 
 // Bounds of the pause between two attempts to open the fleet's
-// database.
+// database: those of the copy's follower, so that both come back together.
 const (
-	sharedRetryMin = time.Second
-	sharedRetryMax = 30 * time.Second
+	sharedRetryMin = replica.DefaultRetryMin
+	sharedRetryMax = replica.DefaultRetryMax
 )

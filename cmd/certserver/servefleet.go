@@ -10,8 +10,8 @@ import (
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
-	"github.com/certserver/certserver/store/sealed"
 	"github.com/certserver/certserver/store/replica"
+	"github.com/certserver/certserver/store/sealed"
 )
 
 // fleetHost is what `serve` runs beside the servers on a fleet host

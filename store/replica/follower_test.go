@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -115,6 +116,26 @@ func TestFollowerCoalescesAnnouncements(t *testing.T) {
 	if n := src.pulls.Load(); n > 4 {
 		t.Fatalf("%d pulls for a burst of 1,000 announcements, want at most 4", n)
 	}
+}
+
+// A host reports itself before it starts copying, so that the source
+// keeps, while it copies, the tombstones it will need.
+func TestFollowerReportsBeforeItCopies(t *testing.T) {
+	src := newFakeSource()
+	for i := range 10 {
+		src.add(fmt.Sprintf("c%d.test", i))
+	}
+	local := openBadger(t, t.TempDir())
+	f := startFollower(t, replica.Config{Source: src, Replica: local, ReportInterval: time.Hour})
+	waitFor(t, "the first pull waits at the gate", func() bool { return src.pulls.Load() == 1 })
+	src.mu.Lock()
+	hosts := slices.Clone(src.hosts)
+	src.mu.Unlock()
+	if len(hosts) == 0 || hosts[0].Applied != 0 || hosts[0].Name != "host-a" {
+		t.Fatalf("reports before the copy: %+v; want host-a at version 0", hosts)
+	}
+	close(src.gate)
+	waitFor(t, "the copy applied", func() bool { return f.Status().Applied == 10 })
 }
 
 // The lag is counted from when the oldest change not yet applied was

@@ -21,6 +21,16 @@ func (f *Follower) sync(ctx context.Context) error {
 		return f.failed(ctx, err, true)
 	}
 	f.learn(latest)
+	// A host reports before it copies, and again as a long copy goes on
+	// (catchUp), so that the source keeps the tombstones it still needs
+	// (it prunes only what every reporting host has applied): a host
+	// joining a large fleet is never refused halfway for a removal made
+	// while it copied.
+	if f.reportDue() {
+		if err := f.report(ctx); err != nil {
+			return f.failed(ctx, err, true)
+		}
+	}
 	n, err := f.catchUp(ctx)
 	if err != nil {
 		return err
@@ -110,6 +120,9 @@ func (f *Follower) catchUp(ctx context.Context) (int, error) {
 			f.mu.Unlock()
 			f.log.Info(fmt.Sprintf("fleet: syncing certificates: %s of %s changes applied", thousands(done-from), thousands(total)),
 				"applied_version", done)
+			// A report that fails here fails the next batch too, which
+			// says so.
+			_ = f.report(ctx)
 		}
 	}
 	if long {

@@ -84,6 +84,10 @@ func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 		}
 		if err != nil {
 			a.log.Error("adding domains stopped", "added", resp.Added, "existing", resp.Existing, "names", len(l.names), "error", err)
+			if i > 0 {
+				return fmt.Errorf("add domains: the first %d names are managed (%d added, %d already were); "+
+					"the rest were not added; sending the same request again is safe: %w", i, resp.Added, resp.Existing, err)
+			}
 			return fmt.Errorf("add domains: %w", err)
 		}
 	}

@@ -22,15 +22,19 @@ const databaseRetryAfter = 10
 
 // storeFailure is the answer to a request the store failed with err when
 // retrying later can help, else nil: 503 naming the fleet's database and
-// the cause when the store could not reach it (store.ErrUnavailable:
-// nothing was written), 503 when the store did not answer in time. It is
+// the cause when the store could not reach it (store.ErrUnavailable; a
+// write under way may have been made when it is store.ErrUncertain too), 503 when the store did not answer in time. It is
 // the one place that decides how a store's failure is answered.
 func storeFailure(err error) *api.Error {
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
+		what := "the request was not carried out"
+		if errors.Is(err, store.ErrUncertain) {
+			what = "the connection broke while a write was committed, so it may or may not have been made: look before sending it again"
+		}
 		return &api.Error{
 			Status: fasthttp.StatusServiceUnavailable,
-			Message: "the fleet's database (PostgreSQL) is unavailable, nothing was written: " + err.Error() +
+			Message: "the fleet's database (PostgreSQL) is unavailable, " + what + ": " + err.Error() +
 				"; certificates are still served from each host's copy; try again once the database is back",
 			Reason:     api.ReasonDatabaseUnavailable,
 			RetryAfter: databaseRetryAfter,

@@ -2,7 +2,9 @@ package nginx_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -211,8 +213,10 @@ func TestFleetConvergence(t *testing.T) {
 
 // TestFleetDatabaseOutage: PostgreSQL stopped for 60 s while the three
 // hosts' nginx take handshakes for 500 names: not one fails or gets the
-// fallback; admin writes answer 503 naming the database; /readyz stays
-// ready and says the database is down; restarted, every host's lag
+// fallback; every host's sidecar, asked directly, serves all 500 from its
+// copy, and so does one killed and started again during the outage;
+// admin writes answer 503 naming the database; /readyz stays ready and
+// says the database is down; restarted, every host's lag
 // returns to 0 by itself and a change made after it reaches every host.
 func TestFleetDatabaseOutage(t *testing.T) {
 	const names = 500
@@ -305,6 +309,23 @@ func TestFleetDatabaseOutage(t *testing.T) {
 		}
 	}
 
+	// nginx keeps serving what its shared dict holds while a sidecar
+	// fails, so the handshakes alone cannot show that the hosts serve
+	// their copies: a host's sidecar is asked directly, for every name,
+	// and one host is killed and started again while the database is
+	// down: it must come up on its copy and serve every name from it.
+	restarted := f.hosts[1]
+	restarted.side.kill(t)
+	restarted.side.restart(t) // returns once /readyz answers 200
+	if st, err := restarted.fleetStatus(); err != nil || st.Database.Up || !st.Ready {
+		t.Errorf("%s restarted during the outage: /v1/fleet %+v, %v; want ready with the database down", restarted.name, st, err)
+	}
+	for _, m := range f.hosts {
+		if err := m.side.servesAll(serials); err != nil {
+			t.Errorf("%s's sidecar during the outage: %v", m.name, err)
+		}
+	}
+
 	time.Sleep(time.Until(stopped.Add(outage)))
 	close(stop)
 	wg.Wait()
@@ -318,6 +339,40 @@ func TestFleetDatabaseOutage(t *testing.T) {
 	after := f.ca.issue(t, "after.outage.test")
 	f.hosts[2].side.importLeaf(t, after)
 	within(t, "a change after the outage served by every host", f.allHostsServe("after.outage.test", after.serial))
+}
+
+// servesAll asks the sidecar's certificate endpoint (its unix socket,
+// as nginx does) for every name of want and checks that it answers with
+// the certificate of the serial want gives.
+func (s *sidecar) servesAll(want map[string]*big.Int) error {
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", s.sock)
+	}}}
+	defer client.CloseIdleConnections()
+	for name, serial := range want {
+		resp, err := client.Get("http://sidecar/v1/certs/" + name)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET %s: %s %s", name, resp.Status, b)
+		}
+		block, _ := pem.Decode(b)
+		if block == nil {
+			return fmt.Errorf("GET %s: no PEM in the answer", name)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", name, err)
+		}
+		if c.SerialNumber.Cmp(serial) != 0 {
+			return fmt.Errorf("GET %s: serial %v, want %v", name, c.SerialNumber, serial)
+		}
+	}
+	return nil
 }
 
 // TestFleetHostKilled: a host killed with SIGKILL while certificates

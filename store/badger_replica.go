@@ -15,12 +15,18 @@ var _ Replica = (*Badger)(nil)
 // Apply wrote: 8 bytes, big-endian (see keys.go).
 const keyApplied = "R/"
 
+// keySynced says that the local copy completed a sync of a fleet's shared
+// store: the version it held then, 8 bytes, big-endian (MarkSynced).
+const keySynced = "S/"
+
 // Apply implements Replica. It writes the changes through the code of
 // PutCertificate, DeleteCertificate, PutChallenge and DeleteChallenge, so
 // the change feed reports what a group of changes did as it does for a
 // local write: one entry per atomic write, naming what a cache may hold
 // stale (a new certificate for names nothing served is none; a write of
-// more than MaxChanges names answers Reset, as a join's does).
+// more than MaxChanges names answers Reset, as a join's does). A
+// ChangeRewriteKey replaces only the record's key, as RewriteKeys does:
+// which record serves a name stays as it is, and the feed says nothing.
 //
 // The changes must have versions above 0, in ascending order (ErrInvalid,
 // nothing written). Those at or below AppliedVersion were applied before
@@ -124,6 +130,11 @@ func (l groupLimits) size(changes []Change, held map[string]int) int {
 			n := held[c.ID]
 			e += 1 + 2*n
 			search = n > 0
+		case c.Kind == ChangeRewriteKey:
+			// The record is read and written whole: its chain, some
+			// kilobytes, is not in the change.
+			e++
+			s += len(c.KeyPEM) + 4096
 		}
 		if i > 0 && (entries+e > l.entries || size+s > l.bytes || (search && entries > l.searching)) {
 			return i
@@ -183,6 +194,8 @@ func (b *Badger) applyGroup(ctx context.Context, changes []Change) error {
 		attrs := []any{"version", s.change.Version, "kind", string(s.change.Kind), "error", s.err}
 		if c := s.change.Certificate; c != nil {
 			attrs = append(attrs, "cert_id", c.ID)
+		} else if s.change.ID != "" {
+			attrs = append(attrs, "cert_id", s.change.ID)
 		}
 		b.log.Error("fleet: a change of the shared store was not applied: the local store cannot hold it", attrs...)
 	}
@@ -216,8 +229,33 @@ func (b *Badger) applyChange(txn *badger.Txn, c *Change, changed *changeSet) (in
 			return nil, nil
 		}
 		return nil, txn.Delete(key(prefixToken, c.Token))
+	case ChangeRewriteKey:
+		if c.ID == "" || len(c.KeyPEM) == 0 {
+			return fmt.Errorf("no certificate id or no key: %w", ErrInvalid), nil
+		}
+		return nil, rewriteCertKey(txn, c.ID, c.KeyPEM)
 	}
 	return fmt.Errorf("unknown kind %q: %w", c.Kind, ErrInvalid), nil
+}
+
+// rewriteCertKey replaces the key of the certificate record id in txn
+// and writes nothing else, as RewriteKeys does: no claim, no link, no
+// entry in the change feed (the key is the same key, sealed anew). A
+// missing record is skipped.
+func rewriteCertKey(txn *badger.Txn, id string, keyPEM []byte) error {
+	item, err := txn.Get(key(prefixCert, id))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	var c Certificate
+	if err := readCertificate(item, &c); err != nil {
+		return fmt.Errorf("certificate %s: %w", id, err)
+	}
+	c.KeyPEM = keyPEM
+	return txn.Set(key(prefixCert, id), encodeCertificate(&c))
 }
 
 // readApplied returns the version keyApplied holds in txn, 0 when none.
@@ -252,4 +290,35 @@ func (b *Badger) AppliedVersion(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("applied version: %w", err)
 	}
 	return v, nil
+}
+
+// MarkSynced implements Replica.
+func (b *Badger) MarkSynced(ctx context.Context, version uint64) error {
+	val := binary.BigEndian.AppendUint64(nil, version)
+	if err := b.update(ctx, func(txn *badger.Txn) error {
+		return txn.Set([]byte(keySynced), val)
+	}); err != nil {
+		return fmt.Errorf("mark the local copy synced: %w", err)
+	}
+	return nil
+}
+
+// Synced implements Replica.
+func (b *Badger) Synced(ctx context.Context) (bool, error) {
+	var ok bool
+	err := b.view(ctx, func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(keySynced))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		ok = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("synced: %w", err)
+	}
+	return ok, nil
 }

@@ -350,3 +350,54 @@ func lookupID(t *testing.T, s Store, name string) string {
 	}
 	return c.ID
 }
+
+// A key rewrite replaces the record's key and nothing else: a name two
+// records claim stays with the one its link names, the change feed says
+// nothing, and a rewrite for a record the copy lacks is skipped.
+func TestApplyKeyRewriteKeepsTheLinks(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	b := openTestBadger(t, "", clock)
+	err := b.Apply(ctx, []Change{
+		putCert(1, testCert(clock, "z.example.com", "shared.example.com")),
+		putCert(2, testCert(clock, "a.example.com", "shared.example.com")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll, err := b.CertChanges(ctx, Cursor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := []byte("-----BEGIN PRIVATE KEY-----\nresealed\n-----END PRIVATE KEY-----\n")
+	err = b.Apply(ctx, []Change{
+		{Version: 3, Kind: ChangeRewriteKey, ID: "a.example.com", KeyPEM: newKey},
+		{Version: 4, Kind: ChangeRewriteKey, ID: "z.example.com", KeyPEM: newKey},
+		{Version: 5, Kind: ChangeRewriteKey, ID: "gone.example.com", KeyPEM: newKey},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := applied(t, b); v != 5 {
+		t.Fatalf("applied version %d, want 5", v)
+	}
+	if got := lookupID(t, b, "shared.example.com"); got != "a.example.com" {
+		t.Errorf("shared.example.com is served by %q after the key rewrites, want a.example.com", got)
+	}
+	for _, id := range []string{"a.example.com", "z.example.com"} {
+		c, err := b.GetCertificate(ctx, id)
+		if err != nil || !bytes.Equal(c.KeyPEM, newKey) || len(c.Names) != 2 {
+			t.Errorf("%s after its key rewrite: %+v, %v", id, c, err)
+		}
+	}
+	if _, err := b.GetCertificate(ctx, "gone.example.com"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a key rewrite for a missing record: %v, want ErrNotFound", err)
+	}
+	ch, err := b.CertChanges(ctx, poll.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Reset || len(ch.Names) > 0 {
+		t.Errorf("the change feed after key rewrites: %+v, want nothing", ch)
+	}
+}

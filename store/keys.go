@@ -25,6 +25,8 @@ import (
 //	H/                   change history: epoch and last version
 //	R/                   the last version of a fleet's shared store
 //	                     that Apply wrote (8 bytes; badger_replica.go)
+//	S/                   a fleet's local copy completed a sync: the
+//	                     version it held then (8 bytes; badger_replica.go)
 //
 // How each record's value is encoded is in encode.go: certificates and
 // domains in a compact binary form, accounts and challenges as JSON.

@@ -21,8 +21,8 @@ type KeyRewriter interface {
 	// each record's ID and private key as stored. Where fn returns a
 	// non-nil key the record's key is replaced by it; nothing else of the
 	// record changes, and neither does what it serves (no entry in a
-	// ChangeFeed; a shared store does give the record a new version for
-	// its local copies to apply). The reads and the writes are one atomic
+	// ChangeFeed; a shared store gives the rewrite a version of its own,
+	// which its local copies apply as a ChangeRewriteKey). The reads and the writes are one atomic
 	// step: no other write to those records comes between them, so a
 	// record written meanwhile is never put back to what it was. fn may
 	// be called more than once for a record and must not keep state

@@ -13,6 +13,13 @@ import (
 // work until the store answers again.
 var ErrUnavailable = errors.New("database unavailable")
 
+// ErrUncertain is wrapped, beside ErrUnavailable, by the error of a write
+// whose commit reached the database but whose answer never came back (the
+// connection broke at that moment): the write may or may not have been
+// made. It is not tried again by the store; the caller reads back before
+// writing again where that matters.
+var ErrUncertain = errors.New("the write may or may not have been made")
+
 // A fleet keeps one shared store (PostgreSQL) as the source of truth and,
 // on every host, a local Badger copy of what the handshake path and the
 // challenge endpoint read: certificates with their name links, and HTTP-01
@@ -36,6 +43,12 @@ const (
 	ChangePutChallenge ChangeKind = "put_challenge"
 	// ChangeDeleteChallenge removes Change.Token.
 	ChangeDeleteChallenge ChangeKind = "delete_challenge"
+	// ChangeRewriteKey replaces the private key of the record Change.ID
+	// with Change.KeyPEM and changes nothing else: not the record's other
+	// fields, not which record serves a name (a key rewritten under a new
+	// key-encryption key, store.KeyRewriter). A record the local copy
+	// lacks is skipped: a later put carries its key.
+	ChangeRewriteKey ChangeKind = "rewrite_key"
 )
 
 // Change is one write of the shared store that a local copy must apply.
@@ -48,8 +61,12 @@ type Change struct {
 	// KeyPEM as the shared store holds it: sealed when keys are encrypted
 	// at rest).
 	Certificate *Certificate
-	// ID is the certificate record's ID for ChangeDeleteCertificate.
+	// ID is the certificate record's ID for ChangeDeleteCertificate and
+	// ChangeRewriteKey.
 	ID string
+	// KeyPEM is the record's new private key for ChangeRewriteKey, as the
+	// shared store holds it (sealed when keys are encrypted at rest).
+	KeyPEM []byte
 	// Token, KeyAuth and Expires describe a challenge, for the challenge
 	// kinds (KeyAuth and Expires only for ChangePutChallenge).
 	Token   string
@@ -110,4 +127,13 @@ type Replica interface {
 	// AppliedVersion returns the highest version Apply recorded (0 for a
 	// store that never applied anything).
 	AppliedVersion(ctx context.Context) (uint64, error)
+
+	// MarkSynced records, durably, that the local copy completed a sync:
+	// it held every change of the source through version. A copy whose
+	// first sync was cut short (a join stopped half way) has applied
+	// changes but is not marked.
+	MarkSynced(ctx context.Context, version uint64) error
+
+	// Synced reports whether MarkSynced was ever recorded.
+	Synced(ctx context.Context) (bool, error)
 }

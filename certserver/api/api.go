@@ -52,8 +52,10 @@ const (
 )
 
 // ReasonDatabaseUnavailable is the Error.Reason of a 503 answered while a
-// fleet's shared database (PostgreSQL) cannot be reached: nothing was
-// written, and the request can be sent again once it is back.
+// fleet's shared database (PostgreSQL) cannot be reached: the request
+// was not carried out (the message says when a write cut off in its commit
+// may have been made, or how much of a large bulk add was), and it can be
+// sent again once the database is back.
 const ReasonDatabaseUnavailable = "database unavailable"
 
 // Results of an import, in ImportResponse.Result.

@@ -163,11 +163,7 @@ func openShared(ctx context.Context, cfg config, logger *slog.Logger) (*postgres
 	if err != nil {
 		return nil, err
 	}
-	st, err := postgres.Open(ctx, postgres.Options{
-		URL:      url,
-		MaxConns: int32(cfg.Fleet.PoolSize),
-		Logger:   logger.With("subsystem", "fleet"),
-	})
+	st, err := postgres.Open(ctx, sharedOptions(cfg.Fleet, url, logger))
 	if err != nil {
 		if errors.Is(err, store.ErrUnavailable) {
 			return nil, fmt.Errorf("the fleet's database: %w", err)
@@ -175,4 +171,15 @@ func openShared(ctx context.Context, cfg config, logger *slog.Logger) (*postgres
 		return nil, err
 	}
 	return st, nil
+}
+
+// sharedOptions are the options of the fleet's database for [fleet]
+// fc: pool_size counts every connection a host opens, the one Listen
+// opens beside the pool included.
+func sharedOptions(fc fleetConfig, url string, logger *slog.Logger) postgres.Options {
+	return postgres.Options{
+		URL:      url,
+		MaxConns: int32(fc.PoolSize - 1),
+		Logger:   logger.With("subsystem", "fleet"),
+	}
 }

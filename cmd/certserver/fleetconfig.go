@@ -77,6 +77,14 @@ func (c *config) fleetEnabled() bool {
 	return c.Fleet.DatabaseURL != "" || c.Fleet.DatabaseURLFile != ""
 }
 
+// renews reports whether this host's renewer orders certificates: it may
+// (a single host, or a fleet host with renew on) and can (acme.directory
+// is set). The one place that decides it: serve starts the renewer, the
+// fleet reports the host and the start line says so by it.
+func (c *config) renews() bool {
+	return c.ACME.Directory != "" && (!c.fleetEnabled() || c.Fleet.Renew)
+}
+
 // validateFleet checks the [fleet] section when the file has one
 // (defined), and fills in the default host name.
 func (c *config) validateFleet(defined bool, bad func(key, format string, args ...any)) {

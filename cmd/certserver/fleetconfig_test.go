@@ -139,3 +139,43 @@ func TestDatabaseURLFile(t *testing.T) {
 		t.Errorf("missing file: error %v, want one naming fleet.database_url_file", err)
 	}
 }
+
+// TestSharedOptionsPoolSize: pool_size bounds every connection a host
+// opens to the fleet's database: the pool gets one less, for the
+// connection that listens beside it.
+func TestSharedOptionsPoolSize(t *testing.T) {
+	for _, size := range []int{minFleetPoolSize, defaultFleetPoolSize, maxFleetPoolSize} {
+		opts := sharedOptions(fleetConfig{PoolSize: size}, "postgres://db/cs", slog.New(slog.DiscardHandler))
+		if got := int(opts.MaxConns) + 1; got != size {
+			t.Errorf("pool_size %d: the pool's %d connections and the listening one make %d, want %d", size, opts.MaxConns, got, size)
+		}
+	}
+}
+
+// TestRenews: whether a host renews is decided in one place: a CA must be
+// configured, and on a fleet host renew must be on.
+func TestRenews(t *testing.T) {
+	for _, tc := range []struct {
+		desc      string
+		directory string
+		fleet     bool
+		renew     bool
+		want      bool
+	}{
+		{"single host with a CA", "https://ca.test/dir", false, false, true},
+		{"single host without a CA", "", false, false, false},
+		{"fleet host with renew on", "https://ca.test/dir", true, true, true},
+		{"fleet host with renew off", "https://ca.test/dir", true, false, false},
+		{"fleet host with renew on without a CA", "", true, true, false},
+	} {
+		var c config
+		c.ACME.Directory = tc.directory
+		c.Fleet.Renew = tc.renew
+		if tc.fleet {
+			c.Fleet.DatabaseURL = "postgres://db/cs"
+		}
+		if got := c.renews(); got != tc.want {
+			t.Errorf("%s: renews %v, want %v", tc.desc, got, tc.want)
+		}
+	}
+}

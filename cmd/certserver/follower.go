@@ -7,7 +7,6 @@ import (
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/store"
-	"github.com/certserver/certserver/store/postgres"
 	"github.com/certserver/certserver/store/replica"
 )
 
@@ -19,7 +18,7 @@ type follower struct{ f *replica.Follower }
 // whether it renews) to the fleet. Both hold private
 // keys sealed; the local store's decorator opens them when they are
 // served.
-func newFollower(host string, renews bool, shared *postgres.Store, local *store.Badger, logger *slog.Logger) (fleetFollower, error) {
+func newFollower(host string, renews bool, shared store.ReplicationSource, local *store.Badger, logger *slog.Logger) (fleetFollower, error) {
 	f, err := replica.New(replica.Config{Source: shared, Replica: local, Host: host, Renews: renews, Logger: logger})
 	if err != nil {
 		return nil, err
@@ -35,6 +34,9 @@ func (f follower) Run(ctx context.Context) error {
 	}
 	return err
 }
+
+// Retry implements fleetFollower.
+func (f follower) Retry() { f.f.Retry() }
 
 // FleetStatus maps the follower's status to the admin API's.
 func (f follower) FleetStatus() api.FleetStatus {

@@ -230,7 +230,8 @@ func TestKeysStartFailures(t *testing.T) {
 		want string
 	}{
 		{"readable by all", "k1 " + key + "\n", 0o644, "mode 0644 lets other users at it"},
-		{"malformed", "# keys\nk1 " + key[:20] + "\n", 0o600, "line 2: key \"k1\" is 15 bytes, want 32"},
+		{"malformed", "# keys\nk1 " + key[:20] + "\n", 0o600, "line 2: the key (second field) is 15 bytes, want 32"},
+		{"fields swapped", key + " k1\n", 0o600, "line 1: the first field looks like a key, not a key ID"},
 		{"missing", "", 0, "no such file"},
 	}
 	for i, tt := range tests {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -159,14 +162,53 @@ func (m *migration) accounts(ctx context.Context, c *migrateCount) error {
 	return nil
 }
 
+// certificates copies the certificate records in the order the single
+// host stored them (StoredAt, then ID), those expired now first. In the
+// database, as in Badger, the last write that lists a name serves it, and
+// a name whose record goes falls back to the newest unexpired claim (ties
+// to the greatest ID): copied in that order, each name the single host
+// served with an unexpired certificate is served by the same one, not by
+// whichever ID sorts last, and no name by an expired certificate where an
+// unexpired one lists it.
 func (m *migration) certificates(ctx context.Context, c *migrateCount) error {
+	type stored struct {
+		id      string
+		at      time.Time
+		expired bool
+	}
+	now := time.Now()
+	var order []stored
 	for after := ""; ; {
 		cs, err := m.src.ListCertificates(ctx, after, migrateBatch)
 		if err != nil {
 			return err
 		}
-		var writes []*store.Certificate
 		for _, cert := range cs {
+			order = append(order, stored{cert.ID, cert.StoredAt, cert.NotAfter.Before(now)})
+		}
+		if len(cs) < migrateBatch {
+			break
+		}
+		after = cs[len(cs)-1].ID
+	}
+	slices.SortFunc(order, func(a, b stored) int {
+		if a.expired != b.expired {
+			if a.expired {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(a.at.Compare(b.at), strings.Compare(a.id, b.id))
+	})
+	for len(order) > 0 {
+		batch := order[:min(len(order), migrateBatch)]
+		order = order[len(batch):]
+		var writes []*store.Certificate
+		for _, o := range batch {
+			cert, err := m.src.GetCertificate(ctx, o.id)
+			if err != nil {
+				return err
+			}
 			have, err := m.dst.GetCertificate(ctx, cert.ID)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
@@ -185,12 +227,9 @@ func (m *migration) certificates(ctx context.Context, c *migrateCount) error {
 			return err
 		}
 		c.Copied += len(writes)
-		m.step(len(cs))
-		if len(cs) < migrateBatch {
-			return nil
-		}
-		after = cs[len(cs)-1].ID
+		m.step(len(batch))
 	}
+	return nil
 }
 
 // putCertificates writes cs in one write, or one by one when they do not

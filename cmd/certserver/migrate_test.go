@@ -162,6 +162,70 @@ func TestFleetMigrate(t *testing.T) {
 	}
 }
 
+// TestFleetMigrateServesWhatTheSingleHostServed: a name two certificates
+// claim is served in the fleet by the one the single host served (stored
+// last, or the newest unexpired one it fell back to), not by the one
+// whose ID sorts last or an expired one stored later.
+func TestFleetMigrateServesWhatTheSingleHostServed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	srcDir := filepath.Join(dir, "single")
+	now := time.Now().Truncate(time.Second)
+	src, err := store.OpenBadger(srcDir, store.BadgerOptions{Logger: slog.New(slog.DiscardHandler), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stored in this order, as on the host: the SAN certificate first, the
+	// name's own later; it serves shared.example.com.
+	for i, id := range []string{"z.example.com", "a.example.com"} {
+		notAfter := now.Add(time.Duration(60-i) * 24 * time.Hour)
+		chain, key := genCert(t, notAfter, id, "shared.example.com")
+		mustDo(t, src.PutCertificate(ctx, &store.Certificate{ID: id, Names: []string{id, "shared.example.com"}, ChainPEM: chain, KeyPEM: key,
+			Serial: fmt.Sprintf("%x", i+1), NotAfter: notAfter, Source: "import", StoredAt: now.Add(time.Duration(i-2) * time.Hour)}))
+	}
+	// A name whose certificate was removed fell back to the newest
+	// unexpired claim (old.example.com), not to the expired one stored
+	// after it.
+	for i, id := range []string{"old.example.com", "expired.example.com", "gone.example.com"} {
+		notAfter := now.Add(60 * 24 * time.Hour)
+		if id == "expired.example.com" {
+			notAfter = now.Add(-time.Hour)
+		}
+		chain, key := genCert(t, notAfter, id, "fallback.example.com")
+		mustDo(t, src.PutCertificate(ctx, &store.Certificate{ID: id, Names: []string{id, "fallback.example.com"}, ChainPEM: chain, KeyPEM: key,
+			Serial: fmt.Sprintf("%x", i+10), NotAfter: notAfter, Source: "import", StoredAt: now.Add(time.Duration(i-5) * time.Hour)}))
+	}
+	mustDo(t, src.DeleteCertificate(ctx, "gone.example.com"))
+	for name, want := range map[string]string{"shared.example.com": "a.example.com", "fallback.example.com": "old.example.com"} {
+		if c, err := src.LookupCertificate(ctx, name); err != nil || c.ID != want {
+			t.Fatalf("the single host serves %s: %v, want %s", name, err, want)
+		}
+	}
+	mustDo(t, src.Close())
+
+	url := pgtest.New(t)
+	cfgPath := fleetConfigFile(t, dir, url, "")
+	e, out, errOut := testEnv(nil)
+	if code := run(ctx, e, []string{"fleet", "migrate", "--from", srcDir, "--config", cfgPath, "--progress", "lines"}); code != exitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	pg, err := postgres.Open(ctx, postgres.Options{URL: url, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	for name, want := range map[string]string{"shared.example.com": "a.example.com", "z.example.com": "z.example.com", "a.example.com": "a.example.com",
+		"fallback.example.com": "old.example.com", "expired.example.com": "expired.example.com"} {
+		c, err := pg.LookupCertificate(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID != want {
+			t.Errorf("the fleet serves %s with %s, want %s as the single host did", name, c.ID, want)
+		}
+	}
+}
+
 // TestFleetMigrateRefuses: the command names what is missing.
 func TestFleetMigrateRefuses(t *testing.T) {
 	dir := t.TempDir()

@@ -129,7 +129,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	var inventory store.Store = badger
 	var fleet *fleetHost
 	if cfg.fleetEnabled() {
-		if fleet, err = openFleet(ctx, cfg, keyring, badger, logger); err != nil {
+		if fleet, err = newFleetHost(cfg, keyring, badger, logger); err != nil {
 			return err
 		}
 		defer func() {
@@ -156,12 +156,12 @@ func serve(ctx context.Context, e *env, cfg config) error {
 
 	var is *issuance
 	switch {
-	case files != nil && fleet != nil && !cfg.Fleet.Renew:
-		logger.Info("fleet.renew is false: this host orders nothing; the fleet's other hosts renew")
-	case files != nil:
+	case cfg.renews():
 		if is, err = newIssuance(cfg, files, st, metrics, logger); err != nil {
 			return err
 		}
+	case files != nil:
+		logger.Info("fleet.renew is false: this host orders nothing; the fleet's other hosts renew")
 	case cfg.OnDemand.enabled():
 		logger.Warn("on_demand is configured but acme.directory is not: on-demand issuance is off")
 	}
@@ -272,7 +272,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down") })
 	defer stopLog()
 	var wg sync.WaitGroup
-	errs := make([]error, 5)
+	errs := make([]error, 6)
 	wg.Go(func() {
 		errs[0] = certs.Serve(ctx)
 		cancel()
@@ -292,15 +292,35 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	if metrics != nil {
 		wg.Go(func() { metrics.Run(ctx) })
 	}
-	if is != nil {
-		wg.Go(func() {
-			errs[3] = is.run(ctx)
-			cancel()
-		})
-	}
 	if fleet != nil {
 		wg.Go(func() {
+			select {
+			case <-fleet.shared.Tried():
+			case <-ctx.Done():
+				return
+			}
 			errs[4] = fleet.follower.Run(ctx)
+			cancel()
+		})
+		wg.Go(func() {
+			if errs[5] = fleet.connect(ctx, cfg, logger); errs[5] != nil {
+				cancel()
+			}
+		})
+	}
+	if is != nil {
+		wg.Go(func() {
+			// On a fleet host the renewer starts once the database is
+			// open: it orders nothing the fleet could not record, and
+			// starts from the fleet's rate-limit buckets, not full ones.
+			if fleet != nil {
+				select {
+				case <-fleet.shared.Opened():
+				case <-ctx.Done():
+					return
+				}
+			}
+			errs[3] = is.run(ctx)
 			cancel()
 		})
 	}
@@ -352,11 +372,11 @@ func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *c
 	if cfg.fleetEnabled() {
 		// The host's name, never the database's URL.
 		parts = append(parts, "fleet host "+cfg.Fleet.HostName)
-		attrs = append(attrs, "fleet_host", cfg.Fleet.HostName, "fleet_renews", cfg.Fleet.Renew)
+		attrs = append(attrs, "fleet_host", cfg.Fleet.HostName, "fleet_renews", cfg.renews())
 	}
 	msg := "certserver started: " + strings.Join(parts, ", ")
 	switch {
-	case is == nil && cfg.ACME.Directory != "" && cfg.fleetEnabled() && !cfg.Fleet.Renew:
+	case is == nil && cfg.ACME.Directory != "" && !cfg.renews():
 		msg += "; issuance off on this host (fleet.renew = false: the fleet's other hosts renew)"
 		attrs = append(attrs, "issuance", "off", "on_demand", "off")
 	case is == nil:

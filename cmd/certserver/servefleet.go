@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -12,7 +11,7 @@ import (
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer"
 	"github.com/certserver/certserver/store"
-	"github.com/certserver/certserver/store/postgres"
+	"github.com/certserver/certserver/store/replica"
 	"github.com/certserver/certserver/store/sealed"
 )
 
@@ -20,11 +19,13 @@ import (
 // ([fleet]): the shared database, which the admin API, the renewer and
 // the metrics read and write, and the follower that keeps the host's
 // local Badger copy in step with it, which the certificate and challenge
-// endpoints read. No handshake waits on the database.
+// endpoints read. No handshake waits on the database, and neither does
+// the start: the database is opened in the background (connect), and
+// until it answers the shared store answers store.ErrUnavailable.
 type fleetHost struct {
 	name   string
 	renews bool
-	shared *postgres.Store
+	shared *sharedGate
 	// store is shared through the key decorator.
 	store    *sealed.Store
 	follower fleetFollower
@@ -41,33 +42,87 @@ type fleetFollower interface {
 	// Run applies the database's changes to the local copy until ctx
 	// ends, reconnecting by itself.
 	Run(ctx context.Context) error
+	// Retry syncs and listens again at once: the database answers now.
+	Retry()
 	// FleetStatus is the follower's state now, without I/O.
 	FleetStatus() api.FleetStatus
 }
 
-// openFleet opens the fleet's database named by cfg and the follower that
-// copies it into local.
-func openFleet(ctx context.Context, cfg config, keyring *sealed.Keyring, local *store.Badger, logger *slog.Logger) (*fleetHost, error) {
-	shared, err := waitForShared(ctx, cfg, logger)
-	if err != nil {
+// newFleetHost returns the fleet host cfg describes, whose follower
+// copies the fleet's database into local. Nothing is opened yet: connect
+// opens the database.
+func newFleetHost(cfg config, keyring *sealed.Keyring, local *store.Badger, logger *slog.Logger) (*fleetHost, error) {
+	// Refuse a database URL that cannot be read now, rather than in the
+	// background.
+	if _, err := cfg.Fleet.databaseURL(); err != nil {
 		return nil, err
 	}
-	// A host renews when it may (renew) and can (a CA is configured).
-	renews := cfg.Fleet.Renew && cfg.ACME.Directory != ""
-	f := &fleetHost{name: cfg.Fleet.HostName, renews: renews, shared: shared, store: sealed.Wrap(shared, keyring)}
-	f.follower, err = newFollower(cfg.Fleet.HostName, renews, shared, local, logger.With("subsystem", "follower"))
+	shared := newSharedGate()
+	f := &fleetHost{name: cfg.Fleet.HostName, renews: cfg.renews(), shared: shared, store: sealed.Wrap(shared, keyring)}
+	var err error
+	f.follower, err = newFollower(cfg.Fleet.HostName, f.renews, shared, local, logger.With("subsystem", "follower"))
 	if err != nil {
-		shared.Close()
 		return nil, err
 	}
 	return f, nil
 }
 
-// holdRenewerRole contends for the fleet's renewer role until ctx ends
-// (see postgres.Store.HoldRenewerLock): rn, started standing by, claims
-// work only while this host holds it. rn logs each change.
+// connect opens the fleet's database, waiting for it while it is
+// unavailable (store.ErrUnavailable): meanwhile the host serves its
+// local copy, admin writes answer 503 and nothing is ordered. It says so
+// once in the log, and once when the database answers; then it lets the
+// shared store through and wakes the follower. Any other failure (a bad
+// URL, a schema newer than this binary) is returned: serve stops with it,
+// as a start would.
+func (f *fleetHost) connect(ctx context.Context, cfg config, logger *slog.Logger) error {
+	pause := sharedRetryMin
+	var since time.Time
+	for {
+		db, err := openShared(ctx, cfg, logger)
+		if err == nil {
+			if !since.IsZero() {
+				logger.Info("the fleet's database answers: admin writes and renewals are on", "waited", time.Since(since).Round(time.Second))
+			}
+			f.shared.open(db)
+			f.follower.Retry()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			return err
+		}
+		f.shared.notYet(err)
+		if since.IsZero() {
+			since = time.Now()
+			logger.Warn("the fleet's database is unavailable: serving the local copy; admin writes answer 503 and nothing is ordered until it answers",
+				"error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, sharedRetryMax)
+	}
+}
+
+// holdRenewerRole contends for the fleet's renewer role once the database
+// is open, until ctx ends (see postgres.Store.HoldRenewerLock): rn,
+// started standing by, claims work only while this host holds it. rn
+// logs each change.
 func (f *fleetHost) holdRenewerRole(ctx context.Context, rn *renewer.Renewer) {
-	_ = f.shared.HoldRenewerLock(ctx, func(held bool) {
+	select {
+	case <-f.shared.Opened():
+	case <-ctx.Done():
+		return
+	}
+	db, err := f.shared.get()
+	if err != nil {
+		return // not reached: the gate is open
+	}
+	_ = db.HoldRenewerLock(ctx, func(held bool) {
 		f.activeRenewer.Store(held)
 		rn.SetActive(held)
 	})
@@ -94,8 +149,8 @@ func (f *fleetHost) Hosts(ctx context.Context) ([]api.FleetHost, error) {
 	return out, nil
 }
 
-// Close closes the database. Call it once everything that used it has
-// stopped.
+// Close closes the database, if it was opened. Call it once everything
+// that used it has stopped.
 func (f *fleetHost) Close() error { return f.shared.Close() }
 
 // fleetChallenges is the store a fleet host's challenge endpoint reads:
@@ -121,43 +176,9 @@ func (s fleetChallenges) GetChallenge(ctx context.Context, token string) (string
 	return "", err
 }
 
-// Bounds of the pause between two attempts to reach the fleet's database
-// at start.
+// Bounds of the pause between two attempts to open the fleet's
+// database: those of the copy's follower, so that both come back together.
 const (
-	sharedRetryMin = time.Second
-	sharedRetryMax = 30 * time.Second
+	sharedRetryMin = replica.DefaultRetryMin
+	sharedRetryMax = replica.DefaultRetryMax
 )
-
-// waitForShared opens the fleet's database, waiting for it while it is
-// unavailable (store.ErrUnavailable) rather than failing the start: a
-// host restarted during an outage starts once the database is back, and
-// nginx serves what its workers hold meanwhile. It says so once in the
-// log, and once when the database answers. Any other failure (a bad
-// URL, a schema newer than this binary) is returned at once.
-func waitForShared(ctx context.Context, cfg config, logger *slog.Logger) (*postgres.Store, error) {
-	pause := sharedRetryMin
-	var since time.Time
-	for {
-		shared, err := openShared(ctx, cfg, logger)
-		if err == nil {
-			if !since.IsZero() {
-				logger.Info("the fleet's database answers: starting", "waited", time.Since(since).Round(time.Second))
-			}
-			return shared, nil
-		}
-		if !errors.Is(err, store.ErrUnavailable) {
-			return nil, err
-		}
-		if since.IsZero() {
-			since = time.Now()
-			logger.Warn("the fleet's database is unavailable: waiting for it before starting (nginx serves the certificates its workers hold meanwhile)",
-				"error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("the fleet's database: %w (stopped while waiting for it)", err)
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, sharedRetryMax)
-	}
-}

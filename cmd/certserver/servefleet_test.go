@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,69 +15,170 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/certserver/client"
 	"github.com/certserver/certserver/store/pgtest"
 )
 
-// TestServeWaitsForDatabase: a fleet host started while PostgreSQL is
-// down waits for it (saying so once, without the URL) instead of failing,
-// starts once it is back, is ready with the database up, and stops
+// TestServeWaitsForDatabase: a fleet host (re)started while PostgreSQL
+// is down serves its local copy at once: its certificate endpoint answers
+// with what an earlier run copied, /readyz says ready with the database
+// down, and an admin write answers 503. It says once that it waits for
+// the database (without the URL), comes up fully once the database is
+// back (ready with the database up, admin writes accepted), and stops
 // cleanly.
 func TestServeWaitsForDatabase(t *testing.T) {
 	cluster := pgtest.Start(t)
 	url := cluster.NewDatabase(t)
-	cluster.Stop(t)
 	dir := t.TempDir()
+	sock := filepath.Join(shortDir(t), "certs.sock")
 	cfgPath := fleetConfigFile(t, dir, url, `
 [certs]
-socket = "`+filepath.Join(shortDir(t), "certs.sock")+`"
+socket = "`+sock+`"
 [challenge]
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 `)
-	e, _, stderr := testEnv(map[string]string{"CERTSERVER_ADMIN_TOKEN": testToken})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, e, []string{"serve", "--config", cfgPath}) }()
-
-	waitForLong(t, "the wait for the database in the log", func() bool {
-		return strings.Contains(stderr.String(), "the fleet's database is unavailable: waiting for it before starting")
-	})
-	select {
-	case code := <-done:
-		t.Fatalf("serve exited with %d while the database was down, want it to wait:\n%s", code, stderr)
-	default:
-	}
-	cluster.Restart(t)
-	waitForLong(t, "the start line", func() bool { return strings.Contains(stderr.String(), "certserver started") })
-	m := regexp.MustCompile(`admin=(http://127\.0\.0\.1:\d+)`).FindStringSubmatch(stderr.String())
-	if m == nil {
-		t.Fatalf("no admin address in the log:\n%s", stderr)
-	}
-	waitForLong(t, "ready with the database up", func() bool {
-		resp, err := http.Get(m[1] + "/readyz")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	getCert := func(name string) (int, string) {
+		resp, err := hc.Get("http://certs/v1/certs/" + name)
 		if err != nil {
-			return false
+			return 0, err.Error()
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == 200 && strings.Contains(string(b), "database: up")
-	})
-	if n := strings.Count(stderr.String(), "waiting for it before starting"); n != 1 {
-		t.Errorf("the wait was logged %d times, want once", n)
+		return resp.StatusCode, string(b)
 	}
-	if strings.Contains(stderr.String(), "postgres://") {
-		t.Errorf("the log shows the database URL:\n%s", stderr)
-	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Errorf("exit code %d after the context ended, want 0:\n%s", code, stderr)
+	readyz := func(admin string) (int, string) {
+		resp, err := http.Get(admin + "/readyz")
+		if err != nil {
+			return 0, err.Error()
 		}
-	case <-time.After(time.Minute):
-		t.Fatal("serve did not stop")
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	addName := func(admin, name string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, admin+"/v1/domains", strings.NewReader(`{"names":["`+name+`"]}`))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	type serving struct {
+		stderr *syncBuffer
+		admin  string
+		stop   func() int
+	}
+	start := func() *serving {
+		e, _, stderr := testEnv(map[string]string{"CERTSERVER_ADMIN_TOKEN": testToken})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int, 1)
+		go func() { done <- run(ctx, e, []string{"serve", "--config", cfgPath}) }()
+		s := &serving{stderr: stderr, stop: func() int {
+			cancel()
+			select {
+			case code := <-done:
+				done <- code
+				return code
+			case <-time.After(time.Minute):
+				t.Fatal("serve did not stop")
+				return -1
+			}
+		}}
+		t.Cleanup(func() { s.stop() })
+		waitForLong(t, "the start line", func() bool {
+			select {
+			case code := <-done:
+				done <- code
+				t.Fatalf("serve exited with %d, want it to serve:\n%s", code, stderr)
+			default:
+			}
+			return strings.Contains(stderr.String(), "certserver started")
+		})
+		m := regexp.MustCompile(`admin=(http://127\.0\.0\.1:\d+)`).FindStringSubmatch(stderr.String())
+		if m == nil {
+			t.Fatalf("no admin address in the log:\n%s", stderr)
+		}
+		s.admin = m[1]
+		return s
+	}
+
+	// A first run with the database up copies a certificate.
+	chain, key := genCert(t, time.Now().Add(30*24*time.Hour), "kept.example.com")
+	first := start()
+	waitForLong(t, "the first run ready with the database up", func() bool {
+		code, body := readyz(first.admin)
+		return code == 200 && strings.Contains(body, "database: up")
+	})
+	cl, err := client.New(first.admin, testToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.ImportCertificate(context.Background(), &api.ImportRequest{ChainPEM: string(chain), KeyPEM: string(key)}); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	waitForLong(t, "the certificate in the local copy", func() bool {
+		code, _ := getCert("kept.example.com")
+		return code == 200
+	})
+	// With the database up, the moment before it is open is no outage.
+	for _, wrong := range []string{"unreachable at start", "database down", "the fleet's database is unavailable"} {
+		if strings.Contains(first.stderr.String(), wrong) {
+			t.Errorf("a start with the database up logs %q:\n%s", wrong, first.stderr)
+		}
+	}
+	if code := first.stop(); code != exitOK {
+		t.Fatalf("first run: exit code %d:\n%s", code, first.stderr)
+	}
+
+	// Restarted with the database down, it serves its copy at once.
+	cluster.Stop(t)
+	second := start()
+	if code, body := getCert("kept.example.com"); code != 200 || !strings.HasPrefix(body, string(chain)) || !strings.HasSuffix(body, string(key)) {
+		t.Fatalf("GET the copied certificate with the database down: %d %q, want 200 with it", code, body)
+	}
+	waitForLong(t, "ready with the database down", func() bool {
+		code, body := readyz(second.admin)
+		return code == 200 && strings.Contains(body, "database: down")
+	})
+	if code, body := addName(second.admin, "added.example.com"); code != http.StatusServiceUnavailable || !strings.Contains(body, "unavailable") {
+		t.Errorf("an admin write with the database down: %d %s, want 503", code, body)
+	}
+	if !strings.Contains(second.stderr.String(), "the fleet's database is unavailable: serving the local copy") {
+		t.Errorf("the log does not say the host serves its copy while the database is down:\n%s", second.stderr)
+	}
+
+	// The database comes back: the host comes up fully by itself.
+	cluster.Restart(t)
+	waitForLong(t, "ready with the database up", func() bool {
+		code, body := readyz(second.admin)
+		return code == 200 && strings.Contains(body, "database: up")
+	})
+	waitForLong(t, "an admin write accepted", func() bool {
+		code, _ := addName(second.admin, "added.example.com")
+		return code == http.StatusOK || code == http.StatusCreated
+	})
+	log := second.stderr.String()
+	if n := strings.Count(log, "the fleet's database is unavailable"); n != 1 {
+		t.Errorf("the wait was logged %d times, want once:\n%s", n, log)
+	}
+	if !strings.Contains(log, "the fleet's database answers") {
+		t.Errorf("the log does not say the database answers:\n%s", log)
+	}
+	if strings.Contains(log, "postgres://") {
+		t.Errorf("the log shows the database URL:\n%s", log)
+	}
+	if code := second.stop(); code != exitOK {
+		t.Errorf("exit code %d after the context ended, want 0:\n%s", code, log)
 	}
 }
 

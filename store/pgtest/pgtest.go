@@ -22,7 +22,9 @@
 // (PR_SET_PDEATHSIG) to shut down at once if the binary dies, so a panic
 // or a killed test leaves no PostgreSQL running. The files of such a
 // cluster stay in the temporary directory until a later test binary
-// starts a cluster: it removes those older than half an hour.
+// starts a cluster: it removes those whose test binary is gone (each
+// binary holds a lock on a file in the directories of its clusters for as
+// long as it runs), never one a running test has stopped.
 package pgtest
 
 import (
@@ -121,6 +123,8 @@ type Cluster struct {
 	dir  string // the cluster's temporary directory: data/, the socket, the log
 	cred *syscall.Credential
 	port int
+
+	owner *os.File // ownerFile, locked while the cluster is the test binary's
 
 	mu      sync.Mutex
 	running *process // nil when stopped
@@ -230,31 +234,77 @@ func (c *Cluster) Restart(t testing.TB) {
 	}
 }
 
-// staleAge is how old the directory of a cluster whose postmaster is gone
-// must be before sweepStale removes it: younger ones may be clusters that
-// another test binary is making or has stopped for a moment.
+// ownerFile is the file in a cluster's directory that the test binary
+// owning the cluster holds locked (flock) while it runs: the kernel drops
+// the lock when the binary exits or dies, whatever stopped it.
+const ownerFile = "owner.lock"
+
+// lockOwner creates and locks the owner file of dir; the lock lasts as
+// long as the returned file is open.
+func lockOwner(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ownerFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pgtest: lock %s: %w", f.Name(), err)
+	}
+	return f, nil
+}
+
+// staleAge is how old the directory of a cluster without an owner file
+// must be before sweepStale removes it: it may be one that a test binary
+// has only begun to make (or one made before owner files existed).
 const staleAge = 30 * time.Minute
 
 var sweepOnce sync.Once
 
 // sweepStale removes the directories that clusters of test binaries that
 // died (a panic, a timeout, a kill) left behind: their postmaster went
-// with them, but not their files.
+// with them, but not their files. A directory whose owner file is locked
+// belongs to a binary that runs, and stays, however old it is and
+// whether or not its cluster runs (a test may have stopped it).
 func sweepStale() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pgtest-*"))
 	for _, dir := range dirs {
 		fi, err := os.Stat(dir)
-		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < staleAge {
+		if err != nil || !fi.IsDir() {
 			continue
 		}
-		if b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid")); err == nil {
-			pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-			if pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH {
-				continue // running (or a pid that was reused: left alone)
+		owner, err := os.Open(filepath.Join(dir, ownerFile))
+		switch {
+		case err == nil:
+			if syscall.Flock(int(owner.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+				owner.Close()
+				continue // its test binary runs
 			}
+		case errors.Is(err, os.ErrNotExist) && time.Since(fi.ModTime()) >= staleAge:
+		default:
+			continue
+		}
+		if !postmasterGone(dir) {
+			if owner != nil {
+				owner.Close()
+			}
+			continue
 		}
 		os.RemoveAll(dir)
+		if owner != nil {
+			owner.Close()
+		}
 	}
+}
+
+// postmasterGone reports whether no postmaster runs on the cluster in dir
+// (a pid that was reused counts as running: the directory is left alone).
+func postmasterGone(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+	if err != nil {
+		return true
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	return pid <= 0 || syscall.Kill(pid, 0) == syscall.ESRCH
 }
 
 // start makes and starts a new cluster.
@@ -279,8 +329,13 @@ func start() (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
+	if c.owner, err = lockOwner(c.dir); err != nil {
+		os.RemoveAll(c.dir)
+		return nil, err
+	}
 	fail := func(err error) (*Cluster, error) {
 		os.RemoveAll(c.dir)
+		c.owner.Close()
 		return nil, err
 	}
 	if c.cred != nil {
@@ -524,5 +579,6 @@ func (c *Cluster) close() error {
 	if rerr := os.RemoveAll(c.dir); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("pgtest: %w", rerr))
 	}
+	c.owner.Close()
 	return err
 }

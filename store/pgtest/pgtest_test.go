@@ -2,6 +2,8 @@ package pgtest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -91,5 +93,50 @@ func TestStopAndRestart(t *testing.T) {
 	}
 	if got != "here" {
 		t.Fatalf("after restart: %q, want the row written before", got)
+	}
+}
+
+// A later test binary's sweep leaves the cluster of a test that runs,
+// however old its directory and though the test has stopped it, and a
+// directory a binary has only begun to make; it removes one whose test
+// binary is gone.
+func TestSweepLeavesTheClustersOfRunningTests(t *testing.T) {
+	tmp := t.TempDir()
+	// Under root the cluster runs as nobody, who must reach its directory.
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("TMPDIR", tmp)
+	c := Start(t)
+	url := c.NewDatabase(t)
+	run(t, url, "CREATE TABLE kept (x text); INSERT INTO kept VALUES ('here')")
+	c.Stop(t)
+	old := time.Now().Add(-2 * staleAge)
+	if err := os.Chtimes(c.dir, old, old); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(tmp, "pgtest-gone") // its owner file unlocked
+	if err := os.MkdirAll(filepath.Join(gone, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gone, ownerFile), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	young := filepath.Join(tmp, "pgtest-young") // no owner file yet
+	if err := os.Mkdir(young, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	sweepStale()
+	for dir, want := range map[string]bool{c.dir: true, gone: false, young: true} {
+		if _, err := os.Stat(dir); (err == nil) != want {
+			t.Errorf("after the sweep, %s exists: %v, want %v", dir, err == nil, want)
+		}
+	}
+	c.Restart(t)
+	if got, err := query(t, url, "SELECT x FROM kept"); err != nil || got != "here" {
+		t.Fatalf("after the sweep and a restart: %q, %v; want the row written before", got, err)
 	}
 }

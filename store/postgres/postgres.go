@@ -11,7 +11,9 @@
 // When the database cannot be reached (refused, timed out, shut down,
 // gone in the middle of a statement) its errors wrap store.ErrUnavailable;
 // a write that returns one wrote nothing, since every write is one
-// transaction. The database URL, which may hold a password, is never
+// transaction, except when the connection broke while its commit was
+// under way: that error also wraps store.ErrUncertain, and the write is
+// not tried again. The database URL, which may hold a password, is never
 // logged and never part of an error.
 package postgres
 
@@ -201,8 +203,19 @@ func (s *Store) fail(err error) error {
 		errors.Is(err, context.DeadlineExceeded) || !unavailable(err) {
 		return err
 	}
+	var ce commitError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w (postgres %s), %w: %w", store.ErrUnavailable, s.where, store.ErrUncertain, ce.err)
+	}
 	return fmt.Errorf("%w (postgres %s): %w", store.ErrUnavailable, s.where, err)
 }
+
+// commitError is the error of a transaction's COMMIT: the database may
+// have made the write before the answer was lost, so it is never retried.
+type commitError struct{ err error }
+
+func (e commitError) Error() string { return "commit: " + e.err.Error() }
+func (e commitError) Unwrap() error { return e.err }
 
 // unavailable reports whether err says that the database could not be
 // reached or went away, as opposed to refusing what was asked.
@@ -272,7 +285,8 @@ func (s *Store) retry(ctx context.Context, fn func() error) error {
 	)
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		err = fn()
-		if err == nil || ctx.Err() != nil {
+		var ce commitError
+		if err == nil || ctx.Err() != nil || errors.As(err, &ce) {
 			break
 		}
 		if !reset && unavailable(err) {
@@ -309,7 +323,10 @@ func (s *Store) tryTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) e
 		cancel()
 		return err
 	}
-	return tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return commitError{err}
+	}
+	return nil
 }
 
 // versioned runs fn as tx does, after taking the turn of versioned writes

@@ -18,9 +18,10 @@ const maxRewriteKeys = maxBatchCerts
 
 // RewriteKeys implements store.KeyRewriter in one transaction that locks
 // the rows it reads (FOR UPDATE). A certificate whose key is rewritten
-// takes the next version, like any write, so that every host's local copy
-// applies the new key (its chain and names are unchanged); accounts are
-// not replicated.
+// takes the next version as its key_version, not as its version (that of
+// its last full write, which orders the links of its names): the hosts'
+// local copies apply it as a store.ChangeRewriteKey, which changes no
+// link. Accounts are not replicated.
 func (s *Store) RewriteKeys(ctx context.Context, kind store.KeyKind, after string, limit int, fn func(id string, key []byte) ([]byte, error)) (string, error) {
 	if limit < 1 {
 		return "", nil
@@ -99,7 +100,7 @@ func rewriteCertKeys(ctx context.Context, tx pgx.Tx, after string, limit int, fn
 		if key == nil {
 			continue
 		}
-		if err := tx.QueryRow(ctx, "UPDATE certificates SET key_pem = $2, version = nextval('change_version') WHERE id = $1 RETURNING version",
+		if err := tx.QueryRow(ctx, "UPDATE certificates SET key_pem = $2, key_version = nextval('change_version') WHERE id = $1 RETURNING key_version",
 			r.id, key).Scan(&v); err != nil {
 			return "", 0, err
 		}

@@ -31,7 +31,7 @@ func keyring(t *testing.T, keys ...string) *sealed.Keyring {
 // TestRotateKeys rotates the keys of a PostgreSQL store through the
 // decorator, as `certserver keys rotate` does in a fleet: every key ends
 // under the new key, each rewritten certificate takes a new version (so
-// that the hosts' copies apply it), and with the old key gone from the
+// that the hosts' copies apply it, as a key rewrite alone), and with the old key gone from the
 // keyring everything opens. A second rotation takes no version.
 func TestRotateKeys(t *testing.T) {
 	pg := open(t, nil)
@@ -94,8 +94,37 @@ func TestRotateKeys(t *testing.T) {
 		t.Errorf("%d changes after the rotation, want the 5 certificates", len(changes))
 	}
 	for _, ch := range changes {
-		if id, _ := sealed.KeyID(ch.Certificate.KeyPEM); id != "b2" {
-			t.Errorf("change of %s carries a key under %q, want b2", ch.Certificate.ID, id)
+		if ch.Kind != store.ChangeRewriteKey || ch.Certificate != nil {
+			t.Errorf("change %d is a %s, want a %s alone (a rotation changes no link)", ch.Version, ch.Kind, store.ChangeRewriteKey)
+			continue
+		}
+		if id, _ := sealed.KeyID(ch.KeyPEM); id != "b2" {
+			t.Errorf("change of %s carries a key under %q, want b2", ch.ID, id)
+		}
+	}
+	// A copy made afresh gets each record at its write's version, with
+	// its current key, then the key rewrites (the same keys again).
+	changes, err = pg.ChangesAfter(ctx(t), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changes) != 10 {
+		t.Errorf("%d changes for a fresh copy, want the 5 certificates and their 5 key rewrites", len(changes))
+	}
+	for _, ch := range changes {
+		key, want := ch.KeyPEM, store.ChangeRewriteKey
+		if ch.Version <= before {
+			want = store.ChangePutCertificate
+			if ch.Certificate != nil {
+				key = ch.Certificate.KeyPEM
+			}
+		}
+		if ch.Kind != want {
+			t.Errorf("change %d for a fresh copy is a %s, want a %s", ch.Version, ch.Kind, want)
+			continue
+		}
+		if id, _ := sealed.KeyID(key); id != "b2" {
+			t.Errorf("change %d for a fresh copy carries a key under %q, want b2", ch.Version, id)
 		}
 	}
 	after, _ := pg.LatestVersion(ctx(t))

@@ -24,6 +24,13 @@ import (
 //   - A record keeps only the version of its last write; a deletion leaves
 //     a tombstone with its version. So ChangesAfter returns the latest
 //     change of each record, in version order.
+//   - A certificate's key rewrite (RewriteKeys) takes a version of its
+//     own, key_version, and leaves version, that of the record's last
+//     full write, as it was: a full write orders the links of its names
+//     (the newest wins a name), a key rewrite changes none. ChangesAfter
+//     returns a full put, at version and with the current key, when
+//     version is above after, and a store.ChangeRewriteKey at key_version
+//     when key_version is above both after and version.
 //   - Tombstones are pruned by ReportHost: those every host has applied
 //     (the lowest Applied of the hosts that reported within
 //     Options.HostRetention). A host that comes back after more than
@@ -49,9 +56,9 @@ const (
 const challengeGrace = time.Hour
 
 // ChangesAfter implements store.ReplicationSource, in one read-only
-// snapshot: the certificate records, tokens and tombstones whose version
-// is above after, in version order. An after below the pruned horizon
-// (other than 0, a fresh copy) wraps ErrPruned.
+// snapshot: the certificate records, key rewrites, tokens and tombstones
+// whose version is above after, in version order. An after below the
+// pruned horizon (other than 0, a fresh copy) wraps ErrPruned.
 func (s *Store) ChangesAfter(ctx context.Context, after uint64, limit int) ([]store.Change, error) {
 	if limit < 1 {
 		return nil, nil
@@ -64,6 +71,7 @@ func (s *Store) ChangesAfter(ctx context.Context, after uint64, limit int) ([]st
 		b.Queue("SELECT "+certColumns+", c.version FROM certificates c WHERE c.version > $1 ORDER BY c.version LIMIT $2", int64(after), limit)
 		b.Queue("SELECT version, token, key_auth, expires_ns FROM challenges WHERE version > $1 ORDER BY version LIMIT $2", int64(after), limit)
 		b.Queue("SELECT version, kind, key FROM tombstones WHERE version > $1 ORDER BY version LIMIT $2", int64(after), limit)
+		b.Queue("SELECT key_version, id, key_pem FROM certificates WHERE key_version > $1 AND key_version > version ORDER BY key_version LIMIT $2", int64(after), limit)
 		res := tx.SendBatch(ctx, &b)
 		defer res.Close()
 		var pruned int64
@@ -127,6 +135,24 @@ func (s *Store) ChangesAfter(ctx context.Context, after uint64, limit int) ([]st
 			default:
 				return fmt.Errorf("tombstone of unknown kind %q", kind)
 			}
+			out = append(out, ch)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows, err = res.Query()
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var (
+				ch = store.Change{Kind: store.ChangeRewriteKey}
+				v  int64
+			)
+			if err := rows.Scan(&v, &ch.ID, &ch.KeyPEM); err != nil {
+				return err
+			}
+			ch.Version = uint64(v)
 			out = append(out, ch)
 		}
 		return rows.Err()

@@ -58,7 +58,9 @@ type Config struct {
 	ReportInterval time.Duration
 	// RetryMin and RetryMax bound the pause before the source is tried
 	// again after a failure; it doubles from RetryMin to RetryMax.
-	// Defaults 1 s and 30 s.
+	// Defaults 1 s and 5 s: one connection attempt per host every 5 s
+	// costs a database nothing, and a host is back in step within about 5 s
+	// of the database's return however long the outage was.
 	RetryMin, RetryMax time.Duration
 	// ProgressInterval is how often a long sync logs its progress.
 	// Default 5 s.
@@ -70,7 +72,7 @@ const (
 	DefaultBatch            = 2000
 	DefaultReportInterval   = 10 * time.Second
 	DefaultRetryMin         = time.Second
-	DefaultRetryMax         = 30 * time.Second
+	DefaultRetryMax         = 5 * time.Second
 	DefaultProgressInterval = 5 * time.Second
 )
 
@@ -104,6 +106,10 @@ type state struct {
 	syncErr   string // the last other failure of a sync, "" after one works
 	applied   uint64
 	latest    uint64
+	// synced says the local copy completed a sync, in this run or an
+	// earlier one (recorded in it with MarkSynced): only such a copy is
+	// ready while the source is down.
+	synced bool
 	// pending lists versions announced and not yet applied, with when
 	// each was first known, oldest first (at most maxPending: later ones
 	// merge into the last).
@@ -178,12 +184,12 @@ func (f *Follower) Ready() <-chan struct{} { return f.ready }
 // of the source or of the local copy are logged and retried, never
 // returned. Run must be called once.
 func (f *Follower) Run(ctx context.Context) error {
-	applied, err := f.appliedVersion(ctx)
+	applied, synced, err := f.localState(ctx)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.st.applied, f.st.latest = applied, applied
+	f.st.applied, f.st.latest, f.st.synced = applied, applied, synced
 	f.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -219,23 +225,28 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 }
 
-// appliedVersion reads the local copy's version, retrying while it fails
-// (a local store that cannot be read is reported, not fatal).
-func (f *Follower) appliedVersion(ctx context.Context) (uint64, error) {
+// localState reads the local copy's version and whether it completed a
+// sync before, retrying while it fails (a local store that cannot be
+// read is reported, not fatal).
+func (f *Follower) localState(ctx context.Context) (uint64, bool, error) {
 	for failures := 1; ; failures++ {
 		v, err := f.cfg.Replica.AppliedVersion(ctx)
+		var synced bool
 		if err == nil {
-			return v, nil
+			synced, err = f.cfg.Replica.Synced(ctx)
+		}
+		if err == nil {
+			return v, synced, nil
 		}
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return 0, false, ctx.Err()
 		}
 		if failures == 1 {
 			f.log.Error("fleet: cannot read the local copy's applied version; retrying", "error", err)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, false, ctx.Err()
 		case <-time.After(retryPause(failures, f.cfg.RetryMin, f.cfg.RetryMax)):
 		}
 	}
@@ -285,6 +296,14 @@ func (f *Follower) listen(ctx context.Context) {
 		}
 		t.Stop()
 	}
+}
+
+// Retry asks for a sync and a new Listen now, without waiting out the
+// pause after a failure: the caller knows the source answers again (a
+// fleet host whose database was opened after its start).
+func (f *Follower) Retry() {
+	f.poke(f.relisten)
+	f.poke(f.wake)
 }
 
 // poke sends on a channel of one slot without waiting: a signal already

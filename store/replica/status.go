@@ -9,8 +9,9 @@ type Status struct {
 	// Host is the host's name in the fleet.
 	Host string `json:"host"`
 	// Ready says the local copy may serve: its first sync is done, or
-	// the database was unreachable at start and the copy holds what an
-	// earlier run applied. It never goes back to false: an outage later
+	// the database was unreachable at start and an earlier run of the
+	// copy completed a sync (a copy whose first sync was cut short is
+	// not ready until one completes). It never goes back to false: an outage later
 	// leaves the host serving what it has.
 	Ready bool `json:"ready"`
 	// DatabaseUp says the last exchange with the shared store worked.

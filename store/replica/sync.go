@@ -21,11 +21,24 @@ func (f *Follower) sync(ctx context.Context) error {
 		return f.failed(ctx, err, true)
 	}
 	f.learn(latest)
+	// A host reports before it copies, and again as a long copy goes on
+	// (catchUp), so that the source keeps the tombstones it still needs
+	// (it prunes only what every reporting host has applied): a host
+	// joining a large fleet is never refused halfway for a removal made
+	// while it copied.
+	if f.reportDue() {
+		if err := f.report(ctx); err != nil {
+			return f.failed(ctx, err, true)
+		}
+	}
 	n, err := f.catchUp(ctx)
 	if err != nil {
 		return err
 	}
 	f.caughtUp(n)
+	if err := f.markSynced(ctx); err != nil {
+		return f.failed(ctx, fmt.Errorf("record the completed sync in the local copy: %w", err), false)
+	}
 	if f.reportDue() {
 		if err := f.report(ctx); err != nil {
 			return f.failed(ctx, err, true)
@@ -107,6 +120,9 @@ func (f *Follower) catchUp(ctx context.Context) (int, error) {
 			f.mu.Unlock()
 			f.log.Info(fmt.Sprintf("fleet: syncing certificates: %s of %s changes applied", thousands(done-from), thousands(total)),
 				"applied_version", done)
+			// A report that fails here fails the next batch too, which
+			// says so.
+			_ = f.report(ctx)
 		}
 	}
 	if long {
@@ -187,11 +203,32 @@ func (f *Follower) caughtUp(n int) {
 	}
 }
 
+// markSynced records in the local copy, the first time a sync completes,
+// that it did: a later run whose source is down at start is ready on
+// that copy. A copy whose first sync was cut short is not.
+func (f *Follower) markSynced(ctx context.Context) error {
+	f.mu.Lock()
+	synced, applied := f.st.synced, f.st.applied
+	f.mu.Unlock()
+	if synced {
+		return nil
+	}
+	if err := f.cfg.Replica.MarkSynced(ctx, applied); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.st.synced = true
+	f.mu.Unlock()
+	return nil
+}
+
 // failed records a failure of the source (source true) or of the local
 // copy and returns err. A source that cannot be reached
 // (store.ErrUnavailable) is down: logged when the outage begins, not at
-// every retry. A local copy that has applied something is ready then, if
-// it was not: the host serves what it has. Other failures are logged at
+// every retry. A local copy that completed a sync before, in this run or
+// an earlier one, is ready then, if it was not: the host serves what it
+// has. One whose first sync was cut short holds only part of the fleet's
+// certificates and stays not ready. Other failures are logged at
 // the first of a run.
 func (f *Follower) failed(ctx context.Context, err error, source bool) error {
 	if ctx.Err() != nil {
@@ -208,7 +245,7 @@ func (f *Follower) failed(ctx context.Context, err error, source bool) error {
 			s.downSince = now
 		}
 		s.known, s.up, s.cause = true, false, err.Error()
-		if !s.ready && s.applied > 0 {
+		if !s.ready && s.synced {
 			s.ready, becameReady = true, true
 		}
 	} else {

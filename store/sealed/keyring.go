@@ -83,6 +83,9 @@ func ParseKeyring(r io.Reader, name string) (*Keyring, error) {
 		if len(fields) != 2 {
 			return nil, fmt.Errorf("key-encryption key file %s line %d: want \"ID KEY\", found %d fields", name, line, len(fields))
 		}
+		// No error quotes a field of a line that is not known to be
+		// right: a line written "KEY ID", or with a key of another form,
+		// would print the key.
 		id := fields[0]
 		if err := checkKeyID(id); err != nil {
 			return nil, fmt.Errorf("key-encryption key file %s line %d: %w", name, line, err)
@@ -93,14 +96,14 @@ func ParseKeyring(r io.Reader, name string) (*Keyring, error) {
 		key, err := base64.StdEncoding.DecodeString(fields[1])
 		if err != nil {
 			// The decoder's error names only a position, but say less.
-			return nil, fmt.Errorf("key-encryption key file %s line %d: key %q is not standard base64", name, line, id)
+			return nil, fmt.Errorf("key-encryption key file %s line %d: the key (second field) is not standard base64", name, line)
 		}
 		if len(key) != KeySize {
-			return nil, fmt.Errorf("key-encryption key file %s line %d: key %q is %d bytes, want %d", name, line, id, len(key), KeySize)
+			return nil, fmt.Errorf("key-encryption key file %s line %d: the key (second field) is %d bytes, want %d", name, line, len(key), KeySize)
 		}
 		aead, err := newAEAD(key)
 		if err != nil {
-			return nil, fmt.Errorf("key-encryption key file %s line %d: key %q: %w", name, line, id, err)
+			return nil, fmt.Errorf("key-encryption key file %s line %d: the key (second field): %w", name, line, err)
 		}
 		kr.aeads[id] = aead
 		kr.ids = append(kr.ids, id)
@@ -124,14 +127,19 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// checkKeyID checks the syntax of a key ID.
+// checkKeyID checks the syntax of a key ID. Its errors do not quote the
+// ID: what fails may be a key written where the ID belongs.
 func checkKeyID(id string) error {
+	const want = "1 to %d letters, digits, '.', '_' or '-'"
+	if k, err := base64.StdEncoding.DecodeString(id); err == nil && len(k) == KeySize {
+		return fmt.Errorf("the first field looks like a key, not a key ID: write \"ID KEY\", the ID ("+want+") first", maxKeyID)
+	}
 	if id == "" || len(id) > maxKeyID {
-		return fmt.Errorf("key ID %q: want 1 to %d characters", id, maxKeyID)
+		return fmt.Errorf("the first field is not a valid key ID: %d characters, want "+want, len(id), maxKeyID)
 	}
 	for _, r := range id {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Errorf("key ID %q: only letters, digits, '.', '_' and '-' are allowed", id)
+			return fmt.Errorf("the first field is not a valid key ID: want "+want, maxKeyID)
 		}
 	}
 	return nil

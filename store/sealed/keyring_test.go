@@ -3,6 +3,7 @@ package sealed
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,10 +57,14 @@ func TestLoadKeyringErrors(t *testing.T) {
 		{"empty", "# nothing\n", 0o600, "no key in it"},
 		{"one field", "a\n", 0o600, "line 1: want \"ID KEY\", found 1 fields"},
 		{"three fields", "# c\n" + "a " + b64 + " x\n", 0o600, "line 2: want \"ID KEY\", found 3 fields"},
-		{"bad id", "a/b " + b64 + "\n", 0o600, "line 1: key ID \"a/b\""},
+		{"bad id", "a/b " + b64 + "\n", 0o600, "line 1: the first field is not a valid key ID: want 1 to 64 letters"},
+		{"long id", strings.Repeat("x", 65) + " " + b64 + "\n", 0o600, "line 1: the first field is not a valid key ID: 65 characters, want 1 to 64"},
 		{"duplicate", keyLine("a", secret) + keyLine("a", secret), 0o600, "line 2: key ID \"a\" appears twice"},
-		{"not base64", "a " + b64[:10] + "!" + b64[11:] + "\n", 0o600, "line 1: key \"a\" is not standard base64"},
-		{"short", keyLine("a", secret[:16]), 0o600, "line 1: key \"a\" is 16 bytes, want 32"},
+		{"not base64", "a " + b64[:10] + "!" + b64[11:] + "\n", 0o600, "line 1: the key (second field) is not standard base64"},
+		{"short", keyLine("a", secret[:16]), 0o600, "line 1: the key (second field) is 16 bytes, want 32"},
+		// The fields swapped: the key is where the ID belongs.
+		{"swapped", "# c\n" + b64 + " a\n", 0o600, "line 2: the first field looks like a key, not a key ID: write \"ID KEY\""},
+		{"swapped, key of another form", hex.EncodeToString(secret) + " a\n", 0o600, "line 1: the key (second field) is not standard base64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -72,7 +77,8 @@ func TestLoadKeyringErrors(t *testing.T) {
 			if !strings.Contains(msg, tt.want) || !strings.Contains(msg, path) {
 				t.Errorf("error %q, want it to name %s and say %q", msg, path, tt.want)
 			}
-			if strings.Contains(msg, b64[:12]) || strings.Contains(msg, b64[12:24]) {
+			hexKey := hex.EncodeToString(secret)
+			if strings.Contains(msg, b64[:12]) || strings.Contains(msg, b64[12:24]) || strings.Contains(msg, hexKey[:12]) {
 				t.Errorf("error %q holds key material", msg)
 			}
 		})

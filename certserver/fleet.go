@@ -57,6 +57,9 @@ func fleetReadiness(s api.FleetStatus) (line string, notReady error) {
 	}
 	line += "\nreplica: applied " + strconv.FormatUint(s.Replica.Applied, 10) +
 		", lag " + strconv.FormatUint(s.Replica.LagVersions, 10) + " versions"
+	if s.Replica.SyncError != "" {
+		line += ", cannot follow: " + s.Replica.SyncError
+	}
 	if !s.Ready {
 		notReady = fmt.Errorf("the local copy is catching up with the fleet's database (applied version %d of %d)",
 			s.Replica.Applied, s.Replica.Latest)

@@ -111,6 +111,20 @@ func TestFleetDatabaseDown(t *testing.T) {
 		t.Errorf("certserver_fleet_replica_lag_seconds = %v, want 1.5", v)
 	}
 
+	// The database answers but the copy cannot follow it: /readyz and
+	// GET /v1/fleet say why.
+	const pruned = "changes pruned: tombstones through version 90 are gone, the copy is at 41: empty it and copy the store afresh"
+	fl.set(func(s *api.FleetStatus) { s.Replica.SyncError = pruned })
+	resp, _, raw = call(t, "GET", base+"/readyz", "", "", "")
+	if !strings.Contains(raw, "replica: applied 41, lag 3 versions, cannot follow: "+pruned) {
+		t.Errorf("readyz with a copy that cannot follow: %d %q, want it to say why", resp.StatusCode, raw)
+	}
+	_, _, raw = call(t, "GET", base+"/v1/fleet", "Bearer "+testToken, "", "")
+	if !strings.Contains(raw, `"sync_error":"`+pruned+`"`) {
+		t.Errorf("GET /v1/fleet with a copy that cannot follow: %s, want its sync_error", raw)
+	}
+	fl.set(func(s *api.FleetStatus) { s.Replica.SyncError = "" })
+
 	// Still catching up since the start: not ready, and says how far.
 	fl.set(func(s *api.FleetStatus) { s.Ready = false })
 	resp, _, raw = call(t, "GET", base+"/readyz", "", "", "")

@@ -619,6 +619,11 @@ type FleetReplica struct {
 	// change not yet applied has been waiting (0 when none is).
 	LagVersions uint64  `json:"lag_versions"`
 	LagSeconds  float64 `json:"lag_seconds"`
+	// SyncError is why the copy cannot follow while the database answers
+	// ("" when it can): the local copy cannot be written, or the database
+	// no longer holds changes the copy lacks (a host away for longer than
+	// the database keeps removals: rebuild its copy, see the README).
+	SyncError string `json:"sync_error,omitempty"`
 }
 
 // FleetHost is one host of a fleet as the shared database knows it.

@@ -49,6 +49,7 @@ func (f follower) FleetStatus() api.FleetStatus {
 			Since: s.DownSince,
 			Error: s.DownCause,
 		},
-		Replica: api.FleetReplica{Applied: s.Applied, Latest: s.Latest, LagVersions: s.LagVersions, LagSeconds: s.LagSeconds},
+		Replica: api.FleetReplica{Applied: s.Applied, Latest: s.Latest, LagVersions: s.LagVersions, LagSeconds: s.LagSeconds,
+			SyncError: s.SyncError},
 	}
 }

@@ -139,6 +139,9 @@ func gatherStatus(ctx context.Context, cl *client.Client, warn string, timeout t
 			rep.Attention = append(rep.Attention, fmt.Sprintf("the local copy is %d changes behind the fleet's database, the oldest waiting %s",
 				fl.Replica.LagVersions, roughly(lag)))
 		}
+		if fl.Replica.SyncError != "" {
+			rep.Attention = append(rep.Attention, "the local copy cannot follow the fleet's database: "+fl.Replica.SyncError)
+		}
 		if !fl.Ready {
 			rep.Attention = append(rep.Attention, "the local copy is still catching up with the fleet's database: not ready")
 		}

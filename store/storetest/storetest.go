@@ -15,10 +15,10 @@ import (
 	"errors"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/renewer/clocktest"
 	"github.com/certserver/certserver/store"
 )
 
@@ -45,36 +45,13 @@ const (
 )
 
 // Clock is a settable clock for a store under test, safe for concurrent
-// use. The zero value reads as the zero time until Set.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// use: the clock of the renewer's tests (renewer/clocktest), one type for
+// every test that decides when.
+type Clock = clocktest.Clock
 
 // NewClock returns a clock at the current time, truncated to the second.
 func NewClock() *Clock {
-	return &Clock{now: time.Now().UTC().Truncate(time.Second)}
-}
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Set moves the clock to t.
-func (c *Clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	return clocktest.New(time.Now().UTC().Truncate(time.Second))
 }
 
 // suite is what every case gets: a new, empty store and the clock it reads.

@@ -62,26 +62,37 @@ func domainsCommands() []command {
 }
 
 func runDomains(ctx context.Context, e *env, args []string) int {
+	return runGroup(ctx, e, "domains", "<subcommand> [flags] [arguments]", domainsHelp, domainsCommands(), args)
+}
+
+// runGroup runs the subcommand args[0] of the command group name (domains,
+// keys, fleet) from cmds: with no argument, its usage and help on standard
+// error (exit 2); -h, --help or help [SUBCOMMAND], on standard output; an
+// unknown subcommand, an error listing the known ones.
+func runGroup(ctx context.Context, e *env, name, usage, help string, cmds []command, args []string) int {
+	usageLine := "Usage: certserver " + name + " " + usage + "\n"
 	if len(args) == 0 {
-		fmt.Fprintf(e.stderr, "Usage: certserver domains <subcommand> [flags] [arguments]\n%s", domainsHelp)
+		fmt.Fprintf(e.stderr, "%s%s", usageLine, help)
 		return exitUsage
 	}
 	switch args[0] {
 	case "-h", "-help", "--help":
-		fmt.Fprintf(e.stdout, "Usage: certserver domains <subcommand> [flags] [arguments]\n%s", domainsHelp)
+		fmt.Fprintf(e.stdout, "%s%s", usageLine, help)
 		return exitOK
 	case "help":
 		if len(args) > 1 {
-			return runDomains(ctx, e, []string{args[1], "--help"})
+			return runGroup(ctx, e, name, usage, help, cmds, []string{args[1], "--help"})
 		}
-		return runDomains(ctx, e, []string{"--help"})
+		return runGroup(ctx, e, name, usage, help, cmds, []string{"--help"})
 	}
-	for _, c := range domainsCommands() {
+	names := make([]string, 0, len(cmds))
+	for _, c := range cmds {
 		if c.name == args[0] {
 			return c.run(ctx, e, args[1:])
 		}
+		names = append(names, c.name)
 	}
-	return usageError(e, "domains", "unknown subcommand %q (add, show, ls, renew, revoke, rm)", args[0])
+	return usageError(e, name, "unknown subcommand %q (%s)", args[0], strings.Join(names, ", "))
 }
 
 // adminFlags are the flags of every command that talks to the admin API.

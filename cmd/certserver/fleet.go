@@ -30,27 +30,7 @@ func fleetCommands() []command {
 }
 
 func runFleet(ctx context.Context, e *env, args []string) int {
-	const usageLine = "Usage: certserver fleet <subcommand> [flags]\n"
-	if len(args) == 0 {
-		fmt.Fprintf(e.stderr, "%s%s", usageLine, fleetHelp)
-		return exitUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help":
-		fmt.Fprintf(e.stdout, "%s%s", usageLine, fleetHelp)
-		return exitOK
-	case "help":
-		if len(args) > 1 {
-			return runFleet(ctx, e, []string{args[1], "--help"})
-		}
-		return runFleet(ctx, e, []string{"--help"})
-	}
-	for _, c := range fleetCommands() {
-		if c.name == args[0] {
-			return c.run(ctx, e, args[1:])
-		}
-	}
-	return usageError(e, "fleet", "unknown subcommand %q (migrate)", args[0])
+	return runGroup(ctx, e, "fleet", "<subcommand> [flags]", fleetHelp, fleetCommands(), args)
 }
 
 const fleetMigrateHelp = `

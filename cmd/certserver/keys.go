@@ -45,27 +45,7 @@ func keysCommands() []command {
 }
 
 func runKeys(ctx context.Context, e *env, args []string) int {
-	const usageLine = "Usage: certserver keys <subcommand> [flags]\n"
-	if len(args) == 0 {
-		fmt.Fprintf(e.stderr, "%s%s", usageLine, keysHelp)
-		return exitUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help":
-		fmt.Fprintf(e.stdout, "%s%s", usageLine, keysHelp)
-		return exitOK
-	case "help":
-		if len(args) > 1 {
-			return runKeys(ctx, e, []string{args[1], "--help"})
-		}
-		return runKeys(ctx, e, []string{"--help"})
-	}
-	for _, c := range keysCommands() {
-		if c.name == args[0] {
-			return c.run(ctx, e, args[1:])
-		}
-	}
-	return usageError(e, "keys", "unknown subcommand %q (generate, rotate)", args[0])
+	return runGroup(ctx, e, "keys", "<subcommand> [flags]", keysHelp, keysCommands(), args)
 }
 
 const keysGenerateHelp = `

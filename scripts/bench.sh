@@ -28,10 +28,9 @@
 #   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
 #                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
 #                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
-#   store/replica   BenchmarkJoin            a new fleet host copying 250,000 certificates from a real
-#                                            PostgreSQL into an empty Badger until ready (the 1,000,000
-#                                            target is judged at its rate: filling PostgreSQL with a
-#                                            million through the store takes longer than the join)
+#   store/replica   BenchmarkJoin            a new fleet host copying 1,000,000 certificates from a real
+#                                            PostgreSQL into an empty Badger until ready (filling
+#                                            PostgreSQL first takes about 3.5 minutes more)
 #   store/...       the contract suite's bulk case (storetest) at 500,000 names
 #                   on every engine: one AddDomains, then its checks (make test
 #                   runs it at 20,000 under the race detector)
@@ -54,7 +53,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -74,7 +73,7 @@ else
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
     CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
-  export CERTSERVER_BENCH_JOIN=250000 CERTSERVER_STORE_BULK=500000
+  export CERTSERVER_BENCH_JOIN=1000000 CERTSERVER_STORE_BULK=500000
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
 million=${CERTSERVER_BENCH_MILLION:-1000000}
@@ -280,9 +279,13 @@ END {
 
   b = "BenchmarkJoin"
   if (has(b, "join-s")) {
-    t = v[b, "join-s"]; r = v[b, "certs/s"]; est = 1000000 / r
+    t = v[b, "join-s"]; r = v[b, "certs/s"]
+    # At 1,000,000 the time itself is judged; a smaller run (--short)
+    # only shows its rate, which falls as the copy grows.
+    if (join + 0 >= 1000000) { what = "until ready; certificates/s"; val = "**" fmt(t) " s**; " fmt(r) "/s"; est = t }
+    else { what = "until ready; certificates/s (the rate falls as the copy grows)"; val = fmt(t) " s; " fmt(r) "/s"; est = 1000000 / r }
     row("**Fleet join**: a new host copies " count(join) " certificates from PostgreSQL into its empty Badger (synced commits) until ready",
-        "until ready; certificates/s; 1,000,000 at that rate", fmt(t) " s; " fmt(r) "/s; **" fmt(est) " s**", "≤ 60 s at 1,000,000", verdict(est <= 60, fmt(est - 60) " s"))
+        what, val, "≤ 60 s at 1,000,000", verdict(est <= 60, fmt(est - 60) " s"))
     c = v[b, "cpu-µs/cert"] + v[b, "pg-cpu-µs/cert"]
     row("", "CPU per certificate: follower (Badger copy, pgx) / PostgreSQL; the rate 2 idle CPUs allow",
         fmt(v[b, "cpu-µs/cert"]) " / " fmt(v[b, "pg-cpu-µs/cert"]) " µs; " fmt(2e6 / c) "/s", "", "")

@@ -49,6 +49,25 @@ func appendDomainValues(dst []any, d *store.Domain) ([]any, error) {
 		timeOrNull(d.FailingSince), d.Source, d.AddedAt, d.UpdatedAt, attempts, extra, d.ManagedWith), nil
 }
 
+// queryDomains runs sql, which selects domainColumns, and returns the
+// records of its rows in their order.
+func queryDomains(ctx context.Context, q querier, sql string, args ...any) ([]*store.Domain, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*store.Domain
+	for rows.Next() {
+		d, err := scanDomain(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
 // scanDomain reads the domainColumns of row.
 func scanDomain(row pgx.Row) (*store.Domain, error) {
 	var (
@@ -306,20 +325,9 @@ func (s *Store) ListDomains(ctx context.Context, after string, limit int) ([]*st
 	}
 	var out []*store.Domain
 	err := s.query(ctx, func(q querier) error {
-		out = out[:0]
-		rows, err := q.Query(ctx, "SELECT "+domainColumns+" FROM domains WHERE name > $1 ORDER BY name LIMIT $2", after, limit)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			d, err := scanDomain(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, d)
-		}
-		return rows.Err()
+		var err error
+		out, err = queryDomains(ctx, q, "SELECT "+domainColumns+" FROM domains WHERE name > $1 ORDER BY name LIMIT $2", after, limit)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list domains after %q: %w", after, err)
@@ -418,20 +426,9 @@ var _ store.DomainsReader = (*Store)(nil)
 func (s *Store) GetDomains(ctx context.Context, names []string) ([]*store.Domain, error) {
 	var out []*store.Domain
 	err := s.query(ctx, func(q querier) error {
-		out = out[:0]
-		rows, err := q.Query(ctx, "SELECT "+domainColumns+" FROM domains WHERE name = ANY($1)", names)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			d, err := scanDomain(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, d)
-		}
-		return rows.Err()
+		var err error
+		out, err = queryDomains(ctx, q, "SELECT "+domainColumns+" FROM domains WHERE name = ANY($1)", names)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get %d domains: %w", len(names), err)

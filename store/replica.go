@@ -114,6 +114,9 @@ type Host struct {
 	SeenAt time.Time `json:"seen_at"`
 	// Renews says whether the host's renewer orders certificates.
 	Renews bool `json:"renews"`
+	// InFlight is how many orders the host's renewer had under way when
+	// it last reported.
+	InFlight int `json:"in_flight"`
 }
 
 // Replica is implemented by a local store that can follow a

@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +67,11 @@ type node struct {
 	cname string
 	caa   []CAA
 	rcode int // answered instead of records when not RcodeSuccess
+	// rotate makes each answer of a (of aaaa) start one address further
+	// along than the one before (SetRotation); turn4 (turn6) counts those
+	// answers.
+	rotate       bool
+	turn4, turn6 atomic.Uint64
 }
 
 // Start starts a server on 127.0.0.1, UDP and TCP on the same port, and
@@ -134,6 +140,17 @@ func (s *Server) SetA(name string, addrs ...netip.Addr) {
 		}
 	}
 	s.update(name, func(n *node) { n.a = append([]netip.Addr(nil), addrs...) })
+}
+
+// SetRotation makes name answer its A and AAAA records in rotation, as a
+// round-robin DNS server does: each answer lists the addresses starting one
+// further along than the answer before, so that a client that takes the
+// first address (Pebble's validation authority does) reaches a different
+// one each time, and n queries reach each of n addresses once. false
+// restores the order the records were set in. It applies to name's own
+// records, or, for "*.example.test", to every name the wildcard answers.
+func (s *Server) SetRotation(name string, on bool) {
+	s.update(name, func(n *node) { n.rotate = on })
 }
 
 // SetAAAA replaces the AAAA records of name. It panics when an address is
@@ -275,7 +292,14 @@ func (s *Server) answer(qname string, qtype uint16) ([]dns.RR, int) {
 		}
 		switch qtype {
 		case dns.TypeA, dns.TypeAAAA:
-			answers = append(answers, addrRecords(name, qtype, n.a, n.aaaa)...)
+			v4, v6 := n.a, n.aaaa
+			if n.rotate && qtype == dns.TypeA {
+				v4 = rotated(v4, n.turn4.Add(1)-1)
+			}
+			if n.rotate && qtype == dns.TypeAAAA {
+				v6 = rotated(v6, n.turn6.Add(1)-1)
+			}
+			answers = append(answers, addrRecords(name, qtype, v4, v6)...)
 		case dns.TypeCNAME:
 			if n.cname != "" {
 				answers = append(answers, &dns.CNAME{Hdr: header(name, dns.TypeCNAME), Target: n.cname})
@@ -324,6 +348,16 @@ func (s *Server) hasDescendants(name string) bool {
 		}
 	}
 	return false
+}
+
+// rotated returns addrs starting at index turn (modulo their number) and
+// wrapping around.
+func rotated(addrs []netip.Addr, turn uint64) []netip.Addr {
+	if len(addrs) < 2 {
+		return addrs
+	}
+	k := int(turn % uint64(len(addrs)))
+	return append(append(make([]netip.Addr, 0, len(addrs)), addrs[k:]...), addrs[:k]...)
 }
 
 func addrRecords(name string, qtype uint16, v4, v6 []netip.Addr) []dns.RR {

@@ -220,3 +220,41 @@ func TestTruncation(t *testing.T) {
 		t.Errorf("TCP: truncated %v, %d records; want all 40", in.Truncated, len(in.Answer))
 	}
 }
+
+// TestRotation: a name set to rotate answers its three addresses starting
+// one further along each time, so three queries in a row put each address
+// first once (what a client taking the first address, as Pebble's
+// validation authority does, connects to), through a wildcard too; AAAA
+// queries do not move the A rotation; turned off, the order is the set one.
+func TestRotation(t *testing.T) {
+	s := Start(t, Options{})
+	hosts := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("127.0.0.4")}
+	s.SetA("www.fleet.test", hosts...)
+	s.SetRotation("www.fleet.test", true)
+	s.SetA("*.wild.test", hosts...)
+	s.SetRotation("*.wild.test", true)
+
+	for _, name := range []string{"www.fleet.test", "a.wild.test"} {
+		var firsts []string
+		for range 6 {
+			query(t, s, "udp", name, dns.TypeAAAA)
+			_, got := query(t, s, "udp", name, dns.TypeA)
+			if len(got) != 3 {
+				t.Fatalf("%s: %d answers, want 3: %q", name, len(got), got)
+			}
+			firsts = append(firsts, got[0])
+		}
+		fqdn := dns.Fqdn(name)
+		want := []string{fqdn + " A 127.0.0.2", fqdn + " A 127.0.0.3", fqdn + " A 127.0.0.4"}
+		if want = append(want, want...); !slices.Equal(firsts, want) {
+			t.Errorf("%s: first answers %q, want %q", name, firsts, want)
+		}
+	}
+
+	s.SetRotation("www.fleet.test", false)
+	for range 3 {
+		if _, got := query(t, s, "udp", "www.fleet.test", dns.TypeA); got[0] != "www.fleet.test. A 127.0.0.2" {
+			t.Errorf("rotation off: first answer %q, want 127.0.0.2", got[0])
+		}
+	}
+}

@@ -82,6 +82,12 @@ type Options struct {
 	// nginx of one test stand for several hosts (a fleet's:
 	// "127.0.0.2", "127.0.0.3"). Default "127.0.0.1".
 	Host string
+
+	// HTTPPort is the port of the plain-HTTP server (the port-80 stand-in
+	// with the ACME challenge snippet) on Host, for a fleet whose hosts
+	// must all answer HTTP-01 on the one port Pebble validates on (see
+	// FreePortOn). Default 0: a port free at start.
+	HTTPPort int
 }
 
 // WorkerHeader is the response header of the HTTPS server that holds the
@@ -138,6 +144,9 @@ func Start(t testing.TB, opts Options) *Nginx {
 		workers:   opts.Workers,
 		httpsAddr: freeAddr(t, opts.Host),
 		httpAddr:  freeAddr(t, opts.Host),
+	}
+	if opts.HTTPPort != 0 {
+		n.httpAddr = net.JoinHostPort(opts.Host, strconv.Itoa(opts.HTTPPort))
 	}
 	if opts.StaticCert != "" {
 		n.staticAddr = freeAddr(t, opts.Host)
@@ -343,6 +352,36 @@ func freeAddr(t testing.TB, host string) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// FreePortOn returns a TCP port that was free a moment ago on every one of
+// hosts, for servers on several loopback addresses that must share a port
+// number (Options.HTTPPort). It fails the test when it finds none.
+func FreePortOn(t testing.TB, hosts ...string) int {
+	t.Helper()
+	for range 50 {
+		first, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
+		if err != nil {
+			t.Fatalf("nginxtest: %v", err)
+		}
+		port := first.Addr().(*net.TCPAddr).Port
+		held := []net.Listener{first}
+		for _, h := range hosts[1:] {
+			l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+			if err != nil {
+				break
+			}
+			held = append(held, l)
+		}
+		for _, l := range held {
+			l.Close()
+		}
+		if len(held) == len(hosts) {
+			return port
+		}
+	}
+	t.Fatalf("nginxtest: no port free on all of %s", strings.Join(hosts, ", "))
+	return 0
 }
 
 func (n *Nginx) waitListening(addrs []string, timeout time.Duration) error {

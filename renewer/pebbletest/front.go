@@ -2,6 +2,7 @@ package pebbletest
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -34,6 +35,18 @@ type Order struct {
 	Status int
 	// Received is when the request reached the front.
 	Received time.Time
+	// URL is the order's URL path at Pebble (its Location), "" unless
+	// Pebble created it.
+	URL string
+	// Last is when the front last passed on an answer to a request about
+	// the order (the order itself, its finalize URL, its authorizations
+	// and their challenges): the end of the client's work on it so far.
+	// An order that a client abandoned (killed mid-order) keeps the time
+	// of its last request.
+	Last time.Time
+	// Result is the order's status once Pebble answered it "valid" or
+	// "invalid", "" while neither has been seen.
+	Result string
 }
 
 // Fault is an answer the front gives instead of passing a request on.
@@ -62,8 +75,21 @@ type front struct {
 	mu       sync.Mutex
 	seen     []Order
 	faults   []Fault
-	requests map[string]int // directory resource name -> POSTs received
+	requests map[string]int       // directory resource name -> POSTs received
+	byPath   map[string]orderPart // URL path of an order's resource -> the order
 }
+
+// orderPart is one resource of an order that the front follows: the
+// order itself and its finalize URL (which answer the order's status), or
+// one of its authorizations or challenges.
+type orderPart struct {
+	order   int  // index in front.seen
+	isOrder bool // an answer is the order object
+}
+
+// orderIndexKey carries the index of a newOrder request in front.seen to
+// the proxy's ModifyResponse.
+type orderIndexKey struct{}
 
 // startFront starts the front on a free loopback port, serving HTTPS with
 // the listener certificate, and stops it in t.Cleanup.
@@ -90,7 +116,7 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 		return nil, err
 	}
 	t.Cleanup(func() { _ = logFile.Close() })
-	f := &front{newOrderPath: newOrder, resources: resources, requests: map[string]int{}}
+	f := &front{newOrderPath: newOrder, resources: resources, requests: map[string]int{}, byPath: map[string]orderPart{}}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -102,8 +128,13 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 		},
 		ErrorLog: log.New(logFile, "pebbletest front: ", log.LstdFlags),
 	}
-	if hideRenewalInfo {
-		f.proxy.ModifyResponse = dropRenewalInfo
+	f.proxy.ModifyResponse = func(resp *http.Response) error {
+		if hideRenewalInfo {
+			if err := dropRenewalInfo(resp); err != nil {
+				return err
+			}
+		}
+		return f.follow(resp)
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -195,6 +226,7 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	o := parseNewOrder(body)
 	o.Received = time.Now()
+	o.Last = o.Received
 	f.mu.Lock()
 	i := len(f.seen)
 	f.seen = append(f.seen, o)
@@ -210,12 +242,87 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status = fault.write(w)
 	} else {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		f.proxy.ServeHTTP(rec, r)
+		f.proxy.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), orderIndexKey{}, i)))
 		status = rec.status
 	}
 	f.mu.Lock()
 	f.seen[i].Status = status
 	f.mu.Unlock()
+}
+
+// follow records, from Pebble's answer, what the front learns of an
+// order: a new order's URL, authorizations and finalize URL; an
+// authorization's challenges; the order's status; and the time of every
+// answer about it (Order.Last).
+func (f *front) follow(resp *http.Response) error {
+	req := resp.Request
+	if req.Method != http.MethodPost {
+		return nil
+	}
+	i, isNew := req.Context().Value(orderIndexKey{}).(int)
+	f.mu.Lock()
+	part, known := f.byPath[req.URL.Path]
+	f.mu.Unlock()
+	if !isNew && !known {
+		return nil
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	var obj struct {
+		Status         string   `json:"status"`
+		Authorizations []string `json:"authorizations"`
+		Finalize       string   `json:"finalize"`
+		Challenges     []struct {
+			URL string `json:"url"`
+		} `json:"challenges"`
+	}
+	_ = json.Unmarshal(body, &obj) // an error document has none of these
+	now := time.Now()
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if isNew {
+		if resp.StatusCode != http.StatusCreated {
+			return nil
+		}
+		part = orderPart{order: i, isOrder: true}
+		if loc := urlPath(resp.Header.Get("Location")); loc != "" {
+			f.seen[i].URL = loc
+			f.byPath[loc] = part
+		}
+		if p := urlPath(obj.Finalize); p != "" {
+			f.byPath[p] = part
+		}
+		for _, a := range obj.Authorizations {
+			if p := urlPath(a); p != "" {
+				f.byPath[p] = orderPart{order: i}
+			}
+		}
+	}
+	for _, c := range obj.Challenges {
+		if p := urlPath(c.URL); p != "" {
+			f.byPath[p] = orderPart{order: part.order}
+		}
+	}
+	o := &f.seen[part.order]
+	o.Last = now
+	if part.isOrder && (obj.Status == "valid" || obj.Status == "invalid") {
+		o.Result = obj.Status
+	}
+	return nil
+}
+
+// urlPath returns the path of an absolute URL, "" when it has none.
+func urlPath(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return u.Path
 }
 
 func (f *front) orders() []Order {

@@ -50,6 +50,7 @@ type fleet struct {
 	url      string
 	kekFile  string
 	hosts    []*fleetMember
+	opts     fleetOptions
 	// shared is the fleet's database, keys sealed, as the tests write it
 	// directly (what any host's renewer or admin API writes).
 	shared store.Store
@@ -64,10 +65,36 @@ type fleetMember struct {
 	ngx  *nginxtest.Nginx
 }
 
+// fleetOptions configures startFleetWith. The zero value is a fleet that
+// only serves: no CA, its own PostgreSQL.
+type fleetOptions struct {
+	// Cluster is the PostgreSQL cluster the fleet takes a new database
+	// of, so that the subtests of a test share one. Default nil: a cluster
+	// of the fleet's own.
+	Cluster *pgtest.Cluster
+	// HTTPPort is the port of every host's port-80 stand-in (nginx's
+	// plain-HTTP server with the ACME snippet), on the host's address:
+	// the port Pebble validates HTTP-01 on. Default 0: a free port each.
+	HTTPPort int
+	// Extra returns TOML to append to host m's configuration after its
+	// [fleet] section (more [fleet] keys first, then further sections
+	// such as [acme]). Default nil: nothing.
+	Extra func(m *fleetMember) string
+}
+
 // startFleet starts PostgreSQL and n hosts.
 func startFleet(t testing.TB, n int) *fleet {
 	t.Helper()
-	f := &fleet{bin: certserverBinary(t), ca: newTestCA(t), cluster: pgtest.Start(t)}
+	return startFleetWith(t, n, fleetOptions{})
+}
+
+// startFleetWith starts n hosts configured by opts, on a new database.
+func startFleetWith(t testing.TB, n int, opts fleetOptions) *fleet {
+	t.Helper()
+	f := &fleet{bin: certserverBinary(t), ca: newTestCA(t), cluster: opts.Cluster, opts: opts}
+	if f.cluster == nil {
+		f.cluster = pgtest.Start(t)
+	}
 	f.fallback = f.ca.issue(t, "fallback.invalid")
 	f.fbCert, f.fbKey = f.fallback.writeFiles(t, t.TempDir(), "fallback")
 	f.url = f.cluster.NewDatabase(t)
@@ -102,16 +129,25 @@ func (f *fleet) join(t testing.TB) *fleetMember {
 	i := len(f.hosts)
 	m := &fleetMember{name: fmt.Sprintf("host-%d", i+1), ip: fmt.Sprintf("127.0.0.%d", i+2)}
 	challenge := freeAddrOn(t, m.ip)
+	extra := ""
+	if f.opts.Extra != nil {
+		extra = f.opts.Extra(m)
+	}
+	// nginx first: its port-80 stand-in must answer when the host's
+	// renewer, started with the sidecar, asks Pebble to validate.
+	sock := filepath.Join(shortTempDir(t), "certs.sock")
+	m.ngx = nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + sock, ACME: challenge, FallbackCert: f.fbCert, FallbackKey: f.fbKey, Workers: 2, Host: m.ip,
+		HTTPPort: f.opts.HTTPPort,
+	})
 	m.side = startSidecarWith(t, f.bin, sidecarOptions{
+		Socket:  sock,
 		Host:    m.ip,
 		Ready:   true,
 		WaitFor: []string{challenge},
 		Store:   fmt.Sprintf("key_encryption_key_file = %q\n", f.kekFile),
 		Extra: fmt.Sprintf("\n[challenge]\nlisten = %q\n\n[fleet]\ndatabase_url = %q\nhost_name = %q\npool_size = 4\n",
-			challenge, f.url, m.name),
-	})
-	m.ngx = nginxtest.Start(t, nginxtest.Options{
-		Sidecar: "unix:" + m.side.sock, ACME: challenge, FallbackCert: f.fbCert, FallbackKey: f.fbKey, Workers: 2, Host: m.ip,
+			challenge, f.url, m.name) + extra,
 	})
 	f.hosts = append(f.hosts, m)
 	return m

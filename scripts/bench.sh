@@ -38,6 +38,8 @@
 #   nginx           BenchmarkFleetConvergence a fleet of 3 hosts (sidecar + nginx each, one PostgreSQL):
 #                                            a certificate written on one host until every worker of
 #                                            every nginx serves it, over 200 changes
+#   nginx           BenchmarkFleetIssuance   certificates/s from the local Pebble through 3 fleet hosts
+#                                            (4 renewer workers each) vs 1 host (12 workers): the ratio
 #
 # The million-name data set and the certbot tree of the import benchmark
 # are built once and kept in bin/bench/cache (or $CERTSERVER_BENCH_CACHE);
@@ -60,7 +62,7 @@ esac
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 if [ "$short" = 1 ]; then
-  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x
+  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x fleet_issuance_time=6x
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
@@ -68,7 +70,7 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
     CERTSERVER_STORE_BULK=20000
 else
-  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
+  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
@@ -140,6 +142,7 @@ grep -E 'AddDomains of [0-9]+ names into' "$out/contract.txt" >&2 || true
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 # One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
 bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
+bench fleet-issuance ./nginx/ '^BenchmarkFleetIssuance$' "$fleet_issuance_time"
 elapsed=$(( $(date +%s) - start ))
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -154,7 +157,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
+  "$out/issuance.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
@@ -309,6 +312,13 @@ END {
     p = v[b, "p99-ms"]
     row("**Fleet**: a certificate written on one of 3 hosts (import through its admin API) until every worker of every nginx serves it, one PostgreSQL",
         "p50 / p99 / slowest over " count(v[b, "changes"]) " changes", fmt(v[b, "p50-ms"]) " / **" fmt(p) "** / " fmt(v[b, "max-ms"]) " ms", "p99 ≤ 2 s", verdict(p <= 2000, fmt(p - 2000) " ms"))
+  }
+
+  b1 = "BenchmarkFleetIssuance/hosts=1"; b3 = "BenchmarkFleetIssuance/hosts=3"
+  if (has(b1, "certs/s") && has(b3, "certs/s")) {
+    r = v[b3, "certs/s"] / v[b1, "certs/s"]
+    row("**Fleet issuance** from a local Pebble, HTTP-01 validations reaching every host: 3 hosts (4 renewer workers each, the work split by leases) vs 1 host (12 workers), one PostgreSQL",
+        "certificates/s, 3 hosts / 1 host", fmt(v[b3, "certs/s"]) " / " fmt(v[b1, "certs/s"]) " = **" fmt(r) "**", "", "")
   }
 
   first = 1

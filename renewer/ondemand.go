@@ -26,6 +26,9 @@ type OnDemand struct {
 	queue   chan string
 	mu      sync.Mutex
 	pending map[string]bool
+	// down is set while the store's database is unavailable, so that the
+	// outage is logged once and its end once. Guarded by mu.
+	down bool
 }
 
 // OnDemandConfig tunes an OnDemand. Zero fields take the defaults stated.
@@ -125,6 +128,9 @@ func (o *OnDemand) done(name string) {
 
 func (o *OnDemand) handle(ctx context.Context, name string) {
 	d, err := o.store.GetDomain(ctx, name)
+	if o.unavailable(err) {
+		return
+	}
 	switch {
 	case err == nil:
 		// Already managed: the renewer looks at it sooner, and orders it
@@ -139,6 +145,13 @@ func (o *OnDemand) handle(ctx context.Context, name string) {
 		return
 	}
 	dec := o.policy.Check(ctx, name)
+	if o.unavailable(dec.Err) {
+		return
+	}
+	if dec.Undecided {
+		o.log.Debug("on-demand request left undecided; the next one asks again", "name", name, "reason", dec.Reason)
+		return
+	}
 	if !dec.Allow {
 		o.log.Debug("on-demand request refused", "name", name, "reason", dec.Reason)
 		return
@@ -148,6 +161,9 @@ func (o *OnDemand) handle(ctx context.Context, name string) {
 		Name: name, State: store.StatePending, Source: "on-demand",
 		NextAttempt: now, AddedAt: now, UpdatedAt: now,
 	}})
+	if o.unavailable(err) {
+		return
+	}
 	if err != nil {
 		o.log.Error("add on-demand name", "name", name, "error", err)
 		return
@@ -156,4 +172,27 @@ func (o *OnDemand) handle(ctx context.Context, name string) {
 		o.log.Info("on-demand name accepted", "name", name)
 	}
 	o.renewer.Expedite(name)
+}
+
+// unavailable reports whether err says the store's database is
+// unavailable (a fleet's PostgreSQL down): the request is dropped, since
+// no order could be made, and the next handshake asks again. The outage
+// is logged once, and its end once (on the first request that reaches the
+// database again).
+func (o *OnDemand) unavailable(err error) bool {
+	down := errors.Is(err, store.ErrUnavailable)
+	answered := err == nil || errors.Is(err, store.ErrNotFound)
+	o.mu.Lock()
+	was := o.down
+	if down || answered {
+		o.down = down
+	}
+	o.mu.Unlock()
+	switch {
+	case down && !was:
+		o.log.Warn("the fleet's database is unavailable: on-demand requests for unknown names wait for it (nothing can be ordered meanwhile)", "error", err)
+	case answered && was:
+		o.log.Info("the fleet's database answers: on-demand requests are checked again")
+	}
+	return down
 }

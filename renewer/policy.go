@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
 )
 
@@ -45,12 +46,32 @@ type PolicyConfig struct {
 	MaxCached int
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+
+	// Shared, set on a fleet host, is the fleet's store of verdicts: a
+	// name is checked once for the whole fleet (see Check). Default nil:
+	// this host checks every name itself (a single host).
+	Shared store.Verdicts
+	// Host is this host's name in the fleet, recorded with the checks it
+	// claims. Required with Shared.
+	Host string
+	// SharedWait is how long a check waits for the verdict of another
+	// host that is checking the name at the same moment; past it the
+	// request is left undecided (the next handshake asks again). Default
+	// AskTimeout plus 2 seconds.
+	SharedWait time.Duration
 }
 
 // Decision is the outcome of a policy check.
 type Decision struct {
 	Allow  bool
-	Reason string // why the name was refused, or "" when allowed
+	Reason string // why the name was refused or left undecided, or "" when allowed
+	// Undecided says the name was neither allowed nor refused: the
+	// fleet's verdicts could not be read (Err says why), or another host
+	// is still checking the name. Nothing is remembered; the next request
+	// asks again.
+	Undecided bool
+	// Err is the shared store's failure that left the name undecided.
+	Err error
 }
 
 // Policy decides whether a name without a certificate may be issued one on
@@ -94,6 +115,12 @@ func NewPolicy(cfg PolicyConfig, resolver *Resolver, logger *slog.Logger) (*Poli
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.SharedWait <= 0 {
+		cfg.SharedWait = cfg.AskTimeout + 2*time.Second
+	}
+	if cfg.Shared != nil && cfg.Host == "" {
+		return nil, errors.New("new policy: shared verdicts without the host's name")
 	}
 	p := &Policy{
 		cfg:      cfg,
@@ -140,6 +167,13 @@ func (p *Policy) Enabled() bool {
 // certificate on demand. Concurrent checks of one name share one evaluation;
 // decisions are remembered for AllowTTL or DenyTTL. A check that cannot be
 // completed (DNS timeout, ask URL down) refuses the name for DenyTTL.
+//
+// With Shared (a fleet) a name this host has no decision on is checked
+// once for the fleet: the host takes the fleet's verdict when there is
+// one; else it claims the check, evaluates the name and records the
+// verdict for every host (until AllowTTL or DenyTTL); when another host
+// claimed it first, it waits up to SharedWait for that host's verdict.
+// The shared store down, or the wait over, the decision is Undecided.
 func (p *Policy) Check(ctx context.Context, name string) Decision {
 	if !p.Enabled() {
 		return Decision{Reason: "on-demand issuance is not configured"}
@@ -152,6 +186,9 @@ func (p *Policy) Check(ctx context.Context, name string) Decision {
 		return c.Decision
 	}
 	v, _, _ := p.group.Do(name, func() (any, error) {
+		if p.cfg.Shared != nil {
+			return p.checkShared(ctx, name), nil
+		}
 		d := p.evaluate(ctx, name)
 		ttl := p.cfg.DenyTTL
 		if d.Allow {

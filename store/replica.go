@@ -117,6 +117,10 @@ type Host struct {
 	// InFlight is how many orders the host's renewer had under way when
 	// it last reported.
 	InFlight int `json:"in_flight"`
+	// LagSeconds is how long the oldest change the host's local copy had
+	// not applied had been waiting when it last reported (0 when the copy
+	// was in step): a host whose copy cannot follow reports it growing.
+	LagSeconds float64 `json:"lag_seconds"`
 }
 
 // Replica is implemented by a local store that can follow a

@@ -257,9 +257,10 @@ func (s *Store) ReportHost(ctx context.Context, h store.Host) error {
 		h.SeenAt = now
 	}
 	err := s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO hosts (name, applied, seen_at, renews) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (name) DO UPDATE SET applied = EXCLUDED.applied, seen_at = EXCLUDED.seen_at, renews = EXCLUDED.renews`,
-			h.Name, int64(h.Applied), h.SeenAt, h.Renews)
+		_, err := tx.Exec(ctx, `INSERT INTO hosts (name, applied, seen_at, renews, in_flight, lag_seconds) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (name) DO UPDATE SET applied = EXCLUDED.applied, seen_at = EXCLUDED.seen_at, renews = EXCLUDED.renews,
+				in_flight = EXCLUDED.in_flight, lag_seconds = EXCLUDED.lag_seconds`,
+			h.Name, int64(h.Applied), h.SeenAt, h.Renews, h.InFlight, h.LagSeconds)
 		return err
 	})
 	if err != nil {
@@ -272,8 +273,9 @@ func (s *Store) ReportHost(ctx context.Context, h store.Host) error {
 }
 
 // prune removes the tombstones every host that reported within
-// HostRetention has applied, and challenge tokens expired for more than
-// challengeGrace. The pruned horizon only grows.
+// HostRetention has applied, challenge tokens expired for more than
+// challengeGrace and expired on-demand verdicts. The pruned horizon only
+// grows.
 func (s *Store) prune(ctx context.Context, now time.Time) error {
 	return s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		var horizon *int64
@@ -297,7 +299,10 @@ func (s *Store) prune(ctx context.Context, now time.Time) error {
 				return err
 			}
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM challenges WHERE expires_ns < $1`, nanos(now.Add(-challengeGrace)))
+		if _, err := tx.Exec(ctx, `DELETE FROM challenges WHERE expires_ns < $1`, nanos(now.Add(-challengeGrace))); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM on_demand_verdicts WHERE expires_ns <= $1`, nanos(now))
 		return err
 	})
 }
@@ -307,7 +312,7 @@ func (s *Store) Hosts(ctx context.Context) ([]store.Host, error) {
 	var out []store.Host
 	err := s.query(ctx, func(q querier) error {
 		out = out[:0]
-		rows, err := q.Query(ctx, "SELECT name, applied, seen_at, renews FROM hosts ORDER BY name")
+		rows, err := q.Query(ctx, "SELECT name, applied, seen_at, renews, in_flight, lag_seconds FROM hosts ORDER BY name")
 		if err != nil {
 			return err
 		}
@@ -317,7 +322,7 @@ func (s *Store) Hosts(ctx context.Context) ([]store.Host, error) {
 				h       store.Host
 				applied int64
 			)
-			if err := rows.Scan(&h.Name, &applied, &h.SeenAt, &h.Renews); err != nil {
+			if err := rows.Scan(&h.Name, &applied, &h.SeenAt, &h.Renews, &h.InFlight, &h.LagSeconds); err != nil {
 				return err
 			}
 			h.Applied, h.SeenAt = uint64(applied), h.SeenAt.UTC()

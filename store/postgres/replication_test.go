@@ -364,7 +364,7 @@ func TestTombstonesArePrunedBehindTheHosts(t *testing.T) {
 	// the first tombstone may go.
 	report := func(name string, applied uint64) {
 		t.Helper()
-		if err := s.ReportHost(c, store.Host{Name: name, Applied: applied, Renews: name == "h1"}); err != nil {
+		if err := s.ReportHost(c, store.Host{Name: name, Applied: applied, Renews: name == "h1", InFlight: len(name), LagSeconds: 1.5}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -397,7 +397,8 @@ func TestTombstonesArePrunedBehindTheHosts(t *testing.T) {
 	}
 	if len(hosts) != 2 || hosts[0].Name != "h1" || hosts[1].Name != "h2" ||
 		hosts[0].Applied != delA || !hosts[0].Renews || hosts[1].Renews ||
-		!hosts[0].SeenAt.Equal(now) || !hosts[1].SeenAt.Equal(clock.Now()) {
+		!hosts[0].SeenAt.Equal(now) || !hosts[1].SeenAt.Equal(clock.Now()) ||
+		hosts[0].InFlight != 2 || hosts[1].LagSeconds != 1.5 {
 		t.Errorf("Hosts = %+v", hosts)
 	}
 	if err := s.ReportHost(c, store.Host{}); !errors.Is(err, store.ErrInvalid) {

@@ -42,6 +42,10 @@ type Config struct {
 	// Renews says whether the host's renewer orders certificates; it is
 	// reported with the host.
 	Renews bool
+	// InFlight, when set, returns how many orders the host's renewer has
+	// under way; it is reported with the host (store.Host.InFlight) and
+	// must not block. Default nil: 0 is reported.
+	InFlight func() int
 	// Logger receives the follower's messages. Required.
 	Logger *slog.Logger
 	// Clock returns the current time: it stamps reports, measures the

@@ -119,20 +119,21 @@ func TestFollowerCoalescesAnnouncements(t *testing.T) {
 }
 
 // A host reports itself before it starts copying, so that the source
-// keeps, while it copies, the tombstones it will need.
+// keeps, while it copies, the tombstones it will need; the report carries
+// its renewer's orders in flight.
 func TestFollowerReportsBeforeItCopies(t *testing.T) {
 	src := newFakeSource()
 	for i := range 10 {
 		src.add(fmt.Sprintf("c%d.test", i))
 	}
 	local := openBadger(t, t.TempDir())
-	f := startFollower(t, replica.Config{Source: src, Replica: local, ReportInterval: time.Hour})
+	f := startFollower(t, replica.Config{Source: src, Replica: local, ReportInterval: time.Hour, InFlight: func() int { return 3 }})
 	waitFor(t, "the first pull waits at the gate", func() bool { return src.pulls.Load() == 1 })
 	src.mu.Lock()
 	hosts := slices.Clone(src.hosts)
 	src.mu.Unlock()
-	if len(hosts) == 0 || hosts[0].Applied != 0 || hosts[0].Name != "host-a" {
-		t.Fatalf("reports before the copy: %+v; want host-a at version 0", hosts)
+	if len(hosts) == 0 || hosts[0].Applied != 0 || hosts[0].Name != "host-a" || hosts[0].InFlight != 3 {
+		t.Fatalf("reports before the copy: %+v; want host-a at version 0, 3 orders in flight", hosts)
 	}
 	close(src.gate)
 	waitFor(t, "the copy applied", func() bool { return f.Status().Applied == 10 })

@@ -281,13 +281,17 @@ func (f *Follower) reportDue() bool {
 		(f.st.applied != f.st.reported && since >= reportGap)
 }
 
-// report records the host in the source.
+// report records the host in the source: what its copy applied and how
+// long the oldest change it lacks has waited, and the orders in flight.
 func (f *Follower) report(ctx context.Context) error {
 	now := f.now()
-	f.mu.Lock()
-	applied := f.st.applied
-	f.mu.Unlock()
-	if err := f.cfg.Source.ReportHost(ctx, store.Host{Name: f.cfg.Host, Applied: applied, SeenAt: now, Renews: f.cfg.Renews}); err != nil {
+	st := f.Status()
+	h := store.Host{Name: f.cfg.Host, Applied: st.Applied, SeenAt: now, Renews: f.cfg.Renews, LagSeconds: st.LagSeconds}
+	if f.cfg.InFlight != nil {
+		h.InFlight = f.cfg.InFlight()
+	}
+	applied := h.Applied
+	if err := f.cfg.Source.ReportHost(ctx, h); err != nil {
 		return err
 	}
 	f.mu.Lock()

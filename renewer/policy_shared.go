@@ -1,0 +1,80 @@
+package renewer
+
+import (
+	"context"
+	"time"
+
+	"github.com/certserver/certserver/store"
+)
+
+// sharedPoll is how often a host waiting for another host's check of a
+// name looks for its verdict.
+const sharedPoll = 100 * time.Millisecond
+
+// claimMargin is added to AskTimeout for how long a host's claim of a
+// check holds: the evaluation (DNS, then the ask URL) ends well within
+// it, and a host that dies while checking holds the name up no longer.
+const claimMargin = 10 * time.Second
+
+// checkShared is Check's evaluation on a fleet host (PolicyConfig.Shared):
+// the fleet's verdict when there is one, else this host's own check,
+// claimed so that no other host makes it too, and shared.
+func (p *Policy) checkShared(ctx context.Context, name string) Decision {
+	wait := time.NewTimer(p.cfg.SharedWait)
+	defer wait.Stop()
+	for {
+		v, claimed, err := p.cfg.Shared.ClaimVerdict(ctx, name, p.cfg.Host, p.cfg.AskTimeout+claimMargin)
+		if err != nil {
+			return Decision{Undecided: true, Reason: "the fleet's verdicts cannot be read: " + err.Error(), Err: err}
+		}
+		if claimed {
+			return p.decideShared(ctx, name)
+		}
+		if v.State != store.VerdictChecking {
+			d := Decision{Allow: v.State == store.VerdictAllowed, Reason: v.Reason}
+			p.remember(name, cachedDecision{Decision: d, until: p.until(d, v.Expires)})
+			return d
+		}
+		poll := time.NewTimer(sharedPoll)
+		select {
+		case <-poll.C:
+		case <-wait.C:
+			poll.Stop()
+			return Decision{Undecided: true, Reason: "host " + v.Host + " is checking the name"}
+		case <-ctx.Done():
+			poll.Stop()
+			return Decision{Undecided: true, Reason: ctx.Err().Error(), Err: ctx.Err()}
+		}
+	}
+}
+
+// decideShared evaluates name, whose check this host claimed, and records
+// the verdict for the fleet. A verdict that cannot be recorded is still
+// this host's decision; the claim lapses and another host checks again.
+func (p *Policy) decideShared(ctx context.Context, name string) Decision {
+	d := p.evaluate(ctx, name)
+	ttl := p.cfg.DenyTTL
+	v := store.Verdict{Name: name, State: store.VerdictRefused, Reason: d.Reason, Host: p.cfg.Host}
+	if d.Allow {
+		ttl, v.State = p.cfg.AllowTTL, store.VerdictAllowed
+	}
+	until := p.cfg.Now().Add(ttl)
+	if _, err := p.cfg.Shared.PutVerdict(ctx, v, ttl); err != nil {
+		p.log.Warn("on-demand verdict not shared with the fleet", "name", name, "allow", d.Allow, "error", err)
+	}
+	p.remember(name, cachedDecision{Decision: d, until: until})
+	return d
+}
+
+// until is how long this host remembers d, the fleet's verdict that
+// lapses at expires: no longer than the verdict, nor than its own TTL.
+func (p *Policy) until(d Decision, expires time.Time) time.Time {
+	ttl := p.cfg.DenyTTL
+	if d.Allow {
+		ttl = p.cfg.AllowTTL
+	}
+	if own := p.cfg.Now().Add(ttl); own.Before(expires) {
+		return own
+	}
+	return expires
+}

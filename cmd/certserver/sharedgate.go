@@ -29,6 +29,7 @@ var (
 	_ store.Store             = (*sharedGate)(nil)
 	_ store.ReplicationSource = (*sharedGate)(nil)
 	_ store.KeyRewriter       = (*sharedGate)(nil)
+	_ store.Leaser            = (*sharedGate)(nil)
 )
 
 func newSharedGate() *sharedGate {
@@ -321,4 +322,49 @@ func (g *sharedGate) Hosts(ctx context.Context) ([]store.Host, error) {
 		return nil, err
 	}
 	return db.Hosts(ctx)
+}
+
+// ClaimDue implements store.Leaser.
+func (g *sharedGate) ClaimDue(ctx context.Context, host string, before time.Time, limit int, ttl time.Duration) ([]store.Lease, error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, err
+	}
+	return db.ClaimDue(ctx, host, before, limit, ttl)
+}
+
+// Claim implements store.Leaser.
+func (g *sharedGate) Claim(ctx context.Context, host, name string, ttl time.Duration) (store.Lease, error) {
+	db, err := g.get()
+	if err != nil {
+		return store.Lease{}, err
+	}
+	return db.Claim(ctx, host, name, ttl)
+}
+
+// Renew implements store.Leaser.
+func (g *sharedGate) Renew(ctx context.Context, ls []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, err
+	}
+	return db.Renew(ctx, ls, ttl)
+}
+
+// Release implements store.Leaser.
+func (g *sharedGate) Release(ctx context.Context, ls []store.Lease) error {
+	db, err := g.get()
+	if err != nil {
+		return err
+	}
+	return db.Release(ctx, ls)
+}
+
+// Leases implements store.Leaser.
+func (g *sharedGate) Leases(ctx context.Context) ([]store.Lease, error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, err
+	}
+	return db.Leases(ctx)
 }

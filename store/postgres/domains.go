@@ -122,7 +122,8 @@ func timeOrNull(t time.Time) any {
 	return t
 }
 
-// PutDomain implements store.Store in one statement. Zero AddedAt (kept
+// PutDomain implements store.Store in one statement (and the check of
+// the lease ctx carries, if any: store.WithLease). Zero AddedAt (kept
 // from the replaced record when there is one) and UpdatedAt are stored as
 // the current time; d itself is not changed. Times are kept to the
 // microsecond.
@@ -143,7 +144,7 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 	if err != nil {
 		return fmt.Errorf("put domain %s: %w", d.Name, err)
 	}
-	err = s.query(ctx, func(q querier) error {
+	err = s.write(ctx, func(q querier) error {
 		_, err := q.Exec(ctx, `INSERT INTO domains AS d (`+domainColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, profile = EXCLUDED.profile,
@@ -163,13 +164,19 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 
 // UpdateDomain implements store.Store: it reads the record with SELECT …
 // FOR UPDATE, so that a concurrent writer of the same record waits for
-// this one's commit and then reads what it wrote. A zero UpdatedAt, or
+// this one's commit and then reads what it wrote, and then checks the
+// lease ctx carries, if any (store.WithLease). A zero UpdatedAt, or
 // one fn left as it was, is stored as the current time.
 func (s *Store) UpdateDomain(ctx context.Context, name string, fn func(*store.Domain) error) error {
 	err := s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		old, err := scanDomain(tx.QueryRow(ctx, "SELECT "+domainColumns+" FROM domains WHERE name = $1 FOR UPDATE", name))
 		if err != nil {
 			return notFound(err)
+		}
+		// The record's lock first, then the lease's (as a claim takes
+		// them), so that the two never wait for each other.
+		if err := fence(ctx, tx); err != nil {
+			return err
 		}
 		rec := *old
 		rec.Attempts = slices.Clone(old.Attempts)

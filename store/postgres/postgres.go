@@ -331,12 +331,16 @@ func (s *Store) tryTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) e
 
 // versioned runs fn as tx does, after taking the turn of versioned writes
 // (the lock of replication_state's row, held to the commit, so that
-// versions commit in order). fn returns the highest version it took, or 0
+// versions commit in order) and checking the lease ctx carries, if any
+// (fence: an error wrapping store.ErrLeaseLost writes nothing). fn returns the highest version it took, or 0
 // when it changed nothing replicated; the transaction then records it as
 // the latest and announces it on Channel, both at its commit.
 func (s *Store) versioned(ctx context.Context, fn func(pgx.Tx) (uint64, error)) error {
 	return s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT 1 FROM replication_state FOR UPDATE"); err != nil {
+			return err
+		}
+		if err := fence(ctx, tx); err != nil {
 			return err
 		}
 		v, err := fn(tx)
@@ -359,6 +363,21 @@ func (s *Store) read(ctx context.Context, fn func(pgx.Tx) error) error {
 // it runs twice.
 func (s *Store) query(ctx context.Context, fn func(q querier) error) error {
 	return s.retry(ctx, func() error { return fn(s.pool) })
+}
+
+// write runs fn as query does, when ctx carries no lease; under a lease
+// (store.WithLease) it runs fn in a transaction after checking the lease
+// (fence), so that a write whose lease was lost writes nothing.
+func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
+	if _, ok := store.LeaseFrom(ctx); !ok {
+		return s.query(ctx, fn)
+	}
+	return s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		if err := fence(ctx, tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 }
 
 // querier is what a pool and a transaction both do.

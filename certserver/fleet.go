@@ -19,9 +19,10 @@ type Fleet interface {
 	// not wait: GET /readyz and every scrape of /metrics call it.
 	FleetStatus() api.FleetStatus
 	// Hosts returns the fleet's hosts as the shared database knows them,
-	// in name order. It fails, wrapping store.ErrUnavailable, while the
+	// in name order, and the database's latest version, which their lag
+	// is counted from. It fails, wrapping store.ErrUnavailable, while the
 	// database is down.
-	Hosts(ctx context.Context) ([]api.FleetHost, error)
+	Hosts(ctx context.Context) (hosts []api.FleetHost, latest uint64, err error)
 }
 
 // showFleet answers GET /v1/fleet: this host's state and the fleet's
@@ -29,11 +30,11 @@ type Fleet interface {
 // database is down too (with the hosts left out and the reason).
 func (a *AdminAPI) showFleet(ctx context.Context, rc *fasthttp.RequestCtx, _ params) error {
 	out := api.Fleet{FleetStatus: a.cfg.Fleet.FleetStatus()}
-	hosts, err := a.cfg.Fleet.Hosts(ctx)
+	hosts, latest, err := a.cfg.Fleet.Hosts(ctx)
 	if err != nil {
 		out.HostsError = err.Error()
 	} else {
-		out.Hosts = hosts
+		out.Hosts, out.LatestVersion = hosts, latest
 	}
 	writeJSON(rc, fasthttp.StatusOK, out)
 	return nil

@@ -16,6 +16,7 @@ type fakeFleet struct {
 	mu       sync.Mutex
 	status   api.FleetStatus
 	hosts    []api.FleetHost
+	latest   uint64
 	hostsErr error
 }
 
@@ -25,10 +26,10 @@ func (f *fakeFleet) FleetStatus() api.FleetStatus {
 	return f.status
 }
 
-func (f *fakeFleet) Hosts(context.Context) ([]api.FleetHost, error) {
+func (f *fakeFleet) Hosts(context.Context) ([]api.FleetHost, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.hosts, f.hostsErr
+	return f.hosts, f.latest, f.hostsErr
 }
 
 func (f *fakeFleet) set(fn func(s *api.FleetStatus)) {
@@ -89,16 +90,20 @@ func TestFleetDatabaseDown(t *testing.T) {
 		{"certserver_fleet_replica_lag_versions", 0},
 		{"certserver_fleet_replica_lag_seconds", 0},
 		{"certserver_fleet_ready", 1},
+		{"certserver_fleet_orders_in_flight", 0},
+		{"certserver_fleet_leases_held", 0},
 	} {
 		if v, ok := value(mfs, c.name, "host", "edge-1"); !ok || v != c.want {
 			t.Errorf("%s = %v (present %v), want %v", c.name, v, ok, c.want)
 		}
 	}
 
-	// Back, but a change waits: lag in versions and seconds.
+	// Back, but a change waits: lag in versions and seconds. The
+	// renewer works on names it holds leases on.
 	fl.set(func(s *api.FleetStatus) {
 		s.Database = api.FleetDatabase{Up: true, Since: since.Add(time.Minute)}
 		s.Replica = api.FleetReplica{Applied: 41, Latest: 44, LagVersions: 3, LagSeconds: 1.5}
+		s.InFlight, s.LeasesHeld = 4, 7
 	})
 	mfs = scrape(t, base)
 	if v, _ := value(mfs, "certserver_fleet_database_up", "host", "edge-1"); v != 1 {
@@ -109,6 +114,12 @@ func TestFleetDatabaseDown(t *testing.T) {
 	}
 	if v, _ := value(mfs, "certserver_fleet_replica_lag_seconds", "host", "edge-1"); v != 1.5 {
 		t.Errorf("certserver_fleet_replica_lag_seconds = %v, want 1.5", v)
+	}
+	if v, _ := value(mfs, "certserver_fleet_orders_in_flight", "host", "edge-1"); v != 4 {
+		t.Errorf("certserver_fleet_orders_in_flight = %v, want 4", v)
+	}
+	if v, _ := value(mfs, "certserver_fleet_leases_held", "host", "edge-1"); v != 7 {
+		t.Errorf("certserver_fleet_leases_held = %v, want 7", v)
 	}
 
 	// The database answers but the copy cannot follow it: /readyz and

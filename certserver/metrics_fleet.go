@@ -13,6 +13,11 @@ import (
 //	certserver_fleet_replica_lag_versions   changes the local copy has not applied yet
 //	certserver_fleet_replica_lag_seconds    how long the oldest of them has waited
 //	certserver_fleet_ready                  1 once the local copy caught up since the start
+//	certserver_fleet_orders_in_flight       orders this host's renewer has under way
+//	certserver_fleet_leases_held            names this host holds a lease on (read every 10 s)
+//
+// The version lag of a host is certserver_fleet_replica_lag_versions;
+// GET /v1/fleet lists every host's, as the database knows them.
 type fleetCollector struct{ f Fleet }
 
 var (
@@ -34,10 +39,16 @@ var (
 	descFleetReady = prometheus.NewDesc("certserver_fleet_ready",
 		"1 once this host's local copy has caught up with the fleet's database since the start, else 0.",
 		[]string{"host"}, nil)
+	descFleetInFlight = prometheus.NewDesc("certserver_fleet_orders_in_flight",
+		"Orders this host's renewer has under way now (0 on a host that does not renew).",
+		[]string{"host"}, nil)
+	descFleetLeases = prometheus.NewDesc("certserver_fleet_leases_held",
+		"Names this host holds an unexpired lease on (the renewal work it has claimed), as last read from the fleet's database, every 10 s.",
+		[]string{"host"}, nil)
 )
 
 func (c fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFleetUp, descFleetSince, descFleetApplied, descFleetLagVersions, descFleetLagSeconds, descFleetReady} {
+	for _, d := range []*prometheus.Desc{descFleetUp, descFleetSince, descFleetApplied, descFleetLagVersions, descFleetLagSeconds, descFleetReady, descFleetInFlight, descFleetLeases} {
 		ch <- d
 	}
 }
@@ -55,6 +66,8 @@ func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descFleetLagVersions, float64(s.Replica.LagVersions))
 	gauge(descFleetLagSeconds, s.Replica.LagSeconds)
 	gauge(descFleetReady, boolGauge(s.Ready))
+	gauge(descFleetInFlight, float64(s.InFlight))
+	gauge(descFleetLeases, float64(s.LeasesHeld))
 }
 
 func boolGauge(b bool) float64 {

@@ -572,6 +572,9 @@ type Fleet struct {
 	// database could not be asked.
 	Hosts      []FleetHost `json:"hosts,omitempty"`
 	HostsError string      `json:"hosts_error,omitempty"`
+	// LatestVersion is the database's newest version when Hosts was read:
+	// each host's LagVersions is counted from it.
+	LatestVersion uint64 `json:"latest_version,omitempty"`
 }
 
 // FleetStatus is this host's place in its fleet, as its follower sees it.
@@ -593,6 +596,11 @@ type FleetStatus struct {
 	Database FleetDatabase `json:"database"`
 	// Replica is how far the local copy is behind the database.
 	Replica FleetReplica `json:"replica"`
+	// InFlight is how many orders this host's renewer has under way now.
+	InFlight int `json:"in_flight"`
+	// LeasesHeld is how many names this host holds a lease on (the work
+	// it has claimed), as last read from the database (every 10 s).
+	LeasesHeld int `json:"leases_held"`
 }
 
 // FleetDatabase says whether the fleet's database answers.
@@ -628,11 +636,31 @@ type FleetReplica struct {
 
 // FleetHost is one host of a fleet as the shared database knows it.
 type FleetHost struct {
-	Name    string    `json:"name"`
-	Applied uint64    `json:"applied"`
-	SeenAt  time.Time `json:"seen_at"`
-	Renews  bool      `json:"renews"`
+	Name string `json:"name"`
+	// Applied is the last version the host's copy applied when it last
+	// reported; LagVersions is the database's latest version minus it.
+	Applied     uint64 `json:"applied"`
+	LagVersions uint64 `json:"lag_versions"`
+	// LagSeconds is how long the oldest change the host's copy lacked
+	// had waited when it last reported (0 when in step).
+	LagSeconds float64 `json:"lag_seconds"`
+	// SeenAt is when the host last reported (every 10 s while it runs);
+	// Gone says it has not for FleetHostGoneAfter or more: stopped, cut
+	// off from the database, or removed from the fleet.
+	SeenAt time.Time `json:"seen_at"`
+	Gone   bool      `json:"gone"`
+	// Renews says whether the host's renewer orders certificates.
+	Renews bool `json:"renews"`
+	// LeasesHeld is how many names the host holds an unexpired lease on;
+	// InFlight how many orders its renewer had under way when it last
+	// reported.
+	LeasesHeld int `json:"leases_held"`
+	InFlight   int `json:"in_flight"`
 }
+
+// FleetHostGoneAfter is how long a host may go without reporting before
+// GET /v1/fleet calls it gone: six of its reports every 10 s.
+const FleetHostGoneAfter = time.Minute
 
 // RotateKeysRequest is the body of POST /v1/keys/rotate: one batch of the
 // re-encryption of stored private keys under the current key-encryption

@@ -18,6 +18,7 @@ Commands for a fleet of hosts that share one PostgreSQL database
 
 Subcommands:
   migrate   copy a single host's store into the fleet's database
+  status    every host of the fleet: lag, last seen, renews, leases, orders
 
 Run 'certserver fleet <subcommand> --help' for flags and examples.
 `
@@ -26,6 +27,7 @@ Run 'certserver fleet <subcommand> --help' for flags and examples.
 func fleetCommands() []command {
 	return []command{
 		{"migrate", "copy a single host's store into the fleet's database", runFleetMigrate},
+		{"status", "every host of the fleet: lag, last seen, renews, leases, orders", runFleetStatus},
 	}
 }
 

@@ -15,11 +15,12 @@ type follower struct{ f *replica.Follower }
 
 // newFollower returns the follower that applies the changes of the
 // fleet's database to the host's local Badger store, reporting host (and
-// whether it renews) to the fleet. Both hold private
+// whether it renews, and inFlight's count of its orders under way) to the
+// fleet. Both hold private
 // keys sealed; the local store's decorator opens them when they are
 // served.
-func newFollower(host string, renews bool, shared store.ReplicationSource, local *store.Badger, logger *slog.Logger) (fleetFollower, error) {
-	f, err := replica.New(replica.Config{Source: shared, Replica: local, Host: host, Renews: renews, Logger: logger})
+func newFollower(host string, renews bool, inFlight func() int, shared store.ReplicationSource, local *store.Badger, logger *slog.Logger) (fleetFollower, error) {
+	f, err := replica.New(replica.Config{Source: shared, Replica: local, Host: host, Renews: renews, InFlight: inFlight, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

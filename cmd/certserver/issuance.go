@@ -99,7 +99,9 @@ type issuance struct {
 // newIssuance builds the issuers, the renewer and the on-demand policy of
 // cfg over st; files are readACMEFiles' answer. lego's log goes to logger.
 // The renewer's metrics are registered with metrics, when it is not nil.
-func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
+// verdicts, on a fleet host, is the fleet's store of on-demand verdicts
+// (nil on a single host).
+func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.Verdicts, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
 	a := cfg.ACME
 	cas, issuers, err := buildCAs(a, files, st, logger)
 	if err != nil {
@@ -167,13 +169,19 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 			return nil, fmt.Errorf("on_demand.resolvers: %w", err)
 		}
 	}
-	policy, err := renewer.NewPolicy(renewer.PolicyConfig{
+	pcfg := renewer.PolicyConfig{
 		Allow:    o.Allow,
 		Targets:  cfg.Preflight.Targets,
 		AskURL:   o.AskURL,
 		AllowTTL: o.AllowTTL.std(),
 		DenyTTL:  o.DenyTTL.std(),
-	}, resolver, logger.With("subsystem", "on_demand"))
+	}
+	if verdicts != nil {
+		// A name is checked once for the fleet, by the first host that
+		// sees it.
+		pcfg.Shared, pcfg.Host = verdicts, cfg.Fleet.HostName
+	}
+	policy, err := renewer.NewPolicy(pcfg, resolver, logger.With("subsystem", "on_demand"))
 	if err != nil {
 		return nil, fmt.Errorf("on_demand: %w", err)
 	}

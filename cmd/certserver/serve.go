@@ -157,8 +157,16 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	var is *issuance
 	switch {
 	case cfg.renews():
-		if is, err = newIssuance(cfg, files, st, metrics, logger); err != nil {
+		// A nil *sharedGate must not become a non-nil interface.
+		var verdicts store.Verdicts
+		if fleet != nil {
+			verdicts = fleet.shared
+		}
+		if is, err = newIssuance(cfg, files, st, verdicts, metrics, logger); err != nil {
 			return err
+		}
+		if fleet != nil {
+			fleet.setRenewer(is.renewer)
 		}
 	case files != nil:
 		logger.Info("fleet.renew is false: this host orders nothing; the fleet's other hosts renew")
@@ -307,6 +315,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 				cancel()
 			}
 		})
+		wg.Go(func() { fleet.watchLeases(ctx, logger.With("subsystem", "fleet")) })
 	}
 	if is != nil {
 		wg.Go(func() {

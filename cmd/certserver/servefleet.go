@@ -32,6 +32,11 @@ type fleetHost struct {
 	// activeRenewer is set while this host holds the fleet's renewer
 	// role (holdRenewerRole).
 	activeRenewer atomic.Bool
+	// renewer is this host's renewer once serve made it (setRenewer);
+	// nil on a host that does not renew. leasesHeld is how many leases
+	// this host held when watchLeases last looked.
+	renewer    atomic.Pointer[renewer.Renewer]
+	leasesHeld atomic.Int64
 }
 
 var _ certserver.Fleet = (*fleetHost)(nil)
@@ -60,7 +65,7 @@ func newFleetHost(cfg config, keyring *sealed.Keyring, local *store.Badger, logg
 	shared := newSharedGate()
 	f := &fleetHost{name: cfg.Fleet.HostName, renews: cfg.renews(), shared: shared, store: sealed.Wrap(shared, keyring)}
 	var err error
-	f.follower, err = newFollower(cfg.Fleet.HostName, f.renews, shared, local, logger.With("subsystem", "follower"))
+	f.follower, err = newFollower(cfg.Fleet.HostName, f.renews, f.inFlight, shared, local, logger.With("subsystem", "follower"))
 	if err != nil {
 		return nil, err
 	}
@@ -133,20 +138,9 @@ func (f *fleetHost) FleetStatus() api.FleetStatus {
 	s := f.follower.FleetStatus()
 	s.Host, s.Renews = f.name, f.renews
 	s.ActiveRenewer = f.activeRenewer.Load()
+	s.InFlight = f.inFlight()
+	s.LeasesHeld = int(f.leasesHeld.Load())
 	return s
-}
-
-// Hosts implements certserver.Fleet.
-func (f *fleetHost) Hosts(ctx context.Context) ([]api.FleetHost, error) {
-	hs, err := f.shared.Hosts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.FleetHost, len(hs))
-	for i, h := range hs {
-		out[i] = api.FleetHost{Name: h.Name, Applied: h.Applied, SeenAt: h.SeenAt, Renews: h.Renews}
-	}
-	return out, nil
 }
 
 // Close closes the database, if it was opened. Call it once everything

@@ -17,11 +17,11 @@ type stateFleet struct{ s api.FleetStatus }
 
 func (f stateFleet) FleetStatus() api.FleetStatus { return f.s }
 
-func (f stateFleet) Hosts(context.Context) ([]api.FleetHost, error) {
+func (f stateFleet) Hosts(context.Context) ([]api.FleetHost, uint64, error) {
 	if !f.s.Database.Up {
-		return nil, errors.New("database unavailable")
+		return nil, 0, errors.New("database unavailable")
 	}
-	return []api.FleetHost{{Name: "edge-1"}, {Name: "edge-2"}}, nil
+	return []api.FleetHost{{Name: "edge-1"}, {Name: "edge-2"}}, 40, nil
 }
 
 // TestStatusFleet: on a fleet host, status says whether the database is

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/certserver/api"
+	"github.com/certserver/certserver/store"
+)
+
+// hostsFleet is a certserver.Fleet whose hosts the test sets.
+type hostsFleet struct {
+	stateFleet
+	hosts  []api.FleetHost
+	latest uint64
+}
+
+func (f hostsFleet) Hosts(ctx context.Context) ([]api.FleetHost, uint64, error) {
+	if _, _, err := f.stateFleet.Hosts(ctx); err != nil {
+		return nil, 0, err
+	}
+	return f.hosts, f.latest, nil
+}
+
+// TestFleetStatus: `fleet status` lists every host with its lag, when it
+// was last seen, whether it renews, its leases and orders; a host gone
+// or lagging a minute or more, or the database down, exits 1; a single
+// host exits 3.
+func TestFleetStatus(t *testing.T) {
+	now := time.Now()
+	up := api.FleetStatus{Host: "edge-1", Renews: true, Ready: true, ActiveRenewer: true,
+		Database: api.FleetDatabase{Up: true, Since: now.Add(-time.Hour)},
+		Replica:  api.FleetReplica{Applied: 120, Latest: 120}}
+	healthy := []api.FleetHost{
+		{Name: "edge-1", Applied: 120, SeenAt: now.Add(-3 * time.Second), Renews: true, LeasesHeld: 12, InFlight: 4},
+		{Name: "edge-2", Applied: 117, LagVersions: 3, LagSeconds: 2, SeenAt: now.Add(-5 * time.Second), Renews: true, LeasesHeld: 9, InFlight: 2},
+		{Name: "edge-3", Applied: 120, SeenAt: now.Add(-7 * time.Second)},
+	}
+
+	t.Run("every host in step", func(t *testing.T) {
+		url, _ := startAdminWith(t, certserver.AdminConfig{Fleet: hostsFleet{stateFleet{up}, healthy, 120}})
+		code, out, errOut := runCLI(t, url, "", "fleet", "status")
+		if code != exitOK {
+			t.Fatalf("exit %d, want 0\n%s%s", code, out, errOut)
+		}
+		for _, re := range []string{
+			`\nasked     host edge-1, database up, copy at version 120, 0 behind, 3 hosts in the fleet, the fleet's active renewer\n`,
+			`\ndatabase  latest version 120, 3 hosts\n`,
+			`\nHOST +LAG +LAST-SEEN +RENEWS +LEASES +IN-FLIGHT\n`,
+			`\nedge-1 +0 +3s ago +yes +12 +4\n`,
+			`\nedge-2 +3 \(2s\) +5s ago +yes +9 +2\n`,
+			`\nedge-3 +0 +7s ago +no +0 +0\n`,
+			`\nVERDICT   ok\n$`,
+		} {
+			if !regexp.MustCompile(re).MatchString(out) {
+				t.Errorf("output does not match %q:\n%s", re, out)
+			}
+		}
+		code, out, _ = runCLI(t, url, "", "fleet", "status", "--json")
+		var doc fleetStatusReport
+		if code != exitOK || json.Unmarshal([]byte(out), &doc) != nil {
+			t.Fatalf("--json: exit %d\n%s", code, out)
+		}
+		if len(doc.Hosts) != 3 || doc.Hosts[1].LagVersions != 3 || doc.Hosts[0].LeasesHeld != 12 || doc.LatestVersion != 120 ||
+			doc.Host != "edge-1" || len(doc.Attention) != 0 {
+			t.Errorf("--json: %s", out)
+		}
+	})
+	t.Run("a host gone and one lagging", func(t *testing.T) {
+		hosts := append([]api.FleetHost(nil), healthy...)
+		hosts[1].LagVersions, hosts[1].LagSeconds = 40, 90
+		hosts[2].SeenAt, hosts[2].Gone = now.Add(-2*time.Hour), true
+		url, _ := startAdminWith(t, certserver.AdminConfig{Fleet: hostsFleet{stateFleet{up}, hosts, 160}})
+		code, out, errOut := runCLI(t, url, "", "fleet", "status")
+		if code != exitAttention {
+			t.Fatalf("exit %d, want %d\n%s%s", code, exitAttention, out, errOut)
+		}
+		for _, re := range []string{
+			`\nedge-2 +40 \(1m\) +5s ago `,
+			`\nedge-3 +0 +gone, 2h ago +no `,
+			`\nVERDICT   attention: host edge-2's copy is 40 changes behind, the oldest waiting 1m; host edge-3 has not reported since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\n`,
+		} {
+			if !regexp.MustCompile(re).MatchString(out) {
+				t.Errorf("output does not match %q:\n%s", re, out)
+			}
+		}
+	})
+	t.Run("database down", func(t *testing.T) {
+		down := up
+		down.Database = api.FleetDatabase{Since: now.Add(-5 * time.Minute), Error: "127.0.0.1:5432/certserver: connection refused"}
+		url, _ := startAdminWith(t, certserver.AdminConfig{Fleet: hostsFleet{stateFleet{down}, healthy, 120}})
+		code, out, errOut := runCLI(t, url, "", "fleet", "status")
+		if code != exitAttention {
+			t.Fatalf("exit %d, want %d\n%s%s", code, exitAttention, out, errOut)
+		}
+		if strings.Contains(out, "HOST") || !strings.Contains(out, "VERDICT   attention: the fleet's database is down since ") {
+			t.Errorf("output:\n%s", out)
+		}
+	})
+	t.Run("single host", func(t *testing.T) {
+		url, _ := startAdminWith(t, certserver.AdminConfig{})
+		code, out, errOut := runCLI(t, url, "", "fleet", "status")
+		if code != exitUnknown || !strings.Contains(errOut, "runs no fleet") {
+			t.Errorf("exit %d, want %d saying it runs no fleet\n%s%s", code, exitUnknown, out, errOut)
+		}
+	})
+	t.Run("help names the exit codes", func(t *testing.T) {
+		code, out, errOut := runCLI(t, "http://127.0.0.1:1", "", "fleet", "status", "--help")
+		if code != exitOK || !strings.Contains(out+errOut, "Exit codes: 0 every host is seen and in step; 1 attention") {
+			t.Errorf("--help: exit %d\n%s%s", code, out, errOut)
+		}
+	})
+}
+
+// TestFleetHostsView: GET /v1/fleet's hosts, from the hosts table, the
+// database's latest version and the fleet's leases.
+func TestFleetHostsView(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	hs := []store.Host{
+		{Name: "a", Applied: 10, SeenAt: now.Add(-10 * time.Second), Renews: true, InFlight: 2, LagSeconds: 0.5},
+		{Name: "b", Applied: 12, SeenAt: now.Add(-api.FleetHostGoneAfter)},
+		{Name: "c", Applied: 12, SeenAt: now.Add(-api.FleetHostGoneAfter + time.Second), Renews: true},
+	}
+	ls := []store.Lease{{Name: "x.test", Host: "a"}, {Name: "y.test", Host: "a"}, {Name: "z.test", Host: "c"}}
+	got := fleetHosts(hs, 12, ls, now)
+	want := []api.FleetHost{
+		{Name: "a", Applied: 10, LagVersions: 2, LagSeconds: 0.5, SeenAt: hs[0].SeenAt, Renews: true, LeasesHeld: 2, InFlight: 2},
+		{Name: "b", Applied: 12, SeenAt: hs[1].SeenAt, Gone: true},
+		{Name: "c", Applied: 12, SeenAt: hs[2].SeenAt, Renews: true, LeasesHeld: 1},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("fleetHosts = %+v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("host %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

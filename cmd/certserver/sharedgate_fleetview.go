@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/certserver/certserver/store"
+)
+
+var _ store.Verdicts = (*sharedGate)(nil)
+
+// ClaimVerdict implements store.Verdicts.
+func (g *sharedGate) ClaimVerdict(ctx context.Context, name, host string, ttl time.Duration) (store.Verdict, bool, error) {
+	db, err := g.get()
+	if err != nil {
+		return store.Verdict{}, false, err
+	}
+	return db.ClaimVerdict(ctx, name, host, ttl)
+}
+
+// PutVerdict implements store.Verdicts.
+func (g *sharedGate) PutVerdict(ctx context.Context, v store.Verdict, ttl time.Duration) (store.Verdict, error) {
+	db, err := g.get()
+	if err != nil {
+		return store.Verdict{}, err
+	}
+	return db.PutVerdict(ctx, v, ttl)
+}
+
+// leases returns every unexpired lease of the fleet, when the database
+// keeps leases (store.Leaser); ok is false when it does not.
+func (g *sharedGate) leases(ctx context.Context) (ls []store.Lease, ok bool, err error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, false, err
+	}
+	l, ok := any(db).(store.Leaser)
+	if !ok {
+		return nil, false, nil
+	}
+	ls, err = l.Leases(ctx)
+	return ls, true, err
+}

@@ -386,7 +386,7 @@ func TestFleetACME(t *testing.T) {
 			defer mu.Unlock()
 			return asked[name]
 		}
-		f := e.fleet(t, fleetACMEOptions{Extra: fmt.Sprintf("\n[on_demand]\nask_url = %q\n", ask.URL)})
+		f := e.fleet(t, fleetACMEOptions{Extra: fmt.Sprintf("\n[on_demand]\nask_url = %q\nresolvers = [%q]\n", ask.URL, e.dns.Addr())})
 		before := e.ca.OrderCount()
 
 		var handshakes, failed atomic.Int64
@@ -430,9 +430,10 @@ func TestFleetACME(t *testing.T) {
 			refused[i] = fmt.Sprintf("r%04d-%x.scan.fleet.test", i, time.Now().UnixNano()&0xffffff)
 		}
 		ordersBefore := e.ca.OrderCount()
-		// Each name on every host: name i on host i%3, then i%3+1, ….
-		spread(3*len(refused), func(i int) string { return refused[(i/3+i)%len(refused)] })
-		eventually(t, issueBound, "every refused name asked once", func() error {
+		// Each name on every host, one after another: handshake i is for
+		// name i/3 on host i%3.
+		spread(3*len(refused), func(i int) string { return refused[i/3] })
+		eventually(t, 2*time.Minute, "every refused name asked", func() error {
 			for _, n := range refused {
 				if asks(n) == 0 {
 					return fmt.Errorf("%s not asked yet", n)

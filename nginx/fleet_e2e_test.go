@@ -133,21 +133,19 @@ func (f *fleet) join(t testing.TB) *fleetMember {
 	if f.opts.Extra != nil {
 		extra = f.opts.Extra(m)
 	}
-	// nginx first: its port-80 stand-in must answer when the host's
-	// renewer, started with the sidecar, asks Pebble to validate.
-	sock := filepath.Join(shortTempDir(t), "certs.sock")
-	m.ngx = nginxtest.Start(t, nginxtest.Options{
-		Sidecar: "unix:" + sock, ACME: challenge, FallbackCert: f.fbCert, FallbackKey: f.fbKey, Workers: 2, Host: m.ip,
-		HTTPPort: f.opts.HTTPPort,
-	})
 	m.side = startSidecarWith(t, f.bin, sidecarOptions{
-		Socket:  sock,
 		Host:    m.ip,
 		Ready:   true,
 		WaitFor: []string{challenge},
 		Store:   fmt.Sprintf("key_encryption_key_file = %q\n", f.kekFile),
 		Extra: fmt.Sprintf("\n[challenge]\nlisten = %q\n\n[fleet]\ndatabase_url = %q\nhost_name = %q\npool_size = 4\n",
 			challenge, f.url, m.name) + extra,
+	})
+	// Names are added once the fleet is up, so nginx's port-80 stand-in
+	// answers before any host asks Pebble to validate.
+	m.ngx = nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + m.side.sock, ACME: challenge, FallbackCert: f.fbCert, FallbackKey: f.fbKey, Workers: 2, Host: m.ip,
+		HTTPPort: f.opts.HTTPPort,
 	})
 	f.hosts = append(f.hosts, m)
 	return m

@@ -333,9 +333,6 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			cancel()
 		})
 	}
-	if fleet != nil && is != nil {
-		wg.Go(func() { fleet.holdRenewerRole(ctx, is.renewer) })
-	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err

@@ -7,9 +7,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/pgtest"
@@ -187,4 +191,112 @@ func BenchmarkLatestVersion(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
+
+// BenchmarkClaimDue measures how fast a fleet's renewing hosts claim
+// their work: a database of CERTSERVER_BENCH_CLAIM_NAMES (20,000; the
+// issue's figure is for 1,000,000) managed names, of which
+// CERTSERVER_BENCH_CLAIM_DUE (1,000; the 10,000) are due, is
+// worked through by 3 hosts at once, each as a renewer with 4 workers
+// does it: ClaimDue of up to 4 names, then for each name the write of its
+// outcome under its lease (UpdateDomain with store.WithLease, fenced:
+// the name's next attempt 60 days on), then Release. One op is the
+// whole due set; claims/s is due names per second through that cycle,
+// claim-µs the mean time of one ClaimDue call.
+func BenchmarkClaimDue(b *testing.B) {
+	n := benchSize(b, "CERTSERVER_BENCH_CLAIM_NAMES", 20000)
+	due := benchSize(b, "CERTSERVER_BENCH_CLAIM_DUE", 1000)
+	if due > n {
+		b.Fatalf("CERTSERVER_BENCH_CLAIM_DUE %d above CERTSERVER_BENCH_CLAIM_NAMES %d", due, n)
+	}
+	const hosts, workers = 3, 4
+	url := pgtest.New(b)
+	s := openBench(b, url)
+	ctx := context.Background()
+	now := time.Now()
+	// Every (n/due)th name is due, somewhere in the last hour; the others
+	// in the next 60 days.
+	step := n / due
+	var dueNames []string
+	const chunk = 100000
+	for i := 0; i < n; i += chunk {
+		var ds []*store.Domain
+		for j := i; j < min(i+chunk, n); j++ {
+			d := &store.Domain{Name: fmt.Sprintf("d%07d.example.com", j), State: store.StateValid, Source: "api",
+				NextAttempt: now.Add(time.Duration(1+j%1000) * time.Hour)}
+			if j%step == 0 && len(dueNames) < due {
+				d.NextAttempt = now.Add(-time.Duration(1+j%3600) * time.Second)
+				dueNames = append(dueNames, d.Name)
+			}
+			ds = append(ds, d)
+		}
+		if _, _, err := s.AddDomains(ctx, ds); err != nil {
+			b.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE domains"); err != nil {
+		b.Fatal(err)
+	}
+	hs := make([]*postgres.Store, hosts)
+	for i := range hs {
+		hs[i] = openBench(b, url)
+	}
+	b.Run(fmt.Sprintf("names=%d/due=%d", n, due), func(b *testing.B) {
+		var (
+			claimed   atomic.Int64
+			calls     atomic.Int64
+			callNanos atomic.Int64
+		)
+		for b.Loop() {
+			b.StopTimer()
+			// Every due name due again, as an hour ago.
+			if _, err := conn.Exec(ctx, "UPDATE domains SET next_attempt = $1 WHERE name = ANY($2)", now.Add(-time.Hour), dueNames); err != nil {
+				b.Fatal(err)
+			}
+			claimed.Store(0)
+			b.StartTimer()
+			var wg sync.WaitGroup
+			for h, hs := range hs {
+				host := fmt.Sprintf("host%d", h+1)
+				wg.Go(func() {
+					for {
+						t0 := time.Now()
+						ls, err := hs.ClaimDue(ctx, host, time.Now(), workers, 2*time.Minute)
+						callNanos.Add(int64(time.Since(t0)))
+						calls.Add(1)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if len(ls) == 0 {
+							return
+						}
+						claimed.Add(int64(len(ls)))
+						next := time.Now().Add(60 * 24 * time.Hour)
+						for _, l := range ls {
+							if err := hs.UpdateDomain(store.WithLease(ctx, l), l.Name, func(d *store.Domain) error { d.NextAttempt = next; return nil }); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+						if err := hs.Release(ctx, ls); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if got := claimed.Load(); got != int64(due) {
+				b.Fatalf("%d names claimed, want the %d due", got, due)
+			}
+		}
+		b.ReportMetric(float64(due)*float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+		b.ReportMetric(float64(callNanos.Load())/float64(calls.Load())/1000, "claim-µs")
+	})
 }

@@ -52,6 +52,9 @@ func TestQueueShowsFleetBudget(t *testing.T) {
 		if !lims[i].Shared() {
 			t.Fatal("a fleet host's limiter is not the fleet's")
 		}
+		if _, ok := store.As[store.AccountLocker](stores[i]); !ok {
+			t.Fatal("a fleet host's store offers no account lock: its issuer would register an account of its own")
+		}
 	}
 	badger, err := store.OpenBadger(t.TempDir(), store.BadgerOptions{Logger: discard})
 	if err != nil {

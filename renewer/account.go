@@ -64,6 +64,11 @@ func (a *ACMEIssuer) Account(ctx context.Context) (*store.Account, error) {
 // registers it. Registering a key the CA already knows returns the existing
 // account (RFC 8555 section 7.3.1), so a registration cut short by a crash
 // is finished by the next one with the same key.
+//
+// On a fleet (a store with store.AccountLocker) the account is the
+// fleet's: a host that finds none registered takes the account's
+// fleet-wide lock and reads the record again, so that only the first host
+// creates and registers it and every other one loads what it stored.
 func (a *ACMEIssuer) account(ctx context.Context) (*account, error) {
 	if err := a.lockAccount(ctx); err != nil {
 		return nil, err
@@ -74,6 +79,14 @@ func (a *ACMEIssuer) account(ctx context.Context) (*account, error) {
 	}
 
 	rec, err := a.store.GetAccount(ctx, a.accountID)
+	if locker, ok := store.As[store.AccountLocker](a.store); ok && (errors.Is(err, store.ErrNotFound) || err == nil && rec.URL == "") {
+		unlock, lerr := locker.LockAccount(ctx, a.accountID)
+		if lerr != nil {
+			return nil, fmt.Errorf("account: %w", lerr)
+		}
+		defer unlock()
+		rec, err = a.store.GetAccount(ctx, a.accountID)
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		key, err := generateKey(store.KeyECDSAP256)
@@ -115,7 +128,10 @@ func (a *ACMEIssuer) account(ctx context.Context) (*account, error) {
 
 // reregister registers the key of stale again after the CA said its URL
 // names no account (accountDoesNotExist: the CA lost its state, as Pebble
-// does on restart) and returns the account to use from now on.
+// does on restart) and returns the account to use from now on. On a
+// fleet it does so under the account's fleet-wide lock, and a host that
+// finds the record's URL changed since it loaded it (another host
+// registered again first) takes that URL instead.
 func (a *ACMEIssuer) reregister(ctx context.Context, stale *account) (*account, error) {
 	if err := a.lockAccount(ctx); err != nil {
 		return nil, err
@@ -124,9 +140,26 @@ func (a *ACMEIssuer) reregister(ctx context.Context, stale *account) (*account, 
 	if a.acct != stale && a.acct != nil {
 		return a.acct, nil // another order did it already
 	}
+	locker, fleet := store.As[store.AccountLocker](a.store)
+	if fleet {
+		unlock, err := locker.LockAccount(ctx, a.accountID)
+		if err != nil {
+			return nil, fmt.Errorf("account: %w", err)
+		}
+		defer unlock()
+	}
 	rec, err := a.store.GetAccount(ctx, a.accountID)
 	if err != nil {
 		return nil, fmt.Errorf("read account: %w", err)
+	}
+	if fleet && rec.URL != "" && rec.URL != stale.url {
+		key, err := store.ParseKey(rec.KeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("account %s: %w", rec.ID, err)
+		}
+		a.acct = &account{id: rec.ID, url: rec.URL, email: rec.Email, key: key}
+		a.log.Info("the account was registered again by another host of the fleet", "account", rec.URL)
+		return a.acct, nil
 	}
 	acct := &account{id: stale.id, email: stale.email, key: stale.key}
 	a.log.Warn("the CA does not know the account; registering it again", "account", stale.url)

@@ -420,8 +420,13 @@ type CAStatus struct {
 	// that the CA is down and no probe has found it back yet (RestingUntil
 	// is then now: its rest is over, the probe is under way or due).
 	Resting bool
-	// Limits is the state of the CA's Limiter, nil without one.
+	// Limits is the state of the CA's Limiter, nil without one, or when
+	// the Limiter is shared and its store could not be read.
 	Limits []ratelimit.LimitStatus
+	// FleetLimits says the Limiter is shared by the hosts of a fleet
+	// (ratelimit.NewSharedLimiter): Limits is the fleet's budget, spent
+	// by every host, not this host's.
+	FleetLimits bool
 }
 
 // CAStatus returns the state of every CA, in the configured order.
@@ -437,7 +442,7 @@ func (r *Renewer) CAStatus() []CAStatus {
 		}
 		ca.mu.Unlock()
 		if ca.Limiter != nil {
-			s.Limits = ca.Limiter.Status()
+			s.Limits, s.FleetLimits = ca.Limiter.Status(), ca.Limiter.Shared()
 		}
 		out = append(out, s)
 	}

@@ -86,7 +86,10 @@ func (r *Renewer) gate(ctx context.Context, ca *caState, o Order, kind ratelimit
 
 // reserve takes the tokens of an order from ca's Limiter. Waits of up to
 // shortWait in all are waited out here; a longer one is returned as a
-// hold. When ctx ends during a wait the hold is returned too.
+// hold. When ctx ends during a wait the hold is returned too. A shared
+// Limiter whose store fails (a fleet's database down) holds the order
+// back for storeErrorPause, and a store.ErrUnavailable starts the
+// renewer's rest: no host orders what the fleet's budget cannot record.
 func (r *Renewer) reserve(ctx context.Context, ca *caState, names []string, kind ratelimit.OrderKind) hold {
 	if ca.Limiter == nil {
 		return hold{}
@@ -96,6 +99,12 @@ func (r *Renewer) reserve(ctx context.Context, ca *caState, names []string, kind
 		res := ca.Limiter.Reserve(names, kind)
 		if res.OK {
 			return hold{}
+		}
+		if res.Err != nil {
+			if !r.storeFailed(res.Err) {
+				r.log.Error("rate limits: the fleet's budget cannot be read; order held back", "ca", ca.Name, "error", res.Err)
+			}
+			return hold{at: r.cfg.Now().Add(storeErrorPause), limit: "the fleet's rate-limit budget (store unavailable)"}
 		}
 		h := hold{at: res.At, limit: string(res.Limit)}
 		if res.Key != "" {
@@ -166,6 +175,10 @@ func (r *Renewer) postpone(ctx context.Context, log *slog.Logger, name string, h
 // CA named (the order's Name when it named none of them); a rateLimited answer empties
 // the bucket it names until the CA's Retry-After; any failure gives back
 // the certificate tokens (no certificate was issued), but not the order's.
+//
+// A shared Limiter's store that fails loses what it was told; that is
+// logged (the budget is then spent more than it was, or, for a lost
+// rateLimited answer, the CA's next refusal drains it again).
 func (r *Renewer) settle(ca *caState, o Order, kind ratelimit.OrderKind, err error) {
 	l := ca.Limiter
 	if l == nil {
@@ -174,7 +187,7 @@ func (r *Renewer) settle(ca *caState, o Order, kind ratelimit.OrderKind, err err
 	names := o.Names()
 	if err == nil {
 		for _, n := range names {
-			l.AuthzValid(n)
+			r.limitFailed(ca, "a valid authorization", l.AuthzValid(n))
 		}
 		return
 	}
@@ -184,21 +197,32 @@ func (r *Renewer) settle(ca *caState, o Order, kind ratelimit.OrderKind, err err
 		case ae.Kind == KindRateLimited:
 			// No certificate was issued: its tokens come back, and then
 			// the bucket the CA named is emptied until its Retry-After.
-			l.NotIssued(names, kind)
-			l.RateLimited(names, ae.Detail, ae.Wait)
+			r.limitFailed(ca, "the certificate tokens of a failed order", l.NotIssued(names, kind))
+			_, lerr := l.RateLimited(names, ae.Detail, ae.Wait)
+			r.limitFailed(ca, "the CA's rateLimited answer", lerr)
 			return
 		case ae.ValidationFailed:
-			l.AuthzFailed(failedName(o, ae))
+			r.limitFailed(ca, "a failed validation", l.AuthzFailed(failedName(o, ae)))
 		}
 	}
-	l.NotIssued(names, kind)
+	r.limitFailed(ca, "the certificate tokens of a failed order", l.NotIssued(names, kind))
+}
+
+// limitFailed logs err, the failure of ca's shared Limiter to record
+// what, when it is not nil.
+func (r *Renewer) limitFailed(ca *caState, what string, err error) {
+	if err != nil {
+		r.log.Warn("rate limits: the fleet's budget did not record "+what, "ca", ca.Name, "error", err)
+	}
 }
 
 // refund gives back the tokens ca's Limiter took for an order that was
-// never sent. A CA without a Limiter has nothing to give back.
+// never sent. A CA without a Limiter has nothing to give back. A refund a
+// shared Limiter's store could not record is lost: the fleet counts the
+// order as sent, which errs on the safe side.
 func (ca *caState) refund(o Order, kind ratelimit.OrderKind) {
 	if ca.Limiter != nil {
-		ca.Limiter.Refund(o.Names(), kind)
+		_ = ca.Limiter.Refund(o.Names(), kind)
 	}
 }
 

@@ -23,11 +23,13 @@ type savedBucket struct{ limit, key string }
 // (ACMEIssuer does).
 type accountIDer interface{ AccountID() string }
 
-// limitScope returns the name ca's Limiter is saved under in the store:
-// the ID of its ACME account when the Issuer says it, since the CA's
-// limits are the account's and follow it whatever the CA is called in the
+// LimitScope returns the name the Limiter of ca, the i-th CA (from 0) of
+// the renewer's list, is kept under in the store (saved by one host,
+// or shared by a fleet's: ratelimit.NewSharedLimiter): the ID of its ACME
+// account when the Issuer says it, since the CA's limits are the
+// account's and follow it whatever the CA is called in the
 // configuration; else the CA's name; else its place in the list.
-func limitScope(ca *caState, i int) string {
+func LimitScope(ca CA, i int) string {
 	if a, ok := ca.Issuer.(accountIDer); ok && a.AccountID() != "" {
 		return "account:" + a.AccountID()
 	}
@@ -37,13 +39,18 @@ func limitScope(ca *caState, i int) string {
 	return fmt.Sprintf("ca:%d", i+1)
 }
 
+// limitScope is LimitScope of a configured CA.
+func limitScope(ca *caState, i int) string { return LimitScope(ca.CA, i) }
+
 // restoreLimits loads the buckets saved by earlier runs into the CAs'
 // Limiters, so that a restart does not hand an account full buckets it
 // spent minutes ago. A store that cannot be read is logged: the Limiter
-// then starts full, as it did before saving existed.
+// then starts full, as it did before saving existed. A Limiter shared by
+// a fleet's hosts keeps its buckets in the store already: nothing is
+// restored into it, nor saved from it.
 func (r *Renewer) restoreLimits(ctx context.Context) {
 	for i, ca := range r.cas {
-		if ca.Limiter == nil {
+		if ca.Limiter == nil || ca.Limiter.Shared() {
 			continue
 		}
 		scope := limitScope(ca, i)
@@ -85,7 +92,7 @@ func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
 // that failed (pending, by CA), to the store.
 func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedBucket]store.RateBucket) {
 	for i, ca := range r.cas {
-		if ca.Limiter == nil {
+		if ca.Limiter == nil || ca.Limiter.Shared() {
 			continue
 		}
 		changes := ca.Limiter.Changes()

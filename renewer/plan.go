@@ -46,6 +46,10 @@ type CAPlan struct {
 	Rate float64
 	// Orders is how many of the pending names the CA takes in the plan.
 	Orders int
+	// Fleet says Room and Rate are the fleet's: the CA's limiter is
+	// shared by every host (ratelimit.NewSharedLimiter), so the plan is
+	// the fleet's, not this host's share of it.
+	Fleet bool
 }
 
 // Plan returns how long pending new names take to order at the CAs'
@@ -59,6 +63,7 @@ func (r *Renewer) Plan(pending int) Plan {
 	for i, ca := range r.cas {
 		c := CAPlan{Name: ca.Name, Room: -1}
 		if ca.Limiter != nil {
+			c.Fleet = ca.Limiter.Shared()
 			if b := ca.Limiter.Bucket(ratelimit.LimitNewOrders, ""); b.Burst >= 0 {
 				c.Room, c.Rate = b.Tokens, float64(b.Burst)/b.Per.Seconds()
 			}

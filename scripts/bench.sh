@@ -30,6 +30,8 @@
 #                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
 #                   BenchmarkClaimDue        3 renewing hosts claiming 10,000 due names among
 #                                            1,000,000 under leases (claim, write, release)
+#   renewer/ratelimit BenchmarkSharedReserve reservations/s of the fleet's one rate-limit budget
+#                                            in PostgreSQL, four hosts reserving at once
 #   store/replica   BenchmarkJoin            a new fleet host copying 1,000,000 certificates from a real
 #                                            PostgreSQL into an empty Badger until ready (filling
 #                                            PostgreSQL first takes about 3.5 minutes more)
@@ -64,7 +66,7 @@ esac
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 if [ "$short" = 1 ]; then
-  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x fleet_issuance_time=6x
+  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x fleet_issuance_time=6x reserve_time=200x
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
@@ -72,7 +74,7 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
     CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000
 else
-  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x
+  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x reserve_time=5000x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
@@ -135,6 +137,7 @@ bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
 # One op claims the whole due set (filling the 1,000,000 names first
 # takes about half a minute more).
 bench pg-claim ./store/postgres/ '^BenchmarkClaimDue$' 1x
+bench pg-reserve ./renewer/ratelimit/ '^BenchmarkSharedReserve$' "$reserve_time"
 bench join ./store/replica/ '^BenchmarkJoin$' 1x -timeout 60m
 # The contract suite's bulk case on every store engine, without the race
 # detector: a test, not a benchmark, so it runs with -run.
@@ -164,7 +167,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
-  <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt") |
+  <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
     -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" -v join="$CERTSERVER_BENCH_JOIN" \
@@ -375,6 +378,10 @@ END {
         "fleet claims/s, " count(claimnames) " names, " count(claimdue) " due; one `ClaimDue` call", "**" fmt(r) "/s**; " ms(v[b, "claim-µs"]),
         "≥ 2,000/s", verdict(r >= 2000, fmt(2000 - r) "/s"))
   }
+  b = "BenchmarkPostgresSharedReserve"
+  if (has(b, "reservations/s"))
+    row("", "the fleet'"'"'s rate-limit budget: reservations of a new order, four hosts at once (each one transaction locking its buckets)",
+        fmt(v[b, "reservations/s"]) " reservations/s", "", "")
   if (rows == 0) { print "bench.sh: no benchmark results parsed" > "/dev/stderr"; exit 1 }
 }
 '

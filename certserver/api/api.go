@@ -491,6 +491,13 @@ type CAStatus struct {
 	RestingUntil  time.Time `json:"resting_until,omitzero"`
 	// Limits are the account's rate limits; empty when it has none.
 	Limits []LimitStatus `json:"limits,omitempty"`
+	// FleetLimits says Limits are the fleet's budget: on a fleet host
+	// the account's buckets are kept in the fleet's database and every
+	// host spends them, so they count the whole fleet's orders.
+	// LimitsUnavailable says they could not be read from the database
+	// just now (Limits is then empty).
+	FleetLimits       bool `json:"fleet_limits,omitempty"`
+	LimitsUnavailable bool `json:"limits_unavailable,omitempty"`
 }
 
 // LimitStatus is one rate limit of a CA account across its buckets.
@@ -559,6 +566,9 @@ type PlanCA struct {
 	Room float64 `json:"room"`
 	// OrdersPerSecond is its limit's refill rate (0 without a limit).
 	OrdersPerSecond float64 `json:"orders_per_second"`
+	// Fleet says Room and OrdersPerSecond are the fleet's budget, which
+	// every host of the fleet spends, not this host's share.
+	Fleet bool `json:"fleet,omitempty"`
 	// Orders is how many of the pending names it takes in the plan.
 	Orders int `json:"orders"`
 }

@@ -238,7 +238,8 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
-		lim, err := ratelimit.NewLimiter(limits, time.Now)
+		name := caName(c.Name, c.Directory)
+		lim, err := newLimiter(limits, st, renewer.LimitScope(renewer.CA{Name: name, Issuer: issuer}, i))
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s.limits: %w", c.key, err)
 		}
@@ -246,7 +247,7 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 		if caa == nil {
 			caa = defaultCAAIdentities(c.Directory)
 		}
-		cas = append(cas, renewer.CA{Name: caName(c.Name, c.Directory), Issuer: issuer, Limiter: lim, CAIdentities: caa, OffersARI: ari})
+		cas = append(cas, renewer.CA{Name: name, Issuer: issuer, Limiter: lim, CAIdentities: caa, OffersARI: ari})
 		issuers = append(issuers, issuer)
 	}
 	return cas, issuers, nil
@@ -337,6 +338,8 @@ func (q queueStats) CAs() []api.CAStatus {
 		if s.Resting {
 			c.RestingUntil = s.RestingUntil
 		}
+		c.FleetLimits = s.FleetLimits
+		c.LimitsUnavailable = s.FleetLimits && s.Limits == nil
 		for _, l := range s.Limits {
 			ls := api.LimitStatus{Limit: string(l.Limit), Scope: l.Scope, Burst: l.Burst, PerSeconds: l.Per.Seconds(), Tracked: l.Tracked, Blocked: l.Blocked}
 			for _, b := range l.Buckets {
@@ -353,7 +356,20 @@ func (q queueStats) Plan(pending int) api.Plan {
 	p := q.Renewer.Plan(pending)
 	out := api.Plan{Pending: p.Pending, Limited: p.Limited, DoneInSeconds: p.DoneIn.Seconds(), DoneAt: p.DoneAt, OrdersPerSecond: p.Rate}
 	for _, c := range p.CAs {
-		out.CAs = append(out.CAs, api.PlanCA{Name: c.Name, Room: c.Room, OrdersPerSecond: c.Rate, Orders: c.Orders})
+		out.CAs = append(out.CAs, api.PlanCA{Name: c.Name, Room: c.Room, OrdersPerSecond: c.Rate, Orders: c.Orders, Fleet: c.Fleet})
 	}
 	return out
+}
+
+// newLimiter returns the rate limiter of one CA account: on a fleet host
+// (a store that shares rate buckets, found with store.As) the fleet's, so
+// that every host spends one budget, kept in the database under scope;
+// on a single host one of its own, which the renewer saves and restores.
+// Its limits are the same either way: on a fleet they apply to the whole
+// fleet.
+func newLimiter(limits ratelimit.LimitsConfig, st store.Store, scope string) (*ratelimit.Limiter, error) {
+	if shared, ok := store.As[ratelimit.SharedStore](st); ok {
+		return ratelimit.NewSharedLimiter(limits, time.Now, shared, scope)
+	}
+	return ratelimit.NewLimiter(limits, time.Now)
 }

@@ -29,7 +29,8 @@ Shows what the renewer has to do, from GET /v1/queue:
                                           first certificate can all be
                                           ordered at the CAs' new-order rate
                                           limits, and each CA's share (the
-                                          enrollment planner)
+                                          enrollment planner); on a fleet
+                                          host, at the fleet's budget
   names by state                          a count of every record, reused for
                                           10s; "≥" when the scan ran out of
                                           time (3s) before the end; from
@@ -45,7 +46,11 @@ Shows what the renewer has to do, from GET /v1/queue:
                                           the account-wide buckets, and how
                                           many per-domain, per-set or per-name
                                           buckets are empty (the first to
-                                          free up named)
+                                          free up named). On a fleet host
+                                          ("budget: the fleet's") they are
+                                          the fleet's: every host spends the
+                                          buckets kept in the database, so
+                                          they count the whole fleet's orders
 
 Exit codes: 0 shown; 1 the request failed; 2 bad command line.
 ` + adminHelp + `
@@ -91,6 +96,9 @@ func runQueue(ctx context.Context, e *env, args []string) int {
 			if c.Room >= 0 {
 				room = fmt.Sprintf("%.0f orders now, then %s/h", c.Room, rate(c.OrdersPerSecond*3600))
 			}
+			if c.Fleet {
+				room += ", the fleet's budget"
+			}
 			line("  "+c.Name, fmt.Sprintf("%d names (%s)", c.Orders, room))
 		}
 	}
@@ -132,6 +140,12 @@ func caLines(line func(k, v string), c api.CAStatus, now time.Time) {
 	}
 	if !c.RestingUntil.IsZero() {
 		line("  resting", fmt.Sprintf("until %s after %d failures in a row: other CAs go first", when(c.RestingUntil, now), c.FailureStreak))
+	}
+	switch {
+	case c.LimitsUnavailable:
+		line("  budget", "the fleet's, shared in the database: cannot be read now (database unavailable)")
+	case c.FleetLimits:
+		line("  budget", "the fleet's: every host spends these limits, shared in the database")
 	}
 	for _, l := range c.Limits {
 		name := limitNames[l.Limit]

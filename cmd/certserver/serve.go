@@ -321,7 +321,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		wg.Go(func() {
 			// On a fleet host the renewer starts once the database is
 			// open: it orders nothing the fleet could not record, and
-			// starts from the fleet's rate-limit buckets, not full ones.
+			// its limiters spend the fleet's rate-limit buckets there.
 			if fleet != nil {
 				select {
 				case <-fleet.shared.Opened():

@@ -170,7 +170,9 @@ var errDown = fmt.Errorf("postgres: %w", store.ErrUnavailable)
 func (downStore) UpdateRateBuckets(context.Context, string, []store.RateBucket, func([]store.RateBucket) ([]store.RateBucket, error)) error {
 	return errDown
 }
-func (downStore) RateBuckets(context.Context, string) ([]store.RateBucket, error) { return nil, errDown }
+func (downStore) RateBuckets(context.Context, string) ([]store.RateBucket, error) {
+	return nil, errDown
+}
 func (downStore) PutRateBuckets(context.Context, string, []store.RateBucket) error { return errDown }
 
 // TestSharedLimiterStoreDown: when the fleet's database cannot be reached

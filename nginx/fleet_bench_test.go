@@ -3,7 +3,6 @@ package nginx_test
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -96,13 +95,7 @@ func BenchmarkFleetIssuance(b *testing.B) {
 			run++
 			f := e.fleet(b, fleetACMEOptions{Hosts: hosts, Workers: totalWorkers / hosts})
 			label := fmt.Sprintf("bench%d", run)
-			// The names point at the fleet's hosts only.
-			var addrs []netip.Addr
-			for _, m := range f.hosts {
-				addrs = append(addrs, netip.MustParseAddr(m.ip))
-			}
-			e.dns.SetA("*."+label+".fleet.test", addrs...)
-			e.dns.SetRotation("*."+label+".fleet.test", true)
+			e.pointAt(label, f.hosts) // the names point at the fleet's hosts only
 			names := fleetNames(label, b.N)
 			warm := "warm." + label + ".fleet.test"
 			admin := newAdminClient(b, f.hosts[0].side)

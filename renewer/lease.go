@@ -136,7 +136,7 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 		case errors.Is(err, store.ErrLeased):
 			r.log.Info("another host is working on the name; left to it", "name", name, "error", err)
 			return nil, nil, false
-		case errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, store.ErrNotFound), ctx.Err() != nil:
 			return nil, nil, false
 		case err != nil:
 			if !r.storeFailed(err) {

@@ -215,3 +215,61 @@ func TestUrgentNameLeasedElsewhere(t *testing.T) {
 		t.Errorf("%d orders, want none", n)
 	}
 }
+
+// TestARIPollLeased: renewal information polls are leased work like any
+// other: two hosts' renewers on one PostgreSQL, whose certificates all
+// come up for their poll at once, ask the CA once per certificate for the
+// whole fleet, and order nothing.
+func TestARIPollLeased(t *testing.T) {
+	url := pgtest.New(t)
+	clock := newFakeClock(time.Date(2026, 8, 1, 0, 0, 0, 0, time.UTC))
+	ca := newFakeCA("https://ca.example.test/dir", clock)
+	st := openPostgres(t, url, clock.Now)
+	var names []string
+	for i := range 12 {
+		names = append(names, fmt.Sprintf("ari%02d.example.test", i))
+	}
+	addPending(t, st, clock.Now().Add(-time.Minute), names...)
+	var rs []*Renewer
+	for _, host := range []string{"a", "b"} {
+		hs := openPostgres(t, url, clock.Now)
+		r, err := New(Config{Workers: 4, IdleWait: 50 * time.Millisecond, Now: clock.Now, CAs: []CA{{Issuer: ca, OffersARI: true}},
+			Leases: hs, Host: host}, hs, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+		runRenewer(t, r)
+	}
+	settled := func(what string) {
+		t.Helper()
+		waitFor(t, time.Minute, what, func() bool {
+			for _, n := range names {
+				if d := getDomain(t, st, n); d.State != store.StateValid || !d.NextAttempt.After(clock.Now()) {
+					return false
+				}
+			}
+			ls, err := st.Leases(context.Background())
+			return err == nil && len(ls) == 0
+		})
+	}
+	settled("every name valid")
+	if n := len(ca.orderList()); n != len(names) {
+		t.Fatalf("%d orders for %d names, want one each", n, len(names))
+	}
+	polls := ca.pollCount()
+
+	// Every certificate's next poll (about 12 hours on) has come; its
+	// renewal (about 60 days on) has not.
+	clock.Advance(14 * time.Hour)
+	for _, r := range rs {
+		r.Wake()
+	}
+	settled("every name polled and rescheduled")
+	if got := ca.pollCount() - polls; got != len(names) {
+		t.Errorf("%d polls for %d certificates, want one each for the fleet", got, len(names))
+	}
+	if n := len(ca.orderList()); n != len(names) {
+		t.Errorf("%d orders after the polls, want still %d", n, len(names))
+	}
+}

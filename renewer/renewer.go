@@ -333,8 +333,8 @@ func (r *Renewer) Run(ctx context.Context) error {
 	if r.cfg.Leases != nil {
 		r.log.Info("sharing the fleet's due names with its other renewing hosts: working on a name only under a lease",
 			"host", r.cfg.Host, "lease_ttl", r.cfg.LeaseTTL)
-		// Stopped once the workers are done (the deferred wg.Wait above
-		// runs after these).
+		// The keeper stops with ctx, as the orders under way do; the
+		// leases claimed but not handed out are released.
 		keepCtx, stopKeeper := context.WithCancel(ctx)
 		kept := make(chan struct{})
 		go func() {

@@ -29,7 +29,7 @@
 #                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
 #                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
 #                   BenchmarkClaimDue        3 renewing hosts claiming 10,000 due names among
-#                                            1,000,000 under leases (claim, write, release)
+#                                            1,000,000 under leases (claim; and claim, write, release)
 #   renewer/ratelimit BenchmarkSharedReserve reservations/s of the fleet's one rate-limit budget
 #                                            in PostgreSQL, four hosts reserving at once
 #   store/replica   BenchmarkJoin            a new fleet host copying 1,000,000 certificates from a real
@@ -371,13 +371,19 @@ END {
   b = "BenchmarkPostgresLatestVersion"
   if (has(b, "calls/s"))
     row("", "`LatestVersion` (each host'"'"'s lag)", fmt(v[b, "calls/s"]) " calls/s, " fmt(v[b, "ns/op"] / 1000) " µs", "", "")
-  b = "BenchmarkPostgresClaimDue/names=" claimnames "/due=" claimdue
+  b = "BenchmarkPostgresClaimDue/claim/names=" claimnames "/due=" claimdue
   if (has(b, "claims/s")) {
     r = v[b, "claims/s"]
-    row("**Fleet claims**: 3 renewing hosts of 4 workers each claim the due names from PostgreSQL under leases (`ClaimDue` of up to 4, the outcome written under the lease, `Release`)",
+    row("**Fleet claims**: 3 renewing hosts claim the due names from PostgreSQL under leases, up to 4 at a time (`ClaimDue`, the names moved on, `Release`)",
         "fleet claims/s, " count(claimnames) " names, " count(claimdue) " due; one `ClaimDue` call", "**" fmt(r) "/s**; " ms(v[b, "claim-µs"]),
         "≥ 2,000/s", verdict(r >= 2000, fmt(2000 - r) "/s"))
+    row("", "CPU per claim: hosts / PostgreSQL; the rate 2 idle CPUs allow",
+        fmt(v[b, "host-cpu-µs/claim"]) " / " fmt(v[b, "pg-cpu-µs/claim"]) " µs; " fmt(v[b, "cpu-bound-claims/s"]) "/s", "", "")
   }
+  b = "BenchmarkPostgresClaimDue/cycle/names=" claimnames "/due=" claimdue
+  if (has(b, "claims/s"))
+    row("", "the whole bookkeeping of a name, as renewers of 4 workers do it (claim, the outcome written under the lease, release): names/s; one fenced write; CPU-bound rate",
+        fmt(v[b, "claims/s"]) "/s; " ms(v[b, "write-µs"]) "; " fmt(v[b, "cpu-bound-claims/s"]) "/s", "", "")
   b = "BenchmarkPostgresSharedReserve"
   if (has(b, "reservations/s"))
     row("", "the fleet'"'"'s rate-limit budget: reservations of a new order, four hosts at once (each one transaction locking its buckets)",

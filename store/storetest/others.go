@@ -327,7 +327,9 @@ func testContextDone(t *testing.T, x *suite) {
 // testListChallenges, for a store with store.ChallengeLister: the
 // unexpired tokens under a prefix come back in token order, up to the
 // limit, none from beside the prefix (a token one character past it, or
-// the prefix with a higher last character); a bad prefix is refused.
+// the prefix with a higher last character); a put or a delete shows in
+// the next listing, and an expiry as soon as it passes; a bad prefix is
+// refused.
 func testListChallenges(t *testing.T, x *suite) {
 	l, ok := store.As[store.ChallengeLister](x.s)
 	if !ok {
@@ -382,6 +384,20 @@ func testListChallenges(t *testing.T, x *suite) {
 				t.Errorf("ListChallenges(%q, %d) = %q, want %q", tc.prefix, tc.limit, got, tc.want)
 			}
 		})
+	}
+	// A write after a listing shows in the next one, whatever the store
+	// keeps of the first.
+	if err := x.s.PutChallenge(ctx(t), "dns-01:abc:v3", "value-of-dns-01:abc:v3", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := list("dns-01:abc:", 10), []string{"dns-01:abc:v1", "dns-01:abc:v2", "dns-01:abc:v3"}; !slices.Equal(got, want) {
+		t.Errorf("after a put: %q, want %q", got, want)
+	}
+	if err := x.s.DeleteChallenge(ctx(t), "dns-01:abc:v3"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := list("dns-01:abc:", 10), []string{"dns-01:abc:v1", "dns-01:abc:v2"}; !slices.Equal(got, want) {
+		t.Errorf("after a delete: %q, want %q", got, want)
 	}
 	x.clock.Advance(time.Minute)
 	if got, want := list("dns-01:abc:", 10), []string{"dns-01:abc:v2"}; !slices.Equal(got, want) {

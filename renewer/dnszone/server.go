@@ -62,6 +62,15 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Check returns the error New would return for cfg's own values (not its
+// stores), so that a configuration file is checked before anything
+// starts.
+func (cfg Config) Check() error {
+	cfg.Nameservers = append([]string(nil), cfg.Nameservers...)
+	_, err := cfg.withDefaults()
+	return err
+}
+
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Zone.name == "" {
 		return cfg, errors.New("dns zone: no zone name")
@@ -149,6 +158,7 @@ func New(cfg Config, st store.Store, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		return nil, errors.New("dns zone: nil logger")
 	}
+	cfg.Nameservers = append([]string(nil), cfg.Nameservers...)
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

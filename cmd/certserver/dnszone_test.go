@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/miekg/dns"
 )
 
 // TestServeDNSZone runs serve with [dns01.zone]: the zone answers its SOA
-// over UDP on the configured address, and its queries are counted on
-// GET /metrics.
+// over UDP on the configured address, its queries are counted on GET
+// /metrics, and `domains show` prints the record a name's owner creates.
 func TestServeDNSZone(t *testing.T) {
 	dir := t.TempDir()
 	s := startServe(t, `
@@ -62,4 +63,29 @@ contact = "hostmaster@hoster.test"
 	if want := `certserver_dns_zone_queries_total{result="answer",type="SOA"} 1`; !strings.Contains(string(body), want) {
 		t.Errorf("GET /metrics has no %s", want)
 	}
+
+	if code, out, errOut := runCLI(t, s.admin, "", "domains", "add", "shop.example"); code != exitOK {
+		t.Fatalf("domains add: %d %s %s", code, out, errOut)
+	}
+	record := zoneRecord(t, "acme.hoster.test", "shop.example")
+	for _, name := range []string{"shop.example"} {
+		code, out, errOut := runCLI(t, s.admin, "", "domains", "show", name)
+		if code != exitOK || !strings.Contains(out, "dns-01 record:") || !strings.Contains(out, record) {
+			t.Errorf("domains show %s: %d\n%s%s\nwant the record %s", name, code, out, errOut, record)
+		}
+		code, out, _ = runCLI(t, s.admin, "", "domains", "show", "--json", name)
+		if code != exitOK || !strings.Contains(out, `"dns01_cname": "`+record+`"`) {
+			t.Errorf("domains show --json %s:\n%s\nwant dns01_cname %s", name, out, record)
+		}
+	}
+}
+
+// zoneRecord returns the record of name under zone.
+func zoneRecord(t *testing.T, zone, name string) string {
+	t.Helper()
+	z, err := dnszone.NewZone(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return z.Record(name)
 }

@@ -232,6 +232,13 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			// serves from its copy.
 			adminCfg.Fleet, adminCfg.HealthStore = fleet, local
 		}
+		if cfg.DNS01.Zone.enabled() {
+			z, _, err := cfg.DNS01.Zone.zone()
+			if err != nil {
+				return fmt.Errorf("dns01.zone: %w", err)
+			}
+			adminCfg.DNS01Record = z.Record
+		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
 			adminCfg.Queue = queueStats{is.renewer}

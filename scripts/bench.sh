@@ -64,7 +64,7 @@ esac
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 if [ "$short" = 1 ]; then
-  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x zone_time=2000x
+  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x zone_time=2000x reserve_time=200x
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
@@ -72,7 +72,7 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
     CERTSERVER_STORE_BULK=20000
 else
-  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x zone_time=500000x
+  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x zone_time=500000x reserve_time=5000x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
@@ -131,7 +131,7 @@ bench add ./store/ '^BenchmarkAddDomains$' 1x
 bench pg-add ./store/postgres/ '^BenchmarkAddDomains$' 1x
 bench pg-changes ./store/postgres/ '^BenchmarkChangesAfter$' 1x
 bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
-bench pg-reserve ./renewer/ratelimit/ '^BenchmarkSharedReserve$' "$store_time"
+bench pg-reserve ./renewer/ratelimit/ '^BenchmarkSharedReserve$' "$reserve_time"
 bench join ./store/replica/ '^BenchmarkJoin$' 1x -timeout 60m
 # The contract suite's bulk case on every store engine, without the race
 # detector: a test, not a benchmark, so it runs with -run.

@@ -241,19 +241,6 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 	return cas, issuers, nil
 }
 
-// newLimiter returns the rate limiter of one CA account: on a fleet host
-// (a store that shares rate buckets, found with store.As) the fleet's, so
-// that every host spends one budget, kept in the database under scope;
-// on a single host one of its own, which the renewer saves and restores.
-// Its limits are the same either way: on a fleet they apply to the whole
-// fleet.
-func newLimiter(limits ratelimit.LimitsConfig, st store.Store, scope string) (*ratelimit.Limiter, error) {
-	if shared, ok := store.As[ratelimit.SharedStore](st); ok {
-		return ratelimit.NewSharedLimiter(limits, time.Now, shared, scope)
-	}
-	return ratelimit.NewLimiter(limits, time.Now)
-}
-
 // limitsOf turns a [..limits] table into the Limiter's configuration;
 // values left out keep Let's Encrypt's (a zero Limit).
 func limitsOf(l limitsConfig) (ratelimit.LimitsConfig, error) {
@@ -360,4 +347,17 @@ func (q queueStats) Plan(pending int) api.Plan {
 		out.CAs = append(out.CAs, api.PlanCA{Name: c.Name, Room: c.Room, OrdersPerSecond: c.Rate, Orders: c.Orders, Fleet: c.Fleet})
 	}
 	return out
+}
+
+// newLimiter returns the rate limiter of one CA account: on a fleet host
+// (a store that shares rate buckets, found with store.As) the fleet's, so
+// that every host spends one budget, kept in the database under scope;
+// on a single host one of its own, which the renewer saves and restores.
+// Its limits are the same either way: on a fleet they apply to the whole
+// fleet.
+func newLimiter(limits ratelimit.LimitsConfig, st store.Store, scope string) (*ratelimit.Limiter, error) {
+	if shared, ok := store.As[ratelimit.SharedStore](st); ok {
+		return ratelimit.NewSharedLimiter(limits, time.Now, shared, scope)
+	}
+	return ratelimit.NewLimiter(limits, time.Now)
 }

@@ -18,6 +18,10 @@ const (
 	StepTargets = "targets"
 	// StepCAA: the name's CAA records must allow the CA (RFC 8659).
 	StepCAA = "caa"
+	// StepCNAME: for DNS-01 through certserver's own zone, the name's
+	// _acme-challenge record must be a CNAME into the zone
+	// (renewer/dnszone.CheckCNAME).
+	StepCNAME = "cname"
 )
 
 // PreflightError is a pre-flight check that refused a name: ordering it now
@@ -26,8 +30,8 @@ const (
 type PreflightError struct {
 	// Name is the name checked.
 	Name string
-	// Step is the check that refused it: StepResolve, StepTargets or
-	// StepCAA.
+	// Step is the check that refused it: StepResolve, StepTargets,
+	// StepCAA or StepCNAME.
 	Step string
 	// Kind is KindPermanent when DNS must change before the name can be
 	// ordered (NXDOMAIN, points elsewhere, CAA forbids the CA), and

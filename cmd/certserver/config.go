@@ -41,6 +41,7 @@ type config struct {
 	OnDemand  onDemandConfig  `toml:"on_demand"`
 	Log       logConfig       `toml:"log"`
 	Fleet     fleetConfig     `toml:"fleet"`
+	DNS01     dns01Config     `toml:"dns01"`
 
 	// fleetDefined says the file has a [fleet] section.
 	fleetDefined bool
@@ -223,6 +224,7 @@ func defaultConfig() config {
 		OnDemand:  onDemandConfig{AllowTTL: duration(10 * time.Minute), DenyTTL: duration(time.Minute)},
 		Log:       logConfig{Level: "info", Format: "text"},
 		Fleet:     defaultFleetConfig(),
+		DNS01:     defaultDNS01Config(),
 	}
 }
 
@@ -389,6 +391,7 @@ func (c *config) validate() error {
 	c.validateACME(bad)
 	c.validateOnDemand(bad)
 	c.validateFleet(c.fleetDefined, bad)
+	c.validateDNS01(bad)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:

@@ -30,6 +30,8 @@ var (
 	_ store.ReplicationSource = (*sharedGate)(nil)
 	_ store.KeyRewriter       = (*sharedGate)(nil)
 	_ store.Leaser            = (*sharedGate)(nil)
+	_ store.AccountLocker     = (*sharedGate)(nil)
+	_ store.RateBucketUpdater = (*sharedGate)(nil)
 )
 
 func newSharedGate() *sharedGate {
@@ -367,4 +369,22 @@ func (g *sharedGate) Leases(ctx context.Context) ([]store.Lease, error) {
 		return nil, err
 	}
 	return db.Leases(ctx)
+}
+
+// LockAccount implements store.AccountLocker.
+func (g *sharedGate) LockAccount(ctx context.Context, id string) (func(), error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, err
+	}
+	return db.LockAccount(ctx, id)
+}
+
+// UpdateRateBuckets implements store.RateBucketUpdater.
+func (g *sharedGate) UpdateRateBuckets(ctx context.Context, scope string, keys []store.RateBucket, fn func(have []store.RateBucket) ([]store.RateBucket, error)) error {
+	db, err := g.get()
+	if err != nil {
+		return err
+	}
+	return db.UpdateRateBuckets(ctx, scope, keys, fn)
 }

@@ -14,8 +14,9 @@ type BucketKey struct {
 // time (TAT, see gcra.go) as a duration since the Limiter's epoch. A
 // bucket that is missing is full. The in-memory Buckets (NewMemoryBuckets)
 // is the default, saved to and restored from the store by Changes and
-// Restore; a back end shared by several hosts implements the same four
-// methods.
+// Restore. The buckets a fleet's hosts share are not a Buckets: they are
+// kept in the fleet's store (NewSharedLimiter), and each decision runs on
+// an in-memory view of the buckets it locked there.
 //
 // A Limiter calls its Buckets only with its own lock held, and every
 // decision (Reserve reads each bucket an order needs, then writes them

@@ -49,6 +49,12 @@ type Reservation struct {
 	// joined by commas), the name, or "" for the account-wide bucket.
 	Limit LimitID
 	Key   string
+	// Err says that the buckets could not be read or written: the store
+	// of a shared Limiter failed (it wraps store.ErrUnavailable when the
+	// store's database could not be reached). Nothing was taken, OK is
+	// false, and At is now: the order must wait for the store, not for a
+	// limit.
+	Err error
 }
 
 // sweepEvery is how often, on the Limiter's clock, buckets that are full
@@ -67,13 +73,20 @@ const sweepEvery = 5 * time.Minute
 // Limiter runs. A bucket whose time has passed is full, which is also what a
 // missing bucket means: full buckets are dropped (every sweepEvery), so the
 // Limiter holds only the buckets charged within their refill period,
-// however many names pass through it. The buckets are kept in a Buckets.
+// however many names pass through it. The buckets are kept in a Buckets,
+// or, for a Limiter shared by a fleet's hosts (NewSharedLimiter), in the
+// fleet's store.
 type Limiter struct {
 	cfg   LimitsConfig
 	now   func() time.Time
 	epoch time.Time
+	// shared is the fleet's store of the buckets; nil for a Limiter of
+	// one host.
+	shared *sharedBuckets
 
-	mu        sync.Mutex
+	mu sync.Mutex
+	// buckets are the Limiter's own, or while an operation of a shared
+	// Limiter runs, the view of the buckets it locked (see update).
 	buckets   Buckets // guarded by mu
 	lastSweep time.Duration
 	changed   map[BucketKey]struct{} // buckets written since the last Changes
@@ -167,7 +180,7 @@ func (l *Limiter) get(b bucketRef) time.Duration {
 // set stores tat for b, dropping a per-key bucket when it is full at now.
 // The caller holds l.mu.
 func (l *Limiter) set(b bucketRef, tat, now time.Duration) {
-	if tat != l.get(b) {
+	if tat != l.get(b) && l.shared == nil {
 		l.changed[b.bucketKey()] = struct{}{}
 	}
 	if tat <= now && !b.accountWide() {
@@ -192,12 +205,25 @@ func (l *Limiter) at(d time.Duration) time.Time    { return l.epoch.Add(d) }
 // (failures are charged by AuthzFailed, not here). An OrderRenewal needs
 // the CertsPerExactSet token and the failure buckets; an OrderARIRenewal
 // only ConsecutiveAuthzFailures.
+//
+// A shared Limiter decides within one atomic update of the fleet's
+// buckets; when the store fails, Reservation.Err says so and nothing is
+// taken.
 func (l *Limiter) Reserve(names []string, kind OrderKind) Reservation {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	l.maybeSweep(now)
 	charged, checked := l.plan(names, kind)
+	var res Reservation
+	err := l.update(keysOf(charged, checked), func(now time.Duration) {
+		l.maybeSweep(now)
+		res = l.reserve(charged, checked, now)
+	})
+	if err != nil {
+		return Reservation{At: l.now(), Err: err}
+	}
+	return res
+}
+
+// reserve is Reserve on the buckets at hand. The caller holds l.mu.
+func (l *Limiter) reserve(charged, checked []bucketRef, now time.Duration) Reservation {
 	worst, worstRef := now, bucketRef{}
 	for _, refs := range [][]bucketRef{charged, checked} {
 		for _, b := range refs {
@@ -218,74 +244,87 @@ func (l *Limiter) Reserve(names []string, kind OrderKind) Reservation {
 // Refund gives back what Reserve took for an order that never reached the
 // CA (the context ended, pre-flight refused it, the account could not be
 // loaded). Call it at most once per successful Reserve, with the same
-// arguments.
-func (l *Limiter) Refund(names []string, kind OrderKind) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
+// arguments. It returns the error of a shared Limiter's store (nothing
+// was given back).
+func (l *Limiter) Refund(names []string, kind OrderKind) error {
 	charged, _ := l.plan(names, kind)
-	for _, b := range charged {
-		l.set(b, give(b.limit, l.get(b), now), now)
-	}
+	return l.update(keysOf(charged), func(now time.Duration) {
+		for _, b := range charged {
+			l.set(b, give(b.limit, l.get(b), now), now)
+		}
+	})
 }
 
 // NotIssued gives back the certificate tokens (CertsPerRegisteredDomain
 // and CertsPerExactSet) Reserve took for an order the CA created but that
 // ended without a certificate: the CA counts those limits when it issues,
 // while the NewOrders and OrderRequests tokens stay spent. Call it at most once per
-// successful Reserve, with the same arguments, and not after Refund.
-func (l *Limiter) NotIssued(names []string, kind OrderKind) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	charged, _ := l.plan(names, kind)
-	for _, b := range charged {
+// successful Reserve, with the same arguments, and not after Refund. It
+// returns the error of a shared Limiter's store (nothing was given back).
+func (l *Limiter) NotIssued(names []string, kind OrderKind) error {
+	all, _ := l.plan(names, kind)
+	var certs []bucketRef
+	for _, b := range all {
 		if b.id != LimitNewOrders && b.id != LimitOrderRequests {
-			l.set(b, give(b.limit, l.get(b), now), now)
+			certs = append(certs, b)
 		}
 	}
+	return l.update(keysOf(certs), func(now time.Duration) {
+		for _, b := range certs {
+			l.set(b, give(b.limit, l.get(b), now), now)
+		}
+	})
 }
 
 // AuthzFailed charges a failed authorization for name (the CA tried to
 // validate it and every attempt failed, RFC 8555 section 7.1.4) to its
 // AuthzFailures and ConsecutiveAuthzFailures buckets. It is charged for
 // every kind of order: ARI renewals are exempt from the checks, not from
-// the counting.
-func (l *Limiter) AuthzFailed(name string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	l.maybeSweep(now)
-	for _, b := range []bucketRef{l.failureRef(name), l.consecutiveRef(name)} {
-		l.set(b, take(b.limit, l.get(b), now), now)
-	}
+// the counting. It returns the error of a shared Limiter's store
+// (nothing was charged).
+func (l *Limiter) AuthzFailed(name string) error {
+	refs := []bucketRef{l.failureRef(name), l.consecutiveRef(name)}
+	return l.update(keysOf(refs), func(now time.Duration) {
+		l.maybeSweep(now)
+		for _, b := range refs {
+			l.set(b, take(b.limit, l.get(b), now), now)
+		}
+	})
 }
 
 // AuthzValid records that the CA validated name: its
 // ConsecutiveAuthzFailures bucket is full again ("resets to zero if an
 // authorization for that identifier is successfully validated"). An issued
 // certificate means every one of its names was validated, or reused a
-// valid authorization.
-func (l *Limiter) AuthzValid(name string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// valid authorization. It returns the error of a shared Limiter's store.
+func (l *Limiter) AuthzValid(name string) error {
 	k := l.consecutiveRef(name).bucketKey()
-	if _, ok := l.buckets.Get(k); ok {
-		l.buckets.Delete(k)
-		l.changed[k] = struct{}{}
-	}
+	return l.update([]BucketKey{k}, func(time.Duration) {
+		if _, ok := l.buckets.Get(k); ok {
+			l.buckets.Delete(k)
+			if l.shared == nil {
+				l.changed[k] = struct{}{}
+			}
+		}
+	})
 }
 
 // FailuresAllowed reports whether the CA would accept an order for name as
 // far as its failed authorizations go (AuthzFailures and
-// ConsecutiveAuthzFailures), and if not, when it will.
+// ConsecutiveAuthzFailures), and if not, when it will. A shared
+// Limiter whose store fails says yes: the Reserve that follows fails the
+// same way, and says why.
 func (l *Limiter) FailuresAllowed(name string) (ok bool, at time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	worst := now
-	for _, b := range []bucketRef{l.failureRef(name), l.consecutiveRef(name)} {
-		worst = max(worst, readyAt(b.limit, l.get(b), now))
+	refs := []bucketRef{l.failureRef(name), l.consecutiveRef(name)}
+	var worst, now time.Duration
+	err := l.update(keysOf(refs), func(n time.Duration) {
+		now, worst = n, n
+		for _, b := range refs {
+			worst = max(worst, readyAt(b.limit, l.get(b), now))
+		}
+	})
+	if err != nil {
+		return true, l.now()
 	}
 	return worst <= now, l.at(worst)
 }

@@ -257,7 +257,7 @@ func TestLimiterRefunds(t *testing.T) {
 	tests := []struct {
 		desc  string
 		kind  OrderKind
-		undo  func(l *Limiter, names []string, kind OrderKind)
+		undo  func(l *Limiter, names []string, kind OrderKind) error
 		after map[LimitID]float64 // tokens left after the reserve and the undo
 	}{
 		{
@@ -276,7 +276,7 @@ func TestLimiterRefunds(t *testing.T) {
 		},
 		{
 			desc: "issued keeps everything", kind: OrderNew,
-			undo: func(*Limiter, []string, OrderKind) {},
+			undo: func(*Limiter, []string, OrderKind) error { return nil },
 			after: map[LimitID]float64{
 				LimitNewOrders: 299, LimitCertsPerRegisteredDomain: 49, LimitCertsPerExactSet: 4,
 			},
@@ -290,9 +290,9 @@ func TestLimiterRefunds(t *testing.T) {
 		},
 		{
 			desc: "refund of a refund does not overfill", kind: OrderNew,
-			undo: func(l *Limiter, names []string, kind OrderKind) {
+			undo: func(l *Limiter, names []string, kind OrderKind) error {
 				l.Refund(names, kind)
-				l.Refund(names, kind)
+				return l.Refund(names, kind)
 			},
 			after: map[LimitID]float64{
 				LimitNewOrders: 300, LimitCertsPerRegisteredDomain: 50, LimitCertsPerExactSet: 5,

@@ -7,8 +7,10 @@
 // limits and their Let's Encrypt defaults, which NewLimiter, the checks
 // and the status all read; gcra.go the bucket arithmetic; limiter.go the
 // Limiter and its checks; buckets.go the state it keeps (Buckets);
-// ratelimited.go reads a CA's rateLimited answers; persist.go saves and
-// restores the buckets; status.go reports them.
+// shared.go keeps them in a fleet's store instead, for every host at once
+// (NewSharedLimiter); ratelimited.go reads a CA's rateLimited answers;
+// persist.go saves and restores the buckets of one host; status.go
+// reports them.
 //
 // The defaults are Let's Encrypt's, from https://letsencrypt.org/docs/rate-limits/
 // ("Last updated: June 12, 2025"). The page says "Limits are calculated,

@@ -16,11 +16,12 @@ const restoreHorizon = 7 * 24 * time.Hour
 // it is full again (a bucket full now, whose saved copy is to go, with
 // now), and starts afresh. The Renewer saves them in the store every
 // second, so that a restart, or a crash, forgets at most that second of
-// spending instead of handing the account full buckets again.
+// spending instead of handing the account full buckets again. A shared
+// Limiter's buckets are in its store already: it has none to save.
 func (l *Limiter) Changes() []store.RateBucket {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.changed) == 0 {
+	if l.shared != nil || len(l.changed) == 0 {
 		return nil
 	}
 	// The Limiter counts on the monotonic clock from its epoch; a saved
@@ -49,10 +50,14 @@ func (l *Limiter) Changes() []store.RateBucket {
 // and the cut counts as a change, so that the saved copy is mended; other
 // restored buckets are not changes. A bucket this Limiter already holds
 // keeps the later of the two times. A limit changed in between applies
-// from now on to a bucket that is full again when it was.
+// from now on to a bucket that is full again when it was. A shared
+// Limiter restores nothing: its buckets are the store's.
 func (l *Limiter) Restore(bs []store.RateBucket) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.shared != nil {
+		return
+	}
 	wall := l.now()
 	now := l.since(wall)
 	wall = wall.Round(0)

@@ -19,16 +19,12 @@ import (
 // "www.example.com"", and the pause: "Your account is temporarily prevented
 // from requesting certificates for …"). A detail it does not recognize
 // empties the account-wide NewOrders bucket: whatever the CA limited, it
-// said to wait.
-func (l *Limiter) RateLimited(names []string, detail string, retryAfter time.Duration) LimitID {
+// said to wait. A shared Limiter drains the fleet's bucket, so that every
+// host holds back; the error is its store's (nothing was drained).
+func (l *Limiter) RateLimited(names []string, detail string, retryAfter time.Duration) (LimitID, error) {
 	if retryAfter <= 0 {
 		retryAfter = DefaultRetryAfter
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	l.maybeSweep(now)
-	until := now + retryAfter
 	id := classifyRateLimit(detail)
 	var refs []bucketRef
 	quoted := strings.ToLower(firstQuoted(detail))
@@ -63,10 +59,14 @@ func (l *Limiter) RateLimited(names []string, detail string, retryAfter time.Dur
 		id = LimitNewOrders
 		refs = append(refs, l.ordersRef())
 	}
-	for _, b := range refs {
-		l.set(b, drain(b.limit, l.get(b), until), now)
-	}
-	return id
+	err := l.update(keysOf(refs), func(now time.Duration) {
+		l.maybeSweep(now)
+		until := now + retryAfter
+		for _, b := range refs {
+			l.set(b, drain(b.limit, l.get(b), until), now)
+		}
+	})
+	return id, err
 }
 
 // classifyRateLimit maps the detail of a rateLimited problem to the limit

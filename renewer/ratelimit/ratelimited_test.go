@@ -72,7 +72,7 @@ func TestRateLimited(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			l, clock := newTestLimiter(t, tc.cfg)
 			start := clock.Now()
-			if got := l.RateLimited(names, tc.detail, tc.retryAfter); got != tc.limit {
+			if got, _ := l.RateLimited(names, tc.detail, tc.retryAfter); got != tc.limit {
 				t.Fatalf("RateLimited = %s, want %s", got, tc.limit)
 			}
 			r := l.Reserve(names, OrderNew)

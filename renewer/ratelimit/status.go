@@ -51,14 +51,19 @@ type LimitStatus struct {
 // maxStatusBuckets bounds the buckets one LimitStatus lists.
 const maxStatusBuckets = 100
 
-// Status returns the state of every limit, for the queue API and metrics.
+// Status returns the state of every limit, for the queue API and metrics:
+// for a shared Limiter, the fleet's buckets as its store holds them, and
+// nil when the store cannot be read.
 func (l *Limiter) Status() []LimitStatus {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	out := make([]LimitStatus, 0, len(limits))
-	for _, d := range limits {
-		out = append(out, l.limitStatus(d, now))
+	var out []LimitStatus
+	err := l.read(func(now time.Duration) {
+		out = make([]LimitStatus, 0, len(limits))
+		for _, d := range limits {
+			out = append(out, l.limitStatus(d, now))
+		}
+	})
+	if err != nil {
+		return nil
 	}
 	return out
 }
@@ -105,15 +110,20 @@ func (l *Limiter) limitStatus(d limitDef, now time.Duration) LimitStatus {
 
 // Bucket returns the state of one bucket: key is "" for LimitNewOrders
 // and LimitOrderRequests, else a registered domain, a name, or for LimitCertsPerExactSet the names
-// joined by commas (any order and case).
+// joined by commas (any order and case). A shared Limiter whose store
+// cannot be read says the bucket holds no token, available now.
 func (l *Limiter) Bucket(id LimitID, key string) BucketStatus {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
 	if id == LimitCertsPerExactSet {
 		key = setKey(strings.Split(key, ","))
 	}
-	return l.bucketStatus(l.refFor(id, key), now)
+	b := l.refFor(id, key)
+	var s BucketStatus
+	err := l.update([]BucketKey{b.bucketKey()}, func(now time.Duration) { s = l.bucketStatus(b, now) })
+	if err != nil {
+		now := l.now()
+		return BucketStatus{Limit: b.id, Key: b.key, Burst: max(b.limit.Burst, -1), Per: b.limit.Per, Available: now, Full: now}
+	}
+	return s
 }
 
 func (l *Limiter) bucketStatus(b bucketRef, now time.Duration) BucketStatus {
@@ -142,11 +152,13 @@ func (l *Limiter) bucketStatus(b bucketRef, now time.Duration) BucketStatus {
 // bucket: the time from now until the n-th of them can be sent, sending
 // each as soon as a token arrives. At the default 300 per 3 hours, 500,000
 // orders take 500,000 × 36 s less the 3-hour burst: about 208.2 days.
+//
+// A shared Limiter reads the fleet's buckets; when its store cannot be
+// read, the buckets count as full.
 func (l *Limiter) Backlog(n int) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	return l.backlog(l.ordersRef(), l.get(l.ordersRef()), n, now)
+	var d time.Duration
+	l.read(func(now time.Duration) { d = l.backlog(l.ordersRef(), l.get(l.ordersRef()), n, now) })
+	return d
 }
 
 // BacklogFor is how long new single-name orders for every one of names
@@ -156,18 +168,18 @@ func (l *Limiter) Backlog(n int) time.Duration {
 // lower bound; 2,000 names under one registered domain take about 39 weeks
 // at 50 per week whatever the NewOrders limit is.
 func (l *Limiter) BacklogFor(names []string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.since(l.now())
-	worst := l.backlog(l.ordersRef(), l.get(l.ordersRef()), len(names), now)
 	count := map[string]int{}
 	for _, n := range names {
 		count[registeredDomain(canonical(n))]++
 	}
-	for d, k := range count {
-		b := l.domainRef(d)
-		worst = max(worst, l.backlog(b, l.get(b), k, now))
-	}
+	var worst time.Duration
+	l.read(func(now time.Duration) {
+		worst = l.backlog(l.ordersRef(), l.get(l.ordersRef()), len(names), now)
+		for d, k := range count {
+			b := l.domainRef(d)
+			worst = max(worst, l.backlog(b, l.get(b), k, now))
+		}
+	})
 	return worst
 }
 

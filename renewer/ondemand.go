@@ -45,15 +45,15 @@ type OnDemandConfig struct {
 // NewOnDemand returns an OnDemand that checks names with policy, records
 // allowed ones in st and hands them to rn ahead of its due index
 // (Renewer.Expedite: an on-demand request never orders a name that is not
-// due).
+// due). rn is nil on a fleet host that does not renew: the allowed names
+// are only recorded in the fleet's store, whose renewing hosts order them
+// from the due index.
 func NewOnDemand(cfg OnDemandConfig, policy *Policy, st store.Store, rn *Renewer, logger *slog.Logger) (*OnDemand, error) {
 	switch {
 	case policy == nil:
 		return nil, errors.New("new on-demand: nil policy")
 	case st == nil:
 		return nil, errors.New("new on-demand: nil store")
-	case rn == nil:
-		return nil, errors.New("new on-demand: nil renewer")
 	case logger == nil:
 		return nil, errors.New("new on-demand: nil logger")
 	}
@@ -137,7 +137,7 @@ func (o *OnDemand) handle(ctx context.Context, name string) {
 		// only if its record says it is due (Expedite), so a failing name
 		// keeps its backoff and a name being ordered is not ordered again.
 		if d.State != store.StateRemoved {
-			o.renewer.Expedite(name)
+			o.expedite(name)
 		}
 		return
 	case !errors.Is(err, store.ErrNotFound):
@@ -171,7 +171,14 @@ func (o *OnDemand) handle(ctx context.Context, name string) {
 	if added == 1 {
 		o.log.Info("on-demand name accepted", "name", name)
 	}
-	o.renewer.Expedite(name)
+	o.expedite(name)
+}
+
+// expedite hands name to this host's renewer, if it has one.
+func (o *OnDemand) expedite(name string) {
+	if o.renewer != nil {
+		o.renewer.Expedite(name)
+	}
 }
 
 // unavailable reports whether err says the store's database is

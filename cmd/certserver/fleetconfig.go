@@ -97,6 +97,14 @@ func (c *config) renews() bool {
 	return c.ACME.Directory != "" && (!c.fleetEnabled() || c.Fleet.Renew)
 }
 
+// onDemandRecordsOnly reports whether this host checks on-demand requests
+// without ordering: a fleet host that does not renew, with [on_demand]
+// configured. The names it allows go into the fleet's database, and the
+// renewing hosts order them from the due index.
+func (c *config) onDemandRecordsOnly() bool {
+	return c.fleetEnabled() && c.OnDemand.enabled() && !c.renews()
+}
+
 // validateFleet checks the [fleet] section when the file has one
 // (defined), and fills in the default host name.
 func (c *config) validateFleet(defined bool, bad func(key, format string, args ...any)) {

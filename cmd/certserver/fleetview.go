@@ -30,9 +30,9 @@ const leaseWatchEvery = replica.DefaultReportInterval
 
 // watchLeases counts, every leaseWatchEvery until ctx ends, the leases
 // this host holds (FleetStatus.LeasesHeld, the metric
-// certserver_fleet_leases_held), once the database is open and if it
-// keeps leases. A failure keeps the last count; the follower already
-// says when the database is down.
+// certserver_fleet_leases_held), once the database is open. A failure
+// keeps the last count; the follower already says when the database is
+// down.
 func (f *fleetHost) watchLeases(ctx context.Context, logger *slog.Logger) {
 	select {
 	case <-f.shared.Opened():
@@ -42,10 +42,8 @@ func (f *fleetHost) watchLeases(ctx context.Context, logger *slog.Logger) {
 	t := time.NewTicker(leaseWatchEvery)
 	defer t.Stop()
 	for {
-		ls, ok, err := f.shared.leases(ctx)
+		ls, err := f.shared.Leases(ctx)
 		switch {
-		case !ok && err == nil:
-			return // a database without leases
 		case err != nil && ctx.Err() == nil:
 			logger.Debug("count this host's leases", "error", err)
 		case err == nil:
@@ -71,7 +69,7 @@ func (f *fleetHost) Hosts(ctx context.Context) ([]api.FleetHost, uint64, error) 
 	if err != nil {
 		return nil, 0, err
 	}
-	ls, _, err := f.shared.leases(ctx)
+	ls, err := f.shared.Leases(ctx)
 	if err != nil {
 		return nil, 0, err
 	}

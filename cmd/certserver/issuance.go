@@ -157,11 +157,26 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.
 		}
 	}
 	is := &issuance{directory: a.Directory, issuers: issuers, renewer: rn}
+	if is.onDemand, err = newOnDemand(cfg, st, verdicts, preflightResolver, rn, logger); err != nil {
+		return nil, err
+	}
+	return is, nil
+}
+
+// newOnDemand builds on-demand issuance of cfg over st: nil when it is
+// off. The on-demand DNS check shares preflightResolver (nil without a
+// pre-flight) when both ask the same servers. verdicts, on a fleet host,
+// is the fleet's store of verdicts (nil on a single host); rn is nil on a
+// fleet host that does not renew (cfg.onDemandRecordsOnly).
+func newOnDemand(cfg config, st store.Store, verdicts store.Verdicts, preflightResolver *renewer.Resolver, rn *renewer.Renewer, logger *slog.Logger) (*renewer.OnDemand, error) {
 	if !cfg.OnDemand.enabled() {
-		return is, nil
+		return nil, nil
 	}
 	o := cfg.OnDemand
-	var resolver *renewer.Resolver
+	var (
+		resolver *renewer.Resolver
+		err      error
+	)
 	switch {
 	case len(cfg.Preflight.Targets) == 0:
 	case preflightResolver != nil && slices.Equal(o.Resolvers, cfg.Preflight.Resolvers):
@@ -189,10 +204,11 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.
 	if err != nil {
 		return nil, fmt.Errorf("on_demand: %w", err)
 	}
-	if is.onDemand, err = renewer.NewOnDemand(renewer.OnDemandConfig{}, policy, st, rn, logger); err != nil {
+	od, err := renewer.NewOnDemand(renewer.OnDemandConfig{}, policy, st, rn, logger)
+	if err != nil {
 		return nil, fmt.Errorf("on_demand: %w", err)
 	}
-	return is, nil
+	return od, nil
 }
 
 // run runs the renewer and on-demand issuance until ctx is done and waits

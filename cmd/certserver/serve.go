@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/renewer"
 	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/sealed"
@@ -171,8 +172,19 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		}
 	case files != nil:
 		logger.Info("fleet.renew is false: this host orders nothing; the fleet's other hosts renew")
-	case cfg.OnDemand.enabled():
+	case cfg.OnDemand.enabled() && !cfg.fleetEnabled():
 		logger.Warn("on_demand is configured but acme.directory is not: on-demand issuance is off")
+	}
+	// A fleet host that does not renew still checks on-demand requests
+	// and records the names allowed, which the renewing hosts order.
+	var onDemand *renewer.OnDemand
+	switch {
+	case is != nil:
+		onDemand = is.onDemand
+	case cfg.onDemandRecordsOnly():
+		if onDemand, err = newOnDemand(cfg, st, fleet.shared, nil, nil, logger); err != nil {
+			return err
+		}
 	}
 
 	certsCfg := certserver.CertEndpointConfig{
@@ -187,8 +199,8 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		Metrics:          metrics,
 	}
 	// A nil *renewer.OnDemand must not become a non-nil interface.
-	if is != nil && is.onDemand != nil {
-		certsCfg.OnDemand = is.onDemand
+	if onDemand != nil {
+		certsCfg.OnDemand = onDemand
 	}
 	certs, err := certserver.NewCertEndpoint(certsCfg, local, logger)
 	if err != nil {
@@ -364,6 +376,18 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			cancel()
 		})
 	}
+	if is == nil && onDemand != nil {
+		// As the renewer's: requests wait in its queue until the
+		// database is open.
+		wg.Go(func() {
+			select {
+			case <-fleet.shared.Opened():
+			case <-ctx.Done():
+				return
+			}
+			onDemand.Run(ctx)
+		})
+	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -413,6 +437,9 @@ func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *c
 	}
 	msg := "certserver started: " + strings.Join(parts, ", ")
 	switch {
+	case is == nil && cfg.onDemandRecordsOnly():
+		msg += "; issuance off on this host (the fleet's renewing hosts order), on-demand names checked and recorded for them"
+		attrs = append(attrs, "issuance", "off", "on_demand", "records")
 	case is == nil && cfg.ACME.Directory != "" && !cfg.renews():
 		msg += "; issuance off on this host (fleet.renew = false: the fleet's other hosts renew)"
 		attrs = append(attrs, "issuance", "off", "on_demand", "off")

@@ -17,6 +17,7 @@ import (
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/certserver/client"
 	"github.com/certserver/certserver/store/pgtest"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestServeWaitsForDatabase: a fleet host (re)started while PostgreSQL
@@ -296,5 +297,101 @@ agree_terms = true
 		if !renews(h) {
 			t.Errorf("GET /v1/fleet on edge-%d: renews false, want true", i+1)
 		}
+	}
+}
+
+// TestFleetServeOnlyHostChecksOnDemand: a fleet host that does not renew
+// still answers on-demand requests: it checks a handshake's name (the
+// verdict recorded for the fleet) and adds an allowed name to the
+// database, for the renewing hosts to order; a refused name is not added.
+func TestFleetServeOnlyHostChecksOnDemand(t *testing.T) {
+	url := pgtest.New(t)
+	dir := t.TempDir()
+	cfgPath := fleetConfigFile(t, dir, url, `renew = false
+[certs]
+socket = ""
+listen = "127.0.0.1:0"
+[challenge]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[on_demand]
+allow = ["*.shops.example.com"]
+`)
+	e, _, stderr := testEnv(map[string]string{"CERTSERVER_ADMIN_TOKEN": testToken})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, e, []string{"serve", "--config", cfgPath}) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Error("serve did not stop")
+		}
+	})
+	waitForLong(t, "the start line", func() bool {
+		select {
+		case code := <-done:
+			done <- code
+			t.Fatalf("serve exited with %d:\n%s", code, stderr)
+		default:
+		}
+		return strings.Contains(stderr.String(), "certserver started")
+	})
+	log := stderr.String()
+	if !strings.Contains(log, "on-demand names checked and recorded for them") {
+		t.Errorf("the start line does not say on-demand names are recorded:\n%s", log)
+	}
+	admin := regexp.MustCompile(`admin=(http://127\.0\.0\.1:\d+)`).FindStringSubmatch(log)
+	certs := regexp.MustCompile(`certs_tcp=(127\.0\.0\.1:\d+)`).FindStringSubmatch(log)
+	if admin == nil || certs == nil {
+		t.Fatalf("no admin or certificate endpoint address in the log:\n%s", log)
+	}
+	// nginx asks again after its negative_ttl while the name has no
+	// certificate: so does the test, since a request made before the
+	// database is open is dropped.
+	ask := func() {
+		for _, name := range []string{"new.shops.example.com", "other.example.com"} {
+			resp, err := http.Get("http://" + certs[1] + "/v1/certs/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 404 {
+				t.Fatalf("certificate endpoint for %s: %d, want 404", name, resp.StatusCode)
+			}
+		}
+	}
+	var doc api.Domain
+	defer func() {
+		if t.Failed() {
+			t.Logf("serve log:\n%s", stderr)
+		}
+	}()
+	waitForLong(t, "the on-demand name in the fleet's database", func() bool {
+		ask()
+		code, out, _ := runCLI(t, admin[1], "", "domains", "show", "--json", "new.shops.example.com")
+		return code == exitOK && json.Unmarshal([]byte(out), &doc) == nil
+	})
+	if doc.Source != "on-demand" || doc.State != "pending" {
+		t.Errorf("on-demand record %+v, want pending from on-demand", doc)
+	}
+
+	// Both verdicts are the fleet's, recorded by this host.
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for name, want := range map[string]string{"new.shops.example.com": "allowed", "other.example.com": "refused"} {
+		waitForLong(t, "the verdict on "+name, func() bool {
+			var state, host string
+			err := conn.QueryRow(t.Context(), "SELECT state, host FROM on_demand_verdicts WHERE name = $1", name).Scan(&state, &host)
+			return err == nil && state == want && host == "migrator"
+		})
+	}
+	if code, _, _ := runCLI(t, admin[1], "", "domains", "show", "other.example.com"); code != exitFailure {
+		t.Errorf("a refused on-demand name is managed")
 	}
 }

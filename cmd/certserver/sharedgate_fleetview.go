@@ -26,18 +26,3 @@ func (g *sharedGate) PutVerdict(ctx context.Context, v store.Verdict, ttl time.D
 	}
 	return db.PutVerdict(ctx, v, ttl)
 }
-
-// leases returns every unexpired lease of the fleet, when the database
-// keeps leases (store.Leaser); ok is false when it does not.
-func (g *sharedGate) leases(ctx context.Context) (ls []store.Lease, ok bool, err error) {
-	db, err := g.get()
-	if err != nil {
-		return nil, false, err
-	}
-	l, ok := any(db).(store.Leaser)
-	if !ok {
-		return nil, false, nil
-	}
-	ls, err = l.Leases(ctx)
-	return ls, true, err
-}

@@ -19,6 +19,8 @@ import (
 	"github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
+	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/challenge/resolver"
 )
 
 // finalizeTimeout is how long lego waits for a finalized order to turn
@@ -77,6 +79,13 @@ type ACMEConfig struct {
 	UserAgent string
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// DNS01 answers dns-01 challenges. Default nil: an order for dns-01
+	// fails (Challenges.Choose refuses it first when configured alike).
+	DNS01 *DNS01
+	// TLSALPN01 returns the provider that answers the tls-alpn-01
+	// challenges (RFC 8737) of one order; ctx is the order's context.
+	// Default nil: an order for tls-alpn-01 fails.
+	TLSALPN01 func(ctx context.Context) challenge.Provider
 }
 
 // ACMEIssuer obtains certificates from one ACME CA with one account, over
@@ -177,7 +186,8 @@ func (a *ACMEIssuer) OffersRenewalInfo(ctx context.Context) (bool, error) {
 func (a *ACMEIssuer) AccountID() string { return a.accountID }
 
 // Obtain orders a certificate for o.Names from the CA (RFC 8555 section
-// 7.4), o.Name first, proving control of each name with HTTP-01, and
+// 7.4), o.Name first, proving control of each name with o.Challenge
+// (only that challenge's solver is given to lego), and
 // returns the new record, not yet stored: the chain as the CA bundled it
 // (leaf first), its key, Source store.SourceACME and Origin the directory URL. RenewAt is a random
 // time in the window the CA suggests for it (RFC 9773 section 4.2), or zero
@@ -200,7 +210,7 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 // discarded and logged.
 func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, error) {
 	for _, n := range o.Names() {
-		if err := checkOrderName(n); err != nil {
+		if err := checkOrderName(n, o.Challenge); err != nil {
 			return nil, (&ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}).judge()
 		}
 	}
@@ -292,14 +302,13 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	if !o.NoReplaces {
 		req.ReplacesCertID = replacesID(o.Replaces)
 	}
-	provider := &http01Provider{ctx: ctx, store: a.store, ttl: a.cfg.ChallengeTTL, now: a.cfg.Now}
 	start := time.Now()
 	res, err := bounded(ctx, func() (*certificate.Resource, error) {
 		client, err := a.newLegoClient(ctx, acct)
 		if err != nil {
 			return nil, err
 		}
-		if err := client.Challenge.SetHTTP01Provider(provider); err != nil {
+		if err := a.setSolver(ctx, client.Challenge, o.Challenge); err != nil {
 			return nil, err
 		}
 		return client.Certificate.Obtain(req)
@@ -368,17 +377,45 @@ func replacesID(c *store.Certificate) string {
 	return id
 }
 
-// checkOrderName refuses what cannot be ordered over HTTP-01: an empty
-// name and wildcards, which need DNS-01 (RFC 8555 section 8.4; Let's
-// Encrypt validates wildcards with DNS-01 only).
-func checkOrderName(name string) error {
+// checkOrderName refuses what cannot be ordered with challenge ch: an
+// empty name, and a wildcard with anything but dns-01 (RFC 8555 section
+// 7.1.3; Let's Encrypt validates wildcards with dns-01 only).
+func checkOrderName(name string, ch store.Challenge) error {
 	switch {
 	case name == "":
 		return errors.New("empty name")
-	case strings.Contains(name, "*"):
-		return fmt.Errorf("%s: wildcard names need the dns-01 challenge, which certserver does not answer", name)
+	case strings.Contains(name, "*") && ch != store.ChallengeDNS01:
+		return fmt.Errorf("%s: a wildcard name needs the dns-01 challenge, not %s", name, challengeOrDefault(ch))
 	}
 	return nil
+}
+
+// challengeOrDefault returns ch, or http-01 for "".
+func challengeOrDefault(ch store.Challenge) store.Challenge {
+	if ch == "" {
+		return store.ChallengeHTTP01
+	}
+	return ch
+}
+
+// setSolver gives lego the solver of challenge ch, and no other, for one
+// order whose context is ctx.
+func (a *ACMEIssuer) setSolver(ctx context.Context, sm *resolver.SolverManager, ch store.Challenge) error {
+	switch challengeOrDefault(ch) {
+	case store.ChallengeHTTP01:
+		return sm.SetHTTP01Provider(&http01Provider{ctx: ctx, store: a.store, ttl: a.cfg.ChallengeTTL, now: a.cfg.Now})
+	case store.ChallengeDNS01:
+		if a.cfg.DNS01 == nil {
+			return errors.New("dns-01 asked for, and the issuer has no DNS provider")
+		}
+		return sm.SetDNS01Provider(a.cfg.DNS01.provider(ctx), a.cfg.DNS01.options()...)
+	case store.ChallengeTLSALPN01:
+		if a.cfg.TLSALPN01 == nil {
+			return errors.New("tls-alpn-01 asked for, and the issuer has no TLS-ALPN responder")
+		}
+		return sm.SetTLSALPN01Provider(a.cfg.TLSALPN01(ctx))
+	}
+	return fmt.Errorf("challenge %q: an order needs http-01, dns-01 or tls-alpn-01", ch)
 }
 
 // isProblem reports whether err holds an ACME problem of the given short

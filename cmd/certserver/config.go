@@ -38,6 +38,7 @@ type config struct {
 	ACME      acmeConfig      `toml:"acme"`
 	Renewer   renewerConfig   `toml:"renewer"`
 	Preflight preflightConfig `toml:"preflight"`
+	DNS01     dns01Config     `toml:"dns01"`
 	OnDemand  onDemandConfig  `toml:"on_demand"`
 	Log       logConfig       `toml:"log"`
 	Fleet     fleetConfig     `toml:"fleet"`
@@ -91,6 +92,8 @@ type acmeConfig struct {
 	Timeout     duration `toml:"timeout"`
 	EABKID      string   `toml:"eab_kid"`
 	EABHMACFile string   `toml:"eab_hmac_file"`
+	// Challenge is the challenge of names that name none (store.Challenge).
+	Challenge string `toml:"challenge"`
 	// The primary CA's name, CAA identities, ARI and limits.
 	Name          string       `toml:"name"`
 	CAAIdentities []string     `toml:"caa_identities"`
@@ -213,6 +216,7 @@ func defaultConfig() config {
 			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
 		ACME: acmeConfig{
+			Challenge: string(store.ChallengeHTTP01),
 			KeyType:   string(store.KeyECDSAP256),
 			Timeout:   duration(3 * time.Minute),
 			Selection: string(renewer.SelectFailover),
@@ -220,6 +224,7 @@ func defaultConfig() config {
 		Renewer: renewerConfig{Workers: 4, IdleWait: duration(time.Minute),
 			GiveUpAfter: duration(30 * 24 * time.Hour), ARIPollInterval: duration(12 * time.Hour)},
 		Preflight: preflightConfig{Enabled: true},
+		DNS01:     defaultDNS01Config(),
 		OnDemand:  onDemandConfig{AllowTTL: duration(10 * time.Minute), DenyTTL: duration(time.Minute)},
 		Log:       logConfig{Level: "info", Format: "text"},
 		Fleet:     defaultFleetConfig(),
@@ -387,6 +392,7 @@ func (c *config) validate() error {
 		}
 	}
 	c.validateACME(bad)
+	c.validateDNS01(bad)
 	c.validateOnDemand(bad)
 	c.validateFleet(c.fleetDefined, bad)
 	switch strings.ToLower(c.Log.Level) {
@@ -449,6 +455,11 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	default:
 		bad("acme.key_type", "%q is not one of %s, %s, %s, %s", a.KeyType,
 			store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096)
+	}
+	if ch, err := store.ParseChallenge(a.Challenge); err != nil || ch == "" {
+		bad("acme.challenge", "%q is not one of http-01, dns-01, tls-alpn-01, auto", a.Challenge)
+	} else if why, off := c.challengesOff()[ch]; off {
+		bad("acme.challenge", "%s is not available: %s", ch, why)
 	}
 	if api.CheckProfile(a.Profile) != nil {
 		bad("acme.profile", "%q: a profile name is at most 64 letters, digits, '-', '_' and '.'", a.Profile)

@@ -101,7 +101,11 @@ type issuance struct {
 // The renewer's metrics are registered with metrics, when it is not nil.
 func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
 	a := cfg.ACME
-	cas, issuers, err := buildCAs(a, files, st, logger)
+	dns01, err := newDNS01(cfg.DNS01)
+	if err != nil {
+		return nil, err
+	}
+	cas, issuers, err := buildCAs(a, files, dns01, st, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +140,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 		CAs:             cas,
 		Selection:       renewer.Selection(a.Selection),
 		Preflight:       preflight,
+		Challenges:      cfg.challenges(),
 		GiveUpAfter:     giveUpAfter(cfg.Renewer),
 		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
 		// A fleet host claims work only while it holds the fleet's
@@ -202,8 +207,9 @@ func (is *issuance) run(ctx context.Context) error {
 }
 
 // buildCAs makes the issuer, the rate limiter and the settings of every
-// CA of a (acmeConfig.cas), in order: the renewer's list of CAs.
-func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
+// CA of a (acmeConfig.cas), in order: the renewer's list of CAs. Every
+// issuer answers dns-01 through dns01 (nil: not at all).
+func buildCAs(a acmeConfig, files []*acmeFiles, dns01 *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
 	for i, c := range a.cas() {
@@ -218,6 +224,7 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 			Timeout:    a.Timeout.std(),
 			HTTPClient: files[i].client,
 			DisableARI: !ari,
+			DNS01:      dns01,
 		}, st, logger)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", c.key, err)

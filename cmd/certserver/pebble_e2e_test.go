@@ -128,7 +128,7 @@ timeout = "30s"
 [renewer]
 idle_wait = "1s"
 [preflight]
-resolvers = ["`+ca.DNS.Addr()+`"]
+resolvers = ["`+ca.DNSAddr()+`"]
 `+more)
 	return s, sock
 }

@@ -64,8 +64,14 @@ type ACMEConfig struct {
 	// DisableARI stops Obtain from asking the CA's renewal information
 	// (RFC 9773) for the new certificate's RenewAt. Default false.
 	DisableARI bool
-	// ChallengeTTL is how long an HTTP-01 token stays readable in the store
-	// if its order does not remove it (a crash). Default 15 minutes.
+	// Challenges are the challenge types orders are answered with, each
+	// through the store: ChallengeHTTP01 (nginx's port 80) and
+	// ChallengeTLSALPN01 (nginx's stream snippet on port 443). When the
+	// CA offers both for a name, lego picks tls-alpn-01. Default
+	// ChallengeHTTP01 alone.
+	Challenges []ChallengeType
+	// ChallengeTTL is how long a challenge record stays readable in the
+	// store if its order does not remove it (a crash). Default 15 minutes.
 	ChallengeTTL time.Duration
 	// HTTPClient makes the requests to the CA; only its Transport and
 	// Timeout are used, and it is never modified. Default: the default
@@ -80,7 +86,7 @@ type ACMEConfig struct {
 }
 
 // ACMEIssuer obtains certificates from one ACME CA with one account, over
-// lego v4, answering HTTP-01 challenges through the store. It implements
+// lego v4, answering HTTP-01 and TLS-ALPN-01 challenges through the store. It implements
 // Issuer and is safe for concurrent use.
 type ACMEIssuer struct {
 	cfg        ACMEConfig
@@ -127,6 +133,13 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Minute
 	}
+	if len(cfg.Challenges) == 0 {
+		cfg.Challenges = []ChallengeType{ChallengeHTTP01}
+	}
+	if err := checkChallenges(cfg.Challenges); err != nil {
+		return nil, fmt.Errorf("new acme issuer: %w", err)
+	}
+	cfg.Challenges = append([]ChallengeType(nil), cfg.Challenges...)
 	if cfg.ChallengeTTL <= 0 {
 		cfg.ChallengeTTL = 15 * time.Minute
 	}
@@ -177,9 +190,10 @@ func (a *ACMEIssuer) OffersRenewalInfo(ctx context.Context) (bool, error) {
 func (a *ACMEIssuer) AccountID() string { return a.accountID }
 
 // Obtain orders a certificate for o.Names from the CA (RFC 8555 section
-// 7.4), o.Name first, proving control of each name with HTTP-01, and
-// returns the new record, not yet stored: the chain as the CA bundled it
-// (leaf first), its key, Source store.SourceACME and Origin the directory URL. RenewAt is a random
+// 7.4), o.Name first, proving control of each name with one of the
+// configured Challenges, and returns the new record, not yet stored: the
+// chain as the CA bundled it (leaf first), its key, Source
+// store.SourceACME and Origin the directory URL. RenewAt is a random
 // time in the window the CA suggests for it (RFC 9773 section 4.2), or zero
 // for the caller to fill when the CA has no renewal information, it cannot
 // be read, or DisableARI is set.
@@ -292,14 +306,13 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	if !o.NoReplaces {
 		req.ReplacesCertID = replacesID(o.Replaces)
 	}
-	provider := &http01Provider{ctx: ctx, store: a.store, ttl: a.cfg.ChallengeTTL, now: a.cfg.Now}
 	start := time.Now()
 	res, err := bounded(ctx, func() (*certificate.Resource, error) {
 		client, err := a.newLegoClient(ctx, acct)
 		if err != nil {
 			return nil, err
 		}
-		if err := client.Challenge.SetHTTP01Provider(provider); err != nil {
+		if err := a.setSolvers(ctx, client, a.cfg.Challenges); err != nil {
 			return nil, err
 		}
 		return client.Certificate.Obtain(req)

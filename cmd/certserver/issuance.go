@@ -101,7 +101,7 @@ type issuance struct {
 // The renewer's metrics are registered with metrics, when it is not nil.
 func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
 	a := cfg.ACME
-	cas, issuers, err := buildCAs(a, files, st, logger)
+	cas, issuers, err := buildCAs(a, cfg.challenges(), files, st, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -202,8 +202,9 @@ func (is *issuance) run(ctx context.Context) error {
 }
 
 // buildCAs makes the issuer, the rate limiter and the settings of every
-// CA of a (acmeConfig.cas), in order: the renewer's list of CAs.
-func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
+// CA of a (acmeConfig.cas), in order: the renewer's list of CAs. Every
+// issuer answers the challenge types given.
+func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFiles, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
 	for i, c := range a.cas() {
@@ -218,6 +219,7 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 			Timeout:    a.Timeout.std(),
 			HTTPClient: files[i].client,
 			DisableARI: !ari,
+			Challenges: challenges,
 		}, st, logger)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", c.key, err)
@@ -344,4 +346,15 @@ func (q queueStats) Plan(pending int) api.Plan {
 		out.CAs = append(out.CAs, api.PlanCA{Name: c.Name, Room: c.Room, OrdersPerSecond: c.Rate, Orders: c.Orders})
 	}
 	return out
+}
+
+// challenges returns the challenge types orders are answered with: HTTP-01,
+// and TLS-ALPN-01 when its responder is on ([tls_alpn] listen). When the
+// CA offers both for a name, lego picks TLS-ALPN-01.
+func (c config) challenges() []renewer.ChallengeType {
+	types := []renewer.ChallengeType{renewer.ChallengeHTTP01}
+	if c.TLSALPN.Listen != "" {
+		types = append(types, renewer.ChallengeTLSALPN01)
+	}
+	return types
 }

@@ -438,7 +438,7 @@ func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *c
 			msg += ", on-demand off"
 			attrs = append(attrs, "on_demand", "off")
 		}
-		if challenge == nil {
+		if challenge == nil && alpn == nil {
 			msg += " (warning: challenge.listen is empty, so HTTP-01 challenges need another responder)"
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -112,12 +113,7 @@ func TestTLSALPNResponder(t *testing.T) {
 			}
 		})
 	}
-	want := map[string]float64{alpnAnswered: 2, alpnUnknown: 4, alpnNoACME: 3, alpnBadProxy: 1}
-	for res, n := range want {
-		if got := testutil.ToFloat64(r.results[res]); got != n {
-			t.Errorf("result %s counted %v times, want %v", res, got, n)
-		}
-	}
+	waitCounts(t, r, map[string]float64{alpnAnswered: 2, alpnUnknown: 4, alpnNoACME: 3, alpnBadProxy: 1})
 	if n, err := testutil.GatherAndCount(reg, "certserver_tls_alpn_connections_total"); err != nil || n != len(alpnResults) {
 		t.Errorf("registry holds %d series (%v), want %d", n, err, len(alpnResults))
 	}
@@ -131,8 +127,29 @@ func TestTLSALPNResponderStoreFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "internal error") {
 		t.Fatalf("handshake error %v, want an internal error alert", err)
 	}
-	if got := testutil.ToFloat64(r.results[alpnStoreError]); got != 1 {
-		t.Errorf("store errors counted %v, want 1", got)
+	waitCounts(t, r, map[string]float64{alpnStoreError: 1})
+}
+
+// waitCounts waits until the responder has counted each result of want as
+// often as it says, and every other result never. The client sees the
+// alert before the server counts it, so this polls, for up to a minute.
+func waitCounts(t *testing.T, r *TLSALPNResponder, want map[string]float64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var diff []string
+		for _, res := range alpnResults {
+			if got := testutil.ToFloat64(r.results[res]); got != want[res] {
+				diff = append(diff, fmt.Sprintf("%s counted %v times, want %v", res, got, want[res]))
+			}
+		}
+		if len(diff) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a minute: %s", strings.Join(diff, "; "))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -19,8 +19,6 @@ import (
 	"github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
-	"github.com/go-acme/lego/v4/challenge"
-	"github.com/go-acme/lego/v4/challenge/resolver"
 )
 
 // finalizeTimeout is how long lego waits for a finalized order to turn
@@ -66,8 +64,14 @@ type ACMEConfig struct {
 	// DisableARI stops Obtain from asking the CA's renewal information
 	// (RFC 9773) for the new certificate's RenewAt. Default false.
 	DisableARI bool
-	// ChallengeTTL is how long an HTTP-01 token stays readable in the store
-	// if its order does not remove it (a crash). Default 15 minutes.
+	// Challenges are the challenge types orders are answered with, each
+	// through the store: ChallengeHTTP01 (nginx's port 80) and
+	// ChallengeTLSALPN01 (nginx's stream snippet on port 443). When the
+	// CA offers both for a name, lego picks tls-alpn-01. Default
+	// ChallengeHTTP01 alone.
+	Challenges []ChallengeType
+	// ChallengeTTL is how long a challenge record stays readable in the
+	// store if its order does not remove it (a crash). Default 15 minutes.
 	ChallengeTTL time.Duration
 	// HTTPClient makes the requests to the CA; only its Transport and
 	// Timeout are used, and it is never modified. Default: the default
@@ -82,14 +86,10 @@ type ACMEConfig struct {
 	// DNS01 answers dns-01 challenges. Default nil: an order for dns-01
 	// fails (Challenges.Choose refuses it first when configured alike).
 	DNS01 *DNS01
-	// TLSALPN01 returns the provider that answers the tls-alpn-01
-	// challenges (RFC 8737) of one order; ctx is the order's context.
-	// Default nil: an order for tls-alpn-01 fails.
-	TLSALPN01 func(ctx context.Context) challenge.Provider
 }
 
 // ACMEIssuer obtains certificates from one ACME CA with one account, over
-// lego v4, answering HTTP-01 challenges through the store. It implements
+// lego v4, answering HTTP-01 and TLS-ALPN-01 challenges through the store. It implements
 // Issuer and is safe for concurrent use.
 type ACMEIssuer struct {
 	cfg        ACMEConfig
@@ -136,6 +136,13 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Minute
 	}
+	if len(cfg.Challenges) == 0 {
+		cfg.Challenges = []ChallengeType{ChallengeHTTP01}
+	}
+	if err := checkChallenges(cfg.Challenges); err != nil {
+		return nil, fmt.Errorf("new acme issuer: %w", err)
+	}
+	cfg.Challenges = append([]ChallengeType(nil), cfg.Challenges...)
 	if cfg.ChallengeTTL <= 0 {
 		cfg.ChallengeTTL = 15 * time.Minute
 	}
@@ -187,9 +194,10 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 
 // Obtain orders a certificate for o.Names from the CA (RFC 8555 section
 // 7.4), o.Name first, proving control of each name with o.Challenge
-// (only that challenge's solver is given to lego), and
-// returns the new record, not yet stored: the chain as the CA bundled it
-// (leaf first), its key, Source store.SourceACME and Origin the directory URL. RenewAt is a random
+// (only that challenge's solver is given to lego; every configured one of
+// Challenges when o.Challenge is ""), and returns the new record, not yet
+// stored: the chain as the CA bundled it (leaf first), its key, Source
+// store.SourceACME and Origin the directory URL. RenewAt is a random
 // time in the window the CA suggests for it (RFC 9773 section 4.2), or zero
 // for the caller to fill when the CA has no renewal information, it cannot
 // be read, or DisableARI is set.
@@ -308,7 +316,7 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 		if err != nil {
 			return nil, err
 		}
-		if err := a.setSolver(ctx, client.Challenge, o.Challenge); err != nil {
+		if err := a.setSolvers(ctx, client, o.Challenge); err != nil {
 			return nil, err
 		}
 		return client.Certificate.Obtain(req)
@@ -396,26 +404,6 @@ func challengeOrDefault(ch store.Challenge) store.Challenge {
 		return store.ChallengeHTTP01
 	}
 	return ch
-}
-
-// setSolver gives lego the solver of challenge ch, and no other, for one
-// order whose context is ctx.
-func (a *ACMEIssuer) setSolver(ctx context.Context, sm *resolver.SolverManager, ch store.Challenge) error {
-	switch challengeOrDefault(ch) {
-	case store.ChallengeHTTP01:
-		return sm.SetHTTP01Provider(&http01Provider{ctx: ctx, store: a.store, ttl: a.cfg.ChallengeTTL, now: a.cfg.Now})
-	case store.ChallengeDNS01:
-		if a.cfg.DNS01 == nil {
-			return errors.New("dns-01 asked for, and the issuer has no DNS provider")
-		}
-		return sm.SetDNS01Provider(a.cfg.DNS01.provider(ctx), a.cfg.DNS01.options()...)
-	case store.ChallengeTLSALPN01:
-		if a.cfg.TLSALPN01 == nil {
-			return errors.New("tls-alpn-01 asked for, and the issuer has no TLS-ALPN responder")
-		}
-		return sm.SetTLSALPN01Provider(a.cfg.TLSALPN01(ctx))
-	}
-	return fmt.Errorf("challenge %q: an order needs http-01, dns-01 or tls-alpn-01", ch)
 }
 
 // isProblem reports whether err holds an ACME problem of the given short

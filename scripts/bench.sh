@@ -15,6 +15,8 @@
 #
 # What runs (each benchmark's doc comment says more):
 #   nginx           BenchmarkHandshake       TLS handshakes, Lua hook vs static ssl_certificate
+#                   BenchmarkStreamFront     TLS handshakes through the TLS-ALPN-01 stream snippet
+#                                            (certserver-stream.conf) vs straight to the https server
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
 #                                            memory, endpoint lookups, first handshakes through nginx
 #                   BenchmarkMillionEndpoint the same lookups in-process, with a CPU profile
@@ -53,7 +55,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -104,6 +106,7 @@ bench() {
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
+bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v1-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
@@ -153,7 +156,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
+cat "$out/handshake.txt" "$out/stream.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
@@ -210,6 +213,12 @@ END {
     row("**Handshake**: full TLS handshakes through nginx, Lua hook vs static `ssl_certificate` (same ECDSA P-256 certificate, alternated in 10 rounds)",
         "handshakes/s, Lua / static", fmt(v[b, "lua-hs/s"]) " / " fmt(v[b, "static-hs/s"]) " = **" fmt(r) "**", "≥ 0.97", verdict(r >= 0.97, fmt(0.97 - r)))
     row("", "nginx worker CPU per handshake, Lua / static", fmt(v[b, "lua-cpu-µs/hs"]) " / " fmt(v[b, "static-cpu-µs/hs"]) " µs", "", "")
+  }
+  b = "BenchmarkStreamFront"
+  if (has(b, "front/direct")) {
+    row("**Handshake** through the TLS-ALPN-01 stream snippet (`ssl_preread`, then a local hop with PROXY protocol) vs straight to the same https server (Lua hook, same certificate, alternated in 10 rounds)",
+        "handshakes/s, front / direct", fmt(v[b, "front-hs/s"]) " / " fmt(v[b, "direct-hs/s"]) " = **" fmt(v[b, "front/direct"]) "**", "", "")
+    row("", "nginx worker CPU per handshake, front / direct", fmt(v[b, "front-cpu-µs/hs"]) " / " fmt(v[b, "direct-cpu-µs/hs"]) " µs", "", "")
   }
   b = "BenchmarkMillion"
   names = count(million)

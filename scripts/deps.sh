@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what certserver's tests and demo need when it is missing:
-#   - Debian packages: nginx-light, the ngx_lua module, lua-resty-core,
+#   - Debian packages: nginx-light, the ngx_lua module, the stream module
+#     (the TLS-ALPN-01 snippet certserver-stream.conf), lua-resty-core,
 #     lua-resty-lrucache, luacheck (lua-check), chromium (the status
 #     page test loads the page in headless Chromium), and postgresql
 #     (PostgreSQL 15: the fleet store's tests start clusters of their own
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 PEBBLE_VERSION=v2.10.1
-APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check chromium certbot postgresql bind9)
+APT_PACKAGES=(nginx-light libnginx-mod-http-lua libnginx-mod-stream lua-resty-core lua-resty-lrucache lua-check chromium certbot postgresql bind9)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 

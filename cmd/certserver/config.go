@@ -34,6 +34,7 @@ type config struct {
 	Store     storeConfig     `toml:"store"`
 	Certs     certsConfig     `toml:"certs"`
 	Challenge challengeConfig `toml:"challenge"`
+	TLSALPN   tlsALPNConfig   `toml:"tls_alpn"`
 	Admin     adminConfig     `toml:"admin"`
 	ACME      acmeConfig      `toml:"acme"`
 	Renewer   renewerConfig   `toml:"renewer"`
@@ -68,6 +69,15 @@ type certsConfig struct {
 }
 
 type challengeConfig struct {
+	Listen           string `toml:"listen"`
+	AllowNonLoopback bool   `toml:"allow_non_loopback"`
+}
+
+// tlsALPNConfig is [tls_alpn], the TLS-ALPN-01 responder nginx's stream
+// snippet (certserver-stream.conf) sends acme-tls/1 connections to. Off
+// while listen is "" (the default); on, orders may be validated with
+// TLS-ALPN-01.
+type tlsALPNConfig struct {
 	Listen           string `toml:"listen"`
 	AllowNonLoopback bool   `toml:"allow_non_loopback"`
 }
@@ -216,7 +226,7 @@ func defaultConfig() config {
 			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
 		ACME: acmeConfig{
-			Challenge: string(store.ChallengeHTTP01),
+			Challenge: string(store.ChallengeAuto),
 			KeyType:   string(store.KeyECDSAP256),
 			Timeout:   duration(3 * time.Minute),
 			Selection: string(renewer.SelectFailover),
@@ -388,6 +398,15 @@ func (c *config) validate() error {
 				bad("challenge.listen", "%v; nginx on this host proxies the CA's requests here: use a loopback address, or set challenge.allow_non_loopback = true", err)
 			} else {
 				bad("challenge.listen", "%v", err)
+			}
+		}
+	}
+	if c.TLSALPN.Listen != "" {
+		if err := certserver.CheckLoopback(c.TLSALPN.Listen); err != nil && !(c.TLSALPN.AllowNonLoopback && errors.Is(err, certserver.ErrNotLoopback)) {
+			if errors.Is(err, certserver.ErrNotLoopback) {
+				bad("tls_alpn.listen", "%v; nginx's stream server on this host passes the CA's connections here: use a loopback address, or set tls_alpn.allow_non_loopback = true", err)
+			} else {
+				bad("tls_alpn.listen", "%v", err)
 			}
 		}
 	}

@@ -131,13 +131,15 @@ func (c *config) challengesOff() map[store.Challenge]string {
 	if c.DNS01.Provider == "" {
 		off[store.ChallengeDNS01] = "no DNS provider is configured (set [dns01] provider)"
 	}
-	off[store.ChallengeTLSALPN01] = "no TLS-ALPN-01 responder is configured"
+	if c.TLSALPN.Listen == "" {
+		off[store.ChallengeTLSALPN01] = "tls_alpn.listen is empty, so no TLS-ALPN-01 responder runs"
+	}
 	return off
 }
 
-// challenges returns what the renewer needs to choose each name's
+// challengeChoice returns what the renewer needs to choose each name's
 // challenge.
-func (c *config) challenges() renewer.Challenges {
+func (c *config) challengeChoice() renewer.Challenges {
 	return renewer.Challenges{Default: store.Challenge(c.ACME.Challenge), Off: c.challengesOff()}
 }
 

@@ -105,7 +105,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 	if err != nil {
 		return nil, err
 	}
-	cas, issuers, err := buildCAs(a, files, dns01, st, logger)
+	cas, issuers, err := buildCAs(a, cfg.challenges(), files, dns01, st, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +140,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 		CAs:             cas,
 		Selection:       renewer.Selection(a.Selection),
 		Preflight:       preflight,
-		Challenges:      cfg.challenges(),
+		Challenges:      cfg.challengeChoice(),
 		GiveUpAfter:     giveUpAfter(cfg.Renewer),
 		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
 		// A fleet host claims work only while it holds the fleet's
@@ -208,8 +208,9 @@ func (is *issuance) run(ctx context.Context) error {
 
 // buildCAs makes the issuer, the rate limiter and the settings of every
 // CA of a (acmeConfig.cas), in order: the renewer's list of CAs. Every
-// issuer answers dns-01 through dns01 (nil: not at all).
-func buildCAs(a acmeConfig, files []*acmeFiles, dns01 *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
+// issuer answers the challenge types given, and dns-01 through dns01 (nil:
+// not at all).
+func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFiles, dns01 *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
 	for i, c := range a.cas() {
@@ -224,6 +225,7 @@ func buildCAs(a acmeConfig, files []*acmeFiles, dns01 *renewer.DNS01, st store.S
 			Timeout:    a.Timeout.std(),
 			HTTPClient: files[i].client,
 			DisableARI: !ari,
+			Challenges: challenges,
 			DNS01:      dns01,
 		}, st, logger)
 		if err != nil {
@@ -351,4 +353,15 @@ func (q queueStats) Plan(pending int) api.Plan {
 		out.CAs = append(out.CAs, api.PlanCA{Name: c.Name, Room: c.Room, OrdersPerSecond: c.Rate, Orders: c.Orders})
 	}
 	return out
+}
+
+// challenges returns the challenge types orders are answered with: HTTP-01,
+// and TLS-ALPN-01 when its responder is on ([tls_alpn] listen). When the
+// CA offers both for a name, lego picks TLS-ALPN-01.
+func (c config) challenges() []renewer.ChallengeType {
+	types := []renewer.ChallengeType{renewer.ChallengeHTTP01}
+	if c.TLSALPN.Listen != "" {
+		types = append(types, renewer.ChallengeTLSALPN01)
+	}
+	return types
 }

@@ -229,9 +229,9 @@ type nameList struct {
 	format       string   // "json" or "text", for the log
 	names        []string // the valid names, normalized, in order
 	profile      string
-	extra        []string        // the extra names of the one name, normalized
-	challenge    store.Challenge // "" for the configured default
-	entries      int             // names given, valid or not
+	extra        []string            // the extra names of the one name, normalized
+	challenge    store.ChallengeType // "" for the configured default
+	entries      int                 // names given, valid or not
 	invalid      []api.InvalidName
 	invalidCount int
 }
@@ -510,6 +510,9 @@ func (a *AdminAPI) showDomain(ctx context.Context, rc *fasthttp.RequestCtx, p pa
 // domainDoc describes d with the certificate that serves it.
 func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain, error) {
 	doc := &api.Domain{DomainRecord: domainRecord(d), RecentAttempts: []api.Attempt{}}
+	if a.cfg.DNS01Record != nil {
+		doc.DNS01CNAME = a.cfg.DNS01Record(d.Name)
+	}
 	for _, at := range d.Attempts {
 		doc.RecentAttempts = append(doc.RecentAttempts, api.Attempt{
 			At: at.At, Outcome: string(at.Outcome), Error: at.Error, Serial: at.Serial, TookMS: at.Took.Milliseconds(),

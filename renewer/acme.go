@@ -388,7 +388,7 @@ func replacesID(c *store.Certificate) string {
 // checkOrderName refuses what cannot be ordered with challenge ch: an
 // empty name, and a wildcard with anything but dns-01 (RFC 8555 section
 // 7.1.3; Let's Encrypt validates wildcards with dns-01 only).
-func checkOrderName(name string, ch store.Challenge) error {
+func checkOrderName(name string, ch store.ChallengeType) error {
 	switch {
 	case name == "":
 		return errors.New("empty name")
@@ -399,7 +399,7 @@ func checkOrderName(name string, ch store.Challenge) error {
 }
 
 // challengeOrDefault returns ch, or http-01 for "".
-func challengeOrDefault(ch store.Challenge) store.Challenge {
+func challengeOrDefault(ch store.ChallengeType) store.ChallengeType {
 	if ch == "" {
 		return store.ChallengeHTTP01
 	}

@@ -19,12 +19,12 @@ const StepChallenge = "challenge"
 type Challenges struct {
 	// Default is the challenge of names whose record names none
 	// (store.Domain.Challenge ""). Default "": http-01.
-	Default store.Challenge
+	Default store.ChallengeType
 	// Off maps each challenge the issuers cannot answer to why not, in
 	// words for an operator ("no [dns01] provider or zone is
 	// configured"). A challenge not in Off is answered. Default nil:
 	// every challenge is answered.
-	Off map[store.Challenge]string
+	Off map[store.ChallengeType]string
 }
 
 // Choose returns the challenge that proves control of names (the order's
@@ -40,7 +40,7 @@ type Challenges struct {
 //   - auto takes the first answered of http-01, tls-alpn-01 and dns-01:
 //     a name whose DNS points here proves control without any record to
 //     set, and dns-01 needs a provider or the delegated zone.
-func (c Challenges) Choose(names []string, asked store.Challenge) (store.Challenge, error) {
+func (c Challenges) Choose(names []string, asked store.ChallengeType) (store.ChallengeType, error) {
 	name := ""
 	if len(names) > 0 {
 		name = names[0]
@@ -51,7 +51,7 @@ func (c Challenges) Choose(names []string, asked store.Challenge) (store.Challen
 	if asked == "" {
 		asked = store.ChallengeHTTP01
 	}
-	refuse := func(reason string) (store.Challenge, error) {
+	refuse := func(reason string) (store.ChallengeType, error) {
 		return asked, &PreflightError{Name: name, Step: StepChallenge, Kind: KindPermanent, Reason: reason}
 	}
 	for _, n := range names {
@@ -66,7 +66,7 @@ func (c Challenges) Choose(names []string, asked store.Challenge) (store.Challen
 	}
 	if asked == store.ChallengeAuto {
 		var whys []string
-		for _, ch := range []store.Challenge{store.ChallengeHTTP01, store.ChallengeTLSALPN01, store.ChallengeDNS01} {
+		for _, ch := range []store.ChallengeType{store.ChallengeHTTP01, store.ChallengeTLSALPN01, store.ChallengeDNS01} {
 			why, off := c.Off[ch]
 			if !off {
 				return ch, nil

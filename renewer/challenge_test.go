@@ -11,13 +11,13 @@ import (
 )
 
 func TestChooseChallenge(t *testing.T) {
-	noDNS := map[store.Challenge]string{store.ChallengeDNS01: "no DNS provider is configured", store.ChallengeTLSALPN01: "no responder"}
+	noDNS := map[store.ChallengeType]string{store.ChallengeDNS01: "no DNS provider is configured", store.ChallengeTLSALPN01: "no responder"}
 	for _, tc := range []struct {
 		desc    string
 		c       Challenges
 		names   []string
-		asked   store.Challenge
-		want    store.Challenge
+		asked   store.ChallengeType
+		want    store.ChallengeType
 		wantErr string // in the refusal; "" for none
 	}{
 		{desc: "plain name, nothing set", names: []string{"a.example"}, want: store.ChallengeHTTP01},
@@ -31,11 +31,11 @@ func TestChooseChallenge(t *testing.T) {
 			want: store.ChallengeDNS01, wantErr: "challenge dns-01 asked for, and it is not available: no DNS provider is configured"},
 		{desc: "auto takes http-01 first", c: Challenges{Default: store.ChallengeAuto}, names: []string{"a.example"}, want: store.ChallengeHTTP01},
 		{desc: "auto without http-01", names: []string{"a.example"}, asked: store.ChallengeAuto,
-			c: Challenges{Off: map[store.Challenge]string{store.ChallengeHTTP01: "no port 80"}}, want: store.ChallengeTLSALPN01},
+			c: Challenges{Off: map[store.ChallengeType]string{store.ChallengeHTTP01: "no port 80"}}, want: store.ChallengeTLSALPN01},
 		{desc: "auto with only dns-01", names: []string{"a.example"}, asked: store.ChallengeAuto,
-			c: Challenges{Off: map[store.Challenge]string{store.ChallengeHTTP01: "no port 80", store.ChallengeTLSALPN01: "no responder"}}, want: store.ChallengeDNS01},
+			c: Challenges{Off: map[store.ChallengeType]string{store.ChallengeHTTP01: "no port 80", store.ChallengeTLSALPN01: "no responder"}}, want: store.ChallengeDNS01},
 		{desc: "auto with nothing", names: []string{"a.example"}, asked: store.ChallengeAuto,
-			c:    Challenges{Off: map[store.Challenge]string{store.ChallengeHTTP01: "no port 80", store.ChallengeTLSALPN01: "no responder", store.ChallengeDNS01: "no provider"}},
+			c:    Challenges{Off: map[store.ChallengeType]string{store.ChallengeHTTP01: "no port 80", store.ChallengeTLSALPN01: "no responder", store.ChallengeDNS01: "no provider"}},
 			want: store.ChallengeAuto, wantErr: "no challenge is available (http-01: no port 80; tls-alpn-01: no responder; dns-01: no provider)"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -63,7 +63,7 @@ func TestChallengeRefusedBeforeOrdering(t *testing.T) {
 	st := openStore(t)
 	clock := newFakeClock(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return clock.Now().Add(90 * 24 * time.Hour) }}
-	off := map[store.Challenge]string{store.ChallengeDNS01: "no DNS provider is configured (set [dns01] provider)"}
+	off := map[store.ChallengeType]string{store.ChallengeDNS01: "no DNS provider is configured (set [dns01] provider)"}
 	r, err := New(Config{Now: clock.Now, Seed: 1, CAs: []CA{{Issuer: iss}}, Challenges: Challenges{Off: off}}, st, discardLogger())
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 // ChallengeType is an ACME challenge type (RFC 8555 section 8) the issuer
 // can answer: the store's name for it, one spelling for the record of a
 // name, an order and the issuer's configuration.
-type ChallengeType = store.Challenge
+type ChallengeType = store.ChallengeType
 
 // The challenge types the issuer answers through the store (ACMEConfig.
 // Challenges); dns-01 is answered through ACMEConfig.DNS01.

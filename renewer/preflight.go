@@ -19,6 +19,10 @@ const (
 	StepTargets = "targets"
 	// StepCAA: the name's CAA records must allow the CA (RFC 8659).
 	StepCAA = "caa"
+	// StepCNAME: for DNS-01 through certserver's own zone, the name's
+	// _acme-challenge record must be a CNAME into the zone
+	// (renewer/dnszone.CheckCNAME).
+	StepCNAME = "cname"
 )
 
 // PreflightError is a pre-flight check that refused a name: ordering it now
@@ -27,8 +31,8 @@ const (
 type PreflightError struct {
 	// Name is the name checked.
 	Name string
-	// Step is the check that refused it: StepResolve, StepTargets or
-	// StepCAA.
+	// Step is the check that refused it: StepResolve, StepTargets,
+	// StepCAA or StepCNAME.
 	Step string
 	// Kind is KindPermanent when DNS must change before the name can be
 	// ordered (NXDOMAIN, points elsewhere, CAA forbids the CA), and
@@ -116,14 +120,14 @@ func NewPreflight(cfg PreflightConfig, r *Resolver) (*Preflight, error) {
 // A wildcard name ("*.example.com") is only checked for CAA: there is no
 // address to look up.
 func (p *Preflight) Check(ctx context.Context, name string, caIdentities []string, accountURI string) error {
-	return p.CheckFor(ctx, name, store.Challenge(p.cfg.Method), caIdentities, accountURI)
+	return p.CheckFor(ctx, name, store.ChallengeType(p.cfg.Method), caIdentities, accountURI)
 }
 
 // CheckFor is Check for an order that proves control with challenge ch
 // (http-01 when ""): a CAA validationmethods parameter must list ch, and
 // for dns-01 the name's address is not checked, since the CA validates a
 // TXT record and the name need not point here yet.
-func (p *Preflight) CheckFor(ctx context.Context, name string, ch store.Challenge, caIdentities []string, accountURI string) error {
+func (p *Preflight) CheckFor(ctx context.Context, name string, ch store.ChallengeType, caIdentities []string, accountURI string) error {
 	if ch == "" {
 		ch = store.ChallengeHTTP01
 	}

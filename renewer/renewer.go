@@ -38,7 +38,7 @@ type Order struct {
 	NoReplaces bool
 	// Challenge is the challenge that proves control of every name of
 	// the order (Challenges.Choose); "" is http-01.
-	Challenge store.Challenge
+	Challenge store.ChallengeType
 }
 
 // Names returns every name of the order: Name followed by ExtraNames. The

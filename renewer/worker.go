@@ -119,7 +119,7 @@ func (r *Renewer) process(ctx context.Context, name string, forced bool) {
 // obtained records the certificate ca issued for name, proved with
 // challenge ch: the name is valid until the certificate's renewal time, or
 // until its renewal window is next polled, whichever is first.
-func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, name string, cert *store.Certificate, took time.Duration, ch store.Challenge) {
+func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, name string, cert *store.Certificate, took time.Duration, ch store.ChallengeType) {
 	now := r.cfg.Now()
 	next := cert.RenewAt
 	if _, inf := r.informer(cert); inf != nil {
@@ -281,7 +281,7 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 // OutcomeRefused when the pre-flight refused the name for every CA tried,
 // so that nothing was sent, else OutcomeFailed. ch is the challenge the
 // attempt used, or could not use.
-func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration, down time.Time, ch store.Challenge) {
+func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration, down time.Time, ch store.ChallengeType) {
 	caWait := retryWait(err)
 	outcome := store.OutcomeFailed
 	if refusedOnly(err) {

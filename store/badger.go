@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -95,6 +96,12 @@ type Badger struct {
 	done    sync.WaitGroup // the GC loop
 	closed  sync.Once
 	err     error // the result of closing, set once
+	// writes counts the read-write transactions that ended (committed or
+	// not), bumped after each: a read that saw the count unchanged before
+	// and after has seen every write (challenges.go's cache).
+	writes atomic.Uint64
+	// challengeLists caches ListChallenges (challenges.go).
+	challengeLists challengeListCache
 }
 
 var (
@@ -223,6 +230,7 @@ func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) err
 		}
 		b.writeMu.Lock()
 		err := b.db.Update(fn)
+		b.writes.Add(1)
 		b.writeMu.Unlock()
 		if !errors.Is(err, badger.ErrConflict) || attempt == maxAttempts {
 			return err

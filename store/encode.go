@@ -176,9 +176,9 @@ func decodeDomain(b []byte, d *Domain) error {
 	}
 	d.ManagedWith = r.str()
 	// Challenge came later, then the challenge of each attempt.
-	d.Challenge = Challenge(r.str())
+	d.Challenge = ChallengeType(r.str())
 	for i := range d.Attempts {
-		d.Attempts[i].Challenge = Challenge(r.str())
+		d.Attempts[i].Challenge = ChallengeType(r.str())
 	}
 	return r.fail("domain")
 }

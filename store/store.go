@@ -313,31 +313,31 @@ type Domain struct {
 	// with: one of Challenges, or "" for the configured default
 	// (ErrInvalid otherwise). A wildcard in the set is proved with
 	// dns-01 whatever this says (RFC 8555 section 7.1.3).
-	Challenge Challenge `json:"challenge,omitempty"`
+	Challenge ChallengeType `json:"challenge,omitempty"`
 }
 
-// Challenge names how a name's orders prove control of it (RFC 8555
+// ChallengeType names how a name's orders prove control of it (RFC 8555
 // section 8): one ACME challenge type, or ChallengeAuto.
-type Challenge string
+type ChallengeType string
 
 // The challenges a name can be set to.
 const (
-	ChallengeHTTP01    Challenge = "http-01"     // a token served on port 80 (RFC 8555 section 8.3)
-	ChallengeDNS01     Challenge = "dns-01"      // a TXT record at _acme-challenge (RFC 8555 section 8.4)
-	ChallengeTLSALPN01 Challenge = "tls-alpn-01" // a certificate on port 443 for "acme-tls/1" (RFC 8737)
+	ChallengeHTTP01    ChallengeType = "http-01"     // a token served on port 80 (RFC 8555 section 8.3)
+	ChallengeDNS01     ChallengeType = "dns-01"      // a TXT record at _acme-challenge (RFC 8555 section 8.4)
+	ChallengeTLSALPN01 ChallengeType = "tls-alpn-01" // a certificate on port 443 for "acme-tls/1" (RFC 8737)
 	// ChallengeAuto picks, at each order, what the name's DNS and the
-	// configuration allow (renewer.ChooseChallenge says how).
-	ChallengeAuto Challenge = "auto"
+	// configuration allow (renewer.Challenges.Choose says how).
+	ChallengeAuto ChallengeType = "auto"
 )
 
-// Challenges lists every Challenge a record may name, in the order the
-// documentation gives them.
-var Challenges = []Challenge{ChallengeHTTP01, ChallengeDNS01, ChallengeTLSALPN01, ChallengeAuto}
+// ChallengeTypes lists every ChallengeType a record may name, in the
+// order the documentation gives them.
+var ChallengeTypes = []ChallengeType{ChallengeHTTP01, ChallengeDNS01, ChallengeTLSALPN01, ChallengeAuto}
 
-// ParseChallenge returns the Challenge s names, "" for "", or an error
-// naming s and the accepted values.
-func ParseChallenge(s string) (Challenge, error) {
-	for _, c := range Challenges {
+// ParseChallenge returns the ChallengeType s names, "" for "", or an
+// error naming s and the accepted values.
+func ParseChallenge(s string) (ChallengeType, error) {
+	for _, c := range ChallengeTypes {
 		if string(c) == s {
 			return c, nil
 		}
@@ -367,7 +367,7 @@ type Attempt struct {
 	// one the name could not use when the attempt was refused for it; ""
 	// when no challenge was chosen (a refusal before that, a record
 	// written before challenges were recorded).
-	Challenge Challenge `json:"challenge,omitempty"`
+	Challenge ChallengeType `json:"challenge,omitempty"`
 }
 
 // Outcome is how an Attempt ended.

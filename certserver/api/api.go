@@ -263,6 +263,11 @@ type Domain struct {
 	// 10): when each ended, "issued", "failed" or "refused" (by the
 	// pre-flight, before the CA was asked), the error and the new serial.
 	RecentAttempts []Attempt `json:"recent_attempts"`
+	// DNS01CNAME is the record the name's owner creates once so that
+	// certserver's own DNS zone ([dns01.zone]) answers the name's DNS-01
+	// challenges: "_acme-challenge.NAME. CNAME LABEL.ZONE." (the same for
+	// the name and its wildcard). Left out when no zone is configured.
+	DNS01CNAME string `json:"dns01_cname,omitempty"`
 }
 
 // Attempt is one order for a name and how it ended.

@@ -102,7 +102,7 @@ type acmeConfig struct {
 	Timeout     duration `toml:"timeout"`
 	EABKID      string   `toml:"eab_kid"`
 	EABHMACFile string   `toml:"eab_hmac_file"`
-	// Challenge is the challenge of names that name none (store.Challenge).
+	// Challenge is the challenge of names that name none (store.ChallengeType).
 	Challenge string `toml:"challenge"`
 	// The primary CA's name, CAA identities, ARI and limits.
 	Name          string       `toml:"name"`

@@ -111,6 +111,31 @@ deny_ttl = "5m"
 		{desc: "tls-alpn-01 on every interface", doc: "[tls_alpn]\nlisten = \"0.0.0.0:9403\"\n", want: "tls_alpn.listen"},
 		{desc: "tls-alpn-01 on every interface, allowed", doc: "[tls_alpn]\nlisten = \"0.0.0.0:9403\"\nallow_non_loopback = true\n"},
 		{desc: "tls-alpn-01 without a port", doc: "[tls_alpn]\nlisten = \"127.0.0.1\"\n", want: "tls_alpn.listen"},
+		{desc: "dns01 zone off by default", doc: "", check: func(t *testing.T, c config) {
+			if z := c.DNS01.Zone; z.enabled() || z.Listen != ":53" || z.TTL.std() != time.Second {
+				t.Errorf("dns01.zone defaults: %+v", z)
+			}
+		}},
+		{desc: "every dns01 zone key", doc: `
+[dns01.zone]
+name = "acme.hoster.example"
+listen = "192.0.2.53:53"
+nameservers = ["ns1.hoster.example", "ns2.hoster.example"]
+nameserver_addresses = ["192.0.2.53", "2001:db8::53"]
+contact = "hostmaster@hoster.example"
+ttl = "5s"
+`, check: func(t *testing.T, c config) {
+			z := c.DNS01.Zone
+			if !z.enabled() || z.Name != "acme.hoster.example" || z.Listen != "192.0.2.53:53" || len(z.Nameservers) != 2 ||
+				len(z.NameserverAddresses) != 2 || z.Contact != "hostmaster@hoster.example" || z.TTL.std() != 5*time.Second {
+				t.Errorf("dns01.zone: %+v", z)
+			}
+		}},
+		{desc: "dns01 zone of one label", doc: "[dns01.zone]\nname = \"example\"\n", want: "dns01.zone.name"},
+		{desc: "dns01 zone nameserver address", doc: "[dns01.zone]\nname = \"acme.hoster.example\"\nnameserver_addresses = [\"ns1\"]\n", want: `dns01.zone.nameserver_addresses: "ns1" is not an IP address`},
+		{desc: "dns01 zone short ttl", doc: "[dns01.zone]\nname = \"acme.hoster.example\"\nttl = \"100ms\"\n", want: "dns01.zone: dns zone ttl 100ms"},
+		{desc: "dns01 zone bad contact", doc: "[dns01.zone]\nname = \"acme.hoster.example\"\ncontact = \"nobody\"\n", want: "dns01.zone: dns zone contact"},
+		{desc: "unknown dns01 zone key", doc: "[dns01.zone]\nport = 53\n", want: `unknown key "dns01.zone.port"`},
 		{desc: "small domains body", doc: "[admin]\nmax_domains_body = 100\n", want: "admin.max_domains_body"},
 		{desc: "directory without agree_terms", doc: "[acme]\ndirectory = \"https://ca.example/dir\"\n", want: "acme.agree_terms: must be true when acme.directory is set"},
 		{desc: "plain http directory", doc: "[acme]\ndirectory = \"http://ca.example/dir\"\nagree_terms = true\n", want: "acme.directory"},
@@ -225,7 +250,7 @@ format = "json"
 			}
 		}},
 		{desc: "unknown key", doc: "[certs]\nsockt = \"/x\"\n", want: `unknown key "certs.sockt" (keys of [certs]: socket,`},
-		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, tls_alpn, admin, acme, renewer, preflight, on_demand, log, fleet)`},
+		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, tls_alpn, admin, acme, renewer, preflight, dns01, on_demand, log, fleet)`},
 		{desc: "unknown section", doc: "[dns]\nresolver = \"x\"\n", want: `unknown key "dns"`},
 		{desc: "bad duration", doc: "[certs]\nmax_age = \"10 minutes\"\n", want: `"certs.max_age"`},
 		{desc: "duration as a number", doc: "[certs]\nmin_age = 10\n", want: "certs.min_age"},

@@ -18,9 +18,14 @@ import (
 
 // dns01Config is the [dns01] section: how certserver sets the TXT records
 // of dns-01 challenges (RFC 8555 section 8.4) through one of lego's DNS
-// providers, and how it waits for DNS to serve them. Every key is
-// documented in deploy/certserver.toml.
+// providers or its own delegated zone ([dns01.zone], renewer/dnszone),
+// and how it waits for DNS to serve them. Every key is documented in
+// deploy/certserver.toml.
 type dns01Config struct {
+	// Zone is certserver's own zone, which names delegate their
+	// _acme-challenge to with a CNAME.
+	Zone dns01ZoneConfig `toml:"zone"`
+
 	// Provider names the lego DNS provider: "rfc2136" (dynamic updates,
 	// RFC 2136, signed with TSIG) is built in; "" turns the provider off.
 	Provider string `toml:"provider"`
@@ -47,6 +52,7 @@ type dns01Config struct {
 // defaultDNS01Config returns [dns01] as an empty file gives it.
 func defaultDNS01Config() dns01Config {
 	return dns01Config{
+		Zone:               defaultDNS01ZoneConfig(),
 		TSIGAlgorithm:      "hmac-sha256",
 		TTL:                120,
 		DNSTimeout:         duration(10 * time.Second),
@@ -72,6 +78,7 @@ var tsigAlgorithms = map[string]string{
 
 // validateDNS01 checks the [dns01] section, naming the key.
 func (c *config) validateDNS01(bad func(key, format string, args ...any)) {
+	c.validateDNS01Zone(bad)
 	d := c.DNS01
 	switch d.Provider {
 	case "":
@@ -123,8 +130,8 @@ func (c *config) validateDNS01(bad func(key, format string, args ...any)) {
 
 // challengesOff returns each challenge the configuration cannot answer,
 // with why, in the words Challenges.Off takes.
-func (c *config) challengesOff() map[store.Challenge]string {
-	off := map[store.Challenge]string{}
+func (c *config) challengesOff() map[store.ChallengeType]string {
+	off := map[store.ChallengeType]string{}
 	if c.Challenge.Listen == "" {
 		off[store.ChallengeHTTP01] = "challenge.listen is empty, so nothing answers the CA's requests on port 80"
 	}
@@ -140,7 +147,7 @@ func (c *config) challengesOff() map[store.Challenge]string {
 // challengeChoice returns what the renewer needs to choose each name's
 // challenge.
 func (c *config) challengeChoice() renewer.Challenges {
-	return renewer.Challenges{Default: store.Challenge(c.ACME.Challenge), Off: c.challengesOff()}
+	return renewer.Challenges{Default: store.ChallengeType(c.ACME.Challenge), Off: c.challengesOff()}
 }
 
 // newDNS01 builds the dns-01 solver [dns01] describes, reading its secret

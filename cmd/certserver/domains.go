@@ -436,6 +436,11 @@ lineage) shows them as its extra names: each order asks for all of them.
 Each of those names, when it is added too, shows the name it is managed
 with: that name's certificate serves it and is renewed for it.
 
+With [dns01.zone] configured, it shows the record the name's owner creates
+once for DNS-01 through certserver's own zone (wildcards need DNS-01):
+_acme-challenge.NAME. CNAME LABEL.ZONE. It can be handed over before the
+name's DNS points here.
+
 States: pending (waiting for its first certificate), issuing, valid,
 renewing, failing (retried at the next attempt), given_up (failed for
 renewer.give_up_after; 'domains renew' tries again), removed.
@@ -484,6 +489,9 @@ func runDomainsShow(ctx context.Context, e *env, args []string) int {
 	line("failures", strconv.Itoa(d.Failures))
 	line("last error", orDash(d.LastError, "-"))
 	line("failing since", when(d.FailingSince, now))
+	if d.DNS01CNAME != "" {
+		line("dns-01 record", d.DNS01CNAME+" (create once, in the name's DNS, for DNS-01 through certserver's zone)")
+	}
 	line("added", when(d.AddedAt, now))
 	line("updated", when(d.UpdatedAt, now))
 	if c := d.Certificate; c != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/sealed"
 )
@@ -219,6 +220,16 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			return err
 		}
 	}
+	var zone *dnszone.Server
+	if cfg.DNS01.Zone.enabled() {
+		var shared store.Store
+		if fleet != nil {
+			shared = fleet.store
+		}
+		if zone, err = newDNSZone(cfg, local, shared, metrics, logger); err != nil {
+			return err
+		}
+	}
 	var admin *certserver.AdminAPI
 	if cfg.Admin.Enabled {
 		adminCfg := certserver.AdminConfig{
@@ -240,6 +251,13 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			// Alive and ready while the database is down: the host
 			// serves from its copy.
 			adminCfg.Fleet, adminCfg.HealthStore = fleet, local
+		}
+		if cfg.DNS01.Zone.enabled() {
+			z, _, err := cfg.DNS01.Zone.zone()
+			if err != nil {
+				return fmt.Errorf("dns01.zone: %w", err)
+			}
+			adminCfg.DNS01Record = z.Record
 		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer
@@ -277,6 +295,14 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			return err
 		}
 		bound = append(bound, alpn)
+
+	}
+	if zone != nil {
+		if err := zone.Listen(ctx); err != nil {
+			release()
+			return err
+		}
+		bound = append(bound, zone)
 	}
 	if admin != nil {
 		if err := admin.Listen(ctx); err != nil {
@@ -299,7 +325,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down") })
 	defer stopLog()
 	var wg sync.WaitGroup
-	errs := make([]error, 7)
+	errs := make([]error, 8)
 	wg.Go(func() {
 		errs[0] = certs.Serve(ctx)
 		cancel()
@@ -319,6 +345,12 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	if alpn != nil {
 		wg.Go(func() {
 			errs[6] = alpn.Serve(ctx)
+			cancel()
+		})
+	}
+	if zone != nil {
+		wg.Go(func() {
+			errs[7] = zone.Serve(ctx)
 			cancel()
 		})
 	}

@@ -7,6 +7,12 @@
 // It answers like a recursive resolver would: a CNAME chain is followed
 // within the records set here and the final rcode is that of the target.
 //
+// A zone can be forwarded to another server (Forward): questions for it,
+// asked directly or reached through a CNAME, are asked there, as a
+// resolver following a delegation would, so that a test can put the
+// customer's _acme-challenge CNAME here and certserver's own DNS zone
+// (renewer/dnszone) behind it.
+//
 // A name with no records answers NXDOMAIN (so "the name points nowhere" can
 // be tested) unless Options.DefaultAddrs is set. A name that has no records
 // of its own but has records below it (an empty non-terminal, such as
@@ -54,9 +60,10 @@ type Server struct {
 	addr string
 	opts Options
 
-	mu      sync.RWMutex
-	zone    map[string]*node // lowercase FQDN -> records
-	queries map[string]int   // lowercase FQDN -> queries received
+	mu       sync.RWMutex
+	zone     map[string]*node  // lowercase FQDN -> records
+	queries  map[string]int    // lowercase FQDN -> queries received
+	forwards map[string]string // lowercase FQDN of a zone -> "host:port"
 }
 
 // node holds the records of one owner name.
@@ -73,9 +80,10 @@ type node struct {
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s := &Server{
-		opts:    opts,
-		zone:    make(map[string]*node),
-		queries: make(map[string]int),
+		opts:     opts,
+		zone:     make(map[string]*node),
+		queries:  make(map[string]int),
+		forwards: make(map[string]string),
 	}
 	pc, ln, err := listenPair()
 	if err != nil {
@@ -190,6 +198,54 @@ func (s *Server) Delete(name string) {
 	delete(s.zone, canonical(name))
 }
 
+// Forward sends every question for zone and the names below it, asked
+// directly or reached through a CNAME, to the DNS server at addr
+// ("host:port"), and answers with what it says (its records after the
+// CNAMEs that led there, its rcode), as a resolver following a delegation
+// would. "" stops forwarding zone. Records set here below zone are not
+// used while it is forwarded.
+func (s *Server) Forward(zone, addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if addr == "" {
+		delete(s.forwards, canonical(zone))
+		return
+	}
+	s.forwards[canonical(zone)] = addr
+}
+
+// forwardFor returns the server that name's zone is forwarded to, "" for
+// none. The caller holds s.mu.
+func (s *Server) forwardFor(name string) string {
+	for zone := name; ; {
+		if addr, ok := s.forwards[zone]; ok {
+			return addr
+		}
+		i := strings.IndexByte(zone, '.')
+		if i < 0 || i == len(zone)-1 {
+			return ""
+		}
+		zone = zone[i+1:]
+	}
+}
+
+// forward asks addr about name and qtype: over UDP with EDNS0, again over
+// TCP when the answer was truncated. A server that does not answer is
+// SERVFAIL, as a resolver says.
+func forward(addr, name string, qtype uint16) ([]dns.RR, int) {
+	q := new(dns.Msg)
+	q.SetQuestion(name, qtype)
+	q.SetEdns0(1232, false)
+	r, _, err := (&dns.Client{Timeout: 5 * time.Second, UDPSize: 1232}).Exchange(q, addr)
+	if err == nil && r.Truncated {
+		r, _, err = (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Exchange(q, addr)
+	}
+	if err != nil {
+		return nil, dns.RcodeServerFailure
+	}
+	return r.Answer, r.Rcode
+}
+
 // Queries returns how many queries for name (of any type) the server has
 // received.
 func (s *Server) Queries(name string) int {
@@ -255,6 +311,10 @@ func (s *Server) answer(qname string, qtype uint16) ([]dns.RR, int) {
 	var answers []dns.RR
 	name := qname
 	for range maxChain {
+		if addr := s.forwardFor(name); addr != "" {
+			rrs, rcode := forward(addr, name, qtype)
+			return append(answers, rrs...), rcode
+		}
 		n, exists := s.lookup(name)
 		if n == nil {
 			if exists {

@@ -220,3 +220,36 @@ func TestTruncation(t *testing.T) {
 		t.Errorf("TCP: truncated %v, %d records; want all 40", in.Truncated, len(in.Answer))
 	}
 }
+
+// A forwarded zone is answered by the other server, asked directly or
+// reached through a CNAME; its NXDOMAIN comes back too; the records set
+// here below it are not used; forwarding stops with "".
+func TestForward(t *testing.T) {
+	front, zone := Start(t, Options{}), Start(t, Options{})
+	zone.SetA("x.acme.test", other4)
+	front.SetCNAME("_acme-challenge.shop.test", "x.acme.test")
+	front.SetA("x.acme.test", loopback4) // hidden by the forwarding
+	front.Forward("acme.test", zone.Addr())
+
+	for _, tc := range []struct {
+		desc, name string
+		rcode      int
+		want       []string
+	}{
+		{"directly", "x.acme.test", dns.RcodeSuccess, []string{"x.acme.test. A 192.0.2.7"}},
+		{"through a CNAME", "_acme-challenge.shop.test", dns.RcodeSuccess,
+			[]string{"_acme-challenge.shop.test. CNAME x.acme.test.", "x.acme.test. A 192.0.2.7"}},
+		{"a name the other server does not have", "y.acme.test", dns.RcodeNameError, nil},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			rcode, got := query(t, front, "udp", tc.name, dns.TypeA)
+			if rcode != tc.rcode || !slices.Equal(got, tc.want) {
+				t.Errorf("%s A: %s %q, want %s %q", tc.name, dns.RcodeToString[rcode], got, dns.RcodeToString[tc.rcode], tc.want)
+			}
+		})
+	}
+	front.Forward("acme.test", "")
+	if _, got := query(t, front, "udp", "x.acme.test", dns.TypeA); !slices.Equal(got, []string{"x.acme.test. A 127.0.0.1"}) {
+		t.Errorf("after forwarding stopped: %q, want the records set here", got)
+	}
+}

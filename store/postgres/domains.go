@@ -81,7 +81,7 @@ func scanDomain(row pgx.Row) (*store.Domain, error) {
 		&failingSince, &d.Source, &d.AddedAt, &d.UpdatedAt, &attempts, &d.ExtraNames, &d.ManagedWith, &challenge); err != nil {
 		return nil, err
 	}
-	d.State, d.Challenge = store.State(state), store.Challenge(challenge)
+	d.State, d.Challenge = store.State(state), store.ChallengeType(challenge)
 	if next != nil {
 		d.NextAttempt = *next
 	}

@@ -323,3 +323,89 @@ func testContextDone(t *testing.T, x *suite) {
 		t.Errorf("rate buckets after a cancelled put: %v, %v", bs, err)
 	}
 }
+
+// testListChallenges, for a store with store.ChallengeLister: the
+// unexpired tokens under a prefix come back in token order, up to the
+// limit, none from beside the prefix (a token one character past it, or
+// the prefix with a higher last character); a put or a delete shows in
+// the next listing, and an expiry as soon as it passes; a bad prefix is
+// refused.
+func testListChallenges(t *testing.T, x *suite) {
+	l, ok := store.As[store.ChallengeLister](x.s)
+	if !ok {
+		return // an optional ability this store does not have
+	}
+	now := x.clock.Now()
+	for token, expires := range map[string]time.Time{
+		"dns-01:abc:v2":   now.Add(time.Hour),
+		"dns-01:abc:v1":   now.Add(time.Minute),
+		"dns-01:abc:old":  now.Add(-time.Second),
+		"dns-01:abcd:v":   now.Add(time.Hour),
+		"dns-01:abb:v":    now.Add(time.Hour),
+		"dns-01:abc;":     now.Add(time.Hour),
+		"dns-01:abé:v":    now.Add(time.Hour),
+		"dns-01:abê:v":    now.Add(time.Hour),
+		"tokenabcdefghij": now.Add(time.Hour),
+	} {
+		if err := x.s.PutChallenge(ctx(t), token, "value-of-"+token, expires); err != nil {
+			t.Fatalf("PutChallenge(%s): %v", token, err)
+		}
+	}
+	list := func(prefix string, limit int) []string {
+		t.Helper()
+		cs, err := l.ListChallenges(ctx(t), prefix, limit)
+		if err != nil {
+			t.Fatalf("ListChallenges(%q, %d): %v", prefix, limit, err)
+		}
+		var got []string
+		for _, c := range cs {
+			if c.KeyAuth != "value-of-"+c.Token || c.Expires.IsZero() {
+				t.Errorf("ListChallenges(%q): record %+v", prefix, c)
+			}
+			got = append(got, c.Token)
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		desc   string
+		prefix string
+		limit  int
+		want   []string
+	}{
+		{"unexpired under the prefix, in token order", "dns-01:abc:", 10, []string{"dns-01:abc:v1", "dns-01:abc:v2"}},
+		{"limit", "dns-01:abc:", 1, []string{"dns-01:abc:v1"}},
+		{"limit 0", "dns-01:abc:", 0, nil},
+		{"a wider prefix", "dns-01:abc", 10, []string{"dns-01:abc:v1", "dns-01:abc:v2", "dns-01:abc;", "dns-01:abcd:v"}},
+		{"a non-ASCII last character", "dns-01:abé", 10, []string{"dns-01:abé:v"}},
+		{"nothing under it", "dns-01:zzz:", 10, nil},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if got := list(tc.prefix, tc.limit); !slices.Equal(got, tc.want) {
+				t.Errorf("ListChallenges(%q, %d) = %q, want %q", tc.prefix, tc.limit, got, tc.want)
+			}
+		})
+	}
+	// A write after a listing shows in the next one, whatever the store
+	// keeps of the first.
+	if err := x.s.PutChallenge(ctx(t), "dns-01:abc:v3", "value-of-dns-01:abc:v3", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := list("dns-01:abc:", 10), []string{"dns-01:abc:v1", "dns-01:abc:v2", "dns-01:abc:v3"}; !slices.Equal(got, want) {
+		t.Errorf("after a put: %q, want %q", got, want)
+	}
+	if err := x.s.DeleteChallenge(ctx(t), "dns-01:abc:v3"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := list("dns-01:abc:", 10), []string{"dns-01:abc:v1", "dns-01:abc:v2"}; !slices.Equal(got, want) {
+		t.Errorf("after a delete: %q, want %q", got, want)
+	}
+	x.clock.Advance(time.Minute)
+	if got, want := list("dns-01:abc:", 10), []string{"dns-01:abc:v2"}; !slices.Equal(got, want) {
+		t.Errorf("a minute later: %q, want %q", got, want)
+	}
+	for _, bad := range []string{"", "a\x00b"} {
+		if _, err := l.ListChallenges(ctx(t), bad, 10); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("ListChallenges(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}

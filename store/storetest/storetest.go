@@ -124,6 +124,7 @@ func cases() []testCase {
 		{"DueIndex", testDueIndex},
 		{"Accounts", testAccounts},
 		{"Challenges", testChallenges},
+		{"ListChallenges", testListChallenges},
 		{"RateBuckets", testRateBuckets},
 		{"NotFound", testNotFound},
 		{"ContextDone", testContextDone},

@@ -83,9 +83,14 @@ type ACMEConfig struct {
 	UserAgent string
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
-	// DNS01 answers dns-01 challenges. Default nil: an order for dns-01
-	// fails (Challenges.Choose refuses it first when configured alike).
+	// DNS01 answers dns-01 challenges through a DNS provider. Default
+	// nil: an order for dns-01 not via the zone fails (Challenges.Route
+	// refuses it first when configured alike).
 	DNS01 *DNS01
+	// DNS01Zone answers the dns-01 challenges of orders ViaZone, through
+	// certserver's own zone (renewer/dnszone). Default nil: such an order
+	// fails.
+	DNS01Zone *DNS01
 }
 
 // ACMEIssuer obtains certificates from one ACME CA with one account, over
@@ -316,7 +321,7 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 		if err != nil {
 			return nil, err
 		}
-		if err := a.setSolvers(ctx, client, o.Challenge); err != nil {
+		if err := a.setSolvers(ctx, client, o.Challenge, o.ViaZone); err != nil {
 			return nil, err
 		}
 		return client.Certificate.Obtain(req)

@@ -1,9 +1,12 @@
 package renewer
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
 )
@@ -25,6 +28,99 @@ type Challenges struct {
 	// configured"). A challenge not in Off is answered. Default nil:
 	// every challenge is answered.
 	Off map[store.ChallengeType]string
+	// Zone is certserver's own delegated zone ([dns01.zone],
+	// renewer/dnszone), nil when there is none. A name whose
+	// _acme-challenge is a CNAME into it proves dns-01 through it (Route),
+	// and auto picks dns-01 for such a name.
+	Zone *dnszone.Zone
+	// Provider says a DNS provider (ACMEConfig.DNS01) sets the TXT
+	// records of the names that do not delegate to Zone. Without one, a
+	// dns-01 name must delegate to Zone.
+	Provider bool
+}
+
+// route is how an order proves control: the challenge, and for dns-01
+// whether through Zone.
+type route struct {
+	challenge store.ChallengeType
+	viaZone   bool
+}
+
+// Route returns how the order for names (the managed name first), whose
+// record asks for asked, proves control: Choose's challenge, and for
+// dns-01 whether through the zone. It reads the names' _acme-challenge
+// CNAMEs through p (the pre-flight's resolver; nil trusts the zone
+// unless a provider is configured). With a zone configured:
+//
+//   - auto takes dns-01 through the zone when every name delegates to it;
+//   - dns-01 goes through the zone when every name delegates to it, else
+//     through the provider; without a provider, a name that does not
+//     delegate is refused with the record to create (Preflight.
+//     CheckZoneCNAME, step cname), until it is created.
+//
+// On a refusal the challenge that could not be used comes with the error.
+func (c Challenges) Route(ctx context.Context, p *Preflight, names []string, asked store.ChallengeType) (route, error) {
+	ch, err := c.Choose(names, asked)
+	if c.Zone == nil {
+		return route{challenge: ch}, err
+	}
+	if asked == "" {
+		asked = c.Default
+	}
+	auto := asked == store.ChallengeAuto && !hasWildcard(names)
+	if err != nil && !auto || ch != store.ChallengeDNS01 && !auto {
+		return route{challenge: ch}, err
+	}
+	if p == nil {
+		if ch == store.ChallengeDNS01 {
+			return route{challenge: ch, viaZone: !c.Provider}, nil
+		}
+		return route{challenge: ch}, err
+	}
+	zerr := c.delegated(ctx, p, names)
+	switch {
+	case zerr == nil:
+		return route{challenge: store.ChallengeDNS01, viaZone: true}, nil
+	case ch != store.ChallengeDNS01:
+		return route{challenge: ch}, err // auto: the name does not delegate; what Choose said
+	case c.Provider && permanentRefusal(zerr):
+		return route{challenge: ch}, nil
+	}
+	return route{challenge: ch}, zerr
+}
+
+// delegated checks every name's _acme-challenge CNAME into the zone,
+// each node once (a wildcard and its apex share one).
+func (c Challenges) delegated(ctx context.Context, p *Preflight, names []string) error {
+	seen := map[string]bool{}
+	for _, n := range names {
+		node := dnszone.ChallengeName(n)
+		if seen[node] {
+			continue
+		}
+		seen[node] = true
+		if err := p.CheckZoneCNAME(ctx, *c.Zone, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// permanentRefusal reports whether err is a pre-flight refusal that stands
+// until DNS changes.
+func permanentRefusal(err error) bool {
+	var pe *PreflightError
+	return errors.As(err, &pe) && pe.Permanent()
+}
+
+// hasWildcard reports whether names hold a wildcard.
+func hasWildcard(names []string) bool {
+	for _, n := range names {
+		if hostname.IsWildcard(n) {
+			return true
+		}
+	}
+	return false
 }
 
 // Choose returns the challenge that proves control of names (the order's

@@ -47,18 +47,26 @@ func checkChallenges(types []ChallengeType) error {
 
 // setSolvers gives client the solver of ch alone, answering within ctx,
 // the order's context: http-01 and tls-alpn-01 through the store when they
-// are among the configured Challenges, dns-01 through DNS01. With ch ""
+// are among the configured Challenges, dns-01 through DNS01 (DNS01Zone
+// when viaZone). With ch ""
 // it gives a solver for each configured challenge type; when the CA offers
 // several of them for a name, lego picks by its own fixed order:
 // tls-alpn-01 before http-01.
-func (a *ACMEIssuer) setSolvers(ctx context.Context, client *lego.Client, ch ChallengeType) error {
+func (a *ACMEIssuer) setSolvers(ctx context.Context, client *lego.Client, ch ChallengeType, viaZone bool) error {
 	types := a.cfg.Challenges
 	switch {
 	case ch == store.ChallengeDNS01:
-		if a.cfg.DNS01 == nil {
+		d := a.cfg.DNS01
+		if viaZone {
+			d = a.cfg.DNS01Zone
+		}
+		switch {
+		case d == nil && viaZone:
+			return errors.New("dns-01 through certserver's zone asked for, and the issuer has no zone")
+		case d == nil:
 			return errors.New("dns-01 asked for, and the issuer has no DNS provider")
 		}
-		if err := client.Challenge.SetDNS01Provider(a.cfg.DNS01.provider(ctx), a.cfg.DNS01.options()...); err != nil {
+		if err := client.Challenge.SetDNS01Provider(d.provider(ctx), d.options()...); err != nil {
 			return fmt.Errorf("%s solver: %w", ch, err)
 		}
 		return nil

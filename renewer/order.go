@@ -38,7 +38,8 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		took     time.Duration // the time the orders sent took
 		nameFail bool          // a failure of the name itself ended the attempt
 	)
-	ch, err := r.cfg.Challenges.Choose(append([]string{d.Name}, d.ExtraNames...), d.Challenge)
+	rt, err := r.cfg.Challenges.Route(ctx, r.cfg.Preflight, append([]string{d.Name}, d.ExtraNames...), d.Challenge)
+	ch := rt.challenge
 	if err != nil {
 		// The configuration cannot answer the challenge the name needs:
 		// refused before anything is sent, with the reason in its record.
@@ -48,7 +49,7 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 	cands := r.candidates(cur, r.cfg.Now())
 	for i, ca := range cands {
 		o := r.orderFor(ca, d, profile, cur)
-		o.Challenge = ch
+		o.Challenge, o.ViaZone = ch, rt.viaZone
 		res := r.orderAt(ctx, log, ca, o, cur != nil, i < len(cands)-1, func() bool {
 			if !r.Active() {
 				// The host lost the fleet's renewer role: the name is

@@ -37,8 +37,13 @@ type Order struct {
 	// replacement of that certificate.
 	NoReplaces bool
 	// Challenge is the challenge that proves control of every name of
-	// the order (Challenges.Choose); "" is http-01.
+	// the order (Challenges.Route); "" lets the issuer use any it
+	// answers.
 	Challenge store.ChallengeType
+	// ViaZone sends the dns-01 values of the order to certserver's own
+	// zone (ACMEConfig.DNS01Zone) instead of the DNS provider: every name
+	// delegates its _acme-challenge to the zone.
+	ViaZone bool
 }
 
 // Names returns every name of the order: Name followed by ExtraNames. The

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer"
+	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/certserver/certserver/store"
 	"github.com/go-acme/lego/v4/challenge"
 	"github.com/go-acme/lego/v4/providers/dns/rfc2136"
@@ -135,8 +136,8 @@ func (c *config) challengesOff() map[store.ChallengeType]string {
 	if c.Challenge.Listen == "" {
 		off[store.ChallengeHTTP01] = "challenge.listen is empty, so nothing answers the CA's requests on port 80"
 	}
-	if c.DNS01.Provider == "" {
-		off[store.ChallengeDNS01] = "no DNS provider is configured (set [dns01] provider)"
+	if c.DNS01.Provider == "" && !c.DNS01.Zone.enabled() {
+		off[store.ChallengeDNS01] = "no DNS provider or zone is configured (set [dns01] provider, or [dns01.zone] name)"
 	}
 	if c.TLSALPN.Listen == "" {
 		off[store.ChallengeTLSALPN01] = "tls_alpn.listen is empty, so no TLS-ALPN-01 responder runs"
@@ -147,8 +148,43 @@ func (c *config) challengesOff() map[store.ChallengeType]string {
 // challengeChoice returns what the renewer needs to choose each name's
 // challenge.
 func (c *config) challengeChoice() renewer.Challenges {
-	return renewer.Challenges{Default: store.ChallengeType(c.ACME.Challenge), Off: c.challengesOff()}
+	ch := renewer.Challenges{Default: store.ChallengeType(c.ACME.Challenge), Off: c.challengesOff(), Provider: c.DNS01.Provider != ""}
+	if c.DNS01.Zone.enabled() {
+		if z, _, err := c.DNS01.Zone.zone(); err == nil { // validate checked it
+			ch.Zone = &z
+		}
+	}
+	return ch
 }
+
+// newDNS01Zone builds the dns-01 solver of certserver's own zone, whose
+// orders put their values into st (on a fleet the shared store, which
+// every host's zone reads); nil without [dns01.zone].
+func newDNS01Zone(d dns01Config, st store.Store) *renewer.DNS01 {
+	if !d.Zone.enabled() {
+		return nil
+	}
+	return &renewer.DNS01{
+		Provider: func(ctx context.Context) challenge.Provider {
+			p, err := dnszone.NewProvider(ctx, dnszone.ProviderConfig{Store: st})
+			if err != nil {
+				return failedProvider{err}
+			}
+			return p
+		},
+		PropagationTimeout: d.PropagationTimeout.std(),
+		PollingInterval:    d.PollingInterval.std(),
+		Resolvers:          d.Resolvers,
+		SkipAuthoritative:  !d.CheckAuthoritative,
+	}
+}
+
+// failedProvider is a provider that could not be made: every order
+// through it fails with why.
+type failedProvider struct{ err error }
+
+func (p failedProvider) Present(string, string, string) error { return p.err }
+func (p failedProvider) CleanUp(string, string, string) error { return nil }
 
 // newDNS01 builds the dns-01 solver [dns01] describes, reading its secret
 // file; nil when no provider is configured. Its errors name the key and

@@ -105,7 +105,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, metrics *certse
 	if err != nil {
 		return nil, err
 	}
-	cas, issuers, err := buildCAs(a, cfg.challenges(), files, dns01, st, logger)
+	cas, issuers, err := buildCAs(a, cfg.challenges(), files, dns01, newDNS01Zone(cfg.DNS01, st), st, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -208,9 +208,9 @@ func (is *issuance) run(ctx context.Context) error {
 
 // buildCAs makes the issuer, the rate limiter and the settings of every
 // CA of a (acmeConfig.cas), in order: the renewer's list of CAs. Every
-// issuer answers the challenge types given, and dns-01 through dns01 (nil:
-// not at all).
-func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFiles, dns01 *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
+// issuer answers the challenge types given, and dns-01 through dns01 and
+// zone (nil: not that way).
+func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFiles, dns01, zone *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
 	for i, c := range a.cas() {
@@ -227,6 +227,7 @@ func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFil
 			DisableARI: !ari,
 			Challenges: challenges,
 			DNS01:      dns01,
+			DNS01Zone:  zone,
 		}, st, logger)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", c.key, err)

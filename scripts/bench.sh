@@ -37,6 +37,8 @@
 #                   on every engine: one AddDomains, then its checks (make test
 #                   runs it at 20,000 under the race detector)
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
+#   cmd/certserver  BenchmarkChallenge       time per certificate by challenge against Pebble through a
+#                                            real BIND: http-01, dns-01 via rfc2136, dns-01 via the zone
 #   renewer/dnszone BenchmarkZoneTXT         certserver's own DNS-01 zone: TXT answers/s over UDP
 #                                            (16 clients on the same CPUs) and their p99
 #   nginx           BenchmarkFleetConvergence a fleet of 3 hosts (sidecar + nginx each, one PostgreSQL):
@@ -64,7 +66,7 @@ esac
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 if [ "$short" = 1 ]; then
-  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x zone_time=2000x
+  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x zone_time=2000x challenge_time=2x
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
@@ -72,7 +74,7 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
     CERTSERVER_STORE_BULK=20000
 else
-  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x zone_time=500000x
+  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x zone_time=500000x challenge_time=16x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
@@ -144,6 +146,7 @@ fi
 grep -E 'AddDomains of [0-9]+ names into' "$out/contract.txt" >&2 || true
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 bench zone ./renewer/dnszone/ '^BenchmarkZoneTXT$' "$zone_time"
+bench challenge ./cmd/certserver/ '^BenchmarkChallenge$' "$challenge_time"
 # One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
 bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
 elapsed=$(( $(date +%s) - start ))
@@ -160,7 +163,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/stream.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/zone.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
+  "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
@@ -313,6 +316,13 @@ END {
   for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkIssuance\//) {
     b = order[k]; w = b; sub(/^BenchmarkIssuance\//, "", w)
     row(first ? "**Issuance** from a local Pebble, HTTP-01 through nginx" : "", w, fmt(v[b, "certs/s"]) " certificates/s", "", "")
+    first = 0
+  }
+
+  first = 1
+  for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkChallenge\//) {
+    b = order[k]; w = b; sub(/^BenchmarkChallenge\/challenge=/, "", w)
+    row(first ? "**Time per certificate by challenge**, one worker, a local Pebble resolving through BIND 9" : "", w, fmt(v[b, "s/cert"]) " s", "", "")
     first = 0
   }
 

@@ -22,7 +22,7 @@ import (
 // dns01Section returns a [dns01] section that updates bind's zones with
 // its TSIG key (the secret in a file of the test's) and asks bind alone
 // whether a record is served.
-func dns01Section(t *testing.T, bind *bindtest.Server) string {
+func dns01Section(t testing.TB, bind *bindtest.Server) string {
 	t.Helper()
 	secret := filepath.Join(t.TempDir(), "tsig.secret")
 	if err := os.WriteFile(secret, []byte(bind.Secret()+"\n"), 0o600); err != nil {

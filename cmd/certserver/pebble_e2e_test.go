@@ -110,7 +110,7 @@ func servePebble(t *testing.T, ca *pebbletest.Server, acme, more string) (s *ser
 }
 
 // servePebbleRenewer is servePebble with more lines for [renewer].
-func servePebbleRenewer(t *testing.T, ca *pebbletest.Server, acme, renewer, more string) (s *served, sock string) {
+func servePebbleRenewer(t testing.TB, ca *pebbletest.Server, acme, renewer, more string) (s *served, sock string) {
 	t.Helper()
 	dir := t.TempDir()
 	roots := filepath.Join(dir, "pebble-listener-root.pem")
@@ -140,7 +140,7 @@ resolvers = ["`+ca.DNSAddr()+`"]
 	return s, sock
 }
 
-func writeListenerRoot(t *testing.T, ca *pebbletest.Server, path string) {
+func writeListenerRoot(t testing.TB, ca *pebbletest.Server, path string) {
 	t.Helper()
 	u, err := url.Parse(ca.DirectoryURL)
 	if err != nil {

@@ -198,7 +198,7 @@ type served struct {
 // startServe runs `certserver serve` with the configuration document cfg
 // and the admin token testToken until the test ends, and waits for its
 // start line.
-func startServe(t *testing.T, cfg string) *served {
+func startServe(t testing.TB, cfg string) *served {
 	t.Helper()
 	cfgPath := filepath.Join(t.TempDir(), "certserver.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -235,7 +235,7 @@ func startServe(t *testing.T, cfg string) *served {
 
 // stop stops serve and returns its exit code; calling it again returns the
 // same code.
-func (s *served) stop(t *testing.T) int {
+func (s *served) stop(t testing.TB) int {
 	s.cancel()
 	select {
 	case code := <-s.done:

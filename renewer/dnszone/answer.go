@@ -169,7 +169,7 @@ func (s *Server) fill(ctx context.Context, resp *dns.Msg, q dns.Question) string
 	}
 	values, err := s.values.get(ctx, label)
 	if err != nil {
-		s.log.Warn("dns zone: cannot read the challenge values", "label", label, "err", err)
+		s.warnStore(label, err)
 		resp.Authoritative = false
 		resp.Rcode = dns.RcodeServerFailure
 		return resultServFail

@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/certserver/certserver/certserver/api"
@@ -68,7 +69,7 @@ func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 		recs, ptrs = recs[:0], ptrs[:0]
 		for _, n := range chunk {
 			recs = append(recs, store.Domain{Name: n, State: store.StatePending, Profile: l.profile, Source: sourceAPI,
-				NextAttempt: now, AddedAt: now, UpdatedAt: now})
+				NextAttempt: now, AddedAt: now, UpdatedAt: now, ExtraNames: l.extra, Challenge: l.challenge})
 		}
 		for j := range recs {
 			ptrs = append(ptrs, &recs[j])
@@ -77,10 +78,11 @@ func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 		resp.Added += added
 		resp.Existing += existing
 		if err == nil && existing > 0 {
-			var revived int
-			revived, err = a.reviveRemoved(ctx, chunk, l.profile, now)
+			var revived, updated int
+			revived, updated, err = a.reviveRemoved(ctx, chunk, l, now)
 			resp.Added += revived
 			resp.Existing -= revived
+			resp.Updated += updated
 		}
 		if err != nil {
 			a.log.Error("adding domains stopped", "added", resp.Added, "existing", resp.Existing, "names", len(l.names), "error", err)
@@ -94,26 +96,45 @@ func (a *AdminAPI) addDomains(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 	if resp.Added > 0 && a.cfg.Scheduler != nil {
 		a.cfg.Scheduler.Wake()
 	}
-	a.log.Info("domains added", "added", resp.Added, "existing", resp.Existing, "invalid", resp.InvalidCount,
-		"profile", l.profile, "format", l.format, "took", time.Since(start).Round(time.Millisecond))
+	a.log.Info("domains added", "added", resp.Added, "existing", resp.Existing, "updated", resp.Updated, "invalid", resp.InvalidCount,
+		"profile", l.profile, "challenge", string(l.challenge), "extra_names", len(l.extra), "format", l.format, "took", time.Since(start).Round(time.Millisecond))
 	writeJSON(rc, fasthttp.StatusOK, resp)
 	return nil
 }
 
 // reviveRemoved manages again the names of chunk whose records say they
-// were removed, with the given profile, due at now. It returns how many it
-// revived. It reads every record of chunk (in one step where the store
-// can: store.GetDomains) but writes only the removed ones: a write waits
-// for the disk, and a bulk add of names that are all managed already must
-// not write each of them.
-func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile string, now time.Time) (int, error) {
+// were removed, with l's profile, challenge and extra names, due at now,
+// and gives the others l's challenge and extra names when l sets them
+// and they differ. It returns how many it revived and how many it
+// updated. It reads every record of chunk (in one step where the store
+// can: store.GetDomains) but writes only those: a write waits for the
+// disk, and a bulk add of names that are all managed already must not
+// write each of them.
+func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, l *nameList, now time.Time) (revived, updated int, err error) {
+	profile := l.profile
 	records, err := store.GetDomains(ctx, a.store, chunk)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	n := 0
 	for _, d := range records {
 		if d.State != store.StateRemoved {
+			if l.changes(d) {
+				err := a.store.UpdateDomain(ctx, d.Name, func(d *store.Domain) error {
+					if !l.changes(d) {
+						return errNotRemoved // changed meanwhile: nothing to do
+					}
+					l.apply(d, now)
+					return nil
+				})
+				switch {
+				case err == nil:
+					updated++
+					a.log.Info("domain updated", "name", d.Name, "challenge", string(l.challenge), "extra_names", strings.Join(l.extra, ","))
+				case !errors.Is(err, errNotRemoved):
+					return n, updated, err
+				}
+			}
 			continue
 		}
 		name := d.Name
@@ -123,6 +144,7 @@ func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile st
 			}
 			d.State, d.Profile, d.Source = store.StatePending, profile, sourceAPI
 			d.NextAttempt, d.UpdatedAt, d.ManagedWith = now, now, ""
+			d.Challenge, d.ExtraNames = l.challenge, l.extra
 
 			d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
 			return nil
@@ -132,10 +154,32 @@ func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, profile st
 			n++
 		case errors.Is(err, errNotRemoved):
 		default:
-			return n, err
+			return n, updated, err
 		}
 	}
-	return n, nil
+	return n, updated, nil
+}
+
+// changes reports whether l sets a challenge or extra names that d, a
+// managed name's record, does not have. A name managed with another takes
+// no extra names (store.Domain.ManagedWith).
+func (l *nameList) changes(d *store.Domain) bool {
+	return l.challenge != "" && d.Challenge != l.challenge ||
+		len(l.extra) > 0 && d.ManagedWith == "" && !slices.Equal(d.ExtraNames, l.extra)
+}
+
+// apply gives d, a managed name's record, l's challenge and extra names,
+// and makes it due now when its set of names changed, so that a
+// certificate for the new set is ordered.
+func (l *nameList) apply(d *store.Domain, now time.Time) {
+	if l.challenge != "" {
+		d.Challenge = l.challenge
+	}
+	if len(l.extra) > 0 && d.ManagedWith == "" && !slices.Equal(d.ExtraNames, l.extra) {
+		d.ExtraNames = l.extra
+		d.NextAttempt = now
+	}
+	d.UpdatedAt = now
 }
 
 // leaveSet finishes the removal of d; running it again changes nothing
@@ -185,7 +229,9 @@ type nameList struct {
 	format       string   // "json" or "text", for the log
 	names        []string // the valid names, normalized, in order
 	profile      string
-	entries      int // names given, valid or not
+	extra        []string            // the extra names of the one name, normalized
+	challenge    store.ChallengeType // "" for the configured default
+	entries      int                 // names given, valid or not
 	invalid      []api.InvalidName
 	invalidCount int
 }
@@ -193,7 +239,7 @@ type nameList struct {
 // add checks one name given at line (1-based).
 func (l *nameList) add(line int, raw string) {
 	l.entries++
-	n, err := hostname.Normalize(raw)
+	n, err := hostname.NormalizePattern(raw)
 	if err == nil {
 		// Added names are ordered: they are held to what a CA takes.
 		err = hostname.CheckOrderable(n)
@@ -208,9 +254,7 @@ func (l *nameList) add(line int, raw string) {
 	}
 	reason := err.Error()
 	var he *hostname.Error
-	if p, perr := hostname.NormalizePattern(raw); perr == nil && hostname.IsWildcard(p) {
-		reason = api.ReasonWildcard
-	} else if errors.As(err, &he) {
+	if errors.As(err, &he) {
 		reason = he.Rule
 	}
 	if len(raw) > maxNameEcho {
@@ -322,8 +366,36 @@ func readNameObject(dec *json.Decoder, l *nameList) error {
 			if err := api.CheckProfile(l.profile); err != nil {
 				return errorf(fasthttp.StatusBadRequest, "%v", err)
 			}
+		case "challenge":
+			var c string
+			if err := dec.Decode(&c); err != nil {
+				return errorf(fasthttp.StatusBadRequest, "invalid JSON: field \"challenge\" must be a string")
+			}
+			ch, err := store.ParseChallenge(c)
+			if err != nil {
+				return errorf(fasthttp.StatusBadRequest, "%v", err)
+			}
+			l.challenge = ch
+		case "extra_names":
+			var extra []string
+			if err := dec.Decode(&extra); err != nil {
+				return errorf(fasthttp.StatusBadRequest, "invalid JSON: field \"extra_names\" must be an array of strings")
+			}
+			for _, raw := range extra {
+				n, err := hostname.NormalizePattern(raw)
+				if err == nil {
+					err = hostname.CheckOrderable(n)
+				}
+				if err != nil {
+					return errorf(fasthttp.StatusBadRequest, "extra_names: %v", err)
+				}
+				if slices.Contains(l.extra, n) {
+					return errorf(fasthttp.StatusBadRequest, "extra_names: %s is given twice", n)
+				}
+				l.extra = append(l.extra, n)
+			}
 		default:
-			return errorf(fasthttp.StatusBadRequest, "unknown field %q (fields: \"names\", \"profile\")", key)
+			return errorf(fasthttp.StatusBadRequest, "unknown field %q (fields: \"names\", \"profile\", \"challenge\", \"extra_names\")", key)
 		}
 	}
 	if _, err := dec.Token(); err != nil {
@@ -331,6 +403,19 @@ func readNameObject(dec *json.Decoder, l *nameList) error {
 	}
 	if !seen["names"] {
 		return errorf(fasthttp.StatusBadRequest, "field \"names\" is required")
+	}
+	if len(l.extra) > 0 {
+		// One certificate for one name and its extra names: the name must
+		// be valid, and none of the extra names may be it.
+		if l.entries == 1 && len(l.invalid) == 1 {
+			return errorf(fasthttp.StatusBadRequest, "invalid name %q: %s", l.invalid[0].Name, l.invalid[0].Error)
+		}
+		if l.entries != 1 || len(l.names) != 1 {
+			return errorf(fasthttp.StatusBadRequest, "extra_names go with exactly one valid name in \"names\" (the certificate's managed name); got %d names, %d valid", l.entries, len(l.names))
+		}
+		if slices.Contains(l.extra, l.names[0]) {
+			return errorf(fasthttp.StatusBadRequest, "extra_names: %s is the managed name itself", l.names[0])
+		}
 	}
 	return nil
 }
@@ -431,6 +516,7 @@ func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain,
 	for _, at := range d.Attempts {
 		doc.RecentAttempts = append(doc.RecentAttempts, api.Attempt{
 			At: at.At, Outcome: string(at.Outcome), Error: at.Error, Serial: at.Serial, TookMS: at.Took.Milliseconds(),
+			Challenge: string(at.Challenge),
 		})
 	}
 	c, err := a.servingCertificate(ctx, d)
@@ -476,7 +562,7 @@ func domainRecord(d *store.Domain) api.DomainRecord {
 		Name: d.Name, State: string(d.State), Profile: d.Profile, Source: d.Source,
 		NextAttempt: d.NextAttempt, Failures: d.Failures, LastError: d.LastError,
 		FailingSince: d.FailingSince, AddedAt: d.AddedAt, UpdatedAt: d.UpdatedAt,
-		ExtraNames: d.ExtraNames, ManagedWith: d.ManagedWith,
+		ExtraNames: d.ExtraNames, ManagedWith: d.ManagedWith, Challenge: string(d.Challenge),
 	}
 }
 

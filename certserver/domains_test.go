@@ -122,10 +122,10 @@ func TestAdminAddDomains(t *testing.T) {
 		{
 			desc:        "JSON array",
 			contentType: "application/json",
-			body:        `["a.example.com", "B.Example.COM.", "*.example.com", "bad_name.example.com", "a.example.com", "", "b%C3.example"]`,
-			added:       2, existing: 1,
+			body:        `["a.example.com", "B.Example.COM.", "*.co.uk", "bad_name.example.com", "a.example.com", "", "b%C3.example", "*.Example.com"]`,
+			added:       3, existing: 1,
 			invalid: []api.InvalidName{
-				{Line: 3, Name: "*.example.com", Error: api.ReasonWildcard},
+				{Line: 3, Name: "*.co.uk", Error: "wildcard over a public suffix (co.uk): a CA issues wildcards only below a registrable domain"},
 				{Line: 4, Name: "bad_name.example.com", Error: "underscore not allowed"},
 				{Line: 6, Name: "", Error: "empty name"},
 				{Line: 7, Name: "b%C3.example", Error: "invalid character '%'"},
@@ -148,11 +148,11 @@ func TestAdminAddDomains(t *testing.T) {
 		{
 			desc:        "text with comments and invalid lines",
 			contentType: "text/plain",
-			body:        "# customers\n\nd.example.com\n  e.example.com  # shop\n192.0.2.1\r\n*.wild.example.com\nf.example.com\n#last.example.com\nd.example.com",
+			body:        "# customers\n\nd.example.com\n  e.example.com  # shop\n192.0.2.1\r\na.*.wild.example.com\nf.example.com\n#last.example.com\nd.example.com",
 			added:       3, existing: 1,
 			invalid: []api.InvalidName{
 				{Line: 5, Name: "192.0.2.1", Error: "ip address, not a host name"},
-				{Line: 6, Name: "*.wild.example.com", Error: api.ReasonWildcard},
+				{Line: 6, Name: "a.*.wild.example.com", Error: `wildcard "*" must be the whole first label`},
 			},
 		},
 		{
@@ -564,7 +564,7 @@ func TestAdminDomainsWithoutScheduler(t *testing.T) {
 	base := startAdmin(t, AdminConfig{Token: testToken}, st)
 	cl, _ := client.New(base, testToken, nil)
 	ctx := context.Background()
-	r, err := cl.AddDomains(ctx, &api.AddDomainsRequest{Names: []string{"wait.example.com", "*.example.com"}})
+	r, err := cl.AddDomains(ctx, &api.AddDomainsRequest{Names: []string{"wait.example.com", "*.com"}})
 	if err != nil || r.Added != 1 || r.InvalidCount != 1 || r.Invalid[0].Line != 2 {
 		t.Fatalf("add: %+v %v", r, err)
 	}

@@ -55,6 +55,13 @@ type acmeEnvOptions struct {
 	// CAAIdentities is [acme] caa_identities: the CAA issuer names the
 	// pre-flight takes to mean Pebble. Default none: CAA is not checked.
 	CAAIdentities []string
+	// TLSALPN validates orders over TLS-ALPN-01 only: nginx runs the
+	// stream snippet in front of its https server, which is Pebble's
+	// TLS-ALPN-01 port, and the sidecar's [tls_alpn] responder behind
+	// it; Pebble's HTTP-01 port is one nothing listens on, and the
+	// sidecar's challenge endpoint is off. Default false: HTTP-01 through
+	// nginx's port 80.
+	TLSALPN bool
 	// Extra returns TOML to append to the sidecar's configuration, such
 	// as an [on_demand] section; it is given the running Pebble (for its
 	// DNS server's address). Default nil: nothing.
@@ -81,14 +88,30 @@ func startACMEEnv(t testing.TB, opts acmeEnvOptions) *acmeEnv {
 
 	sock := filepath.Join(shortTempDir(t), "certs.sock")
 	challenge := freeLoopbackAddr(t)
+	var responder string
+	if opts.TLSALPN {
+		responder = freeLoopbackAddr(t)
+	}
 	ngx := nginxtest.Start(t, nginxtest.Options{
 		Sidecar:      "unix:" + sock,
 		ACME:         challenge,
 		FallbackCert: fbCert,
 		FallbackKey:  fbKey,
 		Workers:      opts.NginxWorkers,
+		TLSALPN:      responder,
 	})
-	ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: addrPort(t, ngx.HTTPAddr()), Profiles: opts.Profiles})
+	pebbleOpts := pebbletest.Options{HTTPPort: addrPort(t, ngx.HTTPAddr()), Profiles: opts.Profiles}
+	challengeTOML := fmt.Sprintf("[challenge]\nlisten = %q\n", challenge)
+	waitFor := []string{challenge}
+	if opts.TLSALPN {
+		// Nothing answers HTTP-01: Pebble's HTTP-01 port is free, and
+		// the sidecar's challenge endpoint is off.
+		pebbleOpts.HTTPPort = addrPort(t, freeLoopbackAddr(t))
+		pebbleOpts.TLSPort = addrPort(t, ngx.HTTPSAddr())
+		challengeTOML = fmt.Sprintf("[challenge]\nlisten = \"\"\n\n[tls_alpn]\nlisten = %q\n", responder)
+		waitFor = []string{responder}
+	}
+	ca := pebbletest.Start(t, pebbleOpts)
 	caRoots := filepath.Join(dir, "pebble-listener.pem")
 	writeListenerPEM(t, ca, caRoots)
 	extra := fmt.Sprintf("\n[preflight]\nresolvers = [%q]\n", ca.DNS.Addr())
@@ -101,11 +124,8 @@ func startACMEEnv(t testing.TB, opts acmeEnvOptions) *acmeEnv {
 
 	side := startSidecarWith(t, bin, sidecarOptions{
 		Socket:  sock,
-		WaitFor: []string{challenge},
-		Extra: fmt.Sprintf(`
-[challenge]
-listen = %q
-
+		WaitFor: waitFor,
+		Extra: challengeTOML + fmt.Sprintf(`
 [acme]
 directory = %q
 agree_terms = true
@@ -117,7 +137,7 @@ caa_identities = %s
 [renewer]
 workers = %d
 idle_wait = "1s"
-`, challenge, ca.DirectoryURL, caRoots, opts.Profile, tomlStrings(opts.CAAIdentities), opts.Workers) + extra,
+`, ca.DirectoryURL, caRoots, opts.Profile, tomlStrings(opts.CAAIdentities), opts.Workers) + extra,
 	})
 	t.Cleanup(func() {
 		if t.Failed() {

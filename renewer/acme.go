@@ -64,8 +64,14 @@ type ACMEConfig struct {
 	// DisableARI stops Obtain from asking the CA's renewal information
 	// (RFC 9773) for the new certificate's RenewAt. Default false.
 	DisableARI bool
-	// ChallengeTTL is how long an HTTP-01 token stays readable in the store
-	// if its order does not remove it (a crash). Default 15 minutes.
+	// Challenges are the challenge types orders are answered with, each
+	// through the store: ChallengeHTTP01 (nginx's port 80) and
+	// ChallengeTLSALPN01 (nginx's stream snippet on port 443). When the
+	// CA offers both for a name, lego picks tls-alpn-01. Default
+	// ChallengeHTTP01 alone.
+	Challenges []ChallengeType
+	// ChallengeTTL is how long a challenge record stays readable in the
+	// store if its order does not remove it (a crash). Default 15 minutes.
 	ChallengeTTL time.Duration
 	// HTTPClient makes the requests to the CA; only its Transport and
 	// Timeout are used, and it is never modified. Default: the default
@@ -77,10 +83,18 @@ type ACMEConfig struct {
 	UserAgent string
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// DNS01 answers dns-01 challenges through a DNS provider. Default
+	// nil: an order for dns-01 not via the zone fails (Challenges.Route
+	// refuses it first when configured alike).
+	DNS01 *DNS01
+	// DNS01Zone answers the dns-01 challenges of orders ViaZone, through
+	// certserver's own zone (renewer/dnszone). Default nil: such an order
+	// fails.
+	DNS01Zone *DNS01
 }
 
 // ACMEIssuer obtains certificates from one ACME CA with one account, over
-// lego v4, answering HTTP-01 challenges through the store. It implements
+// lego v4, answering HTTP-01 and TLS-ALPN-01 challenges through the store. It implements
 // Issuer and is safe for concurrent use.
 type ACMEIssuer struct {
 	cfg        ACMEConfig
@@ -127,6 +141,13 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Minute
 	}
+	if len(cfg.Challenges) == 0 {
+		cfg.Challenges = []ChallengeType{ChallengeHTTP01}
+	}
+	if err := checkChallenges(cfg.Challenges); err != nil {
+		return nil, fmt.Errorf("new acme issuer: %w", err)
+	}
+	cfg.Challenges = append([]ChallengeType(nil), cfg.Challenges...)
 	if cfg.ChallengeTTL <= 0 {
 		cfg.ChallengeTTL = 15 * time.Minute
 	}
@@ -177,9 +198,11 @@ func (a *ACMEIssuer) OffersRenewalInfo(ctx context.Context) (bool, error) {
 func (a *ACMEIssuer) AccountID() string { return a.accountID }
 
 // Obtain orders a certificate for o.Names from the CA (RFC 8555 section
-// 7.4), o.Name first, proving control of each name with HTTP-01, and
-// returns the new record, not yet stored: the chain as the CA bundled it
-// (leaf first), its key, Source store.SourceACME and Origin the directory URL. RenewAt is a random
+// 7.4), o.Name first, proving control of each name with o.Challenge
+// (only that challenge's solver is given to lego; every configured one of
+// Challenges when o.Challenge is ""), and returns the new record, not yet
+// stored: the chain as the CA bundled it (leaf first), its key, Source
+// store.SourceACME and Origin the directory URL. RenewAt is a random
 // time in the window the CA suggests for it (RFC 9773 section 4.2), or zero
 // for the caller to fill when the CA has no renewal information, it cannot
 // be read, or DisableARI is set.
@@ -200,7 +223,7 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 // discarded and logged.
 func (a *ACMEIssuer) Obtain(ctx context.Context, o Order) (*store.Certificate, error) {
 	for _, n := range o.Names() {
-		if err := checkOrderName(n); err != nil {
+		if err := checkOrderName(n, o.Challenge); err != nil {
 			return nil, (&ACMEError{Name: o.Name, Kind: KindPermanent, Detail: err.Error(), Err: err}).judge()
 		}
 	}
@@ -292,14 +315,13 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	if !o.NoReplaces {
 		req.ReplacesCertID = replacesID(o.Replaces)
 	}
-	provider := &http01Provider{ctx: ctx, store: a.store, ttl: a.cfg.ChallengeTTL, now: a.cfg.Now}
 	start := time.Now()
 	res, err := bounded(ctx, func() (*certificate.Resource, error) {
 		client, err := a.newLegoClient(ctx, acct)
 		if err != nil {
 			return nil, err
 		}
-		if err := client.Challenge.SetHTTP01Provider(provider); err != nil {
+		if err := a.setSolvers(ctx, client, o.Challenge, o.ViaZone); err != nil {
 			return nil, err
 		}
 		return client.Certificate.Obtain(req)
@@ -368,17 +390,25 @@ func replacesID(c *store.Certificate) string {
 	return id
 }
 
-// checkOrderName refuses what cannot be ordered over HTTP-01: an empty
-// name and wildcards, which need DNS-01 (RFC 8555 section 8.4; Let's
-// Encrypt validates wildcards with DNS-01 only).
-func checkOrderName(name string) error {
+// checkOrderName refuses what cannot be ordered with challenge ch: an
+// empty name, and a wildcard with anything but dns-01 (RFC 8555 section
+// 7.1.3; Let's Encrypt validates wildcards with dns-01 only).
+func checkOrderName(name string, ch store.ChallengeType) error {
 	switch {
 	case name == "":
 		return errors.New("empty name")
-	case strings.Contains(name, "*"):
-		return fmt.Errorf("%s: wildcard names need the dns-01 challenge, which certserver does not answer", name)
+	case strings.Contains(name, "*") && ch != store.ChallengeDNS01:
+		return fmt.Errorf("%s: a wildcard name needs the dns-01 challenge, not %s", name, challengeOrDefault(ch))
 	}
 	return nil
+}
+
+// challengeOrDefault returns ch, or http-01 for "".
+func challengeOrDefault(ch store.ChallengeType) store.ChallengeType {
+	if ch == "" {
+		return store.ChallengeHTTP01
+	}
+	return ch
 }
 
 // isProblem reports whether err holds an ACME problem of the given short

@@ -76,7 +76,7 @@ func (r *Renewer) gate(ctx context.Context, ca *caState, o Order, kind ratelimit
 			}
 		}
 		for _, name := range names {
-			if err := r.cfg.Preflight.Check(ctx, name, ca.CAIdentities, accountURI); err != nil {
+			if err := r.cfg.Preflight.CheckFor(ctx, name, o.Challenge, ca.CAIdentities, accountURI); err != nil {
 				return hold{}, err
 			}
 		}

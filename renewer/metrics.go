@@ -211,7 +211,7 @@ func ErrorType(err error) (kind, problem string) {
 	var pe *PreflightError
 	if errors.As(err, &pe) {
 		switch pe.Step {
-		case StepResolve, StepTargets, StepCAA, StepCNAME:
+		case StepResolve, StepTargets, StepCAA, StepCNAME, StepChallenge:
 			return pe.Kind.String(), "preflight_" + pe.Step
 		}
 		return pe.Kind.String(), "preflight"

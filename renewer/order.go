@@ -38,9 +38,18 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		took     time.Duration // the time the orders sent took
 		nameFail bool          // a failure of the name itself ended the attempt
 	)
+	rt, err := r.cfg.Challenges.Route(ctx, r.cfg.Preflight, append([]string{d.Name}, d.ExtraNames...), d.Challenge)
+	ch := rt.challenge
+	if err != nil {
+		// The configuration cannot answer the challenge the name needs:
+		// refused before anything is sent, with the reason in its record.
+		r.failed(ctx, log, d.Name, cur, err, r.cfg.Now(), 0, time.Time{}, ch)
+		return
+	}
 	cands := r.candidates(cur, r.cfg.Now())
 	for i, ca := range cands {
 		o := r.orderFor(ca, d, profile, cur)
+		o.Challenge, o.ViaZone = ch, rt.viaZone
 		res := r.orderAt(ctx, log, ca, o, cur != nil, i < len(cands)-1, func() bool {
 			if started {
 				return true
@@ -53,7 +62,7 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		case res.stop:
 			return
 		case res.cert != nil:
-			r.obtained(ctx, log, ca, d.Name, res.cert, took)
+			r.obtained(ctx, log, ca, d.Name, res.cert, took, ch)
 			return
 		case res.err == nil:
 			if held.at.IsZero() || res.held.at.Before(held.at) {
@@ -88,7 +97,7 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 		r.postpone(ctx, log, d.Name, held, back)
 		return
 	}
-	var err error = errs
+	err = errs
 	if len(errs) == 1 && len(r.cas) == 1 {
 		err = errs[0].err
 	}
@@ -97,7 +106,7 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 	if !down.IsZero() && !held.at.IsZero() {
 		down = earliest(down, held.at) // a CA held back by its limits frees up first
 	}
-	r.failed(ctx, log, d.Name, cur, err, now, took, down)
+	r.failed(ctx, log, d.Name, cur, err, now, took, down, ch)
 }
 
 // downUntil returns, when every failure of an attempt said its CA is

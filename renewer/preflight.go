@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/certserver/certserver/store"
 	"github.com/miekg/dns"
 )
 
@@ -73,7 +74,8 @@ type PreflightConfig struct {
 	// host fails validation even when the A record points here. Default
 	// false.
 	AllAddresses bool
-	// Method is the ACME validation method certserver answers, which a CAA
+	// Method is the ACME validation method Check assumes (CheckFor takes
+	// the order's), which a CAA
 	// validationmethods parameter must list (RFC 8657 section 4). Default
 	// "http-01".
 	Method string
@@ -118,9 +120,20 @@ func NewPreflight(cfg PreflightConfig, r *Resolver) (*Preflight, error) {
 // A wildcard name ("*.example.com") is only checked for CAA: there is no
 // address to look up.
 func (p *Preflight) Check(ctx context.Context, name string, caIdentities []string, accountURI string) error {
+	return p.CheckFor(ctx, name, store.ChallengeType(p.cfg.Method), caIdentities, accountURI)
+}
+
+// CheckFor is Check for an order that proves control with challenge ch
+// (http-01 when ""): a CAA validationmethods parameter must list ch, and
+// for dns-01 the name's address is not checked, since the CA validates a
+// TXT record and the name need not point here yet.
+func (p *Preflight) CheckFor(ctx context.Context, name string, ch store.ChallengeType, caIdentities []string, accountURI string) error {
+	if ch == "" {
+		ch = store.ChallengeHTTP01
+	}
 	name = canonical(name)
 	wildcard := strings.HasPrefix(name, "*.")
-	if !wildcard {
+	if !wildcard && ch != store.ChallengeDNS01 {
 		if err := p.checkAddress(ctx, name); err != nil {
 			return err
 		}
@@ -128,7 +141,7 @@ func (p *Preflight) Check(ctx context.Context, name string, caIdentities []strin
 	if len(caIdentities) == 0 {
 		return nil
 	}
-	return p.checkCAA(ctx, name, caIdentities, accountURI)
+	return p.checkCAA(ctx, name, string(ch), caIdentities, accountURI)
 }
 
 // checkAddress looks name up and checks it points at the targets. An
@@ -180,7 +193,7 @@ func viaCNAMEs(cnames []string) string {
 // node that does not exist (NXDOMAIN) has no records and the climb goes
 // on. Any other failure (SERVFAIL, REFUSED, timeout) refuses the name for
 // now: the CA does not issue when it cannot read CAA.
-func (p *Preflight) checkCAA(ctx context.Context, name string, caIdentities []string, accountURI string) error {
+func (p *Preflight) checkCAA(ctx context.Context, name, method string, caIdentities []string, accountURI string) error {
 	wildcard := strings.HasPrefix(name, "*.")
 	node := strings.TrimPrefix(name, "*.")
 	for {
@@ -203,7 +216,7 @@ func (p *Preflight) checkCAA(ctx context.Context, name string, caIdentities []st
 			}
 			if len(set) > 0 {
 				where := node + viaCNAMEs(via)
-				return p.evaluateCAA(name, where, wildcard, set, caIdentities, accountURI)
+				return p.evaluateCAA(name, where, method, wildcard, set, caIdentities, accountURI)
 			}
 		}
 		i := strings.IndexByte(node, '.')
@@ -234,10 +247,10 @@ var caaKnownTags = map[string]bool{"issue": true, "issuewild": true, "iodef": tr
 //     matches one of caIdentities, ignoring case and a final dot, and its
 //     parameters allow us: accounturi, if present, must equal accountURI
 //     (RFC 8657 section 3), and validationmethods, if present, must list
-//     the configured Method (RFC 8657 section 4); other parameters are
+//     the order's challenge (RFC 8657 section 4); other parameters are
 //     ignored. An empty issuer domain name (issue ";") allows no CA, and a
 //     value that does not parse allows none either (section 4.2).
-func (p *Preflight) evaluateCAA(name, where string, wildcard bool, set []*dns.CAA, caIdentities []string, accountURI string) error {
+func (p *Preflight) evaluateCAA(name, where, method string, wildcard bool, set []*dns.CAA, caIdentities []string, accountURI string) error {
 	refuse := func(kind ErrorKind, reason string) error {
 		return &PreflightError{Name: name, Step: StepCAA, Kind: kind, Reason: reason}
 	}
@@ -292,8 +305,8 @@ func (p *Preflight) evaluateCAA(name, where string, wildcard bool, set []*dns.CA
 			}
 			continue
 		}
-		if methods, ok := params["validationmethods"]; ok && !slices.Contains(strings.Split(methods, ","), p.cfg.Method) {
-			why = append(why, fmt.Sprintf("allows %s only with validation methods %s, not %s", issuer, methods, p.cfg.Method))
+		if methods, ok := params["validationmethods"]; ok && !slices.Contains(strings.Split(methods, ","), method) {
+			why = append(why, fmt.Sprintf("allows %s only with validation methods %s, not %s", issuer, methods, method))
 			continue
 		}
 		return nil

@@ -36,6 +36,14 @@ type Order struct {
 	// (RFC 9773 section 5): the CA refused to take an order as the
 	// replacement of that certificate.
 	NoReplaces bool
+	// Challenge is the challenge that proves control of every name of
+	// the order (Challenges.Route); "" lets the issuer use any it
+	// answers.
+	Challenge store.ChallengeType
+	// ViaZone sends the dns-01 values of the order to certserver's own
+	// zone (ACMEConfig.DNS01Zone) instead of the DNS provider: every name
+	// delegates its _acme-challenge to the zone.
+	ViaZone bool
 }
 
 // Names returns every name of the order: Name followed by ExtraNames. The
@@ -76,6 +84,9 @@ type Config struct {
 	// Preflight checks each name's DNS and CAA before it is ordered.
 	// Default nil: no pre-flight.
 	Preflight *Preflight
+	// Challenges says which challenges the issuers answer and the
+	// default of names that name none. Default: http-01 for every name.
+	Challenges Challenges
 	// CAs are the CAs to order from, the primary first and the others in
 	// order of preference, each with its own account (Issuer), Limiter,
 	// CAA identities and renewal-information setting. Required: at least

@@ -29,13 +29,13 @@ func (r *Renewer) joinSet(ctx context.Context, log *slog.Logger, d *store.Domain
 		return d, false // the name holds this certificate already, or carries a set of its own
 	}
 	if cur.ID == d.Name {
-		if !takesSet(d, cur) {
+		if !r.takesSet(d, cur) {
 			return d, false
 		}
 		extra := slices.Clone(cur.Names[1:])
 		var out store.Domain
 		if !r.record(ctx, log, d.Name, func(d *store.Domain) {
-			if takesSet(d, cur) {
+			if r.takesSet(d, cur) {
 				d.ExtraNames = extra
 			}
 			out = *d
@@ -47,7 +47,7 @@ func (r *Renewer) joinSet(ctx context.Context, log *slog.Logger, d *store.Domain
 	}
 	owner, err := r.store.GetDomain(ctx, cur.ID)
 	if err != nil || owner.State == store.StateRemoved || owner.ManagedWith != "" ||
-		!slices.Contains(owner.ExtraNames, d.Name) && !takesSet(owner, cur) {
+		!slices.Contains(owner.ExtraNames, d.Name) && !r.takesSet(owner, cur) {
 		return d, false
 	}
 	now := r.cfg.Now()
@@ -63,14 +63,18 @@ func (r *Renewer) joinSet(ctx context.Context, log *slog.Logger, d *store.Domain
 
 // takesSet reports whether d, a managed name, takes the set of names of
 // cur, the certificate stored under its name, when it first takes cur:
-// when d carries no set of its own, and every name of cur's can be
-// ordered (wildcards cannot yet).
-func takesSet(d *store.Domain, cur *store.Certificate) bool {
+// when d carries no set of its own, and the set can be ordered with a
+// challenge the configuration answers (a wildcard needs dns-01).
+func (r *Renewer) takesSet(d *store.Domain, cur *store.Certificate) bool {
 	if d.ManagedWith != "" || len(d.ExtraNames) > 0 || d.CertID == cur.ID || cur.ID != d.Name || len(cur.Names) < 2 {
 		return false
 	}
+	ch, err := r.cfg.Challenges.Choose(cur.Names, d.Challenge)
+	if err != nil {
+		return false
+	}
 	for _, n := range cur.Names {
-		if checkOrderName(n) != nil {
+		if checkOrderName(n, ch) != nil {
 			return false
 		}
 	}

@@ -116,10 +116,10 @@ func (r *Renewer) process(ctx context.Context, name string, forced bool) {
 	r.order(ctx, log, d, cur)
 }
 
-// obtained records the certificate ca issued for name: the name is valid
-// until the certificate's renewal time, or until its renewal window is
-// next polled, whichever is first.
-func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, name string, cert *store.Certificate, took time.Duration) {
+// obtained records the certificate ca issued for name, proved with
+// challenge ch: the name is valid until the certificate's renewal time, or
+// until its renewal window is next polled, whichever is first.
+func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, name string, cert *store.Certificate, took time.Duration, ch store.ChallengeType) {
 	now := r.cfg.Now()
 	next := cert.RenewAt
 	if _, inf := r.informer(cert); inf != nil {
@@ -131,9 +131,9 @@ func (r *Renewer) obtained(ctx context.Context, log *slog.Logger, ca *caState, n
 		d.NextAttempt = next
 		d.Failures, d.LastError, d.FailingSince = 0, "", time.Time{}
 		d.UpdatedAt = now
-		d.AddAttempt(store.Attempt{At: now, Outcome: store.OutcomeIssued, Serial: cert.Serial, Took: took})
+		d.AddAttempt(store.Attempt{At: now, Outcome: store.OutcomeIssued, Serial: cert.Serial, Took: took, Challenge: ch})
 	})
-	log.Info("certificate obtained", "ca", ca.Name, "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
+	log.Info("certificate obtained", "ca", ca.Name, "challenge", string(ch), "serial", cert.Serial, "not_after", cert.NotAfter.UTC(),
 		"renew_at", cert.RenewAt.UTC(), "took", took.Round(time.Millisecond))
 }
 
@@ -279,8 +279,9 @@ func (r *Renewer) scheduled(c *store.Certificate) *store.Certificate {
 // (down is when the first of them is tried again) the failure is theirs:
 // the count does not grow, and the name waits until down. The attempt is
 // OutcomeRefused when the pre-flight refused the name for every CA tried,
-// so that nothing was sent, else OutcomeFailed.
-func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration, down time.Time) {
+// so that nothing was sent, else OutcomeFailed. ch is the challenge the
+// attempt used, or could not use.
+func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur *store.Certificate, err error, now time.Time, took time.Duration, down time.Time, ch store.ChallengeType) {
 	caWait := retryWait(err)
 	outcome := store.OutcomeFailed
 	if refusedOnly(err) {
@@ -302,7 +303,7 @@ func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur
 		}
 		d.NextAttempt = now.Add(max(wait, caWait))
 		d.UpdatedAt = now
-		d.AddAttempt(store.Attempt{At: now, Outcome: outcome, Error: err.Error(), Took: took})
+		d.AddAttempt(store.Attempt{At: now, Outcome: outcome, Error: err.Error(), Took: took, Challenge: ch})
 		rec = *d
 	})
 	if !ok {
@@ -318,7 +319,7 @@ func (r *Renewer) failed(ctx context.Context, log *slog.Logger, name string, cur
 	if errors.As(err, &p) && p.Permanent() {
 		kind = "permanent"
 	}
-	attrs := []any{"error", err, "kind", kind, "failures", rec.Failures, "next_attempt", rec.NextAttempt.UTC()}
+	attrs := []any{"error", err, "kind", kind, "challenge", string(ch), "failures", rec.Failures, "next_attempt", rec.NextAttempt.UTC()}
 	if cur != nil {
 		attrs = append(attrs, "serving_until", cur.NotAfter.UTC())
 	}

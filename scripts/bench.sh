@@ -15,6 +15,8 @@
 #
 # What runs (each benchmark's doc comment says more):
 #   nginx           BenchmarkHandshake       TLS handshakes, Lua hook vs static ssl_certificate
+#                   BenchmarkStreamFront     TLS handshakes through the TLS-ALPN-01 stream snippet
+#                                            (certserver-stream.conf) vs straight to the https server
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
 #                                            memory, endpoint lookups, first handshakes through nginx
 #                   BenchmarkMillionEndpoint the same lookups in-process, with a CPU profile
@@ -39,8 +41,10 @@
 #                   on every engine: one AddDomains, then its checks (make test
 #                   runs it at 20,000 under the race detector)
 #   nginx           BenchmarkIssuance        certificates/s from the local Pebble, HTTP-01 through nginx
+#   cmd/certserver  BenchmarkChallenge       time per certificate by challenge against Pebble through a
+#                                            real BIND: http-01, dns-01 via rfc2136, dns-01 via the zone
 #   renewer/dnszone BenchmarkZoneTXT         certserver's own DNS-01 zone: TXT answers/s over UDP
-#                                            (16 clients on the same CPUs) and their p99
+#                                            (16 clients in a process of their own) and their p99
 #   nginx           BenchmarkFleetConvergence a fleet of 3 hosts (sidecar + nginx each, one PostgreSQL):
 #                                            a certificate written on one host until every worker of
 #                                            every nginx serves it, over 200 changes
@@ -68,7 +72,7 @@ esac
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 if [ "$short" = 1 ]; then
-  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x fleet_issuance_time=6x zone_time=2000x reserve_time=200x
+  handshake_time=1000x endpoint_time=2000x store_time=200x issuance_time=4x fleet_issuance_time=6x zone_time=2000x reserve_time=200x challenge_time=2x
   issuance_re='^BenchmarkIssuance$/^workers=4$'
   export CERTSERVER_BENCH_CERTS=10000 CERTSERVER_BENCH_ADD=20000 CERTSERVER_BENCH_DUE=10000,100000 \
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
@@ -76,7 +80,7 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
     CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000
 else
-  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x zone_time=500000x reserve_time=5000x
+  handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x zone_time=500000x reserve_time=5000x challenge_time=16x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
@@ -113,6 +117,7 @@ bench() {
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
+bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v1-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
@@ -152,6 +157,7 @@ fi
 grep -E 'AddDomains of [0-9]+ names into' "$out/contract.txt" >&2 || true
 bench issuance ./nginx/ "$issuance_re" "$issuance_time"
 bench zone ./renewer/dnszone/ '^BenchmarkZoneTXT$' "$zone_time"
+bench challenge ./cmd/certserver/ '^BenchmarkChallenge$' "$challenge_time"
 # One op makes all the changes (CERTSERVER_BENCH_FLEET_CHANGES, default 200).
 bench fleet ./nginx/ '^BenchmarkFleetConvergence$' 1x
 bench fleet-issuance ./nginx/ '^BenchmarkFleetIssuance$' "$fleet_issuance_time"
@@ -168,8 +174,8 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/zone.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
+cat "$out/handshake.txt" "$out/stream.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
+  "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
@@ -226,6 +232,12 @@ END {
     row("**Handshake**: full TLS handshakes through nginx, Lua hook vs static `ssl_certificate` (same ECDSA P-256 certificate, alternated in 10 rounds)",
         "handshakes/s, Lua / static", fmt(v[b, "lua-hs/s"]) " / " fmt(v[b, "static-hs/s"]) " = **" fmt(r) "**", "≥ 0.97", verdict(r >= 0.97, fmt(0.97 - r)))
     row("", "nginx worker CPU per handshake, Lua / static", fmt(v[b, "lua-cpu-µs/hs"]) " / " fmt(v[b, "static-cpu-µs/hs"]) " µs", "", "")
+  }
+  b = "BenchmarkStreamFront"
+  if (has(b, "front/direct")) {
+    row("**Handshake** through the TLS-ALPN-01 stream snippet (`ssl_preread`, then a local hop with PROXY protocol) vs straight to the same https server (Lua hook, same certificate, alternated in 10 rounds)",
+        "handshakes/s, front / direct", fmt(v[b, "front-hs/s"]) " / " fmt(v[b, "direct-hs/s"]) " = **" fmt(v[b, "front/direct"]) "**", "", "")
+    row("", "nginx worker CPU per handshake, front / direct", fmt(v[b, "front-cpu-µs/hs"]) " / " fmt(v[b, "direct-cpu-µs/hs"]) " µs", "", "")
   }
   b = "BenchmarkMillion"
   names = count(million)
@@ -320,13 +332,20 @@ END {
     first = 0
   }
 
+  first = 1
+  for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkChallenge\//) {
+    b = order[k]; w = b; sub(/^BenchmarkChallenge\/challenge=/, "", w)
+    row(first ? "**Time per certificate by challenge**, one worker, a local Pebble resolving through BIND 9" : "", w, fmt(v[b, "s/cert"]) " s", "", "")
+    first = 0
+  }
+
   b = "BenchmarkZoneTXT"
   if (has(b, "answers/s")) {
     r = v[b, "answers/s"]
-    row("**DNS-01 zone**: TXT answers over UDP from certserver'"'"'s own zone (two values under one label, Badger store), " sprintf("%d", v[b, "clients"]) " clients on the same CPUs",
+    row("**DNS-01 zone**: TXT answers over UDP from certserver'"'"'s own zone (two values under one label, Badger store), " sprintf("%d", v[b, "clients"]) " clients in another process on the same CPUs",
         "answers/s; p50 / p99 under that load", "**" fmt(r) "/s**; " ms(v[b, "p50-µs"]) " / " ms(v[b, "p99-µs"]), "≥ 50,000/s", verdict(r >= 50000, fmt(50000 - r) "/s"))
-    row("", "CPU per answer, server and clients together; the rate 2 idle CPUs allow",
-        fmt(v[b, "cpu-µs/answer"]) " µs; " fmt(v[b, "idle-2cpu-answers/s"]) "/s", "", "")
+    row("", "CPU per answer: server / clients (a process of their own); the rate the server'"'"'s CPU allows on 2 idle CPUs",
+        fmt(v[b, "server-cpu-µs/answer"]) " / " fmt(v[b, "client-cpu-µs/answer"]) " µs; " fmt(v[b, "idle-2cpu-answers/s"]) "/s", "", "")
   }
 
   b = "BenchmarkFleetConvergence"

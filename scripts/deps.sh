@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs what certserver's tests and demo need when it is missing:
-#   - Debian packages: nginx-light, the ngx_lua module, lua-resty-core,
+#   - Debian packages: nginx-light, the ngx_lua module, the stream module
+#     (the TLS-ALPN-01 snippet certserver-stream.conf), lua-resty-core,
 #     lua-resty-lrucache, luacheck (lua-check), chromium (the status
 #     page test loads the page in headless Chromium), and postgresql
 #     (PostgreSQL 15: the fleet store's tests start clusters of their own
-#     with store/pgtest; Debian's own cluster service is left stopped)
+#     with store/pgtest; Debian's own cluster service is left stopped),
+#     and bind9 (BIND 9: the dns-01 tests start named of their own with
+#     renewer/bindtest; Debian's own named service is left stopped)
 #   - Pebble, the ACME test CA, at the pinned version
 # Safe to run again: it only installs what is not there yet.
 # Needs root (or sudo) for apt-get; Pebble goes to $(go env GOPATH)/bin.
 set -euo pipefail
 
 PEBBLE_VERSION=v2.10.1
-APT_PACKAGES=(nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-check chromium certbot postgresql)
+APT_PACKAGES=(nginx-light libnginx-mod-http-lua libnginx-mod-stream lua-resty-core lua-resty-lrucache lua-check chromium certbot postgresql bind9)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 
@@ -37,6 +40,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # their own on ports picked at run time and never use it.
   if command -v systemctl >/dev/null && systemctl is-active --quiet postgresql 2>/dev/null; then
     $sudo systemctl stop postgresql || true
+  fi
+  # And BIND on port 53; the dns-01 tests start their own named.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet named 2>/dev/null; then
+    $sudo systemctl stop named || true
   fi
 fi
 

@@ -222,7 +222,9 @@ func (b *Badger) runGC() {
 // update runs fn in a read-write transaction and commits it, one such
 // transaction at a time. Should the transaction still conflict (it cannot
 // while this process is the only writer), it is retried whole; fn must
-// not keep state across attempts.
+// not keep state across attempts. Every write to the database goes
+// through here: the count of writes it keeps is what tells
+// ListChallenges that a scan it kept is still current.
 func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {

@@ -265,6 +265,11 @@ func validDomain(d *Domain) error {
 			return err
 		}
 	}
+	if d.Challenge != "" {
+		if _, err := ParseChallenge(string(d.Challenge)); err != nil {
+			return fmt.Errorf("%s: %w: %w", d.Name, err, ErrInvalid)
+		}
+	}
 	for i, n := range d.ExtraNames {
 		if n == d.Name || slices.Contains(d.ExtraNames[:i], n) {
 			return fmt.Errorf("%s: extra name %s given twice: %w", d.Name, n, ErrInvalid)

@@ -57,6 +57,9 @@ func (b *Badger) ListChallenges(ctx context.Context, prefix string, limit int) (
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("list challenges %s: %w", prefix, err)
 	}
+	if b.db.IsClosed() {
+		return nil, fmt.Errorf("list challenges %s: %w", prefix, badger.ErrDBClosed)
+	}
 	now := b.now()
 	// The count is read before the scan, and a write bumps it after it
 	// commits: a scan kept under a count still current missed no write.

@@ -122,6 +122,10 @@ func appendDomain(b []byte, d *Domain) []byte {
 		e.str(n)
 	}
 	e.str(d.ManagedWith)
+	e.str(string(d.Challenge))
+	for _, a := range d.Attempts {
+		e.str(string(a.Challenge))
+	}
 	return e.b
 }
 
@@ -171,6 +175,11 @@ func decodeDomain(b []byte, d *Domain) error {
 		}
 	}
 	d.ManagedWith = r.str()
+	// Challenge came later, then the challenge of each attempt.
+	d.Challenge = ChallengeType(r.str())
+	for i := range d.Attempts {
+		d.Attempts[i].Challenge = ChallengeType(r.str())
+	}
 	return r.fail("domain")
 }
 

@@ -14,6 +14,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -308,6 +309,43 @@ type Domain struct {
 	// with ManagedWith has no ExtraNames (ErrInvalid). "" for a name that
 	// is managed on its own.
 	ManagedWith string `json:"managed_with,omitempty"`
+	// Challenge is the ACME challenge the name's orders prove control
+	// with: one of Challenges, or "" for the configured default
+	// (ErrInvalid otherwise). A wildcard in the set is proved with
+	// dns-01 whatever this says (RFC 8555 section 7.1.3).
+	Challenge ChallengeType `json:"challenge,omitempty"`
+}
+
+// ChallengeType names how a name's orders prove control of it (RFC 8555
+// section 8): one ACME challenge type, or ChallengeAuto.
+type ChallengeType string
+
+// The challenges a name can be set to.
+const (
+	ChallengeHTTP01    ChallengeType = "http-01"     // a token served on port 80 (RFC 8555 section 8.3)
+	ChallengeDNS01     ChallengeType = "dns-01"      // a TXT record at _acme-challenge (RFC 8555 section 8.4)
+	ChallengeTLSALPN01 ChallengeType = "tls-alpn-01" // a certificate on port 443 for "acme-tls/1" (RFC 8737)
+	// ChallengeAuto picks, at each order, what the name's DNS and the
+	// configuration allow (renewer.Challenges.Choose says how).
+	ChallengeAuto ChallengeType = "auto"
+)
+
+// ChallengeTypes lists every ChallengeType a record may name, in the
+// order the documentation gives them.
+var ChallengeTypes = []ChallengeType{ChallengeHTTP01, ChallengeDNS01, ChallengeTLSALPN01, ChallengeAuto}
+
+// ParseChallenge returns the ChallengeType s names, "" for "", or an
+// error naming s and the accepted values.
+func ParseChallenge(s string) (ChallengeType, error) {
+	for _, c := range ChallengeTypes {
+		if string(c) == s {
+			return c, nil
+		}
+	}
+	if s == "" {
+		return "", nil
+	}
+	return "", fmt.Errorf("challenge %q is not one of http-01, dns-01, tls-alpn-01, auto", s)
 }
 
 // RecentAttempts is how many attempts a Domain record keeps.
@@ -325,6 +363,11 @@ type Attempt struct {
 	Serial string `json:"serial,omitempty"`
 	// Took is how long the attempt ran.
 	Took time.Duration `json:"took,omitempty"`
+	// Challenge is the challenge the order proved control with, or the
+	// one the name could not use when the attempt was refused for it; ""
+	// when no challenge was chosen (a refusal before that, a record
+	// written before challenges were recorded).
+	Challenge ChallengeType `json:"challenge,omitempty"`
 }
 
 // Outcome is how an Attempt ended.

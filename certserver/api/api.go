@@ -159,16 +159,23 @@ type ImportResult struct {
 // The body may also be a JSON array of names, or text with one name per
 // line (blank lines and "#" comments ignored).
 type AddDomainsRequest struct {
-	// Names are the host names to manage. Wildcards are refused: they need
-	// the dns-01 challenge.
+	// Names are the host names to manage, each with a certificate of its
+	// own. A wildcard ("*.shop.example") is proved with dns-01.
 	Names []string `json:"names"`
 	// Profile is the ACME profile to request for them ("" for the
 	// configured default).
 	Profile string `json:"profile,omitempty"`
+	// ExtraNames makes the one name of Names and these one certificate:
+	// that name is managed, and every order asks for it followed by
+	// these ("*.shop.example" with "shop.example"). Only with exactly
+	// one name in Names. A name already managed takes them as its extra
+	// names.
+	ExtraNames []string `json:"extra_names,omitempty"`
+	// Challenge is the challenge the names' orders prove control with:
+	// "http-01", "dns-01", "tls-alpn-01" or "auto" ("" for the configured
+	// default, acme.challenge). A name already managed takes it too.
+	Challenge string `json:"challenge,omitempty"`
 }
-
-// ReasonWildcard is the error of an InvalidName that is a wildcard.
-const ReasonWildcard = "wildcard names need DNS-01, which is not supported yet"
 
 // MaxInvalidListed is how many invalid names an AddDomainsResponse lists
 // at most; InvalidCount counts them all.
@@ -191,8 +198,12 @@ type AddDomainsResponse struct {
 	// names that were managed again.
 	Added int `json:"added"`
 	// Existing counts the names that were managed already (and names given
-	// twice, the second time); they are left as they are.
+	// twice, the second time); they are left as they are, but for the
+	// challenge and extra names the request gives (Updated).
 	Existing int `json:"existing"`
+	// Updated counts the names of Existing whose challenge or extra
+	// names the request changed.
+	Updated int `json:"updated,omitempty"`
 	// Invalid lists the refused names in the order given, the first
 	// MaxInvalidListed of them. Never null.
 	Invalid []InvalidName `json:"invalid"`
@@ -232,6 +243,10 @@ type DomainRecord struct {
 	// and is renewed for it: this name is one of that name's ExtraNames
 	// and is never ordered alone. Left out for a name managed on its own.
 	ManagedWith string `json:"managed_with,omitempty"`
+	// Challenge is the challenge the name asks for: "http-01", "dns-01",
+	// "tls-alpn-01", "auto", or "" for the configured default. The
+	// challenge each order used, or could not use, is in its attempt.
+	Challenge string `json:"challenge"`
 }
 
 // Domain is the body of GET /v1/domains/{name} and of the answer to
@@ -261,6 +276,10 @@ type Attempt struct {
 	Outcome string    `json:"outcome"`
 	Error   string    `json:"error,omitempty"`
 	Serial  string    `json:"serial,omitempty"`
+	// Challenge is the challenge the order proved control with, or the
+	// one the name could not use when it was refused for it ("dns-01
+	// asked for, and it is not available: ..." in Error).
+	Challenge string `json:"challenge,omitempty"`
 	// TookMS is how long the attempt ran, in milliseconds.
 	TookMS int64 `json:"took_ms"`
 }

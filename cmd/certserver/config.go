@@ -34,14 +34,15 @@ type config struct {
 	Store     storeConfig     `toml:"store"`
 	Certs     certsConfig     `toml:"certs"`
 	Challenge challengeConfig `toml:"challenge"`
+	TLSALPN   tlsALPNConfig   `toml:"tls_alpn"`
 	Admin     adminConfig     `toml:"admin"`
 	ACME      acmeConfig      `toml:"acme"`
 	Renewer   renewerConfig   `toml:"renewer"`
 	Preflight preflightConfig `toml:"preflight"`
+	DNS01     dns01Config     `toml:"dns01"`
 	OnDemand  onDemandConfig  `toml:"on_demand"`
 	Log       logConfig       `toml:"log"`
 	Fleet     fleetConfig     `toml:"fleet"`
-	DNS01     dns01Config     `toml:"dns01"`
 
 	// fleetDefined says the file has a [fleet] section.
 	fleetDefined bool
@@ -72,6 +73,15 @@ type challengeConfig struct {
 	AllowNonLoopback bool   `toml:"allow_non_loopback"`
 }
 
+// tlsALPNConfig is [tls_alpn], the TLS-ALPN-01 responder nginx's stream
+// snippet (certserver-stream.conf) sends acme-tls/1 connections to. Off
+// while listen is "" (the default); on, orders may be validated with
+// TLS-ALPN-01.
+type tlsALPNConfig struct {
+	Listen           string `toml:"listen"`
+	AllowNonLoopback bool   `toml:"allow_non_loopback"`
+}
+
 type adminConfig struct {
 	Enabled          bool   `toml:"enabled"`
 	Listen           string `toml:"listen"`
@@ -92,6 +102,8 @@ type acmeConfig struct {
 	Timeout     duration `toml:"timeout"`
 	EABKID      string   `toml:"eab_kid"`
 	EABHMACFile string   `toml:"eab_hmac_file"`
+	// Challenge is the challenge of names that name none (store.ChallengeType).
+	Challenge string `toml:"challenge"`
 	// The primary CA's name, CAA identities, ARI and limits.
 	Name          string       `toml:"name"`
 	CAAIdentities []string     `toml:"caa_identities"`
@@ -214,6 +226,7 @@ func defaultConfig() config {
 			MaxDomainsBody: certserver.DefaultAdminMaxDomainsBody,
 		},
 		ACME: acmeConfig{
+			Challenge: string(store.ChallengeAuto),
 			KeyType:   string(store.KeyECDSAP256),
 			Timeout:   duration(3 * time.Minute),
 			Selection: string(renewer.SelectFailover),
@@ -221,10 +234,10 @@ func defaultConfig() config {
 		Renewer: renewerConfig{Workers: 4, IdleWait: duration(time.Minute),
 			GiveUpAfter: duration(30 * 24 * time.Hour), ARIPollInterval: duration(12 * time.Hour)},
 		Preflight: preflightConfig{Enabled: true},
+		DNS01:     defaultDNS01Config(),
 		OnDemand:  onDemandConfig{AllowTTL: duration(10 * time.Minute), DenyTTL: duration(time.Minute)},
 		Log:       logConfig{Level: "info", Format: "text"},
 		Fleet:     defaultFleetConfig(),
-		DNS01:     defaultDNS01Config(),
 	}
 }
 
@@ -388,10 +401,19 @@ func (c *config) validate() error {
 			}
 		}
 	}
+	if c.TLSALPN.Listen != "" {
+		if err := certserver.CheckLoopback(c.TLSALPN.Listen); err != nil && !(c.TLSALPN.AllowNonLoopback && errors.Is(err, certserver.ErrNotLoopback)) {
+			if errors.Is(err, certserver.ErrNotLoopback) {
+				bad("tls_alpn.listen", "%v; nginx's stream server on this host passes the CA's connections here: use a loopback address, or set tls_alpn.allow_non_loopback = true", err)
+			} else {
+				bad("tls_alpn.listen", "%v", err)
+			}
+		}
+	}
 	c.validateACME(bad)
+	c.validateDNS01(bad)
 	c.validateOnDemand(bad)
 	c.validateFleet(c.fleetDefined, bad)
-	c.validateDNS01(bad)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
@@ -452,6 +474,11 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 	default:
 		bad("acme.key_type", "%q is not one of %s, %s, %s, %s", a.KeyType,
 			store.KeyECDSAP256, store.KeyECDSAP384, store.KeyRSA2048, store.KeyRSA4096)
+	}
+	if ch, err := store.ParseChallenge(a.Challenge); err != nil || ch == "" {
+		bad("acme.challenge", "%q is not one of http-01, dns-01, tls-alpn-01, auto", a.Challenge)
+	} else if why, off := c.challengesOff()[ch]; off {
+		bad("acme.challenge", "%s is not available: %s", ch, why)
 	}
 	if api.CheckProfile(a.Profile) != nil {
 		bad("acme.profile", "%q: a profile name is at most 64 letters, digits, '-', '_' and '.'", a.Profile)

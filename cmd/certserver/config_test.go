@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/certserver/certserver/renewer"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -97,6 +98,19 @@ deny_ttl = "5m"
 		{desc: "challenge on every interface", doc: "[challenge]\nlisten = \"0.0.0.0:80\"\n", want: "challenge.listen"},
 		{desc: "challenge without a port", doc: "[challenge]\nlisten = \"127.0.0.1\"\n", want: "challenge.listen"},
 		{desc: "unknown challenge key", doc: "[challenge]\nport = 9402\n", want: `unknown key "challenge.port" (keys of [challenge]: listen, allow_non_loopback)`},
+		{desc: "tls-alpn-01 off by default", doc: "", check: func(t *testing.T, c config) {
+			if c.TLSALPN.Listen != "" || len(c.challenges()) != 1 || c.challenges()[0] != renewer.ChallengeHTTP01 {
+				t.Errorf("tls_alpn %+v, challenges %v; want off, http-01 alone", c.TLSALPN, c.challenges())
+			}
+		}},
+		{desc: "tls-alpn-01 on", doc: "[tls_alpn]\nlisten = \"127.0.0.1:9403\"\n", check: func(t *testing.T, c config) {
+			if got := c.challenges(); len(got) != 2 || got[1] != renewer.ChallengeTLSALPN01 {
+				t.Errorf("challenges %v, want http-01 and tls-alpn-01", got)
+			}
+		}},
+		{desc: "tls-alpn-01 on every interface", doc: "[tls_alpn]\nlisten = \"0.0.0.0:9403\"\n", want: "tls_alpn.listen"},
+		{desc: "tls-alpn-01 on every interface, allowed", doc: "[tls_alpn]\nlisten = \"0.0.0.0:9403\"\nallow_non_loopback = true\n"},
+		{desc: "tls-alpn-01 without a port", doc: "[tls_alpn]\nlisten = \"127.0.0.1\"\n", want: "tls_alpn.listen"},
 		{desc: "dns01 zone off by default", doc: "", check: func(t *testing.T, c config) {
 			if z := c.DNS01.Zone; z.enabled() || z.Listen != ":53" || z.TTL.std() != time.Second {
 				t.Errorf("dns01.zone defaults: %+v", z)
@@ -236,7 +250,7 @@ format = "json"
 			}
 		}},
 		{desc: "unknown key", doc: "[certs]\nsockt = \"/x\"\n", want: `unknown key "certs.sockt" (keys of [certs]: socket,`},
-		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, admin, acme, renewer, preflight, on_demand, log, fleet, dns01)`},
+		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, tls_alpn, admin, acme, renewer, preflight, dns01, on_demand, log, fleet)`},
 		{desc: "unknown section", doc: "[dns]\nresolver = \"x\"\n", want: `unknown key "dns"`},
 		{desc: "bad duration", doc: "[certs]\nmax_age = \"10 minutes\"\n", want: `"certs.max_age"`},
 		{desc: "duration as a number", doc: "[certs]\nmin_age = 10\n", want: "certs.min_age"},

@@ -11,12 +11,6 @@ import (
 	"github.com/certserver/certserver/store"
 )
 
-// dns01Config is the [dns01] section: DNS-01 challenges. [dns01.zone] is
-// certserver's own delegated zone (renewer/dnszone).
-type dns01Config struct {
-	Zone dns01ZoneConfig `toml:"zone"`
-}
-
 // dns01ZoneConfig is [dns01.zone]; every key is documented in
 // deploy/certserver.toml. The zone is served when name is set.
 type dns01ZoneConfig struct {
@@ -28,9 +22,9 @@ type dns01ZoneConfig struct {
 	TTL                 duration `toml:"ttl"`
 }
 
-// defaultDNS01Config returns the defaults of [dns01].
-func defaultDNS01Config() dns01Config {
-	return dns01Config{Zone: dns01ZoneConfig{Listen: dnszone.DefaultListen, TTL: duration(dnszone.DefaultTTL)}}
+// defaultDNS01ZoneConfig returns the defaults of [dns01.zone].
+func defaultDNS01ZoneConfig() dns01ZoneConfig {
+	return dns01ZoneConfig{Listen: dnszone.DefaultListen, TTL: duration(dnszone.DefaultTTL)}
 }
 
 // enabled reports whether the zone is served.
@@ -55,8 +49,8 @@ func (c dns01ZoneConfig) zone() (dnszone.Zone, dnszone.Config, error) {
 	return z, cfg, nil
 }
 
-// validateDNS01 checks [dns01.zone], naming the key.
-func (c *config) validateDNS01(bad func(key, format string, args ...any)) {
+// validateDNS01Zone checks [dns01.zone], naming the key.
+func (c *config) validateDNS01Zone(bad func(key, format string, args ...any)) {
 	zc := c.DNS01.Zone
 	if !zc.enabled() {
 		return

@@ -18,6 +18,7 @@ import (
 	"github.com/certserver/certserver/certserver"
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/certserver/client"
+	"github.com/certserver/certserver/store"
 )
 
 // adminHelp is the paragraph every command that talks to the admin API
@@ -156,8 +157,23 @@ everything after a "#" are ignored. Names are normalized (lowercase,
 internationalized names to their xn-- form) and checked as CAs check
 them (IDNA2008): a character IDNA2008 disallows is refused, and so is a
 name UTS #46 mapping would change otherwise (a zero-width or full-width
-character), with the name to send instead. Wildcards are refused: they
-need the dns-01 challenge, which certserver does not answer yet.
+character), with the name to send instead.
+
+Each name gets a certificate of its own, unless the first name is a
+wildcard or --together is given: then the names are one certificate,
+the first the managed name and the others its extra names, ordered
+together ('*.shop.example' with 'shop.example'). A wildcard is proved
+with dns-01, which needs [dns01] in the server's configuration; one
+deeper than the first label ('a.*.shop.example'), '*' alone and one over
+a public suffix ('*.co.uk') are refused, with the rule they break.
+
+--challenge sets how the names' orders prove control: http-01 (a token
+on port 80, the default), dns-01 (a TXT record, through [dns01]),
+tls-alpn-01 (port 443, through nginx's stream snippet) or auto (the
+first of these the server can answer). A name that cannot use the
+challenge it asks for is refused before anything is sent to the CA, and
+'certserver domains show' says why. Names already managed take the
+challenge (and, with --together, the extra names) given.
 
 The report says how many names were added and how many were managed
 already (they are left as they are; a removed name is managed again), and
@@ -175,6 +191,8 @@ request failed; 2 bad command line.
 Examples:
   certserver domains add shop.example.com www.shop.example.com
   certserver domains add --profile shortlived staging.example.com
+  certserver domains add '*.shop.example' shop.example
+  certserver domains add --challenge dns-01 --together shop.example www.shop.example
   certserver domains add --file /etc/certserver/names.txt
   psql -Atc 'select host from customers' | certserver domains add -
 `
@@ -207,6 +225,7 @@ type inputName struct {
 type addReport struct {
 	Added        int               `json:"added"`
 	Existing     int               `json:"existing"`
+	Updated      int               `json:"updated,omitempty"`
 	Invalid      []api.InvalidName `json:"invalid"`
 	InvalidCount int               `json:"invalid_count"`
 }
@@ -218,6 +237,8 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	progressMode := fs.String("progress", progressAuto, "report progress on standard error when reading a file or standard input: `mode` auto (a bar on a terminal, else a line every "+progressInterval.String()+"), bar, lines or none")
 	batch := fs.Int("batch", 0, "send `n` names per request (default: a twentieth of the input, from 1000 to 100000)")
+	challenge := fs.String("challenge", "", "how the names' orders prove control: `challenge` http-01, dns-01, tls-alpn-01 or auto (default: the server's acme.challenge)")
+	together := fs.Bool("together", false, "the names are one certificate: the first is the managed name, the others its extra names (implied when the first name is a wildcard)")
 	af := addAdminFlags(fs)
 	rest, code, ok := fs.parse(e, args)
 	if !ok {
@@ -230,6 +251,9 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	}
 	if *batch < 0 || *batch > maxBatchNames {
 		return usageError(e, fs.Name(), "--batch must be from 1 to %d", maxBatchNames)
+	}
+	if _, err := store.ParseChallenge(*challenge); err != nil {
+		return usageError(e, fs.Name(), "--challenge: %v", err)
 	}
 	var src string // what the names are read from: "", "-" or a path
 	switch {
@@ -278,6 +302,12 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, fs.Name(), err)
 	}
+	if len(names) > 1 && (*together || strings.HasPrefix(names[0].name, "*")) {
+		if src != "" {
+			return usageError(e, fs.Name(), "one certificate for several names (--together, or a wildcard first) takes its names as arguments")
+		}
+		return addSet(ctx, e, fs, af, cl, names, *profile, *challenge, *asJSON)
+	}
 	size := *batch
 	if size == 0 {
 		size = batchSize(len(names))
@@ -290,7 +320,7 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	rep := addReport{Invalid: []api.InvalidName{}}
 	for start := 0; start < len(names); start += size {
 		batch := names[start:min(start+size, len(names))]
-		req := &api.AddDomainsRequest{Names: make([]string, len(batch)), Profile: *profile}
+		req := &api.AddDomainsRequest{Names: make([]string, len(batch)), Profile: *profile, Challenge: *challenge}
 		for i, n := range batch {
 			req.Names[i] = n.name
 		}
@@ -306,6 +336,7 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 		}
 		rep.Added += resp.Added
 		rep.Existing += resp.Existing
+		rep.Updated += resp.Updated
 		rep.InvalidCount += resp.InvalidCount
 		for _, inv := range resp.Invalid {
 			if inv.Line >= 1 && inv.Line <= len(batch) {
@@ -317,10 +348,48 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 	}
 	prog.finish(len(names))
 
-	if *asJSON {
+	printAddReport(e, rep, where, *asJSON)
+	if rep.InvalidCount > 0 {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// addSet brings names, given as arguments, under management as one
+// certificate: the first is the managed name, the others its extra names.
+func addSet(ctx context.Context, e *env, fs *flagSet, af *adminFlags, cl *client.Client, names []inputName, profile, challenge string, asJSON bool) int {
+	req := &api.AddDomainsRequest{Names: []string{names[0].name}, Profile: profile, Challenge: challenge}
+	for _, n := range names[1:] {
+		req.ExtraNames = append(req.ExtraNames, n.name)
+	}
+	rctx, cancel := context.WithTimeout(ctx, *af.timeout)
+	resp, err := cl.AddDomains(rctx, req)
+	cancel()
+	if err != nil {
+		return fail(e, fs.Name(), explain(cl, err))
+	}
+	rep := addReport{Added: resp.Added, Existing: resp.Existing, Updated: resp.Updated, Invalid: resp.Invalid, InvalidCount: resp.InvalidCount}
+	printAddReport(e, rep, "argument", asJSON)
+	if rep.InvalidCount > 0 {
+		return exitFailure
+	}
+	if !asJSON {
+		fmt.Fprintf(e.stdout, "one certificate: %s with %s\n", names[0].name, strings.Join(req.ExtraNames, ", "))
+	}
+	return exitOK
+}
+
+// printAddReport prints the report of `domains add`; where says what a
+// position counts ("line", "argument").
+func printAddReport(e *env, rep addReport, where string, asJSON bool) {
+	if asJSON {
 		printJSON(e.stdout, rep)
 	} else {
-		fmt.Fprintf(e.stdout, "%d added, %d existing, %d invalid\n", rep.Added, rep.Existing, rep.InvalidCount)
+		updated := ""
+		if rep.Updated > 0 {
+			updated = fmt.Sprintf(" (%d updated)", rep.Updated)
+		}
+		fmt.Fprintf(e.stdout, "%d added, %d existing%s, %d invalid\n", rep.Added, rep.Existing, updated, rep.InvalidCount)
 		for _, inv := range rep.Invalid {
 			fmt.Fprintf(e.stdout, "invalid: %s %d: %s: %s\n", where, inv.Line, strconv.Quote(inv.Name), inv.Error)
 		}
@@ -328,10 +397,6 @@ func runDomainsAdd(ctx context.Context, e *env, args []string) int {
 			fmt.Fprintf(e.stdout, "invalid: %d more not listed\n", n)
 		}
 	}
-	if rep.InvalidCount > 0 {
-		return exitFailure
-	}
-	return exitOK
 }
 
 // readNames reads one name per line (api.NameInLine); a byte order mark
@@ -418,6 +483,7 @@ func runDomainsShow(ctx context.Context, e *env, args []string) int {
 	}
 	line("state", d.State)
 	line("profile", orDash(d.Profile, "(default)"))
+	line("challenge", orDash(d.Challenge, "(default)"))
 	line("source", orDash(d.Source, "-"))
 	line("next attempt", when(d.NextAttempt, now))
 	line("failures", strconv.Itoa(d.Failures))
@@ -454,6 +520,9 @@ func runDomainsShow(ctx context.Context, e *env, args []string) int {
 			k = "recent attempts"
 		}
 		what := a.Outcome
+		if a.Challenge != "" {
+			what += " (" + a.Challenge + ")"
+		}
 		switch {
 		case a.Serial != "":
 			what += " serial " + a.Serial

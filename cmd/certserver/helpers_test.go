@@ -52,7 +52,7 @@ func genCert(t *testing.T, notAfter time.Time, names ...string) (chain, key []by
 }
 
 // waitFor polls cond until it holds or 10 seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

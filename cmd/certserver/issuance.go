@@ -103,7 +103,11 @@ type issuance struct {
 // (nil on a single host).
 func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.Verdicts, metrics *certserver.Metrics, logger *slog.Logger) (*issuance, error) {
 	a := cfg.ACME
-	cas, issuers, err := buildCAs(a, files, st, logger)
+	dns01, err := newDNS01(cfg.DNS01)
+	if err != nil {
+		return nil, err
+	}
+	cas, issuers, err := buildCAs(a, cfg.challenges(), files, dns01, newDNS01Zone(cfg.DNS01, st), st, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -138,6 +142,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.
 		CAs:             cas,
 		Selection:       renewer.Selection(a.Selection),
 		Preflight:       preflight,
+		Challenges:      cfg.challengeChoice(),
 		GiveUpAfter:     giveUpAfter(cfg.Renewer),
 		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
 	}
@@ -230,8 +235,10 @@ func (is *issuance) run(ctx context.Context) error {
 }
 
 // buildCAs makes the issuer, the rate limiter and the settings of every
-// CA of a (acmeConfig.cas), in order: the renewer's list of CAs.
-func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
+// CA of a (acmeConfig.cas), in order: the renewer's list of CAs. Every
+// issuer answers the challenge types given, and dns-01 through dns01 and
+// zone (nil: not that way).
+func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFiles, dns01, zone *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
 	for i, c := range a.cas() {
@@ -246,6 +253,9 @@ func buildCAs(a acmeConfig, files []*acmeFiles, st store.Store, logger *slog.Log
 			Timeout:    a.Timeout.std(),
 			HTTPClient: files[i].client,
 			DisableARI: !ari,
+			Challenges: challenges,
+			DNS01:      dns01,
+			DNS01Zone:  zone,
 		}, st, logger)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", c.key, err)
@@ -388,4 +398,15 @@ func newLimiter(limits ratelimit.LimitsConfig, st store.Store, scope string) (*r
 		return ratelimit.NewSharedLimiter(limits, time.Now, shared, scope)
 	}
 	return ratelimit.NewLimiter(limits, time.Now)
+}
+
+// challenges returns the challenge types orders are answered with: HTTP-01,
+// and TLS-ALPN-01 when its responder is on ([tls_alpn] listen). When the
+// CA offers both for a name, lego picks TLS-ALPN-01.
+func (c config) challenges() []renewer.ChallengeType {
+	types := []renewer.ChallengeType{renewer.ChallengeHTTP01}
+	if c.TLSALPN.Listen != "" {
+		types = append(types, renewer.ChallengeTLSALPN01)
+	}
+	return types
 }

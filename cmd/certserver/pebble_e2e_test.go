@@ -106,6 +106,12 @@ func TestServeWithPebble(t *testing.T) {
 // path of its certificate socket.
 func servePebble(t *testing.T, ca *pebbletest.Server, acme, more string) (s *served, sock string) {
 	t.Helper()
+	return servePebbleRenewer(t, ca, acme, "", more)
+}
+
+// servePebbleRenewer is servePebble with more lines for [renewer].
+func servePebbleRenewer(t testing.TB, ca *pebbletest.Server, acme, renewer, more string) (s *served, sock string) {
+	t.Helper()
 	dir := t.TempDir()
 	roots := filepath.Join(dir, "pebble-listener-root.pem")
 	writeListenerRoot(t, ca, roots)
@@ -127,13 +133,14 @@ timeout = "30s"
 `+acme+`
 [renewer]
 idle_wait = "1s"
+`+renewer+`
 [preflight]
-resolvers = ["`+ca.DNS.Addr()+`"]
+resolvers = ["`+ca.DNSAddr()+`"]
 `+more)
 	return s, sock
 }
 
-func writeListenerRoot(t *testing.T, ca *pebbletest.Server, path string) {
+func writeListenerRoot(t testing.TB, ca *pebbletest.Server, path string) {
 	t.Helper()
 	u, err := url.Parse(ca.DirectoryURL)
 	if err != nil {

@@ -29,6 +29,10 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
     drop replaced and removed certificates within a second;
   - the ACME challenge endpoint nginx's port 80 proxies
     /.well-known/acme-challenge/ to (challenge.listen, 127.0.0.1:9402);
+  - with tls_alpn.listen set, the TLS-ALPN-01 responder nginx's stream
+    snippet (certserver-stream.conf, on port 443) sends the CA's
+    acme-tls/1 connections to; orders may then be validated over
+    TLS-ALPN-01, which lego prefers when the CA offers both;
   - the admin API the other certserver commands talk to, on a loopback
     address, guarded by a bearer token;
   - with acme.directory set, the renewer: it obtains certificates for the
@@ -220,6 +224,22 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			return err
 		}
 	}
+	var alpn *certserver.TLSALPNResponder
+	if cfg.TLSALPN.Listen != "" {
+		// Any host of a fleet answers: its local copy, then the database
+		// on a miss, as the HTTP-01 endpoint does.
+		var challenges store.Store = local
+		if fleet != nil {
+			challenges = fleetChallenges{Store: local, shared: fleet.store}
+		}
+		acfg := certserver.TLSALPNConfig{Listen: cfg.TLSALPN.Listen, AllowNonLoopback: cfg.TLSALPN.AllowNonLoopback}
+		if metrics != nil {
+			acfg.Registerer = metrics.Registerer()
+		}
+		if alpn, err = certserver.NewTLSALPNResponder(acfg, challenges, logger); err != nil {
+			return err
+		}
+	}
 	var zone *dnszone.Server
 	if cfg.DNS01.Zone.enabled() {
 		var shared store.Store
@@ -289,6 +309,14 @@ func serve(ctx context.Context, e *env, cfg config) error {
 		}
 		bound = append(bound, challenge)
 	}
+	if alpn != nil {
+		if err := alpn.Listen(ctx); err != nil {
+			release()
+			return err
+		}
+		bound = append(bound, alpn)
+
+	}
 	if zone != nil {
 		if err := zone.Listen(ctx); err != nil {
 			release()
@@ -308,7 +336,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	if w := socketGroupWarning(cfg.Certs, stockNginxConf); w != nil {
 		logger.Warn(w.msg, w.attrs...)
 	}
-	logStart(logger, cfg, keyring, certs, challenge, admin, is)
+	logStart(logger, cfg, keyring, certs, challenge, alpn, admin, is)
 
 	// Everything stops when ctx is done or when a server fails; the store
 	// closes once all of it has stopped.
@@ -317,7 +345,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	stopLog := context.AfterFunc(ctx, func() { logger.Info("shutting down") })
 	defer stopLog()
 	var wg sync.WaitGroup
-	errs := make([]error, 7)
+	errs := make([]error, 8)
 	wg.Go(func() {
 		errs[0] = certs.Serve(ctx)
 		cancel()
@@ -334,9 +362,15 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			cancel()
 		})
 	}
+	if alpn != nil {
+		wg.Go(func() {
+			errs[6] = alpn.Serve(ctx)
+			cancel()
+		})
+	}
 	if zone != nil {
 		wg.Go(func() {
-			errs[6] = zone.Serve(ctx)
+			errs[7] = zone.Serve(ctx)
 			cancel()
 		})
 	}
@@ -399,7 +433,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 // logStart writes the start line: where the servers listen and whether
 // issuance and on-demand issuance are on, in words and as attributes.
 func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *certserver.CertEndpoint, challenge *certserver.ChallengeEndpoint,
-	admin *certserver.AdminAPI, is *issuance) {
+	alpn *certserver.TLSALPNResponder, admin *certserver.AdminAPI, is *issuance) {
 	attrs := []any{"version", version(), "store", cfg.Store.Path}
 	if keyring != nil {
 		// The key's ID, never the key.
@@ -422,6 +456,11 @@ func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *c
 		parts = append(parts, "ACME challenges on "+addr)
 	} else {
 		attrs = append(attrs, "challenge", "disabled")
+	}
+	if alpn != nil {
+		addr := alpn.Addr().String()
+		attrs = append(attrs, "tls_alpn", addr)
+		parts = append(parts, "TLS-ALPN-01 challenges on "+addr)
 	}
 	if admin != nil {
 		addr := "http://" + admin.Addrs()[0].String()
@@ -464,7 +503,7 @@ func logStart(logger *slog.Logger, cfg config, keyring *sealed.Keyring, certs *c
 			msg += ", on-demand off"
 			attrs = append(attrs, "on_demand", "off")
 		}
-		if challenge == nil {
+		if challenge == nil && alpn == nil {
 			msg += " (warning: challenge.listen is empty, so HTTP-01 challenges need another responder)"
 		}
 	}

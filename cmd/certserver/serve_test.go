@@ -33,6 +33,8 @@ path = "` + filepath.Join(dir, "store") + `"
 socket = "` + sock + `"
 [challenge]
 listen = "127.0.0.1:0"
+[tls_alpn]
+listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 [log]
@@ -50,7 +52,7 @@ level = "debug"
 	waitFor(t, "the start-up log line", func() bool { return strings.Contains(stderr.String(), "certserver started") })
 	log := stderr.String()
 	if !strings.Contains(log, "certificates on unix socket "+sock) || !strings.Contains(log, "ACME challenges on http://127.0.0.1:") ||
-		!strings.Contains(log, "issuance off") {
+		!strings.Contains(log, "TLS-ALPN-01 challenges on 127.0.0.1:") || !strings.Contains(log, "issuance off") {
 		t.Errorf("start-up line does not say where it listens:\n%s", log)
 	}
 	m := regexp.MustCompile(`admin=(http://127\.0\.0\.1:\d+)`).FindStringSubmatch(log)
@@ -153,6 +155,7 @@ func TestServeStartFailures(t *testing.T) {
 		{desc: "empty eab_hmac_file", cfg: acme + "eab_kid = \"k\"\neab_hmac_file = \"" + empty + "\"\n", vars: token, want: "acme.eab_hmac_file: " + empty + " is empty"},
 		{desc: "agree_terms missing", cfg: "[acme]\ndirectory = \"https://127.0.0.1:1/dir\"\n", vars: token, want: "acme.agree_terms"},
 		{desc: "challenge port taken", cfg: "[certs]\nsocket = \"" + filepath.Join(dir, "c.sock") + "\"\n[challenge]\nlisten = \"" + taken + "\"\n", vars: token, want: "challenge endpoint"},
+		{desc: "tls-alpn-01 port taken", cfg: "[certs]\nsocket = \"" + filepath.Join(dir, "e.sock") + "\"\n[tls_alpn]\nlisten = \"" + taken + "\"\n", vars: token, want: "tls-alpn-01 responder: listen tcp " + taken},
 	}
 	for i, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -195,7 +198,7 @@ type served struct {
 // startServe runs `certserver serve` with the configuration document cfg
 // and the admin token testToken until the test ends, and waits for its
 // start line.
-func startServe(t *testing.T, cfg string) *served {
+func startServe(t testing.TB, cfg string) *served {
 	t.Helper()
 	cfgPath := filepath.Join(t.TempDir(), "certserver.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -232,7 +235,7 @@ func startServe(t *testing.T, cfg string) *served {
 
 // stop stops serve and returns its exit code; calling it again returns the
 // same code.
-func (s *served) stop(t *testing.T) int {
+func (s *served) stop(t testing.TB) int {
 	s.cancel()
 	select {
 	case code := <-s.done:

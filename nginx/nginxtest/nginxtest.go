@@ -5,7 +5,10 @@
 // includes nginx/certserver-ssl.conf and nginx/certserver-acme.conf by path
 // and a copy of nginx/certserver-http.conf in which only the three
 // installation-specific values (the Lua path, the sidecar socket and the
-// ACME upstream address) are replaced. Ports are picked at run time on
+// ACME upstream address) are replaced. With Options.TLSALPN it also
+// includes, at the main level, a copy of nginx/certserver-stream.conf
+// whose listen and upstream addresses are replaced, in front of the https
+// server as the snippet's comment shows. Ports are picked at run time on
 // 127.0.0.1 (or Options.Host). nginx runs with a master and two workers, in the foreground,
 // and is stopped when the test ends.
 //
@@ -33,7 +36,7 @@ import (
 const ModulesDir = "/usr/lib/nginx/modules"
 
 const installHint = "install them with: apt-get install nginx-light " +
-	"libnginx-mod-http-lua lua-resty-core lua-resty-lrucache " +
+	"libnginx-mod-http-lua libnginx-mod-stream lua-resty-core lua-resty-lrucache " +
 	"(make test does this)"
 
 // The installation-specific values in nginx/certserver-http.conf that Start
@@ -44,7 +47,16 @@ const (
 	snippetACME    = `server 127.0.0.1:9402;`
 	// replaced when Options.CertsDict is set
 	snippetCertsDict = `lua_shared_dict certserver_certs 64m;`
+	// replaced in nginx/certserver-stream.conf when Options.TLSALPN is set
+	streamListen  = "listen 443;"
+	streamTLSALPN = "server 127.0.0.1:9403;"
+	streamHTTPS   = "server 127.0.0.1:8443;"
 )
+
+// RemoteAddrHeader is the response header of the HTTPS server that holds
+// the client's address as nginx sees it, "$remote_addr:$remote_port":
+// behind the stream snippet, the address the PROXY protocol header gave.
+const RemoteAddrHeader = "X-Remote-Addr"
 
 // Options configures Start.
 type Options struct {
@@ -78,6 +90,16 @@ type Options struct {
 	// configure call, e.g. "lru_size = 100,".
 	Configure string
 
+	// TLSALPN, when set, puts the project's stream snippet
+	// (certserver-stream.conf) in front of the HTTPS server: HTTPSAddr is
+	// then the stream server, which sends connections offering only
+	// acme-tls/1 to TLSALPN (the sidecar's TLS-ALPN-01 responder,
+	// "host:port") and the others, with a PROXY protocol header, to the
+	// HTTPS server's proxy_protocol listener. The HTTPS server also
+	// listens without the stream front on DirectHTTPSAddr, for
+	// comparisons. Default "": no stream module, no front.
+	TLSALPN string
+
 	// Host is the loopback address nginx listens on, so that several
 	// nginx of one test stand for several hosts (a fleet's:
 	// "127.0.0.2", "127.0.0.3"). Default "127.0.0.1".
@@ -106,6 +128,8 @@ type Nginx struct {
 	httpsAddr  string
 	httpAddr   string
 	staticAddr string
+	// with Options.TLSALPN: the HTTPS server's own listeners
+	backendAddr, directAddr string
 }
 
 // Start writes the configuration, starts nginx and waits until its ports
@@ -151,6 +175,11 @@ func Start(t testing.TB, opts Options) *Nginx {
 	if opts.StaticCert != "" {
 		n.staticAddr = freeAddr(t, opts.Host)
 	}
+	var streamSnippet string
+	if opts.TLSALPN != "" {
+		n.backendAddr, n.directAddr = freeAddr(t, opts.Host), freeAddr(t, opts.Host)
+		streamSnippet = StreamSnippet(t, dir, n.httpsAddr, opts.TLSALPN, n.backendAddr)
+	}
 
 	httpSnippet := HTTPSnippet(t, dir, opts.Sidecar, opts.ACME)
 	if opts.CertsDict != "" || opts.Configure != "" {
@@ -177,7 +206,7 @@ func Start(t testing.TB, opts Options) *Nginx {
 		}
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(n.config(opts, httpSnippet, nginxDir)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(n.config(opts, httpSnippet, streamSnippet, nginxDir)), 0o644); err != nil {
 		t.Fatalf("nginxtest: %v", err)
 	}
 
@@ -203,13 +232,16 @@ func Start(t testing.TB, opts Options) *Nginx {
 	if n.staticAddr != "" {
 		addrs = append(addrs, n.staticAddr)
 	}
+	if n.backendAddr != "" {
+		addrs = append(addrs, n.backendAddr, n.directAddr)
+	}
 	if err := n.waitListening(addrs, 10*time.Second); err != nil {
 		t.Fatalf("nginxtest: nginx did not come up: %v\nconfig %s\nerror log:\n%s", err, conf, n.ErrorLog())
 	}
 	return n
 }
 
-func (n *Nginx) config(opts Options, httpSnippet, nginxDir string) string {
+func (n *Nginx) config(opts Options, httpSnippet, streamSnippet, nginxDir string) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("daemon off;")
@@ -224,6 +256,10 @@ func (n *Nginx) config(opts Options, httpSnippet, nginxDir string) string {
 	p("error_log %s notice;", n.errLog)
 	p("load_module %s;", filepath.Join(ModulesDir, "ndk_http_module.so"))
 	p("load_module %s;", filepath.Join(ModulesDir, "ngx_http_lua_module.so"))
+	if streamSnippet != "" {
+		p("load_module %s;", filepath.Join(ModulesDir, "ngx_stream_module.so"))
+		p("include %s;", streamSnippet)
+	}
 	p("events { worker_connections 1024; }")
 	p("http {")
 	p("    access_log off;")
@@ -235,7 +271,18 @@ func (n *Nginx) config(opts Options, httpSnippet, nginxDir string) string {
 	// reuseport: each worker has a listening socket of its own and the
 	// kernel spreads connections over them by their ports, so a run of
 	// connections reaches every worker, not only whichever accepts first.
-	p("        listen %s ssl reuseport;", n.httpsAddr)
+	if streamSnippet != "" {
+		// As certserver-stream.conf's comment tells: the stream front
+		// owns the public address; the server listens with
+		// proxy_protocol where the front sends it.
+		p("        listen %s ssl proxy_protocol reuseport;", n.backendAddr)
+		p("        listen %s ssl reuseport;", n.directAddr)
+		p("        set_real_ip_from %s;", hostOf(n.backendAddr))
+		p("        real_ip_header proxy_protocol;")
+	} else {
+		p("        listen %s ssl reuseport;", n.httpsAddr)
+	}
+	p("        add_header %s $remote_addr:$remote_port always;", RemoteAddrHeader)
 	p("        ssl_certificate %s;", opts.FallbackCert)
 	p("        ssl_certificate_key %s;", opts.FallbackKey)
 	p("        include %s;", filepath.Join(nginxDir, "certserver-ssl.conf"))
@@ -293,6 +340,46 @@ func HTTPSnippet(t testing.TB, dir, sidecar, acme string) string {
 	return dst
 }
 
+// StreamSnippet writes the project's nginx/certserver-stream.conf into dir
+// with its addresses replaced: the stream server's listen by front, the
+// TLS-ALPN-01 responder upstream by tlsALPN and the https upstream by
+// https (each "host:port"). It returns the path of the copy, to include
+// at the main level of nginx.conf. It fails the test if the snippet no
+// longer holds each value exactly once.
+func StreamSnippet(t testing.TB, dir, front, tlsALPN, https string) string {
+	t.Helper()
+	src := filepath.Join(SnippetDir(t), "certserver-stream.conf")
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatalf("nginxtest: %v", err)
+	}
+	s := string(b)
+	for _, r := range []struct{ old, new string }{
+		{streamListen, "listen " + front + " reuseport;"},
+		{streamTLSALPN, "server " + tlsALPN + ";"},
+		{streamHTTPS, "server " + https + ";"},
+	} {
+		if c := strings.Count(s, r.old); c != 1 {
+			t.Fatalf("nginxtest: %s holds %s %d times, want once; update nginxtest with the snippet", src, r.old, c)
+		}
+		s = strings.Replace(s, r.old, r.new, 1)
+	}
+	dst := filepath.Join(dir, "certserver-stream.conf")
+	if err := os.WriteFile(dst, []byte(s), 0o644); err != nil {
+		t.Fatalf("nginxtest: %v", err)
+	}
+	return dst
+}
+
+// hostOf returns the host of a host:port address.
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}
+
 // Binary returns the path of the nginx binary, failing the test with
 // install instructions when nginx, the lua module, the NDK, lua-resty-core
 // or lua-resty-lrucache is missing.
@@ -310,6 +397,7 @@ func Binary(t testing.TB) string {
 	for _, f := range []struct{ path, what string }{
 		{filepath.Join(ModulesDir, "ndk_http_module.so"), "libnginx-mod-http-ndk"},
 		{filepath.Join(ModulesDir, "ngx_http_lua_module.so"), "libnginx-mod-http-lua"},
+		{filepath.Join(ModulesDir, "ngx_stream_module.so"), "libnginx-mod-stream"},
 		{"/usr/share/lua/5.1/ngx/ssl.lua", "lua-resty-core"},
 		{"/usr/share/lua/5.1/resty/lrucache.lua", "lua-resty-lrucache"},
 	} {
@@ -426,8 +514,14 @@ func (n *Nginx) stop() {
 }
 
 // HTTPSAddr is the host:port of the TLS server that has nginx's fallback
-// certificate and the certserver Lua hook.
+// certificate and the certserver Lua hook; with Options.TLSALPN, the
+// stream server in front of it.
 func (n *Nginx) HTTPSAddr() string { return n.httpsAddr }
+
+// DirectHTTPSAddr is, with Options.TLSALPN, the host:port where the TLS
+// server of HTTPSAddr also listens without the stream front (and without
+// PROXY protocol); "" without.
+func (n *Nginx) DirectHTTPSAddr() string { return n.directAddr }
 
 // Workers is the number of worker processes nginx runs.
 func (n *Nginx) Workers() int { return n.workers }

@@ -15,6 +15,10 @@ import (
 // 9), and the client asks again over TCP.
 const maxUDPSize = 1232
 
+// maxTXTString is the longest character-string of a TXT record (RFC 1035
+// section 3.3). A DNS-01 value is 43 characters.
+const maxTXTString = 255
+
 // zoneData is what the zone answers besides the TXT values: the apex's
 // SOA and NS records and the nameservers' addresses, fixed at start.
 type zoneData struct {
@@ -165,7 +169,7 @@ func (s *Server) fill(ctx context.Context, resp *dns.Msg, q dns.Question) string
 	}
 	values, err := s.values.get(ctx, label)
 	if err != nil {
-		s.log.Warn("dns zone: cannot read the challenge values", "label", label, "err", err)
+		s.warnStore(label, err)
 		resp.Authoritative = false
 		resp.Rcode = dns.RcodeServerFailure
 		return resultServFail
@@ -177,7 +181,13 @@ func (s *Server) fill(ctx context.Context, resp *dns.Msg, q dns.Question) string
 		return s.other(resp, owner, q.Qtype, nil)
 	}
 	for _, v := range values {
+		if len(v) > maxTXTString {
+			continue // not a value the Provider wrote; it could not be packed
+		}
 		resp.Answer = append(resp.Answer, &dns.TXT{Hdr: header(owner, dns.TypeTXT, z.ttl), Txt: []string{v}})
+	}
+	if len(resp.Answer) == 0 {
+		return s.other(resp, owner, q.Qtype, nil)
 	}
 	return resultAnswer
 }

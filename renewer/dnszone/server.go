@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -145,6 +146,10 @@ type Server struct {
 	values *values
 	zone   zoneData
 
+	// lastWarn is when a store failure was last logged (Unix
+	// nanoseconds): at most one line a minute, however many queries fail.
+	lastWarn atomic.Int64
+
 	mu      sync.Mutex
 	pc      net.PacketConn
 	ln      net.Listener
@@ -256,6 +261,23 @@ func (s *Server) Close() error {
 		return nil
 	}
 	return errors.Join(s.pc.Close(), s.ln.Close())
+}
+
+// storeWarnEvery is the least time between two log lines about the store
+// failing, which every query then does.
+const storeWarnEvery = time.Minute
+
+// warnStore logs that the values of label could not be read (answered
+// SERVFAIL), at most once every storeWarnEvery; the metrics count every
+// one.
+func (s *Server) warnStore(label string, err error) {
+	now := s.cfg.Now().UnixNano()
+	last := s.lastWarn.Load()
+	if now-last < int64(storeWarnEvery) || !s.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("dns zone: cannot read the challenge values from the store; answering SERVFAIL (logged once a minute at most; certserver_dns_zone_queries_total{result=\"servfail\"} counts them)",
+		"label", label, "err", err)
 }
 
 // invalid counts a message that did not parse; it is not answered.

@@ -298,3 +298,22 @@ func TestServerRefusesMalformedQueries(t *testing.T) {
 		}
 	}
 }
+
+// A store that cannot be read answers SERVFAIL (not NXDOMAIN, which a
+// resolver would cache as "no such name"), counted.
+func TestServerStoreDown(t *testing.T) {
+	st := openStore(t)
+	s := startServer(t, Config{Zone: mustZone(t, testZone)}, st)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		r := ask(t, s.Addr(), "udp", Label("shop.example")+"."+testZone+".", dns.TypeTXT, 0)
+		if r.Rcode != dns.RcodeServerFailure || r.Authoritative {
+			t.Errorf("rcode %s, AA %v; want SERVFAIL, not authoritative", dns.RcodeToString[r.Rcode], r.Authoritative)
+		}
+	}
+	if got := s.counted(t, "TXT", "servfail"); got != 2 {
+		t.Errorf("counted %v SERVFAIL answers, want 2", got)
+	}
+}

@@ -81,8 +81,12 @@ type Options struct {
 	TLSPort int
 	// DNS is the server Pebble resolves names with. Default nil: Start
 	// starts a dnstest.Server where every name is NXDOMAIN until the test
-	// sets records (Server.DNS).
+	// sets records (Server.DNS), unless DNSAddr is set.
 	DNS *dnstest.Server
+	// DNSAddr is the "host:port" of another DNS server Pebble resolves
+	// names with (a real BIND: renewer/bindtest), in place of DNS.
+	// Server.DNS is nil then. Default "".
+	DNSAddr string
 	// Profiles are the profiles Pebble offers. Default DefaultProfiles().
 	// Beware: Pebble gives an order that names no profile a profile picked
 	// at random; tests that check lifetimes name one.
@@ -124,8 +128,11 @@ type Server struct {
 	// TLS-ALPN-01 challenges on.
 	HTTPPort int
 	TLSPort  int
-	// DNS is the DNS server Pebble resolves names with.
+	// DNS is the DNS server Pebble resolves names with; nil when
+	// Options.DNSAddr named another.
 	DNS *dnstest.Server
+	// dnsAddr is the address of the DNS server Pebble resolves with.
+	dnsAddr string
 
 	tlsPool        *x509.CertPool
 	logPath        string
@@ -156,7 +163,7 @@ func Start(t testing.TB, opts Options) *Server {
 	if v := BinaryVersion(bin); v != "" && v != Version && v != "(devel)" {
 		t.Logf("pebbletest: %s is pebble %s; the harness is written for %s (%s)", bin, v, Version, Install)
 	}
-	if opts.DNS == nil {
+	if opts.DNS == nil && opts.DNSAddr == "" {
 		opts.DNS = dnstest.Start(t, dnstest.Options{})
 	}
 	if opts.Profiles == nil {
@@ -168,7 +175,11 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("pebbletest: listener certificate: %v", err)
 	}
 
-	s := &Server{DNS: opts.DNS, tlsPool: ca.pool, logPath: filepath.Join(dir, "pebble.log"), alternateRoots: opts.AlternateRoots}
+	dnsAddr := opts.DNSAddr
+	if dnsAddr == "" {
+		dnsAddr = opts.DNS.Addr()
+	}
+	s := &Server{DNS: opts.DNS, dnsAddr: dnsAddr, tlsPool: ca.pool, logPath: filepath.Join(dir, "pebble.log"), alternateRoots: opts.AlternateRoots}
 	var p *process
 	for attempt := 1; ; attempt++ {
 		p, err = s.launch(bin, dir, ca, opts)
@@ -198,6 +209,10 @@ func Start(t testing.TB, opts Options) *Server {
 	s.ManagementURL = p.mgmtURL
 	return s
 }
+
+// DNSAddr returns the "host:port" of the DNS server Pebble resolves
+// names with: DNS's, or Options.DNSAddr.
+func (s *Server) DNSAddr() string { return s.dnsAddr }
 
 // errPortTaken is returned by launch when Pebble could not bind a port.
 var errPortTaken = errors.New("port taken")

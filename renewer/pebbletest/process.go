@@ -57,7 +57,7 @@ func (s *Server) run(bin, dir, acmeAddr, mgmtAddr string, pool *x509.CertPool, o
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "-config", cfgPath, "-dnsserver", s.DNS.Addr(), "-strict=false")
+	cmd := exec.Command(bin, "-config", cfgPath, "-dnsserver", s.dnsAddr, "-strict=false")
 	cmd.Dir = dir
 	cmd.Env = pebbleEnv(opts)
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"golang.org/x/net/idna"
+	"golang.org/x/net/publicsuffix"
 )
 
 // Error reports a name that is not acceptable, naming the input and the rule
@@ -78,10 +79,21 @@ func NormalizePattern(s string) (string, error) { return normalize(s, true) }
 // (RFC 5892). It is applied only where a name enters the set of names to
 // order (the admin API's add, on-demand issuance), never to lookups, so
 // that a stored certificate for a name that breaks it keeps being served.
-// It is safe for concurrent use and does not allocate for an ASCII name.
+// A wildcard must also stand above a registrable name: "*.co.uk" and
+// "*.github.io" are refused ("wildcard over a public suffix"), by the
+// Public Suffix List, its private part too, as CAs refuse them (Let's
+// Encrypt's policy; CA/Browser Forum Baseline Requirements 3.2.2.6).
+// It is safe for concurrent use and does not allocate for an ASCII name
+// that is not a wildcard.
 func CheckOrderable(name string) error {
-	if rule := checkALabels(strings.TrimPrefix(name, "*.")); rule != "" {
+	base, wild := strings.CutPrefix(name, "*.")
+	if rule := checkALabels(base); rule != "" {
 		return &Error{Input: name, Rule: rule}
+	}
+	if wild {
+		if suffix, _ := publicsuffix.PublicSuffix(base); suffix == base {
+			return &Error{Input: name, Rule: "wildcard over a public suffix (" + base + "): a CA issues wildcards only below a registrable domain"}
+		}
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 
 // domainColumns are the columns of a domain record, in the order of
 // domainValues and scanDomain.
-const domainColumns = "name, state, profile, cert_id, next_attempt, failures, last_error, failing_since, source, added_at, updated_at, attempts, extra_names, managed_with"
+const domainColumns = "name, state, profile, cert_id, next_attempt, failures, last_error, failing_since, source, added_at, updated_at, attempts, extra_names, managed_with, challenge"
 
 // domainColumnList is domainColumns as a list, for COPY.
 var domainColumnList = strings.Split(strings.ReplaceAll(domainColumns, " ", ""), ",")
@@ -25,7 +25,7 @@ var domainColumnList = strings.Split(strings.ReplaceAll(domainColumns, " ", ""),
 // domainValues returns the column values of d: NULL for a zero time and
 // for no attempts or extra names.
 func domainValues(d *store.Domain) ([]any, error) {
-	return appendDomainValues(make([]any, 0, 15), d)
+	return appendDomainValues(make([]any, 0, 16), d)
 }
 
 // appendDomainValues appends the column values of d to dst.
@@ -46,7 +46,7 @@ func appendDomainValues(dst []any, d *store.Domain) ([]any, error) {
 		extra = d.ExtraNames
 	}
 	return append(dst, d.Name, string(d.State), d.Profile, d.CertID, timeOrNull(d.NextAttempt), d.Failures, d.LastError,
-		timeOrNull(d.FailingSince), d.Source, d.AddedAt, d.UpdatedAt, attempts, extra, d.ManagedWith), nil
+		timeOrNull(d.FailingSince), d.Source, d.AddedAt, d.UpdatedAt, attempts, extra, d.ManagedWith, string(d.Challenge)), nil
 }
 
 // queryDomains runs sql, which selects domainColumns, and returns the
@@ -75,12 +75,13 @@ func scanDomain(row pgx.Row) (*store.Domain, error) {
 		state              string
 		next, failingSince *time.Time
 		attempts           []byte
+		challenge          string
 	)
 	if err := row.Scan(&d.Name, &state, &d.Profile, &d.CertID, &next, &d.Failures, &d.LastError,
-		&failingSince, &d.Source, &d.AddedAt, &d.UpdatedAt, &attempts, &d.ExtraNames, &d.ManagedWith); err != nil {
+		&failingSince, &d.Source, &d.AddedAt, &d.UpdatedAt, &attempts, &d.ExtraNames, &d.ManagedWith, &challenge); err != nil {
 		return nil, err
 	}
-	d.State = store.State(state)
+	d.State, d.Challenge = store.State(state), store.ChallengeType(challenge)
 	if next != nil {
 		d.NextAttempt = *next
 	}
@@ -146,13 +147,14 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 	}
 	err = s.write(ctx, func(q querier) error {
 		_, err := q.Exec(ctx, `INSERT INTO domains AS d (`+domainColumns+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 			ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, profile = EXCLUDED.profile,
 				cert_id = EXCLUDED.cert_id, next_attempt = EXCLUDED.next_attempt, failures = EXCLUDED.failures,
 				last_error = EXCLUDED.last_error, failing_since = EXCLUDED.failing_since, source = EXCLUDED.source,
-				added_at = CASE WHEN $15 THEN d.added_at ELSE EXCLUDED.added_at END,
+				added_at = CASE WHEN $16 THEN d.added_at ELSE EXCLUDED.added_at END,
 				updated_at = EXCLUDED.updated_at, attempts = EXCLUDED.attempts,
-				extra_names = EXCLUDED.extra_names, managed_with = EXCLUDED.managed_with`,
+				extra_names = EXCLUDED.extra_names, managed_with = EXCLUDED.managed_with,
+				challenge = EXCLUDED.challenge`,
 			append(vals, keepAdded)...)
 		return err
 	})
@@ -211,7 +213,7 @@ func (s *Store) UpdateDomain(ctx context.Context, name string, fn func(*store.Do
 		}
 		_, err = tx.Exec(ctx, `UPDATE domains SET state = $2, profile = $3, cert_id = $4, next_attempt = $5,
 			failures = $6, last_error = $7, failing_since = $8, source = $9, added_at = $10, updated_at = $11,
-			attempts = $12, extra_names = $13, managed_with = $14
+			attempts = $12, extra_names = $13, managed_with = $14, challenge = $15
 			WHERE name = $1`, vals...)
 		return err
 	})

@@ -38,10 +38,11 @@ func TestEveryDomainFieldIsKept(t *testing.T) {
 			FailingSince: at.Add(-time.Hour), Source: "api", AddedAt: at.Add(-48 * time.Hour), UpdatedAt: at,
 			Attempts: []store.Attempt{
 				{At: at, Outcome: store.OutcomeFailed, Error: "NXDOMAIN", Took: 1500 * time.Millisecond},
-				{At: at.Add(-time.Hour), Outcome: store.OutcomeIssued, Serial: "0a1b", Took: time.Second},
+				{At: at.Add(-time.Hour), Outcome: store.OutcomeIssued, Serial: "0a1b", Took: time.Second, Challenge: store.ChallengeDNS01},
 			},
 			ExtraNames:  []string{"www." + name},
 			ManagedWith: "",
+			Challenge:   store.ChallengeAuto,
 		}
 	}
 	d := sample("a.example.com")

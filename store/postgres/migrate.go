@@ -13,8 +13,12 @@ import (
 )
 
 // The schema's migrations: migrations/NNNN_what.sql, numbered from 0001
-// without gaps, each applied once, in order. A released file is never
-// edited: a change of schema is a new file.
+// up, each applied once, in order. A number may be missing: numbers are
+// handed out to branches of work ahead of their merge, and a branch
+// carries only its own. A database records every migration it applied
+// (certserver_schema), and migrate applies each one it has not, so one
+// that a later merge brings in below the newest applied still runs. A
+// released file is never edited: a change of schema is a new file.
 //
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
@@ -40,8 +44,8 @@ func migrations() ([]migration, error) {
 		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
 			return nil, fmt.Errorf("migration file %s is not named NNNN_what.sql", e.Name())
 		}
-		if v != len(out)+1 {
-			return nil, fmt.Errorf("migration file %s: want number %d next", e.Name(), len(out)+1)
+		if last := len(out); v < 1 || last > 0 && v <= out[last-1].version {
+			return nil, fmt.Errorf("migration file %s: numbers must start at 1 and increase", e.Name())
 		}
 		b, err := migrationFiles.ReadFile(path.Join("migrations", e.Name()))
 		if err != nil {
@@ -78,6 +82,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	known := ms[len(ms)-1].version
 	var from int
+	var ran []string // the migrations applied now
 	err = s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrationLock)); err != nil {
 			return fmt.Errorf("lock for migrations: %w", err)
@@ -95,21 +100,42 @@ func (s *Store) migrate(ctx context.Context) error {
 		if from > known {
 			return fmt.Errorf("the database's schema is version %d, newer than this certserver knows (version %d): run a certserver at least as new as the one that upgraded it", from, known)
 		}
-		for _, m := range ms[from:] {
+		ran = ran[:0]
+		applied := map[int]bool{}
+		rows, err := tx.Query(ctx, "SELECT version FROM certserver_schema")
+		if err != nil {
+			return fmt.Errorf("read schema versions: %w", err)
+		}
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return fmt.Errorf("read schema versions: %w", err)
+			}
+			applied[v] = true
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read schema versions: %w", err)
+		}
+		for _, m := range ms {
+			if applied[m.version] {
+				continue
+			}
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
 				return fmt.Errorf("apply migration %s: %w", m.name, err)
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO certserver_schema (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
 				return fmt.Errorf("record migration %s: %w", m.name, err)
 			}
+			ran = append(ran, m.name)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if from < known {
-		s.log.Info("database schema upgraded", "from_version", from, "to_version", known)
+	if len(ran) > 0 {
+		s.log.Info("database schema upgraded", "from_version", from, "to_version", known, "applied", strings.Join(ran, ","))
 	}
 	return nil
 }

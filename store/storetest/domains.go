@@ -40,10 +40,11 @@ func testDomainRoundTrip(t *testing.T, x *suite) {
 		FailingSince: now.Add(-time.Hour), Source: "api", AddedAt: now.Add(-48 * time.Hour), UpdatedAt: now,
 		Attempts: []store.Attempt{
 			{At: now.Add(-time.Minute), Outcome: store.OutcomeFailed, Error: "dns", Took: 1500 * time.Millisecond},
-			{At: now.Add(-time.Hour), Outcome: store.OutcomeIssued, Serial: "0a1b", Took: 3 * time.Second},
+			{At: now.Add(-time.Hour), Outcome: store.OutcomeIssued, Serial: "0a1b", Took: 3 * time.Second, Challenge: store.ChallengeDNS01},
 			{At: now.Add(-2 * time.Hour), Outcome: store.OutcomeRefused, Error: "CAA forbids"},
 		},
 		ExtraNames: []string{"example.com", "*.example.com"},
+		Challenge:  store.ChallengeDNS01,
 	}
 	x.putDomain(t, full)
 	if d := diffDomain(x.getDomain(t, full.Name), full); d != "" {
@@ -108,6 +109,7 @@ func testDomainInvalid(t *testing.T, x *suite) {
 		{"managed with itself", &store.Domain{Name: "a.example", ManagedWith: "a.example"}},
 		{"managed with a name not normalized", &store.Domain{Name: "a.example", ManagedWith: "B.example"}},
 		{"managed with another and carrying names", &store.Domain{Name: "a.example", ManagedWith: "b.example", ExtraNames: []string{"c.example"}}},
+		{"unknown challenge", &store.Domain{Name: "a.example", Challenge: "dns-02"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			if err := x.s.PutDomain(ctx(t), tc.d); !errors.Is(err, store.ErrInvalid) {

@@ -789,3 +789,53 @@ func TestAdminRemoveDomainRetried(t *testing.T) {
 		t.Errorf("after the retried removal of %s, %s is %+v %v; want removed with it", set[0], set[1], d, err)
 	}
 }
+
+// TestAdminAddSetAndChallenge: one name with extra_names is one
+// certificate (a wildcard and its apex), with the challenge given; adding
+// a managed name again with another challenge changes it; bad extra names
+// and challenges are refused naming the input and the rule.
+func TestAdminAddSetAndChallenge(t *testing.T) {
+	st := newTestStore(t)
+	base := startAdmin(t, AdminConfig{Token: testToken}, st)
+	cl, _ := client.New(base, testToken, nil)
+	ctx := context.Background()
+	r, err := cl.AddDomains(ctx, &api.AddDomainsRequest{Names: []string{"*.Shop.example"}, ExtraNames: []string{"shop.example."}, Challenge: "dns-01"})
+	if err != nil || r.Added != 1 {
+		t.Fatalf("add: %+v %v", r, err)
+	}
+	d, err := st.GetDomain(ctx, "*.shop.example")
+	if err != nil || !slices.Equal(d.ExtraNames, []string{"shop.example"}) || d.Challenge != store.ChallengeDNS01 {
+		t.Fatalf("record %+v %v, want *.shop.example with shop.example, dns-01", d, err)
+	}
+	r, err = cl.AddDomains(ctx, &api.AddDomainsRequest{Names: []string{"*.shop.example"}, Challenge: "auto"})
+	if err != nil || r.Existing != 1 || r.Updated != 1 {
+		t.Fatalf("add again: %+v %v, want existing and updated", r, err)
+	}
+	if d, _ := st.GetDomain(ctx, "*.shop.example"); d.Challenge != store.ChallengeAuto || len(d.ExtraNames) != 1 {
+		t.Errorf("record %+v, want challenge auto and its extra name kept", d)
+	}
+	doc, err := cl.Domain(ctx, "*.shop.example")
+	if err != nil || doc.Challenge != "auto" || !slices.Equal(doc.ExtraNames, []string{"shop.example"}) {
+		t.Errorf("GET: %+v %v", doc, err)
+	}
+	for _, tc := range []struct {
+		desc string
+		req  api.AddDomainsRequest
+		want string
+	}{
+		{"extra names with two names", api.AddDomainsRequest{Names: []string{"a.example", "b.example"}, ExtraNames: []string{"c.example"}}, "extra_names go with exactly one valid name"},
+		{"extra name over a public suffix", api.AddDomainsRequest{Names: []string{"a.example"}, ExtraNames: []string{"*.co.uk"}}, "wildcard over a public suffix (co.uk)"},
+		{"extra name deeper wildcard", api.AddDomainsRequest{Names: []string{"a.example"}, ExtraNames: []string{"a.*.example"}}, `wildcard "*" must be the whole first label`},
+		{"the name itself as an extra name", api.AddDomainsRequest{Names: []string{"a.example"}, ExtraNames: []string{"A.example"}}, "a.example is the managed name itself"},
+		{"invalid managed name", api.AddDomainsRequest{Names: []string{"*"}, ExtraNames: []string{"a.example"}}, `invalid name "*": wildcard without a name`},
+		{"unknown challenge", api.AddDomainsRequest{Names: []string{"a.example"}, Challenge: "dns-02"}, `challenge "dns-02" is not one of http-01, dns-01, tls-alpn-01, auto`},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := cl.AddDomains(ctx, &tc.req)
+			var ae *api.Error
+			if !errors.As(err, &ae) || ae.Status != 400 || !strings.Contains(ae.Message, tc.want) {
+				t.Errorf("error %v, want 400 saying %q", err, tc.want)
+			}
+		})
+	}
+}

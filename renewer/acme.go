@@ -135,6 +135,14 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 	if !generatable(cfg.KeyType) {
 		return nil, fmt.Errorf("new acme issuer: unknown key type %q", cfg.KeyType)
 	}
+	for _, d := range []*DNS01{cfg.DNS01, cfg.DNS01Zone} {
+		if d != nil && d.Provider == nil {
+			return nil, errors.New("new acme issuer: a dns-01 solver without a provider")
+		}
+		if err := d.setLegoResolvers(); err != nil {
+			return nil, fmt.Errorf("new acme issuer: dns-01 resolvers: %w", err)
+		}
+	}
 	if cfg.EAB != nil && (cfg.EAB.KeyID == "" || cfg.EAB.HMACKey == "") {
 		return nil, errors.New("new acme issuer: external account binding needs a key ID and an HMAC key")
 	}

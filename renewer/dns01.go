@@ -2,6 +2,7 @@ package renewer
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/go-acme/lego/v4/challenge"
@@ -25,9 +26,12 @@ type DNS01 struct {
 	// seconds (lego's).
 	PollingInterval time.Duration
 	// Resolvers are the recursive resolvers ("host:port") lego asks
-	// whether a record is served and follows _acme-challenge CNAMEs with
-	// (lego keeps one list for the whole process: the last issuer
-	// configured sets it). Default nil: those of /etc/resolv.conf.
+	// whether a record is served and follows _acme-challenge CNAMEs with.
+	// lego keeps one list for the whole process (a global of its
+	// dns01 package): NewACMEIssuer sets it, never an order, so that
+	// orders running at once do not write it while others read it; the
+	// last issuer made with Resolvers sets it. Default nil: those of
+	// /etc/resolv.conf.
 	Resolvers []string
 	// SequenceInterval is, for a provider that sets one record at a time
 	// at a name (lego's rfc2136 replaces the TXT RRset on every update,
@@ -43,12 +47,24 @@ type DNS01 struct {
 	SkipAuthoritative bool
 }
 
-// options returns lego's dns01 options for d.
+// legoResolvers serializes the setting of lego's process-wide list of
+// recursive resolvers (setLegoResolvers).
+var legoResolvers sync.Mutex
+
+// setLegoResolvers sets lego's list of recursive resolvers to d's, when
+// d has any. It is called when an issuer is made, before its orders run.
+func (d *DNS01) setLegoResolvers() error {
+	if d == nil || len(d.Resolvers) == 0 {
+		return nil
+	}
+	legoResolvers.Lock()
+	defer legoResolvers.Unlock()
+	return dns01.AddRecursiveNameservers(d.Resolvers)(nil)
+}
+
+// options returns lego's dns01 options for one order of d.
 func (d *DNS01) options() []dns01.ChallengeOption {
 	var opts []dns01.ChallengeOption
-	if len(d.Resolvers) > 0 {
-		opts = append(opts, dns01.AddRecursiveNameservers(d.Resolvers))
-	}
 	if d.SkipAuthoritative {
 		opts = append(opts, dns01.DisableAuthoritativeNssPropagationRequirement())
 	}

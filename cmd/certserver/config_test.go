@@ -136,6 +136,22 @@ ttl = "5s"
 		{desc: "dns01 zone short ttl", doc: "[dns01.zone]\nname = \"acme.hoster.example\"\nttl = \"100ms\"\n", want: "dns01.zone: dns zone ttl 100ms"},
 		{desc: "dns01 zone bad contact", doc: "[dns01.zone]\nname = \"acme.hoster.example\"\ncontact = \"nobody\"\n", want: "dns01.zone: dns zone contact"},
 		{desc: "unknown dns01 zone key", doc: "[dns01.zone]\nport = 53\n", want: `unknown key "dns01.zone.port"`},
+		{desc: "unknown dns01 key", doc: "[dns01]\nprovider = \"rfc2136\"\nnameserver = \"127.0.0.1:53\"\ntsig_secret = \"c2VjcmV0\"\n", want: `unknown key "dns01.tsig_secret"`},
+		{desc: "dns01 provider not built in", doc: "[dns01]\nprovider = \"route53\"\n", want: `dns01.provider: "route53" is not a DNS provider certserver has built in (rfc2136)`},
+		{desc: "rfc2136 without a nameserver", doc: "[dns01]\nprovider = \"rfc2136\"\n", want: "dns01.nameserver"},
+		{desc: "tsig key without its secret", doc: "[dns01]\nprovider = \"rfc2136\"\nnameserver = \"ns1.example:53\"\ntsig_key = \"k\"\n", want: "dns01.tsig_key and dns01.tsig_secret_file go together"},
+		{desc: "rfc2136 settings without the provider", doc: "[dns01]\nnameserver = \"ns1.example:53\"\n", want: "dns01.provider"},
+		{desc: "dns-01 by default without [dns01]", doc: "[acme]\nchallenge = \"dns-01\"\n", want: "acme.challenge: dns-01 is not available: no DNS provider or zone is configured"},
+		{desc: "unknown challenge", doc: "[acme]\nchallenge = \"dns-02\"\n", want: `acme.challenge: "dns-02" is not one of`},
+		{desc: "rfc2136 configured", doc: "[acme]\nchallenge = \"dns-01\"\n[dns01]\nprovider = \"rfc2136\"\nnameserver = \"ns1.example:53\"\ntsig_key = \"certserver\"\ntsig_secret_file = \"/etc/certserver/tsig\"\npropagation_timeout = \"2m\"\npolling_interval = \"5s\"\n", check: func(t *testing.T, c config) {
+			d := c.DNS01
+			if d.Provider != "rfc2136" || d.PropagationTimeout.std() != 2*time.Minute || d.PollingInterval.std() != 5*time.Second || !d.CheckAuthoritative || d.TSIGAlgorithm != "hmac-sha256" {
+				t.Errorf("dns01 %+v", d)
+			}
+			if ch := c.challengeChoice(); ch.Default != "dns-01" || !ch.Provider {
+				t.Errorf("challenges %+v, want dns-01 by default through the provider", ch)
+			}
+		}},
 		{desc: "small domains body", doc: "[admin]\nmax_domains_body = 100\n", want: "admin.max_domains_body"},
 		{desc: "directory without agree_terms", doc: "[acme]\ndirectory = \"https://ca.example/dir\"\n", want: "acme.agree_terms: must be true when acme.directory is set"},
 		{desc: "plain http directory", doc: "[acme]\ndirectory = \"http://ca.example/dir\"\nagree_terms = true\n", want: "acme.directory"},

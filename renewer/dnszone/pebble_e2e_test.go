@@ -70,6 +70,14 @@ func TestPebbleThroughTheZone(t *testing.T) {
 	}
 	user.reg = reg
 
+	// lego's propagation check asks the tests' resolver, which follows
+	// the CNAME into the zone; never the machine's. The option sets a
+	// global of lego's (dns01.recursiveNameservers), so it is set once
+	// here, before orders run at once, not by each order's client.
+	if err := dns01.AddRecursiveNameservers([]string{resolver.Addr()})(nil); err != nil {
+		t.Fatal(err)
+	}
+
 	// obtain runs one order through a client and a provider of its own.
 	obtain := func(domains ...string) error {
 		own := *cfg
@@ -82,10 +90,7 @@ func TestPebbleThroughTheZone(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		// lego's propagation check asks the tests' resolver, which
-		// follows the CNAME into the zone; never the machine's.
-		if err := client.Challenge.SetDNS01Provider(p, dns01.AddRecursiveNameservers([]string{resolver.Addr()}),
-			dns01.DisableAuthoritativeNssPropagationRequirement()); err != nil {
+		if err := client.Challenge.SetDNS01Provider(p, dns01.DisableAuthoritativeNssPropagationRequirement()); err != nil {
 			return err
 		}
 		res, err := client.Certificate.Obtain(certificate.ObtainRequest{Domains: domains, Bundle: true})

@@ -26,3 +26,19 @@ func TestRegisteredDomain(t *testing.T) {
 		})
 	}
 }
+
+// TestWildcardSetCounts: a wildcard with its apex is one exact set, in any
+// order, and counts once against their one registered domain, as the CA
+// counts it; the wildcard alone is another set.
+func TestWildcardSetCounts(t *testing.T) {
+	set := []string{"*.shop.example.co.uk", "shop.example.co.uk"}
+	if !SameSet(set, []string{"SHOP.example.co.uk.", "*.shop.example.co.uk"}) {
+		t.Error("the wildcard and its apex in another order and case are not the same set")
+	}
+	if SameSet(set, set[:1]) {
+		t.Error("the wildcard alone is the same set as with its apex")
+	}
+	if got := registeredDomains(set); len(got) != 1 || got[0] != "example.co.uk" {
+		t.Errorf("registered domains %q, want example.co.uk once", got)
+	}
+}

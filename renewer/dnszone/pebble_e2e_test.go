@@ -70,6 +70,26 @@ func TestPebbleThroughTheZone(t *testing.T) {
 	}
 	user.reg = reg
 
+	// lego keeps its recursive nameservers in a package variable, which
+	// dns01.AddRecursiveNameservers sets whenever a provider is set with
+	// it: set it once here, before orders run at once (each setting it
+	// would race with the others' propagation checks). Its propagation
+	// check then asks the tests' resolver, which follows the CNAME into
+	// the zone; never the machine's.
+	if err := func() error {
+		c, err := lego.NewClient(cfg)
+		if err != nil {
+			return err
+		}
+		p, err := NewProvider(t.Context(), ProviderConfig{Store: st})
+		if err != nil {
+			return err
+		}
+		return c.Challenge.SetDNS01Provider(p, dns01.AddRecursiveNameservers([]string{resolver.Addr()}))
+	}(); err != nil {
+		t.Fatal(err)
+	}
+
 	// obtain runs one order through a client and a provider of its own.
 	obtain := func(domains ...string) error {
 		own := *cfg
@@ -82,10 +102,7 @@ func TestPebbleThroughTheZone(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		// lego's propagation check asks the tests' resolver, which
-		// follows the CNAME into the zone; never the machine's.
-		if err := client.Challenge.SetDNS01Provider(p, dns01.AddRecursiveNameservers([]string{resolver.Addr()}),
-			dns01.DisableAuthoritativeNssPropagationRequirement()); err != nil {
+		if err := client.Challenge.SetDNS01Provider(p, dns01.DisableAuthoritativeNssPropagationRequirement()); err != nil {
 			return err
 		}
 		res, err := client.Certificate.Obtain(certificate.ObtainRequest{Domains: domains, Bundle: true})

@@ -93,12 +93,13 @@ type AdminConfig struct {
 	// Metrics, when set, is served on GET /metrics, and its inventory as
 	// the status page on GET /. Default nil: neither route exists.
 	Metrics *Metrics
-	// DNS01Record returns the record a name's owner creates once for
-	// DNS-01 through certserver's own zone ([dns01.zone]):
+	// DNS01Record returns the record the owner of d's name creates once
+	// for DNS-01 through certserver's own zone ([dns01.zone]):
 	// "_acme-challenge.NAME. CNAME LABEL.ZONE.", which GET
-	// /v1/domains/{name} shows as dns01_cname. It must not do I/O.
-	// Default nil: no zone, nothing shown.
-	DNS01Record func(name string) string
+	// /v1/domains/{name} shows as dns01_cname; "" for a name whose orders
+	// never go through the zone (it asks for another challenge). It must
+	// not do I/O. Default nil: no zone, nothing shown.
+	DNS01Record func(d *store.Domain) string
 }
 
 // Defaults of AdminConfig.

@@ -511,7 +511,7 @@ func (a *AdminAPI) showDomain(ctx context.Context, rc *fasthttp.RequestCtx, p pa
 func (a *AdminAPI) domainDoc(ctx context.Context, d *store.Domain) (*api.Domain, error) {
 	doc := &api.Domain{DomainRecord: domainRecord(d), RecentAttempts: []api.Attempt{}}
 	if a.cfg.DNS01Record != nil {
-		doc.DNS01CNAME = a.cfg.DNS01Record(d.Name)
+		doc.DNS01CNAME = a.cfg.DNS01Record(d)
 	}
 	for _, at := range d.Attempts {
 		doc.RecentAttempts = append(doc.RecentAttempts, api.Attempt{

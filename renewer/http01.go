@@ -54,13 +54,15 @@ func (p *http01Provider) Present(domain, token, keyAuth string) error {
 	return nil
 }
 
-// CleanUp removes token. It runs even when the order's context is done, so
-// that no token outlives its order by more than cleanupTimeout.
+// CleanUp removes token. It runs even when the order's context is done,
+// and even when the order's lease was lost (the token is this order's
+// alone, so no other host's work can be removed with it), so that no
+// token outlives its order by more than cleanupTimeout.
 func (p *http01Provider) CleanUp(domain, token, _ string) error {
 	if checkToken(token) != nil {
 		return nil // Present refused it; nothing was stored
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), cleanupTimeout)
+	ctx, cancel := context.WithTimeout(store.WithoutLease(context.WithoutCancel(p.ctx)), cleanupTimeout)
 	defer cancel()
 	if err := p.store.DeleteChallenge(ctx, token); err != nil {
 		return fmt.Errorf("remove challenge for %s: %w", domain, err)

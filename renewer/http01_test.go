@@ -3,6 +3,7 @@ package renewer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,35 @@ func TestHTTP01ProviderTokenExpires(t *testing.T) {
 	}
 	if _, err := st.GetChallenge(t.Context(), token); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetChallenge of an expired token: %v, want ErrNotFound", err)
+	}
+}
+
+// fencedDeletes is a store whose lease was lost: a challenge removal
+// made under a lease (store.WithLease) is refused with ErrLeaseLost, as
+// a Leaser refuses it.
+type fencedDeletes struct{ store.Store }
+
+func (s fencedDeletes) DeleteChallenge(ctx context.Context, token string) error {
+	if l, ok := store.LeaseFrom(ctx); ok {
+		return fmt.Errorf("delete challenge %s: lease of %s token %d: %w", token, l.Name, l.Token, store.ErrLeaseLost)
+	}
+	return s.Store.DeleteChallenge(ctx, token)
+}
+
+// CleanUp removes the token of an order whose lease was lost meanwhile:
+// the token is the order's alone, so the removal is not fenced.
+func TestHTTP01ProviderCleanUpAfterLeaseLost(t *testing.T) {
+	st := badgerStore(t)
+	ctx := store.WithLease(t.Context(), store.Lease{Name: "a.example.test", Host: "h1", Token: 3, Expires: time.Now().Add(time.Minute)})
+	p := &http01Provider{ctx: ctx, store: fencedDeletes{st}, ttl: 10 * time.Minute, now: time.Now}
+	token := strings.Repeat("c", 43)
+	if err := p.Present("a.example.test", token, token+".thumb"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CleanUp("a.example.test", token, token+".thumb"); err != nil {
+		t.Fatalf("CleanUp after the lease was lost: %v", err)
+	}
+	if _, err := st.GetChallenge(t.Context(), token); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetChallenge after CleanUp: %v, want ErrNotFound", err)
 	}
 }

@@ -82,6 +82,18 @@ func WithLease(ctx context.Context, l Lease) context.Context {
 	return context.WithValue(ctx, leaseKey{}, l)
 }
 
+// WithoutLease returns ctx without the lease it carries (WithLease), if
+// any, keeping its values and cancellation otherwise: a write made with
+// it is not fenced. It is for writes no other host's work can collide
+// with, whose key is unique to the work that made it (an HTTP-01 token,
+// a DNS-01 value's record): their removal must go through even after the
+// lease was lost, or the record stays until it expires. A record keyed by
+// name (tls-alpn-01:<name>) keeps the lease: a newer host's may stand
+// there.
+func WithoutLease(ctx context.Context) context.Context {
+	return context.WithValue(ctx, leaseKey{}, nil)
+}
+
 // LeaseFrom returns the lease ctx carries (WithLease), if any.
 func LeaseFrom(ctx context.Context) (Lease, bool) {
 	l, ok := ctx.Value(leaseKey{}).(Lease)

@@ -266,7 +266,10 @@ type Domain struct {
 	// DNS01CNAME is the record the name's owner creates once so that
 	// certserver's own DNS zone ([dns01.zone]) answers the name's DNS-01
 	// challenges: "_acme-challenge.NAME. CNAME LABEL.ZONE." (the same for
-	// the name and its wildcard). Left out when no zone is configured.
+	// the name and its wildcard). Left out when no zone is configured, and
+	// for a name whose orders never go through it: one that asks for
+	// http-01 or tls-alpn-01 (itself, or by the default acme.challenge),
+	// without a wildcard among its names.
 	DNS01CNAME string `json:"dns01_cname,omitempty"`
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/certserver"
+	"github.com/certserver/certserver/renewer"
 	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/certserver/certserver/store"
 )
@@ -68,6 +69,25 @@ func (c *config) validateDNS01Zone(bad func(key, format string, args ...any)) {
 	// now so that a bad value stops the start; its errors name the key.
 	if err := scfg.Check(); err != nil {
 		bad("dns01.zone", "%v", err)
+	}
+}
+
+// zoneRecordFunc returns what GET /v1/domains/{name} shows as dns01_cname:
+// the record of z for a name whose orders may go through the zone, as
+// ch (renewer.Challenges.Route) routes them: one whose set has a
+// wildcard (always dns-01), or that asks for dns-01 or auto, itself or
+// by the default acme.challenge; "" for the others.
+func zoneRecordFunc(z dnszone.Zone, ch renewer.Challenges) func(d *store.Domain) string {
+	return func(d *store.Domain) string {
+		names := append([]string{d.Name}, d.ExtraNames...)
+		asked := d.Challenge
+		if asked == "" {
+			asked = ch.Default
+		}
+		if c, _ := ch.Choose(names, asked); c != store.ChallengeDNS01 && asked != store.ChallengeAuto {
+			return ""
+		}
+		return z.Record(d.Name)
 	}
 }
 

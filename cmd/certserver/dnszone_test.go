@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/renewer/dnszone"
+	"github.com/certserver/certserver/store"
 	"github.com/miekg/dns"
 )
 
@@ -64,11 +65,16 @@ contact = "hostmaster@hoster.test"
 		t.Errorf("GET /metrics has no %s", want)
 	}
 
-	if code, out, errOut := runCLI(t, s.admin, "", "domains", "add", "shop.example"); code != exitOK {
-		t.Fatalf("domains add: %d %s %s", code, out, errOut)
+	// The record is shown for the names whose orders may go through the
+	// zone: the default (acme.challenge auto), dns-01 and auto; not for a
+	// name that asks for http-01.
+	for _, add := range [][]string{{"shop.example"}, {"--challenge", "dns-01", "dns.example"}, {"--challenge", "auto", "auto.example"}, {"--challenge", "http-01", "plain.example"}} {
+		if code, out, errOut := runCLI(t, s.admin, "", append([]string{"domains", "add"}, add...)...); code != exitOK {
+			t.Fatalf("domains add %v: %d %s %s", add, code, out, errOut)
+		}
 	}
-	record := zoneRecord(t, "acme.hoster.test", "shop.example")
-	for _, name := range []string{"shop.example"} {
+	for _, name := range []string{"shop.example", "dns.example", "auto.example"} {
+		record := zoneRecord(t, "acme.hoster.test", name)
 		code, out, errOut := runCLI(t, s.admin, "", "domains", "show", name)
 		if code != exitOK || !strings.Contains(out, "dns-01 record:") || !strings.Contains(out, record) {
 			t.Errorf("domains show %s: %d\n%s%s\nwant the record %s", name, code, out, errOut, record)
@@ -77,6 +83,48 @@ contact = "hostmaster@hoster.test"
 		if code != exitOK || !strings.Contains(out, `"dns01_cname": "`+record+`"`) {
 			t.Errorf("domains show --json %s:\n%s\nwant dns01_cname %s", name, out, record)
 		}
+	}
+	code, out, errOut := runCLI(t, s.admin, "", "domains", "show", "plain.example")
+	if code != exitOK || strings.Contains(out, "dns-01 record") {
+		t.Errorf("domains show plain.example (http-01): %d\n%s%s\nwant no dns-01 record", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, s.admin, "", "domains", "show", "--json", "plain.example")
+	if code != exitOK || strings.Contains(out, "dns01_cname") {
+		t.Errorf("domains show --json plain.example (http-01):\n%s\nwant no dns01_cname", out)
+	}
+}
+
+// TestDNSZoneRecordShown: which names' records show the customer's
+// CNAME into the zone, by the name's challenge and the default.
+func TestDNSZoneRecordShown(t *testing.T) {
+	z, err := dnszone.NewZone("acme.hoster.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		desc  string
+		def   store.ChallengeType
+		d     store.Domain
+		shown bool
+	}{
+		{"default auto", store.ChallengeAuto, store.Domain{Name: "a.example"}, true},
+		{"default http-01", store.ChallengeHTTP01, store.Domain{Name: "a.example"}, false},
+		{"default http-01, the name asks dns-01", store.ChallengeHTTP01, store.Domain{Name: "a.example", Challenge: store.ChallengeDNS01}, true},
+		{"default http-01, the name asks auto", store.ChallengeHTTP01, store.Domain{Name: "a.example", Challenge: store.ChallengeAuto}, true},
+		{"default auto, the name asks http-01", store.ChallengeAuto, store.Domain{Name: "a.example", Challenge: store.ChallengeHTTP01}, false},
+		{"default auto, the name asks tls-alpn-01", store.ChallengeAuto, store.Domain{Name: "a.example", Challenge: store.ChallengeTLSALPN01}, false},
+		{"a wildcard asking http-01", store.ChallengeHTTP01, store.Domain{Name: "*.a.example", Challenge: store.ChallengeHTTP01}, true},
+		{"a wildcard among the extra names", store.ChallengeHTTP01, store.Domain{Name: "a.example", ExtraNames: []string{"*.a.example"}}, true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.ACME.Challenge = string(tc.def)
+			cfg.DNS01.Zone.Name = "acme.hoster.test"
+			got := zoneRecordFunc(z, cfg.challengeChoice())(&tc.d)
+			if want := z.Record(tc.d.Name); tc.shown && got != want || !tc.shown && got != "" {
+				t.Errorf("record %q, want it shown: %v (%s)", got, tc.shown, want)
+			}
+		})
 	}
 }
 

@@ -439,7 +439,8 @@ with: that name's certificate serves it and is renewed for it.
 With [dns01.zone] configured, it shows the record the name's owner creates
 once for DNS-01 through certserver's own zone (wildcards need DNS-01):
 _acme-challenge.NAME. CNAME LABEL.ZONE. It can be handed over before the
-name's DNS points here.
+name's DNS points here. It is shown for names whose challenge (their own,
+or acme.challenge) is dns-01 or auto, and for wildcards.
 
 States: pending (waiting for its first certificate), issuing, valid,
 renewing, failing (retried at the next attempt), given_up (failed for

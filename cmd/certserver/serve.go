@@ -277,7 +277,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			if err != nil {
 				return fmt.Errorf("dns01.zone: %w", err)
 			}
-			adminCfg.DNS01Record = z.Record
+			adminCfg.DNS01Record = zoneRecordFunc(z, cfg.challengeChoice())
 		}
 		if is != nil {
 			adminCfg.Scheduler = is.renewer

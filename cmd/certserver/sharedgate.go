@@ -32,6 +32,8 @@ var (
 	_ store.Leaser            = (*sharedGate)(nil)
 	_ store.AccountLocker     = (*sharedGate)(nil)
 	_ store.RateBucketUpdater = (*sharedGate)(nil)
+	_ store.ChallengeLister   = (*sharedGate)(nil)
+	_ store.DomainsReader     = (*sharedGate)(nil)
 )
 
 func newSharedGate() *sharedGate {
@@ -245,6 +247,16 @@ func (g *sharedGate) DeleteChallenge(ctx context.Context, token string) error {
 		return err
 	}
 	return db.DeleteChallenge(ctx, token)
+}
+
+// ListChallenges implements store.ChallengeLister: the fleet's DNS zone
+// (renewer/dnszone) reads the values other hosts put with it.
+func (g *sharedGate) ListChallenges(ctx context.Context, prefix string, limit int) ([]store.Challenge, error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, err
+	}
+	return db.ListChallenges(ctx, prefix, limit)
 }
 
 func (g *sharedGate) PutRateBuckets(ctx context.Context, scope string, bs []store.RateBucket) error {

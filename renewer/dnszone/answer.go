@@ -29,18 +29,27 @@ type zoneData struct {
 	ns     []string // FQDNs
 	// hosts are the nameservers inside the zone, by lowercase FQDN.
 	hosts map[string]bool
-	addrs []netip.Addr
+	// between are the names between the apex and a host (dns.<zone> of
+	// ns1.dns.<zone>): they exist, without records of their own (empty
+	// non-terminals), so they answer NODATA, not NXDOMAIN, which would
+	// deny every name below them (RFC 8020).
+	between map[string]bool
+	addrs   []netip.Addr
 }
 
 func newZoneData(cfg Config) zoneData {
 	apex := dns.Fqdn(cfg.Zone.name)
 	ttl := uint32(cfg.TTL.Seconds())
-	z := zoneData{apex: apex, suffix: "." + apex, ttl: ttl, hosts: map[string]bool{}, addrs: cfg.NameserverAddrs}
+	z := zoneData{apex: apex, suffix: "." + apex, ttl: ttl, hosts: map[string]bool{}, between: map[string]bool{}, addrs: cfg.NameserverAddrs}
 	for _, ns := range cfg.Nameservers {
 		fq := dns.Fqdn(ns)
 		z.ns = append(z.ns, fq)
-		if strings.HasSuffix(fq, z.suffix) {
-			z.hosts[fq] = true
+		if !strings.HasSuffix(fq, z.suffix) {
+			continue
+		}
+		z.hosts[fq] = true
+		for n := fq[strings.IndexByte(fq, '.')+1:]; n != apex; n = n[strings.IndexByte(n, '.')+1:] {
+			z.between[n] = true
 		}
 	}
 	z.soa = dns.SOA{
@@ -88,15 +97,24 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, udp bool) (*dns.Msg, 
 	if len(req.Question) == 1 {
 		qtype = req.Question[0].Qtype
 	}
+	// A query with EDNS gets an OPT record back, whatever the answer
+	// (RFC 6891 section 7), errors too.
+	edns := req.IsEdns0() != nil
 	switch {
 	case req.Opcode != dns.OpcodeQuery:
 		resp.Question = nil
 		resp.Rcode = dns.RcodeNotImplemented
+		if edns {
+			resp.SetEdns0(maxUDPSize, false)
+		}
 		return resp, qtype, resultNotImp
 	case len(req.Question) != 1 || len(req.Answer) > 0 || len(req.Ns) > 0 || len(req.Extra) > 1 ||
-		len(req.Extra) == 1 && req.IsEdns0() == nil:
+		len(req.Extra) == 1 && !edns:
 		resp.Question = nil
 		resp.Rcode = dns.RcodeFormatError
+		if edns {
+			resp.SetEdns0(maxUDPSize, false)
+		}
 		return resp, qtype, resultFormErr
 	}
 	size := dns.MinMsgSize
@@ -110,7 +128,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, udp bool) (*dns.Msg, 
 		size = min(max(int(opt.UDPSize()), dns.MinMsgSize), maxUDPSize)
 	}
 	result := s.fill(ctx, resp, req.Question[0])
-	if req.IsEdns0() != nil {
+	if edns {
 		resp.SetEdns0(maxUDPSize, false)
 	}
 	if udp {
@@ -162,6 +180,9 @@ func (s *Server) fill(ctx context.Context, resp *dns.Msg, q dns.Question) string
 			}
 		}
 		return s.other(resp, owner, q.Qtype, resp.Answer)
+	case z.between[name]:
+		resp.Ns = append(resp.Ns, z.negativeSOA())
+		return resultNoData
 	}
 	label := strings.TrimSuffix(name, z.suffix)
 	if !isLabel(label) {

@@ -113,13 +113,15 @@ func (p *Provider) Present(domain, _, keyAuth string) error {
 }
 
 // CleanUp removes the value Present stored. It runs even when the order's
-// context is done, so that no value outlives its order by more than
+// context is done, and even when the order's lease was lost (the value's
+// record is the value's alone, so no other host's work can be removed
+// with it), so that no value outlives its order by more than
 // cleanupTimeout.
 func (p *Provider) CleanUp(domain, _, keyAuth string) error {
 	if keyAuth == "" {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), cleanupTimeout)
+	ctx, cancel := context.WithTimeout(store.WithoutLease(context.WithoutCancel(p.ctx)), cleanupTimeout)
 	defer cancel()
 	if err := p.cfg.Store.DeleteChallenge(ctx, valueToken(Label(canonical(domain)), TXTValue(keyAuth))); err != nil {
 		return fmt.Errorf("remove dns-01 value for %s: %w", domain, err)

@@ -2,9 +2,11 @@ package dnszone
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/store"
 	"github.com/miekg/dns"
 )
 
@@ -143,5 +145,38 @@ func TestLabelAndRecord(t *testing.T) {
 		if _, err := NewZone(bad); err == nil {
 			t.Errorf("NewZone(%q): no error", bad)
 		}
+	}
+}
+
+// fencedDeletes is a store whose lease was lost: a challenge removal
+// made under a lease (store.WithLease) is refused with ErrLeaseLost, as
+// a Leaser refuses it.
+type fencedDeletes struct{ store.Store }
+
+func (s fencedDeletes) DeleteChallenge(ctx context.Context, token string) error {
+	if l, ok := store.LeaseFrom(ctx); ok {
+		return fmt.Errorf("delete challenge %s: lease of %s token %d: %w", token, l.Name, l.Token, store.ErrLeaseLost)
+	}
+	return s.Store.DeleteChallenge(ctx, token)
+}
+
+// CleanUp removes the value of an order whose lease was lost meanwhile:
+// the value's record is its own, so the removal is not fenced.
+func TestProviderCleanUpAfterLeaseLost(t *testing.T) {
+	st := openStore(t)
+	ctx := store.WithLease(t.Context(), store.Lease{Name: "shop.example", Host: "h1", Token: 3, Expires: time.Now().Add(time.Minute)})
+	p, err := NewProvider(ctx, ProviderConfig{Store: fencedDeletes{st}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const keyAuth = "tok.thumb"
+	if err := p.Present("shop.example", "tok", keyAuth); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CleanUp("shop.example", "tok", keyAuth); err != nil {
+		t.Fatalf("CleanUp after the lease was lost: %v", err)
+	}
+	if cs, err := st.ListChallenges(t.Context(), labelPrefix(Label("shop.example")), MaxValues); err != nil || len(cs) != 0 {
+		t.Errorf("values after CleanUp: %v, %v; want none", cs, err)
 	}
 }

@@ -273,28 +273,41 @@ func TestServerRefusesMalformedQueries(t *testing.T) {
 	chaos := new(dns.Msg)
 	chaos.SetQuestion("version.bind.", dns.TypeTXT)
 	chaos.Question[0].Qclass = dns.ClassCHAOS
+	twoEDNS := two.Copy()
+	twoEDNS.SetEdns0(1232, false)
+	updateEDNS := update.Copy()
+	updateEDNS.SetEdns0(1232, false)
 
 	for _, tc := range []struct {
 		desc   string
 		q      *dns.Msg
 		rcode  int
 		result string
+		opt    bool // an OPT record in the reply (RFC 6891 section 7)
 	}{
-		{"two questions", two, dns.RcodeFormatError, "formerr"},
-		{"an UPDATE", update, dns.RcodeNotImplemented, "notimp"},
-		{"EDNS version 1", edns1, dns.RcodeBadVers, "badvers"},
-		{"class CHAOS (version.bind)", chaos, dns.RcodeRefused, "refused"},
+		{"two questions", two, dns.RcodeFormatError, "formerr", false},
+		{"two questions with EDNS", twoEDNS, dns.RcodeFormatError, "formerr", true},
+		{"an UPDATE", update, dns.RcodeNotImplemented, "notimp", false},
+		{"an UPDATE with EDNS", updateEDNS, dns.RcodeNotImplemented, "notimp", true},
+		{"EDNS version 1", edns1, dns.RcodeBadVers, "badvers", true},
+		{"class CHAOS (version.bind)", chaos, dns.RcodeRefused, "refused", false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			r := exchange(t, s.Addr(), "udp", tc.q)
 			if r.Rcode != tc.rcode || len(r.Answer) > 0 || len(r.Ns) > 0 {
 				t.Errorf("rcode %s, %d answers, %d authority; want %s and no records", dns.RcodeToString[r.Rcode], len(r.Answer), len(r.Ns), dns.RcodeToString[tc.rcode])
 			}
+			if opt := r.IsEdns0(); (opt != nil) != tc.opt {
+				t.Errorf("OPT in the reply: %v, want one: %v", opt, tc.opt)
+			}
 		})
 	}
-	for _, c := range []struct{ qtype, result string }{{"none", "formerr"}, {"SOA", "notimp"}, {"SOA", "badvers"}, {"TXT", "refused"}} {
-		if got := s.counted(t, c.qtype, c.result); got != 1 {
-			t.Errorf("counted %v %s %s, want 1", got, c.qtype, c.result)
+	for _, c := range []struct {
+		qtype, result string
+		n             float64
+	}{{"none", "formerr", 2}, {"SOA", "notimp", 2}, {"SOA", "badvers", 1}, {"TXT", "refused", 1}} {
+		if got := s.counted(t, c.qtype, c.result); got != c.n {
+			t.Errorf("counted %v %s %s, want %v", got, c.qtype, c.result, c.n)
 		}
 	}
 }
@@ -315,5 +328,39 @@ func TestServerStoreDown(t *testing.T) {
 	}
 	if got := s.counted(t, "TXT", "servfail"); got != 2 {
 		t.Errorf("counted %v SERVFAIL answers, want 2", got)
+	}
+}
+
+// A nameserver two labels into the zone (ns1.dns.<zone>) makes the name
+// between (dns.<zone>) exist without records: NODATA, not NXDOMAIN,
+// which would deny the nameserver's own name below it (RFC 8020).
+func TestServerNamesAboveANameserver(t *testing.T) {
+	st := openStore(t)
+	s := startServer(t, Config{Zone: mustZone(t, testZone), Nameservers: []string{"ns1.dns." + testZone},
+		NameserverAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.53")}}, st)
+	for _, tc := range []struct {
+		desc   string
+		name   string
+		qtype  uint16
+		rcode  int
+		answer int
+		soa    bool
+	}{
+		{"the nameserver's A", "ns1.dns." + testZone + ".", dns.TypeA, dns.RcodeSuccess, 1, false},
+		{"the name between, A: NODATA", "dns." + testZone + ".", dns.TypeA, dns.RcodeSuccess, 0, true},
+		{"the name between, in mixed case, TXT: NODATA", "DNS." + testZone + ".", dns.TypeTXT, dns.RcodeSuccess, 0, true},
+		{"the name between, ANY: NODATA", "dns." + testZone + ".", dns.TypeANY, dns.RcodeSuccess, 0, true},
+		{"a sibling of the nameserver: NXDOMAIN", "ns2.dns." + testZone + ".", dns.TypeA, dns.RcodeNameError, 0, true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			r := ask(t, s.Addr(), "udp", tc.name, tc.qtype, 0)
+			if r.Rcode != tc.rcode || len(r.Answer) != tc.answer || !r.Authoritative {
+				t.Errorf("rcode %s, %d answers, AA %v; want %s, %d answers, AA", dns.RcodeToString[r.Rcode], len(r.Answer), r.Authoritative,
+					dns.RcodeToString[tc.rcode], tc.answer)
+			}
+			if soa := len(r.Ns) == 1 && r.Ns[0].Header().Rrtype == dns.TypeSOA; soa != tc.soa {
+				t.Errorf("authority %v, want the SOA: %v", r.Ns, tc.soa)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -66,7 +67,13 @@ func newValues(local, shared store.Store) (*values, error) {
 	return v, nil
 }
 
-// get returns the values of label, in token order, at most MaxValues.
+// readValues is how many records get asks each store for: more than
+// MaxValues, so that the values of orders abandoned before their
+// clean-up (which the store lists in token order, among the live ones)
+// are weighed with the live ones before the cap instead of filling it.
+const readValues = 4 * MaxValues
+
+// get returns the values of label, at most MaxValues, in token order.
 //
 // On a fleet host the values are those of the local copy and of the shared
 // store together: a value another host has just put may reach the CA's
@@ -74,35 +81,57 @@ func newValues(local, shared store.Store) (*values, error) {
 // values, a copy holding one of an order's two is a miss that looks like
 // an answer. The database read is bounded (sharedTimeout, maxSharedReads);
 // when it fails or is not made, the copy answers alone.
+//
+// When the label has more than MaxValues, those put last (the latest
+// expiry: every value is put for the same ValueTTL) are kept: an order in
+// flight put its values after any abandoned one still standing.
 func (v *values) get(ctx context.Context, label string) ([]string, error) {
 	prefix := labelPrefix(label)
-	cs, err := v.local.ListChallenges(ctx, prefix, MaxValues)
+	cs, err := v.local.ListChallenges(ctx, prefix, readValues)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]string, 0, len(cs)+2)
-	for _, c := range cs {
-		out = append(out, c.KeyAuth)
+	if more := v.readShared(ctx, prefix); len(more) > 0 {
+		cs = append(cs, more...)
 	}
+	// Each value once, with its latest expiry (the two stores may differ
+	// while a value is put again).
+	slices.SortFunc(cs, func(a, b store.Challenge) int {
+		if c := strings.Compare(a.KeyAuth, b.KeyAuth); c != 0 {
+			return c
+		}
+		return b.Expires.Compare(a.Expires)
+	})
+	cs = slices.CompactFunc(cs, func(a, b store.Challenge) bool { return a.KeyAuth == b.KeyAuth })
+	if len(cs) > MaxValues {
+		slices.SortStableFunc(cs, func(a, b store.Challenge) int { return b.Expires.Compare(a.Expires) })
+		cs = cs[:MaxValues]
+		slices.SortFunc(cs, func(a, b store.Challenge) int { return strings.Compare(a.KeyAuth, b.KeyAuth) })
+	}
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.KeyAuth
+	}
+	return out, nil
+}
+
+// readShared returns the records under prefix of the shared store, or
+// none without a fleet, when every slot is taken or when the read fails.
+func (v *values) readShared(ctx context.Context, prefix string) []store.Challenge {
 	if v.shared == nil {
-		return out, nil
+		return nil
 	}
 	select {
 	case v.slots <- struct{}{}:
 	default:
-		return out, nil
+		return nil
 	}
 	defer func() { <-v.slots }()
 	sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	more, serr := v.shared.ListChallenges(sctx, prefix, MaxValues)
-	if serr != nil {
-		return out, nil
+	more, err := v.shared.ListChallenges(sctx, prefix, readValues)
+	if err != nil {
+		return nil
 	}
-	for _, c := range more {
-		if len(out) < MaxValues && !slices.Contains(out, c.KeyAuth) {
-			out = append(out, c.KeyAuth)
-		}
-	}
-	return out, nil
+	return more
 }

@@ -204,6 +204,14 @@ func TestLeaseExpiresAndFences(t *testing.T) {
 	if _, err := a.GetChallenge(c, "tokB"); err != nil {
 		t.Errorf("challenge deleted under a lost lease: %v", err)
 	}
+	// A removal of a record keyed by the work itself is not fenced
+	// once the lease is dropped from the context (store.WithoutLease).
+	if err := a.DeleteChallenge(store.WithoutLease(stale), "tokB"); err != nil {
+		t.Errorf("DeleteChallenge under WithoutLease of a lost lease: %v", err)
+	}
+	if _, err := a.GetChallenge(c, "tokB"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("challenge after DeleteChallenge under WithoutLease: %v, want ErrNotFound", err)
+	}
 
 	// The holder writes.
 	held := store.WithLease(c, lb[0])

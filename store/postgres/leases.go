@@ -21,7 +21,8 @@ var _ store.Leaser = (*Store)(nil)
 // others. A lease that another claim wrote since the statement's snapshot
 // is not replaced (the upsert checks the row as committed), so two hosts
 // never hold one name. A limit below 1 claims nothing. The leases are
-// returned earliest due first.
+// returned earliest due first. A lapsed lease is taken only after its
+// grace (leaseGrace).
 func (s *Store) ClaimDue(ctx context.Context, host string, before time.Time, limit int, ttl time.Duration) ([]store.Lease, error) {
 	if limit < 1 {
 		return nil, nil
@@ -49,7 +50,7 @@ func (s *Store) ClaimDue(ctx context.Context, host string, before time.Time, lim
 			)
 			SELECT c.name, c.token, c.expires FROM claimed c JOIN due USING (name)
 			ORDER BY due.next_attempt, due.name`,
-			clampTime(before), now, limit, host, now.Add(ttl))
+			clampTime(before), now.Add(-leaseGrace(ttl)), limit, host, now.Add(ttl))
 		if err != nil {
 			return err
 		}
@@ -72,7 +73,8 @@ func (s *Store) ClaimDue(ctx context.Context, host string, before time.Time, lim
 
 // Claim implements store.Leaser in one transaction: it locks the name's
 // record (waiting for a claim or a write of it under way), then writes
-// the lease unless another host holds an unexpired one.
+// the lease unless another host holds one that has not lapsed, or lapsed
+// less than its grace ago (leaseGrace).
 func (s *Store) Claim(ctx context.Context, host, name string, ttl time.Duration) (store.Lease, error) {
 	if err := checkLeaseArgs(host, ttl); err != nil {
 		return store.Lease{}, fmt.Errorf("claim %s: %w", name, err)
@@ -88,7 +90,7 @@ func (s *Store) Claim(ctx context.Context, host, name string, ttl time.Duration)
 			SELECT name, $2, nextval('lease_token'), $3 FROM d
 			ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, token = EXCLUDED.token, expires = EXCLUDED.expires
 			WHERE l.expires <= $4 OR l.host = $2
-			RETURNING l.token, l.expires`, name, host, now.Add(ttl), now).Scan(&l.Token, &l.Expires)
+			RETURNING l.token, l.expires`, name, host, now.Add(ttl), now.Add(-leaseGrace(ttl))).Scan(&l.Token, &l.Expires)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -233,6 +235,15 @@ func checkFence(ctx context.Context, row pgx.Row) error {
 	}
 	return err
 }
+
+// leaseGrace is how long after a lease lapsed a claim of ttl may take
+// its name: half the TTL. A holder that was cut off from the database
+// stops its order before its lease lapses (see renewer's lease doubt),
+// but a certificate it obtained just then is still worth storing; in the
+// grace it can renew the lease and write, rather than have another host
+// order the name again and the CA's certificate thrown away. A host that
+// died gives up its names TTL*1.5 after its last renewal.
+func leaseGrace(ttl time.Duration) time.Duration { return ttl / 2 }
 
 // checkLeaseArgs checks the arguments of a claim.
 func checkLeaseArgs(host string, ttl time.Duration) error {

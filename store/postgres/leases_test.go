@@ -148,7 +148,18 @@ func TestLeaseExpiresAndFences(t *testing.T) {
 		t.Fatalf("Claim by b while a holds the lease: %v, want ErrLeased", err)
 	}
 
-	clock.Advance(time.Minute) // a's lease expires
+	clock.Advance(time.Minute) // a's lease lapses: its grace begins
+	if lb, err := b.ClaimDue(c, "b", clock.Now(), 10, time.Minute); err != nil || len(lb) != 0 {
+		t.Fatalf("ClaimDue by b in the grace of a's lapsed lease: %v, %v; want nothing", lb, err)
+	}
+	if _, err := b.Claim(c, "b", name, time.Minute); !errors.Is(err, store.ErrLeased) {
+		t.Fatalf("Claim by b in the grace of a's lapsed lease: %v, want ErrLeased", err)
+	}
+	// a, back in its grace, renews; then lets it lapse for good.
+	if renewed, err := a.Renew(c, la, time.Minute); err != nil || len(renewed) != 1 {
+		t.Fatalf("Renew by a in its grace: %v, %v; want it kept", renewed, err)
+	}
+	clock.Advance(time.Minute + 30*time.Second) // lapsed, and its grace over
 	lb, err := b.ClaimDue(c, "b", clock.Now(), 10, time.Minute)
 	if err != nil || len(lb) != 1 {
 		t.Fatalf("ClaimDue by b after a's lease expired: %v, %v", lb, err)

@@ -54,7 +54,7 @@ func (r *Renewer) claimDue(ctx context.Context) (string, time.Duration, error) {
 		if r.inflight[l.Name] != nil {
 			extra = append(extra, l)
 		} else {
-			r.inflight[l.Name] = &flight{lease: l}
+			r.inflight[l.Name] = &flight{lease: l, until: now.Add(r.cfg.LeaseTTL)}
 			r.claimed = append(r.claimed, l.Name)
 		}
 		r.mu.Unlock()
@@ -127,10 +127,11 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 		return ctx, func() {}, true
 	}
 	r.mu.Lock()
-	l := r.inflight[name].lease
+	l, until := r.inflight[name].lease, r.inflight[name].until
 	r.mu.Unlock()
 	if l.Token == 0 {
 		var err error
+		until = r.cfg.Now().Add(r.cfg.LeaseTTL)
 		l, err = r.cfg.Leases.Claim(ctx, r.cfg.Host, name, r.cfg.LeaseTTL)
 		switch {
 		case errors.Is(err, store.ErrLeased):
@@ -154,11 +155,14 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 		}
 	}
 	wctx, cancel := context.WithCancel(store.WithLease(ctx, l))
+	octx, stopOrders := context.WithCancelCause(wctx)
+	wctx = context.WithValue(wctx, ordersKey{}, octx)
 	r.mu.Lock()
 	f := r.inflight[name]
-	f.lease, f.cancel = l, cancel
+	f.lease, f.cancel, f.until, f.stopOrders = l, cancel, until, stopOrders
 	r.mu.Unlock()
 	return wctx, func() {
+		stopOrders(nil)
 		cancel()
 		r.mu.Lock()
 		lost := f.lost
@@ -209,10 +213,14 @@ func (r *Renewer) renewLeases(ctx context.Context) {
 	if len(held) == 0 {
 		return
 	}
+	sent := r.cfg.Now()
 	renewed, err := r.cfg.Leases.Renew(ctx, held, r.cfg.LeaseTTL)
 	if err != nil {
-		if ctx.Err() == nil && !r.storeFailed(err) {
-			r.log.Error("renew leases", "leases", len(held), "error", err)
+		if ctx.Err() == nil {
+			if !r.storeFailed(err) {
+				r.log.Error("renew leases", "leases", len(held), "error", err)
+			}
+			r.doubtLeases(held, err)
 		}
 		return
 	}
@@ -224,12 +232,60 @@ func (r *Renewer) renewLeases(ctx context.Context) {
 		if nl, ok := kept[l.Token]; ok {
 			r.mu.Lock()
 			if f := r.inflight[l.Name]; f != nil && f.lease.Token == l.Token {
-				f.lease = nl
+				f.lease, f.until = nl, sent.Add(r.cfg.LeaseTTL)
 			}
 			r.mu.Unlock()
 			continue
 		}
 		r.leaseLost(l.Name, l.Token, nil)
+	}
+}
+
+// errLeaseInDoubt is the cause of the cancellation of a name's orders
+// when its lease could not be renewed and is about to lapse
+// (doubtLeases).
+var errLeaseInDoubt = errors.New("the lease could not be renewed and is about to lapse")
+
+// ordersKey is the key of the context of a name's orders in its worker's
+// context (leased, orderContext).
+type ordersKey struct{}
+
+// orderContext returns the context in which the worker of ctx sends its
+// orders to the CA: with leases, one that is also cancelled, with
+// errLeaseInDoubt as its cause, when the host can no longer be sure it
+// holds the name's lease (doubtLeases); ctx itself otherwise. The rest of
+// the work, the storing of a certificate obtained (storeIssued) above
+// all, runs under ctx, which only a lease known lost cancels.
+func orderContext(ctx context.Context) context.Context {
+	if octx, ok := ctx.Value(ordersKey{}).(context.Context); ok {
+		return octx
+	}
+	return ctx
+}
+
+// doubtLeases is called when held, the leases renewLeases tried to renew,
+// could not be renewed (err): the store did not answer. Each lease that
+// lapses within LeaseTTL/3 as far as this host can tell (flight.until)
+// may be claimed by another host soon after, which would then order the
+// name while this host's order runs: its orders are stopped
+// (orderContext), once, and the name stays due. A certificate the CA
+// has issued already is still stored if the store answers while the
+// lease is held (the claims' grace gives the holder that time).
+func (r *Renewer) doubtLeases(held []store.Lease, err error) {
+	now := r.cfg.Now()
+	for _, l := range held {
+		r.mu.Lock()
+		f := r.inflight[l.Name]
+		if f == nil || f.lease.Token != l.Token || f.lost || f.doubted || f.stopOrders == nil || f.until.Sub(now) > r.cfg.LeaseTTL/3 {
+			r.mu.Unlock()
+			continue
+		}
+		f.doubted = true
+		stop, until := f.stopOrders, f.until
+		r.mu.Unlock()
+		stop(errLeaseInDoubt)
+		r.log.Warn("cannot renew the lease on "+l.Name+" and it lapses soon: stopping its order, so that no other host orders the name at the same time; the name stays due",
+			"name", l.Name, "token", l.Token, "lapses", until.UTC(), "error", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -271,5 +272,78 @@ func TestARIPollLeased(t *testing.T) {
 	}
 	if n := len(ca.orderList()); n != len(names) {
 		t.Errorf("%d orders after the polls, want still %d", n, len(names))
+	}
+}
+
+// cutOffLeaser is a Leaser whose renewals fail as when the database
+// cannot be reached, while cut is set.
+type cutOffLeaser struct {
+	store.Leaser
+	cut atomic.Bool
+}
+
+func (c *cutOffLeaser) Renew(ctx context.Context, ls []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	if c.cut.Load() {
+		return nil, fmt.Errorf("renew: %w", store.ErrUnavailable)
+	}
+	return c.Leaser.Renew(ctx, ls, ttl)
+}
+
+// TestLeaseInDoubtStopsOrder: a host whose lease renewals fail (cut off
+// from the database) stops its order once the lease is within a third of
+// its TTL of lapsing, before another host can claim the name, and says
+// so; a failed renewal earlier leaves the order running. The name stays
+// due, with no failure recorded.
+func TestLeaseInDoubtStopsOrder(t *testing.T) {
+	url := pgtest.New(t)
+	clock := newFakeClock(time.Now().UTC().Truncate(time.Second))
+	st := openPostgres(t, url, clock.Now)
+	const name = "cutoff.example.test"
+	addPending(t, st, clock.Now().Add(-time.Minute), name)
+	iss := &heldIssuer{started: make(chan string, 1), proceed: make(chan struct{}), ended: make(chan error, 1), clock: clock}
+	t.Cleanup(func() { close(iss.proceed) })
+	leaser := &cutOffLeaser{Leaser: st}
+	log := &lockedBuffer{}
+	const ttl = 3 * time.Hour
+	r, err := New(Config{Workers: 1, IdleWait: time.Hour, CAs: []CA{{Issuer: iss}}, Now: clock.Now,
+		Leases: leaser, Host: "a", LeaseTTL: ttl}, st, slogTo(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log)
+		}
+	})
+	runRenewer(t, r)
+	select {
+	case <-iss.started:
+	case <-time.After(time.Minute):
+		t.Fatal("no order")
+	}
+	leaser.cut.Store(true)
+	clock.Advance(ttl / 3)
+	r.renewLeases(context.Background()) // fails; two thirds of the TTL left
+	select {
+	case err := <-iss.ended:
+		t.Fatalf("the order ended (%v) after one failed renewal, with two thirds of its lease left", err)
+	default:
+	}
+	clock.Advance(ttl / 3)
+	r.renewLeases(context.Background()) // fails; a third left
+	select {
+	case err := <-iss.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the order ended with %v, want it cancelled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the order still runs a minute after its lease could not be renewed with a third of its TTL left")
+	}
+	waitFor(t, time.Minute, "the log line of the lease in doubt", func() bool {
+		return strings.Contains(log.String(), "cannot renew the lease on "+name+" and it lapses soon: stopping its order")
+	})
+	waitFor(t, time.Minute, "the worker done", func() bool { return r.InFlight() == 0 })
+	if d := getDomain(t, st, name); d.Failures != 0 || len(d.Attempts) != 0 || d.NextAttempt.After(clock.Now()) {
+		t.Errorf("record %+v: want it still due, with no failure recorded", d)
 	}
 }

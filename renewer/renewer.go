@@ -282,6 +282,14 @@ type flight struct {
 	lease  store.Lease
 	cancel context.CancelFunc
 	lost   bool
+	// until is when the lease lapses as far as this host can tell: the
+	// time (this host's clock) its last claim or renewal was sent, plus
+	// Config.LeaseTTL. stopOrders cancels the context of the name's
+	// orders (orderContext) when the host can no longer be sure it holds
+	// the lease (doubtLeases); doubted says it did.
+	until      time.Time
+	stopOrders context.CancelCauseFunc
+	doubted    bool
 }
 
 // enqueue puts name in the urgent queue unless it is there already or a

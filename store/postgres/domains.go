@@ -145,7 +145,7 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 	if err != nil {
 		return fmt.Errorf("put domain %s: %w", d.Name, err)
 	}
-	err = s.write(ctx, func(q querier) error {
+	err = s.write(ctx, rec.Name, func(q querier) error {
 		_, err := q.Exec(ctx, `INSERT INTO domains AS d (`+domainColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 			ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, profile = EXCLUDED.profile,

@@ -358,14 +358,20 @@ func (s *Store) query(ctx context.Context, fn func(q querier) error) error {
 	return s.retry(ctx, func() error { return fn(s.pool) })
 }
 
-// write runs fn as query does, when ctx carries no lease; under a lease
-// (store.WithLease) it runs fn in a transaction after checking the lease
-// (fence), so that a write whose lease was lost writes nothing.
-func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
+// write runs fn, a write of the domains row of name, as query does when
+// ctx carries no lease; under a lease (store.WithLease) it runs fn in a
+// transaction after checking the lease (fence), so that a write whose
+// lease was lost writes nothing. The record's row is locked before the
+// lease's, as a claim locks them, so that the two never wait for each
+// other (a deadlock).
+func (s *Store) write(ctx context.Context, name string, fn func(q querier) error) error {
 	if _, ok := store.LeaseFrom(ctx); !ok {
 		return s.query(ctx, fn)
 	}
 	return s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", name); err != nil {
+			return err
+		}
 		if err := fence(ctx, tx); err != nil {
 			return err
 		}

@@ -166,6 +166,7 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 		cancel()
 		r.mu.Lock()
 		lost := f.lost
+		f.releasing = true
 		r.mu.Unlock()
 		if !lost {
 			r.releaseLeases(ctx, []store.Lease{l})
@@ -205,7 +206,7 @@ func (r *Renewer) renewLeases(ctx context.Context) {
 	r.mu.Lock()
 	var held []store.Lease
 	for _, f := range r.inflight {
-		if f.lease.Token != 0 && !f.lost {
+		if f.lease.Token != 0 && !f.lost && !f.releasing {
 			held = append(held, f.lease)
 		}
 	}
@@ -276,7 +277,7 @@ func (r *Renewer) doubtLeases(held []store.Lease, err error) {
 	for _, l := range held {
 		r.mu.Lock()
 		f := r.inflight[l.Name]
-		if f == nil || f.lease.Token != l.Token || f.lost || f.doubted || f.stopOrders == nil || f.until.Sub(now) > r.cfg.LeaseTTL/3 {
+		if f == nil || f.lease.Token != l.Token || f.lost || f.releasing || f.doubted || f.stopOrders == nil || f.until.Sub(now) > r.cfg.LeaseTTL/3 {
 			r.mu.Unlock()
 			continue
 		}
@@ -295,7 +296,7 @@ func (r *Renewer) doubtLeases(held []store.Lease, err error) {
 func (r *Renewer) leaseLost(name string, token int64, err error) {
 	r.mu.Lock()
 	f := r.inflight[name]
-	if f == nil || f.lease.Token != token || f.lost {
+	if f == nil || f.lease.Token != token || f.lost || f.releasing {
 		r.mu.Unlock()
 		return
 	}

@@ -347,3 +347,46 @@ func TestLeaseInDoubtStopsOrder(t *testing.T) {
 		t.Errorf("record %+v: want it still due, with no failure recorded", d)
 	}
 }
+
+// releaseHeldLeaser is a Leaser whose Release, once it has released,
+// says so on released and waits for proceed.
+type releaseHeldLeaser struct {
+	store.Leaser
+	released chan struct{}
+	proceed  chan struct{}
+}
+
+func (l *releaseHeldLeaser) Release(ctx context.Context, ls []store.Lease) error {
+	err := l.Leaser.Release(ctx, ls)
+	l.released <- struct{}{}
+	<-l.proceed
+	return err
+}
+
+// TestLeaseReleasingNotLost: a renewal of the leases that runs while a
+// finished worker's lease is being released does not take the released
+// lease for one lost to another host.
+func TestLeaseReleasingNotLost(t *testing.T) {
+	url := pgtest.New(t)
+	st := openPostgres(t, url, nil)
+	const name = "done.example.test"
+	addPending(t, st, time.Now().Add(-time.Minute), name)
+	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
+	leaser := &releaseHeldLeaser{Leaser: st, released: make(chan struct{}, 1), proceed: make(chan struct{})}
+	log := &lockedBuffer{}
+	r, err := New(Config{Workers: 1, IdleWait: time.Hour, CAs: []CA{{Issuer: iss}}, Leases: leaser, Host: "a", LeaseTTL: time.Hour}, st, slogTo(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runRenewer(t, r)
+	select {
+	case <-leaser.released:
+	case <-time.After(time.Minute):
+		t.Fatal("the worker's lease never released")
+	}
+	r.renewLeases(context.Background())
+	close(leaser.proceed)
+	if strings.Contains(log.String(), "lost to another host") {
+		t.Errorf("a released lease reported lost:\n%s", log)
+	}
+}

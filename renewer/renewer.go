@@ -290,6 +290,9 @@ type flight struct {
 	until      time.Time
 	stopOrders context.CancelCauseFunc
 	doubted    bool
+	// releasing says the worker is done and its lease being released: a
+	// renewal that no longer finds it is not a loss.
+	releasing bool
 }
 
 // enqueue puts name in the urgent queue unless it is there already or a

@@ -353,3 +353,25 @@ func TestFencedPutDomainLockOrder(t *testing.T) {
 		t.Errorf("PutDomain under a lease claimed meanwhile: %v, want ErrLeaseLost", err)
 	}
 }
+
+// TestDeleteDomainDropsLease: deleting a name deletes its lease row, which
+// nothing would remove otherwise; other names' leases stay.
+func TestDeleteDomainDropsLease(t *testing.T) {
+	url := pgtest.New(t)
+	s := openURL(t, url, nil)
+	c := ctx(t)
+	names := addDue(t, s, time.Now().Add(-time.Hour), 2)
+	ls, err := s.ClaimDue(c, "a", time.Now(), 10, time.Hour)
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("ClaimDue: %v, %v", ls, err)
+	}
+	if err := s.DeleteDomain(c, names[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteDomain(c, names[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteDomain of a deleted name: %v, want ErrNotFound", err)
+	}
+	if got, err := s.Leases(c); err != nil || len(got) != 1 || got[0].Name != names[1] {
+		t.Errorf("Leases after deleting %s: %+v, %v; want %s's alone", names[0], got, err, names[1])
+	}
+}

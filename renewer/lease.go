@@ -118,7 +118,8 @@ func (r *Renewer) releaseClaimed(ctx context.Context) {
 // leased prepares the work on name, which the worker has just taken: on a
 // single host it returns ctx as it is. With leases it claims the name
 // when it came from the urgent queue (a name another host holds is left
-// to it: that host reads the record anyway), and returns ctx carrying the
+// to it: that host reads the record anyway; an operator's request for it
+// is asked again once the lease can have ended, forceAfterLease), and returns ctx carrying the
 // lease (store.WithLease), cancelled should the lease be lost, with done,
 // which releases the lease when the work is over. ok is false when there
 // is no work: the name could not be claimed.
@@ -134,6 +135,10 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 		until = r.cfg.Now().Add(r.cfg.LeaseTTL)
 		l, err = r.cfg.Leases.Claim(ctx, r.cfg.Host, name, r.cfg.LeaseTTL)
 		switch {
+		case errors.Is(err, store.ErrLeased) && forced:
+			r.log.Info("another host is working on the name; the operator's request is kept for when its lease ends",
+				"name", name, "error", err, "retry_in", r.forceAfterLease(ctx, name))
+			return nil, nil, false
 		case errors.Is(err, store.ErrLeased):
 			r.log.Info("another host is working on the name; left to it", "name", name, "error", err)
 			return nil, nil, false
@@ -172,6 +177,34 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 			r.releaseLeases(ctx, []store.Lease{l})
 		}
 	}, true
+}
+
+// forceAfterLease asks for name again, as an operator's request
+// (Prioritize), once the lease another host holds on it can have ended,
+// and returns how long that is: LeaseTTL and its grace (half of it,
+// store.Leaser), the longest a lease claimed now lasts unless renewed. A
+// holder still working then keeps it, and the request waits once more;
+// the name is waited for once at a time. ctx is Run's: a renewer that
+// stops forgets the request, as it forgets its urgent queue.
+func (r *Renewer) forceAfterLease(ctx context.Context, name string) time.Duration {
+	wait := r.cfg.LeaseTTL + r.cfg.LeaseTTL/2
+	r.mu.Lock()
+	waiting := r.forcedLater[name]
+	r.forcedLater[name] = true
+	r.mu.Unlock()
+	if waiting {
+		return wait
+	}
+	go func() {
+		err := r.sleep(ctx, wait)
+		r.mu.Lock()
+		delete(r.forcedLater, name)
+		r.mu.Unlock()
+		if err == nil {
+			r.enqueue(name, true)
+		}
+	}()
+	return wait
 }
 
 // releaseLeases releases ls, even when ctx is done.

@@ -191,13 +191,16 @@ func TestLostLeaseDiscardsResult(t *testing.T) {
 }
 
 // TestUrgentNameLeasedElsewhere: a name another host holds a lease on is
-// not ordered when an operator asks for it here: that host has it.
+// not ordered at once when an operator asks for it here: that host has
+// it. The request is not lost: it is asked again once the lease can have
+// ended (its TTL and grace), and the name is then ordered.
 func TestUrgentNameLeasedElsewhere(t *testing.T) {
 	url := pgtest.New(t)
 	st := openPostgres(t, url, nil)
 	const name = "held.example.test"
 	addPending(t, st, time.Now().Add(time.Hour), name)
-	if _, err := st.Claim(context.Background(), "b", name, time.Hour); err != nil {
+	lb, err := st.Claim(context.Background(), "b", name, time.Hour)
+	if err != nil {
 		t.Fatal(err)
 	}
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
@@ -206,15 +209,44 @@ func TestUrgentNameLeasedElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log)
+		}
+	})
+	// The wait for the lease (TTL and grace) is the test's to end.
+	waiting, proceed := make(chan struct{}, 1), make(chan struct{})
+	r.sleep = func(ctx context.Context, d time.Duration) error {
+		if d != DefaultLeaseTTL+DefaultLeaseTTL/2 {
+			return sleep(ctx, d)
+		}
+		waiting <- struct{}{}
+		select {
+		case <-proceed:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	runRenewer(t, r)
 	r.Prioritize(name)
-	waitFor(t, time.Minute, "the name left to the other host", func() bool {
-		return strings.Contains(log.String(), "another host is working on the name; left to it")
-	})
+	select {
+	case <-waiting:
+	case <-time.After(time.Minute):
+		t.Fatal("the operator's request was not kept for when the other host's lease ends")
+	}
+	if !strings.Contains(log.String(), "another host is working on the name; the operator's request is kept for when its lease ends") {
+		t.Error("no log line says the request waits for the other host's lease")
+	}
 	waitFor(t, time.Minute, "the worker done", func() bool { return r.InFlight() == 0 })
 	if n := iss.orderCount(); n != 0 {
-		t.Errorf("%d orders, want none", n)
+		t.Errorf("%d orders while the other host held the lease, want none", n)
 	}
+	if err := st.Release(context.Background(), []store.Lease{lb}); err != nil {
+		t.Fatal(err)
+	}
+	close(proceed)
+	waitFor(t, time.Minute, "the name ordered once the lease ended", func() bool { return iss.orderCount() == 1 })
 }
 
 // TestARIPollLeased: renewal information polls are leased work like any

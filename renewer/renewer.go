@@ -166,6 +166,10 @@ type Renewer struct {
 	// has yet, in due order (each in inflight with its lease); only
 	// Run's goroutine uses it.
 	claimed []string
+	// forcedLater holds the names an operator asked for (Prioritize)
+	// while another host held their lease: each is asked for again once
+	// that lease can have ended (forceAfterLease). Guarded by mu.
+	forcedLater map[string]bool
 	// running is set while Run runs: a second Run would dispatch the same
 	// names twice, and save stale buckets over the first one's.
 	running atomic.Bool
@@ -236,6 +240,8 @@ func New(cfg Config, st store.Store, logger *slog.Logger) (*Renewer, error) {
 		rnd:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		spread:   make([]float64, len(cas)),
 		refused:  map[string]string{},
+
+		forcedLater: map[string]bool{},
 	}, nil
 }
 

@@ -68,7 +68,10 @@ type Options struct {
 	// Clock returns the current time; it decides when challenges and
 	// rate buckets expire and which certificate a name falls back to,
 	// and stamps zero StoredAt, AddedAt, UpdatedAt and SeenAt fields.
-	// Default time.Now.
+	// Default time.Now. Leases (store.Leaser) are claimed, renewed and
+	// compared with the database's clock unless Clock is set (tests set
+	// it), so that the fleet's hosts agree on when a lease lapses
+	// whatever their own clocks say.
 	Clock func() time.Time
 }
 
@@ -90,7 +93,10 @@ type Store struct {
 	where string          // "host:port/database", for errors; never the URL
 	log   *slog.Logger
 	now   func() time.Time
-	opts  Options
+	// dbClock says that leases go by the database's clock (Options.Clock
+	// unset): see leaseNow.
+	dbClock bool
+	opts    Options
 }
 
 var (
@@ -121,7 +127,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.HostRetention == 0 {
 		opts.HostRetention = defaultHostRetention
 	}
-	if opts.Clock == nil {
+	dbClock := opts.Clock == nil
+	if dbClock {
 		opts.Clock = time.Now
 	}
 	pc, err := pgxpool.ParseConfig(opts.URL)
@@ -138,12 +145,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres %s: %w", where, err)
 	}
 	s := &Store{
-		pool:  pool,
-		conf:  pc.ConnConfig,
-		where: where,
-		log:   opts.Logger.With("engine", "postgres", "database", where),
-		now:   opts.Clock,
-		opts:  opts,
+		pool:    pool,
+		conf:    pc.ConnConfig,
+		where:   where,
+		log:     opts.Logger.With("engine", "postgres", "database", where),
+		now:     opts.Clock,
+		dbClock: dbClock,
+		opts:    opts,
 	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()

@@ -18,7 +18,11 @@ import (
 // leases it holds every LeaseTTL/3; a lease lost (another host claimed
 // the name after it expired: this host was paused, or cut off from the
 // database) stops the worker's order and its result is discarded. A
-// worker done releases its lease. The in-process flight map still keeps
+// lease that cannot be renewed (the database does not answer) and lapses
+// within LeaseTTL/3 stops the name's orders at the CA (doubtLeases)
+// before another host may claim it; a certificate obtained already is
+// still stored if the database answers in time. A worker done releases
+// its lease. The in-process flight map still keeps
 // one worker per name on this host.
 
 // DefaultLeaseTTL is Config.LeaseTTL's default.

@@ -120,7 +120,9 @@ type Config struct {
 	// Required with Leases.
 	Host string
 	// LeaseTTL is how long a lease lasts unless renewed: after a host
-	// dies, how long its names wait before another host claims them.
+	// dies, its names wait this long and the claims' grace (half of it,
+	// store.Leaser) before another host claims them. A host that cannot
+	// renew its leases stops their orders when a third of it is left.
 	// Default 2 minutes; used only with Leases.
 	LeaseTTL time.Duration
 }

@@ -163,6 +163,13 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 			return nil, nil, false
 		}
 	}
+	if r.cfg.Now().After(until.Add(-r.cfg.LeaseTTL / 3)) {
+		// Claimed a while ago and not renewed since (the database does
+		// not answer): too close to lapsing to start an order under it.
+		r.log.Warn("the lease on "+name+" could not be renewed and lapses soon: not starting its work; the name stays due",
+			"name", name, "token", l.Token, "lapses", until.UTC())
+		return nil, nil, false
+	}
 	wctx, cancel := context.WithCancel(store.WithLease(ctx, l))
 	octx, stopOrders := context.WithCancelCause(wctx)
 	wctx = context.WithValue(wctx, ordersKey{}, octx)

@@ -235,9 +235,9 @@ func TestUrgentNameLeasedElsewhere(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the operator's request was not kept for when the other host's lease ends")
 	}
-	if !strings.Contains(log.String(), "another host is working on the name; the operator's request is kept for when its lease ends") {
-		t.Error("no log line says the request waits for the other host's lease")
-	}
+	waitFor(t, time.Minute, "the log line of the request kept", func() bool {
+		return strings.Contains(log.String(), "another host is working on the name; the operator's request is kept for when its lease ends")
+	})
 	waitFor(t, time.Minute, "the worker done", func() bool { return r.InFlight() == 0 })
 	if n := iss.orderCount(); n != 0 {
 		t.Errorf("%d orders while the other host held the lease, want none", n)

@@ -18,7 +18,11 @@ import (
 // leases it holds every LeaseTTL/3; a lease lost (another host claimed
 // the name after it expired: this host was paused, or cut off from the
 // database) stops the worker's order and its result is discarded. A
-// worker done releases its lease. The in-process flight map still keeps
+// lease that cannot be renewed (the database does not answer) and lapses
+// within LeaseTTL/3 stops the name's orders at the CA (doubtLeases)
+// before another host may claim it; a certificate obtained already is
+// still stored if the database answers in time. A worker done releases
+// its lease. The in-process flight map still keeps
 // one worker per name on this host.
 
 // DefaultLeaseTTL is Config.LeaseTTL's default.
@@ -54,7 +58,7 @@ func (r *Renewer) claimDue(ctx context.Context) (string, time.Duration, error) {
 		if r.inflight[l.Name] != nil {
 			extra = append(extra, l)
 		} else {
-			r.inflight[l.Name] = &flight{lease: l}
+			r.inflight[l.Name] = &flight{lease: l, until: now.Add(r.cfg.LeaseTTL)}
 			r.claimed = append(r.claimed, l.Name)
 		}
 		r.mu.Unlock()
@@ -118,7 +122,8 @@ func (r *Renewer) releaseClaimed(ctx context.Context) {
 // leased prepares the work on name, which the worker has just taken: on a
 // single host it returns ctx as it is. With leases it claims the name
 // when it came from the urgent queue (a name another host holds is left
-// to it: that host reads the record anyway), and returns ctx carrying the
+// to it: that host reads the record anyway; an operator's request for it
+// is asked again once the lease can have ended, forceAfterLease), and returns ctx carrying the
 // lease (store.WithLease), cancelled should the lease be lost, with done,
 // which releases the lease when the work is over. ok is false when there
 // is no work: the name could not be claimed.
@@ -127,12 +132,17 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 		return ctx, func() {}, true
 	}
 	r.mu.Lock()
-	l := r.inflight[name].lease
+	l, until := r.inflight[name].lease, r.inflight[name].until
 	r.mu.Unlock()
 	if l.Token == 0 {
 		var err error
+		until = r.cfg.Now().Add(r.cfg.LeaseTTL)
 		l, err = r.cfg.Leases.Claim(ctx, r.cfg.Host, name, r.cfg.LeaseTTL)
 		switch {
+		case errors.Is(err, store.ErrLeased) && forced:
+			r.log.Info("another host is working on the name; the operator's request is kept for when its lease ends",
+				"name", name, "error", err, "retry_in", r.forceAfterLease(ctx, name))
+			return nil, nil, false
 		case errors.Is(err, store.ErrLeased):
 			r.log.Info("another host is working on the name; left to it", "name", name, "error", err)
 			return nil, nil, false
@@ -153,20 +163,59 @@ func (r *Renewer) leased(ctx context.Context, name string, forced bool) (wctx co
 			return nil, nil, false
 		}
 	}
+	if r.cfg.Now().After(until.Add(-r.cfg.LeaseTTL / 3)) {
+		// Claimed a while ago and not renewed since (the database does
+		// not answer): too close to lapsing to start an order under it.
+		r.log.Warn("the lease on "+name+" could not be renewed and lapses soon: not starting its work; the name stays due",
+			"name", name, "token", l.Token, "lapses", until.UTC())
+		return nil, nil, false
+	}
 	wctx, cancel := context.WithCancel(store.WithLease(ctx, l))
+	octx, stopOrders := context.WithCancelCause(wctx)
+	wctx = context.WithValue(wctx, ordersKey{}, octx)
 	r.mu.Lock()
 	f := r.inflight[name]
-	f.lease, f.cancel = l, cancel
+	f.lease, f.cancel, f.until, f.stopOrders = l, cancel, until, stopOrders
 	r.mu.Unlock()
 	return wctx, func() {
+		stopOrders(nil)
 		cancel()
 		r.mu.Lock()
 		lost := f.lost
+		f.releasing = true
 		r.mu.Unlock()
 		if !lost {
 			r.releaseLeases(ctx, []store.Lease{l})
 		}
 	}, true
+}
+
+// forceAfterLease asks for name again, as an operator's request
+// (Prioritize), once the lease another host holds on it can have ended,
+// and returns how long that is: LeaseTTL and its grace (half of it,
+// store.Leaser), the longest a lease claimed now lasts unless renewed. A
+// holder still working then keeps it, and the request waits once more;
+// the name is waited for once at a time. ctx is Run's: a renewer that
+// stops forgets the request, as it forgets its urgent queue.
+func (r *Renewer) forceAfterLease(ctx context.Context, name string) time.Duration {
+	wait := r.cfg.LeaseTTL + r.cfg.LeaseTTL/2
+	r.mu.Lock()
+	waiting := r.forcedLater[name]
+	r.forcedLater[name] = true
+	r.mu.Unlock()
+	if waiting {
+		return wait
+	}
+	go func() {
+		err := r.sleep(ctx, wait)
+		r.mu.Lock()
+		delete(r.forcedLater, name)
+		r.mu.Unlock()
+		if err == nil {
+			r.enqueue(name, true)
+		}
+	}()
+	return wait
 }
 
 // releaseLeases releases ls, even when ctx is done.
@@ -201,7 +250,7 @@ func (r *Renewer) renewLeases(ctx context.Context) {
 	r.mu.Lock()
 	var held []store.Lease
 	for _, f := range r.inflight {
-		if f.lease.Token != 0 && !f.lost {
+		if f.lease.Token != 0 && !f.lost && !f.releasing {
 			held = append(held, f.lease)
 		}
 	}
@@ -209,10 +258,14 @@ func (r *Renewer) renewLeases(ctx context.Context) {
 	if len(held) == 0 {
 		return
 	}
+	sent := r.cfg.Now()
 	renewed, err := r.cfg.Leases.Renew(ctx, held, r.cfg.LeaseTTL)
 	if err != nil {
-		if ctx.Err() == nil && !r.storeFailed(err) {
-			r.log.Error("renew leases", "leases", len(held), "error", err)
+		if ctx.Err() == nil {
+			if !r.storeFailed(err) {
+				r.log.Error("renew leases", "leases", len(held), "error", err)
+			}
+			r.doubtLeases(held, err)
 		}
 		return
 	}
@@ -224,12 +277,60 @@ func (r *Renewer) renewLeases(ctx context.Context) {
 		if nl, ok := kept[l.Token]; ok {
 			r.mu.Lock()
 			if f := r.inflight[l.Name]; f != nil && f.lease.Token == l.Token {
-				f.lease = nl
+				f.lease, f.until = nl, sent.Add(r.cfg.LeaseTTL)
 			}
 			r.mu.Unlock()
 			continue
 		}
 		r.leaseLost(l.Name, l.Token, nil)
+	}
+}
+
+// errLeaseInDoubt is the cause of the cancellation of a name's orders
+// when its lease could not be renewed and is about to lapse
+// (doubtLeases).
+var errLeaseInDoubt = errors.New("the lease could not be renewed and is about to lapse")
+
+// ordersKey is the key of the context of a name's orders in its worker's
+// context (leased, orderContext).
+type ordersKey struct{}
+
+// orderContext returns the context in which the worker of ctx sends its
+// orders to the CA: with leases, one that is also cancelled, with
+// errLeaseInDoubt as its cause, when the host can no longer be sure it
+// holds the name's lease (doubtLeases); ctx itself otherwise. The rest of
+// the work, the storing of a certificate obtained (storeIssued) above
+// all, runs under ctx, which only a lease known lost cancels.
+func orderContext(ctx context.Context) context.Context {
+	if octx, ok := ctx.Value(ordersKey{}).(context.Context); ok {
+		return octx
+	}
+	return ctx
+}
+
+// doubtLeases is called when held, the leases renewLeases tried to renew,
+// could not be renewed (err): the store did not answer. Each lease that
+// lapses within LeaseTTL/3 as far as this host can tell (flight.until)
+// may be claimed by another host soon after, which would then order the
+// name while this host's order runs: its orders are stopped
+// (orderContext), once, and the name stays due. A certificate the CA
+// has issued already is still stored if the store answers while the
+// lease is held (the claims' grace gives the holder that time).
+func (r *Renewer) doubtLeases(held []store.Lease, err error) {
+	now := r.cfg.Now()
+	for _, l := range held {
+		r.mu.Lock()
+		f := r.inflight[l.Name]
+		if f == nil || f.lease.Token != l.Token || f.lost || f.releasing || f.doubted || f.stopOrders == nil || f.until.Sub(now) > r.cfg.LeaseTTL/3 {
+			r.mu.Unlock()
+			continue
+		}
+		f.doubted = true
+		stop, until := f.stopOrders, f.until
+		r.mu.Unlock()
+		stop(errLeaseInDoubt)
+		r.log.Warn("cannot renew the lease on "+l.Name+" and it lapses soon: stopping its order, so that no other host orders the name at the same time; the name stays due",
+			"name", l.Name, "token", l.Token, "lapses", until.UTC(), "error", err)
 	}
 }
 
@@ -239,7 +340,7 @@ func (r *Renewer) renewLeases(ctx context.Context) {
 func (r *Renewer) leaseLost(name string, token int64, err error) {
 	r.mu.Lock()
 	f := r.inflight[name]
-	if f == nil || f.lease.Token != token || f.lost {
+	if f == nil || f.lease.Token != token || f.lost || f.releasing {
 		r.mu.Unlock()
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,13 +191,16 @@ func TestLostLeaseDiscardsResult(t *testing.T) {
 }
 
 // TestUrgentNameLeasedElsewhere: a name another host holds a lease on is
-// not ordered when an operator asks for it here: that host has it.
+// not ordered at once when an operator asks for it here: that host has
+// it. The request is not lost: it is asked again once the lease can have
+// ended (its TTL and grace), and the name is then ordered.
 func TestUrgentNameLeasedElsewhere(t *testing.T) {
 	url := pgtest.New(t)
 	st := openPostgres(t, url, nil)
 	const name = "held.example.test"
 	addPending(t, st, time.Now().Add(time.Hour), name)
-	if _, err := st.Claim(context.Background(), "b", name, time.Hour); err != nil {
+	lb, err := st.Claim(context.Background(), "b", name, time.Hour)
+	if err != nil {
 		t.Fatal(err)
 	}
 	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
@@ -205,15 +209,44 @@ func TestUrgentNameLeasedElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log)
+		}
+	})
+	// The wait for the lease (TTL and grace) is the test's to end.
+	waiting, proceed := make(chan struct{}, 1), make(chan struct{})
+	r.sleep = func(ctx context.Context, d time.Duration) error {
+		if d != DefaultLeaseTTL+DefaultLeaseTTL/2 {
+			return sleep(ctx, d)
+		}
+		waiting <- struct{}{}
+		select {
+		case <-proceed:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	runRenewer(t, r)
 	r.Prioritize(name)
-	waitFor(t, time.Minute, "the name left to the other host", func() bool {
-		return strings.Contains(log.String(), "another host is working on the name; left to it")
+	select {
+	case <-waiting:
+	case <-time.After(time.Minute):
+		t.Fatal("the operator's request was not kept for when the other host's lease ends")
+	}
+	waitFor(t, time.Minute, "the log line of the request kept", func() bool {
+		return strings.Contains(log.String(), "another host is working on the name; the operator's request is kept for when its lease ends")
 	})
 	waitFor(t, time.Minute, "the worker done", func() bool { return r.InFlight() == 0 })
 	if n := iss.orderCount(); n != 0 {
-		t.Errorf("%d orders, want none", n)
+		t.Errorf("%d orders while the other host held the lease, want none", n)
 	}
+	if err := st.Release(context.Background(), []store.Lease{lb}); err != nil {
+		t.Fatal(err)
+	}
+	close(proceed)
+	waitFor(t, time.Minute, "the name ordered once the lease ended", func() bool { return iss.orderCount() == 1 })
 }
 
 // TestARIPollLeased: renewal information polls are leased work like any
@@ -271,5 +304,121 @@ func TestARIPollLeased(t *testing.T) {
 	}
 	if n := len(ca.orderList()); n != len(names) {
 		t.Errorf("%d orders after the polls, want still %d", n, len(names))
+	}
+}
+
+// cutOffLeaser is a Leaser whose renewals fail as when the database
+// cannot be reached, while cut is set.
+type cutOffLeaser struct {
+	store.Leaser
+	cut atomic.Bool
+}
+
+func (c *cutOffLeaser) Renew(ctx context.Context, ls []store.Lease, ttl time.Duration) ([]store.Lease, error) {
+	if c.cut.Load() {
+		return nil, fmt.Errorf("renew: %w", store.ErrUnavailable)
+	}
+	return c.Leaser.Renew(ctx, ls, ttl)
+}
+
+// TestLeaseInDoubtStopsOrder: a host whose lease renewals fail (cut off
+// from the database) stops its order once the lease is within a third of
+// its TTL of lapsing, before another host can claim the name, and says
+// so; a failed renewal earlier leaves the order running. The name stays
+// due, with no failure recorded.
+func TestLeaseInDoubtStopsOrder(t *testing.T) {
+	url := pgtest.New(t)
+	clock := newFakeClock(time.Now().UTC().Truncate(time.Second))
+	st := openPostgres(t, url, clock.Now)
+	const name = "cutoff.example.test"
+	addPending(t, st, clock.Now().Add(-time.Minute), name)
+	iss := &heldIssuer{started: make(chan string, 1), proceed: make(chan struct{}), ended: make(chan error, 1), clock: clock}
+	t.Cleanup(func() { close(iss.proceed) })
+	leaser := &cutOffLeaser{Leaser: st}
+	log := &lockedBuffer{}
+	const ttl = 3 * time.Hour
+	r, err := New(Config{Workers: 1, IdleWait: time.Hour, CAs: []CA{{Issuer: iss}}, Now: clock.Now,
+		Leases: leaser, Host: "a", LeaseTTL: ttl}, st, slogTo(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log)
+		}
+	})
+	runRenewer(t, r)
+	select {
+	case <-iss.started:
+	case <-time.After(time.Minute):
+		t.Fatal("no order")
+	}
+	leaser.cut.Store(true)
+	clock.Advance(ttl / 3)
+	r.renewLeases(context.Background()) // fails; two thirds of the TTL left
+	select {
+	case err := <-iss.ended:
+		t.Fatalf("the order ended (%v) after one failed renewal, with two thirds of its lease left", err)
+	default:
+	}
+	clock.Advance(ttl / 3)
+	r.renewLeases(context.Background()) // fails; a third left
+	select {
+	case err := <-iss.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the order ended with %v, want it cancelled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the order still runs a minute after its lease could not be renewed with a third of its TTL left")
+	}
+	waitFor(t, time.Minute, "the log line of the lease in doubt", func() bool {
+		return strings.Contains(log.String(), "cannot renew the lease on "+name+" and it lapses soon: stopping its order")
+	})
+	waitFor(t, time.Minute, "the worker done", func() bool { return r.InFlight() == 0 })
+	if d := getDomain(t, st, name); d.Failures != 0 || len(d.Attempts) != 0 || d.NextAttempt.After(clock.Now()) {
+		t.Errorf("record %+v: want it still due, with no failure recorded", d)
+	}
+}
+
+// releaseHeldLeaser is a Leaser whose Release, once it has released,
+// says so on released and waits for proceed.
+type releaseHeldLeaser struct {
+	store.Leaser
+	released chan struct{}
+	proceed  chan struct{}
+}
+
+func (l *releaseHeldLeaser) Release(ctx context.Context, ls []store.Lease) error {
+	err := l.Leaser.Release(ctx, ls)
+	l.released <- struct{}{}
+	<-l.proceed
+	return err
+}
+
+// TestLeaseReleasingNotLost: a renewal of the leases that runs while a
+// finished worker's lease is being released does not take the released
+// lease for one lost to another host.
+func TestLeaseReleasingNotLost(t *testing.T) {
+	url := pgtest.New(t)
+	st := openPostgres(t, url, nil)
+	const name = "done.example.test"
+	addPending(t, st, time.Now().Add(-time.Minute), name)
+	iss := &scriptedIssuer{life: 90 * 24 * time.Hour, notAfter: func() time.Time { return time.Now().Add(90 * 24 * time.Hour) }}
+	leaser := &releaseHeldLeaser{Leaser: st, released: make(chan struct{}, 1), proceed: make(chan struct{})}
+	log := &lockedBuffer{}
+	r, err := New(Config{Workers: 1, IdleWait: time.Hour, CAs: []CA{{Issuer: iss}}, Leases: leaser, Host: "a", LeaseTTL: time.Hour}, st, slogTo(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runRenewer(t, r)
+	select {
+	case <-leaser.released:
+	case <-time.After(time.Minute):
+		t.Fatal("the worker's lease never released")
+	}
+	r.renewLeases(context.Background())
+	close(leaser.proceed)
+	if strings.Contains(log.String(), "lost to another host") {
+		t.Errorf("a released lease reported lost:\n%s", log)
 	}
 }

@@ -3,6 +3,7 @@ package renewer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -215,7 +216,7 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 		return caResult{stop: true}
 	}
 	cert, took, err := r.obtain(ctx, ca, o, kind, renewal)
-	if errors.Is(err, errRemoved) {
+	if errors.Is(err, errRemoved) || errors.Is(err, errLeaseInDoubt) {
 		return caResult{stop: true, took: took}
 	}
 	if refusedReplaces(err) && o.Replaces != nil && !o.NoReplaces && ctx.Err() == nil {
@@ -247,14 +248,18 @@ func (r *Renewer) orderAt(ctx context.Context, log *slog.Logger, ca *caState, o 
 // that was obtained but could not be stored (see storeIssued) is returned
 // with the store's error.
 func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind ratelimit.OrderKind, renewal bool) (*store.Certificate, time.Duration, error) {
-	octx, cancel := context.WithTimeout(ctx, r.cfg.OrderTimeout)
+	octx, cancel := context.WithTimeout(orderContext(ctx), r.cfg.OrderTimeout)
 	start := time.Now()
 	r.orderStarted(ca.Name)
 	cert, err := ca.Issuer.Obtain(octx, o)
+	doubt := err != nil && errors.Is(context.Cause(octx), errLeaseInDoubt)
 	cancel()
+	if doubt {
+		err = fmt.Errorf("order stopped: %w (%w)", errLeaseInDoubt, err)
+	}
 	r.lostLease(ctx, err) // a challenge written under a lost lease
 	r.settle(ca, o, kind, err)
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && !doubt {
 		ca.ended(outcomeOf(err), r.cfg.Now())
 	}
 	if err == nil && r.removedMeanwhile(ctx, o.Name) {

@@ -120,7 +120,9 @@ type Config struct {
 	// Required with Leases.
 	Host string
 	// LeaseTTL is how long a lease lasts unless renewed: after a host
-	// dies, how long its names wait before another host claims them.
+	// dies, its names wait this long and the claims' grace (half of it,
+	// store.Leaser) before another host claims them. A host that cannot
+	// renew its leases stops their orders when a third of it is left.
 	// Default 2 minutes; used only with Leases.
 	LeaseTTL time.Duration
 }
@@ -166,6 +168,10 @@ type Renewer struct {
 	// has yet, in due order (each in inflight with its lease); only
 	// Run's goroutine uses it.
 	claimed []string
+	// forcedLater holds the names an operator asked for (Prioritize)
+	// while another host held their lease: each is asked for again once
+	// that lease can have ended (forceAfterLease). Guarded by mu.
+	forcedLater map[string]bool
 	// running is set while Run runs: a second Run would dispatch the same
 	// names twice, and save stale buckets over the first one's.
 	running atomic.Bool
@@ -236,6 +242,8 @@ func New(cfg Config, st store.Store, logger *slog.Logger) (*Renewer, error) {
 		rnd:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		spread:   make([]float64, len(cas)),
 		refused:  map[string]string{},
+
+		forcedLater: map[string]bool{},
 	}, nil
 }
 
@@ -282,6 +290,17 @@ type flight struct {
 	lease  store.Lease
 	cancel context.CancelFunc
 	lost   bool
+	// until is when the lease lapses as far as this host can tell: the
+	// time (this host's clock) its last claim or renewal was sent, plus
+	// Config.LeaseTTL. stopOrders cancels the context of the name's
+	// orders (orderContext) when the host can no longer be sure it holds
+	// the lease (doubtLeases); doubted says it did.
+	until      time.Time
+	stopOrders context.CancelCauseFunc
+	doubted    bool
+	// releasing says the worker is done and its lease being released: a
+	// renewal that no longer finds it is not a loss.
+	releasing bool
 }
 
 // enqueue puts name in the urgent queue unless it is there already or a

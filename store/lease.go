@@ -41,7 +41,10 @@ type Lease struct {
 }
 
 // Leaser is implemented by a shared store whose hosts split the renewal
-// work (PostgreSQL). Times are the store's clock.
+// work (PostgreSQL). Times are the store's clock. A lease that lapsed is
+// still its holder's for a grace period (PostgreSQL: half the TTL), in
+// which the holder may renew it and no other host claims the name: a host
+// that was cut off and comes back in time stores what it obtained.
 type Leaser interface {
 	// ClaimDue claims for host up to limit names of the due index whose
 	// time is at or before `before` and that no host holds an unexpired

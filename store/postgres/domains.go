@@ -145,7 +145,7 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 	if err != nil {
 		return fmt.Errorf("put domain %s: %w", d.Name, err)
 	}
-	err = s.write(ctx, func(q querier) error {
+	err = s.write(ctx, rec.Name, func(q querier) error {
 		_, err := q.Exec(ctx, `INSERT INTO domains AS d (`+domainColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 			ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, profile = EXCLUDED.profile,
@@ -327,8 +327,14 @@ func (s *Store) GetDomain(ctx context.Context, name string) (*store.Domain, erro
 // DeleteDomain implements store.Store.
 func (s *Store) DeleteDomain(ctx context.Context, name string) error {
 	err := s.query(ctx, func(q querier) error {
-		tag, err := q.Exec(ctx, "DELETE FROM domains WHERE name = $1", name)
-		if err == nil && tag.RowsAffected() == 0 {
+		// The name's lease row goes with it (the record's lock first,
+		// then the lease's, as a claim takes them): nothing else would
+		// ever remove it.
+		var n int
+		err := q.QueryRow(ctx, `WITH d AS (DELETE FROM domains WHERE name = $1 RETURNING name),
+			l AS (DELETE FROM leases WHERE name IN (SELECT name FROM d))
+			SELECT count(*) FROM d`, name).Scan(&n)
+		if err == nil && n == 0 {
 			err = store.ErrNotFound
 		}
 		return err

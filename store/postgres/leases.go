@@ -21,7 +21,8 @@ var _ store.Leaser = (*Store)(nil)
 // others. A lease that another claim wrote since the statement's snapshot
 // is not replaced (the upsert checks the row as committed), so two hosts
 // never hold one name. A limit below 1 claims nothing. The leases are
-// returned earliest due first.
+// returned earliest due first. A lapsed lease is taken only after its
+// grace (leaseGrace).
 func (s *Store) ClaimDue(ctx context.Context, host string, before time.Time, limit int, ttl time.Duration) ([]store.Lease, error) {
 	if limit < 1 {
 		return nil, nil
@@ -29,27 +30,28 @@ func (s *Store) ClaimDue(ctx context.Context, host string, before time.Time, lim
 	if err := checkLeaseArgs(host, ttl); err != nil {
 		return nil, fmt.Errorf("claim due names: %w", err)
 	}
-	now := s.now()
+	now := s.leaseNow()
 	var out []store.Lease
 	err := s.query(ctx, func(q querier) error {
 		out = out[:0]
-		rows, err := q.Query(ctx, `WITH due AS (
+		rows, err := q.Query(ctx, `WITH clk AS (SELECT `+leaseNowSQL(2)+` AS t),
+			due AS (
 				SELECT d.name, d.next_attempt FROM domains d
 				WHERE d.next_attempt IS NOT NULL AND d.next_attempt <= $1
-				  AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = d.name AND l.expires > $2)
+				  AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = d.name AND l.expires > (SELECT t FROM clk) - $6::bigint * interval '1 microsecond')
 				ORDER BY d.next_attempt, d.name
 				LIMIT $3
 				FOR UPDATE OF d SKIP LOCKED
 			), claimed AS (
 				INSERT INTO leases AS l (name, host, token, expires)
-				SELECT name, $4, nextval('lease_token'), $5 FROM due
+				SELECT name, $4, nextval('lease_token'), (SELECT t FROM clk) + $5::bigint * interval '1 microsecond' FROM due
 				ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, token = EXCLUDED.token, expires = EXCLUDED.expires
-				WHERE l.expires <= $2
+				WHERE l.expires <= (SELECT t FROM clk) - $6::bigint * interval '1 microsecond'
 				RETURNING l.name, l.token, l.expires
 			)
 			SELECT c.name, c.token, c.expires FROM claimed c JOIN due USING (name)
 			ORDER BY due.next_attempt, due.name`,
-			clampTime(before), now, limit, host, now.Add(ttl))
+			clampTime(before), now, limit, host, ttl.Microseconds(), leaseGrace(ttl).Microseconds())
 		if err != nil {
 			return err
 		}
@@ -72,23 +74,24 @@ func (s *Store) ClaimDue(ctx context.Context, host string, before time.Time, lim
 
 // Claim implements store.Leaser in one transaction: it locks the name's
 // record (waiting for a claim or a write of it under way), then writes
-// the lease unless another host holds an unexpired one.
+// the lease unless another host holds one that has not lapsed, or lapsed
+// less than its grace ago (leaseGrace).
 func (s *Store) Claim(ctx context.Context, host, name string, ttl time.Duration) (store.Lease, error) {
 	if err := checkLeaseArgs(host, ttl); err != nil {
 		return store.Lease{}, fmt.Errorf("claim %s: %w", name, err)
 	}
 	l := store.Lease{Name: name, Host: host}
 	err := s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		now := s.now()
 		if _, err := tx.Exec(ctx, "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", name); err != nil {
 			return err
 		}
-		err := tx.QueryRow(ctx, `WITH d AS (SELECT name FROM domains WHERE name = $1)
+		err := tx.QueryRow(ctx, `WITH clk AS (SELECT `+leaseNowSQL(5)+` AS t),
+			d AS (SELECT name FROM domains WHERE name = $1)
 			INSERT INTO leases AS l (name, host, token, expires)
-			SELECT name, $2, nextval('lease_token'), $3 FROM d
+			SELECT name, $2, nextval('lease_token'), (SELECT t FROM clk) + $3::bigint * interval '1 microsecond' FROM d
 			ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, token = EXCLUDED.token, expires = EXCLUDED.expires
-			WHERE l.expires <= $4 OR l.host = $2
-			RETURNING l.token, l.expires`, name, host, now.Add(ttl), now).Scan(&l.Token, &l.Expires)
+			WHERE l.expires <= (SELECT t FROM clk) - $4::bigint * interval '1 microsecond' OR l.host = $2
+			RETURNING l.token, l.expires`, name, host, ttl.Microseconds(), leaseGrace(ttl).Microseconds(), s.leaseNow()).Scan(&l.Token, &l.Expires)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -125,10 +128,10 @@ func (s *Store) Renew(ctx context.Context, ls []store.Lease, ttl time.Duration) 
 	var out []store.Lease
 	err := s.query(ctx, func(q querier) error {
 		out = out[:0]
-		rows, err := q.Query(ctx, `UPDATE leases l SET expires = $3
+		rows, err := q.Query(ctx, `UPDATE leases l SET expires = `+leaseNowSQL(4)+` + $3::bigint * interval '1 microsecond'
 			FROM unnest($1::text[], $2::bigint[]) AS r(name, token)
 			WHERE l.name = r.name AND l.token = r.token
-			RETURNING l.name, l.host, l.token, l.expires`, names, tokens, s.now().Add(ttl))
+			RETURNING l.name, l.host, l.token, l.expires`, names, tokens, ttl.Microseconds(), s.leaseNow())
 		if err != nil {
 			return err
 		}
@@ -171,7 +174,7 @@ func (s *Store) Leases(ctx context.Context) ([]store.Lease, error) {
 	var out []store.Lease
 	err := s.query(ctx, func(q querier) error {
 		out = out[:0]
-		rows, err := q.Query(ctx, "SELECT name, host, token, expires FROM leases WHERE expires > $1 ORDER BY host, name", s.now())
+		rows, err := q.Query(ctx, "SELECT name, host, token, expires FROM leases WHERE expires > "+leaseNowSQL(1)+" ORDER BY host, name", s.leaseNow())
 		if err != nil {
 			return err
 		}
@@ -233,6 +236,34 @@ func checkFence(ctx context.Context, row pgx.Row) error {
 	}
 	return err
 }
+
+// leaseNowSQL is the time leases are claimed, renewed and compared at,
+// in a statement whose argument n is leaseNow's: the database's clock
+// (clock_timestamp()) when that is NULL, so that every host of the fleet
+// goes by one clock and a host whose own clock runs fast does not take
+// another's lease early.
+func leaseNowSQL(n int) string {
+	return fmt.Sprintf("COALESCE($%d::timestamptz, clock_timestamp())", n)
+}
+
+// leaseNow is the argument of leaseNowSQL: nil (the database's clock),
+// unless the store was opened with a Clock (tests).
+func (s *Store) leaseNow() *time.Time {
+	if s.dbClock {
+		return nil
+	}
+	t := s.now()
+	return &t
+}
+
+// leaseGrace is how long after a lease lapsed a claim of ttl may take
+// its name: half the TTL. A holder that was cut off from the database
+// stops its order before its lease lapses (see renewer's lease doubt),
+// but a certificate it obtained just then is still worth storing; in the
+// grace it can renew the lease and write, rather than have another host
+// order the name again and the CA's certificate thrown away. A host that
+// died gives up its names TTL*1.5 after its last renewal.
+func leaseGrace(ttl time.Duration) time.Duration { return ttl / 2 }
 
 // checkLeaseArgs checks the arguments of a claim.
 func checkLeaseArgs(host string, ttl time.Duration) error {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/certserver/certserver/renewer/clocktest"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/pgtest"
@@ -148,7 +150,18 @@ func TestLeaseExpiresAndFences(t *testing.T) {
 		t.Fatalf("Claim by b while a holds the lease: %v, want ErrLeased", err)
 	}
 
-	clock.Advance(time.Minute) // a's lease expires
+	clock.Advance(time.Minute) // a's lease lapses: its grace begins
+	if lb, err := b.ClaimDue(c, "b", clock.Now(), 10, time.Minute); err != nil || len(lb) != 0 {
+		t.Fatalf("ClaimDue by b in the grace of a's lapsed lease: %v, %v; want nothing", lb, err)
+	}
+	if _, err := b.Claim(c, "b", name, time.Minute); !errors.Is(err, store.ErrLeased) {
+		t.Fatalf("Claim by b in the grace of a's lapsed lease: %v, want ErrLeased", err)
+	}
+	// a, back in its grace, renews; then lets it lapse for good.
+	if renewed, err := a.Renew(c, la, time.Minute); err != nil || len(renewed) != 1 {
+		t.Fatalf("Renew by a in its grace: %v, %v; want it kept", renewed, err)
+	}
+	clock.Advance(time.Minute + 30*time.Second) // lapsed, and its grace over
 	lb, err := b.ClaimDue(c, "b", clock.Now(), 10, time.Minute)
 	if err != nil || len(lb) != 1 {
 		t.Fatalf("ClaimDue by b after a's lease expired: %v, %v", lb, err)
@@ -284,5 +297,89 @@ func testCert(name string, storedAt time.Time) *store.Certificate {
 		ID: name, Names: []string{name}, ChainPEM: []byte("chain"), KeyPEM: []byte("key"),
 		NotBefore: storedAt, NotAfter: storedAt.Add(90 * 24 * time.Hour), Serial: fmt.Sprintf("%x", storedAt.UnixNano()),
 		Source: store.SourceImport, StoredAt: storedAt,
+	}
+}
+
+// TestFencedPutDomainLockOrder: a fenced PutDomain takes the record's lock
+// before the lease's, as a claim does, so the two cannot deadlock: a
+// transaction that, like Claim, has locked the record and then updates
+// the lease's row while a PutDomain under the lease waits is not
+// aborted as a deadlock (its deadlock check runs after 10ms, long before
+// the PutDomain's), and the PutDomain then finds the lease lost.
+func TestFencedPutDomainLockOrder(t *testing.T) {
+	url := pgtest.New(t)
+	s := openURL(t, url, nil)
+	c := ctx(t)
+	name := addDue(t, s, time.Now().Add(-time.Hour), 1)[0]
+	la, err := s.Claim(c, "a", name, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(c, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(c)
+	if _, err := conn.Exec(c, "SET deadlock_timeout = '10ms'"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(c)
+	if _, err := tx.Exec(c, "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", name); err != nil {
+		t.Fatal(err)
+	}
+	put := make(chan error, 1)
+	go func() {
+		put <- s.PutDomain(store.WithLease(c, la), &store.Domain{Name: name, State: store.StateValid, Source: "api"})
+	}()
+	// Wait until the PutDomain waits for a lock.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var waiting int
+		if err := conn.QueryRow(c, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the PutDomain never waited for a lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := tx.Exec(c, "UPDATE leases SET host = 'b', token = nextval('lease_token') WHERE name = $1", name); err != nil {
+		t.Fatalf("the claim's update of the lease while a fenced PutDomain waits: %v", err)
+	}
+	if err := tx.Commit(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-put; !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("PutDomain under a lease claimed meanwhile: %v, want ErrLeaseLost", err)
+	}
+}
+
+// TestDeleteDomainDropsLease: deleting a name deletes its lease row, which
+// nothing would remove otherwise; other names' leases stay.
+func TestDeleteDomainDropsLease(t *testing.T) {
+	url := pgtest.New(t)
+	s := openURL(t, url, nil)
+	c := ctx(t)
+	names := addDue(t, s, time.Now().Add(-time.Hour), 2)
+	ls, err := s.ClaimDue(c, "a", time.Now(), 10, time.Hour)
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("ClaimDue: %v, %v", ls, err)
+	}
+	if err := s.DeleteDomain(c, names[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteDomain(c, names[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteDomain of a deleted name: %v, want ErrNotFound", err)
+	}
+	if got, err := s.Leases(c); err != nil || len(got) != 1 || got[0].Name != names[1] {
+		t.Errorf("Leases after deleting %s: %+v, %v; want %s's alone", names[0], got, err, names[1])
 	}
 }

@@ -68,7 +68,10 @@ type Options struct {
 	// Clock returns the current time; it decides when challenges and
 	// rate buckets expire and which certificate a name falls back to,
 	// and stamps zero StoredAt, AddedAt, UpdatedAt and SeenAt fields.
-	// Default time.Now.
+	// Default time.Now. Leases (store.Leaser) are claimed, renewed and
+	// compared with the database's clock unless Clock is set (tests set
+	// it), so that the fleet's hosts agree on when a lease lapses
+	// whatever their own clocks say.
 	Clock func() time.Time
 }
 
@@ -90,7 +93,10 @@ type Store struct {
 	where string          // "host:port/database", for errors; never the URL
 	log   *slog.Logger
 	now   func() time.Time
-	opts  Options
+	// dbClock says that leases go by the database's clock (Options.Clock
+	// unset): see leaseNow.
+	dbClock bool
+	opts    Options
 }
 
 var (
@@ -121,7 +127,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.HostRetention == 0 {
 		opts.HostRetention = defaultHostRetention
 	}
-	if opts.Clock == nil {
+	dbClock := opts.Clock == nil
+	if dbClock {
 		opts.Clock = time.Now
 	}
 	pc, err := pgxpool.ParseConfig(opts.URL)
@@ -138,12 +145,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres %s: %w", where, err)
 	}
 	s := &Store{
-		pool:  pool,
-		conf:  pc.ConnConfig,
-		where: where,
-		log:   opts.Logger.With("engine", "postgres", "database", where),
-		now:   opts.Clock,
-		opts:  opts,
+		pool:    pool,
+		conf:    pc.ConnConfig,
+		where:   where,
+		log:     opts.Logger.With("engine", "postgres", "database", where),
+		now:     opts.Clock,
+		dbClock: dbClock,
+		opts:    opts,
 	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
@@ -358,14 +366,20 @@ func (s *Store) query(ctx context.Context, fn func(q querier) error) error {
 	return s.retry(ctx, func() error { return fn(s.pool) })
 }
 
-// write runs fn as query does, when ctx carries no lease; under a lease
-// (store.WithLease) it runs fn in a transaction after checking the lease
-// (fence), so that a write whose lease was lost writes nothing.
-func (s *Store) write(ctx context.Context, fn func(q querier) error) error {
+// write runs fn, a write of the domains row of name, as query does when
+// ctx carries no lease; under a lease (store.WithLease) it runs fn in a
+// transaction after checking the lease (fence), so that a write whose
+// lease was lost writes nothing. The record's row is locked before the
+// lease's, as a claim locks them, so that the two never wait for each
+// other (a deadlock).
+func (s *Store) write(ctx context.Context, name string, fn func(q querier) error) error {
 	if _, ok := store.LeaseFrom(ctx); !ok {
 		return s.query(ctx, fn)
 	}
 	return s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM domains WHERE name = $1 FOR UPDATE", name); err != nil {
+			return err
+		}
 		if err := fence(ctx, tx); err != nil {
 			return err
 		}

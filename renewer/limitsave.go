@@ -89,10 +89,19 @@ func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
 }
 
 // saveLimits writes each Limiter's changes, with those of earlier saves
-// that failed (pending, by CA), to the store.
+// that failed (pending, by CA), to the store. A Limiter shared by a
+// fleet's hosts has nothing to save: its full buckets are swept from the
+// store instead (Sweep, every few minutes), here rather than on the way
+// of an order.
 func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedBucket]store.RateBucket) {
 	for i, ca := range r.cas {
-		if ca.Limiter == nil || ca.Limiter.Shared() {
+		if ca.Limiter == nil {
+			continue
+		}
+		if ca.Limiter.Shared() {
+			if err := ca.Limiter.Sweep(ctx); err != nil {
+				r.log.Warn("rate limits: cannot remove the fleet's full buckets; will retry", "ca", ca.Name, "error", err)
+			}
 			continue
 		}
 		changes := ca.Limiter.Changes()

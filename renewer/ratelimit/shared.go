@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -30,8 +31,14 @@ const sharedTimeout = 10 * time.Second
 // epoch, so a TAT is the bucket's Full time, nanoseconds since 1970,
 // whichever host wrote it.
 type sharedBuckets struct {
-	st    SharedStore
-	scope string
+	st SharedStore
+	// reader reads buckets without locking them, when st can.
+	reader store.RateBucketReader
+	scope  string
+
+	sweepMu   sync.Mutex
+	lastSweep time.Duration // guarded by sweepMu
+	swept     bool          // guarded by sweepMu
 }
 
 // unixEpoch is the epoch of a shared Limiter.
@@ -47,7 +54,13 @@ var unixEpoch = time.Unix(0, 0).UTC()
 // same limits, and their clocks agree (as NTP keeps them): a TAT is a wall
 // clock time. scope is the account's (as the Renewer saves it:
 // "account:<id>"). A Limiter of one host has nothing to save or restore:
-// Changes returns nil and Restore does nothing.
+// Changes returns nil and Restore does nothing. The buckets that are
+// full again are removed by Sweep, which the Renewer calls from its
+// ticker.
+//
+// The Limiter takes no lock of its own around the store: the store's
+// locks make each operation atomic, and the operations of one host run
+// side by side as those of different hosts do.
 func NewSharedLimiter(cfg LimitsConfig, now func() time.Time, st SharedStore, scope string) (*Limiter, error) {
 	if st == nil {
 		return nil, errors.New("rate limits: nil shared store")
@@ -59,9 +72,10 @@ func NewSharedLimiter(cfg LimitsConfig, now func() time.Time, st SharedStore, sc
 	if err != nil {
 		return nil, err
 	}
-	l.shared = &sharedBuckets{st: st, scope: scope}
+	sb := &sharedBuckets{st: st, scope: scope}
+	sb.reader, _ = st.(store.RateBucketReader)
+	l.shared = sb
 	l.epoch = unixEpoch
-	l.lastSweep = l.since(l.now())
 	return l, nil
 }
 
@@ -80,70 +94,96 @@ func keysOf(refs ...[]bucketRef) []BucketKey {
 	return out
 }
 
-// update runs op, which reads and writes l.buckets, with l.mu held, at
-// now by the Limiter's clock. For a shared Limiter l.buckets is meanwhile
-// a view of the buckets of keys, locked in the store against every other
-// host, and what op writes is written back in the same transaction: op
-// may run more than once (the store retried) and must not keep state
-// across runs. The error is the store's.
-func (l *Limiter) update(keys []BucketKey, op func(now time.Duration)) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.shared == nil {
-		op(l.since(l.now()))
-		return nil
-	}
-	own := l.buckets
-	defer func() { l.buckets = own }()
-	l.pruneShared()
-	want := make([]store.RateBucket, len(keys))
+// storeKeys returns keys as the store names buckets.
+func storeKeys(keys []BucketKey) []store.RateBucket {
+	out := make([]store.RateBucket, len(keys))
 	for i, k := range keys {
-		want[i] = store.RateBucket{Limit: string(k.Limit), Key: k.Key}
+		out[i] = store.RateBucket{Limit: string(k.Limit), Key: k.Key}
+	}
+	return out
+}
+
+// update runs op on the buckets of keys at now by the Limiter's clock. A
+// Limiter of one host passes its own buckets, with l.mu held. A shared
+// Limiter passes a view of the buckets of keys, locked in the store
+// against every operation of every host (this one's included), and
+// writes what op wrote back in the same transaction; l.mu is not held,
+// so op must touch no state of the Limiter but bs, and may run more than
+// once (the store retried): it must not keep state across runs. The
+// error is the store's.
+func (l *Limiter) update(keys []BucketKey, op func(bs Buckets, now time.Duration)) error {
+	if l.shared == nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		op(l.buckets, l.since(l.now()))
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
 	defer cancel()
-	return l.shared.st.UpdateRateBuckets(ctx, l.shared.scope, want, func(have []store.RateBucket) ([]store.RateBucket, error) {
+	return l.shared.st.UpdateRateBuckets(ctx, l.shared.scope, storeKeys(keys), func(have []store.RateBucket) ([]store.RateBucket, error) {
 		v := newView(have)
-		l.buckets = v
-		op(l.since(l.now()))
+		op(v, l.since(l.now()))
 		return v.writes(), nil
 	})
+}
+
+// readKeys runs op as update does, for reading only: op must write
+// nothing. A shared Limiter reads the buckets of keys without locking
+// them when its store can (store.RateBucketReader), else in an update
+// that writes nothing; when the store cannot be read op is not run.
+func (l *Limiter) readKeys(keys []BucketKey, op func(bs Buckets, now time.Duration)) error {
+	if l.shared == nil || l.shared.reader == nil {
+		return l.update(keys, op)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	have, err := l.shared.reader.ReadRateBuckets(ctx, l.shared.scope, storeKeys(keys))
+	if err != nil {
+		return err
+	}
+	op(newView(have), l.since(l.now()))
+	return nil
 }
 
 // read runs op as update does, for reading only. A shared Limiter's op
 // sees every bucket of the scope that is not full, read outside any
 // lock; when the store cannot be read op sees full buckets, and read
 // returns the store's error.
-func (l *Limiter) read(op func(now time.Duration)) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+func (l *Limiter) read(op func(bs Buckets, now time.Duration)) error {
 	if l.shared == nil {
-		op(l.since(l.now()))
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		op(l.buckets, l.since(l.now()))
 		return nil
 	}
-	own := l.buckets
-	defer func() { l.buckets = own }()
 	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
 	defer cancel()
 	have, err := l.shared.st.RateBuckets(ctx, l.shared.scope)
-	l.buckets = newView(have)
-	op(l.since(l.now()))
+	op(newView(have), l.since(l.now()))
 	return err
 }
 
-// pruneShared removes, once every sweepEvery, the buckets of the shared
-// scope that are full again, which no operation touched since (a name
-// that failed validation once): the sweep of a shared Limiter. A failure
-// is left for the next sweep. The caller holds l.mu.
-func (l *Limiter) pruneShared() {
-	now := l.since(l.now())
-	if now-l.lastSweep < sweepEvery {
-		return
+// Sweep removes, at most once every sweepEvery by the Limiter's clock,
+// the buckets of a shared Limiter that are full again, which no
+// operation touched since (a name that failed validation once): one
+// DELETE in the store, away from the orders (the Renewer calls it from
+// the ticker that saves a Limiter of one host). It returns the store's
+// error; the next sweep is due sweepEvery later all the same. A Limiter
+// of one host sweeps its own buckets as it goes: Sweep does nothing. It
+// is safe for concurrent use.
+func (l *Limiter) Sweep(ctx context.Context) error {
+	if l.shared == nil {
+		return nil
 	}
-	l.lastSweep = now
-	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
-	defer cancel()
-	_ = l.shared.st.PutRateBuckets(ctx, l.shared.scope, nil)
+	sb := l.shared
+	sb.sweepMu.Lock()
+	defer sb.sweepMu.Unlock()
+	now := l.since(l.now())
+	if sb.swept && now-sb.lastSweep < sweepEvery {
+		return nil
+	}
+	sb.lastSweep, sb.swept = now, true
+	return sb.st.PutRateBuckets(ctx, sb.scope, nil)
 }
 
 // view is the Buckets of one operation of a shared Limiter: the buckets

@@ -15,6 +15,7 @@ import (
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/pgtest"
 	"github.com/certserver/certserver/store/postgres"
+	"github.com/jackc/pgx/v5"
 )
 
 // fleetHost is one host of a test fleet: its own connection pool to the
@@ -159,6 +160,97 @@ func TestSharedLimiterOneBudget(t *testing.T) {
 		if h.lim.Changes() != nil {
 			t.Errorf("host %d: a shared Limiter has changes to save", i+1)
 		}
+	}
+}
+
+// TestSharedLimiterWaitsOnlyInTheStore: an operation of a shared Limiter
+// that waits for buckets another host holds locked holds back nothing
+// else on its own host (the store's locks make each operation atomic; the
+// Limiter adds no lock of its own around them), and FailuresAllowed,
+// which decides nothing, reads without waiting for the lock at all.
+func TestSharedLimiterWaitsOnlyInTheStore(t *testing.T) {
+	url := pgtest.New(t)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	lim := newFleet(t, url, 1, ratelimit.LimitsConfig{}, now, now)[0].lim
+	for range 5 {
+		if err := lim.AuthzFailed("bad.example.com"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	other, err := postgres.Open(ctx, postgres.Options{URL: url, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	// Another host holds bad.example.com's buckets locked until release.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	otherDone := make(chan error, 1)
+	go func() {
+		keys := []store.RateBucket{
+			{Limit: string(ratelimit.LimitAuthzFailures), Key: "bad.example.com"},
+			{Limit: string(ratelimit.LimitConsecutiveAuthzFailures), Key: "bad.example.com"},
+		}
+		otherDone <- other.UpdateRateBuckets(ctx, "account:fleet", keys, func([]store.RateBucket) ([]store.RateBucket, error) {
+			once.Do(func() { close(held) })
+			<-release
+			return nil, nil
+		})
+	}()
+	<-held
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	waiting := make(chan error, 1)
+	go func() { waiting <- lim.AuthzFailed("bad.example.com") }()
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case err := <-waiting:
+			t.Fatalf("AuthzFailed of a name another host holds locked returned at once: %v", err)
+		case <-ctx.Done():
+			t.Fatal("AuthzFailed never waited for the buckets another host holds")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	// This host's AuthzFailed waits in the database: another name's
+	// operation goes through meanwhile, and a read sees the five failures.
+	if err := lim.AuthzFailed("good.example.com"); err != nil {
+		t.Fatalf("another name while one waits for a lock: %v", err)
+	}
+	select {
+	case err := <-waiting:
+		t.Fatalf("the waiting AuthzFailed ended (%v) before another name's went through: the host's operations queue behind one another", err)
+	default:
+	}
+	if ok, _ := lim.FailuresAllowed("bad.example.com"); ok {
+		t.Fatal("FailuresAllowed of a name failed five times, its buckets locked by another host: allowed (it waited for the lock and gave up)")
+	}
+	close(release)
+	if err := <-otherDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waiting; err != nil {
+		t.Fatalf("the AuthzFailed that waited: %v", err)
 	}
 }
 

@@ -34,7 +34,9 @@ type sharedBuckets struct {
 	st SharedStore
 	// reader reads buckets without locking them, when st can.
 	reader store.RateBucketReader
-	scope  string
+	// scope is the fleet's (fleetScope); hostScope the one a Limiter of
+	// one host saves the same account's buckets under.
+	scope, hostScope string
 
 	sweepMu   sync.Mutex
 	lastSweep time.Duration // guarded by sweepMu
@@ -44,6 +46,17 @@ type sharedBuckets struct {
 // unixEpoch is the epoch of a shared Limiter.
 var unixEpoch = time.Unix(0, 0).UTC()
 
+// fleetPrefix starts the scope of a fleet's buckets in the store.
+const fleetPrefix = "fleet:"
+
+// fleetScope returns the scope a shared Limiter keeps the buckets of
+// scope, the account's, under: apart from those a Limiter of one host
+// saves under scope itself. The two share one table, and a host still
+// running a version that saves its own copy of the buckets (a rolling
+// upgrade) writes them as it sees them, later or earlier: under the same
+// scope it would set the fleet's buckets back to its own spending.
+func fleetScope(scope string) string { return fleetPrefix + scope }
+
 // NewSharedLimiter returns a Limiter for cfg (as NewLimiterWith fills and
 // checks it) whose buckets are kept in st under scope, shared with every
 // Limiter of the same scope on any host: each of Reserve, Refund,
@@ -52,10 +65,15 @@ var unixEpoch = time.Unix(0, 0).UTC()
 // more than cfg allows, and a bucket drained by one host's rateLimited
 // answer holds back every host. The hosts must be configured with the
 // same limits, and their clocks agree (as NTP keeps them): a TAT is a wall
-// clock time. scope is the account's (as the Renewer saves it:
-// "account:<id>"). A Limiter of one host has nothing to save or restore:
-// Changes returns nil and Restore does nothing. The buckets that are
-// full again are removed by Sweep, which the Renewer calls from its
+// clock time. scope is the account's (as the Renewer saves a Limiter of
+// one host: "account:<id>"); the fleet's buckets are kept under
+// "fleet:" and scope, which no Limiter of one host writes, and what was
+// saved under scope itself (by a host before it joined the fleet, by
+// `certserver migrate`, by a host still on an older version) is merged
+// into them by Sweep, each bucket keeping the later of its two times. A
+// shared Limiter has nothing to save or restore: Changes returns nil and
+// Restore does nothing. The buckets that are full again are removed by
+// Sweep, which the Renewer calls when it starts and then from its
 // ticker.
 //
 // The Limiter takes no lock of its own around the store: the store's
@@ -72,7 +90,7 @@ func NewSharedLimiter(cfg LimitsConfig, now func() time.Time, st SharedStore, sc
 	if err != nil {
 		return nil, err
 	}
-	sb := &sharedBuckets{st: st, scope: scope}
+	sb := &sharedBuckets{st: st, scope: fleetScope(scope), hostScope: scope}
 	sb.reader, _ = st.(store.RateBucketReader)
 	l.shared = sb
 	l.epoch = unixEpoch
@@ -163,14 +181,15 @@ func (l *Limiter) read(op func(bs Buckets, now time.Duration)) error {
 	return err
 }
 
-// Sweep removes, at most once every sweepEvery by the Limiter's clock,
-// the buckets of a shared Limiter that are full again, which no
-// operation touched since (a name that failed validation once): one
-// DELETE in the store, away from the orders (the Renewer calls it from
-// the ticker that saves a Limiter of one host). It returns the store's
-// error; the next sweep is due sweepEvery later all the same. A Limiter
-// of one host sweeps its own buckets as it goes: Sweep does nothing. It
-// is safe for concurrent use.
+// Sweep, at most once every sweepEvery by the Limiter's clock (the first
+// call at once), merges into a shared Limiter's buckets those saved under
+// the account's scope by Limiters of one host (mergeHostBuckets), then
+// removes the buckets that are full again, which no operation touched
+// since (a name that failed validation once): away from the orders (the
+// Renewer calls it when it starts, then from the ticker that saves a
+// Limiter of one host). It returns the store's errors; the next sweep is
+// due sweepEvery later all the same. A Limiter of one host sweeps its own
+// buckets as it goes: Sweep does nothing. It is safe for concurrent use.
 func (l *Limiter) Sweep(ctx context.Context) error {
 	if l.shared == nil {
 		return nil
@@ -183,7 +202,67 @@ func (l *Limiter) Sweep(ctx context.Context) error {
 		return nil
 	}
 	sb.lastSweep, sb.swept = now, true
-	return sb.st.PutRateBuckets(ctx, sb.scope, nil)
+	merr := l.mergeHostBuckets(ctx)
+	return errors.Join(merr, sb.st.PutRateBuckets(ctx, sb.scope, nil))
+}
+
+// mergeBatch bounds the buckets one update of mergeHostBuckets locks.
+const mergeBatch = 200
+
+// mergeHostBuckets raises each of the fleet's buckets to the time saved
+// for it under the account's own scope when that is later: what a host
+// spent before it shared the fleet's budget, or spends still on an older
+// version, is spent for the fleet too, and nothing it saves lowers the
+// fleet's. A bucket of a limit the Limiter does not keep, or keeps
+// unlimited, is skipped; a time further out than its limit's period and
+// restoreHorizon (a clock that jumped) is cut to that, as Restore does.
+func (l *Limiter) mergeHostBuckets(ctx context.Context) error {
+	sb := l.shared
+	saved, err := sb.st.RateBuckets(ctx, sb.hostScope)
+	if err != nil {
+		return err
+	}
+	wall := l.now()
+	want := map[BucketKey]time.Time{}
+	for _, rb := range saved {
+		b, ok := l.ref(LimitID(rb.Limit), rb.Key)
+		if !ok || b.limit.Unlimited() || !rb.Full.After(wall) {
+			continue
+		}
+		want[b.bucketKey()] = minTime(rb.Full, wall.Add(b.limit.Per+restoreHorizon))
+	}
+	keys := make([]BucketKey, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), mergeBatch)]
+		keys = keys[len(batch):]
+		err := l.update(batch, func(bs Buckets, _ time.Duration) {
+			for _, k := range batch {
+				if tat := want[k].Sub(unixEpoch); tat > bucketTAT(bs, k) {
+					bs.Set(k, tat)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bucketTAT is bucket k's TAT in bs, 0 when it is missing.
+func bucketTAT(bs Buckets, k BucketKey) time.Duration {
+	tat, _ := bs.Get(k)
+	return tat
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // view is the Buckets of one operation of a shared Limiter: the buckets

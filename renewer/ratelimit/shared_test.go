@@ -199,7 +199,8 @@ func TestSharedLimiterWaitsOnlyInTheStore(t *testing.T) {
 			{Limit: string(ratelimit.LimitAuthzFailures), Key: "bad.example.com"},
 			{Limit: string(ratelimit.LimitConsecutiveAuthzFailures), Key: "bad.example.com"},
 		}
-		otherDone <- other.UpdateRateBuckets(ctx, "account:fleet", keys, func([]store.RateBucket) ([]store.RateBucket, error) {
+		// The fleet's buckets of the account "account:fleet" (fleetScope).
+		otherDone <- other.UpdateRateBuckets(ctx, "fleet:account:fleet", keys, func([]store.RateBucket) ([]store.RateBucket, error) {
 			once.Do(func() { close(held) })
 			<-release
 			return nil, nil
@@ -251,6 +252,68 @@ func TestSharedLimiterWaitsOnlyInTheStore(t *testing.T) {
 	}
 	if err := <-waiting; err != nil {
 		t.Fatalf("the AuthzFailed that waited: %v", err)
+	}
+}
+
+// TestSharedLimiterOldHosts: the fleet's buckets are apart from the ones
+// a Limiter of one host saves for the same account. What a host spent
+// before the upgrade counts for the fleet from the first Sweep; a host
+// still on the previous version, saving its own copy as it always did
+// (the Renewer's save: Changes, then PutRateBuckets under the account's
+// scope), cannot hand the fleet back the tokens the fleet spent.
+func TestSharedLimiterOldHosts(t *testing.T) {
+	url := pgtest.New(t)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	cfg := ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 5, Per: time.Hour}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	oldClock := clocktest.New(now)
+	st, err := postgres.Open(ctx, postgres.Options{URL: url, Clock: oldClock.Now, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old, err := ratelimit.NewLimiter(cfg, oldClock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spend := func(n int, prefix string) {
+		t.Helper()
+		for i := range n {
+			if r := old.Reserve([]string{fmt.Sprintf("%s%d.example.com", prefix, i)}, ratelimit.OrderNew); !r.OK {
+				t.Fatalf("the old host's order %d: %+v", i, r)
+			}
+		}
+		if err := st.PutRateBuckets(ctx, "account:fleet", old.Changes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spend(3, "before")
+
+	lim := newFleet(t, url, 1, cfg, now, now)[0].lim
+	if err := lim.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if r := lim.Reserve([]string{fmt.Sprintf("fleet%d.example.com", i)}, ratelimit.OrderNew); !r.OK {
+			t.Fatalf("the fleet's order %d of the 2 the old host left: %+v", i, r)
+		}
+	}
+	if r := lim.Reserve([]string{"fleet2.example.com"}, ratelimit.OrderNew); r.OK {
+		t.Fatal("the fleet took a token the host spent before the upgrade")
+	}
+
+	// The old host, on its own budget, spends one more and saves: it
+	// has spent 4 of 5 as it sees it; the fleet has spent 5.
+	spend(1, "after")
+	if r := lim.Reserve([]string{"fleet3.example.com"}, ratelimit.OrderNew); r.OK {
+		t.Fatal("an old host's save gave the fleet back the tokens it spent")
+	}
+	if err := lim.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := lim.Reserve([]string{"fleet4.example.com"}, ratelimit.OrderNew); r.OK {
+		t.Fatal("after the sweep merged the old host's save, the fleet took a token it had spent")
 	}
 }
 

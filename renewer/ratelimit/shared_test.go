@@ -385,3 +385,35 @@ func BenchmarkSharedReserve(b *testing.B) {
 	wg.Wait()
 	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "reservations/s")
 }
+
+// BenchmarkSharedReserveOneHost measures reservations per second of one
+// host's shared Limiter with 8 orders reserving at once (new single-name
+// orders, each one transaction): they wait for one another only in the
+// database, on the account-wide buckets every new order needs.
+func BenchmarkSharedReserveOneHost(b *testing.B) {
+	url := pgtest.New(b)
+	now := time.Now()
+	cfg := ratelimit.LimitsConfig{
+		NewOrders:                ratelimit.Limit{Burst: 1 << 30, Per: time.Hour},
+		CertsPerRegisteredDomain: ratelimit.Limit{Burst: 1 << 30, Per: time.Hour},
+	}
+	h := newFleet(b, url, 1, cfg, now, now)[0]
+	const workers = 8
+	var n atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/workers + 1
+	for i := range workers {
+		wg.Go(func() {
+			for j := range per {
+				if r := h.lim.Reserve([]string{fmt.Sprintf("w%d-%d.example.com", i, j)}, ratelimit.OrderNew); !r.OK {
+					b.Errorf("reserve: %+v", r)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "reservations/s")
+}

@@ -47,10 +47,18 @@ func limitScope(ca *caState, i int) string { return LimitScope(ca.CA, i) }
 // spent minutes ago. A store that cannot be read is logged: the Limiter
 // then starts full, as it did before saving existed. A Limiter shared by
 // a fleet's hosts keeps its buckets in the store already: nothing is
-// restored into it, nor saved from it.
+// restored into it, nor saved from it; its first Sweep merges what was
+// saved for its account by hosts of their own (before the fleet, or
+// still on an older version) into the fleet's buckets.
 func (r *Renewer) restoreLimits(ctx context.Context) {
 	for i, ca := range r.cas {
-		if ca.Limiter == nil || ca.Limiter.Shared() {
+		if ca.Limiter == nil {
+			continue
+		}
+		if ca.Limiter.Shared() {
+			if err := ca.Limiter.Sweep(ctx); err != nil {
+				r.log.Warn("rate limits: cannot sweep the fleet's buckets (merge in those saved by single hosts, drop the full ones); will retry", "ca", ca.Name, "error", err)
+			}
 			continue
 		}
 		scope := limitScope(ca, i)
@@ -89,10 +97,19 @@ func (r *Renewer) saveLimitsEvery(ctx context.Context, period time.Duration) {
 }
 
 // saveLimits writes each Limiter's changes, with those of earlier saves
-// that failed (pending, by CA), to the store.
+// that failed (pending, by CA), to the store. A Limiter shared by a
+// fleet's hosts has nothing to save: its full buckets are swept from the
+// store instead (Sweep, every few minutes), here rather than on the way
+// of an order.
 func (r *Renewer) saveLimits(ctx context.Context, pending []map[savedBucket]store.RateBucket) {
 	for i, ca := range r.cas {
-		if ca.Limiter == nil || ca.Limiter.Shared() {
+		if ca.Limiter == nil {
+			continue
+		}
+		if ca.Limiter.Shared() {
+			if err := ca.Limiter.Sweep(ctx); err != nil {
+				r.log.Warn("rate limits: cannot sweep the fleet's buckets (merge in those saved by single hosts, drop the full ones); will retry", "ca", ca.Name, "error", err)
+			}
 			continue
 		}
 		changes := ca.Limiter.Changes()

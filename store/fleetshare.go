@@ -50,3 +50,17 @@ type RateBucketUpdater interface {
 	// ErrUnavailable, and fn's own error is returned as it is.
 	UpdateRateBuckets(ctx context.Context, scope string, keys []RateBucket, fn func(have []RateBucket) ([]RateBucket, error)) error
 }
+
+// RateBucketReader is implemented by a shared store that can read some of
+// an account's buckets without the locks of UpdateRateBuckets: a check
+// that decides nothing (does a name's failure bucket hold a token?), made
+// again under the locks by the update that follows it.
+type RateBucketReader interface {
+	// ReadRateBuckets returns the buckets of scope named by keys (their
+	// Limit and Key; Full is ignored) that exist, in no particular order,
+	// taking no lock and writing nothing: another host may change them
+	// at once. scope and keys are checked as in UpdateRateBuckets
+	// (ErrInvalid); a store that cannot be reached returns an error
+	// wrapping ErrUnavailable.
+	ReadRateBuckets(ctx context.Context, scope string, keys []RateBucket) ([]RateBucket, error)
+}

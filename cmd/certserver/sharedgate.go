@@ -34,6 +34,7 @@ var (
 	_ store.RateBucketUpdater = (*sharedGate)(nil)
 	_ store.ChallengeLister   = (*sharedGate)(nil)
 	_ store.DomainsReader     = (*sharedGate)(nil)
+	_ store.RateBucketReader  = (*sharedGate)(nil)
 )
 
 func newSharedGate() *sharedGate {
@@ -390,6 +391,15 @@ func (g *sharedGate) LockAccount(ctx context.Context, id string) (func(), error)
 		return nil, err
 	}
 	return db.LockAccount(ctx, id)
+}
+
+// ReadRateBuckets implements store.RateBucketReader.
+func (g *sharedGate) ReadRateBuckets(ctx context.Context, scope string, keys []store.RateBucket) ([]store.RateBucket, error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, err
+	}
+	return db.ReadRateBuckets(ctx, scope, keys)
 }
 
 // UpdateRateBuckets implements store.RateBucketUpdater.

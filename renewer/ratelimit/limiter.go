@@ -85,11 +85,12 @@ type Limiter struct {
 	shared *sharedBuckets
 
 	mu sync.Mutex
-	// buckets are the Limiter's own, or while an operation of a shared
-	// Limiter runs, the view of the buckets it locked (see update).
-	buckets   Buckets // guarded by mu
-	lastSweep time.Duration
-	changed   map[BucketKey]struct{} // buckets written since the last Changes
+	// buckets are the Limiter's own; a shared Limiter's operations work
+	// on a view of the buckets they locked in the store instead (see
+	// update), and leave these empty.
+	buckets   Buckets                // guarded by mu
+	lastSweep time.Duration          // guarded by mu
+	changed   map[BucketKey]struct{} // buckets written since the last Changes; guarded by mu
 }
 
 // NewLimiter returns a Limiter for cfg that keeps its buckets in memory
@@ -171,23 +172,24 @@ func (b bucketRef) accountWide() bool {
 	return d.accountWide()
 }
 
-// get returns b's TAT, 0 (full) when it is missing. The caller holds l.mu.
-func (l *Limiter) get(b bucketRef) time.Duration {
-	tat, _ := l.buckets.Get(b.bucketKey())
+// get returns b's TAT in bs, 0 (full) when it is missing. bs is the
+// Limiter's own buckets, with l.mu held, or a shared Limiter's view.
+func (l *Limiter) get(bs Buckets, b bucketRef) time.Duration {
+	tat, _ := bs.Get(b.bucketKey())
 	return tat
 }
 
-// set stores tat for b, dropping a per-key bucket when it is full at now.
-// The caller holds l.mu.
-func (l *Limiter) set(b bucketRef, tat, now time.Duration) {
-	if tat != l.get(b) && l.shared == nil {
+// set stores tat for b in bs (as get), dropping a per-key bucket when it
+// is full at now.
+func (l *Limiter) set(bs Buckets, b bucketRef, tat, now time.Duration) {
+	if tat != l.get(bs, b) && l.shared == nil {
 		l.changed[b.bucketKey()] = struct{}{}
 	}
 	if tat <= now && !b.accountWide() {
-		l.buckets.Delete(b.bucketKey())
+		bs.Delete(b.bucketKey())
 		return
 	}
-	l.buckets.Set(b.bucketKey(), tat)
+	bs.Set(b.bucketKey(), tat)
 }
 
 func (l *Limiter) since(t time.Time) time.Duration { return t.Sub(l.epoch) }
@@ -212,9 +214,9 @@ func (l *Limiter) at(d time.Duration) time.Time    { return l.epoch.Add(d) }
 func (l *Limiter) Reserve(names []string, kind OrderKind) Reservation {
 	charged, checked := l.plan(names, kind)
 	var res Reservation
-	err := l.update(keysOf(charged, checked), func(now time.Duration) {
-		l.maybeSweep(now)
-		res = l.reserve(charged, checked, now)
+	err := l.update(keysOf(charged, checked), func(bs Buckets, now time.Duration) {
+		l.maybeSweep(bs, now)
+		res = l.reserve(bs, charged, checked, now)
 	})
 	if err != nil {
 		return Reservation{At: l.now(), Err: err}
@@ -222,12 +224,12 @@ func (l *Limiter) Reserve(names []string, kind OrderKind) Reservation {
 	return res
 }
 
-// reserve is Reserve on the buckets at hand. The caller holds l.mu.
-func (l *Limiter) reserve(charged, checked []bucketRef, now time.Duration) Reservation {
+// reserve is Reserve on the buckets bs (as get).
+func (l *Limiter) reserve(bs Buckets, charged, checked []bucketRef, now time.Duration) Reservation {
 	worst, worstRef := now, bucketRef{}
 	for _, refs := range [][]bucketRef{charged, checked} {
 		for _, b := range refs {
-			if at := readyAt(b.limit, l.get(b), now); at > worst {
+			if at := readyAt(b.limit, l.get(bs, b), now); at > worst {
 				worst, worstRef = at, b
 			}
 		}
@@ -236,7 +238,7 @@ func (l *Limiter) reserve(charged, checked []bucketRef, now time.Duration) Reser
 		return Reservation{At: l.at(worst), Limit: worstRef.id, Key: worstRef.key}
 	}
 	for _, b := range charged {
-		l.set(b, take(b.limit, l.get(b), now), now)
+		l.set(bs, b, take(b.limit, l.get(bs, b), now), now)
 	}
 	return Reservation{OK: true, At: l.at(now)}
 }
@@ -248,9 +250,9 @@ func (l *Limiter) reserve(charged, checked []bucketRef, now time.Duration) Reser
 // was given back).
 func (l *Limiter) Refund(names []string, kind OrderKind) error {
 	charged, _ := l.plan(names, kind)
-	return l.update(keysOf(charged), func(now time.Duration) {
+	return l.update(keysOf(charged), func(bs Buckets, now time.Duration) {
 		for _, b := range charged {
-			l.set(b, give(b.limit, l.get(b), now), now)
+			l.set(bs, b, give(b.limit, l.get(bs, b), now), now)
 		}
 	})
 }
@@ -269,9 +271,9 @@ func (l *Limiter) NotIssued(names []string, kind OrderKind) error {
 			certs = append(certs, b)
 		}
 	}
-	return l.update(keysOf(certs), func(now time.Duration) {
+	return l.update(keysOf(certs), func(bs Buckets, now time.Duration) {
 		for _, b := range certs {
-			l.set(b, give(b.limit, l.get(b), now), now)
+			l.set(bs, b, give(b.limit, l.get(bs, b), now), now)
 		}
 	})
 }
@@ -284,10 +286,10 @@ func (l *Limiter) NotIssued(names []string, kind OrderKind) error {
 // (nothing was charged).
 func (l *Limiter) AuthzFailed(name string) error {
 	refs := []bucketRef{l.failureRef(name), l.consecutiveRef(name)}
-	return l.update(keysOf(refs), func(now time.Duration) {
-		l.maybeSweep(now)
+	return l.update(keysOf(refs), func(bs Buckets, now time.Duration) {
+		l.maybeSweep(bs, now)
 		for _, b := range refs {
-			l.set(b, take(b.limit, l.get(b), now), now)
+			l.set(bs, b, take(b.limit, l.get(bs, b), now), now)
 		}
 	})
 }
@@ -299,9 +301,9 @@ func (l *Limiter) AuthzFailed(name string) error {
 // valid authorization. It returns the error of a shared Limiter's store.
 func (l *Limiter) AuthzValid(name string) error {
 	k := l.consecutiveRef(name).bucketKey()
-	return l.update([]BucketKey{k}, func(time.Duration) {
-		if _, ok := l.buckets.Get(k); ok {
-			l.buckets.Delete(k)
+	return l.update([]BucketKey{k}, func(bs Buckets, _ time.Duration) {
+		if _, ok := bs.Get(k); ok {
+			bs.Delete(k)
 			if l.shared == nil {
 				l.changed[k] = struct{}{}
 			}
@@ -311,16 +313,17 @@ func (l *Limiter) AuthzValid(name string) error {
 
 // FailuresAllowed reports whether the CA would accept an order for name as
 // far as its failed authorizations go (AuthzFailures and
-// ConsecutiveAuthzFailures), and if not, when it will. A shared
-// Limiter whose store fails says yes: the Reserve that follows fails the
-// same way, and says why.
+// ConsecutiveAuthzFailures), and if not, when it will. It only reads: a
+// shared Limiter reads the two buckets without locking them (the Reserve
+// that follows decides under the locks), and when its store fails says
+// yes: that Reserve fails the same way, and says why.
 func (l *Limiter) FailuresAllowed(name string) (ok bool, at time.Time) {
 	refs := []bucketRef{l.failureRef(name), l.consecutiveRef(name)}
 	var worst, now time.Duration
-	err := l.update(keysOf(refs), func(n time.Duration) {
+	err := l.readKeys(keysOf(refs), func(bs Buckets, n time.Duration) {
 		now, worst = n, n
 		for _, b := range refs {
-			worst = max(worst, readyAt(b.limit, l.get(b), now))
+			worst = max(worst, readyAt(b.limit, l.get(bs, b), now))
 		}
 	})
 	if err != nil {
@@ -397,10 +400,12 @@ func (l *Limiter) refFor(id LimitID, key string) bucketRef {
 	return l.ordersRef()
 }
 
-// maybeSweep drops the buckets that are full again, once every sweepEvery.
-// The caller holds l.mu.
-func (l *Limiter) maybeSweep(now time.Duration) {
-	if now-l.lastSweep < sweepEvery {
+// maybeSweep drops the buckets of bs that are full again, once every
+// sweepEvery, for a Limiter of one host (bs is its own, l.mu held). A
+// shared Limiter's buckets are swept in the store by Sweep, away from
+// the orders.
+func (l *Limiter) maybeSweep(bs Buckets, now time.Duration) {
+	if l.shared != nil || now-l.lastSweep < sweepEvery {
 		return
 	}
 	l.lastSweep = now
@@ -408,9 +413,9 @@ func (l *Limiter) maybeSweep(now time.Duration) {
 		if d.accountWide() {
 			continue
 		}
-		l.buckets.Range(d.id, func(key string, tat time.Duration) {
+		bs.Range(d.id, func(key string, tat time.Duration) {
 			if tat <= now {
-				l.buckets.Delete(BucketKey{d.id, key})
+				bs.Delete(BucketKey{d.id, key})
 			}
 		})
 	}

@@ -35,7 +35,7 @@ func (l *Limiter) Changes() []store.RateBucket {
 		if !ok {
 			continue
 		}
-		out = append(out, store.RateBucket{Limit: string(k.Limit), Key: k.Key, Full: wall.Add(max(l.get(b), now) - now)})
+		out = append(out, store.RateBucket{Limit: string(k.Limit), Key: k.Key, Full: wall.Add(max(l.get(l.buckets, b), now) - now)})
 	}
 	clear(l.changed)
 	return out
@@ -71,7 +71,7 @@ func (l *Limiter) Restore(bs []store.RateBucket) {
 			tat = limit
 			l.changed[b.bucketKey()] = struct{}{}
 		}
-		if tat <= now || tat <= l.get(b) {
+		if tat <= now || tat <= l.get(l.buckets, b) {
 			continue
 		}
 		l.buckets.Set(b.bucketKey(), tat)

@@ -59,11 +59,11 @@ func (l *Limiter) RateLimited(names []string, detail string, retryAfter time.Dur
 		id = LimitNewOrders
 		refs = append(refs, l.ordersRef())
 	}
-	err := l.update(keysOf(refs), func(now time.Duration) {
-		l.maybeSweep(now)
+	err := l.update(keysOf(refs), func(bs Buckets, now time.Duration) {
+		l.maybeSweep(bs, now)
 		until := now + retryAfter
 		for _, b := range refs {
-			l.set(b, drain(b.limit, l.get(b), until), now)
+			l.set(bs, b, drain(b.limit, l.get(bs, b), until), now)
 		}
 	})
 	return id, err

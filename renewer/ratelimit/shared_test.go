@@ -15,6 +15,7 @@ import (
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/pgtest"
 	"github.com/certserver/certserver/store/postgres"
+	"github.com/jackc/pgx/v5"
 )
 
 // fleetHost is one host of a test fleet: its own connection pool to the
@@ -162,6 +163,160 @@ func TestSharedLimiterOneBudget(t *testing.T) {
 	}
 }
 
+// TestSharedLimiterWaitsOnlyInTheStore: an operation of a shared Limiter
+// that waits for buckets another host holds locked holds back nothing
+// else on its own host (the store's locks make each operation atomic; the
+// Limiter adds no lock of its own around them), and FailuresAllowed,
+// which decides nothing, reads without waiting for the lock at all.
+func TestSharedLimiterWaitsOnlyInTheStore(t *testing.T) {
+	url := pgtest.New(t)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	lim := newFleet(t, url, 1, ratelimit.LimitsConfig{}, now, now)[0].lim
+	for range 5 {
+		if err := lim.AuthzFailed("bad.example.com"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	other, err := postgres.Open(ctx, postgres.Options{URL: url, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+
+	// Another host holds bad.example.com's buckets locked until release.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	otherDone := make(chan error, 1)
+	go func() {
+		keys := []store.RateBucket{
+			{Limit: string(ratelimit.LimitAuthzFailures), Key: "bad.example.com"},
+			{Limit: string(ratelimit.LimitConsecutiveAuthzFailures), Key: "bad.example.com"},
+		}
+		// The fleet's buckets of the account "account:fleet" (fleetScope).
+		otherDone <- other.UpdateRateBuckets(ctx, "fleet:account:fleet", keys, func([]store.RateBucket) ([]store.RateBucket, error) {
+			once.Do(func() { close(held) })
+			<-release
+			return nil, nil
+		})
+	}()
+	<-held
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	waiting := make(chan error, 1)
+	go func() { waiting <- lim.AuthzFailed("bad.example.com") }()
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case err := <-waiting:
+			t.Fatalf("AuthzFailed of a name another host holds locked returned at once: %v", err)
+		case <-ctx.Done():
+			t.Fatal("AuthzFailed never waited for the buckets another host holds")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	// This host's AuthzFailed waits in the database: another name's
+	// operation goes through meanwhile, and a read sees the five failures.
+	if err := lim.AuthzFailed("good.example.com"); err != nil {
+		t.Fatalf("another name while one waits for a lock: %v", err)
+	}
+	select {
+	case err := <-waiting:
+		t.Fatalf("the waiting AuthzFailed ended (%v) before another name's went through: the host's operations queue behind one another", err)
+	default:
+	}
+	if ok, _ := lim.FailuresAllowed("bad.example.com"); ok {
+		t.Fatal("FailuresAllowed of a name failed five times, its buckets locked by another host: allowed (it waited for the lock and gave up)")
+	}
+	close(release)
+	if err := <-otherDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waiting; err != nil {
+		t.Fatalf("the AuthzFailed that waited: %v", err)
+	}
+}
+
+// TestSharedLimiterOldHosts: the fleet's buckets are apart from the ones
+// a Limiter of one host saves for the same account. What a host spent
+// before the upgrade counts for the fleet from the first Sweep; a host
+// still on the previous version, saving its own copy as it always did
+// (the Renewer's save: Changes, then PutRateBuckets under the account's
+// scope), cannot hand the fleet back the tokens the fleet spent.
+func TestSharedLimiterOldHosts(t *testing.T) {
+	url := pgtest.New(t)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	cfg := ratelimit.LimitsConfig{NewOrders: ratelimit.Limit{Burst: 5, Per: time.Hour}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	oldClock := clocktest.New(now)
+	st, err := postgres.Open(ctx, postgres.Options{URL: url, Clock: oldClock.Now, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	old, err := ratelimit.NewLimiter(cfg, oldClock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spend := func(n int, prefix string) {
+		t.Helper()
+		for i := range n {
+			if r := old.Reserve([]string{fmt.Sprintf("%s%d.example.com", prefix, i)}, ratelimit.OrderNew); !r.OK {
+				t.Fatalf("the old host's order %d: %+v", i, r)
+			}
+		}
+		if err := st.PutRateBuckets(ctx, "account:fleet", old.Changes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spend(3, "before")
+
+	lim := newFleet(t, url, 1, cfg, now, now)[0].lim
+	if err := lim.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if r := lim.Reserve([]string{fmt.Sprintf("fleet%d.example.com", i)}, ratelimit.OrderNew); !r.OK {
+			t.Fatalf("the fleet's order %d of the 2 the old host left: %+v", i, r)
+		}
+	}
+	if r := lim.Reserve([]string{"fleet2.example.com"}, ratelimit.OrderNew); r.OK {
+		t.Fatal("the fleet took a token the host spent before the upgrade")
+	}
+
+	// The old host, on its own budget, spends one more and saves: it
+	// has spent 4 of 5 as it sees it; the fleet has spent 5.
+	spend(1, "after")
+	if r := lim.Reserve([]string{"fleet3.example.com"}, ratelimit.OrderNew); r.OK {
+		t.Fatal("an old host's save gave the fleet back the tokens it spent")
+	}
+	if err := lim.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := lim.Reserve([]string{"fleet4.example.com"}, ratelimit.OrderNew); r.OK {
+		t.Fatal("after the sweep merged the old host's save, the fleet took a token it had spent")
+	}
+}
+
 // downStore is a shared store whose database cannot be reached.
 type downStore struct{}
 
@@ -220,6 +375,38 @@ func BenchmarkSharedReserve(b *testing.B) {
 		wg.Go(func() {
 			for j := range per {
 				if r := h.lim.Reserve([]string{fmt.Sprintf("b%d-%d.example.com", i, j)}, ratelimit.OrderNew); !r.OK {
+					b.Errorf("reserve: %+v", r)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "reservations/s")
+}
+
+// BenchmarkSharedReserveOneHost measures reservations per second of one
+// host's shared Limiter with 8 orders reserving at once (new single-name
+// orders, each one transaction): they wait for one another only in the
+// database, on the account-wide buckets every new order needs.
+func BenchmarkSharedReserveOneHost(b *testing.B) {
+	url := pgtest.New(b)
+	now := time.Now()
+	cfg := ratelimit.LimitsConfig{
+		NewOrders:                ratelimit.Limit{Burst: 1 << 30, Per: time.Hour},
+		CertsPerRegisteredDomain: ratelimit.Limit{Burst: 1 << 30, Per: time.Hour},
+	}
+	h := newFleet(b, url, 1, cfg, now, now)[0]
+	const workers = 8
+	var n atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/workers + 1
+	for i := range workers {
+		wg.Go(func() {
+			for j := range per {
+				if r := h.lim.Reserve([]string{fmt.Sprintf("w%d-%d.example.com", i, j)}, ratelimit.OrderNew); !r.OK {
 					b.Errorf("reserve: %+v", r)
 					return
 				}

@@ -56,10 +56,10 @@ const maxStatusBuckets = 100
 // nil when the store cannot be read.
 func (l *Limiter) Status() []LimitStatus {
 	var out []LimitStatus
-	err := l.read(func(now time.Duration) {
+	err := l.read(func(bs Buckets, now time.Duration) {
 		out = make([]LimitStatus, 0, len(limits))
 		for _, d := range limits {
-			out = append(out, l.limitStatus(d, now))
+			out = append(out, l.limitStatus(bs, d, now))
 		}
 	})
 	if err != nil {
@@ -68,15 +68,14 @@ func (l *Limiter) Status() []LimitStatus {
 	return out
 }
 
-// limitStatus summarizes the buckets of one limit; m is nil for the
-// account-wide bucket. The caller holds l.mu.
-func (l *Limiter) limitStatus(d limitDef, now time.Duration) LimitStatus {
+// limitStatus summarizes the buckets of one limit in bs (as get).
+func (l *Limiter) limitStatus(bs Buckets, d limitDef, now time.Duration) LimitStatus {
 	lim := *d.field(&l.cfg)
 	s := LimitStatus{Limit: d.id, Scope: d.scope, Burst: max(lim.Burst, -1), Per: lim.Per}
 	if d.accountWide() {
 		b := l.refFor(d.id, "")
-		tat := l.get(b)
-		s.Buckets = []BucketStatus{l.bucketStatus(b, now)}
+		tat := l.get(bs, b)
+		s.Buckets = []BucketStatus{l.bucketStatus(bs, b, now)}
 		if tat > now {
 			s.Tracked = 1
 		}
@@ -85,7 +84,7 @@ func (l *Limiter) limitStatus(d limitDef, now time.Duration) LimitStatus {
 		}
 		return s
 	}
-	l.buckets.Range(d.id, func(key string, tat time.Duration) {
+	bs.Range(d.id, func(key string, tat time.Duration) {
 		if tat <= now {
 			return
 		}
@@ -93,7 +92,7 @@ func (l *Limiter) limitStatus(d limitDef, now time.Duration) LimitStatus {
 		b := l.refFor(d.id, key)
 		if readyAt(b.limit, tat, now) > now {
 			s.Blocked++
-			s.Buckets = append(s.Buckets, l.bucketStatus(b, now))
+			s.Buckets = append(s.Buckets, l.bucketStatus(bs, b, now))
 		}
 	})
 	slices.SortFunc(s.Buckets, func(a, b BucketStatus) int {
@@ -118,7 +117,7 @@ func (l *Limiter) Bucket(id LimitID, key string) BucketStatus {
 	}
 	b := l.refFor(id, key)
 	var s BucketStatus
-	err := l.update([]BucketKey{b.bucketKey()}, func(now time.Duration) { s = l.bucketStatus(b, now) })
+	err := l.readKeys([]BucketKey{b.bucketKey()}, func(bs Buckets, now time.Duration) { s = l.bucketStatus(bs, b, now) })
 	if err != nil {
 		now := l.now()
 		return BucketStatus{Limit: b.id, Key: b.key, Burst: max(b.limit.Burst, -1), Per: b.limit.Per, Available: now, Full: now}
@@ -126,8 +125,8 @@ func (l *Limiter) Bucket(id LimitID, key string) BucketStatus {
 	return s
 }
 
-func (l *Limiter) bucketStatus(b bucketRef, now time.Duration) BucketStatus {
-	tat := l.get(b)
+func (l *Limiter) bucketStatus(bs Buckets, b bucketRef, now time.Duration) BucketStatus {
+	tat := l.get(bs, b)
 	s := BucketStatus{
 		Limit:     b.id,
 		Key:       b.key,
@@ -157,7 +156,7 @@ func (l *Limiter) bucketStatus(b bucketRef, now time.Duration) BucketStatus {
 // read, the buckets count as full.
 func (l *Limiter) Backlog(n int) time.Duration {
 	var d time.Duration
-	l.read(func(now time.Duration) { d = l.backlog(l.ordersRef(), l.get(l.ordersRef()), n, now) })
+	l.read(func(bs Buckets, now time.Duration) { d = l.backlog(l.ordersRef(), l.get(bs, l.ordersRef()), n, now) })
 	return d
 }
 
@@ -173,11 +172,11 @@ func (l *Limiter) BacklogFor(names []string) time.Duration {
 		count[registeredDomain(canonical(n))]++
 	}
 	var worst time.Duration
-	l.read(func(now time.Duration) {
-		worst = l.backlog(l.ordersRef(), l.get(l.ordersRef()), len(names), now)
+	l.read(func(bs Buckets, now time.Duration) {
+		worst = l.backlog(l.ordersRef(), l.get(bs, l.ordersRef()), len(names), now)
 		for d, k := range count {
 			b := l.domainRef(d)
-			worst = max(worst, l.backlog(b, l.get(b), k, now))
+			worst = max(worst, l.backlog(b, l.get(bs, b), k, now))
 		}
 	})
 	return worst

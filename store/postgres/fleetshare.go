@@ -15,6 +15,7 @@ import (
 var (
 	_ store.AccountLocker     = (*Store)(nil)
 	_ store.RateBucketUpdater = (*Store)(nil)
+	_ store.RateBucketReader  = (*Store)(nil)
 )
 
 // The classes of the fleet's two-key advisory locks (PostgreSQL keeps
@@ -166,6 +167,50 @@ func (s *Store) UpdateRateBuckets(ctx context.Context, scope string, keys []stor
 		return fmt.Errorf("update rate buckets of %s: %w", scope, err)
 	}
 	return nil
+}
+
+// ReadRateBuckets implements store.RateBucketReader: one SELECT, no
+// transaction, no lock. As in UpdateRateBuckets the store's clock decides
+// nothing: a bucket whose Full time has passed is returned as it is.
+func (s *Store) ReadRateBuckets(ctx context.Context, scope string, keys []store.RateBucket) ([]store.RateBucket, error) {
+	if err := store.ValidateRateScope(scope); err != nil {
+		return nil, fmt.Errorf("read rate buckets: %w", err)
+	}
+	limits := make([]string, len(keys))
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		if err := store.ValidateRateBucket(k); err != nil {
+			return nil, fmt.Errorf("read rate buckets of %s: %w", scope, err)
+		}
+		limits[i], names[i] = k.Limit, k.Key
+	}
+	var out []store.RateBucket
+	err := s.query(ctx, func(q querier) error {
+		out = out[:0]
+		rows, err := q.Query(ctx, `SELECT DISTINCT r."limit", r.key, r.full_ns FROM rate_buckets r
+			JOIN unnest($2::text[], $3::text[]) AS w(l, k) ON r."limit" = w.l AND r.key = w.k
+			WHERE r.scope = $1`, scope, limits, names)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				rb   store.RateBucket
+				full int64
+			)
+			if err := rows.Scan(&rb.Limit, &rb.Key, &full); err != nil {
+				return err
+			}
+			rb.Full = fromNanos(full)
+			out = append(out, rb)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read rate buckets of %s: %w", scope, err)
+	}
+	return out, nil
 }
 
 // readLockedBuckets reads the answers of UpdateRateBuckets' batch: the

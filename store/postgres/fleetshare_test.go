@@ -10,6 +10,7 @@ import (
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/pgtest"
 	"github.com/certserver/certserver/store/postgres"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestUpdateRateBucketsAtomic: hosts that update one bucket at the same
@@ -121,4 +122,48 @@ func TestLockAccountExcludes(t *testing.T) {
 		t.Fatalf("the released lock: %v", err)
 	}
 	again()
+
+	// A wait cut off by its context is the one way a session lock could
+	// stay behind on a pooled connection (granted as the wait was
+	// cancelled): after it, and the holder's unlock, a third host takes
+	// the lock without waiting on anyone, and once it lets go no
+	// advisory lock of the account class is left, granted or waited for.
+	unlock, err = a.LockAccount(c, "acct1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel = context.WithTimeout(c, 300*time.Millisecond)
+	_, err = b.LockAccount(short, "acct1")
+	cancel()
+	if err == nil {
+		t.Fatal("a second host took an account lock that is held")
+	}
+	unlock()
+	third, err := openURL(t, url, nil).LockAccount(c, "acct1")
+	if err != nil {
+		t.Fatalf("a third host, after a cancelled wait and the unlock: %v", err)
+	}
+	third()
+	conn, err := pgx.Connect(c, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// A connection closed by the client ends its session soon after, not
+	// at once: poll (on a loaded machine, for long).
+	var left int
+	for {
+		if err := conn.QueryRow(c, `SELECT count(*) FROM pg_locks
+			WHERE locktype = 'advisory' AND objsubid = 2 AND classid::bigint = $1`, int64(0x61636374)).Scan(&left); err != nil {
+			t.Fatalf("pg_locks: %v", err)
+		}
+		if left == 0 {
+			break
+		}
+		select {
+		case <-c.Done():
+			t.Fatalf("%d advisory locks of the account class left after every host let go", left)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -36,6 +36,7 @@ func TestSharedGateAbilities(t *testing.T) {
 		{"store.AccountLocker (the fleet's ACME account)", func() bool { _, ok := store.As[store.AccountLocker](st); return ok }},
 		{"ratelimit.SharedStore (the fleet's rate limits)", func() bool { _, ok := store.As[ratelimit.SharedStore](st); return ok }},
 		{"store.RateBucketUpdater", func() bool { _, ok := store.As[store.RateBucketUpdater](st); return ok }},
+		{"store.RateBucketReader", func() bool { _, ok := store.As[store.RateBucketReader](st); return ok }},
 		{"store.KeyRewriter (keys rotate)", func() bool { _, ok := store.As[store.KeyRewriter](st); return ok }},
 		{"store.ReplicationSource (the follower)", func() bool { _, ok := store.As[store.ReplicationSource](st); return ok }},
 		{"store.Verdicts (on-demand verdicts)", func() bool { _, ok := store.As[store.Verdicts](st); return ok }},

@@ -95,6 +95,12 @@ func (l *Limiter) update(keys []BucketKey, op func(now time.Duration)) error {
 	}
 	own := l.buckets
 	defer func() { l.buckets = own }()
+	if len(keys) == 0 {
+		// Nothing to lock or write (NotIssued of an ARI renewal).
+		l.buckets = newView(nil)
+		op(l.since(l.now()))
+		return nil
+	}
 	l.pruneShared()
 	want := make([]store.RateBucket, len(keys))
 	for i, k := range keys {

@@ -42,12 +42,6 @@ func (r *Renewer) order(ctx context.Context, log *slog.Logger, d *store.Domain, 
 	for i, ca := range cands {
 		o := r.orderFor(ca, d, profile, cur)
 		res := r.orderAt(ctx, log, ca, o, cur != nil, i < len(cands)-1, func() bool {
-			if !r.Active() {
-				// The host lost the fleet's renewer role: the name is
-				// left, due, to the host that has it.
-				log.Info("not the fleet's renewer any more: order not sent")
-				return false
-			}
 			if started {
 				return true
 			}
@@ -249,6 +243,7 @@ func (r *Renewer) obtain(ctx context.Context, ca *caState, o Order, kind ratelim
 	r.orderStarted(ca.Name)
 	cert, err := ca.Issuer.Obtain(octx, o)
 	cancel()
+	r.lostLease(ctx, err) // a challenge written under a lost lease
 	r.settle(ca, o, kind, err)
 	if ctx.Err() == nil {
 		ca.ended(outcomeOf(err), r.cfg.Now())
@@ -294,10 +289,12 @@ const (
 // from storeRetryFirst to storeRetryMax, until it succeeds or ctx ends:
 // ordering again later would spend the CA's limits on a certificate the
 // CA has issued already. The wait is logged once when it begins and once
-// when the certificate is written. Any other error is returned at once.
+// when the certificate is written. Any other error is returned at once:
+// one that says the name's lease was lost (store.ErrLeaseLost: another
+// host has the name now) discards the certificate (leaseLost).
 func (r *Renewer) storeIssued(ctx context.Context, name string, cert *store.Certificate) error {
 	err := r.store.PutCertificate(ctx, cert)
-	if err == nil || !r.storeFailed(err) {
+	if err == nil || r.lostLease(ctx, err) || !r.storeFailed(err) {
 		return err
 	}
 	since := r.cfg.Now()
@@ -316,6 +313,7 @@ func (r *Renewer) storeIssued(ctx context.Context, name string, cert *store.Cert
 				"name", name, "serial", cert.Serial, "waited", r.cfg.Now().Sub(since).Round(time.Second))
 			return nil
 		case !errors.Is(err, store.ErrUnavailable):
+			r.lostLease(ctx, err)
 			return err
 		}
 	}

@@ -122,7 +122,7 @@ func (r *Renewer) poll(ctx context.Context, log *slog.Logger, ca *caState, inf r
 	start, end := capWindow(info.Start, info.End, cur.NotBefore, cur.NotAfter)
 	if at.Before(start) || at.After(end) {
 		moved := r.timeRand(func(rnd *rand.Rand) time.Time { return WindowTime(start, end, now, rnd) })
-		if err := r.setRenewAt(ctx, cur, moved); err != nil {
+		if err := r.setRenewAt(ctx, cur, moved); err != nil && !r.lostLease(ctx, err) && !r.leaseGone(ctx) {
 			log.Error("store the new renewal time", "error", err)
 		}
 		ca.count(func(c *CACounts) { c.WindowsMoved++ })

@@ -97,10 +97,21 @@ type Config struct {
 	// Metrics is told when orders start and how they end
 	// (PrometheusMetrics counts them). Default nil: nothing is told.
 	Metrics Metrics
-	// StandBy starts the renewer standing by: it claims no work until
-	// SetActive(true) (a fleet host that renews, until it holds the
-	// fleet's renewer role). Default false: active.
-	StandBy bool
+	// Leases, when set, makes the renewer share the due names with the
+	// other renewing hosts of a fleet (store.Leaser: the fleet's
+	// PostgreSQL): it works on a name only under a lease (claimDue,
+	// Claim for the urgent ones), writes the name's outcome under it
+	// (store.WithLease), renews its leases every LeaseTTL/3 while it
+	// works, and gives up an order whose lease was lost. Default nil: a
+	// single host, which reads the due index and needs no lease.
+	Leases store.Leaser
+	// Host is this host's name in its leases ([fleet] host_name).
+	// Required with Leases.
+	Host string
+	// LeaseTTL is how long a lease lasts unless renewed: after a host
+	// dies, how long its names wait before another host claims them.
+	// Default 2 minutes; used only with Leases.
+	LeaseTTL time.Duration
 }
 
 // Renewer schedules and runs certificate orders. Its methods are safe for
@@ -140,9 +151,10 @@ type Renewer struct {
 	// rest is set while the store's database is unavailable. Guarded
 	// by mu.
 	rest storeRest
-	// standby is set while the renewer may claim no work (SetActive).
-	// Guarded by mu.
-	standby bool
+	// claimed holds the names of leases claimDue took that no worker
+	// has yet, in due order (each in inflight with its lease); only
+	// Run's goroutine uses it.
+	claimed []string
 	// running is set while Run runs: a second Run would dispatch the same
 	// names twice, and save stale buckets over the first one's.
 	running atomic.Bool
@@ -194,6 +206,12 @@ func New(cfg Config, st store.Store, logger *slog.Logger) (*Renewer, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64()
 	}
+	if cfg.Leases != nil && cfg.Host == "" {
+		return nil, errors.New("new renewer: leases without a host name")
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
 	return &Renewer{
 		cfg:      cfg,
 		store:    st,
@@ -207,7 +225,6 @@ func New(cfg Config, st store.Store, logger *slog.Logger) (*Renewer, error) {
 		rnd:      rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		spread:   make([]float64, len(cas)),
 		refused:  map[string]string{},
-		standby:  cfg.StandBy,
 	}, nil
 }
 
@@ -248,6 +265,12 @@ func (r *Renewer) Expedite(name string) bool {
 type flight struct {
 	again  bool // an operator forced the name meanwhile: queue it once more
 	issued bool // the worker stored a new certificate for it
+	// With Config.Leases: the lease the name is worked on under (a zero
+	// Token until it is claimed), the cancellation of the worker's
+	// context, and whether the lease was lost.
+	lease  store.Lease
+	cancel context.CancelFunc
+	lost   bool
 }
 
 // enqueue puts name in the urgent queue unless it is there already or a
@@ -307,6 +330,23 @@ func (r *Renewer) Run(ctx context.Context) error {
 	slots := make(chan struct{}, r.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if r.cfg.Leases != nil {
+		r.log.Info("sharing the fleet's due names with its other renewing hosts: working on a name only under a lease",
+			"host", r.cfg.Host, "lease_ttl", r.cfg.LeaseTTL)
+		// The keeper stops with ctx, as the orders under way do; the
+		// leases claimed but not handed out are released.
+		keepCtx, stopKeeper := context.WithCancel(ctx)
+		kept := make(chan struct{})
+		go func() {
+			defer close(kept)
+			r.keepLeases(keepCtx)
+		}()
+		defer func() {
+			stopKeeper()
+			<-kept
+		}()
+		defer r.releaseClaimed(ctx)
+	}
 	for {
 		select {
 		case slots <- struct{}{}:
@@ -323,7 +363,12 @@ func (r *Renewer) Run(ctx context.Context) error {
 			defer wg.Done()
 			defer func() { <-slots }()
 			defer r.release(name)
-			r.process(ctx, name, forced)
+			wctx, done, ok := r.leased(ctx, name, forced)
+			if !ok {
+				return
+			}
+			defer done()
+			r.process(wctx, name, forced)
 			if ctx.Err() == nil {
 				r.mu.Lock()
 				r.finished.add(r.cfg.Now())
@@ -343,8 +388,8 @@ func (r *Renewer) next(ctx context.Context) (name string, forced bool, err error
 				return "", false, err
 			}
 		}
-		if err := r.waitForRole(ctx); err != nil {
-			return "", false, err
+		if n, ok := r.nextClaimed(); ok {
+			return n, false, nil
 		}
 		select {
 		case n := <-r.urgent:
@@ -405,6 +450,9 @@ const (
 // free one if there is one. It also means that an order cut off by a crash
 // leaves its name due, and the next start picks it up again.
 func (r *Renewer) nextDue(ctx context.Context) (string, time.Duration, error) {
+	if r.cfg.Leases != nil {
+		return r.claimDue(ctx)
+	}
 	if time.Since(r.batchAt) > dueBatchAge {
 		r.batch = nil
 	}
@@ -514,23 +562,12 @@ func (r *Renewer) claim(name string) bool {
 }
 
 // claimQueued takes name, just read from the urgent queue, off the queue
-// and claims it; standing by (SetActive), it puts the name back instead. A name a worker took from the due index meanwhile is not
+// and claims it. A name a worker took from the due index meanwhile is not
 // claimed; an operator's request for it is kept for when the worker is
 // done.
 func (r *Renewer) claimQueued(name string) (forced, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.standby {
-		// The role was lost meanwhile: the name waits in the queue for
-		// the renewer to be active again (the slot it was read from is
-		// free unless a new request took it, which keeps it queued).
-		select {
-		case r.urgent <- name:
-		default:
-			delete(r.queued, name)
-		}
-		return false, false
-	}
 	forced = r.queued[name]
 	delete(r.queued, name)
 	if f := r.inflight[name]; f != nil {

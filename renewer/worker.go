@@ -331,7 +331,9 @@ var errRemoved = errors.New("removed while being worked on")
 
 // record applies change to the stored record of name in one store
 // transaction, unless the name was removed meanwhile (its record then stays
-// as the operator left it). It reports whether it wrote, logging why not.
+// as the operator left it), or the lease ctx carries was lost (the write
+// is refused: see Config.Leases). It reports whether it wrote, logging
+// why not.
 func (r *Renewer) record(ctx context.Context, log *slog.Logger, name string, change func(*store.Domain)) bool {
 	err := r.store.UpdateDomain(ctx, name, func(d *store.Domain) error {
 		if d.State == store.StateRemoved {
@@ -345,6 +347,8 @@ func (r *Renewer) record(ctx context.Context, log *slog.Logger, name string, cha
 		return true
 	case errors.Is(err, errRemoved), errors.Is(err, store.ErrNotFound):
 		log.Info("name was removed while being worked on; left removed")
+	case r.lostLease(ctx, err), r.leaseGone(ctx):
+		// Logged once by leaseLost.
 	default:
 		if !r.storeFailed(err) {
 			log.Error("write domain", "error", err)

@@ -28,6 +28,8 @@
 #   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
 #                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
 #                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
+#                   BenchmarkClaimDue        3 renewing hosts claiming 10,000 due names among
+#                                            1,000,000 under leases (claim; and claim, write, release)
 #   store/replica   BenchmarkJoin            a new fleet host copying 1,000,000 certificates from a real
 #                                            PostgreSQL into an empty Badger until ready (filling
 #                                            PostgreSQL first takes about 3.5 minutes more)
@@ -53,7 +55,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -66,14 +68,15 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
-    CERTSERVER_STORE_BULK=20000
+    CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
     CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
-  export CERTSERVER_BENCH_JOIN=1000000 CERTSERVER_STORE_BULK=500000
+  export CERTSERVER_BENCH_JOIN=1000000 CERTSERVER_STORE_BULK=500000 \
+    CERTSERVER_BENCH_CLAIM_NAMES=1000000 CERTSERVER_BENCH_CLAIM_DUE=10000
 fi
 imports=${CERTSERVER_BENCH_IMPORT:-500000}
 million=${CERTSERVER_BENCH_MILLION:-1000000}
@@ -127,6 +130,9 @@ bench add ./store/ '^BenchmarkAddDomains$' 1x
 bench pg-add ./store/postgres/ '^BenchmarkAddDomains$' 1x
 bench pg-changes ./store/postgres/ '^BenchmarkChangesAfter$' 1x
 bench pg-latest ./store/postgres/ '^BenchmarkLatestVersion$' "$store_time"
+# One op claims the whole due set (filling the 1,000,000 names first
+# takes about half a minute more).
+bench pg-claim ./store/postgres/ '^BenchmarkClaimDue$' 1x
 bench join ./store/replica/ '^BenchmarkJoin$' 1x -timeout 60m
 # The contract suite's bulk case on every store engine, without the race
 # detector: a test, not a benchmark, so it runs with -run.
@@ -155,10 +161,11 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
 
 cat "$out/handshake.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/fleet.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
-  <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt") |
+  <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
-    -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" -v join="$CERTSERVER_BENCH_JOIN" '
+    -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" -v join="$CERTSERVER_BENCH_JOIN" \
+    -v claimnames="$CERTSERVER_BENCH_CLAIM_NAMES" -v claimdue="$CERTSERVER_BENCH_CLAIM_DUE" '
 # fmt prints a figure with a precision that suits its size.
 function fmt(v) {
   v += 0
@@ -351,6 +358,19 @@ END {
   b = "BenchmarkPostgresLatestVersion"
   if (has(b, "calls/s"))
     row("", "`LatestVersion` (each host'"'"'s lag)", fmt(v[b, "calls/s"]) " calls/s, " fmt(v[b, "ns/op"] / 1000) " µs", "", "")
+  b = "BenchmarkPostgresClaimDue/claim/names=" claimnames "/due=" claimdue
+  if (has(b, "claims/s")) {
+    r = v[b, "claims/s"]
+    row("**Fleet claims**: 3 renewing hosts claim the due names from PostgreSQL under leases, up to 4 at a time (`ClaimDue`, the names moved on, `Release`)",
+        "fleet claims/s, " count(claimnames) " names, " count(claimdue) " due; one `ClaimDue` call", "**" fmt(r) "/s**; " ms(v[b, "claim-µs"]),
+        "≥ 2,000/s", verdict(r >= 2000, fmt(2000 - r) "/s"))
+    row("", "CPU per claim: hosts / PostgreSQL; the rate 2 idle CPUs allow",
+        fmt(v[b, "host-cpu-µs/claim"]) " / " fmt(v[b, "pg-cpu-µs/claim"]) " µs; " fmt(v[b, "cpu-bound-claims/s"]) "/s", "", "")
+  }
+  b = "BenchmarkPostgresClaimDue/cycle/names=" claimnames "/due=" claimdue
+  if (has(b, "claims/s"))
+    row("", "the whole bookkeeping of a name, as renewers of 4 workers do it (claim, the outcome written under the lease, release): names/s; one fenced write; CPU-bound rate",
+        fmt(v[b, "claims/s"]) "/s; " ms(v[b, "write-µs"]) "; " fmt(v[b, "cpu-bound-claims/s"]) "/s", "", "")
   if (rows == 0) { print "bench.sh: no benchmark results parsed" > "/dev/stderr"; exit 1 }
 }
 '

@@ -583,11 +583,6 @@ type FleetStatus struct {
 	Host string `json:"host"`
 	// Renews says whether this host's renewer orders certificates.
 	Renews bool `json:"renews"`
-	// ActiveRenewer says whether this host holds the fleet's renewer role
-	// now: of the hosts that renew, exactly one at a time claims due and
-	// requested names and orders them; the others stand by and take the
-	// role over when the holder's database session ends.
-	ActiveRenewer bool `json:"active_renewer"`
 	// Ready is true once the local copy has caught up with the database
 	// since the start (or, the database being down at start, holds a copy
 	// from before): the certificate endpoint serves from it.

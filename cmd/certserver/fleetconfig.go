@@ -6,6 +6,9 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
+
+	"github.com/certserver/certserver/renewer"
 )
 
 // fleetConfig is the [fleet] section: with it, every host of a fleet
@@ -24,6 +27,11 @@ type fleetConfig struct {
 	// HostName is this host's name in the fleet's hosts table. Default
 	// the machine's host name (os.Hostname).
 	HostName string `toml:"host_name"`
+	// LeaseTTL is how long a renewing host's lease on a name lasts
+	// unless renewed (every third of it while the host works on the
+	// name): after a host dies or is cut off, how long its names wait
+	// before another host claims them. Default 2 minutes; 3s to 1h.
+	LeaseTTL duration `toml:"lease_ttl"`
 	// PoolSize is the most connections this host opens to PostgreSQL,
 	// the one that listens for notifications included. Default 10.
 	PoolSize int `toml:"pool_size"`
@@ -39,12 +47,16 @@ const (
 	// renewer beside the one that listens.
 	minFleetPoolSize = 2
 	maxFleetPoolSize = 1000
+	// Bounds of lease_ttl: the renewer renews a lease every third of
+	// it, and a dead host's names wait for it.
+	minLeaseTTL = duration(3 * time.Second)
+	maxLeaseTTL = duration(time.Hour)
 )
 
 // defaultFleetConfig returns [fleet]'s defaults; host_name is filled in
 // by validate (os.Hostname) when the section is there.
 func defaultFleetConfig() fleetConfig {
-	return fleetConfig{PoolSize: defaultFleetPoolSize, Renew: true}
+	return fleetConfig{PoolSize: defaultFleetPoolSize, Renew: true, LeaseTTL: duration(renewer.DefaultLeaseTTL)}
 }
 
 // secret is a configuration value that must never be printed: %v, %s,
@@ -117,6 +129,9 @@ func (c *config) validateFleet(defined bool, bad func(key, format string, args .
 	if f.PoolSize < minFleetPoolSize || f.PoolSize > maxFleetPoolSize {
 		bad("fleet.pool_size", "%d is not from %d to %d (one connection listens for changes, the others serve the admin API and the renewer)",
 			f.PoolSize, minFleetPoolSize, maxFleetPoolSize)
+	}
+	if f.LeaseTTL < minLeaseTTL || f.LeaseTTL > maxLeaseTTL {
+		bad("fleet.lease_ttl", "%v is not from %v to %v", f.LeaseTTL, minLeaseTTL, maxLeaseTTL)
 	}
 	if f.HostName == "" {
 		h, err := os.Hostname()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestFleetConfig: [fleet] needs exactly one of database_url and
@@ -29,14 +30,14 @@ func TestFleetConfig(t *testing.T) {
 		}},
 		{desc: "defaults", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://cs:" + pw + "@db:5432/cs\"\n", check: func(t *testing.T, c config) {
 			h, _ := os.Hostname()
-			if !c.fleetEnabled() || c.Fleet.PoolSize != 10 || !c.Fleet.Renew || c.Fleet.HostName != h {
-				t.Errorf("fleet %+v, want pool 10, renew, host name %q", c.Fleet, h)
+			if !c.fleetEnabled() || c.Fleet.PoolSize != 10 || !c.Fleet.Renew || c.Fleet.HostName != h || c.Fleet.LeaseTTL.std() != 2*time.Minute {
+				t.Errorf("fleet %+v, want pool 10, renew, host name %q, lease_ttl 2m", c.Fleet, h)
 			}
 		}},
-		{desc: "every key", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url_file = \"/etc/certserver/database.url\"\nhost_name = \"edge-7\"\npool_size = 4\nrenew = false\n",
+		{desc: "every key", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url_file = \"/etc/certserver/database.url\"\nhost_name = \"edge-7\"\nlease_ttl = \"30s\"\npool_size = 4\nrenew = false\n",
 			check: func(t *testing.T, c config) {
 				f := c.Fleet
-				if f.DatabaseURLFile != "/etc/certserver/database.url" || f.HostName != "edge-7" || f.PoolSize != 4 || f.Renew {
+				if f.DatabaseURLFile != "/etc/certserver/database.url" || f.HostName != "edge-7" || f.LeaseTTL.std() != 30*time.Second || f.PoolSize != 4 || f.Renew {
 					t.Errorf("fleet %+v", f)
 				}
 			}},
@@ -48,7 +49,8 @@ func TestFleetConfig(t *testing.T) {
 		{desc: "pool too small", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\npool_size = 1\n", want: "fleet.pool_size: 1 is not from 2 to 1000"},
 		{desc: "host name with a space", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\nhost_name = \"a b\"\n", want: "fleet.host_name"},
 		{desc: "no key-encryption key", doc: "[fleet]\ndatabase_url = \"postgres://db/cs\"\n", want: "store.key_encryption_key_file: is required with [fleet]"},
-		{desc: "unknown key", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\npassword = \"x\"\n", want: `unknown key "fleet.password" (keys of [fleet]: database_url, database_url_file, host_name, pool_size, renew)`},
+		{desc: "unknown key", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\npassword = \"x\"\n", want: `unknown key "fleet.password" (keys of [fleet]: database_url, database_url_file, host_name, lease_ttl, pool_size, renew)`},
+		{desc: "lease too short", doc: "[store]\nkey_encryption_key_file = \"/etc/certserver/kek\"\n[fleet]\ndatabase_url = \"postgres://db/cs\"\nlease_ttl = \"1s\"\n", want: "fleet.lease_ttl: 1s is not from 3s to 1h0m0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {

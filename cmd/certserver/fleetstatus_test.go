@@ -36,7 +36,7 @@ func (f hostsFleet) Hosts(ctx context.Context) ([]api.FleetHost, uint64, error) 
 // host exits 3.
 func TestFleetStatus(t *testing.T) {
 	now := time.Now()
-	up := api.FleetStatus{Host: "edge-1", Renews: true, Ready: true, ActiveRenewer: true,
+	up := api.FleetStatus{Host: "edge-1", Renews: true, Ready: true,
 		Database: api.FleetDatabase{Up: true, Since: now.Add(-time.Hour)},
 		Replica:  api.FleetReplica{Applied: 120, Latest: 120}}
 	healthy := []api.FleetHost{
@@ -52,7 +52,7 @@ func TestFleetStatus(t *testing.T) {
 			t.Fatalf("exit %d, want 0\n%s%s", code, out, errOut)
 		}
 		for _, re := range []string{
-			`\nasked     host edge-1, database up, copy at version 120, 0 behind, 3 hosts in the fleet, the fleet's active renewer\n`,
+			`\nasked     host edge-1, database up, copy at version 120, 0 behind, 3 hosts in the fleet, renews\n`,
 			`\ndatabase  latest version 120, 3 hosts\n`,
 			`\nHOST +LAG +LAST-SEEN +RENEWS +LEASES +IN-FLIGHT\n`,
 			`\nedge-1 +0 +\d+s ago +yes +12 +4\n`,

@@ -129,7 +129,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.
 			return nil, fmt.Errorf("preflight: %w", err)
 		}
 	}
-	rn, err := renewer.New(renewer.Config{
+	rc := renewer.Config{
 		Workers:         cfg.Renewer.Workers,
 		OrderTimeout:    a.Timeout.std(),
 		IdleWait:        cfg.Renewer.IdleWait.std(),
@@ -140,10 +140,14 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.
 		Preflight:       preflight,
 		GiveUpAfter:     giveUpAfter(cfg.Renewer),
 		ARIPollInterval: cfg.Renewer.ARIPollInterval.std(),
-		// A fleet host claims work only while it holds the fleet's
-		// renewer role (fleetHost.holdRenewerRole).
-		StandBy: cfg.fleetEnabled(),
-	}, st, logger)
+	}
+	// A fleet host shares the due names with the other renewing hosts
+	// through leases in the fleet's database (found below the key
+	// decorator); a single host's store has none.
+	if leases, ok := store.As[store.Leaser](st); ok {
+		rc.Leases, rc.Host, rc.LeaseTTL = leases, cfg.Fleet.HostName, cfg.Fleet.LeaseTTL.std()
+	}
+	rn, err := renewer.New(rc, st, logger)
 	if err != nil {
 		return nil, fmt.Errorf("renewer: %w", err)
 	}

@@ -345,9 +345,6 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			cancel()
 		})
 	}
-	if fleet != nil && is != nil {
-		wg.Go(func() { fleet.holdRenewerRole(ctx, is.renewer) })
-	}
 	if is == nil && onDemand != nil {
 		// As the renewer's: requests wait in its queue until the
 		// database is open.

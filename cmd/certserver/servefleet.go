@@ -29,9 +29,6 @@ type fleetHost struct {
 	// store is shared through the key decorator.
 	store    *sealed.Store
 	follower fleetFollower
-	// activeRenewer is set while this host holds the fleet's renewer
-	// role (holdRenewerRole).
-	activeRenewer atomic.Bool
 	// renewer is this host's renewer once serve made it (setRenewer);
 	// nil on a host that does not renew. leasesHeld is how many leases
 	// this host held when watchLeases last looked.
@@ -113,31 +110,10 @@ func (f *fleetHost) connect(ctx context.Context, cfg config, logger *slog.Logger
 	}
 }
 
-// holdRenewerRole contends for the fleet's renewer role once the database
-// is open, until ctx ends (see postgres.Store.HoldRenewerLock): rn,
-// started standing by, claims work only while this host holds it. rn
-// logs each change.
-func (f *fleetHost) holdRenewerRole(ctx context.Context, rn *renewer.Renewer) {
-	select {
-	case <-f.shared.Opened():
-	case <-ctx.Done():
-		return
-	}
-	db, err := f.shared.get()
-	if err != nil {
-		return // not reached: the gate is open
-	}
-	_ = db.HoldRenewerLock(ctx, func(held bool) {
-		f.activeRenewer.Store(held)
-		rn.SetActive(held)
-	})
-}
-
 // FleetStatus implements certserver.Fleet.
 func (f *fleetHost) FleetStatus() api.FleetStatus {
 	s := f.follower.FleetStatus()
 	s.Host, s.Renews = f.name, f.renews
-	s.ActiveRenewer = f.activeRenewer.Load()
 	s.InFlight = f.inFlight()
 	s.LeasesHeld = int(f.leasesHeld.Load())
 	return s

@@ -245,13 +245,10 @@ func fleetLine(fl *api.Fleet, now time.Time) string {
 	if fl.Hosts != nil {
 		s += fmt.Sprintf(", %s in the fleet", plural(len(fl.Hosts), "host"))
 	}
-	switch {
-	case !fl.Renews:
+	if fl.Renews {
+		s += ", renews"
+	} else {
 		s += ", serves only (renew = false)"
-	case fl.ActiveRenewer:
-		s += ", the fleet's active renewer"
-	default:
-		s += ", renewer standing by"
 	}
 	return s
 }

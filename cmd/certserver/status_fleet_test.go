@@ -34,7 +34,6 @@ func TestStatusFleet(t *testing.T) {
 		Replica:  api.FleetReplica{Applied: 40, Latest: 40}}
 	up := down
 	up.Database = api.FleetDatabase{Up: true, Since: since}
-	up.ActiveRenewer = true
 
 	t.Run("database down", func(t *testing.T) {
 		// The admin API's own store is the database, which fails.
@@ -44,7 +43,7 @@ func TestStatusFleet(t *testing.T) {
 			t.Fatalf("exit %d, want %d\n%s%s", code, exitAttention, out, errOut)
 		}
 		for _, re := range []string{
-			`\nFLEET     host edge-1, database DOWN for 5m, copy at version 40, 0 behind, renewer standing by\n`,
+			`\nFLEET     host edge-1, database DOWN for 5m, copy at version 40, 0 behind, renews\n`,
 			`\nVERDICT   attention: the fleet's database is down since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(127.0.0.1:5432/certserver: connection refused\): certificates are served`,
 		} {
 			if !regexp.MustCompile(re).MatchString(out) {
@@ -58,7 +57,7 @@ func TestStatusFleet(t *testing.T) {
 		if code != exitOK {
 			t.Fatalf("exit %d, want 0\n%s%s", code, out, errOut)
 		}
-		if !strings.Contains(out, "\nFLEET     host edge-1, database up, copy at version 40, 0 behind, 2 hosts in the fleet, the fleet's active renewer\n") {
+		if !strings.Contains(out, "\nFLEET     host edge-1, database up, copy at version 40, 0 behind, 2 hosts in the fleet, renews\n") {
 			t.Errorf("no FLEET line:\n%s", out)
 		}
 	})

@@ -7,9 +7,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/pgtest"
@@ -187,4 +191,232 @@ func BenchmarkLatestVersion(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
+
+// BenchmarkClaimDue measures how fast a fleet's renewing hosts claim
+// their work: a database of CERTSERVER_BENCH_CLAIM_NAMES (20,000; the
+// issue's figure is for 1,000,000) managed names, of which
+// CERTSERVER_BENCH_CLAIM_DUE (1,000; the 10,000) are due, is
+// worked through by 3 hosts at once; one op is the whole due set.
+//
+//   - claim: each host claims (ClaimDue) up to 4 names at a time (a
+//     renewer with 4 workers), moves their next attempt 60 days on in
+//     one statement of its own and releases the leases: the leases'
+//     own cost, what the claims/s asks for.
+//   - cycle: each host as the renewer does it with 4 workers: its
+//     dispatcher claims as many names as it has free workers, and each
+//     worker writes its name's outcome under the lease (UpdateDomain
+//     with store.WithLease, fenced) and releases it: the whole
+//     bookkeeping of a name in a fleet, less the order.
+//
+// Each reports claims/s (due names per second), the mean time of one
+// ClaimDue call, and the CPU each name took in the hosts and in
+// PostgreSQL, with the rate that CPU allows on 2 idle CPUs (on a loaded
+// machine a steadier measure than the time); cycle also the mean time of
+// one fenced write and of one Release.
+func BenchmarkClaimDue(b *testing.B) {
+	n := benchSize(b, "CERTSERVER_BENCH_CLAIM_NAMES", 20000)
+	due := benchSize(b, "CERTSERVER_BENCH_CLAIM_DUE", 1000)
+	if due > n {
+		b.Fatalf("CERTSERVER_BENCH_CLAIM_DUE %d above CERTSERVER_BENCH_CLAIM_NAMES %d", due, n)
+	}
+	const hosts, workers = 3, 4
+	cluster := pgtest.Shared(b)
+	url := cluster.NewDatabase(b)
+	s := openBench(b, url)
+	ctx := context.Background()
+	now := time.Now()
+	// Every (n/due)th name is due, somewhere in the last hour; the others
+	// in the next 1,000 hours.
+	step := n / due
+	var dueNames []string
+	const chunk = 100000
+	for i := 0; i < n; i += chunk {
+		var ds []*store.Domain
+		for j := i; j < min(i+chunk, n); j++ {
+			d := &store.Domain{Name: fmt.Sprintf("d%07d.example.com", j), State: store.StateValid, Source: "api",
+				NextAttempt: now.Add(time.Duration(1+j%1000) * time.Hour)}
+			if j%step == 0 && len(dueNames) < due {
+				d.NextAttempt = now.Add(-time.Duration(1+j%3600) * time.Second)
+				dueNames = append(dueNames, d.Name)
+			}
+			ds = append(ds, d)
+		}
+		if _, _, err := s.AddDomains(ctx, ds); err != nil {
+			b.Fatal(err)
+		}
+	}
+	conn := benchConn(b, url)
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE domains"); err != nil {
+		b.Fatal(err)
+	}
+	hs := make([]*postgres.Store, hosts)
+	for i := range hs {
+		hs[i] = openBench(b, url)
+	}
+	for _, mode := range []string{"claim", "cycle"} {
+		b.Run(fmt.Sprintf("%s/names=%d/due=%d", mode, n, due), func(b *testing.B) {
+			var (
+				st             claimStats
+				client, server time.Duration
+			)
+			for b.Loop() {
+				b.StopTimer()
+				// Every due name due again, as an hour ago.
+				if _, err := conn.Exec(ctx, "UPDATE domains SET next_attempt = $1 WHERE name = ANY($2)", now.Add(-time.Hour), dueNames); err != nil {
+					b.Fatal(err)
+				}
+				st.claimed.Store(0)
+				c0, s0 := cpu(b, cluster)
+				b.StartTimer()
+				var wg sync.WaitGroup
+				for h, hs := range hs {
+					host := fmt.Sprintf("host%d", h+1)
+					if mode == "claim" {
+						mover := benchConn(b, url)
+						wg.Go(func() { claimOnly(b, hs, mover, host, workers, &st) })
+					} else {
+						wg.Go(func() { claimCycle(b, hs, host, workers, &st) })
+					}
+				}
+				wg.Wait()
+				b.StopTimer()
+				c1, s1 := cpu(b, cluster)
+				client, server = client+c1-c0, server+s1-s0
+				if got := st.claimed.Load(); got != int64(due) {
+					b.Fatalf("%d names claimed, want the %d due", got, due)
+				}
+				b.StartTimer()
+			}
+			names := float64(due) * float64(b.N)
+			b.ReportMetric(names/b.Elapsed().Seconds(), "claims/s")
+			b.ReportMetric(float64(st.claimNanos.Load())/float64(st.calls.Load())/1000, "claim-µs")
+			if mode == "cycle" {
+				b.ReportMetric(float64(st.writeNanos.Load())/names/1000, "write-µs")
+				b.ReportMetric(float64(st.releaseNanos.Load())/names/1000, "release-µs")
+			}
+			cpuPer := (client + server).Seconds() * 1e6 / names
+			b.ReportMetric(client.Seconds()*1e6/names, "host-cpu-µs/claim")
+			b.ReportMetric(server.Seconds()*1e6/names, "pg-cpu-µs/claim")
+			b.ReportMetric(2e6/cpuPer, "cpu-bound-claims/s")
+		})
+	}
+}
+
+// benchConn returns a connection of its own to url, closed when b ends.
+func benchConn(b *testing.B, url string) *pgx.Conn {
+	b.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// claimStats are BenchmarkClaimDue's counters.
+type claimStats struct {
+	claimed, calls, claimNanos, writeNanos, releaseNanos atomic.Int64
+}
+
+// claim is one ClaimDue call of a host, counted.
+func (st *claimStats) claim(s *postgres.Store, host string, limit int) ([]store.Lease, error) {
+	t0 := time.Now()
+	ls, err := s.ClaimDue(context.Background(), host, time.Now(), limit, 2*time.Minute)
+	st.claimNanos.Add(int64(time.Since(t0)))
+	st.calls.Add(1)
+	st.claimed.Add(int64(len(ls)))
+	return ls, err
+}
+
+// claimOnly is one host of BenchmarkClaimDue/claim: claims of up to
+// workers names, each batch moved on by mover in one statement and
+// released, until nothing is left to claim.
+func claimOnly(b *testing.B, s *postgres.Store, mover *pgx.Conn, host string, workers int, st *claimStats) {
+	ctx := context.Background()
+	for {
+		ls, err := st.claim(s, host, workers)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		if len(ls) == 0 {
+			return
+		}
+		names := make([]string, len(ls))
+		for i, l := range ls {
+			names[i] = l.Name
+		}
+		if _, err := mover.Exec(ctx, "UPDATE domains SET next_attempt = $1 WHERE name = ANY($2)", time.Now().Add(60*24*time.Hour), names); err != nil {
+			b.Error(err)
+			return
+		}
+		if err := s.Release(ctx, ls); err != nil {
+			b.Error(err)
+			return
+		}
+	}
+}
+
+// claimCycle is one host of BenchmarkClaimDue/cycle: a dispatcher
+// claiming as many due names as it has free workers, and workers that
+// write each name's outcome under its lease and release it, until
+// nothing is left to claim.
+func claimCycle(b *testing.B, s *postgres.Store, host string, workers int, st *claimStats) {
+	ctx := context.Background()
+	free := make(chan struct{}, workers)
+	for range workers {
+		free <- struct{}{}
+	}
+	jobs := make(chan store.Lease)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for l := range jobs {
+				t0 := time.Now()
+				next := t0.Add(60 * 24 * time.Hour)
+				if err := s.UpdateDomain(store.WithLease(ctx, l), l.Name, func(d *store.Domain) error { d.NextAttempt = next; return nil }); err != nil {
+					b.Error(err)
+				}
+				t1 := time.Now()
+				if err := s.Release(ctx, []store.Lease{l}); err != nil {
+					b.Error(err)
+				}
+				st.writeNanos.Add(int64(t1.Sub(t0)))
+				st.releaseNanos.Add(int64(time.Since(t1)))
+				free <- struct{}{}
+			}
+		})
+	}
+	defer func() {
+		close(jobs)
+		wg.Wait()
+	}()
+	for {
+		<-free
+		n := 1
+	more:
+		for n < workers {
+			select {
+			case <-free:
+				n++
+			default:
+				break more
+			}
+		}
+		ls, err := st.claim(s, host, n)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		if len(ls) == 0 {
+			return
+		}
+		for range n - len(ls) {
+			free <- struct{}{}
+		}
+		for _, l := range ls {
+			jobs <- l
+		}
+	}
 }

@@ -169,13 +169,25 @@ func (s *Store) PutDomain(ctx context.Context, d *store.Domain) error {
 // one fn left as it was, is stored as the current time.
 func (s *Store) UpdateDomain(ctx context.Context, name string, fn func(*store.Domain) error) error {
 	err := s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		old, err := scanDomain(tx.QueryRow(ctx, "SELECT "+domainColumns+" FROM domains WHERE name = $1 FOR UPDATE", name))
+		// The record's lock first, then the lease's (as a claim takes
+		// them), so that the two never wait for each other; in one round
+		// trip.
+		var b pgx.Batch
+		b.Queue("SELECT "+domainColumns+" FROM domains WHERE name = $1 FOR UPDATE", name)
+		fenced := queueFence(ctx, &b)
+		res := tx.SendBatch(ctx, &b)
+		old, err := scanDomain(res.QueryRow())
 		if err != nil {
+			res.Close()
 			return notFound(err)
 		}
-		// The record's lock first, then the lease's (as a claim takes
-		// them), so that the two never wait for each other.
-		if err := fence(ctx, tx); err != nil {
+		if fenced {
+			if err := checkFence(ctx, res.QueryRow()); err != nil {
+				res.Close()
+				return err
+			}
+		}
+		if err := res.Close(); err != nil {
 			return err
 		}
 		rec := *old

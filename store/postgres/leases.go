@@ -192,6 +192,10 @@ func (s *Store) Leases(ctx context.Context) ([]store.Lease, error) {
 	return out, nil
 }
 
+// fenceSQL takes a share lock on a lease's row and reads it while the
+// lease's token is still the name's.
+const fenceSQL = "SELECT true FROM leases WHERE name = $1 AND token = $2 FOR SHARE"
+
 // fence is the check of a write made under a lease (store.WithLease),
 // run in the write's transaction before it writes: a share lock on the
 // lease's row, which a claim of the name (an update of the row) then
@@ -204,8 +208,25 @@ func fence(ctx context.Context, q querier) error {
 	if !ok {
 		return nil
 	}
+	return checkFence(ctx, q.QueryRow(ctx, fenceSQL, l.Name, l.Token))
+}
+
+// queueFence queues fence's statement in b when ctx carries a lease, and
+// reports whether it did; checkFence reads its result.
+func queueFence(ctx context.Context, b *pgx.Batch) bool {
+	l, ok := store.LeaseFrom(ctx)
+	if ok {
+		b.Queue(fenceSQL, l.Name, l.Token)
+	}
+	return ok
+}
+
+// checkFence reads the row of fence's statement for the lease ctx
+// carries.
+func checkFence(ctx context.Context, row pgx.Row) error {
+	l, _ := store.LeaseFrom(ctx)
 	var held bool
-	err := q.QueryRow(ctx, "SELECT true FROM leases WHERE name = $1 AND token = $2 FOR SHARE", l.Name, l.Token).Scan(&held)
+	err := row.Scan(&held)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("the lease of %s on %s (token %d) is no longer held: another host has claimed the name since, or the lease was released: %w",
 			l.Host, l.Name, l.Token, store.ErrLeaseLost)

@@ -27,7 +27,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -92,10 +91,6 @@ type Store struct {
 	log   *slog.Logger
 	now   func() time.Time
 	opts  Options
-	// closed is closed by Close: sessions of their own (the renewer
-	// lock's) end with it.
-	closed    chan struct{}
-	closeOnce sync.Once
 }
 
 var (
@@ -143,13 +138,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres %s: %w", where, err)
 	}
 	s := &Store{
-		closed: make(chan struct{}),
-		pool:   pool,
-		conf:   pc.ConnConfig,
-		where:  where,
-		log:    opts.Logger.With("engine", "postgres", "database", where),
-		now:    opts.Clock,
-		opts:   opts,
+		pool:  pool,
+		conf:  pc.ConnConfig,
+		where: where,
+		log:   opts.Logger.With("engine", "postgres", "database", where),
+		now:   opts.Clock,
+		opts:  opts,
 	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
@@ -191,7 +185,6 @@ func (s *Store) Database() string { return s.where }
 // Close closes the store's pool, waiting for connections in use to be
 // returned. No method may be called after it.
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() { close(s.closed) })
 	s.pool.Close()
 	return nil
 }

@@ -79,8 +79,8 @@ type fleetACMEOptions struct {
 	Extra string
 }
 
-// fleet starts three hosts (opts.Hosts) ordering from the shared Pebble, on a new
-// database of the shared cluster.
+// fleet starts opts.Hosts hosts (three by default) ordering from the
+// shared Pebble, on a new database of the shared cluster.
 func (e *fleetACMEEnv) fleet(t testing.TB, opts fleetACMEOptions) *fleet {
 	t.Helper()
 	if opts.NewOrders == "" {

@@ -74,8 +74,8 @@ func TestFleetAccountRegisteredOnce(t *testing.T) {
 		t.Fatalf("newAccount requests from %d hosts: %d; want 1", hosts, n)
 	}
 
-	// The CA forgets the account (its URL is lost): each host finds out
-	// with the account it loaded, at the same moment.
+	// The CA forgets the account (its URL is lost): each host loads the
+	// lost one, and all find out at the same moment.
 	id := AccountID(env.ca.DirectoryURL, "ops@example.test")
 	rec, err := db.GetAccount(t.Context(), id)
 	if err != nil {
@@ -86,18 +86,17 @@ func TestFleetAccountRegisteredOnce(t *testing.T) {
 	if err := db.PutAccount(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
+	stale := map[*ACMEIssuer]*account{}
 	for _, is := range issuers {
 		is.acct = nil // a restart: load the record again
+		a, err := is.account(t.Context())
+		if err != nil || a.url != lost {
+			t.Fatalf("loaded account %+v, %v; want the lost one", a, err)
+		}
+		stale[is] = a
 	}
 	again := all("registering again", func(is *ACMEIssuer) (string, error) {
-		stale, err := is.account(t.Context())
-		if err != nil {
-			return "", err
-		}
-		if stale.url != lost {
-			t.Errorf("loaded account %q; want the lost one", stale.url)
-		}
-		a, err := is.reregister(context.WithoutCancel(t.Context()), stale)
+		a, err := is.reregister(context.WithoutCancel(t.Context()), stale[is])
 		if err != nil {
 			return "", err
 		}

@@ -150,6 +150,11 @@ func (l *Limiter) update(keys []BucketKey, op func(bs Buckets, now time.Duration
 		op(l.buckets, l.since(l.now()))
 		return nil
 	}
+	if len(keys) == 0 {
+		// Nothing to lock or write (NotIssued of an ARI renewal).
+		op(newView(nil), l.since(l.now()))
+		return nil
+	}
 	if slices.ContainsFunc(keys, func(k BucketKey) bool { d, _ := limitOf(k.Limit); return d.accountWide() }) {
 		l.shared.accountMu.Lock()
 		defer l.shared.accountMu.Unlock()

@@ -41,10 +41,17 @@ acme_addr=127.0.0.1:14000
 mgmt_addr=127.0.0.1:15000
 admin_addr=127.0.0.1:9400
 challenge_addr=127.0.0.1:9402
+zone_addr=127.0.0.1:8054
+acme_zone=acme.localhost
 http_port=8080
 https_port=8443
 names=(demo.localhost shop.localhost www.demo.localhost)
 ondemand_name=anything.localhost
+# One certificate for a wildcard and its apex, through certserver's own
+# DNS-01 zone ($acme_zone): demodns plays the customer's DNS, with the
+# _acme-challenge CNAME into that zone which `domains show` names.
+wild_set=('*.wild.localhost' wild.localhost)
+wild_probe=any.wild.localhost
 
 tty=0
 [ -t 1 ] && tty=1
@@ -183,6 +190,8 @@ check_port tcp 14000 "Pebble ACME directory"
 check_port tcp 15000 "Pebble management API"
 check_port tcp 9400 "certserver admin API"
 check_port tcp 9402 "certserver HTTP-01 challenge listener"
+check_port udp 8054 "certserver DNS-01 zone"
+check_port tcp 8054 "certserver DNS-01 zone"
 check_port tcp "$http_port" "nginx HTTP, where Pebble validates HTTP-01"
 check_port tcp "$https_port" "nginx HTTPS"
 
@@ -260,8 +269,8 @@ chmod 600 "$demo/admin.token"
 
 # --- demodns ----------------------------------------------------------------
 
-say "starting demodns on $dns_addr (*.localhost -> 127.0.0.1)"
-start demodns "$demo/logs/demodns.log" "$demo/bin/demodns" -listen "$dns_addr" -zone localhost
+say "starting demodns on $dns_addr (*.localhost -> 127.0.0.1; $acme_zone -> certserver's zone on $zone_addr)"
+start demodns "$demo/logs/demodns.log" "$demo/bin/demodns" -listen "$dns_addr" -zone localhost -delegate "$acme_zone=$zone_addr"
 dns_pid=${pids[-1]}
 wait_for demodns 10 "$dns_pid" "$demo/logs/demodns.log" tcp_open 127.0.0.1 8053
 
@@ -397,6 +406,18 @@ profile = "default"
 [renewer]
 idle_wait = "5s"
 
+# DNS-01 through certserver's own zone: a wildcard always uses dns-01.
+# demodns stands in for the resolvers (and for the customers' DNS).
+[dns01]
+resolvers = ["$dns_addr"]
+check_authoritative = false
+propagation_timeout = "30s"
+polling_interval = "1s"
+
+[dns01.zone]
+name = "$acme_zone"
+listen = "$zone_addr"
+
 # On demand: a handshake for a name nobody added gets a certificate when
 # the name's DNS points here (preflight.targets). demodns says
 # every *.localhost name does. (allow = ["*.localhost"] would read better,
@@ -427,6 +448,8 @@ unset CERTSERVER_ADMIN_TOKEN
 
 say "certserver domains add ${names[*]}"
 "$cs" domains add "${names[@]}"
+say "certserver domains add '${wild_set[0]}' ${wild_set[1]}   (one certificate for both, over DNS-01)"
+"$cs" domains add "${wild_set[@]}"
 
 # state NAME prints the name's state from `domains show --json`.
 state() {
@@ -439,7 +462,7 @@ start_wait=$(date +%s)
 shown=""
 while :; do
   line="" done_all=1
-  for n in "${names[@]}"; do
+  for n in "${names[@]}" "${wild_set[0]}"; do
     s=$(state "$n"); s=${s:-unknown}
     line="$line $n=$s"
     [ "$s" = valid ] || done_all=0
@@ -475,7 +498,10 @@ run_curl() {
   curl -sS --max-time 10 --cacert "$demo/pebble-root.pem" "https://$1:$https_port/" 2>&1 | sed 's/^/  /'
   return "${PIPESTATUS[0]}"
 }
-for n in "${names[@]}"; do
+printf '\n'
+say "the record the owner of wild.localhost creates once (demodns serves it):"
+"$cs" domains show "${wild_set[0]}" | grep -i 'dns-01' | sed 's/^/  /'
+for n in "${names[@]}" "${wild_set[1]}" "$wild_probe"; do
   if ! run_curl "$n"; then
     failures=$((failures + 1))
     echo "  ^ FAILED: $n should verify against Pebble's root"
@@ -533,6 +559,7 @@ cat <<EOF
 $(say "running. Try it yourself (in another terminal, from $root):")
 
   curl --cacert demo/pebble-root.pem https://shop.localhost:$https_port/
+  curl --cacert demo/pebble-root.pem https://\$RANDOM.wild.localhost:$https_port/   # the wildcard, issued over DNS-01
   curl --cacert demo/pebble-root.pem https://\$RANDOM.localhost:$https_port/   # fails once, works a second later
 
   export CERTSERVER_ADMIN=http://$admin_addr CERTSERVER_ADMIN_TOKEN_FILE=demo/admin.token

@@ -20,6 +20,7 @@ import (
 	"github.com/certserver/certserver/renewer/pebbletest"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/pgtest"
+	"github.com/jackc/pgx/v5"
 )
 
 // issueBound is how long a fleet ACME test waits for names to be issued:
@@ -221,6 +222,31 @@ func (f *fleet) leases(t testing.TB) []store.Lease {
 	return ls
 }
 
+// leaseRows returns the names of every row of the fleet's leases table
+// that host holds, expired or not, straight from the database: read
+// right after host died, these are the names whose work it was cut off
+// from (a row stays when its lease expires until another host claims the
+// name, and goes only when its holder releases it).
+func (f *fleet) leaseRows(t testing.TB, host string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, f.url)
+	if err != nil {
+		t.Fatalf("connect to the fleet's database: %v", err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, "SELECT name FROM leases WHERE host = $1 ORDER BY name", host)
+	if err != nil {
+		t.Fatalf("leases of %s: %v", host, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("leases of %s: %v", host, err)
+	}
+	return names
+}
+
 // member returns the host named name.
 func (f *fleet) member(t testing.TB, name string) *fleetMember {
 	t.Helper()
@@ -310,10 +336,6 @@ func TestFleetACME(t *testing.T) {
 			}
 		}
 		victim := f.member(t, victimName)
-		cut := map[string]bool{}
-		for _, n := range held[victimName] {
-			cut[n] = true
-		}
 		// The CA's validations go to the live hosts only while the
 		// victim is down, as a health-checked load balancer sends them:
 		// a validation reaching a host whose sidecar is dead fails the
@@ -327,7 +349,15 @@ func TestFleetACME(t *testing.T) {
 		e.pointAt("kill", live)
 		victim.side.kill(t)
 		killed := time.Now()
-		t.Logf("killed %s holding %d leases (%v)", victimName, len(cut), held)
+		// The names it held when it died, read now from the database:
+		// the poll above is too early, as the victim may have claimed
+		// (and ordered) more names since.
+		cut := map[string]bool{}
+		rows := f.leaseRows(t, victimName)
+		for _, n := range rows {
+			cut[n] = true
+		}
+		t.Logf("killed %s holding %d leases %v (leases at the last poll: %v)", victimName, len(cut), rows, held)
 		victim.side.restart(t)
 		e.pointAt("kill", f.hosts)
 
@@ -378,12 +408,22 @@ func TestFleetACME(t *testing.T) {
 
 	// A fleet budget of 20 new orders a minute, three hosts ordering 30
 	// names: what Pebble sees never exceeds the budget. The budget is a
-	// GCRA bucket (as Let's Encrypt's): 20 at once, then one every 3 s,
-	// so a stretch of d holds at most 20 + d/3s orders; three hosts each
-	// spending a budget of their own would send 30 at once.
+	// GCRA bucket, as Let's Encrypt's limits are: a full bucket allows 20
+	// orders at once, then one every 3 s (a minute / 20) as it refills.
+	// So the check is: any stretch of orders at Pebble, from one order to
+	// a later one d apart, holds at most 20 + one per 3 s of d (plus
+	// budgetSkew, below).
 	t.Run("budget of 20 new orders a minute", func(t *testing.T) {
 		const burst, per = 20, time.Minute
-		f := e.fleet(t, fleetACMEOptions{NewOrders: fmt.Sprintf("%d/%v", burst, "1m")})
+		// budgetSkew is allowed for the time from a host taking its
+		// token to its order reaching Pebble, which on a loaded machine
+		// can exceed a second: 10 s, worth 3 more orders (10 s / 3 s).
+		// Each host has 10 workers, so three hosts each spending a
+		// budget of their own (20 at once) would order all 30 names at
+		// once: 30 orders within seconds against the 20 + 3 = 23 the
+		// check allows (30 would pass only spread over 20 s or more).
+		const budgetSkew = 10 * time.Second
+		f := e.fleet(t, fleetACMEOptions{NewOrders: fmt.Sprintf("%d/%v", burst, "1m"), Workers: 10})
 		names := fleetNames("budget", 30)
 		before := e.ca.OrderCount()
 		// Added on every host, a third each, so that all three order.
@@ -400,7 +440,7 @@ func TestFleetACME(t *testing.T) {
 		if len(at) != len(names) {
 			t.Errorf("%d orders at Pebble for %d names, want one each", len(at), len(names))
 		}
-		if err := withinBudget(at, burst, per, time.Second); err != nil {
+		if err := withinBudget(at, burst, per, budgetSkew); err != nil {
 			t.Error(err)
 		}
 		t.Logf("orders over %v; at most %d in any minute", at[len(at)-1].Sub(at[0]).Round(time.Millisecond), maxInWindow(at, time.Minute))
@@ -429,27 +469,49 @@ func TestFleetACME(t *testing.T) {
 			defer mu.Unlock()
 			return asked[name]
 		}
-		f := e.fleet(t, fleetACMEOptions{Extra: fmt.Sprintf("\n[on_demand]\nask_url = %q\nresolvers = [%q]\n", ask.URL, e.dns.Addr())})
+		// Verdicts are kept an hour, so that "asked once" holds however
+		// long the handshakes take on a loaded machine (deny_ttl's
+		// default is a minute).
+		f := e.fleet(t, fleetACMEOptions{Extra: fmt.Sprintf("\n[on_demand]\nask_url = %q\nresolvers = [%q]\nallow_ttl = \"1h\"\ndeny_ttl = \"1h\"\n", ask.URL, e.dns.Addr())})
 		before := e.ca.OrderCount()
 
+		// spread makes handshake i for name(i) on host i%3, 12 at a
+		// time. A handshake can fail on a loaded machine (it times out
+		// after 5 s), so a failed one is tried again, up to three times
+		// in all, and at most 1% of all attempts may fail; but every
+		// handshake i must complete once, or the host did not surely see
+		// its name.
 		var handshakes, failed atomic.Int64
 		spread := func(n int, name func(i int) string) {
 			var wg sync.WaitGroup
-			var next atomic.Int64
+			var next, missed atomic.Int64
 			for range 12 {
 				wg.Go(func() {
 					for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 						m := f.hosts[i%len(f.hosts)]
-						handshakes.Add(1)
-						if _, err := handshake(m.ngx.HTTPSAddr(), name(i), nil); err != nil {
-							if failed.Add(1) == 1 {
-								t.Errorf("%s: handshake for %s: %v", m.name, name(i), err)
+						var err error
+						for range 3 {
+							handshakes.Add(1)
+							if _, err = handshake(m.ngx.HTTPSAddr(), name(i), nil); err == nil {
+								break
 							}
+							if failed.Add(1) <= 5 {
+								t.Logf("%s: handshake for %s: %v", m.name, name(i), err)
+							}
+						}
+						if err != nil && missed.Add(1) <= 5 {
+							t.Errorf("%s: no handshake for %s completed in three tries (last: %v)", m.name, name(i), err)
 						}
 					}
 				})
 			}
 			wg.Wait()
+			if n := missed.Load(); n > 5 {
+				t.Errorf("... %d handshakes in all never completed", n)
+			}
+			if h, fl := handshakes.Load(), failed.Load(); fl > h/100 {
+				t.Errorf("%d of %d handshakes failed, want at most 1%%", fl, h)
+			}
 		}
 		spread(1000, func(int) string { return allowed })
 		within(t, allowed+" served a verified chain by every host", e.servesVerified(t, f, []string{allowed}))
@@ -476,7 +538,7 @@ func TestFleetACME(t *testing.T) {
 		// Each name on every host, one after another: handshake i is for
 		// name i/3 on host i%3.
 		spread(3*len(refused), func(i int) string { return refused[i/3] })
-		eventually(t, 2*time.Minute, "every refused name asked", func() error {
+		eventually(t, issueBound, "every refused name asked", func() error {
 			for _, n := range refused {
 				if asks(n) == 0 {
 					return fmt.Errorf("%s not asked yet", n)
@@ -585,8 +647,10 @@ func TestFleetACME(t *testing.T) {
 		if !sameSerialHex(got.Serial, standing) {
 			t.Errorf("the fleet's certificate for %s is serial %s after the paused host resumed, want %s (the other host's)", name, got.Serial, standing)
 		}
-		if !strings.Contains(holder.side.log(), "lease") {
-			t.Errorf("%s's log says nothing of the lease it lost", holder.name)
+		// renewer/lease.go logs one of these when a lease is lost or
+		// lapses under a running order.
+		if log := holder.side.log(); !strings.Contains(log, "lease on "+name+" lost") && !strings.Contains(log, "cannot renew the lease on "+name) {
+			t.Errorf("%s's log says neither \"lease on %s lost\" nor \"cannot renew the lease on %s\"", holder.name, name, name)
 		}
 		within(t, "the other host's certificate served by every host", func() error {
 			for _, m := range f.hosts {

@@ -32,7 +32,7 @@ func (p *Policy) checkShared(ctx context.Context, name string) Decision {
 		}
 		if v.State != store.VerdictChecking {
 			d := Decision{Allow: v.State == store.VerdictAllowed, Reason: v.Reason}
-			p.remember(name, cachedDecision{Decision: d, until: p.until(d, v.Expires)})
+			p.remember(name, cachedDecision{Decision: d, until: p.until(d, v.Left)})
 			return d
 		}
 		poll := time.NewTimer(sharedPoll)
@@ -66,15 +66,14 @@ func (p *Policy) decideShared(ctx context.Context, name string) Decision {
 	return d
 }
 
-// until is how long this host remembers d, the fleet's verdict that
-// lapses at expires: no longer than the verdict, nor than its own TTL.
-func (p *Policy) until(d Decision, expires time.Time) time.Time {
+// until is until when this host remembers d, the fleet's verdict that
+// had left to live when the store returned it (by the store's clock,
+// which this host's need not agree with): no longer than the verdict,
+// nor than its own TTL.
+func (p *Policy) until(d Decision, left time.Duration) time.Time {
 	ttl := p.cfg.DenyTTL
 	if d.Allow {
 		ttl = p.cfg.AllowTTL
 	}
-	if own := p.cfg.Now().Add(ttl); own.Before(expires) {
-		return own
-	}
-	return expires
+	return p.cfg.Now().Add(min(ttl, left))
 }

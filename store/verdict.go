@@ -42,6 +42,10 @@ type Verdict struct {
 	// Expires is when the verdict lapses (the store's clock): the name is
 	// checked again after it.
 	Expires time.Time `json:"expires"`
+	// Left is how long the verdict had before it lapsed when the store
+	// returned it, by the store's clock. A host compares this, not
+	// Expires, with its own clock, which may not agree with the store's.
+	Left time.Duration `json:"-"`
 }
 
 // Verdicts is implemented by a shared store whose hosts share the
@@ -58,7 +62,7 @@ type Verdicts interface {
 
 	// PutVerdict records v (State VerdictAllowed or VerdictRefused) until
 	// now+ttl, whatever the name had, and returns it as stored (with its
-	// Expires). A state other than those two, or an empty name or host,
+	// Expires and Left). A state other than those two, or an empty name or host,
 	// wraps ErrInvalid.
 	PutVerdict(ctx context.Context, v Verdict, ttl time.Duration) (Verdict, error)
 }

@@ -1,0 +1,79 @@
+package renewer
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/storetest"
+)
+
+// clockVerdicts is a store.Verdicts in memory whose clock (now) need not
+// agree with its hosts'.
+type clockVerdicts struct {
+	mu     sync.Mutex
+	now    func() time.Time
+	rows   map[string]store.Verdict
+	claims int
+	puts   []store.Verdict
+}
+
+func (f *clockVerdicts) ClaimVerdict(_ context.Context, name, host string, ttl time.Duration) (store.Verdict, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.claims++
+	now := f.now()
+	if v, ok := f.rows[name]; ok && v.Expires.After(now) {
+		v.Left = v.Expires.Sub(now)
+		return v, false, nil
+	}
+	v := store.Verdict{Name: name, State: store.VerdictChecking, Host: host, Expires: now.Add(ttl), Left: ttl}
+	f.rows[name] = v
+	return v, true, nil
+}
+
+func (f *clockVerdicts) PutVerdict(_ context.Context, v store.Verdict, ttl time.Duration) (store.Verdict, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v.Expires, v.Left = f.now().Add(ttl), ttl
+	f.rows[v.Name] = v
+	f.puts = append(f.puts, v)
+	return v, nil
+}
+
+// TestPolicySharedVerdictByTheStoreClock: a host remembers the fleet's
+// verdict for as long as the store says it has left, not until its
+// Expires read on the host's own clock, which here runs an hour ahead of
+// the store's (so it would forget the verdict at once and claim again on
+// every request).
+func TestPolicySharedVerdictByTheStoreClock(t *testing.T) {
+	ask := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(ask.Close)
+	dbClock, hostClock := storetest.NewClock(), storetest.NewClock()
+	hostClock.Advance(time.Hour)
+	db := &clockVerdicts{now: dbClock.Now, rows: map[string]store.Verdict{}}
+	const name = "yes.example.test"
+	db.rows[name] = store.Verdict{Name: name, State: store.VerdictAllowed, Host: "h2", Expires: dbClock.Now().Add(time.Minute)}
+	p, err := NewPolicy(PolicyConfig{AskURL: ask.URL, Shared: db, Host: "h1", Now: hostClock.Now}, nil, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if d := p.Check(t.Context(), name); !d.Allow {
+			t.Fatalf("Check = %+v, want the fleet's verdict", d)
+		}
+	}
+	if db.claims != 1 {
+		t.Errorf("%d claims for three requests within the verdict's minute, want 1", db.claims)
+	}
+	hostClock.Advance(time.Minute)
+	dbClock.Advance(time.Minute)
+	p.Check(t.Context(), name)
+	if db.claims != 2 {
+		t.Errorf("%d claims after the verdict lapsed, want 2", db.claims)
+	}
+}

@@ -57,7 +57,8 @@ type Verdicts interface {
 	// host until now+ttl and returns it with claimed true: host must then
 	// check the name and record the outcome with PutVerdict. It is
 	// atomic: of the hosts that claim one name at the same moment exactly
-	// one gets claimed true.
+	// one gets claimed true. A claim by host that finds host's own
+	// unexpired VerdictChecking (a retried claim) returns it claimed true.
 	ClaimVerdict(ctx context.Context, name, host string, ttl time.Duration) (v Verdict, claimed bool, err error)
 
 	// PutVerdict records v (State VerdictAllowed or VerdictRefused) until

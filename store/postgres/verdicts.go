@@ -36,7 +36,7 @@ func (s *Store) verdictNow() *int64 {
 // a 'checking' row that takes the name only when it has none or its
 // verdict has expired (ON CONFLICT ... WHERE), so that of the hosts
 // claiming one name at once exactly one gets the row; the others read the
-// row that won.
+// row that won. A host that finds its own unexpired claim has claimed.
 func (s *Store) ClaimVerdict(ctx context.Context, name, host string, ttl time.Duration) (store.Verdict, bool, error) {
 	if name == "" || host == "" {
 		return store.Verdict{}, false, fmt.Errorf("claim verdict: empty name or host: %w", store.ErrInvalid)
@@ -76,7 +76,11 @@ func (s *Store) ClaimVerdict(ctx context.Context, name, host string, ttl time.Du
 				return err
 			}
 			if left > 0 {
-				v.State, v.Expires, v.Left, claimed = store.VerdictState(state), fromNanos(exp), time.Duration(left), false
+				// This host's own claim is its: a claim retried after its
+				// insert committed but the reply was lost must not wait
+				// on itself.
+				v.State, v.Expires, v.Left = store.VerdictState(state), fromNanos(exp), time.Duration(left)
+				claimed = v.State == store.VerdictChecking && v.Host == host
 				return nil
 			}
 		}

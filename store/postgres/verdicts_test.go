@@ -30,6 +30,11 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 	if err != nil || claimed || v.State != store.VerdictChecking || v.Host != "h1" {
 		t.Fatalf("h2's claim while h1 checks = %+v, %v, %v; want h1's claim, not claimed", v, claimed, err)
 	}
+	// A claim retried (its first reply lost) is the host's own.
+	v, claimed, err = s.ClaimVerdict(c, name, "h1", 10*time.Second)
+	if err != nil || !claimed || v.State != store.VerdictChecking || v.Host != "h1" {
+		t.Fatalf("h1's claim again while it checks = %+v, %v, %v; want its claim, claimed", v, claimed, err)
+	}
 	put, err := s.PutVerdict(c, store.Verdict{Name: name, State: store.VerdictRefused, Reason: "ask URL answered 403", Host: "h1"}, time.Minute)
 	if err != nil || !put.Expires.Equal(clock.Now().Add(time.Minute)) {
 		t.Fatalf("PutVerdict = %+v, %v", put, err)
@@ -65,9 +70,9 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 	}
 }
 
-// TestVerdictClaimIsAtomicAcrossHosts: three hosts (each its own store
-// and pool) claiming one name at the same moment, many times over: one
-// claim wins.
+// TestVerdictClaimIsAtomicAcrossHosts: three stores (each its own
+// pool), each claiming for eight hosts, one name at the same moment, many
+// times over: one claim wins.
 func TestVerdictClaimIsAtomicAcrossHosts(t *testing.T) {
 	url := pgtest.New(t)
 	hosts := []string{"h1", "h2", "h3"}
@@ -79,7 +84,10 @@ func TestVerdictClaimIsAtomicAcrossHosts(t *testing.T) {
 	)
 	for _, h := range hosts {
 		s := openURL(t, url, nil)
-		for range 8 {
+		for g := range 8 {
+			// Each claimer a host of its own: a host's own claim is
+			// claimed again by it (a retry).
+			h := h + "-" + string(rune('a'+g))
 			wg.Go(func() {
 				for i := range 20 {
 					name := "n" + string(rune('a'+i)) + ".example.com"

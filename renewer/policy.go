@@ -85,6 +85,9 @@ type Policy struct {
 	client   *http.Client
 	log      *slog.Logger
 
+	// claimMargin is claimMargin but in tests (see claimTTL).
+	claimMargin time.Duration
+
 	group singleflight.Group
 	mu    sync.Mutex
 	cache map[string]cachedDecision
@@ -129,6 +132,8 @@ func NewPolicy(cfg PolicyConfig, resolver *Resolver, logger *slog.Logger) (*Poli
 		client:   &http.Client{Timeout: cfg.AskTimeout},
 		log:      logger,
 		cache:    map[string]cachedDecision{},
+
+		claimMargin: claimMargin,
 	}
 	for _, pat := range cfg.Allow {
 		n, err := hostname.NormalizePattern(pat)

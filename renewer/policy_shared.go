@@ -12,9 +12,18 @@ import (
 const sharedPoll = 100 * time.Millisecond
 
 // claimMargin is added to AskTimeout for how long a host's claim of a
-// check holds: the evaluation (DNS, then the ask URL) ends well within
-// it, and a host that dies while checking holds the name up no longer.
+// check holds (claimTTL): the evaluation (DNS, then the ask URL) is cut
+// off half of it before the claim lapses (checkBound), and a host that
+// dies while checking holds the name up no longer.
 const claimMargin = 10 * time.Second
+
+// claimTTL is how long this host's claim of a check holds.
+func (p *Policy) claimTTL() time.Duration { return p.cfg.AskTimeout + p.claimMargin }
+
+// checkBound is how long this host's check of a name it claimed may
+// take: it ends before the claim lapses, so that no other host checks the
+// name at the same time.
+func (p *Policy) checkBound() time.Duration { return p.claimTTL() - p.claimMargin/2 }
 
 // checkShared is Check's evaluation on a fleet host (PolicyConfig.Shared):
 // the fleet's verdict when there is one, else this host's own check,
@@ -23,7 +32,7 @@ func (p *Policy) checkShared(ctx context.Context, name string) Decision {
 	wait := time.NewTimer(p.cfg.SharedWait)
 	defer wait.Stop()
 	for {
-		v, claimed, err := p.cfg.Shared.ClaimVerdict(ctx, name, p.cfg.Host, p.cfg.AskTimeout+claimMargin)
+		v, claimed, err := p.cfg.Shared.ClaimVerdict(ctx, name, p.cfg.Host, p.claimTTL())
 		if err != nil {
 			return Decision{Undecided: true, Reason: "the fleet's verdicts cannot be read: " + err.Error(), Err: err}
 		}
@@ -49,10 +58,13 @@ func (p *Policy) checkShared(ctx context.Context, name string) Decision {
 }
 
 // decideShared evaluates name, whose check this host claimed, and records
-// the verdict for the fleet. A verdict that cannot be recorded is still
-// this host's decision; the claim lapses and another host checks again.
+// the verdict for the fleet. The evaluation ends before the claim lapses
+// (checkBound). A verdict that cannot be recorded is still this host's
+// decision; the claim lapses and another host checks again.
 func (p *Policy) decideShared(ctx context.Context, name string) Decision {
-	d := p.evaluate(ctx, name)
+	ectx, cancel := context.WithTimeout(ctx, p.checkBound())
+	d := p.evaluate(ectx, name)
+	cancel()
 	ttl := p.cfg.DenyTTL
 	v := store.Verdict{Name: name, State: store.VerdictRefused, Reason: d.Reason, Host: p.cfg.Host}
 	if d.Allow {

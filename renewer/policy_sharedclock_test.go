@@ -2,6 +2,7 @@ package renewer
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -75,5 +76,40 @@ func TestPolicySharedVerdictByTheStoreClock(t *testing.T) {
 	p.Check(t.Context(), name)
 	if db.claims != 2 {
 		t.Errorf("%d claims after the verdict lapsed, want 2", db.claims)
+	}
+}
+
+// TestPolicySharedCheckEndsWithinItsClaim: a check whose DNS lookup
+// hangs (a server that never answers, with a resolver that would wait a
+// minute) is cut off before the host's claim of it lapses, so no other
+// host checks the name at the same time.
+func TestPolicySharedCheckEndsWithinItsClaim(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	res, err := NewResolver([]string{pc.LocalAddr().String()}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := &clockVerdicts{now: time.Now, rows: map[string]store.Verdict{}}
+	p, err := NewPolicy(PolicyConfig{Targets: []string{"192.0.2.1"}, AskTimeout: 10 * time.Millisecond, Shared: db, Host: "h1"}, res, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.claimMargin = 200 * time.Millisecond // a claim of 210ms; the check is cut off after 110ms
+	done := make(chan Decision, 1)
+	go func() { done <- p.Check(t.Context(), "hang.example.test") }()
+	select {
+	case d := <-done:
+		if d.Allow || d.Undecided {
+			t.Errorf("Check = %+v, want refused", d)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the check outlived its claim (210ms) by 30s")
+	}
+	if p.checkBound() >= p.claimTTL() {
+		t.Errorf("check bound %s, claim %s: the check may outlive its claim", p.checkBound(), p.claimTTL())
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -14,6 +15,10 @@ import (
 // random names are checked once for the fleet, however many hosts see
 // them, and three hosts that see one name at the same moment make one
 // check.
+
+// ErrClaimLost is PutVerdict's error when another host has claimed the
+// check since the writer's claim lapsed.
+var ErrClaimLost = errors.New("another host has claimed the check")
 
 // VerdictState is what a Verdict says.
 type VerdictState string
@@ -62,8 +67,10 @@ type Verdicts interface {
 	ClaimVerdict(ctx context.Context, name, host string, ttl time.Duration) (v Verdict, claimed bool, err error)
 
 	// PutVerdict records v (State VerdictAllowed or VerdictRefused) until
-	// now+ttl, whatever the name had, and returns it as stored (with its
-	// Expires and Left). A state other than those two, or an empty name or host,
-	// wraps ErrInvalid.
+	// now+ttl and returns it as stored (with its Expires and Left), over
+	// v.Host's own claim, a verdict, an expired claim or nothing; over
+	// another host's unexpired claim (v.Host's lapsed and that host now
+	// checks the name) it records nothing and wraps ErrClaimLost. A state
+	// other than those two, or an empty name or host, wraps ErrInvalid.
 	PutVerdict(ctx context.Context, v Verdict, ttl time.Duration) (Verdict, error)
 }

@@ -92,7 +92,8 @@ func (s *Store) ClaimVerdict(ctx context.Context, name, host string, ttl time.Du
 	return v, claimed, nil
 }
 
-// PutVerdict implements store.Verdicts.
+// PutVerdict implements store.Verdicts in one statement: an upsert that
+// does not overwrite another host's unexpired claim.
 func (s *Store) PutVerdict(ctx context.Context, v store.Verdict, ttl time.Duration) (store.Verdict, error) {
 	switch {
 	case v.Name == "" || v.Host == "":
@@ -106,8 +107,13 @@ func (s *Store) PutVerdict(ctx context.Context, v store.Verdict, ttl time.Durati
 			INSERT INTO on_demand_verdicts (name, state, reason, host, expires_ns)
 			SELECT $1, $2, $3, $4, clk.t + $5::bigint FROM clk
 			ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, host = EXCLUDED.host, expires_ns = EXCLUDED.expires_ns
+			WHERE on_demand_verdicts.state <> 'checking' OR on_demand_verdicts.host = EXCLUDED.host
+				OR on_demand_verdicts.expires_ns <= (SELECT t FROM clk)
 			RETURNING expires_ns, expires_ns - (SELECT t FROM clk)`,
 			v.Name, string(v.State), v.Reason, v.Host, int64(ttl), s.verdictNow()).Scan(&exp, &left)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrClaimLost
+		}
 		v.Expires, v.Left = fromNanos(exp), time.Duration(left)
 		return err
 	})

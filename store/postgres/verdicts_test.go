@@ -54,6 +54,13 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 	if v, claimed, err = s.ClaimVerdict(c, name, "h3", 10*time.Second); err != nil || !claimed || v.Host != "h3" {
 		t.Fatalf("claim after h2's claim lapsed = %+v, %v, %v; want h3's claim", v, claimed, err)
 	}
+	// h2, whose check outlived its claim, does not overwrite h3's.
+	if v, err := s.PutVerdict(c, store.Verdict{Name: name, State: store.VerdictAllowed, Host: "h2"}, time.Minute); !errors.Is(err, store.ErrClaimLost) {
+		t.Fatalf("h2's verdict over h3's claim = %+v, %v; want ErrClaimLost", v, err)
+	}
+	if v, claimed, err = s.ClaimVerdict(c, name, "h1", 10*time.Second); err != nil || claimed || v.Host != "h3" || v.State != store.VerdictChecking {
+		t.Fatalf("claim after h2's late verdict = %+v, %v, %v; want h3's claim still", v, claimed, err)
+	}
 
 	for _, bad := range []store.Verdict{
 		{Name: name, State: store.VerdictChecking, Host: "h1"},

@@ -17,6 +17,13 @@ const sharedPoll = 100 * time.Millisecond
 // dies while checking holds the name up no longer.
 const claimMargin = 10 * time.Second
 
+// transientTTL bounds how long a refusal that is a host's failure to
+// check the name (Decision.Transient) is shared with the fleet and
+// remembered: long enough that the hosts waiting for the check get it,
+// short enough that one host's DNS or network trouble does not refuse
+// the name fleet-wide for DenyTTL.
+const transientTTL = 10 * time.Second
+
 // claimTTL is how long this host's claim of a check holds.
 func (p *Policy) claimTTL() time.Duration { return p.cfg.AskTimeout + p.claimMargin }
 
@@ -59,7 +66,8 @@ func (p *Policy) checkShared(ctx context.Context, name string) Decision {
 
 // decideShared evaluates name, whose check this host claimed, and records
 // the verdict for the fleet. The evaluation ends before the claim lapses
-// (checkBound). A verdict that cannot be recorded is still this host's
+// (checkBound). A refusal that is this host's failure to check the name
+// (Transient) is shared for transientTTL at most. A verdict that cannot be recorded is still this host's
 // decision; the claim lapses and another host checks again.
 func (p *Policy) decideShared(ctx context.Context, name string) Decision {
 	ectx, cancel := context.WithTimeout(ctx, p.checkBound())
@@ -67,8 +75,11 @@ func (p *Policy) decideShared(ctx context.Context, name string) Decision {
 	cancel()
 	ttl := p.cfg.DenyTTL
 	v := store.Verdict{Name: name, State: store.VerdictRefused, Reason: d.Reason, Host: p.cfg.Host}
-	if d.Allow {
+	switch {
+	case d.Allow:
 		ttl, v.State = p.cfg.AllowTTL, store.VerdictAllowed
+	case d.Transient:
+		ttl = min(ttl, transientTTL)
 	}
 	until := p.cfg.Now().Add(ttl)
 	if _, err := p.cfg.Shared.PutVerdict(ctx, v, ttl); err != nil {

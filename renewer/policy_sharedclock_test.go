@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,5 +112,47 @@ func TestPolicySharedCheckEndsWithinItsClaim(t *testing.T) {
 	}
 	if p.checkBound() >= p.claimTTL() {
 		t.Errorf("check bound %s, claim %s: the check may outlive its claim", p.checkBound(), p.claimTTL())
+	}
+}
+
+// TestPolicySharedTransientRefusal: a refusal that is one host's failure
+// to check the name (its ask URL down) is shared with the fleet, and
+// remembered, for transientTTL only; a definite refusal for DenyTTL.
+func TestPolicySharedTransientRefusal(t *testing.T) {
+	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Query().Get("domain"), "down.") {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		http.Error(w, "no", http.StatusForbidden)
+	}))
+	t.Cleanup(ask.Close)
+	clock := storetest.NewClock()
+	db := &clockVerdicts{now: clock.Now, rows: map[string]store.Verdict{}}
+	p, err := NewPolicy(PolicyConfig{AskURL: ask.URL, Shared: db, Host: "h1", DenyTTL: time.Hour, Now: clock.Now}, nil, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"down.example.test", transientTTL}, {"no.example.test", time.Hour}} {
+		d := p.Check(t.Context(), c.name)
+		if d.Allow || d.Undecided {
+			t.Fatalf("Check(%s) = %+v, want refused", c.name, d)
+		}
+		put := db.puts[len(db.puts)-1]
+		if put.Name != c.name || put.Left != c.ttl {
+			t.Errorf("shared %+v, want %s refused for %s", put, c.name, c.ttl)
+		}
+	}
+	// Past transientTTL this host checks the name it failed to check again,
+	// not the one refused.
+	clock.Advance(transientTTL)
+	claims := db.claims
+	p.Check(t.Context(), "down.example.test")
+	p.Check(t.Context(), "no.example.test")
+	if db.claims != claims+1 {
+		t.Errorf("%d claims past transientTTL, want 1 (the name that failed)", db.claims-claims)
 	}
 }

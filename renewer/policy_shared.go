@@ -8,7 +8,7 @@ import (
 )
 
 // sharedPoll is how often a host waiting for another host's check of a
-// name looks for its verdict.
+// name reads its verdict (GetVerdict).
 const sharedPoll = 100 * time.Millisecond
 
 // claimMargin is added to AskTimeout for how long a host's claim of a
@@ -38,8 +38,8 @@ func (p *Policy) checkBound() time.Duration { return p.claimTTL() - p.claimMargi
 func (p *Policy) checkShared(ctx context.Context, name string) Decision {
 	wait := time.NewTimer(p.cfg.SharedWait)
 	defer wait.Stop()
+	v, claimed, err := p.cfg.Shared.ClaimVerdict(ctx, name, p.cfg.Host, p.claimTTL())
 	for {
-		v, claimed, err := p.cfg.Shared.ClaimVerdict(ctx, name, p.cfg.Host, p.claimTTL())
 		if err != nil {
 			return Decision{Undecided: true, Reason: "the fleet's verdicts cannot be read: " + err.Error(), Err: err}
 		}
@@ -60,6 +60,13 @@ func (p *Policy) checkShared(ctx context.Context, name string) Decision {
 		case <-ctx.Done():
 			poll.Stop()
 			return Decision{Undecided: true, Reason: ctx.Err().Error(), Err: ctx.Err()}
+		}
+		// A plain read while the other host's claim holds; a claim
+		// (a write) only once it lapsed.
+		var ok bool
+		v, ok, err = p.cfg.Shared.GetVerdict(ctx, name)
+		if err == nil && !ok {
+			v, claimed, err = p.cfg.Shared.ClaimVerdict(ctx, name, p.cfg.Host, p.claimTTL())
 		}
 	}
 }

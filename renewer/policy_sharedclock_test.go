@@ -21,13 +21,20 @@ type clockVerdicts struct {
 	now    func() time.Time
 	rows   map[string]store.Verdict
 	claims int
+	gets   int
 	puts   []store.Verdict
+	// onRead, when set, runs before each ClaimVerdict and GetVerdict
+	// (the lock held, the call counted).
+	onRead func(f *clockVerdicts)
 }
 
 func (f *clockVerdicts) ClaimVerdict(_ context.Context, name, host string, ttl time.Duration) (store.Verdict, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.claims++
+	if f.onRead != nil {
+		f.onRead(f)
+	}
 	now := f.now()
 	if v, ok := f.rows[name]; ok && v.Expires.After(now) {
 		v.Left = v.Expires.Sub(now)
@@ -35,6 +42,22 @@ func (f *clockVerdicts) ClaimVerdict(_ context.Context, name, host string, ttl t
 	}
 	v := store.Verdict{Name: name, State: store.VerdictChecking, Host: host, Expires: now.Add(ttl), Left: ttl}
 	f.rows[name] = v
+	return v, true, nil
+}
+
+func (f *clockVerdicts) GetVerdict(_ context.Context, name string) (store.Verdict, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets++
+	if f.onRead != nil {
+		f.onRead(f)
+	}
+	now := f.now()
+	v, ok := f.rows[name]
+	if !ok || !v.Expires.After(now) {
+		return store.Verdict{}, false, nil
+	}
+	v.Left = v.Expires.Sub(now)
 	return v, true, nil
 }
 
@@ -154,5 +177,49 @@ func TestPolicySharedTransientRefusal(t *testing.T) {
 	p.Check(t.Context(), "no.example.test")
 	if db.claims != claims+1 {
 		t.Errorf("%d claims past transientTTL, want 1 (the name that failed)", db.claims-claims)
+	}
+}
+
+// TestPolicySharedWaitReads: a host waiting for another host's check
+// reads the verdict (GetVerdict) and claims the check (a write) only
+// once the other host's claim lapsed.
+func TestPolicySharedWaitReads(t *testing.T) {
+	ask := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(ask.Close)
+	clock := storetest.NewClock()
+	db := &clockVerdicts{now: clock.Now, rows: map[string]store.Verdict{}}
+	p, err := NewPolicy(PolicyConfig{AskURL: ask.URL, Shared: db, Host: "h1", SharedWait: time.Hour, Now: clock.Now}, nil, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// h2 checks a.example.test and records its verdict before the fourth
+	// call.
+	const a = "a.example.test"
+	db.rows[a] = store.Verdict{Name: a, State: store.VerdictChecking, Host: "h2", Expires: clock.Now().Add(time.Minute)}
+	db.onRead = func(f *clockVerdicts) {
+		if f.claims+f.gets == 4 {
+			f.rows[a] = store.Verdict{Name: a, State: store.VerdictRefused, Reason: "no", Host: "h2", Expires: clock.Now().Add(time.Minute)}
+		}
+	}
+	if d := p.Check(t.Context(), a); d.Allow || d.Reason != "no" {
+		t.Errorf("Check(%s) = %+v, want h2's refusal", a, d)
+	}
+	if db.claims != 1 || db.gets != 3 {
+		t.Errorf("%d claims and %d reads while h2 checked, want 1 claim, then 3 reads", db.claims, db.gets)
+	}
+	// h2 dies checking b.example.test: its claim lapses, and h1 claims.
+	const b = "b.example.test"
+	db.rows[b] = store.Verdict{Name: b, State: store.VerdictChecking, Host: "h2", Expires: clock.Now().Add(time.Minute)}
+	db.claims, db.gets = 0, 0
+	db.onRead = func(f *clockVerdicts) {
+		if f.claims+f.gets == 3 {
+			clock.Advance(time.Minute)
+		}
+	}
+	if d := p.Check(t.Context(), b); !d.Allow {
+		t.Errorf("Check(%s) = %+v, want h1's own check", b, d)
+	}
+	if db.claims != 2 || db.gets != 2 {
+		t.Errorf("%d claims and %d reads with h2's claim lapsing, want 2 claims (before and after), 2 reads", db.claims, db.gets)
 	}
 }

@@ -66,6 +66,11 @@ type Verdicts interface {
 	// unexpired VerdictChecking (a retried claim) returns it claimed true.
 	ClaimVerdict(ctx context.Context, name, host string, ttl time.Duration) (v Verdict, claimed bool, err error)
 
+	// GetVerdict returns name's unexpired verdict (a claim included)
+	// with ok true, or ok false when it has none: a plain read, for a host
+	// waiting for another's check.
+	GetVerdict(ctx context.Context, name string) (v Verdict, ok bool, err error)
+
 	// PutVerdict records v (State VerdictAllowed or VerdictRefused) until
 	// now+ttl and returns it as stored (with its Expires and Left), over
 	// v.Host's own claim, a verdict, an expired claim or nothing; over

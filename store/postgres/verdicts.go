@@ -92,6 +92,40 @@ func (s *Store) ClaimVerdict(ctx context.Context, name, host string, ttl time.Du
 	return v, claimed, nil
 }
 
+// GetVerdict implements store.Verdicts.
+func (s *Store) GetVerdict(ctx context.Context, name string) (store.Verdict, bool, error) {
+	if name == "" {
+		return store.Verdict{}, false, fmt.Errorf("get verdict: empty name: %w", store.ErrInvalid)
+	}
+	var (
+		v  store.Verdict
+		ok bool
+	)
+	err := s.query(ctx, func(q querier) error {
+		v, ok = store.Verdict{Name: name}, false
+		var state string
+		var exp, left int64
+		err := q.QueryRow(ctx, `WITH clk AS (SELECT `+verdictNowSQL(2)+` AS t)
+			SELECT state, reason, host, expires_ns, expires_ns - clk.t FROM on_demand_verdicts, clk WHERE name = $1 AND expires_ns > clk.t`,
+			name, s.verdictNow()).Scan(&state, &v.Reason, &v.Host, &exp, &left)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v.State, v.Expires, v.Left, ok = store.VerdictState(state), fromNanos(exp), time.Duration(left), true
+		return nil
+	})
+	if err != nil {
+		return store.Verdict{}, false, fmt.Errorf("get verdict on %s: %w", name, err)
+	}
+	if !ok {
+		return store.Verdict{}, false, nil
+	}
+	return v, true, nil
+}
+
 // PutVerdict implements store.Verdicts in one statement: an upsert that
 // does not overwrite another host's unexpired claim.
 func (s *Store) PutVerdict(ctx context.Context, v store.Verdict, ttl time.Duration) (store.Verdict, error) {

@@ -30,6 +30,9 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 	if err != nil || claimed || v.State != store.VerdictChecking || v.Host != "h1" {
 		t.Fatalf("h2's claim while h1 checks = %+v, %v, %v; want h1's claim, not claimed", v, claimed, err)
 	}
+	if got, ok, err := s.GetVerdict(c, name); err != nil || !ok || got.Host != "h1" || got.State != store.VerdictChecking || got.Left != 10*time.Second {
+		t.Fatalf("GetVerdict while h1 checks = %+v, %v, %v; want h1's claim with 10s left", got, ok, err)
+	}
 	// A claim retried (its first reply lost) is the host's own.
 	v, claimed, err = s.ClaimVerdict(c, name, "h1", 10*time.Second)
 	if err != nil || !claimed || v.State != store.VerdictChecking || v.Host != "h1" {
@@ -46,6 +49,9 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 
 	// A claim whose host died lapses, and so does a verdict.
 	clock.Advance(time.Minute)
+	if got, ok, err := s.GetVerdict(c, name); err != nil || ok {
+		t.Fatalf("GetVerdict of a lapsed verdict = %+v, %v, %v; want none", got, ok, err)
+	}
 	v, claimed, err = s.ClaimVerdict(c, name, "h2", 10*time.Second)
 	if err != nil || !claimed || v.Host != "h2" || v.State != store.VerdictChecking || v.Reason != "" {
 		t.Fatalf("claim after the verdict expired = %+v, %v, %v; want h2's claim", v, claimed, err)

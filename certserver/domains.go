@@ -165,7 +165,7 @@ func (a *AdminAPI) reviveRemoved(ctx context.Context, chunk []string, l *nameLis
 // no extra names (store.Domain.ManagedWith).
 func (l *nameList) changes(d *store.Domain) bool {
 	return l.challenge != "" && d.Challenge != l.challenge ||
-		len(l.extra) > 0 && d.ManagedWith == "" && !slices.Equal(d.ExtraNames, l.extra)
+		len(l.extra) > 0 && d.ManagedWith == "" && !sameNames(d.ExtraNames, l.extra)
 }
 
 // apply gives d, a managed name's record, l's challenge and extra names,
@@ -175,11 +175,26 @@ func (l *nameList) apply(d *store.Domain, now time.Time) {
 	if l.challenge != "" {
 		d.Challenge = l.challenge
 	}
-	if len(l.extra) > 0 && d.ManagedWith == "" && !slices.Equal(d.ExtraNames, l.extra) {
+	if len(l.extra) > 0 && d.ManagedWith == "" && !sameNames(d.ExtraNames, l.extra) {
 		d.ExtraNames = l.extra
 		d.NextAttempt = now
 	}
 	d.UpdatedAt = now
+}
+
+// sameNames reports whether a and b, lists of extra names (each without
+// repeats), hold the same names in any order: a certificate's names are
+// a set, so the same names given in another order change nothing.
+func sameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, n := range a {
+		if !slices.Contains(b, n) {
+			return false
+		}
+	}
+	return true
 }
 
 // leaveSet finishes the removal of d; running it again changes nothing

@@ -818,6 +818,26 @@ func TestAdminAddSetAndChallenge(t *testing.T) {
 	if err != nil || doc.Challenge != "auto" || !slices.Equal(doc.ExtraNames, []string{"shop.example"}) {
 		t.Errorf("GET: %+v %v", doc, err)
 	}
+
+	// The same extra names in another order are the same set: nothing
+	// changes and no new order is due.
+	r, err = cl.AddDomains(ctx, &api.AddDomainsRequest{Names: []string{"set.example"}, ExtraNames: []string{"a.set.example", "b.set.example"}})
+	if err != nil || r.Added != 1 {
+		t.Fatalf("add set.example: %+v %v", r, err)
+	}
+	if err := st.UpdateDomain(ctx, "set.example", func(d *store.Domain) error {
+		d.State, d.NextAttempt = store.StateValid, time.Time{}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err = cl.AddDomains(ctx, &api.AddDomainsRequest{Names: []string{"set.example"}, ExtraNames: []string{"b.set.example", "a.set.example"}})
+	if err != nil || r.Existing != 1 || r.Updated != 0 {
+		t.Errorf("add set.example again, extra names reordered: %+v %v; want existing, not updated", r, err)
+	}
+	if d, _ := st.GetDomain(ctx, "set.example"); !d.NextAttempt.IsZero() || !slices.Equal(d.ExtraNames, []string{"a.set.example", "b.set.example"}) {
+		t.Errorf("after re-adding with the extra names reordered: %+v; want unchanged, not due", d)
+	}
 	for _, tc := range []struct {
 		desc string
 		req  api.AddDomainsRequest

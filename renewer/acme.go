@@ -118,6 +118,13 @@ var _ Issuer = (*ACMEIssuer)(nil)
 // and challenge tokens in st and logs to logger. It also sends lego's log
 // to logger (SetLegoLogger). Nothing is sent to the CA until the first
 // Obtain or Account.
+//
+// Make every issuer before any order runs: lego's list of recursive
+// resolvers for DNS-01 is a global of the process, which the issuer
+// sets from DNS01.Resolvers (or DNS01Zone's) and lego's orders read
+// without a lock. The first issuer made with resolvers sets the list; a
+// later one with a different list is refused with an error, the same
+// list is accepted.
 func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIssuer, error) {
 	switch {
 	case st == nil:

@@ -18,6 +18,7 @@ import (
 
 	"github.com/certserver/certserver/renewer/pebbletest"
 	"github.com/certserver/certserver/store"
+	"github.com/go-acme/lego/v4/challenge"
 )
 
 // The integration tests in this file run the real Pebble (pebbletest) with
@@ -502,3 +503,32 @@ func TestNewACMEIssuerRefusesBadConfig(t *testing.T) {
 // ZeroSSL and Google Trust Services do) refuses an account without one,
 // permanently and in its own words, and one with a wrong MAC key; with the
 // key identifier and MAC key it gave, the account registers and orders.
+
+// TestNewACMEIssuerResolversOnce: lego's list of recursive resolvers is
+// one per process, read without a lock by every order: the first issuer
+// made with resolvers sets it, another with the same list is made, one
+// with a different list is refused naming both.
+func TestNewACMEIssuerResolversOnce(t *testing.T) {
+	ForgetLegoResolvers()
+	t.Cleanup(ForgetLegoResolvers)
+	st := badgerStore(t)
+	provider := func(context.Context) challenge.Provider { return nil }
+	issuer := func(resolvers ...string) error {
+		_, err := NewACMEIssuer(ACMEConfig{Directory: "https://ca.example.test/dir",
+			DNS01: &DNS01{Provider: provider, Resolvers: resolvers}}, st, testLogger(t))
+		return err
+	}
+	if err := issuer("127.0.0.1:5301", "127.0.0.1:5302"); err != nil {
+		t.Fatalf("first issuer: %v", err)
+	}
+	if err := issuer("127.0.0.1:5301", "127.0.0.1:5302"); err != nil {
+		t.Errorf("second issuer, same resolvers: %v", err)
+	}
+	if err := issuer(); err != nil {
+		t.Errorf("issuer without resolvers: %v", err)
+	}
+	err := issuer("127.0.0.1:5303")
+	if err == nil || !strings.Contains(err.Error(), `resolvers ["127.0.0.1:5303"] differ from ["127.0.0.1:5301" "127.0.0.1:5302"]`) {
+		t.Errorf("issuer with other resolvers: %v, want refused naming both lists", err)
+	}
+}

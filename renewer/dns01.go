@@ -2,6 +2,8 @@ package renewer
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,10 +30,10 @@ type DNS01 struct {
 	// Resolvers are the recursive resolvers ("host:port") lego asks
 	// whether a record is served and follows _acme-challenge CNAMEs with.
 	// lego keeps one list for the whole process (a global of its
-	// dns01 package): NewACMEIssuer sets it, never an order, so that
-	// orders running at once do not write it while others read it; the
-	// last issuer made with Resolvers sets it. Default nil: those of
-	// /etc/resolv.conf.
+	// dns01 package, read without a lock by every order): NewACMEIssuer
+	// sets it, never an order, and the first issuer made with Resolvers
+	// sets it for the process; a later issuer with another list is
+	// refused. Default nil: those of /etc/resolv.conf.
 	Resolvers []string
 	// SequenceInterval is, for a provider that sets one record at a time
 	// at a name (lego's rfc2136 replaces the TXT RRset on every update,
@@ -47,19 +49,46 @@ type DNS01 struct {
 	SkipAuthoritative bool
 }
 
-// legoResolvers serializes the setting of lego's process-wide list of
-// recursive resolvers (setLegoResolvers).
-var legoResolvers sync.Mutex
+// legoResolvers guards legoResolversSet, the list of recursive
+// resolvers given to lego's process-wide setting (setLegoResolvers); nil
+// until one is.
+var (
+	legoResolvers    sync.Mutex
+	legoResolversSet []string
+)
 
 // setLegoResolvers sets lego's list of recursive resolvers to d's, when
-// d has any. It is called when an issuer is made, before its orders run.
+// d has any. It is called when an issuer is made, before its orders run:
+// lego reads the list without a lock during every order, so it is set
+// once per process. The same list again is accepted; a different one is
+// an error, since orders of an earlier issuer may be reading it.
 func (d *DNS01) setLegoResolvers() error {
 	if d == nil || len(d.Resolvers) == 0 {
 		return nil
 	}
 	legoResolvers.Lock()
 	defer legoResolvers.Unlock()
-	return dns01.AddRecursiveNameservers(d.Resolvers)(nil)
+	if legoResolversSet != nil {
+		if !slices.Equal(legoResolversSet, d.Resolvers) {
+			return fmt.Errorf("resolvers %q differ from %q, set by an earlier issuer: lego keeps one list per process", d.Resolvers, legoResolversSet)
+		}
+		return nil
+	}
+	if err := dns01.AddRecursiveNameservers(d.Resolvers)(nil); err != nil {
+		return err
+	}
+	legoResolversSet = slices.Clone(d.Resolvers)
+	return nil
+}
+
+// ForgetLegoResolvers lets the next issuer set lego's list of recursive
+// resolvers anew (DNS01.Resolvers). It is for tests that make issuers one
+// after another in one process, each with its own DNS server: call it
+// only once no order of an earlier issuer runs.
+func ForgetLegoResolvers() {
+	legoResolvers.Lock()
+	defer legoResolvers.Unlock()
+	legoResolversSet = nil
 }
 
 // options returns lego's dns01 options for one order of d.

@@ -169,6 +169,13 @@ func (v switchedVerdicts) ClaimVerdict(ctx context.Context, name, host string, t
 	return store.Verdict{Name: name, State: store.VerdictChecking, Host: host}, true, nil
 }
 
+func (v switchedVerdicts) GetVerdict(ctx context.Context, name string) (store.Verdict, bool, error) {
+	if v.down.Load() {
+		return (&downVerdicts{}).GetVerdict(ctx, name)
+	}
+	return store.Verdict{}, false, nil
+}
+
 func (v switchedVerdicts) PutVerdict(ctx context.Context, vd store.Verdict, ttl time.Duration) (store.Verdict, error) {
 	if v.down.Load() {
 		return (&downVerdicts{}).PutVerdict(ctx, vd, ttl)

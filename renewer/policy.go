@@ -72,6 +72,11 @@ type Decision struct {
 	Undecided bool
 	// Err is the shared store's failure that left the name undecided.
 	Err error
+	// Transient says a refusal is this host's failure to check the name
+	// (DNS unanswered or failing, the ask URL unreachable or answering a
+	// server error), not a definite answer: a fleet shares it for
+	// transientTTL at most (see decideShared).
+	Transient bool
 }
 
 // Policy decides whether a name without a certificate may be issued one on
@@ -84,6 +89,9 @@ type Policy struct {
 	resolver *Resolver
 	client   *http.Client
 	log      *slog.Logger
+
+	// claimMargin is claimMargin but in tests (see claimTTL).
+	claimMargin time.Duration
 
 	group singleflight.Group
 	mu    sync.Mutex
@@ -129,6 +137,8 @@ func NewPolicy(cfg PolicyConfig, resolver *Resolver, logger *slog.Logger) (*Poli
 		client:   &http.Client{Timeout: cfg.AskTimeout},
 		log:      logger,
 		cache:    map[string]cachedDecision{},
+
+		claimMargin: claimMargin,
 	}
 	for _, pat := range cfg.Allow {
 		n, err := hostname.NormalizePattern(pat)
@@ -171,7 +181,8 @@ func (p *Policy) Enabled() bool {
 // With Shared (a fleet) a name this host has no decision on is checked
 // once for the fleet: the host takes the fleet's verdict when there is
 // one; else it claims the check, evaluates the name and records the
-// verdict for every host (until AllowTTL or DenyTTL); when another host
+// verdict for every host (until AllowTTL or DenyTTL, a Transient refusal
+// for 10 seconds at most); when another host
 // claimed it first, it waits up to SharedWait for that host's verdict.
 // The shared store down, or the wait over, the decision is Undecided.
 func (p *Policy) Check(ctx context.Context, name string) Decision {
@@ -251,7 +262,9 @@ func (p *Policy) listed(name string) bool {
 func (p *Policy) pointsAtUs(ctx context.Context, name string) Decision {
 	ans, err := p.resolver.Lookup(ctx, name)
 	if err != nil {
-		return Decision{Reason: "DNS check failed: " + err.Error()}
+		// A name that does not exist is a definite answer; a lookup
+		// that failed is not.
+		return Decision{Reason: "DNS check failed: " + err.Error(), Transient: !errors.Is(err, ErrNoSuchName)}
 	}
 	if p.targets.pointsAt(ans, false) {
 		// The name will be ordered now: its pre-flight, when it asks the
@@ -274,12 +287,12 @@ func (p *Policy) ask(ctx context.Context, name string) Decision {
 	resp, err := p.client.Do(req)
 	if err != nil {
 		p.log.Warn("on-demand ask URL failed", "name", name, "error", err)
-		return Decision{Reason: "ask URL failed: " + err.Error()}
+		return Decision{Reason: "ask URL failed: " + err.Error(), Transient: true}
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return Decision{Reason: fmt.Sprintf("ask URL answered %d", resp.StatusCode)}
+		return Decision{Reason: fmt.Sprintf("ask URL answered %d", resp.StatusCode), Transient: resp.StatusCode >= 500}
 	}
 	return Decision{Allow: true}
 }

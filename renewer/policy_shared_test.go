@@ -132,6 +132,10 @@ func (d *downVerdicts) ClaimVerdict(context.Context, string, string, time.Durati
 	return store.Verdict{}, false, fmt.Errorf("claim verdict: %w", store.ErrUnavailable)
 }
 
+func (d *downVerdicts) GetVerdict(context.Context, string) (store.Verdict, bool, error) {
+	return store.Verdict{}, false, fmt.Errorf("get verdict: %w", store.ErrUnavailable)
+}
+
 func (d *downVerdicts) PutVerdict(context.Context, store.Verdict, time.Duration) (store.Verdict, error) {
 	return store.Verdict{}, fmt.Errorf("put verdict: %w", store.ErrUnavailable)
 }

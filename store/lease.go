@@ -73,6 +73,16 @@ type Leaser interface {
 	Leases(ctx context.Context) ([]Lease, error)
 }
 
+// LeaseCounter is implemented by a Leaser that can count the fleet's
+// unexpired leases by host without reading them all (PostgreSQL: one
+// GROUP BY). Every fleet host counts them every 10 s: a fleet of many
+// hosts and names must not read the whole lease table for it.
+type LeaseCounter interface {
+	// LeaseCounts returns how many unexpired leases each host holds; a
+	// host holding none is left out.
+	LeaseCounts(ctx context.Context) (map[string]int, error)
+}
+
 type leaseKey struct{}
 
 // WithLease returns ctx carrying l: a store that implements Leaser makes

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -14,6 +15,10 @@ import (
 // random names are checked once for the fleet, however many hosts see
 // them, and three hosts that see one name at the same moment make one
 // check.
+
+// ErrClaimLost is PutVerdict's error when another host has claimed the
+// check since the writer's claim lapsed.
+var ErrClaimLost = errors.New("another host has claimed the check")
 
 // VerdictState is what a Verdict says.
 type VerdictState string
@@ -42,6 +47,10 @@ type Verdict struct {
 	// Expires is when the verdict lapses (the store's clock): the name is
 	// checked again after it.
 	Expires time.Time `json:"expires"`
+	// Left is how long the verdict had before it lapsed when the store
+	// returned it, by the store's clock. A host compares this, not
+	// Expires, with its own clock, which may not agree with the store's.
+	Left time.Duration `json:"-"`
 }
 
 // Verdicts is implemented by a shared store whose hosts share the
@@ -53,12 +62,20 @@ type Verdicts interface {
 	// host until now+ttl and returns it with claimed true: host must then
 	// check the name and record the outcome with PutVerdict. It is
 	// atomic: of the hosts that claim one name at the same moment exactly
-	// one gets claimed true.
+	// one gets claimed true. A claim by host that finds host's own
+	// unexpired VerdictChecking (a retried claim) returns it claimed true.
 	ClaimVerdict(ctx context.Context, name, host string, ttl time.Duration) (v Verdict, claimed bool, err error)
 
+	// GetVerdict returns name's unexpired verdict (a claim included)
+	// with ok true, or ok false when it has none: a plain read, for a host
+	// waiting for another's check.
+	GetVerdict(ctx context.Context, name string) (v Verdict, ok bool, err error)
+
 	// PutVerdict records v (State VerdictAllowed or VerdictRefused) until
-	// now+ttl, whatever the name had, and returns it as stored (with its
-	// Expires). A state other than those two, or an empty name or host,
-	// wraps ErrInvalid.
+	// now+ttl and returns it as stored (with its Expires and Left), over
+	// v.Host's own claim, a verdict, an expired claim or nothing; over
+	// another host's unexpired claim (v.Host's lapsed and that host now
+	// checks the name) it records nothing and wraps ErrClaimLost. A state
+	// other than those two, or an empty name or host, wraps ErrInvalid.
 	PutVerdict(ctx context.Context, v Verdict, ttl time.Duration) (Verdict, error)
 }

@@ -633,6 +633,9 @@ type FleetStatus struct {
 	// LeasesHeld is how many names this host holds a lease on (the work
 	// it has claimed), as last read from the database (every 10 s).
 	LeasesHeld int `json:"leases_held"`
+	// LeasesError is why the last count of the leases failed ("" when it
+	// did not): LeasesHeld is then the last count that succeeded, stale.
+	LeasesError string `json:"leases_error,omitempty"`
 }
 
 // FleetDatabase says whether the fleet's database answers.

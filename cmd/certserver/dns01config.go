@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -205,16 +206,9 @@ func newDNS01(d dns01Config) (*renewer.DNS01, error) {
 		cfg.TSIGAlgorithm = dns.Fqdn(strings.ToLower(d.TSIGAlgorithm))
 		cfg.TSIGFile, cfg.TSIGGSSRealm, cfg.TSIGGSSUsername, cfg.TSIGGSSPassword, cfg.TSIGGSSKeytabFile = "", "", "", "", ""
 		if d.TSIGSecretFile != "" {
-			b, err := os.ReadFile(d.TSIGSecretFile)
+			secret, err := readTSIGSecret(d.TSIGSecretFile, d.TSIGKey, d.TSIGAlgorithm)
 			if err != nil {
 				return nil, fmt.Errorf("dns01.tsig_secret_file: %w", err)
-			}
-			secret := strings.TrimSpace(string(b))
-			if secret == "" {
-				return nil, fmt.Errorf("dns01.tsig_secret_file: %s is empty", d.TSIGSecretFile)
-			}
-			if _, err := base64.StdEncoding.DecodeString(secret); err != nil {
-				return nil, fmt.Errorf("dns01.tsig_secret_file: %s does not hold a base64 TSIG secret (as tsig-keygen writes it)", d.TSIGSecretFile)
 			}
 			cfg.TSIGKey, cfg.TSIGSecret = dns.Fqdn(d.TSIGKey), secret
 		}
@@ -235,4 +229,90 @@ func newDNS01(d dns01Config) (*renewer.DNS01, error) {
 		Resolvers:          d.Resolvers,
 		SkipAuthoritative:  !d.CheckAuthoritative,
 	}, nil
+}
+
+// readTSIGSecret reads the base64 TSIG secret of the key named name with
+// algorithm alg from the file at path, which holds either the secret
+// alone or the key block `tsig-keygen NAME` writes (and BIND's
+// named.conf includes):
+//
+//	key "NAME" {
+//		algorithm hmac-sha256;
+//		secret "BASE64";
+//	};
+//
+// A block's name and algorithm must be those of [dns01] tsig_key and
+// tsig_algorithm. Its errors name the file, never the secret.
+func readTSIGSecret(path, name, alg string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	text := strings.TrimSpace(string(b))
+	if text == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	secret := text
+	if block := withoutComments(text); strings.HasPrefix(block, "key") {
+		var blockName, blockAlg string
+		blockName, blockAlg, secret, err = parseTSIGKeyBlock(block)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
+		if !strings.EqualFold(dns.Fqdn(blockName), dns.Fqdn(name)) {
+			return "", fmt.Errorf("%s holds the key %q, but dns01.tsig_key is %q", path, blockName, name)
+		}
+		if !strings.EqualFold(strings.TrimSuffix(blockAlg, "."), strings.TrimSuffix(alg, ".")) {
+			return "", fmt.Errorf("%s gives the key %q the algorithm %s, but dns01.tsig_algorithm is %q", path, blockName, blockAlg, alg)
+		}
+	}
+	if _, err := base64.StdEncoding.DecodeString(secret); err != nil {
+		return "", fmt.Errorf("%s holds neither a base64 TSIG secret alone nor a key block as tsig-keygen writes it (key \"NAME\" { algorithm ...; secret \"...\"; };)", path)
+	}
+	return secret, nil
+}
+
+// withoutComments returns text without its comment lines (# and //,
+// as BIND's configuration takes them), trimmed.
+func withoutComments(text string) string {
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if t := strings.TrimSpace(l); !strings.HasPrefix(t, "#") && !strings.HasPrefix(t, "//") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
+}
+
+// parseTSIGKeyBlock returns the name, algorithm and secret of text, one
+// BIND key block without comments. Its errors never hold the secret.
+func parseTSIGKeyBlock(text string) (name, alg, secret string, err error) {
+	head, body, ok := strings.Cut(strings.TrimPrefix(text, "key"), "{")
+	body, tail, closed := strings.Cut(body, "}")
+	if !ok || !closed || strings.Trim(strings.TrimSpace(tail), ";") != "" {
+		return "", "", "", errors.New(`not one key block as tsig-keygen writes it (key "NAME" { algorithm ...; secret "..."; };)`)
+	}
+	name = strings.Trim(strings.TrimSpace(head), `"`)
+	if name == "" {
+		return "", "", "", errors.New("its key block has no name")
+	}
+	for _, st := range strings.Split(body, ";") {
+		f := strings.Fields(st)
+		switch {
+		case len(f) == 0:
+		case len(f) == 2 && f[0] == "algorithm":
+			alg = strings.Trim(f[1], `"`)
+		case len(f) == 2 && f[0] == "secret":
+			secret = strings.Trim(f[1], `"`)
+		default:
+			return "", "", "", fmt.Errorf("its key block for %q has a statement other than algorithm NAME and secret \"BASE64\"", name)
+		}
+	}
+	switch {
+	case alg == "":
+		return "", "", "", fmt.Errorf("its key block for %q has no algorithm", name)
+	case secret == "":
+		return "", "", "", fmt.Errorf("its key block for %q has no secret", name)
+	}
+	return name, alg, secret, nil
 }

@@ -129,8 +129,7 @@ func TestFleetHostsView(t *testing.T) {
 		{Name: "b", Applied: 12, SeenAt: now.Add(-api.FleetHostGoneAfter)},
 		{Name: "c", Applied: 12, SeenAt: now.Add(-api.FleetHostGoneAfter + time.Second), Renews: true},
 	}
-	ls := []store.Lease{{Name: "x.test", Host: "a"}, {Name: "y.test", Host: "a"}, {Name: "z.test", Host: "c"}}
-	got := fleetHosts(hs, 12, ls, now)
+	got := fleetHosts(hs, 12, map[string]int{"a": 2, "c": 1}, now)
 	want := []api.FleetHost{
 		{Name: "a", Applied: 10, LagVersions: 2, LagSeconds: 0.5, SeenAt: hs[0].SeenAt, Renews: true, LeasesHeld: 2, InFlight: 2},
 		{Name: "b", Applied: 12, SeenAt: hs[1].SeenAt, Gone: true},
@@ -197,4 +196,26 @@ func TestFleetHostHostsFromDatabase(t *testing.T) {
 		hosts[1].Name != "edge-2" || hosts[1].LeasesHeld != 0 || hosts[1].LagVersions != 1 || hosts[1].LagSeconds != 3 || hosts[1].Gone {
 		t.Errorf("Hosts = %+v at %d (latest %d)", hosts, got, latest)
 	}
+
+	// This host's own count (the metric, FleetStatus): fresh while the
+	// database answers; when a count fails, the last one stays and is
+	// marked stale.
+	f.follower = stubFollower{}
+	logger := slog.New(slog.DiscardHandler)
+	f.countLeases(ctx, logger)
+	if s := f.FleetStatus(); s.LeasesHeld != 2 || s.LeasesError != "" {
+		t.Errorf("after a count: leases %d, error %q; want 2 and none", s.LeasesHeld, s.LeasesError)
+	}
+	db.Close()
+	f.countLeases(ctx, logger)
+	if s := f.FleetStatus(); s.LeasesHeld != 2 || s.LeasesError == "" {
+		t.Errorf("after a failed count: leases %d, error %q; want the last count (2) marked stale", s.LeasesHeld, s.LeasesError)
+	}
 }
+
+// stubFollower is a follower that reports an empty state.
+type stubFollower struct{}
+
+func (stubFollower) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (stubFollower) Retry()                        {}
+func (stubFollower) FleetStatus() api.FleetStatus  { return api.FleetStatus{} }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/certserver/client"
+	"github.com/certserver/certserver/renewer"
 )
 
 // TestServe runs `certserver serve` in-process: it imports a certificate
@@ -212,6 +213,8 @@ func startServe(t testing.TB, cfg string) *served {
 		if code := s.stop(t); code != exitOK {
 			t.Errorf("serve exit code %d", code)
 		}
+		// Its issuer is gone: the next test's may use other resolvers.
+		renewer.ForgetLegoResolvers()
 		if t.Failed() {
 			t.Logf("serve log:\n%s", stderr)
 		}

@@ -31,9 +31,11 @@ type fleetHost struct {
 	follower fleetFollower
 	// renewer is this host's renewer once serve made it (setRenewer);
 	// nil on a host that does not renew. leasesHeld is how many leases
-	// this host held when watchLeases last looked.
-	renewer    atomic.Pointer[renewer.Renewer]
-	leasesHeld atomic.Int64
+	// this host held when countLeases last succeeded, leasesError why its
+	// last attempt failed (nil when it did not).
+	renewer     atomic.Pointer[renewer.Renewer]
+	leasesHeld  atomic.Int64
+	leasesError atomic.Pointer[string]
 }
 
 var _ certserver.Fleet = (*fleetHost)(nil)
@@ -116,6 +118,9 @@ func (f *fleetHost) FleetStatus() api.FleetStatus {
 	s.Host, s.Renews = f.name, f.renews
 	s.InFlight = f.inFlight()
 	s.LeasesHeld = int(f.leasesHeld.Load())
+	if e := f.leasesError.Load(); e != nil {
+		s.LeasesError = *e
+	}
 	return s
 }
 

@@ -30,6 +30,7 @@ var (
 	_ store.ReplicationSource = (*sharedGate)(nil)
 	_ store.KeyRewriter       = (*sharedGate)(nil)
 	_ store.Leaser            = (*sharedGate)(nil)
+	_ store.LeaseCounter      = (*sharedGate)(nil)
 	_ store.AccountLocker     = (*sharedGate)(nil)
 	_ store.RateBucketUpdater = (*sharedGate)(nil)
 	_ store.ChallengeLister   = (*sharedGate)(nil)
@@ -382,6 +383,15 @@ func (g *sharedGate) Leases(ctx context.Context) ([]store.Lease, error) {
 		return nil, err
 	}
 	return db.Leases(ctx)
+}
+
+// LeaseCounts implements store.LeaseCounter.
+func (g *sharedGate) LeaseCounts(ctx context.Context) (map[string]int, error) {
+	db, err := g.get()
+	if err != nil {
+		return nil, err
+	}
+	return db.LeaseCounts(ctx)
 }
 
 // LockAccount implements store.AccountLocker.

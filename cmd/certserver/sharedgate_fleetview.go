@@ -18,6 +18,15 @@ func (g *sharedGate) ClaimVerdict(ctx context.Context, name, host string, ttl ti
 	return db.ClaimVerdict(ctx, name, host, ttl)
 }
 
+// GetVerdict implements store.Verdicts.
+func (g *sharedGate) GetVerdict(ctx context.Context, name string) (store.Verdict, bool, error) {
+	db, err := g.get()
+	if err != nil {
+		return store.Verdict{}, false, err
+	}
+	return db.GetVerdict(ctx, name)
+}
+
 // PutVerdict implements store.Verdicts.
 func (g *sharedGate) PutVerdict(ctx context.Context, v store.Verdict, ttl time.Duration) (store.Verdict, error) {
 	db, err := g.get()

@@ -33,6 +33,7 @@ func TestSharedGateAbilities(t *testing.T) {
 	}{
 		{"store.ChallengeLister (the DNS zone)", func() bool { _, ok := store.As[store.ChallengeLister](st); return ok }},
 		{"store.Leaser (the renewer's leases)", func() bool { _, ok := store.As[store.Leaser](st); return ok }},
+		{"store.LeaseCounter (GET /v1/fleet, the leases metric)", func() bool { _, ok := store.As[store.LeaseCounter](st); return ok }},
 		{"store.AccountLocker (the fleet's ACME account)", func() bool { _, ok := store.As[store.AccountLocker](st); return ok }},
 		{"ratelimit.SharedStore (the fleet's rate limits)", func() bool { _, ok := store.As[ratelimit.SharedStore](st); return ok }},
 		{"store.RateBucketUpdater", func() bool { _, ok := store.As[store.RateBucketUpdater](st); return ok }},

@@ -195,6 +195,33 @@ func (s *Store) Leases(ctx context.Context) ([]store.Lease, error) {
 	return out, nil
 }
 
+// LeaseCounts implements store.LeaseCounter in one statement that
+// returns one row per host, not one per lease.
+func (s *Store) LeaseCounts(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	err := s.query(ctx, func(q querier) error {
+		clear(out)
+		rows, err := q.Query(ctx, "SELECT host, count(*) FROM leases WHERE expires > "+leaseNowSQL(1)+" GROUP BY host", s.leaseNow())
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var host string
+			var n int64
+			if err := rows.Scan(&host, &n); err != nil {
+				return err
+			}
+			out[host] = int(n)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	return out, nil
+}
+
 // fenceSQL takes a share lock on a lease's row and reads it while the
 // lease's token is still the name's.
 const fenceSQL = "SELECT true FROM leases WHERE name = $1 AND token = $2 FOR SHARE"

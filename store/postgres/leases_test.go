@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -382,4 +383,40 @@ func TestDeleteDomainDropsLease(t *testing.T) {
 	if got, err := s.Leases(c); err != nil || len(got) != 1 || got[0].Name != names[1] {
 		t.Errorf("Leases after deleting %s: %+v, %v; want %s's alone", names[0], got, err, names[1])
 	}
+}
+
+// TestLeaseCounts: the fleet's unexpired leases counted by host, with
+// the store's clock: a lapsed lease no longer counts, a released one
+// neither.
+func TestLeaseCounts(t *testing.T) {
+	url := pgtest.New(t)
+	clock := clocktest.New(time.Now().UTC().Truncate(time.Second))
+	s := openURL(t, url, clock.Now)
+	c := ctx(t)
+	names := addDue(t, s, clock.Now().Add(-time.Hour), 4)
+	la, err := s.ClaimDue(c, "a", clock.Now(), 2, time.Minute)
+	if err != nil || len(la) != 2 {
+		t.Fatalf("ClaimDue by a: %v, %v", la, err)
+	}
+	lb, err := s.Claim(c, "b", names[3], 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(c, "b", names[2], 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, want map[string]int) {
+		t.Helper()
+		got, err := s.LeaseCounts(c)
+		if err != nil || !maps.Equal(got, want) {
+			t.Errorf("%s: LeaseCounts = %v, %v; want %v", when, got, err, want)
+		}
+	}
+	check("claimed", map[string]int{"a": 2, "b": 2})
+	if err := s.Release(c, []store.Lease{lb}); err != nil {
+		t.Fatal(err)
+	}
+	check("one of b's released", map[string]int{"a": 2, "b": 1})
+	clock.Advance(time.Minute + time.Second)
+	check("a's lapsed", map[string]int{"b": 1})
 }

@@ -274,8 +274,8 @@ func (s *Store) ReportHost(ctx context.Context, h store.Host) error {
 
 // prune removes the tombstones every host that reported within
 // HostRetention has applied, challenge tokens expired for more than
-// challengeGrace and expired on-demand verdicts. The pruned horizon only
-// grows.
+// challengeGrace and expired on-demand verdicts (by the database's clock,
+// see verdictNowSQL). The pruned horizon only grows.
 func (s *Store) prune(ctx context.Context, now time.Time) error {
 	return s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		var horizon *int64
@@ -302,7 +302,7 @@ func (s *Store) prune(ctx context.Context, now time.Time) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM challenges WHERE expires_ns < $1`, nanos(now.Add(-challengeGrace))); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM on_demand_verdicts WHERE expires_ns <= $1`, nanos(now))
+		_, err := tx.Exec(ctx, `DELETE FROM on_demand_verdicts WHERE expires_ns <= `+verdictNowSQL(1), s.verdictNow())
 		return err
 	})
 }

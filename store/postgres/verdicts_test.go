@@ -30,6 +30,14 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 	if err != nil || claimed || v.State != store.VerdictChecking || v.Host != "h1" {
 		t.Fatalf("h2's claim while h1 checks = %+v, %v, %v; want h1's claim, not claimed", v, claimed, err)
 	}
+	if got, ok, err := s.GetVerdict(c, name); err != nil || !ok || got.Host != "h1" || got.State != store.VerdictChecking || got.Left != 10*time.Second {
+		t.Fatalf("GetVerdict while h1 checks = %+v, %v, %v; want h1's claim with 10s left", got, ok, err)
+	}
+	// A claim retried (its first reply lost) is the host's own.
+	v, claimed, err = s.ClaimVerdict(c, name, "h1", 10*time.Second)
+	if err != nil || !claimed || v.State != store.VerdictChecking || v.Host != "h1" {
+		t.Fatalf("h1's claim again while it checks = %+v, %v, %v; want its claim, claimed", v, claimed, err)
+	}
 	put, err := s.PutVerdict(c, store.Verdict{Name: name, State: store.VerdictRefused, Reason: "ask URL answered 403", Host: "h1"}, time.Minute)
 	if err != nil || !put.Expires.Equal(clock.Now().Add(time.Minute)) {
 		t.Fatalf("PutVerdict = %+v, %v", put, err)
@@ -41,6 +49,9 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 
 	// A claim whose host died lapses, and so does a verdict.
 	clock.Advance(time.Minute)
+	if got, ok, err := s.GetVerdict(c, name); err != nil || ok {
+		t.Fatalf("GetVerdict of a lapsed verdict = %+v, %v, %v; want none", got, ok, err)
+	}
 	v, claimed, err = s.ClaimVerdict(c, name, "h2", 10*time.Second)
 	if err != nil || !claimed || v.Host != "h2" || v.State != store.VerdictChecking || v.Reason != "" {
 		t.Fatalf("claim after the verdict expired = %+v, %v, %v; want h2's claim", v, claimed, err)
@@ -48,6 +59,13 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 	clock.Advance(10 * time.Second)
 	if v, claimed, err = s.ClaimVerdict(c, name, "h3", 10*time.Second); err != nil || !claimed || v.Host != "h3" {
 		t.Fatalf("claim after h2's claim lapsed = %+v, %v, %v; want h3's claim", v, claimed, err)
+	}
+	// h2, whose check outlived its claim, does not overwrite h3's.
+	if v, err := s.PutVerdict(c, store.Verdict{Name: name, State: store.VerdictAllowed, Host: "h2"}, time.Minute); !errors.Is(err, store.ErrClaimLost) {
+		t.Fatalf("h2's verdict over h3's claim = %+v, %v; want ErrClaimLost", v, err)
+	}
+	if v, claimed, err = s.ClaimVerdict(c, name, "h1", 10*time.Second); err != nil || claimed || v.Host != "h3" || v.State != store.VerdictChecking {
+		t.Fatalf("claim after h2's late verdict = %+v, %v, %v; want h3's claim still", v, claimed, err)
 	}
 
 	for _, bad := range []store.Verdict{
@@ -65,9 +83,9 @@ func TestVerdictIsClaimedOnceAndShared(t *testing.T) {
 	}
 }
 
-// TestVerdictClaimIsAtomicAcrossHosts: three hosts (each its own store
-// and pool) claiming one name at the same moment, many times over: one
-// claim wins.
+// TestVerdictClaimIsAtomicAcrossHosts: three stores (each its own
+// pool), each claiming for eight hosts, one name at the same moment, many
+// times over: one claim wins.
 func TestVerdictClaimIsAtomicAcrossHosts(t *testing.T) {
 	url := pgtest.New(t)
 	hosts := []string{"h1", "h2", "h3"}
@@ -79,7 +97,10 @@ func TestVerdictClaimIsAtomicAcrossHosts(t *testing.T) {
 	)
 	for _, h := range hosts {
 		s := openURL(t, url, nil)
-		for range 8 {
+		for g := range 8 {
+			// Each claimer a host of its own: a host's own claim is
+			// claimed again by it (a retry).
+			h := h + "-" + string(rune('a'+g))
 			wg.Go(func() {
 				for i := range 20 {
 					name := "n" + string(rune('a'+i)) + ".example.com"

@@ -94,7 +94,7 @@ const (
 	DefaultCertMaxAge                    = 10 * time.Minute
 	DefaultCertMinAge                    = 10 * time.Second
 	DefaultNotFoundMaxAge                = 10 * time.Second
-	DefaultLookupTimeout                 = 2 * time.Second
+	DefaultLookupTimeout                 = 5 * time.Second
 	DefaultCertLookupTimeout             = 300 * time.Millisecond
 	defaultReadTimeout                   = 10 * time.Second
 	defaultIdleTimeout                   = 2 * time.Minute

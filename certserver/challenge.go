@@ -35,7 +35,10 @@ type ChallengeConfig struct {
 	// AllowNonLoopback permits a Listen address other hosts can reach.
 	// Default false.
 	AllowNonLoopback bool
-	// LookupTimeout bounds one store lookup. Default 2s.
+	// LookupTimeout bounds one store lookup (on a fleet host, the copy
+	// and then the database). Default 5s: a CA waits longer for the
+	// answer (Pebble 15 s), and a slow answer passes where a "not found"
+	// fails the order.
 	LookupTimeout time.Duration
 	// ReadTimeout bounds reading one request, IdleTimeout how long a
 	// keep-alive connection may wait for the next one. Defaults 10s and 2m.

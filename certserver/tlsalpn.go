@@ -55,7 +55,10 @@ type TLSALPNConfig struct {
 	// AllowNonLoopback permits a Listen address other hosts can reach.
 	// Default false.
 	AllowNonLoopback bool
-	// LookupTimeout bounds one store lookup. Default 2s.
+	// LookupTimeout bounds one store lookup (on a fleet host, the copy
+	// and then the database). Default 5s: a CA waits longer for the
+	// answer (Pebble 15 s), and a slow answer passes where a "not found"
+	// fails the order.
 	LookupTimeout time.Duration
 	// HandshakeTimeout bounds one connection, from accepting it to the
 	// end of its handshake, PROXY header included. Default 10s.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -139,16 +140,32 @@ type fleetChallenges struct {
 	shared      store.Store
 }
 
-// GetChallenge implements store.Store.
+// GetChallenge implements store.Store. When the copy misses and the
+// database cannot answer (down, or slower than the lookup's bound), the
+// copy is asked once more, since the token may have reached it
+// meanwhile; failing that, the database's error is returned rather than
+// "not found", so that the endpoint logs why and the CA's request gets a
+// 500 that says the host failed, not that the token does not exist.
+// While the database is down, a miss is "not found", as the copy says.
 func (s fleetChallenges) GetChallenge(ctx context.Context, token string) (string, error) {
 	ka, err := s.Store.GetChallenge(ctx, token)
 	if !errors.Is(err, store.ErrNotFound) {
 		return ka, err
 	}
-	if shared, serr := s.shared.GetChallenge(ctx, token); serr == nil {
+	shared, serr := s.shared.GetChallenge(ctx, token)
+	switch {
+	case serr == nil:
 		return shared, nil
+	case errors.Is(serr, store.ErrNotFound):
+		return "", err
 	}
-	return "", err
+	if ka, lerr := s.Store.GetChallenge(context.WithoutCancel(ctx), token); lerr == nil {
+		return ka, nil
+	}
+	if errors.Is(serr, store.ErrUnavailable) && !errors.Is(serr, context.DeadlineExceeded) {
+		return "", err
+	}
+	return "", fmt.Errorf("the copy has no such token and the fleet's database did not answer: %w", serr)
 }
 
 // Bounds of the pause between two attempts to open the fleet's

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +74,7 @@ type node struct {
 	aaaa  []netip.Addr
 	cname string
 	caa   []CAA
+	txt   []string
 	rcode int // answered instead of records when not RcodeSuccess
 	// rotate makes each answer of a (of aaaa) start one address further
 	// along than the one before (SetRotation); turn4 (turn6) counts those
@@ -198,6 +200,29 @@ func (s *Server) SetCNAME(name, target string) {
 // SetCAA replaces the CAA records of name.
 func (s *Server) SetCAA(name string, records ...CAA) {
 	s.update(name, func(n *node) { n.caa = append([]CAA(nil), records...) })
+}
+
+// AddTXT adds a TXT record holding value at name (a second value gives
+// the name two records, as a wildcard and its apex need in one order).
+func (s *Server) AddTXT(name, value string) {
+	s.update(name, func(n *node) { n.txt = append(n.txt, value) })
+}
+
+// RemoveTXT removes name's TXT records holding value.
+func (s *Server) RemoveTXT(name, value string) {
+	s.update(name, func(n *node) {
+		n.txt = slices.DeleteFunc(n.txt, func(v string) bool { return v == value })
+	})
+}
+
+// TXT returns the values of name's TXT records.
+func (s *Server) TXT(name string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if n := s.zone[canonical(name)]; n != nil {
+		return slices.Clone(n.txt)
+	}
+	return nil
 }
 
 // SetRcode makes every query for name answer rcode (dns.RcodeServerFailure,
@@ -363,6 +388,10 @@ func (s *Server) answer(qname string, qtype uint16) ([]dns.RR, int) {
 		case dns.TypeCNAME:
 			if n.cname != "" {
 				answers = append(answers, &dns.CNAME{Hdr: header(name, dns.TypeCNAME), Target: n.cname})
+			}
+		case dns.TypeTXT:
+			for _, v := range n.txt {
+				answers = append(answers, &dns.TXT{Hdr: header(name, dns.TypeTXT), Txt: []string{v}})
 			}
 		case dns.TypeCAA:
 			for _, c := range n.caa {

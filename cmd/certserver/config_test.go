@@ -137,7 +137,16 @@ ttl = "5s"
 		{desc: "dns01 zone bad contact", doc: "[dns01.zone]\nname = \"acme.hoster.example\"\ncontact = \"nobody\"\n", want: "dns01.zone: dns zone contact"},
 		{desc: "unknown dns01 zone key", doc: "[dns01.zone]\nport = 53\n", want: `unknown key "dns01.zone.port"`},
 		{desc: "unknown dns01 key", doc: "[dns01]\nprovider = \"rfc2136\"\nnameserver = \"127.0.0.1:53\"\ntsig_secret = \"c2VjcmV0\"\n", want: `unknown key "dns01.tsig_secret"`},
-		{desc: "dns01 provider not built in", doc: "[dns01]\nprovider = \"route53\"\n", want: `dns01.provider: "route53" is not a DNS provider certserver has built in (rfc2136)`},
+		{desc: "dns01 provider not built in", doc: "[dns01]\nprovider = \"route53\"\n", want: `dns01.provider: "route53" is not a DNS provider certserver has built in (cloudflare, digitalocean, exec, gandiv5, hetzner, httpreq, pdns, rfc2136)`},
+		{desc: "dns01 env key of another provider", doc: "[dns01]\nprovider = \"cloudflare\"\n[dns01.env]\nCLOUDFLARE_DNS_API_TOKEN_FILE = \"/etc/certserver/cf.token\"\nDO_AUTH_TOKEN = \"x\"\n", want: "dns01.env: DO_AUTH_TOKEN is not a setting of the cloudflare provider: its names start with CLOUDFLARE_ or CF_"},
+		{desc: "dns01 env with rfc2136", doc: "[dns01]\nprovider = \"rfc2136\"\nnameserver = \"ns1.example:53\"\n[dns01.env]\nRFC2136_NAMESERVER = \"x\"\n", want: "dns01.env: is for the providers other than rfc2136"},
+		{desc: "dns01 env without a provider", doc: "[dns01.env]\nHTTPREQ_ENDPOINT = \"http://127.0.0.1:1\"\n", want: "dns01.env: is given, and dns01.provider is empty"},
+		{desc: "rfc2136 keys with another provider", doc: "[dns01]\nprovider = \"httpreq\"\nnameserver = \"ns1.example:53\"\n", want: "the httpreq provider takes its settings in [dns01.env]"},
+		{desc: "httpreq configured", doc: "[acme]\nchallenge = \"dns-01\"\n[dns01]\nprovider = \"httpreq\"\n[dns01.env]\nHTTPREQ_ENDPOINT = \"http://127.0.0.1:1\"\nHTTPREQ_PASSWORD_FILE = \"/etc/certserver/httpreq.password\"\nLEGO_DISABLE_CNAME_SUPPORT = \"false\"\n", check: func(t *testing.T, c config) {
+			if d := c.DNS01; d.Provider != "httpreq" || len(d.Env) != 3 || d.Env["HTTPREQ_ENDPOINT"] != "http://127.0.0.1:1" {
+				t.Errorf("dns01 %+v", d)
+			}
+		}},
 		{desc: "rfc2136 without a nameserver", doc: "[dns01]\nprovider = \"rfc2136\"\n", want: "dns01.nameserver"},
 		{desc: "tsig key without its secret", doc: "[dns01]\nprovider = \"rfc2136\"\nnameserver = \"ns1.example:53\"\ntsig_key = \"k\"\n", want: "dns01.tsig_key and dns01.tsig_secret_file go together"},
 		{desc: "rfc2136 settings without the provider", doc: "[dns01]\nnameserver = \"ns1.example:53\"\n", want: "dns01.provider"},

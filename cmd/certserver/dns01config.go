@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +16,13 @@ import (
 	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/certserver/certserver/store"
 	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/providers/dns/cloudflare"
+	"github.com/go-acme/lego/v4/providers/dns/digitalocean"
+	"github.com/go-acme/lego/v4/providers/dns/exec"
+	"github.com/go-acme/lego/v4/providers/dns/gandiv5"
+	"github.com/go-acme/lego/v4/providers/dns/hetzner"
+	"github.com/go-acme/lego/v4/providers/dns/httpreq"
+	"github.com/go-acme/lego/v4/providers/dns/pdns"
 	"github.com/go-acme/lego/v4/providers/dns/rfc2136"
 	"github.com/miekg/dns"
 )
@@ -28,9 +37,15 @@ type dns01Config struct {
 	// _acme-challenge to with a CNAME.
 	Zone dns01ZoneConfig `toml:"zone"`
 
-	// Provider names the lego DNS provider: "rfc2136" (dynamic updates,
-	// RFC 2136, signed with TSIG) is built in; "" turns the provider off.
+	// Provider names the lego DNS provider, one of dnsProviders: "rfc2136"
+	// (dynamic updates, RFC 2136, signed with TSIG) takes the TOML keys
+	// below; the others take Env. "" turns the provider off.
 	Provider string `toml:"provider"`
+
+	// Env is [dns01.env]: the settings of a provider other than rfc2136,
+	// by lego's own variable names (CLOUDFLARE_DNS_API_TOKEN_FILE, ...).
+	// Its values are credentials: never logged.
+	Env map[string]string `toml:"env"`
 
 	// The rfc2136 provider's settings (lego's rfc2136.Config).
 	Nameserver     string   `toml:"nameserver"`
@@ -65,8 +80,51 @@ func defaultDNS01Config() dns01Config {
 	}
 }
 
-// dnsProviders are the lego DNS providers built in, by name.
-var dnsProviders = []string{"rfc2136"}
+// dnsProvider is one lego DNS provider built in.
+type dnsProvider struct {
+	// prefixes are those of lego's variable names for the provider's
+	// settings, which [dns01.env] may hold; none for rfc2136, which
+	// takes [dns01]'s own keys.
+	prefixes []string
+	// make builds the provider from lego's variables (its
+	// NewDNSProvider); nil for rfc2136.
+	make func() (challenge.Provider, error)
+}
+
+// dnsProviders are the lego DNS providers built in, by the name [dns01]
+// provider takes. The one place that lists them: the README and
+// deploy/certserver.toml name the same.
+var dnsProviders = map[string]dnsProvider{
+	"rfc2136":      {},
+	"cloudflare":   {[]string{"CLOUDFLARE_", "CF_"}, legoProvider(cloudflare.NewDNSProvider)},
+	"digitalocean": {[]string{"DO_"}, legoProvider(digitalocean.NewDNSProvider)},
+	"exec":         {[]string{"EXEC_"}, legoProvider(exec.NewDNSProvider)},
+	"gandiv5":      {[]string{"GANDIV5_"}, legoProvider(gandiv5.NewDNSProvider)},
+	"hetzner":      {[]string{"HETZNER_"}, legoProvider(hetzner.NewDNSProvider)},
+	"httpreq":      {[]string{"HTTPREQ_"}, legoProvider(httpreq.NewDNSProvider)},
+	"pdns":         {[]string{"PDNS_"}, legoProvider(pdns.NewDNSProvider)},
+}
+
+// legoWidePrefix starts the names of lego's settings that hold for every
+// provider (LEGO_DISABLE_CNAME_SUPPORT, ...), which [dns01.env] may set too.
+const legoWidePrefix = "LEGO_"
+
+// legoProvider turns a lego provider's NewDNSProvider into a dnsProvider's
+// make.
+func legoProvider[P challenge.Provider](f func() (P, error)) func() (challenge.Provider, error) {
+	return func() (challenge.Provider, error) {
+		p, err := f()
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+}
+
+// dnsProviderNames returns the names of dnsProviders, sorted.
+func dnsProviderNames() string {
+	return strings.Join(slices.Sorted(maps.Keys(dnsProviders)), ", ")
+}
 
 // tsigAlgorithms are the TSIG algorithms (RFC 8945 section 6) lego's
 // rfc2136 provider signs with, by the name [dns01] tsig_algorithm takes.
@@ -82,13 +140,32 @@ var tsigAlgorithms = map[string]string{
 func (c *config) validateDNS01(bad func(key, format string, args ...any)) {
 	c.validateDNS01Zone(bad)
 	d := c.DNS01
-	switch d.Provider {
-	case "":
-		if d.Nameserver != "" || d.TSIGKey != "" || d.TSIGSecretFile != "" || len(d.Zones) > 0 {
+	rfc2136Keys := d.Nameserver != "" || d.TSIGKey != "" || d.TSIGSecretFile != "" || len(d.Zones) > 0
+	prov, known := dnsProviders[d.Provider]
+	switch {
+	case d.Provider == "":
+		if rfc2136Keys {
 			bad("dns01.provider", "is empty, and rfc2136 settings are given: set provider = \"rfc2136\"")
 		}
+		if len(d.Env) > 0 {
+			bad("dns01.env", "is given, and dns01.provider is empty: set provider to one of %s", dnsProviderNames())
+		}
 		return
-	case "rfc2136":
+	case !known:
+		bad("dns01.provider", "%q is not a DNS provider certserver has built in (%s); another DNS service can delegate _acme-challenge to a name server that takes RFC 2136 updates, or to certserver's own zone", d.Provider, dnsProviderNames())
+	case prov.make != nil:
+		if rfc2136Keys {
+			bad("dns01.provider", "is %q, and rfc2136 settings (nameserver, tsig_key, tsig_secret_file, zones) are given: the %s provider takes its settings in [dns01.env]", d.Provider, d.Provider)
+		}
+		for _, k := range slices.Sorted(maps.Keys(d.Env)) {
+			if !strings.HasPrefix(k, legoWidePrefix) && !slices.ContainsFunc(prov.prefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+				bad("dns01.env", "%s is not a setting of the %s provider: its names start with %s (lego's names for it, as in lego's documentation), or %s for lego-wide ones", k, d.Provider, strings.Join(prov.prefixes, " or "), legoWidePrefix)
+			}
+		}
+	default: // rfc2136
+		if len(d.Env) > 0 {
+			bad("dns01.env", "is for the providers other than rfc2136, which takes its settings as [dns01] keys (nameserver, tsig_key, ...)")
+		}
 		if d.Nameserver == "" {
 			bad("dns01.nameserver", "the rfc2136 provider needs the \"host:port\" of the primary name server that takes the updates")
 		} else if _, port, err := net.SplitHostPort(d.Nameserver); err != nil || port == "" {
@@ -105,8 +182,6 @@ func (c *config) validateDNS01(bad func(key, format string, args ...any)) {
 				bad("dns01.zones", "%q is not a zone name", z)
 			}
 		}
-	default:
-		bad("dns01.provider", "%q is not a DNS provider certserver has built in (%s); another DNS service can delegate _acme-challenge to a name server that takes RFC 2136 updates, or to certserver's own zone", d.Provider, strings.Join(dnsProviders, ", "))
 	}
 	if d.TTL < 1 {
 		bad("dns01.ttl", "%d is below 1 second", d.TTL)
@@ -219,7 +294,26 @@ func newDNS01(d dns01Config) (*renewer.DNS01, error) {
 		}
 		p = rp
 	default:
-		return nil, fmt.Errorf("dns01.provider: %q is not built in", d.Provider)
+		prov, ok := dnsProviders[d.Provider]
+		if !ok || prov.make == nil {
+			return nil, fmt.Errorf("dns01.provider: %q is not built in (%s)", d.Provider, dnsProviderNames())
+		}
+		// lego's providers read their settings from the process
+		// environment only (its platform/config/env package, which also
+		// reads NAME_FILE for NAME): [dns01.env] is put there here, once,
+		// before any issuer is made, over a variable of the same name
+		// certserver was started with.
+		for _, k := range slices.Sorted(maps.Keys(d.Env)) {
+			if err := os.Setenv(k, d.Env[k]); err != nil {
+				return nil, fmt.Errorf("dns01.env: %s: %w", k, err)
+			}
+		}
+		lp, err := prov.make()
+		if err != nil {
+			// lego's messages name the variable, not its value.
+			return nil, fmt.Errorf("dns01 (provider %s, settings in [dns01.env]): %w", d.Provider, err)
+		}
+		p = lp
 	}
 	return &renewer.DNS01{
 		Provider:           func(context.Context) challenge.Provider { return p },

@@ -48,3 +48,36 @@ func TestReadTSIGSecret(t *testing.T) {
 		})
 	}
 }
+
+// TestNewDNS01Provider: a provider other than rfc2136 is built from
+// [dns01.env] by lego's own variable names, _FILE ones included; one
+// missing a required setting is refused with lego's error naming the
+// variable, never a value.
+func TestNewDNS01Provider(t *testing.T) {
+	// t.Setenv restores what newDNS01 puts in the environment.
+	for _, k := range []string{"HTTPREQ_ENDPOINT", "HTTPREQ_PASSWORD_FILE", "HTTPREQ_USERNAME", "PDNS_API_URL", "PDNS_API_KEY", "PDNS_API_KEY_FILE"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	d := defaultDNS01Config()
+	d.Provider = "pdns"
+	d.Env = map[string]string{"PDNS_API_URL": "http://127.0.0.1:1"}
+	if _, err := newDNS01(d); err == nil || !strings.Contains(err.Error(), "PDNS_API_KEY") || !strings.Contains(err.Error(), "provider pdns") {
+		t.Errorf("pdns without its key: %v, want an error naming PDNS_API_KEY", err)
+	}
+
+	const password = "s3cret-password"
+	file := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(file, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Provider = "httpreq"
+	d.Env = map[string]string{"HTTPREQ_ENDPOINT": "http://127.0.0.1:1", "HTTPREQ_USERNAME": "certserver", "HTTPREQ_PASSWORD_FILE": file}
+	s, err := newDNS01(d)
+	if err != nil || s == nil {
+		t.Fatalf("httpreq: %v", err)
+	}
+	if got := os.Getenv("HTTPREQ_ENDPOINT"); got != "http://127.0.0.1:1" {
+		t.Errorf("HTTPREQ_ENDPOINT is %q in the environment lego reads", got)
+	}
+}

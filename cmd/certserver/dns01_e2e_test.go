@@ -4,16 +4,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/certserver/certserver/certserver/api"
 	"github.com/certserver/certserver/renewer/bindtest"
+	"github.com/certserver/certserver/renewer/dnstest"
 	"github.com/certserver/certserver/renewer/dnszone"
 	"github.com/certserver/certserver/renewer/pebbletest"
 	"github.com/miekg/dns"
@@ -224,4 +228,114 @@ contact = "hostmaster@hoster.example"
 		}
 		return doc.State == "valid"
 	})
+}
+
+// TestServeDNS01WithHTTPReq: the sidecar with [dns01] provider =
+// "httpreq", one of lego's providers chosen by name, its settings in
+// [dns01.env] (the password through HTTPREQ_PASSWORD_FILE). The test's
+// own HTTP endpoint sets and removes the TXT records in a test DNS server
+// that Pebble resolves through; '*.shop.example' with shop.example is
+// issued in one order, both values present at once, the records are gone
+// afterwards, and the password is never logged.
+func TestServeDNS01WithHTTPReq(t *testing.T) {
+	for _, k := range []string{"HTTPREQ_ENDPOINT", "HTTPREQ_USERNAME", "HTTPREQ_PASSWORD_FILE"} {
+		t.Setenv(k, "") // restored after the test; newDNS01 sets them
+		os.Unsetenv(k)
+	}
+	const password = "httpreq-s3cret"
+	pwFile := filepath.Join(t.TempDir(), "httpreq.password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zone := dnstest.Start(t, dnstest.Options{})
+	var mu sync.Mutex
+	most, calls := 0, map[string]int{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var msg struct{ FQDN, Value string }
+		if user, pw, ok := r.BasicAuth(); !ok || user != "certserver" || pw != password {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&msg) != nil || msg.FQDN == "" || msg.Value == "" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch r.URL.Path {
+		case "/present":
+			zone.AddTXT(msg.FQDN, msg.Value)
+			most = max(most, len(zone.TXT(msg.FQDN)))
+		case "/cleanup":
+			zone.RemoveTXT(msg.FQDN, msg.Value)
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		calls[r.URL.Path]++
+	}))
+	t.Cleanup(hook.Close)
+
+	ca := pebbletest.Start(t, pebbletest.Options{DNSAddr: zone.Addr()})
+	s, sock := servePebble(t, ca, "profile = \"default\"\n", `
+[dns01]
+provider = "httpreq"
+propagation_timeout = "30s"
+polling_interval = "200ms"
+resolvers = ["`+zone.Addr()+`"]
+check_authoritative = false
+[dns01.env]
+HTTPREQ_ENDPOINT = "`+hook.URL+`"
+HTTPREQ_USERNAME = "certserver"
+HTTPREQ_PASSWORD_FILE = "`+pwFile+`"
+`)
+	if code, out, errOut := runCLI(t, s.admin, "", "domains", "add", "*.shop.example", "shop.example"); code != exitOK {
+		t.Fatalf("domains add: exit code %d\n%s%s", code, out, errOut)
+	}
+	var doc api.Domain
+	waitFor(t, "*.shop.example to become valid", func() bool {
+		code, out, _ := runCLI(t, s.admin, "", "domains", "show", "--json", "*.shop.example")
+		if code != exitOK || json.Unmarshal([]byte(out), &doc) != nil {
+			return false
+		}
+		if doc.State == "failing" {
+			t.Fatalf("the order failed: %s\n%s", doc.LastError, s.log.String())
+		}
+		return doc.State == "valid"
+	})
+	if c := doc.Certificate; c == nil || !slices.Equal(c.Names, []string{"*.shop.example", "shop.example"}) {
+		t.Fatalf("certificate %+v, want one for *.shop.example and shop.example", doc.Certificate)
+	}
+	if len(doc.RecentAttempts) != 1 || doc.RecentAttempts[0].Challenge != "dns-01" || doc.RecentAttempts[0].Outcome != "issued" {
+		t.Errorf("attempts %+v, want one issued with dns-01", doc.RecentAttempts)
+	}
+	if orders := ca.Orders(); len(orders) != 1 || len(orders[0].Names) != 2 {
+		t.Errorf("orders %+v, want one for both names", orders)
+	}
+	hc := unixHTTPClient(sock)
+	resp, err := hc.Get("http://certs/v1/certs/www.shop.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("certificate endpoint %d %q", resp.StatusCode, body)
+	}
+	if err := ca.VerifyChain(t, body, "www.shop.example"); err != nil {
+		t.Error(err)
+	}
+	waitFor(t, "the TXT records to be removed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls["/cleanup"] == 2 && len(zone.TXT("_acme-challenge.shop.example")) == 0
+	})
+	mu.Lock()
+	if calls["/present"] != 2 || most != 2 {
+		t.Errorf("%d presents, at most %d values at once; want 2 and 2 (wildcard and apex in one order)", calls["/present"], most)
+	}
+	mu.Unlock()
+	if strings.Contains(s.log.String(), password) {
+		t.Error("the httpreq password is in the log")
+	}
 }

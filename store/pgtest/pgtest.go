@@ -448,9 +448,14 @@ func (c *Cluster) run() error {
 	started := make(chan error, 1)
 	// The parent-death signal fires when the starting thread ends, not the
 	// process, so the goroutine that starts the postmaster keeps its
-	// thread locked until the postmaster has exited.
+	// thread locked until the postmaster has exited. It unlocks the
+	// thread before it returns: a goroutine that ends locked takes its
+	// thread with it, and that thread may have started other children
+	// before (Pebble, nginx, with parent-death signals of their own),
+	// which the kernel would then kill in the middle of their tests.
 	go func() {
 		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
 			started <- err
 			return

@@ -169,28 +169,35 @@ func (s *Store) RateBuckets(ctx context.Context, scope string) ([]store.RateBuck
 	}
 	var out []store.RateBucket
 	err := s.query(ctx, func(q querier) error {
-		out = out[:0]
 		rows, err := q.Query(ctx, `SELECT "limit", key, full_ns FROM rate_buckets
 			WHERE scope = $1 AND full_ns > $2 ORDER BY "limit", key`, scope, nanos(s.now()))
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				rb   store.RateBucket
-				full int64
-			)
-			if err := rows.Scan(&rb.Limit, &rb.Key, &full); err != nil {
-				return err
-			}
-			rb.Full = fromNanos(full)
-			out = append(out, rb)
-		}
-		return rows.Err()
+		out, err = scanRateBuckets(rows)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rate buckets of %s: %w", scope, err)
 	}
 	return out, nil
+}
+
+// scanRateBuckets reads rows of ("limit", key, full_ns) into buckets, and
+// closes rows.
+func scanRateBuckets(rows pgx.Rows) ([]store.RateBucket, error) {
+	defer rows.Close()
+	var out []store.RateBucket
+	for rows.Next() {
+		var (
+			rb   store.RateBucket
+			full int64
+		)
+		if err := rows.Scan(&rb.Limit, &rb.Key, &full); err != nil {
+			return nil, err
+		}
+		rb.Full = fromNanos(full)
+		out = append(out, rb)
+	}
+	return out, rows.Err()
 }

@@ -186,26 +186,14 @@ func (s *Store) ReadRateBuckets(ctx context.Context, scope string, keys []store.
 	}
 	var out []store.RateBucket
 	err := s.query(ctx, func(q querier) error {
-		out = out[:0]
 		rows, err := q.Query(ctx, `SELECT DISTINCT r."limit", r.key, r.full_ns FROM rate_buckets r
 			JOIN unnest($2::text[], $3::text[]) AS w(l, k) ON r."limit" = w.l AND r.key = w.k
 			WHERE r.scope = $1`, scope, limits, names)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				rb   store.RateBucket
-				full int64
-			)
-			if err := rows.Scan(&rb.Limit, &rb.Key, &full); err != nil {
-				return err
-			}
-			rb.Full = fromNanos(full)
-			out = append(out, rb)
-		}
-		return rows.Err()
+		out, err = scanRateBuckets(rows)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read rate buckets of %s: %w", scope, err)

@@ -211,18 +211,5 @@ func readLockedBuckets(br pgx.BatchResults) ([]store.RateBucket, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var have []store.RateBucket
-	for rows.Next() {
-		var (
-			rb   store.RateBucket
-			full int64
-		)
-		if err := rows.Scan(&rb.Limit, &rb.Key, &full); err != nil {
-			return nil, err
-		}
-		rb.Full = fromNanos(full)
-		have = append(have, rb)
-	}
-	return have, rows.Err()
+	return scanRateBuckets(rows)
 }

@@ -265,6 +265,14 @@ func startBenchSidecar(b *testing.B, bin, dir string) *benchSidecar {
 // holds no certificate yet and the endpoint answering 404 is enough.
 func startBenchSidecarOn(b *testing.B, bin, dir string, empty bool) *benchSidecar {
 	b.Helper()
+	return startBenchSidecarIn(b, bin, dir, empty, "")
+}
+
+// startBenchSidecarIn is startBenchSidecarOn; with procs set (a cgroup's
+// cgroup.procs file), the process enters that cgroup before it execs
+// certserver, so that all its memory is charged there.
+func startBenchSidecarIn(b *testing.B, bin, dir string, empty bool, procs string) *benchSidecar {
+	b.Helper()
 	tmp := b.TempDir()
 	sockDir, err := os.MkdirTemp("", "csb")
 	if err != nil {
@@ -292,6 +300,10 @@ listen = "127.0.0.1:0"
 	defer logFile.Close()
 
 	s.cmd = exec.Command(bin, "serve", "--config", conf)
+	if procs != "" {
+		// The shell writes its own PID, which exec keeps.
+		s.cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$0" && exec "$@"`, procs, bin, "serve", "--config", conf)
+	}
 	s.cmd.Env = append(os.Environ(), "CERTSERVER_ADMIN_TOKEN="+testToken)
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	s.exited = make(chan struct{})
@@ -463,11 +475,17 @@ func (s *certClient) lookups(b *testing.B, n, clients, count int, dur time.Durat
 // with a certificate.
 func (s *certClient) paced(b *testing.B, n, rate int, dur time.Duration) latencies {
 	b.Helper()
+	return s.pacedNames(b, func(rng *rand.Rand) string { return benchName(rng.IntN(n)) }, rate, dur)
+}
+
+// pacedNames is paced with the name of each lookup from pick.
+func (s *certClient) pacedNames(b *testing.B, pick func(*rand.Rand) string, rate int, dur time.Duration) latencies {
+	b.Helper()
 	total := int(dur.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
 	var next atomic.Int64
 	start := time.Now()
-	return s.drive(b, n, 16, func(int, int) bool {
+	return s.driveNames(b, pick, 16, func(int, int) bool {
 		k := int(next.Add(1)) - 1
 		if k >= total {
 			return false
@@ -482,6 +500,12 @@ func (s *certClient) paced(b *testing.B, n, rate int, dur time.Duration) latenci
 // stops at the first false. It returns the latencies of all lookups, and
 // fails b at the first that is not a 200 with a certificate.
 func (s *certClient) drive(b *testing.B, n, workers int, more func(w, i int) bool) latencies {
+	b.Helper()
+	return s.driveNames(b, func(rng *rand.Rand) string { return benchName(rng.IntN(n)) }, workers, more)
+}
+
+// driveNames is drive with the name of each lookup from pick.
+func (s *certClient) driveNames(b *testing.B, pick func(*rand.Rand) string, workers int, more func(w, i int) bool) latencies {
 	b.Helper()
 	var (
 		mu   sync.Mutex
@@ -499,7 +523,7 @@ func (s *certClient) drive(b *testing.B, n, workers int, more func(w, i int) boo
 			lat := make([]time.Duration, 0, 1<<12)
 			uri := make([]byte, 0, 64)
 			for i := 0; more(w, i); i++ {
-				uri = fmt.Appendf(uri[:0], "http://certs/v1/certs/%s", benchName(rng.IntN(n)))
+				uri = fmt.Appendf(uri[:0], "http://certs/v1/certs/%s", pick(rng))
 				req.SetRequestURIBytes(uri)
 				t0 := time.Now()
 				err := s.hc.Do(req, resp)

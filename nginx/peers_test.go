@@ -3,6 +3,7 @@ package nginx_test
 import (
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -396,7 +397,13 @@ func caddyBinary(b *testing.B) caddyBin {
 	if err != nil {
 		b.Fatalf("%s version: %v", path, err)
 	}
-	return caddyBin{path: path, version: strings.TrimSpace(string(out))}
+	version := strings.TrimSpace(string(out))
+	// A go install'ed Caddy says "unknown"; its build information names
+	// the module's version.
+	if info, err := buildinfo.ReadFile(path); err == nil && info.Main.Version != "" {
+		version = info.Main.Path + " " + info.Main.Version
+	}
+	return caddyBin{path: path, version: version}
 }
 
 // peerCaddy is Caddy serving the folder of certificates.

@@ -180,9 +180,9 @@ func waitServed(b *testing.B, what, addr string, l peerLeaf, exited <-chan struc
 // peerCertserver is certserver's side: `certserver serve` and nginx.
 type peerCertserver struct {
 	*peer
-	ngx     *nginxtest.Nginx
-	admin   string
-	side    *exec.Cmd
+	ngx   *nginxtest.Nginx
+	admin string
+	side  *exec.Cmd
 }
 
 const peerToken = "peers-bench-admin-token-0123456789"
@@ -280,8 +280,8 @@ func peerPost(req *http.Request) error {
 // peerStatic is nginx with a server block per name.
 type peerStatic struct {
 	*peer
-	dir     string
-	cmd     *exec.Cmd
+	dir string
+	cmd *exec.Cmd
 }
 
 // startPeerStatic starts nginx with one server {} block per name (listen,
@@ -413,9 +413,9 @@ func caddyBinary(b *testing.B) caddyBin {
 // peerCaddy is Caddy serving the folder of certificates.
 type peerCaddy struct {
 	*peer
-	admin   string
-	config  []byte
-	cmd     *exec.Cmd
+	admin  string
+	config []byte
+	cmd    *exec.Cmd
 }
 
 // startPeerCaddy runs Caddy with an HTTPS server that serves the

@@ -434,10 +434,13 @@ func (s *benchSidecar) waitInventory(b *testing.B) time.Duration {
 	}
 }
 
-// latencies are the latencies of one phase, and how long it ran.
+// latencies are the latencies of one phase, and how long it ran; failed
+// lookups (counted only by a tolerant driveNames) are among them.
 type latencies struct {
-	lat  []time.Duration
-	wall time.Duration
+	lat      []time.Duration
+	wall     time.Duration
+	failed   int
+	firstErr error
 }
 
 func (l latencies) rate() float64 { return float64(len(l.lat)) / l.wall.Seconds() }
@@ -475,17 +478,18 @@ func (s *certClient) lookups(b *testing.B, n, clients, count int, dur time.Durat
 // with a certificate.
 func (s *certClient) paced(b *testing.B, n, rate int, dur time.Duration) latencies {
 	b.Helper()
-	return s.pacedNames(b, func(rng *rand.Rand) string { return benchName(rng.IntN(n)) }, rate, dur)
+	return s.pacedNames(b, func(rng *rand.Rand) string { return benchName(rng.IntN(n)) }, rate, dur, false)
 }
 
-// pacedNames is paced with the name of each lookup from pick.
-func (s *certClient) pacedNames(b *testing.B, pick func(*rand.Rand) string, rate int, dur time.Duration) latencies {
+// pacedNames is paced with the name of each lookup from pick; tolerant
+// as for driveNames.
+func (s *certClient) pacedNames(b *testing.B, pick func(*rand.Rand) string, rate int, dur time.Duration, tolerant bool) latencies {
 	b.Helper()
 	total := int(dur.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
 	var next atomic.Int64
 	start := time.Now()
-	return s.driveNames(b, pick, 16, func(int, int) bool {
+	return s.driveNames(b, pick, 16, tolerant, func(int, int) bool {
 		k := int(next.Add(1)) - 1
 		if k >= total {
 			return false
@@ -501,17 +505,22 @@ func (s *certClient) pacedNames(b *testing.B, pick func(*rand.Rand) string, rate
 // fails b at the first that is not a 200 with a certificate.
 func (s *certClient) drive(b *testing.B, n, workers int, more func(w, i int) bool) latencies {
 	b.Helper()
-	return s.driveNames(b, func(rng *rand.Rand) string { return benchName(rng.IntN(n)) }, workers, more)
+	return s.driveNames(b, func(rng *rand.Rand) string { return benchName(rng.IntN(n)) }, workers, false, more)
 }
 
-// driveNames is drive with the name of each lookup from pick.
-func (s *certClient) driveNames(b *testing.B, pick func(*rand.Rand) string, workers int, more func(w, i int) bool) latencies {
+// driveNames is drive with the name of each lookup from pick. When
+// tolerant, a lookup that is not a 200 with a certificate is counted in
+// the result's failed, with the first such error, instead of failing b.
+func (s *certClient) driveNames(b *testing.B, pick func(*rand.Rand) string, workers int, tolerant bool, more func(w, i int) bool) latencies {
 	b.Helper()
 	var (
 		mu   sync.Mutex
 		all  []time.Duration
 		wg   sync.WaitGroup
 		errs = make(chan error, workers)
+		// with tolerant
+		failed   int
+		firstErr error
 	)
 	start := time.Now()
 	for w := range workers {
@@ -531,7 +540,14 @@ func (s *certClient) driveNames(b *testing.B, pick func(*rand.Rand) string, work
 				if err == nil && (resp.StatusCode() != fasthttp.StatusOK || len(resp.Body()) < 2000) {
 					err = fmt.Errorf("GET %s: status %d, %d bytes", uri, resp.StatusCode(), len(resp.Body()))
 				}
-				if err != nil {
+				if err != nil && tolerant {
+					mu.Lock()
+					failed++
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				} else if err != nil {
 					errs <- err
 					return
 				}
@@ -547,7 +563,7 @@ func (s *certClient) driveNames(b *testing.B, pick func(*rand.Rand) string, work
 	if err := <-errs; err != nil {
 		b.Fatal(err)
 	}
-	return latencies{lat: all, wall: wall}
+	return latencies{lat: all, wall: wall, failed: failed, firstErr: firstErr}
 }
 
 // procMemory is a process's resident memory in MB (10^6 bytes).

@@ -37,7 +37,10 @@ import (
 //   - cold-failed, hot-failed, warm-failed: lookups of each phase that
 //     got no certificate (an error, such as the endpoint's own timeout
 //     while the store's pages are read back); they count in the
-//     percentiles with the time they took;
+//     percentiles with the time they took; and cold-lookups etc., the
+//     lookups sent: fewer than the rate asks when the answers are so
+//     slow that the senders fall behind (a phase stops sending after 3
+//     times its duration);
 //   - oom-kills: the kernel's OOM kills in the cgroup (target 0: a kill
 //     fails the benchmark as well), and the cgroup's memory at the end
 //     and at its peak (cg-MiB, cg-peak-MiB; limit cg-limit-MiB), with the
@@ -88,6 +91,7 @@ func BenchmarkMillionCgroup(b *testing.B) {
 		b.ReportMetric(micros(r.l.percentile(50)), r.name+"-p50-µs")
 		b.ReportMetric(micros(r.l.percentile(99)), r.name+"-p99-µs")
 		b.ReportMetric(float64(r.l.failed), r.name+"-failed")
+		b.ReportMetric(float64(len(r.l.lat)), r.name+"-lookups")
 		if r.l.failed > 0 {
 			b.Logf("%s: %d of %d lookups failed, the first: %v", r.name, r.l.failed, len(r.l.lat), r.l.firstErr)
 		}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkMillionCgroup is BenchmarkMillion's `certserver serve` on the
@@ -41,6 +43,12 @@ import (
 //     lookups sent: fewer than the rate asks when the answers are so
 //     slow that the senders fall behind (a phase stops sending after 3
 //     times its duration);
+//   - cold-read-KB/lookup etc.: what the sidecar read from the disk per
+//     lookup in each phase (/proc/PID/io), and read-ahead-KB, the
+//     read-ahead of the store's disk, which every page fault in Badger's
+//     memory-mapped files reads around the page; hot-warmed, the hot
+//     names looked up once before the hot phase (all of them unless
+//     that took over 6 times CERTSERVER_BENCH_LOAD);
 //   - oom-kills: the kernel's OOM kills in the cgroup (target 0: a kill
 //     fails the benchmark as well), and the cgroup's memory at the end
 //     and at its peak (cg-MiB, cg-peak-MiB; limit cg-limit-MiB), with the
@@ -60,9 +68,16 @@ func BenchmarkMillionCgroup(b *testing.B) {
 
 	evictFromPageCache(b, ds.Dir)
 	side := startBenchSidecarIn(b, bin, ds.Dir, false, cg.procs())
-	b.ReportMetric(float64(side.startup.Microseconds())/1000, "start-cold-ms")
+	startup := side.startup
 	pickAll := func(rng *rand.Rand) string { return benchName(rng.IntN(cfg.n)) }
-	cold := side.pacedNames(b, pickAll, cfg.rate, cfg.load, true)
+	read := map[string]float64{}
+	phase := func(name string, f func() latencies) latencies {
+		r0 := side.readBytes(b)
+		l := f()
+		read[name] = (side.readBytes(b) - r0) / 1e3 / float64(max(len(l.lat), 1))
+		return l
+	}
+	cold := phase("cold", func() latencies { return side.pacedNames(b, pickAll, cfg.rate, cfg.load, true) })
 	inventory := side.waitInventory(b)
 	b.Logf("first inventory of the store: %v", inventory.Round(time.Millisecond))
 
@@ -71,13 +86,17 @@ func BenchmarkMillionCgroup(b *testing.B) {
 		hotNames[i] = benchName(k)
 	}
 	pickHot := func(rng *rand.Rand) string { return hotNames[rng.IntN(hot)] }
+	// One lookup of each hot name, for at most 6 times the load's
+	// duration: a cgroup that keeps too little of the store cached gets
+	// through only part of them.
 	var next atomic.Int64
 	t0 := time.Now()
 	once := side.driveNames(b, func(*rand.Rand) string { return hotNames[int(next.Add(1)-1)%hot] }, 4, true,
-		func(w, i int) bool { return i < (hot+3-w)/4 })
-	b.Logf("one lookup of each of the %d hot names in %v (%d failed)", hot, time.Since(t0).Round(time.Millisecond), once.failed)
-	hotLat := side.pacedNames(b, pickHot, cfg.rate, cfg.load, true)
-	warm := side.pacedNames(b, pickAll, cfg.rate, cfg.load, true)
+		func(w, i int) bool { return i < (hot+3-w)/4 && time.Since(t0) < 6*cfg.load })
+	b.Logf("one lookup of %d of the %d hot names in %v (%d failed)", len(once.lat), hot, time.Since(t0).Round(time.Millisecond), once.failed)
+	b.ReportMetric(float64(len(once.lat)), "hot-warmed")
+	hotLat := phase("hot", func() latencies { return side.pacedNames(b, pickHot, cfg.rate, cfg.load, true) })
+	warm := phase("warm", func() latencies { return side.pacedNames(b, pickAll, cfg.rate, cfg.load, true) })
 
 	select {
 	case <-side.exited:
@@ -92,6 +111,7 @@ func BenchmarkMillionCgroup(b *testing.B) {
 		b.ReportMetric(micros(r.l.percentile(99)), r.name+"-p99-µs")
 		b.ReportMetric(float64(r.l.failed), r.name+"-failed")
 		b.ReportMetric(float64(len(r.l.lat)), r.name+"-lookups")
+		b.ReportMetric(read[r.name], r.name+"-read-KB/lookup")
 		if r.l.failed > 0 {
 			b.Logf("%s: %d of %d lookups failed, the first: %v", r.name, r.l.failed, len(r.l.lat), r.l.firstErr)
 		}
@@ -106,11 +126,55 @@ func BenchmarkMillionCgroup(b *testing.B) {
 	b.ReportMetric(m.anon, "cg-anon-MiB")
 	b.ReportMetric(m.file, "cg-file-MiB")
 	b.ReportMetric(float64(hot), "hot-names")
+	b.ReportMetric(float64(startup.Microseconds())/1000, "start-cold-ms")
+	b.ReportMetric(readAheadKB(b, ds.Dir), "read-ahead-KB")
 	b.ReportMetric(float64(cfg.n), "names")
 	b.Logf("cgroup memory at the end %.0f MiB (anonymous %.0f, page cache %.0f), peak %.0f MiB; sidecar %s", m.usage, m.anon, m.file, m.peak, side.memory(b))
 	if kills > 0 {
 		b.Fatalf("the kernel OOM-killed %d processes in the cgroup", kills)
 	}
+}
+
+// readBytes returns the bytes the sidecar has caused to be read from
+// the disk so far (/proc/PID/io read_bytes: its page faults and reads
+// that missed the page cache, with the read-ahead around them).
+func (s *benchSidecar) readBytes(b *testing.B) float64 {
+	b.Helper()
+	io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", s.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(io), "\n") {
+		if v, ok := strings.CutPrefix(line, "read_bytes: "); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("/proc io %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("no read_bytes in /proc/%d/io", s.cmd.Process.Pid)
+	return 0
+}
+
+// readAheadKB returns the read-ahead of the block device dir is on
+// (read_ahead_kb), which a page fault in a memory-mapped file also reads
+// around the page; 0 when it cannot tell.
+func readAheadKB(b *testing.B, dir string) float64 {
+	b.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		b.Fatal(err)
+	}
+	dev := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+	for _, f := range []string{dev + "/queue/read_ahead_kb", dev + "/../queue/read_ahead_kb"} {
+		if v, err := os.ReadFile(f); err == nil {
+			if n, err := strconv.ParseFloat(strings.TrimSpace(string(v)), 64); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // memoryCgroup is a memory cgroup made for one benchmark.

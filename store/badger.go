@@ -168,7 +168,34 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		b.done.Add(1)
 		go b.gcLoop(opts.GCInterval)
 	}
+	b.done.Add(1)
+	go b.adviseLoop(path)
 	return b, nil
+}
+
+// adviseInterval is how often the store's memory mappings are advised
+// random access again (adviseRandom), for the tables and value-log files
+// Badger maps after the last time.
+const adviseInterval = 10 * time.Second
+
+// adviseLoop runs adviseRandom on the store's files at once and every
+// adviseInterval until Close, logging the first failure only.
+func (b *Badger) adviseLoop(dir string) {
+	defer b.done.Done()
+	t := time.NewTicker(adviseInterval)
+	defer t.Stop()
+	logged := false
+	for {
+		if err := adviseRandom(dir); err != nil && !logged {
+			b.log.Warn("cannot advise the kernel that the store is read at random: a lookup that misses the page cache reads the disk's read-ahead around each page", "err", err)
+			logged = true
+		}
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close stops the value-log GC, flushes and closes the database. Later

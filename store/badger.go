@@ -102,6 +102,8 @@ type Badger struct {
 	writes atomic.Uint64
 	// challengeLists caches ListChallenges (challenges.go).
 	challengeLists challengeListCache
+	// inters caches the intermediates of the chains (badger_chains.go).
+	inters intermediateCache
 }
 
 var (

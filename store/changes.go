@@ -73,6 +73,8 @@ const changeOverflow = "\x00"
 type changeSet struct {
 	names []string
 	seen  map[string]bool
+	// inters are the intermediates the write stored (badger_chains.go).
+	inters map[[digestSize]byte]bool
 }
 
 func (c *changeSet) add(name string) {

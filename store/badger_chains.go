@@ -193,6 +193,9 @@ func (b *Badger) putIntermediates(txn *badger.Txn, inters []intermediate, change
 // setCertificate writes the record of c in txn, and the intermediates it
 // refers to that the store lacks.
 func (b *Badger) setCertificate(txn *badger.Txn, c *Certificate, changed *changeSet) error {
+	if b.writeV1 {
+		return txn.Set(key(prefixCert, c.ID), encodeCertificateV1(c))
+	}
 	rec, inters := encodeCertificate(c)
 	if err := b.putIntermediates(txn, inters, changed); err != nil {
 		return err

@@ -131,6 +131,9 @@ func (b *Badger) initChangeLog() error {
 		if err != nil || epoch != "" {
 			return err
 		}
+		if err := markUpgradedIfEmpty(txn); err != nil {
+			return err
+		}
 		return txn.Set([]byte(keyChangeLog), changeLogHeader(newEpoch(), 0))
 	})
 }

@@ -3,9 +3,14 @@ package store
 import (
 	"bytes"
 	"crypto/sha256"
+	encasn1 "encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // The certificate record (formatV2).
@@ -22,8 +27,9 @@ import (
 //
 // The record: formatV2, ID, the names (a count, then each), the chain
 // (chainRaw and the bytes, or chainDER, the leaf's DER, a count and
-// each intermediate's 32-byte digest), the key (keyRaw and the bytes, or
-// the key's PEM type and its DER), then NotBefore, NotAfter, Issuer,
+// each intermediate's 32-byte digest), the key (keyRaw and the bytes, the
+// code of the key's PEM type and its DER, or keyP256Scalar and the
+// scalar), then NotBefore, NotAfter, Issuer,
 // Serial, KeyType, Source, Origin, RenewAt and StoredAt as formatV1 has
 // them. For an ECDSA P-256 certificate of a Let's Encrypt-sized chain it
 // is about 1,200 bytes where formatV1 took 3,500.
@@ -38,7 +44,67 @@ const (
 
 // keyTypes are the PEM types of the keys kept as DER, by their code in a
 // record (0 is keyRaw). Codes are stored: only add to the end.
-var keyTypes = []string{1: "PRIVATE KEY", 2: "EC PRIVATE KEY", 3: "RSA PRIVATE KEY"}
+// keyP256Scalar is a PRIVATE KEY block whose DER is p256PKCS8 of its
+// scalar and of the public key in the leaf, as Go and lego write P-256
+// keys: only the 32-byte scalar is stored, 106 bytes less.
+var keyTypes = []string{1: "PRIVATE KEY", 2: "EC PRIVATE KEY", 3: "RSA PRIVATE KEY", keyP256Scalar: "PRIVATE KEY"}
+
+const keyP256Scalar = 4
+
+// keyMarkers are the markers of the PEM types of keyTypes, by code.
+var keyMarkers = func() []pemMarkers {
+	m := make([]pemMarkers, len(keyTypes))
+	for code, typ := range keyTypes {
+		if typ != "" {
+			m[code] = markers(typ)
+		}
+	}
+	return m
+}()
+
+// The DER of a PKCS #8 PrivateKeyInfo (RFC 5208 section 5) of a P-256
+// key (RFC 5915) without curve parameters in the inner key, as
+// x509.MarshalPKCS8PrivateKey writes it: p256PKCS8Head, the 32-byte
+// scalar, p256PKCS8Mid, the 65-byte uncompressed public point.
+var (
+	p256PKCS8Head = []byte{0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13,
+		0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+		0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+		0x04, 0x6d, 0x30, 0x6b, 0x02, 0x01, 0x01, 0x04, 0x20}
+	p256PKCS8Mid = []byte{0xa1, 0x44, 0x03, 0x42, 0x00}
+)
+
+// p256PKCS8 returns the DER of the PKCS #8 P-256 key of scalar and point.
+func p256PKCS8(scalar, point []byte) []byte {
+	der := make([]byte, 0, len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65)
+	der = append(append(der, p256PKCS8Head...), scalar...)
+	return append(append(der, p256PKCS8Mid...), point...)
+}
+
+// leafP256Point returns the uncompressed public point of a certificate's
+// P-256 key; ok is false for any other key or a DER it cannot read.
+func leafP256Point(der []byte) (point []byte, ok bool) {
+	in := cryptobyte.String(der)
+	var cert, tbs, spki, algo cryptobyte.String
+	var oid, curve []byte
+	var bits encasn1.BitString
+	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !cert.ReadASN1(&tbs, cbasn1.SEQUENCE) ||
+		!tbs.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()) ||
+		!tbs.SkipASN1(cbasn1.INTEGER) || // serialNumber
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // signature
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // issuer
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // validity
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // subject
+		!tbs.ReadASN1(&spki, cbasn1.SEQUENCE) ||
+		!spki.ReadASN1(&algo, cbasn1.SEQUENCE) ||
+		!algo.ReadASN1Element((*cryptobyte.String)(&oid), cbasn1.OBJECT_IDENTIFIER) || !bytes.Equal(oid, oidECPublicKeyDER) ||
+		!algo.ReadASN1Element((*cryptobyte.String)(&curve), cbasn1.OBJECT_IDENTIFIER) || !bytes.Equal(curve, oidP256DER) || !algo.Empty() ||
+		!spki.ReadASN1BitString(&bits) || !spki.Empty() ||
+		bits.BitLength != 65*8 || bits.Bytes[0] != 4 {
+		return nil, false
+	}
+	return bits.Bytes, true
+}
 
 // maxChain bounds the intermediates of one stored chain.
 const maxChain = 16
@@ -74,6 +140,12 @@ type intermediate struct {
 func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
 	leaf, inters, compact := splitChain(c.ChainPEM)
 	keyType, keyDER := compactKey(c.KeyPEM)
+	if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
+		scalar := keyDER[len(p256PKCS8Head) : len(p256PKCS8Head)+32]
+		if point, ok := leafP256Point(leaf); ok && bytes.Equal(p256PKCS8(scalar, point), keyDER) {
+			keyType, keyDER = keyP256Scalar, scalar
+		}
+	}
 	n := 64 + len(c.ID) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
 	if compact {
 		n += len(leaf) + len(inters)*digestSize
@@ -116,6 +188,28 @@ func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
 	return e.b, inters
 }
 
+// encodeCertificateV1 is the certificate encoder of formatV1, as the
+// store wrote records before formatV2: kept to write, in tests and
+// benchmarks, the stores that the decoder and the upgrade must read
+// (BadgerOptions.writeV1).
+func encodeCertificateV1(c *Certificate) []byte {
+	n := 64 + len(c.ID) + len(c.ChainPEM) + len(c.KeyPEM) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
+	for _, name := range c.Names {
+		n += len(name) + 2
+	}
+	e := encoder{b: make([]byte, 0, n)}
+	e.b = append(e.b, formatV1)
+	e.str(c.ID)
+	e.uint(uint64(len(c.Names)))
+	for _, name := range c.Names {
+		e.str(name)
+	}
+	e.bytes(c.ChainPEM)
+	e.bytes(c.KeyPEM)
+	encodeCertTail(&e, c)
+	return e.b
+}
+
 // encodeCertTail encodes the fields both formats end with.
 func encodeCertTail(e *encoder, c *Certificate) {
 	e.time(c.NotBefore)
@@ -143,7 +237,10 @@ func splitChain(chain []byte) (leaf []byte, inters []intermediate, ok bool) {
 		if !ok || len(der) == 0 {
 			return nil, nil, false
 		}
-		buf = appendPEM(buf[:0], "CERTIFICATE", der)
+		if pemLen("CERTIFICATE", len(der)) != len(raw) {
+			return nil, nil, false
+		}
+		buf = appendPEM(slices.Grow(buf[:0], len(raw)), "CERTIFICATE", der)
 		if !bytes.Equal(buf, raw) {
 			return nil, nil, false
 		}
@@ -164,16 +261,16 @@ func splitChain(chain []byte) (leaf []byte, inters []intermediate, ok bool) {
 // of one block exactly as appendPEM writes it, of a type in keyTypes;
 // else keyRaw.
 func compactKey(key []byte) (byte, []byte) {
-	for code, typ := range keyTypes {
+	for code, typ := range keyTypes[:keyP256Scalar] {
 		if typ == "" {
 			continue
 		}
-		body, raw, rest, ok := fastBlock(key, markers(typ))
+		body, raw, rest, ok := fastBlock(key, keyMarkers[code])
 		if !ok || len(rest) != 0 {
 			continue
 		}
 		der, ok := decodeBody(body)
-		if !ok || len(der) == 0 || !bytes.Equal(appendPEM(nil, typ, der), raw) {
+		if !ok || len(der) == 0 || pemLen(typ, len(der)) != len(raw) || !bytes.Equal(appendPEM(make([]byte, 0, len(raw)), typ, der), raw) {
 			return keyRaw, nil
 		}
 		return byte(code), der
@@ -276,6 +373,14 @@ func decodeCertificateV2(d *decoder, c *Certificate, src intermediateSource) err
 	key := d.raw()
 	if int(keyType) >= len(keyTypes) || (keyType != keyRaw && len(key) == 0) {
 		d.err, d.b = errCorrupt, nil
+	}
+	if keyType == keyP256Scalar && d.err == nil {
+		point, ok := leafP256Point(leaf)
+		if !ok || len(key) != 32 {
+			d.err, d.b = errCorrupt, nil
+		} else {
+			key = p256PKCS8(key, point)
+		}
 	}
 	decodeCertTail(d, c)
 	if d.err != nil {

@@ -74,11 +74,12 @@ func (s *Store) SwapPoolKey(ctx context.Context, old string, k *store.PoolKey) (
 	return s.openPool(cur)
 }
 
-// RemovePoolKey implements store.KeyPool.
+// RemovePoolKey implements store.KeyPool. A wrapped store without a
+// pool holds no pool key: it removes nothing.
 func (s *Store) RemovePoolKey(ctx context.Context, id string) (int, error) {
 	p, err := s.keyPool()
 	if err != nil {
-		return 0, err
+		return 0, nil
 	}
 	return p.RemovePoolKey(ctx, id)
 }

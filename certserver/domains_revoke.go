@@ -144,7 +144,11 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 	}
 	rev.Reordered = append(rev.Reordered, reordered...)
 	if reason == keyCompromise {
-		ks, err := a.retireKey(ctx, c, skip, now)
+		// Its own bound: a pool's key may be on tens of thousands of
+		// certificates, each rewritten.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retireKeyTimeout)
+		ks, err := a.retireKey(rctx, c, skip, now)
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("revoked %s serial %s for keyCompromise, then: %w", c.ID, c.Serial, err)
 		}

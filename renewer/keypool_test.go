@@ -1,6 +1,7 @@
 package renewer
 
 import (
+	"bytes"
 	"encoding/base64"
 	"strings"
 	"testing"
@@ -145,5 +146,55 @@ func TestPoolSlot(t *testing.T) {
 		if s := PoolSlot("shop.example.com", size); s < 0 || s >= size {
 			t.Errorf("PoolSlot(_, %d) = %d, out of range", size, s)
 		}
+	}
+}
+
+// TestKeyPoolFollowsConfig: a change of key type takes a key from the
+// pool of the new type (the old pool is left as it is), and a pool key
+// that cannot be opened any more (sealed under a key-encryption key no
+// longer configured) is replaced rather than failing every order of its
+// slot.
+func TestKeyPoolFollowsConfig(t *testing.T) {
+	b := badgerStore(t)
+	keyring := func(id string, fill byte) *sealed.Keyring {
+		kr, err := sealed.ParseKeyring(strings.NewReader(id+" "+base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{fill}, sealed.KeySize))+"\n"), "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kr
+	}
+	issuer := func(kt store.KeyType, kr *sealed.Keyring) *ACMEIssuer {
+		is, err := NewACMEIssuer(ACMEConfig{Directory: "https://ca.example.test/dir", KeyType: kt, KeyPool: &KeyPool{Size: 4}}, sealed.Wrap(b, kr), testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return is
+	}
+	keyOf := func(is *ACMEIssuer) (store.KeyType, string) {
+		t.Helper()
+		key, _, err := is.poolKey(t.Context(), testLogger(t), "shop.example.test")
+		if err != nil {
+			t.Fatalf("poolKey: %v", err)
+		}
+		id, err := store.PublicKeyID(key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return store.KeyTypeOf(key.Public()), id
+	}
+	k1 := keyring("k1", 1)
+	kt, p256 := keyOf(issuer(store.KeyECDSAP256, k1))
+	if kt != store.KeyECDSAP256 {
+		t.Fatalf("key type %s, want ecdsa-p256", kt)
+	}
+	if kt, _ := keyOf(issuer(store.KeyECDSAP384, k1)); kt != store.KeyECDSAP384 {
+		t.Errorf("after a change to ecdsa-p384: a key of type %s", kt)
+	}
+	if _, again := keyOf(issuer(store.KeyECDSAP256, k1)); again != p256 {
+		t.Errorf("back to ecdsa-p256: key %.12s, want the pool's %.12s", again, p256)
+	}
+	// Another key-encryption key: the slot's key cannot be opened.
+	if _, other := keyOf(issuer(store.KeyECDSAP256, keyring("k2", 2))); other == p256 {
+		t.Error("a pool key that cannot be opened was used")
 	}
 }

@@ -51,8 +51,12 @@ type ACMEConfig struct {
 	KeyType store.KeyType
 	// ReuseKey makes an order that replaces a certificate keep that
 	// certificate's private key (when it is of KeyType). Default false: a
-	// new key per order.
+	// new key per order. Not with KeyPool.
 	ReuseKey bool
+	// KeyPool, when set, gives every order a key of the store's key pool
+	// (see KeyPool; the store must have one, store.KeyPool). Default nil:
+	// a new key per order (or ReuseKey's).
+	KeyPool *KeyPool
 	// PreferredChain picks, among the chains the CA offers, the one whose
 	// topmost certificate is issued by this common name. Default "": the
 	// CA's default chain.
@@ -104,6 +108,8 @@ type ACMEIssuer struct {
 	transport  http.RoundTripper
 	reqTimeout time.Duration
 
+	pool store.KeyPool // the store's, when cfg.KeyPool is set
+
 	acctLock chan struct{} // held while the account is loaded or registered
 	acct     *account      // guarded by acctLock; nil until loaded
 
@@ -150,6 +156,27 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 			return nil, fmt.Errorf("new acme issuer: dns-01 resolvers: %w", err)
 		}
 	}
+	var pool store.KeyPool
+	if p := cfg.KeyPool; p != nil {
+		kp := *p
+		switch {
+		case cfg.ReuseKey:
+			return nil, errors.New("new acme issuer: a key pool and ReuseKey exclude each other (a pool already keeps a name's key until rotation)")
+		case kp.Size < 0 || kp.Rotation < 0:
+			return nil, fmt.Errorf("new acme issuer: key pool size %d or rotation %s is negative", kp.Size, kp.Rotation)
+		}
+		if kp.Size == 0 {
+			kp.Size = DefaultPoolSize
+		}
+		if kp.Rotation == 0 {
+			kp.Rotation = DefaultPoolRotation
+		}
+		cfg.KeyPool = &kp
+		var ok bool
+		if pool, ok = store.As[store.KeyPool](st); !ok {
+			return nil, errors.New("new acme issuer: a key pool needs a store that keeps one (store.KeyPool)")
+		}
+	}
 	if cfg.EAB != nil && (cfg.EAB.KeyID == "" || cfg.EAB.HMACKey == "") {
 		return nil, errors.New("new acme issuer: external account binding needs a key ID and an HMAC key")
 	}
@@ -180,6 +207,7 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 		transport:  http.DefaultTransport,
 		reqTimeout: 30 * time.Second,
 		acctLock:   make(chan struct{}, 1),
+		pool:       pool,
 	}
 	if hc := cfg.HTTPClient; hc != nil {
 		if hc.Transport != nil {
@@ -222,8 +250,9 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 // for the caller to fill when the CA has no renewal information, it cannot
 // be read, or DisableARI is set.
 //
-// The order has a new key of the configured type, or the key of
-// o.Replaces when ReuseKey is set; it asks for o.Profile ("" for the CA's
+// The order has a new key of the configured type, the key of o.Replaces
+// when ReuseKey is set, or a key of the pool (KeyPool) when one is
+// configured; it asks for o.Profile ("" for the CA's
 // default), and names o.Replaces as the certificate it replaces (RFC 9773
 // section 5) unless o.NoReplaces is set.
 //
@@ -314,7 +343,7 @@ func (a *ACMEIssuer) directory(ctx context.Context) (directory, error) {
 // obtain runs one order with acct.
 func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store.Certificate, error) {
 	log := a.log.With("name", o.Name)
-	key, keyPEM, err := a.certKey(log, o.Replaces)
+	key, keyPEM, err := a.certKey(ctx, log, o)
 	if err != nil {
 		return nil, err
 	}
@@ -359,10 +388,15 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	return cert, nil
 }
 
-// certKey returns the private key for a new certificate and its PEM: the
-// key of prev when ReuseKey is set and that key is of the configured type,
-// else a new one.
-func (a *ACMEIssuer) certKey(log *slog.Logger, prev *store.Certificate) (crypto.Signer, []byte, error) {
+// certKey returns the private key for o's certificate and its PEM: the
+// key of o's slot of the pool when KeyPool is set (poolKey), the key of
+// o.Replaces when ReuseKey is set and that key is of the configured type,
+// else a new one. It is the one place that decides an order's key.
+func (a *ACMEIssuer) certKey(ctx context.Context, log *slog.Logger, o Order) (crypto.Signer, []byte, error) {
+	if a.pool != nil {
+		return a.poolKey(ctx, log, o.Name)
+	}
+	prev := o.Replaces
 	if a.cfg.ReuseKey && prev != nil && len(prev.KeyPEM) > 0 {
 		key, err := store.ParseKey(prev.KeyPEM)
 		switch {

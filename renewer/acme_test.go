@@ -482,6 +482,7 @@ func TestNewACMEIssuerRefusesBadConfig(t *testing.T) {
 		{desc: "no directory", store: st, log: log, want: "not an https URL"},
 		{desc: "plain http directory", cfg: ACMEConfig{Directory: "http://ca.example.test/dir"}, store: st, log: log, want: "not an https URL"},
 		{desc: "unknown key type", cfg: ACMEConfig{Directory: good.Directory, KeyType: "dsa"}, store: st, log: log, want: "unknown key type"},
+		{desc: "key pool with reuse_key", cfg: ACMEConfig{Directory: good.Directory, ReuseKey: true, KeyPool: &KeyPool{}}, store: st, log: log, want: "exclude each other"},
 		{desc: "half an EAB", cfg: ACMEConfig{Directory: good.Directory, EAB: &ExternalAccount{KeyID: "kid"}}, store: st, log: log, want: "external account"},
 		{desc: "unknown challenge type", cfg: ACMEConfig{Directory: good.Directory, Challenges: []ChallengeType{"dns-01"}}, store: st, log: log, want: `unknown challenge type "dns-01"`},
 	}

@@ -40,7 +40,10 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
     [on_demand] has a check, for names nginx is asked for; it checks DNS
     and CAA before every order ([preflight]), paces orders to each CA's
     rate limits ([acme.limits]) and can fall back to further CAs
-    ([[acme.fallback]]);
+    ([[acme.fallback]]); each certificate gets a new private key, or,
+    with [keys] reuse = "pool", a key shared from a pool kept in the
+    store (pool_size keys of acme.key_type, each replaced after
+    rotation), so that nginx parses one key for many names;
   - the certificate store, a Badger database in a directory; with
     [store] key_encryption_key_file set, the private keys in it are
     encrypted (AES-256-GCM) under the last key of that file, and a key

@@ -81,7 +81,9 @@ func (f *fakeSidecar) serveChain(w http.ResponseWriter, d string) {
 	f.hits["chain:"+d]++
 	p, ok := f.chains[d]
 	status := f.chainStatus[d]
+	delay := f.chainDelay
 	f.mu.Unlock()
+	time.Sleep(delay)
 	if status == 0 && !ok {
 		status = http.StatusNotFound
 	}
@@ -247,6 +249,49 @@ func TestLuaLeafFormat(t *testing.T) {
 			t.Errorf("worker %s parsed leaves %d, intermediates %d, keys %d, built chains %d; want 3, 1, 2, 3",
 				pid, st["cert"].N, st["intermediate"].N, st["key"].N, st["chain"].N)
 		}
+	}
+	ngx.AssertCleanErrorLog(t)
+}
+
+// TestLuaLeafFormatConcurrent: new names under one intermediate asked for
+// at once, in both workers, while the sidecar takes its time to answer
+// for the intermediate, still cost one request for it.
+func TestLuaLeafFormatConcurrent(t *testing.T) {
+	pki := newChainPKI(t, "concurrent")
+	fb := newTestCA(t).issue(t, "fallback.invalid")
+	fbCert, fbKey := fb.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	side.leafFormat = true
+	side.chainDelay = 300 * time.Millisecond
+	var names []string
+	for i := range 8 {
+		name := "c" + strconv.Itoa(i) + ".chain.test"
+		_, body := pki.issue(t, name, nil)
+		side.set(name, answer{status: 200, body: body, maxAge: 3600})
+		names = append(names, name)
+	}
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey})
+	pids := make(chan string, len(names))
+	errs := make(chan error, len(names))
+	for _, name := range names {
+		go func() {
+			_, pid, _, err := verifiedBy(ngx.HTTPSAddr(), name, pki.roots, "/")
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+			pids <- pid
+		}()
+	}
+	workers := map[string]bool{}
+	for range names {
+		workers[<-pids] = true
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := side.hitsFor("chain:" + pki.interDigest()); got != 1 {
+		t.Errorf("the intermediate was fetched %d times by %d workers, want once", got, len(workers))
 	}
 	ngx.AssertCleanErrorLog(t)
 }

@@ -1360,36 +1360,70 @@ local function leaf_content(res)
 end
 
 
+-- fetch_intermediate(d) asks the sidecar for the intermediate of digest
+-- d (GET /v1/chains/{digest}), parses it into the worker's table and puts
+-- it in the shared dict for the other workers, with no expiry: a digest's
+-- content never changes. Returns true, or nil, err, why as fetch does
+-- (BAD_ANSWER for a status other than 200 or a certificate of another
+-- digest).
+local function fetch_intermediate(d)
+    local t0 = clock()
+    local res, err, why = fetch(CHAINS_PATH .. d, MAX_BODY)
+    if not res then
+        return nil, err, why
+    end
+    stat("chain_fetch", t0)
+    if res.status ~= 200 then
+        return nil, "sidecar answered " .. res.status .. " for intermediate "
+                    .. d, BAD_ANSWER
+    end
+    local x
+    x, err = load_intermediate(d, res.body)
+    if not x then
+        return nil, err, BAD_ANSWER
+    end
+    local ok
+    ok, err = certs:set(CHAIN_PREFIX .. d, res.body)
+    if not ok then
+        log_limited("shared", "cannot cache intermediate " .. d
+                              .. " in the shared dict: " .. tostring(err))
+    end
+    return true
+end
+
+
 -- fetch_intermediates(digests) makes sure the worker holds every
 -- intermediate of digests parsed: from its own table, else the shared
--- dict, else the sidecar (GET /v1/chains/{digest}, put in the shared dict
--- for the other workers, with no expiry: a digest's content never
--- changes). Returns true, or nil, err, why as fetch does (BAD_ANSWER for
--- a status other than 200 or a certificate of another digest).
+-- dict, else the sidecar, one request per intermediate across all
+-- workers (a lock in lock_dict; the others wait for its answer in the
+-- shared dict). Returns true, or nil, err, why as fetch_intermediate.
 local function fetch_intermediates(digests)
     for _, d in ipairs(digests) do
         if not (intermediates[d] or intermediate(d)) then
-            local t0 = clock()
-            local res, err, why = fetch(CHAINS_PATH .. d, MAX_BODY)
-            if not res then
-                return nil, err, why
+            local key = CHAIN_PREFIX .. d
+            local ok, err, why
+            if locks:add(key, true, lock_timeout) then
+                local done, r1, r2, r3 = pcall(fetch_intermediate, d)
+                locks:delete(key)
+                if not done then
+                    error(r1, 0)
+                end
+                ok, err, why = r1, r2, r3
+            else
+                -- Another worker asks the sidecar: wait for its answer.
+                local deadline = ngx_now() + lock_timeout
+                local delay = 0.001
+                repeat
+                    ngx_sleep(delay)
+                    delay = math_min(delay * 2, 0.02)
+                until not locks:get(key) or ngx_now() >= deadline
+                ok = intermediate(d) ~= nil
+                if not ok then
+                    ok, err, why = fetch_intermediate(d)
+                end
             end
-            stat("chain_fetch", t0)
-            if res.status ~= 200 then
-                return nil, "sidecar answered " .. res.status
-                            .. " for intermediate " .. d, BAD_ANSWER
-            end
-            local x
-            x, err = load_intermediate(d, res.body)
-            if not x then
-                return nil, err, BAD_ANSWER
-            end
-            local ok
-            ok, err = certs:set(CHAIN_PREFIX .. d, res.body)
             if not ok then
-                log_limited("shared", "cannot cache intermediate " .. d
-                                      .. " in the shared dict: "
-                                      .. tostring(err))
+                return nil, err, why
             end
         end
     end

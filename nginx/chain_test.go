@@ -384,3 +384,44 @@ func TestLuaFirstFormat(t *testing.T) {
 	}
 	ngx.AssertCleanErrorLog(t)
 }
+
+// TestLeafFormatWithSidecar: the real sidecar answers the Lua module in
+// the leaf format: certificates imported with their intermediate are
+// served with it (a client trusting only the root verifies them), each
+// chain built from the leaf and the worker's one parse of the
+// intermediate.
+func TestLeafFormatWithSidecar(t *testing.T) {
+	bin := certserverBinary(t)
+	pki := newChainPKI(t, "sidecar")
+	fb := newTestCA(t).issue(t, "fallback.invalid")
+	fbCert, fbKey := fb.writeFiles(t, t.TempDir(), "fallback")
+	side := startSidecar(t, bin)
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
+		Workers: 1, Stats: true})
+	leaves := map[string]*certtest.Cert{}
+	for _, name := range []string{"a.sidecar.test", "b.sidecar.test"} {
+		c, _ := pki.issue(t, name, nil)
+		side.importLeaf(t, leaf{serial: c.Cert.SerialNumber, keyPEM: c.KeyPEM,
+			chainPEM: append(append([]byte{}, c.CertPEM...), pki.inter.CertPEM...)})
+		leaves[name] = c
+	}
+	var st map[string]nginxtest.Stats
+	for name, c := range leaves {
+		eventually(t, 30*time.Second, name+" served with its intermediate", func() error {
+			certs, _, body, err := verifiedBy(ngx.HTTPSAddr(), name, pki.roots, nginxtest.StatsPath)
+			if err != nil {
+				return err
+			}
+			if len(certs) != 2 || !bytes.Equal(certs[0].Raw, c.Cert.Raw) || !bytes.Equal(certs[1].Raw, pki.inter.Cert.Raw) {
+				return fmt.Errorf("served %d certificates, want the leaf then the intermediate", len(certs))
+			}
+			st, err = nginxtest.ParseStats(body)
+			return err
+		})
+	}
+	if st["intermediate"].N != 1 || st["chain"].N != 2 || st["chain_fetch"].N != 1 {
+		t.Errorf("the worker parsed %d intermediates (want 1), fetched %d (want 1), built %d chains (want 2)",
+			st["intermediate"].N, st["chain_fetch"].N, st["chain"].N)
+	}
+	ngx.AssertCleanErrorLog(t)
+}

@@ -270,7 +270,10 @@ func TestLuaLeafFormatConcurrent(t *testing.T) {
 		side.set(name, answer{status: 200, body: body, maxAge: 3600})
 		names = append(names, name)
 	}
-	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey})
+	// Timeouts no loaded machine reaches: the waiting workers must not
+	// give up on the one that asks.
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
+		Configure: "read_timeout_ms = 10000, lock_timeout_ms = 30000,"})
 	pids := make(chan string, len(names))
 	errs := make(chan error, len(names))
 	for _, name := range names {

@@ -167,7 +167,7 @@ local tostring = tostring
 local type = type
 
 
-local _M = { _VERSION = "0.2.0" }
+local _M = { _VERSION = "0.3.0" }
 
 
 local DOT = str_byte(".")
@@ -181,11 +181,14 @@ local REVAL_KEY = "!reval"       -- what was fetched before this is stale
 -- "!bad:" .. name, after a bad answer for name; set with safe_set, as any
 -- entry a client can cause by the thousand: it never evicts a certificate
 local BAD_PREFIX = "!bad:"
--- "!r:" .. record id: "<version>\n<content>", the content being either
+-- "!r2:" .. record id: "<version>\n<content>", the content being either
 -- the PEM chain and key of the sidecar's first answer format, or, of its
 -- leaf format, LEAF_MARK .. "<key digest>[ <intermediate digest>...]\n"
--- then the PEM leaf and key
-local RECORD_PREFIX = "!r:"
+-- then the PEM leaf and key. ("!r:" held the first format only, in
+-- version 0.2 of this module: a version that read a leaf record would
+-- serve the leaf without its chain, so the two do not share entries
+-- across a reload to an older module or from one.)
+local RECORD_PREFIX = "!r2:"
 local LEAF_MARK = "!2 "
 local CHAIN_PREFIX = "!c:"       -- "!c:" .. digest: an intermediate's PEM
 local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id

@@ -123,7 +123,7 @@ bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
 # i15-lua: what a name new to nginx costs a worker (memory, parse split);
 # one op is one new name.
 newnames_time=20000x
-[ "$short" = 1 ] && newnames_time=300x
+[ "$short" = 1 ] && newnames_time=200x
 bench lua-newnames ./nginx/ '^BenchmarkLuaNewNames$' "$newnames_time"
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v1-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"

@@ -22,6 +22,8 @@
 #                                            handshakes, handshakes/s, memory, a new certificate
 #                   BenchmarkStreamFront     TLS handshakes through the TLS-ALPN-01 stream snippet
 #                                            (certserver-stream.conf) vs straight to the https server
+#                   BenchmarkLuaNewNames     20,000 names new to one worker: its memory per name,
+#                                            the first handshake's fetch and parses (stats())
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
 #                                            memory, endpoint lookups, first handshakes through nginx
 #                   BenchmarkMillionCgroup   the same sidecar in a 512 MiB memory cgroup: never
@@ -75,7 +77,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,70p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,72p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -157,6 +159,11 @@ start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
 bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
 bench peers ./nginx/ '^BenchmarkPeers$' 1x -timeout 60m
+# i15-lua: what a name new to nginx costs a worker (memory, parse split);
+# one op is one new name.
+newnames_time=20000x
+[ "$short" = 1 ] && newnames_time=200x
+bench lua-newnames ./nginx/ '^BenchmarkLuaNewNames$' "$newnames_time"
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v2-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
@@ -217,6 +224,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
 
 cat "$out/handshake.txt" "$out/stream.txt" "$out/peers.txt" "$out/million.txt" "$out/million-cgroup.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/store-size.txt" "$out/join.txt" "$out/contract.txt" \
+  "$out/lua-newnames.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v sizecerts="${CERTSERVER_BENCH_SIZE:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
@@ -306,6 +314,20 @@ END {
           fmt(v[b, "certserver-new-ms"]) " / " fmt(v[b, "caddy-new-ms"]) " / " fmt(v[b, "static-new-ms"]) " ms", "", "")
   }
 
+  # i15-lua: BenchmarkLuaNewNames, per-worker memory and first-handshake
+  # split, with a key per name and with one key shared by all.
+  b = "BenchmarkLuaNewNames/keys=unique"
+  if (has(b, "anon-B/name")) {
+    m = v[b, "anon-B/name"]
+    s = "BenchmarkLuaNewNames/keys=shared"
+    row("**Lua module**: memory a cached name costs an nginx worker (ECDSA P-256 leaves under one intermediate, leaf format; RssAnon growth after a Lua GC / names)",
+        "per name, own key / shared key; shared dict per name", "**" fmt(m / 1024) " KB** / " fmt(v[s, "anon-B/name"] / 1024) " KB; " fmt(v[b, "shm-B/name"] / 1024) " KB", "≤ 4 KB",
+        verdict(m <= 4096, fmt((m - 4096) / 1024) " KB: OpenSSL 3.0 keeps 4.8 KB per parsed leaf and 2.3 KB per parsed key"))
+    row("", "first handshake split p50 / p99: fetch, leaf parse, key parse, chain from cache",
+        ms(v[b, "fetch-p50-µs"]) " / " ms(v[b, "fetch-p99-µs"]) "; " ms(v[b, "cert-p50-µs"]) " / " ms(v[b, "cert-p99-µs"]) "; " ms(v[b, "key-p50-µs"]) " / " ms(v[b, "key-p99-µs"]) "; " ms(v[b, "chain-p50-µs"]) " / " ms(v[b, "chain-p99-µs"]), "", "")
+    row("", "the same with the key already parsed (shared): fetch, leaf parse, chain",
+        ms(v[s, "fetch-p50-µs"]) " / " ms(v[s, "fetch-p99-µs"]) "; " ms(v[s, "cert-p50-µs"]) " / " ms(v[s, "cert-p99-µs"]) "; " ms(v[s, "chain-p50-µs"]) " / " ms(v[s, "chain-p99-µs"]), "", "")
+  }
   b = "BenchmarkMillion"
   names = count(million)
   if (has(b, "added-p99-µs")) {

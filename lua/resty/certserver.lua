@@ -113,6 +113,10 @@ local ngx_sleep = ngx.sleep
 local ngx_md5 = ngx.md5
 local ngx_socket_tcp = ngx.socket.tcp
 local ngx_timer_every = ngx.timer.every
+local ngx_timer_at = ngx.timer.at
+local ngx_thread_spawn = ngx.thread.spawn
+local ngx_thread_wait = ngx.thread.wait
+local ngx_get_phase = ngx.get_phase
 local ngx_worker_pid = ngx.worker.pid
 local ngx_worker_exiting = ngx.worker.exiting
 local ngx_shared = ngx.shared
@@ -219,6 +223,11 @@ local defaults = {
     log_interval = 60,
     keepalive_timeout_ms = 10000,
     keepalive_pool_size = 32,
+    -- when the change feed names a certificate this worker serves, fetch
+    -- and parse the new one in a timer and swap it in, serving the old
+    -- one meanwhile (see prewarm_one); false drops it, and the next
+    -- handshake for the name fetches and parses it
+    prewarm = true,
 }
 
 
@@ -227,6 +236,7 @@ local sock_host, sock_port, sock_path
 local connect_timeout, read_timeout, lock_timeout
 local negative_ttl, invalid_ttl, error_ttl, max_stale, log_interval
 local keepalive_timeout, keepalive_pool_size
+local prewarm
 local certs, locks
 local lru_size
 -- lru holds names served by a certificate of their own (or a SAN of one);
@@ -245,6 +255,35 @@ local parsed_keys = setmetatable({}, { __mode = "v" })
 -- table per record shared by the LRU entries of all its names, so that the
 -- change feed can retire them all at once (see drop). Weak, as above.
 local records = setmetatable({}, { __mode = "v" })
+
+
+-- This worker's counters, read through _M.stats().
+local counters = {
+    -- certificates (chain and key) parsed while a handshake waited, and
+    -- parsed in a timer, off the handshake path (pre-warming)
+    parses_handshake = 0,
+    parses_timer = 0,
+    -- names the change feed queued for pre-warming; of those, fetched
+    -- from the sidecar by this worker, taken from the shared dict as
+    -- another worker fetched them, and dropped instead (the sidecar
+    -- failed, the name waited too long, the queue was full)
+    prewarm_queued = 0,
+    prewarm_fetched = 0,
+    prewarm_loaded = 0,
+    prewarm_dropped = 0,
+    -- polls of the change feed answered
+    feed_polls = 0,
+}
+
+
+-- count_parse() counts a parse of a chain and key where it happened.
+local function count_parse()
+    if ngx_get_phase() == "timer" then
+        counters.parses_timer = counters.parses_timer + 1
+    else
+        counters.parses_handshake = counters.parses_handshake + 1
+    end
+end
 
 
 local function parse_socket(s)
@@ -282,6 +321,7 @@ local function apply_options(o)
     log_interval = o.log_interval
     keepalive_timeout = o.keepalive_timeout_ms
     keepalive_pool_size = o.keepalive_pool_size
+    prewarm = o.prewarm
     certs = ngx_shared[o.shared_dict]
     locks = ngx_shared[o.lock_dict]
     if o.lru_size ~= lru_size then
@@ -613,6 +653,7 @@ local function parse(body, version)
 
     parsed_chains[version] = chain
     parsed_keys[version] = key
+    count_parse()
     return chain, key, nil
 end
 
@@ -1335,23 +1376,274 @@ end
 -- one) everything cached before is revalidated: served on, stale, while
 -- its name is asked again. No poll while the sidecar is down; the poll
 -- probes it instead.
+--
+-- Pre-warming (option prewarm, on by default): a changed name this
+-- worker serves a certificate for is not dropped from its LRU but queued;
+-- one timer per worker works through the queue, PREWARM_THREADS names at
+-- a time, and for each fetches the new answer and parses it off the
+-- handshake path (through refresh, as a handshake would), then swaps it
+-- in. Meanwhile the old certificate is served: a renewal leaves it valid.
+-- A 404 replaces it with the fallback; a name moved to another record
+-- follows it. One worker fetches a name (the fetch lock of lookup); it
+-- then marks the shared copy as fetched after the change (PREWARM_KEY),
+-- and the other workers parse that copy in their own timer instead of
+-- asking. A name whose pre-warming fails, or that waited PREWARM_WAIT
+-- seconds in the queue, is dropped as without pre-warming.
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
 local feed_started = false
 local feed_polling = false  -- a poll is under way (it may outlast a tick)
 
+-- "!pw:" .. name: the shared cursor ("<epoch> <version>") as of which the
+-- shared dict's copy of name was fetched by a pre-warm; set with
+-- safe_set, for PREWARM_MARK seconds
+local PREWARM_KEY = "!pw:"
+local PREWARM_MARK = 60
+local PREWARM_THREADS = 4   -- names fetched and parsed at once per worker
+local PREWARM_WAIT = 5      -- seconds a name may wait in the queue
 
-local function drop(name)
+
+-- covers(mark, cursor) tells whether the cursor mark ("<epoch>
+-- <version>", or nil) is cursor or later in the same epoch.
+local function covers(mark, cursor)
+    if not mark then
+        return false
+    end
+    local m_epoch, m_version = str_match(mark, "^(%S+) (%d+)$")
+    local c_epoch, c_version = str_match(cursor, "^(%S+) (%d+)$")
+    return m_epoch ~= nil and m_epoch == c_epoch
+           and tonumber(m_version) >= tonumber(c_version)
+end
+
+
+-- unshare(name, cursor) deletes the shared dict's copies of name, the
+-- name changed as of cursor (nil: unknown), unless a pre-warm fetched
+-- them after that change.
+local function unshare(name, cursor)
+    if cursor and covers(certs:get(PREWARM_KEY .. name), cursor) then
+        return
+    end
     certs:delete(name)
     certs:delete(RECORD_PREFIX .. name)
     certs:delete(WILD_PREFIX .. name)
+end
+
+
+-- drop(name, cursor) retires name, changed as of cursor (or nil), in the
+-- shared dict (see unshare) and in this worker: its LRU entries, and the
+-- record of that id, with every name served through it.
+local function drop(name, cursor)
+    unshare(name, cursor)
     forget(name)
     local rec = records[name]
     if rec then
         rec.dropped = true
         records[name] = nil
     end
+end
+
+
+-- held(name) tells whether this worker serves name a certificate worth
+-- pre-warming: name is in its LRU with one, or is the id of a record it
+-- holds (then fetching name brings the record's new version, which its
+-- other names follow). A wildcard's record is dropped instead: no name
+-- to ask for it by.
+local function held(name)
+    local entry = lru:get(name)
+    if entry and entry.rec and not entry.rec.dropped then
+        return true
+    end
+    local rec = records[name]
+    return rec ~= nil and not rec.dropped and valid_name(name)
+end
+
+
+-- The pre-warm queue: names from pw_first to pw_last; pw_jobs[name] is
+-- { cursor = <the feed cursor it changed as of>, at = <when queued> }
+-- while it waits.
+local pw_names = {}
+local pw_first, pw_last = 1, 0
+local pw_jobs = {}
+local pw_running = false
+
+
+-- enqueue(name, cursor, now) queues name for pre-warming; false when the
+-- queue is full (lru_size names).
+local function enqueue(name, cursor, now)
+    local job = pw_jobs[name]
+    if job then
+        job.cursor = cursor  -- changed again: keeps its place
+        return true
+    end
+    if pw_last - pw_first + 1 >= lru_size then
+        return false
+    end
+    pw_last = pw_last + 1
+    pw_names[pw_last] = name
+    pw_jobs[name] = { cursor = cursor, at = now }
+    counters.prewarm_queued = counters.prewarm_queued + 1
+    return true
+end
+
+
+-- wait_unlocked(name) waits, at most lock_timeout, until nobody holds
+-- the fetch lock of name.
+local function wait_unlocked(name)
+    local deadline = ngx_now() + lock_timeout
+    local delay = 0.001
+    repeat
+        ngx_sleep(delay)
+        if not locks:get(name) then
+            return
+        end
+        delay = math_min(delay * 2, 0.02)
+    until ngx_now() >= deadline
+end
+
+
+-- prewarm_one(name, job) brings this worker's copy of name up to date
+-- after the change job.cursor announced, off the handshake path: from
+-- the shared dict when a pre-warm in another worker fetched it after
+-- that change, else from the sidecar under the name's fetch lock (as
+-- lookup takes it), through refresh. Whatever fails, name is dropped:
+-- the next handshake asks, as without pre-warming.
+local function prewarm_one(name, job)
+    if ngx_now() - job.at > PREWARM_WAIT or sidecar_down() then
+        drop(name, job.cursor)
+        counters.prewarm_dropped = counters.prewarm_dropped + 1
+        return
+    end
+    local function from_shared()
+        if covers(certs:get(PREWARM_KEY .. name), job.cursor)
+           and load_shared(name, nil)
+        then
+            counters.prewarm_loaded = counters.prewarm_loaded + 1
+            return true
+        end
+        return false
+    end
+    for _ = 1, 2 do
+        if from_shared() then
+            return
+        end
+        lock_seq = lock_seq + 1
+        local token = ngx_worker_pid() .. ":" .. lock_seq
+        local ok, err = locks:add(name, token, lock_timeout)
+        -- Another worker may have fetched it between the two: it marks
+        -- the shared copy before it unlocks.
+        if ok and from_shared() then
+            if locks:get(name) == token then
+                locks:delete(name)
+            end
+            return
+        end
+        if ok then
+            local before = certs:get(FEED_KEY)
+            local cur = lru:get(name) or churn:get(name)
+            local res
+            ok, res = pcall(refresh, name, cur)
+            local kept = ok and res and res ~= cur
+                         and (lru:get(name) or churn:get(name)) == res
+            if kept and before then
+                -- A new answer, in this worker's LRU and the shared
+                -- dict: marked before the lock goes (see above).
+                certs:safe_set(PREWARM_KEY .. name, before, PREWARM_MARK)
+            end
+            if locks:get(name) == token then
+                locks:delete(name)
+            end
+            if kept then
+                counters.prewarm_fetched = counters.prewarm_fetched + 1
+                return
+            end
+            if not ok then
+                log_limited("internal", "internal error: " .. tostring(res))
+            end
+            break  -- the sidecar failed, or the answer was not kept
+        end
+        if err ~= "exists" then
+            log_limited("lock", "cannot lock " .. name .. ": "
+                                .. tostring(err))
+            break
+        end
+        -- Another worker (or a handshake) is fetching name: take its
+        -- answer when it is done.
+        wait_unlocked(name)
+    end
+    drop(name, job.cursor)
+    counters.prewarm_dropped = counters.prewarm_dropped + 1
+end
+
+
+-- prewarm_next works through the queue, one name at a time, yielding
+-- between names so that handshakes are not held up by a run of parses.
+local function prewarm_next()
+    while pw_first <= pw_last do
+        local name = pw_names[pw_first]
+        pw_names[pw_first] = nil
+        pw_first = pw_first + 1
+        local job = pw_jobs[name]
+        pw_jobs[name] = nil
+        local ok, err = pcall(prewarm_one, name, job)
+        if not ok then
+            log_limited("internal", "internal error: " .. tostring(err))
+            drop(name, nil)
+        end
+        ngx_sleep(0)
+    end
+end
+
+
+-- prewarm_run is the worker's pre-warm timer: PREWARM_THREADS light
+-- threads work through the queue until it is empty.
+local function prewarm_run(premature)
+    if premature then
+        return
+    end
+    while pw_first <= pw_last do
+        local threads = {}
+        for _ = 1, math_min(PREWARM_THREADS, pw_last - pw_first + 1) do
+            local th, err = ngx_thread_spawn(prewarm_next)
+            if not th then
+                log_limited("internal", "cannot start a pre-warm thread: "
+                                        .. tostring(err))
+                break
+            end
+            threads[#threads + 1] = th
+        end
+        if #threads == 0 then
+            prewarm_next()
+        end
+        for _, th in ipairs(threads) do
+            ngx_thread_wait(th)
+        end
+    end
+    pw_first, pw_last = 1, 0
+    pw_running = false
+end
+
+
+-- start_prewarm() starts the pre-warm timer unless it runs; when it
+-- cannot, the queued names are dropped.
+local function start_prewarm()
+    if pw_running or pw_first > pw_last then
+        return
+    end
+    local ok, err = ngx_timer_at(0, prewarm_run)
+    if ok then
+        pw_running = true
+        return
+    end
+    log_limited("feed", "cannot start the pre-warm timer: " .. tostring(err))
+    for i = pw_first, pw_last do
+        local name = pw_names[i]
+        pw_names[i] = nil
+        drop(name, pw_jobs[name].cursor)
+        pw_jobs[name] = nil
+        counters.prewarm_dropped = counters.prewarm_dropped + 1
+    end
+    pw_first, pw_last = 1, 0
 end
 
 
@@ -1395,6 +1687,7 @@ local function poll_changes()
         feed_off_until = now + 60
         return
     end
+    counters.feed_polls = counters.feed_polls + 1
     local body = res.body
     local epoch, version = str_match(body, "^(%S+) (%d+)\n")
     if res.status ~= 200 or not epoch then
@@ -1429,8 +1722,13 @@ local function poll_changes()
         churn:flush_all()
     else
         for name in str_gmatch(rest, "[^\n]+") do
-            drop(name)
+            if prewarm and held(name) and enqueue(name, next_cursor, now) then
+                unshare(name, next_cursor)
+            else
+                drop(name, next_cursor)
+            end
         end
+        start_prewarm()
     end
     feed_cursor = next_cursor
 end
@@ -1517,6 +1815,18 @@ function _M.ssl_certificate()
         return install(name, entry.rec)
     end
     return false
+end
+
+
+-- Returns a new table of this worker's counters (see counters): for
+-- monitoring and tests.
+function _M.stats()
+    local t = {}
+    for k, v in pairs(counters) do
+        t[k] = v
+    end
+    t.prewarm_waiting = pw_last - pw_first + 1
+    return t
 end
 
 

@@ -105,12 +105,22 @@ type Options struct {
 	// "127.0.0.2", "127.0.0.3"). Default "127.0.0.1".
 	Host string
 
+	// Stats, when set, adds to the HTTPS server the test-only location
+	// StatsPath, which answers the counters of the Lua module's stats()
+	// in the worker that serves the request.
+	Stats bool
+
 	// HTTPPort is the port of the plain-HTTP server (the port-80 stand-in
 	// with the ACME challenge snippet) on Host, for a fleet whose hosts
 	// must all answer HTTP-01 on the one port Pebble validates on (see
 	// FreePortOn). Default 0: a port free at start.
 	HTTPPort int
 }
+
+// StatsPath is the location Options.Stats adds: its answer holds one line
+// "KEY VALUE" per counter of require("resty.certserver").stats(), of the
+// worker named by WorkerHeader.
+const StatsPath = "/certserver-stats"
 
 // WorkerHeader is the response header of the HTTPS server that holds the
 // process ID of the worker that served the request (and its handshake).
@@ -287,6 +297,15 @@ func (n *Nginx) config(opts Options, httpSnippet, streamSnippet, nginxDir string
 	p("        ssl_certificate_key %s;", opts.FallbackKey)
 	p("        include %s;", filepath.Join(nginxDir, "certserver-ssl.conf"))
 	p("        add_header %s $pid always;", WorkerHeader)
+	if opts.Stats {
+		p("        location = %s {", StatsPath)
+		p("            content_by_lua_block {")
+		p("                for k, v in pairs(require(\"resty.certserver\").stats()) do")
+		p("                    ngx.say(k, \" \", v)")
+		p("                end")
+		p("            }")
+		p("        }")
+	}
 	p("        location / { return 200 \"lua\\n\"; }")
 	p("    }")
 	p("    server {")

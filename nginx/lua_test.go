@@ -43,6 +43,13 @@ type fakeSidecar struct {
 	// Requests for certificates being answered now, and the most at once
 	// since resetInflight.
 	inflight, maxInflight int
+
+	// leafFormat makes it answer in certserver.LeafFormat when asked
+	// (see chain_test.go); chains are the intermediates it has served
+	// the digests of, chainStatus a status to answer for a digest instead.
+	leafFormat  bool
+	chains      map[string][]byte
+	chainStatus map[string]int
 }
 
 type connKey struct{}
@@ -123,6 +130,10 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveChanges(w, r)
 		return
 	}
+	if d, ok := strings.CutPrefix(r.URL.Path, certserver.ChainPathPrefix); ok {
+		f.serveChain(w, d)
+		return
+	}
 	name, ok := strings.CutPrefix(r.URL.Path, "/v1/certs/")
 	if !ok {
 		http.NotFound(w, r)
@@ -164,6 +175,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.status == 200 {
 		w.Header().Set("X-Certserver-Match", match) // the stored name that matched
+		if strings.Contains(r.Header.Get("Accept"), certserver.LeafFormat) {
+			a = f.leafAnswer(w, a)
+		}
 	}
 	if a.chunked {
 		w.WriteHeader(a.status)

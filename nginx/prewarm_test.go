@@ -4,20 +4,19 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/certserver/certserver/nginx/nginxtest"
 )
 
-// workerStats reads the Lua module's counters from every worker of ngx
-// (started with Options.Stats): requests for nginxtest.StatsPath over
-// new connections, until each worker has answered one. It returns them
-// by worker process ID.
+// workerStats reads the Lua module's stats() from every worker of ngx
+// (started with Options.Stats): requests for nginxtest.StatsPath over new
+// connections, until each worker has answered one. It returns, by worker
+// process ID, the count of each step.
 func workerStats(ngx *nginxtest.Nginx) (map[string]map[string]int, error) {
 	all := make(map[string]map[string]int)
 	for i := range maxSweep {
@@ -49,23 +48,25 @@ func statsOnce(addr string) (string, map[string]int, error) {
 		return "", nil, err
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", nil, err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return "", nil, fmt.Errorf("%s answered %s", nginxtest.StatsPath, resp.Status)
 	}
-	stats := make(map[string]int)
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		n, err := strconv.Atoi(v)
-		if !ok || err != nil {
-			return "", nil, fmt.Errorf("stats line %q", sc.Text())
-		}
-		stats[k] = n
+	steps, err := nginxtest.ParseStats(string(body))
+	if err != nil {
+		return "", nil, err
 	}
-	return resp.Header.Get(nginxtest.WorkerHeader), stats, sc.Err()
+	counts := make(map[string]int, len(steps))
+	for step, st := range steps {
+		counts[step] = st.N
+	}
+	return resp.Header.Get(nginxtest.WorkerHeader), counts, nil
 }
 
-// statsSum reads every worker's counters and returns their sums.
+// statsSum reads every worker's counts and returns their sums.
 func statsSum(t testing.TB, ngx *nginxtest.Nginx) map[string]int {
 	t.Helper()
 	all, err := workerStats(ngx)
@@ -92,8 +93,8 @@ func feedsRunning(t testing.TB, ngx *nginxtest.Nginx) {
 			return err
 		}
 		for pid, stats := range all {
-			if stats["feed_polls"] < 2 {
-				return fmt.Errorf("worker %s polled %d times", pid, stats["feed_polls"])
+			if stats["feed_poll"] < 2 {
+				return fmt.Errorf("worker %s polled %d times", pid, stats["feed_poll"])
 			}
 		}
 		return nil
@@ -130,10 +131,10 @@ func TestLuaPrewarm(t *testing.T) {
 		side.change("renewed.test", certAnswer(renewed, 3600))
 		within(t, "every worker serves the new certificate", allServe(ngx, "renewed.test", renewed.serial))
 		after := statsSum(t, ngx)
-		if d := after["parses_handshake"] - before["parses_handshake"]; d != 0 {
+		if d := after["parse_handshake"] - before["parse_handshake"]; d != 0 {
 			t.Errorf("%d parses on the handshake path after the renewal, want 0", d)
 		}
-		if d := after["parses_timer"] - before["parses_timer"]; d != ngx.Workers() {
+		if d := after["parse_timer"] - before["parse_timer"]; d != ngx.Workers() {
 			t.Errorf("%d parses in timers, want one per worker (%d)", d, ngx.Workers())
 		}
 		if h := side.hitsFor("renewed.test"); h != 2 {
@@ -186,7 +187,7 @@ func TestLuaPrewarm(t *testing.T) {
 			must(t, allServe(ngx, name, renewed[name].serial))
 		}
 		after := statsSum(t, ngx)
-		if d := after["parses_handshake"] - before["parses_handshake"]; d != 0 {
+		if d := after["parse_handshake"] - before["parse_handshake"]; d != 0 {
 			t.Errorf("%d parses on the handshake path after the wave, want 0", d)
 		}
 		if d := after["prewarm_dropped"] - before["prewarm_dropped"]; d != 0 {

@@ -139,6 +139,7 @@ local str_gmatch = string.gmatch
 local str_lower = string.lower
 local str_match = string.match
 local str_sub = string.sub
+local table_concat = table.concat
 local math_huge = math.huge
 local math_max = math.max
 local math_min = math.min
@@ -167,7 +168,13 @@ local REVAL_KEY = "!reval"       -- what was fetched before this is stale
 -- "!bad:" .. name, after a bad answer for name; set with safe_set, as any
 -- entry a client can cause by the thousand: it never evicts a certificate
 local BAD_PREFIX = "!bad:"
-local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
+-- "!r:" .. record id: "<version>\n<content>", the content being either
+-- the PEM chain and key of the sidecar's first answer format, or, of its
+-- leaf format, LEAF_MARK .. "<key digest>[ <intermediate digest>...]\n"
+-- then the PEM leaf and key
+local RECORD_PREFIX = "!r:"
+local LEAF_MARK = "!2 "
+local CHAIN_PREFIX = "!c:"       -- "!c:" .. digest: an intermediate's PEM
 local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
 local NEGATIVE = "-"             -- the record of a cached 404/400
 local SLOW_LIMIT = 3             -- timeouts in a row that mark the sidecar down
@@ -251,39 +258,21 @@ local lru, churn
 local parsed_chains = setmetatable({}, { __mode = "v" })
 local parsed_keys = setmetatable({}, { __mode = "v" })
 
+-- Parsed private keys by the digest of their DER (the sidecar's
+-- X-Certserver-Key), so that the certificates that share a key (a key
+-- pool) share one parse. Weak, as above.
+local keys_by_digest = setmetatable({}, { __mode = "v" })
+
+-- The intermediates this worker parsed, by digest: { sk = the parsed
+-- STACK_OF(X509) of the one certificate (its gc frees it), x509 = that
+-- certificate }. A chain built for a leaf holds references of its own
+-- (chain_push). Not weak: a CA has a handful, kept for the worker's life.
+local intermediates = {}
+
 -- This worker's view of the stored records it serves, by record id: one
 -- table per record shared by the LRU entries of all its names, so that the
 -- change feed can retire them all at once (see drop). Weak, as above.
 local records = setmetatable({}, { __mode = "v" })
-
-
--- This worker's counters, read through _M.stats().
-local counters = {
-    -- certificates (chain and key) parsed while a handshake waited, and
-    -- parsed in a timer, off the handshake path (pre-warming)
-    parses_handshake = 0,
-    parses_timer = 0,
-    -- names the change feed queued for pre-warming; of those, fetched
-    -- from the sidecar by this worker, taken from the shared dict as
-    -- another worker fetched them, and dropped instead (the sidecar
-    -- failed, the name waited too long, the queue was full)
-    prewarm_queued = 0,
-    prewarm_fetched = 0,
-    prewarm_loaded = 0,
-    prewarm_dropped = 0,
-    -- polls of the change feed answered
-    feed_polls = 0,
-}
-
-
--- count_parse() counts a parse of a chain and key where it happened.
-local function count_parse()
-    if ngx_get_phase() == "timer" then
-        counters.parses_timer = counters.parses_timer + 1
-    else
-        counters.parses_handshake = counters.parses_handshake + 1
-    end
-end
 
 
 local function parse_socket(s)
@@ -434,27 +423,50 @@ local function log_limited(kind, msg)
 end
 
 
+-- What this module calls in OpenSSL's libcrypto, which nginx links
+-- dynamically, through the FFI. Declared under private names so other FFI
+-- users of OpenSSL are not disturbed.
+--
 -- key_matches(chain, key) tells whether the private key belongs to the
 -- chain's leaf, with OpenSSL's X509_check_private_key; set_priv_key would
--- fail on a mismatch only after clear_certs removed the fallback. Declared
--- under private names so other FFI users of OpenSSL are not disturbed; when
--- the symbols cannot be resolved the check is skipped.
-local key_matches
+-- fail on a mismatch only after clear_certs removed the fallback. When the
+-- symbols cannot be resolved the check is skipped.
+--
+-- chain_push(chain, x509) appends an intermediate the worker parsed once
+-- to a chain it parsed from a leaf's PEM (a STACK_OF(X509) whose gc,
+-- from ngx.ssl.parse_pem_cert, frees it with sk_X509_pop_free): it takes a
+-- reference of its own (X509_up_ref), which the chain's gc gives back, so
+-- that the intermediate outlives neither nor is freed twice. x509_of(sk)
+-- is the first certificate of a parsed chain, sha256_hex(x509) the
+-- lowercase hex SHA-256 of its DER. chain_push is nil when the symbols
+-- cannot be resolved: then the sidecar is not asked for the leaf format.
+local key_matches, chain_push, x509_of, sha256_hex
 do
     local ok = pcall(ffi.cdef, [[
         void *certserver_sk_value(const void *sk, int i)
             __asm__("OPENSSL_sk_value");
+        int certserver_sk_num(const void *sk) __asm__("OPENSSL_sk_num");
+        int certserver_sk_push(void *sk, const void *p)
+            __asm__("OPENSSL_sk_push");
+        int certserver_x509_up_ref(void *x509) __asm__("X509_up_ref");
+        void certserver_x509_free(void *x509) __asm__("X509_free");
+        const void *certserver_evp_sha256(void) __asm__("EVP_sha256");
+        int certserver_x509_digest(const void *x509, const void *md,
+            unsigned char *out, unsigned int *len) __asm__("X509_digest");
         int certserver_x509_check_private_key(const void *x509,
             const void *pkey) __asm__("X509_check_private_key");
         void certserver_err_clear_error(void) __asm__("ERR_clear_error");
     ]])
-    if ok then
-        ok = pcall(function ()
-            return C.certserver_sk_value, C.certserver_x509_check_private_key,
-                   C.certserver_err_clear_error
-        end)
-    end
-    if ok then
+    local have_check = ok and pcall(function ()
+        return C.certserver_sk_value, C.certserver_x509_check_private_key,
+               C.certserver_err_clear_error
+    end)
+    local have_chain = have_check and pcall(function ()
+        return C.certserver_sk_num, C.certserver_sk_push,
+               C.certserver_x509_up_ref, C.certserver_x509_free,
+               C.certserver_evp_sha256, C.certserver_x509_digest
+    end)
+    if have_check then
         key_matches = function (chain, key)
             local leaf = C.certserver_sk_value(chain, 0)
             if leaf ~= nil
@@ -469,6 +481,67 @@ do
         key_matches = function ()
             return true
         end
+    end
+    if have_chain then
+        chain_push = function (chain, x509)
+            if C.certserver_x509_up_ref(x509) ~= 1 then
+                return false
+            end
+            if C.certserver_sk_push(chain, x509) == 0 then
+                C.certserver_x509_free(x509)
+                return false
+            end
+            return true
+        end
+        x509_of = function (sk)
+            if C.certserver_sk_num(sk) ~= 1 then
+                return nil
+            end
+            local x = C.certserver_sk_value(sk, 0)
+            if x == nil then
+                return nil
+            end
+            return x
+        end
+        local md = ffi_new("unsigned char[64]")
+        local md_len = ffi_new("unsigned int[1]")
+        local hex = {}
+        sha256_hex = function (x509)
+            if C.certserver_x509_digest(x509, C.certserver_evp_sha256(), md,
+                                        md_len) ~= 1 or md_len[0] ~= 32 then
+                C.certserver_err_clear_error()
+                return nil
+            end
+            for i = 0, 31 do
+                hex[i + 1] = str_format("%02x", md[i])
+            end
+            return table_concat(hex, "", 1, 32)
+        end
+    end
+end
+
+
+-- clock() is a monotonic time in seconds with nanoseconds (ngx.now()
+-- moves only once per event loop turn), for the timings of _M.stats.
+local clock
+do
+    local ok = pcall(ffi.cdef, [[
+        struct certserver_timespec { long sec; long nsec; };
+        int certserver_clock_gettime(int clock,
+            struct certserver_timespec *ts) __asm__("clock_gettime");
+    ]])
+    if ok then
+        ok = pcall(function () return C.certserver_clock_gettime end)
+    end
+    if ok then
+        local CLOCK_MONOTONIC = 1
+        local ts = ffi_new("struct certserver_timespec")
+        clock = function ()
+            C.certserver_clock_gettime(CLOCK_MONOTONIC, ts)
+            return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
+        end
+    else
+        clock = ngx_now
     end
 end
 
@@ -625,35 +698,171 @@ do
 end
 
 
--- Parses body (PEM chain, then PEM key) into cdata, once per version.
--- Returns chain, key, err: the parsed chain and key and a nil err; or nil,
--- nil and what is wrong.
+-- Timings of the work a new name costs a worker, for _M.stats: per step,
+-- how many, their total and the last STAT_SAMPLES durations (seconds).
+local STAT_SAMPLES = 4096
+local stats = {}
+
+local function stat(step, since)
+    local d = clock() - since
+    local st = stats[step]
+    if not st then
+        st = { n = 0, total = 0, samples = {} }
+        stats[step] = st
+    end
+    st.n = st.n + 1
+    st.total = st.total + d
+    st.samples[(st.n - 1) % STAT_SAMPLES + 1] = d
+end
+
+
+-- _M.stats() returns this worker's timings of its first handshakes for
+-- names new to it, by step: "fetch" (GET /v1/certs from the sidecar),
+-- "cert" (ngx.ssl.parse_pem_cert of what came: the leaf alone in the leaf
+-- format, the whole chain in the first), "key" (parse_pem_priv_key, only
+-- when no certificate before had the same key), "chain" (the worker's
+-- parsed intermediates added to the leaf), "intermediate" (parsing one
+-- intermediate new to the worker), "chain_fetch" (GET /v1/chains from the
+-- sidecar). Where the parsing of a record happened, all of it (its
+-- intermediates and the parsed parts, cert, key and chain, counted above
+-- too): "parse_handshake" while a handshake waited, "parse_timer" in a
+-- timer, off the handshake path (pre-warming). The change feed:
+-- "feed_poll" (a poll answered); pre-warming (see prewarm_one):
+-- "prewarm_wait" (time a name waited in the queue), then one of
+-- "prewarm_fetched" (asked the sidecar), "prewarm_loaded" (took another
+-- worker's answer from the shared dict), "prewarm_dropped" (dropped
+-- instead). Each is { n = count, total = seconds, samples = the last
+-- STAT_SAMPLES durations in seconds, in no order }. For benchmarks and
+-- tests; the table is the worker's own, not a copy.
+function _M.stats()
+    return stats
+end
+
+
+-- load_intermediate(d, pem) parses the intermediate of digest d from pem
+-- into the worker's table, once. Returns its X509 cdata, or nil, err when
+-- pem is not one certificate of that digest.
+local function load_intermediate(d, pem)
+    local t0 = clock()
+    local ok, sk, err = pcall(ssl_parse_pem_cert, pem)
+    if not ok or not sk then
+        return nil, "intermediate " .. d .. " does not parse: "
+                    .. tostring(err or sk)
+    end
+    local x = x509_of(sk)
+    if not x then
+        return nil, "intermediate " .. d .. " is not one certificate"
+    end
+    if sha256_hex(x) ~= d then
+        return nil, "intermediate " .. d .. " has another digest"
+    end
+    intermediates[d] = { sk = sk, x509 = x }
+    stat("intermediate", t0)
+    return x
+end
+
+
+-- intermediate(d) is the worker's parsed intermediate of digest d, parsed
+-- from the shared dict when new to the worker; nil when neither has it.
+local function intermediate(d)
+    local i = intermediates[d]
+    if i then
+        return i.x509
+    end
+    local pem = certs:get(CHAIN_PREFIX .. d)
+    if not pem then
+        return nil
+    end
+    local x, err = load_intermediate(d, pem)
+    if not x then
+        log_limited("parse", "cached " .. err)
+        certs:delete(CHAIN_PREFIX .. d)
+    end
+    return x
+end
+
+
+-- MISSING is the error of parse when an intermediate of the record is in
+-- neither the worker nor the shared dict: the sidecar must be asked.
+local MISSING = "missing intermediate"
+
+
+-- Parses a record's content (see RECORD_PREFIX) into cdata, once per
+-- version. Returns chain, key, err: the parsed chain and key and a nil
+-- err; or nil, nil and what is wrong (MISSING when an intermediate is not
+-- at hand).
 local function parse(body, version)
     local chain, key = parsed_chains[version], parsed_keys[version]
     if chain and key then
         return chain, key, nil
     end
 
+    local t_parse = clock()
+    local key_digest, digests
+    if str_sub(body, 1, #LEAF_MARK) == LEAF_MARK then
+        local nl = str_find(body, "\n", 1, true)
+        if not nl then
+            return nil, nil, "malformed leaf record"
+        end
+        local meta = str_sub(body, #LEAF_MARK + 1, nl - 1)
+        body = str_sub(body, nl + 1)
+        digests = {}
+        for d in str_gmatch(meta, "%S+") do
+            if key_digest then
+                digests[#digests + 1] = d
+            else
+                key_digest = d
+            end
+        end
+        for i = 1, #digests do
+            local x = intermediate(digests[i])
+            if not x then
+                return nil, nil, MISSING
+            end
+            digests[i] = x
+        end
+    end
+
     local at = str_find(body, KEY_PATTERN)
     if not at then
         return nil, nil, "no private key in the response"
     end
+    local t0 = clock()
     local ok, err
     ok, chain, err = pcall(ssl_parse_pem_cert, str_sub(body, 1, at - 1))
     if not ok or not chain then
         return nil, nil, "bad certificate chain: " .. tostring(err or chain)
     end
-    ok, key, err = pcall(ssl_parse_pem_priv_key, str_sub(body, at))
-    if not ok or not key then
-        return nil, nil, "bad private key: " .. tostring(err or key)
+    stat("cert", t0)
+    if digests then
+        t0 = clock()
+        for i = 1, #digests do
+            if not chain_push(chain, digests[i]) then
+                return nil, nil, "cannot add an intermediate to the chain"
+            end
+        end
+        stat("chain", t0)
+    end
+    key = key_digest and keys_by_digest[key_digest]
+    if not key then
+        t0 = clock()
+        ok, key, err = pcall(ssl_parse_pem_priv_key, str_sub(body, at))
+        if not ok or not key then
+            return nil, nil, "bad private key: " .. tostring(err or key)
+        end
+        stat("key", t0)
     end
     if not key_matches(chain, key) then
         return nil, nil, "the private key does not match the certificate"
     end
 
+    if key_digest then
+        keys_by_digest[key_digest] = key
+    end
     parsed_chains[version] = chain
     parsed_keys[version] = key
-    count_parse()
+    stat(ngx_get_phase() == "timer" and "parse_timer" or "parse_handshake",
+         t_parse)
     return chain, key, nil
 end
 
@@ -738,6 +947,9 @@ local function load_record(id)
     end
     local rec, err = worker_record(id, str_sub(v, 1, nl - 1),
                                    str_sub(v, nl + 1))
+    if err == MISSING then
+        return nil  -- the shared dict lost an intermediate: ask the sidecar
+    end
     if not rec then
         log_limited("parse", "cached certificate " .. id
                              .. " does not parse: " .. err)
@@ -811,15 +1023,25 @@ end
 
 
 local CERTS_PATH = "/v1/certs/"
+local CHAINS_PATH = "/v1/chains/"
 local CHANGES_PATH = "/v1/changes?since="
+-- The sidecar's leaf format (certserver.LeafFormat), asked for when the
+-- chain can be built from parsed parts (chain_push).
+local LEAF_FORMAT = "application/vnd.certserver.leaf+pem"
 local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
-                     .. "User-Agent: certserver-lua\r\n\r\n"
+                     .. "User-Agent: certserver-lua\r\n"
+                     .. (chain_push and "Accept: " .. LEAF_FORMAT .. "\r\n"
+                         or "")
+                     .. "\r\n"
 
 
 -- Sends GET path on sock and reads the response, a body of at most
 -- max_body bytes. Returns res, err, why: the response res = { status,
 -- body, max_age (nil without one), record (X-Certserver-Record, or nil),
--- keepalive } and nil, nil; or nil, what went wrong, and why it failed:
+-- match (X-Certserver-Match, or nil), leaf (true for the leaf format),
+-- key_digest and chain (X-Certserver-Key and X-Certserver-Chain, nil
+-- without), keepalive } and nil, nil; or nil, what went wrong, and why it
+-- failed:
 -- CLOSED when the connection turned out closed before anything was
 -- received (worth one more try on a new connection; a timeout is not
 -- retried, it would only double the wait), SLOW when no answer started
@@ -845,7 +1067,7 @@ local function exchange(sock, path, max_body)
         return nil, "malformed status line", BAD_ANSWER
     end
 
-    local length, max_age, record, match, keepalive
+    local length, max_age, record, match, keepalive, leaf, key_digest, chain
     local complete = false
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
@@ -867,6 +1089,12 @@ local function exchange(sock, path, max_body)
                 record = v
             elseif k == "x-certserver-match" then
                 match = v
+            elseif k == "content-type" then
+                leaf = str_lower(v) == LEAF_FORMAT
+            elseif k == "x-certserver-key" then
+                key_digest = v
+            elseif k == "x-certserver-chain" then
+                chain = v
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
@@ -892,7 +1120,8 @@ local function exchange(sock, path, max_body)
         end
     end
     return { status = status, body = body, max_age = max_age,
-             record = record, match = match,
+             record = record, match = match, leaf = leaf,
+             key_digest = key_digest, chain = chain,
              keepalive = keepalive ~= false }, nil, nil
 end
 
@@ -1106,11 +1335,78 @@ local function store_record(id, version, body, exptime, moved)
 end
 
 
+-- leaf_content(res) is the record content (see RECORD_PREFIX) of an
+-- answer in the leaf format, and the digests of its intermediates; or nil,
+-- nil, what is wrong with it.
+local function leaf_content(res)
+    local kd = res.key_digest
+    if not chain_push then
+        return nil, nil, "leaf format without OpenSSL's functions at hand"
+    end
+    if not (kd and #kd == 64 and str_find(kd, "^[0-9a-f]+$")) then
+        return nil, nil, "no valid key digest"
+    end
+    local digests = {}
+    for d in str_gmatch(res.chain or "", "%S+") do
+        if #d ~= 64 or not str_find(d, "^[0-9a-f]+$") then
+            return nil, nil, "malformed intermediate digest"
+        end
+        digests[#digests + 1] = d
+    end
+    local meta = LEAF_MARK .. kd
+    if #digests > 0 then
+        meta = meta .. " " .. table_concat(digests, " ")
+    end
+    return meta .. "\n" .. res.body, digests, nil
+end
+
+
+-- fetch_intermediates(digests) makes sure the worker holds every
+-- intermediate of digests parsed: from its own table, else the shared
+-- dict, else the sidecar (GET /v1/chains/{digest}, put in the shared dict
+-- for the other workers, with no expiry: a digest's content never
+-- changes). Returns true, or nil, err, why as fetch does (BAD_ANSWER for
+-- a status other than 200 or a certificate of another digest).
+local function fetch_intermediates(digests)
+    for _, d in ipairs(digests) do
+        if not (intermediates[d] or intermediate(d)) then
+            local t0 = clock()
+            local res, err, why = fetch(CHAINS_PATH .. d, MAX_BODY)
+            if not res then
+                return nil, err, why
+            end
+            stat("chain_fetch", t0)
+            if res.status ~= 200 then
+                return nil, "sidecar answered " .. res.status
+                            .. " for intermediate " .. d, BAD_ANSWER
+            end
+            local x
+            x, err = load_intermediate(d, res.body)
+            if not x then
+                return nil, err, BAD_ANSWER
+            end
+            local ok
+            ok, err = certs:set(CHAIN_PREFIX .. d, res.body)
+            if not ok then
+                log_limited("shared", "cannot cache intermediate " .. d
+                                      .. " in the shared dict: "
+                                      .. tostring(err))
+            end
+        end
+    end
+    return true
+end
+
+
 -- Fetches name from the sidecar and caches the answer. cur is what the
 -- caches hold (or nil). Returns the entry to serve, or nil.
 local function refresh(name, cur)
     local feed_before = certs:get(FEED_KEY)
+    local t0 = clock()
     local res, err, why = fetch(CERTS_PATH .. name, MAX_BODY)
+    if res then
+        stat("fetch", t0)
+    end
     local now = ngx_now()
     local status = res and res.status
     local max_age = res and res.max_age and math_min(res.max_age, MAX_AGE)
@@ -1121,6 +1417,30 @@ local function refresh(name, cur)
         -- only until the next poll's worth; and a certificate must not
         -- replace another copy of its record (see store_record).
         max_age = math_min(max_age or FEED_INTERVAL, FEED_INTERVAL)
+    end
+
+    if status == 200 and res.leaf then
+        -- The leaf format: the leaf and key, and the intermediates by
+        -- digest, which this nginx may hold already. A record whose
+        -- intermediates cannot be had is not served: never an incomplete
+        -- chain.
+        local content, digests
+        content, digests, err = leaf_content(res)
+        if content then
+            local ok
+            ok, err, why = fetch_intermediates(digests)
+            if ok then
+                res.body = content
+            else
+                status = nil
+                if why ~= SLOW and why ~= UNANSWERED then
+                    why = BAD_ANSWER
+                end
+            end
+        else
+            status = nil
+            why = BAD_ANSWER
+        end
     end
 
     if status == 200 then
@@ -1460,16 +1780,16 @@ end
 
 
 -- The pre-warm queue: names from pw_first to pw_last; pw_jobs[name] is
--- { cursor = <the feed cursor it changed as of>, at = <when queued> }
--- while it waits.
+-- { cursor = <the feed cursor it changed as of>, at = <when queued, by
+-- clock()> } while it waits.
 local pw_names = {}
 local pw_first, pw_last = 1, 0
 local pw_jobs = {}
 local pw_running = false
 
 
--- enqueue(name, cursor, now) queues name for pre-warming; false when the
--- queue is full (lru_size names).
+-- enqueue(name, cursor, now) queues name for pre-warming (now by
+-- clock()); false when the queue is full (lru_size names).
 local function enqueue(name, cursor, now)
     local job = pw_jobs[name]
     if job then
@@ -1482,7 +1802,6 @@ local function enqueue(name, cursor, now)
     pw_last = pw_last + 1
     pw_names[pw_last] = name
     pw_jobs[name] = { cursor = cursor, at = now }
-    counters.prewarm_queued = counters.prewarm_queued + 1
     return true
 end
 
@@ -1509,16 +1828,18 @@ end
 -- lookup takes it), through refresh. Whatever fails, name is dropped:
 -- the next handshake asks, as without pre-warming.
 local function prewarm_one(name, job)
-    if ngx_now() - job.at > PREWARM_WAIT or sidecar_down() then
+    stat("prewarm_wait", job.at)
+    local t0 = clock()
+    if t0 - job.at > PREWARM_WAIT or sidecar_down() then
         drop(name, job.cursor)
-        counters.prewarm_dropped = counters.prewarm_dropped + 1
+        stat("prewarm_dropped", t0)
         return
     end
     local function from_shared()
         if covers(certs:get(PREWARM_KEY .. name), job.cursor)
            and load_shared(name, nil)
         then
-            counters.prewarm_loaded = counters.prewarm_loaded + 1
+            stat("prewarm_loaded", t0)
             return true
         end
         return false
@@ -1554,7 +1875,7 @@ local function prewarm_one(name, job)
                 locks:delete(name)
             end
             if kept then
-                counters.prewarm_fetched = counters.prewarm_fetched + 1
+                stat("prewarm_fetched", t0)
                 return
             end
             if not ok then
@@ -1572,7 +1893,7 @@ local function prewarm_one(name, job)
         wait_unlocked(name)
     end
     drop(name, job.cursor)
-    counters.prewarm_dropped = counters.prewarm_dropped + 1
+    stat("prewarm_dropped", t0)
 end
 
 
@@ -1641,7 +1962,7 @@ local function start_prewarm()
         pw_names[i] = nil
         drop(name, pw_jobs[name].cursor)
         pw_jobs[name] = nil
-        counters.prewarm_dropped = counters.prewarm_dropped + 1
+        stat("prewarm_dropped", clock())
     end
     pw_first, pw_last = 1, 0
 end
@@ -1651,6 +1972,7 @@ local function poll_changes()
     if not (certs and locks) or sidecar_down() then
         return
     end
+    local t0 = clock()
     local now = ngx_now()
     if now < feed_off_until then
         return
@@ -1687,7 +2009,7 @@ local function poll_changes()
         feed_off_until = now + 60
         return
     end
-    counters.feed_polls = counters.feed_polls + 1
+    stat("feed_poll", t0)
     local body = res.body
     local epoch, version = str_match(body, "^(%S+) (%d+)\n")
     if res.status ~= 200 or not epoch then
@@ -1722,7 +2044,7 @@ local function poll_changes()
         churn:flush_all()
     else
         for name in str_gmatch(rest, "[^\n]+") do
-            if prewarm and held(name) and enqueue(name, next_cursor, now) then
+            if prewarm and held(name) and enqueue(name, next_cursor, t0) then
                 unshare(name, next_cursor)
             else
                 drop(name, next_cursor)
@@ -1815,18 +2137,6 @@ function _M.ssl_certificate()
         return install(name, entry.rec)
     end
     return false
-end
-
-
--- Returns a new table of this worker's counters (see counters): for
--- monitoring and tests.
-function _M.stats()
-    local t = {}
-    for k, v in pairs(counters) do
-        t[k] = v
-    end
-    t.prewarm_waiting = pw_last - pw_first + 1
-    return t
 end
 
 

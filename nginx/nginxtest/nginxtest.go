@@ -105,9 +105,9 @@ type Options struct {
 	// "127.0.0.2", "127.0.0.3"). Default "127.0.0.1".
 	Host string
 
-	// Stats, when set, adds to the HTTPS server the test-only location
-	// StatsPath, which answers the counters of the Lua module's stats()
-	// in the worker that serves the request.
+	// Stats, when set, adds to the Lua TLS server the location StatsPath,
+	// which answers the serving worker's resty.certserver stats() (see
+	// ParseStats). For benchmarks and tests.
 	Stats bool
 
 	// HTTPPort is the port of the plain-HTTP server (the port-80 stand-in
@@ -117,10 +117,42 @@ type Options struct {
 	HTTPPort int
 }
 
-// StatsPath is the location Options.Stats adds: its answer holds one line
-// "KEY VALUE" per counter of require("resty.certserver").stats(), of the
-// worker named by WorkerHeader.
+// StatsPath is the location Options.Stats adds. Its answer has one line
+// per step of the module's stats(): the step, the count, then the last
+// durations in seconds, separated by spaces.
 const StatsPath = "/certserver-stats"
+
+// Stats is one step of the Lua module's stats() in one worker: how many
+// times it ran and its last durations.
+type Stats struct {
+	N       int
+	Samples []time.Duration
+}
+
+// ParseStats reads an answer of StatsPath.
+func ParseStats(body string) (map[string]Stats, error) {
+	m := make(map[string]Stats)
+	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, err := strconv.Atoi(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("stats line %q: %w", line, err)
+		}
+		st := Stats{N: n}
+		for _, v := range f[2:] {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return nil, fmt.Errorf("stats line %q: %w", line, err)
+			}
+			st.Samples = append(st.Samples, time.Duration(x*float64(time.Second)))
+		}
+		m[f[0]] = st
+	}
+	return m, nil
+}
 
 // WorkerHeader is the response header of the HTTPS server that holds the
 // process ID of the worker that served the request (and its handshake).
@@ -300,8 +332,8 @@ func (n *Nginx) config(opts Options, httpSnippet, streamSnippet, nginxDir string
 	if opts.Stats {
 		p("        location = %s {", StatsPath)
 		p("            content_by_lua_block {")
-		p("                for k, v in pairs(require(\"resty.certserver\").stats()) do")
-		p("                    ngx.say(k, \" \", v)")
+		p("                for step, st in pairs(require(\"resty.certserver\").stats()) do")
+		p("                    ngx.say(step, \" \", st.n, \" \", table.concat(st.samples, \" \"))")
 		p("                end")
 		p("            }")
 		p("        }")

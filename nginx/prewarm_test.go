@@ -111,6 +111,7 @@ func TestLuaPrewarm(t *testing.T) {
 	fallback := ca.issue(t, "fallback.invalid")
 	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
 	side := startFakeSidecar(t)
+	side.leafFormat = true // as the sidecar answers
 	ngx := nginxtest.Start(t, nginxtest.Options{
 		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
 	})

@@ -105,7 +105,7 @@ func feedsRunning(t testing.TB, ngx *nginxtest.Nginx) {
 // serve, they fetch and parse the new one in a timer, off the handshake
 // path, and serve the old one until it is swapped in; one worker asks
 // the sidecar, the others take its answer from the shared dict; a wave
-// of renewals is worked through a few at a time.
+// of renewals is worked through one name at a time per worker.
 func TestLuaPrewarm(t *testing.T) {
 	ca := newTestCA(t)
 	fallback := ca.issue(t, "fallback.invalid")
@@ -151,7 +151,7 @@ func TestLuaPrewarm(t *testing.T) {
 		within(t, "every worker serves the fallback", allServe(ngx, "removed-prewarm.test", fallback.serial))
 	})
 
-	t.Run("a wave of 200 renewals is pre-warmed a few names at a time", func(t *testing.T) {
+	t.Run("a wave of 200 renewals is pre-warmed one name at a time per worker", func(t *testing.T) {
 		const wave = 200
 		names := make([]string, wave)
 		old, renewed := make(map[string]leaf, wave), make(map[string]leaf, wave)
@@ -170,7 +170,7 @@ func TestLuaPrewarm(t *testing.T) {
 		for name, l := range renewed {
 			a := certAnswer(l, 3600)
 			// Slow enough that unbounded fetches would pile up.
-			a.delay = 20 * time.Millisecond
+			a.delay = 5 * time.Millisecond
 			answers[name] = a
 		}
 		side.changeAll(answers)
@@ -197,8 +197,8 @@ func TestLuaPrewarm(t *testing.T) {
 		if hits != wave {
 			t.Errorf("sidecar asked %d times for the %d renewed names, want once each", hits, wave)
 		}
-		// 4 at once per worker (PREWARM_THREADS).
-		if limit := 4 * ngx.Workers(); most > limit {
+		// One at a time per worker (see prewarm_run).
+		if limit := ngx.Workers(); most > limit {
 			t.Errorf("%d certificate requests at once during the wave, want at most %d", most, limit)
 		}
 		t.Logf("wave of %d: %d requests, at most %d at once; per worker fetched+loaded %d", wave, hits, most,

@@ -17,6 +17,8 @@
 #   nginx           BenchmarkHandshake       TLS handshakes, Lua hook vs static ssl_certificate
 #                   BenchmarkStreamFront     TLS handshakes through the TLS-ALPN-01 stream snippet
 #                                            (certserver-stream.conf) vs straight to the https server
+#                   BenchmarkRenewalWave     handshakes while 1,000 hot names are renewed at once:
+#                                            p99 with the Lua module's pre-warm vs prewarm = false
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
 #                                            memory, endpoint lookups, first handshakes through nginx
 #                   BenchmarkMillionEndpoint the same lookups in-process, with a CPU profile
@@ -79,12 +81,13 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
     CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000
+  export CERTSERVER_BENCH_WAVE=200
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x zone_time=500000x reserve_time=5000x challenge_time=16x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
-    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
+    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES CERTSERVER_BENCH_WAVE
   export CERTSERVER_BENCH_JOIN=1000000 CERTSERVER_STORE_BULK=500000 \
     CERTSERVER_BENCH_CLAIM_NAMES=1000000 CERTSERVER_BENCH_CLAIM_DUE=10000
 fi
@@ -118,6 +121,7 @@ load_before=$(cut -d' ' -f1 /proc/loadavg)
 start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
 bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
+bench wave ./nginx/ '^BenchmarkRenewalWave$' 1x
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v1-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
@@ -174,11 +178,11 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/stream.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
+cat "$out/handshake.txt" "$out/stream.txt" "$out/wave.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
-    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
+    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v wave="${CERTSERVER_BENCH_WAVE:-1000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
     -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" -v join="$CERTSERVER_BENCH_JOIN" \
     -v claimnames="$CERTSERVER_BENCH_CLAIM_NAMES" -v claimdue="$CERTSERVER_BENCH_CLAIM_DUE" '
 # fmt prints a figure with a precision that suits its size.
@@ -238,6 +242,17 @@ END {
     row("**Handshake** through the TLS-ALPN-01 stream snippet (`ssl_preread`, then a local hop with PROXY protocol) vs straight to the same https server (Lua hook, same certificate, alternated in 10 rounds)",
         "handshakes/s, front / direct", fmt(v[b, "front-hs/s"]) " / " fmt(v[b, "direct-hs/s"]) " = **" fmt(v[b, "front/direct"]) "**", "", "")
     row("", "nginx worker CPU per handshake, front / direct", fmt(v[b, "front-cpu-µs/hs"]) " / " fmt(v[b, "direct-cpu-µs/hs"]) " µs", "", "")
+  }
+  b = "BenchmarkRenewalWave"
+  if (has(b, "on-wave-p99-µs")) {
+    before = v[b, "on-before-p99-µs"]; during = v[b, "on-wave-p99-µs"]
+    # within noise: at most a quarter (or 1 ms) above the p99 before
+    limit = before * 1.25; if (limit < before + 1000) limit = before + 1000
+    row("**Handshake** during a renewal wave: " count(wave) " hot names renewed at once while 4 clients make handshakes over random ones of them (nginx with 2 workers that both hold every name)",
+        "p99 before / during the wave, pre-warm (default)", ms(before) " / **" ms(during) "**", "unchanged within noise (≤ 1.25× before, or +1 ms)", verdict(during <= limit, ms(during - limit)))
+    row("", "the same with `prewarm = false`", ms(v[b, "off-before-p99-µs"]) " / " ms(v[b, "off-wave-p99-µs"]), "", "")
+    row("", "p50 during the wave, pre-warm / off; parses on the handshake path during it, pre-warm / off",
+        ms(v[b, "on-wave-p50-µs"]) " / " ms(v[b, "off-wave-p50-µs"]) "; " fmt(v[b, "on-wave-hs-parses"]) " / " fmt(v[b, "off-wave-hs-parses"]), "0 with pre-warm", verdict(v[b, "on-wave-hs-parses"] == 0, fmt(v[b, "on-wave-hs-parses"])))
   }
   b = "BenchmarkMillion"
   names = count(million)

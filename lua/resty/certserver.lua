@@ -114,8 +114,6 @@ local ngx_md5 = ngx.md5
 local ngx_socket_tcp = ngx.socket.tcp
 local ngx_timer_every = ngx.timer.every
 local ngx_timer_at = ngx.timer.at
-local ngx_thread_spawn = ngx.thread.spawn
-local ngx_thread_wait = ngx.thread.wait
 local ngx_get_phase = ngx.get_phase
 local ngx_worker_pid = ngx.worker.pid
 local ngx_worker_exiting = ngx.worker.exiting
@@ -1699,16 +1697,17 @@ end
 --
 -- Pre-warming (option prewarm, on by default): a changed name this
 -- worker serves a certificate for is not dropped from its LRU but queued;
--- one timer per worker works through the queue, PREWARM_THREADS names at
--- a time, and for each fetches the new answer and parses it off the
--- handshake path (through refresh, as a handshake would), then swaps it
--- in. Meanwhile the old certificate is served: a renewal leaves it valid.
--- A 404 replaces it with the fallback; a name moved to another record
--- follows it. One worker fetches a name (the fetch lock of lookup); it
--- then marks the shared copy as fetched after the change (PREWARM_KEY),
--- and the other workers parse that copy in their own timer instead of
--- asking. A name whose pre-warming fails, or that waited PREWARM_WAIT
--- seconds in the queue, is dropped as without pre-warming.
+-- one timer per worker works through the queue, one name at a time and
+-- resting between names (see prewarm_run), and for each fetches the new
+-- answer and parses it off the handshake path (through refresh, as a
+-- handshake would), then swaps it in. Meanwhile the old certificate is
+-- served: a renewal leaves it valid. A 404 replaces it with the
+-- fallback; a name moved to another record follows it. One worker
+-- fetches a name (the fetch lock of lookup); it then marks the shared
+-- copy as fetched after the change (PREWARM_KEY), and the other workers
+-- parse that copy in their own timer instead of asking. A name whose
+-- pre-warming fails, or that waited PREWARM_WAIT seconds in the queue, is
+-- dropped as without pre-warming.
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
@@ -1720,8 +1719,8 @@ local feed_polling = false  -- a poll is under way (it may outlast a tick)
 -- safe_set, for PREWARM_MARK seconds
 local PREWARM_KEY = "!pw:"
 local PREWARM_MARK = 60
-local PREWARM_THREADS = 4   -- names fetched and parsed at once per worker
-local PREWARM_WAIT = 5      -- seconds a name may wait in the queue
+local PREWARM_REST = 0.01   -- seconds the pre-warm timer rests at most
+local PREWARM_WAIT = 10     -- seconds a name may wait in the queue
 
 
 -- covers(mark, cursor) tells whether the cursor mark ("<epoch>
@@ -1897,48 +1896,32 @@ local function prewarm_one(name, job)
 end
 
 
--- prewarm_next works through the queue, one name at a time, yielding
--- between names so that handshakes are not held up by a run of parses.
-local function prewarm_next()
+-- prewarm_run is the worker's pre-warm timer: it works through the
+-- queue one name at a time until it is empty, and after each name rests
+-- as long as the name took (at most PREWARM_REST): pre-warming takes at
+-- most about half of a busy worker's time, and a parse of its own
+-- delays a handshake by one parse at most. (Names in parallel put their
+-- parses in the same turn of the event loop, and each handshake, which
+-- needs a few turns, waits for all of them each time: with 4 at once,
+-- handshake p99 during a wave of 200 renewals was 3-7 times that with
+-- pre-warming off.)
+local function prewarm_run(premature)
+    if premature then
+        return
+    end
     while pw_first <= pw_last do
         local name = pw_names[pw_first]
         pw_names[pw_first] = nil
         pw_first = pw_first + 1
         local job = pw_jobs[name]
         pw_jobs[name] = nil
+        local t0 = clock()
         local ok, err = pcall(prewarm_one, name, job)
         if not ok then
             log_limited("internal", "internal error: " .. tostring(err))
             drop(name, nil)
         end
-        ngx_sleep(0)
-    end
-end
-
-
--- prewarm_run is the worker's pre-warm timer: PREWARM_THREADS light
--- threads work through the queue until it is empty.
-local function prewarm_run(premature)
-    if premature then
-        return
-    end
-    while pw_first <= pw_last do
-        local threads = {}
-        for _ = 1, math_min(PREWARM_THREADS, pw_last - pw_first + 1) do
-            local th, err = ngx_thread_spawn(prewarm_next)
-            if not th then
-                log_limited("internal", "cannot start a pre-warm thread: "
-                                        .. tostring(err))
-                break
-            end
-            threads[#threads + 1] = th
-        end
-        if #threads == 0 then
-            prewarm_next()
-        end
-        for _, th in ipairs(threads) do
-            ngx_thread_wait(th)
-        end
+        ngx_sleep(math_min(clock() - t0, PREWARM_REST))
     end
     pw_first, pw_last = 1, 0
     pw_running = false

@@ -56,8 +56,12 @@
 -- deleted since its last poll (GET /v1/changes), and drops them from the
 -- shared dict and its LRU, with every name served through a dropped
 -- record: a replaced or removed certificate is gone from every worker
--- within about a second. The max-age stays the safety net (a sidecar
--- without the feed, a change made while nginx could not hear of it). When
+-- within about a second. With `prewarm` (the default) a name the worker
+-- serves a certificate for is not dropped but fetched and parsed again
+-- in a timer, off the handshake path, its old certificate served until
+-- the new answer is swapped in (see prewarm_one). The max-age stays the
+-- safety net (a sidecar without the feed, a change made while nginx
+-- could not hear of it). When
 -- the sidecar cannot say what changed (nginx fell more than 8,192
 -- changing writes or 4,096 names behind, or the store is another one)
 -- everything cached is revalidated: asked again at its next handshake,

@@ -94,9 +94,11 @@ func BenchmarkRenewalWave(b *testing.B) {
 		metrics[side.label+"-wave-p50-µs"] = percentile(during, 0.50)
 		metrics[side.label+"-wave-p99-µs"] = percentile(during, 0.99)
 		metrics[side.label+"-wave-hs-parses"] = float64(statsAfter["parse_handshake"] - statsBefore["parse_handshake"])
-		b.Logf("%s: %d handshakes before, %d during the wave of %d; parses on the handshake path %d, in timers %d",
+		b.Logf("%s: %d handshakes before, %d during the wave of %d; parses on the handshake path %d, in timers %d; names pre-warmed %d, dropped %d",
 			side.label, len(quiet), len(during), wave,
-			statsAfter["parse_handshake"]-statsBefore["parse_handshake"], statsAfter["parse_timer"]-statsBefore["parse_timer"])
+			statsAfter["parse_handshake"]-statsBefore["parse_handshake"], statsAfter["parse_timer"]-statsBefore["parse_timer"],
+			statsAfter["prewarm_fetched"]+statsAfter["prewarm_loaded"]-statsBefore["prewarm_fetched"]-statsBefore["prewarm_loaded"],
+			statsAfter["prewarm_dropped"]-statsBefore["prewarm_dropped"])
 		ngx.AssertCleanErrorLog(b)
 	}
 	// Reported last: the timer's resets while nginx starts would drop them.

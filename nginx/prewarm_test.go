@@ -151,6 +151,24 @@ func TestLuaPrewarm(t *testing.T) {
 		within(t, "every worker serves the fallback", allServe(ngx, "removed-prewarm.test", fallback.serial))
 	})
 
+	t.Run("a renewal the sidecar fails to answer keeps the old certificate served", func(t *testing.T) {
+		old, renewed := ca.issue(t, "failing.test"), ca.issue(t, "failing.test")
+		side.set("failing.test", certAnswer(old, 3600))
+		must(t, allServe(ngx, "failing.test", old.serial))
+		before := statsSum(t, ngx)["prewarm_dropped"]
+		side.change("failing.test", answer{status: 503, maxAge: -1})
+		within(t, "every worker gave up pre-warming", func() error {
+			if n := statsSum(t, ngx)["prewarm_dropped"] - before; n < ngx.Workers() {
+				return fmt.Errorf("%d of %d workers gave up", n, ngx.Workers())
+			}
+			return nil
+		})
+		// Never the fallback, which covers nothing.
+		must(t, allServe(ngx, "failing.test", old.serial))
+		side.set("failing.test", certAnswer(renewed, 3600))
+		within(t, "every worker serves the new certificate once the sidecar answers", allServe(ngx, "failing.test", renewed.serial))
+	})
+
 	t.Run("a wave of 200 renewals is pre-warmed one name at a time per worker", func(t *testing.T) {
 		const wave = 200
 		names := make([]string, wave)

@@ -1711,7 +1711,7 @@ end
 -- copy as fetched after the change (PREWARM_KEY), and the other workers
 -- parse that copy in their own timer instead of asking. A name whose
 -- pre-warming fails, or that waited PREWARM_WAIT seconds in the queue, is
--- dropped as without pre-warming.
+-- left to its next handshake, as without pre-warming (see give_up).
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
@@ -1824,17 +1824,32 @@ local function wait_unlocked(name)
 end
 
 
+-- give_up(name, cursor) leaves name, changed as of cursor, to its next
+-- handshake, as without pre-warming: the worker's entry is made stale, so
+-- that the handshake looks again and, should the sidecar fail, serves it
+-- meanwhile as any cached certificate (the shared dict's copy is gone,
+-- see poll_changes); without an entry, name is dropped.
+local function give_up(name, cursor)
+    local cur = lru:get(name)
+    if cur and cur.rec and not cur.rec.dropped then
+        cur.fresh_until = 0
+        return
+    end
+    drop(name, cursor)
+end
+
+
 -- prewarm_one(name, job) brings this worker's copy of name up to date
 -- after the change job.cursor announced, off the handshake path: from
 -- the shared dict when a pre-warm in another worker fetched it after
 -- that change, else from the sidecar under the name's fetch lock (as
--- lookup takes it), through refresh. Whatever fails, name is dropped:
--- the next handshake asks, as without pre-warming.
+-- lookup takes it), through refresh. Whatever fails, the next handshake
+-- asks (see give_up).
 local function prewarm_one(name, job)
     stat("prewarm_wait", job.at)
     local t0 = clock()
     if t0 - job.at > PREWARM_WAIT or sidecar_down() then
-        drop(name, job.cursor)
+        give_up(name, job.cursor)
         stat("prewarm_dropped", t0)
         return
     end
@@ -1895,7 +1910,7 @@ local function prewarm_one(name, job)
         -- answer when it is done.
         wait_unlocked(name)
     end
-    drop(name, job.cursor)
+    give_up(name, job.cursor)
     stat("prewarm_dropped", t0)
 end
 
@@ -1923,7 +1938,7 @@ local function prewarm_run(premature)
         local ok, err = pcall(prewarm_one, name, job)
         if not ok then
             log_limited("internal", "internal error: " .. tostring(err))
-            drop(name, nil)
+            give_up(name, nil)
         end
         ngx_sleep(math_min(clock() - t0, PREWARM_REST))
     end
@@ -1933,7 +1948,7 @@ end
 
 
 -- start_prewarm() starts the pre-warm timer unless it runs; when it
--- cannot, the queued names are dropped.
+-- cannot, the queued names are left to their next handshakes.
 local function start_prewarm()
     if pw_running or pw_first > pw_last then
         return
@@ -1947,7 +1962,7 @@ local function start_prewarm()
     for i = pw_first, pw_last do
         local name = pw_names[i]
         pw_names[i] = nil
-        drop(name, pw_jobs[name].cursor)
+        give_up(name, pw_jobs[name].cursor)
         pw_jobs[name] = nil
         stat("prewarm_dropped", clock())
     end

@@ -81,7 +81,9 @@ func (f *fakeSidecar) serveChain(w http.ResponseWriter, d string) {
 	f.hits["chain:"+d]++
 	p, ok := f.chains[d]
 	status := f.chainStatus[d]
+	delay := f.chainDelay
 	f.mu.Unlock()
+	time.Sleep(delay)
 	if status == 0 && !ok {
 		status = http.StatusNotFound
 	}
@@ -251,6 +253,52 @@ func TestLuaLeafFormat(t *testing.T) {
 	ngx.AssertCleanErrorLog(t)
 }
 
+// TestLuaLeafFormatConcurrent: new names under one intermediate asked for
+// at once, in both workers, while the sidecar takes its time to answer
+// for the intermediate, still cost one request for it.
+func TestLuaLeafFormatConcurrent(t *testing.T) {
+	pki := newChainPKI(t, "concurrent")
+	fb := newTestCA(t).issue(t, "fallback.invalid")
+	fbCert, fbKey := fb.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	side.leafFormat = true
+	side.chainDelay = 300 * time.Millisecond
+	var names []string
+	for i := range 8 {
+		name := "c" + strconv.Itoa(i) + ".chain.test"
+		_, body := pki.issue(t, name, nil)
+		side.set(name, answer{status: 200, body: body, maxAge: 3600})
+		names = append(names, name)
+	}
+	// Timeouts no loaded machine reaches: the waiting workers must not
+	// give up on the one that asks.
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
+		Configure: "read_timeout_ms = 10000, lock_timeout_ms = 30000,"})
+	pids := make(chan string, len(names))
+	errs := make(chan error, len(names))
+	for _, name := range names {
+		go func() {
+			_, pid, _, err := verifiedBy(ngx.HTTPSAddr(), name, pki.roots, "/")
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+			pids <- pid
+		}()
+	}
+	workers := map[string]bool{}
+	for range names {
+		workers[<-pids] = true
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := side.hitsFor("chain:" + pki.interDigest()); got != 1 {
+		t.Errorf("the intermediate was fetched %d times by %d workers, want once", got, len(workers))
+	}
+	ngx.AssertCleanErrorLog(t)
+}
+
 // TestLuaLeafFormatMissingIntermediate: a name whose intermediate the
 // sidecar does not have, or whose chain route fails or answers another
 // certificate, gets the fallback (never its leaf with an incomplete
@@ -336,6 +384,47 @@ func TestLuaFirstFormat(t *testing.T) {
 	}
 	if len(certs) != 2 || !bytes.Equal(certs[0].Raw, leaf.Cert.Raw) {
 		t.Errorf("served %d certificates, want the leaf and the intermediate", len(certs))
+	}
+	ngx.AssertCleanErrorLog(t)
+}
+
+// TestLeafFormatWithSidecar: the real sidecar answers the Lua module in
+// the leaf format: certificates imported with their intermediate are
+// served with it (a client trusting only the root verifies them), each
+// chain built from the leaf and the worker's one parse of the
+// intermediate.
+func TestLeafFormatWithSidecar(t *testing.T) {
+	bin := certserverBinary(t)
+	pki := newChainPKI(t, "sidecar")
+	fb := newTestCA(t).issue(t, "fallback.invalid")
+	fbCert, fbKey := fb.writeFiles(t, t.TempDir(), "fallback")
+	side := startSidecar(t, bin)
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
+		Workers: 1, Stats: true})
+	leaves := map[string]*certtest.Cert{}
+	for _, name := range []string{"a.sidecar.test", "b.sidecar.test"} {
+		c, _ := pki.issue(t, name, nil)
+		side.importLeaf(t, leaf{serial: c.Cert.SerialNumber, keyPEM: c.KeyPEM,
+			chainPEM: append(append([]byte{}, c.CertPEM...), pki.inter.CertPEM...)})
+		leaves[name] = c
+	}
+	var st map[string]nginxtest.Stats
+	for name, c := range leaves {
+		eventually(t, 30*time.Second, name+" served with its intermediate", func() error {
+			certs, _, body, err := verifiedBy(ngx.HTTPSAddr(), name, pki.roots, nginxtest.StatsPath)
+			if err != nil {
+				return err
+			}
+			if len(certs) != 2 || !bytes.Equal(certs[0].Raw, c.Cert.Raw) || !bytes.Equal(certs[1].Raw, pki.inter.Cert.Raw) {
+				return fmt.Errorf("served %d certificates, want the leaf then the intermediate", len(certs))
+			}
+			st, err = nginxtest.ParseStats(body)
+			return err
+		})
+	}
+	if st["intermediate"].N != 1 || st["chain"].N != 2 || st["chain_fetch"].N != 1 {
+		t.Errorf("the worker parsed %d intermediates (want 1), fetched %d (want 1), built %d chains (want 2)",
+			st["intermediate"].N, st["chain_fetch"].N, st["chain"].N)
 	}
 	ngx.AssertCleanErrorLog(t)
 }

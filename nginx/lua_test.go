@@ -46,10 +46,12 @@ type fakeSidecar struct {
 
 	// leafFormat makes it answer in certserver.LeafFormat when asked
 	// (see chain_test.go); chains are the intermediates it has served
-	// the digests of, chainStatus a status to answer for a digest instead.
+	// the digests of, chainStatus a status to answer for a digest instead,
+	// chainDelay how long it takes to answer for one.
 	leafFormat  bool
 	chains      map[string][]byte
 	chainStatus map[string]int
+	chainDelay  time.Duration
 }
 
 type connKey struct{}

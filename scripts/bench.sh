@@ -19,6 +19,8 @@
 #                                            (certserver-stream.conf) vs straight to the https server
 #                   BenchmarkRenewalWave     handshakes while 1,000 hot names are renewed at once:
 #                                            p99 with the Lua module's pre-warm vs prewarm = false
+#                   BenchmarkLuaNewNames     20,000 names new to one worker: its memory per name,
+#                                            the first handshake's fetch and parses (stats())
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
 #                                            memory, endpoint lookups, first handshakes through nginx
 #                   BenchmarkMillionEndpoint the same lookups in-process, with a CPU profile
@@ -122,6 +124,11 @@ start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
 bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
 bench wave ./nginx/ '^BenchmarkRenewalWave$' 1x
+# i15-lua: what a name new to nginx costs a worker (memory, parse split);
+# one op is one new name.
+newnames_time=20000x
+[ "$short" = 1 ] && newnames_time=200x
+bench lua-newnames ./nginx/ '^BenchmarkLuaNewNames$' "$newnames_time"
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v1-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
@@ -180,6 +187,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
 
 cat "$out/handshake.txt" "$out/stream.txt" "$out/wave.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
+  "$out/lua-newnames.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
     -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v wave="${CERTSERVER_BENCH_WAVE:-1000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
@@ -253,6 +261,20 @@ END {
     row("", "the same with `prewarm = false`", ms(v[b, "off-before-p99-µs"]) " / " ms(v[b, "off-wave-p99-µs"]), "", "")
     row("", "p50 during the wave, pre-warm / off; parses on the handshake path during it, pre-warm / off",
         ms(v[b, "on-wave-p50-µs"]) " / " ms(v[b, "off-wave-p50-µs"]) "; " fmt(v[b, "on-wave-hs-parses"]) " / " fmt(v[b, "off-wave-hs-parses"]), "0 with pre-warm", verdict(v[b, "on-wave-hs-parses"] == 0, fmt(v[b, "on-wave-hs-parses"])))
+  }
+  # i15-lua: BenchmarkLuaNewNames, per-worker memory and first-handshake
+  # split, with a key per name and with one key shared by all.
+  b = "BenchmarkLuaNewNames/keys=unique"
+  if (has(b, "anon-B/name")) {
+    m = v[b, "anon-B/name"]
+    s = "BenchmarkLuaNewNames/keys=shared"
+    row("**Lua module**: memory a cached name costs an nginx worker (ECDSA P-256 leaves under one intermediate, leaf format; RssAnon growth after a Lua GC / names)",
+        "per name, own key / shared key; shared dict per name", "**" fmt(m / 1024) " KB** / " fmt(v[s, "anon-B/name"] / 1024) " KB; " fmt(v[b, "shm-B/name"] / 1024) " KB", "≤ 4 KB",
+        verdict(m <= 4096, fmt((m - 4096) / 1024) " KB: OpenSSL 3.0 keeps 4.8 KB per parsed leaf and 2.3 KB per parsed key"))
+    row("", "first handshake split p50 / p99: fetch, leaf parse, key parse, chain from cache",
+        ms(v[b, "fetch-p50-µs"]) " / " ms(v[b, "fetch-p99-µs"]) "; " ms(v[b, "cert-p50-µs"]) " / " ms(v[b, "cert-p99-µs"]) "; " ms(v[b, "key-p50-µs"]) " / " ms(v[b, "key-p99-µs"]) "; " ms(v[b, "chain-p50-µs"]) " / " ms(v[b, "chain-p99-µs"]), "", "")
+    row("", "the same with the key already parsed (shared): fetch, leaf parse, chain",
+        ms(v[s, "fetch-p50-µs"]) " / " ms(v[s, "fetch-p99-µs"]) "; " ms(v[s, "cert-p50-µs"]) " / " ms(v[s, "cert-p99-µs"]) "; " ms(v[s, "chain-p50-µs"]) " / " ms(v[s, "chain-p99-µs"]), "", "")
   }
   b = "BenchmarkMillion"
   names = count(million)

@@ -22,22 +22,36 @@
 --     subnames. A fresh hit costs no I/O, no lock and no parsing.
 --  2. The lua_shared_dict `shared_dict`, shared by all workers: per name,
 --     its freshness deadline and the id of the record serving it (a small
---     entry); per record, its PEM with a version (the MD5 of the PEM), so
---     that all names of a record (its SANs, a wildcard's subnames) share
---     one copy, and a worker parses a record once per version.
+--     entry); per record, its leaf and key PEM and the digests of its
+--     intermediates, with a version (an MD5), so that all names of a
+--     record (its SANs, a wildcard's subnames) share one copy, and a
+--     worker parses a record once per version; per intermediate, its PEM
+--     by digest, once for all records. A worker parses each intermediate
+--     once, and for a new record only its leaf (and its key, unless a
+--     record before had the same key: parsed keys are kept by digest),
+--     then adds its parsed intermediates to the leaf's chain.
 --  3. The sidecar, `GET /v1/certs/{name}` over HTTP/1.1 on `socket`. At most
 --     one request per name is in flight across all workers (a lock in
 --     `lock_dict`); other handshakes for that name serve their stale copy
 --     if they have one, else wait for the request to finish. The sidecar
 --     names the record in X-Certserver-Record (without it, the name is its
---     own record).
+--     own record). It is asked for its leaf format (Accept:
+--     application/vnd.certserver.leaf+pem); an intermediate neither the
+--     worker nor the shared dict holds is then asked for by digest,
+--     `GET /v1/chains/{digest}`: once per nginx.
 --
 -- What the sidecar answers:
 --
---  * 200: the PEM chain (leaf first) then the PEM private key, fresh for the
+--  * 200: in the leaf format, the PEM leaf then the PEM private key, with
+--    X-Certserver-Key (the key's digest) and X-Certserver-Chain (the
+--    intermediates' digests, in chain order); from a sidecar without it,
+--    the PEM chain (leaf first) then the key. Fresh for the
 --    `Cache-Control: max-age=N` seconds (60 when the header is missing). The
 --    shared copy is kept `max_stale` seconds longer, to be served while the
---    sidecar cannot be reached.
+--    sidecar cannot be reached. A certificate whose intermediate cannot be
+--    had (GET /v1/chains fails, or answers a certificate of another
+--    digest) counts as a bad answer (below): never served with an
+--    incomplete chain.
 --  * 404: no certificate for the name. nginx's own ssl_certificate (the
 --    fallback) is served and the answer is remembered for its max-age, at
 --    most `negative_ttl` seconds. A 404 replaces a cached certificate for
@@ -100,9 +114,12 @@
 -- third and fourth places but for "xn--", an all-digit last label as in an
 -- IPv4 address, over 253 bytes) gets the fallback without asking.
 --
--- Sizing: the shared dict holds one PEM (about 2-5 KB for ECDSA, more for
--- RSA chains) per stored record asked for, and about 200 bytes per name
--- asked for; when it is full the least recently used go.
+-- Sizing: the shared dict holds, per stored record asked for, its leaf and
+-- key PEM (about 2.3 KB with the entries of its names for ECDSA, more for
+-- RSA), each intermediate once, and about 200 bytes per name asked for;
+-- when it is full the least recently used go. A worker holds, per name in
+-- its LRU, the parsed leaf (4.8 KB for ECDSA P-256 with OpenSSL 3.0), the
+-- parsed key (2.3 KB, once per distinct key) and about 0.6 KB of tables.
 
 
 local ffi = require "ffi"
@@ -156,7 +173,7 @@ local tostring = tostring
 local type = type
 
 
-local _M = { _VERSION = "0.2.0" }
+local _M = { _VERSION = "0.3.0" }
 
 
 local DOT = str_byte(".")
@@ -170,11 +187,14 @@ local REVAL_KEY = "!reval"       -- what was fetched before this is stale
 -- "!bad:" .. name, after a bad answer for name; set with safe_set, as any
 -- entry a client can cause by the thousand: it never evicts a certificate
 local BAD_PREFIX = "!bad:"
--- "!r:" .. record id: "<version>\n<content>", the content being either
+-- "!r2:" .. record id: "<version>\n<content>", the content being either
 -- the PEM chain and key of the sidecar's first answer format, or, of its
 -- leaf format, LEAF_MARK .. "<key digest>[ <intermediate digest>...]\n"
--- then the PEM leaf and key
-local RECORD_PREFIX = "!r:"
+-- then the PEM leaf and key. ("!r:" held the first format only, in
+-- version 0.2 of this module: a version that read a leaf record would
+-- serve the leaf without its chain, so the two do not share entries
+-- across a reload to an older module or from one.)
+local RECORD_PREFIX = "!r2:"
 local LEAF_MARK = "!2 "
 local CHAIN_PREFIX = "!c:"       -- "!c:" .. digest: an intermediate's PEM
 local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
@@ -214,8 +234,12 @@ local defaults = {
     shared_dict = "certserver_certs",
     lock_dict = "certserver_locks",
     -- names kept per worker with their parsed certificate, and as many
-    -- unknown names and wildcard subnames
-    lru_size = 10000,
+    -- unknown names and wildcard subnames: 50,000 hot names stay parsed.
+    -- A cached name costs a worker about 9.4 KB (ECDSA P-256 with OpenSSL
+    -- 3.0: the parsed leaf 4.8 KB, its key 2.3 KB unless another name
+    -- has the same key, this module's tables 0.6 KB, the allocators'
+    -- overhead), only once it is asked for
+    lru_size = 50000,
     -- how long a 404 (no certificate yet) is remembered at most; a shorter
     -- max-age from the sidecar wins
     negative_ttl = 5,
@@ -1363,36 +1387,70 @@ local function leaf_content(res)
 end
 
 
+-- fetch_intermediate(d) asks the sidecar for the intermediate of digest
+-- d (GET /v1/chains/{digest}), parses it into the worker's table and puts
+-- it in the shared dict for the other workers, with no expiry: a digest's
+-- content never changes. Returns true, or nil, err, why as fetch does
+-- (BAD_ANSWER for a status other than 200 or a certificate of another
+-- digest).
+local function fetch_intermediate(d)
+    local t0 = clock()
+    local res, err, why = fetch(CHAINS_PATH .. d, MAX_BODY)
+    if not res then
+        return nil, err, why
+    end
+    stat("chain_fetch", t0)
+    if res.status ~= 200 then
+        return nil, "sidecar answered " .. res.status .. " for intermediate "
+                    .. d, BAD_ANSWER
+    end
+    local x
+    x, err = load_intermediate(d, res.body)
+    if not x then
+        return nil, err, BAD_ANSWER
+    end
+    local ok
+    ok, err = certs:set(CHAIN_PREFIX .. d, res.body)
+    if not ok then
+        log_limited("shared", "cannot cache intermediate " .. d
+                              .. " in the shared dict: " .. tostring(err))
+    end
+    return true
+end
+
+
 -- fetch_intermediates(digests) makes sure the worker holds every
 -- intermediate of digests parsed: from its own table, else the shared
--- dict, else the sidecar (GET /v1/chains/{digest}, put in the shared dict
--- for the other workers, with no expiry: a digest's content never
--- changes). Returns true, or nil, err, why as fetch does (BAD_ANSWER for
--- a status other than 200 or a certificate of another digest).
+-- dict, else the sidecar, one request per intermediate across all
+-- workers (a lock in lock_dict; the others wait for its answer in the
+-- shared dict). Returns true, or nil, err, why as fetch_intermediate.
 local function fetch_intermediates(digests)
     for _, d in ipairs(digests) do
         if not (intermediates[d] or intermediate(d)) then
-            local t0 = clock()
-            local res, err, why = fetch(CHAINS_PATH .. d, MAX_BODY)
-            if not res then
-                return nil, err, why
+            local key = CHAIN_PREFIX .. d
+            local ok, err, why
+            if locks:add(key, true, lock_timeout) then
+                local done, r1, r2, r3 = pcall(fetch_intermediate, d)
+                locks:delete(key)
+                if not done then
+                    error(r1, 0)
+                end
+                ok, err, why = r1, r2, r3
+            else
+                -- Another worker asks the sidecar: wait for its answer.
+                local deadline = ngx_now() + lock_timeout
+                local delay = 0.001
+                repeat
+                    ngx_sleep(delay)
+                    delay = math_min(delay * 2, 0.02)
+                until not locks:get(key) or ngx_now() >= deadline
+                ok = intermediate(d) ~= nil
+                if not ok then
+                    ok, err, why = fetch_intermediate(d)
+                end
             end
-            stat("chain_fetch", t0)
-            if res.status ~= 200 then
-                return nil, "sidecar answered " .. res.status
-                            .. " for intermediate " .. d, BAD_ANSWER
-            end
-            local x
-            x, err = load_intermediate(d, res.body)
-            if not x then
-                return nil, err, BAD_ANSWER
-            end
-            local ok
-            ok, err = certs:set(CHAIN_PREFIX .. d, res.body)
             if not ok then
-                log_limited("shared", "cannot cache intermediate " .. d
-                                      .. " in the shared dict: "
-                                      .. tostring(err))
+                return nil, err, why
             end
         end
     end

@@ -46,7 +46,7 @@ const (
 	snippetSocket  = `"unix:/run/certserver/certs.sock"`
 	snippetACME    = `server 127.0.0.1:9402;`
 	// replaced when Options.CertsDict is set
-	snippetCertsDict = `lua_shared_dict certserver_certs 64m;`
+	snippetCertsDict = `lua_shared_dict certserver_certs 128m;`
 	// replaced in nginx/certserver-stream.conf when Options.TLSALPN is set
 	streamListen  = "listen 443;"
 	streamTLSALPN = "server 127.0.0.1:9403;"
@@ -83,7 +83,7 @@ type Options struct {
 	Workers int
 
 	// CertsDict, when set, replaces the size of the certserver_certs
-	// shared dict in certserver-http.conf ("64m"), e.g. "1m".
+	// shared dict in certserver-http.conf ("128m"), e.g. "1m".
 	CertsDict string
 
 	// Configure, when set, is added to the options of the snippet's
@@ -107,7 +107,8 @@ type Options struct {
 
 	// Stats, when set, adds to the Lua TLS server the location StatsPath,
 	// which answers the serving worker's resty.certserver stats() (see
-	// ParseStats). For benchmarks and tests.
+	// ParseStats), after a full Lua garbage collection when asked with
+	// "?gc=1". For benchmarks and tests.
 	Stats bool
 
 	// HTTPPort is the port of the plain-HTTP server (the port-80 stand-in
@@ -232,7 +233,7 @@ func Start(t testing.TB, opts Options) *Nginx {
 		s := string(b)
 		size := opts.CertsDict
 		if size == "" {
-			size = "64m"
+			size = "128m"
 		}
 		for _, r := range []struct{ old, new string }{
 			{snippetCertsDict, "lua_shared_dict certserver_certs " + size + ";"},
@@ -332,6 +333,7 @@ func (n *Nginx) config(opts Options, httpSnippet, streamSnippet, nginxDir string
 	if opts.Stats {
 		p("        location = %s {", StatsPath)
 		p("            content_by_lua_block {")
+		p("                if ngx.var.arg_gc then collectgarbage() collectgarbage() end")
 		p("                for step, st in pairs(require(\"resty.certserver\").stats()) do")
 		p("                    ngx.say(step, \" \", st.n, \" \", table.concat(st.samples, \" \"))")
 		p("                end")

@@ -40,6 +40,10 @@ type fakeSidecar struct {
 	// ServeHTTP (see settled).
 	conns map[net.Conn]bool
 
+	// Requests for certificates being answered now, and the most at once
+	// since resetInflight.
+	inflight, maxInflight int
+
 	// leafFormat makes it answer in certserver.LeafFormat when asked
 	// (see chain_test.go); chains are the intermediates it has served
 	// the digests of, chainStatus a status to answer for a digest instead,
@@ -153,7 +157,14 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			a, ok = f.answers[match]
 		}
 	}
+	f.inflight++
+	f.maxInflight = max(f.maxInflight, f.inflight)
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.inflight--
+		f.mu.Unlock()
+	}()
 	if !ok {
 		a = answer{status: 404, maxAge: 10}
 	}
@@ -248,6 +259,27 @@ func (f *fakeSidecar) change(name string, a answer, names ...string) {
 		names = []string{name}
 	}
 	f.changed = append(f.changed, names...)
+}
+
+// changeAll sets the answers of answers, as set does, and lists their
+// names in the change feed at once, in one version each.
+func (f *fakeSidecar) changeAll(answers map[string]answer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name, a := range answers {
+		f.answers[name] = a
+		f.changed = append(f.changed, name)
+	}
+}
+
+// resetInflight starts counting the most certificate requests answered
+// at once anew; it returns the most since the last reset.
+func (f *fakeSidecar) resetInflight() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.maxInflight
+	f.maxInflight = f.inflight
+	return m
 }
 
 // newStore starts a new epoch of the change feed, as a sidecar on another

@@ -22,6 +22,8 @@
 #                                            handshakes, handshakes/s, memory, a new certificate
 #                   BenchmarkStreamFront     TLS handshakes through the TLS-ALPN-01 stream snippet
 #                                            (certserver-stream.conf) vs straight to the https server
+#                   BenchmarkRenewalWave     handshakes while 1,000 hot names are renewed at once:
+#                                            p99 with the Lua module's pre-warm vs prewarm = false
 #                   BenchmarkLuaNewNames     20,000 names new to one worker: its memory per name,
 #                                            the first handshake's fetch and parses (stats())
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
@@ -77,7 +79,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,72p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,74p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -93,13 +95,14 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_SIZE=2000 \
     CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000 \
     CERTSERVER_BENCH_PEERS=300 CERTSERVER_BENCH_PEER_HS=300 CERTSERVER_BENCH_PEER_FIRST=20 CERTSERVER_BENCH_HOT=2000
+  export CERTSERVER_BENCH_WAVE=50
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x zone_time=500000x reserve_time=5000x challenge_time=16x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
     CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES CERTSERVER_BENCH_SIZE \
-    CERTSERVER_BENCH_PEERS CERTSERVER_BENCH_PEER_HS CERTSERVER_BENCH_PEER_FIRST CERTSERVER_BENCH_HOT
+    CERTSERVER_BENCH_PEERS CERTSERVER_BENCH_PEER_HS CERTSERVER_BENCH_PEER_FIRST CERTSERVER_BENCH_HOT CERTSERVER_BENCH_WAVE
   export CERTSERVER_BENCH_JOIN=1000000 CERTSERVER_STORE_BULK=500000 \
     CERTSERVER_BENCH_CLAIM_NAMES=1000000 CERTSERVER_BENCH_CLAIM_DUE=10000
 fi
@@ -159,6 +162,7 @@ start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
 bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
 bench peers ./nginx/ '^BenchmarkPeers$' 1x -timeout 60m
+bench wave ./nginx/ '^BenchmarkRenewalWave$' 1x
 # i15-lua: what a name new to nginx costs a worker (memory, parse split);
 # one op is one new name.
 newnames_time=20000x
@@ -169,6 +173,7 @@ if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v2-n$million/compl
 fi
 bench million ./cmd/certserver/ '^BenchmarkMillion$' 1x -timeout 60m
 bench million-cgroup ./cmd/certserver/ '^BenchmarkMillionCgroup$' 1x -timeout 60m
+bench store-size ./store/ '^BenchmarkStoreSize$' 1x
 bench million-endpoint ./cmd/certserver/ '^BenchmarkMillionEndpoint$' 1x -cpuprofile "$out/endpoint.cpu" -o "$out/certserver.test"
 go tool pprof -top -nodecount 25 "$out/certserver.test" "$out/endpoint.cpu" >"$out/endpoint-top.txt" 2>&1 || true
 rm -f "$out/certserver.test"
@@ -182,7 +187,6 @@ bench bulk-pg ./certserver/ '^BenchmarkBulkAdd500kPostgres$' 1x
 bench endpoint ./certserver/ '^(BenchmarkCertEndpoint|BenchmarkCertEndpointSealed)$' "$endpoint_time"
 bench store ./store/ '^(BenchmarkDue|BenchmarkLookupCertificate)$' "$store_time"
 bench add ./store/ '^BenchmarkAddDomains$' 1x
-bench store-size ./store/ '^BenchmarkStoreSize$' 1x
 # The PostgreSQL store, against a cluster the test binary starts
 # (store/pgtest; fsync off: what the store and the server compute, not
 # the disk's flushes).
@@ -222,12 +226,12 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/stream.txt" "$out/peers.txt" "$out/million.txt" "$out/million-cgroup.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
+cat "$out/handshake.txt" "$out/stream.txt" "$out/peers.txt" "$out/wave.txt" "$out/million.txt" "$out/million-cgroup.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/store-size.txt" "$out/join.txt" "$out/contract.txt" \
   "$out/lua-newnames.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" \
-    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v sizecerts="${CERTSERVER_BENCH_SIZE:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
+    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v sizecerts="${CERTSERVER_BENCH_SIZE:-100000}" -v wave="${CERTSERVER_BENCH_WAVE:-1000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
     -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" -v join="$CERTSERVER_BENCH_JOIN" \
     -v claimnames="$CERTSERVER_BENCH_CLAIM_NAMES" -v claimdue="$CERTSERVER_BENCH_CLAIM_DUE" -v caddy="$caddy_label" '
 # fmt prints a figure with a precision that suits its size.
@@ -314,6 +318,17 @@ END {
           fmt(v[b, "certserver-new-ms"]) " / " fmt(v[b, "caddy-new-ms"]) " / " fmt(v[b, "static-new-ms"]) " ms", "", "")
   }
 
+  b = "BenchmarkRenewalWave"
+  if (has(b, "on-wave-p99-µs")) {
+    before = v[b, "on-before-p99-µs"]; during = v[b, "on-wave-p99-µs"]
+    # within noise: at most a quarter (or 1 ms) above the p99 before
+    limit = before * 1.25; if (limit < before + 1000) limit = before + 1000
+    row("**Handshake** during a renewal wave: " count(wave) " hot names renewed at once while 4 clients make handshakes over random ones of them (nginx with 2 workers that both hold every name)",
+        "p99 before / during the wave, pre-warm (default)", ms(before) " / **" ms(during) "**", "unchanged within noise (≤ 1.25× before, or +1 ms)", verdict(during <= limit, ms(during - limit)))
+    row("", "the same with `prewarm = false`", ms(v[b, "off-before-p99-µs"]) " / " ms(v[b, "off-wave-p99-µs"]), "", "")
+    row("", "p50 during the wave, pre-warm / off; parses on the handshake path during it, pre-warm / off",
+        ms(v[b, "on-wave-p50-µs"]) " / " ms(v[b, "off-wave-p50-µs"]) "; " fmt(v[b, "on-wave-hs-parses"]) " / " fmt(v[b, "off-wave-hs-parses"]), "0 with pre-warm", verdict(v[b, "on-wave-hs-parses"] == 0, fmt(v[b, "on-wave-hs-parses"])))
+  }
   # i15-lua: BenchmarkLuaNewNames, per-worker memory and first-handshake
   # split, with a key per name and with one key shared by all.
   b = "BenchmarkLuaNewNames/keys=unique"

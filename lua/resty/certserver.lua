@@ -70,8 +70,12 @@
 -- deleted since its last poll (GET /v1/changes), and drops them from the
 -- shared dict and its LRU, with every name served through a dropped
 -- record: a replaced or removed certificate is gone from every worker
--- within about a second. The max-age stays the safety net (a sidecar
--- without the feed, a change made while nginx could not hear of it). When
+-- within about a second. With `prewarm` (the default) a name the worker
+-- serves a certificate for is not dropped but fetched and parsed again
+-- in a timer, off the handshake path, its old certificate served until
+-- the new answer is swapped in (see prewarm_one). The max-age stays the
+-- safety net (a sidecar without the feed, a change made while nginx
+-- could not hear of it). When
 -- the sidecar cannot say what changed (nginx fell more than 8,192
 -- changing writes or 4,096 names behind, or the store is another one)
 -- everything cached is revalidated: asked again at its next handshake,
@@ -130,6 +134,8 @@ local ngx_sleep = ngx.sleep
 local ngx_md5 = ngx.md5
 local ngx_socket_tcp = ngx.socket.tcp
 local ngx_timer_every = ngx.timer.every
+local ngx_timer_at = ngx.timer.at
+local ngx_get_phase = ngx.get_phase
 local ngx_worker_pid = ngx.worker.pid
 local ngx_worker_exiting = ngx.worker.exiting
 local ngx_shared = ngx.shared
@@ -250,6 +256,11 @@ local defaults = {
     log_interval = 60,
     keepalive_timeout_ms = 10000,
     keepalive_pool_size = 32,
+    -- when the change feed names a certificate this worker serves, fetch
+    -- and parse the new one in a timer and swap it in, serving the old
+    -- one meanwhile (see prewarm_one); false drops it, and the next
+    -- handshake for the name fetches and parses it
+    prewarm = true,
 }
 
 
@@ -258,6 +269,7 @@ local sock_host, sock_port, sock_path
 local connect_timeout, read_timeout, lock_timeout
 local negative_ttl, invalid_ttl, error_ttl, max_stale, log_interval
 local keepalive_timeout, keepalive_pool_size
+local prewarm
 local certs, locks
 local lru_size
 -- lru holds names served by a certificate of their own (or a SAN of one);
@@ -324,6 +336,7 @@ local function apply_options(o)
     log_interval = o.log_interval
     keepalive_timeout = o.keepalive_timeout_ms
     keepalive_pool_size = o.keepalive_pool_size
+    prewarm = o.prewarm
     certs = ngx_shared[o.shared_dict]
     locks = ngx_shared[o.lock_dict]
     if o.lru_size ~= lru_size then
@@ -736,7 +749,15 @@ end
 -- when no certificate before had the same key), "chain" (the worker's
 -- parsed intermediates added to the leaf), "intermediate" (parsing one
 -- intermediate new to the worker), "chain_fetch" (GET /v1/chains from the
--- sidecar). Each is { n = count, total = seconds, samples = the last
+-- sidecar). Where the parsing of a record happened, all of it (its
+-- intermediates and the parsed parts, cert, key and chain, counted above
+-- too): "parse_handshake" while a handshake waited, "parse_timer" in a
+-- timer, off the handshake path (pre-warming). The change feed:
+-- "feed_poll" (a poll answered); pre-warming (see prewarm_one):
+-- "prewarm_wait" (time a name waited in the queue), then one of
+-- "prewarm_fetched" (asked the sidecar), "prewarm_loaded" (took another
+-- worker's answer from the shared dict), "prewarm_dropped" (dropped
+-- instead). Each is { n = count, total = seconds, samples = the last
 -- STAT_SAMPLES durations in seconds, in no order }. For benchmarks and
 -- tests; the table is the worker's own, not a copy.
 function _M.stats()
@@ -802,6 +823,7 @@ local function parse(body, version)
         return chain, key, nil
     end
 
+    local t_parse = clock()
     local key_digest, digests
     if str_sub(body, 1, #LEAF_MARK) == LEAF_MARK then
         local nl = str_find(body, "\n", 1, true)
@@ -865,6 +887,8 @@ local function parse(body, version)
     end
     parsed_chains[version] = chain
     parsed_keys[version] = key
+    stat(ngx_get_phase() == "timer" and "parse_timer" or "parse_handshake",
+         t_parse)
     return chain, key, nil
 end
 
@@ -1732,17 +1756,66 @@ end
 -- one) everything cached before is revalidated: served on, stale, while
 -- its name is asked again. No poll while the sidecar is down; the poll
 -- probes it instead.
+--
+-- Pre-warming (option prewarm, on by default): a changed name this
+-- worker serves a certificate for is not dropped from its LRU but queued;
+-- one timer per worker works through the queue, one name at a time and
+-- resting between names (see prewarm_run), and for each fetches the new
+-- answer and parses it off the handshake path (through refresh, as a
+-- handshake would), then swaps it in. Meanwhile the old certificate is
+-- served: a renewal leaves it valid. A 404 replaces it with the
+-- fallback; a name moved to another record follows it. One worker
+-- fetches a name (the fetch lock of lookup); it then marks the shared
+-- copy as fetched after the change (PREWARM_KEY), and the other workers
+-- parse that copy in their own timer instead of asking. A name whose
+-- pre-warming fails, or that waited PREWARM_WAIT seconds in the queue, is
+-- left to its next handshake, as without pre-warming (see give_up).
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
 local feed_started = false
 local feed_polling = false  -- a poll is under way (it may outlast a tick)
 
+-- "!pw:" .. name: the shared cursor ("<epoch> <version>") as of which the
+-- shared dict's copy of name was fetched by a pre-warm; set with
+-- safe_set, for PREWARM_MARK seconds
+local PREWARM_KEY = "!pw:"
+local PREWARM_MARK = 60
+local PREWARM_REST = 0.01   -- seconds the pre-warm timer rests at most
+local PREWARM_WAIT = 10     -- seconds a name may wait in the queue
 
-local function drop(name)
+
+-- covers(mark, cursor) tells whether the cursor mark ("<epoch>
+-- <version>", or nil) is cursor or later in the same epoch.
+local function covers(mark, cursor)
+    if not mark then
+        return false
+    end
+    local m_epoch, m_version = str_match(mark, "^(%S+) (%d+)$")
+    local c_epoch, c_version = str_match(cursor, "^(%S+) (%d+)$")
+    return m_epoch ~= nil and m_epoch == c_epoch
+           and tonumber(m_version) >= tonumber(c_version)
+end
+
+
+-- unshare(name, cursor) deletes the shared dict's copies of name, the
+-- name changed as of cursor (nil: unknown), unless a pre-warm fetched
+-- them after that change.
+local function unshare(name, cursor)
+    if cursor and covers(certs:get(PREWARM_KEY .. name), cursor) then
+        return
+    end
     certs:delete(name)
     certs:delete(RECORD_PREFIX .. name)
     certs:delete(WILD_PREFIX .. name)
+end
+
+
+-- drop(name, cursor) retires name, changed as of cursor (or nil), in the
+-- shared dict (see unshare) and in this worker: its LRU entries, and the
+-- record of that id, with every name served through it.
+local function drop(name, cursor)
+    unshare(name, cursor)
     forget(name)
     local rec = records[name]
     if rec then
@@ -1752,10 +1825,214 @@ local function drop(name)
 end
 
 
+-- held(name) tells whether this worker serves name a certificate worth
+-- pre-warming: name is in its LRU with one, or is the id of a record it
+-- holds (then fetching name brings the record's new version, which its
+-- other names follow). A wildcard's record is dropped instead: no name
+-- to ask for it by.
+local function held(name)
+    local entry = lru:get(name)
+    if entry and entry.rec and not entry.rec.dropped then
+        return true
+    end
+    local rec = records[name]
+    return rec ~= nil and not rec.dropped and valid_name(name)
+end
+
+
+-- The pre-warm queue: names from pw_first to pw_last; pw_jobs[name] is
+-- { cursor = <the feed cursor it changed as of>, at = <when queued, by
+-- clock()> } while it waits.
+local pw_names = {}
+local pw_first, pw_last = 1, 0
+local pw_jobs = {}
+local pw_running = false
+
+
+-- enqueue(name, cursor, now) queues name for pre-warming (now by
+-- clock()); false when the queue is full (lru_size names).
+local function enqueue(name, cursor, now)
+    local job = pw_jobs[name]
+    if job then
+        job.cursor = cursor  -- changed again: keeps its place
+        return true
+    end
+    if pw_last - pw_first + 1 >= lru_size then
+        return false
+    end
+    pw_last = pw_last + 1
+    pw_names[pw_last] = name
+    pw_jobs[name] = { cursor = cursor, at = now }
+    return true
+end
+
+
+-- wait_unlocked(name) waits, at most lock_timeout, until nobody holds
+-- the fetch lock of name.
+local function wait_unlocked(name)
+    local deadline = ngx_now() + lock_timeout
+    local delay = 0.001
+    repeat
+        ngx_sleep(delay)
+        if not locks:get(name) then
+            return
+        end
+        delay = math_min(delay * 2, 0.02)
+    until ngx_now() >= deadline
+end
+
+
+-- give_up(name, cursor) leaves name, changed as of cursor, to its next
+-- handshake, as without pre-warming: the worker's entry is made stale, so
+-- that the handshake looks again and, should the sidecar fail, serves it
+-- meanwhile as any cached certificate (the shared dict's copy is gone,
+-- see poll_changes); without an entry, name is dropped.
+local function give_up(name, cursor)
+    local cur = lru:get(name)
+    if cur and cur.rec and not cur.rec.dropped then
+        cur.fresh_until = 0
+        return
+    end
+    drop(name, cursor)
+end
+
+
+-- prewarm_one(name, job) brings this worker's copy of name up to date
+-- after the change job.cursor announced, off the handshake path: from
+-- the shared dict when a pre-warm in another worker fetched it after
+-- that change, else from the sidecar under the name's fetch lock (as
+-- lookup takes it), through refresh. Whatever fails, the next handshake
+-- asks (see give_up).
+local function prewarm_one(name, job)
+    stat("prewarm_wait", job.at)
+    local t0 = clock()
+    if t0 - job.at > PREWARM_WAIT or sidecar_down() then
+        give_up(name, job.cursor)
+        stat("prewarm_dropped", t0)
+        return
+    end
+    local function from_shared()
+        if covers(certs:get(PREWARM_KEY .. name), job.cursor)
+           and load_shared(name, nil)
+        then
+            stat("prewarm_loaded", t0)
+            return true
+        end
+        return false
+    end
+    for _ = 1, 2 do
+        if from_shared() then
+            return
+        end
+        lock_seq = lock_seq + 1
+        local token = ngx_worker_pid() .. ":" .. lock_seq
+        local ok, err = locks:add(name, token, lock_timeout)
+        -- Another worker may have fetched it between the two: it marks
+        -- the shared copy before it unlocks.
+        if ok and from_shared() then
+            if locks:get(name) == token then
+                locks:delete(name)
+            end
+            return
+        end
+        if ok then
+            local before = certs:get(FEED_KEY)
+            local cur = lru:get(name) or churn:get(name)
+            local res
+            ok, res = pcall(refresh, name, cur)
+            local kept = ok and res and res ~= cur
+                         and (lru:get(name) or churn:get(name)) == res
+            if kept and before then
+                -- A new answer, in this worker's LRU and the shared
+                -- dict: marked before the lock goes (see above).
+                certs:safe_set(PREWARM_KEY .. name, before, PREWARM_MARK)
+            end
+            if locks:get(name) == token then
+                locks:delete(name)
+            end
+            if kept then
+                stat("prewarm_fetched", t0)
+                return
+            end
+            if not ok then
+                log_limited("internal", "internal error: " .. tostring(res))
+            end
+            break  -- the sidecar failed, or the answer was not kept
+        end
+        if err ~= "exists" then
+            log_limited("lock", "cannot lock " .. name .. ": "
+                                .. tostring(err))
+            break
+        end
+        -- Another worker (or a handshake) is fetching name: take its
+        -- answer when it is done.
+        wait_unlocked(name)
+    end
+    give_up(name, job.cursor)
+    stat("prewarm_dropped", t0)
+end
+
+
+-- prewarm_run is the worker's pre-warm timer: it works through the
+-- queue one name at a time until it is empty, and after each name rests
+-- as long as the name took (at most PREWARM_REST): pre-warming takes at
+-- most about half of a busy worker's time, and a parse of its own
+-- delays a handshake by one parse at most. (Names in parallel put their
+-- parses in the same turn of the event loop, and each handshake, which
+-- needs a few turns, waits for all of them each time: with 4 at once,
+-- handshake p99 during a wave of 200 renewals was 3-7 times that with
+-- pre-warming off.)
+local function prewarm_run(premature)
+    if premature then
+        return
+    end
+    while pw_first <= pw_last do
+        local name = pw_names[pw_first]
+        pw_names[pw_first] = nil
+        pw_first = pw_first + 1
+        local job = pw_jobs[name]
+        pw_jobs[name] = nil
+        local t0 = clock()
+        local ok, err = pcall(prewarm_one, name, job)
+        if not ok then
+            log_limited("internal", "internal error: " .. tostring(err))
+            give_up(name, nil)
+        end
+        ngx_sleep(math_min(clock() - t0, PREWARM_REST))
+    end
+    pw_first, pw_last = 1, 0
+    pw_running = false
+end
+
+
+-- start_prewarm() starts the pre-warm timer unless it runs; when it
+-- cannot, the queued names are left to their next handshakes.
+local function start_prewarm()
+    if pw_running or pw_first > pw_last then
+        return
+    end
+    local ok, err = ngx_timer_at(0, prewarm_run)
+    if ok then
+        pw_running = true
+        return
+    end
+    log_limited("feed", "cannot start the pre-warm timer: " .. tostring(err))
+    for i = pw_first, pw_last do
+        local name = pw_names[i]
+        pw_names[i] = nil
+        give_up(name, pw_jobs[name].cursor)
+        pw_jobs[name] = nil
+        stat("prewarm_dropped", clock())
+    end
+    pw_first, pw_last = 1, 0
+end
+
+
 local function poll_changes()
     if not (certs and locks) or sidecar_down() then
         return
     end
+    local t0 = clock()
     local now = ngx_now()
     if now < feed_off_until then
         return
@@ -1792,6 +2069,7 @@ local function poll_changes()
         feed_off_until = now + 60
         return
     end
+    stat("feed_poll", t0)
     local body = res.body
     local epoch, version = str_match(body, "^(%S+) (%d+)\n")
     if res.status ~= 200 or not epoch then
@@ -1826,8 +2104,13 @@ local function poll_changes()
         churn:flush_all()
     else
         for name in str_gmatch(rest, "[^\n]+") do
-            drop(name)
+            if prewarm and held(name) and enqueue(name, next_cursor, t0) then
+                unshare(name, next_cursor)
+            else
+                drop(name, next_cursor)
+            end
         end
+        start_prewarm()
     end
     feed_cursor = next_cursor
 end

@@ -311,6 +311,9 @@ END {
           fmt(md) "** (" fmt(v[b, "caddy-anon-MB"]) ", " fmt(v[b, "caddy-file-MB"]) ", " fmt(v[b, "caddy-shmem-MB"]) "); " fmt(v[b, "caddy-rss-MB"]) " / " \
           fmt(v[b, "static-pss-MB"]) " (" fmt(v[b, "static-anon-MB"]) ", " fmt(v[b, "static-file-MB"]) ", " fmt(v[b, "static-shmem-MB"]) "); " fmt(v[b, "static-rss-MB"]) " MB",
         judged ? "certserver ≤ Caddy at 50,000" : "", judged ? verdict(mc <= md, fmt(mc - md) " MB") : "")
+    f = v[b, "certserver-failures"] + v[b, "caddy-failures"] + v[b, "static-failures"]
+    row("", "handshakes that did not serve the name'"'"'s own certificate (a fallback, an error): certserver / Caddy / static",
+        sprintf("%d / %d / %d", v[b, "certserver-failures"], v[b, "caddy-failures"], v[b, "static-failures"]), "0", verdict(f == 0, sprintf("%d", f)))
     row("", "first handshake of a name never asked for, p50 / p99: certserver / Caddy / static",
         ms(v[b, "certserver-first-p50-µs"]) " / " ms(v[b, "certserver-first-p99-µs"]) "; " ms(v[b, "caddy-first-p50-µs"]) " / " ms(v[b, "caddy-first-p99-µs"]) "; " ms(v[b, "static-first-p50-µs"]) " / " ms(v[b, "static-first-p99-µs"]), "", "")
     row("", "start until the right certificate is served; a new certificate until served (admin API import / Caddy `/load` / new server block and reload): certserver / Caddy / static",

@@ -372,7 +372,9 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	}, func(res *certificate.Resource, err error) {
 		if err == nil && res != nil {
 			log.Warn("certificate issued after its order was given up; discarded", "certificate_url", res.CertURL)
+			return
 		}
+		log.Debug("lego stopped after its order was given up", "error", err)
 	})
 	if err != nil {
 		return nil, err

@@ -261,6 +261,10 @@ local defaults = {
     -- one meanwhile (see prewarm_one); false drops it, and the next
     -- handshake for the name fetches and parses it
     prewarm = true,
+    -- how long, in seconds, a changed name may wait in the pre-warm queue;
+    -- a name still queued after that is left to its next handshake (a
+    -- worker that falls this far behind pre-warms no stale backlog)
+    prewarm_wait = 10,
 }
 
 
@@ -269,7 +273,7 @@ local sock_host, sock_port, sock_path
 local connect_timeout, read_timeout, lock_timeout
 local negative_ttl, invalid_ttl, error_ttl, max_stale, log_interval
 local keepalive_timeout, keepalive_pool_size
-local prewarm
+local prewarm, prewarm_wait
 local certs, locks
 local lru_size
 -- lru holds names served by a certificate of their own (or a SAN of one);
@@ -337,6 +341,7 @@ local function apply_options(o)
     keepalive_timeout = o.keepalive_timeout_ms
     keepalive_pool_size = o.keepalive_pool_size
     prewarm = o.prewarm
+    prewarm_wait = o.prewarm_wait
     certs = ngx_shared[o.shared_dict]
     locks = ngx_shared[o.lock_dict]
     if o.lru_size ~= lru_size then
@@ -387,7 +392,7 @@ function _M.configure(opts)
     for _, k in ipairs({ "connect_timeout_ms", "read_timeout_ms",
                         "lock_timeout_ms", "lru_size", "log_interval",
                         "keepalive_timeout_ms", "keepalive_pool_size",
-                        "error_ttl" }) do
+                        "error_ttl", "prewarm_wait" }) do
         if o[k] <= 0 or o[k] ~= o[k] then  -- NaN too
             misuse(k, "must be positive")
         end
@@ -1768,7 +1773,7 @@ end
 -- fetches a name (the fetch lock of lookup); it then marks the shared
 -- copy as fetched after the change (PREWARM_KEY), and the other workers
 -- parse that copy in their own timer instead of asking. A name whose
--- pre-warming fails, or that waited PREWARM_WAIT seconds in the queue, is
+-- pre-warming fails, or that waited prewarm_wait seconds in the queue, is
 -- left to its next handshake, as without pre-warming (see give_up).
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
@@ -1782,7 +1787,6 @@ local feed_polling = false  -- a poll is under way (it may outlast a tick)
 local PREWARM_KEY = "!pw:"
 local PREWARM_MARK = 60
 local PREWARM_REST = 0.01   -- seconds the pre-warm timer rests at most
-local PREWARM_WAIT = 10     -- seconds a name may wait in the queue
 
 
 -- covers(mark, cursor) tells whether the cursor mark ("<epoch>
@@ -1906,7 +1910,7 @@ end
 local function prewarm_one(name, job)
     stat("prewarm_wait", job.at)
     local t0 = clock()
-    if t0 - job.at > PREWARM_WAIT or sidecar_down() then
+    if t0 - job.at > prewarm_wait or sidecar_down() then
         give_up(name, job.cursor)
         stat("prewarm_dropped", t0)
         return

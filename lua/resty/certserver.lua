@@ -1978,7 +1978,8 @@ end
 
 
 -- prewarm_run is the worker's pre-warm timer: it works through the
--- queue one name at a time until it is empty, and after each name rests
+-- queue one name at a time until it is empty (or the worker exits:
+-- then it empties it), and after each name rests
 -- as long as the name took (at most PREWARM_REST): pre-warming takes at
 -- most about half of a busy worker's time, and a parse of its own
 -- delays a handshake by one parse at most. (Names in parallel put their
@@ -1987,10 +1988,16 @@ end
 -- handshake p99 during a wave of 200 renewals was 3-7 times that with
 -- pre-warming off.)
 local function prewarm_run(premature)
-    if premature then
-        return
-    end
     while pw_first <= pw_last do
+        if premature or ngx_worker_exiting() then
+            -- A draining worker serves no more handshakes: what is
+            -- queued is of no use, and a long queue would delay its exit.
+            for i = pw_first, pw_last do
+                pw_jobs[pw_names[i]] = nil
+                pw_names[i] = nil
+            end
+            break
+        end
         local name = pw_names[pw_first]
         pw_names[pw_first] = nil
         pw_first = pw_first + 1

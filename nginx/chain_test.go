@@ -327,7 +327,8 @@ func TestLuaLeafFormatMissingIntermediate(t *testing.T) {
 	side.setChain(wrong.interDigest(), wrong.root.CertPEM) // another certificate
 	side.setChainStatus(failing.interDigest(), http.StatusInternalServerError)
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
-		Workers: 1, Configure: "error_ttl = 0.05,"})
+		// One log line per kind however long the loop below takes.
+		Workers: 1, Configure: "error_ttl = 0.05, log_interval = 3600,"})
 
 	for _, tc := range []struct {
 		name   string

@@ -1424,12 +1424,16 @@ local function fetch_intermediate(d)
 end
 
 
--- fetch_intermediates(digests) makes sure the worker holds every
--- intermediate of digests parsed: from its own table, else the shared
--- dict, else the sidecar, one request per intermediate across all
+-- fetch_intermediates(digests, lock_until) makes sure the worker holds
+-- every intermediate of digests parsed: from its own table, else the
+-- shared dict, else the sidecar, one request per intermediate across all
 -- workers (a lock in lock_dict; the others wait for its answer in the
--- shared dict). Returns true, or nil, err, why as fetch_intermediate.
-local function fetch_intermediates(digests)
+-- shared dict). lock_until (by ngx.now()) is when the caller's fetch lock
+-- of its name expires: a wait for another worker's answer ends in time
+-- for a request of its own before then, so that lock_timeout still
+-- bounds a name's first fetch (the handshakes waiting on the name give
+-- up then). Returns true, or nil, err, why as fetch_intermediate.
+local function fetch_intermediates(digests, lock_until)
     for _, d in ipairs(digests) do
         if not (intermediates[d] or intermediate(d)) then
             local key = CHAIN_PREFIX .. d
@@ -1442,13 +1446,15 @@ local function fetch_intermediates(digests)
                 end
                 ok, err, why = r1, r2, r3
             else
-                -- Another worker asks the sidecar: wait for its answer.
-                local deadline = ngx_now() + lock_timeout
+                -- Another worker asks the sidecar: wait for its answer,
+                -- leaving room for a request of our own.
+                local deadline = math_min(ngx_now() + lock_timeout,
+                    lock_until - (connect_timeout + read_timeout) / 1000)
                 local delay = 0.001
-                repeat
-                    ngx_sleep(delay)
+                while ngx_now() < deadline and locks:get(key) do
+                    ngx_sleep(math_min(delay, deadline - ngx_now()))
                     delay = math_min(delay * 2, 0.02)
-                until not locks:get(key) or ngx_now() >= deadline
+                end
                 ok = intermediate(d) ~= nil
                 if not ok then
                     ok, err, why = fetch_intermediate(d)
@@ -1464,8 +1470,9 @@ end
 
 
 -- Fetches name from the sidecar and caches the answer. cur is what the
--- caches hold (or nil). Returns the entry to serve, or nil.
-local function refresh(name, cur)
+-- caches hold (or nil); lock_until (by ngx.now()) is when the caller's
+-- fetch lock of name expires. Returns the entry to serve, or nil.
+local function refresh(name, cur, lock_until)
     local feed_before = certs:get(FEED_KEY)
     local t0 = clock()
     local res, err, why = fetch(CERTS_PATH .. name, MAX_BODY)
@@ -1493,7 +1500,7 @@ local function refresh(name, cur)
         content, digests, err = leaf_content(res)
         if content then
             local ok
-            ok, err, why = fetch_intermediates(digests)
+            ok, err, why = fetch_intermediates(digests, lock_until)
             if ok then
                 res.body = content
             else
@@ -1709,10 +1716,11 @@ local function lookup(name, cur)
 
     lock_seq = lock_seq + 1
     local token = ngx_worker_pid() .. ":" .. lock_seq
+    local lock_until = ngx_now() + lock_timeout
     local ok, err = locks:add(name, token, lock_timeout)
     if ok then
         local res
-        ok, res = pcall(refresh, name, entry)
+        ok, res = pcall(refresh, name, entry, lock_until)
         -- Ours unless it expired and another worker took it meanwhile.
         if locks:get(name) == token then
             locks:delete(name)
@@ -1930,6 +1938,7 @@ local function prewarm_one(name, job)
         end
         lock_seq = lock_seq + 1
         local token = ngx_worker_pid() .. ":" .. lock_seq
+        local lock_until = ngx_now() + lock_timeout
         local ok, err = locks:add(name, token, lock_timeout)
         -- Another worker may have fetched it between the two: it marks
         -- the shared copy before it unlocks.
@@ -1943,7 +1952,7 @@ local function prewarm_one(name, job)
             local before = certs:get(FEED_KEY)
             local cur = lru:get(name) or churn:get(name)
             local res
-            ok, res = pcall(refresh, name, cur)
+            ok, res = pcall(refresh, name, cur, lock_until)
             local kept = ok and res and res ~= cur
                          and (lru:get(name) or churn:get(name)) == res
             if kept and before then

@@ -154,6 +154,12 @@ func (p *chainPKI) interDigest() string {
 	return hex.EncodeToString(sum[:])
 }
 
+// patient is the Configure of the tests below that count requests or
+// parses: timeouts no loaded machine reaches, so that no slow answer
+// turns into a fallback, a retry or a worker that gives up waiting on
+// the one that asks.
+const patient = "connect_timeout_ms = 10000, read_timeout_ms = 10000, lock_timeout_ms = 30000,"
+
 // verifiedBy makes one full TLS handshake with addr for sni that must
 // verify against roots, then one request (to path), and returns the
 // certificates served, the worker that served them and the answer's body.
@@ -199,7 +205,8 @@ func TestLuaLeafFormat(t *testing.T) {
 	side.set("one.chain.test", answer{status: 200, body: oneBody, maxAge: 3600})
 	side.set("two.chain.test", answer{status: 200, body: twoBody, maxAge: 3600})
 	side.set("three.chain.test", answer{status: 200, body: threeBody, maxAge: 3600})
-	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true})
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
+		Configure: patient})
 
 	leaves := map[string]*certtest.Cert{"one.chain.test": one, "two.chain.test": two, "three.chain.test": three}
 	// Until every worker has served every name, each handshake verified
@@ -210,7 +217,7 @@ func TestLuaLeafFormat(t *testing.T) {
 		for name, leaf := range leaves {
 			certs, pid, body, err := verifiedBy(ngx.HTTPSAddr(), name, pki.roots, nginxtest.StatsPath)
 			if err != nil {
-				t.Fatalf("%s: %v", name, err)
+				return fmt.Errorf("%s: %w", name, err) // a loaded machine: try again
 			}
 			if len(certs) != 2 || !bytes.Equal(certs[0].Raw, leaf.Cert.Raw) || !bytes.Equal(certs[1].Raw, pki.inter.Cert.Raw) {
 				t.Fatalf("%s: served %d certificates, want the leaf then the intermediate", name, len(certs))
@@ -270,10 +277,8 @@ func TestLuaLeafFormatConcurrent(t *testing.T) {
 		side.set(name, answer{status: 200, body: body, maxAge: 3600})
 		names = append(names, name)
 	}
-	// Timeouts no loaded machine reaches: the waiting workers must not
-	// give up on the one that asks.
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
-		Configure: "read_timeout_ms = 10000, lock_timeout_ms = 30000,"})
+		Configure: patient})
 	pids := make(chan string, len(names))
 	errs := make(chan error, len(names))
 	for _, name := range names {
@@ -322,7 +327,8 @@ func TestLuaLeafFormatMissingIntermediate(t *testing.T) {
 	side.setChain(wrong.interDigest(), wrong.root.CertPEM) // another certificate
 	side.setChainStatus(failing.interDigest(), http.StatusInternalServerError)
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
-		Workers: 1, Configure: "error_ttl = 0.05,"})
+		// One log line per kind however long the loop below takes.
+		Workers: 1, Configure: "error_ttl = 0.05, log_interval = 3600,"})
 
 	for _, tc := range []struct {
 		name   string
@@ -377,14 +383,18 @@ func TestLuaFirstFormat(t *testing.T) {
 	side := startFakeSidecar(t) // leafFormat false
 	leaf, body := pki.issue(t, "old.chain.test", nil)
 	side.set("old.chain.test", answer{status: 200, body: body, maxAge: 3600})
-	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey})
-	certs, err := handshake(ngx.HTTPSAddr(), "old.chain.test", pki.roots)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(certs) != 2 || !bytes.Equal(certs[0].Raw, leaf.Cert.Raw) {
-		t.Errorf("served %d certificates, want the leaf and the intermediate", len(certs))
-	}
+	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
+		Configure: patient})
+	eventually(t, 60*time.Second, "old.chain.test served with its chain", func() error {
+		certs, err := handshake(ngx.HTTPSAddr(), "old.chain.test", pki.roots)
+		if err != nil {
+			return err
+		}
+		if len(certs) != 2 || !bytes.Equal(certs[0].Raw, leaf.Cert.Raw) {
+			t.Fatalf("served %d certificates, want the leaf and the intermediate", len(certs))
+		}
+		return nil
+	})
 	ngx.AssertCleanErrorLog(t)
 }
 
@@ -400,7 +410,7 @@ func TestLeafFormatWithSidecar(t *testing.T) {
 	fbCert, fbKey := fb.writeFiles(t, t.TempDir(), "fallback")
 	side := startSidecar(t, bin)
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
-		Workers: 1, Stats: true})
+		Workers: 1, Stats: true, Configure: patient})
 	leaves := map[string]*certtest.Cert{}
 	for _, name := range []string{"a.sidecar.test", "b.sidecar.test"} {
 		c, _ := pki.issue(t, name, nil)

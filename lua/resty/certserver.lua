@@ -261,6 +261,10 @@ local defaults = {
     -- one meanwhile (see prewarm_one); false drops it, and the next
     -- handshake for the name fetches and parses it
     prewarm = true,
+    -- how long, in seconds, a changed name may wait in the pre-warm queue;
+    -- a name still queued after that is left to its next handshake (a
+    -- worker that falls this far behind pre-warms no stale backlog)
+    prewarm_wait = 10,
 }
 
 
@@ -269,7 +273,7 @@ local sock_host, sock_port, sock_path
 local connect_timeout, read_timeout, lock_timeout
 local negative_ttl, invalid_ttl, error_ttl, max_stale, log_interval
 local keepalive_timeout, keepalive_pool_size
-local prewarm
+local prewarm, prewarm_wait
 local certs, locks
 local lru_size
 -- lru holds names served by a certificate of their own (or a SAN of one);
@@ -337,6 +341,7 @@ local function apply_options(o)
     keepalive_timeout = o.keepalive_timeout_ms
     keepalive_pool_size = o.keepalive_pool_size
     prewarm = o.prewarm
+    prewarm_wait = o.prewarm_wait
     certs = ngx_shared[o.shared_dict]
     locks = ngx_shared[o.lock_dict]
     if o.lru_size ~= lru_size then
@@ -387,7 +392,7 @@ function _M.configure(opts)
     for _, k in ipairs({ "connect_timeout_ms", "read_timeout_ms",
                         "lock_timeout_ms", "lru_size", "log_interval",
                         "keepalive_timeout_ms", "keepalive_pool_size",
-                        "error_ttl" }) do
+                        "error_ttl", "prewarm_wait" }) do
         if o[k] <= 0 or o[k] ~= o[k] then  -- NaN too
             misuse(k, "must be positive")
         end
@@ -1419,12 +1424,16 @@ local function fetch_intermediate(d)
 end
 
 
--- fetch_intermediates(digests) makes sure the worker holds every
--- intermediate of digests parsed: from its own table, else the shared
--- dict, else the sidecar, one request per intermediate across all
+-- fetch_intermediates(digests, lock_until) makes sure the worker holds
+-- every intermediate of digests parsed: from its own table, else the
+-- shared dict, else the sidecar, one request per intermediate across all
 -- workers (a lock in lock_dict; the others wait for its answer in the
--- shared dict). Returns true, or nil, err, why as fetch_intermediate.
-local function fetch_intermediates(digests)
+-- shared dict). lock_until (by ngx.now()) is when the caller's fetch lock
+-- of its name expires: a wait for another worker's answer ends in time
+-- for a request of its own before then, so that lock_timeout still
+-- bounds a name's first fetch (the handshakes waiting on the name give
+-- up then). Returns true, or nil, err, why as fetch_intermediate.
+local function fetch_intermediates(digests, lock_until)
     for _, d in ipairs(digests) do
         if not (intermediates[d] or intermediate(d)) then
             local key = CHAIN_PREFIX .. d
@@ -1437,13 +1446,15 @@ local function fetch_intermediates(digests)
                 end
                 ok, err, why = r1, r2, r3
             else
-                -- Another worker asks the sidecar: wait for its answer.
-                local deadline = ngx_now() + lock_timeout
+                -- Another worker asks the sidecar: wait for its answer,
+                -- leaving room for a request of our own.
+                local deadline = math_min(ngx_now() + lock_timeout,
+                    lock_until - (connect_timeout + read_timeout) / 1000)
                 local delay = 0.001
-                repeat
-                    ngx_sleep(delay)
+                while ngx_now() < deadline and locks:get(key) do
+                    ngx_sleep(math_min(delay, deadline - ngx_now()))
                     delay = math_min(delay * 2, 0.02)
-                until not locks:get(key) or ngx_now() >= deadline
+                end
                 ok = intermediate(d) ~= nil
                 if not ok then
                     ok, err, why = fetch_intermediate(d)
@@ -1459,8 +1470,9 @@ end
 
 
 -- Fetches name from the sidecar and caches the answer. cur is what the
--- caches hold (or nil). Returns the entry to serve, or nil.
-local function refresh(name, cur)
+-- caches hold (or nil); lock_until (by ngx.now()) is when the caller's
+-- fetch lock of name expires. Returns the entry to serve, or nil.
+local function refresh(name, cur, lock_until)
     local feed_before = certs:get(FEED_KEY)
     local t0 = clock()
     local res, err, why = fetch(CERTS_PATH .. name, MAX_BODY)
@@ -1488,7 +1500,7 @@ local function refresh(name, cur)
         content, digests, err = leaf_content(res)
         if content then
             local ok
-            ok, err, why = fetch_intermediates(digests)
+            ok, err, why = fetch_intermediates(digests, lock_until)
             if ok then
                 res.body = content
             else
@@ -1704,10 +1716,11 @@ local function lookup(name, cur)
 
     lock_seq = lock_seq + 1
     local token = ngx_worker_pid() .. ":" .. lock_seq
+    local lock_until = ngx_now() + lock_timeout
     local ok, err = locks:add(name, token, lock_timeout)
     if ok then
         local res
-        ok, res = pcall(refresh, name, entry)
+        ok, res = pcall(refresh, name, entry, lock_until)
         -- Ours unless it expired and another worker took it meanwhile.
         if locks:get(name) == token then
             locks:delete(name)
@@ -1768,7 +1781,7 @@ end
 -- fetches a name (the fetch lock of lookup); it then marks the shared
 -- copy as fetched after the change (PREWARM_KEY), and the other workers
 -- parse that copy in their own timer instead of asking. A name whose
--- pre-warming fails, or that waited PREWARM_WAIT seconds in the queue, is
+-- pre-warming fails, or that waited prewarm_wait seconds in the queue, is
 -- left to its next handshake, as without pre-warming (see give_up).
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
@@ -1782,7 +1795,6 @@ local feed_polling = false  -- a poll is under way (it may outlast a tick)
 local PREWARM_KEY = "!pw:"
 local PREWARM_MARK = 60
 local PREWARM_REST = 0.01   -- seconds the pre-warm timer rests at most
-local PREWARM_WAIT = 10     -- seconds a name may wait in the queue
 
 
 -- covers(mark, cursor) tells whether the cursor mark ("<epoch>
@@ -1906,7 +1918,7 @@ end
 local function prewarm_one(name, job)
     stat("prewarm_wait", job.at)
     local t0 = clock()
-    if t0 - job.at > PREWARM_WAIT or sidecar_down() then
+    if t0 - job.at > prewarm_wait or sidecar_down() then
         give_up(name, job.cursor)
         stat("prewarm_dropped", t0)
         return
@@ -1926,6 +1938,7 @@ local function prewarm_one(name, job)
         end
         lock_seq = lock_seq + 1
         local token = ngx_worker_pid() .. ":" .. lock_seq
+        local lock_until = ngx_now() + lock_timeout
         local ok, err = locks:add(name, token, lock_timeout)
         -- Another worker may have fetched it between the two: it marks
         -- the shared copy before it unlocks.
@@ -1939,7 +1952,7 @@ local function prewarm_one(name, job)
             local before = certs:get(FEED_KEY)
             local cur = lru:get(name) or churn:get(name)
             local res
-            ok, res = pcall(refresh, name, cur)
+            ok, res = pcall(refresh, name, cur, lock_until)
             local kept = ok and res and res ~= cur
                          and (lru:get(name) or churn:get(name)) == res
             if kept and before then
@@ -1974,7 +1987,8 @@ end
 
 
 -- prewarm_run is the worker's pre-warm timer: it works through the
--- queue one name at a time until it is empty, and after each name rests
+-- queue one name at a time until it is empty (or the worker exits:
+-- then it empties it), and after each name rests
 -- as long as the name took (at most PREWARM_REST): pre-warming takes at
 -- most about half of a busy worker's time, and a parse of its own
 -- delays a handshake by one parse at most. (Names in parallel put their
@@ -1983,10 +1997,16 @@ end
 -- handshake p99 during a wave of 200 renewals was 3-7 times that with
 -- pre-warming off.)
 local function prewarm_run(premature)
-    if premature then
-        return
-    end
     while pw_first <= pw_last do
+        if premature or ngx_worker_exiting() then
+            -- A draining worker serves no more handshakes: what is
+            -- queued is of no use, and a long queue would delay its exit.
+            for i = pw_first, pw_last do
+                pw_jobs[pw_names[i]] = nil
+                pw_names[i] = nil
+            end
+            break
+        end
         local name = pw_names[pw_first]
         pw_names[pw_first] = nil
         pw_first = pw_first + 1

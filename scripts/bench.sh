@@ -27,6 +27,8 @@
 #                   BenchmarkCertEndpoint    GET /v1/certs/{sni} with 100,000 certificates, in-process
 #                   BenchmarkCertEndpointSealed  the same with keys sealed, as a fleet host reads its copy
 #   store           BenchmarkDue, BenchmarkLookupCertificate, BenchmarkAddDomains
+#                   BenchmarkStoreSize       bytes on disk per certificate (100,000 ECDSA P-256
+#                                            of one intermediate), formatV1 vs formatV2 and upgraded
 #   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
 #                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
 #                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
@@ -78,13 +80,14 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_BULK=20000 CERTSERVER_BENCH_MILLION=20000 CERTSERVER_BENCH_FRESH=200 \
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
+    CERTSERVER_BENCH_SIZE=2000 \
     CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x zone_time=500000x reserve_time=5000x challenge_time=16x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
-    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES
+    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES CERTSERVER_BENCH_SIZE
   export CERTSERVER_BENCH_JOIN=1000000 CERTSERVER_STORE_BULK=500000 \
     CERTSERVER_BENCH_CLAIM_NAMES=1000000 CERTSERVER_BENCH_CLAIM_DUE=10000
 fi
@@ -118,7 +121,7 @@ load_before=$(cut -d' ' -f1 /proc/loadavg)
 start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
 bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
-if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v1-n$million/complete" ]; then
+if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v2-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
 bench million ./cmd/certserver/ '^BenchmarkMillion$' 1x -timeout 60m
@@ -136,6 +139,7 @@ bench bulk-pg ./certserver/ '^BenchmarkBulkAdd500kPostgres$' 1x
 bench endpoint ./certserver/ '^(BenchmarkCertEndpoint|BenchmarkCertEndpointSealed)$' "$endpoint_time"
 bench store ./store/ '^(BenchmarkDue|BenchmarkLookupCertificate)$' "$store_time"
 bench add ./store/ '^BenchmarkAddDomains$' 1x
+bench store-size ./store/ '^BenchmarkStoreSize$' 1x
 # The PostgreSQL store, against a cluster the test binary starts
 # (store/pgtest; fsync off: what the store and the server compute, not
 # the disk's flushes).
@@ -176,10 +180,10 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$load_before" "$load_after"
 
 cat "$out/handshake.txt" "$out/stream.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
-  "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/join.txt" "$out/contract.txt" \
+  "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/store-size.txt" "$out/join.txt" "$out/contract.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" -v load="$load_import" \
-    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
+    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v sizecerts="${CERTSERVER_BENCH_SIZE:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
     -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" -v join="$CERTSERVER_BENCH_JOIN" \
     -v claimnames="$CERTSERVER_BENCH_CLAIM_NAMES" -v claimdue="$CERTSERVER_BENCH_CLAIM_DUE" '
 # fmt prints a figure with a precision that suits its size.
@@ -256,6 +260,8 @@ END {
     m = v[b, "rss-MB"]
     row("", "VmRSS after warm-up / after the lookups", fmt(v[b, "rss-warm-MB"]) " / **" fmt(m) " MB** (anonymous " fmt(v[b, "rss-anon-MB"]) ", file-backed " fmt(v[b, "rss-file-MB"]) ")",
         "≤ 256 MB", verdict(m <= 256, fmt(m - 256) " MB, in file-backed pages of the mmapped store (anonymous alone: " fmt(v[b, "rss-anon-MB"]) " MB)"))
+    if (has(b, "store-bytes/name"))
+      row("", "store on disk per name (certificate and domain record; the data set'"'"'s leaf is bigger than a real one)", fmt(v[b, "store-bytes/name"]) " bytes", "", "")
     p = v[b, "lookup-p99-µs"]
     row("", "endpoint latency p50 / p99 at " count(rate) " lookups/s (unix socket)", ms(v[b, "lookup-p50-µs"]) " / **" ms(p) "**", "p99 ≤ 1 ms", verdict(p <= 1000, ms(p - 1000)))
     row("", "endpoint lookups/s, 4 clients saturating the CPUs; their p99", fmt(v[b, "lookups/s"]) "/s; " ms(v[b, "sat-p99-µs"]), "", "")
@@ -385,6 +391,14 @@ END {
     b = order[k]; kind = b; sub(/^BenchmarkLookupCertificate\//, "", kind)
     row(first ? "Supporting: store `LookupCertificate`, " count(certs) " certificates" : "", kind, fmt(v[b, "ns/op"] / 1000) " µs, " fmt(v[b, "allocs/op"]) " allocs", "", "")
     first = 0
+  }
+  b = "BenchmarkStoreSize/format=v2"
+  if (has(b, "bytes/cert")) {
+    s2 = v[b, "bytes/cert"]
+    row("**Store size**: Badger directory after " count(sizecerts) " ECDSA P-256 certificates of one intermediate (Let'"'"'s Encrypt-sized chain and key), closed",
+        "bytes per certificate, formatV2", "**" fmt(s2) "**", "≤ 1,600", verdict(s2 <= 1600, fmt(s2 - 1600) " bytes"))
+    row("", "bytes per certificate, formatV1 (before) / formatV1 upgraded in place at start (before the value-log GC)",
+        fmt(v["BenchmarkStoreSize/format=v1", "bytes/cert"]) " / " fmt(v["BenchmarkStoreSize/format=v1-upgraded", "bytes/cert"]), "", "")
   }
   first = 1
   for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkAddDomains\//) {

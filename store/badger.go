@@ -52,6 +52,11 @@ type BadgerOptions struct {
 	// and stamps zero StoredAt, AddedAt and UpdatedAt fields. Default
 	// time.Now.
 	Clock func() time.Time
+
+	// noUpgrade leaves records of an older format as they are, and
+	// writeV1 writes them in formatV1, as certserver did before formatV2
+	// (tests and benchmarks).
+	noUpgrade, writeV1 bool
 }
 
 // Defaults of BadgerOptions.
@@ -93,15 +98,22 @@ type Badger struct {
 	log     *slog.Logger
 	now     func() time.Time
 	stop    chan struct{}  // closed by Close to end the GC loop
-	done    sync.WaitGroup // the GC loop
-	closed  sync.Once
-	err     error // the result of closing, set once
+	done    sync.WaitGroup // the GC loop and the upgrade
+	// cancel ends the upgrade of the records (upgrade.go), which closes
+	// upgraded when it returns.
+	cancel   context.CancelFunc
+	upgraded chan struct{}
+	writeV1  bool // BadgerOptions.writeV1
+	closed   sync.Once
+	err      error // the result of closing, set once
 	// writes counts the read-write transactions that ended (committed or
 	// not), bumped after each: a read that saw the count unchanged before
 	// and after has seen every write (challenges.go's cache).
 	writes atomic.Uint64
 	// challengeLists caches ListChallenges (challenges.go).
 	challengeLists challengeListCache
+	// inters caches the intermediates of the chains (badger_chains.go).
+	inters intermediateCache
 }
 
 var (
@@ -159,10 +171,20 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
-	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{})}
+	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), upgraded: make(chan struct{}), writeV1: opts.writeV1}
 	if err := b.initChangeLog(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open badger %s: change log: %w", path, err)
+	}
+	// Records written before formatV2 are rewritten in the background:
+	// both formats are served meanwhile.
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	if opts.noUpgrade {
+		close(b.upgraded)
+	} else {
+		b.done.Add(1)
+		go b.upgradeLoop(ctx)
 	}
 	if opts.GCInterval > 0 {
 		b.done.Add(1)
@@ -171,10 +193,12 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	return b, nil
 }
 
-// Close stops the value-log GC, flushes and closes the database. Later
+// Close stops the value-log GC and the upgrade of the records (which
+// goes on at the next start), flushes and closes the database. Later
 // calls return the first call's result.
 func (b *Badger) Close() error {
 	b.closed.Do(func() {
+		b.cancel()
 		close(b.stop)
 		b.done.Wait()
 		if err := b.db.Close(); err != nil {

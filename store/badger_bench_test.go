@@ -1,10 +1,21 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -218,4 +229,143 @@ func BenchmarkDue(b *testing.B) {
 			}
 		})
 	}
+}
+
+// letsEncryptSized returns a chain and a key shaped as Let's Encrypt's
+// for an ECDSA P-256 certificate: a leaf with an opaque extension of
+// sctBytes where real ones have their signed certificate timestamps (two
+// SCTs take about 245 bytes; the million-name data set pads with 730 to
+// make up the size of an RSA intermediate), an ECDSA intermediate signed
+// by an RSA root, a 241-byte PKCS #8 key.
+func letsEncryptSized(b *testing.B, sctBytes int) (chain, key []byte) {
+	b.Helper()
+	now := time.Now()
+	rootKey, err := rsa.GenerateKey(crand.Reader, 2048)
+	if err != nil {
+		b.Fatal(err)
+	}
+	interKey, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	root := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench root"}, NotBefore: now, NotAfter: now.AddDate(10, 0, 0),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
+	inter := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "bench E1", Organization: []string{"certserver"}, Country: []string{"US"}},
+		NotBefore: now, NotAfter: now.AddDate(3, 0, 0), KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true, IsCA: true,
+		MaxPathLenZero: true, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IssuingCertificateURL: []string{"http://x1.i.bench.invalid/"},
+		CRLDistributionPoints: []string{"http://x1.c.bench.invalid/"}, PolicyIdentifiers: []asn1.ObjectIdentifier{{2, 23, 140, 1, 2, 1}}}
+	leaf := &x509.Certificate{SerialNumber: new(big.Int).Lsh(big.NewInt(1), 120), Subject: pkix.Name{CommonName: "h0000000.million.test"},
+		DNSNames: []string{"h0000000.million.test"}, NotBefore: now, NotAfter: now.Add(90 * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IssuingCertificateURL: []string{"http://e1.i.bench.invalid/"},
+		CRLDistributionPoints: []string{"http://e1.c.bench.invalid/42.crl"}, PolicyIdentifiers: []asn1.ObjectIdentifier{{2, 23, 140, 1, 2, 1}},
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Value: bytes.Repeat([]byte{0x5c}, sctBytes)}}}
+	rootDER, err := x509.CreateCertificate(crand.Reader, root, root, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	root, _ = x509.ParseCertificate(rootDER)
+	interDER, err := x509.CreateCertificate(crand.Reader, inter, root, &interKey.PublicKey, rootKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	inter, _ = x509.ParseCertificate(interDER)
+	leafDER, err := x509.CreateCertificate(crand.Reader, leaf, inter, &leafKey.PublicKey, interKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chain = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER})
+	chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: interDER})...)
+	return chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+}
+
+// BenchmarkStoreSize stores CERTSERVER_BENCH_SIZE certificates of one
+// intermediate, each an ECDSA P-256 chain and key shaped as Let's
+// Encrypt's (letsEncryptSized, a leaf with two SCTs' worth of bytes)
+// under a name of its own (the same leaf bytes in every record: the store
+// does not look inside), in batches of 1,000, closes the store (which
+// flushes it) and reports its directory's size per certificate
+// (bytes/cert): as certserver writes them (format=v2), as it wrote them
+// before (format=v1), a formatV1 store after the in-place upgrade at the
+// next start (format=v1-upgraded, before the value-log GC reclaims the
+// old records), and formatV2 with the million-name data set's bigger
+// leaf (format=v2-million-leaf).
+func BenchmarkStoreSize(b *testing.B) {
+	n := benchSizes(b, "CERTSERVER_BENCH_SIZE", 100000)[0]
+	chain, key := letsEncryptSized(b, 245)
+	millionChain, millionKey := letsEncryptSized(b, 730)
+	now := time.Now()
+	for _, format := range []string{"v1", "v2", "v1-upgraded", "v2-million-leaf"} {
+		b.Run("format="+format, func(b *testing.B) {
+			chain, key := chain, key
+			if format == "v2-million-leaf" {
+				chain, key = millionChain, millionKey
+			}
+			var size int64
+			for b.Loop() {
+				dir := b.TempDir()
+				v1 := format == "v1" || format == "v1-upgraded"
+				opts := BadgerOptions{Logger: testLogger(b), NoSync: true, writeV1: v1, noUpgrade: v1}
+				s, err := OpenBadger(dir, opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				batch := make([]*Certificate, 0, 1000)
+				for i := range n {
+					name := fmt.Sprintf("h%07d.million.test", i)
+					batch = append(batch, &Certificate{
+						ID: name, Names: []string{name}, ChainPEM: chain, KeyPEM: key,
+						NotBefore: now, NotAfter: now.Add(90 * 24 * time.Hour), Issuer: "CN=bench E1,O=certserver,C=US",
+						Serial: fmt.Sprintf("1000000000000000000000000%07x", i), KeyType: KeyECDSAP256, Source: SourceACME,
+						Origin: "https://acme.bench.invalid/directory", RenewAt: now.Add(60 * 24 * time.Hour), StoredAt: now,
+					})
+					if len(batch) == cap(batch) || i == n-1 {
+						if err := s.PutCertificates(context.Background(), batch); err != nil {
+							b.Fatal(err)
+						}
+						batch = batch[:0]
+					}
+				}
+				if v1 {
+					if err := forgetUpgrade(s); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+				if format == "v1-upgraded" {
+					s, err := OpenBadger(dir, BadgerOptions{Logger: testLogger(b), NoSync: true})
+					if err != nil {
+						b.Fatal(err)
+					}
+					<-s.upgraded
+					if err := s.Close(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if size, err = dirSize(dir); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(size)/float64(n), "bytes/cert")
+		})
+	}
+}
+
+// dirSize returns the bytes in the files under dir.
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	return n, err
 }

@@ -91,7 +91,7 @@ func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate, changed *chan
 	)
 	switch item, err := txn.Get(key(prefixCert, rec.ID)); {
 	case err == nil:
-		if err := readCertificate(item, &old); err != nil {
+		if err := b.readCertificate(txn, item, &old); err != nil {
 			return err
 		}
 		replaced = true
@@ -129,7 +129,7 @@ func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate, changed *chan
 			return err
 		}
 	}
-	return txn.Set(key(prefixCert, rec.ID), encodeCertificate(rec))
+	return b.setCertificate(txn, rec, changed)
 }
 
 // servedBefore reports whether a lookup of name found a certificate before
@@ -161,7 +161,7 @@ func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, e
 		if err != nil {
 			return notFound(err)
 		}
-		return readCertificate(item, &c)
+		return b.readCertificate(txn, item, &c)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get certificate %s: %w", id, err)
@@ -209,7 +209,7 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 		}
 		return notFound(err)
 	}
-	return readCertificate(item, c)
+	return b.readCertificate(txn, item, c)
 }
 
 // DeleteCertificate implements Store.
@@ -242,7 +242,7 @@ func (b *Badger) deleteCertificate(txn *badger.Txn, id string, changed *changeSe
 		return false, err
 	}
 	var old Certificate
-	if err := readCertificate(item, &old); err != nil {
+	if err := b.readCertificate(txn, item, &old); err != nil {
 		return false, err
 	}
 	changed.add(id)
@@ -312,9 +312,9 @@ func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
 // ListCertificates implements Store.
 func (b *Badger) ListCertificates(ctx context.Context, after string, limit int) ([]*Certificate, error) {
 	var out []*Certificate
-	err := b.list(ctx, prefixCert, after, limit, func(item *badger.Item) error {
+	err := b.list(ctx, prefixCert, after, limit, func(txn *badger.Txn, item *badger.Item) error {
 		var c Certificate
-		if err := readCertificate(item, &c); err != nil {
+		if err := b.readCertificate(txn, item, &c); err != nil {
 			return err
 		}
 		out = append(out, &c)
@@ -328,7 +328,7 @@ func (b *Badger) ListCertificates(ctx context.Context, after string, limit int) 
 
 // list calls fn for up to limit items under prefix whose key follows
 // prefix+after, in key order.
-func (b *Badger) list(ctx context.Context, prefix, after string, limit int, fn func(*badger.Item) error) error {
+func (b *Badger) list(ctx context.Context, prefix, after string, limit int, fn func(*badger.Txn, *badger.Item) error) error {
 	if limit < 1 {
 		return nil
 	}
@@ -344,7 +344,7 @@ func (b *Badger) list(ctx context.Context, prefix, after string, limit int, fn f
 			if after != "" && bytes.Equal(it.Item().Key(), start) {
 				continue
 			}
-			if err := fn(it.Item()); err != nil {
+			if err := fn(txn, it.Item()); err != nil {
 				return err
 			}
 			n++

@@ -203,7 +203,7 @@ func (b *Badger) DeleteDomain(ctx context.Context, name string) error {
 // ListDomains implements Store.
 func (b *Badger) ListDomains(ctx context.Context, after string, limit int) ([]*Domain, error) {
 	var out []*Domain
-	err := b.list(ctx, prefixDomain, after, limit, func(item *badger.Item) error {
+	err := b.list(ctx, prefixDomain, after, limit, func(_ *badger.Txn, item *badger.Item) error {
 		var d Domain
 		if err := readDomain(item, &d); err != nil {
 			return err

@@ -35,6 +35,7 @@ func (b *Badger) RewriteKeys(ctx context.Context, kind KeyKind, after string, li
 	var last string
 	err = b.update(ctx, func(txn *badger.Txn) error {
 		last = ""
+		var inters changeSet // only for the intermediates it writes
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = []byte(prefix)
 		opts.PrefetchSize = min(limit, 100)
@@ -50,14 +51,7 @@ func (b *Badger) RewriteKeys(ctx context.Context, kind KeyKind, after string, li
 			n++
 			id := string(item.Key()[len(prefix):])
 			last = id
-			val, err := b.rewriteKey(kind, item, id, fn)
-			if err != nil {
-				return err
-			}
-			if val == nil {
-				continue
-			}
-			if err := txn.Set(key(prefix, id), val); err != nil {
+			if err := b.rewriteKey(txn, kind, item, id, fn, &inters); err != nil {
 				return err
 			}
 		}
@@ -72,32 +66,36 @@ func (b *Badger) RewriteKeys(ctx context.Context, kind KeyKind, after string, li
 	return last, nil
 }
 
-// rewriteKey returns the new value of the record of kind in item when fn
-// replaces its key, else nil.
-func (b *Badger) rewriteKey(kind KeyKind, item *badger.Item, id string, fn func(id string, key []byte) ([]byte, error)) ([]byte, error) {
+// rewriteKey writes in txn the record of kind in item with the key fn
+// returns for it, when it returns one.
+func (b *Badger) rewriteKey(txn *badger.Txn, kind KeyKind, item *badger.Item, id string, fn func(id string, key []byte) ([]byte, error), changed *changeSet) error {
 	switch kind {
 	case KeyOfCertificate:
 		var c Certificate
-		if err := readCertificate(item, &c); err != nil {
-			return nil, fmt.Errorf("certificate %s: %w", id, err)
+		if err := b.readCertificate(txn, item, &c); err != nil {
+			return fmt.Errorf("certificate %s: %w", id, err)
 		}
 		k, err := fn(id, c.KeyPEM)
 		if err != nil || k == nil {
-			return nil, err
+			return err
 		}
 		c.KeyPEM = k
-		return encodeCertificate(&c), nil
+		return b.setCertificate(txn, &c, changed)
 	default:
 		var a Account
 		if err := readJSON(item, &a); err != nil {
-			return nil, fmt.Errorf("account %s: %w", id, err)
+			return fmt.Errorf("account %s: %w", id, err)
 		}
 		k, err := fn(id, a.KeyPEM)
 		if err != nil || k == nil {
-			return nil, err
+			return err
 		}
 		a.KeyPEM = k
-		return json.Marshal(&a)
+		val, err := json.Marshal(&a)
+		if err != nil {
+			return err
+		}
+		return txn.Set(key(prefixAccount, id), val)
 	}
 }
 

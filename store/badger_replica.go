@@ -86,7 +86,7 @@ func (b *Badger) namesHeld(ctx context.Context, changes []Change) (map[string]in
 				return err
 			}
 			var old Certificate
-			if err := readCertificate(item, &old); err != nil {
+			if err := b.readCertificate(txn, item, &old); err != nil {
 				return err
 			}
 			held[c.ID] = len(old.Names)
@@ -233,7 +233,7 @@ func (b *Badger) applyChange(txn *badger.Txn, c *Change, changed *changeSet) (in
 		if c.ID == "" || len(c.KeyPEM) == 0 {
 			return fmt.Errorf("no certificate id or no key: %w", ErrInvalid), nil
 		}
-		return nil, rewriteCertKey(txn, c.ID, c.KeyPEM)
+		return nil, b.rewriteCertKey(txn, c.ID, c.KeyPEM, changed)
 	}
 	return fmt.Errorf("unknown kind %q: %w", c.Kind, ErrInvalid), nil
 }
@@ -242,7 +242,7 @@ func (b *Badger) applyChange(txn *badger.Txn, c *Change, changed *changeSet) (in
 // and writes nothing else, as RewriteKeys does: no claim, no link, no
 // entry in the change feed (the key is the same key, sealed anew). A
 // missing record is skipped.
-func rewriteCertKey(txn *badger.Txn, id string, keyPEM []byte) error {
+func (b *Badger) rewriteCertKey(txn *badger.Txn, id string, keyPEM []byte, changed *changeSet) error {
 	item, err := txn.Get(key(prefixCert, id))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
@@ -251,11 +251,11 @@ func rewriteCertKey(txn *badger.Txn, id string, keyPEM []byte) error {
 		return err
 	}
 	var c Certificate
-	if err := readCertificate(item, &c); err != nil {
+	if err := b.readCertificate(txn, item, &c); err != nil {
 		return fmt.Errorf("certificate %s: %w", id, err)
 	}
 	c.KeyPEM = keyPEM
-	return txn.Set(key(prefixCert, id), encodeCertificate(&c))
+	return b.setCertificate(txn, &c, changed)
 }
 
 // readApplied returns the version keyApplied holds in txn, 0 when none.

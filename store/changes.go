@@ -73,6 +73,8 @@ const changeOverflow = "\x00"
 type changeSet struct {
 	names []string
 	seen  map[string]bool
+	// inters are the intermediates the write stored (badger_chains.go).
+	inters map[[digestSize]byte]bool
 }
 
 func (c *changeSet) add(name string) {
@@ -127,6 +129,9 @@ func (b *Badger) initChangeLog() error {
 	return b.update(context.Background(), func(txn *badger.Txn) error {
 		epoch, _, err := readChangeLog(txn)
 		if err != nil || epoch != "" {
+			return err
+		}
+		if err := markUpgradedIfEmpty(txn); err != nil {
 			return err
 		}
 		return txn.Set([]byte(keyChangeLog), changeLogHeader(newEpoch(), 0))

@@ -21,9 +21,17 @@ import (
 // that ends early reads them as zero. A change that cannot work that way
 // takes a new format byte.
 //
+// Certificates are written in formatV2 (encode_cert.go), which keeps
+// the leaf and the key as DER and each intermediate once, under its own
+// key; records of formatV1 are still read, and rewritten to formatV2 when
+// the store opens (upgrade.go).
+//
 // Accounts and challenges are rare and stored as JSON, which always starts
 // with '{' and so cannot be mistaken for a binary format byte.
-const formatV1 = 1
+const (
+	formatV1 = 1
+	formatV2 = 2
+)
 
 // errCorrupt is wrapped by errors about a stored value that does not decode.
 var errCorrupt = errors.New("corrupt record")
@@ -32,66 +40,6 @@ var errCorrupt = errors.New("corrupt record")
 type challengeRecord struct {
 	KeyAuth string    `json:"key_auth"`
 	Expires time.Time `json:"expires"`
-}
-
-// encodeCertificate returns the stored form of c.
-func encodeCertificate(c *Certificate) []byte {
-	n := 64 + len(c.ID) + len(c.ChainPEM) + len(c.KeyPEM) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
-	for _, name := range c.Names {
-		n += len(name) + 2
-	}
-	e := encoder{b: make([]byte, 0, n)}
-	e.b = append(e.b, formatV1)
-	e.str(c.ID)
-	e.uint(uint64(len(c.Names)))
-	for _, name := range c.Names {
-		e.str(name)
-	}
-	e.bytes(c.ChainPEM)
-	e.bytes(c.KeyPEM)
-	e.time(c.NotBefore)
-	e.time(c.NotAfter)
-	e.str(c.Issuer)
-	e.str(c.Serial)
-	e.str(string(c.KeyType))
-	e.str(string(c.Source))
-	e.str(c.Origin)
-	e.time(c.RenewAt)
-	e.time(c.StoredAt)
-	return e.b
-}
-
-// decodeCertificate decodes a stored certificate into c.
-func decodeCertificate(b []byte, c *Certificate) error {
-	d := decoder{b: b}
-	if !d.format(formatV1) {
-		return d.fail("certificate")
-	}
-	c.ID = d.str()
-	if n := d.uint(); n <= uint64(len(d.b)) { // every name takes a byte at least
-		c.Names = make([]string, n)
-		for i := range c.Names {
-			c.Names[i] = d.str()
-		}
-	} else {
-		d.err = errCorrupt
-	}
-	// One allocation holds both PEM blocks.
-	chain, key := d.raw(), d.raw()
-	pems := make([]byte, len(chain)+len(key))
-	copy(pems, chain)
-	copy(pems[len(chain):], key)
-	c.ChainPEM, c.KeyPEM = pems[:len(chain):len(chain)], pems[len(chain):]
-	c.NotBefore = d.time()
-	c.NotAfter = d.time()
-	c.Issuer = d.str()
-	c.Serial = d.str()
-	c.KeyType = KeyType(d.str())
-	c.Source = Source(d.str())
-	c.Origin = d.str()
-	c.RenewAt = d.time()
-	c.StoredAt = d.time()
-	return d.fail("certificate")
 }
 
 // appendDomain appends the stored form of d to b.
@@ -192,12 +140,9 @@ func encodeJSON(v any) ([]byte, error) {
 	return b, nil
 }
 
-// readCertificate, readDomain and readJSON decode the value of item. The
-// result holds copies: nothing refers to Badger's memory once they return.
-func readCertificate(item *badger.Item, c *Certificate) error {
-	return item.Value(func(b []byte) error { return decodeCertificate(b, c) })
-}
-
+// readDomain and readJSON decode the value of item (readCertificate, in
+// badger_chains.go, a certificate's). The result holds copies: nothing
+// refers to Badger's memory once they return.
 func readDomain(item *badger.Item, d *Domain) error {
 	return item.Value(func(b []byte) error { return decodeDomain(b, d) })
 }
@@ -242,6 +187,15 @@ func (d *decoder) format(want byte) bool {
 	}
 	d.b = d.b[1:]
 	return true
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil || len(d.b) == 0 {
+		return 0
+	}
+	x := d.b[0]
+	d.b = d.b[1:]
+	return x
 }
 
 func (d *decoder) uint() uint64 {

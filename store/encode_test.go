@@ -1,10 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/certserver/certserver/store/certtest"
 )
 
 func TestEncodeRoundTrip(t *testing.T) {
@@ -55,12 +58,22 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			var c Certificate
-			if err := decodeCertificate(encodeCertificate(tt.cert), &c); err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(&c, tt.cert) {
-				t.Errorf("certificate\n got %+v\nwant %+v", c, *tt.cert)
+			for _, format := range []struct {
+				desc string
+				rec  []byte
+				src  intermediateSource
+			}{{"v1", encodeCertificateV1(tt.cert), nil}, {"v2", nil, nil}} {
+				if format.rec == nil {
+					rec, src := encodeV2(tt.cert)
+					format.rec, format.src = rec, src
+				}
+				var c Certificate
+				if err := decodeCertificate(format.rec, &c, format.src); err != nil {
+					t.Fatalf("%s: %v", format.desc, err)
+				}
+				if !reflect.DeepEqual(&c, tt.cert) {
+					t.Errorf("%s certificate\n got %+v\nwant %+v", format.desc, c, *tt.cert)
+				}
 			}
 			var d Domain
 			if err := decodeDomain(appendDomain(nil, tt.dom), &d); err != nil {
@@ -85,7 +98,8 @@ func TestEncodeRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRefusesCorruptRecords(t *testing.T) {
-	cert := encodeCertificate(&Certificate{ID: "a.example", Names: []string{"a.example"}, ChainPEM: []byte("chain"), KeyPEM: []byte("key")})
+	cert := encodeCertificateV1(&Certificate{ID: "a.example", Names: []string{"a.example"}, ChainPEM: []byte("chain"), KeyPEM: []byte("key")})
+	certV2, _ := encodeCertificate(&Certificate{ID: "a.example", Names: []string{"a.example"}, ChainPEM: []byte("chain"), KeyPEM: []byte("key")})
 	dom := appendDomain(nil, &Domain{Name: "a.example", State: StateValid})
 	tests := []struct {
 		desc string
@@ -98,11 +112,14 @@ func TestDecodeRefusesCorruptRecords(t *testing.T) {
 		{desc: "length past the end", cert: cert[:len(cert)-40], dom: dom[:4]},
 		{desc: "huge name count", cert: []byte{formatV1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, dom: []byte{formatV1, 0xff, 0xff, 0xff, 0xff, 0x0f}},
 		{desc: "bad varint", cert: []byte{formatV1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80}, dom: []byte{formatV1, 0x80}},
+		{desc: "v2 length past the end", cert: certV2[:len(certV2)-40], dom: dom[:4]},
+		{desc: "v2 unknown chain form", cert: append(append([]byte{}, certV2[:len("\x02\x09a.example\x01\x09a.example")]...), 7), dom: dom[:4]},
+		{desc: "v2 unknown key form", cert: append(append([]byte{}, certV2[:len("\x02\x09a.example\x01\x09a.example\x00\x05chain")]...), 9, 1, 'k'), dom: dom[:4]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			var c Certificate
-			if err := decodeCertificate(tt.cert, &c); !errors.Is(err, errCorrupt) {
+			if err := decodeCertificate(tt.cert, &c, nil); !errors.Is(err, errCorrupt) {
 				t.Errorf("decodeCertificate error = %v, want errCorrupt", err)
 			}
 			var d Domain
@@ -130,14 +147,17 @@ func TestDecodeReadsOlderRecords(t *testing.T) {
 // FuzzDecode checks that no stored value makes the decoders panic, and
 // that what decodes re-encodes to a value that decodes the same.
 func FuzzDecode(f *testing.F) {
-	f.Add(encodeCertificate(&Certificate{ID: "a.example", Names: []string{"a.example"}, ChainPEM: []byte("c"), KeyPEM: []byte("k")}))
+	f.Add(encodeCertificateV1(&Certificate{ID: "a.example", Names: []string{"a.example"}, ChainPEM: []byte("c"), KeyPEM: []byte("k")}))
+	v2, _ := encodeCertificate(&Certificate{ID: "a.example", Names: []string{"a.example"}, ChainPEM: []byte("c"), KeyPEM: []byte("k")})
+	f.Add(v2)
 	f.Add(appendDomain(nil, &Domain{Name: "a.example", State: StateValid, Failures: 3}))
 	f.Add([]byte{formatV1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var c Certificate
-		if decodeCertificate(b, &c) == nil {
+		if decodeCertificate(b, &c, nil) == nil {
 			var again Certificate
-			if err := decodeCertificate(encodeCertificate(&c), &again); err != nil || !reflect.DeepEqual(again, c) {
+			rec, src := encodeV2(&c)
+			if err := decodeCertificate(rec, &again, src); err != nil || !reflect.DeepEqual(again, c) {
 				t.Fatalf("certificate %+v re-decodes as %+v, %v", c, again, err)
 			}
 		}
@@ -177,4 +197,86 @@ func TestAddAttemptKeepsTheNewest(t *testing.T) {
 	if first, last := d.Attempts[0].Serial, d.Attempts[RecentAttempts-1].Serial; first != string(rune('a'+RecentAttempts+4)) || last != string(rune('a'+5)) {
 		t.Errorf("attempts run from %q to %q, want the newest first and the oldest five dropped", first, last)
 	}
+}
+
+func TestEncodeKeepsChainsAsDER(t *testing.T) {
+	root := certtest.New(t, certtest.Template{CommonName: "Test Root", IsCA: true}, nil)
+	inter := certtest.New(t, certtest.Template{CommonName: "Test E1", IsCA: true}, root)
+	leaf := certtest.New(t, certtest.Template{DNSNames: []string{"a.example.com"}}, inter)
+	sealedKey := []byte("-----BEGIN CERTSERVER SEALED KEY-----\nFormat: 1\nKey-Id: k1\n\nAAAA\n-----END CERTSERVER SEALED KEY-----\n")
+	tests := []struct {
+		desc        string
+		chain, key  []byte
+		compact     bool // chain kept as DER
+		intermeds   int
+		derKey      bool
+		smallerThan int // the record is smaller than this share (%) of formatV1's
+	}{
+		{desc: "leaf, intermediate and root, pkcs8 key", chain: leaf.ChainPEM, key: leaf.KeyPEM, compact: true, intermeds: 2, derKey: true, smallerThan: 50},
+		{desc: "sealed key", chain: leaf.ChainPEM, key: sealedKey, compact: true, intermeds: 2, smallerThan: 60},
+		{desc: "text before the chain", chain: append([]byte("subject=CN=a\n"), leaf.ChainPEM...), key: leaf.KeyPEM, derKey: true, smallerThan: 101},
+		{desc: "lines of 76", chain: bytes.Replace(leaf.CertPEM, []byte("\n"), nil, 3), key: leaf.KeyPEM, derKey: true, smallerThan: 101},
+		{desc: "no line break at the end", chain: bytes.TrimSuffix(leaf.CertPEM, []byte("\n")), key: bytes.TrimSuffix(leaf.KeyPEM, []byte("\n")), smallerThan: 101},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			c := &Certificate{ID: "a.example.com", Names: []string{"a.example.com"}, ChainPEM: tt.chain, KeyPEM: tt.key}
+			rec, src := encodeV2(c)
+			_, inters, compact := splitChain(tt.chain)
+			keyType, _ := compactKey(tt.key)
+			if compact != tt.compact || len(inters) != tt.intermeds || (keyType != keyRaw) != tt.derKey {
+				t.Errorf("chain as der %v with %d intermediates, key as der %v; want %v, %d, %v", compact, len(inters), keyType != keyRaw, tt.compact, tt.intermeds, tt.derKey)
+			}
+			if old := encodeCertificateV1(c); len(rec)*100 >= len(old)*tt.smallerThan {
+				t.Errorf("record of %d bytes, formatV1's %d: want under %d%%", len(rec), len(old), tt.smallerThan)
+			}
+			var got Certificate
+			if err := decodeCertificate(rec, &got, src); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.ChainPEM, tt.chain) || !bytes.Equal(got.KeyPEM, tt.key) {
+				t.Errorf("read back\n%s\n%s\nwant\n%s\n%s", got.ChainPEM, got.KeyPEM, tt.chain, tt.key)
+			}
+			if tt.intermeds > 0 {
+				if err := decodeCertificate(rec, &got, interMap{}); !errors.Is(err, errMissingIntermediate) {
+					t.Errorf("decoded without its intermediates: error %v, want errMissingIntermediate", err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEncodeCertificate measures what a record costs the write path
+// and the read path in each format, for a leaf, an intermediate and a
+// root with a P-256 key.
+func BenchmarkEncodeCertificate(b *testing.B) {
+	root := certtest.New(b, certtest.Template{CommonName: "Test Root", IsCA: true}, nil)
+	inter := certtest.New(b, certtest.Template{CommonName: "Test E1", IsCA: true}, root)
+	leaf := certtest.New(b, certtest.Template{DNSNames: []string{"a.example.com"}}, inter)
+	c := &Certificate{ID: "a.example.com", Names: []string{"a.example.com"}, ChainPEM: leaf.ChainPEM[:len(leaf.ChainPEM)-len(root.CertPEM)], KeyPEM: leaf.KeyPEM}
+	v2, src := encodeV2(c)
+	b.Run("encode/v1", func(b *testing.B) {
+		for b.Loop() {
+			encodeCertificateV1(c)
+		}
+	})
+	b.Run("encode/v2", func(b *testing.B) {
+		for b.Loop() {
+			encodeCertificate(c)
+		}
+	})
+	v1 := encodeCertificateV1(c)
+	b.Run("decode/v1", func(b *testing.B) {
+		var got Certificate
+		for b.Loop() {
+			decodeCertificate(v1, &got, nil)
+		}
+	})
+	b.Run("decode/v2", func(b *testing.B) {
+		var got Certificate
+		for b.Loop() {
+			decodeCertificate(v2, &got, src)
+		}
+	})
+	b.Logf("record %d bytes in v1, %d in v2", len(v1), len(v2))
 }

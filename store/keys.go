@@ -11,6 +11,11 @@ import (
 // hold the bytes the prefixes and separators use.
 //
 //	c/ID                 certificate record (binary, encodeCertificate)
+//	i/DIGEST             intermediate certificate (DER) that records refer
+//	                     to by DIGEST, the SHA-256 of the DER (32 bytes;
+//	                     badger_chains.go)
+//	U/                   upgrade of the records to formatV2: the last ID
+//	                     rewritten, or empty when done (upgrade.go)
 //	n/NAME               link: the ID of the certificate that serves NAME
 //	k/NAME \x00 ID       claim: certificate ID lists NAME (value: claimValue)
 //	d/NAME               domain record (binary, appendDomain)
@@ -36,6 +41,7 @@ import (
 // another record that still holds it.
 const (
 	prefixCert    = "c/"
+	prefixInter   = "i/"
 	prefixLink    = "n/"
 	prefixClaim   = "k/"
 	prefixDomain  = "d/"

@@ -44,7 +44,7 @@ import (
 
 // benchDatasetVersion names the layout of the cached data set; change it
 // when what buildDataset writes changes, so that old caches are not used.
-const benchDatasetVersion = "v1"
+const benchDatasetVersion = "v2" // v2: certificate records in the store's formatV2
 
 // maxDatasetAge is how long a cached data set is used. Its certificates
 // expire 90 days after it was built, and its names come due after 60.

@@ -81,6 +81,10 @@ func BenchmarkMillion(b *testing.B) {
 	cfg := millionConfig(b)
 	ds := loadDataset(b, cfg.n)
 	b.Logf("data set: %d names, %s", cfg.n, ds.Built)
+	if size, err := dirSize(ds.Dir); err == nil {
+		// Certificate records and domain records, as the store holds them.
+		b.ReportMetric(float64(size)/float64(cfg.n), "store-bytes/name")
+	}
 	bin := buildBenchBinary(b)
 
 	// Started once with the store's files out of the page cache, and then

@@ -1,0 +1,204 @@
+package store
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Intermediates are stored once each, under i/DIGEST (the SHA-256 of
+// their DER, which is the value), and certificate records of formatV2
+// refer to them by digest (encode_cert.go). They are never deleted: a
+// handful of CA intermediates sign nearly every certificate, and one that
+// no record refers to any more costs a couple of kilobytes.
+//
+// The store keeps the PEM of every intermediate it has read or written in
+// memory (intermediateCache), so that a lookup reads only the record.
+
+// maxCachedIntermediates bounds intermediateCache: past it, intermediates
+// are read from the store each time (a store of that many CAs is not one
+// this cache is for).
+const maxCachedIntermediates = 4096
+
+// interKey returns the key of the intermediate of digest.
+func interKey(digest [digestSize]byte) []byte {
+	return append([]byte(prefixInter), digest[:]...)
+}
+
+// intermediateCache holds the PEM block of intermediates known to be
+// committed to the store, by digest. It is safe for concurrent use.
+type intermediateCache struct {
+	mu  sync.RWMutex
+	pem map[[digestSize]byte][]byte
+}
+
+// intermediatePEM implements intermediateSource.
+func (c *intermediateCache) intermediatePEM(digest [digestSize]byte) ([]byte, bool) {
+	c.mu.RLock()
+	p, ok := c.pem[digest]
+	c.mu.RUnlock()
+	return p, ok
+}
+
+// add remembers the PEM block of a committed intermediate.
+func (c *intermediateCache) add(digest [digestSize]byte, pem []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pem == nil {
+		c.pem = make(map[[digestSize]byte][]byte)
+	}
+	if len(c.pem) < maxCachedIntermediates {
+		c.pem[digest] = pem
+	}
+}
+
+// pendingIntermediates is an intermediateSource of those a read-write
+// transaction sees but that are not known to be committed (it wrote them),
+// in front of the store's cache.
+type pendingIntermediates struct {
+	cache *intermediateCache
+	pem   map[[digestSize]byte][]byte
+}
+
+func (p *pendingIntermediates) intermediatePEM(digest [digestSize]byte) ([]byte, bool) {
+	if pem, ok := p.pem[digest]; ok {
+		return pem, true
+	}
+	return p.cache.intermediatePEM(digest)
+}
+
+// readCertificate decodes the certificate record in item, read in txn,
+// into c. Intermediates come from the cache; one it lacks is read from
+// the store, after item's value is released (reading Badger while holding
+// a value can deadlock with the value-log GC), and the record decoded
+// again. A record that refers to an intermediate the store does not hold,
+// or holds with other bytes than its digest says, is an error wrapping
+// errCorrupt: never a record with another chain.
+func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certificate) error {
+	var (
+		src     intermediateSource = &b.inters
+		pending *pendingIntermediates
+	)
+	for range maxChain + 1 {
+		err := item.Value(func(v []byte) error { return decodeCertificate(v, c, src) })
+		var missing *missingIntermediate
+		if !errors.As(err, &missing) {
+			return err
+		}
+		pem, committed, err := b.loadIntermediate(txn, missing.digest)
+		if err != nil {
+			return fmt.Errorf("certificate %s: %w", c.ID, err)
+		}
+		if !committed {
+			if pending == nil {
+				pending = &pendingIntermediates{cache: &b.inters, pem: make(map[[digestSize]byte][]byte)}
+				src = pending
+			}
+			pending.pem[missing.digest] = pem
+		}
+	}
+	return fmt.Errorf("certificate %s: more than %d intermediates: %w", c.ID, maxChain, errCorrupt)
+}
+
+// loadIntermediate returns the PEM block of the intermediate of digest:
+// from the committed store (and then caches it), else, unless txn is nil,
+// as txn sees it (written by txn itself, and so not cached: txn may yet
+// fail). committed says which.
+func (b *Badger) loadIntermediate(txn *badger.Txn, digest [digestSize]byte) (pem []byte, committed bool, err error) {
+	der, err := b.committedIntermediate(digest)
+	if err != nil {
+		return nil, false, err
+	}
+	if der != nil {
+		pem = appendPEM(nil, "CERTIFICATE", der)
+		b.inters.add(digest, pem)
+		return pem, true, nil
+	}
+	if txn != nil {
+		item, err := txn.Get(interKey(digest))
+		switch {
+		case err == nil:
+			if der, err = item.ValueCopy(nil); err != nil {
+				return nil, false, err
+			}
+			if err := checkIntermediate(digest, der); err != nil {
+				return nil, false, err
+			}
+			return appendPEM(nil, "CERTIFICATE", der), false, nil
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return nil, false, err
+		}
+	}
+	return nil, false, fmt.Errorf("intermediate %x is not in the store: %w", digest, errCorrupt)
+}
+
+// committedIntermediate reads the DER of the intermediate of digest in a
+// transaction of its own, which sees only committed writes; nil when
+// there is none.
+func (b *Badger) committedIntermediate(digest [digestSize]byte) ([]byte, error) {
+	var der []byte
+	err := b.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(interKey(digest))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if der, err = item.ValueCopy(nil); err != nil {
+			return err
+		}
+		return checkIntermediate(digest, der)
+	})
+	return der, err
+}
+
+// checkIntermediate says whether der is the intermediate of digest.
+func checkIntermediate(digest [digestSize]byte, der []byte) error {
+	if sha256.Sum256(der) != digest {
+		return fmt.Errorf("intermediate %x: stored bytes do not match the digest: %w", digest, errCorrupt)
+	}
+	return nil
+}
+
+// putIntermediates writes in txn the intermediates of inters that the
+// store does not hold yet, adding them to changed's.
+func (b *Badger) putIntermediates(txn *badger.Txn, inters []intermediate, changed *changeSet) error {
+	for _, in := range inters {
+		if _, ok := b.inters.intermediatePEM(in.digest); ok || changed.inters[in.digest] {
+			continue
+		}
+		der, err := b.committedIntermediate(in.digest)
+		if err != nil {
+			return err
+		}
+		if der != nil {
+			b.inters.add(in.digest, appendPEM(nil, "CERTIFICATE", der))
+			continue
+		}
+		if err := txn.Set(interKey(in.digest), in.der); err != nil {
+			return err
+		}
+		if changed.inters == nil {
+			changed.inters = make(map[[digestSize]byte]bool)
+		}
+		changed.inters[in.digest] = true
+	}
+	return nil
+}
+
+// setCertificate writes the record of c in txn, and the intermediates it
+// refers to that the store lacks.
+func (b *Badger) setCertificate(txn *badger.Txn, c *Certificate, changed *changeSet) error {
+	if b.writeV1 {
+		return txn.Set(key(prefixCert, c.ID), encodeCertificateV1(c))
+	}
+	rec, inters := encodeCertificate(c)
+	if err := b.putIntermediates(txn, inters, changed); err != nil {
+		return err
+	}
+	return txn.Set(key(prefixCert, c.ID), rec)
+}

@@ -1,0 +1,454 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	encasn1 "encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+// The certificate record (formatV2).
+//
+// A chain as ParseCertificate keeps it (CERTIFICATE blocks in the layout
+// appendPEM writes, the layout of certbot, lego and openssl) is stored as
+// the leaf's DER and the SHA-256 digest of each intermediate's DER; the
+// intermediates themselves are stored once each, under their digest
+// (badger_chains.go), since every certificate of one CA repeats them. A
+// key of one PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY block in that
+// layout is stored as its DER. Anything else (a sealed key, a chain with
+// text between its blocks, lines of another length) is stored as it is,
+// so that ChainPEM and KeyPEM read back byte for byte as they were put.
+//
+// The record: formatV2, ID, the names (a count, then each), the chain
+// (chainRaw and the bytes, or chainDER, the leaf's DER, a count and
+// each intermediate's 32-byte digest), the key (keyRaw and the bytes, the
+// code of the key's PEM type and its DER, or keyP256Scalar and the
+// scalar), then NotBefore, NotAfter, Issuer,
+// Serial, KeyType, Source, Origin, RenewAt and StoredAt as formatV1 has
+// them. For an ECDSA P-256 certificate of a Let's Encrypt-sized chain it
+// is about 1,200 bytes where formatV1 took 3,500.
+
+// How the chain and the key of a formatV2 record are stored.
+const (
+	chainRaw = 0 // the PEM as it is
+	chainDER = 1 // the leaf's DER, then the digests of the intermediates
+	keyRaw   = 0 // the PEM as it is
+	// Above keyRaw: an index into keyTypes, then the key's DER.
+)
+
+// keyTypes are the PEM types of the keys kept as DER, by their code in a
+// record (0 is keyRaw). Codes are stored: only add to the end.
+// keyP256Scalar is a PRIVATE KEY block whose DER is p256PKCS8 of its
+// scalar and of the public key in the leaf, as Go and lego write P-256
+// keys: only the 32-byte scalar is stored, 106 bytes less.
+var keyTypes = []string{1: "PRIVATE KEY", 2: "EC PRIVATE KEY", 3: "RSA PRIVATE KEY", keyP256Scalar: "PRIVATE KEY"}
+
+const keyP256Scalar = 4
+
+// keyMarkers are the markers of the PEM types of keyTypes, by code.
+var keyMarkers = func() []pemMarkers {
+	m := make([]pemMarkers, len(keyTypes))
+	for code, typ := range keyTypes {
+		if typ != "" {
+			m[code] = markers(typ)
+		}
+	}
+	return m
+}()
+
+// The DER of a PKCS #8 PrivateKeyInfo (RFC 5208 section 5) of a P-256
+// key (RFC 5915) without curve parameters in the inner key, as
+// x509.MarshalPKCS8PrivateKey writes it: p256PKCS8Head, the 32-byte
+// scalar, p256PKCS8Mid, the 65-byte uncompressed public point.
+var (
+	p256PKCS8Head = []byte{0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13,
+		0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+		0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+		0x04, 0x6d, 0x30, 0x6b, 0x02, 0x01, 0x01, 0x04, 0x20}
+	p256PKCS8Mid = []byte{0xa1, 0x44, 0x03, 0x42, 0x00}
+)
+
+// p256PKCS8 returns the DER of the PKCS #8 P-256 key of scalar and point.
+func p256PKCS8(scalar, point []byte) []byte {
+	der := make([]byte, 0, len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65)
+	der = append(append(der, p256PKCS8Head...), scalar...)
+	return append(append(der, p256PKCS8Mid...), point...)
+}
+
+// leafP256Point returns the uncompressed public point of a certificate's
+// P-256 key; ok is false for any other key or a DER it cannot read.
+func leafP256Point(der []byte) (point []byte, ok bool) {
+	in := cryptobyte.String(der)
+	var cert, tbs, spki, algo cryptobyte.String
+	var oid, curve []byte
+	var bits encasn1.BitString
+	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !cert.ReadASN1(&tbs, cbasn1.SEQUENCE) ||
+		!tbs.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()) ||
+		!tbs.SkipASN1(cbasn1.INTEGER) || // serialNumber
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // signature
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // issuer
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // validity
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || // subject
+		!tbs.ReadASN1(&spki, cbasn1.SEQUENCE) ||
+		!spki.ReadASN1(&algo, cbasn1.SEQUENCE) ||
+		!algo.ReadASN1Element((*cryptobyte.String)(&oid), cbasn1.OBJECT_IDENTIFIER) || !bytes.Equal(oid, oidECPublicKeyDER) ||
+		!algo.ReadASN1Element((*cryptobyte.String)(&curve), cbasn1.OBJECT_IDENTIFIER) || !bytes.Equal(curve, oidP256DER) || !algo.Empty() ||
+		!spki.ReadASN1BitString(&bits) || !spki.Empty() ||
+		bits.BitLength != 65*8 || bits.Bytes[0] != 4 {
+		return nil, false
+	}
+	return bits.Bytes, true
+}
+
+// maxChain bounds the intermediates of one stored chain.
+const maxChain = 16
+
+// digestSize is the size of an intermediate's digest (SHA-256).
+const digestSize = sha256.Size
+
+// errMissingIntermediate is wrapped by the error of decodeCertificate when
+// the record refers to an intermediate its source does not hold.
+var errMissingIntermediate = errors.New("intermediate not found")
+
+// missingIntermediate is the error of decodeCertificate for a record that
+// refers to an intermediate its source does not hold: the caller may load
+// it and decode again.
+type missingIntermediate struct{ digest [digestSize]byte }
+
+func (e *missingIntermediate) Error() string {
+	return fmt.Sprintf("intermediate %x: %v", e.digest[:8], errMissingIntermediate)
+}
+
+func (e *missingIntermediate) Unwrap() error { return errMissingIntermediate }
+
+// intermediate is one intermediate of a chain: its digest and its DER.
+type intermediate struct {
+	digest [digestSize]byte
+	der    []byte
+}
+
+// encodeCertificate returns the stored form of c (formatV2) and the
+// intermediates it refers to, which the store must hold for the record to
+// decode. The intermediates' DER refers to c.ChainPEM's memory no longer
+// than the call: it is decoded anew.
+func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
+	leaf, inters, compact := splitChain(c.ChainPEM)
+	keyType, keyDER := compactKey(c.KeyPEM)
+	if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
+		scalar := keyDER[len(p256PKCS8Head) : len(p256PKCS8Head)+32]
+		if point, ok := leafP256Point(leaf); ok && bytes.Equal(p256PKCS8(scalar, point), keyDER) {
+			keyType, keyDER = keyP256Scalar, scalar
+		}
+	}
+	n := 64 + len(c.ID) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
+	if compact {
+		n += len(leaf) + len(inters)*digestSize
+	} else {
+		n += len(c.ChainPEM)
+	}
+	if keyType == keyRaw {
+		n += len(c.KeyPEM)
+	} else {
+		n += len(keyDER)
+	}
+	for _, name := range c.Names {
+		n += len(name) + 2
+	}
+	e := encoder{b: make([]byte, 0, n)}
+	e.b = append(e.b, formatV2)
+	e.str(c.ID)
+	e.uint(uint64(len(c.Names)))
+	for _, name := range c.Names {
+		e.str(name)
+	}
+	if compact {
+		e.b = append(e.b, chainDER)
+		e.bytes(leaf)
+		e.uint(uint64(len(inters)))
+		for _, in := range inters {
+			e.b = append(e.b, in.digest[:]...)
+		}
+	} else {
+		e.b = append(e.b, chainRaw)
+		e.bytes(c.ChainPEM)
+	}
+	e.b = append(e.b, keyType)
+	if keyType == keyRaw {
+		e.bytes(c.KeyPEM)
+	} else {
+		e.bytes(keyDER)
+	}
+	encodeCertTail(&e, c)
+	return e.b, inters
+}
+
+// encodeCertificateV1 is the certificate encoder of formatV1, as the
+// store wrote records before formatV2: kept to write, in tests and
+// benchmarks, the stores that the decoder and the upgrade must read
+// (BadgerOptions.writeV1).
+func encodeCertificateV1(c *Certificate) []byte {
+	n := 64 + len(c.ID) + len(c.ChainPEM) + len(c.KeyPEM) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
+	for _, name := range c.Names {
+		n += len(name) + 2
+	}
+	e := encoder{b: make([]byte, 0, n)}
+	e.b = append(e.b, formatV1)
+	e.str(c.ID)
+	e.uint(uint64(len(c.Names)))
+	for _, name := range c.Names {
+		e.str(name)
+	}
+	e.bytes(c.ChainPEM)
+	e.bytes(c.KeyPEM)
+	encodeCertTail(&e, c)
+	return e.b
+}
+
+// encodeCertTail encodes the fields both formats end with.
+func encodeCertTail(e *encoder, c *Certificate) {
+	e.time(c.NotBefore)
+	e.time(c.NotAfter)
+	e.str(c.Issuer)
+	e.str(c.Serial)
+	e.str(string(c.KeyType))
+	e.str(string(c.Source))
+	e.str(c.Origin)
+	e.time(c.RenewAt)
+	e.time(c.StoredAt)
+}
+
+// splitChain returns the leaf's DER and the intermediates of a chain of
+// CERTIFICATE blocks each exactly as appendPEM writes it; ok is false for
+// any other chain, which is stored as it is.
+func splitChain(chain []byte) (leaf []byte, inters []intermediate, ok bool) {
+	var buf []byte
+	for rest := chain; len(rest) > 0; {
+		body, raw, after, ok := fastBlock(rest, certMarkers)
+		if !ok {
+			return nil, nil, false
+		}
+		der, ok := decodeBody(body)
+		if !ok || len(der) == 0 {
+			return nil, nil, false
+		}
+		if pemLen("CERTIFICATE", len(der)) != len(raw) {
+			return nil, nil, false
+		}
+		buf = appendPEM(slices.Grow(buf[:0], len(raw)), "CERTIFICATE", der)
+		if !bytes.Equal(buf, raw) {
+			return nil, nil, false
+		}
+		if leaf == nil {
+			leaf = der
+		} else {
+			if len(inters) == maxChain {
+				return nil, nil, false
+			}
+			inters = append(inters, intermediate{digest: sha256.Sum256(der), der: der})
+		}
+		rest = after
+	}
+	return leaf, inters, leaf != nil
+}
+
+// compactKey returns the code of the PEM type and the DER of a key file
+// of one block exactly as appendPEM writes it, of a type in keyTypes;
+// else keyRaw.
+func compactKey(key []byte) (byte, []byte) {
+	for code, typ := range keyTypes[:keyP256Scalar] {
+		if typ == "" {
+			continue
+		}
+		body, raw, rest, ok := fastBlock(key, keyMarkers[code])
+		if !ok || len(rest) != 0 {
+			continue
+		}
+		der, ok := decodeBody(body)
+		if !ok || len(der) == 0 || pemLen(typ, len(der)) != len(raw) || !bytes.Equal(appendPEM(make([]byte, 0, len(raw)), typ, der), raw) {
+			return keyRaw, nil
+		}
+		return byte(code), der
+	}
+	return keyRaw, nil
+}
+
+// pemLineBytes is how many bytes of DER one line of PEM holds: 64
+// characters of base64.
+const pemLineBytes = 48
+
+// appendPEM appends the PEM block of type typ holding der, as
+// pem.EncodeToMemory writes one without headers: lines of 64 characters.
+func appendPEM(dst []byte, typ string, der []byte) []byte {
+	dst = append(dst, "-----BEGIN "...)
+	dst = append(dst, typ...)
+	dst = append(dst, "-----\n"...)
+	for len(der) > 0 {
+		n := min(len(der), pemLineBytes)
+		dst = base64.StdEncoding.AppendEncode(dst, der[:n])
+		dst = append(dst, '\n')
+		der = der[n:]
+	}
+	dst = append(dst, "-----END "...)
+	dst = append(dst, typ...)
+	return append(dst, "-----\n"...)
+}
+
+// pemLen returns the length of what appendPEM appends.
+func pemLen(typ string, derLen int) int {
+	lines := (derLen + pemLineBytes - 1) / pemLineBytes
+	return 2*len(typ) + len("-----BEGIN -----\n-----END -----\n") + base64.StdEncoding.EncodedLen(derLen) + lines
+}
+
+// intermediateSource gives the PEM block of the intermediate of a digest,
+// from memory: no I/O.
+type intermediateSource interface {
+	intermediatePEM(digest [digestSize]byte) ([]byte, bool)
+}
+
+// decodeCertificate decodes a stored certificate of either format into c,
+// taking intermediates from src (nil: a record that refers to one fails).
+// An intermediate src does not hold is an error wrapping
+// *missingIntermediate.
+func decodeCertificate(b []byte, c *Certificate, src intermediateSource) error {
+	d := decoder{b: b}
+	if len(b) > 0 && b[0] == formatV2 {
+		return decodeCertificateV2(&d, c, src)
+	}
+	if !d.format(formatV1) {
+		return d.fail("certificate")
+	}
+	decodeCertHead(&d, c)
+	// One allocation holds both PEM blocks.
+	chain, key := d.raw(), d.raw()
+	pems := make([]byte, len(chain)+len(key))
+	copy(pems, chain)
+	copy(pems[len(chain):], key)
+	c.ChainPEM, c.KeyPEM = pems[:len(chain):len(chain)], pems[len(chain):]
+	decodeCertTail(&d, c)
+	return d.fail("certificate")
+}
+
+// decodeCertificateV2 decodes a formatV2 record (d at its format byte).
+func decodeCertificateV2(d *decoder, c *Certificate, src intermediateSource) error {
+	d.b = d.b[1:]
+	decodeCertHead(d, c)
+	var (
+		leaf   []byte
+		chain  []byte
+		inters [maxChain][]byte
+		ninter int
+	)
+	switch d.byte() {
+	case chainRaw:
+		chain = d.raw()
+	case chainDER:
+		leaf = d.raw()
+		n := d.uint()
+		if n > maxChain || n*digestSize > uint64(len(d.b)) {
+			d.err, d.b = errCorrupt, nil
+			break
+		}
+		for i := range int(n) {
+			var digest [digestSize]byte
+			copy(digest[:], d.b[:digestSize])
+			d.b = d.b[digestSize:]
+			p, ok := lookupIntermediate(src, digest)
+			if !ok {
+				c.ChainPEM, c.KeyPEM = nil, nil
+				return fmt.Errorf("decode certificate %s: %w", c.ID, &missingIntermediate{digest})
+			}
+			inters[i] = p
+		}
+		ninter = int(n)
+	default:
+		d.err, d.b = errCorrupt, nil
+	}
+	keyType := d.byte()
+	key := d.raw()
+	if int(keyType) >= len(keyTypes) || (keyType != keyRaw && len(key) == 0) {
+		d.err, d.b = errCorrupt, nil
+	}
+	if keyType == keyP256Scalar && d.err == nil {
+		point, ok := leafP256Point(leaf)
+		if !ok || len(key) != 32 {
+			d.err, d.b = errCorrupt, nil
+		} else {
+			key = p256PKCS8(key, point)
+		}
+	}
+	decodeCertTail(d, c)
+	if d.err != nil {
+		return d.fail("certificate")
+	}
+	// One allocation holds the chain and the key.
+	n := len(chain)
+	if leaf != nil {
+		n = pemLen("CERTIFICATE", len(leaf))
+		for _, p := range inters[:ninter] {
+			n += len(p)
+		}
+	}
+	if keyType == keyRaw {
+		n += len(key)
+	} else {
+		n += pemLen(keyTypes[keyType], len(key))
+	}
+	pems := make([]byte, 0, n)
+	if leaf != nil {
+		pems = appendPEM(pems, "CERTIFICATE", leaf)
+		for _, p := range inters[:ninter] {
+			pems = append(pems, p...)
+		}
+	} else {
+		pems = append(pems, chain...)
+	}
+	split := len(pems)
+	if keyType == keyRaw {
+		pems = append(pems, key...)
+	} else {
+		pems = appendPEM(pems, keyTypes[keyType], key)
+	}
+	c.ChainPEM, c.KeyPEM = pems[:split:split], pems[split:]
+	return nil
+}
+
+// lookupIntermediate asks src, which may be nil.
+func lookupIntermediate(src intermediateSource, digest [digestSize]byte) ([]byte, bool) {
+	if src == nil {
+		return nil, false
+	}
+	return src.intermediatePEM(digest)
+}
+
+// decodeCertHead decodes the ID and the names, which both formats start
+// with.
+func decodeCertHead(d *decoder, c *Certificate) {
+	c.ID = d.str()
+	if n := d.uint(); n <= uint64(len(d.b)) { // every name takes a byte at least
+		c.Names = make([]string, n)
+		for i := range c.Names {
+			c.Names[i] = d.str()
+		}
+	} else {
+		d.err = errCorrupt
+	}
+}
+
+// decodeCertTail decodes the fields both formats end with.
+func decodeCertTail(d *decoder, c *Certificate) {
+	c.NotBefore = d.time()
+	c.NotAfter = d.time()
+	c.Issuer = d.str()
+	c.Serial = d.str()
+	c.KeyType = KeyType(d.str())
+	c.Source = Source(d.str())
+	c.Origin = d.str()
+	c.RenewAt = d.time()
+	c.StoredAt = d.time()
+}

@@ -45,7 +45,7 @@ func (a *AdminAPI) importCertificate(ctx context.Context, rc *fasthttp.RequestCt
 	if err := decodeJSON(rc, &req); err != nil {
 		return err
 	}
-	c, err := parseImport(&req, a.cfg.Now())
+	c, err := parseImport(inputOf(&req), a.cfg.Now())
 	if err != nil {
 		return err
 	}
@@ -72,30 +72,44 @@ func (a *AdminAPI) importCertificate(ctx context.Context, rc *fasthttp.RequestCt
 	return nil
 }
 
+// importInput is one uploaded certificate as the server reads it: an
+// api.ImportRequest whose chain and key are bytes, as store.ParseCertificate
+// takes them, so that a batch line's PEM is copied once, when its JSON
+// escapes are decoded, and not again into a string and out of it.
+type importInput struct {
+	chain, key     []byte
+	source, origin string
+}
+
+// inputOf returns the importInput of req.
+func inputOf(req *api.ImportRequest) *importInput {
+	return &importInput{chain: []byte(req.ChainPEM), key: []byte(req.KeyPEM), source: req.Source, origin: req.Origin}
+}
+
 // parseImport checks one uploaded certificate and returns the record to
 // store for it, stamped with now. A certificate that cannot be imported is
 // an *api.Error: 400 for a malformed request, 422 with the reason for a
-// chain or key that is unusable.
-func parseImport(req *api.ImportRequest, now time.Time) (*store.Certificate, error) {
+// chain or key that is unusable. It does not keep in's bytes.
+func parseImport(in *importInput, now time.Time) (*store.Certificate, error) {
 	switch {
-	case req.ChainPEM == "":
+	case len(in.chain) == 0:
 		return nil, errorf(fasthttp.StatusBadRequest, "chain_pem is required")
-	case req.KeyPEM == "":
+	case len(in.key) == 0:
 		return nil, errorf(fasthttp.StatusBadRequest, "key_pem is required")
-	case req.Source == "":
-		req.Source = api.SourceImport
-	case req.Source != api.SourceImport && req.Source != api.SourceCertbot:
-		return nil, errorf(fasthttp.StatusBadRequest, "source %q is not one of %q, %q", req.Source, api.SourceImport, api.SourceCertbot)
+	case in.source == "":
+		in.source = api.SourceImport
+	case in.source != api.SourceImport && in.source != api.SourceCertbot:
+		return nil, errorf(fasthttp.StatusBadRequest, "source %q is not one of %q, %q", in.source, api.SourceImport, api.SourceCertbot)
 	}
-	if len(req.Origin) > maxOrigin || !utf8.ValidString(req.Origin) {
+	if len(in.origin) > maxOrigin || !utf8.ValidString(in.origin) {
 		return nil, errorf(fasthttp.StatusBadRequest, "origin must be valid UTF-8 of at most %d bytes", maxOrigin)
 	}
 
-	c, err := store.ParseCertificate([]byte(req.ChainPEM), []byte(req.KeyPEM), now)
+	c, err := store.ParseCertificate(in.chain, in.key, now)
 	if err != nil {
 		return nil, &api.Error{Status: fasthttp.StatusUnprocessableEntity, Message: err.Error(), Reason: ImportReason(err)}
 	}
-	c.Source, c.Origin, c.StoredAt = store.Source(req.Source), req.Origin, now
+	c.Source, c.Origin, c.StoredAt = store.Source(in.source), in.origin, now
 	return c, nil
 }
 

@@ -40,11 +40,11 @@ func (a *AdminAPI) importCertificates(ctx context.Context, rc *fasthttp.RequestC
 	certs := make([]*store.Certificate, len(lines))
 	bad := make([]error, len(lines))
 	parallel(len(lines), func(i int) {
-		var req api.ImportRequest
-		if bad[i] = decodeImportLine(lines[i], &req); bad[i] != nil {
+		var in importInput
+		if bad[i] = decodeImportLine(lines[i], &in); bad[i] != nil {
 			return
 		}
-		c, err := parseImport(&req, now)
+		c, err := parseImport(&in, now)
 		if err != nil {
 			results[i] = refusedImport(err)
 			return

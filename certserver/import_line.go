@@ -6,23 +6,26 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"strings"
 
 	"github.com/certserver/certserver/certserver/api"
 )
 
-// decodeImportLine decodes one line of a batch into req: one JSON object,
+// decodeImportLine decodes one line of a batch into in: one JSON object,
 // no unknown fields, nothing after it. The line a client sends (an object
 // of api.ImportRequest's string fields, ASCII, spelled as in its tags) is
 // decoded by decodeImportFast, several times faster than encoding/json;
 // any other line, and any line that fast path declines, is decoded by
 // encoding/json, whose result and errors stand.
-func decodeImportLine(line []byte, req *api.ImportRequest) error {
-	if decodeImportFast(line, req) {
+func decodeImportLine(line []byte, in *importInput) error {
+	if decodeImportFast(line, in) {
 		return nil
 	}
-	*req = api.ImportRequest{}
-	return decodeImportSlow(line, req)
+	var req api.ImportRequest
+	if err := decodeImportSlow(line, &req); err != nil {
+		return err
+	}
+	*in = *inputOf(&req)
+	return nil
 }
 
 // decodeImportSlow is decodeImportLine with encoding/json.
@@ -38,15 +41,15 @@ func decodeImportSlow(line []byte, req *api.ImportRequest) error {
 	return nil
 }
 
-// decodeImportFast decodes line into req when it is a JSON object whose
+// decodeImportFast decodes line into in when it is a JSON object whose
 // members are api.ImportRequest's fields, each at most once, named
 // exactly as in its tags, with string values of printable ASCII and the
 // escapes \" \\ \/ \b \f \n \r \t; it reports whether it did. Whatever it
-// accepts, encoding/json decodes to the same req; it declines the rest
+// accepts, encoding/json decodes to the same request; it declines the rest
 // (other spellings of a name, which encoding/json matches without regard
 // to case, a repeated name, null, \u escapes, non-ASCII bytes, anything
 // malformed) for encoding/json to decide.
-func decodeImportFast(line []byte, req *api.ImportRequest) bool {
+func decodeImportFast(line []byte, in *importInput) bool {
 	d := lineDecoder{b: line}
 	if !d.skip('{') {
 		return false
@@ -59,16 +62,17 @@ func decodeImportFast(line []byte, req *api.ImportRequest) bool {
 				return false
 			}
 			var i int
-			var dst *string
+			var dst *[]byte
+			var dstString *string
 			switch name {
 			case "chain_pem":
-				i, dst = 0, &req.ChainPEM
+				i, dst = 0, &in.chain
 			case "key_pem":
-				i, dst = 1, &req.KeyPEM
+				i, dst = 1, &in.key
 			case "source":
-				i, dst = 2, &req.Source
+				i, dstString = 2, &in.source
 			case "origin":
-				i, dst = 3, &req.Origin
+				i, dstString = 3, &in.origin
 			default:
 				return false
 			}
@@ -76,8 +80,14 @@ func decodeImportFast(line []byte, req *api.ImportRequest) bool {
 				return false
 			}
 			seen[i] = true
-			if *dst, ok = d.str(); !ok {
+			v, ok := d.str()
+			if !ok {
 				return false
+			}
+			if dst != nil {
+				*dst = v
+			} else {
+				*dstString = string(v)
 			}
 			if d.skip('}') {
 				break
@@ -142,15 +152,15 @@ func (d *lineDecoder) plainString() (string, bool) {
 
 // str reads a string after white space: printable ASCII, and the escapes
 // decodeImportFast accepts.
-func (d *lineDecoder) str() (string, bool) {
+func (d *lineDecoder) str() ([]byte, bool) {
 	if !d.skip('"') {
-		return "", false
+		return nil, false
 	}
 	// The string is as long as its JSON up to the first quote, unless that
 	// quote is escaped: a size hint.
-	var s strings.Builder
+	var s []byte
 	if n := bytes.IndexByte(d.b[d.i:], '"'); n > 0 {
-		s.Grow(n)
+		s = make([]byte, 0, n)
 	}
 	start := d.i
 	for d.i < len(d.b) {
@@ -164,39 +174,39 @@ func (d *lineDecoder) str() (string, bool) {
 		c := d.b[d.i]
 		switch {
 		case c == '"':
-			s.Write(d.b[start:d.i])
+			s = append(s, d.b[start:d.i]...)
 			d.i++
-			return s.String(), true
+			return s, true
 		case c == '\\':
-			s.Write(d.b[start:d.i])
+			s = append(s, d.b[start:d.i]...)
 			if d.i+1 == len(d.b) {
-				return "", false
+				return nil, false
 			}
 			switch e := d.b[d.i+1]; e {
 			case '"', '\\', '/':
-				s.WriteByte(e)
+				s = append(s, e)
 			case 'b':
-				s.WriteByte('\b')
+				s = append(s, '\b')
 			case 'f':
-				s.WriteByte('\f')
+				s = append(s, '\f')
 			case 'n':
-				s.WriteByte('\n')
+				s = append(s, '\n')
 			case 'r':
-				s.WriteByte('\r')
+				s = append(s, '\r')
 			case 't':
-				s.WriteByte('\t')
+				s = append(s, '\t')
 			default:
-				return "", false
+				return nil, false
 			}
 			d.i += 2
 			start = d.i
 		case c < 0x20 || c >= 0x80:
-			return "", false
+			return nil, false
 		default:
 			d.i++
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // Bytes repeated in each of a uint64's eight bytes, for plain8.

@@ -46,7 +46,7 @@ func TestDecodeImportFast(t *testing.T) {
 		{``, false},
 	}
 	for _, tc := range lines {
-		var fast api.ImportRequest
+		var fast importInput
 		ok := decodeImportFast([]byte(tc.line), &fast)
 		if tc.fast && !ok {
 			t.Errorf("%q: declined by the fast path", tc.line)
@@ -59,7 +59,7 @@ func TestDecodeImportFast(t *testing.T) {
 			t.Errorf("%q: the fast path accepted what encoding/json refuses: %v", tc.line, err)
 			continue
 		}
-		if fast != want {
+		if !sameInput(&fast, inputOf(&want)) {
 			t.Errorf("%q: fast path %+v, encoding/json %+v", tc.line, fast, want)
 		}
 	}
@@ -71,7 +71,7 @@ func FuzzDecodeImportFast(f *testing.F) {
 	f.Add(`{"chain_pem":"a\nb","key_pem":"k","source":"certbot","origin":"/x"}`)
 	f.Add(`{"chain_pem":"a\"","key_pem":""}`)
 	f.Fuzz(func(t *testing.T, line string) {
-		var fast api.ImportRequest
+		var fast importInput
 		if !decodeImportFast([]byte(line), &fast) {
 			return
 		}
@@ -79,10 +79,16 @@ func FuzzDecodeImportFast(f *testing.F) {
 		if err := decodeImportSlow([]byte(line), &want); err != nil {
 			t.Fatalf("%q: accepted by the fast path, refused by encoding/json: %v", line, err)
 		}
-		if fast != want {
+		if !sameInput(&fast, inputOf(&want)) {
 			t.Fatalf("%q: fast path %+v, encoding/json %+v", line, fast, want)
 		}
 	})
+}
+
+// sameInput reports whether a and b hold the same certificate, source and
+// origin (an empty chain or key the same whether nil or not).
+func sameInput(a, b *importInput) bool {
+	return bytes.Equal(a.chain, b.chain) && bytes.Equal(a.key, b.key) && a.source == b.source && a.origin == b.origin
 }
 
 // TestPlain8: plain8 is true exactly when each of the eight bytes is one

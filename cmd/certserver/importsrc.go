@@ -112,6 +112,10 @@ type liveDir struct {
 	// returns less than asked has reached the end of the file (see
 	// shortReadEnds).
 	shortReadEnds bool
+	// atimeRefused says that an open of a file under it with O_NOATIME
+	// was refused (the files are not the import's own): readSmallFile
+	// opens the others without it.
+	atimeRefused bool
 }
 
 // lineageDirs calls fn with live, open, and the name of each directory in

@@ -18,6 +18,13 @@ import (
 // is the end of the file (dir.shortReadEnds) the read that would return
 // nothing is not made. The contents are copied out of *scratch, which is
 // grown as needed and reused by the next call.
+//
+// Files under dir are opened with O_NOATIME, so that reading them does not
+// change their inodes (an access time written back, and journalled, for
+// each file the first time it is read after it changed): the kernel allows
+// it to the files' owner (certbot's files are root's, and so is the import
+// that reads them) or a process with CAP_FOWNER. The first open it refuses
+// with EPERM is made again without it, and so are all later ones under dir.
 func readSmallFile(dir *liveDir, name, path string, scratch *[]byte) ([]byte, error) {
 	dirfd, shortEnds := unix.AT_FDCWD, false
 	if dir != nil {
@@ -25,9 +32,16 @@ func readSmallFile(dir *liveDir, name, path string, scratch *[]byte) ([]byte, er
 	} else {
 		name = path
 	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	for err == unix.EINTR {
-		fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	flags := unix.O_RDONLY | unix.O_CLOEXEC
+	if dir != nil && !dir.atimeRefused {
+		flags |= unix.O_NOATIME
+	}
+	fd, err := unix.Openat(dirfd, name, flags, 0)
+	for err == unix.EINTR || (err == unix.EPERM && flags&unix.O_NOATIME != 0) {
+		if err == unix.EPERM {
+			dir.atimeRefused, flags = true, flags&^unix.O_NOATIME
+		}
+		fd, err = unix.Openat(dirfd, name, flags, 0)
 	}
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}

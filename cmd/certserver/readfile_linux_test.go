@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestReadSmallFile: readSmallFile reads a file whole, whatever its size
@@ -50,5 +53,41 @@ func TestReadSmallFile(t *testing.T) {
 	}
 	if _, err := readSmallFile(&liveDir{f: f}, "missing", filepath.Join(root, "missing"), new([]byte)); err == nil || !bytes.Contains([]byte(err.Error()), []byte(filepath.Join(root, "missing"))) {
 		t.Errorf("missing file: err = %v, want one naming its path", err)
+	}
+}
+
+// TestReadSmallFileKeepsAccessTime: reading a file from a live/ directory
+// leaves its access time as it was, even where the mount options
+// (relatime, the default) would update an access time older than the
+// last change.
+func TestReadSmallFileKeepsAccessTime(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "fullchain.pem")
+	if err := os.WriteFile(path, []byte("chain"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Now().Add(-time.Minute).Truncate(time.Second)
+	atime := mtime.Add(-time.Hour)
+	if err := os.Chtimes(path, atime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dir := &liveDir{f: f, shortReadEnds: true}
+	if got, err := readSmallFile(dir, "fullchain.pem", path, new([]byte)); err != nil || string(got) != "chain" {
+		t.Fatalf("readSmallFile = %q, %v", got, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Unix(st.Atim.Unix()); !got.Equal(atime) {
+		t.Errorf("access time after the read = %v, want %v as before", got, atime)
+	}
+	if dir.atimeRefused {
+		t.Errorf("O_NOATIME refused for a file of our own")
 	}
 }

@@ -138,6 +138,13 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 	defer cancel()
 	now := a.cfg.Now()
+	var ks *api.KeyShared
+	if reason == keyCompromise {
+		// Out of the key pool before any name is due: none is ordered on it.
+		if ks, err = a.removePoolKey(ctx, c); err != nil {
+			return nil, fmt.Errorf("revoked %s serial %s for keyCompromise, then: %w", c.ID, c.Serial, err)
+		}
+	}
 	reordered, err := a.reorder(ctx, c, d.Name, skip, now)
 	if err != nil {
 		return nil, fmt.Errorf("revoked %s serial %s, then: %w", c.ID, c.Serial, err)
@@ -147,7 +154,7 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 		// Its own bound: a pool's key may be on tens of thousands of
 		// certificates, each rewritten.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retireKeyTimeout)
-		ks, err := a.retireKey(rctx, c, skip, now)
+		ks, err = a.retireKey(rctx, c, ks, skip, now)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("revoked %s serial %s for keyCompromise, then: %w", c.ID, c.Serial, err)

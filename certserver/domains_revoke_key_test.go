@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/certserver/certserver/certserver/client"
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/certtest"
 )
@@ -91,4 +93,81 @@ func dueAt(t *testing.T, env *revokeEnv, name string, want time.Time) bool {
 		t.Fatal(err)
 	}
 	return d.NextAttempt.Equal(want) && c.RenewAt.Equal(want)
+}
+
+// poolWatchStore records, at every domain write, whether the key pool
+// still holds the key keyID.
+type poolWatchStore struct {
+	store.Store
+	keyID   string
+	mu      sync.Mutex
+	inPool  []string // names written while the key was in the pool
+	written int
+}
+
+func (s *poolWatchStore) Unwrap() store.Store { return s.Store }
+
+func (s *poolWatchStore) UpdateDomain(ctx context.Context, name string, fn func(*store.Domain) error) error {
+	pool, _ := store.As[store.KeyPool](s.Store)
+	k, err := pool.PoolKey(ctx, store.KeyECDSAP256, 0)
+	s.mu.Lock()
+	s.written++
+	if err == nil && k.ID == s.keyID {
+		s.inPool = append(s.inPool, name)
+	}
+	s.mu.Unlock()
+	return s.Store.UpdateDomain(ctx, name, fn)
+}
+
+// TestAdminRevokeSharedKeyRemovedFirst: revoking for keyCompromise takes
+// the key out of the pool before any name is made due, so that no order
+// started at once (this host's renewer, another of the fleet) takes it.
+func TestAdminRevokeSharedKeyRemovedFirst(t *testing.T) {
+	ctx := context.Background()
+	ws := &poolWatchStore{Store: newTestStore(t)}
+	rv := &fakeRevoker{}
+	env := &domainsEnv{st: ws, sched: &recordingScheduler{}, now: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	env.base = startAdmin(t, AdminConfig{Revoker: rv, RequestTimeout: time.Second, Token: testToken, Now: func() time.Time { return env.now }, Scheduler: env.sched}, ws)
+	cl, err := client.New(env.base, testToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.cl = cl
+	env.post(t, "text/plain", "k1.example.com\nk2.example.com\n")
+	shared := certtest.New(t, certtest.Template{DNSNames: []string{"key.example.com"}}, nil)
+	notAfter := env.now.Add(60 * 24 * time.Hour)
+	for _, n := range []string{"k1.example.com", "k2.example.com"} {
+		c := certtest.New(t, certtest.Template{DNSNames: []string{n}, Key: shared.Key, NotBefore: notAfter.Add(-90 * 24 * time.Hour), NotAfter: notAfter}, nil)
+		putCert(t, ws, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: c.CertPEM, KeyPEM: c.KeyPEM,
+			NotAfter: notAfter, Serial: c.Cert.SerialNumber.Text(16), Source: store.SourceACME, RenewAt: notAfter.Add(-30 * 24 * time.Hour)})
+		if err := ws.Store.UpdateDomain(ctx, n, func(d *store.Domain) error {
+			d.State, d.CertID, d.NextAttempt = store.StateValid, n, notAfter.Add(-30*24*time.Hour)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ws.keyID, err = store.PublicKeyID(shared.Key.Public()); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := store.As[store.KeyPool](ws)
+	if _, err := pool.SwapPoolKey(ctx, "", &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: 0, ID: ws.keyID, KeyPEM: shared.KeyPEM, CreatedAt: env.now}); err != nil {
+		t.Fatal(err)
+	}
+	ws.mu.Lock()
+	ws.written, ws.inPool = 0, nil
+	ws.mu.Unlock()
+
+	rev, err := env.cl.RevokeDomain(ctx, "k1.example.com", "keyCompromise")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.written < 2 || len(rev.Reordered) == 0 {
+		t.Fatalf("%d domain writes, reordered %v: want both names made due", ws.written, rev.Reordered)
+	}
+	if len(ws.inPool) > 0 {
+		t.Errorf("%v made due while the compromised key was still in the key pool", ws.inPool)
+	}
 }

@@ -343,7 +343,7 @@ func (a *ACMEIssuer) directory(ctx context.Context) (directory, error) {
 // obtain runs one order with acct.
 func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store.Certificate, error) {
 	log := a.log.With("name", o.Name)
-	key, keyPEM, err := a.certKey(ctx, log, o)
+	key, keyPEM, pk, err := a.certKey(ctx, log, o)
 	if err != nil {
 		return nil, err
 	}
@@ -383,6 +383,12 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	if err != nil {
 		return nil, fmt.Errorf("certificate from the CA: %w", err)
 	}
+	if pk != nil {
+		if err := a.poolKeyKept(ctx, pk); err != nil {
+			log.Warn("certificate issued on a pool key no longer usable; discarded", "serial", cert.Serial, "key_id", pk.ID, "error", err)
+			return nil, err
+		}
+	}
 	cert.Source, cert.Origin = store.SourceACME, a.cfg.Directory
 	cert.RenewAt = a.renewAt(ctx, cert)
 	log.Debug("order complete", "serial", cert.Serial, "profile", o.Profile,
@@ -390,13 +396,18 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	return cert, nil
 }
 
-// certKey returns the private key for o's certificate and its PEM: the
+// certKey returns the private key for o's certificate and its PEM, and
+// the pool slot's record when the key is a pool key: the
 // key of o's slot of the pool when KeyPool is set (poolKey), the key of
 // o.Replaces when ReuseKey is set and that key is of the configured type,
 // else a new one. It is the one place that decides an order's key.
-func (a *ACMEIssuer) certKey(ctx context.Context, log *slog.Logger, o Order) (crypto.Signer, []byte, error) {
+func (a *ACMEIssuer) certKey(ctx context.Context, log *slog.Logger, o Order) (crypto.Signer, []byte, *store.PoolKey, error) {
 	if a.pool != nil {
-		return a.poolKey(ctx, log, o.Name)
+		key, pk, err := a.poolKey(ctx, log, o.Name)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return key, pk.KeyPEM, pk, nil
 	}
 	prev := o.Replaces
 	if a.cfg.ReuseKey && prev != nil && len(prev.KeyPEM) > 0 {
@@ -409,15 +420,15 @@ func (a *ACMEIssuer) certKey(ctx context.Context, log *slog.Logger, o Order) (cr
 				"key_type", string(store.KeyTypeOf(key.Public())), "want", string(a.cfg.KeyType))
 		default:
 			keyPEM, err := encodeKey(key)
-			return key, keyPEM, err
+			return key, keyPEM, nil, err
 		}
 	}
 	key, err := generateKey(a.cfg.KeyType)
 	if err != nil {
-		return nil, nil, fmt.Errorf("certificate key: %w", err)
+		return nil, nil, nil, fmt.Errorf("certificate key: %w", err)
 	}
 	keyPEM, err := encodeKey(key)
-	return key, keyPEM, err
+	return key, keyPEM, nil, err
 }
 
 // replacesID returns the ARI certificate identifier (RFC 9773 section 4.1)

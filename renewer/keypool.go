@@ -52,9 +52,10 @@ func PoolSlot(name string, size int) int {
 	return int(binary.BigEndian.Uint64(sum[:8]) % uint64(size))
 }
 
-// poolKey returns the key of the pool slot of name, and its PEM, filling
-// or replacing the slot when KeyPool says so.
-func (a *ACMEIssuer) poolKey(ctx context.Context, log *slog.Logger, name string) (crypto.Signer, []byte, error) {
+// poolKey returns the key of the pool slot of name, and the slot's
+// record (its PEM, ID and age), filling or replacing the slot when
+// KeyPool says so.
+func (a *ACMEIssuer) poolKey(ctx context.Context, log *slog.Logger, name string) (crypto.Signer, *store.PoolKey, error) {
 	p := a.cfg.KeyPool
 	slot := PoolSlot(name, p.Size)
 	log = log.With("key_type", string(a.cfg.KeyType), "slot", slot)
@@ -72,7 +73,7 @@ func (a *ACMEIssuer) poolKey(ctx context.Context, log *slog.Logger, name string)
 		old = cur.ID
 		key, why := a.usablePoolKey(cur, now)
 		if why == "" {
-			return key, cur.KeyPEM, nil
+			return key, cur, nil
 		}
 		log.Info("replacing the pool key: "+why, "key_id", cur.ID, "created_at", cur.CreatedAt)
 	}
@@ -94,14 +95,37 @@ func (a *ACMEIssuer) poolKey(ctx context.Context, log *slog.Logger, name string)
 	}
 	if got.ID == id {
 		log.Info("new pool key", "key_id", id)
-		return key, keyPEM, nil
+		return key, got, nil
 	}
 	// Another order (or host) filled the slot first: take its key.
 	k, why := a.usablePoolKey(got, now)
 	if why != "" {
 		return nil, nil, fmt.Errorf("pool key %s slot %d: the key another order put there is %s", a.cfg.KeyType, slot, why)
 	}
-	return k, got.KeyPEM, nil
+	return k, got, nil
+}
+
+// poolKeyKept checks, once the CA issued a certificate on the pool key
+// k, that k was not taken out of the pool meanwhile (revoked for
+// keyCompromise, certserver.AdminAPI.removePoolKey), before the
+// certificate is stored: the slot still holds k, or holds a key that
+// replaced k for its age (rotation, which compromises nothing). A slot
+// that is empty, or whose k was replaced before its rotation age, lost k
+// to a removal: the certificate is on a compromised key, and the error
+// says so (the order fails, nothing is stored, and the name is ordered
+// again, onto a new key). A slot that cannot be read fails the order
+// the same way: a certificate is never stored unchecked.
+func (a *ACMEIssuer) poolKeyKept(ctx context.Context, k *store.PoolKey) error {
+	cur, err := a.pool.PoolKey(ctx, k.KeyType, k.Slot)
+	switch {
+	case cur != nil && cur.ID == k.ID:
+		return nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("pool key %s slot %d: cannot check that key %.12s is still in the pool, certificate discarded: %w", k.KeyType, k.Slot, k.ID, err)
+	case err == nil && a.cfg.Now().Sub(k.CreatedAt) >= a.cfg.KeyPool.Rotation:
+		return nil // rotated out while the order ran
+	}
+	return fmt.Errorf("pool key %s slot %d: key %.12s was removed from the key pool while the order ran (revoked for keyCompromise): the certificate issued on it is discarded and the name ordered again onto a new key", k.KeyType, k.Slot, k.ID)
 }
 
 // usablePoolKey returns k's key, or why an order may not take it.

@@ -57,14 +57,14 @@ func TestFleetKeyPoolShared(t *testing.T) {
 			for i, n := range names {
 				wg.Go(func() {
 					<-start
-					key, keyPEM, err := is.poolKey(t.Context(), testLogger(t), n)
+					key, pk, err := is.poolKey(t.Context(), testLogger(t), n)
 					if err != nil {
 						t.Errorf("host %d, %s: %v", h+1, n, err)
 						return
 					}
 					id, err := store.PublicKeyID(key.Public())
-					if err != nil || !strings.Contains(string(keyPEM), "PRIVATE KEY") {
-						t.Errorf("host %d, %s: key %v, PEM %.20q", h+1, n, err, keyPEM)
+					if err != nil || !strings.Contains(string(pk.KeyPEM), "PRIVATE KEY") {
+						t.Errorf("host %d, %s: key %v, PEM %.20q", h+1, n, err, pk.KeyPEM)
 					}
 					got[h][i] = id
 				})

@@ -198,3 +198,50 @@ func TestKeyPoolFollowsConfig(t *testing.T) {
 		t.Error("a pool key that cannot be opened was used")
 	}
 }
+
+// TestKeyPoolKeptBeforeStore: an order's pool key that was taken out of
+// the pool while the order ran (revoked for keyCompromise) fails the
+// check made before its certificate is stored, even once another order
+// filled the slot again; a key still in its slot, or replaced for its
+// age (rotation), passes.
+func TestKeyPoolKeptBeforeStore(t *testing.T) {
+	b := badgerStore(t)
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	is, err := NewACMEIssuer(ACMEConfig{Directory: "https://ca.example.test/dir", Now: func() time.Time { return now },
+		KeyPool: &KeyPool{Size: 1, Rotation: 24 * time.Hour}}, b, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	take := func() *store.PoolKey {
+		t.Helper()
+		_, pk, err := is.poolKey(t.Context(), testLogger(t), "shop.example.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pk
+	}
+	pk := take()
+	if err := is.poolKeyKept(t.Context(), pk); err != nil {
+		t.Errorf("key still in its slot: %v", err)
+	}
+	if n, err := b.RemovePoolKey(t.Context(), pk.ID); err != nil || n != 1 {
+		t.Fatalf("RemovePoolKey: %d, %v", n, err)
+	}
+	if err := is.poolKeyKept(t.Context(), pk); err == nil || !strings.Contains(err.Error(), "removed from the key pool") {
+		t.Errorf("key removed, slot empty: %v, want it refused", err)
+	}
+	next := take()
+	if next.ID == pk.ID {
+		t.Fatal("the removed key came back")
+	}
+	if err := is.poolKeyKept(t.Context(), pk); err == nil {
+		t.Error("key removed, slot filled again: the certificate on the removed key is kept")
+	}
+	now = now.Add(25 * time.Hour)
+	if rotated := take(); rotated.ID == next.ID {
+		t.Fatal("key not rotated")
+	}
+	if err := is.poolKeyKept(t.Context(), next); err != nil {
+		t.Errorf("key rotated out: %v, want the certificate kept", err)
+	}
+}

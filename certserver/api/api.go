@@ -441,7 +441,13 @@ type KeyShared struct {
 	// KeyID identifies the key: the SHA-256 of its public key, hex.
 	KeyID string `json:"key_id"`
 	// PoolSlots is how many slots of the key pool held the key; they are
-	// emptied, so no new certificate takes it.
+	// emptied before any name is made due, so no new order takes it, and
+	// an order that took it before finds it gone when its certificate
+	// comes and discards that certificate (the name is ordered again).
+	// Not covered: a certificate that passed that check just before the
+	// removal and is stored after the search for the certificates on the
+	// key (Certificates) passed its ID keeps the key until its next
+	// renewal; the key is remembered nowhere once removed.
 	PoolSlots int `json:"pool_slots"`
 	// Certificates is how many other certificates use the key. Each is
 	// due for renewal now (onto a new key), and served until it is

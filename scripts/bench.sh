@@ -352,7 +352,15 @@ END {
   if (has(b, "added-p99-µs")) {
     a = v[b, "added-p99-µs"]
     row("**Handshake**: first handshake for a name not in nginx'"'"'s caches (Lua fetches it from the sidecar holding " names " certificates), minus a cached one",
-        "added latency p50 / p99", ms(v[b, "added-p50-µs"]) " / **" ms(a) "**", "p99 ≤ 1 ms", verdict(a <= 1000, ms(a - 1000)))
+        "added latency p50 / p99; every leaf of the data set has the same key, which the worker parses once: the key-pool case", ms(v[b, "added-p50-µs"]) " / **" ms(a) "**", "p99 ≤ 0.6 ms with the key pool", verdict(a <= 600, ms(a - 600)))
+    # A key per name adds one key parse to every first handshake; the
+    # benchmark of the Lua module measures it (the size of the store does
+    # not change it), so the key-per-name figure is the sum of the p99s.
+    k = "BenchmarkLuaNewNames/keys=unique"
+    if (has(k, "key-p99-µs")) {
+      u = a + v[k, "key-p99-µs"]
+      row("", "added latency p99 with a key per name: the above plus the key parse'"'"'s p99 (Lua module row)", "**" ms(u) "**", "p99 ≤ 1 ms", verdict(u <= 1000, ms(u - 1000)))
+    }
     row("", "handshake p50 / p99: first, cached, static",
         ms(v[b, "first-hs-p50-µs"]) " / " ms(v[b, "first-hs-p99-µs"]) "; " ms(v[b, "cached-hs-p50-µs"]) " / " ms(v[b, "cached-hs-p99-µs"]) "; " ms(v[b, "static-hs-p50-µs"]) " / " ms(v[b, "static-hs-p99-µs"]), "", "")
   }

@@ -120,7 +120,7 @@ func (b *Badger) upgradeRecords(ctx context.Context, maxBatches int) (done bool,
 		}
 		read, upgraded, saved, cursor = read+n, upgraded+u, saved+s, last
 		if end {
-			b.log.Info("certificate records upgraded to the smaller format",
+			b.log.Info("certificate records upgraded to the smaller format, those of one name in its link",
 				"records", upgraded, "bytes_saved", saved, "took", time.Since(start).Round(time.Millisecond))
 			if upgraded > 0 {
 				b.runGC()

@@ -32,6 +32,8 @@
 #                                            OOM-killed, lookups cold, over a 100,000-name hot set,
 #                                            warm (needs root to create the cgroup)
 #                   BenchmarkMillionEndpoint the same lookups in-process, with a CPU profile
+#                   BenchmarkMillionColdLookup  what one lookup reads from the disk, the
+#                                            store's pages dropped from the cache
 #                   BenchmarkImport          `certserver import` of 500,000 certbot lineages into
 #                                            `certserver serve` with a Badger store on disk
 #   certserver      BenchmarkBulkAdd500k     500,000 names in one POST /v1/domains
@@ -168,7 +170,7 @@ bench wave ./nginx/ '^BenchmarkRenewalWave$' 1x
 newnames_time=20000x
 [ "$short" = 1 ] && newnames_time=200x
 bench lua-newnames ./nginx/ '^BenchmarkLuaNewNames$' "$newnames_time"
-if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v2-n$million/complete" ]; then
+if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v3-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
 bench million ./cmd/certserver/ '^BenchmarkMillion$' 1x -timeout 60m
@@ -177,6 +179,7 @@ bench store-size ./store/ '^BenchmarkStoreSize$' 1x
 bench million-endpoint ./cmd/certserver/ '^BenchmarkMillionEndpoint$' 1x -cpuprofile "$out/endpoint.cpu" -o "$out/certserver.test"
 go tool pprof -top -nodecount 25 "$out/certserver.test" "$out/endpoint.cpu" >"$out/endpoint-top.txt" 2>&1 || true
 rm -f "$out/certserver.test"
+bench million-cold ./cmd/certserver/ '^BenchmarkMillionColdLookup$' 1x
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/certbot-v1-n$imports/complete" ]; then
   say "writing the certbot tree of $imports lineages first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
@@ -227,7 +230,7 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/stream.txt" "$out/peers.txt" "$out/wave.txt" "$out/million.txt" "$out/million-cgroup.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
+cat "$out/handshake.txt" "$out/stream.txt" "$out/peers.txt" "$out/wave.txt" "$out/million.txt" "$out/million-cgroup.txt" "$out/million-endpoint.txt" "$out/million-cold.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/store-size.txt" "$out/join.txt" "$out/contract.txt" \
   "$out/lua-newnames.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
@@ -395,6 +398,10 @@ END {
   b = "BenchmarkMillionEndpoint"
   if (has(b, "lookups/s"))
     row("", "the same lookups, endpoint in-process (CPU profile: bin/bench/endpoint-top.txt)", fmt(v[b, "lookups/s"]) "/s; p99 " ms(v[b, "sat-p99-µs"]), "", "")
+  b = "BenchmarkMillionColdLookup"
+  if (has(b, "read-KB/lookup"))
+    row("", "one lookup of a name nobody asked for, the store'"'"'s pages dropped from the cache (in-process, one thread at a time): read from the disk, page faults; p50 / p99",
+        fmt(v[b, "read-KB/lookup"]) " KB, " fmt(v[b, "majflt/lookup"]) " faults; " ms(v[b, "cold-p50-µs"]) " / " ms(v[b, "cold-p99-µs"]), "", "")
 
   ndue = 0
   for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkDue\//) dues[++ndue] = order[k]

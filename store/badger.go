@@ -53,10 +53,12 @@ type BadgerOptions struct {
 	// time.Now.
 	Clock func() time.Time
 
-	// noUpgrade leaves records of an older format as they are, and
-	// writeV1 writes them in formatV1, as certserver did before formatV2
-	// (tests and benchmarks).
-	noUpgrade, writeV1 bool
+	// noUpgrade leaves records of an older format or layout as they
+	// are, writeV1 writes them in formatV1, as certserver did before
+	// formatV2, and writeUnhomed writes every record under its ID, as
+	// certserver did before records moved into their name's link
+	// (badger_home.go; writeV1 implies it) (tests and benchmarks).
+	noUpgrade, writeV1, writeUnhomed bool
 }
 
 // Defaults of BadgerOptions.
@@ -105,8 +107,10 @@ type Badger struct {
 	cancel   context.CancelFunc
 	upgraded chan struct{}
 	writeV1  bool // BadgerOptions.writeV1
-	closed   sync.Once
-	err      error // the result of closing, set once
+	// writeUnhomed is BadgerOptions.writeUnhomed or writeV1.
+	writeUnhomed bool
+	closed       sync.Once
+	err          error // the result of closing, set once
 	// writes counts the read-write transactions that ended (committed or
 	// not), bumped after each: a read that saw the count unchanged before
 	// and after has seen every write (challenges.go's cache).
@@ -172,7 +176,8 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
-	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), upgraded: make(chan struct{}), writeV1: opts.writeV1}
+	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), upgraded: make(chan struct{}), writeV1: opts.writeV1,
+		writeUnhomed: opts.writeUnhomed || opts.writeV1}
 	if err := b.initChangeLog(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open badger %s: change log: %w", path, err)

@@ -125,7 +125,7 @@ func (b *Badger) putCertificate(txn *badger.Txn, rec *Certificate, changed *chan
 		if err := txn.Set(claimKey(name, rec.ID), claim); err != nil {
 			return err
 		}
-		if err := txn.Set(key(prefixLink, name), []byte(rec.ID)); err != nil {
+		if err := b.setLink(txn, name, rec.ID); err != nil {
 			return err
 		}
 	}
@@ -170,8 +170,8 @@ func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, e
 }
 
 // LookupCertificate implements Store. It reads one read-only transaction:
-// two gets for a name served by its own record, up to four through a
-// wildcard.
+// one get for a name whose link holds its record (badger_home.go), two
+// when the link holds the ID; up to twice that through a wildcard.
 func (b *Badger) LookupCertificate(ctx context.Context, name string) (*Certificate, error) {
 	var c Certificate
 	err := b.view(ctx, func(txn *badger.Txn) error {
@@ -196,6 +196,9 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 	item, err := txn.Get(key(prefixLink, name))
 	if err != nil {
 		return notFound(err)
+	}
+	if item.UserMeta() == metaRecord {
+		return b.readCertificate(txn, item, c)
 	}
 	var id []byte
 	if id, err = item.ValueCopy(nil); err != nil {
@@ -257,7 +260,9 @@ func (b *Badger) deleteCertificate(txn *badger.Txn, id string, changed *changeSe
 
 // unlink removes certificate id's claim on name and, when name is linked to
 // id, re-links it to the newest other claim whose certificate has not
-// expired, or removes the link.
+// expired (moving that record into the link when it can: rehome), or
+// removes the link. A record of id the link held goes with it: the
+// caller writes id's record again or deletes it.
 func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
 	if err := txn.Delete(claimKey(name, id)); err != nil {
 		return err
@@ -269,11 +274,11 @@ func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
 	case err != nil:
 		return err
 	}
-	linked, err := item.ValueCopy(nil)
+	linked, err := linkedID(item)
 	if err != nil {
 		return err
 	}
-	if string(linked) != id {
+	if linked != id {
 		return nil
 	}
 
@@ -303,10 +308,15 @@ func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
 		best, bestStored = bytes.Clone(other), stored
 	}
 	it.Close()
+	// The link held id's record or ID, which goes: nothing to give back.
 	if best == nil {
 		return txn.Delete(key(prefixLink, name))
 	}
-	return txn.Set(key(prefixLink, name), best)
+	if err := txn.Set(key(prefixLink, name), best); err != nil {
+		return err
+	}
+	_, err = b.rehome(txn, string(best))
+	return err
 }
 
 // ListCertificates implements Store.

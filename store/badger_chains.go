@@ -80,7 +80,8 @@ func (p *pendingIntermediates) intermediatePEM(digest [digestSize]byte) ([]byte,
 }
 
 // readCertificate decodes the certificate record in item, read in txn,
-// into c. Intermediates come from the cache; one it lacks is read from
+// into c: a c/ID item, which may say that the record lives in its name's
+// link (badger_home.go), or a link that holds it. Intermediates come from the cache; one it lacks is read from
 // the store, after item's value is released (reading Badger while holding
 // a value can deadlock with the value-log GC), and the record decoded
 // again, with those read that the cache did not take in front of it. A
@@ -88,6 +89,23 @@ func (p *pendingIntermediates) intermediatePEM(digest [digestSize]byte) ([]byte,
 // with other bytes than its digest says, is an error wrapping errCorrupt:
 // never a record with another chain.
 func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certificate) error {
+	var id []byte // of a record read through c/ID from its name's link
+	if item.UserMeta() == metaHomed {
+		id = item.KeyCopy(nil)[len(prefixCert):]
+		var err error
+		if item, err = homedRecord(txn, item); err != nil {
+			return err
+		}
+	}
+	if err := b.decodeRecord(txn, item, c); err != nil || id == nil || c.ID == string(id) {
+		return err
+	}
+	return fmt.Errorf("certificate %s: the link of %s holds the record of %s: %w", id, c.Names, c.ID, errCorrupt)
+}
+
+// decodeRecord decodes the certificate record in item's value, read in
+// txn, into c: readCertificate's work on the item that holds the record.
+func (b *Badger) decodeRecord(txn *badger.Txn, item *badger.Item, c *Certificate) error {
 	var (
 		src     intermediateSource = &b.inters
 		pending *pendingIntermediates
@@ -200,8 +218,9 @@ func (b *Badger) putIntermediates(txn *badger.Txn, inters []intermediate, change
 	return nil
 }
 
-// setCertificate writes the record of c in txn, and the intermediates it
-// refers to that the store lacks.
+// setCertificate writes the record of c in txn, where placeRecord puts
+// it, and the intermediates it refers to that the store lacks. c's links
+// must be written first.
 func (b *Badger) setCertificate(txn *badger.Txn, c *Certificate, changed *changeSet) error {
 	if b.writeV1 {
 		return txn.Set(key(prefixCert, c.ID), encodeCertificateV1(c))
@@ -210,5 +229,5 @@ func (b *Badger) setCertificate(txn *badger.Txn, c *Certificate, changed *change
 	if err := b.putIntermediates(txn, inters, changed); err != nil {
 		return err
 	}
-	return txn.Set(key(prefixCert, c.ID), rec)
+	return b.placeRecord(txn, c.ID, c.Names, rec)
 }

@@ -10,13 +10,17 @@ import (
 // it holds; names and IDs follow as they are, since normalized names cannot
 // hold the bytes the prefixes and separators use.
 //
-//	c/ID                 certificate record (binary, encodeCertificate)
+//	c/ID                 certificate record (binary, encodeCertificate),
+//	                     or, marked metaHomed, the NAME whose link holds
+//	                     it (badger_home.go)
 //	i/DIGEST             intermediate certificate (DER) that records refer
 //	                     to by DIGEST, the SHA-256 of the DER (32 bytes;
 //	                     badger_chains.go)
-//	U/                   upgrade of the records to formatV2: the last ID
-//	                     rewritten, or empty when done (upgrade.go)
-//	n/NAME               link: the ID of the certificate that serves NAME
+//	U/                   upgrade of the records to formatV2 and into
+//	                     their links: the last ID rewritten, or done
+//	                     (upgrade.go)
+//	n/NAME               link: the ID of the certificate that serves NAME,
+//	                     or, marked metaRecord, its record
 //	k/NAME \x00 ID       claim: certificate ID lists NAME (value: claimValue)
 //	d/NAME               domain record (binary, appendDomain)
 //	q/AT NAME            due entry: AT is 8 bytes of dueTime, value empty

@@ -10,18 +10,22 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// The upgrade of certificate records to formatV2.
+// The upgrade of certificate records to formatV2, each in its name's
+// link.
 //
 // A store written before formatV2 holds every record in formatV1, with
-// its whole chain. OpenBadger starts upgradeRecords in the background:
-// it rewrites the records in formatV2 in batches, each one transaction
-// that also records how far it got (keyUpgrade), so that a stop or a
-// crash between batches loses nothing and a restart goes on after the
-// last batch written (a record is rewritten only while it is in formatV1,
-// so nothing is done twice either). The store serves throughout: every
-// reader decodes both formats, and writers take turns with the batches
-// (Badger.update). When every record is in formatV2, keyUpgrade says so
-// and later starts read nothing.
+// its whole chain, and one written before records moved into their
+// name's link (badger_home.go) holds every record under its ID.
+// OpenBadger starts upgradeRecords in the background: it rewrites the
+// records in formatV2 and moves those of one name into their link, in
+// batches, each one transaction that also records how far it got
+// (keyUpgrade), so that a stop or a crash between batches loses nothing
+// and a restart goes on after the last batch written (a record is
+// rewritten only while it is in formatV1 or could move, so nothing is
+// done twice either). The store serves throughout: every reader decodes
+// both formats and both places, and writers take turns with the batches
+// (Badger.update). When every record is done, keyUpgrade says so and
+// later starts read nothing.
 const (
 	keyUpgrade = "U/"
 	// upgradeBatch is how many records one transaction of the upgrade
@@ -33,10 +37,15 @@ const (
 )
 
 // The first byte of keyUpgrade's value: in progress (the last ID
-// rewritten follows), or done.
+// rewritten follows), or done. The values of the upgrade to formatV2
+// alone, before records moved into their links, start it over: that
+// upgrade, done or not, left every record under its ID.
 const (
-	upgradeRunning = 0
-	upgradeDone    = formatV2
+	upgradeRunning = 3
+	upgradeDone    = 4
+	// Of the upgrade to formatV2 alone.
+	upgradeV2Running = 0
+	upgradeV2Done    = formatV2
 )
 
 // markUpgradedIfEmpty records in txn that the records need no upgrade
@@ -73,7 +82,7 @@ func (b *Badger) upgradeRecords(ctx context.Context, maxBatches int) (done bool,
 		return false, err
 	}
 	cursor := string(state)
-	b.log.Info("upgrading certificate records to the smaller format (leaf and key as DER, intermediates stored once); the store serves meanwhile",
+	b.log.Info("upgrading certificate records to the smaller format (leaf and key as DER, intermediates stored once) and moving those of one name into the name's link (a lookup reads one key); the store serves meanwhile",
 		"records", total, "resuming_after", cursor)
 	var (
 		start    = time.Now()
@@ -111,7 +120,7 @@ func (b *Badger) upgradeRecords(ctx context.Context, maxBatches int) (done bool,
 		}
 		read, upgraded, saved, cursor = read+n, upgraded+u, saved+s, last
 		if end {
-			b.log.Info("certificate records upgraded to the smaller format",
+			b.log.Info("certificate records upgraded to the smaller format, those of one name in its link",
 				"records", upgraded, "bytes_saved", saved, "took", time.Since(start).Round(time.Millisecond))
 			if upgraded > 0 {
 				b.runGC()
@@ -146,6 +155,8 @@ func (b *Badger) upgradeState(ctx context.Context) ([]byte, error) {
 		case len(v) == 1 && v[0] == upgradeDone:
 		case len(v) >= 1 && v[0] == upgradeRunning:
 			state = v[1:]
+		case len(v) == 1 && v[0] == upgradeV2Done, len(v) >= 1 && v[0] == upgradeV2Running:
+			state = []byte{}
 		default:
 			return fmt.Errorf("upgrade state %q: %w", v, errCorrupt)
 		}
@@ -158,9 +169,10 @@ func (b *Badger) upgradeState(ctx context.Context) ([]byte, error) {
 }
 
 // upgradeBatch rewrites in txn the formatV1 records among the next limit
-// certificate records after the ID after. It returns how many it read
-// and rewrote, the bytes the rewritten records saved, the last ID read,
-// and whether no record follows it.
+// certificate records after the ID after, and moves those of one name
+// into the name's link when it selects them (placeRecord). It returns
+// how many it read and rewrote or moved, the bytes the rewritten records
+// saved, the last ID read, and whether no record follows it.
 func (b *Badger) upgradeBatch(txn *badger.Txn, after string, limit int) (read, upgraded int, saved int64, last string, end bool, err error) {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = []byte(prefixCert)
@@ -180,6 +192,9 @@ func (b *Badger) upgradeBatch(txn *badger.Txn, after string, limit int) (read, u
 		}
 		read++
 		last = string(item.Key()[len(prefixCert):])
+		if item.UserMeta() == metaHomed {
+			continue
+		}
 		var (
 			c   Certificate
 			old int
@@ -201,13 +216,20 @@ func (b *Badger) upgradeBatch(txn *badger.Txn, after string, limit int) (read, u
 			return 0, 0, 0, "", false, fmt.Errorf("certificate %s: %w", last, err)
 		}
 		if !v1 {
+			moved, err := b.rehome(txn, last)
+			if err != nil {
+				return 0, 0, 0, "", false, fmt.Errorf("certificate %s: %w", last, err)
+			}
+			if moved {
+				upgraded++
+			}
 			continue
 		}
 		rec, inters := encodeCertificate(&c)
 		if err := b.putIntermediates(txn, inters, &changed); err != nil {
 			return 0, 0, 0, "", false, err
 		}
-		if err := txn.Set(key(prefixCert, last), rec); err != nil {
+		if err := b.placeRecord(txn, last, c.Names, rec); err != nil {
 			return 0, 0, 0, "", false, err
 		}
 		upgraded++

@@ -103,7 +103,8 @@ func rawKeys(t *testing.T, b *Badger, prefix string) [][]byte {
 	return keys
 }
 
-// formats counts the certificate records of each format.
+// formats counts the certificate records of each format, wherever they
+// live.
 func formats(t *testing.T, b *Badger) map[byte]int {
 	t.Helper()
 	n := map[byte]int{}
@@ -111,8 +112,36 @@ func formats(t *testing.T, b *Badger) map[byte]int {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixCert)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			if err := it.Item().Value(func(v []byte) error { n[v[0]]++; return nil }); err != nil {
+			item := it.Item()
+			if item.UserMeta() == metaHomed {
+				var err error
+				if item, err = homedRecord(txn, item); err != nil {
+					return err
+				}
+			}
+			if err := item.Value(func(v []byte) error { n[v[0]]++; return nil }); err != nil {
 				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// homedRecords counts the certificate records that live in their name's
+// link.
+func homedRecords(t *testing.T, b *Badger) int {
+	t.Helper()
+	n := 0
+	err := b.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixCert), PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if it.Item().UserMeta() == metaHomed {
+				n++
 			}
 		}
 		return nil
@@ -158,6 +187,9 @@ func TestUpgradeRewritesOldRecords(t *testing.T) {
 	<-b.upgraded
 	if got := formats(t, b); got[formatV2] != len(cs) || len(got) != 1 {
 		t.Errorf("records by format after the upgrade: %v, want all %d in %d", got, len(cs), formatV2)
+	}
+	if got := homedRecords(t, b); got != len(cs) {
+		t.Errorf("%d records in their name's link after the upgrade, want all %d", got, len(cs))
 	}
 	if got := rawKeys(t, b, prefixInter); len(got) != 1 {
 		t.Errorf("%d intermediates stored, want 1", len(got))

@@ -44,7 +44,7 @@ import (
 
 // benchDatasetVersion names the layout of the cached data set; change it
 // when what buildDataset writes changes, so that old caches are not used.
-const benchDatasetVersion = "v2" // v2: certificate records in the store's formatV2
+const benchDatasetVersion = "v3" // v2: certificate records in the store's formatV2; v3: a record of one name in its name's link
 
 // maxDatasetAge is how long a cached data set is used. Its certificates
 // expire 90 days after it was built, and its names come due after 60.

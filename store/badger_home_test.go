@@ -1,0 +1,224 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// place says where the record of certificate id lives: "link NAME" when
+// the link of NAME holds it (and c/ID names NAME), "id" when c/ID holds
+// it, "" when there is none.
+func place(t *testing.T, b *Badger, id string) string {
+	t.Helper()
+	var where string
+	err := b.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key(prefixCert, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if item.UserMeta() != metaHomed {
+			where = "id"
+			return nil
+		}
+		link, err := homedRecord(txn, item)
+		if err != nil {
+			return err
+		}
+		owner, err := linkedID(link)
+		if err != nil {
+			return err
+		}
+		if owner != id {
+			t.Errorf("c/%s names the link %s, which holds the record of %s", id, link.Key(), owner)
+		}
+		where = "link " + string(link.Key()[len(prefixLink):])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return where
+}
+
+// served returns the ID of the certificate LookupCertificate returns for
+// name, "" for none, checking that its chain is that certificate's.
+func served(t *testing.T, b *Badger, name string) string {
+	t.Helper()
+	c, err := b.LookupCertificate(context.Background(), name)
+	if errors.Is(err, ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := testCert(newTestClock(), c.ID).ChainPEM; !bytes.Equal(c.ChainPEM, want) {
+		t.Errorf("lookup %s: certificate %s with chain %q, want %q", name, c.ID, c.ChainPEM, want)
+	}
+	return c.ID
+}
+
+// A certificate of one name lives in that name's link, so that a lookup
+// reads one key; it moves out when the name links to another certificate,
+// and back in when the name links to it again. Every step serves what it
+// served before the records moved.
+func TestRecordLivesInItsNamesLink(t *testing.T) {
+	clock := newTestClock()
+	ctx := context.Background()
+	b := openTestBadger(t, "", clock)
+	put := func(c *Certificate) {
+		t.Helper()
+		if err := b.PutCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del := func(id string) {
+		t.Helper()
+		if err := b.DeleteCertificate(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withID := func(id string, names ...string) *Certificate {
+		c := testCert(clock, names...)
+		c.ID = id
+		c.ChainPEM = testCert(clock, id).ChainPEM
+		return c
+	}
+
+	type want struct{ id, place string }
+	steps := []struct {
+		desc   string
+		do     func()
+		places []want            // where each record lives
+		serves map[string]string // name: the ID served
+	}{
+		{
+			desc:   "one name: in its link",
+			do:     func() { put(withID("a1", "a.example.com")) },
+			places: []want{{"a1", "link a.example.com"}},
+			serves: map[string]string{"a.example.com": "a1"},
+		},
+		{
+			desc:   "two names: under its ID",
+			do:     func() { put(withID("m1", "m.example.com", "n.example.com")) },
+			places: []want{{"a1", "link a.example.com"}, {"m1", "id"}},
+			serves: map[string]string{"m.example.com": "m1", "n.example.com": "m1"},
+		},
+		{
+			desc: "a renewal under a new ID takes the link; the old record goes back under its ID",
+			do: func() {
+				clock.Advance(time.Minute)
+				put(withID("a2", "a.example.com"))
+			},
+			places: []want{{"a1", "id"}, {"a2", "link a.example.com"}},
+			serves: map[string]string{"a.example.com": "a2"},
+		},
+		{
+			desc:   "the renewal removed: the name falls back to the old record, which moves back in",
+			do:     func() { del("a2") },
+			places: []want{{"a1", "link a.example.com"}, {"a2", ""}},
+			serves: map[string]string{"a.example.com": "a1"},
+		},
+		{
+			desc:   "the same ID put again with a second name: under its ID",
+			do:     func() { put(withID("a1", "a.example.com", "b.example.com")) },
+			places: []want{{"a1", "id"}},
+			serves: map[string]string{"a.example.com": "a1", "b.example.com": "a1"},
+		},
+		{
+			desc:   "and again with the other name alone: in that name's link",
+			do:     func() { put(withID("a1", "b.example.com")) },
+			places: []want{{"a1", "link b.example.com"}},
+			serves: map[string]string{"a.example.com": "", "b.example.com": "a1"},
+		},
+		{
+			desc:   "a certificate of two names takes the name: the one-name record goes back under its ID",
+			do:     func() { clock.Advance(time.Minute); put(withID("m2", "b.example.com", "m.example.com")) },
+			places: []want{{"a1", "id"}, {"m1", "id"}, {"m2", "id"}},
+			serves: map[string]string{"b.example.com": "m2", "m.example.com": "m2", "n.example.com": "m1"},
+		},
+		{
+			desc:   "deleted: the name's link goes with the record",
+			do:     func() { del("m2"); del("a1") },
+			places: []want{{"a1", ""}, {"m2", ""}, {"m1", "id"}},
+			serves: map[string]string{"a.example.com": "", "b.example.com": "", "m.example.com": "m1"},
+		},
+	}
+	for _, s := range steps {
+		s.do()
+		for _, w := range s.places {
+			if got := place(t, b, w.id); got != w.place {
+				t.Errorf("%s: record %s lives at %q, want %q", s.desc, w.id, got, w.place)
+			}
+		}
+		for name, id := range s.serves {
+			if got := served(t, b, name); got != id {
+				t.Errorf("%s: %s serves %q, want %q", s.desc, name, got, id)
+			}
+		}
+		for _, w := range s.places {
+			c, err := b.GetCertificate(ctx, w.id)
+			switch {
+			case w.place == "" && !errors.Is(err, ErrNotFound):
+				t.Errorf("%s: GetCertificate(%s) = %v, %v; want ErrNotFound", s.desc, w.id, c, err)
+			case w.place != "" && (err != nil || c.ID != w.id):
+				t.Errorf("%s: GetCertificate(%s) = %v, %v", s.desc, w.id, c, err)
+			}
+		}
+	}
+}
+
+// A store whose records were all written under their ID, by certserver
+// before records moved into their links and after its upgrade to
+// formatV2 (its upgrade state says done), is served as it is, and its
+// records of one name move into their links at the next start.
+func TestUpgradeMovesRecordsIntoTheirLinks(t *testing.T) {
+	clock := newTestClock()
+	ctx := context.Background()
+	cs := realCerts(t, clock, 1500) // two batches
+	multi := testCert(clock, "m.example.com", "n.example.com")
+	dir := t.TempDir()
+
+	b, err := OpenBadger(dir, BadgerOptions{Logger: testLogger(t), Clock: clock.Now, noUpgrade: true, writeUnhomed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutCertificates(ctx, append(cs[:len(cs):len(cs)], multi)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(keyUpgrade), []byte{upgradeV2Done})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := homedRecords(t, b); got != 0 {
+		t.Fatalf("the old store holds %d records in links", got)
+	}
+	checkServes(t, b, append(cs[:len(cs):len(cs)], multi))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b = openTestBadger(t, dir, clock)
+	<-b.upgraded
+	if got := homedRecords(t, b); got != len(cs) {
+		t.Errorf("%d records in their name's link after the upgrade, want %d", got, len(cs))
+	}
+	if got := place(t, b, multi.ID); got != "id" {
+		t.Errorf("the record of two names lives at %q, want under its ID", got)
+	}
+	if got := formats(t, b); got[formatV2] != len(cs)+1 || len(got) != 1 {
+		t.Errorf("records by format: %v, want all %d in %d", got, len(cs)+1, formatV2)
+	}
+	checkServes(t, b, append(cs[:len(cs):len(cs)], multi))
+	if state, err := b.upgradeState(ctx); err != nil || state != nil {
+		t.Errorf("upgrade state %q, %v; want done", state, err)
+	}
+}

@@ -1912,14 +1912,29 @@ local function give_up(name, cursor)
 end
 
 
+-- requeue(name, job) puts name back at the end of the pre-warm queue.
+local function requeue(name, job)
+    job.requeued = true
+    pw_last = pw_last + 1
+    pw_names[pw_last] = name
+    pw_jobs[name] = job
+end
+
+
 -- prewarm_one(name, job) brings this worker's copy of name up to date
 -- after the change job.cursor announced, off the handshake path: from
 -- the shared dict when a pre-warm in another worker fetched it after
 -- that change, else from the sidecar under the name's fetch lock (as
--- lookup takes it), through refresh. Whatever fails, the next handshake
+-- lookup takes it), through refresh. A name another worker is fetching
+-- goes to the end of the queue once, instead of being waited for: the
+-- workers, which queue a wave in the same order, then fetch every other
+-- name each and take the rest from the shared dict, with no wake-ups to
+-- see whether the other is done. Whatever fails, the next handshake
 -- asks (see give_up).
 local function prewarm_one(name, job)
-    stat("prewarm_wait", job.at)
+    if not job.requeued then
+        stat("prewarm_wait", job.at)
+    end
     local t0 = clock()
     if t0 - job.at > prewarm_wait or sidecar_down() then
         give_up(name, job.cursor)
@@ -1981,7 +1996,12 @@ local function prewarm_one(name, job)
             break
         end
         -- Another worker (or a handshake) is fetching name: take its
-        -- answer when it is done.
+        -- answer when it is done, after the rest of the queue the first
+        -- time.
+        if not job.requeued then
+            requeue(name, job)
+            return
+        end
         wait_unlocked(name)
     end
     give_up(name, job.cursor)

@@ -2041,9 +2041,9 @@ end
 -- same turn of the event loop, and each handshake, which needs a few
 -- turns, waits for all of them each time: with 4 at once, handshake p99
 -- during a wave of 200 renewals was 3-7 times that with pre-warming
--- off. A pre-warm resting only as long as each name took still raised
--- the p99 of a loaded 2-CPU machine by half or more during a wave of
--- 1,000; see BenchmarkRenewalWave.)
+-- off. One at a time, resting as long as each took or as now, a wave
+-- of 1,000 on a loaded 2-CPU machine still raised handshake p99 2-3
+-- times, as much as pre-warming off; see BenchmarkRenewalWave.)
 local function prewarm_run(premature)
     while pw_first <= pw_last do
         if premature or ngx_worker_exiting() then

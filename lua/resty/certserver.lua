@@ -1796,7 +1796,7 @@ local PREWARM_KEY = "!pw:"
 local PREWARM_MARK = 60
 local PREWARM_REST = 0.01   -- the least rest after a name, at most (s)
 local PREWARM_SHARE = 1 / 8 -- the pre-warm's share of a worker's time
-local PREWARM_SPREAD = 0.5  -- of prewarm_wait: a queue's time to finish
+local PREWARM_SPREAD = 0.25 -- of prewarm_wait: a queue's time to finish
 local FEED_CHUNK = 100      -- names a poll applies between two yields
 
 

@@ -52,6 +52,12 @@ type fakeSidecar struct {
 	chains      map[string][]byte
 	chainStatus map[string]int
 	chainDelay  time.Duration
+
+	// feedGate, when set, holds every answer of the change feed until it
+	// is closed (the answer then says what changed until then);
+	// feedWaiting counts the polls it holds.
+	feedGate    chan struct{}
+	feedWaiting int
 }
 
 type connKey struct{}
@@ -235,6 +241,13 @@ func (f *fakeSidecar) set(name string, a answer) {
 // sidecar does, from f.changed.
 func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
+	if gate := f.feedGate; gate != nil {
+		f.feedWaiting++
+		f.mu.Unlock()
+		<-gate
+		f.mu.Lock()
+		f.feedWaiting--
+	}
 	defer f.mu.Unlock()
 	ch := store.Changes{Next: store.Cursor{Epoch: strconv.Itoa(f.epoch), Version: uint64(len(f.changed))}}
 	since := certserver.ParseCursor(r.URL.Query().Get("since"))

@@ -1,12 +1,15 @@
 package nginx_test
 
 import (
+	"bytes"
 	"fmt"
 	"math/big"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,24 +17,47 @@ import (
 	"github.com/certserver/certserver/nginx/nginxtest"
 )
 
-// BenchmarkRenewalWave measures handshakes while a wave of hot names is
-// renewed at once: the Lua module with pre-warming (the default: the new
-// certificates are fetched and parsed in a timer, the old ones served
-// meanwhile) and with `prewarm = false` (each worker's next handshake for
-// a renewed name fetches and parses it), each in an nginx of its own with
-// 2 workers that both hold every name. Clients make full handshakes over
-// random names of the set, checking that each is served the name's old or
-// new certificate: for `before` seconds, then the sidecar renews every
-// name (one change feed version each) and they go on for `window`
-// seconds (3 s and 4 s; 0.5 s and 1.5 s below 1,000 names). Run once
-// (-benchtime 1x); CERTSERVER_BENCH_WAVE sets the number of names
-// (default 1,000; 50 in scripts/bench.sh --short).
+// BenchmarkRenewalWave measures the handshake path while a wave of hot
+// names is renewed at once: the Lua module with pre-warming (the default:
+// the new certificates are fetched and parsed in a timer, the old ones
+// served meanwhile) and with `prewarm = false` (each worker's next
+// handshake for a renewed name fetches and parses it), each in an nginx
+// of its own with 2 workers that both hold every name, both running
+// throughout. The certificates come from the test's CA and sidecar (the
+// fake one of lua_test.go, answering from memory, in this process): every
+// new certificate is issued before the rounds, so no CA works while
+// handshakes are measured; the sidecar's answers change, the change feed
+// announces them (one version a name) and the workers fetch and parse
+// them inside the measured window.
+//
+// Rounds alternate the two sides, each round quiet then wave: clients
+// (4, in this process) make full handshakes over random names of the set
+// for `before` seconds (3 s), then every name is renewed (to the other of
+// its two certificates) and they go on until every worker has pre-warmed
+// every name (with pre-warming; the window's length is reported), or for
+// as long as the pre-warm side's last window took (without). Each served
+// leaf is checked to be the name's old or new certificate. Between rounds
+// every name is served once more by every worker, so that a quiet window
+// parses nothing. 3 rounds (1 below 1,000 names, with 0.5 s quiet);
+// CERTSERVER_BENCH_WAVE sets the number of names (default 1,000; 50 in
+// scripts/bench.sh --short). Run once (-benchtime 1x):
 //
 //	go test -run '^$' -bench RenewalWave -benchtime 1x ./nginx/
 //
-// Reported per side (on = pre-warm, off = prewarm = false): handshake p50
-// and p99 before the wave and during it (µs), and the parses the workers
-// did on the handshake path during it.
+// Reported per side (on = pre-warm, off = prewarm = false), over the
+// rounds' handshakes put together: p50 and p99 in the quiet windows and
+// in the wave windows (µs); the parses on the handshake path per wave;
+// the median over the rounds of each round's wave p99 over its quiet p99
+// (the rounds' p99s move with the machine's load; a round's two windows
+// are seconds apart); the median over the rounds of the workers' CPU
+// time in the wave beyond what its handshakes cost at the quiet window's
+// rate, per parse of a renewed name (in a timer or on the handshake
+// path; from /proc, so the machine's load blurs it less than latency);
+// and (on) the seconds until every worker had
+// pre-warmed the wave. Logged
+// per window: its p99, the CPU of each nginx worker and of this process
+// (the clients and the fake sidecar), the machine's busy CPUs and its
+// load average, and the pre-warm's timings from the module's stats().
 func BenchmarkRenewalWave(b *testing.B) {
 	wave := 1000
 	if s := os.Getenv("CERTSERVER_BENCH_WAVE"); s != "" {
@@ -41,9 +67,9 @@ func BenchmarkRenewalWave(b *testing.B) {
 		}
 		wave = n
 	}
-	before, window := 3*time.Second, 4*time.Second
+	before, rounds := 3*time.Second, 3
 	if wave < 1000 { // scripts/bench.sh --short
-		before, window = 500*time.Millisecond, 1500*time.Millisecond
+		before, rounds = 500*time.Millisecond, 1
 	}
 	const clients = 4
 
@@ -54,106 +80,234 @@ func BenchmarkRenewalWave(b *testing.B) {
 		names[i] = fmt.Sprintf("wave%d.bench.test", i)
 	}
 
-	metrics := make(map[string]float64)
-	for _, side := range []struct {
-		label, configure string
-	}{
+	type side struct {
+		label   string
+		sidecar *fakeSidecar
+		ngx     *nginxtest.Nginx
+		certs   [2]map[string]answer // the two certificates of each name
+		serials map[string][2]*big.Int
+		quiet   []float64
+		during  []float64
+		parses  int
+		ratios  []float64     // each round's wave p99 / quiet p99
+		perName []float64     // each round's worker CPU a renewed name cost, µs
+		prewarm time.Duration // summed over the rounds
+	}
+	var sides []*side
+	for _, s := range []struct{ label, configure string }{
 		{"on", ""},
 		{"off", "prewarm = false,"},
 	} {
-		sidecar := startFakeSidecar(b)
-		sidecar.leafFormat = true
-		old := make(map[string]*big.Int, wave)
-		renewed := make(map[string]answer, wave)
-		serials := make(map[string][2]*big.Int, wave)
+		sd := &side{label: s.label, sidecar: startFakeSidecar(b), serials: make(map[string][2]*big.Int, wave)}
+		sd.sidecar.leafFormat = true
+		sd.certs = [2]map[string]answer{make(map[string]answer, wave), make(map[string]answer, wave)}
 		for _, name := range names {
 			o, r := ca.issue(b, name), ca.issue(b, name)
-			sidecar.set(name, certAnswer(o, 3600))
-			old[name] = o.serial
-			renewed[name] = certAnswer(r, 3600)
-			serials[name] = [2]*big.Int{o.serial, r.serial}
+			sd.certs[0][name], sd.certs[1][name] = certAnswer(o, 3600), certAnswer(r, 3600)
+			sd.sidecar.set(name, sd.certs[0][name])
+			sd.serials[name] = [2]*big.Int{o.serial, r.serial}
 		}
-		ngx := nginxtest.Start(b, nginxtest.Options{
-			Sidecar: "unix:" + sidecar.sock, FallbackCert: fbCert, FallbackKey: fbKey,
-			Stats: true, Configure: side.configure,
+		sd.ngx = nginxtest.Start(b, nginxtest.Options{
+			Sidecar: "unix:" + sd.sidecar.sock, FallbackCert: fbCert, FallbackKey: fbKey,
+			Stats: true, Configure: s.configure,
 		})
-		feedsRunning(b, ngx)
+		feedsRunning(b, sd.ngx)
+		sides = append(sides, sd)
+	}
+	// warm has every worker of sd serve every name its certificate i.
+	warm := func(sd *side, i int) {
 		for _, name := range names {
-			if err := allServe(ngx, name, old[name])(); err != nil {
+			if err := allServe(sd.ngx, name, sd.serials[name][i])(); err != nil {
 				b.Fatal(err)
 			}
 		}
+	}
+	for _, sd := range sides {
+		warm(sd, 0)
+	}
 
-		quiet := randomHandshakes(b, ngx.HTTPSAddr(), names, serials, clients, before)
-		statsBefore := statsSum(b, ngx)
-		sidecar.changeAll(renewed)
-		during := randomHandshakes(b, ngx.HTTPSAddr(), names, serials, clients, window)
-		statsAfter := statsSum(b, ngx)
-
-		metrics[side.label+"-before-p50-µs"] = percentile(quiet, 0.50)
-		metrics[side.label+"-before-p99-µs"] = percentile(quiet, 0.99)
-		metrics[side.label+"-wave-p50-µs"] = percentile(during, 0.50)
-		metrics[side.label+"-wave-p99-µs"] = percentile(during, 0.99)
-		metrics[side.label+"-wave-hs-parses"] = float64(statsAfter["parse_handshake"] - statsBefore["parse_handshake"])
-		b.Logf("%s: %d handshakes before, %d during the wave of %d; parses on the handshake path %d, in timers %d; names pre-warmed %d, dropped %d",
-			side.label, len(quiet), len(during), wave,
-			statsAfter["parse_handshake"]-statsBefore["parse_handshake"], statsAfter["parse_timer"]-statsBefore["parse_timer"],
-			statsAfter["prewarm_fetched"]+statsAfter["prewarm_loaded"]-statsBefore["prewarm_fetched"]-statsBefore["prewarm_loaded"],
-			statsAfter["prewarm_dropped"]-statsBefore["prewarm_dropped"])
-		ngx.AssertCleanErrorLog(b)
+	window := 4 * time.Second // until the pre-warm side's first wave tells
+	for r := range rounds {
+		next := (r + 1) % 2 // the certificate each name is renewed to
+		for _, sd := range sides {
+			pids := processTree(sd.ngx.PID())[1:]
+			c0 := takeCPU(b, pids)
+			quiet := randomHandshakes(b, sd.ngx.HTTPSAddr(), names, sd.serials, clients, before, nil)
+			c1 := takeCPU(b, pids)
+			statsBefore := statsSum(b, sd.ngx)
+			sd.sidecar.changeAll(sd.certs[next])
+			var done func() bool
+			if sd.label == "on" {
+				done = func() bool {
+					st := statsSum(b, sd.ngx)
+					n := 0
+					for _, k := range []string{"prewarm_fetched", "prewarm_loaded", "prewarm_dropped"} {
+						n += st[k] - statsBefore[k]
+					}
+					return n >= wave*sd.ngx.Workers()
+				}
+			}
+			start := time.Now()
+			during := randomHandshakes(b, sd.ngx.HTTPSAddr(), names, sd.serials, clients, window, done)
+			took := time.Since(start)
+			c2 := takeCPU(b, pids)
+			statsAfter := statsSum(b, sd.ngx)
+			if done != nil {
+				window = took
+				sd.prewarm += took
+			}
+			parses := statsAfter["parse_handshake"] - statsBefore["parse_handshake"]
+			sd.quiet = append(sd.quiet, lats(quiet)...)
+			sd.during = append(sd.during, lats(during)...)
+			sd.parses += parses
+			sd.ratios = append(sd.ratios, percentile(lats(during), 0.99)/percentile(lats(quiet), 0.99))
+			// The workers' CPU in the wave beyond what its handshakes cost
+			// at the quiet window's rate, per name a worker took in (a
+			// pre-warm, or a parse on the handshake path).
+			perHS := float64(c1.workerSum()-c0.workerSum()) / float64(len(quiet))
+			extra := float64(c2.workerSum()-c1.workerSum()) - perHS*float64(len(during))
+			taken := statsAfter["parse_timer"] + statsAfter["parse_handshake"] - statsBefore["parse_timer"] - statsBefore["parse_handshake"]
+			if taken > 0 {
+				sd.perName = append(sd.perName, extra/float64(taken)/float64(time.Microsecond))
+			}
+			b.Logf("round %d %s quiet: %d handshakes, p50 %.2f ms p99 %.2f ms; %s", r+1, sd.label,
+				len(quiet), percentile(lats(quiet), 0.50)/1000, percentile(lats(quiet), 0.99)/1000, c1.since(c0))
+			b.Logf("round %d %s wave: %d handshakes, p50 %.2f ms p99 %.2f ms, p99 per second %s; %s", r+1, sd.label,
+				len(during), percentile(lats(during), 0.50)/1000, percentile(lats(during), 0.99)/1000, perSecond(during, start), c2.since(c1))
+			b.Logf("round %d %s: parses on the handshake path %d, in timers %d; names pre-warmed %d, dropped %d; window %v",
+				r+1, sd.label, parses, statsAfter["parse_timer"]-statsBefore["parse_timer"],
+				statsAfter["prewarm_fetched"]+statsAfter["prewarm_loaded"]-statsBefore["prewarm_fetched"]-statsBefore["prewarm_loaded"],
+				statsAfter["prewarm_dropped"]-statsBefore["prewarm_dropped"], took.Round(time.Millisecond))
+			warm(sd, next)
+		}
+	}
+	if samples, err := workerSamples(sides[0].ngx); err == nil {
+		for _, k := range []string{"feed_poll", "prewarm_wait", "prewarm_fetched", "prewarm_loaded", "parse_timer", "fetch"} {
+			if xs := samples[k]; len(xs) > 0 {
+				b.Logf("on, stats() %s: last %d, p50 %.2f ms, p99 %.2f ms, max %.2f ms", k, len(xs),
+					percentile(xs, 0.50)*1000, percentile(xs, 0.99)*1000, slices.Max(xs)*1000)
+			}
+		}
+	}
+	for _, sd := range sides {
+		sd.ngx.AssertCleanErrorLog(b)
 	}
 	// Reported last: the timer's resets while nginx starts would drop them.
-	for unit, v := range metrics {
-		b.ReportMetric(v, unit)
+	for _, sd := range sides {
+		b.ReportMetric(percentile(sd.quiet, 0.50), sd.label+"-before-p50-µs")
+		b.ReportMetric(percentile(sd.quiet, 0.99), sd.label+"-before-p99-µs")
+		b.ReportMetric(percentile(sd.during, 0.50), sd.label+"-wave-p50-µs")
+		b.ReportMetric(percentile(sd.during, 0.99), sd.label+"-wave-p99-µs")
+		b.ReportMetric(float64(sd.parses)/float64(rounds), sd.label+"-wave-hs-parses")
+		b.ReportMetric(percentile(sd.ratios, 0.50), sd.label+"-wave-p99-ratio")
+		if len(sd.perName) > 0 {
+			b.ReportMetric(percentile(sd.perName, 0.50), sd.label+"-wave-cpu-µs/name")
+		}
 	}
+	b.ReportMetric(sides[0].prewarm.Seconds()/float64(rounds), "on-prewarm-s")
+}
+
+// timedHandshake is one handshake of randomHandshakes: when it started
+// and how long it took.
+type timedHandshake struct {
+	at  time.Time
+	lat time.Duration
+}
+
+// lats returns the latencies of hs in µs.
+func lats(hs []timedHandshake) []float64 {
+	xs := make([]float64, len(hs))
+	for i, h := range hs {
+		xs[i] = float64(h.lat.Microseconds())
+	}
+	return xs
+}
+
+// perSecond returns the p99 of the handshakes started in each second
+// from start, in ms.
+func perSecond(hs []timedHandshake, start time.Time) string {
+	var bins [][]float64
+	for _, h := range hs {
+		i := max(int(h.at.Sub(start)/time.Second), 0)
+		for len(bins) <= i {
+			bins = append(bins, nil)
+		}
+		bins[i] = append(bins[i], float64(h.lat.Microseconds()))
+	}
+	var out []string
+	for _, xs := range bins {
+		if len(xs) > 0 {
+			out = append(out, fmt.Sprintf("%.1f", percentile(xs, 0.99)/1000))
+		}
+	}
+	return "[" + strings.Join(out, " ") + "] ms"
 }
 
 // randomHandshakes makes full handshakes with addr from the given number
-// of clients, each for a random name of names, for d, checking that each
-// leaf served is one of the name's serials. It returns the handshakes'
-// durations in µs.
-func randomHandshakes(b *testing.B, addr string, names []string, serials map[string][2]*big.Int, clients int, d time.Duration) []float64 {
+// of clients, each for a random name of names, checking that each leaf
+// served is one of the name's serials: for d, or, with done, until done
+// (asked every 250 ms) says so, at most a minute.
+func randomHandshakes(b *testing.B, addr string, names []string, serials map[string][2]*big.Int, clients int, d time.Duration, done func() bool) []timedHandshake {
 	var (
 		mu    sync.Mutex
-		lat   []float64
+		hs    []timedHandshake
 		wg    sync.WaitGroup
 		first error
+		stop  = make(chan struct{})
 	)
-	end := time.Now().Add(d)
+	if done == nil {
+		time.AfterFunc(d, func() { close(stop) })
+	} else {
+		go func() {
+			defer close(stop)
+			for end := time.Now().Add(time.Minute); time.Now().Before(end); {
+				time.Sleep(250 * time.Millisecond)
+				if done() {
+					return
+				}
+			}
+		}()
+	}
 	for range clients {
 		wg.Go(func() {
-			var mine []float64
-			for time.Now().Before(end) {
+			var mine []timedHandshake
+			for {
+				select {
+				case <-stop:
+					mu.Lock()
+					hs = append(hs, mine...)
+					mu.Unlock()
+					return
+				default:
+				}
 				name := names[rand.IntN(len(names))]
 				start := time.Now()
 				certs, err := handshake(addr, name, nil)
 				took := time.Since(start)
 				if err == nil {
 					if s := certs[0].SerialNumber; s.Cmp(serials[name][0]) != 0 && s.Cmp(serials[name][1]) != 0 {
-						err = fmt.Errorf("%s served serial %v, neither the old nor the new certificate", name, s)
+						err = fmt.Errorf("%s served serial %v, neither of its certificates", name, s)
 					}
 				}
 				if err != nil {
 					mu.Lock()
 					first = err
 					mu.Unlock()
+					<-stop
 					return
 				}
-				mine = append(mine, float64(took.Microseconds()))
+				mine = append(mine, timedHandshake{start, took})
 			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	if first != nil {
 		b.Fatal(first)
 	}
-	if len(lat) == 0 {
+	if len(hs) == 0 {
 		b.Fatal("no handshake finished")
 	}
-	return lat
+	return hs
 }
 
 // percentile returns the q-quantile of xs (nearest rank).
@@ -162,4 +316,97 @@ func percentile(xs []float64, q float64) float64 {
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.5) - 1
 	return s[min(max(i, 0), len(s)-1)]
+}
+
+// workerSamples reads every worker's stats() and returns, by step, the
+// durations of all workers in seconds.
+func workerSamples(ngx *nginxtest.Nginx) (map[string][]float64, error) {
+	seen := make(map[string]bool)
+	out := make(map[string][]float64)
+	for range maxSweep {
+		body, pid, err := statsBody(ngx.HTTPSAddr())
+		if err != nil {
+			return nil, err
+		}
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		steps, err := nginxtest.ParseStats(body)
+		if err != nil {
+			return nil, err
+		}
+		for k, st := range steps {
+			for _, x := range st.Samples {
+				out[k] = append(out[k], x.Seconds())
+			}
+		}
+		if len(seen) == ngx.Workers() {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("%d stats requests reached %d of %d workers", maxSweep, len(seen), ngx.Workers())
+}
+
+// cpuSnap is the CPU time used so far by nginx's workers, this process and
+// the machine, and the load average, at one moment.
+type cpuSnap struct {
+	at          time.Time
+	workers     []time.Duration
+	self        time.Duration
+	busy, total int64 // jiffies of all CPUs, from /proc/stat
+	load        string
+}
+
+func takeCPU(b *testing.B, workers []int) cpuSnap {
+	b.Helper()
+	s := cpuSnap{at: time.Now(), self: processCPU(b, []int{os.Getpid()})}
+	for _, p := range workers {
+		s.workers = append(s.workers, processCPU(b, []int{p}))
+	}
+	st, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := bytes.Cut(st, []byte("\n"))
+	for i, f := range strings.Fields(string(line))[1:] {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %v", err)
+		}
+		s.total += v
+		if i != 3 && i != 4 { // idle, iowait
+			s.busy += v
+		}
+	}
+	la, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.load = strings.Join(strings.Fields(string(la))[:3], " ")
+	return s
+}
+
+// workerSum is the CPU time of all the workers.
+func (c cpuSnap) workerSum() time.Duration {
+	var t time.Duration
+	for _, w := range c.workers {
+		t += w
+	}
+	return t
+}
+
+// since says what was used between o and c: each worker's and this
+// process's CPU in % of one CPU, the machine's busy CPUs.
+func (c cpuSnap) since(o cpuSnap) string {
+	wall := c.at.Sub(o.at)
+	var ws []string
+	for i := range c.workers {
+		if i < len(o.workers) {
+			ws = append(ws, fmt.Sprintf("%.0f%%", 100*float64(c.workers[i]-o.workers[i])/float64(wall)))
+		}
+	}
+	return fmt.Sprintf("CPU: workers %s, this process (clients, fake sidecar) %.0f%%, machine %.2f of %d CPUs busy; load %s",
+		strings.Join(ws, " "), 100*float64(c.self-o.self)/float64(wall),
+		float64(c.busy-o.busy)/float64(c.total-o.total)*float64(runtime.NumCPU()), runtime.NumCPU(), c.load)
 }

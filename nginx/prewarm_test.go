@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,29 +35,14 @@ func workerStats(ngx *nginxtest.Nginx) (map[string]map[string]int, error) {
 }
 
 // statsOnce asks addr for nginxtest.StatsPath over a new TLS connection
-// without SNI (no certificate is looked up for it).
+// without SNI (no certificate is looked up for it) and returns the
+// worker's process ID and the count of each step.
 func statsOnce(addr string) (string, map[string]int, error) {
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true})
+	body, pid, err := statsBody(addr)
 	if err != nil {
 		return "", nil, err
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: stats\r\n\r\n", nginxtest.StatsPath)
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		return "", nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", nil, fmt.Errorf("%s answered %s", nginxtest.StatsPath, resp.Status)
-	}
-	steps, err := nginxtest.ParseStats(string(body))
+	steps, err := nginxtest.ParseStats(body)
 	if err != nil {
 		return "", nil, err
 	}
@@ -63,7 +50,33 @@ func statsOnce(addr string) (string, map[string]int, error) {
 	for step, st := range steps {
 		counts[step] = st.N
 	}
-	return resp.Header.Get(nginxtest.WorkerHeader), counts, nil
+	return pid, counts, nil
+}
+
+// statsBody asks addr for nginxtest.StatsPath as statsOnce does and
+// returns the answer and the process ID of the worker that gave it.
+func statsBody(addr string) (string, string, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true})
+	if err != nil {
+		return "", "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: stats\r\n\r\n", nginxtest.StatsPath)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("%s answered %s", nginxtest.StatsPath, resp.Status)
+	}
+	return string(body), resp.Header.Get(nginxtest.WorkerHeader), nil
 }
 
 // statsSum reads every worker's counts and returns their sums.
@@ -233,4 +246,122 @@ func TestLuaPrewarm(t *testing.T) {
 	if t.Failed() {
 		t.Logf("nginx error log:\n%s", ngx.ErrorLog())
 	}
+}
+
+// exitWave starts nginx (2 workers) with wave names every worker holds,
+// and returns the sidecar, nginx, the renewed answers of the names (each
+// answered after 100 ms, so that working through them takes seconds) and
+// the workers' process IDs.
+func exitWave(t *testing.T, wave int) (*fakeSidecar, *nginxtest.Nginx, map[string]answer, []int) {
+	t.Helper()
+	ca := newTestCA(t)
+	fbCert, fbKey := ca.issue(t, "fallback.invalid").writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	side.leafFormat = true
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
+		// Nothing leaves the queue by waiting, and a poll the test holds
+		// (see fakeSidecar.feedGate) is waited for.
+		Configure: "prewarm_wait = 3600, read_timeout_ms = 180000, lock_timeout_ms = 190000,",
+	})
+	feedsRunning(t, ngx)
+	renewed := make(map[string]answer, wave)
+	for i := range wave {
+		name := fmt.Sprintf("exit%d.test", i)
+		l := ca.issue(t, name)
+		side.set(name, certAnswer(l, 3600))
+		must(t, allServe(ngx, name, l.serial))
+		a := certAnswer(ca.issue(t, name), 3600)
+		a.delay = 100 * time.Millisecond
+		renewed[name] = a
+	}
+	return side, ngx, renewed, processTree(ngx.PID())[1:]
+}
+
+// exited waits until none of the processes runs, and then checks that
+// no certificate was asked for since hits (beyond one under way per
+// process) and that the error log holds no error: the new workers hold
+// none of the names, so they pre-warm none.
+func exited(t *testing.T, side *fakeSidecar, ngx *nginxtest.Nginx, old []int, hits int) {
+	t.Helper()
+	eventually(t, 3*time.Minute, "the old workers exit", func() error {
+		for _, pid := range old {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				return fmt.Errorf("worker %d still runs", pid)
+			}
+		}
+		return nil
+	})
+	if n := side.totalHits() - hits; n > len(old) {
+		t.Errorf("%d certificate requests after the reload, want at most %d (one under way per old worker)", n, len(old))
+	}
+	ngx.AssertCleanErrorLog(t)
+	for _, line := range strings.Split(ngx.ErrorLog(), "\n") {
+		if strings.Contains(line, "[error]") {
+			t.Errorf("nginx error log: %s", line)
+		}
+	}
+}
+
+// TestLuaPrewarmStopsOnExit: a worker that exits (here, replaced by a
+// reload) while its pre-warm queue is long stops pre-warming: the old
+// workers ask the sidecar for no name after they were told to exit
+// (beyond the one each may have been asking for then), exit without
+// working through their queues, and log no error.
+func TestLuaPrewarmStopsOnExit(t *testing.T) {
+	side, ngx, renewed, old := exitWave(t, 40)
+	hits := side.totalHits()
+	side.changeAll(renewed)
+	eventually(t, 3*time.Minute, "the pre-warm asks the sidecar", func() error {
+		if side.totalHits() == hits {
+			return fmt.Errorf("no request yet")
+		}
+		return nil
+	})
+	hits = side.totalHits()
+	ngx.Reload(t)
+	exited(t, side, ngx, old, hits)
+}
+
+// TestLuaPrewarmAfterExit: a worker told to exit while its poll of the
+// change feed is under way pre-warms none of the renewed names the poll
+// then brings (its pre-warm timer starts and stops at once): no request
+// for them, no error.
+func TestLuaPrewarmAfterExit(t *testing.T) {
+	side, ngx, renewed, old := exitWave(t, 10)
+	gate := make(chan struct{})
+	side.mu.Lock()
+	side.feedGate = gate
+	side.mu.Unlock()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			side.mu.Lock()
+			side.feedGate = nil
+			side.mu.Unlock()
+			close(gate)
+		}
+	}
+	t.Cleanup(release)
+	eventually(t, 3*time.Minute, "every worker polls the change feed", func() error {
+		side.mu.Lock()
+		defer side.mu.Unlock()
+		if side.feedWaiting < len(old) {
+			return fmt.Errorf("%d of %d workers polling", side.feedWaiting, len(old))
+		}
+		return nil
+	})
+	side.changeAll(renewed)
+	hits := side.totalHits()
+	shutdowns := strings.Count(ngx.ErrorLog(), "gracefully shutting down")
+	ngx.Reload(t)
+	eventually(t, 3*time.Minute, "the old workers are told to exit", func() error {
+		if n := strings.Count(ngx.ErrorLog(), "gracefully shutting down") - shutdowns; n < len(old) {
+			return fmt.Errorf("%d of %d old workers shutting down", n, len(old))
+		}
+		return nil
+	})
+	release()
+	exited(t, side, ngx, old, hits)
 }

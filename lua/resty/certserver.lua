@@ -1794,7 +1794,10 @@ local feed_polling = false  -- a poll is under way (it may outlast a tick)
 -- safe_set, for PREWARM_MARK seconds
 local PREWARM_KEY = "!pw:"
 local PREWARM_MARK = 60
-local PREWARM_REST = 0.01   -- seconds the pre-warm timer rests at most
+local PREWARM_REST = 0.01   -- the least rest after a name, at most (s)
+local PREWARM_SHARE = 1 / 8 -- the pre-warm's share of a worker's time
+local PREWARM_SPREAD = 0.25 -- of prewarm_wait: a queue's time to finish
+local FEED_CHUNK = 100      -- names a poll applies between two yields
 
 
 -- covers(mark, cursor) tells whether the cursor mark ("<epoch>
@@ -1909,14 +1912,29 @@ local function give_up(name, cursor)
 end
 
 
+-- requeue(name, job) puts name back at the end of the pre-warm queue.
+local function requeue(name, job)
+    job.requeued = true
+    pw_last = pw_last + 1
+    pw_names[pw_last] = name
+    pw_jobs[name] = job
+end
+
+
 -- prewarm_one(name, job) brings this worker's copy of name up to date
 -- after the change job.cursor announced, off the handshake path: from
 -- the shared dict when a pre-warm in another worker fetched it after
 -- that change, else from the sidecar under the name's fetch lock (as
--- lookup takes it), through refresh. Whatever fails, the next handshake
+-- lookup takes it), through refresh. A name another worker is fetching
+-- goes to the end of the queue once, instead of being waited for: the
+-- workers, which queue a wave in the same order, then fetch every other
+-- name each and take the rest from the shared dict, with no wake-ups to
+-- see whether the other is done. Whatever fails, the next handshake
 -- asks (see give_up).
 local function prewarm_one(name, job)
-    stat("prewarm_wait", job.at)
+    if not job.requeued then
+        stat("prewarm_wait", job.at)
+    end
     local t0 = clock()
     if t0 - job.at > prewarm_wait or sidecar_down() then
         give_up(name, job.cursor)
@@ -1978,7 +1996,12 @@ local function prewarm_one(name, job)
             break
         end
         -- Another worker (or a handshake) is fetching name: take its
-        -- answer when it is done.
+        -- answer when it is done, after the rest of the queue the first
+        -- time.
+        if not job.requeued then
+            requeue(name, job)
+            return
+        end
         wait_unlocked(name)
     end
     give_up(name, job.cursor)
@@ -1986,16 +2009,41 @@ local function prewarm_one(name, job)
 end
 
 
+-- prewarm_rest(took) is how long the pre-warm timer rests after a name
+-- that took `took` seconds: long enough that pre-warming takes
+-- PREWARM_SHARE of the worker's time, unless the queue would then not be
+-- through within PREWARM_SPREAD of prewarm_wait of its oldest name's
+-- arrival; then as long as that leaves, but never less than the name
+-- took (at most PREWARM_REST): pre-warming takes at most about half of
+-- a busy worker's time.
+local function prewarm_rest(took)
+    local left = pw_last - pw_first + 1
+    if left <= 0 then
+        return 0
+    end
+    local rest = took * (1 / PREWARM_SHARE - 1)
+    local head = pw_jobs[pw_names[pw_first]]
+    if head then
+        local fit = (head.at + prewarm_wait * PREWARM_SPREAD - clock()) / left
+                    - took
+        rest = math_min(rest, fit)
+    end
+    return math_max(rest, math_min(took, PREWARM_REST))
+end
+
+
 -- prewarm_run is the worker's pre-warm timer: it works through the
 -- queue one name at a time until it is empty (or the worker exits:
--- then it empties it), and after each name rests
--- as long as the name took (at most PREWARM_REST): pre-warming takes at
--- most about half of a busy worker's time, and a parse of its own
--- delays a handshake by one parse at most. (Names in parallel put their
--- parses in the same turn of the event loop, and each handshake, which
--- needs a few turns, waits for all of them each time: with 4 at once,
--- handshake p99 during a wave of 200 renewals was 3-7 times that with
--- pre-warming off.)
+-- then it empties it), and after each name rests (see prewarm_rest), so
+-- that a handshake waits behind one parse of its worker's pre-warming
+-- at most, and a wave of renewals is spread out instead of taking the
+-- worker's time in a burst. (Names in parallel put their parses in the
+-- same turn of the event loop, and each handshake, which needs a few
+-- turns, waits for all of them each time: with 4 at once, handshake p99
+-- during a wave of 200 renewals was 3-7 times that with pre-warming
+-- off. One at a time, resting as long as each took or as now, a wave
+-- of 1,000 on a loaded 2-CPU machine still raised handshake p99 2-3
+-- times, as much as pre-warming off; see BenchmarkRenewalWave.)
 local function prewarm_run(premature)
     while pw_first <= pw_last do
         if premature or ngx_worker_exiting() then
@@ -2018,7 +2066,7 @@ local function prewarm_run(premature)
             log_limited("internal", "internal error: " .. tostring(err))
             give_up(name, nil)
         end
-        ngx_sleep(math_min(clock() - t0, PREWARM_REST))
+        ngx_sleep(prewarm_rest(clock() - t0))
     end
     pw_first, pw_last = 1, 0
     pw_running = false
@@ -2123,11 +2171,18 @@ local function poll_changes()
         lru:flush_all()
         churn:flush_all()
     else
+        -- A wave of changes is applied FEED_CHUNK names at a time, the
+        -- worker's handshakes served in between.
+        local n = 0
         for name in str_gmatch(rest, "[^\n]+") do
             if prewarm and held(name) and enqueue(name, next_cursor, t0) then
                 unshare(name, next_cursor)
             else
                 drop(name, next_cursor)
+            end
+            n = n + 1
+            if n % FEED_CHUNK == 0 then
+                ngx_sleep(0)
             end
         end
         start_prewarm()

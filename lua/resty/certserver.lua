@@ -119,8 +119,10 @@
 -- key PEM (about 2.3 KB with the entries of its names for ECDSA, more for
 -- RSA), each intermediate once, and about 200 bytes per name asked for;
 -- when it is full the least recently used go. A worker holds, per name in
--- its LRU, the parsed leaf (4.8 KB for ECDSA P-256 with OpenSSL 3.0), the
--- parsed key (2.3 KB, once per distinct key) and about 0.6 KB of tables.
+-- its LRU, the parsed leaf (4.7 KB for ECDSA P-256 with OpenSSL 3.0), the
+-- parsed key (2.2 KB, once per distinct key) and about 1 KB of Lua
+-- tables, strings and cdata, which take about 2 KB of LuaJIT's memory
+-- with what its garbage collector frees but keeps.
 
 
 local ffi = require "ffi"
@@ -241,10 +243,11 @@ local defaults = {
     lock_dict = "certserver_locks",
     -- names kept per worker with their parsed certificate, and as many
     -- unknown names and wildcard subnames: 50,000 hot names stay parsed.
-    -- A cached name costs a worker about 9.4 KB (ECDSA P-256 with OpenSSL
-    -- 3.0: the parsed leaf 4.8 KB, its key 2.3 KB unless another name
-    -- has the same key, this module's tables 0.6 KB, the allocators'
-    -- overhead), only once it is asked for
+    -- A cached name costs a worker about 9.3 KB (ECDSA P-256 with OpenSSL
+    -- 3.0: the parsed leaf 4.7 KB, its key 2.2 KB unless another name
+    -- has the same key, this module's Lua objects 1 KB, about 2 KB of
+    -- LuaJIT's memory with its garbage collector's slack), only once it
+    -- is asked for
     lru_size = 50000,
     -- how long a 404 (no certificate yet) is remembered at most; a shorter
     -- max-age from the sidecar wins
@@ -288,11 +291,11 @@ local lru_size
 local lru, churn
 
 
--- Parsed chains and keys by version, so names served by one certificate
--- (its SANs, a wildcard's subnames) share one parse. Weak: an entry lives as
--- long as some LRU entry holds it.
-local parsed_chains = setmetatable({}, { __mode = "v" })
-local parsed_keys = setmetatable({}, { __mode = "v" })
+-- The worker's record table (see worker_record) last made for each
+-- version, so that a version parsed once is not parsed again while its
+-- chain and key are in use, whichever record id it comes under. Weak: an
+-- entry lives as long as some LRU entry holds it.
+local parsed = setmetatable({}, { __mode = "v" })
 
 -- Parsed private keys by the digest of their DER (the sidecar's
 -- X-Certserver-Key), so that the certificates that share a key (a key
@@ -562,8 +565,10 @@ end
 -- key in the layout Go, lego and OpenSSL write (a PKCS #8 "PRIVATE KEY",
 -- what the sidecar sends for the keys it makes, or a SEC 1 "EC PRIVATE
 -- KEY" that names its curve), from its scalar and public point with
--- EVP_PKEY_fromdata: 12 to 21 µs where OpenSSL 3.0's decoder, behind
--- ngx.ssl.parse_pem_priv_key, takes 340 to 465 µs, and a key of the same
+-- EVP_PKEY_fromdata: OpenSSL's part takes 12 to 21 µs where OpenSSL 3.0's
+-- decoder, behind ngx.ssl.parse_pem_priv_key, takes 340 to 465 µs (in
+-- C), the whole of it 40 to 85 µs at p50 where parse_pem_priv_key took
+-- 530 (BenchmarkLuaNewNames, loaded machine); the key is of the same
 -- size (2.2 KB), native to OpenSSL's provider as the decoder's is.
 -- Returns the EVP_PKEY (cdata whose gc frees it), or nil and why not: a
 -- key of another type or curve, a layout this strict reader does not
@@ -1182,15 +1187,16 @@ end
 local MISSING = "missing intermediate"
 
 
--- Parses a record's content (see RECORD_PREFIX) into cdata, once per
--- version. Returns chain, key, err: the parsed chain and key and a nil
--- err; or nil, nil and what is wrong (MISSING when an intermediate is not
--- at hand).
+-- Parses a record's content (see RECORD_PREFIX) into cdata, unless a
+-- record table of this version is at hand (see parsed). Returns chain,
+-- key, err: the parsed chain and key and a nil err; or nil, nil and what
+-- is wrong (MISSING when an intermediate is not at hand).
 local function parse(body, version)
-    local chain, key = parsed_chains[version], parsed_keys[version]
-    if chain and key then
-        return chain, key, nil
+    local done = parsed[version]
+    if done then
+        return done.chain, done.key, nil
     end
+    local chain, key
 
     local t_parse = clock()
     local key_digest, digests
@@ -1254,8 +1260,6 @@ local function parse(body, version)
     if key_digest then
         keys_by_digest[key_digest] = key
     end
-    parsed_chains[version] = chain
-    parsed_keys[version] = key
     stat(ngx_get_phase() == "timer" and "parse_timer" or "parse_handshake",
          t_parse)
     return chain, key, nil
@@ -1277,13 +1281,19 @@ end
 -- when the name is served through the wildcard pattern one label up: one
 -- of the names a client can make up by the thousand.
 local function new_entry(fresh_until, fetched, rec, wild)
-    return {
+    -- Four fields fill the hash part a constructor of four makes; wild,
+    -- rare, is added when true (nil is false), so that an entry takes 4
+    -- slots, not 8.
+    local entry = {
         fresh_until = fresh_until,
         stale_until = stale_deadline(fresh_until),
         fetched = fetched,
         rec = rec,
-        wild = wild or false,
     }
+    if wild then
+        entry.wild = true
+    end
+    return entry
 end
 
 
@@ -1301,7 +1311,8 @@ local function worker_record(id, version, body, keep)
     if not chain then
         return nil, err
     end
-    local new = { id = id, version = version, chain = chain, key = key }
+    local new = { version = version, chain = chain, key = key }
+    parsed[version] = new
     if keep == false and rec and not rec.dropped then
         return new
     end

@@ -119,7 +119,7 @@
 -- key PEM (about 2.3 KB with the entries of its names for ECDSA, more for
 -- RSA), each intermediate once, and about 200 bytes per name asked for;
 -- when it is full the least recently used go. A worker holds, per name in
--- its LRU, the parsed leaf (4.7 KB for ECDSA P-256 with OpenSSL 3.0), the
+-- its LRU, the parsed leaf (4.6 KB for ECDSA P-256 with OpenSSL 3.0), the
 -- parsed key (2.2 KB, once per distinct key) and about 1 KB of Lua
 -- tables, strings and cdata, which take about 2 KB of LuaJIT's memory
 -- with what its garbage collector frees but keeps.
@@ -243,8 +243,8 @@ local defaults = {
     lock_dict = "certserver_locks",
     -- names kept per worker with their parsed certificate, and as many
     -- unknown names and wildcard subnames: 50,000 hot names stay parsed.
-    -- A cached name costs a worker about 9.3 KB (ECDSA P-256 with OpenSSL
-    -- 3.0: the parsed leaf 4.7 KB, its key 2.2 KB unless another name
+    -- A cached name costs a worker about 9.1 KB (ECDSA P-256 with OpenSSL
+    -- 3.0: the parsed leaf 4.6 KB, its key 2.2 KB unless another name
     -- has the same key, this module's Lua objects 1 KB, about 2 KB of
     -- LuaJIT's memory with its garbage collector's slack), only once it
     -- is asked for

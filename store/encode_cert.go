@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
+	"sync"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -135,10 +137,20 @@ type intermediate struct {
 
 // encodeCertificate returns the stored form of c (formatV2) and the
 // intermediates it refers to, which the store must hold for the record to
-// decode. The intermediates' DER refers to c.ChainPEM's memory no longer
-// than the call: it is decoded anew.
+// decode. The intermediates' DER never refers to c.ChainPEM's memory. A
+// chain ParseCertificate returned, unchanged since, is not decoded again:
+// what it decoded is taken from parsedChains.
 func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
-	leaf, inters, compact := splitChain(c.ChainPEM)
+	var (
+		leaf    []byte
+		inters  []intermediate
+		compact bool
+	)
+	if p, ok := parsedChains.take(c.ChainPEM); ok {
+		leaf, inters, compact = p.leaf, p.inters, p.compact
+	} else {
+		leaf, inters, compact = splitChain(c.ChainPEM)
+	}
 	keyType, keyDER := compactKey(c.KeyPEM)
 	if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
 		scalar := keyDER[len(p256PKCS8Head) : len(p256PKCS8Head)+32]
@@ -221,6 +233,81 @@ func encodeCertTail(e *encoder, c *Certificate) {
 	e.str(c.Origin)
 	e.time(c.RenewAt)
 	e.time(c.StoredAt)
+}
+
+// parsedChain is what ParseCertificate decoded of the chain it returned
+// (pem), in the form splitChain gives it: the leaf's DER, the
+// intermediates, and whether every block is the one appendPEM writes
+// (compact; else the record stores the PEM as it is).
+type parsedChain struct {
+	pem     []byte
+	sum     uint64 // maphash of pem's bytes when parsed
+	leaf    []byte
+	inters  []intermediate
+	compact bool
+}
+
+// add appends an intermediate of the chain.
+func (p *parsedChain) add(k *knownIntermediate) {
+	if len(p.inters) == maxChain || !k.canonical {
+		p.compact = false
+	}
+	if p.compact {
+		p.inters = append(p.inters, k.intermediate)
+	}
+}
+
+// maxParsedChains bounds parsedChains: more than a batch of an import
+// between parsing a chain and storing it.
+const maxParsedChains = 1024
+
+// parsedChains hands what ParseCertificate decoded of a chain to the
+// record's encoding, which would otherwise decode the PEM again (about an
+// eighth of the CPU of an import). An entry is taken once, and only for
+// the very slice ParseCertificate returned (same memory, same length),
+// with the same bytes as then (the same seeded 64-bit hash): a chain a
+// caller replaced or changed in place is decoded anew.
+var parsedChains = chainCache{max: maxParsedChains, seed: maphash.MakeSeed()}
+
+// chainCache holds parsedChain entries by the hash of their PEM, at most
+// max of them (adding one more to a full cache empties it first). It is
+// safe for concurrent use.
+type chainCache struct {
+	max  int
+	seed maphash.Seed
+	mu   sync.Mutex
+	m    map[uint64]*parsedChain
+}
+
+// put remembers p, p.pem as it is now.
+func (cc *chainCache) put(p *parsedChain) {
+	if len(p.pem) == 0 {
+		return
+	}
+	p.sum = maphash.Bytes(cc.seed, p.pem)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.m == nil || len(cc.m) >= cc.max {
+		cc.m = make(map[uint64]*parsedChain, cc.max)
+	}
+	cc.m[p.sum] = p
+}
+
+// take returns and forgets the entry of chain: the slice put was given,
+// holding the same bytes.
+func (cc *chainCache) take(chain []byte) (*parsedChain, bool) {
+	if len(chain) == 0 {
+		return nil, false
+	}
+	sum := maphash.Bytes(cc.seed, chain)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	p, ok := cc.m[sum]
+	if !ok || len(p.pem) != len(chain) || &p.pem[0] != &chain[0] {
+		return nil, false
+	}
+	delete(cc.m, sum)
+	return p, true
 }
 
 // splitChain returns the leaf's DER and the intermediates of a chain of

@@ -2,8 +2,11 @@ package store
 
 import (
 	"bytes"
+	"crypto/elliptic"
 	"errors"
+	"hash/maphash"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -279,4 +282,73 @@ func BenchmarkEncodeCertificate(b *testing.B) {
 		}
 	})
 	b.Logf("record %d bytes in v1, %d in v2", len(v1), len(v2))
+}
+
+// TestEncodeParsedChainChanged: the record of a certificate whose ChainPEM
+// changed after ParseCertificate holds the changed chain, not what was
+// parsed: whether the slice was replaced, cut or changed in place. An
+// unchanged one is encoded from what was parsed.
+func TestEncodeParsedChainChanged(t *testing.T) {
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	keyPEM := pkcs8PEM(t, key)
+	chainA := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}}), ca.certPEM)
+	chainB := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"b.example.com"}}), ca.certPEM)
+	for _, tt := range []struct {
+		desc   string
+		change func(c *Certificate)
+	}{
+		{"unchanged", func(*Certificate) {}},
+		{"replaced", func(c *Certificate) { c.ChainPEM = slices.Clone(chainB) }},
+		{"cut", func(c *Certificate) { c.ChainPEM = c.ChainPEM[:len(c.ChainPEM)-len(ca.certPEM)] }},
+		{"changed in place", func(c *Certificate) {
+			// A character in the middle of the leaf's second line: the
+			// chain keeps its layout, the leaf another signature.
+			i := len("-----BEGIN CERTIFICATE-----\n") + 65 + 10
+			c.ChainPEM[i] ^= 'A' ^ 'B'
+			if c.ChainPEM[i] != 'A' && c.ChainPEM[i] != 'B' {
+				c.ChainPEM[i] = 'A'
+			}
+		}},
+		{"changed in place and copied", func(c *Certificate) {
+			c.ChainPEM[len(c.ChainPEM)-40] = '\n'
+			c.ChainPEM = slices.Clone(c.ChainPEM)
+		}},
+	} {
+		t.Run(tt.desc, func(t *testing.T) {
+			c, err := ParseCertificate(chainA, keyPEM, testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed := parsedChains.peek(c.ChainPEM)
+			if parsed == nil || &parsed.pem[0] != &c.ChainPEM[0] {
+				t.Fatal("ParseCertificate left nothing for the encoding to take")
+			}
+			tt.change(c)
+			want := slices.Clone(c.ChainPEM)
+			rec, src := encodeV2(c)
+			var got Certificate
+			if err := decodeCertificate(rec, &got, src); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.ChainPEM, want) {
+				t.Errorf("chain read back\n%s\nwant\n%s", got.ChainPEM, want)
+			}
+			if left := parsedChains.peekSum(parsed.sum) == parsed; left != (tt.desc != "unchanged") {
+				t.Errorf("the parsed chain taken by the encoding: %v, want %v", !left, tt.desc == "unchanged")
+			}
+		})
+	}
+}
+
+// peek returns the entry of chain's bytes, if any, leaving it.
+func (cc *chainCache) peek(chain []byte) *parsedChain {
+	return cc.peekSum(maphash.Bytes(cc.seed, chain))
+}
+
+// peekSum returns the entry of a hash, if any, leaving it.
+func (cc *chainCache) peekSum(sum uint64) *parsedChain {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.m[sum]
 }

@@ -61,7 +61,10 @@ func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, err
 			return nil, fmt.Errorf("parse chain: %w", err)
 		}
 	}
-	keyBlock, ok := fastKey(keyPEM, leaf)
+	keyBlock, parsedKey, ok := fastKey(keyPEM, leaf)
+	if ok && parsed != nil {
+		parsed.key = parsedKey
+	}
 	if !ok {
 		key, block, err := parseKey(keyPEM)
 		if err != nil {

@@ -110,40 +110,53 @@ var knownIntermediates = knownSet{max: maxKnownIntermediates}
 // fastKey is parseKey followed by the match check, for a key file of one
 // PRIVATE KEY (PKCS #8) or EC PRIVATE KEY (SEC 1) block in the layout of
 // fastBlock, with nothing but line breaks around it, holding the P-256 key
-// of leaf. It returns a copy of the key's PEM block. The key is read only
-// as far as the check needs: its scalar, which times the base point must
-// give the leaf's public key.
-func fastKey(data []byte, leaf *x509.Certificate) (block []byte, ok bool) {
+// of leaf. It returns a copy of the key's PEM block, and what it decoded
+// of it for the record's encoding (parsedKey, with the copy as its pem).
+// The key is read only as far as the check needs: its scalar, which times
+// the base point must give the leaf's public key.
+func fastKey(data []byte, leaf *x509.Certificate) (block []byte, parsed parsedKey, ok bool) {
 	pub, isECDSA := leaf.PublicKey.(*ecdsa.PublicKey)
 	if !isECDSA || pub.Curve != elliptic.P256() {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
 	data = skipNewlines(data)
-	var d []byte
+	var d, der []byte
 	body, raw, rest, ok := fastBlock(data, pkcs8Markers)
 	if ok {
-		der, decoded := decodeBody(body)
+		var decoded bool
+		der, decoded = decodeBody(body)
 		d, ok = pkcs8P256Scalar(der)
 		ok = ok && decoded
+		parsed.code = 1 // keyTypes: PRIVATE KEY
 	} else if body, raw, rest, ok = fastBlock(data, sec1Markers); ok {
-		der, decoded := decodeBody(body)
+		var decoded bool
+		der, decoded = decodeBody(body)
 		d, ok = sec1P256Scalar(der, true)
 		ok = ok && decoded
+		parsed.code = 2 // keyTypes: EC PRIVATE KEY
 	}
 	if !ok || len(skipNewlines(rest)) != 0 {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
 	// NewPrivateKey refuses a scalar of zero or not below the group order,
 	// as x509 does.
 	key, err := ecdh.P256().NewPrivateKey(d)
 	if err != nil {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
 	want, err := pub.Bytes()
 	if err != nil || !bytes.Equal(key.PublicKey().Bytes(), want) {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
-	return appendBlock(nil, raw), true
+	block = appendBlock(nil, raw)
+	if canonicalBody(body, der) {
+		parsed.der = der
+		parsed.p256 = parsed.code == 1 && bytes.Equal(der, p256PKCS8(d, want))
+	} else {
+		parsed.code = keyRaw
+	}
+	parsed.pem = block
+	return block, parsed, true
 }
 
 // DER encodings of the object identifiers fastKey knows (RFC 5480

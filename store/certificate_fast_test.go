@@ -106,7 +106,7 @@ func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
 	if !bytes.Equal(leaf.Raw, want.Raw) || !bytes.Equal(gotChain, wantChain) {
 		t.Fatalf("fastChain read a different leaf or chain:\n%q\nwant\n%q", gotChain, wantChain)
 	}
-	gotKey, okKey := fastKey(key, leaf)
+	gotKey, parsedKey, okKey := fastKey(key, leaf)
 	if mustBeFast && !okKey {
 		t.Fatal("fastKey declined")
 	}
@@ -122,6 +122,17 @@ func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
 	}
 	if !bytes.Equal(gotKey, wantKey) {
 		t.Fatalf("fastKey kept %q, want %q", gotKey, wantKey)
+	}
+	// What the record's encoding takes of parsedKey is what it would
+	// decode of the key.
+	wantCode, wantDER := compactKey(gotKey)
+	var wantP256 bool
+	if point, ok := leafP256Point(leaf.Raw); ok && wantCode == 1 && len(wantDER) > len(p256PKCS8Head)+32 {
+		wantP256 = bytes.Equal(wantDER, p256PKCS8(wantDER[len(p256PKCS8Head):len(p256PKCS8Head)+32], point))
+	}
+	if &parsedKey.pem[0] != &gotKey[0] || parsedKey.code != wantCode || !bytes.Equal(parsedKey.der, wantDER) || parsedKey.p256 != wantP256 {
+		t.Fatalf("fastKey decoded key %q as type %d, DER %x, P-256 of the leaf %v; want %d, %x, %v",
+			gotKey, parsedKey.code, parsedKey.der, parsedKey.p256, wantCode, wantDER, wantP256)
 	}
 }
 

@@ -145,18 +145,27 @@ func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
 		leaf    []byte
 		inters  []intermediate
 		compact bool
+		keyType byte
+		keyDER  []byte
+		p256    bool // keyDER is p256PKCS8 of its scalar and the leaf's point
 	)
-	if p, ok := parsedChains.take(c.ChainPEM); ok {
+	p, parsed := parsedChains.take(c.ChainPEM)
+	if parsed {
 		leaf, inters, compact = p.leaf, p.inters, p.compact
 	} else {
 		leaf, inters, compact = splitChain(c.ChainPEM)
 	}
-	keyType, keyDER := compactKey(c.KeyPEM)
-	if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
-		scalar := keyDER[len(p256PKCS8Head) : len(p256PKCS8Head)+32]
-		if point, ok := leafP256Point(leaf); ok && bytes.Equal(p256PKCS8(scalar, point), keyDER) {
-			keyType, keyDER = keyP256Scalar, scalar
+	if parsed && parsedChains.same(&p.key.sums, c.KeyPEM) {
+		keyType, keyDER, p256 = p.key.code, p.key.der, p.key.p256
+	} else {
+		keyType, keyDER = compactKey(c.KeyPEM)
+		if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
+			point, ok := leafP256Point(leaf)
+			p256 = ok && bytes.Equal(p256PKCS8(keyDER[len(p256PKCS8Head):len(p256PKCS8Head)+32], point), keyDER)
 		}
+	}
+	if keyType == 1 && compact && p256 {
+		keyType, keyDER = keyP256Scalar, keyDER[len(p256PKCS8Head):len(p256PKCS8Head)+32]
 	}
 	n := 64 + len(c.ID) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
 	if compact {
@@ -238,13 +247,32 @@ func encodeCertTail(e *encoder, c *Certificate) {
 // parsedChain is what ParseCertificate decoded of the chain it returned
 // (pem), in the form splitChain gives it: the leaf's DER, the
 // intermediates, and whether every block is the one appendPEM writes
-// (compact; else the record stores the PEM as it is).
+// (compact; else the record stores the PEM as it is); and of the key it
+// returned, when its fast path read it (key).
 type parsedChain struct {
-	pem     []byte
-	sum     uint64 // maphash of pem's bytes when parsed
+	sums
 	leaf    []byte
 	inters  []intermediate
 	compact bool
+	key     parsedKey
+}
+
+// parsedKey is what ParseCertificate decoded of the key it returned (pem),
+// in the form compactKey gives it (code, der), and whether the key is the
+// PKCS #8 of its scalar and the leaf's public point (p256PKCS8). A zero
+// parsedKey holds nothing.
+type parsedKey struct {
+	sums
+	code byte
+	der  []byte
+	p256 bool
+}
+
+// sums is a PEM slice ParseCertificate returned and the hash of its bytes
+// then.
+type sums struct {
+	pem []byte
+	sum uint64
 }
 
 // add appends an intermediate of the chain.
@@ -261,17 +289,17 @@ func (p *parsedChain) add(k *knownIntermediate) {
 // between parsing a chain and storing it.
 const maxParsedChains = 1024
 
-// parsedChains hands what ParseCertificate decoded of a chain to the
-// record's encoding, which would otherwise decode the PEM again (about an
-// eighth of the CPU of an import). An entry is taken once, and only for
-// the very slice ParseCertificate returned (same memory, same length),
-// with the same bytes as then (the same seeded 64-bit hash): a chain a
-// caller replaced or changed in place is decoded anew.
+// parsedChains hands what ParseCertificate decoded of a chain and its key
+// to the record's encoding, which would otherwise decode the PEM again
+// (about an eighth of the CPU of an import). An entry is taken once, and
+// only for the very slices ParseCertificate returned (same memory, same
+// length), with the same bytes as then (the same seeded 64-bit hash): a
+// chain or key a caller replaced or changed in place is decoded anew.
 var parsedChains = chainCache{max: maxParsedChains, seed: maphash.MakeSeed()}
 
-// chainCache holds parsedChain entries by the hash of their PEM, at most
-// max of them (adding one more to a full cache empties it first). It is
-// safe for concurrent use.
+// chainCache holds parsedChain entries by the hash of their chain's PEM,
+// at most max of them (adding one more to a full cache empties it first).
+// It is safe for concurrent use.
 type chainCache struct {
 	max  int
 	seed maphash.Seed
@@ -279,12 +307,15 @@ type chainCache struct {
 	m    map[uint64]*parsedChain
 }
 
-// put remembers p, p.pem as it is now.
+// put remembers p, its chain and key as they are now.
 func (cc *chainCache) put(p *parsedChain) {
 	if len(p.pem) == 0 {
 		return
 	}
 	p.sum = maphash.Bytes(cc.seed, p.pem)
+	if len(p.key.pem) != 0 {
+		p.key.sum = maphash.Bytes(cc.seed, p.key.pem)
+	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.m == nil || len(cc.m) >= cc.max {
@@ -293,8 +324,8 @@ func (cc *chainCache) put(p *parsedChain) {
 	cc.m[p.sum] = p
 }
 
-// take returns and forgets the entry of chain: the slice put was given,
-// holding the same bytes.
+// take returns and forgets the entry of chain, if chain is the slice put
+// was given, holding the same bytes.
 func (cc *chainCache) take(chain []byte) (*parsedChain, bool) {
 	if len(chain) == 0 {
 		return nil, false
@@ -303,11 +334,16 @@ func (cc *chainCache) take(chain []byte) (*parsedChain, bool) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	p, ok := cc.m[sum]
-	if !ok || len(p.pem) != len(chain) || &p.pem[0] != &chain[0] {
+	if !ok || !cc.same(&p.sums, chain) {
 		return nil, false
 	}
 	delete(cc.m, sum)
 	return p, true
+}
+
+// same says whether b is the slice of s, holding the same bytes.
+func (cc *chainCache) same(s *sums, b []byte) bool {
+	return len(b) != 0 && len(s.pem) == len(b) && &s.pem[0] == &b[0] && maphash.Bytes(cc.seed, b) == s.sum
 }
 
 // splitChain returns the leaf's DER and the intermediates of a chain of

@@ -268,6 +268,21 @@ func BenchmarkEncodeCertificate(b *testing.B) {
 			encodeCertificate(c)
 		}
 	})
+	// As a write after ParseCertificate does it: from what parsing
+	// decoded (remembered anew each time, which ParseCertificate does).
+	parsed, err := ParseCertificate(c.ChainPEM, c.KeyPEM, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := parsedChains.peek(parsed.ChainPEM)
+	b.Run("encode/v2/parsed", func(b *testing.B) {
+		for b.Loop() {
+			parsedChains.put(p)
+			if _, inters := encodeCertificate(parsed); len(inters) != 1 {
+				b.Fatal("not the compact record")
+			}
+		}
+	})
 	v1 := encodeCertificateV1(c)
 	b.Run("decode/v1", func(b *testing.B) {
 		var got Certificate
@@ -285,8 +300,8 @@ func BenchmarkEncodeCertificate(b *testing.B) {
 }
 
 // TestEncodeParsedChainChanged: the record of a certificate whose ChainPEM
-// changed after ParseCertificate holds the changed chain, not what was
-// parsed: whether the slice was replaced, cut or changed in place. An
+// or KeyPEM changed after ParseCertificate holds the changed PEM, not what
+// was parsed: whether the slice was replaced, cut or changed in place. An
 // unchanged one is encoded from what was parsed.
 func TestEncodeParsedChainChanged(t *testing.T) {
 	ca := newTestCA(t)
@@ -294,13 +309,23 @@ func TestEncodeParsedChainChanged(t *testing.T) {
 	keyPEM := pkcs8PEM(t, key)
 	chainA := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}}), ca.certPEM)
 	chainB := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"b.example.com"}}), ca.certPEM)
+	otherKey := pkcs8PEM(t, newECKey(t, elliptic.P256()))
 	for _, tt := range []struct {
 		desc   string
 		change func(c *Certificate)
+		taken  bool // the chain's entry is taken
 	}{
-		{"unchanged", func(*Certificate) {}},
-		{"replaced", func(c *Certificate) { c.ChainPEM = slices.Clone(chainB) }},
-		{"cut", func(c *Certificate) { c.ChainPEM = c.ChainPEM[:len(c.ChainPEM)-len(ca.certPEM)] }},
+		{"unchanged", func(*Certificate) {}, true},
+		{"key replaced", func(c *Certificate) { c.KeyPEM = slices.Clone(otherKey) }, true},
+		{"key changed in place", func(c *Certificate) {
+			i := len("-----BEGIN PRIVATE KEY-----\n") + 50
+			c.KeyPEM[i] ^= 'A' ^ 'B'
+			if c.KeyPEM[i] != 'A' && c.KeyPEM[i] != 'B' {
+				c.KeyPEM[i] = 'A'
+			}
+		}, true},
+		{"replaced", func(c *Certificate) { c.ChainPEM = slices.Clone(chainB) }, false},
+		{"cut", func(c *Certificate) { c.ChainPEM = c.ChainPEM[:len(c.ChainPEM)-len(ca.certPEM)] }, false},
 		{"changed in place", func(c *Certificate) {
 			// A character in the middle of the leaf's second line: the
 			// chain keeps its layout, the leaf another signature.
@@ -309,11 +334,11 @@ func TestEncodeParsedChainChanged(t *testing.T) {
 			if c.ChainPEM[i] != 'A' && c.ChainPEM[i] != 'B' {
 				c.ChainPEM[i] = 'A'
 			}
-		}},
+		}, false},
 		{"changed in place and copied", func(c *Certificate) {
 			c.ChainPEM[len(c.ChainPEM)-40] = '\n'
 			c.ChainPEM = slices.Clone(c.ChainPEM)
-		}},
+		}, false},
 	} {
 		t.Run(tt.desc, func(t *testing.T) {
 			c, err := ParseCertificate(chainA, keyPEM, testNow)
@@ -325,7 +350,7 @@ func TestEncodeParsedChainChanged(t *testing.T) {
 				t.Fatal("ParseCertificate left nothing for the encoding to take")
 			}
 			tt.change(c)
-			want := slices.Clone(c.ChainPEM)
+			want, wantKey := slices.Clone(c.ChainPEM), slices.Clone(c.KeyPEM)
 			rec, src := encodeV2(c)
 			var got Certificate
 			if err := decodeCertificate(rec, &got, src); err != nil {
@@ -334,8 +359,11 @@ func TestEncodeParsedChainChanged(t *testing.T) {
 			if !bytes.Equal(got.ChainPEM, want) {
 				t.Errorf("chain read back\n%s\nwant\n%s", got.ChainPEM, want)
 			}
-			if left := parsedChains.peekSum(parsed.sum) == parsed; left != (tt.desc != "unchanged") {
-				t.Errorf("the parsed chain taken by the encoding: %v, want %v", !left, tt.desc == "unchanged")
+			if !bytes.Equal(got.KeyPEM, wantKey) {
+				t.Errorf("key read back\n%s\nwant\n%s", got.KeyPEM, wantKey)
+			}
+			if taken := parsedChains.peekSum(parsed.sum) != parsed; taken != tt.taken {
+				t.Errorf("the parsed chain taken by the encoding: %v, want %v", taken, tt.taken)
 			}
 		})
 	}

@@ -285,9 +285,11 @@ func (p *parsedChain) add(k *knownIntermediate) {
 	}
 }
 
-// maxParsedChains bounds parsedChains: more than a batch of an import
-// between parsing a chain and storing it.
-const maxParsedChains = 1024
+// maxParsedChains is how many chains ParseCertificate may parse after one
+// before the encoding can no longer take it: more than two batches of an
+// import (two uploads in flight, api.MaxImportBatch each), between parsing
+// a chain and storing it.
+const maxParsedChains = 2048
 
 // parsedChains hands what ParseCertificate decoded of a chain and its key
 // to the record's encoding, which would otherwise decode the PEM again
@@ -298,13 +300,15 @@ const maxParsedChains = 1024
 var parsedChains = chainCache{max: maxParsedChains, seed: maphash.MakeSeed()}
 
 // chainCache holds parsedChain entries by the hash of their chain's PEM,
-// at most max of them (adding one more to a full cache empties it first).
-// It is safe for concurrent use.
+// in two generations of at most max each: when the new one is full, it
+// becomes the old one, and the old one is dropped. An entry not taken is
+// thus kept for max puts at least, 2*max at most (about 5 KB each). It is
+// safe for concurrent use.
 type chainCache struct {
-	max  int
-	seed maphash.Seed
-	mu   sync.Mutex
-	m    map[uint64]*parsedChain
+	max      int
+	seed     maphash.Seed
+	mu       sync.Mutex
+	new, old map[uint64]*parsedChain
 }
 
 // put remembers p, its chain and key as they are now.
@@ -318,10 +322,10 @@ func (cc *chainCache) put(p *parsedChain) {
 	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if cc.m == nil || len(cc.m) >= cc.max {
-		cc.m = make(map[uint64]*parsedChain, cc.max)
+	if cc.new == nil || len(cc.new) >= cc.max {
+		cc.old, cc.new = cc.new, make(map[uint64]*parsedChain, cc.max)
 	}
-	cc.m[p.sum] = p
+	cc.new[p.sum] = p
 }
 
 // take returns and forgets the entry of chain, if chain is the slice put
@@ -333,12 +337,13 @@ func (cc *chainCache) take(chain []byte) (*parsedChain, bool) {
 	sum := maphash.Bytes(cc.seed, chain)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	p, ok := cc.m[sum]
-	if !ok || !cc.same(&p.sums, chain) {
-		return nil, false
+	for _, m := range []map[uint64]*parsedChain{cc.new, cc.old} {
+		if p, ok := m[sum]; ok && cc.same(&p.sums, chain) {
+			delete(m, sum)
+			return p, true
+		}
 	}
-	delete(cc.m, sum)
-	return p, true
+	return nil, false
 }
 
 // same says whether b is the slice of s, holding the same bytes.

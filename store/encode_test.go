@@ -378,5 +378,37 @@ func (cc *chainCache) peek(chain []byte) *parsedChain {
 func (cc *chainCache) peekSum(sum uint64) *parsedChain {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	return cc.m[sum]
+	if p, ok := cc.new[sum]; ok {
+		return p
+	}
+	return cc.old[sum]
+}
+
+// TestChainCacheBound: an entry not taken is kept for max puts at least,
+// and the cache never holds more than two generations of max.
+func TestChainCacheBound(t *testing.T) {
+	cc := chainCache{max: 3, seed: maphash.MakeSeed()}
+	var ps []*parsedChain
+	for i := range 10 {
+		p := &parsedChain{sums: sums{pem: []byte{byte(i)}}}
+		cc.put(p)
+		ps = append(ps, p)
+		if n := len(cc.new) + len(cc.old); n > 2*cc.max {
+			t.Fatalf("after %d puts the cache holds %d, more than %d", i+1, n, 2*cc.max)
+		}
+		for j := max(0, i-cc.max+1); j <= i; j++ {
+			if cc.peek(ps[j].pem) != ps[j] {
+				t.Fatalf("after %d puts, put %d is gone", i+1, j+1)
+			}
+		}
+	}
+	if p, ok := cc.take(ps[9].pem); !ok || p != ps[9] {
+		t.Fatal("the last put not taken")
+	}
+	if _, ok := cc.take(ps[9].pem); ok {
+		t.Fatal("an entry taken twice")
+	}
+	if _, ok := cc.take([]byte{8}); ok || cc.peek(ps[8].pem) != ps[8] {
+		t.Fatal("an entry taken for a copy of its chain")
+	}
 }

@@ -39,8 +39,11 @@ func fastChain(data []byte) (leaf *x509.Certificate, chain []byte, parsed *parse
 			return nil, nil, nil, false
 		}
 		data = skipNewlines(rest)
-		known, isKnown := knownIntermediates.get(body)
-		if leaf != nil && isKnown {
+		var known *knownIntermediate
+		if leaf != nil {
+			known, _ = knownIntermediates.get(body)
+		}
+		if known != nil {
 			parsed.add(known)
 		} else {
 			der, ok := decodeBody(body)
@@ -67,7 +70,7 @@ func fastChain(data []byte) (leaf *x509.Certificate, chain []byte, parsed *parse
 	return leaf, chain, parsed, leaf != nil
 }
 
-// canonicalBody says whether body, the base64 lines of a CERTIFICATE block
+// canonicalBody says whether body, the base64 lines of a PEM block
 // in the layout of fastBlock that decode to der, is the one appendPEM
 // writes for der: lines of 64 characters, each ending in a line break, no
 // carriage return, and the last group's unused bits zero (the decoder

@@ -1,6 +1,7 @@
 package certserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -161,6 +162,11 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // error, keeps working for clients that tolerate it, and is replaced within
 // MinAge of its renewal being stored.
 //
+// A request with "Accept: application/vnd.certserver.leaf+pem" gets the
+// second format instead (LeafFormat): the leaf and key PEM, with the
+// digests of the intermediates, which GET /v1/chains/{digest} serves
+// (ChainPathPrefix), and of the key. Without it, the first format.
+//
 // On a 404 for a valid host name a CA could issue for
 // (hostname.CheckOrderable) the endpoint calls OnDemand.Request, when
 // configured, and answers without waiting: the handshake gets nginx's
@@ -169,8 +175,9 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // The endpoint only reads the store; it never waits on ACME. Its methods
 // are safe for concurrent use.
 type CertEndpoint struct {
-	cfg   CertEndpointConfig
-	store store.Store
+	cfg    CertEndpointConfig
+	store  store.Store
+	chains intermediates
 	server
 }
 
@@ -204,6 +211,12 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		// certificate requests.
 		defer recoverPanic(e.log, rc, internalError)
 		e.handleChanges(rc)
+		return
+	}
+	if bytes.HasPrefix(rc.Path(), []byte(ChainPathPrefix)) {
+		// Asked once per intermediate per nginx: not counted either.
+		defer recoverPanic(e.log, rc, internalError)
+		e.handleChain(rc)
 		return
 	}
 	if m := e.cfg.Metrics; m != nil {
@@ -257,12 +270,14 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	now := e.cfg.Now()
 	maxAge := CacheMaxAge(c, now, e.cfg.MinAge, e.cfg.MaxAge)
 	rc.SetStatusCode(fasthttp.StatusOK)
-	rc.SetContentType("application/x-pem-file")
 	setMaxAge(rc, maxAge)
 	rc.Response.Header.Set(RecordHeader, c.ID)
 	rc.Response.Header.Set(MatchHeader, matched(c, name))
-	writeLine(rc, c.ChainPEM)
-	writeLine(rc, c.KeyPEM)
+	if !wantsLeafFormat(rc) || !e.writeLeafFormat(rc, c) {
+		rc.SetContentType("application/x-pem-file")
+		writeLine(rc, c.ChainPEM)
+		writeLine(rc, c.KeyPEM)
+	}
 	if e.log.Enabled(e.base, slog.LevelDebug) {
 		e.log.Debug("certificate served", "name", name, "id", c.ID, "serial", c.Serial,
 			"not_after", c.NotAfter, "max_age", maxAge, "expired", !now.Before(c.NotAfter))

@@ -137,52 +137,29 @@ func (a *AdminAPI) revoke(ctx context.Context, d *store.Domain, reason int, skip
 	ctx = context.WithoutCancel(ctx)
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.RequestTimeout)
 	defer cancel()
-	names := c.Names
-	if !slices.Contains(names, d.Name) {
-		names = append([]string{d.Name}, names...) // served by a wildcard
-	}
-	// The names the certificate serves now need a new one; a name of the
-	// certificate that another one serves meanwhile does not.
-	var served []string
-	taken := false
-	for _, n := range names {
-		if hostname.IsWildcard(n) {
-			continue // a pattern, not a name anyone asks for
-		}
-		s, err := a.store.LookupCertificate(ctx, n)
-		switch {
-		case err == nil && s.ID == c.ID:
-			served = append(served, n)
-		case err == nil, errors.Is(err, store.ErrNotFound):
-			taken = true
-		default:
-			return nil, fmt.Errorf("revoked %s serial %s, then: %w", c.ID, c.Serial, err)
-		}
-	}
 	now := a.cfg.Now()
-	if err := a.renewNow(ctx, c, taken, now); err != nil {
+	var ks *api.KeyShared
+	if reason == keyCompromise {
+		// Out of the key pool before any name is due: none is ordered on it.
+		if ks, err = a.removePoolKey(ctx, c); err != nil {
+			return nil, fmt.Errorf("revoked %s serial %s for keyCompromise, then: %w", c.ID, c.Serial, err)
+		}
+	}
+	reordered, err := a.reorder(ctx, c, d.Name, skip, now)
+	if err != nil {
 		return nil, fmt.Errorf("revoked %s serial %s, then: %w", c.ID, c.Serial, err)
 	}
-	for _, n := range served {
-		if n == skip {
-			continue
+	rev.Reordered = append(rev.Reordered, reordered...)
+	if reason == keyCompromise {
+		// Its own bound: a pool's key may be on tens of thousands of
+		// certificates, each rewritten.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retireKeyTimeout)
+		ks, err = a.retireKey(rctx, c, ks, skip, now)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("revoked %s serial %s for keyCompromise, then: %w", c.ID, c.Serial, err)
 		}
-		with := false
-		_, err := a.changeDomain(ctx, n, false, func(rec *store.Domain) {
-			if with = rec.ManagedWith != ""; !with {
-				rec.NextAttempt, rec.UpdatedAt = now, now
-			}
-		})
-		var ae *api.Error
-		switch {
-		case errors.As(err, &ae):
-			continue // not managed, or removed
-		case err != nil:
-			return nil, fmt.Errorf("revoked %s serial %s, then: %w", c.ID, c.Serial, err)
-		case with:
-			continue // renewed with the name it is managed with
-		}
-		rev.Reordered = append(rev.Reordered, n)
+		rev.KeyShared = ks
 	}
 	if len(rev.Reordered) > 0 && a.cfg.Scheduler != nil {
 		rev.Queued = true
@@ -227,6 +204,61 @@ func (a *AdminAPI) renewNow(ctx context.Context, c *store.Certificate, taken boo
 	return a.store.PutCertificate(ctx, cur)
 }
 
+// reorder makes the revoked certificate c due for renewal now (renewNow)
+// and the managed names it serves (and name, when a wildcard of c serves
+// it) due now, and returns those names. skip is left alone (it is being
+// removed), and so is a name managed with another (renewed with it).
+func (a *AdminAPI) reorder(ctx context.Context, c *store.Certificate, name, skip string, now time.Time) ([]string, error) {
+	names := c.Names
+	if name != "" && !slices.Contains(names, name) {
+		names = append([]string{name}, names...) // served by a wildcard
+	}
+	// The names the certificate serves now need a new one; a name of the
+	// certificate that another one serves meanwhile does not.
+	var served []string
+	taken := false
+	for _, n := range names {
+		if hostname.IsWildcard(n) {
+			continue // a pattern, not a name anyone asks for
+		}
+		s, err := a.store.LookupCertificate(ctx, n)
+		switch {
+		case err == nil && s.ID == c.ID:
+			served = append(served, n)
+		case err == nil, errors.Is(err, store.ErrNotFound):
+			taken = true
+		default:
+			return nil, err
+		}
+	}
+	if err := a.renewNow(ctx, c, taken, now); err != nil {
+		return nil, err
+	}
+	var reordered []string
+	for _, n := range served {
+		if n == skip {
+			continue
+		}
+		with := false
+		_, err := a.changeDomain(ctx, n, false, func(rec *store.Domain) {
+			if with = rec.ManagedWith != ""; !with {
+				rec.NextAttempt, rec.UpdatedAt = now, now
+			}
+		})
+		var ae *api.Error
+		switch {
+		case errors.As(err, &ae):
+			continue // not managed, or removed
+		case err != nil:
+			return nil, err
+		case with:
+			continue // renewed with the name it is managed with
+		}
+		reordered = append(reordered, n)
+	}
+	return reordered, nil
+}
+
 // revocationMessage says what a revocation did, in a sentence.
 func revocationMessage(rev *api.Revocation, issuance bool) string {
 	var b strings.Builder
@@ -246,6 +278,9 @@ func revocationMessage(rev *api.Revocation, issuance bool) string {
 	}
 	if len(rev.Reordered) > 0 {
 		b.WriteString("; the revoked certificate is served until the new one is stored")
+	}
+	if ks := rev.KeyShared; ks != nil {
+		b.WriteString(keySharedMessage(ks))
 	}
 	return b.String()
 }

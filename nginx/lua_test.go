@@ -39,6 +39,19 @@ type fakeSidecar struct {
 	// The connections open, each true once a request on it reached
 	// ServeHTTP (see settled).
 	conns map[net.Conn]bool
+
+	// Requests for certificates being answered now, and the most at once
+	// since resetInflight.
+	inflight, maxInflight int
+
+	// leafFormat makes it answer in certserver.LeafFormat when asked
+	// (see chain_test.go); chains are the intermediates it has served
+	// the digests of, chainStatus a status to answer for a digest instead,
+	// chainDelay how long it takes to answer for one.
+	leafFormat  bool
+	chains      map[string][]byte
+	chainStatus map[string]int
+	chainDelay  time.Duration
 }
 
 type connKey struct{}
@@ -119,6 +132,10 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveChanges(w, r)
 		return
 	}
+	if d, ok := strings.CutPrefix(r.URL.Path, certserver.ChainPathPrefix); ok {
+		f.serveChain(w, d)
+		return
+	}
 	name, ok := strings.CutPrefix(r.URL.Path, "/v1/certs/")
 	if !ok {
 		http.NotFound(w, r)
@@ -140,7 +157,14 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			a, ok = f.answers[match]
 		}
 	}
+	f.inflight++
+	f.maxInflight = max(f.maxInflight, f.inflight)
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.inflight--
+		f.mu.Unlock()
+	}()
 	if !ok {
 		a = answer{status: 404, maxAge: 10}
 	}
@@ -153,6 +177,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.status == 200 {
 		w.Header().Set("X-Certserver-Match", match) // the stored name that matched
+		if strings.Contains(r.Header.Get("Accept"), certserver.LeafFormat) {
+			a = f.leafAnswer(w, a)
+		}
 	}
 	if a.chunked {
 		w.WriteHeader(a.status)
@@ -232,6 +259,27 @@ func (f *fakeSidecar) change(name string, a answer, names ...string) {
 		names = []string{name}
 	}
 	f.changed = append(f.changed, names...)
+}
+
+// changeAll sets the answers of answers, as set does, and lists their
+// names in the change feed at once, in one version each.
+func (f *fakeSidecar) changeAll(answers map[string]answer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name, a := range answers {
+		f.answers[name] = a
+		f.changed = append(f.changed, name)
+	}
+}
+
+// resetInflight starts counting the most certificate requests answered
+// at once anew; it returns the most since the last reset.
+func (f *fakeSidecar) resetInflight() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.maxInflight
+	f.maxInflight = f.inflight
+	return m
 }
 
 // newStore starts a new epoch of the change feed, as a sidecar on another

@@ -51,8 +51,12 @@ type ACMEConfig struct {
 	KeyType store.KeyType
 	// ReuseKey makes an order that replaces a certificate keep that
 	// certificate's private key (when it is of KeyType). Default false: a
-	// new key per order.
+	// new key per order. Not with KeyPool.
 	ReuseKey bool
+	// KeyPool, when set, gives every order a key of the store's key pool
+	// (see KeyPool; the store must have one, store.KeyPool). Default nil:
+	// a new key per order (or ReuseKey's).
+	KeyPool *KeyPool
 	// PreferredChain picks, among the chains the CA offers, the one whose
 	// topmost certificate is issued by this common name. Default "": the
 	// CA's default chain.
@@ -104,6 +108,8 @@ type ACMEIssuer struct {
 	transport  http.RoundTripper
 	reqTimeout time.Duration
 
+	pool store.KeyPool // the store's, when cfg.KeyPool is set
+
 	acctLock chan struct{} // held while the account is loaded or registered
 	acct     *account      // guarded by acctLock; nil until loaded
 
@@ -150,6 +156,27 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 			return nil, fmt.Errorf("new acme issuer: dns-01 resolvers: %w", err)
 		}
 	}
+	var pool store.KeyPool
+	if p := cfg.KeyPool; p != nil {
+		kp := *p
+		switch {
+		case cfg.ReuseKey:
+			return nil, errors.New("new acme issuer: a key pool and ReuseKey exclude each other (a pool already keeps a name's key until rotation)")
+		case kp.Size < 0 || kp.Rotation < 0:
+			return nil, fmt.Errorf("new acme issuer: key pool size %d or rotation %s is negative", kp.Size, kp.Rotation)
+		}
+		if kp.Size == 0 {
+			kp.Size = DefaultPoolSize
+		}
+		if kp.Rotation == 0 {
+			kp.Rotation = DefaultPoolRotation
+		}
+		cfg.KeyPool = &kp
+		var ok bool
+		if pool, ok = store.As[store.KeyPool](st); !ok {
+			return nil, errors.New("new acme issuer: a key pool needs a store that keeps one (store.KeyPool)")
+		}
+	}
 	if cfg.EAB != nil && (cfg.EAB.KeyID == "" || cfg.EAB.HMACKey == "") {
 		return nil, errors.New("new acme issuer: external account binding needs a key ID and an HMAC key")
 	}
@@ -180,6 +207,7 @@ func NewACMEIssuer(cfg ACMEConfig, st store.Store, logger *slog.Logger) (*ACMEIs
 		transport:  http.DefaultTransport,
 		reqTimeout: 30 * time.Second,
 		acctLock:   make(chan struct{}, 1),
+		pool:       pool,
 	}
 	if hc := cfg.HTTPClient; hc != nil {
 		if hc.Transport != nil {
@@ -222,8 +250,9 @@ func (a *ACMEIssuer) AccountID() string { return a.accountID }
 // for the caller to fill when the CA has no renewal information, it cannot
 // be read, or DisableARI is set.
 //
-// The order has a new key of the configured type, or the key of
-// o.Replaces when ReuseKey is set; it asks for o.Profile ("" for the CA's
+// The order has a new key of the configured type, the key of o.Replaces
+// when ReuseKey is set, or a key of the pool (KeyPool) when one is
+// configured; it asks for o.Profile ("" for the CA's
 // default), and names o.Replaces as the certificate it replaces (RFC 9773
 // section 5) unless o.NoReplaces is set.
 //
@@ -314,7 +343,7 @@ func (a *ACMEIssuer) directory(ctx context.Context) (directory, error) {
 // obtain runs one order with acct.
 func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store.Certificate, error) {
 	log := a.log.With("name", o.Name)
-	key, keyPEM, err := a.certKey(log, o.Replaces)
+	key, keyPEM, pk, err := a.certKey(ctx, log, o)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +372,9 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	}, func(res *certificate.Resource, err error) {
 		if err == nil && res != nil {
 			log.Warn("certificate issued after its order was given up; discarded", "certificate_url", res.CertURL)
+			return
 		}
+		log.Debug("lego stopped after its order was given up", "error", err)
 	})
 	if err != nil {
 		return nil, err
@@ -352,6 +383,12 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	if err != nil {
 		return nil, fmt.Errorf("certificate from the CA: %w", err)
 	}
+	if pk != nil {
+		if err := a.poolKeyKept(ctx, pk); err != nil {
+			log.Warn("certificate issued on a pool key no longer usable; discarded", "serial", cert.Serial, "key_id", pk.ID, "error", err)
+			return nil, err
+		}
+	}
 	cert.Source, cert.Origin = store.SourceACME, a.cfg.Directory
 	cert.RenewAt = a.renewAt(ctx, cert)
 	log.Debug("order complete", "serial", cert.Serial, "profile", o.Profile,
@@ -359,10 +396,20 @@ func (a *ACMEIssuer) obtain(ctx context.Context, acct *account, o Order) (*store
 	return cert, nil
 }
 
-// certKey returns the private key for a new certificate and its PEM: the
-// key of prev when ReuseKey is set and that key is of the configured type,
-// else a new one.
-func (a *ACMEIssuer) certKey(log *slog.Logger, prev *store.Certificate) (crypto.Signer, []byte, error) {
+// certKey returns the private key for o's certificate and its PEM, and
+// the pool slot's record when the key is a pool key: the
+// key of o's slot of the pool when KeyPool is set (poolKey), the key of
+// o.Replaces when ReuseKey is set and that key is of the configured type,
+// else a new one. It is the one place that decides an order's key.
+func (a *ACMEIssuer) certKey(ctx context.Context, log *slog.Logger, o Order) (crypto.Signer, []byte, *store.PoolKey, error) {
+	if a.pool != nil {
+		key, pk, err := a.poolKey(ctx, log, o.Name)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return key, pk.KeyPEM, pk, nil
+	}
+	prev := o.Replaces
 	if a.cfg.ReuseKey && prev != nil && len(prev.KeyPEM) > 0 {
 		key, err := store.ParseKey(prev.KeyPEM)
 		switch {
@@ -373,15 +420,15 @@ func (a *ACMEIssuer) certKey(log *slog.Logger, prev *store.Certificate) (crypto.
 				"key_type", string(store.KeyTypeOf(key.Public())), "want", string(a.cfg.KeyType))
 		default:
 			keyPEM, err := encodeKey(key)
-			return key, keyPEM, err
+			return key, keyPEM, nil, err
 		}
 	}
 	key, err := generateKey(a.cfg.KeyType)
 	if err != nil {
-		return nil, nil, fmt.Errorf("certificate key: %w", err)
+		return nil, nil, nil, fmt.Errorf("certificate key: %w", err)
 	}
 	keyPEM, err := encodeKey(key)
-	return key, keyPEM, err
+	return key, keyPEM, nil, err
 }
 
 // replacesID returns the ARI certificate identifier (RFC 9773 section 4.1)

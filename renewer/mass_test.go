@@ -78,7 +78,7 @@ func TestMassRenewalPaced(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(runCtx) }()
-	waitFor(t, 60*time.Second, "2,000 renewals", func() bool { return len(ca.orderList()) >= n && r.InFlight() == 0 })
+	waitFor(t, 5*time.Minute, "2,000 renewals", func() bool { return len(ca.orderList()) >= n && r.InFlight() == 0 })
 	cancel()
 	<-done
 	t.Logf("%d renewals in %s", n, time.Since(start).Round(time.Millisecond))

@@ -15,10 +15,22 @@
 #
 # What runs (each benchmark's doc comment says more):
 #   nginx           BenchmarkHandshake       TLS handshakes, Lua hook vs static ssl_certificate
+#                   BenchmarkPeers           the same certificates at 10,000 and 50,000 names from
+#                                            certserver + nginx, Caddy (v2.11.9, built once with go
+#                                            install into the cache; --short: Debian's caddy) and
+#                                            nginx with a server block per name: start, first
+#                                            handshakes, handshakes/s, memory, a new certificate
 #                   BenchmarkStreamFront     TLS handshakes through the TLS-ALPN-01 stream snippet
 #                                            (certserver-stream.conf) vs straight to the https server
+#                   BenchmarkRenewalWave     handshakes while 1,000 hot names are renewed at once:
+#                                            p99 with the Lua module's pre-warm vs prewarm = false
+#                   BenchmarkLuaNewNames     20,000 names new to one worker: its memory per name,
+#                                            the first handshake's fetch and parses (stats())
 #   cmd/certserver  BenchmarkMillion         `certserver serve` on 1,000,000 certificates: start,
 #                                            memory, endpoint lookups, first handshakes through nginx
+#                   BenchmarkMillionCgroup   the same sidecar in a 512 MiB memory cgroup: never
+#                                            OOM-killed, lookups cold, over a 100,000-name hot set,
+#                                            warm (needs root to create the cgroup)
 #                   BenchmarkMillionEndpoint the same lookups in-process, with a CPU profile
 #                   BenchmarkImport          `certserver import` of 500,000 certbot lineages into
 #                                            `certserver serve` with a Badger store on disk
@@ -53,8 +65,8 @@
 #   nginx           BenchmarkFleetIssuance   certificates/s from the local Pebble through 3 fleet hosts
 #                                            (4 renewer workers each) vs 1 host (12 workers): the ratio
 #
-# The million-name data set and the certbot tree of the import benchmark
-# are built once and kept in bin/bench/cache (or $CERTSERVER_BENCH_CACHE);
+# The million-name data set, the certbot tree of the import benchmark and
+# Caddy are built once and kept in bin/bench/cache (or $CERTSERVER_BENCH_CACHE);
 # delete them to build them again. The raw `go test
 # -bench` output is kept in bin/bench/*.txt, the endpoint's CPU profile in
 # bin/bench/endpoint.cpu with its `go tool pprof -top` in
@@ -67,7 +79,7 @@ short=0
 case "${1:-}" in
   "") ;;
   --short) short=1 ;;
-  -h|--help) sed -n '2,60p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,74p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "bench.sh: unknown argument '$1' (the only option is --short)" >&2; exit 2 ;;
 esac
 
@@ -81,13 +93,16 @@ if [ "$short" = 1 ]; then
     CERTSERVER_BENCH_LOAD=2s CERTSERVER_BENCH_RATE=2000 CERTSERVER_BENCH_IMPORT=2000 \
     CERTSERVER_BENCH_CHANGES=2000 CERTSERVER_BENCH_JOIN=5000 CERTSERVER_BENCH_FLEET_CHANGES=10 \
     CERTSERVER_BENCH_SIZE=2000 \
-    CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000
+    CERTSERVER_STORE_BULK=20000 CERTSERVER_BENCH_CLAIM_NAMES=20000 CERTSERVER_BENCH_CLAIM_DUE=1000 \
+    CERTSERVER_BENCH_PEERS=300 CERTSERVER_BENCH_PEER_HS=300 CERTSERVER_BENCH_PEER_FIRST=20 CERTSERVER_BENCH_HOT=2000
+  export CERTSERVER_BENCH_WAVE=50
 else
   handshake_time=20000x endpoint_time=200000x store_time=1s issuance_time=32x fleet_issuance_time=96x zone_time=500000x reserve_time=5000x challenge_time=16x
   issuance_re='^BenchmarkIssuance$'
   unset CERTSERVER_BENCH_CERTS CERTSERVER_BENCH_ADD CERTSERVER_BENCH_DUE CERTSERVER_BENCH_BULK \
     CERTSERVER_BENCH_MILLION CERTSERVER_BENCH_FRESH CERTSERVER_BENCH_LOAD CERTSERVER_BENCH_RATE \
-    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES CERTSERVER_BENCH_SIZE
+    CERTSERVER_BENCH_IMPORT CERTSERVER_BENCH_CHANGES CERTSERVER_BENCH_FLEET_CHANGES CERTSERVER_BENCH_SIZE \
+    CERTSERVER_BENCH_PEERS CERTSERVER_BENCH_PEER_HS CERTSERVER_BENCH_PEER_FIRST CERTSERVER_BENCH_HOT CERTSERVER_BENCH_WAVE
   export CERTSERVER_BENCH_JOIN=1000000 CERTSERVER_STORE_BULK=500000 \
     CERTSERVER_BENCH_CLAIM_NAMES=1000000 CERTSERVER_BENCH_CLAIM_DUE=10000
 fi
@@ -101,6 +116,31 @@ export PEBBLE_BIN
 out=bin/bench
 mkdir -p "$out"
 rm -f "$out"/*.txt "$out"/*.cpu
+
+# Caddy for BenchmarkPeers: in full runs v2.11.9, built once from its
+# module into the cache, as the figures of issue 15 were measured; in
+# --short the caddy on the PATH (Debian's package, from scripts/deps.sh).
+CADDY_VERSION=v2.11.9
+if [ "$short" = 0 ] && [ -z "${CERTSERVER_BENCH_CADDY:-}" ]; then
+  cache=${CERTSERVER_BENCH_CACHE:-bin/bench/cache}
+  mkdir -p "$cache/caddy-$CADDY_VERSION"
+  caddy_dir=$(cd "$cache/caddy-$CADDY_VERSION" && pwd)
+  if [ ! -x "$caddy_dir/caddy" ]; then
+    say "building Caddy $CADDY_VERSION into $caddy_dir (once; a few minutes)"
+    (cd "$caddy_dir" && GOBIN="$caddy_dir" GOFLAGS=-mod=mod go install "github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION")
+  fi
+  export CERTSERVER_BENCH_CADDY="$caddy_dir/caddy"
+fi
+caddy_bin=${CERTSERVER_BENCH_CADDY:-$(command -v caddy || true)}
+[ -n "$caddy_bin" ] || { say "no caddy: scripts/deps.sh installs Debian's package"; exit 1; }
+# A go install'ed Caddy says "unknown" to `caddy version`; its build
+# information names the module's version.
+caddy_version=$(go version -m "$caddy_bin" 2>/dev/null | awk '$1 == "path" && $2 == "github.com/caddyserver/caddy/v2/cmd/caddy" {p = 1} $1 == "mod" && p {print $3; exit}')
+[ -n "$caddy_version" ] || caddy_version=$("$caddy_bin" version | cut -d' ' -f1)
+case "$caddy_bin" in
+  /usr/bin/caddy) caddy_label="Caddy $caddy_version (Debian package)" ;;
+  *) caddy_label="Caddy $caddy_version (go install)" ;;
+esac
 
 # bench FILE PACKAGE REGEXP BENCHTIME [FLAGS...] runs one package's
 # benchmarks, showing their result lines as they come and keeping the
@@ -121,10 +161,19 @@ load_before=$(cut -d' ' -f1 /proc/loadavg)
 start=$(date +%s)
 bench handshake ./nginx/ '^BenchmarkHandshake$' "$handshake_time"
 bench stream ./nginx/ '^BenchmarkStreamFront$' "$handshake_time"
+bench peers ./nginx/ '^BenchmarkPeers$' 1x -timeout 60m
+bench wave ./nginx/ '^BenchmarkRenewalWave$' 1x
+# i15-lua: what a name new to nginx costs a worker (memory, parse split);
+# one op is one new name.
+newnames_time=20000x
+[ "$short" = 1 ] && newnames_time=200x
+bench lua-newnames ./nginx/ '^BenchmarkLuaNewNames$' "$newnames_time"
 if [ ! -e "${CERTSERVER_BENCH_CACHE:-bin/bench/cache}/million-v2-n$million/complete" ]; then
   say "building the data set of $million certificates first (once; kept in ${CERTSERVER_BENCH_CACHE:-bin/bench/cache})"
 fi
 bench million ./cmd/certserver/ '^BenchmarkMillion$' 1x -timeout 60m
+bench million-cgroup ./cmd/certserver/ '^BenchmarkMillionCgroup$' 1x -timeout 60m
+bench store-size ./store/ '^BenchmarkStoreSize$' 1x
 bench million-endpoint ./cmd/certserver/ '^BenchmarkMillionEndpoint$' 1x -cpuprofile "$out/endpoint.cpu" -o "$out/certserver.test"
 go tool pprof -top -nodecount 25 "$out/certserver.test" "$out/endpoint.cpu" >"$out/endpoint-top.txt" 2>&1 || true
 rm -f "$out/certserver.test"
@@ -139,7 +188,6 @@ bench bulk-pg ./certserver/ '^BenchmarkBulkAdd500kPostgres$' 1x
 bench endpoint ./certserver/ '^(BenchmarkCertEndpoint|BenchmarkCertEndpointSealed)$' "$endpoint_time"
 bench store ./store/ '^(BenchmarkDue|BenchmarkLookupCertificate)$' "$store_time"
 bench add ./store/ '^BenchmarkAddDomains$' 1x
-bench store-size ./store/ '^BenchmarkStoreSize$' 1x
 # The PostgreSQL store, against a cluster the test binary starts
 # (store/pgtest; fsync off: what the store and the server compute, not
 # the disk's flushes).
@@ -179,13 +227,14 @@ printf '%s; %s CPUs (`nproc`), %s, %s RAM; %s, %s; mode %s; %d s; load average %
   "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(openssl version | cut -d' ' -f1-2)" "$mode" "$elapsed" \
   "$load_before" "$load_after"
 
-cat "$out/handshake.txt" "$out/stream.txt" "$out/million.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
+cat "$out/handshake.txt" "$out/stream.txt" "$out/peers.txt" "$out/wave.txt" "$out/million.txt" "$out/million-cgroup.txt" "$out/million-endpoint.txt" "$out/import.txt" "$out/bulk.txt" "$out/bulk-pg.txt" "$out/store.txt" \
   "$out/issuance.txt" "$out/zone.txt" "$out/challenge.txt" "$out/fleet.txt" "$out/fleet-issuance.txt" "$out/endpoint.txt" "$out/add.txt" "$out/store-size.txt" "$out/join.txt" "$out/contract.txt" \
+  "$out/lua-newnames.txt" \
   <(sed 's/^Benchmark/BenchmarkPostgres/' "$out/pg-add.txt" "$out/pg-changes.txt" "$out/pg-latest.txt" "$out/pg-claim.txt" "$out/pg-reserve.txt") |
 awk -v short="$short" -v million="$million" -v bulk="${CERTSERVER_BENCH_BULK:-500000}" -v imports="$imports" -v load="$load_import" \
-    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v sizecerts="${CERTSERVER_BENCH_SIZE:-100000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
+    -v certs="${CERTSERVER_BENCH_CERTS:-100000}" -v sizecerts="${CERTSERVER_BENCH_SIZE:-100000}" -v wave="${CERTSERVER_BENCH_WAVE:-1000}" -v rate="${CERTSERVER_BENCH_RATE:-2000}" \
     -v pgadd="${CERTSERVER_BENCH_ADD:-500000}" -v pgchanges="${CERTSERVER_BENCH_CHANGES:-100000}" -v join="$CERTSERVER_BENCH_JOIN" \
-    -v claimnames="$CERTSERVER_BENCH_CLAIM_NAMES" -v claimdue="$CERTSERVER_BENCH_CLAIM_DUE" '
+    -v claimnames="$CERTSERVER_BENCH_CLAIM_NAMES" -v claimdue="$CERTSERVER_BENCH_CLAIM_DUE" -v caddy="$caddy_label" '
 # fmt prints a figure with a precision that suits its size.
 function fmt(v) {
   v += 0
@@ -244,6 +293,60 @@ END {
         "handshakes/s, front / direct", fmt(v[b, "front-hs/s"]) " / " fmt(v[b, "direct-hs/s"]) " = **" fmt(v[b, "front/direct"]) "**", "", "")
     row("", "nginx worker CPU per handshake, front / direct", fmt(v[b, "front-cpu-µs/hs"]) " / " fmt(v[b, "direct-cpu-µs/hs"]) " µs", "", "")
   }
+  # Issue 15: the peers, each size a sub-benchmark; judged at 50,000.
+  for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkPeers\/names=/) {
+    b = order[k]; size = b; sub(/^BenchmarkPeers\/names=/, "", size)
+    judged = (size == 50000)
+    kex = v[b, "kex-curve"] == 29 ? "X25519" : (v[b, "kex-curve"] == 4588 ? "X25519MLKEM768" : "group " v[b, "kex-curve"])
+    tlsv = v[b, "tls-version"] == 772 ? "TLS 1.3" : (v[b, "tls-version"] == 771 ? "TLS 1.2" : "TLS " v[b, "tls-version"])
+    rc = v[b, "certserver/caddy"]; rs = v[b, "certserver/static"]
+    row("**Peers, " count(size) " names** (issue 15): certserver + nginx with the shipped snippets and defaults vs " caddy " loading the same certificates vs nginx with a `server {}` block and `ssl_certificate` per name; ECDSA P-256 leaves of random names under one intermediate; 4 clients, random names, no resumption, 6 alternated rounds, every leaf checked against the SNI; " kex ", " tlsv " for all three",
+        "handshakes/s: certserver / Caddy / static", fmt(v[b, "certserver-hs/s"]) " / " fmt(v[b, "caddy-hs/s"]) " / " fmt(v[b, "static-hs/s"]), "", "")
+    row("", "certserver / Caddy", "**" fmt(rc) "×**", judged ? "≥ 1.1× at 50,000" : "", judged ? verdict(rc >= 1.1, fmt(1.1 - rc) "×") : "")
+    row("", "certserver / static nginx", "**" fmt(rs) "×**", judged ? "≥ 0.9× at 50,000" : "", judged ? verdict(rs >= 0.9, fmt(0.9 - rs) "×") : "")
+    row("", "CPU per handshake of the server'"'"'s processes: certserver (nginx + sidecar) / Caddy / static",
+        fmt(v[b, "certserver-cpu-µs/hs"]) " / " fmt(v[b, "caddy-cpu-µs/hs"]) " / " fmt(v[b, "static-cpu-µs/hs"]) " µs", "", "")
+    mc = v[b, "certserver-pss-MB"]; md = v[b, "caddy-pss-MB"]
+    row("", "memory after the rounds, Pss of all processes (anonymous, file, shared memory); Rss summed: certserver (nginx + sidecar) / Caddy / static",
+        "**" fmt(mc) "** (" fmt(v[b, "certserver-anon-MB"]) ", " fmt(v[b, "certserver-file-MB"]) ", " fmt(v[b, "certserver-shmem-MB"]) "); " fmt(v[b, "certserver-rss-MB"]) " / **" \
+          fmt(md) "** (" fmt(v[b, "caddy-anon-MB"]) ", " fmt(v[b, "caddy-file-MB"]) ", " fmt(v[b, "caddy-shmem-MB"]) "); " fmt(v[b, "caddy-rss-MB"]) " / " \
+          fmt(v[b, "static-pss-MB"]) " (" fmt(v[b, "static-anon-MB"]) ", " fmt(v[b, "static-file-MB"]) ", " fmt(v[b, "static-shmem-MB"]) "); " fmt(v[b, "static-rss-MB"]) " MB",
+        judged ? "certserver ≤ Caddy at 50,000" : "", judged ? verdict(mc <= md, fmt(mc - md) " MB") : "")
+    f = v[b, "certserver-failures"] + v[b, "caddy-failures"] + v[b, "static-failures"]
+    row("", "handshakes that did not serve the name'"'"'s own certificate (a fallback, an error): certserver / Caddy / static",
+        sprintf("%d / %d / %d", v[b, "certserver-failures"], v[b, "caddy-failures"], v[b, "static-failures"]), "0", verdict(f == 0, sprintf("%d", f)))
+    row("", "first handshake of a name never asked for, p50 / p99: certserver / Caddy / static",
+        ms(v[b, "certserver-first-p50-µs"]) " / " ms(v[b, "certserver-first-p99-µs"]) "; " ms(v[b, "caddy-first-p50-µs"]) " / " ms(v[b, "caddy-first-p99-µs"]) "; " ms(v[b, "static-first-p50-µs"]) " / " ms(v[b, "static-first-p99-µs"]), "", "")
+    row("", "start until the right certificate is served; a new certificate until served (admin API import / Caddy `/load` / new server block and reload): certserver / Caddy / static",
+        fmt(v[b, "certserver-start-ms"] / 1000) " / " fmt(v[b, "caddy-start-ms"] / 1000) " / " fmt(v[b, "static-start-ms"] / 1000) " s; " \
+          fmt(v[b, "certserver-new-ms"]) " / " fmt(v[b, "caddy-new-ms"]) " / " fmt(v[b, "static-new-ms"]) " ms", "", "")
+  }
+
+  b = "BenchmarkRenewalWave"
+  if (has(b, "on-wave-p99-µs")) {
+    before = v[b, "on-before-p99-µs"]; during = v[b, "on-wave-p99-µs"]
+    # within noise: at most a quarter (or 1 ms) above the p99 before
+    limit = before * 1.25; if (limit < before + 1000) limit = before + 1000
+    row("**Handshake** during a renewal wave: " count(wave) " hot names renewed at once while 4 clients make handshakes over random ones of them (nginx with 2 workers that both hold every name)",
+        "p99 before / during the wave, pre-warm (default)", ms(before) " / **" ms(during) "**", "unchanged within noise (≤ 1.25× before, or +1 ms)", verdict(during <= limit, ms(during - limit)))
+    row("", "the same with `prewarm = false`", ms(v[b, "off-before-p99-µs"]) " / " ms(v[b, "off-wave-p99-µs"]), "", "")
+    row("", "p50 during the wave, pre-warm / off; parses on the handshake path during it, pre-warm / off",
+        ms(v[b, "on-wave-p50-µs"]) " / " ms(v[b, "off-wave-p50-µs"]) "; " fmt(v[b, "on-wave-hs-parses"]) " / " fmt(v[b, "off-wave-hs-parses"]), "0 with pre-warm", verdict(v[b, "on-wave-hs-parses"] == 0, fmt(v[b, "on-wave-hs-parses"])))
+  }
+  # i15-lua: BenchmarkLuaNewNames, per-worker memory and first-handshake
+  # split, with a key per name and with one key shared by all.
+  b = "BenchmarkLuaNewNames/keys=unique"
+  if (has(b, "anon-B/name")) {
+    m = v[b, "anon-B/name"]
+    s = "BenchmarkLuaNewNames/keys=shared"
+    row("**Lua module**: memory a cached name costs an nginx worker (ECDSA P-256 leaves under one intermediate, leaf format; RssAnon growth after a Lua GC / names)",
+        "per name, own key / shared key; shared dict per name", "**" fmt(m / 1024) " KB** / " fmt(v[s, "anon-B/name"] / 1024) " KB; " fmt(v[b, "shm-B/name"] / 1024) " KB", "≤ 4 KB",
+        verdict(m <= 4096, fmt((m - 4096) / 1024) " KB: OpenSSL 3.0 keeps 4.8 KB per parsed leaf and 2.3 KB per parsed key"))
+    row("", "first handshake split p50 / p99: fetch, leaf parse, key parse, chain from cache",
+        ms(v[b, "fetch-p50-µs"]) " / " ms(v[b, "fetch-p99-µs"]) "; " ms(v[b, "cert-p50-µs"]) " / " ms(v[b, "cert-p99-µs"]) "; " ms(v[b, "key-p50-µs"]) " / " ms(v[b, "key-p99-µs"]) "; " ms(v[b, "chain-p50-µs"]) " / " ms(v[b, "chain-p99-µs"]), "", "")
+    row("", "the same with the key already parsed (shared): fetch, leaf parse, chain",
+        ms(v[s, "fetch-p50-µs"]) " / " ms(v[s, "fetch-p99-µs"]) "; " ms(v[s, "cert-p50-µs"]) " / " ms(v[s, "cert-p99-µs"]) "; " ms(v[s, "chain-p50-µs"]) " / " ms(v[s, "chain-p99-µs"]), "", "")
+  }
   b = "BenchmarkMillion"
   names = count(million)
   if (has(b, "added-p99-µs")) {
@@ -266,6 +369,20 @@ END {
     row("", "endpoint latency p50 / p99 at " count(rate) " lookups/s (unix socket)", ms(v[b, "lookup-p50-µs"]) " / **" ms(p) "**", "p99 ≤ 1 ms", verdict(p <= 1000, ms(p - 1000)))
     row("", "endpoint lookups/s, 4 clients saturating the CPUs; their p99", fmt(v[b, "lookups/s"]) "/s; " ms(v[b, "sat-p99-µs"]), "", "")
     row("", "sidecar CPU per lookup; first inventory of the store", fmt(v[b, "sidecar-cpu-µs/lookup"]) " µs; " fmt(v[b, "inventory-s"]) " s", "", "")
+  }
+  b = "BenchmarkMillionCgroup"
+  if (has(b, "oom-kills")) {
+    k = v[b, "oom-kills"]; p = v[b, "hot-p99-µs"]
+    row("**" names " certificates in a " sprintf("%d", v[b, "cg-limit-MiB"]) " MiB memory cgroup** (cgroup v" sprintf("%d", v[b, "cgroup-version"]) ", which charges the store'"'"'s page cache too; issue 15): `certserver serve` on the same store",
+        "OOM kills; the cgroup'"'"'s memory at the end (anonymous, page cache) / at its peak", "**" k "**; " fmt(v[b, "cg-MiB"]) " MiB (" fmt(v[b, "cg-anon-MiB"]) ", " fmt(v[b, "cg-file-MiB"]) ") / " fmt(v[b, "cg-peak-MiB"]) " MiB",
+        "never killed", verdict(k == 0, k " kills"))
+    row("", "endpoint p50 / p99 at " count(rate) " lookups/s over a hot set of " count(v[b, "hot-names"]) " random names (" count(v[b, "hot-warmed"]) " of them looked up once before); lookups sent, failed",
+        ms(v[b, "hot-p50-µs"]) " / **" ms(p) "**; " count(v[b, "hot-lookups"]) ", " count(v[b, "hot-failed"]), "p99 ≤ 1 ms", verdict(p <= 1000 && v[b, "hot-failed"] == 0, ms(p - 1000)))
+    row("", "the same over every name: cold (at once after a start with the store'"'"'s pages dropped, the first inventory reading alongside) / warm (after the rest); lookups sent, failed",
+        ms(v[b, "cold-p50-µs"]) " / " ms(v[b, "cold-p99-µs"]) " (" count(v[b, "cold-lookups"]) ", " count(v[b, "cold-failed"]) "); " \
+          ms(v[b, "warm-p50-µs"]) " / " ms(v[b, "warm-p99-µs"]) " (" count(v[b, "warm-lookups"]) ", " count(v[b, "warm-failed"]) ")", "", "")
+    row("", "read from the disk per lookup: cold / hot / warm; the disk'"'"'s read-ahead, which a page fault in the memory-mapped store reads around the page",
+        fmt(v[b, "cold-read-KB/lookup"]) " / " fmt(v[b, "hot-read-KB/lookup"]) " / " fmt(v[b, "warm-read-KB/lookup"]) " KB; " sprintf("%d", v[b, "read-ahead-KB"]) " KB", "", "")
   }
   b = "BenchmarkMillionEndpoint"
   if (has(b, "lookups/s"))

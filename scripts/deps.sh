@@ -7,14 +7,17 @@
 #     (PostgreSQL 15: the fleet store's tests start clusters of their own
 #     with store/pgtest; Debian's own cluster service is left stopped),
 #     and bind9 (BIND 9: the dns-01 tests start named of their own with
-#     renewer/bindtest; Debian's own named service is left stopped)
+#     renewer/bindtest; Debian's own named service is left stopped), and
+#     caddy (the peer of make bench --short's BenchmarkPeers; full runs
+#     build a pinned Caddy themselves; Debian's own caddy service is left
+#     stopped)
 #   - Pebble, the ACME test CA, at the pinned version
 # Safe to run again: it only installs what is not there yet.
 # Needs root (or sudo) for apt-get; Pebble goes to $(go env GOPATH)/bin.
 set -euo pipefail
 
 PEBBLE_VERSION=v2.10.1
-APT_PACKAGES=(nginx-light libnginx-mod-http-lua libnginx-mod-stream lua-resty-core lua-resty-lrucache lua-check chromium certbot postgresql bind9)
+APT_PACKAGES=(nginx-light libnginx-mod-http-lua libnginx-mod-stream lua-resty-core lua-resty-lrucache lua-check chromium certbot postgresql bind9 caddy)
 
 say() { printf 'deps: %s\n' "$*" >&2; }
 
@@ -44,6 +47,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # And BIND on port 53; the dns-01 tests start their own named.
   if command -v systemctl >/dev/null && systemctl is-active --quiet named 2>/dev/null; then
     $sudo systemctl stop named || true
+  fi
+  # And Caddy on ports 80 and 443; BenchmarkPeers starts its own.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet caddy 2>/dev/null; then
+    $sudo systemctl stop caddy || true
   fi
 fi
 

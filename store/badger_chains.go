@@ -31,8 +31,9 @@ func interKey(digest [digestSize]byte) []byte {
 // intermediateCache holds the PEM block of intermediates known to be
 // committed to the store, by digest. It is safe for concurrent use.
 type intermediateCache struct {
-	mu  sync.RWMutex
-	pem map[[digestSize]byte][]byte
+	mu    sync.RWMutex
+	pem   map[[digestSize]byte][]byte
+	limit int // of entries; 0 is maxCachedIntermediates (tests set less)
 }
 
 // intermediatePEM implements intermediateSource.
@@ -43,21 +44,29 @@ func (c *intermediateCache) intermediatePEM(digest [digestSize]byte) ([]byte, bo
 	return p, ok
 }
 
-// add remembers the PEM block of a committed intermediate.
-func (c *intermediateCache) add(digest [digestSize]byte, pem []byte) {
+// add remembers the PEM block of a committed intermediate, and says
+// whether the cache holds it (false once the cache is full).
+func (c *intermediateCache) add(digest [digestSize]byte, pem []byte) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pem == nil {
 		c.pem = make(map[[digestSize]byte][]byte)
 	}
-	if len(c.pem) < maxCachedIntermediates {
-		c.pem[digest] = pem
+	limit := c.limit
+	if limit == 0 {
+		limit = maxCachedIntermediates
 	}
+	if _, ok := c.pem[digest]; !ok && len(c.pem) >= limit {
+		return false
+	}
+	c.pem[digest] = pem
+	return true
 }
 
-// pendingIntermediates is an intermediateSource of those a read-write
-// transaction sees but that are not known to be committed (it wrote them),
-// in front of the store's cache.
+// pendingIntermediates is an intermediateSource, in front of the store's
+// cache, of those one read loaded that the cache does not hold: a
+// read-write transaction's own writes, not known to be committed, and
+// committed ones the full cache had no room for.
 type pendingIntermediates struct {
 	cache *intermediateCache
 	pem   map[[digestSize]byte][]byte
@@ -74,9 +83,10 @@ func (p *pendingIntermediates) intermediatePEM(digest [digestSize]byte) ([]byte,
 // into c. Intermediates come from the cache; one it lacks is read from
 // the store, after item's value is released (reading Badger while holding
 // a value can deadlock with the value-log GC), and the record decoded
-// again. A record that refers to an intermediate the store does not hold,
-// or holds with other bytes than its digest says, is an error wrapping
-// errCorrupt: never a record with another chain.
+// again, with those read that the cache did not take in front of it. A
+// record that refers to an intermediate the store does not hold, or holds
+// with other bytes than its digest says, is an error wrapping errCorrupt:
+// never a record with another chain.
 func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certificate) error {
 	var (
 		src     intermediateSource = &b.inters
@@ -88,11 +98,11 @@ func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certific
 		if !errors.As(err, &missing) {
 			return err
 		}
-		pem, committed, err := b.loadIntermediate(txn, missing.digest)
+		pem, cached, err := b.loadIntermediate(txn, missing.digest)
 		if err != nil {
 			return fmt.Errorf("certificate %s: %w", c.ID, err)
 		}
-		if !committed {
+		if !cached {
 			if pending == nil {
 				pending = &pendingIntermediates{cache: &b.inters, pem: make(map[[digestSize]byte][]byte)}
 				src = pending
@@ -104,18 +114,18 @@ func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certific
 }
 
 // loadIntermediate returns the PEM block of the intermediate of digest:
-// from the committed store (and then caches it), else, unless txn is nil,
-// as txn sees it (written by txn itself, and so not cached: txn may yet
-// fail). committed says which.
-func (b *Badger) loadIntermediate(txn *badger.Txn, digest [digestSize]byte) (pem []byte, committed bool, err error) {
+// from the committed store (and then caches it if the cache has room),
+// else, unless txn is nil, as txn sees it (written by txn itself, and so
+// not cached: txn may yet fail). cached says whether the cache now holds
+// it.
+func (b *Badger) loadIntermediate(txn *badger.Txn, digest [digestSize]byte) (pem []byte, cached bool, err error) {
 	der, err := b.committedIntermediate(digest)
 	if err != nil {
 		return nil, false, err
 	}
 	if der != nil {
 		pem = appendPEM(nil, "CERTIFICATE", der)
-		b.inters.add(digest, pem)
-		return pem, true, nil
+		return pem, b.inters.add(digest, pem), nil
 	}
 	if txn != nil {
 		item, err := txn.Get(interKey(digest))

@@ -32,6 +32,7 @@ import (
 //	                     that Apply wrote (8 bytes; badger_replica.go)
 //	S/                   a fleet's local copy completed a sync: the
 //	                     version it held then (8 bytes; badger_replica.go)
+//	p/KEYTYPE \x00 SLOT  key pool slot (JSON PoolKey; badger_keypool.go)
 //
 // How each record's value is encoded is in encode.go: certificates and
 // domains in a compact binary form, accounts and challenges as JSON.
@@ -49,6 +50,7 @@ const (
 	prefixAccount = "a/"
 	prefixToken   = "t/"
 	prefixBucket  = "r/"
+	prefixPool    = "p/"
 )
 
 // key returns prefix followed by s in a new slice.

@@ -427,8 +427,36 @@ type Revocation struct {
 	// its queue; false when issuance is off or its queue was full (they
 	// are due now all the same).
 	Queued bool `json:"queued"`
+	// KeyShared is what became of the certificate's private key beyond
+	// it, for a revocation for keyCompromise; nil for other reasons.
+	KeyShared *KeyShared `json:"key_shared,omitempty"`
 	// Message says the above in a sentence.
 	Message string `json:"message"`
+}
+
+// KeyShared is what a revocation for keyCompromise did about the other
+// certificates on the same private key: with [keys] reuse = "pool" many
+// certificates share one.
+type KeyShared struct {
+	// KeyID identifies the key: the SHA-256 of its public key, hex.
+	KeyID string `json:"key_id"`
+	// PoolSlots is how many slots of the key pool held the key; they are
+	// emptied before any name is made due, so no new order takes it, and
+	// an order that took it before finds it gone when its certificate
+	// comes and discards that certificate (the name is ordered again).
+	// Not covered: a certificate that passed that check just before the
+	// removal and is stored after the search for the certificates on the
+	// key (Certificates) passed its ID keeps the key until its next
+	// renewal; the key is remembered nowhere once removed.
+	PoolSlots int `json:"pool_slots"`
+	// Certificates is how many other certificates use the key. Each is
+	// due for renewal now (onto a new key), and served until it is
+	// replaced; none of them is revoked.
+	Certificates int `json:"certificates"`
+	// Reordered is how many managed names those certificates serve, now
+	// due for a new certificate. They follow the due index (the
+	// renewer's pace and rate limits), not ahead of the queue.
+	Reordered int `json:"reordered"`
 }
 
 // Count is a number that counting may have cut short.

@@ -37,6 +37,7 @@ type config struct {
 	TLSALPN   tlsALPNConfig   `toml:"tls_alpn"`
 	Admin     adminConfig     `toml:"admin"`
 	ACME      acmeConfig      `toml:"acme"`
+	Keys      keysConfig      `toml:"keys"`
 	Renewer   renewerConfig   `toml:"renewer"`
 	Preflight preflightConfig `toml:"preflight"`
 	DNS01     dns01Config     `toml:"dns01"`
@@ -167,6 +168,32 @@ type limitsConfig struct {
 	RegisteredDomainOverrides        map[string]string `toml:"registered_domain_overrides"`
 }
 
+// keysConfig is [keys]: how certificates get their private keys.
+type keysConfig struct {
+	// Reuse is "none" (a new key per certificate) or "pool" (keys shared
+	// from a pool in the store: renewer.KeyPool).
+	Reuse string `toml:"reuse"`
+	// PoolSize is how many keys the pool of [acme] key_type holds.
+	PoolSize int `toml:"pool_size"`
+	// Rotation is the age at which a pool key is replaced.
+	Rotation duration `toml:"rotation"`
+}
+
+// The values of [keys] reuse.
+const (
+	reuseNone = "none"
+	reusePool = "pool"
+)
+
+// keyPool is renewer.ACMEConfig.KeyPool for k: nil unless reuse is
+// "pool".
+func (k keysConfig) keyPool() *renewer.KeyPool {
+	if k.Reuse != reusePool {
+		return nil
+	}
+	return &renewer.KeyPool{Size: k.PoolSize, Rotation: k.Rotation.std()}
+}
+
 type renewerConfig struct {
 	Workers         int      `toml:"workers"`
 	IdleWait        duration `toml:"idle_wait"`
@@ -231,6 +258,7 @@ func defaultConfig() config {
 			Timeout:   duration(3 * time.Minute),
 			Selection: string(renewer.SelectFailover),
 		},
+		Keys: keysConfig{Reuse: reuseNone, PoolSize: renewer.DefaultPoolSize, Rotation: duration(renewer.DefaultPoolRotation)},
 		Renewer: renewerConfig{Workers: 4, IdleWait: duration(time.Minute),
 			GiveUpAfter: duration(30 * 24 * time.Hour), ARIPollInterval: duration(12 * time.Hour)},
 		Preflight: preflightConfig{Enabled: true},
@@ -411,6 +439,7 @@ func (c *config) validate() error {
 		}
 	}
 	c.validateACME(bad)
+	c.validateKeys(bad)
 	c.validateDNS01(bad)
 	c.validateOnDemand(bad)
 	c.validateFleet(c.fleetDefined, bad)
@@ -518,6 +547,30 @@ func (c *config) validateACME(bad func(key, format string, args ...any)) {
 		bad("renewer.idle_wait", "%v is shorter than 1s", c.Renewer.IdleWait)
 	}
 }
+
+// validateKeys checks the [keys] section.
+func (c *config) validateKeys(bad func(key, format string, args ...any)) {
+	k := c.Keys
+	switch k.Reuse {
+	case reuseNone:
+	case reusePool:
+		if c.ACME.ReuseKey {
+			bad("keys.reuse", "\"pool\" and acme.reuse_key = true exclude each other: a pool already keeps a name's key until its rotation; set acme.reuse_key = false")
+		}
+	default:
+		bad("keys.reuse", "%q is not one of %s, %s", k.Reuse, reuseNone, reusePool)
+	}
+	if k.PoolSize < 1 || k.PoolSize > maxPoolSize {
+		bad("keys.pool_size", "%d is not from 1 to %d", k.PoolSize, maxPoolSize)
+	}
+	if k.Rotation < duration(time.Hour) {
+		bad("keys.rotation", "%v is shorter than 1h", k.Rotation)
+	}
+}
+
+// maxPoolSize bounds [keys] pool_size: beyond it a pool saves little
+// over a key per certificate.
+const maxPoolSize = 100000
 
 // validateOnDemand checks the [on_demand] section.
 func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {

@@ -275,7 +275,7 @@ format = "json"
 			}
 		}},
 		{desc: "unknown key", doc: "[certs]\nsockt = \"/x\"\n", want: `unknown key "certs.sockt" (keys of [certs]: socket,`},
-		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, tls_alpn, admin, acme, renewer, preflight, dns01, on_demand, log, fleet)`},
+		{desc: "unknown top-level key", doc: "verbose = true\n", want: `unknown key "verbose" (sections: store, certs, challenge, tls_alpn, admin, acme, keys, renewer, preflight, dns01, on_demand, log, fleet)`},
 		{desc: "unknown section", doc: "[dns]\nresolver = \"x\"\n", want: `unknown key "dns"`},
 		{desc: "bad duration", doc: "[certs]\nmax_age = \"10 minutes\"\n", want: `"certs.max_age"`},
 		{desc: "duration as a number", doc: "[certs]\nmin_age = 10\n", want: "certs.min_age"},
@@ -296,6 +296,29 @@ format = "json"
 		{desc: "bad log format", doc: "[log]\nformat = \"xml\"\n", want: `log.format: "xml"`},
 		{desc: "several problems at once", doc: "[log]\nformat = \"xml\"\nlevel = \"loud\"\n", want: "log.level"},
 		{desc: "TOML syntax", doc: "[certs\n", want: "toml: line 2"},
+		{desc: "keys: a key per certificate by default", doc: "", check: func(t *testing.T, c config) {
+			if k := c.Keys; k.Reuse != "none" || k.PoolSize != 16 || k.Rotation.std() != 30*24*time.Hour || k.keyPool() != nil {
+				t.Errorf("keys defaults: %+v, pool %+v", k, k.keyPool())
+			}
+		}},
+		{desc: "keys: a pool", doc: "[keys]\nreuse = \"pool\"\npool_size = 4\nrotation = \"168h\"\n", check: func(t *testing.T, c config) {
+			if p := c.Keys.keyPool(); p == nil || p.Size != 4 || p.Rotation != 7*24*time.Hour {
+				t.Errorf("keys %+v: pool %+v, want 4 keys rotated every 168h", c.Keys, p)
+			}
+		}},
+		{desc: "keys: pool with the defaults", doc: "[keys]\nreuse = \"pool\"\n", check: func(t *testing.T, c config) {
+			if p := c.Keys.keyPool(); p == nil || p.Size != renewer.DefaultPoolSize || p.Rotation != renewer.DefaultPoolRotation {
+				t.Errorf("pool %+v, want the defaults", p)
+			}
+		}},
+		{desc: "keys: unknown reuse", doc: "[keys]\nreuse = \"shared\"\n", want: `keys.reuse: "shared" is not one of none, pool`},
+		{desc: "keys: pool size 0", doc: "[keys]\nreuse = \"pool\"\npool_size = 0\n", want: "keys.pool_size: 0 is not from 1 to 100000"},
+		{desc: "keys: pool size too large", doc: "[keys]\npool_size = 100001\n", want: "keys.pool_size: 100001 is not from 1 to 100000"},
+		{desc: "keys: pool size as a string", doc: "[keys]\npool_size = \"16\"\n", want: "keys.pool_size"},
+		{desc: "keys: rotation too short", doc: "[keys]\nreuse = \"pool\"\nrotation = \"10m\"\n", want: "keys.rotation: 10m0s is shorter than 1h"},
+		{desc: "keys: rotation not a duration", doc: "[keys]\nrotation = \"30 days\"\n", want: "keys.rotation"},
+		{desc: "keys: pool with reuse_key", doc: "[acme]\nreuse_key = true\n[keys]\nreuse = \"pool\"\n", want: "keys.reuse: \"pool\" and acme.reuse_key = true exclude each other"},
+		{desc: "keys: unknown key", doc: "[keys]\nsize = 4\n", want: `unknown key "keys.size" (keys of [keys]: reuse, pool_size, rotation)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -64,26 +64,7 @@ func TestServeDNS01WithBIND(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "1 added") || !strings.Contains(out, "one certificate: *.shop.example with shop.example") {
 		t.Fatalf("domains add: exit code %d\n%s%s", code, out, errOut)
 	}
-	var doc api.Domain
-	waitFor(t, "*.shop.example to become valid", func() bool {
-		code, out, _ := runCLI(t, s.admin, "", "domains", "show", "--json", "*.shop.example")
-		if code != exitOK || json.Unmarshal([]byte(out), &doc) != nil {
-			return false
-		}
-		if doc.State == "failing" {
-			t.Fatalf("the order failed: %s\n%s", doc.LastError, s.log.String())
-		}
-		return doc.State == "valid"
-	})
-	if c := doc.Certificate; c == nil || !slices.Equal(c.Names, []string{"*.shop.example", "shop.example"}) {
-		t.Fatalf("certificate %+v, want one for *.shop.example and shop.example", doc.Certificate)
-	}
-	if len(doc.RecentAttempts) != 1 || doc.RecentAttempts[0].Challenge != "dns-01" || doc.RecentAttempts[0].Outcome != "issued" {
-		t.Errorf("attempts %+v, want one issued with dns-01", doc.RecentAttempts)
-	}
-	if orders := ca.Orders(); len(orders) != 1 || len(orders[0].Names) != 2 {
-		t.Errorf("orders %+v, want one for both names", orders)
-	}
+	waitShopIssuedByDNS01(t, s, ca)
 	hc := unixHTTPClient(sock)
 	for _, name := range []string{"shop.example", "www.shop.example"} {
 		resp, err := hc.Get("http://certs/v1/certs/" + name)
@@ -292,26 +273,7 @@ HTTPREQ_PASSWORD_FILE = "`+pwFile+`"
 	if code, out, errOut := runCLI(t, s.admin, "", "domains", "add", "*.shop.example", "shop.example"); code != exitOK {
 		t.Fatalf("domains add: exit code %d\n%s%s", code, out, errOut)
 	}
-	var doc api.Domain
-	waitFor(t, "*.shop.example to become valid", func() bool {
-		code, out, _ := runCLI(t, s.admin, "", "domains", "show", "--json", "*.shop.example")
-		if code != exitOK || json.Unmarshal([]byte(out), &doc) != nil {
-			return false
-		}
-		if doc.State == "failing" {
-			t.Fatalf("the order failed: %s\n%s", doc.LastError, s.log.String())
-		}
-		return doc.State == "valid"
-	})
-	if c := doc.Certificate; c == nil || !slices.Equal(c.Names, []string{"*.shop.example", "shop.example"}) {
-		t.Fatalf("certificate %+v, want one for *.shop.example and shop.example", doc.Certificate)
-	}
-	if len(doc.RecentAttempts) != 1 || doc.RecentAttempts[0].Challenge != "dns-01" || doc.RecentAttempts[0].Outcome != "issued" {
-		t.Errorf("attempts %+v, want one issued with dns-01", doc.RecentAttempts)
-	}
-	if orders := ca.Orders(); len(orders) != 1 || len(orders[0].Names) != 2 {
-		t.Errorf("orders %+v, want one for both names", orders)
-	}
+	waitShopIssuedByDNS01(t, s, ca)
 	hc := unixHTTPClient(sock)
 	resp, err := hc.Get("http://certs/v1/certs/www.shop.example")
 	if err != nil {
@@ -337,5 +299,32 @@ HTTPREQ_PASSWORD_FILE = "`+pwFile+`"
 	mu.Unlock()
 	if strings.Contains(s.log.String(), password) {
 		t.Error("the httpreq password is in the log")
+	}
+}
+
+// waitShopIssuedByDNS01 waits until *.shop.example, added with
+// shop.example, is valid in s, and checks that one order of Pebble's
+// issued one certificate for both names, proved with dns-01.
+func waitShopIssuedByDNS01(t *testing.T, s *served, ca *pebbletest.Server) {
+	t.Helper()
+	var doc api.Domain
+	waitFor(t, "*.shop.example to become valid", func() bool {
+		code, out, _ := runCLI(t, s.admin, "", "domains", "show", "--json", "*.shop.example")
+		if code != exitOK || json.Unmarshal([]byte(out), &doc) != nil {
+			return false
+		}
+		if doc.State == "failing" {
+			t.Fatalf("the order failed: %s\n%s", doc.LastError, s.log.String())
+		}
+		return doc.State == "valid"
+	})
+	if c := doc.Certificate; c == nil || !slices.Equal(c.Names, []string{"*.shop.example", "shop.example"}) {
+		t.Fatalf("certificate %+v, want one for *.shop.example and shop.example", doc.Certificate)
+	}
+	if len(doc.RecentAttempts) != 1 || doc.RecentAttempts[0].Challenge != "dns-01" || doc.RecentAttempts[0].Outcome != "issued" {
+		t.Errorf("attempts %+v, want one issued with dns-01", doc.RecentAttempts)
+	}
+	if orders := ca.Orders(); len(orders) != 1 || len(orders[0].Names) != 2 {
+		t.Errorf("orders %+v, want one for both names", orders)
 	}
 }

@@ -22,6 +22,18 @@ nginx caches it for up to certs.max_age.
 by name (any case) or code. Let's Encrypt accepts 0, 1, 3, 4 and 5 from
 subscribers; the CA's refusal is reported in its own words.
 
+With reason keyCompromise the key is treated as stolen wherever it is
+used. With [keys] reuse = "pool" one key serves many certificates: it
+is removed from the key pool (no new certificate takes it), and every
+other certificate on the same key (found by reading every stored
+record) is made due for renewal now, with its managed names, onto new
+keys, at the renewer's pace. Those other certificates are NOT revoked;
+the CA may revoke them too, since they share the key. The answer says
+how many there were. That takes time with many certificates on one key
+(20,000 in about 13 s): raise --timeout; if the command gives up first,
+the sidecar still finishes and logs "compromised key retired" with the
+counts.
+
 Only the ACME account that ordered a certificate may revoke it: an
 imported certificate from another CA or account is refused by the CA.
 The command waits for the CA's answer (up to --timeout).

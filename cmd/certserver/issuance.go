@@ -107,7 +107,7 @@ func newIssuance(cfg config, files []*acmeFiles, st store.Store, verdicts store.
 	if err != nil {
 		return nil, err
 	}
-	cas, issuers, err := buildCAs(a, cfg.challenges(), files, dns01, newDNS01Zone(cfg.DNS01, st), st, logger)
+	cas, issuers, err := buildCAs(a, cfg.Keys, cfg.challenges(), files, dns01, newDNS01Zone(cfg.DNS01, st), st, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -237,8 +237,9 @@ func (is *issuance) run(ctx context.Context) error {
 // buildCAs makes the issuer, the rate limiter and the settings of every
 // CA of a (acmeConfig.cas), in order: the renewer's list of CAs. Every
 // issuer answers the challenge types given, and dns-01 through dns01 and
-// zone (nil: not that way).
-func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFiles, dns01, zone *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
+// zone (nil: not that way), and takes its keys as keys says (one pool for
+// every CA).
+func buildCAs(a acmeConfig, keys keysConfig, challenges []renewer.ChallengeType, files []*acmeFiles, dns01, zone *renewer.DNS01, st store.Store, logger *slog.Logger) ([]renewer.CA, []*renewer.ACMEIssuer, error) {
 	var cas []renewer.CA
 	var issuers []*renewer.ACMEIssuer
 	for i, c := range a.cas() {
@@ -250,6 +251,7 @@ func buildCAs(a acmeConfig, challenges []renewer.ChallengeType, files []*acmeFil
 			EAB:        files[i].eab,
 			KeyType:    store.KeyType(a.KeyType),
 			ReuseKey:   a.ReuseKey,
+			KeyPool:    keys.keyPool(),
 			Timeout:    a.Timeout.std(),
 			HTTPClient: files[i].client,
 			DisableARI: !ari,

@@ -86,6 +86,11 @@ cheap. A key that cannot be decrypted (encrypted under a key the file no
 longer holds, or damaged) is reported and left as it is; the command then
 exits 1. Once it reports none, the old key's line can be removed.
 
+The keys of the key pool ([keys] reuse = "pool") are not re-encrypted:
+once the old key's line is removed, each pool key under it is replaced by
+a new key at the next order of its slot (with a warning in the log), and
+the certificates on it move to the new key as they renew.
+
 An interrupted rotation can be run again from the start, or resumed with
 --from and the cursor it printed.
 
@@ -159,6 +164,7 @@ func runKeysRotate(ctx context.Context, e *env, args []string) int {
 	} else {
 		fmt.Fprintf(e.stdout, "rotated to key %s: %d records read, %d re-encrypted, %d already under it, %d could not be decrypted (%s)\n",
 			sum.KeyID, sum.Scanned, sum.Resealed, sum.Scanned-sum.Resealed-len(sum.Failed), len(sum.Failed), sum.Took)
+		fmt.Fprintln(e.stdout, poolNotRotated)
 	}
 	if len(sum.Failed) > 0 {
 		if !*asJSON {
@@ -168,6 +174,10 @@ func runKeysRotate(ctx context.Context, e *env, args []string) int {
 	}
 	return exitOK
 }
+
+// poolNotRotated is the last line of a rotation's summary: Rotate
+// (store/sealed) leaves the key pool out.
+const poolNotRotated = `key pool ([keys] reuse = "pool"), if any: not re-encrypted; once the old key's line is removed, each pool key under it is replaced by a new one at the next order of its slot`
 
 // rotateSummary is what `keys rotate` did, for its last line and --json.
 type rotateSummary struct {

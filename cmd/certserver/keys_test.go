@@ -175,6 +175,9 @@ level = "debug"
 	if code != exitOK || !strings.Contains(stdout, "rotated to key "+id2+": 3 records read, 3 re-encrypted, 0 already under it, 0 could not be decrypted") {
 		t.Fatalf("keys rotate: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
+	if !strings.Contains(stdout, `key pool ([keys] reuse = "pool"), if any: not re-encrypted`) {
+		t.Errorf("the summary does not say that the key pool is not re-encrypted: %q", stdout)
+	}
 	if !strings.Contains(stderr, "3/3 records") {
 		t.Errorf("no progress line in %q", stderr)
 	}

@@ -25,8 +25,10 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
 
   - the certificate endpoint nginx's ssl_certificate_by_lua hook calls,
     GET /v1/certs/{name}, on a unix socket and/or a loopback address,
-    with its change feed GET /v1/changes, which nginx's workers poll to
-    drop replaced and removed certificates within a second;
+    with the intermediates of the chains it served by digest,
+    GET /v1/chains/{digest}, and its change feed GET /v1/changes, which
+    nginx's workers poll to drop replaced and removed certificates within
+    a second;
   - the ACME challenge endpoint nginx's port 80 proxies
     /.well-known/acme-challenge/ to (challenge.listen, 127.0.0.1:9402);
   - with tls_alpn.listen set, the TLS-ALPN-01 responder nginx's stream
@@ -40,7 +42,10 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
     [on_demand] has a check, for names nginx is asked for; it checks DNS
     and CAA before every order ([preflight]), paces orders to each CA's
     rate limits ([acme.limits]) and can fall back to further CAs
-    ([[acme.fallback]]);
+    ([[acme.fallback]]); each certificate gets a new private key, or,
+    with [keys] reuse = "pool", a key shared from a pool kept in the
+    store (pool_size keys of acme.key_type, each replaced after
+    rotation), so that nginx parses one key for many names;
   - the certificate store, a Badger database in a directory; with
     [store] key_encryption_key_file set, the private keys in it are
     encrypted (AES-256-GCM) under the last key of that file, and a key

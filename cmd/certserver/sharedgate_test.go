@@ -42,6 +42,7 @@ func TestSharedGateAbilities(t *testing.T) {
 		{"store.ReplicationSource (the follower)", func() bool { _, ok := store.As[store.ReplicationSource](st); return ok }},
 		{"store.Verdicts (on-demand verdicts)", func() bool { _, ok := store.As[store.Verdicts](st); return ok }},
 		{"store.DomainsReader", func() bool { _, ok := store.As[store.DomainsReader](st); return ok }},
+		{"store.KeyPool (the fleet's key pool)", func() bool { _, ok := store.As[store.KeyPool](st); return ok }},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			if !tc.found() {

@@ -22,22 +22,36 @@
 --     subnames. A fresh hit costs no I/O, no lock and no parsing.
 --  2. The lua_shared_dict `shared_dict`, shared by all workers: per name,
 --     its freshness deadline and the id of the record serving it (a small
---     entry); per record, its PEM with a version (the MD5 of the PEM), so
---     that all names of a record (its SANs, a wildcard's subnames) share
---     one copy, and a worker parses a record once per version.
+--     entry); per record, its leaf and key PEM and the digests of its
+--     intermediates, with a version (an MD5), so that all names of a
+--     record (its SANs, a wildcard's subnames) share one copy, and a
+--     worker parses a record once per version; per intermediate, its PEM
+--     by digest, once for all records. A worker parses each intermediate
+--     once, and for a new record only its leaf (and its key, unless a
+--     record before had the same key: parsed keys are kept by digest),
+--     then adds its parsed intermediates to the leaf's chain.
 --  3. The sidecar, `GET /v1/certs/{name}` over HTTP/1.1 on `socket`. At most
 --     one request per name is in flight across all workers (a lock in
 --     `lock_dict`); other handshakes for that name serve their stale copy
 --     if they have one, else wait for the request to finish. The sidecar
 --     names the record in X-Certserver-Record (without it, the name is its
---     own record).
+--     own record). It is asked for its leaf format (Accept:
+--     application/vnd.certserver.leaf+pem); an intermediate neither the
+--     worker nor the shared dict holds is then asked for by digest,
+--     `GET /v1/chains/{digest}`: once per nginx.
 --
 -- What the sidecar answers:
 --
---  * 200: the PEM chain (leaf first) then the PEM private key, fresh for the
+--  * 200: in the leaf format, the PEM leaf then the PEM private key, with
+--    X-Certserver-Key (the key's digest) and X-Certserver-Chain (the
+--    intermediates' digests, in chain order); from a sidecar without it,
+--    the PEM chain (leaf first) then the key. Fresh for the
 --    `Cache-Control: max-age=N` seconds (60 when the header is missing). The
 --    shared copy is kept `max_stale` seconds longer, to be served while the
---    sidecar cannot be reached.
+--    sidecar cannot be reached. A certificate whose intermediate cannot be
+--    had (GET /v1/chains fails, or answers a certificate of another
+--    digest) counts as a bad answer (below): never served with an
+--    incomplete chain.
 --  * 404: no certificate for the name. nginx's own ssl_certificate (the
 --    fallback) is served and the answer is remembered for its max-age, at
 --    most `negative_ttl` seconds. A 404 replaces a cached certificate for
@@ -56,8 +70,12 @@
 -- deleted since its last poll (GET /v1/changes), and drops them from the
 -- shared dict and its LRU, with every name served through a dropped
 -- record: a replaced or removed certificate is gone from every worker
--- within about a second. The max-age stays the safety net (a sidecar
--- without the feed, a change made while nginx could not hear of it). When
+-- within about a second. With `prewarm` (the default) a name the worker
+-- serves a certificate for is not dropped but fetched and parsed again
+-- in a timer, off the handshake path, its old certificate served until
+-- the new answer is swapped in (see prewarm_one). The max-age stays the
+-- safety net (a sidecar without the feed, a change made while nginx
+-- could not hear of it). When
 -- the sidecar cannot say what changed (nginx fell more than 8,192
 -- changing writes or 4,096 names behind, or the store is another one)
 -- everything cached is revalidated: asked again at its next handshake,
@@ -96,9 +114,12 @@
 -- third and fourth places but for "xn--", an all-digit last label as in an
 -- IPv4 address, over 253 bytes) gets the fallback without asking.
 --
--- Sizing: the shared dict holds one PEM (about 2-5 KB for ECDSA, more for
--- RSA chains) per stored record asked for, and about 200 bytes per name
--- asked for; when it is full the least recently used go.
+-- Sizing: the shared dict holds, per stored record asked for, its leaf and
+-- key PEM (about 2.3 KB with the entries of its names for ECDSA, more for
+-- RSA), each intermediate once, and about 200 bytes per name asked for;
+-- when it is full the least recently used go. A worker holds, per name in
+-- its LRU, the parsed leaf (4.8 KB for ECDSA P-256 with OpenSSL 3.0), the
+-- parsed key (2.3 KB, once per distinct key) and about 0.6 KB of tables.
 
 
 local ffi = require "ffi"
@@ -113,6 +134,8 @@ local ngx_sleep = ngx.sleep
 local ngx_md5 = ngx.md5
 local ngx_socket_tcp = ngx.socket.tcp
 local ngx_timer_every = ngx.timer.every
+local ngx_timer_at = ngx.timer.at
+local ngx_get_phase = ngx.get_phase
 local ngx_worker_pid = ngx.worker.pid
 local ngx_worker_exiting = ngx.worker.exiting
 local ngx_shared = ngx.shared
@@ -135,6 +158,7 @@ local str_gmatch = string.gmatch
 local str_lower = string.lower
 local str_match = string.match
 local str_sub = string.sub
+local table_concat = table.concat
 local math_huge = math.huge
 local math_max = math.max
 local math_min = math.min
@@ -149,7 +173,7 @@ local tostring = tostring
 local type = type
 
 
-local _M = { _VERSION = "0.2.0" }
+local _M = { _VERSION = "0.3.0" }
 
 
 local DOT = str_byte(".")
@@ -163,7 +187,16 @@ local REVAL_KEY = "!reval"       -- what was fetched before this is stale
 -- "!bad:" .. name, after a bad answer for name; set with safe_set, as any
 -- entry a client can cause by the thousand: it never evicts a certificate
 local BAD_PREFIX = "!bad:"
-local RECORD_PREFIX = "!r:"      -- "!r:" .. record id: "<version>\n<PEM>"
+-- "!r2:" .. record id: "<version>\n<content>", the content being either
+-- the PEM chain and key of the sidecar's first answer format, or, of its
+-- leaf format, LEAF_MARK .. "<key digest>[ <intermediate digest>...]\n"
+-- then the PEM leaf and key. ("!r:" held the first format only, in
+-- version 0.2 of this module: a version that read a leaf record would
+-- serve the leaf without its chain, so the two do not share entries
+-- across a reload to an older module or from one.)
+local RECORD_PREFIX = "!r2:"
+local LEAF_MARK = "!2 "
+local CHAIN_PREFIX = "!c:"       -- "!c:" .. digest: an intermediate's PEM
 local WILD_PREFIX = "!w:"        -- "!w:" .. wildcard pattern: its record's id
 local NEGATIVE = "-"             -- the record of a cached 404/400
 local SLOW_LIMIT = 3             -- timeouts in a row that mark the sidecar down
@@ -201,8 +234,12 @@ local defaults = {
     shared_dict = "certserver_certs",
     lock_dict = "certserver_locks",
     -- names kept per worker with their parsed certificate, and as many
-    -- unknown names and wildcard subnames
-    lru_size = 10000,
+    -- unknown names and wildcard subnames: 50,000 hot names stay parsed.
+    -- A cached name costs a worker about 9.4 KB (ECDSA P-256 with OpenSSL
+    -- 3.0: the parsed leaf 4.8 KB, its key 2.3 KB unless another name
+    -- has the same key, this module's tables 0.6 KB, the allocators'
+    -- overhead), only once it is asked for
+    lru_size = 50000,
     -- how long a 404 (no certificate yet) is remembered at most; a shorter
     -- max-age from the sidecar wins
     negative_ttl = 5,
@@ -219,6 +256,15 @@ local defaults = {
     log_interval = 60,
     keepalive_timeout_ms = 10000,
     keepalive_pool_size = 32,
+    -- when the change feed names a certificate this worker serves, fetch
+    -- and parse the new one in a timer and swap it in, serving the old
+    -- one meanwhile (see prewarm_one); false drops it, and the next
+    -- handshake for the name fetches and parses it
+    prewarm = true,
+    -- how long, in seconds, a changed name may wait in the pre-warm queue;
+    -- a name still queued after that is left to its next handshake (a
+    -- worker that falls this far behind pre-warms no stale backlog)
+    prewarm_wait = 10,
 }
 
 
@@ -227,6 +273,7 @@ local sock_host, sock_port, sock_path
 local connect_timeout, read_timeout, lock_timeout
 local negative_ttl, invalid_ttl, error_ttl, max_stale, log_interval
 local keepalive_timeout, keepalive_pool_size
+local prewarm, prewarm_wait
 local certs, locks
 local lru_size
 -- lru holds names served by a certificate of their own (or a SAN of one);
@@ -240,6 +287,17 @@ local lru, churn
 -- long as some LRU entry holds it.
 local parsed_chains = setmetatable({}, { __mode = "v" })
 local parsed_keys = setmetatable({}, { __mode = "v" })
+
+-- Parsed private keys by the digest of their DER (the sidecar's
+-- X-Certserver-Key), so that the certificates that share a key (a key
+-- pool) share one parse. Weak, as above.
+local keys_by_digest = setmetatable({}, { __mode = "v" })
+
+-- The intermediates this worker parsed, by digest: { sk = the parsed
+-- STACK_OF(X509) of the one certificate (its gc frees it), x509 = that
+-- certificate }. A chain built for a leaf holds references of its own
+-- (chain_push). Not weak: a CA has a handful, kept for the worker's life.
+local intermediates = {}
 
 -- This worker's view of the stored records it serves, by record id: one
 -- table per record shared by the LRU entries of all its names, so that the
@@ -282,6 +340,8 @@ local function apply_options(o)
     log_interval = o.log_interval
     keepalive_timeout = o.keepalive_timeout_ms
     keepalive_pool_size = o.keepalive_pool_size
+    prewarm = o.prewarm
+    prewarm_wait = o.prewarm_wait
     certs = ngx_shared[o.shared_dict]
     locks = ngx_shared[o.lock_dict]
     if o.lru_size ~= lru_size then
@@ -332,7 +392,7 @@ function _M.configure(opts)
     for _, k in ipairs({ "connect_timeout_ms", "read_timeout_ms",
                         "lock_timeout_ms", "lru_size", "log_interval",
                         "keepalive_timeout_ms", "keepalive_pool_size",
-                        "error_ttl" }) do
+                        "error_ttl", "prewarm_wait" }) do
         if o[k] <= 0 or o[k] ~= o[k] then  -- NaN too
             misuse(k, "must be positive")
         end
@@ -394,27 +454,50 @@ local function log_limited(kind, msg)
 end
 
 
+-- What this module calls in OpenSSL's libcrypto, which nginx links
+-- dynamically, through the FFI. Declared under private names so other FFI
+-- users of OpenSSL are not disturbed.
+--
 -- key_matches(chain, key) tells whether the private key belongs to the
 -- chain's leaf, with OpenSSL's X509_check_private_key; set_priv_key would
--- fail on a mismatch only after clear_certs removed the fallback. Declared
--- under private names so other FFI users of OpenSSL are not disturbed; when
--- the symbols cannot be resolved the check is skipped.
-local key_matches
+-- fail on a mismatch only after clear_certs removed the fallback. When the
+-- symbols cannot be resolved the check is skipped.
+--
+-- chain_push(chain, x509) appends an intermediate the worker parsed once
+-- to a chain it parsed from a leaf's PEM (a STACK_OF(X509) whose gc,
+-- from ngx.ssl.parse_pem_cert, frees it with sk_X509_pop_free): it takes a
+-- reference of its own (X509_up_ref), which the chain's gc gives back, so
+-- that the intermediate outlives neither nor is freed twice. x509_of(sk)
+-- is the first certificate of a parsed chain, sha256_hex(x509) the
+-- lowercase hex SHA-256 of its DER. chain_push is nil when the symbols
+-- cannot be resolved: then the sidecar is not asked for the leaf format.
+local key_matches, chain_push, x509_of, sha256_hex
 do
     local ok = pcall(ffi.cdef, [[
         void *certserver_sk_value(const void *sk, int i)
             __asm__("OPENSSL_sk_value");
+        int certserver_sk_num(const void *sk) __asm__("OPENSSL_sk_num");
+        int certserver_sk_push(void *sk, const void *p)
+            __asm__("OPENSSL_sk_push");
+        int certserver_x509_up_ref(void *x509) __asm__("X509_up_ref");
+        void certserver_x509_free(void *x509) __asm__("X509_free");
+        const void *certserver_evp_sha256(void) __asm__("EVP_sha256");
+        int certserver_x509_digest(const void *x509, const void *md,
+            unsigned char *out, unsigned int *len) __asm__("X509_digest");
         int certserver_x509_check_private_key(const void *x509,
             const void *pkey) __asm__("X509_check_private_key");
         void certserver_err_clear_error(void) __asm__("ERR_clear_error");
     ]])
-    if ok then
-        ok = pcall(function ()
-            return C.certserver_sk_value, C.certserver_x509_check_private_key,
-                   C.certserver_err_clear_error
-        end)
-    end
-    if ok then
+    local have_check = ok and pcall(function ()
+        return C.certserver_sk_value, C.certserver_x509_check_private_key,
+               C.certserver_err_clear_error
+    end)
+    local have_chain = have_check and pcall(function ()
+        return C.certserver_sk_num, C.certserver_sk_push,
+               C.certserver_x509_up_ref, C.certserver_x509_free,
+               C.certserver_evp_sha256, C.certserver_x509_digest
+    end)
+    if have_check then
         key_matches = function (chain, key)
             local leaf = C.certserver_sk_value(chain, 0)
             if leaf ~= nil
@@ -429,6 +512,67 @@ do
         key_matches = function ()
             return true
         end
+    end
+    if have_chain then
+        chain_push = function (chain, x509)
+            if C.certserver_x509_up_ref(x509) ~= 1 then
+                return false
+            end
+            if C.certserver_sk_push(chain, x509) == 0 then
+                C.certserver_x509_free(x509)
+                return false
+            end
+            return true
+        end
+        x509_of = function (sk)
+            if C.certserver_sk_num(sk) ~= 1 then
+                return nil
+            end
+            local x = C.certserver_sk_value(sk, 0)
+            if x == nil then
+                return nil
+            end
+            return x
+        end
+        local md = ffi_new("unsigned char[64]")
+        local md_len = ffi_new("unsigned int[1]")
+        local hex = {}
+        sha256_hex = function (x509)
+            if C.certserver_x509_digest(x509, C.certserver_evp_sha256(), md,
+                                        md_len) ~= 1 or md_len[0] ~= 32 then
+                C.certserver_err_clear_error()
+                return nil
+            end
+            for i = 0, 31 do
+                hex[i + 1] = str_format("%02x", md[i])
+            end
+            return table_concat(hex, "", 1, 32)
+        end
+    end
+end
+
+
+-- clock() is a monotonic time in seconds with nanoseconds (ngx.now()
+-- moves only once per event loop turn), for the timings of _M.stats.
+local clock
+do
+    local ok = pcall(ffi.cdef, [[
+        struct certserver_timespec { long sec; long nsec; };
+        int certserver_clock_gettime(int clock,
+            struct certserver_timespec *ts) __asm__("clock_gettime");
+    ]])
+    if ok then
+        ok = pcall(function () return C.certserver_clock_gettime end)
+    end
+    if ok then
+        local CLOCK_MONOTONIC = 1
+        local ts = ffi_new("struct certserver_timespec")
+        clock = function ()
+            C.certserver_clock_gettime(CLOCK_MONOTONIC, ts)
+            return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
+        end
+    else
+        clock = ngx_now
     end
 end
 
@@ -585,34 +729,171 @@ do
 end
 
 
--- Parses body (PEM chain, then PEM key) into cdata, once per version.
--- Returns chain, key, err: the parsed chain and key and a nil err; or nil,
--- nil and what is wrong.
+-- Timings of the work a new name costs a worker, for _M.stats: per step,
+-- how many, their total and the last STAT_SAMPLES durations (seconds).
+local STAT_SAMPLES = 4096
+local stats = {}
+
+local function stat(step, since)
+    local d = clock() - since
+    local st = stats[step]
+    if not st then
+        st = { n = 0, total = 0, samples = {} }
+        stats[step] = st
+    end
+    st.n = st.n + 1
+    st.total = st.total + d
+    st.samples[(st.n - 1) % STAT_SAMPLES + 1] = d
+end
+
+
+-- _M.stats() returns this worker's timings of its first handshakes for
+-- names new to it, by step: "fetch" (GET /v1/certs from the sidecar),
+-- "cert" (ngx.ssl.parse_pem_cert of what came: the leaf alone in the leaf
+-- format, the whole chain in the first), "key" (parse_pem_priv_key, only
+-- when no certificate before had the same key), "chain" (the worker's
+-- parsed intermediates added to the leaf), "intermediate" (parsing one
+-- intermediate new to the worker), "chain_fetch" (GET /v1/chains from the
+-- sidecar). Where the parsing of a record happened, all of it (its
+-- intermediates and the parsed parts, cert, key and chain, counted above
+-- too): "parse_handshake" while a handshake waited, "parse_timer" in a
+-- timer, off the handshake path (pre-warming). The change feed:
+-- "feed_poll" (a poll answered); pre-warming (see prewarm_one):
+-- "prewarm_wait" (time a name waited in the queue), then one of
+-- "prewarm_fetched" (asked the sidecar), "prewarm_loaded" (took another
+-- worker's answer from the shared dict), "prewarm_dropped" (dropped
+-- instead). Each is { n = count, total = seconds, samples = the last
+-- STAT_SAMPLES durations in seconds, in no order }. For benchmarks and
+-- tests; the table is the worker's own, not a copy.
+function _M.stats()
+    return stats
+end
+
+
+-- load_intermediate(d, pem) parses the intermediate of digest d from pem
+-- into the worker's table, once. Returns its X509 cdata, or nil, err when
+-- pem is not one certificate of that digest.
+local function load_intermediate(d, pem)
+    local t0 = clock()
+    local ok, sk, err = pcall(ssl_parse_pem_cert, pem)
+    if not ok or not sk then
+        return nil, "intermediate " .. d .. " does not parse: "
+                    .. tostring(err or sk)
+    end
+    local x = x509_of(sk)
+    if not x then
+        return nil, "intermediate " .. d .. " is not one certificate"
+    end
+    if sha256_hex(x) ~= d then
+        return nil, "intermediate " .. d .. " has another digest"
+    end
+    intermediates[d] = { sk = sk, x509 = x }
+    stat("intermediate", t0)
+    return x
+end
+
+
+-- intermediate(d) is the worker's parsed intermediate of digest d, parsed
+-- from the shared dict when new to the worker; nil when neither has it.
+local function intermediate(d)
+    local i = intermediates[d]
+    if i then
+        return i.x509
+    end
+    local pem = certs:get(CHAIN_PREFIX .. d)
+    if not pem then
+        return nil
+    end
+    local x, err = load_intermediate(d, pem)
+    if not x then
+        log_limited("parse", "cached " .. err)
+        certs:delete(CHAIN_PREFIX .. d)
+    end
+    return x
+end
+
+
+-- MISSING is the error of parse when an intermediate of the record is in
+-- neither the worker nor the shared dict: the sidecar must be asked.
+local MISSING = "missing intermediate"
+
+
+-- Parses a record's content (see RECORD_PREFIX) into cdata, once per
+-- version. Returns chain, key, err: the parsed chain and key and a nil
+-- err; or nil, nil and what is wrong (MISSING when an intermediate is not
+-- at hand).
 local function parse(body, version)
     local chain, key = parsed_chains[version], parsed_keys[version]
     if chain and key then
         return chain, key, nil
     end
 
+    local t_parse = clock()
+    local key_digest, digests
+    if str_sub(body, 1, #LEAF_MARK) == LEAF_MARK then
+        local nl = str_find(body, "\n", 1, true)
+        if not nl then
+            return nil, nil, "malformed leaf record"
+        end
+        local meta = str_sub(body, #LEAF_MARK + 1, nl - 1)
+        body = str_sub(body, nl + 1)
+        digests = {}
+        for d in str_gmatch(meta, "%S+") do
+            if key_digest then
+                digests[#digests + 1] = d
+            else
+                key_digest = d
+            end
+        end
+        for i = 1, #digests do
+            local x = intermediate(digests[i])
+            if not x then
+                return nil, nil, MISSING
+            end
+            digests[i] = x
+        end
+    end
+
     local at = str_find(body, KEY_PATTERN)
     if not at then
         return nil, nil, "no private key in the response"
     end
+    local t0 = clock()
     local ok, err
     ok, chain, err = pcall(ssl_parse_pem_cert, str_sub(body, 1, at - 1))
     if not ok or not chain then
         return nil, nil, "bad certificate chain: " .. tostring(err or chain)
     end
-    ok, key, err = pcall(ssl_parse_pem_priv_key, str_sub(body, at))
-    if not ok or not key then
-        return nil, nil, "bad private key: " .. tostring(err or key)
+    stat("cert", t0)
+    if digests then
+        t0 = clock()
+        for i = 1, #digests do
+            if not chain_push(chain, digests[i]) then
+                return nil, nil, "cannot add an intermediate to the chain"
+            end
+        end
+        stat("chain", t0)
+    end
+    key = key_digest and keys_by_digest[key_digest]
+    if not key then
+        t0 = clock()
+        ok, key, err = pcall(ssl_parse_pem_priv_key, str_sub(body, at))
+        if not ok or not key then
+            return nil, nil, "bad private key: " .. tostring(err or key)
+        end
+        stat("key", t0)
     end
     if not key_matches(chain, key) then
         return nil, nil, "the private key does not match the certificate"
     end
 
+    if key_digest then
+        keys_by_digest[key_digest] = key
+    end
     parsed_chains[version] = chain
     parsed_keys[version] = key
+    stat(ngx_get_phase() == "timer" and "parse_timer" or "parse_handshake",
+         t_parse)
     return chain, key, nil
 end
 
@@ -697,6 +978,9 @@ local function load_record(id)
     end
     local rec, err = worker_record(id, str_sub(v, 1, nl - 1),
                                    str_sub(v, nl + 1))
+    if err == MISSING then
+        return nil  -- the shared dict lost an intermediate: ask the sidecar
+    end
     if not rec then
         log_limited("parse", "cached certificate " .. id
                              .. " does not parse: " .. err)
@@ -770,15 +1054,25 @@ end
 
 
 local CERTS_PATH = "/v1/certs/"
+local CHAINS_PATH = "/v1/chains/"
 local CHANGES_PATH = "/v1/changes?since="
+-- The sidecar's leaf format (certserver.LeafFormat), asked for when the
+-- chain can be built from parsed parts (chain_push).
+local LEAF_FORMAT = "application/vnd.certserver.leaf+pem"
 local REQUEST_TAIL = " HTTP/1.1\r\nHost: certserver\r\n"
-                     .. "User-Agent: certserver-lua\r\n\r\n"
+                     .. "User-Agent: certserver-lua\r\n"
+                     .. (chain_push and "Accept: " .. LEAF_FORMAT .. "\r\n"
+                         or "")
+                     .. "\r\n"
 
 
 -- Sends GET path on sock and reads the response, a body of at most
 -- max_body bytes. Returns res, err, why: the response res = { status,
 -- body, max_age (nil without one), record (X-Certserver-Record, or nil),
--- keepalive } and nil, nil; or nil, what went wrong, and why it failed:
+-- match (X-Certserver-Match, or nil), leaf (true for the leaf format),
+-- key_digest and chain (X-Certserver-Key and X-Certserver-Chain, nil
+-- without), keepalive } and nil, nil; or nil, what went wrong, and why it
+-- failed:
 -- CLOSED when the connection turned out closed before anything was
 -- received (worth one more try on a new connection; a timeout is not
 -- retried, it would only double the wait), SLOW when no answer started
@@ -804,7 +1098,7 @@ local function exchange(sock, path, max_body)
         return nil, "malformed status line", BAD_ANSWER
     end
 
-    local length, max_age, record, match, keepalive
+    local length, max_age, record, match, keepalive, leaf, key_digest, chain
     local complete = false
     for _ = 1, MAX_HEADERS do
         line, err = sock:receive("*l")
@@ -826,6 +1120,12 @@ local function exchange(sock, path, max_body)
                 record = v
             elseif k == "x-certserver-match" then
                 match = v
+            elseif k == "content-type" then
+                leaf = str_lower(v) == LEAF_FORMAT
+            elseif k == "x-certserver-key" then
+                key_digest = v
+            elseif k == "x-certserver-chain" then
+                chain = v
             elseif k == "connection" then
                 keepalive = str_lower(v) ~= "close"
             elseif k == "transfer-encoding" then
@@ -851,7 +1151,8 @@ local function exchange(sock, path, max_body)
         end
     end
     return { status = status, body = body, max_age = max_age,
-             record = record, match = match,
+             record = record, match = match, leaf = leaf,
+             key_digest = key_digest, chain = chain,
              keepalive = keepalive ~= false }, nil, nil
 end
 
@@ -1065,11 +1366,119 @@ local function store_record(id, version, body, exptime, moved)
 end
 
 
+-- leaf_content(res) is the record content (see RECORD_PREFIX) of an
+-- answer in the leaf format, and the digests of its intermediates; or nil,
+-- nil, what is wrong with it.
+local function leaf_content(res)
+    local kd = res.key_digest
+    if not chain_push then
+        return nil, nil, "leaf format without OpenSSL's functions at hand"
+    end
+    if not (kd and #kd == 64 and str_find(kd, "^[0-9a-f]+$")) then
+        return nil, nil, "no valid key digest"
+    end
+    local digests = {}
+    for d in str_gmatch(res.chain or "", "%S+") do
+        if #d ~= 64 or not str_find(d, "^[0-9a-f]+$") then
+            return nil, nil, "malformed intermediate digest"
+        end
+        digests[#digests + 1] = d
+    end
+    local meta = LEAF_MARK .. kd
+    if #digests > 0 then
+        meta = meta .. " " .. table_concat(digests, " ")
+    end
+    return meta .. "\n" .. res.body, digests, nil
+end
+
+
+-- fetch_intermediate(d) asks the sidecar for the intermediate of digest
+-- d (GET /v1/chains/{digest}), parses it into the worker's table and puts
+-- it in the shared dict for the other workers, with no expiry: a digest's
+-- content never changes. Returns true, or nil, err, why as fetch does
+-- (BAD_ANSWER for a status other than 200 or a certificate of another
+-- digest).
+local function fetch_intermediate(d)
+    local t0 = clock()
+    local res, err, why = fetch(CHAINS_PATH .. d, MAX_BODY)
+    if not res then
+        return nil, err, why
+    end
+    stat("chain_fetch", t0)
+    if res.status ~= 200 then
+        return nil, "sidecar answered " .. res.status .. " for intermediate "
+                    .. d, BAD_ANSWER
+    end
+    local x
+    x, err = load_intermediate(d, res.body)
+    if not x then
+        return nil, err, BAD_ANSWER
+    end
+    local ok
+    ok, err = certs:set(CHAIN_PREFIX .. d, res.body)
+    if not ok then
+        log_limited("shared", "cannot cache intermediate " .. d
+                              .. " in the shared dict: " .. tostring(err))
+    end
+    return true
+end
+
+
+-- fetch_intermediates(digests, lock_until) makes sure the worker holds
+-- every intermediate of digests parsed: from its own table, else the
+-- shared dict, else the sidecar, one request per intermediate across all
+-- workers (a lock in lock_dict; the others wait for its answer in the
+-- shared dict). lock_until (by ngx.now()) is when the caller's fetch lock
+-- of its name expires: a wait for another worker's answer ends in time
+-- for a request of its own before then, so that lock_timeout still
+-- bounds a name's first fetch (the handshakes waiting on the name give
+-- up then). Returns true, or nil, err, why as fetch_intermediate.
+local function fetch_intermediates(digests, lock_until)
+    for _, d in ipairs(digests) do
+        if not (intermediates[d] or intermediate(d)) then
+            local key = CHAIN_PREFIX .. d
+            local ok, err, why
+            if locks:add(key, true, lock_timeout) then
+                local done, r1, r2, r3 = pcall(fetch_intermediate, d)
+                locks:delete(key)
+                if not done then
+                    error(r1, 0)
+                end
+                ok, err, why = r1, r2, r3
+            else
+                -- Another worker asks the sidecar: wait for its answer,
+                -- leaving room for a request of our own.
+                local deadline = math_min(ngx_now() + lock_timeout,
+                    lock_until - (connect_timeout + read_timeout) / 1000)
+                local delay = 0.001
+                while ngx_now() < deadline and locks:get(key) do
+                    ngx_sleep(math_min(delay, deadline - ngx_now()))
+                    delay = math_min(delay * 2, 0.02)
+                end
+                ok = intermediate(d) ~= nil
+                if not ok then
+                    ok, err, why = fetch_intermediate(d)
+                end
+            end
+            if not ok then
+                return nil, err, why
+            end
+        end
+    end
+    return true
+end
+
+
 -- Fetches name from the sidecar and caches the answer. cur is what the
--- caches hold (or nil). Returns the entry to serve, or nil.
-local function refresh(name, cur)
+-- caches hold (or nil); lock_until (by ngx.now()) is when the caller's
+-- fetch lock of name expires. Returns the entry to serve, or nil.
+local function refresh(name, cur, lock_until)
     local feed_before = certs:get(FEED_KEY)
+    local t0 = clock()
     local res, err, why = fetch(CERTS_PATH .. name, MAX_BODY)
+    if res then
+        stat("fetch", t0)
+    end
     local now = ngx_now()
     local status = res and res.status
     local max_age = res and res.max_age and math_min(res.max_age, MAX_AGE)
@@ -1080,6 +1489,30 @@ local function refresh(name, cur)
         -- only until the next poll's worth; and a certificate must not
         -- replace another copy of its record (see store_record).
         max_age = math_min(max_age or FEED_INTERVAL, FEED_INTERVAL)
+    end
+
+    if status == 200 and res.leaf then
+        -- The leaf format: the leaf and key, and the intermediates by
+        -- digest, which this nginx may hold already. A record whose
+        -- intermediates cannot be had is not served: never an incomplete
+        -- chain.
+        local content, digests
+        content, digests, err = leaf_content(res)
+        if content then
+            local ok
+            ok, err, why = fetch_intermediates(digests, lock_until)
+            if ok then
+                res.body = content
+            else
+                status = nil
+                if why ~= SLOW and why ~= UNANSWERED then
+                    why = BAD_ANSWER
+                end
+            end
+        else
+            status = nil
+            why = BAD_ANSWER
+        end
     end
 
     if status == 200 then
@@ -1283,10 +1716,11 @@ local function lookup(name, cur)
 
     lock_seq = lock_seq + 1
     local token = ngx_worker_pid() .. ":" .. lock_seq
+    local lock_until = ngx_now() + lock_timeout
     local ok, err = locks:add(name, token, lock_timeout)
     if ok then
         local res
-        ok, res = pcall(refresh, name, entry)
+        ok, res = pcall(refresh, name, entry, lock_until)
         -- Ours unless it expired and another worker took it meanwhile.
         if locks:get(name) == token then
             locks:delete(name)
@@ -1335,17 +1769,65 @@ end
 -- one) everything cached before is revalidated: served on, stale, while
 -- its name is asked again. No poll while the sidecar is down; the poll
 -- probes it instead.
+--
+-- Pre-warming (option prewarm, on by default): a changed name this
+-- worker serves a certificate for is not dropped from its LRU but queued;
+-- one timer per worker works through the queue, one name at a time and
+-- resting between names (see prewarm_run), and for each fetches the new
+-- answer and parses it off the handshake path (through refresh, as a
+-- handshake would), then swaps it in. Meanwhile the old certificate is
+-- served: a renewal leaves it valid. A 404 replaces it with the
+-- fallback; a name moved to another record follows it. One worker
+-- fetches a name (the fetch lock of lookup); it then marks the shared
+-- copy as fetched after the change (PREWARM_KEY), and the other workers
+-- parse that copy in their own timer instead of asking. A name whose
+-- pre-warming fails, or that waited prewarm_wait seconds in the queue, is
+-- left to its next handshake, as without pre-warming (see give_up).
 
 local feed_cursor    -- "<epoch> <version>" this worker applied, or nil
 local feed_off_until = 0
 local feed_started = false
 local feed_polling = false  -- a poll is under way (it may outlast a tick)
 
+-- "!pw:" .. name: the shared cursor ("<epoch> <version>") as of which the
+-- shared dict's copy of name was fetched by a pre-warm; set with
+-- safe_set, for PREWARM_MARK seconds
+local PREWARM_KEY = "!pw:"
+local PREWARM_MARK = 60
+local PREWARM_REST = 0.01   -- seconds the pre-warm timer rests at most
 
-local function drop(name)
+
+-- covers(mark, cursor) tells whether the cursor mark ("<epoch>
+-- <version>", or nil) is cursor or later in the same epoch.
+local function covers(mark, cursor)
+    if not mark then
+        return false
+    end
+    local m_epoch, m_version = str_match(mark, "^(%S+) (%d+)$")
+    local c_epoch, c_version = str_match(cursor, "^(%S+) (%d+)$")
+    return m_epoch ~= nil and m_epoch == c_epoch
+           and tonumber(m_version) >= tonumber(c_version)
+end
+
+
+-- unshare(name, cursor) deletes the shared dict's copies of name, the
+-- name changed as of cursor (nil: unknown), unless a pre-warm fetched
+-- them after that change.
+local function unshare(name, cursor)
+    if cursor and covers(certs:get(PREWARM_KEY .. name), cursor) then
+        return
+    end
     certs:delete(name)
     certs:delete(RECORD_PREFIX .. name)
     certs:delete(WILD_PREFIX .. name)
+end
+
+
+-- drop(name, cursor) retires name, changed as of cursor (or nil), in the
+-- shared dict (see unshare) and in this worker: its LRU entries, and the
+-- record of that id, with every name served through it.
+local function drop(name, cursor)
+    unshare(name, cursor)
     forget(name)
     local rec = records[name]
     if rec then
@@ -1355,10 +1837,222 @@ local function drop(name)
 end
 
 
+-- held(name) tells whether this worker serves name a certificate worth
+-- pre-warming: name is in its LRU with one, or is the id of a record it
+-- holds (then fetching name brings the record's new version, which its
+-- other names follow). A wildcard's record is dropped instead: no name
+-- to ask for it by.
+local function held(name)
+    local entry = lru:get(name)
+    if entry and entry.rec and not entry.rec.dropped then
+        return true
+    end
+    local rec = records[name]
+    return rec ~= nil and not rec.dropped and valid_name(name)
+end
+
+
+-- The pre-warm queue: names from pw_first to pw_last; pw_jobs[name] is
+-- { cursor = <the feed cursor it changed as of>, at = <when queued, by
+-- clock()> } while it waits.
+local pw_names = {}
+local pw_first, pw_last = 1, 0
+local pw_jobs = {}
+local pw_running = false
+
+
+-- enqueue(name, cursor, now) queues name for pre-warming (now by
+-- clock()); false when the queue is full (lru_size names).
+local function enqueue(name, cursor, now)
+    local job = pw_jobs[name]
+    if job then
+        job.cursor = cursor  -- changed again: keeps its place
+        return true
+    end
+    if pw_last - pw_first + 1 >= lru_size then
+        return false
+    end
+    pw_last = pw_last + 1
+    pw_names[pw_last] = name
+    pw_jobs[name] = { cursor = cursor, at = now }
+    return true
+end
+
+
+-- wait_unlocked(name) waits, at most lock_timeout, until nobody holds
+-- the fetch lock of name.
+local function wait_unlocked(name)
+    local deadline = ngx_now() + lock_timeout
+    local delay = 0.001
+    repeat
+        ngx_sleep(delay)
+        if not locks:get(name) then
+            return
+        end
+        delay = math_min(delay * 2, 0.02)
+    until ngx_now() >= deadline
+end
+
+
+-- give_up(name, cursor) leaves name, changed as of cursor, to its next
+-- handshake, as without pre-warming: the worker's entry is made stale, so
+-- that the handshake looks again and, should the sidecar fail, serves it
+-- meanwhile as any cached certificate (the shared dict's copy is gone,
+-- see poll_changes); without an entry, name is dropped.
+local function give_up(name, cursor)
+    local cur = lru:get(name)
+    if cur and cur.rec and not cur.rec.dropped then
+        cur.fresh_until = 0
+        return
+    end
+    drop(name, cursor)
+end
+
+
+-- prewarm_one(name, job) brings this worker's copy of name up to date
+-- after the change job.cursor announced, off the handshake path: from
+-- the shared dict when a pre-warm in another worker fetched it after
+-- that change, else from the sidecar under the name's fetch lock (as
+-- lookup takes it), through refresh. Whatever fails, the next handshake
+-- asks (see give_up).
+local function prewarm_one(name, job)
+    stat("prewarm_wait", job.at)
+    local t0 = clock()
+    if t0 - job.at > prewarm_wait or sidecar_down() then
+        give_up(name, job.cursor)
+        stat("prewarm_dropped", t0)
+        return
+    end
+    local function from_shared()
+        if covers(certs:get(PREWARM_KEY .. name), job.cursor)
+           and load_shared(name, nil)
+        then
+            stat("prewarm_loaded", t0)
+            return true
+        end
+        return false
+    end
+    for _ = 1, 2 do
+        if from_shared() then
+            return
+        end
+        lock_seq = lock_seq + 1
+        local token = ngx_worker_pid() .. ":" .. lock_seq
+        local lock_until = ngx_now() + lock_timeout
+        local ok, err = locks:add(name, token, lock_timeout)
+        -- Another worker may have fetched it between the two: it marks
+        -- the shared copy before it unlocks.
+        if ok and from_shared() then
+            if locks:get(name) == token then
+                locks:delete(name)
+            end
+            return
+        end
+        if ok then
+            local before = certs:get(FEED_KEY)
+            local cur = lru:get(name) or churn:get(name)
+            local res
+            ok, res = pcall(refresh, name, cur, lock_until)
+            local kept = ok and res and res ~= cur
+                         and (lru:get(name) or churn:get(name)) == res
+            if kept and before then
+                -- A new answer, in this worker's LRU and the shared
+                -- dict: marked before the lock goes (see above).
+                certs:safe_set(PREWARM_KEY .. name, before, PREWARM_MARK)
+            end
+            if locks:get(name) == token then
+                locks:delete(name)
+            end
+            if kept then
+                stat("prewarm_fetched", t0)
+                return
+            end
+            if not ok then
+                log_limited("internal", "internal error: " .. tostring(res))
+            end
+            break  -- the sidecar failed, or the answer was not kept
+        end
+        if err ~= "exists" then
+            log_limited("lock", "cannot lock " .. name .. ": "
+                                .. tostring(err))
+            break
+        end
+        -- Another worker (or a handshake) is fetching name: take its
+        -- answer when it is done.
+        wait_unlocked(name)
+    end
+    give_up(name, job.cursor)
+    stat("prewarm_dropped", t0)
+end
+
+
+-- prewarm_run is the worker's pre-warm timer: it works through the
+-- queue one name at a time until it is empty (or the worker exits:
+-- then it empties it), and after each name rests
+-- as long as the name took (at most PREWARM_REST): pre-warming takes at
+-- most about half of a busy worker's time, and a parse of its own
+-- delays a handshake by one parse at most. (Names in parallel put their
+-- parses in the same turn of the event loop, and each handshake, which
+-- needs a few turns, waits for all of them each time: with 4 at once,
+-- handshake p99 during a wave of 200 renewals was 3-7 times that with
+-- pre-warming off.)
+local function prewarm_run(premature)
+    while pw_first <= pw_last do
+        if premature or ngx_worker_exiting() then
+            -- A draining worker serves no more handshakes: what is
+            -- queued is of no use, and a long queue would delay its exit.
+            for i = pw_first, pw_last do
+                pw_jobs[pw_names[i]] = nil
+                pw_names[i] = nil
+            end
+            break
+        end
+        local name = pw_names[pw_first]
+        pw_names[pw_first] = nil
+        pw_first = pw_first + 1
+        local job = pw_jobs[name]
+        pw_jobs[name] = nil
+        local t0 = clock()
+        local ok, err = pcall(prewarm_one, name, job)
+        if not ok then
+            log_limited("internal", "internal error: " .. tostring(err))
+            give_up(name, nil)
+        end
+        ngx_sleep(math_min(clock() - t0, PREWARM_REST))
+    end
+    pw_first, pw_last = 1, 0
+    pw_running = false
+end
+
+
+-- start_prewarm() starts the pre-warm timer unless it runs; when it
+-- cannot, the queued names are left to their next handshakes.
+local function start_prewarm()
+    if pw_running or pw_first > pw_last then
+        return
+    end
+    local ok, err = ngx_timer_at(0, prewarm_run)
+    if ok then
+        pw_running = true
+        return
+    end
+    log_limited("feed", "cannot start the pre-warm timer: " .. tostring(err))
+    for i = pw_first, pw_last do
+        local name = pw_names[i]
+        pw_names[i] = nil
+        give_up(name, pw_jobs[name].cursor)
+        pw_jobs[name] = nil
+        stat("prewarm_dropped", clock())
+    end
+    pw_first, pw_last = 1, 0
+end
+
+
 local function poll_changes()
     if not (certs and locks) or sidecar_down() then
         return
     end
+    local t0 = clock()
     local now = ngx_now()
     if now < feed_off_until then
         return
@@ -1395,6 +2089,7 @@ local function poll_changes()
         feed_off_until = now + 60
         return
     end
+    stat("feed_poll", t0)
     local body = res.body
     local epoch, version = str_match(body, "^(%S+) (%d+)\n")
     if res.status ~= 200 or not epoch then
@@ -1429,8 +2124,13 @@ local function poll_changes()
         churn:flush_all()
     else
         for name in str_gmatch(rest, "[^\n]+") do
-            drop(name)
+            if prewarm and held(name) and enqueue(name, next_cursor, t0) then
+                unshare(name, next_cursor)
+            else
+                drop(name, next_cursor)
+            end
         end
+        start_prewarm()
     end
     feed_cursor = next_cursor
 end

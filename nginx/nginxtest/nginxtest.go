@@ -46,7 +46,7 @@ const (
 	snippetSocket  = `"unix:/run/certserver/certs.sock"`
 	snippetACME    = `server 127.0.0.1:9402;`
 	// replaced when Options.CertsDict is set
-	snippetCertsDict = `lua_shared_dict certserver_certs 64m;`
+	snippetCertsDict = `lua_shared_dict certserver_certs 128m;`
 	// replaced in nginx/certserver-stream.conf when Options.TLSALPN is set
 	streamListen  = "listen 443;"
 	streamTLSALPN = "server 127.0.0.1:9403;"
@@ -83,7 +83,7 @@ type Options struct {
 	Workers int
 
 	// CertsDict, when set, replaces the size of the certserver_certs
-	// shared dict in certserver-http.conf ("64m"), e.g. "1m".
+	// shared dict in certserver-http.conf ("128m"), e.g. "1m".
 	CertsDict string
 
 	// Configure, when set, is added to the options of the snippet's
@@ -105,11 +105,54 @@ type Options struct {
 	// "127.0.0.2", "127.0.0.3"). Default "127.0.0.1".
 	Host string
 
+	// Stats, when set, adds to the Lua TLS server the location StatsPath,
+	// which answers the serving worker's resty.certserver stats() (see
+	// ParseStats), after a full Lua garbage collection when asked with
+	// "?gc=1". For benchmarks and tests.
+	Stats bool
+
 	// HTTPPort is the port of the plain-HTTP server (the port-80 stand-in
 	// with the ACME challenge snippet) on Host, for a fleet whose hosts
 	// must all answer HTTP-01 on the one port Pebble validates on (see
 	// FreePortOn). Default 0: a port free at start.
 	HTTPPort int
+}
+
+// StatsPath is the location Options.Stats adds. Its answer has one line
+// per step of the module's stats(): the step, the count, then the last
+// durations in seconds, separated by spaces.
+const StatsPath = "/certserver-stats"
+
+// Stats is one step of the Lua module's stats() in one worker: how many
+// times it ran and its last durations.
+type Stats struct {
+	N       int
+	Samples []time.Duration
+}
+
+// ParseStats reads an answer of StatsPath.
+func ParseStats(body string) (map[string]Stats, error) {
+	m := make(map[string]Stats)
+	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		n, err := strconv.Atoi(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("stats line %q: %w", line, err)
+		}
+		st := Stats{N: n}
+		for _, v := range f[2:] {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return nil, fmt.Errorf("stats line %q: %w", line, err)
+			}
+			st.Samples = append(st.Samples, time.Duration(x*float64(time.Second)))
+		}
+		m[f[0]] = st
+	}
+	return m, nil
 }
 
 // WorkerHeader is the response header of the HTTPS server that holds the
@@ -190,7 +233,7 @@ func Start(t testing.TB, opts Options) *Nginx {
 		s := string(b)
 		size := opts.CertsDict
 		if size == "" {
-			size = "64m"
+			size = "128m"
 		}
 		for _, r := range []struct{ old, new string }{
 			{snippetCertsDict, "lua_shared_dict certserver_certs " + size + ";"},
@@ -287,6 +330,16 @@ func (n *Nginx) config(opts Options, httpSnippet, streamSnippet, nginxDir string
 	p("        ssl_certificate_key %s;", opts.FallbackKey)
 	p("        include %s;", filepath.Join(nginxDir, "certserver-ssl.conf"))
 	p("        add_header %s $pid always;", WorkerHeader)
+	if opts.Stats {
+		p("        location = %s {", StatsPath)
+		p("            content_by_lua_block {")
+		p("                if ngx.var.arg_gc then collectgarbage() collectgarbage() end")
+		p("                for step, st in pairs(require(\"resty.certserver\").stats()) do")
+		p("                    ngx.say(step, \" \", st.n, \" \", table.concat(st.samples, \" \"))")
+		p("                end")
+		p("            }")
+		p("        }")
+	}
 	p("        location / { return 200 \"lua\\n\"; }")
 	p("    }")
 	p("    server {")

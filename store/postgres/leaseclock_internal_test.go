@@ -15,18 +15,8 @@ import (
 // own clock runs an hour fast neither takes another host's lease early
 // nor grants itself leases that end an hour late.
 func TestLeasesGoByTheDatabaseClock(t *testing.T) {
-	url := pgtest.New(t)
 	c := context.Background()
-	open := func() *Store {
-		s, err := Open(c, Options{URL: url, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a, fast := open(), open()
-	fast.now = func() time.Time { return time.Now().Add(time.Hour) } // its host's clock runs fast
+	a, fast := skewedStores(t)
 	const name = "skew.example.com"
 	if _, _, err := a.AddDomains(c, []*store.Domain{{Name: name, State: store.StatePending, Source: "api", NextAttempt: time.Now().Add(-time.Hour)}}); err != nil {
 		t.Fatal(err)
@@ -51,4 +41,22 @@ func TestLeasesGoByTheDatabaseClock(t *testing.T) {
 	if until := time.Until(renewed[0].Expires); until > 2*time.Minute {
 		t.Errorf("a lease renewed for a minute by the fast host ends in %s, by its fast clock", until)
 	}
+}
+
+// skewedStores opens two stores, opened without a Clock, on one new
+// database: a, and fast, whose host's clock runs an hour fast.
+func skewedStores(t *testing.T) (a, fast *Store) {
+	t.Helper()
+	url := pgtest.New(t)
+	open := func() *Store {
+		s, err := Open(context.Background(), Options{URL: url, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, fast = open(), open()
+	fast.now = func() time.Time { return time.Now().Add(time.Hour) }
+	return a, fast
 }

@@ -2,12 +2,10 @@ package postgres
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/certserver/certserver/store"
-	"github.com/certserver/certserver/store/pgtest"
 )
 
 // TestVerdictsGoByTheDatabaseClock: a store opened without a Clock
@@ -16,18 +14,8 @@ import (
 // host's claim early nor prunes it, and is told how long a verdict has
 // left by the database's clock.
 func TestVerdictsGoByTheDatabaseClock(t *testing.T) {
-	url := pgtest.New(t)
 	c := context.Background()
-	open := func() *Store {
-		s, err := Open(c, Options{URL: url, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a, fast := open(), open()
-	fast.now = func() time.Time { return time.Now().Add(time.Hour) } // its host's clock runs fast
+	a, fast := skewedStores(t)
 	const name = "skew.example.com"
 	if _, claimed, err := a.ClaimVerdict(c, name, "a", time.Minute); err != nil || !claimed {
 		t.Fatalf("a's claim: %v, %v", claimed, err)

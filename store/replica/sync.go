@@ -35,8 +35,11 @@ func (f *Follower) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The completed sync is recorded before the copy is declared ready, so
+	// that whoever sees it ready (and stops this host) finds it recorded.
+	err = f.markSynced(ctx)
 	f.caughtUp(n)
-	if err := f.markSynced(ctx); err != nil {
+	if err != nil {
 		return f.failed(ctx, fmt.Errorf("record the completed sync in the local copy: %w", err), false)
 	}
 	if f.reportDue() {

@@ -107,6 +107,7 @@ type testCase struct {
 func cases() []testCase {
 	return []testCase{
 		{"CertificateRoundTrip", testCertificateRoundTrip},
+		{"KeyPool", testKeyPool},
 		{"CertificateReplaceRelinks", testCertificateReplaceRelinks},
 		{"CertificateNewestWriteWins", testNewestWriteWins},
 		{"CertificateInvalid", testCertificateInvalid},

@@ -1,0 +1,236 @@
+package nginx_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/certserver/certserver/nginx/nginxtest"
+)
+
+// workerStats reads the Lua module's stats() from every worker of ngx
+// (started with Options.Stats): requests for nginxtest.StatsPath over new
+// connections, until each worker has answered one. It returns, by worker
+// process ID, the count of each step.
+func workerStats(ngx *nginxtest.Nginx) (map[string]map[string]int, error) {
+	all := make(map[string]map[string]int)
+	for i := range maxSweep {
+		pid, stats, err := statsOnce(ngx.HTTPSAddr())
+		if err != nil {
+			return nil, fmt.Errorf("stats request %d: %w", i+1, err)
+		}
+		all[pid] = stats
+		if len(all) == ngx.Workers() {
+			return all, nil
+		}
+	}
+	return nil, fmt.Errorf("%d stats requests reached %d of %d workers", maxSweep, len(all), ngx.Workers())
+}
+
+// statsOnce asks addr for nginxtest.StatsPath over a new TLS connection
+// without SNI (no certificate is looked up for it).
+func statsOnce(addr string) (string, map[string]int, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true})
+	if err != nil {
+		return "", nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: stats\r\n\r\n", nginxtest.StatsPath)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", nil, fmt.Errorf("%s answered %s", nginxtest.StatsPath, resp.Status)
+	}
+	steps, err := nginxtest.ParseStats(string(body))
+	if err != nil {
+		return "", nil, err
+	}
+	counts := make(map[string]int, len(steps))
+	for step, st := range steps {
+		counts[step] = st.N
+	}
+	return resp.Header.Get(nginxtest.WorkerHeader), counts, nil
+}
+
+// statsSum reads every worker's counts and returns their sums.
+func statsSum(t testing.TB, ngx *nginxtest.Nginx) map[string]int {
+	t.Helper()
+	all, err := workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := make(map[string]int)
+	for _, stats := range all {
+		for k, v := range stats {
+			sum[k] += v
+		}
+	}
+	return sum
+}
+
+// feedsRunning waits until every worker of ngx has polled the change
+// feed twice: the first poll of nginx revalidates what its first
+// handshakes cached, which would blur counts of parses taken after.
+func feedsRunning(t testing.TB, ngx *nginxtest.Nginx) {
+	t.Helper()
+	eventually(t, 15*time.Second, "every worker polls the change feed", func() error {
+		all, err := workerStats(ngx)
+		if err != nil {
+			return err
+		}
+		for pid, stats := range all {
+			if stats["feed_poll"] < 2 {
+				return fmt.Errorf("worker %s polled %d times", pid, stats["feed_poll"])
+			}
+		}
+		return nil
+	})
+}
+
+// TestLuaPrewarm: when the change feed names a certificate the workers
+// serve, they fetch and parse the new one in a timer, off the handshake
+// path, and serve the old one until it is swapped in; one worker asks
+// the sidecar, the others take its answer from the shared dict; a wave
+// of renewals is worked through one name at a time per worker.
+func TestLuaPrewarm(t *testing.T) {
+	ca := newTestCA(t)
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	side.leafFormat = true // as the sidecar answers
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
+		// No name is dropped for waiting in the queue, however slow the
+		// machine: the wave below counts on every name being pre-warmed.
+		Configure: "prewarm_wait = 3600,",
+	})
+	feedsRunning(t, ngx)
+
+	// A long bound: a loaded machine is slow, and only a hang should fail.
+	within := func(t *testing.T, what string, cond func() error) {
+		t.Helper()
+		start := time.Now()
+		eventually(t, 3*time.Minute, what, cond)
+		t.Logf("%s after %v", what, time.Since(start).Round(10*time.Millisecond))
+	}
+
+	t.Run("a renewed certificate is swapped in with no parse on the handshake path", func(t *testing.T) {
+		old, renewed := ca.issue(t, "renewed.test"), ca.issue(t, "renewed.test")
+		side.set("renewed.test", certAnswer(old, 3600))
+		must(t, allServe(ngx, "renewed.test", old.serial))
+		before := statsSum(t, ngx)
+		side.change("renewed.test", certAnswer(renewed, 3600))
+		within(t, "every worker serves the new certificate", allServe(ngx, "renewed.test", renewed.serial))
+		after := statsSum(t, ngx)
+		if d := after["parse_handshake"] - before["parse_handshake"]; d != 0 {
+			t.Errorf("%d parses on the handshake path after the renewal, want 0", d)
+		}
+		if d := after["parse_timer"] - before["parse_timer"]; d != ngx.Workers() {
+			t.Errorf("%d parses in timers, want one per worker (%d)", d, ngx.Workers())
+		}
+		if h := side.hitsFor("renewed.test"); h != 2 {
+			t.Errorf("sidecar asked %d times for renewed.test, want 2 (the first handshake, then one pre-warm for all workers)", h)
+		}
+	})
+
+	t.Run("a removed certificate gives way to the fallback", func(t *testing.T) {
+		l := ca.issue(t, "removed-prewarm.test")
+		side.set("removed-prewarm.test", certAnswer(l, 3600))
+		must(t, allServe(ngx, "removed-prewarm.test", l.serial))
+		side.change("removed-prewarm.test", answer{status: 404, maxAge: 10})
+		within(t, "every worker serves the fallback", allServe(ngx, "removed-prewarm.test", fallback.serial))
+	})
+
+	t.Run("a renewal the sidecar fails to answer keeps the old certificate served", func(t *testing.T) {
+		old, renewed := ca.issue(t, "failing.test"), ca.issue(t, "failing.test")
+		side.set("failing.test", certAnswer(old, 3600))
+		must(t, allServe(ngx, "failing.test", old.serial))
+		before := statsSum(t, ngx)["prewarm_dropped"]
+		side.change("failing.test", answer{status: 503, maxAge: -1})
+		within(t, "every worker gave up pre-warming", func() error {
+			if n := statsSum(t, ngx)["prewarm_dropped"] - before; n < ngx.Workers() {
+				return fmt.Errorf("%d of %d workers gave up", n, ngx.Workers())
+			}
+			return nil
+		})
+		// Never the fallback, which covers nothing.
+		must(t, allServe(ngx, "failing.test", old.serial))
+		side.set("failing.test", certAnswer(renewed, 3600))
+		within(t, "every worker serves the new certificate once the sidecar answers", allServe(ngx, "failing.test", renewed.serial))
+	})
+
+	// Enough names, each answered slowly, that unbounded fetches would
+	// overlap; the 200- and 1000-name waves are BenchmarkRenewalWave's.
+	t.Run("a wave of renewals is pre-warmed one name at a time per worker", func(t *testing.T) {
+		const wave = 50
+		names := make([]string, wave)
+		old, renewed := make(map[string]leaf, wave), make(map[string]leaf, wave)
+		for i := range names {
+			names[i] = fmt.Sprintf("wave%d.test", i)
+			old[names[i]], renewed[names[i]] = ca.issue(t, names[i]), ca.issue(t, names[i])
+			side.set(names[i], certAnswer(old[names[i]], 3600))
+		}
+		for _, name := range names {
+			must(t, allServe(ngx, name, old[name].serial))
+		}
+		before := statsSum(t, ngx)
+		hitsBefore := side.totalHits()
+		side.resetInflight()
+		answers := make(map[string]answer, wave)
+		for name, l := range renewed {
+			a := certAnswer(l, 3600)
+			// Slow enough that unbounded fetches would pile up.
+			a.delay = 5 * time.Millisecond
+			answers[name] = a
+		}
+		side.changeAll(answers)
+		within(t, "every worker pre-warmed every renewed name", func() error {
+			stats := statsSum(t, ngx)
+			if n := stats["prewarm_fetched"] + stats["prewarm_loaded"] + stats["prewarm_dropped"] -
+				before["prewarm_fetched"] - before["prewarm_loaded"] - before["prewarm_dropped"]; n < wave*ngx.Workers() {
+				return fmt.Errorf("%d of %d names pre-warmed", n, wave*ngx.Workers())
+			}
+			return nil
+		})
+		most := side.resetInflight()
+		hits := side.totalHits() - hitsBefore
+		for _, name := range names {
+			must(t, allServe(ngx, name, renewed[name].serial))
+		}
+		after := statsSum(t, ngx)
+		if d := after["parse_handshake"] - before["parse_handshake"]; d != 0 {
+			t.Errorf("%d parses on the handshake path after the wave, want 0", d)
+		}
+		if d := after["prewarm_dropped"] - before["prewarm_dropped"]; d != 0 {
+			t.Errorf("%d names dropped instead of pre-warmed", d)
+		}
+		if hits != wave {
+			t.Errorf("sidecar asked %d times for the %d renewed names, want once each", hits, wave)
+		}
+		// One at a time per worker (see prewarm_run).
+		if limit := ngx.Workers(); most > limit {
+			t.Errorf("%d certificate requests at once during the wave, want at most %d", most, limit)
+		}
+		t.Logf("wave of %d: %d requests, at most %d at once; per worker fetched+loaded %d", wave, hits, most,
+			after["prewarm_fetched"]+after["prewarm_loaded"]-before["prewarm_fetched"]-before["prewarm_loaded"])
+	})
+
+	ngx.AssertCleanErrorLog(t)
+	if t.Failed() {
+		t.Logf("nginx error log:\n%s", ngx.ErrorLog())
+	}
+}

@@ -51,7 +51,9 @@ var (
 // Chains and P-256 keys as certbot and other tools write them take a fast
 // path (fastChain, fastKey) that decodes an intermediate seen before only
 // once and reads a key only as far as the match check needs; anything
-// else, and anything refused, takes the general one.
+// else, and anything refused, takes the general one. What the fast path
+// decoded is kept in the returned value, and nowhere else, so that
+// storing that value does not decode its PEM again.
 func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, error) {
 	leaf, chain, parsed, ok := fastChain(chainPEM)
 	if !ok {
@@ -85,7 +87,7 @@ func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, err
 			names[0], leaf.NotAfter.UTC().Format(time.RFC3339), ErrExpired)
 	}
 	if parsed != nil {
-		parsedChains.put(parsed)
+		parsed.seal()
 	}
 	return &Certificate{
 		ID:        names[0],
@@ -97,6 +99,7 @@ func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, err
 		Issuer:    leaf.Issuer.String(),
 		Serial:    leaf.SerialNumber.Text(16),
 		KeyType:   KeyTypeOf(leaf.PublicKey),
+		parsed:    parsed,
 	}, nil
 }
 

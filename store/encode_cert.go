@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
-	"sync"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -137,9 +136,9 @@ type intermediate struct {
 
 // encodeCertificate returns the stored form of c (formatV2) and the
 // intermediates it refers to, which the store must hold for the record to
-// decode. The intermediates' DER never refers to c.ChainPEM's memory. A
-// chain ParseCertificate returned, unchanged since, is not decoded again:
-// what it decoded is taken from parsedChains.
+// decode. The intermediates' DER never refers to c.ChainPEM's memory. The
+// chain and key of a value ParseCertificate returned, unchanged since, are
+// not decoded again: what parsing decoded (c.parsed) is used instead.
 func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
 	var (
 		leaf    []byte
@@ -149,14 +148,14 @@ func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
 		keyDER  []byte
 		p256    bool // keyDER is p256PKCS8 of its scalar and the leaf's point
 	)
-	p, parsed := parsedChains.take(c.ChainPEM)
-	if parsed {
-		leaf, inters, compact = p.leaf, p.inters, p.compact
+	chain, key := c.parsed.of(c)
+	if chain != nil {
+		leaf, inters, compact = chain.leaf, chain.inters, chain.compact
 	} else {
 		leaf, inters, compact = splitChain(c.ChainPEM)
 	}
-	if parsed && parsedChains.same(&p.key.sums, c.KeyPEM) {
-		keyType, keyDER, p256 = p.key.code, p.key.der, p.key.p256
+	if key != nil {
+		keyType, keyDER, p256 = key.code, key.der, key.p256
 	} else {
 		keyType, keyDER = compactKey(c.KeyPEM)
 		if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
@@ -248,7 +247,10 @@ func encodeCertTail(e *encoder, c *Certificate) {
 // (pem), in the form splitChain gives it: the leaf's DER, the
 // intermediates, and whether every block is the one appendPEM writes
 // (compact; else the record stores the PEM as it is); and of the key it
-// returned, when its fast path read it (key).
+// returned, when its fast path read it (key). It is kept in that
+// Certificate (its parsed field) and nowhere else: no package state refers
+// to one, so it lives exactly as long as the value. Once sealed it is
+// only read, so a value may be encoded by several goroutines at once.
 type parsedChain struct {
 	sums
 	leaf    []byte
@@ -275,6 +277,11 @@ type sums struct {
 	sum uint64
 }
 
+// pemSeed seeds the hashes of sums. It is chosen at random once per
+// process and never changed, so that nobody can write a PEM that hashes
+// like another.
+var pemSeed = maphash.MakeSeed()
+
 // add appends an intermediate of the chain.
 func (p *parsedChain) add(k *knownIntermediate) {
 	if len(p.inters) == maxChain || !k.canonical {
@@ -285,70 +292,41 @@ func (p *parsedChain) add(k *knownIntermediate) {
 	}
 }
 
-// maxParsedChains is how many chains ParseCertificate may parse after one
-// before the encoding can no longer take it: more than two batches of an
-// import (two uploads in flight, api.MaxImportBatch each), between parsing
-// a chain and storing it.
-const maxParsedChains = 2048
-
-// parsedChains hands what ParseCertificate decoded of a chain and its key
-// to the record's encoding, which would otherwise decode the PEM again
-// (about an eighth of the CPU of an import). An entry is taken once, and
-// only for the very slices ParseCertificate returned (same memory, same
-// length), with the same bytes as then (the same seeded 64-bit hash): a
-// chain or key a caller replaced or changed in place is decoded anew.
-var parsedChains = chainCache{max: maxParsedChains, seed: maphash.MakeSeed()}
-
-// chainCache holds parsedChain entries by the hash of their chain's PEM,
-// in two generations of at most max each: when the new one is full, it
-// becomes the old one, and the old one is dropped. An entry not taken is
-// thus kept for max puts at least, 2*max at most (about 5 KB each). It is
-// safe for concurrent use.
-type chainCache struct {
-	max      int
-	seed     maphash.Seed
-	mu       sync.Mutex
-	new, old map[uint64]*parsedChain
+// seal hashes the chain and the key as they are now, for of to tell
+// whether they changed since. ParseCertificate calls it last.
+func (p *parsedChain) seal() {
+	p.sums.seal()
+	p.key.sums.seal()
 }
 
-// put remembers p, its chain and key as they are now.
-func (cc *chainCache) put(p *parsedChain) {
-	if len(p.pem) == 0 {
-		return
+// of returns what p says of c's chain and key, each only while it is the
+// very slice ParseCertificate returned (same memory, same length) with
+// the same bytes as then (the same seeded 64-bit hash): a chain or key a
+// caller replaced, cut or changed in place since gets nil, and is decoded
+// anew. The key's is taken only with the chain's, whose leaf it was
+// matched against. p may be nil (a value ParseCertificate did not return,
+// or one whose chain took the general path).
+func (p *parsedChain) of(c *Certificate) (*parsedChain, *parsedKey) {
+	if p == nil || !p.sums.holds(c.ChainPEM) {
+		return nil, nil
 	}
-	p.sum = maphash.Bytes(cc.seed, p.pem)
-	if len(p.key.pem) != 0 {
-		p.key.sum = maphash.Bytes(cc.seed, p.key.pem)
+	if !p.key.sums.holds(c.KeyPEM) {
+		return p, nil
 	}
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.new == nil || len(cc.new) >= cc.max {
-		cc.old, cc.new = cc.new, make(map[uint64]*parsedChain, cc.max)
-	}
-	cc.new[p.sum] = p
+	return p, &p.key
 }
 
-// take returns and forgets the entry of chain, if chain is the slice put
-// was given, holding the same bytes.
-func (cc *chainCache) take(chain []byte) (*parsedChain, bool) {
-	if len(chain) == 0 {
-		return nil, false
+// seal hashes s's slice as it is now.
+func (s *sums) seal() {
+	if len(s.pem) != 0 {
+		s.sum = maphash.Bytes(pemSeed, s.pem)
 	}
-	sum := maphash.Bytes(cc.seed, chain)
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	for _, m := range []map[uint64]*parsedChain{cc.new, cc.old} {
-		if p, ok := m[sum]; ok && cc.same(&p.sums, chain) {
-			delete(m, sum)
-			return p, true
-		}
-	}
-	return nil, false
 }
 
-// same says whether b is the slice of s, holding the same bytes.
-func (cc *chainCache) same(s *sums, b []byte) bool {
-	return len(b) != 0 && len(s.pem) == len(b) && &s.pem[0] == &b[0] && maphash.Bytes(cc.seed, b) == s.sum
+// holds says whether b is s's slice, holding the same bytes as when it was
+// sealed. An empty s holds nothing.
+func (s *sums) holds(b []byte) bool {
+	return len(b) != 0 && len(s.pem) == len(b) && &s.pem[0] == &b[0] && maphash.Bytes(pemSeed, b) == s.sum
 }
 
 // splitChain returns the leaf's DER and the intermediates of a chain of

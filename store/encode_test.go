@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"crypto/elliptic"
 	"errors"
-	"hash/maphash"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/certserver/certserver/store/certtest"
 )
@@ -269,15 +270,16 @@ func BenchmarkEncodeCertificate(b *testing.B) {
 		}
 	})
 	// As a write after ParseCertificate does it: from what parsing
-	// decoded (remembered anew each time, which ParseCertificate does).
+	// decoded, which the value it returned carries.
 	parsed, err := ParseCertificate(c.ChainPEM, c.KeyPEM, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := parsedChains.peek(parsed.ChainPEM)
+	if chain, key := parsed.parsed.of(parsed); chain == nil || key == nil {
+		b.Fatal("ParseCertificate kept nothing for the encoding")
+	}
 	b.Run("encode/v2/parsed", func(b *testing.B) {
 		for b.Loop() {
-			parsedChains.put(p)
 			if _, inters := encodeCertificate(parsed); len(inters) != 1 {
 				b.Fatal("not the compact record")
 			}
@@ -302,7 +304,7 @@ func BenchmarkEncodeCertificate(b *testing.B) {
 // TestEncodeParsedChainChanged: the record of a certificate whose ChainPEM
 // or KeyPEM changed after ParseCertificate holds the changed PEM, not what
 // was parsed: whether the slice was replaced, cut or changed in place. An
-// unchanged one is encoded from what was parsed.
+// unchanged one, or a copy of the value, is encoded from what was parsed.
 func TestEncodeParsedChainChanged(t *testing.T) {
 	ca := newTestCA(t)
 	key := newECKey(t, elliptic.P256())
@@ -310,46 +312,51 @@ func TestEncodeParsedChainChanged(t *testing.T) {
 	chainA := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}}), ca.certPEM)
 	chainB := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"b.example.com"}}), ca.certPEM)
 	otherKey := pkcs8PEM(t, newECKey(t, elliptic.P256()))
+	flip := func(b []byte, i int) {
+		b[i] ^= 'A' ^ 'B'
+		if b[i] != 'A' && b[i] != 'B' {
+			b[i] = 'A'
+		}
+	}
 	for _, tt := range []struct {
-		desc   string
-		change func(c *Certificate)
-		taken  bool // the chain's entry is taken
+		desc       string
+		change     func(c *Certificate) *Certificate
+		chain, key bool // what was parsed of each is used
 	}{
-		{"unchanged", func(*Certificate) {}, true},
-		{"key replaced", func(c *Certificate) { c.KeyPEM = slices.Clone(otherKey) }, true},
-		{"key changed in place", func(c *Certificate) {
-			i := len("-----BEGIN PRIVATE KEY-----\n") + 50
-			c.KeyPEM[i] ^= 'A' ^ 'B'
-			if c.KeyPEM[i] != 'A' && c.KeyPEM[i] != 'B' {
-				c.KeyPEM[i] = 'A'
-			}
-		}, true},
-		{"replaced", func(c *Certificate) { c.ChainPEM = slices.Clone(chainB) }, false},
-		{"cut", func(c *Certificate) { c.ChainPEM = c.ChainPEM[:len(c.ChainPEM)-len(ca.certPEM)] }, false},
-		{"changed in place", func(c *Certificate) {
+		{"unchanged", func(c *Certificate) *Certificate { return c }, true, true},
+		{"value copied", func(c *Certificate) *Certificate { cp := *c; cp.Source = SourceImport; return &cp }, true, true},
+		{"key replaced", func(c *Certificate) *Certificate { c.KeyPEM = slices.Clone(otherKey); return c }, true, false},
+		{"key copied", func(c *Certificate) *Certificate { c.KeyPEM = slices.Clone(c.KeyPEM); return c }, true, false},
+		{"key changed in place", func(c *Certificate) *Certificate {
+			flip(c.KeyPEM, len("-----BEGIN PRIVATE KEY-----\n")+50)
+			return c
+		}, true, false},
+		{"replaced", func(c *Certificate) *Certificate { c.ChainPEM = slices.Clone(chainB); return c }, false, false},
+		{"cut", func(c *Certificate) *Certificate { c.ChainPEM = c.ChainPEM[:len(c.ChainPEM)-len(ca.certPEM)]; return c }, false, false},
+		{"changed in place", func(c *Certificate) *Certificate {
 			// A character in the middle of the leaf's second line: the
 			// chain keeps its layout, the leaf another signature.
-			i := len("-----BEGIN CERTIFICATE-----\n") + 65 + 10
-			c.ChainPEM[i] ^= 'A' ^ 'B'
-			if c.ChainPEM[i] != 'A' && c.ChainPEM[i] != 'B' {
-				c.ChainPEM[i] = 'A'
-			}
-		}, false},
-		{"changed in place and copied", func(c *Certificate) {
+			flip(c.ChainPEM, len("-----BEGIN CERTIFICATE-----\n")+65+10)
+			return c
+		}, false, false},
+		{"changed in place and copied", func(c *Certificate) *Certificate {
 			c.ChainPEM[len(c.ChainPEM)-40] = '\n'
 			c.ChainPEM = slices.Clone(c.ChainPEM)
-		}, false},
+			return c
+		}, false, false},
 	} {
 		t.Run(tt.desc, func(t *testing.T) {
 			c, err := ParseCertificate(chainA, keyPEM, testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
-			parsed := parsedChains.peek(c.ChainPEM)
-			if parsed == nil || &parsed.pem[0] != &c.ChainPEM[0] {
-				t.Fatal("ParseCertificate left nothing for the encoding to take")
+			if chain, key := c.parsed.of(c); chain == nil || key == nil {
+				t.Fatal("ParseCertificate kept nothing for the encoding")
 			}
-			tt.change(c)
+			c = tt.change(c)
+			if chain, key := c.parsed.of(c); (chain != nil) != tt.chain || (key != nil) != tt.key {
+				t.Errorf("what was parsed is used: chain %v, key %v; want %v, %v", chain != nil, key != nil, tt.chain, tt.key)
+			}
 			want, wantKey := slices.Clone(c.ChainPEM), slices.Clone(c.KeyPEM)
 			rec, src := encodeV2(c)
 			var got Certificate
@@ -362,53 +369,81 @@ func TestEncodeParsedChainChanged(t *testing.T) {
 			if !bytes.Equal(got.KeyPEM, wantKey) {
 				t.Errorf("key read back\n%s\nwant\n%s", got.KeyPEM, wantKey)
 			}
-			if taken := parsedChains.peekSum(parsed.sum) != parsed; taken != tt.taken {
-				t.Errorf("the parsed chain taken by the encoding: %v, want %v", taken, tt.taken)
+			checkParsedRecord(t, c)
+		})
+	}
+}
+
+// checkParsedRecord checks that the record of c and its intermediates are
+// byte for byte those of the same value without what ParseCertificate
+// decoded, which the encoding then decodes from the PEM.
+func checkParsedRecord(t *testing.T, c *Certificate) {
+	t.Helper()
+	plain := *c
+	plain.parsed = nil
+	rec, inters := encodeCertificate(c)
+	want, wantInters := encodeCertificate(&plain)
+	if !bytes.Equal(rec, want) {
+		t.Errorf("record from what was parsed\n%x\nfrom the PEM\n%x", rec, want)
+	}
+	if !reflect.DeepEqual(inters, wantInters) {
+		t.Errorf("%d intermediates from what was parsed, %d from the PEM, or not the same", len(inters), len(wantInters))
+	}
+}
+
+// TestParsedKeyNotKept: the private key ParseCertificate read, as its PEM
+// and as the DER its fast path decoded, becomes unreachable when the
+// caller drops the value ParseCertificate returned: whether it was never
+// stored, encoded, or encoded after a change. Nothing else (no cache, no
+// package state) holds it.
+func TestParsedKeyNotKept(t *testing.T) {
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	chain := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}}), ca.certPEM)
+	keyPEM := pkcs8PEM(t, key)
+	for _, tt := range []struct {
+		desc string
+		use  func(c *Certificate)
+	}{
+		{"parsed, never stored", func(*Certificate) {}},
+		{"parsed and encoded", func(c *Certificate) { encodeCertificate(c) }},
+		{"encoded after the key was copied", func(c *Certificate) {
+			c.KeyPEM = slices.Clone(c.KeyPEM)
+			encodeCertificate(c)
+		}},
+	} {
+		t.Run(tt.desc, func(t *testing.T) {
+			held := parseAndDrop(t, chain, keyPEM, tt.use)
+			// A full collection clears a weak pointer to what nothing
+			// reaches; a few more, in case a cycle ran concurrently.
+			for range 10 {
+				runtime.GC()
+			}
+			for what, p := range held {
+				if p.Value() != nil {
+					t.Errorf("%s still reachable after the value was dropped", what)
+				}
 			}
 		})
 	}
 }
 
-// peek returns the entry of chain's bytes, if any, leaving it.
-func (cc *chainCache) peek(chain []byte) *parsedChain {
-	return cc.peekSum(maphash.Bytes(cc.seed, chain))
-}
-
-// peekSum returns the entry of a hash, if any, leaving it.
-func (cc *chainCache) peekSum(sum uint64) *parsedChain {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if p, ok := cc.new[sum]; ok {
-		return p
+// parseAndDrop parses chain and key, hands the value to use, and returns
+// weak pointers to the key material the value held, dropping the value.
+//
+//go:noinline
+func parseAndDrop(t *testing.T, chain, key []byte, use func(c *Certificate)) map[string]weak.Pointer[byte] {
+	c, err := ParseCertificate(chain, key, testNow)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return cc.old[sum]
-}
-
-// TestChainCacheBound: an entry not taken is kept for max puts at least,
-// and the cache never holds more than two generations of max.
-func TestChainCacheBound(t *testing.T) {
-	cc := chainCache{max: 3, seed: maphash.MakeSeed()}
-	var ps []*parsedChain
-	for i := range 10 {
-		p := &parsedChain{sums: sums{pem: []byte{byte(i)}}}
-		cc.put(p)
-		ps = append(ps, p)
-		if n := len(cc.new) + len(cc.old); n > 2*cc.max {
-			t.Fatalf("after %d puts the cache holds %d, more than %d", i+1, n, 2*cc.max)
-		}
-		for j := max(0, i-cc.max+1); j <= i; j++ {
-			if cc.peek(ps[j].pem) != ps[j] {
-				t.Fatalf("after %d puts, put %d is gone", i+1, j+1)
-			}
-		}
+	if c.parsed == nil || len(c.parsed.key.der) == 0 {
+		t.Fatal("the fast path decoded no key")
 	}
-	if p, ok := cc.take(ps[9].pem); !ok || p != ps[9] {
-		t.Fatal("the last put not taken")
+	held := map[string]weak.Pointer[byte]{
+		"the key's PEM": weak.Make(&c.KeyPEM[0]),
+		"the key's DER": weak.Make(&c.parsed.key.der[0]),
 	}
-	if _, ok := cc.take(ps[9].pem); ok {
-		t.Fatal("an entry taken twice")
-	}
-	if _, ok := cc.take([]byte{8}); ok || cc.peek(ps[8].pem) != ps[8] {
-		t.Fatal("an entry taken for a copy of its chain")
-	}
+	use(c)
+	return held
 }

@@ -199,6 +199,13 @@ type Certificate struct {
 	RenewAt time.Time `json:"renew_at,omitzero"`
 	// StoredAt is when the record was written.
 	StoredAt time.Time `json:"stored_at"`
+
+	// parsed is what ParseCertificate decoded of the ChainPEM and KeyPEM
+	// it returned, for the record's encoding (encodeCertificate), which
+	// uses it only while they hold the same bytes; nil in any other value.
+	// It lives exactly as long as the value, and holds no more secret
+	// than KeyPEM does.
+	parsed *parsedChain
 }
 
 // Source is where a certificate came from.

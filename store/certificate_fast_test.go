@@ -94,8 +94,8 @@ func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
 	// What the record's encoding takes of parsed is what it would decode
 	// of the chain.
 	wantLeaf, wantInters, wantCompact := splitChain(gotChain)
-	if &parsed.pem[0] != &gotChain[0] || parsed.compact != wantCompact ||
-		wantCompact && (!bytes.Equal(parsed.leaf, wantLeaf) || !reflect.DeepEqual(parsed.inters, wantInters)) {
+	if &parsed.pem[0] != &gotChain[0] || parsed.compact != wantCompact || !reflect.DeepEqual(parsed.inters, wantInters) ||
+		wantCompact && !bytes.Equal(parsed.leaf, wantLeaf) {
 		t.Fatalf("fastChain decoded chain %q as compact %v, leaf %x, intermediates %x; want %v, %x, %x",
 			gotChain, parsed.compact, parsed.leaf, parsed.inters, wantCompact, wantLeaf, wantInters)
 	}
@@ -133,6 +133,11 @@ func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
 	if &parsedKey.pem[0] != &gotKey[0] || parsedKey.code != wantCode || !bytes.Equal(parsedKey.der, wantDER) || parsedKey.p256 != wantP256 {
 		t.Fatalf("fastKey decoded key %q as type %d, DER %x, P-256 of the leaf %v; want %d, %x, %v",
 			gotKey, parsedKey.code, parsedKey.der, parsedKey.p256, wantCode, wantDER, wantP256)
+	}
+	// And the record written from what they decoded is the one written
+	// from the PEM.
+	if c, err := ParseCertificate(chain, key, testNow); err == nil {
+		checkParsedRecord(t, c)
 	}
 }
 

@@ -282,10 +282,12 @@ type sums struct {
 // like another.
 var pemSeed = maphash.MakeSeed()
 
-// add appends an intermediate of the chain.
+// add appends an intermediate of the chain. A chain the record stores as
+// PEM (one intermediate too many, or one not in appendPEM's layout) refers
+// to no intermediate: it has none to hand to the store.
 func (p *parsedChain) add(k *knownIntermediate) {
 	if len(p.inters) == maxChain || !k.canonical {
-		p.compact = false
+		p.compact, p.inters = false, nil
 	}
 	if p.compact {
 		p.inters = append(p.inters, k.intermediate)

@@ -2,7 +2,11 @@ package store
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/elliptic"
+	encasn1 "encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"reflect"
 	"runtime"
@@ -389,6 +393,79 @@ func checkParsedRecord(t *testing.T, c *Certificate) {
 	if !reflect.DeepEqual(inters, wantInters) {
 		t.Errorf("%d intermediates from what was parsed, %d from the PEM, or not the same", len(inters), len(wantInters))
 	}
+}
+
+// TestEncodeParsedSameRecord: a record written from what ParseCertificate
+// decoded is byte for byte the one written from the PEM, for every chain
+// and key the fast paths take or leave (the fast inputs, and layouts they
+// take but the record does not keep as DER), and what they decoded is used
+// whenever they took both.
+func TestEncodeParsedSameRecord(t *testing.T) {
+	inputs := fastInputs(t)
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	leaf := ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}})
+	pk8 := pkcs8PEM(t, key)
+	chain := concat(leaf, ca.certPEM)
+	many := leaf
+	for range maxChain + 1 {
+		many = concat(many, ca.certPEM)
+	}
+	inputs = append(inputs,
+		fastInput{desc: "leaf in lines of 76", chain: concat(rewrap(t, leaf, 76), ca.certPEM), key: pk8, fast: true},
+		fastInput{desc: "intermediate in lines of 76", chain: concat(leaf, rewrap(t, ca.certPEM, 76)), key: pk8, fast: true},
+		fastInput{desc: "key in lines of 76", chain: chain, key: rewrap(t, pk8, 76), fast: true},
+		fastInput{desc: "two intermediates", chain: concat(chain, ca.certPEM), key: pk8, fast: true},
+		fastInput{desc: "second intermediate in lines of 76", chain: concat(chain, rewrap(t, ca.certPEM, 76)), key: pk8, fast: true},
+		fastInput{desc: "more intermediates than a record keeps", chain: many, key: pk8, fast: true},
+		fastInput{desc: "sec1 key without its public key", chain: chain, key: sec1NoPublic(t, key), fast: true},
+	)
+	for _, in := range inputs {
+		t.Run(in.desc, func(t *testing.T) {
+			c, err := ParseCertificate(in.chain, in.key, testNow)
+			if err != nil {
+				return // the fast-path tests check what is refused
+			}
+			if chain, key := c.parsed.of(c); in.fast && (chain == nil || key == nil) {
+				t.Errorf("what was parsed is used: chain %v, key %v; want both", chain != nil, key != nil)
+			}
+			checkParsedRecord(t, c)
+		})
+	}
+}
+
+// rewrap is the PEM block b with its base64 in lines of n characters.
+func rewrap(t testing.TB, b []byte, n int) []byte {
+	t.Helper()
+	block, rest := pem.Decode(b)
+	if block == nil || len(bytes.TrimSpace(rest)) != 0 {
+		t.Fatalf("not one PEM block: %q", b)
+	}
+	text := base64.StdEncoding.EncodeToString(block.Bytes)
+	out := []byte("-----BEGIN " + block.Type + "-----\n")
+	for len(text) > 0 {
+		k := min(n, len(text))
+		out = append(append(out, text[:k]...), '\n')
+		text = text[k:]
+	}
+	return append(out, "-----END "+block.Type+"-----\n"...)
+}
+
+// sec1NoPublic is key in SEC 1 PEM without its optional public key [1],
+// which the record cannot then keep as the scalar alone.
+func sec1NoPublic(t testing.TB, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	d := make([]byte, 32)
+	key.D.FillBytes(d)
+	der, err := encasn1.Marshal(struct {
+		Version int
+		Key     []byte
+		Curve   encasn1.ObjectIdentifier `asn1:"optional,explicit,tag:0"`
+	}{1, d, encasn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemBlock("EC PRIVATE KEY", der)
 }
 
 // TestParsedKeyNotKept: the private key ParseCertificate read, as its PEM

@@ -154,7 +154,7 @@ func fastKey(data []byte, leaf *x509.Certificate) (block []byte, parsed parsedKe
 	block = appendBlock(nil, raw)
 	if canonicalBody(body, der) {
 		parsed.der = der
-		parsed.p256 = parsed.code == 1 && bytes.Equal(der, p256PKCS8(d, want))
+		parsed.p256 = parsed.code == 1 && isP256PKCS8(der, want)
 	} else {
 		parsed.code = keyRaw
 	}

@@ -82,6 +82,16 @@ func p256PKCS8(scalar, point []byte) []byte {
 	return append(append(der, p256PKCS8Mid...), point...)
 }
 
+// isP256PKCS8 says whether der is p256PKCS8 of its own scalar and of
+// point, without building it.
+func isP256PKCS8(der, point []byte) bool {
+	head, mid := len(p256PKCS8Head), len(p256PKCS8Mid)
+	return len(der) == head+32+mid+65 && len(point) == 65 &&
+		bytes.Equal(der[:head], p256PKCS8Head) &&
+		bytes.Equal(der[head+32:head+32+mid], p256PKCS8Mid) &&
+		bytes.Equal(der[head+32+mid:], point)
+}
+
 // leafP256Point returns the uncompressed public point of a certificate's
 // P-256 key; ok is false for any other key or a DER it cannot read.
 func leafP256Point(der []byte) (point []byte, ok bool) {
@@ -160,7 +170,7 @@ func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
 		keyType, keyDER = compactKey(c.KeyPEM)
 		if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
 			point, ok := leafP256Point(leaf)
-			p256 = ok && bytes.Equal(p256PKCS8(keyDER[len(p256PKCS8Head):len(p256PKCS8Head)+32], point), keyDER)
+			p256 = ok && isP256PKCS8(keyDER, point)
 		}
 	}
 	if keyType == 1 && compact && p256 {

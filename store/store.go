@@ -202,9 +202,10 @@ type Certificate struct {
 
 	// parsed is what ParseCertificate decoded of the ChainPEM and KeyPEM
 	// it returned, for the record's encoding (encodeCertificate), which
-	// uses it only while they hold the same bytes; nil in any other value.
-	// It lives exactly as long as the value, and holds no more secret
-	// than KeyPEM does.
+	// uses it only while they are the same slices holding the same bytes;
+	// nil in a value built any other way (a copy of the value carries it
+	// along). Nothing else refers to it: it lives as long as the value,
+	// and holds no secret that KeyPEM does not.
 	parsed *parsedChain
 }
 

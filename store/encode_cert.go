@@ -267,6 +267,9 @@ type parsedChain struct {
 	inters  []intermediate
 	compact bool
 	key     parsedKey
+	// buf holds inters for chains of at most two intermediates (one
+	// CA's, perhaps a cross-signed root), the most there usually are.
+	buf [2]intermediate
 }
 
 // parsedKey is what ParseCertificate decoded of the key it returned (pem),
@@ -300,6 +303,9 @@ func (p *parsedChain) add(k *knownIntermediate) {
 		p.compact, p.inters = false, nil
 	}
 	if p.compact {
+		if p.inters == nil {
+			p.inters = p.buf[:0]
+		}
 		p.inters = append(p.inters, k.intermediate)
 	}
 }

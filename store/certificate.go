@@ -51,16 +51,22 @@ var (
 // Chains and P-256 keys as certbot and other tools write them take a fast
 // path (fastChain, fastKey) that decodes an intermediate seen before only
 // once and reads a key only as far as the match check needs; anything
-// else, and anything refused, takes the general one.
+// else, and anything refused, takes the general one. What the fast path
+// decoded is kept in the returned value, and nowhere else, so that
+// storing that value does not decode its PEM again.
 func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, error) {
-	leaf, chain, ok := fastChain(chainPEM)
+	leaf, chain, parsed, ok := fastChain(chainPEM)
 	if !ok {
+		parsed = nil
 		var err error
 		if leaf, chain, err = parseChain(chainPEM); err != nil {
 			return nil, fmt.Errorf("parse chain: %w", err)
 		}
 	}
-	keyBlock, ok := fastKey(keyPEM, leaf)
+	keyBlock, parsedKey, ok := fastKey(keyPEM, leaf)
+	if ok && parsed != nil {
+		parsed.key = parsedKey
+	}
 	if !ok {
 		key, block, err := parseKey(keyPEM)
 		if err != nil {
@@ -80,6 +86,9 @@ func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, err
 		return nil, fmt.Errorf("parse chain: %s expired at %s: %w",
 			names[0], leaf.NotAfter.UTC().Format(time.RFC3339), ErrExpired)
 	}
+	if parsed != nil {
+		parsed.seal()
+	}
 	return &Certificate{
 		ID:        names[0],
 		Names:     names,
@@ -90,6 +99,7 @@ func ParseCertificate(chainPEM, keyPEM []byte, now time.Time) (*Certificate, err
 		Issuer:    leaf.Issuer.String(),
 		Serial:    leaf.SerialNumber.Text(16),
 		KeyType:   KeyTypeOf(leaf.PublicKey),
+		parsed:    parsed,
 	}, nil
 }
 
@@ -132,30 +142,38 @@ func parseChain(data []byte) (*x509.Certificate, []byte, error) {
 	return leaf, chain, nil
 }
 
-// byteSet is a set of byte strings, safe for concurrent use, that holds
-// at most max of them: adding one more to a full set empties it first.
-type byteSet struct {
+// knownSet holds intermediates by their PEM text, safe for concurrent
+// use, at most max of them: adding one more to a full set empties it
+// first.
+type knownSet struct {
 	max int
 	mu  sync.Mutex
-	m   map[string]struct{}
+	m   map[string]*knownIntermediate
 }
 
-// has says whether b is in the set.
-func (s *byteSet) has(b []byte) bool {
+// knownIntermediate is an intermediate of knownSet; canonical says its PEM
+// text is the one appendPEM writes (canonicalBody).
+type knownIntermediate struct {
+	intermediate
+	canonical bool
+}
+
+// get returns the intermediate of the PEM text b.
+func (s *knownSet) get(b []byte) (*knownIntermediate, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.m[string(b)]
-	return ok
+	k, ok := s.m[string(b)]
+	return k, ok
 }
 
-// add puts b in the set.
-func (s *byteSet) add(b []byte) {
+// add puts the intermediate of the PEM text b in the set.
+func (s *knownSet) add(b []byte, k *knownIntermediate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil || len(s.m) >= s.max {
-		s.m = make(map[string]struct{}, s.max)
+		s.m = make(map[string]*knownIntermediate, s.max)
 	}
-	s.m[string(b)] = struct{}{}
+	s.m[string(b)] = k
 }
 
 // ParseKey parses a PEM private key file (PKCS #8, SEC 1 or PKCS #1, an

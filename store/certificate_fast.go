@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 
@@ -26,83 +27,139 @@ import (
 // of fastBlock, with nothing but line breaks around them. Every block is
 // decoded and parsed as parseChain does it, but for an intermediate known
 // by its PEM text (knownIntermediates): the same text decodes to the same
-// certificate, which parsed before.
-func fastChain(data []byte) (leaf *x509.Certificate, chain []byte, ok bool) {
+// certificate, which parsed before. It also returns what it decoded, for
+// the record's encoding (parsedChain), with chain as its pem.
+func fastChain(data []byte) (leaf *x509.Certificate, chain []byte, parsed *parsedChain, ok bool) {
 	data = skipNewlines(data)
 	chain = make([]byte, 0, len(data)+1)
+	parsed = &parsedChain{compact: true}
 	for len(data) > 0 {
 		body, raw, rest, ok := fastBlock(data, certMarkers)
 		if !ok {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
 		data = skipNewlines(rest)
-		if leaf == nil || !knownIntermediates.has(body) {
+		var known *knownIntermediate
+		if leaf != nil {
+			known, _ = knownIntermediates.get(body)
+		}
+		if known != nil {
+			parsed.add(known)
+		} else {
 			der, ok := decodeBody(body)
 			if !ok {
-				return nil, nil, false
+				return nil, nil, nil, false
 			}
 			c, err := x509.ParseCertificate(der)
 			if err != nil {
-				return nil, nil, false
+				return nil, nil, nil, false
 			}
 			if leaf == nil {
 				leaf = c
+				parsed.leaf = der
+				parsed.compact = canonicalBody(body, der)
 			} else {
-				knownIntermediates.add(body)
+				known := &knownIntermediate{intermediate: intermediate{digest: sha256.Sum256(der), der: der}, canonical: canonicalBody(body, der)}
+				knownIntermediates.add(body, known)
+				parsed.add(known)
 			}
 		}
 		chain = appendBlock(chain, raw)
 	}
-	return leaf, chain, leaf != nil
+	parsed.pem = chain
+	return leaf, chain, parsed, leaf != nil
+}
+
+// canonicalBody says whether body, the base64 lines of a PEM block
+// in the layout of fastBlock that decode to der, is the one appendPEM
+// writes for der: lines of 64 characters, each ending in a line break, no
+// carriage return, and the last group's unused bits zero (the decoder
+// ignores them). Together with appendBlock's line break after the END
+// line, the block is then byte for byte appendPEM's, as splitChain checks
+// by encoding it again.
+func canonicalBody(body, der []byte) bool {
+	lines := (len(der) + pemLineBytes - 1) / pemLineBytes
+	if len(der) == 0 || len(body) != base64.StdEncoding.EncodedLen(len(der))+lines ||
+		bytes.IndexByte(body, '\r') >= 0 || bytes.Count(body, []byte{'\n'}) != lines {
+		return false
+	}
+	for i := 64; i < len(body); i += 65 {
+		if body[i] != '\n' {
+			return false
+		}
+	}
+	if body[len(body)-1] != '\n' {
+		return false
+	}
+	// The last group of 1 to 3 bytes, its 4 characters before the last
+	// line break.
+	var group [4]byte
+	base64.StdEncoding.Encode(group[:], der[(len(der)-1)/3*3:])
+	return bytes.Equal(group[:], body[len(body)-5:len(body)-1])
 }
 
 // maxKnownIntermediates bounds knownIntermediates: a handful of CA
 // intermediates sign nearly every certificate there is, so a few hundred
-// is plenty, and at about 2 KB each the set stays around 1 MB.
+// is plenty, and at about 3 KB each (PEM and DER) the set stays around
+// 1.5 MB.
 const maxKnownIntermediates = 512
 
-// knownIntermediates holds the PEM text (the base64 lines between BEGIN
-// and END) of intermediates that decoded and parsed, so that an import of
-// many chains under the same intermediate decodes and parses it once.
-var knownIntermediates = byteSet{max: maxKnownIntermediates}
+// knownIntermediates holds, by their PEM text (the base64 lines between
+// BEGIN and END), intermediates that decoded and parsed, so that an import
+// of many chains under the same intermediate decodes, parses and digests
+// it once.
+var knownIntermediates = knownSet{max: maxKnownIntermediates}
 
 // fastKey is parseKey followed by the match check, for a key file of one
 // PRIVATE KEY (PKCS #8) or EC PRIVATE KEY (SEC 1) block in the layout of
 // fastBlock, with nothing but line breaks around it, holding the P-256 key
-// of leaf. It returns a copy of the key's PEM block. The key is read only
-// as far as the check needs: its scalar, which times the base point must
-// give the leaf's public key.
-func fastKey(data []byte, leaf *x509.Certificate) (block []byte, ok bool) {
+// of leaf. It returns a copy of the key's PEM block, and what it decoded
+// of it for the record's encoding (parsedKey, with the copy as its pem).
+// The key is read only as far as the check needs: its scalar, which times
+// the base point must give the leaf's public key.
+func fastKey(data []byte, leaf *x509.Certificate) (block []byte, parsed parsedKey, ok bool) {
 	pub, isECDSA := leaf.PublicKey.(*ecdsa.PublicKey)
 	if !isECDSA || pub.Curve != elliptic.P256() {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
 	data = skipNewlines(data)
-	var d []byte
+	var d, der []byte
 	body, raw, rest, ok := fastBlock(data, pkcs8Markers)
 	if ok {
-		der, decoded := decodeBody(body)
+		var decoded bool
+		der, decoded = decodeBody(body)
 		d, ok = pkcs8P256Scalar(der)
 		ok = ok && decoded
+		parsed.code = 1 // keyTypes: PRIVATE KEY
 	} else if body, raw, rest, ok = fastBlock(data, sec1Markers); ok {
-		der, decoded := decodeBody(body)
+		var decoded bool
+		der, decoded = decodeBody(body)
 		d, ok = sec1P256Scalar(der, true)
 		ok = ok && decoded
+		parsed.code = 2 // keyTypes: EC PRIVATE KEY
 	}
 	if !ok || len(skipNewlines(rest)) != 0 {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
 	// NewPrivateKey refuses a scalar of zero or not below the group order,
 	// as x509 does.
 	key, err := ecdh.P256().NewPrivateKey(d)
 	if err != nil {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
 	want, err := pub.Bytes()
 	if err != nil || !bytes.Equal(key.PublicKey().Bytes(), want) {
-		return nil, false
+		return nil, parsedKey{}, false
 	}
-	return appendBlock(nil, raw), true
+	block = appendBlock(nil, raw)
+	if canonicalBody(body, der) {
+		parsed.der = der
+		parsed.p256 = parsed.code == 1 && isP256PKCS8(der, want)
+	} else {
+		parsed.code = keyRaw
+	}
+	parsed.pem = block
+	return block, parsed, true
 }
 
 // DER encodings of the object identifiers fastKey knows (RFC 5480

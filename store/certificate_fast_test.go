@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
+	"reflect"
 	"syscall"
 	"testing"
 	"time"
@@ -83,12 +84,20 @@ func TestParseCertificateFastPaths(t *testing.T) {
 // leaf, chain and key blocks; with mustBeFast, that both accept.
 func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
 	t.Helper()
-	leaf, gotChain, okChain := fastChain(chain)
+	leaf, gotChain, parsed, okChain := fastChain(chain)
 	if mustBeFast && !okChain {
 		t.Fatal("fastChain declined")
 	}
 	if !okChain {
 		return
+	}
+	// What the record's encoding takes of parsed is what it would decode
+	// of the chain.
+	wantLeaf, wantInters, wantCompact := splitChain(gotChain)
+	if &parsed.pem[0] != &gotChain[0] || parsed.compact != wantCompact || !reflect.DeepEqual(parsed.inters, wantInters) ||
+		wantCompact && !bytes.Equal(parsed.leaf, wantLeaf) {
+		t.Fatalf("fastChain decoded chain %q as compact %v, leaf %x, intermediates %x; want %v, %x, %x",
+			gotChain, parsed.compact, parsed.leaf, parsed.inters, wantCompact, wantLeaf, wantInters)
 	}
 	want, wantChain, err := parseChain(chain)
 	if err != nil {
@@ -97,7 +106,7 @@ func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
 	if !bytes.Equal(leaf.Raw, want.Raw) || !bytes.Equal(gotChain, wantChain) {
 		t.Fatalf("fastChain read a different leaf or chain:\n%q\nwant\n%q", gotChain, wantChain)
 	}
-	gotKey, okKey := fastKey(key, leaf)
+	gotKey, parsedKey, okKey := fastKey(key, leaf)
 	if mustBeFast && !okKey {
 		t.Fatal("fastKey declined")
 	}
@@ -113,6 +122,22 @@ func checkFastPaths(t *testing.T, chain, key []byte, mustBeFast bool) {
 	}
 	if !bytes.Equal(gotKey, wantKey) {
 		t.Fatalf("fastKey kept %q, want %q", gotKey, wantKey)
+	}
+	// What the record's encoding takes of parsedKey is what it would
+	// decode of the key.
+	wantCode, wantDER := compactKey(gotKey)
+	var wantP256 bool
+	if point, ok := leafP256Point(leaf.Raw); ok && wantCode == 1 && len(wantDER) > len(p256PKCS8Head)+32 {
+		wantP256 = bytes.Equal(wantDER, p256PKCS8(wantDER[len(p256PKCS8Head):len(p256PKCS8Head)+32], point))
+	}
+	if &parsedKey.pem[0] != &gotKey[0] || parsedKey.code != wantCode || !bytes.Equal(parsedKey.der, wantDER) || parsedKey.p256 != wantP256 {
+		t.Fatalf("fastKey decoded key %q as type %d, DER %x, P-256 of the leaf %v; want %d, %x, %v",
+			gotKey, parsedKey.code, parsedKey.der, parsedKey.p256, wantCode, wantDER, wantP256)
+	}
+	// And the record written from what they decoded is the one written
+	// from the PEM.
+	if c, err := ParseCertificate(chain, key, testNow); err == nil {
+		checkParsedRecord(t, c)
 	}
 }
 
@@ -176,4 +201,26 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkParseAndEncode is what the store does with one certificate of
+// an import: ParseCertificate, then the record's encoding (formatV2) of
+// what it returned, in CPU time too (cpu-ns/op).
+func BenchmarkParseAndEncode(b *testing.B) {
+	ca := newTestCA(b)
+	key := newECKey(b, elliptic.P256())
+	chain := concat(ca.issue(b, key, leafSpec{dnsNames: []string{"a.example.com", "www.a.example.com"}}), ca.certPEM)
+	keyPEM := pkcs8PEM(b, key)
+	b.ReportAllocs()
+	cpu0 := processCPU(b)
+	for b.Loop() {
+		c, err := ParseCertificate(chain, keyPEM, testNow)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rec, _ := encodeCertificate(c); rec[0] != formatV2 || len(rec) > 1500 {
+			b.Fatalf("record of %d bytes, format %d: not the compact one", len(rec), rec[0])
+		}
+	}
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 }

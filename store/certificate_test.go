@@ -350,7 +350,7 @@ func TestParseCertificateIntermediates(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _, _, ok := fastBlock(ca.certPEM, certMarkers)
-	if !ok || !knownIntermediates.has(body) {
+	if _, known := knownIntermediates.get(body); !ok || !known {
 		t.Error("the intermediate that parsed is not in the set")
 	}
 	corrupt := pemBlock("CERTIFICATE", ca.cert.Raw[:len(ca.cert.Raw)-1])
@@ -360,13 +360,13 @@ func TestParseCertificateIntermediates(t *testing.T) {
 		}
 	}
 
-	s := byteSet{max: 3}
+	s := knownSet{max: 3}
 	for i := range 10 {
-		s.add([]byte{byte(i)})
+		s.add([]byte{byte(i)}, &knownIntermediate{})
 		if len(s.m) > s.max {
 			t.Fatalf("after %d adds the set holds %d, more than %d", i+1, len(s.m), s.max)
 		}
-		if !s.has([]byte{byte(i)}) {
+		if _, ok := s.get([]byte{byte(i)}); !ok {
 			t.Fatalf("%d not in the set just after it was added", i)
 		}
 	}

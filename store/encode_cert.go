@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -81,6 +82,16 @@ func p256PKCS8(scalar, point []byte) []byte {
 	return append(append(der, p256PKCS8Mid...), point...)
 }
 
+// isP256PKCS8 says whether der is p256PKCS8 of its own scalar and of
+// point, without building it.
+func isP256PKCS8(der, point []byte) bool {
+	head, mid := len(p256PKCS8Head), len(p256PKCS8Mid)
+	return len(der) == head+32+mid+65 && len(point) == 65 &&
+		bytes.Equal(der[:head], p256PKCS8Head) &&
+		bytes.Equal(der[head+32:head+32+mid], p256PKCS8Mid) &&
+		bytes.Equal(der[head+32+mid:], point)
+}
+
 // leafP256Point returns the uncompressed public point of a certificate's
 // P-256 key; ok is false for any other key or a DER it cannot read.
 func leafP256Point(der []byte) (point []byte, ok bool) {
@@ -135,16 +146,35 @@ type intermediate struct {
 
 // encodeCertificate returns the stored form of c (formatV2) and the
 // intermediates it refers to, which the store must hold for the record to
-// decode. The intermediates' DER refers to c.ChainPEM's memory no longer
-// than the call: it is decoded anew.
+// decode. The intermediates' DER never refers to c.ChainPEM's memory. The
+// chain and key of a value ParseCertificate returned, unchanged since, are
+// not decoded again: what parsing decoded (c.parsed) is used instead.
 func encodeCertificate(c *Certificate) ([]byte, []intermediate) {
-	leaf, inters, compact := splitChain(c.ChainPEM)
-	keyType, keyDER := compactKey(c.KeyPEM)
-	if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
-		scalar := keyDER[len(p256PKCS8Head) : len(p256PKCS8Head)+32]
-		if point, ok := leafP256Point(leaf); ok && bytes.Equal(p256PKCS8(scalar, point), keyDER) {
-			keyType, keyDER = keyP256Scalar, scalar
+	var (
+		leaf    []byte
+		inters  []intermediate
+		compact bool
+		keyType byte
+		keyDER  []byte
+		p256    bool // keyDER is p256PKCS8 of its scalar and the leaf's point
+	)
+	chain, key := c.parsed.of(c)
+	if chain != nil {
+		leaf, inters, compact = chain.leaf, chain.inters, chain.compact
+	} else {
+		leaf, inters, compact = splitChain(c.ChainPEM)
+	}
+	if key != nil {
+		keyType, keyDER, p256 = key.code, key.der, key.p256
+	} else {
+		keyType, keyDER = compactKey(c.KeyPEM)
+		if keyType == 1 && compact && len(keyDER) == len(p256PKCS8Head)+32+len(p256PKCS8Mid)+65 {
+			point, ok := leafP256Point(leaf)
+			p256 = ok && isP256PKCS8(keyDER, point)
 		}
+	}
+	if keyType == 1 && compact && p256 {
+		keyType, keyDER = keyP256Scalar, keyDER[len(p256PKCS8Head):len(p256PKCS8Head)+32]
 	}
 	n := 64 + len(c.ID) + len(c.Issuer) + len(c.Serial) + len(c.Origin)
 	if compact {
@@ -221,6 +251,100 @@ func encodeCertTail(e *encoder, c *Certificate) {
 	e.str(c.Origin)
 	e.time(c.RenewAt)
 	e.time(c.StoredAt)
+}
+
+// parsedChain is what ParseCertificate decoded of the chain it returned
+// (pem), in the form splitChain gives it: the leaf's DER, the
+// intermediates, and whether every block is the one appendPEM writes
+// (compact; else the record stores the PEM as it is); and of the key it
+// returned, when its fast path read it (key). It is kept in that
+// Certificate (its parsed field) and nowhere else: no package state refers
+// to one, so it lives exactly as long as the value. Once sealed it is
+// only read, so a value may be encoded by several goroutines at once.
+type parsedChain struct {
+	sums
+	leaf    []byte
+	inters  []intermediate
+	compact bool
+	key     parsedKey
+	// buf holds inters for chains of at most two intermediates (one
+	// CA's, perhaps a cross-signed root), the most there usually are.
+	buf [2]intermediate
+}
+
+// parsedKey is what ParseCertificate decoded of the key it returned (pem),
+// in the form compactKey gives it (code, der), and whether the key is the
+// PKCS #8 of its scalar and the leaf's public point (p256PKCS8). A zero
+// parsedKey holds nothing.
+type parsedKey struct {
+	sums
+	code byte
+	der  []byte
+	p256 bool
+}
+
+// sums is a PEM slice ParseCertificate returned and the hash of its bytes
+// then.
+type sums struct {
+	pem []byte
+	sum uint64
+}
+
+// pemSeed seeds the hashes of sums. It is chosen at random once per
+// process and never changed, so that nobody can write a PEM that hashes
+// like another.
+var pemSeed = maphash.MakeSeed()
+
+// add appends an intermediate of the chain. A chain the record stores as
+// PEM (one intermediate too many, or one not in appendPEM's layout) refers
+// to no intermediate: it has none to hand to the store.
+func (p *parsedChain) add(k *knownIntermediate) {
+	if len(p.inters) == maxChain || !k.canonical {
+		p.compact, p.inters = false, nil
+	}
+	if p.compact {
+		if p.inters == nil {
+			p.inters = p.buf[:0]
+		}
+		p.inters = append(p.inters, k.intermediate)
+	}
+}
+
+// seal hashes the chain and the key as they are now, for of to tell
+// whether they changed since. ParseCertificate calls it last.
+func (p *parsedChain) seal() {
+	p.sums.seal()
+	p.key.sums.seal()
+}
+
+// of returns what p says of c's chain and key, each only while it is the
+// very slice ParseCertificate returned (same memory, same length) with
+// the same bytes as then (the same seeded 64-bit hash): a chain or key a
+// caller replaced, cut or changed in place since gets nil, and is decoded
+// anew. The key's is taken only with the chain's, whose leaf it was
+// matched against. p may be nil (a value ParseCertificate did not return,
+// or one whose chain took the general path).
+func (p *parsedChain) of(c *Certificate) (*parsedChain, *parsedKey) {
+	if p == nil || !p.sums.holds(c.ChainPEM) {
+		return nil, nil
+	}
+	if !p.key.sums.holds(c.KeyPEM) {
+		return p, nil
+	}
+	return p, &p.key
+}
+
+// seal hashes s's slice as it is now.
+func (s *sums) seal() {
+	if len(s.pem) != 0 {
+		s.sum = maphash.Bytes(pemSeed, s.pem)
+	}
+}
+
+// holds says whether b is s's slice, holding the same bytes as when it was
+// sealed. An empty s holds nothing.
+func (s *sums) holds(b []byte) bool {
+	return len(b) != 0 && len(s.pem) == len(b) && &s.pem[0] == &b[0] && maphash.Bytes(pemSeed, b) == s.sum
 }
 
 // splitChain returns the leaf's DER and the intermediates of a chain of

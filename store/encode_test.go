@@ -2,10 +2,18 @@ package store
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	encasn1 "encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"reflect"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/certserver/certserver/store/certtest"
 )
@@ -265,6 +273,22 @@ func BenchmarkEncodeCertificate(b *testing.B) {
 			encodeCertificate(c)
 		}
 	})
+	// As a write after ParseCertificate does it: from what parsing
+	// decoded, which the value it returned carries.
+	parsed, err := ParseCertificate(c.ChainPEM, c.KeyPEM, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if chain, key := parsed.parsed.of(parsed); chain == nil || key == nil {
+		b.Fatal("ParseCertificate kept nothing for the encoding")
+	}
+	b.Run("encode/v2/parsed", func(b *testing.B) {
+		for b.Loop() {
+			if _, inters := encodeCertificate(parsed); len(inters) != 1 {
+				b.Fatal("not the compact record")
+			}
+		}
+	})
 	v1 := encodeCertificateV1(c)
 	b.Run("decode/v1", func(b *testing.B) {
 		var got Certificate
@@ -279,4 +303,224 @@ func BenchmarkEncodeCertificate(b *testing.B) {
 		}
 	})
 	b.Logf("record %d bytes in v1, %d in v2", len(v1), len(v2))
+}
+
+// TestEncodeParsedChainChanged: the record of a certificate whose ChainPEM
+// or KeyPEM changed after ParseCertificate holds the changed PEM, not what
+// was parsed: whether the slice was replaced, cut or changed in place. An
+// unchanged one, or a copy of the value, is encoded from what was parsed.
+func TestEncodeParsedChainChanged(t *testing.T) {
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	keyPEM := pkcs8PEM(t, key)
+	chainA := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}}), ca.certPEM)
+	chainB := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"b.example.com"}}), ca.certPEM)
+	otherKey := pkcs8PEM(t, newECKey(t, elliptic.P256()))
+	flip := func(b []byte, i int) {
+		b[i] ^= 'A' ^ 'B'
+		if b[i] != 'A' && b[i] != 'B' {
+			b[i] = 'A'
+		}
+	}
+	for _, tt := range []struct {
+		desc       string
+		change     func(c *Certificate) *Certificate
+		chain, key bool // what was parsed of each is used
+	}{
+		{"unchanged", func(c *Certificate) *Certificate { return c }, true, true},
+		{"value copied", func(c *Certificate) *Certificate { cp := *c; cp.Source = SourceImport; return &cp }, true, true},
+		{"key replaced", func(c *Certificate) *Certificate { c.KeyPEM = slices.Clone(otherKey); return c }, true, false},
+		{"key copied", func(c *Certificate) *Certificate { c.KeyPEM = slices.Clone(c.KeyPEM); return c }, true, false},
+		{"key changed in place", func(c *Certificate) *Certificate {
+			flip(c.KeyPEM, len("-----BEGIN PRIVATE KEY-----\n")+50)
+			return c
+		}, true, false},
+		{"replaced", func(c *Certificate) *Certificate { c.ChainPEM = slices.Clone(chainB); return c }, false, false},
+		{"cut", func(c *Certificate) *Certificate { c.ChainPEM = c.ChainPEM[:len(c.ChainPEM)-len(ca.certPEM)]; return c }, false, false},
+		{"changed in place", func(c *Certificate) *Certificate {
+			// A character in the middle of the leaf's second line: the
+			// chain keeps its layout, the leaf another signature.
+			flip(c.ChainPEM, len("-----BEGIN CERTIFICATE-----\n")+65+10)
+			return c
+		}, false, false},
+		{"changed in place and copied", func(c *Certificate) *Certificate {
+			c.ChainPEM[len(c.ChainPEM)-40] = '\n'
+			c.ChainPEM = slices.Clone(c.ChainPEM)
+			return c
+		}, false, false},
+	} {
+		t.Run(tt.desc, func(t *testing.T) {
+			c, err := ParseCertificate(chainA, keyPEM, testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if chain, key := c.parsed.of(c); chain == nil || key == nil {
+				t.Fatal("ParseCertificate kept nothing for the encoding")
+			}
+			c = tt.change(c)
+			if chain, key := c.parsed.of(c); (chain != nil) != tt.chain || (key != nil) != tt.key {
+				t.Errorf("what was parsed is used: chain %v, key %v; want %v, %v", chain != nil, key != nil, tt.chain, tt.key)
+			}
+			want, wantKey := slices.Clone(c.ChainPEM), slices.Clone(c.KeyPEM)
+			rec, src := encodeV2(c)
+			var got Certificate
+			if err := decodeCertificate(rec, &got, src); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.ChainPEM, want) {
+				t.Errorf("chain read back\n%s\nwant\n%s", got.ChainPEM, want)
+			}
+			if !bytes.Equal(got.KeyPEM, wantKey) {
+				t.Errorf("key read back\n%s\nwant\n%s", got.KeyPEM, wantKey)
+			}
+			checkParsedRecord(t, c)
+		})
+	}
+}
+
+// checkParsedRecord checks that the record of c and its intermediates are
+// byte for byte those of the same value without what ParseCertificate
+// decoded, which the encoding then decodes from the PEM.
+func checkParsedRecord(t *testing.T, c *Certificate) {
+	t.Helper()
+	plain := *c
+	plain.parsed = nil
+	rec, inters := encodeCertificate(c)
+	want, wantInters := encodeCertificate(&plain)
+	if !bytes.Equal(rec, want) {
+		t.Errorf("record from what was parsed\n%x\nfrom the PEM\n%x", rec, want)
+	}
+	if !reflect.DeepEqual(inters, wantInters) {
+		t.Errorf("%d intermediates from what was parsed, %d from the PEM, or not the same", len(inters), len(wantInters))
+	}
+}
+
+// TestEncodeParsedSameRecord: a record written from what ParseCertificate
+// decoded is byte for byte the one written from the PEM, for every chain
+// and key the fast paths take or leave (the fast inputs, and layouts they
+// take but the record does not keep as DER), and what they decoded is used
+// whenever they took both.
+func TestEncodeParsedSameRecord(t *testing.T) {
+	inputs := fastInputs(t)
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	leaf := ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}})
+	pk8 := pkcs8PEM(t, key)
+	chain := concat(leaf, ca.certPEM)
+	many := leaf
+	for range maxChain + 1 {
+		many = concat(many, ca.certPEM)
+	}
+	inputs = append(inputs,
+		fastInput{desc: "leaf in lines of 76", chain: concat(rewrap(t, leaf, 76), ca.certPEM), key: pk8, fast: true},
+		fastInput{desc: "intermediate in lines of 76", chain: concat(leaf, rewrap(t, ca.certPEM, 76)), key: pk8, fast: true},
+		fastInput{desc: "key in lines of 76", chain: chain, key: rewrap(t, pk8, 76), fast: true},
+		fastInput{desc: "two intermediates", chain: concat(chain, ca.certPEM), key: pk8, fast: true},
+		fastInput{desc: "second intermediate in lines of 76", chain: concat(chain, rewrap(t, ca.certPEM, 76)), key: pk8, fast: true},
+		fastInput{desc: "more intermediates than a record keeps", chain: many, key: pk8, fast: true},
+		fastInput{desc: "sec1 key without its public key", chain: chain, key: sec1NoPublic(t, key), fast: true},
+	)
+	for _, in := range inputs {
+		t.Run(in.desc, func(t *testing.T) {
+			c, err := ParseCertificate(in.chain, in.key, testNow)
+			if err != nil {
+				return // the fast-path tests check what is refused
+			}
+			if chain, key := c.parsed.of(c); in.fast && (chain == nil || key == nil) {
+				t.Errorf("what was parsed is used: chain %v, key %v; want both", chain != nil, key != nil)
+			}
+			checkParsedRecord(t, c)
+		})
+	}
+}
+
+// rewrap is the PEM block b with its base64 in lines of n characters.
+func rewrap(t testing.TB, b []byte, n int) []byte {
+	t.Helper()
+	block, rest := pem.Decode(b)
+	if block == nil || len(bytes.TrimSpace(rest)) != 0 {
+		t.Fatalf("not one PEM block: %q", b)
+	}
+	text := base64.StdEncoding.EncodeToString(block.Bytes)
+	out := []byte("-----BEGIN " + block.Type + "-----\n")
+	for len(text) > 0 {
+		k := min(n, len(text))
+		out = append(append(out, text[:k]...), '\n')
+		text = text[k:]
+	}
+	return append(out, "-----END "+block.Type+"-----\n"...)
+}
+
+// sec1NoPublic is key in SEC 1 PEM without its optional public key [1],
+// which the record cannot then keep as the scalar alone.
+func sec1NoPublic(t testing.TB, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	d := make([]byte, 32)
+	key.D.FillBytes(d)
+	der, err := encasn1.Marshal(struct {
+		Version int
+		Key     []byte
+		Curve   encasn1.ObjectIdentifier `asn1:"optional,explicit,tag:0"`
+	}{1, d, encasn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemBlock("EC PRIVATE KEY", der)
+}
+
+// TestParsedKeyNotKept: the private key ParseCertificate read, as its PEM
+// and as the DER its fast path decoded, becomes unreachable when the
+// caller drops the value ParseCertificate returned: whether it was never
+// stored, encoded, or encoded after a change. Nothing else (no cache, no
+// package state) holds it.
+func TestParsedKeyNotKept(t *testing.T) {
+	ca := newTestCA(t)
+	key := newECKey(t, elliptic.P256())
+	chain := concat(ca.issue(t, key, leafSpec{dnsNames: []string{"a.example.com"}}), ca.certPEM)
+	keyPEM := pkcs8PEM(t, key)
+	for _, tt := range []struct {
+		desc string
+		use  func(c *Certificate)
+	}{
+		{"parsed, never stored", func(*Certificate) {}},
+		{"parsed and encoded", func(c *Certificate) { encodeCertificate(c) }},
+		{"encoded after the key was copied", func(c *Certificate) {
+			c.KeyPEM = slices.Clone(c.KeyPEM)
+			encodeCertificate(c)
+		}},
+	} {
+		t.Run(tt.desc, func(t *testing.T) {
+			held := parseAndDrop(t, chain, keyPEM, tt.use)
+			// A full collection clears a weak pointer to what nothing
+			// reaches; a few more, in case a cycle ran concurrently.
+			for range 10 {
+				runtime.GC()
+			}
+			for what, p := range held {
+				if p.Value() != nil {
+					t.Errorf("%s still reachable after the value was dropped", what)
+				}
+			}
+		})
+	}
+}
+
+// parseAndDrop parses chain and key, hands the value to use, and returns
+// weak pointers to the key material the value held, dropping the value.
+//
+//go:noinline
+func parseAndDrop(t *testing.T, chain, key []byte, use func(c *Certificate)) map[string]weak.Pointer[byte] {
+	c, err := ParseCertificate(chain, key, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.parsed == nil || len(c.parsed.key.der) == 0 {
+		t.Fatal("the fast path decoded no key")
+	}
+	held := map[string]weak.Pointer[byte]{
+		"the key's PEM": weak.Make(&c.KeyPEM[0]),
+		"the key's DER": weak.Make(&c.parsed.key.der[0]),
+	}
+	use(c)
+	return held
 }

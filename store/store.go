@@ -199,6 +199,14 @@ type Certificate struct {
 	RenewAt time.Time `json:"renew_at,omitzero"`
 	// StoredAt is when the record was written.
 	StoredAt time.Time `json:"stored_at"`
+
+	// parsed is what ParseCertificate decoded of the ChainPEM and KeyPEM
+	// it returned, for the record's encoding (encodeCertificate), which
+	// uses it only while they are the same slices holding the same bytes;
+	// nil in a value built any other way (a copy of the value carries it
+	// along). Nothing else refers to it: it lives as long as the value,
+	// and holds no secret that KeyPEM does not.
+	parsed *parsedChain
 }
 
 // Source is where a certificate came from.

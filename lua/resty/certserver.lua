@@ -2173,6 +2173,11 @@ local PREWARM_REST = 0.01   -- the least rest after a name, at most (s)
 local PREWARM_SHARE = 1 / 8 -- the pre-warm's share of a worker's time
 local PREWARM_SPREAD = 0.25 -- of prewarm_wait: a queue's time to finish
 local FEED_CHUNK = 100      -- names a poll applies between two yields
+-- The shortest sleep of the pre-warm and the feed (s): ngx_lua built
+-- without OpenResty's delayed-events patch (Debian's) warns of every
+-- ngx.sleep under 1 ms ("ngx.sleep(0) called without delayed events
+-- patch").
+local SLEEP_MIN = 0.001
 
 
 -- covers(mark, cursor) tells whether the cursor mark ("<epoch>
@@ -2389,13 +2394,10 @@ end
 -- PREWARM_SHARE of the worker's time, unless the queue would then not be
 -- through within PREWARM_SPREAD of prewarm_wait of its oldest name's
 -- arrival; then as long as that leaves, but never less than the name
--- took (at most PREWARM_REST): pre-warming takes at most about half of
--- a busy worker's time.
+-- took (at most PREWARM_REST), nor than SLEEP_MIN: pre-warming takes at
+-- most about half of a busy worker's time. Only while names are queued.
 local function prewarm_rest(took)
     local left = pw_last - pw_first + 1
-    if left <= 0 then
-        return 0
-    end
     local rest = took * (1 / PREWARM_SHARE - 1)
     local head = pw_jobs[pw_names[pw_first]]
     if head then
@@ -2403,7 +2405,7 @@ local function prewarm_rest(took)
                     - took
         rest = math_min(rest, fit)
     end
-    return math_max(rest, math_min(took, PREWARM_REST))
+    return math_max(rest, math_min(took, PREWARM_REST), SLEEP_MIN)
 end
 
 
@@ -2441,7 +2443,9 @@ local function prewarm_run(premature)
             log_limited("internal", "internal error: " .. tostring(err))
             give_up(name, nil)
         end
-        ngx_sleep(prewarm_rest(clock() - t0))
+        if pw_first <= pw_last then
+            ngx_sleep(prewarm_rest(clock() - t0))
+        end
     end
     pw_first, pw_last = 1, 0
     pw_running = false
@@ -2557,7 +2561,7 @@ local function poll_changes()
             end
             n = n + 1
             if n % FEED_CHUNK == 0 then
-                ngx_sleep(0)
+                ngx_sleep(SLEEP_MIN)
             end
         end
         start_prewarm()

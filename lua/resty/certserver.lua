@@ -2172,6 +2172,7 @@ local PREWARM_MARK = 60
 local PREWARM_REST = 0.01   -- the least rest after a name, at most (s)
 local PREWARM_SHARE = 1 / 8 -- the pre-warm's share of a worker's time
 local PREWARM_SPREAD = 0.25 -- of prewarm_wait: a queue's time to finish
+local PREWARM_SLICE = 0.1   -- the longest sleep of a rest (s)
 local FEED_CHUNK = 100      -- names a poll applies between two yields
 -- The shortest sleep of the pre-warm and the feed (s): ngx_lua built
 -- without OpenResty's delayed-events patch (Debian's) warns of every
@@ -2409,6 +2410,19 @@ local function prewarm_rest(took)
 end
 
 
+-- prewarm_sleep(s) rests s seconds, in slices of at most PREWARM_SLICE,
+-- and returns as soon as the worker is told to exit: a sleep in a timer
+-- cannot be cut short, and one of seconds (prewarm_rest's, with a long
+-- queue) held up the worker's graceful exit, and its memory, as long.
+local function prewarm_sleep(s)
+    while s > 0 and not ngx_worker_exiting() do
+        local d = math_max(math_min(s, PREWARM_SLICE), SLEEP_MIN)
+        ngx_sleep(d)
+        s = s - d
+    end
+end
+
+
 -- prewarm_run is the worker's pre-warm timer: it works through the
 -- queue one name at a time until it is empty (or the worker exits:
 -- then it empties it), and after each name rests (see prewarm_rest), so
@@ -2444,7 +2458,7 @@ local function prewarm_run(premature)
             give_up(name, nil)
         end
         if pw_first <= pw_last then
-            ngx_sleep(prewarm_rest(clock() - t0))
+            prewarm_sleep(prewarm_rest(clock() - t0))
         end
     end
     pw_first, pw_last = 1, 0

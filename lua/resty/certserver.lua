@@ -1099,13 +1099,16 @@ end
 -- intermediates and the parsed parts, cert, key and chain, counted above
 -- too): "parse_handshake" while a handshake waited, "parse_timer" in a
 -- timer, off the handshake path (pre-warming). The change feed:
--- "feed_poll" (a poll answered); pre-warming (see prewarm_one):
--- "prewarm_wait" (time a name waited in the queue), then one of
--- "prewarm_fetched" (asked the sidecar), "prewarm_loaded" (took another
--- worker's answer from the shared dict), "prewarm_dropped" (dropped
--- instead). Each is { n = count, total = seconds, samples = the last
--- STAT_SAMPLES durations in seconds, in no order }. For benchmarks and
--- tests; the table is the worker's own, not a copy.
+-- "feed_poll" (a poll answered), "feed_yield" (a poll applying a long
+-- answer let handshakes run, after each FEED_CHUNK names); pre-warming
+-- (see prewarm_one): "prewarm_wait" (time a name waited in the queue),
+-- "prewarm_requeued" (a name another worker was fetching put at the end
+-- of the queue, once), then one of "prewarm_fetched" (asked the
+-- sidecar), "prewarm_loaded" (took another worker's answer from the
+-- shared dict), "prewarm_dropped" (dropped instead). Each is { n =
+-- count, total = seconds, samples = the last STAT_SAMPLES durations in
+-- seconds, in no order }. For benchmarks and tests; the table is the
+-- worker's own, not a copy.
 function _M.stats()
     return stats
 end
@@ -2381,6 +2384,7 @@ local function prewarm_one(name, job)
         -- time.
         if not job.requeued then
             requeue(name, job)
+            stat("prewarm_requeued", t0)
             return
         end
         wait_unlocked(name)
@@ -2575,7 +2579,9 @@ local function poll_changes()
             end
             n = n + 1
             if n % FEED_CHUNK == 0 then
+                local y = clock()
                 ngx_sleep(SLEEP_MIN)
+                stat("feed_yield", y)
             end
         end
         start_prewarm()

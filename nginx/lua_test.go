@@ -58,6 +58,12 @@ type fakeSidecar struct {
 	// feedWaiting counts the polls it holds.
 	feedGate    chan struct{}
 	feedWaiting int
+
+	// certGate, when set, holds every certificate answer until it is
+	// closed (the request counted in hits first); certWaiting counts the
+	// requests it holds.
+	certGate    chan struct{}
+	certWaiting int
 }
 
 type connKey struct{}
@@ -165,12 +171,22 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.inflight++
 	f.maxInflight = max(f.maxInflight, f.inflight)
+	gate := f.certGate
+	if gate != nil {
+		f.certWaiting++
+	}
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
 		f.inflight--
 		f.mu.Unlock()
 	}()
+	if gate != nil {
+		<-gate
+		f.mu.Lock()
+		f.certWaiting--
+		f.mu.Unlock()
+	}
 	if !ok {
 		a = answer{status: 404, maxAge: 10}
 	}
@@ -259,6 +275,40 @@ func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
 	body := certserver.AppendChanges(nil, ch)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Write(body)
+}
+
+// holdCerts makes f hold every certificate answer (see certGate) until
+// the function it returns is called (at the latest when t ends).
+func (f *fakeSidecar) holdCerts(t testing.TB) (release func()) {
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.certGate = gate
+	f.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.certGate = nil
+			f.mu.Unlock()
+			close(gate)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// certsHeld waits until f holds n certificate requests (see holdCerts),
+// the most one per worker pre-warming, one at a time each.
+func (f *fakeSidecar) certsHeld(t testing.TB, n int) {
+	t.Helper()
+	eventually(t, 3*time.Minute, "certificate requests held by the fake sidecar", func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.certWaiting < n {
+			return fmt.Errorf("%d of %d held", f.certWaiting, n)
+		}
+		return nil
+	})
 }
 
 // change sets the answer for name, as set does, and lists names (name

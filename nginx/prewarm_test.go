@@ -278,11 +278,25 @@ func exitWave(t *testing.T, wave int) (*fakeSidecar, *nginxtest.Nginx, map[strin
 	return side, ngx, renewed, processTree(ngx.PID())[1:]
 }
 
+// reloadExiting reloads ngx and waits until each of the old workers has
+// logged that it was told to exit.
+func reloadExiting(t *testing.T, ngx *nginxtest.Nginx, old []int) {
+	t.Helper()
+	shutdowns := strings.Count(ngx.ErrorLog(), "gracefully shutting down")
+	ngx.Reload(t)
+	eventually(t, 3*time.Minute, "the old workers are told to exit", func() error {
+		if n := strings.Count(ngx.ErrorLog(), "gracefully shutting down") - shutdowns; n < len(old) {
+			return fmt.Errorf("%d of %d old workers shutting down", n, len(old))
+		}
+		return nil
+	})
+}
+
 // exited waits until none of the processes runs, and then checks that
-// no certificate was asked for since hits (beyond one under way per
-// process) and that the error log holds no error: the new workers hold
-// none of the names, so they pre-warm none.
-func exited(t *testing.T, side *fakeSidecar, ngx *nginxtest.Nginx, old []int, hits int) {
+// at most more certificates were asked for since hits and that the
+// error log holds no error: the new workers hold none of the names, so
+// they pre-warm none.
+func exited(t *testing.T, side *fakeSidecar, ngx *nginxtest.Nginx, old []int, hits, more int) {
 	t.Helper()
 	eventually(t, 3*time.Minute, "the old workers exit", func() error {
 		for _, pid := range old {
@@ -292,8 +306,8 @@ func exited(t *testing.T, side *fakeSidecar, ngx *nginxtest.Nginx, old []int, hi
 		}
 		return nil
 	})
-	if n := side.totalHits() - hits; n > len(old) {
-		t.Errorf("%d certificate requests after the reload, want at most %d (one under way per old worker)", n, len(old))
+	if n := side.totalHits() - hits; n > more {
+		t.Errorf("%d certificate requests after the old workers were told to exit, want at most %d", n, more)
 	}
 	ngx.AssertCleanErrorLog(t)
 	for _, line := range strings.Split(ngx.ErrorLog(), "\n") {
@@ -305,22 +319,19 @@ func exited(t *testing.T, side *fakeSidecar, ngx *nginxtest.Nginx, old []int, hi
 
 // TestLuaPrewarmStopsOnExit: a worker that exits (here, replaced by a
 // reload) while its pre-warm queue is long stops pre-warming: the old
-// workers ask the sidecar for no name after they were told to exit
-// (beyond the one each may have been asking for then), exit without
-// working through their queues, and log no error.
+// workers ask the sidecar for no name after they were told to exit,
+// exit without working through their queues, and log no error. Each
+// old worker's first request is held until both were told to exit, so
+// that none can send a second meanwhile, however slow the reload.
 func TestLuaPrewarmStopsOnExit(t *testing.T) {
 	side, ngx, renewed, old := exitWave(t, 40)
-	hits := side.totalHits()
+	release := side.holdCerts(t)
 	side.changeAll(renewed)
-	eventually(t, 3*time.Minute, "the pre-warm asks the sidecar", func() error {
-		if side.totalHits() == hits {
-			return fmt.Errorf("no request yet")
-		}
-		return nil
-	})
-	hits = side.totalHits()
-	ngx.Reload(t)
-	exited(t, side, ngx, old, hits)
+	side.certsHeld(t, len(old))
+	hits := side.totalHits()
+	reloadExiting(t, ngx, old)
+	release()
+	exited(t, side, ngx, old, hits, 0)
 }
 
 // TestLuaPrewarmAfterExit: a worker told to exit while its poll of the
@@ -354,14 +365,7 @@ func TestLuaPrewarmAfterExit(t *testing.T) {
 	})
 	side.changeAll(renewed)
 	hits := side.totalHits()
-	shutdowns := strings.Count(ngx.ErrorLog(), "gracefully shutting down")
-	ngx.Reload(t)
-	eventually(t, 3*time.Minute, "the old workers are told to exit", func() error {
-		if n := strings.Count(ngx.ErrorLog(), "gracefully shutting down") - shutdowns; n < len(old) {
-			return fmt.Errorf("%d of %d old workers shutting down", n, len(old))
-		}
-		return nil
-	})
+	reloadExiting(t, ngx, old)
 	release()
-	exited(t, side, ngx, old, hits)
+	exited(t, side, ngx, old, hits, len(old))
 }

@@ -201,6 +201,10 @@ func TestLuaPrewarm(t *testing.T) {
 			must(t, allServe(ngx, name, old[name].serial))
 		}
 		before := statsSum(t, ngx)
+		perWorker, err := workerStats(ngx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		hitsBefore := side.totalHits()
 		side.resetInflight()
 		answers := make(map[string]answer, wave)
@@ -210,7 +214,13 @@ func TestLuaPrewarm(t *testing.T) {
 			a.delay = 5 * time.Millisecond
 			answers[name] = a
 		}
+		// The first answers are held until every worker asks for one:
+		// the worker that came second found the first name locked by
+		// the other and put it back in its queue (see prewarm_one).
+		release := side.holdCerts(t)
 		side.changeAll(answers)
+		side.certsHeld(t, ngx.Workers())
+		release()
 		within(t, "every worker pre-warmed every renewed name", func() error {
 			stats := statsSum(t, ngx)
 			if n := stats["prewarm_fetched"] + stats["prewarm_loaded"] + stats["prewarm_dropped"] -
@@ -234,6 +244,20 @@ func TestLuaPrewarm(t *testing.T) {
 		if hits != wave {
 			t.Errorf("sidecar asked %d times for the %d renewed names, want once each", hits, wave)
 		}
+		if d := after["prewarm_requeued"] - before["prewarm_requeued"]; d == 0 {
+			t.Errorf("no name put back in a pre-warm queue, want at least one")
+		}
+		// Each worker loaded every name once, requeued or not.
+		afterWorker, err := workerStats(ngx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pid, st := range afterWorker {
+			b := perWorker[pid]
+			if n := st["prewarm_fetched"] + st["prewarm_loaded"] - b["prewarm_fetched"] - b["prewarm_loaded"]; n != wave {
+				t.Errorf("worker %s fetched or loaded %d names, want each of the %d once", pid, n, wave)
+			}
+		}
 		// One at a time per worker (see prewarm_run).
 		if limit := ngx.Workers(); most > limit {
 			t.Errorf("%d certificate requests at once during the wave, want at most %d", most, limit)
@@ -242,7 +266,65 @@ func TestLuaPrewarm(t *testing.T) {
 			after["prewarm_fetched"]+after["prewarm_loaded"]-before["prewarm_fetched"]-before["prewarm_loaded"])
 	})
 
+	t.Run("a feed of hundreds of names is applied a chunk at a time, handshakes served between", func(t *testing.T) {
+		l := ca.issue(t, "steady.test")
+		side.set("steady.test", certAnswer(l, 3600))
+		must(t, allServe(ngx, "steady.test", l.serial))
+		before, err := workerStats(ngx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Names no worker holds: each poll drops them all.
+		const changed = 250
+		names := make([]string, changed)
+		for i := range names {
+			names[i] = fmt.Sprintf("unheld%d.test", i)
+		}
+		done := make(chan struct{})
+		served := make(chan error, 1)
+		go func() {
+			for {
+				select {
+				case <-done:
+					served <- nil
+					return
+				default:
+				}
+				if err := allServe(ngx, "steady.test", l.serial)(); err != nil {
+					served <- err
+					return
+				}
+			}
+		}()
+		side.change(names[0], answer{status: 404, maxAge: 10}, names...)
+		within(t, "every worker applied the feed in chunks", func() error {
+			all, err := workerStats(ngx)
+			if err != nil {
+				return err
+			}
+			for pid, st := range all {
+				// 250 names, FEED_CHUNK (100) at a time: two yields.
+				if n := st["feed_yield"] - before[pid]["feed_yield"]; n < changed/100 {
+					return fmt.Errorf("worker %s yielded %d times applying %d names", pid, n, changed)
+				}
+			}
+			return nil
+		})
+		close(done)
+		if err := <-served; err != nil {
+			t.Errorf("a handshake while the feed was applied: %v", err)
+		}
+	})
+
 	ngx.AssertCleanErrorLog(t)
+	// ngx.sleep under 1 ms warns with ngx_lua built without OpenResty's
+	// delayed-events patch (Debian's): the pre-warm and the feed never
+	// sleep that short.
+	for _, line := range strings.Split(ngx.ErrorLog(), "\n") {
+		if strings.Contains(line, "delayed events patch") {
+			t.Errorf("nginx error log: %s", line)
+		}
+	}
 	if t.Failed() {
 		t.Logf("nginx error log:\n%s", ngx.ErrorLog())
 	}

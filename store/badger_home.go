@@ -138,9 +138,14 @@ func linksTo(txn *badger.Txn, name, id string) (bool, error) {
 
 // placeRecord writes the encoded record rec of certificate id, whose
 // names are names, in txn: in its name's link when it has one name and
-// that link selects it, else under c/ID.
+// that link selects it, else under c/ID. Under writeUnhomed it goes under
+// c/ID, and a link that held it holds the ID again (unhome).
 func (b *Badger) placeRecord(txn *badger.Txn, id string, names []string, rec []byte) error {
-	if len(names) == 1 && !b.writeUnhomed {
+	if b.writeUnhomed {
+		if err := unhome(txn, id); err != nil {
+			return err
+		}
+	} else if len(names) == 1 {
 		home, err := linksTo(txn, names[0], id)
 		if err != nil {
 			return err
@@ -153,6 +158,31 @@ func (b *Badger) placeRecord(txn *badger.Txn, id string, names []string, rec []b
 		}
 	}
 	return txn.Set(key(prefixCert, id), rec)
+}
+
+// unhome turns the link holding the record of certificate id, when one
+// does, back into a link holding id; the caller writes the record under
+// c/ID.
+func unhome(txn *badger.Txn, id string) error {
+	item, err := txn.Get(key(prefixCert, id))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil
+	case err != nil || item.UserMeta() != metaHomed:
+		return err
+	}
+	link, err := homedRecord(txn, item)
+	if err != nil {
+		return err
+	}
+	owner, err := linkedID(link)
+	if err != nil {
+		return err
+	}
+	if owner != id {
+		return fmt.Errorf("certificate %s: its record should be in the link %s, which holds the record of %s: %w", id, link.Key()[len(prefixLink):], owner, errCorrupt)
+	}
+	return txn.Set(link.KeyCopy(nil), []byte(id))
 }
 
 // rehome moves the record of certificate id into its name's link, when it

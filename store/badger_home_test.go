@@ -222,3 +222,56 @@ func TestUpgradeMovesRecordsIntoTheirLinks(t *testing.T) {
 		t.Errorf("upgrade state %q, %v; want done", state, err)
 	}
 }
+
+// A store opened to write records under their ID (writeUnhomed, writeV1:
+// tests and benchmarks that build an older store) over records that live
+// in their links takes each record it rewrites out of its link: a key
+// rewritten through RewriteKeys or Apply is the key both a lookup and a
+// get return.
+func TestUnhomedWritesTakeRecordsOutOfLinks(t *testing.T) {
+	ctx := context.Background()
+	newKey := []byte("-----BEGIN PRIVATE KEY-----\nrewritten\n-----END PRIVATE KEY-----\n")
+	rewrites := map[string]func(b *Badger) error{
+		"RewriteKeys": func(b *Badger) error {
+			_, err := b.RewriteKeys(ctx, KeyOfCertificate, "", 10, func(string, []byte) ([]byte, error) { return newKey, nil })
+			return err
+		},
+		"Apply": func(b *Badger) error {
+			return b.Apply(ctx, []Change{{Version: 1, Kind: ChangeRewriteKey, ID: "a.example.com", KeyPEM: newKey}})
+		},
+	}
+	for _, opts := range []BadgerOptions{{writeUnhomed: true}, {writeV1: true}} {
+		for how, rewrite := range rewrites {
+			clock := newTestClock()
+			dir := t.TempDir()
+			b := openTestBadger(t, dir, clock)
+			if err := b.PutCertificate(ctx, testCert(clock, "a.example.com")); err != nil {
+				t.Fatal(err)
+			}
+			if got := place(t, b, "a.example.com"); got != "link a.example.com" {
+				t.Fatalf("the record lives at %q, want in its link", got)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			opts.Logger, opts.Clock, opts.noUpgrade = testLogger(t), clock.Now, true
+			b, err := OpenBadger(dir, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			if err := rewrite(b); err != nil {
+				t.Fatal(err)
+			}
+			if got := place(t, b, "a.example.com"); got != "id" {
+				t.Errorf("v1 %t, %s: the record lives at %q, want under its ID", opts.writeV1, how, got)
+			}
+			if got, err := b.GetCertificate(ctx, "a.example.com"); err != nil || !bytes.Equal(got.KeyPEM, newKey) {
+				t.Errorf("v1 %t, %s: GetCertificate: %v, or not the new key", opts.writeV1, how, err)
+			}
+			if got, err := b.LookupCertificate(ctx, "a.example.com"); err != nil || !bytes.Equal(got.KeyPEM, newKey) {
+				t.Errorf("v1 %t, %s: LookupCertificate: %v, or not the new key", opts.writeV1, how, err)
+			}
+		}
+	}
+}

@@ -124,16 +124,22 @@ func linksTo(txn *badger.Txn, name, id string) (bool, error) {
 		return linked, err
 	}
 	// The link holds a record: id's when c/ID says it lives there.
-	item, err = txn.Get(key(prefixCert, id))
+	return homedIn(txn, id, name)
+}
+
+// homedIn reports whether c/ID in txn says that the record of certificate
+// id lives in the link of name.
+func homedIn(txn *badger.Txn, id, name string) (bool, error) {
+	item, err := txn.Get(key(prefixCert, id))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		return false, nil
 	case err != nil || item.UserMeta() != metaHomed:
 		return false, err
 	}
-	linked := false
-	err = item.Value(func(v []byte) error { linked = string(v) == name; return nil })
-	return linked, err
+	homed := false
+	err = item.Value(func(v []byte) error { homed = string(v) == name; return nil })
+	return homed, err
 }
 
 // placeRecord writes the encoded record rec of certificate id, whose
@@ -152,6 +158,11 @@ func (b *Badger) placeRecord(txn *badger.Txn, id string, names []string, rec []b
 		}
 		if home {
 			if err := txn.SetEntry(badger.NewEntry(key(prefixLink, names[0]), rec).WithMeta(metaRecord)); err != nil {
+				return err
+			}
+			// A record rewritten in its link (a new key) leaves c/ID as
+			// it is.
+			if homed, err := homedIn(txn, id, names[0]); err != nil || homed {
 				return err
 			}
 			return txn.SetEntry(badger.NewEntry(key(prefixCert, id), []byte(names[0])).WithMeta(metaHomed))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -272,6 +273,60 @@ func TestUnhomedWritesTakeRecordsOutOfLinks(t *testing.T) {
 			if got, err := b.LookupCertificate(ctx, "a.example.com"); err != nil || !bytes.Equal(got.KeyPEM, newKey) {
 				t.Errorf("v1 %t, %s: LookupCertificate: %v, or not the new key", opts.writeV1, how, err)
 			}
+		}
+	}
+}
+
+// A key rewritten in a record that lives in its link writes the link
+// alone: c/ID already names that link, and a key rotation over a million
+// records would write a million markers again for nothing.
+func TestRewriteKeysInLinksLeavesTheirMarkers(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	b := openTestBadger(t, "", clock)
+	const n = 5
+	for i := range n {
+		if err := b.PutCertificate(ctx, testCert(clock, fmt.Sprintf("c%d.example.com", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := homedRecords(t, b); got != n {
+		t.Fatalf("%d records in their links, want %d", got, n)
+	}
+	newKey := []byte("-----BEGIN PRIVATE KEY-----\nrewritten\n-----END PRIVATE KEY-----\n")
+	if _, err := b.RewriteKeys(ctx, KeyOfCertificate, "", 10, func(string, []byte) ([]byte, error) { return newKey, nil }); err != nil {
+		t.Fatal(err)
+	}
+	// versions counts the versions Badger holds of the keys under prefix:
+	// nothing is compacted away in a store this small.
+	versions := func(prefix string) int {
+		n := 0
+		err := b.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), AllVersions: true})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := versions(prefixLink); got != 2*n {
+		t.Errorf("%d versions of the links, want %d: each written by the put and the rewrite", got, 2*n)
+	}
+	if got := versions(prefixCert); got != n {
+		t.Errorf("%d versions of the c/ID markers, want %d: each written by the put alone", got, n)
+	}
+	for i := range n {
+		id := fmt.Sprintf("c%d.example.com", i)
+		if got := place(t, b, id); got != "link "+id {
+			t.Errorf("the record of %s lives at %q after the rewrite, want in its link", id, got)
+		}
+		if c, err := b.LookupCertificate(ctx, id); err != nil || !bytes.Equal(c.KeyPEM, newKey) {
+			t.Errorf("LookupCertificate(%s): %v, or not the new key", id, err)
 		}
 	}
 }

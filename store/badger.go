@@ -115,6 +115,9 @@ type Badger struct {
 	// not), bumped after each: a read that saw the count unchanged before
 	// and after has seen every write (challenges.go's cache).
 	writes atomic.Uint64
+	// applyHalvings counts the groups of Apply that did not fit one
+	// transaction and were split (tests).
+	applyHalvings atomic.Uint64
 	// challengeLists caches ListChallenges (challenges.go).
 	challengeLists challengeListCache
 	// inters caches the intermediates of the chains (badger_chains.go).

@@ -223,7 +223,7 @@ func (b *Badger) putIntermediates(txn *badger.Txn, inters []intermediate, change
 // must be written first.
 func (b *Badger) setCertificate(txn *badger.Txn, c *Certificate, changed *changeSet) error {
 	if b.writeV1 {
-		return txn.Set(key(prefixCert, c.ID), encodeCertificateV1(c))
+		return b.placeRecord(txn, c.ID, c.Names, encodeCertificateV1(c))
 	}
 	rec, inters := encodeCertificate(c)
 	if err := b.putIntermediates(txn, inters, changed); err != nil {

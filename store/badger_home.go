@@ -124,23 +124,34 @@ func linksTo(txn *badger.Txn, name, id string) (bool, error) {
 		return linked, err
 	}
 	// The link holds a record: id's when c/ID says it lives there.
-	item, err = txn.Get(key(prefixCert, id))
+	return homedIn(txn, id, name)
+}
+
+// homedIn reports whether c/ID in txn says that the record of certificate
+// id lives in the link of name.
+func homedIn(txn *badger.Txn, id, name string) (bool, error) {
+	item, err := txn.Get(key(prefixCert, id))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
 		return false, nil
 	case err != nil || item.UserMeta() != metaHomed:
 		return false, err
 	}
-	linked := false
-	err = item.Value(func(v []byte) error { linked = string(v) == name; return nil })
-	return linked, err
+	homed := false
+	err = item.Value(func(v []byte) error { homed = string(v) == name; return nil })
+	return homed, err
 }
 
 // placeRecord writes the encoded record rec of certificate id, whose
 // names are names, in txn: in its name's link when it has one name and
-// that link selects it, else under c/ID.
+// that link selects it, else under c/ID. Under writeUnhomed it goes under
+// c/ID, and a link that held it holds the ID again (unhome).
 func (b *Badger) placeRecord(txn *badger.Txn, id string, names []string, rec []byte) error {
-	if len(names) == 1 && !b.writeUnhomed {
+	if b.writeUnhomed {
+		if err := unhome(txn, id); err != nil {
+			return err
+		}
+	} else if len(names) == 1 {
 		home, err := linksTo(txn, names[0], id)
 		if err != nil {
 			return err
@@ -149,10 +160,40 @@ func (b *Badger) placeRecord(txn *badger.Txn, id string, names []string, rec []b
 			if err := txn.SetEntry(badger.NewEntry(key(prefixLink, names[0]), rec).WithMeta(metaRecord)); err != nil {
 				return err
 			}
+			// A record rewritten in its link (a new key) leaves c/ID as
+			// it is.
+			if homed, err := homedIn(txn, id, names[0]); err != nil || homed {
+				return err
+			}
 			return txn.SetEntry(badger.NewEntry(key(prefixCert, id), []byte(names[0])).WithMeta(metaHomed))
 		}
 	}
 	return txn.Set(key(prefixCert, id), rec)
+}
+
+// unhome turns the link holding the record of certificate id, when one
+// does, back into a link holding id; the caller writes the record under
+// c/ID.
+func unhome(txn *badger.Txn, id string) error {
+	item, err := txn.Get(key(prefixCert, id))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil
+	case err != nil || item.UserMeta() != metaHomed:
+		return err
+	}
+	link, err := homedRecord(txn, item)
+	if err != nil {
+		return err
+	}
+	owner, err := linkedID(link)
+	if err != nil {
+		return err
+	}
+	if owner != id {
+		return fmt.Errorf("certificate %s: its record should be in the link %s, which holds the record of %s: %w", id, link.Key()[len(prefixLink):], owner, errCorrupt)
+	}
+	return txn.Set(link.KeyCopy(nil), []byte(id))
 }
 
 // rehome moves the record of certificate id into its name's link, when it

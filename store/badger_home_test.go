@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -220,5 +221,112 @@ func TestUpgradeMovesRecordsIntoTheirLinks(t *testing.T) {
 	checkServes(t, b, append(cs[:len(cs):len(cs)], multi))
 	if state, err := b.upgradeState(ctx); err != nil || state != nil {
 		t.Errorf("upgrade state %q, %v; want done", state, err)
+	}
+}
+
+// A store opened to write records under their ID (writeUnhomed, writeV1:
+// tests and benchmarks that build an older store) over records that live
+// in their links takes each record it rewrites out of its link: a key
+// rewritten through RewriteKeys or Apply is the key both a lookup and a
+// get return.
+func TestUnhomedWritesTakeRecordsOutOfLinks(t *testing.T) {
+	ctx := context.Background()
+	newKey := []byte("-----BEGIN PRIVATE KEY-----\nrewritten\n-----END PRIVATE KEY-----\n")
+	rewrites := map[string]func(b *Badger) error{
+		"RewriteKeys": func(b *Badger) error {
+			_, err := b.RewriteKeys(ctx, KeyOfCertificate, "", 10, func(string, []byte) ([]byte, error) { return newKey, nil })
+			return err
+		},
+		"Apply": func(b *Badger) error {
+			return b.Apply(ctx, []Change{{Version: 1, Kind: ChangeRewriteKey, ID: "a.example.com", KeyPEM: newKey}})
+		},
+	}
+	for _, opts := range []BadgerOptions{{writeUnhomed: true}, {writeV1: true}} {
+		for how, rewrite := range rewrites {
+			clock := newTestClock()
+			dir := t.TempDir()
+			b := openTestBadger(t, dir, clock)
+			if err := b.PutCertificate(ctx, testCert(clock, "a.example.com")); err != nil {
+				t.Fatal(err)
+			}
+			if got := place(t, b, "a.example.com"); got != "link a.example.com" {
+				t.Fatalf("the record lives at %q, want in its link", got)
+			}
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			opts.Logger, opts.Clock, opts.noUpgrade = testLogger(t), clock.Now, true
+			b, err := OpenBadger(dir, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			if err := rewrite(b); err != nil {
+				t.Fatal(err)
+			}
+			if got := place(t, b, "a.example.com"); got != "id" {
+				t.Errorf("v1 %t, %s: the record lives at %q, want under its ID", opts.writeV1, how, got)
+			}
+			if got, err := b.GetCertificate(ctx, "a.example.com"); err != nil || !bytes.Equal(got.KeyPEM, newKey) {
+				t.Errorf("v1 %t, %s: GetCertificate: %v, or not the new key", opts.writeV1, how, err)
+			}
+			if got, err := b.LookupCertificate(ctx, "a.example.com"); err != nil || !bytes.Equal(got.KeyPEM, newKey) {
+				t.Errorf("v1 %t, %s: LookupCertificate: %v, or not the new key", opts.writeV1, how, err)
+			}
+		}
+	}
+}
+
+// A key rewritten in a record that lives in its link writes the link
+// alone: c/ID already names that link, and a key rotation over a million
+// records would write a million markers again for nothing.
+func TestRewriteKeysInLinksLeavesTheirMarkers(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	b := openTestBadger(t, "", clock)
+	const n = 5
+	for i := range n {
+		if err := b.PutCertificate(ctx, testCert(clock, fmt.Sprintf("c%d.example.com", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := homedRecords(t, b); got != n {
+		t.Fatalf("%d records in their links, want %d", got, n)
+	}
+	newKey := []byte("-----BEGIN PRIVATE KEY-----\nrewritten\n-----END PRIVATE KEY-----\n")
+	if _, err := b.RewriteKeys(ctx, KeyOfCertificate, "", 10, func(string, []byte) ([]byte, error) { return newKey, nil }); err != nil {
+		t.Fatal(err)
+	}
+	// versions counts the versions Badger holds of the keys under prefix:
+	// nothing is compacted away in a store this small.
+	versions := func(prefix string) int {
+		n := 0
+		err := b.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), AllVersions: true})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := versions(prefixLink); got != 2*n {
+		t.Errorf("%d versions of the links, want %d: each written by the put and the rewrite", got, 2*n)
+	}
+	if got := versions(prefixCert); got != n {
+		t.Errorf("%d versions of the c/ID markers, want %d: each written by the put alone", got, n)
+	}
+	for i := range n {
+		id := fmt.Sprintf("c%d.example.com", i)
+		if got := place(t, b, id); got != "link "+id {
+			t.Errorf("the record of %s lives at %q after the rewrite, want in its link", id, got)
+		}
+		if c, err := b.LookupCertificate(ctx, id); err != nil || !bytes.Equal(c.KeyPEM, newKey) {
+			t.Errorf("LookupCertificate(%s): %v, or not the new key", id, err)
+		}
 	}
 }

@@ -113,9 +113,9 @@ const (
 type groupLimits struct{ entries, bytes, searching int }
 
 // size returns how many of the leading changes one transaction is expected
-// to hold: at least one. The estimate counts what a new record writes (its
-// record, a claim and a link per name) or what a delete of a record with
-// held[ID] names does; a change that writes more than estimated (a
+// to hold: at least one. The estimate counts what a new record writes or
+// what a delete of a record with held[ID] names does, where records move
+// (badger_home.go) included; a change that writes more than estimated (a
 // replacement that drops many names) is caught by applyGroup, which halves
 // the group.
 func (l groupLimits) size(changes []Change, held map[string]int) int {
@@ -124,11 +124,23 @@ func (l groupLimits) size(changes []Change, held map[string]int) int {
 		e, s, search := 2, 64, false
 		switch {
 		case c.Certificate != nil:
-			e += 1 + 2*len(c.Certificate.Names)
-			s += len(c.Certificate.ChainPEM) + len(c.Certificate.KeyPEM)
+			// Its record (in its name's link: with the link's write, plus
+			// c/ID naming it), a claim and a link per name, and per name
+			// the record of another certificate its link may hold, which
+			// goes back under that one's ID: some kilobytes like this one.
+			n := len(c.Certificate.Names)
+			e += 1 + 3*n
+			if n == 1 {
+				e++
+			}
+			s += (1 + n) * (len(c.Certificate.ChainPEM) + len(c.Certificate.KeyPEM))
 		case c.Kind == ChangeDeleteCertificate:
+			// Its record, and per name a claim and a link, which goes to
+			// the next claim's certificate, whose record may move in
+			// (rehome: the link again and c/ID), read whole.
 			n := held[c.ID]
-			e += 1 + 2*n
+			e += 1 + 4*n
+			s += n * 4096
 			search = n > 0
 		case c.Kind == ChangeRewriteKey:
 			// The record is read and written whole: its chain, some
@@ -181,6 +193,7 @@ func (b *Badger) applyGroup(ctx context.Context, changes []Change) error {
 		return txn.Set([]byte(keyApplied), binary.BigEndian.AppendUint64(nil, last))
 	})
 	if errors.Is(err, badger.ErrTxnTooBig) && len(changes) > 1 {
+		b.applyHalvings.Add(1)
 		half := len(changes) / 2
 		if err := b.applyGroup(ctx, changes[:half]); err != nil {
 			return err

@@ -276,6 +276,69 @@ func TestApplyLargeBatches(t *testing.T) {
 	}
 }
 
+// A wave of records that each take over the names of ten records of one
+// name (each link then gives its record back under its ID) is applied in
+// groups that fit: Apply's estimate counts those writes, and no group is
+// split.
+func TestApplyTakeOverFitsItsEstimate(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, MemTableSize: minMemTableSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	// Records above valueThreshold, as real ones are: Badger counts them
+	// in a transaction by their pointer into the value log.
+	pad := strings.Repeat("A", 2000)
+	cert := func(id string, names ...string) *Certificate {
+		c := testCert(clock, names...)
+		c.ID = id
+		c.ChainPEM = []byte("-----BEGIN CERTIFICATE-----\n" + id + pad + "\n-----END CERTIFICATE-----\n")
+		return c
+	}
+	const wave, names = 500, 10
+	var cs []Change
+	for i := range wave * names {
+		name := fmt.Sprintf("n%d.example.com", i)
+		cs = append(cs, putCert(uint64(len(cs)+1), cert(name, name)))
+	}
+	if err := b.Apply(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	if got := homedRecords(t, b); got != wave*names {
+		t.Fatalf("%d records in their links, want %d", got, wave*names)
+	}
+	v := uint64(len(cs))
+	cs = cs[:0]
+	for i := range wave {
+		var ns []string
+		for j := range names {
+			ns = append(ns, fmt.Sprintf("n%d.example.com", i*names+j))
+		}
+		v++
+		cs = append(cs, putCert(v, cert(fmt.Sprintf("wave%d", i), ns...)))
+	}
+	before := b.applyHalvings.Load()
+	if err := b.Apply(ctx, cs); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.applyHalvings.Load() - before; got != 0 {
+		t.Errorf("%d groups of the wave split in halves, want none", got)
+	}
+	if got := applied(t, b); got != v {
+		t.Errorf("applied version %d, want %d", got, v)
+	}
+	for name, want := range map[string]string{"n0.example.com": "wave0", fmt.Sprintf("n%d.example.com", wave*names-1): fmt.Sprintf("wave%d", wave-1)} {
+		if id := lookupID(t, b, name); id != want {
+			t.Errorf("%s served by %q, want %q", name, id, want)
+		}
+	}
+	if got := place(t, b, "n1.example.com"); got != "id" {
+		t.Errorf("the record of n1.example.com lives at %q after the take-over, want under its ID", got)
+	}
+}
+
 // countdownCtx is a context whose Err reports it cancelled from its n-th
 // call on: Apply checks its context before each transaction.
 type countdownCtx struct {

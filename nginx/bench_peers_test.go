@@ -66,6 +66,13 @@ import (
 //     counted once) and of Rss (shared pages once per process), and the
 //     Pss split into anonymous, file-backed and shared memory (nginx's
 //     lua_shared_dict) as -anon-MB, -file-MB, -shmem-MB;
+//   - certserver-nginx-pss-MB, certserver-sidecar-pss-MB: certserver's
+//     Pss split into nginx's processes and the sidecar's;
+//     certserver-worker-anon-MB: an nginx worker's anonymous memory
+//     (Anonymous in smaps_rollup, the mean of the workers), and
+//     certserver-worker-KB/name the same divided by the names (every
+//     worker holds every name; the worker's own base of a few MB
+//     included);
 //   - <server>-new-ms: from writing a certificate for a new name the way
 //     that server takes it (certserver: POST /v1/certificates to the
 //     admin API; caddy: a new file in the folder and POST /load to its
@@ -275,6 +282,25 @@ func benchPeers(b *testing.B, caddy caddyBin, n int) {
 		b.ReportMetric(m.pssShmem, p.name+"-shmem-MB")
 		b.Logf("%s: %d processes, %s", p.name, len(p.pids()), m)
 	}
+	// certserver's memory split: nginx (master and workers) and the
+	// sidecar; and what an nginx worker holds (its anonymous memory,
+	// shared with none, and per name: every worker holds every name).
+	nm := processMemory(b, processTree(cs.ngx.PID()))
+	sm := processMemory(b, []int{cs.side.Process.Pid})
+	b.ReportMetric(nm.pss, "certserver-nginx-pss-MB")
+	b.ReportMetric(sm.pss, "certserver-sidecar-pss-MB")
+	b.Logf("certserver: nginx %s; the sidecar %s", nm, sm)
+	var workerAnon float64
+	for _, pid := range cs.routes.pids() {
+		id, err := strconv.Atoi(pid)
+		if err != nil {
+			b.Fatalf("worker process ID %q: %v", pid, err)
+		}
+		workerAnon += processMemory(b, []int{id}).anon
+	}
+	workerAnon /= float64(len(cs.routes))
+	b.ReportMetric(workerAnon, "certserver-worker-anon-MB")
+	b.ReportMetric(workerAnon*1000/float64(n), "certserver-worker-KB/name")
 	b.ReportMetric(rate["certserver"]/rate["caddy"], "certserver/caddy")
 	b.ReportMetric(rate["certserver"]/rate["static"], "certserver/static")
 	b.ReportMetric(float64(st.CurveID), "kex-curve")

@@ -555,7 +555,7 @@ func processCPU(b *testing.B, pids []int) time.Duration {
 
 // peerMemory is the memory of a set of processes in MB (10^6 bytes),
 // summed over them from /proc/PID/smaps_rollup.
-type peerMemory struct{ rss, pss, pssAnon, pssFile, pssShmem float64 }
+type peerMemory struct{ rss, pss, pssAnon, pssFile, pssShmem, anon float64 }
 
 func (m peerMemory) String() string {
 	return fmt.Sprintf("Pss %.0f MB (anonymous %.0f, file %.0f, shared memory %.0f), Rss %.0f MB",
@@ -588,6 +588,8 @@ func processMemory(b *testing.B, pids []int) peerMemory {
 				dst = &m.pssFile
 			case "Pss_Shmem":
 				dst = &m.pssShmem
+			case "Anonymous":
+				dst = &m.anon
 			default:
 				continue
 			}

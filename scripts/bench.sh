@@ -340,6 +340,8 @@ END {
           fig(b, "caddy-pss-MB") "** (" fig(b, "caddy-anon-MB") ", " fig(b, "caddy-file-MB") ", " fig(b, "caddy-shmem-MB") "); " fig(b, "caddy-rss-MB") " / " \
           fig(b, "static-pss-MB") " (" fig(b, "static-anon-MB") ", " fig(b, "static-file-MB") ", " fig(b, "static-shmem-MB") "); " fig(b, "static-rss-MB") " MB",
         judged ? "certserver ≤ Caddy at 50,000" : "", judged ? judge(okm, mc <= md, fmt(mc - md) " MB") : "")
+    row("", "certserver'"'"'s Pss: nginx / sidecar; an nginx worker'"'"'s anonymous memory, and per name (every worker holds every name)",
+        fig(b, "certserver-nginx-pss-MB") " / " fig(b, "certserver-sidecar-pss-MB") " MB; " fig(b, "certserver-worker-anon-MB") " MB, " fig(b, "certserver-worker-KB/name") " KB a name", "", "")
     f = okf ? v[b, "certserver-failures"] + v[b, "caddy-failures"] + v[b, "static-failures"] : 0
     row("", "handshakes that did not serve the name'"'"'s own certificate (a fallback, an error): certserver / Caddy / static",
         fig(b, "certserver-failures") " / " fig(b, "caddy-failures") " / " fig(b, "static-failures"), "0", judge(okf, f == 0, sprintf("%d", f)))

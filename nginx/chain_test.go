@@ -402,7 +402,7 @@ func TestLuaFirstFormat(t *testing.T) {
 // the leaf format: certificates imported with their intermediate are
 // served with it (a client trusting only the root verifies them), each
 // chain built from the leaf and the worker's one parse of the
-// intermediate.
+// intermediate, and each key from its scalar and point.
 func TestLeafFormatWithSidecar(t *testing.T) {
 	bin := certserverBinary(t)
 	pki := newChainPKI(t, "sidecar")
@@ -435,6 +435,11 @@ func TestLeafFormatWithSidecar(t *testing.T) {
 	if st["intermediate"].N != 1 || st["chain"].N != 2 || st["chain_fetch"].N != 1 {
 		t.Errorf("the worker parsed %d intermediates (want 1), fetched %d (want 1), built %d chains (want 2)",
 			st["intermediate"].N, st["chain_fetch"].N, st["chain"].N)
+	}
+	// The P-256 keys the sidecar sends are built from their scalar and
+	// point, not through OpenSSL's decoder.
+	if st["key_fast"].N != 2 || st["key_pem"].N != 0 {
+		t.Errorf("the worker built %d keys from scalar and point (want 2), parsed %d from PEM (want 0)", st["key_fast"].N, st["key_pem"].N)
 	}
 	ngx.AssertCleanErrorLog(t)
 }

@@ -29,7 +29,12 @@ import (
 // Reported: anon-B/name, the growth of the worker's private anonymous
 // memory (RssAnon of /proc/PID/status: the Lua heap and OpenSSL's parsed
 // leaves and keys) over the names divided by their number, after a full
-// Lua garbage collection (the target is <= 4096); shm-B/name, the growth
+// Lua garbage collection (the target is <= 4096); lua-B/name, the part of
+// it that is the Lua heap (collectgarbage("count"): the module's tables,
+// strings and cdata); heap-B/name and mmap-B/name, the same growth split
+// by where it lies (see anonSplit): glibc's heap (OpenSSL's parsed leaves
+// and keys) and LuaJIT's own mappings (the Lua heap and the memory its
+// garbage collector freed but keeps); shm-B/name, the growth
 // of the shared dict's resident pages (RssShmem), which all workers share;
 // and the p50 and p99 of each step of a first handshake as the module
 // times it (stats()): fetch (GET /v1/certs), cert (parsing the leaf), key
@@ -70,8 +75,9 @@ func benchNewNames(b *testing.B, sharedKey bool) {
 	if _, err := handshake(ngx.HTTPSAddr(), warm, pki.roots); err != nil {
 		b.Fatal(err)
 	}
-	statsGC(b, ngx, pki)
+	lua0 := statsGC(b, ngx, pki)[nginxtest.LuaHeapStat].N
 	anon0, shm0 := memOf(b, worker, "RssAnon"), memOf(b, worker, "RssShmem")
+	heap0, mmap0 := anonSplit(b, worker)
 
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -100,6 +106,10 @@ func benchNewNames(b *testing.B, sharedKey bool) {
 	anon, shm := memOf(b, worker, "RssAnon"), memOf(b, worker, "RssShmem")
 	b.ReportMetric(float64(anon-anon0)/float64(n), "anon-B/name")
 	b.ReportMetric(float64(shm-shm0)/float64(n), "shm-B/name")
+	b.ReportMetric(float64(st[nginxtest.LuaHeapStat].N-lua0)/float64(n), "lua-B/name")
+	heap, mmap := anonSplit(b, worker)
+	b.ReportMetric(float64(heap-heap0)/float64(n), "heap-B/name")
+	b.ReportMetric(float64(mmap-mmap0)/float64(n), "mmap-B/name")
 	for _, step := range []string{"fetch", "cert", "key", "chain"} {
 		s := st[step].Samples
 		if len(s) == 0 {
@@ -172,4 +182,42 @@ func memOf(b *testing.B, pid, field string) int64 {
 	}
 	b.Fatalf("no %s in /proc/%s/status", field, pid)
 	return 0
+}
+
+// anonSplit returns the resident bytes of a process's private anonymous
+// memory in two parts, from /proc/PID/smaps: heap, the [heap] mapping,
+// where glibc's malloc keeps small allocations (OpenSSL's parsed leaves
+// and keys, nginx's own); and mmap, the anonymous mappings without a
+// name, which hold LuaJIT's heap (its allocator maps its own memory) and
+// large allocations.
+func anonSplit(b *testing.B, pid string) (heap, mmap int64) {
+	b.Helper()
+	c, err := os.ReadFile("/proc/" + pid + "/smaps")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var in *int64
+	for _, line := range strings.Split(string(c), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") {
+			// A mapping's first line: range, perms, offset, dev, inode[, name].
+			switch {
+			case len(f) == 6 && f[5] == "[heap]":
+				in = &heap
+			case len(f) == 5 && f[4] == "0":
+				in = &mmap
+			default:
+				in = nil
+			}
+			continue
+		}
+		if len(f) == 3 && f[0] == "Rss:" && in != nil {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/%s/smaps: %q: %v", pid, line, err)
+			}
+			*in += kb << 10
+		}
+	}
+	return heap, mmap
 }

@@ -28,8 +28,9 @@
 --     worker parses a record once per version; per intermediate, its PEM
 --     by digest, once for all records. A worker parses each intermediate
 --     once, and for a new record only its leaf (and its key, unless a
---     record before had the same key: parsed keys are kept by digest),
---     then adds its parsed intermediates to the leaf's chain.
+--     record before had the same key: parsed keys are kept by digest;
+--     an ECDSA P-256 key is built from its scalar and point, see
+--     p256_key), then adds its parsed intermediates to the leaf's chain.
 --  3. The sidecar, `GET /v1/certs/{name}` over HTTP/1.1 on `socket`. At most
 --     one request per name is in flight across all workers (a lock in
 --     `lock_dict`); other handshakes for that name serve their stale copy
@@ -118,8 +119,10 @@
 -- key PEM (about 2.3 KB with the entries of its names for ECDSA, more for
 -- RSA), each intermediate once, and about 200 bytes per name asked for;
 -- when it is full the least recently used go. A worker holds, per name in
--- its LRU, the parsed leaf (4.8 KB for ECDSA P-256 with OpenSSL 3.0), the
--- parsed key (2.3 KB, once per distinct key) and about 0.6 KB of tables.
+-- its LRU, the parsed leaf (4.6 KB for ECDSA P-256 with OpenSSL 3.0), the
+-- parsed key (2.2 KB, once per distinct key) and about 1 KB of Lua
+-- tables, strings and cdata, which take about 2 KB of LuaJIT's memory
+-- with what its garbage collector frees but keeps.
 
 
 local ffi = require "ffi"
@@ -132,6 +135,7 @@ local ngx_log = ngx.log
 local ngx_now = ngx.now
 local ngx_sleep = ngx.sleep
 local ngx_md5 = ngx.md5
+local ngx_decode_base64 = ngx.decode_base64
 local ngx_socket_tcp = ngx.socket.tcp
 local ngx_timer_every = ngx.timer.every
 local ngx_timer_at = ngx.timer.at
@@ -145,6 +149,9 @@ local C = ffi.C
 local ffi_errno = ffi.errno
 local ffi_new = ffi.new
 local ffi_sizeof = ffi.sizeof
+local ffi_copy = ffi.copy
+local ffi_fill = ffi.fill
+local ffi_gc = ffi.gc
 local ssl_server_name = ssl.server_name
 local ssl_clear_certs = ssl.clear_certs
 local ssl_set_cert = ssl.set_cert
@@ -155,6 +162,7 @@ local str_byte = string.byte
 local str_find = string.find
 local str_format = string.format
 local str_gmatch = string.gmatch
+local str_gsub = string.gsub
 local str_lower = string.lower
 local str_match = string.match
 local str_sub = string.sub
@@ -235,10 +243,11 @@ local defaults = {
     lock_dict = "certserver_locks",
     -- names kept per worker with their parsed certificate, and as many
     -- unknown names and wildcard subnames: 50,000 hot names stay parsed.
-    -- A cached name costs a worker about 9.4 KB (ECDSA P-256 with OpenSSL
-    -- 3.0: the parsed leaf 4.8 KB, its key 2.3 KB unless another name
-    -- has the same key, this module's tables 0.6 KB, the allocators'
-    -- overhead), only once it is asked for
+    -- A cached name costs a worker about 9.1 KB (ECDSA P-256 with OpenSSL
+    -- 3.0: the parsed leaf 4.6 KB, its key 2.2 KB unless another name
+    -- has the same key, this module's Lua objects 1 KB, about 2 KB of
+    -- LuaJIT's memory with its garbage collector's slack), only once it
+    -- is asked for
     lru_size = 50000,
     -- how long a 404 (no certificate yet) is remembered at most; a shorter
     -- max-age from the sidecar wins
@@ -282,11 +291,11 @@ local lru_size
 local lru, churn
 
 
--- Parsed chains and keys by version, so names served by one certificate
--- (its SANs, a wildcard's subnames) share one parse. Weak: an entry lives as
--- long as some LRU entry holds it.
-local parsed_chains = setmetatable({}, { __mode = "v" })
-local parsed_keys = setmetatable({}, { __mode = "v" })
+-- The worker's record table (see worker_record) last made for each
+-- version, so that a version parsed once is not parsed again while its
+-- chain and key are in use, whichever record id it comes under. Weak: an
+-- entry lives as long as some LRU entry holds it.
+local parsed = setmetatable({}, { __mode = "v" })
 
 -- Parsed private keys by the digest of their DER (the sidecar's
 -- X-Certserver-Key), so that the certificates that share a key (a key
@@ -552,6 +561,336 @@ do
 end
 
 
+-- p256_key(pem) builds the private key of pem, when it is an ECDSA P-256
+-- key in the layout Go, lego and OpenSSL write (a PKCS #8 "PRIVATE KEY",
+-- what the sidecar sends for the keys it makes, or a SEC 1 "EC PRIVATE
+-- KEY" that names its curve), from its scalar and public point with
+-- EVP_PKEY_fromdata: OpenSSL's part takes 12 to 21 µs where OpenSSL 3.0's
+-- decoder, behind ngx.ssl.parse_pem_priv_key, takes 340 to 465 µs (in
+-- C), the whole of it 40 to 85 µs at p50 where parse_pem_priv_key took
+-- 530 (BenchmarkLuaNewNames, loaded machine); the key is of the same
+-- size (2.2 KB), native to OpenSSL's provider as the decoder's is.
+-- Returns the EVP_PKEY (cdata whose gc frees it), or nil and why not: a
+-- key of another type or curve, a layout this strict reader does not
+-- take (lengths not in DER, optional fields it does not expect, no
+-- public point), a failing OpenSSL call. The caller then parses the PEM
+-- as before: this only ever makes a key cheaper. The public point is
+-- taken as it is, as OpenSSL's decoder takes it: key_matches compares it
+-- with the leaf's. nil when OpenSSL's functions cannot be resolved.
+local p256_key
+do
+    local ok = pcall(ffi.cdef, [[
+        void *certserver_bn_secure_new(void) __asm__("BN_secure_new");
+        void *certserver_bn_bin2bn(const unsigned char *s, int len,
+            void *ret) __asm__("BN_bin2bn");
+        void certserver_bn_clear_free(void *bn) __asm__("BN_clear_free");
+        void *certserver_param_bld_new(void) __asm__("OSSL_PARAM_BLD_new");
+        int certserver_param_bld_push_utf8_string(void *bld,
+            const char *key, const char *buf, size_t bsize)
+            __asm__("OSSL_PARAM_BLD_push_utf8_string");
+        int certserver_param_bld_push_bn(void *bld, const char *key,
+            const void *bn) __asm__("OSSL_PARAM_BLD_push_BN");
+        int certserver_param_bld_push_octet_string(void *bld,
+            const char *key, const void *buf, size_t bsize)
+            __asm__("OSSL_PARAM_BLD_push_octet_string");
+        void *certserver_param_bld_to_param(void *bld)
+            __asm__("OSSL_PARAM_BLD_to_param");
+        void certserver_param_bld_free(void *bld)
+            __asm__("OSSL_PARAM_BLD_free");
+        void certserver_param_free(void *params) __asm__("OSSL_PARAM_free");
+        void *certserver_pkey_ctx_new_from_name(void *libctx,
+            const char *name, const char *propquery)
+            __asm__("EVP_PKEY_CTX_new_from_name");
+        void certserver_pkey_ctx_free(void *ctx)
+            __asm__("EVP_PKEY_CTX_free");
+        int certserver_pkey_fromdata_init(void *ctx)
+            __asm__("EVP_PKEY_fromdata_init");
+        int certserver_pkey_fromdata(void *ctx, void **pkey, int selection,
+            void *params) __asm__("EVP_PKEY_fromdata");
+        void certserver_pkey_free(void *pkey) __asm__("EVP_PKEY_free");
+    ]])
+    ok = ok and pcall(function ()
+        return C.certserver_bn_secure_new, C.certserver_bn_bin2bn,
+               C.certserver_bn_clear_free, C.certserver_param_bld_new,
+               C.certserver_param_bld_push_utf8_string,
+               C.certserver_param_bld_push_bn,
+               C.certserver_param_bld_push_octet_string,
+               C.certserver_param_bld_to_param,
+               C.certserver_param_bld_free, C.certserver_param_free,
+               C.certserver_pkey_ctx_new_from_name,
+               C.certserver_pkey_ctx_free, C.certserver_pkey_fromdata_init,
+               C.certserver_pkey_fromdata, C.certserver_pkey_free,
+               C.certserver_err_clear_error
+    end)
+
+    -- The DER of the OIDs id-ecPublicKey (1.2.840.10045.2.1) and
+    -- prime256v1 (1.2.840.10045.3.1.7), without tag and length.
+    local OID_EC = "\42\134\72\206\61\2\1"
+    local OID_P256 = "\42\134\72\206\61\3\1\7"
+    local SCALAR = 32    -- bytes of a P-256 private scalar
+    local POINT = 65     -- bytes of an uncompressed P-256 point, 0x04 first
+    local KEYPAIR = 0x87 -- EVP_PKEY_KEYPAIR in OpenSSL 3.0
+    -- A PEM private key block: its type ("" or "EC " are read) and its
+    -- base64 lines.
+    local PEM_KEY = "^%-%-%-%-%-BEGIN ([A-Z ]*)PRIVATE KEY%-%-%-%-%-\r?\n"
+                    .. "(.-)\r?\n%-%-%-%-%-END %1PRIVATE KEY%-%-%-%-%-"
+
+    -- der_item(s, pos, last, tag, what) reads the DER element of tag at
+    -- pos of s, which must end by last: returns the first and last
+    -- position of its content (last < first when it is empty), or nil and
+    -- what is wrong with the element named what.
+    local function der_item(s, pos, last, tag, what)
+        if pos + 1 > last then
+            return nil, what .. " is missing or truncated"
+        end
+        if str_byte(s, pos) ~= tag then
+            return nil, str_format("%s has tag 0x%02x, not 0x%02x", what,
+                                   str_byte(s, pos), tag)
+        end
+        local len = str_byte(s, pos + 1)
+        local first = pos + 2
+        if len > 0x80 and len <= 0x82 then
+            local n = len - 0x80
+            if first + n - 1 > last then
+                return nil, what .. " is truncated"
+            end
+            len = str_byte(s, first)
+            if n == 2 then
+                len = len * 256 + str_byte(s, first + 1)
+            end
+            if len < (n == 1 and 0x80 or 0x100) then
+                return nil, what .. "'s length is not in DER"
+            end
+            first = first + n
+        elseif len >= 0x80 then
+            return nil, what .. "'s length is not in DER or too long"
+        end
+        local stop = first + len - 1
+        if stop > last then
+            return nil, what .. " is truncated"
+        end
+        return first, stop
+    end
+
+    -- ec_private_key(s, pos, last, in_pkcs8) reads the ECPrivateKey (RFC
+    -- 5915 section 3) that spans pos to last of s: version 1, a 32-byte
+    -- scalar, the curve (optional in PKCS #8, where the algorithm names
+    -- it; then P-256 when present), and the 65-byte uncompressed public
+    -- point. Returns the positions of the scalar and of the point, or
+    -- nil and what is wrong.
+    local function ec_private_key(s, pos, last, in_pkcs8)
+        local a, b = der_item(s, pos, last, 0x30, "ECPrivateKey")
+        if not a then
+            return nil, b
+        end
+        if b ~= last then
+            return nil, "bytes follow the ECPrivateKey"
+        end
+        local v, v_end = der_item(s, a, b, 0x02, "ECPrivateKey version")
+        if not v then
+            return nil, v_end
+        end
+        if v ~= v_end or str_byte(s, v) ~= 1 then
+            return nil, "ECPrivateKey version is not 1"
+        end
+        local d, d_end = der_item(s, v_end + 1, b, 0x04, "private scalar")
+        if not d then
+            return nil, d_end
+        end
+        if d_end - d + 1 ~= SCALAR then
+            return nil, "private scalar of " .. (d_end - d + 1)
+                        .. " bytes, not " .. SCALAR
+        end
+        local at = d_end + 1
+        if at <= b and str_byte(s, at) == 0xa0 then
+            local p, p_end = der_item(s, at, b, 0xa0, "curve parameters")
+            if not p then
+                return nil, p_end
+            end
+            local o, o_end = der_item(s, p, p_end, 0x06, "curve")
+            if not o then
+                return nil, o_end
+            end
+            if o_end ~= p_end or str_sub(s, o, o_end) ~= OID_P256 then
+                return nil, "curve is not P-256"
+            end
+            at = p_end + 1
+        elseif not in_pkcs8 then
+            return nil, "curve is not named"
+        end
+        if at > b then
+            return nil, "no public point"
+        end
+        local q, q_end = der_item(s, at, b, 0xa1, "public point")
+        if not q then
+            return nil, q_end
+        end
+        if q_end ~= b then
+            return nil, "bytes follow the public point"
+        end
+        local bits, bits_end = der_item(s, q, q_end, 0x03, "public point")
+        if not bits then
+            return nil, bits_end
+        end
+        if bits_end ~= q_end or bits_end - bits ~= POINT
+           or str_byte(s, bits) ~= 0 or str_byte(s, bits + 1) ~= 4
+        then
+            return nil, "public point is not an uncompressed P-256 point"
+        end
+        return d, bits + 1
+    end
+
+    -- pkcs8(s) reads the PrivateKeyInfo (RFC 5208 section 5) s of an EC
+    -- key on P-256, without attributes. Returns what ec_private_key does.
+    local function pkcs8(s)
+        local last = #s
+        local a, b = der_item(s, 1, last, 0x30, "PrivateKeyInfo")
+        if not a then
+            return nil, b
+        end
+        if b ~= last then
+            return nil, "bytes follow the PrivateKeyInfo"
+        end
+        local v, v_end = der_item(s, a, b, 0x02, "PrivateKeyInfo version")
+        if not v then
+            return nil, v_end
+        end
+        if v ~= v_end or str_byte(s, v) ~= 0 then
+            return nil, "PrivateKeyInfo version is not 0"
+        end
+        local g, g_end = der_item(s, v_end + 1, b, 0x30, "algorithm")
+        if not g then
+            return nil, g_end
+        end
+        local o, o_end = der_item(s, g, g_end, 0x06, "algorithm")
+        if not o then
+            return nil, o_end
+        end
+        if str_sub(s, o, o_end) ~= OID_EC then
+            return nil, "not an EC key"
+        end
+        local c, c_end = der_item(s, o_end + 1, g_end, 0x06, "curve")
+        if not c then
+            return nil, c_end
+        end
+        if c_end ~= g_end or str_sub(s, c, c_end) ~= OID_P256 then
+            return nil, "curve is not P-256"
+        end
+        local k, k_end = der_item(s, g_end + 1, b, 0x04, "privateKey")
+        if not k then
+            return nil, k_end
+        end
+        if k_end ~= b then
+            return nil, "attributes or bytes follow the privateKey"
+        end
+        return ec_private_key(s, k, k_end, true)
+    end
+
+    -- The scalar then the point, for the duration of one p256_key call;
+    -- emptied before it returns.
+    local buf = ffi_new("unsigned char[?]", SCALAR + POINT)
+    local out = ffi_new("void *[1]")
+    -- One EVP_PKEY_CTX for EC keys per worker, made at the first key and
+    -- set up anew (EVP_PKEY_fromdata_init) for each: making one costs 4
+    -- to 11 µs.
+    local pkey_ctx
+
+    -- fromdata() makes the EVP_PKEY of the scalar and point in buf.
+    -- Returns it (a cdata without gc), or nil and the OpenSSL call that
+    -- failed; frees everything else it allocated either way.
+    local function fromdata()
+        local bn = C.certserver_bn_secure_new()
+        if bn == nil then
+            return nil, "BN_secure_new failed"
+        end
+        local pkey, err
+        local bld = C.certserver_param_bld_new()
+        if C.certserver_bn_bin2bn(buf, SCALAR, bn) == nil then
+            err = "BN_bin2bn failed"
+        elseif bld == nil
+               or C.certserver_param_bld_push_utf8_string(bld, "group",
+                                                          "prime256v1", 0)
+                  ~= 1
+               or C.certserver_param_bld_push_bn(bld, "priv", bn) ~= 1
+               or C.certserver_param_bld_push_octet_string(bld, "pub",
+                                                           buf + SCALAR,
+                                                           POINT) ~= 1
+        then
+            err = "OSSL_PARAM_BLD failed"
+        else
+            local params = C.certserver_param_bld_to_param(bld)
+            if params == nil then
+                err = "OSSL_PARAM_BLD_to_param failed"
+            else
+                if pkey_ctx == nil then
+                    pkey_ctx = C.certserver_pkey_ctx_new_from_name(nil, "EC",
+                                                                   nil)
+                    if pkey_ctx ~= nil then
+                        pkey_ctx = ffi_gc(pkey_ctx,
+                                          C.certserver_pkey_ctx_free)
+                    end
+                end
+                if pkey_ctx == nil then
+                    pkey_ctx = nil
+                    err = "EVP_PKEY_CTX_new_from_name failed"
+                elseif C.certserver_pkey_fromdata_init(pkey_ctx) ~= 1 then
+                    pkey_ctx = nil  -- its gc frees it; a new one next time
+                    err = "EVP_PKEY_fromdata_init failed"
+                else
+                    out[0] = nil
+                    if C.certserver_pkey_fromdata(pkey_ctx, out, KEYPAIR,
+                                                  params) == 1
+                       and out[0] ~= nil
+                    then
+                        pkey = out[0]
+                        out[0] = nil
+                    else
+                        err = "EVP_PKEY_fromdata failed"
+                    end
+                end
+                C.certserver_param_free(params)
+            end
+        end
+        if bld ~= nil then
+            C.certserver_param_bld_free(bld)
+        end
+        C.certserver_bn_clear_free(bn)
+        return pkey, err
+    end
+
+    if ok then
+        p256_key = function (pem)
+            local typ, b64 = str_match(pem, PEM_KEY)
+            if not typ or typ ~= "" and typ ~= "EC " then
+                return nil, "not a PRIVATE KEY or EC PRIVATE KEY PEM block"
+            end
+            local der = ngx_decode_base64((str_gsub(b64, "[\r\n]", "")))
+            if not der then
+                return nil, "PEM is not base64"
+            end
+            local d, q
+            if typ == "" then
+                d, q = pkcs8(der)
+            else
+                d, q = ec_private_key(der, 1, #der, false)
+            end
+            if not d then
+                return nil, q
+            end
+            ffi_copy(buf, str_sub(der, d, d + SCALAR - 1), SCALAR)
+            ffi_copy(buf + SCALAR, str_sub(der, q, q + POINT - 1), POINT)
+            local pkey, err = fromdata()
+            ffi_fill(buf, SCALAR + POINT)
+            if not pkey then
+                C.certserver_err_clear_error()
+                return nil, err
+            end
+            return ffi_gc(pkey, C.certserver_pkey_free)
+        end
+    end
+end
+
+
 -- clock() is a monotonic time in seconds with nanoseconds (ngx.now()
 -- moves only once per event loop turn), for the timings of _M.stats.
 local clock
@@ -750,8 +1089,10 @@ end
 -- _M.stats() returns this worker's timings of its first handshakes for
 -- names new to it, by step: "fetch" (GET /v1/certs from the sidecar),
 -- "cert" (ngx.ssl.parse_pem_cert of what came: the leaf alone in the leaf
--- format, the whole chain in the first), "key" (parse_pem_priv_key, only
--- when no certificate before had the same key), "chain" (the worker's
+-- format, the whole chain in the first), "key" (parsing the key, only
+-- when no certificate before had the same key; counted again as
+-- "key_fast" when p256_key built it, as "key_pem" when
+-- parse_pem_priv_key parsed it), "chain" (the worker's
 -- parsed intermediates added to the leaf), "intermediate" (parsing one
 -- intermediate new to the worker), "chain_fetch" (GET /v1/chains from the
 -- sidecar). Where the parsing of a record happened, all of it (its
@@ -813,20 +1154,49 @@ local function intermediate(d)
 end
 
 
+-- parse_key(pem) parses the PEM private key at the start of pem: with
+-- p256_key when it takes it (timed as "key_fast"), else with
+-- ngx.ssl.parse_pem_priv_key (timed as "key_pem", the failed try
+-- included). Returns the key, or nil and what is wrong with it.
+local function parse_key(pem)
+    local t0 = clock()
+    local why
+    if p256_key then
+        local key
+        key, why = p256_key(pem)
+        if key then
+            stat("key_fast", t0)
+            return key
+        end
+    end
+    local ok, key, err = pcall(ssl_parse_pem_priv_key, pem)
+    if not ok or not key then
+        err = "bad private key: " .. tostring(err or key)
+        if why then
+            err = err .. " (read as P-256: " .. why .. ")"
+        end
+        return nil, err
+    end
+    stat("key_pem", t0)
+    return key
+end
+
+
 -- MISSING is the error of parse when an intermediate of the record is in
 -- neither the worker nor the shared dict: the sidecar must be asked.
 local MISSING = "missing intermediate"
 
 
--- Parses a record's content (see RECORD_PREFIX) into cdata, once per
--- version. Returns chain, key, err: the parsed chain and key and a nil
--- err; or nil, nil and what is wrong (MISSING when an intermediate is not
--- at hand).
+-- Parses a record's content (see RECORD_PREFIX) into cdata, unless a
+-- record table of this version is at hand (see parsed). Returns chain,
+-- key, err: the parsed chain and key and a nil err; or nil, nil and what
+-- is wrong (MISSING when an intermediate is not at hand).
 local function parse(body, version)
-    local chain, key = parsed_chains[version], parsed_keys[version]
-    if chain and key then
-        return chain, key, nil
+    local done = parsed[version]
+    if done then
+        return done.chain, done.key, nil
     end
+    local chain, key
 
     local t_parse = clock()
     local key_digest, digests
@@ -877,9 +1247,9 @@ local function parse(body, version)
     key = key_digest and keys_by_digest[key_digest]
     if not key then
         t0 = clock()
-        ok, key, err = pcall(ssl_parse_pem_priv_key, str_sub(body, at))
-        if not ok or not key then
-            return nil, nil, "bad private key: " .. tostring(err or key)
+        key, err = parse_key(str_sub(body, at))
+        if not key then
+            return nil, nil, err
         end
         stat("key", t0)
     end
@@ -890,8 +1260,6 @@ local function parse(body, version)
     if key_digest then
         keys_by_digest[key_digest] = key
     end
-    parsed_chains[version] = chain
-    parsed_keys[version] = key
     stat(ngx_get_phase() == "timer" and "parse_timer" or "parse_handshake",
          t_parse)
     return chain, key, nil
@@ -913,13 +1281,19 @@ end
 -- when the name is served through the wildcard pattern one label up: one
 -- of the names a client can make up by the thousand.
 local function new_entry(fresh_until, fetched, rec, wild)
-    return {
+    -- Four fields fill the hash part a constructor of four makes; wild,
+    -- rare, is added when true (nil is false), so that an entry takes 4
+    -- slots, not 8.
+    local entry = {
         fresh_until = fresh_until,
         stale_until = stale_deadline(fresh_until),
         fetched = fetched,
         rec = rec,
-        wild = wild or false,
     }
+    if wild then
+        entry.wild = true
+    end
+    return entry
 end
 
 
@@ -937,7 +1311,8 @@ local function worker_record(id, version, body, keep)
     if not chain then
         return nil, err
     end
-    local new = { id = id, version = version, chain = chain, key = key }
+    local new = { version = version, chain = chain, key = key }
+    parsed[version] = new
     if keep == false and rec and not rec.dropped then
         return new
     end

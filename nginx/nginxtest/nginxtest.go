@@ -120,8 +120,13 @@ type Options struct {
 
 // StatsPath is the location Options.Stats adds. Its answer has one line
 // per step of the module's stats(): the step, the count, then the last
-// durations in seconds, separated by spaces.
+// durations in seconds, separated by spaces; and a line LuaHeapStat.
 const StatsPath = "/certserver-stats"
+
+// LuaHeapStat is the line of StatsPath's answer whose count is the size
+// of the worker's Lua heap in bytes (collectgarbage("count")), after the
+// collection when one was asked for.
+const LuaHeapStat = "lua_heap"
 
 // Stats is one step of the Lua module's stats() in one worker: how many
 // times it ran and its last durations.
@@ -337,6 +342,7 @@ func (n *Nginx) config(opts Options, httpSnippet, streamSnippet, nginxDir string
 		p("                for step, st in pairs(require(\"resty.certserver\").stats()) do")
 		p("                    ngx.say(step, \" \", st.n, \" \", table.concat(st.samples, \" \"))")
 		p("                end")
+		p("                ngx.say(\"%s \", math.floor(collectgarbage(\"count\") * 1024))", LuaHeapStat)
 		p("            }")
 		p("        }")
 	}

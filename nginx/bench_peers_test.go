@@ -41,20 +41,38 @@ import (
 //   - <server>-first-p50-µs, -first-p99-µs: the first handshake for a
 //     name the server has never been asked for, CERTSERVER_BENCH_PEER_FIRST
 //     (1,000) names, one client, the three servers in turn;
+//   - <server>-warm-passes: the warm-up's passes over every name. On the
+//     certserver side each pass sends every name's handshake to one nginx
+//     worker (from local ports the kernel routes to it: nginx listens
+//     with reuseport), until the Lua module's parse counters (nginxtest
+//     Options.Stats) say that every worker has parsed every name, the
+//     steady state of a host whose names are all in use: with 2 workers,
+//     2 passes. Caddy and static nginx get as many passes, so every name
+//     has as many handshakes on each server;
 //   - <server>-hs/s and <server>-cpu-µs/hs: handshakes per second over
 //     random names from 4 concurrent clients, CERTSERVER_BENCH_PEER_HS
-//     (12,000) per server in 6 rounds whose order rotates, after one
-//     handshake for every name on the certserver side (so that the
-//     sidecar's answers are in nginx's shared dict: the steady state of a
-//     host whose names are all in use); and the CPU time its processes
-//     spent per handshake, which the clients sharing the CPUs do not blur.
-//     certserver/caddy and certserver/static are the ratios of the rates;
+//     (12,000) per server in 6 rounds whose order rotates, after the
+//     warm-up; and the CPU time its processes spent per handshake, which
+//     the clients sharing the CPUs do not blur. certserver/caddy and
+//     certserver/static are the ratios of the rates;
+//   - certserver-wN-hs-parses, certserver-hs-parses: the records nginx
+//     worker N (by process ID) parsed on the handshake path during the
+//     rounds, and all workers together: 0 when every worker's LRU
+//     (lru_size) holds every name. Caddy and static nginx parse every
+//     certificate when they load it and never on a handshake;
 //   - <server>-pss-MB, -rss-MB: the memory of all its processes after the
 //     rounds (nginx master and workers, and the sidecar for certserver),
 //     from /proc/PID/smaps_rollup: the sum of Pss (each shared page
 //     counted once) and of Rss (shared pages once per process), and the
 //     Pss split into anonymous, file-backed and shared memory (nginx's
 //     lua_shared_dict) as -anon-MB, -file-MB, -shmem-MB;
+//   - certserver-nginx-pss-MB, certserver-sidecar-pss-MB: certserver's
+//     Pss split into nginx's processes and the sidecar's;
+//     certserver-worker-anon-MB: an nginx worker's anonymous memory
+//     (Anonymous in smaps_rollup, the mean of the workers), and
+//     certserver-worker-KB/name the same divided by the names (every
+//     worker holds every name; the worker's own base of a few MB
+//     included);
 //   - <server>-new-ms: from writing a certificate for a new name the way
 //     that server takes it (certserver: POST /v1/certificates to the
 //     admin API; caddy: a new file in the folder and POST /load to its
@@ -192,11 +210,22 @@ func benchPeers(b *testing.B, caddy caddyBin, n int) {
 		}
 	}
 
-	// Every name once on the certserver side, from more clients.
+	// The warm-up: every name through every nginx worker on the
+	// certserver side, then as many handshakes of every name on the
+	// others.
 	t0 = time.Now()
-	order := rand.Perm(n)
-	_, failed := hc.run(cs.addr, set, 8, len(order), func(_, i int) int { return order[i] }, cs.fail)
-	b.Logf("certserver: one handshake for each of %d names in %v (%d failed)", n, time.Since(t0).Round(time.Millisecond), failed)
+	passes := cs.warm(b, hc, set)
+	b.Logf("certserver: warmed in %d passes over the %d names (%v): every worker parsed every name", passes, n, time.Since(t0).Round(time.Millisecond))
+	for _, p := range []*peer{cd.peer, static.peer} {
+		t0 = time.Now()
+		order := rand.Perm(n)
+		_, failed := hc.run(p.addr, set, 8, passes*n, func(_, i int) int { return order[i%n] }, p.fail)
+		b.Logf("%s: warmed in %d passes over the %d names (%v, %d failed)", p.name, passes, n, time.Since(t0).Round(time.Millisecond), failed)
+	}
+	parsed, err := cs.routes.parses(cs.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	per := max(perSide/rounds, clients)
 	b.ResetTimer()
@@ -212,6 +241,26 @@ func benchPeers(b *testing.B, caddy caddyBin, n int) {
 		}
 	}
 	b.StopTimer()
+	// Reported after the rounds: ResetTimer drops the metrics before it.
+	for _, p := range peers {
+		b.ReportMetric(float64(passes), p.name+"-warm-passes")
+	}
+
+	// Parses on the handshake path during the rounds, per nginx worker:
+	// none when the warm-up left every name parsed in every worker and
+	// its LRU (lru_size) holds them all.
+	after, err := cs.routes.parses(cs.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0
+	for i, pid := range cs.routes.pids() {
+		d := after[pid].handshake - parsed[pid].handshake
+		total += d
+		b.ReportMetric(float64(d), fmt.Sprintf("certserver-w%d-hs-parses", i+1))
+		b.Logf("certserver: nginx worker %s parsed %d records on the handshake path during the rounds (%d in all since its start)", pid, d, after[pid].all)
+	}
+	b.ReportMetric(float64(total), "certserver-hs-parses")
 
 	rate := map[string]float64{}
 	for _, p := range peers {
@@ -234,6 +283,25 @@ func benchPeers(b *testing.B, caddy caddyBin, n int) {
 		b.ReportMetric(m.pssShmem, p.name+"-shmem-MB")
 		b.Logf("%s: %d processes, %s", p.name, len(p.pids()), m)
 	}
+	// certserver's memory split: nginx (master and workers) and the
+	// sidecar; and what an nginx worker holds (its anonymous memory,
+	// shared with none, and per name: every worker holds every name).
+	nm := processMemory(b, processTree(cs.ngx.PID()))
+	sm := processMemory(b, []int{cs.side.Process.Pid})
+	b.ReportMetric(nm.pss, "certserver-nginx-pss-MB")
+	b.ReportMetric(sm.pss, "certserver-sidecar-pss-MB")
+	b.Logf("certserver: nginx %s; the sidecar %s", nm, sm)
+	var workerAnon float64
+	for _, pid := range cs.routes.pids() {
+		id, err := strconv.Atoi(pid)
+		if err != nil {
+			b.Fatalf("worker process ID %q: %v", pid, err)
+		}
+		workerAnon += processMemory(b, []int{id}).anon
+	}
+	workerAnon /= float64(len(cs.routes))
+	b.ReportMetric(workerAnon, "certserver-worker-anon-MB")
+	b.ReportMetric(workerAnon*1000/float64(n), "certserver-worker-KB/name")
 	b.ReportMetric(rate["certserver"]/rate["caddy"], "certserver/caddy")
 	b.ReportMetric(rate["certserver"]/rate["static"], "certserver/static")
 	b.ReportMetric(float64(st.CurveID), "kex-curve")
@@ -267,6 +335,83 @@ func benchPeers(b *testing.B, caddy caddyBin, n int) {
 	cs.ngx.AssertCleanErrorLog(b)
 }
 
+// peerWarmPasses bounds the passes over every name the warm-up makes
+// through one nginx worker.
+const peerWarmPasses = 4
+
+// warm makes handshakes for every name through each nginx worker, from
+// local ports routed to it, until each worker's parse counters reach the
+// names: every worker has parsed every name (the steady state of a host
+// whose names are all in use). It returns the passes over the names it
+// made, all workers together: how many handshakes each name got.
+func (p *peerCertserver) warm(b *testing.B, hc peerClient, set *peerSet) int {
+	b.Helper()
+	n := len(set.leaves)
+	done := make(map[string]int) // passes through each worker
+	total := 0
+	for {
+		counts, err := p.routes.parses(p.addr)
+		if err != nil {
+			b.Fatalf("certserver warm-up: %v", err)
+		}
+		var short []string
+		for _, pid := range p.routes.pids() {
+			c := counts[pid].all
+			if c >= n {
+				continue
+			}
+			if done[pid] >= peerWarmPasses {
+				b.Fatalf("certserver warm-up: nginx worker %s parsed %d records after %d passes of the %d names through it, want %d: "+
+					"names dropped from its LRU (lru_size), or handshakes not reaching it", pid, c, done[pid], n, n)
+			}
+			short = append(short, pid)
+		}
+		if len(short) == 0 {
+			for _, pid := range p.routes.pids() {
+				b.Logf("certserver warm-up: nginx worker %s: %d passes of the names through it, %d records parsed", pid, done[pid], counts[pid].all)
+			}
+			p.checkHeld(b, hc, set, counts)
+			return total
+		}
+		var wg sync.WaitGroup
+		for _, pid := range short {
+			order := rand.Perm(n)
+			wg.Go(func() {
+				hc.from(p.routes[pid]).run(p.addr, set, 0, n, func(_, i int) int { return order[i] }, p.fail)
+			})
+			done[pid]++
+			total++
+		}
+		wg.Wait()
+	}
+}
+
+// checkHeld makes handshakes for a sample of the names through each
+// worker after the warm-up and logs the workers that parsed them again
+// (counts: their parse counters before): a worker whose LRU (lru_size)
+// is smaller than the names has dropped some, and the rounds will parse
+// on the handshake path (certserver-hs-parses).
+func (p *peerCertserver) checkHeld(b *testing.B, hc peerClient, set *peerSet, counts map[string]workerParses) {
+	b.Helper()
+	sample := rand.Perm(len(set.leaves))[:min(len(set.leaves), 1000)]
+	var wg sync.WaitGroup
+	for _, ports := range p.routes {
+		wg.Go(func() {
+			hc.from(ports).run(p.addr, set, 0, len(sample), func(_, i int) int { return sample[i] }, p.fail)
+		})
+	}
+	wg.Wait()
+	again, err := p.routes.parses(p.addr)
+	if err != nil {
+		b.Fatalf("certserver warm-up: %v", err)
+	}
+	for _, pid := range p.routes.pids() {
+		if d := again[pid].all - counts[pid].all; d > 0 {
+			b.Logf("certserver warm-up: nginx worker %s parsed %d of %d sampled names again: its LRU (lru_size) holds fewer than the %d names", pid, d, len(sample), len(set.leaves))
+		}
+	}
+}
+
 // peerCurves are the groups the client offers: X25519 for the key
 // exchange, and P-256 because in TLS 1.2 a server picks an ECDSA
 // certificate only for a client that lists its curve (RFC 8422 section
@@ -275,13 +420,27 @@ var peerCurves = []tls.CurveID{tls.X25519, tls.CurveP256}
 
 // peerClient makes the handshakes of BenchmarkPeers: a new connection
 // each, no resumption, X25519 (peerCurves), one TLS version (0: Go's default
-// range).
-type peerClient struct{ version uint16 }
+// range); from the local ports in ports, one a client (nil: any port).
+type peerClient struct {
+	version uint16
+	ports   []int
+}
+
+// from returns c with its connections made from ports, one a client.
+func (c peerClient) from(ports []int) peerClient {
+	c.ports = ports
+	return c
+}
 
 // handshake makes one full handshake with addr for l's name and returns
 // how long it took, from the dial until the handshake was done. The leaf
 // must be l's own and valid for the name; the group must be X25519.
 func (c peerClient) handshake(addr string, l peerLeaf) (time.Duration, error) {
+	return c.handshakeFrom(0, addr, l)
+}
+
+// handshakeFrom is handshake from local port port (0: any).
+func (c peerClient) handshakeFrom(port int, addr string, l peerLeaf) (time.Duration, error) {
 	cfg := &tls.Config{
 		ServerName:             l.name,
 		InsecureSkipVerify:     true, // checked below: the leaf must be l's own
@@ -291,7 +450,7 @@ func (c peerClient) handshake(addr string, l peerLeaf) (time.Duration, error) {
 		MaxVersion:             c.version,
 	}
 	start := time.Now()
-	conn, err := tls.DialWithDialer(peerDialer, "tcp", addr, cfg)
+	conn, err := dialFrom(port, addr, cfg)
 	d := time.Since(start)
 	if err != nil {
 		return d, fmt.Errorf("handshake for %s: %w", l.name, err)
@@ -311,20 +470,27 @@ func (c peerClient) handshake(addr string, l peerLeaf) (time.Duration, error) {
 	return d, nil
 }
 
-// run makes count handshakes with addr from clients concurrent clients;
-// client c's i-th handshake is for the leaf at pick(c, i). It returns how
-// many served the right certificate and how many did not, each of which
-// it hands to fail.
+// run makes count handshakes with addr from clients concurrent clients
+// (one per port when c has ports); client c's i-th handshake is for the
+// leaf at pick(c, i). It returns how many served the right certificate
+// and how many did not, each of which it hands to fail.
 func (c peerClient) run(addr string, set *peerSet, clients, count int, pick func(c, i int) int, fail func(error)) (ok, failed int) {
+	if c.ports != nil {
+		clients = len(c.ports)
+	}
 	var (
 		wg sync.WaitGroup
 		mu sync.Mutex
 	)
 	for w := range clients {
+		port := 0
+		if c.ports != nil {
+			port = c.ports[w]
+		}
 		wg.Go(func() {
 			good, bad := 0, 0
 			for i := w; i < count; i += clients {
-				if _, err := c.handshake(addr, set.leaves[pick(w, i)]); err != nil {
+				if _, err := c.handshakeFrom(port, addr, set.leaves[pick(w, i)]); err != nil {
 					fail(err)
 					bad++
 				} else {

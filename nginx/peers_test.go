@@ -1,14 +1,17 @@
 package nginx_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"debug/buildinfo"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"math/rand/v2"
 	"net"
@@ -17,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,9 +184,10 @@ func waitServed(b *testing.B, what, addr string, l peerLeaf, exited <-chan struc
 // peerCertserver is certserver's side: `certserver serve` and nginx.
 type peerCertserver struct {
 	*peer
-	ngx   *nginxtest.Nginx
-	admin string
-	side  *exec.Cmd
+	ngx    *nginxtest.Nginx
+	admin  string
+	side   *exec.Cmd
+	routes workerPorts // local ports that reach each nginx worker
 }
 
 const peerToken = "peers-bench-admin-token-0123456789"
@@ -238,13 +243,17 @@ listen = %q
 			<-exited
 		}
 	})
-	p.ngx = nginxtest.Start(b, nginxtest.Options{Sidecar: "unix:" + sock, FallbackCert: set.fallbackCert, FallbackKey: set.fbKey})
+	// Stats: the parse counters of each worker, for the warm-up.
+	p.ngx = nginxtest.Start(b, nginxtest.Options{Sidecar: "unix:" + sock, FallbackCert: set.fallbackCert, FallbackKey: set.fbKey, Stats: true})
 	p.addr = p.ngx.HTTPSAddr()
 	waitServed(b, "certserver", p.addr, set.leaves[0], exited, 2*time.Minute, func() string {
 		return "certserver log:\n" + readLog() + "\nnginx error log:\n" + p.ngx.ErrorLog()
 	})
 	p.start = time.Since(start)
 	p.pids = func() []int { return append(processTree(p.ngx.PID()), p.side.Process.Pid) }
+	if p.routes, err = findWorkerPorts(p.addr, p.ngx.Workers(), 4); err != nil {
+		b.Fatalf("certserver: %v", err)
+	}
 	return p
 }
 
@@ -546,7 +555,7 @@ func processCPU(b *testing.B, pids []int) time.Duration {
 
 // peerMemory is the memory of a set of processes in MB (10^6 bytes),
 // summed over them from /proc/PID/smaps_rollup.
-type peerMemory struct{ rss, pss, pssAnon, pssFile, pssShmem float64 }
+type peerMemory struct{ rss, pss, pssAnon, pssFile, pssShmem, anon float64 }
 
 func (m peerMemory) String() string {
 	return fmt.Sprintf("Pss %.0f MB (anonymous %.0f, file %.0f, shared memory %.0f), Rss %.0f MB",
@@ -579,6 +588,8 @@ func processMemory(b *testing.B, pids []int) peerMemory {
 				dst = &m.pssFile
 			case "Pss_Shmem":
 				dst = &m.pssShmem
+			case "Anonymous":
+				dst = &m.anon
 			default:
 				continue
 			}
@@ -590,4 +601,157 @@ func processMemory(b *testing.B, pids []int) peerMemory {
 		}
 	}
 	return m
+}
+
+// The warm-up of certserver's side: every nginx worker keeps its own
+// parsed copy of each name, so a handshake per name parses each name in
+// one worker only (whichever the kernel gave the connection). The
+// warm-up goes on until every worker has parsed every name, checked with
+// the Lua module's parse counters (nginxtest Options.Stats), and sends
+// each handshake to the worker it is meant for: the listening sockets
+// are nginx's reuseport ones, one per worker, and Linux picks among them
+// by a hash of the connection's addresses, so a connection from a given
+// local port always reaches the same worker.
+
+// peerPortBase is the first local port tried for the connections routed
+// to one worker. Below the ephemeral range (ip_local_port_range,
+// 32768-60999 by default), so no connect() elsewhere is given one of
+// them between their discovery and their use.
+const peerPortBase = 20000
+
+// workerPorts maps each nginx worker's process ID to local ports on
+// 127.0.0.1 whose connections to its HTTPS address reach that worker.
+type workerPorts map[string][]int
+
+// findWorkerPorts asks addr for "/" from local ports peerPortBase and up
+// (skipping the ones taken) until each of the workers has perWorker
+// ports, and checks that a second connection from each port reaches the
+// same worker.
+func findWorkerPorts(addr string, workers, perWorker int) (workerPorts, error) {
+	routes := make(workerPorts)
+	full := 0
+	for port := peerPortBase + rand.IntN(2000); port < 32768 && full < workers; port++ {
+		pid, _, err := workerRequest(port, addr, "/")
+		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+			continue // another process's
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find the worker of local port %d: %w", port, err)
+		}
+		if len(routes[pid]) < perWorker {
+			routes[pid] = append(routes[pid], port)
+			if len(routes[pid]) == perWorker {
+				full++
+			}
+		}
+	}
+	if full < workers {
+		return nil, fmt.Errorf("local ports %d to 32767 reached %d of %d workers %d times each: %v", peerPortBase, full, workers, perWorker, routes)
+	}
+	for pid, ports := range routes {
+		for _, port := range ports {
+			again, _, err := workerRequest(port, addr, "/")
+			if err != nil {
+				return nil, fmt.Errorf("local port %d again: %w", port, err)
+			}
+			if again != pid {
+				return nil, fmt.Errorf("local port %d reached worker %s, then %s: the kernel does not route by address (no reuseport?)", port, pid, again)
+			}
+		}
+	}
+	return routes, nil
+}
+
+// dialFrom opens a TLS connection to addr from 127.0.0.1:port (0: any
+// port) and makes the handshake. A connection from a chosen port closes
+// with a reset (SO_LINGER 0) so that no TIME_WAIT keeps the port from
+// the next one.
+func dialFrom(port int, addr string, cfg *tls.Config) (*tls.Conn, error) {
+	if port == 0 {
+		return tls.DialWithDialer(peerDialer, "tcp", addr, cfg)
+	}
+	d := *peerDialer
+	d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := raw.(*net.TCPConn).SetLinger(0); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	conn := tls.Client(raw, cfg)
+	conn.SetDeadline(time.Now().Add(d.Timeout))
+	if err := conn.Handshake(); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+// workerRequest asks addr for path over a new TLS connection without SNI
+// (nginx's own certificate, no lookup) from local port port, and returns
+// the worker that answered (nginxtest.WorkerHeader) and the body.
+func workerRequest(port int, addr, path string) (pid, body string, err error) {
+	conn, err := dialFrom(port, addr, &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true})
+	if err != nil {
+		return "", "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: peers\r\n\r\n", path)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", "", fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	pid = resp.Header.Get(nginxtest.WorkerHeader)
+	if pid == "" {
+		return "", "", fmt.Errorf("GET %s: no %s header", path, nginxtest.WorkerHeader)
+	}
+	return pid, string(b), nil
+}
+
+// workerParses are the records a worker of the Lua module has parsed:
+// on the handshake path, and in all (with the pre-warm's timers).
+type workerParses struct{ handshake, all int }
+
+// parses reads every worker's parse counters through its ports.
+func (r workerPorts) parses(addr string) (map[string]workerParses, error) {
+	out := make(map[string]workerParses, len(r))
+	for pid, ports := range r {
+		got, body, err := workerRequest(ports[0], addr, nginxtest.StatsPath)
+		if err != nil {
+			return nil, fmt.Errorf("stats of worker %s: %w", pid, err)
+		}
+		if got != pid {
+			return nil, fmt.Errorf("stats from local port %d: worker %s answered, not %s", ports[0], got, pid)
+		}
+		st, err := nginxtest.ParseStats(body)
+		if err != nil {
+			return nil, fmt.Errorf("stats of worker %s: %w", pid, err)
+		}
+		hs := st["parse_handshake"].N
+		out[pid] = workerParses{handshake: hs, all: hs + st["parse_timer"].N}
+	}
+	return out, nil
+}
+
+// pids returns the workers' process IDs, in order.
+func (r workerPorts) pids() []string {
+	pids := slices.Collect(maps.Keys(r))
+	slices.SortFunc(pids, func(a, b string) int {
+		x, _ := strconv.Atoi(a)
+		y, _ := strconv.Atoi(b)
+		return x - y
+	})
+	return pids
 }

@@ -264,7 +264,27 @@ function row(what, figure, value, target, result) {
   printf "| %s | %s | %s | %s | %s |\n", what, figure, value, target, result
   rows++
 }
+# has says whether b reported unit. Reading v[b, unit] creates the
+# element, so ask has (or all_in) before reading a figure that may be
+# missing.
 function has(b, unit) { return (b, unit) in v }
+# all_in says whether b reported every unit of the space-separated list.
+function all_in(b, units,   u, k, i) {
+  k = split(units, u, " ")
+  for (i = 1; i <= k; i++) if (!((b, u[i]) in v)) return 0
+  return 1
+}
+# fig prints b'"'"'s unit with fmt, or "missing" when b did not report it
+# (without creating the element).
+function fig(b, unit) { return has(b, unit) ? fmt(v[b, unit]) : "missing" }
+# figx is fig of the figure divided by div.
+function figx(b, unit, div) { return has(b, unit) ? fmt(v[b, unit] / div) : "missing" }
+# judge is verdict for figures that may be missing from the output
+# (present 0): a missing figure is never met.
+function judge(present, ok, miss) {
+  if (!present) return "**missing**"
+  return verdict(ok, miss)
+}
 # The contract suite prints "AddDomains of N names into *pkg.Type: S s
 # (R names/s)", once for each engine.
 /AddDomains of [0-9]+ names into [^ ]+: / {
@@ -298,33 +318,54 @@ END {
     row("", "nginx worker CPU per handshake, front / direct", fmt(v[b, "front-cpu-µs/hs"]) " / " fmt(v[b, "direct-cpu-µs/hs"]) " µs", "", "")
   }
   # Issue 15: the peers, each size a sub-benchmark; judged at 50,000.
+  # Every figure through fig (or after all_in): one missing from the
+  # output prints "missing", and a judged one is never "met".
+  peers50 = 0
   for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkPeers\/names=/) {
     b = order[k]; size = b; sub(/^BenchmarkPeers\/names=/, "", size)
     judged = (size == 50000)
-    kex = v[b, "kex-curve"] == 29 ? "X25519" : (v[b, "kex-curve"] == 4588 ? "X25519MLKEM768" : "group " v[b, "kex-curve"])
-    tlsv = v[b, "tls-version"] == 772 ? "TLS 1.3" : (v[b, "tls-version"] == 771 ? "TLS 1.2" : "TLS " v[b, "tls-version"])
-    rc = v[b, "certserver/caddy"]; rs = v[b, "certserver/static"]
-    row("**Peers, " count(size) " names** (issue 15): certserver + nginx with the shipped snippets and defaults vs " caddy " loading the same certificates vs nginx with a `server {}` block and `ssl_certificate` per name; ECDSA P-256 leaves of random names under one intermediate; 4 clients, random names, no resumption, 6 alternated rounds, every leaf checked against the SNI; " kex ", " tlsv " for all three",
-        "handshakes/s: certserver / Caddy / static", fmt(v[b, "certserver-hs/s"]) " / " fmt(v[b, "caddy-hs/s"]) " / " fmt(v[b, "static-hs/s"]), "", "")
-    row("", "certserver / Caddy", "**" fmt(rc) "×**", judged ? "≥ 1.1× at 50,000" : "", judged ? verdict(rc >= 1.1, fmt(1.1 - rc) "×") : "")
-    row("", "certserver / static nginx", "**" fmt(rs) "×**", judged ? "≥ 0.9× at 50,000" : "", judged ? verdict(rs >= 0.9, fmt(0.9 - rs) "×") : "")
+    if (judged) peers50 = 1
+    kex = !has(b, "kex-curve") ? "key exchange missing" : v[b, "kex-curve"] == 29 ? "X25519" : (v[b, "kex-curve"] == 4588 ? "X25519MLKEM768" : "group " v[b, "kex-curve"])
+    tlsv = !has(b, "tls-version") ? "TLS version missing" : v[b, "tls-version"] == 772 ? "TLS 1.3" : (v[b, "tls-version"] == 771 ? "TLS 1.2" : "TLS " v[b, "tls-version"])
+    okc = has(b, "certserver/caddy"); oks = has(b, "certserver/static")
+    okm = all_in(b, "certserver-pss-MB caddy-pss-MB")
+    okf = all_in(b, "certserver-failures caddy-failures static-failures")
+    okp = has(b, "certserver-hs-parses")
+    rc = okc ? v[b, "certserver/caddy"] : 0; rs = oks ? v[b, "certserver/static"] : 0
+    row("**Peers, " count(size) " names** (issue 15): certserver + nginx with the shipped snippets and defaults vs " caddy " loading the same certificates vs nginx with a `server {}` block and `ssl_certificate` per name; ECDSA P-256 leaves of random names under one intermediate; 4 clients, random names, no resumption, 6 alternated rounds after a warm-up that leaves every name parsed in every nginx worker, every leaf checked against the SNI; " kex ", " tlsv " for all three",
+        "handshakes/s: certserver / Caddy / static", fig(b, "certserver-hs/s") " / " fig(b, "caddy-hs/s") " / " fig(b, "static-hs/s"), "", "")
+    row("", "certserver / Caddy", "**" fig(b, "certserver/caddy") "×**", judged ? "≥ 1.1× at 50,000" : "", judged ? judge(okc, rc >= 1.1, fmt(1.1 - rc) "×") : "")
+    row("", "certserver / static nginx", "**" fig(b, "certserver/static") "×**", judged ? "≥ 0.9× at 50,000" : "", judged ? judge(oks, rs >= 0.9, fmt(0.9 - rs) "×") : "")
     row("", "CPU per handshake of the server'"'"'s processes: certserver (nginx + sidecar) / Caddy / static",
-        fmt(v[b, "certserver-cpu-µs/hs"]) " / " fmt(v[b, "caddy-cpu-µs/hs"]) " / " fmt(v[b, "static-cpu-µs/hs"]) " µs", "", "")
-    mc = v[b, "certserver-pss-MB"]; md = v[b, "caddy-pss-MB"]
+        fig(b, "certserver-cpu-µs/hs") " / " fig(b, "caddy-cpu-µs/hs") " / " fig(b, "static-cpu-µs/hs") " µs", "", "")
+    mc = okm ? v[b, "certserver-pss-MB"] : 0; md = okm ? v[b, "caddy-pss-MB"] : 0
     row("", "memory after the rounds, Pss of all processes (anonymous, file, shared memory); Rss summed: certserver (nginx + sidecar) / Caddy / static",
-        "**" fmt(mc) "** (" fmt(v[b, "certserver-anon-MB"]) ", " fmt(v[b, "certserver-file-MB"]) ", " fmt(v[b, "certserver-shmem-MB"]) "); " fmt(v[b, "certserver-rss-MB"]) " / **" \
-          fmt(md) "** (" fmt(v[b, "caddy-anon-MB"]) ", " fmt(v[b, "caddy-file-MB"]) ", " fmt(v[b, "caddy-shmem-MB"]) "); " fmt(v[b, "caddy-rss-MB"]) " / " \
-          fmt(v[b, "static-pss-MB"]) " (" fmt(v[b, "static-anon-MB"]) ", " fmt(v[b, "static-file-MB"]) ", " fmt(v[b, "static-shmem-MB"]) "); " fmt(v[b, "static-rss-MB"]) " MB",
-        judged ? "certserver ≤ Caddy at 50,000" : "", judged ? verdict(mc <= md, fmt(mc - md) " MB") : "")
-    f = v[b, "certserver-failures"] + v[b, "caddy-failures"] + v[b, "static-failures"]
+        "**" fig(b, "certserver-pss-MB") "** (" fig(b, "certserver-anon-MB") ", " fig(b, "certserver-file-MB") ", " fig(b, "certserver-shmem-MB") "); " fig(b, "certserver-rss-MB") " / **" \
+          fig(b, "caddy-pss-MB") "** (" fig(b, "caddy-anon-MB") ", " fig(b, "caddy-file-MB") ", " fig(b, "caddy-shmem-MB") "); " fig(b, "caddy-rss-MB") " / " \
+          fig(b, "static-pss-MB") " (" fig(b, "static-anon-MB") ", " fig(b, "static-file-MB") ", " fig(b, "static-shmem-MB") "); " fig(b, "static-rss-MB") " MB",
+        judged ? "certserver ≤ Caddy at 50,000" : "", judged ? judge(okm, mc <= md, fmt(mc - md) " MB") : "")
+    row("", "certserver'"'"'s Pss: nginx / sidecar; an nginx worker'"'"'s anonymous memory, and per name (every worker holds every name)",
+        fig(b, "certserver-nginx-pss-MB") " / " fig(b, "certserver-sidecar-pss-MB") " MB; " fig(b, "certserver-worker-anon-MB") " MB, " fig(b, "certserver-worker-KB/name") " KB a name", "", "")
+    f = okf ? v[b, "certserver-failures"] + v[b, "caddy-failures"] + v[b, "static-failures"] : 0
     row("", "handshakes that did not serve the name'"'"'s own certificate (a fallback, an error): certserver / Caddy / static",
-        sprintf("%d / %d / %d", v[b, "certserver-failures"], v[b, "caddy-failures"], v[b, "static-failures"]), "0", verdict(f == 0, sprintf("%d", f)))
+        fig(b, "certserver-failures") " / " fig(b, "caddy-failures") " / " fig(b, "static-failures"), "0", judge(okf, f == 0, sprintf("%d", f)))
+    row("", "warm-up passes over every name (certserver: each pass through one nginx worker, until every worker had parsed every name; Caddy and static as many): certserver / Caddy / static",
+        fig(b, "certserver-warm-passes") " / " fig(b, "caddy-warm-passes") " / " fig(b, "static-warm-passes"), "", "")
+    ws = ""
+    for (w = 1; has(b, "certserver-w" w "-hs-parses"); w++) ws = ws (w > 1 ? " / " : "") fmt(v[b, "certserver-w" w "-hs-parses"])
+    hp = okp ? v[b, "certserver-hs-parses"] : 0
+    row("", "records certserver'"'"'s nginx workers parsed on the handshake path during the rounds, each worker (Caddy and static parse only when they load)",
+        ws == "" ? "missing" : ws, "0 (every name held by every worker)", judge(okp, hp == 0, fmt(hp)))
     row("", "first handshake of a name never asked for, p50 / p99: certserver / Caddy / static",
-        ms(v[b, "certserver-first-p50-µs"]) " / " ms(v[b, "certserver-first-p99-µs"]) "; " ms(v[b, "caddy-first-p50-µs"]) " / " ms(v[b, "caddy-first-p99-µs"]) "; " ms(v[b, "static-first-p50-µs"]) " / " ms(v[b, "static-first-p99-µs"]), "", "")
+        figx(b, "certserver-first-p50-µs", 1000) " / " figx(b, "certserver-first-p99-µs", 1000) " ms; " figx(b, "caddy-first-p50-µs", 1000) " / " figx(b, "caddy-first-p99-µs", 1000) " ms; " \
+          figx(b, "static-first-p50-µs", 1000) " / " figx(b, "static-first-p99-µs", 1000) " ms", "", "")
     row("", "start until the right certificate is served; a new certificate until served (admin API import / Caddy `/load` / new server block and reload): certserver / Caddy / static",
-        fmt(v[b, "certserver-start-ms"] / 1000) " / " fmt(v[b, "caddy-start-ms"] / 1000) " / " fmt(v[b, "static-start-ms"] / 1000) " s; " \
-          fmt(v[b, "certserver-new-ms"]) " / " fmt(v[b, "caddy-new-ms"]) " / " fmt(v[b, "static-new-ms"]) " ms", "", "")
+        figx(b, "certserver-start-ms", 1000) " / " figx(b, "caddy-start-ms", 1000) " / " figx(b, "static-start-ms", 1000) " s; " \
+          fig(b, "certserver-new-ms") " / " fig(b, "caddy-new-ms") " / " fig(b, "static-new-ms") " ms", "", "")
   }
+  if (short == 0 && !peers50)
+    row("**Peers, 50,000 names** (issue 15): certserver + nginx vs " caddy " vs static nginx", "handshakes/s, memory", "missing (no BenchmarkPeers/names=50000 in the output)",
+        "≥ 1.1× Caddy, ≥ 0.9× static, memory ≤ Caddy'"'"'s", "**missing**")
 
   b = "BenchmarkRenewalWave"
   if (has(b, "on-wave-p99-µs")) {
@@ -519,10 +560,14 @@ END {
     row(first ? "Supporting: certificate endpoint in-process, 100,000 certificates" : "", label, val, "", "")
     first = 0
   }
-  p1 = v["BenchmarkCertEndpointSealed/plain", "p99-µs"]; p2 = v["BenchmarkCertEndpointSealed/sealed", "p99-µs"]
-  if (has("BenchmarkCertEndpointSealed/sealed", "p99-µs"))
-    row("**Fleet host'"'"'s certificate endpoint**: lookups from the local Badger copy with keys sealed, as a fleet host reads them, against plain keys as a single host (handler and store, 20,000 certificates)",
-        "p99 single host / fleet host", ms(p1) " / **" ms(p2) "**", "unchanged (≤ 1.25 × single host + 10 µs)", verdict(p2 <= 1.25 * p1 + 10, ms(p2 - 1.25 * p1 - 10)))
+  # Printed whether or not BenchmarkCertEndpointSealed ran: a missing
+  # figure says so (reading v first would make it 0 and the row "met").
+  b1 = "BenchmarkCertEndpointSealed/plain"; b2 = "BenchmarkCertEndpointSealed/sealed"
+  ok = has(b1, "p99-µs") && has(b2, "p99-µs")
+  p1 = has(b1, "p99-µs") ? v[b1, "p99-µs"] : 0; p2 = has(b2, "p99-µs") ? v[b2, "p99-µs"] : 0
+  row("**Fleet host'"'"'s certificate endpoint**: lookups from the local Badger copy with keys sealed, as a fleet host reads them, against plain keys as a single host (handler and store, 20,000 certificates)",
+      "p99 single host / fleet host", (has(b1, "p99-µs") ? ms(p1) : "missing") " / **" (has(b2, "p99-µs") ? ms(p2) : "missing") "**",
+      "unchanged (≤ 1.25 × single host + 10 µs)", judge(ok, p2 <= 1.25 * p1 + 10, ms(p2 - 1.25 * p1 - 10)))
   first = 1
   for (k = 1; k <= n; k++) if (order[k] ~ /^BenchmarkLookupCertificate\//) {
     b = order[k]; kind = b; sub(/^BenchmarkLookupCertificate\//, "", kind)

@@ -140,7 +140,14 @@ func BenchmarkMillionCgroup(b *testing.B) {
 // that missed the page cache, with the read-ahead around them).
 func (s *benchSidecar) readBytes(b *testing.B) float64 {
 	b.Helper()
-	io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", s.cmd.Process.Pid))
+	return procReadBytes(b, fmt.Sprintf("/proc/%d/io", s.cmd.Process.Pid))
+}
+
+// procReadBytes returns read_bytes of the /proc io file at path (a
+// process's or a thread's).
+func procReadBytes(b *testing.B, path string) float64 {
+	b.Helper()
+	io, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -148,12 +155,12 @@ func (s *benchSidecar) readBytes(b *testing.B) float64 {
 		if v, ok := strings.CutPrefix(line, "read_bytes: "); ok {
 			n, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				b.Fatalf("/proc io %q: %v", line, err)
+				b.Fatalf("%s %q: %v", path, line, err)
 			}
 			return n
 		}
 	}
-	b.Fatalf("no read_bytes in /proc/%d/io", s.cmd.Process.Pid)
+	b.Fatalf("no read_bytes in %s", path)
 	return 0
 }
 

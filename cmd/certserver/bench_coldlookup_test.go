@@ -4,10 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -71,21 +68,7 @@ func BenchmarkMillionColdLookup(b *testing.B) {
 // calling thread read from the disk.
 func selfReadBytes(b *testing.B) float64 {
 	b.Helper()
-	io, err := os.ReadFile("/proc/thread-self/io")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for line := range strings.SplitSeq(string(io), "\n") {
-		if v, ok := strings.CutPrefix(line, "read_bytes: "); ok {
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatal("no read_bytes in /proc/thread-self/io")
-	return 0
+	return procReadBytes(b, "/proc/thread-self/io")
 }
 
 // selfMajorFaults returns the calling thread's major page faults so far.

@@ -171,27 +171,39 @@ func (b *Badger) placeRecord(txn *badger.Txn, id string, names []string, rec []b
 	return txn.Set(key(prefixCert, id), rec)
 }
 
+// homeOf returns the link holding the record of certificate id, or nil
+// when c/ID holds the record itself; badger.ErrKeyNotFound when there is
+// no c/ID. A link that holds another certificate's record is an error
+// wrapping errCorrupt.
+func homeOf(txn *badger.Txn, id string) (*badger.Item, error) {
+	item, err := txn.Get(key(prefixCert, id))
+	if err != nil || item.UserMeta() != metaHomed {
+		return nil, err
+	}
+	link, err := homedRecord(txn, item)
+	if err != nil {
+		return nil, err
+	}
+	owner, err := linkedID(link)
+	if err != nil {
+		return nil, err
+	}
+	if owner != id {
+		return nil, fmt.Errorf("certificate %s: its record should be in the link %s, which holds the record of %s: %w", id, link.Key()[len(prefixLink):], owner, errCorrupt)
+	}
+	return link, nil
+}
+
 // unhome turns the link holding the record of certificate id, when one
 // does, back into a link holding id; the caller writes the record under
 // c/ID.
 func unhome(txn *badger.Txn, id string) error {
-	item, err := txn.Get(key(prefixCert, id))
-	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
+	link, err := homeOf(txn, id)
+	if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && link == nil) {
 		return nil
-	case err != nil || item.UserMeta() != metaHomed:
-		return err
 	}
-	link, err := homedRecord(txn, item)
 	if err != nil {
 		return err
-	}
-	owner, err := linkedID(link)
-	if err != nil {
-		return err
-	}
-	if owner != id {
-		return fmt.Errorf("certificate %s: its record should be in the link %s, which holds the record of %s: %w", id, link.Key()[len(prefixLink):], owner, errCorrupt)
 	}
 	return txn.Set(link.KeyCopy(nil), []byte(id))
 }

@@ -208,11 +208,7 @@ func TestApplySkipsWhatItCannotHold(t *testing.T) {
 func TestApplyLargeBatches(t *testing.T) {
 	ctx := context.Background()
 	clock := newTestClock()
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, MemTableSize: minMemTableSize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openSmallMemTable(t, clock)
 	v := uint64(0)
 	apply := func(cs []Change) {
 		t.Helper()
@@ -283,11 +279,7 @@ func TestApplyLargeBatches(t *testing.T) {
 func TestApplyTakeOverFitsItsEstimate(t *testing.T) {
 	ctx := context.Background()
 	clock := newTestClock()
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, MemTableSize: minMemTableSize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openSmallMemTable(t, clock)
 	// Records above valueThreshold, as real ones are: Badger counts them
 	// in a transaction by their pointer into the value log.
 	pad := strings.Repeat("A", 2000)
@@ -463,4 +455,17 @@ func TestApplyKeyRewriteKeepsTheLinks(t *testing.T) {
 	if ch.Reset || len(ch.Names) > 0 {
 		t.Errorf("the change feed after key rewrites: %+v, want nothing", ch)
 	}
+}
+
+// openSmallMemTable opens a store in a new folder with the smallest
+// memtable, so that a transaction fills up after a few hundred writes,
+// closed when t ends.
+func openSmallMemTable(t *testing.T, clock *testClock) *Badger {
+	t.Helper()
+	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, MemTableSize: minMemTableSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }

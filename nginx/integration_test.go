@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -128,6 +129,12 @@ func startSidecarWith(t testing.TB, bin string, opts sidecarOptions) *sidecar {
 	if maxAge == "" {
 		maxAge = "1s"
 	}
+	extra := opts.Extra
+	if !strings.Contains(extra, "[challenge]") {
+		// serve's default challenge listener is the fixed 127.0.0.1:9402,
+		// which another package's test may hold at the same moment.
+		extra += "\n[challenge]\nlisten = \"\"\n"
+	}
 	token := make([]byte, 16)
 	rand.Read(token)
 	if err := os.WriteFile(s.tokenFile, []byte(hex.EncodeToString(token)+"\n"), 0o600); err != nil {
@@ -149,7 +156,7 @@ token_file = %q
 
 [log]
 level = "debug"
-`, filepath.Join(dir, "store"), opts.Store, s.sock, maxAge, s.admin, s.tokenFile)+opts.Extra), 0o600); err != nil {
+`, filepath.Join(dir, "store"), opts.Store, s.sock, maxAge, s.admin, s.tokenFile)+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -165,6 +165,9 @@ func TestServeStartFailures(t *testing.T) {
 			if !strings.Contains(cfg, "[challenge]") {
 				cfg += "[challenge]\nlisten = \"127.0.0.1:0\"\n"
 			}
+			if !strings.Contains(cfg, "[admin]") {
+				cfg += "[admin]\nlisten = \"127.0.0.1:0\"\n"
+			}
 			if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 				t.Fatal(err)
 			}

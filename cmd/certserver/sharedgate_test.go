@@ -80,6 +80,10 @@ func TestFleetServeDNSZone(t *testing.T) {
 [certs]
 socket = ""
 listen = "127.0.0.1:0"
+[challenge]
+listen = ""
+[admin]
+listen = "127.0.0.1:0"
 [dns01.zone]
 name = "acme.hoster.test"
 listen = "127.0.0.1:0"

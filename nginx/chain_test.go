@@ -207,6 +207,7 @@ func TestLuaLeafFormat(t *testing.T) {
 	side.set("three.chain.test", answer{status: 200, body: threeBody, maxAge: 3600})
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
 		Configure: patient})
+	side.feedSettled(t, ngx.HTTPSAddr(), 2)
 
 	leaves := map[string]*certtest.Cert{"one.chain.test": one, "two.chain.test": two, "three.chain.test": three}
 	// Until every worker has served every name, each handshake verified
@@ -279,6 +280,7 @@ func TestLuaLeafFormatConcurrent(t *testing.T) {
 	}
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
 		Configure: patient})
+	side.feedSettled(t, ngx.HTTPSAddr(), 2)
 	pids := make(chan string, len(names))
 	errs := make(chan error, len(names))
 	for _, name := range names {
@@ -329,6 +331,7 @@ func TestLuaLeafFormatMissingIntermediate(t *testing.T) {
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey,
 		// One log line per kind however long the loop below takes.
 		Workers: 1, Configure: "error_ttl = 0.05, log_interval = 3600,"})
+	side.feedSettled(t, ngx.HTTPSAddr(), 1)
 
 	for _, tc := range []struct {
 		name   string

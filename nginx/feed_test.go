@@ -52,6 +52,7 @@ func TestLuaChangeFeed(t *testing.T) {
 		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Workers: 3,
 	})
 	addr := ngx.HTTPSAddr()
+	side.feedSettled(t, addr, 3)
 
 	// within waits until cond holds, reporting how long that took after
 	// the change; 15 s is far above the feed's second and far below the

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,9 +65,18 @@ type fakeSidecar struct {
 	// requests it holds.
 	certGate    chan struct{}
 	certWaiting int
+
+	// polledFrom holds the PIDs of the nginx workers that polled the
+	// change feed with a cursor, so had applied their first poll (see
+	// feedSettled).
+	polledFrom map[int32]bool
 }
 
 type connKey struct{}
+
+// settleName is the name feedSettled's handshakes ask for; its requests
+// are not counted in hits.
+const settleName = "feed-settle.test"
 
 // answer is what the fake sidecar says for one name. Names without one get
 // the answer for the wildcard one label up ("*.example.test"), if any, else
@@ -154,7 +164,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	f.hits[name]++
+	if name != settleName {
+		f.hits[name]++
+	}
 	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
 		if _, open := f.conns[c]; open {
 			f.conns[c] = true
@@ -247,6 +259,48 @@ func (f *fakeSidecar) settled(t testing.TB) {
 	})
 }
 
+// feedSettled returns once each of nginx's workers (at addr) has
+// applied its first poll of the change feed. A worker starts polling at
+// its first handshake, a second after; the first poll of nginx answers
+// reset, and what was fetched before it is fetched again at its next
+// handshake. A test that counts fetches calls it before it counts: then
+// whether its handshakes come before or after that poll, which load
+// decides, changes nothing. It makes handshakes for settleName until every
+// worker has polled with a cursor, and fails t after a generous bound.
+func (f *fakeSidecar) feedSettled(t testing.TB, addr string, workers int) {
+	t.Helper()
+	eventually(t, time.Minute, fmt.Sprintf("a poll of the change feed with a cursor from each of %d nginx workers", workers), func() error {
+		handshake(addr, settleName, nil) // the fallback: any outcome starts the worker's feed
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if n := len(f.polledFrom); n < workers {
+			return fmt.Errorf("%d of %d workers polled with a cursor", n, workers)
+		}
+		return nil
+	})
+}
+
+// peerPID returns the process ID of the client of r, sent over a unix
+// socket.
+func peerPID(r *http.Request) (int32, bool) {
+	c, ok := r.Context().Value(connKey{}).(*net.UnixConn)
+	if !ok {
+		return 0, false
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var cred *syscall.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return 0, false
+	}
+	return cred.Pid, true
+}
+
 func (f *fakeSidecar) set(name string, a answer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -265,6 +319,14 @@ func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
 		f.feedWaiting--
 	}
 	defer f.mu.Unlock()
+	if r.URL.Query().Get("since") != "" {
+		if pid, ok := peerPID(r); ok {
+			if f.polledFrom == nil {
+				f.polledFrom = make(map[int32]bool)
+			}
+			f.polledFrom[pid] = true
+		}
+	}
 	ch := store.Changes{Next: store.Cursor{Epoch: strconv.Itoa(f.epoch), Version: uint64(len(f.changed))}}
 	since := certserver.ParseCursor(r.URL.Query().Get("since"))
 	if since.Epoch != ch.Next.Epoch || since.Version > ch.Next.Version || since.Version < uint64(f.oldest) {
@@ -394,6 +456,7 @@ func TestLuaModule(t *testing.T) {
 		FallbackKey:  fbKey,
 	})
 	addr := ngx.HTTPSAddr()
+	side.feedSettled(t, addr, 2)
 
 	serves := func(t *testing.T, sni string, want *big.Int) {
 		t.Helper()
@@ -585,6 +648,7 @@ func TestLuaTimeoutNotRetried(t *testing.T) {
 	side.srv.SetKeepAlivesEnabled(false) // a new connection a request, for settled
 	ngx := nginxtest.Start(t, nginxtest.Options{Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Workers: 1})
 	addr := ngx.HTTPSAddr()
+	side.feedSettled(t, addr, 1)
 
 	warm := ca.issue(t, "warm.test")
 	side.set("warm.test", certAnswer(warm, 60))

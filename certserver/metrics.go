@@ -120,6 +120,8 @@ type Sizer interface {
 //	                                              not be decrypted (answered 500)
 //	certserver_store_size_bytes{part}             store size on disk (lsm, vlog),
 //	                                              when the store is a Sizer
+//	certserver_record_cache_*                     the store's record cache, when
+//	                                              it is a RecordCacher (metrics_recordcache.go)
 //	certserver_fleet_*{host}                      a fleet host's database and local
 //	                                              copy, when Fleet is set (metrics_fleet.go)
 //	go_*, process_*                               Go runtime and process
@@ -198,6 +200,9 @@ func NewMetrics(cfg MetricsConfig, st store.Store, logger *slog.Logger) (*Metric
 	}
 	if sz, ok := store.As[Sizer](st); ok {
 		cs = append(cs, sizeCollector{sz})
+	}
+	if rc, ok := store.As[RecordCacher](st); ok {
+		cs = append(cs, recordCacheCollector{rc})
 	}
 	if cfg.Fleet != nil {
 		cs = append(cs, fleetCollector{cfg.Fleet})

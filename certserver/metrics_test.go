@@ -444,3 +444,33 @@ func TestMetricsRunRefreshes(t *testing.T) {
 		t.Fatalf("inventory after Run: %+v", inv)
 	}
 }
+
+// The store's record cache is exported: a name looked up twice is one
+// miss, then one hit.
+func TestMetricsRecordCache(t *testing.T) {
+	st := newTestStore(t)
+	putCert(t, st, fakeCert("a.example.com", time.Now().Add(time.Hour)))
+	for range 2 {
+		if _, err := st.LookupCertificate(context.Background(), "a.example.com"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := newTestMetrics(t, st, time.Now)
+	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m}, st)
+	mfs := scrape(t, base)
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		check  func(float64) bool
+	}{
+		{"certserver_record_cache_hits_total", nil, func(v float64) bool { return v == 1 }},
+		{"certserver_record_cache_misses_total", nil, func(v float64) bool { return v == 1 }},
+		{"certserver_record_cache_records", nil, func(v float64) bool { return v == 1 }},
+		{"certserver_record_cache_bytes", []string{"part", "used"}, func(v float64) bool { return v > 0 && v < 4096 }},
+		{"certserver_record_cache_bytes", []string{"part", "size"}, func(v float64) bool { return v == float64(store.DefaultRecordCacheSize) }},
+	} {
+		if got, ok := value(mfs, tc.name, tc.labels...); !ok || !tc.check(got) {
+			t.Errorf("%s%v = %v (exported: %v)", tc.name, tc.labels, got, ok)
+		}
+	}
+}

@@ -48,6 +48,14 @@ type BadgerOptions struct {
 	// removal leaves garbage there that the collection reclaims.
 	GCInterval time.Duration
 
+	// RecordCacheSize bounds the memory of the cache of the records
+	// lookups read (recordcache.go), in bytes: the records themselves,
+	// packed, and their index. It fills only with what LookupCertificate
+	// reads, so a store whose hot names are few uses little of it.
+	// Default DefaultRecordCacheSize (192 MiB); negative turns it off;
+	// else at least MinRecordCacheSize (1 MiB).
+	RecordCacheSize int64
+
 	// Clock returns the current time; it decides when challenges expire
 	// and stamps zero StoredAt, AddedAt and UpdatedAt fields. Default
 	// time.Now.
@@ -122,6 +130,9 @@ type Badger struct {
 	challengeLists challengeListCache
 	// inters caches the intermediates of the chains (badger_chains.go).
 	inters intermediateCache
+	// records caches the records lookups read (recordcache.go); nil when
+	// BadgerOptions.RecordCacheSize turned it off.
+	records *recordCache
 }
 
 var (
@@ -153,6 +164,16 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
+	if opts.RecordCacheSize == 0 {
+		opts.RecordCacheSize = DefaultRecordCacheSize
+	}
+	if opts.RecordCacheSize > 0 && opts.RecordCacheSize < MinRecordCacheSize {
+		return nil, fmt.Errorf("open badger: record cache size %d below %d", opts.RecordCacheSize, MinRecordCacheSize)
+	}
+	records, err := newRecordCache(opts.RecordCacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("open badger: %w", err)
+	}
 	log := opts.Logger.With("engine", "badger")
 
 	// Badger's defaults are sized for a database server. For a sidecar:
@@ -177,12 +198,14 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		WithMetricsEnabled(false)
 	db, err := badger.Open(bo)
 	if err != nil {
+		records.close()
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
 	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), upgraded: make(chan struct{}), writeV1: opts.writeV1,
-		writeUnhomed: opts.writeUnhomed || opts.writeV1}
+		writeUnhomed: opts.writeUnhomed || opts.writeV1, records: records}
 	if err := b.initChangeLog(); err != nil {
 		db.Close()
+		records.close()
 		return nil, fmt.Errorf("open badger %s: change log: %w", path, err)
 	}
 	// Records written before formatV2 are rewritten in the background:
@@ -239,6 +262,9 @@ func (b *Badger) Close() error {
 		close(b.stop)
 		b.done.Wait()
 		if err := b.db.Close(); err != nil {
+			b.err = fmt.Errorf("close badger: %w", err)
+		}
+		if err := b.records.close(); err != nil && b.err == nil {
 			b.err = fmt.Errorf("close badger: %w", err)
 		}
 	})
@@ -338,6 +364,10 @@ func (l badgerLogger) Warningf(f string, args ...any) {
 
 func (badgerLogger) Infof(string, ...any)  {}
 func (badgerLogger) Debugf(string, ...any) {}
+
+// RecordCacheStats returns the counters of the cache of the records
+// lookups read (BadgerOptions.RecordCacheSize): zero when it is off.
+func (b *Badger) RecordCacheStats() RecordCacheStats { return b.records.stats() }
 
 // Size returns the bytes the store takes on disk: its sorted tables (the
 // LSM tree) and its value log (where certificate records live), as the

@@ -171,7 +171,9 @@ func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, e
 
 // LookupCertificate implements Store. It reads one read-only transaction:
 // one get for a name whose link holds its record (badger_home.go), two
-// when the link holds the ID; up to twice that through a wildcard.
+// when the link holds the ID; up to twice that through a wildcard. The
+// records it reads it keeps in the record cache, and reads from there
+// while the store holds them unchanged (recordcache.go).
 func (b *Badger) LookupCertificate(ctx context.Context, name string) (*Certificate, error) {
 	var c Certificate
 	err := b.view(ctx, func(txn *badger.Txn) error {
@@ -191,14 +193,15 @@ func (b *Badger) LookupCertificate(ctx context.Context, name string) (*Certifica
 }
 
 // lookupLinked decodes into c the record linked to name, or returns
-// ErrNotFound.
+// ErrNotFound. It reads the record through the record cache: txn must be
+// read-only.
 func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) error {
 	item, err := txn.Get(key(prefixLink, name))
 	if err != nil {
 		return notFound(err)
 	}
 	if item.UserMeta() == metaRecord {
-		return b.readCertificate(txn, item, c)
+		return b.readRecord(txn, item, c, b.records)
 	}
 	var id []byte
 	if id, err = item.ValueCopy(nil); err != nil {
@@ -212,7 +215,7 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 		}
 		return notFound(err)
 	}
-	return b.readCertificate(txn, item, c)
+	return b.readRecord(txn, item, c, b.records)
 }
 
 // DeleteCertificate implements Store.
@@ -255,6 +258,7 @@ func (b *Badger) deleteCertificate(txn *badger.Txn, id string, changed *changeSe
 			return false, err
 		}
 	}
+	b.records.drop(key(prefixCert, id))
 	return true, txn.Delete(key(prefixCert, id))
 }
 
@@ -310,6 +314,7 @@ func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
 	it.Close()
 	// The link held id's record or ID, which goes: nothing to give back.
 	if best == nil {
+		b.records.drop(key(prefixLink, name))
 		return txn.Delete(key(prefixLink, name))
 	}
 	if err := txn.Set(key(prefixLink, name), best); err != nil {

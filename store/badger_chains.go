@@ -89,6 +89,12 @@ func (p *pendingIntermediates) intermediatePEM(digest [digestSize]byte) ([]byte,
 // with other bytes than its digest says, is an error wrapping errCorrupt:
 // never a record with another chain.
 func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certificate) error {
+	return b.readRecord(txn, item, c, nil)
+}
+
+// readRecord is readCertificate reading the record through cache, which
+// may be nil (recordcache.go: lookups only, in read-only transactions).
+func (b *Badger) readRecord(txn *badger.Txn, item *badger.Item, c *Certificate, cache *recordCache) error {
 	var id []byte // of a record read through c/ID from its name's link
 	if item.UserMeta() == metaHomed {
 		id = item.KeyCopy(nil)[len(prefixCert):]
@@ -97,21 +103,23 @@ func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certific
 			return err
 		}
 	}
-	if err := b.decodeRecord(txn, item, c); err != nil || id == nil || c.ID == string(id) {
+	if err := b.decodeRecord(txn, item, c, cache); err != nil || id == nil || c.ID == string(id) {
 		return err
 	}
 	return fmt.Errorf("certificate %s: the link of %s holds the record of %s: %w", id, c.Names, c.ID, errCorrupt)
 }
 
 // decodeRecord decodes the certificate record in item's value, read in
-// txn, into c: readCertificate's work on the item that holds the record.
-func (b *Badger) decodeRecord(txn *badger.Txn, item *badger.Item, c *Certificate) error {
+// txn through cache (nil for none), into c: readRecord's work on the item
+// that holds the record. A record read from the cache is the same bytes
+// at the same version, and decodes the same way.
+func (b *Badger) decodeRecord(txn *badger.Txn, item *badger.Item, c *Certificate, cache *recordCache) error {
 	var (
 		src     intermediateSource = &b.inters
 		pending *pendingIntermediates
 	)
 	for range maxChain + 1 {
-		err := item.Value(func(v []byte) error { return decodeCertificate(v, c, src) })
+		err := cache.read(item, func(v []byte) error { return decodeCertificate(v, c, src) })
 		var missing *missingIntermediate
 		if !errors.As(err, &missing) {
 			return err

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,6 +51,10 @@ import (
 //     memory-mapped files reads around the page; hot-warmed, the hot
 //     names looked up once before the hot phase (all of them unless
 //     that took over 6 times CERTSERVER_BENCH_LOAD);
+//   - hot-cache-hit-%: the hot phase's record reads served from the
+//     sidecar's record cache ([store] record_cache, the default), and
+//     record-cache-MiB, record-cache-used-MiB: its size and what it
+//     held at the end;
 //   - oom-kills: the kernel's OOM kills in the cgroup (target 0: a kill
 //     fails the benchmark as well), and the cgroup's memory at the end
 //     and at its peak (cg-MiB, cg-peak-MiB; limit cg-limit-MiB), with the
@@ -95,7 +101,9 @@ func BenchmarkMillionCgroup(b *testing.B) {
 		func(w, i int) bool { return i < (hot+3-w)/4 && time.Since(t0) < 6*cfg.load })
 	b.Logf("one lookup of %d of the %d hot names in %v (%d failed)", len(once.lat), hot, time.Since(t0).Round(time.Millisecond), once.failed)
 	b.ReportMetric(float64(len(once.lat)), "hot-warmed")
+	c0 := side.recordCache(b)
 	hotLat := phase("hot", func() latencies { return side.pacedNames(b, pickHot, cfg.rate, cfg.load, true) })
+	c1 := side.recordCache(b)
 	warm := phase("warm", func() latencies { return side.pacedNames(b, pickAll, cfg.rate, cfg.load, true) })
 
 	select {
@@ -116,6 +124,11 @@ func BenchmarkMillionCgroup(b *testing.B) {
 			b.Logf("%s: %d of %d lookups failed, the first: %v", r.name, r.l.failed, len(r.l.lat), r.l.firstErr)
 		}
 	}
+	if n := c1.hits + c1.misses - c0.hits - c0.misses; n > 0 {
+		b.ReportMetric(100*(c1.hits-c0.hits)/n, "hot-cache-hit-%")
+	}
+	b.ReportMetric(c1.size/(1<<20), "record-cache-MiB")
+	b.ReportMetric(side.recordCache(b).used/(1<<20), "record-cache-used-MiB")
 	m := cg.memory(b)
 	kills := cg.oomKills(b)
 	b.ReportMetric(float64(kills), "oom-kills")
@@ -133,6 +146,48 @@ func BenchmarkMillionCgroup(b *testing.B) {
 	if kills > 0 {
 		b.Fatalf("the kernel OOM-killed %d processes in the cgroup", kills)
 	}
+}
+
+// recordCacheMetrics are the sidecar's record cache counters.
+type recordCacheMetrics struct{ hits, misses, used, size float64 }
+
+// recordCache reads the sidecar's record cache counters from its
+// metrics ([store] record_cache; zero when it has none).
+func (s *benchSidecar) recordCache(b *testing.B) recordCacheMetrics {
+	b.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.admin+"/metrics", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m recordCacheMetrics
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		f, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			continue
+		}
+		switch name {
+		case "certserver_record_cache_hits_total":
+			m.hits = f
+		case "certserver_record_cache_misses_total":
+			m.misses = f
+		case `certserver_record_cache_bytes{part="used"}`:
+			m.used = f
+		case `certserver_record_cache_bytes{part="size"}`:
+			m.size = f
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatalf("metrics: %v", err)
+	}
+	return m
 }
 
 // readBytes returns the bytes the sidecar has caused to be read from

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/mail"
 	"net/url"
@@ -56,6 +57,18 @@ type storeConfig struct {
 	// KeyEncryptionKeyFile is the keyring (store/sealed) that encrypts the
 	// private keys the store holds; "" stores them in clear.
 	KeyEncryptionKeyFile string `toml:"key_encryption_key_file"`
+	// RecordCache is the memory of the cache of the records lookups read
+	// (store.BadgerOptions.RecordCacheSize); 0 turns it off.
+	RecordCache byteSize `toml:"record_cache"`
+}
+
+// badgerOptions returns the options of the store [store] configures.
+func (s storeConfig) badgerOptions(logger *slog.Logger) store.BadgerOptions {
+	cache := int64(s.RecordCache)
+	if cache == 0 {
+		cache = -1 // off
+	}
+	return store.BadgerOptions{Logger: logger, RecordCacheSize: cache}
 }
 
 type certsConfig struct {
@@ -237,7 +250,7 @@ type logConfig struct {
 // defaultConfig returns the configuration an empty file gives.
 func defaultConfig() config {
 	return config{
-		Store: storeConfig{Path: "/var/lib/certserver"},
+		Store: storeConfig{Path: "/var/lib/certserver", RecordCache: store.DefaultRecordCacheSize},
 		Certs: certsConfig{
 			Socket:         "/run/certserver/certs.sock",
 			SocketMode:     fileMode(certserver.DefaultSocketMode),
@@ -381,6 +394,9 @@ func (c *config) validate() error {
 	}
 	if c.Store.Path == "" {
 		bad("store.path", "must not be empty")
+	}
+	if rc := c.Store.RecordCache; rc != 0 && (rc < store.MinRecordCacheSize || rc > maxRecordCache) {
+		bad("store.record_cache", "%v is not 0 (off) nor from %v to %v", rc, byteSize(store.MinRecordCacheSize), byteSize(maxRecordCache))
 	}
 	if c.Certs.Socket == "" && c.Certs.Listen == "" {
 		bad("certs.socket", "certs.socket and certs.listen are both empty: the certificate endpoint needs one of them")
@@ -614,6 +630,64 @@ func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 			bad(d.key, "%v is shorter than 1s", d.v)
 		}
 	}
+}
+
+// maxRecordCache bounds [store] record_cache: far more than the records
+// of any store this sidecar serves.
+const maxRecordCache = 64 << 30
+
+// byteSize is a TOML amount of memory: a string of a number and a unit,
+// "192MiB", "1GiB", "500MB" (KiB, MiB, GiB are powers of 1024; kB, MB,
+// GB of 1000), or an integer of bytes.
+type byteSize int64
+
+// byteUnits are the units byteSize reads, the longest first.
+var byteUnits = []struct {
+	unit string
+	n    int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
+}
+
+func (s *byteSize) UnmarshalTOML(v any) error {
+	const how = `write it like "192MiB", "1GiB" or "500MB", or as an integer of bytes`
+	switch v := v.(type) {
+	case int64:
+		if v < 0 {
+			return fmt.Errorf("invalid size %d: negative", v)
+		}
+		*s = byteSize(v)
+		return nil
+	case string:
+		text := strings.TrimSpace(v)
+		mult := int64(1)
+		for _, u := range byteUnits {
+			if num, ok := strings.CutSuffix(text, u.unit); ok {
+				text, mult = strings.TrimSpace(num), u.n
+				break
+			}
+		}
+		n, err := strconv.ParseInt(text, 10, 64)
+		if err != nil || n < 0 || n > math.MaxInt64/mult {
+			return fmt.Errorf("invalid size %q: %s", v, how)
+		}
+		*s = byteSize(n * mult)
+		return nil
+	}
+	return fmt.Errorf("invalid size %v: %s", v, how)
+}
+
+// String writes the size in GiB or MiB when it is a whole number of
+// them, else in bytes.
+func (s byteSize) String() string {
+	switch {
+	case s != 0 && s%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", s>>30)
+	case s != 0 && s%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", s>>20)
+	}
+	return fmt.Sprintf("%d bytes", int64(s))
 }
 
 // duration is a TOML string holding a Go duration ("10m", "1h30m").

@@ -243,6 +243,7 @@ enabled = false
 		{desc: "every key", doc: `
 [store]
 path = "/srv/certs"
+record_cache = "64MiB"
 [certs]
 socket = ""
 socket_mode = "0640"
@@ -262,7 +263,7 @@ max_body = 2048
 level = "debug"
 format = "json"
 `, check: func(t *testing.T, c config) {
-			if c.Store.Path != "/srv/certs" || c.Certs.Socket != "" || c.Certs.SocketMode != 0o640 || c.Certs.SocketGroup != "www-data" ||
+			if c.Store.Path != "/srv/certs" || c.Store.RecordCache != 64<<20 || c.Certs.Socket != "" || c.Certs.SocketMode != 0o640 || c.Certs.SocketGroup != "www-data" ||
 				c.Certs.Listen != "127.0.0.1:9401" || c.Certs.MaxAge.std() != 5*time.Minute || c.Certs.MinAge.std() != 5*time.Second ||
 				c.Certs.NotFoundMaxAge.std() != 3*time.Second || c.Admin.Listen != "[::1]:9400" ||
 				c.Admin.TokenFile != "/etc/certserver/admin.token" || c.Admin.MaxBody != 2048 || c.Log.Level != "debug" || c.Log.Format != "json" {
@@ -282,6 +283,40 @@ format = "json"
 		{desc: "negative duration", doc: "[certs]\nmin_age = \"-1s\"\n", want: "certs.min_age"},
 		{desc: "tiny duration", doc: "[certs]\nnot_found_max_age = \"1ms\"\n", want: "certs.not_found_max_age: 1ms is shorter than 1s"},
 		{desc: "min above max", doc: "[certs]\nmin_age = \"1h\"\n", want: "certs.min_age: 1h0m0s is longer than certs.max_age"},
+		{desc: "record cache by default", doc: "", check: func(t *testing.T, c config) {
+			if o := c.Store.badgerOptions(nil); c.Store.RecordCache != 192<<20 || o.RecordCacheSize != 192<<20 {
+				t.Errorf("record_cache %v, RecordCacheSize %d; want 192MiB", c.Store.RecordCache, o.RecordCacheSize)
+			}
+		}},
+		{desc: "record cache sizes", doc: "", check: func(t *testing.T, _ config) {
+			for _, tt := range []struct {
+				desc, value string
+				want        int64 // BadgerOptions.RecordCacheSize
+			}{
+				{"binary unit", `"512MiB"`, 512 << 20},
+				{"decimal unit, spaced", `"300 MB"`, 300e6},
+				{"GiB", `"1GiB"`, 1 << 30},
+				{"KiB", `"2048KiB"`, 2 << 20},
+				{"bytes", `"2000000"`, 2e6},
+				{"integer of bytes", `16777216`, 16 << 20},
+				{"zero turns it off", `"0"`, -1},
+				{"zero with a unit", `"0MiB"`, -1},
+			} {
+				c := defaultConfig()
+				if err := parseConfig("[store]\nrecord_cache = "+tt.value+"\n", &c); err != nil {
+					t.Errorf("%s: %s: %v", tt.desc, tt.value, err)
+				} else if got := c.Store.badgerOptions(nil).RecordCacheSize; got != tt.want {
+					t.Errorf("%s: %s: RecordCacheSize %d, want %d", tt.desc, tt.value, got, tt.want)
+				}
+			}
+		}},
+		{desc: "record cache without a number", doc: "[store]\nrecord_cache = \"lots\"\n", want: `"store.record_cache"): invalid size "lots": write it like "192MiB"`},
+		{desc: "record cache in an unknown unit", doc: "[store]\nrecord_cache = \"192MB/s\"\n", want: `"store.record_cache"`},
+		{desc: "record cache negative", doc: "[store]\nrecord_cache = -5\n", want: `"store.record_cache"`},
+		{desc: "record cache fractional", doc: "[store]\nrecord_cache = \"1.5GiB\"\n", want: `"store.record_cache"`},
+		{desc: "record cache too small", doc: "[store]\nrecord_cache = \"64KiB\"\n", want: "store.record_cache: 65536 bytes is not 0 (off) nor from 1MiB to 64GiB"},
+		{desc: "record cache too large", doc: "[store]\nrecord_cache = \"1000GB\"\n", want: "store.record_cache: 1000000000000 bytes is not 0 (off) nor from 1MiB to 64GiB"},
+		{desc: "record cache overflowing", doc: "[store]\nrecord_cache = \"99999999999GiB\"\n", want: `"store.record_cache"): invalid size "99999999999GiB"`},
 		{desc: "decimal mode", doc: "[certs]\nsocket_mode = 660\n", want: "certs.socket_mode"},
 		{desc: "mode not octal", doc: "[certs]\nsocket_mode = \"rw-rw----\"\n", want: "certs.socket_mode"},
 		{desc: "wrong type", doc: "[admin]\nmax_body = \"1MiB\"\n", want: "admin.max_body"},

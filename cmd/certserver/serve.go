@@ -50,6 +50,9 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
     [store] key_encryption_key_file set, the private keys in it are
     encrypted (AES-256-GCM) under the last key of that file, and a key
     that cannot be decrypted is never served (see 'certserver keys');
+    the records lookups read are kept in memory as stored, up to
+    [store] record_cache (192MiB; "0" for none), so that a name asked
+    for again reads nothing from the store's files;
   - with [fleet], the fleet's PostgreSQL database is the store of record
     (names, certificates, accounts, challenges, rate limits, shared by
     every host), and the Badger store becomes this host's local copy of
@@ -116,7 +119,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	if err != nil {
 		return err
 	}
-	badger, err := store.OpenBadger(cfg.Store.Path, store.BadgerOptions{Logger: logger.With("subsystem", "store")})
+	badger, err := store.OpenBadger(cfg.Store.Path, cfg.Store.badgerOptions(logger.With("subsystem", "store")))
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
 	}

@@ -236,9 +236,10 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		setMaxAge(rc, e.cfg.MaxAge)
 		return
 	}
-	ctx, cancel := context.WithTimeout(e.base, e.cfg.LookupTimeout)
+	// No timer unless the store waits on the context (lookupContext).
+	ctx, release := withLookupDeadline(e.base, e.cfg.LookupTimeout)
 	c, err := e.store.LookupCertificate(ctx, name)
-	cancel()
+	release()
 	if errors.Is(err, store.ErrNotFound) {
 		rc.Error("no certificate for "+name+"\n", fasthttp.StatusNotFound)
 		setMaxAge(rc, e.cfg.NotFoundMaxAge)

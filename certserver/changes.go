@@ -1,7 +1,6 @@
 package certserver
 
 import (
-	"context"
 	"strconv"
 	"strings"
 
@@ -47,9 +46,9 @@ func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
 	if !getOrHead(rc) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(e.base, e.cfg.LookupTimeout)
+	ctx, release := withLookupDeadline(e.base, e.cfg.LookupTimeout)
 	ch, err := feed.CertChanges(ctx, ParseCursor(string(rc.QueryArgs().Peek("since"))))
-	cancel()
+	release()
 	if err != nil {
 		e.log.Error("change feed failed", "error", err)
 		internalError(rc)

@@ -68,7 +68,30 @@ import (
 //     CERTSERVER_BENCH_FRESH (2,000) times, with their p50 and p99; and
 //     what a first handshake adds to a cached one, the difference of
 //     those percentiles (added-p50-µs, added-p99-µs; target p99 added
-//     <= 1 ms).
+//     <= 1 ms). The client makes one handshake at a time and waits for
+//     it: no handshake queues behind another of the benchmark's, and
+//     every handshake, first or cached, pays the same TCP connect, so
+//     the difference is what a new name adds for a user;
+//   - the first handshakes' split, as nginx's Lua module times it
+//     (stats(), from every worker): fetch-* (GET /v1/certs from the
+//     sidecar), cert-* (parsing the leaf), chain-* (adding the parsed
+//     intermediate), parse_handshake-* (the whole parse: the leaf, the
+//     chain, the key when new, and checking that they match); key-parses
+//     is how many keys were parsed (every leaf of the data set has the
+//     same key: once per worker, the key-pool case);
+//   - first-* and cached-* nginx-run-µs, nginx-wait-µs, sidecar-run-µs,
+//     sidecar-wait-µs: the same two kinds again, CERTSERVER_BENCH_FRESH/2
+//     of each in a row, one at a time, split by the kernel's accounting
+//     (/proc/PID/task/TID/schedstat) per handshake: the time nginx's
+//     workers and the sidecar's threads ran on a CPU, and waited on a
+//     run queue once woken (behind other processes on a shared machine);
+//   - lookup-one-*: lookups of names nobody asked for, one every 2 ms
+//     from one client, so that the sidecar is idle between them as
+//     between nginx's first handshakes; their p50 and p99, and the
+//     sidecar's CPU time and the times its threads were put on a CPU per
+//     lookup (lookup-one-sidecar-run-µs, -switches): an idle Go process
+//     wakes several threads for one request, where a saturated one
+//     (sidecar-cpu-µs/lookup) does not.
 //
 // One op is the whole scenario, measured by its own clocks:
 //
@@ -119,7 +142,35 @@ func BenchmarkMillion(b *testing.B) {
 	b.ReportMetric(mem.file, "rss-file-MB")
 	b.Logf("memory after warm-up: %s; after %d more lookups: %s", warm, len(sat.lat)+len(paced.lat), mem)
 
+	// One lookup at a time, of names nobody asked for, from one client,
+	// every 2 ms: the fetch of a first handshake as nginx makes it, on a
+	// sidecar idle in between, without nginx. These names are not among
+	// the first handshakes' below.
+	k := 0
+	s0 := schedOf(b, []int{side.cmd.Process.Pid}, true)
+	next := time.Now()
+	one := side.driveNames(b, func(*rand.Rand) string { k++; return benchName(cfg.n - 1 - cfg.fresh - k) }, 1, false,
+		func(_, i int) bool {
+			next = next.Add(2 * time.Millisecond)
+			time.Sleep(time.Until(next))
+			return i < cfg.fresh
+		})
+	s1 := schedOf(b, []int{side.cmd.Process.Pid}, true)
+	b.ReportMetric(micros(one.percentile(50)), "lookup-one-p50-µs")
+	b.ReportMetric(micros(one.percentile(99)), "lookup-one-p99-µs")
+	b.ReportMetric(micros(s1.run-s0.run)/float64(len(one.lat)), "lookup-one-sidecar-run-µs")
+	b.ReportMetric(float64(s1.slices-s0.slices)/float64(len(one.lat)), "lookup-one-sidecar-switches")
+
 	hs := side.firstHandshakes(b, bin, cfg.n, cfg.fresh)
+	// Every leaf of the data set has the same key: each worker parses it
+	// once (the key-pool case), and key-parses says how often.
+	b.ReportMetric(float64(len(hs.steps["key"])), "key-parses")
+	for _, step := range []string{"fetch", "cert", "key", "chain", "parse_handshake"} {
+		if s := (latencies{lat: hs.steps[step]}); len(s.lat) >= cfg.fresh/2 {
+			b.ReportMetric(micros(s.percentile(50)), step+"-p50-µs")
+			b.ReportMetric(micros(s.percentile(99)), step+"-p99-µs")
+		}
+	}
 	for _, s := range []struct {
 		name string
 		lat  []time.Duration
@@ -127,6 +178,15 @@ func BenchmarkMillion(b *testing.B) {
 		r := latencies{lat: s.lat}
 		b.ReportMetric(micros(r.percentile(50)), s.name+"-hs-p50-µs")
 		b.ReportMetric(micros(r.percentile(99)), s.name+"-hs-p99-µs")
+	}
+	for _, s := range []struct {
+		name string
+		t    schedSplit
+	}{{"first", hs.firstSched}, {"cached", hs.cachedSched}} {
+		b.ReportMetric(micros(s.t.nginxRun), s.name+"-nginx-run-µs")
+		b.ReportMetric(micros(s.t.nginxWait), s.name+"-nginx-wait-µs")
+		b.ReportMetric(micros(s.t.sideRun), s.name+"-sidecar-run-µs")
+		b.ReportMetric(micros(s.t.sideWait), s.name+"-sidecar-wait-µs")
 	}
 	first, cached := latencies{lat: hs.fresh}, latencies{lat: hs.cached}
 	b.ReportMetric(micros(first.percentile(50)-cached.percentile(50)), "added-p50-µs")
@@ -197,8 +257,10 @@ func millionConfig(b *testing.B) millionBench {
 		}
 		cfg.load = d
 	}
-	if cfg.fresh > cfg.n-1 {
-		b.Fatalf("CERTSERVER_BENCH_FRESH=%d: at most %d for %d names", cfg.fresh, cfg.n-1, cfg.n)
+	// BenchmarkMillion asks for 3 sets of names nobody asked for before,
+	// of up to fresh names each, from the far end of the store.
+	if 3*cfg.fresh+2 > cfg.n {
+		b.Fatalf("CERTSERVER_BENCH_FRESH=%d: at most %d for %d names", cfg.fresh, (cfg.n-2)/3, cfg.n)
 	}
 	return cfg
 }
@@ -642,8 +704,16 @@ func (s *benchSidecar) cpu(b *testing.B) time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
-// handshakeTimes are the latencies of the three kinds of handshake.
-type handshakeTimes struct{ fresh, cached, static []time.Duration }
+// handshakeTimes are the latencies of the three kinds of handshake, and
+// the Lua module's timings of the steps of the first ones, by step of its
+// stats() (fetch, cert, key, chain), from all the workers.
+type handshakeTimes struct {
+	fresh, cached, static []time.Duration
+	steps                 map[string][]time.Duration
+	// firstSched and cachedSched split first and cached handshakes
+	// made one at a time by the kernel's accounting.
+	firstSched, cachedSched schedSplit
+}
 
 // firstHandshakes starts nginx with the project's snippets in front of the
 // sidecar, with a second server whose ssl_certificate is the chain and key
@@ -679,6 +749,7 @@ func (s *benchSidecar) firstHandshakes(b *testing.B, bin string, n, fresh int) h
 		FallbackKey:  filepath.Join(dir, "fallback.key"),
 		StaticCert:   staticCert,
 		StaticKey:    staticKey,
+		Stats:        true,
 	})
 	luaAddr, staticAddr := ngx.HTTPSAddr(), ngx.StaticHTTPSAddr()
 	// Enough handshakes that every worker has the warm name cached.
@@ -715,8 +786,152 @@ func (s *benchSidecar) firstHandshakes(b *testing.B, bin string, n, fresh int) h
 			}
 		}
 	}
+	t.steps = workerSteps(b, ngx, luaAddr, warm)
+
+	// Where a first handshake's time goes, by the kernel's accounting
+	// (schedstat): fresh/2 first handshakes in a row, of names asked for
+	// by nobody yet, then as many of the cached name, one at a time; the
+	// time nginx's workers and the sidecar ran, and waited to run once
+	// woken (on a shared machine, behind other processes), for each.
+	workers := childPIDs(b, ngx.PID())
+	side := []int{s.cmd.Process.Pid}
+	m := max(fresh/2, 1)
+	for _, kind := range []struct {
+		into *schedSplit
+		name func(i int) string
+	}{
+		{&t.firstSched, func(i int) string { return benchName(n - 2 - 2*fresh - i) }},
+		{&t.cachedSched, func(int) string { return warm }},
+	} {
+		n0, s0 := schedOf(b, workers, false), schedOf(b, side, true)
+		for i := range m {
+			if _, err := benchHandshake(luaAddr, kind.name(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		n1, s1 := schedOf(b, workers, false), schedOf(b, side, true)
+		per := func(d time.Duration) time.Duration { return d / time.Duration(m) }
+		*kind.into = schedSplit{nginxRun: per(n1.run - n0.run), nginxWait: per(n1.wait - n0.wait),
+			sideRun: per(s1.run - s0.run), sideWait: per(s1.wait - s0.wait)}
+	}
 	ngx.AssertCleanErrorLog(b)
 	return t
+}
+
+// schedSplit is the time processes ran on a CPU and waited for one (woken,
+// on the run queue), per handshake: nginx's workers and the sidecar.
+type schedSplit struct{ nginxRun, nginxWait, sideRun, sideWait time.Duration }
+
+// schedTimes is what /proc/PID/task/TID/schedstat counts: the time a
+// task ran, and waited on a run queue to run.
+type schedTimes struct {
+	run, wait time.Duration
+	slices    int64 // times a task was put on a CPU
+}
+
+// schedOf sums schedstat over the processes pids: their main threads, or
+// with threads all their threads.
+func schedOf(b *testing.B, pids []int, threads bool) schedTimes {
+	b.Helper()
+	var t schedTimes
+	for _, pid := range pids {
+		tids := []string{strconv.Itoa(pid)}
+		if threads {
+			ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+			if err != nil {
+				b.Fatal(err)
+			}
+			tids = tids[:0]
+			for _, e := range ents {
+				tids = append(tids, e.Name())
+			}
+		}
+		for _, tid := range tids {
+			f, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, tid))
+			if err != nil {
+				continue // a thread that ended
+			}
+			var run, wait, slices int64
+			if _, err := fmt.Sscan(string(f), &run, &wait, &slices); err != nil {
+				b.Fatalf("/proc/%d/task/%s/schedstat %q: %v", pid, tid, f, err)
+			}
+			t.run += time.Duration(run)
+			t.wait += time.Duration(wait)
+			t.slices += slices
+		}
+	}
+	return t
+}
+
+// childPIDs returns the child processes of pid (nginx's workers).
+func childPIDs(b *testing.B, pid int) []int {
+	b.Helper()
+	c, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(c)) {
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pids = append(pids, p)
+	}
+	if len(pids) == 0 {
+		b.Fatalf("nginx %d has no workers", pid)
+	}
+	return pids
+}
+
+// workerSteps returns the samples of every step of the Lua module's
+// stats() of every nginx worker, pooled: it asks for nginxtest.StatsPath
+// on new connections (with the name warm, which every worker holds) until
+// each worker has answered once.
+func workerSteps(b *testing.B, ngx *nginxtest.Nginx, addr, warm string) map[string][]time.Duration {
+	b.Helper()
+	steps := make(map[string][]time.Duration)
+	seen := make(map[string]bool)
+	for try := 0; len(seen) < ngx.Workers(); try++ {
+		if try == 1000 {
+			b.Fatalf("stats from %d of %d nginx workers after %d connections", len(seen), ngx.Workers(), try)
+		}
+		pid, body := workerStats(b, addr, warm)
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		st, err := nginxtest.ParseStats(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for step, s := range st {
+			steps[step] = append(steps[step], s.Samples...)
+		}
+	}
+	return steps
+}
+
+// workerStats asks addr for nginxtest.StatsPath over a new TLS connection
+// for name and returns the PID of the worker that answered and the body.
+func workerStats(b *testing.B, addr, name string) (string, string) {
+	b.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", nginxtest.StatsPath, name)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Fatalf("GET %s from %s: %d %v", nginxtest.StatsPath, addr, resp.StatusCode, err)
+	}
+	return resp.Header.Get(nginxtest.WorkerHeader), string(body)
 }
 
 // benchHandshake makes one full TLS handshake (a new connection, no

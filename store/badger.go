@@ -37,11 +37,6 @@ type BadgerOptions struct {
 	// about a fifth more CPU with 16 MiB.
 	MemTableSize int64
 
-	// IndexCacheSize bounds the memory used by table indexes and bloom
-	// filters in bytes. Default 16 MiB (Badger's own keeps them all in
-	// memory, which grows with the store).
-	IndexCacheSize int64
-
 	// GCInterval is how often the value log is garbage collected while the
 	// store is open. Default 10 minutes; negative turns it off. Certificate
 	// records live in the value log (see valueThreshold), so a renewal or a
@@ -71,11 +66,10 @@ type BadgerOptions struct {
 
 // Defaults of BadgerOptions.
 const (
-	defaultMemTableSize   = 32 << 20
-	minMemTableSize       = 8 << 20
-	defaultIndexCacheSize = 16 << 20
-	defaultGCInterval     = 10 * time.Minute
-	gcDiscardRatio        = 0.5
+	defaultMemTableSize = 32 << 20
+	minMemTableSize     = 8 << 20
+	defaultGCInterval   = 10 * time.Minute
+	gcDiscardRatio      = 0.5
 	// valueThreshold is the size from which Badger keeps a value in its
 	// value log, written once, and only a pointer to it in the LSM tree.
 	// Certificate records (1.1 to 1.7 KB for an ECDSA certificate in
@@ -155,9 +149,6 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	if opts.MemTableSize < minMemTableSize {
 		return nil, fmt.Errorf("open badger: memtable size %d below %d", opts.MemTableSize, minMemTableSize)
 	}
-	if opts.IndexCacheSize == 0 {
-		opts.IndexCacheSize = defaultIndexCacheSize
-	}
 	if opts.GCInterval == 0 {
 		opts.GCInterval = defaultGCInterval
 	}
@@ -179,8 +170,10 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	// Badger's defaults are sized for a database server. For a sidecar:
 	// fewer memtables; no compression, since PEM is base64 that Snappy
 	// cannot shrink, and without compression there is no need for a block
-	// cache either (tables are read through mmap and the page cache);
-	// bounded index cache; certificate records in the value log
+	// cache either (tables are read through mmap and the page cache); no
+	// index cache, which Badger uses only for encrypted tables (it reads
+	// the indexes and bloom filters of others from their mapped files, so
+	// they live in the page cache too); certificate records in the value log
 	// (valueThreshold), in files of 64 MiB that the GC rewrites one at a
 	// time; two compactors; no expvar metrics (process-global).
 	bo := badger.DefaultOptions(path).
@@ -191,7 +184,6 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		WithNumMemtables(3).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
-		WithIndexCacheSize(opts.IndexCacheSize).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2).

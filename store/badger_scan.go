@@ -19,6 +19,8 @@ var _ CertificateScanner = (*Badger)(nil)
 // every record of a store of one-name certificates (badger_home.go).
 // Records are decoded without their chain and key (decodeCertSummary).
 func (b *Badger) ScanCertificates(ctx context.Context, fn func(*Certificate) error) error {
+	b.beginScan()
+	defer b.endScan()
 	err := b.view(ctx, func(txn *badger.Txn) error {
 		if err := scanPrefix(ctx, txn, prefixLink, true, func(item *badger.Item) error {
 			if item.UserMeta() != metaRecord {
@@ -111,4 +113,26 @@ func decodeCertSummary(b []byte, c *Certificate) error {
 	}
 	decodeCertTail(&d, c)
 	return d.fail("certificate")
+}
+
+// beginScan advises the store's mappings sequential for a scan of the
+// whole store, which reads every table and value-log page once, in the
+// order of the keys: a cold scan then reads the disk ahead of each fault
+// instead of a page at a time (adviseRandom, which the lookups want).
+// endScan advises them random again once the last scan ends. An advice
+// that fails costs speed only: it is not reported.
+func (b *Badger) beginScan() {
+	b.adviseMu.Lock()
+	defer b.adviseMu.Unlock()
+	if b.scans++; b.scans == 1 {
+		_ = adviseSequential(b.dir)
+	}
+}
+
+func (b *Badger) endScan() {
+	b.adviseMu.Lock()
+	defer b.adviseMu.Unlock()
+	if b.scans--; b.scans == 0 {
+		_ = adviseRandom(b.dir)
+	}
 }

@@ -30,8 +30,7 @@ func adviseRandom(dir string) error { return advise(dir, unix.MADV_RANDOM) }
 // adviseSequential tells the kernel that this process reads its memory
 // mappings of the Badger files in dir in order (madvise MADV_SEQUENTIAL),
 // for a scan of the whole store (ScanCertificates): a page fault then
-// reads ahead of the page, and the pages read are the first to go under
-// memory pressure. adviseRandom undoes it.
+// reads ahead of the page. adviseRandom undoes it.
 func adviseSequential(dir string) error { return advise(dir, unix.MADV_SEQUENTIAL) }
 
 // advise gives advice to every mapping of the tables and value-log files

@@ -18,6 +18,7 @@ var _ CertificateScanner = (*Badger)(nil)
 // a get of its link for each: a random read, one at a time, for nearly
 // every record of a store of one-name certificates (badger_home.go).
 // Records are decoded without their chain and key (decodeCertSummary).
+// While it runs the store's mappings are advised sequential (beginScan).
 func (b *Badger) ScanCertificates(ctx context.Context, fn func(*Certificate) error) error {
 	b.beginScan()
 	defer b.endScan()

@@ -14,7 +14,8 @@ type CertificateScanner interface {
 	// snapshot of the store, each exactly once, in no particular order,
 	// with every field but ChainPEM and KeyPEM, which are nil. fn may
 	// keep the Certificate it is given. fn returning an error stops the
-	// scan, which returns that error; a record that does not decode stops
-	// it with an error naming the record. It checks ctx between records.
+	// scan, which returns an error wrapping it; a record that does not
+	// decode stops it with an error naming the record. It checks ctx as
+	// it goes, and stops with an error wrapping ctx's once ctx is done.
 	ScanCertificates(ctx context.Context, fn func(*Certificate) error) error
 }

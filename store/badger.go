@@ -122,13 +122,6 @@ type Badger struct {
 	challengeLists challengeListCache
 	// inters caches the intermediates of the chains (badger_chains.go).
 	inters intermediateCache
-	// dir is the store's directory, whose mappings adviseLoop advises.
-	dir string
-	// adviseMu is held while the mappings are advised; scans counts the
-	// whole-store scans under way, during which they are advised
-	// sequential, not random (badger_scan.go).
-	adviseMu sync.Mutex
-	scans    int
 }
 
 var (
@@ -187,7 +180,7 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
 	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), upgraded: make(chan struct{}), writeV1: opts.writeV1,
-		writeUnhomed: opts.writeUnhomed || opts.writeV1, dir: path}
+		writeUnhomed: opts.writeUnhomed || opts.writeV1}
 	if err := b.initChangeLog(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open badger %s: change log: %w", path, err)
@@ -207,7 +200,7 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		go b.gcLoop(opts.GCInterval)
 	}
 	b.done.Add(1)
-	go b.adviseLoop()
+	go b.adviseLoop(path)
 	return b, nil
 }
 
@@ -217,21 +210,14 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 const adviseInterval = 10 * time.Second
 
 // adviseLoop runs adviseRandom on the store's files at once and every
-// adviseInterval until Close, but while a scan runs, logging the first
-// failure only.
-func (b *Badger) adviseLoop() {
+// adviseInterval until Close, logging the first failure only.
+func (b *Badger) adviseLoop(dir string) {
 	defer b.done.Done()
 	t := time.NewTicker(adviseInterval)
 	defer t.Stop()
 	logged := false
 	for {
-		b.adviseMu.Lock()
-		var err error
-		if b.scans == 0 {
-			err = adviseRandom(b.dir)
-		}
-		b.adviseMu.Unlock()
-		if err != nil && !logged {
+		if err := adviseRandom(dir); err != nil && !logged {
 			b.log.Warn("cannot advise the kernel that the store is read at random: a lookup that misses the page cache reads the disk's read-ahead around each page", "err", err)
 			logged = true
 		}

@@ -25,17 +25,7 @@ import (
 // reads push out the pages other lookups need. Badger has no option for
 // it. Mappings that disappear meanwhile are skipped; it reports the
 // first other failure.
-func adviseRandom(dir string) error { return advise(dir, unix.MADV_RANDOM) }
-
-// adviseSequential tells the kernel that this process reads its memory
-// mappings of the Badger files in dir in order (madvise MADV_SEQUENTIAL),
-// for a scan of the whole store (ScanCertificates): a page fault then
-// reads ahead of the page. adviseRandom undoes it.
-func adviseSequential(dir string) error { return advise(dir, unix.MADV_SEQUENTIAL) }
-
-// advise gives advice to every mapping of the tables and value-log files
-// in dir.
-func advise(dir string, advice int) error {
+func adviseRandom(dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -66,7 +56,7 @@ func advise(dir string, advice int) error {
 		if !ok || err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		_, _, errno := unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), uintptr(advice))
+		_, _, errno := unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_RANDOM)
 		if errno != 0 && !errors.Is(errno, unix.ENOMEM) && first == nil { // ENOMEM: unmapped since
 			first = fmt.Errorf("madvise %s: %w", path, errno)
 		}

@@ -3,7 +3,6 @@
 package store
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,39 +73,4 @@ func storeMappingsWithout(prefix, flag string) (int, []string, error) {
 		}
 	}
 	return n, missing, nil
-}
-
-// TestScanAdvisesSequentialReads: while ScanCertificates reads the whole
-// store, its mappings carry the sequential-read advice ("sr"), so that a
-// cold scan reads ahead instead of a page a fault; once it ends they are
-// advised random again, for the lookups.
-func TestScanAdvisesSequentialReads(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	b, err := OpenBadger(dir, BadgerOptions{Logger: testLogger(t), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := real + string(filepath.Separator)
-	if err := b.PutCertificate(ctx, testCert(newTestClock(), "a.example.com")); err != nil {
-		t.Fatal(err)
-	}
-	err = b.ScanCertificates(ctx, func(*Certificate) error {
-		n, missing, err := storeMappingsWithout(prefix, "sr")
-		if err == nil && (n == 0 || len(missing) > 0) {
-			err = fmt.Errorf("during the scan, %d mappings of the store's files, these without sequential-read advice: %v", n, missing)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, missing, err := storeMappingsWithout(prefix, "rr"); err != nil || n == 0 || len(missing) > 0 {
-		t.Fatalf("after the scan, %d mappings of the store's files, these without random-read advice: %v (%v)", n, missing, err)
-	}
 }

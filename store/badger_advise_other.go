@@ -4,6 +4,3 @@ package store
 
 // adviseRandom does nothing where memory mappings cannot be listed.
 func adviseRandom(string) error { return nil }
-
-// adviseSequential does nothing where memory mappings cannot be listed.
-func adviseSequential(string) error { return nil }

@@ -18,10 +18,7 @@ var _ CertificateScanner = (*Badger)(nil)
 // a get of its link for each: a random read, one at a time, for nearly
 // every record of a store of one-name certificates (badger_home.go).
 // Records are decoded without their chain and key (decodeCertSummary).
-// While it runs the store's mappings are advised sequential (beginScan).
 func (b *Badger) ScanCertificates(ctx context.Context, fn func(*Certificate) error) error {
-	b.beginScan()
-	defer b.endScan()
 	err := b.view(ctx, func(txn *badger.Txn) error {
 		if err := scanPrefix(ctx, txn, prefixLink, true, func(item *badger.Item) error {
 			if item.UserMeta() != metaRecord {
@@ -114,26 +111,4 @@ func decodeCertSummary(b []byte, c *Certificate) error {
 	}
 	decodeCertTail(&d, c)
 	return d.fail("certificate")
-}
-
-// beginScan advises the store's mappings sequential for a scan of the
-// whole store, which reads every table and value-log page once, in the
-// order of the keys: a cold scan then reads the disk ahead of each fault
-// instead of a page at a time (adviseRandom, which the lookups want).
-// endScan advises them random again once the last scan ends. An advice
-// that fails costs speed only: it is not reported.
-func (b *Badger) beginScan() {
-	b.adviseMu.Lock()
-	defer b.adviseMu.Unlock()
-	if b.scans++; b.scans == 1 {
-		_ = adviseSequential(b.dir)
-	}
-}
-
-func (b *Badger) endScan() {
-	b.adviseMu.Lock()
-	defer b.adviseMu.Unlock()
-	if b.scans--; b.scans == 0 {
-		_ = adviseRandom(b.dir)
-	}
 }

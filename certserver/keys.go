@@ -45,13 +45,13 @@ func (a *AdminAPI) rotateKeys(ctx context.Context, rc *fasthttp.RequestCtx, _ pa
 	if err != nil {
 		return err
 	}
-	out := api.KeyRotation{KeyID: r.KeyID, Total: r.Total, Scanned: r.Scanned, Resealed: r.Resealed, Next: r.Next, Done: r.Done}
+	out := api.KeyRotation{KeyID: r.KeyID, Kind: string(r.Kind), Total: r.Total, Scanned: r.Scanned, Resealed: r.Resealed, Next: r.Next, Done: r.Done}
 	for _, f := range r.Failed {
 		// The error names the record and the key ID, never key material.
 		a.log.Error("key rotation: private key cannot be decrypted", "kind", string(f.Kind), "id", f.ID, "error", f.Err)
 		out.Failed = append(out.Failed, api.KeyFailure{Kind: string(f.Kind), ID: f.ID, Error: f.Err.Error()})
 	}
-	a.log.Info("key rotation batch", "key_id", r.KeyID, "cursor", req.Cursor, "scanned", r.Scanned,
+	a.log.Info("key rotation batch", "key_id", r.KeyID, "kind", string(r.Kind), "cursor", req.Cursor, "scanned", r.Scanned,
 		"resealed", r.Resealed, "failed", len(r.Failed), "done", r.Done)
 	writeJSON(rc, fasthttp.StatusOK, out)
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -25,6 +26,9 @@ func keyPrefix(kind KeyKind) (string, error) {
 
 // RewriteKeys implements KeyRewriter in one read-write transaction.
 func (b *Badger) RewriteKeys(ctx context.Context, kind KeyKind, after string, limit int, fn func(id string, key []byte) ([]byte, error)) (string, error) {
+	if kind == KeyOfPool {
+		return b.rewritePoolKeys(ctx, after, limit, fn)
+	}
 	prefix, err := keyPrefix(kind)
 	if err != nil {
 		return "", err
@@ -99,8 +103,21 @@ func (b *Badger) rewriteKey(txn *badger.Txn, kind KeyKind, item *badger.Item, id
 	}
 }
 
-// CountKeys implements KeyRewriter by counting keys only: no record is read.
+// CountKeys implements KeyRewriter by counting keys only: no record is
+// read, but for the key pool's few.
 func (b *Badger) CountKeys(ctx context.Context, kind KeyKind) (int, error) {
+	if kind == KeyOfPool {
+		var n int
+		err := b.view(ctx, func(txn *badger.Txn) error {
+			ids, _, err := poolKeysByID(txn)
+			n = len(ids)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("count %s keys: %w", kind, err)
+		}
+		return n, nil
+	}
 	prefix, err := keyPrefix(kind)
 	if err != nil {
 		return 0, err
@@ -126,4 +143,79 @@ func (b *Badger) CountKeys(ctx context.Context, kind KeyKind) (int, error) {
 		return 0, fmt.Errorf("count %s keys: %w", kind, err)
 	}
 	return n, nil
+}
+
+// poolSlot is one slot of the key pool as stored: its Badger key and its
+// record.
+type poolSlot struct {
+	key []byte
+	rec PoolKey
+}
+
+// poolKeysByID reads every slot of the key pool in txn (a pool holds a
+// few dozen), and returns the IDs of the keys they hold, in order, and
+// the slots holding each, in key order (key type, then slot).
+func poolKeysByID(txn *badger.Txn) ([]string, map[string][]poolSlot, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixPool), PrefetchValues: true})
+	defer it.Close()
+	slots := map[string][]poolSlot{}
+	var ids []string
+	for it.Rewind(); it.Valid(); it.Next() {
+		var s poolSlot
+		if err := readJSON(it.Item(), &s.rec); err != nil {
+			return nil, nil, fmt.Errorf("pool slot %q: %w", it.Item().Key()[len(prefixPool):], err)
+		}
+		s.key = it.Item().KeyCopy(nil)
+		if slots[s.rec.ID] == nil {
+			ids = append(ids, s.rec.ID)
+		}
+		slots[s.rec.ID] = append(slots[s.rec.ID], s)
+	}
+	slices.Sort(ids)
+	return ids, slots, nil
+}
+
+// rewritePoolKeys implements RewriteKeys for KeyOfPool in one read-write
+// transaction.
+func (b *Badger) rewritePoolKeys(ctx context.Context, after string, limit int, fn func(id string, key []byte) ([]byte, error)) (string, error) {
+	if limit < 1 {
+		return "", nil
+	}
+	var last string
+	err := b.update(ctx, func(txn *badger.Txn) error {
+		last = ""
+		ids, slots, err := poolKeysByID(txn)
+		if err != nil {
+			return err
+		}
+		i, _ := slices.BinarySearch(ids, after)
+		if i < len(ids) && ids[i] == after {
+			i++
+		}
+		for _, id := range ids[i:min(len(ids), i+limit)] {
+			last = id
+			k, err := fn(id, slots[id][0].rec.KeyPEM)
+			if err != nil {
+				return err
+			}
+			if k == nil {
+				continue
+			}
+			for _, s := range slots[id] {
+				s.rec.KeyPEM = k
+				val, err := encodeJSON(&s.rec)
+				if err != nil {
+					return err
+				}
+				if err := txn.Set(s.key, val); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("rewrite %s keys after %q: %w", KeyOfPool, after, err)
+	}
+	return last, nil
 }

@@ -5,7 +5,8 @@ import "context"
 // KeyKind names the records that hold a private key.
 type KeyKind string
 
-// The kinds of records that hold a private key.
+// The kinds of records that hold a private key (and KeyOfPool, a key of
+// the key pool: PoolKey.KeyPEM).
 const (
 	KeyOfCertificate KeyKind = "certificate" // Certificate.KeyPEM
 	KeyOfAccount     KeyKind = "account"     // Account.KeyPEM
@@ -30,8 +31,16 @@ type KeyRewriter interface {
 	// returns that error. It returns the ID of the last record read, ""
 	// when there was none after after. A batch too large for one atomic
 	// write returns ErrBatchTooLarge and writes nothing.
+	//
+	// A record of KeyOfPool is one key of the key pool, by its ID
+	// (PoolKey.ID, which store/sealed binds a sealed pool key to): fn
+	// is called once for it, with the key as the first slot holding it
+	// (by key type, then slot) stores it, and what fn returns is written
+	// to every slot that holds it (one, unless the same key was put in
+	// several); nothing else of a slot changes.
 	RewriteKeys(ctx context.Context, kind KeyKind, after string, limit int, fn func(id string, key []byte) ([]byte, error)) (last string, err error)
 
-	// CountKeys returns how many records of kind there are.
+	// CountKeys returns how many records of kind there are (for
+	// KeyOfPool, how many keys: the slots holding one count once).
 	CountKeys(ctx context.Context, kind KeyKind) (int, error)
 }

@@ -747,8 +747,12 @@ const (
 type KeyRotation struct {
 	// KeyID is the current key-encryption key's ID.
 	KeyID string `json:"key_id"`
-	// Total is how many records hold a private key (certificates and ACME
-	// accounts), counted for a request without a cursor; 0 otherwise.
+	// Kind is the kind of the records the batch read: "certificate",
+	// "account" or "pool" (a key of the key pool).
+	Kind string `json:"kind"`
+	// Total is how many records hold a private key (certificates, ACME
+	// accounts and the key pool's keys), counted for a request without a
+	// cursor; 0 otherwise.
 	Total int `json:"total,omitempty"`
 	// Scanned is how many records the batch read, Resealed how many of
 	// them it encrypted under the current key (the others already were,
@@ -766,7 +770,8 @@ type KeyRotation struct {
 
 // KeyFailure is a record whose private key could not be decrypted.
 type KeyFailure struct {
-	// Kind is "certificate" or "account".
+	// Kind is "certificate", "account" or "pool" (ID is then the pool
+	// key's ID).
 	Kind string `json:"kind"`
 	ID   string `json:"id"`
 	// Error says why, naming the key ID.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/certserver/certserver/certserver"
@@ -18,7 +19,7 @@ var _ certserver.KeyRotator = (*sealed.Store)(nil)
 
 const keysHelp = `
 Manages the key-encryption keys that encrypt the private keys certserver
-stores (certificates' and ACME accounts'), when [store]
+stores (certificates', ACME accounts' and the key pool's), when [store]
 key_encryption_key_file is set.
 
 Subcommands:
@@ -76,9 +77,10 @@ func runKeysGenerate(_ context.Context, e *env, args []string) int {
 }
 
 const keysRotateHelp = `
-Re-encrypts every stored private key (certificates', then ACME accounts')
-under the current key-encryption key, the last line of the key file the
-running server read at its start, a batch at a time through the admin API
+Re-encrypts every stored private key (certificates', then ACME accounts',
+then the keys of the key pool of [keys] reuse = "pool") under the current
+key-encryption key, the last line of the key file the running server read
+at its start, a batch at a time through the admin API
 (POST /v1/keys/rotate) while the server goes on serving. Keys stored before
 encryption was turned on are encrypted; keys already under the current key
 are checked and left as they are, so running it again is harmless and
@@ -86,10 +88,10 @@ cheap. A key that cannot be decrypted (encrypted under a key the file no
 longer holds, or damaged) is reported and left as it is; the command then
 exits 1. Once it reports none, the old key's line can be removed.
 
-The keys of the key pool ([keys] reuse = "pool") are not re-encrypted:
-once the old key's line is removed, each pool key under it is replaced by
-a new key at the next order of its slot (with a warning in the log), and
-the certificates on it move to the new key as they renew.
+On a fleet host it re-encrypts the fleet's database (its certificates,
+accounts and key pool), once for every host: each host's copy takes the
+certificates' new keys as it follows the database. The summary counts
+each kind of record.
 
 An interrupted rotation can be run again from the start, or resumed with
 --from and the cursor it printed.
@@ -124,7 +126,7 @@ func runKeysRotate(ctx context.Context, e *env, args []string) int {
 	defer cl.CloseIdleConnections()
 
 	start := e.now()
-	sum := rotateSummary{Cursor: *from}
+	sum := rotateSummary{Cursor: *from, Kinds: map[string]*kindSummary{}}
 	var prog *progress
 	for {
 		r, err := rotateBatch(ctx, cl, sum.Cursor, *batch, *af.timeout)
@@ -141,6 +143,15 @@ func runKeysRotate(ctx context.Context, e *env, args []string) int {
 		sum.KeyID = r.KeyID
 		sum.Scanned += r.Scanned
 		sum.Resealed += r.Resealed
+		if r.Kind != "" {
+			k := sum.Kinds[r.Kind]
+			if k == nil {
+				k = &kindSummary{}
+				sum.Kinds[r.Kind] = k
+			}
+			k.Scanned += r.Scanned
+			k.Resealed += r.Resealed
+		}
 		if len(r.Failed) > 0 {
 			prog.clear()
 			for _, f := range r.Failed {
@@ -164,7 +175,7 @@ func runKeysRotate(ctx context.Context, e *env, args []string) int {
 	} else {
 		fmt.Fprintf(e.stdout, "rotated to key %s: %d records read, %d re-encrypted, %d already under it, %d could not be decrypted (%s)\n",
 			sum.KeyID, sum.Scanned, sum.Resealed, sum.Scanned-sum.Resealed-len(sum.Failed), len(sum.Failed), sum.Took)
-		fmt.Fprintln(e.stdout, poolNotRotated)
+		fmt.Fprintln(e.stdout, sum.byKind())
 	}
 	if len(sum.Failed) > 0 {
 		if !*asJSON {
@@ -175,18 +186,43 @@ func runKeysRotate(ctx context.Context, e *env, args []string) int {
 	return exitOK
 }
 
-// poolNotRotated is the last line of a rotation's summary: Rotate
-// (store/sealed) leaves the key pool out.
-const poolNotRotated = `key pool ([keys] reuse = "pool"), if any: not re-encrypted; once the old key's line is removed, each pool key under it is replaced by a new one at the next order of its slot`
-
-// rotateSummary is what `keys rotate` did, for its last line and --json.
+// rotateSummary is what `keys rotate` did, for its last lines and --json.
 type rotateSummary struct {
-	KeyID    string           `json:"key_id"`
-	Scanned  int              `json:"scanned"`
-	Resealed int              `json:"resealed"`
-	Failed   []api.KeyFailure `json:"failed,omitempty"`
-	Cursor   string           `json:"-"`
-	Took     string           `json:"took"`
+	KeyID    string `json:"key_id"`
+	Scanned  int    `json:"scanned"`
+	Resealed int    `json:"resealed"`
+	// Kinds splits Scanned and Resealed by the kind of record
+	// ("certificate", "account", "pool").
+	Kinds  map[string]*kindSummary `json:"kinds"`
+	Failed []api.KeyFailure        `json:"failed,omitempty"`
+	Cursor string                  `json:"-"`
+	Took   string                  `json:"took"`
+}
+
+// kindSummary is what `keys rotate` did to the records of one kind.
+type kindSummary struct {
+	Scanned  int `json:"scanned"`
+	Resealed int `json:"resealed"`
+}
+
+// rotateKinds names the kinds of record of a rotation, in the order it
+// reads them, for its summary.
+var rotateKinds = []struct{ kind, plural string }{
+	{"certificate", "certificates"}, {"account", "ACME accounts"}, {"pool", "key pool keys"},
+}
+
+// byKind returns the summary's line of counts by kind of record:
+// "certificates: 1200 read, 1200 re-encrypted; …".
+func (s *rotateSummary) byKind() string {
+	var parts []string
+	for _, k := range rotateKinds {
+		n := s.Kinds[k.kind]
+		if n == nil {
+			n = &kindSummary{}
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d read, %d re-encrypted", k.plural, n.Scanned, n.Resealed))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // rotateBatch asks for one batch of the rotation, bounded by timeout.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -57,6 +59,16 @@ func storedKeys(t *testing.T, dir string, accounts ...string) map[string][]byte 
 		}
 		out["account "+id] = a.KeyPEM
 	}
+	for slot := 0; ; slot++ {
+		k, err := b.PoolKey(context.Background(), store.KeyECDSAP256, slot)
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[fmt.Sprintf("pool slot %d", slot)] = k.KeyPEM
+	}
 	return out
 }
 
@@ -86,6 +98,9 @@ func TestKeysRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := b.PutAccount(ctx, &store.Account{ID: "acct", Directory: "https://ca.test/dir", KeyPEM: oldKey}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SwapPoolKey(ctx, "", &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: 0, ID: "pool-a", KeyPEM: oldKey, CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
@@ -172,13 +187,13 @@ level = "debug"
 	writeKEK(line1, line2)
 	s = startServe(t, cfg)
 	code, stdout, stderr := rotate(s, "--batch", "1", "--progress", "lines")
-	if code != exitOK || !strings.Contains(stdout, "rotated to key "+id2+": 3 records read, 3 re-encrypted, 0 already under it, 0 could not be decrypted") {
+	if code != exitOK || !strings.Contains(stdout, "rotated to key "+id2+": 4 records read, 4 re-encrypted, 0 already under it, 0 could not be decrypted") {
 		t.Fatalf("keys rotate: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	if !strings.Contains(stdout, `key pool ([keys] reuse = "pool"), if any: not re-encrypted`) {
-		t.Errorf("the summary does not say that the key pool is not re-encrypted: %q", stdout)
+	if !strings.Contains(stdout, "certificates: 2 read, 2 re-encrypted; ACME accounts: 1 read, 1 re-encrypted; key pool keys: 1 read, 1 re-encrypted") {
+		t.Errorf("the summary does not count each kind of record: %q", stdout)
 	}
-	if !strings.Contains(stderr, "3/3 records") {
+	if !strings.Contains(stderr, "4/4 records") {
 		t.Errorf("no progress line in %q", stderr)
 	}
 	serveAll(s)
@@ -196,7 +211,7 @@ level = "debug"
 	s = startServe(t, cfg)
 	serveAll(s)
 	code, stdout, _ = rotate(s)
-	if code != exitOK || !strings.Contains(stdout, "3 records read, 0 re-encrypted, 3 already under it") {
+	if code != exitOK || !strings.Contains(stdout, "4 records read, 0 re-encrypted, 4 already under it") {
 		t.Errorf("second rotation: exit %d: %s", code, stdout)
 	}
 	s.stop(t)

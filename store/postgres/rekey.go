@@ -21,7 +21,8 @@ const maxRewriteKeys = maxBatchCerts
 // takes the next version as its key_version, not as its version (that of
 // its last full write, which orders the links of its names): the hosts'
 // local copies apply it as a store.ChangeRewriteKey, which changes no
-// link. Accounts are not replicated.
+// link. Accounts and the key pool are not replicated: every host reads
+// them from the database.
 func (s *Store) RewriteKeys(ctx context.Context, kind store.KeyKind, after string, limit int, fn func(id string, key []byte) ([]byte, error)) (string, error) {
 	if limit < 1 {
 		return "", nil
@@ -44,6 +45,12 @@ func (s *Store) RewriteKeys(ctx context.Context, kind store.KeyKind, after strin
 		err = s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
 			var err error
 			last, err = rewriteAccountKeys(ctx, tx, after, limit, fn)
+			return err
+		})
+	case store.KeyOfPool:
+		err = s.tx(ctx, pgx.TxOptions{}, func(tx pgx.Tx) error {
+			var err error
+			last, err = rewritePoolKeys(ctx, tx, after, limit, fn)
 			return err
 		})
 	default:
@@ -141,6 +148,39 @@ func rewriteAccountKeys(ctx context.Context, tx pgx.Tx, after string, limit int,
 	return last, nil
 }
 
+// rewritePoolKeys rewrites the pool keys of one batch in tx, every slot
+// holding one of them, and returns the last key ID read. The rows stay
+// locked until tx ends: a slot another host swaps meanwhile waits, and
+// then swaps the key it read (its ID is unchanged).
+func rewritePoolKeys(ctx context.Context, tx pgx.Tx, after string, limit int, fn func(string, []byte) ([]byte, error)) (string, error) {
+	// The first slot of each key (by key type, then slot) gives the key
+	// fn sees.
+	rows, err := lockRows(ctx, tx, `SELECT id, key_pem FROM key_pool
+		WHERE id IN (SELECT DISTINCT id FROM key_pool WHERE id > $1 ORDER BY id LIMIT $2)
+		ORDER BY id, key_type, slot FOR UPDATE`, after, limit)
+	if err != nil {
+		return "", err
+	}
+	var last string
+	for _, r := range rows {
+		if r.id == last {
+			continue
+		}
+		last = r.id
+		key, err := fn(r.id, r.key)
+		if err != nil {
+			return "", err
+		}
+		if key == nil {
+			continue
+		}
+		if _, err := tx.Exec(ctx, "UPDATE key_pool SET key_pem = $2 WHERE id = $1", r.id, key); err != nil {
+			return "", err
+		}
+	}
+	return last, nil
+}
+
 // CountKeys implements store.KeyRewriter.
 func (s *Store) CountKeys(ctx context.Context, kind store.KeyKind) (int, error) {
 	var table string
@@ -149,6 +189,8 @@ func (s *Store) CountKeys(ctx context.Context, kind store.KeyKind) (int, error) 
 		table = "certificates"
 	case store.KeyOfAccount:
 		table = "accounts"
+	case store.KeyOfPool:
+		table = "(SELECT DISTINCT id FROM key_pool) AS pool_keys"
 	default:
 		return 0, fmt.Errorf("unknown kind of key record %q: %w", kind, store.ErrInvalid)
 	}

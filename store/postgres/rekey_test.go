@@ -146,3 +146,70 @@ func TestRotateKeys(t *testing.T) {
 		t.Errorf("account after rotation: %v", err)
 	}
 }
+
+// TestRotatePoolKeys: `certserver keys rotate` in a fleet re-seals the
+// fleet's key pool with the rest (counted), a key two slots hold in
+// both, and with the old key gone from the keyring every pool key opens.
+func TestRotatePoolKeys(t *testing.T) {
+	pg := open(t, nil)
+	plain := certtest.New(t, certtest.Template{DNSNames: []string{"pool.example.com"}}, nil).KeyPEM
+	old := sealed.Wrap(pg, keyring(t, "a1"))
+	type slot struct {
+		keyType store.KeyType
+		slot    int
+		id      string
+	}
+	slots := []slot{{store.KeyECDSAP256, 0, "id-c"}, {store.KeyECDSAP256, 1, "id-a"}, {store.KeyRSA2048, 0, "id-b"}}
+	for _, s := range slots {
+		if _, err := old.SwapPoolKey(ctx(t), "", &store.PoolKey{KeyType: s.keyType, Slot: s.slot, ID: s.id, KeyPEM: plain, CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	twin, err := pg.PoolKey(ctx(t), store.KeyECDSAP256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twin.Slot = 7
+	if _, err := pg.SwapPoolKey(ctx(t), "", twin); err != nil {
+		t.Fatal(err)
+	}
+	slots = append(slots, slot{store.KeyECDSAP256, 7, "id-a"})
+
+	s := sealed.Wrap(pg, keyring(t, "a1", "b2"))
+	rotate := func() (total, scanned, resealed int) {
+		t.Helper()
+		cursor := ""
+		for calls := 0; ; calls++ {
+			if calls > 20 {
+				t.Fatal("rotation does not end")
+			}
+			r, err := s.Rotate(ctx(t), cursor, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Failed) > 0 {
+				t.Fatalf("failed: %v", r.Failed)
+			}
+			total += r.Total
+			scanned += r.Scanned
+			resealed += r.Resealed
+			if r.Done {
+				return
+			}
+			cursor = r.Next
+		}
+	}
+	if total, scanned, resealed := rotate(); total != 3 || scanned != 3 || resealed != 3 {
+		t.Errorf("rotation: total %d scanned %d resealed %d, want 3, 3, 3 (the pool's keys)", total, scanned, resealed)
+	}
+	if _, scanned, resealed := rotate(); scanned != 3 || resealed != 0 {
+		t.Errorf("second rotation: scanned %d resealed %d, want 3 and 0", scanned, resealed)
+	}
+	newOnly := sealed.Wrap(pg, keyring(t, "b2"))
+	for _, s := range slots {
+		k, err := newOnly.PoolKey(ctx(t), s.keyType, s.slot)
+		if err != nil || k.ID != s.id || !bytes.Equal(k.KeyPEM, plain) {
+			t.Errorf("pool key %s slot %d after rotation: %v; want %s opened", s.keyType, s.slot, err, s.id)
+		}
+	}
+}

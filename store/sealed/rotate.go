@@ -15,9 +15,11 @@ type Rotation struct {
 	// KeyID is the current key, the one every key is sealed under after
 	// rotation.
 	KeyID string
-	// Total is how many records hold a private key (certificates and
-	// accounts), counted when Rotate starts from the beginning (an empty
-	// cursor); 0 otherwise.
+	// Kind is the kind of the records the batch read.
+	Kind store.KeyKind
+	// Total is how many records hold a private key (certificates,
+	// accounts and the keys of the key pool), counted when Rotate starts
+	// from the beginning (an empty cursor); 0 otherwise.
 	Total int
 	// Scanned is how many records the batch read, Resealed how many of
 	// them it sealed under the current key (plain ones, and those sealed
@@ -40,13 +42,15 @@ type RecordError struct {
 	Err  error
 }
 
-// The order Rotate reads records in: certificates, then accounts.
-var rotateKinds = []store.KeyKind{store.KeyOfCertificate, store.KeyOfAccount}
+// The order Rotate reads records in: certificates, accounts, then the
+// keys of the key pool ([keys] reuse = "pool").
+var rotateKinds = []store.KeyKind{store.KeyOfCertificate, store.KeyOfAccount, store.KeyOfPool}
 
 // Rotate re-seals, under the keyring's current key, up to limit records
 // after cursor ("" starts at the beginning), and returns what it did and
 // the cursor to go on with, until Done. It reads certificates in ID order,
-// then accounts. A key already sealed under the current key is opened (so
+// then accounts, then the key pool's keys (by ID; a key that several
+// slots hold is one record, rewritten in each). A key already sealed under the current key is opened (so
 // that a damaged one is reported) and left as it is; a plain one and one
 // sealed under another key are sealed anew; one that cannot be opened is
 // reported in Failed and left as it is. Each batch is one atomic write of
@@ -69,7 +73,7 @@ func (s *Store) Rotate(ctx context.Context, cursor string, limit int) (Rotation,
 	if err != nil {
 		return Rotation{}, err
 	}
-	r := Rotation{KeyID: s.kr.Current()}
+	r := Rotation{KeyID: s.kr.Current(), Kind: kind}
 	if cursor == "" {
 		for _, k := range rotateKinds {
 			n, err := rw.CountKeys(ctx, k)

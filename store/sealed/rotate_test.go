@@ -152,3 +152,59 @@ func (kr *Keyring) without(t *testing.T, id string) *Keyring {
 	}
 	return out
 }
+
+// TestRotatePoolKeys: the keys of the key pool ([keys] reuse = "pool")
+// are rotated with the rest, counted in Total, Scanned and Resealed, and
+// open once the old key is gone from the keyring; a key that two slots
+// hold is rewritten in both.
+func TestRotatePoolKeys(t *testing.T) {
+	ctx := context.Background()
+	b := openBadger(t, t.TempDir())
+	t.Cleanup(func() { b.Close() })
+	old := Wrap(b, testKeyring(t, "k1"))
+	if err := old.PutCertificate(ctx, testCert(t, "a.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	slots := []struct {
+		keyType store.KeyType
+		slot    int
+		id      string
+	}{
+		{store.KeyECDSAP256, 0, "id-c"}, {store.KeyECDSAP256, 1, "id-a"}, {store.KeyRSA2048, 0, "id-b"},
+	}
+	for _, s := range slots {
+		k := &store.PoolKey{KeyType: s.keyType, Slot: s.slot, ID: s.id, KeyPEM: plainKey}
+		if _, err := old.SwapPoolKey(ctx, "", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// id-a also in a second slot, sealed as the first holds it.
+	twin, err := b.PoolKey(ctx, store.KeyECDSAP256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twin.Slot = 7
+	if _, err := b.SwapPoolKey(ctx, "", twin); err != nil {
+		t.Fatal(err)
+	}
+
+	s := Wrap(b, testKeyring(t, "k1", "k2"))
+	total, scanned, resealed, failed := rotateAll(t, s, 2)
+	if total != 4 || scanned != 4 || resealed != 4 || len(failed) != 0 {
+		t.Errorf("rotation: total %d scanned %d resealed %d failed %v; want 4, 4, 4, none (a certificate and three pool keys)", total, scanned, resealed, failed)
+	}
+	if _, scanned, resealed, _ = rotateAll(t, s, 10); scanned != 4 || resealed != 0 {
+		t.Errorf("second rotation: scanned %d resealed %d; want 4, 0", scanned, resealed)
+	}
+	newOnly := Wrap(b, testKeyring(t, "k1", "k2").without(t, "k1"))
+	for _, s := range append(slots, struct {
+		keyType store.KeyType
+		slot    int
+		id      string
+	}{store.KeyECDSAP256, 7, "id-a"}) {
+		k, err := newOnly.PoolKey(ctx, s.keyType, s.slot)
+		if err != nil || k.ID != s.id || !bytes.Equal(k.KeyPEM, plainKey) {
+			t.Errorf("pool key %s slot %d after rotation: %+v, %v; want %s opened", s.keyType, s.slot, k, err, s.id)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -273,5 +274,79 @@ func TestRecordCacheKeepsHotEntries(t *testing.T) {
 	put("hot0", 1, 0) // an older transaction's read keeps the newer entry
 	if _, ok := get("hot0", 1); ok {
 		t.Error("an older version replaced a newer one")
+	}
+}
+
+// TestRecordCacheRingModel drives one shard with random puts, gets and
+// drops of values of random sizes (from a few bytes to a quarter of the
+// ring, so that the head wraps at every turn and referenced entries move
+// across the wrap) and checks it against a map of what was put last: a
+// get returns that value or misses, never another's bytes, and after
+// every step the index points only at entries of its own keys, inside
+// the ring, and the counts agree.
+func TestRecordCacheRingModel(t *testing.T) {
+	c, err := newRecordCache(MinRecordCacheSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	type want struct {
+		version uint64
+		val     []byte
+	}
+	model := map[string]want{}
+	hits := 0
+	for step := range 100_000 {
+		k := fmt.Sprintf("k%d", rng.IntN(400))
+		h := maphash.String(c.seed, k)
+		s := c.shard(h)
+		switch op := rng.IntN(10); {
+		case op < 4:
+			n := 1 + rng.IntN(2000)
+			if rng.IntN(50) == 0 {
+				n = len(s.ring)/4 - cacheHeader - len(k) - rng.IntN(64)
+			}
+			v := make([]byte, n)
+			for i := range v {
+				v[i] = byte(rng.Uint32())
+			}
+			version := model[k].version + 1
+			s.put(h, []byte(k), version, v)
+			model[k] = want{version, v}
+		case op < 9:
+			w, ok := model[k]
+			if !ok {
+				continue
+			}
+			got, hit := s.get(h, []byte(k), w.version, nil)
+			if hit {
+				hits++
+				if !bytes.Equal(got, w.val) {
+					t.Fatalf("step %d: %s at version %d: %d bytes that are not the %d put", step, k, w.version, len(got), len(w.val))
+				}
+			}
+		default:
+			c.drop([]byte(k))
+		}
+		if step%8 != 0 {
+			continue
+		}
+		for i := range c.shards {
+			sh := &c.shards[i]
+			if len(sh.index) != sh.entries || sh.entries > sh.maxEntries || sh.used() > uint32(len(sh.ring)) {
+				t.Fatalf("step %d, shard %d: %d in the index, %d counted (at most %d), %d bytes used of %d",
+					step, i, len(sh.index), sh.entries, sh.maxEntries, sh.used(), len(sh.ring))
+			}
+			for hh, off := range sh.index {
+				_, eh, klen, vlen, _ := sh.entry(off)
+				if eh != hh || off+cacheHeader+klen+vlen > uint32(len(sh.ring)) {
+					t.Fatalf("step %d, shard %d: the index points at an entry of another hash or past the ring", step, i)
+				}
+			}
+		}
+	}
+	if hits < 10_000 {
+		t.Errorf("only %d hits: the model test exercised little", hits)
 	}
 }

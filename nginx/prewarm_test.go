@@ -37,10 +37,10 @@ func workerStats(ngx *nginxtest.Nginx) (map[string]map[string]int, error) {
 }
 
 // statsOnce asks addr for nginxtest.StatsPath over a new TLS connection
-// without SNI (no certificate is looked up for it) and returns the
-// worker's process ID and the count of each step.
+// without SNI (no certificate is looked up for it), the counts only, and
+// returns the worker's process ID and the count of each step.
 func statsOnce(addr string) (string, map[string]int, error) {
-	body, pid, err := statsBody(addr)
+	body, pid, err := statsBody(addr, nginxtest.StatsPath+"?counts=1")
 	if err != nil {
 		return "", nil, err
 	}
@@ -55,9 +55,10 @@ func statsOnce(addr string) (string, map[string]int, error) {
 	return pid, counts, nil
 }
 
-// statsBody asks addr for nginxtest.StatsPath as statsOnce does and
-// returns the answer and the process ID of the worker that gave it.
-func statsBody(addr string) (string, string, error) {
+// statsBody asks addr for path (nginxtest.StatsPath, with its query) as
+// statsOnce does and returns the answer and the process ID of the worker
+// that gave it.
+func statsBody(addr, path string) (string, string, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true})
 	if err != nil {
@@ -65,7 +66,7 @@ func statsBody(addr string) (string, string, error) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: stats\r\n\r\n", nginxtest.StatsPath)
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: stats\r\n\r\n", path)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		return "", "", err
@@ -76,7 +77,7 @@ func statsBody(addr string) (string, string, error) {
 		return "", "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", "", fmt.Errorf("%s answered %s", nginxtest.StatsPath, resp.Status)
+		return "", "", fmt.Errorf("%s answered %s", path, resp.Status)
 	}
 	return string(body), resp.Header.Get(nginxtest.WorkerHeader), nil
 }

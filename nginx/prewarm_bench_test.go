@@ -66,8 +66,12 @@ import (
 // time from the renewal until the clients stop beyond what its
 // handshakes cost at the quiet window's rate, per parse of a renewed
 // name (in a timer or on the handshake path; from /proc, so the
-// machine's load blurs it less than latency); and (on) the seconds
-// from the renewal until every worker had pre-warmed the wave. Logged
+// machine's load blurs it less than latency; with the pre-warm spread
+// over tens of seconds this is noise, a few percent of the handshakes'
+// CPU); (on) the seconds from the renewal until every worker had
+// pre-warmed the wave; and (on) the workers' CPU per name pre-warmed in
+// a wave renewed once more after the rounds with no handshake made
+// (on-prewarm-cpu-µs/name). Logged
 // per window: its p99, the CPU of each nginx worker and of this process
 // (the clients and the fake sidecar), the machine's busy CPUs and its
 // load average, and the pre-warm's timings from the module's stats().
@@ -213,6 +217,37 @@ func BenchmarkRenewalWave(b *testing.B) {
 			warm(sd, next)
 		}
 	}
+	// The pre-warm's CPU a renewed name, measured apart: spread over tens
+	// of seconds it is a few percent of what the handshakes cost in that
+	// time, below what subtracting them at the quiet window's rate can
+	// resolve. Every name renewed once more with no handshake made, the
+	// workers' CPU until every worker has pre-warmed every name (asked
+	// every 2 s), per parse in a timer.
+	prewarmCPU := func(sd *side) float64 {
+		pids := processTree(sd.ngx.PID())[1:]
+		st0 := statsSum(b, sd.ngx)
+		c0 := takeCPU(b, pids)
+		sd.sidecar.changeAll(sd.certs[(rounds+1)%2])
+		for end := time.Now().Add(3 * time.Minute); ; {
+			time.Sleep(2 * time.Second)
+			st := statsSum(b, sd.ngx)
+			n := 0
+			for _, k := range []string{"prewarm_fetched", "prewarm_loaded", "prewarm_dropped"} {
+				n += st[k] - st0[k]
+			}
+			if n >= wave*sd.ngx.Workers() {
+				break
+			}
+			if time.Now().After(end) {
+				b.Fatalf("%d of %d names pre-warmed 3 minutes after the renewal", n, wave*sd.ngx.Workers())
+			}
+		}
+		c1 := takeCPU(b, pids)
+		parses := statsSum(b, sd.ngx)["parse_timer"] - st0["parse_timer"]
+		b.Logf("on, no handshakes: %d names pre-warmed in timers in %v; %s", parses, c1.at.Sub(c0.at).Round(time.Millisecond), c1.since(c0))
+		return float64(c1.workerSum()-c0.workerSum()) / float64(max(parses, 1)) / float64(time.Microsecond)
+	}
+	idleCPU := prewarmCPU(sides[0])
 	if samples, err := workerSamples(sides[0].ngx); err == nil {
 		for _, k := range []string{"feed_poll", "prewarm_wait", "prewarm_fetched", "prewarm_loaded", "parse_timer", "fetch"} {
 			if xs := samples[k]; len(xs) > 0 {
@@ -240,6 +275,7 @@ func BenchmarkRenewalWave(b *testing.B) {
 		}
 	}
 	b.ReportMetric(sides[0].prewarm.Seconds()/float64(rounds), "on-prewarm-s")
+	b.ReportMetric(idleCPU, "on-prewarm-cpu-µs/name")
 }
 
 // timedHandshake is one handshake of randomHandshakes: when it started

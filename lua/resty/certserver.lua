@@ -2506,9 +2506,12 @@ end
 -- same turn of the event loop, and each handshake, which needs a few
 -- turns, waits for all of them each time: with 4 at once, handshake p99
 -- during a wave of 200 renewals was 3-7 times that with pre-warming
--- off. One at a time, resting as long as each took or as now, a wave
--- of 1,000 on a loaded 2-CPU machine still raised handshake p99 2-3
--- times, as much as pre-warming off; see BenchmarkRenewalWave.)
+-- off. One at a time at an eighth of the worker, through within 2.5 s,
+-- a wave of 1,000 took about a fifth of each worker for 3 s on a 2-CPU
+-- machine its handshake clients kept busy, and every handshake queued
+-- behind it; at a 32nd, over up to a minute, the p99 of the seconds
+-- after the renewal stays that of the seconds before it within noise;
+-- see BenchmarkRenewalWave and the README's Performance section.)
 local function prewarm_run(premature)
     while pw_first <= pw_last do
         if premature or ngx_worker_exiting() then

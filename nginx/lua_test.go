@@ -86,6 +86,9 @@ type answer struct {
 	body   []byte
 	maxAge int // seconds; -1 sends no Cache-Control
 	delay  time.Duration
+	// gate, when set, holds this answer until it is closed (the request
+	// counted in hits first).
+	gate chan struct{}
 	// chunked sends the body with chunked transfer coding, which the
 	// module does not speak: a bad answer after a good status line.
 	chunked bool
@@ -201,6 +204,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		a = answer{status: 404, maxAge: 10}
+	}
+	if a.gate != nil {
+		<-a.gate
 	}
 	time.Sleep(a.delay)
 	if a.maxAge >= 0 {

@@ -32,13 +32,24 @@ import (
 //
 // Rounds alternate the two sides, each round quiet then wave: clients
 // (4, in this process) make full handshakes over random names of the set
-// for `before` seconds (3 s), then every name is renewed (to the other of
-// its two certificates) and they go on until every worker has pre-warmed
-// every name (with pre-warming; the window's length is reported), or for
-// as long as the pre-warm side's last window took (without). Each served
+// for a window of 6 s (quiet), then every name is renewed (to the other
+// of its two certificates) and they go on: the wave window is the 6 s
+// from the renewal, on both sides. Windows of equal length at the same
+// offered load are what is compared: the pre-warm spreads a wave over
+// tens of seconds at a small share of a worker (see prewarm_rest in the
+// module), and a window that lasted until the pre-warm finished would
+// average its cost over a longer window than the one without the
+// pre-warm, which parses most names in the first seconds, on the
+// handshakes. With pre-warming the clients go on after the wave window
+// until every worker has pre-warmed every name, so that the next window
+// starts quiet; those handshakes are logged (their p99) but not pooled,
+// and the time from the renewal until then is reported (asked only once
+// the wave window is over, so never less than the window: a pre-warm
+// that finishes within it shows as the window's length, and the
+// stats() line prewarm_wait, the longest a name waited, tells more). Each served
 // leaf is checked to be the name's old or new certificate. Between rounds
 // every name is served once more by every worker, so that a quiet window
-// parses nothing. 3 rounds (1 below 1,000 names, with 0.5 s quiet);
+// parses nothing. 3 rounds (1 below 1,000 names, with 0.5 s windows);
 // CERTSERVER_BENCH_WAVE sets the number of names (default 1,000; 50 in
 // scripts/bench.sh --short). Run once (-benchtime 1x):
 //
@@ -46,15 +57,22 @@ import (
 //
 // Reported per side (on = pre-warm, off = prewarm = false), over the
 // rounds' handshakes put together: p50 and p99 in the quiet windows and
-// in the wave windows (µs); the parses on the handshake path per wave;
+// in the wave windows (µs); the parses on the handshake path per wave
+// (in the wave window and after it, until the pre-warm finished);
 // the median over the rounds of each round's wave p99 over its quiet p99
 // (the rounds' p99s move with the machine's load; a round's two windows
-// are seconds apart); the median over the rounds of the workers' CPU
-// time in the wave beyond what its handshakes cost at the quiet window's
-// rate, per parse of a renewed name (in a timer or on the handshake
-// path; from /proc, so the machine's load blurs it less than latency);
-// and (on) the seconds until every worker had
-// pre-warmed the wave. Logged
+// are seconds apart), and (on) the same of the handshakes after the wave
+// window until the pre-warm finished; the median over the rounds of the workers' CPU
+// time from the renewal until the clients stop beyond what its
+// handshakes cost at the quiet window's rate, per parse of a renewed
+// name (in a timer or on the handshake path; from /proc, so the
+// machine's load blurs it less than latency; with the pre-warm spread
+// over tens of seconds this is noise, a few percent of the handshakes'
+// CPU); (on) the seconds from the renewal until every worker had
+// pre-warmed the wave; and (on) the workers' CPU per name pre-warmed in
+// a wave renewed once more after the rounds with no handshake made
+// (on-prewarm-cpu-µs/name; by names pre-warmed, whether parsed again or
+// not). Logged
 // per window: its p99, the CPU of each nginx worker and of this process
 // (the clients and the fake sidecar), the machine's busy CPUs and its
 // load average, and the pre-warm's timings from the module's stats().
@@ -67,9 +85,9 @@ func BenchmarkRenewalWave(b *testing.B) {
 		}
 		wave = n
 	}
-	before, rounds := 3*time.Second, 3
+	window, rounds := 6*time.Second, 3
 	if wave < 1000 { // scripts/bench.sh --short
-		before, rounds = 500*time.Millisecond, 1
+		window, rounds = 500*time.Millisecond, 1
 	}
 	const clients = 4
 
@@ -90,6 +108,7 @@ func BenchmarkRenewalWave(b *testing.B) {
 		during  []float64
 		parses  int
 		ratios  []float64     // each round's wave p99 / quiet p99
+		after   []float64     // the same of the handshakes after the window
 		perName []float64     // each round's worker CPU a renewed name cost, µs
 		prewarm time.Duration // summed over the rounds
 	}
@@ -126,13 +145,12 @@ func BenchmarkRenewalWave(b *testing.B) {
 		warm(sd, 0)
 	}
 
-	window := 4 * time.Second // until the pre-warm side's first wave tells
 	for r := range rounds {
 		next := (r + 1) % 2 // the certificate each name is renewed to
 		for _, sd := range sides {
 			pids := processTree(sd.ngx.PID())[1:]
 			c0 := takeCPU(b, pids)
-			quiet := randomHandshakes(b, sd.ngx.HTTPSAddr(), names, sd.serials, clients, before, nil)
+			quiet := randomHandshakes(b, sd.ngx.HTTPSAddr(), names, sd.serials, clients, window, nil)
 			c1 := takeCPU(b, pids)
 			statsBefore := statsSum(b, sd.ngx)
 			sd.sidecar.changeAll(sd.certs[next])
@@ -148,13 +166,26 @@ func BenchmarkRenewalWave(b *testing.B) {
 				}
 			}
 			start := time.Now()
-			during := randomHandshakes(b, sd.ngx.HTTPSAddr(), names, sd.serials, clients, window, done)
+			all := randomHandshakes(b, sd.ngx.HTTPSAddr(), names, sd.serials, clients, window, done)
 			took := time.Since(start)
 			c2 := takeCPU(b, pids)
 			statsAfter := statsSum(b, sd.ngx)
 			if done != nil {
-				window = took
 				sd.prewarm += took
+			}
+			// The wave window: the handshakes started within window of
+			// the renewal; after: those until the pre-warm finished (a
+			// client may start one more as the window ends: the window's).
+			during, after := all, []timedHandshake(nil)
+			if done != nil {
+				during = nil
+				for _, h := range all {
+					if h.at.Sub(start) < window {
+						during = append(during, h)
+					} else {
+						after = append(after, h)
+					}
+				}
 			}
 			parses := statsAfter["parse_handshake"] - statsBefore["parse_handshake"]
 			sd.quiet = append(sd.quiet, lats(quiet)...)
@@ -165,22 +196,63 @@ func BenchmarkRenewalWave(b *testing.B) {
 			// at the quiet window's rate, per name a worker took in (a
 			// pre-warm, or a parse on the handshake path).
 			perHS := float64(c1.workerSum()-c0.workerSum()) / float64(len(quiet))
-			extra := float64(c2.workerSum()-c1.workerSum()) - perHS*float64(len(during))
+			extra := float64(c2.workerSum()-c1.workerSum()) - perHS*float64(len(all))
 			taken := statsAfter["parse_timer"] + statsAfter["parse_handshake"] - statsBefore["parse_timer"] - statsBefore["parse_handshake"]
 			if taken > 0 {
 				sd.perName = append(sd.perName, extra/float64(taken)/float64(time.Microsecond))
 			}
 			b.Logf("round %d %s quiet: %d handshakes, p50 %.2f ms p99 %.2f ms; %s", r+1, sd.label,
 				len(quiet), percentile(lats(quiet), 0.50)/1000, percentile(lats(quiet), 0.99)/1000, c1.since(c0))
-			b.Logf("round %d %s wave: %d handshakes, p50 %.2f ms p99 %.2f ms, p99 per second %s; %s", r+1, sd.label,
-				len(during), percentile(lats(during), 0.50)/1000, percentile(lats(during), 0.99)/1000, perSecond(during, start), c2.since(c1))
-			b.Logf("round %d %s: parses on the handshake path %d, in timers %d; names pre-warmed %d, dropped %d; window %v",
+			b.Logf("round %d %s wave: %d handshakes, p50 %.2f ms p99 %.2f ms, p99 per second %s", r+1, sd.label,
+				len(during), percentile(lats(during), 0.50)/1000, percentile(lats(during), 0.99)/1000, perSecond(during, start))
+			if len(after) > 0 {
+				sd.after = append(sd.after, percentile(lats(after), 0.99)/percentile(lats(quiet), 0.99))
+				b.Logf("round %d %s after the wave window, until the pre-warm finished: %d handshakes, p50 %.2f ms p99 %.2f ms, p99 per second %s",
+					r+1, sd.label, len(after), percentile(lats(after), 0.50)/1000, percentile(lats(after), 0.99)/1000, perSecond(after, start.Add(window)))
+			}
+			b.Logf("round %d %s from the renewal on: %s", r+1, sd.label, c2.since(c1))
+			b.Logf("round %d %s: parses on the handshake path %d, in timers %d; names pre-warmed %d, dropped %d; until the clients stopped %v",
 				r+1, sd.label, parses, statsAfter["parse_timer"]-statsBefore["parse_timer"],
 				statsAfter["prewarm_fetched"]+statsAfter["prewarm_loaded"]-statsBefore["prewarm_fetched"]-statsBefore["prewarm_loaded"],
 				statsAfter["prewarm_dropped"]-statsBefore["prewarm_dropped"], took.Round(time.Millisecond))
 			warm(sd, next)
 		}
 	}
+	// The pre-warm's CPU a renewed name, measured apart: spread over tens
+	// of seconds it is a few percent of what the handshakes cost in that
+	// time, below what subtracting them at the quiet window's rate can
+	// resolve. Every name renewed once more with no handshake made, the
+	// workers' CPU until every worker has pre-warmed every name (asked
+	// every 2 s), per name a worker pre-warmed (fetched, or loaded from
+	// the shared dict: a version the worker still holds parsed is not
+	// parsed again, so parses alone would undercount).
+	prewarmCPU := func(sd *side) float64 {
+		pids := processTree(sd.ngx.PID())[1:]
+		st0 := statsSum(b, sd.ngx)
+		c0 := takeCPU(b, pids)
+		sd.sidecar.changeAll(sd.certs[(rounds+1)%2])
+		var st map[string]int
+		for end := time.Now().Add(3 * time.Minute); ; {
+			time.Sleep(2 * time.Second)
+			st = statsSum(b, sd.ngx)
+			n := 0
+			for _, k := range []string{"prewarm_fetched", "prewarm_loaded", "prewarm_dropped"} {
+				n += st[k] - st0[k]
+			}
+			if n >= wave*sd.ngx.Workers() {
+				break
+			}
+			if time.Now().After(end) {
+				b.Fatalf("%d of %d names pre-warmed 3 minutes after the renewal", n, wave*sd.ngx.Workers())
+			}
+		}
+		c1 := takeCPU(b, pids)
+		warmed := st["prewarm_fetched"] + st["prewarm_loaded"] - st0["prewarm_fetched"] - st0["prewarm_loaded"]
+		b.Logf("on, no handshakes: %d names pre-warmed (%d parsed) in %v; %s", warmed, st["parse_timer"]-st0["parse_timer"],
+			c1.at.Sub(c0.at).Round(time.Millisecond), c1.since(c0))
+		return float64(c1.workerSum()-c0.workerSum()) / float64(max(warmed, 1)) / float64(time.Microsecond)
+	}
+	idleCPU := prewarmCPU(sides[0])
 	if samples, err := workerSamples(sides[0].ngx); err == nil {
 		for _, k := range []string{"feed_poll", "prewarm_wait", "prewarm_fetched", "prewarm_loaded", "parse_timer", "fetch"} {
 			if xs := samples[k]; len(xs) > 0 {
@@ -200,11 +272,15 @@ func BenchmarkRenewalWave(b *testing.B) {
 		b.ReportMetric(percentile(sd.during, 0.99), sd.label+"-wave-p99-µs")
 		b.ReportMetric(float64(sd.parses)/float64(rounds), sd.label+"-wave-hs-parses")
 		b.ReportMetric(percentile(sd.ratios, 0.50), sd.label+"-wave-p99-ratio")
+		if len(sd.after) > 0 {
+			b.ReportMetric(percentile(sd.after, 0.50), sd.label+"-after-p99-ratio")
+		}
 		if len(sd.perName) > 0 {
 			b.ReportMetric(percentile(sd.perName, 0.50), sd.label+"-wave-cpu-µs/name")
 		}
 	}
 	b.ReportMetric(sides[0].prewarm.Seconds()/float64(rounds), "on-prewarm-s")
+	b.ReportMetric(idleCPU, "on-prewarm-cpu-µs/name")
 }
 
 // timedHandshake is one handshake of randomHandshakes: when it started
@@ -245,8 +321,8 @@ func perSecond(hs []timedHandshake, start time.Time) string {
 
 // randomHandshakes makes full handshakes with addr from the given number
 // of clients, each for a random name of names, checking that each leaf
-// served is one of the name's serials: for d, or, with done, until done
-// (asked every 250 ms) says so, at most a minute.
+// served is one of the name's serials: for d, and with done, then until
+// done (asked every 250 ms) says so, at most 3 minutes more.
 func randomHandshakes(b *testing.B, addr string, names []string, serials map[string][2]*big.Int, clients int, d time.Duration, done func() bool) []timedHandshake {
 	var (
 		mu    sync.Mutex
@@ -260,11 +336,9 @@ func randomHandshakes(b *testing.B, addr string, names []string, serials map[str
 	} else {
 		go func() {
 			defer close(stop)
-			for end := time.Now().Add(time.Minute); time.Now().Before(end); {
+			time.Sleep(d)
+			for end := time.Now().Add(3 * time.Minute); !done() && time.Now().Before(end); {
 				time.Sleep(250 * time.Millisecond)
-				if done() {
-					return
-				}
 			}
 		}()
 	}
@@ -324,7 +398,7 @@ func workerSamples(ngx *nginxtest.Nginx) (map[string][]float64, error) {
 	seen := make(map[string]bool)
 	out := make(map[string][]float64)
 	for range maxSweep {
-		body, pid, err := statsBody(ngx.HTTPSAddr())
+		body, pid, err := statsBody(ngx.HTTPSAddr(), nginxtest.StatsPath)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/nginx/nginxtest"
+	"github.com/certserver/certserver/store/certtest"
 )
 
 // workerStats reads the Lua module's stats() from every worker of ngx
@@ -35,10 +37,10 @@ func workerStats(ngx *nginxtest.Nginx) (map[string]map[string]int, error) {
 }
 
 // statsOnce asks addr for nginxtest.StatsPath over a new TLS connection
-// without SNI (no certificate is looked up for it) and returns the
-// worker's process ID and the count of each step.
+// without SNI (no certificate is looked up for it), the counts only, and
+// returns the worker's process ID and the count of each step.
 func statsOnce(addr string) (string, map[string]int, error) {
-	body, pid, err := statsBody(addr)
+	body, pid, err := statsBody(addr, nginxtest.StatsPath+"?counts=1")
 	if err != nil {
 		return "", nil, err
 	}
@@ -53,9 +55,10 @@ func statsOnce(addr string) (string, map[string]int, error) {
 	return pid, counts, nil
 }
 
-// statsBody asks addr for nginxtest.StatsPath as statsOnce does and
-// returns the answer and the process ID of the worker that gave it.
-func statsBody(addr string) (string, string, error) {
+// statsBody asks addr for path (nginxtest.StatsPath, with its query) as
+// statsOnce does and returns the answer and the process ID of the worker
+// that gave it.
+func statsBody(addr, path string) (string, string, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	conn, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, SessionTicketsDisabled: true})
 	if err != nil {
@@ -63,7 +66,7 @@ func statsBody(addr string) (string, string, error) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: stats\r\n\r\n", nginxtest.StatsPath)
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: stats\r\n\r\n", path)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		return "", "", err
@@ -74,7 +77,7 @@ func statsBody(addr string) (string, string, error) {
 		return "", "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", "", fmt.Errorf("%s answered %s", nginxtest.StatsPath, resp.Status)
+		return "", "", fmt.Errorf("%s answered %s", path, resp.Status)
 	}
 	return string(body), resp.Header.Get(nginxtest.WorkerHeader), nil
 }
@@ -188,10 +191,46 @@ func TestLuaPrewarm(t *testing.T) {
 		within(t, "every worker serves the new certificate once the sidecar answers", allServe(ngx, "failing.test", renewed.serial))
 	})
 
+	t.Run("a queued name whose max-age lapses is served its old certificate without asking", func(t *testing.T) {
+		// The sidecar answers a certificate due for renewal with a short
+		// max-age (MinAge, 10 s); here 0, lapsed at once. blocker and
+		// first are the names the two workers' pre-warms fetch first,
+		// held by the sidecar; the others wait in both queues.
+		names := []string{"blocker-lapse.test", "first-lapse.test", "lapse0.test", "lapse1.test"}
+		old, renewed := make(map[string]leaf), make(map[string]leaf)
+		for _, name := range names {
+			old[name], renewed[name] = ca.issue(t, name), ca.issue(t, name)
+			side.set(name, certAnswer(old[name], 0))
+			must(t, allServe(ngx, name, old[name].serial))
+		}
+		before := statsSum(t, ngx)
+		release := side.holdCerts(t)
+		for _, name := range names[1:] {
+			side.set(name, certAnswer(renewed[name], 3600))
+		}
+		side.change(names[0], certAnswer(renewed[names[0]], 3600), names...)
+		side.certsHeld(t, ngx.Workers())
+		for _, name := range names[2:] {
+			hits := side.hitsFor(name)
+			must(t, allServe(ngx, name, old[name].serial))
+			if h := side.hitsFor(name) - hits; h != 0 {
+				t.Errorf("%s asked %d times by handshakes while it waited in the pre-warm queue, want 0", name, h)
+			}
+		}
+		release()
+		for _, name := range names {
+			within(t, "every worker serves the new certificate of "+name, allServe(ngx, name, renewed[name].serial))
+		}
+		after := statsSum(t, ngx)
+		if d := after["parse_handshake"] - before["parse_handshake"]; d != 0 {
+			t.Errorf("%d parses on the handshake path after the renewal, want 0", d)
+		}
+	})
+
 	// Enough names, each answered slowly, that unbounded fetches would
 	// overlap; the 200- and 1000-name waves are BenchmarkRenewalWave's.
 	t.Run("a wave of renewals is pre-warmed one name at a time per worker", func(t *testing.T) {
-		const wave = 50
+		const wave = 20
 		names := make([]string, wave)
 		old, renewed := make(map[string]leaf, wave), make(map[string]leaf, wave)
 		for i := range names {
@@ -452,4 +491,53 @@ func TestLuaPrewarmAfterExit(t *testing.T) {
 	reloadExiting(t, ngx, old)
 	release()
 	exited(t, side, ngx, old, hits, len(old))
+}
+
+// TestLuaPrewarmExpiredNotHeld: a name queued for pre-warming is served
+// its old certificate past its max-age (see the subtest of
+// TestLuaPrewarm), but not when that certificate has expired: its next
+// handshake after the max-age asks the sidecar, as without pre-warming,
+// and gets the renewal at once. One worker, whose pre-warm is held on
+// the name queued first.
+func TestLuaPrewarmExpiredNotHeld(t *testing.T) {
+	ca := newTestCA(t)
+	fbCert, fbKey := ca.issue(t, "fallback.invalid").writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	side.leafFormat = true
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true, Workers: 1,
+		// The held answer is waited for, however long.
+		Configure: "prewarm_wait = 3600, read_timeout_ms = 600000, lock_timeout_ms = 610000,",
+	})
+	feedsRunning(t, ngx)
+
+	const blocker, expired = "blocker-expired.test", "expired.test"
+	oldBlocker, newBlocker := ca.issue(t, blocker), ca.issue(t, blocker)
+	side.set(blocker, certAnswer(oldBlocker, 3600))
+	must(t, allServe(ngx, blocker, oldBlocker.serial))
+	n := lastSerial.Add(1)
+	past := certtest.New(t, certtest.Template{DNSNames: []string{expired}, Serial: big.NewInt(1000 + n),
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}, ca.ca)
+	oldExpired := leaf{serial: past.Cert.SerialNumber, chainPEM: past.ChainPEM, keyPEM: past.KeyPEM}
+	renewed := ca.issue(t, expired)
+	// Max-age 0, lapsed at once (the sidecar's is MinAge, 10 s, for an
+	// expired certificate).
+	side.set(expired, certAnswer(oldExpired, 0))
+	must(t, allServe(ngx, expired, oldExpired.serial))
+
+	gate := make(chan struct{})
+	t.Cleanup(func() { close(gate) })
+	held := certAnswer(newBlocker, 3600)
+	held.gate = gate
+	hits := side.hitsFor(blocker)
+	side.set(expired, certAnswer(renewed, 3600))
+	side.change(blocker, held, blocker, expired)
+	eventually(t, 3*time.Minute, "the pre-warm asks for "+blocker, func() error {
+		if side.hitsFor(blocker) == hits {
+			return fmt.Errorf("not asked yet")
+		}
+		return nil
+	})
+	// The poll that queued blocker queued expired behind it.
+	must(t, allServe(ngx, expired, renewed.serial))
 }

@@ -74,7 +74,10 @@
 -- within about a second. With `prewarm` (the default) a name the worker
 -- serves a certificate for is not dropped but fetched and parsed again
 -- in a timer, off the handshake path, its old certificate served until
--- the new answer is swapped in (see prewarm_one). The max-age stays the
+-- the new answer is swapped in (see prewarm_one), at most `prewarm_wait`
+-- seconds (its max-age held over meanwhile, unless it has expired; see
+-- hold_over). A wave of renewals is spread over tens of seconds at a
+-- small share of the worker (see prewarm_rest). The max-age stays the
 -- safety net (a sidecar without the feed, a change made while nginx
 -- could not hear of it). When
 -- the sidecar cannot say what changed (nginx fell more than 8,192
@@ -270,10 +273,12 @@ local defaults = {
     -- one meanwhile (see prewarm_one); false drops it, and the next
     -- handshake for the name fetches and parses it
     prewarm = true,
-    -- how long, in seconds, a changed name may wait in the pre-warm queue;
+    -- how long, in seconds, a changed name may wait in the pre-warm queue,
+    -- its old certificate served meanwhile (a renewal leaves it valid);
     -- a name still queued after that is left to its next handshake (a
-    -- worker that falls this far behind pre-warms no stale backlog)
-    prewarm_wait = 10,
+    -- worker that falls this far behind pre-warms no stale backlog). A
+    -- wave is spread over up to half of it (see prewarm_rest)
+    prewarm_wait = 120,
 }
 
 
@@ -556,6 +561,44 @@ do
                 hex[i + 1] = str_format("%02x", md[i])
             end
             return table_concat(hex, "", 1, 32)
+        end
+    end
+end
+
+
+-- leaf_expired(chain) tells whether the leaf of a parsed chain is past
+-- its notAfter (X509_cmp_current_time); nil when it cannot tell (the
+-- symbols cannot be resolved, or OpenSSL fails to compare).
+local leaf_expired
+do
+    local ok = pcall(ffi.cdef, [[
+        const void *certserver_x509_get0_not_after(const void *x509)
+            __asm__("X509_get0_notAfter");
+        int certserver_x509_cmp_current_time(const void *t)
+            __asm__("X509_cmp_current_time");
+    ]])
+    ok = ok and pcall(function ()
+        return C.certserver_sk_value, C.certserver_x509_get0_not_after,
+               C.certserver_x509_cmp_current_time,
+               C.certserver_err_clear_error
+    end)
+    if ok then
+        leaf_expired = function (chain)
+            local leaf = C.certserver_sk_value(chain, 0)
+            if leaf == nil then
+                return nil
+            end
+            local t = C.certserver_x509_get0_not_after(leaf)
+            local c = t ~= nil and C.certserver_x509_cmp_current_time(t) or 0
+            if c == 0 then
+                C.certserver_err_clear_error()
+                return nil
+            end
+            return c < 0
+        end
+    else
+        leaf_expired = function ()
+            return nil
         end
     end
 end
@@ -2154,7 +2197,10 @@ end
 -- resting between names (see prewarm_run), and for each fetches the new
 -- answer and parses it off the handshake path (through refresh, as a
 -- handshake would), then swaps it in. Meanwhile the old certificate is
--- served: a renewal leaves it valid. A 404 replaces it with the
+-- served, its max-age held over (see hold_over): a renewal leaves it
+-- valid, and is never urgent, so a wave is worked through at
+-- PREWARM_SHARE of the worker's time (see prewarm_rest). A 404 replaces
+-- it with the
 -- fallback; a name moved to another record follows it. One worker
 -- fetches a name (the fetch lock of lookup); it then marks the shared
 -- copy as fetched after the change (PREWARM_KEY), and the other workers
@@ -2173,8 +2219,8 @@ local feed_polling = false  -- a poll is under way (it may outlast a tick)
 local PREWARM_KEY = "!pw:"
 local PREWARM_MARK = 60
 local PREWARM_REST = 0.01   -- the least rest after a name, at most (s)
-local PREWARM_SHARE = 1 / 8 -- the pre-warm's share of a worker's time
-local PREWARM_SPREAD = 0.25 -- of prewarm_wait: a queue's time to finish
+local PREWARM_SHARE = 1 / 32 -- the pre-warm's share of a worker's time
+local PREWARM_SPREAD = 0.5   -- of prewarm_wait: a queue's time to finish
 local PREWARM_SLICE = 0.1   -- the longest sleep of a rest (s)
 local FEED_CHUNK = 100      -- names a poll applies between two yields
 -- The shortest sleep of the pre-warm and the feed (s): ngx_lua built
@@ -2248,8 +2294,31 @@ local pw_jobs = {}
 local pw_running = false
 
 
+-- hold_over(name) keeps the worker's entry of name, just queued for
+-- pre-warming, fresh until the pre-warm may give up on it (prewarm_wait
+-- from now; see give_up, which makes it stale): a max-age that lapses
+-- while the name waits would otherwise send its next handshake to the
+-- sidecar and to a parse, which the pre-warm is there to spare. The
+-- sidecar answers a certificate due for renewal with a short max-age
+-- (10 s by default), so in a wave most would lapse. Not for a leaf past
+-- its notAfter (or when that cannot be told): the next handshake after
+-- its max-age asks for the renewal, as without pre-warming.
+local function hold_over(name)
+    local entry = lru:get(name)
+    if not (entry and entry.rec) or leaf_expired(entry.rec.chain) ~= false
+    then
+        return
+    end
+    local deadline = ngx_now() + prewarm_wait
+    if entry.fresh_until < deadline then
+        entry.fresh_until = deadline
+    end
+end
+
+
 -- enqueue(name, cursor, now) queues name for pre-warming (now by
--- clock()); false when the queue is full (lru_size names).
+-- clock()) and holds its entry over (see hold_over); false when the
+-- queue is full (lru_size names).
 local function enqueue(name, cursor, now)
     local job = pw_jobs[name]
     if job then
@@ -2262,6 +2331,7 @@ local function enqueue(name, cursor, now)
     pw_last = pw_last + 1
     pw_names[pw_last] = name
     pw_jobs[name] = { cursor = cursor, at = now }
+    hold_over(name)
     return true
 end
 
@@ -2436,9 +2506,12 @@ end
 -- same turn of the event loop, and each handshake, which needs a few
 -- turns, waits for all of them each time: with 4 at once, handshake p99
 -- during a wave of 200 renewals was 3-7 times that with pre-warming
--- off. One at a time, resting as long as each took or as now, a wave
--- of 1,000 on a loaded 2-CPU machine still raised handshake p99 2-3
--- times, as much as pre-warming off; see BenchmarkRenewalWave.)
+-- off. One at a time at an eighth of the worker, through within 2.5 s,
+-- a wave of 1,000 took about a fifth of each worker for 3 s on a 2-CPU
+-- machine its handshake clients kept busy, and every handshake queued
+-- behind it; at a 32nd, over up to a minute, the p99 of the seconds
+-- after the renewal stays that of the seconds before it within noise;
+-- see BenchmarkRenewalWave and the README's Performance section.)
 local function prewarm_run(premature)
     while pw_first <= pw_last do
         if premature or ngx_worker_exiting() then

@@ -43,6 +43,12 @@ type MetricsConfig struct {
 	// Fleet, set on a fleet host ([fleet]), adds the certserver_fleet_*
 	// families (metrics_fleet.go). Default nil: a single host.
 	Fleet Fleet
+	// Local is this host's own store, whose files and record cache the
+	// certserver_store_size_bytes and certserver_record_cache_* families
+	// describe when it reports them (Sizer, RecordCacher): on a fleet host
+	// the local copy, while the inventory scans the fleet's database.
+	// Default: the store NewMetrics is given.
+	Local store.Store
 }
 
 // Defaults of MetricsConfig.
@@ -198,10 +204,14 @@ func NewMetrics(cfg MetricsConfig, st store.Store, logger *slog.Logger) (*Metric
 		inventoryCollector{m},
 		m.scanErrs, m.certRequests, m.certDuration, m.certKeyErrs,
 	}
-	if sz, ok := store.As[Sizer](st); ok {
+	local := cfg.Local
+	if local == nil {
+		local = st
+	}
+	if sz, ok := store.As[Sizer](local); ok {
 		cs = append(cs, sizeCollector{sz})
 	}
-	if rc, ok := store.As[RecordCacher](st); ok {
+	if rc, ok := store.As[RecordCacher](local); ok {
 		cs = append(cs, recordCacheCollector{rc})
 	}
 	if cfg.Fleet != nil {

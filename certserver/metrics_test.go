@@ -455,22 +455,39 @@ func TestMetricsRecordCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := newTestMetrics(t, st, time.Now)
-	base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m}, st)
-	mfs := scrape(t, base)
-	for _, tc := range []struct {
-		name   string
-		labels []string
-		check  func(float64) bool
+	// On a fleet host the inventory reads the fleet's database, which has
+	// no cache and no files here; the local copy, which lookups read, has.
+	for _, host := range []struct {
+		desc      string
+		inventory store.Store
+		cfg       MetricsConfig
 	}{
-		{"certserver_record_cache_hits_total", nil, func(v float64) bool { return v == 1 }},
-		{"certserver_record_cache_misses_total", nil, func(v float64) bool { return v == 1 }},
-		{"certserver_record_cache_records", nil, func(v float64) bool { return v == 1 }},
-		{"certserver_record_cache_bytes", []string{"part", "used"}, func(v float64) bool { return v > 0 && v < 4096 }},
-		{"certserver_record_cache_bytes", []string{"part", "size"}, func(v float64) bool { return v == float64(store.DefaultRecordCacheSize) }},
+		{"single host", st, MetricsConfig{}},
+		{"fleet host", pagedOnly{st}, MetricsConfig{Local: st}},
 	} {
-		if got, ok := value(mfs, tc.name, tc.labels...); !ok || !tc.check(got) {
-			t.Errorf("%s%v = %v (exported: %v)", tc.name, tc.labels, got, ok)
-		}
+		t.Run(host.desc, func(t *testing.T) {
+			m, err := NewMetrics(host.cfg, host.inventory, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := startAdmin(t, AdminConfig{Token: testToken, Metrics: m}, st)
+			mfs := scrape(t, base)
+			for _, tc := range []struct {
+				name   string
+				labels []string
+				check  func(float64) bool
+			}{
+				{"certserver_record_cache_hits_total", nil, func(v float64) bool { return v == 1 }},
+				{"certserver_record_cache_misses_total", nil, func(v float64) bool { return v == 1 }},
+				{"certserver_record_cache_records", nil, func(v float64) bool { return v == 1 }},
+				{"certserver_record_cache_bytes", []string{"part", "used"}, func(v float64) bool { return v > 0 && v < 4096 }},
+				{"certserver_record_cache_bytes", []string{"part", "size"}, func(v float64) bool { return v == float64(store.DefaultRecordCacheSize) }},
+				{"certserver_store_size_bytes", []string{"part", "vlog"}, func(v float64) bool { return v >= 0 }},
+			} {
+				if got, ok := value(mfs, tc.name, tc.labels...); !ok || !tc.check(got) {
+					t.Errorf("%s%v = %v (exported: %v)", tc.name, tc.labels, got, ok)
+				}
+			}
+		})
 	}
 }

@@ -159,7 +159,7 @@ func serve(ctx context.Context, e *env, cfg config) error {
 	// decorator, without decrypting every key every scan.
 	var metrics *certserver.Metrics
 	if cfg.Admin.Enabled {
-		mcfg := certserver.MetricsConfig{}
+		mcfg := certserver.MetricsConfig{Local: badger}
 		if fleet != nil {
 			mcfg.Fleet = fleet
 		}

@@ -15,6 +15,8 @@ func TestLookupContext(t *testing.T) {
 	cancel()
 	soon, cancelSoon := context.WithTimeout(context.Background(), time.Hour)
 	defer cancelSoon()
+	live, cancelLive := context.WithCancel(context.Background())
+	defer cancelLive()
 	for _, tc := range []struct {
 		desc    string
 		parent  context.Context
@@ -26,6 +28,7 @@ func TestLookupContext(t *testing.T) {
 	}{
 		{desc: "before the deadline", parent: context.Background(), d: 24 * time.Hour, wantDeadline: 24 * time.Hour},
 		{desc: "past the deadline", parent: context.Background(), d: -time.Second, wantErr: context.DeadlineExceeded},
+		{desc: "past the deadline, the parent live", parent: live, d: -time.Second, wantErr: context.DeadlineExceeded},
 		{desc: "the parent canceled", parent: canceled, d: 24 * time.Hour, wantErr: context.Canceled, wantDeadline: 24 * time.Hour},
 		{desc: "the parent's deadline is earlier", parent: soon, d: 24 * time.Hour, wantDeadline: time.Hour},
 	} {
@@ -37,6 +40,11 @@ func TestLookupContext(t *testing.T) {
 			}
 			if ctx.inner != nil {
 				t.Error("a timer was started before anyone asked for Done")
+			}
+			// context.Cause gives Err when the parent holds no cause of
+			// its own (Go 1.21 and later).
+			if cause := context.Cause(ctx); !errors.Is(cause, tc.wantErr) || (cause == nil) != (tc.wantErr == nil) {
+				t.Errorf("context.Cause = %v, want %v", cause, tc.wantErr)
 			}
 			if tc.wantDeadline != 0 {
 				dl, ok := ctx.Deadline()

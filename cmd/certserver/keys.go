@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -212,15 +214,26 @@ var rotateKinds = []struct{ kind, plural string }{
 }
 
 // byKind returns the summary's line of counts by kind of record:
-// "certificates: 1200 read, 1200 re-encrypted; …".
+// "certificates: 1200 read, 1200 re-encrypted; …", the kinds of
+// rotateKinds first, then any other the sidecar reported (a newer one's),
+// by its own name.
 func (s *rotateSummary) byKind() string {
 	var parts []string
-	for _, k := range rotateKinds {
-		n := s.Kinds[k.kind]
+	line := func(name string, n *kindSummary) {
 		if n == nil {
 			n = &kindSummary{}
 		}
-		parts = append(parts, fmt.Sprintf("%s: %d read, %d re-encrypted", k.plural, n.Scanned, n.Resealed))
+		parts = append(parts, fmt.Sprintf("%s: %d read, %d re-encrypted", name, n.Scanned, n.Resealed))
+	}
+	known := map[string]bool{}
+	for _, k := range rotateKinds {
+		line(k.plural, s.Kinds[k.kind])
+		known[k.kind] = true
+	}
+	for _, kind := range slices.Sorted(maps.Keys(s.Kinds)) {
+		if !known[kind] {
+			line(kind, s.Kinds[kind])
+		}
 	}
 	return strings.Join(parts, "; ")
 }

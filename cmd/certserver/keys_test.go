@@ -338,3 +338,16 @@ func TestKeysRotateReportsUnreadable(t *testing.T) {
 		t.Errorf("summary %+v", sum)
 	}
 }
+
+// TestRotateSummaryByKind: the summary's line names every kind the
+// sidecar counted, the known ones first in their order, a kind this
+// command does not know (a newer sidecar's) by its own name.
+func TestRotateSummaryByKind(t *testing.T) {
+	s := &rotateSummary{Kinds: map[string]*kindSummary{
+		"pool": {Scanned: 3, Resealed: 1}, "certificate": {Scanned: 5, Resealed: 5}, "widget": {Scanned: 2},
+	}}
+	want := "certificates: 5 read, 5 re-encrypted; ACME accounts: 0 read, 0 re-encrypted; key pool keys: 3 read, 1 re-encrypted; widget: 2 read, 0 re-encrypted"
+	if got := s.byKind(); got != want {
+		t.Errorf("byKind() = %q\nwant %q", got, want)
+	}
+}

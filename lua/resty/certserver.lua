@@ -75,7 +75,7 @@
 -- serves a certificate for is not dropped but fetched and parsed again
 -- in a timer, off the handshake path, its old certificate served until
 -- the new answer is swapped in (see prewarm_one), at most `prewarm_wait`
--- seconds (its max-age held over meanwhile, unless it has expired; see
+-- seconds (its max-age held over meanwhile, never past its notAfter; see
 -- hold_over). A wave of renewals is spread over tens of seconds at a
 -- small share of the worker (see prewarm_rest). The max-age stays the
 -- safety net (a sidecar without the feed, a change made while nginx
@@ -566,38 +566,41 @@ do
 end
 
 
--- leaf_expired(chain) tells whether the leaf of a parsed chain is past
--- its notAfter (X509_cmp_current_time); nil when it cannot tell (the
--- symbols cannot be resolved, or OpenSSL fails to compare).
-local leaf_expired
+-- leaf_ttl(chain) is the number of seconds the leaf of a parsed chain
+-- is still valid for, until its notAfter (ASN1_TIME_diff from now; not
+-- positive once it has expired); nil when it cannot tell (the symbols
+-- cannot be resolved, or OpenSSL fails to compare).
+local leaf_ttl
 do
     local ok = pcall(ffi.cdef, [[
         const void *certserver_x509_get0_not_after(const void *x509)
             __asm__("X509_get0_notAfter");
-        int certserver_x509_cmp_current_time(const void *t)
-            __asm__("X509_cmp_current_time");
+        int certserver_asn1_time_diff(int *pday, int *psec,
+                                      const void *from, const void *to)
+            __asm__("ASN1_TIME_diff");
     ]])
     ok = ok and pcall(function ()
         return C.certserver_sk_value, C.certserver_x509_get0_not_after,
-               C.certserver_x509_cmp_current_time,
-               C.certserver_err_clear_error
+               C.certserver_asn1_time_diff, C.certserver_err_clear_error
     end)
     if ok then
-        leaf_expired = function (chain)
+        local day = ffi_new("int[1]")
+        local sec = ffi_new("int[1]")
+        leaf_ttl = function (chain)
             local leaf = C.certserver_sk_value(chain, 0)
             if leaf == nil then
                 return nil
             end
             local t = C.certserver_x509_get0_not_after(leaf)
-            local c = t ~= nil and C.certserver_x509_cmp_current_time(t) or 0
-            if c == 0 then
+            if t == nil
+               or C.certserver_asn1_time_diff(day, sec, nil, t) ~= 1 then
                 C.certserver_err_clear_error()
                 return nil
             end
-            return c < 0
+            return day[0] * 86400 + sec[0]
         end
     else
-        leaf_expired = function ()
+        leaf_ttl = function ()
             return nil
         end
     end
@@ -2300,16 +2303,17 @@ local pw_running = false
 -- while the name waits would otherwise send its next handshake to the
 -- sidecar and to a parse, which the pre-warm is there to spare. The
 -- sidecar answers a certificate due for renewal with a short max-age
--- (10 s by default), so in a wave most would lapse. Not for a leaf past
--- its notAfter (or when that cannot be told): the next handshake after
--- its max-age asks for the renewal, as without pre-warming.
+-- (10 s by default), so in a wave most would lapse. Never past the
+-- leaf's notAfter (nor at all when that cannot be told): the next
+-- handshake after that, or after its max-age if later, asks for the
+-- renewal, as without pre-warming, and is not served an expired leaf.
 local function hold_over(name)
     local entry = lru:get(name)
-    if not (entry and entry.rec) or leaf_expired(entry.rec.chain) ~= false
-    then
+    local ttl = entry and entry.rec and leaf_ttl(entry.rec.chain)
+    if not ttl or ttl <= 0 then
         return
     end
-    local deadline = ngx_now() + prewarm_wait
+    local deadline = ngx_now() + math_min(prewarm_wait, ttl)
     if entry.fresh_until < deadline then
         entry.fresh_until = deadline
     end

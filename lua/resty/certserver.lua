@@ -277,7 +277,8 @@ local defaults = {
     -- its old certificate served meanwhile (a renewal leaves it valid);
     -- a name still queued after that is left to its next handshake (a
     -- worker that falls this far behind pre-warms no stale backlog). A
-    -- wave is spread over up to half of it (see prewarm_rest)
+    -- wave is spread over up to half of it (see prewarm_rest). At most
+    -- 3600 (PREWARM_WAIT_MAX)
     prewarm_wait = 120,
 }
 
@@ -370,6 +371,9 @@ end
 apply_options(defaults)
 
 
+local PREWARM_WAIT_MAX = 3600  -- the longest prewarm_wait (s)
+
+
 local function misuse(key, what)
     error(str_format("certserver.configure: option %q %s", key, what), 3)
 end
@@ -415,6 +419,11 @@ function _M.configure(opts)
         if o[k] < 0 or o[k] ~= o[k] then
             misuse(k, "must not be negative")
         end
+    end
+    -- A queued name's old certificate is held fresh this long when the
+    -- pre-warm stalls (see hold_over): an hour at most.
+    if o.prewarm_wait > PREWARM_WAIT_MAX then
+        misuse("prewarm_wait", "must be at most " .. PREWARM_WAIT_MAX)
     end
     for _, k in ipairs({ "lru_size", "keepalive_pool_size" }) do
         if o[k] ~= math_floor(o[k]) or o[k] == math_huge then

@@ -77,7 +77,11 @@
 -- the new answer is swapped in (see prewarm_one), at most `prewarm_wait`
 -- seconds (its max-age held over meanwhile, never past its notAfter; see
 -- hold_over). A wave of renewals is spread over tens of seconds at a
--- small share of the worker (see prewarm_rest). The max-age stays the
+-- small share of the worker (see prewarm_rest): a renewal is not urgent.
+-- The feed does not say why a name changed, so a deletion or revocation
+-- waits in the same queue: during a wave, up to half of `prewarm_wait`
+-- (a reload drops it at once, `prewarm = false` within about a second).
+-- The max-age stays the
 -- safety net (a sidecar without the feed, a change made while nginx
 -- could not hear of it). When
 -- the sidecar cannot say what changed (nginx fell more than 8,192

@@ -65,6 +65,8 @@ func TestConfigureRejectsMisuse(t *testing.T) {
 		{desc: "wrong type", option: `lru_size = "big",`, want: `option "lru_size" must be a number`},
 		{desc: "out of range", option: "connect_timeout_ms = 0,", want: `option "connect_timeout_ms" must be positive`},
 		{desc: "error_ttl 0 (never ask again)", option: "error_ttl = 0,", want: `option "error_ttl" must be positive`},
+		{desc: "prewarm_wait forever", option: "prewarm_wait = math.huge,", want: `option "prewarm_wait" must be at most 3600`},
+		{desc: "prewarm_wait over an hour", option: "prewarm_wait = 3601,", want: `option "prewarm_wait" must be at most 3600`},
 		{desc: "lock shorter than a request", option: "lock_timeout_ms = 200,", want: `option "lock_timeout_ms" must exceed`},
 		{desc: "bad socket", option: `socket = "localhost:9401",`, want: `option "socket" must be`},
 		{desc: "undeclared dict", option: `shared_dict = "nope",`, want: `lua_shared_dict that is not declared: nope`},

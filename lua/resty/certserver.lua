@@ -75,9 +75,13 @@
 -- serves a certificate for is not dropped but fetched and parsed again
 -- in a timer, off the handshake path, its old certificate served until
 -- the new answer is swapped in (see prewarm_one), at most `prewarm_wait`
--- seconds (its max-age held over meanwhile, unless it has expired; see
+-- seconds (its max-age held over meanwhile, never past its notAfter; see
 -- hold_over). A wave of renewals is spread over tens of seconds at a
--- small share of the worker (see prewarm_rest). The max-age stays the
+-- small share of the worker (see prewarm_rest): a renewal is not urgent.
+-- The feed does not say why a name changed, so a deletion or revocation
+-- waits in the same queue: during a wave, up to half of `prewarm_wait`
+-- (a reload drops it at once, `prewarm = false` within about a second).
+-- The max-age stays the
 -- safety net (a sidecar without the feed, a change made while nginx
 -- could not hear of it). When
 -- the sidecar cannot say what changed (nginx fell more than 8,192
@@ -277,7 +281,8 @@ local defaults = {
     -- its old certificate served meanwhile (a renewal leaves it valid);
     -- a name still queued after that is left to its next handshake (a
     -- worker that falls this far behind pre-warms no stale backlog). A
-    -- wave is spread over up to half of it (see prewarm_rest)
+    -- wave is spread over up to half of it (see prewarm_rest). At most
+    -- 3600 (PREWARM_WAIT_MAX)
     prewarm_wait = 120,
 }
 
@@ -370,6 +375,9 @@ end
 apply_options(defaults)
 
 
+local PREWARM_WAIT_MAX = 3600  -- the longest prewarm_wait (s)
+
+
 local function misuse(key, what)
     error(str_format("certserver.configure: option %q %s", key, what), 3)
 end
@@ -415,6 +423,11 @@ function _M.configure(opts)
         if o[k] < 0 or o[k] ~= o[k] then
             misuse(k, "must not be negative")
         end
+    end
+    -- A queued name's old certificate is held fresh this long when the
+    -- pre-warm stalls (see hold_over): an hour at most.
+    if o.prewarm_wait > PREWARM_WAIT_MAX then
+        misuse("prewarm_wait", "must be at most " .. PREWARM_WAIT_MAX)
     end
     for _, k in ipairs({ "lru_size", "keepalive_pool_size" }) do
         if o[k] ~= math_floor(o[k]) or o[k] == math_huge then
@@ -566,38 +579,41 @@ do
 end
 
 
--- leaf_expired(chain) tells whether the leaf of a parsed chain is past
--- its notAfter (X509_cmp_current_time); nil when it cannot tell (the
--- symbols cannot be resolved, or OpenSSL fails to compare).
-local leaf_expired
+-- leaf_ttl(chain) is the number of seconds the leaf of a parsed chain
+-- is still valid for, until its notAfter (ASN1_TIME_diff from now; not
+-- positive once it has expired); nil when it cannot tell (the symbols
+-- cannot be resolved, or OpenSSL fails to compare).
+local leaf_ttl
 do
     local ok = pcall(ffi.cdef, [[
         const void *certserver_x509_get0_not_after(const void *x509)
             __asm__("X509_get0_notAfter");
-        int certserver_x509_cmp_current_time(const void *t)
-            __asm__("X509_cmp_current_time");
+        int certserver_asn1_time_diff(int *pday, int *psec,
+                                      const void *from, const void *to)
+            __asm__("ASN1_TIME_diff");
     ]])
     ok = ok and pcall(function ()
         return C.certserver_sk_value, C.certserver_x509_get0_not_after,
-               C.certserver_x509_cmp_current_time,
-               C.certserver_err_clear_error
+               C.certserver_asn1_time_diff, C.certserver_err_clear_error
     end)
     if ok then
-        leaf_expired = function (chain)
+        local day = ffi_new("int[1]")
+        local sec = ffi_new("int[1]")
+        leaf_ttl = function (chain)
             local leaf = C.certserver_sk_value(chain, 0)
             if leaf == nil then
                 return nil
             end
             local t = C.certserver_x509_get0_not_after(leaf)
-            local c = t ~= nil and C.certserver_x509_cmp_current_time(t) or 0
-            if c == 0 then
+            if t == nil
+               or C.certserver_asn1_time_diff(day, sec, nil, t) ~= 1 then
                 C.certserver_err_clear_error()
                 return nil
             end
-            return c < 0
+            return day[0] * 86400 + sec[0]
         end
     else
-        leaf_expired = function ()
+        leaf_ttl = function ()
             return nil
         end
     end
@@ -2300,16 +2316,17 @@ local pw_running = false
 -- while the name waits would otherwise send its next handshake to the
 -- sidecar and to a parse, which the pre-warm is there to spare. The
 -- sidecar answers a certificate due for renewal with a short max-age
--- (10 s by default), so in a wave most would lapse. Not for a leaf past
--- its notAfter (or when that cannot be told): the next handshake after
--- its max-age asks for the renewal, as without pre-warming.
+-- (10 s by default), so in a wave most would lapse. Never past the
+-- leaf's notAfter (nor at all when that cannot be told): the next
+-- handshake after that, or after its max-age if later, asks for the
+-- renewal, as without pre-warming, and is not served an expired leaf.
 local function hold_over(name)
     local entry = lru:get(name)
-    if not (entry and entry.rec) or leaf_expired(entry.rec.chain) ~= false
-    then
+    local ttl = entry and entry.rec and leaf_ttl(entry.rec.chain)
+    if not ttl or ttl <= 0 then
         return
     end
-    local deadline = ngx_now() + prewarm_wait
+    local deadline = ngx_now() + math_min(prewarm_wait, ttl)
     if entry.fresh_until < deadline then
         entry.fresh_until = deadline
     end

@@ -213,3 +213,42 @@ func TestRotatePoolKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRotatePoolKeyTwinSealedOtherwise: a key two slots hold, the first
+// (by key type, then slot) already under the current key and the other
+// still under the old one, is resealed in the other too, so that it
+// opens once the old key is gone from the keyring.
+func TestRotatePoolKeyTwinSealedOtherwise(t *testing.T) {
+	pg := open(t, nil)
+	plain := certtest.New(t, certtest.Template{DNSNames: []string{"pool.example.com"}}, nil).KeyPEM
+	put := func(s *sealed.Store, slot int) {
+		t.Helper()
+		k := &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: slot, ID: "id-a", KeyPEM: plain, CreatedAt: time.Now()}
+		if _, err := s.SwapPoolKey(ctx(t), "", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(sealed.Wrap(pg, keyring(t, "a1")), 1)
+	current := sealed.Wrap(pg, keyring(t, "a1", "b2"))
+	put(current, 0)
+	for cursor, calls := "", 0; ; calls++ {
+		if calls > 20 {
+			t.Fatal("rotation does not end")
+		}
+		r, err := current.Rotate(ctx(t), cursor, 10)
+		if err != nil || len(r.Failed) > 0 {
+			t.Fatalf("rotation: %+v, %v", r, err)
+		}
+		if r.Done {
+			break
+		}
+		cursor = r.Next
+	}
+	newOnly := sealed.Wrap(pg, keyring(t, "b2"))
+	for _, slot := range []int{0, 1} {
+		k, err := newOnly.PoolKey(ctx(t), store.KeyECDSAP256, slot)
+		if err != nil || k.ID != "id-a" || !bytes.Equal(k.KeyPEM, plain) {
+			t.Errorf("pool key slot %d after rotation: %v; want id-a opened", slot, err)
+		}
+	}
+}

@@ -177,7 +177,7 @@ func rewritePoolKeys(ctx context.Context, tx pgx.Tx, after string, limit int, fn
 			key = r.key
 		}
 		if _, err := tx.Exec(ctx, "UPDATE key_pool SET key_pem = $2 WHERE id = $1 AND key_pem <> $2", r.id, key); err != nil {
-			return "", err
+			return "", fmt.Errorf("pool key %s: %w", r.id, err)
 		}
 	}
 	return last, nil

@@ -2,14 +2,18 @@ package postgres_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/certtest"
+	"github.com/certserver/certserver/store/pgtest"
 	"github.com/certserver/certserver/store/sealed"
 )
 
@@ -250,5 +254,29 @@ func TestRotatePoolKeyTwinSealedOtherwise(t *testing.T) {
 		if err != nil || k.ID != "id-a" || !bytes.Equal(k.KeyPEM, plain) {
 			t.Errorf("pool key slot %d after rotation: %v; want id-a opened", slot, err)
 		}
+	}
+}
+
+// TestRewritePoolKeyErrorNamesTheKey: a pool slot the database refuses to
+// rewrite fails the batch with an error naming the key.
+func TestRewritePoolKeyErrorNamesTheKey(t *testing.T) {
+	url := pgtest.New(t)
+	pg := openURL(t, url, time.Now)
+	k := &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: 0, ID: "id-refused", KeyPEM: []byte("key"), CreatedAt: time.Now()}
+	if _, err := pg.SwapPoolKey(ctx(t), "", k); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx(t), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx(t), `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+		CREATE TRIGGER refuse BEFORE UPDATE ON key_pool FOR EACH ROW EXECUTE FUNCTION refuse()`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pg.RewriteKeys(ctx(t), store.KeyOfPool, "", 10, func(string, []byte) ([]byte, error) { return []byte("resealed"), nil })
+	if err == nil || !strings.Contains(err.Error(), "pool key id-refused") {
+		t.Fatalf("rewrite refused by the database: %v; want an error naming pool key id-refused", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -170,7 +171,8 @@ func TestRecordCacheIgnoresScans(t *testing.T) {
 
 // The cache's memory stays within its size, its index's share included,
 // however many records are looked up; RecordCacheSize below the minimum
-// is refused, and a negative size turns the cache off.
+// or above the maximum is refused with an error naming it, and a
+// negative size turns the cache off.
 func TestRecordCacheSize(t *testing.T) {
 	clock := newTestClock()
 	ctx := context.Background()
@@ -197,10 +199,13 @@ func TestRecordCacheSize(t *testing.T) {
 		t.Errorf("the cache holds %d of %d records of about 900 bytes in %d bytes", st.Entries, len(cs), st.Size)
 	}
 
-	for _, size := range []int64{1, MinRecordCacheSize - 1} {
-		if b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), RecordCacheSize: size}); err == nil {
+	for _, size := range []int64{1, MinRecordCacheSize - 1, MaxRecordCacheSize + 1, 1 << 40} {
+		b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), RecordCacheSize: size})
+		if err == nil {
 			b.Close()
 			t.Errorf("OpenBadger with RecordCacheSize %d succeeded", size)
+		} else if !strings.Contains(err.Error(), fmt.Sprint(size)) {
+			t.Errorf("OpenBadger with RecordCacheSize %d: %v; want an error naming the size", size, err)
 		}
 	}
 	off, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, RecordCacheSize: -1})

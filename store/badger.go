@@ -48,7 +48,7 @@ type BadgerOptions struct {
 	// packed, and their index. It fills only with what LookupCertificate
 	// reads, so a store whose hot names are few uses little of it.
 	// Default DefaultRecordCacheSize (192 MiB); negative turns it off;
-	// else at least MinRecordCacheSize (1 MiB).
+	// else from MinRecordCacheSize (1 MiB) to MaxRecordCacheSize (64 GiB).
 	RecordCacheSize int64
 
 	// Clock returns the current time; it decides when challenges expire
@@ -160,6 +160,9 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 	}
 	if opts.RecordCacheSize > 0 && opts.RecordCacheSize < MinRecordCacheSize {
 		return nil, fmt.Errorf("open badger: record cache size %d below %d", opts.RecordCacheSize, MinRecordCacheSize)
+	}
+	if opts.RecordCacheSize > MaxRecordCacheSize {
+		return nil, fmt.Errorf("open badger: record cache size %d above %d", opts.RecordCacheSize, MaxRecordCacheSize)
 	}
 	records, err := newRecordCache(opts.RecordCacheSize)
 	if err != nil {

@@ -199,9 +199,14 @@ func (b *Badger) rewritePoolKeys(ctx context.Context, after string, limit int, f
 				return err
 			}
 			if k == nil {
-				continue
+				// The first slot is as fn wants it; a twin sealed
+				// otherwise (under a retired KEK) still gets it.
+				k = slots[id][0].rec.KeyPEM
 			}
 			for _, s := range slots[id] {
+				if bytes.Equal(s.rec.KeyPEM, k) {
+					continue
+				}
 				s.rec.KeyPEM = k
 				val, err := encodeJSON(&s.rec)
 				if err != nil {

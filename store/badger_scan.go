@@ -76,39 +76,10 @@ func scanRecord(item *badger.Item, fn func(*Certificate) error) error {
 }
 
 // decodeCertSummary decodes a stored certificate of either format into c
-// but for its chain and key, which it skips: no intermediate is looked up
-// and no PEM is built.
+// but for its chain and key, which it checks (decodeCertLayout, as a
+// lookup does) and skips: no intermediate is looked up and no PEM is
+// built.
 func decodeCertSummary(b []byte, c *Certificate) error {
-	d := decoder{b: b}
-	switch {
-	case len(b) > 0 && b[0] == formatV2:
-		d.b = d.b[1:]
-		decodeCertHead(&d, c)
-		switch d.byte() {
-		case chainRaw:
-			d.raw()
-		case chainDER:
-			d.raw()
-			n := d.uint()
-			if n > maxChain || n*digestSize > uint64(len(d.b)) {
-				d.err, d.b = errCorrupt, nil
-				break
-			}
-			d.b = d.b[n*digestSize:]
-		default:
-			d.err, d.b = errCorrupt, nil
-		}
-		if keyType := d.byte(); int(keyType) >= len(keyTypes) {
-			d.err, d.b = errCorrupt, nil
-		}
-		d.raw()
-	case d.format(formatV1):
-		decodeCertHead(&d, c)
-		d.raw()
-		d.raw()
-	default:
-		return d.fail("certificate")
-	}
-	decodeCertTail(&d, c)
-	return d.fail("certificate")
+	_, err := decodeCertLayout(b, c)
+	return err
 }

@@ -1,11 +1,17 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // ScanCertificates reads every record exactly once, wherever it lives:
@@ -122,5 +128,53 @@ func TestScanCertificatesReadsEveryRecordOnce(t *testing.T) {
 	cancel()
 	if err := b.ScanCertificates(cctx, func(*Certificate) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Errorf("done context: %v, want context.Canceled", err)
+	}
+}
+
+// TestScanCertificatesRejectsWhatListingDoes: a formatV2 record whose
+// P-256 key is a scalar one byte short is corrupt to ScanCertificates as
+// it is to ListCertificates (one reading of the layout, decodeCertLayout),
+// and its error names the record.
+func TestScanCertificatesRejectsWhatListingDoes(t *testing.T) {
+	ctx := context.Background()
+	clock := newTestClock()
+	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	c := realCerts(t, clock, 1)[0]
+	if err := b.PutCertificate(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(c.KeyPEM)
+	scalar := block.Bytes[len(p256PKCS8Head) : len(p256PKCS8Head)+32]
+	err = b.db.Update(func(txn *badger.Txn) error {
+		link, err := homeOf(txn, c.ID)
+		if err != nil || link == nil {
+			return fmt.Errorf("the record of %s is not in a link: %v", c.ID, err)
+		}
+		v, err := link.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		stored := append([]byte{keyP256Scalar, 32}, scalar...)
+		i := bytes.Index(v, stored)
+		if i < 0 {
+			return fmt.Errorf("the record of %s holds no P-256 scalar", c.ID)
+		}
+		short := append([]byte{keyP256Scalar, 31}, scalar[:31]...)
+		v = append(append(v[:i:i], short...), v[i+len(stored):]...)
+		return txn.SetEntry(badger.NewEntry(link.KeyCopy(nil), v).WithMeta(link.UserMeta()))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ListCertificates(ctx, "", 100); !errors.Is(err, errCorrupt) {
+		t.Fatalf("ListCertificates error = %v, want errCorrupt", err)
+	}
+	err = b.ScanCertificates(ctx, func(*Certificate) error { return nil })
+	if !errors.Is(err, errCorrupt) || !strings.Contains(err.Error(), c.Names[0]) {
+		t.Fatalf("ScanCertificates error = %v, want errCorrupt naming the record of %s", err, c.Names[0])
 	}
 }

@@ -440,106 +440,119 @@ type intermediateSource interface {
 // An intermediate src does not hold is an error wrapping
 // *missingIntermediate.
 func decodeCertificate(b []byte, c *Certificate, src intermediateSource) error {
-	d := decoder{b: b}
-	if len(b) > 0 && b[0] == formatV2 {
-		return decodeCertificateV2(&d, c, src)
+	l, err := decodeCertLayout(b, c)
+	if err != nil {
+		return err
 	}
-	if !d.format(formatV1) {
-		return d.fail("certificate")
-	}
-	decodeCertHead(&d, c)
-	// One allocation holds both PEM blocks.
-	chain, key := d.raw(), d.raw()
-	pems := make([]byte, len(chain)+len(key))
-	copy(pems, chain)
-	copy(pems[len(chain):], key)
-	c.ChainPEM, c.KeyPEM = pems[:len(chain):len(chain)], pems[len(chain):]
-	decodeCertTail(&d, c)
-	return d.fail("certificate")
-}
-
-// decodeCertificateV2 decodes a formatV2 record (d at its format byte).
-func decodeCertificateV2(d *decoder, c *Certificate, src intermediateSource) error {
-	d.b = d.b[1:]
-	decodeCertHead(d, c)
 	var (
-		leaf   []byte
-		chain  []byte
 		inters [maxChain][]byte
 		ninter int
 	)
+	for ; len(l.digests) > 0; l.digests = l.digests[digestSize:] {
+		digest := [digestSize]byte(l.digests[:digestSize])
+		p, ok := lookupIntermediate(src, digest)
+		if !ok {
+			c.ChainPEM, c.KeyPEM = nil, nil
+			return fmt.Errorf("decode certificate %s: %w", c.ID, &missingIntermediate{digest})
+		}
+		inters[ninter] = p
+		ninter++
+	}
+	key := l.key
+	if l.keyType == keyP256Scalar {
+		key = p256PKCS8(key, l.point)
+	}
+	// One allocation holds the chain and the key.
+	n := len(l.chain)
+	if l.leaf != nil {
+		n = pemLen("CERTIFICATE", len(l.leaf))
+		for _, p := range inters[:ninter] {
+			n += len(p)
+		}
+	}
+	if l.keyType == keyRaw {
+		n += len(key)
+	} else {
+		n += pemLen(keyTypes[l.keyType], len(key))
+	}
+	pems := make([]byte, 0, n)
+	if l.leaf != nil {
+		pems = appendPEM(pems, "CERTIFICATE", l.leaf)
+		for _, p := range inters[:ninter] {
+			pems = append(pems, p...)
+		}
+	} else {
+		pems = append(pems, l.chain...)
+	}
+	split := len(pems)
+	if l.keyType == keyRaw {
+		pems = append(pems, key...)
+	} else {
+		pems = appendPEM(pems, keyTypes[l.keyType], key)
+	}
+	c.ChainPEM, c.KeyPEM = pems[:split:split], pems[split:]
+	return nil
+}
+
+// certLayout is where the chain and the key of a stored certificate lie
+// in its record (slices of it): what decodeCertificate builds the PEM
+// blocks from.
+type certLayout struct {
+	chain   []byte // the chain's PEM (formatV1, or formatV2 chainRaw)
+	leaf    []byte // formatV2 chainDER: the leaf's DER,
+	digests []byte // and its intermediates' digests, digestSize each
+	keyType byte   // keyRaw (always, in formatV1) or an index into keyTypes
+	key     []byte // the key's PEM (keyRaw), DER, or P-256 scalar
+	point   []byte // keyP256Scalar: the leaf's public point
+}
+
+// decodeCertLayout decodes a stored certificate of either format into c
+// but for its chain and key, whose place in b it returns, checked as far
+// as they can be without looking up an intermediate: the one reading of
+// the record layout, which lookups (decodeCertificate) and the scan
+// (decodeCertSummary) share, so that both reject the same records.
+func decodeCertLayout(b []byte, c *Certificate) (certLayout, error) {
+	var l certLayout
+	d := decoder{b: b}
+	if len(b) == 0 || b[0] != formatV2 {
+		if !d.format(formatV1) {
+			return l, d.fail("certificate")
+		}
+		decodeCertHead(&d, c)
+		l.chain, l.keyType, l.key = d.raw(), keyRaw, d.raw()
+		decodeCertTail(&d, c)
+		return l, d.fail("certificate")
+	}
+	d.b = d.b[1:]
+	decodeCertHead(&d, c)
 	switch d.byte() {
 	case chainRaw:
-		chain = d.raw()
+		l.chain = d.raw()
 	case chainDER:
-		leaf = d.raw()
+		l.leaf = d.raw()
 		n := d.uint()
 		if n > maxChain || n*digestSize > uint64(len(d.b)) {
 			d.err, d.b = errCorrupt, nil
 			break
 		}
-		for i := range int(n) {
-			var digest [digestSize]byte
-			copy(digest[:], d.b[:digestSize])
-			d.b = d.b[digestSize:]
-			p, ok := lookupIntermediate(src, digest)
-			if !ok {
-				c.ChainPEM, c.KeyPEM = nil, nil
-				return fmt.Errorf("decode certificate %s: %w", c.ID, &missingIntermediate{digest})
-			}
-			inters[i] = p
-		}
-		ninter = int(n)
+		l.digests, d.b = d.b[:n*digestSize], d.b[n*digestSize:]
 	default:
 		d.err, d.b = errCorrupt, nil
 	}
-	keyType := d.byte()
-	key := d.raw()
-	if int(keyType) >= len(keyTypes) || (keyType != keyRaw && len(key) == 0) {
+	l.keyType = d.byte()
+	l.key = d.raw()
+	if int(l.keyType) >= len(keyTypes) || (l.keyType != keyRaw && len(l.key) == 0) {
 		d.err, d.b = errCorrupt, nil
 	}
-	if keyType == keyP256Scalar && d.err == nil {
-		point, ok := leafP256Point(leaf)
-		if !ok || len(key) != 32 {
+	if l.keyType == keyP256Scalar && d.err == nil {
+		point, ok := leafP256Point(l.leaf)
+		if !ok || len(l.key) != 32 {
 			d.err, d.b = errCorrupt, nil
-		} else {
-			key = p256PKCS8(key, point)
 		}
+		l.point = point
 	}
-	decodeCertTail(d, c)
-	if d.err != nil {
-		return d.fail("certificate")
-	}
-	// One allocation holds the chain and the key.
-	n := len(chain)
-	if leaf != nil {
-		n = pemLen("CERTIFICATE", len(leaf))
-		for _, p := range inters[:ninter] {
-			n += len(p)
-		}
-	}
-	if keyType == keyRaw {
-		n += len(key)
-	} else {
-		n += pemLen(keyTypes[keyType], len(key))
-	}
-	pems := make([]byte, 0, n)
-	if leaf != nil {
-		pems = appendPEM(pems, "CERTIFICATE", leaf)
-		for _, p := range inters[:ninter] {
-			pems = append(pems, p...)
-		}
-	} else {
-		pems = append(pems, chain...)
-	}
-	split := len(pems)
-	if keyType == keyRaw {
-		pems = append(pems, key...)
-	} else {
-		pems = appendPEM(pems, keyTypes[keyType], key)
-	}
-	c.ChainPEM, c.KeyPEM = pems[:split:split], pems[split:]
-	return nil
+	decodeCertTail(&d, c)
+	return l, d.fail("certificate")
 }
 
 // lookupIntermediate asks src, which may be nil.

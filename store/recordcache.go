@@ -47,6 +47,10 @@ const (
 	DefaultRecordCacheSize = 192 << 20
 	// MinRecordCacheSize is the smallest cache OpenBadger accepts.
 	MinRecordCacheSize = 1 << 20
+	// MaxRecordCacheSize is the largest: far more than the records of any
+	// store this sidecar serves, and it keeps each shard's ring (at most
+	// a 64th of it) well under the 4 GiB its uint32 offsets address.
+	MaxRecordCacheSize = 64 << 30
 )
 
 const (

@@ -2,11 +2,14 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -170,7 +173,8 @@ func TestRecordCacheIgnoresScans(t *testing.T) {
 
 // The cache's memory stays within its size, its index's share included,
 // however many records are looked up; RecordCacheSize below the minimum
-// is refused, and a negative size turns the cache off.
+// or above the maximum is refused with an error naming it, and a
+// negative size turns the cache off.
 func TestRecordCacheSize(t *testing.T) {
 	clock := newTestClock()
 	ctx := context.Background()
@@ -197,10 +201,13 @@ func TestRecordCacheSize(t *testing.T) {
 		t.Errorf("the cache holds %d of %d records of about 900 bytes in %d bytes", st.Entries, len(cs), st.Size)
 	}
 
-	for _, size := range []int64{1, MinRecordCacheSize - 1} {
-		if b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), RecordCacheSize: size}); err == nil {
+	for _, size := range []int64{1, MinRecordCacheSize - 1, MaxRecordCacheSize + 1, 1 << 40} {
+		b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), RecordCacheSize: size})
+		if err == nil {
 			b.Close()
 			t.Errorf("OpenBadger with RecordCacheSize %d succeeded", size)
+		} else if !strings.Contains(err.Error(), fmt.Sprint(size)) {
+			t.Errorf("OpenBadger with RecordCacheSize %d: %v; want an error naming the size", size, err)
 		}
 	}
 	off, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, RecordCacheSize: -1})
@@ -278,75 +285,119 @@ func TestRecordCacheKeepsHotEntries(t *testing.T) {
 }
 
 // TestRecordCacheRingModel drives one shard with random puts, gets and
-// drops of values of random sizes (from a few bytes to a quarter of the
-// ring, so that the head wraps at every turn and referenced entries move
-// across the wrap) and checks it against a map of what was put last: a
-// get returns that value or misses, never another's bytes, and after
-// every step the index points only at entries of its own keys, inside
-// the ring, and the counts agree.
+// drops of values of random sizes and checks it against a map of what
+// was put last: a get returns that value or misses, never another's
+// bytes, and after every step the index points only at entries of its
+// own keys, inside the ring's live part [tail, head), none overlapping
+// another, and the counts agree.
 func TestRecordCacheRingModel(t *testing.T) {
-	c, err := newRecordCache(MinRecordCacheSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	rng := rand.New(rand.NewPCG(1, 2))
-	type want struct {
-		version uint64
-		val     []byte
-	}
-	model := map[string]want{}
-	hits := 0
-	for step := range 100_000 {
-		k := fmt.Sprintf("k%d", rng.IntN(400))
-		h := maphash.String(c.seed, k)
-		s := c.shard(h)
-		switch op := rng.IntN(10); {
-		case op < 4:
-			n := 1 + rng.IntN(2000)
-			if rng.IntN(50) == 0 {
-				n = len(s.ring)/4 - cacheHeader - len(k) - rng.IntN(64)
+	for _, tt := range []struct {
+		desc           string
+		keys, steps    int
+		maxVal         int
+		quarters       bool // one put in 50 of a quarter of the ring
+		minHits, atCap int  // at least
+	}{{
+		desc: "values up to a quarter of the ring: the head wraps at every turn, referenced entries move across the wrap",
+		keys: 400, steps: 100_000, maxVal: 2000, quarters: true, minHits: 10_000,
+	}, {
+		desc: "3,000 keys of 1 to 1,000 bytes: the entry cap evicts while the ring has room, and referenced entries move to a head not right behind the tail",
+		keys: 3000, steps: 40_000, maxVal: 1000, minHits: 3_000, atCap: 5_000,
+	}} {
+		t.Run(fmt.Sprintf("%d keys", tt.keys), func(t *testing.T) {
+			t.Log(tt.desc)
+			c, err := newRecordCache(MinRecordCacheSize)
+			if err != nil {
+				t.Fatal(err)
 			}
-			v := make([]byte, n)
-			for i := range v {
-				v[i] = byte(rng.Uint32())
+			defer c.close()
+			rng := rand.New(rand.NewPCG(1, 2))
+			type want struct {
+				version uint64
+				val     []byte
 			}
-			version := model[k].version + 1
-			s.put(h, []byte(k), version, v)
-			model[k] = want{version, v}
-		case op < 9:
-			w, ok := model[k]
-			if !ok {
-				continue
-			}
-			got, hit := s.get(h, []byte(k), w.version, nil)
-			if hit {
-				hits++
-				if !bytes.Equal(got, w.val) {
-					t.Fatalf("step %d: %s at version %d: %d bytes that are not the %d put", step, k, w.version, len(got), len(w.val))
+			model := map[string]want{}
+			hits, atCap := 0, 0
+			for step := range tt.steps {
+				k := fmt.Sprintf("k%d", rng.IntN(tt.keys))
+				h := maphash.String(c.seed, k)
+				s := c.shard(h)
+				switch op := rng.IntN(10); {
+				case op < 4:
+					if s.entries >= s.maxEntries {
+						atCap++
+					}
+					n := 1 + rng.IntN(tt.maxVal)
+					if tt.quarters && rng.IntN(50) == 0 {
+						n = len(s.ring)/4 - cacheHeader - len(k) - rng.IntN(64)
+					}
+					v := make([]byte, n)
+					for i := range v {
+						v[i] = byte(rng.Uint32())
+					}
+					version := model[k].version + 1
+					s.put(h, []byte(k), version, v)
+					model[k] = want{version, v}
+				case op < 9:
+					w, ok := model[k]
+					if !ok {
+						continue
+					}
+					got, hit := s.get(h, []byte(k), w.version, nil)
+					if hit {
+						hits++
+						if !bytes.Equal(got, w.val) {
+							t.Fatalf("step %d: %s at version %d: %d bytes that are not the %d put", step, k, w.version, len(got), len(w.val))
+						}
+					}
+				default:
+					c.drop([]byte(k))
+				}
+				if step%16 != 0 {
+					continue
+				}
+				for i := range c.shards {
+					checkRing(t, step, i, &c.shards[i])
 				}
 			}
-		default:
-			c.drop([]byte(k))
-		}
-		if step%8 != 0 {
-			continue
-		}
-		for i := range c.shards {
-			sh := &c.shards[i]
-			if len(sh.index) != sh.entries || sh.entries > sh.maxEntries || sh.used() > uint32(len(sh.ring)) {
-				t.Fatalf("step %d, shard %d: %d in the index, %d counted (at most %d), %d bytes used of %d",
-					step, i, len(sh.index), sh.entries, sh.maxEntries, sh.used(), len(sh.ring))
+			t.Logf("%d hits, %d puts at the entry cap", hits, atCap)
+			if hits < tt.minHits || atCap < tt.atCap {
+				t.Errorf("%d hits, %d puts at the entry cap; want at least %d and %d: the model test exercised little", hits, atCap, tt.minHits, tt.atCap)
 			}
-			for hh, off := range sh.index {
-				_, eh, klen, vlen, _ := sh.entry(off)
-				if eh != hh || off+cacheHeader+klen+vlen > uint32(len(sh.ring)) {
-					t.Fatalf("step %d, shard %d: the index points at an entry of another hash or past the ring", step, i)
-				}
-			}
-		}
+		})
 	}
-	if hits < 10_000 {
-		t.Errorf("only %d hits: the model test exercised little", hits)
+}
+
+// checkRing checks that sh's index points only at entries of its own
+// hashes, each inside the live part of the ring ([tail, head), which
+// may wrap at end), none overlapping another, and that the counts agree.
+func checkRing(t *testing.T, step, i int, sh *cacheShard) {
+	t.Helper()
+	if len(sh.index) != sh.entries || sh.entries > sh.maxEntries || sh.used() > uint32(len(sh.ring)) {
+		t.Fatalf("step %d, shard %d: %d in the index, %d counted (at most %d), %d bytes used of %d",
+			step, i, len(sh.index), sh.entries, sh.maxEntries, sh.used(), len(sh.ring))
+	}
+	spans := make([][2]uint32, 0, len(sh.index))
+	for hh, off := range sh.index {
+		_, eh, klen, vlen, _ := sh.entry(off)
+		end := off + cacheHeader + klen + vlen
+		if eh != hh || end > uint32(len(sh.ring)) {
+			t.Fatalf("step %d, shard %d: the index points at an entry of another hash or past the ring", step, i)
+		}
+		live := sh.tail <= off && end <= sh.head
+		if sh.wrapped {
+			live = sh.tail <= off && end <= sh.end || end <= sh.head
+		}
+		if !live {
+			t.Fatalf("step %d, shard %d: entry [%d, %d) outside the live part (tail %d, head %d, end %d, wrapped %v)",
+				step, i, off, end, sh.tail, sh.head, sh.end, sh.wrapped)
+		}
+		spans = append(spans, [2]uint32{off, end})
+	}
+	slices.SortFunc(spans, func(a, b [2]uint32) int { return cmp.Compare(a[0], b[0]) })
+	for j := 1; j < len(spans); j++ {
+		if spans[j][0] < spans[j-1][1] {
+			t.Fatalf("step %d, shard %d: entries [%d, %d) and [%d, %d) overlap", step, i, spans[j-1][0], spans[j-1][1], spans[j][0], spans[j][1])
+		}
 	}
 }

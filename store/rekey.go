@@ -35,9 +35,11 @@ type KeyRewriter interface {
 	// A record of KeyOfPool is one key of the key pool, by its ID
 	// (PoolKey.ID, which store/sealed binds a sealed pool key to): fn
 	// is called once for it, with the key as the first slot holding it
-	// (by key type, then slot) stores it, and what fn returns is written
-	// to every slot that holds it (one, unless the same key was put in
-	// several); nothing else of a slot changes.
+	// (by key type, then slot) stores it, and what fn returns (the first
+	// slot's key when fn returns nil) is written to every slot that holds
+	// it and stores other bytes (a twin sealed under a retired key; one
+	// slot, unless the same key was put in several); nothing else of a
+	// slot changes.
 	RewriteKeys(ctx context.Context, kind KeyKind, after string, limit int, fn func(id string, key []byte) ([]byte, error)) (last string, err error)
 
 	// CountKeys returns how many records of kind there are (for

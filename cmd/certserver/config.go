@@ -395,8 +395,8 @@ func (c *config) validate() error {
 	if c.Store.Path == "" {
 		bad("store.path", "must not be empty")
 	}
-	if rc := c.Store.RecordCache; rc != 0 && (rc < store.MinRecordCacheSize || rc > maxRecordCache) {
-		bad("store.record_cache", "%v is not 0 (off) nor from %v to %v", rc, byteSize(store.MinRecordCacheSize), byteSize(maxRecordCache))
+	if rc := c.Store.RecordCache; rc != 0 && (rc < store.MinRecordCacheSize || rc > store.MaxRecordCacheSize) {
+		bad("store.record_cache", "%v is not 0 (off) nor from %v to %v", rc, byteSize(store.MinRecordCacheSize), byteSize(store.MaxRecordCacheSize))
 	}
 	if c.Certs.Socket == "" && c.Certs.Listen == "" {
 		bad("certs.socket", "certs.socket and certs.listen are both empty: the certificate endpoint needs one of them")
@@ -631,10 +631,6 @@ func (c *config) validateOnDemand(bad func(key, format string, args ...any)) {
 		}
 	}
 }
-
-// maxRecordCache bounds [store] record_cache: far more than the records
-// of any store this sidecar serves.
-const maxRecordCache = 64 << 30
 
 // byteSize is a TOML amount of memory: a string of a number and a unit,
 // "192MiB", "1GiB", "500MB" (KiB, MiB, GiB are powers of 1024; kB, MB,

@@ -172,10 +172,12 @@ func rewritePoolKeys(ctx context.Context, tx pgx.Tx, after string, limit int, fn
 			return "", err
 		}
 		if key == nil {
-			continue
+			// The first slot is as fn wants it; a twin sealed
+			// otherwise (under a retired KEK) still gets it.
+			key = r.key
 		}
-		if _, err := tx.Exec(ctx, "UPDATE key_pool SET key_pem = $2 WHERE id = $1", r.id, key); err != nil {
-			return "", err
+		if _, err := tx.Exec(ctx, "UPDATE key_pool SET key_pem = $2 WHERE id = $1 AND key_pem <> $2", r.id, key); err != nil {
+			return "", fmt.Errorf("pool key %s: %w", r.id, err)
 		}
 	}
 	return last, nil

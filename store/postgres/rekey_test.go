@@ -2,14 +2,18 @@ package postgres_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/certtest"
+	"github.com/certserver/certserver/store/pgtest"
 	"github.com/certserver/certserver/store/sealed"
 )
 
@@ -211,5 +215,68 @@ func TestRotatePoolKeys(t *testing.T) {
 		if err != nil || k.ID != s.id || !bytes.Equal(k.KeyPEM, plain) {
 			t.Errorf("pool key %s slot %d after rotation: %v; want %s opened", s.keyType, s.slot, err, s.id)
 		}
+	}
+}
+
+// TestRotatePoolKeyTwinSealedOtherwise: a key two slots hold, the first
+// (by key type, then slot) already under the current key and the other
+// still under the old one, is resealed in the other too, so that it
+// opens once the old key is gone from the keyring.
+func TestRotatePoolKeyTwinSealedOtherwise(t *testing.T) {
+	pg := open(t, nil)
+	plain := certtest.New(t, certtest.Template{DNSNames: []string{"pool.example.com"}}, nil).KeyPEM
+	put := func(s *sealed.Store, slot int) {
+		t.Helper()
+		k := &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: slot, ID: "id-a", KeyPEM: plain, CreatedAt: time.Now()}
+		if _, err := s.SwapPoolKey(ctx(t), "", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(sealed.Wrap(pg, keyring(t, "a1")), 1)
+	current := sealed.Wrap(pg, keyring(t, "a1", "b2"))
+	put(current, 0)
+	for cursor, calls := "", 0; ; calls++ {
+		if calls > 20 {
+			t.Fatal("rotation does not end")
+		}
+		r, err := current.Rotate(ctx(t), cursor, 10)
+		if err != nil || len(r.Failed) > 0 {
+			t.Fatalf("rotation: %+v, %v", r, err)
+		}
+		if r.Done {
+			break
+		}
+		cursor = r.Next
+	}
+	newOnly := sealed.Wrap(pg, keyring(t, "b2"))
+	for _, slot := range []int{0, 1} {
+		k, err := newOnly.PoolKey(ctx(t), store.KeyECDSAP256, slot)
+		if err != nil || k.ID != "id-a" || !bytes.Equal(k.KeyPEM, plain) {
+			t.Errorf("pool key slot %d after rotation: %v; want id-a opened", slot, err)
+		}
+	}
+}
+
+// TestRewritePoolKeyErrorNamesTheKey: a pool slot the database refuses to
+// rewrite fails the batch with an error naming the key.
+func TestRewritePoolKeyErrorNamesTheKey(t *testing.T) {
+	url := pgtest.New(t)
+	pg := openURL(t, url, time.Now)
+	k := &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: 0, ID: "id-refused", KeyPEM: []byte("key"), CreatedAt: time.Now()}
+	if _, err := pg.SwapPoolKey(ctx(t), "", k); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx(t), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx(t), `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+		CREATE TRIGGER refuse BEFORE UPDATE ON key_pool FOR EACH ROW EXECUTE FUNCTION refuse()`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pg.RewriteKeys(ctx(t), store.KeyOfPool, "", 10, func(string, []byte) ([]byte, error) { return []byte("resealed"), nil })
+	if err == nil || !strings.Contains(err.Error(), "pool key id-refused") {
+		t.Fatalf("rewrite refused by the database: %v; want an error naming pool key id-refused", err)
 	}
 }

@@ -208,3 +208,30 @@ func TestRotatePoolKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRotatePoolKeyTwinSealedOtherwise: a key two slots hold, the first
+// (by key type, then slot) already under the current key and the other
+// still under the old one, is resealed in the other too, so that it
+// opens once the old key is gone from the keyring.
+func TestRotatePoolKeyTwinSealedOtherwise(t *testing.T) {
+	ctx := context.Background()
+	b := openBadger(t, t.TempDir())
+	t.Cleanup(func() { b.Close() })
+	k := &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: 1, ID: "id-a", KeyPEM: plainKey}
+	if _, err := Wrap(b, testKeyring(t, "k1")).SwapPoolKey(ctx, "", k); err != nil {
+		t.Fatal(err)
+	}
+	current := Wrap(b, testKeyring(t, "k1", "k2"))
+	k = &store.PoolKey{KeyType: store.KeyECDSAP256, Slot: 0, ID: "id-a", KeyPEM: plainKey}
+	if _, err := current.SwapPoolKey(ctx, "", k); err != nil {
+		t.Fatal(err)
+	}
+	rotateAll(t, current, 10)
+	newOnly := Wrap(b, testKeyring(t, "k1", "k2").without(t, "k1"))
+	for _, slot := range []int{0, 1} {
+		k, err := newOnly.PoolKey(ctx, store.KeyECDSAP256, slot)
+		if err != nil || k.ID != "id-a" || !bytes.Equal(k.KeyPEM, plainKey) {
+			t.Errorf("pool key slot %d after rotation: %+v, %v; want id-a opened", slot, k, err)
+		}
+	}
+}

@@ -115,6 +115,7 @@ func cases() []testCase {
 		{"PutCertificatesBatch", testPutCertificatesBatch},
 		{"PutCertificatesAllOrNothing", testPutCertificatesAllOrNothing},
 		{"ListCertificates", testListCertificates},
+		{"CertificateScanner", testCertificateScanner},
 		{"DomainRoundTrip", testDomainRoundTrip},
 		{"DomainInvalid", testDomainInvalid},
 		{"UpdateDomain", testUpdateDomain},

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -155,24 +153,8 @@ type recordCacheMetrics struct{ hits, misses, used, size float64 }
 // metrics ([store] record_cache; zero when it has none).
 func (s *benchSidecar) recordCache(b *testing.B) recordCacheMetrics {
 	b.Helper()
-	req, err := http.NewRequest(http.MethodGet, s.admin+"/metrics", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var m recordCacheMetrics
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		f, err := strconv.ParseFloat(v, 64)
-		if !ok || err != nil {
-			continue
-		}
+	for name, f := range s.metrics(b) {
 		switch name {
 		case "certserver_record_cache_hits_total":
 			m.hits = f
@@ -183,9 +165,6 @@ func (s *benchSidecar) recordCache(b *testing.B) recordCacheMetrics {
 		case `certserver_record_cache_bytes{part="size"}`:
 			m.size = f
 		}
-	}
-	if err := sc.Err(); err != nil {
-		b.Fatalf("metrics: %v", err)
 	}
 	return m
 }

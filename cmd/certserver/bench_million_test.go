@@ -469,35 +469,48 @@ func (s *benchSidecar) waitInventory(b *testing.B) time.Duration {
 	b.Helper()
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		req, err := http.NewRequest(http.MethodGet, s.admin+"/metrics", nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		sc := bufio.NewScanner(bytes.NewReader(body))
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "certserver_inventory_duration_seconds "); ok {
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					b.Fatalf("metrics: %q: %v", sc.Text(), err)
-				}
-				return time.Duration(f * float64(time.Second))
-			}
+		if f, ok := s.metrics(b)["certserver_inventory_duration_seconds"]; ok {
+			return time.Duration(f * float64(time.Second))
 		}
 		if time.Now().After(deadline) {
 			b.Fatal("no inventory of the store within 10 minutes")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// metrics returns the sidecar's metrics from its admin API, each sample
+// by its name and labels as the text format writes them
+// (`certserver_record_cache_bytes{part="used"}`).
+func (s *benchSidecar) metrics(b *testing.B) map[string]float64 {
+	b.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.admin+"/metrics", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := make(map[string]float64)
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ') // label values may hold spaces
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = f
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatalf("metrics: %v", err)
+	}
+	return out
 }
 
 // latencies are the latencies of one phase, and how long it ran; failed

@@ -65,29 +65,7 @@ func TestRotateKeys(t *testing.T) {
 	}
 
 	s := sealed.Wrap(pg, keyring(t, "a1", "b2"))
-	rotate := func() (scanned, resealed int) {
-		t.Helper()
-		cursor := ""
-		for calls := 0; ; calls++ {
-			if calls > 20 {
-				t.Fatal("rotation does not end")
-			}
-			r, err := s.Rotate(ctx(t), cursor, 2)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(r.Failed) > 0 {
-				t.Fatalf("failed: %v", r.Failed)
-			}
-			scanned += r.Scanned
-			resealed += r.Resealed
-			if r.Done {
-				return
-			}
-			cursor = r.Next
-		}
-	}
-	if scanned, resealed := rotate(); scanned != 6 || resealed != 6 {
+	if _, scanned, resealed := rotateAll(t, s); scanned != 6 || resealed != 6 {
 		t.Errorf("rotation: scanned %d resealed %d, want 6 and 6", scanned, resealed)
 	}
 	changes, err := pg.ChangesAfter(ctx(t), before, 100)
@@ -132,7 +110,7 @@ func TestRotateKeys(t *testing.T) {
 		}
 	}
 	after, _ := pg.LatestVersion(ctx(t))
-	if scanned, resealed := rotate(); scanned != 6 || resealed != 0 {
+	if _, scanned, resealed := rotateAll(t, s); scanned != 6 || resealed != 0 {
 		t.Errorf("second rotation: scanned %d resealed %d, want 6 and 0", scanned, resealed)
 	}
 	if v, _ := pg.LatestVersion(ctx(t)); v != after {
@@ -180,33 +158,10 @@ func TestRotatePoolKeys(t *testing.T) {
 	slots = append(slots, slot{store.KeyECDSAP256, 7, "id-a"})
 
 	s := sealed.Wrap(pg, keyring(t, "a1", "b2"))
-	rotate := func() (total, scanned, resealed int) {
-		t.Helper()
-		cursor := ""
-		for calls := 0; ; calls++ {
-			if calls > 20 {
-				t.Fatal("rotation does not end")
-			}
-			r, err := s.Rotate(ctx(t), cursor, 2)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(r.Failed) > 0 {
-				t.Fatalf("failed: %v", r.Failed)
-			}
-			total += r.Total
-			scanned += r.Scanned
-			resealed += r.Resealed
-			if r.Done {
-				return
-			}
-			cursor = r.Next
-		}
-	}
-	if total, scanned, resealed := rotate(); total != 3 || scanned != 3 || resealed != 3 {
+	if total, scanned, resealed := rotateAll(t, s); total != 3 || scanned != 3 || resealed != 3 {
 		t.Errorf("rotation: total %d scanned %d resealed %d, want 3, 3, 3 (the pool's keys)", total, scanned, resealed)
 	}
-	if _, scanned, resealed := rotate(); scanned != 3 || resealed != 0 {
+	if _, scanned, resealed := rotateAll(t, s); scanned != 3 || resealed != 0 {
 		t.Errorf("second rotation: scanned %d resealed %d, want 3 and 0", scanned, resealed)
 	}
 	newOnly := sealed.Wrap(pg, keyring(t, "b2"))
@@ -235,19 +190,7 @@ func TestRotatePoolKeyTwinSealedOtherwise(t *testing.T) {
 	put(sealed.Wrap(pg, keyring(t, "a1")), 1)
 	current := sealed.Wrap(pg, keyring(t, "a1", "b2"))
 	put(current, 0)
-	for cursor, calls := "", 0; ; calls++ {
-		if calls > 20 {
-			t.Fatal("rotation does not end")
-		}
-		r, err := current.Rotate(ctx(t), cursor, 10)
-		if err != nil || len(r.Failed) > 0 {
-			t.Fatalf("rotation: %+v, %v", r, err)
-		}
-		if r.Done {
-			break
-		}
-		cursor = r.Next
-	}
+	rotateAll(t, current)
 	newOnly := sealed.Wrap(pg, keyring(t, "b2"))
 	for _, slot := range []int{0, 1} {
 		k, err := newOnly.PoolKey(ctx(t), store.KeyECDSAP256, slot)
@@ -278,5 +221,31 @@ func TestRewritePoolKeyErrorNamesTheKey(t *testing.T) {
 	_, err = pg.RewriteKeys(ctx(t), store.KeyOfPool, "", 10, func(string, []byte) ([]byte, error) { return []byte("resealed"), nil })
 	if err == nil || !strings.Contains(err.Error(), "pool key id-refused") {
 		t.Fatalf("rewrite refused by the database: %v; want an error naming pool key id-refused", err)
+	}
+}
+
+// rotateAll rotates every key of s from the start, in batches of 2, and
+// returns the sums of the batches; a record that fails fails t.
+func rotateAll(t *testing.T, s *sealed.Store) (total, scanned, resealed int) {
+	t.Helper()
+	cursor := ""
+	for calls := 0; ; calls++ {
+		if calls > 20 {
+			t.Fatal("rotation does not end")
+		}
+		r, err := s.Rotate(ctx(t), cursor, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Failed) > 0 {
+			t.Fatalf("failed: %v", r.Failed)
+		}
+		total += r.Total
+		scanned += r.Scanned
+		resealed += r.Resealed
+		if r.Done {
+			return
+		}
+		cursor = r.Next
 	}
 }

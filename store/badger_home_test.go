@@ -61,18 +61,7 @@ func TestRecordLivesInItsNamesLink(t *testing.T) {
 	clock := newTestClock()
 	ctx := context.Background()
 	b := openTestBadger(t, "", clock)
-	put := func(c *Certificate) {
-		t.Helper()
-		if err := b.PutCertificate(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	del := func(id string) {
-		t.Helper()
-		if err := b.DeleteCertificate(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-	}
+	put, del := certWriters(t, b)
 	withID := func(id string, names ...string) *Certificate {
 		c := testCert(clock, names...)
 		c.ID = id
@@ -316,4 +305,22 @@ func TestRewriteKeysInLinksLeavesTheirMarkers(t *testing.T) {
 			t.Errorf("LookupCertificate(%s): %v, or not the new key", id, err)
 		}
 	}
+}
+
+// certWriters returns functions that put a certificate into b and delete
+// one from it, failing t on an error.
+func certWriters(t *testing.T, b *Badger) (put func(*Certificate), del func(id string)) {
+	put = func(c *Certificate) {
+		t.Helper()
+		if err := b.PutCertificate(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del = func(id string) {
+		t.Helper()
+		if err := b.DeleteCertificate(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return put, del
 }

@@ -61,18 +61,7 @@ func TestRecordCacheNeverServesStaleRecords(t *testing.T) {
 		c.ChainPEM, c.KeyPEM = src.ChainPEM, src.KeyPEM
 		return c
 	}
-	put := func(c *Certificate) {
-		t.Helper()
-		if err := b.PutCertificate(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	del := func(id string) {
-		t.Helper()
-		if err := b.DeleteCertificate(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-	}
+	put, del := certWriters(t, b)
 	newKey := []byte("-----BEGIN PRIVATE KEY-----\nrewritten\n-----END PRIVATE KEY-----\n")
 	a1, a2 := cert("a1", 0, "a.example.com"), cert("a2", 1, "a.example.com")
 	a1b := cert("a1", 2, "a.example.com")

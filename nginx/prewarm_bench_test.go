@@ -133,12 +133,14 @@ func BenchmarkRenewalWave(b *testing.B) {
 		feedsRunning(b, sd.ngx)
 		sides = append(sides, sd)
 	}
-	// warm has every worker of sd serve every name its certificate i.
+	// warm has every worker of sd serve every name its certificate i,
+	// waiting for workers that have not applied the renewal yet: without
+	// the pre-warm a worker drops a renewed name at its next poll of the
+	// feed, which can come after a short wave window.
 	warm := func(sd *side, i int) {
 		for _, name := range names {
-			if err := allServe(sd.ngx, name, sd.serials[name][i])(); err != nil {
-				b.Fatal(err)
-			}
+			eventually(b, 2*time.Minute, "every worker of the "+sd.label+" side serves "+name+"'s certificate "+strconv.Itoa(i),
+				allServe(sd.ngx, name, sd.serials[name][i]))
 		}
 	}
 	for _, sd := range sides {

@@ -218,6 +218,14 @@ type commitError struct{ err error }
 func (e commitError) Error() string { return "commit: " + e.err.Error() }
 func (e commitError) Unwrap() error { return e.err }
 
+// final marks an error of a function run by retry that must not be run
+// again: it has done what cannot be undone (ScanCertificates has handed
+// records to its caller). Its text is its error's.
+type final struct{ err error }
+
+func (e final) Error() string { return e.err.Error() }
+func (e final) Unwrap() error { return e.err }
+
 // unavailable reports whether err says that the database could not be
 // reached or went away, as opposed to refusing what was asked.
 func unavailable(err error) bool {
@@ -269,8 +277,9 @@ const rollbackTimeout = 5 * time.Second
 // maxAttempts bounds how often retry runs its function.
 const maxAttempts = 5
 
-// retry runs fn, again when it fails in a way retryable allows, and once
-// more after the first failure that says the database is unreachable:
+// retry runs fn, again when it fails in a way retryable allows (unless
+// its error wraps a final or a commitError), and once more after the
+// first failure that says the database is unreachable:
 // the pool may hold connections a server that restarted has closed, so it
 // drops them all (pgxpool.Pool.Reset) and the next attempt connects
 // afresh. A server that is really gone fails that attempt too. Errors that
@@ -286,8 +295,11 @@ func (s *Store) retry(ctx context.Context, fn func() error) error {
 	)
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		err = fn()
-		var ce commitError
-		if err == nil || ctx.Err() != nil || errors.As(err, &ce) {
+		var (
+			ce commitError
+			fe final
+		)
+		if err == nil || ctx.Err() != nil || errors.As(err, &ce) || errors.As(err, &fe) {
 			break
 		}
 		if !reset && unavailable(err) {

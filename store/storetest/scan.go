@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -13,7 +14,8 @@ import (
 // has it: after puts, a rehome (a name taken over by another certificate)
 // and a delete, the scan hands out every record ListCertificates lists,
 // each exactly once, less its chain and key; fn may keep what it is
-// given; and fn's error stops the scan, which returns it wrapped.
+// given; a done context stops it before fn is called; and fn's error
+// stops the scan, which returns it wrapped.
 func testCertificateScanner(t *testing.T, x *suite) {
 	sc, ok := store.As[store.CertificateScanner](x.s)
 	if !ok {
@@ -57,8 +59,16 @@ func testCertificateScanner(t *testing.T, x *suite) {
 		}
 	}
 
-	stop := errors.New("stop here")
+	done, cancel := context.WithCancel(ctx(t))
+	cancel()
 	calls := 0
+	err = sc.ScanCertificates(done, func(*store.Certificate) error { calls++; return nil })
+	if !errors.Is(err, context.Canceled) || calls != 0 {
+		t.Errorf("ScanCertificates with a done context: %v after %d calls; want context.Canceled before any", err, calls)
+	}
+
+	stop := errors.New("stop here")
+	calls = 0
 	err = sc.ScanCertificates(ctx(t), func(*store.Certificate) error { calls++; return stop })
 	if !errors.Is(err, stop) || calls != 1 {
 		t.Errorf("ScanCertificates with fn failing: %v after %d calls; want fn's error after 1", err, calls)

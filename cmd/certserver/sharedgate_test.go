@@ -43,6 +43,7 @@ func TestSharedGateAbilities(t *testing.T) {
 		{"store.Verdicts (on-demand verdicts)", func() bool { _, ok := store.As[store.Verdicts](st); return ok }},
 		{"store.DomainsReader", func() bool { _, ok := store.As[store.DomainsReader](st); return ok }},
 		{"store.KeyPool (the fleet's key pool)", func() bool { _, ok := store.As[store.KeyPool](st); return ok }},
+		{"store.CertificateScanner (the metrics inventory)", func() bool { _, ok := store.As[store.CertificateScanner](st); return ok }},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			if !tc.found() {

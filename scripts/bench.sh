@@ -49,7 +49,8 @@
 #                   BenchmarkStoreSize       bytes on disk per certificate (100,000 ECDSA P-256
 #                                            of one intermediate), formatV1 vs formatV2 and upgraded
 #   store/postgres  BenchmarkAddDomains      500,000 names into the fleet's PostgreSQL store
-#                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates
+#                   BenchmarkChangesAfter    a joining host's copy of 100,000 certificates; a fleet
+#                                            host's inventory of them (ScanCertificates vs pages)
 #                   BenchmarkLatestVersion   the newest version, as each host asks for its lag
 #                   BenchmarkClaimDue        3 renewing hosts claiming 10,000 due names among
 #                                            1,000,000 under leases (claim; and claim, write, release)
@@ -628,6 +629,13 @@ END {
   if (has(b, "changes/s"))
     row("", "a joining host'"'"'s copy: `ChangesAfter` of " count(pgchanges) " certificates in batches of 1,000; `PutCertificates` that wrote them",
         fmt(v[b, "changes/s"]) " changes/s; " fmt(v[b, "puts/s"]) " puts/s (CPU per put " fmt(v[b, "put-client-cpu-µs"]) " µs in certserver, " fmt(v[b, "put-server-cpu-µs"]) " µs in PostgreSQL)", "", "")
+  b = "BenchmarkPostgresChangesAfter/inventory/scan/certs=" pgchanges
+  l = "BenchmarkPostgresChangesAfter/inventory/list/certs=" pgchanges
+  if (all_in(b, "records/s client-cpu-µs/record server-cpu-µs/record") && all_in(l, "records/s client-cpu-µs/record server-cpu-µs/record")) {
+    cpus = fmt(v[b, "client-cpu-µs/record"]) " / " fmt(v[l, "client-cpu-µs/record"]) " µs, " fmt(v[b, "server-cpu-µs/record"]) " / " fmt(v[l, "server-cpu-µs/record"]) " µs"
+    row("", "a fleet host'"'"'s inventory of the same " count(pgchanges) " certificates: `ScanCertificates` / the `ListCertificates` pages of 5,000 it read before (chains and keys included); CPU per record in certserver, in PostgreSQL",
+        fmt(v[b, "records/s"]) " / " fmt(v[l, "records/s"]) " records/s; " cpus, "", "")
+  }
   b = "BenchmarkPostgresLatestVersion"
   if (has(b, "calls/s"))
     row("", "`LatestVersion` (each host'"'"'s lag)", fmt(v[b, "calls/s"]) " calls/s, " fmt(v[b, "ns/op"] / 1000) " µs", "", "")

@@ -6,7 +6,8 @@ import "context"
 // certificate record in one pass, in the order it keeps them, which is
 // cheaper than ListCertificates page by page when the order does not
 // matter (the metrics inventory, certserver.Metrics). It is an optional
-// ability, found with As; Badger has it. It hands out no private key or
+// ability, found with As; Badger and PostgreSQL (store/postgres) have
+// it. It hands out no private key or
 // chain, so a decorator that seals keys (store/sealed) has nothing to do
 // to what it returns, and finding it below one is right.
 type CertificateScanner interface {

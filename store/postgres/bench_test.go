@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,13 @@ func fakePEM(r *rand.Rand, n int) []byte {
 // the whole copy. It reports changes/s, and puts/s: how fast
 // PutCertificates filled the database in batches of 1,000, with the CPU
 // each put took in certserver and in PostgreSQL.
+//
+// Of the same database it then reads every certificate as a fleet host's
+// metrics inventory does (sub-benchmarks inventory/…): scan is
+// ScanCertificates, list the ListCertificates pages of 5,000 the
+// inventory read before, chains and keys included; both report
+// records/s, the CPU per record in certserver and in PostgreSQL, and the
+// bytes certserver allocated per record.
 func BenchmarkChangesAfter(b *testing.B) {
 	n := benchSize(b, "CERTSERVER_BENCH_CHANGES", 100000)
 	const batch = 1000
@@ -173,6 +181,55 @@ func BenchmarkChangesAfter(b *testing.B) {
 		b.ReportMetric(putClient, "put-client-cpu-µs")
 		b.ReportMetric(putServer, "put-server-cpu-µs")
 	})
+
+	for _, inv := range []struct {
+		desc string
+		read func(fn func(*store.Certificate)) error
+	}{
+		{"scan", func(fn func(*store.Certificate)) error {
+			return s.ScanCertificates(ctx, func(c *store.Certificate) error { fn(c); return nil })
+		}},
+		{"list", func(fn func(*store.Certificate)) error {
+			const page = 5000 // certserver's scanPage
+			for after := ""; ; {
+				cs, err := s.ListCertificates(ctx, after, page)
+				if err != nil {
+					return err
+				}
+				for _, c := range cs {
+					fn(c)
+				}
+				if len(cs) < page {
+					return nil
+				}
+				after = cs[len(cs)-1].ID
+			}
+		}},
+	} {
+		b.Run(fmt.Sprintf("inventory/%s/certs=%d", inv.desc, n), func(b *testing.B) {
+			var client, server time.Duration
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			for b.Loop() {
+				c0, s0 := cpu(b, cluster)
+				got := 0
+				if err := inv.read(func(*store.Certificate) { got++ }); err != nil {
+					b.Fatal(err)
+				}
+				if got != n {
+					b.Fatalf("read %d certificates, want %d", got, n)
+				}
+				c1, s1 := cpu(b, cluster)
+				client, server = client+c1-c0, server+s1-s0
+			}
+			runtime.ReadMemStats(&m1)
+			records := float64(n) * float64(b.N)
+			b.ReportMetric(records/b.Elapsed().Seconds(), "records/s")
+			b.ReportMetric(client.Seconds()*1e6/records, "client-cpu-µs/record")
+			b.ReportMetric(server.Seconds()*1e6/records, "server-cpu-µs/record")
+			b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/records, "alloc-B/record")
+		})
+	}
 }
 
 // BenchmarkLatestVersion asks for the newest version, as each host does

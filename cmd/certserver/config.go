@@ -101,9 +101,19 @@ type adminConfig struct {
 	Listen           string `toml:"listen"`
 	AllowNonLoopback bool   `toml:"allow_non_loopback"`
 	TokenFile        string `toml:"token_file"`
-	MaxBody          int    `toml:"max_body"`
-	MaxDomainsBody   int    `toml:"max_domains_body"`
+	// MaxBody and MaxDomainsBody bound request bodies
+	// (certserver.AdminConfig), from minAdminBody to maxAdminBody.
+	MaxBody        byteSize `toml:"max_body"`
+	MaxDomainsBody byteSize `toml:"max_domains_body"`
 }
+
+// The bounds of admin.max_body and admin.max_domains_body. The admin API
+// holds a request's body in memory whole, so a bound beyond memory bounds
+// nothing.
+const (
+	minAdminBody = 1 << 10
+	maxAdminBody = 1 << 30
+)
 
 type acmeConfig struct {
 	Directory   string   `toml:"directory"`
@@ -430,11 +440,16 @@ func (c *config) validate() error {
 			}
 		}
 	}
-	if c.Admin.MaxBody < 1024 {
-		bad("admin.max_body", "%d bytes is too small (at least 1024)", c.Admin.MaxBody)
-	}
-	if c.Admin.MaxDomainsBody < 1024 {
-		bad("admin.max_domains_body", "%d bytes is too small (at least 1024)", c.Admin.MaxDomainsBody)
+	for _, b := range []struct {
+		key string
+		v   byteSize
+	}{{"admin.max_body", c.Admin.MaxBody}, {"admin.max_domains_body", c.Admin.MaxDomainsBody}} {
+		switch {
+		case b.v < minAdminBody:
+			bad(b.key, "%v is too small (at least %d bytes)", b.v, minAdminBody)
+		case b.v > maxAdminBody:
+			bad(b.key, "%v is too large (at most %v: the admin API holds a request's body in memory)", b.v, byteSize(maxAdminBody))
+		}
 	}
 	if c.Challenge.Listen != "" {
 		if err := certserver.CheckLoopback(c.Challenge.Listen); err != nil && !(c.Challenge.AllowNonLoopback && errors.Is(err, certserver.ErrNotLoopback)) {

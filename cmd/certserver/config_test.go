@@ -161,7 +161,7 @@ ttl = "5s"
 				t.Errorf("challenges %+v, want dns-01 by default through the provider", ch)
 			}
 		}},
-		{desc: "small domains body", doc: "[admin]\nmax_domains_body = 100\n", want: "admin.max_domains_body"},
+		{desc: "small domains body", doc: "[admin]\nmax_domains_body = 100\n", want: "admin.max_domains_body: 100 bytes is too small (at least 1024 bytes)"},
 		{desc: "directory without agree_terms", doc: "[acme]\ndirectory = \"https://ca.example/dir\"\n", want: "acme.agree_terms: must be true when acme.directory is set"},
 		{desc: "plain http directory", doc: "[acme]\ndirectory = \"http://ca.example/dir\"\nagree_terms = true\n", want: "acme.directory"},
 		{desc: "bad e-mail", doc: "[acme]\nemail = \"ops at example.com\"\n", want: "acme.email"},
@@ -319,14 +319,47 @@ format = "json"
 		{desc: "record cache overflowing", doc: "[store]\nrecord_cache = \"99999999999GiB\"\n", want: `"store.record_cache"): invalid size "99999999999GiB"`},
 		{desc: "decimal mode", doc: "[certs]\nsocket_mode = 660\n", want: "certs.socket_mode"},
 		{desc: "mode not octal", doc: "[certs]\nsocket_mode = \"rw-rw----\"\n", want: "certs.socket_mode"},
-		{desc: "wrong type", doc: "[admin]\nmax_body = \"1MiB\"\n", want: "admin.max_body"},
+		{desc: "wrong type", doc: "[admin]\nmax_body = true\n", want: `"admin.max_body"): invalid size true`},
 		{desc: "nowhere to listen", doc: "[certs]\nsocket = \"\"\n", want: "certs.socket"},
 		{desc: "certs on every interface", doc: "[certs]\nlisten = \"0.0.0.0:9401\"\n", want: "certs.listen"},
 		{desc: "certs on a bare port", doc: "[certs]\nlisten = \":9401\"\n", want: "private keys travel over this endpoint"},
 		{desc: "certs non-loopback allowed", doc: "[certs]\nlisten = \"10.0.0.1:9401\"\nallow_non_loopback = true\n"},
 		{desc: "admin on a public address", doc: "[admin]\nlisten = \"192.0.2.1:9400\"\n", want: "admin.listen"},
 		{desc: "admin disabled skips its checks", doc: "[admin]\nenabled = false\nlisten = \"192.0.2.1:9400\"\n"},
-		{desc: "small max body", doc: "[admin]\nmax_body = 10\n", want: "admin.max_body"},
+		{desc: "small max body", doc: "[admin]\nmax_body = 10\n", want: "admin.max_body: 10 bytes is too small (at least 1024 bytes)"},
+		{desc: "admin body sizes", doc: "", check: func(t *testing.T, _ config) {
+			for _, tt := range []struct {
+				desc, key, value string
+				want             int // certserver.AdminConfig's field
+			}{
+				{"integer of bytes, as before units", "max_body", `1048576`, 1 << 20},
+				{"the least", "max_body", `1024`, 1024},
+				{"binary unit", "max_body", `"4MiB"`, 4 << 20},
+				{"decimal unit, spaced", "max_body", `"500 kB"`, 500e3},
+				{"bytes in a string", "max_body", `"2048"`, 2048},
+				{"the most", "max_body", `"1GiB"`, 1 << 30},
+				{"domains body, binary unit", "max_domains_body", `"128MiB"`, 128 << 20},
+				{"domains body, integer of bytes", "max_domains_body", `67108864`, 64 << 20},
+			} {
+				c := defaultConfig()
+				if err := parseConfig("[admin]\n"+tt.key+" = "+tt.value+"\n", &c); err != nil {
+					t.Errorf("%s: %s = %s: %v", tt.desc, tt.key, tt.value, err)
+					continue
+				}
+				got := map[string]int{"max_body": int(c.Admin.MaxBody), "max_domains_body": int(c.Admin.MaxDomainsBody)}[tt.key]
+				if got != tt.want {
+					t.Errorf("%s: %s = %s: %d bytes, want %d", tt.desc, tt.key, tt.value, got, tt.want)
+				}
+			}
+		}},
+		{desc: "max body negative", doc: "[admin]\nmax_body = -1\n", want: `"admin.max_body"): invalid size -1: negative`},
+		{desc: "max body in an unknown unit", doc: "[admin]\nmax_body = \"1MB/s\"\n", want: `"admin.max_body"): invalid size "1MB/s": write it like "192MiB"`},
+		{desc: "max body in bits", doc: "[admin]\nmax_body = \"8Mib\"\n", want: `"admin.max_body"): invalid size "8Mib"`},
+		{desc: "max body fractional", doc: "[admin]\nmax_body = \"1.5MiB\"\n", want: `"admin.max_body"): invalid size "1.5MiB"`},
+		{desc: "max body too small in a unit", doc: "[admin]\nmax_body = \"1kB\"\n", want: "admin.max_body: 1000 bytes is too small (at least 1024 bytes)"},
+		{desc: "max body too large", doc: "[admin]\nmax_body = \"2GiB\"\n", want: "admin.max_body: 2GiB is too large (at most 1GiB: the admin API holds a request's body in memory)"},
+		{desc: "max body overflowing", doc: "[admin]\nmax_body = \"99999999999GiB\"\n", want: `"admin.max_body"): invalid size "99999999999GiB"`},
+		{desc: "domains body too large", doc: "[admin]\nmax_domains_body = 1099511627776\n", want: "admin.max_domains_body: 1024GiB is too large (at most 1GiB"},
 		{desc: "bad log level", doc: "[log]\nlevel = \"verbose\"\n", want: `log.level: "verbose"`},
 		{desc: "bad log format", doc: "[log]\nformat = \"xml\"\n", want: `log.format: "xml"`},
 		{desc: "several problems at once", doc: "[log]\nformat = \"xml\"\nlevel = \"loud\"\n", want: "log.level"},

@@ -264,8 +264,8 @@ func serve(ctx context.Context, e *env, cfg config) error {
 			Listen:           cfg.Admin.Listen,
 			AllowNonLoopback: cfg.Admin.AllowNonLoopback,
 			Token:            token,
-			MaxBody:          cfg.Admin.MaxBody,
-			MaxDomainsBody:   cfg.Admin.MaxDomainsBody,
+			MaxBody:          int(cfg.Admin.MaxBody),
+			MaxDomainsBody:   int(cfg.Admin.MaxDomainsBody),
 			Metrics:          metrics,
 			Ready:            func(ctx context.Context) error { return dialEach(ctx, certs.Addrs()) },
 		}

@@ -631,10 +631,10 @@ END {
         fmt(v[b, "changes/s"]) " changes/s; " fmt(v[b, "puts/s"]) " puts/s (CPU per put " fmt(v[b, "put-client-cpu-µs"]) " µs in certserver, " fmt(v[b, "put-server-cpu-µs"]) " µs in PostgreSQL)", "", "")
   b = "BenchmarkPostgresChangesAfter/inventory/scan/certs=" pgchanges
   l = "BenchmarkPostgresChangesAfter/inventory/list/certs=" pgchanges
-  if (all_in(b, "records/s client-cpu-µs/record server-cpu-µs/record") && all_in(l, "records/s client-cpu-µs/record server-cpu-µs/record")) {
+  if (all_in(b, "records/s client-cpu-µs/record server-cpu-µs/record peak-heap-MiB") && all_in(l, "records/s client-cpu-µs/record server-cpu-µs/record peak-heap-MiB")) {
     cpus = fmt(v[b, "client-cpu-µs/record"]) " / " fmt(v[l, "client-cpu-µs/record"]) " µs, " fmt(v[b, "server-cpu-µs/record"]) " / " fmt(v[l, "server-cpu-µs/record"]) " µs"
-    row("", "a fleet host'"'"'s inventory of the same " count(pgchanges) " certificates: `ScanCertificates` / the `ListCertificates` pages of 5,000 it read before (chains and keys included); CPU per record in certserver, in PostgreSQL",
-        fmt(v[b, "records/s"]) " / " fmt(v[l, "records/s"]) " records/s; " cpus, "", "")
+    row("", "a fleet host'"'"'s inventory of the same " count(pgchanges) " certificates: `ScanCertificates` / the `ListCertificates` pages of 5,000 it read before (chains and keys included); CPU per record in certserver, in PostgreSQL; certserver'"'"'s peak heap",
+        fmt(v[b, "records/s"]) " / " fmt(v[l, "records/s"]) " records/s; " cpus "; " fmt(v[b, "peak-heap-MiB"]) " / " fmt(v[l, "peak-heap-MiB"]) " MiB", "", "")
   }
   b = "BenchmarkPostgresLatestVersion"
   if (has(b, "calls/s"))

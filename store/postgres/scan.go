@@ -10,9 +10,9 @@ import (
 
 var _ store.CertificateScanner = (*Store)(nil)
 
-// scanColumns are what ScanCertificates reads of each certificates row:
-// all but the chain and the key, which are never sent.
-const scanColumns = "SELECT id, names, info FROM certificates"
+// scanStatement is ScanCertificates' statement: every column of each
+// certificates row but the chain and the key, which are never sent.
+const scanStatement = "SELECT id, names, info FROM certificates"
 
 // scanCtxEvery is how many records ScanCertificates hands out between
 // two looks at its context (pgx also cancels the statement when the
@@ -41,11 +41,18 @@ func (s *Store) ScanCertificates(ctx context.Context, fn func(*store.Certificate
 		fnErr error
 	)
 	err := s.retry(ctx, func() error {
-		rows, err := s.pool.Query(ctx, scanColumns)
+		qctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		rows, err := s.pool.Query(qctx, scanStatement)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
+		// A scan stopped early cancels the statement, which drops the
+		// connection, rather than read every row left (rows.Close).
+		defer func() {
+			cancel()
+			rows.Close()
+		}()
 		var (
 			id    string
 			names []string
@@ -94,7 +101,7 @@ func (s *Store) ScanCertificates(ctx context.Context, fn func(*store.Certificate
 		err = fmt.Errorf("%w: %w", cerr, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("scan certificates (%s): %w", scanColumns, err)
+		return fmt.Errorf("scan certificates (%s): %w", scanStatement, err)
 	}
-	return fmt.Errorf("scan certificates (%s), after %d records, the last %s: %w", scanColumns, n, last, err)
+	return fmt.Errorf("scan certificates (%s), after %d records, the last %s: %w", scanStatement, n, last, err)
 }

@@ -17,13 +17,23 @@ import (
 )
 
 // scanRecords is how many records TestScanCertificates stores: with
-// scanOrigin their rows come to about 9 MB, far more than a
-// connection's buffers hold, so that the server is still sending when
-// fn acts on the first record.
+// scanOrigin their rows come to about 9 MB, more than a connection's
+// buffers hold, so that the server is still sending when fn acts on the
+// first record (on loopback here, about 4 MB was through when the
+// connection broke). A host whose buffers held it all would fail "not
+// run again once it has handed out records": the scan would have no
+// backend left to terminate.
 const (
 	scanRecords = 4000
 	scanOrigin  = 2000
 )
+
+// scanBackends is the FROM and WHERE of a query of the backends of this
+// test's database that run the scan's statement ($1) now: an idle
+// backend shows its last statement too, and the cluster is the test
+// binary's.
+const scanBackends = `FROM pg_stat_activity
+	WHERE query = $1 AND state = 'active' AND datname = current_database() AND pid <> pg_backend_pid()`
 
 // scanFill stores scanRecords certificates in s and returns their IDs,
 // sorted.
@@ -139,17 +149,33 @@ func TestScanCertificates(t *testing.T) {
 	})
 
 	t.Run("not run again once it has handed out records", func(t *testing.T) {
+		// The scan stopped by the subtest before dropped its
+		// connection, and its backend may still be ending the
+		// statement: wait until no backend runs it, so that the one to
+		// terminate below is this scan's.
+		for deadline := time.Now().Add(wait); ; time.Sleep(10 * time.Millisecond) {
+			var busy int
+			if err := conn.QueryRow(ctx(t), "SELECT count(*) "+scanBackends, postgres.ScanStatement).Scan(&busy); err != nil {
+				t.Fatal(err)
+			}
+			if busy == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d backends still run the scan's statement after %v", busy, wait)
+			}
+		}
 		var got scanned
 		err := sc.ScanCertificates(ctx(t), func(c *store.Certificate) error {
 			if got.ids == nil {
 				// The scan's connection breaks under it, as when the
 				// server restarts (pg_terminate_backend waits until the
 				// backend is gone).
-				var done bool
-				err := conn.QueryRow(ctx(t), `SELECT pg_terminate_backend(pid, 60000) FROM pg_stat_activity
-					WHERE query LIKE 'SELECT id, names, info FROM certificates%' AND pid <> pg_backend_pid()`).Scan(&done)
-				if err != nil || !done {
-					return fmt.Errorf("terminate the scan's backend: %v, %v", done, err)
+				var killed int
+				err := conn.QueryRow(ctx(t), "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 60000)) "+scanBackends,
+					postgres.ScanStatement).Scan(&killed)
+				if err != nil || killed != 1 {
+					return fmt.Errorf("terminate the scan's backend: %d terminated, %v; want 1", killed, err)
 				}
 			}
 			got.add(c)

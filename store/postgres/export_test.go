@@ -1,0 +1,5 @@
+package postgres
+
+// ScanStatement is scanStatement, for the test that finds the scan's
+// backend in pg_stat_activity.
+const ScanStatement = scanStatement

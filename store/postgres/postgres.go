@@ -277,14 +277,14 @@ const rollbackTimeout = 5 * time.Second
 // maxAttempts bounds how often retry runs its function.
 const maxAttempts = 5
 
-// retry runs fn, again when it fails in a way retryable allows (unless
-// its error wraps a final or a commitError), and once more after the
-// first failure that says the database is unreachable:
+// retry runs fn, again when it fails in a way retryable allows, and once
+// more after the first failure that says the database is unreachable:
 // the pool may hold connections a server that restarted has closed, so it
 // drops them all (pgxpool.Pool.Reset) and the next attempt connects
-// afresh. A server that is really gone fails that attempt too. Errors that
-// say the database is unreachable wrap store.ErrUnavailable; a context
-// that is done is its error.
+// afresh. A server that is really gone fails that attempt too. An error
+// wrapping a final or a commitError is never retried, nor is any once
+// ctx is done. Errors that say the database is unreachable wrap
+// store.ErrUnavailable; a context that is done is its error.
 func (s *Store) retry(ctx context.Context, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err

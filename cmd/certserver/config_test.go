@@ -332,14 +332,14 @@ format = "json"
 				desc, key, value string
 				want             int // certserver.AdminConfig's field
 			}{
-				{"integer of bytes, as before units", "max_body", `1048576`, 1 << 20},
+				{"integer of bytes, as before units", "max_body", `2097152`, 2 << 20},
 				{"the least", "max_body", `1024`, 1024},
 				{"binary unit", "max_body", `"4MiB"`, 4 << 20},
 				{"decimal unit, spaced", "max_body", `"500 kB"`, 500e3},
 				{"bytes in a string", "max_body", `"2048"`, 2048},
 				{"the most", "max_body", `"1GiB"`, 1 << 30},
 				{"domains body, binary unit", "max_domains_body", `"128MiB"`, 128 << 20},
-				{"domains body, integer of bytes", "max_domains_body", `67108864`, 64 << 20},
+				{"domains body, integer of bytes", "max_domains_body", `134217728`, 128 << 20},
 			} {
 				c := defaultConfig()
 				if err := parseConfig("[admin]\n"+tt.key+" = "+tt.value+"\n", &c); err != nil {

@@ -2,6 +2,7 @@ package certserver
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +54,98 @@ func TestChangesEndpoint(t *testing.T) {
 	}
 	if _, lines := ask(next); strings.Join(lines, ",") != "*.wild.example.org,wild.example.org" {
 		t.Fatalf("after a delete: %q", lines)
+	}
+}
+
+// TestChangesMarks: asked with marks=1, the feed marks "gone NAME" the
+// listed host names no certificate serves at the time of the answer (the
+// certificate endpoint would answer 404), and only those: not a renewed
+// name, not a name whose own certificate went while a stored wildcard
+// still serves it, not a wildcard pattern. Without marks=1 every line is
+// a name, as an older reader expects; a bad marks is refused naming it.
+func TestChangesMarks(t *testing.T) {
+	st := newTestStore(t)
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0"}, st)
+	addr := e.Addrs()[0].String()
+	ctx := context.Background()
+	cert := func(chain string, names ...string) *store.Certificate {
+		return &store.Certificate{ID: names[0], Names: names, ChainPEM: []byte("CHAIN " + chain),
+			KeyPEM: []byte("KEY " + chain), NotAfter: time.Now().Add(time.Hour)}
+	}
+	putCert(t, st, cert("renewed", "renewed.example.org"))
+	putCert(t, st, cert("deleted", "deleted.example.org"))
+	putCert(t, st, cert("pair", "pair.example.org", "left.example.org"))
+	putCert(t, st, cert("sub", "sub.wild.example.org"))
+	putCert(t, st, cert("wild", "*.wild.example.org"))
+	putCert(t, st, cert("pattern", "*.pattern.example.org", "pattern.example.org"))
+	cursor := func(body string) string {
+		epoch, v, _ := strings.Cut(strings.SplitN(body, "\n", 2)[0], " ")
+		return epoch + "." + v
+	}
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := cursor(body)
+
+	putCert(t, st, cert("renewed 2", "renewed.example.org"))
+	for _, id := range []string{"deleted.example.org", "sub.wild.example.org", "*.pattern.example.org"} {
+		if err := st.DeleteCertificate(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// left.example.org leaves the pair: no certificate holds it now.
+	putCert(t, st, cert("pair 2", "pair.example.org"))
+
+	for _, tc := range []struct {
+		desc, query string
+		want        []string
+	}{
+		{"no marks asked", "", []string{"renewed.example.org", "deleted.example.org", "sub.wild.example.org",
+			"*.pattern.example.org", "pattern.example.org", "pair.example.org", "left.example.org"}},
+		{"marks=0", "&marks=0", []string{"renewed.example.org", "deleted.example.org", "sub.wild.example.org",
+			"*.pattern.example.org", "pattern.example.org", "pair.example.org", "left.example.org"}},
+		{"marks=1", "&marks=1", []string{"renewed.example.org", "gone deleted.example.org", "sub.wild.example.org",
+			"*.pattern.example.org", "gone pattern.example.org", "pair.example.org", "gone left.example.org"}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			resp, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+tc.query)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %q", resp.StatusCode, body)
+			}
+			lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:]
+			if got, want := strings.Join(lines, ","), strings.Join(tc.want, ","); got != want {
+				t.Errorf("lines\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+
+	t.Run("a name deleted after an answer is marked in the next", func(t *testing.T) {
+		// The answers above were all at one point of the feed; marks
+		// found then are not kept past it.
+		if err := st.DeleteCertificate(ctx, "renewed.example.org"); err != nil {
+			t.Fatal(err)
+		}
+		_, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+		if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n"); !slices.Contains(lines, "gone renewed.example.org") {
+			t.Errorf("lines %q, want renewed.example.org marked gone", lines[1:])
+		}
+	})
+
+	t.Run("a reset is not marked", func(t *testing.T) {
+		_, body := rawRequest(t, addr, "GET", "/v1/changes?since=&marks=1")
+		if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n"); len(lines) != 2 || lines[1] != "reset" {
+			t.Errorf("answer %q, want a cursor and reset", body)
+		}
+	})
+
+	for _, tc := range []struct{ desc, query, want string }{
+		{"a word", "&marks=yes", `marks="yes": want 1`},
+		{"empty", "&marks=", `marks="": want 1`},
+		{"twice", "&marks=1&marks=1", "marks given 2 times"},
+	} {
+		t.Run("bad marks: "+tc.desc, func(t *testing.T) {
+			resp, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+tc.query)
+			if resp.StatusCode != 400 || !strings.Contains(body, tc.want) {
+				t.Errorf("status %d %q, want 400 with %q", resp.StatusCode, body, tc.want)
+			}
+		})
 	}
 }

@@ -41,7 +41,9 @@ import (
 // space, so a marked line is never read as a name by a reader that asked
 // for marks; a reader that did not ask (an older nginx module) never
 // gets one. marks=0 or no marks is the answer without marks; any other
-// value of marks answers 400 naming it. Other parameters are ignored, so
+// value of marks, or marks given twice, answers 400 naming it. The
+// workers of an nginx that poll at the same point of the feed share one
+// round of lookups (goneMemo). Other parameters are ignored, so
 // that a newer reader can ask an older sidecar (which answers without
 // marks, every line a name).
 //

@@ -2,8 +2,10 @@ package certserver
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,6 +131,21 @@ func TestChangesMarks(t *testing.T) {
 		}
 	})
 
+	t.Run("polls at once get the same marks", func(t *testing.T) {
+		// The nginx workers poll together; they share the lookups.
+		var wg sync.WaitGroup
+		bodies := make([]string, 8)
+		for i := range bodies {
+			wg.Go(func() { _, bodies[i] = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1") })
+		}
+		wg.Wait()
+		for i, b := range bodies {
+			if b != bodies[0] || !strings.Contains(b, "\ngone deleted.example.org\n") {
+				t.Errorf("poll %d: %q, poll 0: %q", i, b, bodies[0])
+			}
+		}
+	})
+
 	t.Run("a reset is not marked", func(t *testing.T) {
 		_, body := rawRequest(t, addr, "GET", "/v1/changes?since=&marks=1")
 		if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n"); len(lines) != 2 || lines[1] != "reset" {
@@ -147,5 +164,48 @@ func TestChangesMarks(t *testing.T) {
 				t.Errorf("status %d %q, want 400 with %q", resp.StatusCode, body, tc.want)
 			}
 		})
+	}
+}
+
+// failingLookups fails LookupCertificate of the names in fail, as a store
+// does that cannot read a record or open its key.
+type failingLookups struct {
+	store.Store
+	fail map[string]bool
+}
+
+func (f failingLookups) LookupCertificate(ctx context.Context, name string) (*store.Certificate, error) {
+	if f.fail[name] {
+		return nil, errors.New("lookup failed on purpose")
+	}
+	return f.Store.LookupCertificate(ctx, name)
+}
+
+func (f failingLookups) Unwrap() store.Store { return f.Store }
+
+// TestChangesMarksLookupFails: a name whose lookup fails, for another
+// reason than there being no certificate, is listed plain (only said to
+// have changed), never marked gone: the endpoint would not answer 404
+// for it either.
+func TestChangesMarksLookupFails(t *testing.T) {
+	inner := newTestStore(t)
+	st := failingLookups{Store: inner, fail: map[string]bool{"failing.example.org": true}}
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0"}, st)
+	addr := e.Addrs()[0].String()
+	for _, n := range []string{"failing.example.org", "deleted.example.org"} {
+		putCert(t, inner, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"),
+			NotAfter: time.Now().Add(time.Hour)})
+	}
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := strings.Replace(strings.SplitN(body, "\n", 2)[0], " ", ".", 1)
+	for _, n := range []string{"failing.example.org", "deleted.example.org"} {
+		if err := inner.DeleteCertificate(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+	lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:]
+	if got := strings.Join(lines, ","); got != "failing.example.org,gone deleted.example.org" {
+		t.Errorf("lines %s, want failing.example.org plain and deleted.example.org gone", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,11 +173,20 @@ func TestChangesMarks(t *testing.T) {
 type failingLookups struct {
 	store.Store
 	fail map[string]bool
+	// stall, when set, makes the lookup of a name in fail wait until
+	// the lookup's context is done instead, as a store too slow does.
+	stall *atomic.Bool
 }
 
 func (f failingLookups) LookupCertificate(ctx context.Context, name string) (*store.Certificate, error) {
 	if f.fail[name] {
-		return nil, errors.New("lookup failed on purpose")
+		if f.stall != nil && f.stall.Load() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		if f.stall == nil {
+			return nil, errors.New("lookup failed on purpose")
+		}
 	}
 	return f.Store.LookupCertificate(ctx, name)
 }
@@ -207,5 +217,38 @@ func TestChangesMarksLookupFails(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:]
 	if got := strings.Join(lines, ","); got != "failing.example.org,gone deleted.example.org" {
 		t.Errorf("lines %s, want failing.example.org plain and deleted.example.org gone", got)
+	}
+}
+
+// TestChangesMarksOutOfTime: the marks take no longer than the
+// endpoint's LookupTimeout; names left when it is over are listed plain,
+// and the next poll, at the same point of the feed, looks them up.
+func TestChangesMarksOutOfTime(t *testing.T) {
+	inner := newTestStore(t)
+	var stall atomic.Bool
+	st := failingLookups{Store: inner, fail: map[string]bool{"slow.example.org": true}, stall: &stall}
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Second}, st)
+	addr := e.Addrs()[0].String()
+	names := []string{"slow.example.org", "deleted.example.org"}
+	for _, n := range names {
+		putCert(t, inner, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"),
+			NotAfter: time.Now().Add(time.Hour)})
+	}
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := strings.Replace(strings.SplitN(body, "\n", 2)[0], " ", ".", 1)
+	for _, n := range names {
+		if err := inner.DeleteCertificate(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stall.Store(true)
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+	if got := strings.Join(strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:], ","); got != "slow.example.org,deleted.example.org" {
+		t.Errorf("out of time: lines %s, want both plain", got)
+	}
+	stall.Store(false)
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+	if got := strings.Join(strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:], ","); got != "gone slow.example.org,gone deleted.example.org" {
+		t.Errorf("in time: lines %s, want both gone", got)
 	}
 }

@@ -178,6 +178,7 @@ type CertEndpoint struct {
 	cfg    CertEndpointConfig
 	store  store.Store
 	chains intermediates
+	marks  goneMemo // the change feed's marks (changes.go)
 	server
 }
 

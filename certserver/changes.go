@@ -1,16 +1,21 @@
 package certserver
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/hostname"
 	"github.com/valyala/fasthttp"
 )
 
 // ChangesPath is the certificate endpoint's change feed:
 //
-//	GET /v1/changes?since=EPOCH.VERSION
+//	GET /v1/changes?since=EPOCH.VERSION[&marks=1]
 //
 // answers 200, text/plain, with "EPOCH VERSION" on the first line (the
 // cursor to ask with next), then either the line "reset" (the changes
@@ -21,9 +26,35 @@ import (
 // certificate was replaced or deleted, or moved to another certificate,
 // since the cursor (store.ChangeFeed; a name that was not found before and
 // now is, is not listed).
+//
+// With marks=1, a listed host name that no certificate serves at the time
+// of the answer (GET /v1/certs/NAME would answer 404: neither the name
+// nor its wildcard one label up is stored) comes on a line
+// "gone NAME" (GoneMark, a space, the name) instead: its certificate was
+// deleted, or the last certificate holding it no longer does, and a
+// reader should drop it at once rather than wait for its new answer,
+// there being none. A name still served, through its wildcard too, comes
+// plain; so do wildcard patterns (record IDs such as "*.example.com"),
+// and names the lookups had no time for (the feed answers within the
+// endpoint's LookupTimeout, the marks taking what the feed left of it):
+// a plain line says only that the name changed. No host name holds a
+// space, so a marked line is never read as a name by a reader that asked
+// for marks; a reader that did not ask (an older nginx module) never
+// gets one. marks=0 or no marks is the answer without marks; any other
+// value of marks, or marks given twice, answers 400 naming it. The
+// workers of an nginx that poll at the same point of the feed share one
+// round of lookups (goneMemo). Other parameters are ignored, so
+// that a newer reader can ask an older sidecar (which answers without
+// marks, every line a name).
+//
 // It answers 404 when the store keeps no change feed. nginx's Lua module
-// asks about once a second per worker.
+// asks about once a second per worker, with marks.
 const ChangesPath = "/v1/changes"
+
+// GoneMark starts a line of the change feed, followed by a space and a
+// name, that names a host name no certificate serves at the time of the
+// answer (see ChangesPath).
+const GoneMark = "gone"
 
 // RecordHeader is the response header of a 200 from the certificate
 // endpoint that names the stored record (its ID) serving the name asked.
@@ -46,22 +77,143 @@ func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
 	if !getOrHead(rc) {
 		return
 	}
+	marks, err := parseMarks(rc.QueryArgs())
+	if err != nil {
+		rc.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
+		return
+	}
+	// One deadline for the feed and its marks: the answer comes within
+	// LookupTimeout, below the Lua module's read timeout.
 	ctx, release := withLookupDeadline(e.base, e.cfg.LookupTimeout)
+	defer release()
 	ch, err := feed.CertChanges(ctx, ParseCursor(string(rc.QueryArgs().Peek("since"))))
-	release()
 	if err != nil {
 		e.log.Error("change feed failed", "error", err)
 		internalError(rc)
 		return
 	}
+	var gone map[string]bool
+	if marks && !ch.Reset {
+		gone = e.goneNames(ctx, ch.Next, ch.Names)
+	}
 	rc.SetStatusCode(fasthttp.StatusOK)
 	rc.SetContentType("text/plain; charset=utf-8")
 	rc.Response.Header.Set("Cache-Control", "no-store")
-	rc.SetBody(AppendChanges(nil, ch))
+	rc.SetBody(AppendChanges(nil, ch, gone))
 }
 
-// AppendChanges appends to b the body of a 200 of ChangesPath for ch.
-func AppendChanges(b []byte, ch store.Changes) []byte {
+// parseMarks reads the marks parameter of ChangesPath: "1" asks for
+// marks, "0" or none for none; anything else, or the parameter given
+// twice, is an error naming it.
+func parseMarks(args *fasthttp.Args) (bool, error) {
+	vs := args.PeekMulti("marks")
+	switch {
+	case len(vs) == 0:
+		return false, nil
+	case len(vs) > 1:
+		return false, fmt.Errorf("marks given %d times: give it once, 1 or 0", len(vs))
+	}
+	switch string(vs[0]) {
+	case "1":
+		return true, nil
+	case "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("marks=%s: want 1 (mark the names no certificate serves) or 0", strconv.Quote(string(vs[0])))
+}
+
+// goneMemo keeps, for one point of the change feed (the Next of an
+// answer), which names goneNames found no certificate for and which it
+// found one for. Every worker of an nginx polls about once a second with
+// the cursor the others have, so during a wave they are all answered the
+// same names at the same point: the first answer looks them up, the
+// others read the memo. Reading it is as good as looking up: at one
+// point a deleted name stays deleted (a deletion is a change, so a new
+// point), and a name added since without being a change (nothing served
+// it before) is only dropped by the reader, which then asks for it.
+type goneMemo struct {
+	mu sync.Mutex
+	at store.Cursor
+	// gone holds every name looked up at at: true when no certificate
+	// serves it. At most goneMemoMax names.
+	gone map[string]bool
+}
+
+// goneMemoMax bounds the names a goneMemo keeps: readers far apart in
+// the feed, all answered at one point, could otherwise fill it with every
+// name of the history.
+const goneMemoMax = 4 * store.MaxChanges
+
+// goneNames returns the host names of names, those of a change feed's
+// answer at the point at, that no stored certificate serves now: those
+// the certificate endpoint's own lookup (LookupCertificate: the name,
+// then its wildcard) answers store.ErrNotFound for, or that e.marks
+// holds as such at that point. Wildcard patterns are never in it, nor
+// names whose lookup failed otherwise (a key that cannot be decrypted is
+// still a certificate) or that ctx left no time for: a name left out is
+// only said to have changed. The lookups read the record cache the
+// endpoint reads, and bring the renewed records in for the fetches that
+// follow. Calls are serialized, so that a poll waits for the lookups of
+// another of the same point instead of doing them again: each is bounded
+// by its ctx, which expires before that of the poll behind it.
+func (e *CertEndpoint) goneNames(ctx context.Context, at store.Cursor, names []string) map[string]bool {
+	m := &e.marks
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.at != at || len(m.gone) > goneMemoMax {
+		m.at, m.gone = at, make(map[string]bool)
+	}
+	var gone map[string]bool
+	var failed error
+	looked, skipped := 0, 0
+	for _, n := range names {
+		if hostname.IsWildcard(n) {
+			continue
+		}
+		no, ok := m.gone[n]
+		if !ok {
+			if ctx.Err() != nil {
+				// No time left: the names the memo holds are still marked.
+				skipped++
+				continue
+			}
+			_, err := e.store.LookupCertificate(ctx, n)
+			switch {
+			case err == nil:
+				m.gone[n] = false
+			case errors.Is(err, store.ErrNotFound):
+				no = true
+				m.gone[n] = true
+			default:
+				skipped++
+				if failed == nil {
+					failed = err
+				}
+				continue
+			}
+			looked++
+		}
+		if no {
+			if gone == nil {
+				gone = make(map[string]bool)
+			}
+			gone[n] = true
+		}
+	}
+	if skipped > 0 {
+		if failed == nil {
+			failed = ctx.Err()
+		}
+		// One line per answer, whatever the number of names.
+		e.log.Warn("change feed: names listed as changed only, not looked up for marks",
+			"names", len(names), "looked_up", looked, "not_looked_up", skipped, "error", failed)
+	}
+	return gone
+}
+
+// AppendChanges appends to b the body of a 200 of ChangesPath for ch,
+// each name in gone (nil: none) on a line "gone NAME" (GoneMark).
+func AppendChanges(b []byte, ch store.Changes, gone map[string]bool) []byte {
 	b = append(b, ch.Next.Epoch...)
 	b = append(b, ' ')
 	b = strconv.AppendUint(b, ch.Next.Version, 10)
@@ -70,6 +222,9 @@ func AppendChanges(b []byte, ch store.Changes) []byte {
 		return append(b, "reset\n"...)
 	}
 	for _, n := range ch.Names {
+		if gone[n] {
+			b = append(b, GoneMark+" "...)
+		}
 		b = append(b, n...)
 		b = append(b, '\n')
 	}

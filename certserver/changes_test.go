@@ -2,7 +2,11 @@ package certserver
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,5 +57,198 @@ func TestChangesEndpoint(t *testing.T) {
 	}
 	if _, lines := ask(next); strings.Join(lines, ",") != "*.wild.example.org,wild.example.org" {
 		t.Fatalf("after a delete: %q", lines)
+	}
+}
+
+// TestChangesMarks: asked with marks=1, the feed marks "gone NAME" the
+// listed host names no certificate serves at the time of the answer (the
+// certificate endpoint would answer 404), and only those: not a renewed
+// name, not a name whose own certificate went while a stored wildcard
+// still serves it, not a wildcard pattern. Without marks=1 every line is
+// a name, as an older reader expects; a bad marks is refused naming it.
+func TestChangesMarks(t *testing.T) {
+	st := newTestStore(t)
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0"}, st)
+	addr := e.Addrs()[0].String()
+	ctx := context.Background()
+	cert := func(chain string, names ...string) *store.Certificate {
+		return &store.Certificate{ID: names[0], Names: names, ChainPEM: []byte("CHAIN " + chain),
+			KeyPEM: []byte("KEY " + chain), NotAfter: time.Now().Add(time.Hour)}
+	}
+	putCert(t, st, cert("renewed", "renewed.example.org"))
+	putCert(t, st, cert("deleted", "deleted.example.org"))
+	putCert(t, st, cert("pair", "pair.example.org", "left.example.org"))
+	putCert(t, st, cert("sub", "sub.wild.example.org"))
+	putCert(t, st, cert("wild", "*.wild.example.org"))
+	putCert(t, st, cert("pattern", "*.pattern.example.org", "pattern.example.org"))
+	cursor := func(body string) string {
+		epoch, v, _ := strings.Cut(strings.SplitN(body, "\n", 2)[0], " ")
+		return epoch + "." + v
+	}
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := cursor(body)
+
+	putCert(t, st, cert("renewed 2", "renewed.example.org"))
+	for _, id := range []string{"deleted.example.org", "sub.wild.example.org", "*.pattern.example.org"} {
+		if err := st.DeleteCertificate(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// left.example.org leaves the pair: no certificate holds it now.
+	putCert(t, st, cert("pair 2", "pair.example.org"))
+
+	for _, tc := range []struct {
+		desc, query string
+		want        []string
+	}{
+		{"no marks asked", "", []string{"renewed.example.org", "deleted.example.org", "sub.wild.example.org",
+			"*.pattern.example.org", "pattern.example.org", "pair.example.org", "left.example.org"}},
+		{"marks=0", "&marks=0", []string{"renewed.example.org", "deleted.example.org", "sub.wild.example.org",
+			"*.pattern.example.org", "pattern.example.org", "pair.example.org", "left.example.org"}},
+		{"marks=1", "&marks=1", []string{"renewed.example.org", "gone deleted.example.org", "sub.wild.example.org",
+			"*.pattern.example.org", "gone pattern.example.org", "pair.example.org", "gone left.example.org"}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			resp, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+tc.query)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %q", resp.StatusCode, body)
+			}
+			lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:]
+			if got, want := strings.Join(lines, ","), strings.Join(tc.want, ","); got != want {
+				t.Errorf("lines\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+
+	t.Run("a name deleted after an answer is marked in the next", func(t *testing.T) {
+		// The answers above were all at one point of the feed; marks
+		// found then are not kept past it.
+		if err := st.DeleteCertificate(ctx, "renewed.example.org"); err != nil {
+			t.Fatal(err)
+		}
+		_, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+		if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n"); !slices.Contains(lines, "gone renewed.example.org") {
+			t.Errorf("lines %q, want renewed.example.org marked gone", lines[1:])
+		}
+	})
+
+	t.Run("polls at once get the same marks", func(t *testing.T) {
+		// The nginx workers poll together; they share the lookups.
+		var wg sync.WaitGroup
+		bodies := make([]string, 8)
+		for i := range bodies {
+			wg.Go(func() { _, bodies[i] = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1") })
+		}
+		wg.Wait()
+		for i, b := range bodies {
+			if b != bodies[0] || !strings.Contains(b, "\ngone deleted.example.org\n") {
+				t.Errorf("poll %d: %q, poll 0: %q", i, b, bodies[0])
+			}
+		}
+	})
+
+	t.Run("a reset is not marked", func(t *testing.T) {
+		_, body := rawRequest(t, addr, "GET", "/v1/changes?since=&marks=1")
+		if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n"); len(lines) != 2 || lines[1] != "reset" {
+			t.Errorf("answer %q, want a cursor and reset", body)
+		}
+	})
+
+	for _, tc := range []struct{ desc, query, want string }{
+		{"a word", "&marks=yes", `marks="yes": want 1`},
+		{"empty", "&marks=", `marks="": want 1`},
+		{"twice", "&marks=1&marks=1", "marks given 2 times"},
+	} {
+		t.Run("bad marks: "+tc.desc, func(t *testing.T) {
+			resp, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+tc.query)
+			if resp.StatusCode != 400 || !strings.Contains(body, tc.want) {
+				t.Errorf("status %d %q, want 400 with %q", resp.StatusCode, body, tc.want)
+			}
+		})
+	}
+}
+
+// failingLookups fails LookupCertificate of the names in fail, as a store
+// does that cannot read a record or open its key.
+type failingLookups struct {
+	store.Store
+	fail map[string]bool
+	// stall, when set, makes the lookup of a name in fail wait until
+	// the lookup's context is done instead, as a store too slow does.
+	stall *atomic.Bool
+}
+
+func (f failingLookups) LookupCertificate(ctx context.Context, name string) (*store.Certificate, error) {
+	if f.fail[name] {
+		if f.stall != nil && f.stall.Load() {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		if f.stall == nil {
+			return nil, errors.New("lookup failed on purpose")
+		}
+	}
+	return f.Store.LookupCertificate(ctx, name)
+}
+
+func (f failingLookups) Unwrap() store.Store { return f.Store }
+
+// TestChangesMarksLookupFails: a name whose lookup fails, for another
+// reason than there being no certificate, is listed plain (only said to
+// have changed), never marked gone: the endpoint would not answer 404
+// for it either.
+func TestChangesMarksLookupFails(t *testing.T) {
+	inner := newTestStore(t)
+	st := failingLookups{Store: inner, fail: map[string]bool{"failing.example.org": true}}
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0"}, st)
+	addr := e.Addrs()[0].String()
+	for _, n := range []string{"failing.example.org", "deleted.example.org"} {
+		putCert(t, inner, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"),
+			NotAfter: time.Now().Add(time.Hour)})
+	}
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := strings.Replace(strings.SplitN(body, "\n", 2)[0], " ", ".", 1)
+	for _, n := range []string{"failing.example.org", "deleted.example.org"} {
+		if err := inner.DeleteCertificate(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+	lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:]
+	if got := strings.Join(lines, ","); got != "failing.example.org,gone deleted.example.org" {
+		t.Errorf("lines %s, want failing.example.org plain and deleted.example.org gone", got)
+	}
+}
+
+// TestChangesMarksOutOfTime: the marks take no longer than the
+// endpoint's LookupTimeout; names left when it is over are listed plain,
+// and the next poll, at the same point of the feed, looks them up.
+func TestChangesMarksOutOfTime(t *testing.T) {
+	inner := newTestStore(t)
+	var stall atomic.Bool
+	st := failingLookups{Store: inner, fail: map[string]bool{"slow.example.org": true}, stall: &stall}
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Second}, st)
+	addr := e.Addrs()[0].String()
+	names := []string{"slow.example.org", "deleted.example.org"}
+	for _, n := range names {
+		putCert(t, inner, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"),
+			NotAfter: time.Now().Add(time.Hour)})
+	}
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := strings.Replace(strings.SplitN(body, "\n", 2)[0], " ", ".", 1)
+	for _, n := range names {
+		if err := inner.DeleteCertificate(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stall.Store(true)
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+	if got := strings.Join(strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:], ","); got != "slow.example.org,deleted.example.org" {
+		t.Errorf("out of time: lines %s, want both plain", got)
+	}
+	stall.Store(false)
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+	if got := strings.Join(strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:], ","); got != "gone slow.example.org,gone deleted.example.org" {
+		t.Errorf("in time: lines %s, want both gone", got)
 	}
 }

@@ -6,7 +6,9 @@
 //     the PEM chain and key from the store, with a Cache-Control max-age
 //     (CacheMaxAge) telling nginx how long to keep them, and GET
 //     /v1/changes the names whose certificates changed since nginx last
-//     asked (the store's store.ChangeFeed), so that it drops them at once;
+//     asked (the store's store.ChangeFeed), so that it drops them at once,
+//     with those no certificate serves any more marked "gone" when asked
+//     (marks=1), so that it does not wait for their renewal;
 //   - ChallengeEndpoint, the answers to the CA's HTTP-01 validation
 //     requests, GET /.well-known/acme-challenge/{token}, which nginx's port
 //     80 proxies to it; the renewer writes the tokens into the store;

@@ -175,15 +175,7 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.conns[c] = true
 		}
 	}
-	match := name
-	a, ok := f.answers[name]
-	if !ok {
-		// A wildcard answers for the names one label below it.
-		if i := strings.IndexByte(name, '.'); i > 0 {
-			match = "*" + name[i:]
-			a, ok = f.answers[match]
-		}
-	}
+	a, match, ok := f.lookup(name)
 	f.inflight++
 	f.maxInflight = max(f.maxInflight, f.inflight)
 	gate := f.certGate
@@ -307,6 +299,23 @@ func peerPID(r *http.Request) (int32, bool) {
 	return cred.Pid, true
 }
 
+// lookup returns the answer for name (f.mu held): its own, else that of
+// the wildcard one label up, with the stored name that matched; false
+// when there is neither.
+func (f *fakeSidecar) lookup(name string) (answer, string, bool) {
+	if a, ok := f.answers[name]; ok {
+		return a, name, true
+	}
+	// A wildcard answers for the names one label below it.
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		match := "*" + name[i:]
+		if a, ok := f.answers[match]; ok {
+			return a, match, true
+		}
+	}
+	return answer{}, name, false
+}
+
 func (f *fakeSidecar) set(name string, a answer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -340,7 +349,18 @@ func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
 	} else {
 		ch.Names = f.changed[since.Version:]
 	}
-	body := certserver.AppendChanges(nil, ch)
+	// Marked as the real sidecar does when asked: the host names it
+	// would answer 404 for now.
+	var gone map[string]bool
+	if r.URL.Query().Get("marks") == "1" {
+		gone = make(map[string]bool)
+		for _, n := range ch.Names {
+			if a, _, ok := f.lookup(n); !strings.HasPrefix(n, "*.") && (!ok || a.status == 404) {
+				gone[n] = true
+			}
+		}
+	}
+	body := certserver.AppendChanges(nil, ch, gone)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Write(body)
 }

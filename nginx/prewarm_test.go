@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -573,4 +574,150 @@ func prewarmNotHeld(t *testing.T, expiresIn time.Duration) {
 		}
 		return nil
 	})
+}
+
+// TestLuaPrewarmGone: with pre-warming on, a name whose certificate is
+// deleted is dropped by every worker at its next poll of the change feed,
+// which marks the name gone, though a wave of renewals waits in every
+// worker's pre-warm queue: its next handshake gets the fallback. A name
+// queued for its renewal and then deleted is taken out of the queue. The
+// wave is pre-warmed as before once it can go on.
+func TestLuaPrewarmGone(t *testing.T) {
+	ca := newTestCA(t)
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	side.leafFormat = true
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
+		// The fetches the test holds are waited for, however slow the
+		// machine; nothing leaves the queue by waiting, unless the test
+		// holds it for minutes. Not longer: the pre-warm rests 31 times
+		// as long as a name took (the first, held, took seconds), unless
+		// the queue would then not be through within half of
+		// prewarm_wait (see prewarm_rest).
+		Configure: "prewarm_wait = 300, connect_timeout_ms = 10000, read_timeout_ms = 180000, lock_timeout_ms = 200000,",
+	})
+	feedsRunning(t, ngx)
+	within := func(t *testing.T, what string, cond func() error) {
+		t.Helper()
+		start := time.Now()
+		eventually(t, 3*time.Minute, what, cond)
+		t.Logf("%s after %v", what, time.Since(start).Round(10*time.Millisecond))
+	}
+
+	const wave = 20
+	const deleted, queued = "gone-held.test", "gone-queued.test"
+	names := []string{deleted, queued}
+	for i := range wave {
+		names = append(names, fmt.Sprintf("gone-wave%d.test", i))
+	}
+	old, renewed := make(map[string]leaf), make(map[string]leaf)
+	for _, name := range names {
+		old[name], renewed[name] = ca.issue(t, name), ca.issue(t, name)
+		side.set(name, certAnswer(old[name], 3600))
+		must(t, allServe(ngx, name, old[name].serial))
+	}
+	before, err := workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The renewed answers are held until the end: each worker's pre-warm
+	// waits on its first fetch, the rest of the wave queued behind it.
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	held := func(name string) answer {
+		a := certAnswer(renewed[name], 3600)
+		a.gate = gate
+		return a
+	}
+	answers := make(map[string]answer, wave)
+	for _, name := range names[2:] {
+		answers[name] = held(name)
+	}
+	side.changeAll(answers)
+	eventually(t, 3*time.Minute, "every worker's pre-warm waits on a fetch", func() error {
+		hits := 0
+		for _, name := range names[2:] {
+			hits += side.hitsFor(name)
+		}
+		if hits < ngx.Workers() {
+			return fmt.Errorf("%d of %d fetches", hits, ngx.Workers())
+		}
+		return nil
+	})
+	// queued is renewed too: every worker queues it behind the wave (two
+	// polls after the change, the second asked after the change).
+	side.change(queued, held(queued))
+	polled, err := workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Minute, "every worker polls the change feed twice", func() error {
+		all, err := workerStats(ngx)
+		if err != nil {
+			return err
+		}
+		for pid, st := range all {
+			if n := st["feed_poll"] - polled[pid]["feed_poll"]; n < 2 {
+				return fmt.Errorf("worker %s polled %d times", pid, n)
+			}
+		}
+		return nil
+	})
+
+	side.change(deleted, answer{status: 404, maxAge: 10})
+	side.change(queued, answer{status: 404, maxAge: 10})
+	for _, name := range []string{deleted, queued} {
+		within(t, "every worker serves the fallback for "+name, allServe(ngx, name, fallback.serial))
+	}
+	// The wave still waits: its old certificates are served.
+	for _, name := range names[2:] {
+		must(t, allServe(ngx, name, old[name].serial))
+	}
+	after, err := workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pid, st := range after {
+		if n := st["feed_gone"] - before[pid]["feed_gone"]; n < 2 {
+			t.Errorf("worker %s dropped %d names the feed marked gone, want 2", pid, n)
+		}
+	}
+
+	release()
+	within(t, "every worker serves the renewed wave", func() error {
+		for _, name := range names[2:] {
+			if err := allServe(ngx, name, renewed[name].serial)(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// Only the wave was pre-warmed, each name once per worker: the
+	// deleted name was taken out of the queue.
+	after, err = workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pid, st := range after {
+		b := before[pid]
+		if n := st["prewarm_fetched"] + st["prewarm_loaded"] + st["prewarm_dropped"] -
+			b["prewarm_fetched"] - b["prewarm_loaded"] - b["prewarm_dropped"]; n != wave {
+			t.Errorf("worker %s pre-warmed %d names, want the %d of the wave", pid, n, wave)
+		}
+		if n := st["prewarm_dropped"] - b["prewarm_dropped"]; n != 0 {
+			t.Errorf("worker %s dropped %d names instead of pre-warming them", pid, n)
+		}
+		if n := st["parse_handshake"] - b["parse_handshake"]; n != 0 {
+			t.Errorf("worker %s parsed %d certificates on the handshake path", pid, n)
+		}
+	}
+	ngx.AssertCleanErrorLog(t)
+	if t.Failed() {
+		t.Logf("nginx error log:\n%s", ngx.ErrorLog())
+	}
 }

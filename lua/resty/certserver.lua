@@ -275,7 +275,8 @@ local defaults = {
     -- when the change feed names a certificate this worker serves, fetch
     -- and parse the new one in a timer and swap it in, serving the old
     -- one meanwhile (see prewarm_one); false drops it, and the next
-    -- handshake for the name fetches and parses it
+    -- handshake for the name fetches and parses it. A name the feed says
+    -- no certificate serves any more is dropped either way
     prewarm = true,
     -- how long, in seconds, a changed name may wait in the pre-warm queue,
     -- its old certificate served meanwhile (a renewal leaves it valid);
@@ -1159,11 +1160,12 @@ end
 -- too): "parse_handshake" while a handshake waited, "parse_timer" in a
 -- timer, off the handshake path (pre-warming). The change feed:
 -- "feed_poll" (a poll answered), "feed_yield" (a poll applying a long
--- answer let handshakes run, after each FEED_CHUNK names); pre-warming
--- (see prewarm_one): "prewarm_wait" (time a name waited in the queue),
--- "prewarm_requeued" (a name another worker was fetching put at the end
--- of the queue, once), then one of "prewarm_fetched" (asked the
--- sidecar), "prewarm_loaded" (took another worker's answer from the
+-- answer let handshakes run, after each FEED_CHUNK names), "feed_gone"
+-- (a name the feed said no certificate serves, dropped at once);
+-- pre-warming (see prewarm_one): "prewarm_wait" (time a name waited in
+-- the queue), "prewarm_requeued" (a name another worker was fetching put
+-- at the end of the queue, once), then one of "prewarm_fetched" (asked
+-- the sidecar), "prewarm_loaded" (took another worker's answer from the
 -- shared dict), "prewarm_dropped" (dropped instead). Each is { n =
 -- count, total = seconds, samples = the last STAT_SAMPLES durations in
 -- seconds, in no order }. For benchmarks and tests; the table is the
@@ -1492,7 +1494,10 @@ end
 
 local CERTS_PATH = "/v1/certs/"
 local CHAINS_PATH = "/v1/chains/"
-local CHANGES_PATH = "/v1/changes?since="
+-- The feed with marks (certserver.ChangesPath): a name no certificate
+-- serves any more comes as "gone NAME" (GONE_LINE). An older sidecar
+-- ignores marks=1 and lists every name plain, as before.
+local CHANGES_PATH = "/v1/changes?marks=1&since="
 -- The sidecar's leaf format (certserver.LeafFormat), asked for when the
 -- chain can be built from parsed parts (chain_push).
 local LEAF_FORMAT = "application/vnd.certserver.leaf+pem"
@@ -2199,13 +2204,19 @@ end
 -- The change feed. Each worker asks the sidecar every FEED_INTERVAL
 -- seconds, from a timer started by its first handshake, for the names
 -- whose certificate was stored, replaced or deleted since the last answer
--- (GET /v1/changes?since=EPOCH.VERSION) and retires them: from the shared
--- dict (the name and the record of that id) and from its own LRU, and
--- every name the worker serves through a retired record. When the sidecar
--- cannot tell (the worker fell too far behind, or the store is another
--- one) everything cached before is revalidated: served on, stale, while
--- its name is asked again. No poll while the sidecar is down; the poll
--- probes it instead.
+-- (GET /v1/changes?marks=1&since=EPOCH.VERSION) and retires them: from
+-- the shared dict (the name and the record of that id) and from its own
+-- LRU, and every name the worker serves through a retired record. When
+-- the sidecar cannot tell (the worker fell too far behind, or the store
+-- is another one) everything cached before is revalidated: served on,
+-- stale, while its name is asked again. No poll while the sidecar is
+-- down; the poll probes it instead.
+--
+-- The sidecar marks a name that no certificate serves any more (deleted,
+-- or no longer in any certificate, and no wildcard of it stored): such a
+-- name is dropped at once, pre-warming on or off, and taken out of the
+-- pre-warm queue (see unqueue), so that a removed certificate is gone
+-- within about a second even during a wave of renewals.
 --
 -- Pre-warming (option prewarm, on by default): a changed name this
 -- worker serves a certificate for is not dropped from its LRU but queued;
@@ -2216,9 +2227,9 @@ end
 -- served, its max-age held over (see hold_over): a renewal leaves it
 -- valid, and is never urgent, so a wave is worked through at
 -- PREWARM_SHARE of the worker's time (see prewarm_rest). A 404 replaces
--- it with the
--- fallback; a name moved to another record follows it. One worker
--- fetches a name (the fetch lock of lookup); it then marks the shared
+-- it with the fallback (should the feed not have said the name is
+-- gone); a name moved to another record follows it. One worker fetches
+-- a name (the fetch lock of lookup); it then marks the shared
 -- copy as fetched after the change (PREWARM_KEY), and the other workers
 -- parse that copy in their own timer instead of asking. A name whose
 -- pre-warming fails, or that waited prewarm_wait seconds in the queue, is
@@ -2238,6 +2249,9 @@ local PREWARM_REST = 0.01   -- the least rest after a name, at most (s)
 local PREWARM_SHARE = 1 / 32 -- the pre-warm's share of a worker's time
 local PREWARM_SPREAD = 0.5   -- of prewarm_wait: a queue's time to finish
 local PREWARM_SLICE = 0.1   -- the longest sleep of a rest (s)
+-- A line of the feed naming a name no certificate serves: "gone NAME"
+-- (certserver.GoneMark); no host name holds a space.
+local GONE_LINE = "^gone (%S+)$"
 local FEED_CHUNK = 100      -- names a poll applies between two yields
 -- The shortest sleep of the pre-warm and the feed (s): ngx_lua built
 -- without OpenResty's delayed-events patch (Debian's) warns of every
@@ -2389,6 +2403,14 @@ local function requeue(name, job)
     pw_last = pw_last + 1
     pw_names[pw_last] = name
     pw_jobs[name] = job
+end
+
+
+-- unqueue(name) takes name out of the pre-warm queue: its place stays,
+-- without a job, and is skipped (see prewarm_run). Queued again, name
+-- takes the first of its places.
+local function unqueue(name)
+    pw_jobs[name] = nil
 end
 
 
@@ -2545,14 +2567,22 @@ local function prewarm_run(premature)
         pw_first = pw_first + 1
         local job = pw_jobs[name]
         pw_jobs[name] = nil
-        local t0 = clock()
-        local ok, err = pcall(prewarm_one, name, job)
-        if not ok then
-            log_limited("internal", "internal error: " .. tostring(err))
-            give_up(name, nil)
-        end
-        if pw_first <= pw_last then
-            prewarm_sleep(prewarm_rest(clock() - t0))
+        if job then  -- else taken out of the queue (see unqueue)
+            local t0 = clock()
+            local ok, err = pcall(prewarm_one, name, job)
+            if not ok then
+                log_limited("internal", "internal error: " .. tostring(err))
+                give_up(name, nil)
+            end
+            -- Places taken out of the queue need no rest (nor count in
+            -- prewarm_rest's).
+            while pw_first <= pw_last and not pw_jobs[pw_names[pw_first]] do
+                pw_names[pw_first] = nil
+                pw_first = pw_first + 1
+            end
+            if pw_first <= pw_last then
+                prewarm_sleep(prewarm_rest(clock() - t0))
+            end
         end
     end
     pw_first, pw_last = 1, 0
@@ -2575,9 +2605,12 @@ local function start_prewarm()
     for i = pw_first, pw_last do
         local name = pw_names[i]
         pw_names[i] = nil
-        give_up(name, pw_jobs[name].cursor)
-        pw_jobs[name] = nil
-        stat("prewarm_dropped", clock())
+        local job = pw_jobs[name]
+        if job then
+            give_up(name, job.cursor)
+            pw_jobs[name] = nil
+            stat("prewarm_dropped", clock())
+        end
     end
     pw_first, pw_last = 1, 0
 end
@@ -2661,11 +2694,21 @@ local function poll_changes()
         -- A wave of changes is applied FEED_CHUNK names at a time, the
         -- worker's handshakes served in between.
         local n = 0
-        for name in str_gmatch(rest, "[^\n]+") do
-            if prewarm and held(name) and enqueue(name, next_cursor, t0) then
-                unshare(name, next_cursor)
+        for line in str_gmatch(rest, "[^\n]+") do
+            local gone = str_match(line, GONE_LINE)
+            if gone then
+                -- No certificate any more: nothing to pre-warm. Dropped
+                -- as a record id too, the names served through that
+                -- record (which is gone) ask again at their next
+                -- handshake.
+                unqueue(gone)
+                drop(gone, next_cursor)
+                stat("feed_gone", t0)
+            elseif prewarm and held(line) and enqueue(line, next_cursor, t0)
+            then
+                unshare(line, next_cursor)
             else
-                drop(name, next_cursor)
+                drop(line, next_cursor)
             end
             n = n + 1
             if n % FEED_CHUNK == 0 then

@@ -51,8 +51,9 @@ import (
 //     that took over 6 times CERTSERVER_BENCH_LOAD);
 //   - hot-cache-hit-%: the hot phase's record reads served from the
 //     sidecar's record cache ([store] record_cache, the default), and
-//     record-cache-MiB, record-cache-used-MiB: its size and what it
-//     held at the end;
+//     hot-fast-%, those of them answered from the cache alone, with no
+//     read of the store's index (the fast path); record-cache-MiB,
+//     record-cache-used-MiB: its size and what it held at the end;
 //   - oom-kills: the kernel's OOM kills in the cgroup (target 0: a kill
 //     fails the benchmark as well), and the cgroup's memory at the end
 //     and at its peak (cg-MiB, cg-peak-MiB; limit cg-limit-MiB), with the
@@ -124,6 +125,7 @@ func BenchmarkMillionCgroup(b *testing.B) {
 	}
 	if n := c1.hits + c1.misses - c0.hits - c0.misses; n > 0 {
 		b.ReportMetric(100*(c1.hits-c0.hits)/n, "hot-cache-hit-%")
+		b.ReportMetric(100*(c1.fast-c0.fast)/n, "hot-fast-%")
 	}
 	b.ReportMetric(c1.size/(1<<20), "record-cache-MiB")
 	b.ReportMetric(side.recordCache(b).used/(1<<20), "record-cache-used-MiB")
@@ -147,7 +149,7 @@ func BenchmarkMillionCgroup(b *testing.B) {
 }
 
 // recordCacheMetrics are the sidecar's record cache counters.
-type recordCacheMetrics struct{ hits, misses, used, size float64 }
+type recordCacheMetrics struct{ hits, misses, fast, used, size float64 }
 
 // recordCache reads the sidecar's record cache counters from its
 // metrics ([store] record_cache; zero when it has none).
@@ -160,6 +162,8 @@ func (s *benchSidecar) recordCache(b *testing.B) recordCacheMetrics {
 			m.hits = f
 		case "certserver_record_cache_misses_total":
 			m.misses = f
+		case "certserver_record_cache_fast_hits_total":
+			m.fast = f
 		case `certserver_record_cache_bytes{part="used"}`:
 			m.used = f
 		case `certserver_record_cache_bytes{part="size"}`:

@@ -47,20 +47,25 @@ import (
 // epoch changed, or a record that needs an intermediate the store's
 // memory lacks, sends it the old way, which validates again.
 //
-// Why that never serves a stale answer. Let W be a write that changes
-// name's answer and has returned (update bumps after the commit, before
-// it returns), and L the lookup that validated the entry at epoch e,
-// loaded before L's snapshot. If W committed before L's snapshot, L's
-// record is W's or newer. Else W's bump came after its commit, after L's
-// snapshot, after L loaded e: the name's epoch is now past e, and a
-// lookup that starts after W returned loads a later epoch than e and
-// does not take the fast path. A lookup that overlaps W may answer as
-// before W, as a transaction that began before W's commit would. An
-// entry validated by a lookup with an older snapshot than another's
-// keeps the higher of the epochs only for the version it saw; a record
-// put at a newer version starts unvalidated (put); and a fast entry's
-// epochs are compared for equality, so one written late with old epochs
-// is merely never used. Answers of "not found" are never kept.
+// Why that never serves a stale answer. Let L be the lookup that
+// validated an entry at epoch e, which it loaded before its snapshot. A
+// write to the name whose bump came before L loaded e had committed
+// before that (update bumps after the commit), so before L's snapshot:
+// L's record includes it. A write whose bump came after L loaded e has
+// moved the epoch past e, and the entry is never used again. So a lookup
+// that loads the epoch e and then finds the entry answers with a record
+// that includes every write to the name bumped before it loaded e, which
+// includes every write that had returned before it began (update bumps
+// before it returns); a write still under way may be missed, as by a
+// transaction that began before its commit. A slot shared with other
+// names, or a bump of a write that changed nothing, only moves the epoch
+// more often. The entries written by lookups racing each other: a
+// record entry keeps the highest epoch it was validated at only for the
+// version it holds, and a record put at a newer version starts
+// unvalidated (put), so an older snapshot never validates a newer
+// record; a fast entry's epochs are compared for equality, so one
+// written late with old epochs is merely never used. Answers of "not
+// found" are never kept.
 
 // epochSlots is the number of the names' epoch counters (512 KiB).
 const epochSlots = 1 << 16

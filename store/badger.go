@@ -127,8 +127,8 @@ type Badger struct {
 	// records caches the records lookups read (recordcache.go); nil when
 	// BadgerOptions.RecordCacheSize turned it off.
 	records *recordCache
-	// epochs tell lookups which names writes changed since the records
-	// cache entries were found current (recordcache_fast.go).
+	// epochs tell lookups which names writes changed since the record
+	// cache's entries were found current (recordcache_fast.go).
 	epochs *nameEpochs
 }
 

@@ -122,8 +122,8 @@ type RecordCacheStats struct {
 	// Size is the memory the cache may take, in bytes (0 when it is off);
 	// Used the bytes its rings hold, entries and the space evicted
 	// entries left before the next write reclaims it, and Entries the
-	// records it holds (not counting the small entries that point
-	// lookups of names whose record lives elsewhere to it:
+	// records it holds (not counting the fast path's small entries,
+	// which point a lookup of a name at a record kept under another key:
 	// recordcache_fast.go).
 	Size, Used int64
 	Entries    int64

@@ -17,6 +17,7 @@ type RecordCacher interface {
 //
 //	certserver_record_cache_hits_total      lookups whose record came from the cache
 //	certserver_record_cache_misses_total    lookups whose record was read from the store
+//	certserver_record_cache_fast_hits_total of the hits, lookups that read nothing from the store
 //	certserver_record_cache_bytes{part}     used (records held) and size (its bound)
 //	certserver_record_cache_records         records it holds
 type recordCacheCollector struct{ c RecordCacher }
@@ -26,6 +27,8 @@ var (
 		"Certificate lookups whose record came from the store's record cache ([store] record_cache).", nil, nil)
 	descRecordCacheMisses = prometheus.NewDesc("certserver_record_cache_misses_total",
 		"Certificate lookups whose record was read from the store's files, and then cached; many misses against few hits for the same names mean the cache is too small for the names asked for again.", nil, nil)
+	descRecordCacheFastHits = prometheus.NewDesc("certserver_record_cache_fast_hits_total",
+		"Of the record cache's hits, the certificate lookups answered from the cache alone, without reading the store's index for the record's version (no write changed the name since a lookup found it).", nil, nil)
 	descRecordCacheBytes = prometheus.NewDesc("certserver_record_cache_bytes",
 		"The record cache's memory, by part: used (the records it holds, with what evicted ones left until it is reused) and size (its bound, [store] record_cache; 0 when off).",
 		[]string{"part"}, nil)
@@ -36,6 +39,7 @@ var (
 func (c recordCacheCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRecordCacheHits
 	ch <- descRecordCacheMisses
+	ch <- descRecordCacheFastHits
 	ch <- descRecordCacheBytes
 	ch <- descRecordCacheRecords
 }
@@ -44,6 +48,7 @@ func (c recordCacheCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.c.RecordCacheStats()
 	ch <- prometheus.MustNewConstMetric(descRecordCacheHits, prometheus.CounterValue, float64(st.Hits))
 	ch <- prometheus.MustNewConstMetric(descRecordCacheMisses, prometheus.CounterValue, float64(st.Misses))
+	ch <- prometheus.MustNewConstMetric(descRecordCacheFastHits, prometheus.CounterValue, float64(st.FastHits))
 	ch <- prometheus.MustNewConstMetric(descRecordCacheBytes, prometheus.GaugeValue, float64(st.Used), "used")
 	ch <- prometheus.MustNewConstMetric(descRecordCacheBytes, prometheus.GaugeValue, float64(st.Size), "size")
 	ch <- prometheus.MustNewConstMetric(descRecordCacheRecords, prometheus.GaugeValue, float64(st.Entries))

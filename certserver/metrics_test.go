@@ -446,7 +446,7 @@ func TestMetricsRunRefreshes(t *testing.T) {
 }
 
 // The store's record cache is exported: a name looked up twice is one
-// miss, then one hit.
+// miss, then one hit, from the fast path.
 func TestMetricsRecordCache(t *testing.T) {
 	st := newTestStore(t)
 	putCert(t, st, fakeCert("a.example.com", time.Now().Add(time.Hour)))
@@ -479,6 +479,7 @@ func TestMetricsRecordCache(t *testing.T) {
 			}{
 				{"certserver_record_cache_hits_total", nil, func(v float64) bool { return v == 1 }},
 				{"certserver_record_cache_misses_total", nil, func(v float64) bool { return v == 1 }},
+				{"certserver_record_cache_fast_hits_total", nil, func(v float64) bool { return v == 1 }},
 				{"certserver_record_cache_records", nil, func(v float64) bool { return v == 1 }},
 				{"certserver_record_cache_bytes", []string{"part", "used"}, func(v float64) bool { return v > 0 && v < 4096 }},
 				{"certserver_record_cache_bytes", []string{"part", "size"}, func(v float64) bool { return v == float64(store.DefaultRecordCacheSize) }},

@@ -127,6 +127,9 @@ type Badger struct {
 	// records caches the records lookups read (recordcache.go); nil when
 	// BadgerOptions.RecordCacheSize turned it off.
 	records *recordCache
+	// epochs tell lookups which names writes changed since the record
+	// cache's entries were found current (recordcache_fast.go).
+	epochs *nameEpochs
 }
 
 var (
@@ -197,7 +200,7 @@ func OpenBadger(path string, opts BadgerOptions) (*Badger, error) {
 		return nil, fmt.Errorf("open badger %s: %w", path, err)
 	}
 	b := &Badger{db: db, log: log, now: opts.Clock, stop: make(chan struct{}), upgraded: make(chan struct{}), writeV1: opts.writeV1,
-		writeUnhomed: opts.writeUnhomed || opts.writeV1, records: records}
+		writeUnhomed: opts.writeUnhomed || opts.writeV1, records: records, epochs: newNameEpochs()}
 	if err := b.initChangeLog(); err != nil {
 		db.Close()
 		records.close()
@@ -306,7 +309,10 @@ func (b *Badger) runGC() {
 // while this process is the only writer), it is retried whole; fn must
 // not keep state across attempts. Every write to the database goes
 // through here: the count of writes it keeps is what tells
-// ListChallenges that a scan it kept is still current.
+// ListChallenges that a scan it kept is still current, and the epochs of
+// the names fn marked (touch) go up after each attempt has ended,
+// committed or not, before the next write begins: what tells lookups'
+// fast path that its answer may have changed (recordcache_fast.go).
 func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
@@ -314,6 +320,7 @@ func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) err
 		}
 		b.writeMu.Lock()
 		err := b.db.Update(fn)
+		b.epochs.bump()
 		b.writes.Add(1)
 		b.writeMu.Unlock()
 		if !errors.Is(err, badger.ErrConflict) || attempt == maxAttempts {

@@ -169,39 +169,61 @@ func (b *Badger) GetCertificate(ctx context.Context, id string) (*Certificate, e
 	return &c, nil
 }
 
-// LookupCertificate implements Store. It reads one read-only transaction:
-// one get for a name whose link holds its record (badger_home.go), two
-// when the link holds the ID; up to twice that through a wildcard. The
-// records it reads it keeps in the record cache, and reads from there
-// while the store holds them unchanged (recordcache.go).
+// LookupCertificate implements Store. The answer of a name the store has
+// not changed since a lookup last found it comes from the record cache
+// alone, with no transaction (recordcache_fast.go). Else it reads one
+// read-only transaction: one get for a name whose link holds its record
+// (badger_home.go), two when the link holds the ID; up to twice that
+// through a wildcard. The records it reads it keeps in the record cache,
+// and reads from there while the store holds them unchanged
+// (recordcache.go).
 func (b *Badger) LookupCertificate(ctx context.Context, name string) (*Certificate, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("lookup certificate %s: %w", name, err)
+	}
+	// The epochs are loaded before the transaction begins: that order is
+	// what makes the fast path's answers current (recordcache_fast.go).
+	wild, hasWild := hostname.WildcardFor(name)
+	hasWild = hasWild && !hostname.IsWildcard(name)
+	at := lookupEpochs{name: b.epochs.load(name)}
+	if hasWild {
+		at.wild = b.epochs.load(wild)
+	}
+	link := key(prefixLink, name)
 	var c Certificate
+	if ok, err := b.records.readFast(name, link, at, func(v []byte) error { return decodeCertificate(v, &c, &b.inters) }); ok && err == nil {
+		return &c, nil
+	}
+	c = Certificate{}
+	var found foundRecord
 	err := b.view(ctx, func(txn *badger.Txn) error {
-		err := b.lookupLinked(txn, name, &c)
-		if !errors.Is(err, ErrNotFound) {
+		found = foundRecord{}
+		err := b.lookupLinked(txn, name, &c, &found)
+		if !errors.Is(err, ErrNotFound) || !hasWild {
 			return err
 		}
-		if wild, ok := hostname.WildcardFor(name); ok && !hostname.IsWildcard(name) {
-			return b.lookupLinked(txn, wild, &c)
-		}
-		return err
+		found = foundRecord{wild: true}
+		return b.lookupLinked(txn, wild, &c, &found)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lookup certificate %s: %w", name, err)
 	}
+	b.records.validate(name, at, &found)
 	return &c, nil
 }
 
 // lookupLinked decodes into c the record linked to name, or returns
-// ErrNotFound. It reads the record through the record cache: txn must be
-// read-only.
-func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) error {
+// ErrNotFound, and says in found where it read it (its key stays nil
+// when there is no record cache). It reads the record through the record
+// cache: txn must be read-only.
+func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate, found *foundRecord) error {
 	item, err := txn.Get(key(prefixLink, name))
 	if err != nil {
 		return notFound(err)
 	}
 	if item.UserMeta() == metaRecord {
-		return b.readRecord(txn, item, c, b.records)
+		found.direct = !found.wild
+		return b.readRecord(txn, item, c, b.records, found)
 	}
 	var id []byte
 	if id, err = item.ValueCopy(nil); err != nil {
@@ -215,7 +237,7 @@ func (b *Badger) lookupLinked(txn *badger.Txn, name string, c *Certificate) erro
 		}
 		return notFound(err)
 	}
-	return b.readRecord(txn, item, c, b.records)
+	return b.readRecord(txn, item, c, b.records, found)
 }
 
 // DeleteCertificate implements Store.
@@ -268,6 +290,7 @@ func (b *Badger) deleteCertificate(txn *badger.Txn, id string, changed *changeSe
 // removes the link. A record of id the link held goes with it: the
 // caller writes id's record again or deletes it.
 func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
+	b.touch(name)
 	if err := txn.Delete(claimKey(name, id)); err != nil {
 		return err
 	}
@@ -315,6 +338,7 @@ func (b *Badger) unlink(txn *badger.Txn, name, id string) error {
 	// The link held id's record or ID, which goes: nothing to give back.
 	if best == nil {
 		b.records.drop(key(prefixLink, name))
+		b.records.drop(fastEntryKey(name))
 		return txn.Delete(key(prefixLink, name))
 	}
 	if err := txn.Set(key(prefixLink, name), best); err != nil {

@@ -89,12 +89,14 @@ func (p *pendingIntermediates) intermediatePEM(digest [digestSize]byte) ([]byte,
 // with other bytes than its digest says, is an error wrapping errCorrupt:
 // never a record with another chain.
 func (b *Badger) readCertificate(txn *badger.Txn, item *badger.Item, c *Certificate) error {
-	return b.readRecord(txn, item, c, nil)
+	return b.readRecord(txn, item, c, nil, nil)
 }
 
 // readRecord is readCertificate reading the record through cache, which
-// may be nil (recordcache.go: lookups only, in read-only transactions).
-func (b *Badger) readRecord(txn *badger.Txn, item *badger.Item, c *Certificate, cache *recordCache) error {
+// may be nil (recordcache.go: lookups only, in read-only transactions),
+// and setting in found, unless nil, the key and version of the item
+// holding the record.
+func (b *Badger) readRecord(txn *badger.Txn, item *badger.Item, c *Certificate, cache *recordCache, found *foundRecord) error {
 	var id []byte // of a record read through c/ID from its name's link
 	if item.UserMeta() == metaHomed {
 		id = item.KeyCopy(nil)[len(prefixCert):]
@@ -102,6 +104,9 @@ func (b *Badger) readRecord(txn *badger.Txn, item *badger.Item, c *Certificate, 
 		if item, err = homedRecord(txn, item); err != nil {
 			return err
 		}
+	}
+	if found != nil && cache != nil {
+		found.key, found.version = item.KeyCopy(nil), item.Version()
 	}
 	if err := b.decodeRecord(txn, item, c, cache); err != nil || id == nil || c.ID == string(id) {
 		return err

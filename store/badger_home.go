@@ -87,6 +87,7 @@ func recordHead(rec []byte) (id string, names []string, ok bool) {
 // certificate that the link held goes back under that certificate's
 // ID first; id's own record the caller writes again (placeRecord).
 func (b *Badger) setLink(txn *badger.Txn, name, id string) error {
+	b.touch(name)
 	item, err := txn.Get(key(prefixLink, name))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
@@ -147,8 +148,11 @@ func homedIn(txn *badger.Txn, id, name string) (bool, error) {
 // that link selects it, else under c/ID. Under writeUnhomed it goes under
 // c/ID, and a link that held it holds the ID again (unhome).
 func (b *Badger) placeRecord(txn *badger.Txn, id string, names []string, rec []byte) error {
+	for _, name := range names {
+		b.touch(name)
+	}
 	if b.writeUnhomed {
-		if err := unhome(txn, id); err != nil {
+		if err := b.unhome(txn, id); err != nil {
 			return err
 		}
 	} else if len(names) == 1 {
@@ -197,7 +201,7 @@ func homeOf(txn *badger.Txn, id string) (*badger.Item, error) {
 // unhome turns the link holding the record of certificate id, when one
 // does, back into a link holding id; the caller writes the record under
 // c/ID.
-func unhome(txn *badger.Txn, id string) error {
+func (b *Badger) unhome(txn *badger.Txn, id string) error {
 	link, err := homeOf(txn, id)
 	if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && link == nil) {
 		return nil
@@ -205,7 +209,9 @@ func unhome(txn *badger.Txn, id string) error {
 	if err != nil {
 		return err
 	}
-	return txn.Set(link.KeyCopy(nil), []byte(id))
+	k := link.KeyCopy(nil)
+	b.touch(string(k[len(prefixLink):]))
+	return txn.Set(k, []byte(id))
 }
 
 // rehome moves the record of certificate id into its name's link, when it

@@ -31,6 +31,13 @@ import (
 // only lookups fill it: a scan of every record must not push out the hot
 // ones.
 //
+// A lookup of a name no write has changed since a lookup last found its
+// record does not even read its key's entry in the tree: the cache then
+// says which version of which key answers the name (the fast path,
+// recordcache_fast.go). There, and only there, writes tell the cache what
+// they changed: the epochs of the names they mark, which lookups compare
+// with those their entries were validated at.
+//
 // The records live packed in one block of memory mapped outside the Go
 // heap (recordcache_unix.go), divided into shards, each a ring: entries
 // are appended at its head and evicted at its tail, except that an entry
@@ -55,11 +62,14 @@ const (
 
 const (
 	// cacheHeader is the size of an entry's header in its ring: the
-	// version (8 bytes), the key's hash (8), the key's length (2), the
-	// value's length (4), the referenced flag (1, at cacheRef) and a byte
-	// of padding.
-	cacheHeader = 24
-	cacheRef    = 22
+	// version (8 bytes), the key's hash (8), the epoch the entry was last
+	// found current at by a lookup of its name, plus one (8, at
+	// cacheValid; 0 for never: recordcache_fast.go), the key's length (2),
+	// the value's length (4), the referenced flag (1, at cacheRef) and a
+	// byte of padding.
+	cacheHeader = 32
+	cacheValid  = 16
+	cacheRef    = 30
 	// cacheIndexCost is what an entry's slot in its shard's index (a Go
 	// map from the key's hash to the entry's offset) costs at most: 12
 	// bytes of key and value and a control byte in a table at least 7/8
@@ -99,8 +109,10 @@ type cacheShard struct {
 	head, tail, end uint32
 	wrapped         bool
 	entries         int // live entries: those in the index
+	fastEntries     int // of which lookups' fast entries (recordcache_fast.go)
 	maxEntries      int
 	hits, misses    uint64
+	fastHits        uint64 // of the hits, those of the fast path
 	closed          bool
 	_               [64]byte // keep shards' locks off each other's cache lines
 }
@@ -110,12 +122,18 @@ type RecordCacheStats struct {
 	// Size is the memory the cache may take, in bytes (0 when it is off);
 	// Used the bytes its rings hold, entries and the space evicted
 	// entries left before the next write reclaims it, and Entries the
-	// records it holds.
+	// records it holds (not counting the fast path's small entries,
+	// which point a lookup of a name at a record kept under another key:
+	// recordcache_fast.go).
 	Size, Used int64
 	Entries    int64
 	// Hits and Misses count the lookups' record reads served from the
 	// cache and from the store since it opened.
 	Hits, Misses uint64
+	// FastHits counts the hits of lookups that read nothing from the
+	// store, not even their key's entry in the LSM tree: the fast path
+	// (recordcache_fast.go).
+	FastHits uint64
 }
 
 // newRecordCache returns a cache taking at most size bytes; nil for
@@ -183,9 +201,8 @@ func (c *recordCache) drop(key []byte) {
 	h := maphash.Bytes(c.seed, key)
 	s := c.shard(h)
 	s.mu.Lock()
-	if off, ok := s.index[h]; ok && !s.closed && bytes.Equal(s.key(off), key) {
-		delete(s.index, h)
-		s.entries--
+	if off, ok := s.find(h, key); ok {
+		s.forget(h, off)
 	}
 	s.mu.Unlock()
 }
@@ -201,7 +218,8 @@ func (c *recordCache) stats() RecordCacheStats {
 		s.mu.Lock()
 		st.Hits += s.hits
 		st.Misses += s.misses
-		st.Entries += int64(s.entries)
+		st.FastHits += s.fastHits
+		st.Entries += int64(s.entries - s.fastEntries)
 		st.Used += int64(s.used())
 		s.mu.Unlock()
 	}
@@ -228,7 +246,7 @@ func (c *recordCache) close() error {
 func (s *cacheShard) entry(off uint32) (version, hash uint64, klen, vlen uint32, referenced bool) {
 	e := s.ring[off : off+cacheHeader]
 	return binary.LittleEndian.Uint64(e), binary.LittleEndian.Uint64(e[8:]),
-		uint32(binary.LittleEndian.Uint16(e[16:])), binary.LittleEndian.Uint32(e[18:]), e[cacheRef] != 0
+		uint32(binary.LittleEndian.Uint16(e[24:])), binary.LittleEndian.Uint32(e[26:]), e[cacheRef] != 0
 }
 
 // key returns the key of the entry at off.
@@ -275,8 +293,7 @@ func (s *cacheShard) put(h uint64, key []byte, version uint64, val []byte) {
 		if ver, _, _, _, _ := s.entry(off); ver > version && bytes.Equal(s.key(off), key) {
 			return
 		}
-		delete(s.index, h)
-		s.entries--
+		s.forget(h, off)
 	}
 	// Each entry evict moves had been looked up since it last moved, and
 	// moves unreferenced: the moves are at most one for each hit, and a
@@ -289,14 +306,44 @@ func (s *cacheShard) put(h uint64, key []byte, version uint64, val []byte) {
 	e := s.ring[off : off+size]
 	binary.LittleEndian.PutUint64(e, version)
 	binary.LittleEndian.PutUint64(e[8:], h)
-	binary.LittleEndian.PutUint16(e[16:], uint16(len(key)))
-	binary.LittleEndian.PutUint32(e[18:], uint32(len(val)))
+	binary.LittleEndian.PutUint64(e[cacheValid:], 0)
+	binary.LittleEndian.PutUint16(e[24:], uint16(len(key)))
+	binary.LittleEndian.PutUint32(e[26:], uint32(len(val)))
 	e[cacheRef], e[cacheRef+1] = 0, 0
 	copy(e[cacheHeader:], key)
 	copy(e[cacheHeader+len(key):], val)
 	s.head += size
 	s.index[h] = off
 	s.entries++
+	if isFastEntryKey(key) {
+		s.fastEntries++
+	}
+}
+
+// find returns the offset of key's entry, of hash h. s.mu must be held.
+func (s *cacheShard) find(h uint64, key []byte) (uint32, bool) {
+	off, ok := s.index[h]
+	if !ok || s.closed || !bytes.Equal(s.key(off), key) {
+		return 0, false
+	}
+	return off, true
+}
+
+// forget removes the entry at off, of hash h, from the index: its bytes
+// stay in the ring until the tail passes them. s.mu must be held.
+func (s *cacheShard) forget(h uint64, off uint32) {
+	if isFastEntryKey(s.key(off)) {
+		s.fastEntries--
+	}
+	delete(s.index, h)
+	s.entries--
+}
+
+// value returns the value of the entry at off, in the ring.
+func (s *cacheShard) value(off uint32) []byte {
+	_, _, klen, vlen, _ := s.entry(off)
+	start := off + cacheHeader + klen
+	return s.ring[start : start+vlen]
 }
 
 // used returns the bytes between tail and head.
@@ -349,8 +396,7 @@ func (s *cacheShard) evict() {
 		s.index[h] = dst
 		s.head = dst + size
 	case live:
-		delete(s.index, h)
-		s.entries--
+		s.forget(h, off)
 	}
 	s.tail += size
 	if s.wrapped && s.tail == s.end {

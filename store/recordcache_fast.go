@@ -1,0 +1,267 @@
+package store
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"sync/atomic"
+)
+
+// The fast path: a lookup that reads nothing from the store.
+//
+// With its record cached (recordcache.go), a lookup of a hot name still
+// reads its key's entry in the LSM tree, for the version of the record
+// its transaction sees; under a memory limit smaller than the store that
+// is a table block or a bloom filter or an index page which the kernel
+// may have dropped, and re-reading it from the disk is a lookup's tail
+// latency. The fast path answers without a transaction: the cache itself
+// says which version of which key is a name's answer, as long as no
+// write has changed that name since a lookup found it so.
+//
+// Epochs. The store keeps a counter for each of epochSlots slots, a name
+// taking the slot of its hash. A write transaction marks every name
+// whose answer it may change: where it writes or deletes a name's link
+// (setLink, unlink, unhome) or a certificate record (placeRecord, for
+// each of the record's names; a record deleted has each of its names
+// unlinked first). A record under c/ID is read only by lookups of the
+// names whose links hold ID, and those are its names: a name a record
+// drops is unlinked in the same transaction. Marking where the keys are
+// written, rather than where the change feed is recorded (recordChange),
+// is what makes every writer count: a new certificate for a name nothing
+// served adds no feed entry, and neither do the upgrade, a key rotation
+// or a fleet's rewrite of a key, yet each writes records. After the
+// transaction ends, committed or not (a failed one changed nothing, and
+// a needless bump only costs a fast hit), the counters of its marked
+// slots go up by one; names of one slot share bumps, which only costs
+// fast hits. Every write is a transaction of Badger.update, and the
+// marks are kept under writeMu with it.
+//
+// Validation. A lookup loads the epochs of its name (and of the wildcard
+// it may fall back to) before it opens its read-only transaction. When
+// it finds the record in its name's own link, it marks the cached record
+// entry of that link at that version as valid at the epoch it loaded
+// (cacheValid); when it reads the record elsewhere (under c/ID, or the
+// wildcard's), it puts a small entry under fastEntryKey(name): the record's
+// key and version and the epochs it loaded. A later lookup that loads
+// the same epochs answers with that record, from the cache, and opens no
+// transaction; a record entry evicted, a record of another version, an
+// epoch changed, or a record that needs an intermediate the store's
+// memory lacks, sends it the old way, which validates again.
+//
+// Why that never serves a stale answer. Let L be the lookup that
+// validated an entry at epoch e, which it loaded before its snapshot. A
+// write to the name whose bump came before L loaded e had committed
+// before that (update bumps after the commit), so before L's snapshot:
+// L's record includes it. A write whose bump came after L loaded e has
+// moved the epoch past e, and the entry is never used again. So a lookup
+// that loads the epoch e and then finds the entry answers with a record
+// that includes every write to the name bumped before it loaded e, which
+// includes every write that had returned before it began (update bumps
+// before it returns); a write still under way may be missed, as by a
+// transaction that began before its commit. A slot shared with other
+// names, or a bump of a write that changed nothing, only moves the epoch
+// more often. The entries written by lookups racing each other: a
+// record entry keeps the highest epoch it was validated at only for the
+// version it holds, and a record put at a newer version starts
+// unvalidated (put), so an older snapshot never validates a newer
+// record; a fast entry's epochs are compared for equality, so one
+// written late with old epochs is merely never used. Answers of "not
+// found" are never kept.
+
+// epochSlots is the number of the names' epoch counters (512 KiB).
+const epochSlots = 1 << 16
+
+// nameEpochs are the epochs of the names (above). Loading is safe for
+// concurrent use; touch and bump are called under Badger.writeMu.
+type nameEpochs struct {
+	seed  maphash.Seed
+	slots [epochSlots]atomic.Uint64
+	// marked has the bit of each slot in touched, the slots the write
+	// under way marked, each once.
+	marked  [epochSlots / 64]uint64
+	touched []uint32
+}
+
+func newNameEpochs() *nameEpochs { return &nameEpochs{seed: maphash.MakeSeed()} }
+
+func (e *nameEpochs) slot(name string) uint32 {
+	return uint32(maphash.String(e.seed, name)) & (epochSlots - 1)
+}
+
+// load returns name's epoch.
+func (e *nameEpochs) load(name string) uint64 { return e.slots[e.slot(name)].Load() }
+
+// touch marks name as changed by the write under way.
+func (e *nameEpochs) touch(name string) {
+	s := e.slot(name)
+	if e.marked[s/64]&(1<<(s%64)) != 0 {
+		return
+	}
+	e.marked[s/64] |= 1 << (s % 64)
+	e.touched = append(e.touched, s)
+}
+
+// bump advances the epochs of the names the write that just ended
+// marked, and clears the marks.
+func (e *nameEpochs) bump() {
+	for _, s := range e.touched {
+		e.slots[s].Add(1)
+		e.marked[s/64] &^= 1 << (s % 64)
+	}
+	e.touched = e.touched[:0]
+}
+
+// touch marks name as changed by the write under way (above): callers
+// hold writeMu, inside Badger.update.
+func (b *Badger) touch(name string) { b.epochs.touch(name) }
+
+// lookupEpochs are the epochs a lookup loaded before its transaction.
+type lookupEpochs struct {
+	name, wild uint64
+}
+
+// fastEntryMark starts the key of a fast entry: no Badger key of the store
+// starts with it.
+const fastEntryMark = 0
+
+// fastEntryKey returns the key of the fast entry of name.
+func fastEntryKey(name string) []byte {
+	return append([]byte{fastEntryMark, 'f', '/'}, name...)
+}
+
+func isFastEntryKey(key []byte) bool { return len(key) > 0 && key[0] == fastEntryMark }
+
+// A fast entry's value: the version of the record (8 bytes), the name's
+// epoch plus one (8), the wildcard's epoch plus one, or 0 when the
+// record is the name's own (8), then the record's key.
+const fastEntryHead = 24
+
+// foundRecord says where a lookup found its record: the key and version
+// of the item it decoded, whether that is the name's own link (direct),
+// and whether it came through the wildcard.
+type foundRecord struct {
+	key     []byte
+	version uint64
+	direct  bool
+	wild    bool
+}
+
+// validate keeps what lookup of name found, at the epochs it loaded
+// before its transaction, for the fast path (above).
+func (c *recordCache) validate(name string, at lookupEpochs, found *foundRecord) {
+	if c == nil || found.key == nil {
+		return
+	}
+	if found.direct {
+		h := maphash.Bytes(c.seed, found.key)
+		c.shard(h).validate(h, found.key, found.version, at.name+1)
+		return
+	}
+	val := make([]byte, fastEntryHead, fastEntryHead+len(found.key))
+	binary.LittleEndian.PutUint64(val, found.version)
+	binary.LittleEndian.PutUint64(val[8:], at.name+1)
+	if found.wild {
+		binary.LittleEndian.PutUint64(val[16:], at.wild+1)
+	}
+	val = append(val, found.key...)
+	k := fastEntryKey(name)
+	h := maphash.Bytes(c.seed, k)
+	c.shard(h).put(h, k, 0, val)
+}
+
+// readFast calls fn with the record that answers a lookup of name whose
+// link key is link, when the fast path has it at the epochs at; it
+// reports whether it did. fn must not keep v.
+func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn func(v []byte) error) (bool, error) {
+	if c == nil {
+		return false, nil
+	}
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	h := maphash.Bytes(c.seed, link)
+	if v, ok := c.shard(h).getValid(h, link, at.name+1, (*bp)[:0]); ok {
+		*bp = v
+		return true, fn(v)
+	}
+	k := fastEntryKey(name)
+	h = maphash.Bytes(c.seed, k)
+	v, ok := c.shard(h).getFast(h, k, (*bp)[:0])
+	if !ok {
+		return false, nil
+	}
+	*bp = v
+	wild := binary.LittleEndian.Uint64(v[16:])
+	if binary.LittleEndian.Uint64(v[8:]) != at.name+1 || (wild != 0 && wild != at.wild+1) {
+		return false, nil
+	}
+	version, key := binary.LittleEndian.Uint64(v), v[fastEntryHead:]
+	h = maphash.Bytes(c.seed, key)
+	// The record's bytes go after the fast entry's in the same buffer.
+	rec, ok := c.shard(h).getAt(h, key, version, v)
+	if !ok {
+		return false, nil
+	}
+	*bp = rec
+	return true, fn(rec[len(v):])
+}
+
+// validate sets the valid epoch of key's entry at version to valid,
+// unless it holds a higher one.
+func (s *cacheShard) validate(h uint64, key []byte, version, valid uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	off, ok := s.find(h, key)
+	if !ok {
+		return
+	}
+	e := s.ring[off:]
+	if binary.LittleEndian.Uint64(e) == version && binary.LittleEndian.Uint64(e[cacheValid:]) < valid {
+		binary.LittleEndian.PutUint64(e[cacheValid:], valid)
+	}
+}
+
+// getValid appends to dst the value of key when its entry is valid at
+// valid, and counts a fast hit.
+func (s *cacheShard) getValid(h uint64, key []byte, valid uint64, dst []byte) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	off, ok := s.find(h, key)
+	if !ok || binary.LittleEndian.Uint64(s.ring[off+cacheValid:]) != valid {
+		return nil, false
+	}
+	s.ring[off+cacheRef] = 1
+	s.hits++
+	s.fastHits++
+	return append(dst, s.value(off)...), true
+}
+
+// getFast appends to dst the value of the fast entry key, counting
+// nothing: the record's read counts.
+func (s *cacheShard) getFast(h uint64, key []byte, dst []byte) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	off, ok := s.find(h, key)
+	if !ok {
+		return nil, false
+	}
+	s.ring[off+cacheRef] = 1
+	v := s.value(off)
+	if len(v) < fastEntryHead {
+		return nil, false
+	}
+	return append(dst, v...), true
+}
+
+// getAt appends to dst the value of key at version, and counts a fast
+// hit.
+func (s *cacheShard) getAt(h uint64, key []byte, version uint64, dst []byte) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	off, ok := s.find(h, key)
+	if !ok || binary.LittleEndian.Uint64(s.ring[off:]) != version {
+		return nil, false
+	}
+	s.ring[off+cacheRef] = 1
+	s.hits++
+	s.fastHits++
+	return append(dst, s.value(off)...), true
+}

@@ -215,7 +215,7 @@ func TestChangesMarksOutOfTime(t *testing.T) {
 	inner := newTestStore(t)
 	var stall atomic.Bool
 	st := failingLookups{Store: inner, fail: map[string]bool{"slow.example.org": true}, stall: &stall}
-	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Second}, st)
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: 4 * time.Second}, st)
 	addr := e.Addrs()[0].String()
 	names := []string{"slow.example.org", "deleted.example.org"}
 	for _, n := range names {

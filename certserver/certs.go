@@ -191,7 +191,7 @@ func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	e := &CertEndpoint{cfg: cfg, store: st}
+	e := &CertEndpoint{cfg: cfg, store: st, marks: goneMemo{turn: make(chan struct{}, 1)}}
 	e.server.init(name, e.handle, logger.With("subsystem", "certs"), 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return e, nil
 }
@@ -239,9 +239,9 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	}
 	// No timer unless the store waits on the context (lookupContext).
 	ctx, release := withLookupDeadline(e.base, e.cfg.LookupTimeout)
-	c, err := e.store.LookupCertificate(ctx, name)
+	c, found, err := e.lookup(ctx, name)
 	release()
-	if errors.Is(err, store.ErrNotFound) {
+	if !found && err == nil {
 		rc.Error("no certificate for "+name+"\n", fasthttp.StatusNotFound)
 		setMaxAge(rc, e.cfg.NotFoundMaxAge)
 		if e.log.Enabled(e.base, slog.LevelDebug) {
@@ -284,6 +284,18 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 		e.log.Debug("certificate served", "name", name, "id", c.ID, "serial", c.Serial,
 			"not_after", c.NotAfter, "max_age", maxAge, "expired", !now.Before(c.NotAfter))
 	}
+}
+
+// lookup looks name up for GET /v1/certs/NAME and the change feed's
+// marks: found is false, with no error, when the endpoint answers 404
+// (neither the name nor its wildcard one label up is stored); an error
+// is any other failure (an unreadable record or key is not a 404).
+func (e *CertEndpoint) lookup(ctx context.Context, name string) (c *store.Certificate, found bool, err error) {
+	c, err = e.store.LookupCertificate(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	return c, err == nil, err
 }
 
 // matched returns the stored name by which LookupCertificate found c for

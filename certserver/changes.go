@@ -2,11 +2,11 @@ package certserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"time"
 
 	"github.com/certserver/certserver/store"
 	"github.com/certserver/certserver/store/hostname"
@@ -27,19 +27,25 @@ import (
 // since the cursor (store.ChangeFeed; a name that was not found before and
 // now is, is not listed).
 //
-// With marks=1, a listed host name that no certificate serves at the time
-// of the answer (GET /v1/certs/NAME would answer 404: neither the name
-// nor its wildcard one label up is stored) comes on a line
+// With marks=1, a listed host name that no certificate serves at the
+// time of this answer's lookups, or of those of an earlier answer at the
+// same point of the feed (GET /v1/certs/NAME would answer 404: neither
+// the name nor its wildcard one label up is stored) comes on a line
 // "gone NAME" (GoneMark, a space, the name) instead: its certificate was
 // deleted, or the last certificate holding it no longer does, and a
 // reader should drop it at once rather than wait for its new answer,
 // there being none. A name still served, through its wildcard too, comes
 // plain; so do wildcard patterns (record IDs such as "*.example.com"),
-// and names the lookups had no time for (the feed answers within the
-// endpoint's LookupTimeout, the marks taking what the feed left of it):
-// a plain line says only that the name changed. No host name holds a
-// space, so a marked line is never read as a name by a reader that asked
-// for marks; a reader that did not ask (an older nginx module) never
+// names whose lookup failed, and names the lookups had no time for (the
+// marks have half the endpoint's LookupTimeout from the poll's start,
+// waiting for other polls' lookups included, so that the answer stays
+// well within the Lua module's read timeout): a plain line says only
+// that the name changed. A reader is not told of a name twice: the
+// cursor of an answer is past every name it lists, marked or not, so a
+// name that came plain for lack of time is, for that reader, as a
+// renewal (nginx's Lua module, with its pre-warm on, queues it, and the
+// pre-warm's 404 drops it). No host name holds a space, so a marked line
+// is never read as a name by a reader that asked for marks; a reader that did not ask (an older nginx module) never
 // gets one. marks=0 or no marks is the answer without marks; any other
 // value of marks, or marks given twice, answers 400 naming it. The
 // workers of an nginx that poll at the same point of the feed share one
@@ -52,8 +58,7 @@ import (
 const ChangesPath = "/v1/changes"
 
 // GoneMark starts a line of the change feed, followed by a space and a
-// name, that names a host name no certificate serves at the time of the
-// answer (see ChangesPath).
+// name, that names a host name no certificate serves (see ChangesPath).
 const GoneMark = "gone"
 
 // RecordHeader is the response header of a 200 from the certificate
@@ -80,10 +85,12 @@ func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
 	marks, err := parseMarks(rc.QueryArgs())
 	if err != nil {
 		rc.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
+		rc.Response.Header.Set("Cache-Control", "no-store")
 		return
 	}
 	// One deadline for the feed and its marks: the answer comes within
 	// LookupTimeout, below the Lua module's read timeout.
+	start := time.Now()
 	ctx, release := withLookupDeadline(e.base, e.cfg.LookupTimeout)
 	defer release()
 	ch, err := feed.CertChanges(ctx, ParseCursor(string(rc.QueryArgs().Peek("since"))))
@@ -93,8 +100,8 @@ func (e *CertEndpoint) handleChanges(rc *fasthttp.RequestCtx) {
 		return
 	}
 	var gone map[string]bool
-	if marks && !ch.Reset {
-		gone = e.goneNames(ctx, ch.Next, ch.Names)
+	if marks && !ch.Reset && !rc.IsHead() {
+		gone = e.goneNames(ctx, start, ch.Next, ch.Names)
 	}
 	rc.SetStatusCode(fasthttp.StatusOK)
 	rc.SetContentType("text/plain; charset=utf-8")
@@ -125,42 +132,71 @@ func parseMarks(args *fasthttp.Args) (bool, error) {
 // goneMemo keeps, for one point of the change feed (the Next of an
 // answer), which names goneNames found no certificate for and which it
 // found one for. Every worker of an nginx polls about once a second with
-// the cursor the others have, so during a wave they are all answered the
+// the cursor the others have, so after a batch they are all answered the
 // same names at the same point: the first answer looks them up, the
-// others read the memo. Reading it is as good as looking up: at one
-// point a deleted name stays deleted (a deletion is a change, so a new
-// point), and a name added since without being a change (nothing served
-// it before) is only dropped by the reader, which then asks for it.
+// others read the memo. During a wave of renewals every poll has its own
+// point and the memo mostly starts again. Reading it is as good as
+// looking up, within a drop: an entry is the state at the time of its
+// lookup, which can be a write later than at (a deletion that lands
+// between the feed's answer and the lookup is marked under the earlier
+// point, and a reader that drops the name asks for it again); and a name
+// added for a name nothing served bumps no point, so "gone" can outlive
+// it until the next point, costing a reader a drop and a fetch.
 type goneMemo struct {
-	mu sync.Mutex
-	at store.Cursor
-	// gone holds every name looked up at at: true when no certificate
-	// serves it. At most goneMemoMax names.
+	// turn holds a value while a poll reads or fills the memo. A poll
+	// waits for its turn no longer than its marks' own deadline, then
+	// answers without marks.
+	turn chan struct{}
+	at   store.Cursor
+	// gone holds the names looked up at at: true when no certificate
+	// serves it. The keys are copies (a name of the feed's answer shares
+	// the memory of its whole history entry). At most goneMemoMax names,
+	// a couple of MB, kept until a poll at another point.
 	gone map[string]bool
 }
 
 // goneMemoMax bounds the names a goneMemo keeps: readers far apart in
 // the feed, all answered at one point, could otherwise fill it with every
-// name of the history.
+// name of the history. Names past it are looked up by every poll.
 const goneMemoMax = 4 * store.MaxChanges
 
 // goneNames returns the host names of names, those of a change feed's
 // answer at the point at, that no stored certificate serves now: those
-// the certificate endpoint's own lookup (LookupCertificate: the name,
-// then its wildcard) answers store.ErrNotFound for, or that e.marks
+// the certificate endpoint answers 404 for (e.lookup), or that e.marks
 // holds as such at that point. Wildcard patterns are never in it, nor
 // names whose lookup failed otherwise (a key that cannot be decrypted is
-// still a certificate) or that ctx left no time for: a name left out is
-// only said to have changed. The lookups read the record cache the
+// still a certificate) or that the time left no room for: a name left out
+// is only said to have changed. The lookups read the record cache the
 // endpoint reads, and bring the renewed records in for the fetches that
-// follow. Calls are serialized, so that a poll waits for the lookups of
-// another of the same point instead of doing them again: each is bounded
-// by its ctx, which expires before that of the poll behind it.
-func (e *CertEndpoint) goneNames(ctx context.Context, at store.Cursor, names []string) map[string]bool {
+// follow.
+//
+// The marks have half the endpoint's LookupTimeout from the poll's
+// start, and no more than ctx, the poll's deadline, leaves them, waiting for the memo included: a
+// poll answers within LookupTimeout (and one lookup that overruns it),
+// well under the Lua module's read_timeout_ms, even with polls of
+// other points ahead of it. A poll with no host name to mark neither
+// waits nor looks up.
+func (e *CertEndpoint) goneNames(ctx context.Context, start time.Time, at store.Cursor, names []string) map[string]bool {
+	if !slices.ContainsFunc(names, func(n string) bool { return !hostname.IsWildcard(n) }) {
+		return nil
+	}
 	m := &e.marks
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.at != at || len(m.gone) > goneMemoMax {
+	budget, release := withLookupDeadline(ctx, time.Until(start.Add(e.cfg.LookupTimeout/2)))
+	defer release()
+	select {
+	case m.turn <- struct{}{}:
+	default:
+		// Done starts a timer: only when there is a wait.
+		select {
+		case m.turn <- struct{}{}:
+		case <-budget.Done():
+			e.log.Warn("change feed: names listed as changed only, not looked up for marks: other polls' lookups took the time",
+				"names", len(names), "error", budget.Err())
+			return nil
+		}
+	}
+	defer func() { <-m.turn }()
+	if m.gone == nil || m.at != at {
 		m.at, m.gone = at, make(map[string]bool)
 	}
 	var gone map[string]bool
@@ -172,24 +208,22 @@ func (e *CertEndpoint) goneNames(ctx context.Context, at store.Cursor, names []s
 		}
 		no, ok := m.gone[n]
 		if !ok {
-			if ctx.Err() != nil {
+			if budget.Err() != nil {
 				// No time left: the names the memo holds are still marked.
 				skipped++
 				continue
 			}
-			_, err := e.store.LookupCertificate(ctx, n)
-			switch {
-			case err == nil:
-				m.gone[n] = false
-			case errors.Is(err, store.ErrNotFound):
-				no = true
-				m.gone[n] = true
-			default:
+			_, found, err := e.lookup(budget, n)
+			if err != nil {
 				skipped++
 				if failed == nil {
 					failed = err
 				}
 				continue
+			}
+			no = !found
+			if len(m.gone) < goneMemoMax {
+				m.gone[strings.Clone(n)] = no
 			}
 			looked++
 		}
@@ -202,7 +236,7 @@ func (e *CertEndpoint) goneNames(ctx context.Context, at store.Cursor, names []s
 	}
 	if skipped > 0 {
 		if failed == nil {
-			failed = ctx.Err()
+			failed = budget.Err()
 		}
 		// One line per answer, whatever the number of names.
 		e.log.Warn("change feed: names listed as changed only, not looked up for marks",

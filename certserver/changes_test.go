@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,7 +67,8 @@ func TestChangesEndpoint(t *testing.T) {
 // a name, as an older reader expects; a bad marks is refused naming it.
 func TestChangesMarks(t *testing.T) {
 	st := newTestStore(t)
-	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0"}, st)
+	// No time bound in the way (TestChangesMarksOutOfTime is about it).
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Minute}, st)
 	addr := e.Addrs()[0].String()
 	ctx := context.Background()
 	cert := func(chain string, names ...string) *store.Certificate {
@@ -132,21 +132,6 @@ func TestChangesMarks(t *testing.T) {
 		}
 	})
 
-	t.Run("polls at once get the same marks", func(t *testing.T) {
-		// The nginx workers poll together; they share the lookups.
-		var wg sync.WaitGroup
-		bodies := make([]string, 8)
-		for i := range bodies {
-			wg.Go(func() { _, bodies[i] = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1") })
-		}
-		wg.Wait()
-		for i, b := range bodies {
-			if b != bodies[0] || !strings.Contains(b, "\ngone deleted.example.org\n") {
-				t.Errorf("poll %d: %q, poll 0: %q", i, b, bodies[0])
-			}
-		}
-	})
-
 	t.Run("a reset is not marked", func(t *testing.T) {
 		_, body := rawRequest(t, addr, "GET", "/v1/changes?since=&marks=1")
 		if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n"); len(lines) != 2 || lines[1] != "reset" {
@@ -163,6 +148,9 @@ func TestChangesMarks(t *testing.T) {
 			resp, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+tc.query)
 			if resp.StatusCode != 400 || !strings.Contains(body, tc.want) {
 				t.Errorf("status %d %q, want 400 with %q", resp.StatusCode, body, tc.want)
+			}
+			if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("Cache-Control %q, want no-store", cc)
 			}
 		})
 	}
@@ -200,7 +188,7 @@ func (f failingLookups) Unwrap() store.Store { return f.Store }
 func TestChangesMarksLookupFails(t *testing.T) {
 	inner := newTestStore(t)
 	st := failingLookups{Store: inner, fail: map[string]bool{"failing.example.org": true}}
-	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0"}, st)
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Minute}, st)
 	addr := e.Addrs()[0].String()
 	for _, n := range []string{"failing.example.org", "deleted.example.org"} {
 		putCert(t, inner, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"),
@@ -220,14 +208,14 @@ func TestChangesMarksLookupFails(t *testing.T) {
 	}
 }
 
-// TestChangesMarksOutOfTime: the marks take no longer than the
+// TestChangesMarksOutOfTime: the marks take no longer than half the
 // endpoint's LookupTimeout; names left when it is over are listed plain,
-// and the next poll, at the same point of the feed, looks them up.
+// and another poll at the same point of the feed looks them up.
 func TestChangesMarksOutOfTime(t *testing.T) {
 	inner := newTestStore(t)
 	var stall atomic.Bool
 	st := failingLookups{Store: inner, fail: map[string]bool{"slow.example.org": true}, stall: &stall}
-	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Second}, st)
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: 4 * time.Second}, st)
 	addr := e.Addrs()[0].String()
 	names := []string{"slow.example.org", "deleted.example.org"}
 	for _, n := range names {
@@ -250,5 +238,143 @@ func TestChangesMarksOutOfTime(t *testing.T) {
 	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
 	if got := strings.Join(strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:], ","); got != "gone slow.example.org,gone deleted.example.org" {
 		t.Errorf("in time: lines %s, want both gone", got)
+	}
+}
+
+// countingLookups counts the LookupCertificate calls of a store.
+type countingLookups struct {
+	store.Store
+	n *atomic.Int64
+}
+
+func (c countingLookups) LookupCertificate(ctx context.Context, name string) (*store.Certificate, error) {
+	c.n.Add(1)
+	return c.Store.LookupCertificate(ctx, name)
+}
+
+func (c countingLookups) Unwrap() store.Store { return c.Store }
+
+// TestChangesMarksShared: the polls of the workers at one point of the
+// feed share one round of lookups; a poll at a new point looks up again.
+// A poll with no host name to mark does not wait for another's lookups,
+// and one with names waits no longer than its own time, then answers
+// them plain.
+func TestChangesMarksShared(t *testing.T) {
+	inner := newTestStore(t)
+	var lookups atomic.Int64
+	st := countingLookups{Store: inner, n: &lookups}
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Minute}, st)
+	addr := e.Addrs()[0].String()
+	ctx := context.Background()
+	names := []string{"a.example.org", "b.example.org", "c.example.org"}
+	for _, n := range names {
+		putCert(t, inner, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"),
+			NotAfter: time.Now().Add(time.Hour)})
+	}
+	putCert(t, inner, &store.Certificate{ID: "*.wild.example.org", Names: []string{"*.wild.example.org"},
+		ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"), NotAfter: time.Now().Add(time.Hour)})
+	cursorOf := func(body string) string { return strings.Replace(strings.SplitN(body, "\n", 2)[0], " ", ".", 1) }
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := cursorOf(body)
+	if err := inner.DeleteCertificate(ctx, "a.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	putCert(t, inner, &store.Certificate{ID: "b.example.org", Names: []string{"b.example.org"}, ChainPEM: []byte("CHAIN 2"),
+		KeyPEM: []byte("KEY 2"), NotAfter: time.Now().Add(time.Hour)})
+	const want = "gone a.example.org,b.example.org"
+	poll := func(since string) (string, string) {
+		t.Helper()
+		_, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+		return cursorOf(body), strings.Join(strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:], ",")
+	}
+
+	before := lookups.Load()
+	if _, got := poll(since); got != want {
+		t.Fatalf("first poll: lines %s, want %s", got, want)
+	}
+	if n := lookups.Load() - before; n == 0 {
+		t.Fatalf("first poll made no lookups")
+	}
+	before = lookups.Load()
+	if _, got := poll(since); got != want {
+		t.Fatalf("second poll: lines %s, want %s", got, want)
+	}
+	if n := lookups.Load() - before; n != 0 {
+		t.Errorf("second poll at the same point made %d lookups, want none (the first's memo)", n)
+	}
+	if err := inner.DeleteCertificate(ctx, "b.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	before = lookups.Load()
+	if _, got := poll(since); got != "gone a.example.org,gone b.example.org" {
+		t.Errorf("poll after a write: lines %s, want both gone", got)
+	}
+	if n := lookups.Load() - before; n == 0 {
+		t.Errorf("poll at a new point made no lookups")
+	}
+
+	// Another poll holds the memo from here on.
+	e.marks.turn <- struct{}{}
+	defer func() { <-e.marks.turn }()
+	answer := func(desc, since string) string {
+		t.Helper()
+		got := make(chan string, 1)
+		go func() {
+			_, lines := poll(since)
+			got <- lines
+		}()
+		select {
+		case lines := <-got:
+			return lines
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: no answer while another poll holds the memo", desc)
+			return ""
+		}
+	}
+	// The wildcard pattern is no host name: nothing to mark.
+	putCert(t, inner, &store.Certificate{ID: "*.wild.example.org", Names: []string{"*.wild.example.org"},
+		ChainPEM: []byte("CHAIN 2"), KeyPEM: []byte("KEY 2"), NotAfter: time.Now().Add(time.Hour)})
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since=")
+	latest := cursorOf(body)
+	if err := inner.DeleteCertificate(ctx, "*.wild.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if got := answer("only a pattern", latest); got != "*.wild.example.org" {
+		t.Errorf("only a pattern: lines %s", got)
+	}
+	next, _ := poll(latest)
+	if got := answer("up to date", next); got != "" {
+		t.Errorf("up to date: lines %s, want none", got)
+	}
+}
+
+// TestChangesMarksWaitBounded: a poll whose marks must wait for another
+// poll's lookups waits no longer than its own time, then answers its
+// names plain.
+func TestChangesMarksWaitBounded(t *testing.T) {
+	st := newTestStore(t)
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: 200 * time.Millisecond}, st)
+	addr := e.Addrs()[0].String()
+	putCert(t, st, &store.Certificate{ID: "a.example.org", Names: []string{"a.example.org"}, ChainPEM: []byte("CHAIN"),
+		KeyPEM: []byte("KEY"), NotAfter: time.Now().Add(time.Hour)})
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := strings.Replace(strings.SplitN(body, "\n", 2)[0], " ", ".", 1)
+	if err := st.DeleteCertificate(context.Background(), "a.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	e.marks.turn <- struct{}{} // another poll's lookups, never over
+	defer func() { <-e.marks.turn }()
+	got := make(chan string, 1)
+	go func() {
+		_, body := rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+		got <- body
+	}()
+	select {
+	case body := <-got:
+		if lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:]; strings.Join(lines, ",") != "a.example.org" {
+			t.Errorf("lines %q, want a.example.org plain", lines)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer while another poll holds the memo: the wait is not bounded by the poll's time")
 	}
 }

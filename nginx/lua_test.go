@@ -54,6 +54,10 @@ type fakeSidecar struct {
 	chainStatus map[string]int
 	chainDelay  time.Duration
 
+	// noMarks makes it answer the change feed as a sidecar older than
+	// its marks does: marks=1 is ignored, every line a name.
+	noMarks bool
+
 	// feedGate, when set, holds every answer of the change feed until it
 	// is closed (the answer then says what changed until then);
 	// feedWaiting counts the polls it holds.
@@ -352,7 +356,7 @@ func (f *fakeSidecar) serveChanges(w http.ResponseWriter, r *http.Request) {
 	// Marked as the real sidecar does when asked: the host names it
 	// would answer 404 for now.
 	var gone map[string]bool
-	if r.URL.Query().Get("marks") == "1" {
+	if r.URL.Query().Get("marks") == "1" && !f.noMarks {
 		gone = make(map[string]bool)
 		for _, n := range ch.Names {
 			if a, _, ok := f.lookup(n); !strings.HasPrefix(n, "*.") && (!ok || a.status == 404) {

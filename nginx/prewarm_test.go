@@ -174,6 +174,36 @@ func TestLuaPrewarm(t *testing.T) {
 		within(t, "every worker serves the fallback", allServe(ngx, "removed-prewarm.test", fallback.serial))
 	})
 
+	t.Run("from a sidecar without marks, a removed certificate gives way to the fallback by its pre-warm", func(t *testing.T) {
+		// As from a sidecar older than the marks (or a name its lookups
+		// had no time for): the change comes plain, the name is queued
+		// as a renewal, and the pre-warm's 404 swaps in the fallback.
+		side.mu.Lock()
+		side.noMarks = true
+		side.mu.Unlock()
+		defer func() {
+			side.mu.Lock()
+			side.noMarks = false
+			side.mu.Unlock()
+		}()
+		l := ca.issue(t, "removed-nomarks.test")
+		side.set("removed-nomarks.test", certAnswer(l, 3600))
+		must(t, allServe(ngx, "removed-nomarks.test", l.serial))
+		before := statsSum(t, ngx)
+		side.change("removed-nomarks.test", answer{status: 404, maxAge: 10})
+		within(t, "every worker serves the fallback", allServe(ngx, "removed-nomarks.test", fallback.serial))
+		after := statsSum(t, ngx)
+		if d := after["feed_gone"] - before["feed_gone"]; d != 0 {
+			t.Errorf("%d names dropped as marked gone, want none from a sidecar without marks", d)
+		}
+		pw := func(st map[string]int) int {
+			return st["prewarm_fetched"] + st["prewarm_loaded"] + st["prewarm_dropped"]
+		}
+		if d := pw(after) - pw(before); d != ngx.Workers() {
+			t.Errorf("%d names pre-warmed, want one per worker (%d)", d, ngx.Workers())
+		}
+	})
+
 	t.Run("a renewal the sidecar fails to answer keeps the old certificate served", func(t *testing.T) {
 		old, renewed := ca.issue(t, "failing.test"), ca.issue(t, "failing.test")
 		side.set("failing.test", certAnswer(old, 3600))
@@ -623,8 +653,11 @@ func TestLuaPrewarmGone(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The renewed answers are held until the end: each worker's pre-warm
-	// waits on its first fetch, the rest of the wave queued behind it.
+	// The renewed answers are held until the end: the first name of the
+	// wave is fetched by one worker's pre-warm and held, every other
+	// worker's waits on that fetch's lock (one worker per nginx asks for
+	// a name; the wave comes in one answer, so first in every queue), the
+	// rest of the wave queued behind it.
 	gate := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(gate) }) }
@@ -638,14 +671,18 @@ func TestLuaPrewarmGone(t *testing.T) {
 	for _, name := range names[2:] {
 		answers[name] = held(name)
 	}
-	side.changeAll(answers)
-	eventually(t, 3*time.Minute, "every worker's pre-warm waits on a fetch", func() error {
+	waveHits := func() int {
 		hits := 0
 		for _, name := range names[2:] {
 			hits += side.hitsFor(name)
 		}
-		if hits < ngx.Workers() {
-			return fmt.Errorf("%d of %d fetches", hits, ngx.Workers())
+		return hits
+	}
+	hitsBefore := waveHits()
+	side.changeAll(answers)
+	eventually(t, 3*time.Minute, "a pre-warm fetch of the wave is held", func() error {
+		if waveHits() == hitsBefore {
+			return fmt.Errorf("no fetch of the wave yet")
 		}
 		return nil
 	})

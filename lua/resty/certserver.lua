@@ -78,9 +78,14 @@
 -- seconds (its max-age held over meanwhile, never past its notAfter; see
 -- hold_over). A wave of renewals is spread over tens of seconds at a
 -- small share of the worker (see prewarm_rest): a renewal is not urgent.
--- The feed does not say why a name changed, so a deletion or revocation
--- waits in the same queue: during a wave, up to half of `prewarm_wait`
--- (a reload drops it at once, `prewarm = false` within about a second).
+-- A name the feed marks gone (no certificate serves it any more: a
+-- deletion) is dropped at once and taken out of the queue. Any other
+-- change waits in the same queue, among them a revocation (its
+-- replacement is a renewal), a deletion whose names a wildcard still
+-- covers, and a deletion the sidecar's lookups had no time for or an
+-- older sidecar does not mark: during a wave, up to half of
+-- `prewarm_wait` (a reload drops it at once, `prewarm = false` within
+-- about a second).
 -- The max-age stays the
 -- safety net (a sidecar without the feed, a change made while nginx
 -- could not hear of it). When
@@ -1161,7 +1166,8 @@ end
 -- timer, off the handshake path (pre-warming). The change feed:
 -- "feed_poll" (a poll answered), "feed_yield" (a poll applying a long
 -- answer let handshakes run, after each FEED_CHUNK names), "feed_gone"
--- (a name the feed said no certificate serves, dropped at once);
+-- (a name the feed said no certificate serves, dropped at once: a count,
+-- its durations 0);
 -- pre-warming (see prewarm_one): "prewarm_wait" (time a name waited in
 -- the queue), "prewarm_requeued" (a name another worker was fetching put
 -- at the end of the queue, once), then one of "prewarm_fetched" (asked
@@ -2317,10 +2323,14 @@ end
 
 -- The pre-warm queue: names from pw_first to pw_last; pw_jobs[name] is
 -- { cursor = <the feed cursor it changed as of>, at = <when queued, by
--- clock()> } while it waits.
+-- clock()> } while it waits. A place whose name has no job was taken out
+-- (see unqueue) and is skipped; pw_queued counts the jobs, which is what
+-- the queue's length means to its bound (enqueue) and its pace
+-- (prewarm_rest).
 local pw_names = {}
 local pw_first, pw_last = 1, 0
 local pw_jobs = {}
+local pw_queued = 0
 local pw_running = false
 
 
@@ -2356,12 +2366,13 @@ local function enqueue(name, cursor, now)
         job.cursor = cursor  -- changed again: keeps its place
         return true
     end
-    if pw_last - pw_first + 1 >= lru_size then
+    if pw_queued >= lru_size then
         return false
     end
     pw_last = pw_last + 1
     pw_names[pw_last] = name
     pw_jobs[name] = { cursor = cursor, at = now }
+    pw_queued = pw_queued + 1
     hold_over(name)
     return true
 end
@@ -2402,6 +2413,9 @@ local function requeue(name, job)
     job.requeued = true
     pw_last = pw_last + 1
     pw_names[pw_last] = name
+    if not pw_jobs[name] then  -- else queued again meanwhile: one job
+        pw_queued = pw_queued + 1
+    end
     pw_jobs[name] = job
 end
 
@@ -2410,7 +2424,10 @@ end
 -- without a job, and is skipped (see prewarm_run). Queued again, name
 -- takes the first of its places.
 local function unqueue(name)
-    pw_jobs[name] = nil
+    if pw_jobs[name] then
+        pw_jobs[name] = nil
+        pw_queued = pw_queued - 1
+    end
 end
 
 
@@ -2511,7 +2528,7 @@ end
 -- took (at most PREWARM_REST), nor than SLEEP_MIN: pre-warming takes at
 -- most about half of a busy worker's time. Only while names are queued.
 local function prewarm_rest(took)
-    local left = pw_last - pw_first + 1
+    local left = math_max(pw_queued, 1)
     local rest = took * (1 / PREWARM_SHARE - 1)
     local head = pw_jobs[pw_names[pw_first]]
     if head then
@@ -2560,6 +2577,7 @@ local function prewarm_run(premature)
                 pw_jobs[pw_names[i]] = nil
                 pw_names[i] = nil
             end
+            pw_queued = 0
             break
         end
         local name = pw_names[pw_first]
@@ -2568,14 +2586,15 @@ local function prewarm_run(premature)
         local job = pw_jobs[name]
         pw_jobs[name] = nil
         if job then  -- else taken out of the queue (see unqueue)
+            pw_queued = pw_queued - 1
             local t0 = clock()
             local ok, err = pcall(prewarm_one, name, job)
             if not ok then
                 log_limited("internal", "internal error: " .. tostring(err))
                 give_up(name, nil)
             end
-            -- Places taken out of the queue need no rest (nor count in
-            -- prewarm_rest's).
+            -- Places taken out of the queue need no rest, and count in
+            -- none (pw_queued).
             while pw_first <= pw_last and not pw_jobs[pw_names[pw_first]] do
                 pw_names[pw_first] = nil
                 pw_first = pw_first + 1
@@ -2585,7 +2604,7 @@ local function prewarm_run(premature)
             end
         end
     end
-    pw_first, pw_last = 1, 0
+    pw_first, pw_last, pw_queued = 1, 0, 0
     pw_running = false
 end
 
@@ -2612,7 +2631,7 @@ local function start_prewarm()
             stat("prewarm_dropped", clock())
         end
     end
-    pw_first, pw_last = 1, 0
+    pw_first, pw_last, pw_queued = 1, 0, 0
 end
 
 
@@ -2698,12 +2717,12 @@ local function poll_changes()
             local gone = str_match(line, GONE_LINE)
             if gone then
                 -- No certificate any more: nothing to pre-warm. Dropped
-                -- as a record id too, the names served through that
-                -- record (which is gone) ask again at their next
-                -- handshake.
+                -- as a record id too: names served through a record of
+                -- that id (which may still serve others) ask again at
+                -- their next handshake, a refetch at most.
                 unqueue(gone)
                 drop(gone, next_cursor)
-                stat("feed_gone", t0)
+                stat("feed_gone", clock())
             elseif prewarm and held(line) and enqueue(line, next_cursor, t0)
             then
                 unshare(line, next_cursor)

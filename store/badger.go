@@ -45,8 +45,10 @@ type BadgerOptions struct {
 
 	// RecordCacheSize bounds the memory of the cache of the records
 	// lookups read (recordcache.go), in bytes: the records themselves,
-	// packed, and their index. It fills only with what LookupCertificate
-	// reads, so a store whose hot names are few uses little of it.
+	// packed, and their index, and the small entries of names answered
+	// from a record under another key (recordcache_fast.go). It fills
+	// only with what LookupCertificate reads, so a store whose hot names
+	// are few uses little of it.
 	// Default DefaultRecordCacheSize (192 MiB); negative turns it off;
 	// else from MinRecordCacheSize (1 MiB) to MaxRecordCacheSize (64 GiB).
 	RecordCacheSize int64

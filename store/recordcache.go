@@ -121,12 +121,13 @@ type cacheShard struct {
 type RecordCacheStats struct {
 	// Size is the memory the cache may take, in bytes (0 when it is off);
 	// Used the bytes its rings hold, entries and the space evicted
-	// entries left before the next write reclaims it, and Entries the
-	// records it holds (not counting the fast path's small entries,
-	// which point a lookup of a name at a record kept under another key:
-	// recordcache_fast.go).
-	Size, Used int64
-	Entries    int64
+	// entries left before the next write reclaims it, Entries the
+	// records it holds, and FastEntries the fast path's small entries,
+	// which point a lookup of a name at a record kept under another key
+	// (recordcache_fast.go): they count against the cache's size and its
+	// bound on entries as records do.
+	Size, Used           int64
+	Entries, FastEntries int64
 	// Hits and Misses count the lookups' record reads served from the
 	// cache and from the store since it opened.
 	Hits, Misses uint64
@@ -220,6 +221,7 @@ func (c *recordCache) stats() RecordCacheStats {
 		st.Misses += s.misses
 		st.FastHits += s.fastHits
 		st.Entries += int64(s.entries - s.fastEntries)
+		st.FastEntries += int64(s.fastEntries)
 		st.Used += int64(s.used())
 		s.mu.Unlock()
 	}

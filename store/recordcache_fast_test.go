@@ -262,6 +262,11 @@ func TestFastPathReadsNothingFromTheStore(t *testing.T) {
 		t.Fatalf("lookup of a name without a certificate: %v", err)
 	}
 	before := b.RecordCacheStats()
+	// The names answered from a record under another key have a fast
+	// entry each, counted apart from the records.
+	if before.Entries != 3 || before.FastEntries != 3 {
+		t.Errorf("%d records and %d fast entries cached after looking up %d names, want 3 and 3", before.Entries, before.FastEntries, len(want))
+	}
 	// Badger's DB closes once: the b.Close of openTestBadger's cleanup
 	// leaves it be, and closes the record cache.
 	if err := b.db.Close(); err != nil {

@@ -197,7 +197,7 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 	h := maphash.Bytes(c.seed, link)
 	if v, ok := c.shard(h).getValid(h, link, at.name+1, (*bp)[:0]); ok {
 		*bp = v
-		return true, fn(v)
+		return true, c.shard(h).uncountIf(fn(v))
 	}
 	k := fastEntryKey(name)
 	h = maphash.Bytes(c.seed, k)
@@ -218,7 +218,20 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 		return false, nil
 	}
 	*bp = rec
-	return true, fn(rec[len(v):])
+	return true, c.shard(h).uncountIf(fn(rec[len(v):]))
+}
+
+// uncountIf takes back the fast hit getValid or getAt counted when the
+// record failed to decode (err), for the lookup goes the old way and
+// counts there: a lookup counts once. It returns err.
+func (s *cacheShard) uncountIf(err error) error {
+	if err != nil {
+		s.mu.Lock()
+		s.hits--
+		s.fastHits--
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // validate sets the valid epoch of key's entry at version to valid,
@@ -237,7 +250,8 @@ func (s *cacheShard) validate(h uint64, key []byte, version, valid uint64) {
 }
 
 // getValid appends to dst the value of key when its entry is valid at
-// valid, and counts a fast hit.
+// valid, and counts a fast hit (taken back by uncountIf should the
+// record not decode).
 func (s *cacheShard) getValid(h uint64, key []byte, valid uint64, dst []byte) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -269,7 +283,7 @@ func (s *cacheShard) getFast(h uint64, key []byte, dst []byte) ([]byte, bool) {
 }
 
 // getAt appends to dst the value of key at version, and counts a fast
-// hit.
+// hit (taken back by uncountIf should the record not decode).
 func (s *cacheShard) getAt(h uint64, key []byte, version uint64, dst []byte) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

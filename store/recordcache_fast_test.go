@@ -539,3 +539,36 @@ func TestFastPathWriteFailsOrPanics(t *testing.T) {
 		}
 	}
 }
+
+// A record the fast path finds but cannot decode (its intermediate no
+// longer in the store's memory) sends the lookup the old way, which
+// answers; the fast path takes back the fast hit it counted, so only
+// the old way's reads count (two hits: it reads the record again once
+// it has loaded the intermediate, decodeRecord).
+func TestFastPathCountsALookupOnce(t *testing.T) {
+	clock := newTestClock()
+	b := openTestBadger(t, "", clock)
+	put, _ := certWriters(t, b)
+	c := realCerts(t, clock, 1)[0]
+	put(c)
+	name := c.Names[0]
+	for i := 0; ; i++ {
+		if _, fast := lookupOnce(t, b, name); fast {
+			break
+		} else if i == 3 {
+			t.Fatalf("%s never answered from the fast path", name)
+		}
+	}
+	b.inters.mu.Lock()
+	b.inters.pem = nil
+	b.inters.mu.Unlock()
+	before := b.RecordCacheStats()
+	got, err := b.LookupCertificate(context.Background(), name)
+	if err != nil || !sameCert(got, c) {
+		t.Fatalf("lookup of %s without its intermediate in memory: %s, %v", name, certVersion(got), err)
+	}
+	st := b.RecordCacheStats()
+	if n := st.Hits + st.Misses - before.Hits - before.Misses; n != 2 || st.FastHits != before.FastHits {
+		t.Errorf("one lookup counted %d times, %d of them fast; want 2 hits of the old way, none fast", n, st.FastHits-before.FastHits)
+	}
+}

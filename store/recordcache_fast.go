@@ -24,7 +24,13 @@ import (
 // each of the record's names; a record deleted has each of its names
 // unlinked first). A record under c/ID is read only by lookups of the
 // names whose links hold ID, and those are its names: a name a record
-// drops is unlinked in the same transaction. Marking where the keys are
+// drops is unlinked in the same transaction. The rule is a mark at each
+// site that writes or deletes a link or a record, even where another
+// mark of the same transaction covers it today (setLink's callers go on
+// to placeRecord the same names, and unhome's name is one placeRecord or
+// unlink marks): a repeated mark costs nothing (touch marks a slot once
+// a transaction), and a new caller of a write site cannot forget one.
+// Marking where the keys are
 // written, rather than where the change feed is recorded (recordChange),
 // is what makes every writer count: a new certificate for a name nothing
 // served adds no feed entry, and neither do the upgrade, a key rotation

@@ -20,6 +20,7 @@ type RecordCacher interface {
 //	certserver_record_cache_fast_hits_total of the hits, lookups that read nothing from the store
 //	certserver_record_cache_bytes{part}     used (records held) and size (its bound)
 //	certserver_record_cache_records         records it holds
+//	certserver_record_cache_fast_entries    small entries pointing names at records under other keys
 type recordCacheCollector struct{ c RecordCacher }
 
 var (
@@ -34,6 +35,8 @@ var (
 		[]string{"part"}, nil)
 	descRecordCacheRecords = prometheus.NewDesc("certserver_record_cache_records",
 		"Records the record cache holds.", nil, nil)
+	descRecordCacheFastEntries = prometheus.NewDesc("certserver_record_cache_fast_entries",
+		"Small entries (100 to 200 bytes each) the record cache holds besides the records, each sending a lookup of a name served through its wildcard or by a certificate of several names to the record kept under another key.", nil, nil)
 )
 
 func (c recordCacheCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -42,6 +45,7 @@ func (c recordCacheCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRecordCacheFastHits
 	ch <- descRecordCacheBytes
 	ch <- descRecordCacheRecords
+	ch <- descRecordCacheFastEntries
 }
 
 func (c recordCacheCollector) Collect(ch chan<- prometheus.Metric) {
@@ -52,4 +56,5 @@ func (c recordCacheCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRecordCacheBytes, prometheus.GaugeValue, float64(st.Used), "used")
 	ch <- prometheus.MustNewConstMetric(descRecordCacheBytes, prometheus.GaugeValue, float64(st.Size), "size")
 	ch <- prometheus.MustNewConstMetric(descRecordCacheRecords, prometheus.GaugeValue, float64(st.Entries))
+	ch <- prometheus.MustNewConstMetric(descRecordCacheFastEntries, prometheus.GaugeValue, float64(st.FastEntries))
 }

@@ -481,6 +481,7 @@ func TestMetricsRecordCache(t *testing.T) {
 				{"certserver_record_cache_misses_total", nil, func(v float64) bool { return v == 1 }},
 				{"certserver_record_cache_fast_hits_total", nil, func(v float64) bool { return v == 1 }},
 				{"certserver_record_cache_records", nil, func(v float64) bool { return v == 1 }},
+				{"certserver_record_cache_fast_entries", nil, func(v float64) bool { return v == 0 }},
 				{"certserver_record_cache_bytes", []string{"part", "used"}, func(v float64) bool { return v > 0 && v < 4096 }},
 				{"certserver_record_cache_bytes", []string{"part", "size"}, func(v float64) bool { return v == float64(store.DefaultRecordCacheSize) }},
 				{"certserver_store_size_bytes", []string{"part", "vlog"}, func(v float64) bool { return v >= 0 }},

@@ -45,8 +45,10 @@ type BadgerOptions struct {
 
 	// RecordCacheSize bounds the memory of the cache of the records
 	// lookups read (recordcache.go), in bytes: the records themselves,
-	// packed, and their index. It fills only with what LookupCertificate
-	// reads, so a store whose hot names are few uses little of it.
+	// packed, and their index, and the small entries of names answered
+	// from a record under another key (recordcache_fast.go). It fills
+	// only with what LookupCertificate reads, so a store whose hot names
+	// are few uses little of it.
 	// Default DefaultRecordCacheSize (192 MiB); negative turns it off;
 	// else from MinRecordCacheSize (1 MiB) to MaxRecordCacheSize (64 GiB).
 	RecordCacheSize int64
@@ -130,6 +132,9 @@ type Badger struct {
 	// epochs tell lookups which names writes changed since the record
 	// cache's entries were found current (recordcache_fast.go).
 	epochs *nameEpochs
+	// afterCommit, when set (tests), runs in update between an attempt's
+	// commit and the bump of its epochs, still holding writeMu.
+	afterCommit func()
 }
 
 var (
@@ -310,19 +315,17 @@ func (b *Badger) runGC() {
 // not keep state across attempts. Every write to the database goes
 // through here: the count of writes it keeps is what tells
 // ListChallenges that a scan it kept is still current, and the epochs of
-// the names fn marked (touch) go up after each attempt has ended,
-// committed or not, before the next write begins: what tells lookups'
-// fast path that its answer may have changed (recordcache_fast.go).
+// the names fn marks (touch) tell lookups' fast path that its answer may
+// have changed (recordcache_fast.go): each marked name's epoch is odd
+// from its first mark in fn, before the commit can be seen by any
+// reader, until the attempt has ended, committed or not, failed or
+// panicked, and even again before the next write begins.
 func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) error {
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b.writeMu.Lock()
-		err := b.db.Update(fn)
-		b.epochs.bump()
-		b.writes.Add(1)
-		b.writeMu.Unlock()
+		err := b.attempt(fn)
 		if !errors.Is(err, badger.ErrConflict) || attempt == maxAttempts {
 			return err
 		}
@@ -335,6 +338,24 @@ func (b *Badger) update(ctx context.Context, fn func(txn *badger.Txn) error) err
 		case <-time.After(pause):
 		}
 	}
+}
+
+// attempt runs one attempt of update. What follows the commit is
+// deferred, so that a panic in fn (Badger discards its transaction)
+// neither leaves writeMu locked nor the epochs of the names it marked
+// odd.
+func (b *Badger) attempt(fn func(txn *badger.Txn) error) error {
+	b.writeMu.Lock()
+	defer func() {
+		b.epochs.bump()
+		b.writes.Add(1)
+		b.writeMu.Unlock()
+	}()
+	err := b.db.Update(fn)
+	if b.afterCommit != nil {
+		b.afterCommit()
+	}
+	return err
 }
 
 // view runs fn in a read-only transaction.

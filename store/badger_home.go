@@ -87,7 +87,7 @@ func recordHead(rec []byte) (id string, names []string, ok bool) {
 // certificate that the link held goes back under that certificate's
 // ID first; id's own record the caller writes again (placeRecord).
 func (b *Badger) setLink(txn *badger.Txn, name, id string) error {
-	b.touch(name)
+	b.touch(name) // a mark at each write site (recordcache_fast.go)
 	item, err := txn.Get(key(prefixLink, name))
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
@@ -210,7 +210,7 @@ func (b *Badger) unhome(txn *badger.Txn, id string) error {
 		return err
 	}
 	k := link.KeyCopy(nil)
-	b.touch(string(k[len(prefixLink):]))
+	b.touch(string(k[len(prefixLink):])) // a mark at each write site (recordcache_fast.go)
 	return txn.Set(k, []byte(id))
 }
 

@@ -64,11 +64,13 @@ const (
 	// cacheHeader is the size of an entry's header in its ring: the
 	// version (8 bytes), the key's hash (8), the epoch the entry was last
 	// found current at by a lookup of its name, plus one (8, at
-	// cacheValid; 0 for never: recordcache_fast.go), the key's length (2),
-	// the value's length (4), the referenced flag (1, at cacheRef) and a
-	// byte of padding.
+	// cacheValid; 0 for never: recordcache_fast.go), the key's length (2,
+	// at cacheKeyLen), the value's length (4, at cacheValLen), the
+	// referenced flag (1, at cacheRef) and a byte of padding.
 	cacheHeader = 32
 	cacheValid  = 16
+	cacheKeyLen = 24
+	cacheValLen = 26
 	cacheRef    = 30
 	// cacheIndexCost is what an entry's slot in its shard's index (a Go
 	// map from the key's hash to the entry's offset) costs at most: 12
@@ -121,12 +123,13 @@ type cacheShard struct {
 type RecordCacheStats struct {
 	// Size is the memory the cache may take, in bytes (0 when it is off);
 	// Used the bytes its rings hold, entries and the space evicted
-	// entries left before the next write reclaims it, and Entries the
-	// records it holds (not counting the fast path's small entries,
-	// which point a lookup of a name at a record kept under another key:
-	// recordcache_fast.go).
-	Size, Used int64
-	Entries    int64
+	// entries left before the next write reclaims it, Entries the
+	// records it holds, and FastEntries the fast path's small entries,
+	// which point a lookup of a name at a record kept under another key
+	// (recordcache_fast.go): they count against the cache's size and its
+	// bound on entries as records do.
+	Size, Used           int64
+	Entries, FastEntries int64
 	// Hits and Misses count the lookups' record reads served from the
 	// cache and from the store since it opened.
 	Hits, Misses uint64
@@ -220,6 +223,7 @@ func (c *recordCache) stats() RecordCacheStats {
 		st.Misses += s.misses
 		st.FastHits += s.fastHits
 		st.Entries += int64(s.entries - s.fastEntries)
+		st.FastEntries += int64(s.fastEntries)
 		st.Used += int64(s.used())
 		s.mu.Unlock()
 	}
@@ -246,7 +250,7 @@ func (c *recordCache) close() error {
 func (s *cacheShard) entry(off uint32) (version, hash uint64, klen, vlen uint32, referenced bool) {
 	e := s.ring[off : off+cacheHeader]
 	return binary.LittleEndian.Uint64(e), binary.LittleEndian.Uint64(e[8:]),
-		uint32(binary.LittleEndian.Uint16(e[24:])), binary.LittleEndian.Uint32(e[26:]), e[cacheRef] != 0
+		uint32(binary.LittleEndian.Uint16(e[cacheKeyLen:])), binary.LittleEndian.Uint32(e[cacheValLen:]), e[cacheRef] != 0
 }
 
 // key returns the key of the entry at off.
@@ -307,8 +311,8 @@ func (s *cacheShard) put(h uint64, key []byte, version uint64, val []byte) {
 	binary.LittleEndian.PutUint64(e, version)
 	binary.LittleEndian.PutUint64(e[8:], h)
 	binary.LittleEndian.PutUint64(e[cacheValid:], 0)
-	binary.LittleEndian.PutUint16(e[24:], uint16(len(key)))
-	binary.LittleEndian.PutUint32(e[26:], uint32(len(val)))
+	binary.LittleEndian.PutUint16(e[cacheKeyLen:], uint16(len(key)))
+	binary.LittleEndian.PutUint32(e[cacheValLen:], uint32(len(val)))
 	e[cacheRef], e[cacheRef+1] = 0, 0
 	copy(e[cacheHeader:], key)
 	copy(e[cacheHeader+len(key):], val)

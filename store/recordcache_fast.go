@@ -24,16 +24,24 @@ import (
 // each of the record's names; a record deleted has each of its names
 // unlinked first). A record under c/ID is read only by lookups of the
 // names whose links hold ID, and those are its names: a name a record
-// drops is unlinked in the same transaction. Marking where the keys are
+// drops is unlinked in the same transaction. The rule is a mark at each
+// site that writes or deletes a link or a record, even where another
+// mark of the same transaction covers it today (setLink's callers go on
+// to placeRecord the same names, and unhome's name is one placeRecord or
+// unlink marks): a repeated mark costs nothing (touch marks a slot once
+// a transaction), and a new caller of a write site cannot forget one.
+// Marking where the keys are
 // written, rather than where the change feed is recorded (recordChange),
 // is what makes every writer count: a new certificate for a name nothing
 // served adds no feed entry, and neither do the upgrade, a key rotation
-// or a fleet's rewrite of a key, yet each writes records. After the
-// transaction ends, committed or not (a failed one changed nothing, and
-// a needless bump only costs a fast hit), the counters of its marked
-// slots go up by one; names of one slot share bumps, which only costs
-// fast hits. Every write is a transaction of Badger.update, and the
-// marks are kept under writeMu with it.
+// or a fleet's rewrite of a key, yet each writes records. A slot's
+// counter is odd while a write that marked it is under way: touch adds
+// one at the slot's first mark in a transaction, inside it and so before
+// its commit, and after the transaction ends, committed or not (a failed
+// one changed nothing, and a needless bump only costs a fast hit), bump
+// adds one again. Names of one slot share bumps, which only costs fast
+// hits. Every write is a transaction of Badger.update, and the marks are
+// kept under writeMu with it: one write at a time is under way.
 //
 // Validation. A lookup loads the epochs of its name (and of the wildcard
 // it may fall back to) before it opens its read-only transaction. When
@@ -47,25 +55,34 @@ import (
 // epoch changed, or a record that needs an intermediate the store's
 // memory lacks, sends it the old way, which validates again.
 //
-// Why that never serves a stale answer. Let L be the lookup that
-// validated an entry at epoch e, which it loaded before its snapshot. A
-// write to the name whose bump came before L loaded e had committed
-// before that (update bumps after the commit), so before L's snapshot:
-// L's record includes it. A write whose bump came after L loaded e has
-// moved the epoch past e, and the entry is never used again. So a lookup
-// that loads the epoch e and then finds the entry answers with a record
-// that includes every write to the name bumped before it loaded e, which
-// includes every write that had returned before it began (update bumps
-// before it returns); a write still under way may be missed, as by a
-// transaction that began before its commit. A slot shared with other
-// names, or a bump of a write that changed nothing, only moves the epoch
-// more often. The entries written by lookups racing each other: a
-// record entry keeps the highest epoch it was validated at only for the
-// version it holds, and a record put at a newer version starts
-// unvalidated (put), so an older snapshot never validates a newer
-// record; a fast entry's epochs are compared for equality, so one
-// written late with old epochs is merely never used. Answers of "not
-// found" are never kept.
+// Why that never serves a stale answer. Badger makes a commit visible to
+// new snapshots inside db.Update, before update returns: the change feed,
+// a listing or GetCertificate may see a write before its bump. So the
+// fast path must include every write any reader could have seen, not
+// only those that had returned. A lookup that loaded an odd epoch uses
+// no entry and validates none (readFast, validate). Let L be the lookup
+// that validated an entry at an even epoch e, which it loaded before its
+// snapshot, and L' a lookup that loaded the same e and uses the entry.
+// Take a write W of the name (or of the wildcard, for an answer that
+// came through it). If W marked it before L loaded e, W
+// had also bumped before that (the epoch is odd in between), so W had
+// committed before L's snapshot: L's record includes it. If W marked it
+// after L loaded e, the epoch has gone past e for good, so L' loaded e
+// before W's mark, hence before W's commit: no reader could have seen W
+// when L' loaded its epoch. So a lookup answers from the fast path with a
+// record that includes every write of its name that any reader could
+// see before the lookup loaded its epochs: a lookup that begins after a
+// write has committed, whatever the change feed or a listing has shown of
+// it, never answers as before it; a write whose commit comes after the
+// lookup began may be missed, as by a transaction that began before it.
+// A slot shared with other names, or a bump of a write that changed
+// nothing, only moves the epoch more often. The entries written by
+// lookups racing each other: a record entry keeps the highest epoch it
+// was validated at only for the version it holds, and a record put at a
+// newer version starts unvalidated (put), so an older snapshot never
+// validates a newer record; a fast entry's epochs are compared for
+// equality, so one written late with old epochs is merely never used.
+// Answers of "not found" are never kept.
 
 // epochSlots is the number of the names' epoch counters (512 KiB).
 const epochSlots = 1 << 16
@@ -90,7 +107,8 @@ func (e *nameEpochs) slot(name string) uint32 {
 // load returns name's epoch.
 func (e *nameEpochs) load(name string) uint64 { return e.slots[e.slot(name)].Load() }
 
-// touch marks name as changed by the write under way.
+// touch marks name as changed by the write under way, and makes its
+// epoch odd until bump.
 func (e *nameEpochs) touch(name string) {
 	s := e.slot(name)
 	if e.marked[s/64]&(1<<(s%64)) != 0 {
@@ -98,10 +116,11 @@ func (e *nameEpochs) touch(name string) {
 	}
 	e.marked[s/64] |= 1 << (s % 64)
 	e.touched = append(e.touched, s)
+	e.slots[s].Add(1) // odd: a write of the name is under way
 }
 
 // bump advances the epochs of the names the write that just ended
-// marked, and clears the marks.
+// marked, even again, and clears the marks.
 func (e *nameEpochs) bump() {
 	for _, s := range e.touched {
 		e.slots[s].Add(1)
@@ -147,8 +166,10 @@ type foundRecord struct {
 
 // validate keeps what lookup of name found, at the epochs it loaded
 // before its transaction, for the fast path (above).
+// Nothing is kept when an epoch the answer depends on is odd: a write of
+// that name was under way, its commit perhaps seen by some readers.
 func (c *recordCache) validate(name string, at lookupEpochs, found *foundRecord) {
-	if c == nil || found.key == nil {
+	if c == nil || found.key == nil || at.name&1 != 0 || found.wild && at.wild&1 != 0 {
 		return
 	}
 	if found.direct {
@@ -170,9 +191,11 @@ func (c *recordCache) validate(name string, at lookupEpochs, found *foundRecord)
 
 // readFast calls fn with the record that answers a lookup of name whose
 // link key is link, when the fast path has it at the epochs at; it
-// reports whether it did. fn must not keep v.
+// reports whether it did. fn must not keep v. It has nothing while an
+// epoch the answer depends on is odd (validate keeps nothing then
+// either, so the equality of epochs below would refuse it anyway).
 func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn func(v []byte) error) (bool, error) {
-	if c == nil {
+	if c == nil || at.name&1 != 0 {
 		return false, nil
 	}
 	bp := c.bufs.Get().(*[]byte)
@@ -180,7 +203,7 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 	h := maphash.Bytes(c.seed, link)
 	if v, ok := c.shard(h).getValid(h, link, at.name+1, (*bp)[:0]); ok {
 		*bp = v
-		return true, fn(v)
+		return true, c.shard(h).uncountIf(fn(v))
 	}
 	k := fastEntryKey(name)
 	h = maphash.Bytes(c.seed, k)
@@ -190,7 +213,7 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 	}
 	*bp = v
 	wild := binary.LittleEndian.Uint64(v[16:])
-	if binary.LittleEndian.Uint64(v[8:]) != at.name+1 || (wild != 0 && wild != at.wild+1) {
+	if binary.LittleEndian.Uint64(v[8:]) != at.name+1 || (wild != 0 && (at.wild&1 != 0 || wild != at.wild+1)) {
 		return false, nil
 	}
 	version, key := binary.LittleEndian.Uint64(v), v[fastEntryHead:]
@@ -201,7 +224,20 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 		return false, nil
 	}
 	*bp = rec
-	return true, fn(rec[len(v):])
+	return true, c.shard(h).uncountIf(fn(rec[len(v):]))
+}
+
+// uncountIf takes back the fast hit getValid or getAt counted when the
+// record failed to decode (err), for the lookup goes the old way and
+// counts there: a lookup counts once. It returns err.
+func (s *cacheShard) uncountIf(err error) error {
+	if err != nil {
+		s.mu.Lock()
+		s.hits--
+		s.fastHits--
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // validate sets the valid epoch of key's entry at version to valid,
@@ -220,7 +256,8 @@ func (s *cacheShard) validate(h uint64, key []byte, version, valid uint64) {
 }
 
 // getValid appends to dst the value of key when its entry is valid at
-// valid, and counts a fast hit.
+// valid, and counts a fast hit (taken back by uncountIf should the
+// record not decode).
 func (s *cacheShard) getValid(h uint64, key []byte, valid uint64, dst []byte) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -252,7 +289,7 @@ func (s *cacheShard) getFast(h uint64, key []byte, dst []byte) ([]byte, bool) {
 }
 
 // getAt appends to dst the value of key at version, and counts a fast
-// hit.
+// hit (taken back by uncountIf should the record not decode).
 func (s *cacheShard) getAt(h uint64, key []byte, version uint64, dst []byte) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

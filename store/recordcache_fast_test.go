@@ -3,12 +3,16 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // lookupOnce looks name up once and reports whether the fast path
@@ -258,6 +262,13 @@ func TestFastPathReadsNothingFromTheStore(t *testing.T) {
 		t.Fatalf("lookup of a name without a certificate: %v", err)
 	}
 	before := b.RecordCacheStats()
+	// The names answered from a record under another key have a fast
+	// entry each, counted apart from the records.
+	if before.Entries != 3 || before.FastEntries != 3 {
+		t.Errorf("%d records and %d fast entries cached after looking up %d names, want 3 and 3", before.Entries, before.FastEntries, len(want))
+	}
+	// Badger's DB closes once: the b.Close of openTestBadger's cleanup
+	// leaves it be, and closes the record cache.
 	if err := b.db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -387,5 +398,177 @@ func TestFastPathRacingWriters(t *testing.T) {
 	readers.Wait()
 	if st := b.RecordCacheStats(); st.FastHits == 0 || fastAnswers.Load() == 0 {
 		t.Errorf("no lookup took the fast path: %+v", st)
+	}
+}
+
+// certVersion names c by its ID and the hash of its chain.
+func certVersion(c *Certificate) string {
+	if c == nil {
+		return "none"
+	}
+	sum := sha256.Sum256(c.ChainPEM)
+	return fmt.Sprintf("%s (chain %x)", c.ID, sum[:4])
+}
+
+// oddEpochs returns how many of b's epochs are odd: a write of their
+// names under way.
+func oddEpochs(b *Badger) int {
+	n := 0
+	for i := range b.epochs.slots {
+		n += int(b.epochs.slots[i].Load() & 1)
+	}
+	return n
+}
+
+// A write is visible to the change feed from its commit, before update
+// returns: a lookup made in between, after the feed has listed the name,
+// answers with the new certificate, not from the fast path with the one
+// it replaced (for a name whose record is in its link, and for one whose
+// record is under its certificate's ID), nor with one deleted.
+func TestFastPathAfterTheCommit(t *testing.T) {
+	clock := newTestClock()
+	ctx := context.Background()
+	b := openTestBadger(t, "", clock)
+	put, del := certWriters(t, b)
+	cs := realCerts(t, clock, 4)
+	cs[2].Names = []string{"m.example.com", "n.example.com"}
+	cs[1].ID, cs[1].Names = cs[0].ID, cs[0].Names
+	cs[3].ID, cs[3].Names = cs[2].ID, cs[2].Names
+	for _, tc := range []struct {
+		desc   string
+		before *Certificate // stored first, when not nil
+		name   string
+		write  func()
+		want   *Certificate
+	}{
+		{"replaced in its link", cs[0], cs[0].Names[0], func() { put(cs[1]) }, cs[1]},
+		{"replaced under its ID", cs[2], "n.example.com", func() { put(cs[3]) }, cs[3]},
+		{"deleted", nil, "n.example.com", func() { del(cs[3].ID) }, nil},
+	} {
+		if tc.before != nil {
+			put(tc.before)
+		}
+		cur, err := b.CertChanges(ctx, Cursor{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			if _, fast := lookupOnce(t, b, tc.name); fast {
+				break
+			} else if i == 3 {
+				t.Fatalf("%s: %s never answered from the fast path", tc.desc, tc.name)
+			}
+		}
+		var listed []string
+		var got *Certificate
+		b.afterCommit = func() {
+			b.afterCommit = nil
+			ch, err := b.CertChanges(ctx, cur.Next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			listed = ch.Names
+			got, _ = lookupOnce(t, b, tc.name)
+		}
+		tc.write()
+		if !slices.Contains(listed, tc.name) {
+			t.Fatalf("%s: the change feed listed %v after the commit, not %s", tc.desc, listed, tc.name)
+		}
+		if !sameCert(got, tc.want) {
+			t.Errorf("%s: after the feed listed %s, a lookup answered %s; want %s", tc.desc, tc.name, certVersion(got), certVersion(tc.want))
+		}
+		if n := oddEpochs(b); n != 0 {
+			t.Errorf("%s: %d epochs odd after the write", tc.desc, n)
+		}
+	}
+}
+
+// A write that fails or panics leaves no epoch odd (the fast path would
+// be shut for its names) and writeMu unlocked; its names are answered
+// as before, from the fast path again once validated.
+func TestFastPathWriteFailsOrPanics(t *testing.T) {
+	clock := newTestClock()
+	ctx := context.Background()
+	b := openTestBadger(t, "", clock)
+	put, _ := certWriters(t, b)
+	c := realCerts(t, clock, 1)[0]
+	put(c)
+	name := c.Names[0]
+	failed := errors.New("failed on purpose")
+	write := func(fail func()) error {
+		return b.update(ctx, func(txn *badger.Txn) error {
+			b.touch(name)
+			b.touch("other.example.com")
+			if err := txn.Delete(key(prefixLink, name)); err != nil {
+				return err
+			}
+			fail()
+			return failed
+		})
+	}
+	if err := write(func() {}); !errors.Is(err, failed) {
+		t.Fatalf("the failing write returned %v", err)
+	}
+	if n := oddEpochs(b); n != 0 {
+		t.Errorf("%d epochs odd after a failed write", n)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the write did not panic")
+			}
+		}()
+		write(func() { panic("on purpose") })
+	}()
+	if n := oddEpochs(b); n != 0 {
+		t.Errorf("%d epochs odd after a write panicked", n)
+	}
+	if !b.writeMu.TryLock() {
+		t.Fatal("writeMu still locked after a write panicked")
+	}
+	b.writeMu.Unlock()
+	for i := 0; ; i++ {
+		got, fast := lookupOnce(t, b, name)
+		if !sameCert(got, c) {
+			t.Fatalf("%s after the failed writes: %s; want %s", name, certID(got), certID(c))
+		}
+		if fast {
+			break
+		} else if i == 3 {
+			t.Fatalf("%s never answered from the fast path after the failed writes", name)
+		}
+	}
+}
+
+// A record the fast path finds but cannot decode (its intermediate no
+// longer in the store's memory) sends the lookup the old way, which
+// answers; the fast path takes back the fast hit it counted, so only
+// the old way's reads count (two hits: it reads the record again once
+// it has loaded the intermediate, decodeRecord).
+func TestFastPathCountsALookupOnce(t *testing.T) {
+	clock := newTestClock()
+	b := openTestBadger(t, "", clock)
+	put, _ := certWriters(t, b)
+	c := realCerts(t, clock, 1)[0]
+	put(c)
+	name := c.Names[0]
+	for i := 0; ; i++ {
+		if _, fast := lookupOnce(t, b, name); fast {
+			break
+		} else if i == 3 {
+			t.Fatalf("%s never answered from the fast path", name)
+		}
+	}
+	b.inters.mu.Lock()
+	b.inters.pem = nil
+	b.inters.mu.Unlock()
+	before := b.RecordCacheStats()
+	got, err := b.LookupCertificate(context.Background(), name)
+	if err != nil || !sameCert(got, c) {
+		t.Fatalf("lookup of %s without its intermediate in memory: %s, %v", name, certVersion(got), err)
+	}
+	st := b.RecordCacheStats()
+	if n := st.Hits + st.Misses - before.Hits - before.Misses; n != 2 || st.FastHits != before.FastHits {
+		t.Errorf("one lookup counted %d times, %d of them fast; want 2 hits of the old way, none fast", n, st.FastHits-before.FastHits)
 	}
 }

@@ -138,18 +138,14 @@ func TestScanCertificatesReadsEveryRecordOnce(t *testing.T) {
 func TestScanCertificatesRejectsWhatListingDoes(t *testing.T) {
 	ctx := context.Background()
 	clock := newTestClock()
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openTestBadger(t, "", clock)
 	c := realCerts(t, clock, 1)[0]
 	if err := b.PutCertificate(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	block, _ := pem.Decode(c.KeyPEM)
 	scalar := block.Bytes[len(p256PKCS8Head) : len(p256PKCS8Head)+32]
-	err = b.db.Update(func(txn *badger.Txn) error {
+	err := b.db.Update(func(txn *badger.Txn) error {
 		link, err := homeOf(txn, c.ID)
 		if err != nil || link == nil {
 			return fmt.Errorf("the record of %s is not in a link: %v", c.ID, err)

@@ -42,10 +42,20 @@ func testLogger(tb testing.TB) *slog.Logger {
 // empty) and closes it when the test ends.
 func openTestBadger(tb testing.TB, dir string, clock *testClock) *Badger {
 	tb.Helper()
+	return openTestBadgerWith(tb, dir, BadgerOptions{Clock: clock.Now})
+}
+
+// openTestBadgerWith is openTestBadger with opts, whose Logger is
+// testLogger's when nil.
+func openTestBadgerWith(tb testing.TB, dir string, opts BadgerOptions) *Badger {
+	tb.Helper()
 	if dir == "" {
 		dir = tb.TempDir()
 	}
-	b, err := OpenBadger(dir, BadgerOptions{Logger: testLogger(tb), Clock: clock.Now})
+	if opts.Logger == nil {
+		opts.Logger = testLogger(tb)
+	}
+	b, err := OpenBadger(dir, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

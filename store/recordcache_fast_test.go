@@ -207,11 +207,7 @@ func TestFastPathFollowsEveryWrite(t *testing.T) {
 func TestFastPathFollowsTheUpgrade(t *testing.T) {
 	clock := newTestClock()
 	ctx := context.Background()
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, noUpgrade: true, writeV1: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openTestBadgerWith(t, "", BadgerOptions{Clock: clock.Now, noUpgrade: true, writeV1: true})
 	cs := realCerts(t, clock, 2)
 	cs[1].Names = []string{"m.example.com", "n.example.com"}
 	checkFastSteps(t, b, []fastStep{{
@@ -297,11 +293,7 @@ func TestFastPathRacingWriters(t *testing.T) {
 	clock := newTestClock()
 	ctx := context.Background()
 	// Without the fsync of each commit: the writes' order is the same.
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openTestBadgerWith(t, "", BadgerOptions{Clock: clock.Now, NoSync: true})
 	base := clock.Now()
 	type target struct {
 		stored, looked string // the certificate's name; the name looked up

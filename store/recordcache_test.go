@@ -167,11 +167,7 @@ func TestRecordCacheIgnoresScans(t *testing.T) {
 func TestRecordCacheSize(t *testing.T) {
 	clock := newTestClock()
 	ctx := context.Background()
-	b, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, RecordCacheSize: MinRecordCacheSize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := openTestBadgerWith(t, "", BadgerOptions{Clock: clock.Now, RecordCacheSize: MinRecordCacheSize})
 	cs := realCerts(t, clock, 1500) // about 1.3 MB of records
 	for i := 0; i < len(cs); i += 500 {
 		if err := b.PutCertificates(ctx, cs[i:i+500]); err != nil {
@@ -199,11 +195,7 @@ func TestRecordCacheSize(t *testing.T) {
 			t.Errorf("OpenBadger with RecordCacheSize %d: %v; want an error naming the size", size, err)
 		}
 	}
-	off, err := OpenBadger(t.TempDir(), BadgerOptions{Logger: testLogger(t), Clock: clock.Now, RecordCacheSize: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer off.Close()
+	off := openTestBadgerWith(t, "", BadgerOptions{Clock: clock.Now, RecordCacheSize: -1})
 	if err := off.PutCertificate(ctx, cs[0]); err != nil {
 		t.Fatal(err)
 	}

@@ -118,6 +118,25 @@ func feedsRunning(t testing.TB, ngx *nginxtest.Nginx) {
 	})
 }
 
+// startPrewarm starts nginx (workers, 0 for nginxtest's default) with the
+// Lua module's stats, configure's options and a fallback of ca's in front
+// of a fake sidecar answering in the leaf format, as the sidecar does,
+// and waits for every worker's change feed: what the pre-warm tests start
+// from. It returns the fallback's leaf too.
+func startPrewarm(t *testing.T, ca *testCA, workers int, configure string) (*fakeSidecar, *nginxtest.Nginx, leaf) {
+	t.Helper()
+	fallback := ca.issue(t, "fallback.invalid")
+	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
+	side := startFakeSidecar(t)
+	side.leafFormat = true
+	ngx := nginxtest.Start(t, nginxtest.Options{
+		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true, Workers: workers,
+		Configure: configure,
+	})
+	feedsRunning(t, ngx)
+	return side, ngx, fallback
+}
+
 // TestLuaPrewarm: when the change feed names a certificate the workers
 // serve, they fetch and parse the new one in a timer, off the handshake
 // path, and serve the old one until it is swapped in; one worker asks
@@ -125,19 +144,11 @@ func feedsRunning(t testing.TB, ngx *nginxtest.Nginx) {
 // of renewals is worked through one name at a time per worker.
 func TestLuaPrewarm(t *testing.T) {
 	ca := newTestCA(t)
-	fallback := ca.issue(t, "fallback.invalid")
-	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
-	side := startFakeSidecar(t)
-	side.leafFormat = true // as the sidecar answers
-	ngx := nginxtest.Start(t, nginxtest.Options{
-		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
-		// No name is dropped for waiting in the queue, for a fetch slower
-		// than a timeout, or for another worker's fetch outlasting the
-		// lock, however slow the machine: the wave below counts on every
-		// name being pre-warmed.
-		Configure: "prewarm_wait = 3600," + patient,
-	})
-	feedsRunning(t, ngx)
+	// No name is dropped for waiting in the queue, for a fetch slower
+	// than a timeout, or for another worker's fetch outlasting the lock,
+	// however slow the machine: the wave below counts on every name being
+	// pre-warmed.
+	side, ngx, fallback := startPrewarm(t, ca, 0, "prewarm_wait = 3600,"+patient)
 
 	// A long bound: a loaded machine is slow, and only a hang should fail.
 	within := func(t *testing.T, what string, cond func() error) {
@@ -409,16 +420,9 @@ func TestLuaPrewarm(t *testing.T) {
 func exitWave(t *testing.T, wave int) (*fakeSidecar, *nginxtest.Nginx, map[string]answer, []int) {
 	t.Helper()
 	ca := newTestCA(t)
-	fbCert, fbKey := ca.issue(t, "fallback.invalid").writeFiles(t, t.TempDir(), "fallback")
-	side := startFakeSidecar(t)
-	side.leafFormat = true
-	ngx := nginxtest.Start(t, nginxtest.Options{
-		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
-		// Nothing leaves the queue by waiting, and a poll the test holds
-		// (see fakeSidecar.feedGate) is waited for.
-		Configure: "prewarm_wait = 3600, read_timeout_ms = 180000, lock_timeout_ms = 190000,",
-	})
-	feedsRunning(t, ngx)
+	// Nothing leaves the queue by waiting, and a poll the test holds (see
+	// fakeSidecar.feedGate) is waited for.
+	side, ngx, _ := startPrewarm(t, ca, 0, "prewarm_wait = 3600, read_timeout_ms = 180000, lock_timeout_ms = 190000,")
 	renewed := make(map[string]answer, wave)
 	for i := range wave {
 		name := fmt.Sprintf("exit%d.test", i)
@@ -549,15 +553,8 @@ func TestLuaPrewarmExpiringNotHeld(t *testing.T) {
 // it has expired otherwise.
 func prewarmNotHeld(t *testing.T, expiresIn time.Duration) {
 	ca := newTestCA(t)
-	fbCert, fbKey := ca.issue(t, "fallback.invalid").writeFiles(t, t.TempDir(), "fallback")
-	side := startFakeSidecar(t)
-	side.leafFormat = true
-	ngx := nginxtest.Start(t, nginxtest.Options{
-		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true, Workers: 1,
-		// The held answer is waited for, however long.
-		Configure: "prewarm_wait = 3600, read_timeout_ms = 600000, lock_timeout_ms = 610000,",
-	})
-	feedsRunning(t, ngx)
+	// The held answer is waited for, however long.
+	side, ngx, _ := startPrewarm(t, ca, 1, "prewarm_wait = 3600, read_timeout_ms = 600000, lock_timeout_ms = 610000,")
 
 	const blocker, expired = "blocker-expired.test", "expired.test"
 	oldBlocker, newBlocker := ca.issue(t, blocker), ca.issue(t, blocker)
@@ -614,21 +611,13 @@ func prewarmNotHeld(t *testing.T, expiresIn time.Duration) {
 // wave is pre-warmed as before once it can go on.
 func TestLuaPrewarmGone(t *testing.T) {
 	ca := newTestCA(t)
-	fallback := ca.issue(t, "fallback.invalid")
-	fbCert, fbKey := fallback.writeFiles(t, t.TempDir(), "fallback")
-	side := startFakeSidecar(t)
-	side.leafFormat = true
-	ngx := nginxtest.Start(t, nginxtest.Options{
-		Sidecar: "unix:" + side.sock, FallbackCert: fbCert, FallbackKey: fbKey, Stats: true,
-		// The fetches the test holds are waited for, however slow the
-		// machine; nothing leaves the queue by waiting, unless the test
-		// holds it for minutes. Not longer: the pre-warm rests 31 times
-		// as long as a name took (the first, held, took seconds), unless
-		// the queue would then not be through within half of
-		// prewarm_wait (see prewarm_rest).
-		Configure: "prewarm_wait = 300, connect_timeout_ms = 10000, read_timeout_ms = 180000, lock_timeout_ms = 200000,",
-	})
-	feedsRunning(t, ngx)
+	// The fetches the test holds are waited for, however slow the
+	// machine; nothing leaves the queue by waiting, unless the test holds
+	// it for minutes. Not longer: the pre-warm rests 31 times as long as a
+	// name took (the first, held, took seconds), unless the queue would
+	// then not be through within half of prewarm_wait (see prewarm_rest).
+	side, ngx, fallback := startPrewarm(t, ca, 0,
+		"prewarm_wait = 300, connect_timeout_ms = 10000, read_timeout_ms = 180000, lock_timeout_ms = 200000,")
 	within := func(t *testing.T, what string, cond func() error) {
 		t.Helper()
 		start := time.Now()

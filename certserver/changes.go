@@ -3,9 +3,11 @@ package certserver
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -153,6 +155,23 @@ type goneMemo struct {
 	// the memory of its whole history entry). At most goneMemoMax names,
 	// a couple of MB, kept until a poll at another point.
 	gone map[string]bool
+	// lastWarn is when a poll last logged that it listed names without
+	// marks (Unix nanoseconds): at most one line a minute (warn), where
+	// a wave on a slow store would make one a poll of every worker.
+	lastWarn atomic.Int64
+}
+
+// marksWarnEvery is the least time between two lines of goneMemo.warn.
+const marksWarnEvery = time.Minute
+
+// warn logs msg with args unless it logged less than marksWarnEvery ago.
+func (m *goneMemo) warn(log *slog.Logger, msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := m.lastWarn.Load()
+	if now-last < int64(marksWarnEvery) || !m.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn(msg+" (logged once a minute at most)", args...)
 }
 
 // goneMemoMax bounds the names a goneMemo keeps: readers far apart in
@@ -190,7 +209,7 @@ func (e *CertEndpoint) goneNames(ctx context.Context, start time.Time, at store.
 		select {
 		case m.turn <- struct{}{}:
 		case <-budget.Done():
-			e.log.Warn("change feed: names listed as changed only, not looked up for marks: other polls' lookups took the time",
+			m.warn(e.log, "change feed: names listed as changed only, not looked up for marks: other polls' lookups took the time",
 				"names", len(names), "error", budget.Err())
 			return nil
 		}
@@ -238,8 +257,9 @@ func (e *CertEndpoint) goneNames(ctx context.Context, start time.Time, at store.
 		if failed == nil {
 			failed = budget.Err()
 		}
-		// One line per answer, whatever the number of names.
-		e.log.Warn("change feed: names listed as changed only, not looked up for marks",
+		// One line for all the names of an answer, and a minute at least
+		// between two.
+		m.warn(e.log, "change feed: names listed as changed only, not looked up for marks",
 			"names", len(names), "looked_up", looked, "not_looked_up", skipped, "error", failed)
 	}
 	return gone

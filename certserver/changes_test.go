@@ -1,8 +1,10 @@
 package certserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -376,5 +378,24 @@ func TestChangesMarksWaitBounded(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no answer while another poll holds the memo: the wait is not bounded by the poll's time")
+	}
+}
+
+// A wave on a slow store makes every poll of every worker list names
+// without marks: that is logged once a minute at most, not once a poll.
+func TestChangesMarksWarnOnceAMinute(t *testing.T) {
+	var out bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	var m goneMemo
+	for range 3 {
+		m.warn(log, "names listed as changed only", "names", 5)
+	}
+	if n := strings.Count(out.String(), "names listed as changed only"); n != 1 {
+		t.Fatalf("three warnings in a row logged %d lines, want 1:\n%s", n, out.String())
+	}
+	m.lastWarn.Add(-int64(marksWarnEvery))
+	m.warn(log, "names listed as changed only again", "names", 5)
+	if !strings.Contains(out.String(), "again") {
+		t.Errorf("a warning a minute after the last was not logged:\n%s", out.String())
 	}
 }

@@ -28,7 +28,8 @@ Runs the sidecar beside nginx until SIGTERM or SIGINT:
     with the intermediates of the chains it served by digest,
     GET /v1/chains/{digest}, and its change feed GET /v1/changes, which
     nginx's workers poll to drop replaced and removed certificates within
-    a second;
+    a second (during a wave of changes, a renewal within half of the Lua
+    option prewarm_wait);
   - the ACME challenge endpoint nginx's port 80 proxies
     /.well-known/acme-challenge/ to (challenge.listen, 127.0.0.1:9402);
   - with tls_alpn.listen set, the TLS-ALPN-01 responder nginx's stream

@@ -62,16 +62,17 @@ const (
 
 const (
 	// cacheHeader is the size of an entry's header in its ring: the
-	// version (8 bytes), the key's hash (8), the epoch the entry was last
+	// version (8 bytes, at cacheVersion), the key's hash (8), the epoch the entry was last
 	// found current at by a lookup of its name, plus one (8, at
 	// cacheValid; 0 for never: recordcache_fast.go), the key's length (2,
 	// at cacheKeyLen), the value's length (4, at cacheValLen), the
 	// referenced flag (1, at cacheRef) and a byte of padding.
-	cacheHeader = 32
-	cacheValid  = 16
-	cacheKeyLen = 24
-	cacheValLen = 26
-	cacheRef    = 30
+	cacheHeader  = 32
+	cacheVersion = 0
+	cacheValid   = 16
+	cacheKeyLen  = 24
+	cacheValLen  = 26
+	cacheRef     = 30
 	// cacheIndexCost is what an entry's slot in its shard's index (a Go
 	// map from the key's hash to the entry's offset) costs at most: 12
 	// bytes of key and value and a control byte in a table at least 7/8
@@ -260,27 +261,44 @@ func (s *cacheShard) key(off uint32) []byte {
 }
 
 // get appends to dst the value of key at version, of hash h, and marks
-// its entry referenced.
+// its entry referenced. Another key of the same hash, or another version
+// (the key was rewritten, or this transaction is older than the
+// entry's), is a miss, and put keeps what the store returns if it is
+// newer.
 func (s *cacheShard) get(h uint64, key []byte, version uint64, dst []byte) ([]byte, bool) {
+	return s.take(h, key, cacheVersion, version, countRead, dst)
+}
+
+// What take counts.
+const (
+	countNothing = iota // a fast entry's read: its record's read counts
+	countRead           // a read of the old path: a hit or a miss
+	countFast           // a fast path's read: a hit, and a fast one (a miss goes the old path, which counts it)
+)
+
+// take appends to dst the value of key's entry, of hash h, when the
+// 8-byte field at field of its header (cacheVersion, cacheValid) is want;
+// it marks the entry referenced and counts the read as count says. Every
+// read of the cache is one.
+func (s *cacheShard) take(h uint64, key []byte, field uint32, want uint64, count int, dst []byte) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	off, ok := s.index[h]
-	if !ok || s.closed {
-		s.misses++
-		return nil, false
-	}
-	ver, _, klen, vlen, _ := s.entry(off)
-	start := off + cacheHeader
-	// Another key of the same hash, or another version (the key was
-	// rewritten, or this transaction is older than the entry's): a
-	// miss, and put keeps what the store returns if it is newer.
-	if ver != version || !bytes.Equal(s.ring[start:start+klen], key) {
-		s.misses++
+	off, ok := s.find(h, key)
+	if !ok || binary.LittleEndian.Uint64(s.ring[off+field:]) != want {
+		if count == countRead {
+			s.misses++
+		}
 		return nil, false
 	}
 	s.ring[off+cacheRef] = 1
-	s.hits++
-	return append(dst, s.ring[start+klen:start+klen+vlen]...), true
+	switch count {
+	case countRead:
+		s.hits++
+	case countFast:
+		s.hits++
+		s.fastHits++
+	}
+	return append(dst, s.value(off)...), true
 }
 
 // put stores val as key's value at version, of hash h, in place of the

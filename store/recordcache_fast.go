@@ -201,14 +201,14 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
 	h := maphash.Bytes(c.seed, link)
-	if v, ok := c.shard(h).getValid(h, link, at.name+1, (*bp)[:0]); ok {
+	if v, ok := c.shard(h).take(h, link, cacheValid, at.name+1, countFast, (*bp)[:0]); ok {
 		*bp = v
 		return true, c.shard(h).uncountIf(fn(v))
 	}
 	k := fastEntryKey(name)
 	h = maphash.Bytes(c.seed, k)
-	v, ok := c.shard(h).getFast(h, k, (*bp)[:0])
-	if !ok {
+	v, ok := c.shard(h).take(h, k, cacheVersion, 0, countNothing, (*bp)[:0])
+	if !ok || len(v) < fastEntryHead {
 		return false, nil
 	}
 	*bp = v
@@ -219,7 +219,7 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 	version, key := binary.LittleEndian.Uint64(v), v[fastEntryHead:]
 	h = maphash.Bytes(c.seed, key)
 	// The record's bytes go after the fast entry's in the same buffer.
-	rec, ok := c.shard(h).getAt(h, key, version, v)
+	rec, ok := c.shard(h).take(h, key, cacheVersion, version, countFast, v)
 	if !ok {
 		return false, nil
 	}
@@ -227,7 +227,7 @@ func (c *recordCache) readFast(name string, link []byte, at lookupEpochs, fn fun
 	return true, c.shard(h).uncountIf(fn(rec[len(v):]))
 }
 
-// uncountIf takes back the fast hit getValid or getAt counted when the
+// uncountIf takes back the fast hit take counted when the
 // record failed to decode (err), for the lookup goes the old way and
 // counts there: a lookup counts once. It returns err.
 func (s *cacheShard) uncountIf(err error) error {
@@ -253,52 +253,4 @@ func (s *cacheShard) validate(h uint64, key []byte, version, valid uint64) {
 	if binary.LittleEndian.Uint64(e) == version && binary.LittleEndian.Uint64(e[cacheValid:]) < valid {
 		binary.LittleEndian.PutUint64(e[cacheValid:], valid)
 	}
-}
-
-// getValid appends to dst the value of key when its entry is valid at
-// valid, and counts a fast hit (taken back by uncountIf should the
-// record not decode).
-func (s *cacheShard) getValid(h uint64, key []byte, valid uint64, dst []byte) ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	off, ok := s.find(h, key)
-	if !ok || binary.LittleEndian.Uint64(s.ring[off+cacheValid:]) != valid {
-		return nil, false
-	}
-	s.ring[off+cacheRef] = 1
-	s.hits++
-	s.fastHits++
-	return append(dst, s.value(off)...), true
-}
-
-// getFast appends to dst the value of the fast entry key, counting
-// nothing: the record's read counts.
-func (s *cacheShard) getFast(h uint64, key []byte, dst []byte) ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	off, ok := s.find(h, key)
-	if !ok {
-		return nil, false
-	}
-	s.ring[off+cacheRef] = 1
-	v := s.value(off)
-	if len(v) < fastEntryHead {
-		return nil, false
-	}
-	return append(dst, v...), true
-}
-
-// getAt appends to dst the value of key at version, and counts a fast
-// hit (taken back by uncountIf should the record not decode).
-func (s *cacheShard) getAt(h uint64, key []byte, version uint64, dst []byte) ([]byte, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	off, ok := s.find(h, key)
-	if !ok || binary.LittleEndian.Uint64(s.ring[off:]) != version {
-		return nil, false
-	}
-	s.ring[off+cacheRef] = 1
-	s.hits++
-	s.fastHits++
-	return append(dst, s.value(off)...), true
 }

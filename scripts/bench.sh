@@ -458,7 +458,7 @@ END {
     row("", "endpoint p50 / p99 at " count(rate) " lookups/s over a hot set of " count(v[b, "hot-names"]) " random names (" count(v[b, "hot-warmed"]) " of them looked up once before); lookups sent, failed",
         ms(v[b, "hot-p50-µs"]) " / **" ms(p) "**; " count(v[b, "hot-lookups"]) ", " count(v[b, "hot-failed"]), "p99 ≤ 1 ms", verdict(p <= 1000 && v[b, "hot-failed"] == 0, ms(p - 1000)))
     if (has(b, "record-cache-MiB"))
-      row("", "the records of the hot lookups read from the sidecar'"'"'s record cache (`[store] record_cache`, the default), and of those the lookups answered from it alone (no read of the store'"'"'s index); its size, what it held at the end",
+      row("", "the records of the hot lookups read from the sidecar'"'"'s record cache (`[store] record_cache`, the default), and the hot lookups answered from it alone (no read of the store'"'"'s index); its size, what it held at the end",
           fmt(v[b, "hot-cache-hit-%"]) "%, " fmt(v[b, "hot-fast-%"]) "%; " fmt(v[b, "record-cache-MiB"]) " MiB, " fmt(v[b, "record-cache-used-MiB"]) " MiB", "", "")
     if (has(b, "hot-server-over-1ms"))
       row("", "hot lookups that took the endpoint itself (from the parsed request to the written answer) over 0.5 ms / over 1 ms: the rest of the p99 is waiting around it (the socket, the CPUs)",

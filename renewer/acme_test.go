@@ -424,9 +424,15 @@ func TestObtainOptions(t *testing.T) {
 			name := []string{"k0.example.test", "k1.example.test", "k2.example.test", "k3.example.test"}[i]
 			env.pointHere(name)
 			is := env.issuer(t, func(c *ACMEConfig) { c.KeyType, c.ReuseKey = tc.keyType, tc.reuse })
-			first, err := is.Obtain(t.Context(), Order{Name: name})
-			if err != nil {
-				t.Fatalf("first Obtain: %v", err)
+			// The renewal must name the first certificate as replaced:
+			// one that Pebble could not find (pebbleLosesSerial, about
+			// one in 256) is ordered again.
+			var first *store.Certificate
+			for first == nil || pebbleLosesSerial(t, first) {
+				var err error
+				if first, err = is.Obtain(t.Context(), Order{Name: name}); err != nil {
+					t.Fatalf("first Obtain: %v", err)
+				}
 			}
 			second, err := is.Obtain(t.Context(), Order{Name: name, Replaces: first})
 			if err != nil {

@@ -175,8 +175,13 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 // The endpoint only reads the store; it never waits on ACME. Its methods
 // are safe for concurrent use.
 type CertEndpoint struct {
-	cfg    CertEndpointConfig
-	store  store.Store
+	cfg   CertEndpointConfig
+	store store.Store
+	// found is the store the change feed's marks look names up in:
+	// store, or the store under it when store only seals its keys
+	// (sealed.Store). The marks ask only whether a record serves the
+	// name, and a key opened for them would be thrown away.
+	found  store.Store
 	chains intermediates
 	marks  goneMemo // the change feed's marks (changes.go)
 	server
@@ -191,7 +196,10 @@ func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	e := &CertEndpoint{cfg: cfg, store: st, marks: goneMemo{turn: make(chan struct{}, 1)}}
+	e := &CertEndpoint{cfg: cfg, store: st, found: st, marks: goneMemo{turn: make(chan struct{}, 1)}}
+	if s, ok := st.(*sealed.Store); ok {
+		e.found = s.Unwrap()
+	}
 	e.server.init(name, e.handle, logger.With("subsystem", "certs"), 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return e, nil
 }
@@ -239,7 +247,7 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	}
 	// No timer unless the store waits on the context (lookupContext).
 	ctx, release := withLookupDeadline(e.base, e.cfg.LookupTimeout)
-	c, found, err := e.lookup(ctx, name)
+	c, found, err := lookup(ctx, e.store, name)
 	release()
 	if !found && err == nil {
 		rc.Error("no certificate for "+name+"\n", fasthttp.StatusNotFound)
@@ -286,12 +294,13 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 	}
 }
 
-// lookup looks name up for GET /v1/certs/NAME and the change feed's
-// marks: found is false, with no error, when the endpoint answers 404
-// (neither the name nor its wildcard one label up is stored); an error
-// is any other failure (an unreadable record or key is not a 404).
-func (e *CertEndpoint) lookup(ctx context.Context, name string) (c *store.Certificate, found bool, err error) {
-	c, err = e.store.LookupCertificate(ctx, name)
+// lookup looks name up in st for GET /v1/certs/NAME (st the endpoint's
+// store) and the change feed's marks (its found): found is false, with
+// no error, when the endpoint answers 404 (neither the name nor its
+// wildcard one label up is stored); an error is any other failure (an
+// unreadable record or key is not a 404).
+func lookup(ctx context.Context, st store.Store, name string) (c *store.Certificate, found bool, err error) {
+	c, err = st.LookupCertificate(ctx, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false, nil
 	}

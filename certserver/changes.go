@@ -181,11 +181,12 @@ const goneMemoMax = 4 * store.MaxChanges
 
 // goneNames returns the host names of names, those of a change feed's
 // answer at the point at, that no stored certificate serves now: those
-// the certificate endpoint answers 404 for (e.lookup), or that e.marks
+// the certificate endpoint answers 404 for (lookup), or that e.marks
 // holds as such at that point. Wildcard patterns are never in it, nor
-// names whose lookup failed otherwise (a key that cannot be decrypted is
-// still a certificate) or that the time left no room for: a name left out
-// is only said to have changed. The lookups read the record cache the
+// names whose lookup failed otherwise or that the time left no room for:
+// a name left out is only said to have changed. A record whose key
+// cannot be decrypted is still a certificate: the lookups read the store
+// under the keys' sealing (e.found) and open no key. They read the record cache the
 // endpoint reads, and bring the renewed records in for the fetches that
 // follow.
 //
@@ -232,7 +233,7 @@ func (e *CertEndpoint) goneNames(ctx context.Context, start time.Time, at store.
 				skipped++
 				continue
 			}
-			_, found, err := e.lookup(budget, n)
+			_, found, err := lookup(budget, e.found, n)
 			if err != nil {
 				skipped++
 				if failed == nil {

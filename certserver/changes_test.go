@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certserver/certserver/store"
+	"github.com/certserver/certserver/store/sealed"
 )
 
 func TestChangesEndpoint(t *testing.T) {
@@ -397,5 +398,42 @@ func TestChangesMarksWarnOnceAMinute(t *testing.T) {
 	m.warn(log, "names listed as changed only again", "names", 5)
 	if !strings.Contains(out.String(), "again") {
 		t.Errorf("a warning a minute after the last was not logged:\n%s", out.String())
+	}
+}
+
+// TestChangesMarksOpenNoKey: the marks look names up under the keys'
+// sealing and open no key. A certificate whose key the endpoint cannot
+// open (sealed under a key-encryption key it lacks) is looked up all the
+// same, and listed plain: it is still a certificate, though the endpoint
+// answers 500 for it. A deleted name beside it is marked gone.
+func TestChangesMarksOpenNoKey(t *testing.T) {
+	inner := newTestStore(t)
+	writer := sealed.Wrap(inner, testKeyring(t, kek{"k1", 1}))
+	e := startCertEndpoint(t, CertEndpointConfig{Listen: "127.0.0.1:0", LookupTimeout: time.Minute},
+		sealed.Wrap(inner, testKeyring(t, kek{"k2", 2})))
+	addr := e.Addrs()[0].String()
+	names := []string{"unopened.example.org", "deleted.example.org"}
+	for _, n := range names {
+		putCert(t, writer, &store.Certificate{ID: n, Names: []string{n}, ChainPEM: []byte("CHAIN"), KeyPEM: []byte("KEY"),
+			NotAfter: time.Now().Add(time.Hour)})
+	}
+	_, body := rawRequest(t, addr, "GET", "/v1/changes?since=")
+	since := strings.Replace(strings.SplitN(body, "\n", 2)[0], " ", ".", 1)
+	putCert(t, writer, &store.Certificate{ID: names[0], Names: names[:1], ChainPEM: []byte("CHAIN 2"), KeyPEM: []byte("KEY 2"),
+		NotAfter: time.Now().Add(time.Hour)})
+	if err := inner.DeleteCertificate(context.Background(), names[1]); err != nil {
+		t.Fatal(err)
+	}
+	_, body = rawRequest(t, addr, "GET", "/v1/changes?since="+since+"&marks=1")
+	if got := strings.Join(strings.Split(strings.TrimSuffix(body, "\n"), "\n")[1:], ","); got != "unopened.example.org,gone deleted.example.org" {
+		t.Errorf("lines %s, want unopened.example.org plain and deleted.example.org gone", got)
+	}
+	// Looked up, not failed: the memo holds it as served (a failed
+	// lookup is not kept, and would be tried again by the next poll).
+	if no, ok := e.marks.gone[names[0]]; !ok || no {
+		t.Errorf("memo of %s: gone %v, kept %v; want kept as served (looked up without opening its key)", names[0], no, ok)
+	}
+	if resp, _ := rawRequest(t, addr, "GET", "/v1/certs/"+names[0]); resp.StatusCode != 500 {
+		t.Errorf("GET /v1/certs/%s: %d, want 500 (the endpoint cannot open its key)", names[0], resp.StatusCode)
 	}
 }

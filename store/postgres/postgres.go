@@ -204,26 +204,29 @@ func (s *Store) fail(err error) error {
 		errors.Is(err, context.DeadlineExceeded) || !unavailable(err) {
 		return err
 	}
-	var ce commitError
-	if errors.As(err, &ce) {
-		return fmt.Errorf("%w (postgres %s), %w: %w", store.ErrUnavailable, s.where, store.ErrUncertain, ce.err)
+	var fe final
+	if errors.As(err, &fe) && fe.commit {
+		return fmt.Errorf("%w (postgres %s), %w: %w", store.ErrUnavailable, s.where, store.ErrUncertain, fe.err)
 	}
 	return fmt.Errorf("%w (postgres %s): %w", store.ErrUnavailable, s.where, err)
 }
 
-// commitError is the error of a transaction's COMMIT: the database may
-// have made the write before the answer was lost, so it is never retried.
-type commitError struct{ err error }
-
-func (e commitError) Error() string { return "commit: " + e.err.Error() }
-func (e commitError) Unwrap() error { return e.err }
-
 // final marks an error of a function run by retry that must not be run
-// again: it has done what cannot be undone (ScanCertificates has handed
-// records to its caller). Its text is its error's.
-type final struct{ err error }
+// again: it may have done what cannot be undone. ScanCertificates has
+// handed records to its caller; a transaction's COMMIT (commit) lost its
+// answer, and the database may have made the write.
+type final struct {
+	err    error
+	commit bool
+}
 
-func (e final) Error() string { return e.err.Error() }
+func (e final) Error() string {
+	if e.commit {
+		return "commit: " + e.err.Error()
+	}
+	return e.err.Error()
+}
+
 func (e final) Unwrap() error { return e.err }
 
 // unavailable reports whether err says that the database could not be
@@ -282,7 +285,7 @@ const maxAttempts = 5
 // the pool may hold connections a server that restarted has closed, so it
 // drops them all (pgxpool.Pool.Reset) and the next attempt connects
 // afresh. A server that is really gone fails that attempt too. An error
-// wrapping a final or a commitError is never retried, nor is any once
+// wrapping a final is never retried, nor is any once
 // ctx is done. Errors that say the database is unreachable wrap
 // store.ErrUnavailable; a context that is done is its error.
 func (s *Store) retry(ctx context.Context, fn func() error) error {
@@ -295,11 +298,8 @@ func (s *Store) retry(ctx context.Context, fn func() error) error {
 	)
 	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		err = fn()
-		var (
-			ce commitError
-			fe final
-		)
-		if err == nil || ctx.Err() != nil || errors.As(err, &ce) || errors.As(err, &fe) {
+		var fe final
+		if err == nil || ctx.Err() != nil || errors.As(err, &fe) {
 			break
 		}
 		if !reset && unavailable(err) {
@@ -337,7 +337,7 @@ func (s *Store) tryTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) e
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return commitError{err}
+		return final{err: err, commit: true}
 	}
 	return nil
 }

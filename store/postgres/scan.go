@@ -70,7 +70,7 @@ func (s *Store) ScanCertificates(ctx context.Context, fn func(*store.Certificate
 			return rows.Err()
 		}()
 		if err != nil && n > 0 {
-			return final{err}
+			return final{err: err}
 		}
 		return err
 	})

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -739,6 +740,156 @@ func TestLuaPrewarmGone(t *testing.T) {
 			t.Errorf("worker %s dropped %d names instead of pre-warming them", pid, n)
 		}
 		if n := st["parse_handshake"] - b["parse_handshake"]; n != 0 {
+			t.Errorf("worker %s parsed %d certificates on the handshake path", pid, n)
+		}
+	}
+	ngx.AssertCleanErrorLog(t)
+	if t.Failed() {
+		t.Logf("nginx error log:\n%s", ngx.ErrorLog())
+	}
+}
+
+// TestLuaPrewarmQueueBound: the pre-warm queue's bound (lru_size) counts
+// the names waiting in it, not the places that names taken out of it
+// (marked gone) leave behind until the queue reaches them. With
+// lru_size = 8, a held wave of 4 and 3 names queued behind it and then
+// deleted, 3 renewals more are all queued, and wait with the wave: every
+// worker serves their old certificates until the wave goes on. A queue
+// that counted places would be full at the third and drop it, and its
+// next handshake would fetch the renewal at once.
+func TestLuaPrewarmQueueBound(t *testing.T) {
+	ca := newTestCA(t)
+	// As TestLuaPrewarmGone: nothing leaves the queue by waiting.
+	side, ngx, _ := startPrewarm(t, ca, 0,
+		"lru_size = 8, prewarm_wait = 300, connect_timeout_ms = 10000, read_timeout_ms = 180000, lock_timeout_ms = 200000,")
+	var wave, deleted, late []string
+	for i := range 4 {
+		wave = append(wave, fmt.Sprintf("bound-wave%d.test", i))
+	}
+	for i := range 3 {
+		deleted = append(deleted, fmt.Sprintf("bound-deleted%d.test", i))
+		late = append(late, fmt.Sprintf("bound-late%d.test", i))
+	}
+	old, renewed := make(map[string]leaf), make(map[string]leaf)
+	// The wave and the names to delete are held (7 of the 8 names a
+	// worker keeps); the late names are not asked for yet.
+	for _, name := range slices.Concat(wave, deleted, late) {
+		old[name], renewed[name] = ca.issue(t, name), ca.issue(t, name)
+		side.set(name, certAnswer(old[name], 3600))
+	}
+	for _, name := range slices.Concat(wave, deleted) {
+		must(t, allServe(ngx, name, old[name].serial))
+	}
+	before, err := workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollTwice := func(what string) {
+		t.Helper()
+		polled, err := workerStats(ngx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 3*time.Minute, "every worker polls the change feed twice after "+what, func() error {
+			all, err := workerStats(ngx)
+			if err != nil {
+				return err
+			}
+			for pid, st := range all {
+				if n := st["feed_poll"] - polled[pid]["feed_poll"]; n < 2 {
+					return fmt.Errorf("worker %s polled %d times", pid, n)
+				}
+			}
+			return nil
+		})
+	}
+
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	held := func(name string) answer {
+		a := certAnswer(renewed[name], 3600)
+		a.gate = gate
+		return a
+	}
+	answers := make(map[string]answer, len(wave))
+	for _, name := range wave {
+		answers[name] = held(name)
+	}
+	side.changeAll(answers)
+	eventually(t, 3*time.Minute, "a pre-warm fetch of the wave is held", func() error {
+		for _, name := range wave {
+			if side.hitsFor(name) > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no fetch of the wave yet")
+	})
+	pollTwice("the wave")
+	for _, name := range deleted {
+		side.change(name, held(name))
+	}
+	pollTwice("the renewals of the names to delete")
+	for _, name := range deleted {
+		side.change(name, answer{status: 404, maxAge: 10})
+	}
+	eventually(t, 3*time.Minute, "every worker drops the deleted names", func() error {
+		all, err := workerStats(ngx)
+		if err != nil {
+			return err
+		}
+		for pid, st := range all {
+			if n := st["feed_gone"] - before[pid]["feed_gone"]; n < len(deleted) {
+				return fmt.Errorf("worker %s dropped %d of the %d deleted names", pid, n, len(deleted))
+			}
+		}
+		return nil
+	})
+
+	// 4 names of the wave and 3 late ones in each worker's cache (7); at
+	// most 3 of the wave and the 3 late ones in its queue (the fourth of
+	// the wave is held, or is requeued behind the others while another
+	// worker fetches it), behind 3 places taken out.
+	for _, name := range late {
+		must(t, allServe(ngx, name, old[name].serial))
+	}
+	// From here on, no handshake parses: the late names' first ones did.
+	parsed, err := workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lateAnswers := make(map[string]answer, len(late))
+	for _, name := range late {
+		lateAnswers[name] = certAnswer(renewed[name], 3600)
+	}
+	side.changeAll(lateAnswers)
+	pollTwice("the late renewals")
+	for _, name := range late {
+		if err := allServe(ngx, name, old[name].serial)(); err != nil {
+			t.Errorf("%s, renewed while the wave waits: %v; want it queued behind the wave, its old certificate served", name, err)
+		}
+	}
+
+	release()
+	eventually(t, 3*time.Minute, "every worker serves the renewed wave and late names", func() error {
+		for _, name := range slices.Concat(wave, late) {
+			if err := allServe(ngx, name, renewed[name].serial)(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	after, err := workerStats(ngx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pid, st := range after {
+		b := before[pid]
+		if n := st["prewarm_dropped"] - b["prewarm_dropped"]; n != 0 {
+			t.Errorf("worker %s dropped %d names instead of pre-warming them", pid, n)
+		}
+		if n := st["parse_handshake"] - parsed[pid]["parse_handshake"]; n != 0 {
 			t.Errorf("worker %s parsed %d certificates on the handshake path", pid, n)
 		}
 	}

@@ -229,6 +229,9 @@ func NewAdminAPI(cfg AdminConfig, st store.Store, logger *slog.Logger) (*AdminAP
 		states:    stateCounter{budget: cfg.StateScanBudget, batch: stateScanBatch},
 	}
 	a.server.init(name, a.handle, logger.With("subsystem", "admin"), noBodyLimit, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
+	// A request refused before its body was read (handleReadError) has
+	// its connection linger, so that the client reads the answer.
+	a.server.lingering = true
 	// Body limits are per route: the header decides before the body is read.
 	a.server.srv.ErrorHandler = a.handleReadError
 	a.server.srv.HeaderReceived = a.requestConfig
@@ -393,6 +396,9 @@ func (a *AdminAPI) requestConfig(h *fasthttp.RequestHeader) fasthttp.RequestConf
 
 // handleReadError answers a request that could not be read.
 func (a *AdminAPI) handleReadError(rc *fasthttp.RequestCtx, err error) {
+	// fasthttp closes the connection after this answer, with what is
+	// left of the request unread: the client must still get to read it.
+	lingerOnClose(rc)
 	var ne net.Error
 	limit, known := a.limits.take(&rc.Request.Header)
 	switch {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -381,6 +383,40 @@ func TestAdminImportBatchPartlyStored(t *testing.T) {
 		}
 		if r.Result != want {
 			t.Errorf("sent again, certificate %d: %q, want %q", i+1, r.Result, want)
+		}
+	}
+}
+
+// TestAdminOversizedBodyAnswered: a client sending a body far over the
+// limit, more than the sockets buffer, reads the 413 that names the
+// limit, with its length given or chunked, every time: the server reads
+// and throws away the rest before it closes (lingerConn), instead of
+// closing on it, which makes the client's write fail with "connection
+// reset by peer" and loses the answer.
+func TestAdminOversizedBodyAnswered(t *testing.T) {
+	env := newBatchEnv(t, AdminConfig{MaxImportBatchBody: 64 << 10}, newTestStore(t))
+	body := bytes.Repeat([]byte("{}\n"), (16<<20)/3)
+	for i := range 10 {
+		for _, chunked := range []bool{false, true} {
+			var r io.Reader = bytes.NewReader(body)
+			if chunked {
+				r = io.MultiReader(r) // no length known: chunked
+			}
+			req, err := http.NewRequest("POST", env.base+"/v1/certificates/batch", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+testToken)
+			req.Header.Set("Content-Type", "application/x-ndjson")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("post %d (chunked %v) of %d bytes: %v; want a 413", i, chunked, len(body), err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 413 || !strings.Contains(string(raw), "limit of 65536 bytes") {
+				t.Fatalf("post %d (chunked %v): %d %s, want a 413 naming the limit", i, chunked, resp.StatusCode, raw)
+			}
 		}
 	}
 }

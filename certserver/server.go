@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certserver/certserver/store"
@@ -22,6 +24,9 @@ type server struct {
 	// name names the endpoint in errors ("admin API").
 	name string
 	srv  *fasthttp.Server
+	// lingering, set before Serve, lets handlers make a connection
+	// linger when it closes (lingerOnClose).
+	lingering bool
 	// log is the endpoint's logger.
 	log *slog.Logger
 	// base is the server-lifetime context handlers derive theirs from,
@@ -187,7 +192,11 @@ func (s *server) serve(ctx context.Context) error {
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() {
-			err := s.srv.Serve(ln)
+			var served net.Listener = ln
+			if s.lingering {
+				served = lingerListener{ln}
+			}
+			err := s.srv.Serve(served)
 			if err != nil {
 				err = fmt.Errorf("serve on %s: %w", ln.Addr(), err)
 			}
@@ -291,5 +300,52 @@ func recoverPanic(log *slog.Logger, rc *fasthttp.RequestCtx, write func(rc *fast
 			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		rc.Response.Reset()
 		write(rc)
+	}
+}
+
+// lingerTime bounds how long a connection marked to linger reads what its
+// client still sends after the answer, before it closes.
+const lingerTime = 5 * time.Second
+
+// lingerListener accepts lingerConns.
+type lingerListener struct{ net.Listener }
+
+func (l lingerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &lingerConn{Conn: c}, nil
+}
+
+// lingerConn is a connection that, once marked (lingerOnClose), closes as
+// nginx's lingering close does: it ends its side (a FIN after the
+// answer), then reads and throws away what the client still sends, for
+// lingerTime at most, and closes. A server that closes while a request
+// body is still arriving makes its system answer the rest with a reset,
+// which can destroy the answer before the client has read it: the client
+// says "connection reset by peer" instead of the 413 that names the
+// limit.
+type lingerConn struct {
+	net.Conn
+	linger atomic.Bool
+}
+
+func (c *lingerConn) Close() error {
+	if c.linger.Load() {
+		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil &&
+			c.Conn.SetReadDeadline(time.Now().Add(lingerTime)) == nil {
+			io.Copy(io.Discard, c.Conn) //nolint:errcheck // a timeout or a reset ends it as well as the client's close
+		}
+	}
+	return c.Conn.Close()
+}
+
+// lingerOnClose marks the connection of rc to linger when it closes (see
+// lingerConn). The connections of a server without lingering are left as
+// they are.
+func lingerOnClose(rc *fasthttp.RequestCtx) {
+	if c, ok := rc.Conn().(*lingerConn); ok {
+		c.linger.Store(true)
 	}
 }

@@ -292,15 +292,11 @@ func freeLoopbackAddr(t testing.TB) string {
 	return freeAddrOn(t, "127.0.0.1")
 }
 
-// freeAddrOn returns an address of host whose port was free a moment ago.
+// freeAddrOn returns an address of host whose port was free a moment
+// ago, held for t (nginxtest.FreeAddr).
 func freeAddrOn(t testing.TB, host string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return nginxtest.FreeAddr(t, host)
 }
 
 // TestIntegration is the end-to-end test of serving imported certificates:

@@ -203,7 +203,7 @@ func Start(t testing.TB, opts Options) *Nginx {
 		opts.Host = "127.0.0.1"
 	}
 	if opts.ACME == "" {
-		opts.ACME = freeAddr(t, opts.Host)
+		opts.ACME = FreeAddr(t, opts.Host)
 	}
 	nginxDir := SnippetDir(t)
 
@@ -218,18 +218,18 @@ func Start(t testing.TB, opts Options) *Nginx {
 		errLog:    filepath.Join(dir, "logs", "error.log"),
 		exited:    make(chan struct{}),
 		workers:   opts.Workers,
-		httpsAddr: freeAddr(t, opts.Host),
-		httpAddr:  freeAddr(t, opts.Host),
+		httpsAddr: FreeAddr(t, opts.Host),
+		httpAddr:  FreeAddr(t, opts.Host),
 	}
 	if opts.HTTPPort != 0 {
 		n.httpAddr = net.JoinHostPort(opts.Host, strconv.Itoa(opts.HTTPPort))
 	}
 	if opts.StaticCert != "" {
-		n.staticAddr = freeAddr(t, opts.Host)
+		n.staticAddr = FreeAddr(t, opts.Host)
 	}
 	var streamSnippet string
 	if opts.TLSALPN != "" {
-		n.backendAddr, n.directAddr = freeAddr(t, opts.Host), freeAddr(t, opts.Host)
+		n.backendAddr, n.directAddr = FreeAddr(t, opts.Host), FreeAddr(t, opts.Host)
 		streamSnippet = StreamSnippet(t, dir, n.httpsAddr, opts.TLSALPN, n.backendAddr)
 	}
 
@@ -497,47 +497,6 @@ func SnippetDir(t testing.TB) string {
 		}
 	}
 	return nginxDir
-}
-
-// freeAddr returns an address of host whose port was free a moment ago.
-func freeAddr(t testing.TB, host string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("nginxtest: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// FreePortOn returns a TCP port that was free a moment ago on every one of
-// hosts, for servers on several loopback addresses that must share a port
-// number (Options.HTTPPort). It fails the test when it finds none.
-func FreePortOn(t testing.TB, hosts ...string) int {
-	t.Helper()
-	for range 50 {
-		first, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
-		if err != nil {
-			t.Fatalf("nginxtest: %v", err)
-		}
-		port := first.Addr().(*net.TCPAddr).Port
-		held := []net.Listener{first}
-		for _, h := range hosts[1:] {
-			l, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
-			if err != nil {
-				break
-			}
-			held = append(held, l)
-		}
-		for _, l := range held {
-			l.Close()
-		}
-		if len(held) == len(hosts) {
-			return port
-		}
-	}
-	t.Fatalf("nginxtest: no port free on all of %s", strings.Join(hosts, ", "))
-	return 0
 }
 
 func (n *Nginx) waitListening(addrs []string, timeout time.Duration) error {

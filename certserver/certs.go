@@ -177,13 +177,16 @@ func (cfg CertEndpointConfig) withDefaults() (CertEndpointConfig, error) {
 type CertEndpoint struct {
 	cfg   CertEndpointConfig
 	store store.Store
-	// found is the store the change feed's marks look names up in:
-	// store, or the store under it when store only seals its keys
-	// (sealed.Store). The marks ask only whether a record serves the
-	// name, and a key opened for them would be thrown away.
-	found  store.Store
-	chains intermediates
-	marks  goneMemo // the change feed's marks (changes.go)
+	// marksStore is the store the change feed's marks look names up
+	// in: store, or the store under it when store is the sealing of its
+	// keys (sealed.Store). The marks ask only whether a record serves
+	// the name, and a key opened for them would be thrown away. Only
+	// that layer is left out: any other wrapper of the endpoint's store
+	// may change what a lookup answers, and the marks must answer as the
+	// endpoint does.
+	marksStore store.Store
+	chains     intermediates
+	marks      goneMemo // the change feed's marks (changes.go)
 	server
 }
 
@@ -196,9 +199,9 @@ func NewCertEndpoint(cfg CertEndpointConfig, st store.Store, logger *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	e := &CertEndpoint{cfg: cfg, store: st, found: st, marks: goneMemo{turn: make(chan struct{}, 1)}}
+	e := &CertEndpoint{cfg: cfg, store: st, marksStore: st, marks: goneMemo{turn: make(chan struct{}, 1)}}
 	if s, ok := st.(*sealed.Store); ok {
-		e.found = s.Unwrap()
+		e.marksStore = s.Unwrap()
 	}
 	e.server.init(name, e.handle, logger.With("subsystem", "certs"), 4<<10, cfg.ReadTimeout, cfg.IdleTimeout, cfg.ShutdownTimeout)
 	return e, nil
@@ -295,8 +298,8 @@ func (e *CertEndpoint) handle(rc *fasthttp.RequestCtx) {
 }
 
 // lookup looks name up in st for GET /v1/certs/NAME (st the endpoint's
-// store) and the change feed's marks (its found): found is false, with
-// no error, when the endpoint answers 404 (neither the name nor its
+// store) and the change feed's marks (its marksStore): found is false,
+// with no error, when the endpoint answers 404 (neither the name nor its
 // wildcard one label up is stored); an error is any other failure (an
 // unreadable record or key is not a 404).
 func lookup(ctx context.Context, st store.Store, name string) (c *store.Certificate, found bool, err error) {

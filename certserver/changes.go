@@ -186,16 +186,16 @@ const goneMemoMax = 4 * store.MaxChanges
 // names whose lookup failed otherwise or that the time left no room for:
 // a name left out is only said to have changed. A record whose key
 // cannot be decrypted is still a certificate: the lookups read the store
-// under the keys' sealing (e.found) and open no key. They read the record cache the
-// endpoint reads, and bring the renewed records in for the fetches that
-// follow.
+// under the keys' sealing (e.marksStore) and open no key. They read the
+// record cache the endpoint reads, and bring the renewed records in for
+// the fetches that follow.
 //
 // The marks have half the endpoint's LookupTimeout from the poll's
-// start, and no more than ctx, the poll's deadline, leaves them, waiting for the memo included: a
-// poll answers within LookupTimeout (and one lookup that overruns it),
-// well under the Lua module's read_timeout_ms, even with polls of
-// other points ahead of it. A poll with no host name to mark neither
-// waits nor looks up.
+// start, and no more than ctx, the poll's deadline, leaves them, waiting
+// for the memo included: a poll answers within LookupTimeout (and one
+// lookup that overruns it), well under the Lua module's
+// read_timeout_ms, even with polls of other points ahead of it. A poll
+// with no host name to mark neither waits nor looks up.
 func (e *CertEndpoint) goneNames(ctx context.Context, start time.Time, at store.Cursor, names []string) map[string]bool {
 	if !slices.ContainsFunc(names, func(n string) bool { return !hostname.IsWildcard(n) }) {
 		return nil
@@ -233,7 +233,7 @@ func (e *CertEndpoint) goneNames(ctx context.Context, start time.Time, at store.
 				skipped++
 				continue
 			}
-			_, found, err := lookup(budget, e.found, n)
+			_, found, err := lookup(budget, e.marksStore, n)
 			if err != nil {
 				skipped++
 				if failed == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -396,6 +397,8 @@ func TestAdminImportBatchPartlyStored(t *testing.T) {
 func TestAdminOversizedBodyAnswered(t *testing.T) {
 	env := newBatchEnv(t, AdminConfig{MaxImportBatchBody: 64 << 10}, newTestStore(t))
 	body := bytes.Repeat([]byte("{}\n"), (16<<20)/3)
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
 	for i := range 10 {
 		for _, chunked := range []bool{false, true} {
 			var r io.Reader = bytes.NewReader(body)
@@ -408,7 +411,7 @@ func TestAdminOversizedBodyAnswered(t *testing.T) {
 			}
 			req.Header.Set("Authorization", "Bearer "+testToken)
 			req.Header.Set("Content-Type", "application/x-ndjson")
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatalf("post %d (chunked %v) of %d bytes: %v; want a 413", i, chunked, len(body), err)
 			}
@@ -418,5 +421,85 @@ func TestAdminOversizedBodyAnswered(t *testing.T) {
 				t.Fatalf("post %d (chunked %v): %d %s, want a 413 naming the limit", i, chunked, resp.StatusCode, raw)
 			}
 		}
+	}
+}
+
+// TestAdminStopsLingering: a connection that lingers after a 413 (its
+// client neither sends more nor closes) is closed when the server stops:
+// no connection lingers once Serve has returned.
+func TestAdminStopsLingering(t *testing.T) {
+	a, err := NewAdminAPI(AdminConfig{Token: testToken, Listen: "127.0.0.1:0", MaxImportBatchBody: 64 << 10},
+		newTestStore(t), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Listen(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+
+	conn, err := net.Dial("tcp", a.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/certificates/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000000\r\n\r\n", testToken)
+	conn.Write(bytes.Repeat([]byte("{}\n"), 1000))
+	conn.SetReadDeadline(time.Now().Add(time.Minute))
+	answer, _ := io.ReadAll(conn) // up to the server's FIN
+	if !strings.HasPrefix(string(answer), "HTTP/1.1 413") {
+		t.Fatalf("answer %q, want a 413", answer)
+	}
+	lingering := func() int {
+		a.server.mu.Lock()
+		defer a.server.mu.Unlock()
+		return a.server.lingers.count()
+	}
+	if n := lingering(); n != 1 {
+		t.Fatalf("%d connections linger after the 413 was sent, want 1", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if n := lingering(); n != 0 {
+		t.Errorf("%d connections still linger after Serve returned, want none", n)
+	}
+}
+
+// At most maxLingering connections linger at once: past them a marked
+// connection closes at once; once one is done, another may linger.
+func TestLingerSetBounded(t *testing.T) {
+	set := &lingerSet{conns: make(map[*lingerConn]struct{})}
+	var started []*lingerConn
+	for range maxLingering {
+		c, _ := net.Pipe()
+		defer c.Close()
+		lc := &lingerConn{Conn: c, set: set}
+		if !set.start(lc) {
+			t.Fatalf("connection %d of %d refused", len(started)+1, maxLingering)
+		}
+		started = append(started, lc)
+	}
+	c, _ := net.Pipe()
+	defer c.Close()
+	extra := &lingerConn{Conn: c, set: set}
+	if set.start(extra) {
+		t.Fatalf("connection %d lingers, want at most %d", maxLingering+1, maxLingering)
+	}
+	set.done(started[0])
+	if !set.start(extra) {
+		t.Fatal("a connection refused after one of the lingering ones was done")
+	}
+	set.done(extra)
+	for _, lc := range started[1:] {
+		set.done(lc)
+	}
+	set.cut()
+	if set.start(extra) {
+		t.Error("a connection lingers after the cut")
 	}
 }

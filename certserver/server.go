@@ -25,8 +25,10 @@ type server struct {
 	name string
 	srv  *fasthttp.Server
 	// lingering, set before Serve, lets handlers make a connection
-	// linger when it closes (lingerOnClose).
+	// linger when it closes (lingerOnClose); lingers is then the
+	// connections that do, from Serve on.
 	lingering bool
+	lingers   *lingerSet
 	// log is the endpoint's logger.
 	log *slog.Logger
 	// base is the server-lifetime context handlers derive theirs from,
@@ -187,14 +189,19 @@ func (s *server) serve(ctx context.Context) error {
 	}
 	s.serving = true
 	lns := append([]net.Listener(nil), s.lns...)
+	lingers := s.lingers
+	if s.lingering {
+		lingers = &lingerSet{conns: make(map[*lingerConn]struct{})}
+		s.lingers = lingers
+	}
 	s.mu.Unlock()
 
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() {
 			var served net.Listener = ln
-			if s.lingering {
-				served = lingerListener{ln}
+			if lingers != nil {
+				served = lingerListener{ln, lingers}
 			}
 			err := s.srv.Serve(served)
 			if err != nil {
@@ -224,6 +231,9 @@ func (s *server) serve(ctx context.Context) error {
 			first = err
 		}
 	}
+	// fasthttp no longer counts a connection whose Close it called:
+	// the lingering ones end here, not after the server has stopped.
+	lingers.cut()
 	if first == nil {
 		first = closeErr
 	}
@@ -307,45 +317,115 @@ func recoverPanic(log *slog.Logger, rc *fasthttp.RequestCtx, write func(rc *fast
 // client still sends after the answer, before it closes.
 const lingerTime = 5 * time.Second
 
-// lingerListener accepts lingerConns.
-type lingerListener struct{ net.Listener }
+// maxLingering bounds how many connections of a server linger at once;
+// past it, a marked connection closes at once (its client may then see a
+// reset instead of the answer).
+const maxLingering = 64
+
+// lingerListener accepts lingerConns of one lingerSet.
+type lingerListener struct {
+	net.Listener
+	set *lingerSet
+}
 
 func (l lingerListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &lingerConn{Conn: c}, nil
+	return &lingerConn{Conn: c, set: l.set}, nil
 }
 
 // lingerConn is a connection that, once marked (lingerOnClose), closes as
-// nginx's lingering close does: it ends its side (a FIN after the
-// answer), then reads and throws away what the client still sends, for
-// lingerTime at most, and closes. A server that closes while a request
-// body is still arriving makes its system answer the rest with a reset,
-// which can destroy the answer before the client has read it: the client
-// says "connection reset by peer" instead of the 413 that names the
-// limit.
+// nginx's lingering close does: Close ends its side (a FIN after the
+// answer) and returns, and a goroutine reads and throws away what the
+// client still sends, for lingerTime at most, then closes it. A server
+// that closes while a request body is still arriving makes its system
+// answer the rest with a reset, which can destroy the answer before the
+// client has read it: the client says "connection reset by peer" instead
+// of the 413 that names the limit.
 type lingerConn struct {
 	net.Conn
+	set    *lingerSet
 	linger atomic.Bool
 }
 
 func (c *lingerConn) Close() error {
-	if c.linger.Load() {
-		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil &&
-			c.Conn.SetReadDeadline(time.Now().Add(lingerTime)) == nil {
-			io.Copy(io.Discard, c.Conn) //nolint:errcheck // a timeout or a reset ends it as well as the client's close
-		}
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok || !c.linger.CompareAndSwap(true, false) || !c.set.start(c) {
+		return c.Conn.Close()
 	}
-	return c.Conn.Close()
+	if cw.CloseWrite() != nil {
+		c.set.done(c)
+		return c.Conn.Close()
+	}
+	go func() {
+		defer c.set.done(c)
+		io.Copy(io.Discard, c.Conn) //nolint:errcheck // the client's close, the deadline or a reset ends it alike
+		c.Conn.Close()
+	}()
+	return nil
 }
 
 // lingerOnClose marks the connection of rc to linger when it closes (see
-// lingerConn). The connections of a server without lingering are left as
-// they are.
+// lingerConn). The connections of a server without lingering (its
+// lingering field) are left as they are.
 func lingerOnClose(rc *fasthttp.RequestCtx) {
 	if c, ok := rc.Conn().(*lingerConn); ok {
 		c.linger.Store(true)
 	}
+}
+
+// lingerSet is the lingering connections of a server, which its Serve
+// cuts short and waits for when it stops. Its methods are safe for
+// concurrent use; those of a nil set do nothing.
+type lingerSet struct {
+	mu      sync.Mutex
+	conns   map[*lingerConn]struct{}
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// count returns how many connections linger now.
+func (l *lingerSet) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// start adds c and gives it lingerTime to read, unless the server stops
+// or maxLingering linger already. The deadline is set under the lock,
+// so that a cut, which sets it to now, cannot come between and be undone.
+func (l *lingerSet) start(c *lingerConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped || len(l.conns) >= maxLingering || c.Conn.SetReadDeadline(time.Now().Add(lingerTime)) != nil {
+		return false
+	}
+	l.conns[c] = struct{}{}
+	l.wg.Add(1)
+	return true
+}
+
+// done removes c, which start added.
+func (l *lingerSet) done(c *lingerConn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	l.wg.Done()
+}
+
+// cut ends the reading of every lingering connection now, and waits
+// until they are closed; no connection lingers after it.
+func (l *lingerSet) cut() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.stopped = true
+	for c := range l.conns {
+		c.Conn.SetReadDeadline(time.Now()) //nolint:errcheck // a closed connection needs no cut
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
 }

@@ -1,27 +1,31 @@
 package nginxtest
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
 
-// The ports FreeAddr hands out: below the ephemeral range
-// (ip_local_port_range, 32768 to 60999 by default), so that neither a
-// connect() nor a listen on port 0 anywhere on the machine takes one,
-// and above the ports the peer benchmark routes its connections from
-// (20000 and up, a few hundred).
-const portLow, portHigh = 23000, 32768
+// The ports FreeAddr hands out: from portLow up to the ephemeral range
+// (ip_local_port_range, from 32768 by default; read from the system), so
+// that neither a connect() nor a listen on port 0 anywhere on the
+// machine takes one, and above the ports the peer benchmark routes its
+// connections from (peerPortBase in the nginx package, 20000 and up, a
+// few hundred).
+const portLow, defaultEphemeralLow = 23000, 32768
 
 // FreeAddr returns an address of host whose port was free a moment ago
-// and that no other test using FreeAddr holds until t ends, in this
-// process or another (a lock file per port under the temporary
-// directory, held with flock).
+// and that no other test of the same user using FreeAddr holds until t
+// ends, in this process or another (a lock file per port, held with
+// flock).
 //
 // Why not a port the kernel picks (listen on port 0, then close): nginx
 // listens with reuseport, and two processes of one user may both listen
@@ -43,25 +47,53 @@ func FreeAddr(t testing.TB, host string) string {
 // when it finds none.
 func FreePortOn(t testing.TB, hosts ...string) int {
 	t.Helper()
-	var last error
+	if len(hosts) == 0 {
+		t.Fatal("nginxtest: FreePortOn without a host")
+	}
+	high := ephemeralLow()
+	if high <= portLow {
+		t.Fatalf("nginxtest: the ephemeral port range starts at %d, below the test ports' %d: set net.ipv4.ip_local_port_range to start at 32768", high, portLow)
+	}
+	dir := portLockDir(t)
+	var last error = errors.New("every port tried is held by another test")
 	for range 500 {
-		port := portLow + rand.IntN(portHigh-portLow)
-		release, ok := claimPort(port)
+		port := portLow + rand.IntN(high-portLow)
+		release, ok := claimPort(t, dir, port)
 		if !ok {
 			continue
 		}
-		if last = freeOnAll(port, hosts); last != nil {
+		if err := freeOnAll(port, hosts); err != nil {
+			last = err
 			release()
 			continue
 		}
 		t.Cleanup(release)
 		return port
 	}
-	t.Fatalf("nginxtest: no port from %d to %d free on all of %v in 500 tries; the last: %v", portLow, portHigh-1, hosts, last)
+	t.Fatalf("nginxtest: no port from %d to %d free on all of %v in 500 tries; the last: %v", portLow, high-1, hosts, last)
 	return 0
 }
 
-// freeOnAll reports whether port can be listened on on every one of hosts.
+// ephemeralLow returns the first port of the system's ephemeral range,
+// defaultEphemeralLow when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return defaultEphemeralLow
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return defaultEphemeralLow
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return defaultEphemeralLow
+	}
+	return low
+}
+
+// freeOnAll returns nil when port can be listened on on every one of
+// hosts, else the first error.
 func freeOnAll(port int, hosts []string) error {
 	var held []net.Listener
 	defer func() {
@@ -79,23 +111,39 @@ func freeOnAll(port int, hosts []string) error {
 	return nil
 }
 
-// claimPort takes port's lock file, unless another test holds it; release
-// gives it back. Where no lock file can be made (a temporary directory
-// another user made), every port is taken as unclaimed: the listen probe
-// alone then decides.
-func claimPort(port int) (release func(), ok bool) {
-	dir := filepath.Join(os.TempDir(), "nginxtest-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return func() {}, true
+// portLockDir returns the directory of the user's port lock files,
+// made private to the user (nginx's reuseport sharing is between
+// processes of one user only). It fails the test when the directory is
+// not the user's own, private, real directory.
+func portLockDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("nginxtest-ports-%d", os.Getuid()))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("nginxtest: port locks: %v", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	fi, err := os.Lstat(dir)
 	if err != nil {
-		return func() {}, true
+		t.Fatalf("nginxtest: port locks: %v", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("nginxtest: port locks: %s is not a directory of this user's (uid %d) that only it can use (%v): remove it", dir, os.Getuid(), fi.Mode())
+	}
+	return dir
+}
+
+// claimPort takes port's lock file in dir, unless another test holds it
+// (ok false); release gives it back. It fails the test when the file
+// cannot be opened.
+func claimPort(t testing.TB, dir string, port int) (release func(), ok bool) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		t.Fatalf("nginxtest: port lock: %v", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		return nil, false
 	}
-	fmt.Fprintf(f, "%d\n", os.Getpid())
 	return func() { f.Close() }, true
 }

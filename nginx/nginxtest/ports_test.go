@@ -15,14 +15,14 @@ func TestFreeAddrHoldsItsPort(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if port, err = strconv.Atoi(p); err != nil || port < portLow || port >= portHigh {
-			t.Fatalf("port %s, want one from %d to %d", p, portLow, portHigh-1)
+		if port, err = strconv.Atoi(p); err != nil || port < portLow || port >= ephemeralLow() {
+			t.Fatalf("port %s, want one from %d to %d", p, portLow, ephemeralLow()-1)
 		}
-		if _, ok := claimPort(port); ok {
+		if _, ok := claimPort(t, portLockDir(t), port); ok {
 			t.Fatalf("port %d claimed again while the test that got it runs", port)
 		}
 	})
-	release, ok := claimPort(port)
+	release, ok := claimPort(t, portLockDir(t), port)
 	if !ok {
 		t.Fatalf("port %d still held after the test that got it ended", port)
 	}

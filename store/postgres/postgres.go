@@ -285,9 +285,9 @@ const maxAttempts = 5
 // the pool may hold connections a server that restarted has closed, so it
 // drops them all (pgxpool.Pool.Reset) and the next attempt connects
 // afresh. A server that is really gone fails that attempt too. An error
-// wrapping a final is never retried, nor is any once
-// ctx is done. Errors that say the database is unreachable wrap
-// store.ErrUnavailable; a context that is done is its error.
+// wrapping a final is never retried, nor is any once ctx is done. Errors
+// that say the database is unreachable wrap store.ErrUnavailable; a
+// context that is done is its error.
 func (s *Store) retry(ctx context.Context, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err

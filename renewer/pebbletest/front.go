@@ -93,7 +93,7 @@ type orderIndexKey struct{}
 
 // startFront starts the front on a free loopback port, serving HTTPS with
 // the listener certificate, and stops it in t.Cleanup.
-func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath string, hideRenewalInfo bool) (*front, error) {
+func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath string, issued *issuance, hideRenewalInfo bool) (*front, error) {
 	target, err := url.Parse(pebbleURL)
 	if err != nil {
 		return nil, err
@@ -129,6 +129,12 @@ func startFront(t testing.TB, pebbleURL string, ca *listenerCerts, logPath strin
 		ErrorLog: log.New(logFile, "pebbletest front: ", log.LstdFlags),
 	}
 	f.proxy.ModifyResponse = func(resp *http.Response) error {
+		if req := resp.Request; req.Method == http.MethodPost && resp.StatusCode == http.StatusOK &&
+			strings.HasPrefix(req.URL.Path, finalizePathPrefix) {
+			// Pebble's deadlock on an order polled while it is
+			// issued (issued.go).
+			issued.wait(strings.TrimPrefix(req.URL.Path, finalizePathPrefix))
+		}
 		if hideRenewalInfo {
 			if err := dropRenewalInfo(resp); err != nil {
 				return err
@@ -411,6 +417,10 @@ func parseNewOrder(body []byte) Order {
 // (wfe.challengePath in Pebble v2.10.1; challenges are not in the
 // directory).
 const challengePathPrefix = "/chalZ/"
+
+// finalizePathPrefix is the path of Pebble's finalize URLs, before the
+// order's ID.
+const finalizePathPrefix = "/finalize-order/"
 
 // retryAfterSetter adds "Retry-After: 1" to an answer that has none.
 //

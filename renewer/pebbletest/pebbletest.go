@@ -138,6 +138,7 @@ type Server struct {
 	logPath        string
 	alternateRoots int
 	front          *front
+	issued         *issuance // from Pebble's output, for the front
 
 	rootsMu sync.Mutex
 	roots   *x509.CertPool // cached by Roots
@@ -179,7 +180,8 @@ func Start(t testing.TB, opts Options) *Server {
 	if dnsAddr == "" {
 		dnsAddr = opts.DNS.Addr()
 	}
-	s := &Server{DNS: opts.DNS, dnsAddr: dnsAddr, tlsPool: ca.pool, logPath: filepath.Join(dir, "pebble.log"), alternateRoots: opts.AlternateRoots}
+	s := &Server{DNS: opts.DNS, dnsAddr: dnsAddr, tlsPool: ca.pool, logPath: filepath.Join(dir, "pebble.log"), alternateRoots: opts.AlternateRoots,
+		issued: newIssuance()}
 	var p *process
 	for attempt := 1; ; attempt++ {
 		p, err = s.launch(bin, dir, ca, opts)
@@ -200,7 +202,7 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	})
 
-	f, err := startFront(t, p.acmeURL, ca, s.logPath, opts.HideRenewalInfo)
+	f, err := startFront(t, p.acmeURL, ca, s.logPath, s.issued, opts.HideRenewalInfo)
 	if err != nil {
 		t.Fatalf("pebbletest: front: %v", err)
 	}

@@ -60,7 +60,8 @@ func (s *Server) run(bin, dir, acmeAddr, mgmtAddr string, pool *x509.CertPool, o
 	cmd := exec.Command(bin, "-config", cfgPath, "-dnsserver", s.dnsAddr, "-strict=false")
 	cmd.Dir = dir
 	cmd.Env = pebbleEnv(opts)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
+	out := s.issued.writer(logFile)
+	cmd.Stdout, cmd.Stderr = out, out
 	setParentDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()

@@ -5,7 +5,6 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -108,19 +107,19 @@ contact = "hostmaster@hoster.test"
 			t.Logf("serve log:\n%s", stderr)
 		}
 	})
-	waitForLong(t, "the start line", func() bool {
+	// The zone logs its address just after the start line: wait for it.
+	zoneLine := regexp.MustCompile(`dns zone serving".*listen=(127\.0\.0\.1:\d+)`)
+	var m []string
+	waitForLong(t, "the zone's line", func() bool {
 		select {
 		case code := <-done:
 			done <- code
 			t.Fatalf("serve exited with %d:\n%s", code, stderr)
 		default:
 		}
-		return strings.Contains(stderr.String(), "certserver started")
+		m = zoneLine.FindStringSubmatch(stderr.String())
+		return m != nil
 	})
-	m := regexp.MustCompile(`dns zone serving".*listen=(127\.0\.0\.1:\d+)`).FindStringSubmatch(stderr.String())
-	if m == nil {
-		t.Fatalf("no zone address in the log:\n%s", stderr)
-	}
 
 	// The value goes into the database the way no host's copy sees it:
 	// version 0 is below every follower's cursor, so only the database
